@@ -1,0 +1,35 @@
+# Developer entry points. Everything runs from the project's own virtualenv in .venv/.
+#   make run   install, initialise (SQLite db + signing keys under instance/) and serve :5000
+#   make test  the whole check that CI runs (scripts/test.sh)
+#   make lint  ruff and mypy only
+
+VENV := .venv
+PY   := $(VENV)/bin/python
+PIP  := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: run test lint
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# Stamp files: reinstall only when pyproject.toml changes (the install is editable, so code
+# changes are picked up without reinstalling).
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) install -e '.[test]'
+	@touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/idp init
+	$(VENV)/bin/idp serve --host 0.0.0.0 --port 5000
+
+test:
+	scripts/test.sh
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

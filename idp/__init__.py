@@ -1,0 +1,110 @@
+"""idp: a passkey-first OpenID Connect identity provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, render_template
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from idp.database import configure_engine
+from idp.extensions import csrf, db
+from idp.runtime import Runtime
+from idp.services.crypto import derive_key
+from idp.settings import Settings, load_settings
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the application: settings, extensions, blueprints, CLI (Flask tutorial's factory)."""
+    settings = load_settings(overrides)
+    instance_path = Path(settings.instance_path).resolve()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(instance_path))
+    app.config.update(_flask_config(settings))
+
+    db.init_app(app)
+    csrf.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+
+    app.extensions["idp"] = Runtime.build(settings)
+    from idp.oidc.server import create_authorization_server
+
+    app.extensions["idp.oauth"] = create_authorization_server(app)
+
+    from idp.account.views import bp as account_bp
+    from idp.login.views import bp as login_bp
+    from idp.oidc.views import bp as oidc_bp
+    from idp.ops import bp as ops_bp
+
+    for blueprint in (oidc_bp, login_bp, account_bp, ops_bp):
+        app.register_blueprint(blueprint)
+
+    from idp.web import add_security_headers, csp_nonce
+
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.after_request(add_security_headers)
+    _register_error_pages(app)
+
+    @app.teardown_appcontext
+    def _rollback_unfinished(_exc: BaseException | None) -> None:
+        db.session.remove()
+
+    return app
+
+
+def _flask_config(settings: Settings) -> dict[str, Any]:
+    secure = settings.secure_transport
+    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    if settings.sqlalchemy_url.startswith("sqlite"):
+        engine_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {
+        "IDP_SETTINGS": settings,
+        # Flask's own signed cookie carries only the CSRF token; a separate derived key.
+        "SECRET_KEY": derive_key(settings.secret_key, "idp flask session").hex(),
+        "SQLALCHEMY_DATABASE_URI": settings.sqlalchemy_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "SESSION_COOKIE_NAME": "__Host-idp_csrf" if secure else "idp_csrf",
+        "SESSION_COOKIE_SECURE": secure,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_PATH": "/",
+        # A sign-in page may stay open as long as its pending request lives.
+        "WTF_CSRF_TIME_LIMIT": settings.pending_request_ttl,
+        "WTF_CSRF_SSL_STRICT": secure,
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "MAX_FORM_MEMORY_SIZE": 256 * 1024,
+        "MAX_FORM_PARTS": 200,
+        "JSON_SORT_KEYS": False,
+    }
+
+
+def _register_error_pages(app: Flask) -> None:
+    """Calm pages for every HTTP error; never a stack trace."""
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> Any:
+        return render_template(
+            "errors/error.html",
+            title="Please try again",
+            message="This form expired or was sent from another page. Reload it and try again.",
+        ), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        db.session.rollback()
+        return render_template(
+            "errors/error.html", title=error.name, message=error.description
+        ), error.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Any:
+        db.session.rollback()
+        app.logger.exception("unhandled error")
+        return render_template(
+            "errors/error.html",
+            title="Something went wrong",
+            message="An unexpected error occurred. Please try again.",
+        ), 500

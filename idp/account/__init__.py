@@ -1,0 +1,1 @@
+"""The end-user portal."""

@@ -1,0 +1,329 @@
+"""The ``idp`` command: init, serve, users, clients, keys. Scriptable; ``--json`` prints data."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask
+
+from idp.settings import SettingsError
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@contextmanager
+def _app() -> Iterator[Flask]:
+    from idp import create_app
+
+    try:
+        app = create_app()
+    except SettingsError as error:
+        raise click.ClickException(f"configuration: {error}") from error
+    with app.app_context():
+        yield app
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))
+
+
+def prepare_database(app: Flask) -> list[str]:
+    """Create or upgrade the schema and make sure every signing alg has an active key."""
+    from idp.database import upgrade
+    from idp.extensions import db
+    from idp.runtime import Runtime
+
+    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    runtime: Runtime = app.extensions["idp"]
+    created = runtime.keys.ensure_keys(db.session)
+    db.session.commit()
+    return [f"{key.alg} {key.kid}" for key in created]
+
+
+@click.group()
+def main() -> None:
+    """idp: a passkey-first OpenID Connect identity provider."""
+
+
+@main.command()
+def init() -> None:
+    """Create the database and the signing keys (safe to run again)."""
+    with _app() as app:
+        for line in prepare_database(app):
+            click.echo(f"created signing key {line}")
+        _print_welcome(app)
+
+
+def _print_welcome(app: Flask) -> None:
+    from sqlalchemy import select
+
+    from idp.extensions import db
+    from idp.models import User
+
+    settings = app.extensions["idp"].settings
+    click.echo(f"Discovery: {settings.endpoint('/.well-known/openid-configuration')}")
+    if db.session.scalar(select(User.id).where(User.is_admin.is_(True)).limit(1)) is None:
+        click.echo(
+            "No admin yet. Create the first one (the password is read from standard input):\n"
+            "  .venv/bin/idp users create you@example.com --name 'Your Name' --admin "
+            "--password-stdin\n"
+            f"then sign in at {settings.endpoint('/login')}"
+        )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--production", is_flag=True, help="One worker per CPU, as in config/gunicorn.conf.py.")
+def serve(host: str, port: int, production: bool) -> None:
+    """Serve idp with gunicorn; the embedded database is created or upgraded first."""
+    with _app() as app:
+        prepare_database(app)
+        _print_welcome(app)
+    from gunicorn.app.base import BaseApplication
+
+    workers = multiprocessing.cpu_count() if production else 1
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": 4 if production else 8,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "accesslog": None,
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            from idp import create_app
+
+            return create_app()
+
+    Server().run()
+
+
+# -- users ----------------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--name", default="")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--admin", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
+    """Create a user."""
+    from idp.extensions import db
+    from idp.services.passwords import PasswordPolicyError
+    from idp.services.users import UserError, UserService
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with _app() as app:
+        try:
+            user = UserService(db.session, app.extensions["idp"].passwords).create(
+                email, name=name, password=password, admin=admin
+            )
+            db.session.commit()
+        except (UserError, PasswordPolicyError) as error:
+            _fail(str(error))
+        data = {"id": user.id, "sub": user.id, "email": user.email, "admin": user.is_admin}
+        _emit(data, as_json, lambda d: f"created user {d['email']} (sub {d['sub']})")
+
+
+# -- clients --------------------------------------------------------------------------------------
+@main.group()
+def clients() -> None:
+    """Manage relying-party applications."""
+
+
+@clients.command("create")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True)
+@click.option("--public", is_flag=True, help="A browser or native app without a secret (PKCE).")
+@click.option(
+    "--auth-method",
+    type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
+)
+@click.option("--first-party", is_flag=True, help="Trusted: skips the consent screen.")
+@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256", "EdDSA"]), default="RS256")
+@click.option("--scope", "scopes", multiple=True, help="Allowed scope (repeat).")
+@click.option("--grant-type", "grant_types", multiple=True, help="Allowed grant type (repeat).")
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def clients_create(
+    name: str,
+    redirect_uris: tuple[str, ...],
+    post_logout_uris: tuple[str, ...],
+    public: bool,
+    auth_method: str | None,
+    first_party: bool,
+    id_token_alg: str,
+    scopes: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    jwks_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Register a client; its secret is shown once."""
+    from idp.extensions import db
+    from idp.services.clients import ClientRegistrationError, ClientService, describe
+
+    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    with _app() as app:
+        try:
+            new = ClientService(db.session, app.extensions["idp"].client_secrets).create(
+                name=name,
+                redirect_uris=list(redirect_uris),
+                post_logout_redirect_uris=list(post_logout_uris),
+                public=public,
+                auth_method=auth_method,
+                first_party=first_party,
+                id_token_alg=id_token_alg,
+                scopes=list(scopes) or None,
+                grant_types=list(grant_types) or None,
+                jwks=jwks,
+            )
+            db.session.commit()
+        except ClientRegistrationError as error:
+            _fail(str(error))
+        data = describe(new.client) | {"client_secret": new.client_secret}
+        _emit(data, as_json, _client_text)
+
+
+def _client_text(data: dict[str, Any]) -> str:
+    lines = [f"{k}: {v}" for k, v in data.items() if k != "client_secret"]
+    if data.get("client_secret"):
+        lines.append(f"client_secret: {data['client_secret']}  (shown once: store it now)")
+    return "\n".join(lines)
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def clients_list(as_json: bool) -> None:
+    """List clients."""
+    from idp.extensions import db
+    from idp.services.clients import ClientService, describe
+
+    with _app() as app:
+        rows = [describe(c) for c in ClientService(db.session, app.extensions["idp"].client_secrets).list()]
+        _emit(rows, as_json, lambda r: "\n".join(f"{c['client_id']}  {c['name']}" for c in r))
+
+
+def _load_client(client_id: str) -> Any:
+    from idp.extensions import db
+    from idp.models import Client
+
+    client = db.session.get(Client, client_id)
+    if client is None:
+        _fail(f"no client {client_id}")
+    return client
+
+
+@clients.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_show(client_id: str, as_json: bool) -> None:
+    """Show one client."""
+    from idp.services.clients import describe
+
+    with _app():
+        _emit(describe(_load_client(client_id)), as_json, _client_text)
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_rotate_secret(client_id: str, as_json: bool) -> None:
+    """Give a client a new secret (shown once); the old one stops working."""
+    from idp.extensions import db
+    from idp.services.clients import ClientRegistrationError, ClientService
+
+    with _app() as app:
+        service = ClientService(db.session, app.extensions["idp"].client_secrets)
+        try:
+            secret = service.rotate_secret(_load_client(client_id))
+        except ClientRegistrationError as error:
+            _fail(str(error))
+        db.session.commit()
+        data = {"client_id": client_id, "client_secret": secret}
+        _emit(data, as_json, _client_text)
+
+
+@clients.command("delete")
+@click.argument("client_id")
+def clients_delete(client_id: str) -> None:
+    """Delete a client and everything issued to it."""
+    from idp.extensions import db
+    from idp.services.clients import ClientService
+
+    with _app() as app:
+        ClientService(db.session, app.extensions["idp"].client_secrets).delete(
+            _load_client(client_id)
+        )
+        db.session.commit()
+        click.echo(f"deleted client {client_id}")
+
+
+# -- keys -----------------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """Manage signing keys."""
+
+
+def _key_rows(app: Flask) -> list[dict[str, Any]]:
+    from idp.extensions import db
+
+    return [
+        {
+            "kid": k.kid,
+            "alg": k.alg,
+            "created_at": k.created_at.isoformat(),
+            "active": k.retired_at is None,
+            "unpublish_after": k.unpublish_after.isoformat() if k.unpublish_after else None,
+        }
+        for k in app.extensions["idp"].keys.list_keys(db.session)
+    ]
+
+
+def _keys_text(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{r['alg']:6} {r['kid']}  {'active' if r['active'] else 'retired'}"
+        + (f" (published until {r['unpublish_after']})" if r["unpublish_after"] else "")
+        for r in rows
+    )
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(as_json: bool) -> None:
+    """List signing keys."""
+    with _app() as app:
+        _emit(_key_rows(app), as_json, _keys_text)
+
+
+@keys.command("rotate")
+@click.option("--json", "as_json", is_flag=True)
+def keys_rotate(as_json: bool) -> None:
+    """Activate new signing keys; old public keys stay published until their tokens expire."""
+    from idp.extensions import db
+
+    with _app() as app:
+        app.extensions["idp"].keys.rotate(db.session)
+        db.session.commit()
+        _emit(_key_rows(app), as_json, _keys_text)

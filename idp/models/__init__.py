@@ -1,0 +1,33 @@
+"""SQLAlchemy models, one module per aggregate."""
+
+from idp.models.audit import AuditEvent
+from idp.models.base import Base
+from idp.models.clients import Client
+from idp.models.keys import SigningKey
+from idp.models.oauth import (
+    AccessToken,
+    AuthorizationCode,
+    Consent,
+    Grant,
+    PendingAuthorization,
+    RefreshToken,
+    UsedClientAssertion,
+)
+from idp.models.sessions import BrowserSession
+from idp.models.users import User
+
+__all__ = [
+    "AccessToken",
+    "AuditEvent",
+    "AuthorizationCode",
+    "Base",
+    "BrowserSession",
+    "Client",
+    "Consent",
+    "Grant",
+    "PendingAuthorization",
+    "RefreshToken",
+    "SigningKey",
+    "UsedClientAssertion",
+    "User",
+]

@@ -1,0 +1,162 @@
+"""The OAuth / OpenID Connect aggregate: pending requests, grants, codes, tokens, consents.
+
+A ``Grant`` is one authorization by one user for one client; every code, access token and refresh
+token hangs off a grant, so revoking the grant revokes the whole family at once (RFC 6749 4.1.2 and
+RFC 9700 4.14.2: a replayed code or refresh token revokes what was issued from it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.models.base import Base, UTCDateTime, random_id, utcnow
+from idp.models.clients import Client
+from idp.models.users import User
+
+
+class PendingAuthorization(Base):
+    """A validated authorization request waiting for sign-in or consent, kept server-side."""
+
+    __tablename__ = "pending_authorizations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=random_id)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: The user who approved the consent screen for this request, if it was shown.
+    consented_by: Mapped[str | None] = mapped_column(String(32), default=None)
+
+    client: Mapped[Client] = relationship(lazy="joined")
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=random_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
+    )
+    scope: Mapped[str] = mapped_column(String(1000))
+    sid: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    amr: Mapped[list[str]] = mapped_column(JSON)
+    acr: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class AuthorizationCode(Base):
+    """Implements Authlib's ``AuthorizationCodeMixin``."""
+
+    __tablename__ = "authorization_codes"
+
+    #: SHA-256 of the code; the code itself is never stored.
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scope: Mapped[str] = mapped_column(String(1000))
+    nonce: Mapped[str | None] = mapped_column(String(512), default=None)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10), default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    # -- Authlib AuthorizationCodeMixin ---------------------------------------------------------
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.grant.auth_time.timestamp())
+
+    def get_acr(self) -> str:
+        return self.grant.acr
+
+    def get_amr(self) -> list[str]:
+        return list(self.grant.amr)
+
+
+class AccessToken(Base):
+    """An issued JWT access token (RFC 9068), recorded so that it can be revoked and introspected."""
+
+    __tablename__ = "access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("grants.id", ondelete="CASCADE"), default=None, index=True
+    )
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    scope: Mapped[str] = mapped_column(String(1000))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    grant: Mapped[Grant | None] = relationship(lazy="joined")
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(1000))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    # -- Authlib TokenMixin (used by the revocation and introspection endpoints) ----------------
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_revoked(self) -> bool:
+        return self.grant.revoked_at is not None
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+
+class Consent(Base):
+    """What a user agreed to share with a third-party client, remembered per user and client."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UsedClientAssertion(Base):
+    """``jti`` values of spent ``private_key_jwt`` assertions (RFC 7523 3: replay protection)."""
+
+    __tablename__ = "used_client_assertions"
+
+    jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

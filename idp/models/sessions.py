@@ -1,0 +1,32 @@
+"""Server-side browser sessions (the cookie holds only a random reference)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.models.base import Base, UTCDateTime, random_id, utcnow
+from idp.models.users import User
+
+
+class BrowserSession(Base):
+    __tablename__ = "browser_sessions"
+
+    #: SHA-256 of the cookie value: a database leak does not hand out live sessions.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The public session id, published as the ID token's ``sid`` claim.
+    sid: Mapped[str] = mapped_column(String(32), unique=True, default=random_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    amr: Mapped[list[str]] = mapped_column(JSON)
+    acr: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ip_address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+
+    user: Mapped[User] = relationship(lazy="joined")

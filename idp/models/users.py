@@ -1,0 +1,33 @@
+"""The user aggregate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from idp.models.base import Base, UTCDateTime, random_id, utcnow
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    #: Also the ``sub`` claim: random, opaque and stable (OIDC Core 2: never reassigned).
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=random_id)
+    #: Stored lower-cased so that look-ups are case-insensitive on every database.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+    def get_user_id(self) -> str:
+        """Authlib's hook for the resource owner's id."""
+        return self.id

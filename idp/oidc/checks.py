@@ -1,0 +1,259 @@
+"""The authorization endpoint's spec checks, one small function each, in the order they run.
+
+Each check names the clause it implements. ``parse_authorization_request`` composes them; the view
+only turns the result or the ``AuthorizationError`` into a response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from idp.models import Client
+from idp.oidc.errors import AuthorizationError, page_error
+
+#: RFC 7636 4.2: code_challenge is 43-128 characters of the unreserved set.
+CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
+RESPONSE_MODES = ("query", "form_post")
+# Parameters RFC 6749 3.1 says "MUST NOT be included more than once", plus the OIDC ones.
+SINGLE_VALUED = (
+    "client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
+    "code_challenge", "code_challenge_method", "prompt", "max_age", "login_hint",
+    "id_token_hint", "acr_values", "request", "request_uri",
+)  # fmt: skip
+MAX_PARAMETER_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """A validated authorization request: everything later steps may rely on."""
+
+    client_id: str
+    redirect_uri: str
+    response_mode: str
+    state: str | None
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    prompt: tuple[str, ...]
+    max_age: int | None
+    login_hint: str | None
+    id_token_hint_sub: str | None
+    acr_values: str | None
+
+    def to_params(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AuthorizationRequest:
+        values = dict(params)
+        values["prompt"] = tuple(values.get("prompt") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What the checks need besides the request itself."""
+
+    find_client: Callable[[str], Client | None]
+    #: Verifies an ID token we issued (signature and issuer, not expiry) and returns its claims.
+    verify_id_token_hint: Callable[[str], dict[str, Any] | None]
+    pkce_required_for_all: bool
+
+
+def parse_authorization_request(
+    params: Mapping[str, Sequence[str]], context: CheckContext
+) -> AuthorizationRequest:
+    """Run every check; raise ``AuthorizationError`` at the first failure."""
+    values = check_parameters_single_valued(params)
+    client = check_client(values, context)
+    redirect_uri = check_redirect_uri(values, client)
+    # From here on, errors can be sent to redirect_uri: it is registered for this client.
+    try:
+        return _parse_after_redirect_uri(values, client, redirect_uri, context)
+    except AuthorizationError as error:
+        error.redirect_uri = redirect_uri
+        error.state = values.get("state")
+        if values.get("response_mode") in RESPONSE_MODES:
+            error.response_mode = values["response_mode"]
+        raise
+
+
+def _parse_after_redirect_uri(
+    values: dict[str, str], client: Client, redirect_uri: str, context: CheckContext
+) -> AuthorizationRequest:
+    response_mode = check_response_mode(values)
+    check_no_request_object(values)
+    check_response_type(values, client)
+    scope = check_scope(values, client)
+    code_challenge, method = check_pkce(values, client, context)
+    prompt = check_prompt(values)
+    max_age = check_max_age(values)
+    return AuthorizationRequest(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        response_mode=response_mode,
+        state=values.get("state"),
+        scope=scope,
+        nonce=values.get("nonce"),
+        code_challenge=code_challenge,
+        code_challenge_method=method,
+        prompt=prompt,
+        max_age=max_age,
+        login_hint=values.get("login_hint"),
+        id_token_hint_sub=check_id_token_hint(values, client, context),
+        acr_values=values.get("acr_values"),
+    )
+
+
+def check_parameters_single_valued(params: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """RFC 6749 3.1: request parameters MUST NOT be included more than once. Unknown parameters
+    are ignored (RFC 6749 3.1, OIDC Core 3.1.2.1)."""
+    values: dict[str, str] = {}
+    repeated = []
+    for name in SINGLE_VALUED:
+        given = list(params.get(name, ()))
+        if len(given) > 1:
+            repeated.append(name)
+        if given:
+            if len(given[0]) > MAX_PARAMETER_LENGTH:
+                raise page_error(f"The '{name}' parameter is too long.")
+            values[name] = given[0]
+    if "client_id" in repeated or "redirect_uri" in repeated:
+        raise page_error("The client_id and redirect_uri parameters must appear once.")
+    if repeated:
+        values["_repeated"] = repeated[0]
+    return values
+
+
+def check_client(values: Mapping[str, str], context: CheckContext) -> Client:
+    """RFC 6749 4.1.2.1: an unknown client gets an error page, never a redirect."""
+    client_id = values.get("client_id")
+    if not client_id:
+        raise page_error("The request has no client_id.")
+    client = context.find_client(client_id)
+    if client is None or client.disabled_at is not None:
+        raise page_error("The application that sent you here is not registered.")
+    return client
+
+
+def check_redirect_uri(values: Mapping[str, str], client: Client) -> str:
+    """OIDC Core 3.1.2.1: redirect_uri is required and must exactly match a registered one
+    (simple string comparison, RFC 9700 2.1); otherwise an error page, never a redirect."""
+    redirect_uri = values.get("redirect_uri")
+    if not redirect_uri:
+        raise page_error("The request has no redirect_uri.")
+    if not client.check_redirect_uri(redirect_uri):
+        raise page_error("The redirect_uri is not registered for this application.")
+    return redirect_uri
+
+
+def check_response_mode(values: Mapping[str, str]) -> str:
+    """OAuth 2.0 Multiple Response Types 2.1 and Form Post Response Mode 2."""
+    mode = values.get("response_mode") or "query"
+    if mode not in RESPONSE_MODES:
+        # The error itself must still reach the client: fall back to query.
+        raise AuthorizationError("invalid_request", f"Unsupported response_mode '{mode}'.")
+    if "_repeated" in values:
+        raise AuthorizationError(
+            "invalid_request", f"The '{values['_repeated']}' parameter must appear once."
+        )
+    return mode
+
+
+def check_no_request_object(values: Mapping[str, str]) -> None:
+    """OIDC Core 6: request objects are not supported (and not advertised)."""
+    if "request" in values:
+        raise AuthorizationError("request_not_supported", "Request objects are not supported.")
+    if "request_uri" in values:
+        raise AuthorizationError(
+            "request_uri_not_supported", "The request_uri parameter is not supported."
+        )
+
+
+def check_response_type(values: Mapping[str, str], client: Client) -> None:
+    """RFC 6749 4.1.1 / RFC 9700 2.1.2: only the authorization code flow is offered."""
+    response_type = values.get("response_type")
+    if not response_type:
+        raise AuthorizationError("invalid_request", "The request has no response_type.")
+    if response_type != "code" or not client.check_response_type(response_type):
+        raise AuthorizationError(
+            "unsupported_response_type", "Only response_type=code is supported."
+        )
+
+
+def check_scope(values: Mapping[str, str], client: Client) -> str:
+    """RFC 6749 3.3: scopes outside the client's registration are dropped; nothing left is an
+    error. OIDC Core 11: offline_access only for clients allowed to hold refresh tokens."""
+    requested = values.get("scope", "").split()
+    allowed = [s for s in dict.fromkeys(requested) if s in client.scopes]
+    if "offline_access" in allowed and not client.check_grant_type("refresh_token"):
+        allowed.remove("offline_access")
+    if not allowed:
+        raise AuthorizationError("invalid_scope", "No requested scope is allowed for this client.")
+    return " ".join(allowed)
+
+
+def check_pkce(
+    values: Mapping[str, str], client: Client, context: CheckContext
+) -> tuple[str | None, str | None]:
+    """RFC 7636 4.3 and RFC 9700 2.1.1: S256 only (``plain`` and an absent method, which means
+    plain, are refused); required for public clients and, by default, for every client."""
+    challenge = values.get("code_challenge")
+    method = values.get("code_challenge_method")
+    if not challenge:
+        if method:
+            raise AuthorizationError("invalid_request", "code_challenge_method without challenge.")
+        if client.is_public or context.pkce_required_for_all:
+            raise AuthorizationError("invalid_request", "PKCE with S256 is required.")
+        return None, None
+    if method != "S256":
+        raise AuthorizationError(
+            "invalid_request", "code_challenge_method must be S256 (plain is not allowed)."
+        )
+    if not CODE_CHALLENGE.match(challenge):
+        raise AuthorizationError("invalid_request", "The code_challenge is malformed.")
+    return challenge, method
+
+
+def check_prompt(values: Mapping[str, str]) -> tuple[str, ...]:
+    """OIDC Core 3.1.2.1: known values only; ``none`` must stand alone."""
+    prompt = tuple(dict.fromkeys(values.get("prompt", "").split()))
+    unknown = [p for p in prompt if p not in PROMPT_VALUES]
+    if unknown:
+        raise AuthorizationError("invalid_request", f"Unsupported prompt value '{unknown[0]}'.")
+    if "none" in prompt and len(prompt) > 1:
+        raise AuthorizationError("invalid_request", "prompt=none cannot be combined.")
+    return prompt
+
+
+def check_max_age(values: Mapping[str, str]) -> int | None:
+    """OIDC Core 3.1.2.1: max_age is a non-negative number of seconds."""
+    raw = values.get("max_age")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 10:
+        raise AuthorizationError("invalid_request", "max_age must be a non-negative integer.")
+    return int(raw)
+
+
+def check_id_token_hint(
+    values: Mapping[str, str], client: Client, context: CheckContext
+) -> str | None:
+    """OIDC Core 3.1.2.1: id_token_hint must be an ID token we issued (expired is fine); its
+    ``sub`` says which user the client expects."""
+    hint = values.get("id_token_hint")
+    if not hint:
+        return None
+    claims = context.verify_id_token_hint(hint)
+    if claims is None or not isinstance(claims.get("sub"), str):
+        raise AuthorizationError("invalid_request", "The id_token_hint is not valid.")
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else list(audience or [])
+    if client.client_id not in audiences:
+        raise AuthorizationError("invalid_request", "The id_token_hint was issued to another client.")
+    return str(claims["sub"])

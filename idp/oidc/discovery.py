@@ -1,0 +1,48 @@
+"""OpenID Provider metadata: complete and truthful (advertise only what works)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idp.oidc.checks import PROMPT_VALUES
+from idp.services.policy import ACR_VALUES_SUPPORTED
+from idp.services.signing_keys import SUPPORTED_ALGS
+from idp.settings import Settings
+
+
+def provider_metadata(settings: Settings) -> dict[str, Any]:
+    endpoint = settings.endpoint
+    auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+    return {
+        "issuer": settings.issuer,
+        "authorization_endpoint": endpoint("/authorize"),
+        "token_endpoint": endpoint("/token"),
+        "userinfo_endpoint": endpoint("/userinfo"),
+        "jwks_uri": endpoint("/jwks"),
+        "revocation_endpoint": endpoint("/revoke"),
+        "introspection_endpoint": endpoint("/introspect"),
+        "end_session_endpoint": endpoint("/logout"),
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods[:3],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": sorted(PROMPT_VALUES),
+        "acr_values_supported": ACR_VALUES_SUPPORTED,
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
+            "at_hash", "name", "preferred_username", "email", "email_verified",
+        ],  # fmt: skip
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "frontchannel_logout_supported": False,
+        "backchannel_logout_supported": False,
+    }

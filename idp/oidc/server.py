@@ -1,0 +1,355 @@
+"""Authlib wiring: the token side of the OpenID Provider.
+
+Authlib runs the grant flows, client authentication and the RFC 7009 / 7662 / RP-initiated logout
+endpoints; every storage hook and every permissive default is ours (STYLE.md): PKCE is S256-only,
+codes and refresh tokens are spent through the consume-once primitive, and a replay revokes the
+grant.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
+from flask import Flask, current_app
+from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
+
+from idp.extensions import db
+from idp.models import AccessToken, AuthorizationCode, Client, RefreshToken, UsedClientAssertion
+from idp.models.base import utcnow
+from idp.runtime import Runtime
+from idp.services.claims import user_claims
+from idp.services.crypto import token_hash
+from idp.services.grants import GrantService
+from idp.services.tokens import mint_access_token, unverified_claims, verify_access_token
+
+log = logging.getLogger(__name__)
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choice to the AS
+
+
+def runtime() -> Runtime:
+    value = current_app.extensions["idp"]
+    assert isinstance(value, Runtime)
+    return value
+
+
+def query_client(client_id: str) -> Client | None:
+    if not client_id or len(client_id) > 64:
+        return None
+    client = db.session.get(Client, client_id)
+    if client is None or client.disabled_at is not None:
+        return None
+    # Client secrets are keyed hashes; the model checks them with the runtime's hasher.
+    client.secret_hasher = runtime().client_secrets
+    return client
+
+
+def generate_token(
+    grant_type: str,
+    client: Client,
+    user: Any = None,
+    scope: str | None = None,
+    expires_in: int | None = None,
+    include_refresh_token: bool = True,
+) -> dict[str, Any]:
+    settings = runtime().settings
+    scope = scope or ""
+    ttl = expires_in or settings.access_token_ttl
+    token: dict[str, Any] = {
+        "token_type": "Bearer",
+        "access_token": mint_access_token(
+            db.session,
+            runtime().keys,
+            alg=ACCESS_TOKEN_ALG,
+            issuer=settings.issuer,
+            audience=settings.issuer,
+            client_id=client.client_id,
+            # RFC 9068 2.2: sub is the user, or the client itself for client credentials.
+            subject=user.id if user is not None else client.client_id,
+            scope=scope,
+            ttl=ttl,
+        ),
+        "expires_in": ttl,
+        "scope": scope,
+    }
+    # OIDC Core 11: refresh tokens only with offline_access (and a client allowed to use them).
+    if include_refresh_token and "offline_access" in scope.split():
+        from idp.services.crypto import new_secret
+
+        token["refresh_token"] = new_secret(32)
+    return token
+
+
+def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
+    settings = runtime().settings
+    now = utcnow()
+    service = GrantService(db.session)
+    code: AuthorizationCode | None = getattr(request, "authorization_code", None)
+    refresh: RefreshToken | None = getattr(request, "refresh_token", None)
+    grant = code.grant if code is not None else refresh.grant if refresh is not None else None
+    claims = unverified_claims(token["access_token"])
+    from datetime import UTC, datetime
+
+    service.record_access_token(
+        jti=claims["jti"],
+        client_id=request.client.client_id,
+        grant_id=grant.id if grant is not None else None,
+        user_id=grant.user_id if grant is not None else None,
+        scope=token.get("scope", ""),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        now=now,
+    )
+    if "refresh_token" in token and grant is not None:
+        db.session.add(
+            RefreshToken(
+                token_hash=token_hash(token["refresh_token"]),
+                grant_id=grant.id,
+                client_id=grant.client_id,
+                scope=token.get("scope", ""),
+                issued_at=now,
+                expires_at=now + _seconds(settings.refresh_token_ttl),
+            )
+        )
+    else:
+        token.pop("refresh_token", None)
+
+
+def _seconds(value: int) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+class S256CodeChallenge(CodeChallenge):
+    """RFC 7636 with RFC 9700 2.1.1: ``plain`` is never accepted. The authorization endpoint only
+    stores S256 challenges; this also refuses a verifier without a challenge (downgrade)."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+
+class OpenIDCodeWithSession(OpenIDCode):
+    """ID tokens per OIDC Core 2 and 3.1.3.6, signed with the client's registered alg."""
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        return False  # nonce replay is the RP's check (OIDC Core 3.1.3.7 step 11)
+
+    def resolve_client_private_key(self, client: Client) -> Any:
+        return runtime().keys.signing_key(db.session, self.get_client_algorithm(client)).private_key
+
+    def get_encode_header(self, client: Client) -> dict[str, str]:
+        alg = self.get_client_algorithm(client)
+        return {"alg": alg, "typ": "JWT", "kid": runtime().keys.signing_key(db.session, alg).kid}
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        import time
+
+        settings = runtime().settings
+        now = int(time.time())
+        return {
+            "iss": settings.issuer,
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + settings.id_token_ttl,
+        }
+
+    def get_authorization_code_claims(self, authorization_code: AuthorizationCode) -> Any:
+        claims = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.grant.sid:
+            claims["sid"] = authorization_code.grant.sid  # OIDC Front/Back-Channel Logout
+        return claims
+
+    def generate_user_info(self, user: Any, scope: str) -> UserInfo:
+        return UserInfo(user_claims(user, scope))
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        # Spent here, atomically, before any other check: a replay revokes the grant.
+        return GrantService(db.session).redeem_code(code, client.client_id, utcnow())
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: the code was consumed when it was looked up."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> Any:
+        return authorization_code.grant.user
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        raise NotImplementedError("codes are issued by idp.oidc.views, not by Authlib")
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True  # RFC 9700 4.14.2: rotate on every use
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        client_id = self.request.client.client_id
+        return GrantService(db.session).redeem_refresh_token(refresh_token, client_id, utcnow())
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> Any:
+        return refresh_token.grant.user
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        """Nothing to do: the refresh token was consumed when it was looked up."""
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """RFC 7523 2.2 / OIDC Core 9 ``private_key_jwt``."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self) -> list[str]:
+        settings = runtime().settings
+        return [settings.endpoint("/token"), settings.issuer]
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        from datetime import UTC, datetime
+
+        exp = claims.get("exp")
+        expires_at = datetime.fromtimestamp(exp, UTC) if isinstance(exp, int) else utcnow()
+        try:
+            with db.session.begin_nested():
+                db.session.add(UsedClientAssertion(jti_hash=token_hash(jti), expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+    def resolve_client_public_key(self, client: Client) -> KeySet:
+        return KeySet.import_key_set(client.jwks or {"keys": []})
+
+
+def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
+    """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
+    rt = runtime()
+    now = utcnow()
+    service = GrantService(db.session)
+
+    def as_access_token() -> AccessToken | None:
+        from idp.services.tokens import verify_issued_jwt
+
+        claims = verify_issued_jwt(
+            db.session, rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
+        )
+        jti = claims.get("jti") if claims else None
+        return db.session.get(AccessToken, jti) if isinstance(jti, str) else None
+
+    def as_refresh_token() -> RefreshToken | None:
+        return service.find_refresh_token(token_string)
+
+    lookups = [as_access_token, as_refresh_token]
+    if hint == "refresh_token":
+        lookups.reverse()
+    for lookup in lookups:
+        found = lookup()
+        if found is not None:
+            return found
+    del now
+    return None
+
+
+class TokenRevocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return _find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: Any, request: OAuth2Request) -> None:
+        service = GrantService(db.session)
+        if isinstance(token, RefreshToken):
+            # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
+            # same grant.
+            service.revoke_grant(token.grant_id, "revoked_by_client", utcnow())
+        else:
+            service.revoke_access_token(token, utcnow())
+
+
+class TokenIntrospection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return _find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: Any, client: Client, request: OAuth2Request) -> bool:
+        # RFC 7662 4: a client may only learn about its own tokens.
+        return bool(token.client_id == client.client_id)
+
+    def introspect_token(self, token: Any) -> dict[str, Any]:
+        rt = runtime()
+        now = utcnow()
+        if isinstance(token, AccessToken):
+            if rt.keys and verify_access_token_row_active(token, now) is False:
+                return {"active": False}
+            token_type = "access_token"
+            issued, expires = token.issued_at, token.expires_at
+            subject = token.user_id or token.client_id
+        else:
+            if token.consumed_at is not None:
+                return {"active": False}
+            token_type = "refresh_token"
+            issued, expires = token.issued_at, token.expires_at
+            subject = token.grant.user_id
+        return {
+            "active": True,
+            "client_id": token.client_id,
+            "scope": token.scope,
+            "sub": subject,
+            "iss": rt.settings.issuer,
+            "token_type": token_type,
+            "iat": int(issued.timestamp()),
+            "exp": int(expires.timestamp()),
+        }
+
+
+def verify_access_token_row_active(token: AccessToken, now: Any) -> bool:
+    return GrantService(db.session).active_access_token(token.jti, now) is not None
+
+
+class EndSession(EndSessionEndpoint):
+    """OpenID Connect RP-Initiated Logout 1.0."""
+
+    def get_server_jwks(self) -> KeySet:
+        return runtime().keys.verification_keyset(db.session)
+
+    def end_session(self, end_session_request: EndSessionRequest) -> None:
+        from idp.oidc.logout import end_browser_session
+
+        end_browser_session(end_session_request.id_token_claims)
+
+
+def create_authorization_server(app: Flask) -> AuthorizationServer:
+    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server.register_token_generator("default", generate_token)
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True),
+                                                   OpenIDCodeWithSession(require_nonce=False)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
+    server.register_endpoint(TokenRevocation)
+    server.register_endpoint(TokenIntrospection)
+    server.register_endpoint(EndSession)
+    return server
+
+
+# Kept for the userinfo view: one definition of "a live bearer token".
+def bearer_token(token: str) -> AccessToken | None:
+    rt = runtime()
+    return verify_access_token(db.session, rt.keys, token, issuer=rt.settings.issuer, now=utcnow())

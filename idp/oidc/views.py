@@ -1,0 +1,353 @@
+"""The OpenID Provider's endpoints. Thin: checks live in ``checks``, decisions in
+``interaction``, storage in ``idp.services``; Authlib runs the token side."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+
+from idp.extensions import csrf, db
+from idp.models import Consent, PendingAuthorization
+from idp.models.base import utcnow
+from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
+from idp.oidc.discovery import provider_metadata
+from idp.oidc.errors import AuthorizationError
+from idp.oidc.interaction import InteractionState, Next, decide
+from idp.oidc.server import bearer_token, query_client
+from idp.services import audit
+from idp.services.claims import user_claims
+from idp.services.consume import consume_once
+from idp.services.grants import CodeRequest, GrantService
+from idp.services.tokens import verify_issued_jwt
+from idp.web import clear_session_cookie, current_session, request_context, runtime
+
+bp = Blueprint("oidc", __name__)
+
+
+def oauth_server() -> AuthorizationServer:
+    server = current_app.extensions["idp.oauth"]
+    assert isinstance(server, AuthorizationServer)
+    return server
+
+
+# -- discovery ------------------------------------------------------------------------------------
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    """OpenID Provider metadata (OIDC Discovery 3)."""
+    response = jsonify(provider_metadata(runtime().settings))
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/jwks")
+def jwks() -> Response:
+    """The public signing keys, current and still-valid retired ones (RFC 7517)."""
+    response = jsonify(runtime().keys.public_jwks(db.session))
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = f"public, max-age={runtime().settings.key_cache_ttl}"
+    return response
+
+
+# -- authorization endpoint -----------------------------------------------------------------------
+def _check_context() -> CheckContext:
+    rt = runtime()
+
+    def verify_hint(token: str) -> dict[str, Any] | None:
+        return verify_issued_jwt(db.session, rt.keys, token, issuer=rt.settings.issuer, typ=None)
+
+    return CheckContext(
+        find_client=query_client,
+        verify_id_token_hint=verify_hint,
+        pkce_required_for_all=rt.settings.pkce_required_for == "all",
+    )
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+@csrf.exempt  # OIDC Core 3.1.2.1 allows POST from the relying party's page
+def authorize() -> Any:
+    """Authorization endpoint (RFC 6749 4.1.1, OIDC Core 3.1.2)."""
+    params = request.args if request.method == "GET" else request.form
+    try:
+        auth_request = parse_authorization_request(params.to_dict(flat=False), _check_context())
+    except AuthorizationError as error:
+        return _error_response(error)
+    return _proceed(auth_request, None)
+
+
+@bp.get("/authorize/continue/<pending_id>")
+def authorize_continue(pending_id: str) -> Any:
+    """Resume a pending authorization request after sign-in or consent."""
+    pending = _live_pending(pending_id)
+    return _proceed(AuthorizationRequest.from_params(pending.params), pending)
+
+
+def _live_pending(pending_id: str) -> PendingAuthorization:
+    pending = db.session.get(PendingAuthorization, pending_id[:64])
+    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
+        abort(
+            400,
+            description="This sign-in request has expired or was already completed. "
+            "Go back to the application and start again.",
+        )
+    return pending
+
+
+def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization | None) -> Any:
+    client = query_client(auth_request.client_id)
+    if client is None:
+        abort(400, description="The application that sent you here is not registered.")
+    session = current_session()
+    consented: set[str] | None = None
+    if session is not None:
+        consent = db.session.scalar(
+            select(Consent).where(
+                Consent.user_id == session.user_id, Consent.client_id == client.client_id
+            )
+        )
+        consented = set(consent.scopes) if consent else None
+    state = InteractionState(
+        started_at=pending.created_at if pending else None,
+        consent_given=bool(pending and session and pending.consented_by == session.user_id),
+    )
+    now = utcnow()
+    try:
+        next_step = decide(auth_request, client, session, consented, state, now)
+    except AuthorizationError as error:
+        error.redirect_uri = auth_request.redirect_uri
+        error.state = auth_request.state
+        error.response_mode = auth_request.response_mode
+        return _error_response(error)
+
+    if next_step is not Next.ISSUE_CODE:
+        if pending is None:
+            pending = PendingAuthorization(
+                client_id=client.client_id,
+                params=auth_request.to_params(),
+                created_at=now,
+                expires_at=now + timedelta(seconds=runtime().settings.pending_request_ttl),
+            )
+            db.session.add(pending)
+            db.session.commit()
+        if next_step is Next.LOGIN:
+            args: dict[str, str] = {"request": pending.id}
+            if auth_request.login_hint:
+                args["login_hint"] = auth_request.login_hint
+            return redirect(url_for("login.login", **args))
+        return redirect(url_for("oidc.consent", request=pending.id))
+
+    assert session is not None
+    # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
+    if pending is not None and not consume_once(
+        db.session, PendingAuthorization, PendingAuthorization.id == pending.id, now=now
+    ):
+        abort(400, description="This sign-in request was already completed.")
+    code = GrantService(db.session).issue_code(
+        user=session.user,
+        client=client,
+        session=session,
+        request=CodeRequest(
+            redirect_uri=auth_request.redirect_uri,
+            scope=auth_request.scope,
+            nonce=auth_request.nonce,
+            code_challenge=auth_request.code_challenge,
+            code_challenge_method=auth_request.code_challenge_method,
+        ),
+        ttl=runtime().settings.code_ttl,
+        now=now,
+    )
+    audit.record(
+        db.session, "authorization.code_issued", subject_id=session.user_id,
+        client_id=client.client_id, context=request_context(), scope=auth_request.scope,
+    )
+    db.session.commit()
+    return _authorization_response(
+        auth_request.redirect_uri,
+        auth_request.response_mode,
+        [("code", code), ("state", auth_request.state)],
+    )
+
+
+def _error_response(error: AuthorizationError) -> Any:
+    if not error.redirectable or error.redirect_uri is None:
+        return render_template("oidc/error.html", message=error.description), 400
+    return _authorization_response(
+        error.redirect_uri,
+        error.response_mode,
+        [("error", error.error), ("error_description", error.description), ("state", error.state)],
+    )
+
+
+def _authorization_response(
+    redirect_uri: str, response_mode: str, params: list[tuple[str, str | None]]
+) -> Any:
+    # RFC 9207 2: the issuer identifies who answered, in success and error responses alike.
+    values = [(k, v) for k, v in params if v is not None]
+    values.append(("iss", runtime().settings.issuer))
+    if response_mode == "form_post":
+        # OAuth 2.0 Form Post Response Mode 2: an auto-submitting form to the redirect URI.
+        response = Response(
+            render_template("oidc/form_post.html", action=redirect_uri, fields=values)
+        )
+        return response
+    parts = urlsplit(redirect_uri)
+    query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
+    return redirect(urlunsplit(parts._replace(query=query)), code=302)
+
+
+# -- consent --------------------------------------------------------------------------------------
+@bp.route("/consent", methods=["GET", "POST"])
+def consent() -> Any:
+    """Ask the user to share the requested scopes with a third-party client (OIDC Core 3.1.2.4)."""
+    pending = _live_pending(request.values.get("request", ""))
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login", request=pending.id))
+    auth_request = AuthorizationRequest.from_params(pending.params)
+    if request.method == "POST":
+        if request.form.get("decision") != "allow":
+            consume_once(
+                db.session, PendingAuthorization, PendingAuthorization.id == pending.id,
+                now=utcnow(),
+            )
+            audit.record(
+                db.session, "consent.denied", subject_id=session.user_id,
+                client_id=pending.client_id, context=request_context(),
+            )
+            db.session.commit()
+            error = AuthorizationError("access_denied", "The user did not allow access.")
+            error.redirect_uri = auth_request.redirect_uri
+            error.state = auth_request.state
+            error.response_mode = auth_request.response_mode
+            return _error_response(error)
+        scopes = auth_request.scope.split()
+        row = db.session.scalar(
+            select(Consent).where(
+                Consent.user_id == session.user_id, Consent.client_id == pending.client_id
+            )
+        )
+        if row is None:
+            db.session.add(Consent(user_id=session.user_id, client_id=pending.client_id,
+                                   scopes=scopes))
+        else:
+            row.scopes = sorted(set(row.scopes) | set(scopes))
+            row.granted_at = utcnow()
+        pending.consented_by = session.user_id
+        audit.record(
+            db.session, "consent.granted", subject_id=session.user_id,
+            client_id=pending.client_id, context=request_context(), scope=auth_request.scope,
+        )
+        db.session.commit()
+        return redirect(url_for("oidc.authorize_continue", pending_id=pending.id))
+    return render_template(
+        "oidc/consent.html",
+        client=pending.client,
+        scopes=auth_request.scope.split(),
+        pending_id=pending.id,
+        user=session.user,
+    )
+
+
+# -- token side: Authlib ------------------------------------------------------------------------
+def _committed(response: Any) -> Any:
+    # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
+    # replay triggers must persist even though the request itself fails.
+    db.session.commit()
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post("/token")
+@csrf.exempt
+def token() -> Any:
+    """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
+    return _committed(oauth_server().create_token_response())
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke() -> Any:
+    """Token revocation (RFC 7009)."""
+    return _committed(oauth_server().create_endpoint_response("revocation"))
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect() -> Any:
+    """Token introspection (RFC 7662)."""
+    return _committed(oauth_server().create_endpoint_response("introspection"))
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo() -> Any:
+    """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    token_value = value.strip() if scheme.lower() == "bearer" else ""
+    if not token_value and request.method == "POST" and request.mimetype == (
+        "application/x-www-form-urlencoded"
+    ):
+        token_value = request.form.get("access_token", "")
+    if not token_value:
+        return _bearer_error(401, None)
+    access_token = bearer_token(token_value)
+    if access_token is None or access_token.grant is None:
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    if "openid" not in access_token.scope.split():
+        return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
+    response = jsonify(user_claims(access_token.grant.user, access_token.scope))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
+    # RFC 6750 3: the challenge names the error; with no token at all it carries no error code.
+    challenge = 'Bearer realm="idp"'
+    body: dict[str, str] = {}
+    if error:
+        challenge += f', error="{error}", error_description="{description}"'
+        body = {"error": error, "error_description": description}
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+# -- RP-initiated logout --------------------------------------------------------------------------
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Any:
+    """OpenID Connect RP-Initiated Logout 1.0."""
+    server = oauth_server()
+    confirmed = request.method == "POST" and request.form.get("confirm") == "yes"
+    try:
+        end_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        db.session.rollback()
+        return render_template("oidc/error.html", message=error.description or error.error), 400
+    if end_request.needs_confirmation and not confirmed:
+        # RP-Initiated Logout 6: without a valid id_token_hint, ask the user first.
+        return render_template("oidc/logout_confirm.html", params=request.values)
+    response = server.create_endpoint_response("end_session", end_request)
+    db.session.commit()
+    if response is None:
+        response = Response(render_template("oidc/logged_out.html"))
+    clear_session_cookie(response)
+    return response

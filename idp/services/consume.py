@@ -1,0 +1,30 @@
+"""The one consume-once primitive for every secret that is spent once.
+
+Codes, refresh tokens, pending requests, WebAuthn challenges, login links, TOTP steps and backup
+codes are all spent here: a single ``UPDATE ... SET consumed_at = now WHERE <it> AND consumed_at IS
+NULL`` whose row count says whether this caller won. The database serialises concurrent updates of
+one row, so of N parallel attempts exactly one sees a row count of 1 (DESIGN.md, invariants).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+
+def consume_once(
+    db: Session, model: Any, *criteria: ColumnElement[bool], now: datetime
+) -> bool:
+    """Mark the row matching ``criteria`` consumed; True only for the one caller that did it."""
+    result = db.execute(
+        update(model)
+        .where(*criteria, model.consumed_at.is_(None))
+        .values(consumed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1

@@ -1,0 +1,191 @@
+"""Grants and the secrets issued from them: authorization codes, access and refresh tokens.
+
+Replay handling lives here, once (node-oidc-provider's habit): a code or refresh token presented
+a second time revokes the grant, and with it every token issued from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp.models import (
+    AccessToken,
+    AuthorizationCode,
+    BrowserSession,
+    Client,
+    Grant,
+    RefreshToken,
+    User,
+)
+from idp.services.consume import consume_once
+from idp.services.crypto import new_secret, token_hash
+
+CODE_REPLAY = "code_replay"
+REFRESH_TOKEN_REPLAY = "refresh_token_replay"
+
+
+@dataclass(frozen=True)
+class CodeRequest:
+    """What an authorization code remembers of the authorization request."""
+
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+
+
+class GrantService:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    # -- authorization codes --------------------------------------------------------------------
+    def issue_code(
+        self,
+        *,
+        user: User,
+        client: Client,
+        session: BrowserSession,
+        request: CodeRequest,
+        ttl: int,
+        now: datetime,
+    ) -> str:
+        grant = Grant(
+            user_id=user.id,
+            client_id=client.client_id,
+            scope=request.scope,
+            sid=session.sid,
+            auth_time=session.auth_time,
+            amr=list(session.amr),
+            acr=session.acr,
+            created_at=now,
+        )
+        self.db.add(grant)
+        self.db.flush()
+        code = new_secret(32)
+        self.db.add(
+            AuthorizationCode(
+                code_hash=token_hash(code),
+                grant_id=grant.id,
+                client_id=client.client_id,
+                redirect_uri=request.redirect_uri,
+                scope=request.scope,
+                nonce=request.nonce,
+                code_challenge=request.code_challenge,
+                code_challenge_method=request.code_challenge_method,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+        )
+        return code
+
+    def redeem_code(self, code: str, client_id: str, now: datetime) -> AuthorizationCode | None:
+        """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2)."""
+        if not code or len(code) > 200:
+            return None
+        code_hash = token_hash(code)
+        row = self.db.get(AuthorizationCode, code_hash)
+        # RFC 6749 4.1.3: the code is bound to the client it was issued to.
+        if row is None or row.client_id != client_id:
+            return None
+        if not consume_once(self.db, AuthorizationCode, AuthorizationCode.code_hash == code_hash,
+                            now=now):
+            self.revoke_grant(row.grant_id, CODE_REPLAY, now)
+            return None
+        if row.expires_at <= now or row.grant.revoked_at is not None:
+            return None
+        if not row.grant.user.is_active:
+            return None
+        return row
+
+    # -- refresh tokens -------------------------------------------------------------------------
+    def issue_refresh_token(self, grant: Grant, scope: str, ttl: int, now: datetime) -> str:
+        token = new_secret(32)
+        self.db.add(
+            RefreshToken(
+                token_hash=token_hash(token),
+                grant_id=grant.id,
+                client_id=grant.client_id,
+                scope=scope,
+                issued_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+        )
+        return token
+
+    def redeem_refresh_token(self, token: str, client_id: str, now: datetime) -> RefreshToken | None:
+        """Spend a refresh token once (rotation). Presenting a spent one revokes the whole family
+        (RFC 9700 4.14.2); presenting one issued to another client fails (RFC 6749 6)."""
+        if not token or len(token) > 200:
+            return None
+        digest = token_hash(token)
+        row = self.db.get(RefreshToken, digest)
+        if row is None or row.client_id != client_id:
+            return None
+        if not consume_once(self.db, RefreshToken, RefreshToken.token_hash == digest, now=now):
+            self.revoke_grant(row.grant_id, REFRESH_TOKEN_REPLAY, now)
+            return None
+        if row.expires_at <= now or row.grant.revoked_at is not None:
+            return None
+        if not row.grant.user.is_active:
+            return None
+        return row
+
+    def find_refresh_token(self, token: str) -> RefreshToken | None:
+        if not token or len(token) > 200:
+            return None
+        return self.db.get(RefreshToken, token_hash(token))
+
+    # -- access tokens --------------------------------------------------------------------------
+    def record_access_token(
+        self,
+        *,
+        jti: str,
+        client_id: str,
+        grant_id: str | None,
+        user_id: str | None,
+        scope: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> AccessToken:
+        row = AccessToken(
+            jti=jti,
+            client_id=client_id,
+            grant_id=grant_id,
+            user_id=user_id,
+            scope=scope,
+            issued_at=now,
+            expires_at=expires_at,
+        )
+        self.db.add(row)
+        return row
+
+    def active_access_token(self, jti: str, now: datetime) -> AccessToken | None:
+        """The recorded token if it is neither expired nor revoked (nor its grant, nor its user)."""
+        row = self.db.get(AccessToken, jti)
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            return None
+        if row.grant is not None and (row.grant.revoked_at is not None or
+                                      not row.grant.user.is_active):
+            return None
+        return row
+
+    def revoke_access_token(self, row: AccessToken, now: datetime) -> None:
+        row.revoked_at = now
+
+    # -- grants ---------------------------------------------------------------------------------
+    def revoke_grant(self, grant_id: str, reason: str, now: datetime) -> None:
+        self.db.execute(
+            update(Grant)
+            .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+
+    def revoke_grants_for_session(self, sid: str, reason: str, now: datetime) -> None:
+        """RP-initiated logout ends what the session authorised (OIDC RP-Initiated Logout 2)."""
+        for grant_id in self.db.scalars(select(Grant.id).where(Grant.sid == sid)):
+            self.revoke_grant(grant_id, reason, now)

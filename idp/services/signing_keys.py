@@ -1,0 +1,185 @@
+"""Signing keys: generation, encryption at rest, rotation, publication and a per-node cache.
+
+Every node reads keys from the shared database and caches them for ``key_cache_ttl`` seconds, so a
+key rotated on one node is used and published by every node shortly after (DESIGN.md, storage).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import SigningKey
+from idp.models.base import utcnow
+
+#: What we can sign with. RS256 is the default every OIDC client must support (OIDC Core 15.1).
+SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
+
+AnyKey = RSAKey | ECKey | OKPKey
+
+
+def generate_key(alg: str) -> AnyKey:
+    if alg == "RS256":
+        return RSAKey.generate_key(2048)
+    if alg == "ES256":
+        return ECKey.generate_key("P-256")
+    if alg == "EdDSA":
+        return OKPKey.generate_key("Ed25519")
+    raise ValueError(f"unsupported signing alg {alg!r}")
+
+
+def import_key(jwk: dict[str, Any]) -> AnyKey:
+    kty = jwk["kty"]
+    if kty == "RSA":
+        return RSAKey.import_key(jwk)
+    if kty == "EC":
+        return ECKey.import_key(jwk)
+    return OKPKey.import_key(jwk)
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """A loaded key: the private key for signing plus its published public JWK."""
+
+    kid: str
+    alg: str
+    private_key: AnyKey
+    public_jwk: dict[str, Any]
+
+
+class KeyStore:
+    """Reads, creates and rotates signing keys; thread-safe cache per process."""
+
+    def __init__(
+        self,
+        *,
+        encrypt: Callable[[bytes], bytes],
+        decrypt: Callable[[bytes], bytes],
+        cache_ttl: float,
+        max_token_lifetime: int,
+    ) -> None:
+        self._encrypt = encrypt
+        self._decrypt = decrypt
+        self._cache_ttl = cache_ttl
+        self._max_token_lifetime = max_token_lifetime
+        self._lock = threading.Lock()
+        self._loaded_at = -1e9
+        self._active: dict[str, KeyMaterial] = {}
+        self._by_kid: dict[str, KeyMaterial] = {}
+        self._published: list[dict[str, Any]] = []
+
+    # -- writing --------------------------------------------------------------------------------
+    def create(self, db: Session, alg: str, now: datetime | None = None) -> SigningKey:
+        key = generate_key(alg)
+        kid = key.thumbprint()  # RFC 7638 thumbprint: stable, unique, derived from the key
+        public = key.as_dict(private=False)
+        public.update({"kid": kid, "alg": alg, "use": "sig"})
+        private_jwk = key.as_dict(private=True)
+        private_jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+        private = json.dumps(private_jwk).encode()
+        row = SigningKey(
+            kid=kid,
+            alg=alg,
+            public_jwk=public,
+            private_jwk_encrypted=self._encrypt(private).decode(),
+            created_at=now or utcnow(),
+        )
+        db.add(row)
+        return row
+
+    def ensure_keys(self, db: Session) -> list[SigningKey]:
+        """Create an active key for every supported alg that has none (first start)."""
+        created = []
+        active_algs = {row.alg for row in db.scalars(select(SigningKey).where(_is_active()))}
+        for alg in SUPPORTED_ALGS:
+            if alg not in active_algs:
+                created.append(self.create(db, alg))
+        self.invalidate()
+        return created
+
+    def rotate(self, db: Session, algs: tuple[str, ...] = SUPPORTED_ALGS) -> list[SigningKey]:
+        """Activate new keys; the old ones stop signing but stay published until every token they
+        signed has expired (plus the cache window, so every node has seen the new key)."""
+        now = utcnow()
+        unpublish_after = now + timedelta(seconds=self._max_token_lifetime + self._cache_ttl + 60)
+        for row in db.scalars(select(SigningKey).where(_is_active(), SigningKey.alg.in_(algs))):
+            row.retired_at = now
+            row.unpublish_after = unpublish_after
+        # A new key is created a moment later than the one it replaces: "newest wins".
+        created = [self.create(db, alg, now + timedelta(microseconds=1)) for alg in algs]
+        self.invalidate()
+        return created
+
+    def list_keys(self, db: Session) -> list[SigningKey]:
+        return list(db.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+
+    # -- reading --------------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = -1e9
+
+    def signing_key(self, db: Session, alg: str) -> KeyMaterial:
+        self._refresh(db)
+        try:
+            return self._active[alg]
+        except KeyError:
+            raise LookupError(f"no active {alg} signing key: run `idp init`") from None
+
+    def by_kid(self, db: Session, kid: str) -> KeyMaterial | None:
+        self._refresh(db)
+        return self._by_kid.get(kid)
+
+    def public_jwks(self, db: Session) -> dict[str, Any]:
+        self._refresh(db)
+        return {"keys": list(self._published)}
+
+    def verification_keyset(self, db: Session) -> KeySet:
+        """Every published key, for verifying tokens we issued (id_token_hint, access tokens)."""
+        self._refresh(db)
+        return KeySet([m.private_key for m in self._by_kid.values()])
+
+    def _refresh(self, db: Session) -> None:
+        if time.monotonic() - self._loaded_at < self._cache_ttl:
+            return
+        with self._lock:
+            if time.monotonic() - self._loaded_at < self._cache_ttl:
+                return
+            now = utcnow()
+            rows = db.scalars(
+                select(SigningKey)
+                .where((SigningKey.unpublish_after.is_(None)) | (SigningKey.unpublish_after > now))
+                .order_by(SigningKey.created_at.desc())
+            ).all()
+            by_kid: dict[str, KeyMaterial] = {}
+            active: dict[str, KeyMaterial] = {}
+            for row in rows:
+                material = self._by_kid.get(row.kid) or KeyMaterial(
+                    kid=row.kid,
+                    alg=row.alg,
+                    private_key=_import_private(self._decrypt(row.private_jwk_encrypted.encode())),
+                    public_jwk=row.public_jwk,
+                )
+                by_kid[row.kid] = material
+                if row.retired_at is None and row.alg not in active:
+                    active[row.alg] = material
+            self._by_kid = by_kid
+            self._active = active
+            self._published = [m.public_jwk for m in by_kid.values()]
+            self._loaded_at = time.monotonic()
+
+
+def _import_private(raw: bytes) -> AnyKey:
+    return import_key(json.loads(raw))
+
+
+def _is_active() -> Any:
+    return SigningKey.retired_at.is_(None)

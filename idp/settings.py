@@ -1,0 +1,210 @@
+"""Typed settings: defaults < TOML file named by IDP_CONFIG < IDP_* environment variables.
+
+Settings are validated once at start so that a misconfigured deployment refuses to run instead of
+failing at the first sign-in (STYLE.md habit 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+#: The development secret. A production start with it is refused (see ``validate``).
+DEVELOPMENT_SECRET_KEY = "development-secret-key-do-not-use-in-production"  # noqa: S105
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or unsafe; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting idp reads. docs/configuration.md documents each one."""
+
+    issuer: str = "http://localhost:5000"
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    production: bool = False
+    instance_path: str = "instance"
+    database_url: str = ""  # empty: SQLite under instance_path
+    redis_url: str = ""
+
+    webauthn_rp_id: str = ""  # empty: the issuer's host
+    webauthn_rp_name: str = "idp"
+    webauthn_origins: tuple[str, ...] = ()  # empty: the issuer's origin
+
+    code_ttl: int = 60  # seconds; RFC 9700 4.2 asks for short-lived codes
+    access_token_ttl: int = 600
+    id_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    pending_request_ttl: int = 1800
+    session_idle_ttl: int = 14 * 24 * 3600
+    session_absolute_ttl: int = 30 * 24 * 3600
+    key_cache_ttl: int = 5  # seconds a node trusts its cached signing keys
+
+    #: "all" (default, RFC 9700 2.1.1 recommends PKCE for every client) or "public".
+    pkce_required_for: str = "all"
+    #: Argon2id parameters (OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1).
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def issuer_host(self) -> str:
+        return urlsplit(self.issuer).hostname or ""
+
+    @property
+    def rp_id(self) -> str:
+        return self.webauthn_rp_id or self.issuer_host
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        if self.webauthn_origins:
+            return self.webauthn_origins
+        parts = urlsplit(self.issuer)
+        return (f"{parts.scheme}://{parts.netloc}",)
+
+    @property
+    def secure_transport(self) -> bool:
+        """Cookies get ``Secure`` and the ``__Host-`` prefix when the issuer is served over https."""
+        return urlsplit(self.issuer).scheme == "https"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return _normalise_database_url(self.database_url)
+        return f"sqlite:///{Path(self.instance_path).resolve() / 'idp.db'}"
+
+    def endpoint(self, path: str) -> str:
+        return self.issuer.rstrip("/") + path
+
+    def validate(self) -> None:
+        """Refuse settings that would make an unsafe or broken provider."""
+        parts = urlsplit(self.issuer)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"issuer must be an absolute http(s) URL, got {self.issuer!r}")
+        if parts.query or parts.fragment:
+            # OIDC Discovery 3: the issuer has no query or fragment component.
+            raise SettingsError("issuer must not have a query or fragment")
+        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+            raise SettingsError(
+                "issuer must use https (http is allowed only for localhost during development)"
+            )
+        if self.production and self.secret_key == DEVELOPMENT_SECRET_KEY:
+            raise SettingsError(
+                "refusing a production start with the development secret key: set IDP_SECRET_KEY "
+                "(or secret_key in the IDP_CONFIG file) to at least 32 random bytes"
+            )
+        if self.production and self.secret_key.lower().startswith("change-me"):
+            raise SettingsError("refusing a production start with the example secret key")
+        if len(self.secret_key) < 32:
+            raise SettingsError("secret_key must be at least 32 characters long")
+        host = self.issuer_host
+        rp_id = self.rp_id
+        # WebAuthn L3 5.1.3 / HTML "is a registrable domain suffix of": the RP ID must be the
+        # origin's host or a registrable suffix of it.
+        if not (host == rp_id or host.endswith("." + rp_id)):
+            raise SettingsError(
+                f"webauthn_rp_id {rp_id!r} must be the issuer host {host!r} or a suffix of it"
+            )
+        if _is_ip_address(rp_id):
+            raise SettingsError("webauthn_rp_id cannot be an IP address: serve idp as localhost")
+        if self.pkce_required_for not in ("all", "public"):
+            raise SettingsError("pkce_required_for must be 'all' or 'public'")
+        for name in ("code_ttl", "access_token_ttl", "id_token_ttl", "refresh_token_ttl"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.code_ttl > 600:
+            raise SettingsError("code_ttl must be at most 600 seconds (RFC 6749 4.1.2)")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    return _is_ip_address(host) and ipaddress.ip_address(host).is_loopback
+
+
+def _normalise_database_url(url: str) -> str:
+    # psycopg 3 is the PostgreSQL driver; accept the common spellings.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    if kind in ("bool",) and isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if kind == "int" and not isinstance(value, int):
+        return int(value)
+    if kind.startswith("tuple") and isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if kind.startswith("tuple") and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[webauthn] rp_id`` in TOML becomes ``webauthn_rp_id``; ``[tokens]`` and ``[sessions]``
+    tables are grouping only and add no prefix."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            table_prefix = "" if key in ("tokens", "sessions", "passwords") else f"{key}_"
+            flat.update(_flatten(value, prefix + table_prefix))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build settings from the layered sources and validate them."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = env.get("IDP_CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as handle:
+                values.update(_flatten(tomllib.load(handle)))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise SettingsError(f"cannot read IDP_CONFIG file {config_file!r}: {error}") from error
+    for name in _FIELDS:
+        env_name = "IDP_" + name.upper()
+        if env_name in env:
+            values[name] = env[env_name]
+    values.update(overrides or {})
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(unknown)}")
+    try:
+        settings = Settings(**{name: _coerce(name, value) for name, value in values.items()})
+    except (TypeError, ValueError) as error:
+        raise SettingsError(f"invalid setting: {error}") from error
+    settings.validate()
+    return settings
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,93 @@
+"""Request-level helpers shared by the blueprints: the session cookie, request context, headers."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Response, current_app, g, request
+
+from idp.extensions import db
+from idp.models import BrowserSession
+from idp.models.base import utcnow
+from idp.runtime import Runtime
+from idp.services.audit import RequestContext
+from idp.services.sessions import SessionService
+
+
+def runtime() -> Runtime:
+    value = current_app.extensions["idp"]
+    assert isinstance(value, Runtime)
+    return value
+
+
+def session_cookie_name() -> str:
+    # RFC 6265bis 4.1.3.2: a __Host- cookie is Secure, host-only and Path=/. Over plain http
+    # (localhost development) Secure cookies are not sent back by every client, so no prefix.
+    return "__Host-idp_session" if runtime().settings.secure_transport else "idp_session"
+
+
+def session_service() -> SessionService:
+    settings = runtime().settings
+    return SessionService(
+        db.session, idle_ttl=settings.session_idle_ttl, absolute_ttl=settings.session_absolute_ttl
+    )
+
+
+def current_session() -> BrowserSession | None:
+    """The live browser session of this request, loaded once."""
+    if "idp_session" not in g:
+        g.idp_session = session_service().load(request.cookies.get(session_cookie_name()), utcnow())
+    session: BrowserSession | None = g.idp_session
+    return session
+
+
+def set_session_cookie(response: Response, value: str) -> None:
+    settings = runtime().settings
+    response.set_cookie(
+        session_cookie_name(),
+        value,
+        max_age=settings.session_absolute_ttl,
+        path="/",
+        secure=settings.secure_transport,
+        httponly=True,
+        # Lax: the cookie must come along when a relying party sends the user to /authorize.
+        samesite="Lax",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    settings = runtime().settings
+    response.delete_cookie(
+        session_cookie_name(), path="/", secure=settings.secure_transport, httponly=True,
+        samesite="Lax",
+    )
+
+
+def request_context() -> RequestContext:
+    return RequestContext(
+        ip_address=request.remote_addr or "", user_agent=request.headers.get("User-Agent", "")
+    )
+
+
+def csp_nonce() -> str:
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    nonce: str = g.csp_nonce
+    return nonce
+
+
+def add_security_headers(response: Response) -> Response:
+    """CSP with nonces, no framing, no referrer (DESIGN.md invariants)."""
+    nonce = g.get("csp_nonce")
+    script_src = f"'nonce-{nonce}'" if nonce else "'none'"
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        f"default-src 'self'; script-src {script_src} 'strict-dynamic'; style-src 'self'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    )
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
