@@ -44,7 +44,7 @@ def prepare_database(app: Flask) -> list[str]:
 
     upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
     runtime: Runtime = app.extensions["idp"]
-    created = runtime.keys.ensure_keys(db.session)
+    created = runtime.keys.ensure_keys(db.session())
     db.session.commit()
     return [f"{key.alg} {key.kid}" for key in created]
 
@@ -83,7 +83,9 @@ def _print_welcome(app: Flask) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--production", is_flag=True, help="One worker per CPU, as in config/gunicorn.conf.py.")
+@click.option(
+    "--production", is_flag=True, help="One worker per CPU, as in config/gunicorn.conf.py."
+)
 def serve(host: str, port: int, production: bool) -> None:
     """Serve idp with gunicorn; the embedded database is created or upgraded first."""
     with _app() as app:
@@ -102,7 +104,7 @@ def serve(host: str, port: int, production: bool) -> None:
         "accesslog": None,
     }
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -136,7 +138,7 @@ def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_js
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with _app() as app:
         try:
-            user = UserService(db.session, app.extensions["idp"].passwords).create(
+            user = UserService(db.session(), app.extensions["idp"].passwords).create(
                 email, name=name, password=password, admin=admin
             )
             db.session.commit()
@@ -187,7 +189,7 @@ def clients_create(
     jwks = json.loads(jwks_file.read_text()) if jwks_file else None
     with _app() as app:
         try:
-            new = ClientService(db.session, app.extensions["idp"].client_secrets).create(
+            new = ClientService(db.session(), app.extensions["idp"].client_secrets).create(
                 name=name,
                 redirect_uris=list(redirect_uris),
                 post_logout_redirect_uris=list(post_logout_uris),
@@ -221,7 +223,10 @@ def clients_list(as_json: bool) -> None:
     from idp.services.clients import ClientService, describe
 
     with _app() as app:
-        rows = [describe(c) for c in ClientService(db.session, app.extensions["idp"].client_secrets).list()]
+        rows = [
+            describe(c)
+            for c in ClientService(db.session(), app.extensions["idp"].client_secrets).list()
+        ]
         _emit(rows, as_json, lambda r: "\n".join(f"{c['client_id']}  {c['name']}" for c in r))
 
 
@@ -255,7 +260,7 @@ def clients_rotate_secret(client_id: str, as_json: bool) -> None:
     from idp.services.clients import ClientRegistrationError, ClientService
 
     with _app() as app:
-        service = ClientService(db.session, app.extensions["idp"].client_secrets)
+        service = ClientService(db.session(), app.extensions["idp"].client_secrets)
         try:
             secret = service.rotate_secret(_load_client(client_id))
         except ClientRegistrationError as error:
@@ -273,7 +278,7 @@ def clients_delete(client_id: str) -> None:
     from idp.services.clients import ClientService
 
     with _app() as app:
-        ClientService(db.session, app.extensions["idp"].client_secrets).delete(
+        ClientService(db.session(), app.extensions["idp"].client_secrets).delete(
             _load_client(client_id)
         )
         db.session.commit()
@@ -297,7 +302,7 @@ def _key_rows(app: Flask) -> list[dict[str, Any]]:
             "active": k.retired_at is None,
             "unpublish_after": k.unpublish_after.isoformat() if k.unpublish_after else None,
         }
-        for k in app.extensions["idp"].keys.list_keys(db.session)
+        for k in app.extensions["idp"].keys.list_keys(db.session())
     ]
 
 
@@ -324,6 +329,6 @@ def keys_rotate(as_json: bool) -> None:
     from idp.extensions import db
 
     with _app() as app:
-        app.extensions["idp"].keys.rotate(db.session)
+        app.extensions["idp"].keys.rotate(db.session())
         db.session.commit()
         _emit(_key_rows(app), as_json, _keys_text)

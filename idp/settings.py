@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 #: The development secret. A production start with it is refused (see ``validate``).
-DEVELOPMENT_SECRET_KEY = "development-secret-key-do-not-use-in-production"  # noqa: S105
+DEVELOPMENT_SECRET_KEY = "development-secret-key-do-not-use-in-production"
 
 
 class SettingsError(ValueError):
@@ -74,7 +74,7 @@ class Settings:
 
     @property
     def secure_transport(self) -> bool:
-        """Cookies get ``Secure`` and the ``__Host-`` prefix when the issuer is served over https."""
+        """Cookies get ``Secure`` and the ``__Host-`` prefix when the issuer uses https."""
         return urlsplit(self.issuer).scheme == "https"
 
     @property

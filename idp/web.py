@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Response, current_app, g, request
+from flask import current_app, g, request
+from werkzeug.wrappers import Response
 
 from idp.extensions import db
 from idp.models import BrowserSession
@@ -29,7 +30,7 @@ def session_cookie_name() -> str:
 def session_service() -> SessionService:
     settings = runtime().settings
     return SessionService(
-        db.session, idle_ttl=settings.session_idle_ttl, absolute_ttl=settings.session_absolute_ttl
+        db.session(), idle_ttl=settings.session_idle_ttl, absolute_ttl=settings.session_absolute_ttl
     )
 
 
@@ -58,7 +59,10 @@ def set_session_cookie(response: Response, value: str) -> None:
 def clear_session_cookie(response: Response) -> None:
     settings = runtime().settings
     response.delete_cookie(
-        session_cookie_name(), path="/", secure=settings.secure_transport, httponly=True,
+        session_cookie_name(),
+        path="/",
+        secure=settings.secure_transport,
+        httponly=True,
         samesite="Lax",
     )
 

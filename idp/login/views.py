@@ -38,7 +38,7 @@ def login() -> Any:
     email = request.form.get("email", "")[:320]
     password = request.form.get("password", "")
     result = login_with_password(
-        db.session, runtime().passwords, email, password, request_context()
+        db.session(), runtime().passwords, email, password, request_context()
     )
     if result.user is None:
         db.session.commit()  # the failure is audited

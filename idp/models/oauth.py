@@ -95,7 +95,7 @@ class AuthorizationCode(Base):
 
 
 class AccessToken(Base):
-    """An issued JWT access token (RFC 9068), recorded so that it can be revoked and introspected."""
+    """An issued JWT access token (RFC 9068), recorded so that it can be revoked or introspected."""
 
     __tablename__ = "access_tokens"
 

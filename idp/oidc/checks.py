@@ -255,5 +255,7 @@ def check_id_token_hint(
     audience = claims.get("aud")
     audiences = [audience] if isinstance(audience, str) else list(audience or [])
     if client.client_id not in audiences:
-        raise AuthorizationError("invalid_request", "The id_token_hint was issued to another client.")
+        raise AuthorizationError(
+            "invalid_request", "The id_token_hint was issued to another client."
+        )
     return str(claims["sub"])

@@ -31,7 +31,7 @@ def end_browser_session(id_token_claims: dict[str, Any] | None) -> None:
         id_token_claims is None or current.user_id == id_token_claims.get("sub")
     ):
         sessions[current.sid] = current
-    grants = GrantService(db.session)
+    grants = GrantService(db.session())
     for session in sessions.values():
         session.revoked_at = now
         for grant in db.session.scalars(
@@ -46,7 +46,10 @@ def end_browser_session(id_token_claims: dict[str, Any] | None) -> None:
             else:
                 grants.revoke_grant(grant.id, "logout", now)
         audit.record(
-            db.session, "logout", subject_id=session.user_id, context=request_context(),
+            db.session(),
+            "logout",
+            subject_id=session.user_id,
+            context=request_context(),
             sid=session.sid,
         )
     g.idp_session_ended = True

@@ -71,7 +71,7 @@ def generate_token(
     token: dict[str, Any] = {
         "token_type": "Bearer",
         "access_token": mint_access_token(
-            db.session,
+            db.session(),
             runtime().keys,
             alg=ACCESS_TOKEN_ALG,
             issuer=settings.issuer,
@@ -96,7 +96,7 @@ def generate_token(
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
     now = utcnow()
-    service = GrantService(db.session)
+    service = GrantService(db.session())
     code: AuthorizationCode | None = getattr(request, "authorization_code", None)
     refresh: RefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
@@ -148,11 +148,13 @@ class OpenIDCodeWithSession(OpenIDCode):
         return False  # nonce replay is the RP's check (OIDC Core 3.1.3.7 step 11)
 
     def resolve_client_private_key(self, client: Client) -> Any:
-        return runtime().keys.signing_key(db.session, self.get_client_algorithm(client)).private_key
+        return (
+            runtime().keys.signing_key(db.session(), self.get_client_algorithm(client)).private_key
+        )
 
     def get_encode_header(self, client: Client) -> dict[str, str]:
         alg = self.get_client_algorithm(client)
-        return {"alg": alg, "typ": "JWT", "kid": runtime().keys.signing_key(db.session, alg).kid}
+        return {"alg": alg, "typ": "JWT", "kid": runtime().keys.signing_key(db.session(), alg).kid}
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:
         import time
@@ -181,7 +183,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        return GrantService(db.session).redeem_code(code, client.client_id, utcnow())
+        return GrantService(db.session()).redeem_code(code, client.client_id, utcnow())
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: the code was consumed when it was looked up."""
@@ -199,7 +201,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         client_id = self.request.client.client_id
-        return GrantService(db.session).redeem_refresh_token(refresh_token, client_id, utcnow())
+        return GrantService(db.session()).redeem_refresh_token(refresh_token, client_id, utcnow())
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Any:
         return refresh_token.grant.user
@@ -234,20 +236,20 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return True
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
-        return KeySet.import_key_set(client.jwks or {"keys": []})
+        return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
 
 
 def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
     """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
     rt = runtime()
     now = utcnow()
-    service = GrantService(db.session)
+    service = GrantService(db.session())
 
     def as_access_token() -> AccessToken | None:
         from idp.services.tokens import verify_issued_jwt
 
         claims = verify_issued_jwt(
-            db.session, rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
+            db.session(), rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
         )
         jti = claims.get("jti") if claims else None
         return db.session.get(AccessToken, jti) if isinstance(jti, str) else None
@@ -273,7 +275,7 @@ class TokenRevocation(RevocationEndpoint):
         return _find_token(token_string, token_type_hint)
 
     def revoke_token(self, token: Any, request: OAuth2Request) -> None:
-        service = GrantService(db.session)
+        service = GrantService(db.session())
         if isinstance(token, RefreshToken):
             # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
             # same grant.
@@ -320,14 +322,14 @@ class TokenIntrospection(IntrospectionEndpoint):
 
 
 def verify_access_token_row_active(token: AccessToken, now: Any) -> bool:
-    return GrantService(db.session).active_access_token(token.jti, now) is not None
+    return GrantService(db.session()).active_access_token(token.jti, now) is not None
 
 
 class EndSession(EndSessionEndpoint):
     """OpenID Connect RP-Initiated Logout 1.0."""
 
     def get_server_jwks(self) -> KeySet:
-        return runtime().keys.verification_keyset(db.session)
+        return runtime().keys.verification_keyset(db.session())
 
     def end_session(self, end_session_request: EndSessionRequest) -> None:
         from idp.oidc.logout import end_browser_session
@@ -338,8 +340,10 @@ class EndSession(EndSessionEndpoint):
 def create_authorization_server(app: Flask) -> AuthorizationServer:
     server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.register_token_generator("default", generate_token)
-    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True),
-                                                   OpenIDCodeWithSession(require_nonce=False)])
+    server.register_grant(
+        AuthorizationCodeGrant,
+        [S256CodeChallenge(required=True), OpenIDCodeWithSession(require_nonce=False)],
+    )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
@@ -352,4 +356,6 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
 # Kept for the userinfo view: one definition of "a live bearer token".
 def bearer_token(token: str) -> AccessToken | None:
     rt = runtime()
-    return verify_access_token(db.session, rt.keys, token, issuer=rt.settings.issuer, now=utcnow())
+    return verify_access_token(
+        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=utcnow()
+    )

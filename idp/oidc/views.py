@@ -59,7 +59,7 @@ def discovery() -> Response:
 @bp.get("/jwks")
 def jwks() -> Response:
     """The public signing keys, current and still-valid retired ones (RFC 7517)."""
-    response = jsonify(runtime().keys.public_jwks(db.session))
+    response = jsonify(runtime().keys.public_jwks(db.session()))
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Cache-Control"] = f"public, max-age={runtime().settings.key_cache_ttl}"
     return response
@@ -70,7 +70,7 @@ def _check_context() -> CheckContext:
     rt = runtime()
 
     def verify_hint(token: str) -> dict[str, Any] | None:
-        return verify_issued_jwt(db.session, rt.keys, token, issuer=rt.settings.issuer, typ=None)
+        return verify_issued_jwt(db.session(), rt.keys, token, issuer=rt.settings.issuer, typ=None)
 
     return CheckContext(
         find_client=query_client,
@@ -146,19 +146,18 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
             db.session.add(pending)
             db.session.commit()
         if next_step is Next.LOGIN:
-            args: dict[str, str] = {"request": pending.id}
-            if auth_request.login_hint:
-                args["login_hint"] = auth_request.login_hint
-            return redirect(url_for("login.login", **args))
+            return redirect(
+                url_for("login.login", request=pending.id, login_hint=auth_request.login_hint)
+            )
         return redirect(url_for("oidc.consent", request=pending.id))
 
     assert session is not None
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not consume_once(
-        db.session, PendingAuthorization, PendingAuthorization.id == pending.id, now=now
+        db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
     ):
         abort(400, description="This sign-in request was already completed.")
-    code = GrantService(db.session).issue_code(
+    code = GrantService(db.session()).issue_code(
         user=session.user,
         client=client,
         session=session,
@@ -173,8 +172,12 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         now=now,
     )
     audit.record(
-        db.session, "authorization.code_issued", subject_id=session.user_id,
-        client_id=client.client_id, context=request_context(), scope=auth_request.scope,
+        db.session(),
+        "authorization.code_issued",
+        subject_id=session.user_id,
+        client_id=client.client_id,
+        context=request_context(),
+        scope=auth_request.scope,
     )
     db.session.commit()
     return _authorization_response(
@@ -202,10 +205,7 @@ def _authorization_response(
     values.append(("iss", runtime().settings.issuer))
     if response_mode == "form_post":
         # OAuth 2.0 Form Post Response Mode 2: an auto-submitting form to the redirect URI.
-        response = Response(
-            render_template("oidc/form_post.html", action=redirect_uri, fields=values)
-        )
-        return response
+        return Response(render_template("oidc/form_post.html", action=redirect_uri, fields=values))
     parts = urlsplit(redirect_uri)
     query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
     return redirect(urlunsplit(parts._replace(query=query)), code=302)
@@ -223,12 +223,17 @@ def consent() -> Any:
     if request.method == "POST":
         if request.form.get("decision") != "allow":
             consume_once(
-                db.session, PendingAuthorization, PendingAuthorization.id == pending.id,
+                db.session(),
+                PendingAuthorization,
+                PendingAuthorization.id == pending.id,
                 now=utcnow(),
             )
             audit.record(
-                db.session, "consent.denied", subject_id=session.user_id,
-                client_id=pending.client_id, context=request_context(),
+                db.session(),
+                "consent.denied",
+                subject_id=session.user_id,
+                client_id=pending.client_id,
+                context=request_context(),
             )
             db.session.commit()
             error = AuthorizationError("access_denied", "The user did not allow access.")
@@ -243,15 +248,20 @@ def consent() -> Any:
             )
         )
         if row is None:
-            db.session.add(Consent(user_id=session.user_id, client_id=pending.client_id,
-                                   scopes=scopes))
+            db.session.add(
+                Consent(user_id=session.user_id, client_id=pending.client_id, scopes=scopes)
+            )
         else:
             row.scopes = sorted(set(row.scopes) | set(scopes))
             row.granted_at = utcnow()
         pending.consented_by = session.user_id
         audit.record(
-            db.session, "consent.granted", subject_id=session.user_id,
-            client_id=pending.client_id, context=request_context(), scope=auth_request.scope,
+            db.session(),
+            "consent.granted",
+            subject_id=session.user_id,
+            client_id=pending.client_id,
+            context=request_context(),
+            scope=auth_request.scope,
         )
         db.session.commit()
         return redirect(url_for("oidc.authorize_continue", pending_id=pending.id))
@@ -302,8 +312,10 @@ def userinfo() -> Any:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     token_value = value.strip() if scheme.lower() == "bearer" else ""
-    if not token_value and request.method == "POST" and request.mimetype == (
-        "application/x-www-form-urlencoded"
+    if (
+        not token_value
+        and request.method == "POST"
+        and request.mimetype == ("application/x-www-form-urlencoded")
     ):
         token_value = request.form.get("access_token", "")
     if not token_value:

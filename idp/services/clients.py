@@ -33,7 +33,7 @@ class NewClient:
 def validate_redirect_uri(uri: str, *, native: bool = False) -> None:
     """RFC 9700 2.1 and 4.1: absolute, no fragment, no wildcard; https except on loopback."""
     parts = urlsplit(uri)
-    if not parts.scheme or not parts.netloc and parts.scheme in ("http", "https"):
+    if not parts.scheme or (not parts.netloc and parts.scheme in ("http", "https")):
         raise ClientRegistrationError(f"redirect URI must be absolute: {uri!r}")
     if parts.fragment or "#" in uri:
         raise ClientRegistrationError(f"redirect URI must not contain a fragment: {uri!r}")
@@ -95,7 +95,9 @@ class ClientService:
         if method == "private_key_jwt" and not (jwks and jwks.get("keys")):
             raise ClientRegistrationError("private_key_jwt needs the client's public JWKS")
         if id_token_alg not in SUPPORTED_ALGS:
-            raise ClientRegistrationError(f"ID token alg must be one of {', '.join(SUPPORTED_ALGS)}")
+            raise ClientRegistrationError(
+                f"ID token alg must be one of {', '.join(SUPPORTED_ALGS)}"
+            )
         default_grants = ["authorization_code", "refresh_token"]
         if not public:
             default_grants.append("client_credentials")

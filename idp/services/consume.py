@@ -16,9 +16,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 
-def consume_once(
-    db: Session, model: Any, *criteria: ColumnElement[bool], now: datetime
-) -> bool:
+def consume_once(db: Session, model: Any, *criteria: ColumnElement[bool], now: datetime) -> bool:
     """Mark the row matching ``criteria`` consumed; True only for the one caller that did it."""
     result = db.execute(
         update(model)

@@ -28,9 +28,9 @@ def new_secret(nbytes: int = 32) -> str:
 
 def derive_key(secret_key: str, purpose: str, length: int = 32) -> bytes:
     """Derive an independent key for one purpose from the deployment's secret key (RFC 5869)."""
-    return HKDF(
-        algorithm=hashes.SHA256(), length=length, salt=None, info=purpose.encode()
-    ).derive(secret_key.encode())
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose.encode()).derive(
+        secret_key.encode()
+    )
 
 
 def fernet_for(secret_key: str, purpose: str) -> Fernet:

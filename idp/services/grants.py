@@ -91,8 +91,9 @@ class GrantService:
         # RFC 6749 4.1.3: the code is bound to the client it was issued to.
         if row is None or row.client_id != client_id:
             return None
-        if not consume_once(self.db, AuthorizationCode, AuthorizationCode.code_hash == code_hash,
-                            now=now):
+        if not consume_once(
+            self.db, AuthorizationCode, AuthorizationCode.code_hash == code_hash, now=now
+        ):
             self.revoke_grant(row.grant_id, CODE_REPLAY, now)
             return None
         if row.expires_at <= now or row.grant.revoked_at is not None:
@@ -116,7 +117,9 @@ class GrantService:
         )
         return token
 
-    def redeem_refresh_token(self, token: str, client_id: str, now: datetime) -> RefreshToken | None:
+    def redeem_refresh_token(
+        self, token: str, client_id: str, now: datetime
+    ) -> RefreshToken | None:
         """Spend a refresh token once (rotation). Presenting a spent one revokes the whole family
         (RFC 9700 4.14.2); presenting one issued to another client fails (RFC 6749 6)."""
         if not token or len(token) > 200:
@@ -168,8 +171,9 @@ class GrantService:
         row = self.db.get(AccessToken, jti)
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
-        if row.grant is not None and (row.grant.revoked_at is not None or
-                                      not row.grant.user.is_active):
+        if row.grant is not None and (
+            row.grant.revoked_at is not None or not row.grant.user.is_active
+        ):
             return None
         return row
 

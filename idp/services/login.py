@@ -34,9 +34,12 @@ def login_with_password(
     check = passwords.verify(user.password_hash if user else None, password)
     if user is None or not check.ok or not user.is_active:
         audit.record(
-            db, "login.password", outcome="failure", subject_id=user.id if user else None,
-            context=context, reason="bad_credentials" if user is None or not check.ok
-            else "disabled",
+            db,
+            "login.password",
+            outcome="failure",
+            subject_id=user.id if user else None,
+            context=context,
+            reason="bad_credentials" if user is None or not check.ok else "disabled",
         )
         return PasswordLoginResult(user=None)
     if check.needs_rehash:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 ACR_PASSWORD = "urn:idp:acr:password"  # one knowledge factor
 ACR_MFA = "urn:idp:acr:mfa"  # two factors, not phishing-resistant (password + TOTP)
-# OpenID EAP ACR Values 1.0: "phr" phishing-resistant, "phrh" phishing-resistant hardware-protected.
+# OpenID EAP ACR Values 1.0: "phr" phishing-resistant, "phrh" also hardware-protected.
 ACR_PHISHING_RESISTANT = "phr"
 ACR_PHISHING_RESISTANT_HARDWARE = "phrh"
 

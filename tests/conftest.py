@@ -1,0 +1,103 @@
+"""Shared fixtures: an app on a real database (SQLite, and PostgreSQL for storage tests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from idp import create_app
+from idp.extensions import db
+from idp.models import Base, SigningKey
+
+TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
+#: The machine's PostgreSQL; scripts/test.sh exports it. Storage tests fail (not skip) without it.
+POSTGRES_URL = os.environ.get(
+    "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+# Cheaper Argon2 parameters keep the suite fast; tests of the parameters themselves set their own.
+FAST_ARGON2 = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
+
+
+def app_overrides(database_url: str, instance: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "issuer": "http://localhost",
+        "secret_key": TEST_SECRET,
+        "database_url": database_url,
+        "instance_path": str(instance),
+        **FAST_ARGON2,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A throw-away database on the machine's PostgreSQL for this test process."""
+    name = f"idp_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _build_app(database_url: str, instance: Path) -> Flask:
+    app = create_app(app_overrides(database_url, instance))
+    with app.app_context():
+        Base.metadata.create_all(db.engine)
+        app.extensions["idp"].keys.ensure_keys(db.session())
+        db.session.commit()
+    return app
+
+
+def _empty_tables(app: Flask) -> None:
+    """Delete every row but the signing keys (generating RSA keys per test is slow)."""
+    with app.app_context():
+        db.session.rollback()
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != SigningKey.__tablename__:
+                db.session.execute(table.delete())
+        db.session.commit()
+        db.session.remove()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    instance = tmp_path_factory.mktemp("sqlite")
+    return _build_app(f"sqlite:///{instance / 'idp.db'}", instance)
+
+
+@pytest.fixture(scope="session")
+def _postgres_app(tmp_path_factory: pytest.TempPathFactory, postgres_database_url: str) -> Flask:
+    return _build_app(postgres_database_url, tmp_path_factory.mktemp("postgres"))
+
+
+@pytest.fixture
+def app(_sqlite_app: Flask) -> Iterator[Flask]:
+    """The app on SQLite, emptied after the test."""
+    yield _sqlite_app
+    _empty_tables(_sqlite_app)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
+    """The app on each supported database, for storage-sensitive tests."""
+    fixture_name = "_sqlite_app" if request.param == "sqlite" else "_postgres_app"
+    flask_app: Flask = request.getfixturevalue(fixture_name)
+    yield flask_app
+    _empty_tables(flask_app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,56 @@
+"""Test data: users and clients created through the real services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from idp.extensions import db
+from idp.services.clients import ClientService
+from idp.services.users import UserService
+
+DEFAULT_PASSWORD = "correct horse battery staple"
+REDIRECT_URI = "https://rp.example/callback"
+POST_LOGOUT_URI = "https://rp.example/signed-out"
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    client_id: str
+    client_secret: str | None
+    redirect_uri: str
+
+
+@dataclass(frozen=True)
+class CreatedUser:
+    id: str
+    email: str
+    password: str
+
+
+def create_user(
+    app: Flask, email: str = "ada@example.com", password: str = DEFAULT_PASSWORD, **kwargs: Any
+) -> CreatedUser:
+    with app.app_context():
+        user = UserService(db.session(), app.extensions["idp"].passwords).create(
+            email, password=password, name=kwargs.pop("name", "Ada Lovelace"), **kwargs
+        )
+        db.session.commit()
+        return CreatedUser(id=user.id, email=user.email, password=password)
+
+
+def create_client(app: Flask, **kwargs: Any) -> RegisteredClient:
+    kwargs.setdefault("name", "Relying Party")
+    kwargs.setdefault("redirect_uris", [REDIRECT_URI])
+    kwargs.setdefault("post_logout_redirect_uris", [POST_LOGOUT_URI])
+    kwargs.setdefault("first_party", True)
+    with app.app_context():
+        new = ClientService(db.session(), app.extensions["idp"].client_secrets).create(**kwargs)
+        db.session.commit()
+        return RegisteredClient(
+            client_id=new.client.client_id,
+            client_secret=new.client_secret,
+            redirect_uri=kwargs["redirect_uris"][0],
+        )

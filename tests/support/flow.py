@@ -1,0 +1,123 @@
+"""A relying party driven through the Flask test client: the protocol as a browser sees it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.support.factories import CreatedUser, RegisteredClient
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def csrf_token(html: str) -> str:
+    match = CSRF.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def query_of(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+@dataclass
+class RelyingParty:
+    browser: FlaskClient
+    registered: RegisteredClient
+    verifier: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    state: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    nonce: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+
+    def authorize_params(self, **overrides: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "response_type": "code",
+            "client_id": self.registered.client_id,
+            "redirect_uri": self.registered.redirect_uri,
+            "scope": "openid profile email offline_access",
+            "state": self.state,
+            "nonce": self.nonce,
+            "code_challenge": s256(self.verifier),
+            "code_challenge_method": "S256",
+        }
+        params.update(overrides)
+        return {k: v for k, v in params.items() if v is not None}
+
+    def authorize(self, **overrides: Any) -> TestResponse:
+        return self.browser.get("/authorize", query_string=self.authorize_params(**overrides))
+
+    def sign_in(
+        self, location: str, user: CreatedUser, password: str | None = None
+    ) -> TestResponse:
+        """Fill the login page the authorization request was sent to."""
+        page = self.browser.get(location)
+        assert page.status_code == 200, page.text
+        form = {
+            "csrf_token": csrf_token(page.text),
+            "email": user.email,
+            "password": password if password is not None else user.password,
+        }
+        pending = query_of(location).get("request")
+        if pending:
+            form["request"] = pending
+        return self.browser.post("/login", data=form)
+
+    def follow_to_callback(self, response: TestResponse) -> dict[str, str]:
+        """Follow idp's redirects until one leaves for the client's redirect URI."""
+        for _ in range(10):
+            assert response.status_code in (302, 303), (response.status_code, response.text)
+            location = response.headers["Location"]
+            if location.startswith(self.registered.redirect_uri):
+                return query_of(location)
+            response = self.browser.get(location)
+        raise AssertionError("too many redirects")
+
+    def obtain_code(self, user: CreatedUser, **overrides: Any) -> dict[str, str]:
+        response = self.authorize(**overrides)
+        if response.status_code == 302 and "/login" in response.headers["Location"]:
+            response = self.sign_in(response.headers["Location"], user)
+        return self.follow_to_callback(response)
+
+    def token(self, data: dict[str, Any], *, authenticate: bool = True) -> TestResponse:
+        headers = {}
+        if authenticate and self.registered.client_secret:
+            raw = f"{self.registered.client_id}:{self.registered.client_secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        elif authenticate:
+            data = {"client_id": self.registered.client_id, **data}
+        return self.browser.post("/token", data=data, headers=headers)
+
+    def exchange(self, code: str, **overrides: Any) -> TestResponse:
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.registered.redirect_uri,
+            "code_verifier": self.verifier,
+        }
+        data.update(overrides)
+        return self.token({k: v for k, v in data.items() if v is not None})
+
+    def tokens_for(self, user: CreatedUser, **overrides: Any) -> dict[str, Any]:
+        callback = self.obtain_code(user, **overrides)
+        response = self.exchange(callback["code"])
+        assert response.status_code == 200, response.text
+        tokens: dict[str, Any] = response.get_json()
+        return tokens
+
+    def refresh(self, refresh_token: str, **extra: Any) -> TestResponse:
+        return self.token({"grant_type": "refresh_token", "refresh_token": refresh_token, **extra})
+
+    def userinfo(self, access_token: str) -> TestResponse:
+        return self.browser.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
