@@ -91,8 +91,9 @@ class Settings:
         parts = urlsplit(self.issuer)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(f"issuer must be an absolute http(s) URL, got {self.issuer!r}")
-        if parts.query or parts.fragment:
-            # OIDC Discovery 3: the issuer has no query or fragment component.
+        if parts.query or parts.fragment or "?" in self.issuer or "#" in self.issuer:
+            # OIDC Discovery 3: the issuer has no query or fragment component (an empty one
+            # counts: RPs compare the issuer as an exact string).
             raise SettingsError("issuer must not have a query or fragment")
         if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
             raise SettingsError(
@@ -111,7 +112,10 @@ class Settings:
         rp_id = self.rp_id
         # WebAuthn L3 5.1.3 / HTML "is a registrable domain suffix of": the RP ID must be the
         # origin's host or a registrable suffix of it.
-        if not (host == rp_id or host.endswith("." + rp_id)):
+        # A top-level label alone ("com") is a public suffix, never registrable: browsers would
+        # refuse every ceremony, so refuse it here (a full public-suffix check is not made).
+        suffix_ok = host.endswith("." + rp_id) and "." in rp_id
+        if not (host == rp_id or suffix_ok):
             raise SettingsError(
                 f"webauthn_rp_id {rp_id!r} must be the issuer host {host!r} or a suffix of it"
             )
@@ -153,14 +157,23 @@ _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
-    if kind in ("bool",) and isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
+    if kind == "bool" and isinstance(value, str):
+        # A misspelled boolean must not silently mean False (IDP_PRODUCTION=ture would switch
+        # the production checks off).
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{name} must be true or false, got {value!r}")
     if kind == "int" and not isinstance(value, int):
         return int(value)
     if kind.startswith("tuple") and isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
-    if kind.startswith("tuple") and isinstance(value, list):
+    if kind.startswith("tuple") and isinstance(value, list | tuple):
         return tuple(value)
+    if kind.startswith("tuple") or (kind == "str" and not isinstance(value, str)):
+        raise ValueError(f"{name} must be a {'list' if kind.startswith('tuple') else 'string'}")
     return value
 
 

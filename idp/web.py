@@ -8,10 +8,11 @@ from flask import current_app, g, request
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
-from idp.models import BrowserSession
+from idp.models import BrowserSession, User
 from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.audit import RequestContext
+from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.sessions import SessionService
 
 
@@ -95,3 +96,42 @@ def add_security_headers(response: Response) -> Response:
     if response.mimetype == "text/html":
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+def browser_binding() -> str:
+    """A random value in this browser's signed cookie: WebAuthn challenges are bound to it so that
+    a challenge issued to one browser cannot be answered from another."""
+    from flask import session
+
+    value = session.get("webauthn_binding")
+    if not isinstance(value, str):
+        value = secrets.token_urlsafe(32)
+        session["webauthn_binding"] = value
+    return value
+
+
+def safe_next(target: str | None) -> str | None:
+    """A local path to return to after sign-in, or None: never an open redirect (RFC 9700 4.11)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ord(c) < 0x20 for c in target) or len(target) > 2000:
+        return None
+    return target
+
+
+def passkey_service() -> PasskeyService:
+    settings = runtime().settings
+    rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
+                      origins=settings.origins)  # fmt: skip
+    return PasskeyService(db.session(), rp, settings.secret_key)
+
+
+def start_session(user: User, amr: list[str] | tuple[str, ...], response: Response) -> None:
+    """Sign the user in: a new server-side session, the previous one of this browser ended."""
+    previous = current_session()
+    now = utcnow()
+    if previous is not None:
+        session_service().revoke(previous, now)
+    new = session_service().create(user, list(amr), request_context(), now)
+    g.idp_session = new.session
+    set_session_cookie(response, new.cookie_value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,26 @@ def app_overrides(database_url: str, instance: Path, **extra: Any) -> dict[str, 
     }
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url() -> Iterator[str]:
-    """A throw-away database on the machine's PostgreSQL for this test process."""
-    name = f"idp_test_{os.getpid()}_{secrets.token_hex(3)}"
+@contextmanager
+def throwaway_postgres_database() -> Iterator[str]:
+    """A new, empty database on the machine's PostgreSQL, dropped afterwards."""
+    name = f"idp_test_{os.getpid()}_{secrets.token_hex(4)}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """A throw-away database on the machine's PostgreSQL for this test process."""
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 def _build_app(database_url: str, instance: Path) -> Flask:

@@ -13,6 +13,7 @@ from idp.models.oauth import (
     RefreshToken,
     UsedClientAssertion,
 )
+from idp.models.passkeys import Passkey, WebAuthnChallenge
 from idp.models.sessions import BrowserSession
 from idp.models.users import User
 
@@ -25,9 +26,11 @@ __all__ = [
     "Client",
     "Consent",
     "Grant",
+    "Passkey",
     "PendingAuthorization",
     "RefreshToken",
     "SigningKey",
     "UsedClientAssertion",
     "User",
+    "WebAuthnChallenge",
 ]

@@ -20,6 +20,11 @@ class User(Base):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: WebAuthn user handle (L3 5.4.3): random per user, never the id or the email, so that an
+    #: authenticator's stored data reveals nothing about the account.
+    webauthn_user_handle: Mapped[str] = mapped_column(
+        String(64), unique=True, default=lambda: random_id(32)
+    )
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

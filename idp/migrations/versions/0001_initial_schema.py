@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 04:48:42.033987
+Create Date: 2026-11-22 04:54:42.128536
 """
 
 from collections.abc import Sequence
@@ -91,12 +91,31 @@ def upgrade() -> None:
         sa.Column("email_verified", sa.Boolean(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
+        sa.Column("webauthn_user_handle", sa.String(length=64), nullable=False),
         sa.Column("is_admin", sa.Boolean(), nullable=False),
         sa.Column("disabled_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", idp.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+        sa.UniqueConstraint("webauthn_user_handle", name=op.f("uq_users_webauthn_user_handle")),
     )
+    op.create_table(
+        "webauthn_challenges",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("challenge", sa.String(length=128), nullable=False),
+        sa.Column("binding_hash", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=True),
+        sa.Column("created_at", idp.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", idp.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("consumed_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webauthn_challenges")),
+    )
+    with op.batch_alter_table("webauthn_challenges", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webauthn_challenges_expires_at"), ["expires_at"], unique=False
+        )
+
     op.create_table(
         "browser_sessions",
         sa.Column("id_hash", sa.String(length=64), nullable=False),
@@ -170,6 +189,29 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_grants_client_id"), ["client_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_grants_sid"), ["sid"], unique=False)
         batch_op.create_index(batch_op.f("ix_grants_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "passkeys",
+        sa.Column("credential_id", sa.String(length=1400), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("public_key", sa.LargeBinary(), nullable=False),
+        sa.Column("sign_count", sa.Integer(), nullable=False),
+        sa.Column("transports", sa.JSON(), nullable=False),
+        sa.Column("aaguid", sa.String(length=36), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("backup_eligible", sa.Boolean(), nullable=False),
+        sa.Column("backed_up", sa.Boolean(), nullable=False),
+        sa.Column("created_at", idp.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("flagged_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("flagged_reason", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_passkeys_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("credential_id", name=op.f("pk_passkeys")),
+    )
+    with op.batch_alter_table("passkeys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_passkeys_user_id"), ["user_id"], unique=False)
 
     op.create_table(
         "pending_authorizations",
@@ -274,6 +316,10 @@ def downgrade() -> None:
 
     op.drop_table("access_tokens")
     op.drop_table("pending_authorizations")
+    with op.batch_alter_table("passkeys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_passkeys_user_id"))
+
+    op.drop_table("passkeys")
     with op.batch_alter_table("grants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_grants_user_id"))
         batch_op.drop_index(batch_op.f("ix_grants_sid"))
@@ -285,6 +331,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_browser_sessions_user_id"))
 
     op.drop_table("browser_sessions")
+    with op.batch_alter_table("webauthn_challenges", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webauthn_challenges_expires_at"))
+
+    op.drop_table("webauthn_challenges")
     op.drop_table("users")
     with op.batch_alter_table("used_client_assertions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_used_client_assertions_expires_at"))

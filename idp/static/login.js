@@ -1,0 +1,129 @@
+// The sign-in page: passkey autofill (conditional mediation) on load, a "Sign in with a passkey"
+// button, email-first passkeys, and the password as the calm fallback. A failed or cancelled
+// ceremony is never retried in a loop: the user decides what happens next.
+"use strict";
+
+(() => {
+  const form = document.getElementById("login-form");
+  const email = document.getElementById("email");
+  const passwordStep = document.getElementById("password-step");
+  const password = document.getElementById("password");
+  const errors = document.getElementById("form-errors");
+  const passkeyButton = document.getElementById("passkey-button");
+  const divider = document.getElementById("passkey-divider");
+  const usePasswordWrap = document.getElementById("use-password-wrap");
+  const usePassword = document.getElementById("use-password");
+  const submit = document.getElementById("continue");
+  const W = idpWebAuthn;
+
+  const field = (name) => {
+    const input = form.querySelector(`input[name="${name}"]`);
+    return input ? input.value : "";
+  };
+  const say = (message) => {
+    errors.replaceChildren();
+    if (!message) return;
+    const p = document.createElement("p");
+    p.className = "error";
+    p.setAttribute("role", "alert");
+    p.textContent = message;
+    errors.append(p);
+  };
+  const showPassword = () => {
+    passwordStep.hidden = false;
+    password.required = true;
+    usePasswordWrap.hidden = true;
+    submit.textContent = "Sign in";
+    form.dataset.step = "password";
+    password.focus();
+  };
+
+  // Without WebAuthn the page is the plain email + password form.
+  if (!W.supported()) return;
+
+  // Email first: the password field waits until the user asks for it or no passkey works.
+  const passwordAlreadyShown = errors.querySelector(".error") !== null;
+  if (!passwordAlreadyShown) {
+    passwordStep.hidden = true;
+    password.required = false;
+    submit.textContent = "Continue";
+    form.dataset.step = "email";
+    usePasswordWrap.hidden = false;
+  }
+  passkeyButton.hidden = false;
+  divider.hidden = false;
+
+  let pending = null; // the AbortController of the ceremony in flight
+
+  const finish = async (ceremony, credential) => {
+    const result = await W.postJSON(form.dataset.verifyUrl, {
+      challenge_id: ceremony.challenge_id,
+      credential: W.credentialJSON(credential),
+      request: field("request"),
+      next: field("next"),
+    });
+    if (result.ok && result.data.redirect) {
+      window.location.assign(result.data.redirect);
+      return true;
+    }
+    // Signal API: the server is certain no account owns this credential.
+    if (result.data.unknown_credential_id && PublicKeyCredential.signalUnknownCredential) {
+      PublicKeyCredential.signalUnknownCredential({
+        rpId: ceremony.publicKey.rpId,
+        credentialId: result.data.unknown_credential_id,
+      }).catch(() => {});
+    }
+    say(result.data.message || "That passkey didn't work. Use your password instead.");
+    showPassword();
+    return false;
+  };
+
+  const run = async (mediation, body) => {
+    if (pending) pending.abort();
+    const controller = new AbortController();
+    pending = controller;
+    const options = await W.postJSON(form.dataset.optionsUrl, body);
+    if (!options.ok) throw new Error("options");
+    const request = { publicKey: W.requestOptions(options.data.publicKey), signal: controller.signal };
+    if (mediation) request.mediation = mediation;
+    const credential = await navigator.credentials.get(request);
+    if (pending === controller) pending = null;
+    return finish(options.data, credential);
+  };
+
+  // Conditional mediation: the browser's autofill offers passkeys in the email field.
+  const startAutofill = async () => {
+    if (!PublicKeyCredential.isConditionalMediationAvailable) return;
+    if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
+    try {
+      await run("conditional", {});
+    } catch (error) {
+      // Aborted by the button or email step, cancelled, or no passkey here: stay quiet.
+    }
+  };
+
+  const modal = async (body) => {
+    say("");
+    try {
+      await run(null, body);
+    } catch (error) {
+      if (error && error.name === "AbortError") return;
+      say("No passkey was used. You can try again, or use your password instead.");
+      showPassword();
+    }
+  };
+
+  passkeyButton.addEventListener("click", () => modal({}));
+  usePassword.addEventListener("click", () => {
+    if (pending) pending.abort();
+    showPassword();
+  });
+  form.addEventListener("submit", (event) => {
+    if (form.dataset.step !== "email") return; // the password step submits normally
+    event.preventDefault();
+    if (!email.reportValidity()) return;
+    modal({ email: email.value });
+  });
+
+  startAutofill();
+})();

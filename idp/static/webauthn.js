@@ -1,0 +1,83 @@
+// Small WebAuthn helpers shared by the sign-in and account pages. No framework, no inline code:
+// the pages load this under a CSP nonce.
+"use strict";
+
+const idpWebAuthn = (() => {
+  const toBytes = (b64url) => {
+    const b64 = b64url.replace(/-/g, "+").replace(/_/g, "/");
+    const raw = atob(b64 + "===".slice((b64.length + 3) % 4));
+    return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  };
+  const toB64url = (buffer) => {
+    const bytes = new Uint8Array(buffer);
+    let raw = "";
+    for (const b of bytes) raw += String.fromCharCode(b);
+    return btoa(raw).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  };
+
+  // WebAuthn L3 5.1.10: parse*OptionsFromJSON and toJSON where the browser has them.
+  const requestOptions = (json) => {
+    if (PublicKeyCredential.parseRequestOptionsFromJSON) {
+      return PublicKeyCredential.parseRequestOptionsFromJSON(json);
+    }
+    return {
+      ...json,
+      challenge: toBytes(json.challenge),
+      allowCredentials: (json.allowCredentials || []).map((c) => ({ ...c, id: toBytes(c.id) })),
+    };
+  };
+  const creationOptions = (json) => {
+    if (PublicKeyCredential.parseCreationOptionsFromJSON) {
+      return PublicKeyCredential.parseCreationOptionsFromJSON(json);
+    }
+    return {
+      ...json,
+      challenge: toBytes(json.challenge),
+      user: { ...json.user, id: toBytes(json.user.id) },
+      excludeCredentials: (json.excludeCredentials || []).map((c) => ({ ...c, id: toBytes(c.id) })),
+    };
+  };
+  const credentialJSON = (credential) => {
+    if (typeof credential.toJSON === "function") return credential.toJSON();
+    const r = credential.response;
+    const response = { clientDataJSON: toB64url(r.clientDataJSON) };
+    if (r.attestationObject) {
+      response.attestationObject = toB64url(r.attestationObject);
+      response.transports = r.getTransports ? r.getTransports() : [];
+    } else {
+      response.authenticatorData = toB64url(r.authenticatorData);
+      response.signature = toB64url(r.signature);
+      if (r.userHandle) response.userHandle = toB64url(r.userHandle);
+    }
+    return {
+      id: credential.id,
+      rawId: toB64url(credential.rawId),
+      type: credential.type,
+      response,
+      authenticatorAttachment: credential.authenticatorAttachment,
+      clientExtensionResults: credential.getClientExtensionResults(),
+    };
+  };
+
+  const csrfToken = () => document.querySelector('meta[name="csrf-token"]').content;
+  const postJSON = async (url, body) => {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(body || {}),
+    });
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = {};
+    }
+    return { ok: response.ok, status: response.status, data };
+  };
+
+  const supported = () =>
+    typeof window.PublicKeyCredential === "function" && !!navigator.credentials;
+
+  return { requestOptions, creationOptions, credentialJSON, postJSON, supported };
+})();
