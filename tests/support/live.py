@@ -1,0 +1,231 @@
+"""A live idp for tests that need a real server: ``idp init`` + ``idp serve`` on a free port
+(SQLite in a temporary directory, or a given PostgreSQL database), driven through the ``idp``
+command line of this virtualenv. Served as ``http://localhost:PORT``: 127.0.0.1 is not a valid
+WebAuthn RP ID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+INTEROP_DIR = Path(__file__).resolve().parent.parent / "interop"
+IDP_BIN = Path(sys.executable).with_name("idp")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+CLI_TIMEOUT = 120.0
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CliError(AssertionError):
+    """An ``idp`` command failed; the message has its output."""
+
+
+@dataclass
+class LiveIdp:
+    """A running idp. ``url`` is its issuer (``http://localhost:PORT``)."""
+
+    url: str
+    port: int
+    directory: Path
+    env: dict[str, str]
+    log_path: Path
+    production: bool = False
+    process: subprocess.Popen[bytes] | None = None
+    _discovery: dict[str, Any] | None = field(default=None, repr=False)
+
+    # -- command line ---------------------------------------------------------------------------
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        completed = subprocess.run(
+            [str(IDP_BIN), *args],
+            input=input,
+            env=self.env,
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise CliError(
+                f"`idp {' '.join(args)}` exited with {completed.returncode}\n"
+                f"stdout: {completed.stdout[-2000:]}\nstderr: {completed.stderr[-4000:]}"
+            )
+        return completed
+
+    def cli(self, *args: str, input: str | None = None) -> Any:
+        """Run ``idp ARGS`` and return its JSON output (pass ``--json`` where needed)."""
+        stdout = self.run(*args, input=input).stdout
+        try:
+            return json.loads(stdout)
+        except json.JSONDecodeError:
+            # Tolerate log lines before the JSON document.
+            start = min((i for i in (stdout.find("{"), stdout.find("[")) if i >= 0), default=-1)
+            if start >= 0:
+                try:
+                    return json.loads(stdout[start:])
+                except json.JSONDecodeError:
+                    pass
+            raise CliError(
+                f"`idp {' '.join(args)}` did not print JSON: {stdout[-2000:]!r}"
+            ) from None
+
+    def create_user(self, email: str, password: str, name: str = "Interop User") -> dict[str, Any]:
+        user = self.cli(
+            "users", "create", email, "--name", name, "--password-stdin", "--json",
+            input=password + "\n",
+        )  # fmt: skip
+        assert isinstance(user, dict), user
+        assert user.get("sub"), f"`idp users create` printed no sub: {user}"
+        return user
+
+    def create_client(
+        self,
+        *,
+        name: str,
+        redirect_uris: list[str] | tuple[str, ...],
+        post_logout_redirect_uris: list[str] | tuple[str, ...] = (),
+        public: bool = False,
+        auth_method: str | None = None,
+        first_party: bool = False,
+        id_token_alg: str | None = None,
+        jwks_file: Path | str | None = None,
+    ) -> dict[str, Any]:
+        args = ["clients", "create", "--name", name, "--json"]
+        for uri in redirect_uris:
+            args += ["--redirect-uri", uri]
+        for uri in post_logout_redirect_uris:
+            args += ["--post-logout-redirect-uri", uri]
+        if public:
+            args.append("--public")
+        if auth_method:
+            args += ["--auth-method", auth_method]
+        if first_party:
+            args.append("--first-party")
+        if id_token_alg:
+            args += ["--id-token-alg", id_token_alg]
+        if jwks_file is not None:
+            args += ["--jwks-file", str(jwks_file)]
+        registered = self.cli(*args)
+        assert isinstance(registered, dict), registered
+        assert registered.get("client_id"), (
+            f"`idp clients create` printed no client_id: {registered}"
+        )
+        return registered
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def discovery(self) -> dict[str, Any]:
+        if self._discovery is None:
+            response = requests.get(self.url + DISCOVERY_PATH, timeout=10)
+            response.raise_for_status()
+            self._discovery = response.json()
+        return self._discovery
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no server log: {error})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(IDP_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+                + (["--production"] if self.production else []),
+                env=self.env,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: gunicorn's worker goes with it
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"`idp serve` exited with {self.process.returncode} before answering\n"
+                    f"--- server log ---\n{self.log_tail()}"
+                )
+            try:
+                response = requests.get(self.url + DISCOVERY_PATH, timeout=2)
+                if response.status_code == 200:
+                    return
+                last_error = f"HTTP {response.status_code}"
+            except requests.RequestException as error:
+                last_error = f"{type(error).__name__}: {error}"
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(
+            f"idp did not answer {self.url}{DISCOVERY_PATH} within {START_TIMEOUT:.0f} s "
+            f"(last: {last_error})\n--- server log ---\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # The group was created for this process alone (start_new_session above).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+def idp_env(directory: Path, issuer: str, database_url: str | None = None) -> dict[str, str]:
+    # Nothing of the caller's idp configuration (IDP_CONFIG, a Redis URL, ...) leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(
+        IDP_DATABASE_URL=database_url or f"sqlite:///{directory / 'idp.db'}",
+        IDP_ISSUER=issuer,
+        IDP_SECRET_KEY="interop-tests-secret-key-" + "x" * 40,
+        IDP_INSTANCE_PATH=str(directory / "instance"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def start_live_idp(
+    directory: Path, *, database_url: str | None = None, production: bool = False
+) -> Iterator[LiveIdp]:
+    """``idp init`` then ``idp serve`` on a free port; stopped by PID afterwards."""
+    (directory / "instance").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    issuer = f"http://localhost:{port}"
+    idp = LiveIdp(
+        url=issuer,
+        port=port,
+        directory=directory,
+        env=idp_env(directory, issuer, database_url),
+        log_path=directory / "server.log",
+        production=production,
+    )
+    idp.run("init")
+    idp.start()
+    try:
+        yield idp
+    finally:
+        idp.stop()
