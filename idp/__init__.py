@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, abort, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -22,6 +23,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     instance_path = Path(settings.instance_path).resolve()
     instance_path.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance_path))
+    app.json = JSONProvider(app)
     app.config.update(_flask_config(settings))
 
     db.init_app(app)
@@ -46,6 +48,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.after_request(add_security_headers)
+    app.before_request(_refuse_undecodable_query)
     _register_error_pages(app)
 
     @app.teardown_appcontext
@@ -79,6 +82,28 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
         "MAX_FORM_PARTS": 200,
         "JSON_SORT_KEYS": False,
     }
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that a document nested deeper than the parser's recursion limit is
+    malformed input (``ValueError``, so ``get_json`` answers 400 or None) instead of a
+    ``RecursionError`` and a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as error:
+            raise ValueError("JSON document nested too deeply") from error
+
+
+def _refuse_undecodable_query() -> None:
+    """A query string is UTF-8 (RFC 3986 2.5, WHATWG URL); Werkzeug decodes the raw bytes
+    strictly, so a stray non-UTF-8 byte would otherwise fail in whichever view first reads
+    ``request.args``. Answer 400 up front instead."""
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        abort(400, description="The request's address is not valid UTF-8.")
 
 
 def _register_error_pages(app: Flask) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from cryptography.fernet import Fernet
 
 from idp.services.crypto import KeyedHasher, derive_key, fernet_for
 from idp.services.passwords import PasswordService
@@ -16,6 +19,11 @@ class Runtime:
     keys: KeyStore
     passwords: PasswordService
     client_secrets: KeyedHasher
+    #: Keyed hashes for backup codes and for rate-limit keys derived from emails.
+    backup_code_hasher: KeyedHasher
+    attempt_key_hasher: KeyedHasher
+    totp_fernet: Fernet
+    redis: Any = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -35,4 +43,16 @@ class Runtime:
                 parallelism=settings.argon2_parallelism,
             ),
             client_secrets=KeyedHasher(derive_key(settings.secret_key, "idp client secrets")),
+            backup_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp backup codes")),
+            attempt_key_hasher=KeyedHasher(derive_key(settings.secret_key, "idp attempt keys")),
+            totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
+            redis=_redis(settings.redis_url),
         )
+
+
+def _redis(url: str) -> Any:
+    if not url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)

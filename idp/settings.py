@@ -54,6 +54,16 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
 
+    #: Ask users who sign in with a password alone to add a second factor before continuing.
+    require_second_factor: bool = False
+    #: The road to passkeys: offer a passkey after a password sign-in, snoozed for this long.
+    passkey_prompt: bool = True
+    passkey_prompt_snooze_days: int = 14
+    #: Notifications: smtp://user:pass@host:port (or smtps://, smtp+starttls://); empty keeps
+    #: messages in the outbox table and the log.
+    smtp_url: str = ""
+    smtp_sender: str = "idp@localhost"
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived values -------------------------------------------------------------------------

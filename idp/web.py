@@ -12,8 +12,18 @@ from idp.models import BrowserSession, User
 from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.audit import RequestContext
+from idp.services.backup_codes import BackupCodeService
+from idp.services.notifications import Notifier
 from idp.services.passkeys import PasskeyService, RelyingParty
+from idp.services.rate_limits import (
+    AttemptLimiter,
+    CounterStore,
+    DatabaseCounters,
+    RedisCounters,
+)
 from idp.services.sessions import SessionService
+from idp.services.totp import TotpService
+from idp.services.users import normalise_email
 
 
 def runtime() -> Runtime:
@@ -84,10 +94,11 @@ def csp_nonce() -> str:
 def add_security_headers(response: Response) -> Response:
     """CSP with nonces, no framing, no referrer (DESIGN.md invariants)."""
     nonce = g.get("csp_nonce")
-    script_src = f"'nonce-{nonce}'" if nonce else "'none'"
+    # CSP 3: 'none' must stand alone; a page that rendered no script nonce runs no script.
+    script_src = f"'nonce-{nonce}' 'strict-dynamic'" if nonce else "'none'"
     response.headers.setdefault(
         "Content-Security-Policy",
-        f"default-src 'self'; script-src {script_src} 'strict-dynamic'; style-src 'self'; "
+        f"default-src 'self'; script-src {script_src}; style-src 'self'; "
         "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
     )
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -126,12 +137,42 @@ def passkey_service() -> PasskeyService:
     return PasskeyService(db.session(), rp, settings.secret_key)
 
 
-def start_session(user: User, amr: list[str] | tuple[str, ...], response: Response) -> None:
+def start_session(
+    user: User, amr: list[str] | tuple[str, ...], response: Response, *, restricted: bool = False
+) -> None:
     """Sign the user in: a new server-side session, the previous one of this browser ended."""
     previous = current_session()
     now = utcnow()
     if previous is not None:
         session_service().revoke(previous, now)
     new = session_service().create(user, list(amr), request_context(), now)
+    new.session.restricted = restricted
     g.idp_session = new.session
     set_session_cookie(response, new.cookie_value)
+
+
+def attempt_limiter() -> AttemptLimiter:
+    """Failure counters in Redis when configured (shared by every node), else in the database."""
+    redis = runtime().redis
+    store: CounterStore = (
+        RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
+    )
+    return AttemptLimiter(store)
+
+
+def email_key(email: str) -> str:
+    """A rate-limit subject for an email, known account or not (no enumeration)."""
+    return runtime().attempt_key_hasher.hash(normalise_email(email))[:32]
+
+
+def totp_service() -> TotpService:
+    return TotpService(db.session(), runtime().totp_fernet, runtime().settings.webauthn_rp_name)
+
+
+def backup_code_service() -> BackupCodeService:
+    return BackupCodeService(db.session(), runtime().backup_code_hasher)
+
+
+def notifier() -> Notifier:
+    settings = runtime().settings
+    return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)

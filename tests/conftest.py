@@ -34,6 +34,9 @@ def app_overrides(database_url: str, instance: Path, **extra: Any) -> dict[str, 
         "database_url": database_url,
         "instance_path": str(instance),
         **FAST_ARGON2,
+        # The passkey prompt after a password sign-in has its own tests; elsewhere it would stand
+        # between every password sign-in and the relying party.
+        "passkey_prompt": False,
         **extra,
     }
 

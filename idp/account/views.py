@@ -5,13 +5,34 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
+from idp.services import audit
 from idp.services.passkeys import PasskeyError, describe_authenticator
-from idp.web import browser_binding, current_session, passkey_service, request_context
+from idp.services.passwords import PasswordPolicyError
+from idp.web import (
+    backup_code_service,
+    browser_binding,
+    current_session,
+    notifier,
+    passkey_service,
+    request_context,
+    runtime,
+    totp_service,
+)
 
 bp = Blueprint("account", __name__)
 
@@ -29,9 +50,36 @@ def index() -> Any:
     return redirect(url_for("account.home"))
 
 
+# Pages a recovery (restricted) session may use: its only way forward is a new method.
+RECOVERY_ENDPOINTS = {
+    "account.recover",
+    "account.passkey_registration_options",
+    "account.passkey_register",
+    "account.totp_setup",
+}
+
+
+@bp.before_request
+def _restricted_sessions_only_recover() -> Any:
+    session = current_session()
+    if session is not None and session.restricted and request.endpoint not in RECOVERY_ENDPOINTS:
+        return redirect(url_for("account.recover"))
+    return None
+
+
+def _other_primary_method(session: BrowserSession, *, exclude: str) -> bool:
+    """Is there still a way in besides the one being removed? A password counts only together
+    with an enrolled second step or where policy allows passwords alone; a passkey always does."""
+    user = session.user
+    has_passkey = bool(passkey_service().passkeys_of(user))
+    if exclude != "passkey" and has_passkey:
+        return True
+    return exclude != "password" and user.password_hash is not None
+
+
 @bp.get("/account")
 def home() -> Any:
-    """The account page with the user's passkeys."""
+    """The account page: passkeys, password, authenticator app, backup codes."""
     session = current_session()
     if session is None:
         return redirect(url_for("login.login", next=url_for("account.home")))
@@ -42,7 +90,123 @@ def home() -> Any:
         session=session,
         passkeys=[(p, describe_authenticator(p.aaguid)[1]) for p in passkeys],
         recent=_recent(session),
+        totp_enabled=totp_service().is_enabled(session.user),
+        backup_codes_left=backup_code_service().remaining(session.user),
     )
+
+
+def _signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
+    """The session if it signed in within the step-up window, else a redirect to sign in."""
+    session = current_session()
+    if session is None or not (_recent(session) or session.restricted):
+        return redirect(url_for("login.login", next=url_for(next_endpoint)))
+    g.account_session = session
+    return session
+
+
+@bp.get("/account/recover")
+def recover() -> Any:
+    """A recovery session's only page: add a new passkey or an authenticator app."""
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login"))
+    if not session.restricted:
+        return redirect(url_for("account.home"))
+    return render_template("account/recover.html", user=session.user)
+
+
+@bp.route("/account/totp", methods=["GET", "POST"])
+def totp_setup() -> Any:
+    """Set up an authenticator app: QR code and secret, confirmed with a first code."""
+    session = _signed_in_recently("account.totp_setup")
+    if not isinstance(session, BrowserSession):
+        return session
+    service = totp_service()
+    user = session.user
+    error = None
+    if request.method == "POST":
+        if service.confirm_enrolment(user, request.form.get("code", "")[:16], utcnow()):
+            codes = _after_method_added(session, "An authenticator app")
+            audit.record(db.session(), "totp.enabled", subject_id=user.id,
+                         context=request_context())  # fmt: skip
+            db.session.commit()
+            if codes:
+                return render_template("account/backup_codes.html", codes=codes, fresh=True)
+            flash("Authenticator app added.", "info")
+            return redirect(url_for("account.home"))
+        error = "That code is not valid. Check the time on your phone and try again."
+        secret = service.pending_secret(user)
+        if secret is None:
+            return redirect(url_for("account.totp_setup"))
+    enrolment = service.begin_enrolment(user)
+    db.session.commit()
+    return render_template("account/totp.html", enrolment=enrolment, error=error), (
+        400 if error else 200
+    )
+
+
+@bp.post("/account/totp/remove")
+def totp_remove() -> Any:
+    """Remove the authenticator app (after a recent sign-in; never the last way in)."""
+    session = _signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    totp_service().remove(session.user)
+    notifier().notify(session.user, "method_removed", method="The authenticator app")
+    audit.record(db.session(), "totp.removed", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("Authenticator app removed.", "info")
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/backup-codes")
+def backup_codes_regenerate() -> Any:
+    """New backup codes, shown once; the old set stops working."""
+    session = _signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    codes = backup_code_service().regenerate(session.user, utcnow())
+    audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    return render_template("account/backup_codes.html", codes=codes, fresh=False)
+
+
+@bp.post("/account/password")
+def password_set() -> Any:
+    """Set or change the password (after a recent sign-in)."""
+    session = _signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    try:
+        session.user.password_hash = runtime().passwords.hash(request.form.get("new_password", ""))
+    except PasswordPolicyError as error:
+        flash(str(error), "error")
+        return redirect(url_for("account.home"))
+    notifier().notify(session.user, "password_changed")
+    audit.record(db.session(), "password.changed", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("Password saved.", "info")
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/password/remove")
+def password_remove() -> Any:
+    """Go passwordless: only when a passkey remains."""
+    session = _signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    if not _other_primary_method(session, exclude="password"):
+        flash("Add a passkey before removing your password, so that you can still sign in.",
+              "error")  # fmt: skip
+        return redirect(url_for("account.home"))
+    session.user.password_hash = None
+    notifier().notify(session.user, "method_removed", method="Your password")
+    db.session.commit()
+    flash("Password removed: you sign in with passkeys now.", "info")
+    return redirect(url_for("account.home"))
 
 
 @bp.post("/account/passkeys/options")
@@ -87,8 +251,20 @@ def passkey_register() -> Any:
         db.session.commit()
         message = "The passkey could not be saved. Please try again."
         return jsonify(error="registration_failed", message=message), 400
+    codes = _after_method_added(session, f"Passkey “{passkey.name}”")
     db.session.commit()
-    return jsonify(credential_id=passkey.credential_id, name=passkey.name), 201
+    return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
+
+
+def _after_method_added(session: BrowserSession, method: str) -> list[str]:
+    """A new sign-in method: notify the user, end a recovery restriction, and hand out backup
+    codes the first time the account gets a passkey or an authenticator app."""
+    user = session.user
+    notifier().notify(user, "method_added", method=method)
+    session.restricted = False
+    if backup_code_service().has_codes(user):
+        return []
+    return backup_code_service().regenerate(user, utcnow())
 
 
 def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:
@@ -122,11 +298,12 @@ def passkey_remove(credential_id: str) -> Any:
     if not _recent(session):
         return redirect(url_for("login.login", next=url_for("account.home")))
     others = [p for p in passkey_service().passkeys_of(session.user) if p is not passkey]
-    if not others and not session.user.password_hash:
+    if not others and not _other_primary_method(session, exclude="passkey"):
         flash("This is your only way to sign in, so it can't be removed. Add another passkey "
               "or a password first.", "error")  # fmt: skip
         return redirect(url_for("account.home"))
     passkey_service().remove(passkey, request_context())
+    notifier().notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
     db.session.commit()
     flash("Passkey removed.", "info")
     return redirect(url_for("account.home"))

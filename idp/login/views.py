@@ -2,30 +2,54 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
-from idp.models import PendingAuthorization, User
+from idp.models import PartialLogin, PendingAuthorization, User
 from idp.models.base import utcnow
-from idp.services.login import GENERIC_FAILURE, login_with_password
+from idp.services.consume import consume_once
+from idp.services.crypto import new_secret, token_hash
+from idp.services.login import SignInService
 from idp.services.passkeys import PasskeyError
 from idp.services.users import UserService
 from idp.web import (
+    attempt_limiter,
+    backup_code_service,
     browser_binding,
+    current_session,
+    email_key,
+    notifier,
     passkey_service,
     request_context,
     runtime,
     safe_next,
     start_session,
+    totp_service,
 )
 
 bp = Blueprint("login", __name__)
 
+#: How long the second step may take after a correct password.
+PARTIAL_LOGIN_TTL = timedelta(minutes=10)
+
 #: What a user sees when a passkey did not work; the audit log has the reason.
 PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password instead."
+
+
+def sign_in_service() -> SignInService:
+    return SignInService(
+        db.session(),
+        passwords=runtime().passwords,
+        limiter=attempt_limiter(),
+        email_key=email_key,
+        totp=totp_service(),
+        backup_codes=backup_code_service(),
+        notifier=notifier(),
+    )
 
 
 def _pending(pending_id: str | None) -> PendingAuthorization | None:
@@ -61,17 +85,150 @@ def login() -> Any:
     if request.method == "GET":
         return _page(pending, request.args.get("login_hint", "")[:320], None)
     email = request.form.get("email", "")[:320]
-    password = request.form.get("password", "")
-    result = login_with_password(
-        db.session(), runtime().passwords, email, password, request_context()
+    result = sign_in_service().password(
+        email, request.form.get("password", ""), request_context(), utcnow()
     )
     if result.user is None:
-        db.session.commit()  # the failure is audited
-        return _page(pending, email, GENERIC_FAILURE), 401
-    response = redirect(_destination(pending, request.form.get("next")))
-    start_session(result.user, result.amr, response)
+        db.session.commit()  # the failure is counted and audited
+        return _page(pending, email, result.error), 401
+    destination = _destination(pending, request.form.get("next"))
+    factors = sign_in_service().second_factors(result.user)
+    if any(factors.values()) or runtime().settings.require_second_factor:
+        # DESIGN.md sign-in walk: after a correct password, the second step.
+        partial = _begin_partial(result.user, pending, destination)
+        db.session.commit()
+        response = redirect(url_for("login.second_step"))
+        session["partial_login"] = partial
+        return response
+    response = redirect(_after_password_only(result.user, destination))
+    start_session(result.user, ("pwd",), response)
     db.session.commit()
     return response
+
+
+def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
+    now = utcnow()
+    raw = new_secret(32)
+    db.session.add(
+        PartialLogin(
+            id_hash=token_hash(raw),
+            user_id=user.id,
+            amr=["pwd"],
+            pending_request_id=pending.id if pending else None,
+            next_path=destination,
+            created_at=now,
+            expires_at=now + PARTIAL_LOGIN_TTL,
+        )
+    )
+    return raw
+
+
+def _partial() -> PartialLogin | None:
+    raw = session.get("partial_login")
+    if not isinstance(raw, str):
+        return None
+    partial = db.session.get(PartialLogin, token_hash(raw))
+    if partial is None or partial.consumed_at is not None or partial.expires_at <= utcnow():
+        return None
+    return partial
+
+
+def _after_password_only(user: User, destination: str) -> str:
+    """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
+    settings = runtime().settings
+    now = utcnow()
+    if not settings.passkey_prompt or user.passkey_prompt_disabled:
+        return destination
+    if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
+        return destination
+    if settings.require_second_factor:
+        return destination
+    return url_for("login.passkey_prompt", then=destination)
+
+
+@bp.route("/login/second-step", methods=["GET", "POST"])
+def second_step() -> Any:
+    """After a correct password: a code from the authenticator app, a passkey or a backup code."""
+    partial = _partial()
+    if partial is None:
+        return redirect(url_for("login.login"))
+    user = partial.user
+    service = sign_in_service()
+    factors = service.second_factors(user)
+    if not any(factors.values()):
+        # Policy requires a second factor the user does not have yet: a restricted session whose
+        # only way forward is adding one.
+        return _finish_partial(partial, ["pwd"], restricted=True)
+    error = None
+    if request.method == "POST":
+        code = request.form.get("code", "")[:64]
+        now = utcnow()
+        if request.form.get("method") == "backup_code":
+            result = service.backup_code(user, code, request_context(), now)
+        else:
+            result = service.totp_code(user, code, request_context(), now)
+        if result.ok:
+            # RFC 8176: a backup code is a one-time password too.
+            return _finish_partial(partial, ["pwd", "otp", "mfa"])
+        db.session.commit()
+        error = result.error
+    return render_template("login/second_step.html", user=user, factors=factors, error=error), (
+        401 if error else 200
+    )
+
+
+def _finish_partial(partial: PartialLogin, amr: list[str], *, restricted: bool = False) -> Any:
+    now = utcnow()
+    if not consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
+                        now=now):  # fmt: skip
+        return redirect(url_for("login.login"))
+    session.pop("partial_login", None)
+    destination = (
+        url_for("account.recover") if restricted else (partial.next_path or url_for("account.home"))
+    )
+    response = redirect(destination)
+    start_session(partial.user, amr, response, restricted=restricted)
+    db.session.commit()
+    return response
+
+
+@bp.route("/login/recover", methods=["GET", "POST"])
+def recover() -> Any:
+    """ "Can't access your account?": email + backup code, then a new passkey or app."""
+    error = None
+    email = request.values.get("email", "")[:320]
+    if request.method == "POST":
+        result = sign_in_service().recover(
+            email, request.form.get("code", "")[:64], request_context(), utcnow()
+        )
+        if result.user is not None:
+            response = redirect(url_for("account.recover"))
+            start_session(result.user, ["otp"], response, restricted=True)
+            db.session.commit()
+            return response
+        db.session.commit()
+        error = result.error
+    return render_template("login/recover.html", email=email, error=error), (401 if error else 200)
+
+
+@bp.route("/login/passkey-prompt", methods=["GET", "POST"])
+def passkey_prompt() -> Any:
+    """After a password sign-in: create a passkey, not now (snooze), or don't ask again."""
+    then = safe_next(request.values.get("then")) or url_for("account.home")
+    current = current_session()
+    if current is None:
+        return redirect(url_for("login.login"))
+    if request.method == "POST":
+        choice = request.form.get("choice")
+        user = current.user
+        if choice == "never":
+            user.passkey_prompt_disabled = True
+        elif choice == "later":
+            days = runtime().settings.passkey_prompt_snooze_days
+            user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
+        db.session.commit()
+        return redirect(then)
+    return render_template("login/passkey_prompt.html", then=then)
 
 
 @bp.post("/login/passkey/options")
@@ -130,3 +287,21 @@ def _json_text(value: Any) -> str:
 def redirect_to_reauthenticate(next_path: str) -> Response:
     """Step-up: sign in again, then come back."""
     return redirect(url_for("login.login", next=next_path))
+
+
+@bp.get("/.well-known/webauthn")
+def related_origins() -> Any:
+    """WebAuthn L3 5.11 Related Origin Requests: the origins that may use this RP ID."""
+    response = jsonify(origins=list(runtime().settings.origins))
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.get("/.well-known/passkey-endpoints")
+def passkey_endpoints() -> Any:
+    """W3C Passkey Endpoints: where credential managers send users to add or manage passkeys."""
+    settings = runtime().settings
+    account = settings.endpoint(url_for("account.home"))
+    response = jsonify(enroll=account, manage=account)
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response

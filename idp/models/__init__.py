@@ -3,6 +3,13 @@
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
 from idp.models.clients import Client
+from idp.models.factors import (
+    AttemptCounter,
+    BackupCode,
+    OutboxMessage,
+    PartialLogin,
+    TotpCredential,
+)
 from idp.models.keys import SigningKey
 from idp.models.oauth import (
     AccessToken,
@@ -19,17 +26,22 @@ from idp.models.users import User
 
 __all__ = [
     "AccessToken",
+    "AttemptCounter",
     "AuditEvent",
     "AuthorizationCode",
+    "BackupCode",
     "Base",
     "BrowserSession",
     "Client",
     "Consent",
     "Grant",
+    "OutboxMessage",
+    "PartialLogin",
     "Passkey",
     "PendingAuthorization",
     "RefreshToken",
     "SigningKey",
+    "TotpCredential",
     "UsedClientAssertion",
     "User",
     "WebAuthnChallenge",

@@ -112,6 +112,22 @@ class AccessToken(Base):
 
     grant: Mapped[Grant | None] = relationship(lazy="joined")
 
+    # -- Authlib TokenMixin (used by the revocation and introspection endpoints) ----------------
+    def check_client(self, client: Client) -> bool:
+        # RFC 7009 2.1: a client may only revoke the tokens issued to it.
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None or (
+            self.grant is not None and self.grant.revoked_at is not None
+        )
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
 
 class RefreshToken(Base):
     __tablename__ = "refresh_tokens"

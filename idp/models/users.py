@@ -26,6 +26,11 @@ class User(Base):
         String(64), unique=True, default=lambda: random_id(32)
     )
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The road to passkeys: "Not now" snoozes the prompt, "Don't ask again" turns it off.
+    passkey_prompt_snoozed_until: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), default=None
+    )
+    passkey_prompt_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -37,7 +37,8 @@ def needs_login(
     state: InteractionState,
     now: datetime,
 ) -> bool:
-    if session is None:
+    if session is None or session.restricted:
+        # A recovery session may only add a sign-in method; it never authorizes a client.
         return True
     fresh = state.started_at is not None and session.auth_time >= state.started_at
     if fresh:

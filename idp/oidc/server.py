@@ -12,7 +12,11 @@ import logging
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request, grants
+from authlib.oauth2.rfc6749.authenticate_client import (
+    authenticate_client_secret_basic as authlib_client_secret_basic,
+)
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -236,7 +240,22 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return True
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
-        return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
+        if not (client.jwks and client.jwks.get("keys")):
+            # RFC 7523 3 / RFC 6749 5.2: a client without registered keys cannot present an
+            # assertion; that is invalid_client, not a server error.
+            raise InvalidClientError(description="The client has no registered keys.")
+        return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+
+
+def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) -> Any:
+    """RFC 6749 2.3.1 ``client_secret_basic``. Authlib's parser raises on ``Basic`` with no
+    credentials or with credentials that are not UTF-8, which surfaced as a 500; such a header
+    is simply no valid client authentication (RFC 6749 5.2 ``invalid_client``)."""
+    try:
+        extract_basic_authorization(request.headers)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return authlib_client_secret_basic(query_client, request)
 
 
 def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
@@ -346,6 +365,7 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
     )
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
+    server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
     server.register_endpoint(TokenRevocation)
     server.register_endpoint(TokenIntrospection)

@@ -1,49 +1,178 @@
-"""Password sign-in: one decision, the same answer for unknown and known emails."""
+"""Sign-in decisions: the password step, the second step, recovery; the same answers for unknown
+and known emails (DESIGN.md: account-enumeration safe)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.models import User
+from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.audit import RequestContext
+from idp.services.backup_codes import BackupCodeService
+from idp.services.notifications import Notifier
 from idp.services.passwords import PasswordService
+from idp.services.rate_limits import AttemptLimiter, Verdict
+from idp.services.totp import TotpService
 from idp.services.users import UserService
 
-#: One message for every failure: it never says whether the account exists (DESIGN.md).
+#: One message per kind of failure, never saying whether the account exists.
 GENERIC_FAILURE = "The email or password is incorrect."
+CODE_FAILURE = "That code is not valid. Check it and try again."
+RECOVERY_FAILURE = "The email or backup code is incorrect."
+THROTTLED = "Too many attempts. Wait a moment, then try again."
+LOCKED = (
+    "Too many failed attempts: this way of signing in is locked. Use a passkey or a backup code, "
+    "or ask your administrator to unlock it."
+)
 
 
 @dataclass(frozen=True)
-class PasswordLoginResult:
+class StepResult:
     user: User | None
-    amr: tuple[str, ...] = ()
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.user is not None
 
 
-def login_with_password(
-    db: Session, passwords: PasswordService, email: str, password: str, context: RequestContext
-) -> PasswordLoginResult:
-    user = UserService(db, passwords).find_by_email(email)
-    # An unknown email still pays for one Argon2id verification (similar timing).
-    check = passwords.verify(user.password_hash if user else None, password)
-    if user is None or not check.ok or not user.is_active:
-        audit.record(
-            db,
-            "login.password",
-            outcome="failure",
-            subject_id=user.id if user else None,
-            context=context,
-            reason="bad_credentials" if user is None or not check.ok else "disabled",
-        )
-        return PasswordLoginResult(user=None)
-    if check.needs_rehash:
-        # Argon2 parameters changed since this hash was made: upgrade it transparently.
-        user.password_hash = passwords.hash(password)
-    audit.record(db, "login.password", subject_id=user.id, context=context)
-    return PasswordLoginResult(user=user, amr=("pwd",))
+def _refusal(verdict: Verdict) -> str:
+    return LOCKED if verdict.locked else THROTTLED
+
+
+class SignInService:
+    def __init__(
+        self,
+        db: Session,
+        *,
+        passwords: PasswordService,
+        limiter: AttemptLimiter,
+        email_key: Callable[[str], str],
+        totp: TotpService,
+        backup_codes: BackupCodeService,
+        notifier: Notifier,
+    ) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.limiter = limiter
+        self.email_key = email_key
+        self.totp = totp
+        self.backup_codes = backup_codes
+        self.notifier = notifier
+
+    # -- first step -----------------------------------------------------------------------------
+    def password(
+        self, email: str, password: str, context: RequestContext, now: datetime
+    ) -> StepResult:
+        key = self.limiter.account_key("pwd", self.email_key(email))
+        verdict = self.limiter.check(key, context.ip_address, now)
+        user = UserService(self.db, self.passwords).find_by_email(email)
+        if not verdict.allowed:
+            # A refused attempt still counts (N parallel guesses all count), and still costs one
+            # hash so that timing says nothing either.
+            self.passwords.verify(None, password)
+            self.limiter.failed(key, context.ip_address, now)
+            self._audit_failure("login.password", user, context, "throttled")
+            return StepResult(user=None, error=_refusal(verdict))
+        # An unknown email still pays for one Argon2id verification (similar timing).
+        check = self.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not check.ok or not user.is_active:
+            self.limiter.failed(key, context.ip_address, now)
+            reason = "bad_credentials" if user is None or not check.ok else "disabled"
+            self._audit_failure("login.password", user, context, reason)
+            return StepResult(user=None, error=GENERIC_FAILURE)
+        self.limiter.succeeded(key)
+        if check.needs_rehash:
+            # Argon2 parameters changed since this hash was made: upgrade it transparently.
+            user.password_hash = self.passwords.hash(password)
+        audit.record(self.db, "login.password", subject_id=user.id, context=context)
+        return StepResult(user=user)
+
+    def second_factors(self, user: User) -> dict[str, bool]:
+        """Which second steps the user can take after a password (a passkey counts)."""
+        has_passkey = self.db.scalar(select(Passkey.credential_id).where(
+            Passkey.user_id == user.id).limit(1)) is not None  # fmt: skip
+        return {
+            "totp": self.totp.is_enabled(user),
+            "passkey": has_passkey,
+            "backup_code": self.backup_codes.has_codes(user),
+        }
+
+    # -- second step ----------------------------------------------------------------------------
+    def totp_code(
+        self, user: User, code: str, context: RequestContext, now: datetime
+    ) -> StepResult:
+        return self._second_step(user, code, context, now, factor="otp",
+                                 verify=lambda: self.totp.verify(user, code, now))  # fmt: skip
+
+    def backup_code(
+        self, user: User, code: str, context: RequestContext, now: datetime
+    ) -> StepResult:
+        def spend() -> bool:
+            return self.backup_codes.consume(user, code, now)
+
+        result = self._second_step(user, code, context, now, factor="backup", verify=spend)
+        if result.ok:
+            self._backup_code_used(user, context)
+        return result
+
+    def _second_step(
+        self,
+        user: User,
+        code: str,
+        context: RequestContext,
+        now: datetime,
+        *,
+        factor: str,
+        verify: Callable[[], bool],
+    ) -> StepResult:
+        key = self.limiter.account_key(factor, user.id)
+        verdict = self.limiter.check(key, context.ip_address, now)
+        event = "login.totp" if factor == "otp" else "login.backup_code"
+        if not verdict.allowed:
+            self.limiter.failed(key, context.ip_address, now)
+            self._audit_failure(event, user, context, "throttled")
+            return StepResult(user=None, error=_refusal(verdict))
+        if not user.is_active or not verify():
+            self.limiter.failed(key, context.ip_address, now)
+            self._audit_failure(event, user, context, "bad_code")
+            return StepResult(user=None, error=CODE_FAILURE)
+        self.limiter.succeeded(key)
+        audit.record(self.db, event, subject_id=user.id, context=context)
+        return StepResult(user=user)
+
+    # -- recovery -------------------------------------------------------------------------------
+    def recover(self, email: str, code: str, context: RequestContext, now: datetime) -> StepResult:
+        """ "Can't access your account?": email + backup code, counted per email like passwords."""
+        key = self.limiter.account_key("backup", self.email_key(email))
+        verdict = self.limiter.check(key, context.ip_address, now)
+        user = UserService(self.db, self.passwords).find_by_email(email)
+        if not verdict.allowed:
+            self.limiter.failed(key, context.ip_address, now)
+            self._audit_failure("login.recovery", user, context, "throttled")
+            return StepResult(user=None, error=_refusal(verdict))
+        if user is None or not user.is_active or not self.backup_codes.consume(user, code, now):
+            self.limiter.failed(key, context.ip_address, now)
+            self._audit_failure("login.recovery", user, context, "bad_code")
+            return StepResult(user=None, error=RECOVERY_FAILURE)
+        self.limiter.succeeded(key)
+        audit.record(self.db, "login.recovery", subject_id=user.id, context=context)
+        self._backup_code_used(user, context)
+        return StepResult(user=user)
+
+    def _backup_code_used(self, user: User, context: RequestContext) -> None:
+        remaining = self.backup_codes.remaining(user)
+        audit.record(self.db, "backup_code.used", subject_id=user.id, context=context,
+                     remaining=remaining)  # fmt: skip
+        self.notifier.notify(user, "backup_code_used", remaining=remaining)
+
+    def _audit_failure(
+        self, kind: str, user: User | None, context: RequestContext, reason: str
+    ) -> None:
+        audit.record(self.db, kind, outcome="failure", subject_id=user.id if user else None,
+                     context=context, reason=reason)  # fmt: skip

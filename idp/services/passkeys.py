@@ -34,6 +34,7 @@ from webauthn.helpers.exceptions import (
     InvalidAuthenticationResponse,
     InvalidJSONStructure,
     InvalidRegistrationResponse,
+    WebAuthnException,
 )
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
@@ -207,7 +208,10 @@ class PasskeyService:
                     require_user_verification=True,  # WebAuthn L3 7.1 step 15
                     supported_pub_key_algs=ALGORITHMS,
                 )
-            except InvalidRegistrationResponse as error:
+            # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn
+            # L3 7.1 "if the BE bit is not set, verify that the BS bit is not set") outside that
+            # family; uncaught it was a 500 that rolled back the spent challenge and the audit.
+            except WebAuthnException as error:
                 raise PasskeyError(_reason(error), str(error)) from error
             credential_id = bytes_to_base64url(verified.credential_id)
             # WebAuthn L3 7.1 step 26: refuse a credential id registered to anyone already.
@@ -295,8 +299,13 @@ class PasskeyService:
                     credential_current_sign_count=0,
                     require_user_verification=True,  # WebAuthn L3 7.2 step 17
                 )
-            except InvalidAuthenticationResponse as error:
+            # As for registration: InvalidBackupFlags (L3 7.2, BS without BE) is outside the family.
+            except WebAuthnException as error:
                 raise PasskeyError(_reason(error), str(error)) from error
+            # WebAuthn L3 7.2 "compare currentBe with credentialRecord.backupEligible": our policy
+            # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
+            if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
+                raise PasskeyError("backup_eligibility_changed")
             self._apply_sign_count(passkey, verified.new_sign_count, context, now)
             if not passkey.user.is_active:
                 raise PasskeyError("user_disabled")
@@ -408,6 +417,7 @@ def _reason(error: Exception) -> str:
     """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
     text = str(error).lower()
     for needle, reason in (
+        ("backed up", "backup_flags_invalid"),
         ("origin", "origin_not_allowed"),
         ("challenge", "challenge_mismatch"),
         ("verified", "user_not_verified"),

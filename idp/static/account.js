@@ -1,4 +1,6 @@
-// The account page: add a passkey with the platform's modal ceremony.
+// Adding a passkey (account page, recovery page, and the prompt after a password sign-in):
+// the platform's modal ceremony, or a conditional create where the browser offers one so that the
+// password manager can add a passkey without a prompt.
 "use strict";
 
 (() => {
@@ -6,6 +8,7 @@
   const status = document.getElementById("passkey-status");
   const nameInput = document.getElementById("passkey-name");
   const W = idpWebAuthn;
+  if (!button) return;
   const say = (message, kind) => {
     status.replaceChildren();
     const p = document.createElement("p");
@@ -14,6 +17,37 @@
     p.textContent = message;
     status.append(p);
   };
+  const done = () => {
+    if (button.dataset.then) window.location.assign(button.dataset.then);
+    else window.location.reload();
+  };
+  // The first passkey or app of an account comes with backup codes: shown once, here.
+  const showCodes = (codes) => {
+    status.replaceChildren();
+    const heading = document.createElement("p");
+    heading.setAttribute("role", "status");
+    heading.textContent =
+      "Passkey added. Save these backup codes: each signs you in once if you lose your devices. " +
+      "They are shown only now.";
+    const list = document.createElement("ol");
+    list.className = "codes";
+    list.id = "backup-codes";
+    for (const code of codes) {
+      const item = document.createElement("li");
+      const text = document.createElement("code");
+      text.textContent = code;
+      item.append(text);
+      list.append(item);
+    }
+    const saved = document.createElement("button");
+    saved.type = "button";
+    saved.className = "primary";
+    saved.id = "codes-saved";
+    saved.textContent = "I saved them";
+    saved.addEventListener("click", done);
+    status.append(heading, list, saved);
+    button.hidden = true;
+  };
 
   if (!W.supported()) {
     button.disabled = true;
@@ -21,31 +55,50 @@
     return;
   }
 
+  const register = async (mediation) => {
+    const options = await W.postJSON(button.dataset.optionsUrl, {});
+    if (options.status === 403 && options.data.redirect) {
+      // Step-up: adding a sign-in method needs a recent sign-in.
+      window.location.assign(options.data.redirect);
+      return null;
+    }
+    if (!options.ok) throw new Error("options");
+    const request = { publicKey: W.creationOptions(options.data.publicKey) };
+    if (mediation) request.mediation = mediation;
+    const credential = await navigator.credentials.create(request);
+    const result = await W.postJSON(button.dataset.registerUrl, {
+      challenge_id: options.data.challenge_id,
+      credential: W.credentialJSON(credential),
+      name: nameInput ? nameInput.value : "",
+    });
+    if (!result.ok) throw new Error(result.data.message || "register");
+    return result.data;
+  };
+  const finish = (data) => {
+    if (!data) return;
+    if (data.backup_codes && data.backup_codes.length) showCodes(data.backup_codes);
+    else {
+      say(`Passkey “${data.name}” added.`, "info");
+      done();
+    }
+  };
+
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const options = await W.postJSON(button.dataset.optionsUrl, {});
-      if (options.status === 403 && options.data.redirect) {
-        // Step-up: adding a sign-in method needs a recent sign-in.
-        window.location.assign(options.data.redirect);
-        return;
-      }
-      if (!options.ok) throw new Error("options");
-      const credential = await navigator.credentials.create({
-        publicKey: W.creationOptions(options.data.publicKey),
-      });
-      const result = await W.postJSON(button.dataset.registerUrl, {
-        challenge_id: options.data.challenge_id,
-        credential: W.credentialJSON(credential),
-        name: nameInput.value,
-      });
-      if (!result.ok) throw new Error(result.data.message || "register");
-      say(`Passkey “${result.data.name}” added.`, "info");
-      window.location.reload();
+      finish(await register(null));
     } catch (error) {
       say("The passkey was not added. You can try again.", "error");
     } finally {
       button.disabled = false;
     }
   });
+
+  // WebAuthn L3 5.1.3 conditional create: only on the prompt right after a password sign-in.
+  if (button.dataset.then && PublicKeyCredential.getClientCapabilities) {
+    PublicKeyCredential.getClientCapabilities()
+      .then((caps) => (caps && caps.conditionalCreate ? register("conditional") : null))
+      .then(finish)
+      .catch(() => {});
+  }
 })();

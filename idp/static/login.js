@@ -35,7 +35,7 @@
     usePasswordWrap.hidden = true;
     submit.textContent = "Sign in";
     form.dataset.step = "password";
-    password.focus();
+    (email.value ? password : email).focus();
   };
 
   // Without WebAuthn the page is the plain email + password form.

@@ -111,6 +111,8 @@ class Landing:
     login_page: bool = False
     logins: int = 0
     consents: int = 0
+    #: Offers to create a passkey after a password sign-in, declined with "Not now".
+    passkey_prompts: int = 0
 
 
 class Browser:
@@ -161,8 +163,9 @@ class Browser:
         password: str = "",
         allow_login: bool = True,
     ) -> Landing:
-        """GET ``url`` and follow redirects, signing in and consenting when asked, until the
-        user agent would be sent to a URL starting with ``stop_at`` (not requested)."""
+        """GET ``url`` and follow redirects, signing in, declining the passkey offer and
+        consenting when asked, until the user agent would be sent to a URL starting with
+        ``stop_at`` (which is not requested)."""
         response = self._send("GET", url)
         landing = Landing(url=url)
         for _ in range(MAX_HOPS):
@@ -183,6 +186,7 @@ class Browser:
             forms = parse_forms(response.text)
             login = next((f for f in forms if "password" in f.field_names()), None)
             consent = next((f for f in forms if f.has_button("decision", "allow")), None)
+            passkey_prompt = next((f for f in forms if f.has_button("choice", "later")), None)
             if login is not None:
                 if not allow_login:
                     landing.url, landing.login_page = url, True
@@ -198,6 +202,13 @@ class Browser:
                 if landing.consents > 1:
                     raise self._fail(f"consent form shown again: {page_text(response.text)}")
                 url, response = self.submit(url, consent, decision="allow")
+            elif passkey_prompt is not None:
+                # A password sign-in is followed by an offer to create a passkey; a user
+                # without an authenticator answers "Not now".
+                landing.passkey_prompts += 1
+                if landing.passkey_prompts > 1:
+                    raise self._fail(f"passkey offer shown again: {page_text(response.text)}")
+                url, response = self.submit(url, passkey_prompt, choice="later")
             else:
                 raise self._fail(
                     f"page at {url} has neither a sign-in nor a consent form: "

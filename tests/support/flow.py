@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -121,3 +122,24 @@ class RelyingParty:
 
     def userinfo(self, access_token: str) -> TestResponse:
         return self.browser.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+
+
+def start_session(browser: FlaskClient, user: CreatedUser) -> TestResponse:
+    """Sign in directly at /login (no authorization request): the browser now has a session."""
+    page = browser.get("/login")
+    form = {"csrf_token": csrf_token(page.text), "email": user.email, "password": user.password}
+    response = browser.post("/login", data=form)
+    assert response.status_code == 302, response.text
+    return response
+
+
+def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWT, unverified (for asserting on what was issued)."""
+    header, payload, _ = token.split(".")
+    return _b64json(header), _b64json(payload)
+
+
+def _b64json(segment: str) -> dict[str, Any]:
+    value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    assert isinstance(value, dict)
+    return value

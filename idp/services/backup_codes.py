@@ -1,0 +1,77 @@
+"""Backup codes: generated server-side, shown once, stored as keyed hashes, spent once."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from idp.models import BackupCode, User
+from idp.services.consume import consume_once
+from idp.services.crypto import KeyedHasher
+
+CODE_COUNT = 10
+# Crockford-style alphabet without look-alikes (no 0/o, 1/i/l, u): 30 symbols -> 4.9 bits each.
+ALPHABET = "23456789abcdefghjkmnpqrstvwxyz"
+GROUPS, GROUP_LENGTH = 4, 4  # 16 symbols = 78 bits, above the 64 the issue asks for
+
+
+def normalise(code: str) -> str:
+    return "".join(c for c in code.lower() if c in ALPHABET)
+
+
+def _new_code() -> str:
+    symbols = "".join(secrets.choice(ALPHABET) for _ in range(GROUPS * GROUP_LENGTH))
+    return "-".join(symbols[i : i + GROUP_LENGTH] for i in range(0, len(symbols), GROUP_LENGTH))
+
+
+class BackupCodeService:
+    def __init__(self, db: Session, hasher: KeyedHasher) -> None:
+        self.db = db
+        self.hasher = hasher
+
+    def regenerate(self, user: User, now: datetime) -> list[str]:
+        """A new set of codes; the previous set is void."""
+        self.db.execute(delete(BackupCode).where(BackupCode.user_id == user.id))
+        codes = [_new_code() for _ in range(CODE_COUNT)]
+        for code in codes:
+            self.db.add(
+                BackupCode(user_id=user.id, code_hash=self._hash(user, code), created_at=now)
+            )
+        return codes
+
+    def remaining(self, user: User) -> int:
+        return int(
+            self.db.scalar(
+                select(func.count())
+                .select_from(BackupCode)
+                .where(BackupCode.user_id == user.id, BackupCode.consumed_at.is_(None))
+            )
+            or 0
+        )
+
+    def has_codes(self, user: User) -> bool:
+        return self.remaining(user) > 0
+
+    def consume(self, user: User, code: str, now: datetime) -> bool:
+        """Spend one code through the consume-once primitive: of two parallel uses, one wins."""
+        normalised = normalise(code)
+        if len(normalised) != GROUPS * GROUP_LENGTH:
+            return False
+        return consume_once(
+            self.db,
+            BackupCode,
+            BackupCode.user_id == user.id,
+            BackupCode.code_hash == self._hash(user, normalised),
+            now=now,
+        )
+
+    def void(self, user: User) -> None:
+        self.db.execute(delete(BackupCode).where(BackupCode.user_id == user.id))
+
+    def _hash(self, user: User, code: str) -> str:
+        # Keyed by the server secret and salted by the user: a leaked table is useless, and one
+        # user's code never matches another's.
+        return self.hasher.hash(f"{user.id}:{normalise(code)}")

@@ -1,0 +1,76 @@
+"""Notifying users of security events: SMTP when configured, else the outbox table and the log."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from idp.models import OutboxMessage, User
+from idp.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+SUBJECTS = {
+    "method_added": "A new sign-in method was added to your account",
+    "method_removed": "A sign-in method was removed from your account",
+    "backup_code_used": "A backup code was used to sign in",
+    "password_changed": "Your password was changed",
+    "login_link_issued": "A one-time sign-in link was created for you",
+}
+BODIES = {
+    "method_added": "{method} was added to your idp account.",
+    "method_removed": "{method} was removed from your idp account.",
+    "backup_code_used": "A backup code was used to sign in to your idp account. "
+    "{remaining} backup codes are left.",
+    "password_changed": "The password of your idp account was changed.",
+    "login_link_issued": "An administrator created a one-time sign-in link for you.",
+}
+FOOTER = "\n\nIf this was not you, sign in and review your account, or contact your administrator."
+
+
+class Notifier:
+    def __init__(self, db: Session, smtp_url: str = "", sender: str = "idp@localhost") -> None:
+        self.db = db
+        self.smtp_url = smtp_url
+        self.sender = sender
+
+    def notify(self, user: User, kind: str, **details: Any) -> OutboxMessage:
+        body = BODIES[kind].format(**details) + FOOTER
+        message = OutboxMessage(
+            user_id=user.id, recipient=user.email, kind=kind, subject=SUBJECTS[kind], body=body,
+            details={k: str(v) for k, v in details.items()},
+        )  # fmt: skip
+        self.db.add(message)
+        if self.smtp_url:
+            self._send(message)
+        else:
+            log.info("notification %s for user %s kept in the outbox", kind, user.id)
+        return message
+
+    def _send(self, message: OutboxMessage) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.smtp_url)
+        email = EmailMessage()
+        email["From"], email["To"], email["Subject"] = (
+            self.sender,
+            message.recipient,
+            message.subject,
+        )
+        email.set_content(message.body)
+        try:
+            smtp_class = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
+            with smtp_class(parts.hostname or "localhost", parts.port or 25, timeout=10) as smtp:
+                if parts.scheme == "smtp+starttls":
+                    smtp.starttls()
+                if parts.username:
+                    smtp.login(parts.username, parts.password or "")
+                smtp.send_message(email)
+            message.sent_at = utcnow()
+        except (OSError, smtplib.SMTPException):
+            # The message stays in the outbox; a failed mail never fails the user's request.
+            log.warning("sending notification %s failed; kept in the outbox", message.kind)

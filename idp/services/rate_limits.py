@@ -1,0 +1,150 @@
+"""Failed-attempt counters per account and factor, and per client address.
+
+DESIGN.md: at most 100 consecutive failures per account and factor, growing delays before that,
+shared across nodes (database, or Redis when configured), reset by a success. Counters are keyed by
+a keyed hash of the email for the password factor, so unknown emails are counted and answered
+exactly like known ones (no enumeration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from idp.models import AttemptCounter
+
+#: Consecutive failures after which a factor is locked for the account (until a success elsewhere
+#: resets it through an admin unlock).
+LOCK_AFTER = 100
+#: Failures allowed before delays start; each further failure doubles the delay, up to MAX_DELAY.
+FREE_FAILURES = 5
+MAX_DELAY = timedelta(minutes=15)
+#: Per client address: delays start later and never lock (shared addresses, NAT).
+ADDRESS_FREE_FAILURES = 50
+#: A per-address counter forgets failures older than this.
+ADDRESS_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    locked: bool = False
+    retry_after: timedelta = timedelta(0)
+
+
+class CounterStore(Protocol):
+    def increment(self, key: str, now: datetime) -> int: ...
+    def get(self, key: str) -> tuple[int, datetime | None]: ...
+    def reset(self, key: str) -> None: ...
+
+
+class DatabaseCounters:
+    """Counters in the shared database: one atomic upsert per failure."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def increment(self, key: str, now: datetime) -> int:
+        dialect = self.db.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(AttemptCounter)
+            .values(key=key, failures=1, last_failure_at=now)
+            .on_conflict_do_update(
+                index_elements=[AttemptCounter.key],
+                set_={"failures": AttemptCounter.failures + 1, "last_failure_at": now},
+            )
+            .returning(AttemptCounter.failures)
+        )
+        return int(self.db.execute(statement).scalar_one())
+
+    def get(self, key: str) -> tuple[int, datetime | None]:
+        row = self.db.execute(
+            select(AttemptCounter.failures, AttemptCounter.last_failure_at).where(
+                AttemptCounter.key == key
+            )
+        ).first()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    def reset(self, key: str) -> None:
+        self.db.execute(delete(AttemptCounter).where(AttemptCounter.key == key))
+
+
+class RedisCounters:
+    """Counters in Redis (``IDP_REDIS_URL``): INCR is atomic across every node."""
+
+    def __init__(self, client: Any, ttl: timedelta = timedelta(days=30)) -> None:
+        self.client = client
+        self.ttl = int(ttl.total_seconds())
+
+    def increment(self, key: str, now: datetime) -> int:
+        pipe = self.client.pipeline()
+        pipe.incr(f"idp:fail:{key}")
+        pipe.set(f"idp:fail-at:{key}", now.timestamp(), ex=self.ttl)
+        pipe.expire(f"idp:fail:{key}", self.ttl)
+        count, *_ = pipe.execute()
+        return int(count)
+
+    def get(self, key: str) -> tuple[int, datetime | None]:
+        from datetime import UTC
+
+        count, at = self.client.mget(f"idp:fail:{key}", f"idp:fail-at:{key}")
+        last = datetime.fromtimestamp(float(at), UTC) if at else None
+        return (int(count or 0), last)
+
+    def reset(self, key: str) -> None:
+        self.client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
+
+
+def _delay(failures: int, free: int) -> timedelta:
+    if failures < free:
+        return timedelta(0)
+    return min(timedelta(seconds=2 ** min(failures - free, 20)), MAX_DELAY)
+
+
+class AttemptLimiter:
+    def __init__(self, store: CounterStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def account_key(factor: str, subject: str) -> str:
+        return f"{factor}:{subject}"
+
+    @staticmethod
+    def address_key(address: str) -> str:
+        return f"addr:{address}"
+
+    def check(self, account_key: str, address: str, now: datetime) -> Verdict:
+        failures, last = self.store.get(account_key)
+        if failures >= LOCK_AFTER:
+            return Verdict(allowed=False, locked=True)
+        wait = _wait(failures, last, FREE_FAILURES, now)
+        address_failures, address_last = self.store.get(self.address_key(address))
+        if address_last is not None and now - address_last > ADDRESS_WINDOW:
+            address_failures = 0
+        wait = max(wait, _wait(address_failures, address_last, ADDRESS_FREE_FAILURES, now))
+        return Verdict(allowed=wait <= timedelta(0), retry_after=wait)
+
+    def failed(self, account_key: str, address: str, now: datetime) -> int:
+        _failures, last = self.store.get(self.address_key(address))
+        if last is not None and now - last > ADDRESS_WINDOW:
+            self.store.reset(self.address_key(address))
+        self.store.increment(self.address_key(address), now)
+        return self.store.increment(account_key, now)
+
+    def succeeded(self, account_key: str) -> None:
+        self.store.reset(account_key)
+
+    def unlock(self, account_key: str) -> None:
+        self.store.reset(account_key)
+
+
+def _wait(failures: int, last: datetime | None, free: int, now: datetime) -> timedelta:
+    if last is None:
+        return timedelta(0)
+    return max(timedelta(0), last + _delay(failures, free) - now)

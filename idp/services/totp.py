@@ -1,0 +1,112 @@
+"""Authenticator apps (TOTP, RFC 6238) with pyotp; QR codes with segno."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyotp
+import segno
+from cryptography.fernet import Fernet
+from sqlalchemy import update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from idp.models import TotpCredential, User
+
+STEP_SECONDS = 30
+SECRET_BYTES = 20  # 160 bits: RFC 4226 4 recommends at least 128, ideally 160
+DIGITS = 6
+
+
+@dataclass(frozen=True)
+class TotpEnrolment:
+    secret: str  # base32, shown as text beside the QR code
+    uri: str  # otpauth:// for the QR code
+    qr_svg: str
+
+
+class TotpService:
+    def __init__(self, db: Session, fernet: Fernet, issuer_name: str) -> None:
+        self.db = db
+        self.fernet = fernet
+        self.issuer_name = issuer_name
+
+    def get(self, user: User) -> TotpCredential | None:
+        return self.db.get(TotpCredential, user.id)
+
+    def is_enabled(self, user: User) -> bool:
+        credential = self.get(user)
+        return credential is not None and credential.confirmed_at is not None
+
+    def begin_enrolment(self, user: User) -> TotpEnrolment:
+        """A new secret, stored unconfirmed until the user proves it with a first code."""
+        secret = pyotp.random_base32(length=SECRET_BYTES * 8 // 5)
+        credential = self.get(user)
+        if credential is None:
+            credential = TotpCredential(user_id=user.id, secret_encrypted="")
+            self.db.add(credential)
+        credential.secret_encrypted = self.fernet.encrypt(secret.encode()).decode()
+        credential.confirmed_at = None
+        credential.last_used_step = -1
+        uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=self.issuer_name)
+        buffer = io.BytesIO()
+        segno.make(uri, error="m").save(buffer, kind="svg", scale=5, xmldecl=False, svgns=True)
+        return TotpEnrolment(secret=secret, uri=uri, qr_svg=buffer.getvalue().decode())
+
+    def pending_secret(self, user: User) -> str | None:
+        credential = self.get(user)
+        if credential is None or credential.confirmed_at is not None:
+            return None
+        return self._secret(credential)
+
+    def confirm_enrolment(self, user: User, code: str, now: datetime) -> bool:
+        credential = self.get(user)
+        if credential is None or credential.confirmed_at is not None:
+            return False
+        if not self._accept(credential, code, now):
+            return False
+        credential.confirmed_at = now
+        return True
+
+    def verify(self, user: User, code: str, now: datetime) -> bool:
+        credential = self.get(user)
+        if credential is None or credential.confirmed_at is None:
+            return False
+        return self._accept(credential, code, now)
+
+    def remove(self, user: User) -> None:
+        credential = self.get(user)
+        if credential is not None:
+            self.db.delete(credential)
+
+    def _secret(self, credential: TotpCredential) -> str:
+        return self.fernet.decrypt(credential.secret_encrypted.encode()).decode()
+
+    def _accept(self, credential: TotpCredential, code: str, now: datetime) -> bool:
+        """RFC 6238 5.2: accept the current and the previous step only, and never a step at or
+        before the last accepted one. The step is claimed with one conditional UPDATE whose row
+        count decides, so two parallel uses of one code cannot both pass."""
+        code = "".join(code.split())
+        if len(code) != DIGITS or not code.isdigit():
+            return False
+        totp = pyotp.TOTP(self._secret(credential), digits=DIGITS, interval=STEP_SECONDS)
+        current = int(now.timestamp()) // STEP_SECONDS
+        for step in (current, current - 1):
+            if pyotp.utils.strings_equal(totp.generate_otp(step), code):
+                result = self.db.execute(
+                    update(TotpCredential)
+                    .where(
+                        TotpCredential.user_id == credential.user_id,
+                        TotpCredential.last_used_step < step,
+                    )
+                    .values(last_used_step=step)
+                    .execution_options(synchronize_session=False)
+                )
+                assert isinstance(result, CursorResult)
+                if result.rowcount == 1:
+                    credential.last_used_step = step
+                    return True
+                return False
+        return False
