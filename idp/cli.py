@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import Flask
@@ -16,7 +16,7 @@ from flask import Flask
 from idp.settings import SettingsError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
@@ -146,6 +146,24 @@ def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_js
             _fail(str(error))
         data = {"id": user.id, "sub": user.id, "email": user.email, "admin": user.is_admin}
         _emit(data, as_json, lambda d: f"created user {d['email']} (sub {d['sub']})")
+
+
+@users.command("unlock")
+@click.argument("email")
+def users_unlock(email: str) -> None:
+    """Lift the failed-attempt locks and delays on a user's sign-in methods."""
+    from idp.extensions import db
+    from idp.login.views import sign_in_service
+    from idp.services.users import UserService
+
+    with _app() as app:
+        user = UserService(db.session(), app.extensions["idp"].passwords).find_by_email(email)
+        if user is None:
+            _fail(f"no user {email}")
+        with app.test_request_context():
+            sign_in_service().unlock(user)
+            db.session.commit()
+        click.echo(f"unlocked {user.email}")
 
 
 # -- clients --------------------------------------------------------------------------------------

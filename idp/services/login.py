@@ -146,6 +146,17 @@ class SignInService:
         audit.record(self.db, event, subject_id=user.id, context=context)
         return StepResult(user=user)
 
+    def unlock(self, user: User) -> None:
+        """An admin lifts every lock and delay on the user's factors (DESIGN.md: limits)."""
+        subject = self.email_key(user.email)
+        for key in (
+            self.limiter.account_key("pwd", subject),
+            self.limiter.account_key("backup", subject),
+            self.limiter.account_key("otp", user.id),
+            self.limiter.account_key("backup", user.id),
+        ):
+            self.limiter.unlock(key)
+
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, email: str, code: str, context: RequestContext, now: datetime) -> StepResult:
         """ "Can't access your account?": email + backup code, counted per email like passwords."""
