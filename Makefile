@@ -24,7 +24,7 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 
 run: $(VENV)/.installed
 	$(VENV)/bin/idp init
-	$(VENV)/bin/idp serve --host 0.0.0.0 --port 5000
+	$(VENV)/bin/idp serve --host 127.0.0.1 --port 5000
 
 test:
 	scripts/test.sh

@@ -45,3 +45,7 @@ keepalive = 5
 # on, to stdout. Errors always go to stderr.
 accesslog = "-" if os.environ.get("IDP_ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
 errorlog = "-"
+
+# idp is managed by signals (TERM for graceful shutdown); the control socket would be shared by
+# every gunicorn on the host.
+control_socket_disable = True

@@ -102,6 +102,9 @@ def serve(host: str, port: int, production: bool) -> None:
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": None,
+        # Several idp servers on one host (tests, sidecars) would share one default control
+        # socket path; idp is managed by signals, so the socket is off.
+        "control_socket_disable": True,
     }
 
     class Server(BaseApplication):
