@@ -22,8 +22,8 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) install -e '.[test]'
 	@touch $@
 
+# `idp serve` creates or upgrades the SQLite database and the signing keys before serving.
 run: $(VENV)/.installed
-	$(VENV)/bin/idp init
 	$(VENV)/bin/idp serve --host 127.0.0.1 --port 5000
 
 test:
