@@ -80,7 +80,7 @@ quietly .venv/bin/ruff check .
 quietly .venv/bin/ruff format --check .
 quietly .venv/bin/mypy
 
-# f) The suite. Tests marked `postgres` also run against this database. --dist loadgroup keeps
+# f) The suite. Tests marked `postgres` also run against this database. --dist loadfile keeps
 #    tests that share an xdist_group mark (e.g. one live server) on the same worker.
 export IDP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -93,7 +93,8 @@ def login() -> Any:
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
     factors = sign_in_service().second_factors(result.user)
-    if any(factors.values()) or runtime().settings.require_second_factor:
+    # Backup codes back up a second factor; on their own they would be spent one per sign-in.
+    if factors["totp"] or factors["passkey"] or runtime().settings.require_second_factor:
         # DESIGN.md sign-in walk: after a correct password, the second step.
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
@@ -155,7 +156,7 @@ def second_step() -> Any:
     user = partial.user
     service = sign_in_service()
     factors = service.second_factors(user)
-    if not any(factors.values()):
+    if not (factors["totp"] or factors["passkey"]):
         # Policy requires a second factor the user does not have yet: a restricted session whose
         # only way forward is adding one.
         return _finish_partial(partial, ["pwd"], restricted=True)

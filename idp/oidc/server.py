@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError, OAuth2Request, grants
 from authlib.oauth2.rfc6749.authenticate_client import (
     authenticate_client_secret_basic as authlib_client_secret_basic,
 )
@@ -216,6 +216,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def validate_requested_scope(self) -> None:
+        # RFC 6749 3.3 / 4.4.2: only scopes the client is registered for. Authlib would otherwise
+        # mint whatever scope string the client sends into the access token.
+        requested = set((self.request.payload.scope or "").split())
+        if not requested <= set(self.request.client.scopes):
+            raise InvalidScopeError("The client is not registered for the requested scope.")
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):

@@ -345,6 +345,7 @@ def _bearer_error(status: int, error: str | None, description: str = "") -> Resp
 
 # -- RP-initiated logout --------------------------------------------------------------------------
 @bp.route("/logout", methods=["GET", "POST"])
+@csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
 def logout() -> Any:
     """OpenID Connect RP-Initiated Logout 1.0."""
     server = oauth_server()
@@ -354,9 +355,11 @@ def logout() -> Any:
     except OAuth2Error as error:
         db.session.rollback()
         return render_template("oidc/error.html", message=error.description or error.error), 400
-    if end_request.needs_confirmation and not confirmed:
-        # RP-Initiated Logout 6: without a valid id_token_hint, ask the user first.
-        return render_template("oidc/logout_confirm.html", params=request.values)
+    if end_request.needs_confirmation:
+        if not confirmed:
+            # RP-Initiated Logout 6: without a valid id_token_hint, ask the user first.
+            return render_template("oidc/logout_confirm.html", params=request.values)
+        csrf.protect()  # the confirmation must come from our own page
     response = server.create_endpoint_response("end_session", end_request)
     db.session.commit()
     if response is None:

@@ -33,7 +33,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from tests.support.browserless import Browser, sign_in
 from tests.support.live import LiveIdp
 
-pytestmark = [pytest.mark.interop, pytest.mark.xdist_group("interop-authlib")]
+pytestmark = pytest.mark.interop
 
 SCOPE = "openid profile email offline_access"
 PASSWORD = "correct horse battery staple 42"

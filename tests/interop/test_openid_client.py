@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.live import INTEROP_DIR, LiveIdp
 
-pytestmark = [pytest.mark.interop, pytest.mark.xdist_group("interop-openid-client")]
+pytestmark = pytest.mark.interop
 
 SCRIPT = INTEROP_DIR / "rp_openid_client.mjs"
 PASSWORD = "correct horse battery staple 42"

@@ -1,0 +1,392 @@
+"""Fixtures of the browser tests: Debian's Chromium through Playwright, a live idp served as
+``http://localhost:PORT`` (``localhost`` is the WebAuthn RP ID; 127.0.0.1 is not a valid one), a
+tiny relying party whose ``/callback`` records what it receives, and DevTools WebAuthn virtual
+authenticators, one per simulated user."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import re
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    sync_playwright,
+)
+from playwright.sync_api import Error as PlaywrightError
+
+from tests.support.live import IDP_BIN, LiveIdp, free_port, idp_env
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+#: Playwright's default timeout per action or wait; the pages answer in milliseconds.
+TIMEOUT_MS = 10_000
+PASSWORD = "correct horse battery staple 42"
+#: Disables passkey autofill so that only the button or the email step runs a ceremony.
+NO_CONDITIONAL_MEDIATION = (
+    "if (window.PublicKeyCredential) "
+    "PublicKeyCredential.isConditionalMediationAvailable = async () => false;"
+)
+#: CSP violations also land in the console as errors; this names them unambiguously.
+REPORT_CSP_VIOLATIONS = (
+    "document.addEventListener('securitypolicyviolation', (e) => console.error("
+    "'CSP violation: ' + e.violatedDirective + ' blocked ' + e.blockedURI));"
+)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keeps the call phase's report on the item: a failed test leaves screenshots behind."""
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+# -- the live idp ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def live_idp() -> Iterator[LiveIdp]:
+    if not IDP_BIN.exists():
+        pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
+    with tempfile.TemporaryDirectory(prefix="idp-browser-") as tmp:
+        directory = Path(tmp)
+        (directory / "instance").mkdir()
+        port = free_port()
+        issuer = f"http://localhost:{port}"
+        env = idp_env(directory, issuer)
+        # These tests walk the sign-in itself; the "create a passkey?" page that may follow a
+        # password-only sign-in is a feature of its own (ignored by versions without it).
+        env["IDP_PASSKEY_PROMPT"] = "false"
+        idp = LiveIdp(
+            url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
+        )
+        idp.run("init")
+        idp.start()
+        try:
+            yield idp
+        finally:
+            idp.stop()
+
+
+class Accounts:
+    """Users created with ``PASSWORD`` through the CLI. Each ``idp users create`` is a process
+    start; a few are made in the background, in parallel, while the browser starts."""
+
+    def __init__(self, idp: LiveIdp, prepared: int) -> None:
+        self.idp = idp
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="accounts")
+        self.ready: list[Future[str]] = [self.pool.submit(self._create) for _ in range(prepared)]
+
+    def _create(self) -> str:
+        email = f"user-{secrets.token_hex(5)}@example.com"
+        self.idp.create_user(email, PASSWORD, name="Ada Browser")
+        return email
+
+    def new(self) -> str:
+        """The email of a new user with a password and nothing else."""
+        return self.ready.pop(0).result() if self.ready else self._create()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def accounts(live_idp: LiveIdp) -> Iterator[Accounts]:
+    created = Accounts(live_idp, prepared=6)
+    try:
+        yield created
+    finally:
+        created.close()
+
+
+# -- the relying party ----------------------------------------------------------------------------
+@dataclass
+class Authorization:
+    """One authorization request of the relying party, with its PKCE verifier."""
+
+    url: str
+    state: str
+    nonce: str
+    verifier: str
+
+
+@dataclass
+class RelyingParty:
+    """A confidential first-party client whose redirect URI is served by a thread."""
+
+    idp: LiveIdp
+    base: str
+    client_id: str
+    client_secret: str
+    callbacks: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.base + "/callback"
+
+    def authorization(self, **extra: str) -> Authorization:
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+        state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        query = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": "openid email profile",
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+            **extra,
+        }
+        endpoint = self.idp.discovery()["authorization_endpoint"]
+        return Authorization(f"{endpoint}?{urlencode(query)}", state, nonce, verifier)
+
+    def callbacks_for(self, state: str) -> list[dict[str, str]]:
+        return [c for c in self.callbacks if c.get("state") == state]
+
+    def callback(self, state: str) -> dict[str, str]:
+        """What the callback received for this state: code and iss (or an error)."""
+        matching = self.callbacks_for(state)
+        assert len(matching) == 1, f"callbacks for state {state!r}: {self.callbacks}"
+        return matching[0]
+
+    def redeem(self, authorization: Authorization) -> dict[str, Any]:
+        """Exchange the code (client_secret_basic) and return the verified ID token's claims."""
+        received = self.callback(authorization.state)
+        assert "code" in received, f"the callback got no code: {received}"
+        assert received.get("iss") == self.idp.url
+        response = requests.post(
+            self.idp.discovery()["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": received["code"],
+                "redirect_uri": self.redirect_uri,
+                "code_verifier": authorization.verifier,
+            },
+            auth=(self.client_id, self.client_secret),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        jwks = requests.get(self.idp.discovery()["jwks_uri"], timeout=10).json()
+        token = jwt.decode(response.json()["id_token"], KeySet.import_key_set(jwks))
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": self.idp.url},
+            aud={"essential": True, "value": self.client_id},
+            nonce={"essential": True, "value": authorization.nonce},
+            sub={"essential": True},
+            auth_time={"essential": True},
+        ).validate(token.claims)
+        return dict(token.claims)
+
+
+class _CallbackHandler(BaseHTTPRequestHandler):
+    callbacks: list[dict[str, str]]
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if parts.path != "/callback":
+            self.send_error(404)
+            return
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        self.callbacks.append(query)
+        body = (
+            b'<!doctype html><title>RP</title><link rel="icon" href="data:,">'
+            b"<h1>Back at the relying party</h1>"
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test output is about the idp."""
+
+
+@pytest.fixture(scope="session")
+def relying_party(live_idp: LiveIdp) -> Iterator[RelyingParty]:
+    port = free_port()
+    callbacks: list[dict[str, str]] = []
+    handler = type("Handler", (_CallbackHandler,), {"callbacks": callbacks})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="rp", daemon=True)
+    thread.start()
+    base = f"http://localhost:{port}"
+    client = live_idp.create_client(
+        name="Browser RP", redirect_uris=[base + "/callback"], first_party=True
+    )
+    try:
+        yield RelyingParty(
+            idp=live_idp,
+            base=base,
+            client_id=client["client_id"],
+            client_secret=client["client_secret"],
+            callbacks=callbacks,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# -- the browser ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    browser = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    yield browser
+    browser.close()
+
+
+@dataclass
+class BrowserUser:
+    """One simulated person: a fresh browser profile with its own virtual authenticator."""
+
+    context: BrowserContext
+    page: Page
+    cdp: CDPSession
+    authenticator_id: str
+    test_name: str
+    problems: list[str]
+    allowed: list[re.Pattern[str]]
+    requests: list[str] = field(default_factory=list)
+
+    def credentials(self) -> list[dict[str, Any]]:
+        result = self.cdp.send(
+            "WebAuthn.getCredentials", {"authenticatorId": self.authenticator_id}
+        )
+        return list(result["credentials"])
+
+    def add_credential(self, credential: dict[str, Any]) -> None:
+        self.cdp.send(
+            "WebAuthn.addCredential",
+            {"authenticatorId": self.authenticator_id, "credential": credential},
+        )
+
+    def allow_console_error(self, pattern: str) -> None:
+        """An expected console error (a deliberate 400 or 401 shows up as one)."""
+        self.allowed.append(re.compile(pattern))
+
+    def count(self, path: str) -> int:
+        return sum(1 for url in self.requests if urlsplit(url).path == path)
+
+    def screenshot(self, step: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{self.test_name}-{step}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def unexpected_problems(self) -> list[str]:
+        return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
+
+
+def _console_text(message: ConsoleMessage) -> str:
+    location = message.location
+    where = f" ({location.get('url')}:{location.get('lineNumber')})" if location else ""
+    return f"console.{message.type}: {message.text}{where}"
+
+
+@pytest.fixture
+def new_user(
+    browser: Browser, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., BrowserUser]]:
+    """Opens a browser context + page with a virtual authenticator (user verification on).
+
+    Console errors and page errors (CSP violations included) fail the test at teardown unless
+    the test allowed them with ``allow_console_error``."""
+    opened: list[BrowserUser] = []
+    test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+
+    def open_user(*, conditional_mediation: bool = True) -> BrowserUser:
+        context = browser.new_context(locale="en-US", viewport={"width": 800, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
+        if not conditional_mediation:
+            context.add_init_script(NO_CONDITIONAL_MEDIATION)
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        authenticator = cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                    "automaticPresenceSimulation": True,
+                }
+            },
+        )
+        user = BrowserUser(
+            context=context,
+            page=page,
+            cdp=cdp,
+            authenticator_id=authenticator["authenticatorId"],
+            test_name=test_name,
+            problems=[],
+            allowed=[],
+        )
+        page.on(
+            "console",
+            lambda m: user.problems.append(_console_text(m)) if m.type == "error" else None,
+        )
+        page.on("pageerror", lambda e: user.problems.append(f"page error: {e}"))
+        page.on("request", lambda r: user.requests.append(r.url))
+        opened.append(user)
+        return user
+
+    yield open_user
+
+    report = getattr(request.node, "rep_call", None)
+    failed = report is not None and report.failed
+    problems: list[str] = []
+    for user in opened:
+        problems += user.unexpected_problems()
+        if failed and not user.page.is_closed():
+            with contextlib.suppress(PlaywrightError):
+                user.screenshot("failed")
+        with contextlib.suppress(PlaywrightError):  # closed already by the test
+            user.context.close()
+    if problems:
+        pytest.fail("the browser reported errors:\n" + "\n".join(problems), pytrace=False)
