@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +25,11 @@ from idp.models.base import utcnow
 
 #: What we can sign with. RS256 is the default every OIDC client must support (OIDC Core 15.1).
 SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
+
+# RFC 9864 deprecates the polymorphic "EdDSA" name in favour of "Ed25519", and joserfc warns on
+# every signature. Relying-party libraries accept "EdDSA" today (few know "Ed25519" yet), so idp
+# keeps it and silences only this notice, which would otherwise fill the logs.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 AnyKey = RSAKey | ECKey | OKPKey
 

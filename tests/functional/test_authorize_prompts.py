@@ -1,0 +1,306 @@
+"""When the authorization endpoint asks the user to sign in or consent (OIDC Core 3.1.2.1-3.1.2.4):
+prompt, max_age, login_hint, id_token_hint, acr_values and remembered consent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+from werkzeug.test import TestResponse
+
+from idp.extensions import db
+from idp.models import BrowserSession
+from idp.models.base import utcnow
+from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token, jwt_parts, query_of, start_session
+
+ISSUER = "http://localhost"
+
+
+def backdate_sessions(app: Flask, seconds: int) -> None:
+    """Pretend every browser session signed in ``seconds`` ago."""
+    with app.app_context():
+        db.session.execute(
+            update(BrowserSession).values(auth_time=utcnow() - timedelta(seconds=seconds))
+        )
+        db.session.commit()
+
+
+def is_login_page(response: TestResponse) -> bool:
+    return response.status_code == 302 and urlpath(response) == "/login"
+
+
+def is_consent_page(response: TestResponse) -> bool:
+    return response.status_code == 302 and urlpath(response) == "/consent"
+
+
+def urlpath(response: TestResponse) -> str:
+    return response.headers["Location"].split("?", 1)[0]
+
+
+def callback(response: TestResponse, rp: RelyingParty) -> dict[str, str]:
+    """The parameters of a direct redirect to the client (no page in between)."""
+    assert response.status_code == 302, response.text
+    location = response.headers["Location"]
+    assert location.startswith(rp.registered.redirect_uri + "?"), location
+    return query_of(location)
+
+
+def id_token_claims(rp: RelyingParty, code: str) -> dict:
+    response = rp.exchange(code)
+    assert response.status_code == 200, response.text
+    return jwt_parts(response.get_json()["id_token"])[1]
+
+
+def answer_consent(rp: RelyingParty, response: TestResponse, decision: str) -> TestResponse:
+    assert is_consent_page(response), response.headers.get("Location")
+    page = rp.browser.get(response.headers["Location"])
+    assert page.status_code == 200, page.text
+    form = {
+        "csrf_token": csrf_token(page.text),
+        "request": query_of(response.headers["Location"])["request"],
+        "decision": decision,
+    }
+    return rp.browser.post("/consent", data=form)
+
+
+@pytest.fixture
+def user(app: Flask) -> CreatedUser:
+    return create_user(app)
+
+
+@pytest.fixture
+def rp(app: Flask, client: FlaskClient) -> RelyingParty:
+    return RelyingParty(client, create_client(app))
+
+
+@pytest.fixture
+def third_party(app: Flask, client: FlaskClient) -> RelyingParty:
+    return RelyingParty(client, create_client(app, first_party=False, name="Third Party"))
+
+
+# -- prompt=login and max_age: re-authentication --------------------------------------------------
+def test_prompt_login_forces_the_login_page_even_with_a_session(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(rp.browser, user)
+    backdate_sessions(app, 3600)
+    old = id_token_claims(rp, callback(rp.authorize(), rp)["code"])
+
+    login = rp.authorize(prompt="login")
+    assert is_login_page(login)
+    new = id_token_claims(
+        rp, rp.follow_to_callback(rp.sign_in(login.headers["Location"], user))["code"]
+    )
+    assert new["auth_time"] > old["auth_time"]
+    assert new["auth_time"] >= new["iat"] - 5
+
+
+def test_max_age_zero_forces_login_and_reports_auth_time(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(rp.browser, user)
+    login = rp.authorize(max_age="0")
+    assert is_login_page(login)
+    claims = id_token_claims(
+        rp, rp.follow_to_callback(rp.sign_in(login.headers["Location"], user))["code"]
+    )
+    assert isinstance(claims["auth_time"], int)
+
+
+def test_max_age_exceeded_forces_login(app: Flask, rp: RelyingParty, user: CreatedUser) -> None:
+    start_session(rp.browser, user)
+    backdate_sessions(app, 600)
+    assert is_login_page(rp.authorize(max_age="300"))
+
+
+def test_max_age_exceeded_with_prompt_none_is_login_required(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(rp.browser, user)
+    backdate_sessions(app, 600)
+    assert callback(rp.authorize(max_age="300", prompt="none"), rp)["error"] == "login_required"
+
+
+def test_max_age_satisfied_needs_no_login(app: Flask, rp: RelyingParty, user: CreatedUser) -> None:
+    start_session(rp.browser, user)
+    backdate_sessions(app, 60)
+    claims = id_token_claims(rp, callback(rp.authorize(max_age="3600"), rp)["code"])
+    assert claims["iat"] - 70 <= claims["auth_time"] <= claims["iat"] - 50
+
+
+def test_auth_time_is_present_without_max_age(rp: RelyingParty, user: CreatedUser) -> None:
+    """OIDC Core 2: idp always includes auth_time, so clients need not ask for it."""
+    assert isinstance(jwt_parts(rp.tokens_for(user)["id_token"])[1]["auth_time"], int)
+
+
+# -- login_hint -----------------------------------------------------------------------------------
+def test_login_hint_prefills_the_email_input(rp: RelyingParty) -> None:
+    login = rp.authorize(login_hint="ada@example.com")
+    assert is_login_page(login)
+    page = rp.browser.get(login.headers["Location"])
+    assert 'name="email" type="email" value="ada@example.com"' in page.text
+
+
+def test_login_hint_is_escaped_on_the_login_page(rp: RelyingParty) -> None:
+    hint = '"><script>alert(1)</script>'
+    page = rp.browser.get(rp.authorize(login_hint=hint).headers["Location"])
+    assert "<script>alert(1)" not in page.text
+    assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page.text
+
+
+# -- id_token_hint --------------------------------------------------------------------------------
+def test_id_token_hint_of_the_signed_in_user_with_prompt_none_issues_a_code(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    id_token = rp.tokens_for(user)["id_token"]
+    params = callback(rp.authorize(prompt="none", id_token_hint=id_token), rp)
+    assert params["state"] == rp.state
+    assert rp.exchange(params["code"]).status_code == 200
+
+
+def test_id_token_hint_of_another_user_with_prompt_none_is_login_required(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    id_token = rp.tokens_for(user)["id_token"]
+    start_session(rp.browser, create_user(app, email="grace@example.com"))
+    response = rp.authorize(prompt="none", id_token_hint=id_token)
+    assert callback(response, rp)["error"] == "login_required"
+
+
+def test_id_token_hint_of_another_user_asks_for_login(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    id_token = rp.tokens_for(user)["id_token"]
+    start_session(rp.browser, create_user(app, email="grace@example.com"))
+    assert is_login_page(rp.authorize(id_token_hint=id_token))
+
+
+# -- consent (OIDC Core 3.1.2.4) ------------------------------------------------------------------
+def test_first_party_client_skips_consent(rp: RelyingParty, user: CreatedUser) -> None:
+    login = rp.authorize()
+    after_login = rp.browser.get(rp.sign_in(login.headers["Location"], user).headers["Location"])
+    assert "code" in callback(after_login, rp)
+
+
+def test_third_party_client_asks_for_consent_and_allow_issues_a_code(
+    third_party: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(third_party.browser, user)
+    allowed = answer_consent(third_party, third_party.authorize(), "allow")
+    params = third_party.follow_to_callback(allowed)
+    assert params["state"] == third_party.state
+    assert third_party.exchange(params["code"]).status_code == 200
+
+
+def test_consent_page_names_the_client_and_the_scopes(
+    third_party: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(third_party.browser, user)
+    page = third_party.browser.get(third_party.authorize(scope="openid email").headers["Location"])
+    assert "Third Party" in page.text
+    assert "see your email address" in page.text
+    assert "see your name" not in page.text
+
+
+def test_deny_on_consent_redirects_with_access_denied(
+    third_party: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(third_party.browser, user)
+    denied = answer_consent(third_party, third_party.authorize(), "deny")
+    params = callback(denied, third_party)
+    assert params["error"] == "access_denied"
+    assert params["state"] == third_party.state
+    assert params["iss"] == ISSUER
+    assert "code" not in params
+
+
+def test_denied_consent_is_not_remembered(third_party: RelyingParty, user: CreatedUser) -> None:
+    start_session(third_party.browser, user)
+    answer_consent(third_party, third_party.authorize(), "deny")
+    assert (
+        callback(third_party.authorize(prompt="none"), third_party)["error"] == "consent_required"
+    )
+
+
+def test_consent_is_remembered_for_the_same_scopes(
+    third_party: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(third_party.browser, user)
+    third_party.follow_to_callback(answer_consent(third_party, third_party.authorize(), "allow"))
+    assert "code" in callback(third_party.authorize(), third_party)
+    assert "code" in callback(third_party.authorize(prompt="none"), third_party)
+
+
+def test_consent_covers_a_narrower_scope(third_party: RelyingParty, user: CreatedUser) -> None:
+    start_session(third_party.browser, user)
+    first = third_party.authorize(scope="openid profile email")
+    third_party.follow_to_callback(answer_consent(third_party, first, "allow"))
+    assert "code" in callback(third_party.authorize(scope="openid email"), third_party)
+
+
+def test_wider_scope_asks_for_consent_again(third_party: RelyingParty, user: CreatedUser) -> None:
+    start_session(third_party.browser, user)
+    first = third_party.authorize(scope="openid profile")
+    third_party.follow_to_callback(answer_consent(third_party, first, "allow"))
+    assert is_consent_page(third_party.authorize(scope="openid profile email"))
+    wider = third_party.authorize(scope="openid profile email", prompt="none")
+    assert callback(wider, third_party)["error"] == "consent_required"
+
+
+def test_consent_is_per_user(app: Flask, third_party: RelyingParty, user: CreatedUser) -> None:
+    start_session(third_party.browser, user)
+    third_party.follow_to_callback(answer_consent(third_party, third_party.authorize(), "allow"))
+    start_session(third_party.browser, create_user(app, email="grace@example.com"))
+    assert is_consent_page(third_party.authorize())
+
+
+def test_consent_is_per_client(
+    app: Flask, client: FlaskClient, third_party: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    third_party.follow_to_callback(answer_consent(third_party, third_party.authorize(), "allow"))
+    other = RelyingParty(client, create_client(app, first_party=False))
+    assert is_consent_page(other.authorize())
+
+
+def test_prompt_consent_shows_the_page_even_after_consent(
+    third_party: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(third_party.browser, user)
+    third_party.follow_to_callback(answer_consent(third_party, third_party.authorize(), "allow"))
+    again = third_party.authorize(prompt="consent")
+    assert is_consent_page(again)
+    assert "code" in third_party.follow_to_callback(answer_consent(third_party, again, "allow"))
+
+
+def test_consent_post_needs_csrf_token(third_party: RelyingParty, user: CreatedUser) -> None:
+    start_session(third_party.browser, user)
+    location = third_party.authorize().headers["Location"]
+    form = {"request": query_of(location)["request"], "decision": "allow"}
+    assert third_party.browser.post("/consent", data=form).status_code == 400
+
+
+# -- acr_values: step-up --------------------------------------------------------------------------
+def test_acr_values_phr_with_a_password_session_asks_for_login(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(rp.browser, user)
+    assert is_login_page(rp.authorize(acr_values="phr"))
+
+
+def test_acr_values_phr_with_a_password_session_and_prompt_none_is_login_required(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    start_session(rp.browser, user)
+    response = rp.authorize(acr_values="phr", prompt="none")
+    assert callback(response, rp)["error"] == "login_required"
+
+
+def test_acr_values_met_by_the_session_need_no_login(rp: RelyingParty, user: CreatedUser) -> None:
+    start_session(rp.browser, user)
+    params = callback(rp.authorize(acr_values="urn:idp:acr:password"), rp)
+    assert id_token_claims(rp, params["code"])["acr"] == "urn:idp:acr:password"

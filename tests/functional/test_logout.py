@@ -1,0 +1,225 @@
+"""OpenID Connect RP-Initiated Logout 1.0: where the user is sent, what ends, and when idp asks
+first."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token, query_of
+
+SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
+
+
+@pytest.fixture
+def user(app: Flask) -> CreatedUser:
+    return create_user(app)
+
+
+@pytest.fixture
+def rp(app: Flask, client: FlaskClient) -> RelyingParty:
+    return RelyingParty(client, create_client(app))
+
+
+@pytest.fixture
+def tokens(rp: RelyingParty, user: CreatedUser) -> dict[str, Any]:
+    return rp.tokens_for(user)
+
+
+def session_is_alive(rp: RelyingParty) -> bool:
+    """Ask with prompt=none: a code means the browser session still stands."""
+    params = query_of(rp.authorize(prompt="none").headers["Location"])
+    if "code" in params:
+        return True
+    assert params["error"] == "login_required"
+    return False
+
+
+def introspect(rp: RelyingParty, token: str) -> dict[str, Any]:
+    secret = rp.registered.client_secret
+    assert secret is not None
+    raw = f"{rp.registered.client_id}:{secret}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    response = rp.browser.post("/introspect", data={"token": token}, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def logout(rp: RelyingParty, **params: str) -> TestResponse:
+    return rp.browser.get("/logout", query_string=params)
+
+
+def assert_page(response: TestResponse, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert "Location" not in response.headers
+    assert response.mimetype == "text/html"
+
+
+# -- with a valid id_token_hint: no confirmation needed (RP-Initiated Logout 2, 3) ----------------
+def test_logout_redirects_to_the_registered_uri_with_state(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    response = logout(
+        rp,
+        id_token_hint=tokens["id_token"],
+        post_logout_redirect_uri=POST_LOGOUT_URI,
+        state="after-logout",
+    )
+    assert response.status_code == 302, response.text
+    assert response.headers["Location"] == f"{POST_LOGOUT_URI}?state=after-logout"
+
+
+def test_rp_may_post_the_logout_request(rp: RelyingParty, tokens: dict[str, Any]) -> None:
+    """RP-Initiated Logout 2: the OP MUST support POST as well as GET (no CSRF token: the
+    request comes from the relying party's page, and the id_token_hint vouches for it)."""
+    data = {
+        "id_token_hint": tokens["id_token"],
+        "post_logout_redirect_uri": POST_LOGOUT_URI,
+        "state": "posted",
+    }
+    response = rp.browser.post("/logout", data=data)
+    assert response.status_code == 302, response.text
+    assert response.headers["Location"] == f"{POST_LOGOUT_URI}?state=posted"
+    assert not session_is_alive(rp)
+
+
+def test_logout_ends_the_browser_session(rp: RelyingParty, tokens: dict[str, Any]) -> None:
+    cookie = rp.browser.get_cookie(SESSION_COOKIE)
+    assert cookie is not None
+    assert session_is_alive(rp)
+    logout(rp, id_token_hint=tokens["id_token"], post_logout_redirect_uri=POST_LOGOUT_URI)
+    assert rp.browser.get_cookie(SESSION_COOKIE) is None
+    assert not session_is_alive(rp)
+    # Ended server-side too: the old cookie, replayed, is worthless.
+    rp.browser.set_cookie(SESSION_COOKIE, cookie.value)
+    assert not session_is_alive(rp)
+
+
+@pytest.mark.parametrize("scope", ["openid profile", "openid offline_access"])
+def test_logout_ends_the_access_tokens_of_the_session(
+    rp: RelyingParty, user: CreatedUser, scope: str
+) -> None:
+    tokens = rp.tokens_for(user, scope=scope)
+    assert rp.userinfo(tokens["access_token"]).status_code == 200
+    logout(rp, id_token_hint=tokens["id_token"])
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    assert introspect(rp, tokens["access_token"]) == {"active": False}
+
+
+def test_logout_with_unregistered_post_logout_uri_does_not_redirect(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """RP-Initiated Logout 3: no redirect unless the URI exactly matches a registered one."""
+    response = logout(
+        rp,
+        id_token_hint=tokens["id_token"],
+        post_logout_redirect_uri="https://attacker.example/signed-out",
+        state="x",
+    )
+    assert_page(response, 200)
+    assert "signed out" in response.text
+
+
+def test_logout_with_post_logout_uri_of_another_client_does_not_redirect(
+    app: Flask, rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    create_client(app, post_logout_redirect_uris=["https://other.example/bye"])
+    response = logout(
+        rp, id_token_hint=tokens["id_token"], post_logout_redirect_uri="https://other.example/bye"
+    )
+    assert_page(response, 200)
+
+
+def test_logout_without_post_logout_uri_shows_the_signed_out_page(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    response = logout(rp, id_token_hint=tokens["id_token"])
+    assert_page(response, 200)
+    assert not session_is_alive(rp)
+
+
+# -- invalid requests: a page, never a redirect (RP-Initiated Logout 4) ---------------------------
+@pytest.mark.parametrize("hint", ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."])
+def test_logout_with_an_invalid_id_token_hint_is_a_400_page(
+    rp: RelyingParty, tokens: dict[str, Any], hint: str
+) -> None:
+    response = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI)
+    assert_page(response, 400)
+    assert session_is_alive(rp)
+
+
+def test_logout_with_client_id_not_matching_the_hint_is_a_400_page(
+    app: Flask, rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    other = create_client(app, name="Other")
+    response = logout(
+        rp,
+        id_token_hint=tokens["id_token"],
+        client_id=other.client_id,
+        post_logout_redirect_uri=POST_LOGOUT_URI,
+    )
+    assert_page(response, 400)
+    assert session_is_alive(rp)
+
+
+# -- without id_token_hint: ask the user first (RP-Initiated Logout 6) ----------------------------
+def test_logout_without_id_token_hint_asks_for_confirmation(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    response = logout(rp, client_id=rp.registered.client_id, state="x")
+    assert_page(response, 200)
+    assert '<form method="post" action="/logout">' in response.text
+    assert 'name="confirm" value="yes"' in response.text
+    csrf_token(response.text)
+    assert session_is_alive(rp)
+
+
+def test_confirmed_logout_with_csrf_token_ends_the_session(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    page = logout(rp)
+    response = rp.browser.post(
+        "/logout", data={"csrf_token": csrf_token(page.text), "confirm": "yes"}
+    )
+    assert_page(response, 200)
+    assert "signed out" in response.text
+    assert not session_is_alive(rp)
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+
+
+def test_confirmed_logout_without_id_token_hint_does_not_redirect(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """RP-Initiated Logout 3: without a hint the redirect's legitimacy cannot be confirmed."""
+    page = logout(rp, client_id=rp.registered.client_id, post_logout_redirect_uri=POST_LOGOUT_URI)
+    form = {
+        "csrf_token": csrf_token(page.text),
+        "confirm": "yes",
+        "client_id": rp.registered.client_id,
+        "post_logout_redirect_uri": POST_LOGOUT_URI,
+    }
+    assert_page(rp.browser.post("/logout", data=form), 200)
+    assert not session_is_alive(rp)
+
+
+def test_logout_post_without_csrf_token_is_400(rp: RelyingParty, tokens: dict[str, Any]) -> None:
+    response = rp.browser.post("/logout", data={"confirm": "yes"})
+    assert_page(response, 400)
+    assert session_is_alive(rp)
+
+
+def test_logout_post_without_confirmation_only_asks(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    page = logout(rp)
+    response = rp.browser.post("/logout", data={"csrf_token": csrf_token(page.text)})
+    assert_page(response, 200)
+    assert 'name="confirm" value="yes"' in response.text
+    assert session_is_alive(rp)

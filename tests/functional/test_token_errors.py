@@ -1,0 +1,543 @@
+"""The token endpoint's refusals (RFC 6749 5.2, RFC 7636, RFC 7523, RFC 9700): one named test per
+rule, asserting the exact error code and status."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from sqlalchemy import select, update
+from werkzeug.test import TestResponse
+
+from idp import create_app
+from idp.extensions import db
+from idp.models import AuthorizationCode, Base
+from idp.models.base import utcnow
+from tests.conftest import app_overrides
+from tests.support.factories import (
+    REDIRECT_URI,
+    CreatedUser,
+    RegisteredClient,
+    create_client,
+    create_user,
+)
+from tests.support.flow import RelyingParty, jwt_parts
+
+TOKEN_ENDPOINT = "http://localhost/token"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def error_of(response: TestResponse, status: int = 400) -> str:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert "access_token" not in body
+    error: str = body["error"]
+    return error
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+@pytest.fixture
+def user(app: Flask) -> CreatedUser:
+    return create_user(app)
+
+
+@pytest.fixture
+def rp(app: Flask, client: FlaskClient) -> RelyingParty:
+    return RelyingParty(client, create_client(app))
+
+
+@pytest.fixture
+def other_rp(app: Flask, client: FlaskClient) -> RelyingParty:
+    return RelyingParty(client, create_client(app, name="Other"))
+
+
+# -- authorization codes (RFC 6749 4.1.2, 4.1.3; RFC 9700 4.2) ------------------------------------
+def test_code_reuse_is_invalid_grant_and_revokes_the_first_tokens(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    code = rp.obtain_code(user)["code"]
+    first = rp.exchange(code)
+    assert first.status_code == 200, first.text
+    tokens = first.get_json()
+
+    assert error_of(rp.exchange(code)) == "invalid_grant"
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    assert error_of(rp.refresh(tokens["refresh_token"])) == "invalid_grant"
+
+
+def test_code_is_bound_to_its_client(
+    rp: RelyingParty, other_rp: RelyingParty, user: CreatedUser
+) -> None:
+    code = rp.obtain_code(user)["code"]
+    other_rp.verifier = rp.verifier
+    assert error_of(other_rp.exchange(code)) == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        pytest.param("https://rp.example/second", id="other-registered"),
+        pytest.param(None, id="missing"),
+        pytest.param(REDIRECT_URI + "/", id="trailing-slash"),
+    ],
+)
+def test_code_is_bound_to_its_redirect_uri(
+    app: Flask, client: FlaskClient, user: CreatedUser, redirect_uri: str | None
+) -> None:
+    registered = create_client(app, redirect_uris=[REDIRECT_URI, "https://rp.example/second"])
+    rp = RelyingParty(client, registered)
+    code = rp.obtain_code(user)["code"]
+    response = rp.exchange(code, redirect_uri=redirect_uri)
+    assert error_of(response) == "invalid_grant"
+
+
+def test_expired_code_is_invalid_grant(app: Flask, rp: RelyingParty, user: CreatedUser) -> None:
+    code = rp.obtain_code(user)["code"]
+    with app.app_context():
+        db.session.execute(
+            update(AuthorizationCode).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+    assert error_of(rp.exchange(code)) == "invalid_grant"
+
+
+def test_code_lives_at_most_sixty_seconds(app: Flask, rp: RelyingParty, user: CreatedUser) -> None:
+    rp.obtain_code(user)
+    with app.app_context():
+        stored = db.session.scalars(select(AuthorizationCode)).one()
+        lifetime = stored.expires_at - utcnow()
+    assert timedelta(0) < lifetime <= timedelta(seconds=60)
+
+
+def test_unknown_code_is_invalid_grant(rp: RelyingParty) -> None:
+    assert error_of(rp.exchange(secrets.token_urlsafe(32))) == "invalid_grant"
+
+
+def test_missing_code_is_invalid_request(rp: RelyingParty) -> None:
+    response = rp.token({"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI})
+    assert error_of(response) == "invalid_request"
+
+
+# -- PKCE at the token endpoint (RFC 7636 4.6, RFC 9700 4.8) --------------------------------------
+def test_wrong_code_verifier_is_invalid_grant(rp: RelyingParty, user: CreatedUser) -> None:
+    code = rp.obtain_code(user)["code"]
+    assert error_of(rp.exchange(code, code_verifier=secrets.token_urlsafe(48))) == "invalid_grant"
+
+
+def test_wrong_code_verifier_spends_the_code(rp: RelyingParty, user: CreatedUser) -> None:
+    code = rp.obtain_code(user)["code"]
+    rp.exchange(code, code_verifier=secrets.token_urlsafe(48))
+    assert error_of(rp.exchange(code)) == "invalid_grant"
+
+
+def test_missing_code_verifier_is_invalid_request(rp: RelyingParty, user: CreatedUser) -> None:
+    code = rp.obtain_code(user)["code"]
+    assert error_of(rp.exchange(code, code_verifier=None)) == "invalid_request"
+
+
+def test_public_client_without_code_verifier_is_invalid_request(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    rp = RelyingParty(client, create_client(app, public=True))
+    code = rp.obtain_code(user)["code"]
+    assert error_of(rp.exchange(code, code_verifier=None)) == "invalid_request"
+
+
+@pytest.mark.parametrize("verifier", ["short", "x" * 129, "a" * 42 + "+"])
+def test_malformed_code_verifier_is_invalid_request(
+    rp: RelyingParty, user: CreatedUser, verifier: str
+) -> None:
+    code = rp.obtain_code(user)["code"]
+    assert error_of(rp.exchange(code, code_verifier=verifier)) == "invalid_request"
+
+
+@pytest.fixture
+def pkce_for_public_only(tmp_path: Path) -> Iterator[Flask]:
+    """An app configured with pkce_required_for="public": confidential clients may skip PKCE."""
+    flask_app = create_app(
+        app_overrides(f"sqlite:///{tmp_path / 'idp.db'}", tmp_path, pkce_required_for="public")
+    )
+    with flask_app.app_context():
+        Base.metadata.create_all(db.engine)
+        flask_app.extensions["idp"].keys.ensure_keys(db.session())
+        db.session.commit()
+    yield flask_app
+    with flask_app.app_context():
+        db.engine.dispose()
+
+
+def test_code_verifier_without_challenge_is_invalid_request(pkce_for_public_only: Flask) -> None:
+    """RFC 9700 4.8.2: a verifier for a code issued without a challenge is a downgrade attempt."""
+    user = create_user(pkce_for_public_only)
+    rp = RelyingParty(pkce_for_public_only.test_client(), create_client(pkce_for_public_only))
+    code = rp.obtain_code(user, code_challenge=None, code_challenge_method=None)["code"]
+    assert error_of(rp.exchange(code)) == "invalid_request"
+
+
+def test_confidential_client_may_skip_pkce_when_configured(pkce_for_public_only: Flask) -> None:
+    user = create_user(pkce_for_public_only)
+    rp = RelyingParty(pkce_for_public_only.test_client(), create_client(pkce_for_public_only))
+    code = rp.obtain_code(user, code_challenge=None, code_challenge_method=None)["code"]
+    assert rp.exchange(code, code_verifier=None).status_code == 200
+
+
+def test_public_client_still_needs_pkce_when_configured_for_public(
+    pkce_for_public_only: Flask,
+) -> None:
+    registered = create_client(pkce_for_public_only, public=True)
+    rp = RelyingParty(pkce_for_public_only.test_client(), registered)
+    response = rp.authorize(code_challenge=None, code_challenge_method=None)
+    assert response.status_code == 302
+    assert "error=invalid_request" in response.headers["Location"]
+
+
+# -- client authentication (RFC 6749 2.3, 3.2.1, 5.2) ---------------------------------------------
+def test_wrong_client_secret_basic_is_401_invalid_client(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    code = rp.obtain_code(user)["code"]
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": rp.verifier,
+    }
+    headers = basic(rp.registered.client_id, "wrong-secret")
+    response = rp.browser.post("/token", data=data, headers=headers)
+    assert error_of(response, 401) == "invalid_client"
+    # RFC 6749 5.2: a failed Authorization header gets a challenge for the same scheme.
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_unknown_client_basic_is_401_invalid_client(rp: RelyingParty) -> None:
+    data = {"grant_type": "client_credentials"}
+    response = rp.browser.post("/token", data=data, headers=basic("no-such-client", "secret"))
+    assert error_of(response, 401) == "invalid_client"
+
+
+def test_wrong_client_secret_post_is_401_invalid_client(app: Flask, client: FlaskClient) -> None:
+    registered = create_client(app, auth_method="client_secret_post")
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": registered.client_id,
+        "client_secret": "wrong-secret",
+    }
+    assert error_of(client.post("/token", data=data), 401) == "invalid_client"
+
+
+def test_client_secret_post_client_succeeds_with_its_method(
+    app: Flask, client: FlaskClient
+) -> None:
+    registered = create_client(app, auth_method="client_secret_post")
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": registered.client_id,
+        "client_secret": registered.client_secret,
+    }
+    assert client.post("/token", data=data).status_code == 200
+
+
+def test_client_must_use_its_registered_auth_method(app: Flask, client: FlaskClient) -> None:
+    registered = create_client(app, auth_method="client_secret_post")
+    assert registered.client_secret is not None
+    headers = basic(registered.client_id, registered.client_secret)
+    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=headers)
+    assert error_of(response, 401) == "invalid_client"
+
+
+def test_confidential_client_without_authentication_is_invalid_client(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    """RFC 6749 3.2.1: a confidential client MUST authenticate; client_id alone is not enough."""
+    code = rp.obtain_code(user)["code"]
+    data = {
+        "grant_type": "authorization_code",
+        "client_id": rp.registered.client_id,
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": rp.verifier,
+    }
+    assert error_of(rp.browser.post("/token", data=data), 401) == "invalid_client"
+
+
+def test_public_client_sending_a_client_secret_is_invalid_client(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    rp = RelyingParty(client, create_client(app, public=True))
+    code = rp.obtain_code(user)["code"]
+    data = {
+        "grant_type": "authorization_code",
+        "client_id": rp.registered.client_id,
+        "client_secret": "made-up",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": rp.verifier,
+    }
+    assert error_of(client.post("/token", data=data), 401) == "invalid_client"
+
+
+# -- grant types ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "grant_type",
+    [
+        "password",
+        "implicit",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "AUTHORIZATION_CODE",
+    ],
+)
+def test_unsupported_grant_type(rp: RelyingParty, grant_type: str) -> None:
+    assert error_of(rp.token({"grant_type": grant_type})) == "unsupported_grant_type"
+
+
+def test_missing_grant_type_is_unsupported_grant_type(rp: RelyingParty) -> None:
+    assert error_of(rp.token({})) == "unsupported_grant_type"
+
+
+def test_grant_type_not_registered_for_the_client_is_unauthorized_client(
+    app: Flask, client: FlaskClient
+) -> None:
+    rp = RelyingParty(client, create_client(app, grant_types=["authorization_code"]))
+    assert error_of(rp.token({"grant_type": "client_credentials"})) == "unauthorized_client"
+
+
+# -- refresh tokens (OIDC Core 11/12, RFC 6749 6, RFC 9700 4.14) ----------------------------------
+def test_refresh_token_only_with_offline_access(rp: RelyingParty, user: CreatedUser) -> None:
+    tokens = rp.tokens_for(user, scope="openid profile")
+    assert "refresh_token" not in tokens
+
+
+def test_no_refresh_token_for_a_client_without_the_refresh_grant(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    rp = RelyingParty(client, create_client(app, grant_types=["authorization_code"]))
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    assert "refresh_token" not in tokens
+    assert "offline_access" not in tokens["scope"].split()
+
+
+def test_refresh_token_is_rotated_on_every_use(rp: RelyingParty, user: CreatedUser) -> None:
+    first = rp.tokens_for(user)["refresh_token"]
+    second = rp.refresh(first).get_json()["refresh_token"]
+    third = rp.refresh(second).get_json()["refresh_token"]
+    assert len({first, second, third}) == 3
+
+
+def test_refreshed_tokens_work(rp: RelyingParty, user: CreatedUser) -> None:
+    refreshed = rp.refresh(rp.tokens_for(user)["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert rp.userinfo(refreshed.get_json()["access_token"]).status_code == 200
+
+
+def test_spent_refresh_token_is_invalid_grant_and_revokes_the_family(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    original = rp.tokens_for(user)
+    newest = rp.refresh(original["refresh_token"]).get_json()
+
+    assert error_of(rp.refresh(original["refresh_token"])) == "invalid_grant"
+    assert error_of(rp.refresh(newest["refresh_token"])) == "invalid_grant"
+    assert rp.userinfo(newest["access_token"]).status_code == 401
+    assert rp.userinfo(original["access_token"]).status_code == 401
+
+
+def test_refresh_token_is_bound_to_its_client(
+    rp: RelyingParty, other_rp: RelyingParty, user: CreatedUser
+) -> None:
+    refresh_token = rp.tokens_for(user)["refresh_token"]
+    assert error_of(other_rp.refresh(refresh_token)) == "invalid_grant"
+    # The attempt neither spent the token nor revoked the grant.
+    assert rp.refresh(refresh_token).status_code == 200
+
+
+def test_refresh_with_a_wider_scope_is_invalid_scope(rp: RelyingParty, user: CreatedUser) -> None:
+    refresh_token = rp.tokens_for(user, scope="openid offline_access")["refresh_token"]
+    assert error_of(rp.refresh(refresh_token, scope="openid email offline_access")) == (
+        "invalid_scope"
+    )
+
+
+def test_unknown_refresh_token_is_invalid_grant(rp: RelyingParty) -> None:
+    assert error_of(rp.refresh(secrets.token_urlsafe(32))) == "invalid_grant"
+
+
+def test_missing_refresh_token_is_invalid_request(rp: RelyingParty) -> None:
+    assert error_of(rp.token({"grant_type": "refresh_token"})) == "invalid_request"
+
+
+# -- client credentials (RFC 6749 4.4) ------------------------------------------------------------
+def test_client_credentials_for_a_confidential_client(rp: RelyingParty) -> None:
+    response = rp.token({"grant_type": "client_credentials"})
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    # RFC 6749 4.4.3: a refresh token SHOULD NOT be included; there is no user, so no ID token.
+    assert "refresh_token" not in tokens
+    assert "id_token" not in tokens
+    claims = jwt_parts(tokens["access_token"])[1]
+    assert claims["sub"] == rp.registered.client_id
+    assert claims["client_id"] == rp.registered.client_id
+
+
+def test_client_credentials_ignores_offline_access(rp: RelyingParty) -> None:
+    response = rp.token({"grant_type": "client_credentials", "scope": "offline_access"})
+    assert response.status_code == 200, response.text
+    assert "refresh_token" not in response.get_json()
+
+
+def test_client_credentials_grants_a_registered_scope(rp: RelyingParty) -> None:
+    response = rp.token({"grant_type": "client_credentials", "scope": "profile"})
+    assert response.status_code == 200, response.text
+    assert jwt_parts(response.get_json()["access_token"])[1]["scope"] == "profile"
+
+
+@pytest.mark.parametrize("scope", ["admin", "profile admin", "." * 2000])
+def test_client_credentials_with_an_unregistered_scope_is_invalid_scope(
+    rp: RelyingParty, scope: str
+) -> None:
+    """RFC 6749 3.3: a client is never granted a scope it is not registered for."""
+    response = rp.token({"grant_type": "client_credentials", "scope": scope})
+    assert error_of(response) == "invalid_scope"
+
+
+def test_public_client_cannot_use_client_credentials(app: Flask, client: FlaskClient) -> None:
+    rp = RelyingParty(client, create_client(app, public=True))
+    assert error_of(rp.token({"grant_type": "client_credentials"}), 401) == "invalid_client"
+
+
+# -- private_key_jwt (RFC 7523 2.2, 3; OIDC Core 9) -----------------------------------------------
+@pytest.fixture(scope="module")
+def rp_key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "rp-key-1"})
+
+
+@pytest.fixture
+def jwt_client(app: Flask, rp_key: RSAKey) -> RegisteredClient:
+    jwks = {"keys": [rp_key.as_dict(private=False)]}
+    return create_client(app, auth_method="private_key_jwt", jwks=jwks)
+
+
+def assertion(client_id: str, key: RSAKey, **overrides: Any) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": TOKEN_ENDPOINT,
+        "jti": secrets.token_urlsafe(16),
+        "iat": now,
+        "exp": now + 60,
+        **overrides,
+    }
+    return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+
+
+def assertion_request(value: str, **extra: str) -> dict[str, str]:
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": value,
+        **extra,
+    }
+
+
+def test_private_key_jwt_authenticates_the_client(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey
+) -> None:
+    response = client.post(
+        "/token", data=assertion_request(assertion(jwt_client.client_id, rp_key))
+    )
+    assert response.status_code == 200, response.text
+    assert jwt_parts(response.get_json()["access_token"])[1]["sub"] == jwt_client.client_id
+
+
+def test_private_key_jwt_redeems_a_code(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey, user: CreatedUser
+) -> None:
+    rp = RelyingParty(client, jwt_client)
+    code = rp.obtain_code(user)["code"]
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": rp.verifier,
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion(jwt_client.client_id, rp_key),
+    }
+    response = client.post("/token", data=data)
+    assert response.status_code == 200, response.text
+    assert "id_token" in response.get_json()
+
+
+def test_replayed_client_assertion_is_invalid_client(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey
+) -> None:
+    value = assertion(jwt_client.client_id, rp_key)
+    assert client.post("/token", data=assertion_request(value)).status_code == 200
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+def test_client_assertion_signed_with_another_key_is_invalid_client(
+    client: FlaskClient, jwt_client: RegisteredClient
+) -> None:
+    impostor = RSAKey.generate_key(2048, parameters={"kid": "rp-key-1"})
+    value = assertion(jwt_client.client_id, impostor)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+def _unsigned(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'kid': 'rp-key-1'})}.{part(claims)}."
+
+
+def test_client_assertion_with_alg_none_is_invalid_client(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey
+) -> None:
+    claims = jwt_parts(assertion(jwt_client.client_id, rp_key))[1]
+    value = _unsigned(claims)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"aud": "https://elsewhere.example/token"}, id="wrong-audience"),
+        pytest.param({"exp": int(time.time()) - 600}, id="expired"),
+        pytest.param({"iss": "someone-else"}, id="iss-not-sub"),
+        pytest.param({"jti": None}, id="no-jti"),
+    ],
+)
+def test_client_assertion_with_bad_claims_is_invalid_client(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey, overrides: dict[str, Any]
+) -> None:
+    claims = {k: v for k, v in overrides.items() if v is not None}
+    value = assertion(jwt_client.client_id, rp_key, **claims)
+    if overrides.get("jti", "") is None:
+        header, payload = jwt_parts(value)
+        del payload["jti"]
+        value = jwt.encode(header, payload, rp_key)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+def test_client_secret_client_cannot_use_private_key_jwt(
+    app: Flask, client: FlaskClient, rp_key: RSAKey
+) -> None:
+    registered = create_client(app)  # client_secret_basic
+    value = assertion(registered.client_id, rp_key)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
