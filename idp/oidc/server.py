@@ -9,6 +9,8 @@ grant.
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -33,9 +35,14 @@ from idp.models import AccessToken, AuthorizationCode, Client, RefreshToken, Use
 from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.claims import user_claims
-from idp.services.crypto import token_hash
+from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
-from idp.services.tokens import mint_access_token, unverified_claims, verify_access_token
+from idp.services.tokens import (
+    mint_access_token,
+    unverified_claims,
+    verify_access_token,
+    verify_issued_jwt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +98,6 @@ def generate_token(
     }
     # OIDC Core 11: refresh tokens only with offline_access (and a client allowed to use them).
     if include_refresh_token and "offline_access" in scope.split():
-        from idp.services.crypto import new_secret
-
         token["refresh_token"] = new_secret(32)
     return token
 
@@ -105,8 +110,6 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     refresh: RefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
     claims = unverified_claims(token["access_token"])
-    from datetime import UTC, datetime
-
     service.record_access_token(
         jti=claims["jti"],
         client_id=request.client.client_id,
@@ -117,24 +120,12 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         now=now,
     )
     if "refresh_token" in token and grant is not None:
-        db.session.add(
-            RefreshToken(
-                token_hash=token_hash(token["refresh_token"]),
-                grant_id=grant.id,
-                client_id=grant.client_id,
-                scope=token.get("scope", ""),
-                issued_at=now,
-                expires_at=now + _seconds(settings.refresh_token_ttl),
-            )
+        service.record_refresh_token(
+            token["refresh_token"], grant, token.get("scope", ""), settings.refresh_token_ttl, now
         )
     else:
+        # Client credentials have no grant and therefore no refresh token (RFC 6749 4.4.3).
         token.pop("refresh_token", None)
-
-
-def _seconds(value: int) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -161,8 +152,6 @@ class OpenIDCodeWithSession(OpenIDCode):
         return {"alg": alg, "typ": "JWT", "kid": runtime().keys.signing_key(db.session(), alg).kid}
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:
-        import time
-
         settings = runtime().settings
         now = int(time.time())
         return {
@@ -235,8 +224,6 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return [settings.endpoint("/token"), settings.issuer]
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
-        from datetime import UTC, datetime
-
         exp = claims.get("exp")
         expires_at = datetime.fromtimestamp(exp, UTC) if isinstance(exp, int) else utcnow()
         try:
@@ -268,12 +255,9 @@ def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) 
 def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
     """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
     rt = runtime()
-    now = utcnow()
     service = GrantService(db.session())
 
     def as_access_token() -> AccessToken | None:
-        from idp.services.tokens import verify_issued_jwt
-
         claims = verify_issued_jwt(
             db.session(), rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
         )
@@ -290,7 +274,6 @@ def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshTok
         found = lookup()
         if found is not None:
             return found
-    del now
     return None
 
 
@@ -324,7 +307,8 @@ class TokenIntrospection(IntrospectionEndpoint):
         rt = runtime()
         now = utcnow()
         if isinstance(token, AccessToken):
-            if rt.keys and verify_access_token_row_active(token, now) is False:
+            # Also inactive once its user is disabled or its grant revoked (logout, replay).
+            if GrantService(db.session()).active_access_token(token.jti, now) is None:
                 return {"active": False}
             token_type = "access_token"
             issued, expires = token.issued_at, token.expires_at
@@ -345,10 +329,6 @@ class TokenIntrospection(IntrospectionEndpoint):
             "iat": int(issued.timestamp()),
             "exp": int(expires.timestamp()),
         }
-
-
-def verify_access_token_row_active(token: AccessToken, now: Any) -> bool:
-    return GrantService(db.session()).active_access_token(token.jti, now) is not None
 
 
 class EndSession(EndSessionEndpoint):

@@ -103,19 +103,20 @@ class GrantService:
         return row
 
     # -- refresh tokens -------------------------------------------------------------------------
-    def issue_refresh_token(self, grant: Grant, scope: str, ttl: int, now: datetime) -> str:
-        token = new_secret(32)
-        self.db.add(
-            RefreshToken(
-                token_hash=token_hash(token),
-                grant_id=grant.id,
-                client_id=grant.client_id,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + timedelta(seconds=ttl),
-            )
+    def record_refresh_token(
+        self, token: str, grant: Grant, scope: str, ttl: int, now: datetime
+    ) -> RefreshToken:
+        """Store a refresh token (its hash) under its grant: the family a replay revokes."""
+        row = RefreshToken(
+            token_hash=token_hash(token),
+            grant_id=grant.id,
+            client_id=grant.client_id,
+            scope=scope,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=ttl),
         )
-        return token
+        self.db.add(row)
+        return row
 
     def redeem_refresh_token(
         self, token: str, client_id: str, now: datetime
