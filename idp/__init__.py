@@ -48,7 +48,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.after_request(add_security_headers)
-    app.before_request(_refuse_undecodable_query)
+    app.before_request(_refuse_malformed_input)
     _register_error_pages(app)
 
     @app.teardown_appcontext
@@ -85,25 +85,51 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, except that a document nested deeper than the parser's recursion limit is
-    malformed input (``ValueError``, so ``get_json`` answers 400 or None) instead of a
-    ``RecursionError`` and a 500."""
+    """Flask's JSON, stricter about what it accepts from clients: a document nested deeper than
+    the parser's recursion limit, or holding a NUL character, is malformed input (``ValueError``,
+    so ``get_json`` answers 400 or None) instead of a ``RecursionError`` or a database error."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
-            return super().loads(s, **kwargs)
+            value = super().loads(s, **kwargs)
         except RecursionError as error:
             raise ValueError("JSON document nested too deeply") from error
+        if _holds_nul(value):
+            raise ValueError("JSON document contains a NUL character")
+        return value
 
 
-def _refuse_undecodable_query() -> None:
-    """A query string is UTF-8 (RFC 3986 2.5, WHATWG URL); Werkzeug decodes the raw bytes
-    strictly, so a stray non-UTF-8 byte would otherwise fail in whichever view first reads
-    ``request.args``. Answer 400 up front instead."""
+def _holds_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:  # iterative: the document may be nested close to the recursion limit
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _refuse_malformed_input() -> None:
+    """Refuse, with a calm 400, input no view can mean to handle:
+
+    - a query string that is not UTF-8 (RFC 3986 2.5, WHATWG URL): Werkzeug decodes it strictly,
+      so it would otherwise fail in whichever view first reads ``request.args``;
+    - a NUL character in any parameter: no protocol value, email, password or name holds one,
+      and PostgreSQL text can neither store nor compare it (a database error, then a 500).
+    """
     try:
         request.query_string.decode()
     except UnicodeDecodeError:
         abort(400, description="The request's address is not valid UTF-8.")
+    for source in (request.args, request.form):
+        for key, values in source.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                abort(400, description="The request contains a NUL character.")
 
 
 def _register_error_pages(app: Flask) -> None:

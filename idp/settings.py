@@ -133,7 +133,12 @@ class Settings:
             raise SettingsError("webauthn_rp_id cannot be an IP address: serve idp as localhost")
         if self.pkce_required_for not in ("all", "public"):
             raise SettingsError("pkce_required_for must be 'all' or 'public'")
-        for name in ("code_ttl", "access_token_ttl", "id_token_ttl", "refresh_token_ttl"):
+        # Every lifetime must be positive: a zero pending-request or session lifetime would let
+        # nobody finish a sign-in, and is a typo rather than a policy.
+        for name in (
+            "code_ttl", "access_token_ttl", "id_token_ttl", "refresh_token_ttl",
+            "pending_request_ttl", "session_idle_ttl", "session_absolute_ttl",
+        ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         if self.code_ttl > 600:

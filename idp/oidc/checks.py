@@ -25,6 +25,8 @@ SINGLE_VALUED = (
     "id_token_hint", "acr_values", "request", "request_uri",
 )  # fmt: skip
 MAX_PARAMETER_LENGTH = 4096
+#: The width of ``AuthorizationCode.nonce``.
+MAX_NONCE_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def _parse_after_redirect_uri(
     code_challenge, method = check_pkce(values, client, context)
     prompt = check_prompt(values)
     max_age = check_max_age(values)
+    check_nonce(values)
     return AuthorizationRequest(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
@@ -239,6 +242,15 @@ def check_max_age(values: Mapping[str, str]) -> int | None:
     if not raw.isdigit() or len(raw) > 10:
         raise AuthorizationError("invalid_request", "max_age must be a non-negative integer.")
     return int(raw)
+
+
+def check_nonce(values: Mapping[str, str]) -> None:
+    """OIDC Core 3.1.2.1 sets no length for nonce, but it is kept with the authorization code
+    (``AuthorizationCode.nonce``): a longer one is refused here, not at the database."""
+    if len(values.get("nonce") or "") > MAX_NONCE_LENGTH:
+        raise AuthorizationError(
+            "invalid_request", f"The nonce is longer than {MAX_NONCE_LENGTH} characters."
+        )
 
 
 def check_id_token_hint(

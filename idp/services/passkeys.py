@@ -205,7 +205,7 @@ class PasskeyService:
                     expected_challenge=base64url_to_bytes(challenge.challenge),
                     expected_rp_id=self.rp.rp_id,
                     expected_origin=list(self.rp.origins),
-                    require_user_verification=True,  # WebAuthn L3 7.1 step 15
+                    require_user_verification=True,  # L3 7.1: "verify that the UV bit ... is set"
                     supported_pub_key_algs=ALGORITHMS,
                 )
             # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn
@@ -214,7 +214,7 @@ class PasskeyService:
             except WebAuthnException as error:
                 raise PasskeyError(_reason(error), str(error)) from error
             credential_id = bytes_to_base64url(verified.credential_id)
-            # WebAuthn L3 7.1 step 26: refuse a credential id registered to anyone already.
+            # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:
                 raise PasskeyError("credential_already_registered")
         except PasskeyError as error:
@@ -281,7 +281,7 @@ class PasskeyService:
             passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
-            # WebAuthn L3 7.2 step 6: for a discoverable sign-in the user handle is required and
+            # WebAuthn L3 7.2 (identify the user): for a discoverable sign-in the user handle is required and
             # must be the handle of the credential's owner.
             user_handle = credential.response.user_handle
             if not user_handle:
@@ -297,7 +297,7 @@ class PasskeyService:
                     credential_public_key=passkey.public_key,
                     # The counter policy is ours (below): the library would reject outright.
                     credential_current_sign_count=0,
-                    require_user_verification=True,  # WebAuthn L3 7.2 step 17
+                    require_user_verification=True,  # L3 7.2: "verify that the UV bit ... is set"
                 )
             # As for registration: InvalidBackupFlags (L3 7.2, BS without BE) is outside the family.
             except WebAuthnException as error:
@@ -316,7 +316,7 @@ class PasskeyService:
                 reason=error.reason, detail=error.detail,
             )  # fmt: skip
             raise
-        # WebAuthn L3 7.2 step 19: the backup state may change over a credential's life.
+        # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
         passkey.backed_up = verified.credential_backed_up
         passkey.last_used_at = now
         audit.record(
@@ -328,7 +328,7 @@ class PasskeyService:
     def _apply_sign_count(
         self, passkey: Passkey, new_count: int, context: RequestContext, now: datetime
     ) -> None:
-        """WebAuthn L3 6.1.1 / 7.2 step 21. Synced passkeys report 0 forever: never held against
+        """WebAuthn L3 6.1.1 and 7.2 (signature counter). Synced passkeys report 0 forever: never held against
         them. A device-bound credential whose counter does not grow may be a clone: flag it,
         audit it and refuse this sign-in."""
         regressed = (new_count or passkey.sign_count) and new_count <= passkey.sign_count
@@ -399,7 +399,7 @@ def _parse(credential_json: str, parser: Any) -> Any:
 
 
 def _check_client_data(client_data_json: bytes) -> None:
-    """WebAuthn L3 7.1 step 9 / 7.2 step 13: a ceremony run inside a cross-origin iframe reports
+    """WebAuthn L3 5.8.1 CollectedClientData: a ceremony inside a cross-origin iframe reports
     ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
     try:
         data = json.loads(client_data_json)

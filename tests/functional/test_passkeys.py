@@ -1,0 +1,822 @@
+"""Passkeys through the real endpoints, one test per rule idp owns (WebAuthn L3 7.1 / 7.2).
+
+py_webauthn checks signatures and the client data; these tests pin the checks it leaves to us: the
+challenge's life, crossOrigin / topOrigin, the user handle, duplicate credential ids, the
+signature-counter policy, backup flags, and what a passkey sign-in is worth to a relying party.
+Each refusal asserts the HTTP outcome and the audit log's reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from sqlalchemy import select, update
+from werkzeug.test import TestResponse
+
+from idp.extensions import db
+from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
+from idp.models.base import utcnow
+from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
+from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token, query_of
+from tests.support.passkey_flow import PasskeyPages
+
+ICLOUD_KEYCHAIN = "fbfc3007-154e-4ecc-8c0b-6e020557d7bd"
+GOOGLE_PASSWORD_MANAGER = "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4"
+NO_AAGUID = "00000000-0000-0000-0000-000000000000"
+REGISTRATION = "registration"
+AUTHENTICATION = "authentication"
+SESSION_COOKIE = "idp_session"
+
+
+def synced(**kwargs: Any) -> SoftAuthenticator:
+    """A password manager's passkey: backup eligible and backed up, its counter always 0."""
+    kwargs = {"aaguid": ICLOUD_KEYCHAIN, "backed_up": True, "counter_step": 0, **kwargs}
+    return SoftAuthenticator(backup_eligible=True, **kwargs)
+
+
+def device_bound(**kwargs: Any) -> SoftAuthenticator:
+    """A security key: not backup eligible, a counter that grows."""
+    kwargs.setdefault("counter_step", 1)
+    return SoftAuthenticator(backup_eligible=False, backed_up=False, **kwargs)
+
+
+def b64decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+# -- reading and changing the database ------------------------------------------------------------
+def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
+    with app.app_context():
+        found = list(db.session.scalars(select(model).where(*where)))
+        db.session.expunge_all()
+        return found
+
+
+def passkeys_of(app: Flask, user_id: str) -> list[Passkey]:
+    return rows(app, Passkey, Passkey.user_id == user_id)
+
+
+def passkey(app: Flask, credential_id: str) -> Passkey | None:
+    found = rows(app, Passkey, Passkey.credential_id == credential_id)
+    return found[0] if found else None
+
+
+def change(app: Flask, statement: Any) -> None:
+    with app.app_context():
+        db.session.execute(statement)
+        db.session.commit()
+
+
+def backdate_sign_ins(app: Flask, minutes: int) -> None:
+    change(app, update(BrowserSession).values(auth_time=utcnow() - timedelta(minutes=minutes)))
+
+
+def audit_events(app: Flask, kind: str, outcome: str | None = None) -> list[AuditEvent]:
+    events = rows(app, AuditEvent, AuditEvent.kind == kind)
+    return sorted((e for e in events if outcome in (None, e.outcome)), key=lambda e: e.id)
+
+
+def last_failure_reason(app: Flask, kind: str) -> str | None:
+    failures = audit_events(app, kind, "failure")
+    return failures[-1].details.get("reason") if failures else None
+
+
+def user_handle_of(app: Flask, user_id: str) -> str:
+    handle: str = rows(app, User, User.id == user_id)[0].webauthn_user_handle
+    return handle
+
+
+def sets_session_cookie(response: TestResponse) -> bool:
+    return any(SESSION_COOKIE in h for h in response.headers.getlist("Set-Cookie"))
+
+
+# -- a ceremony of either kind, run the way the page's script runs it ------------------------------
+@dataclass
+class Ceremony:
+    kind: str
+    app: Flask
+    pages: PasskeyPages  # a browser signed in with a password
+    #: fresh for a registration; holding the user's registered passkey for an authentication
+    authenticator: SoftAuthenticator
+
+    @property
+    def audit_kind(self) -> str:
+        return "passkey.registered" if self.kind == REGISTRATION else "login.passkey"
+
+    def options(self, pages: PasskeyPages | None = None) -> dict[str, Any]:
+        pages = pages or self.pages
+        if self.kind == AUTHENTICATION:
+            return pages.authentication_options()
+        response = pages.registration_options()
+        assert response.status_code == 200, response.text
+        ceremony: dict[str, Any] = response.get_json()
+        return ceremony
+
+    def options_of_the_other_kind(self) -> dict[str, Any]:
+        other = REGISTRATION if self.kind == AUTHENTICATION else AUTHENTICATION
+        return Ceremony(other, self.app, self.pages, self.authenticator).options()
+
+    def answer(
+        self, ceremony: dict[str, Any], pages: PasskeyPages | None = None, **tamper: Any
+    ) -> TestResponse:
+        pages = pages or self.pages
+        if self.kind == REGISTRATION:
+            created = self.authenticator.create(ceremony["publicKey"], **tamper)
+            return pages.register(ceremony["challenge_id"], created)
+        asserted = self.authenticator.get(ceremony["publicKey"], **tamper)
+        return pages.verify(ceremony["challenge_id"], asserted)
+
+    def run(self, **tamper: Any) -> TestResponse:
+        return self.answer(self.options(), **tamper)
+
+    def assert_accepted(self, response: TestResponse) -> None:
+        expected = 201 if self.kind == REGISTRATION else 200
+        assert response.status_code == expected, response.text
+
+    def assert_refused(self, response: TestResponse, reason: str) -> None:
+        assert response.status_code == 400, response.text
+        assert last_failure_reason(self.app, self.audit_kind) == reason
+        if self.kind == REGISTRATION:
+            assert response.get_json()["error"] == "registration_failed"
+            assert all(passkey(self.app, c) is None for c in self.authenticator.credential_ids())
+        else:
+            assert response.get_json()["error"] == "passkey_failed"
+            assert "unknown_credential_id" not in response.get_json()
+            assert not sets_session_cookie(response)
+
+
+def make_ceremony(app: Flask, kind: str, user: CreatedUser) -> Ceremony:
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = device_bound()
+    if kind == AUTHENTICATION:
+        assert pages.add_passkey(authenticator).status_code == 201
+    return Ceremony(kind, app, pages, authenticator)
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture
+def user(app: Flask) -> CreatedUser:
+    return create_user(app)
+
+
+@pytest.fixture
+def signed_in(client: FlaskClient, user: CreatedUser) -> PasskeyPages:
+    """The user's browser, signed in with the password a moment ago."""
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    return pages
+
+
+@pytest.fixture
+def enrolled(signed_in: PasskeyPages) -> SoftAuthenticator:
+    """A synced passkey the user has registered."""
+    authenticator = synced()
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    return authenticator
+
+
+@pytest.fixture
+def stranger(app: Flask) -> PasskeyPages:
+    """Another browser with no session: where a discoverable sign-in starts."""
+    return PasskeyPages(app.test_client())
+
+
+@pytest.fixture(params=[REGISTRATION, AUTHENTICATION])
+def ceremony(request: pytest.FixtureRequest, app: Flask, user: CreatedUser) -> Ceremony:
+    return make_ceremony(app, request.param, user)
+
+
+# -- registration ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("aaguid", "name"),
+    [
+        (ICLOUD_KEYCHAIN, "Apple Passwords"),
+        (GOOGLE_PASSWORD_MANAGER, "Google Password Manager"),
+        (NO_AAGUID, "Passkey"),
+    ],
+)
+def test_registration_stores_the_passkey_named_for_its_provider(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser, aaguid: str, name: str
+) -> None:
+    authenticator = synced(aaguid=aaguid)
+    response = signed_in.add_passkey(authenticator)
+    assert response.status_code == 201, response.text
+    [credential_id] = authenticator.credential_ids()
+    body = response.get_json()
+    assert (body["credential_id"], body["name"]) == (credential_id, name)
+    stored = passkey(app, credential_id)
+    assert stored is not None
+    assert (stored.user_id, stored.name, stored.aaguid) == (user.id, name, aaguid)
+    assert stored.transports == ["hybrid", "internal"]
+    assert (stored.sign_count, stored.last_used_at, stored.flagged_at) == (0, None, None)
+    [event] = audit_events(app, "passkey.registered", "success")
+    assert event.subject_id == user.id
+    assert event.details["credential_id"] == credential_id
+
+
+def test_registration_keeps_the_name_the_user_gave(app: Flask, signed_in: PasskeyPages) -> None:
+    authenticator = synced(aaguid=GOOGLE_PASSWORD_MANAGER)
+    response = signed_in.add_passkey(authenticator, name="  Work   phone ")
+    assert response.status_code == 201, response.text
+    assert response.get_json()["name"] == "Work phone"
+    stored = passkey(app, authenticator.credential_ids()[0])
+    assert stored is not None
+    assert stored.name == "Work phone"
+
+
+@pytest.mark.parametrize(("eligible", "backed_up"), [(False, False), (True, False), (True, True)])
+def test_registration_stores_backup_eligibility_and_state(
+    app: Flask, signed_in: PasskeyPages, eligible: bool, backed_up: bool
+) -> None:
+    authenticator = SoftAuthenticator(backup_eligible=eligible, backed_up=backed_up)
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    stored = passkey(app, authenticator.credential_ids()[0])
+    assert stored is not None
+    assert (stored.backup_eligible, stored.backed_up) == (eligible, backed_up)
+
+
+def test_registration_options_ask_for_a_discoverable_user_verified_passkey(
+    signed_in: PasskeyPages,
+) -> None:
+    response = signed_in.registration_options()
+    assert response.status_code == 200, response.text
+    options = response.get_json()["publicKey"]
+    assert options["rp"]["id"] == "localhost"
+    selection = options["authenticatorSelection"]
+    assert selection["residentKey"] == "required"
+    assert selection["requireResidentKey"] is True
+    assert selection["userVerification"] == "required"
+    assert [p["alg"] for p in options["pubKeyCredParams"]] == [-7, -8, -257]  # ES256 EdDSA RS256
+    assert options["attestation"] == "none"
+    assert options["timeout"] <= 300_000
+
+
+def test_registration_options_carry_the_random_user_handle(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser
+) -> None:
+    """WebAuthn L3 14.6.1: the user handle is random, never the account id or the email."""
+    options = signed_in.registration_options().get_json()["publicKey"]
+    handle = options["user"]["id"]
+    assert handle == user_handle_of(app, user.id)
+    assert len(b64decode(handle)) >= 16
+    assert b64decode(handle) not in (user.id.encode(), user.email.encode())
+    assert user.id not in handle
+    assert options["user"]["name"] == user.email
+
+
+def test_registration_options_exclude_the_users_passkeys(
+    signed_in: PasskeyPages, enrolled: SoftAuthenticator
+) -> None:
+    second = device_bound()
+    assert signed_in.add_passkey(second).status_code == 201
+    options = signed_in.registration_options().get_json()["publicKey"]
+    excluded = {c["id"] for c in options["excludeCredentials"]}
+    assert excluded == {*enrolled.credential_ids(), *second.credential_ids()}
+    with pytest.raises(InvalidStateError):
+        enrolled.create(options)
+
+
+@pytest.mark.parametrize("algorithm", [-7, -8, -257], ids=["ES256", "EdDSA", "RS256"])
+def test_passkeys_of_every_offered_algorithm_register_and_sign_in(
+    signed_in: PasskeyPages, stranger: PasskeyPages, algorithm: int
+) -> None:
+    authenticator = synced(algorithm=algorithm)
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    response = stranger.sign_in_with_passkey(authenticator)
+    assert response.status_code == 200, response.text
+
+
+def test_registration_needs_a_session(stranger: PasskeyPages) -> None:
+    response = stranger.registration_options()
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "login_required"}
+
+
+def test_registration_needs_a_sign_in_within_five_minutes(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser
+) -> None:
+    issued = signed_in.registration_options().get_json()
+    backdate_sign_ins(app, minutes=6)
+
+    options = signed_in.registration_options()
+    assert options.status_code == 403
+    body = options.get_json()
+    assert body["error"] == "reauthenticate"
+    assert body["redirect"].startswith("/login?")
+    assert query_of(body["redirect"])["next"] == "/account"
+    # A challenge issued while the sign-in was recent cannot be used after the window either.
+    late = signed_in.register(issued["challenge_id"], synced().create(issued["publicKey"]))
+    assert late.status_code == 403
+    assert passkeys_of(app, user.id) == []
+
+
+# -- the challenge: random, short-lived, this browser's, this ceremony's, spent once --------------
+def test_challenges_carry_at_least_128_random_bits(ceremony: Ceremony) -> None:
+    challenges = {ceremony.options()["publicKey"]["challenge"] for _ in range(3)}
+    assert len(challenges) == 3
+    assert all(len(b64decode(c)) >= 16 for c in challenges)
+
+
+def test_challenges_live_at_most_five_minutes(app: Flask, ceremony: Ceremony) -> None:
+    issued = ceremony.options()
+    assert issued["publicKey"]["timeout"] <= 300_000
+    [row] = rows(app, WebAuthnChallenge, WebAuthnChallenge.id == issued["challenge_id"])
+    assert row.expires_at - row.created_at <= timedelta(minutes=5)
+
+
+def test_expired_challenge_is_refused(app: Flask, ceremony: Ceremony) -> None:
+    issued = ceremony.options()
+    change(
+        app,
+        update(WebAuthnChallenge)
+        .where(WebAuthnChallenge.id == issued["challenge_id"])
+        .values(expires_at=utcnow() - timedelta(seconds=1)),
+    )
+    ceremony.assert_refused(ceremony.answer(issued), "challenge_invalid")
+
+
+def test_challenge_issued_to_another_browser_is_refused(
+    app: Flask, ceremony: Ceremony, user: CreatedUser
+) -> None:
+    """The same user signed in on a second browser cannot answer the first browser's challenge."""
+    other_browser = PasskeyPages(app.test_client())
+    other_browser.sign_in_with_password(user)
+    issued = ceremony.options()
+    ceremony.assert_refused(ceremony.answer(issued, pages=other_browser), "challenge_invalid")
+
+
+def test_registration_challenge_is_bound_to_the_user(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser
+) -> None:
+    """Someone else signing in on the same browser cannot finish the first user's registration."""
+    issued = signed_in.registration_options().get_json()
+    signed_in.sign_in_with_password(create_user(app, email="grace@example.com"))
+    response = signed_in.register(issued["challenge_id"], synced().create(issued["publicKey"]))
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(app, "passkey.registered") == "challenge_user_mismatch"
+    assert passkeys_of(app, user.id) == []
+
+
+def test_challenge_of_the_other_ceremony_is_refused(ceremony: Ceremony) -> None:
+    own = ceremony.options()
+    other = ceremony.options_of_the_other_kind()
+    swapped = {
+        "challenge_id": other["challenge_id"],
+        "publicKey": {**own["publicKey"], "challenge": other["publicKey"]["challenge"]},
+    }
+    ceremony.assert_refused(ceremony.answer(swapped), "challenge_invalid")
+
+
+def test_challenge_not_the_one_issued_is_refused(ceremony: Ceremony) -> None:
+    forged = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    ceremony.assert_refused(ceremony.run(challenge=forged), "challenge_mismatch")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", [REGISTRATION, AUTHENTICATION])
+def test_challenge_is_spent_once(storage_app: Flask, kind: str) -> None:
+    """Two sequential answers to one challenge: the second fails (parallel ones: elsewhere)."""
+    ceremony = make_ceremony(storage_app, kind, create_user(storage_app))
+    issued = ceremony.options()
+    ceremony.assert_accepted(ceremony.answer(issued))
+    ceremony.assert_refused(ceremony.answer(issued), "challenge_invalid")
+    [spent] = rows(storage_app, WebAuthnChallenge, WebAuthnChallenge.id == issued["challenge_id"])
+    assert spent.consumed_at is not None
+
+
+# -- client data and authenticator data, both ceremonies ------------------------------------------
+def test_origin_outside_the_allow_list_is_refused(ceremony: Ceremony) -> None:
+    response = ceremony.run(origin="https://idp.example.evil")
+    ceremony.assert_refused(response, "origin_not_allowed")
+
+
+def test_cross_origin_ceremony_is_refused(ceremony: Ceremony) -> None:
+    """WebAuthn L3 7.1 step 9 / 7.2 step 13: idp is never framed, so crossOrigin is refused."""
+    ceremony.assert_refused(ceremony.run(cross_origin=True), "cross_origin")
+
+
+def test_top_origin_is_refused(ceremony: Ceremony) -> None:
+    response = ceremony.run(top_origin="https://rp.example")
+    ceremony.assert_refused(response, "top_origin")
+
+
+def test_client_data_of_the_other_ceremony_type_is_refused(ceremony: Ceremony) -> None:
+    other_type = "webauthn.get" if ceremony.kind == REGISTRATION else "webauthn.create"
+    response = ceremony.run(client_data_type=other_type)
+    ceremony.assert_refused(response, "wrong_ceremony_type")
+
+
+def test_rp_id_of_another_site_is_refused(ceremony: Ceremony) -> None:
+    response = ceremony.run(rp_id_override="idp.example.evil")
+    ceremony.assert_refused(response, "rp_id_mismatch")
+
+
+def test_missing_user_verification_is_refused(ceremony: Ceremony) -> None:
+    ceremony.assert_refused(ceremony.run(flags=FLAG.UP), "user_not_verified")
+
+
+def test_missing_user_presence_is_refused(ceremony: Ceremony) -> None:
+    ceremony.assert_refused(ceremony.run(flags=FLAG.UV), "user_not_present")
+
+
+def test_backed_up_without_backup_eligibility_is_refused(ceremony: Ceremony) -> None:
+    """WebAuthn L3 7.1 / 7.2: if BE is not set, BS must not be set."""
+    response = ceremony.run(flags=FLAG.UP | FLAG.UV | FLAG.BS)
+    ceremony.assert_refused(response, "backup_flags_invalid")
+
+
+# -- duplicate credential ids ---------------------------------------------------------------------
+@pytest.mark.postgres
+@pytest.mark.parametrize("owner", ["same user", "another user"])
+def test_credential_id_already_registered_is_refused(storage_app: Flask, owner: str) -> None:
+    """WebAuthn L3 7.1 (credentialId not yet registered for any user)."""
+    first_user = create_user(storage_app)
+    first = PasskeyPages(storage_app.test_client())
+    first.sign_in_with_password(first_user)
+    original = synced()
+    assert first.add_passkey(original).status_code == 201
+    [credential_id] = original.credential_ids()
+
+    second_user = first_user
+    second = first
+    if owner == "another user":
+        second_user = create_user(storage_app, email="grace@example.com")
+        second = PasskeyPages(storage_app.test_client())
+        second.sign_in_with_password(second_user)
+    copycat = device_bound()  # does not hold the credential, so excludeCredentials does not stop it
+    response = second.add_passkey(copycat, credential_id=b64decode(credential_id))
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(storage_app, "passkey.registered") == "credential_already_registered"
+    stored = passkey(storage_app, credential_id)
+    assert stored is not None
+    assert (stored.user_id, stored.backup_eligible) == (first_user.id, True)
+    assert len(passkeys_of(storage_app, second_user.id)) == (1 if owner == "same user" else 0)
+
+
+# -- signing in -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("make", "amr", "acr"),
+    [(synced, ["swk", "user", "mfa"], "phr"), (device_bound, ["hwk", "user", "mfa"], "phrh")],
+    ids=["synced", "device-bound"],
+)
+def test_discoverable_sign_in_starts_a_session(
+    app: Flask,
+    signed_in: PasskeyPages,
+    stranger: PasskeyPages,
+    user: CreatedUser,
+    make: Callable[[], SoftAuthenticator],
+    amr: list[str],
+    acr: str,
+) -> None:
+    authenticator = make()
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    issued = stranger.authentication_options()
+    assert issued["publicKey"]["allowCredentials"] == []
+    assert issued["publicKey"]["userVerification"] == "required"
+    assert issued["publicKey"]["rpId"] == "localhost"
+
+    response = stranger.verify(issued["challenge_id"], authenticator.get(issued["publicKey"]))
+    assert response.status_code == 200, response.text
+    assert response.get_json() == {"redirect": "/account"}
+    assert sets_session_cookie(response)
+    assert user.email in stranger.browser.get("/account").text
+    newest = max(rows(app, BrowserSession, BrowserSession.user_id == user.id),
+                 key=lambda s: s.auth_time)  # fmt: skip
+    assert (newest.amr, newest.acr) == (amr, acr)
+    stored = passkey(app, credential_id)
+    assert stored is not None
+    assert stored.last_used_at is not None
+    [event] = audit_events(app, "login.passkey", "success")
+    assert (event.subject_id, event.details["credential_id"]) == (user.id, credential_id)
+
+
+def test_sign_in_follows_the_backup_state(
+    app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages
+) -> None:
+    """WebAuthn L3 7.2: BS may change over a credential's life; the stored state follows it."""
+    authenticator = synced(backed_up=False)
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    for backed_up in (True, False):
+        authenticator.backed_up = backed_up
+        assert stranger.sign_in_with_passkey(authenticator).status_code == 200
+        stored = passkey(app, credential_id)
+        assert stored is not None
+        assert stored.backed_up is backed_up
+
+
+@pytest.mark.parametrize(
+    ("make", "asserted"),
+    [(synced, FLAG.UP | FLAG.UV), (device_bound, FLAG.UP | FLAG.UV | FLAG.BE)],
+    ids=["synced-now-device-bound", "device-bound-now-synced"],
+)
+def test_backup_eligibility_that_changed_is_refused(
+    app: Flask,
+    signed_in: PasskeyPages,
+    stranger: PasskeyPages,
+    make: Callable[[], SoftAuthenticator],
+    asserted: Any,
+) -> None:
+    registered = make()
+    """WebAuthn L3 6.1.3: BE never changes for a credential; 7.2 compares it with the record."""
+    assert signed_in.add_passkey(registered).status_code == 201
+    response = stranger.sign_in_with_passkey(registered, flags=asserted)
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(app, "login.passkey") == "backup_eligibility_changed"
+    assert not sets_session_cookie(response)
+
+
+def test_missing_user_handle_is_refused(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    """WebAuthn L3 7.2 step 6: a discoverable sign-in must name the user."""
+    response = stranger.sign_in_with_passkey(enrolled, user_handle=None)
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(app, "login.passkey") == "user_handle_missing"
+    assert not sets_session_cookie(response)
+
+
+def test_user_handle_of_another_user_is_refused(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    other = create_user(app, email="grace@example.com")
+    other_pages = PasskeyPages(app.test_client())
+    other_pages.sign_in_with_password(other)
+    assert other_pages.add_passkey(synced()).status_code == 201
+
+    handle = b64decode(user_handle_of(app, other.id))
+    response = stranger.sign_in_with_passkey(enrolled, user_handle=handle)
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(app, "login.passkey") == "user_handle_mismatch"
+    assert "unknown_credential_id" not in response.get_json()
+    assert not sets_session_cookie(response)
+
+
+def test_unknown_credential_is_named_for_the_signal_api(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    """The page passes the id to PublicKeyCredential.signalUnknownCredential()."""
+    unknown = os.urandom(16)
+    response = stranger.sign_in_with_passkey(enrolled, claimed_id=unknown)
+    assert response.status_code == 400, response.text
+    body = response.get_json()
+    assert body["unknown_credential_id"] == base64.urlsafe_b64encode(unknown).rstrip(b"=").decode()
+    assert body["error"] == "passkey_failed"
+    assert last_failure_reason(app, "login.passkey") == "unknown_credential"
+
+
+@pytest.mark.parametrize("replayed_count", [2, 1, 0], ids=["same", "lower", "zero"])
+def test_sign_count_regression_flags_a_device_bound_passkey(
+    app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages, replayed_count: int
+) -> None:
+    """WebAuthn L3 6.1.1: a counter that does not grow may be a cloned authenticator."""
+    authenticator = device_bound()
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    for _ in range(2):
+        assert stranger.sign_in_with_passkey(authenticator).status_code == 200  # counts 1, 2
+
+    response = stranger.sign_in_with_passkey(authenticator, counter=replayed_count)
+    assert response.status_code == 400, response.text
+    assert not sets_session_cookie(response)
+    assert last_failure_reason(app, "login.passkey") == "sign_count_regression"
+    stored = passkey(app, credential_id)
+    assert stored is not None
+    assert stored.flagged_at is not None
+    assert (stored.flagged_reason, stored.sign_count) == ("sign_count_regression", 2)
+    [flagged] = audit_events(app, "passkey.flagged")
+    assert flagged.details["credential_id"] == credential_id
+    assert (flagged.details["stored_count"], flagged.details["received_count"]) == (
+        2,
+        replayed_count,
+    )
+
+
+def test_synced_passkey_reporting_zero_is_never_locked_out(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    for _ in range(3):
+        response = stranger.sign_in_with_passkey(enrolled)
+        assert response.status_code == 200, response.text
+    stored = passkey(app, enrolled.credential_ids()[0])
+    assert stored is not None
+    assert (stored.sign_count, stored.flagged_at) == (0, None)
+    assert audit_events(app, "passkey.flagged") == []
+
+
+def test_synced_passkey_counter_going_backwards_is_not_held_against_it(
+    app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages
+) -> None:
+    """Copies of a synced passkey on several devices may each keep their own counter."""
+    authenticator = synced(counter_step=1)
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    assert stranger.sign_in_with_passkey(authenticator, counter=5).status_code == 200
+    response = stranger.sign_in_with_passkey(authenticator, counter=2)
+    assert response.status_code == 200, response.text
+    stored = passkey(app, authenticator.credential_ids()[0])
+    assert stored is not None
+    assert (stored.sign_count, stored.flagged_at) == (5, None)
+
+
+def test_growing_counter_is_accepted_and_stored(
+    app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages
+) -> None:
+    authenticator = device_bound(sign_count_start=3, counter_step=7)
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    for expected in (10, 17):
+        assert stranger.sign_in_with_passkey(authenticator).status_code == 200
+        stored = passkey(app, credential_id)
+        assert stored is not None
+        assert (stored.sign_count, stored.flagged_at) == (expected, None)
+
+
+def test_passkey_only_account_signs_in_with_a_passkey(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages, user: CreatedUser
+) -> None:
+    change(app, update(User).where(User.id == user.id).values(password_hash=None))
+    page = stranger.browser.get("/login")
+    by_password = stranger.browser.post(
+        "/login",
+        data={"csrf_token": csrf_token(page.text), "email": user.email, "password": user.password},
+    )
+    assert by_password.status_code == 401
+    response = stranger.sign_in_with_passkey(enrolled)
+    assert response.status_code == 200, response.text
+    assert stranger.browser.get("/account").status_code == 200
+
+
+def test_disabled_user_is_refused(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages, user: CreatedUser
+) -> None:
+    change(app, update(User).where(User.id == user.id).values(disabled_at=utcnow()))
+    response = stranger.sign_in_with_passkey(enrolled)
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(app, "login.passkey") == "user_disabled"
+    assert not sets_session_cookie(response)
+
+
+def test_email_first_options_list_that_users_passkeys(
+    signed_in: PasskeyPages, enrolled: SoftAuthenticator, stranger: PasskeyPages, user: CreatedUser
+) -> None:
+    second = device_bound()
+    assert signed_in.add_passkey(second).status_code == 201
+    issued = stranger.authentication_options(email=f"  {user.email.upper()} ")
+    listed = {c["id"] for c in issued["publicKey"]["allowCredentials"]}
+    assert listed == {*enrolled.credential_ids(), *second.credential_ids()}
+    response = stranger.verify(issued["challenge_id"], second.get(issued["publicKey"]))
+    assert response.status_code == 200, response.text
+
+
+def test_unknown_email_gets_a_stable_decoy_credential(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    """No enumeration: an unknown email (or one without passkeys) still gets one credential id,
+    the same each time, different for another email."""
+    create_user(app, email="nopasskey@example.com")
+
+    def allowed(email: str) -> list[dict[str, Any]]:
+        credentials: list[dict[str, Any]] = stranger.authentication_options(email=email)[
+            "publicKey"
+        ]["allowCredentials"]
+        return credentials
+
+    decoy = allowed("nobody@example.com")
+    assert len(decoy) == 1
+    assert allowed("nobody@example.com") == decoy
+    assert allowed(" Nobody@Example.com") == decoy
+    assert allowed("someone-else@example.com") != decoy
+    assert decoy[0]["id"] not in enrolled.credential_ids()
+    without_passkeys = allowed("nopasskey@example.com")
+    assert len(without_passkeys) == 1
+    assert without_passkeys != decoy
+    assert without_passkeys[0].keys() == decoy[0].keys()
+
+
+# -- what a passkey sign-in is worth to a relying party -------------------------------------------
+def id_token_claims(rp: RelyingParty, callback: dict[str, str]) -> dict[str, Any]:
+    response = rp.exchange(callback["code"])
+    assert response.status_code == 200, response.text
+    keys = KeySet.import_key_set(rp.browser.get("/jwks").get_json())
+    token = jwt.decode(response.get_json()["id_token"], keys, algorithms=["RS256", "ES256"])
+    return dict(token.claims)
+
+
+def passkey_sign_in_for(
+    rp: RelyingParty, login: TestResponse, authenticator: SoftAuthenticator
+) -> dict[str, str]:
+    """From the login page the authorization request led to, through a passkey, to the code."""
+    assert login.status_code == 302, login.text
+    location = login.headers["Location"]
+    assert location.startswith("/login?")
+    assert rp.browser.get(location).status_code == 200
+    pending = query_of(location)["request"]
+    response = PasskeyPages(rp.browser).sign_in_with_passkey(authenticator, request=pending)
+    assert response.status_code == 200, response.text
+    assert response.get_json()["redirect"] == f"/authorize/continue/{pending}"
+    return rp.follow_to_callback(rp.browser.get(response.get_json()["redirect"]))
+
+
+@pytest.mark.parametrize(
+    ("make", "amr", "acr"),
+    [(synced, ["swk", "user", "mfa"], "phr"), (device_bound, ["hwk", "user", "mfa"], "phrh")],
+    ids=["synced", "device-bound"],
+)
+def test_oidc_code_flow_with_a_passkey_reports_amr_and_acr(
+    app: Flask,
+    signed_in: PasskeyPages,
+    user: CreatedUser,
+    make: Callable[[], SoftAuthenticator],
+    amr: list[str],
+    acr: str,
+) -> None:
+    authenticator = make()
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    rp = RelyingParty(app.test_client(), create_client(app))
+    callback = passkey_sign_in_for(rp, rp.authorize(), authenticator)
+    assert callback["state"] == rp.state
+    claims = id_token_claims(rp, callback)
+    assert (claims["sub"], claims["nonce"]) == (user.id, rp.nonce)
+    assert (claims["amr"], claims["acr"]) == (amr, acr)
+
+
+def test_acr_phr_request_steps_up_a_password_session(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator
+) -> None:
+    rp = RelyingParty(signed_in.browser, create_client(app))
+    step_up = rp.authorize(acr_values="phr")
+    callback = passkey_sign_in_for(rp, step_up, enrolled)
+    claims = id_token_claims(rp, callback)
+    assert (claims["acr"], claims["amr"]) == ("phr", ["swk", "user", "mfa"])
+
+
+# -- removing passkeys ----------------------------------------------------------------------------
+def remove(pages: PasskeyPages, credential_id: str, with_csrf: bool = True) -> TestResponse:
+    form = {"csrf_token": csrf_token(pages.browser.get("/account").text)} if with_csrf else {}
+    return pages.browser.post(f"/account/passkeys/{credential_id}/remove", data=form)
+
+
+def test_removed_passkey_no_longer_signs_in(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    [credential_id] = enrolled.credential_ids()
+    response = remove(signed_in, credential_id)
+    assert (response.status_code, response.headers["Location"]) == (302, "/account")
+    assert passkey(app, credential_id) is None
+    assert len(audit_events(app, "passkey.removed")) == 1
+
+    refused = stranger.sign_in_with_passkey(enrolled)
+    assert refused.status_code == 400, refused.text
+    assert refused.get_json()["unknown_credential_id"] == credential_id
+    assert last_failure_reason(app, "login.passkey") == "unknown_credential"
+
+
+def test_last_way_in_cannot_be_removed(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages, user: CreatedUser
+) -> None:
+    change(app, update(User).where(User.id == user.id).values(password_hash=None))
+    assert stranger.sign_in_with_passkey(enrolled).status_code == 200
+    [credential_id] = enrolled.credential_ids()
+
+    response = remove(stranger, credential_id)
+    assert (response.status_code, response.headers["Location"]) == (302, "/account")
+    assert passkey(app, credential_id) is not None
+    assert audit_events(app, "passkey.removed") == []
+    assert "only way to sign in" in stranger.browser.get("/account").text
+
+
+def test_removal_needs_a_sign_in_within_five_minutes(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator
+) -> None:
+    backdate_sign_ins(app, minutes=6)
+    [credential_id] = enrolled.credential_ids()
+    response = remove(signed_in, credential_id)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?")
+    assert passkey(app, credential_id) is not None
+
+
+def test_removal_needs_the_csrf_token(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator
+) -> None:
+    [credential_id] = enrolled.credential_ids()
+    assert remove(signed_in, credential_id, with_csrf=False).status_code == 400
+    assert passkey(app, credential_id) is not None
+
+
+def test_passkey_json_endpoints_need_the_csrf_header(stranger: PasskeyPages) -> None:
+    response = stranger.browser.post("/login/passkey/options", json={})
+    assert response.status_code == 400
