@@ -281,8 +281,8 @@ class PasskeyService:
             passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
-            # WebAuthn L3 7.2 (identify the user): for a discoverable sign-in the user handle is required and
-            # must be the handle of the credential's owner.
+            # WebAuthn L3 7.2 (identify the user): a discoverable sign-in needs the user handle,
+            # and it must be the handle of the credential's owner.
             user_handle = credential.response.user_handle
             if not user_handle:
                 raise PasskeyError("user_handle_missing")
@@ -328,9 +328,9 @@ class PasskeyService:
     def _apply_sign_count(
         self, passkey: Passkey, new_count: int, context: RequestContext, now: datetime
     ) -> None:
-        """WebAuthn L3 6.1.1 and 7.2 (signature counter). Synced passkeys report 0 forever: never held against
-        them. A device-bound credential whose counter does not grow may be a clone: flag it,
-        audit it and refuse this sign-in."""
+        """WebAuthn L3 6.1.1 and 7.2 (signature counter). Synced passkeys report 0 forever: never
+        held against them. A device-bound credential whose counter does not grow may be a clone:
+        flag it, audit it and refuse this sign-in."""
         regressed = (new_count or passkey.sign_count) and new_count <= passkey.sign_count
         if regressed and not passkey.backup_eligible:
             passkey.flagged_at = now

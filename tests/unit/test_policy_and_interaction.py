@@ -55,7 +55,11 @@ def test_acr_for_amr(amr: list[str], acr: str) -> None:
         (ACR_PHISHING_RESISTANT, ACR_PHISHING_RESISTANT_HARDWARE, False),
         (ACR_PHISHING_RESISTANT_HARDWARE, ACR_PHISHING_RESISTANT, True),
         # Any listed value will do: the weakest one listed decides.
-        (ACR_PHISHING_RESISTANT, f"{ACR_PHISHING_RESISTANT_HARDWARE} {ACR_PHISHING_RESISTANT}", True),
+        (
+            ACR_PHISHING_RESISTANT,
+            f"{ACR_PHISHING_RESISTANT_HARDWARE} {ACR_PHISHING_RESISTANT}",
+            True,
+        ),
         (ACR_MFA, f"{ACR_PHISHING_RESISTANT_HARDWARE} {ACR_PHISHING_RESISTANT}", False),
         ("urn:example:unknown-session-acr", ACR_PASSWORD, False),
     ],
