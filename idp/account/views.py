@@ -123,6 +123,13 @@ def totp_setup() -> Any:
         return session
     service = totp_service()
     user = session.user
+    if service.is_enabled(user) and not session.restricted:
+        # Starting an enrolment replaces the secret and unconfirms it: on a GET (no CSRF token)
+        # that would switch the second step off without the step-up, notification and audit a
+        # removal gets (DESIGN.md: sensitive actions). Replacing the app means removing it first;
+        # only a recovery session (the app was lost) re-enrols over it.
+        flash("An authenticator app is already set up. Remove it to set up another.", "info")
+        return redirect(url_for("account.home"))
     error = None
     if request.method == "POST":
         if service.confirm_enrolment(user, request.form.get("code", "")[:16], utcnow()):

@@ -271,10 +271,24 @@ def passkey_verify() -> Any:
         if error.reason == "unknown_credential" and isinstance(credential, dict):
             payload["unknown_credential_id"] = credential.get("id")
         return jsonify(payload), 400
-    pending = _pending(str(body.get("request") or ""))
-    destination = _destination(pending, str(body.get("next") or ""))
+    amr = list(signed_in.amr)
+    partial = _partial() if body.get("partial") else None
+    if (
+        partial is not None
+        and partial.user_id == signed_in.user.id
+        and consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
+                         now=utcnow())  # fmt: skip
+    ):
+        # The second step after a correct password: back to where the password step was going
+        # (an authorization request of a relying party, say).
+        session.pop("partial_login", None)
+        destination = partial.next_path or url_for("account.home")
+        amr = ["pwd", *amr]
+    else:
+        pending = _pending(str(body.get("request") or ""))
+        destination = _destination(pending, str(body.get("next") or ""))
     response = jsonify(redirect=destination)
-    start_session(signed_in.user, signed_in.amr, response)
+    start_session(signed_in.user, amr, response)
     db.session.commit()
     return response
 

@@ -88,8 +88,9 @@ class SignInService:
             return StepResult(user=None, error=GENERIC_FAILURE)
         self.limiter.succeeded(key)
         if check.needs_rehash:
-            # Argon2 parameters changed since this hash was made: upgrade it transparently.
-            user.password_hash = self.passwords.hash(password)
+            # Argon2 parameters changed since this hash was made: upgrade it transparently, without
+            # the policy for new passwords (DESIGN.md: rehash when parameters change).
+            user.password_hash = self.passwords.rehash(password)
         audit.record(self.db, "login.password", subject_id=user.id, context=context)
         return StepResult(user=user)
 

@@ -51,6 +51,14 @@ class PasswordService:
         self.check_policy(password)
         return self._hasher.hash(password)
 
+    def rehash(self, password: str) -> str:
+        """A new hash of a password that just verified, under the current parameters.
+
+        No policy check: the policy governs passwords being set (NIST SP 800-63B 5.1.1.2), and
+        an upgrade on sign-in must not refuse (or crash on) a password chosen under an older one.
+        """
+        return self._hasher.hash(password)
+
     def check_policy(self, password: str) -> None:
         if len(password) < MIN_LENGTH:
             raise PasswordPolicyError(f"Use at least {MIN_LENGTH} characters.")

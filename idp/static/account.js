@@ -55,7 +55,9 @@
     return;
   }
 
-  const register = async (mediation) => {
+  let conditional = null; // the AbortController of a pending conditional create
+
+  const register = async (mediation, signal) => {
     const options = await W.postJSON(button.dataset.optionsUrl, {});
     if (options.status === 403 && options.data.redirect) {
       // Step-up: adding a sign-in method needs a recent sign-in.
@@ -65,6 +67,7 @@
     if (!options.ok) throw new Error("options");
     const request = { publicKey: W.creationOptions(options.data.publicKey) };
     if (mediation) request.mediation = mediation;
+    if (signal) request.signal = signal;
     const credential = await navigator.credentials.create(request);
     const result = await W.postJSON(button.dataset.registerUrl, {
       challenge_id: options.data.challenge_id,
@@ -84,6 +87,10 @@
   };
 
   button.addEventListener("click", async () => {
+    // One WebAuthn request at a time: Chromium refuses the click's modal create while a
+    // conditional one is pending ("A request is already pending").
+    if (conditional) conditional.abort();
+    conditional = null;
     button.disabled = true;
     try {
       finish(await register(null));
@@ -95,9 +102,13 @@
   });
 
   // WebAuthn L3 5.1.3 conditional create: only on the prompt right after a password sign-in.
-  if (button.dataset.then && PublicKeyCredential.getClientCapabilities) {
+  if ("conditionalCreate" in button.dataset && PublicKeyCredential.getClientCapabilities) {
+    conditional = new AbortController();
+    const { signal } = conditional;
     PublicKeyCredential.getClientCapabilities()
-      .then((caps) => (caps && caps.conditionalCreate ? register("conditional") : null))
+      .then((caps) =>
+        caps && caps.conditionalCreate && !signal.aborted ? register("conditional", signal) : null,
+      )
       .then(finish)
       .catch(() => {});
   }

@@ -1,0 +1,333 @@
+"""The ``idp`` command, run as an operator runs it: environment variables in, text or JSON out."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.orm import Session
+
+from idp import create_app
+from idp.cli import main
+from idp.database import alembic_config, upgrade
+from idp.models import Base, Client, SigningKey, User
+from idp.runtime import Runtime
+from idp.settings import load_settings
+from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
+
+ISSUER = "http://localhost:5000"
+PASSWORD = "correct horse battery staple"
+REDIRECT_URI = "https://rp.example/callback"
+
+
+class Idp:
+    """One deployment's environment, and the CLI run against it."""
+
+    def __init__(self, instance: Path) -> None:
+        self.instance = instance
+        self.database = instance / "idp.db"
+        self.env = {
+            "IDP_CONFIG": "",  # no configuration file: only what is set here
+            "IDP_DATABASE_URL": f"sqlite:///{self.database}",
+            "IDP_INSTANCE_PATH": str(instance),
+            "IDP_ISSUER": ISSUER,
+            "IDP_SECRET_KEY": TEST_SECRET,
+            **{f"IDP_{name.upper()}": str(value) for name, value in FAST_ARGON2.items()},
+        }
+
+    def run(self, *args: str, input: str | None = None) -> Result:
+        return CliRunner(env=self.env).invoke(main, list(args), input=input)
+
+    def ok(self, *args: str, input: str | None = None) -> Result:
+        result = self.run(*args, input=input)
+        assert result.exit_code == 0, result.output
+        return result
+
+    def json(self, *args: str, input: str | None = None) -> Any:
+        return json.loads(self.ok(*args, "--json", input=input).stdout)
+
+    def session(self) -> Session:
+        return Session(create_engine(self.env["IDP_DATABASE_URL"]))
+
+    def runtime(self) -> Runtime:
+        overrides = {
+            "database_url": self.env["IDP_DATABASE_URL"],
+            "instance_path": str(self.instance),
+        }
+        return Runtime.build(load_settings(overrides, environ=self.env))
+
+    def create_client(self, *extra: str) -> dict[str, Any]:
+        created: dict[str, Any] = self.json(
+            "clients", "create", "--name", "Wiki", "--redirect-uri", REDIRECT_URI, *extra
+        )
+        return created
+
+
+@pytest.fixture(scope="module")
+def initialised_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`idp init` once per module (key generation is slow); each test gets a copy."""
+    idp = Idp(tmp_path_factory.mktemp("template"))
+    idp.ok("init")
+    return idp.database
+
+
+@pytest.fixture
+def idp(tmp_path: Path, initialised_database: Path) -> Idp:
+    deployment = Idp(tmp_path)
+    # SQLite's backup API copies a consistent snapshot, the write-ahead log included.
+    with (
+        sqlite3.connect(initialised_database) as source,
+        sqlite3.connect(deployment.database) as copy,
+    ):
+        source.backup(copy)
+    return deployment
+
+
+# -- init -----------------------------------------------------------------------------------------
+def test_init_creates_the_schema_and_a_key_per_alg(tmp_path: Path) -> None:
+    idp = Idp(tmp_path)
+    result = idp.ok("init")
+    for alg in ("RS256", "ES256", "EdDSA"):
+        assert f"created signing key {alg}" in result.output
+    with idp.session() as db:
+        assert {"users", "clients", "signing_keys", "alembic_version"} <= set(
+            inspect(db.get_bind()).get_table_names()
+        )
+        assert sorted(db.scalars(select(SigningKey.alg))) == ["ES256", "EdDSA", "RS256"]
+
+
+def test_init_prints_the_discovery_url_and_how_to_create_the_first_admin(idp: Idp) -> None:
+    output = idp.ok("init").output
+    assert f"Discovery: {ISSUER}/.well-known/openid-configuration" in output
+    assert "No admin yet" in output
+    assert "users create" in output
+    assert "--admin" in output
+    assert "--password-stdin" in output
+
+
+def test_init_again_changes_nothing(idp: Idp) -> None:
+    with idp.session() as db:
+        before = set(db.scalars(select(SigningKey.kid)))
+    output = idp.ok("init").output
+    assert "created signing key" not in output
+    with idp.session() as db:
+        assert set(db.scalars(select(SigningKey.kid))) == before
+
+
+def test_init_stops_asking_for_an_admin_once_there_is_one(idp: Idp) -> None:
+    idp.ok("users", "create", "root@example.com", "--admin", "--password-stdin", input=PASSWORD)
+    assert "No admin yet" not in idp.ok("init").output
+
+
+def test_bad_configuration_is_reported_without_a_traceback(idp: Idp) -> None:
+    idp.env["IDP_ISSUER"] = "http://id.example.com"
+    result = idp.run("init")
+    assert result.exit_code != 0
+    assert "configuration: issuer must use https" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- users ----------------------------------------------------------------------------------------
+def test_users_create_reads_the_password_from_stdin(idp: Idp) -> None:
+    created = idp.json(
+        "users", "create", "Ada@Example.com", "--name", "Ada", "--password-stdin",
+        input=PASSWORD + "\n",
+    )  # fmt: skip
+    assert created["email"] == "ada@example.com"
+    assert created["sub"] == created["id"]
+    assert created["admin"] is False
+    with idp.session() as db:
+        user = db.get(User, created["id"])
+        assert user is not None
+        assert user.password_hash is not None
+        assert user.password_hash.startswith("$argon2id$")
+        assert idp.runtime().passwords.verify(user.password_hash, PASSWORD).ok
+
+
+def test_users_create_admin(idp: Idp) -> None:
+    created = idp.json("users", "create", "root@example.com", "--admin")
+    assert created["admin"] is True
+
+
+def test_duplicate_user_is_refused(idp: Idp) -> None:
+    idp.ok("users", "create", "ada@example.com")
+    result = idp.run("users", "create", "ADA@example.com")
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+
+
+def test_user_with_a_short_password_is_refused(idp: Idp) -> None:
+    result = idp.run("users", "create", "ada@example.com", "--password-stdin", input="short\n")
+    assert result.exit_code != 0
+    assert "at least 8 characters" in result.output
+    with idp.session() as db:
+        assert db.scalar(select(User.id)) is None
+
+
+def test_user_with_an_invalid_email_is_refused(idp: Idp) -> None:
+    result = idp.run("users", "create", "not-an-email")
+    assert result.exit_code != 0
+    assert "not an email address" in result.output
+
+
+# -- clients --------------------------------------------------------------------------------------
+def test_clients_create_shows_the_secret_once(idp: Idp) -> None:
+    created = idp.create_client()
+    secret = created["client_secret"]
+    assert len(secret) >= 43
+    assert created["redirect_uris"] == [REDIRECT_URI]
+    assert created["token_endpoint_auth_method"] == "client_secret_basic"
+    with idp.session() as db:
+        client = db.get(Client, created["client_id"])
+        assert client is not None
+        assert client.secret_hash != secret
+        assert idp.runtime().client_secrets.verify(client.secret_hash, secret)
+
+
+def test_clients_create_text_output_warns_the_secret_is_shown_once(idp: Idp) -> None:
+    output = idp.ok("clients", "create", "--name", "Wiki", "--redirect-uri", REDIRECT_URI).output
+    assert "shown once" in output
+    assert "client_id: " in output
+
+
+def test_clients_show_never_shows_the_secret(idp: Idp) -> None:
+    created = idp.create_client()
+    for extra in ((), ("--json",)):
+        output = idp.ok("clients", "show", created["client_id"], *extra).output
+        assert created["client_id"] in output
+        assert created["client_secret"] not in output
+        assert "client_secret:" not in output
+        assert '"client_secret"' not in output
+        assert "secret_hash" not in output
+
+
+def test_clients_list_json(idp: Idp) -> None:
+    first = idp.create_client()
+    second = idp.create_client("--public")
+    listed = idp.json("clients", "list")
+    assert [c["client_id"] for c in listed] == [first["client_id"], second["client_id"]]
+    assert listed[1]["public"] is True
+    assert listed[1]["token_endpoint_auth_method"] == "none"
+    assert all("client_secret" not in c and "secret_hash" not in c for c in listed)
+
+
+def test_public_client_gets_no_secret(idp: Idp) -> None:
+    created = idp.create_client("--public")
+    assert created["client_secret"] is None
+
+
+def test_clients_rotate_secret_replaces_the_old_one(idp: Idp) -> None:
+    created = idp.create_client()
+    rotated = idp.json("clients", "rotate-secret", created["client_id"])
+    assert rotated["client_id"] == created["client_id"]
+    assert rotated["client_secret"] != created["client_secret"]
+    hasher = idp.runtime().client_secrets
+    with idp.session() as db:
+        client = db.get(Client, created["client_id"])
+        assert client is not None
+        assert hasher.verify(client.secret_hash, rotated["client_secret"])
+        assert not hasher.verify(client.secret_hash, created["client_secret"])
+
+
+def test_rotate_secret_of_a_public_client_is_refused(idp: Idp) -> None:
+    created = idp.create_client("--public")
+    result = idp.run("clients", "rotate-secret", created["client_id"])
+    assert result.exit_code != 0
+    assert "does not authenticate with a secret" in result.output
+
+
+def test_clients_delete(idp: Idp) -> None:
+    created = idp.create_client()
+    assert created["client_id"] in idp.ok("clients", "delete", created["client_id"]).output
+    result = idp.run("clients", "show", created["client_id"])
+    assert result.exit_code != 0
+    assert f"no client {created['client_id']}" in result.output
+    assert idp.json("clients", "list") == []
+
+
+def test_unknown_client_is_reported(idp: Idp) -> None:
+    for command in ("show", "rotate-secret", "delete"):
+        result = idp.run("clients", command, "no-such-client")
+        assert result.exit_code != 0
+        assert "no client no-such-client" in result.output
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://rp.example/callback", "must use https"),
+        ("https://rp.example/callback#frag", "must not contain a fragment"),
+        ("https://*.rp.example/callback", "must not contain a wildcard"),
+        ("/callback", "must be absolute"),
+    ],
+)
+def test_invalid_redirect_uri_is_refused_with_a_clear_message(
+    idp: Idp, uri: str, message: str
+) -> None:
+    result = idp.run("clients", "create", "--name", "Wiki", "--redirect-uri", uri)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert uri in result.output
+    assert "Traceback" not in result.output
+    assert idp.json("clients", "list") == []
+
+
+# -- keys -----------------------------------------------------------------------------------------
+def test_keys_list_json(idp: Idp) -> None:
+    rows = idp.json("keys", "list")
+    assert sorted(r["alg"] for r in rows) == ["ES256", "EdDSA", "RS256"]
+    assert all(r["active"] and r["unpublish_after"] is None for r in rows)
+
+
+def test_keys_rotate_leaves_the_old_keys_published(idp: Idp) -> None:
+    old = {r["kid"] for r in idp.json("keys", "list")}
+    rows = idp.json("keys", "rotate")
+    active = {r["kid"] for r in rows if r["active"]}
+    retired = [r for r in rows if not r["active"]]
+    assert len(rows) == 6
+    assert len(active) == 3
+    assert not active & old
+    assert {r["kid"] for r in retired} == old
+    assert all(r["unpublish_after"] for r in retired)
+    # What relying parties see: the new keys and the old ones, until their tokens expire.
+    overrides = {
+        "database_url": idp.env["IDP_DATABASE_URL"],
+        "instance_path": str(idp.instance),
+        "issuer": ISSUER,
+        "secret_key": TEST_SECRET,
+    }
+    jwks = create_app(overrides).test_client().get("/jwks").get_json()
+    assert {key["kid"] for key in jwks["keys"]} == active | old
+
+
+# -- migrations -----------------------------------------------------------------------------------
+def schema_differences(url: str) -> list[Any]:
+    """What Alembic's autogenerate would still add: the migrated schema versus the models."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection)
+            head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+            assert context.get_current_revision() == head
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_migrations_match_the_models_on_sqlite(idp: Idp) -> None:
+    assert schema_differences(idp.env["IDP_DATABASE_URL"]) == []
+
+
+def test_migrations_match_the_models_on_postgresql() -> None:
+    # A database of its own: the shared test database's schema comes from create_all.
+    with throwaway_postgres_database() as url:
+        upgrade(url)
+        assert schema_differences(url) == []

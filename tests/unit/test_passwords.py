@@ -1,0 +1,105 @@
+"""Argon2id password hashing: format, verification, rehash on parameter change, length policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from idp.services.passwords import MAX_LENGTH, MIN_LENGTH, PasswordPolicyError, PasswordService
+
+PASSWORD = "correct horse battery staple"
+
+
+def service(memory_kib: int = 1024, time_cost: int = 1) -> PasswordService:
+    # Small parameters keep the tests fast; the OWASP defaults live in settings.
+    return PasswordService(memory_kib=memory_kib, time_cost=time_cost, parallelism=1)
+
+
+def test_hash_is_argon2id_with_the_configured_parameters() -> None:
+    hashed = service(memory_kib=2048, time_cost=2).hash(PASSWORD)
+    assert hashed.startswith("$argon2id$")
+    assert "m=2048,t=2,p=1" in hashed
+    assert PASSWORD not in hashed
+
+
+def test_same_password_hashes_differently_each_time() -> None:
+    passwords = service()
+    assert passwords.hash(PASSWORD) != passwords.hash(PASSWORD)  # random salt
+
+
+def test_correct_password_verifies() -> None:
+    passwords = service()
+    check = passwords.verify(passwords.hash(PASSWORD), PASSWORD)
+    assert check.ok is True
+    assert check.needs_rehash is False
+
+
+@pytest.mark.parametrize("attempt", ["correct horse battery stapl", "", PASSWORD.upper()])
+def test_wrong_password_does_not_verify(attempt: str) -> None:
+    passwords = service()
+    assert passwords.verify(passwords.hash(PASSWORD), attempt).ok is False
+
+
+def test_unknown_user_without_hash_does_not_verify() -> None:
+    check = service().verify(None, PASSWORD)
+    assert check.ok is False
+    assert check.needs_rehash is False
+
+
+def test_dummy_password_used_for_timing_does_not_verify_unknown_users() -> None:
+    assert service().verify(None, "idp-dummy-password-for-timing").ok is False
+
+
+@pytest.mark.parametrize("stored", ["", "not-a-hash", "$argon2id$v=19$m=1024,t=1,p=1$broken"])
+def test_malformed_stored_hash_does_not_verify(stored: str) -> None:
+    assert service().verify(stored, PASSWORD).ok is False
+
+
+def test_rehash_is_flagged_when_memory_cost_rises() -> None:
+    old_hash = service(memory_kib=1024).hash(PASSWORD)
+    check = service(memory_kib=2048).verify(old_hash, PASSWORD)
+    assert check.ok is True
+    assert check.needs_rehash is True
+
+
+def test_rehash_is_flagged_when_time_cost_rises() -> None:
+    old_hash = service(time_cost=1).hash(PASSWORD)
+    assert service(time_cost=2).verify(old_hash, PASSWORD).needs_rehash is True
+
+
+def test_wrong_password_never_asks_for_rehash() -> None:
+    old_hash = service(memory_kib=1024).hash(PASSWORD)
+    check = service(memory_kib=2048).verify(old_hash, "wrong password")
+    assert check.ok is False
+    assert check.needs_rehash is False
+
+
+def test_password_shorter_than_minimum_is_refused() -> None:
+    with pytest.raises(PasswordPolicyError, match=f"at least {MIN_LENGTH}"):
+        service().hash("x" * (MIN_LENGTH - 1))
+
+
+def test_password_of_minimum_length_is_accepted() -> None:
+    passwords = service()
+    short = "x" * MIN_LENGTH
+    assert passwords.verify(passwords.hash(short), short).ok is True
+
+
+def test_passphrase_of_64_characters_is_accepted() -> None:
+    # NIST SP 800-63B 5.1.1.2: verifiers SHOULD permit at least 64 characters.
+    passwords = service()
+    phrase = "a long passphrase with spaces " * 2 + "four"
+    assert len(phrase) == 64
+    assert passwords.verify(passwords.hash(phrase), phrase).ok is True
+
+
+def test_very_long_password_is_refused_when_set() -> None:
+    with pytest.raises(PasswordPolicyError, match=f"at most {MAX_LENGTH}"):
+        service().hash("x" * (MAX_LENGTH + 1))
+
+
+def test_very_long_password_is_refused_when_verified() -> None:
+    passwords = service()
+    stored = passwords.hash("x" * MAX_LENGTH)
+    assert passwords.verify(stored, "x" * MAX_LENGTH).ok is True
+    assert passwords.verify(stored, "x" * (MAX_LENGTH + 1)).ok is False
+    assert passwords.verify(stored, "x" * 1_000_000).ok is False

@@ -1,0 +1,241 @@
+"""Signing keys: creation, encryption at rest, publication, rotation and unpublication."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import InvalidToken
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from idp.models import Base, SigningKey
+from idp.models.base import utcnow
+from idp.runtime import Runtime
+from idp.services.crypto import fernet_for
+from idp.services.signing_keys import SUPPORTED_ALGS, KeyStore
+from idp.services.tokens import ACCESS_TOKEN_TYP, mint_access_token, verify_issued_jwt
+from idp.settings import load_settings
+
+SECRET = "signing-key-test-secret-0123456789abcdef"
+ISSUER = "http://localhost"
+#: Private members of RSA, EC and OKP JWKs (RFC 7518 6.2.2, 6.3.2; RFC 8037 2).
+PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}
+
+
+def runtime(**overrides: object) -> Runtime:
+    settings = {"issuer": ISSUER, "secret_key": SECRET, **overrides}
+    return Runtime.build(load_settings(settings, environ={}))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Session]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+@pytest.fixture
+def keys(db: Session) -> KeyStore:
+    store = runtime().keys
+    store.ensure_keys(db)
+    db.commit()
+    return store
+
+
+def active_kids(db: Session) -> dict[str, str]:
+    rows = db.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None)))
+    return {row.alg: row.kid for row in rows}
+
+
+def published_kids(db: Session, keys: KeyStore) -> set[str]:
+    return {jwk["kid"] for jwk in keys.public_jwks(db)["keys"]}
+
+
+def test_ensure_keys_creates_one_active_key_per_supported_alg(db: Session) -> None:
+    created = runtime().keys.ensure_keys(db)
+    db.commit()
+    assert sorted(row.alg for row in created) == sorted(SUPPORTED_ALGS)
+    assert set(active_kids(db)) == {"RS256", "ES256", "EdDSA"}
+
+
+def test_ensure_keys_again_creates_nothing(db: Session, keys: KeyStore) -> None:
+    before = active_kids(db)
+    assert keys.ensure_keys(db) == []
+    db.commit()
+    assert active_kids(db) == before
+
+
+def test_private_key_is_stored_encrypted(db: Session, keys: KeyStore) -> None:
+    for row in db.scalars(select(SigningKey)):
+        assert '"d"' not in row.private_jwk_encrypted
+        assert "d" not in row.public_jwk
+        decrypted = json.loads(
+            fernet_for(SECRET, "idp signing keys at rest").decrypt(row.private_jwk_encrypted)
+        )
+        assert decrypted["kid"] == row.kid
+        assert "d" in decrypted
+
+
+def test_private_key_does_not_decrypt_with_another_secret(db: Session, keys: KeyStore) -> None:
+    other = fernet_for("another-secret-key-0123456789abcdef012", "idp signing keys at rest")
+    row = db.scalars(select(SigningKey)).first()
+    assert row is not None
+    with pytest.raises(InvalidToken):
+        other.decrypt(row.private_jwk_encrypted)
+
+
+def test_key_encryption_is_bound_to_its_purpose(db: Session, keys: KeyStore) -> None:
+    # The same secret under another HKDF purpose is another key (no cross-purpose reuse).
+    row = db.scalars(select(SigningKey)).first()
+    assert row is not None
+    with pytest.raises(InvalidToken):
+        fernet_for(SECRET, "idp client secrets").decrypt(row.private_jwk_encrypted)
+
+
+def test_public_jwks_names_each_key_and_holds_no_private_members(
+    db: Session, keys: KeyStore
+) -> None:
+    jwks = keys.public_jwks(db)["keys"]
+    assert {jwk["alg"] for jwk in jwks} == set(SUPPORTED_ALGS)
+    for jwk in jwks:
+        assert jwk["use"] == "sig"
+        assert jwk["kid"]
+        assert not PRIVATE_MEMBERS & set(jwk), jwk
+
+
+def test_kids_are_unique(db: Session, keys: KeyStore) -> None:
+    kids = [jwk["kid"] for jwk in keys.public_jwks(db)["keys"]]
+    assert len(kids) == len(set(kids)) == 3
+
+
+def test_rotate_activates_a_new_key_per_alg(db: Session, keys: KeyStore) -> None:
+    before = active_kids(db)
+    keys.rotate(db)
+    db.commit()
+    after = active_kids(db)
+    assert set(after) == set(before)
+    for alg in SUPPORTED_ALGS:
+        assert after[alg] != before[alg]
+        assert keys.signing_key(db, alg).kid == after[alg]
+
+
+def test_rotate_keeps_old_keys_published_until_their_tokens_expire(
+    db: Session, keys: KeyStore
+) -> None:
+    old = set(active_kids(db).values())
+    rotated_at = utcnow()
+    keys.rotate(db)
+    db.commit()
+    new = set(active_kids(db).values())
+    assert published_kids(db, keys) == old | new
+    # ID tokens live longest (3600 s by default): nothing they signed may lose its key early.
+    longest_token = timedelta(seconds=3600)
+    for row in db.scalars(select(SigningKey).where(SigningKey.kid.in_(old))):
+        assert row.retired_at is not None
+        assert row.unpublish_after is not None
+        assert row.unpublish_after >= rotated_at + longest_token
+
+
+def test_unpublish_window_follows_the_longest_token_lifetime(db: Session) -> None:
+    keys = runtime(access_token_ttl=7200, id_token_ttl=600).keys
+    keys.ensure_keys(db)
+    db.commit()
+    rotated_at = utcnow()
+    keys.rotate(db, ("ES256",))
+    db.commit()
+    row = db.scalars(select(SigningKey).where(SigningKey.retired_at.is_not(None))).one()
+    assert row.alg == "ES256"
+    assert row.unpublish_after is not None
+    assert row.unpublish_after >= rotated_at + timedelta(seconds=7200)
+
+
+def test_rotating_one_alg_leaves_the_others_active(db: Session, keys: KeyStore) -> None:
+    before = active_kids(db)
+    keys.rotate(db, ("EdDSA",))
+    db.commit()
+    after = active_kids(db)
+    assert after["RS256"] == before["RS256"]
+    assert after["ES256"] == before["ES256"]
+    assert after["EdDSA"] != before["EdDSA"]
+
+
+def test_old_key_leaves_the_jwks_after_unpublish_after(db: Session, keys: KeyStore) -> None:
+    old = set(active_kids(db).values())
+    keys.rotate(db)
+    db.commit()
+    for row in db.scalars(select(SigningKey).where(SigningKey.kid.in_(old))):
+        row.unpublish_after = utcnow() - timedelta(seconds=1)
+    db.commit()
+    keys.invalidate()
+    published = published_kids(db, keys)
+    assert published == set(active_kids(db).values())
+    assert not old & published
+    assert all(keys.by_kid(db, kid) is None for kid in old)
+
+
+def mint(db: Session, keys: KeyStore) -> str:
+    return mint_access_token(
+        db,
+        keys,
+        alg="ES256",
+        issuer=ISSUER,
+        audience=ISSUER,
+        client_id="client",
+        subject="user",
+        scope="openid",
+        ttl=600,
+    )
+
+
+def test_token_signed_by_a_rotated_key_verifies_while_published(
+    db: Session, keys: KeyStore
+) -> None:
+    token = mint(db, keys)
+    keys.rotate(db)
+    db.commit()
+    claims = verify_issued_jwt(db, keys, token, issuer=ISSUER, typ=ACCESS_TOKEN_TYP)
+    assert claims is not None
+    assert claims["sub"] == "user"
+
+
+def test_token_signed_by_an_unpublished_key_no_longer_verifies(db: Session, keys: KeyStore) -> None:
+    token = mint(db, keys)
+    keys.rotate(db)
+    for row in db.scalars(select(SigningKey).where(SigningKey.retired_at.is_not(None))):
+        row.unpublish_after = utcnow() - timedelta(seconds=1)
+    db.commit()
+    keys.invalidate()
+    assert verify_issued_jwt(db, keys, token, issuer=ISSUER, typ=ACCESS_TOKEN_TYP) is None
+
+
+def test_new_tokens_are_signed_with_the_new_key(db: Session, keys: KeyStore) -> None:
+    keys.rotate(db)
+    db.commit()
+    token = mint(db, keys)
+    header = json.loads(_b64decode(token.split(".")[0]))
+    assert header["kid"] == active_kids(db)["ES256"]
+
+
+def test_another_node_sees_a_rotation_once_its_cache_expires(db: Session, keys: KeyStore) -> None:
+    # Nodes share only the database; a zero cache window makes "expired" immediate.
+    other_node = runtime(key_cache_ttl=0).keys
+    assert other_node.signing_key(db, "RS256").kid == active_kids(db)["RS256"]
+    keys.rotate(db)
+    db.commit()
+    assert other_node.signing_key(db, "RS256").kid == active_kids(db)["RS256"]
+
+
+def test_signing_without_keys_asks_for_init(db: Session) -> None:
+    with pytest.raises(LookupError, match="idp init"):
+        runtime().keys.signing_key(db, "RS256")
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
