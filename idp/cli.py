@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from cryptography.fernet import InvalidToken
 from flask import Flask
 
 from idp.settings import SettingsError
@@ -46,6 +47,13 @@ def prepare_database(app: Flask) -> list[str]:
     runtime: Runtime = app.extensions["idp"]
     created = runtime.keys.ensure_keys(db.session())
     db.session.commit()
+    try:
+        runtime.keys.public_jwks(db.session())
+    except InvalidToken:
+        raise click.ClickException(
+            "the secret key does not decrypt the stored signing keys: every node must run with "
+            "the same IDP_SECRET_KEY that created them"
+        ) from None
     return [f"{key.alg} {key.kid}" for key in created]
 
 

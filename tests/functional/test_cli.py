@@ -331,3 +331,17 @@ def test_migrations_match_the_models_on_postgresql() -> None:
     with throwaway_postgres_database() as url:
         upgrade(url)
         assert schema_differences(url) == []
+
+
+def test_a_node_with_another_secret_key_refuses_to_start(tmp_path: Path) -> None:
+    """Signing keys are encrypted with a key derived from the secret key: a node configured with
+    another secret cannot sign, so it must say so at start instead of failing at /jwks."""
+    database = f"sqlite:///{tmp_path / 'idp.db'}"
+    first = {"IDP_DATABASE_URL": database, "IDP_INSTANCE_PATH": str(tmp_path),
+             "IDP_ISSUER": "http://localhost:5000", "IDP_SECRET_KEY": "a" * 40}  # fmt: skip
+    runner = CliRunner()
+    assert runner.invoke(main, ["init"], env=first).exit_code == 0
+    second = first | {"IDP_SECRET_KEY": "b" * 40}
+    result = runner.invoke(main, ["init"], env=second)
+    assert result.exit_code != 0
+    assert "same IDP_SECRET_KEY" in result.output
