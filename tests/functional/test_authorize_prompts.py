@@ -68,16 +68,6 @@ def answer_consent(rp: RelyingParty, response: TestResponse, decision: str) -> T
 
 
 @pytest.fixture
-def user(app: Flask) -> CreatedUser:
-    return create_user(app)
-
-
-@pytest.fixture
-def rp(app: Flask, client: FlaskClient) -> RelyingParty:
-    return RelyingParty(client, create_client(app))
-
-
-@pytest.fixture
 def third_party(app: Flask, client: FlaskClient) -> RelyingParty:
     return RelyingParty(client, create_client(app, first_party=False, name="Third Party"))
 

@@ -8,28 +8,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
+from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client
 from tests.support.flow import RelyingParty, csrf_token, query_of
 
 SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
-
-
-@pytest.fixture
-def user(app: Flask) -> CreatedUser:
-    return create_user(app)
-
-
-@pytest.fixture
-def rp(app: Flask, client: FlaskClient) -> RelyingParty:
-    return RelyingParty(client, create_client(app))
-
-
-@pytest.fixture
-def tokens(rp: RelyingParty, user: CreatedUser) -> dict[str, Any]:
-    return rp.tokens_for(user)
 
 
 def session_is_alive(rp: RelyingParty) -> bool:

@@ -52,16 +52,6 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def user(app: Flask) -> CreatedUser:
-    return create_user(app)
-
-
-@pytest.fixture
-def rp(app: Flask, client: FlaskClient) -> RelyingParty:
-    return RelyingParty(client, create_client(app))
-
-
-@pytest.fixture
 def other_rp(app: Flask, client: FlaskClient) -> RelyingParty:
     return RelyingParty(client, create_client(app, name="Other"))
 

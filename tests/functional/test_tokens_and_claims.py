@@ -76,21 +76,6 @@ def auth_headers(rp: RelyingParty) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-@pytest.fixture
-def user(app: Flask) -> CreatedUser:
-    return create_user(app)
-
-
-@pytest.fixture
-def rp(app: Flask, client: FlaskClient) -> RelyingParty:
-    return RelyingParty(client, create_client(app))
-
-
-@pytest.fixture
-def tokens(rp: RelyingParty, user: CreatedUser) -> dict[str, Any]:
-    return rp.tokens_for(user)
-
-
 # -- the ID token (OIDC Core 2, 3.1.3.6) ----------------------------------------------------------
 def test_id_token_carries_every_required_claim(
     app: Flask, client: FlaskClient, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
