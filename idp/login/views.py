@@ -276,8 +276,9 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
-                         now=utcnow())  # fmt: skip
+        and consume_once(
+            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=utcnow()
+        )
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).

@@ -259,69 +259,39 @@ def relying_party(live_idp: LiveIdp) -> Iterator[RelyingParty]:
         thread.join(timeout=5)
 
 
-# -- a second live idp that offers passkeys after a password-only sign-in ------------------------
-@contextlib.contextmanager
-def serve_relying_party(idp: LiveIdp, name: str) -> Iterator[RelyingParty]:
-    """Another relying party (a first-party client of ``idp`` and its callback thread)."""
+# -- a second idp node that offers passkeys after a password-only sign-in ------------------------
+@pytest.fixture(scope="session")
+def prompting_idp(live_idp: LiveIdp) -> Iterator[LiveIdp]:
+    """A second ``idp serve`` of ``live_idp``'s database and keys (no ``idp init``: its users,
+    made by ``accounts``, and its clients are this node's too), on its own port and issuer, with
+    ``IDP_PASSKEY_PROMPT`` on: a password-only sign-in is followed by ``/login/passkey-prompt``."""
     port = free_port()
-    callbacks: list[dict[str, str]] = []
-    handler = type("Handler", (_CallbackHandler,), {"callbacks": callbacks})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, name=f"rp-{port}", daemon=True)
-    thread.start()
-    base = f"http://localhost:{port}"
+    issuer = f"http://localhost:{port}"
+    env = {**live_idp.env, "IDP_ISSUER": issuer, "IDP_PASSKEY_PROMPT": "true"}
+    idp = LiveIdp(
+        url=issuer,
+        port=port,
+        directory=live_idp.directory,
+        env=env,
+        log_path=live_idp.directory / "server-prompting.log",
+    )
+    idp.start()
     try:
-        client = idp.create_client(name=name, redirect_uris=[base + "/callback"], first_party=True)
-        yield RelyingParty(
-            idp=idp,
-            base=base,
-            client_id=client["client_id"],
-            client_secret=client["client_secret"],
-            callbacks=callbacks,
-        )
+        yield idp
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        idp.stop()
 
 
 @pytest.fixture(scope="session")
-def prompting_idp() -> Iterator[LiveIdp]:
-    """A live idp with ``IDP_PASSKEY_PROMPT`` on: a password-only sign-in is followed by the
-    "create a passkey?" page (``/login/passkey-prompt``)."""
-    if not IDP_BIN.exists():
-        pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
-    with tempfile.TemporaryDirectory(prefix="idp-browser-prompt-") as tmp:
-        directory = Path(tmp)
-        (directory / "instance").mkdir()
-        port = free_port()
-        issuer = f"http://localhost:{port}"
-        env = idp_env(directory, issuer)
-        env["IDP_PASSKEY_PROMPT"] = "true"
-        idp = LiveIdp(
-            url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
-        )
-        idp.run("init")
-        idp.start()
-        try:
-            yield idp
-        finally:
-            idp.stop()
-
-
-@pytest.fixture(scope="session")
-def prompting_accounts(prompting_idp: LiveIdp) -> Iterator[Accounts]:
-    created = Accounts(prompting_idp, prepared=2)
-    try:
-        yield created
-    finally:
-        created.close()
-
-
-@pytest.fixture(scope="session")
-def prompting_relying_party(prompting_idp: LiveIdp) -> Iterator[RelyingParty]:
-    with serve_relying_party(prompting_idp, "Prompted RP") as relying_party:
-        yield relying_party
+def prompting_relying_party(prompting_idp: LiveIdp, relying_party: RelyingParty) -> RelyingParty:
+    """``relying_party``'s client and callback, talking to the prompting node."""
+    return RelyingParty(
+        idp=prompting_idp,
+        base=relying_party.base,
+        client_id=relying_party.client_id,
+        client_secret=relying_party.client_secret,
+        callbacks=relying_party.callbacks,
+    )
 
 
 # -- the browser ----------------------------------------------------------------------------------
