@@ -126,7 +126,7 @@ class AttemptLimiter:
         wait = _wait(failures, last, FREE_FAILURES, now)
         address_failures, address_last = self.store.get(self.address_key(address))
         if address_last is not None and now - address_last > ADDRESS_WINDOW:
-            pass
+            address_failures = 0
         wait = max(wait, _wait(address_failures, address_last, ADDRESS_FREE_FAILURES, now))
         return Verdict(allowed=wait <= timedelta(0), retry_after=wait)
 
