@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -23,6 +22,8 @@ from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.passkeys import PasskeyError, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
+from idp.services.policy import ACR_PHISHING_RESISTANT
+from idp.services.portal import step_up_satisfied, strongest_acr
 from idp.web import (
     backup_code_service,
     browser_binding,
@@ -36,12 +37,25 @@ from idp.web import (
 
 bp = Blueprint("account", __name__)
 
-#: Adding or removing a sign-in method needs a sign-in this recent (DESIGN.md, step-up).
-STEP_UP_WINDOW = timedelta(minutes=5)
+
+def _stepped_up(session: BrowserSession) -> bool:
+    """DESIGN.md step-up: a sign-in within 5 minutes, as strong as the user's strongest method.
+    A recovery session is the exception: its only purpose is adding a new method."""
+    return session.restricted or step_up_satisfied(db.session(), session, utcnow())
 
 
-def _recent(session: BrowserSession) -> bool:
-    return utcnow() - session.auth_time <= STEP_UP_WINDOW
+def _step_up_url(next_path: str) -> str:
+    """Sign in again (with the strongest method) and come back."""
+    session = current_session()
+    needs_passkey = session is not None and strongest_acr(db.session(), session.user) in (
+        ACR_PHISHING_RESISTANT,
+    )
+    flash(
+        "For your security, confirm it's you: sign in again"
+        + (" with your passkey." if needs_passkey else "."),
+        "info",
+    )
+    return url_for("login.login", next=next_path)
 
 
 @bp.get("/")
@@ -89,17 +103,19 @@ def home() -> Any:
         user=session.user,
         session=session,
         passkeys=[(p, describe_authenticator(p.aaguid)[1]) for p in passkeys],
-        recent=_recent(session),
+        recent=_stepped_up(session),
         totp_enabled=totp_service().is_enabled(session.user),
         backup_codes_left=backup_code_service().remaining(session.user),
     )
 
 
 def _signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
-    """The session if it signed in within the step-up window, else a redirect to sign in."""
+    """The session if it passed the step-up rule, else a redirect to sign in again."""
     session = current_session()
-    if session is None or not (_recent(session) or session.restricted):
+    if session is None:
         return redirect(url_for("login.login", next=url_for(next_endpoint)))
+    if not _stepped_up(session):
+        return redirect(_step_up_url(url_for(next_endpoint)))
     g.account_session = session
     return session
 
@@ -222,9 +238,8 @@ def passkey_registration_options() -> Any:
     session = current_session()
     if session is None:
         return jsonify(error="login_required"), 401
-    if not _recent(session):
-        reauth = url_for("login.login", next=url_for("account.home"))
-        return jsonify(error="reauthenticate", redirect=reauth), 403
+    if not _stepped_up(session):
+        return jsonify(error="reauthenticate", redirect=_step_up_url(url_for("account.home"))), 403
     ceremony = passkey_service().registration_options(session.user, browser_binding(), utcnow())
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
@@ -236,7 +251,7 @@ def passkey_register() -> Any:
     session = current_session()
     if session is None:
         return jsonify(error="login_required"), 401
-    if not _recent(session):
+    if not _stepped_up(session):
         return jsonify(error="reauthenticate"), 403
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -302,8 +317,8 @@ def passkey_rename(credential_id: str) -> Any:
 def passkey_remove(credential_id: str) -> Any:
     """Remove a passkey (after a recent sign-in; never the last way in)."""
     session, passkey = _own_passkey(credential_id)
-    if not _recent(session):
-        return redirect(url_for("login.login", next=url_for("account.home")))
+    if not _stepped_up(session):
+        return redirect(_step_up_url(url_for("account.home")))
     others = [p for p in passkey_service().passkeys_of(session.user) if p is not passkey]
     if not others and not _other_primary_method(session, exclude="passkey"):
         flash("This is your only way to sign in, so it can't be removed. Add another passkey "

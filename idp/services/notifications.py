@@ -20,6 +20,8 @@ SUBJECTS = {
     "backup_code_used": "A backup code was used to sign in",
     "password_changed": "Your password was changed",
     "login_link_issued": "A one-time sign-in link was created for you",
+    "email_change_requested": "Confirm your new email address",
+    "email_changed": "The email address of your account was changed",
 }
 BODIES = {
     "method_added": "{method} was added to your idp account.",
@@ -28,6 +30,8 @@ BODIES = {
     "{remaining} backup codes are left.",
     "password_changed": "The password of your idp account was changed.",
     "login_link_issued": "An administrator created a one-time sign-in link for you.",
+    "email_change_requested": "To use this address for your idp account, open {link}",
+    "email_changed": "Your idp account now uses {new_email} instead of this address.",
 }
 FOOTER = "\n\nIf this was not you, sign in and review your account, or contact your administrator."
 
@@ -38,10 +42,13 @@ class Notifier:
         self.smtp_url = smtp_url
         self.sender = sender
 
-    def notify(self, user: User, kind: str, **details: Any) -> OutboxMessage:
+    def notify(
+        self, user: User, kind: str, *, recipient: str | None = None, **details: Any
+    ) -> OutboxMessage:
         body = BODIES[kind].format(**details) + FOOTER
         message = OutboxMessage(
-            user_id=user.id, recipient=user.email, kind=kind, subject=SUBJECTS[kind], body=body,
+            user_id=user.id, recipient=recipient or user.email, kind=kind, subject=SUBJECTS[kind],
+            body=body,
             details={k: str(v) for k, v in details.items()},
         )  # fmt: skip
         self.db.add(message)

@@ -44,3 +44,39 @@ class UserService:
         )
         self.db.add(user)
         return user
+
+
+class EmailChange:
+    """Email changes confirmed from the new address (itsdangerous signed, time-limited tokens).
+
+    The token names the old address, so it works once: after the change it no longer matches.
+    """
+
+    MAX_AGE = 24 * 3600
+
+    def __init__(self, secret_key: bytes) -> None:
+        from itsdangerous import URLSafeTimedSerializer
+
+        self.serializer = URLSafeTimedSerializer(secret_key, salt="idp email change")
+
+    def token(self, user: User, new_email: str) -> str:
+        return self.serializer.dumps({"u": user.id, "old": user.email, "new": new_email})
+
+    def confirm(self, db: Session, token: str) -> User | None:
+        from itsdangerous import BadSignature
+
+        try:
+            data = self.serializer.loads(token[:2000], max_age=self.MAX_AGE)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        user = db.get(User, str(data.get("u")))
+        new_email = str(data.get("new", ""))
+        if user is None or user.email != data.get("old"):
+            return None
+        if db.scalar(select(User.id).where(User.email == new_email)) is not None:
+            return None
+        user.email = new_email
+        user.email_verified = True
+        return user

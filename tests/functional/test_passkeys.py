@@ -162,6 +162,8 @@ def make_ceremony(app: Flask, kind: str, user: CreatedUser) -> Ceremony:
     authenticator = device_bound()
     if kind == AUTHENTICATION:
         assert pages.add_passkey(authenticator).status_code == 201
+        # Registering more now needs a sign-in as strong as that passkey (step-up).
+        assert pages.sign_in_with_passkey(authenticator).status_code == 200
     return Ceremony(kind, app, pages, authenticator)
 
 
@@ -181,9 +183,11 @@ def signed_in(client: FlaskClient, user: CreatedUser) -> PasskeyPages:
 
 @pytest.fixture
 def enrolled(signed_in: PasskeyPages) -> SoftAuthenticator:
-    """A synced passkey the user has registered."""
+    """A synced passkey the user has registered, and signed in with since: adding or removing
+    more needs a sign-in as strong as the user's strongest method (DESIGN.md step-up)."""
     authenticator = synced()
     assert signed_in.add_passkey(authenticator).status_code == 201
+    assert signed_in.sign_in_with_passkey(authenticator).status_code == 200
     return authenticator
 
 
@@ -391,6 +395,9 @@ def test_challenge_is_spent_once(storage_app: Flask, kind: str) -> None:
     ceremony = make_ceremony(storage_app, kind, create_user(storage_app))
     issued = ceremony.options()
     ceremony.assert_accepted(ceremony.answer(issued))
+    if kind == REGISTRATION:
+        # Step-up: with a passkey now registered, only a passkey session may register again.
+        assert ceremony.pages.sign_in_with_passkey(ceremony.authenticator).status_code == 200
     ceremony.assert_refused(ceremony.answer(issued), "challenge_invalid")
     [spent] = rows(storage_app, WebAuthnChallenge, WebAuthnChallenge.id == issued["challenge_id"])
     assert spent.consumed_at is not None
@@ -448,6 +455,8 @@ def test_credential_id_already_registered_is_refused(storage_app: Flask, owner: 
     original = synced()
     assert first.add_passkey(original).status_code == 201
     [credential_id] = original.credential_ids()
+    # Step-up: registering another passkey needs a sign-in as strong as the first one.
+    assert first.sign_in_with_passkey(original).status_code == 200
 
     second_user = first_user
     second = first
@@ -753,12 +762,13 @@ def test_oidc_code_flow_with_a_passkey_reports_amr_and_acr(
     assert (claims["amr"], claims["acr"]) == (amr, acr)
 
 
-def test_acr_phr_request_steps_up_a_password_session(
-    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator
-) -> None:
+def test_acr_phr_request_steps_up_a_password_session(app: Flask, signed_in: PasskeyPages) -> None:
+    authenticator = synced()
+    # The first passkey is added from the password session, which stays a password session.
+    assert signed_in.add_passkey(authenticator).status_code == 201
     rp = RelyingParty(signed_in.browser, create_client(app))
     step_up = rp.authorize(acr_values="phr")
-    callback = passkey_sign_in_for(rp, step_up, enrolled)
+    callback = passkey_sign_in_for(rp, step_up, authenticator)
     claims = id_token_claims(rp, callback)
     assert (claims["acr"], claims["amr"]) == ("phr", ["swk", "user", "mfa"])
 

@@ -1,0 +1,193 @@
+"""What the account portal shows and changes: sessions, connected apps, activity, step-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from idp.models import (
+    AccessToken,
+    AuditEvent,
+    BrowserSession,
+    Client,
+    Consent,
+    Grant,
+    Passkey,
+    TotpCredential,
+    User,
+)
+from idp.services.policy import (
+    ACR_LEVELS,
+    ACR_MFA,
+    ACR_PASSWORD,
+    ACR_PHISHING_RESISTANT,
+)
+
+#: DESIGN.md: sensitive actions need a sign-in this recent ...
+STEP_UP_WINDOW = timedelta(minutes=5)
+#: ... and at least as strong as the user's strongest method.
+UNUSED_PASSKEY_AFTER = timedelta(days=180)
+ACTIVITY_PAGE_SIZE = 20
+
+
+@lru_cache(maxsize=512)
+def describe_user_agent(user_agent: str) -> str:
+    """ "Chrome 156 on Linux" from a User-Agent header (ua-parser's regexes)."""
+    from ua_parser import parse
+
+    result = parse(user_agent[:512])
+    browser = result.user_agent.family if result.user_agent else "Unknown browser"
+    version = f" {result.user_agent.major}" if result.user_agent and result.user_agent.major else ""
+    system = f" on {result.os.family}" if result.os and result.os.family != "Other" else ""
+    return f"{browser}{version}{system}"
+
+
+def strongest_acr(db: Session, user: User) -> str:
+    """The acr of the strongest way the user can sign in."""
+    if db.scalar(select(Passkey.credential_id).where(Passkey.user_id == user.id).limit(1)):
+        return ACR_PHISHING_RESISTANT
+    totp = db.get(TotpCredential, user.id)
+    if totp is not None and totp.confirmed_at is not None:
+        return ACR_MFA
+    return ACR_PASSWORD
+
+
+def step_up_satisfied(db: Session, session: BrowserSession, now: datetime) -> bool:
+    """A recent sign-in, at least as strong as the user's strongest method (DESIGN.md)."""
+    if now - session.auth_time > STEP_UP_WINDOW:
+        return False
+    return ACR_LEVELS.get(session.acr, 0) >= ACR_LEVELS[strongest_acr(db, session.user)]
+
+
+def passkey_status(passkey: Passkey, now: datetime) -> str:
+    if passkey.flagged_at is not None:
+        return "flagged"
+    last = passkey.last_used_at or passkey.created_at
+    if now - last > UNUSED_PASSKEY_AFTER:
+        return "unused"
+    return "active"
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session: BrowserSession
+    device: str
+    current: bool
+
+
+def active_sessions(
+    db: Session, user: User, current: BrowserSession, now: datetime, idle_ttl: timedelta
+) -> list[SessionView]:
+    rows = db.scalars(
+        select(BrowserSession)
+        .where(
+            BrowserSession.user_id == user.id,
+            BrowserSession.revoked_at.is_(None),
+            BrowserSession.expires_at > now,
+            BrowserSession.last_seen_at > now - idle_ttl,
+        )
+        .order_by(BrowserSession.last_seen_at.desc())
+    )
+    return [
+        SessionView(
+            session=s,
+            device=describe_user_agent(s.user_agent),
+            current=s.id_hash == current.id_hash,
+        )
+        for s in rows
+    ]
+
+
+def revoke_session(db: Session, user: User, sid: str, now: datetime) -> bool:
+    """End one of the user's sessions; every node sees it on the session's next request."""
+    result = db.execute(
+        update(BrowserSession)
+        .where(
+            BrowserSession.user_id == user.id,
+            BrowserSession.sid == sid,
+            BrowserSession.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def revoke_other_sessions(db: Session, user: User, keep: BrowserSession, now: datetime) -> None:
+    db.execute(
+        update(BrowserSession)
+        .where(
+            BrowserSession.user_id == user.id,
+            BrowserSession.id_hash != keep.id_hash,
+            BrowserSession.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass(frozen=True)
+class ConnectedApp:
+    client: Client
+    scopes: list[str]
+    granted_at: datetime
+    last_used_at: datetime | None
+
+
+def connected_apps(db: Session, user: User) -> list[ConnectedApp]:
+    """Clients the user consented to, with the last time one of their tokens was issued."""
+    last_use = (
+        select(AccessToken.client_id, func.max(AccessToken.issued_at).label("last"))
+        .where(AccessToken.user_id == user.id)
+        .group_by(AccessToken.client_id)
+        .subquery()
+    )
+    rows = db.execute(
+        select(Consent, Client, last_use.c.last)
+        .join(Client, Client.client_id == Consent.client_id)
+        .outerjoin(last_use, last_use.c.client_id == Consent.client_id)
+        .where(Consent.user_id == user.id)
+        .order_by(Client.name)
+    ).all()
+    return [
+        ConnectedApp(
+            client=client,
+            scopes=list(consent.scopes),
+            granted_at=consent.granted_at,
+            last_used_at=last,
+        )
+        for consent, client, last in rows
+    ]
+
+
+def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> bool:
+    """Remove the consent and revoke every grant (refresh and access tokens) of that client."""
+    removed = db.execute(
+        delete(Consent).where(Consent.user_id == user.id, Consent.client_id == client_id)
+    )
+    db.execute(
+        update(Grant)
+        .where(Grant.user_id == user.id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason="disconnected_by_user")
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(removed, "rowcount", 0))
+
+
+def activity(db: Session, user: User, page: int) -> tuple[list[AuditEvent], bool]:
+    """The user's own audit events, newest first; and whether there is a next page."""
+    page = max(page, 1)
+    rows = list(
+        db.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.subject_id == user.id)
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .offset((page - 1) * ACTIVITY_PAGE_SIZE)
+            .limit(ACTIVITY_PAGE_SIZE + 1)
+        )
+    )
+    return rows[:ACTIVITY_PAGE_SIZE], len(rows) > ACTIVITY_PAGE_SIZE

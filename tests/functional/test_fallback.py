@@ -1,0 +1,982 @@
+"""The fallback path, one test per rule: password, then a TOTP code or a backup code; recovery;
+attempt limits; enumeration safety; the password policy and rehash; the passkey prompt; and the
+notifications each of them leaves (DESIGN.md: sign-in methods and invariants).
+
+The sign-in and account views read a frozen clock (the ``clock`` fixture) so that which 30-second
+TOTP step a code belongs to, and how long a delay has run, is decided by the test rather than by
+where in a step the test happens to run. Nothing sleeps: elapsed time is simulated by moving
+timestamps in the database or the frozen clock.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from sqlalchemy import delete, select, update
+from werkzeug.test import TestResponse
+
+from idp import create_app
+from idp.extensions import db
+from idp.models import (
+    AttemptCounter,
+    AuditEvent,
+    BackupCode,
+    Base,
+    BrowserSession,
+    OutboxMessage,
+    TotpCredential,
+    User,
+)
+from idp.models.base import utcnow
+from idp.services import login as messages
+from idp.services.passwords import PasswordPolicyError, PasswordService
+from idp.services.policy import ACR_MFA
+from idp.services.rate_limits import (
+    ADDRESS_FREE_FAILURES,
+    ADDRESS_WINDOW,
+    FREE_FAILURES,
+    LOCK_AFTER,
+    DatabaseCounters,
+)
+from idp.services.users import UserService
+from idp.web import email_key
+from tests.conftest import app_overrides
+from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
+
+MFA_AMR = ["pwd", "otp", "mfa"]
+STEP = timedelta(seconds=30)
+LOGIN_ADDRESS = "127.0.0.1"  # the Flask test client's REMOTE_ADDR
+BACKUP_CODE = re.compile(r"<li><code>([a-z0-9-]+)</code></li>")
+TOTP_SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
+META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+# -- a clock the views read -----------------------------------------------------------------------
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Freeze the time the login and account views decide with (TOTP steps, delays, step-up)."""
+    frozen = Clock(utcnow())
+    for module in ("idp.login.views", "idp.account.views"):
+        monkeypatch.setattr(f"{module}.utcnow", frozen)
+    return frozen
+
+
+def totp(secret: str, at: datetime) -> str:
+    return pyotp.TOTP(secret).at(at)
+
+
+# -- pages ----------------------------------------------------------------------------------------
+def text_of(response: TestResponse) -> str:
+    return html.unescape(response.text)
+
+
+def location(response: TestResponse) -> str:
+    assert response.status_code in (302, 303), (response.status_code, response.text[:500])
+    return response.headers["Location"]
+
+
+def path_of(response: TestResponse) -> str:
+    return location(response).split("?", 1)[0]
+
+
+def password_step(
+    browser: FlaskClient, email: str, password: str, *, address: str = LOGIN_ADDRESS
+) -> TestResponse:
+    page = browser.get("/login")
+    form = {"csrf_token": csrf_token(page.text), "email": email, "password": password}
+    return browser.post("/login", data=form, environ_base={"REMOTE_ADDR": address})
+
+
+def second_step(browser: FlaskClient, code: str, method: str = "totp") -> TestResponse:
+    page = browser.get("/login/second-step")
+    assert page.status_code == 200, page.text
+    form = {"csrf_token": csrf_token(page.text), "method": method, "code": code}
+    return browser.post("/login/second-step", data=form)
+
+
+def recover(browser: FlaskClient, email: str, code: str) -> TestResponse:
+    page = browser.get("/login/recover")
+    form = {"csrf_token": csrf_token(page.text), "email": email, "code": code}
+    return browser.post("/login/recover", data=form)
+
+
+def post_form(browser: FlaskClient, page_path: str, action: str, **form: str) -> TestResponse:
+    """POST to ``action`` with the CSRF token of the page at ``page_path`` (every page carries
+    one in base.html's meta tag, forms or not)."""
+    page = browser.get(page_path)
+    assert page.status_code == 200, page.text
+    match = META_CSRF.search(page.text)
+    assert match, "no CSRF token on the page"
+    return browser.post(action, data={"csrf_token": match.group(1), **form})
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    user: CreatedUser
+    secret: str
+    codes: list[str]
+
+
+def enrol_totp(browser: FlaskClient, clock: Clock) -> tuple[str, list[str]]:
+    """Set up an authenticator app on /account/totp in a signed-in browser; the backup codes
+    page it answers with."""
+    page = browser.get("/account/totp")
+    assert page.status_code == 200, page.text
+    match = TOTP_SECRET.search(page.text)
+    assert match, "no TOTP secret on the enrolment page"
+    secret = match.group(1)
+    confirmed = browser.post(
+        "/account/totp",
+        data={"csrf_token": csrf_token(page.text), "code": totp(secret, clock.now)},
+    )
+    if confirmed.status_code == 302:  # the account still has backup codes: none are handed out
+        assert path_of(confirmed) == "/account"
+        return secret, []
+    assert confirmed.status_code == 200, confirmed.text
+    return secret, BACKUP_CODE.findall(confirmed.text)
+
+
+def user_with_totp(app: Flask, clock: Clock, email: str = "ada@example.com") -> Enrolled:
+    """A user who enrolled TOTP (and so got backup codes); the clock then moves on two steps so
+    that neither the current nor the previous step has been used yet."""
+    user = create_user(app, email=email)
+    browser = app.test_client()
+    start_session(browser, user)
+    secret, codes = enrol_totp(browser, clock)
+    assert len(codes) == 10
+    clock.advance(2 * STEP)
+    return Enrolled(user=user, secret=secret, codes=codes)
+
+
+def signed_in_with_totp(app: Flask, enrolled: Enrolled, clock: Clock) -> FlaskClient:
+    browser = app.test_client()
+    assert path_of(password_step(browser, enrolled.user.email, enrolled.user.password)) == (
+        "/login/second-step"
+    )
+    assert path_of(second_step(browser, totp(enrolled.secret, clock.now))) == "/account"
+    return browser
+
+
+def verified_claims(client: FlaskClient, id_token: str) -> dict[str, Any]:
+    keys = KeySet.import_key_set(client.get("/jwks").get_json())
+    return dict(jwt.decode(id_token, keys, algorithms=["RS256", "ES256", "EdDSA"]).claims)
+
+
+# -- the database ---------------------------------------------------------------------------------
+def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
+    with app.app_context():
+        found = list(db.session.scalars(select(model).where(*where)))
+        db.session.expunge_all()
+        return found
+
+
+def change(app: Flask, statement: Any) -> None:
+    with app.app_context():
+        db.session.execute(statement)
+        db.session.commit()
+
+
+def password_key(app: Flask, email: str) -> str:
+    """The password factor's counter key: a keyed hash of the email, account or not."""
+    with app.test_request_context():
+        return f"pwd:{email_key(email)}"
+
+
+def set_counter(app: Flask, key: str, failures: int, last_failure_at: datetime) -> None:
+    with app.app_context():
+        db.session.merge(
+            AttemptCounter(key=key, failures=failures, last_failure_at=last_failure_at)
+        )
+        db.session.commit()
+
+
+def failures(app: Flask, key: str) -> int:
+    with app.app_context():
+        return DatabaseCounters(db.session()).get(key)[0]
+
+
+def session_of(app: Flask, user_id: str) -> BrowserSession:
+    """The user's newest live session."""
+    sessions = rows(app, BrowserSession, BrowserSession.user_id == user_id,
+                    BrowserSession.revoked_at.is_(None))  # fmt: skip
+    assert sessions, "no live session"
+    return max(sessions, key=lambda s: s.created_at)
+
+
+def outbox(app: Flask, user_id: str, kind: str) -> list[OutboxMessage]:
+    return rows(app, OutboxMessage, OutboxMessage.user_id == user_id, OutboxMessage.kind == kind)
+
+
+# == TOTP =========================================================================================
+def test_password_and_totp_give_an_mfa_id_token(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    rp = RelyingParty(browser, create_client(app))
+    login = rp.authorize()
+    assert path_of(login) == "/login"
+    after_password = rp.sign_in(location(login), enrolled.user)
+    assert path_of(after_password) == "/login/second-step"
+
+    callback = rp.follow_to_callback(second_step(browser, totp(enrolled.secret, clock.now)))
+    response = rp.exchange(callback["code"])
+    assert response.status_code == 200, response.text
+    claims = verified_claims(browser, response.get_json()["id_token"])
+    assert claims["sub"] == enrolled.user.id
+    assert claims["amr"] == MFA_AMR
+    assert claims["acr"] == ACR_MFA == "urn:idp:acr:mfa"
+
+
+def test_totp_secret_is_encrypted_at_rest(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    [credential] = rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
+    assert credential.confirmed_at is not None
+    assert enrolled.secret not in credential.secret_encrypted
+    assert len(enrolled.secret) * 5 >= 160  # base32: a 160-bit secret (RFC 4226 4)
+
+
+def test_totp_code_of_the_previous_step_is_accepted(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    response = second_step(browser, totp(enrolled.secret, clock.now - STEP))
+    assert path_of(response) == "/account"
+    assert session_of(app, enrolled.user.id).amr == MFA_AMR
+
+
+def test_totp_replay_of_an_accepted_step_is_refused(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    code = totp(enrolled.secret, clock.now)
+    first = app.test_client()
+    password_step(first, enrolled.user.email, enrolled.user.password)
+    assert path_of(second_step(first, code)) == "/account"
+
+    second = app.test_client()
+    password_step(second, enrolled.user.email, enrolled.user.password)
+    replay = second_step(second, code)
+    assert replay.status_code == 401
+    assert messages.CODE_FAILURE in text_of(replay)
+    # RFC 6238 5.2: nor a step before the accepted one, though it is still inside the window.
+    previous = second_step(second, totp(enrolled.secret, clock.now - STEP))
+    assert previous.status_code == 401
+    assert messages.CODE_FAILURE in text_of(previous)
+    assert len(rows(app, BrowserSession, BrowserSession.user_id == enrolled.user.id,
+                    BrowserSession.amr == MFA_AMR)) == 1  # fmt: skip
+
+
+def test_totp_code_older_than_the_previous_step_is_refused(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    clock.advance(STEP)  # two steps back is then a step no code was ever accepted for
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    response = second_step(browser, totp(enrolled.secret, clock.now - 2 * STEP))
+    assert response.status_code == 401
+    assert messages.CODE_FAILURE in text_of(response)
+    assert path_of(second_step(browser, totp(enrolled.secret, clock.now))) == "/account"
+
+
+def test_totp_code_of_the_next_step_is_refused(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    response = second_step(browser, totp(enrolled.secret, clock.now + STEP))
+    assert response.status_code == 401
+    assert messages.CODE_FAILURE in text_of(response)
+    assert path_of(second_step(browser, totp(enrolled.secret, clock.now))) == "/account"
+
+
+def test_sixth_wrong_totp_code_is_throttled_even_with_the_right_code(
+    app: Flask, clock: Clock
+) -> None:
+    enrolled = user_with_totp(app, clock)
+    right = totp(enrolled.secret, clock.now)
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    for _ in range(FREE_FAILURES):
+        response = second_step(browser, wrong)
+        assert response.status_code == 401
+        assert messages.CODE_FAILURE in text_of(response)
+
+    throttled = second_step(browser, right)
+    assert throttled.status_code == 401
+    assert messages.THROTTLED in text_of(throttled)
+    key = f"otp:{enrolled.user.id}"
+    assert failures(app, key) == FREE_FAILURES + 1  # the refused attempt counted too
+
+    # Once the delay has passed the right code works, and the success resets the count.
+    change(app, update(AttemptCounter).where(AttemptCounter.key == key)
+           .values(last_failure_at=clock.now - timedelta(minutes=15)))  # fmt: skip
+    assert path_of(second_step(browser, right)) == "/account"
+    assert failures(app, key) == 0
+
+
+def test_hundred_totp_failures_lock_the_factor(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    set_counter(app, f"otp:{enrolled.user.id}", LOCK_AFTER, clock.now - timedelta(days=1))
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    response = second_step(browser, totp(enrolled.secret, clock.now))
+    assert response.status_code == 401
+    assert messages.LOCKED in text_of(response)
+
+
+def test_totp_enrolment_needs_a_valid_first_code(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    page = browser.get("/account/totp")
+    secret = TOTP_SECRET.search(page.text)
+    assert secret
+    wrong = f"{(int(totp(secret.group(1), clock.now)) + 1) % 1_000_000:06d}"
+    response = browser.post("/account/totp", data={"csrf_token": csrf_token(page.text),
+                                                   "code": wrong})  # fmt: skip
+    assert response.status_code == 400
+    assert rows(app, TotpCredential, TotpCredential.confirmed_at.is_not(None)) == []
+    assert rows(app, BackupCode) == []
+
+
+def test_visiting_the_totp_page_does_not_switch_off_an_enrolled_app(
+    app: Flask, clock: Clock
+) -> None:
+    """Opening /account/totp (a GET: no CSRF token, reachable by a link from anywhere) must not
+    replace the confirmed secret: that would turn the second step off without the step-up,
+    notification and audit a removal gets (DESIGN.md: sensitive actions)."""
+    enrolled = user_with_totp(app, clock)
+    browser = signed_in_with_totp(app, enrolled, clock)
+    page = browser.get("/account/totp")
+    assert path_of(page) == "/account"
+    [credential] = rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
+    assert credential.confirmed_at is not None
+
+    clock.advance(STEP)
+    other = app.test_client()
+    after_password = password_step(other, enrolled.user.email, enrolled.user.password)
+    assert path_of(after_password) == "/login/second-step"
+    assert path_of(second_step(other, totp(enrolled.secret, clock.now))) == "/account"
+
+
+# == backup codes =================================================================================
+def test_password_and_backup_code_give_an_mfa_id_token(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    rp = RelyingParty(browser, create_client(app))
+    assert path_of(rp.sign_in(location(rp.authorize()), enrolled.user)) == "/login/second-step"
+    # Codes are accepted as printed, in upper case and with spaces: they are normalised.
+    typed = enrolled.codes[0].upper().replace("-", " ")
+    callback = rp.follow_to_callback(second_step(browser, typed, method="backup_code"))
+    response = rp.exchange(callback["code"])
+    assert response.status_code == 200, response.text
+    claims = verified_claims(browser, response.get_json()["id_token"])
+    assert claims["amr"] == MFA_AMR
+    assert claims["acr"] == ACR_MFA
+
+
+def test_backup_codes_are_ten_long_random_codes_stored_hashed(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    assert len(set(enrolled.codes)) == 10
+    assert all(re.fullmatch(r"([2-9a-hjkmnp-tv-z]{4}-){3}[2-9a-hjkmnp-tv-z]{4}", c)
+               for c in enrolled.codes)  # fmt: skip
+    stored = rows(app, BackupCode, BackupCode.user_id == enrolled.user.id)
+    assert len(stored) == 10
+    hashes = " ".join(row.code_hash for row in stored)
+    assert not any(code.replace("-", "") in hashes for code in enrolled.codes)
+
+
+def test_backup_code_reuse_is_refused(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    code = enrolled.codes[3]
+    first = app.test_client()
+    password_step(first, enrolled.user.email, enrolled.user.password)
+    assert path_of(second_step(first, code, method="backup_code")) == "/account"
+
+    second = app.test_client()
+    password_step(second, enrolled.user.email, enrolled.user.password)
+    reuse = second_step(second, code, method="backup_code")
+    assert reuse.status_code == 401
+    assert messages.CODE_FAILURE in text_of(reuse)
+    spent = rows(app, BackupCode, BackupCode.consumed_at.is_not(None))
+    assert len(spent) == 1
+
+
+def test_regenerated_backup_codes_void_the_old_set(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = signed_in_with_totp(app, enrolled, clock)
+    regenerated = post_form(browser, "/account", "/account/backup-codes")
+    assert regenerated.status_code == 200
+    new_codes = BACKUP_CODE.findall(regenerated.text)
+    assert len(new_codes) == 10
+    assert not set(new_codes) & set(enrolled.codes)
+
+    other = app.test_client()
+    password_step(other, enrolled.user.email, enrolled.user.password)
+    old = second_step(other, enrolled.codes[0], method="backup_code")
+    assert old.status_code == 401
+    assert messages.CODE_FAILURE in text_of(old)
+    assert path_of(second_step(other, new_codes[0], method="backup_code")) == "/account"
+
+
+def test_remaining_backup_code_count_decreases_on_the_account_page(
+    app: Flask, clock: Clock
+) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    second_step(browser, enrolled.codes[0], method="backup_code")
+    assert "9 of 10 backup codes left." in text_of(browser.get("/account"))
+
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    second_step(browser, enrolled.codes[1], method="backup_code")
+    assert "8 of 10 backup codes left." in text_of(browser.get("/account"))
+
+
+def test_backup_code_use_is_notified_and_audited(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    password_step(browser, enrolled.user.email, enrolled.user.password)
+    assert path_of(second_step(browser, enrolled.codes[0], method="backup_code")) == "/account"
+
+    [message] = outbox(app, enrolled.user.id, "backup_code_used")
+    assert message.recipient == enrolled.user.email
+    assert message.details == {"remaining": "9"}
+    assert "9 backup codes are left" in message.body
+    [event] = rows(app, AuditEvent, AuditEvent.kind == "backup_code.used")
+    assert event.subject_id == enrolled.user.id
+    assert event.outcome == "success"
+    assert event.details == {"remaining": 9}
+
+
+def test_backup_codes_alone_do_not_open_a_second_step(app: Flask, clock: Clock) -> None:
+    """Backup codes back up a second factor: with the app removed, the password alone signs in
+    (the codes are not spent one per sign-in)."""
+    enrolled = user_with_totp(app, clock)
+    browser = signed_in_with_totp(app, enrolled, clock)
+    post_form(browser, "/account", "/account/totp/remove")
+    other = app.test_client()
+    assert path_of(password_step(other, enrolled.user.email, enrolled.user.password)) == "/account"
+    assert rows(app, BackupCode, BackupCode.consumed_at.is_not(None)) == []
+
+
+# == attempt limits ===============================================================================
+def test_hundred_consecutive_password_failures_lock_the_factor(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    key = password_key(app, user.email)
+    with app.app_context():
+        counters = DatabaseCounters(db.session())
+        for _ in range(LOCK_AFTER - 1):
+            counters.increment(key, clock.now - timedelta(days=1))
+        db.session.commit()
+
+    # The hundredth failure is a real attempt (the delays have long passed) ...
+    hundredth = password_step(app.test_client(), user.email, "not the password")
+    assert hundredth.status_code == 401
+    assert messages.GENERIC_FAILURE in text_of(hundredth)
+    assert failures(app, key) == LOCK_AFTER
+
+    # ... after which the right password is refused, however long one waits.
+    clock.advance(timedelta(days=30))
+    locked = password_step(app.test_client(), user.email, user.password)
+    assert locked.status_code == 401
+    assert messages.LOCKED in text_of(locked)
+    assert rows(app, BrowserSession) == []
+
+
+def test_a_success_before_the_hundredth_failure_resets_the_count(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    key = password_key(app, user.email)
+    set_counter(app, key, LOCK_AFTER - 2, clock.now - timedelta(days=1))
+    assert password_step(app.test_client(), user.email, "not the password").status_code == 401
+    assert failures(app, key) == LOCK_AFTER - 1
+
+    change(app, update(AttemptCounter).where(AttemptCounter.key == key)
+           .values(last_failure_at=clock.now - timedelta(days=1)))  # fmt: skip
+    assert path_of(password_step(app.test_client(), user.email, user.password)) == "/account"
+    assert failures(app, key) == 0
+
+    # Counting starts again from zero: one more failure is one, not a hundred.
+    response = password_step(app.test_client(), user.email, "not the password")
+    assert messages.GENERIC_FAILURE in text_of(response)
+    assert failures(app, key) == 1
+
+
+def test_admin_unlock_lifts_the_lock(app: Flask, clock: Clock) -> None:
+    from idp.login.views import sign_in_service
+
+    enrolled = user_with_totp(app, clock)
+    password = password_key(app, enrolled.user.email)
+    otp = f"otp:{enrolled.user.id}"
+    set_counter(app, password, LOCK_AFTER, clock.now)
+    set_counter(app, otp, LOCK_AFTER, clock.now)
+    locked = password_step(app.test_client(), enrolled.user.email, enrolled.user.password)
+    assert messages.LOCKED in text_of(locked)
+
+    # What `idp users unlock EMAIL` does: AttemptLimiter.unlock on each of the user's factors.
+    with app.test_request_context():
+        user = db.session.get(User, enrolled.user.id)
+        assert user is not None
+        sign_in_service().unlock(user)
+        db.session.commit()
+    assert failures(app, password) == failures(app, otp) == 0
+    signed_in_with_totp(app, enrolled, clock)
+
+
+def test_password_delays_grow_after_five_failures(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    key = password_key(app, user.email)
+    for _ in range(FREE_FAILURES):
+        response = password_step(app.test_client(), user.email, "not the password")
+        assert messages.GENERIC_FAILURE in text_of(response)
+
+    # Five failures: the next attempt waits a second, even with the right password.
+    throttled = password_step(app.test_client(), user.email, user.password)
+    assert throttled.status_code == 401
+    assert messages.THROTTLED in text_of(throttled)
+
+    def attempt_after(failure_count: int, seconds: float) -> str:
+        set_counter(app, key, failure_count, clock.now - timedelta(seconds=seconds))
+        return text_of(password_step(app.test_client(), user.email, "not the password"))
+
+    # Each further failure doubles the wait: 1 s after 5 failures, 2 s after 6, 4 s after 7.
+    assert messages.GENERIC_FAILURE in attempt_after(FREE_FAILURES, 1.5)
+    assert messages.THROTTLED in attempt_after(FREE_FAILURES + 1, 1.5)
+    assert messages.GENERIC_FAILURE in attempt_after(FREE_FAILURES + 1, 2.5)
+    assert messages.THROTTLED in attempt_after(FREE_FAILURES + 2, 3.5)
+    assert messages.GENERIC_FAILURE in attempt_after(FREE_FAILURES + 2, 4.5)
+    # ... up to fifteen minutes.
+    assert messages.THROTTLED in attempt_after(LOCK_AFTER - 1, 14 * 60)
+    assert messages.GENERIC_FAILURE in attempt_after(LOCK_AFTER - 2, 15 * 60 + 1)
+
+
+def test_refused_attempts_still_count(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    key = password_key(app, user.email)
+    set_counter(app, key, FREE_FAILURES, clock.now)
+    for expected in range(FREE_FAILURES + 1, FREE_FAILURES + 4):
+        response = password_step(app.test_client(), user.email, user.password)
+        assert messages.THROTTLED in text_of(response)
+        assert failures(app, key) == expected
+
+
+def test_per_address_delay_after_fifty_failures(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    crowded, other = "198.51.100.7", "198.51.100.8"
+    # Fifty failures from one address, against other accounts: this account's counter is clean.
+    set_counter(app, f"addr:{crowded}", ADDRESS_FREE_FAILURES - 1, clock.now)
+    response = password_step(app.test_client(), user.email, user.password, address=crowded)
+    assert path_of(response) == "/account"  # 49 are free
+
+    set_counter(app, f"addr:{crowded}", ADDRESS_FREE_FAILURES, clock.now)
+    refused = password_step(app.test_client(), user.email, user.password, address=crowded)
+    assert refused.status_code == 401
+    assert messages.THROTTLED in text_of(refused)
+    elsewhere = password_step(app.test_client(), user.email, user.password, address=other)
+    assert path_of(elsewhere) == "/account"
+
+    # An address is never locked (NAT), and forgets failures older than its window: a new
+    # failure counts from one again rather than adding to a thousand.
+    stale = clock.now - ADDRESS_WINDOW - timedelta(seconds=1)
+    set_counter(app, f"addr:{crowded}", 10 * LOCK_AFTER, stale)
+    wrong = password_step(app.test_client(), "someone@example.com", "guess", address=crowded)
+    assert messages.GENERIC_FAILURE in text_of(wrong)
+    assert failures(app, f"addr:{crowded}") == 1
+    again = password_step(app.test_client(), user.email, user.password, address=crowded)
+    assert path_of(again) == "/account"
+
+
+@pytest.mark.parametrize("count", [0, 1, FREE_FAILURES - 1, FREE_FAILURES, FREE_FAILURES + 1,
+                                   ADDRESS_FREE_FAILURES, LOCK_AFTER - 1, LOCK_AFTER,
+                                   LOCK_AFTER + 1])  # fmt: skip
+@pytest.mark.parametrize(
+    "elapsed", [timedelta(seconds=1), timedelta(days=1)], ids=["recent", "old"]
+)
+def test_unknown_email_is_counted_and_answered_like_a_known_one(
+    app: Flask, clock: Clock, count: int, elapsed: timedelta
+) -> None:
+    known = create_user(app, email="known@example.com")
+    unknown = "unknown@example.com"
+    answers = []
+    for email in (known.email, unknown):
+        key = password_key(app, email)
+        if count:
+            set_counter(app, key, count, clock.now - elapsed)
+        response = password_step(app.test_client(), email, "not the password")
+        answers.append((response.status_code, _alert(response), failures(app, key)))
+    assert answers[0] == answers[1]
+    assert answers[0][2] == count + 1  # the unknown email was counted too
+
+
+def _alert(response: TestResponse) -> str:
+    match = re.search(r'<p class="error" role="alert">(.*?)</p>', response.text, re.S)
+    assert match, "no error message on the page"
+    return html.unescape(match.group(1))
+
+
+# == enumeration ==================================================================================
+def _normalised(response: TestResponse, email: str) -> tuple[int, str, list[str], list[str]]:
+    """What a client can observe, minus the per-request randomness (CSRF tokens, CSP nonces) and
+    the email the user typed, which the page echoes back."""
+    body = response.text.replace(email, "EMAIL")
+    body = re.sub(r'(name="csrf_token" value=|name="csrf-token" content=)"[^"]*"', r'\1""', body)
+    body = re.sub(r'nonce="[^"]*"', 'nonce=""', body)
+    cookies = sorted(c.split("=", 1)[0] for c in response.headers.getlist("Set-Cookie"))
+    headers = sorted(name for name, _ in response.headers if name != "Content-Length")
+    return response.status_code, body, cookies, headers
+
+
+def test_wrong_password_and_unknown_email_get_identical_answers(app: Flask) -> None:
+    known = create_user(app, email="known@example.com")
+    wrong_password = password_step(app.test_client(), known.email, "not the password")
+    unknown_email = password_step(app.test_client(), "nobody@example.com", known.password)
+    assert wrong_password.status_code == 401
+    assert messages.GENERIC_FAILURE in text_of(wrong_password)
+    assert _normalised(wrong_password, known.email) == _normalised(
+        unknown_email, "nobody@example.com"
+    )
+
+
+def test_disabled_account_is_answered_like_an_unknown_email(app: Flask) -> None:
+    disabled = create_user(app, email="gone@example.com")
+    change(app, update(User).values(disabled_at=utcnow()))
+    right_password = password_step(app.test_client(), disabled.email, disabled.password)
+    unknown_email = password_step(app.test_client(), "nobody@example.com", disabled.password)
+    assert right_password.status_code == 401
+    assert _normalised(right_password, disabled.email) == _normalised(
+        unknown_email, "nobody@example.com"
+    )
+
+
+def test_recovery_with_unknown_email_is_answered_like_a_wrong_code(
+    app: Flask, clock: Clock
+) -> None:
+    enrolled = user_with_totp(app, clock)
+    never_issued = "2345-6789-abcd-efgh"
+    wrong_code = recover(app.test_client(), enrolled.user.email, never_issued)
+    unknown_email = recover(app.test_client(), "nobody@example.com", never_issued)
+    # An unknown email with a code that is valid for another account, too.
+    borrowed_code = recover(app.test_client(), "nobody@example.com", enrolled.codes[0])
+    assert wrong_code.status_code == 401
+    assert messages.RECOVERY_FAILURE in text_of(wrong_code)
+    expected = _normalised(wrong_code, enrolled.user.email)
+    assert _normalised(unknown_email, "nobody@example.com") == expected
+    assert _normalised(borrowed_code, "nobody@example.com") == expected
+    assert rows(app, BackupCode, BackupCode.consumed_at.is_not(None)) == []
+
+
+# == passwords ====================================================================================
+def _store_hash(app: Flask, user_id: str, password_hash: str) -> None:
+    change(app, update(User).where(User.id == user_id).values(password_hash=password_hash))
+
+
+def _stored_hash(app: Flask, user_id: str) -> str:
+    [user] = rows(app, User, User.id == user_id)
+    assert user.password_hash is not None
+    return str(user.password_hash)
+
+
+def test_password_is_rehashed_when_argon2_parameters_change(app: Flask) -> None:
+    user = create_user(app)
+    older = PasswordService(memory_kib=2048, time_cost=2, parallelism=1)
+    _store_hash(app, user.id, older.hash(user.password))
+    assert "m=2048,t=2,p=1" in _stored_hash(app, user.id)
+
+    assert path_of(password_step(app.test_client(), user.email, user.password)) == "/account"
+    # The app's parameters (tests/conftest.py FAST_ARGON2): m=1024, t=1, p=1.
+    assert _stored_hash(app, user.id).startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+    assert path_of(password_step(app.test_client(), user.email, user.password)) == "/account"
+
+
+def test_rehash_does_not_apply_the_new_password_policy(app: Flask) -> None:
+    """A password set before today's policy (here: a common one) still signs in when its hash is
+    upgraded: the policy governs new passwords (NIST SP 800-63B 5.1.1.2), and a sign-in that
+    changes nothing the user chose must not fail."""
+    user = create_user(app)
+    older = PasswordService(memory_kib=2048, time_cost=1, parallelism=1)
+    legacy = older.rehash("password123")  # as if set before the block list existed
+    _store_hash(app, user.id, legacy)
+
+    response = password_step(app.test_client(), user.email, "password123")
+    assert path_of(response) == "/account"
+    assert _stored_hash(app, user.id).startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+
+
+@pytest.mark.parametrize(
+    ("new_password", "message"),
+    [
+        ("password123", "one of the most common ones"),
+        ("Iloveyou1", "one of the most common ones"),
+        ("short12", "Use at least 8 characters."),
+    ],
+)
+def test_policy_breaking_password_is_refused_at_account_password(
+    app: Flask, new_password: str, message: str
+) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    before = _stored_hash(app, user.id)
+    response = post_form(browser, "/account", "/account/password", new_password=new_password)
+    assert path_of(response) == "/account"
+    assert message in text_of(browser.get("/account"))
+    assert _stored_hash(app, user.id) == before
+    assert outbox(app, user.id, "password_changed") == []
+
+
+@pytest.mark.parametrize("password", ["password123", "qwerty123", "1234567"])
+def test_policy_breaking_password_is_refused_by_user_service_create(
+    app: Flask, password: str
+) -> None:
+    with app.app_context():
+        service = UserService(db.session(), app.extensions["idp"].passwords)
+        with pytest.raises(PasswordPolicyError):
+            service.create("new@example.com", password=password)
+        db.session.rollback()
+    assert rows(app, User) == []
+
+
+def test_eight_character_minimum_is_inclusive(app: Flask) -> None:
+    user = create_user(app, password="zq8#vLm2")
+    assert path_of(password_step(app.test_client(), user.email, "zq8#vLm2")) == "/account"
+
+
+def test_128_character_password_is_accepted(app: Flask) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    long_password = ("a long passphrase of many unrelated words " * 4)[:128]
+    assert len(long_password) == 128
+    response = post_form(browser, "/account", "/account/password", new_password=long_password)
+    assert path_of(response) == "/account"
+    assert "Password saved." in text_of(browser.get("/account"))
+    assert path_of(password_step(app.test_client(), user.email, long_password)) == "/account"
+    refused = password_step(app.test_client(), user.email, user.password)
+    assert refused.status_code == 401
+
+
+# == the passkey prompt ===========================================================================
+@pytest.fixture(scope="module")
+def prompting_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """An app with the passkey prompt on (the shared fixtures turn it off)."""
+    instance: Path = tmp_path_factory.mktemp("prompt")
+    flask_app = create_app(
+        app_overrides(f"sqlite:///{instance / 'idp.db'}", instance, passkey_prompt=True)
+    )
+    with flask_app.app_context():
+        Base.metadata.create_all(db.engine)
+        flask_app.extensions["idp"].keys.ensure_keys(db.session())
+        db.session.commit()
+    return flask_app
+
+
+@pytest.fixture
+def prompted_user(prompting_app: Flask) -> Iterator[CreatedUser]:
+    user = create_user(prompting_app, email=f"{secrets.token_hex(6)}@example.com")
+    yield user
+    change(prompting_app, delete(User).where(User.id == user.id))
+
+
+def _prompt_then(response: TestResponse) -> str:
+    assert path_of(response) == "/login/passkey-prompt"
+    return query_of(location(response))["then"]
+
+
+def test_password_only_sign_in_lands_on_the_passkey_prompt(
+    prompting_app: Flask, prompted_user: CreatedUser
+) -> None:
+    browser = prompting_app.test_client()
+    response = password_step(browser, prompted_user.email, prompted_user.password)
+    assert _prompt_then(response) == "/account"
+    page = browser.get(location(response))
+    assert page.status_code == 200
+    assert "Not now" in text_of(page)
+    assert "Don't ask again" in text_of(page)
+
+
+def test_not_now_continues_and_snoozes_the_prompt_for_fourteen_days(
+    prompting_app: Flask, prompted_user: CreatedUser
+) -> None:
+    browser = prompting_app.test_client()
+    prompt = location(password_step(browser, prompted_user.email, prompted_user.password))
+    answered = post_form(browser, prompt, "/login/passkey-prompt", then="/account", choice="later")
+    assert path_of(answered) == "/account"
+    [user] = rows(prompting_app, User, User.id == prompted_user.id)
+    assert user.passkey_prompt_snoozed_until is not None
+    snooze = user.passkey_prompt_snoozed_until - utcnow()
+    assert timedelta(days=13, hours=23) < snooze <= timedelta(days=14)
+
+    again = password_step(prompting_app.test_client(), prompted_user.email, prompted_user.password)
+    assert path_of(again) == "/account"
+
+    # Fourteen days later the prompt is back.
+    change(prompting_app, update(User).where(User.id == prompted_user.id)
+           .values(passkey_prompt_snoozed_until=utcnow() - timedelta(seconds=1)))  # fmt: skip
+    later = password_step(prompting_app.test_client(), prompted_user.email, prompted_user.password)
+    assert _prompt_then(later) == "/account"
+
+
+def test_dont_ask_again_disables_the_prompt(
+    prompting_app: Flask, prompted_user: CreatedUser
+) -> None:
+    browser = prompting_app.test_client()
+    prompt = location(password_step(browser, prompted_user.email, prompted_user.password))
+    answered = post_form(browser, prompt, "/login/passkey-prompt", then="/account", choice="never")
+    assert path_of(answered) == "/account"
+    [user] = rows(prompting_app, User, User.id == prompted_user.id)
+    assert user.passkey_prompt_disabled is True
+    assert user.passkey_prompt_snoozed_until is None
+    for _ in range(2):
+        again = password_step(
+            prompting_app.test_client(), prompted_user.email, prompted_user.password
+        )
+        assert path_of(again) == "/account"
+
+
+def test_passkey_prompt_setting_off_never_shows_it(app: Flask) -> None:
+    assert app.extensions["idp"].settings.passkey_prompt is False
+    user = create_user(app)
+    for _ in range(2):
+        assert path_of(password_step(app.test_client(), user.email, user.password)) == "/account"
+
+
+# == recovery =====================================================================================
+def _recovered(app: Flask, enrolled: Enrolled) -> FlaskClient:
+    browser = app.test_client()
+    response = recover(browser, enrolled.user.email, enrolled.codes[0])
+    assert path_of(response) == "/account/recover"
+    return browser
+
+
+def test_recovery_gives_a_restricted_session_limited_to_the_recover_page(
+    app: Flask, clock: Clock
+) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = _recovered(app, enrolled)
+    session = session_of(app, enrolled.user.id)
+    assert session.restricted is True
+    assert browser.get("/account/recover").status_code == 200
+    assert path_of(browser.get("/account")) == "/account/recover"
+    for path in ("/account/backup-codes", "/account/password", "/account/totp/remove"):
+        assert path_of(post_form(browser, "/account/recover", path)) == "/account/recover"
+    assert rows(app, TotpCredential, TotpCredential.confirmed_at.is_not(None))  # untouched
+    [message] = outbox(app, enrolled.user.id, "backup_code_used")
+    assert message.recipient == enrolled.user.email
+
+
+def test_restricted_session_never_authorizes_a_client(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = _recovered(app, enrolled)
+    rp = RelyingParty(browser, create_client(app))
+    assert path_of(rp.authorize()) == "/login"
+    assert path_of(rp.authorize(prompt="none")) == rp.registered.redirect_uri
+    assert query_of(location(rp.authorize(prompt="none")))["error"] == "login_required"
+
+
+def test_totp_enrolment_ends_the_recovery_restriction(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = _recovered(app, enrolled)
+    clock.advance(STEP)
+    secret, codes = enrol_totp(browser, clock)
+    assert secret != enrolled.secret
+    assert codes == []  # nine of the old codes are left: no new set is handed out
+    assert session_of(app, enrolled.user.id).restricted is False
+    home = browser.get("/account")
+    assert home.status_code == 200
+    assert "9 of 10 backup codes left." in text_of(home)
+    rp = RelyingParty(browser, create_client(app))
+    assert "code" in rp.follow_to_callback(rp.authorize())
+
+
+# == step-up and notifications ====================================================================
+def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = signed_in_with_totp(app, enrolled, clock)
+    page = browser.get("/account")
+    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
+    response = browser.post("/account/totp/remove", data={"csrf_token": csrf_token(page.text)})
+    assert path_of(response) == "/login"
+    assert query_of(location(response))["next"] == "/account"
+    assert rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
+    assert outbox(app, enrolled.user.id, "method_removed") == []
+
+
+def test_totp_removal_leaves_a_notification(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = signed_in_with_totp(app, enrolled, clock)
+    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=4)))
+    response = post_form(browser, "/account", "/account/totp/remove")
+    assert path_of(response) == "/account"
+    assert rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id) == []
+    [message] = outbox(app, enrolled.user.id, "method_removed")
+    assert message.recipient == enrolled.user.email
+    assert "The authenticator app was removed" in message.body
+
+
+def test_totp_enrolment_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
+    response = browser.get("/account/totp")
+    assert path_of(response) == "/login"
+    assert query_of(location(response))["next"] == "/account/totp"
+    assert rows(app, TotpCredential) == []
+
+
+def test_password_change_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    before = _stored_hash(app, user.id)
+    page = browser.get("/account")
+    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
+    response = browser.post(
+        "/account/password",
+        data={"csrf_token": csrf_token(page.text), "new_password": "a brand new passphrase"},
+    )
+    assert path_of(response) == "/login"
+    assert _stored_hash(app, user.id) == before
+
+
+def test_adding_totp_is_notified(app: Flask, clock: Clock) -> None:
+    enrolled = user_with_totp(app, clock)
+    [message] = outbox(app, enrolled.user.id, "method_added")
+    assert message.recipient == enrolled.user.email
+    assert message.details == {"method": "An authenticator app"}
+    assert [e.kind for e in rows(app, AuditEvent, AuditEvent.kind == "totp.enabled")] == [
+        "totp.enabled"
+    ]
+
+
+def test_password_change_is_notified(app: Flask) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    response = post_form(browser, "/account", "/account/password",
+                         new_password="a brand new passphrase")  # fmt: skip
+    assert path_of(response) == "/account"
+    [message] = outbox(app, user.id, "password_changed")
+    assert message.recipient == user.email
+    assert message.subject == "Your password was changed"
