@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -15,15 +16,20 @@ from flask import (
     request,
     url_for,
 )
+from flask import (
+    session as flask_session,
+)
 
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
-from idp.services import audit
+from idp.services import audit, portal
+from idp.services.crypto import derive_key
 from idp.services.passkeys import PasskeyError, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.policy import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
+from idp.services.users import EmailChange, normalise_email
 from idp.web import (
     backup_code_service,
     browser_binding,
@@ -98,14 +104,20 @@ def home() -> Any:
     if session is None:
         return redirect(url_for("login.login", next=url_for("account.home")))
     passkeys = passkey_service().passkeys_of(session.user)
+    now = utcnow()
     return render_template(
         "account/home.html",
         user=session.user,
         session=session,
-        passkeys=[(p, describe_authenticator(p.aaguid)[1]) for p in passkeys],
+        passkeys=[
+            (p, describe_authenticator(p.aaguid)[1], portal.passkey_status(p, now))
+            for p in passkeys
+        ],
         recent=_stepped_up(session),
         totp_enabled=totp_service().is_enabled(session.user),
         backup_codes_left=backup_code_service().remaining(session.user),
+        rp_id=runtime().settings.rp_id,
+        signal_details=flask_session.pop("signal_user_details", False),
     )
 
 
@@ -309,6 +321,7 @@ def passkey_rename(credential_id: str) -> Any:
         flash("A passkey needs a name.", "error")
         return redirect(url_for("account.home"))
     db.session.commit()
+    flask_session["signal_user_details"] = True
     flash("Passkey renamed.", "info")
     return redirect(url_for("account.home"))
 
@@ -329,3 +342,163 @@ def passkey_remove(credential_id: str) -> Any:
     db.session.commit()
     flash("Passkey removed.", "info")
     return redirect(url_for("account.home"))
+
+
+# -- sessions, connected apps, activity, profile (the portal) -------------------------------------
+def _session_or_login(endpoint: str) -> BrowserSession | Any:
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login", next=url_for(endpoint)))
+    return session
+
+
+@bp.get("/account/sessions")
+def sessions() -> Any:
+    """Where the user is signed in."""
+    session = _session_or_login("account.sessions")
+    if not isinstance(session, BrowserSession):
+        return session
+    idle = timedelta(seconds=runtime().settings.session_idle_ttl)
+    views = portal.active_sessions(db.session(), session.user, session, utcnow(), idle)
+    return render_template("account/sessions.html", user=session.user, sessions=views)
+
+
+@bp.post("/account/sessions/<sid>/revoke")
+def session_revoke(sid: str) -> Any:
+    """Sign out one session; every node refuses it on its next request."""
+    session = _session_or_login("account.sessions")
+    if not isinstance(session, BrowserSession):
+        return session
+    if portal.revoke_session(db.session(), session.user, sid[:64], utcnow()):
+        audit.record(db.session(), "session.revoked", subject_id=session.user_id,
+                     context=request_context(), sid=sid[:64])  # fmt: skip
+        flash("That session is signed out.", "info")
+    db.session.commit()
+    if sid == session.sid:
+        return redirect(url_for("login.login"))
+    return redirect(url_for("account.sessions"))
+
+
+@bp.post("/account/sessions/revoke-others")
+def sessions_revoke_others() -> Any:
+    """Sign out everywhere else."""
+    session = _session_or_login("account.sessions")
+    if not isinstance(session, BrowserSession):
+        return session
+    portal.revoke_other_sessions(db.session(), session.user, session, utcnow())
+    audit.record(db.session(), "session.revoked_others", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("You are signed out everywhere else.", "info")
+    return redirect((request.form.get("then") == "home" and url_for("account.home"))
+                    or url_for("account.sessions"))  # fmt: skip
+
+
+@bp.get("/account/apps")
+def apps() -> Any:
+    """Applications the user shares their account with."""
+    session = _session_or_login("account.apps")
+    if not isinstance(session, BrowserSession):
+        return session
+    connected = portal.connected_apps(db.session(), session.user)
+    return render_template("account/apps.html", user=session.user, apps=connected)
+
+
+@bp.post("/account/apps/<client_id>/revoke")
+def app_revoke(client_id: str) -> Any:
+    """Disconnect an app: its consent goes, and its refresh and access tokens stop working."""
+    session = _session_or_login("account.apps")
+    if not isinstance(session, BrowserSession):
+        return session
+    if portal.disconnect_app(db.session(), session.user, client_id[:64], utcnow()):
+        audit.record(db.session(), "consent.revoked", subject_id=session.user_id,
+                     client_id=client_id[:64], context=request_context())  # fmt: skip
+        flash("The app is disconnected.", "info")
+    db.session.commit()
+    return redirect(url_for("account.apps"))
+
+
+@bp.get("/account/activity")
+def activity() -> Any:
+    """The user's security activity, newest first."""
+    session = _session_or_login("account.activity")
+    if not isinstance(session, BrowserSession):
+        return session
+    page = request.args.get("page", "1")
+    number = int(page) if page.isdigit() and len(page) < 6 else 1
+    events, more = portal.activity(db.session(), session.user, number)
+    return render_template(
+        "account/activity.html", user=session.user, events=events, page=number, more=more,
+        describe=portal.describe_user_agent,
+    )  # fmt: skip
+
+
+@bp.route("/account/profile", methods=["GET", "POST"])
+def profile() -> Any:
+    """Name and email address."""
+    session = _session_or_login("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    if request.method == "POST":
+        session.user.name = " ".join(request.form.get("name", "").split())[:200]
+        audit.record(db.session(), "profile.updated", subject_id=session.user_id,
+                     context=request_context())  # fmt: skip
+        db.session.commit()
+        flash("Name saved.", "info")
+        flask_session["signal_user_details"] = True
+        return redirect(url_for("account.profile"))
+    return render_template(
+        "account/profile.html",
+        user=session.user,
+        rp_id=runtime().settings.rp_id,
+        signal_details=flask_session.pop("signal_user_details", False),
+    )
+
+
+@bp.post("/account/email")
+def email_change() -> Any:
+    """Ask to change the email: confirmed from the new address (after a step-up)."""
+    session = _signed_in_recently("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    new_email = normalise_email(request.form.get("email", ""))
+    if "@" not in new_email or len(new_email) > 320:
+        flash("Enter a valid email address.", "error")
+        return redirect(url_for("account.profile"))
+    token = _email_changes().token(session.user, new_email)
+    link = runtime().settings.endpoint(url_for("account.email_confirm", token=token))
+    notifier().notify(session.user, "email_change_requested", recipient=new_email, link=link)
+    audit.record(db.session(), "email.change_requested", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    # The same answer whether or not the address is taken (no enumeration).
+    flash(f"We sent a confirmation link to {new_email}. Open it to finish the change.", "info")
+    return redirect(url_for("account.profile"))
+
+
+@bp.route("/account/email/confirm", methods=["GET", "POST"])
+def email_confirm() -> Any:
+    """The link from the new address: a page, and only its POST changes the email (mail scanners
+    that prefetch links change nothing)."""
+    token = request.values.get("token", "")[:2000]
+    if request.method == "GET":
+        return render_template("account/email_confirm.html", token=token)
+    changed = _email_changes().confirm(db.session(), token)
+    if changed is None:
+        db.session.rollback()
+        return render_template(
+            "errors/error.html",
+            title="This link does not work",
+            message="It has expired, was already used, or the address is taken.",
+        ), 400
+    user, old_email = changed
+    notifier().notify(user, "email_changed", recipient=old_email, new_email=user.email)
+    audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context())
+    db.session.commit()
+    flask_session["signal_user_details"] = True
+    flash("Your email address is changed.", "info")
+    return redirect(url_for("account.profile"))
+
+
+def _email_changes() -> EmailChange:
+    return EmailChange(derive_key(runtime().settings.secret_key, "idp email change"))

@@ -62,7 +62,8 @@ class EmailChange:
     def token(self, user: User, new_email: str) -> str:
         return self.serializer.dumps({"u": user.id, "old": user.email, "new": new_email})
 
-    def confirm(self, db: Session, token: str) -> User | None:
+    def confirm(self, db: Session, token: str) -> tuple[User, str] | None:
+        """Change the email; the user and the address it replaced, or None."""
         from itsdangerous import BadSignature
 
         try:
@@ -77,6 +78,7 @@ class EmailChange:
             return None
         if db.scalar(select(User.id).where(User.email == new_email)) is not None:
             return None
+        old_email = user.email
         user.email = new_email
         user.email_verified = True
-        return user
+        return user, old_email

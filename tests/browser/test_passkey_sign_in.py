@@ -3,6 +3,7 @@ email-first, the password fallback, and a removed passkey (DESIGN.md, the sign-i
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -214,7 +215,12 @@ def test_a_removed_passkey_no_longer_signs_in(
     _sign_in_with_password(owner.page, email)
     _add_passkey(owner, name="Old phone")
     [credential] = owner.credentials()
-    # Removing a sign-in method needs a recent sign-in: the password sign-in above is one.
+    # Removing a sign-in method needs a recent sign-in at least as strong as the user's strongest
+    # method (step-up): a passkey now. idp sends the user to sign in again; the passkey autofill
+    # answers at once and the account page comes back.
+    with owner.page.expect_navigation(url=re.compile(r"/login\?")):
+        owner.page.get_by_role("button", name="Remove Old phone").click()
+    owner.page.wait_for_url(f"{live_idp.url}/account")
     owner.page.get_by_role("button", name="Remove Old phone").click()
     expect(owner.page.get_by_text("Passkey removed.")).to_be_visible()
     expect(owner.page.locator("#no-passkeys")).to_be_visible()

@@ -1,0 +1,242 @@
+"""The account portal: sessions, connected apps, activity, profile, and the step-up rule."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+
+from idp.extensions import db
+from idp.models import AuditEvent, BrowserSession, Consent, OutboxMessage, User
+from idp.models.base import utcnow
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token, start_session
+from tests.support.passkey_flow import PasskeyPages
+
+
+def csrf_of(client: FlaskClient, path: str = "/account") -> str:
+    return csrf_token(client.get(path).text)
+
+
+def age_sessions(app: Flask, user_id: str, minutes: int) -> None:
+    with app.app_context():
+        db.session.execute(
+            update(BrowserSession)
+            .where(BrowserSession.user_id == user_id)
+            .values(auth_time=utcnow() - timedelta(minutes=minutes))
+        )
+        db.session.commit()
+
+
+# -- step-up ------------------------------------------------------------------------------------
+def test_step_up_refuses_a_sign_in_older_than_five_minutes(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    token = csrf_of(client)
+    age_sessions(app, user.id, 6)
+    response = client.post("/account/backup-codes", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_step_up_refuses_a_password_session_when_the_user_has_a_passkey(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """DESIGN.md: as strong as the strongest method. Otherwise a stolen password could add the
+    attacker's own passkey next to the user's."""
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    first = SoftAuthenticator()
+    assert (
+        pages.add_passkey(first).status_code == 201
+    )  # no passkey yet: a password session is enough
+    refused = pages.registration_options()
+    assert refused.status_code == 403
+    assert refused.get_json()["error"] == "reauthenticate"
+    assert pages.sign_in_with_passkey(first).status_code == 200
+    assert pages.registration_options().status_code == 200
+
+
+def test_step_up_message_names_the_passkey(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    assert pages.add_passkey(SoftAuthenticator()).status_code == 201
+    response = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client)})
+    page = client.get(response.headers["Location"]).text
+    assert "sign in again with your passkey" in page
+
+
+# -- sessions -----------------------------------------------------------------------------------
+def test_sessions_page_lists_each_session_and_marks_this_one(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    other = app.test_client()
+    start_session(other, user)
+    start_session(client, user)
+    page = client.get("/account/sessions", headers={"User-Agent": "x"}).text
+    assert page.count('class="row"') == 2
+    assert page.count("This session") == 1
+
+
+def test_revoking_a_session_kills_it_at_once(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    other = app.test_client()
+    start_session(other, user)
+    start_session(client, user)
+    with app.app_context():
+        sids = {s.sid for s in db.session.scalars(select(BrowserSession))}
+    page = client.get("/account/sessions").text
+    current = re.findall(r'data-sid="([^"]+)"', page)
+    target = next(sid for sid in sids if f'data-sid="{sid}"' in page and sid != _this(page))
+    response = client.post(
+        f"/account/sessions/{target}/revoke", data={"csrf_token": csrf_token(page)}
+    )
+    assert response.status_code == 302
+    assert len(current) == 2
+    assert other.get("/account").headers["Location"].startswith("/login")
+    assert client.get("/account").status_code == 200
+
+
+def _this(page: str) -> str:
+    match = re.search(
+        r'data-sid="([^"]+)">\s*<div>\s*<strong>[^<]*</strong> <span class="badge">This', page
+    )
+    assert match, "no current session marked"
+    return match.group(1)
+
+
+def test_sign_out_all_other_sessions(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
+    others = [app.test_client() for _ in range(2)]
+    for other in others:
+        start_session(other, user)
+    start_session(client, user)
+    token = csrf_of(client, "/account/sessions")
+    assert (
+        client.post("/account/sessions/revoke-others", data={"csrf_token": token}).status_code
+        == 302
+    )
+    for other in others:
+        assert other.get("/account").headers["Location"].startswith("/login")
+    assert client.get("/account").status_code == 200
+
+
+def test_a_user_cannot_revoke_another_users_session(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    stranger = create_user(app, email="eve@example.com")
+    eve = app.test_client()
+    start_session(eve, stranger)
+    with app.app_context():
+        eve_sid = db.session.scalars(select(BrowserSession.sid)).one()
+    start_session(client, user)
+    client.post(f"/account/sessions/{eve_sid}/revoke", data={"csrf_token": csrf_of(client)})
+    assert eve.get("/account").status_code == 200
+
+
+# -- connected apps -----------------------------------------------------------------------------
+def test_disconnecting_an_app_removes_consent_and_revokes_its_tokens(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    rp = RelyingParty(client, create_client(app, first_party=False, name="Third Party"))
+    response = rp.sign_in(rp.authorize().headers["Location"], user)
+    while "/consent" not in response.headers["Location"]:
+        response = client.get(response.headers["Location"])
+    page = client.get(response.headers["Location"]).text
+    pending = re.search(r'name="request" value="([^"]+)"', page)
+    assert pending
+    allow = {"csrf_token": csrf_token(page), "request": pending.group(1), "decision": "allow"}
+    callback = rp.follow_to_callback(client.post("/consent", data=allow))
+    tokens = rp.exchange(callback["code"]).get_json()
+    assert "Third Party" in client.get("/account/apps").text
+    response = client.post(
+        f"/account/apps/{rp.registered.client_id}/revoke", data={"csrf_token": csrf_of(client)}
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.scalars(select(Consent)).all() == []
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    refreshed = rp.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 400
+    assert refreshed.get_json()["error"] == "invalid_grant"
+
+
+# -- activity and profile -----------------------------------------------------------------------
+def test_activity_shows_the_users_own_events_newest_first(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    wrong = app.test_client()
+    page = wrong.get("/login").text
+    wrong.post(
+        "/login",
+        data={"csrf_token": csrf_token(page), "email": user.email, "password": "nope nope"},
+    )
+    text = client.get("/account/activity").text
+    assert text.index("login: password") < text.rindex("failure")
+
+
+def test_activity_is_paginated(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
+    start_session(client, user)
+    with app.app_context():
+        for _ in range(25):
+            db.session.add(AuditEvent(kind="test.event", subject_id=user.id))
+        db.session.commit()
+    first = client.get("/account/activity").text
+    assert "Older" in first
+    assert "Newer" not in first
+    second = client.get("/account/activity?page=2").text
+    assert "Newer" in second
+    assert "Older" not in second
+
+
+def test_name_change(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
+    start_session(client, user)
+    client.post("/account/profile", data={"csrf_token": csrf_of(client), "name": "  Ada  King "})
+    with app.app_context():
+        assert db.session.get(User, user.id).name == "Ada King"  # type: ignore[union-attr]
+
+
+def test_email_change_is_confirmed_from_the_new_address_once(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    client.post("/account/email", data={"csrf_token": csrf_of(client), "email": "ada@new.example"})
+    with app.app_context():
+        assert db.session.get(User, user.id).email == user.email  # type: ignore[union-attr]
+        message = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "email_change_requested")
+        ).one()
+        assert message.recipient == "ada@new.example"
+    link = re.search(r"http://localhost(/account/email/confirm\?token=\S+)", message.body)
+    assert link
+    page = client.get(link.group(1))  # a mail scanner's GET changes nothing
+    with app.app_context():
+        assert db.session.get(User, user.id).email == user.email  # type: ignore[union-attr]
+    token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    confirm = {"csrf_token": csrf_token(page.text), "token": token}
+    assert client.post("/account/email/confirm", data=confirm).status_code == 302
+    with app.app_context():
+        assert db.session.get(User, user.id).email == "ada@new.example"  # type: ignore[union-attr]
+        old = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "email_changed")
+        ).one()
+        assert old.recipient == user.email
+    assert client.post("/account/email/confirm", data=confirm).status_code == 400
+
+
+def test_email_change_needs_a_step_up(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
+    start_session(client, user)
+    token = csrf_of(client)
+    age_sessions(app, user.id, 6)
+    response = client.post("/account/email", data={"csrf_token": token, "email": "x@new.example"})
+    assert response.headers["Location"].startswith("/login?next=")
+    with app.app_context():
+        assert db.session.scalars(select(OutboxMessage)).all() == []
