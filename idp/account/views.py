@@ -118,6 +118,7 @@ def home() -> Any:
         backup_codes_left=backup_code_service().remaining(session.user),
         rp_id=runtime().settings.rp_id,
         signal_details=flask_session.pop("signal_user_details", False),
+        offer_sign_out_others=flask_session.pop("offer_sign_out_others", False),
     )
 
 
@@ -188,6 +189,7 @@ def totp_remove() -> Any:
         return session
     totp_service().remove(session.user)
     notifier().notify(session.user, "method_removed", method="The authenticator app")
+    _offer_to_sign_out_others()
     audit.record(db.session(), "totp.removed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -239,6 +241,7 @@ def password_remove() -> Any:
         return redirect(url_for("account.home"))
     session.user.password_hash = None
     notifier().notify(session.user, "method_removed", method="Your password")
+    _offer_to_sign_out_others()
     db.session.commit()
     flash("Password removed: you sign in with passkeys now.", "info")
     return redirect(url_for("account.home"))
@@ -290,12 +293,18 @@ def passkey_register() -> Any:
     return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
 
 
+def _offer_to_sign_out_others() -> None:
+    """After a sign-in method changes, other sessions may belong to whoever had the old one."""
+    flask_session["offer_sign_out_others"] = True
+
+
 def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     """A new sign-in method: notify the user, end a recovery restriction, and hand out backup
     codes the first time the account gets a passkey or an authenticator app."""
     user = session.user
     notifier().notify(user, "method_added", method=method)
     session.restricted = False
+    _offer_to_sign_out_others()
     if backup_code_service().has_codes(user):
         return []
     return backup_code_service().regenerate(user, utcnow())
@@ -339,6 +348,7 @@ def passkey_remove(credential_id: str) -> Any:
         return redirect(url_for("account.home"))
     passkey_service().remove(passkey, request_context())
     notifier().notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
+    _offer_to_sign_out_others()
     db.session.commit()
     flash("Passkey removed.", "info")
     return redirect(url_for("account.home"))

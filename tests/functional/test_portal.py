@@ -240,3 +240,15 @@ def test_email_change_needs_a_step_up(app: Flask, client: FlaskClient, user: Cre
     assert response.headers["Location"].startswith("/login?next=")
     with app.app_context():
         assert db.session.scalars(select(OutboxMessage)).all() == []
+
+
+def test_after_a_method_change_the_portal_offers_to_sign_out_other_sessions(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    assert 'id="offer-sign-out-others"' not in client.get("/account").text
+    assert pages.add_passkey(SoftAuthenticator()).status_code == 201
+    page = client.get("/account").text
+    assert 'id="offer-sign-out-others"' in page
+    assert 'id="offer-sign-out-others"' not in client.get("/account").text  # offered once
