@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -83,18 +84,26 @@ class GrantService:
         return code
 
     def redeem_code(self, code: str, client_id: str, now: datetime) -> AuthorizationCode | None:
-        """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2)."""
-        if not code or len(code) > 200:
+        """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code
+        is bound to the client it was issued to (RFC 6749 4.1.3)."""
+        row: AuthorizationCode | None = self._redeem(
+            AuthorizationCode, AuthorizationCode.code_hash, code, client_id, CODE_REPLAY, now
+        )
+        return row
+
+    def _redeem(
+        self, model: Any, key: Any, secret: str, client_id: str, replay: str, now: datetime
+    ) -> Any:
+        """The one replay rule for codes and refresh tokens: spent through the consume-once
+        primitive; presented again, it revokes its grant and everything issued from it."""
+        if not secret or len(secret) > 200:
             return None
-        code_hash = token_hash(code)
-        row = self.db.get(AuthorizationCode, code_hash)
-        # RFC 6749 4.1.3: the code is bound to the client it was issued to.
+        digest = token_hash(secret)
+        row = self.db.get(model, digest)
         if row is None or row.client_id != client_id:
             return None
-        if not consume_once(
-            self.db, AuthorizationCode, AuthorizationCode.code_hash == code_hash, now=now
-        ):
-            self.revoke_grant(row.grant_id, CODE_REPLAY, now)
+        if not consume_once(self.db, model, key == digest, now=now):
+            self.revoke_grant(row.grant_id, replay, now)
             return None
         if row.expires_at <= now or row.grant.revoked_at is not None:
             return None
@@ -123,19 +132,9 @@ class GrantService:
     ) -> RefreshToken | None:
         """Spend a refresh token once (rotation). Presenting a spent one revokes the whole family
         (RFC 9700 4.14.2); presenting one issued to another client fails (RFC 6749 6)."""
-        if not token or len(token) > 200:
-            return None
-        digest = token_hash(token)
-        row = self.db.get(RefreshToken, digest)
-        if row is None or row.client_id != client_id:
-            return None
-        if not consume_once(self.db, RefreshToken, RefreshToken.token_hash == digest, now=now):
-            self.revoke_grant(row.grant_id, REFRESH_TOKEN_REPLAY, now)
-            return None
-        if row.expires_at <= now or row.grant.revoked_at is not None:
-            return None
-        if not row.grant.user.is_active:
-            return None
+        row: RefreshToken | None = self._redeem(
+            RefreshToken, RefreshToken.token_hash, token, client_id, REFRESH_TOKEN_REPLAY, now
+        )
         return row
 
     def find_refresh_token(self, token: str) -> RefreshToken | None:
