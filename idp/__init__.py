@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from idp.database import configure_engine
 from idp.extensions import csrf, db
 from idp.runtime import Runtime
+from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.settings import Settings, load_settings
 
@@ -47,6 +48,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from idp.web import add_security_headers, csp_nonce
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.jinja_env.filters["describe_scope"] = describe_scope
     app.after_request(add_security_headers)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)

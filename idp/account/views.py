@@ -118,7 +118,8 @@ def home() -> Any:
         backup_codes_left=backup_code_service().remaining(session.user),
         rp_id=runtime().settings.rp_id,
         signal_details=flask_session.pop("signal_user_details", False),
-        offer_sign_out_others=flask_session.pop("offer_sign_out_others", False),
+        offer_sign_out_others=flask_session.pop("offer_sign_out_others", False)
+        and portal.has_other_sessions(db.session(), session, now),
     )
 
 
@@ -222,6 +223,7 @@ def password_set() -> Any:
         flash(str(error), "error")
         return redirect(url_for("account.home"))
     notifier().notify(session.user, "password_changed")
+    _offer_to_sign_out_others()
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -242,6 +244,8 @@ def password_remove() -> Any:
     session.user.password_hash = None
     notifier().notify(session.user, "method_removed", method="Your password")
     _offer_to_sign_out_others()
+    audit.record(db.session(), "password.removed", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
     db.session.commit()
     flash("Password removed: you sign in with passkeys now.", "info")
     return redirect(url_for("account.home"))

@@ -281,6 +281,10 @@ class PasskeyService:
             passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
+            if passkey.flagged_at is not None:
+                # A credential that looked cloned stays refused until the user removes it and
+                # registers the authenticator again.
+                raise PasskeyError("passkey_flagged")
             # WebAuthn L3 7.2 (identify the user): a discoverable sign-in needs the user handle,
             # and it must be the handle of the credential's owner.
             user_handle = credential.response.user_handle

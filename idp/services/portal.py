@@ -117,6 +117,22 @@ def revoke_session(db: Session, user: User, sid: str, now: datetime) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+def has_other_sessions(db: Session, current: BrowserSession, now: datetime) -> bool:
+    return (
+        db.scalar(
+            select(BrowserSession.sid)
+            .where(
+                BrowserSession.user_id == current.user_id,
+                BrowserSession.id_hash != current.id_hash,
+                BrowserSession.revoked_at.is_(None),
+                BrowserSession.expires_at > now,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def revoke_other_sessions(db: Session, user: User, keep: BrowserSession, now: datetime) -> None:
     db.execute(
         update(BrowserSession)

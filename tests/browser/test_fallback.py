@@ -94,7 +94,7 @@ def _set_up_totp(
     expect(page).to_have_url(f"{idp.url}/account")
     expect(page.get_by_text("On. You are asked for a code after your password.")).to_be_visible()
     expect(page.locator("#backup-codes-left")).to_have_text("10 of 10 backup codes left.")
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
     return TotpAccount(email=email, secret=secret, backup_codes=codes)
 
@@ -231,7 +231,7 @@ def test_recovery_with_a_backup_code_ends_in_a_new_passkey(
     expect(page.locator("#passkey-list .passkey-item")).to_have_count(1)
     expect(page.locator("#backup-codes-left")).to_have_text("9 of 10 backup codes left.")
     user.screenshot("3-account")
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
 
     # The new passkey signs in to the relying party: the autofill answers at once.

@@ -115,7 +115,7 @@ def test_add_a_passkey_on_the_account_page(
     assert item.get_attribute("data-credential-id") == b64url(credential["credentialId"])
     user.screenshot("3-account-with-passkey")
 
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
     assert "idp_session" not in {c["name"] for c in user.context.cookies()}
 

@@ -830,3 +830,18 @@ def test_removal_needs_the_csrf_token(
 def test_passkey_json_endpoints_need_the_csrf_header(stranger: PasskeyPages) -> None:
     response = stranger.browser.post("/login/passkey/options", json={})
     assert response.status_code == 400
+
+
+def test_a_flagged_passkey_stays_refused(
+    app: Flask, stranger: PasskeyPages, user: CreatedUser
+) -> None:
+    """After a counter regression, the credential is refused even when its counter grows again:
+    a possible clone stays out until the user removes and re-registers it."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    key = device_bound()
+    assert pages.add_passkey(key).status_code == 201
+    assert stranger.sign_in_with_passkey(key, counter=10).status_code == 200
+    assert stranger.sign_in_with_passkey(key, counter=5).status_code == 400  # regression: flagged
+    assert stranger.sign_in_with_passkey(key, counter=50).status_code == 400
+    assert last_failure_reason(app, "login.passkey") == "passkey_flagged"

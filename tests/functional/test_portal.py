@@ -245,10 +245,19 @@ def test_email_change_needs_a_step_up(app: Flask, client: FlaskClient, user: Cre
 def test_after_a_method_change_the_portal_offers_to_sign_out_other_sessions(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
+    start_session(app.test_client(), user)  # the user is signed in elsewhere too
     pages = PasskeyPages(client)
     pages.sign_in_with_password(user)
     assert 'id="offer-sign-out-others"' not in client.get("/account").text
     assert pages.add_passkey(SoftAuthenticator()).status_code == 201
-    page = client.get("/account").text
-    assert 'id="offer-sign-out-others"' in page
+    assert 'id="offer-sign-out-others"' in client.get("/account").text
     assert 'id="offer-sign-out-others"' not in client.get("/account").text  # offered once
+
+
+def test_no_offer_to_sign_out_others_without_other_sessions(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    assert pages.add_passkey(SoftAuthenticator()).status_code == 201
+    assert 'id="offer-sign-out-others"' not in client.get("/account").text

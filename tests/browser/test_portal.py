@@ -1,0 +1,326 @@
+"""The account portal in a real browser: two passkeys, renamed and removed; the last way in that
+cannot be removed; a session signed out from another browser; connected apps, activity and
+profile; no console errors on any portal page (docs/users/managing-sign-in-methods.md).
+
+The screenshots of the user guide come from here: ``UPDATE_DOCS_IMAGES=1`` also writes them to
+docs/users/images/ (off by default, so that a test run leaves the working tree clean)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests.browser.conftest import Accounts, BrowserUser, RelyingParty
+from tests.browser.test_passkey_sign_in import (
+    _add_passkey,
+    _sign_in_with_password,
+    _wait_until,
+    _with_passkey,
+    b64url,
+)
+from tests.support.live import LiveIdp
+
+# One worker under xdist (--dist loadfile): the module shares the live idp and one browser.
+pytestmark = pytest.mark.browser
+
+NewUser = Callable[..., BrowserUser]
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "users" / "images"
+#: (path, the page's heading, its tab in the portal's navigation)
+PORTAL_PAGES = [
+    ("/account", "Your account", "Sign-in methods"),
+    ("/account/sessions", "Where you're signed in", "Sessions"),
+    ("/account/apps", "Connected apps", "Connected apps"),
+    ("/account/activity", "Security activity", "Activity"),
+    ("/account/profile", "Profile", "Profile"),
+]
+#: A passkey in a credential manager that syncs it (backup eligible and backed up).
+SYNCED_AUTHENTICATOR = {
+    "protocol": "ctap2",
+    "transport": "internal",
+    "hasResidentKey": True,
+    "hasUserVerification": True,
+    "isUserVerified": True,
+    "automaticPresenceSimulation": True,
+    "defaultBackupEligibility": True,
+    "defaultBackupState": True,
+}
+#: A security key: device-bound (not backup eligible).
+SECURITY_KEY = {**SYNCED_AUTHENTICATOR, "transport": "usb",
+                "defaultBackupEligibility": False, "defaultBackupState": False}  # fmt: skip
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _document(user: BrowserUser, name: str) -> None:
+    """A screenshot in test-artifacts/screenshots/; with UPDATE_DOCS_IMAGES=1 also the page's card
+    alone (no empty margins) in docs/users/images/."""
+    user.screenshot(name)
+    if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        user.page.locator("main.card").screenshot(path=str(DOCS_IMAGES / f"{name}.png"))
+
+
+def _like_desktop_chrome(user: BrowserUser) -> None:
+    """The sessions and activity pages name the browser from its User-Agent: the screenshots show
+    "Chrome" rather than headless Chromium's "HeadlessChrome"."""
+    agent = str(user.page.evaluate("navigator.userAgent"))
+    user.cdp.send(
+        "Emulation.setUserAgentOverride", {"userAgent": agent.replace("HeadlessChrome", "Chrome")}
+    )
+
+
+def _use_authenticator(user: BrowserUser, options: dict[str, Any]) -> str:
+    """Replace the context's virtual authenticator by one with these options; its id."""
+    user.cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": user.authenticator_id})
+    user.authenticator_id = _plug_in(user, options)
+    return user.authenticator_id
+
+
+def _plug_in(user: BrowserUser, options: dict[str, Any]) -> str:
+    """One more virtual authenticator in the context (a security key next to the platform's)."""
+    added = user.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
+    return str(added["authenticatorId"])
+
+
+def _credentials_of(user: BrowserUser, authenticator_id: str) -> list[dict[str, Any]]:
+    result = user.cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})
+    return list(result["credentials"])
+
+
+def _stepped_up(page: Page, idp: LiveIdp, action: Locator) -> None:
+    """The action asks for a recent passkey sign-in first (step-up): idp sends the browser to
+    the login page, where the passkey autofill answers at once and returns to /account."""
+    with page.expect_navigation(url=re.compile(r"/login\?next=")):
+        action.click()
+    page.wait_for_url(f"{idp.url}/account")
+
+
+def _flash(page: Page) -> Locator:
+    return page.locator(".flashes p")
+
+
+def _signed_in(new_user: NewUser, idp: LiveIdp, email: str) -> BrowserUser:
+    """A new browser profile signed in with the password on /account."""
+    user = new_user()
+    _like_desktop_chrome(user)
+    user.page.goto(f"{idp.url}/account")
+    _sign_in_with_password(user.page, email)
+    expect(user.page).to_have_url(f"{idp.url}/account")
+    return user
+
+
+# -- sign-in methods ------------------------------------------------------------------------------
+def test_two_passkeys_one_renamed_one_removed(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    email = accounts.new()
+    owner = new_user()
+    _like_desktop_chrome(owner)
+    page = owner.page
+    synced = _use_authenticator(owner, SYNCED_AUTHENTICATOR)
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+
+    items = page.locator("#passkey-list .passkey-item")
+    _add_passkey(owner, name="Phone")
+    expect(page.locator("#second-passkey-nudge")).to_be_visible()
+    [phone] = _credentials_of(owner, synced)
+
+    # A second passkey on a security key. The password session no longer suffices: adding a
+    # method next to a passkey needs a passkey sign-in (step-up), then the button works. The
+    # security key is plugged in after the step-up: with two virtual authenticators, headless
+    # Chromium's autofill does not answer on its own.
+    owner.allow_console_error(r"status of 403 .*/account/passkeys/options")  # the step-up's
+    add = page.get_by_role("button", name="Add a passkey")
+    _stepped_up(page, live_idp, add)
+    key = _plug_in(owner, SECURITY_KEY)
+    add.click()
+    expect(items).to_have_count(2)
+    [security_key] = _credentials_of(owner, key)
+    assert items.nth(1).get_attribute("data-credential-id") == b64url(security_key["credentialId"])
+    expect(items.nth(0)).to_contain_text("Synced")
+    expect(items.nth(0)).to_contain_text("last used")
+    expect(items.nth(1)).to_contain_text("This device only")
+    expect(items.nth(1)).to_contain_text("never used")
+
+    # Rename through the inline form.
+    page.get_by_label("New name for Passkey").fill("Security key")
+    items.nth(1).get_by_role("button", name="Rename").click()
+    expect(_flash(page)).to_have_text("Passkey renamed.")
+    expect(items.locator(".passkey-name")).to_have_text(["Phone", "Security key"])
+    expect(page.locator("#second-passkey-nudge")).to_have_count(0)
+    expect(page.locator("#offer-sign-out-others")).to_have_count(0)
+    _document(owner, "sign-in-methods")
+
+    # Remove the phone's passkey: the passkey sign-in above is recent enough.
+    page.get_by_role("button", name="Remove Phone").click()
+    expect(_flash(page)).to_have_text("Passkey removed.")
+    expect(items.locator(".passkey-name")).to_have_text(["Security key"])
+    expect(page.locator("#second-passkey-nudge")).to_be_visible()
+    expect(page.locator("#offer-sign-out-others")).to_be_visible()
+    # Signal API: the page lists the accepted credentials; the browser forgets the others.
+    if page.evaluate("typeof PublicKeyCredential.signalAllAcceptedCredentials === 'function'"):
+        _wait_until(lambda: _credentials_of(owner, synced) == [], "the removed passkey stayed")
+        assert len(_credentials_of(owner, key)) == 1
+
+    # The removed credential, imported into another browser, no longer signs in.
+    other = _with_passkey(new_user, phone, conditional_mediation=False)
+    other.allow_console_error(r"status of 400")  # the refused assertion
+    other.page.goto(f"{live_idp.url}/account")
+    other.page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(other.page.get_by_role("alert")).to_have_text(
+        "That passkey didn't work. Try again, or use your password instead."
+    )
+    expect(other.page).to_have_url(f"{live_idp.url}/login?next=/account")
+
+
+def test_the_last_way_in_cannot_be_removed(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    user = _signed_in(new_user, live_idp, accounts.new())
+    page = user.page
+    _add_passkey(user, name="Only passkey")
+
+    # Going passkey-only is a removal: it needs a passkey sign-in first.
+    remove_password = page.get_by_role(
+        "button", name="Remove password (sign in with passkeys only)"
+    )
+    _stepped_up(page, live_idp, remove_password)
+    remove_password.click()
+    expect(_flash(page)).to_have_text("Password removed: you sign in with passkeys now.")
+    expect(remove_password).to_have_count(0)
+    expect(page.get_by_label("Set a password")).to_be_visible()
+
+    page.get_by_role("button", name="Remove Only passkey").click()
+    expect(page.locator(".flashes p.error")).to_have_text(
+        "This is your only way to sign in, so it can't be removed. "
+        "Add another passkey or a password first."
+    )
+    expect(page.locator("#passkey-list .passkey-item .passkey-name")).to_have_text(["Only passkey"])
+    assert len(user.credentials()) == 1
+
+    # Both changes are in the security activity.
+    page.get_by_role("link", name="Activity").click()
+    expect(page.locator("#activity-list")).to_contain_text("password: removed")
+
+
+# -- sessions -------------------------------------------------------------------------------------
+def test_a_session_signed_out_from_another_browser_is_dead(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    email = accounts.new()
+    here = _signed_in(new_user, live_idp, email)
+    there = _signed_in(new_user, live_idp, email)
+
+    here.page.goto(f"{live_idp.url}/account/sessions")
+    rows = here.page.locator("#session-list .row")
+    expect(rows).to_have_count(2)
+    expect(rows.filter(has_text="This session")).to_have_count(1)
+    _document(here, "sessions")
+
+    rows.filter(has_not_text="This session").get_by_role(
+        "button", name="Sign out", exact=True
+    ).click()
+    expect(_flash(here.page)).to_have_text("That session is signed out.")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("This session")
+
+    there.page.goto(f"{live_idp.url}/account")
+    expect(there.page).to_have_url(f"{live_idp.url}/login?next=/account")
+    expect(there.page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # The remaining session is alive.
+    here.page.goto(f"{live_idp.url}/account")
+    expect(here.page.get_by_role("heading", name="Your account")).to_be_visible()
+
+
+# -- connected apps, activity, profile ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def third_party(live_idp: LiveIdp, relying_party: RelyingParty) -> RelyingParty:
+    """A client without --first-party: the user is asked for consent, which is recorded."""
+    client = live_idp.create_client(name="Photo Album", redirect_uris=[relying_party.redirect_uri])
+    return RelyingParty(
+        idp=live_idp,
+        base=relying_party.base,
+        client_id=client["client_id"],
+        client_secret=client["client_secret"],
+        callbacks=relying_party.callbacks,
+    )
+
+
+def test_connected_apps_activity_and_profile(
+    live_idp: LiveIdp, accounts: Accounts, third_party: RelyingParty, new_user: NewUser
+) -> None:
+    email = accounts.new()
+    user = new_user()
+    _like_desktop_chrome(user)
+    page = user.page
+    authorization = third_party.authorization()
+    page.goto(authorization.url)
+    _sign_in_with_password(page, email)
+    expect(
+        page.get_by_role("heading", name="Allow Photo Album to use your account?")
+    ).to_be_visible()
+    page.get_by_role("button", name="Allow").click()
+    page.wait_for_url(f"{third_party.redirect_uri}?*")
+    assert third_party.redeem(authorization)["email"] == email
+
+    page.goto(f"{live_idp.url}/account/apps")
+    app = page.locator("#app-list .row")
+    expect(app).to_have_count(1)
+    expect(app).to_contain_text("Photo Album")
+    expect(app).to_contain_text("last used")
+    _document(user, "connected-apps")
+
+    page.get_by_role("link", name="Activity").click()
+    events = page.locator("#activity-list .row")
+    expect(events.first).to_contain_text("authorization: code issued")
+    expect(page.locator("#activity-list")).to_contain_text("consent: granted")
+    expect(page.locator("#activity-list")).to_contain_text("login: password")
+    _document(user, "activity")
+
+    page.get_by_role("link", name="Profile").click()
+    page.get_by_label("Name").fill("Ada Lovelace")
+    page.get_by_role("button", name="Save name").click()
+    expect(_flash(page)).to_have_text("Name saved.")
+    expect(page.get_by_label("Name")).to_have_value("Ada Lovelace")
+    _document(user, "profile")
+
+    # Disconnecting the app removes it from the list (its tokens are revoked: tests/functional).
+    page.get_by_role("link", name="Connected apps").click()
+    page.get_by_role("button", name="Disconnect Photo Album").click()
+    expect(_flash(page)).to_have_text("The app is disconnected.")
+    expect(page.get_by_text("No apps.")).to_be_visible()
+
+
+def test_portal_pages_have_no_console_errors(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """Each page through its tab, with a passkey so that the Signal API calls have something to
+    say. The fixture fails the test on any console error or CSP violation; checked here too."""
+    user = _signed_in(new_user, live_idp, accounts.new())
+    _add_passkey(user, name="Laptop")
+    tabs = user.page.get_by_role("navigation", name="Account")
+    for path, heading, tab in PORTAL_PAGES[1:] + PORTAL_PAGES[:1]:
+        tabs.get_by_role("link", name=tab).click()
+        expect(user.page).to_have_url(f"{live_idp.url}{path}")
+        expect(user.page.get_by_role("heading", level=1)).to_have_text(heading)
+        expect(tabs.get_by_role("link", name=tab)).to_have_attribute("aria-current", "page")
+
+    # Signal API: after a name change the profile page tells the credential manager, which shows
+    # the new name next to the passkey.
+    tabs.get_by_role("link", name="Profile").click()
+    user.page.get_by_label("Name").fill("Grace Hopper")
+    user.page.get_by_role("button", name="Save name").click()
+    expect(_flash(user.page)).to_have_text("Name saved.")
+    if user.page.evaluate("typeof PublicKeyCredential.signalCurrentUserDetails === 'function'"):
+        _wait_until(
+            lambda: user.credentials()[0].get("userDisplayName") == "Grace Hopper",
+            f"the credential manager kept the old name: {user.credentials()}",
+        )
+    assert user.unexpected_problems() == []
