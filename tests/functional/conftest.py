@@ -1,15 +1,19 @@
-"""Fixtures shared by the functional tests: a user with a password and a first-party RP."""
+"""Fixtures shared by the functional tests: a user with a password, a first-party RP, and a live
+multi-worker server on each database for the parallel-request tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.conftest import throwaway_postgres_database
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty
+from tests.support.live import LiveIdp, start_live_idp
 
 
 @pytest.fixture
@@ -25,3 +29,20 @@ def rp(app: Flask, client: FlaskClient) -> RelyingParty:
 @pytest.fixture
 def tokens(rp: RelyingParty, user: CreatedUser) -> dict[str, Any]:
     return rp.tokens_for(user)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveIdp]:
+    """``idp serve --production`` (2 workers) on SQLite, then on a fresh PostgreSQL database."""
+    directory = tmp_path_factory.mktemp(f"live-{request.param}")
+    if request.param == "sqlite":
+        with start_live_idp(directory, production=True) as idp:
+            yield idp
+    else:
+        with (
+            throwaway_postgres_database() as url,
+            start_live_idp(directory, database_url=url, production=True) as idp,
+        ):
+            yield idp

@@ -10,37 +10,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import pytest
 import requests
 
-from tests.conftest import throwaway_postgres_database
 from tests.support.browserless import Browser, sign_in
-from tests.support.live import LiveIdp, start_live_idp
+from tests.support.live import LiveIdp
 
 PARALLEL = 12
 REDIRECT_URI = "http://localhost:9/callback"
 PASSWORD = "parallel requests all at once"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def live(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveIdp]:
-    directory: Path = tmp_path_factory.mktemp(f"live-{request.param}")
-    if request.param == "sqlite":
-        with start_live_idp(directory, production=True) as idp:
-            yield idp
-    else:
-        with (
-            throwaway_postgres_database() as url,
-            start_live_idp(directory, database_url=url, production=True) as idp,
-        ):
-            yield idp
 
 
 def _tokens_and_code(live: LiveIdp) -> tuple[dict[str, str], str, str]:

@@ -40,11 +40,11 @@ from idp.services.rate_limits import (
     RedisCounters,
 )
 from idp.web import email_key
-from tests.conftest import app_overrides, throwaway_postgres_database
+from tests.conftest import app_overrides
 from tests.support.browserless import Browser, Form, parse_forms
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
-from tests.support.live import LiveIdp, start_live_idp
+from tests.support.live import LiveIdp
 
 PASSWORD = "parallel fallback passphrase"
 PARALLEL_SPENDS = 12
@@ -57,20 +57,6 @@ T = TypeVar("T")
 
 
 # -- the live server and its database -------------------------------------------------------------
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def live(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveIdp]:
-    directory: Path = tmp_path_factory.mktemp(f"live-fallback-{request.param}")
-    if request.param == "sqlite":
-        with start_live_idp(directory, production=True) as idp:
-            yield idp
-    else:
-        with (
-            throwaway_postgres_database() as url,
-            start_live_idp(directory, database_url=url, production=True) as idp,
-        ):
-            yield idp
 
 
 @contextmanager
