@@ -81,10 +81,11 @@ def _print_welcome(app: Flask) -> None:
     click.echo(f"Discovery: {settings.endpoint('/.well-known/openid-configuration')}")
     if db.session.scalar(select(User.id).where(User.is_admin.is_(True)).limit(1)) is None:
         click.echo(
-            "No admin yet. Create the first one (the password is read from standard input):\n"
-            "  .venv/bin/idp users create you@example.com --name 'Your Name' --admin "
-            "--password-stdin\n"
-            f"then sign in at {settings.endpoint('/login')}"
+            "No admin yet. Create the first one and get a one-time sign-in link for it:\n"
+            "  .venv/bin/idp users create you@example.com --name 'Your Name' --admin\n"
+            "  .venv/bin/idp login-link you@example.com\n"
+            "Open the link and register a passkey. (Or add --password-stdin to `users create` "
+            f"to sign in at {settings.endpoint('/login')} with a password.)"
         )
 
 
@@ -175,6 +176,40 @@ def users_unlock(email: str) -> None:
             sign_in_service().unlock(user)
             db.session.commit()
         click.echo(f"unlocked {user.email}")
+
+
+@main.command("login-link")
+@click.argument("email")
+@click.option("--ttl", type=int, help="Seconds the link stays valid (default: login_link_ttl).")
+@click.option("--json", "as_json", is_flag=True)
+def login_link(email: str, ttl: int | None, as_json: bool) -> None:
+    """Make a one-time sign-in link for a user who lost every way in (or the first admin)."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.login_links import LoginLinkService
+    from idp.services.notifications import Notifier
+    from idp.services.users import UserService
+
+    with _app() as app:
+        settings = app.extensions["idp"].settings
+        lifetime = ttl or settings.login_link_ttl
+        if not 60 <= lifetime <= 86400:
+            _fail("--ttl must be between 60 seconds and 24 hours")
+        user = UserService(db.session(), app.extensions["idp"].passwords).find_by_email(email)
+        if user is None:
+            _fail(f"no user {email}")
+        link, secret = LoginLinkService(db.session()).issue(
+            user, ttl=lifetime, now=utcnow(), created_by="cli"
+        )
+        url = settings.endpoint(f"/login/link/{secret}")
+        # The user hears about it by mail (or the outbox); the link itself goes to the admin, who
+        # passes it on by another channel.
+        Notifier(db.session(), settings.smtp_url, settings.smtp_sender).notify(
+            user, "login_link_issued"
+        )
+        db.session.commit()
+        data = {"email": user.email, "url": url, "expires_at": link.expires_at.isoformat()}
+        _emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {d['expires_at']})")
 
 
 # -- clients --------------------------------------------------------------------------------------

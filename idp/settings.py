@@ -54,6 +54,8 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
 
+    #: One-time login links: 15 minutes by default, at most a day.
+    login_link_ttl: int = 900
     #: Ask users who sign in with a password alone to add a second factor before continuing.
     require_second_factor: bool = False
     #: The road to passkeys: offer a passkey after a password sign-in, snoozed for this long.
@@ -141,6 +143,8 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if not 60 <= self.login_link_ttl <= 86400:
+            raise SettingsError("login_link_ttl must be between 60 seconds and 24 hours")
         if self.code_ttl > 600:
             raise SettingsError("code_ttl must be at most 600 seconds (RFC 6749 4.1.2)")
 

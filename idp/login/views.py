@@ -14,6 +14,7 @@ from idp.models.base import utcnow
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
 from idp.services.login import SignInService
+from idp.services.login_links import LoginLinkService
 from idp.services.passkeys import PasskeyError
 from idp.services.users import UserService
 from idp.web import (
@@ -320,4 +321,32 @@ def passkey_endpoints() -> Any:
     account = settings.endpoint(url_for("account.home"))
     response = jsonify(enroll=account, manage=account)
     response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.route("/login/link/<secret>", methods=["GET", "POST"])
+def login_link(secret: str) -> Any:
+    """A one-time login link: GET shows a confirmation page, only the POST spends the link
+    (mail scanners prefetch links); then a restricted session must register a new passkey."""
+    links = LoginLinkService(db.session())
+    if request.method == "GET":
+        link = links.find_live(secret, utcnow())
+        if link is None:
+            return render_template(
+                "errors/error.html",
+                title="This sign-in link does not work",
+                message="It has expired, was already used or was revoked. Ask for a new one.",
+            ), 400
+        return render_template("login/link.html", email=link.user.email, secret=secret)
+    user = links.spend(secret, request_context(), utcnow())
+    if user is None:
+        db.session.commit()  # the failure is audited
+        return render_template(
+            "errors/error.html",
+            title="This sign-in link does not work",
+            message="It has expired, was already used or was revoked. Ask for a new one.",
+        ), 400
+    response = redirect(url_for("account.recover"))
+    start_session(user, ["otp"], response, restricted=True)
+    db.session.commit()
     return response

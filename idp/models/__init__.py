@@ -6,6 +6,7 @@ from idp.models.clients import Client
 from idp.models.factors import (
     AttemptCounter,
     BackupCode,
+    LoginLink,
     OutboxMessage,
     PartialLogin,
     TotpCredential,
@@ -35,6 +36,7 @@ __all__ = [
     "Client",
     "Consent",
     "Grant",
+    "LoginLink",
     "OutboxMessage",
     "PartialLogin",
     "Passkey",
