@@ -1,0 +1,61 @@
+"""A one-time login link in a real browser: opening it spends nothing, confirming signs in and
+asks for a new passkey before anything else, and the link never works twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Accounts, BrowserUser, RelyingParty
+from tests.support.live import LiveIdp
+
+pytestmark = pytest.mark.browser
+
+NewUser = Callable[..., BrowserUser]
+
+
+def test_a_login_link_leads_to_a_new_passkey_and_works_once(
+    live_idp: LiveIdp, accounts: Accounts, relying_party: RelyingParty, new_user: NewUser
+) -> None:
+    email = accounts.new()
+    url = live_idp.cli("login-link", email, "--json")["url"]
+
+    # A mail scanner (or the user) opening the link spends nothing.
+    scanner = new_user()
+    scanner.page.goto(url)
+    expect(scanner.page.get_by_role("heading", name=f"Sign in as {email}?")).to_be_visible()
+    scanner.context.close()
+
+    user = new_user()
+    page = user.page
+    page.goto(url)
+    user.screenshot("1-confirm")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{live_idp.url}/account/recover")
+    # The only way forward is a new sign-in method.
+    page.goto(f"{live_idp.url}/account")
+    expect(page).to_have_url(f"{live_idp.url}/account/recover")
+    page.get_by_role("button", name="Add a passkey").click()
+    # The account's first passkey comes with backup codes, shown once.
+    expect(page.locator("#backup-codes li")).to_have_count(10)
+    page.get_by_role("button", name="I saved them").click()
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    expect(page.locator("#passkey-list .passkey-item")).to_have_count(1)
+    user.screenshot("2-account")
+
+    # A second use of the link fails, in any browser.
+    again = new_user()
+    again.allow_console_error(r"status of 400")
+    again.page.goto(url)
+    expect(
+        again.page.get_by_role("heading", name="This sign-in link does not work")
+    ).to_be_visible()
+
+    # And the new passkey signs in to a relying party.
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    authorization = relying_party.authorization()
+    page.goto(authorization.url)
+    page.wait_for_url(f"{relying_party.redirect_uri}?*")
+    assert relying_party.callbacks_for(authorization.state)
