@@ -7,14 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.models import Passkey, User
+from idp.models import User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.notifications import Notifier
+from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.totp import TotpService
@@ -96,11 +96,9 @@ class SignInService:
 
     def second_factors(self, user: User) -> dict[str, bool]:
         """Which second steps the user can take after a password (a passkey counts)."""
-        has_passkey = self.db.scalar(select(Passkey.credential_id).where(
-            Passkey.user_id == user.id).limit(1)) is not None  # fmt: skip
         return {
             "totp": self.totp.is_enabled(user),
-            "passkey": has_passkey,
+            "passkey": has_passkey(self.db, user.id),
             "backup_code": self.backup_codes.has_codes(user),
         }
 

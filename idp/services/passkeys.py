@@ -376,6 +376,13 @@ class PasskeyService:
         )
 
 
+def has_passkey(db: Session, user_id: str) -> bool:
+    return (
+        db.scalar(select(Passkey.credential_id).where(Passkey.user_id == user_id).limit(1))
+        is not None
+    )
+
+
 def clean_name(name: str | None) -> str:
     return " ".join((name or "").split())[:MAX_NAME_LENGTH]
 

@@ -20,6 +20,7 @@ from idp.models import (
     TotpCredential,
     User,
 )
+from idp.services.passkeys import has_passkey
 from idp.services.policy import (
     ACR_LEVELS,
     ACR_MFA,
@@ -48,7 +49,7 @@ def describe_user_agent(user_agent: str) -> str:
 
 def strongest_acr(db: Session, user: User) -> str:
     """The acr of the strongest way the user can sign in."""
-    if db.scalar(select(Passkey.credential_id).where(Passkey.user_id == user.id).limit(1)):
+    if has_passkey(db, user.id):
         return ACR_PHISHING_RESISTANT
     totp = db.get(TotpCredential, user.id)
     if totp is not None and totp.confirmed_at is not None:

@@ -474,12 +474,16 @@ def test_credential_id_already_registered_is_refused(storage_app: Flask, owner: 
     assert len(passkeys_of(storage_app, second_user.id)) == (1 if owner == "same user" else 0)
 
 
-# -- signing in -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(
+#: RFC 8176 amr and idp's acr by the credential's backup eligibility (synced or device-bound).
+BY_BACKUP_ELIGIBILITY = pytest.mark.parametrize(
     ("make", "amr", "acr"),
     [(synced, ["swk", "user", "mfa"], "phr"), (device_bound, ["hwk", "user", "mfa"], "phrh")],
     ids=["synced", "device-bound"],
 )
+
+
+# -- signing in -----------------------------------------------------------------------------------
+@BY_BACKUP_ELIGIBILITY
 def test_discoverable_sign_in_starts_a_session(
     app: Flask,
     signed_in: PasskeyPages,
@@ -739,11 +743,7 @@ def passkey_sign_in_for(
     return rp.follow_to_callback(rp.browser.get(response.get_json()["redirect"]))
 
 
-@pytest.mark.parametrize(
-    ("make", "amr", "acr"),
-    [(synced, ["swk", "user", "mfa"], "phr"), (device_bound, ["hwk", "user", "mfa"], "phrh")],
-    ids=["synced", "device-bound"],
-)
+@BY_BACKUP_ELIGIBILITY
 def test_oidc_code_flow_with_a_passkey_reports_amr_and_acr(
     app: Flask,
     signed_in: PasskeyPages,
