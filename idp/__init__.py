@@ -38,11 +38,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["idp.oauth"] = create_authorization_server(app)
 
     from idp.account.views import bp as account_bp
+    from idp.admin import bp as admin_bp
     from idp.login.views import bp as login_bp
     from idp.oidc.views import bp as oidc_bp
     from idp.ops import bp as ops_bp
 
-    for blueprint in (oidc_bp, login_bp, account_bp, ops_bp):
+    for blueprint in (oidc_bp, login_bp, account_bp, admin_bp, ops_bp):
         app.register_blueprint(blueprint)
 
     from idp.web import add_security_headers, csp_nonce

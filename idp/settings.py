@@ -65,6 +65,9 @@ class Settings:
     #: messages in the outbox table and the log.
     smtp_url: str = ""
     smtp_sender: str = "idp@localhost"
+    #: Sign-in policy defaults (idp.services.sign_in_policy); the admin console may override them.
+    passwords_allowed: bool = True
+    signup_enabled: bool = False
 
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,3 @@
+"""Admin console: audit pages."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Admin console: clients pages."""
+
+from __future__ import annotations

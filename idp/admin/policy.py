@@ -1,0 +1,3 @@
+"""Admin console: policy pages."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Admin console: users pages."""
+
+from __future__ import annotations
