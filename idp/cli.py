@@ -63,30 +63,54 @@ def main() -> None:
 
 
 @main.command()
-def init() -> None:
+@click.option("--admin-email", default="", help="The first admin (default: IDP_ADMIN_EMAIL).")
+def init(admin_email: str) -> None:
     """Create the database and the signing keys (safe to run again)."""
     with _app() as app:
         for line in prepare_database(app):
             click.echo(f"created signing key {line}")
-        _print_welcome(app)
+        _print_welcome(app, admin_email)
 
 
-def _print_welcome(app: Flask) -> None:
-    from sqlalchemy import select
-
+def _print_welcome(app: Flask, admin_email: str = "") -> None:
+    """Where discovery lives and, until an admin has a passkey, how the first admin signs in."""
     from idp.extensions import db
-    from idp.models import User
+    from idp.models.base import utcnow
+    from idp.services.bootstrap import bootstrap_first_admin
 
-    settings = app.extensions["idp"].settings
+    runtime = app.extensions["idp"]
+    settings = runtime.settings
     click.echo(f"Discovery: {settings.endpoint('/.well-known/openid-configuration')}")
-    if db.session.scalar(select(User.id).where(User.is_admin.is_(True)).limit(1)) is None:
-        click.echo(
-            "No admin yet. Create the first one and get a one-time sign-in link for it:\n"
-            "  .venv/bin/idp users create you@example.com --name 'Your Name' --admin\n"
-            "  .venv/bin/idp login-link you@example.com\n"
-            "Open the link and register a passkey. (Or add --password-stdin to `users create` "
-            f"to sign in at {settings.endpoint('/login')} with a password.)"
-        )
+    email = (
+        admin_email or settings.admin_email or ("" if settings.production else "admin@localhost")
+    )
+    if not email:
+        from sqlalchemy import select
+
+        from idp.models import User
+
+        if db.session.scalar(select(User.id).where(User.is_admin.is_(True)).limit(1)) is None:
+            click.echo(
+                "No admin yet. Set IDP_ADMIN_EMAIL (or run `idp init --admin-email "
+                "you@example.com`) for a one-time sign-in link, or:\n"
+                "  idp users create you@example.com --name 'Your Name' --admin\n"
+                "  idp login-link you@example.com"
+            )
+        return
+    first = bootstrap_first_admin(
+        db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow()
+    )
+    db.session.commit()
+    if first is None:
+        return
+    click.echo(
+        f"No admin can sign in yet. {'Created' if first.created else 'The admin is'} "
+        f"{first.user.email}. Open this one-time link (valid until "
+        f"{first.expires_at:%H:%M} UTC), confirm, and register a passkey:\n"
+        f"  {settings.endpoint(f'/login/link/{first.secret}')}\n"
+        "Then manage the deployment at " + settings.endpoint("/admin") + ". A new link is printed "
+        "at every start until an admin has a passkey; `idp login-link EMAIL` makes one at any time."
+    )
 
 
 @main.command()

@@ -65,9 +65,28 @@ class Settings:
     #: messages in the outbox table and the log.
     smtp_url: str = ""
     smtp_sender: str = "idp@localhost"
+    #: The first admin's address on an empty install (development default: admin@localhost).
+    admin_email: str = ""
     #: Sign-in policy defaults (idp.services.sign_in_policy); the admin console may override them.
     passwords_allowed: bool = True
     signup_enabled: bool = False
+    #: Admins sign in with a passkey only: no password sign-in, and their last passkey stays.
+    admin_passkey_required: bool = False
+    #: WebAuthn L3 5.4.4 / 5.8.6: "required" (default) or "preferred".
+    webauthn_user_verification: str = "required"
+    #: WebAuthn L3 5.4.7 attestation conveyance: "none", "indirect", "direct" or "enterprise".
+    webauthn_attestation: str = "none"
+    #: Authenticator models (AAGUIDs) allowed to register a passkey; empty allows any.
+    webauthn_aaguid_allow_list: tuple[str, ...] = ()
+    #: Consecutive failures per account and factor before that factor locks (DESIGN.md: <= 100).
+    lockout_threshold: int = 100
+    #: Seconds a node trusts its cached copy of the policy overrides stored in the database.
+    policy_cache_ttl: int = 5
+    #: Audit events older than this many days are pruned; 0 keeps them forever.
+    audit_retention_days: int = 365
+    #: Seconds between opportunistic prunes of expired rows (idp.services.retention); 0: never
+    #: (then run ``idp prune`` from cron).
+    prune_interval: int = 600
 
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -150,6 +169,15 @@ class Settings:
             raise SettingsError("login_link_ttl must be between 60 seconds and 24 hours")
         if self.code_ttl > 600:
             raise SettingsError("code_ttl must be at most 600 seconds (RFC 6749 4.1.2)")
+        from idp.services.sign_in_policy import PolicyError, policy_from_settings
+
+        try:
+            policy_from_settings(self)
+        except PolicyError as error:
+            raise SettingsError(str(error)) from error
+        for name in ("policy_cache_ttl", "audit_retention_days", "prune_interval"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
 
 
 def _is_ip_address(host: str) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from idp import create_app
 from idp.cli import main
 from idp.database import alembic_config, upgrade
-from idp.models import Base, Client, SigningKey, User
+from idp.models import Base, Client, LoginLink, Passkey, SigningKey, User
 from idp.runtime import Runtime
 from idp.settings import load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
@@ -76,6 +76,10 @@ def initialised_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`idp init` once per module (key generation is slow); each test gets a copy."""
     idp = Idp(tmp_path_factory.mktemp("template"))
     idp.ok("init")
+    # The first admin that init makes has its own tests; the others start with no user.
+    with sqlite3.connect(idp.database) as db:
+        for table in ("login_links", "audit_events", "users"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
     return idp.database
 
 
@@ -104,13 +108,48 @@ def test_init_creates_the_schema_and_a_key_per_alg(tmp_path: Path) -> None:
         assert sorted(db.scalars(select(SigningKey.alg))) == ["ES256", "EdDSA", "RS256"]
 
 
-def test_init_prints_the_discovery_url_and_how_to_create_the_first_admin(idp: Idp) -> None:
+def test_init_prints_the_discovery_url_and_a_first_admin_link(tmp_path: Path) -> None:
+    idp = Idp(tmp_path)
     output = idp.ok("init").output
     assert f"Discovery: {ISSUER}/.well-known/openid-configuration" in output
+    assert "Created admin@localhost" in output
+    assert f"{ISSUER}/login/link/" in output
+    with idp.session() as db:
+        admin = db.scalars(select(User).where(User.is_admin.is_(True))).one()
+        # No default password: the link, then a passkey, is the only way in.
+        assert admin.email == "admin@localhost"
+        assert admin.password_hash is None
+
+
+def test_init_takes_the_first_admins_email(tmp_path: Path) -> None:
+    output = Idp(tmp_path).ok("init", "--admin-email", "Root@Example.com").output
+    assert "Created root@example.com" in output
+
+
+def test_each_start_replaces_the_first_admin_link_until_a_passkey_exists(idp: Idp) -> None:
+    first = _printed_link(idp.ok("init").output)
+    second = _printed_link(idp.ok("init").output)
+    assert first != second
+    with idp.session() as db:
+        links = list(db.scalars(select(LoginLink)))
+        live = [link for link in links if link.revoked_at is None]
+        assert len(links) == 2
+        assert len(live) == 1
+        assert len(db.scalars(select(User)).all()) == 1
+
+
+def test_a_production_start_without_an_admin_email_creates_no_account(tmp_path: Path) -> None:
+    idp = Idp(tmp_path)
+    idp.env["IDP_PRODUCTION"] = "true"
+    output = idp.ok("init").output
     assert "No admin yet" in output
-    assert "users create" in output
-    assert "--admin" in output
-    assert "--password-stdin" in output
+    assert "IDP_ADMIN_EMAIL" in output
+    with idp.session() as db:
+        assert db.scalars(select(User)).all() == []
+
+
+def _printed_link(output: str) -> str:
+    return next(word for word in output.split() if "/login/link/" in word)
 
 
 def test_init_again_changes_nothing(idp: Idp) -> None:
@@ -122,9 +161,16 @@ def test_init_again_changes_nothing(idp: Idp) -> None:
         assert set(db.scalars(select(SigningKey.kid))) == before
 
 
-def test_init_stops_asking_for_an_admin_once_there_is_one(idp: Idp) -> None:
-    idp.ok("users", "create", "root@example.com", "--admin", "--password-stdin", input=PASSWORD)
-    assert "No admin yet" not in idp.ok("init").output
+def test_init_stops_handing_out_links_once_an_admin_has_a_passkey(idp: Idp) -> None:
+    idp.ok("init")
+    with idp.session() as db:
+        admin = db.scalars(select(User)).one()
+        db.add(Passkey(credential_id="cred", user_id=admin.id, public_key=b"k", sign_count=0,
+                       aaguid="00000000-0000-0000-0000-000000000000", name="Key"))  # fmt: skip
+        db.commit()
+    output = idp.ok("init").output
+    assert "/login/link/" not in output
+    assert "No admin" not in output
 
 
 def test_bad_configuration_is_reported_without_a_traceback(idp: Idp) -> None:

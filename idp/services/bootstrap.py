@@ -1,0 +1,50 @@
+"""The first admin of an empty install (issue 6, bootstrap).
+
+No default password is ever created: the first run makes the admin account without any sign-in
+method and hands out a one-time login link, whose session can only register a passkey
+(idp.services.login_links). Until that admin has a passkey, every run hands out a fresh link and
+revokes the earlier ones, so at most one bootstrap link is live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import User
+from idp.services.login_links import LoginLinkService
+from idp.services.passkeys import has_passkey
+from idp.services.passwords import PasswordService
+from idp.services.users import UserService
+
+
+@dataclass(frozen=True)
+class FirstAdminLink:
+    user: User
+    secret: str
+    expires_at: datetime
+    created: bool
+
+
+def bootstrap_first_admin(
+    db: Session, passwords: PasswordService, email: str, *, ttl: int, now: datetime
+) -> FirstAdminLink | None:
+    """A login link for the first admin, or None once an admin can sign in with a passkey."""
+    admins = list(db.scalars(select(User).where(User.is_admin.is_(True)).order_by(User.created_at)))
+    if any(has_passkey(db, admin.id) for admin in admins):
+        return None
+    existing = [admin for admin in admins if admin.is_active]
+    if existing:
+        admin, created = existing[0], False
+    else:
+        users = UserService(db, passwords)
+        admin = users.find_by_email(email) or users.create(email, admin=True)
+        admin.is_admin, created = True, admin not in admins
+        db.flush()  # the link and its audit event name the new admin's id
+    links = LoginLinkService(db)
+    links.revoke_all(admin, now)
+    link, secret = links.issue(admin, ttl=ttl, now=now, created_by="bootstrap")
+    return FirstAdminLink(admin, secret, link.expires_at, created)
