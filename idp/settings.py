@@ -56,6 +56,8 @@ class Settings:
 
     #: One-time login links: 15 minutes by default, at most a day.
     login_link_ttl: int = 900
+    #: After `rotate-secret`, how long a client's old secret keeps working (0: not at all).
+    client_secret_rotation_overlap: int = 24 * 3600
     #: Ask users who sign in with a password alone to add a second factor before continuing.
     require_second_factor: bool = False
     #: The road to passkeys: offer a passkey after a password sign-in, snoozed for this long.
@@ -167,6 +169,8 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if not 60 <= self.login_link_ttl <= 86400:
             raise SettingsError("login_link_ttl must be between 60 seconds and 24 hours")
+        if not 0 <= self.client_secret_rotation_overlap <= 30 * 24 * 3600:
+            raise SettingsError("client_secret_rotation_overlap must be between 0 and 30 days")
         if self.code_ttl > 600:
             raise SettingsError("code_ttl must be at most 600 seconds (RFC 6749 4.1.2)")
         from idp.services.sign_in_policy import PolicyError, policy_from_settings

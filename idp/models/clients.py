@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import JSON, Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, UTCDateTime, utcnow
+
+#: What kind of application a client is (OIDC Registration 2 ``application_type``, refined):
+#: a confidential web app with a backend, or a public one that cannot keep a secret.
+KIND_WEB = "web"
+KIND_SPA = "spa"
+KIND_NATIVE = "native"
+KINDS = (KIND_WEB, KIND_SPA, KIND_NATIVE)
+PUBLIC_KINDS = (KIND_SPA, KIND_NATIVE)
+#: A DNS name (RFC 1123 letters, digits, hyphens and dots): nothing that could end a CSP source.
+HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 
 
 class Client(Base):
@@ -19,9 +32,15 @@ class Client(Base):
     __allow_unmapped__ = True
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The display name users see on the consent page and in their connected apps.
     name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16), default=KIND_WEB, server_default=KIND_WEB)
     #: HMAC-SHA256 of the secret under a server key; None for public clients.
     secret_hash: Mapped[str | None] = mapped_column(String(128), default=None)
+    #: The secret before the last rotation, still accepted until ``previous_secret_expires_at``
+    #: so that a relying party can be redeployed with the new one without an outage.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(128), default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
     redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -32,8 +51,32 @@ class Client(Base):
     #: Public keys for ``private_key_jwt`` client authentication (RFC 7523).
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Shown on the consent page (OIDC Registration 2 ``logo_uri``, ``tos_uri``, ``policy_uri``).
+    logo_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
+    tos_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
+    policy_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+    @property
+    def logo_origin(self) -> str | None:
+        """``https://host[:port]`` of the logo, for the consent page's CSP ``img-src``."""
+        if not self.logo_uri:
+            return None
+        try:
+            parts = urlsplit(self.logo_uri)
+            port = parts.port
+        except ValueError:
+            return None
+        host = parts.hostname or ""
+        if parts.scheme != "https" or not HOST_NAME.fullmatch(host):
+            return None
+        return f"https://{host}" + (f":{port}" if port else "")
 
     # -- Authlib ClientMixin --------------------------------------------------------------------
     def get_client_id(self) -> str:
@@ -50,8 +93,13 @@ class Client(Base):
         return " ".join(s for s in scope.split() if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        # RFC 9700 2.1 / OIDC Core 3.1.2.1: exact string comparison, never a prefix.
-        return redirect_uri in self.redirect_uris
+        # RFC 9700 2.1 / OIDC Core 3.1.2.1: exact string comparison, never a prefix; the one
+        # exception is the port of a native app's loopback redirect (RFC 8252 7.3).
+        if redirect_uri in self.redirect_uris:
+            return True
+        return self.kind == KIND_NATIVE and any(
+            loopback_port_variant(registered, redirect_uri) for registered in self.redirect_uris
+        )
 
     #: Set by ``idp.oidc.server.query_client``: secrets are keyed hashes under a server key.
     secret_hasher: Any = None
@@ -64,7 +112,15 @@ class Client(Base):
     def check_client_secret(self, client_secret: str) -> bool:
         if self.secret_hasher is None:
             return False
-        return bool(self.secret_hasher.verify(self.secret_hash, client_secret))
+        if self.secret_hasher.verify(self.secret_hash, client_secret):
+            return True
+        # The secret before the last rotation, only while its overlap lasts.
+        expires = self.previous_secret_expires_at
+        return bool(
+            expires is not None
+            and utcnow() < expires
+            and self.secret_hasher.verify(self.previous_secret_hash, client_secret)
+        )
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == self.token_endpoint_auth_method
@@ -74,3 +130,28 @@ class Client(Base):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+def loopback_port_variant(registered: str, requested: str) -> bool:
+    """RFC 8252 7.3: for a loopback IP redirect URI the authorization server MUST allow any port
+    at request time (the native app binds an ephemeral one). Everything else, scheme, host
+    (an IP literal: 8.3 says ``localhost`` is NOT RECOMMENDED), path and query, must match."""
+    try:
+        want, got = urlsplit(registered), urlsplit(requested)
+        got.port  # noqa: B018 - raises ValueError on a malformed or out-of-range port
+    except ValueError:
+        return False
+    if want.scheme != "http" or got.scheme != "http" or not _is_loopback_ip(want.hostname):
+        return False
+    if got.username is not None or got.password is not None or got.fragment:
+        return False
+    return (want.hostname, want.path, want.query) == (got.hostname, got.path, got.query) and (
+        requested == f"http://{got.netloc}{got.path}" + (f"?{got.query}" if got.query else "")
+    )
+
+
+def _is_loopback_ip(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

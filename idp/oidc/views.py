@@ -35,7 +35,13 @@ from idp.services.claims import user_claims
 from idp.services.consume import consume_once
 from idp.services.grants import CodeRequest, GrantService
 from idp.services.tokens import verify_issued_jwt
-from idp.web import clear_session_cookie, current_session, request_context, runtime
+from idp.web import (
+    add_security_headers,
+    clear_session_cookie,
+    current_session,
+    request_context,
+    runtime,
+)
 
 bp = Blueprint("oidc", __name__)
 
@@ -265,13 +271,25 @@ def consent() -> Any:
         )
         db.session.commit()
         return redirect(url_for("oidc.authorize_continue", pending_id=pending.id))
-    return render_template(
-        "oidc/consent.html",
-        client=pending.client,
-        scopes=auth_request.scope.split(),
-        pending_id=pending.id,
-        user=session.user,
+    response = Response(
+        render_template(
+            "oidc/consent.html",
+            client=pending.client,
+            scopes=auth_request.scope.split(),
+            pending_id=pending.id,
+            user=session.user,
+        )
     )
+    logo_origin = pending.client.logo_origin
+    if logo_origin:
+        # The client's logo (OIDC Registration 2 logo_uri) is the one image from elsewhere: the
+        # page's CSP allows exactly its origin, nothing more.
+        add_security_headers(response)
+        policy = response.headers["Content-Security-Policy"]
+        response.headers["Content-Security-Policy"] = policy.replace(
+            "img-src 'self' data:", f"img-src 'self' data: {logo_origin}", 1
+        )
+    return response
 
 
 # -- token side: Authlib ------------------------------------------------------------------------

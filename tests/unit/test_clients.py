@@ -144,9 +144,17 @@ def test_public_client_has_no_secret_and_uses_method_none(clients: ClientService
     assert "client_credentials" not in new.client.grant_types
 
 
-def test_public_native_client_may_register_a_private_use_scheme(clients: ClientService) -> None:
-    new = clients.create(name="App", redirect_uris=["com.example.app:/cb"], public=True)
+def test_native_client_may_register_a_private_use_scheme(clients: ClientService) -> None:
+    new = clients.create(name="App", redirect_uris=["com.example.app:/cb"], kind="native")
     assert new.client.redirect_uris == ["com.example.app:/cb"]
+    assert new.client.is_public is True
+
+
+def test_single_page_app_may_not_register_a_private_use_scheme(clients: ClientService) -> None:
+    # RFC 8252 7.1: private-use schemes are how native apps receive redirects; a browser app
+    # has no use for one.
+    with pytest.raises(ClientRegistrationError, match="https"):
+        clients.create(name="SPA", redirect_uris=["com.example.app:/cb"], kind="spa")
 
 
 def test_confidential_client_may_not_register_a_private_use_scheme(
