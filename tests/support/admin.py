@@ -1,0 +1,62 @@
+"""Admin sessions for the console tests: an admin signed in with a passkey, through the real
+sign-in pages, and the tools to age that sign-in or post the console's forms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+from werkzeug.test import TestResponse
+
+from idp.extensions import db
+from idp.models import BrowserSession
+from idp.models.base import utcnow
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.factories import CreatedUser, create_user
+from tests.support.passkey_flow import PasskeyPages, csrf_meta
+
+
+@dataclass
+class ConsoleBrowser:
+    """A browser signed in with a passkey (amr hwk or swk), as the admin console requires."""
+
+    browser: FlaskClient
+    user: CreatedUser
+    authenticator: SoftAuthenticator = field(default_factory=SoftAuthenticator)
+
+    def csrf(self, path: str = "/account") -> str:
+        page = self.browser.get(path)
+        assert page.status_code == 200, (path, page.status_code)
+        return csrf_meta(page.text)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> TestResponse:
+        """POST a console form with a valid CSRF token, as the page's own form would."""
+        return self.browser.post(path, data={"csrf_token": self.csrf(), **(data or {})}, **kwargs)
+
+
+def passkey_browser(app: Flask, email: str, *, admin: bool = True) -> ConsoleBrowser:
+    """Password sign-in, register a first passkey, then sign in with it: a passkey session."""
+    user = create_user(app, email=email, admin=admin)
+    signed_in = ConsoleBrowser(browser=app.test_client(), user=user)
+    pages = PasskeyPages(signed_in.browser)
+    pages.sign_in_with_password(user)
+    registered = pages.add_passkey(signed_in.authenticator)
+    assert registered.status_code == 201, registered.text
+    verified = pages.sign_in_with_passkey(signed_in.authenticator)
+    assert verified.status_code == 200, verified.text
+    return signed_in
+
+
+def age_sign_in(app: Flask, user_id: str, minutes: float) -> None:
+    """Time travel: the user's sign-ins happened ``minutes`` ago."""
+    with app.app_context():
+        db.session.execute(
+            update(BrowserSession)
+            .where(BrowserSession.user_id == user_id)
+            .values(auth_time=utcnow() - timedelta(minutes=minutes))
+        )
+        db.session.commit()
