@@ -46,7 +46,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in (oidc_bp, login_bp, account_bp, admin_bp, ops_bp):
         app.register_blueprint(blueprint)
 
-    from idp.web import add_security_headers, csp_nonce
+    from idp.web import add_security_headers, csp_nonce, schedule_prune
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.filters["describe_scope"] = describe_scope
@@ -56,6 +56,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
+    app.after_request(schedule_prune)
         db.session.remove()
 
     return app

@@ -420,3 +420,142 @@ def keys_rotate(as_json: bool) -> None:
         app.extensions["idp"].keys.rotate(db.session())
         db.session.commit()
         _emit(_key_rows(app), as_json, _keys_text)
+
+
+# -- audit log, sign-in policy, pruning (issue 6; the admin console uses the same services) ----
+
+
+@main.group()
+def audit() -> None:
+    """Read the audit log."""
+
+
+@audit.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl",
+              show_default=True)  # fmt: skip
+@click.option("--user", default="", help="Events where this email is the actor or the subject.")
+@click.option("--client", default="", help="Events of this client id.")
+@click.option("--kind", default="", help="Event kind, e.g. login.passkey; login.* for a prefix.")
+@click.option("--outcome", default="", help="success or failure.")
+@click.option("--since", default="", help="From this ISO 8601 time (UTC unless a zone is given).")
+@click.option("--until", default="", help="Before this ISO 8601 time.")
+def audit_export(
+    fmt: str, user: str, client: str, kind: str, outcome: str, since: str, until: str
+) -> None:
+    """Print the filtered events, newest first, as CSV or JSON Lines on standard output."""
+    from idp.extensions import db
+    from idp.services import audit as audit_log
+
+    try:
+        given = {"user": user, "client": client, "kind": kind, "outcome": outcome,
+                 "since": since, "until": until}  # fmt: skip
+        where = audit_log.AuditFilter.parse(given)
+    except audit_log.AuditFilterError as error:
+        _fail(str(error))
+    with _app():
+        audit_log.record(db.session(), "audit.exported", format=fmt, filter=where.as_query(),
+                         via="cli")  # fmt: skip
+        db.session.commit()
+        for chunk in audit_log.EXPORTERS[fmt](audit_log.iter_rows(db.session(), where)):
+            click.echo(chunk, nl=False)
+
+
+@main.group()
+def policy() -> None:
+    """Show or change the sign-in policy (the admin console's policy page)."""
+
+
+def _policy_text(data: dict[str, Any]) -> str:
+    return "\n".join(
+        f"{name:28} {', '.join(value) if isinstance(value, list) else value}"
+        + ("  (overridden)" if name in data["overridden"] else "")
+        for name, value in data["policy"].items()
+    )
+
+
+def _policy_data() -> dict[str, Any]:
+    from idp.extensions import db
+    from idp.services.sign_in_policy import load_policy, overridden_fields
+    from idp.web import runtime
+
+    current = load_policy(db.session(), runtime().settings)
+    return {"policy": current.as_dict(), "overridden": sorted(overridden_fields(db.session()))}
+
+
+@policy.command("show")
+@click.option("--json", "as_json", is_flag=True)
+def policy_show(as_json: bool) -> None:
+    """The policy in force; "overridden" marks values stored over the configuration."""
+    with _app():
+        _emit(_policy_data(), as_json, _policy_text)
+
+
+@policy.command("set")
+@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@click.option("--json", "as_json", is_flag=True)
+def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
+    """Override policy values, e.g. ``idp policy set passwords_allowed=false lockout_threshold=20``
+    (lists comma-separated). Audited with old and new values."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.sign_in_policy import PolicyError, change_policy
+    from idp.web import runtime
+
+    changes: dict[str, str] = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals:
+            _fail(f"expected NAME=VALUE, got {assignment!r}")
+        changes[name.strip()] = value
+    with _app():
+        try:
+            change_policy(db.session(), runtime().settings, changes, actor_id=None, context=None,
+                          now=utcnow(), via="cli")  # fmt: skip
+        except PolicyError as error:
+            _fail(str(error))
+        db.session.commit()
+        _emit(_policy_data(), as_json, _policy_text)
+
+
+@policy.command("reset")
+@click.option("--json", "as_json", is_flag=True)
+def policy_reset(as_json: bool) -> None:
+    """Drop every override: the configured defaults apply again."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.sign_in_policy import reset_policy
+    from idp.web import runtime
+
+    with _app():
+        reset_policy(db.session(), runtime().settings, actor_id=None, context=None, now=utcnow(),
+                     via="cli")  # fmt: skip
+        db.session.commit()
+        _emit(_policy_data(), as_json, _policy_text)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def prune(as_json: bool) -> None:
+    """Delete expired challenges, requests, codes, tokens, sessions, links, counters and sent
+    messages, and audit events older than audit_retention_days; print how many went."""
+    from datetime import timedelta
+
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.retention import RetentionPolicy, claim_run
+    from idp.services.retention import prune as prune_rows
+    from idp.services.sign_in_policy import load_policy
+    from idp.web import runtime
+
+    with _app():
+        settings = runtime().settings
+        now = utcnow()
+        policy = load_policy(db.session(), settings)
+        counts = prune_rows(db.session(), RetentionPolicy(
+            now=now, audit_retention_days=settings.audit_retention_days,
+            session_idle_ttl=policy.session_idle_ttl, refresh_token_ttl=settings.refresh_token_ttl,
+        ))  # fmt: skip
+        # The nodes' opportunistic prune need not run again right after this one.
+        claim_run(db.session(), now, timedelta(0))
+        _emit(counts, as_json,
+              lambda c: "\n".join(f"{table:24} {n}" for table, n in c.items()))  # fmt: skip

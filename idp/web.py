@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+from datetime import timedelta
 
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
@@ -21,7 +23,15 @@ from idp.services.rate_limits import (
     DatabaseCounters,
     RedisCounters,
 )
+from idp.services.retention import (
+    OPPORTUNISTIC_BATCHES,
+    PruneSchedule,
+    RetentionPolicy,
+    claim_run,
+    prune,
+)
 from idp.services.sessions import SessionService
+from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.totp import TotpService
 from idp.services.users import normalise_email
 
@@ -38,10 +48,33 @@ def session_cookie_name() -> str:
     return "__Host-idp_session" if runtime().settings.secure_transport else "idp_session"
 
 
+def policy_cache() -> PolicyCache:
+    """This node's cached copy of the sign-in policy (trusted for ``policy_cache_ttl``)."""
+    cache = current_app.extensions.get("idp.policy")
+    if not isinstance(cache, PolicyCache):
+        cache = PolicyCache(runtime().settings.policy_cache_ttl)
+        cache = current_app.extensions.setdefault("idp.policy", cache)
+    return cache
+
+
+def sign_in_policy() -> SignInPolicy:
+    """The sign-in policy in force: the settings, then the admins' stored overrides."""
+    if "idp_policy" not in g:
+        g.idp_policy = load_policy(db.session(), runtime().settings, policy_cache())
+    policy: SignInPolicy = g.idp_policy
+    return policy
+
+
+def policy_changed() -> None:
+    """After this node stored a policy change: apply it here at once (others within the TTL)."""
+    policy_cache().invalidate()
+    g.pop("idp_policy", None)
+
+
 def session_service() -> SessionService:
-    settings = runtime().settings
+    policy = sign_in_policy()
     return SessionService(
-        db.session(), idle_ttl=settings.session_idle_ttl, absolute_ttl=settings.session_absolute_ttl
+        db.session(), idle_ttl=policy.session_idle_ttl, absolute_ttl=policy.session_absolute_ttl
     )
 
 
@@ -58,7 +91,7 @@ def set_session_cookie(response: Response, value: str) -> None:
     response.set_cookie(
         session_cookie_name(),
         value,
-        max_age=settings.session_absolute_ttl,
+        max_age=sign_in_policy().session_absolute_ttl,
         path="/",
         secure=settings.secure_transport,
         httponly=True,
@@ -134,7 +167,7 @@ def passkey_service() -> PasskeyService:
     settings = runtime().settings
     rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
                       origins=settings.origins)  # fmt: skip
-    return PasskeyService(db.session(), rp, settings.secret_key)
+    return PasskeyService(db.session(), rp, settings.secret_key, sign_in_policy())
 
 
 def start_session(
@@ -157,7 +190,7 @@ def attempt_limiter() -> AttemptLimiter:
     store: CounterStore = (
         RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
     )
-    return AttemptLimiter(store)
+    return AttemptLimiter(store, lock_after=sign_in_policy().lockout_threshold)
 
 
 def email_key(email: str) -> str:
@@ -176,3 +209,40 @@ def backup_code_service() -> BackupCodeService:
 def notifier() -> Notifier:
     settings = runtime().settings
     return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
+
+
+def schedule_prune(response: Response) -> Response:
+    """Opportunistic pruning (idp.services.retention): at most once per ``prune_interval`` per
+    node, after the response has been sent, so that no request waits for it."""
+    schedule = current_app.extensions.get("idp.prune")
+    if not isinstance(schedule, PruneSchedule):
+        schedule = PruneSchedule(runtime().settings.prune_interval)
+        schedule = current_app.extensions.setdefault("idp.prune", schedule)
+    if schedule.due():
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        response.call_on_close(lambda: prune_if_claimed(app))
+    return response
+
+
+def prune_if_claimed(app: Flask) -> dict[str, int] | None:
+    """Prune a bounded amount if this node wins this interval's claim; never raises."""
+    with app.app_context():
+        try:
+            settings = runtime().settings
+            now = utcnow()
+            if not claim_run(db.session(), now, timedelta(seconds=settings.prune_interval)):
+                return None
+            policy = load_policy(db.session(), settings, policy_cache())
+            counts = prune(db.session(), RetentionPolicy(
+                now=now, audit_retention_days=settings.audit_retention_days,
+                session_idle_ttl=policy.session_idle_ttl,
+                refresh_token_ttl=settings.refresh_token_ttl,
+            ), max_batches=OPPORTUNISTIC_BATCHES)  # fmt: skip
+        except Exception:
+            db.session.rollback()
+            logging.getLogger(__name__).exception("opportunistic prune failed")
+            return None
+        finally:
+            db.session.remove()
+        logging.getLogger(__name__).info("pruned expired rows: %s", counts)
+        return counts

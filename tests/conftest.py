@@ -37,6 +37,9 @@ def app_overrides(database_url: str, instance: Path, **extra: Any) -> dict[str, 
         # The passkey prompt after a password sign-in has its own tests; elsewhere it would stand
         # between every password sign-in and the relying party.
         "passkey_prompt": False,
+        # Opportunistic pruning has its own tests (tests/functional/test_retention.py); elsewhere
+        # it would delete the expired rows a test set up on purpose.
+        "prune_interval": 0,
         **extra,
     }
 

@@ -38,6 +38,7 @@ from idp.web import (
     passkey_service,
     request_context,
     runtime,
+    sign_in_policy,
     totp_service,
 )
 
@@ -94,7 +95,9 @@ def _other_primary_method(session: BrowserSession, *, exclude: str) -> bool:
     has_passkey = bool(passkey_service().passkeys_of(user))
     if exclude != "passkey" and has_passkey:
         return True
-    return exclude != "password" and user.password_hash is not None
+    # Where policy turned passwords off, a password is no way in at all.
+    password_works = user.password_hash is not None and sign_in_policy().passwords_allowed
+    return exclude != "password" and password_works
 
 
 @bp.get("/account")
@@ -117,6 +120,7 @@ def home() -> Any:
         totp_enabled=totp_service().is_enabled(session.user),
         backup_codes_left=backup_code_service().remaining(session.user),
         rp_id=runtime().settings.rp_id,
+        passwords_allowed=sign_in_policy().passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
         offer_sign_out_others=flask_session.pop("offer_sign_out_others", False)
         and portal.has_other_sessions(db.session(), session, now),
@@ -217,6 +221,9 @@ def password_set() -> Any:
     session = _signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
+    if not sign_in_policy().passwords_allowed:
+        flash("This site signs in with passkeys only: passwords cannot be set.", "error")
+        return redirect(url_for("account.home"))
     try:
         session.user.password_hash = runtime().passwords.hash(request.form.get("new_password", ""))
     except PasswordPolicyError as error:
@@ -346,6 +353,10 @@ def passkey_remove(credential_id: str) -> Any:
     if not _stepped_up(session):
         return redirect(_step_up_url(url_for("account.home")))
     others = [p for p in passkey_service().passkeys_of(session.user) if p is not passkey]
+    if not others and session.user.is_admin and sign_in_policy().admin_passkey_required:
+        flash("Administrators must keep a passkey: add another one before removing this one.",
+              "error")  # fmt: skip
+        return redirect(url_for("account.home"))
     if not others and not _other_primary_method(session, exclude="passkey"):
         flash("This is your only way to sign in, so it can't be removed. Add another passkey "
               "or a password first.", "error")  # fmt: skip

@@ -1,3 +1,84 @@
-"""Admin console: policy pages."""
+"""Admin console: the deployment's sign-in policy (idp.services.sign_in_policy).
+
+The page shows each setting's value in force and whether it overrides the configured default;
+saving stores the changed values for every node and records old and new values in the audit log.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from flask import flash, g, redirect, render_template, request, url_for
+
+from idp.admin import bp
+from idp.extensions import db
+from idp.models.base import utcnow
+from idp.services.sign_in_policy import (
+    ATTESTATION_CHOICES,
+    FIELDS,
+    USER_VERIFICATION_CHOICES,
+    PolicyError,
+    change_policy,
+    load_policy,
+    overridden_fields,
+    policy_from_settings,
+    reset_policy,
+)
+from idp.web import policy_changed, request_context, runtime
+
+#: Fields shown as checkboxes: an unchecked box is absent from the form, so absent means off.
+BOOLEAN_FIELDS = ("passwords_allowed", "signup_enabled", "admin_passkey_required", "passkey_prompt")
+
+
+def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any:
+    settings = runtime().settings
+    policy = load_policy(db.session(), settings)  # uncached: the page shows what is stored
+    return render_template(
+        "admin/policy.html",
+        fields=FIELDS,
+        values=values or policy.as_dict(),
+        defaults=policy_from_settings(settings).as_dict(),
+        overridden=overridden_fields(db.session()),
+        user_verification_choices=USER_VERIFICATION_CHOICES,
+        attestation_choices=ATTESTATION_CHOICES,
+        error=error,
+    ), (400 if error else 200)
+
+
+@bp.get("/policy", endpoint="policy")
+def policy_page() -> Any:
+    """The sign-in policy: values in force, and which ones override the configuration."""
+    return _page()
+
+
+@bp.post("/policy")
+def policy_save() -> Any:
+    """Store the policy as submitted; each change is audited with its old and new value."""
+    form = request.form
+    changes: dict[str, Any] = {
+        field.name: (field.name in form) if field.name in BOOLEAN_FIELDS
+        else form.get(field.name, "")[:4000]
+        for field in FIELDS
+    }  # fmt: skip
+    try:
+        changed = change_policy(db.session(), runtime().settings, changes, actor_id=g.admin.id,
+                                context=request_context(), now=utcnow())  # fmt: skip
+    except PolicyError as error:
+        db.session.rollback()
+        return _page(values=changes, error=f"Nothing was saved: {error}.")
+    db.session.commit()
+    policy_changed()
+    flash(f"Policy saved ({len(changed)} change{'s' if len(changed) != 1 else ''})." if changed
+          else "Nothing changed.", "info")  # fmt: skip
+    return redirect(url_for("admin.policy"))
+
+
+@bp.post("/policy/reset")
+def policy_reset() -> Any:
+    """Drop every override: the configured defaults apply again."""
+    changed = reset_policy(db.session(), runtime().settings, actor_id=g.admin.id,
+                           context=request_context(), now=utcnow())  # fmt: skip
+    db.session.commit()
+    policy_changed()
+    flash("The configured defaults apply again." if changed else "Nothing was overridden.", "info")
+    return redirect(url_for("admin.policy"))

@@ -28,6 +28,7 @@ from idp.web import (
     request_context,
     runtime,
     safe_next,
+    sign_in_policy,
     start_session,
     totp_service,
 )
@@ -50,6 +51,7 @@ def sign_in_service() -> SignInService:
         totp=totp_service(),
         backup_codes=backup_code_service(),
         notifier=notifier(),
+        policy=sign_in_policy(),
     )
 
 
@@ -76,6 +78,7 @@ def _page(pending: PendingAuthorization | None, email: str, error: str | None) -
         email=email,
         error=error,
         next_path=safe_next(request.values.get("next")),
+        passwords_allowed=sign_in_policy().passwords_allowed,
     )
 
 
@@ -139,7 +142,7 @@ def _after_password_only(user: User, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
     now = utcnow()
-    if not settings.passkey_prompt or user.passkey_prompt_disabled:
+    if not sign_in_policy().passkey_prompt or user.passkey_prompt_disabled:
         return destination
     if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
         return destination
@@ -226,7 +229,7 @@ def passkey_prompt() -> Any:
         if choice == "never":
             user.passkey_prompt_disabled = True
         elif choice == "later":
-            days = runtime().settings.passkey_prompt_snooze_days
+            days = sign_in_policy().passkey_prompt_snooze_days
             user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
         db.session.commit()
         return redirect(then)

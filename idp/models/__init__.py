@@ -12,6 +12,7 @@ from idp.models.factors import (
     TotpCredential,
 )
 from idp.models.keys import SigningKey
+from idp.models.maintenance import MaintenanceRun
 from idp.models.oauth import (
     AccessToken,
     AuthorizationCode,
@@ -22,6 +23,7 @@ from idp.models.oauth import (
     UsedClientAssertion,
 )
 from idp.models.passkeys import Passkey, WebAuthnChallenge
+from idp.models.policy import PolicyOverride
 from idp.models.sessions import BrowserSession
 from idp.models.users import User
 
@@ -38,10 +40,12 @@ __all__ = [
     "Grant",
     "LoginLink",
     "OutboxMessage",
+    "MaintenanceRun",
     "PartialLogin",
     "Passkey",
     "PendingAuthorization",
     "RefreshToken",
+    "PolicyOverride",
     "SigningKey",
     "TotpCredential",
     "UsedClientAssertion",

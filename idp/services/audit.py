@@ -1,13 +1,20 @@
-"""Recording audit events."""
+"""The audit log: recording events, and reading them back filtered, page by page or exported."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from idp.models import AuditEvent
+from idp import metrics
+from idp.models import AuditEvent, User
 
 
 @dataclass(frozen=True)
@@ -41,4 +48,211 @@ def record(
         details=details,
     )
     db.add(event)
+    # Sign-in steps are counted where they are audited: one place for every method.
+    metrics.audit_event_recorded(kind, outcome, details)
     return event
+
+
+# -- reading the log: one filter for the admin page, the exports and ``idp audit export`` --------
+
+#: Cells a spreadsheet would read as a formula (OWASP CSV Injection): =, +, -, @, and the tab and
+#: carriage return that some programs strip before looking.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_COLUMNS = (
+    "id", "at", "kind", "outcome", "actor_id", "actor_email", "subject_id", "subject_email",
+    "client_id", "ip_address", "user_agent", "browser", "details",
+)  # fmt: skip
+PAGE_SIZE = 50
+EXPORT_BATCH = 500
+
+
+class AuditFilterError(ValueError):
+    """A filter value is malformed (a time that is not ISO 8601, say)."""
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which events: every given criterion must hold. ``user`` is an email and matches events
+    where that user is the actor or the subject; ``kind`` ending in ``*`` is a prefix."""
+
+    user: str = ""
+    client_id: str = ""
+    kind: str = ""
+    outcome: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str | None]) -> AuditFilter:
+        """From text (query string, command line); times are ISO 8601, UTC when no zone given."""
+        return cls(
+            user=(values.get("user") or "").strip()[:320],
+            client_id=(values.get("client") or "").strip()[:64],
+            kind=(values.get("kind") or "").strip()[:64],
+            outcome=(values.get("outcome") or "").strip()[:16],
+            since=parse_time(values.get("since")),
+            until=parse_time(values.get("until")),
+        )
+
+    def as_query(self) -> dict[str, str]:
+        """The filter as query parameters (for links to the next page and the exports)."""
+        values = {"user": self.user, "client": self.client_id, "kind": self.kind,
+                  "outcome": self.outcome,
+                  "since": self.since.isoformat() if self.since else "",
+                  "until": self.until.isoformat() if self.until else ""}  # fmt: skip
+        return {key: value for key, value in values.items() if value}
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text or not text.strip():
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip()[:40])
+    except ValueError:
+        raise AuditFilterError(f"not an ISO 8601 time: {text[:40]!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
+    """The filtered events, newest first; None when the filter can match nothing."""
+    statement = select(AuditEvent)
+    if where.user:
+        from idp.services.users import normalise_email
+
+        user_id = db.scalar(select(User.id).where(User.email == normalise_email(where.user)))
+        if user_id is None:
+            return None
+        statement = statement.where(
+            or_(AuditEvent.subject_id == user_id, AuditEvent.actor_id == user_id)
+        )
+    if where.client_id:
+        statement = statement.where(AuditEvent.client_id == where.client_id)
+    if where.kind.endswith("*"):
+        statement = statement.where(AuditEvent.kind.startswith(where.kind[:-1], autoescape=True))
+    elif where.kind:
+        statement = statement.where(AuditEvent.kind == where.kind)
+    if where.outcome:
+        statement = statement.where(AuditEvent.outcome == where.outcome)
+    if where.since is not None:
+        statement = statement.where(AuditEvent.at >= where.since)
+    if where.until is not None:
+        statement = statement.where(AuditEvent.at < where.until)
+    return statement.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """An event with the people it names resolved to email addresses (None: deleted user)."""
+
+    event: AuditEvent
+    actor_email: str | None
+    subject_email: str | None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    rows: list[AuditRow]
+    page: int
+    has_next: bool
+
+
+def _with_emails(db: Session, events: Sequence[AuditEvent]) -> list[AuditRow]:
+    ids = {i for e in events for i in (e.actor_id, e.subject_id) if i}
+    emails = dict(db.execute(select(User.id, User.email).where(User.id.in_(ids)))) if ids else {}
+    return [
+        AuditRow(e, emails.get(e.actor_id or ""), emails.get(e.subject_id or "")) for e in events
+    ]
+
+
+def search(db: Session, where: AuditFilter, page: int = 1, size: int = PAGE_SIZE) -> AuditPage:
+    """One page of the filtered events, newest first."""
+    page = max(1, page)
+    statement = _statement(db, where)
+    if statement is None:
+        return AuditPage(rows=[], page=page, has_next=False)
+    events = list(db.scalars(statement.offset((page - 1) * size).limit(size + 1)))
+    return AuditPage(rows=_with_emails(db, events[:size]), page=page, has_next=len(events) > size)
+
+
+def iter_rows(db: Session, where: AuditFilter, batch: int = EXPORT_BATCH) -> Iterator[AuditRow]:
+    """Every filtered event, newest first, read in batches (keyset on (at, id): rows written
+    while an export runs neither repeat nor shift it)."""
+    statement = _statement(db, where)
+    if statement is None:
+        return
+    last: tuple[datetime, int] | None = None
+    while True:
+        page = statement
+        if last is not None:
+            at, event_id = last
+            page = page.where(
+                or_(AuditEvent.at < at, and_(AuditEvent.at == at, AuditEvent.id < event_id))
+            )
+        events = list(db.scalars(page.limit(batch)))
+        yield from _with_emails(db, events)
+        if len(events) < batch:
+            return
+        last = (events[-1].at, events[-1].id)
+
+
+def export_record(row: AuditRow) -> dict[str, Any]:
+    """One event as exported (JSON Lines keeps these types; CSV makes text of them)."""
+    from idp.services.portal import describe_user_agent
+
+    event = row.event
+    return {
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "kind": event.kind,
+        "outcome": event.outcome,
+        "actor_id": event.actor_id,
+        "actor_email": row.actor_email,
+        "subject_id": event.subject_id,
+        "subject_email": row.subject_email,
+        "client_id": event.client_id,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "browser": describe_user_agent(event.user_agent) if event.user_agent else "",
+        "details": event.details or {},
+    }
+
+
+def neutralise_cell(value: str) -> str:
+    """OWASP CSV Injection: a cell starting with a formula character gets a leading apostrophe,
+    so spreadsheets show it as text instead of evaluating it."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def _csv_line(values: Iterable[Any]) -> str:
+    buffer = io.StringIO()
+    # QUOTE_ALL as well (OWASP): a separator or quote inside a cell never splits it.
+    csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n").writerow(
+        neutralise_cell(value) for value in values
+    )
+    return buffer.getvalue()
+
+
+def export_csv(rows: Iterable[AuditRow]) -> Iterator[str]:
+    """RFC 4180 CSV, a header line then one line per event."""
+    yield _csv_line(EXPORT_COLUMNS)
+    for row in rows:
+        record = export_record(row)
+        record["details"] = json.dumps(record["details"], sort_keys=True, default=str)
+        yield _csv_line("" if record[c] is None else str(record[c]) for c in EXPORT_COLUMNS)
+
+
+def export_jsonl(rows: Iterable[AuditRow]) -> Iterator[str]:
+    """JSON Lines: one JSON object per event and line."""
+    for row in rows:
+        yield json.dumps(export_record(row), default=str, ensure_ascii=False) + "\n"
+
+
+EXPORTERS: dict[str, Callable[[Iterable[AuditRow]], Iterator[str]]] = {
+    "csv": export_csv,
+    "jsonl": export_jsonl,
+}
+EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
+
+
+def distinct_kinds(db: Session) -> list[str]:
+    return list(db.scalars(select(AuditEvent.kind).distinct().order_by(AuditEvent.kind)))

@@ -17,6 +17,7 @@ from idp.services.notifications import Notifier
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
+from idp.services.sign_in_policy import SignInPolicy
 from idp.services.totp import TotpService
 from idp.services.users import UserService
 
@@ -25,6 +26,7 @@ GENERIC_FAILURE = "The email or password is incorrect."
 CODE_FAILURE = "That code is not valid. Check it and try again."
 RECOVERY_FAILURE = "The email or backup code is incorrect."
 THROTTLED = "Too many attempts. Wait a moment, then try again."
+PASSWORDS_OFF = "This site signs in with passkeys only. Use your passkey, or ask an administrator."
 LOCKED = (
     "Too many failed attempts: this way of signing in is locked. Use a passkey or a backup code, "
     "or ask your administrator to unlock it."
@@ -56,8 +58,10 @@ class SignInService:
         totp: TotpService,
         backup_codes: BackupCodeService,
         notifier: Notifier,
+        policy: SignInPolicy | None = None,
     ) -> None:
         self.db = db
+        self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         self.passwords = passwords
         self.limiter = limiter
         self.email_key = email_key
@@ -69,6 +73,11 @@ class SignInService:
     def password(
         self, email: str, password: str, context: RequestContext, now: datetime
     ) -> StepResult:
+        if not self.policy.passwords_allowed:
+            # Passwordless-only deployment: the same answer for every email, nothing verified.
+            audit.record(self.db, "login.password", outcome="failure", context=context,
+                         reason="passwords_disabled")  # fmt: skip
+            return StepResult(user=None, error=PASSWORDS_OFF)
         key = self.limiter.account_key("pwd", self.email_key(email))
         verdict = self.limiter.check(key, context.ip_address, now)
         user = UserService(self.db, self.passwords).find_by_email(email)
@@ -81,9 +90,15 @@ class SignInService:
             return StepResult(user=None, error=_refusal(verdict))
         # An unknown email still pays for one Argon2id verification (similar timing).
         check = self.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not check.ok or not user.is_active:
+        # Policy "passkey required for admins": an admin's password opens nothing; answered like
+        # a wrong password (as for a disabled account), so it is no oracle for admin passwords.
+        admin_refused = user is not None and user.is_admin and self.policy.admin_passkey_required
+        if user is None or not check.ok or not user.is_active or admin_refused:
             self.limiter.failed(key, context.ip_address, now)
-            reason = "bad_credentials" if user is None or not check.ok else "disabled"
+            reason = (
+                "bad_credentials" if user is None or not check.ok
+                else "disabled" if not user.is_active else "admin_passkey_required"
+            )  # fmt: skip
             self._audit_failure("login.password", user, context, reason)
             return StepResult(user=None, error=GENERIC_FAILURE)
         self.limiter.succeeded(key)

@@ -50,6 +50,7 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import derive_key, token_hash
+from idp.services.sign_in_policy import SignInPolicy
 
 REGISTRATION = "registration"
 AUTHENTICATION = "authentication"
@@ -99,10 +100,12 @@ class PasskeySignIn:
     amr: tuple[str, ...]
 
 
-def passkey_amr(passkey: Passkey) -> tuple[str, ...]:
+def passkey_amr(passkey: Passkey, user_verified: bool = True) -> tuple[str, ...]:
     """RFC 8176: ``swk`` for a synced (backup-eligible) passkey, ``hwk`` for a device-bound one;
-    ``user`` for the user verification we require; ``mfa`` since possession + UV are two factors."""
-    return ("swk" if passkey.backup_eligible else "hwk", "user", "mfa")
+    ``user`` for user verification; ``mfa`` since possession + UV are two factors. Where policy
+    only prefers UV, a ceremony without it is possession alone: no ``user``, no ``mfa``."""
+    key = "swk" if passkey.backup_eligible else "hwk"
+    return (key, "user", "mfa") if user_verified else (key,)
 
 
 def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
@@ -115,9 +118,12 @@ def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
 
 
 class PasskeyService:
-    def __init__(self, db: Session, rp: RelyingParty, secret_key: str) -> None:
+    def __init__(
+        self, db: Session, rp: RelyingParty, secret_key: str, policy: SignInPolicy | None = None
+    ) -> None:
         self.db = db
         self.rp = rp
+        self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         self._fake_id_key = derive_key(secret_key, "idp passkey decoy credential ids")
 
     # -- challenges -----------------------------------------------------------------------------
@@ -172,10 +178,11 @@ class PasskeyService:
             user_display_name=user.name or user.email,
             challenge=raw,
             timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
-            attestation=AttestationConveyancePreference.NONE,
+            # WebAuthn L3 5.4.7 / 5.8.6: both as the sign-in policy says.
+            attestation=AttestationConveyancePreference(self.policy.attestation),
             authenticator_selection=AuthenticatorSelectionCriteria(
                 resident_key=ResidentKeyRequirement.REQUIRED,
-                user_verification=UserVerificationRequirement.REQUIRED,
+                user_verification=UserVerificationRequirement(self.policy.user_verification),
             ),
             # WebAuthn L3 5.4.3: keep the user from registering the same authenticator twice.
             exclude_credentials=[_descriptor(p) for p in existing],
@@ -205,7 +212,9 @@ class PasskeyService:
                     expected_challenge=base64url_to_bytes(challenge.challenge),
                     expected_rp_id=self.rp.rp_id,
                     expected_origin=list(self.rp.origins),
-                    require_user_verification=True,  # L3 7.1: "verify that the UV bit ... is set"
+                    # L3 7.1 step 15: "If user verification is required ... verify that the UV
+                    # bit ... is set"; where policy only prefers it, it may be absent.
+                    require_user_verification=self.policy.user_verification_required,
                     supported_pub_key_algs=ALGORITHMS,
                 )
             # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn
@@ -217,6 +226,11 @@ class PasskeyService:
             # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:
                 raise PasskeyError("credential_already_registered")
+            # WebAuthn L3 7.1 step 22: "assess the attestation trustworthiness" is the RP's
+            # policy; ours is an AAGUID allow list. Without verified attestation (conveyance
+            # "none") the AAGUID is what the client claims: a filter, not proof of the model.
+            if not self.policy.allows_authenticator(verified.aaguid):
+                raise PasskeyError("authenticator_not_allowed", verified.aaguid)
         except PasskeyError as error:
             audit.record(self.db, "passkey.registered", outcome="failure", subject_id=user.id,
                          context=context, reason=error.reason, detail=error.detail)  # fmt: skip
@@ -261,7 +275,7 @@ class PasskeyService:
             challenge=raw,
             timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
             allow_credentials=allow,
-            user_verification=UserVerificationRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement(self.policy.user_verification),
         )
         return Ceremony(challenge_id=row.id, options=json.loads(options_to_json(options)))
 
@@ -301,7 +315,8 @@ class PasskeyService:
                     credential_public_key=passkey.public_key,
                     # The counter policy is ours (below): the library would reject outright.
                     credential_current_sign_count=0,
-                    require_user_verification=True,  # L3 7.2: "verify that the UV bit ... is set"
+                    # L3 7.2 step 17: the UV bit must be set where policy requires it.
+                    require_user_verification=self.policy.user_verification_required,
                 )
             # As for registration: InvalidBackupFlags (L3 7.2, BS without BE) is outside the family.
             except WebAuthnException as error:
@@ -326,8 +341,10 @@ class PasskeyService:
         audit.record(
             self.db, "login.passkey", subject_id=passkey.user_id, context=context,
             credential_id=passkey.credential_id, synced=passkey.backup_eligible,
+            user_verified=verified.user_verified,
         )  # fmt: skip
-        return PasskeySignIn(user=passkey.user, passkey=passkey, amr=passkey_amr(passkey))
+        amr = passkey_amr(passkey, verified.user_verified)
+        return PasskeySignIn(user=passkey.user, passkey=passkey, amr=amr)
 
     def _apply_sign_count(
         self, passkey: Passkey, new_count: int, context: RequestContext, now: datetime

@@ -29,6 +29,8 @@ ADDRESS_FREE_FAILURES = 50
 #: A per-address counter forgets failures older than this.
 ADDRESS_WINDOW = timedelta(hours=1)
 
+#: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database).
+COUNTER_LIFETIME = timedelta(days=30)
 
 @dataclass(frozen=True)
 class Verdict:
@@ -78,7 +80,7 @@ class DatabaseCounters:
 class RedisCounters:
     """Counters in Redis (``IDP_REDIS_URL``): INCR is atomic across every node."""
 
-    def __init__(self, client: Any, ttl: timedelta = timedelta(days=30)) -> None:
+    def __init__(self, client: Any, ttl: timedelta = COUNTER_LIFETIME) -> None:
         self.client = client
         self.ttl = int(ttl.total_seconds())
 
@@ -108,9 +110,11 @@ def _delay(failures: int, free: int) -> timedelta:
 
 
 class AttemptLimiter:
-    def __init__(self, store: CounterStore) -> None:
+    def __init__(self, store: CounterStore, lock_after: int = LOCK_AFTER) -> None:
         self.store = store
 
+        #: The policy's lockout threshold (1 to LOCK_AFTER, idp.services.sign_in_policy).
+        self.lock_after = min(lock_after, LOCK_AFTER)
     @staticmethod
     def account_key(factor: str, subject: str) -> str:
         return f"{factor}:{subject}"
@@ -121,7 +125,7 @@ class AttemptLimiter:
 
     def check(self, account_key: str, address: str, now: datetime) -> Verdict:
         failures, last = self.store.get(account_key)
-        if failures >= LOCK_AFTER:
+        if failures >= self.lock_after:
             return Verdict(allowed=False, locked=True)
         wait = _wait(failures, last, FREE_FAILURES, now)
         address_failures, address_last = self.store.get(self.address_key(address))

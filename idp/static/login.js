@@ -15,6 +15,8 @@
   const usePassword = document.getElementById("use-password");
   const submit = document.getElementById("continue");
   const W = idpWebAuthn;
+  // A passwordless-only deployment renders no password step (sign-in policy).
+  const passwordsAllowed = passwordStep !== null;
 
   const field = (name) => {
     const input = form.querySelector(`input[name="${name}"]`);
@@ -30,6 +32,7 @@
     errors.append(p);
   };
   const showPassword = () => {
+    if (!passwordsAllowed) return;
     passwordStep.hidden = false;
     password.required = true;
     usePasswordWrap.hidden = true;
@@ -43,7 +46,9 @@
 
   // Email first: the password field waits until the user asks for it or no passkey works.
   const passwordAlreadyShown = errors.querySelector(".error") !== null;
-  if (!passwordAlreadyShown) {
+  if (!passwordsAllowed) {
+    form.dataset.step = "email";
+  } else if (!passwordAlreadyShown) {
     passwordStep.hidden = true;
     password.required = false;
     submit.textContent = "Continue";
@@ -114,10 +119,12 @@
   };
 
   passkeyButton.addEventListener("click", () => modal({}));
-  usePassword.addEventListener("click", () => {
-    if (pending) pending.abort();
-    showPassword();
-  });
+  if (usePassword) {
+    usePassword.addEventListener("click", () => {
+      if (pending) pending.abort();
+      showPassword();
+    });
+  }
   form.addEventListener("submit", (event) => {
     if (form.dataset.step !== "email") return; // the password step submits normally
     event.preventDefault();

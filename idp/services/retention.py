@@ -1,0 +1,211 @@
+"""Pruning: delete the rows of short-lived tables once they can no longer matter, and audit events
+older than the retention (issue 6, audit retention; issue 7: nothing grows without bound).
+
+Each rule says when a row is dead, with a margin wherever a spent row is still evidence: a spent
+code or client assertion must outlive every moment it could be replayed, or a replay would no
+longer be recognised (RFC 6749 4.1.2, RFC 7523 3). Rows go in small batches, each committed, so
+that a large backlog never holds a long lock on a live table.
+
+``idp prune`` runs every rule to the end. Nodes also prune opportunistically (``PruneSchedule``):
+after a response is sent, at most once per ``prune_interval`` per node (a clock comparison in
+memory, no query, on every other request), and among all the nodes sharing the database only the
+one that wins an atomic claim on the ``maintenance_runs`` row does the work; it deletes a bounded
+number of batches and leaves the rest to the next interval. So a deployment that never calls the
+CLI stays bounded, many nodes do not prune in parallel, and no request waits for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from idp.models import (
+    AccessToken,
+    AttemptCounter,
+    AuditEvent,
+    AuthorizationCode,
+    BrowserSession,
+    Grant,
+    LoginLink,
+    MaintenanceRun,
+    OutboxMessage,
+    PartialLogin,
+    PendingAuthorization,
+    RefreshToken,
+    UsedClientAssertion,
+    WebAuthnChallenge,
+)
+from idp.services.rate_limits import ADDRESS_WINDOW, COUNTER_LIFETIME
+
+#: A spent code stays a day after it expired, so a late replay still revokes its grant
+#: (RFC 6749 4.1.2: "SHOULD revoke ... all tokens previously issued based on that code").
+CODE_REPLAY_EVIDENCE = timedelta(days=1)
+#: Authlib accepts a client assertion up to 60 s past its ``exp`` (leeway); its ``jti`` must stay
+#: recorded well beyond that, or the assertion could be replayed once (RFC 7523 3, "jti").
+ASSERTION_REPLAY_EVIDENCE = timedelta(hours=1)
+#: Used, revoked and expired login links stay listed for admins this long.
+LOGIN_LINK_HISTORY = timedelta(days=7)
+#: Notifications already delivered by SMTP stay this long.
+SENT_MESSAGE_HISTORY = timedelta(days=30)
+
+BATCH_SIZE = 1000
+#: The opportunistic prune deletes at most this many batches per table and run.
+OPPORTUNISTIC_BATCHES = 5
+JOB_NAME = "prune"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    now: datetime
+    #: 0 keeps audit events (and unsent outbox messages) forever.
+    audit_retention_days: int
+    session_idle_ttl: int
+    refresh_token_ttl: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    table: str
+    key: InstrumentedAttribute[Any]
+    dead: Callable[[RetentionPolicy], ColumnElement[bool] | None]
+
+
+def _grant_is_empty() -> ColumnElement[bool]:
+    return and_(
+        ~exists().where(AuthorizationCode.grant_id == Grant.id),
+        ~exists().where(AccessToken.grant_id == Grant.id),
+        ~exists().where(RefreshToken.grant_id == Grant.id),
+    )
+
+
+def _older_than_days(column: Any, p: RetentionPolicy) -> ColumnElement[bool] | None:
+    if p.audit_retention_days <= 0:
+        return None
+    return column < p.now - timedelta(days=p.audit_retention_days)
+
+
+def _outbox_dead(p: RetentionPolicy) -> ColumnElement[bool]:
+    """Delivered messages after a month; undelivered ones (no SMTP: the outbox is their only
+    record) as long as the audit log."""
+    sent = OutboxMessage.sent_at < p.now - SENT_MESSAGE_HISTORY
+    unsent_old = _older_than_days(OutboxMessage.created_at, p)
+    if unsent_old is None:
+        return sent
+    return or_(sent, and_(OutboxMessage.sent_at.is_(None), unsent_old))
+
+
+#: Children before parents (tokens before their grant).
+RULES: tuple[Rule, ...] = (
+    Rule("webauthn_challenges", WebAuthnChallenge.id,
+         lambda p: WebAuthnChallenge.expires_at < p.now),
+    Rule("pending_authorizations", PendingAuthorization.id,
+         lambda p: PendingAuthorization.expires_at < p.now),
+    Rule("partial_logins", PartialLogin.id_hash, lambda p: PartialLogin.expires_at < p.now),
+    Rule("authorization_codes", AuthorizationCode.code_hash,
+         lambda p: AuthorizationCode.expires_at < p.now - CODE_REPLAY_EVIDENCE),
+    # An expired token is refused by its own lifetime; a consumed refresh token stays until then,
+    # so that its replay is still recognised and revokes the family (RFC 9700 4.14.2).
+    Rule("access_tokens", AccessToken.jti, lambda p: AccessToken.expires_at < p.now),
+    Rule("refresh_tokens", RefreshToken.token_hash, lambda p: RefreshToken.expires_at < p.now),
+    # A revoked grant whose every token has lived out its lifetime is history (the audit log
+    # keeps it); a live grant stays, whether or not it holds tokens now.
+    Rule("grants", Grant.id, lambda p: and_(
+        Grant.revoked_at < p.now - timedelta(seconds=p.refresh_token_ttl), _grant_is_empty())),
+    Rule("used_client_assertions", UsedClientAssertion.jti_hash,
+         lambda p: UsedClientAssertion.expires_at < p.now - ASSERTION_REPLAY_EVIDENCE),
+    Rule("login_links", LoginLink.id_hash,
+         lambda p: LoginLink.expires_at < p.now - LOGIN_LINK_HISTORY),
+    Rule("browser_sessions", BrowserSession.id_hash, lambda p: or_(
+        BrowserSession.expires_at < p.now,
+        BrowserSession.revoked_at < p.now,
+        BrowserSession.last_seen_at < p.now - timedelta(seconds=p.session_idle_ttl))),
+    # Per-address counters forget failures after their window; per-account ones after the same
+    # lifetime Redis gives them, so both stores forget alike.
+    Rule("attempt_counters", AttemptCounter.key, lambda p: or_(
+        AttemptCounter.last_failure_at.is_(None),
+        and_(AttemptCounter.key.startswith("addr:"),
+             AttemptCounter.last_failure_at < p.now - ADDRESS_WINDOW),
+        AttemptCounter.last_failure_at < p.now - COUNTER_LIFETIME)),
+    Rule("outbox_messages", OutboxMessage.id, lambda p: _outbox_dead(p)),
+    Rule("audit_events", AuditEvent.id, lambda p: _older_than_days(AuditEvent.at, p)),
+)  # fmt: skip
+
+
+def prune(
+    db: Session,
+    policy: RetentionPolicy,
+    *,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int | None = None,
+) -> dict[str, int]:
+    """Delete dead rows, table by table; returns how many went from each. Commits per batch."""
+    counts: dict[str, int] = {}
+    for rule in RULES:
+        condition = rule.dead(policy)
+        counts[rule.table] = 0
+        if condition is None:
+            continue
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            keys = list(db.scalars(select(rule.key).where(condition).limit(batch_size)))
+            if keys:
+                db.execute(
+                    delete(rule.key.class_).where(rule.key.in_(keys)),
+                    execution_options={"synchronize_session": False},
+                )
+            db.commit()
+            counts[rule.table] += len(keys)
+            batches += 1
+            if len(keys) < batch_size:
+                break
+    return counts
+
+
+def claim_run(db: Session, now: datetime, interval: timedelta, name: str = JOB_NAME) -> bool:
+    """Claim this interval's run for this node: True for exactly one of the nodes that ask.
+
+    The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE clause on
+    the row it locked; SQLite serialises writers), so two nodes asking at once cannot both win.
+    """
+    dialect = db.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    db.execute(insert(MaintenanceRun).values(name=name, last_run_at=None).on_conflict_do_nothing())
+    claimed = db.execute(
+        update(MaintenanceRun)
+        .where(
+            MaintenanceRun.name == name,
+            or_(MaintenanceRun.last_run_at.is_(None), MaintenanceRun.last_run_at <= now - interval),
+        )
+        .values(last_run_at=now)
+    )
+    db.commit()
+    return bool(getattr(claimed, "rowcount", 0) == 1)
+
+
+class PruneSchedule:
+    """One node's side of opportunistic pruning: ``due()`` says, from memory alone, whether this
+    node should try to claim a run now (at most once per interval; thread-safe)."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next_attempt = 0.0  # a fresh node tries after its first request
+
+    def due(self) -> bool:
+        if self.interval <= 0:
+            return False
+        with self._lock:
+            now = self.clock()
+            if now < self._next_attempt:
+                return False
+            self._next_attempt = now + self.interval
+            return True
