@@ -50,13 +50,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.filters["describe_scope"] = describe_scope
+    from idp import observability
+
+    # First: the request id and the timing cover every other hook (docs/operations.md).
+    observability.init_app(app)
     app.after_request(add_security_headers)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
-    app.after_request(schedule_prune)
         db.session.remove()
 
     return app

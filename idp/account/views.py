@@ -476,6 +476,7 @@ def profile() -> Any:
         "account/profile.html",
         user=session.user,
         rp_id=runtime().settings.rp_id,
+        passwords_allowed=sign_in_policy().passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
     )
 

@@ -25,6 +25,7 @@ from idp.models.oauth import (
 from idp.models.passkeys import Passkey, WebAuthnChallenge
 from idp.models.policy import PolicyOverride
 from idp.models.sessions import BrowserSession
+from idp.models.signup import SignupLink
 from idp.models.users import User
 
 __all__ = [
@@ -39,13 +40,12 @@ __all__ = [
     "Consent",
     "Grant",
     "LoginLink",
-    "OutboxMessage",
     "MaintenanceRun",
     "PartialLogin",
     "Passkey",
     "PendingAuthorization",
-    "RefreshToken",
     "PolicyOverride",
+    "RefreshToken",
     "SigningKey",
     "TotpCredential",
     "UsedClientAssertion",

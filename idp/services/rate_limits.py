@@ -28,9 +28,9 @@ MAX_DELAY = timedelta(minutes=15)
 ADDRESS_FREE_FAILURES = 50
 #: A per-address counter forgets failures older than this.
 ADDRESS_WINDOW = timedelta(hours=1)
-
 #: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database).
 COUNTER_LIFETIME = timedelta(days=30)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -112,9 +112,9 @@ def _delay(failures: int, free: int) -> timedelta:
 class AttemptLimiter:
     def __init__(self, store: CounterStore, lock_after: int = LOCK_AFTER) -> None:
         self.store = store
-
         #: The policy's lockout threshold (1 to LOCK_AFTER, idp.services.sign_in_policy).
         self.lock_after = min(lock_after, LOCK_AFTER)
+
     @staticmethod
     def account_key(factor: str, subject: str) -> str:
         return f"{factor}:{subject}"
@@ -139,7 +139,11 @@ class AttemptLimiter:
         if last is not None and now - last > ADDRESS_WINDOW:
             self.store.reset(self.address_key(address))
         self.store.increment(self.address_key(address), now)
-        return self.store.increment(account_key, now)
+        failures = self.store.increment(account_key, now)
+        if failures == self.lock_after:
+            # Increments are atomic: exactly one failure reaches the limit, one lockout counted.
+            metrics.lockout(account_key.partition(":")[0])
+        return failures
 
     def succeeded(self, account_key: str) -> None:
         self.store.reset(account_key)
