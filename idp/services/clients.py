@@ -348,13 +348,13 @@ class ClientService:
     ) -> str | None:
         """Change a client's settings. Returns a new secret (shown once) when the change moves
         the client to a secret-based auth method it had no secret for; None otherwise."""
-        fields = fields.validated()
         if (fields.kind in PUBLIC_KINDS) != client.is_public:
             # A public client's users never saw it authenticate; a confidential one's secret
             # would have to vanish or appear. Either is a different registration.
             raise ClientRegistrationError(
                 "a client cannot change between confidential and public: register a new one"
             )
+        fields = fields.validated()
         before = fields_of(client)
         new_secret_value = None
         if fields.auth_method in SECRET_AUTH_METHODS:

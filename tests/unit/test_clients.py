@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from idp.models import Base, Client
-from idp.services.clients import ClientRegistrationError, ClientService, validate_redirect_uri
+from idp.models import AccessToken, AuditEvent, Base, Client
+from idp.services.audit import RequestContext
+from idp.services.clients import (
+    Actor,
+    ClientRegistrationError,
+    ClientService,
+    fields_of,
+    validate_redirect_uri,
+)
 from idp.services.crypto import KeyedHasher
 
 HASHER = KeyedHasher(b"k" * 32)
@@ -257,3 +267,271 @@ def test_rotate_secret_is_refused_for_a_public_client(clients: ClientService) ->
 def test_client_lookup_ignores_absurd_ids(clients: ClientService) -> None:
     assert clients.get("") is None
     assert clients.get("x" * 65) is None
+
+
+def test_rotation_with_an_overlap_keeps_the_old_secret_until_it_ends(
+    db: Session, clients: ClientService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    old = new.client_secret
+    assert old is not None
+    now = datetime.now(UTC)
+    rotated = clients.rotate_secret(new.client, overlap=3600, now=now)
+    client = new.client
+    client.secret_hasher = HASHER
+    assert client.previous_secret_expires_at == now + timedelta(hours=1)
+    assert client.check_client_secret(rotated) is True
+    assert client.check_client_secret(old) is True
+    monkeypatch.setattr("idp.models.clients.utcnow", lambda: now + timedelta(hours=1))
+    assert client.check_client_secret(old) is False  # the overlap has ended
+    assert client.check_client_secret(rotated) is True
+
+
+def test_rotation_without_an_overlap_revokes_the_old_secret_at_once(
+    clients: ClientService,
+) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    assert new.client_secret is not None
+    rotated = clients.rotate_secret(new.client, overlap=0)
+    new.client.secret_hasher = HASHER
+    assert new.client.previous_secret_hash is None
+    assert new.client.check_client_secret(new.client_secret) is False
+    assert new.client.check_client_secret(rotated) is True
+
+
+def test_a_second_rotation_ends_the_first_secret_at_once(clients: ClientService) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    first = new.client_secret
+    assert first is not None
+    second = clients.rotate_secret(new.client, overlap=3600)
+    third = clients.rotate_secret(new.client, overlap=3600)
+    new.client.secret_hasher = HASHER
+    assert new.client.check_client_secret(first) is False
+    assert new.client.check_client_secret(second) is True
+    assert new.client.check_client_secret(third) is True
+
+
+@pytest.mark.parametrize("overlap", [-1, 30 * 24 * 3600 + 1])
+def test_rotation_overlap_out_of_bounds_is_refused(clients: ClientService, overlap: int) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    with pytest.raises(ClientRegistrationError, match="overlap"):
+        clients.rotate_secret(new.client, overlap=overlap)
+
+
+# -- kinds and loopback redirects (RFC 8252) ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("registered", "requested"),
+    [
+        ("http://127.0.0.1/cb", "http://127.0.0.1:51234/cb"),
+        ("http://127.0.0.1:8080/cb", "http://127.0.0.1:51234/cb"),
+        ("http://[::1]/cb", "http://[::1]:61000/cb"),
+        ("http://127.0.0.1/cb?x=1", "http://127.0.0.1:5000/cb?x=1"),
+    ],
+)
+def test_native_app_loopback_redirect_may_use_any_port(
+    clients: ClientService, registered: str, requested: str
+) -> None:
+    """RFC 8252 7.3: the authorization server MUST allow any port for loopback IP redirects."""
+    native = clients.create(name="App", redirect_uris=[registered], kind="native").client
+    assert native.check_redirect_uri(requested) is True
+    spa = clients.create(name="SPA", redirect_uris=[registered], kind="spa").client
+    web = clients.create(name="Web", redirect_uris=[registered]).client
+    # Only native apps: for others the registered URI is matched exactly (RFC 9700 2.1).
+    assert spa.check_redirect_uri(requested) is False
+    assert web.check_redirect_uri(requested) is False
+
+
+@pytest.mark.parametrize(
+    "requested",
+    [
+        "http://127.0.0.1:5000/other",
+        "http://127.0.0.1:5000/cb/",
+        "http://127.0.0.1:5000/cb?x=1",
+        "http://127.0.0.1:5000/cb#f",
+        "http://127.0.0.1:5000/cb?",
+        "https://127.0.0.1:5000/cb",
+        "http://127.0.0.2:5000/cb",
+        "http://[::1]:5000/cb",
+        "http://localhost:5000/cb",
+        "http://user@127.0.0.1:5000/cb",
+        "http://127.0.0.1:99999/cb",
+        "http://127.0.0.1:x/cb",
+        "http://127.0.0.1.evil.example:5000/cb",
+    ],
+)
+def test_native_app_loopback_port_variation_changes_nothing_else(
+    clients: ClientService, requested: str
+) -> None:
+    native = clients.create(name="App", redirect_uris=["http://127.0.0.1/cb"], kind="native")
+    assert native.client.check_redirect_uri(requested) is False
+
+
+def test_localhost_redirect_gets_no_port_variation(clients: ClientService) -> None:
+    # RFC 8252 8.3: "localhost" is NOT RECOMMENDED; only loopback IP literals vary their port.
+    native = clients.create(name="App", redirect_uris=["http://localhost/cb"], kind="native")
+    assert native.client.check_redirect_uri("http://localhost/cb") is True
+    assert native.client.check_redirect_uri("http://localhost:5000/cb") is False
+
+
+def test_https_redirect_of_a_native_app_is_matched_exactly(clients: ClientService) -> None:
+    native = clients.create(name="App", redirect_uris=[REDIRECT], kind="native")
+    assert native.client.check_redirect_uri("https://rp.example:8443/callback") is False
+
+
+@pytest.mark.parametrize(("kind", "public"), [("web", False), ("spa", True), ("native", True)])
+def test_kind_decides_whether_a_client_is_public(
+    clients: ClientService, kind: str, public: bool
+) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT], kind=kind)
+    assert new.client.is_public is public
+    assert (new.client_secret is None) is public
+    assert new.client.token_endpoint_auth_method == ("none" if public else "client_secret_basic")
+
+
+def test_unknown_kind_is_refused(clients: ClientService) -> None:
+    with pytest.raises(ClientRegistrationError, match="kind"):
+        clients.create(name="RP", redirect_uris=[REDIRECT], kind="desktop")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("scopes", ["openid", "admin"], "unknown scope"),
+        ("scopes", [], "at least one scope"),
+        ("grant_types", ["password"], "unknown grant type"),
+        ("grant_types", ["implicit"], "unknown grant type"),
+        ("grant_types", [], "at least one grant type"),
+        ("redirect_uris", ["https://rp.example/a b"], "spaces"),
+        ("redirect_uris", ["https://user:pw@rp.example/cb"], "credentials"),
+        ("redirect_uris", ["https://rp.example:99999/cb"], "not a valid URL"),
+        ("redirect_uris", [f"https://rp.example/{i}" for i in range(21)], "at most 20"),
+        ("name", "x" * 201, "longer than 200"),
+    ],
+)
+def test_invalid_registration_is_refused_with_the_reason(
+    clients: ClientService, field: str, value: Any, message: str
+) -> None:
+    fields: dict[str, Any] = {"name": "RP", "redirect_uris": [REDIRECT], field: value}
+    with pytest.raises(ClientRegistrationError, match=message):
+        clients.create(**fields)
+
+
+# -- consent-page links ---------------------------------------------------------------------------
+def test_consent_page_links_must_be_https(clients: ClientService) -> None:
+    for name in ("logo_uri", "tos_uri", "policy_uri"):
+        for bad in ("http://rp.example/x", "javascript:alert(1)", "//rp.example/x", "https://"):
+            with pytest.raises(ClientRegistrationError, match="https URL"):
+                clients.create(name="RP", redirect_uris=[REDIRECT], **{name: bad})
+
+
+def test_logo_host_must_be_a_plain_dns_name(clients: ClientService) -> None:
+    # The logo's origin is written into the consent page's CSP: nothing that could end a source.
+    with pytest.raises(ClientRegistrationError):
+        clients.create(
+            name="RP", redirect_uris=[REDIRECT], logo_uri="https://rp.example;script-src/x.png"
+        )
+
+
+def test_logo_origin_is_what_the_consent_page_csp_allows(clients: ClientService) -> None:
+    new = clients.create(
+        name="RP", redirect_uris=[REDIRECT], logo_uri="https://cdn.rp.example:8443/logo.png?v=2"
+    )
+    assert new.client.logo_origin == "https://cdn.rp.example:8443"
+    assert clients.create(name="RP", redirect_uris=[REDIRECT]).client.logo_origin is None
+
+
+def test_empty_links_are_stored_as_none(clients: ClientService) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT], logo_uri="  ", tos_uri="")
+    assert new.client.logo_uri is None
+    assert new.client.tos_uri is None
+
+
+# -- editing --------------------------------------------------------------------------------------
+def test_edit_changes_settings_and_keeps_the_secret(clients: ClientService) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    before = new.client.secret_hash
+    changed = dataclasses.replace(
+        fields_of(new.client), name="Wiki", redirect_uris=[REDIRECT, "https://rp.example/2"]
+    )
+    assert clients.update(new.client, changed) is None
+    assert new.client.name == "Wiki"
+    assert new.client.redirect_uris == [REDIRECT, "https://rp.example/2"]
+    assert new.client.secret_hash == before
+
+
+def test_edit_refuses_to_turn_a_web_app_public(clients: ClientService) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    public = dataclasses.replace(fields_of(new.client), kind="spa", auth_method="none")
+    with pytest.raises(ClientRegistrationError, match="confidential and public"):
+        clients.update(new.client, public)
+    assert new.client.is_public is False
+
+
+def test_edit_may_switch_between_single_page_and_native(clients: ClientService) -> None:
+    new = clients.create(name="App", redirect_uris=["http://127.0.0.1/cb"], kind="spa")
+    clients.update(new.client, dataclasses.replace(fields_of(new.client), kind="native"))
+    assert new.client.kind == "native"
+    assert new.client.check_redirect_uri("http://127.0.0.1:4000/cb") is True
+
+
+def test_edit_to_private_key_jwt_drops_every_secret(clients: ClientService) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    clients.rotate_secret(new.client, overlap=3600)
+    to_jwt = dataclasses.replace(
+        fields_of(new.client), auth_method="private_key_jwt", jwks=CLIENT_JWKS
+    )
+    assert clients.update(new.client, to_jwt) is None
+    assert new.client.secret_hash is None
+    assert new.client.previous_secret_hash is None
+
+
+def test_edit_back_to_a_secret_method_issues_a_new_secret(clients: ClientService) -> None:
+    new = clients.create(
+        name="RP", redirect_uris=[REDIRECT], auth_method="private_key_jwt", jwks=CLIENT_JWKS
+    )
+    to_secret = dataclasses.replace(fields_of(new.client), auth_method="client_secret_post")
+    secret = clients.update(new.client, to_secret)
+    assert secret is not None
+    assert HASHER.verify(new.client.secret_hash, secret) is True
+    assert new.client.jwks is None
+
+
+# -- disabling and the audit log -----------------------------------------------------------------
+def test_disabling_revokes_the_clients_access_tokens(db: Session, clients: ClientService) -> None:
+    new = clients.create(name="RP", redirect_uris=[REDIRECT])
+    other = clients.create(name="Other", redirect_uris=[REDIRECT])
+    now = datetime.now(UTC)
+    for jti, client in (("a", new.client), ("b", other.client)):
+        db.add(AccessToken(jti=jti, client_id=client.client_id, scope="openid",
+                           issued_at=now, expires_at=now + timedelta(minutes=10)))  # fmt: skip
+    db.commit()
+    clients.disable(new.client, now=now)
+    db.commit()
+    assert new.client.disabled_at == now
+    assert db.get(AccessToken, "a").revoked_at is not None  # type: ignore[union-attr]
+    assert db.get(AccessToken, "b").revoked_at is None  # type: ignore[union-attr]
+    clients.enable(new.client)
+    assert new.client.disabled_at is None
+
+
+def test_every_change_is_audited_with_its_actor(db: Session, clients: ClientService) -> None:
+    actor = Actor(user_id="a" * 32, via="console", context=RequestContext("203.0.113.9", "UA"))
+    new = clients.create(name="RP", redirect_uris=[REDIRECT], actor=actor)
+    client_id = new.client.client_id
+    clients.update(new.client, dataclasses.replace(fields_of(new.client), name="Wiki"), actor=actor)
+    clients.rotate_secret(new.client, overlap=60, actor=actor)
+    clients.disable(new.client, actor=actor)
+    clients.enable(new.client, actor=actor)
+    clients.delete(new.client, actor=actor)
+    db.commit()
+    events = list(db.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+    assert [e.kind for e in events] == [
+        "client.created", "client.updated", "client.secret_rotated", "client.disabled",
+        "client.enabled", "client.deleted",
+    ]  # fmt: skip
+    assert {e.actor_id for e in events} == {"a" * 32}
+    assert {e.client_id for e in events} == {client_id}
+    assert {e.ip_address for e in events} == {"203.0.113.9"}
+    assert events[1].details["changed"] == ["name"]
+    assert events[2].details["overlap_seconds"] == 60
+    assert all(e.details["via"] == "console" for e in events)
