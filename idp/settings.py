@@ -72,6 +72,10 @@ class Settings:
     #: Sign-in policy defaults (idp.services.sign_in_policy); the admin console may override them.
     passwords_allowed: bool = True
     signup_enabled: bool = False
+    #: Observability (docs/operations.md): the bearer token that opens /metrics (empty: /metrics
+    #: answers 404), and the level of the JSON log lines on stderr.
+    metrics_token: str = ""
+    log_level: str = "INFO"
     #: Admins sign in with a passkey only: no password sign-in, and their last passkey stays.
     admin_passkey_required: bool = False
     #: WebAuthn L3 5.4.4 / 5.8.6: "required" (default) or "preferred".
@@ -173,6 +177,11 @@ class Settings:
             raise SettingsError("client_secret_rotation_overlap must be between 0 and 30 days")
         if self.code_ttl > 600:
             raise SettingsError("code_ttl must be at most 600 seconds (RFC 6749 4.1.2)")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        if self.metrics_token and len(self.metrics_token) < 32:
+            # A guessable scrape token would open the metrics (counts of sign-ins per outcome).
+            raise SettingsError("metrics_token must be at least 32 characters long (or empty)")
         from idp.services.sign_in_policy import PolicyError, policy_from_settings
 
         try:

@@ -1,5 +1,8 @@
 """WSGI entry point for production servers: ``idp.wsgi:app``."""
 
-from idp import create_app
+from idp import create_app, json_logs
+from idp.settings import load_settings
 
+# Each worker process logs JSON lines on stderr, whichever server imported it (docs/operations.md).
+json_logs.configure(load_settings().log_level)
 app = create_app()

@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from idp import metrics
 from idp.models import AttemptCounter
 
 #: Consecutive failures after which a factor is locked for the account (until a success elsewhere

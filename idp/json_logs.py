@@ -1,0 +1,180 @@
+"""Structured logs: one JSON object per line on stderr, secrets redacted in one place.
+
+Every line carries ``time``, ``level``, ``logger``, ``message`` and ``pid``; lines written while a
+request is handled also carry its ``request_id``, ``method`` and ``endpoint`` (the Flask endpoint
+name, never the raw path: ``/login/link/<secret>`` holds a secret), and the line that closes a
+request adds ``status`` and ``duration_ms``.
+
+No secret reaches a line (docs/operations.md, "Logs"). ``redact`` runs over the message and the
+traceback of every record, whoever logged it (idp, Authlib, the WSGI server):
+
+- the arguments of a record are copied with the values of secret-named keys replaced, so a dict
+  such as Authlib's ``Issue token %r`` (access, refresh and ID token) prints redacted;
+- in the text: values after secret-named keys (``code=...``, ``"password": "..."``), credentials
+  after ``Bearer``/``Basic``, anything shaped like a JWT, URL query strings, passwords in URLs;
+- every secret value the current request carried or received (form and query fields with secret
+  names, the Authorization header, cookies, login-link path parameters, tokens and codes in the
+  response), verbatim and URL-encoded, registered by idp.observability.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+REDACTED = "[redacted]"
+
+#: A field whose name contains one of these words holds a secret (or may: ``code`` in
+#: ``code_challenge`` is not one, and is redacted all the same).
+_SECRET_WORDS = (
+    r"password|passwd|secret|token|code|verifier|assertion|otp|cookie|session|authorization"
+    r"|credential|signature|api[_-]?key"
+)
+SECRET_NAME = re.compile(f"(?i)({_SECRET_WORDS})")
+_KEY = rf"[\w.-]*(?:{_SECRET_WORDS})[\w.-]*"
+_TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?i)\b(Bearer|Basic)\s+[\w.~+/=-]+"), r"\1 " + REDACTED),
+    # JWS compact serialisation (RFC 7515 7.1): access tokens (RFC 9068), ID tokens, assertions.
+    (re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*"), REDACTED),
+    # "key": "value" and 'key': 'value' (JSON, Python reprs of dicts).
+    (
+        re.compile(r"(?i)([\"']" + _KEY + r"[\"']\s*:\s*)([\"'])(?:\\.|(?!\2).)*\2"),
+        r"\1\2" + REDACTED + r"\2",
+    ),
+    # key=value (form bodies, query strings, reprs of objects), key: value (headers).
+    (
+        re.compile(r"(?i)(\b" + _KEY + r"\s*[=:]\s*)(?![\"'\[{(])[^\s&,;\"')\]}]+"),
+        r"\1" + REDACTED,
+    ),
+    # Query strings: authorization requests and callbacks carry codes, states and hints.
+    (re.compile(r"((?:https?://|/)[^\s?#\"'<>]*)\?[^\s#\"'<>]+"), r"\1?" + REDACTED),
+    # scheme://user:password@host (database, Redis and SMTP URLs).
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]+@"), r"\1:" + REDACTED + "@"),
+]  # fmt: skip
+#: Values shorter than this are not searched for verbatim (a 1-character "secret" would blank
+#: every line); a TOTP code has 6 digits.
+MIN_SECRET_LENGTH = 6
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    for value in sorted(set(secrets), key=len, reverse=True):
+        if len(value) < MIN_SECRET_LENGTH:
+            continue
+        for form in {value, quote(value, safe=""), quote_plus(value), quote(value)}:
+            text = text.replace(form, REDACTED)
+    for pattern, replacement in _TEXT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """A copy of a log argument with the values of secret-named keys replaced."""
+    if depth > 5:
+        return value
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and SECRET_NAME.search(key)
+            else redact_value(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(item, depth + 1) for item in value)
+    return value
+
+
+def _request_fields() -> tuple[dict[str, Any], Iterable[str]]:
+    """The current request's log fields and secrets, when a Flask request is being handled."""
+    try:
+        from flask import g, has_request_context, request
+    except ImportError:  # pragma: no cover - Flask is a dependency; this module must not fail
+        return {}, ()
+    if not has_request_context():
+        return {}, ()
+    fields = {
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "endpoint": request.endpoint or "none",
+    }
+    return fields, g.get("log_secrets", ())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, redacted (see the module docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields, secrets = _request_fields()
+        if record.args:
+            record.args = redact_value(record.args)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string must not lose the line
+            message = f"{record.msg} {record.args}"
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(message, secrets),
+            "pid": record.process or os.getpid(),
+            **fields,
+        }
+        for key in ("status", "duration_ms", "request_id"):
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            line["exception"] = redact(text, secrets)
+        elif record.stack_info:
+            line["stack"] = redact(record.stack_info, secrets)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def dict_config(level: str = "INFO") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` document for idp and its WSGI server (gunicorn's
+    ``logconfig_dict``, granian's ``log_dictconfig``): everything through one JSON handler."""
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            # The servers' own loggers write through the root handler, not their own.
+            **{
+                name: {"level": level, "handlers": [], "propagate": True}
+                for name in ("gunicorn.error", "gunicorn.access", "granian", "_granian")
+            },
+            # SQL statements and their parameters (password hashes, token hashes) never reach the
+            # log, whatever the level: the database's own statement log is the place for them.
+            "sqlalchemy": {"level": "WARNING", "handlers": [], "propagate": True},
+        },
+    }
+
+
+def configure(level: str = "INFO") -> None:
+    """Route this process's logging through the JSON handler on stderr."""
+    import logging.config
+
+    logging.config.dictConfig(dict_config(level))
+    logging.captureWarnings(True)
+    # Python's last-resort output for an exception nobody caught stays one JSON line too.
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+    logging.getLogger("idp").critical("uncaught exception", exc_info=(kind, error, tb))

@@ -1,0 +1,225 @@
+"""Prometheus metrics, aggregated over every worker process of a node (no Flask imports).
+
+A production node runs several worker processes; each one counts in its own memory-mapped files
+under ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) and a scrape of
+``/metrics`` on any worker adds them all up. ``idp serve`` creates that directory empty for each
+start (``multiprocess_directory``); without it (tests, a single process) the counts stay in this
+process.
+
+Label values are bounded by construction: Flask endpoint names (never a raw path, which can carry a
+login-link secret), known grant types and OAuth error codes, sign-in methods from the audit kinds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Audit kinds that are a sign-in step, and the ``method`` label each one counts under.
+SIGN_IN_METHODS = {
+    "login.passkey": "passkey",
+    "login.password": "password",
+    "login.totp": "totp",
+    "login.backup_code": "backup_code",
+    "login.recovery": "recovery",
+    "login.link": "login_link",
+}
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+#: RFC 6749 5.2 error codes (plus RFC 6750's invalid_token); anything else counts as "other".
+OAUTH_ERRORS = frozenset({
+    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+    "unsupported_grant_type", "invalid_scope", "invalid_token", "server_error",
+})  # fmt: skip
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Seconds; a page or API call is a few ms, a password sign-in pays for Argon2id (tens of ms).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@cache
+def _metrics() -> SimpleNamespace:
+    """The metric objects, made on first use in each process.
+
+    prometheus_client picks its storage (memory or the multiprocess files) when it is first
+    imported; importing it here, lazily, lets ``idp serve`` set PROMETHEUS_MULTIPROC_DIR after idp
+    itself was imported and before a worker counts anything.
+    """
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    registry = CollectorRegistry(auto_describe=True)
+    pid = os.getpid()
+    if os.environ.get(MULTIPROC_ENV):
+        # A worker that exits normally drops its in-progress gauge files (the counters stay:
+        # they are cumulative, and a scrape must never see a total go down).
+        atexit.register(_process_exited, pid)
+    return SimpleNamespace(
+        registry=registry,
+        sign_ins=Counter(
+            "idp_sign_in_attempts_total",
+            "Sign-in steps by method and outcome (success, failure, throttled).",
+            ["method", "outcome"],
+            registry=registry,
+        ),
+        token_requests=Counter(
+            "idp_token_requests_total",
+            "Token endpoint requests by grant type and outcome (success or the OAuth error).",
+            ["grant_type", "outcome"],
+            registry=registry,
+        ),
+        lockouts=Counter(
+            "idp_lockouts_total",
+            "Sign-in factors locked after too many consecutive failures, by factor.",
+            ["factor"],
+            registry=registry,
+        ),
+        requests=Counter(
+            "idp_http_requests_total",
+            "HTTP requests by endpoint, method and status.",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        ),
+        server_errors=Counter(
+            "idp_http_server_errors_total",
+            "HTTP responses with a 5xx status, by endpoint.",
+            ["endpoint"],
+            registry=registry,
+        ),
+        latency=Histogram(
+            "idp_http_request_duration_seconds",
+            "Time from the request reaching idp to its response, by endpoint.",
+            ["endpoint", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        in_progress=Gauge(
+            "idp_http_requests_in_progress",
+            "Requests being handled right now, over every worker.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+    )
+
+
+def _process_exited(pid: int) -> None:
+    if os.getpid() != pid:  # a forked child inherits the handler; it is not the one exiting
+        return
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid)
+
+
+# -- recording ------------------------------------------------------------------------------------
+def audit_event_recorded(kind: str, outcome: str, details: Mapping[str, Any]) -> None:
+    """Count sign-in steps as they are audited (idp.services.audit.record calls this)."""
+    method = SIGN_IN_METHODS.get(kind)
+    if method is None:
+        return
+    if outcome != "success":
+        outcome = "throttled" if details.get("reason") == "throttled" else "failure"
+    _metrics().sign_ins.labels(method, outcome).inc()
+
+
+def lockout(factor: str) -> None:
+    _metrics().lockouts.labels(factor).inc()
+
+
+def token_request(grant_type: str, status: int, error: str | None) -> None:
+    grant = grant_type if grant_type in GRANT_TYPES else "other"
+    outcome = "success" if status == 200 else error if error in OAUTH_ERRORS else "other"
+    _metrics().token_requests.labels(grant, outcome).inc()
+
+
+def request_started() -> None:
+    _metrics().in_progress.inc()
+
+
+def request_finished(endpoint: str, method: str, status: int, seconds: float) -> None:
+    metrics = _metrics()
+    method = method if method in HTTP_METHODS else "OTHER"
+    metrics.in_progress.dec()
+    metrics.requests.labels(endpoint, method, str(status)).inc()
+    metrics.latency.labels(endpoint, method).observe(seconds)
+    if status >= 500:
+        metrics.server_errors.labels(endpoint).inc()
+
+
+# -- exposition -----------------------------------------------------------------------------------
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every worker's metrics, and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return generate_latest(_metrics().registry), CONTENT_TYPE_LATEST
+    from prometheus_client import multiprocess
+
+    _metrics()  # this worker's files exist even before it counted anything
+    _forget_dead_processes(Path(directory))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def _forget_dead_processes(directory: Path) -> None:
+    """A worker killed outright (SIGKILL, out of memory) ran no exit handler: drop its live-gauge
+    files here, or its in-flight requests would count forever."""
+    from prometheus_client import multiprocess
+
+    for entry in directory.iterdir():
+        match = _LIVE_GAUGE_FILE.match(entry.name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                multiprocess.mark_process_dead(int(match.group(1)), str(directory))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def multiprocess_directory() -> Iterator[Path]:
+    """The multiprocess directory for one ``idp serve``: the operator's PROMETHEUS_MULTIPROC_DIR
+    emptied of an earlier run's files, or a private temporary directory removed afterwards.
+
+    Set before the server starts its workers, which inherit it. A directory shared by two running
+    servers would mix their counts (and the second start would wipe the first's), hence a private
+    one by default.
+    """
+    owner = os.getpid()
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="idp-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        # Forked workers unwind through this frame too when they exit: only the server's own
+        # process cleans up.
+        if os.getpid() == owner and not given:
+            shutil.rmtree(directory, ignore_errors=True)
+            os.environ.pop(MULTIPROC_ENV, None)

@@ -1,0 +1,137 @@
+"""Request-level observability: the request id, the secrets a request must keep out of the log,
+the closing log line of every request, and the HTTP and token-endpoint metrics.
+
+One pair of hooks (``init_app``) instead of calls in every view: the endpoint name, the status and
+the token endpoint's form and JSON answer are all the metrics need.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from flask import Flask, g, request
+from werkzeug.wrappers import Response
+
+from idp import metrics
+from idp.json_logs import SECRET_NAME
+
+log = logging.getLogger("idp.request")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+#: An incoming request id is reused when it looks like one (a proxy's UUID or trace id); anything
+#: else (too long, spaces, quotes, control characters) could forge or break log lines: replaced.
+WELL_FORMED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
+#: Probes and scrapes every few seconds: their lines only at DEBUG.
+QUIET_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.metrics", "static"})
+#: JSON bodies larger than this are not searched for secrets to redact (no token answer is).
+MAX_SCANNED_BODY = 64 * 1024
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def _start() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if WELL_FORMED_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+    g.log_secrets = set()
+    metrics.request_started()
+    # Reading the body can fail (too large, too many parts): _finish still closes the request.
+    g.log_secrets.update(_request_secrets())
+
+
+def _finish(response: Response) -> Response:
+    started = g.pop("request_started", None)
+    if started is None:  # _start did not run (a before_request hook ahead of it failed)
+        return response
+    elapsed = time.perf_counter() - started
+    endpoint = request.endpoint or "none"
+    response.headers[REQUEST_ID_HEADER] = g.request_id
+    g.log_secrets.update(_response_secrets(response))
+    if endpoint == "oidc.token":
+        grant_type = request.form.get("grant_type", "")
+        metrics.token_request(grant_type, response.status_code, _oauth_error(response))
+    metrics.request_finished(endpoint, request.method, response.status_code, elapsed)
+    level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
+    log.log(
+        level,
+        "%s %s %s",
+        request.method,
+        endpoint,
+        response.status_code,
+        extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2)},
+    )
+    return response
+
+
+# -- secrets to keep out of this request's log lines ----------------------------------------------
+def _request_secrets() -> Iterator[str]:
+    authorization = request.authorization
+    if authorization is not None:
+        # RFC 6749 2.3.1: client_secret_basic carries the secret as the Basic password.
+        yield from (v for v in (authorization.password, authorization.token) if v)
+    header = request.headers.get("Authorization", "")
+    if header:
+        yield header.partition(" ")[2].strip()
+    yield from request.cookies.values()
+    yield from _named_values(request.args.items(multi=True))
+    yield from _named_values((request.view_args or {}).items())
+    if request.mimetype == "application/x-www-form-urlencoded":
+        yield from _named_values(request.form.items(multi=True))
+    elif request.is_json and (request.content_length or 0) <= MAX_SCANNED_BODY:
+        yield from _json_values(request.get_json(silent=True))
+
+
+def _response_secrets(response: Response) -> Iterator[str]:
+    for header in response.headers.getlist("Set-Cookie"):
+        yield header.partition(";")[0].partition("=")[2]
+    location = response.headers.get("Location", "")
+    if "?" in location:
+        yield from _named_values(parse_qsl(urlsplit(location).query))
+    if response.is_json and not response.is_streamed:
+        body = response.get_data()
+        if len(body) <= MAX_SCANNED_BODY:
+            try:
+                yield from _json_values(json.loads(body))
+            except ValueError:
+                return
+
+
+def _named_values(pairs: Iterable[tuple[str, Any]]) -> Iterator[str]:
+    for key, value in pairs:
+        if isinstance(value, str) and value and SECRET_NAME.search(key):
+            yield value
+
+
+def _json_values(document: Any, secret: bool = False, depth: int = 0) -> Iterator[str]:
+    """String leaves under secret-named keys (anywhere below one: a WebAuthn credential)."""
+    if depth > 6:
+        return
+    if isinstance(document, dict):
+        for key, value in document.items():
+            yield from _json_values(value, secret or bool(SECRET_NAME.search(str(key))), depth + 1)
+    elif isinstance(document, list):
+        for item in document:
+            yield from _json_values(item, secret, depth + 1)
+    elif secret and isinstance(document, str) and document:
+        yield document
+
+
+def _oauth_error(response: Response) -> str | None:
+    if response.status_code == 200 or not response.is_json:
+        return None
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else None
