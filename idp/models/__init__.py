@@ -25,7 +25,6 @@ from idp.models.oauth import (
 from idp.models.passkeys import Passkey, WebAuthnChallenge
 from idp.models.policy import PolicyOverride
 from idp.models.sessions import BrowserSession
-from idp.models.signup import SignupLink
 from idp.models.users import User
 
 __all__ = [
@@ -41,6 +40,7 @@ __all__ = [
     "Grant",
     "LoginLink",
     "MaintenanceRun",
+    "OutboxMessage",
     "PartialLogin",
     "Passkey",
     "PendingAuthorization",
