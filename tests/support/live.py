@@ -48,6 +48,10 @@ class LiveIdp:
     env: dict[str, str]
     log_path: Path
     production: bool = False
+    #: The WSGI server for ``idp serve --server`` (None: idp's default).
+    server: str | None = None
+    #: Where the server's stderr (its JSON log lines) goes; None: into ``log_path`` with stdout.
+    stderr_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     _discovery: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -139,24 +143,33 @@ class LiveIdp:
         return self._discovery
 
     def log_tail(self, lines: int = 80) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
-        return "\n".join(text.splitlines()[-lines:])
+        tails = []
+        for path in (self.log_path, self.stderr_path):
+            if path is None:
+                continue
+            try:
+                text = path.read_text(errors="replace")
+            except OSError as error:
+                text = f"(no server log: {error})"
+            tails.append("\n".join(text.splitlines()[-lines:]))
+        return "\n--- stderr ---\n".join(tails)
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
+        with (
+            self.log_path.open("ab") as log,
+            (self.stderr_path or self.log_path).open("ab") as errors,
+        ):
             self.process = subprocess.Popen(
                 [str(IDP_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-                + (["--production"] if self.production else []),
+                + (["--production"] if self.production else [])
+                + (["--server", self.server] if self.server else []),
                 env=self.env,
                 cwd=self.directory,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: gunicorn's worker goes with it
+                stderr=errors if self.stderr_path else subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the server's workers go with it
             )
         deadline = time.monotonic() + START_TIMEOUT
         last_error = "no answer yet"
@@ -209,9 +222,17 @@ def idp_env(directory: Path, issuer: str, database_url: str | None = None) -> di
 
 @contextlib.contextmanager
 def start_live_idp(
-    directory: Path, *, database_url: str | None = None, production: bool = False
+    directory: Path,
+    *,
+    database_url: str | None = None,
+    production: bool = False,
+    server: str | None = None,
+    env: dict[str, str] | None = None,
+    separate_stderr: bool = False,
 ) -> Iterator[LiveIdp]:
-    """``idp init`` then ``idp serve`` on a free port; stopped by PID afterwards."""
+    """``idp init`` then ``idp serve`` on a free port; stopped by PID afterwards. ``env`` adds
+    variables (``IDP_*`` settings) for the server and the CLI; ``separate_stderr`` keeps the
+    server's log lines (stderr) in ``stderr_path``, apart from its stdout."""
     (directory / "instance").mkdir(parents=True, exist_ok=True)
     port = free_port()
     issuer = f"http://localhost:{port}"
@@ -219,9 +240,11 @@ def start_live_idp(
         url=issuer,
         port=port,
         directory=directory,
-        env=idp_env(directory, issuer, database_url),
+        env=idp_env(directory, issuer, database_url) | (env or {}),
         log_path=directory / "server.log",
         production=production,
+        server=server,
+        stderr_path=directory / "server.stderr.log" if separate_stderr else None,
     )
     idp.run("init")
     idp.start()

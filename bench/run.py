@@ -1,0 +1,458 @@
+"""The benchmark: idp's production server on SQLite and PostgreSQL, per server CPU-second.
+
+From the repository root: ``.venv/bin/python -m bench`` (bench/README.md; ``--smoke`` for a run of
+a few seconds with tiny counts). For each database it starts ``idp serve --production`` (through
+``tests.support.live``) for each WSGI server asked for, and reports per second of server CPU
+(user + system time of the server's process group, from /proc):
+
+- passkey sign-ins through the whole code + PKCE flow (RS256 ID token), p50 / p99 at saturation
+  and p99 at about 70 % of the saturation rate (open loop);
+- password + TOTP sign-ins beside the rate Argon2id verification alone allows on this machine,
+  measured in the same run with idp's parameters;
+- refresh grants with rotation, client credentials, userinfo, introspection;
+- the bare framework's ceiling: a Flask hello-world under the same server settings;
+- SQL statements and commits per sign-in (a restart with ``IDP_STATEMENT_COUNTS_DIR``);
+- resident memory of each worker after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import flows, load  # noqa: E402
+from bench.client import Browser  # noqa: E402
+from idp.serving import DEFAULT_SERVER, SERVERS, cpu_count  # noqa: E402
+from tests.support.live import LiveIdp, free_port, start_live_idp  # noqa: E402
+
+TARGETS = {
+    "passkey sign-in (code flow)": 350.0,
+    "password + TOTP sign-in": None,  # a ratio to Argon2id alone: >= 85 %
+    "refresh grant (rotation)": 1500.0,
+    "client credentials": 4000.0,
+    "userinfo": 4000.0,
+    "introspection": 4000.0,
+}
+ARGON2_TARGET_RATIO = 0.85
+
+
+@dataclass(frozen=True)
+class Sizes:
+    passkey: int
+    password_totp: int
+    refresh: int
+    requests: int  # userinfo, introspection, client credentials each
+    hello: int
+    paced_passkey: int
+    argon2: int
+    counted_sign_ins: int
+
+
+FULL = Sizes(
+    passkey=400,
+    password_totp=150,
+    refresh=3000,
+    requests=5000,
+    hello=10000,
+    paced_passkey=300,
+    argon2=200,
+    counted_sign_ins=5,
+)
+SMOKE = Sizes(
+    passkey=6,
+    password_totp=4,
+    refresh=20,
+    requests=20,
+    hello=300,
+    paced_passkey=4,
+    argon2=4,
+    counted_sign_ins=1,
+)
+
+
+@dataclass
+class Report:
+    database: str
+    server: str
+    rows: list[load.Measurement] = field(default_factory=list)
+    hello: load.Measurement | None = None
+    argon2_per_cpu_second: float = float("nan")
+    memory: dict[str, list[float]] = field(default_factory=dict)
+    statements: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def find(self, name: str) -> load.Measurement | None:
+        return next((row for row in self.rows if row.name == name), None)
+
+
+# -- servers --------------------------------------------------------------------------------------
+@contextmanager
+def databases(names: list[str]) -> Iterator[Iterator[tuple[str, str | None]]]:
+    """(name, URL) per database; PostgreSQL is a throw-away database on the machine's server."""
+    from tests.conftest import throwaway_postgres_database
+
+    def each() -> Iterator[tuple[str, str | None]]:
+        for name in names:
+            if name == "sqlite":
+                yield name, None
+            else:
+                with throwaway_postgres_database() as url:
+                    yield name, url
+
+    yield each()
+
+
+@contextmanager
+def hello_server(server: str, directory: Path) -> Iterator[tuple[str, int]]:
+    """bench/hello.py under the settings ``idp serve --production`` gives ``server``."""
+    port = free_port()
+    code = (
+        "import sys; from idp import serving; "
+        "serving.run(sys.argv[1], serving.production_options('127.0.0.1', int(sys.argv[2])), "
+        "'bench.hello:app')"
+    )
+    with (directory / f"hello-{server}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, server, str(port)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if Browser(url, timeout=2).get("/hello").status == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+            time.sleep(0.2)
+        yield url, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+# -- Argon2id alone -------------------------------------------------------------------------------
+def _argon2_worker(count: int, results: Any) -> None:
+    from idp.services.passwords import PasswordService
+    from idp.settings import Settings
+
+    defaults = Settings()
+    service = PasswordService(
+        memory_kib=defaults.argon2_memory_kib,
+        time_cost=defaults.argon2_time_cost,
+        parallelism=defaults.argon2_parallelism,
+    )
+    stored = service.hash(flows.PASSWORD)
+    started = time.process_time()
+    for _ in range(count):
+        assert service.verify(stored, flows.PASSWORD).ok
+    results.put(time.process_time() - started)
+
+
+def argon2_per_cpu_second(count: int, processes: int) -> float:
+    """Argon2id verifications per CPU-second with idp's default parameters, in ``processes``
+    processes at once (as the server's workers would be)."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    per_process = max(1, count // processes)
+    children = [
+        context.Process(target=_argon2_worker, args=(per_process, results))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    cpu = sum(results.get(timeout=600) for _ in children)
+    for child in children:
+        child.join()
+    return per_process * processes / cpu
+
+
+# -- one server on one database -------------------------------------------------------------------
+def measure_idp(
+    idp: LiveIdp, fx: flows.Fixture, sizes: Sizes, processes: int, threads: int
+) -> list[load.Measurement]:
+    assert idp.process is not None
+    pgid = idp.process.pid
+    url = fx.url
+    rows: list[load.Measurement] = []
+
+    def fresh_browser(_index: int) -> Browser:
+        return Browser(url)
+
+    def token_holder(_index: int) -> flows.TokenHolder:
+        browser = Browser(url)
+        return flows.TokenHolder(browser, flows.passkey_flow(fx, browser))
+
+    def scenario(
+        name: str,
+        total: int,
+        prepare: load.Prepare,
+        operation: load.Operation,
+        rate: float | None = None,
+    ) -> load.Measurement:
+        measured = load.run(
+            name,
+            prepare=prepare,
+            operation=operation,
+            total=total,
+            processes=processes,
+            threads=threads,
+            pgid=pgid,
+            rate=rate,
+        )
+        print(f"  {row_text(measured)}", file=sys.stderr, flush=True)
+        rows.append(measured)
+        return measured
+
+    passkey = scenario(
+        "passkey sign-in (code flow)",
+        sizes.passkey,
+        fresh_browser,
+        lambda b: flows.passkey_flow(fx, b),
+    )
+    # ~70 % of the saturation rate measured just now, offered on a fixed schedule.
+    paced_rate = max(1.0, 0.7 * passkey.rate)
+    scenario(
+        "passkey at 70 % load",
+        sizes.paced_passkey,
+        fresh_browser,
+        lambda b: flows.passkey_flow(fx, b),
+        rate=paced_rate,
+    )
+
+    users = flows.seed_totp_users(idp, sizes.password_totp)
+    # One user per sign-in, handed out across the generator processes.
+    next_user = multiprocessing.get_context("fork").Value("l", 0)
+
+    def totp_sign_in(browser: Browser) -> None:
+        with next_user.get_lock():
+            index = next_user.value
+            next_user.value += 1
+        flows.password_totp_sign_in(fx, browser, *users[index])
+
+    scenario("password + TOTP sign-in", len(users), fresh_browser, totp_sign_in)
+    scenario(
+        "refresh grant (rotation)", sizes.refresh, token_holder, lambda h: flows.refresh(fx, h)
+    )
+    scenario(
+        "client credentials",
+        sizes.requests,
+        fresh_browser,
+        lambda b: flows.client_credentials(fx, b),
+    )
+    scenario("userinfo", sizes.requests, token_holder, lambda h: flows.userinfo(fx, h))
+    scenario("introspection", sizes.requests, token_holder, lambda h: flows.introspect(fx, h))
+    return rows
+
+
+def count_statements(idp: LiveIdp, fx: flows.Fixture, sign_ins: int) -> dict[str, dict[str, float]]:
+    """Restart the server with statement counting on; SQL per sign-in, by verb."""
+    counted: dict[str, dict[str, float]] = {}
+    users = flows.seed_totp_users(idp, sign_ins + 1)  # one more for the warm-up
+    runs: dict[str, Callable[[Browser, int], Any]] = {
+        "passkey sign-in (code flow)": lambda browser, _i: flows.passkey_flow(fx, browser),
+        "password + TOTP sign-in": lambda browser, i: flows.password_totp_sign_in(
+            fx, browser, *users[i]
+        ),
+    }
+    with tempfile.TemporaryDirectory(prefix="idp-statements-") as directory:
+        idp.stop()
+        idp.env[STATEMENT_COUNTS_ENV] = directory
+        idp.start()
+        browser = Browser(fx.url)
+        for run in runs.values():
+            run(browser, sign_ins)  # warm: key cache, first connection, first of each query
+        for name, run in runs.items():
+            before = _sum_counts(Path(directory))
+            for i in range(sign_ins):
+                run(browser, i)
+            after = _sum_counts(Path(directory))
+            counted[name] = {verb: (after[verb] - before[verb]) / sign_ins for verb in after}
+        browser.close()
+        del idp.env[STATEMENT_COUNTS_ENV]
+    idp.stop()
+    return counted
+
+
+STATEMENT_COUNTS_ENV = "IDP_STATEMENT_COUNTS_DIR"
+
+
+def _sum_counts(directory: Path) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for path in directory.glob("*.json"):
+        try:
+            total.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+# -- report ---------------------------------------------------------------------------------------
+def row_text(m: load.Measurement) -> str:
+    return (
+        f"{m.name}: {m.completed} done, {m.errors} errors, {m.wall:.2f} s, {m.rate:.1f}/s wall, "
+        f"{m.cpu:.2f} server CPU-s, {m.per_cpu_second:.1f} per server CPU-s, "
+        f"p50 {m.percentile(50) * 1000:.1f} ms, p99 {m.percentile(99) * 1000:.1f} ms"
+        + (f" (offered {m.offered_rate:.1f}/s)" if m.offered_rate else "")
+    )
+
+
+def render(reports: list[Report], argon2: float, machine: str) -> str:
+    lines = [f"# idp benchmark\n\n{machine}\n"]
+    lines.append(f"Argon2id verification alone (idp's parameters): {argon2:.1f} per CPU-second\n")
+    for report in reports:
+        hello = report.hello.per_cpu_second if report.hello else float("nan")
+        lines.append(f"## {report.database}, {report.server}\n")
+        lines.append(
+            "| figure | per server CPU-s | target | hello-world ceiling | wall /s | p50 ms "
+            "| p99 ms | done | errors |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for m in report.rows:
+            if m.name == "password + TOTP sign-in":
+                ratio = m.per_cpu_second / argon2 if argon2 else float("nan")
+                target = f"{ARGON2_TARGET_RATIO:.0%} of Argon2id ({ratio:.0%} here)"
+            elif m.name == "passkey at 70 % load":
+                target = "p99 < 100 ms"
+            else:
+                value = TARGETS.get(m.name)
+                target = f"{value:,.0f}" if value else ""
+            lines.append(
+                f"| {m.name} | {m.per_cpu_second:,.1f} | {target} | {hello:,.0f} "
+                f"| {m.rate:,.1f} | {m.percentile(50) * 1000:.1f} | {m.percentile(99) * 1000:.1f} "
+                f"| {m.completed} | {m.errors} |"
+            )
+        if report.hello:
+            h = report.hello
+            lines.append(
+                f"| hello-world (Flask) | {h.per_cpu_second:,.1f} | | | {h.rate:,.1f} "
+                f"| {h.percentile(50) * 1000:.1f} | {h.percentile(99) * 1000:.1f} "
+                f"| {h.completed} | {h.errors} |"
+            )
+        workers = report.memory.get("workers", [])
+        master = report.memory.get("master", [])
+        lines.append(
+            f"\nResident memory: workers {', '.join(f'{w:.0f}' for w in workers)} MiB; "
+            f"master {', '.join(f'{m:.0f}' for m in master)} MiB"
+        )
+        for name, verbs in report.statements.items():
+            writes = sum(verbs.get(v, 0) for v in ("INSERT", "UPDATE", "DELETE"))
+            detail = ", ".join(f"{v} {n:g}" for v, n in sorted(verbs.items()) if n)
+            lines.append(f"\nSQL per {name}: {writes:g} writes ({detail})")
+        for m in report.rows:
+            for sample in m.samples:
+                lines.append(f"\n  {m.name} error: {sample}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine_summary(processes: int, threads: int) -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu_count()} CPUs ({model}), {memory:.0f} GiB, Python {platform.python_version()}; "
+        f"idp serve --production: {cpu_count()} workers x 4 threads; load generator: "
+        f"{processes} processes x {threads} browsers on the same cores."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, a few seconds")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--servers", default=DEFAULT_SERVER, help=f"comma-separated, of {', '.join(SERVERS)}"
+    )
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--threads", type=int, default=4, help="browsers per generator process")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
+    parser.add_argument("--output", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    base = SMOKE if args.smoke else FULL
+    sizes = Sizes(**{k: max(1, int(v * args.scale)) for k, v in base.__dict__.items()})
+    servers = [s for s in args.servers.split(",") if s]
+    machine = machine_summary(args.processes, args.threads)
+    print(machine, file=sys.stderr)
+    argon2 = argon2_per_cpu_second(sizes.argon2, cpu_count())
+    print(f"Argon2id alone: {argon2:.1f} per CPU-second", file=sys.stderr)
+    reports: list[Report] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp,
+        databases([d for d in args.databases.split(",") if d]) as each,
+    ):
+        for database, url in each:
+            directory = Path(tmp) / database
+            directory.mkdir()
+            with start_live_idp(
+                directory, database_url=url, production=True, server=servers[0]
+            ) as idp:
+                fx = flows.setup(idp)
+                for server in servers:
+                    print(f"{database}, {server}:", file=sys.stderr, flush=True)
+                    if server != idp.server:
+                        idp.stop()
+                        idp.server = server
+                        idp.start()
+                    flows.passkey_flow(fx, Browser(fx.url))  # warm the workers a little
+                    report = Report(database, server, argon2_per_cpu_second=argon2)
+                    report.rows = measure_idp(idp, fx, sizes, args.processes, args.threads)
+                    assert idp.process is not None
+                    report.memory = load.resident_memory(idp.process.pid)
+                    reports.append(report)
+                idp.server = servers[0]
+                statements = count_statements(idp, fx, sizes.counted_sign_ins)
+                for report in reports:
+                    if report.database == database:
+                        report.statements = statements
+    with tempfile.TemporaryDirectory(prefix="idp-hello-") as tmp:
+        for server in servers:
+            with hello_server(server, Path(tmp)) as (url, pgid):
+                hello = load.run(
+                    "hello-world (Flask)",
+                    prepare=lambda _i, u=url: Browser(u),
+                    operation=_hello,
+                    total=sizes.hello,
+                    processes=args.processes,
+                    threads=args.threads,
+                    pgid=pgid,
+                )
+                print(f"  {server}: {row_text(hello)}", file=sys.stderr)
+            for report in reports:
+                if report.server == server:
+                    report.hello = hello
+    text = render(reports, argon2, machine)
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+def _hello(browser: Browser) -> None:
+    flows.expect(browser.get("/hello").status == 200, "hello")

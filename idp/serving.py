@@ -1,0 +1,113 @@
+"""Production WSGI servers for ``idp serve``: granian (the default) or gunicorn.
+
+Both run one process per CPU, each with a few threads for the database and Redis waits, and both
+shut down gracefully on SIGTERM: they stop accepting connections, let the requests in flight
+finish (up to ``GRACEFUL_TIMEOUT`` seconds, a common orchestrator grace period) and exit.
+docs/performance.md has the measurements behind the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+SERVERS = ("granian", "gunicorn")
+DEFAULT_SERVER = "granian"
+GRACEFUL_TIMEOUT = 30
+#: Idle keep-alive seconds: long enough for a browser to reuse its connection across the few
+#: requests of a sign-in; behind a load balancer raise it above the balancer's idle timeout.
+KEEPALIVE = 5
+
+
+def cpu_count() -> int:
+    # sched_getaffinity honours CPU pinning (containers, taskset); os.cpu_count() does not.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str
+    port: int
+    workers: int
+    #: Threads per process: they cover the I/O waits without an async framework. Processes give
+    #: the parallelism (Argon2id and signing hold the GIL).
+    threads: int
+    access_log: bool = False
+
+
+def production_options(host: str, port: int) -> ServerOptions:
+    # WEB_CONCURRENCY is the usual knob of Python WSGI servers and platforms.
+    workers = int(os.environ.get("WEB_CONCURRENCY") or cpu_count())
+    return ServerOptions(host=host, port=port, workers=workers, threads=4)
+
+
+def development_options(host: str, port: int) -> ServerOptions:
+    return ServerOptions(host=host, port=port, workers=1, threads=8)
+
+
+def run(server: str, options: ServerOptions, app_target: str = "idp.wsgi:app") -> None:
+    """Serve ``app_target`` (``module:attribute``) until SIGTERM or SIGINT."""
+    if server == "granian":
+        run_granian(options, app_target)
+    elif server == "gunicorn":
+        run_gunicorn(options, app_target)
+    else:
+        raise ValueError(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
+
+
+def run_granian(options: ServerOptions, app_target: str) -> None:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server import Server
+
+    Server(
+        app_target,
+        address=options.host,
+        port=options.port,
+        interface=Interfaces.WSGI,
+        workers=options.workers,
+        # Granian's WSGI default is hundreds of threads per worker; a few, as with gunicorn,
+        # keep the database pool small and the GIL uncontended.
+        blocking_threads=options.threads,
+        http=HTTPModes.http1,  # behind a proxy or on loopback; TLS ends at the proxy
+        http1_settings=HTTP1Settings(keep_alive=True),
+        websockets=False,
+        log_access=options.access_log,
+        # SIGTERM: the master signals its workers, each stops accepting and drains its requests
+        # in flight; one still busy after the grace period is killed.
+        workers_kill_timeout=GRACEFUL_TIMEOUT,
+        respawn_failed_workers=True,
+    ).serve()
+
+
+def run_gunicorn(options: ServerOptions, app_target: str) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    settings = {
+        "bind": f"{options.host}:{options.port}",
+        "workers": options.workers,
+        # gthread keeps idle keep-alive connections from pinning a whole worker.
+        "worker_class": "gthread",
+        "threads": options.threads,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "keepalive": KEEPALIVE,
+        "accesslog": "-" if options.access_log else None,
+        # Several idp servers on one host (tests, sidecars) would share one default control
+        # socket path; idp is managed by signals, so the socket is off.
+        "control_socket_disable": True,
+    }
+
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> object:
+            from gunicorn.util import import_app
+
+            return import_app(app_target)
+
+    Gunicorn().run()
