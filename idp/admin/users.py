@@ -1,3 +1,299 @@
-"""Admin console: users pages."""
+"""Users: list and search, create or invite, the user page and what an admin may do there.
+
+Thin views over ``idp.services.user_admin`` (the ``idp users`` and ``idp login-link`` commands use
+the same service). Every route sits behind the blueprint's admin guard; every POST is CSRF-checked.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, flash, g, redirect, render_template, request, url_for
+
+from idp.admin import bp
+from idp.extensions import db
+from idp.models import User
+from idp.models.base import utcnow
+from idp.services.passkeys import describe_authenticator
+from idp.services.portal import describe_user_agent
+from idp.services.sign_in_policy import load_policy
+from idp.services.user_admin import (
+    IssuedLink,
+    UserAdmin,
+    UserAdminError,
+    link_path,
+)
+from idp.web import (
+    backup_code_service,
+    notifier,
+    request_context,
+    runtime,
+    totp_service,
+)
+
+#: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
+LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "24 hours")]
+
+
+def user_admin() -> UserAdmin:
+    return UserAdmin(
+        db.session(),
+        passwords=runtime().passwords,
+        notifier=notifier(),
+        backup_codes=backup_code_service(),
+        totp=totp_service(),
+        actor_id=g.admin.id,
+        context=request_context(),
+    )
+
+
+def _url_for_secret(purpose: str, secret: str) -> str:
+    return runtime().settings.endpoint(link_path(purpose, secret))
+
+
+def _user(user_id: str) -> User:
+    user = user_admin().get(user_id)
+    if user is None:
+        abort(404, description="There is no such user.")
+    return user
+
+
+def _lifetime() -> int:
+    default = runtime().settings.login_link_ttl
+    try:
+        return int(request.form.get("ttl", default))
+    except ValueError:
+        return default
+
+
+def _lifetimes() -> list[tuple[int, str]]:
+    default = runtime().settings.login_link_ttl
+    known = {seconds for seconds, _ in LINK_LIFETIMES}
+    extra = [] if default in known else [(default, f"{default // 60} minutes (default)")]
+    return sorted(LINK_LIFETIMES + extra)
+
+
+@bp.get("/users")
+def users() -> Any:
+    """Every user, searchable by email or name, a page at a time."""
+    query = request.args.get("q", "")[:200]
+    try:
+        page = max(int(request.args.get("page", "1")), 1)
+    except ValueError:
+        page = 1
+    result = user_admin().search(query, min(page, 100_000))
+    return render_template("admin/users.html", result=result, query=query)
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+def user_new() -> Any:
+    """Create an account, or create it and invite its owner with a one-time link."""
+    form: dict[str, Any] = {"email": "", "name": "", "admin": False}
+    error = None
+    if request.method == "POST":
+        email = request.form.get("email", "")[:320]
+        name = request.form.get("name", "")[:200]
+        admin = request.form.get("admin") == "on"
+        form = {"email": email, "name": name, "admin": admin}
+        service = user_admin()
+        try:
+            if request.form.get("action") == "create":
+                user = service.create(email, name=name, admin=admin)
+                db.session.commit()
+                flash(f"Created {user.email}. Send a login link or an invite when they need one.",
+                      "info")  # fmt: skip
+                return redirect(url_for("admin.user", user_id=user.id))
+            user, issued = service.invite(
+                email, name=name, admin=admin, ttl=_lifetime(),
+                now=utcnow(), url_for_secret=_url_for_secret, inviter=g.admin.email,
+            )  # fmt: skip
+        except UserAdminError as failure:
+            db.session.rollback()
+            error = str(failure)
+        else:
+            db.session.commit()
+            return _issued_page(user, issued, "invite")
+    return render_template(
+        "admin/user_new.html", form=form, error=error, lifetimes=_lifetimes(),
+        default_ttl=runtime().settings.login_link_ttl,
+    ), (400 if error else 200)  # fmt: skip
+
+
+def _issued_page(user: User, issued: IssuedLink, kind: str) -> Any:
+    """The link, shown once to the admin to pass on by another channel (it was emailed too)."""
+    return render_template("admin/user_link_issued.html", user=user, issued=issued, kind=kind)
+
+
+@bp.get("/users/<user_id>")
+def user(user_id: str) -> Any:
+    """One user: sign-in methods, sessions, connected apps, live links, and the actions."""
+    subject = _user(user_id)
+    service = user_admin()
+    now = utcnow()
+    return render_template(
+        "admin/user.html",
+        user=subject,
+        passkeys=[(p, describe_authenticator(p.aaguid)[1]) for p in service.passkeys(subject)],
+        totp_enabled=service.totp.is_enabled(subject),
+        totp_pending=service.totp.get(subject) is not None,
+        backup_codes_left=service.backup_codes.remaining(subject),
+        sessions=[(s, describe_user_agent(s.user_agent)) for s in service.sessions(subject, now)],
+        consents=service.consents(subject),
+        links=service.live_links(subject, now),
+        set_up=service.has_way_in(subject),
+        lifetimes=_lifetimes(),
+        default_ttl=runtime().settings.login_link_ttl,
+        passwords_allowed=load_policy(db.session(), runtime().settings).passwords_allowed,
+        is_self=subject.id == g.admin.id,
+    )
+
+
+def _act(user_id: str, action: str, done: str) -> Any:
+    """Run one admin action on a user, commit it with its audit record, and go back."""
+    subject = _user(user_id)
+    service = user_admin()
+    now = utcnow()
+    actions = {
+        "disable": lambda: service.disable(subject, now),
+        "enable": lambda: service.enable(subject),
+        "promote": lambda: service.promote(subject),
+        "demote": lambda: service.demote(subject),
+        "revoke_passkey": lambda: service.revoke_passkey(
+            subject, request.form.get("credential_id", "")
+        ),
+        "reset_totp": lambda: service.reset_totp(subject),
+        "void_backup_codes": lambda: service.void_backup_codes(subject),
+        "revoke_session": lambda: service.revoke_session(subject, request.form.get("sid", ""), now),
+        "revoke_sessions": lambda: service.revoke_sessions(subject, now),
+        "revoke_consent": lambda: service.revoke_consent(
+            subject, request.form.get("client_id", ""), now
+        ),
+        "revoke_link": lambda: service.revoke_link(subject, request.form.get("link_id", ""), now),
+    }
+    try:
+        actions[action]()
+    except UserAdminError as failure:
+        db.session.rollback()
+        flash(str(failure), "error")
+        return redirect(url_for("admin.user", user_id=user_id), code=303)
+    db.session.commit()
+    flash(done, "info")
+    return redirect(url_for("admin.user", user_id=user_id), code=303)
+
+
+@bp.post("/users/<user_id>/disable")
+def user_disable(user_id: str) -> Any:
+    """Disable: sessions end and tokens are revoked at once; no new code or token."""
+    return _act(user_id, "disable", "Account disabled: its sessions and tokens were revoked.")
+
+
+@bp.post("/users/<user_id>/enable")
+def user_enable(user_id: str) -> Any:
+    """Enable a disabled account again."""
+    return _act(user_id, "enable", "Account enabled.")
+
+
+@bp.post("/users/<user_id>/promote")
+def user_promote(user_id: str) -> Any:
+    """Give the admin role."""
+    return _act(user_id, "promote", "This user is now an admin.")
+
+
+@bp.post("/users/<user_id>/demote")
+def user_demote(user_id: str) -> Any:
+    """Take the admin role away (never from the last active admin)."""
+    return _act(user_id, "demote", "This user is no longer an admin.")
+
+
+@bp.post("/users/<user_id>/passkeys/revoke")
+def user_passkey_revoke(user_id: str) -> Any:
+    """Remove one passkey (field ``credential_id``)."""
+    return _act(user_id, "revoke_passkey", "Passkey removed.")
+
+
+@bp.post("/users/<user_id>/totp/reset")
+def user_totp_reset(user_id: str) -> Any:
+    """Remove the authenticator app; the user can set up a new one."""
+    return _act(user_id, "reset_totp", "Authenticator app removed.")
+
+
+@bp.post("/users/<user_id>/backup-codes/void")
+def user_backup_codes_void(user_id: str) -> Any:
+    """Make every backup code unusable."""
+    return _act(user_id, "void_backup_codes", "Backup codes voided.")
+
+
+@bp.post("/users/<user_id>/sessions/revoke")
+def user_session_revoke(user_id: str) -> Any:
+    """Sign the user out of one session (field ``sid``)."""
+    return _act(user_id, "revoke_session", "Session ended.")
+
+
+@bp.post("/users/<user_id>/sessions/revoke-all")
+def user_sessions_revoke(user_id: str) -> Any:
+    """Sign the user out everywhere."""
+    return _act(user_id, "revoke_sessions", "Every session of this user ended.")
+
+
+@bp.post("/users/<user_id>/consents/revoke")
+def user_consent_revoke(user_id: str) -> Any:
+    """Disconnect an app (field ``client_id``): its consent and tokens go."""
+    return _act(user_id, "revoke_consent", "App disconnected; its tokens were revoked.")
+
+
+@bp.post("/users/<user_id>/links/revoke")
+def user_link_revoke(user_id: str) -> Any:
+    """Revoke an unspent login link or invite (field ``link_id``)."""
+    return _act(user_id, "revoke_link", "Link revoked.")
+
+
+@bp.post("/users/<user_id>/login-link")
+def user_login_link(user_id: str) -> Any:
+    """ "Send login link": emailed to the user and shown here once (field ``ttl``, seconds)."""
+    subject = _user(user_id)
+    try:
+        issued = user_admin().send_login_link(
+            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=_url_for_secret
+        )
+    except UserAdminError as failure:
+        db.session.rollback()
+        flash(str(failure), "error")
+        return redirect(url_for("admin.user", user_id=user_id), code=303)
+    db.session.commit()
+    return _issued_page(subject, issued, "login")
+
+
+@bp.post("/users/<user_id>/invite")
+def user_invite(user_id: str) -> Any:
+    """A new invite for an account that was not set up yet (older invites stop working)."""
+    subject = _user(user_id)
+    try:
+        issued = user_admin().reinvite(
+            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=_url_for_secret,
+            inviter=g.admin.email,
+        )  # fmt: skip
+    except UserAdminError as failure:
+        db.session.rollback()
+        flash(str(failure), "error")
+        return redirect(url_for("admin.user", user_id=user_id), code=303)
+    db.session.commit()
+    return _issued_page(subject, issued, "invite")
+
+
+@bp.post("/users/<user_id>/delete")
+def user_delete(user_id: str) -> Any:
+    """Delete the account (field ``confirm`` must repeat its email address)."""
+    subject = _user(user_id)
+    if request.form.get("confirm", "").strip().lower() != subject.email:
+        flash("To delete the account, type its email address.", "error")
+        return redirect(url_for("admin.user", user_id=user_id), code=303)
+    email = subject.email
+    try:
+        user_admin().delete(subject, utcnow())
+    except UserAdminError as failure:
+        db.session.rollback()
+        flash(str(failure), "error")
+        return redirect(url_for("admin.user", user_id=user_id), code=303)
+    db.session.commit()
+    flash(f"Deleted {email}.", "info")
+    return redirect(url_for("admin.users"), code=303)

@@ -349,6 +349,8 @@ def login_link(secret: str) -> Any:
             title="This sign-in link does not work",
             message="It has expired, was already used or was revoked. Ask for a new one.",
         ), 400
+    # Issue 6, login links: using the link is audited (``spend``) and the user is told.
+    notifier().notify(user, "login_link_used")
     response = redirect(url_for("account.recover"))
     start_session(user, ["otp"], response, restricted=True)
     db.session.commit()

@@ -25,6 +25,7 @@ from idp.models.oauth import (
 from idp.models.passkeys import Passkey, WebAuthnChallenge
 from idp.models.policy import PolicyOverride
 from idp.models.sessions import BrowserSession
+from idp.models.signup import SignupLink
 from idp.models.users import User
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "PolicyOverride",
     "RefreshToken",
     "SigningKey",
+    "SignupLink",
     "TotpCredential",
     "UsedClientAssertion",
     "User",

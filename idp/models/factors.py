@@ -82,13 +82,17 @@ class OutboxMessage(Base):
 
 
 class LoginLink(Base):
-    """A one-time sign-in link an admin sends to a user who lost every way in."""
+    """A one-time sign-in link an admin sends to a user who lost every way in, or an invite to a
+    new account (same mechanics: hashed, short-lived, confirmed by a POST, spent once)."""
 
     __tablename__ = "login_links"
 
     #: SHA-256 of the link's secret; the secret itself is never stored.
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: "login" (a rescue link, /login/link/...) or "invite" (/invite/...): a link only works at
+    #: the page of its own purpose.
+    purpose: Mapped[str] = mapped_column(String(16), default="login", server_default="login")
     created_by: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

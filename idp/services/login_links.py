@@ -20,19 +20,42 @@ from idp.services.crypto import new_secret, token_hash
 
 MAX_TOKEN_LENGTH = 200
 
+#: A rescue link (``/login/link/...``) or an invite to a new account (``/invite/...``). A link is
+#: only honoured at the page of its own purpose: an invite cannot be replayed as a rescue link.
+LOGIN = "login"
+INVITE = "invite"
+#: What the audit log calls issuing and spending each kind.
+_ISSUED = {LOGIN: "login_link.issued", INVITE: "invite.issued"}
+_SPENT = {LOGIN: "login.link", INVITE: "invite.accepted"}
+#: Shown to admins and accepted by ``revoke``: a prefix of the hash, never the secret.
+LINK_ID_LENGTH = 16
+
+
+def link_id(link: LoginLink) -> str:
+    """A short public name for a link (a prefix of its hash): enough to revoke it by."""
+    return link.id_hash[:LINK_ID_LENGTH]
+
 
 class LoginLinkService:
     def __init__(self, db: Session) -> None:
         self.db = db
 
     def issue(
-        self, user: User, *, ttl: int, now: datetime, created_by: str | None = None
+        self,
+        user: User,
+        *,
+        ttl: int,
+        now: datetime,
+        created_by: str | None = None,
+        purpose: str = LOGIN,
+        context: RequestContext | None = None,
     ) -> tuple[LoginLink, str]:
         secret = new_secret(32)
         link = LoginLink(
             id_hash=token_hash(secret),
             user_id=user.id,
             user=user,
+            purpose=purpose,
             created_by=created_by,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
@@ -40,23 +63,29 @@ class LoginLinkService:
         self.db.add(link)
         audit.record(
             self.db,
-            "login_link.issued",
+            _ISSUED[purpose],
             actor_id=created_by,
             subject_id=user.id,
+            context=context,
+            link_id=link_id(link),
             expires_at=link.expires_at.isoformat(),
         )
         return link, secret
 
-    def find_live(self, secret: str, now: datetime) -> LoginLink | None:
+    def find_live(self, secret: str, now: datetime, purpose: str = LOGIN) -> LoginLink | None:
         """The link behind a secret if it can still be used (the confirmation page)."""
         if not secret or len(secret) > MAX_TOKEN_LENGTH:
             return None
         link = self.db.get(LoginLink, token_hash(secret))
         if link is None or link.consumed_at or link.revoked_at or link.expires_at <= now:
             return None
+        if link.purpose != purpose:
+            return None
         return link if link.user.is_active else None
 
-    def spend(self, secret: str, context: RequestContext, now: datetime) -> User | None:
+    def spend(
+        self, secret: str, context: RequestContext, now: datetime, purpose: str = LOGIN
+    ) -> User | None:
         """Spend the link once through the consume-once primitive; the user, or None."""
         if not secret or len(secret) > MAX_TOKEN_LENGTH:
             return None
@@ -65,6 +94,7 @@ class LoginLinkService:
             self.db,
             LoginLink,
             LoginLink.id_hash == digest,
+            LoginLink.purpose == purpose,
             LoginLink.revoked_at.is_(None),
             LoginLink.expires_at > now,
             now=now,
@@ -73,37 +103,63 @@ class LoginLinkService:
         if not spent or link is None or not link.user.is_active:
             audit.record(
                 self.db,
-                "login.link",
+                _SPENT[purpose],
                 outcome="failure",
                 subject_id=link.user_id if link else None,
                 context=context,
                 reason="link_invalid",
             )
             return None
-        audit.record(self.db, "login.link", subject_id=link.user_id, context=context)
+        audit.record(
+            self.db, _SPENT[purpose], subject_id=link.user_id, context=context,
+            link_id=link_id(link), issued_by=link.created_by,
+        )  # fmt: skip
         return link.user
 
-    def revoke_all(self, user: User, now: datetime) -> int:
+    def revoke_all(self, user: User, now: datetime, purpose: str | None = None) -> int:
+        criteria = [
+            LoginLink.user_id == user.id,
+            LoginLink.consumed_at.is_(None),
+            LoginLink.revoked_at.is_(None),
+        ]
+        if purpose is not None:
+            criteria.append(LoginLink.purpose == purpose)
+        result = self.db.execute(
+            update(LoginLink)
+            .where(*criteria)
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    def revoke(self, user: User, public_id: str, now: datetime) -> bool:
+        """Revoke one of the user's unspent links by its public id (``link_id``)."""
+        if len(public_id) != LINK_ID_LENGTH:
+            return False
         result = self.db.execute(
             update(LoginLink)
             .where(
                 LoginLink.user_id == user.id,
+                LoginLink.id_hash.startswith(public_id, autoescape=True),
                 LoginLink.consumed_at.is_(None),
                 LoginLink.revoked_at.is_(None),
             )
             .values(revoked_at=now)
             .execution_options(synchronize_session=False)
         )
-        return int(getattr(result, "rowcount", 0))
+        return bool(getattr(result, "rowcount", 0))
 
-    def live_links(self, user: User, now: datetime) -> list[LoginLink]:
+    def live_links(
+        self, user: User, now: datetime, purpose: str | None = None
+    ) -> list[LoginLink]:
+        criteria = [
+            LoginLink.user_id == user.id,
+            LoginLink.consumed_at.is_(None),
+            LoginLink.revoked_at.is_(None),
+            LoginLink.expires_at > now,
+        ]
+        if purpose is not None:
+            criteria.append(LoginLink.purpose == purpose)
         return list(
-            self.db.scalars(
-                select(LoginLink).where(
-                    LoginLink.user_id == user.id,
-                    LoginLink.consumed_at.is_(None),
-                    LoginLink.revoked_at.is_(None),
-                    LoginLink.expires_at > now,
-                )
-            )
+            self.db.scalars(select(LoginLink).where(*criteria).order_by(LoginLink.created_at))
         )

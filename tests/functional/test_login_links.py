@@ -152,8 +152,11 @@ def test_cli_login_link_prints_a_working_link_and_notifies_the_user(tmp_path: Pa
     refused = runner.invoke(main, ["login-link", "root@example.com", "--ttl", "999999"])
     assert refused.exit_code != 0
     with Session(create_engine(env["IDP_DATABASE_URL"])) as session:
-        kinds = session.scalars(select(OutboxMessage.kind)).all()
-        assert kinds == ["login_link_issued"]
+        # Issue 6: the link is emailed (here: the outbox, no SMTP) as well as printed.
+        messages = session.scalars(select(OutboxMessage)).all()
+        assert [m.kind for m in messages] == ["login_link"]
+        assert data["url"] in messages[0].body
+        assert data["url"] not in str(messages[0].details)
 
 
 def test_cli_tells_how_the_first_admin_signs_in(tmp_path: Path) -> None:
@@ -161,6 +164,8 @@ def test_cli_tells_how_the_first_admin_signs_in(tmp_path: Path) -> None:
         "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
         "IDP_INSTANCE_PATH": str(tmp_path),
         "IDP_SECRET_KEY": "x" * 40,
+        # A production start without IDP_ADMIN_EMAIL creates no admin: it says how to get one.
+        "IDP_PRODUCTION": "true",
     }
     output = CliRunner(env=env).invoke(main, ["init"]).output
     assert "idp login-link you@example.com" in output

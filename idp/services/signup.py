@@ -1,0 +1,196 @@
+"""New accounts: accepting an admin's invite, and self-service sign-up (issue 6, users).
+
+Both end the same way: the address was proven by a one-time link (spent by a POST through the
+consume-once primitive, so a mail scanner's prefetch spends nothing), the user chose a name, and
+the account's first way in comes next: a passkey, or a password where the policy allows one.
+
+Sign-up never tells who has an account (DESIGN.md, account-enumeration safe): a known address gets
+the same answer as a new one, and its owner gets a "someone tried to sign up" notice instead of a
+link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from idp.models import OutboxMessage, SignupLink, User
+from idp.services import audit
+from idp.services.audit import RequestContext
+from idp.services.consume import consume_once
+from idp.services.crypto import new_secret, token_hash
+from idp.services.login_links import INVITE, MAX_TOKEN_LENGTH, LoginLinkService
+from idp.services.notifications import Notifier
+from idp.services.passwords import PasswordService
+from idp.services.user_admin import has_way_in
+from idp.services.users import UserService, normalise_email
+
+#: A sign-up link is meant to be opened right away.
+SIGNUP_LINK_TTL = timedelta(minutes=30)
+#: Mail sent to one address per hour, at most (typing someone's address repeatedly must not
+#: flood their mailbox): live links for a new address, notices for a known one.
+MAX_MESSAGES_PER_ADDRESS = 3
+MAX_NAME_LENGTH = 200
+
+
+class SignupError(ValueError):
+    """The request cannot go on as sent; the message is safe to show (it names no account)."""
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """What the person joining chose on the confirmation page."""
+
+    name: str
+    #: Only where the policy allows passwords; None: a passkey comes next.
+    password: str | None = None
+
+
+def valid_email(email: str) -> str:
+    email = normalise_email(email)
+    local, _, domain = email.partition("@")
+    if not local or not domain or "@" in domain or len(email) > 320 or " " in email:
+        raise SignupError("Enter an email address, like name@example.com.")
+    return email
+
+
+class Joining:
+    """Invites and sign-up, decided without Flask."""
+
+    def __init__(self, db: Session, passwords: PasswordService, notifier: Notifier) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.notifier = notifier
+
+    # -- invites --------------------------------------------------------------------------------
+    def find_invite(self, secret: str, now: datetime) -> User | None:
+        """Whom a live invite is for (the confirmation page; a GET spends nothing)."""
+        link = LoginLinkService(self.db).find_live(secret, now, purpose=INVITE)
+        if link is None or has_way_in(self.db, link.user):
+            return None
+        return link.user
+
+    def accept_invite(
+        self, secret: str, account: NewAccount, context: RequestContext, now: datetime
+    ) -> User | None:
+        """Spend the invite once and apply the invitee's choices; the user, or None."""
+        password_hash = self._password_hash(account.password)  # before anything is spent
+        user = LoginLinkService(self.db).spend(secret, context, now, purpose=INVITE)
+        if user is None:
+            return None
+        if has_way_in(self.db, user):
+            # Set up meanwhile (another invite, a login link): an invite never replaces a method.
+            audit.record(self.db, "invite.accepted", outcome="failure", subject_id=user.id,
+                         context=context, reason="already_set_up")  # fmt: skip
+            return None
+        self._apply(user, account, password_hash)
+        return user
+
+    # -- self-service sign-up -------------------------------------------------------------------
+    def request_signup(
+        self,
+        email: str,
+        *,
+        context: RequestContext,
+        now: datetime,
+        url_for_secret: Any,
+        login_url: str,
+    ) -> None:
+        """Send a sign-up link, or a notice to an existing account's owner. Returns nothing on
+        purpose: the caller shows one answer for both (no enumeration)."""
+        email = valid_email(email)
+        user = UserService(self.db, self.passwords).find_by_email(email)
+        if user is not None and not self._unfinished(user):
+            if self._messages_sent(email, "signup_existing", now) < MAX_MESSAGES_PER_ADDRESS:
+                self.notifier.notify(user, "signup_existing", login_url=login_url)
+            audit.record(self.db, "signup.requested", outcome="existing_account",
+                         subject_id=user.id, context=context)  # fmt: skip
+            return
+        if self._messages_sent(email, "signup_link", now) >= MAX_MESSAGES_PER_ADDRESS:
+            audit.record(self.db, "signup.requested", outcome="throttled", context=context,
+                         email=email)  # fmt: skip
+            return
+        secret = new_secret(32)
+        link = SignupLink(id_hash=token_hash(secret), email=email, created_at=now,
+                          expires_at=now + SIGNUP_LINK_TTL)  # fmt: skip
+        self.db.add(link)
+        self.notifier.notify_address(
+            email, "signup_link", link=url_for_secret(secret),
+            expires_at=f"{link.expires_at:%Y-%m-%d %H:%M} UTC",
+        )  # fmt: skip
+        audit.record(self.db, "signup.requested", context=context, email=email)
+
+    def find_signup(self, secret: str, now: datetime) -> SignupLink | None:
+        """The live sign-up link behind a secret (the confirmation page; a GET spends nothing)."""
+        if not secret or len(secret) > MAX_TOKEN_LENGTH:
+            return None
+        link = self.db.get(SignupLink, token_hash(secret))
+        if link is None or link.consumed_at is not None or link.expires_at <= now:
+            return None
+        return link
+
+    def complete_signup(
+        self, secret: str, account: NewAccount, context: RequestContext, now: datetime
+    ) -> User | None:
+        """Spend the sign-up link once and create the account; the user, or None."""
+        password_hash = self._password_hash(account.password)  # before anything is spent
+        if not secret or len(secret) > MAX_TOKEN_LENGTH:
+            return None
+        digest = token_hash(secret)
+        spent = consume_once(self.db, SignupLink, SignupLink.id_hash == digest,
+                             SignupLink.expires_at > now, now=now)  # fmt: skip
+        link = self.db.get(SignupLink, digest) if spent else None
+        if link is None:
+            audit.record(self.db, "signup.completed", outcome="failure", context=context,
+                         reason="link_invalid")  # fmt: skip
+            return None
+        user = UserService(self.db, self.passwords).find_by_email(link.email)
+        if user is not None and not self._unfinished(user):
+            # Someone set up this address after the link was sent (an invite, an earlier link).
+            audit.record(self.db, "signup.completed", outcome="failure", subject_id=user.id,
+                         context=context, reason="account_exists")  # fmt: skip
+            return None
+        if user is None:
+            user = User(email=link.email)
+            self.db.add(user)
+            self.db.flush()
+        self._apply(user, account, password_hash)
+        audit.record(self.db, "signup.completed", subject_id=user.id, context=context)
+        return user
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _unfinished(self, user: User) -> bool:
+        """An account whose sign-up stopped before its first passkey: proving the address again
+        finishes it. Never an admin's (their way in is an admin's login link) or a disabled one."""
+        return user.is_active and not user.is_admin and not has_way_in(self.db, user)
+
+    def _password_hash(self, password: str | None) -> str | None:
+        # PasswordPolicyError (too short, too common) reaches the caller with nothing spent.
+        return self.passwords.hash(password) if password else None
+
+    def _apply(self, user: User, account: NewAccount, password_hash: str | None) -> None:
+        name = " ".join(account.name.split())[:MAX_NAME_LENGTH]
+        if name:
+            user.name = name
+        # The link reached this address: it is proven (OIDC Core 5.1 email_verified).
+        user.email_verified = True
+        if password_hash is not None:
+            user.password_hash = password_hash
+
+    def _messages_sent(self, email: str, kind: str, now: datetime) -> int:
+        return (
+            self.db.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    OutboxMessage.recipient == email,
+                    OutboxMessage.kind == kind,
+                    OutboxMessage.created_at > now - timedelta(hours=1),
+                )
+            )
+            or 0
+        )

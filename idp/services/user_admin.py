@@ -1,0 +1,435 @@
+"""What admins decide about users (issue 6, users): find, create, invite, disable, enable, delete,
+promote, demote, and take back sign-in methods, sessions and consents. No Flask: the console and
+the ``idp users`` commands share this service.
+
+Every action is audited with the admin as actor and the user as subject (DESIGN.md invariants).
+The last active admin can be neither disabled, demoted nor deleted (issue 6, guard rails): that
+check and the change happen in one transaction that holds the active admins' rows (PostgreSQL
+``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` write lock), so two admins removing each
+other at the same moment cannot both succeed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from idp.models import (
+    AccessToken,
+    BrowserSession,
+    Grant,
+    LoginLink,
+    Passkey,
+    TotpCredential,
+    User,
+)
+from idp.services import audit, portal
+from idp.services.audit import RequestContext
+from idp.services.backup_codes import BackupCodeService
+from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
+from idp.services.notifications import Notifier
+from idp.services.passkeys import has_passkey
+from idp.services.passwords import PasswordService
+from idp.services.totp import TotpService
+from idp.services.users import UserService
+
+PAGE_SIZE = 25
+#: One-time links an admin hands out: 15 minutes by default (settings), never beyond a day.
+MIN_LINK_TTL = 60
+MAX_LINK_TTL = 24 * 3600
+
+
+class UserAdminError(ValueError):
+    """The action cannot be done as asked; the message says why, in words for the admin."""
+
+
+class LastAdminError(UserAdminError):
+    """The action would leave the deployment without an active admin."""
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    page: int
+    total: int
+    page_size: int = PAGE_SIZE
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.total
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A freshly issued login link or invite: the URL is shown to the admin once, here only."""
+
+    link: LoginLink
+    url: str
+
+    @property
+    def id(self) -> str:
+        return link_id(self.link)
+
+
+def describe_user(user: User) -> dict[str, Any]:
+    """A user as ``--json`` prints it."""
+    return {
+        "id": user.id,
+        "sub": user.id,
+        "email": user.email,
+        "name": user.name,
+        "admin": user.is_admin,
+        "disabled": user.disabled_at is not None,
+        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
+        "created_at": user.created_at.isoformat() if user.created_at else None,
+    }
+
+
+def describe_link(link: LoginLink) -> dict[str, Any]:
+    return {
+        "id": link_id(link),
+        "purpose": link.purpose,
+        "created_by": link.created_by,
+        "created_at": link.created_at.isoformat(),
+        "expires_at": link.expires_at.isoformat(),
+    }
+
+
+def has_way_in(db: Session, user: User) -> bool:
+    """A passkey, a password or an enrolled authenticator app: an account that was set up."""
+    if user.password_hash is not None or has_passkey(db, user.id):
+        return True
+    totp = db.get(TotpCredential, user.id)
+    return totp is not None and totp.confirmed_at is not None
+
+
+def link_path(purpose: str, secret: str) -> str:
+    """Where a link of each purpose is opened (``idp.login`` and ``idp.signup``)."""
+    return f"/invite/{secret}" if purpose == INVITE else f"/login/link/{secret}"
+
+
+def check_link_ttl(ttl: int) -> int:
+    if not MIN_LINK_TTL <= ttl <= MAX_LINK_TTL:
+        raise UserAdminError("A link must be valid between 1 minute and 24 hours.")
+    return ttl
+
+
+class UserAdmin:
+    """The admin's powers over users. ``actor_id`` is the admin (or ``"cli"``) doing it."""
+
+    def __init__(
+        self,
+        db: Session,
+        *,
+        passwords: PasswordService,
+        notifier: Notifier,
+        backup_codes: BackupCodeService,
+        totp: TotpService,
+        actor_id: str,
+        context: RequestContext | None = None,
+    ) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.notifier = notifier
+        self.backup_codes = backup_codes
+        self.totp = totp
+        self.actor_id = actor_id
+        self.context = context or RequestContext()
+
+    def _audit(self, kind: str, user: User, **details: Any) -> None:
+        audit.record(self.db, kind, actor_id=self.actor_id, subject_id=user.id,
+                     context=self.context, **details)  # fmt: skip
+
+    # -- finding ----------------------------------------------------------------------------------
+    def search(self, query: str = "", page: int = 1) -> UserPage:
+        """Users whose email or name contains ``query`` (case-insensitive), newest first."""
+        page = max(page, 1)
+        criteria = []
+        needle = " ".join(query.split())[:200].lower()
+        if needle:
+            # LIKE's wildcards in the query are literal characters.
+            escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            criteria.append(
+                or_(
+                    User.email.like(pattern, escape="\\"),
+                    func.lower(User.name).like(pattern, escape="\\"),
+                )
+            )
+        total = self.db.scalar(select(func.count()).select_from(User).where(*criteria)) or 0
+        users = list(
+            self.db.scalars(
+                select(User)
+                .where(*criteria)
+                .order_by(User.created_at.desc(), User.id)
+                .offset((page - 1) * PAGE_SIZE)
+                .limit(PAGE_SIZE)
+            )
+        )
+        return UserPage(users=users, page=page, total=total)
+
+    def get(self, user_id: str) -> User | None:
+        if not user_id or len(user_id) > 64:
+            return None
+        return self.db.get(User, user_id)
+
+    def find(self, email_or_id: str) -> User | None:
+        """By email (the CLI's usual handle) or by id (``sub``)."""
+        return UserService(self.db, self.passwords).find_by_email(email_or_id) or self.get(
+            email_or_id
+        )
+
+    # -- creating ---------------------------------------------------------------------------------
+    def create(
+        self, email: str, *, name: str = "", admin: bool = False, password: str | None = None
+    ) -> User:
+        from idp.services.passwords import PasswordPolicyError
+        from idp.services.users import UserError
+
+        try:
+            user = UserService(self.db, self.passwords).create(
+                email, name=name, password=password, admin=admin
+            )
+        except (UserError, PasswordPolicyError) as error:
+            raise UserAdminError(str(error)) from error
+        self.db.flush()
+        self._audit("admin.user_created", user, admin=admin, password=password is not None)
+        return user
+
+    def invite(
+        self,
+        email: str,
+        *,
+        name: str = "",
+        admin: bool = False,
+        ttl: int,
+        now: datetime,
+        url_for_secret: Any,
+        inviter: str,
+    ) -> tuple[User, IssuedLink]:
+        """A new account with no way in yet, and a one-time invite to it: the invitee sets a
+        name, registers a passkey and is signed in (``idp.signup``). ``url_for_secret`` turns the
+        secret into the link's URL."""
+        check_link_ttl(ttl)
+        user = self.create(email, name=name, admin=admin)
+        issued = self._issue(user, INVITE, ttl, now, url_for_secret)
+        self.notifier.notify(
+            user, "invite", link=issued.url, inviter=inviter,
+            expires_at=f"{issued.link.expires_at:%Y-%m-%d %H:%M} UTC",
+        )  # fmt: skip
+        return user, issued
+
+    def reinvite(
+        self, user: User, *, ttl: int, now: datetime, url_for_secret: Any, inviter: str
+    ) -> IssuedLink:
+        """A fresh invite for an account that has not been set up; older invites stop working."""
+        check_link_ttl(ttl)
+        if self.has_way_in(user):
+            raise UserAdminError("This account is already set up: send a login link instead.")
+        self._require_active(user)
+        LoginLinkService(self.db).revoke_all(user, now, purpose=INVITE)
+        issued = self._issue(user, INVITE, ttl, now, url_for_secret)
+        self.notifier.notify(
+            user, "invite", link=issued.url, inviter=inviter,
+            expires_at=f"{issued.link.expires_at:%Y-%m-%d %H:%M} UTC",
+        )  # fmt: skip
+        return issued
+
+    def send_login_link(
+        self, user: User, *, ttl: int, now: datetime, url_for_secret: Any
+    ) -> IssuedLink:
+        """A one-time rescue link (issue 6, login links): emailed (or kept in the outbox) to the
+        user, and returned so that the admin can pass it on by another channel."""
+        check_link_ttl(ttl)
+        self._require_active(user)
+        issued = self._issue(user, LOGIN, ttl, now, url_for_secret)
+        self.notifier.notify(
+            user, "login_link", link=issued.url,
+            expires_at=f"{issued.link.expires_at:%Y-%m-%d %H:%M} UTC",
+        )  # fmt: skip
+        return issued
+
+    def _issue(
+        self, user: User, purpose: str, ttl: int, now: datetime, url_for_secret: Any
+    ) -> IssuedLink:
+        link, secret = LoginLinkService(self.db).issue(
+            user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
+            context=self.context,
+        )  # fmt: skip
+        return IssuedLink(link=link, url=url_for_secret(purpose, secret))
+
+    def live_links(self, user: User, now: datetime) -> list[LoginLink]:
+        return LoginLinkService(self.db).live_links(user, now)
+
+    def revoke_link(self, user: User, public_id: str, now: datetime) -> None:
+        if not LoginLinkService(self.db).revoke(user, public_id[:64], now):
+            raise UserAdminError("That link was already used, revoked or never existed.")
+        self._audit("admin.login_link_revoked", user, link_id=public_id[:64])
+
+    # -- what the detail page shows -----------------------------------------------------------
+    def has_way_in(self, user: User) -> bool:
+        return has_way_in(self.db, user)
+
+    def passkeys(self, user: User) -> list[Passkey]:
+        return list(
+            self.db.scalars(
+                select(Passkey).where(Passkey.user_id == user.id).order_by(Passkey.created_at)
+            )
+        )
+
+    def sessions(self, user: User, now: datetime) -> list[BrowserSession]:
+        return list(
+            self.db.scalars(
+                select(BrowserSession)
+                .where(
+                    BrowserSession.user_id == user.id,
+                    BrowserSession.revoked_at.is_(None),
+                    BrowserSession.expires_at > now,
+                )
+                .order_by(BrowserSession.last_seen_at.desc())
+            )
+        )
+
+    def consents(self, user: User) -> list[portal.ConnectedApp]:
+        return portal.connected_apps(self.db, user)
+
+    # -- taking back sign-in methods, sessions, consents --------------------------------------
+    def revoke_passkey(self, user: User, credential_id: str) -> None:
+        passkey = self.db.get(Passkey, credential_id[:1400])
+        if passkey is None or passkey.user_id != user.id:
+            raise UserAdminError("That passkey does not belong to this user.")
+        self.db.delete(passkey)
+        self.notifier.notify(user, "method_removed", method=f"Passkey “{passkey.name}”")
+        self._audit("admin.passkey_revoked", user, credential_id=credential_id[:1400])
+
+    def reset_totp(self, user: User) -> None:
+        if self.totp.get(user) is None:
+            raise UserAdminError("This user has no authenticator app.")
+        self.totp.remove(user)
+        self.notifier.notify(user, "method_removed", method="The authenticator app")
+        self._audit("admin.totp_reset", user)
+
+    def void_backup_codes(self, user: User) -> None:
+        left = self.backup_codes.remaining(user)
+        self.backup_codes.void(user)
+        self._audit("admin.backup_codes_voided", user, remaining=left)
+
+    def revoke_session(self, user: User, sid: str, now: datetime) -> None:
+        if not portal.revoke_session(self.db, user, sid[:64], now):
+            raise UserAdminError("That session has already ended.")
+        self._audit("admin.session_revoked", user, sid=sid[:64])
+
+    def revoke_sessions(self, user: User, now: datetime) -> int:
+        count = self._end_sessions(user, now)
+        self._audit("admin.sessions_revoked", user, count=count)
+        return count
+
+    def revoke_consent(self, user: User, client_id: str, now: datetime) -> None:
+        if not portal.disconnect_app(self.db, user, client_id[:64], now):
+            raise UserAdminError("This user has not connected that app.")
+        self._audit("admin.consent_revoked", user, client_id=client_id[:64])
+
+    # -- disable, enable, delete, promote, demote ------------------------------------------------
+    def disable(self, user: User, now: datetime) -> None:
+        """Disable at once: sessions end, every grant (refresh and access tokens) and every
+        unspent link is revoked. Token, userinfo and introspection checks also refuse a disabled
+        user's tokens on their own (``GrantService``), whatever was revoked here."""
+        if user.disabled_at is not None:
+            raise UserAdminError("This user is already disabled.")
+        self._locking_admins()
+        self._keep_an_admin(user, was_active_admin=user.is_admin)
+        user.disabled_at = now
+        self._end_sessions(user, now)
+        self._revoke_tokens(user, now, "user_disabled")
+        LoginLinkService(self.db).revoke_all(user, now)
+        self._audit("admin.user_disabled", user)
+
+    def enable(self, user: User) -> None:
+        if user.disabled_at is None:
+            raise UserAdminError("This user is not disabled.")
+        user.disabled_at = None
+        self._audit("admin.user_enabled", user)
+
+    def promote(self, user: User) -> None:
+        if user.is_admin:
+            raise UserAdminError("This user is already an admin.")
+        user.is_admin = True
+        self._audit("admin.user_promoted", user)
+
+    def demote(self, user: User) -> None:
+        if not user.is_admin:
+            raise UserAdminError("This user is not an admin.")
+        self._locking_admins()
+        self._keep_an_admin(user, was_active_admin=user.disabled_at is None)
+        user.is_admin = False
+        self._audit("admin.user_demoted", user)
+
+    def delete(self, user: User, now: datetime) -> None:
+        """Delete the account and everything hanging off it; the audit log keeps its history."""
+        self._locking_admins()
+        self._keep_an_admin(user, was_active_admin=user.is_admin and user.disabled_at is None)
+        self._revoke_tokens(user, now, "user_deleted")
+        self.db.execute(delete(AccessToken).where(AccessToken.user_id == user.id))
+        self._audit("admin.user_deleted", user, email=user.email)
+        self.db.delete(user)
+
+    def _locking_admins(self) -> None:
+        """Hold the active admins' rows until the transaction ends (PostgreSQL row locks; SQLite
+        already serialises writers with ``BEGIN IMMEDIATE``), so that the count below is still
+        true when the change commits."""
+        self.db.execute(
+            select(User.id)
+            .where(User.is_admin.is_(True), User.disabled_at.is_(None))
+            .order_by(User.id)
+            .with_for_update()
+        ).all()
+
+    def _keep_an_admin(self, user: User, *, was_active_admin: bool) -> None:
+        """Refuse a change that leaves no active admin (issue 6, guard rails). Only a change to
+        an active admin can do that; the count runs after the change, inside its transaction."""
+        if not was_active_admin:
+            return
+        self.db.flush()
+        remaining = self.db.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.is_admin.is_(True), User.disabled_at.is_(None), User.id != user.id)
+        )
+        if not remaining:
+            raise LastAdminError("This is the last active admin. Make another user an admin first.")
+
+    def _end_sessions(self, user: User, now: datetime) -> int:
+        result = self.db.execute(
+            update(BrowserSession)
+            .where(BrowserSession.user_id == user.id, BrowserSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    def _revoke_tokens(self, user: User, now: datetime, reason: str) -> None:
+        # Revoking the grant revokes its refresh tokens and access tokens (idp.models.oauth).
+        self.db.execute(
+            update(Grant)
+            .where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+        self.db.execute(
+            update(AccessToken)
+            .where(AccessToken.user_id == user.id, AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    def _require_active(self, user: User) -> None:
+        if user.disabled_at is not None:
+            raise UserAdminError("This user is disabled. Enable the account first.")

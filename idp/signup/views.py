@@ -1,0 +1,163 @@
+"""Joining pages: an admin's invite (``/invite/<secret>``) and self-service sign-up (``/signup``).
+
+Both links follow the login links' rules: the GET shows a confirmation page and spends nothing
+(mail scanners prefetch links), only the POST spends the link, once. The account's first way in
+comes right after: a passkey (a restricted session whose only page is adding one), or a password
+where the sign-in policy allows passwords.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from idp.extensions import db
+from idp.models import User
+from idp.models.base import utcnow
+from idp.services.passwords import PasswordPolicyError
+from idp.services.sign_in_policy import SignInPolicy, load_policy
+from idp.services.signup import Joining, NewAccount, SignupError
+from idp.web import current_session, notifier, request_context, runtime, start_session
+
+bp = Blueprint("signup", __name__)
+
+LINK_FAILED = (
+    "This link does not work",
+    "It has expired or was already used. Ask for a new one.",
+)
+
+
+def joining() -> Joining:
+    return Joining(db.session(), runtime().passwords, notifier())
+
+
+def _policy() -> SignInPolicy:
+    return load_policy(db.session(), runtime().settings)
+
+
+def _link_failed() -> Any:
+    title, message = LINK_FAILED
+    return render_template("errors/error.html", title=title, message=message), 400
+
+
+def _new_account(policy: SignInPolicy) -> NewAccount:
+    password = request.form.get("password", "")[:1024] if policy.passwords_allowed else ""
+    return NewAccount(name=request.form.get("name", "")[:200], password=password or None)
+
+
+def _signed_in(user: User, account: NewAccount) -> Any:
+    """The new account's first session: with a password, a normal sign-in (or, where a second
+    factor is required, a restricted one that must add it); else a passkey comes first."""
+    if account.password is not None:
+        restricted = runtime().settings.require_second_factor
+        response = redirect(url_for("account.recover" if restricted else "account.home"))
+        start_session(user, ["pwd"], response, restricted=restricted)
+    else:
+        # RFC 8176: the link was a one-time secret sent to the address (as for login links).
+        response = redirect(url_for("signup.passkey"))
+        start_session(user, ["otp"], response, restricted=True)
+    db.session.commit()
+    return response
+
+
+# -- invites --------------------------------------------------------------------------------------
+@bp.route("/invite/<secret>", methods=["GET", "POST"])
+def invite(secret: str) -> Any:
+    """An admin's invite: choose a name (and a password where allowed), then add a passkey."""
+    policy = _policy()
+    user = joining().find_invite(secret, utcnow())
+    if user is None:
+        if request.method == "POST":
+            # Spent, revoked or expired between the page and the POST: audited like any failure.
+            joining().accept_invite(secret, NewAccount(name=""), request_context(), utcnow())
+            db.session.commit()
+        return _link_failed()
+    error = None
+    if request.method == "POST":
+        account = _new_account(policy)
+        try:
+            accepted = joining().accept_invite(secret, account, request_context(), utcnow())
+        except PasswordPolicyError as failure:
+            error = str(failure)
+        else:
+            if accepted is None:
+                db.session.commit()  # the failure is audited
+                return _link_failed()
+            return _signed_in(accepted, account)
+    return render_template(
+        "signup/invite.html", user=user, secret=secret, error=error,
+        passwords_allowed=policy.passwords_allowed,
+    ), (400 if error else 200)  # fmt: skip
+
+
+@bp.get("/signup/passkey")
+def passkey() -> Any:
+    """A new account's first passkey (the restricted session's page)."""
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login"))
+    if not session.restricted:
+        return redirect(url_for("account.home"))
+    return render_template("signup/passkey.html", user=session.user)
+
+
+# -- self-service sign-up -------------------------------------------------------------------------
+def _signup_open() -> SignInPolicy:
+    policy = _policy()
+    if not policy.signup_enabled:
+        abort(404, description="This site does not offer sign-up. Ask its administrator for an "
+                               "invitation.")  # fmt: skip
+    return policy
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def start() -> Any:
+    """Sign-up, email first; the same answer whether or not the address has an account."""
+    _signup_open()
+    email = request.form.get("email", "")[:320]
+    error = None
+    if request.method == "POST":
+        settings = runtime().settings
+        try:
+            joining().request_signup(
+                email, context=request_context(), now=utcnow(),
+                url_for_secret=lambda secret: settings.endpoint(
+                    url_for("signup.confirm", secret=secret)
+                ),
+                login_url=settings.endpoint(url_for("login.login")),
+            )  # fmt: skip
+        except SignupError as failure:
+            error = str(failure)
+        else:
+            db.session.commit()
+            return render_template("signup/check_email.html", email=email.strip())
+    return render_template("signup/start.html", email=email, error=error), (400 if error else 200)
+
+
+@bp.route("/signup/confirm/<secret>", methods=["GET", "POST"])
+def confirm(secret: str) -> Any:
+    """The emailed link: choose a name (and a password where allowed); the POST spends it."""
+    policy = _signup_open()
+    link = joining().find_signup(secret, utcnow())
+    if link is None:
+        if request.method == "POST":
+            joining().complete_signup(secret, NewAccount(name=""), request_context(), utcnow())
+            db.session.commit()
+        return _link_failed()
+    error = None
+    if request.method == "POST":
+        account = _new_account(policy)
+        try:
+            user = joining().complete_signup(secret, account, request_context(), utcnow())
+        except PasswordPolicyError as failure:
+            error = str(failure)
+        else:
+            if user is None:
+                db.session.commit()
+                return _link_failed()
+            return _signed_in(user, account)
+    return render_template(
+        "signup/confirm.html", email=link.email, secret=secret, error=error,
+        passwords_allowed=policy.passwords_allowed,
+    ), (400 if error else 200)  # fmt: skip
