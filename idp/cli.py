@@ -486,58 +486,137 @@ def login_link_revoke(email: str, link_id: str | None, revoke_all: bool) -> None
 
 
 # -- clients --------------------------------------------------------------------------------------
+# The console's pages and these commands share ``idp.services.clients``: the rules live there.
+KIND_HELP = "web: confidential, has a backend; spa / native: public, PKCE (native: RFC 8252)."
+
+
 @main.group()
 def clients() -> None:
     """Manage relying-party applications."""
 
 
+def _client_service(app: Flask) -> Any:
+    from idp.extensions import db
+    from idp.services.clients import ClientService
+
+    return ClientService(db.session(), app.extensions["idp"].client_secrets)
+
+
+def _cli_actor() -> Any:
+    from idp.services.clients import Actor
+
+    return Actor(user_id=None, via="cli")
+
+
+def _read_jwks(jwks_file: Path | None) -> dict[str, Any] | None:
+    if jwks_file is None:
+        return None
+    try:
+        jwks = json.loads(jwks_file.read_text())
+    except ValueError:
+        _fail(f"{jwks_file} is not JSON")
+    if not isinstance(jwks, dict):
+        _fail(f"{jwks_file} must hold a JSON object with a 'keys' list")
+    return jwks
+
+
+def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options ``create`` and ``edit`` share; on ``edit`` an absent option changes nothing."""
+
+    def flag(name: str, help: str) -> Any:
+        if create:
+            return click.option(name, is_flag=True, default=False, help=help)
+        positive = name.removeprefix("--")
+        return click.option(f"{name}/--not-{positive}", default=None, help=help)
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--name", required=create, help="Shown to users on the consent page."),
+            click.option("--kind", type=click.Choice(["web", "spa", "native"]), help=KIND_HELP),
+            click.option(
+                "--redirect-uri",
+                "redirect_uris",
+                multiple=True,
+                required=create,
+                help="Repeat for several" + ("" if create else "; replaces the list") + ".",
+            ),
+            click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True),
+            click.option(
+                "--auth-method",
+                type=click.Choice(
+                    ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+                ),
+            ),
+            flag("--first-party", "Trusted: skips the consent screen."),
+            click.option("--id-token-alg", type=click.Choice(["RS256", "ES256", "EdDSA"])),
+            click.option("--scope", "scopes", multiple=True, help="Allowed scope (repeat)."),
+            click.option(
+                "--grant-type", "grant_types", multiple=True, help="Allowed grant type (repeat)."
+            ),
+            click.option(
+                "--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+            ),
+            click.option("--logo-uri", help="https URL of the logo on the consent page."),
+            click.option("--tos-uri", help="https URL of the terms of service."),
+            click.option("--policy-uri", help="https URL of the privacy policy."),
+            click.option("--json", "as_json", is_flag=True),
+        ]
+        if create:
+            options.append(click.option("--public", is_flag=True, help="Same as --kind spa."))
+        else:
+            options.append(
+                click.option("--clear-post-logout-redirect-uris", "clear_post_logout", is_flag=True)
+            )
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @clients.command("create")
-@click.option("--name", required=True)
-@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
-@click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True)
-@click.option("--public", is_flag=True, help="A browser or native app without a secret (PKCE).")
-@click.option(
-    "--auth-method",
-    type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
-)
-@click.option("--first-party", is_flag=True, help="Trusted: skips the consent screen.")
-@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256", "EdDSA"]), default="RS256")
-@click.option("--scope", "scopes", multiple=True, help="Allowed scope (repeat).")
-@click.option("--grant-type", "grant_types", multiple=True, help="Allowed grant type (repeat).")
-@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@_client_options(create=True)
 def clients_create(
     name: str,
+    kind: str | None,
     redirect_uris: tuple[str, ...],
     post_logout_uris: tuple[str, ...],
-    public: bool,
     auth_method: str | None,
     first_party: bool,
-    id_token_alg: str,
+    id_token_alg: str | None,
     scopes: tuple[str, ...],
     grant_types: tuple[str, ...],
     jwks_file: Path | None,
+    logo_uri: str | None,
+    tos_uri: str | None,
+    policy_uri: str | None,
     as_json: bool,
+    public: bool,
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
-    from idp.services.clients import ClientRegistrationError, ClientService, describe
+    from idp.services.clients import ClientFields, ClientRegistrationError, describe
 
-    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    if public and kind not in (None, "spa", "native"):
+        _fail("--public contradicts --kind web")
+    fields = ClientFields(
+        name=name,
+        kind=kind or ("spa" if public else "web"),
+        redirect_uris=list(redirect_uris),
+        post_logout_redirect_uris=list(post_logout_uris),
+        auth_method=auth_method,
+        first_party=first_party,
+        id_token_alg=id_token_alg or "RS256",
+        scopes=list(scopes) or None,
+        grant_types=list(grant_types) or None,
+        jwks=_read_jwks(jwks_file),
+        logo_uri=logo_uri,
+        tos_uri=tos_uri,
+        policy_uri=policy_uri,
+    )
     with _app() as app:
         try:
-            new = ClientService(db.session(), app.extensions["idp"].client_secrets).create(
-                name=name,
-                redirect_uris=list(redirect_uris),
-                post_logout_redirect_uris=list(post_logout_uris),
-                public=public,
-                auth_method=auth_method,
-                first_party=first_party,
-                id_token_alg=id_token_alg,
-                scopes=list(scopes) or None,
-                grant_types=list(grant_types) or None,
-                jwks=jwks,
-            )
+            new = _client_service(app).create_from(fields, actor=_cli_actor())
             db.session.commit()
         except ClientRegistrationError as error:
             _fail(str(error))
@@ -555,23 +634,25 @@ def _client_text(data: dict[str, Any]) -> str:
 @clients.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def clients_list(as_json: bool) -> None:
-    """List clients."""
-    from idp.extensions import db
-    from idp.services.clients import ClientService, describe
+    """List clients: client id, kind, status, name."""
+    from idp.services.clients import describe
 
     with _app() as app:
-        rows = [
-            describe(c)
-            for c in ClientService(db.session(), app.extensions["idp"].client_secrets).list()
-        ]
-        _emit(rows, as_json, lambda r: "\n".join(f"{c['client_id']}  {c['name']}" for c in r))
+        rows = [describe(c) for c in _client_service(app).list()]
+        _emit(
+            rows,
+            as_json,
+            lambda r: "\n".join(
+                f"{c['client_id']}  {c['kind']:6}  {c['status']:8}  {c['name']}" for c in r
+            ),
+        )
 
 
 def _load_client(client_id: str) -> Any:
     from idp.extensions import db
     from idp.models import Client
 
-    client = db.session.get(Client, client_id)
+    client = db.session.get(Client, client_id) if len(client_id) <= 64 else None
     if client is None:
         _fail(f"no client {client_id}")
     return client
@@ -581,45 +662,148 @@ def _load_client(client_id: str) -> Any:
 @click.argument("client_id")
 @click.option("--json", "as_json", is_flag=True)
 def clients_show(client_id: str, as_json: bool) -> None:
-    """Show one client."""
+    """Show one client (never its secret)."""
     from idp.services.clients import describe
 
     with _app():
         _emit(describe(_load_client(client_id)), as_json, _client_text)
 
 
-@clients.command("rotate-secret")
+@clients.command("edit")
+@click.argument("client_id")
+@_client_options(create=False)
+def clients_edit(
+    client_id: str,
+    name: str | None,
+    kind: str | None,
+    redirect_uris: tuple[str, ...],
+    post_logout_uris: tuple[str, ...],
+    auth_method: str | None,
+    first_party: bool | None,
+    id_token_alg: str | None,
+    scopes: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    jwks_file: Path | None,
+    logo_uri: str | None,
+    tos_uri: str | None,
+    policy_uri: str | None,
+    as_json: bool,
+    clear_post_logout: bool,
+) -> None:
+    """Change a client; options not given stay as they are (an empty --logo-uri '' clears it).
+    A new secret is printed once if the change needs one."""
+    import dataclasses
+
+    from idp.extensions import db
+    from idp.services.clients import ClientRegistrationError, describe, fields_of
+
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "name": name,
+            "kind": kind,
+            "auth_method": auth_method,
+            "first_party": first_party,
+            "id_token_alg": id_token_alg,
+            "jwks": _read_jwks(jwks_file),
+            "logo_uri": logo_uri,
+            "tos_uri": tos_uri,
+            "policy_uri": policy_uri,
+        }.items()
+        if value is not None
+    }
+    lists = {"redirect_uris": redirect_uris, "post_logout_redirect_uris": post_logout_uris,
+             "scopes": scopes, "grant_types": grant_types}  # fmt: skip
+    for key, values in lists.items():
+        if values:
+            changes[key] = list(values)
+    if clear_post_logout:
+        changes["post_logout_redirect_uris"] = []
+    with _app() as app:
+        client = _load_client(client_id)
+        try:
+            fields = dataclasses.replace(fields_of(client), **changes)
+            secret = _client_service(app).update(client, fields, actor=_cli_actor())
+            db.session.commit()
+        except ClientRegistrationError as error:
+            _fail(str(error))
+        _emit(describe(client) | {"client_secret": secret}, as_json, _client_text)
+
+
+@clients.command("disable")
 @click.argument("client_id")
 @click.option("--json", "as_json", is_flag=True)
-def clients_rotate_secret(client_id: str, as_json: bool) -> None:
-    """Give a client a new secret (shown once); the old one stops working."""
+def clients_disable(client_id: str, as_json: bool) -> None:
+    """Stop a client: no sign-ins, no tokens, and its access tokens are revoked now."""
     from idp.extensions import db
-    from idp.services.clients import ClientRegistrationError, ClientService
+    from idp.services.clients import describe
 
     with _app() as app:
-        service = ClientService(db.session(), app.extensions["idp"].client_secrets)
+        client = _load_client(client_id)
+        _client_service(app).disable(client, actor=_cli_actor())
+        db.session.commit()
+        _emit(describe(client), as_json, lambda d: f"disabled client {d['client_id']}")
+
+
+@clients.command("enable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_enable(client_id: str, as_json: bool) -> None:
+    """Let a disabled client sign users in again."""
+    from idp.extensions import db
+    from idp.services.clients import describe
+
+    with _app() as app:
+        client = _load_client(client_id)
+        _client_service(app).enable(client, actor=_cli_actor())
+        db.session.commit()
+        _emit(describe(client), as_json, lambda d: f"enabled client {d['client_id']}")
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option(
+    "--overlap",
+    type=int,
+    help="Seconds the old secret keeps working (default: client_secret_rotation_overlap; "
+    "0: it stops at once).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
+    """Give a client a new secret (shown once); the old one works on for the overlap."""
+    from idp.extensions import db
+    from idp.services.clients import ClientRegistrationError
+
+    with _app() as app:
+        settings = app.extensions["idp"].settings
+        client = _load_client(client_id)
+        chosen = settings.client_secret_rotation_overlap if overlap is None else overlap
         try:
-            secret = service.rotate_secret(_load_client(client_id))
+            secret = _client_service(app).rotate_secret(client, overlap=chosen, actor=_cli_actor())
         except ClientRegistrationError as error:
             _fail(str(error))
         db.session.commit()
-        data = {"client_id": client_id, "client_secret": secret}
+        expires = client.previous_secret_expires_at
+        data = {
+            "client_id": client_id,
+            "client_secret": secret,
+            "previous_secret_expires_at": expires.isoformat() if expires else None,
+        }
         _emit(data, as_json, _client_text)
 
 
 @clients.command("delete")
 @click.argument("client_id")
-def clients_delete(client_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def clients_delete(client_id: str, as_json: bool) -> None:
     """Delete a client and everything issued to it."""
     from idp.extensions import db
-    from idp.services.clients import ClientService
 
     with _app() as app:
-        ClientService(db.session(), app.extensions["idp"].client_secrets).delete(
-            _load_client(client_id)
-        )
+        _client_service(app).delete(_load_client(client_id), actor=_cli_actor())
         db.session.commit()
-        click.echo(f"deleted client {client_id}")
+        _emit({"client_id": client_id, "deleted": True}, as_json,
+              lambda d: f"deleted client {d['client_id']}")  # fmt: skip
 
 
 # -- keys -----------------------------------------------------------------------------------------
