@@ -1,0 +1,267 @@
+"""Sign-in and token flows over real HTTP against a live idp (``tests.support.live``), the way a
+browser and a relying party would: the login form with its CSRF field, the second step, the
+account page's TOTP and passkey enrolment, the passkey ceremony with a software authenticator,
+the authorization code flow with PKCE and the token endpoint.
+
+``Visitor.seen`` collects every secret value sent or received on the way (passwords, codes,
+tokens, cookies, TOTP secrets and codes, backup codes, login-link secrets), for the log scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import pyotp
+import requests
+
+from tests.support.authenticator import SoftAuthenticator
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+TOTP_SECRET = re.compile(r'<code id="totp-secret">([^<]+)</code>')
+BACKUP_CODE = re.compile(r"<li><code>([^<]+)</code></li>")
+TIMEOUT = 60
+
+
+class FlowError(AssertionError):
+    """A step did not answer as a browser or relying party expects; the message says which."""
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise FlowError(message)
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+@dataclass
+class Authorization:
+    """A pending authorization request: where /authorize sent the browser, and its PKCE secret."""
+
+    location: str
+    verifier: str
+    state: str
+
+    @property
+    def pending_id(self) -> str:
+        return query_of(self.location).get("request", "")
+
+
+@dataclass
+class Visitor:
+    """One browser (its own cookie jar) talking to ``base_url``."""
+
+    base_url: str
+    seen: set[str] = field(default_factory=set)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.http = requests.Session()
+        self.http.headers.update(self.headers)
+
+    def close(self) -> None:
+        self.remember_cookies()
+        self.http.close()
+
+    def remember(self, *values: str | None) -> None:
+        self.seen.update(v for v in values if v)
+
+    def remember_cookies(self) -> None:
+        self.remember(*(cookie.value for cookie in self.http.cookies))
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base_url, path)
+
+    # -- pages ----------------------------------------------------------------------------------
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        response = self.http.get(self.url(path), allow_redirects=False, timeout=TIMEOUT, **kwargs)
+        self.remember_cookies()
+        return response
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        response = self.http.post(self.url(path), allow_redirects=False, timeout=TIMEOUT, **kwargs)
+        self.remember_cookies()
+        return response
+
+    def csrf_field(self, path: str) -> str:
+        page = self.get(path)
+        match = CSRF_FIELD.search(page.text)
+        expect(
+            page.status_code == 200 and match is not None, f"no form at {path}: {page.status_code}"
+        )
+        assert match is not None
+        self.remember(match.group(1))
+        return html.unescape(match.group(1))
+
+    def csrf_header(self, path: str) -> dict[str, str]:
+        page = self.get(path)
+        match = CSRF_META.search(page.text)
+        expect(match is not None, f"no csrf meta tag at {path}: {page.status_code}")
+        assert match is not None
+        self.remember(match.group(1))
+        return {"X-CSRFToken": html.unescape(match.group(1))}
+
+    # -- sign-in --------------------------------------------------------------------------------
+    def password_step(
+        self, email: str, password: str, pending_id: str = "", form_path: str = "/login"
+    ) -> requests.Response:
+        """The email and password form (the first step)."""
+        self.remember(password)
+        data = {"csrf_token": self.csrf_field(form_path), "email": email, "password": password}
+        if pending_id:
+            data["request"] = pending_id
+        return self.post("/login", data=data)
+
+    def second_step(self, code: str, method: str = "totp") -> requests.Response:
+        self.remember(code)
+        data = {"csrf_token": self.csrf_field("/login/second-step"), "method": method, "code": code}
+        return self.post("/login/second-step", data=data)
+
+    def sign_in_with_password(self, email: str, password: str) -> None:
+        response = self.password_step(email, password)
+        expect(response.status_code in (302, 303), f"password sign-in: {response.status_code}")
+
+    def passkey_step(
+        self, authenticator: SoftAuthenticator, pending_id: str = "", page: str = "/login"
+    ) -> requests.Response:
+        headers = self.csrf_header(page)
+        options = self.post("/login/passkey/options", json={}, headers=headers)
+        expect(options.status_code == 200, f"passkey options: {options.status_code}")
+        ceremony = options.json()
+        credential = authenticator.get(ceremony["publicKey"], origin=self.base_url)
+        self.remember(credential["response"]["signature"])
+        body = {"challenge_id": ceremony["challenge_id"], "credential": credential,
+                "request": pending_id, "next": ""}  # fmt: skip
+        verified = self.post("/login/passkey/verify", json=body, headers=headers)
+        expect(verified.status_code == 200, f"passkey verify: {verified.status_code}")
+        return verified
+
+    # -- the account page -----------------------------------------------------------------------
+    def enrol_totp(self) -> tuple[pyotp.TOTP, list[str]]:
+        """Set up an authenticator app; the first one also hands out backup codes."""
+        page = self.get("/account/totp")
+        match = TOTP_SECRET.search(page.text)
+        expect(match is not None, f"no TOTP secret on /account/totp: {page.status_code}")
+        assert match is not None
+        secret = html.unescape(match.group(1)).replace(" ", "")
+        self.remember(secret, match.group(1))
+        csrf = CSRF_FIELD.search(page.text)
+        assert csrf is not None
+        code = pyotp.TOTP(secret).now()
+        self.remember(code)
+        done = self.post("/account/totp", data={"csrf_token": html.unescape(csrf.group(1)),
+                                                "code": code})  # fmt: skip
+        expect(done.status_code == 200, f"TOTP confirmation: {done.status_code}")
+        codes = [html.unescape(c) for c in BACKUP_CODE.findall(done.text)]
+        expect(len(codes) == 10, f"expected 10 backup codes, got {len(codes)}")
+        self.remember(*codes)
+        return pyotp.TOTP(secret), codes
+
+    def register_passkey(self) -> SoftAuthenticator:
+        headers = self.csrf_header("/account")
+        options = self.post("/account/passkeys/options", json={}, headers=headers)
+        expect(options.status_code == 200, f"registration options: {options.status_code}")
+        ceremony = options.json()
+        # A synced passkey (counter 0), as most passkeys are.
+        authenticator = SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
+        credential = authenticator.create(ceremony["publicKey"], origin=self.base_url)
+        stored = self.post(
+            "/account/passkeys",
+            json={"challenge_id": ceremony["challenge_id"], "credential": credential},
+            headers=headers,
+        )
+        expect(stored.status_code == 201, f"passkey registration: {stored.status_code}")
+        self.remember(*(stored.json().get("backup_codes") or []))
+        return authenticator
+
+    # -- the authorization code flow --------------------------------------------------------------
+    def authorize(
+        self, client_id: str, redirect_uri: str, scope: str = "openid offline_access"
+    ) -> Authorization:
+        verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(12)
+        self.remember(verifier)
+        params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+                  "scope": scope, "state": state, "nonce": secrets.token_urlsafe(12),
+                  "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+        response = self.get("/authorize", params=params)
+        expect(response.status_code == 302, f"authorize: {response.status_code}")
+        return Authorization(response.headers["Location"], verifier, state)
+
+    def follow_to(self, response: requests.Response, stop_at: str) -> str:
+        """Follow redirects (GET) until one points at ``stop_at``; that URL."""
+        for _ in range(10):
+            location = response.headers.get("Location") or (
+                response.json().get("redirect") if response.status_code == 200 else None
+            )
+            expect(bool(location), f"no redirect: {response.status_code} {response.text[:200]}")
+            assert location is not None
+            url = self.url(location)
+            if url.startswith(stop_at):
+                code = query_of(url).get("code")
+                self.remember(code)
+                return url
+            response = self.get(url)
+        raise FlowError(f"no redirect to {stop_at}")
+
+
+@dataclass
+class RelyingParty:
+    """A confidential client at the token, introspection and revocation endpoints."""
+
+    base_url: str
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+    seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.seen.add(self.client_secret)
+
+    def post(self, path: str, data: dict[str, str], **kwargs: Any) -> requests.Response:
+        response = requests.post(
+            urljoin(self.base_url, path), data=data, auth=(self.client_id, self.client_secret),
+            timeout=TIMEOUT, **kwargs,
+        )  # fmt: skip
+        if response.headers.get("Content-Type", "").startswith("application/json"):
+            body = response.json()
+            self.seen.update(
+                str(body[k]) for k in ("access_token", "refresh_token", "id_token") if k in body
+            )
+        return response
+
+    def exchange(self, callback_url: str, authorization: Authorization) -> dict[str, Any]:
+        code = query_of(callback_url)["code"]
+        self.seen.update({code, authorization.verifier})
+        response = self.post("/token", {
+            "grant_type": "authorization_code", "code": code,
+            "redirect_uri": self.redirect_uri, "code_verifier": authorization.verifier,
+        })  # fmt: skip
+        expect(
+            response.status_code == 200, f"code exchange: {response.status_code} {response.text}"
+        )
+        tokens: dict[str, Any] = response.json()
+        return tokens
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        response = self.post("/token", {"grant_type": "refresh_token",
+                                        "refresh_token": refresh_token})  # fmt: skip
+        expect(response.status_code == 200, f"refresh: {response.status_code} {response.text}")
+        tokens: dict[str, Any] = response.json()
+        return tokens
+
+    def client_credentials(self) -> requests.Response:
+        return self.post("/token", {"grant_type": "client_credentials"})
