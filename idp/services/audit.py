@@ -158,7 +158,10 @@ class AuditPage:
 
 def _with_emails(db: Session, events: Sequence[AuditEvent]) -> list[AuditRow]:
     ids = {i for e in events for i in (e.actor_id, e.subject_id) if i}
-    emails = dict(db.execute(select(User.id, User.email).where(User.id.in_(ids)))) if ids else {}
+    emails: dict[str, str] = {}
+    if ids:
+        for user_id, email in db.execute(select(User.id, User.email).where(User.id.in_(ids))):
+            emails[user_id] = email
     return [
         AuditRow(e, emails.get(e.actor_id or ""), emails.get(e.subject_id or "")) for e in events
     ]
@@ -176,7 +179,9 @@ def search(db: Session, where: AuditFilter, page: int = 1, size: int = PAGE_SIZE
 
 def iter_rows(db: Session, where: AuditFilter, batch: int = EXPORT_BATCH) -> Iterator[AuditRow]:
     """Every filtered event, newest first, read in batches (keyset on (at, id): rows written
-    while an export runs neither repeat nor shift it)."""
+    while an export runs neither repeat nor shift it). The session's transaction ends after each
+    batch, so a slow download holds no transaction open (on SQLite every transaction takes the
+    write lock): call it with nothing left to commit."""
     statement = _statement(db, where)
     if statement is None:
         return
@@ -189,7 +194,11 @@ def iter_rows(db: Session, where: AuditFilter, batch: int = EXPORT_BATCH) -> Ite
                 or_(AuditEvent.at < at, and_(AuditEvent.at == at, AuditEvent.id < event_id))
             )
         events = list(db.scalars(page.limit(batch)))
-        yield from _with_emails(db, events)
+        rows = _with_emails(db, events)
+        for event in events:
+            db.expunge(event)  # keeps its loaded values past the end of the transaction
+        db.rollback()
+        yield from rows
         if len(events) < batch:
             return
         last = (events[-1].at, events[-1].id)
