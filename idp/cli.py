@@ -513,7 +513,7 @@ def _read_jwks(jwks_file: Path | None) -> dict[str, Any] | None:
         return None
     try:
         jwks = json.loads(jwks_file.read_text())
-    except ValueError:
+    except (ValueError, RecursionError):
         _fail(f"{jwks_file} is not JSON")
     if not isinstance(jwks, dict):
         _fail(f"{jwks_file} must hold a JSON object with a 'keys' list")

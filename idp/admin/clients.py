@@ -7,10 +7,9 @@ response (``no-store``) and never kept anywhere it could be shown again.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from idp.admin import bp
@@ -31,6 +30,7 @@ from idp.services.clients import (
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.web import request_context, runtime
 
+MAX_JWKS_LENGTH = 64 * 1024
 #: The overlap choices the rotation form offers, in seconds.
 OVERLAP_CHOICES = ((0, "None: the old secret stops now"), (3600, "1 hour"), (86400, "24 hours"),
                    (7 * 86400, "7 days"))  # fmt: skip
@@ -68,8 +68,11 @@ def _fields_from(form: MultiDict[str, str]) -> ClientFields:
     jwks_text = form.get("jwks", "").strip()
     jwks: Any = None
     if jwks_text:
+        if len(jwks_text) > MAX_JWKS_LENGTH:
+            raise ClientRegistrationError("the JWKS is longer than 64 KB")
         try:
-            jwks = json.loads(jwks_text)
+            # The application's parser: too deep a nesting is a ValueError, not a crash.
+            jwks = current_app.json.loads(jwks_text)
         except ValueError:
             raise ClientRegistrationError("the JWKS is not valid JSON") from None
         if not isinstance(jwks, dict):

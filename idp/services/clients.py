@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -116,10 +118,8 @@ class ClientFields:
                 "'none'"
             )
         jwks = self.jwks if method == "private_key_jwt" else None
-        if method == "private_key_jwt" and not (
-            isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]
-        ):
-            raise ClientRegistrationError("private_key_jwt needs the client's public JWKS")
+        if method == "private_key_jwt":
+            validate_client_jwks(jwks)
         if self.id_token_alg not in SUPPORTED_ALGS:
             raise ClientRegistrationError(
                 f"ID token alg must be one of {', '.join(SUPPORTED_ALGS)}"
@@ -160,6 +160,29 @@ class ClientFields:
             tos_uri=tos_uri,
             policy_uri=policy_uri,
         )
+
+
+#: JWK members that only a private or symmetric key has (RFC 7518 6.2.2, 6.3.2, 6.4.1; RFC 8037 2).
+PRIVATE_KEY_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def validate_client_jwks(jwks: Any) -> None:
+    """RFC 7523 / OIDC Core 9 ``private_key_jwt``: the client's public keys (RFC 7517). A private
+    or symmetric key is refused: it would sit in our database, and the client's key is its own."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise ClientRegistrationError("private_key_jwt needs the client's public JWKS")
+    for key in keys:
+        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC", "OKP"):
+            raise ClientRegistrationError("the JWKS may hold only RSA, EC and OKP public keys")
+        if any(member in key for member in PRIVATE_KEY_MEMBERS):
+            raise ClientRegistrationError(
+                "the JWKS must hold public keys only: the private key stays with the client"
+            )
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise ClientRegistrationError("the JWKS is not a valid set of public keys") from None
 
 
 def _https_link(value: str | None, label: str) -> str | None:

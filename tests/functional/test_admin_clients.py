@@ -662,3 +662,37 @@ def test_access_tokens_of_a_disabled_client_are_revoked_in_the_database(
         )
         assert tokens
         assert all(t.revoked_at is not None for t in tokens)
+
+
+# -- junk reaches the views behind the guard ------------------------------------------------------
+JUNK_FORMS: list[dict[str, Any]] = [
+    {},
+    {"name": "x" * 5000, "redirect_uris": "https://a.example/" + "a" * 5000},
+    {"redirect_uris": "\n".join(f"https://a.example/{i}" for i in range(500))},
+    {"kind": ["web", "spa"], "scopes": ["openid"] * 50, "grant_types": ["x", "y"]},
+    {"token_endpoint_auth_method": "private_key_jwt", "jwks": "[" * 10_000 + "]" * 10_000},
+    {"token_endpoint_auth_method": "private_key_jwt", "jwks": '{"keys": [{"kty": "RSA"}]}'},
+    {"token_endpoint_auth_method": "private_key_jwt", "jwks": "null"},
+    {"logo_uri": "https://[::1/x", "tos_uri": "https://a.example:99999/", "policy_uri": "\u202e"},
+    {"redirect_uris": "http://[::1", "post_logout_redirect_uris": "https://a.example:x/"},
+    {"id_token_signed_response_alg": "A" * 300, "first_party": ["1", "0"]},
+    {"overlap": "9" * 400},
+]
+
+
+@pytest.mark.parametrize("junk", JUNK_FORMS, ids=range(len(JUNK_FORMS)))
+def test_junk_forms_get_a_calm_answer_never_a_server_error(
+    storage_app: Flask, junk: dict[str, Any]
+) -> None:
+    """PostgreSQL enforces column lengths: every value must be judged before it is stored."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    client_id, _ = register(admin)
+    for path in ("/admin/clients/new", f"/admin/clients/{client_id}/edit",
+                 f"/admin/clients/{client_id}/rotate-secret"):  # fmt: skip
+        for form in (junk, client_form(**junk)):
+            response = admin.post(path, form)
+            assert response.status_code < 500, (path, form, response.status_code)
+            assert "Traceback" not in response.text
+    row = stored(storage_app, client_id)
+    assert row is not None
+    assert row.redirect_uris == [REDIRECT]

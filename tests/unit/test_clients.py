@@ -420,8 +420,9 @@ def test_invalid_registration_is_refused_with_the_reason(
 def test_consent_page_links_must_be_https(clients: ClientService) -> None:
     for name in ("logo_uri", "tos_uri", "policy_uri"):
         for bad in ("http://rp.example/x", "javascript:alert(1)", "//rp.example/x", "https://"):
+            links: dict[str, Any] = {name: bad}
             with pytest.raises(ClientRegistrationError, match="https URL"):
-                clients.create(name="RP", redirect_uris=[REDIRECT], **{name: bad})
+                clients.create(name="RP", redirect_uris=[REDIRECT], **links)
 
 
 def test_logo_host_must_be_a_plain_dns_name(clients: ClientService) -> None:
@@ -535,3 +536,25 @@ def test_every_change_is_audited_with_its_actor(db: Session, clients: ClientServ
     assert events[1].details["changed"] == ["name"]
     assert events[2].details["overlap_seconds"] == 60
     assert all(e.details["via"] == "console" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("jwks", "message"),
+    [
+        ({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "RSA, EC and OKP"),
+        ({"keys": [{**CLIENT_JWKS["keys"][0], "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]},
+         "public keys only"),
+        ({"keys": ["x"]}, "RSA, EC and OKP"),
+        ({"keys": [{"kty": "RSA"}]}, "not a valid set"),
+        ({"keys": [{"kty": "EC", "crv": "P-256", "x": "!!", "y": "!!"}]}, "not a valid set"),
+        ([], "public JWKS"),
+    ],
+    ids=["symmetric", "private", "not-an-object", "rsa-without-n", "ec-junk", "list"],
+)  # fmt: skip
+def test_private_key_jwt_jwks_must_be_valid_public_keys(
+    clients: ClientService, jwks: Any, message: str
+) -> None:
+    with pytest.raises(ClientRegistrationError, match=message):
+        clients.create(
+            name="RP", redirect_uris=[REDIRECT], auth_method="private_key_jwt", jwks=jwks
+        )
