@@ -16,7 +16,6 @@ from idp.models import User
 from idp.models.base import utcnow
 from idp.services.passkeys import describe_authenticator
 from idp.services.portal import describe_user_agent
-from idp.services.sign_in_policy import load_policy
 from idp.services.user_admin import (
     IssuedLink,
     UserAdmin,
@@ -28,6 +27,7 @@ from idp.web import (
     notifier,
     request_context,
     runtime,
+    sign_in_policy,
     totp_service,
 )
 
@@ -143,7 +143,7 @@ def user(user_id: str) -> Any:
         set_up=service.has_way_in(subject),
         lifetimes=_lifetimes(),
         default_ttl=runtime().settings.login_link_ttl,
-        passwords_allowed=load_policy(db.session(), runtime().settings).passwords_allowed,
+        passwords_allowed=sign_in_policy().passwords_allowed,
         is_self=subject.id == g.admin.id,
     )
 

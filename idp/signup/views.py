@@ -16,9 +16,16 @@ from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
 from idp.services.passwords import PasswordPolicyError
-from idp.services.sign_in_policy import SignInPolicy, load_policy
+from idp.services.sign_in_policy import SignInPolicy
 from idp.services.signup import Joining, NewAccount, SignupError
-from idp.web import current_session, notifier, request_context, runtime, start_session
+from idp.web import (
+    current_session,
+    notifier,
+    request_context,
+    runtime,
+    sign_in_policy,
+    start_session,
+)
 
 bp = Blueprint("signup", __name__)
 
@@ -33,7 +40,7 @@ def joining() -> Joining:
 
 
 def _policy() -> SignInPolicy:
-    return load_policy(db.session(), runtime().settings)
+    return sign_in_policy()
 
 
 def _link_failed() -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,12 +16,13 @@ from sqlalchemy.orm import Session
 
 from idp.cli import main
 from idp.extensions import db
-from idp.models import AuditEvent, LoginLink, OutboxMessage, User
+from idp.models import AuditEvent, BrowserSession, LoginLink, OutboxMessage, User
 from idp.models.base import utcnow
 from idp.services.login_links import LoginLinkService
 from idp.settings import SettingsError, load_settings
+from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.factories import CreatedUser, create_client, create_user
-from tests.support.flow import RelyingParty, csrf_token
+from tests.support.flow import RelyingParty, csrf_token, start_session
 
 
 def issue(app: Flask, user: CreatedUser, ttl: int = 900) -> str:
@@ -182,3 +184,171 @@ def test_passwordless_user_created_without_password(app: Flask) -> None:
         row = db.session.get(User, created.id)
         assert row is not None
         assert row.password_hash is None
+
+
+# -- issue 6: "Send login link" on the user page, list, revoke, CLI -------------------------------
+ISSUED = re.compile(r'<code id="issued-link"[^>]*>http://localhost(/login/link/[^<]+)</code>')
+
+
+@pytest.fixture
+def admin(app: Flask) -> ConsoleBrowser:
+    return passkey_browser(app, "root@example.com")
+
+
+def send_link(admin: ConsoleBrowser, user_id: str, ttl: str = "900") -> str:
+    response = admin.post(f"/admin/users/{user_id}/login-link", {"ttl": ttl})
+    assert response.status_code == 200, response.text
+    match = ISSUED.search(response.text)
+    assert match, response.text
+    return match.group(1)
+
+
+def test_send_login_link_emails_it_shows_it_once_and_lists_it(
+    app: Flask, admin: ConsoleBrowser, user: CreatedUser
+) -> None:
+    path = send_link(admin, user.id)
+    with app.app_context():
+        mail = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "login_link")
+        ).one()
+        assert mail.recipient == user.email
+        assert path in mail.body  # emailed (the outbox, without SMTP) ...
+        link = db.session.scalars(select(LoginLink)).one()
+        assert (link.created_by, link.purpose) == (admin.user.id, "login")
+        issued = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "login_link.issued")
+        ).one()
+        assert (issued.actor_id, issued.subject_id) == (admin.user.id, user.id)
+    page = admin.browser.get(f"/admin/users/{user.id}").text
+    assert path not in page  # ... shown to the admin once, then only listed
+    assert f'data-link-id="{link.id_hash[:16]}"' in page
+    # Using it: a confirmation page, the POST signs in, a passkey first; audited and told.
+    browser = app.test_client()
+    assert open_and_confirm(browser, path.rsplit("/", 1)[1]) == (302, "/account/recover")
+    with app.app_context():
+        used = db.session.scalars(select(AuditEvent).where(AuditEvent.kind == "login.link")).one()
+        assert (used.outcome, used.subject_id, used.details["issued_by"]) == (
+            "success", user.id, admin.user.id
+        )  # fmt: skip
+        told = db.session.scalars(
+            select(OutboxMessage.recipient).where(OutboxMessage.kind == "login_link_used")
+        ).all()
+        assert told == [user.email]
+    assert 'data-link-id="' not in admin.browser.get(f"/admin/users/{user.id}").text
+
+
+def test_login_link_lifetime_defaults_to_15_minutes_and_is_bounded(
+    app: Flask, admin: ConsoleBrowser, user: CreatedUser
+) -> None:
+    page = admin.browser.get(f"/admin/users/{user.id}").text
+    assert '<option value="900" selected>15 minutes</option>' in page
+    send_link(admin, user.id, ttl="86400")
+    for ttl in ("59", "86401", "-5"):
+        refused = admin.post(f"/admin/users/{user.id}/login-link", {"ttl": ttl})
+        assert refused.status_code == 303
+        assert (
+            "between 1 minute and 24 hours" in admin.browser.get(refused.headers["Location"]).text
+        )
+    send_link(admin, user.id, ttl="junk")  # not a number: the default
+    with app.app_context():
+        lifetimes = sorted(
+            round((row.expires_at - row.created_at).total_seconds())
+            for row in db.session.scalars(select(LoginLink))
+        )
+        assert lifetimes == [900, 86400]
+
+
+def test_a_link_revoked_on_the_user_page_is_refused(
+    app: Flask, admin: ConsoleBrowser, user: CreatedUser
+) -> None:
+    path = send_link(admin, user.id)
+    with app.app_context():
+        link_id = db.session.scalars(select(LoginLink.id_hash)).one()[:16]
+    response = admin.post(f"/admin/users/{user.id}/links/revoke", {"link_id": link_id})
+    assert "Link revoked" in admin.browser.get(response.headers["Location"]).text
+    assert open_and_confirm(app.test_client(), path.rsplit("/", 1)[1])[0] == 400
+    with app.app_context():
+        revoked = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "admin.login_link_revoked")
+        ).one()
+        assert (revoked.actor_id, revoked.subject_id) == (admin.user.id, user.id)
+
+
+def test_another_users_link_cannot_be_revoked_through_this_user(
+    app: Flask, admin: ConsoleBrowser, user: CreatedUser
+) -> None:
+    """A foreign link id: the revoke names the user whose page it is, and only their links."""
+    path = send_link(admin, user.id)
+    bob = create_user(app, email="bob@example.com")
+    with app.app_context():
+        link_id = db.session.scalars(select(LoginLink.id_hash)).one()[:16]
+    response = admin.post(f"/admin/users/{bob.id}/links/revoke", {"link_id": link_id})
+    assert "never existed" in admin.browser.get(response.headers["Location"]).text
+    for made_up in ("", "x" * 16, link_id[:8], "%" * 16):
+        admin.post(f"/admin/users/{user.id}/links/revoke", {"link_id": made_up})
+    assert open_and_confirm(app.test_client(), path.rsplit("/", 1)[1]) == (302, "/account/recover")
+
+
+def test_another_users_link_signs_in_only_its_own_user(app: Flask, user: CreatedUser) -> None:
+    bob = create_user(app, email="bob@example.com")
+    browser = app.test_client()
+    start_session(browser, user)
+    assert open_and_confirm(browser, issue(app, bob))[0] == 302
+    with app.app_context():
+        sessions = db.session.scalars(
+            select(BrowserSession).where(BrowserSession.revoked_at.is_(None))
+        ).all()
+        assert [s.user_id for s in sessions] == [bob.id]  # Ada's session in that browser ended
+
+
+def test_no_login_link_for_a_disabled_user(
+    app: Flask, admin: ConsoleBrowser, user: CreatedUser
+) -> None:
+    with app.app_context():
+        db.session.execute(update(User).where(User.id == user.id).values(disabled_at=utcnow()))
+        db.session.commit()
+    page = admin.browser.get(f"/admin/users/{user.id}").text
+    assert 'id="send-login-link"' not in page
+    refused = admin.post(f"/admin/users/{user.id}/login-link", {"ttl": "900"})
+    assert refused.status_code == 303
+    with app.app_context():
+        assert db.session.scalars(select(LoginLink)).all() == []
+
+
+def test_cli_login_link_list_and_revoke(tmp_path: Path) -> None:
+    env = {
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_INSTANCE_PATH": str(tmp_path),
+        "IDP_ISSUER": "http://localhost:5000",
+        "IDP_SECRET_KEY": "x" * 40,
+        "IDP_PRODUCTION": "true",
+    }
+    runner = CliRunner(env=env)
+    assert runner.invoke(main, ["init"]).exit_code == 0
+    assert runner.invoke(main, ["users", "create", "ada@example.com"]).exit_code == 0
+
+    def run(*args: str, ok: bool = True) -> str:
+        result = runner.invoke(main, list(args))
+        assert (result.exit_code == 0) is ok, result.output
+        return result.output
+
+    first = json.loads(run("login-link", "ada@example.com", "--json"))  # the short form
+    second = json.loads(run("login-link", "issue", "ada@example.com", "--ttl", "3600", "--json"))
+    listed = json.loads(run("login-link", "list", "ada@example.com", "--json"))
+    assert [row["id"] for row in listed] == [first["id"], second["id"]]
+    assert all(first["url"] not in str(row) for row in listed)  # never the secret
+    assert "revoked 1 link" in run("login-link", "revoke", "ada@example.com", first["id"])
+    assert "never existed" in run("login-link", "revoke", "ada@example.com", first["id"], ok=False)
+    assert "or --all" in run("login-link", "revoke", "ada@example.com", ok=False)
+    assert "revoked 1 link" in run("login-link", "revoke", "ada@example.com", "--all")
+    assert json.loads(run("login-link", "list", "ada@example.com", "--json")) == []
+    assert "no user nobody@example.com" in run("login-link", "list", "nobody@example.com", ok=False)
+    assert "--ttl must be between" in run("login-link", "ada@example.com", "--ttl", "30", ok=False)
+    with Session(create_engine(env["IDP_DATABASE_URL"])) as session:
+        kinds = session.execute(
+            select(AuditEvent.kind, AuditEvent.actor_id).where(AuditEvent.kind.contains("link"))
+        ).all()
+        assert [tuple(k) for k in kinds] == [
+            ("login_link.issued", "cli"), ("login_link.issued", "cli"),
+            ("admin.login_link_revoked", "cli"), ("admin.login_link_revoked", "cli"),
+        ]  # fmt: skip

@@ -1,0 +1,271 @@
+"""Self-service sign-up (issue 6, users): off by default; email first, proven by a one-time link
+(the GET spends nothing, the POST spends it once), no enumeration (the same answer for known and
+new addresses; the owner of a known one gets a notice instead), then a passkey (or a password
+where the policy allows one) and the new user is signed in. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+
+from idp.extensions import db
+from idp.models import AuditEvent, OutboxMessage, SignupLink, User
+from idp.models.base import utcnow
+from tests.support.apps import app_on, empty_tables
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.factories import create_user
+from tests.support.flow import csrf_token
+from tests.support.passkey_flow import PasskeyPages
+
+LINK = re.compile(r"http://localhost(/signup/confirm/[A-Za-z0-9_-]+)")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def _signup_app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    instance = tmp_path_factory.mktemp(f"signup-{request.param}")
+    with app_on(request.param, instance, signup_enabled=True) as flask_app:
+        yield flask_app
+
+
+@pytest.fixture
+def signup_app(_signup_app: Flask) -> Iterator[Flask]:
+    yield _signup_app
+    empty_tables(_signup_app)
+
+
+def ask(browser: FlaskClient, email: str) -> tuple[int, str]:
+    page = browser.get("/signup")
+    assert page.status_code == 200
+    response = browser.post("/signup", data={"csrf_token": csrf_token(page.text), "email": email})
+    return response.status_code, response.text
+
+
+def mailed_link(app: Flask, email: str) -> str:
+    with app.app_context():
+        bodies = db.session.scalars(
+            select(OutboxMessage.body).where(
+                OutboxMessage.recipient == email, OutboxMessage.kind == "signup_link"
+            ).order_by(OutboxMessage.id)
+        ).all()  # fmt: skip
+    assert bodies, f"no sign-up link was sent to {email}"
+    match = LINK.search(bodies[-1])
+    assert match, bodies[-1]
+    return match.group(1)
+
+
+def confirm(browser: FlaskClient, path: str, name: str = "Ada", **extra: str) -> tuple[int, str]:
+    page = browser.get(path)
+    if page.status_code != 200:
+        return page.status_code, ""
+    form = {"csrf_token": csrf_token(page.text), "name": name, **extra}
+    response = browser.post(path, data=form)
+    return response.status_code, response.headers.get("Location", "")
+
+
+# -- off by default -------------------------------------------------------------------------------
+def test_sign_up_is_off_by_default(app: Flask, client: FlaskClient) -> None:
+    page = client.get("/signup")
+    assert page.status_code == 404
+    assert "does not offer sign-up" in page.text
+    assert client.post("/signup", data={"email": "a@example.com"}).status_code in (400, 404)
+    assert client.get("/signup/confirm/anything").status_code == 404
+    with app.app_context():
+        assert db.session.scalars(select(OutboxMessage)).all() == []
+
+
+# -- the whole way --------------------------------------------------------------------------------
+def test_sign_up_proves_the_email_then_a_passkey_signs_the_user_in(signup_app: Flask) -> None:
+    browser = signup_app.test_client()
+    status, text = ask(browser, " Ada@Example.com ")
+    assert status == 200
+    assert "Check your email" in text
+    with signup_app.app_context():
+        assert db.session.scalars(select(User)).all() == []  # nothing before the proof
+    path = mailed_link(signup_app, "ada@example.com")
+    for _ in range(3):  # a mail scanner's prefetch spends nothing
+        assert browser.get(path).status_code == 200
+    assert confirm(browser, path, name="Ada Lovelace") == (302, "/signup/passkey")
+    assert browser.get("/account").headers["Location"] == "/account/recover"
+    authenticator = SoftAuthenticator()
+    assert PasskeyPages(browser).add_passkey(authenticator).status_code == 201
+    assert browser.get("/account").status_code == 200
+    with signup_app.app_context():
+        user = db.session.scalars(select(User)).one()
+        assert (user.email, user.name, user.email_verified, user.is_admin) == (
+            "ada@example.com", "Ada Lovelace", True, False
+        )  # fmt: skip
+        kinds = db.session.execute(
+            select(AuditEvent.kind, AuditEvent.outcome).where(AuditEvent.kind.startswith("signup."))
+        ).all()
+        assert [tuple(k) for k in kinds] == [
+            ("signup.requested", "success"), ("signup.completed", "success")
+        ]  # fmt: skip
+    assert PasskeyPages(signup_app.test_client()).sign_in_with_passkey(
+        authenticator
+    ).status_code == 200  # fmt: skip
+
+
+def test_the_same_answer_for_a_known_address_and_its_owner_is_told(signup_app: Flask) -> None:
+    """No enumeration: the page cannot tell the two apart; the owner gets a notice, no link."""
+    create_user(signup_app, email="known@example.com")
+    known = ask(signup_app.test_client(), "known@example.com")
+    new = ask(signup_app.test_client(), "new@example.com")
+    assert known[0] == new[0] == 200
+
+    def strip(text: str, email: str) -> str:
+        text = re.sub(r'content="[^"]+"|value="[^"]+"|nonce="[^"]+"', "", text)
+        return text.replace(email, "EMAIL")
+
+    assert strip(known[1], "known@example.com") == strip(new[1], "new@example.com")
+    with signup_app.app_context():
+        mail = db.session.execute(
+            select(OutboxMessage.recipient, OutboxMessage.kind).order_by(OutboxMessage.id)
+        ).all()
+        assert [tuple(m) for m in mail] == [
+            ("known@example.com", "signup_existing"), ("new@example.com", "signup_link")
+        ]  # fmt: skip
+        notice = db.session.scalars(
+            select(OutboxMessage.body).where(OutboxMessage.kind == "signup_existing")
+        ).one()
+        assert "already have one" in notice
+        assert "/signup/confirm/" not in notice
+        assert db.session.scalars(select(SignupLink.email)).all() == ["new@example.com"]
+
+
+def test_a_sign_up_link_works_once(signup_app: Flask) -> None:
+    ask(signup_app.test_client(), "ada@example.com")
+    path = mailed_link(signup_app, "ada@example.com")
+    second = signup_app.test_client()
+    page_two = second.get(path).text
+    assert confirm(signup_app.test_client(), path)[0] == 302
+    assert confirm(signup_app.test_client(), path) == (400, "")
+    reused = second.post(path, data={"csrf_token": csrf_token(page_two), "name": "Eve"})
+    assert reused.status_code == 400
+    with signup_app.app_context():
+        assert db.session.scalars(select(User.name)).all() == ["Ada"]
+
+
+def test_an_expired_sign_up_link_is_refused(signup_app: Flask) -> None:
+    ask(signup_app.test_client(), "ada@example.com")
+    path = mailed_link(signup_app, "ada@example.com")
+    with signup_app.app_context():
+        db.session.execute(update(SignupLink).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    assert confirm(signup_app.test_client(), path) == (400, "")
+    with signup_app.app_context():
+        assert db.session.scalars(select(User)).all() == []
+
+
+@pytest.mark.parametrize("secret", ["nothing", "y" * 300, "A" * 43])
+def test_a_made_up_sign_up_link_is_refused(signup_app: Flask, secret: str) -> None:
+    browser = signup_app.test_client()
+    assert browser.get(f"/signup/confirm/{secret}").status_code == 400
+    page = browser.get("/signup")
+    posted = browser.post(f"/signup/confirm/{secret}", data={"csrf_token": csrf_token(page.text)})
+    assert posted.status_code == 400
+    with signup_app.app_context():
+        assert db.session.scalars(select(User)).all() == []
+
+
+def test_a_link_for_an_address_taken_meanwhile_is_refused(signup_app: Flask) -> None:
+    ask(signup_app.test_client(), "ada@example.com")
+    path = mailed_link(signup_app, "ada@example.com")
+    create_user(signup_app, email="ada@example.com")  # an admin created it meanwhile
+    assert confirm(signup_app.test_client(), path) == (400, "")
+    with signup_app.app_context():
+        assert db.session.scalars(select(User.name)).all() == ["Ada Lovelace"]
+
+
+def test_an_unfinished_sign_up_can_be_finished_by_proving_the_address_again(
+    signup_app: Flask,
+) -> None:
+    """A sign-up that stopped before its passkey is no dead end (and no notice is sent)."""
+    ask(signup_app.test_client(), "ada@example.com")
+    assert confirm(signup_app.test_client(), mailed_link(signup_app, "ada@example.com"))[0] == 302
+    status, _ = ask(signup_app.test_client(), "ada@example.com")
+    assert status == 200
+    browser = signup_app.test_client()
+    assert confirm(browser, mailed_link(signup_app, "ada@example.com"), name="Ada L.")[0] == 302
+    assert PasskeyPages(browser).add_passkey(SoftAuthenticator()).status_code == 201
+    with signup_app.app_context():
+        assert db.session.scalars(select(User.name)).all() == ["Ada L."]
+        assert db.session.scalars(
+            select(OutboxMessage.kind).where(OutboxMessage.kind == "signup_existing")
+        ).all() == []  # fmt: skip
+    # Once set up, the address is an existing account like any other.
+    ask(signup_app.test_client(), "ada@example.com")
+    with signup_app.app_context():
+        assert db.session.scalars(
+            select(OutboxMessage.kind).where(OutboxMessage.kind == "signup_existing")
+        ).all() == ["signup_existing"]  # fmt: skip
+
+
+def test_an_unfinished_admin_account_is_not_finished_by_sign_up(signup_app: Flask) -> None:
+    create_user(signup_app, email="root@example.com", password="", admin=True)
+    ask(signup_app.test_client(), "root@example.com")
+    with signup_app.app_context():
+        kinds = db.session.scalars(select(OutboxMessage.kind)).all()
+        assert kinds == ["signup_existing"]
+        assert db.session.scalars(select(SignupLink)).all() == []
+
+
+def test_sign_up_with_a_password_where_allowed(signup_app: Flask) -> None:
+    ask(signup_app.test_client(), "ada@example.com")
+    browser = signup_app.test_client()
+    path = mailed_link(signup_app, "ada@example.com")
+    weak = browser.post(path, data={"csrf_token": csrf_token(browser.get(path).text),
+                                    "name": "Ada", "password": "123"})  # fmt: skip
+    assert weak.status_code == 400  # and the link is not spent:
+    assert confirm(browser, path, password="a long enough passphrase") == (302, "/account")
+    assert browser.get("/account").status_code == 200
+    with signup_app.app_context():
+        assert db.session.scalars(select(User)).one().password_hash is not None
+
+
+def test_mail_to_one_address_is_limited(signup_app: Flask) -> None:
+    """Typing someone's address again and again must not flood their mailbox; the answer
+    stays the same."""
+    create_user(signup_app, email="known@example.com")
+    for _ in range(5):
+        assert ask(signup_app.test_client(), "new@example.com")[0] == 200
+        assert ask(signup_app.test_client(), "known@example.com")[0] == 200
+    with signup_app.app_context():
+        kinds = db.session.scalars(select(OutboxMessage.kind)).all()
+        assert sorted(kinds) == ["signup_existing"] * 3 + ["signup_link"] * 3
+
+
+@pytest.mark.parametrize("email", ["", "no-at-sign", "@example.com", "a@", "a b@example.com"])
+def test_a_malformed_address_is_refused_calmly(signup_app: Flask, email: str) -> None:
+    status, text = ask(signup_app.test_client(), email)
+    assert status == 400
+    assert "Enter an email address" in text
+    with signup_app.app_context():
+        assert db.session.scalars(select(OutboxMessage)).all() == []
+
+
+@pytest.fixture
+def passwordless_signup_app(tmp_path: Path) -> Iterator[Flask]:
+    with app_on("sqlite", tmp_path, signup_enabled=True, passwords_allowed=False) as flask_app:
+        yield flask_app
+
+
+def test_passwords_off_sign_up_offers_no_password_and_ignores_one(
+    passwordless_signup_app: Flask,
+) -> None:
+    app = passwordless_signup_app
+    ask(app.test_client(), "ada@example.com")
+    path = mailed_link(app, "ada@example.com")
+    browser = app.test_client()
+    assert 'name="password"' not in browser.get(path).text
+    assert confirm(browser, path, password="a long enough passphrase") == (302, "/signup/passkey")
+    with app.app_context():
+        assert db.session.scalars(select(User)).one().password_hash is None
