@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.models import OutboxMessage, SignupLink, User
@@ -155,14 +156,28 @@ class Joining:
                          context=context, reason="account_exists")  # fmt: skip
             return None
         if user is None:
-            user = User(email=link.email)
-            self.db.add(user)
-            self.db.flush()
+            user = self._create(link.email)
+        if user is None:
+            audit.record(self.db, "signup.completed", outcome="failure", context=context,
+                         reason="account_exists")  # fmt: skip
+            return None
         self._apply(user, account, password_hash)
         audit.record(self.db, "signup.completed", subject_id=user.id, context=context)
         return user
 
     # -- shared ---------------------------------------------------------------------------------
+    def _create(self, email: str) -> User | None:
+        """The new account; if a parallel sign-up (a second link to the same address) created it
+        first, that account when it is still unfinished, else None."""
+        try:
+            with self.db.begin_nested():  # a savepoint: the unique email decides the race
+                user = User(email=email)
+                self.db.add(user)
+        except IntegrityError:
+            existing = UserService(self.db, self.passwords).find_by_email(email)
+            return existing if existing is not None and self._unfinished(existing) else None
+        return user
+
     def _unfinished(self, user: User) -> bool:
         """An account whose sign-up stopped before its first passkey: proving the address again
         finishes it. Never an admin's (their way in is an admin's login link) or a disabled one."""

@@ -6,6 +6,7 @@ where the policy allows one) and the new user is signed in. SQLite and PostgreSQ
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy import select, update
 from idp.extensions import db
 from idp.models import AuditEvent, OutboxMessage, SignupLink, User
 from idp.models.base import utcnow
+from idp.services.audit import RequestContext
 from tests.support.apps import app_on, empty_tables
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_user
@@ -269,3 +271,47 @@ def test_passwords_off_sign_up_offers_no_password_and_ignores_one(
     assert confirm(browser, path, password="a long enough passphrase") == (302, "/signup/passkey")
     with app.app_context():
         assert db.session.scalars(select(User)).one().password_hash is None
+
+
+def test_two_links_to_one_address_spent_at_once_make_one_account(signup_app: Flask) -> None:
+    """Real concurrent transactions: the first creates the account and holds its transaction
+    open; the second's insert waits on the unique email, then finds the (unfinished) account
+    instead of failing with a database error."""
+    from idp.services.notifications import Notifier
+    from idp.services.signup import Joining, NewAccount
+
+    ask(signup_app.test_client(), "ada@example.com")
+    first = mailed_link(signup_app, "ada@example.com").rsplit("/", 1)[1]
+    ask(signup_app.test_client(), "ada@example.com")
+    second = mailed_link(signup_app, "ada@example.com").rsplit("/", 1)[1]
+    assert first != second
+    holding, outcome = threading.Event(), {}
+
+    def complete(secret: str, hold: bool) -> None:
+        with signup_app.app_context():
+            try:
+                joining = Joining(
+                    db.session(), signup_app.extensions["idp"].passwords, Notifier(db.session())
+                )
+                user = joining.complete_signup(
+                    secret, NewAccount(name=secret[:4]), RequestContext(), utcnow()
+                )
+                if hold:
+                    holding.set()
+                    threading.Event().wait(0.5)  # the other transaction starts meanwhile
+                db.session.commit()
+                outcome[secret] = user.id if user else None
+            finally:
+                holding.set()
+
+    one = threading.Thread(target=complete, args=(first, True))
+    one.start()
+    holding.wait(10)
+    two = threading.Thread(target=complete, args=(second, False))
+    two.start()
+    one.join(30)
+    two.join(30)
+    with signup_app.app_context():
+        users = db.session.scalars(select(User)).all()
+        assert len(users) == 1
+        assert outcome == {first: users[0].id, second: users[0].id}
