@@ -56,6 +56,9 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
     # Query strings: authorization requests and callbacks carry codes, states and hints.
     (re.compile(r"((?:https?://|/)[^\s?#\"'<>]*)\?[^\s#\"'<>]+"), r"\1?" + REDACTED),
+    # Paths whose last segment is a one-time secret (a server's access log has no request
+    # context to take the value from).
+    (re.compile(r"(/(?:login/link|invite|signup/confirm)/)[^\s/?#\"'<>]+"), r"\1" + REDACTED),
     # scheme://user:password@host (database, Redis and SMTP URLs).
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]+@"), r"\1:" + REDACTED + "@"),
 ]  # fmt: skip

@@ -36,6 +36,8 @@ class ServerOptions:
     #: the parallelism (Argon2id and signing hold the GIL).
     threads: int
     access_log: bool = False
+    #: The level of the JSON log lines (idp.json_logs), the server's own lines included.
+    log_level: str = "INFO"
 
 
 def production_options(host: str, port: int) -> ServerOptions:
@@ -61,7 +63,10 @@ def run(server: str, options: ServerOptions, app_target: str = "idp.wsgi:app") -
 def run_granian(options: ServerOptions, app_target: str) -> None:
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
+    from granian.log import LogLevels
     from granian.server import Server
+
+    from idp.json_logs import dict_config
 
     Server(
         app_target,
@@ -76,6 +81,9 @@ def run_granian(options: ServerOptions, app_target: str) -> None:
         http1_settings=HTTP1Settings(keep_alive=True),
         websockets=False,
         log_access=options.access_log,
+        # The main process's own lines as JSON too (workers configure theirs in idp.wsgi).
+        log_level=LogLevels(options.log_level.lower()),
+        log_dictconfig=dict_config(options.log_level),
         # SIGTERM: the master signals its workers, each stops accepting and drains its requests
         # in flight; one still busy after the grace period is killed.
         workers_kill_timeout=GRACEFUL_TIMEOUT,
@@ -86,6 +94,8 @@ def run_granian(options: ServerOptions, app_target: str) -> None:
 def run_gunicorn(options: ServerOptions, app_target: str) -> None:
     from gunicorn.app.base import BaseApplication
 
+    from idp.json_logs import dict_config
+
     settings = {
         "bind": f"{options.host}:{options.port}",
         "workers": options.workers,
@@ -95,6 +105,9 @@ def run_gunicorn(options: ServerOptions, app_target: str) -> None:
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "keepalive": KEEPALIVE,
         "accesslog": "-" if options.access_log else None,
+        # The arbiter's own lines as JSON too (workers configure theirs in idp.wsgi).
+        "loglevel": options.log_level.lower(),
+        "logconfig_dict": dict_config(options.log_level),
         # Several idp servers on one host (tests, sidecars) would share one default control
         # socket path; idp is managed by signals, so the socket is off.
         "control_socket_disable": True,

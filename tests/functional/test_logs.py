@@ -312,6 +312,8 @@ def test_secret_values_of_the_request_are_redacted_wherever_they_appear(app: Fla
         ("Authorization: Bearer opaque-bearer-value", "opaque-bearer-value"),
         ("connecting to postgresql://idp:dbpassw0rd@db/idp", "dbpassw0rd"),
         ("client_secret=s3cr3t-value-here", "s3cr3t-value-here"),
+        ('127.0.0.1 - "GET /login/link/L1nkS3cr3tValue HTTP/1.1" 200', "L1nkS3cr3tValue"),
+        ('"POST /invite/Inv1teS3cr3t HTTP/1.1"', "Inv1teS3cr3t"),
         ("id token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "eyJzdWIiOiJ4In0"),
     ],
 )  # fmt: skip

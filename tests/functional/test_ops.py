@@ -1,0 +1,113 @@
+"""Health and readiness (docs/operations.md, "Probes"): /healthz says the process answers;
+/readyz says whether every dependency does (the database, and Redis when configured), naming the
+one that failed and nothing more. Live servers for Redis, the Flask app for a dead database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from flask import Flask
+
+from idp import create_app
+from tests.conftest import app_overrides
+from tests.support.live import LiveIdp, free_port, start_live_idp
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+METRICS_TOKEN = "ops-scrape-" + "t" * 40
+#: What a readiness answer may say: anything else (a host, a port, an exception) is internals.
+READINESS_KEYS = {"status", "checks"}
+
+
+def test_healthz_says_the_process_answers(app: Flask) -> None:
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_is_ready_with_the_database_alone(app: Flask) -> None:
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "checks": {"database": "ok"}}
+
+
+def test_readyz_names_an_unreachable_database_without_internals(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql+psycopg://idp:db-password@127.0.0.1:{port}/idp"
+    dead = create_app(app_overrides(url, tmp_path))
+    response = dead.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable", "checks": {"database": "unavailable"}}
+    for internal in (str(port), "db-password", "psycopg", "refused", "127.0.0.1"):
+        assert internal not in response.text
+    # The liveness probe stays green: restarting the node would not bring the database back.
+    assert dead.test_client().get("/healthz").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def closed_redis_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def node_without_redis(
+    tmp_path_factory: pytest.TempPathFactory, closed_redis_port: int
+) -> Iterator[LiveIdp]:
+    """A production node whose IDP_REDIS_URL points at a port where nothing listens."""
+    env = {"IDP_REDIS_URL": f"redis://:redis-password@127.0.0.1:{closed_redis_port}/0",
+           "IDP_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
+    directory = tmp_path_factory.mktemp("ops-dead-redis")
+    with start_live_idp(directory, production=True, env=env, separate_stderr=True) as idp:
+        yield idp
+
+
+def test_readyz_is_503_naming_redis_when_redis_does_not_answer(
+    node_without_redis: LiveIdp, closed_redis_port: int
+) -> None:
+    response = requests.get(node_without_redis.url + "/readyz", timeout=10)
+    assert response.status_code == 503
+    body = response.json()
+    assert set(body) == READINESS_KEYS
+    assert body == {"status": "unavailable",
+                    "checks": {"database": "ok", "redis": "unavailable"}}  # fmt: skip
+    for internal in (str(closed_redis_port), "redis-password", "Connection", "Error"):
+        assert internal not in response.text
+    assert requests.get(node_without_redis.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_the_reason_redis_failed_goes_to_the_log_and_the_503_to_the_error_count(
+    node_without_redis: LiveIdp,
+) -> None:
+    assert requests.get(node_without_redis.url + "/readyz", timeout=10).status_code == 503
+    assert node_without_redis.stderr_path is not None
+    records = [json.loads(x) for x in node_without_redis.stderr_path.read_text().splitlines()]
+    reasons = [r for r in records if r["message"].startswith("readiness: Redis does not answer")]
+    assert reasons
+    assert all(r["level"] == "WARNING" and r["endpoint"] == "ops.readyz" for r in reasons)
+    assert all("redis-password" not in r["message"] for r in reasons)
+    scrape = requests.get(
+        node_without_redis.url + "/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
+    )
+    errors = [
+        line
+        for line in scrape.text.splitlines()
+        if line.startswith('idp_http_server_errors_total{endpoint="ops.readyz"}')
+    ]
+    assert errors
+    assert float(errors[0].split()[-1]) >= 2
+
+
+def test_readyz_is_ready_with_the_database_and_a_live_redis(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    directory = tmp_path_factory.mktemp("ops-redis")
+    with start_live_idp(directory, production=True, env={"IDP_REDIS_URL": REDIS_URL}) as idp:
+        response = requests.get(idp.url + "/readyz", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
