@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# idp production image. Build: docker build -t idp .
+# idp production image (docs/operations.md). Build: docker build -t idp .
 # Run:  docker run -p 5000:5000 -v idp-data:/data -e IDP_SECRET_KEY=... -e IDP_ISSUER=https://... idp
 # Settings come from IDP_* variables or a TOML file named by IDP_CONFIG (see
-# config/production.example.toml); /data holds the instance files (SQLite db when no
-# database_url is set, signing keys).
+# config/production.example.toml); nothing secret is baked into the image. /data holds the
+# instance files (the SQLite database when no database_url is set).
 
 # --- build: turn idp and its dependencies into wheels, so the final image has no sources or caches.
 FROM python:3.11-slim AS build
@@ -15,11 +15,15 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # --- runtime
 FROM python:3.11-slim
+# IDP_PRODUCTION: refuse to start with the development secret key (a container started without
+# IDP_SECRET_KEY stops with the reason instead of signing tokens with a published key).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    IDP_INSTANCE_PATH=/data
+    IDP_INSTANCE_PATH=/data \
+    IDP_PRODUCTION=true
 
+# idp brings both WSGI servers `idp serve` can run (granian by default, gunicorn on request).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels idp
 
@@ -30,14 +34,20 @@ RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-creat
     && chown idp:idp /data
 
 WORKDIR /app
-# The WSGI server settings and the example configuration, for reference and mounting.
+# The example configuration, for reference and mounting.
 COPY config/ /app/config/
 
 USER idp
 VOLUME /data
 EXPOSE 5000
 
-# python is already in the image; no need to add curl just for this.
+# `idp serve` keeps the workers' metrics in a fresh private directory under /tmp (writable by
+# this user; with a read-only root file system, mount a tmpfs there). SIGTERM stops it
+# gracefully: requests in flight get up to 30 s, so give `docker stop` a longer timeout.
+STOPSIGNAL SIGTERM
+
+# Liveness: the process answers (readiness, /readyz, also needs the database and Redis; let the
+# orchestrator probe that). python is already in the image; no need to add curl for this.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=4)"]
 
