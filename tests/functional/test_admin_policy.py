@@ -420,3 +420,49 @@ def test_passkey_required_for_admins_keeps_an_admin_s_last_passkey(policy_app: F
     set_policy(policy_app, admin_passkey_required=False)
     admin.post(f"/account/passkeys/{key.credential_id}/remove")
     assert rows(policy_app, Passkey) == []
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_cli_policy_set_show_and_reset(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from idp.cli import main
+
+    url = f"sqlite:///{tmp_path / 'idp.db'}"
+    env = {"IDP_DATABASE_URL": url, "IDP_INSTANCE_PATH": str(tmp_path),
+           "IDP_SECRET_KEY": "x" * 40, "IDP_LOCKOUT_THRESHOLD": "50"}  # fmt: skip
+    runner = CliRunner(env=env)
+    assert runner.invoke(main, ["init"]).exit_code == 0
+    shown = json.loads(runner.invoke(main, ["policy", "show", "--json"]).output)
+    assert shown["policy"]["lockout_threshold"] == 50  # the environment's default
+    assert shown["overridden"] == []
+    result = runner.invoke(main, ["policy", "set", "lockout_threshold=5",
+                                  f"aaguid_allow_list={YUBIKEY_5},{GOOGLE_PASSWORD_MANAGER}",
+                                  "passwords_allowed=false", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["policy"]["lockout_threshold"] == 5
+    assert data["policy"]["aaguid_allow_list"] == [YUBIKEY_5, GOOGLE_PASSWORD_MANAGER]
+    assert data["overridden"] == ["aaguid_allow_list", "lockout_threshold", "passwords_allowed"]
+    assert "(overridden)" in runner.invoke(main, ["policy", "show"]).output
+    refused = runner.invoke(main, ["policy", "set", "lockout_threshold=500"])
+    assert refused.exit_code != 0
+    assert "lockout_threshold" in refused.output
+    refused = runner.invoke(main, ["policy", "set", "lockout_threshold"])
+    assert refused.exit_code != 0
+    engine = create_engine(url)
+    with Session(engine) as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.kind == "policy.changed"))
+        assert event.actor_id is None
+        assert event.details["via"] == "cli"
+        assert event.details["changes"]["lockout_threshold"] == {"old": 50, "new": 5}
+    reset = json.loads(runner.invoke(main, ["policy", "reset", "--json"]).output)
+    assert reset["overridden"] == []
+    assert reset["policy"]["lockout_threshold"] == 50
+    with Session(engine) as session:
+        assert session.scalars(select(PolicyOverride)).all() == []
+    engine.dispose()
