@@ -40,6 +40,10 @@ quietly .venv/bin/python -m pip install -e '.[test]'
 if [[ ! -x /usr/bin/chromium ]]; then
     apt_install chromium
 fi
+# The multi-node tests put Debian's haproxy in front of three idp nodes.
+if [[ ! -x /usr/sbin/haproxy ]]; then
+    apt_install haproxy
+fi
 
 # c) Interop tests run real relying-party libraries (openid-client) under node.
 if [[ -f tests/interop/package.json ]]; then

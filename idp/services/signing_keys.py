@@ -143,22 +143,31 @@ class KeyStore:
 
     def by_kid(self, db: Session, kid: str) -> KeyMaterial | None:
         self._refresh(db)
-        return self._by_kid.get(kid)
+        material = self._by_kid.get(kid)
+        if material is None:
+            # A key rotated elsewhere signs tokens on the nodes that have reloaded before this
+            # node's cache expires; an unknown kid is looked up again at once (one small SELECT,
+            # like the token lookup every bearer check makes anyway).
+            self._refresh(db, force=True)
+            material = self._by_kid.get(kid)
+        return material
 
     def public_jwks(self, db: Session) -> dict[str, Any]:
         self._refresh(db)
         return {"keys": list(self._published)}
 
     def verification_keyset(self, db: Session) -> KeySet:
-        """Every published key, for verifying tokens we issued (id_token_hint, access tokens)."""
-        self._refresh(db)
+        """Every published key, for verifying an ID token we issued (the id_token_hint of
+        RP-initiated logout). Read afresh: the hint may be signed by a key another node started
+        using after this node last loaded its keys, and logouts are rare."""
+        self._refresh(db, force=True)
         return KeySet([m.private_key for m in self._by_kid.values()])
 
-    def _refresh(self, db: Session) -> None:
-        if time.monotonic() - self._loaded_at < self._cache_ttl:
+    def _refresh(self, db: Session, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
             return
         with self._lock:
-            if time.monotonic() - self._loaded_at < self._cache_ttl:
+            if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
                 return
             now = utcnow()
             rows = db.scalars(

@@ -232,6 +232,32 @@ def test_another_node_sees_a_rotation_once_its_cache_expires(db: Session, keys: 
     assert other_node.signing_key(db, "RS256").kid == active_kids(db)["RS256"]
 
 
+def test_a_token_signed_with_a_key_rotated_elsewhere_verifies_before_the_cache_expires(
+    db: Session, keys: KeyStore
+) -> None:
+    """Statelessness: the node that rotated (or reloaded first) signs with the new key at once;
+    a node whose cache is still fresh must not refuse that token (found by the multi-node test)."""
+    other_node = runtime(key_cache_ttl=3600).keys
+    assert other_node.public_jwks(db)["keys"]  # its cache is filled and will not expire here
+    keys.rotate(db)
+    db.commit()
+    token = mint(db, keys)
+    claims = verify_issued_jwt(db, other_node, token, issuer=ISSUER, typ=ACCESS_TOKEN_TYP)
+    assert claims is not None
+    assert claims["sub"] == "user"
+
+
+def test_an_id_token_hint_signed_with_a_key_rotated_elsewhere_verifies_at_logout(
+    db: Session, keys: KeyStore
+) -> None:
+    other_node = runtime(key_cache_ttl=3600).keys
+    assert other_node.public_jwks(db)["keys"]
+    keys.rotate(db)
+    db.commit()
+    new_kid = active_kids(db)["RS256"]
+    assert new_kid in {key.kid for key in other_node.verification_keyset(db).keys}
+
+
 def test_signing_without_keys_asks_for_init(db: Session) -> None:
     with pytest.raises(LookupError, match="idp init"):
         runtime().keys.signing_key(db, "RS256")

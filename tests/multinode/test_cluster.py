@@ -1,0 +1,408 @@
+"""Three stateless idp nodes behind a load balancer (issue 7, DESIGN.md "Storage and scale").
+
+Every node shares only PostgreSQL, Redis, the issuer and the secret key. haproxy balances
+round-robin and names the node that answered in ``X-Served-By``; each flow asserts that its
+consecutive requests landed on more than one node, so a flow only passes when no step depends on
+something a previous step left in one node's memory.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+import pyotp
+import pytest
+import requests
+
+from idp.services import login as messages
+from idp.services.rate_limits import FREE_FAILURES
+from tests.multinode.cluster import (
+    KEY_CACHE_TTL,
+    NODE_NAMES,
+    POST_LOGOUT_URI,
+    TIMEOUT,
+    Authorization,
+    Cluster,
+    UserAgent,
+    add_passkey,
+    authorize,
+    code_of,
+    csrf_field,
+    exchange,
+    jwt_claims,
+    jwt_header,
+    login_page,
+    passkey_options,
+    passkey_verify,
+    password_step,
+    refresh,
+    userinfo,
+    verified_id_token,
+)
+from tests.support.authenticator import SoftAuthenticator
+
+pytestmark = pytest.mark.multinode
+
+PASSWORD = "three nodes one database"
+TOTP_SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
+
+
+def assert_spread(served_by: list[str], what: str) -> None:
+    """Consecutive requests of one flow came from more than one node, and every response came
+    through haproxy from a named node."""
+    assert set(served_by) <= set(NODE_NAMES), f"{what}: answered by {served_by}"
+    assert len(set(served_by)) > 1, f"{what}: every request landed on {served_by}"
+    assert any(a != b for a, b in itertools.pairwise(served_by)), served_by
+
+
+def signed_in_with_password(agent: UserAgent, email: str) -> None:
+    csrf, _ = login_page(agent, "/login")
+    response = password_step(agent, email, PASSWORD, csrf=csrf)
+    assert response.status_code == 302, agent.describe()
+
+
+def user_with_passkey(cluster: Cluster) -> tuple[str, SoftAuthenticator]:
+    email, _ = cluster.new_user(PASSWORD)
+    authenticator = SoftAuthenticator()
+    with UserAgent(cluster) as setup:
+        signed_in_with_password(setup, email)
+        add_passkey(setup, authenticator)
+    return email, authenticator
+
+
+def passkey_sign_in(
+    agent: UserAgent, authenticator: SoftAuthenticator, request: Authorization
+) -> dict[str, Any]:
+    """authorize, login page, options, assertion, continue, code, token: the whole flow."""
+    response = authorize(agent, request)
+    assert response.status_code == 302, agent.describe()
+    assert "/login" in response.headers["Location"]
+    csrf, pending = login_page(agent, response.headers["Location"])
+    assert pending, "the authorization request was not saved for the login page"
+    ceremony = passkey_options(agent, csrf)
+    destination = passkey_verify(agent, authenticator, ceremony, csrf=csrf, pending=pending)
+    code = code_of(agent, request, agent.get(destination))
+    token = exchange(agent, request, code)
+    assert token.status_code == 200, f"{token.text}\n{agent.describe()}"
+    tokens: dict[str, Any] = token.json()
+    return tokens
+
+
+def enrol_totp(agent: UserAgent) -> str:
+    """Set up an authenticator app, confirmed with the previous step's code: the current step
+    stays unspent for the sign-in (an accepted step is never accepted again, RFC 6238 5.2)."""
+    for _ in range(2):  # a second try only if a step boundary passed between code and check
+        page = agent.get("/account/totp")
+        assert page.status_code == 200, agent.describe()
+        secret = TOTP_SECRET.search(page.text)
+        assert secret, "no TOTP secret on the enrolment page"
+        previous = pyotp.TOTP(secret.group(1)).at(time.time() - 30)
+        confirmed = agent.post("/account/totp", data={"csrf_token": csrf_field(page.text),
+                                                      "code": previous})  # fmt: skip
+        if confirmed.status_code == 200 and "backup" in confirmed.text.lower():
+            return secret.group(1)
+    raise AssertionError(f"TOTP enrolment refused\n{agent.describe()}")
+
+
+# == every flow through the balancer ==============================================================
+def test_passkey_sign_in_through_the_code_flow_spreads_over_nodes(
+    cluster: Cluster, agent: UserAgent
+) -> None:
+    _email, authenticator = user_with_passkey(cluster)
+    client = cluster.new_client()
+    request = Authorization(client)
+    start = agent.mark()
+    tokens = passkey_sign_in(agent, authenticator, request)
+    assert_spread(agent.nodes_since(start), "passkey sign-in")
+    for node in NODE_NAMES:
+        claims = verified_id_token(cluster, node, tokens["id_token"], request.nonce)
+        assert "mfa" in claims["amr"]
+    info = userinfo(agent, tokens["access_token"])
+    assert info.status_code == 200, agent.describe()
+
+
+def test_password_and_totp_sign_in_spreads_over_nodes(cluster: Cluster, agent: UserAgent) -> None:
+    email, _ = cluster.new_user(PASSWORD)
+    with UserAgent(cluster) as setup:
+        signed_in_with_password(setup, email)
+        secret = enrol_totp(setup)
+
+    request = Authorization(cluster.new_client())
+    start = agent.mark()
+    response = authorize(agent, request)
+    csrf, pending = login_page(agent, response.headers["Location"])
+    after_password = password_step(agent, email, PASSWORD, csrf=csrf, pending=pending)
+    assert after_password.headers["Location"] == "/login/second-step", agent.describe()
+    step = agent.get("/login/second-step")
+    assert step.status_code == 200, agent.describe()
+    # The partial sign-in lives in the database: the node that checks the code need not be the
+    # node that checked the password.
+    second = agent.post("/login/second-step", data={"csrf_token": csrf_field(step.text),
+                                                    "method": "totp",
+                                                    "code": pyotp.TOTP(secret).now()})  # fmt: skip
+    code = code_of(agent, request, second)
+    token = exchange(agent, request, code)
+    assert token.status_code == 200, agent.describe()
+    assert_spread(agent.nodes_since(start), "password + TOTP sign-in")
+    claims = verified_id_token(cluster, NODE_NAMES[0], token.json()["id_token"], request.nonce)
+    assert set(claims["amr"]) >= {"pwd", "otp", "mfa"}
+
+
+def test_refresh_rotates_on_every_node_and_a_replay_elsewhere_revokes_the_family(
+    cluster: Cluster, agent: UserAgent
+) -> None:
+    _email, authenticator = user_with_passkey(cluster)
+    request = Authorization(cluster.new_client())
+    tokens = passkey_sign_in(agent, authenticator, request)
+    assert userinfo(agent, tokens["access_token"]).status_code == 200
+
+    start = agent.mark()
+    history = [tokens]
+    for _ in range(len(NODE_NAMES)):
+        rotated = refresh(agent, request, history[-1]["refresh_token"])
+        assert rotated.status_code == 200, agent.describe()
+        history.append(rotated.json())
+        assert history[-1]["refresh_token"] != history[-2]["refresh_token"]
+        assert userinfo(agent, history[-1]["access_token"]).status_code == 200
+    grants = [node for node, line in zip(agent.nodes_since(start), agent.trail[start:],
+                                         strict=True) if "/token" in line]  # fmt: skip
+    assert set(grants) == set(NODE_NAMES), f"refresh grants served by {grants}"
+
+    # Replay the first refresh token on a node that did not redeem it (RFC 9700 4.14.2): the
+    # family is revoked everywhere, the newest tokens included.
+    first_redeemer = grants[0]
+    other = next(node for node in NODE_NAMES if node != first_redeemer)
+    data = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    replay = requests.post(cluster.node_url(other) + "/token", data=data, auth=request.basic,
+                           timeout=TIMEOUT)  # fmt: skip
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    newest = history[-1]
+    for node in NODE_NAMES:
+        bearer = {"Authorization": f"Bearer {newest['access_token']}"}
+        assert requests.get(cluster.node_url(node) + "/userinfo", headers=bearer,
+                            timeout=TIMEOUT).status_code == 401  # fmt: skip
+    again = refresh(agent, request, newest["refresh_token"])
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+
+
+def test_rp_initiated_logout_ends_the_session_on_every_node(
+    cluster: Cluster, agent: UserAgent
+) -> None:
+    _email, authenticator = user_with_passkey(cluster)
+    request = Authorization(cluster.new_client())
+    tokens = passkey_sign_in(agent, authenticator, request)
+    # The session works wherever the next request lands.
+    for _ in NODE_NAMES:
+        assert agent.get("/account").status_code == 200, agent.describe()
+
+    start = agent.mark()
+    response = agent.get("/logout", params={"id_token_hint": tokens["id_token"],
+                                            "post_logout_redirect_uri": POST_LOGOUT_URI,
+                                            "state": "bye"})  # fmt: skip
+    assert response.status_code == 302, agent.describe()
+    assert response.headers["Location"] == f"{POST_LOGOUT_URI}?state=bye"
+    # Ended server-side: no node accepts the session or the session's access token.
+    for _ in NODE_NAMES:
+        silent = authorize(agent, Authorization(request.client), prompt="none")
+        assert "error=login_required" in silent.headers["Location"], agent.describe()
+        assert userinfo(agent, tokens["access_token"]).status_code == 401
+    assert_spread(agent.nodes_since(start), "logout")
+
+
+def test_an_admin_login_link_is_issued_opened_and_spent_on_three_nodes(
+    cluster: Cluster, agent: UserAgent
+) -> None:
+    email, _ = cluster.new_user(PASSWORD)
+    issuing, opening, spending = NODE_NAMES
+    link = cluster.nodes[issuing].cli("login-link", email, "--json")["url"]
+    assert link.startswith(cluster.url + "/login/link/")
+    path = link[len(cluster.url) :]
+
+    session = agent.session
+    page = session.get(cluster.node_url(opening) + path, timeout=TIMEOUT)
+    assert page.status_code == 200
+    assert "Sign in as" in page.text
+    spent = session.post(cluster.node_url(spending) + path,
+                         data={"csrf_token": csrf_field(page.text)},
+                         headers={"Origin": cluster.url}, allow_redirects=False,
+                         timeout=TIMEOUT)  # fmt: skip
+    assert spent.status_code == 302
+    assert spent.headers["Location"] == "/account/recover"
+
+    # The restricted session (created on the third node) must add a passkey first, wherever
+    # its next requests land.
+    start = agent.mark()
+    assert agent.get("/account").headers["Location"] == "/account/recover"
+    authenticator = SoftAuthenticator()
+    add_passkey(agent, authenticator, page="/account/recover")
+    assert agent.get("/account").status_code == 200, agent.describe()
+    assert_spread(agent.nodes_since(start), "forced passkey registration")
+    # Spent once, for every node.
+    for node in NODE_NAMES:
+        assert requests.get(cluster.node_url(node) + path, timeout=TIMEOUT).status_code == 400
+    # And the new passkey signs in to a relying party.
+    with UserAgent(cluster) as fresh:
+        passkey_sign_in(fresh, authenticator, Authorization(cluster.new_client()))
+
+
+# == signing keys =================================================================================
+def bearer_status(cluster: Cluster, node: str, access_token: str) -> int:
+    headers = {"Authorization": f"Bearer {access_token}"}
+    return requests.get(cluster.node_url(node) + "/userinfo", headers=headers,
+                        timeout=TIMEOUT).status_code  # fmt: skip
+
+
+def test_a_key_rotated_on_one_node_is_used_and_published_by_all(
+    cluster: Cluster, agent: UserAgent
+) -> None:
+    _email, authenticator = user_with_passkey(cluster)
+    first = Authorization(cluster.new_client())
+    before = passkey_sign_in(agent, authenticator, first)
+    old_kid = jwt_header(before["id_token"])["kid"]
+
+    # Rotate while the nodes serve: their caches were filled just before the new key was
+    # committed, so for a while some workers know it and some do not.
+    with ThreadPoolExecutor(1) as pool:
+        rotation = pool.submit(cluster.nodes[NODE_NAMES[0]].cli, "keys", "rotate", "--json")
+        while not wait([rotation], timeout=0.05).done:
+            for node in NODE_NAMES:
+                cluster.published_kids(node)
+        rotated = rotation.result()
+    rotated_at = time.monotonic()
+    active = {k["alg"]: k["kid"] for k in rotated if k["active"]}
+    new_kid = active["RS256"]
+    assert new_kid != old_kid
+
+    # Used by every node: sign-ins (the session's prompt-free authorization and the code
+    # exchange) until each node has issued an ID token with the new key. Meanwhile some nodes
+    # still sign with the old key and some with the new (until key_cache_ttl has passed, no
+    # longer): every token, whichever key signed it, is honoured by every node at once.
+    issued_by: dict[str, str] = {}
+    for _ in range(10 * len(NODE_NAMES)):
+        started = time.monotonic() - rotated_at
+        request = Authorization(first.client)
+        code = code_of(agent, request, authorize(agent, request))
+        token = exchange(agent, request, code)
+        assert token.status_code == 200, agent.describe()
+        issued, signer = token.json(), agent.served_by[-1]
+        access_header = jwt_header(issued["access_token"])
+        for node in NODE_NAMES:
+            assert bearer_status(cluster, node, issued["access_token"]) == 200, (
+                f"{node} refused an access token signed by {access_header['kid']} "
+                f"{time.monotonic() - rotated_at:.2f} s after the rotation"
+            )
+        if jwt_header(issued["id_token"])["kid"] != new_kid:
+            assert started < KEY_CACHE_TTL, f"{signer} signs with the old key after {started:.1f} s"
+            continue
+        assert access_header["kid"] == active[access_header["alg"]]
+        issued_by[signer] = issued["id_token"]
+        if set(issued_by) == set(NODE_NAMES):
+            break
+    assert set(issued_by) == set(NODE_NAMES), f"only {sorted(issued_by)} signed with {new_kid}"
+
+    # Published by every node: once key_cache_ttl has passed, by every gunicorn worker of every
+    # node (each worker has its own cache and no request can choose its worker, so here the
+    # contract's own deadline is waited for).
+    time.sleep(max(0.0, rotated_at + KEY_CACHE_TTL - time.monotonic()))
+    for node in NODE_NAMES:
+        for _ in range(6):
+            assert {old_kid, new_kid} <= cluster.published_kids(node), node
+        for id_token in issued_by.values():
+            verified_id_token(cluster, node, id_token, jwt_claims(id_token)["nonce"])
+
+    # Tokens signed by the old key still verify against every node's JWKS, and the old access
+    # token is still honoured everywhere.
+    for node in NODE_NAMES:
+        verified_id_token(cluster, node, before["id_token"], first.nonce)
+        assert bearer_status(cluster, node, before["access_token"]) == 200
+
+
+# == rate limits ==================================================================================
+@pytest.mark.parametrize("spread", [True, False], ids=["three-nodes", "one-node"])
+def test_failed_passwords_on_every_node_add_up_to_one_count(
+    cluster: Cluster, agent: UserAgent, spread: bool
+) -> None:
+    """DESIGN.md: failures are counted per account and factor, shared across nodes. The delay
+    starts after the same number of failures whether they hit three nodes or one."""
+    email, _ = cluster.new_user(PASSWORD)
+    csrf, _ = login_page(agent, "/login")
+    target = "/login" if spread else cluster.node_url(NODE_NAMES[1]) + "/login"
+    start = agent.mark()
+    for _ in range(FREE_FAILURES):
+        wrong = agent.post(target, data={"csrf_token": csrf, "email": email,
+                                         "password": "not the password"})  # fmt: skip
+        assert wrong.status_code == 401, agent.describe()
+        assert messages.GENERIC_FAILURE in html.unescape(wrong.text)
+    failed_on = agent.nodes_since(start)
+    if spread:
+        assert set(failed_on) == set(NODE_NAMES), failed_on
+    else:
+        assert set(failed_on) == {"?"}, failed_on  # straight to the node, haproxy not involved
+    assert cluster.failures(f"pwd:{cluster.email_key(email)}") == FREE_FAILURES
+
+    # The next attempt, even with the right password and on whichever node, waits.
+    right = password_step(agent, email, PASSWORD, csrf=csrf)
+    assert right.status_code == 401, agent.describe()
+    assert messages.THROTTLED in html.unescape(right.text)
+    assert cluster.failures(f"pwd:{cluster.email_key(email)}") == FREE_FAILURES + 1
+
+
+# == a node dies ==================================================================================
+def test_killing_a_node_mid_flow_loses_no_session_and_no_data(
+    cluster: Cluster, agent: UserAgent
+) -> None:
+    _email, authenticator = user_with_passkey(cluster)
+    client = cluster.new_client()
+    # A signed-in browser with tokens...
+    with UserAgent(cluster) as signed_in:
+        tokens = passkey_sign_in(signed_in, authenticator, Authorization(client))
+        # ... and a sign-in between steps: the authorization request is pending and the WebAuthn
+        # challenge issued, both written by nodes of the cluster.
+        pending_request = Authorization(client)
+        response = authorize(agent, pending_request)
+        csrf, pending = login_page(agent, response.headers["Location"])
+        ceremony = passkey_options(agent, csrf)
+        victim = agent.served_by[-1]
+        survivors = set(NODE_NAMES) - {victim}
+
+        cluster.kill(victim)
+        try:
+            # No wait for the health checks: a request haproxy still sends to the dead node is
+            # refused there and redispatched.
+            start = agent.mark()
+            destination = passkey_verify(agent, authenticator, ceremony, csrf=csrf,
+                                         pending=pending)  # fmt: skip
+            code = code_of(agent, pending_request, agent.get(destination))
+            token = exchange(agent, pending_request, code)
+            assert token.status_code == 200, agent.describe()
+            verified_id_token(cluster, sorted(survivors)[0], token.json()["id_token"],
+                              pending_request.nonce)  # fmt: skip
+            assert set(agent.nodes_since(start)) <= survivors, agent.describe()
+            assert_spread(agent.nodes_since(start), "the pending sign-in after the kill")
+
+            cluster.balancer.wait_for_states({victim: "DOWN"})
+            assert cluster.balancer.server_states() == {
+                name: "DOWN" if name == victim else "UP" for name in NODE_NAMES
+            }
+
+            # The session from before the kill still signs in to the relying party, and the
+            # tokens issued before it still refresh and still answer at userinfo.
+            start = signed_in.mark()
+            assert signed_in.get("/account").status_code == 200, signed_in.describe()
+            silent = Authorization(client)
+            code = code_of(signed_in, silent, authorize(signed_in, silent, prompt="none"))
+            assert exchange(signed_in, silent, code).status_code == 200, signed_in.describe()
+            assert userinfo(signed_in, tokens["access_token"]).status_code == 200
+            renewed = refresh(signed_in, Authorization(client), tokens["refresh_token"])
+            assert renewed.status_code == 200, signed_in.describe()
+            assert set(signed_in.nodes_since(start)) <= survivors, signed_in.describe()
+            assert_spread(signed_in.nodes_since(start), "the old session after the kill")
+        finally:
+            cluster.restart(victim)

@@ -1,0 +1,194 @@
+"""Debian's haproxy in front of idp nodes: round-robin, health checks on ``/healthz``, and an
+``X-Served-By`` response header naming the node that answered, so that tests can see where each
+request landed without idp knowing it is being watched.
+
+The configuration is generated in a temporary directory; haproxy runs in the foreground as a
+subprocess and is stopped by its PID. Its runtime API (a Unix socket in the same directory) tells
+which servers haproxy considers up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Debian's package installs it in /usr/sbin (scripts/test.sh installs it when missing).
+HAPROXY_BIN = "/usr/sbin/haproxy"
+SERVED_BY = "X-Served-By"
+BACKEND = "idp_nodes"
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+# Short check intervals so that a dead node is marked down within a second (haproxy's defaults,
+# 2 s and 3 failures, would take 6 s). Until then, a connection refused by the dead node is
+# retried on another one ("option redispatch 1": every retry goes elsewhere). Only connection
+# failures are retried (haproxy's default "retry-on conn-failure"): such a request never reached
+# a node, so replaying it cannot spend a code or a refresh token twice.
+CONFIG = """\
+global
+    maxconn 512
+    stats socket {socket} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout check 1s
+    retries 3
+    option redispatch 1
+
+frontend idp
+    bind 127.0.0.1:{port}
+    default_backend {backend}
+
+backend {backend}
+    balance roundrobin
+    option httpchk GET /healthz
+    http-check expect status 200
+    http-response set-header {served_by} %[srv_name]
+    default-server check inter 200ms fastinter 100ms downinter 200ms fall 2 rise 1 source {source}
+{servers}
+"""
+
+
+class BalancerError(RuntimeError):
+    """haproxy did not start, or did not see its servers up in time; the message says why."""
+
+
+@dataclass
+class Haproxy:
+    """A running haproxy; ``url`` is the address clients use (``http://localhost:PORT``)."""
+
+    port: int
+    servers: dict[str, int]
+    directory: Path
+    source_address: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "haproxy.cfg"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / "haproxy.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "haproxy.log"
+
+    def config(self) -> str:
+        servers = "\n".join(
+            f"    server {name} 127.0.0.1:{port}" for name, port in self.servers.items()
+        )
+        return CONFIG.format(
+            socket=self.socket_path,
+            port=self.port,
+            backend=BACKEND,
+            served_by=SERVED_BY,
+            source=self.source_address,
+            servers=servers,
+        )
+
+    # -- runtime API ----------------------------------------------------------------------------
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+            unix.settimeout(5)
+            unix.connect(str(self.socket_path))
+            unix.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := unix.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def server_states(self) -> dict[str, str]:
+        """haproxy's view of each server: "UP", "DOWN", "UP 1/2" (going down), ..."""
+        lines = self.command("show stat").lstrip("# ").splitlines()
+        rows = csv.DictReader(line for line in lines if line)
+        return {
+            row["svname"]: row["status"]
+            for row in rows
+            if row["pxname"] == BACKEND and row["svname"] in self.servers
+        }
+
+    def wait_for_states(self, wanted: dict[str, str], timeout: float = START_TIMEOUT) -> None:
+        """Poll the runtime API until every named server is in the wanted state."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                states = self.server_states()
+                if all(states.get(name) == state for name, state in wanted.items()):
+                    return
+            time.sleep(0.05)
+        raise BalancerError(f"haproxy servers are {states}, wanted {wanted}\n{self.log_tail()}")
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.config_path.write_text(self.config())
+        checked = subprocess.run(
+            [HAPROXY_BIN, "-c", "-q", "-f", str(self.config_path)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if checked.returncode != 0:
+            raise BalancerError(f"haproxy refused its configuration:\n{checked.stderr}")
+        with self.log_path.open("ab") as log:
+            # -db: stay in the foreground (no daemon, no master process): its PID is haproxy.
+            self.process = subprocess.Popen(
+                [HAPROXY_BIN, "-db", "-f", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_for_states(dict.fromkeys(self.servers, "UP"))
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise BalancerError(f"haproxy exited with {self.process.returncode}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no haproxy log: {error})"
+        return "--- haproxy log ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # haproxy's "hard stop"
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+@contextlib.contextmanager
+def run_haproxy(
+    directory: Path, port: int, servers: dict[str, int], *, source_address: str = "127.0.0.1"
+) -> Iterator[Haproxy]:
+    """haproxy on ``port`` balancing over ``servers`` (name -> port on 127.0.0.1)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    balancer = Haproxy(port=port, servers=servers, directory=directory,
+                       source_address=source_address)  # fmt: skip
+    try:
+        balancer.start()
+        yield balancer
+    finally:
+        balancer.stop()
