@@ -97,6 +97,31 @@ def live_idp() -> Iterator[LiveIdp]:
             idp.stop()
 
 
+@pytest.fixture(scope="module")
+def empty_idp() -> Iterator[LiveIdp]:
+    """``idp serve`` on an empty database, nothing run before it: no users, no clients, no admin.
+
+    It runs with ``IDP_PRODUCTION=true`` and no ``IDP_ADMIN_EMAIL``, so that the server's start
+    creates no one (in development it would bootstrap ``admin@localhost``): the first admin is
+    the test's to create, with ``idp init --admin-email`` as an operator would."""
+    if not IDP_BIN.exists():
+        pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
+    with tempfile.TemporaryDirectory(prefix="idp-browser-empty-") as tmp:
+        directory = Path(tmp)
+        (directory / "instance").mkdir()
+        port = free_port()
+        issuer = f"http://localhost:{port}"
+        env = idp_env(directory, issuer) | {"IDP_PRODUCTION": "true"}
+        idp = LiveIdp(
+            url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
+        )
+        idp.start()
+        try:
+            yield idp
+        finally:
+            idp.stop()
+
+
 class Accounts:
     """Users created with ``PASSWORD`` through the CLI. Each ``idp users create`` is a process
     start; a few are made in the background, in parallel, while the browser starts."""
@@ -233,19 +258,29 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         """Quiet: the test output is about the idp."""
 
 
-@pytest.fixture(scope="session")
-def relying_party(live_idp: LiveIdp) -> Iterator[RelyingParty]:
+@contextlib.contextmanager
+def callback_server() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A relying party's ``/callback`` served by a thread: its base URL and what it received."""
     port = free_port()
     callbacks: list[dict[str, str]] = []
     handler = type("Handler", (_CallbackHandler,), {"callbacks": callbacks})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, name="rp", daemon=True)
     thread.start()
-    base = f"http://localhost:{port}"
-    client = live_idp.create_client(
-        name="Browser RP", redirect_uris=[base + "/callback"], first_party=True
-    )
     try:
+        yield f"http://localhost:{port}", callbacks
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def relying_party(live_idp: LiveIdp) -> Iterator[RelyingParty]:
+    with callback_server() as (base, callbacks):
+        client = live_idp.create_client(
+            name="Browser RP", redirect_uris=[base + "/callback"], first_party=True
+        )
         yield RelyingParty(
             idp=live_idp,
             base=base,
@@ -253,10 +288,6 @@ def relying_party(live_idp: LiveIdp) -> Iterator[RelyingParty]:
             client_secret=client["client_secret"],
             callbacks=callbacks,
         )
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 # -- a second idp node that offers passkeys after a password-only sign-in ------------------------
