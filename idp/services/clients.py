@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import AccessToken, Client
@@ -462,8 +462,15 @@ class ClientService:
         self._audit("client.enabled", client.client_id, actor)
 
     def delete(self, client: Client, *, actor: Actor | None = None) -> None:
-        """The client and everything issued to it (grants, tokens, consents cascade)."""
+        """The client and everything issued to it: grants, codes, refresh tokens and consents
+        cascade; access tokens from the client credentials grant belong to no grant, so they go
+        explicitly."""
         self._audit("client.deleted", client.client_id, actor, name=client.name)
+        self.db.execute(
+            delete(AccessToken)
+            .where(AccessToken.client_id == client.client_id)
+            .execution_options(synchronize_session=False)
+        )
         self.db.delete(client)
 
 

@@ -520,6 +520,8 @@ def test_delete_asks_first_then_removes_the_client_and_what_was_issued_to_it(
     user = create_user(storage_app, email="ada@example.com")
     browser = storage_app.test_client()
     client_id, secret = register(admin)
+    assert secret is not None
+    assert basic_token_request(browser, client_id, secret)[0] == 200  # a grant-less access token
     rp = RelyingParty(browser, RegisteredClient(client_id, secret, REDIRECT))
     consent_page = to_consent(rp, user)
     pending = query_of(consent_page)["request"]
@@ -539,12 +541,12 @@ def test_delete_asks_first_then_removes_the_client_and_what_was_issued_to_it(
     assert response.headers["Location"] == "/admin/clients"
     assert stored(storage_app, client_id) is None
     with storage_app.app_context():
-        for model in (Grant, Consent, RefreshToken):
+        for model in (Grant, Consent, RefreshToken, AccessToken):
             count = db.session.scalar(
                 select(func.count()).select_from(model).where(model.client_id == client_id)
             )
             assert count == 0, model
-    assert basic_token_request(browser, client_id, secret or "")[0] == 401
+    assert basic_token_request(browser, client_id, secret)[0] == 401
     [event] = audit_events(storage_app, "client.deleted")
     assert event.actor_id == admin.user.id
     assert event.details["name"] == "Wiki"
