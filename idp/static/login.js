@@ -78,7 +78,8 @@
         credentialId: result.data.unknown_credential_id,
       }).catch(() => {});
     }
-    say(result.data.message || "That passkey didn't work. Use your password instead.");
+    say(passwordsAllowed ? (result.data.message || "That passkey didn't work. Use your password instead.")
+      : "That passkey didn't work. Try again.");
     showPassword();
     return false;
   };
@@ -113,7 +114,9 @@
       await run(null, body);
     } catch (error) {
       if (error && error.name === "AbortError") return;
-      say("No passkey was used. You can try again, or use your password instead.");
+      say(passwordsAllowed
+        ? "No passkey was used. You can try again, or use your password instead."
+        : "No passkey was used. You can try again, or use another device with your passkey.");
       showPassword();
     }
   };
