@@ -141,62 +141,64 @@ class Cluster:
         self.balancer.wait_for_states({name: "UP"})
 
 
-def _start_nodes(nodes: list[LiveIdp]) -> None:
-    with ThreadPoolExecutor(len(nodes)) as pool:
-        list(pool.map(LiveIdp.start, nodes))
+def node_env(home: Path, issuer: str, database_url: str, secret_key: str) -> dict[str, str]:
+    env = idp_env(home, issuer, database_url)
+    env.update(
+        IDP_SECRET_KEY=secret_key,
+        IDP_REDIS_URL=REDIS_URL,
+        IDP_KEY_CACHE_TTL=str(KEY_CACHE_TTL),
+        # Cheap Argon2 parameters keep password flows fast (tests/conftest.py FAST_ARGON2).
+        IDP_ARGON2_MEMORY_KIB="1024",
+        IDP_ARGON2_TIME_COST="1",
+        IDP_PASSKEY_PROMPT="false",
+    )
+    return env
 
 
 @contextlib.contextmanager
 def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
-    """``idp init`` once on the shared database, three ``idp serve --production`` nodes, haproxy."""
-    balancer_port = free_port()
-    issuer = f"http://localhost:{balancer_port}"
-    secret_key = "multinode-" + secrets.token_urlsafe(32)
-    nodes: dict[str, LiveIdp] = {}
-    for name in NODE_NAMES:
-        home = directory / name
-        (home / "instance").mkdir(parents=True)
-        port = free_port()
-        env = idp_env(home, issuer, database_url)
-        env.update(
-            IDP_SECRET_KEY=secret_key,
-            IDP_REDIS_URL=REDIS_URL,
-            IDP_KEY_CACHE_TTL=str(KEY_CACHE_TTL),
-            # Cheap Argon2 parameters keep password flows fast (tests/conftest.py FAST_ARGON2).
-            IDP_ARGON2_MEMORY_KIB="1024",
-            IDP_ARGON2_TIME_COST="1",
-            IDP_PASSKEY_PROMPT="false",
-        )
-        nodes[name] = LiveIdp(url=f"http://localhost:{port}", port=port, directory=home,
-                              env=env, log_path=home / "server.log", production=True)  # fmt: skip
-    nodes[NODE_NAMES[0]].run("init")
-    setup_app = create_app(
-        app_overrides(database_url, directory / "setup", secret_key=secret_key, issuer=issuer)
-    )
-    redis_client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
-    redis_client.ping()
+    """haproxy, ``idp init`` once on the shared database, three ``idp serve --production``
+    nodes; all stopped by PID afterwards."""
+    ports = {name: free_port() for name in NODE_NAMES}
     # A loopback address of this run's own (Linux routes all of 127.0.0.0/8 to lo).
     source = ".".join(["127", *(str(secrets.randbelow(254) + 1) for _ in range(3))])
-    cleanup = {f"idp:fail:addr:{source}", f"idp:fail-at:addr:{source}"}
-    try:
-        _start_nodes(list(nodes.values()))
-        with run_haproxy(
-            directory / "haproxy",
-            balancer_port,
-            {name: node.port for name, node in nodes.items()},
-            source_address=source,
-        ) as balancer:
-            cluster = Cluster(balancer, nodes, secret_key, redis_client, setup_app,
-                              redis_keys=cleanup)  # fmt: skip
-            yield cluster
-    finally:
-        with ThreadPoolExecutor(len(nodes)) as pool:
-            list(pool.map(LiveIdp.stop, nodes.values()))
-        redis_client.delete(*cleanup)
-        redis_client.close()
-        with setup_app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+    # The balancer first: its port, which every node names in its issuer, is taken at once.
+    with run_haproxy(directory / "haproxy", free_port(), ports,
+                     source_address=source) as balancer:  # fmt: skip
+        secret_key = "multinode-" + secrets.token_urlsafe(32)
+        nodes = {
+            name: LiveIdp(
+                url=f"http://localhost:{port}",
+                port=port,
+                directory=directory / name,
+                env=node_env(directory / name, balancer.url, database_url, secret_key),
+                log_path=directory / name / "server.log",
+                production=True,
+            )
+            for name, port in ports.items()
+        }
+        for node in nodes.values():
+            (node.directory / "instance").mkdir(parents=True)
+        nodes[NODE_NAMES[0]].run("init")
+        overrides = app_overrides(database_url, directory / "setup", secret_key=secret_key,
+                                  issuer=balancer.url)  # fmt: skip
+        setup_app = create_app(overrides)
+        redis_client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
+        cleanup = {f"idp:fail:addr:{source}", f"idp:fail-at:addr:{source}"}
+        try:
+            with ThreadPoolExecutor(len(nodes)) as pool:
+                list(pool.map(LiveIdp.start, nodes.values()))
+            balancer.wait_until_all_up()
+            yield Cluster(balancer, nodes, secret_key, redis_client, setup_app,
+                          redis_keys=cleanup)  # fmt: skip
+        finally:
+            with ThreadPoolExecutor(len(nodes)) as pool:
+                list(pool.map(LiveIdp.stop, nodes.values()))
+            redis_client.delete(*cleanup)
+            redis_client.close()
+            with setup_app.app_context():
+                db.session.remove()
+                db.engine.dispose()
 
 
 # -- a user agent ---------------------------------------------------------------------------------

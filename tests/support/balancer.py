@@ -131,7 +131,7 @@ class Haproxy:
             self._check_alive()
             with contextlib.suppress(OSError):
                 states = self.server_states()
-                if all(states.get(name) == state for name, state in wanted.items()):
+                if states and all(states.get(name) == state for name, state in wanted.items()):
                     return
             time.sleep(0.05)
         raise BalancerError(f"haproxy servers are {states}, wanted {wanted}\n{self.log_tail()}")
@@ -154,6 +154,10 @@ class Haproxy:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # Listening once its runtime API answers; the servers may not be up yet.
+        self.wait_for_states({})
+
+    def wait_until_all_up(self) -> None:
         self.wait_for_states(dict.fromkeys(self.servers, "UP"))
 
     def _check_alive(self) -> None:
@@ -183,7 +187,8 @@ class Haproxy:
 def run_haproxy(
     directory: Path, port: int, servers: dict[str, int], *, source_address: str = "127.0.0.1"
 ) -> Iterator[Haproxy]:
-    """haproxy on ``port`` balancing over ``servers`` (name -> port on 127.0.0.1)."""
+    """haproxy on ``port`` balancing over ``servers`` (name -> port on 127.0.0.1), listening
+    before the servers need to be up (``wait_until_all_up`` waits for them)."""
     directory.mkdir(parents=True, exist_ok=True)
     balancer = Haproxy(port=port, servers=servers, directory=directory,
                        source_address=source_address)  # fmt: skip
