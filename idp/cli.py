@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,41 +115,33 @@ def _print_welcome(app: Flask, admin_email: str = "") -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--production", is_flag=True, help="One worker per CPU, 4 threads each.")
 @click.option(
-    "--production", is_flag=True, help="One worker per CPU, as in config/gunicorn.conf.py."
+    "--server",
+    type=click.Choice(["granian", "gunicorn"]),
+    default=None,
+    help="The WSGI server (default: granian; docs/performance.md compares them).",
 )
-def serve(host: str, port: int, production: bool) -> None:
-    """Serve idp with gunicorn; the embedded database is created or upgraded first."""
+def serve(host: str, port: int, production: bool, server: str | None) -> None:
+    """Serve idp (granian or gunicorn); the embedded database is created or upgraded first."""
+    import dataclasses
+
+    from idp import json_logs, metrics, serving
+    from idp.extensions import db
+
     with _app() as app:
         prepare_database(app)
         _print_welcome(app)
-    from gunicorn.app.base import BaseApplication
-
-    workers = multiprocessing.cpu_count() if production else 1
-    options = {
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "worker_class": "gthread",
-        "threads": 4 if production else 8,
-        "graceful_timeout": 30,
-        "keepalive": 5,
-        "accesslog": None,
-        # Several idp servers on one host (tests, sidecars) would share one default control
-        # socket path; idp is managed by signals, so the socket is off.
-        "control_socket_disable": True,
-    }
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Flask:
-            from idp import create_app
-
-            return create_app()
-
-    Server().run()
+        # Workers build their own application and pool; no connection crosses the fork.
+        db.engine.dispose()
+        log_level = app.extensions["idp"].settings.log_level
+    make = serving.production_options if production else serving.development_options
+    # JSON log lines from here on (the server's own lines too), and one metrics directory that
+    # every worker counts in (docs/operations.md).
+    json_logs.configure(log_level)
+    with metrics.multiprocess_directory():
+        options = dataclasses.replace(make(host, port), log_level=log_level)
+        serving.run(server or serving.DEFAULT_SERVER, options)
 
 
 # -- users ----------------------------------------------------------------------------------------
