@@ -51,6 +51,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.filters["describe_scope"] = describe_scope
+    from idp import observability
+
+    # First: the request id and the timing cover every other hook (docs/operations.md).
+    observability.init_app(app)
     app.after_request(add_security_headers)
     app.after_request(schedule_prune)
     app.before_request(_refuse_malformed_input)
@@ -68,6 +72,9 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
     engine_options: dict[str, Any] = {"pool_pre_ping": True}
     if settings.sqlalchemy_url.startswith("sqlite"):
         engine_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    # A database error's message would otherwise carry the statement's parameters (token and
+    # password hashes, emails) into the log.
+    engine_options["hide_parameters"] = True
     return {
         "IDP_SETTINGS": settings,
         # Flask's own signed cookie carries only the CSRF token; a separate derived key.

@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from idp import metrics
 from idp.models import AttemptCounter
 
 #: Consecutive failures after which a factor is locked for the account (until a success elsewhere
@@ -139,7 +140,11 @@ class AttemptLimiter:
         if last is not None and now - last > ADDRESS_WINDOW:
             self.store.reset(self.address_key(address))
         self.store.increment(self.address_key(address), now)
-        return self.store.increment(account_key, now)
+        failures = self.store.increment(account_key, now)
+        if failures == self.lock_after:
+            # Increments are atomic: exactly one failure reaches the limit, one lockout counted.
+            metrics.lockout(account_key.partition(":")[0])
+        return failures
 
     def succeeded(self, account_key: str) -> None:
         self.store.reset(account_key)
