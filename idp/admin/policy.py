@@ -16,6 +16,8 @@ from idp.models.base import utcnow
 from idp.services.sign_in_policy import (
     ATTESTATION_CHOICES,
     FIELDS,
+    MAX_LOCKOUT_THRESHOLD,
+    MAX_SNOOZE_DAYS,
     USER_VERIFICATION_CHOICES,
     PolicyError,
     change_policy,
@@ -41,6 +43,10 @@ def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any
         overridden=overridden_fields(db.session()),
         user_verification_choices=USER_VERIFICATION_CHOICES,
         attestation_choices=ATTESTATION_CHOICES,
+        limits={
+            "lockout_threshold": MAX_LOCKOUT_THRESHOLD,
+            "passkey_prompt_snooze_days": MAX_SNOOZE_DAYS,
+        },
         error=error,
     ), (400 if error else 200)
 
