@@ -40,6 +40,7 @@ from idp.models import (
     PartialLogin,
     PendingAuthorization,
     RefreshToken,
+    SignupLink,
     UsedClientAssertion,
     WebAuthnChallenge,
 )
@@ -123,6 +124,8 @@ RULES: tuple[Rule, ...] = (
          lambda p: UsedClientAssertion.expires_at < p.now - ASSERTION_REPLAY_EVIDENCE),
     Rule("login_links", LoginLink.id_hash,
          lambda p: LoginLink.expires_at < p.now - LOGIN_LINK_HISTORY),
+    # A sign-up link names an email, not an account: once expired it proves nothing.
+    Rule("signup_links", SignupLink.id_hash, lambda p: SignupLink.expires_at < p.now),
     Rule("browser_sessions", BrowserSession.id_hash, lambda p: or_(
         BrowserSession.expires_at < p.now,
         BrowserSession.revoked_at < p.now,

@@ -33,6 +33,7 @@ from idp.models import (
     PartialLogin,
     PendingAuthorization,
     RefreshToken,
+    SignupLink,
     UsedClientAssertion,
     WebAuthnChallenge,
 )
@@ -137,6 +138,7 @@ def remaining(app: Flask) -> dict[str, set[str]]:
         "grants": Grant.id,
         "used_client_assertions": UsedClientAssertion.jti_hash,
         "login_links": LoginLink.id_hash,
+        "signup_links": SignupLink.id_hash,
         "browser_sessions": BrowserSession.id_hash,
         "attempt_counters": AttemptCounter.key,
         "outbox_messages": OutboxMessage.kind,
@@ -184,6 +186,8 @@ def seeded(storage_app: Flask) -> Seeder:
         UsedClientAssertion(jti_hash="dead-assertion", expires_at=ago(2 * timedelta(hours=1))),
         s.link("live-link-recently-expired", ago(DAY)),
         s.link("dead-link", ago(8 * DAY)),
+        SignupLink(id_hash="live-signup", email="new@example.com", expires_at=later(minute)),
+        SignupLink(id_hash="dead-signup", email="new@example.com", expires_at=ago(minute)),
         s.session("live-session", expires=later(DAY)),
         s.session("dead-session-expired", expires=ago(minute)),
         s.session(
@@ -224,6 +228,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "grants": {"live-grant", "live-revoked-recently", "live-revoked-with-token"},
         "used_client_assertions": {"live-assertion-in-leeway"},
         "login_links": {"live-link-recently-expired"},
+        "signup_links": {"live-signup"},
         "browser_sessions": {"live-session"},
         "attempt_counters": {"pwd:live-locked-account", "addr:live-address"},
         "outbox_messages": {"live-outbox-sent", "live-outbox-unsent"},
@@ -232,7 +237,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
     assert counts == {
         "webauthn_challenges": 2, "pending_authorizations": 1, "partial_logins": 1,
         "authorization_codes": 1, "access_tokens": 2, "refresh_tokens": 1, "grants": 1,
-        "used_client_assertions": 1, "login_links": 1, "browser_sessions": 3,
+        "used_client_assertions": 1, "login_links": 1, "signup_links": 1, "browser_sessions": 3,
         "attempt_counters": 2, "outbox_messages": 2, "audit_events": 1,
     }  # fmt: skip
     with storage_app.app_context():
