@@ -26,6 +26,7 @@ import requests
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from requests.adapters import HTTPAdapter
 
 from idp import create_app
 from idp.extensions import db
@@ -40,8 +41,8 @@ from tests.support.live import LiveIdp, free_port, idp_env
 NODE_NAMES = ("node1", "node2", "node3")
 #: The machine's Redis, a database of its own for these tests. Runs in parallel (two checkouts,
 #: two engineers) still never share a counter: each run has its own secret key, so its account
-#: keys (keyed hashes of emails) differ, and haproxy connects from a loopback address of its own,
-#: so the per-address counter differs too.
+#: keys (keyed hashes of emails) differ, and haproxy and the test's user agents connect from a
+#: loopback address of the run's own, so the per-address counter differs too.
 REDIS_URL = "redis://127.0.0.1:6379/7"
 #: Seconds a node trusts its cached signing keys: small, so that rotation is seen quickly.
 KEY_CACHE_TTL = 2
@@ -79,6 +80,8 @@ class Cluster:
     #: The test's own app on the shared database, for setting up accounts and clients without
     #: starting an ``idp`` command per user (the nodes see them only through the database).
     setup_app: Flask
+    #: The loopback address haproxy and the test's user agents connect from.
+    source_address: str
     #: Redis keys this run's tests may have written, deleted at the end.
     redis_keys: set[str] = field(default_factory=set)
 
@@ -189,7 +192,7 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
             with ThreadPoolExecutor(len(nodes)) as pool:
                 list(pool.map(LiveIdp.start, nodes.values()))
             balancer.wait_until_all_up()
-            yield Cluster(balancer, nodes, secret_key, redis_client, setup_app,
+            yield Cluster(balancer, nodes, secret_key, redis_client, setup_app, source,
                           redis_keys=cleanup)  # fmt: skip
         finally:
             with ThreadPoolExecutor(len(nodes)) as pool:
@@ -202,6 +205,18 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
 
 
 # -- a user agent ---------------------------------------------------------------------------------
+class FromAddress(HTTPAdapter):
+    """Connections from one loopback address of many."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
 class UserAgent:
     """One browser (its own cookie jar, no automatic redirects) talking to the balancer. Every
     response's ``X-Served-By`` is recorded in ``served_by``."""
@@ -209,6 +224,8 @@ class UserAgent:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.session = requests.Session()
+        # From the run's own address, also when a test talks to a node directly.
+        self.session.mount("http://", FromAddress(cluster.source_address))
         self.served_by: list[str] = []
         self.trail: list[str] = []
 
