@@ -288,3 +288,25 @@ def test_cli_export_prints_the_filtered_events_as_csv_and_jsonl(tmp_path: Path) 
     refused = runner.invoke(main, ["audit", "export", "--until", "tomorrow"])
     assert refused.exit_code != 0
     assert "ISO 8601" in refused.output
+
+
+def test_a_download_in_progress_does_not_hold_the_sqlite_write_lock(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """On SQLite every transaction takes the write lock (BEGIN IMMEDIATE): an export that kept
+    its transaction open while a slow client reads would stop every sign-in meanwhile."""
+    seed(app, *({"kind": "test.slow"} for _ in range(audit.EXPORT_BATCH + 10)))
+    response = admin.browser.get("/admin/audit/export.jsonl?kind=test.slow", buffered=False)
+    chunks = iter(response.response)
+    first = next(chunks)
+    assert b"test.slow" in (first if isinstance(first, bytes) else first.encode())
+    # Half-way through the download, another connection writes, waiting at most 1 s for the lock.
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], connect_args={"timeout": 1})
+    with Session(engine) as other:
+        audit.record(other, "test.meanwhile")
+        other.commit()
+    engine.dispose()
+    rest = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
+    response.close()
+    lines = (first if isinstance(first, bytes) else first.encode()) + rest
+    assert len(lines.splitlines()) == audit.EXPORT_BATCH + 10
