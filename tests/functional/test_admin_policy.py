@@ -466,3 +466,37 @@ def test_cli_policy_set_show_and_reset(tmp_path: Path) -> None:
     with Session(engine) as session:
         assert session.scalars(select(PolicyOverride)).all() == []
     engine.dispose()
+
+
+def test_admins_saving_at_once_never_collide(storage_app: Flask) -> None:
+    """The override is one upsert per field: parallel saves of the same field all succeed and
+    leave one row holding one of the values (no duplicate-key error on either database)."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    with storage_app.app_context():
+        engine = db.engine
+    settings = storage_app.extensions["idp"].settings
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def save(threshold: int) -> None:
+        try:
+            with Session(engine) as session:
+                start.wait()
+                change_policy(session, settings, {"lockout_threshold": threshold},
+                              actor_id=None, context=None, now=utcnow())  # fmt: skip
+                session.commit()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(10, 16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    [row] = rows(storage_app, PolicyOverride)
+    assert row.value in range(10, 16)
+    _drop_cache(storage_app)
