@@ -83,12 +83,22 @@ def _request_secrets() -> Iterator[str]:
     if header:
         yield header.partition(" ")[2].strip()
     yield from request.cookies.values()
-    yield from _named_values(request.args.items(multi=True))
+    if _decodable(request.query_string):
+        # (A query string that is not UTF-8 is refused with a 400 before any view reads it.)
+        yield from _named_values(request.args.items(multi=True))
     yield from _named_values((request.view_args or {}).items())
     if request.mimetype == "application/x-www-form-urlencoded":
         yield from _named_values(request.form.items(multi=True))
     elif request.is_json and (request.content_length or 0) <= MAX_SCANNED_BODY:
         yield from _json_values(request.get_json(silent=True))
+
+
+def _decodable(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _response_secrets(response: Response) -> Iterator[str]:

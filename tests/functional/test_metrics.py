@@ -5,9 +5,14 @@ bounded (Flask endpoint names, never raw paths). Runs on SQLite and PostgreSQL."
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +212,82 @@ def test_endpoint_labels_are_endpoint_names_never_paths(node: LiveIdp) -> None:
     assert all("/" not in endpoint for endpoint in endpoints)
     assert value(samples, "idp_http_requests_total", endpoint="login.login_link", method="GET",
                  status="400") >= 1  # fmt: skip
+
+
+# -- workers that exit ----------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:  # field 4: ppid
+                found.append(int(entry.name))
+    return found
+
+
+def _gauge(samples: Samples) -> float:
+    return value(samples, "idp_http_requests_in_progress") - 1  # the scrape itself
+
+
+def test_killed_workers_keep_their_counts_and_leave_nothing_in_progress(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    env = {"IDP_METRICS_TOKEN": METRICS_TOKEN, "IDP_ARGON2_MEMORY_KIB": str(64 * 1024),
+           "IDP_ARGON2_TIME_COST": "8"}  # fmt: skip
+    directory = tmp_path_factory.mktemp("metrics-killed")
+    with start_live_idp(directory, production=True, env=env) as idp:
+        idp.create_user("slow@example.com", PASSWORD)
+        visitor = Visitor(idp.url)
+        form = {"csrf_token": visitor.csrf_field("/login"), "email": "slow@example.com",
+                "password": PASSWORD}  # fmt: skip
+        slow = threading.Thread(target=lambda: _ignore_errors(visitor.post, "/login", data=form))
+        slow.start()
+        deadline = time.monotonic() + 20
+        while _gauge(scrape(idp)[0]) < 1:
+            assert time.monotonic() < deadline, "the slow sign-in never was in flight"
+            time.sleep(0.05)
+        before, _ = scrape(idp)
+        assert idp.process is not None
+        workers = _children(idp.process.pid)
+        assert len(workers) >= 2
+        for pid in workers:  # out of memory, say: no exit handler runs
+            os.kill(pid, signal.SIGKILL)
+        slow.join(timeout=30)
+        deadline = time.monotonic() + 30
+        while True:  # the server starts new workers
+            try:
+                after, _ = scrape(idp)
+                break
+            except (requests.ConnectionError, AssertionError):
+                assert time.monotonic() < deadline, idp.log_tail()
+                time.sleep(0.2)
+        assert not set(workers) & set(_children(idp.process.pid))
+        assert _gauge(after) == 0
+        discovery = {"endpoint": "oidc.discovery", "method": "GET", "status": "200"}
+        assert value(before, "idp_http_requests_total", **discovery) >= 1
+        assert value(after, "idp_http_requests_total", **discovery) >= value(
+            before, "idp_http_requests_total", **discovery
+        )
+        visitor.close()
+
+
+def _ignore_errors(call: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        call(*args, **kwargs)
+    except requests.RequestException:
+        return  # the worker serving it was killed: that is the point
+
+
+def test_dead_processes_lose_their_live_gauge_files_only(tmp_path: Path) -> None:
+    from idp.metrics import _forget_dead_processes
+
+    dead = 2**22 + 12345  # above the usual pid_max: no such process
+    files = [f"gauge_livesum_{dead}.db", f"gauge_livesum_{os.getpid()}.db",
+             f"counter_{dead}.db", f"histogram_{dead}.db"]  # fmt: skip
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    _forget_dead_processes(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files[1:])
