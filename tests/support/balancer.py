@@ -138,6 +138,10 @@ class Haproxy:
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        if not Path(HAPROXY_BIN).is_file():
+            raise BalancerError(
+                f"no {HAPROXY_BIN}: `apt-get install haproxy` (scripts/test.sh does)"
+            )
         self.config_path.write_text(self.config())
         checked = subprocess.run(
             [HAPROXY_BIN, "-c", "-q", "-f", str(self.config_path)],
