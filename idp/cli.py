@@ -212,7 +212,7 @@ def users_list(query: str, page: int, as_json: bool) -> None:
 @click.option("--admin", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
-    """Create a user (no way in yet: follow with `idp login-link` or use `idp users invite`)."""
+    """Create a user; without --password-stdin, follow with `idp login-link` (or use invite)."""
     from idp.extensions import db
     from idp.services.user_admin import UserAdminError, describe_user
 
