@@ -316,6 +316,8 @@ def _user_action(email: str, as_json: bool, act: Callable[[Any, Any], None], don
             db.session.commit()
         except UserAdminError as error:
             db.session.rollback()
+            service.record_refusal(done, user, error)
+            db.session.commit()
             _fail(str(error))
         if done != "deleted":
             data = describe_user(user)

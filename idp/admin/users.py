@@ -148,6 +148,15 @@ def user(user_id: str) -> Any:
     )
 
 
+def _refused(service: UserAdmin, action: str, subject: User, failure: UserAdminError) -> Any:
+    """Undo the attempt, audit the refusal, and say why on the user page."""
+    db.session.rollback()
+    service.record_refusal(action, subject, failure)
+    db.session.commit()
+    flash(str(failure), "error")
+    return redirect(url_for("admin.user", user_id=subject.id), code=303)
+
+
 def _act(user_id: str, action: str, done: str) -> Any:
     """Run one admin action on a user, commit it with its audit record, and go back."""
     subject = _user(user_id)
@@ -173,9 +182,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
     try:
         actions[action]()
     except UserAdminError as failure:
-        db.session.rollback()
-        flash(str(failure), "error")
-        return redirect(url_for("admin.user", user_id=user_id), code=303)
+        return _refused(service, action, subject, failure)
     db.session.commit()
     flash(done, "info")
     return redirect(url_for("admin.user", user_id=user_id), code=303)
@@ -251,14 +258,13 @@ def user_link_revoke(user_id: str) -> Any:
 def user_login_link(user_id: str) -> Any:
     """ "Send login link": emailed to the user and shown here once (field ``ttl``, seconds)."""
     subject = _user(user_id)
+    service = user_admin()
     try:
-        issued = user_admin().send_login_link(
+        issued = service.send_login_link(
             subject, ttl=_lifetime(), now=utcnow(), url_for_secret=_url_for_secret
         )
     except UserAdminError as failure:
-        db.session.rollback()
-        flash(str(failure), "error")
-        return redirect(url_for("admin.user", user_id=user_id), code=303)
+        return _refused(service, "send_login_link", subject, failure)
     db.session.commit()
     return _issued_page(subject, issued, "login")
 
@@ -267,15 +273,14 @@ def user_login_link(user_id: str) -> Any:
 def user_invite(user_id: str) -> Any:
     """A new invite for an account that was not set up yet (older invites stop working)."""
     subject = _user(user_id)
+    service = user_admin()
     try:
-        issued = user_admin().reinvite(
+        issued = service.reinvite(
             subject, ttl=_lifetime(), now=utcnow(), url_for_secret=_url_for_secret,
             inviter=g.admin.email,
         )  # fmt: skip
     except UserAdminError as failure:
-        db.session.rollback()
-        flash(str(failure), "error")
-        return redirect(url_for("admin.user", user_id=user_id), code=303)
+        return _refused(service, "invite", subject, failure)
     db.session.commit()
     return _issued_page(subject, issued, "invite")
 
@@ -288,12 +293,11 @@ def user_delete(user_id: str) -> Any:
         flash("To delete the account, type its email address.", "error")
         return redirect(url_for("admin.user", user_id=user_id), code=303)
     email = subject.email
+    service = user_admin()
     try:
-        user_admin().delete(subject, utcnow())
+        service.delete(subject, utcnow())
     except UserAdminError as failure:
-        db.session.rollback()
-        flash(str(failure), "error")
-        return redirect(url_for("admin.user", user_id=user_id), code=303)
+        return _refused(service, "delete", subject, failure)
     db.session.commit()
     flash(f"Deleted {email}.", "info")
     return redirect(url_for("admin.users"), code=303)

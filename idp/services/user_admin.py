@@ -148,6 +148,16 @@ class UserAdmin:
         audit.record(self.db, kind, actor_id=self.actor_id, subject_id=user.id,
                      context=self.context, **details)  # fmt: skip
 
+    def record_refusal(self, action: str, user: User, error: UserAdminError) -> None:
+        """A refused action is audited too (after the caller rolled the attempt back): "who
+        tried to remove the last admin" is an answer the audit log must give."""
+        audit.record(
+            self.db, "admin.action_refused", outcome="failure", actor_id=self.actor_id,
+            subject_id=user.id, context=self.context, action=action,
+            reason="last_admin" if isinstance(error, LastAdminError) else "refused",
+            message=str(error),
+        )  # fmt: skip
+
     # -- finding ----------------------------------------------------------------------------------
     def search(self, query: str = "", page: int = 1) -> UserPage:
         """Users whose email or name contains ``query`` (case-insensitive), newest first."""

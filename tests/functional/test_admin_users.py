@@ -401,22 +401,36 @@ def test_disable_revokes_sessions_grants_and_links_at_once(
 
 
 # -- last-admin protection ------------------------------------------------------------------------
+def assert_refusal_audited(app: Flask, actor_id: str, subject_id: str, action: str) -> None:
+    with app.app_context():
+        refused = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "admin.action_refused")
+        ).one()
+        assert (refused.outcome, refused.actor_id, refused.subject_id) == (
+            "failure", actor_id, subject_id
+        )  # fmt: skip
+        assert (refused.details["action"], refused.details["reason"]) == (action, "last_admin")
+
+
 def test_the_last_active_admin_cannot_be_disabled(app: Flask, admin: ConsoleBrowser) -> None:
     response = admin.post(f"/admin/users/{admin.user.id}/disable")
     assert "last active admin" in admin.browser.get(response.headers["Location"]).text
     assert user_row(app, admin.user.id).disabled_at is None  # type: ignore[union-attr]
+    assert_refusal_audited(app, admin.user.id, admin.user.id, "disable")
 
 
 def test_the_last_active_admin_cannot_be_demoted(app: Flask, admin: ConsoleBrowser) -> None:
     response = admin.post(f"/admin/users/{admin.user.id}/demote")
     assert "last active admin" in admin.browser.get(response.headers["Location"]).text
     assert user_row(app, admin.user.id).is_admin  # type: ignore[union-attr]
+    assert_refusal_audited(app, admin.user.id, admin.user.id, "demote")
 
 
 def test_the_last_active_admin_cannot_be_deleted(app: Flask, admin: ConsoleBrowser) -> None:
     response = admin.post(f"/admin/users/{admin.user.id}/delete", {"confirm": admin.user.email})
     assert "last active admin" in admin.browser.get(response.headers["Location"]).text
     assert user_row(app, admin.user.id) is not None
+    assert_refusal_audited(app, admin.user.id, admin.user.id, "delete")
 
 
 def test_a_disabled_admin_does_not_count_as_another_admin(
@@ -556,7 +570,8 @@ def test_cli_users_commands(cli_env: dict[str, str]) -> None:
         assert [kind for kind, _ in kinds] == [
             "admin.user_created", "admin.user_created", "admin.user_created",
             "admin.user_disabled", "admin.user_enabled", "admin.user_promoted",
-            "admin.user_demoted", "admin.user_deleted",
+            "admin.user_demoted", "admin.action_refused", "admin.action_refused",
+            "admin.action_refused", "admin.user_deleted",
         ]  # fmt: skip
         emails = sorted(session.scalars(select(User.email)))
         assert emails == ["ada@example.com", "root@example.com"]
