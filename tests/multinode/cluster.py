@@ -195,6 +195,8 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
             yield Cluster(balancer, nodes, secret_key, redis_client, setup_app, source,
                           redis_keys=cleanup)  # fmt: skip
         finally:
+            # The balancer's idle keep-alive connections would hold up the nodes' graceful stop.
+            balancer.stop()
             with ThreadPoolExecutor(len(nodes)) as pool:
                 list(pool.map(LiveIdp.stop, nodes.values()))
             redis_client.delete(*cleanup)
