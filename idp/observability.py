@@ -20,7 +20,7 @@ from flask import Flask, g, request
 from werkzeug.wrappers import Response
 
 from idp import metrics
-from idp.json_logs import SECRET_NAME
+from idp.json_logs import HTTP_METHODS, SECRET_NAME
 
 log = logging.getLogger("idp.request")
 
@@ -62,14 +62,17 @@ def _finish(response: Response) -> Response:
         metrics.token_request(grant_type, response.status_code, _oauth_error(response))
     metrics.request_finished(endpoint, request.method, response.status_code, elapsed)
     level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
-    log.log(
-        level,
-        "%s %s %s",
-        request.method,
-        endpoint,
-        response.status_code,
-        extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2)},
-    )
+    if log.isEnabledFor(level):
+        method = request.method if request.method in HTTP_METHODS else "OTHER"
+        log.log(
+            level,
+            "%s %s %d",
+            method,
+            endpoint,
+            response.status_code,
+            extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+                   "plain": True},
+        )  # fmt: skip
     return response
 
 
