@@ -28,7 +28,7 @@ def configure_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is deferred).
+        # pysqlite's own transaction handling off: the hook below decides when BEGIN is sent.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
@@ -37,11 +37,31 @@ def configure_engine(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
-        # A deferred transaction that reads and then writes cannot wait for the write lock in
-        # WAL mode (SQLITE_BUSY_SNAPSHOT); taking it up front makes concurrent spends queue.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    @event.listens_for(engine, "before_cursor_execute")
+    def _write_lock_before_first_write(
+        _conn: Any, cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        # SQLite has one writer at a time. A deferred transaction that reads and then writes
+        # cannot wait for the write lock in WAL mode (SQLITE_BUSY_SNAPSHOT), so the lock is taken
+        # with BEGIN IMMEDIATE, which waits (busy_timeout) and makes concurrent spends queue. It
+        # is taken at the first write (or SELECT ... FOR UPDATE, which SQLite cannot express),
+        # not at the first statement: reads before it run on their own, each seeing the newest
+        # committed data, as under PostgreSQL's READ COMMITTED where idp's rules are the same
+        # (every spend is one conditional UPDATE whose row count decides). Read-only requests
+        # then never queue behind writers, and a writer holds the lock only from its first write.
+        if cursor.connection.in_transaction:
+            return
+        if statement.lstrip()[:9].upper().startswith(_SQLITE_WRITES) or _locks_rows(context):
+            cursor.execute("BEGIN IMMEDIATE")
+
+
+_SQLITE_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
+
+
+def _locks_rows(context: Any) -> bool:
+    compiled = getattr(context, "compiled", None)
+    statement = getattr(compiled, "statement", None)
+    return getattr(statement, "_for_update_arg", None) is not None
 
 
 def count_statements(engine: Engine, directory: Path) -> None:
