@@ -18,6 +18,7 @@ from idp.services.backup_codes import BackupCodeService
 from idp.services.notifications import Notifier
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
+    AddressBudget,
     AttemptLimiter,
     CounterStore,
     DatabaseCounters,
@@ -186,11 +187,17 @@ def start_session(
 
 def attempt_limiter() -> AttemptLimiter:
     """Failure counters in Redis when configured (shared by every node), else in the database."""
+    return AttemptLimiter(_counter_store(), lock_after=sign_in_policy().lockout_threshold)
+
+
+def _counter_store() -> CounterStore:
     redis = runtime().redis
-    store: CounterStore = (
-        RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
-    )
-    return AttemptLimiter(store, lock_after=sign_in_policy().lockout_threshold)
+    return RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
+
+
+def signup_budget() -> AddressBudget:
+    """Sign-up requests per client address: 10 an hour, shared by every node."""
+    return AddressBudget(_counter_store(), limit=10, window=timedelta(hours=1))
 
 
 def email_key(email: str) -> str:

@@ -72,13 +72,15 @@ def _destination(pending: PendingAuthorization | None, next_path: str | None) ->
 
 
 def _page(pending: PendingAuthorization | None, email: str, error: str | None) -> str:
+    policy = sign_in_policy()
     return render_template(
         "login/login.html",
         pending=pending,
         email=email,
         error=error,
         next_path=safe_next(request.values.get("next")),
-        passwords_allowed=sign_in_policy().passwords_allowed,
+        passwords_allowed=policy.passwords_allowed,
+        signup_enabled=policy.signup_enabled,
     )
 
 

@@ -153,6 +153,29 @@ class AttemptLimiter:
         self.store.reset(account_key)
 
 
+class AddressBudget:
+    """At most ``limit`` requests of one kind per client address in a sliding window, counted in
+    the shared store: for actions that send mail (sign-up), where one address typing many
+    strangers' emails must not turn idp into a mail cannon (OWASP Forgot Password / sign-up
+    abuse). Each address's own limit per recipient lives in the service that sends."""
+
+    def __init__(self, store: CounterStore, limit: int, window: timedelta) -> None:
+        self.store = store
+        self.limit = limit
+        self.window = window
+
+    def spend(self, action: str, address: str, now: datetime) -> bool:
+        """Count one request; False once the address has used up its budget."""
+        key = f"{action}:{self.address_key(address)}"
+        _count, last = self.store.get(key)
+        if last is not None and now - last > self.window:
+            self.store.reset(key)
+        # The increment is atomic: parallel requests can never all see room left.
+        return self.store.increment(key, now) <= self.limit
+
+    address_key = staticmethod(AttemptLimiter.address_key)
+
+
 def _wait(failures: int, last: datetime | None, free: int, now: datetime) -> timedelta:
     if last is None:
         return timedelta(0)

@@ -24,6 +24,7 @@ from idp.web import (
     request_context,
     runtime,
     sign_in_policy,
+    signup_budget,
     start_session,
 )
 
@@ -126,6 +127,10 @@ def start() -> Any:
     error = None
     if request.method == "POST":
         settings = runtime().settings
+        if not signup_budget().spend("signup", request_context().ip_address, utcnow()):
+            db.session.commit()
+            error = "Too many sign-up requests from your network. Please try again in an hour."
+            return render_template("signup/start.html", email=email, error=error), 429
         try:
             joining().request_signup(
                 email, context=request_context(), now=utcnow(),

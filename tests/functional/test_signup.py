@@ -315,3 +315,41 @@ def test_two_links_to_one_address_spent_at_once_make_one_account(signup_app: Fla
         users = db.session.scalars(select(User)).all()
         assert len(users) == 1
         assert outcome == {first: users[0].id, second: users[0].id}
+
+
+def test_sign_up_requests_per_client_address_are_limited(signup_app: Flask) -> None:
+    """One address typing many strangers' emails gets 10 mails an hour, then a calm 429; another
+    address is unaffected. Ten parallel requests past the budget send nothing more."""
+    crowd = from_address(signup_app, "198.51.100.7")
+    for n in range(10):
+        assert ask(crowd, f"stranger{n}@example.com")[0] == 200
+
+    def one_more(n: int, codes: list[int]) -> None:
+        codes.append(ask(from_address(signup_app, "198.51.100.7"), f"late{n}@example.com")[0])
+
+    codes: list[int] = []
+    threads = [threading.Thread(target=one_more, args=(n, codes)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [429] * 10
+    with signup_app.app_context():
+        late = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.recipient.like("late%"))
+        ).all()
+        assert late == []
+    assert ask(from_address(signup_app, "203.0.113.9"), "someone@example.com")[0] == 200
+
+
+def from_address(app: Flask, address: str) -> FlaskClient:
+    browser = app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = address
+    return browser
+
+
+def test_the_login_page_offers_sign_up_only_when_it_is_open(
+    signup_app: Flask, client: FlaskClient
+) -> None:
+    assert 'href="/signup"' in signup_app.test_client().get("/login").text
+    assert "/signup" not in client.get("/login").text
