@@ -23,6 +23,8 @@ from idp import metrics
 from idp.json_logs import HTTP_METHODS, SECRET_NAME
 
 log = logging.getLogger("idp.request")
+#: A JSON answer without a secret-named key holds no secret to register (most of them).
+SECRET_NAME_IN_BYTES = re.compile(SECRET_NAME.pattern.encode())
 
 REQUEST_ID_HEADER = "X-Request-Id"
 #: An incoming request id is reused when it looks like one (a proxy's UUID or trace id); anything
@@ -112,7 +114,7 @@ def _response_secrets(response: Response) -> Iterator[str]:
         yield from _named_values(parse_qsl(urlsplit(location).query))
     if response.is_json and not response.is_streamed:
         body = response.get_data()
-        if len(body) <= MAX_SCANNED_BODY:
+        if len(body) <= MAX_SCANNED_BODY and SECRET_NAME_IN_BYTES.search(body):
             try:
                 yield from _json_values(json.loads(body))
             except ValueError:
