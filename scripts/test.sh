@@ -44,6 +44,11 @@ fi
 if [[ ! -x /usr/sbin/haproxy ]]; then
     apt_install haproxy
 fi
+# The backup tests run the commands docs/operations.md gives (sqlite3 .backup; pg_dump comes with
+# PostgreSQL).
+if [[ ! -x /usr/bin/sqlite3 ]]; then
+    apt_install sqlite3
+fi
 
 # c) Interop tests run real relying-party libraries (openid-client) under node.
 if [[ -f tests/interop/package.json ]]; then
