@@ -291,3 +291,31 @@ def test_dead_processes_lose_their_live_gauge_files_only(tmp_path: Path) -> None
         (tmp_path / name).write_bytes(b"")
     _forget_dead_processes(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files[1:])
+
+
+def test_serve_empties_a_given_metrics_directory_of_an_earlier_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from idp.metrics import MULTIPROC_ENV, multiprocess_directory
+
+    (tmp_path / "counter_4242.db").write_bytes(b"stale")
+    (tmp_path / "README").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    with multiprocess_directory() as directory:
+        assert directory == tmp_path
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["README"]
+    assert tmp_path.exists()  # the operator's directory stays
+
+
+def test_serve_makes_a_private_metrics_directory_and_removes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from idp.metrics import MULTIPROC_ENV, multiprocess_directory
+
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with multiprocess_directory() as directory:
+        assert os.environ[MULTIPROC_ENV] == str(directory)
+        assert directory.is_dir()
+        assert not any(directory.iterdir())
+    assert not directory.exists()
+    assert MULTIPROC_ENV not in os.environ
