@@ -37,7 +37,9 @@ MAX_SCANNED_BODY = 64 * 1024
 
 
 def init_app(app: Flask) -> None:
-    app.before_request(_start)
+    # Ahead of every other hook (CSRF protection among them, registered by its extension before
+    # this): a request they refuse still gets its id, its log line and its count.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
     app.after_request(_finish)
 
 

@@ -270,6 +270,22 @@ def test_a_malformed_request_id_is_replaced(info_idp: LiveIdp, malformed: str) -
     assert malformed not in info_idp.stderr_path.read_text()
 
 
+def test_a_request_refused_before_any_view_still_gets_its_id_and_count(app: Flask) -> None:
+    from idp import metrics
+
+    before = metrics.exposition()[0].decode()
+    response = app.test_client().post("/login", data={"email": "a@example.com", "password": "x"})
+    assert response.status_code == 400  # no CSRF token: refused by a hook, not by the view
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
+    line = 'idp_http_requests_total{endpoint="login.login",method="POST",status="400"}'
+
+    def count(text: str) -> float:
+        found = [x for x in text.splitlines() if x.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    assert count(metrics.exposition()[0].decode()) == count(before) + 1
+
+
 # -- the redaction itself, line by line ---------------------------------------------------------
 def _format(app: Flask, message: str, *args: Any, **request: Any) -> str:
     with app.test_request_context(**request):
