@@ -45,7 +45,7 @@ NODE_NAMES = ("node1", "node2", "node3")
 #: loopback address of the run's own, so the per-address counter differs too.
 REDIS_URL = "redis://127.0.0.1:6379/7"
 #: Seconds a node trusts its cached signing keys: small, so that rotation is seen quickly.
-KEY_CACHE_TTL = 2
+KEY_CACHE_TTL = 3
 REDIRECT_URI = "http://localhost:9/callback"
 POST_LOGOUT_URI = "http://localhost:9/signed-out"
 SCOPE = "openid profile email offline_access"
