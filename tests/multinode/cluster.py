@@ -391,9 +391,12 @@ def userinfo(agent: UserAgent, access_token: str) -> requests.Response:
     return agent.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
 
 
-def verified_id_token(cluster: Cluster, node: str, id_token: str, nonce: str) -> dict[str, Any]:
+def verified_id_token(
+    cluster: Cluster, node: str, id_token: str, nonce: str, jwks: KeySet | None = None
+) -> dict[str, Any]:
     """The ID token's claims, verified against one node's JWKS (what a relying party does)."""
-    claims = dict(jwt.decode(id_token, cluster.jwks(node), algorithms=["RS256"]).claims)
+    keys = jwks if jwks is not None else cluster.jwks(node)
+    claims = dict(jwt.decode(id_token, keys, algorithms=["RS256"]).claims)
     jwt.JWTClaimsRegistry(iss={"essential": True, "value": cluster.url},
                           exp={"essential": True}).validate(claims)  # fmt: skip
     assert claims["nonce"] == nonce, claims
@@ -401,16 +404,8 @@ def verified_id_token(cluster: Cluster, node: str, id_token: str, nonce: str) ->
 
 
 def jwt_header(token: str) -> dict[str, Any]:
-    return _segment(token, 0)
-
-
-def jwt_claims(token: str) -> dict[str, Any]:
-    """Unverified: for reading what was issued (verification is ``verified_id_token``)."""
-    return _segment(token, 1)
-
-
-def _segment(token: str, index: int) -> dict[str, Any]:
-    segment = token.split(".")[index]
+    """A JWT's protected header, unverified: which key says it signed."""
+    segment = token.split(".")[0]
     value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     assert isinstance(value, dict)
     return value
