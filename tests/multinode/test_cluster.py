@@ -370,7 +370,7 @@ def test_killing_a_node_mid_flow_loses_no_session_and_no_data(
     with UserAgent(cluster) as signed_in:
         tokens = passkey_sign_in(signed_in, authenticator, Authorization(client))
         # ... and a sign-in between steps: the authorization request is pending and the WebAuthn
-        # challenge issued, both written by nodes of the cluster.
+        # challenge issued. The node that issued the challenge dies before it is answered.
         pending_request = Authorization(client)
         response = authorize(agent, pending_request)
         csrf, pending = login_page(agent, response.headers["Location"])
