@@ -26,7 +26,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
@@ -37,6 +37,7 @@ from idp.runtime import Runtime
 from idp.services.claims import user_claims
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
+from idp.services.signing_keys import KeyMaterial
 from idp.services.tokens import (
     mint_access_token,
     unverified_claims,
@@ -142,14 +143,22 @@ class OpenIDCodeWithSession(OpenIDCode):
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
         return False  # nonce replay is the RP's check (OIDC Core 3.1.3.7 step 11)
 
+    def _id_token_key(self, client: Client) -> KeyMaterial:
+        """The key of this request's ID token, looked up once: Authlib asks for the header and
+        for the private key separately, and a rotation (a cache reload) between the two would
+        otherwise name one key in ``kid`` and sign with another (RFC 7515 4.1.4)."""
+        alg = self.get_client_algorithm(client)
+        chosen: dict[str, KeyMaterial] = g.setdefault("id_token_keys", {})
+        if alg not in chosen:
+            chosen[alg] = runtime().keys.signing_key(db.session(), alg)
+        return chosen[alg]
+
     def resolve_client_private_key(self, client: Client) -> Any:
-        return (
-            runtime().keys.signing_key(db.session(), self.get_client_algorithm(client)).private_key
-        )
+        return self._id_token_key(client).private_key
 
     def get_encode_header(self, client: Client) -> dict[str, str]:
-        alg = self.get_client_algorithm(client)
-        return {"alg": alg, "typ": "JWT", "kid": runtime().keys.signing_key(db.session(), alg).kid}
+        return {"alg": self.get_client_algorithm(client), "typ": "JWT",
+                "kid": self._id_token_key(client).kid}  # fmt: skip
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:
         settings = runtime().settings

@@ -438,3 +438,28 @@ def test_every_advertised_endpoint_answers(client: FlaskClient, name: str, metho
     assert url.startswith(ISSUER + "/")
     response = client.open(url.removeprefix(ISSUER), method=method)
     assert response.status_code not in (404, 405, 500), (name, response.status_code)
+
+
+def test_id_token_kid_names_the_key_that_signed_it_during_a_rotation(
+    app: Flask, client: FlaskClient, user: CreatedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation landing between Authlib's header and private-key look-ups (another node
+    rotates, this worker reloads) must not publish a kid for a key that did not sign."""
+    keys = app.extensions["idp"].keys
+    real_lookup = keys.signing_key
+    lookups = 0
+
+    def rotating_lookup(session: Any, alg: str) -> Any:
+        nonlocal lookups
+        lookups += alg == "RS256"
+        if alg == "RS256" and lookups == 2:
+            keys.rotate(session, ("RS256",))
+            keys.invalidate()
+        return real_lookup(session, alg)
+
+    monkeypatch.setattr(keys, "signing_key", rotating_lookup)
+    id_token = RelyingParty(client, create_client(app)).tokens_for(user)["id_token"]
+    monkeypatch.undo()
+    header = jwt_parts(id_token)[0]
+    signer = next(k for k in client.get("/jwks").get_json()["keys"] if k["kid"] == header["kid"])
+    jwt.decode(id_token, KeySet.import_key_set({"keys": [signer]}), algorithms=["RS256"])
