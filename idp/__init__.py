@@ -27,6 +27,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.json = JSONProvider(app)
     app.config.update(_flask_config(settings))
 
+    if settings.trusted_proxies:
+        # Werkzeug's ProxyFix takes the address the last N trusted hops saw (the right-most
+        # X-Forwarded-For entries), so a client cannot forge its own (RFC 7239 8.1).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():

@@ -93,6 +93,10 @@ class Settings:
     #: Seconds between opportunistic prunes of expired rows (idp.services.retention); 0: never
     #: (then run ``idp prune`` from cron).
     prune_interval: int = 600
+    #: Reverse proxies in front of idp whose X-Forwarded-For / X-Forwarded-Proto to believe
+    #: (0: none, the default: a client could otherwise pick its own address and dodge the
+    #: per-address limits). Behind one load balancer, 1.
+    trusted_proxies: int = 0
 
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -188,7 +192,8 @@ class Settings:
             policy_from_settings(self)
         except PolicyError as error:
             raise SettingsError(str(error)) from error
-        for name in ("policy_cache_ttl", "audit_retention_days", "prune_interval"):
+        counts = ("policy_cache_ttl", "audit_retention_days", "prune_interval", "trusted_proxies")
+        for name in counts:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")
 

@@ -1,0 +1,65 @@
+"""Client addresses behind reverse proxies: X-Forwarded-For is believed only for the number of
+hops the deployment trusts (setting ``trusted_proxies``), so that nobody can pick their own
+address and dodge the per-address limits or write a false one into the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from idp.extensions import db
+from idp.models import AuditEvent
+from tests.support.apps import app_on
+from tests.support.factories import create_user
+from tests.support.flow import csrf_token
+
+BALANCER = "10.0.0.5"
+
+
+def failed_sign_in_address(app: Flask, forwarded_for: str | None) -> str:
+    user = create_user(app, email=f"p{id(forwarded_for)}@example.com")
+    browser = app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = BALANCER
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    page = browser.get("/login", headers=headers)
+    browser.post(
+        "/login",
+        data={"csrf_token": csrf_token(page.text), "email": user.email, "password": "wrong-one!"},
+        headers=headers,
+    )
+    with app.app_context():
+        event = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.outcome == "failure").order_by(AuditEvent.id.desc())
+        ).first()
+        assert event is not None
+        return event.ip_address
+
+
+@pytest.fixture(scope="module")
+def behind_one_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    with app_on("sqlite", tmp_path_factory.mktemp("proxy"), trusted_proxies=1) as app:
+        yield app
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(app: Flask) -> None:
+    assert failed_sign_in_address(app, "203.0.113.50") == BALANCER
+
+
+def test_behind_a_trusted_proxy_the_clients_address_counts(behind_one_proxy: Flask) -> None:
+    assert failed_sign_in_address(behind_one_proxy, "203.0.113.50") == "203.0.113.50"
+
+
+def test_a_client_cannot_prepend_a_forged_address(behind_one_proxy: Flask) -> None:
+    """The proxy appends what it saw; only that right-most entry is believed (RFC 7239 8.1)."""
+    assert failed_sign_in_address(behind_one_proxy, "198.51.100.1, 203.0.113.50") == "203.0.113.50"
+
+
+def test_trusted_proxies_is_never_negative(tmp_path: Path) -> None:
+    from idp.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="trusted_proxies"):
+        load_settings({"trusted_proxies": -1, "instance_path": str(tmp_path)}, environ={})
