@@ -35,11 +35,12 @@ BOOLEAN_FIELDS = ("passwords_allowed", "signup_enabled", "admin_passkey_required
 def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any:
     settings = runtime().settings
     policy = load_policy(db.session(), settings)  # uncached: the page shows what is stored
+    defaults = policy_from_settings(settings).as_dict()
     return render_template(
         "admin/policy.html",
         fields=FIELDS,
         values=values or policy.as_dict(),
-        defaults=policy_from_settings(settings).as_dict(),
+        defaults={name: _shown(value) for name, value in defaults.items()},
         overridden=overridden_fields(db.session()),
         user_verification_choices=USER_VERIFICATION_CHOICES,
         attestation_choices=ATTESTATION_CHOICES,
@@ -49,6 +50,15 @@ def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any
         },
         error=error,
     ), (400 if error else 200)
+
+
+def _shown(value: Any) -> str:
+    """A configured default in words: on / off, a list, or the number."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(value) or "any"
+    return str(value)
 
 
 @bp.get("/policy", endpoint="policy")

@@ -4,7 +4,10 @@ account page offers no password; a user who came in by a login link signs in wit
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,16 +22,17 @@ pytestmark = pytest.mark.browser
 NewUser = Callable[..., BrowserUser]
 
 
-@pytest.fixture(scope="module")
-def passwordless_idp() -> Iterator[LiveIdp]:
+@contextlib.contextmanager
+def _serve(**settings: str) -> Iterator[LiveIdp]:
+    """``idp init`` + ``idp serve`` of its own (these tests change deployment-wide policy)."""
     if not IDP_BIN.exists():
         pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
-    with tempfile.TemporaryDirectory(prefix="idp-browser-passwordless-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="idp-browser-policy-") as tmp:
         directory = Path(tmp)
         (directory / "instance").mkdir()
         port = free_port()
         issuer = f"http://localhost:{port}"
-        env = idp_env(directory, issuer) | {"IDP_PASSWORDS_ALLOWED": "false"}
+        env = idp_env(directory, issuer) | {"IDP_PASSKEY_PROMPT": "false"} | settings
         idp = LiveIdp(
             url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
         )
@@ -40,17 +44,22 @@ def passwordless_idp() -> Iterator[LiveIdp]:
             idp.stop()
 
 
-def test_passwordless_only_signs_in_with_passkeys_and_never_shows_a_password_field(
-    passwordless_idp: LiveIdp, new_user: NewUser
-) -> None:
-    idp = passwordless_idp
-    email = "grace@example.com"
-    idp.cli("users", "create", email, "--name", "Grace", "--json")
-    url = idp.cli("login-link", email, "--json")["url"]
+@pytest.fixture(scope="module")
+def passwordless_idp() -> Iterator[LiveIdp]:
+    with _serve(IDP_PASSWORDS_ALLOWED="false") as idp:
+        yield idp
 
-    user = new_user(conditional_mediation=False)
+
+@pytest.fixture(scope="module")
+def policy_idp() -> Iterator[LiveIdp]:
+    with _serve() as idp:
+        yield idp
+
+
+def _add_first_passkey_by_link(user: BrowserUser, idp: LiveIdp, email: str) -> None:
+    """A one-time login link, confirmed, then the account's first passkey (and its codes)."""
     page = user.page
-    page.goto(url)
+    page.goto(idp.cli("login-link", email, "--json")["url"])
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{idp.url}/account/recover")
     page.wait_for_load_state("load")
@@ -58,6 +67,18 @@ def test_passwordless_only_signs_in_with_passkeys_and_never_shows_a_password_fie
     expect(page.locator("#backup-codes li")).to_have_count(10)
     page.get_by_role("button", name="I saved them").click()
     expect(page).to_have_url(f"{idp.url}/account")
+
+
+def test_passwordless_only_signs_in_with_passkeys_and_never_shows_a_password_field(
+    passwordless_idp: LiveIdp, new_user: NewUser
+) -> None:
+    idp = passwordless_idp
+    email = "grace@example.com"
+    idp.cli("users", "create", email, "--name", "Grace", "--json")
+
+    user = new_user(conditional_mediation=False)
+    page = user.page
+    _add_first_passkey_by_link(user, idp, email)
     expect(page.locator("#passwordless-note")).to_be_visible()
     expect(page.locator("#new-password")).to_have_count(0)
     user.screenshot("1-account")
@@ -82,3 +103,70 @@ def test_passwordless_only_signs_in_with_passkeys_and_never_shows_a_password_fie
     expect(stranger.page.locator("#form-errors .error")).not_to_contain_text("password")
     expect(stranger.page.locator("#password")).to_have_count(0)
     stranger.screenshot("3-no-passkey")
+
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "admins" / "images"
+
+
+def _document(user: BrowserUser, name: str) -> None:
+    """A screenshot; with UPDATE_DOCS_IMAGES=1 also the card alone for docs/admins.md."""
+    user.screenshot(name)
+    if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        user.page.locator("main.card").screenshot(path=str(DOCS_IMAGES / f"{name}.png"))
+
+
+def test_an_admin_turns_passwords_off_on_the_policy_page(
+    policy_idp: LiveIdp, new_user: NewUser
+) -> None:
+    idp = policy_idp
+    idp.cli("users", "create", "root@example.com", "--admin", "--json")
+    idp.create_user("ada@example.com", "correct horse battery staple 42", name="Ada")
+    member = new_user(conditional_mediation=False)
+    member.page.goto(f"{idp.url}/login")
+    member.page.get_by_role("button", name="Use your password instead").click()
+    expect(member.page.locator("#password")).to_be_visible()
+
+    admin = new_user(conditional_mediation=False)
+    page = admin.page
+    _add_first_passkey_by_link(admin, idp, "root@example.com")
+    page.goto(f"{idp.url}/admin/policy")
+    expect(page).to_have_url(f"{idp.url}/login?next=/admin/policy")
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page).to_have_url(f"{idp.url}/admin/policy")
+    expect(page.get_by_role("heading", name="Sign-in policy")).to_be_visible()
+    _document(admin, "policy")
+
+    # A value out of range is refused whole: nothing is saved.
+    admin.allow_console_error(r"status of 400")
+    page.get_by_label("Passwords allowed").uncheck()
+    page.fill("#session_idle_ttl", "0")
+    page.evaluate("document.getElementById('session_idle_ttl').removeAttribute('min')")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.locator("#policy-error")).to_contain_text("Nothing was saved")
+    assert idp.cli("policy", "show", "--json")["overridden"] == []
+
+    page.goto(f"{idp.url}/admin/policy")
+    page.get_by_label("Passwords allowed").uncheck()
+    page.fill("#lockout_threshold", "20")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.locator(".flashes p")).to_have_text("Policy saved (2 changes).")
+    expect(page.locator("[data-overridden]")).to_have_count(2)
+    _document(admin, "policy-saved")
+    shown = idp.cli("policy", "show", "--json")
+    assert shown["overridden"] == ["lockout_threshold", "passwords_allowed"]
+
+    page.get_by_role("link", name="Audit log").click()
+    page.select_option("#filter-kind", "policy.changed")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#audit-list tbody tr")).to_have_count(1)
+    expect(page.locator("#audit-list tbody tr")).to_contain_text("root@example.com")
+    _document(admin, "audit-policy-changed")
+
+    # Within the policy cache's few seconds (every worker), the sign-in page has no password.
+    deadline = time.monotonic() + 8
+    member.page.goto(f"{idp.url}/login")
+    while member.page.locator("#password").count():
+        assert time.monotonic() < deadline, "the sign-in page still asks for a password"
+        member.page.wait_for_timeout(250)
+        member.page.reload()
