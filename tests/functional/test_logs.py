@@ -24,6 +24,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import requests
 from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
 
 from idp.json_logs import REDACTED, JsonFormatter
 from tests.conftest import throwaway_postgres_database
@@ -32,6 +33,7 @@ from tests.support.live import LiveIdp, start_live_idp
 
 REDIRECT_URI = "http://localhost:9/callback"
 PASSWORD = "correct horse battery staple 42"
+METRICS_TOKEN = "log-test-scrape-" + "t" * 40
 REQUIRED_FIELDS = {"time", "level", "logger", "message", "pid"}
 REQUEST_FIELDS = {"request_id", "method", "endpoint"}
 #: Request ids are random hex: a 6-digit TOTP code could occur in one by chance, so the scan
@@ -45,7 +47,8 @@ def debug_idp(
 ) -> Iterator[LiveIdp]:
     """A production server logging at DEBUG, its stderr apart from its stdout."""
     directory = tmp_path_factory.mktemp(f"logs-{request.param}")
-    env = {"IDP_LOG_LEVEL": "DEBUG", "IDP_PASSKEY_PROMPT": "false"}
+    env = {"IDP_LOG_LEVEL": "DEBUG", "IDP_PASSKEY_PROMPT": "false",
+           "IDP_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
     if request.param == "sqlite":
         with start_live_idp(directory, production=True, env=env, separate_stderr=True) as idp:
             yield idp
@@ -171,6 +174,26 @@ def run_every_flow(idp: LiveIdp) -> set[str]:
     return {value for value in seen if value}
 
 
+def _assert_every_method_was_counted(idp: LiveIdp) -> None:
+    """The same flows, seen by the metrics: each sign-in method and grant type was counted."""
+    scrape = requests.get(idp.url + "/metrics", timeout=10,
+                          headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text  # fmt: skip
+    counted = {
+        (s.labels.get("method") or s.labels.get("grant_type"), s.labels["outcome"])
+        for family in text_string_to_metric_families(scrape)
+        for s in family.samples
+        if s.name in ("idp_sign_in_attempts_total", "idp_token_requests_total") and s.value > 0
+    }
+    for method in ("passkey", "password", "totp", "backup_code", "recovery", "login_link"):
+        assert (method, "success") in counted, method
+    for failed in (("password", "failure"), ("totp", "failure"),
+                   ("authorization_code", "invalid_grant"),
+                   ("client_credentials", "invalid_client")):  # fmt: skip
+        assert failed in counted, failed
+    for grant in ("authorization_code", "refresh_token", "client_credentials"):
+        assert (grant, "success") in counted, grant
+
+
 def _server_output(idp: LiveIdp) -> tuple[str, list[str]]:
     assert idp.stderr_path is not None
     stdout = idp.log_path.read_text(errors="replace")
@@ -180,6 +203,7 @@ def _server_output(idp: LiveIdp) -> tuple[str, list[str]]:
 
 def test_no_secret_token_code_or_password_reaches_the_log(debug_idp: LiveIdp) -> None:
     secrets_seen = run_every_flow(debug_idp)
+    _assert_every_method_was_counted(debug_idp)
     debug_idp.stop()  # every worker has written and flushed its last line
     output, lines = _server_output(debug_idp)
     searchable = REQUEST_ID_VALUE.sub('"request_id": ""', output)
