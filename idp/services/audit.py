@@ -180,8 +180,8 @@ def search(db: Session, where: AuditFilter, page: int = 1, size: int = PAGE_SIZE
 def iter_rows(db: Session, where: AuditFilter, batch: int = EXPORT_BATCH) -> Iterator[AuditRow]:
     """Every filtered event, newest first, read in batches (keyset on (at, id): rows written
     while an export runs neither repeat nor shift it). The session's transaction ends after each
-    batch, so a slow download holds no transaction open (on SQLite every transaction takes the
-    write lock): call it with nothing left to commit."""
+    batch, so a slow download holds no transaction open (an idle open transaction keeps its
+    snapshot and locks, and PostgreSQL's vacuum waits for it): call it with nothing to commit."""
     statement = _statement(db, where)
     if statement is None:
         return
