@@ -144,10 +144,13 @@ def request_started() -> None:
     _metrics().in_progress.inc()
 
 
+def request_ended() -> None:
+    _metrics().in_progress.dec()
+
+
 def request_finished(endpoint: str, method: str, status: int, seconds: float) -> None:
     metrics = _metrics()
     method = method if method in HTTP_METHODS else "OTHER"
-    metrics.in_progress.dec()
     metrics.requests.labels(endpoint, method, str(status)).inc()
     metrics.latency.labels(endpoint, method).observe(seconds)
     if status >= 500:

@@ -41,6 +41,7 @@ def init_app(app: Flask) -> None:
     # this): a request they refuse still gets its id, its log line and its count.
     app.before_request_funcs.setdefault(None, []).insert(0, _start)
     app.after_request(_finish)
+    app.teardown_request(_end)
 
 
 def _start() -> None:
@@ -49,6 +50,7 @@ def _start() -> None:
     g.request_started = time.perf_counter()
     g.log_secrets = set()
     metrics.request_started()
+    g.in_progress = True
     # Reading the body can fail (too large, too many parts): _finish still closes the request.
     g.log_secrets.update(_request_secrets())
 
@@ -78,6 +80,13 @@ def _finish(response: Response) -> Response:
                    "plain": True},
         )  # fmt: skip
     return response
+
+
+def _end(_error: BaseException | None) -> None:
+    # Teardown runs even when no response was made (an error in an error handler): the
+    # in-progress gauge never keeps a request that is over.
+    if g.pop("in_progress", False):
+        metrics.request_ended()
 
 
 # -- secrets to keep out of this request's log lines ----------------------------------------------
