@@ -34,6 +34,10 @@ def admin_access(session: BrowserSession | None, now: datetime) -> AdminAccess:
     user = session.user
     if not user.is_admin or not user.is_active or session.restricted:
         return AdminAccess.FORBIDDEN
-    if not PASSKEY_AMR & set(session.amr) or now - session.auth_time > ADMIN_REAUTH_WINDOW:
+    # "user" (RFC 8176): the authenticator verified the user (WebAuthn L3 UV flag). Without it a
+    # passkey is one factor, possession; the console needs it even where the sign-in policy
+    # lets users sign in with "preferred" user verification.
+    amr = set(session.amr)
+    if not (PASSKEY_AMR & amr and "user" in amr) or now - session.auth_time > ADMIN_REAUTH_WINDOW:
         return AdminAccess.REAUTHENTICATE
     return AdminAccess.GRANTED

@@ -47,7 +47,7 @@ def test_the_window_is_ten_minutes() -> None:
 
 
 @pytest.mark.parametrize(
-    "amr", [["pwd"], ["pwd", "otp", "mfa"], ["pwd", "mfa"], ["otp"], []], ids=str
+    "amr", [["pwd"], ["pwd", "otp", "mfa"], ["pwd", "mfa"], ["otp"], [], ["hwk"], ["swk"]], ids=str
 )
 def test_admin_without_a_passkey_sign_in_must_reauthenticate(amr: list[str]) -> None:
     assert admin_access(session(amr=amr), NOW) is AdminAccess.REAUTHENTICATE
