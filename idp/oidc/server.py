@@ -26,7 +26,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
@@ -61,11 +61,16 @@ def runtime() -> Runtime:
 def query_client(client_id: str) -> Client | None:
     if not client_id or len(client_id) > 64:
         return None
-    client = db.session.get(Client, client_id)
+    # Looked up once per request: SQLAlchemy's identity map holds objects weakly, so the
+    # authorization endpoint's second lookup (its checks, then the interaction) read the row
+    # again. Never across requests: a disabled client or a new secret counts at once.
+    loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
+    client = loaded.get(client_id) or db.session.get(Client, client_id)
     if client is None or client.disabled_at is not None:
         return None
     # Client secrets are keyed hashes; the model checks them with the runtime's hasher.
     client.secret_hasher = runtime().client_secrets
+    loaded[client_id] = client
     return client
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from idp.extensions import csrf, db
 from idp.models import Consent, PendingAuthorization
-from idp.models.base import utcnow
+from idp.models.base import random_id, utcnow
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.errors import AuthorizationError
@@ -143,19 +143,26 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
 
     if next_step is not Next.ISSUE_CODE:
         if pending is None:
-            pending = PendingAuthorization(
-                client_id=client.client_id,
-                params=auth_request.to_params(),
-                created_at=now,
-                expires_at=now + timedelta(seconds=runtime().settings.pending_request_ttl),
+            # The id is chosen here, not at flush: read from the row after the commit, it would
+            # cost a SELECT (a commit expires what the session loaded).
+            pending_id = random_id()
+            db.session.add(
+                PendingAuthorization(
+                    id=pending_id,
+                    client_id=client.client_id,
+                    params=auth_request.to_params(),
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=runtime().settings.pending_request_ttl),
+                )
             )
-            db.session.add(pending)
             db.session.commit()
+        else:
+            pending_id = pending.id
         if next_step is Next.LOGIN:
             return redirect(
-                url_for("login.login", request=pending.id, login_hint=auth_request.login_hint)
+                url_for("login.login", request=pending_id, login_hint=auth_request.login_hint)
             )
-        return redirect(url_for("oidc.consent", request=pending.id))
+        return redirect(url_for("oidc.consent", request=pending_id))
 
     assert session is not None
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
