@@ -172,15 +172,23 @@ def passkey_service() -> PasskeyService:
 
 
 def start_session(
-    user: User, amr: list[str] | tuple[str, ...], response: Response, *, restricted: bool = False
+    user: User,
+    amr: list[str] | tuple[str, ...],
+    response: Response,
+    *,
+    restricted: bool = False,
+    passkey_only: bool = False,
 ) -> None:
-    """Sign the user in: a new server-side session, the previous one of this browser ended."""
+    """Sign the user in: a new server-side session, the previous one of this browser ended.
+    ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
+    ``passkey_only``)."""
     previous = current_session()
     now = utcnow()
     if previous is not None:
         session_service().revoke(previous, now)
     new = session_service().create(user, list(amr), request_context(), now)
-    new.session.restricted = restricted
+    new.session.restricted = restricted or passkey_only
+    new.session.passkey_only = passkey_only
     g.idp_session = new.session
     set_session_cookie(response, new.cookie_value)
 

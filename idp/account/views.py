@@ -78,12 +78,17 @@ RECOVERY_ENDPOINTS = {
     "account.passkey_register",
     "account.totp_setup",
 }
+#: After a one-time login link or an invite, a passkey is the only way forward (issue 6).
+PASSKEY_ONLY_ENDPOINTS = RECOVERY_ENDPOINTS - {"account.totp_setup"}
 
 
 @bp.before_request
 def _restricted_sessions_only_recover() -> Any:
     session = current_session()
-    if session is not None and session.restricted and request.endpoint not in RECOVERY_ENDPOINTS:
+    if session is None or not session.restricted:
+        return None
+    allowed = PASSKEY_ONLY_ENDPOINTS if session.passkey_only else RECOVERY_ENDPOINTS
+    if request.endpoint not in allowed:
         return redirect(url_for("account.recover"))
     return None
 
@@ -146,7 +151,7 @@ def recover() -> Any:
         return redirect(url_for("login.login"))
     if not session.restricted:
         return redirect(url_for("account.home"))
-    return render_template("account/recover.html", user=session.user)
+    return render_template("account/recover.html", user=session.user, session=session)
 
 
 @bp.route("/account/totp", methods=["GET", "POST"])
@@ -315,6 +320,7 @@ def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     user = session.user
     notifier().notify(user, "method_added", method=method)
     session.restricted = False
+    session.passkey_only = False
     _offer_to_sign_out_others()
     if backup_code_service().has_codes(user):
         return []

@@ -354,6 +354,7 @@ def login_link(secret: str) -> Any:
     # Issue 6, login links: using the link is audited (``spend``) and the user is told.
     notifier().notify(user, "login_link_used")
     response = redirect(url_for("account.recover"))
-    start_session(user, ["otp"], response, restricted=True)
+    # Issue 6: after a login link the user registers a new passkey before anything else.
+    start_session(user, ["otp"], response, passkey_only=True)
     db.session.commit()
     return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String
+from sqlalchemy import JSON, Boolean, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.models.base import Base, UTCDateTime, random_id, utcnow
@@ -25,6 +25,9 @@ class BrowserSession(Base):
     #: A recovery session (signed in with a backup code): its only way forward is registering a
     #: new passkey or authenticator app.
     restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: A restricted session whose only way forward is a passkey, not an authenticator app: a
+    #: one-time login link or an invite stands in for a lost or missing passkey (issue 6).
+    passkey_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

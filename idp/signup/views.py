@@ -64,7 +64,7 @@ def _signed_in(user: User, account: NewAccount) -> Any:
     else:
         # RFC 8176: the link was a one-time secret sent to the address (as for login links).
         response = redirect(url_for("signup.passkey"))
-        start_session(user, ["otp"], response, restricted=True)
+        start_session(user, ["otp"], response, passkey_only=True)
     db.session.commit()
     return response
 

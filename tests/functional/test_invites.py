@@ -169,9 +169,7 @@ def test_a_revoked_invite_is_refused(app: Flask, admin: ConsoleBrowser) -> None:
     assert 'data-link-id="' not in admin.browser.get(f"/admin/users/{invited.id}").text
 
 
-@pytest.mark.parametrize(
-    "secret", ["not-an-invite", "x" * 300, secrets.token_urlsafe(32), "%00", "..%2F..%2Fadmin"]
-)
+@pytest.mark.parametrize("secret", ["not-an-invite", "x" * 300, "Q" * 43, "%00", "..%2F..%2Fadmin"])
 def test_a_made_up_invite_is_refused(app: Flask, secret: str) -> None:
     browser = app.test_client()
     assert browser.get(f"/invite/{secret}").status_code in (400, 404)

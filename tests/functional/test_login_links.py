@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from idp.cli import main
 from idp.extensions import db
-from idp.models import AuditEvent, BrowserSession, LoginLink, OutboxMessage, User
+from idp.models import AuditEvent, BrowserSession, LoginLink, OutboxMessage, TotpCredential, User
 from idp.models.base import utcnow
 from idp.services.login_links import LoginLinkService
 from idp.settings import SettingsError, load_settings
@@ -62,6 +62,24 @@ def test_the_link_forces_a_new_passkey_first(
     # and it authorizes no relying party until then
     rp = RelyingParty(client, create_client(app))
     assert rp.authorize().headers["Location"].startswith("/login?")
+
+
+def test_after_a_link_only_a_passkey_ends_the_restriction(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """Issue 6: the user must register a new passkey before anything else; an authenticator app
+    (which a backup-code recovery may add) is not offered and cannot be set up."""
+    assert open_and_confirm(client, issue(app, user))[0] == 302
+    page = client.get("/account/recover")
+    assert "add a passkey" in page.text
+    assert "/account/totp" not in page.text
+    assert client.get("/account/totp").headers["Location"] == "/account/recover"
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "code": "123456"}
+    assert client.post("/account/totp", data=form).headers["Location"] == "/account/recover"
+    with app.app_context():
+        assert db.session.scalars(select(TotpCredential)).all() == []
 
 
 def test_a_link_works_once(app: Flask, user: CreatedUser) -> None:
