@@ -102,13 +102,21 @@ def _print_welcome(app: Flask, admin_email: str = "") -> None:
     db.session.commit()
     if first is None:
         return
+    if first.secret is None:
+        click.echo(
+            f"No admin can sign in yet. The one-time link printed earlier for {first.user.email} "
+            f"works until {first.expires_at:%H:%M} UTC; lost it? `idp login-link "
+            f"{first.user.email}` makes a new one."
+        )
+        return
     click.echo(
         f"No admin can sign in yet. {'Created' if first.created else 'The admin is'} "
         f"{first.user.email}. Open this one-time link (valid until "
         f"{first.expires_at:%H:%M} UTC), confirm, and register a passkey:\n"
         f"  {settings.endpoint(f'/login/link/{first.secret}')}\n"
-        "Then manage the deployment at " + settings.endpoint("/admin") + ". A new link is printed "
-        "at every start until an admin has a passkey; `idp login-link EMAIL` makes one at any time."
+        "Then manage the deployment at " + settings.endpoint("/admin") + ". Until an admin has a "
+        "passkey, a start after this link expired prints a new one; `idp login-link EMAIL` makes "
+        "one at any time."
     )
 
 

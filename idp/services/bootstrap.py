@@ -2,8 +2,9 @@
 
 No default password is ever created: the first run makes the admin account without any sign-in
 method and hands out a one-time login link, whose session can only register a passkey
-(idp.services.login_links). Until that admin has a passkey, every run hands out a fresh link and
-revokes the earlier ones, so at most one bootstrap link is live.
+(idp.services.login_links). Until that admin has a passkey, a run with no live link hands out a
+fresh one; a run while one is live (``idp init`` then ``idp serve``) keeps it, since only its hash
+is stored and the printed link must keep working.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from idp.services.users import UserService
 @dataclass(frozen=True)
 class FirstAdminLink:
     user: User
-    secret: str
+    #: None: the link printed earlier is still live (its secret is not stored, only its hash).
+    secret: str | None
     expires_at: datetime
     created: bool
 
@@ -45,6 +47,8 @@ def bootstrap_first_admin(
         admin.is_admin, created = True, admin not in admins
         db.flush()  # the link and its audit event name the new admin's id
     links = LoginLinkService(db)
-    links.revoke_all(admin, now)
+    earlier = [link for link in links.live_links(admin, now) if link.created_by == "bootstrap"]
+    if earlier:
+        return FirstAdminLink(admin, None, max(link.expires_at for link in earlier), created)
     link, secret = links.issue(admin, ttl=ttl, now=now, created_by="bootstrap")
     return FirstAdminLink(admin, secret, link.expires_at, created)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, update
 from sqlalchemy.orm import Session
 
 from idp import create_app
@@ -20,6 +21,7 @@ from idp.cli import main
 from idp.database import alembic_config, upgrade
 from idp.models import Base, Client, LoginLink, Passkey, SigningKey, User
 from idp.runtime import Runtime
+from idp.services.crypto import token_hash
 from idp.settings import load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
 
@@ -126,16 +128,28 @@ def test_init_takes_the_first_admins_email(tmp_path: Path) -> None:
     assert "Created root@example.com" in output
 
 
-def test_each_start_replaces_the_first_admin_link_until_a_passkey_exists(idp: Idp) -> None:
+def test_a_start_keeps_the_first_admin_link_while_it_is_live(idp: Idp) -> None:
+    """`idp init` then `idp serve`: the link the first printed must still work."""
     first = _printed_link(idp.ok("init").output)
-    second = _printed_link(idp.ok("init").output)
-    assert first != second
+    again = idp.ok("init").output
+    assert "/login/link/" not in again
+    assert "printed earlier" in again
     with idp.session() as db:
         links = list(db.scalars(select(LoginLink)))
-        live = [link for link in links if link.revoked_at is None]
-        assert len(links) == 2
-        assert len(live) == 1
+        assert len(links) == 1
+        assert links[0].revoked_at is None
+        # The printed link is the live one (only its hash is stored).
+        assert links[0].id_hash == token_hash(first.rsplit("/", 1)[1])
         assert len(db.scalars(select(User)).all()) == 1
+
+
+def test_a_start_after_the_first_admin_link_expired_prints_a_new_one(idp: Idp) -> None:
+    first = _printed_link(idp.ok("init").output)
+    with idp.session() as db:
+        db.execute(update(LoginLink).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.commit()
+    second = _printed_link(idp.ok("init").output)
+    assert second != first
 
 
 def test_a_production_start_without_an_admin_email_creates_no_account(tmp_path: Path) -> None:
