@@ -13,6 +13,7 @@ import click
 from cryptography.fernet import InvalidToken
 from flask import Flask
 
+from idp.services.audit import CLI_ACTOR
 from idp.settings import SettingsError
 
 
@@ -174,7 +175,7 @@ def _user_admin(app: Flask) -> Any:
         notifier=Notifier(db.session(), settings.smtp_url, settings.smtp_sender),
         backup_codes=BackupCodeService(db.session(), runtime.backup_code_hasher),
         totp=TotpService(db.session(), runtime.totp_fernet, settings.webauthn_rp_name),
-        actor_id="cli",
+        actor_id=CLI_ACTOR,
     )
 
 
@@ -506,7 +507,7 @@ def _client_service(app: Flask) -> Any:
 def _cli_actor() -> Any:
     from idp.services.clients import Actor
 
-    return Actor(user_id=None, via="cli")
+    return Actor(user_id=CLI_ACTOR, via="cli")
 
 
 def _read_jwks(jwks_file: Path | None) -> dict[str, Any] | None:
@@ -887,8 +888,8 @@ def audit_export(
     except audit_log.AuditFilterError as error:
         _fail(str(error))
     with _app():
-        audit_log.record(db.session(), "audit.exported", format=fmt, filter=where.as_query(),
-                         via="cli")  # fmt: skip
+        audit_log.record(db.session(), "audit.exported", actor_id=CLI_ACTOR,
+                         format=fmt, filter=where.as_query(), via="cli")  # fmt: skip
         db.session.commit()
         for chunk in audit_log.EXPORTERS[fmt](audit_log.iter_rows(db.session(), where)):
             click.echo(chunk, nl=False)
@@ -943,8 +944,8 @@ def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
         changes[name.strip()] = value
     with _app():
         try:
-            change_policy(db.session(), runtime().settings, changes, actor_id=None, context=None,
-                          now=utcnow(), via="cli")  # fmt: skip
+            change_policy(db.session(), runtime().settings, changes, actor_id=CLI_ACTOR,
+                          context=None, now=utcnow(), via="cli")  # fmt: skip
         except PolicyError as error:
             _fail(str(error))
         db.session.commit()
@@ -961,8 +962,8 @@ def policy_reset(as_json: bool) -> None:
     from idp.web import runtime
 
     with _app():
-        reset_policy(db.session(), runtime().settings, actor_id=None, context=None, now=utcnow(),
-                     via="cli")  # fmt: skip
+        reset_policy(db.session(), runtime().settings, actor_id=CLI_ACTOR, context=None,
+                     now=utcnow(), via="cli")  # fmt: skip
         db.session.commit()
         _emit(_policy_data(), as_json, _policy_text)
 

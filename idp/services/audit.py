@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 from idp import metrics
 from idp.models import AuditEvent, User
 
+#: The actor of an action taken with the ``idp`` command line (no user is signed in there).
+CLI_ACTOR = "cli"
+
 
 @dataclass(frozen=True)
 class RequestContext:

@@ -149,9 +149,7 @@ class LoginLinkService:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    def live_links(
-        self, user: User, now: datetime, purpose: str | None = None
-    ) -> list[LoginLink]:
+    def live_links(self, user: User, now: datetime, purpose: str | None = None) -> list[LoginLink]:
         criteria = [
             LoginLink.user_id == user.id,
             LoginLink.consumed_at.is_(None),

@@ -646,8 +646,8 @@ def test_cli_changes_are_audited_as_the_command_line(idp: Idp) -> None:
         kinds = [(e.kind, e.client_id, e.actor_id, e.details["via"]) for e in events
                  if e.kind.startswith("client.")]  # fmt: skip
     assert kinds == [
-        ("client.created", created["client_id"], None, "cli"),
-        ("client.disabled", created["client_id"], None, "cli"),
+        ("client.created", created["client_id"], "cli", "cli"),
+        ("client.disabled", created["client_id"], "cli", "cli"),
     ]
 
 

@@ -457,7 +457,7 @@ def test_cli_policy_set_show_and_reset(tmp_path: Path) -> None:
     engine = create_engine(url)
     with Session(engine) as session:
         [event] = session.scalars(select(AuditEvent).where(AuditEvent.kind == "policy.changed"))
-        assert event.actor_id is None
+        assert event.actor_id == "cli"
         assert event.details["via"] == "cli"
         assert event.details["changes"]["lockout_threshold"] == {"old": 50, "new": 5}
     reset = json.loads(runner.invoke(main, ["policy", "reset", "--json"]).output)
