@@ -1,5 +1,9 @@
 """Gunicorn settings for a production idp node (`gunicorn -c config/gunicorn.conf.py`).
 
+`idp serve --production` runs granian by default and `--server gunicorn` runs gunicorn with these
+same settings (idp/serving.py holds both); this file is for running gunicorn by hand.
+docs/performance.md compares the two.
+
 Nodes are stateless (sessions, challenges and rate-limit counters live in the database or Redis),
 so any number of nodes can run behind a load balancer with these settings.
 """
