@@ -72,15 +72,22 @@ def init(admin_email: str) -> None:
         _print_welcome(app, admin_email)
 
 
-def _print_welcome(app: Flask, admin_email: str = "") -> None:
+def _print_welcome(app: Flask, admin_email: str = "", *, production_server: bool = False) -> None:
     """Where discovery lives and, until an admin has a passkey, how the first admin signs in."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.bootstrap import bootstrap_first_admin
+    from idp.services.bootstrap import admin_can_sign_in, bootstrap_first_admin
 
     runtime = app.extensions["idp"]
     settings = runtime.settings
     click.echo(f"Discovery: {settings.endpoint('/.well-known/openid-configuration')}")
+    if production_server:
+        # A production server's output lands in a log store: a live sign-in link must not.
+        if not admin_can_sign_in(db.session()):
+            click.echo(
+                "No admin can sign in yet: run `idp init` in a terminal for a one-time link."
+            )
+        return
     email = (
         admin_email or settings.admin_email or ("" if settings.production else "admin@localhost")
     )
@@ -140,7 +147,9 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
 
     with _app() as app:
         prepare_database(app)
-        _print_welcome(app)
+        _print_welcome(
+            app, production_server=production or app.extensions["idp"].settings.production
+        )
         # Workers build their own application and pool; no connection crosses the fork.
         db.engine.dispose()
         log_level = app.extensions["idp"].settings.log_level

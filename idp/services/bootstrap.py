@@ -35,9 +35,9 @@ def bootstrap_first_admin(
     db: Session, passwords: PasswordService, email: str, *, ttl: int, now: datetime
 ) -> FirstAdminLink | None:
     """A login link for the first admin, or None once an admin can sign in with a passkey."""
-    admins = list(db.scalars(select(User).where(User.is_admin.is_(True)).order_by(User.created_at)))
-    if any(has_passkey(db, admin.id) for admin in admins):
+    if admin_can_sign_in(db):
         return None
+    admins = list(db.scalars(select(User).where(User.is_admin.is_(True)).order_by(User.created_at)))
     existing = [admin for admin in admins if admin.is_active]
     if existing:
         admin, created = existing[0], False
@@ -52,3 +52,9 @@ def bootstrap_first_admin(
         return FirstAdminLink(admin, None, max(link.expires_at for link in earlier), created)
     link, secret = links.issue(admin, ttl=ttl, now=now, created_by="bootstrap")
     return FirstAdminLink(admin, secret, link.expires_at, created)
+
+
+def admin_can_sign_in(db: Session) -> bool:
+    """Has any admin a passkey (the console's only way in)?"""
+    admins = db.scalars(select(User.id).where(User.is_admin.is_(True)))
+    return any(has_passkey(db, admin_id) for admin_id in admins)
