@@ -121,7 +121,8 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         abort(400, description="The application that sent you here is not registered.")
     session = current_session()
     consented: set[str] | None = None
-    if session is not None:
+    # First-party clients are never asked for consent (interaction.needs_consent): nothing to read.
+    if session is not None and not client.first_party:
         consent = db.session.scalar(
             select(Consent).where(
                 Consent.user_id == session.user_id, Consent.client_id == client.client_id
