@@ -741,19 +741,25 @@ def clients_edit(
         _emit(describe(client) | {"client_secret": secret}, as_json, _client_text)
 
 
-@clients.command("disable")
-@click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True)
-def clients_disable(client_id: str, as_json: bool) -> None:
-    """Stop a client: no sign-ins, no tokens, and its access tokens are revoked now."""
+def _client_switch(
+    client_id: str, as_json: bool, act: Callable[[Any, Any], None], done: str
+) -> None:
     from idp.extensions import db
     from idp.services.clients import describe
 
     with _app() as app:
         client = _load_client(client_id)
-        _client_service(app).disable(client, actor=_cli_actor())
+        act(_client_service(app), client)
         db.session.commit()
-        _emit(describe(client), as_json, lambda d: f"disabled client {d['client_id']}")
+        _emit(describe(client), as_json, lambda d: f"{done} client {d['client_id']}")
+
+
+@clients.command("disable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_disable(client_id: str, as_json: bool) -> None:
+    """Stop a client: no sign-ins, no tokens, and its access tokens are revoked now."""
+    _client_switch(client_id, as_json, lambda s, c: s.disable(c, actor=_cli_actor()), "disabled")
 
 
 @clients.command("enable")
@@ -761,14 +767,7 @@ def clients_disable(client_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def clients_enable(client_id: str, as_json: bool) -> None:
     """Let a disabled client sign users in again."""
-    from idp.extensions import db
-    from idp.services.clients import describe
-
-    with _app() as app:
-        client = _load_client(client_id)
-        _client_service(app).enable(client, actor=_cli_actor())
-        db.session.commit()
-        _emit(describe(client), as_json, lambda d: f"enabled client {d['client_id']}")
+    _client_switch(client_id, as_json, lambda s, c: s.enable(c, actor=_cli_actor()), "enabled")
 
 
 @clients.command("rotate-secret")
