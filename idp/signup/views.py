@@ -8,6 +8,8 @@ where the sign-in policy allows passwords.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
@@ -15,6 +17,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
+from idp.services.audit import RequestContext
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.signup import Joining, NewAccount, SignupError
@@ -69,34 +72,48 @@ def _signed_in(user: User, account: NewAccount) -> Any:
     return response
 
 
-# -- invites --------------------------------------------------------------------------------------
-@bp.route("/invite/<secret>", methods=["GET", "POST"])
-def invite(secret: str) -> Any:
-    """An admin's invite: choose a name (and a password where allowed), then add a passkey."""
-    policy = _policy()
-    user = joining().find_invite(secret, utcnow())
-    if user is None:
+def _joining_page(
+    secret: str,
+    found: Any,
+    spend: Callable[[str, NewAccount, RequestContext, datetime], User | None],
+    policy: SignInPolicy,
+    template: str,
+    **page: Any,
+) -> Any:
+    """An invite's or a sign-up's link page: the GET shows the form and spends nothing, the POST
+    spends the link (``spend``) and signs the new account in."""
+    if found is None:
         if request.method == "POST":
             # Spent, revoked or expired between the page and the POST: audited like any failure.
-            joining().accept_invite(secret, NewAccount(name=""), request_context(), utcnow())
+            spend(secret, NewAccount(name=""), request_context(), utcnow())
             db.session.commit()
         return _link_failed()
     error = None
     if request.method == "POST":
         account = _new_account(policy)
         try:
-            accepted = joining().accept_invite(secret, account, request_context(), utcnow())
+            user = spend(secret, account, request_context(), utcnow())
         except PasswordPolicyError as failure:
             error = str(failure)
         else:
-            if accepted is None:
+            if user is None:
                 db.session.commit()  # the failure is audited
                 return _link_failed()
-            return _signed_in(accepted, account)
+            return _signed_in(user, account)
     return render_template(
-        "signup/invite.html", user=user, secret=secret, error=error,
-        passwords_allowed=policy.passwords_allowed,
-    ), (400 if error else 200)  # fmt: skip
+        template, secret=secret, error=error, passwords_allowed=policy.passwords_allowed, **page
+    ), (400 if error else 200)
+
+
+# -- invites --------------------------------------------------------------------------------------
+@bp.route("/invite/<secret>", methods=["GET", "POST"])
+def invite(secret: str) -> Any:
+    """An admin's invite: choose a name (and a password where allowed), then add a passkey."""
+    policy = _policy()
+    user = joining().find_invite(secret, utcnow())
+    return _joining_page(
+        secret, user, joining().accept_invite, policy, "signup/invite.html", user=user
+    )
 
 
 @bp.get("/signup/passkey")
@@ -152,24 +169,7 @@ def confirm(secret: str) -> Any:
     """The emailed link: choose a name (and a password where allowed); the POST spends it."""
     policy = _signup_open()
     link = joining().find_signup(secret, utcnow())
-    if link is None:
-        if request.method == "POST":
-            joining().complete_signup(secret, NewAccount(name=""), request_context(), utcnow())
-            db.session.commit()
-        return _link_failed()
-    error = None
-    if request.method == "POST":
-        account = _new_account(policy)
-        try:
-            user = joining().complete_signup(secret, account, request_context(), utcnow())
-        except PasswordPolicyError as failure:
-            error = str(failure)
-        else:
-            if user is None:
-                db.session.commit()
-                return _link_failed()
-            return _signed_in(user, account)
-    return render_template(
-        "signup/confirm.html", email=link.email, secret=secret, error=error,
-        passwords_allowed=policy.passwords_allowed,
-    ), (400 if error else 200)  # fmt: skip
+    email = link.email if link is not None else None
+    return _joining_page(
+        secret, link, joining().complete_signup, policy, "signup/confirm.html", email=email
+    )
