@@ -15,6 +15,7 @@ from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
+from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
 from idp.services.notifications import Notifier
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
@@ -168,7 +169,14 @@ def passkey_service() -> PasskeyService:
     settings = runtime().settings
     rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
                       origins=settings.origins)  # fmt: skip
-    return PasskeyService(db.session(), rp, settings.secret_key, sign_in_policy())
+    return PasskeyService(db.session(), rp, settings.secret_key, sign_in_policy(),
+                          challenges=_challenge_store())  # fmt: skip
+
+
+def _challenge_store() -> ChallengeStore:
+    """WebAuthn challenges in Redis when configured (short-lived state), else in the database."""
+    redis = runtime().redis
+    return RedisChallenges(redis) if redis is not None else DatabaseChallenges(db.session())
 
 
 def start_session(

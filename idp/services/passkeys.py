@@ -45,10 +45,10 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from idp.models import Passkey, User, WebAuthnChallenge
+from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.audit import RequestContext
-from idp.services.consume import consume_once
+from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
 from idp.services.crypto import derive_key, token_hash
 from idp.services.sign_in_policy import SignInPolicy
 
@@ -119,57 +119,54 @@ def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
 
 class PasskeyService:
     def __init__(
-        self, db: Session, rp: RelyingParty, secret_key: str, policy: SignInPolicy | None = None
+        self,
+        db: Session,
+        rp: RelyingParty,
+        secret_key: str,
+        policy: SignInPolicy | None = None,
+        challenges: ChallengeStore | None = None,
     ) -> None:
         self.db = db
         self.rp = rp
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
+        #: Where challenges wait for their answer: the database unless given (Redis, idp.web).
+        self.challenges = challenges or DatabaseChallenges(db)
         self._fake_id_key = derive_key(secret_key, "idp passkey decoy credential ids")
 
     # -- challenges -----------------------------------------------------------------------------
     def _new_challenge(
         self, kind: str, binding: str, now: datetime, user_id: str | None = None
-    ) -> tuple[WebAuthnChallenge, bytes]:
+    ) -> tuple[Challenge, bytes]:
         from secrets import token_bytes
 
         raw = token_bytes(CHALLENGE_BYTES)
-        row = WebAuthnChallenge(
+        issued = self.challenges.issue(
             kind=kind,
             challenge=bytes_to_base64url(raw),
             binding_hash=token_hash(binding),
             user_id=user_id,
-            created_at=now,
+            now=now,
             expires_at=now + CHALLENGE_TTL,
         )
-        self.db.add(row)
-        self.db.flush()
-        return row, raw
+        return issued, raw
 
     def _spend_challenge(
         self, challenge_id: str, kind: str, binding: str, now: datetime
-    ) -> WebAuthnChallenge:
+    ) -> Challenge:
         """Spend the challenge once; it must be live, of this ceremony kind and this browser's."""
         if not challenge_id or len(challenge_id) > 64 or not binding:
             raise PasskeyError("challenge_missing")
-        spent = consume_once(
-            self.db,
-            WebAuthnChallenge,
-            WebAuthnChallenge.id == challenge_id,
-            WebAuthnChallenge.kind == kind,
-            WebAuthnChallenge.binding_hash == token_hash(binding),
-            WebAuthnChallenge.expires_at > now,
-            now=now,
+        spent = self.challenges.spend(
+            challenge_id, kind=kind, binding_hash=token_hash(binding), now=now
         )
-        if not spent:
+        if spent is None:
             raise PasskeyError("challenge_invalid")
-        row = self.db.get(WebAuthnChallenge, challenge_id)
-        assert row is not None
-        return row
+        return spent
 
     # -- registration ---------------------------------------------------------------------------
     def registration_options(self, user: User, binding: str, now: datetime) -> Ceremony:
         existing = self.passkeys_of(user)
-        row, raw = self._new_challenge(REGISTRATION, binding, now, user_id=user.id)
+        issued, raw = self._new_challenge(REGISTRATION, binding, now, user_id=user.id)
         options = generate_registration_options(
             rp_id=self.rp.rp_id,
             rp_name=self.rp.rp_name,
@@ -188,7 +185,7 @@ class PasskeyService:
             exclude_credentials=[_descriptor(p) for p in existing],
             supported_pub_key_algs=ALGORITHMS,
         )
-        return Ceremony(challenge_id=row.id, options=json.loads(options_to_json(options)))
+        return Ceremony(challenge_id=issued.id, options=json.loads(options_to_json(options)))
 
     def register(
         self,
@@ -269,7 +266,7 @@ class PasskeyService:
         if email is not None:
             passkeys = self.passkeys_of(user) if user is not None else []
             allow = [_descriptor(p) for p in passkeys] or [self._decoy_descriptor(email)]
-        row, raw = self._new_challenge(AUTHENTICATION, binding, now)
+        issued, raw = self._new_challenge(AUTHENTICATION, binding, now)
         options = generate_authentication_options(
             rp_id=self.rp.rp_id,
             challenge=raw,
@@ -277,7 +274,7 @@ class PasskeyService:
             allow_credentials=allow,
             user_verification=UserVerificationRequirement(self.policy.user_verification),
         )
-        return Ceremony(challenge_id=row.id, options=json.loads(options_to_json(options)))
+        return Ceremony(challenge_id=issued.id, options=json.loads(options_to_json(options)))
 
     def authenticate(
         self,

@@ -1,0 +1,177 @@
+"""Where a WebAuthn ceremony's challenge waits between the options and the answer.
+
+A challenge is short-lived state every node must see (DESIGN.md: stateless nodes) and is spent at
+most once (DESIGN.md invariants; WebAuthn L3 13.4.3: challenges are what stops a captured answer
+being replayed). Two stores keep it:
+
+- ``DatabaseChallenges``: a ``webauthn_challenges`` row, spent through the consume-once primitive
+  (``UPDATE ... WHERE consumed_at IS NULL``); the default, and the store without Redis.
+- ``RedisChallenges`` (``IDP_REDIS_URL`` set): one key ``idp:challenge:<id>`` written with
+  ``SET ... EX <lifetime>`` and spent with ``GETDEL``, which Redis runs atomically (>= 6.2): of
+  any number of parallel answers on any number of nodes, exactly one reads the value.
+
+Both answer ``spend`` with the challenge only when it is live, of the ceremony asked for and bound
+to the same browser; the caller checks the rest (the registering user, the signed challenge).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from idp.models import WebAuthnChallenge
+from idp.models.base import random_id
+from idp.services.consume import consume_once
+
+REDIS_KEY_PREFIX = "idp:challenge:"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """An issued challenge: what the answer is checked against."""
+
+    id: str
+    kind: str  # "registration" | "authentication"
+    challenge: str  # base64url, as sent in the options
+    #: SHA-256 of the browser binding (idp.web.browser_binding).
+    binding_hash: str
+    #: For registration: the user the credential will belong to.
+    user_id: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class ChallengeStore(Protocol):
+    def issue(
+        self,
+        *,
+        kind: str,
+        challenge: str,
+        binding_hash: str,
+        user_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> Challenge: ...
+
+    def spend(
+        self, challenge_id: str, *, kind: str, binding_hash: str, now: datetime
+    ) -> Challenge | None:
+        """The challenge, spent by this call; None when it is unknown, spent already, expired,
+        of another ceremony or another browser's."""
+        ...
+
+
+class DatabaseChallenges:
+    """Challenges as ``webauthn_challenges`` rows in the shared database (pruned when expired)."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def issue(
+        self,
+        *,
+        kind: str,
+        challenge: str,
+        binding_hash: str,
+        user_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> Challenge:
+        row = WebAuthnChallenge(kind=kind, challenge=challenge, binding_hash=binding_hash,
+                                user_id=user_id, created_at=now, expires_at=expires_at)  # fmt: skip
+        self.db.add(row)
+        self.db.flush()
+        return _from_row(row)
+
+    def spend(
+        self, challenge_id: str, *, kind: str, binding_hash: str, now: datetime
+    ) -> Challenge | None:
+        spent = consume_once(
+            self.db,
+            WebAuthnChallenge,
+            WebAuthnChallenge.id == challenge_id,
+            WebAuthnChallenge.kind == kind,
+            WebAuthnChallenge.binding_hash == binding_hash,
+            WebAuthnChallenge.expires_at > now,
+            now=now,
+        )
+        if not spent:
+            return None
+        row = self.db.get(WebAuthnChallenge, challenge_id)
+        assert row is not None
+        return _from_row(row)
+
+
+class RedisChallenges:
+    """Challenges in Redis: never in the database, gone by themselves when they expire.
+
+    ``GETDEL`` spends the key before the checks below, so an answer from the wrong browser or for
+    the wrong ceremony spends it too (the database store leaves such a challenge live): the
+    legitimate browser then starts a new ceremony. Failing closed keeps the spend one atomic
+    command; nobody but that browser was ever sent the challenge id.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def issue(
+        self,
+        *,
+        kind: str,
+        challenge: str,
+        binding_hash: str,
+        user_id: str | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> Challenge:
+        issued = Challenge(id=random_id(), kind=kind, challenge=challenge,
+                           binding_hash=binding_hash, user_id=user_id, created_at=now,
+                           expires_at=expires_at)  # fmt: skip
+        value = json.dumps({
+            "kind": kind, "challenge": challenge, "binding_hash": binding_hash,
+            "user_id": user_id, "created_at": now.isoformat(),
+            "expires_at": expires_at.isoformat(),
+        })  # fmt: skip
+        lifetime = max(1, math.ceil((expires_at - now).total_seconds()))
+        # NX: a (128-bit random) id that already exists is never overwritten.
+        if not self.client.set(REDIS_KEY_PREFIX + issued.id, value, ex=lifetime, nx=True):
+            raise RuntimeError("challenge id collision")
+        return issued
+
+    def spend(
+        self, challenge_id: str, *, kind: str, binding_hash: str, now: datetime
+    ) -> Challenge | None:
+        raw = self.client.getdel(REDIS_KEY_PREFIX + challenge_id)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            found = Challenge(
+                id=challenge_id, kind=str(data["kind"]), challenge=str(data["challenge"]),
+                binding_hash=str(data["binding_hash"]),
+                user_id=None if data["user_id"] is None else str(data["user_id"]),
+                created_at=datetime.fromisoformat(data["created_at"]),
+                expires_at=datetime.fromisoformat(data["expires_at"]),
+            )  # fmt: skip
+        except (ValueError, TypeError, KeyError):
+            return None
+        # The same three conditions as the database store's UPDATE. The expiry is checked here
+        # too, not left to the key's EX alone: ``now`` is the service's clock, and a node's clock
+        # and Redis's may disagree by a second.
+        if found.kind != kind or found.expires_at <= now:
+            return None
+        if not hmac.compare_digest(found.binding_hash.encode(), binding_hash.encode()):
+            return None
+        return found
+
+
+def _from_row(row: WebAuthnChallenge) -> Challenge:
+    return Challenge(id=row.id, kind=row.kind, challenge=row.challenge,
+                     binding_hash=row.binding_hash, user_id=row.user_id,
+                     created_at=row.created_at, expires_at=row.expires_at)  # fmt: skip
