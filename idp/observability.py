@@ -7,16 +7,18 @@ the token endpoint's form and JSON answer are all the metrics need.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from idp import metrics
@@ -48,11 +50,9 @@ def _start() -> None:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = incoming if WELL_FORMED_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     g.request_started = time.perf_counter()
-    g.log_secrets = set()
+    g.log_secrets = RequestSecrets()
     metrics.request_started()
     g.in_progress = True
-    # Reading the body can fail (too large, too many parts): _finish still closes the request.
-    g.log_secrets.update(_request_secrets())
 
 
 def _finish(response: Response) -> Response:
@@ -62,7 +62,7 @@ def _finish(response: Response) -> Response:
     elapsed = time.perf_counter() - started
     endpoint = request.endpoint or "none"
     response.headers[REQUEST_ID_HEADER] = g.request_id
-    g.log_secrets.update(_response_secrets(response))
+    g.log_secrets.response = response
     if endpoint == "oidc.token":
         grant_type = request.form.get("grant_type", "")
         metrics.token_request(grant_type, response.status_code, _oauth_error(response))
@@ -90,6 +90,41 @@ def _end(_error: BaseException | None) -> None:
 
 
 # -- secrets to keep out of this request's log lines ----------------------------------------------
+class RequestSecrets:
+    """The secret values of the current request and of its answer, collected when a log line that
+    is redacted is written for the request (idp.json_logs iterates this), never before: most
+    requests write only their closing line, made of endpoint names and numbers, and scanning
+    every cookie, field and JSON answer for them cost about a tenth of a request without the
+    database. The values are the same whenever they are collected (a request does not change);
+    the answer's are added once it exists (lines written after ``_finish``)."""
+
+    def __init__(self) -> None:
+        self.response: Response | None = None
+        self._from_request: frozenset[str] | None = None
+        self._from_response: frozenset[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._from_request is None:
+            self._from_request = _collected(_request_secrets)
+        yield from self._from_request
+        if self.response is not None:
+            if self._from_response is None:
+                response = self.response
+                self._from_response = _collected(lambda: _response_secrets(response))
+            yield from self._from_response
+
+
+def _collected(values: Callable[[], Iterator[str]]) -> frozenset[str]:
+    """What ``values`` yields up to a failure. This runs inside a log handler, where an error
+    would lose the line. A body that cannot be parsed (too large, too many parts) could not be
+    parsed by a view either, so no value of it can be in a message; the values found before it
+    (credentials, cookies, query) are kept, and the central patterns still apply."""
+    found: set[str] = set()
+    with contextlib.suppress(HTTPException, ValueError):
+        found.update(values())
+    return frozenset(found)
+
+
 def _request_secrets() -> Iterator[str]:
     authorization = request.authorization
     if authorization is not None:

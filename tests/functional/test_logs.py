@@ -370,3 +370,17 @@ def test_dict_arguments_are_redacted_before_formatting() -> None:
     assert "refresh-value" not in line["message"]
     assert "opaque" not in line["message"]
     assert line["message"].endswith("to 'client'")
+
+
+def test_secrets_of_the_answer_are_redacted_from_lines_written_after_it(app: Flask) -> None:
+    """The values are collected when a line is written (idp.observability.RequestSecrets), not
+    when the request starts: a line after the answer still knows the answer's secrets."""
+    opaque = secrets.token_urlsafe(24)
+    with app.test_request_context(path="/token", method="POST"):
+        app.preprocess_request()
+        app.process_response(app.response_class(
+            json.dumps({"access_token": opaque}), mimetype="application/json"))  # fmt: skip
+        record = logging.LogRecord("test", logging.INFO, __file__, 1, "after: %s", (opaque,), None)
+        line = JsonFormatter().format(record)
+    assert opaque not in line
+    assert REDACTED in line
