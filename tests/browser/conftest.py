@@ -35,7 +35,7 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.support.live import IDP_BIN, LiveIdp, free_port, idp_env
+from tests.support.live import IDP_BIN, LiveIdp, free_port, start_live_idp
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -73,28 +73,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # -- the live idp ---------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def live_idp() -> Iterator[LiveIdp]:
+@contextlib.contextmanager
+def serve_idp(prefix: str, env: dict[str, str], *, init: bool = True) -> Iterator[LiveIdp]:
+    """``idp init`` (unless ``init=False``) and ``idp serve`` in a temporary directory of its
+    own, with ``env``'s ``IDP_*`` settings."""
     if not IDP_BIN.exists():
         pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
-    with tempfile.TemporaryDirectory(prefix="idp-browser-") as tmp:
-        directory = Path(tmp)
-        (directory / "instance").mkdir()
-        port = free_port()
-        issuer = f"http://localhost:{port}"
-        env = idp_env(directory, issuer)
-        # These tests walk the sign-in itself; the "create a passkey?" page that may follow a
-        # password-only sign-in is a feature of its own (ignored by versions without it).
-        env["IDP_PASSKEY_PROMPT"] = "false"
-        idp = LiveIdp(
-            url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
-        )
-        idp.run("init")
-        idp.start()
-        try:
-            yield idp
-        finally:
-            idp.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+        start_live_idp(Path(tmp), env=env, init=init) as idp,
+    ):
+        yield idp
+
+
+@pytest.fixture(scope="session")
+def live_idp() -> Iterator[LiveIdp]:
+    # These tests walk the sign-in itself; the "create a passkey?" page that may follow a
+    # password-only sign-in is a feature of its own (ignored by versions without it).
+    with serve_idp("idp-browser-", {"IDP_PASSKEY_PROMPT": "false"}) as idp:
+        yield idp
 
 
 @pytest.fixture(scope="module")
@@ -104,22 +101,8 @@ def empty_idp() -> Iterator[LiveIdp]:
     It runs with ``IDP_PRODUCTION=true`` and no ``IDP_ADMIN_EMAIL``, so that the server's start
     creates no one (in development it would bootstrap ``admin@localhost``): the first admin is
     the test's to create, with ``idp init --admin-email`` as an operator would."""
-    if not IDP_BIN.exists():
-        pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
-    with tempfile.TemporaryDirectory(prefix="idp-browser-empty-") as tmp:
-        directory = Path(tmp)
-        (directory / "instance").mkdir()
-        port = free_port()
-        issuer = f"http://localhost:{port}"
-        env = idp_env(directory, issuer) | {"IDP_PRODUCTION": "true"}
-        idp = LiveIdp(
-            url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
-        )
-        idp.start()
-        try:
-            yield idp
-        finally:
-            idp.stop()
+    with serve_idp("idp-browser-empty-", {"IDP_PRODUCTION": "true"}, init=False) as idp:
+        yield idp
 
 
 class Accounts:

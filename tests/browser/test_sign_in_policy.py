@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import BrowserUser
-from tests.support.live import IDP_BIN, LiveIdp, free_port, idp_env
+from tests.browser.conftest import BrowserUser, serve_idp
+from tests.support.live import LiveIdp
 
 pytestmark = pytest.mark.browser
 
@@ -25,23 +24,8 @@ NewUser = Callable[..., BrowserUser]
 @contextlib.contextmanager
 def _serve(**settings: str) -> Iterator[LiveIdp]:
     """``idp init`` + ``idp serve`` of its own (these tests change deployment-wide policy)."""
-    if not IDP_BIN.exists():
-        pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
-    with tempfile.TemporaryDirectory(prefix="idp-browser-policy-") as tmp:
-        directory = Path(tmp)
-        (directory / "instance").mkdir()
-        port = free_port()
-        issuer = f"http://localhost:{port}"
-        env = idp_env(directory, issuer) | {"IDP_PASSKEY_PROMPT": "false"} | settings
-        idp = LiveIdp(
-            url=issuer, port=port, directory=directory, env=env, log_path=directory / "server.log"
-        )
-        idp.run("init")
-        idp.start()
-        try:
-            yield idp
-        finally:
-            idp.stop()
+    with serve_idp("idp-browser-policy-", {"IDP_PASSKEY_PROMPT": "false"} | settings) as idp:
+        yield idp
 
 
 @pytest.fixture(scope="module")

@@ -229,10 +229,12 @@ def start_live_idp(
     server: str | None = None,
     env: dict[str, str] | None = None,
     separate_stderr: bool = False,
+    init: bool = True,
 ) -> Iterator[LiveIdp]:
     """``idp init`` then ``idp serve`` on a free port; stopped by PID afterwards. ``env`` adds
     variables (``IDP_*`` settings) for the server and the CLI; ``separate_stderr`` keeps the
-    server's log lines (stderr) in ``stderr_path``, apart from its stdout."""
+    server's log lines (stderr) in ``stderr_path``, apart from its stdout; ``init=False`` serves
+    without ``idp init`` before it."""
     (directory / "instance").mkdir(parents=True, exist_ok=True)
     port = free_port()
     issuer = f"http://localhost:{port}"
@@ -246,7 +248,8 @@ def start_live_idp(
         server=server,
         stderr_path=directory / "server.stderr.log" if separate_stderr else None,
     )
-    idp.run("init")
+    if init:
+        idp.run("init")
     idp.start()
     try:
         yield idp
