@@ -66,8 +66,9 @@ def postgres_database_url() -> Iterator[str]:
         yield url
 
 
-def _build_app(database_url: str, instance: Path) -> Flask:
-    app = create_app(app_overrides(database_url, instance))
+def _build_app(database_url: str, instance: Path, **settings: Any) -> Flask:
+    """An app with ``settings`` over the test overrides, its tables created and keys generated."""
+    app = create_app(app_overrides(database_url, instance, **settings))
     with app.app_context():
         Base.metadata.create_all(db.engine)
         app.extensions["idp"].keys.ensure_keys(db.session())

@@ -20,7 +20,8 @@ from idp.extensions import db
 from idp.models import AuditEvent, OutboxMessage, SignupLink, User
 from idp.models.base import utcnow
 from idp.services.audit import RequestContext
-from tests.support.apps import app_on, empty_tables
+from tests.conftest import _empty_tables
+from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
@@ -41,7 +42,7 @@ def _signup_app(
 @pytest.fixture
 def signup_app(_signup_app: Flask) -> Iterator[Flask]:
     yield _signup_app
-    empty_tables(_signup_app)
+    _empty_tables(_signup_app)
 
 
 def ask(browser: FlaskClient, email: str) -> tuple[int, str]:
