@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.models import TotpCredential, User
 
@@ -32,9 +33,17 @@ class TotpService:
         self.db = db
         self.fernet = fernet
         self.issuer_name = issuer_name
+        # The session's identity map holds its objects weakly: without a reference here, the
+        # credential that ``is_enabled`` loaded is gone by ``verify`` and read again. Holding it
+        # makes the second ``get`` of a request a lookup in the identity map, no query (the
+        # session still expires it at commit, and then reads it afresh).
+        self._loaded: dict[str, TotpCredential] = {}
 
     def get(self, user: User) -> TotpCredential | None:
-        return self.db.get(TotpCredential, user.id)
+        credential = self.db.get(TotpCredential, user.id)
+        if credential is not None:
+            self._loaded[user.id] = credential
+        return credential
 
     def is_enabled(self, user: User) -> bool:
         credential = self.get(user)
@@ -79,6 +88,7 @@ class TotpService:
     def remove(self, user: User) -> None:
         credential = self.get(user)
         if credential is not None:
+            self._loaded.pop(user.id, None)
             self.db.delete(credential)
 
     def _secret(self, credential: TotpCredential) -> str:
@@ -106,7 +116,9 @@ class TotpService:
                 )
                 assert isinstance(result, CursorResult)
                 if result.rowcount == 1:
-                    credential.last_used_step = step
+                    # The UPDATE above wrote the step: the loaded object learns it as committed
+                    # state, so the ORM does not write it a second time at the next flush.
+                    set_committed_value(credential, "last_used_step", step)
                     return True
                 return False
         return False
