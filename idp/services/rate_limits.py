@@ -115,6 +115,11 @@ class AttemptLimiter:
         self.store = store
         #: The policy's lockout threshold (1 to LOCK_AFTER, idp.services.sign_in_policy).
         self.lock_after = min(lock_after, LOCK_AFTER)
+        #: Account keys whose ``check`` (this limiter is made per request) found no counter at
+        #: all: a success on them has nothing to reset, and skips the delete (a round trip on
+        #: most sign-ins). A failure counted in parallel after the check is then left standing,
+        #: which only errs on the strict side.
+        self._found_empty: set[str] = set()
 
     @staticmethod
     def account_key(factor: str, subject: str) -> str:
@@ -126,6 +131,10 @@ class AttemptLimiter:
 
     def check(self, account_key: str, address: str, now: datetime) -> Verdict:
         failures, last = self.store.get(account_key)
+        if failures == 0 and last is None:
+            self._found_empty.add(account_key)
+        else:
+            self._found_empty.discard(account_key)
         if failures >= self.lock_after:
             return Verdict(allowed=False, locked=True)
         wait = _wait(failures, last, FREE_FAILURES, now)
@@ -140,6 +149,7 @@ class AttemptLimiter:
         if last is not None and now - last > ADDRESS_WINDOW:
             self.store.reset(self.address_key(address))
         self.store.increment(self.address_key(address), now)
+        self._found_empty.discard(account_key)
         failures = self.store.increment(account_key, now)
         if failures == self.lock_after:
             # Increments are atomic: exactly one failure reaches the limit, one lockout counted.
@@ -147,6 +157,9 @@ class AttemptLimiter:
         return failures
 
     def succeeded(self, account_key: str) -> None:
+        """DESIGN.md: a success resets the account's count for the factor."""
+        if account_key in self._found_empty:
+            return
         self.store.reset(account_key)
 
     def unlock(self, account_key: str) -> None:
