@@ -98,9 +98,8 @@ def login() -> Any:
         db.session.commit()  # the failure is counted and audited
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
-    factors = sign_in_service().second_factors(result.user)
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
-    if factors["totp"] or factors["passkey"] or runtime().settings.require_second_factor:
+    if runtime().settings.require_second_factor or sign_in_service().has_second_factor(result.user):
         # DESIGN.md sign-in walk: after a correct password, the second step.
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
@@ -161,7 +160,8 @@ def second_step() -> Any:
         return redirect(url_for("login.login"))
     user = partial.user
     service = sign_in_service()
-    factors = service.second_factors(user)
+    # A code that works leaves without the page: backup codes are counted only to show it.
+    factors = service.second_factors(user, backup_codes=request.method == "GET")
     if not (factors["totp"] or factors["passkey"]):
         # Policy requires a second factor the user does not have yet: a restricted session whose
         # only way forward is adding one.
@@ -179,6 +179,7 @@ def second_step() -> Any:
             return _finish_partial(partial, ["pwd", "otp", "mfa"])
         db.session.commit()
         error = result.error
+        factors["backup_code"] = service.backup_codes.has_codes(user)
     return render_template("login/second_step.html", user=user, factors=factors, error=error), (
         401 if error else 200
     )

@@ -109,13 +109,19 @@ class SignInService:
         audit.record(self.db, "login.password", subject_id=user.id, context=context)
         return StepResult(user=user)
 
-    def second_factors(self, user: User) -> dict[str, bool]:
-        """Which second steps the user can take after a password (a passkey counts)."""
-        return {
-            "totp": self.totp.is_enabled(user),
-            "passkey": has_passkey(self.db, user.id),
-            "backup_code": self.backup_codes.has_codes(user),
-        }
+    def has_second_factor(self, user: User) -> bool:
+        """Whether a second step can follow the password: an authenticator app or a passkey.
+        Backup codes back these up and are not counted (on their own they would be spent one per
+        sign-in), nor is the passkey looked up when the app already answers."""
+        return self.totp.is_enabled(user) or has_passkey(self.db, user.id)
+
+    def second_factors(self, user: User, *, backup_codes: bool = True) -> dict[str, bool]:
+        """Which second steps the user can take after a password (a passkey counts); without
+        ``backup_codes`` when only the first two decide (the page that offers them all asks)."""
+        factors = {"totp": self.totp.is_enabled(user), "passkey": has_passkey(self.db, user.id)}
+        if backup_codes:
+            factors["backup_code"] = self.backup_codes.has_codes(user)
+        return factors
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(
