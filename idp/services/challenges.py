@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once_returning
 
 REDIS_KEY_PREFIX = "idp:challenge:"
 
@@ -92,7 +92,7 @@ class DatabaseChallenges:
     def spend(
         self, challenge_id: str, *, kind: str, binding_hash: str, now: datetime
     ) -> Challenge | None:
-        spent = consume_once(
+        spent = consume_once_returning(
             self.db,
             WebAuthnChallenge,
             WebAuthnChallenge.id == challenge_id,
@@ -100,12 +100,13 @@ class DatabaseChallenges:
             WebAuthnChallenge.binding_hash == binding_hash,
             WebAuthnChallenge.expires_at > now,
             now=now,
+            columns=WebAuthnChallenge.__table__.columns,
         )
-        if not spent:
+        if spent is None:
             return None
-        row = self.db.get(WebAuthnChallenge, challenge_id)
-        assert row is not None
-        return _from_row(row)
+        return Challenge(id=spent.id, kind=spent.kind, challenge=spent.challenge,
+                         binding_hash=spent.binding_hash, user_id=spent.user_id,
+                         created_at=spent.created_at, expires_at=spent.expires_at)  # fmt: skip
 
 
 class RedisChallenges:

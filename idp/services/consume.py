@@ -8,10 +8,11 @@ one row, so of N parallel attempts exactly one sees a row count of 1 (DESIGN.md,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, Row, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -26,3 +27,22 @@ def consume_once(db: Session, model: Any, *criteria: ColumnElement[bool], now: d
     )
     assert isinstance(result, CursorResult)
     return result.rowcount == 1
+
+
+def consume_once_returning(
+    db: Session,
+    model: Any,
+    *criteria: ColumnElement[bool],
+    now: datetime,
+    columns: Iterable[Any],
+) -> Row[Any] | None:
+    """``consume_once`` for a caller that needs the row it spent: the same single UPDATE, with
+    ``RETURNING`` (PostgreSQL; SQLite since 3.35) giving the spent row's ``columns`` back, or None
+    to every caller but the one that spent it. One round trip instead of an UPDATE and a SELECT."""
+    return db.execute(
+        update(model)
+        .where(*criteria, model.consumed_at.is_(None))
+        .values(consumed_at=now)
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    ).first()
