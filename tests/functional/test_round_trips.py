@@ -1,0 +1,196 @@
+"""Round trips the sign-in paths no longer make (docs/performance.md, "Optimisations, measured"),
+each beside the rule it must not weaken: a TOTP step is still claimed by one conditional UPDATE,
+a success still resets a real failure counter, a WebAuthn challenge is still spent once.
+
+Statements are counted on the engine (``before_cursor_execute``) for one request at a time, on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, select
+
+from idp.extensions import db
+from idp.models import AttemptCounter, TotpCredential, User
+from idp.models.base import utcnow
+from idp.services.rate_limits import AttemptLimiter, RedisCounters
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.factories import create_user
+from tests.support.flow import csrf_token
+from tests.support.passkey_flow import PasskeyPages
+
+PASSWORD = "correct horse battery staple 7"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextmanager
+def statements(app: Flask) -> Iterator[list[str]]:
+    """The SQL statements sent while the block runs, one line each, upper-cased."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _count(sent: list[str], predicate: Callable[[str], bool]) -> int:
+    return sum(1 for statement in sent if predicate(statement))
+
+
+def _user_with_totp(app: Flask) -> tuple[str, str]:
+    """A user with a password and a confirmed authenticator app, nothing else (no backup codes,
+    no passkey)."""
+    user = create_user(app, email=f"totp-{secrets.token_hex(4)}@example.com", password=PASSWORD)
+    secret = pyotp.random_base32(length=32)
+    with app.app_context():
+        fernet = app.extensions["idp"].totp_fernet
+        encrypted = fernet.encrypt(secret.encode()).decode()
+        db.session.add(
+            TotpCredential(user_id=user.id, confirmed_at=utcnow(), secret_encrypted=encrypted)
+        )
+        db.session.commit()
+    return user.email, secret
+
+
+def _post_password(browser: FlaskClient, email: str, password: str) -> Any:
+    page = browser.get("/login")
+    form = {"csrf_token": csrf_token(page.text), "email": email, "password": password}
+    return browser.post("/login", data=form)
+
+
+def test_a_totp_code_reads_the_credential_once_and_claims_its_step_in_one_write(
+    storage_app: Flask,
+) -> None:
+    email, secret = _user_with_totp(storage_app)
+    browser = storage_app.test_client()
+    assert _post_password(browser, email, PASSWORD).headers["Location"] == "/login/second-step"
+    page = browser.get("/login/second-step")
+    code = pyotp.TOTP(secret).now()
+    form = {"csrf_token": csrf_token(page.text), "code": code}
+    with statements(storage_app) as sent:
+        response = browser.post("/login/second-step", data=form)
+    assert response.status_code == 302, response.text
+    assert _count(sent, lambda s: s.startswith("SELECT") and "FROM TOTP_CREDENTIALS" in s) == 1
+    writes = [s for s in sent if s.startswith("UPDATE TOTP_CREDENTIALS")]
+    # RFC 6238 5.2: the one write is the conditional UPDATE that claims the step (spend once).
+    assert len(writes) == 1
+    assert "LAST_USED_STEP <" in writes[0]
+    with storage_app.app_context():
+        stored = db.session.scalar(
+            select(TotpCredential.last_used_step).join(User).where(User.email == email)
+        )
+    current = int(utcnow().timestamp()) // 30
+    assert stored in (current, current - 1)
+
+    # The claimed step is never accepted again: a second browser with the same code fails.
+    again = storage_app.test_client()
+    _post_password(again, email, PASSWORD)
+    page = again.get("/login/second-step")
+    replay = again.post("/login/second-step", data={"csrf_token": csrf_token(page.text),
+                                                    "code": code})  # fmt: skip
+    assert replay.status_code == 401
+
+
+def test_the_password_step_counts_no_backup_codes_and_deletes_no_absent_counter(
+    storage_app: Flask,
+) -> None:
+    email, _secret = _user_with_totp(storage_app)
+    browser = storage_app.test_client()
+    page = browser.get("/login")
+    with statements(storage_app) as sent:
+        response = browser.post("/login", data={"csrf_token": csrf_token(page.text),
+                                                "email": email, "password": PASSWORD})  # fmt: skip
+    assert response.headers["Location"] == "/login/second-step"
+    assert _count(sent, lambda s: "FROM BACKUP_CODES" in s) == 0
+    assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 0
+
+
+def test_a_success_after_a_failure_still_resets_the_counter(storage_app: Flask) -> None:
+    email, _secret = _user_with_totp(storage_app)
+    assert _post_password(storage_app.test_client(), email, "not the password").status_code == 401
+    with storage_app.app_context():
+        counted = db.session.scalars(select(AttemptCounter.key).where(
+            AttemptCounter.key.startswith("pwd:"))).all()  # fmt: skip
+    assert len(counted) == 1
+    with statements(storage_app) as sent:
+        browser = storage_app.test_client()
+        assert _post_password(browser, email, PASSWORD).status_code == 302
+    assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 1
+    with storage_app.app_context():
+        assert db.session.get(AttemptCounter, counted[0]) is None
+
+
+def test_redis_a_success_resets_a_real_counter_and_skips_an_absent_one() -> None:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
+    key = AttemptLimiter.account_key("pwd", f"test-{secrets.token_hex(8)}")
+    address = f"test-address-{secrets.token_hex(8)}"
+    deleted: list[tuple[Any, ...]] = []
+
+    class Watched(RedisCounters):
+        def reset(self, key: str) -> None:
+            deleted.append((key,))
+            super().reset(key)
+
+    try:
+        clean = AttemptLimiter(Watched(client))  # one limiter per request, as in idp.web
+        assert clean.check(key, address, utcnow()).allowed
+        clean.succeeded(key)
+        assert deleted == []
+
+        AttemptLimiter(Watched(client)).failed(key, address, utcnow() - timedelta(days=1))
+        assert RedisCounters(client).get(key)[0] == 1
+        after_failure = AttemptLimiter(Watched(client))
+        assert after_failure.check(key, address, utcnow()).allowed
+        after_failure.succeeded(key)
+        assert deleted == [(key,)]
+        assert RedisCounters(client).get(key) == (0, None)
+    finally:
+        client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
+        client.delete(f"idp:fail:addr:{address}", f"idp:fail-at:addr:{address}")
+        client.close()
+
+
+def test_a_passkey_challenge_is_spent_and_read_in_one_statement(storage_app: Flask) -> None:
+    user = create_user(storage_app)
+    pages = PasskeyPages(storage_app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = SoftAuthenticator()
+    assert pages.add_passkey(authenticator).status_code == 201
+
+    visitor = PasskeyPages(storage_app.test_client())
+    ceremony = visitor.authentication_options()
+    credential = authenticator.get(ceremony["publicKey"])
+    csrf = visitor.csrf()
+    body = {"challenge_id": ceremony["challenge_id"], "credential": credential,
+            "request": "", "next": ""}  # fmt: skip
+    with statements(storage_app) as sent:
+        verified = visitor.browser.post("/login/passkey/verify", json=body,
+                                        headers={"X-CSRFToken": csrf})  # fmt: skip
+    assert verified.status_code == 200, verified.text
+    on_challenges = [s for s in sent if "WEBAUTHN_CHALLENGES" in s]
+    assert len(on_challenges) == 1
+    assert on_challenges[0].startswith("UPDATE")
+    assert "CONSUMED_AT IS NULL" in on_challenges[0]
+    assert "RETURNING" in on_challenges[0]
+
+    # Spent once: the same answer again is refused.
+    replayed = visitor.browser.post("/login/passkey/verify", json=body,
+                                    headers={"X-CSRFToken": csrf})  # fmt: skip
+    assert replayed.status_code != 200
