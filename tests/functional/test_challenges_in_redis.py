@@ -273,7 +273,7 @@ def test_parallel_answers_to_one_redis_challenge_exactly_one_signs_in(
     credential = authenticator.get(issued["publicKey"], origin=live.url)
     body = {"challenge_id": issued["challenge_id"], "credential": credential,
             "request": "", "next": ""}  # fmt: skip
-    cookies = browser.http.cookies.get_dict()
+    cookies = {cookie.name: cookie.value or "" for cookie in browser.http.cookies}
 
     def send(_: int) -> requests.Response:
         return requests.post(live.url + "/login/passkey/verify", json=body, headers=headers,
