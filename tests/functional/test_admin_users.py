@@ -155,6 +155,14 @@ def _user_with_everything(app: Flask) -> tuple[CreatedUser, SoftAuthenticator, d
     return ada, authenticator, {"rp": rp, "tokens": tokens, "browser": browser}
 
 
+def _credential_id(app: Flask, user_id: str) -> str:
+    """The credential ID of the user's one passkey."""
+    with app.app_context():
+        return db.session.scalars(
+            select(Passkey.credential_id).where(Passkey.user_id == user_id)
+        ).one()
+
+
 def test_the_user_page_shows_methods_sessions_apps(app: Flask, admin: ConsoleBrowser) -> None:
     ada, _, extra = _user_with_everything(app)
     page = admin.browser.get(f"/admin/users/{ada.id}")
@@ -173,10 +181,8 @@ def test_every_admin_action_is_audited_with_actor_and_subject(
 ) -> None:
     ada, _, extra = _user_with_everything(app)
     base = f"/admin/users/{ada.id}"
+    credential_id = _credential_id(app, ada.id)
     with app.app_context():
-        credential_id = db.session.scalars(
-            select(Passkey.credential_id).where(Passkey.user_id == ada.id)
-        ).one()
         sid = db.session.scalars(select(BrowserSession.sid).where(
             BrowserSession.user_id == ada.id)).first()  # fmt: skip
     steps: list[tuple[str, dict[str, str]]] = [
@@ -227,10 +233,8 @@ def test_revoking_methods_removes_them_and_tells_the_user(
 ) -> None:
     ada, _, extra = _user_with_everything(app)
     base = f"/admin/users/{ada.id}"
+    credential_id = _credential_id(app, ada.id)
     with app.app_context():
-        credential_id = db.session.scalars(
-            select(Passkey.credential_id).where(Passkey.user_id == ada.id)
-        ).one()
         assert db.session.scalar(select(BackupCode.id).where(BackupCode.user_id == ada.id).limit(1))
     admin.post(base + "/passkeys/revoke", {"credential_id": credential_id})
     admin.post(base + "/totp/reset")
@@ -255,10 +259,7 @@ def test_a_passkey_of_another_user_cannot_be_revoked_through_this_user(
 ) -> None:
     ada, _, _ = _user_with_everything(app)
     bob = create_user(app, email="bob@example.com", password="")
-    with app.app_context():
-        credential_id = db.session.scalars(
-            select(Passkey.credential_id).where(Passkey.user_id == ada.id)
-        ).one()
+    credential_id = _credential_id(app, ada.id)
     response = admin.post(
         f"/admin/users/{bob.id}/passkeys/revoke", {"credential_id": credential_id}
     )
