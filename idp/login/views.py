@@ -160,9 +160,14 @@ def second_step() -> Any:
         return redirect(url_for("login.login"))
     user = partial.user
     service = sign_in_service()
-    # A code that works leaves without the page: backup codes are counted only to show it.
-    factors = service.second_factors(user, backup_codes=request.method == "GET")
-    if not (factors["totp"] or factors["passkey"]):
+    if request.method == "GET":
+        factors = service.second_factors(user)
+        has_factor = factors["totp"] or factors["passkey"]
+    else:
+        # A code that works leaves without the page: the factors it offers are looked up only
+        # to show it again; whether there is one is enough here (the app answers first).
+        has_factor = service.has_second_factor(user)
+    if not has_factor:
         # Policy requires a second factor the user does not have yet: a restricted session whose
         # only way forward is adding one.
         return _finish_partial(partial, ["pwd"], restricted=True)
@@ -179,7 +184,7 @@ def second_step() -> Any:
             return _finish_partial(partial, ["pwd", "otp", "mfa"])
         db.session.commit()
         error = result.error
-        factors["backup_code"] = service.backup_codes.has_codes(user)
+        factors = service.second_factors(user)
     return render_template("login/second_step.html", user=user, factors=factors, error=error), (
         401 if error else 200
     )

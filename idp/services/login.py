@@ -115,13 +115,14 @@ class SignInService:
         sign-in), nor is the passkey looked up when the app already answers."""
         return self.totp.is_enabled(user) or has_passkey(self.db, user.id)
 
-    def second_factors(self, user: User, *, backup_codes: bool = True) -> dict[str, bool]:
-        """Which second steps the user can take after a password (a passkey counts); without
-        ``backup_codes`` when only the first two decide (the page that offers them all asks)."""
-        factors = {"totp": self.totp.is_enabled(user), "passkey": has_passkey(self.db, user.id)}
-        if backup_codes:
-            factors["backup_code"] = self.backup_codes.has_codes(user)
-        return factors
+    def second_factors(self, user: User) -> dict[str, bool]:
+        """Which second steps the user can take after a password (a passkey counts): what the
+        second-step page offers."""
+        return {
+            "totp": self.totp.is_enabled(user),
+            "passkey": has_passkey(self.db, user.id),
+            "backup_code": self.backup_codes.has_codes(user),
+        }
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(

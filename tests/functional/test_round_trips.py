@@ -92,6 +92,8 @@ def test_a_totp_code_reads_the_credential_once_and_claims_its_step_in_one_write(
     # RFC 6238 5.2: the one write is the conditional UPDATE that claims the step (spend once).
     assert len(writes) == 1
     assert "LAST_USED_STEP <" in writes[0]
+    # The page is not shown again: which other factors it would offer is not looked up.
+    assert _count(sent, lambda s: "FROM PASSKEYS" in s or "FROM BACKUP_CODES" in s) == 0
     with storage_app.app_context():
         stored = db.session.scalar(
             select(TotpCredential.last_used_step).join(User).where(User.email == email)
