@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import throwaway_postgres_database
+from tests.support.apps import live_on
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty
-from tests.support.live import LiveIdp, start_live_idp
+from tests.support.live import LiveIdp
 
 
 @pytest.fixture
@@ -37,12 +37,5 @@ def live(
 ) -> Iterator[LiveIdp]:
     """``idp serve --production`` (2 workers) on SQLite, then on a fresh PostgreSQL database."""
     directory = tmp_path_factory.mktemp(f"live-{request.param}")
-    if request.param == "sqlite":
-        with start_live_idp(directory, production=True) as idp:
-            yield idp
-    else:
-        with (
-            throwaway_postgres_database() as url,
-            start_live_idp(directory, database_url=url, production=True) as idp,
-        ):
-            yield idp
+    with live_on(request.param, directory, production=True) as idp:
+        yield idp

@@ -27,7 +27,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp.json_logs import REDACTED, JsonFormatter
-from tests.conftest import throwaway_postgres_database
+from tests.support.apps import live_on
 from tests.support.http_flows import RelyingParty, Visitor, expect, query_of
 from tests.support.live import LiveIdp, start_live_idp
 
@@ -49,17 +49,8 @@ def debug_idp(
     directory = tmp_path_factory.mktemp(f"logs-{request.param}")
     env = {"IDP_LOG_LEVEL": "DEBUG", "IDP_PASSKEY_PROMPT": "false",
            "IDP_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
-    if request.param == "sqlite":
-        with start_live_idp(directory, production=True, env=env, separate_stderr=True) as idp:
-            yield idp
-    else:
-        with (
-            throwaway_postgres_database() as url,
-            start_live_idp(
-                directory, database_url=url, production=True, env=env, separate_stderr=True
-            ) as idp,
-        ):
-            yield idp
+    with live_on(request.param, directory, production=True, env=env, separate_stderr=True) as idp:
+        yield idp
 
 
 def _new_user(idp: LiveIdp, label: str) -> str:

@@ -21,7 +21,8 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp import create_app
-from tests.conftest import app_overrides, throwaway_postgres_database
+from tests.conftest import app_overrides
+from tests.support.apps import live_on
 from tests.support.http_flows import RelyingParty, Visitor, query_of
 from tests.support.live import LiveIdp, start_live_idp
 
@@ -94,17 +95,8 @@ def node(
     directory = tmp_path_factory.mktemp(f"metrics-{request.param}")
     env = {"IDP_METRICS_TOKEN": METRICS_TOKEN, "IDP_PASSKEY_PROMPT": "false",
            "IDP_LOCKOUT_THRESHOLD": str(LOCKOUT_THRESHOLD)}  # fmt: skip
-    if request.param == "sqlite":
-        with start_live_idp(directory, production=True, env=env, separate_stderr=True) as idp:
-            yield idp
-    else:
-        with (
-            throwaway_postgres_database() as url,
-            start_live_idp(
-                directory, database_url=url, production=True, env=env, separate_stderr=True
-            ) as idp,
-        ):
-            yield idp
+    with live_on(request.param, directory, production=True, env=env, separate_stderr=True) as idp:
+        yield idp
 
 
 def _parallel(count: int, work: Any) -> list[Any]:

@@ -421,15 +421,12 @@ def test_a_production_server_prunes_on_its_own(tmp_path: Path, storage: str) -> 
 
     import requests
 
-    from tests.conftest import throwaway_postgres_database
-    from tests.support.live import start_live_idp
+    from tests.support.apps import live_on
 
     with contextlib.ExitStack() as stack:
-        url = (
-            stack.enter_context(throwaway_postgres_database()) if storage == "postgresql" else None
+        idp = stack.enter_context(
+            live_on(storage, tmp_path, production=True, env={"IDP_PRUNE_INTERVAL": "1"})
         )
-        idp = stack.enter_context(start_live_idp(tmp_path, database_url=url, production=True,
-                                                 env={"IDP_PRUNE_INTERVAL": "1"}))  # fmt: skip
         engine = create_engine(idp.env["IDP_DATABASE_URL"])
         stack.callback(engine.dispose)
         with Session(engine) as session:

@@ -1,4 +1,5 @@
-"""Apps with settings of their own (a policy other than the defaults) on a real database."""
+"""Apps with settings of their own (a policy other than the defaults) on a real database, and live
+servers on one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flask import Flask
 
 from idp.extensions import db
 from tests.conftest import _build_app, throwaway_postgres_database
+from tests.support.live import LiveIdp, start_live_idp
 
 
 @contextmanager
@@ -29,3 +31,18 @@ def app_on(database: str, instance: Path, **settings: Any) -> Iterator[Flask]:
         finally:
             with app.app_context():
                 db.engine.dispose()
+
+
+@contextmanager
+def live_on(database: str, directory: Path, **options: Any) -> Iterator[LiveIdp]:
+    """``start_live_idp`` with ``options`` on SQLite (``"sqlite"``) or a fresh PostgreSQL
+    database."""
+    if database == "sqlite":
+        with start_live_idp(directory, **options) as idp:
+            yield idp
+        return
+    with (
+        throwaway_postgres_database() as url,
+        start_live_idp(directory, database_url=url, **options) as idp,
+    ):
+        yield idp
