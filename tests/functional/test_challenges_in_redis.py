@@ -40,9 +40,10 @@ from tests.functional.test_passkeys import (
     passkeys_of,
     synced,
 )
+from tests.support.apps import live_on
 from tests.support.factories import CreatedUser, create_user
 from tests.support.http_flows import Visitor
-from tests.support.live import LiveIdp, start_live_idp
+from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages
 
 #: A Redis database no other test uses (0: ops and fallback tests, 7: the multi-node cluster).
@@ -238,25 +239,19 @@ def test_redis_registration_challenge_is_bound_to_the_user(app: Flask, user: Cre
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def live_redis(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LiveIdp, str]]:
-    """``idp serve --production`` (2 workers) with ``IDP_REDIS_URL``, and its database URL."""
+) -> Iterator[LiveIdp]:
+    """``idp serve --production`` (2 workers) with ``IDP_REDIS_URL``."""
     directory = tmp_path_factory.mktemp(f"live-redis-{request.param}")
-    env = {"IDP_REDIS_URL": REDIS_URL}
-    if request.param == "sqlite":
-        with start_live_idp(directory, production=True, env=env) as idp:
-            yield idp, f"sqlite:///{directory / 'idp.db'}"
-    else:
-        with (
-            throwaway_postgres_database() as url,
-            start_live_idp(directory, database_url=url, production=True, env=env) as idp,
-        ):
-            yield idp, url
+    with live_on(
+        request.param, directory, production=True, env={"IDP_REDIS_URL": REDIS_URL}
+    ) as idp:
+        yield idp
 
 
 def test_parallel_answers_to_one_redis_challenge_exactly_one_signs_in(
-    live_redis: tuple[LiveIdp, str], redis_client: Any
+    live_redis: LiveIdp, redis_client: Any
 ) -> None:
-    live, database_url = live_redis
+    live, database_url = live_redis, live_redis.env["IDP_DATABASE_URL"]
     email = "parallel-redis@example.com"
     live.create_user(email, PASSWORD)
     registering = Visitor(live.url)
