@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Consent, OutboxMessage, User
-from idp.models.base import utcnow
+from tests.support.admin import age_sign_in
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
@@ -22,23 +21,13 @@ def csrf_of(client: FlaskClient, path: str = "/account") -> str:
     return csrf_token(client.get(path).text)
 
 
-def age_sessions(app: Flask, user_id: str, minutes: int) -> None:
-    with app.app_context():
-        db.session.execute(
-            update(BrowserSession)
-            .where(BrowserSession.user_id == user_id)
-            .values(auth_time=utcnow() - timedelta(minutes=minutes))
-        )
-        db.session.commit()
-
-
 # -- step-up ------------------------------------------------------------------------------------
 def test_step_up_refuses_a_sign_in_older_than_five_minutes(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
     start_session(client, user)
     token = csrf_of(client)
-    age_sessions(app, user.id, 6)
+    age_sign_in(app, user.id, 6)
     response = client.post("/account/backup-codes", data={"csrf_token": token})
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
@@ -235,7 +224,7 @@ def test_email_change_is_confirmed_from_the_new_address_once(
 def test_email_change_needs_a_step_up(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
     start_session(client, user)
     token = csrf_of(client)
-    age_sessions(app, user.id, 6)
+    age_sign_in(app, user.id, 6)
     response = client.post("/account/email", data={"csrf_token": token, "email": "x@new.example"})
     assert response.headers["Location"].startswith("/login?next=")
     with app.app_context():
