@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import re
 import secrets
 import tempfile
@@ -363,6 +364,23 @@ class BrowserUser:
         path = SCREENSHOTS / f"{self.test_name}-{step}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+    def document(self, step: str, guide_images: Path) -> None:
+        """A screenshot in test-artifacts/screenshots/; with UPDATE_DOCS_IMAGES=1 also the page's
+        card alone (no empty margins) in ``guide_images``, for a guide in docs/."""
+        self.screenshot(step)
+        if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
+            guide_images.mkdir(parents=True, exist_ok=True)
+            self.page.locator("main.card").screenshot(path=str(guide_images / f"{step}.png"))
+
+    def like_desktop_chrome(self) -> None:
+        """The pages name browsers from their User-Agent: the screenshots show "Chrome" rather
+        than headless Chromium's "HeadlessChrome"."""
+        agent = str(self.page.evaluate("navigator.userAgent"))
+        self.cdp.send(
+            "Emulation.setUserAgentOverride",
+            {"userAgent": agent.replace("HeadlessChrome", "Chrome")},
+        )
 
     def unexpected_problems(self) -> list[str]:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]

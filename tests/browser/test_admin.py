@@ -19,7 +19,6 @@ docs/admins/images/ (off by default, so that a test run leaves the working tree 
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -42,23 +41,6 @@ LINK_FAILED = "This sign-in link does not work"
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _document(user: BrowserUser, name: str) -> None:
-    """A screenshot in test-artifacts/screenshots/; with UPDATE_DOCS_IMAGES=1 also the page's card
-    alone (no empty margins) in docs/admins/images/."""
-    user.screenshot(name)
-    if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        user.page.locator("main.card").screenshot(path=str(DOCS_IMAGES / f"{name}.png"))
-
-
-def _like_desktop_chrome(user: BrowserUser) -> None:
-    """The console names browsers from their User-Agent: "Chrome", not "HeadlessChrome"."""
-    agent = str(user.page.evaluate("navigator.userAgent"))
-    user.cdp.send(
-        "Emulation.setUserAgentOverride", {"userAgent": agent.replace("HeadlessChrome", "Chrome")}
-    )
-
-
 def _add_first_passkey(page: Page, idp: LiveIdp) -> None:
     """On a restricted session's only page: add the account's first passkey, save the backup
     codes it comes with, and land on the account page."""
@@ -119,13 +101,13 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
     idp = empty_idp
     # The passkey button, not autofill, signs in: each step is then a visible click.
     admin = new_user(conditional_mediation=False)
-    _like_desktop_chrome(admin)
+    admin.like_desktop_chrome()
     page = admin.page
 
     # 1. The first admin: the printed link, confirmed, then a passkey.
     page.goto(_first_admin_link(idp))
     expect(page.get_by_role("heading", name=f"Sign in as {ADMIN_EMAIL}?")).to_be_visible()
-    _document(admin, "first-admin-link")
+    admin.document("first-admin-link", DOCS_IMAGES)
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page).to_have_url(f"{idp.url}/account/recover")
     _add_first_passkey(page, idp)
@@ -136,11 +118,11 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
     expect(page.locator(".flashes p")).to_have_text(
         "The admin console needs a passkey sign-in within the last 10 minutes."
     )
-    _document(admin, "console-needs-passkey")
+    admin.document("console-needs-passkey", DOCS_IMAGES)
     page.get_by_role("button", name="Sign in with a passkey").click()
     expect(page).to_have_url(f"{idp.url}/admin")
     expect(page.get_by_role("heading", name="Admin console")).to_be_visible()
-    _document(admin, "console")
+    admin.document("console", DOCS_IMAGES)
     # An admin has a passkey now: no start prints a link any more.
     assert "/login/link/" not in idp.run("init").stdout
 
@@ -159,14 +141,14 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         page.get_by_role("button", name="Register", exact=True).click()
         expect(page.locator("#form-error")).to_contain_text("https")
         page.fill("#redirect_uris", app_base + "/callback")
-        _document(admin, "client-form")
+        admin.document("client-form", DOCS_IMAGES)
         page.get_by_role("button", name="Register", exact=True).click()
         expect(page.get_by_role("heading", name="Team wiki is registered")).to_be_visible()
         client_id = page.locator("#client-id").inner_text().strip()
         client_secret = page.locator("#client-secret").inner_text().strip()
         assert client_id
         assert len(client_secret) >= 32
-        _document(admin, "client-secret")
+        admin.document("client-secret", DOCS_IMAGES)
         page.get_by_role("link", name="I have stored it: show the app").click()
         expect(page.get_by_role("heading", name="How to connect")).to_be_visible()
         expect(page.locator("#discovery-url")).to_have_text(
@@ -175,7 +157,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         expect(page.locator("#snippet-openid-client")).to_contain_text(client_id)
         # Shown once: the app's page never shows the secret again.
         expect(page.locator("main")).not_to_contain_text(client_secret)
-        _document(admin, "client")
+        admin.document("client", DOCS_IMAGES)
 
         app = RelyingParty(idp, app_base, client_id, client_secret, callbacks)
         # The admin is the app's first user (no consent page image: the user's comes below).
@@ -187,19 +169,19 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         page.goto(f"{idp.url}/admin/users")
         page.get_by_role("link", name="Invite or create a user").click()
         page.fill("#email", USER_EMAIL)
-        _document(admin, "invite-form")
+        admin.document("invite-form", DOCS_IMAGES)
         page.get_by_role("button", name="Send invite").click()
         expect(page.get_by_role("heading", name="Invite created")).to_be_visible()
         invite = _issued_link(page)
         assert "/invite/" in invite
 
         user = new_user(conditional_mediation=False)
-        _like_desktop_chrome(user)
+        user.like_desktop_chrome()
         user_page = user.page
         user_page.goto(invite)
         expect(user_page.get_by_role("heading", name="Create your account")).to_be_visible()
         user_page.fill("#name", "Grace Hopper")
-        _document(user, "invite-accept")
+        user.document("invite-accept", DOCS_IMAGES)
         user_page.get_by_role("button", name="Continue").click()
         expect(user_page).to_have_url(f"{idp.url}/signup/passkey")
         expect(user_page.get_by_text("Welcome, Grace Hopper.")).to_be_visible()
@@ -221,17 +203,17 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         user.cdp.send("WebAuthn.clearCredentials", {"authenticatorId": user.authenticator_id})
         page.goto(f"{idp.url}/admin/users")
         expect(page.locator("#user-list .row")).to_have_count(2)
-        _document(admin, "users")
+        admin.document("users", DOCS_IMAGES)
         page.get_by_role("link", name=USER_EMAIL).click()
         expect(page.get_by_role("heading", name=USER_EMAIL)).to_be_visible()
         expect(page.locator("#passkey-list .row")).to_have_count(1)
         expect(page.locator("#consent-list .row")).to_have_count(1)
-        _document(admin, "user")
+        admin.document("user", DOCS_IMAGES)
         page.get_by_role("button", name="Send login link").click()
         expect(page.get_by_role("heading", name="Login link created")).to_be_visible()
         rescue = _issued_link(page)
         assert "/login/link/" in rescue
-        _document(admin, "login-link-issued")
+        admin.document("login-link-issued", DOCS_IMAGES)
 
         # Opening the link, and reloading it twice, spends nothing.
         user_page.goto(rescue)
@@ -239,7 +221,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
             user_page.reload()
         expect(user_page.get_by_role("heading", name=f"Sign in as {USER_EMAIL}?")).to_be_visible()
         expect(user_page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
-        _document(user, "login-link-confirm")
+        user.document("login-link-confirm", DOCS_IMAGES)
         page.get_by_role("link", name=f"Back to {USER_EMAIL}").click()
         expect(page.locator("#live-links .row")).to_have_count(1)
         expect(page.locator("#live-links .row")).to_contain_text("Login link")
@@ -249,7 +231,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         # Confirming signs in to a session whose only way forward is a new passkey.
         user_page.get_by_role("button", name="Sign in", exact=True).click()
         expect(user_page).to_have_url(f"{idp.url}/account/recover")
-        _document(user, "recovery")
+        user.document("recovery", DOCS_IMAGES)
         for elsewhere in ("/account", "/account/sessions", "/account/apps", "/account/profile"):
             user_page.goto(idp.url + elsewhere)
             expect(user_page).to_have_url(f"{idp.url}/account/recover")
@@ -272,7 +254,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         user.allow_console_error(r"status of 400")
         user_page.goto(rescue)
         expect(user_page.get_by_role("heading", name=LINK_FAILED)).to_be_visible()
-        _document(user, "login-link-spent")
+        user.document("login-link-spent", DOCS_IMAGES)
         # The new passkey signs in to the app (consent was given before).
         _sign_out(user_page, idp)
         again = _sign_in_to_app(user, app, consent=False)
@@ -289,7 +271,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         expect(
             events.filter(has=page.locator("code", has_text=re.compile(f"^{kind}$")))
         ).not_to_have_count(0)
-    _document(admin, "audit")
+    admin.document("audit", DOCS_IMAGES)
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Export CSV").click()
     download = download_info.value
@@ -317,4 +299,4 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
     expect(page.get_by_role("heading", name="Sign-in policy")).to_be_visible()
     expect(page.locator("#policy-form fieldset")).not_to_have_count(0)
     expect(page.locator("[data-overridden]")).to_have_count(0)
-    _document(admin, "policy")
+    admin.document("policy", DOCS_IMAGES)

@@ -7,7 +7,6 @@ docs/users/images/ (off by default, so that a test run leaves the working tree c
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -56,24 +55,6 @@ SECURITY_KEY = {**SYNCED_AUTHENTICATOR, "transport": "usb",
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _document(user: BrowserUser, name: str) -> None:
-    """A screenshot in test-artifacts/screenshots/; with UPDATE_DOCS_IMAGES=1 also the page's card
-    alone (no empty margins) in docs/users/images/."""
-    user.screenshot(name)
-    if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        user.page.locator("main.card").screenshot(path=str(DOCS_IMAGES / f"{name}.png"))
-
-
-def _like_desktop_chrome(user: BrowserUser) -> None:
-    """The sessions and activity pages name the browser from its User-Agent: the screenshots show
-    "Chrome" rather than headless Chromium's "HeadlessChrome"."""
-    agent = str(user.page.evaluate("navigator.userAgent"))
-    user.cdp.send(
-        "Emulation.setUserAgentOverride", {"userAgent": agent.replace("HeadlessChrome", "Chrome")}
-    )
-
-
 def _use_authenticator(user: BrowserUser, options: dict[str, Any]) -> str:
     """Replace the context's virtual authenticator by one with these options; its id."""
     user.cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": user.authenticator_id})
@@ -107,7 +88,7 @@ def _flash(page: Page) -> Locator:
 def _signed_in(new_user: NewUser, idp: LiveIdp, email: str) -> BrowserUser:
     """A new browser profile signed in with the password on /account."""
     user = new_user()
-    _like_desktop_chrome(user)
+    user.like_desktop_chrome()
     user.page.goto(f"{idp.url}/account")
     _sign_in_with_password(user.page, email)
     expect(user.page).to_have_url(f"{idp.url}/account")
@@ -120,7 +101,7 @@ def test_two_passkeys_one_renamed_one_removed(
 ) -> None:
     email = accounts.new()
     owner = new_user()
-    _like_desktop_chrome(owner)
+    owner.like_desktop_chrome()
     page = owner.page
     synced = _use_authenticator(owner, SYNCED_AUTHENTICATOR)
     page.goto(f"{live_idp.url}/account")
@@ -156,7 +137,7 @@ def test_two_passkeys_one_renamed_one_removed(
     expect(items.locator(".passkey-name")).to_have_text(["Phone", "Security key"])
     expect(page.locator("#second-passkey-nudge")).to_have_count(0)
     expect(page.locator("#offer-sign-out-others")).to_have_count(0)
-    _document(owner, "sign-in-methods")
+    owner.document("sign-in-methods", DOCS_IMAGES)
 
     # Remove the phone's passkey: the passkey sign-in above is recent enough.
     page.get_by_role("button", name="Remove Phone").click()
@@ -223,7 +204,7 @@ def test_a_session_signed_out_from_another_browser_is_dead(
     rows = here.page.locator("#session-list .row")
     expect(rows).to_have_count(2)
     expect(rows.filter(has_text="This session")).to_have_count(1)
-    _document(here, "sessions")
+    here.document("sessions", DOCS_IMAGES)
 
     rows.filter(has_not_text="This session").get_by_role(
         "button", name="Sign out", exact=True
@@ -259,7 +240,7 @@ def test_connected_apps_activity_and_profile(
 ) -> None:
     email = accounts.new()
     user = new_user()
-    _like_desktop_chrome(user)
+    user.like_desktop_chrome()
     page = user.page
     authorization = third_party.authorization()
     page.goto(authorization.url)
@@ -276,21 +257,21 @@ def test_connected_apps_activity_and_profile(
     expect(app).to_have_count(1)
     expect(app).to_contain_text("Photo Album")
     expect(app).to_contain_text("last used")
-    _document(user, "connected-apps")
+    user.document("connected-apps", DOCS_IMAGES)
 
     page.get_by_role("link", name="Activity").click()
     events = page.locator("#activity-list .row")
     expect(events.first).to_contain_text("authorization: code issued")
     expect(page.locator("#activity-list")).to_contain_text("consent: granted")
     expect(page.locator("#activity-list")).to_contain_text("login: password")
-    _document(user, "activity")
+    user.document("activity", DOCS_IMAGES)
 
     page.get_by_role("link", name="Profile").click()
     page.get_by_label("Name").fill("Ada Lovelace")
     page.get_by_role("button", name="Save name").click()
     expect(_flash(page)).to_have_text("Name saved.")
     expect(page.get_by_label("Name")).to_have_value("Ada Lovelace")
-    _document(user, "profile")
+    user.document("profile", DOCS_IMAGES)
 
     # Disconnecting the app removes it from the list (its tokens are revoked: tests/functional).
     page.get_by_role("link", name="Connected apps").click()

@@ -5,7 +5,6 @@ account page offers no password; a user who came in by a login link signs in wit
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,14 +91,6 @@ def test_passwordless_only_signs_in_with_passkeys_and_never_shows_a_password_fie
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "admins" / "images"
 
 
-def _document(user: BrowserUser, name: str) -> None:
-    """A screenshot; with UPDATE_DOCS_IMAGES=1 also the card alone for docs/admins.md."""
-    user.screenshot(name)
-    if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        user.page.locator("main.card").screenshot(path=str(DOCS_IMAGES / f"{name}.png"))
-
-
 def test_an_admin_turns_passwords_off_on_the_policy_page(
     policy_idp: LiveIdp, new_user: NewUser
 ) -> None:
@@ -136,7 +127,7 @@ def test_an_admin_turns_passwords_off_on_the_policy_page(
     page.get_by_role("button", name="Save policy").click()
     expect(page.locator(".flashes p")).to_have_text("Policy saved (2 changes).")
     expect(page.locator("[data-overridden]")).to_have_count(2)
-    _document(admin, "policy-saved")
+    admin.document("policy-saved", DOCS_IMAGES)
     shown = idp.cli("policy", "show", "--json")
     assert shown["overridden"] == ["lockout_threshold", "passwords_allowed"]
 
@@ -145,7 +136,7 @@ def test_an_admin_turns_passwords_off_on_the_policy_page(
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#audit-list tbody tr")).to_have_count(1)
     expect(page.locator("#audit-list tbody tr")).to_contain_text("root@example.com")
-    _document(admin, "audit-policy-changed")
+    admin.document("audit-policy-changed", DOCS_IMAGES)
 
     # Within the policy cache's few seconds (every worker), the sign-in page has no password.
     deadline = time.monotonic() + 8
