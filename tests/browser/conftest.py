@@ -32,6 +32,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Playwright,
+    expect,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -384,6 +385,19 @@ class BrowserUser:
 
     def unexpected_problems(self) -> list[str]:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
+
+
+def add_first_passkey(page: Page, idp: LiveIdp) -> None:
+    """On a restricted session's only page: add the account's first passkey, save the backup
+    codes it comes with, and land on the account page."""
+    # The button works once account.js (at the end of the page) has run: a click on the button
+    # as soon as it is painted would land before its handler.
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.locator("#backup-codes li")).to_have_count(10)
+    page.get_by_role("button", name="I saved them").click()
+    expect(page).to_have_url(f"{idp.url}/account")
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
 
 
 def _console_text(message: ConsoleMessage) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import BrowserUser, RelyingParty, callback_server
+from tests.browser.conftest import BrowserUser, RelyingParty, add_first_passkey, callback_server
 from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
 from tests.support.live import LiveIdp
 
@@ -41,19 +41,6 @@ LINK_FAILED = "This sign-in link does not work"
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _add_first_passkey(page: Page, idp: LiveIdp) -> None:
-    """On a restricted session's only page: add the account's first passkey, save the backup
-    codes it comes with, and land on the account page."""
-    # The button works once account.js (at the end of the page) has run: a click on the button
-    # as soon as it is painted would land before its handler.
-    page.wait_for_load_state("load")
-    page.get_by_role("button", name="Add a passkey").click()
-    expect(page.locator("#backup-codes li")).to_have_count(10)
-    page.get_by_role("button", name="I saved them").click()
-    expect(page).to_have_url(f"{idp.url}/account")
-    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
-
-
 def _sign_out(page: Page, idp: LiveIdp) -> None:
     page.goto(f"{idp.url}/account")
     page.get_by_role("button", name="Sign out", exact=True).click()
@@ -110,7 +97,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
     admin.document("first-admin-link", DOCS_IMAGES)
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page).to_have_url(f"{idp.url}/account/recover")
-    _add_first_passkey(page, idp)
+    add_first_passkey(page, idp)
     # The link's session proved the mailbox, not a passkey: the console asks for a passkey
     # sign-in first, and opens after it.
     page.goto(f"{idp.url}/admin")
@@ -185,7 +172,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         user_page.get_by_role("button", name="Continue").click()
         expect(user_page).to_have_url(f"{idp.url}/signup/passkey")
         expect(user_page.get_by_text("Welcome, Grace Hopper.")).to_be_visible()
-        _add_first_passkey(user_page, idp)
+        add_first_passkey(user_page, idp)
         assert len(user.credentials()) == 1
 
         # The user signs in to the app with that passkey.

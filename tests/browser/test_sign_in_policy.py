@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import BrowserUser, serve_idp
+from tests.browser.conftest import BrowserUser, add_first_passkey, serve_idp
 from tests.support.live import LiveIdp
 
 pytestmark = pytest.mark.browser
@@ -45,11 +45,7 @@ def _add_first_passkey_by_link(user: BrowserUser, idp: LiveIdp, email: str) -> N
     page.goto(idp.cli("login-link", email, "--json")["url"])
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{idp.url}/account/recover")
-    page.wait_for_load_state("load")
-    page.get_by_role("button", name="Add a passkey").click()
-    expect(page.locator("#backup-codes li")).to_have_count(10)
-    page.get_by_role("button", name="I saved them").click()
-    expect(page).to_have_url(f"{idp.url}/account")
+    add_first_passkey(page, idp)
 
 
 def test_passwordless_only_signs_in_with_passkeys_and_never_shows_a_password_field(
