@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
@@ -24,6 +23,7 @@ from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.audit import AuditFilter, RequestContext
 from tests.support.admin import ConsoleBrowser, passkey_browser
+from tests.support.cli import initialised_cli
 from tests.support.factories import create_user
 
 CHROME = (
@@ -249,11 +249,8 @@ def test_a_long_export_reads_in_batches_without_losing_or_repeating_a_row(
 
 # -- the command line ------------------------------------------------------------------------------
 def test_cli_export_prints_the_filtered_events_as_csv_and_jsonl(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'idp.db'}"
-    env = {"IDP_DATABASE_URL": url, "IDP_INSTANCE_PATH": str(tmp_path),
-           "IDP_SECRET_KEY": "x" * 40, "IDP_PRUNE_INTERVAL": "0"}  # fmt: skip
-    runner = CliRunner(env=env)
-    assert runner.invoke(main, ["init"]).exit_code == 0
+    runner = initialised_cli(tmp_path, IDP_PRUNE_INTERVAL="0")
+    url = runner.env["IDP_DATABASE_URL"]
     created = runner.invoke(main, ["users", "create", "ada@example.com", "--json"])
     assert created.exit_code == 0, created.output
     ada_id = json.loads(created.output)["id"]

@@ -426,17 +426,14 @@ def test_passkey_required_for_admins_keeps_an_admin_s_last_passkey(policy_app: F
 def test_cli_policy_set_show_and_reset(tmp_path: Path) -> None:
     import json
 
-    from click.testing import CliRunner
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
     from idp.cli import main
+    from tests.support.cli import initialised_cli
 
-    url = f"sqlite:///{tmp_path / 'idp.db'}"
-    env = {"IDP_DATABASE_URL": url, "IDP_INSTANCE_PATH": str(tmp_path),
-           "IDP_SECRET_KEY": "x" * 40, "IDP_LOCKOUT_THRESHOLD": "50"}  # fmt: skip
-    runner = CliRunner(env=env)
-    assert runner.invoke(main, ["init"]).exit_code == 0
+    runner = initialised_cli(tmp_path, IDP_LOCKOUT_THRESHOLD="50")
+    url = runner.env["IDP_DATABASE_URL"]
     shown = json.loads(runner.invoke(main, ["policy", "show", "--json"]).output)
     assert shown["policy"]["lockout_threshold"] == 50  # the environment's default
     assert shown["overridden"] == []

@@ -39,6 +39,7 @@ from idp.services.totp import TotpService
 from idp.services.user_admin import LastAdminError, UserAdmin
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
@@ -514,15 +515,9 @@ def test_two_admins_removing_each_other_at_once_leave_one_active_admin(
 # -- the command line shares the service ----------------------------------------------------------
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
-        "IDP_INSTANCE_PATH": str(tmp_path),
-        "IDP_ISSUER": "http://localhost:5000",
-        "IDP_SECRET_KEY": "x" * 40,
-        "IDP_PRODUCTION": "true",  # no development admin is created by init
-    }
-    assert CliRunner(env=env).invoke(main, ["init"]).exit_code == 0
-    return env
+    # IDP_PRODUCTION: no development admin is created by init.
+    runner = initialised_cli(tmp_path, IDP_ISSUER="http://localhost:5000", IDP_PRODUCTION="true")
+    return dict(runner.env)
 
 
 def cli(env: dict[str, str], *args: str, ok: bool = True, input: str | None = None) -> Any:

@@ -21,6 +21,7 @@ from idp.models.base import utcnow
 from idp.services.login_links import LoginLinkService
 from idp.settings import SettingsError, load_settings
 from tests.support.admin import ConsoleBrowser, passkey_browser
+from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
 
@@ -155,15 +156,7 @@ def test_the_link_is_stored_hashed(app: Flask, user: CreatedUser) -> None:
 
 
 def test_cli_login_link_prints_a_working_link_and_notifies_the_user(tmp_path: Path) -> None:
-    env = {
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
-        "IDP_INSTANCE_PATH": str(tmp_path),
-        "IDP_ISSUER": "http://localhost:5000",
-        "IDP_SECRET_KEY": "x" * 40,
-        "IDP_LOGIN_LINK_TTL": "600",
-    }
-    runner = CliRunner(env=env)
-    assert runner.invoke(main, ["init"]).exit_code == 0
+    runner = initialised_cli(tmp_path, IDP_ISSUER="http://localhost:5000", IDP_LOGIN_LINK_TTL="600")
     assert runner.invoke(main, ["users", "create", "root@example.com", "--admin"]).exit_code == 0
     result = runner.invoke(main, ["login-link", "root@example.com", "--json"])
     assert result.exit_code == 0, result.output
@@ -171,7 +164,7 @@ def test_cli_login_link_prints_a_working_link_and_notifies_the_user(tmp_path: Pa
     assert data["url"].startswith("http://localhost:5000/login/link/")
     refused = runner.invoke(main, ["login-link", "root@example.com", "--ttl", "999999"])
     assert refused.exit_code != 0
-    with Session(create_engine(env["IDP_DATABASE_URL"])) as session:
+    with Session(create_engine(runner.env["IDP_DATABASE_URL"])) as session:
         # Issue 6: the link is emailed (here: the outbox, no SMTP) as well as printed.
         messages = session.scalars(select(OutboxMessage)).all()
         assert [m.kind for m in messages] == ["login_link"]
@@ -334,15 +327,7 @@ def test_no_login_link_for_a_disabled_user(
 
 
 def test_cli_login_link_list_and_revoke(tmp_path: Path) -> None:
-    env = {
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
-        "IDP_INSTANCE_PATH": str(tmp_path),
-        "IDP_ISSUER": "http://localhost:5000",
-        "IDP_SECRET_KEY": "x" * 40,
-        "IDP_PRODUCTION": "true",
-    }
-    runner = CliRunner(env=env)
-    assert runner.invoke(main, ["init"]).exit_code == 0
+    runner = initialised_cli(tmp_path, IDP_ISSUER="http://localhost:5000", IDP_PRODUCTION="true")
     assert runner.invoke(main, ["users", "create", "ada@example.com"]).exit_code == 0
 
     def run(*args: str, ok: bool = True) -> str:
@@ -362,7 +347,7 @@ def test_cli_login_link_list_and_revoke(tmp_path: Path) -> None:
     assert json.loads(run("login-link", "list", "ada@example.com", "--json")) == []
     assert "no user nobody@example.com" in run("login-link", "list", "nobody@example.com", ok=False)
     assert "--ttl must be between" in run("login-link", "ada@example.com", "--ttl", "30", ok=False)
-    with Session(create_engine(env["IDP_DATABASE_URL"])) as session:
+    with Session(create_engine(runner.env["IDP_DATABASE_URL"])) as session:
         kinds = session.execute(
             select(AuditEvent.kind, AuditEvent.actor_id).where(AuditEvent.kind.contains("link"))
         ).all()

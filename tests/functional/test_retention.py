@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
@@ -46,6 +45,7 @@ from idp.services.retention import (
     prune,
 )
 from tests.conftest import app_overrides
+from tests.support.cli import initialised_cli
 from tests.support.factories import create_client, create_user
 
 NOW = utcnow()
@@ -288,11 +288,8 @@ def test_a_pruned_session_cookie_no_longer_signs_anyone_in(storage_app: Flask) -
 
 # -- the command line ------------------------------------------------------------------------------
 def test_cli_prune_prints_the_counts(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'idp.db'}"
-    env = {"IDP_DATABASE_URL": url, "IDP_INSTANCE_PATH": str(tmp_path),
-           "IDP_SECRET_KEY": "x" * 40, "IDP_AUDIT_RETENTION_DAYS": "30"}  # fmt: skip
-    runner = CliRunner(env=env)
-    assert runner.invoke(main, ["init"]).exit_code == 0
+    runner = initialised_cli(tmp_path, IDP_AUDIT_RETENTION_DAYS="30")
+    url = runner.env["IDP_DATABASE_URL"]
     engine = create_engine(url)
     with Session(engine) as session:
         session.add_all([
