@@ -24,7 +24,6 @@ import pytest
 import redis
 import requests
 from flask import Flask
-from requests.adapters import HTTPAdapter
 from sqlalchemy import func, select, update
 
 from idp import create_app
@@ -44,7 +43,7 @@ from tests.conftest import app_overrides
 from tests.support.browserless import Browser, Form, parse_forms
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
-from tests.support.live import LiveIdp
+from tests.support.live import FromAddress, LiveIdp
 
 PASSWORD = "parallel fallback passphrase"
 PARALLEL_SPENDS = 12
@@ -187,18 +186,6 @@ def test_parallel_spends_of_one_backup_code_exactly_one_wins(live: LiveIdp, tmp_
 
 
 # == attempt counters =============================================================================
-class FromAddress(HTTPAdapter):
-    """Connections from one loopback address of many (Linux routes all of 127.0.0.0/8 to lo)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def test_fifty_parallel_wrong_passwords_all_count(live: LiveIdp, tmp_path: Path) -> None:
     """A distributed guess: fifty addresses at once, so that no per-address row serialises the
     requests and only the account counter's atomic upsert keeps the count."""

@@ -26,7 +26,6 @@ import requests
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from requests.adapters import HTTPAdapter
 
 from idp import create_app
 from idp.extensions import db
@@ -36,7 +35,7 @@ from tests.conftest import app_overrides
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.balancer import SERVED_BY, Haproxy, run_haproxy
 from tests.support.factories import create_client, create_user
-from tests.support.live import LiveIdp, free_port, idp_env
+from tests.support.live import FromAddress, LiveIdp, free_port, idp_env
 
 NODE_NAMES = ("node1", "node2", "node3")
 #: The machine's Redis, a database of its own for these tests. Runs in parallel (two checkouts,
@@ -207,18 +206,6 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
 
 
 # -- a user agent ---------------------------------------------------------------------------------
-class FromAddress(HTTPAdapter):
-    """Connections from one loopback address of many."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 class UserAgent:
     """One browser (its own cookie jar, no automatic redirects) talking to the balancer. Every
     response's ``X-Served-By`` is recorded in ``served_by``."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 INTEROP_DIR = Path(__file__).resolve().parent.parent / "interop"
 IDP_BIN = Path(sys.executable).with_name("idp")
@@ -205,6 +206,18 @@ class LiveIdp:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=STOP_TIMEOUT)
+
+
+class FromAddress(HTTPAdapter):
+    """Connections from one loopback address of many (Linux routes all of 127.0.0.0/8 to lo)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
 
 
 def idp_env(directory: Path, issuer: str, database_url: str | None = None) -> dict[str, str]:
