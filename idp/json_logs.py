@@ -14,7 +14,8 @@ traceback of every record, whoever logged it (idp, Authlib, the WSGI server):
   after ``Bearer``/``Basic``, anything shaped like a JWT, URL query strings, passwords in URLs;
 - every secret value the current request carried or received (form and query fields with secret
   names, the Authorization header, cookies, login-link path parameters, tokens and codes in the
-  response), verbatim and URL-encoded, registered by idp.observability.
+  response), verbatim and URL-encoded, collected by idp.observability when a redacted line is
+  written.
 """
 
 from __future__ import annotations
