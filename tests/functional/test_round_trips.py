@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pyotp
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select
@@ -27,6 +29,8 @@ from idp.services.rate_limits import AttemptLimiter, RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
+from tests.support.http_flows import Visitor
+from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages
 
 PASSWORD = "correct horse battery staple 7"
@@ -196,3 +200,38 @@ def test_a_passkey_challenge_is_spent_and_read_in_one_statement(storage_app: Fla
     replayed = visitor.browser.post("/login/passkey/verify", json=body,
                                     headers={"X-CSRFToken": csrf})  # fmt: skip
     assert replayed.status_code != 200
+
+
+PARALLEL = 12
+
+
+def test_parallel_answers_to_one_database_challenge_exactly_one_signs_in(live: LiveIdp) -> None:
+    """The challenge's spend-and-read (one ``UPDATE ... RETURNING``) under real parallel requests
+    to a multi-process server, on SQLite and PostgreSQL: one of N identical answers wins."""
+    email = f"parallel-{secrets.token_hex(4)}@example.com"
+    live.create_user(email, PASSWORD)
+    registering = Visitor(live.url)
+    registering.sign_in_with_password(email, PASSWORD)
+    authenticator = registering.register_passkey()
+    registering.close()
+
+    browser = Visitor(live.url)
+    headers = browser.csrf_header("/login")
+    options = browser.post("/login/passkey/options", json={}, headers=headers)
+    assert options.status_code == 200, options.text
+    issued = options.json()
+    credential = authenticator.get(issued["publicKey"], origin=live.url)
+    body = {"challenge_id": issued["challenge_id"], "credential": credential,
+            "request": "", "next": ""}  # fmt: skip
+    cookies = {cookie.name: cookie.value or "" for cookie in browser.http.cookies}
+
+    def send(_: int) -> requests.Response:
+        return requests.post(live.url + "/login/passkey/verify", json=body, headers=headers,
+                             cookies=cookies, timeout=30)  # fmt: skip
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        responses = list(pool.map(send, range(PARALLEL)))
+    browser.close()
+    winners = [r for r in responses if r.status_code == 200]
+    assert len(winners) == 1, [r.status_code for r in responses]
+    assert {r.status_code for r in responses if r.status_code != 200} == {400}
