@@ -26,8 +26,13 @@ def utcnow() -> datetime:
 
 
 def random_id(nbytes: int = 16) -> str:
-    """An opaque, URL-safe identifier (128 bits by default)."""
-    return secrets.token_urlsafe(nbytes)
+    """An opaque, URL-safe identifier (128 bits by default). Never one that starts with "-":
+    ids are passed to the ``idp`` command line (``idp clients delete ID``), where a leading dash
+    reads as an option (one id in 64 would otherwise)."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if not value.startswith("-"):
+            return value
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import AccessToken, Client
-from idp.models.base import utcnow
+from idp.models.base import random_id, utcnow
 from idp.models.clients import HOST_NAME, KIND_NATIVE, KIND_SPA, KIND_WEB, KINDS, PUBLIC_KINDS
 from idp.services import audit
 from idp.services.audit import RequestContext
@@ -357,7 +356,7 @@ class ClientService:
         fields = fields.validated()
         secret = new_secret(32) if fields.auth_method in SECRET_AUTH_METHODS else None
         client = Client(
-            client_id=secrets.token_urlsafe(18),
+            client_id=random_id(18),
             secret_hash=self.secret_hasher.hash(secret) if secret else None,
             created_at=utcnow(),
         )

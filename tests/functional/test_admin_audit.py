@@ -218,7 +218,9 @@ def test_the_page_links_its_filter_to_both_exports(world: dict[str, Any]) -> Non
 
 
 def test_an_export_is_itself_audited(app: Flask, world: dict[str, Any]) -> None:
-    world["admin"].browser.get("/admin/audit/export.csv?kind=login.password")
+    # Closed at once: an unread streaming response left to the garbage collector would close
+    # its request context in the middle of a later request.
+    world["admin"].browser.get("/admin/audit/export.csv?kind=login.password").close()
     with app.app_context():
         event = db.session.scalars(
             select(AuditEvent).where(AuditEvent.kind == "audit.exported")
