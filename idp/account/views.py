@@ -143,15 +143,21 @@ def _signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
     return session
 
 
-@bp.get("/account/recover")
-def recover() -> Any:
-    """A recovery session's only page: add a new passkey or an authenticator app."""
+def restricted_page(template: str) -> Any:
+    """The only page of a restricted session (one that must add a way in first); without a
+    session, the sign-in page; an unrestricted session has its account page instead."""
     session = current_session()
     if session is None:
         return redirect(url_for("login.login"))
     if not session.restricted:
         return redirect(url_for("account.home"))
-    return render_template("account/recover.html", user=session.user, session=session)
+    return render_template(template, user=session.user, session=session)
+
+
+@bp.get("/account/recover")
+def recover() -> Any:
+    """A recovery session's only page: add a new passkey or an authenticator app."""
+    return restricted_page("account/recover.html")
 
 
 @bp.route("/account/totp", methods=["GET", "POST"])

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
+from idp.account.views import restricted_page
 from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
@@ -22,7 +23,6 @@ from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.signup import Joining, NewAccount, SignupError
 from idp.web import (
-    current_session,
     notifier,
     request_context,
     runtime,
@@ -119,12 +119,7 @@ def invite(secret: str) -> Any:
 @bp.get("/signup/passkey")
 def passkey() -> Any:
     """A new account's first passkey (the restricted session's page)."""
-    session = current_session()
-    if session is None:
-        return redirect(url_for("login.login"))
-    if not session.restricted:
-        return redirect(url_for("account.home"))
-    return render_template("signup/passkey.html", user=session.user)
+    return restricted_page("signup/passkey.html")
 
 
 # -- self-service sign-up -------------------------------------------------------------------------
