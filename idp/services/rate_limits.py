@@ -9,7 +9,7 @@ exactly like known ones (no enumeration).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
@@ -43,6 +43,7 @@ class Verdict:
 class CounterStore(Protocol):
     def increment(self, key: str, now: datetime) -> int: ...
     def get(self, key: str) -> tuple[int, datetime | None]: ...
+    def get_many(self, keys: list[str]) -> list[tuple[int, datetime | None]]: ...
     def reset(self, key: str) -> None: ...
 
 
@@ -74,6 +75,16 @@ class DatabaseCounters:
         ).first()
         return (int(row[0]), row[1]) if row else (0, None)
 
+    def get_many(self, keys: list[str]) -> list[tuple[int, datetime | None]]:
+        """``get`` of several keys in one statement (a check reads the account's and the
+        address's counters)."""
+        rows = self.db.execute(
+            select(AttemptCounter.key, AttemptCounter.failures, AttemptCounter.last_failure_at)
+            .where(AttemptCounter.key.in_(keys))
+        ).all()  # fmt: skip
+        found = {row[0]: (int(row[1]), row[2]) for row in rows}
+        return [found.get(key, (0, None)) for key in keys]
+
     def reset(self, key: str) -> None:
         self.db.execute(delete(AttemptCounter).where(AttemptCounter.key == key))
 
@@ -94,11 +105,16 @@ class RedisCounters:
         return int(count)
 
     def get(self, key: str) -> tuple[int, datetime | None]:
-        from datetime import UTC
+        return self.get_many([key])[0]
 
-        count, at = self.client.mget(f"idp:fail:{key}", f"idp:fail-at:{key}")
-        last = datetime.fromtimestamp(float(at), UTC) if at else None
-        return (int(count or 0), last)
+    def get_many(self, keys: list[str]) -> list[tuple[int, datetime | None]]:
+        names = [name for key in keys for name in (f"idp:fail:{key}", f"idp:fail-at:{key}")]
+        values = self.client.mget(names)
+        found = []
+        for count, at in zip(values[::2], values[1::2], strict=True):
+            last = datetime.fromtimestamp(float(at), UTC) if at else None
+            found.append((int(count or 0), last))
+        return found
 
     def reset(self, key: str) -> None:
         self.client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
@@ -130,7 +146,10 @@ class AttemptLimiter:
         return f"addr:{address}"
 
     def check(self, account_key: str, address: str, now: datetime) -> Verdict:
-        failures, last = self.store.get(account_key)
+        # One round trip for both counters.
+        (failures, last), (address_failures, address_last) = self.store.get_many(
+            [account_key, self.address_key(address)]
+        )
         if failures == 0 and last is None:
             self._found_empty.add(account_key)
         else:
@@ -138,7 +157,6 @@ class AttemptLimiter:
         if failures >= self.lock_after:
             return Verdict(allowed=False, locked=True)
         wait = _wait(failures, last, FREE_FAILURES, now)
-        address_failures, address_last = self.store.get(self.address_key(address))
         if address_last is not None and now - address_last > ADDRESS_WINDOW:
             address_failures = 0
         wait = max(wait, _wait(address_failures, address_last, ADDRESS_FREE_FAILURES, now))

@@ -126,6 +126,8 @@ def test_the_password_step_counts_no_backup_codes_and_deletes_no_absent_counter(
     assert response.headers["Location"] == "/login/second-step"
     assert _count(sent, lambda s: "FROM BACKUP_CODES" in s) == 0
     assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 0
+    # The check reads the account's and the address's counters in one statement.
+    assert _count(sent, lambda s: s.startswith("SELECT") and "FROM ATTEMPT_COUNTERS" in s) == 1
 
 
 def test_a_success_after_a_failure_still_resets_the_counter(storage_app: Flask) -> None:
@@ -167,6 +169,17 @@ def test_redis_a_success_resets_a_real_counter_and_skips_an_absent_one() -> None
         after_failure.succeeded(key)
         assert deleted == [(key,)]
         assert RedisCounters(client).get(key) == (0, None)
+
+        # Both counters of a check in one MGET, each where it belongs.
+        RedisCounters(client).increment(key, utcnow())
+        unused = f"addr:{address}-never-failed"
+        account, other, address_row = RedisCounters(client).get_many(
+            [key, unused, f"addr:{address}"]
+        )
+        assert account[0] == 1
+        assert account[1] is not None
+        assert other == (0, None)
+        assert address_row[0] == 1
     finally:
         client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
         client.delete(f"idp:fail:addr:{address}", f"idp:fail-at:addr:{address}")
