@@ -23,7 +23,7 @@ from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.functional.test_fallback import password_step, path_of, text_of
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import FLAG, SoftAuthenticator
-from tests.support.factories import DEFAULT_PASSWORD, CreatedUser, create_user
+from tests.support.factories import DEFAULT_PASSWORD, CreatedUser, create_user, rows
 from tests.support.flow import csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
 
@@ -72,13 +72,6 @@ def policy_form(app: Flask, **changes: Any) -> dict[str, str]:
         else:
             form[field.name] = str(value)
     return form
-
-
-def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
-    with app.app_context():
-        found = list(db.session.scalars(select(model).where(*where)))
-        db.session.expunge_all()
-        return found
 
 
 def failure_reasons(app: Flask, kind: str) -> list[str]:

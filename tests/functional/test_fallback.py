@@ -25,7 +25,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from werkzeug.test import TestResponse
 
 from idp import create_app
@@ -54,7 +54,7 @@ from idp.services.rate_limits import (
 from idp.services.users import UserService
 from idp.web import email_key
 from tests.conftest import app_overrides
-from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
 
 MFA_AMR = ["pwd", "otp", "mfa"]
@@ -188,13 +188,6 @@ def verified_claims(client: FlaskClient, id_token: str) -> dict[str, Any]:
 
 
 # -- the database ---------------------------------------------------------------------------------
-def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
-    with app.app_context():
-        found = list(db.session.scalars(select(model).where(*where)))
-        db.session.expunge_all()
-        return found
-
-
 def change(app: Flask, statement: Any) -> None:
     with app.app_context():
         db.session.execute(statement)

@@ -20,14 +20,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
 from idp.models.base import utcnow
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
-from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of
 from tests.support.passkey_flow import PasskeyPages
 
@@ -56,13 +56,6 @@ def b64decode(value: str) -> bytes:
 
 
 # -- reading and changing the database ------------------------------------------------------------
-def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
-    with app.app_context():
-        found = list(db.session.scalars(select(model).where(*where)))
-        db.session.expunge_all()
-        return found
-
-
 def passkeys_of(app: Flask, user_id: str) -> list[Passkey]:
     return rows(app, Passkey, Passkey.user_id == user_id)
 

@@ -1,4 +1,4 @@
-"""Test data: users and clients created through the real services."""
+"""Test data: users and clients created through the real services, and rows read back."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import select
 
 from idp.extensions import db
 from idp.services.clients import ClientService
@@ -54,3 +55,11 @@ def create_client(app: Flask, **kwargs: Any) -> RegisteredClient:
             client_secret=new.client_secret,
             redirect_uri=kwargs["redirect_uris"][0],
         )
+
+
+def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
+    """The ``model`` rows matching ``where``, detached (readable after the app context)."""
+    with app.app_context():
+        found = list(db.session.scalars(select(model).where(*where)))
+        db.session.expunge_all()
+        return found
