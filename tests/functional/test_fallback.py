@@ -54,7 +54,7 @@ from idp.services.rate_limits import (
 from idp.services.users import UserService
 from idp.web import email_key
 from tests.conftest import app_overrides
-from tests.support.factories import CreatedUser, create_client, create_user, rows
+from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
 
 MFA_AMR = ["pwd", "otp", "mfa"]
@@ -188,12 +188,6 @@ def verified_claims(client: FlaskClient, id_token: str) -> dict[str, Any]:
 
 
 # -- the database ---------------------------------------------------------------------------------
-def change(app: Flask, statement: Any) -> None:
-    with app.app_context():
-        db.session.execute(statement)
-        db.session.commit()
-
-
 def password_key(app: Flask, email: str) -> str:
     """The password factor's counter key: a keyed hash of the email, account or not."""
     with app.test_request_context():

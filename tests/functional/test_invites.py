@@ -26,7 +26,7 @@ from idp.services.login_links import LoginLinkService
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.factories import create_user
+from tests.support.factories import change, create_user
 from tests.support.flow import csrf_token
 from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages
@@ -138,9 +138,7 @@ def test_an_invite_works_once(app: Flask, admin: ConsoleBrowser) -> None:
 
 def test_an_expired_invite_is_refused(app: Flask, admin: ConsoleBrowser) -> None:
     secret = invite(admin, "grace@example.com")
-    with app.app_context():
-        db.session.execute(update(LoginLink).values(expires_at=utcnow() - timedelta(seconds=1)))
-        db.session.commit()
+    change(app, update(LoginLink).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert accept(app.test_client(), secret) == (400, "")
 
 
@@ -150,9 +148,7 @@ def test_an_invite_expiring_between_page_and_post_is_refused(
     secret = invite(admin, "grace@example.com")
     browser = app.test_client()
     page = browser.get(f"/invite/{secret}")
-    with app.app_context():
-        db.session.execute(update(LoginLink).values(expires_at=utcnow() - timedelta(seconds=1)))
-        db.session.commit()
+    change(app, update(LoginLink).values(expires_at=utcnow() - timedelta(seconds=1)))
     response = browser.post(f"/invite/{secret}", data={"csrf_token": csrf_token(page.text)})
     assert response.status_code == 400
 

@@ -23,11 +23,10 @@ from joserfc.jwk import KeySet
 from sqlalchemy import update
 from werkzeug.test import TestResponse
 
-from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
 from idp.models.base import utcnow
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
-from tests.support.factories import CreatedUser, create_client, create_user, rows
+from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of
 from tests.support.passkey_flow import PasskeyPages
 
@@ -63,12 +62,6 @@ def passkeys_of(app: Flask, user_id: str) -> list[Passkey]:
 def passkey(app: Flask, credential_id: str) -> Passkey | None:
     found = rows(app, Passkey, Passkey.credential_id == credential_id)
     return found[0] if found else None
-
-
-def change(app: Flask, statement: Any) -> None:
-    with app.app_context():
-        db.session.execute(statement)
-        db.session.commit()
 
 
 def backdate_sign_ins(app: Flask, minutes: int) -> None:

@@ -63,3 +63,10 @@ def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
         found = list(db.session.scalars(select(model).where(*where)))
         db.session.expunge_all()
         return found
+
+
+def change(app: Flask, statement: Any) -> None:
+    """Run one statement (an UPDATE or DELETE a test sets its scene with) and commit it."""
+    with app.app_context():
+        db.session.execute(statement)
+        db.session.commit()
