@@ -102,11 +102,7 @@ class DatabaseChallenges:
             now=now,
             columns=WebAuthnChallenge.__table__.columns,
         )
-        if spent is None:
-            return None
-        return Challenge(id=spent.id, kind=spent.kind, challenge=spent.challenge,
-                         binding_hash=spent.binding_hash, user_id=spent.user_id,
-                         created_at=spent.created_at, expires_at=spent.expires_at)  # fmt: skip
+        return None if spent is None else _from_row(spent)
 
 
 class RedisChallenges:
@@ -172,7 +168,8 @@ class RedisChallenges:
         return found
 
 
-def _from_row(row: WebAuthnChallenge) -> Challenge:
+def _from_row(row: Any) -> Challenge:
+    """A challenge from a ``webauthn_challenges`` row, or the row an UPDATE ... RETURNING gave."""
     return Challenge(id=row.id, kind=row.kind, challenge=row.challenge,
                      binding_hash=row.binding_hash, user_id=row.user_id,
                      created_at=row.created_at, expires_at=row.expires_at)  # fmt: skip
