@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import requests
 from flask import Flask
 from sqlalchemy import create_engine, func, select
 
@@ -42,7 +40,7 @@ from tests.functional.test_passkeys import (
 )
 from tests.support.apps import live_on
 from tests.support.factories import CreatedUser, create_user
-from tests.support.http_flows import Visitor
+from tests.support.http_flows import ParallelPasskeyAnswer
 from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages
 
@@ -254,29 +252,10 @@ def test_parallel_answers_to_one_redis_challenge_exactly_one_signs_in(
     live, database_url = live_redis, live_redis.env["IDP_DATABASE_URL"]
     email = "parallel-redis@example.com"
     live.create_user(email, PASSWORD)
-    registering = Visitor(live.url)
-    registering.sign_in_with_password(email, PASSWORD)
-    authenticator = registering.register_passkey()
-    registering.close()
-
-    browser = Visitor(live.url)
-    headers = browser.csrf_header("/login")
-    options = browser.post("/login/passkey/options", json={}, headers=headers)
-    assert options.status_code == 200, options.text
-    issued = options.json()
+    answer = ParallelPasskeyAnswer.prepare(live.url, email, PASSWORD)
+    issued = answer.issued
     assert redis_client.exists(key_of(issued))
-    credential = authenticator.get(issued["publicKey"], origin=live.url)
-    body = {"challenge_id": issued["challenge_id"], "credential": credential,
-            "request": "", "next": ""}  # fmt: skip
-    cookies = {cookie.name: cookie.value or "" for cookie in browser.http.cookies}
-
-    def send(_: int) -> requests.Response:
-        return requests.post(live.url + "/login/passkey/verify", json=body, headers=headers,
-                             cookies=cookies, timeout=30)  # fmt: skip
-
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        responses = list(pool.map(send, range(PARALLEL)))
-    browser.close()
+    responses = answer.send(PARALLEL)
 
     winners = [r for r in responses if r.status_code == 200]
     losers = [r for r in responses if r.status_code != 200]

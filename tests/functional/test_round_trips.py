@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pyotp
 import redis
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select
@@ -29,7 +27,7 @@ from idp.services.rate_limits import AttemptLimiter, RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
-from tests.support.http_flows import Visitor
+from tests.support.http_flows import ParallelPasskeyAnswer
 from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages
 
@@ -223,28 +221,7 @@ def test_parallel_answers_to_one_database_challenge_exactly_one_signs_in(live: L
     to a multi-process server, on SQLite and PostgreSQL: one of N identical answers wins."""
     email = f"parallel-{secrets.token_hex(4)}@example.com"
     live.create_user(email, PASSWORD)
-    registering = Visitor(live.url)
-    registering.sign_in_with_password(email, PASSWORD)
-    authenticator = registering.register_passkey()
-    registering.close()
-
-    browser = Visitor(live.url)
-    headers = browser.csrf_header("/login")
-    options = browser.post("/login/passkey/options", json={}, headers=headers)
-    assert options.status_code == 200, options.text
-    issued = options.json()
-    credential = authenticator.get(issued["publicKey"], origin=live.url)
-    body = {"challenge_id": issued["challenge_id"], "credential": credential,
-            "request": "", "next": ""}  # fmt: skip
-    cookies = {cookie.name: cookie.value or "" for cookie in browser.http.cookies}
-
-    def send(_: int) -> requests.Response:
-        return requests.post(live.url + "/login/passkey/verify", json=body, headers=headers,
-                             cookies=cookies, timeout=30)  # fmt: skip
-
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        responses = list(pool.map(send, range(PARALLEL)))
-    browser.close()
+    responses = ParallelPasskeyAnswer.prepare(live.url, email, PASSWORD).send(PARALLEL)
     winners = [r for r in responses if r.status_code == 200]
     assert len(winners) == 1, [r.status_code for r in responses]
     assert {r.status_code for r in responses if r.status_code != 200} == {400}

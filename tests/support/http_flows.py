@@ -14,6 +14,7 @@ import hashlib
 import html
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -265,3 +266,44 @@ class RelyingParty:
 
     def client_credentials(self) -> requests.Response:
         return self.post("/token", {"grant_type": "client_credentials"})
+
+
+@dataclass
+class ParallelPasskeyAnswer:
+    """One passkey assertion for ``email`` (a password user who registers a passkey first),
+    ready to be sent many times at once: the spend-once tests of the WebAuthn challenge."""
+
+    url: str
+    issued: dict[str, Any]
+    body: dict[str, Any]
+    headers: dict[str, str]
+    cookies: dict[str, str]
+
+    @classmethod
+    def prepare(cls, url: str, email: str, password: str) -> ParallelPasskeyAnswer:
+        registering = Visitor(url)
+        registering.sign_in_with_password(email, password)
+        authenticator = registering.register_passkey()
+        registering.close()
+        browser = Visitor(url)
+        headers = browser.csrf_header("/login")
+        options = browser.post("/login/passkey/options", json={}, headers=headers)
+        assert options.status_code == 200, options.text
+        issued = options.json()
+        credential = authenticator.get(issued["publicKey"], origin=url)
+        body = {"challenge_id": issued["challenge_id"], "credential": credential,
+                "request": "", "next": ""}  # fmt: skip
+        cookies = {cookie.name: cookie.value or "" for cookie in browser.http.cookies}
+        browser.close()
+        return cls(url, issued, body, headers, cookies)
+
+    def send(self, times: int) -> list[requests.Response]:
+        """The same answer ``times`` times, all at once."""
+
+        def one(_: int) -> requests.Response:
+            return requests.post(self.url + "/login/passkey/verify", json=self.body,
+                                 headers=self.headers, cookies=self.cookies,
+                                 timeout=30)  # fmt: skip
+
+        with ThreadPoolExecutor(times) as pool:
+            return list(pool.map(one, range(times)))
