@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import secrets
@@ -23,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import pyotp
 from joserfc import jwt
@@ -31,6 +29,7 @@ from joserfc.jwk import KeySet
 
 from bench.client import Browser
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.http_flows import expect, query_of, s256
 from tests.support.live import LiveIdp
 
 REDIRECT_URI = "http://localhost:9/callback"
@@ -38,24 +37,6 @@ SCOPE = "openid profile email offline_access"
 PASSWORD = "correct horse battery staple 42"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-class FlowError(Exception):
-    pass
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise FlowError(message)
-
-
-def s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def query_of(location: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
 @dataclass
