@@ -15,9 +15,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.models import User
+from idp.models import Passkey, User
 from idp.services.login_links import LoginLinkService
-from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.users import UserService
 
@@ -56,5 +55,10 @@ def bootstrap_first_admin(
 
 def admin_can_sign_in(db: Session) -> bool:
     """Has any admin a passkey (the console's only way in)?"""
-    admins = db.scalars(select(User.id).where(User.is_admin.is_(True)))
-    return any(has_passkey(db, admin_id) for admin_id in admins)
+    with_passkey = (
+        select(Passkey.credential_id)
+        .join(User, Passkey.user_id == User.id)
+        .where(User.is_admin.is_(True))
+        .limit(1)
+    )
+    return db.scalar(with_passkey) is not None
