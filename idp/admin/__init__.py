@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from idp.models.base import utcnow
 from idp.services.admin_access import AdminAccess, admin_access
@@ -34,12 +34,6 @@ def _guard() -> Any:
     if decision is AdminAccess.REAUTHENTICATE:
         flash("The admin console needs a passkey sign-in within the last 10 minutes.", "info")
     return redirect(url_for("login.login", next=back))
-
-
-@bp.context_processor
-def _nav_endpoints() -> dict[str, Any]:
-    # The nav links only to page families that are registered.
-    return {"admin_endpoints": set(current_app.view_functions)}
 
 
 # The page families register their routes on ``bp``; imported last, they need ``bp`` defined.
