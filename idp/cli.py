@@ -159,7 +159,10 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
     json_logs.configure(log_level)
     with metrics.multiprocess_directory():
         options = dataclasses.replace(make(host, port), log_level=log_level)
-        serving.run(server or serving.DEFAULT_SERVER, options)
+        try:
+            serving.run(server or serving.DEFAULT_SERVER, options)
+        except serving.PortInUseError as error:
+            _fail(f"{error}; is another idp already serving there?")
 
 
 # -- users ----------------------------------------------------------------------------------------

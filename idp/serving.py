@@ -9,6 +9,7 @@ docs/performance.md has the measurements behind the default.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 SERVERS = ("granian", "gunicorn")
@@ -50,8 +51,29 @@ def development_options(host: str, port: int) -> ServerOptions:
     return ServerOptions(host=host, port=port, workers=1, threads=8)
 
 
+class PortInUseError(OSError):
+    """Another process already listens on the address asked for."""
+
+
+def refuse_a_taken_port(host: str, port: int) -> None:
+    """granian listens with SO_REUSEPORT, so a second server on a taken port would start anyway
+    and silently share its connections with whatever listens there (an old idp still running, a
+    test's neighbour that picked the same free port). A plain bind, without that option, fails
+    on a port someone listens on: refuse to start instead."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: a restart right after a stop is fine (connections in TIME_WAIT); only a
+        # listener makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortInUseError(f"{host}:{port} is already in use: {error.strerror}") from error
+
+
 def run(server: str, options: ServerOptions, app_target: str = "idp.wsgi:app") -> None:
     """Serve ``app_target`` (``module:attribute``) until SIGTERM or SIGINT."""
+    refuse_a_taken_port(options.host, options.port)
     if server == "granian":
         run_granian(options, app_target)
     elif server == "gunicorn":
