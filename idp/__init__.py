@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, render_template, request
+from flask import Flask, Response, abort, jsonify, make_response, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from idp.database import configure_engine
+from idp.database import configure_engine, is_outage
 from idp.extensions import csrf, db
 from idp.runtime import Runtime
 from idp.services.claims import describe_scope
@@ -151,6 +151,52 @@ def _refuse_malformed_input() -> None:
                 abort(400, description="The request contains a NUL character.")
 
 
+#: The endpoints whose clients are OAuth clients, not browsers: they always get OAuth's JSON
+#: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3), never an HTML page.
+OAUTH_ENDPOINTS = frozenset({"oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke"})
+#: Seconds a client is asked to wait before retrying while a dependency is unavailable
+#: (RFC 9110 10.2.3: ``Retry-After`` with a 503): the balancer's health checks move traffic off
+#: a node that cannot recover within a few seconds.
+RETRY_AFTER_SECONDS = 5
+
+
+def _wants_json() -> bool:
+    if request.endpoint in OAUTH_ENDPOINTS or request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _server_failure(outage: bool) -> Response:
+    """The answer to a request that failed on the server's side: 503 with ``Retry-After`` while a
+    storage dependency is unavailable, 500 otherwise; OAuth's JSON error for JSON clients (RFC
+    6749 4.1.2.1 names ``temporarily_unavailable`` and ``server_error``), a calm page for
+    browsers."""
+    status = 503 if outage else 500
+    if _wants_json():
+        unavailable = "The service is temporarily unavailable. Try again shortly."
+        error, description = (
+            ("temporarily_unavailable", unavailable)
+            if outage
+            else ("server_error", "An unexpected error occurred.")
+        )
+        response = jsonify(error=error, error_description=description)
+        response.headers["Cache-Control"] = "no-store"
+    else:
+        title, message = (
+            ("Temporarily unavailable",
+             "idp cannot reach its storage right now. Nothing was lost: try again in a moment.")
+            if outage
+            else ("Something went wrong", "An unexpected error occurred. Please try again.")
+        )  # fmt: skip
+        response = make_response(render_template("errors/error.html", title=title,
+                                                  message=message))  # fmt: skip
+    response.status_code = status
+    if outage:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def _register_error_pages(app: Flask) -> None:
     """Calm pages for every HTTP error; never a stack trace."""
 
@@ -171,10 +217,13 @@ def _register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:
-        db.session.rollback()
-        app.logger.exception("unhandled error")
-        return render_template(
-            "errors/error.html",
-            title="Something went wrong",
-            message="An unexpected error occurred. Please try again.",
-        ), 500
+        outage = is_outage(error)
+        try:
+            db.session.rollback()
+        except Exception:  # the connection the rollback would use may be the one that died
+            app.logger.warning("rollback after a failed request failed too", exc_info=True)
+        if outage:
+            app.logger.error("storage unavailable: %s: %s", type(error).__name__, error)
+        else:
+            app.logger.exception("unhandled error")
+        return _server_failure(outage)

@@ -19,6 +19,30 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 STATEMENT_COUNTS_ENV = "IDP_STATEMENT_COUNTS_DIR"
 
 
+#: SQLSTATEs of a server that answers but cannot take the request now: a read-only transaction
+#: (25006: a replica after a failover, or ``default_transaction_read_only``). Connection failures
+#: (class 08), insufficient resources (53: disk full, too many connections) and operator
+#: intervention (57: shutdown) arrive as ``OperationalError`` already.
+_UNAVAILABLE_SQLSTATES = ("25006",)
+
+
+def is_outage(error: BaseException) -> bool:
+    """The error says a storage dependency is unavailable (the database unreachable, shutting
+    down, full or read-only; Redis unreachable), not that the request or the code is wrong: worth
+    a 503 and a retry later, not a 500."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy import exc
+
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.DisconnectionError):
+        return True
+    if isinstance(error, exc.TimeoutError | RedisConnectionError | RedisTimeoutError):
+        return True  # the connection pool's wait, or Redis not answering
+    if isinstance(error, exc.DBAPIError):
+        return getattr(error.orig, "sqlstate", None) in _UNAVAILABLE_SQLSTATES
+    return False
+
+
 def configure_engine(engine: Engine) -> None:
     counts_dir = os.environ.get(STATEMENT_COUNTS_ENV)
     if counts_dir:

@@ -1,9 +1,14 @@
-"""Endpoints for load balancers, orchestrators and Prometheus (docs/operations.md).
+"""Endpoints for load balancers, orchestrators, monitoring and Prometheus (docs/operations.md).
 
 - ``/healthz``: the process answers (a liveness probe: restart the node when it fails).
-- ``/readyz``: the database, and Redis when configured, answer (a readiness probe: send no
-  traffic while it fails). The answer names the dependency that failed, nothing more: the reason
-  goes to the log.
+- ``/readyz``: this node can serve its core traffic: the database answers and accepts a write
+  (a readiness probe: send no traffic while it fails). Redis counts only with
+  ``readiness_requires_redis``: without it only some sign-ins stop, and a balancer that took every
+  node out for it would stop everything else too. The answer names the dependency that failed,
+  nothing more: the reason goes to the log.
+- ``/healthz/dependencies``: every dependency's state and what it is needed for, for dashboards
+  and alerts; behind the metrics token like ``/metrics`` (it tells an outsider when the attempt
+  counters are down).
 - ``/metrics``: Prometheus text exposition, summed over the node's workers, behind a bearer token
   (``metrics_token``); without a token configured it does not exist (404).
 """
@@ -15,10 +20,11 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
-from sqlalchemy import text
 
 from idp import metrics
 from idp.extensions import csrf, db
+from idp.models.base import utcnow
+from idp.services.health import DependencyState, database_state, redis_state
 from idp.web import runtime
 
 bp = Blueprint("ops", __name__)
@@ -33,39 +39,82 @@ def healthz() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    """Every dependency a request needs answers: the database, and Redis when configured."""
-    checks = {"database": _database_ready()}
-    if runtime().redis is not None:
-        checks["redis"] = _redis_ready()
-    ready = all(state == "ok" for state in checks.values())
+    """The node can serve its core traffic: the database answers and accepts writes (and Redis
+    answers, when ``readiness_requires_redis`` says the node cannot work without it)."""
+    states = _dependency_states(include_redis=runtime().settings.readiness_requires_redis)
+    checks = {name: state.state for name, state in states.items()}
+    ready = all(state.ok for state in states.values())
     response = jsonify(status="ok" if ready else "unavailable", checks=checks)
     response.status_code = 200 if ready else 503
     return _no_store(response)
 
 
-def _database_ready() -> str:
-    try:
-        db.session.execute(text("SELECT 1"))
-    except Exception as error:
-        db.session.rollback()
-        log.warning("readiness: the database does not answer: %s", type(error).__name__)
-        return "unavailable"
-    return "ok"
+#: What each dependency is needed for (the health document; docs/operations.md).
+NEEDED_FOR = {
+    "database": "everything: sign-in, sessions, tokens, userinfo, keys",
+    "redis": "password, TOTP and backup-code sign-in (attempt counters), passkey ceremonies "
+    "(challenges) and sign-up limits; not refresh, userinfo, discovery or JWKS",
+}
 
 
-def _redis_ready() -> str:
-    try:
-        runtime().redis.ping()
-    except Exception as error:
-        log.warning("readiness: Redis does not answer: %s: %s", type(error).__name__, error)
-        return "unavailable"
-    return "ok"
+@bp.get("/healthz/dependencies")
+@csrf.exempt
+def dependencies() -> Any:
+    """Each dependency's state, for monitoring: ``ok``, or ``degraded`` while a dependency the
+    node can do without (Redis by default) is down, or ``unavailable`` (503) when not ready."""
+    refused = _refuse_unless_scraper()
+    if refused is not None:
+        return refused
+    settings = runtime().settings
+    states = _dependency_states(include_redis=True)
+    required = {"database": True, "redis": settings.readiness_requires_redis}
+    ready = all(state.ok for name, state in states.items() if required[name])
+    status = "unavailable" if not ready else "ok" if all(
+        state.ok for state in states.values()) else "degraded"  # fmt: skip
+    described = {
+        name: {
+            "state": state.state,
+            "reason": state.reason,
+            "required_for_readiness": required[name],
+            "needed_for": NEEDED_FOR[name],
+        }
+        for name, state in states.items()
+    }
+    response = jsonify(status=status, ready=ready, dependencies=described)
+    response.status_code = 200 if ready else 503
+    return _no_store(response)
+
+
+def _dependency_states(*, include_redis: bool) -> dict[str, DependencyState]:
+    states = {"database": database_state(db.session(), utcnow())}
+    redis = runtime().redis
+    if include_redis and redis is not None:
+        states["redis"] = redis_state(redis)
+    for name, state in states.items():
+        if not state.ok:
+            # The reason goes to the log, never to the answer (it may name a host or a port).
+            log.warning("readiness: %s is %s: %s: %s", _LOG_NAMES[name], state.state,
+                        state.reason, state.detail)  # fmt: skip
+    return states
+
+
+_LOG_NAMES = {"database": "the database", "redis": "Redis"}
 
 
 @bp.get("/metrics", endpoint="metrics")
 @csrf.exempt
 def metrics_endpoint() -> Any:
     """Prometheus metrics for a scraper holding ``metrics_token`` (RFC 6750 2.1 bearer)."""
+    refused = _refuse_unless_scraper()
+    if refused is not None:
+        return refused
+    body, content_type = metrics.exposition()
+    return _no_store(Response(body, content_type=content_type))
+
+
+def _refuse_unless_scraper() -> Response | None:
+    """None for a request carrying ``metrics_token``; else the answer: 404 without a token
+    configured (the endpoint does not exist), 401 with a bearer challenge otherwise."""
     expected = runtime().settings.metrics_token
     if not expected:
         abort(404)
@@ -78,8 +127,7 @@ def metrics_endpoint() -> Any:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="idp metrics"'
         return response
-    body, content_type = metrics.exposition()
-    return _no_store(Response(body, content_type=content_type))
+    return None
 
 
 def _no_store(response: Response) -> Response:

@@ -46,6 +46,9 @@ class Settings:
     session_idle_ttl: int = 14 * 24 * 3600
     session_absolute_ttl: int = 30 * 24 * 3600
     key_cache_ttl: int = 5  # seconds a node trusts its cached signing keys
+    #: Seconds after a refresh token's rotation during which presenting it again, while its
+    #: successor is unused, is a retry of a lost answer rather than a replay (0: never).
+    refresh_token_retry_grace: int = 5
 
     #: "all" (default, RFC 9700 2.1.1 recommends PKCE for every client) or "public".
     pkce_required_for: str = "all"
@@ -97,6 +100,11 @@ class Settings:
     #: (0: none, the default: a client could otherwise pick its own address and dodge the
     #: per-address limits). Behind one load balancer, 1.
     trusted_proxies: int = 0
+    #: /readyz also fails while Redis does not answer. Off by default: without Redis only the
+    #: sign-ins that need its counters stop (docs/operations.md, "When a dependency fails"),
+    #: while refresh, userinfo, discovery and JWKS go on; a balancer that took every node out
+    #: would turn that into a total outage.
+    readiness_requires_redis: bool = False
 
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -179,6 +187,10 @@ class Settings:
             raise SettingsError("login_link_ttl must be between 60 seconds and 24 hours")
         if not 0 <= self.client_secret_rotation_overlap <= 30 * 24 * 3600:
             raise SettingsError("client_secret_rotation_overlap must be between 0 and 30 days")
+        if self.refresh_token_retry_grace > 60:
+            # A retry follows a lost answer within seconds; a long window only widens the time
+            # in which a stolen, already rotated token is still answered.
+            raise SettingsError("refresh_token_retry_grace must be at most 60 seconds")
         if self.code_ttl > 600:
             raise SettingsError("code_ttl must be at most 600 seconds (RFC 6749 4.1.2)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -192,7 +204,8 @@ class Settings:
             policy_from_settings(self)
         except PolicyError as error:
             raise SettingsError(str(error)) from error
-        counts = ("policy_cache_ttl", "audit_retention_days", "prune_interval", "trusted_proxies")
+        counts = ("policy_cache_ttl", "audit_retention_days", "prune_interval", "trusted_proxies",
+                  "refresh_token_retry_grace")  # fmt: skip
         for name in counts:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")

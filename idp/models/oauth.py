@@ -139,6 +139,9 @@ class RefreshToken(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: The refresh token whose rotation issued this one (None for the first, from a code): a
+    #: retried refresh finds the successor it supersedes (idp.services.grants).
+    parent_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
     grant: Mapped[Grant] = relationship(lazy="joined")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -34,6 +34,7 @@ from idp.extensions import db
 from idp.models import AccessToken, AuthorizationCode, Client, RefreshToken, UsedClientAssertion
 from idp.models.base import utcnow
 from idp.runtime import Runtime
+from idp.services import audit
 from idp.services.claims import user_claims
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
@@ -44,6 +45,7 @@ from idp.services.tokens import (
     verify_access_token,
     verify_issued_jwt,
 )
+from idp.web import request_context
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +129,9 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     )
     if "refresh_token" in token and grant is not None:
         service.record_refresh_token(
-            token["refresh_token"], grant, token.get("scope", ""), settings.refresh_token_ttl, now
-        )
+            token["refresh_token"], grant, token.get("scope", ""), settings.refresh_token_ttl, now,
+            parent_hash=refresh.token_hash if refresh is not None else None,
+        )  # fmt: skip
     else:
         # Client credentials have no grant and therefore no refresh token (RFC 6749 4.4.3).
         token.pop("refresh_token", None)
@@ -208,7 +211,19 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         client_id = self.request.client.client_id
-        return GrantService(db.session()).redeem_refresh_token(refresh_token, client_id, utcnow())
+        grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
+        redemption = GrantService(db.session()).redeem_refresh_token(
+            refresh_token, client_id, utcnow(), retry_grace=grace
+        )
+        if redemption.retried and redemption.token is not None:
+            # Audited: a retry is answered instead of revoking the grant (RFC 9700 4.14.2
+            # reasoning in GrantService.redeem_refresh_token), and an admin may want to see how
+            # often clients lose answers.
+            audit.record(
+                db.session(), "token.refresh_retried", subject_id=redemption.token.grant.user_id,
+                client_id=client_id, context=request_context(),
+            )  # fmt: skip
+        return redemption.token
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Any:
         return refresh_token.grant.user

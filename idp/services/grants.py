@@ -1,16 +1,19 @@
 """Grants and the secrets issued from them: authorization codes, access and refresh tokens.
 
 Replay handling lives here, once (node-oidc-provider's habit): a code or refresh token presented
-a second time revokes the grant, and with it every token issued from it.
+a second time revokes the grant, and with it every token issued from it. One exception, for
+refresh tokens only: a retry whose first answer was lost (``redeem_refresh_token``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -27,6 +30,15 @@ from idp.services.crypto import new_secret, token_hash
 
 CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
+
+
+@dataclass(frozen=True)
+class RefreshRedemption:
+    """What presenting a refresh token gave: the token to rotate (None: refused, ``invalid_grant``)
+    and whether this was a retry of a rotation whose answer was lost."""
+
+    token: RefreshToken | None
+    retried: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,17 +104,26 @@ class GrantService:
         return row
 
     def _redeem(
-        self, model: Any, key: Any, secret: str, client_id: str, replay: str, now: datetime
+        self,
+        model: Any,
+        key: Any,
+        secret: str,
+        client_id: str,
+        replay: str,
+        now: datetime,
+        forgive: Callable[[str], bool] | None = None,
     ) -> Any:
         """The one replay rule for codes and refresh tokens: spent through the consume-once
-        primitive; presented again, it revokes its grant and everything issued from it."""
+        primitive; presented again, it revokes its grant and everything issued from it, unless
+        ``forgive`` (given the secret's hash) says this presentation is a safe retry."""
         if not secret or len(secret) > 200:
             return None
         digest = token_hash(secret)
         row = self.db.get(model, digest)
         if row is None or row.client_id != client_id:
             return None
-        if not consume_once(self.db, model, key == digest, now=now):
+        spent_now = consume_once(self.db, model, key == digest, now=now)
+        if not spent_now and (forgive is None or not forgive(digest)):
             self.revoke_grant(row.grant_id, replay, now)
             return None
         if row.expires_at <= now or row.grant.revoked_at is not None:
@@ -113,9 +134,16 @@ class GrantService:
 
     # -- refresh tokens -------------------------------------------------------------------------
     def record_refresh_token(
-        self, token: str, grant: Grant, scope: str, ttl: int, now: datetime
+        self,
+        token: str,
+        grant: Grant,
+        scope: str,
+        ttl: int,
+        now: datetime,
+        parent_hash: str | None = None,
     ) -> RefreshToken:
-        """Store a refresh token (its hash) under its grant: the family a replay revokes."""
+        """Store a refresh token (its hash) under its grant: the family a replay revokes.
+        ``parent_hash``: the refresh token whose rotation issued it."""
         row = RefreshToken(
             token_hash=token_hash(token),
             grant_id=grant.id,
@@ -123,19 +151,62 @@ class GrantService:
             scope=scope,
             issued_at=now,
             expires_at=now + timedelta(seconds=ttl),
+            parent_hash=parent_hash,
         )
         self.db.add(row)
         return row
 
     def redeem_refresh_token(
-        self, token: str, client_id: str, now: datetime
-    ) -> RefreshToken | None:
+        self, token: str, client_id: str, now: datetime, retry_grace: timedelta = timedelta(0)
+    ) -> RefreshRedemption:
         """Spend a refresh token once (rotation). Presenting a spent one revokes the whole family
-        (RFC 9700 4.14.2); presenting one issued to another client fails (RFC 6749 6)."""
+        (RFC 9700 4.14.2); presenting one issued to another client fails (RFC 6749 6).
+
+        A lost answer is not a replay: the rotation was committed, the response was cut (a proxy
+        timeout, a killed node, a mobile network) and the client, which never saw the successor,
+        retries with the token it has. Within ``retry_grace`` of the rotation, while the
+        successor has not been used, the retry is answered instead: the unused successor is
+        spent (so it is refused, and a later presentation of it counts as a replay) and the
+        caller issues a fresh one. RFC 9700 4.14.2's reasoning still holds: a stolen token
+        is detected when *both* parties use the family, and here one of them always ends up
+        holding an invalidated token (the superseded successor, or the old token once its
+        successor was used or the window passed), whose next presentation revokes the grant.
+        A zero grace disables the exception."""
+        retried = False
+
+        def forgive(digest: str) -> bool:
+            nonlocal retried
+            retried = self._supersede_unused_successor(digest, now, retry_grace)
+            return retried
+
         row: RefreshToken | None = self._redeem(
-            RefreshToken, RefreshToken.token_hash, token, client_id, REFRESH_TOKEN_REPLAY, now
+            RefreshToken, RefreshToken.token_hash, token, client_id, REFRESH_TOKEN_REPLAY, now,
+            forgive=forgive if retry_grace > timedelta(0) else None,
+        )  # fmt: skip
+        return RefreshRedemption(row, retried=retried and row is not None)
+
+    def _supersede_unused_successor(self, digest: str, now: datetime, grace: timedelta) -> bool:
+        """True when the spent refresh token ``digest`` was rotated at most ``grace`` ago and its
+        successor was still unused: that successor is spent here, atomically (one conditional
+        UPDATE: of parallel retries, exactly one wins; a successor already used, or superseded
+        by a parallel retry, makes this False and the presentation a replay)."""
+        # Read again, not from the row loaded before the spend: under PostgreSQL's READ COMMITTED
+        # the rotation may have committed between that load and the spend.
+        rotated_at = self.db.scalar(
+            select(RefreshToken.consumed_at).where(RefreshToken.token_hash == digest)
         )
-        return row
+        # A retry may even arrive before the rotation it repeats committed (the client gave up
+        # first): its clock then reads earlier than ``rotated_at``, which is inside the window.
+        if rotated_at is None or now - rotated_at > grace:
+            return False
+        superseded = self.db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.parent_hash == digest, RefreshToken.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        assert isinstance(superseded, CursorResult)
+        return superseded.rowcount >= 1
 
     def find_refresh_token(self, token: str) -> RefreshToken | None:
         if not token or len(token) > 200:

@@ -1,0 +1,104 @@
+"""The state of each dependency, for the readiness probe and the health document
+(docs/operations.md, "Probes" and "When a dependency fails").
+
+A node is *ready* when it can serve its core traffic: the database answers and accepts writes
+(every sign-in, code exchange and refresh writes). Redis is reported, and counts for readiness only
+when the operator says the node cannot work without it (``readiness_requires_redis``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from idp.models import MaintenanceRun
+
+OK = "ok"
+#: The dependency does not answer (connection refused, timeout, authentication).
+UNAVAILABLE = "unavailable"
+#: The database answers but refuses writes: a read-only file or server (a replica after a
+#: failover), or a full disk.
+NOT_WRITABLE = "not_writable"
+
+#: The row every readiness check writes: a write that commits is the only proof that writes work
+#: (a ``SELECT 1`` answers on a full disk and on a read-only replica).
+READINESS_ROW = "readiness"
+#: Below this much free space on the SQLite database's file system the node is not ready. The
+#: write above is not enough on its own: SQLite's write-ahead log reuses its file's space after a
+#: checkpoint, so a small write can commit on a full disk while every larger one fails
+#: ("database or disk is full"). One MiB holds a sign-in's writes many times over.
+SQLITE_MIN_FREE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DependencyState:
+    """``state`` is one of the constants above; ``reason`` says why for the operator (an
+    exception's class, or "no free space"), never a host, a port or a secret; ``detail`` is the
+    error's own text, for the log only."""
+
+    state: str
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == OK
+
+
+def database_state(db: Session, now: datetime) -> DependencyState:
+    """Reachable (``SELECT 1``), with room to write (SQLite), and writable (a committed write)."""
+    try:
+        db.execute(text("SELECT 1"))
+    except Exception as error:
+        db.rollback()
+        return DependencyState(UNAVAILABLE, type(error).__name__, str(error))
+    database_file = _sqlite_file(db)
+    if database_file is not None and free_bytes(database_file.parent) < SQLITE_MIN_FREE_BYTES:
+        db.rollback()
+        return DependencyState(NOT_WRITABLE, "no free space", str(database_file.parent))
+    try:
+        _write_heartbeat(db, now)
+        db.commit()
+    except Exception as error:
+        db.rollback()
+        return DependencyState(NOT_WRITABLE, type(error).__name__, str(error))
+    return DependencyState(OK)
+
+
+def redis_state(redis: Any) -> DependencyState:
+    try:
+        redis.ping()
+    except Exception as error:
+        return DependencyState(UNAVAILABLE, type(error).__name__, str(error))
+    return DependencyState(OK)
+
+
+def free_bytes(directory: Path) -> int:
+    """Space an unprivileged writer may still use on ``directory``'s file system."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _sqlite_file(db: Session) -> Path | None:
+    url = db.get_bind().engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def _write_heartbeat(db: Session, now: datetime) -> None:
+    """One small committed write: the shared ``maintenance_runs`` row ``readiness``."""
+    dialect = db.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    db.execute(
+        insert(MaintenanceRun)
+        .values(name=READINESS_ROW, last_run_at=now)
+        .on_conflict_do_update(index_elements=["name"], set_={"last_run_at": now})
+    )
