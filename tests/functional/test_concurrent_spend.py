@@ -3,6 +3,10 @@
 DESIGN.md invariant: every secret spent once goes through one atomic consume-once primitive, and a
 replay revokes what was issued from it. N parallel redemptions of one code or refresh token: exactly
 one wins; the losers' replay then revokes the winner's tokens too. Runs on SQLite and PostgreSQL.
+
+The refresh token test runs with ``refresh_token_retry_grace = 0``: within the grace window a
+second presentation while the successor is unused is a retry of a lost answer, whose parallel
+rules tests/functional/test_refresh_retry.py checks (never two live successors).
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 import requests
 
+from tests.support.apps import live_on
 from tests.support.browserless import Browser, sign_in
 from tests.support.live import LiveIdp
 
@@ -69,9 +76,21 @@ def test_parallel_code_redemptions_exactly_one_wins_and_replay_revokes(live: Liv
     assert _userinfo_status(live, winners[0].json()["access_token"]) == 401
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live_without_retries(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveIdp]:
+    """``idp serve --production`` with no refresh retry window, on each database."""
+    directory = tmp_path_factory.mktemp(f"no-retries-{request.param}")
+    env = {"IDP_REFRESH_TOKEN_RETRY_GRACE": "0"}
+    with live_on(request.param, directory, production=True, env=env) as idp:
+        yield idp
+
+
 def test_parallel_refresh_redemptions_exactly_one_wins_and_family_is_revoked(
-    live: LiveIdp,
+    live_without_retries: LiveIdp,
 ) -> None:
+    live = live_without_retries
     client, code, verifier = _tokens_and_code(live)
     auth = (client["client_id"], client["client_secret"])
     first = requests.post(
