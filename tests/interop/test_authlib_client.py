@@ -386,8 +386,13 @@ def run_flow(live_idp: LiveIdp, rp: Relying) -> None:
         assert challenge.startswith("Bearer"), challenge
         assert "invalid_token" in challenge, challenge
 
-        # The rotated-out refresh token is spent: replaying it fails, and the reuse revokes the
-        # grant, so the current refresh token dies too (RFC 9700 4.14.2).
+        # Once its successor was used, the rotated-out refresh token is spent for good (before
+        # that, within refresh_token_retry_grace, presenting it again is a retry of a lost
+        # answer): replaying it fails, and the reuse revokes the grant, so the current refresh
+        # token dies too (RFC 9700 4.14.2).
+        newest = rp.session(metadata).refresh_token(
+            metadata["token_endpoint"], refresh_token=refreshed["refresh_token"]
+        )
         with pytest.raises(OAuthError) as reuse:
             rp.session(metadata).refresh_token(
                 metadata["token_endpoint"], refresh_token=first_refresh
@@ -395,7 +400,7 @@ def run_flow(live_idp: LiveIdp, rp: Relying) -> None:
         assert reuse.value.error == "invalid_grant"
         current = session.introspect_token(
             metadata["introspection_endpoint"],
-            token=refreshed["refresh_token"],
+            token=newest["refresh_token"],
             token_type_hint="refresh_token",
         )
         assert current.status_code == 200, current.text

@@ -1,0 +1,242 @@
+"""Storage outages (docs/operations.md, "When a dependency fails"; docs/security.md, "Faults and
+degraded dependencies").
+
+- PostgreSQL stopped (a TCP proxy in front of the machine's PostgreSQL, cut by the test): the OAuth
+  endpoints answer OAuth's JSON error with 503 and ``Retry-After``, pages a calm 503 page, the node
+  is not ready but alive; nothing was spent by the failed requests, and everything works again
+  when the database is back.
+- A PostgreSQL that refuses writes, and SQLite on a small, full file system (a tmpfs mounted by
+  the test): ``/readyz`` says the database is not writable, and ready again once it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from sqlalchemy import text, update
+from werkzeug.test import TestResponse
+
+from tests.conftest import _build_app, throwaway_postgres_database
+from idp.extensions import db
+from idp.models import MaintenanceRun
+from idp.services.health import SQLITE_MIN_FREE_BYTES, free_bytes
+from tests.support.factories import change, create_client, create_user
+from tests.support.flow import RelyingParty
+from tests.support.tcp_proxy import TcpProxy, tcp_proxy
+
+
+@contextlib.contextmanager
+def app_behind_proxy(instance: Path) -> Iterator[tuple[Flask, TcpProxy]]:
+    """An app on a fresh PostgreSQL database reached through a proxy the test can cut."""
+    with throwaway_postgres_database() as url:
+        parts = urlsplit(url)
+        assert parts.hostname and parts.port
+        with tcp_proxy(parts.hostname, parts.port) as proxy:
+            proxied = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+            app = _build_app(proxied, instance)
+            try:
+                yield app, proxy
+            finally:
+                with app.app_context():
+                    db.session.remove()
+                    db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, TcpProxy]]:
+    with app_behind_proxy(tmp_path_factory.mktemp("proxied")) as pair:
+        yield pair
+
+
+def assert_oauth_unavailable(response: TestResponse) -> None:
+    """RFC 6749 5.2's JSON error shape, 503, and when to come back (RFC 9110 10.2.3)."""
+    assert response.status_code == 503, response.text
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"] == "temporarily_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def client_request(rp: RelyingParty, path: str, token: str) -> TestResponse:
+    """An introspection or revocation request (RFC 7662 2.1, RFC 7009 2.1) with the client's
+    ``client_secret_basic`` credentials."""
+    secret = rp.registered.client_secret
+    assert secret is not None
+    return rp.browser.post(path, data={"token": token},
+                           auth=(rp.registered.client_id, secret))  # fmt: skip
+
+
+def test_with_the_database_stopped_oauth_endpoints_answer_json_503_and_recover(
+    proxied: tuple[Flask, TcpProxy],
+) -> None:
+    app, proxy = proxied
+    user = create_user(app, email="outage@example.com")
+    registered = create_client(app)
+    rp = RelyingParty(app.test_client(), registered)
+    tokens = rp.tokens_for(user)
+    assert rp.userinfo(tokens["access_token"]).status_code == 200
+
+    proxy.cut()
+    try:
+        assert_oauth_unavailable(rp.refresh(tokens["refresh_token"]))
+        assert_oauth_unavailable(rp.token({"grant_type": "client_credentials"}))
+        assert_oauth_unavailable(rp.userinfo(tokens["access_token"]))
+        for path in ("/introspect", "/revoke"):
+            assert_oauth_unavailable(client_request(rp, path, tokens["access_token"]))
+    finally:
+        proxy.restore()
+
+    # Back: the failed refresh spent nothing, the session's tokens work on.
+    renewed = rp.refresh(tokens["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    assert rp.userinfo(renewed.get_json()["access_token"]).status_code == 200
+
+
+def test_with_the_database_stopped_pages_are_a_calm_503_and_the_node_is_alive_not_ready(
+    proxied: tuple[Flask, TcpProxy],
+) -> None:
+    app, proxy = proxied
+    client = app.test_client()
+    rp = RelyingParty(client, create_client(app, name="Page RP"))
+    assert client.get("/readyz").status_code == 200
+    assert rp.authorize().status_code == 302
+    proxy.cut()
+    try:
+        page = rp.authorize()  # the client is looked up in the database
+        assert page.status_code == 503
+        assert page.mimetype == "text/html"
+        assert "Temporarily unavailable" in page.text
+        assert int(page.headers["Retry-After"]) > 0
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.get_json() == {"status": "unavailable",
+                                    "checks": {"database": "unavailable"}}  # fmt: skip
+        assert client.get("/healthz").status_code == 200
+    finally:
+        proxy.restore()
+    assert client.get("/readyz").status_code == 200
+    assert rp.authorize().status_code == 302
+
+
+def test_an_unexpected_error_at_an_oauth_endpoint_is_a_json_500_not_a_503(
+    proxied: tuple[Flask, TcpProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an outage asks clients to come back later; a bug is a plain ``server_error``."""
+    app, _ = proxied
+    registered = create_client(app, name="Broken RP")
+    rp = RelyingParty(app.test_client(), registered)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug, not an outage")
+
+    monkeypatch.setattr("idp.oidc.server.mint_access_token", broken)
+    response = rp.token({"grant_type": "client_credentials"})
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "server_error"
+    assert "Retry-After" not in response.headers
+
+
+def test_a_read_only_postgresql_makes_the_node_not_ready(proxied: tuple[Flask, TcpProxy]) -> None:
+    """A database that answers but refuses writes (a replica after a failover, here
+    ``default_transaction_read_only``): ``SELECT 1`` succeeds, only a committed write tells."""
+    app, _ = proxied
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    with app.app_context():
+        name = db.engine.url.database
+
+    def read_only(value: str) -> None:
+        with app.app_context():
+            db.session.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only '
+                                    f"= {value}"))  # fmt: skip
+            db.session.commit()
+            db.engine.dispose()  # the setting applies to new connections
+
+    read_only("on")
+    try:
+        refused = client.get("/readyz")
+        assert refused.status_code == 503
+        assert refused.get_json() == {"status": "unavailable",
+                                      "checks": {"database": "not_writable"}}  # fmt: skip
+    finally:
+        with app.app_context():
+            db.session.execute(text("SET default_transaction_read_only = off"))
+            db.session.commit()
+        read_only("off")
+    assert client.get("/readyz").status_code == 200
+
+
+# -- SQLite on a file system that refuses writes ------------------------------------------------
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``where`` (the tests run as root), unmounted afterwards."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def sqlite_on_tmpfs(tmp_path: Path) -> Iterator[tuple[Flask, Path]]:
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        app = _build_app(f"sqlite:///{disk / 'idp.db'}", tmp_path / "instance")
+        try:
+            yield app, disk
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Write a file until the file system is full, or has only ``leave`` bytes free."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while free_bytes(disk) - 65536 >= leave:
+            handle.write(b"\0" * 65536)
+        if not leave:
+            while True:
+                handle.write(b"\0" * 4096)
+    return filler
+
+
+def test_sqlite_on_a_full_disk_makes_the_node_not_ready_until_there_is_room(
+    sqlite_on_tmpfs: tuple[Flask, Path],
+) -> None:
+    app, disk = sqlite_on_tmpfs
+    client = app.test_client()
+    assert client.get("/readyz").get_json() == {"status": "ok", "checks": {"database": "ok"}}
+
+    filler = fill(disk)
+    full = client.get("/readyz")
+    assert full.status_code == 503
+    assert full.get_json() == {"status": "unavailable", "checks": {"database": "not_writable"}}
+    assert client.get("/healthz").status_code == 200
+
+    filler.unlink()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_sqlite_with_less_than_a_mebibyte_left_is_not_ready_before_writes_fail(
+    sqlite_on_tmpfs: tuple[Flask, Path],
+) -> None:
+    """SQLite's write-ahead log reuses its file's space, so a small write may still commit on a
+    nearly full disk while larger ones fail: readiness also asks for SQLITE_MIN_FREE_BYTES."""
+    app, disk = sqlite_on_tmpfs
+    client = app.test_client()
+    fill(disk, leave=SQLITE_MIN_FREE_BYTES // 2)
+    with app.app_context():  # writes still work...
+        change(app, update(MaintenanceRun).values(last_run_at=None))
+    low = client.get("/readyz")  # ... but the node asks for no more traffic
+    assert low.status_code == 503
+    assert low.get_json()["checks"] == {"database": "not_writable"}
