@@ -23,10 +23,10 @@ from flask import Flask
 from sqlalchemy import text, update
 from werkzeug.test import TestResponse
 
-from tests.conftest import _build_app, throwaway_postgres_database
 from idp.extensions import db
 from idp.models import MaintenanceRun
 from idp.services.health import SQLITE_MIN_FREE_BYTES, free_bytes
+from tests.conftest import _build_app, throwaway_postgres_database
 from tests.support.factories import change, create_client, create_user
 from tests.support.flow import RelyingParty
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
@@ -37,7 +37,8 @@ def app_behind_proxy(instance: Path) -> Iterator[tuple[Flask, TcpProxy]]:
     """An app on a fresh PostgreSQL database reached through a proxy the test can cut."""
     with throwaway_postgres_database() as url:
         parts = urlsplit(url)
-        assert parts.hostname and parts.port
+        assert parts.hostname
+        assert parts.port
         with tcp_proxy(parts.hostname, parts.port) as proxy:
             proxied = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
             app = _build_app(proxied, instance)

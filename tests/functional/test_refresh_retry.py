@@ -26,8 +26,14 @@ from idp.models import AuditEvent, Grant, RefreshToken
 from idp.models.base import utcnow
 from idp.services.crypto import token_hash
 from tests.support.apps import app_on
-from tests.support.factories import CreatedUser, RegisteredClient, change, create_client, create_user
-from tests.support.factories import rows as rows_of
+from tests.support.factories import (
+    CreatedUser,
+    RegisteredClient,
+    change,
+    create_client,
+    create_user,
+    rows,
+)
 from tests.support.flow import RelyingParty
 from tests.support.held import ServedApp, serve_with_held_answers
 
@@ -88,8 +94,8 @@ def refresh_with_lost_answer(
 
 
 def grant_revoked(app: Flask, refresh_token: str) -> str | None:
-    (row,) = rows_of(app, RefreshToken, RefreshToken.token_hash == token_hash(refresh_token))
-    (grant,) = rows_of(app, Grant, Grant.id == row.grant_id)
+    (row,) = rows(app, RefreshToken, RefreshToken.token_hash == token_hash(refresh_token))
+    (grant,) = rows(app, Grant, Grant.id == row.grant_id)
     reason: str | None = grant.revoked_reason
     return reason
 
@@ -114,7 +120,7 @@ def test_a_refresh_retried_after_its_answer_was_cut_keeps_the_user_signed_in(
     assert userinfo(served.url, again.json()["access_token"]) == 200
 
     # Audited as a retry, for this user and client.
-    events = rows_of(storage_app, AuditEvent, AuditEvent.kind == "token.refresh_retried")
+    events = rows(storage_app, AuditEvent, AuditEvent.kind == "token.refresh_retried")
     assert [(e.subject_id, e.client_id) for e in events] == [(user.id, registered.client_id)]
 
 
@@ -152,7 +158,7 @@ def test_a_retry_outside_the_grace_window_is_a_replay_and_revokes_the_grant(
     assert late.json()["error"] == "invalid_grant"
     assert grant_revoked(storage_app, tokens["refresh_token"]) == "refresh_token_replay"
     assert userinfo(served.url, tokens["access_token"]) == 401
-    assert not rows_of(storage_app, AuditEvent, AuditEvent.kind == "token.refresh_retried")
+    assert not rows(storage_app, AuditEvent, AuditEvent.kind == "token.refresh_retried")
 
 
 def test_the_old_token_after_its_successor_was_used_is_a_replay_even_within_the_window(
@@ -188,9 +194,9 @@ def test_parallel_retries_never_leave_two_live_successors(
     assert all(a.json()["error"] == "invalid_grant" for a in answers if a.status_code != 200)
     granted = {token_hash(a.json()["refresh_token"]) for a in answers if a.status_code == 200}
     assert granted, [a.status_code for a in answers]
-    (spent,) = rows_of(storage_app, RefreshToken,
+    (spent,) = rows(storage_app, RefreshToken,
                        RefreshToken.token_hash == token_hash(tokens["refresh_token"]))  # fmt: skip
-    unspent = rows_of(storage_app, RefreshToken, RefreshToken.grant_id == spent.grant_id,
+    unspent = rows(storage_app, RefreshToken, RefreshToken.grant_id == spent.grant_id,
                       RefreshToken.consumed_at.is_(None))  # fmt: skip
     assert len(unspent) <= 1
     if grant_revoked(storage_app, tokens["refresh_token"]) is None:
