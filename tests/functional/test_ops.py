@@ -1,6 +1,8 @@
 """Health and readiness (docs/operations.md, "Probes"): /healthz says the process answers;
-/readyz says whether every dependency does (the database, and Redis when configured), naming the
-one that failed and nothing more. Live servers for Redis, the Flask app for a dead database."""
+/readyz says whether the node can serve its core traffic (the database answers and takes writes;
+Redis only with ``readiness_requires_redis``), naming the dependency that failed and nothing
+more; /healthz/dependencies, behind the metrics token, names every dependency's state. Live
+servers for Redis, the Flask app for a dead database."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from flask import Flask
 
 from idp import create_app
 from tests.conftest import app_overrides, throwaway_postgres_database
+from tests.support.apps import app_on
+from tests.support.factories import create_client, create_user
+from tests.support.flow import RelyingParty
 from tests.support.live import LiveIdp, free_port, start_live_idp
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -35,6 +40,26 @@ def test_readyz_is_ready_with_the_database_alone(app: Flask) -> None:
     response = app.test_client().get("/readyz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "checks": {"database": "ok"}}
+
+
+def test_a_redis_outage_leaves_the_node_ready_by_default(tmp_path: Path) -> None:
+    """Refresh, userinfo, discovery and JWKS need no Redis: a balancer must not take every node
+    out because Redis is down (only the sign-ins that need its counters stop)."""
+    with app_on("sqlite", tmp_path) as before:  # signed in while the counters worked
+        registered = create_client(before)
+        tokens = RelyingParty(before.test_client(), registered).tokens_for(create_user(before))
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(app_overrides(f"sqlite:///{tmp_path / 'idp.db'}", tmp_path,
+                                   redis_url=dead_redis))  # fmt: skip
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ok", "checks": {"database": "ok"}}
+    rp = RelyingParty(client, registered)
+    renewed = rp.refresh(tokens["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    assert rp.userinfo(renewed.get_json()["access_token"]).status_code == 200
+    assert client.get("/jwks").status_code == 200
 
 
 def test_readyz_names_an_unreachable_database_without_internals(tmp_path: Path) -> None:
@@ -59,9 +84,11 @@ def closed_redis_port() -> int:
 def node_without_redis(
     tmp_path_factory: pytest.TempPathFactory, closed_redis_port: int
 ) -> Iterator[LiveIdp]:
-    """A production node whose IDP_REDIS_URL points at a port where nothing listens."""
+    """A production node whose IDP_REDIS_URL points at a port where nothing listens, told that
+    it cannot work without Redis (``readiness_requires_redis``)."""
     env = {"IDP_REDIS_URL": f"redis://:redis-password@127.0.0.1:{closed_redis_port}/0",
-           "IDP_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
+           "IDP_METRICS_TOKEN": METRICS_TOKEN,
+           "IDP_READINESS_REQUIRES_REDIS": "true"}  # fmt: skip
     directory = tmp_path_factory.mktemp("ops-dead-redis")
     with start_live_idp(directory, production=True, env=env, separate_stderr=True) as idp:
         yield idp
@@ -87,7 +114,7 @@ def test_the_reason_redis_failed_goes_to_the_log_and_the_503_to_the_error_count(
     assert requests.get(node_without_redis.url + "/readyz", timeout=10).status_code == 503
     assert node_without_redis.stderr_path is not None
     records = [json.loads(x) for x in node_without_redis.stderr_path.read_text().splitlines()]
-    reasons = [r for r in records if r["message"].startswith("readiness: Redis does not answer")]
+    reasons = [r for r in records if r["message"].startswith("readiness: Redis is unavailable")]
     assert reasons
     assert all(r["level"] == "WARNING" and r["endpoint"] == "ops.readyz" for r in reasons)
     assert all("redis-password" not in r["message"] for r in reasons)
@@ -109,10 +136,63 @@ def test_readyz_is_ready_with_the_database_and_a_live_redis(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     directory = tmp_path_factory.mktemp("ops-redis")
-    with start_live_idp(directory, production=True, env={"IDP_REDIS_URL": REDIS_URL}) as idp:
+    env = {"IDP_REDIS_URL": REDIS_URL, "IDP_READINESS_REQUIRES_REDIS": "true"}
+    with start_live_idp(directory, production=True, env=env) as idp:
         response = requests.get(idp.url + "/readyz", timeout=10)
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+# -- the health document ------------------------------------------------------------------------
+def scrape_headers(token: str = METRICS_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_health_document_names_a_redis_outage_as_degraded_without_internals(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    dead_redis = f"redis://:redis-password@127.0.0.1:{port}/0"
+    with app_on("sqlite", tmp_path, redis_url=dead_redis, metrics_token=METRICS_TOKEN) as app:
+        response = app.test_client().get("/healthz/dependencies", headers=scrape_headers())
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "degraded"
+    assert body["ready"] is True
+    assert body["dependencies"]["database"]["state"] == "ok"
+    assert body["dependencies"]["database"]["required_for_readiness"] is True
+    redis_state = body["dependencies"]["redis"]
+    assert redis_state["state"] == "unavailable"
+    assert redis_state["reason"] == "ConnectionError"
+    assert redis_state["required_for_readiness"] is False
+    assert "sign-in" in redis_state["needed_for"]
+    assert response.headers["Cache-Control"] == "no-store"
+    for internal in (str(port), "redis-password", "127.0.0.1", "refused"):
+        assert internal not in response.text
+
+
+def test_the_health_document_is_503_when_the_node_is_not_ready(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://idp:db-password@127.0.0.1:{free_port()}/idp"
+    dead = create_app(app_overrides(url, tmp_path, metrics_token=METRICS_TOKEN))
+    response = dead.test_client().get("/healthz/dependencies", headers=scrape_headers())
+    assert response.status_code == 503
+    body = response.get_json()
+    assert (body["status"], body["ready"]) == ("unavailable", False)
+    assert body["dependencies"]["database"]["state"] == "unavailable"
+    assert "db-password" not in response.text
+
+
+def test_the_health_document_is_for_the_scraper_only(tmp_path: Path) -> None:
+    """Behind the metrics token like /metrics: it tells an outsider when the attempt counters
+    are down. Without a token configured it does not exist."""
+    with app_on("sqlite", tmp_path, metrics_token=METRICS_TOKEN) as app:
+        client = app.test_client()
+        assert client.get("/healthz/dependencies").status_code == 401
+        wrong = scrape_headers("x" * len(METRICS_TOKEN))
+        assert client.get("/healthz/dependencies", headers=wrong).status_code == 401
+        assert client.get("/healthz/dependencies", headers=scrape_headers()).status_code == 200
+    with app_on("sqlite", tmp_path / "no-token") as app:
+        assert app.test_client().get("/healthz/dependencies").status_code == 404
 
 
 # -- backup and restore, as docs/operations.md tells --------------------------------------------
