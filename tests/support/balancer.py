@@ -1,16 +1,19 @@
-"""Debian's haproxy in front of idp nodes: round-robin, health checks on ``/healthz``, and an
+"""Debian's haproxy in front of idp nodes: round-robin, health checks on ``/readyz``, and an
 ``X-Served-By`` response header naming the node that answered, so that tests can see where each
 request landed without idp knowing it is being watched.
 
 The configuration is generated in a temporary directory; haproxy runs in the foreground as a
 subprocess and is stopped by its PID. Its runtime API (a Unix socket in the same directory) tells
-which servers haproxy considers up.
+which servers haproxy considers up. ``documented_config`` is instead the configuration shipped in
+docs/operations.md, with its addresses replaced by the test's, for the tests of the shipped
+settings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import re
 import signal
 import socket
 import subprocess
@@ -28,21 +31,29 @@ STOP_TIMEOUT = 10.0
 
 # Short check intervals so that a dead node is marked down within a second (haproxy's defaults,
 # 2 s and 3 failures, would take 6 s). Until then, a connection refused by the dead node is
-# retried on another one ("option redispatch 1": every retry goes elsewhere). Only connection
-# failures are retried (haproxy's default "retry-on conn-failure"): such a request never reached
-# a node, so replaying it cannot spend a code or a refresh token twice.
-CONFIG = """\
+# retried on another one ("option redispatch 1": every retry goes elsewhere). The fault settings
+# are docs/operations.md's (tests/functional/test_balancer.py checks that they agree):
+# "timeout http-request" drops clients that trickle their headers; after a request reached a node,
+# only GET and HEAD are replayed on another one ("disable-l7-retry" for every other method): a
+# POST to /token replayed elsewhere would spend its code or refresh token twice.
+GLOBAL = """\
 global
     maxconn 512
     stats socket {socket} mode 600 level admin
 
+"""
+CONFIG = (
+    GLOBAL
+    + """\
 defaults
     mode http
     timeout connect 1s
     timeout client 30s
     timeout server 30s
+    timeout http-request 10s
     timeout check 1s
     retries 3
+    retry-on conn-failure empty-response response-timeout
     option redispatch 1
 
 frontend idp
@@ -51,12 +62,52 @@ frontend idp
 
 backend {backend}
     balance roundrobin
-    option httpchk GET /healthz
+    option httpchk GET /readyz
     http-check expect status 200
+    http-request disable-l7-retry unless METH_GET
     http-response set-header {served_by} %[srv_name]
     default-server check inter 200ms fastinter 100ms downinter 200ms fall 2 rise 1 source {source}
 {servers}
 """
+)
+#: The settings a balancer in front of idp must have (docs/operations.md, "Load balancer").
+FAULT_DIRECTIVES = (
+    "timeout http-request",
+    "retry-on",
+    "option redispatch",
+    "http-request disable-l7-retry",
+    "option httpchk",
+)
+OPERATIONS_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def documented_config(port: int, servers: dict[str, int]) -> str:
+    """The haproxy configuration of docs/operations.md, listening on ``127.0.0.1:port`` (plain
+    HTTP) in front of ``servers`` (name -> port on 127.0.0.1) instead of its examples."""
+    text = OPERATIONS_GUIDE.read_text()
+    blocks = re.findall(r"```haproxy\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/operations.md should have one haproxy configuration"
+    lines = []
+    for line in blocks[0].splitlines():
+        words = line.split()
+        if words[:1] == ["bind"]:
+            line = f"    bind 127.0.0.1:{port}"
+        elif words[:1] == ["server"]:
+            continue
+        lines.append(line)
+    lines += [f"    server {name} 127.0.0.1:{server_port}" for name, server_port in servers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def directives(config: str) -> dict[str, str]:
+    """The fault settings a configuration sets: directive -> its arguments."""
+    found = {}
+    for raw in config.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        for directive in FAULT_DIRECTIVES:
+            if line.startswith(directive + " "):
+                found[directive] = line[len(directive) :].strip()
+    return found
 
 
 class BalancerError(RuntimeError):
@@ -71,6 +122,8 @@ class Haproxy:
     servers: dict[str, int]
     directory: Path
     source_address: str = "127.0.0.1"
+    #: A whole configuration without its global section (``documented_config``); None: CONFIG.
+    shipped: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -90,6 +143,8 @@ class Haproxy:
         return self.directory / "haproxy.log"
 
     def config(self) -> str:
+        if self.shipped is not None:
+            return GLOBAL.format(socket=self.socket_path) + self.shipped
         servers = "\n".join(
             f"    server {name} 127.0.0.1:{port}" for name, port in self.servers.items()
         )
@@ -189,13 +244,19 @@ class Haproxy:
 
 @contextlib.contextmanager
 def run_haproxy(
-    directory: Path, port: int, servers: dict[str, int], *, source_address: str = "127.0.0.1"
+    directory: Path,
+    port: int,
+    servers: dict[str, int],
+    *,
+    source_address: str = "127.0.0.1",
+    shipped: str | None = None,
 ) -> Iterator[Haproxy]:
     """haproxy on ``port`` balancing over ``servers`` (name -> port on 127.0.0.1), listening
-    before the servers need to be up (``wait_until_all_up`` waits for them)."""
+    before the servers need to be up (``wait_until_all_up`` waits for them). ``shipped``: run
+    that configuration (``documented_config``) instead of the multi-node test's."""
     directory.mkdir(parents=True, exist_ok=True)
     balancer = Haproxy(port=port, servers=servers, directory=directory,
-                       source_address=source_address)  # fmt: skip
+                       source_address=source_address, shipped=shipped)  # fmt: skip
     try:
         balancer.start()
         yield balancer
