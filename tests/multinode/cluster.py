@@ -143,11 +143,13 @@ class Cluster:
         self.balancer.wait_for_states({name: "UP"})
 
 
-def node_env(home: Path, issuer: str, database_url: str, secret_key: str) -> dict[str, str]:
+def node_env(
+    home: Path, issuer: str, database_url: str, secret_key: str, redis_url: str = REDIS_URL
+) -> dict[str, str]:
     env = idp_env(home, issuer, database_url)
     env.update(
         IDP_SECRET_KEY=secret_key,
-        IDP_REDIS_URL=REDIS_URL,
+        IDP_REDIS_URL=redis_url,
         IDP_KEY_CACHE_TTL=str(KEY_CACHE_TTL),
         # Cheap Argon2 parameters keep password flows fast (tests/conftest.py FAST_ARGON2).
         IDP_ARGON2_MEMORY_KIB="1024",
@@ -158,9 +160,12 @@ def node_env(home: Path, issuer: str, database_url: str, secret_key: str) -> dic
 
 
 @contextlib.contextmanager
-def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
+def start_cluster(
+    directory: Path, database_url: str, redis_url: str = REDIS_URL
+) -> Iterator[Cluster]:
     """haproxy, ``idp init`` once on the shared database, three ``idp serve --production``
-    nodes; all stopped by PID afterwards."""
+    nodes; all stopped by PID afterwards. ``redis_url``: a private Redis, for a test that
+    stops it."""
     ports = {name: free_port() for name in NODE_NAMES}
     # A loopback address of this run's own (Linux routes all of 127.0.0.0/8 to lo).
     source = ".".join(["127", *(str(secrets.randbelow(254) + 1) for _ in range(3))])
@@ -173,7 +178,7 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
                 url=f"http://localhost:{port}",
                 port=port,
                 directory=directory / name,
-                env=node_env(directory / name, balancer.url, database_url, secret_key),
+                env=node_env(directory / name, balancer.url, database_url, secret_key, redis_url),
                 log_path=directory / name / "server.log",
                 production=True,
             )
@@ -185,7 +190,7 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
         overrides = app_overrides(database_url, directory / "setup", secret_key=secret_key,
                                   issuer=balancer.url)  # fmt: skip
         setup_app = create_app(overrides)
-        redis_client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
+        redis_client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         cleanup = {f"idp:fail:addr:{source}", f"idp:fail-at:addr:{source}"}
         try:
             with ThreadPoolExecutor(len(nodes)) as pool:
@@ -198,7 +203,8 @@ def start_cluster(directory: Path, database_url: str) -> Iterator[Cluster]:
             balancer.stop()
             with ThreadPoolExecutor(len(nodes)) as pool:
                 list(pool.map(LiveIdp.stop, nodes.values()))
-            redis_client.delete(*cleanup)
+            with contextlib.suppress(redis.RedisError):  # a private Redis may be stopped
+                redis_client.delete(*cleanup)
             redis_client.close()
             with setup_app.app_context():
                 db.session.remove()
