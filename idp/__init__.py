@@ -15,6 +15,7 @@ from idp.extensions import csrf, db
 from idp.runtime import Runtime
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
+from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, load_settings
 
 
@@ -161,6 +162,12 @@ def _register_error_pages(app: Flask) -> None:
             title="Please try again",
             message="This form expired or was sent from another page. Reload it and try again.",
         ), 400
+
+    @app.errorhandler(DependencyUnavailableError)
+    def dependency_unavailable(error: DependencyUnavailableError) -> Any:
+        from idp import unavailable
+
+        return unavailable.answer(error)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
