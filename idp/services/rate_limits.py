@@ -123,8 +123,15 @@ class DatabaseCounters:
         return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     def _done(self) -> None:
-        if self.commit:
+        if not self.commit:
+            return
+        # What the request loaded so far stays loaded (it was read a moment ago, in this request):
+        # the commit publishes the count without costing the request its reads again.
+        expire, self.db.expire_on_commit = self.db.expire_on_commit, False
+        try:
             self.db.commit()
+        finally:
+            self.db.expire_on_commit = expire
 
     def count(
         self, keys: list[tuple[str, timedelta]], now: datetime
