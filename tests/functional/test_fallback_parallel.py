@@ -14,7 +14,6 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +40,7 @@ from idp.services.rate_limits import (
 )
 from idp.web import email_key
 from tests.conftest import app_overrides
+from tests.support.apps import app_of
 from tests.support.browserless import Browser, Form, parse_forms
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
@@ -57,20 +57,6 @@ T = TypeVar("T")
 
 
 # -- the live server and its database -------------------------------------------------------------
-
-
-@contextmanager
-def app_on(live: LiveIdp, instance: Path) -> Iterator[Flask]:
-    """An app on the live server's database with its secret key: it derives the same keys."""
-    flask_app = create_app(
-        app_overrides(live.env["IDP_DATABASE_URL"], instance, secret_key=live.env["IDP_SECRET_KEY"])
-    )
-    try:
-        yield flask_app
-    finally:
-        with flask_app.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 def forget_address_failures(flask_app: Flask) -> None:
@@ -136,7 +122,7 @@ def enrol_totp(live: LiveIdp, email: str) -> list[str]:
 
 # == backup codes =================================================================================
 def test_parallel_spends_of_one_backup_code_exactly_one_wins(live: LiveIdp, tmp_path: Path) -> None:
-    with app_on(live, tmp_path) as flask_app:
+    with app_of(live, tmp_path) as flask_app:
         forget_address_failures(flask_app)
     email = f"spend-{secrets.token_hex(4)}@example.com"
     user = live.create_user(email, PASSWORD)
@@ -174,7 +160,7 @@ def test_parallel_spends_of_one_backup_code_exactly_one_wins(live: LiveIdp, tmp_
         for browser, _, _ in prepared:
             browser.close()
 
-    with app_on(live, tmp_path) as flask_app, flask_app.app_context():
+    with app_of(live, tmp_path) as flask_app, flask_app.app_context():
         spent = db.session.scalar(
             select(func.count()).select_from(BackupCode).where(
                 BackupCode.user_id == user["sub"], BackupCode.consumed_at.is_not(None))
@@ -212,7 +198,7 @@ def test_fifty_parallel_wrong_passwords_all_count(live: LiveIdp, tmp_path: Path)
         refusal = html.unescape(response.text)
         assert messages.GENERIC_FAILURE in refusal or messages.THROTTLED in refusal
 
-    with app_on(live, tmp_path) as flask_app, flask_app.test_request_context():
+    with app_of(live, tmp_path) as flask_app, flask_app.test_request_context():
         counters = DatabaseCounters(db.session())
         assert counters.get(f"pwd:{email_key(email)}")[0] == PARALLEL_GUESSES
         rows = db.session.scalars(
