@@ -114,18 +114,29 @@ def store_of(idp: CountersIdp) -> CounterStore:
 
 
 def in_parallel_holding(
-    idp: CountersIdp, checkpoint: str, count: int, send: Callable[[int], requests.Response]
-) -> tuple[int, list[requests.Response]]:
+    idp: CountersIdp,
+    checkpoint: str,
+    count: int,
+    most: int,
+    send: Callable[[int], requests.Response],
+) -> list[requests.Response]:
     """Send ``count`` requests at once while ``checkpoint`` holds whatever reaches it; once every
-    request either reached it or was answered, note how many reached it, then release them all."""
+    request either reached it or was answered, check that at most ``most`` reached it (more is a
+    failure at once: the server's few threads could not answer the rest while they are held),
+    then release them all."""
     with ThreadPoolExecutor(count) as pool, idp.checkpoints.holding(checkpoint):
         futures = [pool.submit(send, index) for index in range(count)]
         wait_until(
-            lambda: idp.checkpoints.arrivals(checkpoint) + sum(f.done() for f in futures) == count,
+            lambda: (
+                idp.checkpoints.arrivals(checkpoint) + sum(f.done() for f in futures) == count
+                or idp.checkpoints.arrivals(checkpoint) > most
+            ),
             f"each of {count} requests held at {checkpoint} or answered",
         )
         reached = idp.checkpoints.arrivals(checkpoint)
-    return reached, [future.result() for future in futures]
+        assert reached <= most, f"{reached} requests reached {checkpoint}, at most {most} may"
+    assert reached == most, f"{reached} requests reached {checkpoint}, expected {most}"
+    return [future.result() for future in futures]
 
 
 # == an attempt is counted before it is checked ===================================================
@@ -146,14 +157,13 @@ def _parallel_guesses_after_a_backoff(idp: CountersIdp, tmp_path: Path) -> None:
         data = {"csrf_token": forms[index], "email": email, "password": "not the password"}
         return browsers[index].post("/login", data=data)
 
+    # Each attempt is counted before its check: the first finds the backoff over, every later
+    # one finds the attempts before it counted, and is refused without a password check.
     try:
-        checked, responses = in_parallel_holding(idp, CHECKPOINT, PARALLEL, guess)
+        responses = in_parallel_holding(idp, CHECKPOINT, PARALLEL, 1, guess)
     finally:
         for browser in browsers:
             browser.close()
-    # Each attempt was counted before its check: the first found the backoff over, every later
-    # one found the attempts before it counted, and was refused without a password check.
-    assert checked == 1
     assert [r.status_code for r in responses] == [401] * PARALLEL
     answers = sorted(
         "checked" if messages.GENERIC_FAILURE in text_of(r)
@@ -195,14 +205,13 @@ def test_parallel_sign_ups_for_one_address_send_at_most_the_cap(
     def sign_up(index: int) -> requests.Response:
         return browsers[index].post("/signup", data={"csrf_token": forms[index], "email": email})
 
+    # While the ones counted are held before writing their mail, the rest find the cap used.
     try:
-        mailing, responses = in_parallel_holding(db_live, MAIL_CHECKPOINT, PARALLEL_SIGNUPS,
-                                                 sign_up)  # fmt: skip
+        responses = in_parallel_holding(db_live, MAIL_CHECKPOINT, PARALLEL_SIGNUPS,
+                                        MAX_MESSAGES_PER_ADDRESS, sign_up)  # fmt: skip
     finally:
         for browser in browsers:
             browser.close()
-    # While the ones counted were held before writing their mail, the rest found the cap used.
-    assert mailing == MAX_MESSAGES_PER_ADDRESS
     assert [r.status_code for r in responses] == [200] * PARALLEL_SIGNUPS  # one answer for all
     with app_of(live, tmp_path) as flask_app, flask_app.app_context():
         sent = db.session.scalar(
