@@ -57,6 +57,7 @@ from idp.services.rate_limits import (
 from idp.services.users import UserService
 from idp.web import email_key
 from tests.conftest import app_overrides
+from tests.support.clock import Clock
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
 
@@ -69,17 +70,6 @@ META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 # -- a clock the views read -----------------------------------------------------------------------
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Freeze the time the login and account views decide with (TOTP steps, delays, step-up)."""
