@@ -41,7 +41,9 @@ from idp.models import (
     User,
 )
 from idp.models.base import utcnow
+from idp.services import backup_codes as backup_codes_module
 from idp.services import login as messages
+from idp.services.backup_codes import BackupCodeService
 from idp.services.passwords import PasswordPolicyError, PasswordService
 from idp.services.policy import ACR_MFA
 from idp.services.rate_limits import (
@@ -973,3 +975,42 @@ def test_password_change_is_notified(app: Flask) -> None:
     [message] = outbox(app, user.id, "password_changed")
     assert message.recipient == user.email
     assert message.subject == "Your password was changed"
+
+
+# == recovery does the same work for every email ==================================================
+def test_recovery_does_the_same_work_for_unknown_and_disabled_emails(
+    app: Flask, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: the backup-code look-up ran only for real accounts (a timing oracle). Every
+    recovery now hashes the code with the server's key and looks it up once, against no
+    account's codes when the email has no usable account; counted here, not timed."""
+    known = user_with_totp(app, clock, email="known@example.com")
+    disabled = user_with_totp(app, clock, email="disabled@example.com")
+    change(app, update(User).where(User.id == disabled.user.id).values(disabled_at=clock.now))
+    work: list[str] = []
+    real_hash, real_consume = BackupCodeService._hash, backup_codes_module.consume_once
+
+    def counted_hash(self: BackupCodeService, user_id: str, code: str) -> str:
+        work.append("keyed hash")
+        return real_hash(self, user_id, code)
+
+    def counted_consume(*args: Any, **kwargs: Any) -> bool:
+        work.append("look-up")
+        return real_consume(*args, **kwargs)
+
+    monkeypatch.setattr(BackupCodeService, "_hash", counted_hash)
+    monkeypatch.setattr(backup_codes_module, "consume_once", counted_consume)
+    wrong_code = "2345-6789-abcd-efgh"
+    answers = {}
+    for email in (known.user.email, "nobody@example.com", disabled.user.email):
+        work.clear()
+        response = recover(app.test_client(), email, wrong_code)
+        answers[email] = (response.status_code, _alert(response), tuple(work))
+    assert set(answers.values()) == {(401, messages.RECOVERY_FAILURE, ("keyed hash", "look-up"))}, (
+        answers
+    )
+    # The disabled account's codes were looked up as no one's: none was spent by the right one.
+    work.clear()
+    refused = recover(app.test_client(), disabled.user.email, disabled.codes[0])
+    assert (refused.status_code, work) == (401, ["keyed hash", "look-up"])
+    assert rows(app, BackupCode, BackupCode.consumed_at.is_not(None)) == []
