@@ -15,6 +15,7 @@ from idp.extensions import csrf, db
 from idp.runtime import Runtime
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
+from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, load_settings
 
 
@@ -154,10 +155,6 @@ def _refuse_malformed_input() -> None:
 #: The endpoints whose clients are OAuth clients, not browsers: they always get OAuth's JSON
 #: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3), never an HTML page.
 OAUTH_ENDPOINTS = frozenset({"oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke"})
-#: Seconds a client is asked to wait before retrying while a dependency is unavailable
-#: (RFC 9110 10.2.3: ``Retry-After`` with a 503): the balancer's health checks move traffic off
-#: a node that cannot recover within a few seconds.
-RETRY_AFTER_SECONDS = 5
 
 
 def _wants_json() -> bool:
@@ -171,7 +168,9 @@ def _server_failure(outage: bool) -> Response:
     """The answer to a request that failed on the server's side: 503 with ``Retry-After`` while a
     storage dependency is unavailable, 500 otherwise; OAuth's JSON error for JSON clients (RFC
     6749 4.1.2.1 names ``temporarily_unavailable`` and ``server_error``), a calm page for
-    browsers."""
+    browsers (the same ``Retry-After`` and page as a sign-in refused while Redis is down)."""
+    from idp.unavailable import RETRY_AFTER_SECONDS, TITLE
+
     status = 503 if outage else 500
     if _wants_json():
         unavailable = "The service is temporarily unavailable. Try again shortly."
@@ -183,14 +182,14 @@ def _server_failure(outage: bool) -> Response:
         response = jsonify(error=error, error_description=description)
         response.headers["Cache-Control"] = "no-store"
     else:
-        title, message = (
-            ("Temporarily unavailable",
+        template, title, message = (
+            ("errors/unavailable.html", TITLE,
              "idp cannot reach its storage right now. Nothing was lost: try again in a moment.")
             if outage
-            else ("Something went wrong", "An unexpected error occurred. Please try again.")
+            else ("errors/error.html", "Something went wrong",
+                  "An unexpected error occurred. Please try again.")
         )  # fmt: skip
-        response = make_response(render_template("errors/error.html", title=title,
-                                                  message=message))  # fmt: skip
+        response = make_response(render_template(template, title=title, message=message))
     response.status_code = status
     if outage:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -207,6 +206,12 @@ def _register_error_pages(app: Flask) -> None:
             title="Please try again",
             message="This form expired or was sent from another page. Reload it and try again.",
         ), 400
+
+    @app.errorhandler(DependencyUnavailableError)
+    def dependency_unavailable(error: DependencyUnavailableError) -> Any:
+        from idp import unavailable
+
+        return unavailable.answer(error)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

@@ -82,6 +82,13 @@ def _metrics() -> SimpleNamespace:
             ["factor"],
             registry=registry,
         ),
+        dependency_refusals=Counter(
+            "idp_dependency_refusals_total",
+            "Requests refused with 503 because a dependency they need (Redis) is down, by "
+            "dependency and endpoint.",
+            ["dependency", "endpoint"],
+            registry=registry,
+        ),
         requests=Counter(
             "idp_http_requests_total",
             "HTTP requests by endpoint, method and status.",
@@ -132,6 +139,10 @@ def audit_event_recorded(kind: str, outcome: str, details: Mapping[str, Any]) ->
 
 def lockout(factor: str) -> None:
     _metrics().lockouts.labels(factor).inc()
+
+
+def dependency_refusal(dependency: str, endpoint: str) -> None:
+    _metrics().dependency_refusals.labels(dependency, endpoint).inc()
 
 
 def token_request(grant_type: str, status: int, error: str | None) -> None:

@@ -23,6 +23,7 @@ from idp.services.rate_limits import (
     AttemptLimiter,
     CounterStore,
     DatabaseCounters,
+    FactorLocks,
     RedisCounters,
 )
 from idp.services.retention import (
@@ -203,7 +204,9 @@ def start_session(
 
 def attempt_limiter() -> AttemptLimiter:
     """Failure counters in Redis when configured (shared by every node), else in the database."""
-    return AttemptLimiter(_counter_store(), lock_after=sign_in_policy().lockout_threshold)
+    return AttemptLimiter(
+        _counter_store(), FactorLocks(db.session()), lock_after=sign_in_policy().lockout_threshold
+    )
 
 
 def _counter_store() -> CounterStore:
@@ -212,7 +215,8 @@ def _counter_store() -> CounterStore:
 
 
 def signup_budget() -> AddressBudget:
-    """Sign-up requests per client address: 10 an hour, shared by every node."""
+    """Sign-up requests per client address: 10 in each hour (a fixed window), shared by every
+    node."""
     return AddressBudget(_counter_store(), limit=10, window=timedelta(hours=1))
 
 

@@ -6,6 +6,7 @@ from idp.models.clients import Client
 from idp.models.factors import (
     AttemptCounter,
     BackupCode,
+    FactorLock,
     LoginLink,
     OutboxMessage,
     PartialLogin,
@@ -38,6 +39,7 @@ __all__ = [
     "BrowserSession",
     "Client",
     "Consent",
+    "FactorLock",
     "Grant",
     "LoginLink",
     "MaintenanceRun",

@@ -18,6 +18,11 @@ ALPHABET = "23456789abcdefghjkmnpqrstvwxyz"
 GROUPS, GROUP_LENGTH = 4, 4  # 16 symbols = 78 bits, above the 64 the issue asks for
 
 
+#: The user id no account has (ids are random hex): the codes an unknown email's recovery
+#: looks up.
+NO_ACCOUNT = "no-account"
+
+
 def normalise(code: str) -> str:
     return "".join(c for c in code.lower() if c in ALPHABET)
 
@@ -38,7 +43,7 @@ class BackupCodeService:
         codes = [_new_code() for _ in range(CODE_COUNT)]
         for code in codes:
             self.db.add(
-                BackupCode(user_id=user.id, code_hash=self._hash(user, code), created_at=now)
+                BackupCode(user_id=user.id, code_hash=self._hash(user.id, code), created_at=now)
             )
         return codes
 
@@ -55,23 +60,28 @@ class BackupCodeService:
     def has_codes(self, user: User) -> bool:
         return self.remaining(user) > 0
 
-    def consume(self, user: User, code: str, now: datetime) -> bool:
-        """Spend one code through the consume-once primitive: of two parallel uses, one wins."""
+    def consume(self, user: User | None, code: str, now: datetime) -> bool:
+        """Spend one code through the consume-once primitive: of two parallel uses, one wins.
+
+        ``user`` None (recovery for an unknown or disabled email): the same keyed hash and the
+        same look-up are done for ``NO_ACCOUNT``, which owns no code, so the answer takes the same
+        work whether or not the email has a usable account (docs/security.md)."""
+        user_id = user.id if user is not None else NO_ACCOUNT
         normalised = normalise(code)
         if len(normalised) != GROUPS * GROUP_LENGTH:
             return False
         return consume_once(
             self.db,
             BackupCode,
-            BackupCode.user_id == user.id,
-            BackupCode.code_hash == self._hash(user, normalised),
+            BackupCode.user_id == user_id,
+            BackupCode.code_hash == self._hash(user_id, normalised),
             now=now,
         )
 
     def void(self, user: User) -> None:
         self.db.execute(delete(BackupCode).where(BackupCode.user_id == user.id))
 
-    def _hash(self, user: User, code: str) -> str:
+    def _hash(self, user_id: str, code: str) -> str:
         # Keyed by the server secret and salted by the user: a leaked table is useless, and one
         # user's code never matches another's.
-        return self.hasher.hash(f"{user.id}:{normalise(code)}")
+        return self.hasher.hash(f"{user_id}:{normalise(code)}")

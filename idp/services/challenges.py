@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
+from idp.services.dependencies import redis_calls
 
 REDIS_KEY_PREFIX = "idp:challenge:"
 
@@ -137,14 +138,17 @@ class RedisChallenges:
         })  # fmt: skip
         lifetime = max(1, math.ceil((expires_at - now).total_seconds()))
         # NX: a (128-bit random) id that already exists is never overwritten.
-        if not self.client.set(REDIS_KEY_PREFIX + issued.id, value, ex=lifetime, nx=True):
+        with redis_calls():  # Redis down: a 503 refusal (docs/operations.md, "Redis")
+            stored = self.client.set(REDIS_KEY_PREFIX + issued.id, value, ex=lifetime, nx=True)
+        if not stored:
             raise RuntimeError("challenge id collision")
         return issued
 
     def spend(
         self, challenge_id: str, *, kind: str, binding_hash: str, now: datetime
     ) -> Challenge | None:
-        raw = self.client.getdel(REDIS_KEY_PREFIX + challenge_id)
+        with redis_calls():
+            raw = self.client.getdel(REDIS_KEY_PREFIX + challenge_id)
         if raw is None:
             return None
         try:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.models import User
 from idp.services import audit
 from idp.services.audit import RequestContext
@@ -20,6 +21,9 @@ from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.totp import TotpService
 from idp.services.users import UserService
+
+#: Where a counted attempt is held, in tests, before its secret is checked (idp.checkpoints).
+CHECKPOINT = "sign_in.check"
 
 #: One message per kind of failure, never saying whether the account exists.
 GENERIC_FAILURE = "The email or password is incorrect."
@@ -79,29 +83,30 @@ class SignInService:
                          reason="passwords_disabled")  # fmt: skip
             return StepResult(user=None, error=PASSWORDS_OFF)
         key = self.limiter.account_key("pwd", self.email_key(email))
-        verdict = self.limiter.check(key, context.ip_address, now)
+        # Counted before it is checked (docs/security.md): parallel guesses find each other.
+        attempt = self.limiter.reserve(key, context.ip_address, now)
         user = UserService(self.db, self.passwords).find_by_email(email)
-        if not verdict.allowed:
-            # A refused attempt still counts (N parallel guesses all count), and still costs one
-            # hash so that timing says nothing either.
+        if not attempt.verdict.allowed:
+            # A refused attempt still counts (its reservation stands), and still costs one hash
+            # so that timing says nothing either.
             self.passwords.verify(None, password)
-            self.limiter.failed(key, context.ip_address, now)
             self._audit_failure("login.password", user, context, "throttled")
-            return StepResult(user=None, error=_refusal(verdict))
+            return StepResult(user=None, error=_refusal(attempt.verdict))
+        checkpoints.reached(CHECKPOINT)
         # An unknown email still pays for one Argon2id verification (similar timing).
         check = self.passwords.verify(user.password_hash if user else None, password)
         # Policy "passkey required for admins": an admin's password opens nothing; answered like
         # a wrong password (as for a disabled account), so it is no oracle for admin passwords.
         admin_refused = user is not None and user.is_admin and self.policy.admin_passkey_required
         if user is None or not check.ok or not user.is_active or admin_refused:
-            self.limiter.failed(key, context.ip_address, now)
+            self.limiter.failed(attempt, now)
             reason = (
                 "bad_credentials" if user is None or not check.ok
                 else "disabled" if not user.is_active else "admin_passkey_required"
             )  # fmt: skip
             self._audit_failure("login.password", user, context, reason)
             return StepResult(user=None, error=GENERIC_FAILURE)
-        self.limiter.succeeded(key)
+        self.limiter.succeeded(attempt)
         if check.needs_rehash:
             # Argon2 parameters changed since this hash was made: upgrade it transparently, without
             # the policy for new passwords (DESIGN.md: rehash when parameters change).
@@ -153,17 +158,17 @@ class SignInService:
         verify: Callable[[], bool],
     ) -> StepResult:
         key = self.limiter.account_key(factor, user.id)
-        verdict = self.limiter.check(key, context.ip_address, now)
+        attempt = self.limiter.reserve(key, context.ip_address, now)
         event = "login.totp" if factor == "otp" else "login.backup_code"
-        if not verdict.allowed:
-            self.limiter.failed(key, context.ip_address, now)
+        if not attempt.verdict.allowed:
             self._audit_failure(event, user, context, "throttled")
-            return StepResult(user=None, error=_refusal(verdict))
+            return StepResult(user=None, error=_refusal(attempt.verdict))
+        checkpoints.reached(CHECKPOINT)
         if not user.is_active or not verify():
-            self.limiter.failed(key, context.ip_address, now)
+            self.limiter.failed(attempt, now)
             self._audit_failure(event, user, context, "bad_code")
             return StepResult(user=None, error=CODE_FAILURE)
-        self.limiter.succeeded(key)
+        self.limiter.succeeded(attempt)
         audit.record(self.db, event, subject_id=user.id, context=context)
         return StepResult(user=user)
 
@@ -182,17 +187,22 @@ class SignInService:
     def recover(self, email: str, code: str, context: RequestContext, now: datetime) -> StepResult:
         """ "Can't access your account?": email + backup code, counted per email like passwords."""
         key = self.limiter.account_key("backup", self.email_key(email))
-        verdict = self.limiter.check(key, context.ip_address, now)
+        attempt = self.limiter.reserve(key, context.ip_address, now)
         user = UserService(self.db, self.passwords).find_by_email(email)
-        if not verdict.allowed:
-            self.limiter.failed(key, context.ip_address, now)
+        if not attempt.verdict.allowed:
             self._audit_failure("login.recovery", user, context, "throttled")
-            return StepResult(user=None, error=_refusal(verdict))
-        if user is None or not user.is_active or not self.backup_codes.consume(user, code, now):
-            self.limiter.failed(key, context.ip_address, now)
+            return StepResult(user=None, error=_refusal(attempt.verdict))
+        checkpoints.reached(CHECKPOINT)
+        # The same work for an unknown or disabled email as for a known one (no timing oracle):
+        # the code is hashed and looked up either way, against no account's codes then.
+        usable = user if user is not None and user.is_active else None
+        spent = self.backup_codes.consume(usable, code, now)
+        if usable is None or not spent:
+            self.limiter.failed(attempt, now)
             self._audit_failure("login.recovery", user, context, "bad_code")
             return StepResult(user=None, error=RECOVERY_FAILURE)
-        self.limiter.succeeded(key)
+        user = usable
+        self.limiter.succeeded(attempt)
         audit.record(self.db, "login.recovery", subject_id=user.id, context=context)
         self._backup_code_used(user, context)
         return StepResult(user=user)

@@ -1,9 +1,23 @@
-"""Failed-attempt counters per account and factor, and per client address.
+"""Attempt counters per account and factor and per client address, locks, and window budgets.
 
-DESIGN.md: at most 100 consecutive failures per account and factor, growing delays before that,
-shared across nodes (database, or Redis when configured), reset by a success. Counters are keyed by
-a keyed hash of the email for the password factor, so unknown emails are counted and answered
-exactly like known ones (no enumeration).
+DESIGN.md: at most 100 consecutive failures per account and factor (the policy's lockout
+threshold), growing delays before that, shared across nodes (database, or Redis when configured),
+reset by a success. Counters are keyed by a keyed hash of the email for the password factor, so
+unknown emails are counted and answered exactly like known ones (no enumeration).
+
+docs/security.md, "Attempt counters, lockouts and sign-up limits":
+
+- **An attempt is counted before it is checked.** ``AttemptLimiter.reserve`` counts it in one
+  atomic statement (an upsert, or a Redis script) that also returns the counter as it stood
+  before; the verdict is made from that, so of N parallel attempts after a backoff only the first
+  is checked: each later one finds the earlier ones counted. A success releases the reservation
+  (the account's count is reset, the address's count taken back by one).
+- **A lock is durable.** Reaching the threshold writes a ``factor_locks`` row in the database,
+  which only an admin's unlock (or 30 days) lifts; Redis holds only the losable counts and
+  backoff, so losing Redis may shorten a delay, never lift a lock.
+- **Windows are fixed windows.** A per-address or per-recipient budget counts in a window that
+  starts and ends on the clock (its start is part of the key), so no request, refused or not,
+  moves its end. A budget spends only while room is left, in the statement that checks it.
 """
 
 from __future__ import annotations
@@ -12,25 +26,32 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import metrics
-from idp.models import AttemptCounter
+from idp.models import AttemptCounter, FactorLock
+from idp.services.dependencies import redis_calls
 
-#: Consecutive failures after which a factor is locked for the account (until a success elsewhere
-#: resets it through an admin unlock).
+#: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
+#: or 30 days pass).
 LOCK_AFTER = 100
 #: Failures allowed before delays start; each further failure doubles the delay, up to MAX_DELAY.
 FREE_FAILURES = 5
 MAX_DELAY = timedelta(minutes=15)
-#: Per client address: delays start later and never lock (shared addresses, NAT).
-ADDRESS_FREE_FAILURES = 50
-#: A per-address counter forgets failures older than this.
+#: Per client address: failures allowed in one window; then refused until the window ends (never a
+#: lock: addresses are shared, NAT).
+ADDRESS_FAILURES_PER_WINDOW = 50
+#: The per-address window (fixed: it starts on the hour).
 ADDRESS_WINDOW = timedelta(hours=1)
-#: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database).
+#: The longest window a budget may use; windowed counters are pruned after it.
+MAX_WINDOW = timedelta(hours=1)
+#: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
+#: and so is a lock (DESIGN.md: a lock lasts until an admin unlocks it or 30 days pass).
 COUNTER_LIFETIME = timedelta(days=30)
+#: Key prefix of fixed-window counters (the retention rule prunes them by it).
+WINDOW_PREFIX = "win:"
 
 
 @dataclass(frozen=True)
@@ -40,32 +61,128 @@ class Verdict:
     retry_after: timedelta = timedelta(0)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One counted attempt: the verdict on it and what a success releases."""
+
+    verdict: Verdict
+    account_key: str
+    address_key: str
+    #: The attempt's place among the consecutive attempts counted on the account (itself included).
+    count: int
+
+
+def window_key(name: str, subject: str, now: datetime, window: timedelta) -> str:
+    """The counter of ``subject`` in the fixed window holding ``now``: the window's start is in
+    the key, so a new window is a new counter and nothing extends an old one."""
+    return f"{WINDOW_PREFIX}{name}:{_window_start(now, window)}:{subject}"
+
+
+def window_end(now: datetime, window: timedelta) -> datetime:
+    return datetime.fromtimestamp(_window_start(now, window), UTC) + window
+
+
+def _window_start(now: datetime, window: timedelta) -> int:
+    seconds = int(window.total_seconds())
+    return int(now.timestamp()) // seconds * seconds
+
+
 class CounterStore(Protocol):
-    def increment(self, key: str, now: datetime) -> int: ...
+    def count(
+        self, keys: list[tuple[str, timedelta]], now: datetime
+    ) -> list[tuple[int, datetime | None]]:
+        """Count one more on each key (kept for its lifetime since the last count); per key the new
+        count and the time of the count before (None: the first). Atomic per key."""
+        ...
+
+    def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
+        """Count one more only if fewer than ``limit`` were counted, in the same statement."""
+        ...
+
+    def release(self, key: str) -> None:
+        """Take one count back (a reservation whose attempt succeeded)."""
+        ...
+
     def get(self, key: str) -> tuple[int, datetime | None]: ...
-    def get_many(self, keys: list[str]) -> list[tuple[int, datetime | None]]: ...
     def reset(self, key: str) -> None: ...
 
 
 class DatabaseCounters:
-    """Counters in the shared database: one atomic upsert per failure."""
+    """Counters in the shared database: one atomic upsert per count.
 
-    def __init__(self, db: Session) -> None:
+    ``commit``: each count is committed at once, so that a parallel request sees it (a count held
+    in an open transaction would either stay invisible or hold a row lock while the attempt is
+    checked). Budgets counted together with the rows they limit pass ``commit=False``."""
+
+    def __init__(self, db: Session, *, commit: bool = True) -> None:
         self.db = db
+        self.commit = commit
 
-    def increment(self, key: str, now: datetime) -> int:
+    def _insert(self) -> Any:
         dialect = self.db.get_bind().dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def _done(self) -> None:
+        if not self.commit:
+            return
+        # What the request loaded so far stays loaded (it was read a moment ago, in this request):
+        # the commit publishes the count without costing the request its reads again.
+        expire, self.db.expire_on_commit = self.db.expire_on_commit, False
+        try:
+            self.db.commit()
+        finally:
+            self.db.expire_on_commit = expire
+
+    def count(
+        self, keys: list[tuple[str, timedelta]], now: datetime
+    ) -> list[tuple[int, datetime | None]]:
+        insert = self._insert()
+        counted = []
+        for key, _lifetime in keys:
+            statement = (
+                insert(AttemptCounter)
+                .values(key=key, failures=1, last_failure_at=now, previous_failure_at=None)
+                .on_conflict_do_update(
+                    index_elements=[AttemptCounter.key],
+                    # SET expressions read the row as it was: ``previous_failure_at`` gets the
+                    # old ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
+                    set_={
+                        "failures": AttemptCounter.failures + 1,
+                        "previous_failure_at": AttemptCounter.last_failure_at,
+                        "last_failure_at": now,
+                    },
+                )
+                .returning(AttemptCounter.failures, AttemptCounter.previous_failure_at)
+            )
+            row = self.db.execute(statement).one()
+            counted.append((int(row[0]), row[1]))
+        self._done()
+        return counted
+
+    def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         statement = (
-            insert(AttemptCounter)
+            self._insert()(AttemptCounter)
             .values(key=key, failures=1, last_failure_at=now)
             .on_conflict_do_update(
                 index_elements=[AttemptCounter.key],
                 set_={"failures": AttemptCounter.failures + 1, "last_failure_at": now},
+                # The check and the count are one statement: on PostgreSQL the row lock makes
+                # parallel spends queue and each re-reads the count before its WHERE.
+                where=AttemptCounter.failures < limit,
             )
             .returning(AttemptCounter.failures)
         )
-        return int(self.db.execute(statement).scalar_one())
+        spent = self.db.execute(statement).first() is not None
+        self._done()
+        return spent
+
+    def release(self, key: str) -> None:
+        self.db.execute(
+            update(AttemptCounter)
+            .where(AttemptCounter.key == key, AttemptCounter.failures > 0)
+            .values(failures=AttemptCounter.failures - 1)
+        )
+        self._done()
 
     def get(self, key: str) -> tuple[int, datetime | None]:
         row = self.db.execute(
@@ -75,49 +192,115 @@ class DatabaseCounters:
         ).first()
         return (int(row[0]), row[1]) if row else (0, None)
 
-    def get_many(self, keys: list[str]) -> list[tuple[int, datetime | None]]:
-        """``get`` of several keys in one statement (a check reads the account's and the
-        address's counters)."""
-        rows = self.db.execute(
-            select(AttemptCounter.key, AttemptCounter.failures, AttemptCounter.last_failure_at)
-            .where(AttemptCounter.key.in_(keys))
-        ).all()  # fmt: skip
-        found = {row[0]: (int(row[1]), row[2]) for row in rows}
-        return [found.get(key, (0, None)) for key in keys]
-
     def reset(self, key: str) -> None:
         self.db.execute(delete(AttemptCounter).where(AttemptCounter.key == key))
+        self._done()
+
+
+#: Per key pair (count, time of the last count): count one more, return it and the previous time.
+_COUNT_SCRIPT = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local count_key, at_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local ttl = tonumber(ARGV[i + 1])
+  local count = redis.call('INCR', count_key)
+  local previous = redis.call('GET', at_key)
+  redis.call('SET', at_key, ARGV[1], 'EX', ttl)
+  redis.call('EXPIRE', count_key, ttl)
+  out[#out + 1] = count
+  out[#out + 1] = previous or ''
+end
+return out
+"""
+#: Count one more only while fewer than the limit were counted: 1 if counted, else 0.
+_COUNT_BELOW_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+_RELEASE_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
+"""
 
 
 class RedisCounters:
-    """Counters in Redis (``IDP_REDIS_URL``): INCR is atomic across every node."""
+    """Counters in Redis (``IDP_REDIS_URL``): each operation one script, which Redis runs
+    atomically across every node. Redis errors become ``DependencyUnavailableError`` (a 503)."""
 
-    def __init__(self, client: Any, ttl: timedelta = COUNTER_LIFETIME) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
-        self.ttl = int(ttl.total_seconds())
 
-    def increment(self, key: str, now: datetime) -> int:
-        pipe = self.client.pipeline()
-        pipe.incr(f"idp:fail:{key}")
-        pipe.set(f"idp:fail-at:{key}", now.timestamp(), ex=self.ttl)
-        pipe.expire(f"idp:fail:{key}", self.ttl)
-        count, *_ = pipe.execute()
-        return int(count)
+    @staticmethod
+    def _names(key: str) -> list[str]:
+        return [f"idp:fail:{key}", f"idp:fail-at:{key}"]
+
+    def count(
+        self, keys: list[tuple[str, timedelta]], now: datetime
+    ) -> list[tuple[int, datetime | None]]:
+        names = [name for key, _ in keys for name in self._names(key)]
+        lifetimes = [max(1, int(lifetime.total_seconds())) for _, lifetime in keys]
+        with redis_calls():
+            values = self.client.eval(
+                _COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes
+            )
+        counted = []
+        for count, previous in zip(values[::2], values[1::2], strict=True):
+            at = datetime.fromtimestamp(float(previous), UTC) if previous else None
+            counted.append((int(count), at))
+        return counted
+
+    def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
+        seconds = max(1, int(lifetime.total_seconds()))
+        with redis_calls():
+            spent = self.client.eval(
+                _COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
+            )
+        return int(spent) == 1
+
+    def release(self, key: str) -> None:
+        with redis_calls():
+            self.client.eval(_RELEASE_SCRIPT, 1, self._names(key)[0])
 
     def get(self, key: str) -> tuple[int, datetime | None]:
-        return self.get_many([key])[0]
-
-    def get_many(self, keys: list[str]) -> list[tuple[int, datetime | None]]:
-        names = [name for key in keys for name in (f"idp:fail:{key}", f"idp:fail-at:{key}")]
-        values = self.client.mget(names)
-        found = []
-        for count, at in zip(values[::2], values[1::2], strict=True):
-            last = datetime.fromtimestamp(float(at), UTC) if at else None
-            found.append((int(count or 0), last))
-        return found
+        with redis_calls():
+            count, at = self.client.mget(self._names(key))
+        return int(count or 0), datetime.fromtimestamp(float(at), UTC) if at else None
 
     def reset(self, key: str) -> None:
-        self.client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
+        with redis_calls():
+            self.client.delete(*self._names(key))
+
+
+class FactorLocks:
+    """Locks in the database, whichever store holds the counters (docs/security.md)."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def is_locked(self, key: str, now: datetime) -> bool:
+        locked_at = self.db.scalar(select(FactorLock.locked_at).where(FactorLock.key == key))
+        return locked_at is not None and locked_at > now - COUNTER_LIFETIME
+
+    def lock(self, key: str, now: datetime) -> bool:
+        """Lock the factor; True if this call locked it (a lock already there stays as it was)."""
+        dialect = self.db.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        inserted = self.db.execute(
+            insert(FactorLock).values(key=key, locked_at=now)
+            .on_conflict_do_nothing(index_elements=[FactorLock.key])
+            .returning(FactorLock.key)
+        ).first()  # fmt: skip
+        return inserted is not None
+
+    def unlock(self, key: str) -> None:
+        self.db.execute(delete(FactorLock).where(FactorLock.key == key))
 
 
 def _delay(failures: int, free: int) -> timedelta:
@@ -127,84 +310,87 @@ def _delay(failures: int, free: int) -> timedelta:
 
 
 class AttemptLimiter:
-    def __init__(self, store: CounterStore, lock_after: int = LOCK_AFTER) -> None:
+    def __init__(
+        self, store: CounterStore, locks: FactorLocks, lock_after: int = LOCK_AFTER
+    ) -> None:
         self.store = store
+        self.locks = locks
         #: The policy's lockout threshold (1 to LOCK_AFTER, idp.services.sign_in_policy).
         self.lock_after = min(lock_after, LOCK_AFTER)
-        #: Account keys whose ``check`` (this limiter is made per request) found no counter at
-        #: all: a success on them has nothing to reset, and skips the delete (a round trip on
-        #: most sign-ins). A failure counted in parallel after the check is then left standing,
-        #: which only errs on the strict side.
-        self._found_empty: set[str] = set()
 
     @staticmethod
     def account_key(factor: str, subject: str) -> str:
         return f"{factor}:{subject}"
 
     @staticmethod
-    def address_key(address: str) -> str:
-        return f"addr:{address}"
+    def address_key(address: str, now: datetime) -> str:
+        return window_key("addr", address, now, ADDRESS_WINDOW)
 
-    def check(self, account_key: str, address: str, now: datetime) -> Verdict:
-        # One round trip for both counters.
-        (failures, last), (address_failures, address_last) = self.store.get_many(
-            [account_key, self.address_key(address)]
+    def reserve(self, account_key: str, address: str, now: datetime) -> Attempt:
+        """Count the attempt, then judge it by the counters as they stood before it (one
+        round trip). The count stands for a failure until ``succeeded`` releases it; a refused
+        attempt counts too (N parallel guesses all count)."""
+        address_key = self.address_key(address, now)
+        (count, previous_at), (address_count, _) = self.store.count(
+            [(account_key, COUNTER_LIFETIME), (address_key, ADDRESS_WINDOW)], now
         )
-        if failures == 0 and last is None:
-            self._found_empty.add(account_key)
+        before = count - 1
+        if self.locks.is_locked(account_key, now) or before >= self.lock_after:
+            verdict = Verdict(allowed=False, locked=True)
         else:
-            self._found_empty.discard(account_key)
-        if failures >= self.lock_after:
-            return Verdict(allowed=False, locked=True)
-        wait = _wait(failures, last, FREE_FAILURES, now)
-        if address_last is not None and now - address_last > ADDRESS_WINDOW:
-            address_failures = 0
-        wait = max(wait, _wait(address_failures, address_last, ADDRESS_FREE_FAILURES, now))
-        return Verdict(allowed=wait <= timedelta(0), retry_after=wait)
+            wait = _wait(before, previous_at, FREE_FAILURES, now)
+            if address_count - 1 >= ADDRESS_FAILURES_PER_WINDOW:
+                wait = max(wait, window_end(now, ADDRESS_WINDOW) - now)
+            verdict = Verdict(allowed=wait <= timedelta(0), retry_after=wait)
+        attempt = Attempt(verdict, account_key, address_key, count)
+        if not verdict.allowed:
+            self._lock_if_reached(attempt, now)
+        return attempt
 
-    def failed(self, account_key: str, address: str, now: datetime) -> int:
-        _failures, last = self.store.get(self.address_key(address))
-        if last is not None and now - last > ADDRESS_WINDOW:
-            self.store.reset(self.address_key(address))
-        self.store.increment(self.address_key(address), now)
-        self._found_empty.discard(account_key)
-        failures = self.store.increment(account_key, now)
-        if failures == self.lock_after:
-            # Increments are atomic: exactly one failure reaches the limit, one lockout counted.
-            metrics.lockout(account_key.partition(":")[0])
-        return failures
+    def failed(self, attempt: Attempt, now: datetime) -> int:
+        """The checked attempt failed: its count stands; at the threshold the factor locks."""
+        self._lock_if_reached(attempt, now)
+        return attempt.count
 
-    def succeeded(self, account_key: str) -> None:
-        """DESIGN.md: a success resets the account's count for the factor."""
-        if account_key in self._found_empty:
-            return
-        self.store.reset(account_key)
+    def succeeded(self, attempt: Attempt) -> None:
+        """DESIGN.md: a success resets the account's count for the factor; the address's count
+        takes back this attempt's reservation."""
+        self.store.reset(attempt.account_key)
+        self.store.release(attempt.address_key)
 
     def unlock(self, account_key: str) -> None:
+        self.locks.unlock(account_key)
         self.store.reset(account_key)
 
+    def _lock_if_reached(self, attempt: Attempt, now: datetime) -> None:
+        if attempt.count >= self.lock_after and self.locks.lock(attempt.account_key, now):
+            # One row per lock: the lockout is counted once, however many attempts reached it.
+            metrics.lockout(attempt.account_key.partition(":")[0])
 
-class AddressBudget:
-    """At most ``limit`` requests of one kind per client address in a sliding window, counted in
-    the shared store: for actions that send mail (sign-up), where one address typing many
-    strangers' emails must not turn idp into a mail cannon (OWASP Forgot Password / sign-up
-    abuse). Each address's own limit per recipient lives in the service that sends."""
+
+class WindowBudget:
+    """At most ``limit`` of one kind of request per subject in a fixed window, counted in the
+    shared store: a request is counted only while room is left, in the statement that checks it,
+    and the window ends on the clock whatever is refused meanwhile."""
 
     def __init__(self, store: CounterStore, limit: int, window: timedelta) -> None:
+        if window > MAX_WINDOW:
+            raise ValueError("a budget's window is at most MAX_WINDOW (pruning relies on it)")
         self.store = store
         self.limit = limit
         self.window = window
 
-    def spend(self, action: str, address: str, now: datetime) -> bool:
-        """Count one request; False once the address has used up its budget."""
-        key = f"{action}:{self.address_key(address)}"
-        _count, last = self.store.get(key)
-        if last is not None and now - last > self.window:
-            self.store.reset(key)
-        # The increment is atomic: parallel requests can never all see room left.
-        return self.store.increment(key, now) <= self.limit
+    def spend(self, name: str, subject: str, now: datetime) -> bool:
+        """Count one request; False (nothing counted) once the window's budget is used up."""
+        key = window_key(name, subject, now, self.window)
+        return self.store.count_below(key, self.limit, now, self.window)
 
-    address_key = staticmethod(AttemptLimiter.address_key)
+
+class AddressBudget(WindowBudget):
+    """Requests of one kind per client address: for actions that send mail (sign-up), where one
+    address typing many strangers' emails must not turn idp into a mail cannon (OWASP Forgot
+    Password / sign-up abuse). Each recipient's own limit lives in the service that sends
+    (``spend(action, address, now)``)."""
 
 
 def _wait(failures: int, last: datetime | None, free: int, now: datetime) -> timedelta:

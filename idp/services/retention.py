@@ -33,6 +33,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    FactorLock,
     Grant,
     LoginLink,
     MaintenanceRun,
@@ -44,7 +45,7 @@ from idp.models import (
     UsedClientAssertion,
     WebAuthnChallenge,
 )
-from idp.services.rate_limits import ADDRESS_WINDOW, COUNTER_LIFETIME
+from idp.services.rate_limits import COUNTER_LIFETIME, MAX_WINDOW, WINDOW_PREFIX
 
 #: A spent code stays a day after it expired, so a late replay still revokes its grant
 #: (RFC 6749 4.1.2: "SHOULD revoke ... all tokens previously issued based on that code").
@@ -130,13 +131,17 @@ RULES: tuple[Rule, ...] = (
         BrowserSession.expires_at < p.now,
         BrowserSession.revoked_at < p.now,
         BrowserSession.last_seen_at < p.now - timedelta(seconds=p.session_idle_ttl))),
-    # Per-address counters forget failures after their window; per-account ones after the same
-    # lifetime Redis gives them, so both stores forget alike.
+    # A fixed window's counter is done once its window ended (at most MAX_WINDOW after its last
+    # count); per-account ones are forgotten after the lifetime Redis gives them, so both stores
+    # forget alike.
     Rule("attempt_counters", AttemptCounter.key, lambda p: or_(
         AttemptCounter.last_failure_at.is_(None),
-        and_(AttemptCounter.key.startswith("addr:"),
-             AttemptCounter.last_failure_at < p.now - ADDRESS_WINDOW),
+        and_(AttemptCounter.key.startswith(WINDOW_PREFIX),
+             AttemptCounter.last_failure_at < p.now - MAX_WINDOW),
         AttemptCounter.last_failure_at < p.now - COUNTER_LIFETIME)),
+    # DESIGN.md: a lock lasts until an admin unlocks it or 30 days pass.
+    Rule("factor_locks", FactorLock.key,
+         lambda p: FactorLock.locked_at < p.now - COUNTER_LIFETIME),
     Rule("outbox_messages", OutboxMessage.id, lambda p: _outbox_dead(p)),
     Rule("audit_events", AuditEvent.id, lambda p: _older_than_days(AuditEvent.at, p)),
 )  # fmt: skip

@@ -41,19 +41,25 @@ from idp.models import (
     User,
 )
 from idp.models.base import utcnow
+from idp.services import backup_codes as backup_codes_module
 from idp.services import login as messages
+from idp.services.backup_codes import BackupCodeService
 from idp.services.passwords import PasswordPolicyError, PasswordService
 from idp.services.policy import ACR_MFA
 from idp.services.rate_limits import (
-    ADDRESS_FREE_FAILURES,
+    ADDRESS_FAILURES_PER_WINDOW,
     ADDRESS_WINDOW,
+    COUNTER_LIFETIME,
     FREE_FAILURES,
     LOCK_AFTER,
+    AttemptLimiter,
     DatabaseCounters,
+    window_end,
 )
 from idp.services.users import UserService
 from idp.web import email_key
 from tests.conftest import app_overrides
+from tests.support.clock import Clock
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
 
@@ -66,17 +72,6 @@ META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 # -- a clock the views read -----------------------------------------------------------------------
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Freeze the time the login and account views decide with (TOTP steps, delays, step-up)."""
@@ -475,8 +470,7 @@ def test_hundred_consecutive_password_failures_lock_the_factor(app: Flask, clock
     with app.app_context():
         counters = DatabaseCounters(db.session())
         for _ in range(LOCK_AFTER - 1):
-            counters.increment(key, clock.now - timedelta(days=1))
-        db.session.commit()
+            counters.count([(key, COUNTER_LIFETIME)], clock.now - timedelta(days=1))
 
     # The hundredth failure is a real attempt (the delays have long passed) ...
     hundredth = password_step(app.test_client(), user.email, "not the password")
@@ -554,8 +548,9 @@ def test_password_delays_grow_after_five_failures(app: Flask, clock: Clock) -> N
     assert messages.THROTTLED in attempt_after(FREE_FAILURES + 2, 3.5)
     assert messages.GENERIC_FAILURE in attempt_after(FREE_FAILURES + 2, 4.5)
     # ... up to fifteen minutes.
-    assert messages.THROTTLED in attempt_after(LOCK_AFTER - 1, 14 * 60)
-    assert messages.GENERIC_FAILURE in attempt_after(LOCK_AFTER - 2, 15 * 60 + 1)
+    # (Below the lock: a refused attempt counts, and the hundredth would lock the factor.)
+    assert messages.THROTTLED in attempt_after(LOCK_AFTER - 2, 14 * 60)
+    assert messages.GENERIC_FAILURE in attempt_after(LOCK_AFTER - 3, 15 * 60 + 1)
 
 
 def test_refused_attempts_still_count(app: Flask, clock: Clock) -> None:
@@ -568,34 +563,47 @@ def test_refused_attempts_still_count(app: Flask, clock: Clock) -> None:
         assert failures(app, key) == expected
 
 
-def test_per_address_delay_after_fifty_failures(app: Flask, clock: Clock) -> None:
+def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: Clock) -> None:
+    """docs/security.md: an address's failures count in a window that starts and ends on the
+    clock; refused attempts in it do not move its end (issue 11: not "resets after an idle
+    hour")."""
     user = create_user(app)
     crowded, other = "198.51.100.7", "198.51.100.8"
-    # Fifty failures from one address, against other accounts: this account's counter is clean.
-    set_counter(app, f"addr:{crowded}", ADDRESS_FREE_FAILURES - 1, clock.now)
+    address_key = AttemptLimiter.address_key(crowded, clock.now)
+    # Failures from one address, against other accounts: this account's counter is clean.
+    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW - 1, clock.now)
     response = password_step(app.test_client(), user.email, user.password, address=crowded)
-    assert path_of(response) == "/account"  # 49 are free
+    assert path_of(response) == "/account"  # 49 are free, and a success takes its count back
+    assert failures(app, address_key) == ADDRESS_FAILURES_PER_WINDOW - 1
 
-    set_counter(app, f"addr:{crowded}", ADDRESS_FREE_FAILURES, clock.now)
+    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW, clock.now)
     refused = password_step(app.test_client(), user.email, user.password, address=crowded)
     assert refused.status_code == 401
     assert messages.THROTTLED in text_of(refused)
     elsewhere = password_step(app.test_client(), user.email, user.password, address=other)
     assert path_of(elsewhere) == "/account"
 
-    # An address is never locked (NAT), and forgets failures older than its window: a new
-    # failure counts from one again rather than adding to a thousand.
-    stale = clock.now - ADDRESS_WINDOW - timedelta(seconds=1)
-    set_counter(app, f"addr:{crowded}", 10 * LOCK_AFTER, stale)
+    # Refused all through the window, one a minute: they count, and the window ends anyway.
+    # (Other emails each time: the account's own backoff is not what this is about.)
+    end = window_end(clock.now, ADDRESS_WINDOW)
+    minute = 0
+    while clock.now + timedelta(minutes=1) < end:
+        clock.advance(timedelta(minutes=1))
+        minute += 1
+        again = password_step(app.test_client(), f"minute-{minute}@example.com", "guess",
+                              address=crowded)  # fmt: skip
+        assert messages.THROTTLED in text_of(again)
+    clock.advance(end - clock.now)
+    assert path_of(password_step(app.test_client(), user.email, user.password,
+                                 address=crowded)) == "/account"  # fmt: skip
+    # An address is never locked (NAT): the new window counts from one.
     wrong = password_step(app.test_client(), "someone@example.com", "guess", address=crowded)
     assert messages.GENERIC_FAILURE in text_of(wrong)
-    assert failures(app, f"addr:{crowded}") == 1
-    again = password_step(app.test_client(), user.email, user.password, address=crowded)
-    assert path_of(again) == "/account"
+    assert failures(app, AttemptLimiter.address_key(crowded, clock.now)) == 1
 
 
 @pytest.mark.parametrize("count", [0, 1, FREE_FAILURES - 1, FREE_FAILURES, FREE_FAILURES + 1,
-                                   ADDRESS_FREE_FAILURES, LOCK_AFTER - 1, LOCK_AFTER,
+                                   ADDRESS_FAILURES_PER_WINDOW, LOCK_AFTER - 1, LOCK_AFTER,
                                    LOCK_AFTER + 1])  # fmt: skip
 @pytest.mark.parametrize(
     "elapsed", [timedelta(seconds=1), timedelta(days=1)], ids=["recent", "old"]
@@ -967,3 +975,42 @@ def test_password_change_is_notified(app: Flask) -> None:
     [message] = outbox(app, user.id, "password_changed")
     assert message.recipient == user.email
     assert message.subject == "Your password was changed"
+
+
+# == recovery does the same work for every email ==================================================
+def test_recovery_does_the_same_work_for_unknown_and_disabled_emails(
+    app: Flask, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: the backup-code look-up ran only for real accounts (a timing oracle). Every
+    recovery now hashes the code with the server's key and looks it up once, against no
+    account's codes when the email has no usable account; counted here, not timed."""
+    known = user_with_totp(app, clock, email="known@example.com")
+    disabled = user_with_totp(app, clock, email="disabled@example.com")
+    change(app, update(User).where(User.id == disabled.user.id).values(disabled_at=clock.now))
+    work: list[str] = []
+    real_hash, real_consume = BackupCodeService._hash, backup_codes_module.consume_once
+
+    def counted_hash(self: BackupCodeService, user_id: str, code: str) -> str:
+        work.append("keyed hash")
+        return real_hash(self, user_id, code)
+
+    def counted_consume(*args: Any, **kwargs: Any) -> bool:
+        work.append("look-up")
+        return real_consume(*args, **kwargs)
+
+    monkeypatch.setattr(BackupCodeService, "_hash", counted_hash)
+    monkeypatch.setattr(backup_codes_module, "consume_once", counted_consume)
+    wrong_code = "2345-6789-abcd-efgh"
+    answers = {}
+    for email in (known.user.email, "nobody@example.com", disabled.user.email):
+        work.clear()
+        response = recover(app.test_client(), email, wrong_code)
+        answers[email] = (response.status_code, _alert(response), tuple(work))
+    assert set(answers.values()) == {(401, messages.RECOVERY_FAILURE, ("keyed hash", "look-up"))}, (
+        answers
+    )
+    # The disabled account's codes were looked up as no one's: none was spent by the right one.
+    work.clear()
+    refused = recover(app.test_client(), disabled.user.email, disabled.codes[0])
+    assert (refused.status_code, work) == (401, ["keyed hash", "look-up"])
+    assert rows(app, BackupCode, BackupCode.consumed_at.is_not(None)) == []

@@ -14,7 +14,6 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +23,7 @@ import pytest
 import redis
 import requests
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select
 
 from idp import create_app
 from idp.extensions import db
@@ -32,14 +31,16 @@ from idp.models import AttemptCounter, BackupCode, Base, User
 from idp.models.base import utcnow
 from idp.services import login as messages
 from idp.services.rate_limits import (
-    ADDRESS_WINDOW,
+    COUNTER_LIFETIME,
     LOCK_AFTER,
     AttemptLimiter,
     DatabaseCounters,
+    FactorLocks,
     RedisCounters,
 )
 from idp.web import email_key
 from tests.conftest import app_overrides
+from tests.support.apps import app_of
 from tests.support.browserless import Browser, Form, parse_forms
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
@@ -58,29 +59,11 @@ T = TypeVar("T")
 # -- the live server and its database -------------------------------------------------------------
 
 
-@contextmanager
-def app_on(live: LiveIdp, instance: Path) -> Iterator[Flask]:
-    """An app on the live server's database with its secret key: it derives the same keys."""
-    flask_app = create_app(
-        app_overrides(live.env["IDP_DATABASE_URL"], instance, secret_key=live.env["IDP_SECRET_KEY"])
-    )
-    try:
-        yield flask_app
-    finally:
-        with flask_app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-
-
 def forget_address_failures(flask_app: Flask) -> None:
-    """Other tests on this server failed from 127.0.0.1 too: move those failures out of the
-    per-address window (an hour passes) so that they delay nothing here."""
+    """Other tests on this server failed from 127.0.0.1 too: forget those failures (as the
+    per-address window's end would) so that they delay nothing here."""
     with flask_app.app_context():
-        db.session.execute(
-            update(AttemptCounter)
-            .where(AttemptCounter.key.like("addr:%"))
-            .values(last_failure_at=utcnow() - ADDRESS_WINDOW - timedelta(minutes=1))
-        )
+        db.session.execute(delete(AttemptCounter).where(AttemptCounter.key.like("win:addr:%")))
         db.session.commit()
 
 
@@ -139,7 +122,7 @@ def enrol_totp(live: LiveIdp, email: str) -> list[str]:
 
 # == backup codes =================================================================================
 def test_parallel_spends_of_one_backup_code_exactly_one_wins(live: LiveIdp, tmp_path: Path) -> None:
-    with app_on(live, tmp_path) as flask_app:
+    with app_of(live, tmp_path) as flask_app:
         forget_address_failures(flask_app)
     email = f"spend-{secrets.token_hex(4)}@example.com"
     user = live.create_user(email, PASSWORD)
@@ -177,7 +160,7 @@ def test_parallel_spends_of_one_backup_code_exactly_one_wins(live: LiveIdp, tmp_
         for browser, _, _ in prepared:
             browser.close()
 
-    with app_on(live, tmp_path) as flask_app, flask_app.app_context():
+    with app_of(live, tmp_path) as flask_app, flask_app.app_context():
         spent = db.session.scalar(
             select(func.count()).select_from(BackupCode).where(
                 BackupCode.user_id == user["sub"], BackupCode.consumed_at.is_not(None))
@@ -215,10 +198,14 @@ def test_fifty_parallel_wrong_passwords_all_count(live: LiveIdp, tmp_path: Path)
         refusal = html.unescape(response.text)
         assert messages.GENERIC_FAILURE in refusal or messages.THROTTLED in refusal
 
-    with app_on(live, tmp_path) as flask_app, flask_app.test_request_context():
+    with app_of(live, tmp_path) as flask_app, flask_app.test_request_context():
         counters = DatabaseCounters(db.session())
         assert counters.get(f"pwd:{email_key(email)}")[0] == PARALLEL_GUESSES
-        assert {counters.get(f"addr:{address}")[0] for address in addresses} == {1}
+        rows = db.session.scalars(
+            select(AttemptCounter).where(AttemptCounter.key.like("win:addr:%"))
+        ).all()
+        per_address = {row.key.rsplit(":", 1)[1]: row.failures for row in rows}
+        assert {per_address[address] for address in addresses} == {1}
 
 
 # == Redis ========================================================================================
@@ -243,8 +230,10 @@ def test_redis_counters_count_fifty_parallel_failures(redis_client: Any, redis_p
     counters = RedisCounters(redis_client)
     key = f"{redis_prefix}:pwd:subject"
     now = utcnow()
-    counts = all_at_once(PARALLEL_GUESSES, lambda _: counters.increment(key, now))
-    # INCR is atomic: each failure saw its own count.
+    counts = all_at_once(
+        PARALLEL_GUESSES, lambda _: counters.count([(key, COUNTER_LIFETIME)], now)[0][0]
+    )
+    # The count script is atomic: each failure saw its own count.
     assert sorted(counts) == list(range(1, PARALLEL_GUESSES + 1))
     failures, last = counters.get(key)
     assert failures == PARALLEL_GUESSES
@@ -255,20 +244,24 @@ def test_redis_counters_count_fifty_parallel_failures(redis_client: Any, redis_p
 
 
 def test_redis_limiter_locks_after_a_hundred_failures_and_unlocks(
-    redis_client: Any, redis_prefix: str
+    redis_client: Any, redis_prefix: str, app: Flask
 ) -> None:
-    limiter = AttemptLimiter(RedisCounters(redis_client))
-    key = limiter.account_key("pwd", redis_prefix)
+    key = AttemptLimiter.account_key("pwd", redis_prefix)
     address = f"{redis_prefix}-address"
     long_ago = utcnow() - timedelta(days=1)
-    for _ in range(LOCK_AFTER - 1):
-        limiter.failed(key, address, long_ago)
-    assert limiter.check(key, address, utcnow()).allowed is True
-    limiter.failed(key, address, long_ago)
-    verdict = limiter.check(key, address, utcnow() + timedelta(days=30))
-    assert (verdict.allowed, verdict.locked) == (False, True)
-    limiter.unlock(key)
-    assert limiter.check(key, address, utcnow()).allowed is True
+    with app.app_context():
+        limiter = AttemptLimiter(RedisCounters(redis_client), FactorLocks(db.session()))
+        for _ in range(LOCK_AFTER - 1):
+            RedisCounters(redis_client).count([(key, COUNTER_LIFETIME)], long_ago)
+        hundredth = limiter.reserve(key, address, utcnow())
+        assert hundredth.verdict.allowed is True
+        limiter.failed(hundredth, utcnow())
+        db.session.commit()
+        verdict = limiter.reserve(key, address, utcnow() + timedelta(days=29)).verdict
+        assert (verdict.allowed, verdict.locked) == (False, True)
+        limiter.unlock(key)
+        db.session.commit()
+        assert limiter.reserve(key, address, utcnow()).verdict.allowed is True
 
 
 def test_nodes_sharing_redis_share_the_counters(
@@ -303,7 +296,9 @@ def test_nodes_sharing_redis_share_the_counters(
         assert messages.GENERIC_FAILURE in attempt(nodes[0], "not the password")
         assert RedisCounters(redis_client).get(key)[0] == 1
         for _ in range(LOCK_AFTER - 1):
-            RedisCounters(redis_client).increment(key, utcnow() - timedelta(days=1))
+            RedisCounters(redis_client).count(
+                [(key, COUNTER_LIFETIME)], utcnow() - timedelta(days=1)
+            )
         assert messages.LOCKED in attempt(nodes[1], PASSWORD)
         with nodes[1].app_context():
             assert db.session.scalar(select(func.count()).select_from(AttemptCounter)) == 0
@@ -311,7 +306,7 @@ def test_nodes_sharing_redis_share_the_counters(
     finally:
         redis_client.delete(
             f"idp:fail:{key}", f"idp:fail-at:{key}",
-            f"idp:fail:addr:{address}", f"idp:fail-at:addr:{address}",
+            *redis_client.scan_iter(match=f"idp:fail*:win:addr:*:{address}"),
         )  # fmt: skip
         for node in nodes:
             with node.app_context():

@@ -25,6 +25,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    FactorLock,
     Grant,
     LoginLink,
     MaintenanceRun,
@@ -141,6 +142,7 @@ def remaining(app: Flask) -> dict[str, set[str]]:
         "signup_links": SignupLink.id_hash,
         "browser_sessions": BrowserSession.id_hash,
         "attempt_counters": AttemptCounter.key,
+        "factor_locks": FactorLock.key,
         "outbox_messages": OutboxMessage.kind,
         "audit_events": AuditEvent.kind,
     }
@@ -198,8 +200,14 @@ def seeded(storage_app: Flask) -> Seeder:
         s.session("dead-session-revoked", expires=later(DAY), revoked=ago(minute)),
         AttemptCounter(key="pwd:live-locked-account", failures=100, last_failure_at=ago(2 * DAY)),
         AttemptCounter(key="pwd:dead-forgotten", failures=3, last_failure_at=ago(31 * DAY)),
-        AttemptCounter(key="addr:live-address", failures=9, last_failure_at=ago(minute)),
-        AttemptCounter(key="addr:dead-address", failures=9, last_failure_at=ago(2 * minute * 60)),
+        # A fixed window's counter (its window ended at most an hour after its last count).
+        AttemptCounter(key="win:addr:live-address", failures=9, last_failure_at=ago(minute)),
+        AttemptCounter(
+            key="win:addr:dead-address", failures=9, last_failure_at=ago(2 * minute * 60)
+        ),
+        # A lock lasts until an admin unlocks it or 30 days pass (DESIGN.md).
+        FactorLock(key="live-lock", locked_at=ago(29 * DAY)),
+        FactorLock(key="dead-lock", locked_at=ago(31 * DAY)),
         s.outbox("live-outbox-sent", ago(DAY), ago(DAY)),
         s.outbox("dead-outbox-sent", ago(40 * DAY), ago(31 * DAY)),
         s.outbox("live-outbox-unsent", ago(40 * DAY), None),
@@ -230,7 +238,8 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "login_links": {"live-link-recently-expired"},
         "signup_links": {"live-signup"},
         "browser_sessions": {"live-session"},
-        "attempt_counters": {"pwd:live-locked-account", "addr:live-address"},
+        "attempt_counters": {"pwd:live-locked-account", "win:addr:live-address"},
+        "factor_locks": {"live-lock"},
         "outbox_messages": {"live-outbox-sent", "live-outbox-unsent"},
         "audit_events": {"live-audit"},
     }
@@ -238,7 +247,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "webauthn_challenges": 2, "pending_authorizations": 1, "partial_logins": 1,
         "authorization_codes": 1, "access_tokens": 2, "refresh_tokens": 1, "grants": 1,
         "used_client_assertions": 1, "login_links": 1, "signup_links": 1, "browser_sessions": 3,
-        "attempt_counters": 2, "outbox_messages": 2, "audit_events": 1,
+        "attempt_counters": 2, "factor_locks": 1, "outbox_messages": 2, "audit_events": 1,
     }  # fmt: skip
     with storage_app.app_context():
         again = prune(db.session(), policy())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
 import pyotp
@@ -23,7 +22,7 @@ from sqlalchemy import event, select
 from idp.extensions import db
 from idp.models import AttemptCounter, TotpCredential, User
 from idp.models.base import utcnow
-from idp.services.rate_limits import AttemptLimiter, RedisCounters
+from idp.services.rate_limits import AttemptLimiter, FactorLocks, RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
@@ -112,7 +111,7 @@ def test_a_totp_code_reads_the_credential_once_and_claims_its_step_in_one_write(
     assert replay.status_code == 401
 
 
-def test_the_password_step_counts_no_backup_codes_and_deletes_no_absent_counter(
+def test_the_password_step_counts_no_backup_codes_and_counts_each_counter_in_one_statement(
     storage_app: Flask,
 ) -> None:
     email, _secret = _user_with_totp(storage_app)
@@ -123,9 +122,13 @@ def test_the_password_step_counts_no_backup_codes_and_deletes_no_absent_counter(
                                                 "email": email, "password": PASSWORD})  # fmt: skip
     assert response.headers["Location"] == "/login/second-step"
     assert _count(sent, lambda s: "FROM BACKUP_CODES" in s) == 0
-    assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 0
-    # The check reads the account's and the address's counters in one statement.
-    assert _count(sent, lambda s: s.startswith("SELECT") and "FROM ATTEMPT_COUNTERS" in s) == 1
+    # docs/security.md: the attempt is counted before it is checked, each counter (account,
+    # address) by one upsert that returns what the check needs: no separate read.
+    assert _count(sent, lambda s: s.startswith("INSERT INTO ATTEMPT_COUNTERS")) == 2
+    assert _count(sent, lambda s: s.startswith("SELECT") and "FROM ATTEMPT_COUNTERS" in s) == 0
+    # The success releases the reservation: the account's count reset, the address's taken back.
+    assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 1
+    assert _count(sent, lambda s: s.startswith("UPDATE ATTEMPT_COUNTERS")) == 1
 
 
 def test_a_success_after_a_failure_still_resets_the_counter(storage_app: Flask) -> None:
@@ -143,44 +146,39 @@ def test_a_success_after_a_failure_still_resets_the_counter(storage_app: Flask) 
         assert db.session.get(AttemptCounter, counted[0]) is None
 
 
-def test_redis_a_success_resets_a_real_counter_and_skips_an_absent_one() -> None:
+def test_redis_counts_both_counters_in_one_round_trip_and_a_success_releases_them(
+    app: Flask,
+) -> None:
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
     key = AttemptLimiter.account_key("pwd", f"test-{secrets.token_hex(8)}")
     address = f"test-address-{secrets.token_hex(8)}"
-    deleted: list[tuple[Any, ...]] = []
+    calls: list[str] = []
 
     class Watched(RedisCounters):
-        def reset(self, key: str) -> None:
-            deleted.append((key,))
-            super().reset(key)
+        def count(self, keys: Any, now: Any) -> Any:
+            calls.append("count")
+            return super().count(keys, now)
 
+    now = utcnow()
+    address_key = AttemptLimiter.address_key(address, now)
     try:
-        clean = AttemptLimiter(Watched(client))  # one limiter per request, as in idp.web
-        assert clean.check(key, address, utcnow()).allowed
-        clean.succeeded(key)
-        assert deleted == []
+        with app.app_context():
+            limiter = AttemptLimiter(Watched(client), FactorLocks(db.session()))
+            failed = limiter.reserve(key, address, now)
+            assert failed.verdict.allowed
+            limiter.failed(failed, now)
+            assert calls == ["count"]  # the account's and the address's counter: one script
+            assert RedisCounters(client).get(key)[0] == 1
 
-        AttemptLimiter(Watched(client)).failed(key, address, utcnow() - timedelta(days=1))
-        assert RedisCounters(client).get(key)[0] == 1
-        after_failure = AttemptLimiter(Watched(client))
-        assert after_failure.check(key, address, utcnow()).allowed
-        after_failure.succeeded(key)
-        assert deleted == [(key,)]
-        assert RedisCounters(client).get(key) == (0, None)
-
-        # Both counters of a check in one MGET, each where it belongs.
-        RedisCounters(client).increment(key, utcnow())
-        unused = f"addr:{address}-never-failed"
-        account, other, address_row = RedisCounters(client).get_many(
-            [key, unused, f"addr:{address}"]
-        )
-        assert account[0] == 1
-        assert account[1] is not None
-        assert other == (0, None)
-        assert address_row[0] == 1
+            attempt = limiter.reserve(key, address, now)
+            assert attempt.verdict.allowed
+            assert (attempt.count, RedisCounters(client).get(address_key)[0]) == (2, 2)
+            limiter.succeeded(attempt)
+            assert RedisCounters(client).get(key) == (0, None)
+            assert RedisCounters(client).get(address_key)[0] == 1  # the failure stays counted
     finally:
         client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
-        client.delete(f"idp:fail:addr:{address}", f"idp:fail-at:addr:{address}")
+        client.delete(f"idp:fail:{address_key}", f"idp:fail-at:{address_key}")
         client.close()
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 from flask import Flask
 
+from idp import create_app
 from idp.extensions import db
-from tests.conftest import _build_app, throwaway_postgres_database
+from tests.conftest import _build_app, app_overrides, throwaway_postgres_database
 from tests.support.live import LiveIdp, start_live_idp
 
 
@@ -46,3 +47,18 @@ def live_on(database: str, directory: Path, **options: Any) -> Iterator[LiveIdp]
         start_live_idp(directory, database_url=url, **options) as idp,
     ):
         yield idp
+
+
+@contextmanager
+def app_of(live: LiveIdp, instance: Path) -> Iterator[Flask]:
+    """An app on a live server's database with its secret key: it derives the same keys (the
+    counters' email keys, say), to read and set up what the server stores."""
+    flask_app = create_app(
+        app_overrides(live.env["IDP_DATABASE_URL"], instance, secret_key=live.env["IDP_SECRET_KEY"])
+    )
+    try:
+        yield flask_app
+    finally:
+        with flask_app.app_context():
+            db.session.remove()
+            db.engine.dispose()

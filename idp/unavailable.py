@@ -1,0 +1,52 @@
+"""The answer while a dependency a request needs is down (docs/operations.md, "Redis").
+
+A sign-in that needs the attempt counters (or a WebAuthn challenge kept in Redis) cannot be
+decided safely without them, so it is refused, never let through (fail closed): a page that says
+so, or JSON for the JSON endpoints, with 503 and ``Retry-After`` (RFC 9110 15.6.4, 10.2.3). Each
+refusal is audited to the database and counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import jsonify, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from idp import metrics
+from idp.extensions import db
+from idp.services import audit
+from idp.services.dependencies import DependencyUnavailableError
+from idp.web import request_context
+
+log = logging.getLogger(__name__)
+
+#: Stable texts: operators' checks and the multi-node fault tests look for them.
+TITLE = "Temporarily unavailable"
+MESSAGE = "Signing in is temporarily unavailable. Please try again shortly."
+#: RFC 6749 4.1.2.1 names this error for a server that cannot answer for now.
+JSON_ERROR = "temporarily_unavailable"
+RETRY_AFTER_SECONDS = 5
+
+
+def answer(error: DependencyUnavailableError) -> Any:
+    """503, audited and counted; JSON for JSON requests, else the page."""
+    endpoint = request.endpoint or "unknown"
+    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
+    metrics.dependency_refusal(error.dependency, endpoint)
+    db.session.rollback()
+    try:
+        audit.record(db.session(), "dependency.unavailable", outcome="failure",
+                     context=request_context(), dependency=error.dependency,
+                     endpoint=endpoint)  # fmt: skip
+        db.session.commit()
+    except SQLAlchemyError:  # the database is down too: the log line above stays
+        db.session.rollback()
+        log.exception("could not audit a refusal while %s is unavailable", error.dependency)
+    response: Any
+    if request.is_json or request.accept_mimetypes.best == "application/json":
+        response = jsonify(error=JSON_ERROR, message=MESSAGE)
+    else:
+        response = render_template("errors/unavailable.html", title=TITLE, message=MESSAGE)
+    return response, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
