@@ -1,10 +1,11 @@
 """Redis stopped under three live nodes (docs/operations.md, "When a dependency fails"; docs/
 security.md, "Faults and degraded dependencies").
 
-The cluster has a private redis-server (tests/support/private_redis.py), stopped by its PID in
+The cluster has a private redis-server (tests/support/redis_server.py), stopped by its PID in
 the middle of the test: every node stays ready and in the balancer, refresh, userinfo, discovery
 and JWKS keep working on every node, and a password sign-in, which needs the attempt counters,
-gets the 503 "temporarily unavailable" page. When Redis is back, sign-in works again.
+gets the 503 "temporarily unavailable" page, each refusal audited to the database. When Redis is
+back, sign-in works again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from idp.models import AuditEvent
 from tests.conftest import throwaway_postgres_database
 from tests.multinode.cluster import (
     NODE_NAMES,
@@ -30,7 +32,8 @@ from tests.multinode.cluster import (
     userinfo,
 )
 from tests.multinode.cluster import start_cluster as start_three_nodes
-from tests.support.private_redis import PrivateRedis, private_redis
+from tests.support.factories import rows
+from tests.support.redis_server import PrivateRedis, private_redis
 
 pytestmark = pytest.mark.multinode
 
@@ -103,6 +106,13 @@ def test_with_redis_stopped_nodes_stay_ready_tokens_work_and_sign_in_is_a_503_pa
                     assert "unavailable" in refused.text.lower()
                     assert int(refused.headers["Retry-After"]) > 0
                 assert set(visitor.served_by) == set(NODE_NAMES), visitor.describe()
+
+            # Each refusal audited, by whichever node refused it.
+            refusals = rows(cluster.setup_app, AuditEvent,
+                            AuditEvent.kind == "dependency.unavailable")  # fmt: skip
+            assert len(refusals) == len(NODE_NAMES)
+            assert {(e.outcome, e.details["dependency"], e.details["endpoint"])
+                    for e in refusals} == {("failure", "redis", "login.login")}  # fmt: skip
 
             # The balancer kept every node in rotation throughout.
             assert cluster.balancer.server_states() == dict.fromkeys(NODE_NAMES, "UP")
