@@ -11,22 +11,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from idp.cli import main
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey, PolicyOverride
 from idp.models.base import utcnow
 from idp.services.crypto import token_hash
 from idp.services.lifetimes import YEAR
 from idp.services.portal import STEP_UP_WINDOW
+from idp.settings import SettingsError, load_settings
 from idp.web import session_cookie_name
 from tests.functional.test_admin_policy import policy_form, set_policy
-from tests.functional.test_fallback import Clock, path_of
+from tests.functional.test_fallback import Clock, path_of, recover, user_with_totp
+from tests.functional.test_invites import accept, invite
 from tests.functional.test_login_links import issue, open_and_confirm
+from tests.functional.test_signup import ask, confirm, mailed_link
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.cli import initialised_cli
@@ -132,9 +138,54 @@ def test_a_restricted_session_stored_before_the_limit_also_ends(storage_app: Fla
     assert path_of(browser.get("/account/recover")) == "/login"
 
 
-def test_the_restricted_session_lifetime_is_a_bounded_setting(tmp_path: object) -> None:
-    from idp.settings import SettingsError, load_settings
+def restricted_by_invite(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+    console = passkey_browser(app, "root@example.com")
+    browser = app.test_client()
+    status, location = accept(browser, invite(console, "grace@example.com"))
+    assert status == 302
+    return browser, location
 
+
+def restricted_by_sign_up(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+    set_policy(app, signup_enabled=True)
+    browser = app.test_client()
+    ask(browser, "ada@example.com")
+    status, location = confirm(browser, mailed_link(app, "ada@example.com"))
+    assert status == 302
+    return browser, location
+
+
+def restricted_by_backup_code(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    return browser, path_of(recover(browser, enrolled.user.email, enrolled.codes[0]))
+
+
+def restricted_by_login_link(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+    return link_session(app, create_user(app)), "/account/recover"
+
+
+@pytest.mark.parametrize(
+    "restricted_session",
+    [restricted_by_login_link, restricted_by_invite, restricted_by_sign_up,
+     restricted_by_backup_code],
+    ids=["login-link", "invite", "sign-up", "backup-code"],
+)  # fmt: skip
+def test_every_kind_of_restricted_session_ends_at_its_short_lifetime(
+    app_with_policy: Flask, clock: Clock, restricted_session: Any
+) -> None:
+    browser, page = restricted_session(app_with_policy, clock)
+    cookie = cookie_of(browser)
+    assert row_of(app_with_policy, cookie).restricted
+    ttl = timedelta(seconds=app_with_policy.extensions["idp"].settings.restricted_session_ttl)
+    assert browser.get(page).status_code == 200
+    clock.advance(ttl - SECOND)
+    assert browser.get(page).status_code == 200
+    clock.advance(SECOND)
+    assert path_of(browser.get(page)).startswith("/login")
+
+
+def test_the_restricted_session_lifetime_is_a_bounded_setting() -> None:
     assert load_settings({"restricted_session_ttl": 1800}, environ={}).restricted_session_ttl
     for refused in (1801, 30 * 24 * 3600, 299):
         with pytest.raises(SettingsError, match="restricted_session_ttl must be between"):
@@ -234,12 +285,8 @@ def test_lifetimes_out_of_bounds_in_the_console_are_form_errors(
     assert rows(policy_app, PolicyOverride) == []
 
 
-def test_idp_policy_set_refuses_a_lifetime_beyond_its_bound(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from idp.cli import main
-
-    runner = initialised_cli(Path(str(tmp_path)))
+def test_idp_policy_set_refuses_a_lifetime_beyond_its_bound(tmp_path: Path) -> None:
+    runner = initialised_cli(tmp_path)
     refused = runner.invoke(main, ["policy", "set", "session_idle_ttl=100000000000000"])
     assert refused.exit_code != 0
     assert "session_idle_ttl must be between 1 and 31536000 seconds" in refused.output
