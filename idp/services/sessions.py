@@ -87,8 +87,8 @@ class SessionService:
         self, restricted: BrowserSession, context: RequestContext, now: datetime
     ) -> NewSession:
         """A restricted session that added a sign-in method becomes a full one under a NEW
-        session id; the restricted id stops working (OWASP Session Management: renew the id on
-        any privilege change). The sign-in it stood for is unchanged: same amr, acr and
+        session id; the restricted id stops working, as every sign-in renews the id
+        (docs/security.md, Sessions). The sign-in it stood for is unchanged: same amr, acr and
         auth_time, so the step-up window still runs from the link's use."""
         self.revoke(restricted, now)
         new = self.create(restricted.user, list(restricted.amr), context, now)

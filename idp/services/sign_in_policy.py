@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from idp.services.lifetimes import LIFETIMES, check_session_lifetimes, parse_lifetime
+from idp.services.lifetimes import check_session_lifetimes, parse_lifetime
 
 if TYPE_CHECKING:  # idp.settings imports this module to validate the defaults
     from idp.services.audit import RequestContext
@@ -37,7 +37,6 @@ USER_VERIFICATION_CHOICES = ("required", "preferred")
 ATTESTATION_CHOICES = ("none", "indirect", "direct", "enterprise")
 #: DESIGN.md: at most 100 consecutive failures per account and factor.
 MAX_LOCKOUT_THRESHOLD = 100
-MAX_SNOOZE_DAYS = LIFETIMES["passkey_prompt_snooze_days"].high
 
 
 class PolicyError(ValueError):
