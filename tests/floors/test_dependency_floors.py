@@ -140,8 +140,9 @@ def test_security_md_names_every_floor() -> None:
 @pytest.mark.floors
 def test_unit_and_protocol_tests_pass_on_the_floor_versions() -> None:
     venv = floor_venv()
-    pinned = pinned_versions(venv.pins)
-    assert installed_versions(venv, sorted(pinned)) == pinned
+    pinned = {name: Version(version) for name, version in pinned_versions(venv.pins).items()}
+    installed = installed_versions(venv, sorted(pinned))
+    assert {name: Version(version) for name, version in installed.items()} == pinned
     env = {
         name: value
         for name, value in os.environ.items()
