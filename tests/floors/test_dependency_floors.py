@@ -78,8 +78,9 @@ ADVISORY_FIXES: dict[str, dict[str, str]] = {
 }
 
 #: The unit tests and the functional modules that exercise what the floors are about, in one
-#: process on SQLite and PostgreSQL. The rest of tests/functional tests idp's own logic with the
-#: same libraries and would triple the time (the suite must stay well under 15 minutes).
+#: process on SQLite and PostgreSQL (about two minutes). The rest of tests/functional tests idp's
+#: own logic with the same libraries and would triple the time (the whole suite must stay well
+#: under 15 minutes); the concurrency modules in particular are slow and test idp, not a floor.
 FLOOR_RUN = (
     "tests/unit",
     # Authlib: the authorization endpoint, redirect validation and its error redirects.
@@ -99,6 +100,10 @@ FLOOR_RUN = (
     "tests/functional/test_fallback.py",
     # The whole flow once, Flask, Werkzeug and SQLAlchemy in every step.
     "tests/functional/test_happy_path.py",
+    # Click and Alembic: the command line, and the migrations against the models on PostgreSQL.
+    "tests/functional/test_cli.py",
+    # granian: `idp serve` as a live server (one test; the other starts two servers).
+    "tests/functional/test_serving.py::test_a_second_server_on_a_taken_port_refuses_to_start",
 )
 
 
