@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 
 import pytest
 from packaging.requirements import Requirement
@@ -108,8 +109,6 @@ FLOOR_RUN = (
 
 
 def runtime_floors() -> dict[str, Version]:
-    import tomllib
-
     floors = {}
     for line in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]:
         requirement = Requirement(line)
@@ -154,9 +153,9 @@ def test_unit_and_protocol_tests_pass_on_the_floor_versions() -> None:
         # The outer run's pytest-xdist and coverage settings are not the inner run's.
         if not name.startswith(("PYTEST_", "COV_"))
     }
+    pytest_args = ["-q", "-p", "no:cacheprovider", "-n", "0", "-m", "not floors", *FLOOR_RUN]
     result = subprocess.run(
-        [str(venv.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-         "-m", "not floors", *FLOOR_RUN],  # fmt: skip
+        [str(venv.python), "-m", "pytest", *pytest_args],
         cwd=REPOSITORY,
         env=env,
         capture_output=True,
@@ -165,5 +164,5 @@ def test_unit_and_protocol_tests_pass_on_the_floor_versions() -> None:
         check=False,
     )
     tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
-    assert result.returncode == 0, f"on the floor versions ({', '.join(venv.pins)}):\n{tail}"
-
+    exit_code = result.returncode  # (not the whole CompletedProcess in the failure message)
+    assert exit_code == 0, f"on the floor versions ({', '.join(venv.pins)}):\n{tail}"

@@ -1,4 +1,4 @@
-"""The floor versions of idp's runtime dependencies, installed together in a virtualenv of their own.
+"""The floor version of every runtime dependency of idp, together in a virtualenv of its own.
 
 pyproject.toml promises that idp works with any version at or above each dependency's floor
 (``name>=X``). Only the newest versions are installed in ``.venv``, so nothing else checks that
