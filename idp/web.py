@@ -6,7 +6,7 @@ import logging
 import secrets
 from datetime import timedelta
 
-from flask import Flask, current_app, g, request
+from flask import Flask, after_this_request, current_app, g, request
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
@@ -77,7 +77,10 @@ def policy_changed() -> None:
 def session_service() -> SessionService:
     policy = sign_in_policy()
     return SessionService(
-        db.session(), idle_ttl=policy.session_idle_ttl, absolute_ttl=policy.session_absolute_ttl
+        db.session(),
+        idle_ttl=policy.session_idle_ttl,
+        absolute_ttl=policy.session_absolute_ttl,
+        restricted_ttl=runtime().settings.restricted_session_ttl,
     )
 
 
@@ -89,12 +92,12 @@ def current_session() -> BrowserSession | None:
     return session
 
 
-def set_session_cookie(response: Response, value: str) -> None:
+def set_session_cookie(response: Response, value: str, max_age: int) -> None:
     settings = runtime().settings
     response.set_cookie(
         session_cookie_name(),
         value,
-        max_age=sign_in_policy().session_absolute_ttl,
+        max_age=max_age,
         path="/",
         secure=settings.secure_transport,
         httponly=True,
@@ -193,13 +196,28 @@ def start_session(
     ``passkey_only``)."""
     previous = current_session()
     now = utcnow()
+    service = session_service()
     if previous is not None:
-        session_service().revoke(previous, now)
-    new = session_service().create(user, list(amr), request_context(), now)
-    new.session.restricted = restricted or passkey_only
-    new.session.passkey_only = passkey_only
+        service.revoke(previous, now)
+    new = service.create(user, list(amr), request_context(), now, restricted=restricted,
+                         passkey_only=passkey_only)  # fmt: skip
     g.idp_session = new.session
-    set_session_cookie(response, new.cookie_value)
+    set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
+
+
+def promote_session(restricted: BrowserSession) -> BrowserSession:
+    """A restricted session added a sign-in method: it becomes a full session under a new id
+    (idp.services.sessions.SessionService.promote); this response carries the new cookie."""
+    service = session_service()
+    new = service.promote(restricted, request_context(), utcnow())
+    g.idp_session = new.session
+
+    @after_this_request
+    def _set_cookie(response: Response) -> Response:
+        set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
+        return response
+
+    return new.session
 
 
 def attempt_limiter() -> AttemptLimiter:

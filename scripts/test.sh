@@ -90,6 +90,10 @@ quietly .venv/bin/ruff format --check .
 quietly .venv/bin/mypy
 
 # f) The suite. Tests marked `postgres` also run against this database. --dist loadfile keeps
-#    tests that share an xdist_group mark (e.g. one live server) on the same worker.
+#    tests that share an xdist_group mark (e.g. one live server) on the same worker. The suite
+#    includes the dependency-floor run (marker `floors`, tests/floors/): it installs the floor
+#    version of every runtime dependency into a virtualenv of its own under .floors/ (reused
+#    while pyproject.toml is unchanged) and runs the unit and protocol tests there, in a separate
+#    process; `scripts/test.sh -m floors` runs it alone, `-m "not floors"` leaves it out.
 export IDP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -36,8 +35,10 @@ from idp.web import (
     current_session,
     notifier,
     passkey_service,
+    promote_session,
     request_context,
     runtime,
+    session_service,
     sign_in_policy,
     totp_service,
 )
@@ -46,9 +47,9 @@ bp = Blueprint("account", __name__)
 
 
 def _stepped_up(session: BrowserSession) -> bool:
-    """DESIGN.md step-up: a sign-in within 5 minutes, as strong as the user's strongest method.
-    A recovery session is the exception: its only purpose is adding a new method."""
-    return session.restricted or step_up_satisfied(db.session(), session, utcnow())
+    """DESIGN.md step-up: a sign-in within 5 minutes, as strong as the user's strongest method
+    (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
+    return step_up_satisfied(db.session(), session, utcnow())
 
 
 def _step_up_url(next_path: str) -> str:
@@ -151,6 +152,9 @@ def restricted_page(template: str) -> Any:
         return redirect(url_for("login.login"))
     if not session.restricted:
         return redirect(url_for("account.home"))
+    if not _stepped_up(session):
+        # Past the step-up window it can no longer add a method (docs/security.md, Sessions).
+        return render_template("account/restricted_expired.html", user=session.user)
     return render_template(template, user=session.user, session=session)
 
 
@@ -325,8 +329,8 @@ def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     codes the first time the account gets a passkey or an authenticator app."""
     user = session.user
     notifier().notify(user, "method_added", method=method)
-    session.restricted = False
-    session.passkey_only = False
+    if session.restricted:
+        promote_session(session)
     _offer_to_sign_out_others()
     if backup_code_service().has_codes(user):
         return []
@@ -395,8 +399,8 @@ def sessions() -> Any:
     session = _session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
-    idle = timedelta(seconds=runtime().settings.session_idle_ttl)
-    views = portal.active_sessions(db.session(), session.user, session, utcnow(), idle)
+    views = portal.active_sessions(db.session(), session.user, session, utcnow(),
+                                   session_service())  # fmt: skip
     return render_template("account/sessions.html", user=session.user, sessions=views)
 
 

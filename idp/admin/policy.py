@@ -13,11 +13,11 @@ from flask import flash, g, redirect, render_template, request, url_for
 from idp.admin import bp
 from idp.extensions import db
 from idp.models.base import utcnow
+from idp.services.lifetimes import LIFETIMES
 from idp.services.sign_in_policy import (
     ATTESTATION_CHOICES,
     FIELDS,
     MAX_LOCKOUT_THRESHOLD,
-    MAX_SNOOZE_DAYS,
     USER_VERIFICATION_CHOICES,
     PolicyError,
     change_policy,
@@ -44,10 +44,9 @@ def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any
         overridden=overridden_fields(db.session()),
         user_verification_choices=USER_VERIFICATION_CHOICES,
         attestation_choices=ATTESTATION_CHOICES,
-        limits={
-            "lockout_threshold": MAX_LOCKOUT_THRESHOLD,
-            "passkey_prompt_snooze_days": MAX_SNOOZE_DAYS,
-        },
+        # The browser's own check; the server applies the same bounds (idp.services.lifetimes).
+        limits={"lockout_threshold": MAX_LOCKOUT_THRESHOLD}
+        | {f.name: LIFETIMES[f.name].high for f in FIELDS if f.name in LIFETIMES},
         error=error,
     ), (400 if error else 200)
 

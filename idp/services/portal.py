@@ -27,6 +27,7 @@ from idp.services.policy import (
     ACR_PASSWORD,
     ACR_PHISHING_RESISTANT,
 )
+from idp.services.sessions import SessionService
 
 #: DESIGN.md: sensitive actions need a sign-in this recent ...
 STEP_UP_WINDOW = timedelta(minutes=5)
@@ -58,9 +59,16 @@ def strongest_acr(db: Session, user: User) -> str:
 
 
 def step_up_satisfied(db: Session, session: BrowserSession, now: datetime) -> bool:
-    """A recent sign-in, at least as strong as the user's strongest method (DESIGN.md)."""
+    """A recent sign-in, at least as strong as the user's strongest method (DESIGN.md).
+
+    A restricted session (login link, invite, sign-up confirmation, backup-code recovery) stands
+    in for a lost or missing method, so its strength is not compared; but it is held to the same
+    window as any session: older than that, it can no longer add a sign-in method
+    (docs/security.md, Sessions)."""
     if now - session.auth_time > STEP_UP_WINDOW:
         return False
+    if session.restricted:
+        return True
     return ACR_LEVELS.get(session.acr, 0) >= ACR_LEVELS[strongest_acr(db, session.user)]
 
 
@@ -81,15 +89,16 @@ class SessionView:
 
 
 def active_sessions(
-    db: Session, user: User, current: BrowserSession, now: datetime, idle_ttl: timedelta
+    db: Session, user: User, current: BrowserSession, now: datetime, sessions: SessionService
 ) -> list[SessionView]:
+    """The user's sessions that the session loader would accept, and only those: ``sessions``
+    is the loader itself (with the policy's lifetimes), so the list cannot drift from it."""
     rows = db.scalars(
         select(BrowserSession)
         .where(
             BrowserSession.user_id == user.id,
             BrowserSession.revoked_at.is_(None),
             BrowserSession.expires_at > now,
-            BrowserSession.last_seen_at > now - idle_ttl,
         )
         .order_by(BrowserSession.last_seen_at.desc())
     )
@@ -100,6 +109,7 @@ def active_sessions(
             current=s.id_hash == current.id_hash,
         )
         for s in rows
+        if sessions.is_live(s, now)
     ]
 
 

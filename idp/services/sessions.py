@@ -24,14 +24,30 @@ class NewSession:
 
 
 class SessionService:
-    def __init__(self, db: Session, *, idle_ttl: int, absolute_ttl: int) -> None:
+    def __init__(
+        self, db: Session, *, idle_ttl: int, absolute_ttl: int, restricted_ttl: int
+    ) -> None:
         self.db = db
         self.idle_ttl = timedelta(seconds=idle_ttl)
         self.absolute_ttl = timedelta(seconds=absolute_ttl)
+        #: A restricted session (login link, invite, sign-up confirmation, backup-code recovery)
+        #: ends this long after it started, whatever the lifetimes above (docs/security.md,
+        #: Sessions): it stands in for a lost or missing sign-in method only long enough to add
+        #: one, so an abandoned one on a shared computer, or a stolen cookie, soon stops working.
+        self.restricted_ttl = timedelta(seconds=restricted_ttl)
 
     def create(
-        self, user: User, amr: list[str], context: RequestContext, now: datetime
+        self,
+        user: User,
+        amr: list[str],
+        context: RequestContext,
+        now: datetime,
+        *,
+        restricted: bool = False,
+        passkey_only: bool = False,
     ) -> NewSession:
+        """A new session; ``restricted``: its only way forward is adding a sign-in method (a
+        passkey alone with ``passkey_only``)."""
         cookie_value = new_secret(32)
         session = BrowserSession(
             id_hash=token_hash(cookie_value),
@@ -45,20 +61,48 @@ class SessionService:
             expires_at=now + self.absolute_ttl,
             ip_address=context.ip_address[:64],
             user_agent=context.user_agent[:512],
+            restricted=restricted or passkey_only,
+            passkey_only=passkey_only,
         )
         self.db.add(session)
         return NewSession(cookie_value=cookie_value, session=session)
 
+    def cookie_lifetime(self, session: BrowserSession) -> int:
+        """Seconds the browser keeps the cookie: no longer than the session can live."""
+        ttl = self.restricted_ttl if session.restricted else self.absolute_ttl
+        return int(ttl.total_seconds())
+
+    def is_live(self, session: BrowserSession, now: datetime) -> bool:
+        """Would ``load`` accept this session? The one rule for the loader and for every list
+        of a user's sessions (the portal shows exactly the sessions that would be accepted)."""
+        if session.revoked_at is not None or session.expires_at <= now:
+            return False
+        if session.last_seen_at + self.idle_ttl <= now:
+            return False
+        if session.restricted and session.created_at + self.restricted_ttl <= now:
+            return False
+        return session.user.is_active
+
+    def promote(
+        self, restricted: BrowserSession, context: RequestContext, now: datetime
+    ) -> NewSession:
+        """A restricted session that added a sign-in method becomes a full one under a NEW
+        session id; the restricted id stops working, as every sign-in renews the id
+        (docs/security.md, Sessions). The sign-in it stood for is unchanged: same amr, acr and
+        auth_time, so the step-up window still runs from the link's use."""
+        self.revoke(restricted, now)
+        new = self.create(restricted.user, list(restricted.amr), context, now)
+        new.session.auth_time = restricted.auth_time
+        new.session.acr = restricted.acr
+        return new
+
     def load(self, cookie_value: str | None, now: datetime) -> BrowserSession | None:
-        """The live session behind a cookie, or None (expired, idle, revoked, user disabled)."""
+        """The live session behind a cookie, or None (expired, idle, revoked, user disabled, or a
+        restricted session past its short lifetime)."""
         if not cookie_value or len(cookie_value) > 200:
             return None
         session = self.db.get(BrowserSession, token_hash(cookie_value))
-        if session is None or session.revoked_at is not None:
-            return None
-        if session.expires_at <= now or session.last_seen_at + self.idle_ttl <= now:
-            return None
-        if not session.user.is_active:
+        if session is None or not self.is_live(session, now):
             return None
         if now - session.last_seen_at >= LAST_SEEN_RESOLUTION:
             session.last_seen_at = now

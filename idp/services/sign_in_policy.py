@@ -22,6 +22,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from idp.services.lifetimes import check_session_lifetimes, parse_lifetime
+
 if TYPE_CHECKING:  # idp.settings imports this module to validate the defaults
     from idp.services.audit import RequestContext
     from idp.settings import Settings
@@ -35,7 +37,6 @@ USER_VERIFICATION_CHOICES = ("required", "preferred")
 ATTESTATION_CHOICES = ("none", "indirect", "direct", "enterprise")
 #: DESIGN.md: at most 100 consecutive failures per account and factor.
 MAX_LOCKOUT_THRESHOLD = 100
-MAX_SNOOZE_DAYS = 365
 
 
 class PolicyError(ValueError):
@@ -106,6 +107,20 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
     return parse
 
 
+def _lifetime(name: str) -> Callable[[Any], int]:
+    """The settings' own parser and bounds (idp.services.lifetimes), so that the console and
+    ``idp policy set`` accept exactly what the configuration file accepts."""
+
+    def parse(value: Any) -> int:
+        try:
+            return parse_lifetime(name, value)
+        except ValueError as error:
+            # The field name comes first in PolicyError's message already.
+            raise ValueError(str(error).removeprefix(f"{name} ")) from None
+
+    return parse
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         word = str(value).strip().lower()
@@ -153,7 +168,7 @@ FIELDS: tuple[PolicyField, ...] = (
     PolicyField("passkey_prompt", "passkey_prompt", "Passkey prompts", _boolean,
                 "After a password sign-in, offer to create a passkey."),
     PolicyField("passkey_prompt_snooze_days", "passkey_prompt_snooze_days",
-                "Prompt snooze (days)", _integer(1, MAX_SNOOZE_DAYS),
+                "Prompt snooze (days)", _lifetime("passkey_prompt_snooze_days"),
                 "How long \u201cnot now\u201d silences the passkey prompt."),
     PolicyField("user_verification", "webauthn_user_verification", "User verification",
                 _choice(USER_VERIFICATION_CHOICES),
@@ -163,10 +178,11 @@ FIELDS: tuple[PolicyField, ...] = (
     PolicyField("aaguid_allow_list", "webauthn_aaguid_allow_list", "Allowed authenticators",
                 _aaguids, "AAGUIDs allowed to register a passkey, one per line; empty: any."),
     PolicyField("session_idle_ttl", "session_idle_ttl", "Session idle lifetime (seconds)",
-                _integer(1), "A session ends after this long without use."),
+                _lifetime("session_idle_ttl"),
+                "A session ends after this long without use (at most the absolute lifetime)."),
     PolicyField("session_absolute_ttl", "session_absolute_ttl",
-                "Session absolute lifetime (seconds)", _integer(1),
-                "A session ends this long after sign-in, however active."),
+                "Session absolute lifetime (seconds)", _lifetime("session_absolute_ttl"),
+                "A session ends this long after sign-in, however active (at most a year)."),
     PolicyField("lockout_threshold", "lockout_threshold", "Lockout threshold",
                 _integer(1, MAX_LOCKOUT_THRESHOLD),
                 "Consecutive failures of one factor before it locks for the account (1 to 100)."),
@@ -186,11 +202,19 @@ def parse_value(name: str, value: Any) -> Any:
         raise PolicyError(f"{name} {error}") from None
 
 
+def _check_together(values: Mapping[str, Any]) -> None:
+    """The rules between fields: a session's idle lifetime is at most its absolute one."""
+    try:
+        check_session_lifetimes(values["session_idle_ttl"], values["session_absolute_ttl"])
+    except ValueError as error:
+        raise PolicyError(str(error)) from None
+
+
 def policy_from_settings(settings: Settings) -> SignInPolicy:
     """The configured defaults, validated (settings.validate calls this at start)."""
-    return SignInPolicy(
-        **{f.name: parse_value(f.name, getattr(settings, f.setting)) for f in FIELDS}
-    )
+    values = {f.name: parse_value(f.name, getattr(settings, f.setting)) for f in FIELDS}
+    _check_together(values)
+    return SignInPolicy(**values)
 
 
 def _stored(db: Session) -> dict[str, Any]:
@@ -208,6 +232,13 @@ def _read(db: Session, settings: Settings) -> SignInPolicy:
         except PolicyError as error:
             # A row written by another version, or edited by hand: the configured default stays.
             log.warning("ignoring stored policy override: %s", error)
+    if values["session_idle_ttl"] > values["session_absolute_ttl"]:
+        # Each value is in range but not together (rows edited by hand, or an absolute lifetime
+        # configured below a stored idle one): the shorter one rules, as the session loader
+        # would apply it anyway.
+        log.warning("stored session_idle_ttl exceeds session_absolute_ttl: using %s for both",
+                    values["session_absolute_ttl"])  # fmt: skip
+        values["session_idle_ttl"] = values["session_absolute_ttl"]
     return SignInPolicy(**values)
 
 
@@ -264,6 +295,7 @@ def change_policy(
 
     parsed = {name: parse_value(name, value) for name, value in changes.items()}
     current = asdict(_read(db, settings))
+    _check_together({**current, **parsed})
     defaults = asdict(policy_from_settings(settings))
     overridden = overridden_fields(db)
     changed: dict[str, dict[str, Any]] = {}

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from idp.services.lifetimes import LIFETIMES
 from idp.settings import DEVELOPMENT_SECRET_KEY, Settings, SettingsError, load_settings
 
 SECRET = "a-test-secret-key-that-is-long-enough-0123"
@@ -242,7 +243,7 @@ def test_https_issuer_enables_secure_transport() -> None:
 
 # -- lifetimes and policy -------------------------------------------------------------------------
 def test_code_ttl_above_600_seconds_is_refused() -> None:
-    with pytest.raises(SettingsError, match="code_ttl must be at most 600"):
+    with pytest.raises(SettingsError, match="code_ttl must be between 1 and 600 seconds"):
         settings_from(code_ttl=601)
 
 
@@ -263,8 +264,41 @@ def test_code_ttl_of_600_seconds_is_accepted() -> None:
     ],
 )
 def test_non_positive_token_lifetime_is_refused(name: str) -> None:
-    with pytest.raises(SettingsError, match=f"{name} must be positive"):
+    with pytest.raises(SettingsError, match=f"{name} must be between 1 and"):
         settings_from(**{name: 0})
+
+
+def test_every_lifetime_setting_has_bounds() -> None:
+    """A new ``*_ttl`` (or days, interval, overlap, grace) setting must get its bounds too."""
+    suffixes = ("_ttl", "_days", "_interval", "_overlap", "_grace")
+    lifetimes = {name for name in Settings.__dataclass_fields__ if name.endswith(suffixes)}
+    assert lifetimes == set(LIFETIMES)
+
+
+@pytest.mark.parametrize("name", sorted(LIFETIMES))
+def test_every_lifetime_has_an_upper_bound(name: str) -> None:
+    """Issue: ``session_idle_ttl = 100000000000000`` overflowed every session's arithmetic.
+    (Idle and absolute move together, so that idle <= absolute holds at the bound.)"""
+    bound = LIFETIMES[name]
+    together = ("session_idle_ttl", "session_absolute_ttl")
+    at_bound = dict.fromkeys(together, bound.high) if name in together else {name: bound.high}
+    assert getattr(settings_from(**at_bound), name) == bound.high
+    beyond = {**at_bound, name: bound.high + 1}
+    with pytest.raises(SettingsError, match=f"{name} must be between {bound.low} and"):
+        settings_from(**beyond)
+    with pytest.raises(SettingsError, match=name):
+        settings_from(**{name: "100000000000000"})
+
+
+def test_session_lifetimes_are_at_most_a_year() -> None:
+    assert LIFETIMES["session_absolute_ttl"].high <= 365 * 24 * 3600
+    assert LIFETIMES["session_idle_ttl"].high <= LIFETIMES["session_absolute_ttl"].high
+
+
+def test_an_idle_lifetime_longer_than_the_absolute_one_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"session_idle_ttl \(7200\) must not exceed"):
+        settings_from(session_idle_ttl=7200, session_absolute_ttl=3600)
+    assert settings_from(session_idle_ttl=3600, session_absolute_ttl=3600).session_idle_ttl == 3600
 
 
 def test_unknown_pkce_policy_is_refused() -> None:

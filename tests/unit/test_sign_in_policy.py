@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from idp.models import AuditEvent, Base, PolicyOverride
+from idp.services.lifetimes import LIFETIMES, YEAR
 from idp.services.sign_in_policy import (
     PolicyCache,
     PolicyError,
@@ -68,6 +69,10 @@ def test_the_two_field_constructor_keeps_working() -> None:
         ("session_absolute_ttl", "-5"),
         ("passkey_prompt_snooze_days", "0"),
         ("passkey_prompt_snooze_days", "366"),
+        ("session_idle_ttl", "100000000000000"),
+        ("session_idle_ttl", str(YEAR + 1)),
+        ("session_absolute_ttl", str(YEAR + 1)),
+        ("session_absolute_ttl", "9" * 5000),
         ("user_verification", "discouraged"),
         ("attestation", "self"),
         ("aaguid_allow_list", "not-a-uuid"),
@@ -95,6 +100,40 @@ def test_out_of_range_values_are_refused(name: str, value: Any) -> None:
 )
 def test_values_in_range_are_read(name: str, value: Any, expected: Any) -> None:
     assert parse_value(name, value) == expected
+
+
+@pytest.mark.parametrize("name", ["session_idle_ttl", "session_absolute_ttl",
+                                  "passkey_prompt_snooze_days"])  # fmt: skip
+def test_the_policy_and_the_settings_share_one_lifetime_parser(name: str) -> None:
+    """The console and ``idp policy set`` accept exactly what the configuration accepts."""
+    bound = LIFETIMES[name]
+    assert parse_value(name, str(bound.high)) == bound.high
+    assert parse_value(name, str(bound.low)) == bound.low
+    for beyond in (bound.high + 1, bound.low - 1):
+        with pytest.raises(PolicyError, match=f"{name} must be between {bound.low} and"):
+            parse_value(name, str(beyond))
+
+
+def test_a_change_to_an_idle_lifetime_above_the_absolute_one_saves_nothing(db: Session) -> None:
+    with pytest.raises(PolicyError, match="must not exceed"):
+        change_policy(db, SETTINGS, {"session_absolute_ttl": 3600}, actor_id=None, context=None,
+                      now=NOW)  # fmt: skip
+    assert db.scalars(select(PolicyOverride)).all() == []
+    change_policy(db, SETTINGS, {"session_absolute_ttl": 3600, "session_idle_ttl": 600},
+                  actor_id=None, context=None, now=NOW)  # fmt: skip
+    assert load_policy(db, SETTINGS).session_idle_ttl == 600
+
+
+def test_stored_lifetimes_out_of_range_or_out_of_order_never_break_the_policy(
+    db: Session,
+) -> None:
+    db.add(PolicyOverride(name="session_idle_ttl", value=100000000000000, updated_at=NOW))
+    db.commit()
+    assert load_policy(db, SETTINGS).session_idle_ttl == SETTINGS.session_idle_ttl
+    db.add(PolicyOverride(name="session_absolute_ttl", value=3600, updated_at=NOW))
+    db.commit()
+    policy = load_policy(db, SETTINGS)  # configured idle (14 days) > stored absolute: clamped
+    assert (policy.session_idle_ttl, policy.session_absolute_ttl) == (3600, 3600)
 
 
 def test_a_start_with_a_lockout_threshold_above_100_is_refused() -> None:
