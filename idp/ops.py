@@ -24,7 +24,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 from idp import metrics
 from idp.extensions import csrf, db
 from idp.models.base import utcnow
-from idp.services.health import DependencyState, database_state, redis_state
+from idp.services.health import DependencyState, HealthReport, database_state, redis_state
 from idp.web import runtime
 
 bp = Blueprint("ops", __name__)
@@ -41,47 +41,24 @@ def healthz() -> Any:
 def readyz() -> Any:
     """The node can serve its core traffic: the database answers and accepts writes (and Redis
     answers, when ``readiness_requires_redis`` says the node cannot work without it)."""
-    states = _dependency_states(include_redis=runtime().settings.readiness_requires_redis)
-    checks = {name: state.state for name, state in states.items()}
-    ready = all(state.ok for state in states.values())
-    response = jsonify(status="ok" if ready else "unavailable", checks=checks)
-    response.status_code = 200 if ready else 503
+    requires_redis = runtime().settings.readiness_requires_redis
+    report = HealthReport(_dependency_states(include_redis=requires_redis), requires_redis)
+    response = jsonify(status="ok" if report.ready else "unavailable", checks=report.checks())
+    response.status_code = 200 if report.ready else 503
     return _no_store(response)
-
-
-#: What each dependency is needed for (the health document; docs/operations.md).
-NEEDED_FOR = {
-    "database": "everything: sign-in, sessions, tokens, userinfo, keys",
-    "redis": "password, TOTP and backup-code sign-in (attempt counters), passkey ceremonies "
-    "(challenges) and sign-up limits; not refresh, userinfo, discovery or JWKS",
-}
 
 
 @bp.get("/healthz/dependencies")
 @csrf.exempt
 def dependencies() -> Any:
-    """Each dependency's state, for monitoring: ``ok``, or ``degraded`` while a dependency the
-    node can do without (Redis by default) is down, or ``unavailable`` (503) when not ready."""
+    """Each dependency's state, for monitoring (idp.services.health.HealthReport.document)."""
     refused = _refuse_unless_scraper()
     if refused is not None:
         return refused
-    settings = runtime().settings
-    states = _dependency_states(include_redis=True)
-    required = {"database": True, "redis": settings.readiness_requires_redis}
-    ready = all(state.ok for name, state in states.items() if required[name])
-    status = "unavailable" if not ready else "ok" if all(
-        state.ok for state in states.values()) else "degraded"  # fmt: skip
-    described = {
-        name: {
-            "state": state.state,
-            "reason": state.reason,
-            "required_for_readiness": required[name],
-            "needed_for": NEEDED_FOR[name],
-        }
-        for name, state in states.items()
-    }
-    response = jsonify(status=status, ready=ready, dependencies=described)
-    response.status_code = 200 if ready else 503
+    report = HealthReport(_dependency_states(include_redis=True),
+                          runtime().settings.readiness_requires_redis)  # fmt: skip
+    response = jsonify(report.document())
+    response.status_code = 200 if report.ready else 503
     return _no_store(response)
 
 

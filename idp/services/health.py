@@ -52,6 +52,55 @@ class DependencyState:
         return self.state == OK
 
 
+#: What each dependency is needed for (the health document; docs/operations.md, "When a
+#: dependency fails").
+NEEDED_FOR = {
+    "database": "everything: sign-in, sessions, tokens, userinfo, keys",
+    "redis": "password, TOTP and backup-code sign-in (attempt counters), passkey ceremonies "
+    "(challenges) and sign-up limits; not refresh, userinfo, discovery or JWKS",
+}
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The dependencies' states, and which of them readiness requires."""
+
+    states: dict[str, DependencyState]
+    requires_redis: bool = False
+
+    def required(self, name: str) -> bool:
+        return name == "database" or (name == "redis" and self.requires_redis)
+
+    @property
+    def ready(self) -> bool:
+        return all(state.ok for name, state in self.states.items() if self.required(name))
+
+    @property
+    def status(self) -> str:
+        """``unavailable`` when not ready; ``degraded`` when ready but a dependency the node can
+        do without is down (alert on it); else ``ok``."""
+        if not self.ready:
+            return "unavailable"
+        return "ok" if all(state.ok for state in self.states.values()) else "degraded"
+
+    def checks(self) -> dict[str, str]:
+        """The readiness answer: each required dependency's state, nothing more."""
+        return {name: s.state for name, s in self.states.items() if self.required(name)}
+
+    def document(self) -> dict[str, Any]:
+        """The health document: every dependency's state, why, and what it is needed for."""
+        return {
+            "status": self.status,
+            "ready": self.ready,
+            "dependencies": {
+                name: {"state": state.state, "reason": state.reason,
+                       "required_for_readiness": self.required(name),
+                       "needed_for": NEEDED_FOR[name]}
+                for name, state in self.states.items()
+            },
+        }  # fmt: skip
+
+
 def database_state(db: Session, now: datetime) -> DependencyState:
     """Reachable (``SELECT 1``), with room to write (SQLite), and writable (a committed write)."""
     try:
