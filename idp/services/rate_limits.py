@@ -104,7 +104,9 @@ class CounterStore(Protocol):
         ...
 
     def get(self, key: str) -> tuple[int, datetime | None]: ...
-    def reset(self, key: str) -> None: ...
+    def reset(self, key: str) -> int:
+        """Forget the key; the count it had (0: none)."""
+        ...
 
 
 class DatabaseCounters:
@@ -192,9 +194,13 @@ class DatabaseCounters:
         ).first()
         return (int(row[0]), row[1]) if row else (0, None)
 
-    def reset(self, key: str) -> None:
-        self.db.execute(delete(AttemptCounter).where(AttemptCounter.key == key))
+    def reset(self, key: str) -> int:
+        removed = self.db.execute(
+            delete(AttemptCounter).where(AttemptCounter.key == key)
+            .returning(AttemptCounter.failures)
+        ).first()  # fmt: skip
         self._done()
+        return int(removed[0]) if removed else 0
 
 
 #: Per key pair (count, time of the last count): count one more, return it and the previous time.
@@ -273,9 +279,14 @@ class RedisCounters:
             count, at = self.client.mget(self._names(key))
         return int(count or 0), datetime.fromtimestamp(float(at), UTC) if at else None
 
-    def reset(self, key: str) -> None:
+    def reset(self, key: str) -> int:
+        count_name, at_name = self._names(key)
         with redis_calls():
-            self.client.delete(*self._names(key))
+            pipe = self.client.pipeline()  # MULTI/EXEC: both keys, one round trip
+            pipe.getdel(count_name)
+            pipe.delete(at_name)
+            removed, _ = pipe.execute()
+        return int(removed or 0)
 
 
 class FactorLocks:
@@ -354,8 +365,13 @@ class AttemptLimiter:
 
     def succeeded(self, attempt: Attempt) -> None:
         """DESIGN.md: a success resets the account's count for the factor; the address's count
-        takes back this attempt's reservation."""
-        self.store.reset(attempt.account_key)
+        takes back this attempt's reservation.
+
+        No lock existed when this attempt was counted (it would have been refused), so a lock
+        found now was set meanwhile by parallel attempts counted after it: the right secret lifts
+        it with the count it came from (in-flight attempts count until they succeed)."""
+        if self.store.reset(attempt.account_key) >= self.lock_after:
+            self.locks.unlock(attempt.account_key)
         self.store.release(attempt.address_key)
 
     def unlock(self, account_key: str) -> None:
@@ -394,6 +410,9 @@ class AddressBudget(WindowBudget):
 
 
 def _wait(failures: int, last: datetime | None, free: int, now: datetime) -> timedelta:
-    if last is None:
+    delay = _delay(failures, free)
+    # No delay is due: nothing to wait for, even when a parallel request (or another node) counted
+    # at a ``now`` a moment later than this one's.
+    if last is None or delay <= timedelta(0):
         return timedelta(0)
-    return max(timedelta(0), last + _delay(failures, free) - now)
+    return max(timedelta(0), last + delay - now)

@@ -54,6 +54,7 @@ from idp.services.rate_limits import (
     LOCK_AFTER,
     AttemptLimiter,
     DatabaseCounters,
+    FactorLocks,
     window_end,
 )
 from idp.services.users import UserService
@@ -1014,3 +1015,34 @@ def test_recovery_does_the_same_work_for_unknown_and_disabled_emails(
     refused = recover(app.test_client(), disabled.user.email, disabled.codes[0])
     assert (refused.status_code, work) == (401, ["keyed hash", "look-up"])
     assert rows(app, BackupCode, BackupCode.consumed_at.is_not(None)) == []
+
+
+def test_a_success_lifts_a_lock_that_parallel_attempts_set_while_it_was_checked(
+    storage_app: Flask,
+) -> None:
+    """Attempts in flight count until they succeed (docs/security.md): parallel attempts counted
+    after a right one may reach the threshold and lock the factor while it is being checked. It
+    was counted when no lock existed, so its success lifts that lock with the count; a lock that
+    stood before an attempt refuses it, and no success can then lift it."""
+    with storage_app.app_context():
+        limiter = AttemptLimiter(DatabaseCounters(db.session()), FactorLocks(db.session()),
+                                 lock_after=3)  # fmt: skip
+        key, now = "pwd:in-flight", utcnow()
+        right = limiter.reserve(key, "198.51.100.30", now)
+        assert right.verdict.allowed
+        parallel = [limiter.reserve(key, "198.51.100.30", now) for _ in range(3)]
+        assert [a.verdict.allowed for a in parallel] == [True, True, False]
+        for attempt in parallel[:2]:
+            limiter.failed(attempt, now)
+        db.session.commit()
+        assert FactorLocks(db.session()).is_locked(key, now)
+
+        limiter.succeeded(right)
+        db.session.commit()
+        assert not FactorLocks(db.session()).is_locked(key, now)
+        assert limiter.reserve(key, "198.51.100.30", now).verdict.allowed
+
+        # A lock already there refuses the attempt: there is no success to lift it.
+        FactorLocks(db.session()).lock(key, now)
+        db.session.commit()
+        assert limiter.reserve(key, "198.51.100.30", now).verdict.locked
