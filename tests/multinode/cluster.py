@@ -204,6 +204,8 @@ def start_cluster(
             with ThreadPoolExecutor(len(nodes)) as pool:
                 list(pool.map(LiveIdp.stop, nodes.values()))
             with contextlib.suppress(redis.RedisError):  # a private Redis may be stopped
+                # The source address's counters are per fixed window (idp.services.rate_limits).
+                cleanup.update(redis_client.scan_iter(match=f"idp:fail*:win:addr:*:{source}"))
                 redis_client.delete(*cleanup)
             redis_client.close()
             with setup_app.app_context():
