@@ -108,6 +108,9 @@ class Settings:
     #: while refresh, userinfo, discovery and JWKS go on; a balancer that took every node out
     #: would turn that into a total outage.
     readiness_requires_redis: bool = False
+    #: With an https issuer every response carries HSTS (RFC 6797); this adds includeSubDomains,
+    #: which binds every subdomain of the issuer's host to https as well.
+    hsts_include_subdomains: bool = False
 
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from flask import Flask, after_this_request, current_app, g, request
 from werkzeug.wrappers import Response
@@ -130,6 +133,10 @@ def csp_nonce() -> str:
     return nonce
 
 
+#: One year, in seconds: the least RFC 6797 deployments (and browsers' preload lists) expect.
+HSTS_MAX_AGE = 365 * 24 * 3600
+
+
 def add_security_headers(response: Response) -> Response:
     """CSP with nonces, no framing, no referrer (DESIGN.md invariants)."""
     nonce = g.get("csp_nonce")
@@ -143,9 +150,35 @@ def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    settings = runtime().settings
+    if settings.secure_transport:
+        # RFC 6797 6.1: browsers come back over https only, for a year; never announced for an
+        # http issuer (7.2: an HSTS header over plain http is ignored, and localhost stays http).
+        hsts = f"max-age={HSTS_MAX_AGE}"
+        if settings.hsts_include_subdomains:
+            hsts += "; includeSubDomains"
+        response.headers.setdefault("Strict-Transport-Security", hsts)
     if response.mimetype == "text/html":
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+def acts_on_get(view: Callable[..., Any]) -> Callable[..., Any]:
+    """For the protocol endpoints whose GET acts: the authorization endpoint issues codes and
+    stores pending requests (OIDC Core 3.1.2.1), RP-initiated logout ends sessions
+    (RP-Initiated Logout 1.0 section 2). HEAD must change nothing (RFC 9110 9.2.1), and such a
+    GET's headers (a Location with a code) cannot be produced without acting: HEAD is refused
+    (RFC 9110 15.5.6), the view never runs."""
+
+    @functools.wraps(view)
+    def refuse_head(*args: Any, **kwargs: Any) -> Any:
+        if request.method == "HEAD":
+            rule = request.url_rule
+            allowed = sorted((rule.methods or set()) - {"HEAD"}) if rule is not None else []
+            return Response(status=405, headers={"Allow": ", ".join(allowed)})
+        return view(*args, **kwargs)
+
+    return refuse_head
 
 
 def browser_binding() -> str:

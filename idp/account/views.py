@@ -173,15 +173,17 @@ def totp_setup() -> Any:
     service = totp_service()
     user = session.user
     if service.is_enabled(user) and not session.restricted:
-        # Starting an enrolment replaces the secret and unconfirms it: on a GET (no CSRF token)
-        # that would switch the second step off without the step-up, notification and audit a
-        # removal gets (DESIGN.md: sensitive actions). Replacing the app means removing it first;
-        # only a recovery session (the app was lost) re-enrols over it.
+        # A confirmed enrolment replaces the app's secret: replacing the app means removing it
+        # first, with the step-up, notification and audit a removal gets (DESIGN.md: sensitive
+        # actions); only a recovery session (the app was lost) re-enrols over it.
         flash("An authenticator app is already set up. Remove it to set up another.", "info")
         return redirect(url_for("account.home"))
     error = None
+    now = utcnow()
     if request.method == "POST":
-        if service.confirm_enrolment(user, request.form.get("code", "")[:16], utcnow()):
+        sealed = flask_session.get("totp_enrolment")
+        if service.confirm_enrolment(user, sealed, request.form.get("code", "")[:16], now):
+            flask_session.pop("totp_enrolment", None)
             codes = _after_method_added(session, "An authenticator app")
             audit.record(db.session(), "totp.enabled", subject_id=user.id,
                          context=request_context())  # fmt: skip
@@ -191,11 +193,14 @@ def totp_setup() -> Any:
             flash("Authenticator app added.", "info")
             return redirect(url_for("account.home"))
         error = "That code is not valid. Check the time on your phone and try again."
-        secret = service.pending_secret(user)
-        if secret is None:
+        enrolment = service.resume_enrolment(user, sealed, now)
+        if enrolment is None:
             return redirect(url_for("account.totp_setup"))
-    enrolment = service.begin_enrolment(user)
-    db.session.commit()
+    else:
+        # GET and HEAD store nothing (RFC 9110 9.2.1): the new secret waits, sealed, in this
+        # browser's signed cookie until the first code confirms it.
+        enrolment = service.begin_enrolment(user, now)
+        flask_session["totp_enrolment"] = enrolment.sealed
     return render_template("account/totp.html", enrolment=enrolment, error=error), (
         400 if error else 200
     )
@@ -523,8 +528,13 @@ def email_confirm() -> Any:
     """The link from the new address: a page, and only its POST changes the email (mail scanners
     that prefetch links change nothing)."""
     token = request.values.get("token", "")[:2000]
-    if request.method == "GET":
-        return render_template("account/email_confirm.html", token=token)
+    if request.method == "POST":
+        return _confirm_email_change(token)
+    # GET and HEAD (a scanner's probe) only show the page (RFC 9110 9.2.1).
+    return render_template("account/email_confirm.html", token=token)
+
+
+def _confirm_email_change(token: str) -> Any:
     changed = _email_changes().confirm(db.session(), token)
     if changed is None:
         db.session.rollback()

@@ -177,8 +177,12 @@ def client(client_id: str) -> Any:
 def client_edit(client_id: str) -> Any:
     """Change a client app's settings."""
     found = _client_or_404(client_id)
-    if request.method == "GET":
-        return _form_page(fields_of(found), found)
+    if request.method == "POST":
+        return _save_client(found, client_id)
+    return _form_page(fields_of(found), found)  # GET and HEAD: the form, nothing saved
+
+
+def _save_client(found: Client, client_id: str) -> Any:
     try:
         secret = _service().update(found, _fields_from(request.form), actor=_actor())
     except ClientRegistrationError as error:
@@ -231,8 +235,13 @@ def client_enable(client_id: str) -> Any:
 def client_delete(client_id: str) -> Any:
     """Confirm, then delete a client app and everything issued to it."""
     found = _client_or_404(client_id)
-    if request.method == "GET":
-        return render_template("admin/client_delete.html", client=found)
+    if request.method == "POST":
+        return _delete_client(found)
+    # GET and HEAD ask first; only the POST deletes.
+    return render_template("admin/client_delete.html", client=found)
+
+
+def _delete_client(found: Client) -> Any:
     name = found.name
     _service().delete(found, actor=_actor())
     db.session.commit()

@@ -88,8 +88,13 @@ def _page(pending: PendingAuthorization | None, email: str, error: str | None) -
 def login() -> Any:
     """Sign in: passkey autofill on the email field, or email and password."""
     pending = _pending(request.values.get("request"))
-    if request.method == "GET":
-        return _page(pending, request.args.get("login_hint", "")[:320], None)
+    if request.method == "POST":
+        return _password_sign_in(pending)
+    # GET and HEAD (RFC 9110 9.3.2: HEAD runs the GET branch) only show the page.
+    return _page(pending, request.args.get("login_hint", "")[:320], None)
+
+
+def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     email = request.form.get("email", "")[:320]
     result = sign_in_service().password(
         email, request.form.get("password", ""), request_context(), utcnow()
@@ -99,12 +104,20 @@ def login() -> Any:
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
-    if runtime().settings.require_second_factor or sign_in_service().has_second_factor(result.user):
+    if sign_in_service().has_second_factor(result.user):
         # DESIGN.md sign-in walk: after a correct password, the second step.
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
         response = redirect(url_for("login.second_step"))
         session["partial_login"] = partial
+        return response
+    if runtime().settings.require_second_factor:
+        # Policy requires a second factor the user does not have yet: a restricted session whose
+        # only way forward is adding one. Decided here, on the POST: the second-step page is a
+        # GET, and a GET never spends or starts anything (RFC 9110 9.2.1).
+        response = redirect(url_for("account.recover"))
+        start_session(result.user, ["pwd"], response, restricted=True)
+        db.session.commit()
         return response
     response = redirect(_after_password_only(result.user, destination))
     start_session(result.user, ("pwd",), response)
@@ -160,17 +173,6 @@ def second_step() -> Any:
         return redirect(url_for("login.login"))
     user = partial.user
     service = sign_in_service()
-    if request.method == "GET":
-        factors = service.second_factors(user)
-        has_factor = factors["totp"] or factors["passkey"]
-    else:
-        # A code that works leaves without the page: the factors it offers are looked up only
-        # to show it again; whether there is one is enough here (the app answers first).
-        has_factor = service.has_second_factor(user)
-    if not has_factor:
-        # Policy requires a second factor the user does not have yet: a restricted session whose
-        # only way forward is adding one.
-        return _finish_partial(partial, ["pwd"], restricted=True)
     error = None
     if request.method == "POST":
         code = request.form.get("code", "")[:64]
@@ -184,23 +186,24 @@ def second_step() -> Any:
             return _finish_partial(partial, ["pwd", "otp", "mfa"])
         db.session.commit()
         error = result.error
-        factors = service.second_factors(user)
+    # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code.
+    factors = service.second_factors(user)
+    if not (factors["totp"] or factors["passkey"]):
+        # The second factor went away after the password step (removed meanwhile): start over.
+        return redirect(url_for("login.login"))
     return render_template("login/second_step.html", user=user, factors=factors, error=error), (
         401 if error else 200
     )
 
 
-def _finish_partial(partial: PartialLogin, amr: list[str], *, restricted: bool = False) -> Any:
+def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
     now = utcnow()
     if not consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
                         now=now):  # fmt: skip
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
-    destination = (
-        url_for("account.recover") if restricted else (partial.next_path or url_for("account.home"))
-    )
-    response = redirect(destination)
-    start_session(partial.user, amr, response, restricted=restricted)
+    response = redirect(partial.next_path or url_for("account.home"))
+    start_session(partial.user, amr, response)
     db.session.commit()
     return response
 
@@ -340,15 +343,20 @@ def login_link(secret: str) -> Any:
     """A one-time login link: GET shows a confirmation page, only the POST spends the link
     (mail scanners prefetch links); then a restricted session must register a new passkey."""
     links = LoginLinkService(db.session())
-    if request.method == "GET":
-        link = links.find_live(secret, utcnow())
-        if link is None:
-            return render_template(
-                "errors/error.html",
-                title="This sign-in link does not work",
-                message="It has expired, was already used or was revoked. Ask for a new one.",
-            ), 400
-        return render_template("login/link.html", email=link.user.email, secret=secret)
+    if request.method == "POST":
+        return _spend_login_link(links, secret)
+    # GET and HEAD (a scanner's probe) only look the link up (RFC 9110 9.2.1).
+    link = links.find_live(secret, utcnow())
+    if link is None:
+        return render_template(
+            "errors/error.html",
+            title="This sign-in link does not work",
+            message="It has expired, was already used or was revoked. Ask for a new one.",
+        ), 400
+    return render_template("login/link.html", email=link.user.email, secret=secret)
+
+
+def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
     user = links.spend(secret, request_context(), utcnow())
     if user is None:
         db.session.commit()  # the failure is audited

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import g
 from sqlalchemy import select, update
 
@@ -12,44 +10,32 @@ from idp.models import AccessToken, BrowserSession, Grant
 from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.grants import GrantService
-from idp.web import current_session, request_context
+from idp.web import request_context
 
 
-def end_browser_session(id_token_claims: dict[str, Any] | None) -> None:
-    """End the session named by the ID token's ``sid`` (or the current one) and the tokens it
-    authorised. Grants with offline_access keep their refresh tokens: OIDC Core 11 offline access
-    exists to outlive the user's session; their access tokens still end now."""
+def end_browser_session(session: BrowserSession | None) -> None:
+    """End this browser's session (``session``, decided by the view: only ever the requesting
+    browser's own, ``idp.services.sessions.rp_logout``) and the tokens it authorised. Grants with
+    offline_access keep their refresh tokens: OIDC Core 11 offline access exists to outlive the
+    user's session; their access tokens still end now."""
+    if session is None:
+        return
     now = utcnow()
-    sessions: dict[str, BrowserSession] = {}
-    sid = (id_token_claims or {}).get("sid")
-    if isinstance(sid, str):
-        named = db.session.scalar(select(BrowserSession).where(BrowserSession.sid == sid))
-        if named is not None:
-            sessions[named.sid] = named
-    current = current_session()
-    if current is not None and (
-        id_token_claims is None or current.user_id == id_token_claims.get("sub")
-    ):
-        sessions[current.sid] = current
     grants = GrantService(db.session())
-    for session in sessions.values():
-        session.revoked_at = now
-        for grant in db.session.scalars(
-            select(Grant).where(Grant.sid == session.sid, Grant.revoked_at.is_(None))
-        ):
-            if "offline_access" in grant.scope.split():
-                db.session.execute(
-                    update(AccessToken)
-                    .where(AccessToken.grant_id == grant.id, AccessToken.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                )
-            else:
-                grants.revoke_grant(grant.id, "logout", now)
-        audit.record(
-            db.session(),
-            "logout",
-            subject_id=session.user_id,
-            context=request_context(),
-            sid=session.sid,
-        )
+    session.revoked_at = now
+    for grant in db.session.scalars(
+        select(Grant).where(Grant.sid == session.sid, Grant.revoked_at.is_(None))
+    ):
+        if "offline_access" in grant.scope.split():
+            db.session.execute(
+                update(AccessToken)
+                .where(AccessToken.grant_id == grant.id, AccessToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        else:
+            grants.revoke_grant(grant.id, "logout", now)
+    audit.record(
+        db.session(), "logout", subject_id=session.user_id, context=request_context(),
+        sid=session.sid,
+    )  # fmt: skip
     g.idp_session_ended = True

@@ -252,9 +252,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         settings = runtime().settings
         return [settings.endpoint("/token"), settings.issuer]
 
+    def verify_claims(self, claims: Any) -> None:
+        refusal = assertion_time_refusal(claims, int(time.time()), self.leeway)
+        if refusal is not None:
+            raise InvalidClientError(description=refusal)
+        super().verify_claims(claims)
+
     def validate_jti(self, claims: Any, jti: str) -> bool:
-        exp = claims.get("exp")
-        expires_at = datetime.fromtimestamp(exp, UTC) if isinstance(exp, int) else utcnow()
+        # RFC 7523 3 "jti": the record must outlive every moment the assertion is accepted, its
+        # expiry plus the clock-skew leeway (``exp`` is an integer: ``verify_claims``).
+        expires_at = datetime.fromtimestamp(claims["exp"] + self.leeway, UTC)
         try:
             with db.session.begin_nested():
                 db.session.add(UsedClientAssertion(jti_hash=token_hash(jti), expires_at=expires_at))
@@ -268,6 +275,36 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             # assertion; that is invalid_client, not a server error.
             raise InvalidClientError(description="The client has no registered keys.")
         return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+
+
+#: The longest a client assertion may be valid: RFC 7523 3 asks the server to limit how long
+#: it must remember ``jti`` values, and OIDC Core 9 expects a short lifetime; a client signs a new
+#: assertion per request.
+MAX_CLIENT_ASSERTION_LIFETIME = 300
+
+
+def _numeric_date(value: object) -> bool:
+    """An integer NumericDate (RFC 7519 2). JSON ``true`` is no date, a float is refused: idp
+    stores and compares whole seconds (and an assertion's clock is never that precise)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def assertion_time_refusal(claims: dict[str, Any], now: int, leeway: int) -> str | None:
+    """Why a client assertion's time claims are refused, or None (RFC 7523 3 items 4-6)."""
+    if not _numeric_date(claims.get("exp")):
+        return "The assertion's 'exp' must be an integer NumericDate."
+    for name in ("iat", "nbf"):
+        if name in claims and not _numeric_date(claims[name]):
+            return f"The assertion's '{name}' must be an integer NumericDate."
+    exp: int = claims["exp"]
+    # Measured from when it was issued and from now (an ``iat`` in the future is the client's
+    # claim, not a fact): either way no longer than the limit (plus the clock-skew leeway).
+    issued = claims.get("iat", now)
+    if exp - issued > MAX_CLIENT_ASSERTION_LIFETIME or exp - now > (
+        MAX_CLIENT_ASSERTION_LIFETIME + leeway
+    ):
+        return f"The assertion is valid for more than {MAX_CLIENT_ASSERTION_LIFETIME} seconds."
+    return None
 
 
 def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) -> Any:
@@ -371,7 +408,8 @@ class EndSession(EndSessionEndpoint):
     def end_session(self, end_session_request: EndSessionRequest) -> None:
         from idp.oidc.logout import end_browser_session
 
-        end_browser_session(end_session_request.id_token_claims)
+        # The view decided which session, if any, this request may end (g.idp_logout_session).
+        end_browser_session(g.get("idp_logout_session"))
 
 
 def create_authorization_server(app: Flask) -> AuthorizationServer:

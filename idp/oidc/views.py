@@ -14,6 +14,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -34,8 +35,10 @@ from idp.services import audit
 from idp.services.claims import user_claims
 from idp.services.consume import consume_once
 from idp.services.grants import CodeRequest, GrantService
+from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
 from idp.web import (
+    acts_on_get,
     add_security_headers,
     clear_session_cookie,
     current_session,
@@ -87,9 +90,10 @@ def _check_context() -> CheckContext:
 
 @bp.route("/authorize", methods=["GET", "POST"])
 @csrf.exempt  # OIDC Core 3.1.2.1 allows POST from the relying party's page
+@acts_on_get
 def authorize() -> Any:
     """Authorization endpoint (RFC 6749 4.1.1, OIDC Core 3.1.2)."""
-    params = request.args if request.method == "GET" else request.form
+    params = request.form if request.method == "POST" else request.args
     try:
         auth_request = parse_authorization_request(params.to_dict(flat=False), _check_context())
     except AuthorizationError as error:
@@ -98,6 +102,7 @@ def authorize() -> Any:
 
 
 @bp.get("/authorize/continue/<pending_id>")
+@acts_on_get
 def authorize_continue(pending_id: str) -> Any:
     """Resume a pending authorization request after sign-in or consent."""
     pending = _live_pending(pending_id)
@@ -231,7 +236,10 @@ def consent() -> Any:
     """Ask the user to share the requested scopes with a third-party client (OIDC Core 3.1.2.4)."""
     pending = _live_pending(request.values.get("request", ""))
     session = current_session()
-    if session is None:
+    if session is None or session.restricted:
+        # A restricted session (recovery, login link, invite, sign-up confirmation) may only add
+        # a sign-in method: it never speaks for the user to a client (as in
+        # ``interaction.needs_login``), so it neither sees nor grants consent. Sign in fully.
         return redirect(url_for("login.login", request=pending.id))
     auth_request = AuthorizationRequest.from_params(pending.params)
     if request.method == "POST":
@@ -372,6 +380,7 @@ def _bearer_error(status: int, error: str | None, description: str = "") -> Resp
 # -- RP-initiated logout --------------------------------------------------------------------------
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
+@acts_on_get
 def logout() -> Any:
     """OpenID Connect RP-Initiated Logout 1.0."""
     server = oauth_server()
@@ -381,11 +390,21 @@ def logout() -> Any:
     except OAuth2Error as error:
         db.session.rollback()
         return render_template("oidc/error.html", message=error.description or error.error), 400
-    if end_request.needs_confirmation:
+    browser_session = current_session()
+    claims = end_request.id_token_claims
+    decision = (
+        RpLogout.CONFIRM
+        if claims is None
+        else rp_logout(browser_session.user_id if browser_session else None, claims.get("sub"))
+    )
+    if decision is RpLogout.CONFIRM:
         if not confirmed:
-            # RP-Initiated Logout 6: without a valid id_token_hint, ask the user first.
+            # RP-Initiated Logout 6: without a valid id_token_hint (or with one for another
+            # user than the one signed in here), ask the user first.
             return render_template("oidc/logout_confirm.html", params=request.values)
         csrf.protect()  # the confirmation must come from our own page
+    # Only ever this browser's own session (RP-Initiated Logout 2); without one, nothing ends.
+    g.idp_logout_session = browser_session if decision is not RpLogout.NOTHING else None
     response = server.create_endpoint_response("end_session", end_request)
     db.session.commit()
     if response is None:

@@ -22,10 +22,14 @@ ACR_VALUES_SUPPORTED = list(ACR_LEVELS)
 
 
 def acr_for_amr(amr: list[str]) -> str:
-    """The acr a sign-in with these methods earns."""
-    if "hwk" in amr:
+    """The acr a sign-in with these methods earns. A passkey counts as phishing-resistant
+    multi-factor only with user verification (amr ``user``, WebAuthn L3 6.1 UV flag): without
+    it the assertion proves possession alone (NIST SP 800-63B-4 multi-factor cryptographic
+    authenticators), one factor, which earns neither ``phr``/``phrh`` nor ``mfa``."""
+    user_verified = "user" in amr
+    if "hwk" in amr and user_verified:
         return ACR_PHISHING_RESISTANT_HARDWARE
-    if "swk" in amr:
+    if "swk" in amr and user_verified:
         return ACR_PHISHING_RESISTANT
     if "mfa" in amr:
         return ACR_MFA

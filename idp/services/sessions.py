@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -117,3 +118,28 @@ class SessionService:
             .where(BrowserSession.user_id == user_id, BrowserSession.revoked_at.is_(None))
             .values(revoked_at=now)
         )
+
+
+class RpLogout(Enum):
+    """What an RP-initiated logout request with a valid ``id_token_hint`` may end."""
+
+    #: The requesting browser's own session (the hint's user is the one signed in here).
+    END_THIS_BROWSER = "end_this_browser"
+    #: The browser holds no session here: nothing to end, whatever the hint names.
+    NOTHING = "nothing"
+    #: The browser's session belongs to someone other than the hint's subject: ask first.
+    CONFIRM = "confirm"
+
+
+def rp_logout(browser_user_id: str | None, hint_subject: object) -> RpLogout:
+    """RP-Initiated Logout 1.0 section 2: the OP logs out the End-User *of this user agent*; the
+    id_token_hint is a hint about that user, not a capability over sessions elsewhere. An ID
+    token is held by relying parties (and whoever they leaked it to), so without the browser's
+    own session cookie it ends nothing: no session of another device, no grant of another
+    relying party. A hint for a different user than the one signed in here is treated as no
+    valid hint at all (section 6: confirm first)."""
+    if browser_user_id is None:
+        return RpLogout.NOTHING
+    if hint_subject != browser_user_id:
+        return RpLogout.CONFIRM
+    return RpLogout.END_THIS_BROWSER

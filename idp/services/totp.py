@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pyotp
 import segno
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -21,11 +21,18 @@ SECRET_BYTES = 20  # 160 bits: RFC 4226 4 recommends at least 128, ideally 160
 DIGITS = 6
 
 
+#: How long a started enrolment (the QR code on the page) may wait for its first code.
+ENROLMENT_TTL_SECONDS = 1800
+
+
 @dataclass(frozen=True)
 class TotpEnrolment:
     secret: str  # base32, shown as text beside the QR code
     uri: str  # otpauth:// for the QR code
     qr_svg: str
+    #: The secret and its user, encrypted: the browser holds it until the first code comes back,
+    #: so showing the set-up page (a GET) writes nothing on the server (RFC 9110 9.2.1).
+    sealed: str
 
 
 class TotpService:
@@ -49,35 +56,53 @@ class TotpService:
         credential = self.get(user)
         return credential is not None and credential.confirmed_at is not None
 
-    def begin_enrolment(self, user: User) -> TotpEnrolment:
-        """A new secret, stored unconfirmed until the user proves it with a first code."""
+    def begin_enrolment(self, user: User, now: datetime) -> TotpEnrolment:
+        """A new secret for the set-up page; nothing is stored until the first code proves it."""
         secret = pyotp.random_base32(length=SECRET_BYTES * 8 // 5)
+        sealed = self.fernet.encrypt_at_time(
+            f"{user.id}:{secret}".encode(), int(now.timestamp())
+        ).decode()
+        return self._enrolment(user, secret, sealed)
+
+    def resume_enrolment(self, user: User, sealed: object, now: datetime) -> TotpEnrolment | None:
+        """The enrolment a page started (shown again after a wrong code), if still valid."""
+        secret = self._unseal(user, sealed, now)
+        return None if secret is None else self._enrolment(user, secret, str(sealed))
+
+    def confirm_enrolment(self, user: User, sealed: object, code: str, now: datetime) -> bool:
+        """Store the started enrolment's secret, confirmed, once a first code matches it."""
+        secret = self._unseal(user, sealed, now)
+        step = None if secret is None else _matching_step(secret, code, now)
+        if secret is None or step is None:
+            return False
         credential = self.get(user)
         if credential is None:
             credential = TotpCredential(user_id=user.id, secret_encrypted="")
             self.db.add(credential)
         credential.secret_encrypted = self.fernet.encrypt(secret.encode()).decode()
-        credential.confirmed_at = None
-        credential.last_used_step = -1
+        credential.confirmed_at = now
+        # RFC 6238 5.2: the code just used is spent.
+        credential.last_used_step = step
+        return True
+
+    def _enrolment(self, user: User, secret: str, sealed: str) -> TotpEnrolment:
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=self.issuer_name)
         buffer = io.BytesIO()
         segno.make(uri, error="m").save(buffer, kind="svg", scale=5, xmldecl=False, svgns=True)
-        return TotpEnrolment(secret=secret, uri=uri, qr_svg=buffer.getvalue().decode())
+        return TotpEnrolment(secret=secret, uri=uri, qr_svg=buffer.getvalue().decode(),
+                             sealed=sealed)  # fmt: skip
 
-    def pending_secret(self, user: User) -> str | None:
-        credential = self.get(user)
-        if credential is None or credential.confirmed_at is not None:
+    def _unseal(self, user: User, sealed: object, now: datetime) -> str | None:
+        if not isinstance(sealed, str) or len(sealed) > 1000:
             return None
-        return self._secret(credential)
-
-    def confirm_enrolment(self, user: User, code: str, now: datetime) -> bool:
-        credential = self.get(user)
-        if credential is None or credential.confirmed_at is not None:
-            return False
-        if not self._accept(credential, code, now):
-            return False
-        credential.confirmed_at = now
-        return True
+        try:
+            plain = self.fernet.decrypt_at_time(
+                sealed.encode(), ENROLMENT_TTL_SECONDS, int(now.timestamp())
+            ).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            return None
+        owner, _, secret = plain.partition(":")
+        return secret if owner == user.id and secret else None
 
     def verify(self, user: User, code: str, now: datetime) -> bool:
         credential = self.get(user)
@@ -98,27 +123,35 @@ class TotpService:
         """RFC 6238 5.2: accept the current and the previous step only, and never a step at or
         before the last accepted one. The step is claimed with one conditional UPDATE whose row
         count decides, so two parallel uses of one code cannot both pass."""
-        code = "".join(code.split())
-        if len(code) != DIGITS or not code.isdigit():
+        step = _matching_step(self._secret(credential), code, now)
+        if step is None:
             return False
-        totp = pyotp.TOTP(self._secret(credential), digits=DIGITS, interval=STEP_SECONDS)
-        current = int(now.timestamp()) // STEP_SECONDS
-        for step in (current, current - 1):
-            if pyotp.utils.strings_equal(totp.generate_otp(step), code):
-                result = self.db.execute(
-                    update(TotpCredential)
-                    .where(
-                        TotpCredential.user_id == credential.user_id,
-                        TotpCredential.last_used_step < step,
-                    )
-                    .values(last_used_step=step)
-                    .execution_options(synchronize_session=False)
-                )
-                assert isinstance(result, CursorResult)
-                if result.rowcount == 1:
-                    # The UPDATE above wrote the step: the loaded object learns it as committed
-                    # state, so the ORM does not write it a second time at the next flush.
-                    set_committed_value(credential, "last_used_step", step)
-                    return True
-                return False
-        return False
+        result = self.db.execute(
+            update(TotpCredential)
+            .where(
+                TotpCredential.user_id == credential.user_id,
+                TotpCredential.last_used_step < step,
+            )
+            .values(last_used_step=step)
+            .execution_options(synchronize_session=False)
+        )
+        assert isinstance(result, CursorResult)
+        if result.rowcount != 1:
+            return False
+        # The UPDATE above wrote the step: the loaded object learns it as committed state, so
+        # the ORM does not write it a second time at the next flush.
+        set_committed_value(credential, "last_used_step", step)
+        return True
+
+
+def _matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """RFC 6238 5.2: the current or the previous time step whose code this is, or None."""
+    code = "".join(code.split())
+    if len(code) != DIGITS or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+    current = int(now.timestamp()) // STEP_SECONDS
+    for step in (current, current - 1):
+        if pyotp.utils.strings_equal(totp.generate_otp(step), code):
+            return step
+    return None
