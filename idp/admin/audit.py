@@ -49,10 +49,13 @@ def audit_export(fmt: str) -> Any:
     if fmt not in audit_log.EXPORTERS:
         abort(404)
     where = _filter()
-    # Reading the log is an admin action too; recorded before the first byte goes out.
-    audit_log.record(db.session(), "audit.exported", actor_id=g.admin.id,
-                     context=request_context(), format=fmt, filter=where.as_query())  # fmt: skip
-    db.session.commit()
+    # Reading the log is an admin action too; recorded before the first byte goes out. A HEAD
+    # gets no body (RFC 9110 9.3.2): nothing is read, nothing recorded (HEAD changes nothing).
+    if request.method == "GET":
+        audit_log.record(db.session(), "audit.exported", actor_id=g.admin.id,
+                         context=request_context(), format=fmt,
+                         filter=where.as_query())  # fmt: skip
+        db.session.commit()
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     rows = audit_log.iter_rows(db.session(), where)
     response = Response(
