@@ -16,14 +16,24 @@ from sqlalchemy.orm import Session
 
 from idp.cli import main
 from idp.extensions import db
-from idp.models import AuditEvent, BrowserSession, LoginLink, OutboxMessage, TotpCredential, User
+from idp.models import (
+    AuditEvent,
+    BrowserSession,
+    Consent,
+    LoginLink,
+    OutboxMessage,
+    PendingAuthorization,
+    TotpCredential,
+    User,
+)
 from idp.models.base import utcnow
 from idp.services.login_links import LoginLinkService
 from idp.settings import SettingsError, load_settings
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_client, create_user
-from tests.support.flow import RelyingParty, csrf_token, start_session
+from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
+from tests.support.passkey_flow import csrf_meta
 
 
 def issue(app: Flask, user: CreatedUser, ttl: int = 900) -> str:
@@ -355,3 +365,31 @@ def test_cli_login_link_list_and_revoke(tmp_path: Path) -> None:
             ("login_link.issued", "cli"), ("login_link.issued", "cli"),
             ("admin.login_link_revoked", "cli"), ("admin.login_link_revoked", "cli"),
         ]  # fmt: skip
+
+
+def test_a_restricted_session_cannot_grant_consent_or_authorize_a_client(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """A restricted session (here a login link's) may only add a sign-in method: it neither
+    grants consent to a client nor completes an authorization until it is a full session."""
+    assert open_and_confirm(client, issue(app, user)) == (302, "/account/recover")
+    third_party = RelyingParty(client, create_client(app, name="Third", first_party=False))
+    to_login = third_party.authorize()
+    assert to_login.headers["Location"].startswith("/login?")
+    pending = query_of(to_login.headers["Location"])["request"]
+    token = csrf_meta(client.get("/account/recover").text)
+
+    shown = client.get("/consent", query_string={"request": pending})
+    assert shown.headers["Location"].startswith("/login?")
+    allowed = client.post(
+        "/consent", data={"csrf_token": token, "request": pending, "decision": "allow"}
+    )
+    assert allowed.status_code == 302
+    assert allowed.headers["Location"].startswith("/login?")
+    with app.app_context():
+        assert db.session.scalars(select(Consent)).all() == []
+        stored = db.session.get(PendingAuthorization, pending)
+        assert stored is not None
+        assert stored.consented_by is None
+    resumed = client.get(f"/authorize/continue/{pending}")
+    assert resumed.headers["Location"].startswith("/login?")

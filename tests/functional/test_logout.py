@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client
+from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, query_of
 
 SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
@@ -207,3 +207,49 @@ def test_logout_post_without_confirmation_only_asks(
     assert_page(response, 200)
     assert 'name="confirm" value="yes"' in response.text
     assert session_is_alive(rp)
+
+
+# -- an id_token_hint ends only what the requesting browser holds (RP-Initiated Logout 2, 6) ------
+def test_logout_by_id_token_hint_without_the_browsers_session_ends_nothing(
+    app: Flask, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
+) -> None:
+    """An ID token is no capability over sessions: relying parties (and whoever they leak it to)
+    hold it. A cookieless request ends no session and revokes no grant, of this RP or another."""
+    other_rp = RelyingParty(rp.browser, create_client(app, name="Other"))
+    other_tokens = other_rp.tokens_for(user)
+    stranger = app.test_client()  # no session cookie
+    hint = {"id_token_hint": tokens["id_token"]}
+    assert stranger.get("/logout", query_string=hint).status_code == 200
+    assert stranger.post("/logout", data=hint).status_code == 200
+    assert session_is_alive(rp)
+    assert rp.userinfo(tokens["access_token"]).status_code == 200
+    assert other_rp.userinfo(other_tokens["access_token"]).status_code == 200
+    assert introspect(rp, tokens["access_token"])["active"] is True
+
+
+def test_logout_by_id_token_hint_ends_this_browsers_session_only(
+    app: Flask, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
+) -> None:
+    """The same user signed in on a second device keeps that session and its apps' tokens."""
+    laptop = RelyingParty(app.test_client(), create_client(app, name="Laptop app"))
+    laptop_tokens = laptop.tokens_for(user)
+    logout(rp, id_token_hint=tokens["id_token"])
+    assert not session_is_alive(rp)
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    assert session_is_alive(laptop)
+    assert laptop.userinfo(laptop_tokens["access_token"]).status_code == 200
+
+
+def test_logout_by_id_token_hint_for_another_user_asks_first(
+    app: Flask, rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """A hint about someone other than the user signed in here is no valid hint for this
+    browser (RP-Initiated Logout 6): ask before ending anything."""
+    someone = create_user(app, email="grace@example.com")
+    theirs = RelyingParty(app.test_client(), rp.registered)
+    their_tokens = theirs.tokens_for(someone)
+    response = logout(rp, id_token_hint=their_tokens["id_token"])
+    assert_page(response, 200)
+    assert 'name="confirm" value="yes"' in response.text
+    assert session_is_alive(rp)
+    assert session_is_alive(theirs)

@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,10 @@ from werkzeug.test import TestResponse
 
 from idp import create_app
 from idp.extensions import db
-from idp.models import AuthorizationCode, Base
+from idp.models import AuthorizationCode, Base, UsedClientAssertion
 from idp.models.base import utcnow
+from idp.oidc.server import PrivateKeyJWT
+from idp.services.retention import ASSERTION_REPLAY_EVIDENCE, RetentionPolicy, prune
 from tests.conftest import app_overrides
 from tests.support.factories import (
     REDIRECT_URI,
@@ -31,6 +33,7 @@ from tests.support.factories import (
     RegisteredClient,
     create_client,
     create_user,
+    rows,
 )
 from tests.support.flow import RelyingParty, jwt_parts
 
@@ -533,4 +536,84 @@ def test_client_secret_client_cannot_use_private_key_jwt(
 ) -> None:
     registered = create_client(app)  # client_secret_basic
     value = assertion(registered.client_id, rp_key)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"exp": time.time() + 60}, id="exp-float"),
+        pytest.param({"exp": str(int(time.time()) + 60)}, id="exp-string"),
+        pytest.param({"exp": True}, id="exp-boolean"),
+        pytest.param({"exp": None}, id="no-exp"),
+        pytest.param({"iat": time.time()}, id="iat-float"),
+        pytest.param({"iat": "now"}, id="iat-string"),
+        pytest.param({"nbf": float(int(time.time()))}, id="nbf-float"),
+    ],
+)
+def test_client_assertion_time_claims_must_be_integers(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey, overrides: dict[str, Any]
+) -> None:
+    """RFC 7519 2 NumericDate, RFC 7523 3: idp keeps a replay record per jti until the
+    assertion's expiry, which must be an integer it can store and compare."""
+    value = assertion(jwt_client.client_id, rp_key)
+    header, claims = jwt_parts(value)
+    for name, claim in overrides.items():
+        if claim is None:
+            claims.pop(name)
+        else:
+            claims[name] = claim
+    value = jwt.encode(header, claims, rp_key)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "lifetime",
+    [
+        pytest.param({"iat": 0, "exp": 301}, id="issued-for-over-five-minutes"),
+        pytest.param({"iat": None, "exp": 400}, id="no-iat-expires-in-over-five-minutes"),
+        pytest.param({"iat": 3600, "exp": 3660}, id="iat-in-the-future"),
+        pytest.param({"iat": -86400, "exp": 86400}, id="a-day-each-way"),
+    ],
+)
+def test_client_assertion_valid_for_more_than_five_minutes_is_invalid_client(
+    client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey, lifetime: dict[str, Any]
+) -> None:
+    """RFC 7523 3 lets the server bound how long it remembers a jti; OIDC Core 9 assertions are
+    short-lived. Longer than five minutes (from iat, or from now) is refused."""
+    now = int(time.time())
+    value = assertion(jwt_client.client_id, rp_key, exp=now + lifetime["exp"])
+    header, claims = jwt_parts(value)
+    if lifetime["iat"] is None:
+        claims.pop("iat")
+    else:
+        claims["iat"] = now + lifetime["iat"]
+    value = jwt.encode(header, claims, rp_key)
+    assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+    # Five minutes exactly is fine.
+    fine = assertion(jwt_client.client_id, rp_key, iat=now, exp=now + 300)
+    assert client.post("/token", data=assertion_request(fine)).status_code == 200
+
+
+def test_client_assertion_replay_record_lives_until_the_assertion_expires(
+    app: Flask, client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey
+) -> None:
+    """RFC 7523 3 "jti": the record that refuses a replay outlives every moment the assertion
+    is accepted (its exp plus the clock-skew leeway), so pruning cannot forget it early."""
+    exp = int(time.time()) + 240
+    value = assertion(jwt_client.client_id, rp_key, exp=exp)
+    assert client.post("/token", data=assertion_request(value)).status_code == 200
+    [record] = rows(app, UsedClientAssertion)
+    leeway = PrivateKeyJWT().leeway
+    assert record.expires_at.replace(tzinfo=UTC) == datetime.fromtimestamp(exp + leeway, UTC)
+    # Pruning keeps evidence for a while past the record's expiry; at its last moment the
+    # record is still there.
+    last_moment = datetime.fromtimestamp(exp + leeway - 1, UTC) + ASSERTION_REPLAY_EVIDENCE
+    with app.app_context():
+        prune(db.session(), RetentionPolicy(
+            now=last_moment, audit_retention_days=0,
+            session_idle_ttl=3600, refresh_token_ttl=3600,
+        ))  # fmt: skip
+        db.session.commit()
+    assert len(rows(app, UsedClientAssertion)) == 1
     assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
