@@ -207,8 +207,7 @@ def routes(scene: Scene) -> list[tuple[str, str]]:
 def test_head_to_every_route_changes_no_row_and_writes_no_audit_event(scene: Scene) -> None:
     """RFC 9110 9.2.1 / 9.3.2: HEAD is safe. Every route, every kind of session, no CSRF token,
     real secrets: not one row of any table changes, no audit event is written."""
-    # Every session was last used ten minutes ago: a request that counted as activity would
-    # write ``last_seen_at`` (skipped within a minute of the last write: idp.services.sessions).
+    # Every session was last used ten minutes ago, as a scanner's probe would find it.
     change(scene.app, update(BrowserSession).values(last_seen_at=utcnow() - timedelta(minutes=10)))
     audit_events = len(_all(scene.app, AuditEvent))
     changed = []
