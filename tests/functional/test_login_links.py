@@ -380,6 +380,7 @@ def test_a_restricted_session_cannot_grant_consent_or_authorize_a_client(
     token = csrf_meta(client.get("/account/recover").text)
 
     shown = client.get("/consent", query_string={"request": pending})
+    assert shown.status_code == 302
     assert shown.headers["Location"].startswith("/login?")
     allowed = client.post(
         "/consent", data={"csrf_token": token, "request": pending, "decision": "allow"}
