@@ -5,13 +5,21 @@
 # config/production.example.toml); nothing secret is baked into the image. /data holds the
 # instance files (the SQLite database when no database_url is set).
 
-# --- build: turn idp and its dependencies into wheels, so the final image has no sources or caches.
+# --- build: install idp and its dependencies under /install, so the final image gets the installed
+# files only (no sources, wheels or caches).
 FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # README.md is the package's readme in pyproject.toml, so the build needs it.
 COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own: pyproject.toml alone decides them, so a change
+# to idp's code reuses this layer and reinstalls idp only.
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" \
+        > dependencies.txt \
+    && pip install --prefix=/install --requirement dependencies.txt
 COPY idp/ idp/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip install --prefix=/install --no-deps .
 
 # --- runtime
 FROM python:3.11-slim
@@ -24,8 +32,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     IDP_PRODUCTION=true
 
 # idp brings both WSGI servers `idp serve` can run (granian by default, gunicorn on request).
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels idp
+# A plain COPY from the build stage: Docker (BuildKit) and podman/buildah both take it from a
+# cached stage, which a RUN --mount=type=bind,from=build does not get from buildah, and nothing
+# but the installed files reaches a layer of this image. Both stages have their Python under
+# /usr/local, so the scripts' #!/usr/local/bin/python lines stay right.
+COPY --from=build /install /usr/local
 
 # An unprivileged user with a fixed uid, so volume ownership is predictable across rebuilds.
 RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home \

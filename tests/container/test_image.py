@@ -1,0 +1,344 @@
+"""The container image, built from the repository's Dockerfile and run (docs/operations.md, "The
+container image"): rootful podman builds it with scripts/container-image.sh (only when the
+Dockerfile, the dependencies or the code changed) and runs it the way an operator does. Skipped,
+with the reason, only on a machine that cannot run containers at all.
+
+One container on a named volume (SQLite in /data) answers the probes and discovery, runs as the
+image's user, passes its own HEALTHCHECK and stops cleanly; a new container on the same volume
+finds what `idp` wrote. Two containers on the machine's PostgreSQL (host network) serve the same
+users, and SIGTERM with a sign-in in flight lets it finish and exits 0: the sign-in is held by a
+lock this test takes on the users table, so it is in flight for as long as the test decides."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import tarfile
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.conftest import throwaway_postgres_database
+from tests.support.containers import (
+    DATA_VOLUME,
+    IMAGE_PORT,
+    IMAGE_UID,
+    ROOT,
+    SECRET_KEY,
+    Container,
+    build_image,
+    inspect_image,
+    podman,
+    run_container,
+    unavailable_reason,
+    unique_name,
+)
+from tests.support.http_flows import Visitor
+from tests.support.live import DISCOVERY_PATH
+
+pytestmark = pytest.mark.container
+
+PASSWORD = "a long container passphrase 42"
+BASE = "docker.io/library/python:3.11-slim"
+
+
+def wait_until(condition: Any, what: str, attempts: int = 600) -> None:
+    """Polls ``condition`` (0.1 s apart) until it holds; fails naming ``what`` otherwise."""
+    event = threading.Event()
+    for _ in range(attempts):
+        if condition():
+            return
+        event.wait(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"this machine cannot run containers: {reason}")
+    return build_image()
+
+
+@pytest.fixture(scope="module")
+def image_config(image: str) -> dict[str, Any]:
+    return inspect_image(image)
+
+
+@pytest.fixture(scope="module")
+def volume(image: str) -> Iterator[str]:
+    name = unique_name("data")
+    podman("volume", "create", name)
+    try:
+        yield name
+    finally:
+        podman("volume", "rm", "--force", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def on_volume(image: str, volume: str) -> Iterator[Container]:
+    """The image as an operator runs it: its own command, a named volume, a secret key."""
+    container = run_container(image, env={"IDP_SECRET_KEY": SECRET_KEY}, volume=volume)
+    try:
+        container.wait_serving()
+        yield container
+    finally:
+        container.remove()
+
+
+# -- the image ------------------------------------------------------------------------------------
+def test_the_image_declares_its_contract(image_config: dict[str, Any]) -> None:
+    config = image_config["Config"]
+    user = config.get("User", "")
+    assert user not in ("", "root", "0"), (
+        f"the image's USER is {user!r}: the Dockerfile's USER is missing, so idp runs as root"
+    )
+    assert DATA_VOLUME in (config.get("Volumes") or {}), (
+        f"the image declares no VOLUME {DATA_VOLUME}: a container started without a volume keeps "
+        "its instance files in its own writable layer and loses them with it"
+    )
+    assert "IDP_INSTANCE_PATH=/data" in config.get("Env", []), config.get("Env")
+    assert f"{IMAGE_PORT}/tcp" in (config.get("ExposedPorts") or {}), "EXPOSE 5000 is missing"
+    assert config.get("StopSignal") in ("SIGTERM", "15", "TERM"), config.get("StopSignal")
+    check = image_config.get("Healthcheck") or {}
+    assert check.get("Test"), (
+        "the image has no HEALTHCHECK (built in the OCI format, which drops it, or removed)"
+    )
+
+
+def test_no_wheel_or_source_is_in_any_layer_of_the_image(
+    image: str, image_config: dict[str, Any]
+) -> None:
+    """The layers the Dockerfile adds to the base carry installed files only: a wheel copied in
+    and deleted by a later step would still be in its layer."""
+    base_layers = set(inspect_image(BASE)["RootFS"]["Layers"])
+    added = [layer for layer in image_config["RootFS"]["Layers"] if layer not in base_layers]
+    assert added
+    with tempfile.TemporaryDirectory(prefix="idp-image-") as directory:
+        saved = Path(directory) / "image"
+        podman("save", "--format", "docker-dir", "--output", str(saved), image, timeout=300)
+        leftovers = []
+        for layer in added:
+            with tarfile.open(saved / layer.removeprefix("sha256:")) as tar:
+                for member in tar:
+                    name = member.name
+                    if name.endswith(".whl") or name.startswith(("src/", "wheels/", "install/")):
+                        leftovers.append(name)
+    assert not leftovers, f"build leftovers in the image's layers: {leftovers[:10]}"
+
+
+def test_the_dockerfile_builds_again_when_its_build_stage_comes_from_the_cache(
+    image: str, tmp_path: Path
+) -> None:
+    """A rebuild that takes the build stage from the layer cache and reruns the runtime stage
+    (here: one more ENV in it) still gets idp installed; a RUN --mount=type=bind,from=build gets
+    nothing from a cached stage under buildah."""
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    runtime_from = max(i for i, line in enumerate(dockerfile) if line.startswith("FROM "))
+    probe = secrets.token_hex(8)
+    dockerfile.insert(runtime_from + 1, f"ENV IDP_REBUILD_PROBE={probe}")
+    (tmp_path / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
+    tag = f"localhost/idp-rebuild-probe:{probe}"
+    built = podman(
+        "build", "--format", "docker", "--pull=never", "--layers",
+        "--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
+        "--tag", tag, "--file", str(tmp_path / "Dockerfile"), str(ROOT),
+        check=False, timeout=900,
+    )  # fmt: skip
+    try:
+        output = built.stdout + built.stderr
+        assert built.returncode == 0, f"the rebuild failed:\n{output[-4000:]}"
+        # The build stage did come from the cache (or the rebuild proved nothing).
+        build_steps = output.split("[2/2] STEP 1/")[0]
+        assert build_steps.count("Using cache") >= 3, build_steps[-3000:]
+        installed = podman("run", "--rm", tag, "idp", "--help", check=False)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    finally:
+        podman("rmi", "--force", tag, check=False)
+
+
+# -- one container on a volume --------------------------------------------------------------------
+def test_a_start_without_a_secret_key_is_refused_with_the_reason(image: str) -> None:
+    name = unique_name("nosecret")
+    started = podman(
+        "run", "--name", name, "--env", "IDP_ISSUER=http://localhost:5000", image,
+        check=False, timeout=120,
+    )  # fmt: skip
+    podman("rm", "--force", name, check=False)
+    output = started.stdout + started.stderr
+    assert started.returncode != 0, f"started without IDP_SECRET_KEY:\n{output[-2000:]}"
+    assert "IDP_SECRET_KEY" in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+
+
+def test_the_probes_and_discovery_answer(on_volume: Container) -> None:
+    health = requests.get(on_volume.url + "/healthz", timeout=10)
+    assert (health.status_code, health.json()["status"]) == (200, "ok")
+    ready = requests.get(on_volume.url + "/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ok"
+    discovery = requests.get(on_volume.url + DISCOVERY_PATH, timeout=10).json()
+    assert discovery["issuer"] == on_volume.url
+
+
+def test_every_process_of_the_container_runs_as_the_image_user(on_volume: Container) -> None:
+    listing = podman("top", on_volume.name, "huser", "pid", "args").stdout.splitlines()[1:]
+    assert listing, "podman top listed no process"
+    for line in listing:
+        uid, pid, command = line.split(None, 2)
+        assert uid == str(IMAGE_UID), (
+            f"process {pid} ({command.strip()}) runs as uid {uid}, not the image's user "
+            f"{IMAGE_UID}: is the Dockerfile's USER missing?"
+        )
+
+
+def test_the_images_own_healthcheck_passes(on_volume: Container) -> None:
+    checked = podman("healthcheck", "run", on_volume.name, check=False)
+    assert checked.returncode == 0, (
+        f"the image's HEALTHCHECK failed: {checked.stdout}{checked.stderr}\n{on_volume.logs()}"
+    )
+    assert on_volume.state()["Health"]["Status"] == "healthy"
+
+
+def test_data_written_by_idp_survive_a_new_container_on_the_same_volume(
+    image: str, volume: str, on_volume: Container
+) -> None:
+    email = f"volume-{secrets.token_hex(3)}@example.com"
+    on_volume.exec("idp", "users", "create", email, "--password-stdin", "--json", input=PASSWORD)
+    kids = {key["kid"] for key in requests.get(on_volume.url + "/jwks", timeout=10).json()["keys"]}
+    # The database is on the volume, owned by the image's user.
+    listing = podman(
+        "run", "--rm", "--volume", f"{volume}:{DATA_VOLUME}", image, "ls", "-ln", DATA_VOLUME
+    ).stdout
+    assert re.search(rf"\s{IMAGE_UID}\s+\d+\s+\d+ .* idp\.db$", listing, re.M), listing
+    # docker stop: SIGTERM, and idp exits by itself with status 0.
+    podman("stop", "--time", "40", on_volume.name)
+    assert on_volume.state()["ExitCode"] == 0, on_volume.logs()
+    on_volume.remove()
+
+    again = run_container(image, env={"IDP_SECRET_KEY": SECRET_KEY}, volume=volume)
+    try:
+        again.wait_serving()
+        visitor = Visitor(again.url)
+        visitor.sign_in_with_password(email, PASSWORD)
+        assert visitor.get("/account").status_code == 200
+        visitor.close()
+        jwks = requests.get(again.url + "/jwks", timeout=10).json()["keys"]
+        assert {key["kid"] for key in jwks} == kids, "the signing keys did not survive"
+    finally:
+        again.remove()
+
+
+# -- containers on the machine's PostgreSQL -------------------------------------------------------
+@pytest.fixture(scope="module")
+def postgres_url(image: str) -> Iterator[str]:
+    with throwaway_postgres_database() as url:
+        yield url
+
+
+def _on_postgres(image: str, url: str) -> Container:
+    container = run_container(
+        image,
+        env={"IDP_SECRET_KEY": SECRET_KEY, "IDP_DATABASE_URL": url},
+        host_network=True,
+        # On the host's network the port is the host's: a free one, loopback only.
+        command=("idp", "serve", "--production", "--host", "127.0.0.1", "--port", "{port}"),
+    )
+    try:
+        container.wait_serving()
+    except BaseException:
+        container.remove()
+        raise
+    return container
+
+
+@pytest.fixture(scope="module")
+def on_postgres(image: str, postgres_url: str) -> Iterator[tuple[Container, Container]]:
+    # One after the other: the first prepares the database (migrations, keys).
+    first = _on_postgres(image, postgres_url)
+    try:
+        second = _on_postgres(image, postgres_url)
+        try:
+            yield first, second
+        finally:
+            second.remove()
+    finally:
+        first.remove()
+
+
+def test_two_containers_on_postgresql_serve_the_same_users(
+    on_postgres: tuple[Container, Container],
+) -> None:
+    first, second = on_postgres
+    email = f"shared-{secrets.token_hex(3)}@example.com"
+    first.exec("idp", "users", "create", email, "--password-stdin", "--json", input=PASSWORD)
+    for container in (second, first):
+        visitor = Visitor(container.url)
+        visitor.sign_in_with_password(email, PASSWORD)
+        assert visitor.get("/account").status_code == 200, container.name
+        visitor.close()
+    assert requests.get(second.url + "/readyz", timeout=10).status_code == 200
+
+
+def test_sigterm_with_a_sign_in_in_flight_finishes_it_and_exits_0(
+    on_postgres: tuple[Container, Container], postgres_url: str
+) -> None:
+    first, node = on_postgres
+    email = f"inflight-{secrets.token_hex(3)}@example.com"
+    first.exec("idp", "users", "create", email, "--password-stdin", "--json", input=PASSWORD)
+    visitor = Visitor(node.url)
+    form = {"csrf_token": visitor.csrf_field("/login"), "email": email, "password": PASSWORD}
+    answer: list[requests.Response | BaseException] = []
+
+    def sign_in() -> None:
+        try:
+            answer.append(visitor.post("/login", data=form))
+        except BaseException as error:  # asserted below
+            answer.append(error)
+
+    engine = create_engine(postgres_url)
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query ILIKE '%users%'"
+    )
+    try:
+        with (
+            engine.connect() as holder,
+            # Autocommit: pg_stat_activity is read afresh by each statement, not once per
+            # transaction.
+            engine.connect().execution_options(isolation_level="AUTOCOMMIT") as observer,
+        ):
+            # The sign-in reads the user, so it waits for this lock: it stays in flight until the
+            # test rolls back.
+            holder.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+            thread = threading.Thread(target=sign_in)
+            thread.start()
+            wait_until(
+                lambda: observer.execute(waiting).scalar_one() >= 1 and not answer,
+                "the sign-in waiting for the users table",
+            )
+            podman("kill", "--signal", "TERM", node.name)
+            wait_until(
+                lambda: "Shutting down" in node.logs(), "the server taking the signal (its log)"
+            )
+            assert not answer, f"the sign-in finished before the lock was released: {answer}"
+            assert node.state()["Running"], "the container exited with a request in flight"
+            holder.rollback()
+        thread.join(timeout=120)
+    finally:
+        engine.dispose()
+    assert answer, "the sign-in got no answer"
+    response = answer[0]
+    assert isinstance(response, requests.Response), f"the sign-in in flight failed: {response!r}"
+    assert response.status_code == 302, (response.status_code, response.text[:300])
+    assert response.headers["Location"].endswith("/account")
+    assert node.wait_exit() == 0, node.logs()
+    visitor.close()
+    # The first node still serves (nothing else was stopped).
+    assert requests.get(first.url + "/healthz", timeout=10).status_code == 200
