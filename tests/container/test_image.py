@@ -259,13 +259,18 @@ def _on_postgres(image: str, url: str) -> Container:
 
 
 @pytest.fixture(scope="module")
-def on_postgres(image: str, postgres_url: str) -> Iterator[tuple[Container, Container]]:
+def on_postgres(image: str, postgres_url: str) -> Iterator[tuple[Container, Container, str]]:
+    """Two containers on one PostgreSQL database, and a user made with `idp` in the first."""
     # One after the other: the first prepares the database (migrations, keys).
     first = _on_postgres(image, postgres_url)
     try:
         second = _on_postgres(image, postgres_url)
         try:
-            yield first, second
+            email = f"shared-{secrets.token_hex(3)}@example.com"
+            first.exec(
+                "idp", "users", "create", email, "--password-stdin", "--json", input=PASSWORD
+            )
+            yield first, second, email
         finally:
             second.remove()
     finally:
@@ -273,11 +278,9 @@ def on_postgres(image: str, postgres_url: str) -> Iterator[tuple[Container, Cont
 
 
 def test_two_containers_on_postgresql_serve_the_same_users(
-    on_postgres: tuple[Container, Container],
+    on_postgres: tuple[Container, Container, str],
 ) -> None:
-    first, second = on_postgres
-    email = f"shared-{secrets.token_hex(3)}@example.com"
-    first.exec("idp", "users", "create", email, "--password-stdin", "--json", input=PASSWORD)
+    first, second, email = on_postgres
     for container in (second, first):
         visitor = Visitor(container.url)
         visitor.sign_in_with_password(email, PASSWORD)
@@ -287,11 +290,9 @@ def test_two_containers_on_postgresql_serve_the_same_users(
 
 
 def test_sigterm_with_a_sign_in_in_flight_finishes_it_and_exits_0(
-    on_postgres: tuple[Container, Container], postgres_url: str
+    on_postgres: tuple[Container, Container, str], postgres_url: str
 ) -> None:
-    first, node = on_postgres
-    email = f"inflight-{secrets.token_hex(3)}@example.com"
-    first.exec("idp", "users", "create", email, "--password-stdin", "--json", input=PASSWORD)
+    first, node, email = on_postgres
     visitor = Visitor(node.url)
     form = {"csrf_token": visitor.csrf_field("/login"), "email": email, "password": PASSWORD}
     answer: list[requests.Response | BaseException] = []

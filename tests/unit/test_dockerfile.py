@@ -1,9 +1,11 @@
-"""The container image's invariants, read from the Dockerfile's instructions (there is no Docker
-engine on the test machines, so the image itself is not built here; docs/operations.md).
+"""The container image's invariants, read from the Dockerfile's instructions (docs/operations.md,
+"The container image"). tests/container builds and runs the image itself; these checks answer in
+a fraction of a second and also where no container can run.
 
-Each rule is a named test: a slim Python base, a non-root user, the production server as the
-command, a health check on the port the command serves, and no secret baked into the image or
-its build context."""
+Each rule is a named test: a slim Python base, a non-root user, the instance files on a declared
+volume, the production server as the command, a health check on the port the command serves, no
+secret baked into the image or its build context, and files taken from the build stage in a way
+every builder honours."""
 
 from __future__ import annotations
 
@@ -96,6 +98,29 @@ def test_the_runtime_runs_as_a_non_root_user(instructions: list[Instruction]) ->
     assert runtime.index(users[-1]) < runtime.index(_all(runtime, "CMD")[-1])
 
 
+def test_the_instance_files_are_on_a_declared_volume(instructions: list[Instruction]) -> None:
+    runtime = _runtime_stage(instructions)
+    volumes = " ".join(i.arguments for i in _all(runtime, "VOLUME"))
+    instance = [i.arguments for i in _all(runtime, "ENV") if "IDP_INSTANCE_PATH=" in i.arguments]
+    assert instance, "IDP_INSTANCE_PATH is not set: instance files would go under site-packages"
+    path = re.search(r"IDP_INSTANCE_PATH=(\S+)", instance[-1])
+    assert path is not None
+    assert path.group(1) in volumes.replace('"', "").replace("[", " ").replace("]", " ").split(), (
+        f"no VOLUME {path.group(1)}: the instance files would stay in the container's layer"
+    )
+
+
+def test_the_runtime_takes_the_build_stage_files_with_copy_from(
+    instructions: list[Instruction],
+) -> None:
+    """buildah gives a RUN --mount=type=bind,from=STAGE nothing when STAGE comes from the layer
+    cache, so a second podman build would install nothing; COPY --from works in every builder."""
+    runtime = _runtime_stage(instructions)
+    for run in _all(runtime, "RUN"):
+        assert "from=" not in run.arguments, f"RUN --mount from a stage: {run.arguments[:80]}"
+    assert any("--from=build" in i.arguments for i in _all(runtime, "COPY"))
+
+
 def test_the_command_is_the_production_server(instructions: list[Instruction]) -> None:
     command = _all(_runtime_stage(instructions), "CMD")[-1].exec_form()
     assert not _all(instructions, "ENTRYPOINT")
@@ -135,9 +160,12 @@ def test_no_secret_is_baked_into_the_image(instructions: list[Instruction]) -> N
             assert not SECRET_NAME.search(name), f"{instruction.keyword} {name} in the image"
     for instruction in instructions:  # not in a RUN either (it would stay in a layer)
         assert "SECRET_KEY=" not in instruction.arguments, instruction
-    # Only the package, its metadata and the example configuration are copied in.
-    sources = [i.arguments.split()[:-1] for i in _all(instructions, "COPY")]
-    copied = {s for group in sources for s in group if not s.startswith("--")}
+    # Only the package, its metadata and the example configuration are copied in from the build
+    # context (COPY --from takes files from a stage of this Dockerfile, not from the context).
+    from_context = [
+        i.arguments.split()[:-1] for i in _all(instructions, "COPY") if "--from=" not in i.arguments
+    ]
+    copied = {s for group in from_context for s in group if not s.startswith("--")}
     assert copied <= {"pyproject.toml", "README.md", "idp/", "config/"}, copied
 
 
