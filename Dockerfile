@@ -11,13 +11,14 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# README.md is the package's readme in pyproject.toml, so the build needs it.
-COPY pyproject.toml README.md ./
 # The dependencies first, in a layer of their own: pyproject.toml alone decides them, so a change
-# to idp's code reuses this layer and reinstalls idp only.
+# to idp's code (or its readme) reuses this layer and reinstalls idp only.
+COPY pyproject.toml ./
 RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" \
         > dependencies.txt \
     && pip install --prefix=/install --requirement dependencies.txt
+# README.md is the package's readme in pyproject.toml, so the build needs it.
+COPY README.md ./
 COPY idp/ idp/
 RUN pip install --prefix=/install --no-deps .
 

@@ -50,6 +50,13 @@ if [[ ! -x /usr/bin/sqlite3 ]]; then
     apt_install sqlite3
 fi
 
+# The container tests (tests/container) build the Dockerfile with Debian's podman, rootful, on
+# runc, from a python:3.11-slim stand-in that mmdebstrap makes (scripts/container-image.sh).
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
+    || ! command -v mmdebstrap >/dev/null; then
+    apt_install --no-install-recommends podman runc mmdebstrap
+fi
+
 # c) Interop tests run real relying-party libraries (openid-client) under node.
 if [[ -f tests/interop/package.json ]]; then
     (
