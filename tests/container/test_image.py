@@ -168,16 +168,24 @@ def test_the_dockerfile_builds_again_when_its_build_stage_comes_from_the_cache(
 
 # -- one container on a volume --------------------------------------------------------------------
 def test_a_start_without_a_secret_key_is_refused_with_the_reason(image: str) -> None:
-    name = unique_name("nosecret")
-    started = podman(
-        "run", "--name", name, "--env", "IDP_ISSUER=http://localhost:5000", image,
-        check=False, timeout=120,
-    )  # fmt: skip
-    podman("rm", "--force", name, check=False)
-    output = started.stdout + started.stderr
-    assert started.returncode != 0, f"started without IDP_SECRET_KEY:\n{output[-2000:]}"
-    assert "IDP_SECRET_KEY" in output, output[-2000:]
-    assert "Traceback" not in output, output[-2000:]
+    refused = run_container(image, env={})
+    try:
+        # Whichever comes first: the process exits, or it serves (and the test fails).
+        wait_until(
+            lambda: not refused.state()["Running"] or refused.serves(),
+            "the container started without IDP_SECRET_KEY exiting or serving",
+        )
+        assert not refused.serves(), (
+            f"a container without IDP_SECRET_KEY serves requests (IDP_PRODUCTION=true or the "
+            f"refusal of the development key is gone):\n{refused.logs()}"
+        )
+        status = refused.wait_exit()
+        output = refused.logs()
+    finally:
+        refused.remove()
+    assert status != 0, f"exited with 0 without IDP_SECRET_KEY:\n{output}"
+    assert "IDP_SECRET_KEY" in output, f"the refusal does not name IDP_SECRET_KEY:\n{output}"
+    assert "Traceback" not in output, f"a traceback, not a message:\n{output}"
 
 
 def test_the_probes_and_discovery_answer(on_volume: Container) -> None:

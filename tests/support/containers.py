@@ -154,13 +154,20 @@ class Container:
             time.sleep(0.25)
         raise PodmanError(f"{self.name} did not serve {self.url} ({last}):\n{self.logs()}")
 
+    def serves(self) -> bool:
+        try:
+            return requests.get(self.url + "/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
     def wait_exit(self, timeout: float = 90.0) -> int:
         """The container's exit status (``podman wait``)."""
         return int(podman("wait", self.name, timeout=timeout).stdout.strip())
 
     def remove(self) -> None:
         if not self._removed:
-            podman("rm", "--force", "--time", "0", self.name, check=False)
+            # --volumes: its anonymous volume (VOLUME /data when none was mounted) goes too.
+            podman("rm", "--force", "--volumes", "--time", "0", self.name, check=False)
             self._removed = True
 
 
