@@ -49,10 +49,11 @@ require_tools() {
 # layout (runc accepts it), and the default rlimits are above what root may set here.
 write_config() {
     mkdir -p "$STATE_DIR"
-    local nofile
+    local nofile written
     nofile=$(ulimit -Hn)
     [[ $nofile == unlimited ]] && nofile=1048576
-    cat >"$CONF.tmp" <<EOF
+    written=$(mktemp "$CONF.XXXXXX")
+    cat >"$written" <<EOF
 # Written by scripts/container-image.sh; use it with CONTAINERS_CONF=$CONF podman ...
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=4096:4096"]
@@ -62,7 +63,8 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
-    mv "$CONF.tmp" "$CONF"
+    chmod 644 "$written"
+    mv "$written" "$CONF"
 }
 
 run_podman() { CONTAINERS_CONF=$CONF podman "$@"; }
