@@ -101,6 +101,8 @@ quietly .venv/bin/mypy
 #    includes the dependency-floor run (marker `floors`, tests/floors/): it installs the floor
 #    version of every runtime dependency into a virtualenv of its own under .floors/ (reused
 #    while pyproject.toml is unchanged) and runs the unit and protocol tests there, in a separate
-#    process; `scripts/test.sh -m floors` runs it alone, `-m "not floors"` leaves it out.
+#    process; `scripts/test.sh -m floors` runs it alone, `-m "not floors"` leaves it out. The
+#    container tests (marker `container`, tests/container/) build the image when the Dockerfile,
+#    pyproject.toml or the code changed (scripts/container-image.sh) and run it under podman.
 export IDP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
