@@ -11,6 +11,7 @@ lock this test takes on the users table, so it is in flight for as long as the t
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import tarfile
@@ -164,6 +165,17 @@ def test_the_dockerfile_builds_again_when_its_build_stage_comes_from_the_cache(
         assert installed.returncode == 0, installed.stdout + installed.stderr
     finally:
         podman("rmi", "--force", tag, check=False)
+        # The probe's intermediate images (its runtime stage's layer cache) go too: no later
+        # build can use them, and each holds a copy of the installed files.
+        ids = podman("images", "--all", "--quiet", "--no-trunc").stdout.split()
+        found = json.loads(podman("image", "inspect", *ids).stdout) if ids else []
+        probes = [
+            image["Id"]
+            for image in found
+            if f"IDP_REBUILD_PROBE={probe}" in (image.get("Config") or {}).get("Env", [])
+        ]
+        if probes:
+            podman("rmi", "--force", *probes, check=False)
 
 
 # -- one container on a volume --------------------------------------------------------------------
