@@ -23,7 +23,7 @@ LOCAL_DOMAINS = ("localhost", "test")
 #: A placeholder of the same shape that ``email-validator`` accepts in its test environment
 #: (RFC 6761 6.2 keeps "test." out of the global DNS), used to check a local domain's syntax.
 _LOCAL_STAND_IN = "test"
-INVALID_MESSAGE = "Enter one email address, like name@example.com."
+INVALID_MESSAGE = "Enter an email address, like name@example.com."
 
 
 class EmailAddressError(ValueError):
