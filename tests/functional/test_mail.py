@@ -180,9 +180,7 @@ def test_mail_leaves_after_the_commit_with_no_transaction_held(
             other = create_engine(db.engine.url, connect_args=_no_wait(db.engine.url.drivername))
         try:
             with other.begin() as connection:
-                sent = connection.execute(
-                    select(OutboxMessage.kind, OutboxMessage.sent_at)
-                ).all()
+                sent = connection.execute(select(OutboxMessage.kind, OutboxMessage.sent_at)).all()
                 assert sent == [("password_changed", None)]
                 hash_now = connection.execute(
                     select(User.password_hash).where(User.id == user.id)
