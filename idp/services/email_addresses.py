@@ -84,8 +84,8 @@ def parse_email_address(value: str, *, allow_local_domains: bool) -> str:
 
 def normalise_email(value: str) -> str:
     """The look-up form of an address someone typed (sign-in, recovery, rate-limit keys): the
-    parser's normal form when it parses, else the space-trimmed lower-case text (which no address stored
-    through ``parse_email_address`` equals, so a malformed address finds nobody)."""
+    parser's normal form when it parses, else the space-trimmed lower-case text (which no address
+    stored through ``parse_email_address`` equals, so a malformed address finds nobody)."""
     try:
         return parse_email_address(value, allow_local_domains=True)
     except EmailAddressError:

@@ -12,9 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from idp.cli import main
 from idp.extensions import db
 from idp.models import EmailChangeRequest, OutboxMessage, User
-from idp.cli import main
 from tests.support.admin import passkey_browser
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
@@ -170,9 +170,8 @@ def test_a_malformed_address_at_sign_in_and_recovery_finds_nobody(
     that address."""
     user = create_user(app)
     page = client.get("/login")
-    response = client.post("/login", data={
-        "csrf_token": csrf_token(page.text), "email": user.email + "\r\n", "password": user.password,
-    })  # fmt: skip
+    form = {"csrf_token": csrf_token(page.text), "password": user.password}
+    response = client.post("/login", data={**form, "email": user.email + "\r\n"})
     assert response.status_code != 302
     page = client.get("/login/recover")
     response = client.post("/login/recover", data={

@@ -212,7 +212,8 @@ def test_a_failing_smtp_server_leaves_the_message_queued_and_a_later_prune_deliv
     [queued] = outbox(app, "password_changed")
     assert queued.sent_at is None
     assert queued.attempts == 1
-    assert queued.next_attempt_at is not None and queued.next_attempt_at > utcnow()
+    assert queued.next_attempt_at is not None
+    assert queued.next_attempt_at > utcnow()
     server.handler.refuse = False
     prune_if_claimed(app)  # the retry is not due yet: the backoff holds it
     assert server.handler.messages == []

@@ -58,7 +58,7 @@ def make_certificates(directory: Path, host: str = "localhost") -> Certificates:
                 decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
