@@ -104,10 +104,16 @@ def _print_welcome(app: Flask, admin_email: str = "", *, production_server: bool
                 "  idp login-link you@example.com"
             )
         return
-    first = bootstrap_first_admin(
-        db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow(),
-        allow_local_domains=not settings.production,
-    )  # fmt: skip
+    from idp.services.users import UserError
+
+    try:
+        first = bootstrap_first_admin(
+            db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow(),
+            allow_local_domains=not settings.production,
+        )  # fmt: skip
+    except UserError as error:
+        db.session.rollback()
+        _fail(f"the first admin's {error}")
     db.session.commit()
     if first is None:
         return

@@ -213,6 +213,13 @@ class Settings:
             raise SettingsError("smtp_url must start with smtp://, smtps:// or smtp+starttls://")
         if self.smtp_ca_file and not os.path.isfile(self.smtp_ca_file):
             raise SettingsError(f"smtp_ca_file {self.smtp_ca_file!r} is not a readable file")
+        if self.admin_email:
+            from idp.services.email_addresses import EmailAddressError, parse_email_address
+
+            try:
+                parse_email_address(self.admin_email, allow_local_domains=not self.production)
+            except EmailAddressError as error:
+                raise SettingsError(f"admin_email: {error}") from error
 
 
 def _is_ip_address(host: str) -> bool:

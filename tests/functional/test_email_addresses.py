@@ -149,6 +149,14 @@ def test_the_cli_refuses_what_is_not_a_single_addr_spec(tmp_path: Path) -> None:
     assert "grace@example.com" in result.output
 
 
+def test_init_refuses_a_first_admin_address_that_is_not_a_single_addr_spec(tmp_path: Path) -> None:
+    cli = initialised_cli(tmp_path)
+    result = cli.invoke(main, ["init", "--admin-email", "root@example.com, eve@evil.example"])
+    assert result.exit_code != 0
+    assert "not an email address" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_development_local_domains_only_outside_production(tmp_path: Path) -> None:
     """``admin@localhost`` (the development bootstrap) and ``*.test`` are accepted only when
     ``production`` is off."""
