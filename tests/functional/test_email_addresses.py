@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -150,7 +151,11 @@ def test_the_cli_refuses_what_is_not_a_single_addr_spec(tmp_path: Path) -> None:
 
 
 def test_init_refuses_a_first_admin_address_that_is_not_a_single_addr_spec(tmp_path: Path) -> None:
-    cli = initialised_cli(tmp_path)
+    # A first ``idp init`` of an empty deployment (``initialised_cli`` would bootstrap one).
+    cli = CliRunner(env={
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_INSTANCE_PATH": str(tmp_path), "IDP_SECRET_KEY": "x" * 40,
+    })  # fmt: skip
     result = cli.invoke(main, ["init", "--admin-email", "root@example.com, eve@evil.example"])
     assert result.exit_code != 0
     assert "not an email address" in result.output
