@@ -36,6 +36,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    EmailChangeRequest,
     FactorLock,
     Grant,
     LoginLink,
@@ -131,6 +132,9 @@ RULES: tuple[Rule, ...] = (
          lambda p: LoginLink.expires_at < p.now - LOGIN_LINK_HISTORY),
     # A sign-up link names an email, not an account: once expired it proves nothing.
     Rule("signup_links", SignupLink.id_hash, lambda p: SignupLink.expires_at < p.now),
+    # An expired email change cannot be confirmed, used or not; the audit log keeps its story.
+    Rule("email_change_requests", EmailChangeRequest.id_hash,
+         lambda p: EmailChangeRequest.expires_at < p.now),
     Rule("browser_sessions", BrowserSession.id_hash, lambda p: or_(
         BrowserSession.expires_at < p.now,
         BrowserSession.revoked_at < p.now,
