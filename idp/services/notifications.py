@@ -248,10 +248,19 @@ def _due(now: datetime) -> Any:
     )
 
 
-def deliver(db: Session, mailer: Mailer, message_ids: list[int], now: datetime) -> int:
+def deliver(
+    db: Session,
+    mailer: Mailer,
+    message_ids: list[int],
+    now: datetime,
+    *,
+    stop_on_failure: bool = False,
+) -> int:
     """Send the given messages if they are due; returns how many were sent. Each is claimed,
     sent with no transaction open (so no lock is held while SMTP talks), then marked sent with
-    its secret dropped. Never raises for a failed delivery: the message stays queued."""
+    its secret dropped. Never raises for a failed delivery: the message stays queued.
+    ``stop_on_failure``: after one failure leave the rest for the next run (a server that is down
+    would otherwise cost a timeout per message)."""
     sent = 0
     for message_id in message_ids:
         message = _claim(db, message_id, now)
@@ -268,6 +277,8 @@ def deliver(db: Session, mailer: Mailer, message_ids: list[int], now: datetime) 
                 "sending notification %s (outbox %s) failed, kept for a retry: %s",
                 kind, message_id, type(error).__name__,
             )  # fmt: skip
+            if stop_on_failure:
+                break
             continue
         db.execute(
             update(OutboxMessage)
@@ -301,7 +312,7 @@ def deliver_due(db: Session, mailer: Mailer, now: datetime, limit: int = DELIVER
         )
     )
     db.commit()
-    return deliver(db, mailer, ids, now)
+    return deliver(db, mailer, ids, now, stop_on_failure=True)
 
 
 def drop_expired_secrets(db: Session, now: datetime) -> int:

@@ -282,3 +282,18 @@ def test_message_bodies_come_from_the_mail_templates(tmp_path: Path) -> None:
     assert "{{ link }}" in template
     assert stored.body.startswith("To create your idp account with this address")
     assert stored.body.rstrip().endswith("or contact your administrator.")
+
+
+def test_a_prune_run_stops_at_the_first_failure_and_leaves_the_rest_queued(
+    mail_app: tuple[Flask, SmtpServer],
+) -> None:
+    """A relay that is down costs one attempt per run, not one timeout per queued message."""
+    app, server = mail_app
+    server.handler.refuse = True
+    change_password(app, create_user(app, email="ada@example.com"))
+    change_password(app, create_user(app, email="grace@example.com"))
+    assert [m.attempts for m in outbox(app, "password_changed")] == [1, 1]
+    time_passes(app, timedelta(hours=2))
+    prune_if_claimed(app)
+    assert sorted(m.attempts for m in outbox(app, "password_changed")) == [1, 2]
+    assert server.handler.messages == []
