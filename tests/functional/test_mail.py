@@ -8,6 +8,7 @@ once sent, and the prune job."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,11 +19,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, select, update
 
+from idp.cli import main
 from idp.extensions import db
 from idp.models import OutboxMessage, User
 from idp.services.notifications import FIRST_RETRY, REDACTED, Notifier
 from idp.web import prune_if_claimed
 from tests.support.apps import app_on
+from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
 from tests.support.flow import csrf_token, start_session
 from tests.support.smtp import Certificates, SmtpServer, make_certificates, smtp_server
@@ -297,3 +300,26 @@ def test_a_prune_run_stops_at_the_first_failure_and_leaves_the_rest_queued(
     prune_if_claimed(app)
     assert sorted(m.attempts for m in outbox(app, "password_changed")) == [1, 2]
     assert server.handler.messages == []
+
+
+def test_the_cli_mails_a_login_link_once_its_transaction_committed(tmp_path: Path) -> None:
+    """``idp login-link`` commits, then its application context ends: the link is mailed, and
+    the stored copy no longer holds it."""
+    with smtp_server() as server:
+        cli = initialised_cli(tmp_path, IDP_SMTP_URL=server.url())
+        created = cli.invoke(main, ["users", "create", "ada@example.com"])
+        assert created.exit_code == 0, created.output
+        issued = cli.invoke(main, ["login-link", "issue", "ada@example.com"])
+        assert issued.exit_code == 0, issued.output
+        [mailed] = server.handler.bodies()
+        assert "/login/link/" in mailed
+        link = mailed[mailed.index("http://") :].split()[0]
+        assert link in issued.output  # the same link the admin was shown
+    stored = (
+        sqlite3.connect(tmp_path / "idp.db")
+        .execute("SELECT body, sent_at FROM outbox_messages WHERE kind = 'login_link'")
+        .fetchall()
+    )
+    assert len(stored) == 1
+    assert stored[0][1] is not None
+    assert link not in stored[0][0]
