@@ -1,4 +1,4 @@
-"""Users: creation and look-up by email."""
+"""Users: creation and look-up by email, and changes of a user's email address."""
 
 from __future__ import annotations
 
