@@ -55,7 +55,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in (oidc_bp, login_bp, account_bp, admin_bp, signup_bp, ops_bp):
         app.register_blueprint(blueprint)
 
-    from idp.web import add_security_headers, csp_nonce, schedule_prune
+    from idp.web import (
+        add_security_headers,
+        csp_nonce,
+        deliver_left_over,
+        schedule_outbox,
+        schedule_prune,
+    )
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.filters["describe_scope"] = describe_scope
@@ -65,11 +71,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     observability.init_app(app)
     app.after_request(add_security_headers)
     app.after_request(schedule_prune)
+    app.after_request(schedule_outbox)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
+        deliver_left_over()
         db.session.remove()
 
     return app

@@ -104,9 +104,16 @@ def _print_welcome(app: Flask, admin_email: str = "", *, production_server: bool
                 "  idp login-link you@example.com"
             )
         return
-    first = bootstrap_first_admin(
-        db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow()
-    )
+    from idp.services.users import UserError
+
+    try:
+        first = bootstrap_first_admin(
+            db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow(),
+            allow_local_domains=not settings.production,
+        )  # fmt: skip
+    except UserError as error:
+        db.session.rollback()
+        _fail(f"the first admin's {error}")
     db.session.commit()
     if first is None:
         return
@@ -188,6 +195,7 @@ def _user_admin(app: Flask) -> Any:
         backup_codes=BackupCodeService(db.session(), runtime.backup_code_hasher),
         totp=TotpService(db.session(), runtime.totp_fernet, settings.webauthn_rp_name),
         actor_id=CLI_ACTOR,
+        allow_local_domains=not settings.production,
     )
 
 
@@ -991,7 +999,7 @@ def prune(as_json: bool) -> None:
     from idp.services.retention import RetentionPolicy, claim_run
     from idp.services.retention import prune as prune_rows
     from idp.services.sign_in_policy import load_policy
-    from idp.web import runtime
+    from idp.web import mailer, runtime
 
     with _app():
         settings = runtime().settings
@@ -1000,7 +1008,7 @@ def prune(as_json: bool) -> None:
         counts = prune_rows(db.session(), RetentionPolicy(
             now=now, audit_retention_days=settings.audit_retention_days,
             session_idle_ttl=policy.session_idle_ttl, refresh_token_ttl=settings.refresh_token_ttl,
-        ))  # fmt: skip
+        ), mailer=mailer())  # fmt: skip
         # The nodes' opportunistic prune need not run again right after this one.
         claim_run(db.session(), now, timedelta(0))
         _emit(counts, as_json,

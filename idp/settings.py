@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+#: Plain SMTP, TLS from the start (RFC 8314 3.3), or STARTTLS (RFC 3207); both TLS forms verify.
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
 #: The development secret. A production start with it is refused (see ``validate``).
 DEVELOPMENT_SECRET_KEY = "development-secret-key-do-not-use-in-production"
 
@@ -73,6 +75,9 @@ class Settings:
     #: messages in the outbox table and the log.
     smtp_url: str = ""
     smtp_sender: str = "idp@localhost"
+    #: A PEM file of CA certificates trusted for the SMTP server beside the system store (which
+    #: honours SSL_CERT_FILE and SSL_CERT_DIR): for a relay with a certificate from a private CA.
+    smtp_ca_file: str = ""
     #: The first admin's address on an empty install (development default: admin@localhost).
     admin_email: str = ""
     #: Sign-in policy defaults (idp.services.sign_in_policy); the admin console may override them.
@@ -204,6 +209,17 @@ class Settings:
             raise SettingsError(str(error)) from error
         if self.trusted_proxies < 0:
             raise SettingsError("trusted_proxies must not be negative")
+        if self.smtp_url and urlsplit(self.smtp_url).scheme not in SMTP_SCHEMES:
+            raise SettingsError("smtp_url must start with smtp://, smtps:// or smtp+starttls://")
+        if self.smtp_ca_file and not os.path.isfile(self.smtp_ca_file):
+            raise SettingsError(f"smtp_ca_file {self.smtp_ca_file!r} is not a readable file")
+        if self.admin_email:
+            from idp.services.email_addresses import EmailAddressError, parse_email_address
+
+            try:
+                parse_email_address(self.admin_email, allow_local_domains=not self.production)
+            except EmailAddressError as error:
+                raise SettingsError(f"admin_email: {error}") from error
 
 
 def _is_ip_address(host: str) -> bool:

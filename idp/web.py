@@ -19,7 +19,7 @@ from idp.runtime import Runtime
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
-from idp.services.notifications import Notifier
+from idp.services.notifications import Mailer, Notifier, deliver, take_committed
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
     AddressBudget,
@@ -289,6 +289,52 @@ def notifier() -> Notifier:
     return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
 
 
+def mailer() -> Mailer | None:
+    """The SMTP sender, or None when messages stay in the outbox."""
+    settings = runtime().settings
+    if not settings.smtp_url:
+        return None
+    return Mailer(settings.smtp_url, settings.smtp_sender, settings.smtp_ca_file)
+
+
+def schedule_outbox(response: Response) -> Response:
+    """Send the messages this request committed once the response is sent (no transaction is
+    open then, and the user does not wait for SMTP): idp.services.notifications."""
+    ids = take_committed(db.session())
+    if ids and mailer() is not None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        response.call_on_close(lambda: deliver_committed(app, ids))
+    return response
+
+
+def deliver_committed(app: Flask, ids: list[int]) -> int:
+    """Deliver ``ids`` in a fresh application context; never raises."""
+    with app.app_context():
+        try:
+            sender = mailer()
+            return deliver(db.session(), sender, ids, utcnow()) if sender is not None else 0
+        except Exception:
+            db.session.rollback()
+            logging.getLogger(__name__).exception("delivering notifications failed")
+            return 0
+        finally:
+            db.session.remove()
+
+
+def deliver_left_over() -> None:
+    """At the end of an application context without a response (the CLI): deliver what it
+    committed, now that its transactions are over."""
+    ids = take_committed(db.session())
+    sender = mailer() if ids else None
+    if sender is not None:
+        db.session.rollback()  # whatever was left uncommitted is not the outbox's to commit
+        try:
+            deliver(db.session(), sender, ids, utcnow())
+        except Exception:
+            db.session.rollback()
+            logging.getLogger(__name__).exception("delivering notifications failed")
+
+
 def schedule_prune(response: Response) -> Response:
     """Opportunistic pruning (idp.services.retention): at most once per ``prune_interval`` per
     node, after the response has been sent, so that no request waits for it."""
@@ -315,7 +361,7 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
                 now=now, audit_retention_days=settings.audit_retention_days,
                 session_idle_ttl=policy.session_idle_ttl,
                 refresh_token_ttl=settings.refresh_token_ttl,
-            ), max_batches=OPPORTUNISTIC_BATCHES)  # fmt: skip
+            ), max_batches=OPPORTUNISTIC_BATCHES, mailer=mailer())  # fmt: skip
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("opportunistic prune failed")

@@ -23,12 +23,17 @@ from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
 from idp.services import audit, portal
-from idp.services.crypto import derive_key
+from idp.services.email_addresses import EmailAddressError
 from idp.services.passkeys import PasskeyError, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.policy import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
-from idp.services.users import EmailChange, normalise_email
+from idp.services.users import (
+    CANCELLED,
+    PASSWORD_CHANGED,
+    SIGNED_OUT,
+    EmailChanges,
+)
 from idp.web import (
     backup_code_service,
     browser_binding,
@@ -229,6 +234,9 @@ def backup_codes_regenerate() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     codes = backup_code_service().regenerate(session.user, utcnow())
+    # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
+    notifier().notify(session.user, "backup_codes_regenerated")
+    _offer_to_sign_out_others()
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -250,6 +258,8 @@ def password_set() -> Any:
         flash(str(error), "error")
         return redirect(url_for("account.home"))
     notifier().notify(session.user, "password_changed")
+    # A pending email change may be the work of whoever knew the old password.
+    EmailChanges(db.session()).end_pending(session.user, utcnow(), PASSWORD_CHANGED)
     _offer_to_sign_out_others()
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -432,6 +442,8 @@ def sessions_revoke_others() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     portal.revoke_other_sessions(db.session(), session.user, session, utcnow())
+    # A pending email change may be the work of one of the sessions just ended.
+    EmailChanges(db.session()).end_pending(session.user, utcnow(), SIGNED_OUT)
     audit.record(db.session(), "session.revoked_others", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -499,27 +511,51 @@ def profile() -> Any:
         rp_id=runtime().settings.rp_id,
         passwords_allowed=sign_in_policy().passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
+        pending_change=EmailChanges(db.session()).pending(session.user, utcnow()),
     )
 
 
 @bp.post("/account/email")
 def email_change() -> Any:
-    """Ask to change the email: confirmed from the new address (after a step-up)."""
+    """Ask to change the email: confirmed from the new address (after a step-up). The address
+    must be one plain addr-spec (idp.services.email_addresses); the old address is told."""
     session = _signed_in_recently("account.profile")
     if not isinstance(session, BrowserSession):
         return session
-    new_email = normalise_email(request.form.get("email", ""))
-    if "@" not in new_email or len(new_email) > 320:
-        flash("Enter a valid email address.", "error")
+    now = utcnow()
+    try:
+        change, secret = EmailChanges(db.session()).request(
+            session.user, request.form.get("email", "")[:1000], now,
+            allow_local_domains=not runtime().settings.production,
+        )  # fmt: skip
+    except EmailAddressError as error:
+        flash(str(error), "error")
         return redirect(url_for("account.profile"))
-    token = _email_changes().token(session.user, new_email)
-    link = runtime().settings.endpoint(url_for("account.email_confirm", token=token))
-    notifier().notify(session.user, "email_change_requested", recipient=new_email, link=link)
+    link = runtime().settings.endpoint(url_for("account.email_confirm", token=secret))
+    notifier().notify(session.user, "email_change_requested", recipient=change.new_email,
+                      link=link, expires_at=change.expires_at)  # fmt: skip
+    notifier().notify(session.user, "email_change_pending", new_email=change.new_email,
+                      expires_at=change.expires_at)  # fmt: skip
     audit.record(db.session(), "email.change_requested", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
     # The same answer whether or not the address is taken (no enumeration).
-    flash(f"We sent a confirmation link to {new_email}. Open it to finish the change.", "info")
+    flash(f"We sent a confirmation link to {change.new_email}. Open it to finish the change.",
+          "info")  # fmt: skip
+    return redirect(url_for("account.profile"))
+
+
+@bp.post("/account/email/cancel")
+def email_change_cancel() -> Any:
+    """The profile's Cancel button: the pending change's link stops working."""
+    session = _session_or_login("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    if EmailChanges(db.session()).end_pending(session.user, utcnow(), CANCELLED):
+        audit.record(db.session(), "email.change_cancelled", subject_id=session.user_id,
+                     context=request_context())  # fmt: skip
+        flash("The email change is cancelled.", "info")
+    db.session.commit()
     return redirect(url_for("account.profile"))
 
 
@@ -535,13 +571,13 @@ def email_confirm() -> Any:
 
 
 def _confirm_email_change(token: str) -> Any:
-    changed = _email_changes().confirm(db.session(), token)
+    changed = EmailChanges(db.session()).confirm(token, utcnow())
     if changed is None:
         db.session.rollback()
         return render_template(
             "errors/error.html",
             title="This link does not work",
-            message="It has expired, was already used, or the address is taken.",
+            message="It has expired, was already used or cancelled, or the address is taken.",
         ), 400
     user, old_email = changed
     notifier().notify(user, "email_changed", recipient=old_email, new_email=user.email)
@@ -550,7 +586,3 @@ def _confirm_email_change(token: str) -> Any:
     flask_session["signal_user_details"] = True
     flash("Your email address is changed.", "info")
     return redirect(url_for("account.profile"))
-
-
-def _email_changes() -> EmailChange:
-    return EmailChange(derive_key(runtime().settings.secret_key, "idp email change"))

@@ -44,6 +44,7 @@ def user_admin() -> UserAdmin:
         totp=totp_service(),
         actor_id=g.admin.id,
         context=request_context(),
+        allow_local_domains=not runtime().settings.production,
     )
 
 

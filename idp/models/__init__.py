@@ -27,7 +27,7 @@ from idp.models.passkeys import Passkey, WebAuthnChallenge
 from idp.models.policy import PolicyOverride
 from idp.models.sessions import BrowserSession
 from idp.models.signup import SignupLink
-from idp.models.users import User
+from idp.models.users import EmailChangeRequest, User
 
 __all__ = [
     "AccessToken",
@@ -39,6 +39,7 @@ __all__ = [
     "BrowserSession",
     "Client",
     "Consent",
+    "EmailChangeRequest",
     "FactorLock",
     "Grant",
     "LoginLink",

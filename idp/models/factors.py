@@ -95,6 +95,17 @@ class OutboxMessage(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: While ``body`` holds a one-time secret (a link): the same body without it. Once the message
+    #: is sent or the secret expires, this replaces ``body`` and becomes None.
+    redacted_body: Mapped[str | None] = mapped_column(Text, default=None)
+    secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: SMTP delivery: attempts so far, and when the next one is due (None: not for SMTP). An
+    #: attempt claims the message by moving ``next_attempt_at`` to the retry time first, so two
+    #: nodes never send it twice and a failure leaves it queued for the backoff.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), default=None, index=True
+    )
 
 
 class LoginLink(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, UTCDateTime, random_id, utcnow
@@ -41,3 +41,26 @@ class User(Base):
     def get_user_id(self) -> str:
         """Authlib's hook for the resource owner's id."""
         return self.id
+
+
+class EmailChangeRequest(Base):
+    """A pending change of a user's email address, confirmed from the new address.
+
+    Stored, not a stateless token, so that it is spent once and can be ended early: a new request,
+    a password change, "sign out everywhere" and the profile's Cancel button end it. Spending it
+    is one conditional UPDATE on ``consumed_at`` (idp.services.consume), so it never works twice,
+    even if the address later returns to its old value."""
+
+    __tablename__ = "email_change_requests"
+
+    #: SHA-256 of the link's secret; the secret itself is never stored.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: Both normalised by idp.services.email_addresses.
+    old_email: Mapped[str] = mapped_column(String(320))
+    new_email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Set when the request ends, whether confirmed or not (``outcome`` says how).
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    outcome: Mapped[str | None] = mapped_column(String(32), default=None)

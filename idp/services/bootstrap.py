@@ -31,7 +31,13 @@ class FirstAdminLink:
 
 
 def bootstrap_first_admin(
-    db: Session, passwords: PasswordService, email: str, *, ttl: int, now: datetime
+    db: Session,
+    passwords: PasswordService,
+    email: str,
+    *,
+    ttl: int,
+    now: datetime,
+    allow_local_domains: bool,
 ) -> FirstAdminLink | None:
     """A login link for the first admin, or None once an admin can sign in with a passkey."""
     if admin_can_sign_in(db):
@@ -42,7 +48,9 @@ def bootstrap_first_admin(
         admin, created = existing[0], False
     else:
         users = UserService(db, passwords)
-        admin = users.find_by_email(email) or users.create(email, admin=True)
+        admin = users.find_by_email(email) or users.create(
+            email, admin=True, allow_local_domains=allow_local_domains
+        )
         admin.is_admin, created = True, admin not in admins
         db.flush()  # the link and its audit event name the new admin's id
     links = LoginLinkService(db)

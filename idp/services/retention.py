@@ -12,6 +12,9 @@ memory, no query, on every other request), and among all the nodes sharing the d
 one that wins an atomic claim on the ``maintenance_runs`` row does the work; it deletes a bounded
 number of batches and leaves the rest to the next interval. So a deployment that never calls the
 CLI stays bounded, many nodes do not prune in parallel, and no request waits for it.
+
+The same job retries the outbox's undelivered mail with backoff and drops expired one-time secrets
+from stored message bodies (idp.services.notifications).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    EmailChangeRequest,
     FactorLock,
     Grant,
     LoginLink,
@@ -45,6 +49,7 @@ from idp.models import (
     UsedClientAssertion,
     WebAuthnChallenge,
 )
+from idp.services.notifications import Mailer, deliver_due, drop_expired_secrets
 from idp.services.rate_limits import COUNTER_LIFETIME, MAX_WINDOW, WINDOW_PREFIX
 
 #: A spent code stays a day after it expired, so a late replay still revokes its grant
@@ -127,6 +132,9 @@ RULES: tuple[Rule, ...] = (
          lambda p: LoginLink.expires_at < p.now - LOGIN_LINK_HISTORY),
     # A sign-up link names an email, not an account: once expired it proves nothing.
     Rule("signup_links", SignupLink.id_hash, lambda p: SignupLink.expires_at < p.now),
+    # An expired email change cannot be confirmed, used or not; the audit log keeps its story.
+    Rule("email_change_requests", EmailChangeRequest.id_hash,
+         lambda p: EmailChangeRequest.expires_at < p.now),
     Rule("browser_sessions", BrowserSession.id_hash, lambda p: or_(
         BrowserSession.expires_at < p.now,
         BrowserSession.revoked_at < p.now,
@@ -153,8 +161,15 @@ def prune(
     *,
     batch_size: int = BATCH_SIZE,
     max_batches: int | None = None,
+    mailer: Mailer | None = None,
 ) -> dict[str, int]:
-    """Delete dead rows, table by table; returns how many went from each. Commits per batch."""
+    """Delete dead rows, table by table; returns how many went from each. Commits per batch.
+
+    The outbox is tended first (idp.services.notifications): one-time secrets that expired leave
+    the stored bodies, and with a ``mailer`` the messages whose retry is due are sent again."""
+    drop_expired_secrets(db, policy.now)
+    if mailer is not None:
+        deliver_due(db, mailer, policy.now)
     counts: dict[str, int] = {}
     for rule in RULES:
         condition = rule.dead(policy)

@@ -24,12 +24,13 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
+from idp.services.email_addresses import EmailAddressError, parse_email_address
 from idp.services.login_links import INVITE, MAX_TOKEN_LENGTH, LoginLinkService
 from idp.services.notifications import Notifier
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
 from idp.services.user_admin import has_way_in
-from idp.services.users import UserService, normalise_email
+from idp.services.users import UserService
 
 #: A sign-up link is meant to be opened right away.
 SIGNUP_LINK_TTL = timedelta(minutes=30)
@@ -55,18 +56,26 @@ class NewAccount:
     password: str | None = None
 
 
-def valid_email(email: str) -> str:
-    email = normalise_email(email)
-    local, _, domain = email.partition("@")
-    if not local or not domain or "@" in domain or len(email) > 320 or " " in email:
-        raise SignupError("Enter an email address, like name@example.com.")
-    return email
+def valid_email(email: str, *, allow_local_domains: bool) -> str:
+    try:
+        return parse_email_address(email, allow_local_domains=allow_local_domains)
+    except EmailAddressError as error:
+        raise SignupError(str(error)) from error
 
 
 class Joining:
     """Invites and sign-up, decided without Flask."""
 
-    def __init__(self, db: Session, passwords: PasswordService, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        db: Session,
+        passwords: PasswordService,
+        notifier: Notifier,
+        *,
+        allow_local_domains: bool = False,
+    ) -> None:
+        """``allow_local_domains``: development addresses (idp.services.email_addresses)."""
+        self.allow_local_domains = allow_local_domains
         self.db = db
         self.passwords = passwords
         self.notifier = notifier
@@ -107,7 +116,7 @@ class Joining:
     ) -> None:
         """Send a sign-up link, or a notice to an existing account's owner. Returns nothing on
         purpose: the caller shows one answer for both (no enumeration)."""
-        email = valid_email(email)
+        email = valid_email(email, allow_local_domains=self.allow_local_domains)
         user = UserService(self.db, self.passwords).find_by_email(email)
         if user is not None and not self._unfinished(user):
             if self._mail_allowed(email, "signup_existing", now):
@@ -127,7 +136,7 @@ class Joining:
         self.db.add(link)
         self.notifier.notify_address(
             email, "signup_link", link=url_for_secret(secret),
-            expires_at=f"{link.expires_at:%Y-%m-%d %H:%M} UTC",
+            expires_at=link.expires_at,
         )  # fmt: skip
         audit.record(self.db, "signup.requested", context=context, email=email)
 

@@ -135,8 +135,11 @@ class UserAdmin:
         totp: TotpService,
         actor_id: str,
         context: RequestContext | None = None,
+        allow_local_domains: bool = False,
     ) -> None:
+        """``allow_local_domains``: development addresses (idp.services.email_addresses)."""
         self.db = db
+        self.allow_local_domains = allow_local_domains
         self.passwords = passwords
         self.notifier = notifier
         self.backup_codes = backup_codes
@@ -206,8 +209,9 @@ class UserAdmin:
 
         try:
             user = UserService(self.db, self.passwords).create(
-                email, name=name, password=password, admin=admin
-            )
+                email, name=name, password=password, admin=admin,
+                allow_local_domains=self.allow_local_domains,
+            )  # fmt: skip
         except (UserError, PasswordPolicyError) as error:
             raise UserAdminError(str(error)) from error
         self.db.flush()
@@ -233,7 +237,7 @@ class UserAdmin:
         issued = self._issue(user, INVITE, ttl, now, url_for_secret)
         self.notifier.notify(
             user, "invite", link=issued.url, inviter=inviter,
-            expires_at=f"{issued.link.expires_at:%Y-%m-%d %H:%M} UTC",
+            expires_at=issued.link.expires_at,
         )  # fmt: skip
         return user, issued
 
@@ -249,7 +253,7 @@ class UserAdmin:
         issued = self._issue(user, INVITE, ttl, now, url_for_secret)
         self.notifier.notify(
             user, "invite", link=issued.url, inviter=inviter,
-            expires_at=f"{issued.link.expires_at:%Y-%m-%d %H:%M} UTC",
+            expires_at=issued.link.expires_at,
         )  # fmt: skip
         return issued
 
@@ -263,7 +267,7 @@ class UserAdmin:
         issued = self._issue(user, LOGIN, ttl, now, url_for_secret)
         self.notifier.notify(
             user, "login_link", link=issued.url,
-            expires_at=f"{issued.link.expires_at:%Y-%m-%d %H:%M} UTC",
+            expires_at=issued.link.expires_at,
         )  # fmt: skip
         return issued
 

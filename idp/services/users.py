@@ -1,20 +1,27 @@
-"""Users: creation and look-up by email."""
+"""Users: creation and look-up by email, and changes of a user's email address."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp.models import User
+from idp.models import EmailChangeRequest, User
+from idp.services.consume import consume_once_returning
+from idp.services.crypto import new_secret, token_hash
+from idp.services.email_addresses import EmailAddressError, normalise_email, parse_email_address
 from idp.services.passwords import PasswordService
+
+__all__ = ["EmailChanges", "UserError", "UserService", "normalise_email"]
+
+
+#: A link secret is 43 characters; anything much longer is not one.
+MAX_SECRET_LENGTH = 200
 
 
 class UserError(ValueError):
     """The user cannot be created as asked; the message says why."""
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 class UserService:
@@ -29,11 +36,19 @@ class UserService:
         return self.db.scalar(select(User).where(User.email == email))
 
     def create(
-        self, email: str, *, name: str = "", password: str | None = None, admin: bool = False
+        self,
+        email: str,
+        *,
+        name: str = "",
+        password: str | None = None,
+        admin: bool = False,
+        allow_local_domains: bool,
     ) -> User:
-        email = normalise_email(email)
-        if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
-            raise UserError(f"not an email address: {email!r}")
+        """``allow_local_domains``: development only (idp.services.email_addresses)."""
+        try:
+            email = parse_email_address(email, allow_local_domains=allow_local_domains)
+        except EmailAddressError as error:
+            raise UserError(f"not an email address: {email!r} ({error})") from error
         if self.find_by_email(email) is not None:
             raise UserError(f"a user with email {email} already exists")
         user = User(
@@ -46,39 +61,101 @@ class UserService:
         return user
 
 
-class EmailChange:
-    """Email changes confirmed from the new address (itsdangerous signed, time-limited tokens).
+#: How long a confirmation link sent to the new address works.
+EMAIL_CHANGE_TTL = timedelta(hours=24)
+#: Why a pending change ended (``EmailChangeRequest.outcome``).
+CONFIRMED = "confirmed"
+CANCELLED = "cancelled"
+SUPERSEDED = "superseded"
+PASSWORD_CHANGED = "password_changed"
+SIGNED_OUT = "signed_out"
 
-    The token names the old address, so it works once: after the change it no longer matches.
-    """
 
-    MAX_AGE = 24 * 3600
+class EmailChanges:
+    """Email changes (issue 18 item 3): a stored, single-use request per change, confirmed from
+    the new address. Only its secret's hash is stored; ``confirm`` spends it in one conditional
+    UPDATE, so it works once, and never again even if the address returns to its old value."""
 
-    def __init__(self, secret_key: bytes) -> None:
-        from itsdangerous import URLSafeTimedSerializer
+    def __init__(self, db: Session) -> None:
+        self.db = db
 
-        self.serializer = URLSafeTimedSerializer(secret_key, salt="idp email change")
+    def request(
+        self, user: User, new_email: str, now: datetime, *, allow_local_domains: bool
+    ) -> tuple[EmailChangeRequest, str]:
+        """A new pending change (ending any earlier one) and its link secret. ``new_email`` goes
+        through the one parser (idp.services.email_addresses): ``EmailAddressError`` if it is
+        not a single plain address."""
+        address = parse_email_address(new_email, allow_local_domains=allow_local_domains)
+        self.end_pending(user, now, SUPERSEDED)
+        secret = new_secret(32)
+        change = EmailChangeRequest(
+            id_hash=token_hash(secret), user_id=user.id, old_email=user.email,
+            new_email=address, created_at=now, expires_at=now + EMAIL_CHANGE_TTL,
+        )  # fmt: skip
+        self.db.add(change)
+        return change, secret
 
-    def token(self, user: User, new_email: str) -> str:
-        return self.serializer.dumps({"u": user.id, "old": user.email, "new": new_email})
+    def pending(self, user: User, now: datetime) -> EmailChangeRequest | None:
+        return self.db.scalar(
+            select(EmailChangeRequest)
+            .where(
+                EmailChangeRequest.user_id == user.id,
+                EmailChangeRequest.consumed_at.is_(None),
+                EmailChangeRequest.expires_at > now,
+            )
+            .order_by(EmailChangeRequest.created_at.desc())
+            .limit(1)
+        )
 
-    def confirm(self, db: Session, token: str) -> tuple[User, str] | None:
-        """Change the email; the user and the address it replaced, or None."""
-        from itsdangerous import BadSignature
+    def end_pending(self, user: User, now: datetime, outcome: str) -> int:
+        """End every pending change of ``user`` (cancel, a new request, a password change, "sign
+        out everywhere"); returns how many there were."""
+        result = self.db.execute(
+            update(EmailChangeRequest)
+            .where(EmailChangeRequest.user_id == user.id, EmailChangeRequest.consumed_at.is_(None))
+            .values(consumed_at=now, outcome=outcome)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
-        try:
-            data = self.serializer.loads(token[:2000], max_age=self.MAX_AGE)
-        except (BadSignature, ValueError, TypeError):
+    def find(self, secret: str, now: datetime) -> EmailChangeRequest | None:
+        """The live request behind a link (its page; a GET spends nothing)."""
+        if not secret or len(secret) > MAX_SECRET_LENGTH:
             return None
-        if not isinstance(data, dict):
+        return self.db.scalar(
+            select(EmailChangeRequest).where(
+                EmailChangeRequest.id_hash == token_hash(secret),
+                EmailChangeRequest.consumed_at.is_(None),
+                EmailChangeRequest.expires_at > now,
+            )
+        )
+
+    def confirm(self, secret: str, now: datetime) -> tuple[User, str] | None:
+        """Spend the link and change the email; the user and the address it replaced, or None
+        (unknown, expired, ended, already used, or the address is taken by now)."""
+        if not secret or len(secret) > MAX_SECRET_LENGTH:
             return None
-        user = db.get(User, str(data.get("u")))
-        new_email = str(data.get("new", ""))
-        if user is None or user.email != data.get("old"):
+        spent = consume_once_returning(
+            self.db, EmailChangeRequest,
+            EmailChangeRequest.id_hash == token_hash(secret), EmailChangeRequest.expires_at > now,
+            now=now,
+            columns=(EmailChangeRequest.user_id, EmailChangeRequest.old_email,
+                     EmailChangeRequest.new_email),
+        )  # fmt: skip
+        if spent is None:
             return None
-        if db.scalar(select(User.id).where(User.email == new_email)) is not None:
+        user_id, old_email, new_email = spent.user_id, spent.old_email, spent.new_email
+        self.db.execute(
+            update(EmailChangeRequest)
+            .where(EmailChangeRequest.id_hash == token_hash(secret))
+            .values(outcome=CONFIRMED)
+            .execution_options(synchronize_session=False)
+        )
+        user = self.db.get(User, user_id)
+        if user is None or not user.is_active or user.email != old_email:
             return None
-        old_email = user.email
+        if self.db.scalar(select(User.id).where(User.email == new_email)) is not None:
+            return None
         user.email = new_email
         user.email_verified = True
         return user, old_email

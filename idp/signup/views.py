@@ -40,7 +40,12 @@ LINK_FAILED = (
 
 
 def joining() -> Joining:
-    return Joining(db.session(), runtime().passwords, notifier())
+    return Joining(
+        db.session(),
+        runtime().passwords,
+        notifier(),
+        allow_local_domains=not runtime().settings.production,
+    )
 
 
 def _policy() -> SignInPolicy:

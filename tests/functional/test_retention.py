@@ -25,6 +25,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    EmailChangeRequest,
     FactorLock,
     Grant,
     LoginLink,
@@ -122,6 +123,10 @@ class Seeder:
                               last_seen_at=last_seen, expires_at=expires,
                               revoked_at=revoked)  # fmt: skip
 
+    def email_change(self, name: str, expires: datetime) -> EmailChangeRequest:
+        return EmailChangeRequest(id_hash=name, user_id=self.user_id, old_email="ada@example.com",
+                                  new_email="ada@new.example", expires_at=expires)  # fmt: skip
+
     def outbox(self, name: str, created: datetime, sent: datetime | None) -> OutboxMessage:
         return OutboxMessage(recipient="ada@example.com", kind=name, subject=name, body="",
                              created_at=created, sent_at=sent)  # fmt: skip
@@ -140,6 +145,7 @@ def remaining(app: Flask) -> dict[str, set[str]]:
         "used_client_assertions": UsedClientAssertion.jti_hash,
         "login_links": LoginLink.id_hash,
         "signup_links": SignupLink.id_hash,
+        "email_change_requests": EmailChangeRequest.id_hash,
         "browser_sessions": BrowserSession.id_hash,
         "attempt_counters": AttemptCounter.key,
         "factor_locks": FactorLock.key,
@@ -190,6 +196,8 @@ def seeded(storage_app: Flask) -> Seeder:
         s.link("dead-link", ago(8 * DAY)),
         SignupLink(id_hash="live-signup", email="new@example.com", expires_at=later(minute)),
         SignupLink(id_hash="dead-signup", email="new@example.com", expires_at=ago(minute)),
+        s.email_change("live-email-change", later(minute)),
+        s.email_change("dead-email-change", ago(minute)),
         s.session("live-session", expires=later(DAY)),
         s.session("dead-session-expired", expires=ago(minute)),
         s.session(
@@ -237,6 +245,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "used_client_assertions": {"live-assertion-in-leeway"},
         "login_links": {"live-link-recently-expired"},
         "signup_links": {"live-signup"},
+        "email_change_requests": {"live-email-change"},
         "browser_sessions": {"live-session"},
         "attempt_counters": {"pwd:live-locked-account", "win:addr:live-address"},
         "factor_locks": {"live-lock"},
@@ -246,8 +255,9 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
     assert counts == {
         "webauthn_challenges": 2, "pending_authorizations": 1, "partial_logins": 1,
         "authorization_codes": 1, "access_tokens": 2, "refresh_tokens": 1, "grants": 1,
-        "used_client_assertions": 1, "login_links": 1, "signup_links": 1, "browser_sessions": 3,
-        "attempt_counters": 2, "factor_locks": 1, "outbox_messages": 2, "audit_events": 1,
+        "used_client_assertions": 1, "login_links": 1, "signup_links": 1,
+        "email_change_requests": 1, "browser_sessions": 3, "attempt_counters": 2,
+        "factor_locks": 1, "outbox_messages": 2, "audit_events": 1,
     }  # fmt: skip
     with storage_app.app_context():
         again = prune(db.session(), policy())

@@ -36,7 +36,11 @@ def create_user(
 ) -> CreatedUser:
     with app.app_context():
         user = UserService(db.session(), app.extensions["idp"].passwords).create(
-            email, password=password, name=kwargs.pop("name", "Ada Lovelace"), **kwargs
+            email,
+            password=password,
+            name=kwargs.pop("name", "Ada Lovelace"),
+            allow_local_domains=not app.extensions["idp"].settings.production,
+            **kwargs,
         )
         db.session.commit()
         return CreatedUser(id=user.id, email=user.email, password=password)

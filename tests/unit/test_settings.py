@@ -340,3 +340,26 @@ def test_production_example_loads_once_a_real_secret_is_given() -> None:
 def test_production_example_with_its_placeholder_secret_is_refused() -> None:
     with pytest.raises(SettingsError, match="example secret key"):
         load_settings(environ={"IDP_CONFIG": str(EXAMPLE)})
+
+
+# -- mail -----------------------------------------------------------------------------------------
+def test_smtp_url_must_use_a_known_scheme() -> None:
+    with pytest.raises(SettingsError, match="smtp_url"):
+        settings_from(smtp_url="smtpx://relay.example.com")
+    assert settings_from(smtp_url="smtp+starttls://relay.example.com").smtp_url
+
+
+def test_smtp_ca_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="smtp_ca_file"):
+        settings_from(smtp_ca_file=str(tmp_path / "missing.pem"))
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert settings_from(smtp_ca_file=str(ca)).smtp_ca_file == str(ca)
+
+
+def test_admin_email_is_one_address_and_local_domains_only_in_development() -> None:
+    assert settings_from(admin_email="admin@localhost").admin_email == "admin@localhost"
+    with pytest.raises(SettingsError, match="admin_email"):
+        settings_from(production=True, secret_key=SECRET, admin_email="admin@localhost")
+    with pytest.raises(SettingsError, match="admin_email"):
+        settings_from(admin_email='"root" <root@example.com>')

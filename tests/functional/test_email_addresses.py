@@ -1,0 +1,295 @@
+"""Email addresses and email changes (docs/security.md, "Mail and email addresses"): one parser at
+every entry point, a single addr-spec for an email change, and a pending change that is a stored,
+single-use record which a new request, a password change, "sign out everywhere" or Cancel ends."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from idp.cli import main
+from idp.extensions import db
+from idp.models import EmailChangeRequest, OutboxMessage, User
+from tests.support.admin import passkey_browser
+from tests.support.cli import initialised_cli
+from tests.support.factories import CreatedUser, create_user
+from tests.support.flow import csrf_token, start_session
+
+#: The review's values (issue 18 item 2): a display name hiding the real recipient, a list, and a
+#: header injection; then other shapes that are not one plain addr-spec.
+HOSTILE = [
+    '"victim@corp.example" <mallory@evil.example>',
+    "victim@corp.example, mallory@evil.example",
+    "mallory@evil.example\r\nBcc: victim@corp.example",
+    "mallory@evil.example\r\n",
+    "mallory@evil.example\n",
+    "Mallory <mallory@evil.example>",
+    "<mallory@evil.example>",
+    '"mallory"@evil.example',
+    "mallory@evil.example (comment)",
+    "mallory@[127.0.0.1]",
+    "mallory@evil.example\tx",
+    "mallory@@evil.example",
+]
+
+
+def csrf_of(browser: FlaskClient, path: str = "/account/profile") -> str:
+    return csrf_token(browser.get(path).text)
+
+
+def outbox(app: Flask, kind: str) -> list[OutboxMessage]:
+    with app.app_context():
+        messages = list(
+            db.session.scalars(
+                select(OutboxMessage).where(OutboxMessage.kind == kind).order_by(OutboxMessage.id)
+            )
+        )
+        db.session.expunge_all()
+        return messages
+
+
+def email_of(app: Flask, user_id: str) -> str:
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        assert user is not None
+        return user.email
+
+
+def ask_change(browser: FlaskClient, new_email: str) -> str:
+    """Request a change; the path of the link mailed to the new address."""
+    response = browser.post(
+        "/account/email", data={"csrf_token": csrf_of(browser), "email": new_email}
+    )
+    assert response.status_code == 302, response.text
+    return response.headers["Location"]
+
+
+def mailed_link(app: Flask, new_email: str) -> str:
+    [*_, message] = [m for m in outbox(app, "email_change_requested") if m.recipient == new_email]
+    found = re.search(r"http://localhost(/account/email/confirm\?token=\S+)", message.body)
+    assert found
+    return found.group(1)
+
+
+def confirm(browser: FlaskClient, link: str) -> int:
+    page = browser.get(link)  # a page; only the POST changes anything
+    assert page.status_code == 200
+    token = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert token
+    form = {"csrf_token": csrf_token(page.text), "token": token.group(1)}
+    return browser.post("/account/email/confirm", data=form).status_code
+
+
+# -- one parser at every entry point -------------------------------------------------------------
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_an_email_change_accepts_only_a_single_addr_spec(storage_app: Flask, hostile: str) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    response = browser.post("/account/email", data={"csrf_token": csrf_of(browser),
+                                                    "email": hostile})  # fmt: skip
+    assert response.status_code == 302  # a form error, never a 500
+    assert response.headers["Location"] == "/account/profile"
+    assert "Enter an email address" in browser.get("/account/profile").text
+    assert outbox(storage_app, "email_change_requested") == []
+    assert outbox(storage_app, "email_change_pending") == []
+    with storage_app.app_context():
+        assert db.session.scalars(select(EmailChangeRequest)).all() == []
+
+
+def test_an_email_change_stores_the_normalised_address(app: Flask, client: FlaskClient) -> None:
+    user = create_user(app)
+    start_session(client, user)
+    ask_change(client, "  Ada.King@New.Example ")
+    [change] = outbox(app, "email_change_requested")
+    assert change.recipient == "ada.king@new.example"
+
+
+@pytest.mark.parametrize("hostile", HOSTILE[:3])
+def test_sign_up_refuses_what_is_not_a_single_addr_spec(tmp_path: Path, hostile: str) -> None:
+    from tests.support.apps import app_on
+
+    with app_on("sqlite", tmp_path, signup_enabled=True) as app:
+        browser = app.test_client()
+        page = browser.get("/signup")
+        response = browser.post(
+            "/signup", data={"csrf_token": csrf_token(page.text), "email": hostile}
+        )
+        assert response.status_code == 400
+        assert outbox(app, "signup_link") == []
+
+
+@pytest.mark.parametrize("action", ["create", "invite"])
+@pytest.mark.parametrize("hostile", HOSTILE[:3])
+def test_the_admin_console_refuses_what_is_not_a_single_addr_spec(
+    app: Flask, action: str, hostile: str
+) -> None:
+    admin = passkey_browser(app, "root@example.com")
+    response = admin.post("/admin/users/new", {"email": hostile, "action": action})
+    assert response.status_code == 400
+    assert "not an email address" in response.text
+    with app.app_context():
+        assert db.session.scalars(select(User.email)).all() == ["root@example.com"]
+    assert outbox(app, "invite") == []
+
+
+def test_the_cli_refuses_what_is_not_a_single_addr_spec(tmp_path: Path) -> None:
+    cli = initialised_cli(tmp_path)
+    for hostile in ('"victim@corp.example" <mallory@evil.example>', "a@b.example, c@d.example"):
+        result = cli.invoke(main, ["users", "create", hostile])
+        assert result.exit_code != 0
+        assert "not an email address" in result.output
+    result = cli.invoke(main, ["users", "create", "  Grace@Example.COM "])
+    assert result.exit_code == 0, result.output
+    assert "grace@example.com" in result.output
+
+
+def test_init_refuses_a_first_admin_address_that_is_not_a_single_addr_spec(tmp_path: Path) -> None:
+    # A first ``idp init`` of an empty deployment (``initialised_cli`` would bootstrap one).
+    cli = CliRunner(env={
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_INSTANCE_PATH": str(tmp_path), "IDP_SECRET_KEY": "x" * 40,
+    })  # fmt: skip
+    result = cli.invoke(main, ["init", "--admin-email", "root@example.com, eve@evil.example"])
+    assert result.exit_code != 0
+    assert "not an email address" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_development_local_domains_only_outside_production(tmp_path: Path) -> None:
+    """``admin@localhost`` (the development bootstrap) and ``*.test`` are accepted only when
+    ``production`` is off."""
+    from idp.services.email_addresses import EmailAddressError, parse_email_address
+
+    for address in ("admin@localhost", "ada@idp.test", "ada@node.localhost"):
+        assert parse_email_address(address, allow_local_domains=True) == address
+        with pytest.raises(EmailAddressError):
+            parse_email_address(address, allow_local_domains=False)
+    cli = initialised_cli(tmp_path)
+    result = cli.invoke(main, ["users", "create", "ada@idp.test"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_malformed_address_at_sign_in_and_recovery_finds_nobody(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Look-ups go through the same parser: a header-injection variant of a real address is not
+    that address."""
+    user = create_user(app)
+    page = client.get("/login")
+    form = {"csrf_token": csrf_token(page.text), "password": user.password}
+    response = client.post("/login", data={**form, "email": user.email + "\r\n"})
+    assert response.status_code != 302
+    page = client.get("/login/recover")
+    response = client.post("/login/recover", data={
+        "csrf_token": csrf_token(page.text), "email": f'"x" <{user.email}>', "code": "x" * 10,
+    })  # fmt: skip
+    assert response.status_code == 401
+
+
+# -- the pending change is a stored, single-use record ------------------------------------------
+def test_the_old_address_is_told_when_a_change_is_requested_and_when_it_completes(
+    storage_app: Flask,
+) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "ada@new.example")
+    [pending] = outbox(storage_app, "email_change_pending")
+    assert pending.recipient == user.email
+    assert "ada@new.example" in pending.body
+    assert "/account/email/confirm" not in pending.body  # the link goes to the new address only
+    assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 302
+    [changed] = outbox(storage_app, "email_changed")
+    assert changed.recipient == user.email
+    assert email_of(storage_app, user.id) == "ada@new.example"
+
+
+def test_a_new_request_ends_the_pending_one(storage_app: Flask) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "first@new.example")
+    first = mailed_link(storage_app, "first@new.example")
+    ask_change(browser, "second@new.example")
+    assert confirm(browser, first) == 400
+    assert email_of(storage_app, user.id) == user.email
+    assert confirm(browser, mailed_link(storage_app, "second@new.example")) == 302
+    assert email_of(storage_app, user.id) == "second@new.example"
+
+
+def test_cancel_on_the_profile_page_ends_the_pending_change(storage_app: Flask) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "ada@new.example")
+    profile = browser.get("/account/profile").text
+    assert 'id="pending-email-change"' in profile
+    assert "ada@new.example" in profile
+    response = browser.post("/account/email/cancel", data={"csrf_token": csrf_token(profile)})
+    assert response.status_code == 302
+    assert 'id="pending-email-change"' not in browser.get("/account/profile").text
+    assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 400
+    assert email_of(storage_app, user.id) == user.email
+
+
+def test_a_password_change_ends_the_pending_change(storage_app: Flask) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "ada@new.example")
+    response = browser.post("/account/password", data={
+        "csrf_token": csrf_of(browser, "/account"), "new_password": "another fine passphrase 9",
+    })  # fmt: skip
+    assert response.status_code == 302
+    assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 400
+    assert email_of(storage_app, user.id) == user.email
+
+
+def test_signing_out_everywhere_ends_the_pending_change(storage_app: Flask) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "ada@new.example")
+    response = browser.post(
+        "/account/sessions/revoke-others",
+        data={"csrf_token": csrf_of(browser, "/account/sessions")},
+    )
+    assert response.status_code == 302
+    assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 400
+    assert email_of(storage_app, user.id) == user.email
+
+
+def test_a_used_link_does_not_work_again_when_the_address_returns_to_its_old_value(
+    storage_app: Flask,
+) -> None:
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "ada@new.example")
+    away = mailed_link(storage_app, "ada@new.example")
+    assert confirm(browser, away) == 302
+    ask_change(browser, user.email)  # and back again
+    assert confirm(browser, mailed_link(storage_app, user.email)) == 302
+    assert email_of(storage_app, user.id) == user.email
+    assert confirm(browser, away) == 400  # the first link, replayed, changes nothing
+    assert email_of(storage_app, user.id) == user.email
+
+
+# -- backup codes ----------------------------------------------------------------------------------
+def test_regenerating_backup_codes_notifies_the_user(app: Flask, client: FlaskClient) -> None:
+    user: CreatedUser = create_user(app)
+    start_session(client, user)
+    response = client.post(
+        "/account/backup-codes", data={"csrf_token": csrf_of(client, "/account")}
+    )
+    assert response.status_code == 200
+    [message] = outbox(app, "backup_codes_regenerated")
+    assert message.recipient == user.email
+    assert "New backup codes were created" in message.body

@@ -1,0 +1,154 @@
+"""A real SMTP server in the test process (aiosmtpd), optionally over TLS with a certificate from
+a throw-away CA made by ``cryptography``: what idp's outbox delivers to in tests."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.live import free_port
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A CA file and a server certificate it signed for ``localhost``."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_certificates(directory: Path, host: str = "localhost") -> Certificates:
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@dataclass
+class RecordingHandler:
+    """Keeps every message it accepts. ``refuse``: answer DATA with a transient failure (RFC 5321
+    4.2.5, 451). ``hold``: DATA waits until the test sets ``release`` (``holding`` says it is)."""
+
+    messages: list[Message] = field(default_factory=list)
+    refuse: bool = False
+    hold: bool = False
+    holding: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.hold:
+            import asyncio
+
+            self.holding.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        if self.refuse:
+            return "451 4.3.0 Try again later"
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def bodies(self) -> list[str]:
+        return [str(m.get_payload(decode=True), "utf-8") for m in self.messages]
+
+
+@dataclass
+class SmtpServer:
+    handler: RecordingHandler
+    port: int
+
+    def url(self, scheme: str = "smtp") -> str:
+        return f"{scheme}://localhost:{self.port}"
+
+
+@contextmanager
+def smtp_server(
+    certificates: Certificates | None = None, *, implicit_tls: bool = False
+) -> Iterator[SmtpServer]:
+    """A server on a free port of 127.0.0.1: plain, STARTTLS (required) with ``certificates``,
+    or TLS from the start with ``implicit_tls``. Stopped afterwards."""
+    handler = RecordingHandler()
+    port = free_port()
+    options: dict[str, Any] = {}
+    if certificates is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificates.cert_file, certificates.key_file)
+        if implicit_tls:
+            options["ssl_context"] = context
+        else:
+            options.update(tls_context=context, require_starttls=True)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        yield SmtpServer(handler, port)
+    finally:
+        handler.release.set()
+        controller.stop()
