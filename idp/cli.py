@@ -153,6 +153,10 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
     from idp.extensions import db
 
     with _app() as app:
+        try:
+            app.extensions["idp"].settings.refuse_development_secret(production_server=production)
+        except SettingsError as error:
+            _fail(f"configuration: {error}")
         prepare_database(app)
         _print_welcome(
             app, production_server=production or app.extensions["idp"].settings.production

@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 #: Plain SMTP, TLS from the start (RFC 8314 3.3), or STARTTLS (RFC 3207); both TLS forms verify.
 SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
-#: The development secret. A production start with it is refused (see ``validate``).
+#: The development secret, published with the source: it derives the keys that sign email-change
+#: tokens and encrypt TOTP secrets and signing keys, so anyone can forge or decrypt with it.
+#: Accepted only for a development start on a loopback issuer (``refuse_development_secret``).
 DEVELOPMENT_SECRET_KEY = "development-secret-key-do-not-use-in-production"
 
 
@@ -149,6 +151,26 @@ class Settings:
     def endpoint(self, path: str) -> str:
         return self.issuer.rstrip("/") + path
 
+    def refuse_development_secret(self, *, production_server: bool) -> None:
+        """docs/configuration.md, ``secret_key``: the published development key is refused
+        whenever idp could be reached by anyone but its developer: with ``production = true``,
+        with ``idp serve --production`` (``production_server``), and for any issuer whose host is
+        not loopback (an https issuer is a deployment, whatever ``production`` says)."""
+        if self.secret_key != DEVELOPMENT_SECRET_KEY:
+            return
+        if self.production or production_server:
+            why = "a production start"
+        elif not _is_loopback_host(self.issuer_host):
+            why = f"the non-loopback issuer {self.issuer!r}"
+        else:
+            return
+        raise SettingsError(
+            f"refusing the development secret key for {why}: it is published with the source, "
+            "so it would let anyone forge email-change tokens and decrypt TOTP secrets and "
+            "signing keys. Set IDP_SECRET_KEY (or secret_key in the IDP_CONFIG file) to at least "
+            "32 random bytes, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+
     def validate(self) -> None:
         """Refuse settings that would make an unsafe or broken provider."""
         parts = urlsplit(self.issuer)
@@ -162,11 +184,7 @@ class Settings:
             raise SettingsError(
                 "issuer must use https (http is allowed only for localhost during development)"
             )
-        if self.production and self.secret_key == DEVELOPMENT_SECRET_KEY:
-            raise SettingsError(
-                "refusing a production start with the development secret key: set IDP_SECRET_KEY "
-                "(or secret_key in the IDP_CONFIG file) to at least 32 random bytes"
-            )
+        self.refuse_development_secret(production_server=False)
         if self.production and self.secret_key.lower().startswith("change-me"):
             raise SettingsError("refusing a production start with the example secret key")
         if len(self.secret_key) < 32:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from idp.database import alembic_config, upgrade
 from idp.models import Base, Client, LoginLink, Passkey, SigningKey, User
 from idp.runtime import Runtime
 from idp.services.crypto import token_hash
-from idp.settings import load_settings
+from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
 
 ISSUER = "http://localhost:5000"
@@ -196,6 +199,72 @@ def test_bad_configuration_is_reported_without_a_traceback(idp: Idp) -> None:
 
 
 # -- users ----------------------------------------------------------------------------------------
+# -- the development secret key (docs/configuration.md, secret_key) --------------------------------
+@contextmanager
+def _listening_port() -> Iterator[int]:
+    """A port something already listens on. ``idp serve`` refuses it (``refuse_a_taken_port``),
+    so a serve that got past the secret-key check exits with that message instead of serving."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield int(taken.getsockname()[1])
+
+
+def _serve_without_a_secret(tmp_path: Path, issuer: str, *flags: str) -> Result:
+    env = {
+        "IDP_CONFIG": "",
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_INSTANCE_PATH": str(tmp_path),
+        "IDP_ISSUER": issuer,
+        "IDP_SECRET_KEY": None,  # unset: the development key applies
+        "IDP_PRODUCTION": None,
+    }
+    with _listening_port() as port:
+        return CliRunner(env=env).invoke(main, ["serve", "--port", str(port), *flags])
+
+
+@pytest.mark.parametrize("issuer", ["https://id.example.com", "https://id.example.com:8443/idp"])
+def test_serve_refuses_the_development_secret_for_a_non_loopback_issuer(
+    tmp_path: Path, issuer: str
+) -> None:
+    """An https issuer is a deployment: without IDP_SECRET_KEY it does not start, with a message
+    that says what to set, and it creates nothing."""
+    result = _serve_without_a_secret(tmp_path, issuer)
+    assert result.exit_code != 0
+    assert "development secret key" in result.output
+    assert "IDP_SECRET_KEY" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "idp.db").exists()
+
+
+def test_serve_production_refuses_the_development_secret_on_a_loopback_issuer(
+    tmp_path: Path,
+) -> None:
+    result = _serve_without_a_secret(tmp_path, "http://localhost:5000", "--production")
+    assert result.exit_code != 0
+    assert "refusing the development secret key for a production start" in result.output
+    assert not (tmp_path / "idp.db").exists()
+
+
+def test_serve_accepts_the_development_secret_for_a_loopback_development_start(
+    tmp_path: Path,
+) -> None:
+    """``make run``: a loopback issuer, no --production, no IDP_SECRET_KEY. It gets past every
+    check (the database is prepared) and stops only at the port the test holds."""
+    result = _serve_without_a_secret(tmp_path, "http://localhost:5000")
+    assert "already in use" in result.output, result.output
+    assert "secret key" not in result.output
+    assert (tmp_path / "idp.db").exists()
+
+
+def test_app_creation_refuses_the_development_secret_for_a_non_loopback_issuer() -> None:
+    with pytest.raises(SettingsError, match="development secret key .*IDP_SECRET_KEY"):
+        create_app(
+            {"issuer": "https://id.example.com", "secret_key": DEVELOPMENT_SECRET_KEY,
+             "database_url": "sqlite://"}
+        )  # fmt: skip
+
+
 def test_users_create_reads_the_password_from_stdin(idp: Idp) -> None:
     created = idp.json(
         "users", "create", "Ada@Example.com", "--name", "Ada", "--password-stdin",

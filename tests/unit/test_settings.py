@@ -145,6 +145,17 @@ def test_development_secret_is_accepted_outside_production() -> None:
     assert settings_from().secret_key == DEVELOPMENT_SECRET_KEY
 
 
+@pytest.mark.parametrize("issuer", ["https://id.example.com", "https://localhost.example.com"])
+def test_development_secret_is_refused_for_a_non_loopback_issuer(issuer: str) -> None:
+    with pytest.raises(SettingsError, match="development secret key for the non-loopback issuer"):
+        settings_from(issuer=issuer)
+
+
+@pytest.mark.parametrize("issuer", ["https://localhost:8443", "http://localhost:5000"])
+def test_development_secret_is_accepted_for_a_loopback_development_issuer(issuer: str) -> None:
+    assert settings_from(issuer=issuer).secret_key == DEVELOPMENT_SECRET_KEY
+
+
 def test_production_start_with_example_secret_is_refused() -> None:
     with pytest.raises(SettingsError, match="example secret key"):
         settings_from(production=True, secret_key="change-me: 64 random bytes, base64")
@@ -176,7 +187,7 @@ def test_secret_of_32_characters_is_accepted() -> None:
     ],
 )
 def test_rp_id_equal_to_issuer_host_or_its_suffix_is_accepted(issuer: str, rp_id: str) -> None:
-    settings = settings_from(issuer=issuer, webauthn_rp_id=rp_id)
+    settings = settings_from(issuer=issuer, webauthn_rp_id=rp_id, secret_key=SECRET)
     assert settings.rp_id == (rp_id or "id.example.com")
 
 
@@ -191,7 +202,7 @@ def test_rp_id_equal_to_issuer_host_or_its_suffix_is_accepted(issuer: str, rp_id
 )
 def test_rp_id_not_a_registrable_suffix_of_the_issuer_host_is_refused(rp_id: str) -> None:
     with pytest.raises(SettingsError, match="webauthn_rp_id"):
-        settings_from(issuer="https://id.example.com", webauthn_rp_id=rp_id)
+        settings_from(issuer="https://id.example.com", webauthn_rp_id=rp_id, secret_key=SECRET)
 
 
 @pytest.mark.parametrize("issuer", ["http://127.0.0.1:5000", "http://[::1]:5000"])
@@ -201,7 +212,7 @@ def test_ip_address_rp_id_is_refused(issuer: str) -> None:
 
 
 def test_origins_default_to_the_issuer_origin() -> None:
-    settings = settings_from(issuer="https://id.example.com/tenant")
+    settings = settings_from(issuer="https://id.example.com/tenant", secret_key=SECRET)
     assert settings.origins == ("https://id.example.com",)
 
 
@@ -237,7 +248,7 @@ def test_issuer_that_is_not_an_absolute_http_url_is_refused(issuer: str) -> None
 
 
 def test_https_issuer_enables_secure_transport() -> None:
-    assert settings_from(issuer="https://id.example.com").secure_transport is True
+    assert settings_from(issuer="https://id.example.com", secret_key=SECRET).secure_transport
     assert settings_from(issuer="http://localhost").secure_transport is False
 
 
