@@ -258,7 +258,7 @@ def test_serve_accepts_the_development_secret_for_a_loopback_development_start(
 
 
 def test_app_creation_refuses_the_development_secret_for_a_non_loopback_issuer() -> None:
-    with pytest.raises(SettingsError, match="development secret key .*IDP_SECRET_KEY"):
+    with pytest.raises(SettingsError, match=r"development secret key .*IDP_SECRET_KEY"):
         create_app(
             {"issuer": "https://id.example.com", "secret_key": DEVELOPMENT_SECRET_KEY,
              "database_url": "sqlite://"}
