@@ -41,6 +41,10 @@ from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.totp import TotpService
 from idp.services.users import normalise_email
 
+#: docs/operations.md, "Storage budgets": anonymous passkey options (one challenge each).
+PASSKEY_OPTIONS_PER_ADDRESS = 120
+PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
+
 
 def runtime() -> Runtime:
     value = current_app.extensions["idp"]
@@ -206,8 +210,7 @@ def passkey_service() -> PasskeyService:
     settings = runtime().settings
     rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
                       origins=settings.origins)  # fmt: skip
-    return PasskeyService(db.session(), rp, settings.secret_key, sign_in_policy(),
-                          challenges=_challenge_store())  # fmt: skip
+    return PasskeyService(db.session(), rp, sign_in_policy(), challenges=_challenge_store())
 
 
 def _challenge_store() -> ChallengeStore:
@@ -263,6 +266,15 @@ def attempt_limiter() -> AttemptLimiter:
 def _counter_store() -> CounterStore:
     redis = runtime().redis
     return RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
+
+
+def passkey_options_budget() -> AddressBudget:
+    """Passkey sign-in options per client address: each one stores a challenge (in the database
+    without Redis), so an address gets 120 a quarter-hour (docs/operations.md, "Storage budgets";
+    a sign-in page asks once, twice with the button), shared by every node."""
+    return AddressBudget(
+        _counter_store(), limit=PASSKEY_OPTIONS_PER_ADDRESS, window=PASSKEY_OPTIONS_WINDOW
+    )
 
 
 def signup_budget() -> AddressBudget:

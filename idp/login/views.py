@@ -16,14 +16,15 @@ from idp.services.crypto import new_secret, token_hash
 from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
 from idp.services.passkeys import PasskeyError
-from idp.services.users import UserService
 from idp.web import (
+    PASSKEY_OPTIONS_WINDOW,
     attempt_limiter,
     backup_code_service,
     browser_binding,
     current_session,
     email_key,
     notifier,
+    passkey_options_budget,
     passkey_service,
     request_context,
     runtime,
@@ -40,6 +41,7 @@ PARTIAL_LOGIN_TTL = timedelta(minutes=10)
 
 #: What a user sees when a passkey did not work; the audit log has the reason.
 PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password instead."
+PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try again in a while."
 
 
 def sign_in_service() -> SignInService:
@@ -249,17 +251,23 @@ def passkey_prompt() -> Any:
 
 @bp.post("/login/passkey/options")
 def passkey_options() -> Any:
-    """WebAuthn request options: discoverable (no email) or for one email's passkeys."""
-    body = request.get_json(silent=True) or {}
-    email = body.get("email") if isinstance(body, dict) else None
+    """WebAuthn request options. Anonymous (autofill, the passkey button, email-first): a
+    discoverable credential, the same answer whatever email was typed (PasskeyService
+    ``authentication_options`` says why). The second step after a correct password
+    (``partial``): that user's passkeys."""
+    body = request.get_json(silent=True)
     user: User | None = None
-    if isinstance(email, str) and email.strip():
-        user = UserService(db.session(), runtime().passwords).find_by_email(email)
-    else:
-        email = None
-    ceremony = passkey_service().authentication_options(
-        browser_binding(), utcnow(), user=user, email=email
-    )
+    if isinstance(body, dict) and body.get("partial"):
+        partial = _partial()
+        user = partial.user if partial is not None else None
+    # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
+    if not passkey_options_budget().spend("passkey_options", request_context().ip_address,
+                                          utcnow()):  # fmt: skip
+        db.session.commit()  # the counted request
+        response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
+        response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
+        return response, 429
+    ceremony = passkey_service().authentication_options(browser_binding(), utcnow(), user=user)
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 

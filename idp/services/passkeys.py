@@ -49,7 +49,7 @@ from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
-from idp.services.crypto import derive_key, token_hash
+from idp.services.crypto import token_hash
 from idp.services.sign_in_policy import SignInPolicy
 
 REGISTRATION = "registration"
@@ -122,7 +122,6 @@ class PasskeyService:
         self,
         db: Session,
         rp: RelyingParty,
-        secret_key: str,
         policy: SignInPolicy | None = None,
         challenges: ChallengeStore | None = None,
     ) -> None:
@@ -131,7 +130,6 @@ class PasskeyService:
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         #: Where challenges wait for their answer: the database unless given (Redis, idp.web).
         self.challenges = challenges or DatabaseChallenges(db)
-        self._fake_id_key = derive_key(secret_key, "idp passkey decoy credential ids")
 
     # -- challenges -----------------------------------------------------------------------------
     def _new_challenge(
@@ -256,16 +254,21 @@ class PasskeyService:
 
     # -- authentication -------------------------------------------------------------------------
     def authentication_options(
-        self, binding: str, now: datetime, user: User | None = None, email: str | None = None
+        self, binding: str, now: datetime, user: User | None = None
     ) -> Ceremony:
-        """Options for a sign-in. With no email: empty allowCredentials (autofill and the passkey
-        button, a discoverable credential). With an email: that user's passkeys; an unknown email
-        (or one without passkeys) gets a decoy id derived from it, so that the answer does not
-        reveal whether the account exists."""
-        allow: list[PublicKeyCredentialDescriptor] = []
-        if email is not None:
-            passkeys = self.passkeys_of(user) if user is not None else []
-            allow = [_descriptor(p) for p in passkeys] or [self._decoy_descriptor(email)]
+        """Options for a sign-in: empty ``allowCredentials`` unless ``user``'s identity is
+        already proven (the second step after a correct password), then that user's passkeys.
+
+        An email typed on the sign-in page never selects credentials. WebAuthn L3 14.6.2 and
+        14.6.3: listing an account's credential ids before the user is authenticated reveals
+        whether the account exists (count, id lengths, transports and timing all differ from
+        any decoy). L3 5.5 (``allowCredentials``): an empty list lets the client offer any
+        discoverable credential for the RP ID, and every passkey idp stores is discoverable:
+        registration requires ``residentKey: required`` (L3 5.4.6, the client fails the
+        ceremony rather than create a non-discoverable credential). So email-first loses
+        nothing by asking for a discoverable credential, and the answer is the same for every
+        email by construction."""
+        allow = [_descriptor(p) for p in self.passkeys_of(user)] if user is not None else []
         issued, raw = self._new_challenge(AUTHENTICATION, binding, now)
         options = generate_authentication_options(
             rp_id=self.rp.rp_id,
@@ -379,15 +382,6 @@ class PasskeyService:
         audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
                      credential_id=passkey.credential_id)  # fmt: skip
         self.db.delete(passkey)
-
-    def _decoy_descriptor(self, email: str) -> PublicKeyCredentialDescriptor:
-        import hmac
-        from hashlib import sha256
-
-        digest = hmac.new(self._fake_id_key, email.strip().lower().encode(), sha256).digest()
-        return PublicKeyCredentialDescriptor(
-            id=digest, transports=[AuthenticatorTransport.INTERNAL, AuthenticatorTransport.HYBRID]
-        )
 
 
 def has_passkey(db: Session, user_id: str) -> bool:

@@ -132,7 +132,9 @@
     if (form.dataset.step !== "email") return; // the password step submits normally
     event.preventDefault();
     if (!email.reportValidity()) return;
-    modal({ email: email.value });
+    // Email-first asks for a discoverable credential like the button: the server never lists
+    // an email's credentials to an anonymous page (it would reveal which accounts exist).
+    modal({});
   });
 
   startAutofill();

@@ -1,4 +1,5 @@
-// The second step after a password: "Use a passkey" runs the email-first ceremony for this user.
+// The second step after a password: "Use a passkey" asks for this user's passkeys (the server
+// knows the user from the pending sign-in, not from anything the page sends).
 "use strict";
 
 (() => {
@@ -19,7 +20,7 @@
   };
   button.addEventListener("click", async () => {
     try {
-      const options = await W.postJSON(button.dataset.optionsUrl, { email: button.dataset.email });
+      const options = await W.postJSON(button.dataset.optionsUrl, { partial: true });
       if (!options.ok) throw new Error("options");
       const credential = await navigator.credentials.get({
         publicKey: W.requestOptions(options.data.publicKey),

@@ -20,11 +20,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from sqlalchemy import update
+from sqlalchemy import event, update
 from werkzeug.test import TestResponse
 
+from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
 from idp.models.base import utcnow
+from idp.web import PASSKEY_OPTIONS_PER_ADDRESS, PASSKEY_OPTIONS_WINDOW
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of
@@ -668,41 +670,108 @@ def test_disabled_user_is_refused(
     assert not sets_session_cookie(response)
 
 
-def test_email_first_options_list_that_users_passkeys(
-    signed_in: PasskeyPages, enrolled: SoftAuthenticator, stranger: PasskeyPages, user: CreatedUser
+def _anonymous_options(app: Flask, email: str | None) -> tuple[dict[str, Any], list[str]]:
+    """A fresh browser's email-first options answer, and the SQL statements that produced it
+    (statements, not times: two answers built by the same statements are in one timing class)."""
+    browser = PasskeyPages(app.test_client())
+    csrf = browser.csrf()
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = browser.browser.post(
+            "/login/passkey/options", json={"email": email} if email else {},
+            headers={"X-CSRFToken": csrf},
+        )  # fmt: skip
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = {
+        "status": response.status_code,
+        "headers": sorted(response.headers.keys()),
+        "body": response.get_json(),
+    }
+    return answer, statements
+
+
+def _shape(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with its random values (challenge, challenge id) replaced by their lengths."""
+    body = answer["body"]
+    public_key = dict(body["publicKey"])
+    public_key["challenge"] = len(public_key["challenge"])
+    return {**answer, "body": {"challenge_id": len(body["challenge_id"]), "publicKey": public_key}}
+
+
+def test_email_first_options_do_not_reveal_whether_an_account_exists(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator, user: CreatedUser
 ) -> None:
+    """WebAuthn L3 14.6.2: a known email with passkeys, a known email without any, an unknown one
+    and no email at all get answers equal field by field (count, ids, transports, lengths, order,
+    headers) and built by the same SQL statements; the known user still signs in with them."""
+    assert signed_in.add_passkey(device_bound()).status_code == 201
+    create_user(app, email="nopasskey@example.com")
+    emails = [f"  {user.email.upper()} ", user.email, "nopasskey@example.com",
+              "nobody@example.com", None]  # fmt: skip
+    answers = {email: _anonymous_options(app, email) for email in emails}
+    reference, reference_statements = answers[None]
+    assert reference["body"]["publicKey"]["allowCredentials"] == []
+    for email, (answer, statements) in answers.items():
+        assert _shape(answer) == _shape(reference), email
+        assert statements == reference_statements, email
+    stranger = PasskeyPages(app.test_client())
+    issued = stranger.authentication_options(email=user.email)
+    assert issued["publicKey"]["allowCredentials"] == []
+    answer = stranger.verify(issued["challenge_id"], enrolled.get(issued["publicKey"]))
+    assert answer.status_code == 200, answer.text
+
+
+def test_second_step_options_list_that_users_passkeys(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator, user: CreatedUser
+) -> None:
+    """After a correct password (a pending second step) the options name the user's passkeys:
+    the password proved who is signing in, so nothing is revealed to a stranger."""
     second = device_bound()
     assert signed_in.add_passkey(second).status_code == 201
-    issued = stranger.authentication_options(email=f"  {user.email.upper()} ")
+    browser = PasskeyPages(app.test_client())
+    assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    issued = browser.authentication_options(partial=True, page="/login/second-step")
     listed = {c["id"] for c in issued["publicKey"]["allowCredentials"]}
     assert listed == {*enrolled.credential_ids(), *second.credential_ids()}
-    response = stranger.verify(issued["challenge_id"], second.get(issued["publicKey"]))
-    assert response.status_code == 200, response.text
+    # Without a pending second step, ``partial`` names nobody.
+    assert (
+        PasskeyPages(app.test_client()).authentication_options(partial=True)["publicKey"][
+            "allowCredentials"
+        ]
+        == []
+    )
 
 
-def test_unknown_email_gets_a_stable_decoy_credential(
-    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
-) -> None:
-    """No enumeration: an unknown email (or one without passkeys) still gets one credential id,
-    the same each time, different for another email."""
-    create_user(app, email="nopasskey@example.com")
+def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> None:
+    """Each options answer stores a challenge: one address gets PASSKEY_OPTIONS_PER_ADDRESS of
+    them per window, then 429 with Retry-After; another address is unaffected."""
+    browser = PasskeyPages(storage_app.test_client())
+    headers = {"X-CSRFToken": browser.csrf()}
 
-    def allowed(email: str) -> list[dict[str, Any]]:
-        credentials: list[dict[str, Any]] = stranger.authentication_options(email=email)[
-            "publicKey"
-        ]["allowCredentials"]
-        return credentials
+    def ask(address: str) -> TestResponse:
+        return browser.browser.post(
+            "/login/passkey/options", json={}, headers=headers,
+            environ_base={"REMOTE_ADDR": address},
+        )  # fmt: skip
 
-    decoy = allowed("nobody@example.com")
-    assert len(decoy) == 1
-    assert allowed("nobody@example.com") == decoy
-    assert allowed(" Nobody@Example.com") == decoy
-    assert allowed("someone-else@example.com") != decoy
-    assert decoy[0]["id"] not in enrolled.credential_ids()
-    without_passkeys = allowed("nopasskey@example.com")
-    assert len(without_passkeys) == 1
-    assert without_passkeys != decoy
-    assert without_passkeys[0].keys() == decoy[0].keys()
+    for _ in range(PASSKEY_OPTIONS_PER_ADDRESS):
+        assert ask("198.51.100.7").status_code == 200
+    refused = ask("198.51.100.7")
+    assert refused.status_code == 429
+    assert refused.get_json()["error"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) == PASSKEY_OPTIONS_WINDOW.total_seconds()
+    assert ask("198.51.100.8").status_code == 200
+    stored = rows(storage_app, WebAuthnChallenge)
+    assert len(stored) == PASSKEY_OPTIONS_PER_ADDRESS + 1
 
 
 # -- what a passkey sign-in is worth to a relying party -------------------------------------------

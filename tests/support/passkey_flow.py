@@ -64,8 +64,15 @@ class PasskeyPages:
         return self.register(ceremony["challenge_id"], credential, name)
 
     # -- the sign-in page: sign in with a passkey -----------------------------------------------
-    def authentication_options(self, email: str | None = None) -> dict[str, Any]:
-        response = self.post_json("/login/passkey/options", {"email": email} if email else {})
+    def authentication_options(
+        self, email: str | None = None, *, partial: bool = False, page: str = "/login"
+    ) -> dict[str, Any]:
+        """The sign-in page's options request: ``email`` as an older page sent it (the server
+        ignores it), ``partial`` as the second step after a password asks."""
+        body: dict[str, Any] = {"email": email} if email else {}
+        if partial:
+            body["partial"] = True
+        response = self.post_json("/login/passkey/options", body, page=page)
         assert response.status_code == 200, response.text
         ceremony: dict[str, Any] = response.get_json()
         return ceremony
