@@ -3,58 +3,89 @@ while password sign-ins are in flight. Every one of them completes with a correc
 session and the redirect), the server exits with status 0, and afterwards nothing accepts
 connections on its port.
 
-The requests are slow for real: Argon2id with 64 MiB and 24 passes makes each password check take
-several seconds, so they are still running when the signal arrives (the test checks that from the
-in-progress gauge and from the completion times, or it would prove nothing).
+The sign-ins are held in flight by the test, not by slowness: the server runs with
+``idp.request_gate`` on, each sign-in stops inside the application until the test opens its gate,
+and the test opens the gates only once the server has started shutting down. Nothing here depends
+on how fast the machine is: every wait is for an event (a file the server writes, a log line it
+prints), bounded only by a generous deadline that fails the test if the event never comes.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from idp.request_gate import ENVIRONMENT_VARIABLE
 from idp.serving import SERVERS
 from tests.support.http_flows import Visitor
 from tests.support.live import LiveIdp, start_live_idp
 
-# One slow sign-in per CPU: more would leave the two cores no time to answer the scrapes that
-# tell when every one is in flight, and one could finish before the last had started.
-IN_FLIGHT = 2
-PASSWORD = "slow to check on purpose"
-METRICS_TOKEN = "shutdown-scrape-" + "t" * 40
-COSTLY_ARGON2 = {"IDP_ARGON2_MEMORY_KIB": str(64 * 1024), "IDP_ARGON2_TIME_COST": "24"}
+#: Sign-ins held at once: at most the threads of one worker (idp.serving.production_options), so
+#: every one reaches its gate even if the server hands them all to the same worker.
+IN_FLIGHT = 4
+PASSWORD = "held in flight on purpose"
+#: Only bounds a wait for an event that should come at once; reaching it fails the test.
+EVENT_DEADLINE = 60.0
+CHEAP_ARGON2 = {"IDP_ARGON2_MEMORY_KIB": "1024", "IDP_ARGON2_TIME_COST": "1"}
 
 
 @pytest.fixture(params=SERVERS)
-def slow_node(
+def gated_node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveIdp]:
-    """Each WSGI server ``idp serve --production --server`` offers (the default among them)."""
-    env = {**COSTLY_ARGON2, "IDP_METRICS_TOKEN": METRICS_TOKEN, "IDP_PASSKEY_PROMPT": "false"}
+) -> Iterator[tuple[LiveIdp, Path]]:
+    """Each WSGI server ``idp serve --production --server`` offers, with the request gate on."""
+    directory = tmp_path_factory.mktemp("shutdown")
+    gates = directory / "gates"
+    gates.mkdir()
+    env = {**CHEAP_ARGON2, ENVIRONMENT_VARIABLE: str(gates), "IDP_PASSKEY_PROMPT": "false"}
     with start_live_idp(
-        tmp_path_factory.mktemp("shutdown"),
-        production=True,
-        server=request.param,
-        env=env,
-        separate_stderr=True,
+        directory, production=True, server=request.param, env=env, separate_stderr=True
     ) as idp:
-        yield idp
+        yield idp, gates
 
 
-def _in_progress(idp: LiveIdp) -> float:
-    scrape = requests.get(
-        idp.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
-    )
-    for line in scrape.text.splitlines():
-        if line.startswith("idp_http_requests_in_progress "):
-            return float(line.split()[-1]) - 1  # this scrape is in progress too
-    raise AssertionError("no idp_http_requests_in_progress in the scrape")
+def _wait_for(event: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + EVENT_DEADLINE
+    while not event():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def _log_lines(idp: LiveIdp) -> list[dict[str, Any]]:
+    assert idp.stderr_path is not None
+    lines = []
+    for line in idp.stderr_path.read_text(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def _shutdown_under_way(idp: LiveIdp, worker_pids: set[int]) -> Callable[[], bool]:
+    """What each server prints once SIGTERM has reached the part that drains the requests:
+    granian's workers log "Stopping worker-N" themselves; gunicorn's arbiter logs "Handling
+    signal: term" and then signals its workers (its workers log nothing until they exit, which
+    they do only after their requests finished)."""
+
+    def seen() -> bool:
+        lines = _log_lines(idp)
+        if idp.server == "gunicorn":
+            return any(line.get("message") == "Handling signal: term" for line in lines)
+        stopping = {line.get("pid") for line in lines
+                    if str(line.get("message", "")).startswith("Stopping worker")}  # fmt: skip
+        return worker_pids <= stopping
+
+    return seen
 
 
 def _refused(port: int) -> bool:
@@ -68,40 +99,43 @@ def _refused(port: int) -> bool:
 
 
 def test_sigterm_lets_every_request_in_flight_finish_then_exits_cleanly(
-    slow_node: LiveIdp,
+    gated_node: tuple[LiveIdp, Path],
 ) -> None:
-    email = "slow@example.com"
-    slow_node.create_user(email, PASSWORD)
-    visitors = [Visitor(slow_node.url) for _ in range(IN_FLIGHT)]
+    node, gates = gated_node
+    email = "held@example.com"
+    node.create_user(email, PASSWORD)
+    visitors = [Visitor(node.url) for _ in range(IN_FLIGHT)]
     forms = [
         {"csrf_token": v.csrf_field("/login"), "email": email, "password": PASSWORD}
         for v in visitors
     ]
     answers: list[requests.Response | BaseException | None] = [None] * IN_FLIGHT
-    finished_at = [0.0] * IN_FLIGHT
 
     def sign_in(index: int) -> None:
         try:
-            answers[index] = visitors[index].post("/login", data=forms[index])
+            answers[index] = visitors[index].post(
+                "/login", data=forms[index], headers={"X-Test-Gate": f"sign-in-{index}"}
+            )
         except BaseException as error:  # recorded, asserted below
             answers[index] = error
-        finished_at[index] = time.monotonic()
 
     threads = [threading.Thread(target=sign_in, args=(i,)) for i in range(IN_FLIGHT)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 20
-    while _in_progress(slow_node) < IN_FLIGHT:
-        assert time.monotonic() < deadline, "the sign-ins never were in flight together"
-        assert not any(answers), f"a sign-in finished before the signal: {answers}"
-        time.sleep(0.05)
+    arrived = [gates / f"sign-in-{i}.arrived" for i in range(IN_FLIGHT)]
+    _wait_for(lambda: all(path.exists() for path in arrived), "every sign-in held in flight")
+    worker_pids = {int(path.read_text()) for path in arrived}
 
-    process = slow_node.process
+    process = node.process
     assert process is not None
-    signalled_at = time.monotonic()
     process.send_signal(signal.SIGTERM)  # the server's main process, as an orchestrator does
+    _wait_for(_shutdown_under_way(node, worker_pids), f"{node.server} shutting down")
+    assert process.poll() is None, "the server exited with requests in flight"
+    assert answers == [None] * IN_FLIGHT, f"a sign-in finished before its gate opened: {answers}"
+    for index in range(IN_FLIGHT):
+        (gates / f"sign-in-{index}.open").touch()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=EVENT_DEADLINE)
 
     # Every request in flight got its full, correct answer after the signal.
     for index, answer in enumerate(answers):
@@ -109,11 +143,11 @@ def test_sigterm_lets_every_request_in_flight_finish_then_exits_cleanly(
         assert answer.status_code == 302, (answer.status_code, answer.text[:300])
         assert answer.headers["Location"].endswith("/account")
         assert "idp_session" in answer.cookies
-        assert finished_at[index] > signalled_at
-    # ... and the server then stopped by itself, cleanly.
-    assert process.wait(timeout=60) == 0, slow_node.log_tail()
-    assert _refused(slow_node.port)
-    with pytest.raises(requests.ConnectionError):
-        requests.get(slow_node.url + "/healthz", timeout=5)
+    # ... and the server then stopped by itself, cleanly (the browsers leave: gunicorn lets an
+    # idle kept-alive connection linger a little before its workers exit).
     for visitor in visitors:
         visitor.close()
+    assert process.wait(timeout=EVENT_DEADLINE) == 0, node.log_tail()
+    assert _refused(node.port)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(node.url + "/healthz", timeout=5)

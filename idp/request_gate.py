@@ -1,0 +1,63 @@
+"""A test-only WSGI hook that holds chosen requests until the test opens their gate.
+
+Tests of what a server does with requests in flight (graceful shutdown, docs/operations.md) need
+requests that are certainly in flight at a moment the test picks. Making them slow (a costly
+Argon2id) races the machine's speed against the test's signal; this holds them on an event the
+test controls instead. It is off unless the server's environment names a gate directory in
+``IDP_TEST_REQUEST_GATE_DIR`` (only the test suite's servers set it); then a request carrying
+``X-Test-Gate: NAME``:
+
+1. writes ``NAME.arrived`` (holding the worker's pid) in the directory: it is in the application;
+2. waits until the test creates ``NAME.open``, for at most ``MAX_HOLD`` seconds;
+3. goes on through the application as any other request.
+
+Requests without the header, and every request when the variable is unset, are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENT_VARIABLE = "IDP_TEST_REQUEST_GATE_DIR"
+HEADER = "HTTP_X_TEST_GATE"
+#: A gate the test never opens does not hold a worker forever.
+MAX_HOLD = 120.0
+#: How often a held request looks for its open gate.
+POLL_INTERVAL = 0.01
+GATE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def wrap_if_enabled(app: WsgiApp, environ: Mapping[str, str] = os.environ) -> WsgiApp:
+    directory = environ.get(ENVIRONMENT_VARIABLE)
+    if not directory:
+        return app
+    return RequestGate(app, Path(directory))
+
+
+class RequestGate:
+    def __init__(self, app: WsgiApp, directory: Path) -> None:
+        self.app = app
+        self.directory = directory
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        name = environ.get(HEADER, "")
+        if name and GATE_NAME.match(name):
+            self.hold(name)
+        return self.app(environ, start_response)
+
+    def hold(self, name: str) -> None:
+        # Written aside, then renamed: the test never reads a half-written file.
+        staged = self.directory / f".{name}.{os.getpid()}.staged"
+        staged.write_text(str(os.getpid()))
+        staged.replace(self.directory / f"{name}.arrived")
+        gate = self.directory / f"{name}.open"
+        deadline = time.monotonic() + MAX_HOLD
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
