@@ -1,4 +1,4 @@
-"""A test-only WSGI hook that holds chosen requests until the test opens their gate.
+"""A test-only hook that holds chosen requests until the test opens their gate.
 
 Tests of what a server does with requests in flight (graceful shutdown, docs/operations.md) need
 requests that are certainly in flight at a moment the test picks. Making them slow (a costly
@@ -9,7 +9,7 @@ test controls instead. It is off unless the server's environment names a gate di
 
 1. writes ``NAME.arrived`` (holding the worker's pid) in the directory: it is in the application;
 2. waits until the test creates ``NAME.open``, for at most ``MAX_HOLD`` seconds;
-3. goes on through the application as any other request.
+3. goes on as any other request.
 
 Requests without the header, and every request when the variable is unset, are untouched.
 """
@@ -19,38 +19,39 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+
+from flask import Flask, request
 
 ENVIRONMENT_VARIABLE = "IDP_TEST_REQUEST_GATE_DIR"
-HEADER = "HTTP_X_TEST_GATE"
+HEADER = "X-Test-Gate"
 #: A gate the test never opens does not hold a worker forever.
 MAX_HOLD = 120.0
 #: How often a held request looks for its open gate.
 POLL_INTERVAL = 0.01
 GATE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-
-def wrap_if_enabled(app: WsgiApp, environ: Mapping[str, str] = os.environ) -> WsgiApp:
+def install_if_enabled(app: Flask, environ: Mapping[str, str] = os.environ) -> None:
+    """A ``before_request`` hook, after the ones ``create_app`` installed: a held request has
+    been counted in progress (idp.observability) and has passed the CSRF check."""
     directory = environ.get(ENVIRONMENT_VARIABLE)
     if not directory:
-        return app
-    return RequestGate(app, Path(directory))
+        return
+    gate = RequestGate(Path(directory))
+
+    def hold_if_asked() -> None:
+        name = request.headers.get(HEADER, "")
+        if GATE_NAME.match(name):
+            gate.hold(name)
+
+    app.before_request(hold_if_asked)
 
 
 class RequestGate:
-    def __init__(self, app: WsgiApp, directory: Path) -> None:
-        self.app = app
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        name = environ.get(HEADER, "")
-        if name and GATE_NAME.match(name):
-            self.hold(name)
-        return self.app(environ, start_response)
 
     def hold(self, name: str) -> None:
         # Written aside, then renamed: the test never reads a half-written file.

@@ -7,4 +7,4 @@ from idp.settings import load_settings
 json_logs.configure(load_settings().log_level)
 app = create_app()
 # Off unless the test suite's server environment turns it on (idp.request_gate).
-app.wsgi_app = request_gate.wrap_if_enabled(app.wsgi_app)  # type: ignore[method-assign, assignment]
+request_gate.install_if_enabled(app)

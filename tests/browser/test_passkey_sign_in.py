@@ -4,7 +4,6 @@ email-first, the password fallback, and a removed passkey (DESIGN.md, the sign-i
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import PASSWORD, Accounts, BrowserUser, RelyingParty
+from tests.support.events import wait_for
 from tests.support.live import LiveIdp
 
 # One worker under xdist (--dist loadgroup): the module shares one live idp and one browser.
@@ -74,11 +74,10 @@ def _with_passkey(new_user: NewUser, credential: dict[str, Any], **options: Any)
     return user
 
 
-def _wait_until(condition: Callable[[], bool], message: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
+def _wait_until(condition: Callable[[], bool], message: str) -> None:
+    """The browser acts in its own process: wait for it (tests.support.events), however slow
+    the machine is."""
+    wait_for(condition, message)
 
 
 def _assert_passkey_sign_in(claims: dict[str, Any]) -> None:

@@ -16,16 +16,15 @@ import json
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from idp.request_gate import ENVIRONMENT_VARIABLE
 from idp.serving import SERVERS
+from tests.support.events import EVENT_DEADLINE, wait_for
+from tests.support.gates import RequestGates
 from tests.support.http_flows import Visitor
 from tests.support.live import LiveIdp, start_live_idp
 
@@ -33,31 +32,21 @@ from tests.support.live import LiveIdp, start_live_idp
 #: every one reaches its gate even if the server hands them all to the same worker.
 IN_FLIGHT = 4
 PASSWORD = "held in flight on purpose"
-#: Only bounds a wait for an event that should come at once; reaching it fails the test.
-EVENT_DEADLINE = 60.0
 CHEAP_ARGON2 = {"IDP_ARGON2_MEMORY_KIB": "1024", "IDP_ARGON2_TIME_COST": "1"}
 
 
 @pytest.fixture(params=SERVERS)
 def gated_node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LiveIdp, Path]]:
+) -> Iterator[tuple[LiveIdp, RequestGates]]:
     """Each WSGI server ``idp serve --production --server`` offers, with the request gate on."""
     directory = tmp_path_factory.mktemp("shutdown")
-    gates = directory / "gates"
-    gates.mkdir()
-    env = {**CHEAP_ARGON2, ENVIRONMENT_VARIABLE: str(gates), "IDP_PASSKEY_PROMPT": "false"}
+    gates = RequestGates.under(directory)
+    env = {**CHEAP_ARGON2, **gates.env(), "IDP_PASSKEY_PROMPT": "false"}
     with start_live_idp(
         directory, production=True, server=request.param, env=env, separate_stderr=True
     ) as idp:
         yield idp, gates
-
-
-def _wait_for(event: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + EVENT_DEADLINE
-    while not event():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 def _log_lines(idp: LiveIdp) -> list[dict[str, Any]]:
@@ -99,7 +88,7 @@ def _refused(port: int) -> bool:
 
 
 def test_sigterm_lets_every_request_in_flight_finish_then_exits_cleanly(
-    gated_node: tuple[LiveIdp, Path],
+    gated_node: tuple[LiveIdp, RequestGates],
 ) -> None:
     node, gates = gated_node
     email = "held@example.com"
@@ -110,11 +99,12 @@ def test_sigterm_lets_every_request_in_flight_finish_then_exits_cleanly(
         for v in visitors
     ]
     answers: list[requests.Response | BaseException | None] = [None] * IN_FLIGHT
+    names = [f"sign-in-{index}" for index in range(IN_FLIGHT)]
 
     def sign_in(index: int) -> None:
         try:
             answers[index] = visitors[index].post(
-                "/login", data=forms[index], headers={"X-Test-Gate": f"sign-in-{index}"}
+                "/login", data=forms[index], headers=gates.header(names[index])
             )
         except BaseException as error:  # recorded, asserted below
             answers[index] = error
@@ -122,18 +112,15 @@ def test_sigterm_lets_every_request_in_flight_finish_then_exits_cleanly(
     threads = [threading.Thread(target=sign_in, args=(i,)) for i in range(IN_FLIGHT)]
     for thread in threads:
         thread.start()
-    arrived = [gates / f"sign-in-{i}.arrived" for i in range(IN_FLIGHT)]
-    _wait_for(lambda: all(path.exists() for path in arrived), "every sign-in held in flight")
-    worker_pids = {int(path.read_text()) for path in arrived}
+    worker_pids = gates.wait_until_held(*names)
 
     process = node.process
     assert process is not None
     process.send_signal(signal.SIGTERM)  # the server's main process, as an orchestrator does
-    _wait_for(_shutdown_under_way(node, worker_pids), f"{node.server} shutting down")
+    wait_for(_shutdown_under_way(node, worker_pids), f"{node.server} shutting down")
     assert process.poll() is None, "the server exited with requests in flight"
     assert answers == [None] * IN_FLIGHT, f"a sign-in finished before its gate opened: {answers}"
-    for index in range(IN_FLIGHT):
-        (gates / f"sign-in-{index}.open").touch()
+    gates.open(*names)
     for thread in threads:
         thread.join(timeout=EVENT_DEADLINE)
 

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from idp.json_logs import REDACTED, JsonFormatter
 from tests.support.apps import live_on
+from tests.support.events import wait_for
 from tests.support.http_flows import RelyingParty, Visitor, expect, query_of
 from tests.support.live import LiveIdp, start_live_idp
 
@@ -242,12 +243,16 @@ def info_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveIdp]:
 
 def _records_with(idp: LiveIdp, request_id: str) -> list[dict[str, Any]]:
     assert idp.stderr_path is not None
-    for _ in range(20):  # a worker writes its line right after answering; give it a moment
-        lines = idp.stderr_path.read_text().splitlines()
-        found = [json.loads(x) for x in lines if request_id in x]
-        if any("duration_ms" in r for r in found):
-            return found
-        time.sleep(0.1)
+    stderr = idp.stderr_path
+    found: list[dict[str, Any]] = []
+
+    def logged() -> bool:
+        # A worker writes the request's last line (with its duration) right after answering.
+        lines = stderr.read_text().splitlines()
+        found[:] = [json.loads(x) for x in lines if request_id in x]
+        return any("duration_ms" in r for r in found)
+
+    wait_for(logged, f"the log lines of request {request_id}")
     return found
 
 
