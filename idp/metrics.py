@@ -108,6 +108,13 @@ def _metrics() -> SimpleNamespace:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         ),
+        anonymous_rejections=Counter(
+            "idp_anonymous_rejections_total",
+            "Refused anonymous requests, by audit kind and reason: audited once per address and "
+            "window, not one row each (docs/operations.md, storage budgets).",
+            ["kind", "reason"],
+            registry=registry,
+        ),
         in_progress=Gauge(
             "idp_http_requests_in_progress",
             "Requests being handled right now, over every worker.",
@@ -135,6 +142,12 @@ def audit_event_recorded(kind: str, outcome: str, details: Mapping[str, Any]) ->
     if outcome != "success":
         outcome = "throttled" if details.get("reason") == "throttled" else "failure"
     _metrics().sign_ins.labels(method, outcome).inc()
+
+
+def anonymous_rejection(kind: str, reason: str) -> None:
+    """An anonymous request refused and counted here instead of audited one row each. ``reason``
+    is one of the service's fixed reason codes (bounded)."""
+    _metrics().anonymous_rejections.labels(kind, reason).inc()
 
 
 def lockout(factor: str) -> None:

@@ -16,7 +16,8 @@ from idp.extensions import db
 from idp.models import BrowserSession, User
 from idp.models.base import utcnow
 from idp.runtime import Runtime
-from idp.services.audit import RequestContext
+from idp.services.anonymous import AnonymousRejections, StorageBudgets
+from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
 from idp.services.notifications import Mailer, Notifier, deliver, take_committed
@@ -40,10 +41,6 @@ from idp.services.sessions import SessionService
 from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.totp import TotpService
 from idp.services.users import normalise_email
-
-#: docs/operations.md, "Storage budgets": anonymous passkey options (one challenge each).
-PASSKEY_OPTIONS_PER_ADDRESS = 120
-PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
 
 
 def runtime() -> Runtime:
@@ -125,9 +122,9 @@ def clear_session_cookie(response: Response) -> None:
 
 
 def request_context() -> RequestContext:
-    return RequestContext(
-        ip_address=request.remote_addr or "", user_agent=request.headers.get("User-Agent", "")
-    )
+    # The user agent is only informational: kept short wherever it is stored.
+    user_agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
+    return RequestContext(ip_address=request.remote_addr or "", user_agent=user_agent)
 
 
 def csp_nonce() -> str:
@@ -210,7 +207,10 @@ def passkey_service() -> PasskeyService:
     settings = runtime().settings
     rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
                       origins=settings.origins)  # fmt: skip
-    return PasskeyService(db.session(), rp, sign_in_policy(), challenges=_challenge_store())
+    return PasskeyService(
+        db.session(), rp, sign_in_policy(), challenges=_challenge_store(),
+        rejections=AnonymousRejections(db.session(), storage_budgets()),
+    )  # fmt: skip
 
 
 def _challenge_store() -> ChallengeStore:
@@ -268,13 +268,10 @@ def _counter_store() -> CounterStore:
     return RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
 
 
-def passkey_options_budget() -> AddressBudget:
-    """Passkey sign-in options per client address: each one stores a challenge (in the database
-    without Redis), so an address gets 120 a quarter-hour (docs/operations.md, "Storage budgets";
-    a sign-in page asks once, twice with the button), shared by every node."""
-    return AddressBudget(
-        _counter_store(), limit=PASSKEY_OPTIONS_PER_ADDRESS, window=PASSKEY_OPTIONS_WINDOW
-    )
+def storage_budgets() -> StorageBudgets:
+    """The per-address budgets of anonymous writes (docs/operations.md, "Storage budgets"), in the
+    counter store every node shares."""
+    return StorageBudgets(_counter_store())
 
 
 def signup_budget() -> AddressBudget:

@@ -11,26 +11,26 @@ from werkzeug.wrappers import Response
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
 from idp.models.base import utcnow
+from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
 from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
 from idp.services.passkeys import PasskeyError
 from idp.web import (
-    PASSKEY_OPTIONS_WINDOW,
     attempt_limiter,
     backup_code_service,
     browser_binding,
     current_session,
     email_key,
     notifier,
-    passkey_options_budget,
     passkey_service,
     request_context,
     runtime,
     safe_next,
     sign_in_policy,
     start_session,
+    storage_budgets,
     totp_service,
 )
 
@@ -261,8 +261,7 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not passkey_options_budget().spend("passkey_options", request_context().ip_address,
-                                          utcnow()):  # fmt: skip
+    if not storage_budgets().passkey_options(request_context().ip_address, utcnow()):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
         response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))

@@ -13,6 +13,7 @@ from typing import Any
 
 from idp.models import Client
 from idp.oidc.errors import AuthorizationError, page_error
+from idp.services.policy import ACR_LEVELS
 
 #: RFC 7636 4.2: code_challenge is 43-128 characters of the unreserved set.
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -27,6 +28,12 @@ SINGLE_VALUED = (
 MAX_PARAMETER_LENGTH = 4096
 #: The width of ``AuthorizationCode.nonce``.
 MAX_NONCE_LENGTH = 512
+#: ``state`` is kept with a pending request (docs/operations.md, "Storage budgets"); RFC 6749 sets
+#: no length, clients use tens of characters, a signed state object well under this.
+MAX_STATE_LENGTH = 2048
+#: The longest email address (RFC 5321 4.5.3.1: 64-octet local part, @, 255-octet domain): a
+#: longer login_hint cannot name an account and is dropped, as any hint may be (OIDC Core 3.1.2.1).
+MAX_LOGIN_HINT_LENGTH = 320
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ def _parse_after_redirect_uri(
     prompt = check_prompt(values)
     max_age = check_max_age(values)
     check_nonce(values)
+    check_state(values)
     return AuthorizationRequest(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
@@ -107,9 +115,9 @@ def _parse_after_redirect_uri(
         code_challenge_method=method,
         prompt=prompt,
         max_age=max_age,
-        login_hint=values.get("login_hint"),
+        login_hint=kept_login_hint(values),
         id_token_hint_sub=check_id_token_hint(values, client, context),
-        acr_values=values.get("acr_values"),
+        acr_values=kept_acr_values(values),
     )
 
 
@@ -251,6 +259,33 @@ def check_nonce(values: Mapping[str, str]) -> None:
         raise AuthorizationError(
             "invalid_request", f"The nonce is longer than {MAX_NONCE_LENGTH} characters."
         )
+
+
+def check_state(values: Mapping[str, str]) -> None:
+    """RFC 6749 4.1.1 sets no length for state, but it waits in the database with the pending
+    request: a longer one is refused with the spec's error (RFC 6749 4.1.2.1 invalid_request),
+    redirected to the client with its state, as every error after the redirect URI check."""
+    if len(values.get("state") or "") > MAX_STATE_LENGTH:
+        raise AuthorizationError(
+            "invalid_request", f"The state is longer than {MAX_STATE_LENGTH} characters."
+        )
+
+
+def kept_login_hint(values: Mapping[str, str]) -> str | None:
+    """OIDC Core 3.1.2.1: login_hint is a hint the OP MAY use; idp uses it to fill in the email
+    field, so one that cannot be an email address is not kept."""
+    hint = values.get("login_hint")
+    if not hint or len(hint) > MAX_LOGIN_HINT_LENGTH:
+        return None
+    return hint
+
+
+def kept_acr_values(values: Mapping[str, str]) -> str | None:
+    """OIDC Core 3.1.2.1 / 5.5.1.1: acr_values are voluntary; idp honours the values it defines
+    (idp.services.policy) and ignores the others, so only those are kept, each once."""
+    known = [v for v in dict.fromkeys((values.get("acr_values") or "").split())
+             if v in ACR_LEVELS]  # fmt: skip
+    return " ".join(known) or None
 
 
 def check_id_token_hint(

@@ -44,6 +44,7 @@ from idp.web import (
     current_session,
     request_context,
     runtime,
+    storage_budgets,
 )
 
 bp = Blueprint("oidc", __name__)
@@ -148,6 +149,20 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
+        if pending is None and not storage_budgets().pending_authorization(
+            request_context().ip_address, now
+        ):
+            # docs/operations.md, "Storage budgets": this address has opened its share of pending
+            # requests. RFC 6749 4.1.2.1 temporarily_unavailable, sent back to the client.
+            db.session.commit()  # the counted request
+            over_budget = AuthorizationError(
+                "temporarily_unavailable",
+                "Too many sign-in requests from this network. Try again in a few minutes.",
+            )
+            over_budget.redirect_uri = auth_request.redirect_uri
+            over_budget.state = auth_request.state
+            over_budget.response_mode = auth_request.response_mode
+            return _error_response(over_budget)
         if pending is None:
             # The id is chosen here, not at flush: read from the row after the commit, it would
             # cost a SELECT (a commit expires what the session loaded).

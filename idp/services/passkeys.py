@@ -47,6 +47,7 @@ from webauthn.helpers.structs import (
 
 from idp.models import Passkey, User
 from idp.services import audit
+from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
 from idp.services.crypto import token_hash
@@ -124,8 +125,11 @@ class PasskeyService:
         rp: RelyingParty,
         policy: SignInPolicy | None = None,
         challenges: ChallengeStore | None = None,
+        rejections: AnonymousRejections | None = None,
     ) -> None:
         self.db = db
+        #: Refused sign-ins that name no account: counted, audited once per address and window.
+        self.rejections = rejections or AnonymousRejections(db, budgets=None)
         self.rp = rp
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         #: Where challenges wait for their answer: the database unless given (Redis, idp.web).
@@ -329,11 +333,15 @@ class PasskeyService:
             if not passkey.user.is_active:
                 raise PasskeyError("user_disabled")
         except PasskeyError as error:
-            audit.record(
-                self.db, "login.passkey", outcome="failure",
-                subject_id=passkey.user_id if passkey else None, context=context,
-                reason=error.reason, detail=error.detail,
-            )  # fmt: skip
+            if passkey is None:
+                # Names no account: anyone can send these, as fast as they like; counted, and
+                # audited once per address and window (idp.services.anonymous).
+                self.rejections.refused("login.passkey", error.reason, context, now, error.detail)
+            else:
+                audit.record(
+                    self.db, "login.passkey", outcome="failure", subject_id=passkey.user_id,
+                    context=context, reason=error.reason, detail=error.detail[:200],
+                )  # fmt: skip
             raise
         # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
         passkey.backed_up = verified.credential_backed_up

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idp.models import BrowserSession, User
-from idp.services.audit import RequestContext
+from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.policy import acr_for_amr
 
@@ -61,7 +61,7 @@ class SessionService:
             last_seen_at=now,
             expires_at=now + self.absolute_ttl,
             ip_address=context.ip_address[:64],
-            user_agent=context.user_agent[:512],
+            user_agent=context.user_agent[:MAX_USER_AGENT],
             restricted=restricted or passkey_only,
             passkey_only=passkey_only,
         )

@@ -26,7 +26,7 @@ from werkzeug.test import TestResponse
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
 from idp.models.base import utcnow
-from idp.web import PASSKEY_OPTIONS_PER_ADDRESS, PASSKEY_OPTIONS_WINDOW
+from idp.services.anonymous import PASSKEY_OPTIONS_PER_ADDRESS, PASSKEY_OPTIONS_WINDOW
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of

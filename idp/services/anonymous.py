@@ -1,0 +1,98 @@
+"""Storage budgets for anonymous requests (docs/operations.md, "Storage budgets").
+
+Whoever can reach idp can make it write: a pending authorization request per ``/authorize``, a
+WebAuthn challenge per passkey options request, an audit row per refused answer. Each of those
+writes is bounded three ways: per request (parameters capped where they are checked), per client
+address (an ``AddressBudget`` per kind of write), and in time (every such row expires and the
+prune job deletes it). Refused anonymous requests are counted (a metric, and one audit row per
+address and window), not audited one row each.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from idp import metrics
+from idp.services import audit
+from idp.services.audit import RequestContext
+from idp.services.rate_limits import AddressBudget, CounterStore
+
+#: Pending authorization requests one address may open per window.
+PENDING_AUTHORIZATIONS_PER_ADDRESS = 120
+PENDING_AUTHORIZATIONS_WINDOW = timedelta(minutes=15)
+#: Passkey sign-in options (each stores a challenge) one address may ask for per window.
+PASSKEY_OPTIONS_PER_ADDRESS = 120
+PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
+#: Audit rows for refused anonymous requests: one per address, kind and window; the rest are
+#: counted in ``idp_anonymous_rejections_total``.
+REJECTION_AUDIT_WINDOW = timedelta(minutes=15)
+#: An IPv6 client holds a whole /64 (RFC 4291 2.5.1, RFC 7421): it is one address for budgets.
+IPV6_BUDGET_PREFIX = 64
+
+
+def budget_address(address: str) -> str:
+    """The key a client address is budgeted under: itself for IPv4, its /64 for IPv6 (one host
+    can pick any of 2**64 addresses there)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_BUDGET_PREFIX), strict=False))
+    return str(parsed)
+
+
+class StorageBudgets:
+    """The per-address budgets of anonymous writes, in the shared counter store."""
+
+    def __init__(self, store: CounterStore) -> None:
+        self.store = store
+
+    def pending_authorization(self, address: str, now: datetime) -> bool:
+        budget = AddressBudget(
+            self.store, PENDING_AUTHORIZATIONS_PER_ADDRESS, PENDING_AUTHORIZATIONS_WINDOW
+        )
+        return budget.spend("pending_authorization", budget_address(address), now)
+
+    def passkey_options(self, address: str, now: datetime) -> bool:
+        budget = AddressBudget(self.store, PASSKEY_OPTIONS_PER_ADDRESS, PASSKEY_OPTIONS_WINDOW)
+        return budget.spend("passkey_options", budget_address(address), now)
+
+    def rejection_audited(self, kind: str, address: str, now: datetime) -> bool:
+        """True for the first refused anonymous request of this kind from this address in the
+        window: that one is audited, the others only counted."""
+        budget = AddressBudget(self.store, 1, REJECTION_AUDIT_WINDOW)
+        return budget.spend(f"audit:{kind}", budget_address(address), now)
+
+
+class AnonymousRejections:
+    """Refused requests that name no account (a malformed passkey answer, an unknown credential,
+    a stale challenge): counted, and audited once per address, kind and window. ``budgets`` None
+    counts them only (no audit row at all)."""
+
+    def __init__(self, db: Session, budgets: StorageBudgets | None) -> None:
+        self.db = db
+        self.budgets = budgets
+
+    def refused(
+        self, kind: str, reason: str, context: RequestContext, now: datetime, detail: str = ""
+    ) -> None:
+        metrics.anonymous_rejection(kind, reason)
+        if self.budgets is not None and self.budgets.rejection_audited(
+            kind, context.ip_address, now
+        ):
+            audit.record(
+                self.db, kind, outcome="failure", context=context, reason=reason,
+                detail=detail[:200], aggregated=True,
+                note=(f"further refusals of this kind from {budget_address(context.ip_address)} "
+                      f"for {int(REJECTION_AUDIT_WINDOW.total_seconds() // 60)} minutes are "
+                      "counted in idp_anonymous_rejections_total, not audited one by one"),
+            )  # fmt: skip
+            return
+        # Counted as audit.record would have: idp_sign_in_attempts_total sees every failure.
+        metrics.audit_event_recorded(kind, "failure", {"reason": reason})

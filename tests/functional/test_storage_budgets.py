@@ -1,0 +1,274 @@
+"""Anonymous requests cannot grow the database without bound (docs/operations.md, "Storage
+budgets"): what one request stores is capped, what one client address stores is budgeted, and
+refused anonymous requests are counted, not audited one row each. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from idp import metrics
+from idp.extensions import db
+from idp.models import AttemptCounter, AuditEvent, Base, PendingAuthorization
+from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH, MAX_NONCE_LENGTH, MAX_STATE_LENGTH
+from idp.services.anonymous import (
+    PASSKEY_OPTIONS_PER_ADDRESS,
+    PENDING_AUTHORIZATIONS_PER_ADDRESS,
+    budget_address,
+)
+from idp.services.audit import MAX_USER_AGENT
+from idp.services.policy import ACR_VALUES_SUPPORTED
+from tests.support.factories import create_client, rows
+from tests.support.flow import RelyingParty, query_of
+from tests.support.passkey_flow import PasskeyPages
+
+FOUR_KB = 4096
+ADDRESS = "203.0.113.9"
+#: What a pending request can hold at most once every parameter is capped: the registered
+#: redirect URI and scopes, plus the capped state, nonce and login_hint, the known acr values,
+#: a code challenge and the field names (generous: a bound, not an estimate).
+MAX_PENDING_PARAMS_BYTES = (
+    MAX_STATE_LENGTH + MAX_NONCE_LENGTH + MAX_LOGIN_HINT_LENGTH
+    + len(" ".join(ACR_VALUES_SUPPORTED)) + 128 + 1024
+)  # fmt: skip
+
+
+def _stored(app: Flask) -> dict[str, tuple[int, int]]:
+    """Rows and bytes of every table (every column's value as stored, JSON as text)."""
+    found: dict[str, tuple[int, int]] = {}
+    with app.app_context():
+        for table in Base.metadata.sorted_tables:
+            count = 0
+            size = 0
+            for row in db.session.execute(select(table)).mappings():
+                count += 1
+                size += sum(len(_text(value)) for value in row.values())
+            found[table.name] = (count, size)
+        db.session.remove()
+    return found
+
+
+def _text(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value).encode()
+    return str(value).encode()
+
+
+def _growth(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict:
+    return {
+        table: (after[table][0] - before[table][0], after[table][1] - before[table][1])
+        for table in after
+        if after[table] != before.get(table)
+    }
+
+
+def _anonymous_authorize(browser: FlaskClient, rp: RelyingParty, **params: Any) -> TestResponse:
+    return browser.get(
+        "/authorize", query_string=rp.authorize_params(**params),
+        environ_base={"REMOTE_ADDR": ADDRESS},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def rp(storage_app: Flask) -> RelyingParty:
+    return RelyingParty(storage_app.test_client(), create_client(storage_app))
+
+
+# -- /authorize -----------------------------------------------------------------------------------
+def test_200_anonymous_authorize_requests_with_4kb_parameters_store_a_bounded_amount(
+    storage_app: Flask, rp: RelyingParty
+) -> None:
+    """The issue's measurement: 200 anonymous requests with 4 KB state, login_hint and
+    acr_values. The oversize state is refused (invalid_request, back to the client): nothing is
+    stored for them but the address's budget counter."""
+    before = _stored(storage_app)
+    big = {"state": "s" * FOUR_KB, "login_hint": "h" * FOUR_KB, "acr_values": "a" * FOUR_KB}
+    for _ in range(200):
+        response = _anonymous_authorize(storage_app.test_client(), rp, **big)
+        assert response.status_code == 302
+        assert query_of(response.headers["Location"])["error"] == "invalid_request"
+    growth = _growth(before, _stored(storage_app))
+    assert growth == {}, growth
+
+
+def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_budget(
+    storage_app: Flask, rp: RelyingParty
+) -> None:
+    """The worst an address can do within the caps: the longest state and nonce idp keeps, and
+    4 KB login_hint and acr_values (dropped and filtered). At most the budget's worth of pending
+    requests, each under its bound; the rest get temporarily_unavailable (RFC 6749 4.1.2.1)."""
+    before = _stored(storage_app)
+    worst = {"state": "s" * MAX_STATE_LENGTH, "nonce": "n" * MAX_NONCE_LENGTH,
+             "login_hint": "h" * FOUR_KB, "acr_values": ("phr " + "a" * 40 + " ") * 90}  # fmt: skip
+    answers = [
+        _anonymous_authorize(storage_app.test_client(), rp, **worst)
+        for _ in range(PENDING_AUTHORIZATIONS_PER_ADDRESS + 80)
+    ]
+    sign_in_pages = [a for a in answers if "/login?request=" in a.headers["Location"]]
+    refused = [query_of(a.headers["Location"]) for a in answers if a not in sign_in_pages]
+    assert len(sign_in_pages) == PENDING_AUTHORIZATIONS_PER_ADDRESS
+    assert {r["error"] for r in refused} == {"temporarily_unavailable"}
+    assert {r["state"] for r in refused} == {worst["state"]}
+
+    growth = _growth(before, _stored(storage_app))
+    assert set(growth) == {"pending_authorizations", "attempt_counters"}, growth
+    pending_rows, pending_bytes = growth["pending_authorizations"]
+    assert pending_rows == PENDING_AUTHORIZATIONS_PER_ADDRESS
+    assert pending_bytes <= PENDING_AUTHORIZATIONS_PER_ADDRESS * (MAX_PENDING_PARAMS_BYTES + 200)
+    assert growth["attempt_counters"][0] == 1  # the address's budget counter
+    for pending in rows(storage_app, PendingAuthorization):
+        assert pending.params["login_hint"] is None
+        assert pending.params["acr_values"] == "phr"
+        assert len(json.dumps(pending.params)) <= MAX_PENDING_PARAMS_BYTES
+
+    # Another address has its own budget.
+    other = storage_app.test_client().get(
+        "/authorize", query_string=rp.authorize_params(),
+        environ_base={"REMOTE_ADDR": "203.0.113.10"},
+    )  # fmt: skip
+    assert "/login?request=" in other.headers["Location"]
+
+
+def test_an_oversize_state_is_refused_with_invalid_request_and_stores_nothing(
+    storage_app: Flask, rp: RelyingParty
+) -> None:
+    response = _anonymous_authorize(
+        storage_app.test_client(), rp, state="x" * (MAX_STATE_LENGTH + 1)
+    )
+    assert response.status_code == 302
+    params = query_of(response.headers["Location"])
+    assert params["error"] == "invalid_request"
+    assert params["state"] == "x" * (MAX_STATE_LENGTH + 1)  # RFC 6749 4.1.2.1: sent back as is
+    assert rows(storage_app, PendingAuthorization) == []
+    accepted = _anonymous_authorize(storage_app.test_client(), rp, state="x" * MAX_STATE_LENGTH)
+    assert "/login?request=" in accepted.headers["Location"]
+
+
+def test_a_login_hint_that_cannot_be_an_email_is_dropped(
+    storage_app: Flask, rp: RelyingParty
+) -> None:
+    hint = "ada@example.com"
+    kept = _anonymous_authorize(storage_app.test_client(), rp, login_hint=hint)
+    assert query_of(kept.headers["Location"])["login_hint"] == hint
+    dropped = _anonymous_authorize(
+        storage_app.test_client(), rp, login_hint="a" * (MAX_LOGIN_HINT_LENGTH + 1)
+    )
+    assert "login_hint" not in query_of(dropped.headers["Location"])
+    stored = sorted(p.params["login_hint"] or "" for p in rows(storage_app, PendingAuthorization))
+    assert stored == ["", hint]
+
+
+def test_ipv6_addresses_of_one_64_share_a_budget() -> None:
+    assert budget_address("2001:db8:1:2:aaaa::1") == budget_address("2001:db8:1:2:ffff::9")
+    assert budget_address("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert budget_address("2001:db8:1:3::1") != budget_address("2001:db8:1:2::1")
+    assert budget_address("::ffff:198.51.100.7") == "198.51.100.7"
+    assert budget_address("198.51.100.7") == "198.51.100.7"
+
+
+def test_pending_authorizations_are_budgeted_per_ipv6_64(
+    storage_app: Flask, rp: RelyingParty
+) -> None:
+    for host in range(PENDING_AUTHORIZATIONS_PER_ADDRESS):
+        response = rp.browser.get(
+            "/authorize", query_string=rp.authorize_params(),
+            environ_base={"REMOTE_ADDR": f"2001:db8:7:7::{host + 1:x}"},
+        )  # fmt: skip
+        assert "/login?request=" in response.headers["Location"]
+    next_host = rp.browser.get(
+        "/authorize", query_string=rp.authorize_params(),
+        environ_base={"REMOTE_ADDR": "2001:db8:7:7:1234::1"},
+    )  # fmt: skip
+    assert query_of(next_host.headers["Location"])["error"] == "temporarily_unavailable"
+
+
+# -- passkey answers ------------------------------------------------------------------------------
+def _anonymous_rejections(reason: str) -> float:
+    text, _ = metrics.exposition()
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == "idp_anonymous_rejections_total" and sample.labels == {
+                "kind": "login.passkey",
+                "reason": reason,
+            }:
+                return sample.value
+    return 0.0
+
+
+MALFORMED_ANSWERS: list[dict[str, Any]] = [
+    {"challenge_id": "", "credential": {"id": "x"}},  # no challenge
+    {"challenge_id": "no-such-challenge", "credential": "not json"},  # an unknown one
+]
+
+
+def test_malformed_passkey_answers_do_not_write_an_audit_row_each(storage_app: Flask) -> None:
+    """Anyone can post these as fast as they like and they name no account: each one is counted
+    (idp_anonymous_rejections_total), one per address and window is audited, with a short user
+    agent."""
+    pages = PasskeyPages(storage_app.test_client())
+    csrf = pages.csrf()
+    before = {r: _anonymous_rejections(r) for r in ("challenge_missing", "challenge_invalid")}
+    audit_before = _stored(storage_app)["audit_events"]
+
+    def post(body: dict[str, Any], address: str) -> TestResponse:
+        return pages.browser.post(
+            "/login/passkey/verify", json=body,
+            headers={"X-CSRFToken": csrf, "User-Agent": "u" * FOUR_KB},
+            environ_base={"REMOTE_ADDR": address},
+        )  # fmt: skip
+
+    for index in range(100):
+        assert post(MALFORMED_ANSWERS[index % 2], ADDRESS).status_code == 400
+    assert post(MALFORMED_ANSWERS[0], "203.0.113.77").status_code == 400
+
+    events = rows(storage_app, AuditEvent, AuditEvent.kind == "login.passkey")
+    assert sorted(e.ip_address for e in events) == sorted([ADDRESS, "203.0.113.77"])
+    assert all(e.details.get("aggregated") is True for e in events)
+    assert all(len(e.user_agent) == MAX_USER_AGENT for e in events)
+    audit_rows, audit_bytes = _stored(storage_app)["audit_events"]
+    assert audit_rows - audit_before[0] == 2
+    assert audit_bytes - audit_before[1] < 2 * 2048
+    assert _anonymous_rejections("challenge_missing") - before["challenge_missing"] == 51
+    assert _anonymous_rejections("challenge_invalid") - before["challenge_invalid"] == 50
+
+
+def test_passkey_answers_within_the_options_budget_store_a_bounded_amount(
+    storage_app: Flask,
+) -> None:
+    """A challenge each, at most the options budget per address; the answers, malformed but
+    spending those challenges, add one audit row for the address."""
+    pages = PasskeyPages(storage_app.test_client())
+    csrf = pages.csrf()
+    before = _stored(storage_app)
+    for _ in range(PASSKEY_OPTIONS_PER_ADDRESS + 20):
+        issued = pages.browser.post(
+            "/login/passkey/options", json={}, headers={"X-CSRFToken": csrf},
+            environ_base={"REMOTE_ADDR": ADDRESS},
+        )  # fmt: skip
+        if issued.status_code != 200:
+            assert issued.status_code == 429
+            continue
+        answer = pages.browser.post(
+            "/login/passkey/verify",
+            json={"challenge_id": issued.get_json()["challenge_id"], "credential": "{}"},
+            headers={"X-CSRFToken": csrf}, environ_base={"REMOTE_ADDR": ADDRESS},
+        )  # fmt: skip
+        assert answer.status_code == 400
+    growth = _growth(before, _stored(storage_app))
+    assert growth["webauthn_challenges"][0] == PASSKEY_OPTIONS_PER_ADDRESS
+    assert growth["audit_events"][0] == 1
+    assert growth["attempt_counters"][0] <= 2  # the options budget and the audit window
+    with storage_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(AttemptCounter)) <= 2
+        db.session.remove()
