@@ -362,8 +362,12 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
     with app.app_context():
         try:
             settings = runtime().settings
+            schedule = current_app.extensions.get("idp.prune")
+            interval = timedelta(seconds=settings.prune_interval)
+            if isinstance(schedule, PruneSchedule):
+                interval = schedule.claim_interval()
             now = utcnow()
-            if not claim_run(db.session(), now, timedelta(seconds=settings.prune_interval)):
+            if not claim_run(db.session(), now, interval):
                 return None
             policy = load_policy(db.session(), settings, policy_cache())
             counts = prune(db.session(), RetentionPolicy(
@@ -371,6 +375,8 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
                 session_idle_ttl=policy.session_idle_ttl,
                 refresh_token_ttl=settings.refresh_token_ttl,
             ), max_batches=OPPORTUNISTIC_BATCHES, mailer=mailer())  # fmt: skip
+            if isinstance(schedule, PruneSchedule):
+                schedule.after_run(counts)
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("opportunistic prune failed")

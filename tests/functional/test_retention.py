@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp import create_app
@@ -40,6 +40,9 @@ from idp.models import (
 )
 from idp.models.base import utcnow
 from idp.services.retention import (
+    BATCH_SIZE,
+    CATCH_UP_INTERVAL,
+    OPPORTUNISTIC_BATCHES,
     RULES,
     PruneSchedule,
     RetentionPolicy,
@@ -415,6 +418,44 @@ def test_a_node_prunes_after_a_response_once_per_interval_and_one_node_per_inter
         db.session.commit()
     _node(storage_app, tmp_path, "c").test_client().get("/login").close()
     assert not second()
+
+
+def test_a_prune_cut_short_by_its_batch_limit_catches_up_soon(
+    storage_app: Flask, tmp_path: Path
+) -> None:
+    """docs/operations.md, "Storage budgets": a backlog larger than one bounded run is worked off
+    every CATCH_UP_INTERVAL, not once per prune_interval, so pruning keeps pace with the worst
+    rate the budgets allow."""
+    backlog = OPPORTUNISTIC_BATCHES * BATCH_SIZE + 1
+    with storage_app.app_context():
+        db.session.execute(insert(WebAuthnChallenge), [
+            {"id": f"dead-{n}", "kind": "authentication", "challenge": "c", "binding_hash": "b",
+             "expires_at": utcnow() - DAY} for n in range(backlog)
+        ])  # fmt: skip
+        db.session.commit()
+    node = _node(storage_app, tmp_path, "a")
+    now = [1000.0]
+    node.extensions["idp.prune"] = PruneSchedule(600, clock=lambda: now[0])
+
+    def left() -> int:
+        with storage_app.app_context():
+            return len(db.session.scalars(select(WebAuthnChallenge.id)).all())
+
+    node.test_client().get("/login").close()
+    assert left() == 1  # one bounded run: the batch limit
+    # The maintenance claim is taken for CATCH_UP_INTERVAL, not for the whole prune_interval.
+    with storage_app.app_context():
+        db.session.execute(update(MaintenanceRun).values(
+            last_run_at=utcnow() - CATCH_UP_INTERVAL - timedelta(seconds=1)))  # fmt: skip
+        db.session.commit()
+    now[0] += CATCH_UP_INTERVAL.total_seconds()
+    node.test_client().get("/login").close()
+    assert left() == 0
+    # Caught up: back to one run per prune_interval.
+    _expired_challenge(storage_app, "after")
+    now[0] += CATCH_UP_INTERVAL.total_seconds()
+    node.test_client().get("/login").close()
+    assert left() == 1
 
 
 def test_an_opportunistic_prune_that_fails_never_fails_the_request(
