@@ -66,6 +66,10 @@ SENT_MESSAGE_HISTORY = timedelta(days=30)
 BATCH_SIZE = 1000
 #: The opportunistic prune deletes at most this many batches per table and run.
 OPPORTUNISTIC_BATCHES = 5
+#: A run that reached its batch limit left dead rows behind: the node that ran it tries again
+#: this soon rather than a whole ``prune_interval`` later, so that pruning keeps pace with the
+#: worst rate the storage budgets allow (docs/operations.md, "Storage budgets").
+CATCH_UP_INTERVAL = timedelta(seconds=10)
 JOB_NAME = "prune"
 
 
@@ -192,6 +196,13 @@ def prune(
     return counts
 
 
+def cut_short(
+    counts: dict[str, int], max_batches: int = OPPORTUNISTIC_BATCHES, batch_size: int = BATCH_SIZE
+) -> bool:
+    """Whether a bounded run stopped at its limit on some table (dead rows may be left)."""
+    return any(count >= max_batches * batch_size for count in counts.values())
+
+
 def claim_run(db: Session, now: datetime, interval: timedelta, name: str = JOB_NAME) -> bool:
     """Claim this interval's run for this node: True for exactly one of the nodes that ask.
 
@@ -222,6 +233,19 @@ class PruneSchedule:
         self.clock = clock
         self._lock = threading.Lock()
         self._next_attempt = 0.0  # a fresh node tries after its first request
+        #: The last run was cut short: the next one comes after CATCH_UP_INTERVAL.
+        self.behind = False
+
+    def claim_interval(self) -> timedelta:
+        """How long since the last run (any node's) a claim needs: shorter while catching up."""
+        return CATCH_UP_INTERVAL if self.behind else timedelta(seconds=self.interval)
+
+    def after_run(self, counts: dict[str, int]) -> None:
+        """Catch up soon after a run that was cut short; the usual interval otherwise."""
+        with self._lock:
+            self.behind = cut_short(counts)
+            if self.behind:
+                self._next_attempt = self.clock() + CATCH_UP_INTERVAL.total_seconds()
 
     def due(self) -> bool:
         if self.interval <= 0:
