@@ -278,9 +278,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
 
 #: The longest a client assertion may be valid: RFC 7523 3 asks the server to limit how long
-#: it must remember ``jti`` values, and OIDC Core 9 expects a short lifetime; a client signs a new
-#: assertion per request.
-MAX_CLIENT_ASSERTION_LIFETIME = 300
+#: it must remember ``jti`` values, and OIDC Core 9 expects a short lifetime. One hour, not a few
+#: minutes: Authlib's client (``authlib.oauth2.rfc7523``) signs its assertions for exactly an hour
+#: by default, and a bound below what a widely used relying-party library sends would refuse it
+#: out of the box. The jti record lives until ``exp`` (``validate_jti``), so the bound is what
+#: caps the replay store.
+MAX_CLIENT_ASSERTION_LIFETIME = 3600
 
 
 def _numeric_date(value: object) -> bool:
