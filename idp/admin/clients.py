@@ -18,6 +18,7 @@ from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
 from idp.services.clients import (
     AUTH_METHODS,
+    DEFAULT_SCOPES,
     GRANT_TYPES,
     KIND_LABELS,
     SUPPORTED_SCOPES,
@@ -126,7 +127,7 @@ def client_new() -> Any:
     blank = ClientFields(
         name="",
         redirect_uris=[],
-        scopes=list(SUPPORTED_SCOPES),
+        scopes=list(DEFAULT_SCOPES),
         grant_types=["authorization_code", "refresh_token"],
     )
     return _form_page(blank, None)
