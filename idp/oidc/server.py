@@ -192,8 +192,15 @@ class OpenIDCodeWithSession(OpenIDCode):
             claims["sid"] = authorization_code.grant.sid  # OIDC Front/Back-Channel Logout
         return claims
 
+    def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> Any:
+        # Authlib hands ``generate_user_info`` the user and scope only; the claims of groups and
+        # claim maps depend on the client too. This extension serves every request, so the
+        # client is kept per request, not on ``self``.
+        g.id_token_client_id = request.client.client_id
+        return super().encode_id_token(token, request)
+
     def generate_user_info(self, user: Any, scope: str) -> UserInfo:
-        return UserInfo(client_claims(db.session(), user, self.request.client.client_id, scope))
+        return UserInfo(client_claims(db.session(), user, g.id_token_client_id, scope))
 
 
 def _still_allowed(grant: Grant, client: Client) -> bool:
