@@ -13,6 +13,7 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from werkzeug.datastructures import MultiDict
 
 from idp.admin import bp
+from idp.admin.groups import client_access
 from idp.extensions import db
 from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
@@ -171,6 +172,7 @@ def client(client_id: str) -> Any:
         overlap_choices=_overlap_choices(settings.client_secret_rotation_overlap),
         default_overlap=settings.client_secret_rotation_overlap,
         native=found.kind == KIND_NATIVE,
+        access=client_access(found),
     )
 
 
