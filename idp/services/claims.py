@@ -45,3 +45,14 @@ def client_claims(db: Session, user: User, client_id: str, scope: str) -> dict[s
     if wants_group_claims(scopes):
         claims.update(released_claims(group_claims(db, user.id, client_id), scopes))
     return claims
+
+
+def shared_with_apps(db: Session, user: User, apps: list[Any]) -> dict[str, dict[str, Any]]:
+    """For the portal's connected apps: what each app receives under the scopes the user agreed
+    to, keyed by client id (the claims the ID token and userinfo would carry, but ``sub``)."""
+    shared: dict[str, dict[str, Any]] = {}
+    for app in apps:
+        claims = client_claims(db, user, app.client.client_id, " ".join(app.scopes))
+        claims.pop("sub", None)
+        shared[app.client.client_id] = claims
+    return shared
