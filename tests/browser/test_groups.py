@@ -77,6 +77,8 @@ def test_console_restricts_an_app_and_the_refused_user_is_told_and_sent_back(
         # A user outside the group: idp's page, then back to the app with access_denied.
         email = accounts.new()
         user = new_user()
+        # The refusal page is answered with 403 Forbidden, which the browser logs.
+        user.allow_console_error(r"status of 403 .*/authorize/continue/")
         refused = app.authorization(scope="openid profile groups")
         user.page.goto(refused.url)
         _sign_in_with_password(user.page, email)
