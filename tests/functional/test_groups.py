@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from idp.extensions import db
 from idp.models import AuditEvent, AuthorizationCode, Client, Grant
@@ -23,7 +23,7 @@ from idp.services.groups import (
     GroupService,
     group_claims,
 )
-from tests.support.factories import CreatedUser, create_client, create_user, rows
+from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, jwt_parts, query_of, start_session
 
 GROUP_SCOPES = ["openid", "profile", "email", "offline_access", "groups", "roles"]
@@ -327,7 +327,24 @@ def test_a_code_issued_before_the_user_left_is_refused_at_the_token_endpoint(
     _restrict(storage_app, group_rp.registered.client_id, "staff")
     callback = group_rp.obtain_code(member)
     _remove(storage_app, "staff", member.email)
+    # As if the code's grant had been committed just after the removal revoked the user's
+    # grants (the two transactions interleaved): the token endpoint still checks membership.
+    change(storage_app, update(Grant).values(revoked_at=None, revoked_reason=None))
     refused = group_rp.exchange(callback["code"])
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_grant"
+    assert [g.revoked_reason for g in rows(storage_app, Grant)] == ["group_access_removed"]
+
+
+def test_a_refresh_token_of_a_grant_the_revocation_missed_is_refused(
+    storage_app: Flask, group_rp: RelyingParty, member: CreatedUser
+) -> None:
+    _make_group(storage_app, "staff", member.email)
+    _restrict(storage_app, group_rp.registered.client_id, "staff")
+    tokens = group_rp.tokens_for(member)
+    _remove(storage_app, "staff", member.email)
+    change(storage_app, update(Grant).values(revoked_at=None, revoked_reason=None))
+    refused = group_rp.refresh(tokens["refresh_token"])
     assert refused.status_code == 400
     assert refused.get_json()["error"] == "invalid_grant"
 
