@@ -34,7 +34,7 @@ from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
-from idp.services.users import normalise_email
+from idp.services.email_addresses import normalise_email
 
 #: A group's name is a slug (lowercase letters, digits, ``-``, ``_``, ``.``; at most 64): it is
 #: what relying parties match in the ``groups`` claim, so it must survive every RP's config file.
