@@ -49,6 +49,8 @@ class Fixture:
     authenticator: SoftAuthenticator
     jwks: KeySet
     auth_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: What the passkey sign-in asks for: with ``--groups`` also ``groups`` (bench/README.md).
+    scope: str = SCOPE
 
     @property
     def url(self) -> str:
@@ -92,10 +94,27 @@ def register_passkey(idp: LiveIdp, email: str, password: str) -> SoftAuthenticat
     return authenticator
 
 
-def setup(idp: LiveIdp) -> Fixture:
+def setup(idp: LiveIdp, groups: int = 0, claim_maps: int = 0) -> Fixture:
+    """The bench user (a passkey) and clients. With ``groups``, the user is in that many groups,
+    the sign-in client admits only members of the last one (per-app access is checked on every
+    sign-in), maps ``claim_maps`` of them to values of a ``roles`` claim, and the sign-in asks for
+    the ``groups`` scope: the ID token carries every group and the mapped roles."""
     email = "bench@example.com"
     idp.create_user(email, PASSWORD, name="Bench User")
     client = idp.create_client(name="bench", redirect_uris=[REDIRECT_URI], first_party=True)
+    scope = SCOPE
+    if groups:
+        names = [f"bench-{n:02}" for n in range(groups)]
+        for name in names:
+            idp.cli("groups", "create", name, "--json")
+            idp.cli("groups", "add", name, email, "--json")
+        maps = [f"--claim-map=roles:{name}=role-{n}" for n, name in enumerate(names[:claim_maps])]
+        idp.cli(
+            "clients", "edit", client["client_id"], "--scope", "openid", "--scope", "profile",
+            "--scope", "email", "--scope", "offline_access", "--scope", "groups",
+            f"--allowed-group={names[-1]}", *maps, "--json",
+        )  # fmt: skip
+        scope = f"{SCOPE} groups"
     cc = idp.cli(
         "clients",
         "create",
@@ -116,6 +135,7 @@ def setup(idp: LiveIdp) -> Fixture:
         cc_client_secret=cc["client_secret"],
         authenticator=register_passkey(idp, email, PASSWORD),
         jwks=KeySet.import_key_set(jwks),
+        scope=scope,
     )
 
 
@@ -128,7 +148,7 @@ def passkey_flow(fx: Fixture, browser: Browser) -> dict[str, Any]:
         "response_type": "code",
         "client_id": fx.client_id,
         "redirect_uri": REDIRECT_URI,
-        "scope": SCOPE,
+        "scope": fx.scope,
         "state": state,
         "nonce": nonce,
         "code_challenge": s256(verifier),
@@ -173,6 +193,8 @@ def passkey_flow(fx: Fixture, browser: Browser) -> dict[str, Any]:
     jwt.JWTClaimsRegistry(exp={"essential": True}, iss={"value": fx.url}).validate(claims)
     expect(claims["nonce"] == nonce and claims["aud"] == fx.client_id, "ID token claims")
     expect("refresh_token" in tokens, "no refresh token")
+    if "groups" in fx.scope.split():
+        expect(bool(claims.get("groups")) and "roles" in claims, f"groups claims: {claims}")
     return tokens
 
 

@@ -395,7 +395,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=4, help="browsers per generator process")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
     parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--groups",
+        default="",
+        metavar="GROUPS:MAPS",
+        help="the bench user in GROUPS groups, the client restricted to one and with MAPS claim "
+        "maps, sign-ins asking for the groups scope (e.g. 20:3)",
+    )
     args = parser.parse_args(argv)
+    group_count, _, map_count = args.groups.partition(":")
     base = SMOKE if args.smoke else FULL
     sizes = Sizes(**{k: max(1, int(v * args.scale)) for k, v in base.__dict__.items()})
     servers = [s for s in args.servers.split(",") if s]
@@ -414,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
             with start_live_idp(
                 directory, database_url=url, production=True, server=servers[0]
             ) as idp:
-                fx = flows.setup(idp)
+                fx = flows.setup(idp, int(group_count or 0), int(map_count or 0))
                 for server in servers:
                     print(f"{database}, {server}:", file=sys.stderr, flush=True)
                     if server != idp.server:

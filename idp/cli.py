@@ -585,6 +585,26 @@ def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[...
             click.option("--logo-uri", help="https URL of the logo on the consent page."),
             click.option("--tos-uri", help="https URL of the terms of service."),
             click.option("--policy-uri", help="https URL of the privacy policy."),
+            click.option(
+                "--allowed-group",
+                "allowed_groups",
+                multiple=True,
+                help="Only members of this group may sign in (repeat)"
+                + ("" if create else "; replaces the list")
+                + ".",
+            ),
+            click.option(
+                "--allow-everyone", is_flag=True, help="Every user may sign in (no group needed)."
+            ),
+            click.option(
+                "--claim-map",
+                "claim_maps",
+                multiple=True,
+                metavar="CLAIM:GROUP=VALUE",
+                help="Members of GROUP get VALUE in CLAIM (repeat)"
+                + ("" if create else "; replaces the maps")
+                + ".",
+            ),
             click.option("--json", "as_json", is_flag=True),
         ]
         if create:
@@ -593,6 +613,7 @@ def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[...
             options.append(
                 click.option("--clear-post-logout-redirect-uris", "clear_post_logout", is_flag=True)
             )
+            options.append(click.option("--clear-claim-maps", is_flag=True))
         for option in reversed(options):
             command = option(command)
         return command
@@ -616,12 +637,16 @@ def clients_create(
     logo_uri: str | None,
     tos_uri: str | None,
     policy_uri: str | None,
+    allowed_groups: tuple[str, ...],
+    allow_everyone: bool,
+    claim_maps: tuple[str, ...],
     as_json: bool,
     public: bool,
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
-    from idp.services.clients import ClientFields, ClientRegistrationError, describe
+    from idp.services.clients import ClientFields, ClientRegistrationError
+    from idp.services.groups import GroupError
 
     if public and kind not in (None, "spa", "native"):
         _fail("--public contradicts --kind web")
@@ -643,11 +668,50 @@ def clients_create(
     with _app() as app:
         try:
             new = _client_service(app).create_from(fields, actor=_cli_actor())
+            db.session.flush()
+            _apply_group_options(new.client, allowed_groups, allow_everyone, claim_maps, False)
             db.session.commit()
-        except ClientRegistrationError as error:
+        except (ClientRegistrationError, GroupError) as error:
             _fail(str(error))
-        data = describe(new.client) | {"client_secret": new.client_secret}
+        data = _describe_client(new.client) | {"client_secret": new.client_secret}
         _emit(data, as_json, _client_text)
+
+
+def _apply_group_options(
+    client: Any,
+    allowed_groups: tuple[str, ...],
+    allow_everyone: bool,
+    claim_maps: tuple[str, ...],
+    clear_claim_maps: bool,
+) -> None:
+    """``--allowed-group``/``--allow-everyone`` and ``--claim-map``: through the groups service,
+    in the same transaction as the rest of the change (an error changes nothing)."""
+    from idp.extensions import db
+    from idp.services.groups import GroupError, GroupService, parse_claim_map
+
+    service = GroupService(db.session())
+    if allow_everyone and allowed_groups:
+        raise GroupError("--allow-everyone contradicts --allowed-group")
+    if allow_everyone or allowed_groups:
+        service.set_allowed_groups(client, list(allowed_groups))
+    if claim_maps or clear_claim_maps:
+        service.set_claim_maps(client, [parse_claim_map(m) for m in claim_maps])
+
+
+def _describe_client(client: Any) -> dict[str, Any]:
+    from idp.extensions import db
+    from idp.services.clients import describe
+    from idp.services.groups import GroupService
+
+    service = GroupService(db.session())
+    return describe(client) | {
+        "allowed_groups": (
+            [g.name for g in service.allowed_groups(client.client_id)]
+            if client.restricted_to_groups
+            else None
+        ),
+        "claim_maps": [str(m) for m in service.claim_maps(client.client_id)],
+    }
 
 
 def _client_text(data: dict[str, Any]) -> str:
@@ -689,10 +753,8 @@ def _load_client(client_id: str) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def clients_show(client_id: str, as_json: bool) -> None:
     """Show one client (never its secret)."""
-    from idp.services.clients import describe
-
     with _app():
-        _emit(describe(_load_client(client_id)), as_json, _client_text)
+        _emit(_describe_client(_load_client(client_id)), as_json, _client_text)
 
 
 @clients.command("edit")
@@ -713,15 +775,20 @@ def clients_edit(
     logo_uri: str | None,
     tos_uri: str | None,
     policy_uri: str | None,
+    allowed_groups: tuple[str, ...],
+    allow_everyone: bool,
+    claim_maps: tuple[str, ...],
     as_json: bool,
     clear_post_logout: bool,
+    clear_claim_maps: bool,
 ) -> None:
     """Change a client; options not given stay as they are (an empty --logo-uri '' clears it).
     A new secret is printed once if the change needs one."""
     import dataclasses
 
     from idp.extensions import db
-    from idp.services.clients import ClientRegistrationError, describe, fields_of
+    from idp.services.clients import ClientRegistrationError, fields_of
+    from idp.services.groups import GroupError
 
     changes: dict[str, Any] = {
         key: value
@@ -748,12 +815,17 @@ def clients_edit(
     with _app() as app:
         client = _load_client(client_id)
         try:
-            fields = dataclasses.replace(fields_of(client), **changes)
-            secret = _client_service(app).update(client, fields, actor=_cli_actor())
+            secret = None
+            if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
+                fields = dataclasses.replace(fields_of(client), **changes)
+                secret = _client_service(app).update(client, fields, actor=_cli_actor())
+            _apply_group_options(
+                client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps
+            )
             db.session.commit()
-        except ClientRegistrationError as error:
+        except (ClientRegistrationError, GroupError) as error:
             _fail(str(error))
-        _emit(describe(client) | {"client_secret": secret}, as_json, _client_text)
+        _emit(_describe_client(client) | {"client_secret": secret}, as_json, _client_text)
 
 
 def _client_switch(
@@ -829,6 +901,151 @@ def clients_delete(client_id: str, as_json: bool) -> None:
         db.session.commit()
         _emit({"client_id": client_id, "deleted": True}, as_json,
               lambda d: f"deleted client {d['client_id']}")  # fmt: skip
+
+
+# -- groups ---------------------------------------------------------------------------------------
+@main.group()
+def groups() -> None:
+    """Manage groups: who belongs, and which apps they open (docs/admins.md)."""
+
+
+@contextmanager
+def _group_service() -> Iterator[Any]:
+    """The groups service acting as ``cli``; a ``GroupError`` is the command's error, and
+    nothing it refused is committed."""
+    from idp.extensions import db
+    from idp.services.groups import GroupError, GroupService
+
+    with _app():
+        try:
+            yield GroupService(db.session())
+        except GroupError as error:
+            db.session.rollback()
+            _fail(str(error))
+
+
+def _group_text(data: dict[str, Any]) -> str:
+    lines = [f"{data['name']}  {data['display_name']}"]
+    if data.get("description"):
+        lines.append(f"  {data['description']}")
+    if "members" in data:
+        lines.append(f"  members: {', '.join(data['members']) or '-'}")
+    if data.get("allowed_at"):
+        lines.append(f"  opens: {', '.join(data['allowed_at'])}")
+    return "\n".join(lines)
+
+
+@groups.command("create")
+@click.argument("name")
+@click.option("--display-name", default="", help="Shown in the console and the portal.")
+@click.option("--description", default="")
+@click.option("--json", "as_json", is_flag=True)
+def groups_create(name: str, display_name: str, description: str, as_json: bool) -> None:
+    """Create a group. NAME: lowercase letters, digits, '-', '_', '.'; at most 64."""
+    from idp.extensions import db
+    from idp.services.groups import describe_group
+
+    with _group_service() as service:
+        group = service.create(name, display_name, description)
+        db.session.commit()
+        _emit(describe_group(group, []), as_json, lambda d: f"created group {d['name']}")
+
+
+@groups.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def groups_list(as_json: bool) -> None:
+    """Every group with its member count."""
+    from idp.services.groups import describe_group
+
+    with _group_service() as service:
+        rows = [describe_group(g) | {"member_count": n} for g, n in service.list_with_counts()]
+        _emit(rows, as_json, lambda r: "\n".join(
+            f"{g['name']}  {g['member_count']} member(s)  {g['display_name']}" for g in r
+        ))  # fmt: skip
+
+
+@groups.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def groups_show(name: str, as_json: bool) -> None:
+    """One group: its members and the clients it opens."""
+    from idp.services.groups import describe_group
+
+    with _group_service() as service:
+        group = service.require(name)
+        data = describe_group(group, service.members(group)) | {
+            "allowed_at": [c.client_id for c in service.clients_of(group)]
+        }
+        _emit(data, as_json, _group_text)
+
+
+@groups.command("rename")
+@click.argument("old")
+@click.argument("new")
+@click.option("--json", "as_json", is_flag=True)
+def groups_rename(old: str, new: str, as_json: bool) -> None:
+    """Rename a group (apps see the new name in the groups claim at the next sign-in)."""
+    from idp.extensions import db
+    from idp.services.groups import describe_group
+
+    with _group_service() as service:
+        group = service.require(old)
+        service.rename(group, new)
+        db.session.commit()
+        _emit(describe_group(group), as_json, lambda d: f"renamed group {old} to {d['name']}")
+
+
+@groups.command("delete")
+@click.argument("name")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Also when it is some client's only allowed group (that client then admits no one).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def groups_delete(name: str, yes: bool, as_json: bool) -> None:
+    """Delete a group; its members lose the access it gave them."""
+    from idp.extensions import db
+
+    with _group_service() as service:
+        revoked = service.delete(service.require(name), confirmed=yes)
+        db.session.commit()
+        _emit({"name": name, "deleted": True, "revoked_grants": revoked}, as_json,
+              lambda d: f"deleted group {d['name']}")  # fmt: skip
+
+
+def _membership_change(name: str, emails: tuple[str, ...], as_json: bool, add: bool) -> None:
+    from idp.extensions import db
+
+    with _group_service() as service:
+        group = service.require(name)
+        users = service.find_users(list(emails))
+        changed = service.add_members(group, users) if add else service.remove_members(group, users)
+        db.session.commit()
+        key = "added" if add else "removed"
+        data = {"group": group.name, key: [u.email for u in changed],
+                "unchanged": [u.email for u in users if u not in changed]}  # fmt: skip
+        _emit(data, as_json, lambda d: f"{key} {', '.join(d[key]) or 'no one'}" + (
+            f" ({', '.join(d['unchanged'])} unchanged)" if d["unchanged"] else ""
+        ))  # fmt: skip
+
+
+@groups.command("add")
+@click.argument("name")
+@click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
+@click.option("--json", "as_json", is_flag=True)
+def groups_add(name: str, emails: tuple[str, ...], as_json: bool) -> None:
+    """Add users to a group (an unknown address changes nothing)."""
+    _membership_change(name, emails, as_json, add=True)
+
+
+@groups.command("remove")
+@click.argument("name")
+@click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
+@click.option("--json", "as_json", is_flag=True)
+def groups_remove(name: str, emails: tuple[str, ...], as_json: bool) -> None:
+    """Remove users from a group; their grants to apps they may no longer use are revoked."""
+    _membership_change(name, emails, as_json, add=False)
 
 
 # -- keys -----------------------------------------------------------------------------------------

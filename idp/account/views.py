@@ -23,7 +23,9 @@ from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
 from idp.services import audit, portal
+from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
+from idp.services.groups import GroupService
 from idp.services.passkeys import PasskeyError, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.policy import ACR_PHISHING_RESISTANT
@@ -459,7 +461,13 @@ def apps() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     connected = portal.connected_apps(db.session(), session.user)
-    return render_template("account/apps.html", user=session.user, apps=connected)
+    return render_template(
+        "account/apps.html",
+        user=session.user,
+        apps=connected,
+        shared=shared_with_apps(db.session(), session.user, connected),
+        groups=GroupService(db.session()).groups_of(session.user_id),
+    )
 
 
 @bp.post("/account/apps/<client_id>/revoke")

@@ -13,11 +13,13 @@ from flask import abort, current_app, flash, g, redirect, render_template, reque
 from werkzeug.datastructures import MultiDict
 
 from idp.admin import bp
+from idp.admin.groups import client_access
 from idp.extensions import db
 from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
 from idp.services.clients import (
     AUTH_METHODS,
+    DEFAULT_SCOPES,
     GRANT_TYPES,
     KIND_LABELS,
     SUPPORTED_SCOPES,
@@ -126,7 +128,7 @@ def client_new() -> Any:
     blank = ClientFields(
         name="",
         redirect_uris=[],
-        scopes=list(SUPPORTED_SCOPES),
+        scopes=list(DEFAULT_SCOPES),
         grant_types=["authorization_code", "refresh_token"],
     )
     return _form_page(blank, None)
@@ -170,6 +172,7 @@ def client(client_id: str) -> Any:
         overlap_choices=_overlap_choices(settings.client_secret_rotation_overlap),
         default_overlap=settings.client_secret_rotation_overlap,
         native=found.kind == KIND_NATIVE,
+        access=client_access(found),
     )
 
 

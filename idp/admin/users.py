@@ -14,6 +14,7 @@ from idp.admin import bp
 from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
+from idp.services.groups import GroupService
 from idp.services.passkeys import describe_authenticator
 from idp.services.portal import describe_user_agent
 from idp.services.user_admin import (
@@ -140,6 +141,7 @@ def user(user_id: str) -> Any:
         backup_codes_left=service.backup_codes.remaining(subject),
         sessions=[(s, describe_user_agent(s.user_agent)) for s in service.sessions(subject, now)],
         consents=service.consents(subject),
+        groups=GroupService(db.session()).groups_of(subject.id),
         links=service.live_links(subject, now),
         set_up=service.has_way_in(subject),
         lifetimes=_lifetimes(),

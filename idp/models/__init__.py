@@ -12,6 +12,7 @@ from idp.models.factors import (
     PartialLogin,
     TotpCredential,
 )
+from idp.models.groups import ClaimMap, ClientAllowedGroup, Group, GroupMember
 from idp.models.keys import SigningKey
 from idp.models.maintenance import MaintenanceRun
 from idp.models.oauth import (
@@ -37,11 +38,15 @@ __all__ = [
     "BackupCode",
     "Base",
     "BrowserSession",
+    "ClaimMap",
     "Client",
+    "ClientAllowedGroup",
     "Consent",
     "EmailChangeRequest",
     "FactorLock",
     "Grant",
+    "Group",
+    "GroupMember",
     "LoginLink",
     "MaintenanceRun",
     "OutboxMessage",

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import JSON, Boolean, String
+from sqlalchemy import JSON, Boolean, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, UTCDateTime, utcnow
@@ -51,6 +51,11 @@ class Client(Base):
     #: Public keys for ``private_key_jwt`` client authentication (RFC 7523).
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Only members of the client's allowed groups may sign in to it (idp.models.groups); with
+    #: none left (the last one deleted), no one may.
+    restricted_to_groups: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     #: Shown on the consent page (OIDC Registration 2 ``logo_uri``, ``tos_uri``, ``policy_uri``).
     logo_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
     tos_uri: Mapped[str | None] = mapped_column(String(2000), default=None)

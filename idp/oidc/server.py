@@ -31,13 +31,21 @@ from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
 from idp.extensions import db
-from idp.models import AccessToken, AuthorizationCode, Client, RefreshToken, UsedClientAssertion
+from idp.models import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    Grant,
+    RefreshToken,
+    UsedClientAssertion,
+)
 from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services import audit
-from idp.services.claims import user_claims
+from idp.services.claims import client_claims
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
+from idp.services.groups import GROUP_ACCESS_REVOKED, allowed_to_use
 from idp.services.signing_keys import KeyMaterial
 from idp.services.tokens import (
     mint_access_token,
@@ -184,8 +192,25 @@ class OpenIDCodeWithSession(OpenIDCode):
             claims["sid"] = authorization_code.grant.sid  # OIDC Front/Back-Channel Logout
         return claims
 
+    def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> Any:
+        # Authlib hands ``generate_user_info`` the user and scope only; the claims of groups and
+        # claim maps depend on the client too. This extension serves every request, so the
+        # client is kept per request, not on ``self``.
+        g.id_token_client_id = request.client.client_id
+        return super().encode_id_token(token, request)
+
     def generate_user_info(self, user: Any, scope: str) -> UserInfo:
-        return UserInfo(user_claims(user, scope))
+        return UserInfo(client_claims(db.session(), user, g.id_token_client_id, scope))
+
+
+def _still_allowed(grant: Grant, client: Client) -> bool:
+    """Access follows membership (docs/admins.md): a user who left the client's allowed groups
+    while a code or refresh token was on its way gets nothing from it (RFC 6749 5.2
+    ``invalid_grant``), and the grant is revoked as leaving the group revokes it."""
+    if allowed_to_use(db.session(), grant.user_id, client):
+        return True
+    GrantService(db.session()).revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
+    return False
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -193,7 +218,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        return GrantService(db.session()).redeem_code(code, client.client_id, utcnow())
+        row = GrantService(db.session()).redeem_code(code, client.client_id, utcnow())
+        return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: the code was consumed when it was looked up."""
@@ -210,12 +236,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # RFC 9700 4.14.2: rotate on every use
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        client_id = self.request.client.client_id
+        client = self.request.client
+        client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
         redemption = GrantService(db.session()).redeem_refresh_token(
             refresh_token, client_id, utcnow(), retry_grace=grace
         )
-        if redemption.retried and redemption.token is not None:
+        if redemption.token is None or not _still_allowed(redemption.token.grant, client):
+            return None
+        if redemption.retried:
             # Audited: a retry is answered instead of revoking the grant (RFC 9700 4.14.2
             # reasoning in GrantService.redeem_refresh_token), and an admin may want to see how
             # often clients lose answers.

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -24,17 +24,18 @@ from flask import (
 from sqlalchemy import select
 
 from idp.extensions import csrf, db
-from idp.models import Consent, PendingAuthorization
+from idp.models import Client, Consent, PendingAuthorization
 from idp.models.base import random_id, utcnow
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.errors import AuthorizationError
-from idp.oidc.interaction import InteractionState, Next, decide
+from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.server import bearer_token, query_client
 from idp.services import audit
-from idp.services.claims import user_claims
+from idp.services.claims import client_claims
 from idp.services.consume import consume_once
 from idp.services.grants import CodeRequest, GrantService
+from idp.services.groups import GroupService, allowed_to_use
 from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
 from idp.web import (
@@ -140,6 +141,15 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         consent_given=bool(pending and session and pending.consented_by == session.user_id),
     )
     now = utcnow()
+    if (
+        session is not None
+        and client.restricted_to_groups
+        and not needs_login(auth_request, session, state, now)
+        and not allowed_to_use(db.session(), session.user_id, client)
+    ):
+        # Per-app access (docs/admins.md): decided once the user is known and before consent, so
+        # that no one is asked to share anything with an app that will refuse them.
+        return _refuse_access(auth_request, client, session.user_id, pending, now)
     try:
         next_step = decide(auth_request, client, session, consented, state, now)
     except AuthorizationError as error:
@@ -219,6 +229,59 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         auth_request.response_mode,
         [("code", code), ("state", auth_request.state)],
     )
+
+
+def _refuse_access(
+    auth_request: AuthorizationRequest,
+    client: Client,
+    user_id: str,
+    pending: PendingAuthorization | None,
+    now: datetime,
+) -> Any:
+    """The user is outside the client's allowed groups: no code. RFC 6749 4.1.2.1
+    ``access_denied`` goes back to the client with ``state`` and ``iss`` (RFC 9207 2); an
+    interactive request shows idp's page first, saying which app refused and whom to ask, and
+    ``prompt=none`` (OIDC Core 3.1.2.6: no page may be shown) gets the redirect at once."""
+    if pending is not None:
+        consume_once(
+            db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
+        )
+    audit.record(
+        db.session(),
+        "authorization.access_denied",
+        outcome="failure",
+        subject_id=user_id,
+        client_id=client.client_id,
+        context=request_context(),
+        reason="not_in_allowed_groups",
+        prompt_none="none" in auth_request.prompt,
+    )
+    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    db.session.commit()
+    error = AuthorizationError(
+        "access_denied", f"You are not in a group that may use {client.name}."
+    )
+    error.redirect_uri = auth_request.redirect_uri
+    error.state = auth_request.state
+    error.response_mode = auth_request.response_mode
+    if "none" in auth_request.prompt:
+        return _error_response(error)
+    values = [("error", error.error), ("error_description", error.description),
+              ("state", error.state), ("iss", runtime().settings.issuer)]  # fmt: skip
+    values = [(k, v) for k, v in values if v is not None]
+    parts = urlsplit(auth_request.redirect_uri)
+    query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
+    page = render_template(
+        "oidc/access_refused.html",
+        client=client,
+        groups=groups,
+        admin_email=runtime().settings.admin_email,
+        form_post=auth_request.response_mode == "form_post",
+        action=auth_request.redirect_uri,
+        fields=values,
+        return_url=urlunsplit(parts._replace(query=query)),
+    )
+    return Response(page, status=403)
 
 
 def _error_response(error: AuthorizationError) -> Any:
@@ -374,7 +437,11 @@ def userinfo() -> Any:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
-    response = jsonify(user_claims(access_token.grant.user, access_token.scope))
+    response = jsonify(
+        client_claims(
+            db.session(), access_token.grant.user, access_token.client_id, access_token.scope
+        )
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

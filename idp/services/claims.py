@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from idp.models import User
+from idp.services.groups import group_claims, released_claims, wants_group_claims
 
 #: What each scope lets an application do, in the words the consent and apps pages use.
 SCOPE_DESCRIPTIONS = {
@@ -12,11 +15,13 @@ SCOPE_DESCRIPTIONS = {
     "profile": "see your name",
     "email": "see your email address",
     "offline_access": "stay connected when you are not using it",
+    "groups": "see the groups you belong to, and the roles they give you there",
 }
 
 
 def describe_scope(scope: str) -> str:
-    return SCOPE_DESCRIPTIONS.get(scope, scope)
+    # Any other scope a client may be allowed is a mapped claim's own (idp.services.claim_names).
+    return SCOPE_DESCRIPTIONS.get(scope, f"see your {scope} there, from your groups")
 
 
 def user_claims(user: User, scope: str) -> dict[str, Any]:
@@ -29,3 +34,25 @@ def user_claims(user: User, scope: str) -> dict[str, Any]:
         claims["email"] = user.email
         claims["email_verified"] = user.email_verified
     return claims
+
+
+def client_claims(db: Session, user: User, client_id: str, scope: str) -> dict[str, Any]:
+    """Everything the ID token and userinfo release to ``client_id`` under ``scope``: the
+    standard claims, then ``groups`` and the client's mapped claims (one query, only when a scope
+    can release them)."""
+    claims = user_claims(user, scope)
+    scopes = scope.split()
+    if wants_group_claims(scopes):
+        claims.update(released_claims(group_claims(db, user.id, client_id), scopes))
+    return claims
+
+
+def shared_with_apps(db: Session, user: User, apps: list[Any]) -> dict[str, dict[str, Any]]:
+    """For the portal's connected apps: what each app receives under the scopes the user agreed
+    to, keyed by client id (the claims the ID token and userinfo would carry, but ``sub``)."""
+    shared: dict[str, dict[str, Any]] = {}
+    for app in apps:
+        claims = client_claims(db, user, app.client.client_id, " ".join(app.scopes))
+        claims.pop("sub", None)
+        shared[app.client.client_id] = claims
+    return shared

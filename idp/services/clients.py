@@ -23,14 +23,16 @@ from idp.models.base import random_id, utcnow
 from idp.models.clients import HOST_NAME, KIND_NATIVE, KIND_SPA, KIND_WEB, KINDS, PUBLIC_KINDS
 from idp.services import audit
 from idp.services.audit import RequestContext
+from idp.services.claim_names import is_claim_scope
 from idp.services.crypto import KeyedHasher, new_secret
 from idp.services.signing_keys import SUPPORTED_ALGS
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 #: Every scope the provider knows (discovery's ``scopes_supported``).
-SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access")
-DEFAULT_SCOPES = SUPPORTED_SCOPES
+SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access", "groups")
+#: A new client's scopes: ``groups`` only when the admin allows it (docs/admins.md).
+DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 KIND_LABELS = {
     KIND_WEB: "Web app (confidential, has a backend)",
@@ -124,9 +126,12 @@ class ClientFields:
                 f"ID token alg must be one of {', '.join(SUPPORTED_ALGS)}"
             )
         scopes = list(DEFAULT_SCOPES) if self.scopes is None else _unique(self.scopes)
-        unknown = [s for s in scopes if s not in SUPPORTED_SCOPES]
+        unknown = [s for s in scopes if s not in SUPPORTED_SCOPES and not is_claim_scope(s)]
         if unknown:
-            raise ClientRegistrationError(f"unknown scope {unknown[0]!r}")
+            raise ClientRegistrationError(
+                f"unknown scope {unknown[0]!r} (a scope of a mapped claim's name is a lowercase "
+                "claim name that is not a registered claim)"
+            )
         if not scopes:
             raise ClientRegistrationError("a client needs at least one scope")
         if self.grant_types is None:

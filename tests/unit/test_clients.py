@@ -396,7 +396,7 @@ def test_unknown_kind_is_refused(clients: ClientService) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("scopes", ["openid", "admin"], "unknown scope"),
+        ("scopes", ["openid", "Admin"], "unknown scope"),
         ("scopes", [], "at least one scope"),
         ("grant_types", ["password"], "unknown grant type"),
         ("grant_types", ["implicit"], "unknown grant type"),

@@ -1,0 +1,219 @@
+"""Admin console: groups, their members, and each client's allowed groups and claim maps.
+
+Thin: every rule lives in ``idp.services.groups``, which the ``idp groups`` commands share; a
+refused change is rolled back and its message shown on the page it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import abort, flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.admin import bp
+from idp.extensions import db
+from idp.models import Client, Group
+from idp.services.claims import client_claims
+from idp.services.groups import (
+    Actor,
+    ClaimMapEntry,
+    GroupError,
+    GroupInUseError,
+    GroupService,
+    parse_claim_map,
+)
+from idp.web import request_context
+
+
+def _service() -> GroupService:
+    return GroupService(
+        db.session(), Actor(user_id=g.admin.id, via="console", context=request_context())
+    )
+
+
+def _group_or_404(name: str) -> Group:
+    group = _service().get(name)
+    if group is None:
+        abort(404, description="There is no group with this name.")
+    return group
+
+
+def _client_or_404(client_id: str) -> Client:
+    client = db.session.get(Client, client_id[:64])
+    if client is None:
+        abort(404, description="There is no client app with this id.")
+    return client
+
+
+def _refused(error: GroupError, endpoint: str, **values: Any) -> Response:
+    db.session.rollback()
+    flash(str(error), "error")
+    return redirect(url_for(endpoint, **values))
+
+
+@dataclass(frozen=True)
+class ClientAccess:
+    allowed: list[Group]
+    claim_maps: list[ClaimMapEntry]
+
+
+def client_access(client: Client) -> ClientAccess:
+    """For the client's page: its allowed groups and claim maps."""
+    service = GroupService(db.session())
+    return ClientAccess(
+        allowed=service.allowed_groups(client.client_id),
+        claim_maps=service.claim_maps(client.client_id),
+    )
+
+
+# -- groups ---------------------------------------------------------------------------------------
+@bp.get("/groups")
+def groups() -> Any:
+    """Every group with its member count, and the form for a new one."""
+    return render_template("admin/groups.html", groups=_service().list_with_counts())
+
+
+@bp.post("/groups")
+def group_create() -> Any:
+    try:
+        group = _service().create(
+            request.form.get("name", ""),
+            request.form.get("display_name", ""),
+            request.form.get("description", ""),
+        )
+        db.session.commit()
+    except GroupError as error:
+        return _refused(error, "admin.groups")
+    flash(f"Created the group {group.name}.", "info")
+    return redirect(url_for("admin.group", name=group.name))
+
+
+@bp.get("/groups/<name>")
+def group(name: str) -> Any:
+    """A group: its members (add, remove), the client apps it opens, rename and delete."""
+    found = _group_or_404(name)
+    service = _service()
+    return render_template(
+        "admin/group.html",
+        group=found,
+        members=service.members(found),
+        clients=service.clients_of(found),
+    )
+
+
+@bp.post("/groups/<name>/rename")
+def group_rename(name: str) -> Any:
+    found = _group_or_404(name)
+    try:
+        _service().rename(found, request.form.get("new_name", ""))
+        _service().edit(
+            found,
+            display_name=request.form.get("display_name", found.display_name),
+            description=request.form.get("description", found.description),
+        )
+        db.session.commit()
+    except GroupError as error:
+        return _refused(error, "admin.group", name=name)
+    flash("Saved.", "info")
+    return redirect(url_for("admin.group", name=found.name))
+
+
+@bp.post("/groups/<name>/members")
+def group_members_add(name: str) -> Any:
+    found = _group_or_404(name)
+    service = _service()
+    try:
+        emails = request.form.get("emails", "").replace(",", " ").split()
+        added = service.add_members(found, service.find_users(emails))
+        db.session.commit()
+    except GroupError as error:
+        return _refused(error, "admin.group", name=name)
+    flash(f"Added {', '.join(u.email for u in added) or 'no one new'}.", "info")
+    return redirect(url_for("admin.group", name=name))
+
+
+@bp.post("/groups/<name>/members/remove")
+def group_members_remove(name: str) -> Any:
+    found = _group_or_404(name)
+    service = _service()
+    try:
+        removed = service.remove_members(found, service.find_users([request.form.get("email", "")]))
+        db.session.commit()
+    except GroupError as error:
+        return _refused(error, "admin.group", name=name)
+    flash(f"Removed {', '.join(u.email for u in removed) or 'no one'}.", "info")
+    return redirect(url_for("admin.group", name=name))
+
+
+@bp.route("/groups/<name>/delete", methods=["GET", "POST"])
+def group_delete(name: str) -> Any:
+    """Delete, after a confirmation page that names the client apps the group alone opens."""
+    found = _group_or_404(name)
+    service = _service()
+    sole = [c for c in service.clients_of(found) if len(service.allowed_groups(c.client_id)) == 1]
+    if request.method == "GET":
+        return render_template(
+            "admin/group_delete.html", group=found, sole=sole, members=service.members(found)
+        )
+    try:
+        service.delete(found, confirmed=request.form.get("confirm_sole") == "1")
+        db.session.commit()
+    except GroupInUseError as error:
+        return _refused(error, "admin.group_delete", name=name)
+    flash(f"Deleted the group {name}.", "info")
+    return redirect(url_for("admin.groups"))
+
+
+# -- a client's access and claim maps -------------------------------------------------------------
+@bp.route("/clients/<client_id>/access", methods=["GET", "POST"], endpoint="client_access")
+def client_access_edit(client_id: str) -> Any:
+    """Allowed groups (none: everyone) and claim maps, one ``CLAIM:GROUP=VALUE`` per line."""
+    client = _client_or_404(client_id)
+    service = _service()
+    if request.method == "POST":
+        try:
+            allowed = (
+                []
+                if request.form.get("access") == "everyone"
+                else request.form.getlist("allowed_groups")
+            )
+            if request.form.get("access") == "groups" and not allowed:
+                raise GroupError("choose at least one group, or let everyone sign in")
+            service.set_allowed_groups(client, allowed)
+            lines = [x.strip() for x in request.form.get("claim_maps", "").splitlines()]
+            service.set_claim_maps(client, [parse_claim_map(x) for x in lines if x])
+            db.session.commit()
+        except GroupError as error:
+            return _refused(error, "admin.client_access", client_id=client_id)
+        flash("Access and claim maps saved.", "info")
+        return redirect(url_for("admin.client", client_id=client_id))
+    return render_template(
+        "admin/client_access.html",
+        client=client,
+        groups=[group for group, _ in service.list_with_counts()],
+        allowed={group.name for group in service.allowed_groups(client_id)},
+        claim_maps="\n".join(str(m) for m in service.claim_maps(client_id)),
+    )
+
+
+@bp.get("/clients/<client_id>/claims")
+def client_claims_preview(client_id: str) -> Any:
+    """What a chosen user would receive at this client with every scope it is allowed."""
+    client = _client_or_404(client_id)
+    email = request.args.get("email", "").strip()
+    preview: dict[str, Any] | None = None
+    error = None
+    if email:
+        service = _service()
+        try:
+            (user,) = service.find_users([email])
+        except GroupError as refused:
+            error = str(refused)
+        else:
+            scope = " ".join(client.scopes)
+            preview = client_claims(db.session(), user, client.client_id, scope)
+    return render_template(
+        "admin/client_claims.html", client=client, email=email, preview=preview, error=error
+    )

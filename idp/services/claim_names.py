@@ -1,0 +1,38 @@
+"""Which names a claim map may give its claim, and which scopes release mapped claims.
+
+A mapped claim must never shadow a claim whose meaning a relying party relies on: the registered
+JWT claims (RFC 7519 4.1), the ID token's claims (OIDC Core 2), the standard claims (OIDC Core
+5.1), the access token's (RFC 9068 2.2, RFC 8693 4), and idp's own ``groups``.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: A claim name a map may use; also the name of the scope that releases it on its own.
+CLAIM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+RESERVED_CLAIMS = frozenset(
+    {
+        # RFC 7519 4.1
+        "iss", "sub", "aud", "exp", "nbf", "iat", "jti",
+        # OIDC Core 2 (ID token) and 3.1.3.6, 3.3.2.11
+        "auth_time", "nonce", "acr", "amr", "azp", "at_hash", "c_hash", "s_hash", "sid",
+        # OIDC Core 5.1 standard claims
+        "name", "given_name", "family_name", "middle_name", "nickname", "preferred_username",
+        "profile", "picture", "website", "email", "email_verified", "gender", "birthdate",
+        "zoneinfo", "locale", "phone_number", "phone_number_verified", "address", "updated_at",
+        # OIDC Core 5.6.2 aggregated and distributed claims
+        "_claim_names", "_claim_sources",
+        # RFC 9068 2.2 and RFC 8693 4
+        "client_id", "scope", "cnf", "act", "may_act", "typ",
+        # idp's own claim, and the scopes that are not claims
+        "groups", "openid", "offline_access",
+    }
+)  # fmt: skip
+
+
+def is_claim_scope(scope: str) -> bool:
+    """A client may be allowed a scope named after a mapped claim (issue: claim maps are
+    released by ``groups`` or by a scope of the claim's own name)."""
+    return bool(CLAIM_NAME.fullmatch(scope)) and scope not in RESERVED_CLAIMS

@@ -1,0 +1,506 @@
+"""Groups, who belongs to them, and what they mean to each client (docs/admins.md, "Groups").
+
+One service for the admin console and the ``idp groups`` commands: every rule about groups,
+memberships, a client's allowed groups and its claim maps lives here, and every change is audited
+with who made it. Access follows membership: whenever a user may no longer use a client (they left
+its last allowed group, the group was deleted, or the client's allowed groups changed), their
+grants to it are revoked in the same transaction, so refresh tokens fail with ``invalid_grant`` and
+access tokens fail at userinfo and introspection on every node at once (the grant lives in the
+shared database; idp.services.grants).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.models import (
+    ClaimMap,
+    Client,
+    ClientAllowedGroup,
+    Grant,
+    Group,
+    GroupMember,
+    User,
+)
+from idp.models.base import utcnow
+from idp.services import audit
+from idp.services.audit import RequestContext
+from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
+from idp.services.email_addresses import normalise_email
+
+#: A group's name is a slug (lowercase letters, digits, ``-``, ``_``, ``.``; at most 64): it is
+#: what relying parties match in the ``groups`` claim, so it must survive every RP's config file.
+GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MAX_DISPLAY_NAME = 200
+MAX_DESCRIPTION = 1000
+MAX_CLAIM_VALUE = 200
+#: Why a grant was revoked when its user lost access to its client.
+GROUP_ACCESS_REVOKED = "group_access_removed"
+
+
+class GroupError(ValueError):
+    """The request is invalid; the message says why and nothing was changed."""
+
+
+class GroupInUseError(GroupError):
+    """Deleting the group would leave clients with no allowed group: named, so that the admin
+    can confirm explicitly (those clients then admit no one) or change them first."""
+
+    def __init__(self, group: str, clients: Sequence[Client]) -> None:
+        self.clients = list(clients)
+        names = ", ".join(f"{c.name} ({c.client_id})" for c in self.clients)
+        super().__init__(
+            f"{group} is the only allowed group of {names}: after deleting it no one could sign "
+            "in there. Confirm the deletion, or change those clients' allowed groups first."
+        )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes groups, for the audit log: an admin's user id, or ``cli``."""
+
+    user_id: str | None = audit.CLI_ACTOR
+    via: str = "cli"
+    context: RequestContext = field(default_factory=RequestContext)
+
+
+@dataclass(frozen=True)
+class ClaimMapEntry:
+    """Members of ``group`` get ``value`` in the claim ``claim``."""
+
+    claim: str
+    group: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.claim}:{self.group}={self.value}"
+
+
+@dataclass(frozen=True)
+class GroupClaims:
+    """What a user's groups release to one client, read with one query."""
+
+    groups: list[str]
+    mapped: dict[str, list[str]]
+
+
+def validate_name(name: str) -> str:
+    value = name.strip()
+    if not GROUP_NAME.fullmatch(value):
+        raise GroupError(
+            f"invalid group name {name!r}: use 1 to 64 lowercase letters, digits, '-', '_' or "
+            "'.', starting with a letter or digit"
+        )
+    return value
+
+
+def _text(value: str, limit: int, label: str) -> str:
+    value = value.strip()
+    if len(value) > limit:
+        raise GroupError(f"the {label} is longer than {limit} characters")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise GroupError(f"the {label} must not contain control characters")
+    return value
+
+
+def parse_claim_map(text: str) -> ClaimMapEntry:
+    """``CLAIM:GROUP=VALUE``, as the ``--claim-map`` option and the console's lines take it."""
+    head, equals, value = text.partition("=")
+    claim, colon, group = head.partition(":")
+    if not equals or not colon:
+        raise GroupError(f"a claim map is CLAIM:GROUP=VALUE, not {text!r}")
+    return ClaimMapEntry(claim=claim.strip(), group=group.strip(), value=value.strip())
+
+
+def validate_claim_name(claim: str) -> str:
+    if claim in RESERVED_CLAIMS:
+        raise GroupError(
+            f"the claim {claim!r} is a registered JWT or OpenID Connect claim (or idp's own): "
+            "a map may not replace it"
+        )
+    if not CLAIM_NAME.fullmatch(claim):
+        raise GroupError(
+            f"invalid claim name {claim!r}: 1 to 64 lowercase letters, digits or '_', starting "
+            "with a letter"
+        )
+    return claim
+
+
+def allowed_to_use(db: Session, user_id: str, client: Client) -> bool:
+    """Per-app access: a client with no allowed groups admits everyone; a restricted one only
+    members of one of its allowed groups (none left: no one)."""
+    if not client.restricted_to_groups:
+        return True
+    member = select(GroupMember.user_id).join(
+        ClientAllowedGroup, ClientAllowedGroup.group_id == GroupMember.group_id
+    )
+    member = member.where(
+        GroupMember.user_id == user_id, ClientAllowedGroup.client_id == client.client_id
+    )
+    return db.scalar(member.limit(1)) is not None
+
+
+def group_claims(db: Session, user_id: str, client_id: str) -> GroupClaims:
+    """The user's group names and the client's mapped claims, in one query (one row per
+    membership and map; a group without a map yields one row with no claim). Stable order: group
+    names, and each claim's values, sorted."""
+    rows = db.execute(
+        select(Group.name, ClaimMap.claim, ClaimMap.value)
+        .join(GroupMember, GroupMember.group_id == Group.id)
+        .outerjoin(ClaimMap, and_(ClaimMap.group_id == Group.id, ClaimMap.client_id == client_id))
+        .where(GroupMember.user_id == user_id)
+        .order_by(Group.name, ClaimMap.claim, ClaimMap.value)
+    ).all()
+    groups: list[str] = []
+    mapped: dict[str, set[str]] = {}
+    for name, claim, value in rows:
+        if not groups or groups[-1] != name:
+            groups.append(name)
+        if claim is not None:
+            mapped.setdefault(claim, set()).add(value)
+    return GroupClaims(groups=groups, mapped={k: sorted(v) for k, v in sorted(mapped.items())})
+
+
+def released_claims(found: GroupClaims, scopes: Iterable[str]) -> dict[str, Any]:
+    """``groups`` with the ``groups`` scope; a mapped claim with ``groups`` or with the scope of
+    its own name (the token's scope only holds scopes the client is allowed: RFC 6749 3.3)."""
+    wanted = set(scopes)
+    claims: dict[str, Any] = {}
+    if "groups" in wanted:
+        claims["groups"] = list(found.groups)
+    for claim, values in found.mapped.items():
+        if "groups" in wanted or claim in wanted:
+            claims[claim] = list(values)
+    return claims
+
+
+def wants_group_claims(scopes: Iterable[str]) -> bool:
+    """Whether a scope can release anything from groups: ``groups`` or a claim scope (any scope
+    that is not a standard one). Saves the query for the plain openid/profile/email sign-in."""
+    return any(s not in ("openid", "profile", "email", "offline_access") for s in scopes)
+
+
+def revoke_grants_without_access(
+    db: Session,
+    now: datetime,
+    *,
+    client_ids: Sequence[str] | None = None,
+    user_ids: Sequence[str] | None = None,
+) -> int:
+    """Revoke live grants whose user may no longer use their client (restricted, and the user in
+    none of its allowed groups). One UPDATE; returns how many grants it revoked."""
+    allowed = exists().where(
+        GroupMember.user_id == Grant.user_id,
+        ClientAllowedGroup.group_id == GroupMember.group_id,
+        ClientAllowedGroup.client_id == Grant.client_id,
+    )
+    restricted = select(Client.client_id).where(Client.restricted_to_groups.is_(True))
+    statement = update(Grant).where(
+        Grant.revoked_at.is_(None), Grant.client_id.in_(restricted), ~allowed
+    )
+    if client_ids is not None:
+        statement = statement.where(Grant.client_id.in_(list(client_ids)))
+    if user_ids is not None:
+        statement = statement.where(Grant.user_id.in_(list(user_ids)))
+    result = db.execute(
+        statement.values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED).execution_options(
+            synchronize_session=False
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class GroupService:
+    def __init__(self, db: Session, actor: Actor | None = None) -> None:
+        self.db = db
+        self.actor = actor or Actor()
+
+    def _audit(self, kind: str, *, subject_id: str | None = None, client_id: str | None = None,
+               **details: Any) -> None:  # fmt: skip
+        audit.record(
+            self.db,
+            kind,
+            actor_id=self.actor.user_id,
+            subject_id=subject_id,
+            client_id=client_id,
+            context=self.actor.context,
+            via=self.actor.via,
+            **details,
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, name: str) -> Group | None:
+        if not name or len(name) > 64:
+            return None
+        return self.db.scalar(select(Group).where(Group.name == name.strip()))
+
+    def require(self, name: str) -> Group:
+        group = self.get(name)
+        if group is None:
+            raise GroupError(f"no group {name!r}")
+        return group
+
+    def list_with_counts(self) -> list[tuple[Group, int]]:
+        """Every group with its member count, in one query, by name."""
+        count = (
+            select(func.count())
+            .select_from(GroupMember)
+            .where(GroupMember.group_id == Group.id)
+            .scalar_subquery()
+        )
+        return [(g, int(n)) for g, n in self.db.execute(select(Group, count).order_by(Group.name))]
+
+    def members(self, group: Group) -> list[User]:
+        return list(
+            self.db.scalars(
+                select(User)
+                .join(GroupMember, GroupMember.user_id == User.id)
+                .where(GroupMember.group_id == group.id)
+                .order_by(User.email)
+            )
+        )
+
+    def groups_of(self, user_id: str) -> list[Group]:
+        return list(
+            self.db.scalars(
+                select(Group)
+                .join(GroupMember, GroupMember.group_id == Group.id)
+                .where(GroupMember.user_id == user_id)
+                .order_by(Group.name)
+            )
+        )
+
+    def allowed_groups(self, client_id: str) -> list[Group]:
+        return list(
+            self.db.scalars(
+                select(Group)
+                .join(ClientAllowedGroup, ClientAllowedGroup.group_id == Group.id)
+                .where(ClientAllowedGroup.client_id == client_id)
+                .order_by(Group.name)
+            )
+        )
+
+    def claim_maps(self, client_id: str) -> list[ClaimMapEntry]:
+        rows = self.db.execute(
+            select(ClaimMap.claim, Group.name, ClaimMap.value)
+            .join(Group, Group.id == ClaimMap.group_id)
+            .where(ClaimMap.client_id == client_id)
+            .order_by(ClaimMap.claim, Group.name, ClaimMap.value)
+        )
+        return [ClaimMapEntry(claim=c, group=g, value=v) for c, g, v in rows]
+
+    def clients_of(self, group: Group) -> list[Client]:
+        """The clients that name the group as an allowed group."""
+        return list(
+            self.db.scalars(
+                select(Client)
+                .join(ClientAllowedGroup, ClientAllowedGroup.client_id == Client.client_id)
+                .where(ClientAllowedGroup.group_id == group.id)
+                .order_by(Client.name)
+            )
+        )
+
+    def find_users(self, emails: Sequence[str]) -> list[User]:
+        """The users with these addresses, in order; an unknown one refuses them all (naming
+        every unknown address), so that ``add``/``remove`` change nothing on a typo."""
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
+        if not wanted:
+            raise GroupError("name at least one user by email address")
+        found = {u.email: u for u in self.db.scalars(select(User).where(User.email.in_(wanted)))}
+        unknown = [e for e in wanted if e not in found]
+        if unknown:
+            raise GroupError(f"no user {', '.join(unknown)}")
+        return [found[e] for e in wanted]
+
+    # -- groups ----------------------------------------------------------------------------------
+    def create(self, name: str, display_name: str = "", description: str = "") -> Group:
+        name = validate_name(name)
+        group = Group(
+            name=name,
+            display_name=_text(display_name, MAX_DISPLAY_NAME, "display name") or name,
+            description=_text(description, MAX_DESCRIPTION, "description"),
+            created_at=utcnow(),
+        )
+        try:
+            with self.db.begin_nested():
+                self.db.add(group)
+        except IntegrityError:
+            raise GroupError(f"a group named {name!r} already exists") from None
+        self._audit("group.created", group=name)
+        return group
+
+    def rename(self, group: Group, new_name: str) -> None:
+        old = group.name
+        new_name = validate_name(new_name)
+        if new_name == old:
+            return
+        if self.get(new_name) is not None:
+            raise GroupError(f"a group named {new_name!r} already exists")
+        try:
+            with self.db.begin_nested():
+                group.name = new_name
+        except IntegrityError:
+            raise GroupError(f"a group named {new_name!r} already exists") from None
+        self._audit("group.renamed", group=new_name, previous_name=old)
+
+    def edit(self, group: Group, *, display_name: str, description: str) -> None:
+        group.display_name = _text(display_name, MAX_DISPLAY_NAME, "display name") or group.name
+        group.description = _text(description, MAX_DESCRIPTION, "description")
+        self._audit("group.updated", group=group.name)
+
+    def delete(self, group: Group, *, confirmed: bool = False, now: datetime | None = None) -> int:
+        """Delete a group. Refused (``GroupInUseError``) when it is some client's only allowed
+        group unless ``confirmed``: such a client then admits no one (never everyone). Returns
+        how many grants lost their access."""
+        sole = [c for c in self.clients_of(group) if len(self.allowed_groups(c.client_id)) == 1]
+        if sole and not confirmed:
+            raise GroupInUseError(group.name, sole)
+        now = now or utcnow()
+        member_ids = list(
+            self.db.scalars(select(GroupMember.user_id).where(GroupMember.group_id == group.id))
+        )
+        client_ids = [c.client_id for c in self.clients_of(group)]
+        name = group.name
+        self.db.execute(delete(ClaimMap).where(ClaimMap.group_id == group.id))
+        self.db.execute(delete(ClientAllowedGroup).where(ClientAllowedGroup.group_id == group.id))
+        self.db.execute(delete(GroupMember).where(GroupMember.group_id == group.id))
+        self.db.delete(group)
+        self.db.flush()
+        revoked = 0
+        if client_ids and member_ids:
+            revoked = revoke_grants_without_access(
+                self.db, now, client_ids=client_ids, user_ids=member_ids
+            )
+        self._audit(
+            "group.deleted",
+            group=name,
+            members=len(member_ids),
+            clients_left_without_groups=[c.client_id for c in sole],
+            revoked_grants=revoked,
+        )
+        return revoked
+
+    # -- memberships -----------------------------------------------------------------------------
+    def add_members(self, group: Group, users: Sequence[User]) -> list[User]:
+        """Add users; returns those who were not members yet (adding twice is harmless, and of
+        two concurrent adds exactly one inserts the row and is audited)."""
+        added: list[User] = []
+        for user in users:
+            try:
+                with self.db.begin_nested():
+                    self.db.execute(
+                        insert(GroupMember).values(
+                            group_id=group.id, user_id=user.id, added_at=utcnow()
+                        )
+                    )
+            except IntegrityError:
+                continue
+            added.append(user)
+            self._audit("group.member_added", subject_id=user.id, group=group.name)
+        return added
+
+    def remove_members(
+        self, group: Group, users: Sequence[User], *, now: datetime | None = None
+    ) -> list[User]:
+        """Remove users; returns those who were members. Their grants to clients they may no
+        longer use are revoked now (access follows membership)."""
+        now = now or utcnow()
+        removed: list[User] = []
+        for user in users:
+            result = self.db.execute(
+                delete(GroupMember)
+                .where(GroupMember.group_id == group.id, GroupMember.user_id == user.id)
+                .execution_options(synchronize_session=False)
+            )
+            if not getattr(result, "rowcount", 0):
+                continue
+            removed.append(user)
+            revoked = revoke_grants_without_access(self.db, now, user_ids=[user.id])
+            self._audit(
+                "group.member_removed",
+                subject_id=user.id,
+                group=group.name,
+                revoked_grants=revoked,
+            )
+        return removed
+
+    # -- clients ---------------------------------------------------------------------------------
+    def set_allowed_groups(
+        self, client: Client, names: Sequence[str] | None, *, now: datetime | None = None
+    ) -> int:
+        """``None`` (or empty): everyone may use the client. Otherwise only members of the named
+        groups; the grants of users outside them are revoked now. Returns how many."""
+        groups = [self.require(n) for n in dict.fromkeys(n.strip() for n in names or ())]
+        before = [g.name for g in self.allowed_groups(client.client_id)]
+        after = sorted(g.name for g in groups)
+        if before == after and client.restricted_to_groups == bool(groups):
+            return 0
+        self.db.execute(
+            delete(ClientAllowedGroup).where(ClientAllowedGroup.client_id == client.client_id)
+        )
+        for group in groups:
+            self.db.add(ClientAllowedGroup(client_id=client.client_id, group_id=group.id))
+        client.restricted_to_groups = bool(groups)
+        self.db.flush()
+        revoked = revoke_grants_without_access(
+            self.db, now or utcnow(), client_ids=[client.client_id]
+        )
+        self._audit(
+            "client.access_changed",
+            client_id=client.client_id,
+            allowed_groups=after or None,
+            previous=before or None,
+            revoked_grants=revoked,
+        )
+        return revoked
+
+    def set_claim_maps(self, client: Client, entries: Sequence[ClaimMapEntry]) -> None:
+        """Replace the client's claim maps. A reserved claim name or an unknown group refuses
+        the whole set."""
+        rows: list[tuple[str, Group, str]] = []
+        for entry in entries:
+            claim = validate_claim_name(entry.claim)
+            group = self.require(entry.group)
+            value = _text(entry.value, MAX_CLAIM_VALUE, "claim value")
+            if not value:
+                raise GroupError(f"the claim map {entry} has no value")
+            rows.append((claim, group, value))
+        before = [str(e) for e in self.claim_maps(client.client_id)]
+        self.db.execute(delete(ClaimMap).where(ClaimMap.client_id == client.client_id))
+        seen: set[tuple[str, str, str]] = set()
+        for claim, group, value in rows:
+            if (claim, group.id, value) in seen:
+                continue
+            seen.add((claim, group.id, value))
+            self.db.add(
+                ClaimMap(client_id=client.client_id, claim=claim, group_id=group.id, value=value)
+            )
+        self.db.flush()
+        after = [str(e) for e in self.claim_maps(client.client_id)]
+        if before != after:
+            self._audit(
+                "client.claim_maps_changed",
+                client_id=client.client_id,
+                claim_maps=after,
+                previous=before,
+            )
+
+
+def describe_group(group: Group, members: Sequence[User] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": group.name,
+        "display_name": group.display_name,
+        "description": group.description,
+        "created_at": group.created_at.isoformat() if group.created_at else None,
+    }
+    if members is not None:
+        data["members"] = [u.email for u in members]
+    return data

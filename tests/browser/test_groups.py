@@ -1,0 +1,103 @@
+"""Groups in a real browser (docs/admins.md, "Groups, per-app access and claim maps"): an admin
+creates a group in the console and restricts a client app to it; a user outside it signs in and
+sees idp's refusal page, whose button takes them back to the app with ``access_denied`` (with
+``state`` and ``iss``, no code); once the admin adds them to the group, the same sign-in gets a
+code and the ID token carries the ``groups`` claim."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import (
+    PASSWORD,
+    Accounts,
+    BrowserUser,
+    RelyingParty,
+    callback_server,
+)
+from tests.browser.test_passkey_sign_in import _add_passkey, _sign_in_with_password
+from tests.support.live import LiveIdp
+
+pytestmark = pytest.mark.browser
+
+NewUser = Callable[..., BrowserUser]
+
+
+def _admin_in_console(live_idp: LiveIdp, new_user: NewUser) -> BrowserUser:
+    """An admin with a password adds a passkey; the console's guard then wants a passkey sign-in,
+    which the login page's passkey autofill gives at once."""
+    email = f"admin-{secrets.token_hex(4)}@example.com"
+    live_idp.cli("users", "create", email, "--admin", "--password-stdin", "--json",
+                 input=PASSWORD + "\n")  # fmt: skip
+    admin = new_user()
+    page = admin.page
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    _add_passkey(admin)
+    page.goto(f"{live_idp.url}/admin/groups")
+    page.wait_for_url(f"{live_idp.url}/admin/groups")
+    return admin
+
+
+def test_console_restricts_an_app_and_the_refused_user_is_told_and_sent_back(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    admin = _admin_in_console(live_idp, new_user)
+    page = admin.page
+    group = f"staff-{secrets.token_hex(3)}"
+    page.fill("#group-name", group)
+    page.fill("#group-display-name", "Browser staff")
+    page.get_by_role("button", name="Create group").click()
+    page.wait_for_url(f"{live_idp.url}/admin/groups/{group}")
+    expect(page.locator("#group-members")).to_have_text("No members.")
+
+    with callback_server() as (base, callbacks):
+        client = live_idp.cli(
+            "clients", "create", "--name", "Staff wiki", "--redirect-uri", base + "/callback",
+            "--first-party", "--scope", "openid", "--scope", "profile", "--scope", "email",
+            "--scope", "groups", "--json",
+        )  # fmt: skip
+        app = RelyingParty(idp=live_idp, base=base, client_id=client["client_id"],
+                           client_secret=client["client_secret"], callbacks=callbacks)  # fmt: skip
+        page.goto(f"{live_idp.url}/admin/clients/{app.client_id}")
+        expect(page.locator("#allowed-groups")).to_have_text("Everyone")
+        page.locator("#edit-access").click()
+        page.locator("#access-groups").check()
+        page.locator(f'input[name="allowed_groups"][value="{group}"]').check()
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_url(f"{live_idp.url}/admin/clients/{app.client_id}")
+        expect(page.locator("#allowed-groups")).to_have_text(group)
+
+        # A user outside the group: idp's page, then back to the app with access_denied.
+        email = accounts.new()
+        user = new_user()
+        # The refusal page is answered with 403 Forbidden, which the browser logs.
+        user.allow_console_error(r"status of 403 .*/authorize/continue/")
+        refused = app.authorization(scope="openid profile groups")
+        user.page.goto(refused.url)
+        _sign_in_with_password(user.page, email)
+        expect(user.page.locator("#access-refused")).to_contain_text("Staff wiki")
+        expect(user.page.get_by_role("alert")).to_contain_text("Browser staff")
+        user.page.get_by_role("link", name="Return to Staff wiki").click()
+        user.page.wait_for_url(re.compile(re.escape(app.redirect_uri) + r"\?"))
+        answer = app.callback(refused.state)
+        assert answer["error"] == "access_denied"
+        assert answer["iss"] == live_idp.url
+        assert "code" not in answer
+
+        # The admin adds the user; the same sign-in now gets a code and the groups claim.
+        page.goto(f"{live_idp.url}/admin/groups/{group}")
+        page.fill("#member-emails", email)
+        page.get_by_role("button", name="Add", exact=True).click()
+        expect(page.locator(f'#group-members li[data-email="{email}"]')).to_be_visible()
+        allowed = app.authorization(scope="openid profile groups")
+        user.page.goto(allowed.url)
+        user.page.wait_for_url(re.compile(re.escape(app.redirect_uri) + r"\?"))
+        claims = app.redeem(allowed)
+        assert claims["groups"] == [group]

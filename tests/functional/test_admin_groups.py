@@ -1,0 +1,159 @@
+"""The console's groups pages (docs/admins.md, "Groups"): list with member counts, create, rename,
+delete with confirmation, members added and removed; a user's groups; a client's allowed groups
+and claim maps; the claims preview. Every change through the real forms, as an admin signed in
+with a passkey."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask
+
+from idp.models import AuditEvent, Group, GroupMember
+from tests.support.admin import ConsoleBrowser, passkey_browser
+from tests.support.factories import CreatedUser, create_client, create_user, rows
+from tests.support.flow import RelyingParty, jwt_parts
+
+
+@pytest.fixture
+def admin(storage_app: Flask) -> ConsoleBrowser:
+    return passkey_browser(storage_app, "root@example.com")
+
+
+@pytest.fixture
+def ada(storage_app: Flask) -> CreatedUser:
+    return create_user(storage_app, email="ada@example.com")
+
+
+def _create(admin: ConsoleBrowser, name: str) -> None:
+    response = admin.post("/admin/groups", {"name": name, "display_name": name.title()})
+    assert response.status_code == 302, response.text
+    assert response.headers["Location"].endswith(f"/admin/groups/{name}")
+
+
+def test_create_add_members_list_rename_and_remove(
+    storage_app: Flask, admin: ConsoleBrowser, ada: CreatedUser
+) -> None:
+    _create(admin, "staff")
+    added = admin.post("/admin/groups/staff/members", {"emails": f"{ada.email}, root@example.com"})
+    assert added.status_code == 302
+    listing = admin.browser.get("/admin/groups").text
+    assert 'data-group="staff"' in listing
+    assert '<td class="member-count">2</td>' in listing
+    assert ada.email in admin.browser.get("/admin/groups/staff").text
+    user_page = admin.browser.get(f"/admin/users/{ada.id}").text
+    assert "<code>staff</code>" in user_page
+    renamed = admin.post(
+        "/admin/groups/staff/rename",
+        {"new_name": "team", "display_name": "Team", "description": "Everyone at work"},
+    )
+    assert renamed.headers["Location"].endswith("/admin/groups/team")
+    removed = admin.post("/admin/groups/team/members/remove", {"email": ada.email})
+    assert removed.status_code == 302
+    members = rows(storage_app, GroupMember)
+    assert len(members) == 1
+    kinds = [e.kind for e in rows(storage_app, AuditEvent, AuditEvent.kind.like("group.%"))]
+    assert kinds.count("group.member_added") == 2
+    assert {"group.created", "group.renamed", "group.member_removed"} <= set(kinds)
+
+
+@pytest.mark.parametrize("name", ["Bad Name", "staff"])
+def test_bad_or_duplicate_name_is_shown_and_changes_nothing(
+    storage_app: Flask, admin: ConsoleBrowser, name: str
+) -> None:
+    _create(admin, "staff")
+    refused = admin.post("/admin/groups", {"name": name})
+    assert refused.headers["Location"].endswith("/admin/groups")
+    page = admin.browser.get("/admin/groups").text
+    assert "invalid group name" in page or "already exists" in page
+    assert [g.name for g in rows(storage_app, Group)] == ["staff"]
+
+
+def test_adding_an_unknown_address_adds_no_one(
+    storage_app: Flask, admin: ConsoleBrowser, ada: CreatedUser
+) -> None:
+    _create(admin, "staff")
+    admin.post("/admin/groups/staff/members", {"emails": f"{ada.email} ghost@example.com"})
+    assert "no user ghost@example.com" in admin.browser.get("/admin/groups/staff").text
+    assert rows(storage_app, GroupMember) == []
+
+
+def test_delete_of_a_clients_only_group_needs_the_confirmation(
+    storage_app: Flask, admin: ConsoleBrowser
+) -> None:
+    _create(admin, "staff")
+    registered = create_client(storage_app, name="Grafana")
+    saved = admin.post(
+        f"/admin/clients/{registered.client_id}/access",
+        {"access": "groups", "allowed_groups": "staff", "claim_maps": ""},
+    )
+    assert saved.status_code == 302
+    confirm_page = admin.browser.get("/admin/groups/staff/delete").text
+    assert "only allowed group of" in confirm_page
+    assert "Grafana" in confirm_page
+    refused = admin.post("/admin/groups/staff/delete")
+    assert refused.headers["Location"].endswith("/admin/groups/staff/delete")
+    assert [g.name for g in rows(storage_app, Group)] == ["staff"]
+    deleted = admin.post("/admin/groups/staff/delete", {"confirm_sole": "1"})
+    assert deleted.headers["Location"].endswith("/admin/groups")
+    assert rows(storage_app, Group) == []
+    client_page = admin.browser.get(f"/admin/clients/{registered.client_id}").text
+    assert "No one: its allowed groups were deleted" in client_page
+
+
+def test_client_access_page_sets_groups_and_claim_maps_and_preview_shows_them(
+    storage_app: Flask, admin: ConsoleBrowser, ada: CreatedUser
+) -> None:
+    _create(admin, "admins")
+    _create(admin, "staff")
+    admin.post("/admin/groups/admins/members", {"emails": ada.email})
+    admin.post("/admin/groups/staff/members", {"emails": ada.email})
+    registered = create_client(
+        storage_app, name="Wiki", scopes=["openid", "profile", "groups", "roles"]
+    )
+    saved = admin.post(
+        f"/admin/clients/{registered.client_id}/access",
+        {
+            "access": "groups",
+            "allowed_groups": ["staff"],
+            "claim_maps": "roles:admins=admin\nroles:staff=viewer",
+        },
+    )
+    assert saved.status_code == 302
+    page = admin.browser.get(f"/admin/clients/{registered.client_id}").text
+    assert "<code>roles:admins=admin</code>" in page
+    assert "<code>staff</code>" in page
+    preview = admin.browser.get(
+        f"/admin/clients/{registered.client_id}/claims", query_string={"email": ada.email}
+    ).text
+    shown = preview.split('<pre id="claims-preview"><code>')[1].split("</code>")[0]
+    claims = json.loads(shown.replace("&#34;", '"').replace("&quot;", '"'))
+    assert claims["groups"] == ["admins", "staff"]
+    assert claims["roles"] == ["admin", "viewer"]
+    assert claims["sub"] == ada.id
+    # The preview is what the app really gets.
+    rp = RelyingParty(storage_app.test_client(), registered)
+    _, id_claims = jwt_parts(rp.tokens_for(ada, scope="openid groups roles")["id_token"])
+    assert {k: id_claims[k] for k in ("groups", "roles")} == {
+        k: claims[k] for k in ("groups", "roles")
+    }
+
+
+@pytest.mark.parametrize(
+    ("claim_maps", "message"),
+    [("sub:staff=x", "registered JWT"), ("roles:ghosts=x", "no group"), ("roles", "CLAIM:GROUP")],
+)
+def test_client_access_page_refuses_bad_claim_maps_and_changes_nothing(
+    storage_app: Flask, admin: ConsoleBrowser, claim_maps: str, message: str
+) -> None:
+    _create(admin, "staff")
+    registered = create_client(storage_app, name="Wiki")
+    refused = admin.post(
+        f"/admin/clients/{registered.client_id}/access",
+        {"access": "groups", "allowed_groups": "staff", "claim_maps": claim_maps},
+    )
+    assert refused.headers["Location"].endswith("/access")
+    assert message in admin.browser.get(refused.headers["Location"]).text
+    page = admin.browser.get(f"/admin/clients/{registered.client_id}").text
+    assert '<dd id="allowed-groups">Everyone</dd>' in page
