@@ -1,6 +1,6 @@
 """groups, memberships, per-app access and claim maps
 
-Revision ID: 0013
+Revision ID: 0010
 Revises: 0009
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 from idp.models.base import UTCDateTime
 
-revision: str = "0013"
+revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
