@@ -147,12 +147,15 @@ def test_unit_and_protocol_tests_pass_on_the_floor_versions() -> None:
     pinned = {name: Version(version) for name, version in pinned_versions(venv.pins).items()}
     installed = installed_versions(venv, sorted(pinned))
     assert {name: Version(version) for name, version in installed.items()} == pinned
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        # The outer run's pytest-xdist and coverage settings are not the inner run's.
-        if not name.startswith(("PYTEST_", "COV_"))
-    }
+    env = venv.env(
+        REPOSITORY,
+        {
+            name: value
+            for name, value in os.environ.items()
+            # The outer run's pytest-xdist and coverage settings are not the inner run's.
+            if not name.startswith(("PYTEST_", "COV_"))
+        },
+    )
     pytest_args = ["-q", "-p", "no:cacheprovider", "-n", "0", "-m", "not floors", *FLOOR_RUN]
     result = subprocess.run(
         [str(venv.python), "-m", "pytest", *pytest_args],

@@ -3,13 +3,16 @@
 pyproject.toml promises that idp works with any version at or above each dependency's floor
 (``name>=X``). Only the newest versions are installed in ``.venv``, so nothing else checks that
 promise: this module turns every ``>=X`` into ``==X``, lets pip resolve the rest of the tree around
-those pins (which fails when two floors cannot be installed together), installs idp itself
-without dependencies, and hands back the virtualenv for a test run in a process of its own.
-docs/security.md ("Dependencies") says why each floor is where it is.
+those pins (which fails when two floors cannot be installed together), and hands back the
+virtualenv for a test run in a process of its own. docs/security.md ("Dependencies") says why each
+floor is where it is.
 
-The virtualenv is kept in ``.floors/`` under a name made of the SHA-256 of pyproject.toml (and the
-Python version): a re-run with the same pyproject.toml reuses it; a changed one builds a new one
-and removes the old.
+The virtualenv holds the dependencies only, never idp: the checkout under test reaches it through
+``PYTHONPATH`` (``FloorVenv.env``) and a generic ``idp`` command, so one virtualenv serves every
+checkout on the machine. It is kept in the machine's cache (``$IDP_FLOORS_CACHE``, or
+``$XDG_CACHE_HOME/idp-floors``, or ``~/.cache/idp-floors``) under a name made of the SHA-256 of
+pyproject.toml's dependencies (and the Python version): a fresh clone with the same dependencies
+reuses it, a changed one builds a new one.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-FLOORS_DIR = REPOSITORY / ".floors"
 #: Test extras the floor run does not need: the browser driver (the floor run has no browser
 #: tests, and its wheel is large) and the linters (they check the code, not the dependencies).
 TEST_EXTRAS_NOT_NEEDED = frozenset({"playwright", "ruff", "mypy"})
 #: Generous: a cold build downloads and installs every wheel (about a minute on CI).
 INSTALL_TIMEOUT = 900.0
+#: How many floor virtualenvs (different dependency sets) the machine's cache keeps.
+KEEP_VENVS = 3
 #: Written last into a finished virtualenv; a directory without it is a build that was cut short.
 COMPLETE_MARKER = "floors-complete.txt"
 
@@ -52,6 +56,18 @@ class FloorVenv:
     @property
     def python(self) -> Path:
         return self.path / "bin" / "python"
+
+    def env(self, repository: Path, base: dict[str, str]) -> dict[str, str]:
+        """``base`` with ``repository`` first on the path of this process and of every ``idp``
+        it starts (the live-server tests run ``bin/idp`` beside the interpreter)."""
+        return {**base, "PYTHONPATH": str(repository), "VIRTUAL_ENV": str(self.path)}
+
+
+def floors_cache() -> Path:
+    explicit = os.environ.get("IDP_FLOORS_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "idp-floors"
 
 
 def _project(pyproject: Path) -> dict[str, object]:
@@ -87,14 +103,16 @@ def test_tools(pyproject: Path) -> tuple[str, ...]:
 
 
 def cache_key(pyproject: Path) -> str:
-    digest = hashlib.sha256(pyproject.read_bytes())
+    """Changes with what the virtualenv holds (the pins and the test tools), not with the rest of
+    pyproject.toml (a lint setting or a marker must not cost a rebuild)."""
+    digest = hashlib.sha256("\n".join(floor_pins(pyproject) + test_tools(pyproject)).encode())
     digest.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
     return digest.hexdigest()[:16]
 
 
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
-    """One build at a time per checkout (two test runs in one clone must not interleave pip)."""
+    """One build at a time per machine (two test runs must not interleave pip in one virtualenv)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -128,19 +146,23 @@ def floor_venv(repository: Path = REPOSITORY) -> FloorVenv:
     """The virtualenv with the floor versions (built on first use for this pyproject.toml)."""
     pyproject = repository / "pyproject.toml"
     pins = floor_pins(pyproject)
-    floors_dir = repository / ".floors"
+    floors_dir = floors_cache()
     venv = floors_dir / f"venv-{cache_key(pyproject)}"
     with _exclusive(floors_dir / ".lock"):
-        for stale in floors_dir.glob("venv-*"):
-            if stale != venv:
-                shutil.rmtree(stale)
         if not (venv / COMPLETE_MARKER).is_file():
             shutil.rmtree(venv, ignore_errors=True)
-            _build(venv, repository, pins, test_tools(pyproject))
+            _build(venv, pins, test_tools(pyproject))
+        (venv / COMPLETE_MARKER).touch()  # last used: what the clean-up below keeps
+        # Other checkouts on the machine may test other dependency sets: keep the few newest.
+        built = sorted(
+            floors_dir.glob(f"venv-*/{COMPLETE_MARKER}"), key=lambda m: m.stat().st_mtime
+        )
+        for marker in built[:-KEEP_VENVS]:
+            shutil.rmtree(marker.parent)
     return FloorVenv(venv, pins)
 
 
-def _build(venv: Path, repository: Path, pins: tuple[str, ...], tests: tuple[str, ...]) -> None:
+def _build(venv: Path, pins: tuple[str, ...], tests: tuple[str, ...]) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     requirements = venv / "floors.txt"
@@ -153,10 +175,12 @@ def _build(venv: Path, repository: Path, pins: tuple[str, ...], tests: tuple[str
     _pip(python, "install", "-r", str(requirements))
     # The test tools, constrained so that they cannot move a pinned package.
     _pip(python, "install", "-c", str(constraints), *tests)
-    # idp itself, without dependencies (an editable install also provides the `idp` command the
-    # live-server tests run).
-    _pip(python, "install", "--no-deps", "-e", str(repository))
     _pip(python, "check")
+    # The `idp` command the live-server tests run beside the interpreter; it imports idp from
+    # whatever checkout PYTHONPATH names (FloorVenv.env), as the console script of an install would.
+    command = venv / "bin" / "idp"
+    command.write_text(f"#!{python}\nimport sys\nfrom idp.cli import main\nsys.exit(main())\n")
+    command.chmod(0o755)
     (venv / COMPLETE_MARKER).write_text("".join(f"{pin}\n" for pin in pins))
 
 
