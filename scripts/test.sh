@@ -99,8 +99,8 @@ quietly .venv/bin/mypy
 # f) The suite. Tests marked `postgres` also run against this database. --dist loadfile keeps
 #    tests that share an xdist_group mark (e.g. one live server) on the same worker. The suite
 #    includes the dependency-floor run (marker `floors`, tests/floors/): it installs the floor
-#    version of every runtime dependency into a virtualenv of its own under .floors/ (reused
-#    while pyproject.toml is unchanged) and runs the unit and protocol tests there, in a separate
+#    version of every runtime dependency into a virtualenv of its own in ~/.cache/idp-floors/
+#    (reused by every clone while the dependencies are unchanged) and runs the unit and protocol tests there, in a separate
 #    process; `scripts/test.sh -m floors` runs it alone, `-m "not floors"` leaves it out. The
 #    container tests (marker `container`, tests/container/) build the image when the Dockerfile,
 #    pyproject.toml or the code changed (scripts/container-image.sh) and run it under podman.
