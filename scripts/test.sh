@@ -105,4 +105,5 @@ quietly .venv/bin/mypy
 #    container tests (marker `container`, tests/container/) build the image when the Dockerfile,
 #    pyproject.toml or the code changed (scripts/container-image.sh) and run it under podman.
 export IDP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test
-exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
+# --durations: the slowest tests are named at the end of every run, so CI shows where the time goes.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 "$@"

@@ -153,7 +153,8 @@ def group_delete(name: str) -> Any:
     found = _group_or_404(name)
     service = _service()
     sole = [c for c in service.clients_of(found) if len(service.allowed_groups(c.client_id)) == 1]
-    if request.method == "GET":
+    # HEAD and GET only show the page: a state change needs the POST (and its CSRF token).
+    if request.method != "POST":
         return render_template(
             "admin/group_delete.html", group=found, sole=sole, members=service.members(found)
         )

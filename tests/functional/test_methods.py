@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from idp.extensions import db
 from idp.models import AuditEvent, Base, BrowserSession, OutboxMessage, Passkey, User
 from idp.models.base import utcnow
+from idp.services.groups import GroupService
 from idp.services.health import READINESS_ROW
 from idp.services.login_links import LoginLinkService
 from tests.functional.test_invites import invite
@@ -122,6 +123,11 @@ def scene(scene_app: Flask) -> Scene:
     signup_path = mailed_link(app, "frank@example.com")
 
     bob_row = _one(app, User, User.email == bob.email)
+    # A group with a member, for the console's group routes.
+    with app.app_context():
+        groups = GroupService(db.session())
+        groups.add_members(groups.create("staff"), [db.session.get(User, bob_row.id)])
+        db.session.commit()
     values: dict[str, dict[str, str]] = {
         "login.login_link": {"secret": login_secret},
         "signup.invite": {"secret": invite_secret},
@@ -145,6 +151,7 @@ def scene(scene_app: Flask) -> Scene:
         "secret": login_secret,
         "fmt": "csv",
         "filename": "style.css",
+        "name": "staff",
     }
     for rule in app.url_map.iter_rules():
         chosen = values.setdefault(rule.endpoint, {})
