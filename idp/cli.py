@@ -1097,7 +1097,7 @@ def keys_rotate(as_json: bool) -> None:
         _emit(_key_rows(app), as_json, _keys_text)
 
 
-# -- audit log, sign-in policy, pruning (issue 6; the admin console uses the same services) ----
+# -- audit log, sign-in policy, pruning (the admin console uses the same services) ----
 
 
 @main.group()

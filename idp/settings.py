@@ -1,7 +1,7 @@
 """Typed settings: defaults < TOML file named by IDP_CONFIG < IDP_* environment variables.
 
 Settings are validated once at start so that a misconfigured deployment refuses to run instead of
-failing at the first sign-in (STYLE.md habit 1).
+failing at the first sign-in (the design habit 1).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Settings:
     webauthn_attestation: str = "none"
     #: Authenticator models (AAGUIDs) allowed to register a passkey; empty allows any.
     webauthn_aaguid_allow_list: tuple[str, ...] = ()
-    #: Consecutive failures per account and factor before that factor locks (DESIGN.md: <= 100).
+    #: Consecutive failures per account and factor before that factor locks (<= 100).
     lockout_threshold: int = 100
     #: Seconds a node trusts its cached copy of the policy overrides stored in the database.
     policy_cache_ttl: int = 5

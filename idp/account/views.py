@@ -54,7 +54,7 @@ bp = Blueprint("account", __name__)
 
 
 def _stepped_up(session: BrowserSession) -> bool:
-    """DESIGN.md step-up: a sign-in within 5 minutes, as strong as the user's strongest method
+    """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
     (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
     return step_up_satisfied(db.session(), session, utcnow())
 
@@ -86,7 +86,7 @@ RECOVERY_ENDPOINTS = {
     "account.passkey_register",
     "account.totp_setup",
 }
-#: After a one-time login link or an invite, a passkey is the only way forward (issue 6).
+#: After a one-time login link or an invite, a passkey is the only way forward.
 PASSKEY_ONLY_ENDPOINTS = RECOVERY_ENDPOINTS - {"account.totp_setup"}
 
 
@@ -181,7 +181,7 @@ def totp_setup() -> Any:
     user = session.user
     if service.is_enabled(user) and not session.restricted:
         # A confirmed enrolment replaces the app's secret: replacing the app means removing it
-        # first, with the step-up, notification and audit a removal gets (DESIGN.md: sensitive
+        # first, with the step-up, notification and audit a removal gets (sensitive
         # actions); only a recovery session (the app was lost) re-enrols over it.
         flash("An authenticator app is already set up. Remove it to set up another.", "info")
         return redirect(url_for("account.home"))

@@ -107,7 +107,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
     if sign_in_service().has_second_factor(result.user):
-        # DESIGN.md sign-in walk: after a correct password, the second step.
+        # the design sign-in walk: after a correct password, the second step.
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
         response = redirect(url_for("login.second_step"))

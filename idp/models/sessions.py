@@ -26,7 +26,7 @@ class BrowserSession(Base):
     #: new passkey or authenticator app.
     restricted: Mapped[bool] = mapped_column(Boolean, default=False)
     #: A restricted session whose only way forward is a passkey, not an authenticator app: a
-    #: one-time login link or an invite stands in for a lost or missing passkey (issue 6).
+    #: one-time login link or an invite stands in for a lost or missing passkey.
     passkey_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

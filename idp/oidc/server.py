@@ -1,7 +1,7 @@
 """Authlib wiring: the token side of the OpenID Provider.
 
 Authlib runs the grant flows, client authentication and the RFC 7009 / 7662 / RP-initiated logout
-endpoints; every storage hook and every permissive default is ours (STYLE.md): PKCE is S256-only,
+endpoints; every storage hook and every permissive default is ours: PKCE is S256-only,
 codes and refresh tokens are spent through the consume-once primitive, and a replay revokes the
 grant.
 """
@@ -412,7 +412,7 @@ class TokenIntrospection(IntrospectionEndpoint):
             issued, expires = token.issued_at, token.expires_at
             subject = token.user_id or token.client_id
         else:
-            # A rotated refresh token, or one whose user was disabled (issue 6: a disabled user
+            # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
             # gets no token, and no client may learn otherwise).
             if token.consumed_at is not None or not token.grant.user.is_active:
                 return {"active": False}

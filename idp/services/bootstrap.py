@@ -1,4 +1,4 @@
-"""The first admin of an empty install (issue 6, bootstrap).
+"""The first admin of an empty install (bootstrap).
 
 No default password is ever created: the first run makes the admin account without any sign-in
 method and hands out a one-time login link, whose session can only register a passkey

@@ -1,7 +1,7 @@
 """Where a WebAuthn ceremony's challenge waits between the options and the answer.
 
-A challenge is short-lived state every node must see (DESIGN.md: stateless nodes) and is spent at
-most once (DESIGN.md invariants; WebAuthn L3 13.4.3: challenges are what stops a captured answer
+A challenge is short-lived state every node must see (stateless nodes) and is spent at
+most once (the design invariants; WebAuthn L3 13.4.3: challenges are what stops a captured answer
 being replayed). Two stores keep it:
 
 - ``DatabaseChallenges``: a ``webauthn_challenges`` row, spent through the consume-once primitive

@@ -33,6 +33,6 @@ RESERVED_CLAIMS = frozenset(
 
 
 def is_claim_scope(scope: str) -> bool:
-    """A client may be allowed a scope named after a mapped claim (issue: claim maps are
+    """A client may be allowed a scope named after a mapped claim (claim maps are
     released by ``groups`` or by a scope of the claim's own name)."""
     return bool(CLAIM_NAME.fullmatch(scope)) and scope not in RESERVED_CLAIMS

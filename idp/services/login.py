@@ -1,5 +1,5 @@
 """Sign-in decisions: the password step, the second step, recovery; the same answers for unknown
-and known emails (DESIGN.md: account-enumeration safe)."""
+and known emails (account-enumeration safe)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class SignInService:
         self.limiter.succeeded(attempt)
         if check.needs_rehash:
             # Argon2 parameters changed since this hash was made: upgrade it transparently, without
-            # the policy for new passwords (DESIGN.md: rehash when parameters change).
+            # the policy for new passwords (rehash when parameters change).
             user.password_hash = self.passwords.rehash(password)
         audit.record(self.db, "login.password", subject_id=user.id, context=context)
         return StepResult(user=user)
@@ -173,7 +173,7 @@ class SignInService:
         return StepResult(user=user)
 
     def unlock(self, user: User) -> None:
-        """An admin lifts every lock and delay on the user's factors (DESIGN.md: limits)."""
+        """An admin lifts every lock and delay on the user's factors (limits)."""
         subject = self.email_key(user.email)
         for key in (
             self.limiter.account_key("pwd", subject),

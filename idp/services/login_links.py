@@ -2,7 +2,7 @@
 
 Opening a link shows a confirmation page; only its POST spends the link, so mail scanners that
 prefetch URLs cannot use it up. The session it gives is restricted: the user must register a new
-passkey before anything else (DESIGN.md, sign-in methods).
+passkey before anything else (sign-in methods).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """WebAuthn ceremonies with py_webauthn, plus every check the library leaves to us.
 
 py_webauthn verifies signatures, RP ID hash, origin, challenge equality and flags. We own
-(STYLE.md): the challenge's life (random, short, bound to the browser and the ceremony kind, spent
+(the design): the challenge's life (random, short, bound to the browser and the ceremony kind, spent
 once), ``crossOrigin`` / ``topOrigin``, binding ``userHandle`` to the credential's owner, refusing a
 credential id that is already registered, and the signature-counter policy.
 """

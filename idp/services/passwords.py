@@ -44,7 +44,7 @@ class PasswordService:
             type=Type.ID,
         )
         # Verifying unknown accounts against this keeps timing similar for known and unknown
-        # emails (DESIGN.md: account-enumeration safe).
+        # emails (account-enumeration safe).
         self._dummy_hash = self._hasher.hash("idp-dummy-password-for-timing")
 
     def hash(self, password: str) -> str:

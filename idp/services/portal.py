@@ -29,7 +29,7 @@ from idp.services.policy import (
 )
 from idp.services.sessions import SessionService
 
-#: DESIGN.md: sensitive actions need a sign-in this recent ...
+#: sensitive actions need a sign-in this recent ...
 STEP_UP_WINDOW = timedelta(minutes=5)
 #: ... and at least as strong as the user's strongest method.
 UNUSED_PASSKEY_AFTER = timedelta(days=180)
@@ -59,7 +59,7 @@ def strongest_acr(db: Session, user: User) -> str:
 
 
 def step_up_satisfied(db: Session, session: BrowserSession, now: datetime) -> bool:
-    """A recent sign-in, at least as strong as the user's strongest method (DESIGN.md).
+    """A recent sign-in, at least as strong as the user's strongest method.
 
     A restricted session (login link, invite, sign-up confirmation, backup-code recovery) stands
     in for a lost or missing method, so its strength is not compared; but it is held to the same

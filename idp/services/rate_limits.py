@@ -1,6 +1,6 @@
 """Attempt counters per account and factor and per client address, locks, and window budgets.
 
-DESIGN.md: at most 100 consecutive failures per account and factor (the policy's lockout
+at most 100 consecutive failures per account and factor (the policy's lockout
 threshold), growing delays before that, shared across nodes (database, or Redis when configured),
 reset by a success. Counters are keyed by a keyed hash of the email for the password factor, so
 unknown emails are counted and answered exactly like known ones (no enumeration).
@@ -48,7 +48,7 @@ ADDRESS_WINDOW = timedelta(hours=1)
 #: The longest window a budget may use; windowed counters are pruned after it.
 MAX_WINDOW = timedelta(hours=1)
 #: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
-#: and so is a lock (DESIGN.md: a lock lasts until an admin unlocks it or 30 days pass).
+#: and so is a lock (a lock lasts until an admin unlocks it or 30 days pass).
 COUNTER_LIFETIME = timedelta(days=30)
 #: Key prefix of fixed-window counters (the retention rule prunes them by it).
 WINDOW_PREFIX = "win:"
@@ -364,7 +364,7 @@ class AttemptLimiter:
         return attempt.count
 
     def succeeded(self, attempt: Attempt) -> None:
-        """DESIGN.md: a success resets the account's count for the factor; the address's count
+        """a success resets the account's count for the factor; the address's count
         takes back this attempt's reservation.
 
         No lock existed when this attempt was counted (it would have been refused), so a lock

@@ -1,5 +1,5 @@
 """Pruning: delete the rows of short-lived tables once they can no longer matter, and audit events
-older than the retention (issue 6, audit retention; issue 7: nothing grows without bound).
+older than the retention (audit retention; this rule: nothing grows without bound).
 
 Each rule says when a row is dead, with a margin wherever a spent row is still evidence: a spent
 code or client assertion must outlive every moment it could be replayed, or a replay would no
@@ -151,7 +151,7 @@ RULES: tuple[Rule, ...] = (
         and_(AttemptCounter.key.startswith(WINDOW_PREFIX),
              AttemptCounter.last_failure_at < p.now - MAX_WINDOW),
         AttemptCounter.last_failure_at < p.now - COUNTER_LIFETIME)),
-    # DESIGN.md: a lock lasts until an admin unlocks it or 30 days pass.
+    # a lock lasts until an admin unlocks it or 30 days pass.
     Rule("factor_locks", FactorLock.key,
          lambda p: FactorLock.locked_at < p.now - COUNTER_LIFETIME),
     Rule("outbox_messages", OutboxMessage.id, lambda p: _outbox_dead(p)),

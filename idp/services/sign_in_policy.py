@@ -1,4 +1,4 @@
-"""The deployment's sign-in policy (issue 6, policy): what every sign-in path asks of users.
+"""The deployment's sign-in policy (policy): what every sign-in path asks of users.
 
 Defaults come from the settings (config file and ``IDP_*``); the admin console's policy page (and
 ``idp policy set``) store overrides in the database, one row per overridden field, which every
@@ -31,11 +31,11 @@ if TYPE_CHECKING:  # idp.settings imports this module to validate the defaults
 log = logging.getLogger(__name__)
 
 #: WebAuthn L3 5.8.6 UserVerificationRequirement values we accept. "discouraged" is not offered:
-#: a passkey without user verification would be a single factor, below what DESIGN.md promises.
+#: a passkey without user verification would be a single factor, below what the design promises.
 USER_VERIFICATION_CHOICES = ("required", "preferred")
 #: WebAuthn L3 5.4.7 AttestationConveyancePreference.
 ATTESTATION_CHOICES = ("none", "indirect", "direct", "enterprise")
-#: DESIGN.md: at most 100 consecutive failures per account and factor.
+#: at most 100 consecutive failures per account and factor.
 MAX_LOCKOUT_THRESHOLD = 100
 
 

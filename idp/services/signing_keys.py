@@ -1,7 +1,7 @@
 """Signing keys: generation, encryption at rest, rotation, publication and a per-node cache.
 
 Every node reads keys from the shared database and caches them for ``key_cache_ttl`` seconds, so a
-key rotated on one node is used and published by every node shortly after (DESIGN.md, storage).
+key rotated on one node is used and published by every node shortly after (storage).
 """
 
 from __future__ import annotations

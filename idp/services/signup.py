@@ -1,10 +1,10 @@
-"""New accounts: accepting an admin's invite, and self-service sign-up (issue 6, users).
+"""New accounts: accepting an admin's invite, and self-service sign-up (users).
 
 Both end the same way: the address was proven by a one-time link (spent by a POST through the
 consume-once primitive, so a mail scanner's prefetch spends nothing), the user chose a name, and
 the account's first way in comes next: a passkey, or a password where the policy allows one.
 
-Sign-up never tells who has an account (DESIGN.md, account-enumeration safe): a known address gets
+Sign-up never tells who has an account (account-enumeration safe): a known address gets
 the same answer as a new one, and its owner gets a "someone tried to sign up" notice instead of a
 link.
 """

@@ -1,9 +1,9 @@
-"""What admins decide about users (issue 6, users): find, create, invite, disable, enable, delete,
+"""What admins decide about users (users): find, create, invite, disable, enable, delete,
 promote, demote, and take back sign-in methods, sessions and consents. No Flask: the console and
 the ``idp users`` commands share this service.
 
-Every action is audited with the admin as actor and the user as subject (DESIGN.md invariants).
-The last active admin can be neither disabled, demoted nor deleted (issue 6, guard rails): that
+Every action is audited with the admin as actor and the user as subject (the design invariants).
+The last active admin can be neither disabled, demoted nor deleted (guard rails): that
 check and the change happen in one transaction that holds the active admins' rows (PostgreSQL
 ``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` write lock), so two admins removing each
 other at the same moment cannot both succeed.
@@ -260,7 +260,7 @@ class UserAdmin:
     def send_login_link(
         self, user: User, *, ttl: int, now: datetime, url_for_secret: Any
     ) -> IssuedLink:
-        """A one-time rescue link (issue 6, login links): emailed (or kept in the outbox) to the
+        """A one-time rescue link (login links): emailed (or kept in the outbox) to the
         user, and returned so that the admin can pass it on by another channel."""
         check_link_ttl(ttl)
         self._require_active(user)
@@ -407,7 +407,7 @@ class UserAdmin:
         ).all()
 
     def _keep_an_admin(self, user: User, *, was_active_admin: bool) -> None:
-        """Refuse a change that leaves no active admin (issue 6, guard rails). Only a change to
+        """Refuse a change that leaves no active admin (guard rails). Only a change to
         an active admin can do that; the count runs after the change, inside its transaction."""
         if not was_active_admin:
             return

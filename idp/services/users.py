@@ -72,7 +72,7 @@ SIGNED_OUT = "signed_out"
 
 
 class EmailChanges:
-    """Email changes (issue 18 item 3): a stored, single-use request per change, confirmed from
+    """Email changes: a stored, single-use request per change, confirmed from
     the new address. Only its secret's hash is stored; ``confirm`` spends it in one conditional
     UPDATE, so it works once, and never again even if the address returns to its old value."""
 

@@ -1,5 +1,5 @@
 """The admin console in a real browser, from an empty install to a client app whose users sign in
-with passkeys (issue 6, the browser test; docs/admins.md walks the same road).
+with passkeys (the browser test; docs/admins.md walks the same road).
 
 1. ``idp init --admin-email`` on an empty install prints a one-time link; the first admin opens
    it, confirms, registers a passkey, and signs in with it to open the console (the guard wants a

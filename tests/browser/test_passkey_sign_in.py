@@ -1,5 +1,5 @@
 """Passkeys in a real browser: enrolment on the account page, autofill, the passkey button,
-email-first, the password fallback, and a removed passkey (DESIGN.md, the sign-in walk)."""
+email-first, the password fallback, and a removed passkey (the sign-in walk)."""
 
 from __future__ import annotations
 

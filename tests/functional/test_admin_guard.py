@@ -1,4 +1,4 @@
-"""The admin console's guard rails (issue 6, item 7), on every route of the ``admin`` blueprint.
+"""The admin console's guard rails (item 7), on every route of the ``admin`` blueprint.
 
 The routes are enumerated from the application's URL map, so a page added by anyone later is
 covered the moment it is registered: a signed-in non-admin gets 403 on each, an anonymous visitor

@@ -1,5 +1,5 @@
 """From an empty install to a client app whose users sign in with passkeys, all from the command
-line (issue 6, "Done when"; tests/browser/test_admin.py walks the console's road).
+line ("Done when"; tests/browser/test_admin.py walks the console's road).
 
 Only ``idp ...`` commands and what a browser and its authenticator would send over HTTP, against
 a live ``idp serve --production`` on SQLite and on a throwaway PostgreSQL database:

@@ -1,6 +1,6 @@
 """Spend-once secrets under real parallel requests against a live multi-process server.
 
-DESIGN.md invariant: every secret spent once goes through one atomic consume-once primitive, and a
+the design invariant: every secret spent once goes through one atomic consume-once primitive, and a
 replay revokes what was issued from it. N parallel redemptions of one code or refresh token: exactly
 one wins; the losers' replay then revokes the winner's tokens too. Runs on SQLite and PostgreSQL.
 

@@ -21,7 +21,7 @@ from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
 from tests.support.flow import csrf_token, start_session
 
-#: The review's values (issue 18 item 2): a display name hiding the real recipient, a list, and a
+#: The review's values: a display name hiding the real recipient, a list, and a
 #: header injection; then other shapes that are not one plain addr-spec.
 HOSTILE = [
     '"victim@corp.example" <mallory@evil.example>',

@@ -1,6 +1,6 @@
 """The fallback path, one test per rule: password, then a TOTP code or a backup code; recovery;
 attempt limits; enumeration safety; the password policy and rehash; the passkey prompt; and the
-notifications each of them leaves (DESIGN.md: sign-in methods and invariants).
+notifications each of them leaves (sign-in methods and invariants).
 
 The sign-in and account views read a frozen clock (the ``clock`` fixture) so that which 30-second
 TOTP step a code belongs to, and how long a delay has run, is decided by the test rather than by
@@ -348,7 +348,7 @@ def test_visiting_the_totp_page_does_not_switch_off_an_enrolled_app(
 ) -> None:
     """Opening /account/totp (a GET: no CSRF token, reachable by a link from anywhere) must not
     replace the confirmed secret: that would turn the second step off without the step-up,
-    notification and audit a removal gets (DESIGN.md: sensitive actions)."""
+    notification and audit a removal gets (sensitive actions)."""
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
     page = browser.get("/account/totp")
@@ -566,7 +566,7 @@ def test_refused_attempts_still_count(app: Flask, clock: Clock) -> None:
 
 def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: Clock) -> None:
     """docs/security.md: an address's failures count in a window that starts and ends on the
-    clock; refused attempts in it do not move its end (issue 11: not "resets after an idle
+    clock; refused attempts in it do not move its end (this rule: not "resets after an idle
     hour")."""
     user = create_user(app)
     crowded, other = "198.51.100.7", "198.51.100.8"

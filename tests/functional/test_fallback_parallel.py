@@ -1,7 +1,7 @@
 """The fallback path under real parallel requests: a live multi-process server (SQLite and
 PostgreSQL) and the machine's Redis.
 
-DESIGN.md invariants: every secret spent once (a backup code here) is spent through one atomic
+the design invariants: every secret spent once (a backup code here) is spent through one atomic
 consume-once primitive, so of N parallel uses exactly one wins; failed attempts are counted per
 account and factor, shared across nodes, so N parallel guesses all count.
 """
@@ -268,7 +268,7 @@ def test_nodes_sharing_redis_share_the_counters(
     tmp_path: Path, redis_client: Any, redis_prefix: str
 ) -> None:
     """Two nodes on one database and one Redis: failures counted by one lock the other, and none
-    land in the database (DESIGN.md: counters shared across nodes, in Redis when configured)."""
+    land in the database (counters shared across nodes, in Redis when configured)."""
     database = f"sqlite:///{tmp_path / 'idp.db'}"
     nodes = [
         create_app(app_overrides(database, tmp_path / f"node{i}", redis_url=REDIS_URL))

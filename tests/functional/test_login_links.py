@@ -207,7 +207,7 @@ def test_passwordless_user_created_without_password(app: Flask) -> None:
         assert row.password_hash is None
 
 
-# -- issue 6: "Send login link" on the user page, list, revoke, CLI -------------------------------
+# -- "Send login link" on the user page, list, revoke, CLI -----------------------------------------
 ISSUED = re.compile(r'<code id="issued-link"[^>]*>http://localhost(/login/link/[^<]+)</code>')
 
 

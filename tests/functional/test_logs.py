@@ -61,7 +61,7 @@ def _new_user(idp: LiveIdp, label: str) -> str:
 
 
 def _wait_for_next_totp_step(last_code: str, totp: Any) -> str:
-    """RFC 6238 5.2 / DESIGN.md: an accepted step is never accepted again; the enrolment spent
+    """RFC 6238 5.2 / an accepted step is never accepted again; the enrolment spent
     the current one."""
     deadline = time.monotonic() + 35
     while totp.now() == last_code and time.monotonic() < deadline:

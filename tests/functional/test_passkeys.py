@@ -172,7 +172,7 @@ def signed_in(client: FlaskClient, user: CreatedUser) -> PasskeyPages:
 @pytest.fixture
 def enrolled(signed_in: PasskeyPages) -> SoftAuthenticator:
     """A synced passkey the user has registered, and signed in with since: adding or removing
-    more needs a sign-in as strong as the user's strongest method (DESIGN.md step-up)."""
+    more needs a sign-in as strong as the user's strongest method (the design step-up)."""
     authenticator = synced()
     assert signed_in.add_passkey(authenticator).status_code == 201
     assert signed_in.sign_in_with_passkey(authenticator).status_code == 200

@@ -36,7 +36,7 @@ def test_step_up_refuses_a_sign_in_older_than_five_minutes(
 def test_step_up_refuses_a_password_session_when_the_user_has_a_passkey(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
-    """DESIGN.md: as strong as the strongest method. Otherwise a stolen password could add the
+    """as strong as the strongest method. Otherwise a stolen password could add the
     attacker's own passkey next to the user's."""
     pages = PasskeyPages(client)
     pages.sign_in_with_password(user)

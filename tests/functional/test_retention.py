@@ -216,7 +216,7 @@ def seeded(storage_app: Flask) -> Seeder:
         AttemptCounter(
             key="win:addr:dead-address", failures=9, last_failure_at=ago(2 * minute * 60)
         ),
-        # A lock lasts until an admin unlocks it or 30 days pass (DESIGN.md).
+        # A lock lasts until an admin unlocks it or 30 days pass.
         FactorLock(key="live-lock", locked_at=ago(29 * DAY)),
         FactorLock(key="dead-lock", locked_at=ago(31 * DAY)),
         s.outbox("live-outbox-sent", ago(DAY), ago(DAY)),

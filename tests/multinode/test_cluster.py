@@ -1,4 +1,4 @@
-"""Three stateless idp nodes behind a load balancer (issue 7, DESIGN.md "Storage and scale").
+"""Three stateless idp nodes behind a load balancer (the design "Storage and scale").
 
 Every node shares only PostgreSQL, Redis, the issuer and the secret key. haproxy balances
 round-robin and names the node that answered in ``X-Served-By``; each flow asserts that its
@@ -335,7 +335,7 @@ def test_a_key_rotated_on_one_node_is_used_and_published_by_all(
 def test_failed_passwords_on_every_node_add_up_to_one_count(
     cluster: Cluster, agent: UserAgent, spread: bool
 ) -> None:
-    """DESIGN.md: failures are counted per account and factor, shared across nodes. The delay
+    """failures are counted per account and factor, shared across nodes. The delay
     starts after the same number of failures whether they hit three nodes or one."""
     email, _ = cluster.new_user(PASSWORD)
     csrf, _ = login_page(agent, "/login")
