@@ -50,8 +50,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-#: Playwright's default timeout per action or wait; the pages answer in milliseconds.
-TIMEOUT_MS = 10_000
+#: Playwright's timeout per action, wait and ``expect`` assertion. The pages answer in
+#: milliseconds; the bound only matters on a loaded CI machine, where a passkey ceremony (options,
+#: the authenticator, verify, the page's reload) behind a busy second worker took over five
+#: seconds, Playwright's own default for ``expect``. A passing wait returns as soon as it holds.
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=TIMEOUT_MS)
 PASSWORD = "correct horse battery staple 42"
 #: Disables passkey autofill so that only the button or the email step runs a ceremony.
 NO_CONDITIONAL_MEDIATION = (
