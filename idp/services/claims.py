@@ -7,7 +7,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from idp.models import User
-from idp.services.groups import group_claims, released_claims, wants_group_claims
+from idp.services.groups import (
+    GroupClaims,
+    group_claims,
+    released_claims,
+    wants_group_claims,
+)
 
 #: What each scope lets an application do, in the words the consent and apps pages use.
 SCOPE_DESCRIPTIONS = {
@@ -36,14 +41,18 @@ def user_claims(user: User, scope: str) -> dict[str, Any]:
     return claims
 
 
-def client_claims(db: Session, user: User, client_id: str, scope: str) -> dict[str, Any]:
+def client_claims(
+    db: Session, user: User, client_id: str, scope: str, found: GroupClaims | None = None
+) -> dict[str, Any]:
     """Everything the ID token and userinfo release to ``client_id`` under ``scope``: the
     standard claims, then ``groups`` and the client's mapped claims (one query, only when a scope
-    can release them)."""
+    can release them, and none when the caller has ``found`` them already)."""
     claims = user_claims(user, scope)
     scopes = scope.split()
     if wants_group_claims(scopes):
-        claims.update(released_claims(group_claims(db, user.id, client_id), scopes))
+        if found is None:
+            found = group_claims(db, user.id, client_id)
+        claims.update(released_claims(found, scopes))
     return claims
 
 

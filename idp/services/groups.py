@@ -90,6 +90,12 @@ class GroupClaims:
 
     groups: list[str]
     mapped: dict[str, list[str]]
+    #: Whether one of the groups is among the client's allowed groups (what a restricted client
+    #: admits: ``allowed_to_use``).
+    in_allowed_group: bool = False
+
+    def admits(self, client: Client) -> bool:
+        return not client.restricted_to_groups or self.in_allowed_group
 
 
 def validate_name(name: str) -> str:
@@ -149,11 +155,16 @@ def allowed_to_use(db: Session, user_id: str, client: Client) -> bool:
 
 
 def group_claims(db: Session, user_id: str, client_id: str) -> GroupClaims:
-    """The user's group names and the client's mapped claims, in one query (one row per
-    membership and map; a group without a map yields one row with no claim). Stable order: group
-    names, and each claim's values, sorted."""
+    """The user's group names, the client's mapped claims, and whether one of the groups is
+    among the client's allowed ones, in one query (one row per membership and map; a group without
+    a map yields one row with no claim). Stable order: group names, and each claim's values,
+    sorted. The token endpoint reads access and claims from this one statement
+    (idp.oidc.server)."""
+    admits = exists().where(
+        ClientAllowedGroup.client_id == client_id, ClientAllowedGroup.group_id == Group.id
+    )
     rows = db.execute(
-        select(Group.name, ClaimMap.claim, ClaimMap.value)
+        select(Group.name, ClaimMap.claim, ClaimMap.value, admits.label("admits"))
         .join(GroupMember, GroupMember.group_id == Group.id)
         .outerjoin(ClaimMap, and_(ClaimMap.group_id == Group.id, ClaimMap.client_id == client_id))
         .where(GroupMember.user_id == user_id)
@@ -161,12 +172,18 @@ def group_claims(db: Session, user_id: str, client_id: str) -> GroupClaims:
     ).all()
     groups: list[str] = []
     mapped: dict[str, set[str]] = {}
-    for name, claim, value in rows:
+    in_allowed_group = False
+    for name, claim, value, admitted in rows:
         if not groups or groups[-1] != name:
             groups.append(name)
         if claim is not None:
             mapped.setdefault(claim, set()).add(value)
-    return GroupClaims(groups=groups, mapped={k: sorted(v) for k, v in sorted(mapped.items())})
+        in_allowed_group = in_allowed_group or bool(admitted)
+    return GroupClaims(
+        groups=groups,
+        mapped={k: sorted(v) for k, v in sorted(mapped.items())},
+        in_allowed_group=in_allowed_group,
+    )
 
 
 def released_claims(found: GroupClaims, scopes: Iterable[str]) -> dict[str, Any]:

@@ -203,6 +203,7 @@ def test_claims_of_a_user_in_20_groups_with_3_maps_take_one_query(
     assert len(statements) == 1, statements
     assert found.groups == [f"team-{n:02}" for n in range(20)]
     assert found.mapped == {"level": ["gold"], "roles": ["admin", "viewer"]}
+    assert not found.in_allowed_group  # the client names no allowed group
 
 
 # -- per-app access ---------------------------------------------------------------------------
@@ -418,8 +419,29 @@ def test_unrestricted_sign_in_without_group_scopes_reads_no_group_table(
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
     sql_statements.clear()
     rp.tokens_for(member, scope="openid profile")
-    tables = ("FROM groups", "JOIN groups", "group_members", "claim_maps", "client_allowed_groups")
-    assert not [s for s in sql_statements if any(t in s for t in tables)], "needless queries"
+    assert not [s for s in sql_statements if any(t in s for t in GROUP_TABLES)], "needless queries"
+
+
+GROUP_TABLES = ("FROM groups", "JOIN groups", "group_members", "claim_maps", "client_allowed_groups")
+
+
+def test_a_restricted_sign_in_with_groups_reads_groups_once_per_endpoint(
+    storage_app: Flask, group_rp: RelyingParty, member: CreatedUser, sql_statements: list[str]
+) -> None:
+    """Per-app access and the claims cost one statement at /authorize and one at the token
+    endpoint, where the access check and the ID token's claims share it (docs/performance.md,
+    "Groups and claim maps")."""
+    for n in range(20):
+        _make_group(storage_app, f"team-{n:02}", member.email)
+    _restrict(storage_app, group_rp.registered.client_id, "team-19")
+    _claim_maps(storage_app, group_rp.registered.client_id, "roles:team-00=admin")
+    sql_statements.clear()
+    tokens = group_rp.tokens_for(member, scope="openid groups")
+    read = [s for s in sql_statements if any(t in s for t in GROUP_TABLES)]
+    assert len(read) == 2, read
+    _, claims = jwt_parts(tokens["id_token"])
+    assert claims["groups"] == [f"team-{n:02}" for n in range(20)]
+    assert claims["roles"] == ["admin"]
 
 
 def test_group_membership_rows_go_with_the_user(storage_app: Flask, member: CreatedUser) -> None:
