@@ -18,7 +18,7 @@ import secrets
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -51,6 +51,15 @@ class Fixture:
     auth_lock: threading.Lock = field(default_factory=threading.Lock)
     #: What the passkey sign-in asks for: with ``--groups`` also ``groups`` (bench/README.md).
     scope: str = SCOPE
+    #: With ``--groups``: an unrestricted first-party client, for the same user's sign-ins without
+    #: groups (the baseline of ``bench.run.compare_groups``).
+    plain_client: tuple[str, str] | None = None
+
+    def without_groups(self) -> Fixture:
+        """The same user and passkey signing in at the plain client without the groups scope."""
+        assert self.plain_client is not None
+        client_id, client_secret = self.plain_client
+        return replace(self, client_id=client_id, client_secret=client_secret, scope=SCOPE)
 
     @property
     def url(self) -> str:
@@ -103,7 +112,12 @@ def setup(idp: LiveIdp, groups: int = 0, claim_maps: int = 0) -> Fixture:
     idp.create_user(email, PASSWORD, name="Bench User")
     client = idp.create_client(name="bench", redirect_uris=[REDIRECT_URI], first_party=True)
     scope = SCOPE
+    plain_client: tuple[str, str] | None = None
     if groups:
+        plain = idp.create_client(
+            name="bench-plain", redirect_uris=[REDIRECT_URI], first_party=True
+        )
+        plain_client = (plain["client_id"], plain["client_secret"])
         names = [f"bench-{n:02}" for n in range(groups)]
         for name in names:
             idp.cli("groups", "create", name, "--json")
@@ -136,6 +150,7 @@ def setup(idp: LiveIdp, groups: int = 0, claim_maps: int = 0) -> Fixture:
         authenticator=register_passkey(idp, email, PASSWORD),
         jwks=KeySet.import_key_set(jwks),
         scope=scope,
+        plain_client=plain_client,
     )
 
 
