@@ -76,8 +76,9 @@ def main() -> None:
     ):
         _name, url = next(each)
         with start_live_idp(
-            Path(tmp), database_url=url, production=True, server=args.server
-        ) as idp:
+            Path(tmp), database_url=url, production=True, server=args.server,
+            env=flows.BENCH_ENV,
+        ) as idp:  # fmt: skip
             assert idp.process is not None
             fx = flows.setup(idp)
             users = flows.seed_totp_users(

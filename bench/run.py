@@ -500,8 +500,9 @@ def main(argv: list[str] | None = None) -> None:
             directory = Path(tmp) / database
             directory.mkdir()
             with start_live_idp(
-                directory, database_url=url, production=True, server=servers[0]
-            ) as idp:
+                directory, database_url=url, production=True, server=servers[0],
+                env=flows.BENCH_ENV,
+            ) as idp:  # fmt: skip
                 fx = flows.setup(idp, int(group_count or 0), int(map_count or 0))
                 for server in servers:
                     print(f"{database}, {server}:", file=sys.stderr, flush=True)

@@ -38,7 +38,9 @@ def main() -> None:
         databases([args.database]) as each,
     ):
         _name, url = next(each)
-        with start_live_idp(Path(tmp), database_url=url, production=True) as idp:
+        with start_live_idp(
+            Path(tmp), database_url=url, production=True, env=flows.BENCH_ENV
+        ) as idp:
             fx = flows.setup(idp)
             for round_number in range(1, args.rounds + 1):
                 for server in SERVERS:

@@ -59,6 +59,10 @@ class Settings:
 
     #: "all" (default, RFC 9700 2.1.1 recommends PKCE for every client) or "public".
     pkce_required_for: str = "all"
+    #: Pending authorization requests and passkey options (WebAuthn challenges) each client
+    #: address may open per 15 minutes (docs/operations.md, "Storage budgets"); raise it when many
+    #: people share one address, such as an office behind one NAT. 10 to 1,000,000.
+    anonymous_requests_per_address: int = 120
     #: Argon2id parameters (OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1).
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
@@ -225,6 +229,8 @@ class Settings:
             policy_from_settings(self)
         except PolicyError as error:
             raise SettingsError(str(error)) from error
+        if not 10 <= self.anonymous_requests_per_address <= 1_000_000:
+            raise SettingsError("anonymous_requests_per_address must be 10 to 1000000")
         if self.trusted_proxies < 0:
             raise SettingsError("trusted_proxies must not be negative")
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in SMTP_SCHEMES:

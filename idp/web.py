@@ -271,7 +271,7 @@ def _counter_store() -> CounterStore:
 def storage_budgets() -> StorageBudgets:
     """The per-address budgets of anonymous writes (docs/operations.md, "Storage budgets"), in the
     counter store every node shares."""
-    return StorageBudgets(_counter_store())
+    return StorageBudgets(_counter_store(), runtime().settings.anonymous_requests_per_address)
 
 
 def signup_budget() -> AddressBudget:

@@ -20,11 +20,10 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.rate_limits import AddressBudget, CounterStore
 
-#: Pending authorization requests one address may open per window.
-PENDING_AUTHORIZATIONS_PER_ADDRESS = 120
+#: The window of the per-address budgets of pending authorization requests and of passkey
+#: sign-in options (each stores a challenge); how many each address may open in it is the
+#: ``anonymous_requests_per_address`` setting.
 PENDING_AUTHORIZATIONS_WINDOW = timedelta(minutes=15)
-#: Passkey sign-in options (each stores a challenge) one address may ask for per window.
-PASSKEY_OPTIONS_PER_ADDRESS = 120
 PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
 #: Audit rows for refused anonymous requests: one per address, kind and window; the rest are
 #: counted in ``idp_anonymous_rejections_total``.
@@ -50,17 +49,16 @@ def budget_address(address: str) -> str:
 class StorageBudgets:
     """The per-address budgets of anonymous writes, in the shared counter store."""
 
-    def __init__(self, store: CounterStore) -> None:
+    def __init__(self, store: CounterStore, per_address: int) -> None:
         self.store = store
+        self.per_address = per_address
 
     def pending_authorization(self, address: str, now: datetime) -> bool:
-        budget = AddressBudget(
-            self.store, PENDING_AUTHORIZATIONS_PER_ADDRESS, PENDING_AUTHORIZATIONS_WINDOW
-        )
+        budget = AddressBudget(self.store, self.per_address, PENDING_AUTHORIZATIONS_WINDOW)
         return budget.spend("pending_authorization", budget_address(address), now)
 
     def passkey_options(self, address: str, now: datetime) -> bool:
-        budget = AddressBudget(self.store, PASSKEY_OPTIONS_PER_ADDRESS, PASSKEY_OPTIONS_WINDOW)
+        budget = AddressBudget(self.store, self.per_address, PASSKEY_OPTIONS_WINDOW)
         return budget.spend("passkey_options", budget_address(address), now)
 
     def rejection_audited(self, kind: str, address: str, now: datetime) -> bool:

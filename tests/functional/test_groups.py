@@ -422,7 +422,13 @@ def test_unrestricted_sign_in_without_group_scopes_reads_no_group_table(
     assert not [s for s in sql_statements if any(t in s for t in GROUP_TABLES)], "needless queries"
 
 
-GROUP_TABLES = ("FROM groups", "JOIN groups", "group_members", "claim_maps", "client_allowed_groups")
+GROUP_TABLES = (
+    "FROM groups",
+    "JOIN groups",
+    "group_members",
+    "claim_maps",
+    "client_allowed_groups",
+)
 
 
 def test_a_restricted_sign_in_with_groups_reads_groups_once_per_endpoint(

@@ -26,12 +26,14 @@ from werkzeug.test import TestResponse
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
 from idp.models.base import utcnow
-from idp.services.anonymous import PASSKEY_OPTIONS_PER_ADDRESS, PASSKEY_OPTIONS_WINDOW
+from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
+from idp.settings import Settings
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of
 from tests.support.passkey_flow import PasskeyPages
 
+PER_ADDRESS = Settings.anonymous_requests_per_address
 ICLOUD_KEYCHAIN = "fbfc3007-154e-4ecc-8c0b-6e020557d7bd"
 GOOGLE_PASSWORD_MANAGER = "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4"
 NO_AAGUID = "00000000-0000-0000-0000-000000000000"
@@ -752,7 +754,7 @@ def test_second_step_options_list_that_users_passkeys(
 
 
 def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> None:
-    """Each options answer stores a challenge: one address gets PASSKEY_OPTIONS_PER_ADDRESS of
+    """Each options answer stores a challenge: one address gets PER_ADDRESS of
     them per window, then 429 with Retry-After; another address is unaffected."""
     browser = PasskeyPages(storage_app.test_client())
     headers = {"X-CSRFToken": browser.csrf()}
@@ -763,7 +765,7 @@ def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> N
             environ_base={"REMOTE_ADDR": address},
         )  # fmt: skip
 
-    for _ in range(PASSKEY_OPTIONS_PER_ADDRESS):
+    for _ in range(PER_ADDRESS):
         assert ask("198.51.100.7").status_code == 200
     refused = ask("198.51.100.7")
     assert refused.status_code == 429
@@ -771,7 +773,7 @@ def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> N
     assert int(refused.headers["Retry-After"]) == PASSKEY_OPTIONS_WINDOW.total_seconds()
     assert ask("198.51.100.8").status_code == 200
     stored = rows(storage_app, WebAuthnChallenge)
-    assert len(stored) == PASSKEY_OPTIONS_PER_ADDRESS + 1
+    assert len(stored) == PER_ADDRESS + 1
 
 
 # -- what a passkey sign-in is worth to a relying party -------------------------------------------

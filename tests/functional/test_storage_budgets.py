@@ -5,6 +5,7 @@ refused anonymous requests are counted, not audited one row each. On SQLite and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,17 +19,17 @@ from idp import metrics
 from idp.extensions import db
 from idp.models import AttemptCounter, AuditEvent, Base, PendingAuthorization
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH, MAX_NONCE_LENGTH, MAX_STATE_LENGTH
-from idp.services.anonymous import (
-    PASSKEY_OPTIONS_PER_ADDRESS,
-    PENDING_AUTHORIZATIONS_PER_ADDRESS,
-    budget_address,
-)
+from idp.services.anonymous import budget_address
 from idp.services.policy import ACR_VALUES_SUPPORTED
+from idp.settings import Settings
+from tests.conftest import _build_app
 from tests.support.factories import create_client, rows
 from tests.support.flow import RelyingParty, query_of
 from tests.support.passkey_flow import PasskeyPages
 
 FOUR_KB = 4096
+#: The default budget of pending requests and passkey options per address and window.
+PER_ADDRESS = Settings.anonymous_requests_per_address
 ADDRESS = "203.0.113.9"
 #: What a pending request can hold at most once every parameter is capped: the registered
 #: redirect URI and scopes, plus the capped state, nonce and login_hint, the known acr values,
@@ -112,19 +113,19 @@ def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_bud
              "login_hint": "h" * FOUR_KB, "acr_values": ("phr " + "a" * 40 + " ") * 90}  # fmt: skip
     answers = [
         _anonymous_authorize(storage_app.test_client(), rp, **worst)
-        for _ in range(PENDING_AUTHORIZATIONS_PER_ADDRESS + 80)
+        for _ in range(PER_ADDRESS + 80)
     ]
     sign_in_pages = [a for a in answers if "/login?request=" in a.headers["Location"]]
     refused = [query_of(a.headers["Location"]) for a in answers if a not in sign_in_pages]
-    assert len(sign_in_pages) == PENDING_AUTHORIZATIONS_PER_ADDRESS
+    assert len(sign_in_pages) == PER_ADDRESS
     assert {r["error"] for r in refused} == {"temporarily_unavailable"}
     assert {r["state"] for r in refused} == {worst["state"]}
 
     growth = _growth(before, _stored(storage_app))
     assert set(growth) == {"pending_authorizations", "attempt_counters"}, growth
     pending_rows, pending_bytes = growth["pending_authorizations"]
-    assert pending_rows == PENDING_AUTHORIZATIONS_PER_ADDRESS
-    assert pending_bytes <= PENDING_AUTHORIZATIONS_PER_ADDRESS * (MAX_PENDING_PARAMS_BYTES + 200)
+    assert pending_rows == PER_ADDRESS
+    assert pending_bytes <= PER_ADDRESS * (MAX_PENDING_PARAMS_BYTES + 200)
     assert growth["attempt_counters"][0] == 1  # the address's budget counter
     for pending in rows(storage_app, PendingAuthorization):
         assert pending.params["login_hint"] is None
@@ -137,6 +138,19 @@ def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_bud
         environ_base={"REMOTE_ADDR": "203.0.113.10"},
     )  # fmt: skip
     assert "/login?request=" in other.headers["Location"]
+
+
+def test_the_address_budget_follows_the_setting(tmp_path: Path) -> None:
+    """anonymous_requests_per_address (docs/configuration.md) sets the budget: a deployment
+    where many people share one address raises it, and the refusal starts there."""
+    app = _build_app(
+        f"sqlite:///{tmp_path / 'idp.db'}", tmp_path, anonymous_requests_per_address=12
+    )
+    rp = RelyingParty(app.test_client(), create_client(app))
+    answers = [_anonymous_authorize(app.test_client(), rp) for _ in range(15)]
+    opened = [a for a in answers if "/login?request=" in a.headers["Location"]]
+    assert len(opened) == 12
+    assert query_of(answers[-1].headers["Location"])["error"] == "temporarily_unavailable"
 
 
 def test_an_oversize_state_is_refused_with_invalid_request_and_stores_nothing(
@@ -179,7 +193,7 @@ def test_ipv6_addresses_of_one_64_share_a_budget() -> None:
 def test_pending_authorizations_are_budgeted_per_ipv6_64(
     storage_app: Flask, rp: RelyingParty
 ) -> None:
-    for host in range(PENDING_AUTHORIZATIONS_PER_ADDRESS):
+    for host in range(PER_ADDRESS):
         response = rp.browser.get(
             "/authorize", query_string=rp.authorize_params(),
             environ_base={"REMOTE_ADDR": f"2001:db8:7:7::{host + 1:x}"},
@@ -250,7 +264,7 @@ def test_passkey_answers_within_the_options_budget_store_a_bounded_amount(
     pages = PasskeyPages(storage_app.test_client())
     csrf = pages.csrf()
     before = _stored(storage_app)
-    for _ in range(PASSKEY_OPTIONS_PER_ADDRESS + 20):
+    for _ in range(PER_ADDRESS + 20):
         issued = pages.browser.post(
             "/login/passkey/options", json={}, headers={"X-CSRFToken": csrf},
             environ_base={"REMOTE_ADDR": ADDRESS},
@@ -265,7 +279,7 @@ def test_passkey_answers_within_the_options_budget_store_a_bounded_amount(
         )  # fmt: skip
         assert answer.status_code == 400
     growth = _growth(before, _stored(storage_app))
-    assert growth["webauthn_challenges"][0] == PASSKEY_OPTIONS_PER_ADDRESS
+    assert growth["webauthn_challenges"][0] == PER_ADDRESS
     assert growth["audit_events"][0] == 1
     assert growth["attempt_counters"][0] <= 2  # the options budget and the audit window
     with storage_app.app_context():
