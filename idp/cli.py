@@ -1220,7 +1220,7 @@ def prune(as_json: bool) -> None:
     from idp.services.retention import RetentionPolicy, claim_run
     from idp.services.retention import prune as prune_rows
     from idp.services.sign_in_policy import load_policy
-    from idp.web import mailer, runtime
+    from idp.web import outbox_channels, runtime
 
     with _app():
         settings = runtime().settings
@@ -1229,7 +1229,7 @@ def prune(as_json: bool) -> None:
         counts = prune_rows(db.session(), RetentionPolicy(
             now=now, audit_retention_days=settings.audit_retention_days,
             session_idle_ttl=policy.session_idle_ttl, refresh_token_ttl=settings.refresh_token_ttl,
-        ), mailer=mailer())  # fmt: skip
+        ), channels=outbox_channels())  # fmt: skip
         # The nodes' opportunistic prune need not run again right after this one.
         claim_run(db.session(), now, timedelta(0))
         _emit(counts, as_json,
