@@ -176,12 +176,15 @@ def test_a_receiver_that_is_down_gets_the_token_once_it_is_back_and_the_console_
     client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
     drain(app)
     [row] = logout_rows(app)
-    assert row.sent_at is None and row.attempts == 1
-    assert row.last_error is not None and "could not reach" in row.last_error
+    assert row.sent_at is None
+    assert row.attempts == 1
+    assert row.last_error is not None
+    assert "could not reach" in row.last_error
     assert _count("http", "failed") == failed_before + 1
     admin = passkey_browser(app, "root@example.com")
     page = admin.browser.get(f"/admin/clients/{down.client_id}")
-    assert 'id="logout-failures"' in page.text and "could not reach" in page.text
+    assert 'id="logout-failures"' in page.text
+    assert "could not reach" in page.text
 
     with logout_receiver(port) as back, app.app_context():
         # Not due yet: the backoff holds it (the prune job runs the retries).
@@ -191,7 +194,8 @@ def test_a_receiver_that_is_down_gets_the_token_once_it_is_back_and_the_console_
         [token] = back.tokens("/logout")
     assert verified(app, token, down)["sid"] == sid_of(tokens)
     [row] = logout_rows(app)
-    assert row.sent_at is not None and row.attempts == 2
+    assert row.sent_at is not None
+    assert row.attempts == 2
     page = admin.browser.get(f"/admin/clients/{down.client_id}")
     assert re.search(r"Delivered \d\d:\d\d:\d\d", page.text)
 
@@ -242,7 +246,8 @@ def test_a_redirect_is_a_failure_and_is_never_followed(
     drain(app)
     assert [d.path for d in receiver.deliveries] == ["/moved"]
     [row] = logout_rows(app)
-    assert row.sent_at is None and row.last_error == "the relying party answered HTTP 307"
+    assert row.sent_at is None
+    assert row.last_error == "the relying party answered HTTP 307"
 
 
 def test_a_session_ended_twice_is_announced_once_and_a_row_is_delivered_once(
@@ -267,4 +272,5 @@ def test_a_session_ended_twice_is_announced_once_and_a_row_is_delivered_once(
     assert len(receiver.tokens("/one")) == 1
     with app.app_context():
         grant = db.session.scalar(select(Grant).where(Grant.sid == sid_of(tokens)))
-        assert grant is not None and grant.revoked_at is None  # offline_access outlives it
+        assert grant is not None
+        assert grant.revoked_at is None

@@ -66,7 +66,7 @@ class LogoutReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode()
                 delivery = Delivery(self.path, self.headers.get("Content-Type", ""), parse_qs(body))
@@ -130,9 +130,11 @@ def verify_logout_token(
     claims = dict(decoded.claims)
     assert claims["iss"] == issuer
     assert claims["aud"] == client_id
-    assert isinstance(claims["iat"], int) and isinstance(claims["exp"], int)
+    assert isinstance(claims["iat"], int)
+    assert isinstance(claims["exp"], int)
     assert claims["iat"] <= claims["exp"] <= claims["iat"] + 300
-    assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
+    assert isinstance(claims["jti"], str)
+    assert len(claims["jti"]) >= 16
     assert claims["events"] == {EVENT: {}}
     assert claims.get("sid") or claims.get("sub")
     assert "nonce" not in claims
