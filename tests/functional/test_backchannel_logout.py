@@ -6,6 +6,7 @@ once. The receiver is a real HTTP server (tests.support.logout_receiver)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from idp import metrics
 from idp.extensions import db
@@ -23,6 +25,7 @@ from idp.services import backchannel_logout
 from idp.services.outbox import FIRST_RETRY, deliver, deliver_due, take_committed
 from idp.services.sessions import end_sessions
 from idp.web import outbox_channels, outbox_worker
+from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
 from tests.support.admin import passkey_browser
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, jwt_parts, start_session
@@ -32,6 +35,8 @@ from tests.support.logout_receiver import (
     logout_receiver,
     verify_logout_token,
 )
+
+__all__ = ["pg_app"]  # the PostgreSQL app fixture, shared with the groups' concurrency tests
 
 
 @pytest.fixture
@@ -78,11 +83,11 @@ def test_rp_initiated_logout_tells_each_client_of_the_session_and_no_other(
     tokens = RelyingParty(client, one).tokens_for(user)
     RelyingParty(client, two).tokens_for(user, scope="openid")
     RelyingParty(client, silent).tokens_for(user)
-    # Another user's session, at the same client and at one this session never used.
+    # The same user's session on another device, at a client this session never used; and
+    # another user's session at the same client.
+    RelyingParty(app.test_client(), elsewhere).tokens_for(user)
     other = create_user(app, email="grace@example.com")
-    other_browser = app.test_client()
-    RelyingParty(other_browser, one).tokens_for(other)
-    RelyingParty(other_browser, elsewhere).tokens_for(other)
+    RelyingParty(app.test_client(), one).tokens_for(other)
 
     response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
     assert response.status_code == 200, response.text
@@ -274,3 +279,40 @@ def test_a_session_ended_twice_is_announced_once_and_a_row_is_delivered_once(
         grant = db.session.scalar(select(Grant).where(Grant.sid == sid_of(tokens)))
         assert grant is not None
         assert grant.revoked_at is None
+
+
+def test_two_transactions_ending_one_session_at_once_announce_it_once(
+    pg_app: Flask, receiver: LogoutReceiver
+) -> None:
+    """PostgreSQL, held in flight: the first transaction ended the session (not committed); the
+    second, which saw it live, is seen waiting on its row lock; then the first commits. The
+    second's conditional UPDATE then matches nothing: it neither ends nor announces it again."""
+    app = pg_app
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    user = create_user(app)
+    tokens = RelyingParty(app.test_client(), one).tokens_for(user)
+    condition = BrowserSession.sid == sid_of(tokens)
+    with app.app_context():
+        engine = db.engine
+    first, second = Session(engine), Session(engine)
+    ended: dict[str, Any] = {}
+    try:
+        assert end_sessions(first, condition, "test", utcnow()) == 1
+        first.flush()
+        pid = _backend_pid(second)
+
+        def run_second() -> None:
+            ended["second"] = end_sessions(second, condition, "test", utcnow())
+            second.commit()
+
+        worker = threading.Thread(target=run_second)
+        worker.start()
+        _wait_until_blocked(engine, pid, worker)
+        first.commit()
+        worker.join(60)
+        assert not worker.is_alive()
+    finally:
+        first.close()
+        second.close()
+    assert ended == {"second": 0}
+    assert len(logout_rows(app)) == 1
