@@ -293,6 +293,11 @@ def validate_https_link(uri: str, label: str) -> None:
         raise ClientRegistrationError(f"the {label} link must name its host by DNS name: {uri!r}")
 
 
+def on_loopback(issuer: str) -> bool:
+    """Is this issuer a development one, on a loopback host?"""
+    return bool(issuer) and _is_loopback(urlsplit(issuer).hostname or "")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -348,7 +353,7 @@ class ClientService:
         self.secret_hasher = secret_hasher
         #: An issuer on loopback is a development setup: http back-channel logout URIs on
         #: loopback are accepted then (``validate_backchannel_logout_uri``).
-        self.development = _is_loopback(urlsplit(issuer).hostname or "") if issuer else False
+        self.development = on_loopback(issuer)
 
     def _audit(self, event: str, client_id: str, actor: Actor | None, **details: Any) -> None:
         actor = actor or Actor()

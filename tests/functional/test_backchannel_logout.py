@@ -22,7 +22,14 @@ from idp.extensions import db
 from idp.models import BrowserSession, Grant, OutboxMessage
 from idp.models.base import utcnow
 from idp.services import backchannel_logout
-from idp.services.outbox import FIRST_RETRY, deliver, deliver_due, take_committed
+from idp.services.outbox import (
+    FIRST_RETRY,
+    Pending,
+    UndeliverableError,
+    deliver,
+    deliver_due,
+    take_committed,
+)
 from idp.services.sessions import end_sessions
 from idp.web import outbox_channels, outbox_worker
 from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
@@ -316,3 +323,22 @@ def test_two_transactions_ending_one_session_at_once_announce_it_once(
         second.close()
     assert ended == {"second": 0}
     assert len(logout_rows(app)) == 1
+
+
+def test_a_plain_http_uri_from_development_is_never_used_by_a_real_issuer(
+    app: Flask, receiver: LogoutReceiver
+) -> None:
+    """Section 2.2's rule is checked at each delivery too: a loopback http URI registered while
+    the issuer was on loopback gets nothing once the issuer is a real (https) one."""
+    dev = create_client(app, backchannel_logout_uri=receiver.url("/dev"))
+    pending = Pending(
+        id=0, channel="http", kind=backchannel_logout.KIND, user_id="u", recipient=dev.client_id,
+        subject="", body="", details={"sid": "s", "sub": "u"},
+    )  # fmt: skip
+    with app.app_context():
+        keys = app.extensions["idp"].keys
+        sender = backchannel_logout.BackchannelSender(db.session(), keys, "https://idp.example")
+        with pytest.raises(UndeliverableError):
+            sender.send(pending)
+        backchannel_logout.BackchannelSender(db.session(), keys, "http://localhost").send(pending)
+    assert len(receiver.tokens("/dev")) == 1
