@@ -24,6 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.models import Client, Grant, OutboxMessage
+from idp.services.clients import (
+    ClientRegistrationError,
+    on_loopback,
+    validate_backchannel_logout_uri,
+)
 from idp.services.crypto import new_secret
 from idp.services.notifications import tls_context
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
@@ -156,6 +161,13 @@ class BackchannelSender:
         if client is None or not uri:
             self.db.commit()
             raise UndeliverableError("the client no longer has a back-channel logout URI")
+        try:
+            # Checked again at each delivery: a plain-http loopback URI registered during
+            # development is never used once the issuer is a real one (section 2.2).
+            validate_backchannel_logout_uri(uri, development=on_loopback(self.issuer))
+        except ClientRegistrationError:
+            self.db.commit()
+            raise UndeliverableError("the back-channel logout URI is not allowed here") from None
         token = mint_logout_token(self.db, self.keys, self.issuer, client, message.details)
         self.db.commit()  # no transaction stays open while the relying party answers
         post_logout_token(uri, token)
