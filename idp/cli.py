@@ -525,7 +525,8 @@ def _client_service(app: Flask) -> Any:
     from idp.extensions import db
     from idp.services.clients import ClientService
 
-    return ClientService(db.session(), app.extensions["idp"].client_secrets)
+    rt = app.extensions["idp"]
+    return ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
 
 
 def _cli_actor() -> Any:
@@ -585,6 +586,16 @@ def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[...
             click.option("--logo-uri", help="https URL of the logo on the consent page."),
             click.option("--tos-uri", help="https URL of the terms of service."),
             click.option("--policy-uri", help="https URL of the privacy policy."),
+            # OpenID Connect Back-Channel Logout 1.0 (docs/integrating.md).
+            click.option(
+                "--backchannel-logout-uri",
+                help="https URL that gets a logout token when a session of the app's users ends"
+                + ("." if create else " ('' removes it)."),
+            ),
+            flag(
+                "--backchannel-logout-session-required",
+                "The app needs the session id (sid) in logout tokens (idp always sends it).",
+            ),
             click.option(
                 "--allowed-group",
                 "allowed_groups",
@@ -642,6 +653,8 @@ def clients_create(
     claim_maps: tuple[str, ...],
     as_json: bool,
     public: bool,
+    backchannel_logout_uri: str | None,
+    backchannel_logout_session_required: bool,
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
@@ -664,6 +677,8 @@ def clients_create(
         logo_uri=logo_uri,
         tos_uri=tos_uri,
         policy_uri=policy_uri,
+        backchannel_logout_uri=backchannel_logout_uri,
+        backchannel_logout_session_required=backchannel_logout_session_required,
     )
     with _app() as app:
         try:
@@ -781,6 +796,8 @@ def clients_edit(
     as_json: bool,
     clear_post_logout: bool,
     clear_claim_maps: bool,
+    backchannel_logout_uri: str | None,
+    backchannel_logout_session_required: bool | None,
 ) -> None:
     """Change a client; options not given stay as they are (an empty --logo-uri '' clears it).
     A new secret is printed once if the change needs one."""
@@ -802,6 +819,8 @@ def clients_edit(
             "logo_uri": logo_uri,
             "tos_uri": tos_uri,
             "policy_uri": policy_uri,
+            "backchannel_logout_uri": backchannel_logout_uri,
+            "backchannel_logout_session_required": backchannel_logout_session_required,
         }.items()
         if value is not None
     }
@@ -1220,7 +1239,7 @@ def prune(as_json: bool) -> None:
     from idp.services.retention import RetentionPolicy, claim_run
     from idp.services.retention import prune as prune_rows
     from idp.services.sign_in_policy import load_policy
-    from idp.web import mailer, runtime
+    from idp.web import outbox_channels, runtime
 
     with _app():
         settings = runtime().settings
@@ -1229,7 +1248,7 @@ def prune(as_json: bool) -> None:
         counts = prune_rows(db.session(), RetentionPolicy(
             now=now, audit_retention_days=settings.audit_retention_days,
             session_idle_ttl=policy.session_idle_ttl, refresh_token_ttl=settings.refresh_token_ttl,
-        ), mailer=mailer())  # fmt: skip
+        ), channels=outbox_channels())  # fmt: skip
         # The nodes' opportunistic prune need not run again right after this one.
         claim_run(db.session(), now, timedelta(0))
         _emit(counts, as_json,

@@ -115,6 +115,13 @@ def _metrics() -> SimpleNamespace:
             ["kind", "reason"],
             registry=registry,
         ),
+        outbox_deliveries=Counter(
+            "idp_outbox_deliveries_total",
+            "Outbox delivery attempts by channel (mail, http: back-channel logout) and outcome "
+            "(sent, failed).",
+            ["channel", "outcome"],
+            registry=registry,
+        ),
         in_progress=Gauge(
             "idp_http_requests_in_progress",
             "Requests being handled right now, over every worker.",
@@ -148,6 +155,11 @@ def anonymous_rejection(kind: str, reason: str) -> None:
     """An anonymous request refused and counted here instead of audited one row each. ``reason``
     is one of the service's fixed reason codes (bounded)."""
     _metrics().anonymous_rejections.labels(kind, reason).inc()
+
+
+def outbox_delivery(channel: str, outcome: str) -> None:
+    """One delivery attempt from the outbox (idp.services.outbox); both labels are fixed names."""
+    _metrics().outbox_deliveries.labels(channel, outcome).inc()
 
 
 def lockout(factor: str) -> None:

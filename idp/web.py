@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -18,9 +20,11 @@ from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.audit import MAX_USER_AGENT, RequestContext
+from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
-from idp.services.notifications import Mailer, Notifier, deliver, take_committed
+from idp.services.notifications import Mailer, Notifier
+from idp.services.outbox import Channel, deliver, take_committed
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
     AddressBudget,
@@ -306,13 +310,30 @@ def mailer() -> Mailer | None:
     return Mailer(settings.smtp_url, settings.smtp_sender, settings.smtp_ca_file)
 
 
+def outbox_channels() -> list[Channel]:
+    """The outbox channels this node delivers through: back-channel logout always, mail when an
+    SMTP server is configured (idp.services.outbox)."""
+    rt = runtime()
+    channels: list[Channel] = [BackchannelSender(db.session(), rt.keys, rt.settings.issuer)]
+    sender = mailer()
+    if sender is not None:
+        channels.append(sender)
+    return channels
+
+
 def schedule_outbox(response: Response) -> Response:
-    """Send the messages this request committed once the response is sent (no transaction is
-    open then, and the user does not wait for SMTP): idp.services.notifications."""
-    ids = take_committed(db.session())
-    if ids and mailer() is not None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        response.call_on_close(lambda: deliver_committed(app, ids))
+    """Deliver what this request committed to the outbox once the response is sent, so that no
+    user waits for SMTP or a relying party (idp.services.outbox): mail when the response closes;
+    back-channel logout tokens on the node's delivery thread (``OutboxWorker``), so that a
+    relying party that hangs holds no request worker either."""
+    committed = take_committed(db.session())
+    mail_ids = committed.pop(Mailer.name, [])
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if mail_ids and mailer() is not None:
+        response.call_on_close(lambda: deliver_committed(app, mail_ids))
+    others = [row_id for ids in committed.values() for row_id in ids]
+    if others:
+        outbox_worker(app).submit(others)
     return response
 
 
@@ -320,28 +341,65 @@ def deliver_committed(app: Flask, ids: list[int]) -> int:
     """Deliver ``ids`` in a fresh application context; never raises."""
     with app.app_context():
         try:
-            sender = mailer()
-            return deliver(db.session(), sender, ids, utcnow()) if sender is not None else 0
+            return deliver(db.session(), outbox_channels(), ids, utcnow())
         except Exception:
             db.session.rollback()
-            logging.getLogger(__name__).exception("delivering notifications failed")
+            logging.getLogger(__name__).exception("delivering the outbox failed")
             return 0
         finally:
             db.session.remove()
 
 
+class OutboxWorker:
+    """This process's delivery thread: takes lists of outbox ids and delivers them, one list
+    after the other, off every request. Started on first use, and again in a forked worker
+    process (a thread does not survive ``fork``)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.queue: queue.Queue[list[int]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, ids: list[int]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="idp-outbox", daemon=True)
+                self._thread.start()
+        self.queue.put(ids)
+
+    def _run(self) -> None:
+        while True:
+            ids = self.queue.get()
+            try:
+                deliver_committed(self.app, ids)
+            finally:
+                self.queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every submitted list was attempted (tests; a graceful stop)."""
+        self.queue.join()
+
+
+def outbox_worker(app: Flask) -> OutboxWorker:
+    worker = app.extensions.get("idp.outbox_worker")
+    if not isinstance(worker, OutboxWorker):
+        worker = app.extensions.setdefault("idp.outbox_worker", OutboxWorker(app))
+    return worker
+
+
 def deliver_left_over() -> None:
     """At the end of an application context without a response (the CLI): deliver what it
     committed, now that its transactions are over."""
-    ids = take_committed(db.session())
-    sender = mailer() if ids else None
-    if sender is not None:
+    committed = take_committed(db.session())
+    ids = [row_id for channel_ids in committed.values() for row_id in channel_ids]
+    if ids:
         db.session.rollback()  # whatever was left uncommitted is not the outbox's to commit
         try:
-            deliver(db.session(), sender, ids, utcnow())
+            deliver(db.session(), outbox_channels(), ids, utcnow())
         except Exception:
             db.session.rollback()
-            logging.getLogger(__name__).exception("delivering notifications failed")
+            logging.getLogger(__name__).exception("delivering the outbox failed")
 
 
 def schedule_prune(response: Response) -> Response:
@@ -374,7 +432,7 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
                 now=now, audit_retention_days=settings.audit_retention_days,
                 session_idle_ttl=policy.session_idle_ttl,
                 refresh_token_ttl=settings.refresh_token_ttl,
-            ), max_batches=OPPORTUNISTIC_BATCHES, mailer=mailer())  # fmt: skip
+            ), max_batches=OPPORTUNISTIC_BATCHES, channels=outbox_channels())  # fmt: skip
             if isinstance(schedule, PruneSchedule):
                 schedule.after_run(counts)
         except Exception:

@@ -17,6 +17,7 @@ from idp.admin.groups import client_access
 from idp.extensions import db
 from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
+from idp.services.backchannel_logout import recent_failures
 from idp.services.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
@@ -39,7 +40,7 @@ OVERLAP_CHOICES = ((0, "None: the old secret stops now"), (3600, "1 hour"), (864
 
 
 def _service() -> ClientService:
-    return ClientService(db.session(), runtime().client_secrets)
+    return ClientService(db.session(), runtime().client_secrets, issuer=runtime().settings.issuer)
 
 
 def _actor() -> Actor:
@@ -93,6 +94,8 @@ def _fields_from(form: MultiDict[str, str]) -> ClientFields:
         logo_uri=form.get("logo_uri"),
         tos_uri=form.get("tos_uri"),
         policy_uri=form.get("policy_uri"),
+        backchannel_logout_uri=form.get("backchannel_logout_uri"),
+        backchannel_logout_session_required=form.get("backchannel_logout_session_required") == "1",
     )
 
 
@@ -173,6 +176,7 @@ def client(client_id: str) -> Any:
         default_overlap=settings.client_secret_rotation_overlap,
         native=found.kind == KIND_NATIVE,
         access=client_access(found),
+        logout_failures=recent_failures(db.session(), found.client_id),
     )
 
 

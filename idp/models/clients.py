@@ -60,6 +60,13 @@ class Client(Base):
     logo_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
     tos_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
     policy_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
+    #: OpenID Connect Back-Channel Logout 1.0 section 2.2: where a logout token is POSTed when a
+    #: session this client received tokens in ends; and whether the client needs ``sid`` in it
+    #: (idp always sends ``sid``, so the flag is kept and shown, never a reason to send less).
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000), default=None)
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

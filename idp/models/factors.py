@@ -82,7 +82,10 @@ class FactorLock(Base):
 
 
 class OutboxMessage(Base):
-    """A notification to a user: sent by SMTP when configured, else kept here (and logged)."""
+    """Something to deliver after the commit that queued it (idp.services.outbox): a notification
+    to a user (channel ``mail``: sent by SMTP when configured, else kept here and logged), or a
+    back-channel logout announcement to a relying party (channel ``http``: ``recipient`` is the
+    client id, ``details`` the session; idp.services.backchannel_logout)."""
 
     __tablename__ = "outbox_messages"
 
@@ -106,6 +109,10 @@ class OutboxMessage(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), default=None, index=True
     )
+    channel: Mapped[str] = mapped_column(String(16), default="mail", server_default="mail")
+    #: The last failed attempt: when, and why (a short, secret-free reason shown in the console).
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class LoginLink(Base):

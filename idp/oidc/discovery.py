@@ -58,5 +58,8 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        # OpenID Connect Back-Channel Logout 1.0 section 2.1 (idp.services.backchannel_logout):
+        # logout tokens always carry ``sid``.
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }

@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 from flask import g
-from sqlalchemy import select, update
 
 from idp.extensions import db
-from idp.models import AccessToken, BrowserSession, Grant
+from idp.models import BrowserSession
 from idp.models.base import utcnow
 from idp.services import audit
-from idp.services.grants import GrantService
+from idp.services.sessions import end_sessions
 from idp.web import request_context
 
 
 def end_browser_session(session: BrowserSession | None) -> None:
     """End this browser's session (``session``, decided by the view: only ever the requesting
-    browser's own, ``idp.services.sessions.rp_logout``) and the tokens it authorised. Grants with
-    offline_access keep their refresh tokens: OIDC Core 11 offline access exists to outlive the
-    user's session; their access tokens still end now."""
+    browser's own, ``idp.services.sessions.rp_logout``), the tokens it authorised, and tell the
+    clients of the session (idp.services.sessions.end_sessions)."""
     if session is None:
         return
-    now = utcnow()
-    grants = GrantService(db.session())
-    session.revoked_at = now
-    for grant in db.session.scalars(
-        select(Grant).where(Grant.sid == session.sid, Grant.revoked_at.is_(None))
-    ):
-        if "offline_access" in grant.scope.split():
-            db.session.execute(
-                update(AccessToken)
-                .where(AccessToken.grant_id == grant.id, AccessToken.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-        else:
-            grants.revoke_grant(grant.id, "logout", now)
+    end_sessions(db.session(), BrowserSession.id_hash == session.id_hash, "logout", utcnow())
     audit.record(
         db.session(), "logout", subject_id=session.user_id, context=request_context(),
         sid=session.sid,

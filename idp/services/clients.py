@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -86,9 +86,12 @@ class ClientFields:
     logo_uri: str | None = None
     tos_uri: str | None = None
     policy_uri: str | None = None
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
 
-    def validated(self) -> ClientFields:
-        """The fields with defaults filled in; ``ClientRegistrationError`` names the first fault."""
+    def validated(self, *, development: bool = False) -> ClientFields:
+        """The fields with defaults filled in; ``ClientRegistrationError`` names the first fault.
+        ``development``: the issuer is on loopback (``validate_backchannel_logout_uri``)."""
         name = self.name.strip()
         if not name:
             raise ClientRegistrationError("a client needs a name")
@@ -151,6 +154,9 @@ class ClientFields:
         logo_uri = _https_link(self.logo_uri, "logo")
         tos_uri = _https_link(self.tos_uri, "terms of service")
         policy_uri = _https_link(self.policy_uri, "privacy policy")
+        backchannel_uri = (self.backchannel_logout_uri or "").strip() or None
+        if backchannel_uri is not None:
+            validate_backchannel_logout_uri(backchannel_uri, development=development)
         return dataclasses.replace(
             self,
             name=name,
@@ -163,6 +169,10 @@ class ClientFields:
             logo_uri=logo_uri,
             tos_uri=tos_uri,
             policy_uri=policy_uri,
+            backchannel_logout_uri=backchannel_uri,
+            backchannel_logout_session_required=(
+                self.backchannel_logout_session_required and backchannel_uri is not None
+            ),
         )
 
 
@@ -200,10 +210,9 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(v.strip() for v in values if v.strip()))
 
 
-def validate_redirect_uri(uri: str, *, native: bool = False, what: str = "redirect URI") -> None:
-    """RFC 9700 2.1 and 4.1: absolute, no fragment, no wildcard; https except on loopback
-    (RFC 8252 7.3, and ``localhost`` for development); private-use schemes only for native apps
-    (RFC 8252 7.1)."""
+def _uri_parts(uri: str, what: str) -> SplitResult:
+    """The checks every registered URI shares: absolute, no fragment, no wildcard, no
+    credentials, no spaces or control characters."""
     if len(uri) > MAX_URI_LENGTH:
         raise ClientRegistrationError(f"{what} is longer than {MAX_URI_LENGTH} characters")
     if any(ord(c) < 0x21 or c == "\x7f" for c in uri):
@@ -215,7 +224,8 @@ def validate_redirect_uri(uri: str, *, native: bool = False, what: str = "redire
         raise ClientRegistrationError(f"{what} is not a valid URL: {uri!r}") from None
     if not parts.scheme or (not parts.netloc and parts.scheme in ("http", "https")):
         raise ClientRegistrationError(f"{what} must be absolute: {uri!r}")
-    # RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component."
+    # RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component." (Back-Channel
+    # Logout 1.0 section 2.2 says the same of the logout URI.)
     if parts.fragment or "#" in uri:
         raise ClientRegistrationError(f"{what} must not contain a fragment: {uri!r}")
     # RFC 9700 2.1: exact matching, so a pattern can never be registered.
@@ -223,6 +233,14 @@ def validate_redirect_uri(uri: str, *, native: bool = False, what: str = "redire
         raise ClientRegistrationError(f"{what} must not contain a wildcard: {uri!r}")
     if parts.username is not None or parts.password is not None:
         raise ClientRegistrationError(f"{what} must not contain credentials: {uri!r}")
+    return parts
+
+
+def validate_redirect_uri(uri: str, *, native: bool = False, what: str = "redirect URI") -> None:
+    """RFC 9700 2.1 and 4.1: absolute, no fragment, no wildcard; https except on loopback
+    (RFC 8252 7.3, and ``localhost`` for development); private-use schemes only for native apps
+    (RFC 8252 7.1)."""
+    parts = _uri_parts(uri, what)
     if parts.scheme == "https":
         return
     if parts.scheme == "http":
@@ -235,6 +253,23 @@ def validate_redirect_uri(uri: str, *, native: bool = False, what: str = "redire
     if parts.scheme in ("javascript", "data", "file", "vbscript"):
         raise ClientRegistrationError(f"{what} scheme not allowed: {uri!r}")
     raise ClientRegistrationError(f"{what} must use https: {uri!r}")
+
+
+def validate_backchannel_logout_uri(uri: str, *, development: bool) -> None:
+    """Back-Channel Logout 1.0 section 2.2: an absolute URL without a fragment. idp POSTs logout
+    tokens to it server to server, so it must be https (the token names the user and session);
+    plain http only to a loopback host, and only when the issuer itself is on loopback
+    (``development``): a production idp never sends a logout token in clear."""
+    what = "back-channel logout URI"
+    parts = _uri_parts(uri, what)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and development and _is_loopback(parts.hostname or ""):
+        return
+    raise ClientRegistrationError(
+        f"{what} must use https (http only to a loopback host while the issuer is on loopback): "
+        f"{uri!r}"
+    )
 
 
 def validate_https_link(uri: str, label: str) -> None:
@@ -256,6 +291,11 @@ def validate_https_link(uri: str, label: str) -> None:
     if not HOST_NAME.fullmatch(parts.hostname):
         # The logo's origin goes into the consent page's CSP: a plain DNS name only.
         raise ClientRegistrationError(f"the {label} link must name its host by DNS name: {uri!r}")
+
+
+def on_loopback(issuer: str) -> bool:
+    """Is this issuer a development one, on a loopback host?"""
+    return bool(issuer) and _is_loopback(urlsplit(issuer).hostname or "")
 
 
 def _is_loopback(host: str) -> bool:
@@ -283,6 +323,8 @@ def fields_of(client: Client) -> ClientFields:
         logo_uri=client.logo_uri,
         tos_uri=client.tos_uri,
         policy_uri=client.policy_uri,
+        backchannel_logout_uri=client.backchannel_logout_uri,
+        backchannel_logout_session_required=client.backchannel_logout_session_required,
     )
 
 
@@ -301,12 +343,17 @@ def _apply(client: Client, fields: ClientFields) -> None:
     client.logo_uri = fields.logo_uri
     client.tos_uri = fields.tos_uri
     client.policy_uri = fields.policy_uri
+    client.backchannel_logout_uri = fields.backchannel_logout_uri
+    client.backchannel_logout_session_required = fields.backchannel_logout_session_required
 
 
 class ClientService:
-    def __init__(self, db: Session, secret_hasher: KeyedHasher) -> None:
+    def __init__(self, db: Session, secret_hasher: KeyedHasher, *, issuer: str = "") -> None:
         self.db = db
         self.secret_hasher = secret_hasher
+        #: An issuer on loopback is a development setup: http back-channel logout URIs on
+        #: loopback are accepted then (``validate_backchannel_logout_uri``).
+        self.development = on_loopback(issuer)
 
     def _audit(self, event: str, client_id: str, actor: Actor | None, **details: Any) -> None:
         actor = actor or Actor()
@@ -337,6 +384,8 @@ class ClientService:
         logo_uri: str | None = None,
         tos_uri: str | None = None,
         policy_uri: str | None = None,
+        backchannel_logout_uri: str | None = None,
+        backchannel_logout_session_required: bool = False,
         actor: Actor | None = None,
     ) -> NewClient:
         """Register a client. ``public=True`` without a kind means a single-page app."""
@@ -354,11 +403,13 @@ class ClientService:
             logo_uri=logo_uri,
             tos_uri=tos_uri,
             policy_uri=policy_uri,
+            backchannel_logout_uri=backchannel_logout_uri,
+            backchannel_logout_session_required=backchannel_logout_session_required,
         )
         return self.create_from(fields, actor=actor)
 
     def create_from(self, fields: ClientFields, *, actor: Actor | None = None) -> NewClient:
-        fields = fields.validated()
+        fields = fields.validated(development=self.development)
         secret = new_secret(32) if fields.auth_method in SECRET_AUTH_METHODS else None
         client = Client(
             client_id=random_id(18),
@@ -381,7 +432,7 @@ class ClientService:
             raise ClientRegistrationError(
                 "a client cannot change between confidential and public: register a new one"
             )
-        fields = fields.validated()
+        fields = fields.validated(development=self.development)
         before = fields_of(client)
         new_secret_value = None
         if fields.auth_method in SECRET_AUTH_METHODS:
@@ -496,6 +547,8 @@ def describe(client: Client) -> dict[str, Any]:
         "logo_uri": client.logo_uri,
         "tos_uri": client.tos_uri,
         "policy_uri": client.policy_uri,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "previous_secret_expires_at": (
             client.previous_secret_expires_at.isoformat()
             if client.previous_secret_expires_at

@@ -260,7 +260,19 @@ class GrantService:
             .execution_options(synchronize_session=False)
         )
 
-    def revoke_grants_for_session(self, sid: str, reason: str, now: datetime) -> None:
-        """RP-initiated logout ends what the session authorised (OIDC RP-Initiated Logout 2)."""
-        for grant_id in self.db.scalars(select(Grant.id).where(Grant.sid == sid)):
-            self.revoke_grant(grant_id, reason, now)
+    def end_session_grants(self, sid: str, reason: str, now: datetime) -> None:
+        """A session ended: what it authorised ends with it (OIDC RP-Initiated Logout 2). Grants
+        with offline_access keep their refresh tokens: OIDC Core 11 offline access exists to
+        outlive the user's session; their access tokens still end now."""
+        for grant in self.db.scalars(
+            select(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None))
+        ):
+            if "offline_access" in grant.scope.split():
+                self.db.execute(
+                    update(AccessToken)
+                    .where(AccessToken.grant_id == grant.id, AccessToken.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            else:
+                self.revoke_grant(grant.id, reason, now)

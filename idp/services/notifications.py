@@ -4,10 +4,9 @@ only after that transaction commits (docs/operations.md, "Mail").
 - ``Notifier`` renders a message from its template (``idp/templates/mail/<kind>.txt``) and adds it
   to the outbox in the caller's transaction. Nothing leaves the machine here: a request that rolls
   back leaves no message and announces nothing.
-- After the commit, ``deliver`` claims each new message (one conditional UPDATE, so two nodes never
-  both send it), sends it outside any transaction, and marks it sent. A message that could not be
-  sent stays queued with a backoff; the prune job (idp.services.retention, ``idp prune``) calls
-  ``deliver_due`` to retry it.
+- After the commit, the outbox (idp.services.outbox, shared with back-channel logout) claims each
+  new message once, hands it to ``Mailer`` outside any transaction, and marks it sent. A message
+  that could not be sent stays queued with a backoff; the prune job retries it.
 - A one-time secret (a link) stays in a stored body only until the message is sent or the secret
   expires; then the body is replaced by its redacted form.
 - ``smtps://`` and ``smtp+starttls://`` verify the server's certificate and host name against the
@@ -22,15 +21,18 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from idp.models import OutboxMessage, User
 from idp.models.base import utcnow
+from idp.services.outbox import FIRST_RETRY, DeliveryError, Pending
+
+__all__ = ["FIRST_RETRY", "Mailer", "Notifier", "drop_expired_secrets", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,8 @@ REDACTED = "(a one-time link, removed from this copy once it was sent or expired
 #: A message whose secret names no expiry loses it after this long anyway.
 DEFAULT_SECRET_LIFETIME = timedelta(days=1)
 
-#: Retries after a failed delivery: 1, 2, 4, ... minutes, at most an hour apart, then given up
-#: (the message stays in the outbox, unsent, and the log says so). The prune job runs the retries,
-#: so they are also at most as frequent as ``prune_interval``.
-FIRST_RETRY = timedelta(minutes=1)
-LONGEST_RETRY = timedelta(hours=1)
-MAX_ATTEMPTS = 12
 #: SMTP connection and command timeout, seconds.
 SMTP_TIMEOUT = 10
-#: Due messages one prune run sends at most.
-DELIVERY_BATCH = 100
 
 _templates = Environment(
     loader=PackageLoader("idp", "templates/mail"),
@@ -132,43 +126,6 @@ class Notifier:
         return message
 
 
-# -- after the commit ------------------------------------------------------------------------------
-_FLUSHED = "idp.outbox.flushed"
-_COMMITTED = "idp.outbox.committed"
-
-
-@event.listens_for(Session, "after_flush")
-def _remember_queued(session: Session, _flush_context: Any) -> None:
-    """Note the ids of messages for SMTP written in this transaction (``session.new`` still
-    holds them during ``after_flush``)."""
-    ids = [
-        obj.id
-        for obj in session.new
-        if isinstance(obj, OutboxMessage) and obj.next_attempt_at is not None
-    ]
-    if ids:
-        session.info.setdefault(_FLUSHED, []).extend(ids)
-
-
-@event.listens_for(Session, "after_commit")
-def _queue_committed(session: Session) -> None:
-    flushed = session.info.pop(_FLUSHED, None)
-    if flushed:
-        session.info.setdefault(_COMMITTED, []).extend(flushed)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    # The transaction's messages are gone with it: nothing to send.
-    session.info.pop(_FLUSHED, None)
-
-
-def take_committed(session: Session) -> list[int]:
-    """The ids of messages committed through ``session`` and not yet handed to ``deliver``."""
-    ids: list[int] = session.info.pop(_COMMITTED, [])
-    return ids
-
-
 # -- SMTP ------------------------------------------------------------------------------------------
 def tls_context(ca_file: str = "") -> ssl.SSLContext:
     """A verifying client context: certificate chain and host name (RFC 8314 3.3; RFC 3207 4.1
@@ -182,11 +139,21 @@ def tls_context(ca_file: str = "") -> ssl.SSLContext:
 
 @dataclass(frozen=True)
 class Mailer:
+    """The outbox's ``mail`` channel (idp.services.outbox.Channel)."""
+
     smtp_url: str
     sender: str
     ca_file: str = ""
+    name: ClassVar[str] = "mail"
+    stop_after_failure: ClassVar[bool] = True
 
-    def send(self, recipient: str, subject: str, body: str) -> None:
+    def send(self, message: Pending) -> None:
+        try:
+            self.send_mail(message.recipient, message.subject, message.body)
+        except (OSError, smtplib.SMTPException) as error:
+            raise DeliveryError(type(error).__name__) from error
+
+    def send_mail(self, recipient: str, subject: str, body: str) -> None:
         """Send one message; raises ``OSError``/``smtplib.SMTPException`` (``ssl.SSLError`` is
         an ``OSError``) when it could not be handed to the server."""
         parts = urlsplit(self.smtp_url)
@@ -211,117 +178,17 @@ class Mailer:
             smtp.send_message(email)
 
 
-def _retry_after(attempts: int) -> timedelta:
-    return min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), LONGEST_RETRY)
-
-
-def _claim(db: Session, message_id: int, now: datetime) -> OutboxMessage | None:
-    """Take one due message for this attempt, or None if it is not due or another node took it:
-    ``next_attempt_at`` moves to the retry time in the same conditional UPDATE, so a crash or a
-    failure leaves it queued for the backoff, and a parallel claim finds it not due."""
-    attempts = db.scalar(
-        select(OutboxMessage.attempts).where(OutboxMessage.id == message_id, _due(now))
-    )
-    if attempts is None:
-        db.commit()
-        return None
-    tries = attempts + 1
-    claimed = db.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == message_id, OutboxMessage.attempts == attempts, _due(now))
-        .values(
-            attempts=tries,
-            next_attempt_at=now + _retry_after(tries) if tries < MAX_ATTEMPTS else None,
-        )
-    )
-    db.commit()
-    if getattr(claimed, "rowcount", 0) != 1:
-        return None
-    return db.get(OutboxMessage, message_id)
-
-
-def _due(now: datetime) -> Any:
-    return and_(
-        OutboxMessage.sent_at.is_(None),
-        OutboxMessage.next_attempt_at <= now,
-        or_(OutboxMessage.secret_expires_at.is_(None), OutboxMessage.secret_expires_at > now),
-    )
-
-
-def deliver(
-    db: Session,
-    mailer: Mailer,
-    message_ids: list[int],
-    now: datetime,
-    *,
-    stop_on_failure: bool = False,
-) -> int:
-    """Send the given messages if they are due; returns how many were sent. Each is claimed,
-    sent with no transaction open (so no lock is held while SMTP talks), then marked sent with
-    its secret dropped. Never raises for a failed delivery: the message stays queued.
-    ``stop_on_failure``: after one failure leave the rest for the next run (a server that is down
-    would otherwise cost a timeout per message)."""
-    sent = 0
-    for message_id in message_ids:
-        message = _claim(db, message_id, now)
-        if message is None:
-            continue
-        recipient, subject, body, kind = (
-            message.recipient, message.subject, message.body, message.kind
-        )  # fmt: skip
-        db.commit()  # end the read transaction before talking to the server
-        try:
-            mailer.send(recipient, subject, body)
-        except (OSError, smtplib.SMTPException) as error:
-            log.warning(
-                "sending notification %s (outbox %s) failed, kept for a retry: %s",
-                kind, message_id, type(error).__name__,
-            )  # fmt: skip
-            if stop_on_failure:
-                break
-            continue
-        db.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id)
-            .values(
-                sent_at=utcnow(),
-                next_attempt_at=None,
-                body=_redacted_or_body(),
-                redacted_body=None,
-            )
-        )
-        db.commit()
-        sent += 1
-    return sent
-
-
-def _redacted_or_body() -> Any:
-    from sqlalchemy import func
-
-    return func.coalesce(OutboxMessage.redacted_body, OutboxMessage.body)
-
-
-def deliver_due(db: Session, mailer: Mailer, now: datetime, limit: int = DELIVERY_BATCH) -> int:
-    """The prune job's retry: send up to ``limit`` messages whose next attempt is due."""
-    ids = list(
-        db.scalars(
-            select(OutboxMessage.id)
-            .where(_due(now))
-            .order_by(OutboxMessage.next_attempt_at)
-            .limit(limit)
-        )
-    )
-    db.commit()
-    return deliver(db, mailer, ids, now, stop_on_failure=True)
-
-
 def drop_expired_secrets(db: Session, now: datetime) -> int:
     """Replace the bodies whose one-time secret expired by their redacted form (sent or not:
     an expired link opens nothing, and an unsent one is no longer worth sending)."""
     result = db.execute(
         update(OutboxMessage)
         .where(OutboxMessage.redacted_body.is_not(None), OutboxMessage.secret_expires_at <= now)
-        .values(body=_redacted_or_body(), redacted_body=None, next_attempt_at=None),
+        .values(
+            body=func.coalesce(OutboxMessage.redacted_body, OutboxMessage.body),
+            redacted_body=None,
+            next_attempt_at=None,
+        ),
         execution_options={"synchronize_session": False},
     )
     db.commit()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -27,7 +27,7 @@ from idp.services.policy import (
     ACR_PASSWORD,
     ACR_PHISHING_RESISTANT,
 )
-from idp.services.sessions import SessionService
+from idp.services.sessions import SessionService, end_sessions
 
 #: sensitive actions need a sign-in this recent ...
 STEP_UP_WINDOW = timedelta(minutes=5)
@@ -115,17 +115,8 @@ def active_sessions(
 
 def revoke_session(db: Session, user: User, sid: str, now: datetime) -> bool:
     """End one of the user's sessions; every node sees it on the session's next request."""
-    result = db.execute(
-        update(BrowserSession)
-        .where(
-            BrowserSession.user_id == user.id,
-            BrowserSession.sid == sid,
-            BrowserSession.revoked_at.is_(None),
-        )
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0))
+    condition = and_(BrowserSession.user_id == user.id, BrowserSession.sid == sid)
+    return end_sessions(db, condition, "session_revoked", now) > 0
 
 
 def has_other_sessions(db: Session, current: BrowserSession, now: datetime) -> bool:
@@ -145,16 +136,8 @@ def has_other_sessions(db: Session, current: BrowserSession, now: datetime) -> b
 
 
 def revoke_other_sessions(db: Session, user: User, keep: BrowserSession, now: datetime) -> None:
-    db.execute(
-        update(BrowserSession)
-        .where(
-            BrowserSession.user_id == user.id,
-            BrowserSession.id_hash != keep.id_hash,
-            BrowserSession.revoked_at.is_(None),
-        )
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    condition = and_(BrowserSession.user_id == user.id, BrowserSession.id_hash != keep.id_hash)
+    end_sessions(db, condition, "session_revoked", now)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +49,8 @@ from idp.models import (
     UsedClientAssertion,
     WebAuthnChallenge,
 )
-from idp.services.notifications import Mailer, deliver_due, drop_expired_secrets
+from idp.services.notifications import drop_expired_secrets
+from idp.services.outbox import Channel, deliver_due
 from idp.services.rate_limits import COUNTER_LIFETIME, MAX_WINDOW, WINDOW_PREFIX
 
 #: A spent code stays a day after it expired, so a late replay still revokes its grant
@@ -165,15 +166,15 @@ def prune(
     *,
     batch_size: int = BATCH_SIZE,
     max_batches: int | None = None,
-    mailer: Mailer | None = None,
+    channels: Sequence[Channel] = (),
 ) -> dict[str, int]:
     """Delete dead rows, table by table; returns how many went from each. Commits per batch.
 
-    The outbox is tended first (idp.services.notifications): one-time secrets that expired leave
-    the stored bodies, and with a ``mailer`` the messages whose retry is due are sent again."""
+    The outbox is tended first (idp.services.outbox): one-time secrets that expired leave the
+    stored bodies, and the rows whose retry is due go out again through ``channels`` (mail when
+    SMTP is configured, back-channel logout tokens)."""
     drop_expired_secrets(db, policy.now)
-    if mailer is not None:
-        deliver_due(db, mailer, policy.now)
+    deliver_due(db, channels, policy.now)
     counts: dict[str, int] = {}
     for rule in RULES:
         condition = rule.dead(policy)

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import BrowserSession, User
+from idp.services import backchannel_logout
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
+from idp.services.grants import GrantService
 from idp.services.policy import acr_for_amr
 
 # Writing last_seen_at on every request would turn every page view into a database write.
@@ -112,12 +114,36 @@ class SessionService:
     def revoke(self, session: BrowserSession, now: datetime) -> None:
         session.revoked_at = now
 
-    def revoke_all_for_user(self, user_id: str, now: datetime) -> None:
-        self.db.execute(
+
+def end_sessions(db: Session, condition: ColumnElement[bool], reason: str, now: datetime) -> int:
+    """End every live session matching ``condition``; returns how many this call ended.
+
+    Every way a session ends goes through here (sign-out, RP-initiated logout, a session revoked
+    in the portal or the console, a user disabled or deleted), so each one does the same: the
+    session's non-offline grants end (``GrantService.end_session_grants``), and the clients that
+    received tokens in it are told (OpenID Connect Back-Channel Logout 1.0, queued in this
+    transaction: idp.services.backchannel_logout). Each session is ended by its own conditional
+    UPDATE: of two requests (or nodes) ending the same session, exactly one does, so it is
+    announced once."""
+    grants = GrantService(db)
+    candidates = db.execute(
+        select(BrowserSession.sid, BrowserSession.user_id).where(
+            condition, BrowserSession.revoked_at.is_(None)
+        )
+    ).all()
+    ended = 0
+    for sid, user_id in candidates:
+        result = db.execute(
             update(BrowserSession)
-            .where(BrowserSession.user_id == user_id, BrowserSession.revoked_at.is_(None))
+            .where(BrowserSession.sid == sid, BrowserSession.revoked_at.is_(None))
             .values(revoked_at=now)
         )
+        if getattr(result, "rowcount", 0) != 1:
+            continue  # another request ended it first, and announced it
+        ended += 1
+        grants.end_session_grants(sid, reason, now)
+        backchannel_logout.announce(db, sid, user_id, now)
+    return ended
 
 
 class RpLogout(Enum):

@@ -34,6 +34,7 @@ from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
 from idp.services.notifications import Notifier
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
+from idp.services.sessions import end_sessions
 from idp.services.totp import TotpService
 from idp.services.users import UserService
 
@@ -361,7 +362,7 @@ class UserAdmin:
         self._locking_admins()
         self._keep_an_admin(user, was_active_admin=user.is_admin)
         user.disabled_at = now
-        self._end_sessions(user, now)
+        self._end_sessions(user, now, "user_disabled")
         self._revoke_tokens(user, now, "user_disabled")
         LoginLinkService(self.db).revoke_all(user, now)
         self._audit("admin.user_disabled", user)
@@ -390,6 +391,9 @@ class UserAdmin:
         """Delete the account and everything hanging off it; the audit log keeps its history."""
         self._locking_admins()
         self._keep_an_admin(user, was_active_admin=user.is_admin and user.disabled_at is None)
+        # Its sessions go with the account: announced first (back-channel logout), while the
+        # grants that say which clients to tell still exist.
+        self._end_sessions(user, now, "user_deleted")
         self._revoke_tokens(user, now, "user_deleted")
         self.db.execute(delete(AccessToken).where(AccessToken.user_id == user.id))
         self._audit("admin.user_deleted", user, email=user.email)
@@ -420,14 +424,8 @@ class UserAdmin:
         if not remaining:
             raise LastAdminError("This is the last active admin. Make another user an admin first.")
 
-    def _end_sessions(self, user: User, now: datetime) -> int:
-        result = self.db.execute(
-            update(BrowserSession)
-            .where(BrowserSession.user_id == user.id, BrowserSession.revoked_at.is_(None))
-            .values(revoked_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(result, "rowcount", 0))
+    def _end_sessions(self, user: User, now: datetime, reason: str = "session_revoked") -> int:
+        return end_sessions(self.db, BrowserSession.user_id == user.id, reason, now)
 
     def _revoke_tokens(self, user: User, now: datetime, reason: str) -> None:
         # Revoking the grant revokes its refresh tokens and access tokens (idp.models.oauth).

@@ -698,3 +698,31 @@ def test_junk_forms_get_a_calm_answer_never_a_server_error(
     row = stored(storage_app, client_id)
     assert row is not None
     assert row.redirect_uris == [REDIRECT]
+
+
+def test_console_sets_the_back_channel_logout_uri_and_refuses_plain_http(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """OpenID Connect Back-Channel Logout 1.0 section 2.2, from the client form."""
+    client_id, _ = register(
+        admin,
+        backchannel_logout_uri="https://wiki.example/backchannel",
+        backchannel_logout_session_required="1",
+    )
+    row = stored(app, client_id)
+    assert row is not None
+    assert row.backchannel_logout_uri == "https://wiki.example/backchannel"
+    assert row.backchannel_logout_session_required is True
+    page = admin.browser.get(f"/admin/clients/{client_id}").text
+    assert "https://wiki.example/backchannel" in page
+    form = admin.browser.get(f"/admin/clients/{client_id}/edit").text
+    assert 'value="https://wiki.example/backchannel"' in form
+    response = admin.post(
+        f"/admin/clients/{client_id}/edit",
+        client_form(backchannel_logout_uri="http://wiki.example/backchannel"),
+    )
+    assert response.status_code == 400
+    assert "must use https" in response.text
+    unchanged = stored(app, client_id)
+    assert unchanged is not None
+    assert unchanged.backchannel_logout_uri == "https://wiki.example/backchannel"

@@ -474,3 +474,29 @@ def test_a_node_with_another_secret_key_refuses_to_start(tmp_path: Path) -> None
     result = runner.invoke(main, ["init"], env=second)
     assert result.exit_code != 0
     assert "same IDP_SECRET_KEY" in result.output
+
+
+def test_clients_create_and_edit_set_the_back_channel_logout_uri(idp: Idp) -> None:
+    """OpenID Connect Back-Channel Logout 1.0 section 2.2, from the command line; an http URI is
+    refused off loopback, and ``''`` removes the URI."""
+    created = idp.json(
+        "clients", "create", "--name", "Wiki", "--redirect-uri", REDIRECT_URI,
+        "--backchannel-logout-uri", "https://rp.example/backchannel",
+        "--backchannel-logout-session-required",
+    )  # fmt: skip
+    assert created["backchannel_logout_uri"] == "https://rp.example/backchannel"
+    assert created["backchannel_logout_session_required"] is True
+    client_id = created["client_id"]
+    refused = idp.run(
+        "clients", "edit", client_id, "--backchannel-logout-uri", "http://rp.example/logout"
+    )
+    assert refused.exit_code != 0
+    assert "must use https" in refused.output
+    edited = idp.json(
+        "clients", "edit", client_id, "--not-backchannel-logout-session-required",
+        "--backchannel-logout-uri", "http://127.0.0.1:9000/logout",  # the issuer is on loopback
+    )  # fmt: skip
+    assert edited["backchannel_logout_uri"] == "http://127.0.0.1:9000/logout"
+    assert edited["backchannel_logout_session_required"] is False
+    cleared = idp.json("clients", "edit", client_id, "--backchannel-logout-uri", "")
+    assert cleared["backchannel_logout_uri"] is None

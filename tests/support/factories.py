@@ -52,7 +52,10 @@ def create_client(app: Flask, **kwargs: Any) -> RegisteredClient:
     kwargs.setdefault("post_logout_redirect_uris", [POST_LOGOUT_URI])
     kwargs.setdefault("first_party", True)
     with app.app_context():
-        new = ClientService(db.session(), app.extensions["idp"].client_secrets).create(**kwargs)
+        rt = app.extensions["idp"]
+        new = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer).create(
+            **kwargs
+        )
         db.session.commit()
         return RegisteredClient(
             client_id=new.client.client_id,

@@ -1,0 +1,190 @@
+"""OpenID Connect Back-Channel Logout 1.0: telling relying parties, server to server, that a
+session at idp ended (docs/integrating.md, "Back-channel logout").
+
+- ``announce`` queues one outbox row (idp.services.outbox, channel ``http``) per client that
+  received tokens in the ended session and registered a ``backchannel_logout_uri``, in the
+  transaction that ends the session: a rollback announces nothing, and the row is claimed and
+  delivered once, after the commit, whichever node runs the delivery.
+- ``BackchannelSender`` delivers a row: it signs a fresh logout token (section 2.4) for the
+  client and POSTs it (section 2.5) to the URI registered now, with bounded timeouts and no
+  redirect followed. A failure stays queued for the outbox's retries and shows on the client's
+  console page.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlencode, urlsplit
+
+from joserfc import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import Client, Grant, OutboxMessage
+from idp.services.clients import (
+    ClientRegistrationError,
+    on_loopback,
+    validate_backchannel_logout_uri,
+)
+from idp.services.crypto import new_secret
+from idp.services.notifications import tls_context
+from idp.services.outbox import DeliveryError, Pending, UndeliverableError
+from idp.services.signing_keys import KeyStore
+
+KIND = "backchannel_logout"
+CHANNEL = "http"
+#: Section 2.4: the ``events`` member that makes a JWT a logout token.
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: Section 2.4: "explicitly typed" logout tokens (RFC 8725 3.11), so that no other JWT of ours
+#: (an ID token, an access token) can be replayed as one.
+LOGOUT_TOKEN_TYP = "logout+jwt"
+#: Seconds a logout token is valid: it is signed at each attempt, so it only has to outlive one
+#: POST (section 2.4 leaves ``exp`` to the OP; "a few minutes at most" is its advice).
+LOGOUT_TOKEN_TTL = 120
+#: Seconds to open the connection (TCP and TLS), and to wait for each read of the answer.
+CONNECT_TIMEOUT = 3
+READ_TIMEOUT = 5
+#: Bytes of the relying party's answer read at most (section 2.8: only the status matters).
+MAX_ANSWER = 4096
+
+
+def announce(db: Session, sid: str, user_id: str, now: datetime) -> int:
+    """Queue a logout announcement for every client that received tokens in session ``sid``
+    (its grants carry the session's ``sid``, as its ID tokens do) and has a back-channel logout
+    URI; returns how many were queued."""
+    client_ids = list(
+        db.scalars(
+            select(Grant.client_id)
+            .join(Client, Client.client_id == Grant.client_id)
+            .where(Grant.sid == sid, Client.backchannel_logout_uri.is_not(None))
+            .distinct()
+            .order_by(Grant.client_id)
+        )
+    )
+    for client_id in client_ids:
+        db.add(
+            OutboxMessage(
+                user_id=user_id, recipient=client_id, kind=KIND, channel=CHANNEL, subject="",
+                body="", details={"sid": sid, "sub": user_id}, created_at=now, attempts=0,
+                next_attempt_at=now,
+            )
+        )  # fmt: skip
+    return len(client_ids)
+
+
+def logout_token_claims(*, issuer: str, client_id: str, sid: str, sub: str) -> dict[str, Any]:
+    """Section 2.4: ``iss``, ``aud``, ``iat``, ``exp``, ``jti``, ``events``; ``sid`` and ``sub``
+    (idp always knows both, and section 2.4 allows both: ``sid`` for relying parties that keep
+    sessions per OP session, ``sub`` for those that log out the user). Never a ``nonce``: section
+    2.4 prohibits it, so that a logout token can never pass as an ID token."""
+    now = int(time.time())
+    return {
+        "iss": issuer,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + LOGOUT_TOKEN_TTL,
+        "jti": new_secret(16),
+        "events": {EVENT: {}},
+        "sid": sid,
+        "sub": sub,
+    }
+
+
+def mint_logout_token(
+    db: Session, keys: KeyStore, issuer: str, client: Client, details: dict[str, Any]
+) -> str:
+    """A logout token for ``client``, signed as its ID tokens are (section 2.4: "signed ... in
+    the same way as ID Tokens"): the client's ``id_token_signed_response_alg`` and idp's current
+    key of that algorithm."""
+    alg = client.id_token_signed_response_alg
+    key = keys.signing_key(db, alg)
+    claims = logout_token_claims(
+        issuer=issuer, client_id=client.client_id, sid=str(details["sid"]), sub=str(details["sub"])
+    )
+    header = {"alg": alg, "typ": LOGOUT_TOKEN_TYP, "kid": key.kid}
+    return jwt.encode(header, claims, key.private_key, algorithms=[alg])
+
+
+def post_logout_token(uri: str, token: str) -> None:
+    """Section 2.5: POST ``logout_token`` as a form. Raises ``DeliveryError`` unless the relying
+    party answers 200 (section 2.8), or 204, which section 2.8 says to accept as well. A redirect
+    is a failure, never followed: the token goes to the registered URI only."""
+    parts = urlsplit(uri)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=CONNECT_TIMEOUT, context=tls_context()
+        )
+    elif parts.scheme == "http":
+        connection = http.client.HTTPConnection(
+            parts.hostname or "", parts.port, timeout=CONNECT_TIMEOUT
+        )
+    else:
+        raise UndeliverableError("the back-channel logout URI is not http(s)")
+    body = urlencode({"logout_token": token})
+    try:
+        connection.connect()
+        if connection.sock is not None:
+            connection.sock.settimeout(READ_TIMEOUT)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        connection.request("POST", target, body=body, headers=headers)
+        answer = connection.getresponse()
+        answer.read(MAX_ANSWER)
+        status = answer.status
+    except (OSError, http.client.HTTPException) as error:
+        raise DeliveryError(f"could not reach the relying party: {type(error).__name__}") from None
+    finally:
+        connection.close()
+    if status not in (200, 204):
+        raise DeliveryError(f"the relying party answered HTTP {status}")
+
+
+class BackchannelSender:
+    """The outbox's ``http`` channel (idp.services.outbox.Channel)."""
+
+    name: ClassVar[str] = CHANNEL
+    #: Each relying party is its own recipient: one that is down holds up no other.
+    stop_after_failure: ClassVar[bool] = False
+
+    def __init__(self, db: Session, keys: KeyStore, issuer: str) -> None:
+        self.db = db
+        self.keys = keys
+        self.issuer = issuer
+
+    def send(self, message: Pending) -> None:
+        client = self.db.get(Client, message.recipient)
+        uri = client.backchannel_logout_uri if client is not None else None
+        if client is None or not uri:
+            self.db.commit()
+            raise UndeliverableError("the client no longer has a back-channel logout URI")
+        try:
+            # Checked again at each delivery: a plain-http loopback URI registered during
+            # development is never used once the issuer is a real one (section 2.2).
+            validate_backchannel_logout_uri(uri, development=on_loopback(self.issuer))
+        except ClientRegistrationError:
+            self.db.commit()
+            raise UndeliverableError("the back-channel logout URI is not allowed here") from None
+        token = mint_logout_token(self.db, self.keys, self.issuer, client, message.details)
+        self.db.commit()  # no transaction stays open while the relying party answers
+        post_logout_token(uri, token)
+
+
+def recent_failures(db: Session, client_id: str, limit: int = 5) -> list[OutboxMessage]:
+    """The client's latest failed deliveries, newest first, for its console page (a failure
+    that a later retry delivered shows as delivered)."""
+    return list(
+        db.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.channel == CHANNEL,
+                OutboxMessage.recipient == client_id,
+                OutboxMessage.last_failure_at.is_not(None),
+            )
+            .order_by(OutboxMessage.last_failure_at.desc(), OutboxMessage.id.desc())
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,344 @@
+"""OpenID Connect Back-Channel Logout 1.0 (docs/integrating.md, "Back-channel logout"): every way
+a session ends tells each client that received tokens in it, and no other, with a logout token a
+relying party can verify; delivery is after the commit, off the request, retried, and claimed
+once. The receiver is a real HTTP server (tests.support.logout_receiver)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp import metrics
+from idp.extensions import db
+from idp.models import BrowserSession, Grant, OutboxMessage
+from idp.models.base import utcnow
+from idp.services import backchannel_logout
+from idp.services.outbox import (
+    FIRST_RETRY,
+    Pending,
+    UndeliverableError,
+    deliver,
+    deliver_due,
+    take_committed,
+)
+from idp.services.sessions import end_sessions
+from idp.web import outbox_channels, outbox_worker
+from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
+from tests.support.admin import passkey_browser
+from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
+from tests.support.flow import RelyingParty, csrf_token, jwt_parts, start_session
+from tests.support.logout_receiver import (
+    LogoutReceiver,
+    free_port,
+    logout_receiver,
+    verify_logout_token,
+)
+
+__all__ = ["pg_app"]  # the PostgreSQL app fixture, shared with the groups' concurrency tests
+
+
+@pytest.fixture
+def receiver() -> Iterator[LogoutReceiver]:
+    with logout_receiver() as running:
+        yield running
+
+
+def drain(app: Flask) -> None:
+    """Every delivery handed to the node's delivery thread was attempted."""
+    outbox_worker(app).drain()
+
+
+def verified(app: Flask, token: str, registered: RegisteredClient, alg: str = "RS256") -> Any:
+    jwks = app.test_client().get("/jwks").get_json()
+    issuer = app.extensions["idp"].settings.issuer
+    return verify_logout_token(token, jwks, issuer=issuer, client_id=registered.client_id, alg=alg)
+
+
+def sid_of(tokens: dict[str, Any]) -> str:
+    sid: str = jwt_parts(tokens["id_token"])[1]["sid"]
+    return sid
+
+
+def logout_rows(app: Flask) -> list[OutboxMessage]:
+    return rows(app, OutboxMessage, OutboxMessage.channel == "http")
+
+
+def test_discovery_announces_back_channel_logout_with_sid(client: FlaskClient) -> None:
+    """Back-Channel Logout 1.0 section 2.1."""
+    metadata = client.get("/.well-known/openid-configuration").get_json()
+    assert metadata["backchannel_logout_supported"] is True
+    assert metadata["backchannel_logout_session_supported"] is True
+    assert metadata["frontchannel_logout_supported"] is False
+
+
+def test_rp_initiated_logout_tells_each_client_of_the_session_and_no_other(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    two = create_client(app, backchannel_logout_uri=receiver.url("/two"), id_token_alg="ES256")
+    elsewhere = create_client(app, backchannel_logout_uri=receiver.url("/elsewhere"))
+    silent = create_client(app)  # no back-channel logout URI: nothing to tell
+    tokens = RelyingParty(client, one).tokens_for(user)
+    RelyingParty(client, two).tokens_for(user, scope="openid")
+    RelyingParty(client, silent).tokens_for(user)
+    # The same user's session on another device, at a client this session never used; and
+    # another user's session at the same client.
+    RelyingParty(app.test_client(), elsewhere).tokens_for(user)
+    other = create_user(app, email="grace@example.com")
+    RelyingParty(app.test_client(), one).tokens_for(other)
+
+    response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
+    assert response.status_code == 200, response.text
+    drain(app)
+
+    [to_one] = receiver.tokens("/one")
+    [to_two] = receiver.tokens("/two")
+    assert receiver.tokens("/elsewhere") == []
+    assert len(receiver.deliveries) == 2
+    assert {d.content_type for d in receiver.deliveries} == {"application/x-www-form-urlencoded"}
+    first = verified(app, to_one, one)
+    # Signed as the client's ID tokens are: ES256 for this one (section 2.4).
+    second = verified(app, to_two, two, alg="ES256")
+    assert first["sid"] == second["sid"] == sid_of(tokens)
+    assert first["sub"] == second["sub"] == user.id
+    assert first["jti"] != second["jti"]
+    assert [row.sent_at is not None for row in logout_rows(app)] == [True, True]
+
+
+def test_signing_out_in_the_portal_tells_the_clients_of_the_session(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    tokens = RelyingParty(client, one).tokens_for(user)
+    page = client.get("/account")
+    response = client.post("/logout", data={"csrf_token": csrf_token(page.text), "confirm": "yes"})
+    assert response.status_code == 200, response.text
+    drain(app)
+    [token] = receiver.tokens("/one")
+    assert verified(app, token, one)["sid"] == sid_of(tokens)
+
+
+def test_a_session_revoked_in_the_portal_tells_its_clients_and_ends_its_grants(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    rp = RelyingParty(client, one)
+    tokens = rp.tokens_for(user, scope="openid profile")
+    offline = rp.tokens_for(user, scope="openid offline_access")
+    laptop = app.test_client()
+    start_session(laptop, user)  # the user's other device, with no app of its own
+    page = laptop.get("/account/sessions")
+    response = laptop.post(
+        f"/account/sessions/{sid_of(tokens)}/revoke", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert response.status_code in (302, 303), response.text
+    drain(app)
+    # One token for the session, though the client holds two grants in it.
+    [token] = receiver.tokens("/one")
+    claims = verified(app, token, one)
+    assert claims["sid"] == sid_of(tokens)
+    # The session's grants end with it, as at RP-initiated logout; offline access outlives it.
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    assert rp.refresh(offline["refresh_token"]).status_code == 200
+
+
+def test_console_session_revoke_disable_and_delete_tell_the_clients_of_each_session(
+    app: Flask, receiver: LogoutReceiver
+) -> None:
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    admin = passkey_browser(app, "root@example.com")
+    RelyingParty(admin.browser, one)  # the admin's own session has no app: never announced
+    sessions: dict[str, tuple[CreatedUser, str]] = {}
+    for action in ("revoke", "disable", "delete"):
+        user = create_user(app, email=f"{action}@example.com")
+        tokens = RelyingParty(app.test_client(), one).tokens_for(user)
+        sessions[action] = (user, sid_of(tokens))
+    revoked, sid = sessions["revoke"]
+    assert admin.post(f"/admin/users/{revoked.id}/sessions/revoke", {"sid": sid}).status_code < 400
+    disabled, _ = sessions["disable"]
+    assert admin.post(f"/admin/users/{disabled.id}/disable").status_code < 400
+    deleted, _ = sessions["delete"]
+    answer = admin.post(f"/admin/users/{deleted.id}/delete", {"confirm": deleted.email})
+    assert answer.status_code < 400
+    drain(app)
+    announced = {
+        (claims["sub"], claims["sid"])
+        for claims in (verified(app, token, one) for token in receiver.tokens("/one"))
+    }
+    assert announced == {(user.id, sid) for user, sid in sessions.values()}
+    assert len(receiver.deliveries) == 3
+
+
+def test_a_receiver_that_is_down_gets_the_token_once_it_is_back_and_the_console_shows_it(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    port = free_port()
+    down = create_client(app, backchannel_logout_uri=f"http://127.0.0.1:{port}/logout")
+    tokens = RelyingParty(client, down).tokens_for(user)
+    failed_before = _count("http", "failed")
+    client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
+    drain(app)
+    [row] = logout_rows(app)
+    assert row.sent_at is None
+    assert row.attempts == 1
+    assert row.last_error is not None
+    assert "could not reach" in row.last_error
+    assert _count("http", "failed") == failed_before + 1
+    admin = passkey_browser(app, "root@example.com")
+    page = admin.browser.get(f"/admin/clients/{down.client_id}")
+    assert 'id="logout-failures"' in page.text
+    assert "could not reach" in page.text
+
+    with logout_receiver(port) as back, app.app_context():
+        # Not due yet: the backoff holds it (the prune job runs the retries).
+        assert deliver_due(db.session(), outbox_channels(), utcnow()) == 0
+        later = utcnow() + FIRST_RETRY + timedelta(seconds=1)
+        assert deliver_due(db.session(), outbox_channels(), later) == 1
+        [token] = back.tokens("/logout")
+    assert verified(app, token, down)["sid"] == sid_of(tokens)
+    [row] = logout_rows(app)
+    assert row.sent_at is not None
+    assert row.attempts == 2
+    page = admin.browser.get(f"/admin/clients/{down.client_id}")
+    assert re.search(r"Delivered \d\d:\d\d:\d\d", page.text)
+
+
+def _count(channel: str, outcome: str) -> float:
+    text = metrics.exposition()[0].decode()
+    pattern = rf'idp_outbox_deliveries_total{{channel="{channel}",outcome="{outcome}"}} (\S+)'
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_a_receiver_that_hangs_does_not_hold_up_any_sign_out(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The relying party is held by the test, not by a clock: no read timeout may end it first.
+    monkeypatch.setattr(backchannel_logout, "READ_TIMEOUT", 120)
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    first = RelyingParty(client, one).tokens_for(user)
+    other = create_user(app, email="grace@example.com")
+    other_browser = app.test_client()
+    second = RelyingParty(other_browser, one).tokens_for(other)
+    receiver.answer.clear()
+
+    response = client.get("/logout", query_string={"id_token_hint": first["id_token"]})
+    assert response.status_code == 200
+    assert receiver.holding.wait(60), "the first logout token never reached the relying party"
+    # The relying party still holds the first delivery: another sign-out is answered all the same,
+    # and the held delivery neither failed nor finished (it is not done inside a request).
+    response = other_browser.get("/logout", query_string={"id_token_hint": second["id_token"]})
+    assert response.status_code == 200
+    assert "signed out" in response.text
+    assert [(r.sent_at, r.last_error) for r in logout_rows(app)] == [(None, None), (None, None)]
+
+    receiver.answer.set()
+    drain(app)
+    announced = {verified(app, token, one)["sub"] for token in receiver.tokens("/one")}
+    assert announced == {user.id, other.id}
+
+
+def test_a_redirect_is_a_failure_and_is_never_followed(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    receiver.answers["/moved"] = (307, receiver.url("/elsewhere"))
+    moved = create_client(app, backchannel_logout_uri=receiver.url("/moved"))
+    tokens = RelyingParty(client, moved).tokens_for(user)
+    client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
+    drain(app)
+    assert [d.path for d in receiver.deliveries] == ["/moved"]
+    [row] = logout_rows(app)
+    assert row.sent_at is None
+    assert row.last_error == "the relying party answered HTTP 307"
+
+
+def test_a_session_ended_twice_is_announced_once_and_a_row_is_delivered_once(
+    storage_app: Flask, receiver: LogoutReceiver
+) -> None:
+    """Two requests (or nodes) ending the same session: one conditional UPDATE wins, one row is
+    queued; two deliveries of that row (a retry racing the first attempt): one claim wins."""
+    app = storage_app
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    user = create_user(app)
+    tokens = RelyingParty(app.test_client(), one).tokens_for(user)
+    with app.app_context():
+        condition = BrowserSession.sid == sid_of(tokens)
+        assert end_sessions(db.session(), condition, "test", utcnow()) == 1
+        assert end_sessions(db.session(), condition, "test", utcnow()) == 0
+        db.session.commit()
+        ids = take_committed(db.session())["http"]
+        assert len(ids) == 1
+        now = utcnow()
+        assert deliver(db.session(), outbox_channels(), ids, now) == 1
+        assert deliver(db.session(), outbox_channels(), ids, now) == 0
+    assert len(receiver.tokens("/one")) == 1
+    with app.app_context():
+        grant = db.session.scalar(select(Grant).where(Grant.sid == sid_of(tokens)))
+        assert grant is not None
+        assert grant.revoked_at is None
+
+
+def test_two_transactions_ending_one_session_at_once_announce_it_once(
+    pg_app: Flask, receiver: LogoutReceiver
+) -> None:
+    """PostgreSQL, held in flight: the first transaction ended the session (not committed); the
+    second, which saw it live, is seen waiting on its row lock; then the first commits. The
+    second's conditional UPDATE then matches nothing: it neither ends nor announces it again."""
+    app = pg_app
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    user = create_user(app)
+    tokens = RelyingParty(app.test_client(), one).tokens_for(user)
+    condition = BrowserSession.sid == sid_of(tokens)
+    with app.app_context():
+        engine = db.engine
+    first, second = Session(engine), Session(engine)
+    ended: dict[str, Any] = {}
+    try:
+        assert end_sessions(first, condition, "test", utcnow()) == 1
+        first.flush()
+        pid = _backend_pid(second)
+
+        def run_second() -> None:
+            ended["second"] = end_sessions(second, condition, "test", utcnow())
+            second.commit()
+
+        worker = threading.Thread(target=run_second)
+        worker.start()
+        _wait_until_blocked(engine, pid, worker)
+        first.commit()
+        worker.join(60)
+        assert not worker.is_alive()
+    finally:
+        first.close()
+        second.close()
+    assert ended == {"second": 0}
+    assert len(logout_rows(app)) == 1
+
+
+def test_a_plain_http_uri_from_development_is_never_used_by_a_real_issuer(
+    app: Flask, receiver: LogoutReceiver
+) -> None:
+    """Section 2.2's rule is checked at each delivery too: a loopback http URI registered while
+    the issuer was on loopback gets nothing once the issuer is a real (https) one."""
+    dev = create_client(app, backchannel_logout_uri=receiver.url("/dev"))
+    pending = Pending(
+        id=0, channel="http", kind=backchannel_logout.KIND, user_id="u", recipient=dev.client_id,
+        subject="", body="", details={"sid": "s", "sub": "u"},
+    )  # fmt: skip
+    with app.app_context():
+        keys = app.extensions["idp"].keys
+        sender = backchannel_logout.BackchannelSender(db.session(), keys, "https://idp.example")
+        with pytest.raises(UndeliverableError):
+            sender.send(pending)
+        backchannel_logout.BackchannelSender(db.session(), keys, "http://localhost").send(pending)
+    assert len(receiver.tokens("/dev")) == 1
