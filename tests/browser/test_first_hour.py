@@ -47,17 +47,20 @@ pytestmark = pytest.mark.browser
 
 NewUser = Callable[..., BrowserUser]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-#: How far the page reaches past the viewport's right edge (the layout viewport's width: a
-#: horizontal page scroll), and the elements that reach past it, to say what to fix.
-OVERFLOW = """() => {
-  const width = window.innerWidth;
+#: How far the page reaches past the viewport's right edge (a horizontal page scroll), and the
+#: elements that reach past it, to say what to fix. The width is the device's, not
+#: ``innerWidth``: on a phone (``is_mobile``) a page wider than the screen widens the layout
+#: viewport to its own width, so that ``innerWidth`` grows with it and hides the overflow.
+OVERFLOW = """(width) => {
   const wider = [...document.querySelectorAll("body *")]
     .filter((e) => e.getBoundingClientRect().right > width + 0.5)
     .slice(0, 5)
     .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
       + (typeof e.className === "string" && e.className.trim()
-        ? "." + e.className.trim().split(/\\s+/).join(".") : ""));
-  return { by: document.documentElement.scrollWidth - width, width, wider };
+        ? "." + e.className.trim().split(/\\s+/).join(".") : "")
+      + (e.parentElement.closest("[id]") ? " in #" + e.parentElement.closest("[id]").id : ""));
+  const widest = Math.max(document.documentElement.scrollWidth, window.innerWidth);
+  return { by: widest - width, wider };
 }"""
 
 
@@ -111,16 +114,18 @@ class Person:
             desktop.page.unroute_all()
         self._assert_fits(desktop, step, "desktop")
 
-    def _assert_fits(self, user: BrowserUser, step: str, viewport: str) -> None:
-        name = f"{step}-{viewport}"
+    def _assert_fits(self, user: BrowserUser, step: str, device: str) -> None:
+        name = f"{step}-{device}"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         user.page.screenshot(path=str(SCREENSHOTS / f"first_hour-{name}.png"), full_page=True)
         problems = user.unexpected_problems()
         assert not problems, f"{name}: the browser reported errors:\n" + "\n".join(problems)
-        overflow = user.page.evaluate(OVERFLOW)
+        viewport = user.page.viewport_size
+        assert viewport is not None
+        overflow = user.page.evaluate(OVERFLOW, viewport["width"])
         assert overflow["by"] <= 0, (
             f"{name} ({user.page.url}) is {overflow['by']} px wider than the "
-            f"{overflow['width']} px viewport; past its edge: {overflow['wider']}"
+            f"{viewport['width']} px viewport; past its edge: {overflow['wider']}"
         )
 
 
