@@ -91,7 +91,7 @@ class Person:
         self._assert_fits(self.phone, step, "phone")
         if docs_image is not None and os.environ.get("UPDATE_DOCS_IMAGES") == "1":
             if shown is not None:
-                shown.scroll_into_view_if_needed()
+                shown.evaluate("(e) => e.scrollIntoView({ block: 'start' })")
             docs_image.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(docs_image))
         # The desktop lays out the very page the phone shows (a page that exists once, such as
