@@ -38,7 +38,6 @@ from tests.browser.test_admin import (
     USER_EMAIL,
     _first_admin_link,
     _issued_link,
-    _sign_in_to_app,
 )
 from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
 from tests.support.live import LiveIdp
@@ -96,7 +95,9 @@ class Person:
             page.screenshot(path=str(docs_image))
         # The desktop lays out the very page the phone shows (a page that exists once, such as
         # a secret shown once, cannot be fetched again): its DOM, served at its URL, with the
-        # session's cookies for whatever its scripts ask of the server.
+        # session's cookies for whatever its scripts ask of the server. It is served without the
+        # server's CSP, whose script nonces the DOM no longer shows (CSP 3, nonce hiding); the
+        # phone ran the page under the real one, where a violation is a console error.
         url = page.url.split("#", 1)[0]
         html = page.content()
         desktop = self.desktop
@@ -245,8 +246,6 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
         assert claims["email"] == USER_EMAIL
         assert claims["name"] == "Grace Hopper"
         _assert_passkey_sign_in(claims)
-        # A second sign-in at the app goes straight through (the session and the consent hold).
-        assert _sign_in_to_app(user, app, consent=False)["email"] == USER_EMAIL
 
     # The portal: every page of it.
     _open(user, "/account", "Your account", "portal-account")
