@@ -35,7 +35,6 @@ from tests.browser.conftest import (
 )
 from tests.browser.test_admin import (
     ADMIN_EMAIL,
-    USER_EMAIL,
     _first_admin_link,
     _issued_link,
 )
@@ -46,6 +45,9 @@ pytestmark = pytest.mark.browser
 
 NewUser = Callable[..., BrowserUser]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+#: A long address with no hyphen to break at: a heading or a row that shows it must wrap it
+#: rather than widen a phone's page.
+USER_EMAIL = "margaret.hamilton.apollo.guidance@engineering.example.com"
 #: How far the page reaches past the viewport's right edge (a horizontal page scroll), and the
 #: elements that reach past it, to say what to fix. The width is the device's, not
 #: ``innerWidth``: on a phone (``is_mobile``) a page wider than the screen widens the layout
