@@ -2,6 +2,8 @@
 #   make run   install, initialise (SQLite db + signing keys under instance/) and serve :5000
 #   make test  the whole check that CI runs (scripts/test.sh)
 #   make lint  ruff and mypy only
+#
+#   make docs-images  the guides' screenshots, refreshed from the browser tests
 
 VENV := .venv
 PY   := $(VENV)/bin/python
@@ -33,3 +35,10 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The guides' screenshots (docs/admins/images/, docs/users/images/) are taken by the browser tests
+# that walk the guides; UPDATE_DOCS_IMAGES=1 has them write the images over the committed ones.
+.PHONY: docs-images
+docs-images: $(VENV)/.installed-test
+	UPDATE_DOCS_IMAGES=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/browser/test_admin.py \
+	  tests/browser/test_portal.py tests/browser/test_first_hour.py

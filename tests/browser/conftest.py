@@ -57,6 +57,12 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)
 PASSWORD = "correct horse battery staple 42"
+#: Browser context options of the viewports the pages are checked on: a phone (a 390 px wide
+#: screen, touch, the ``<meta name=viewport>`` honoured) and a desktop.
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+}  # fmt: skip
+DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 800}}
 #: Disables passkey autofill so that only the button or the email step runs a ceremony.
 NO_CONDITIONAL_MEDIATION = (
     "if (window.PublicKeyCredential) "
@@ -391,14 +397,18 @@ class BrowserUser:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
 
 
-def add_first_passkey(page: Page, idp: LiveIdp) -> None:
+def add_first_passkey(
+    page: Page, idp: LiveIdp, *, on_codes: Callable[[], object] | None = None
+) -> None:
     """On a restricted session's only page: add the account's first passkey, save the backup
-    codes it comes with, and land on the account page."""
+    codes it comes with (``on_codes`` runs while they are shown), and land on the account page."""
     # The button works once account.js (at the end of the page) has run: a click on the button
     # as soon as it is painted would land before its handler.
     page.wait_for_load_state("load")
     page.get_by_role("button", name="Add a passkey").click()
     expect(page.locator("#backup-codes li")).to_have_count(10)
+    if on_codes is not None:
+        on_codes()
     page.get_by_role("button", name="I saved them").click()
     expect(page).to_have_url(f"{idp.url}/account")
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
@@ -421,8 +431,13 @@ def new_user(
     opened: list[BrowserUser] = []
     test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
 
-    def open_user(*, conditional_mediation: bool = True) -> BrowserUser:
-        context = browser.new_context(locale="en-US", viewport={"width": 800, "height": 900})
+    def open_user(
+        *, conditional_mediation: bool = True, device: dict[str, Any] | None = None
+    ) -> BrowserUser:
+        """``device``: context options such as ``PHONE`` or ``DESKTOP`` (default: 800x900)."""
+        context = browser.new_context(
+            locale="en-US", **(device or {"viewport": {"width": 800, "height": 900}})
+        )
         context.set_default_timeout(TIMEOUT_MS)
         context.add_init_script(REPORT_CSP_VIOLATIONS)
         if not conditional_mediation:

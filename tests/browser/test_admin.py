@@ -27,7 +27,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import BrowserUser, RelyingParty, add_first_passkey, callback_server
+from tests.browser.conftest import (
+    DESKTOP,
+    BrowserUser,
+    RelyingParty,
+    add_first_passkey,
+    callback_server,
+)
 from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
 from tests.support.live import LiveIdp
 
@@ -88,7 +94,8 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
 ) -> None:
     idp = empty_idp
     # The passkey button, not autofill, signs in: each step is then a visible click.
-    admin = new_user(conditional_mediation=False)
+    # A desktop: the guide's images show the console as most admins see it.
+    admin = new_user(conditional_mediation=False, device=DESKTOP)
     admin.like_desktop_chrome()
     page = admin.page
 

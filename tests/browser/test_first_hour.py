@@ -1,0 +1,289 @@
+"""The first hour of a new deployment, walked on a phone and checked on a desktop at every page.
+
+From ``idp init`` on an empty database to a relying party that signs its users in with passkeys:
+the first admin opens the printed link, registers a passkey, registers a client app in the
+console and invites a user; the user opens the invitation, registers a passkey, signs in at the
+app and sees the portal. Then every admin and portal page is opened once more.
+
+The walk runs on a phone (390x844, touch, the page's ``<meta name=viewport>`` honoured). At every
+page the same page (its DOM as the phone shows it, with the site's CSS and scripts) is also laid
+out on a 1280x800 desktop. On both, the test fails on a console error and on a page wider than
+its viewport (a horizontal page scroll; docs/admins.md shows the console on a phone). Both
+viewports' screenshots land in test-artifacts/screenshots/; ``UPDATE_DOCS_IMAGES=1`` also writes
+the guides' phone images (docs/admins/images/phone-*.png, docs/users/images/phone-*.png)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, Route, expect
+
+from tests.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    SCREENSHOTS,
+    BrowserUser,
+    RelyingParty,
+    add_first_passkey,
+    callback_server,
+)
+from tests.browser.test_admin import (
+    ADMIN_EMAIL,
+    _first_admin_link,
+    _issued_link,
+)
+from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
+from tests.support.live import LiveIdp
+
+pytestmark = pytest.mark.browser
+
+NewUser = Callable[..., BrowserUser]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+#: A long address with no hyphen to break at: a heading or a row that shows it must wrap it
+#: rather than widen a phone's page.
+USER_EMAIL = "margaret.hamilton.apollo.guidance@engineering.example.com"
+#: How far the page reaches past the viewport's right edge (a horizontal page scroll), and the
+#: elements that reach past it, to say what to fix. The width is the device's, not
+#: ``innerWidth``: on a phone (``is_mobile``) a page wider than the screen widens the layout
+#: viewport to its own width, so that ``innerWidth`` grows with it and hides the overflow.
+OVERFLOW = """(width) => {
+  const wider = [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > width + 0.5)
+    .slice(0, 5)
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+      + (typeof e.className === "string" && e.className.trim()
+        ? "." + e.className.trim().split(/\\s+/).join(".") : "")
+      + (e.parentElement.closest("[id]") ? " in #" + e.parentElement.closest("[id]").id : ""));
+  const widest = Math.max(document.documentElement.scrollWidth, window.innerWidth);
+  return { by: widest - width, wider };
+}"""
+
+
+@dataclass
+class Person:
+    """One person of the walk: the phone they act on, and a desktop that lays out each page."""
+
+    name: str
+    phone: BrowserUser
+    desktop: BrowserUser
+    idp: LiveIdp
+    #: Numbers the screenshots of the whole walk, both people's, in order.
+    steps: Iterator[int]
+
+    @property
+    def page(self) -> Page:
+        return self.phone.page
+
+    def check(
+        self, step: str, docs_image: Path | None = None, *, shown: Locator | None = None
+    ) -> None:
+        """This page, on the phone and on the desktop: no console error, nothing wider than the
+        viewport. ``docs_image``: with ``UPDATE_DOCS_IMAGES=1`` the phone's screen, scrolled to
+        ``shown``, is written there for a guide."""
+        step = f"{next(self.steps):02d}-{self.name}-{step}"
+        page = self.phone.page
+        page.wait_for_load_state("load")
+        self._assert_fits(self.phone, step, "phone")
+        if docs_image is not None and os.environ.get("UPDATE_DOCS_IMAGES") == "1":
+            if shown is not None:
+                shown.evaluate("(e) => e.scrollIntoView({ block: 'start' })")
+            docs_image.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(docs_image))
+        # The desktop lays out the very page the phone shows (a page that exists once, such as
+        # a secret shown once, cannot be fetched again): its DOM, served at its URL, with the
+        # session's cookies for whatever its scripts ask of the server. It is served without the
+        # server's CSP, whose script nonces the DOM no longer shows (CSP 3, nonce hiding); the
+        # phone ran the page under the real one, where a violation is a console error.
+        url = page.url.split("#", 1)[0]
+        html = page.content()
+        desktop = self.desktop
+        desktop.context.clear_cookies()
+        desktop.context.add_cookies(self.phone.context.cookies())
+
+        def serve(route: Route) -> None:
+            route.fulfill(status=200, content_type="text/html; charset=utf-8", body=html)
+
+        desktop.page.route(lambda u: u.split("#", 1)[0] == url, serve)
+        try:
+            desktop.page.goto(url)
+            desktop.page.wait_for_load_state("load")
+        finally:
+            desktop.page.unroute_all()
+        self._assert_fits(desktop, step, "desktop")
+
+    def _assert_fits(self, user: BrowserUser, step: str, device: str) -> None:
+        name = f"{step}-{device}"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        user.page.screenshot(path=str(SCREENSHOTS / f"first_hour-{name}.png"), full_page=True)
+        problems = user.unexpected_problems()
+        assert not problems, f"{name}: the browser reported errors:\n" + "\n".join(problems)
+        viewport = user.page.viewport_size
+        assert viewport is not None
+        overflow = user.page.evaluate(OVERFLOW, viewport["width"])
+        assert overflow["by"] <= 0, (
+            f"{name} ({user.page.url}) is {overflow['by']} px wider than the "
+            f"{viewport['width']} px viewport; past its edge: {overflow['wider']}"
+        )
+
+
+def _person(new_user: NewUser, idp: LiveIdp, name: str, steps: Iterator[int]) -> Person:
+    # The passkey button, not autofill, signs in: each step is then a visible tap.
+    phone = new_user(conditional_mediation=False, device=PHONE)
+    desktop = new_user(conditional_mediation=False, device=DESKTOP)
+    for user in (phone, desktop):
+        user.like_desktop_chrome()
+    return Person(name, phone, desktop, idp, steps)
+
+
+def _open(
+    person: Person,
+    path: str,
+    heading: str | re.Pattern[str],
+    step: str,
+    docs_image: Path | None = None,
+    *,
+    shown: str | None = None,
+) -> None:
+    """Opens an idp page and checks it; ``shown``: the selector of what a guide's image shows."""
+    page = person.page
+    page.goto(person.idp.url + path)
+    expect(page.get_by_role("heading", name=heading).first).to_be_visible()
+    person.check(step, docs_image, shown=page.locator(shown) if shown else None)
+
+
+def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: NewUser) -> None:
+    idp = empty_idp
+    steps = itertools.count(1)
+    admin = _person(new_user, idp, "admin", steps)
+    page = admin.page
+
+    # The first admin: the link `idp init` prints on the empty database, then a passkey.
+    page.goto(_first_admin_link(idp))
+    expect(page.get_by_role("heading", name=f"Sign in as {ADMIN_EMAIL}?")).to_be_visible()
+    admin.check("first-admin-link")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page).to_have_url(f"{idp.url}/account/recover")
+    admin.check("recover")
+    add_first_passkey(page, idp, on_codes=lambda: admin.check("backup-codes"))
+    admin.check("account")
+    page.goto(f"{idp.url}/admin")
+    expect(page).to_have_url(f"{idp.url}/login?next=/admin")
+    admin.check("console-needs-passkey")
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page.get_by_role("heading", name="Admin console")).to_be_visible()
+    admin.check("console")
+
+    with callback_server() as (app_base, callbacks):
+        # A client app, registered in the console.
+        page.get_by_role("link", name="Client apps").click()
+        expect(page.locator("#no-clients")).to_be_visible()
+        admin.check("no-clients")
+        page.get_by_role("link", name="Register a client app").click()
+        page.fill("#name", "Team wiki")
+        page.get_by_label("Web app (confidential, has a backend)").check()
+        page.fill("#redirect_uris", app_base + "/callback")
+        admin.check("client-form")
+        page.get_by_role("button", name="Register", exact=True).click()
+        expect(page.get_by_role("heading", name="Team wiki is registered")).to_be_visible()
+        client_id = page.locator("#client-id").inner_text().strip()
+        client_secret = page.locator("#client-secret").inner_text().strip()
+        admin.check("client-secret")
+        page.get_by_role("link", name="I have stored it: show the app").click()
+        expect(page.get_by_role("heading", name="How to connect")).to_be_visible()
+        expect(page.locator("#snippet-openid-client")).to_contain_text(client_id)
+        client_page = page.url
+        admin.check(
+            "client",
+            DOCS / "admins" / "images" / "phone-client.png",
+            shown=page.get_by_role("heading", name="How to connect"),
+        )
+        app = RelyingParty(idp, app_base, client_id, client_secret, callbacks)
+
+        # An invited user.
+        page.goto(f"{idp.url}/admin/users")
+        admin.check("users")
+        page.get_by_role("link", name="Invite or create a user").click()
+        page.fill("#email", USER_EMAIL)
+        admin.check("invite-form")
+        page.get_by_role("button", name="Send invite").click()
+        expect(page.get_by_role("heading", name="Invite created")).to_be_visible()
+        invite = _issued_link(page)
+        admin.check("invite-created")
+
+        # The user, on a phone of their own: the invitation, a passkey, the portal.
+        user = _person(new_user, idp, "user", steps)
+        user_page = user.page
+        user_page.goto(invite)
+        expect(user_page.get_by_role("heading", name="Create your account")).to_be_visible()
+        user_page.fill("#name", "Grace Hopper")
+        user.check("invite")
+        user_page.get_by_role("button", name="Continue").click()
+        expect(user_page).to_have_url(f"{idp.url}/signup/passkey")
+        user.check("signup-passkey")
+        add_first_passkey(user_page, idp, on_codes=lambda: user.check("backup-codes"))
+        user.check("account")
+
+        # Signed out, the user signs in at the app with the passkey, allows it, and is back.
+        user_page.get_by_role("button", name="Sign out", exact=True).click()
+        expect(user_page.get_by_role("heading", name="You are signed out")).to_be_visible()
+        user.check("signed-out")
+        authorization = app.authorization()
+        user_page.goto(authorization.url)
+        expect(user_page.get_by_role("button", name="Sign in with a passkey")).to_be_visible()
+        user.check("login")
+        user_page.get_by_role("button", name="Sign in with a passkey").click()
+        expect(
+            user_page.get_by_role("heading", name="Allow Team wiki to use your account?")
+        ).to_be_visible()
+        user.check("consent")
+        user_page.get_by_role("button", name="Allow").click()
+        user_page.wait_for_url(f"{app.redirect_uri}?*")
+        claims = app.redeem(authorization)
+        assert claims["email"] == USER_EMAIL
+        assert claims["name"] == "Grace Hopper"
+        _assert_passkey_sign_in(claims)
+
+    # The portal: every page of it.
+    _open(user, "/account", "Your account", "portal-account")
+    _open(user, "/account/sessions", "Where you're signed in", "portal-sessions")
+    _open(user, "/account/apps", "Connected apps", "portal-apps")
+    expect(user_page.locator("main")).to_contain_text("Team wiki")
+    _open(user, "/account/activity", "Security activity", "portal-activity")
+    _open(user, "/account/profile", "Profile", "portal-profile")
+    _open(user, "/account/totp", "Set up an authenticator app", "portal-totp")
+    _open(user, "/account", "Your account", "portal-home",
+          DOCS / "users" / "images" / "phone-account.png")  # fmt: skip
+
+    # The console: every page of it, with the app, the user and a group in it.
+    _open(admin, "/admin", "Admin console", "console-again")
+    _open(admin, "/admin/clients", "Client apps", "clients")
+    for path, heading, step in (
+        ("/access", "Who may sign in to Team wiki", "client-access"),
+        ("/claims", "What Team wiki would receive", "client-claims"),
+        ("/edit", "Edit Team wiki", "client-edit"),
+        ("/delete", "Delete Team wiki?", "client-delete"),
+    ):
+        _open(admin, client_page.removeprefix(idp.url) + path, heading, step)
+    _open(admin, "/admin/users", "Users", "users-again")
+    page.get_by_role("link", name=USER_EMAIL).click()
+    expect(page.get_by_role("heading", name=USER_EMAIL)).to_be_visible()
+    admin.check("user")
+    _open(admin, "/admin/users/new", "Invite a user", "user-new")
+    _open(admin, "/admin/groups", "Groups", "groups")
+    page.fill("#group-name", "engineering-and-operations")
+    page.fill("#group-display-name", "Engineering and operations")
+    page.locator("#create-group").click()
+    expect(page.locator("#group-name")).to_have_text("engineering-and-operations")
+    admin.check("group")
+    page.goto(page.url + "/delete")
+    expect(page.get_by_role("heading", name=re.compile("^Delete the group"))).to_be_visible()
+    admin.check("group-delete")
+    _open(admin, "/admin/policy", "Sign-in policy", "policy")
+    _open(admin, "/admin/audit", "Audit log", "audit",
+          DOCS / "admins" / "images" / "phone-audit.png", shown="#audit-list")  # fmt: skip
