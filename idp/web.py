@@ -20,6 +20,7 @@ from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
+from idp.services.device import DeviceFlowService
 from idp.services.notifications import Mailer, Notifier, deliver, take_committed
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
@@ -266,6 +267,12 @@ def attempt_limiter() -> AttemptLimiter:
 def _counter_store() -> CounterStore:
     redis = runtime().redis
     return RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
+
+
+def device_flow() -> DeviceFlowService:
+    """The device authorization grant's service (RFC 8628), its user codes counted by the
+    attempt limiter."""
+    return DeviceFlowService(db.session(), runtime().user_code_hasher, attempt_limiter())
 
 
 def storage_budgets() -> StorageBudgets:
