@@ -66,6 +66,7 @@ def review() -> Any:
         client=entry.authorization.client,
         scopes=entry.authorization.scope.split(),
         user=session.user,
+        code=format_user_code(normalise_user_code(typed) or ""),
     )
 
 

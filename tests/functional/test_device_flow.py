@@ -310,7 +310,8 @@ def test_review_shows_client_scopes_time_and_own_device_warning(
     assert clock.now.strftime("%Y-%m-%d %H:%M") + " UTC" in review.text
     for scope in ("openid", "profile"):
         assert f"<li>{describe_scope(scope)}</li>" in review.text
-    assert "Approve only if this code is shown on your own device" in review.text
+    assert "Approve only if your own device, right in front of you, shows the code" in review.text
+    assert f'<code id="device-code">{codes["user_code"]}</code>' in review.text
     assert 'name="decision" value="approve"' in review.text
 
 
