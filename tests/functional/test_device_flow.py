@@ -176,6 +176,20 @@ def test_scopes_outside_the_registration_are_dropped(app: Flask) -> None:
     assert row.scope == "openid profile"
 
 
+def test_device_requests_are_budgeted_per_address(
+    app: Flask, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md, "Storage budgets": a public client asks anonymously, so the rows it
+    makes are counted per address as pending authorization requests are."""
+    monkeypatch.setattr("idp.services.anonymous.PENDING_AUTHORIZATIONS_PER_ADDRESS", 2)
+    device.codes()
+    device.codes()
+    refused = device.ask()
+    assert refused.status_code == 429
+    assert refused.get_json()["error"] == "temporarily_unavailable"
+    assert len(rows(app, DeviceAuthorization)) == 2
+
+
 # -- the whole flow -------------------------------------------------------------------------------
 def test_approved_device_gets_id_access_and_refresh_tokens(
     app: Flask, device: Device, phone: FlaskClient, user: CreatedUser, clock: Clock
