@@ -17,17 +17,25 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
-from idp.models import AuditEvent, Client, Consent, DeviceAuthorization
+from idp.models import AuditEvent, BrowserSession, Client, Consent, DeviceAuthorization, User
 from idp.models.base import utcnow
+from idp.services.audit import RequestContext
 from idp.services.claims import describe_scope
-from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
 from idp.services.groups import GroupService
 from tests.support.clock import Clock
-from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
+from tests.support.factories import (
+    CreatedUser,
+    RegisteredClient,
+    change,
+    create_client,
+    create_user,
+    rows,
+)
 from tests.support.flow import csrf_token, jwt_parts, start_session
 
 DEVICE_GRANTS = [DEVICE_CODE_GRANT_TYPE, "refresh_token"]
@@ -354,6 +362,44 @@ def test_decision_is_counted_once(device: Device, phone: FlaskClient) -> None:
     second = phone.post("/device/decide", data={**form, "decision": "deny"})
     assert second.status_code == 400
     assert device.poll(codes["device_code"]).status_code == 200
+
+
+def test_of_two_answers_loaded_at_once_only_the_first_counts(app: Flask, device: Device) -> None:
+    """Two tabs (or a double click) both showed the review page: the user code is spent by the
+    first answer through the consume-once primitive, and the second changes nothing."""
+    codes = device.codes()
+    user = create_user(app, email="twice@example.com")
+    with app.app_context():
+        (row,) = db.session.scalars(select(DeviceAuthorization)).all()
+        person = db.session.get(User, user.id)
+        session = BrowserSession(id_hash="h", sid="s", user_id=user.id, auth_time=utcnow(),
+                                 amr=["pwd"], acr="urn:idp:acr:password",
+                                 expires_at=utcnow() + timedelta(hours=1))  # fmt: skip
+        service = DeviceFlowService(db.session(), app.extensions["idp"].user_code_hasher)
+        assert person is not None
+        answer = {"user": person, "session": session, "context": RequestContext(), "now": utcnow()}
+        assert service.decide(row, approve=True, **answer) is True
+        assert service.decide(row, approve=False, **answer) is False  # the same, stale, row
+        db.session.commit()
+    assert device.poll(codes["device_code"]).status_code == 200
+
+
+def test_a_restricted_session_is_sent_to_sign_in_fully(
+    app: Flask, device: Device, phone: FlaskClient
+) -> None:
+    """A restricted session (recovery, login link, invite) may only add a sign-in method; it
+    never speaks for the user to a client, so it cannot approve a device either."""
+    codes = device.codes()
+    page = phone.get("/device")
+    change(app, update(BrowserSession).values(restricted=True))
+    for response in (
+        phone.get("/device"),
+        phone.post("/device", data={"csrf_token": csrf_token(page.text),
+                                    "user_code": codes["user_code"]}),
+    ):  # fmt: skip
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login?next=/device")
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
 
 
 def test_decision_needs_the_csrf_token(device: Device, phone: FlaskClient) -> None:
