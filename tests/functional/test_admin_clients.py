@@ -221,6 +221,9 @@ def test_console_registers_a_device_client_without_redirect_uris(
     assert row is not None
     assert row.grant_types == [DEVICE_GRANT, "refresh_token"]
     assert row.redirect_uris == []
+    page = admin.browser.get(f"/admin/clients/{client_id}")
+    assert 'id="connect-device"' in page.text
+    assert 'id="snippet-openid-client"' not in page.text  # the code flow's snippets need a URI
 
 
 def test_public_app_gets_no_secret(app: Flask, admin: ConsoleBrowser) -> None:
