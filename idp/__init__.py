@@ -47,12 +47,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from idp.account.views import bp as account_bp
     from idp.admin import bp as admin_bp
+    from idp.device.views import bp as device_bp
     from idp.login.views import bp as login_bp
     from idp.oidc.views import bp as oidc_bp
     from idp.ops import bp as ops_bp
     from idp.signup.views import bp as signup_bp
 
-    for blueprint in (oidc_bp, login_bp, account_bp, admin_bp, signup_bp, ops_bp):
+    for blueprint in (oidc_bp, login_bp, account_bp, admin_bp, signup_bp, device_bp, ops_bp):
         app.register_blueprint(blueprint)
 
     from idp.web import (

@@ -564,8 +564,9 @@ def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[...
                 "--redirect-uri",
                 "redirect_uris",
                 multiple=True,
-                required=create,
-                help="Repeat for several" + ("" if create else "; replaces the list") + ".",
+                help="Repeat for several"
+                + ("" if create else "; replaces the list")
+                + " (required with the authorization_code grant).",
             ),
             click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True),
             click.option(

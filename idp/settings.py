@@ -47,6 +47,10 @@ class Settings:
     id_token_ttl: int = 3600
     refresh_token_ttl: int = 30 * 24 * 3600
     pending_request_ttl: int = 1800
+    #: Device authorization grant (RFC 8628): how long a device code and its user code live, and
+    #: the seconds a device waits between polls (RFC 8628 3.2 ``expires_in`` and ``interval``).
+    device_code_ttl: int = 600
+    device_poll_interval: int = 5
     session_idle_ttl: int = 14 * 24 * 3600
     session_absolute_ttl: int = 30 * 24 * 3600
     #: Restricted sessions (login link, invite, sign-up confirmation, backup-code recovery) end

@@ -23,6 +23,7 @@ from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
+from idp.services.device import DeviceFlowService
 from idp.services.notifications import Mailer, Notifier
 from idp.services.outbox import Channel, deliver, take_committed
 from idp.services.passkeys import PasskeyService, RelyingParty
@@ -270,6 +271,12 @@ def attempt_limiter() -> AttemptLimiter:
 def _counter_store() -> CounterStore:
     redis = runtime().redis
     return RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
+
+
+def device_flow() -> DeviceFlowService:
+    """The device authorization grant's service (RFC 8628), its user codes counted by the
+    attempt limiter."""
+    return DeviceFlowService(db.session(), runtime().user_code_hasher, attempt_limiter())
 
 
 def storage_budgets() -> StorageBudgets:

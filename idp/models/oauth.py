@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.models.base import Base, UTCDateTime, random_id, utcnow
@@ -179,3 +179,65 @@ class UsedClientAssertion(Base):
 
     jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+#: A device authorization's decision (RFC 8628 3.3): None while the user has not answered.
+DEVICE_APPROVED = "approved"
+DEVICE_DENIED = "denied"
+
+
+class DeviceAuthorization(Base):
+    """One device authorization request (RFC 8628 3.1): a device code for the device to poll
+    with and a user code for the person to type on the verification page.
+
+    Two secrets, each spent once through the consume-once primitive: the user code when the
+    user approves or denies (``decided_at``), the device code when tokens are issued
+    (``consumed_at``). Both are stored as hashes only. Once approved, the row carries the grant
+    that the tokens hang off, and it plays the authorization code's part for the ID token
+    (the same ``auth_time``, ``acr``, ``amr`` and ``sid`` claims as the code flow)."""
+
+    __tablename__ = "device_authorizations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=random_id)
+    #: SHA-256 of the device code (256 bits of entropy, RFC 8628 5.2).
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Keyed hash of the normalised user code: about 34 bits of entropy, so a plain hash of a
+    #: leaked table could be reversed; under a server key it cannot (RFC 8628 5.1).
+    user_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
+    )
+    scope: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    #: Seconds the device must wait between polls; raised by 5 at each ``slow_down`` (RFC 8628 3.5).
+    interval: Mapped[int] = mapped_column(Integer)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    decision: Mapped[str | None] = mapped_column(String(16), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
+    grant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("grants.id", ondelete="CASCADE"), default=None
+    )
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    client: Mapped[Client] = relationship(lazy="joined")
+    grant: Mapped[Grant | None] = relationship(lazy="joined")
+
+    # -- what the ID token reads (Authlib's AuthorizationCodeMixin, as AuthorizationCode) ------
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return None  # RFC 8628 has no nonce: no browser redirect carries one back
+
+    def get_auth_time(self) -> int | None:
+        return int(self.grant.auth_time.timestamp()) if self.grant is not None else None
+
+    def get_acr(self) -> str | None:
+        return self.grant.acr if self.grant is not None else None
+
+    def get_amr(self) -> list[str] | None:
+        return list(self.grant.amr) if self.grant is not None else None

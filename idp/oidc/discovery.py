@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idp.oidc.checks import PROMPT_VALUES
+from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.policy import ACR_VALUES_SUPPORTED
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.settings import Settings
@@ -22,10 +23,17 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint": endpoint("/revoke"),
         "introspection_endpoint": endpoint("/introspect"),
         "end_session_endpoint": endpoint("/logout"),
+        # RFC 8628 4: the device authorization endpoint, for clients allowed the device grant.
+        "device_authorization_endpoint": endpoint("/device_authorization"),
         "scopes_supported": ["openid", "profile", "email", "offline_access", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            DEVICE_CODE_GRANT_TYPE,
+        ],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
         "token_endpoint_auth_methods_supported": auth_methods,

@@ -14,10 +14,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError, OAuth2Request, grants
+from authlib.oauth2 import OAuth2Error, rfc8628
+from authlib.oauth2.rfc6749 import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Request,
+    UnauthorizedClientError,
+    grants,
+)
 from authlib.oauth2.rfc6749.authenticate_client import (
     authenticate_client_secret_basic as authlib_client_secret_basic,
 )
+from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -35,15 +46,19 @@ from idp.models import (
     AccessToken,
     AuthorizationCode,
     Client,
+    DeviceAuthorization,
     Grant,
     RefreshToken,
     UsedClientAssertion,
 )
 from idp.models.base import utcnow
+from idp.oidc.checks import check_scope
+from idp.oidc.errors import AuthorizationError
 from idp.runtime import Runtime
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.crypto import new_secret, token_hash
+from idp.services.device import PollOutcome
 from idp.services.grants import GrantService
 from idp.services.groups import GROUP_ACCESS_REVOKED, group_claims
 from idp.services.signing_keys import KeyMaterial
@@ -53,7 +68,7 @@ from idp.services.tokens import (
     verify_access_token,
     verify_issued_jwt,
 )
-from idp.web import request_context
+from idp.web import device_flow, request_context, storage_budgets
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +137,10 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
     now = utcnow()
     service = GrantService(db.session())
-    code: AuthorizationCode | None = getattr(request, "authorization_code", None)
+    # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
+    code: AuthorizationCode | DeviceAuthorization | None = getattr(
+        request, "authorization_code", None
+    )
     refresh: RefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
     claims = unverified_claims(token["access_token"])
@@ -186,9 +204,11 @@ class OpenIDCodeWithSession(OpenIDCode):
             "exp": now + settings.id_token_ttl,
         }
 
-    def get_authorization_code_claims(self, authorization_code: AuthorizationCode) -> Any:
+    def get_authorization_code_claims(
+        self, authorization_code: AuthorizationCode | DeviceAuthorization
+    ) -> Any:
         claims = super().get_authorization_code_claims(authorization_code)
-        if authorization_code.grant.sid:
+        if authorization_code.grant is not None and authorization_code.grant.sid:
             claims["sid"] = authorization_code.grant.sid  # OIDC Front/Back-Channel Logout
         return claims
 
@@ -284,6 +304,106 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             raise InvalidScopeError("The client is not registered for the requested scope.")
 
 
+class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
+    """The token side of RFC 8628 (3.4, 3.5): the device polls with its device code. Authlib's
+    grant decides in its own order and spends nothing; every decision here is
+    ``idp.services.device``'s, and the tokens are issued as the code flow issues them: the same
+    ``generate_token``/``save_token``, and the same ID token extension, with the approved
+    authorization in the authorization code's place (its grant gives ``sid``, ``auth_time``,
+    ``acr`` and ``amr``)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def validate_token_request(self) -> None:
+        device_code = self.request.payload.data.get("device_code")
+        if not device_code:
+            raise InvalidRequestError("Missing 'device_code'.")
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            # RFC 6749 5.2: the client authenticated but may not use this grant type.
+            raise UnauthorizedClientError("The client may not use the device authorization grant.")
+        poll = device_flow().poll(device_code, client.client_id, utcnow())
+        if poll.outcome is PollOutcome.PENDING:
+            raise rfc8628.AuthorizationPendingError()
+        if poll.outcome is PollOutcome.SLOW_DOWN:
+            raise rfc8628.SlowDownError()
+        if poll.outcome is PollOutcome.DENIED:
+            raise AccessDeniedError("The user denied the request.")
+        if poll.outcome is PollOutcome.EXPIRED:
+            raise rfc8628.ExpiredTokenError()
+        authorization = poll.authorization
+        if authorization is None or authorization.grant is None:
+            raise InvalidGrantError("The device code is invalid, expired or already used.")
+        if not _still_allowed(authorization.grant, client):
+            raise InvalidGrantError("The user may no longer use this application.")
+        self.request.client = client
+        self.request.user = authorization.grant.user
+        self.request.authorization_code = authorization
+
+    @hooked
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        authorization: DeviceAuthorization = self.request.authorization_code
+        token = self.generate_token(
+            user=self.request.user,
+            scope=authorization.scope,
+            include_refresh_token=self.request.client.check_grant_type("refresh_token"),
+        )
+        self.save_token(token)
+        audit.record(
+            db.session(), "device.tokens_issued", subject_id=self.request.user.id,
+            client_id=self.request.client.client_id, context=request_context(),
+        )  # fmt: skip
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
+    """RFC 8628 3.1 / 3.2: a device asks for a device code and a user code."""
+
+    # RFC 8628 3.1: the client authenticates as at the token endpoint (public clients send
+    # their client_id), with every method the token endpoint accepts.
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def create_endpoint_response(self, request: OAuth2Request) -> Any:
+        client = self.authenticate_client(request)
+        if not client.check_grant_type(rfc8628.DEVICE_CODE_GRANT_TYPE):
+            raise UnauthorizedClientError("The client may not use the device authorization grant.")
+        try:
+            # RFC 6749 3.3 as at the authorization endpoint: scopes outside the registration are
+            # dropped, and offline_access needs the refresh_token grant (OIDC Core 11).
+            scope = check_scope({"scope": request.payload.scope or ""}, client)
+        except AuthorizationError as error:
+            raise InvalidScopeError(error.description) from None
+        rt = runtime()
+        now = utcnow()
+        if not storage_budgets().pending_authorization(request_context().ip_address, now):
+            # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
+            # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
+            db.session.commit()  # the counted request
+            raise DeviceBudgetSpentError()
+        issued = device_flow().start(
+            client, scope, ttl=rt.settings.device_code_ttl,
+            interval=rt.settings.device_poll_interval, context=request_context(), now=now,
+        )  # fmt: skip
+        verification_uri = rt.settings.endpoint("/device")
+        data = {
+            "device_code": issued.device_code,
+            "user_code": issued.user_code,
+            "verification_uri": verification_uri,
+            # RFC 8628 3.3.1: for a QR code or a link; the page still asks the user to confirm
+            # the code (RFC 8628 5.4).
+            "verification_uri_complete": f"{verification_uri}?user_code={issued.user_code}",
+            "expires_in": issued.expires_in,
+            "interval": issued.interval,
+        }
+        return 200, data, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+
+class DeviceBudgetSpentError(OAuth2Error):
+    error = "temporarily_unavailable"
+    description = "Too many device sign-in requests from this network. Try again in a few minutes."
+    status_code = 429
+
+
 class PrivateKeyJWT(JWTBearerClientAssertion):
     """RFC 7523 2.2 / OIDC Core 9 ``private_key_jwt``."""
 
@@ -291,7 +411,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def get_audiences(self) -> list[str]:
         settings = runtime().settings
-        return [settings.endpoint("/token"), settings.issuer]
+        # RFC 8628 3.1: the device authorization endpoint authenticates clients as the token
+        # endpoint does, so an assertion may name either.
+        return [
+            settings.endpoint("/token"),
+            settings.endpoint("/device_authorization"),
+            settings.issuer,
+        ]
 
     def verify_claims(self, claims: Any) -> None:
         refusal = assertion_time_refusal(claims, int(time.time()), self.leeway)
@@ -464,12 +590,14 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
         [S256CodeChallenge(required=True), OpenIDCodeWithSession(require_nonce=False)],
     )
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(DeviceCodeGrant, [OpenIDCodeWithSession(require_nonce=False)])
     server.register_grant(ClientCredentialsGrant)
     server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
     server.register_endpoint(TokenRevocation)
     server.register_endpoint(TokenIntrospection)
     server.register_endpoint(EndSession)
+    server.register_endpoint(DeviceAuthorizationEndpoint)
     return server
 
 

@@ -341,19 +341,9 @@ def consent() -> Any:
             error.state = auth_request.state
             error.response_mode = auth_request.response_mode
             return _error_response(error)
-        scopes = auth_request.scope.split()
-        row = db.session.scalar(
-            select(Consent).where(
-                Consent.user_id == session.user_id, Consent.client_id == pending.client_id
-            )
+        GrantService(db.session()).remember_consent(
+            session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
         )
-        if row is None:
-            db.session.add(
-                Consent(user_id=session.user_id, client_id=pending.client_id, scopes=scopes)
-            )
-        else:
-            row.scopes = sorted(set(row.scopes) | set(scopes))
-            row.granted_at = utcnow()
         pending.consented_by = session.user_id
         audit.record(
             db.session(),
@@ -401,6 +391,13 @@ def _committed(response: Any) -> Any:
 def token() -> Any:
     """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
     return _committed(oauth_server().create_token_response())
+
+
+@bp.post("/device_authorization")
+@csrf.exempt
+def device_authorization() -> Any:
+    """Device authorization endpoint (RFC 8628 3.1, 3.2)."""
+    return _committed(oauth_server().create_endpoint_response("device_authorization"))
 
 
 @bp.post("/revoke")

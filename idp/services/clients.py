@@ -25,6 +25,7 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.claim_names import is_claim_scope
 from idp.services.crypto import KeyedHasher, new_secret
+from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.signing_keys import SUPPORTED_ALGS
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
@@ -33,7 +34,7 @@ SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access", "groups")
 #: A new client's scopes: ``groups`` only when the admin allows it (docs/admins.md).
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access")
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT_TYPE)
 KIND_LABELS = {
     KIND_WEB: "Web app (confidential, has a backend)",
     KIND_SPA: "Single-page app (public, PKCE)",
@@ -103,8 +104,6 @@ class ClientFields:
         native = self.kind == KIND_NATIVE
         redirect_uris = _unique(self.redirect_uris)
         post_logout = _unique(self.post_logout_redirect_uris)
-        if not redirect_uris:
-            raise ClientRegistrationError("a client needs at least one redirect URI")
         if len(redirect_uris) > MAX_URIS or len(post_logout) > MAX_URIS:
             raise ClientRegistrationError(f"at most {MAX_URIS} redirect URIs of each sort")
         for uri in redirect_uris:
@@ -148,6 +147,10 @@ class ClientFields:
             raise ClientRegistrationError(f"unknown grant type {unknown[0]!r}")
         if not grants:
             raise ClientRegistrationError("a client needs at least one grant type")
+        # Redirects belong to the authorization code flow: a client of the device grant alone (a
+        # TV, a command line tool) or of client credentials never receives one.
+        if not redirect_uris and "authorization_code" in grants:
+            raise ClientRegistrationError("a client needs at least one redirect URI")
         # RFC 6749 4.4: the client credentials grant MUST only be used by confidential clients.
         if public and "client_credentials" in grants:
             raise ClientRegistrationError("a public client cannot use client_credentials")

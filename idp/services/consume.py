@@ -17,12 +17,21 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 
-def consume_once(db: Session, model: Any, *criteria: ColumnElement[bool], now: datetime) -> bool:
-    """Mark the row matching ``criteria`` consumed; True only for the one caller that did it."""
+def consume_once(
+    db: Session,
+    model: Any,
+    *criteria: ColumnElement[bool],
+    now: datetime,
+    column: str = "consumed_at",
+) -> bool:
+    """Mark the row matching ``criteria`` consumed; True only for the one caller that did it.
+    ``column``: the timestamp that marks the spend, for a row that holds two secrets spent at
+    different moments (a device authorization's user code, then its device code)."""
+    marker = getattr(model, column)
     result = db.execute(
         update(model)
-        .where(*criteria, model.consumed_at.is_(None))
-        .values(consumed_at=now)
+        .where(*criteria, marker.is_(None))
+        .values({column: now})
         .execution_options(synchronize_session=False)
     )
     assert isinstance(result, CursorResult)

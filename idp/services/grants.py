@@ -21,6 +21,7 @@ from idp.models import (
     AuthorizationCode,
     BrowserSession,
     Client,
+    Consent,
     Grant,
     RefreshToken,
     User,
@@ -67,18 +68,8 @@ class GrantService:
         ttl: int,
         now: datetime,
     ) -> str:
-        grant = Grant(
-            user_id=user.id,
-            client_id=client.client_id,
-            scope=request.scope,
-            sid=session.sid,
-            auth_time=session.auth_time,
-            amr=list(session.amr),
-            acr=session.acr,
-            created_at=now,
-        )
-        self.db.add(grant)
-        self.db.flush()
+        grant = self.open_grant(user=user, client=client, session=session, scope=request.scope,
+                                now=now)  # fmt: skip
         code = new_secret(32)
         self.db.add(
             AuthorizationCode(
@@ -94,6 +85,40 @@ class GrantService:
             )
         )
         return code
+
+    def open_grant(
+        self, *, user: User, client: Client, session: BrowserSession, scope: str, now: datetime
+    ) -> Grant:
+        """One authorization by ``user`` for ``client`` in ``session``: what the ID token reports
+        of the sign-in (``sid``, ``auth_time``, ``amr``, ``acr``), and the family every token
+        issued from it belongs to (the code flow's and the device flow's alike)."""
+        grant = Grant(
+            user_id=user.id,
+            client_id=client.client_id,
+            scope=scope,
+            sid=session.sid,
+            auth_time=session.auth_time,
+            amr=list(session.amr),
+            acr=session.acr,
+            created_at=now,
+        )
+        self.db.add(grant)
+        self.db.flush()
+        return grant
+
+    def remember_consent(
+        self, user_id: str, client_id: str, scopes: list[str], now: datetime
+    ) -> None:
+        """What the user agreed to share with a third-party client (OIDC Core 3.1.2.4), added to
+        what they agreed to before."""
+        row = self.db.scalar(
+            select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+        )
+        if row is None:
+            self.db.add(Consent(user_id=user_id, client_id=client_id, scopes=scopes))
+        else:
+            row.scopes = sorted(set(row.scopes) | set(scopes))
+            row.granted_at = now
 
     def redeem_code(self, code: str, client_id: str, now: datetime) -> AuthorizationCode | None:
         """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code

@@ -38,6 +38,11 @@ LIFETIMES: dict[str, LifetimeBound] = {
     "refresh_token_ttl": LifetimeBound(1, YEAR),
     # Also the sign-in forms' CSRF token lifetime.
     "pending_request_ttl": LifetimeBound(1, DAY),
+    # RFC 8628 5.1: a user code is short-lived, so that guessing it pays for little; minutes
+    # are what a person needs to type it on another device.
+    "device_code_ttl": LifetimeBound(MINUTE, 30 * MINUTE),
+    # RFC 8628 3.2: the device's wait between polls; RFC 8628 3.5 adds 5 s per slow_down.
+    "device_poll_interval": LifetimeBound(1, MINUTE),
     "session_idle_ttl": LifetimeBound(1, YEAR),
     "session_absolute_ttl": LifetimeBound(1, YEAR),
     # A restricted session (login link, invite, sign-up confirmation, backup-code recovery) only

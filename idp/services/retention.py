@@ -36,6 +36,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    DeviceAuthorization,
     EmailChangeRequest,
     FactorLock,
     Grant,
@@ -93,6 +94,7 @@ class Rule:
 def _grant_is_empty() -> ColumnElement[bool]:
     return and_(
         ~exists().where(AuthorizationCode.grant_id == Grant.id),
+        ~exists().where(DeviceAuthorization.grant_id == Grant.id),
         ~exists().where(AccessToken.grant_id == Grant.id),
         ~exists().where(RefreshToken.grant_id == Grant.id),
     )
@@ -123,6 +125,10 @@ RULES: tuple[Rule, ...] = (
     Rule("partial_logins", PartialLogin.id_hash, lambda p: PartialLogin.expires_at < p.now),
     Rule("authorization_codes", AuthorizationCode.code_hash,
          lambda p: AuthorizationCode.expires_at < p.now - CODE_REPLAY_EVIDENCE),
+    # A spent device code is kept as long as a spent authorization code: its replay revokes the
+    # grant (idp.services.device).
+    Rule("device_authorizations", DeviceAuthorization.id,
+         lambda p: DeviceAuthorization.expires_at < p.now - CODE_REPLAY_EVIDENCE),
     # An expired token is refused by its own lifetime; a consumed refresh token stays until then,
     # so that its replay is still recognised and revokes the family (RFC 9700 4.14.2).
     Rule("access_tokens", AccessToken.jti, lambda p: AccessToken.expires_at < p.now),

@@ -102,7 +102,9 @@ def serve_idp(prefix: str, env: dict[str, str], *, init: bool = True) -> Iterato
 def live_idp() -> Iterator[LiveIdp]:
     # These tests walk the sign-in itself; the "create a passkey?" page that may follow a
     # password-only sign-in is a feature of its own (ignored by versions without it).
-    with serve_idp("idp-browser-", {"IDP_PASSKEY_PROMPT": "false"}) as idp:
+    # A device polls every second (not 5): the device flow's test waits less for its answer.
+    env = {"IDP_PASSKEY_PROMPT": "false", "IDP_DEVICE_POLL_INTERVAL": "1"}
+    with serve_idp("idp-browser-", env) as idp:
         yield idp
 
 

@@ -205,6 +205,27 @@ def test_invalid_registration_shows_the_reason_and_stores_nothing(
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
 
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def test_console_registers_a_device_client_without_redirect_uris(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """A TV or a command line tool (RFC 8628) has no redirect URI; the form offers the grant."""
+    form = admin.browser.get("/admin/clients/new")
+    assert f'name="grant_types" value="{DEVICE_GRANT}"' in form.text
+    client_id, secret = register(admin, name="Living Room TV", kind="native", redirect_uris="",
+                                 grant_types=[DEVICE_GRANT, "refresh_token"])  # fmt: skip
+    assert secret is None
+    row = stored(app, client_id)
+    assert row is not None
+    assert row.grant_types == [DEVICE_GRANT, "refresh_token"]
+    assert row.redirect_uris == []
+    page = admin.browser.get(f"/admin/clients/{client_id}")
+    assert 'id="connect-device"' in page.text
+    assert 'id="snippet-openid-client"' not in page.text  # the code flow's snippets need a URI
+
+
 def test_public_app_gets_no_secret(app: Flask, admin: ConsoleBrowser) -> None:
     client_id, secret = register(admin, kind="spa", grant_types=["authorization_code"])
     assert secret is None

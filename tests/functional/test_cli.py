@@ -321,6 +321,22 @@ def test_clients_create_shows_the_secret_once(idp: Idp) -> None:
         assert idp.runtime().client_secrets.verify(client.secret_hash, secret)
 
 
+def test_clients_create_and_edit_allow_the_device_grant(idp: Idp) -> None:
+    device = "urn:ietf:params:oauth:grant-type:device_code"
+    # A device-only client (RFC 8628) has no redirect URI.
+    tv = idp.json("clients", "create", "--name", "TV", "--public", "--grant-type", device)
+    assert tv["grant_types"] == [device]
+    assert tv["redirect_uris"] == []
+    # The code flow still needs one.
+    refused = idp.run("clients", "create", "--name", "Wiki", "--grant-type", "authorization_code")
+    assert refused.exit_code != 0
+    assert "redirect URI" in refused.output
+    wiki = idp.create_client()
+    edited = idp.json("clients", "edit", wiki["client_id"], "--grant-type", "authorization_code",
+                      "--grant-type", device)  # fmt: skip
+    assert edited["grant_types"] == ["authorization_code", device]
+
+
 def test_clients_create_text_output_warns_the_secret_is_shown_once(idp: Idp) -> None:
     output = idp.ok("clients", "create", "--name", "Wiki", "--redirect-uri", REDIRECT_URI).output
     assert "shown once" in output

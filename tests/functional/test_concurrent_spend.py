@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.support.apps import live_on
-from tests.support.browserless import Browser, sign_in
+from tests.support.browserless import Browser, answer_device_request, sign_in
 from tests.support.live import LiveIdp
 
 PARALLEL = 12
@@ -117,3 +117,31 @@ def test_parallel_refresh_redemptions_exactly_one_wins_and_family_is_revoked(
     )  # fmt: skip
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
+
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def test_parallel_device_code_polls_exactly_one_wins_and_replay_revokes(live: LiveIdp) -> None:
+    """RFC 8628 3.5 / the consume-once primitive: an approved device code polled by N parallel
+    requests gives tokens to exactly one; the others are invalid_grant, and, as for a replayed
+    code, the replay revokes what was issued."""
+    email = f"{secrets.token_hex(4)}@example.com"
+    live.create_user(email, PASSWORD)
+    client = live.create_client(name="Parallel TV", redirect_uris=[], first_party=True,
+                                grant_types=[DEVICE_GRANT])  # fmt: skip
+    auth = (client["client_id"], client["client_secret"])
+    codes = requests.post(live.url + "/device_authorization", data={"scope": "openid"},
+                          auth=auth, timeout=30).json()  # fmt: skip
+    with Browser() as browser:
+        approved = answer_device_request(browser, live.url, codes["user_code"], email=email,
+                                         password=PASSWORD)  # fmt: skip
+    assert approved.status_code == 200, approved.text
+    responses = _post_all(
+        live.url + "/token", auth, {"grant_type": DEVICE_GRANT, "device_code": codes["device_code"]}
+    )
+    winners = [r for r in responses if r.status_code == 200]
+    losers = [r for r in responses if r.status_code != 200]
+    assert len(winners) == 1, [r.status_code for r in responses]
+    assert {r.json()["error"] for r in losers} == {"invalid_grant"}
+    assert _userinfo_status(live, winners[0].json()["access_token"]) == 401

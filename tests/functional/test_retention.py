@@ -25,6 +25,7 @@ from idp.models import (
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
+    DeviceAuthorization,
     EmailChangeRequest,
     FactorLock,
     Grant,
@@ -103,6 +104,11 @@ class Seeder:
                                  redirect_uri="https://rp.example/cb", scope="openid",
                                  expires_at=expires, consumed_at=NOW)  # fmt: skip
 
+    def device(self, name: str, grant_id: str | None, expires: datetime) -> DeviceAuthorization:
+        return DeviceAuthorization(id=name, device_code_hash=name, user_code_hash=name,
+                                   client_id=self.client_id, scope="openid", interval=5,
+                                   grant_id=grant_id, expires_at=expires)  # fmt: skip
+
     def access(self, name: str, grant_id: str | None, expires: datetime) -> AccessToken:
         return AccessToken(jti=name, grant_id=grant_id, client_id=self.client_id, scope="openid",
                            expires_at=expires)  # fmt: skip
@@ -142,6 +148,7 @@ def remaining(app: Flask) -> dict[str, set[str]]:
         "pending_authorizations": PendingAuthorization.id,
         "partial_logins": PartialLogin.id_hash,
         "authorization_codes": AuthorizationCode.code_hash,
+        "device_authorizations": DeviceAuthorization.id,
         "access_tokens": AccessToken.jti,
         "refresh_tokens": RefreshToken.token_hash,
         "grants": Grant.id,
@@ -185,6 +192,9 @@ def seeded(storage_app: Flask) -> Seeder:
         # A spent code stays a day past its expiry: a late replay still revokes its grant.
         s.code("live-code-just-expired", live_grant, ago(timedelta(hours=1))),
         s.code("dead-code", live_grant, ago(2 * DAY)),
+        # A spent device code stays as long: its replay revokes the grant too.
+        s.device("live-device-just-expired", live_grant, ago(timedelta(hours=1))),
+        s.device("dead-device", None, ago(2 * DAY)),
         s.access("live-access", live_grant, later(minute)),
         s.access("dead-access", live_grant, ago(minute)),
         s.access("dead-access-client-credentials", None, ago(minute)),
@@ -242,6 +252,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "pending_authorizations": {"live-pending"},
         "partial_logins": {"live-partial"},
         "authorization_codes": {"live-code-just-expired"},
+        "device_authorizations": {"live-device-just-expired"},
         "access_tokens": {"live-access"},
         "refresh_tokens": {"live-refresh-consumed", "live-refresh-of-old-grant"},
         "grants": {"live-grant", "live-revoked-recently", "live-revoked-with-token"},
@@ -257,8 +268,9 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
     }
     assert counts == {
         "webauthn_challenges": 2, "pending_authorizations": 1, "partial_logins": 1,
-        "authorization_codes": 1, "access_tokens": 2, "refresh_tokens": 1, "grants": 1,
-        "used_client_assertions": 1, "login_links": 1, "signup_links": 1,
+        "authorization_codes": 1, "device_authorizations": 1, "access_tokens": 2,
+        "refresh_tokens": 1, "grants": 1, "used_client_assertions": 1, "login_links": 1,
+        "signup_links": 1,
         "email_change_requests": 1, "browser_sessions": 3, "attempt_counters": 2,
         "factor_locks": 1, "outbox_messages": 2, "audit_events": 1,
     }  # fmt: skip

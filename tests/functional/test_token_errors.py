@@ -290,7 +290,7 @@ def test_public_client_sending_a_client_secret_is_invalid_client(
     [
         "password",
         "implicit",
-        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "AUTHORIZATION_CODE",
     ],

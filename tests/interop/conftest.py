@@ -19,7 +19,8 @@ def live_idp() -> Iterator[LiveIdp]:
         pytest.fail(f"{IDP_BIN} does not exist: install idp into the venv (pip install -e .)")
     with (
         tempfile.TemporaryDirectory(prefix="idp-interop-") as tmp,
-        start_live_idp(Path(tmp)) as idp,
+        # A device polls every second (not 5): the device flow's case waits less for its answer.
+        start_live_idp(Path(tmp), env={"IDP_DEVICE_POLL_INTERVAL": "1"}) as idp,
     ):
         yield idp
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.browserless import Browser, answer_device_request
 from tests.support.live import INTEROP_DIR, LiveIdp
 
 pytestmark = pytest.mark.interop
@@ -177,3 +178,47 @@ def test_openid_client_full_flow(
     assert result["logout"]["state_echoed"] is True
     assert result["logout"]["redirect"].startswith(post_logout_uri + "?")
     assert result["session_ended"] is True
+
+
+DEVICE_SCRIPT = INTEROP_DIR / "rp_device_flow.mjs"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def test_openid_client_device_flow(live_idp: LiveIdp, node_bin: str, user: dict[str, Any]) -> None:
+    """openid-client's ``initiateDeviceAuthorization`` and ``pollDeviceAuthorizationGrant``
+    (RFC 8628) complete against idp while the test approves on idp's pages with a password
+    session; the ID token passes openid-client's validation. A public client (a command line
+    tool); confidential ones are covered by the functional and browser tests."""
+    auth_method = "none"
+    public = auth_method == "none"
+    client = live_idp.create_client(
+        name=f"openid-client device {auth_method}", redirect_uris=[], public=public,
+        auth_method=auth_method, first_party=True,
+        grant_types=[DEVICE_GRANT, "refresh_token"],
+    )  # fmt: skip
+    params = {"issuer": live_idp.url, "client_id": client["client_id"],
+              "client_secret": client["client_secret"], "auth_method": auth_method}  # fmt: skip
+    device = subprocess.Popen(
+        [node_bin, str(DEVICE_SCRIPT), json.dumps(params)], cwd=INTEROP_DIR, text=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert device.stdout is not None
+        started = json.loads(device.stdout.readline() or "{}")
+        assert started.get("user_code"), started
+        assert started["verification_uri_complete"].startswith(live_idp.url + "/device?")
+        with Browser() as browser:
+            approved = answer_device_request(browser, live_idp.url, started["user_code"],
+                                             email=user["email"], password=PASSWORD)  # fmt: skip
+        assert approved.status_code == 200, approved.text
+        out, err = device.communicate(timeout=NODE_TIMEOUT)
+    finally:
+        if device.poll() is None:
+            device.kill()
+            device.wait()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ok"], (result, err, live_idp.log_tail())
+    assert result["claims"]["sub"] == user["sub"]
+    assert result["claims"]["aud"] == client["client_id"]
+    assert result["has_refresh_token"] is True
+    assert result["token_type"].lower() == "bearer"

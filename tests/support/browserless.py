@@ -145,6 +145,10 @@ class Browser:
         self.trail.append(f"{method} {path} -> {response.status_code}")
         return response
 
+    def get(self, url: str) -> requests.Response:
+        """One GET, redirects not followed."""
+        return self._send("GET", url)
+
     def _fail(self, message: str) -> BrowserlessError:
         return BrowserlessError(f"{message}\n  trail: {' | '.join(self.trail)}")
 
@@ -223,3 +227,31 @@ def sign_in(
     """Run an authorization request through sign-in (and consent); return the callback URL."""
     landing = browser.navigate(authorization_url, redirect_uri, email=email, password=password)
     return landing.url
+
+
+def answer_device_request(
+    browser: Browser,
+    base_url: str,
+    user_code: str,
+    *,
+    email: str,
+    password: str,
+    decision: str = "approve",
+) -> requests.Response:
+    """The person's side of the device flow (RFC 8628 3.3): open ``verification_uri_complete``,
+    sign in with a password when asked, confirm the filled-in code, then approve or deny."""
+    page_url = f"{base_url}/device?user_code={user_code}"
+    response = browser.get(page_url)
+    if response.status_code in REDIRECT_STATUSES:
+        landing = browser.navigate(page_url, f"{base_url}/device", email=email, password=password)
+        page_url = landing.url
+        response = browser.get(page_url)
+    if response.status_code != 200:
+        raise browser._fail(f"HTTP {response.status_code} at {page_url}")
+    code_form = next(f for f in parse_forms(response.text) if "user_code" in f.field_names())
+    review_url, review = browser.submit(page_url, code_form)
+    if review.status_code != 200:
+        raise browser._fail(f"HTTP {review.status_code} for the code: {page_text(review.text)}")
+    answer_form = next(f for f in parse_forms(review.text) if f.has_button("decision", decision))
+    _, answered = browser.submit(review_url, answer_form, decision=decision)
+    return answered

@@ -60,7 +60,7 @@ def create_client(app: Flask, **kwargs: Any) -> RegisteredClient:
         return RegisteredClient(
             client_id=new.client.client_id,
             client_secret=new.client_secret,
-            redirect_uri=kwargs["redirect_uris"][0],
+            redirect_uri=(kwargs["redirect_uris"] or [""])[0],
         )
 
 

@@ -112,8 +112,11 @@ class LiveIdp:
         first_party: bool = False,
         id_token_alg: str | None = None,
         jwks_file: Path | str | None = None,
+        grant_types: list[str] | tuple[str, ...] = (),
     ) -> dict[str, Any]:
         args = ["clients", "create", "--name", name, "--json"]
+        for grant_type in grant_types:
+            args += ["--grant-type", grant_type]
         for uri in redirect_uris:
             args += ["--redirect-uri", uri]
         for uri in post_logout_redirect_uris:

@@ -1,0 +1,121 @@
+"""The verification page of the device authorization grant (RFC 8628 3.3): the user, signed in
+here as everywhere (passkey first), types the code their device shows, sees which app asks for
+what, and approves or denies. Thin: every decision is ``idp.services.device``'s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+
+from idp.extensions import db
+from idp.models import BrowserSession, DeviceAuthorization
+from idp.models.base import utcnow
+from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
+from idp.services.groups import GroupService, allowed_to_use
+from idp.web import current_session, device_flow, request_context, runtime
+
+bp = Blueprint("device", __name__)
+
+
+def _signed_in() -> BrowserSession | None:
+    """A full session: a restricted one (recovery, login link, invite) may only add a sign-in
+    method and never speaks for the user to a client (as ``interaction.needs_login``)."""
+    session = current_session()
+    return session if session is not None and not session.restricted else None
+
+
+def _to_login() -> Any:
+    # Back here after signing in, with the code the link carried (RFC 8628 3.3.1).
+    return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
+
+
+@bp.get("/device")
+def enter() -> Any:
+    """Ask for the code. A code from ``verification_uri_complete`` (a QR code, a link) is only
+    filled in: the user still confirms it, so a link sent by someone else does not approve
+    anything by being opened (RFC 8628 5.4, remote phishing)."""
+    if _signed_in() is None:
+        return _to_login()
+    typed = request.args.get("user_code", "")
+    code = normalise_user_code(typed)
+    return render_template("device/enter.html", code=format_user_code(code) if code else "")
+
+
+@bp.post("/device")
+def review() -> Any:
+    """Check the typed code (counted, docs/security.md) and show what the device asks for."""
+    session = _signed_in()
+    if session is None:
+        return _to_login()
+    service = device_flow()
+    now = utcnow()
+    typed = request.form.get("user_code", "")
+    entry = service.enter(typed, session.user, request_context(), now)
+    db.session.commit()  # the counted attempt and its audit row, whatever the outcome
+    if entry.authorization is None:
+        status = 429 if entry.verdict is not None else 400
+        page = render_template("device/enter.html", code=typed[:20], error=entry.error)
+        return Response(page, status=status)
+    refused = _refuse_unless_allowed(service, entry.authorization, session)
+    if refused is not None:
+        return refused
+    return render_template(
+        "device/review.html",
+        authorization=entry.authorization,
+        client=entry.authorization.client,
+        scopes=entry.authorization.scope.split(),
+        user=session.user,
+        code=format_user_code(normalise_user_code(typed) or ""),
+    )
+
+
+@bp.post("/device/decide")
+def decide() -> Any:
+    """Approve or deny, once (the user code is spent by whichever answer comes first)."""
+    session = _signed_in()
+    if session is None:
+        return _to_login()
+    service = device_flow()
+    now = utcnow()
+    authorization = service.pending(request.form.get("authorization", ""), now)
+    if authorization is None:
+        page = render_template("device/enter.html", code="", error=GONE)
+        return Response(page, status=400)
+    refused = _refuse_unless_allowed(service, authorization, session)
+    if refused is not None:
+        return refused
+    approve = request.form.get("decision") == "approve"
+    decided = service.decide(authorization, user=session.user, session=session, approve=approve,
+                             context=request_context(), now=now)  # fmt: skip
+    db.session.commit()
+    if not decided:
+        page = render_template("device/enter.html", code="", error=GONE)
+        return Response(page, status=400)
+    return render_template("device/done.html", client=authorization.client, approved=approve)
+
+
+GONE = "This request was already answered or has expired. Start again on your device."
+
+
+def _refuse_unless_allowed(
+    service: DeviceFlowService, authorization: DeviceAuthorization, session: BrowserSession
+) -> Response | None:
+    """Per-app access (docs/admins.md), as in the code flow: decided once the user is known and
+    before consent; the device is told ``access_denied``."""
+    client = authorization.client
+    if not client.restricted_to_groups or allowed_to_use(db.session(), session.user_id, client):
+        return None
+    service.decide(authorization, user=session.user, session=session, approve=False,
+                   context=request_context(), now=utcnow(),
+                   reason="not_in_allowed_groups")  # fmt: skip
+    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    db.session.commit()
+    page = render_template(
+        "oidc/access_refused.html",
+        device=True,
+        client=client,
+        groups=groups,
+        admin_email=runtime().settings.admin_email,
+    )
+    return Response(page, status=403)

@@ -1,0 +1,285 @@
+"""The OAuth 2.0 Device Authorization Grant (RFC 8628): device and user codes, the user's
+decision on the verification page, and the device's polls of the token endpoint.
+
+No Flask here: ``idp.oidc.server`` wires the device authorization endpoint and the token grant to
+Authlib, ``idp.device`` shows the verification page. docs/security.md, "Device authorization
+grant", lists the rules with their tests.
+
+- **Two secrets, each spent once** through the consume-once primitive: the user code when the
+  user approves or denies (``decided_at``), the device code when tokens are issued
+  (``consumed_at``). A device code presented again after that revokes the grant, as a replayed
+  authorization code does (RFC 6749 4.1.2, RFC 9700 4.2.4).
+- **User codes are guessable by design** (8 letters, RFC 8628 6.1), so they live minutes, are
+  stored under a keyed hash, and every attempt to enter one is counted before it is checked, per
+  account and per client address, by the same attempt limiter as passwords (RFC 8628 5.1).
+- **Polling has a pace** (RFC 8628 3.5): a poll sooner than ``interval`` after the previous one is
+  answered ``slow_down`` and the interval grows by 5 seconds for every later poll.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.models import BrowserSession, Client, DeviceAuthorization, User
+from idp.models.oauth import DEVICE_APPROVED, DEVICE_DENIED
+from idp.services import audit
+from idp.services.audit import RequestContext
+from idp.services.consume import consume_once
+from idp.services.crypto import KeyedHasher, new_secret, token_hash
+from idp.services.grants import GrantService
+from idp.services.rate_limits import AttemptLimiter, Verdict
+
+DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+#: RFC 8628 6.1: consonants only (no words can be spelt) and no look-alikes (no 0/O, 1/I/L
+#: confusion: there are no digits and no vowels); 20 letters, 8 of them: about 34.6 bits.
+USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+USER_CODE_LENGTH = 8
+#: RFC 8628 3.5: each ``slow_down`` adds 5 seconds to the interval, for this and every later poll.
+SLOW_DOWN_STEP = 5
+#: The attempt limiter's factor name for user codes (its account key is ``user_code:<user id>``).
+USER_CODE_FACTOR = "user_code"
+DEVICE_CODE_REPLAY = "device_code_replay"
+
+MALFORMED = "That is not a code of the form ABCD-EFGH. Check the code on your device."
+WRONG_CODE = "That code is not valid: it may be mistyped, expired or already used."
+THROTTLED = "Too many wrong codes. Wait a moment, then try again."
+LOCKED = "Too many wrong codes. Ask an administrator to unlock device sign-in for you."
+
+
+def new_user_code() -> str:
+    return "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(USER_CODE_LENGTH))
+
+
+def format_user_code(code: str) -> str:
+    """``ABCDEFGH`` as shown to people: ``ABCD-EFGH`` (RFC 8628 6.1, readable in two halves)."""
+    half = USER_CODE_LENGTH // 2
+    return f"{code[:half]}-{code[half:]}"
+
+
+def normalise_user_code(text: str) -> str | None:
+    """What a person typed, as stored: RFC 8628 6.1 asks the server to ignore case and the
+    punctuation it added (the dash), and spaces are what people type instead. None when what
+    is left cannot be a user code at all."""
+    code = "".join(text[:64].split()).replace("-", "").upper()
+    if len(code) != USER_CODE_LENGTH or any(c not in USER_CODE_ALPHABET for c in code):
+        return None
+    return code
+
+
+@dataclass(frozen=True)
+class IssuedDeviceCodes:
+    """The secrets of a new device authorization, shown once to the device (RFC 8628 3.2)."""
+
+    device_code: str
+    user_code: str  # formatted, ABCD-EFGH
+    expires_in: int
+    interval: int
+
+
+class PollOutcome(Enum):
+    """The token endpoint's answers to a device's poll (RFC 8628 3.5, RFC 6749 5.2)."""
+
+    PENDING = "authorization_pending"
+    SLOW_DOWN = "slow_down"
+    DENIED = "access_denied"
+    EXPIRED = "expired_token"
+    INVALID = "invalid_grant"
+    APPROVED = "approved"
+
+
+@dataclass(frozen=True)
+class Poll:
+    outcome: PollOutcome
+    #: The approved authorization whose device code this poll spent (APPROVED only).
+    authorization: DeviceAuthorization | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The verification page's lookup of a typed user code: the pending authorization, or why
+    not (``error``, and the limiter's verdict when it refused)."""
+
+    authorization: DeviceAuthorization | None
+    error: str | None = None
+    verdict: Verdict | None = None
+
+
+class DeviceFlowService:
+    def __init__(
+        self,
+        db: Session,
+        user_codes: KeyedHasher,
+        limiter: AttemptLimiter | None = None,
+    ) -> None:
+        self.db = db
+        self.user_codes = user_codes
+        self.limiter = limiter
+
+    # -- the device authorization endpoint (RFC 8628 3.1, 3.2) ----------------------------------
+    def start(
+        self,
+        client: Client,
+        scope: str,
+        *,
+        ttl: int,
+        interval: int,
+        context: RequestContext,
+        now: datetime,
+    ) -> IssuedDeviceCodes:
+        device_code = new_secret(32)  # RFC 8628 5.2: 256 bits, never guessed
+        for _ in range(5):
+            user_code = new_user_code()
+            row = DeviceAuthorization(
+                device_code_hash=token_hash(device_code),
+                user_code_hash=self.user_codes.hash(user_code),
+                client_id=client.client_id,
+                scope=scope,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+                interval=interval,
+            )
+            try:
+                # One code space for every live request: a user code names exactly one.
+                with self.db.begin_nested():
+                    self.db.add(row)
+            except IntegrityError:
+                continue
+            break
+        else:  # five collisions in a row: the table is far fuller than it can be
+            raise RuntimeError("no free user code")
+        audit.record(self.db, "device.authorization_requested", client_id=client.client_id,
+                     context=context, scope=scope)  # fmt: skip
+        return IssuedDeviceCodes(device_code, format_user_code(user_code), ttl, interval)
+
+    # -- the verification page (RFC 8628 3.3) ---------------------------------------------------
+    def enter(self, text: str, user: User, context: RequestContext, now: datetime) -> Entry:
+        """Find the pending authorization of a typed user code. Every well-formed attempt is
+        counted before it is checked, for the user and for the client address (RFC 8628 5.1;
+        docs/security.md, "Attempt counters")."""
+        assert self.limiter is not None
+        code = normalise_user_code(text)
+        if code is None:
+            return Entry(None, MALFORMED)
+        key = self.limiter.account_key(USER_CODE_FACTOR, user.id)
+        attempt = self.limiter.reserve(key, context.ip_address, now)
+        if not attempt.verdict.allowed:
+            audit.record(self.db, "device.user_code", outcome="failure", subject_id=user.id,
+                         context=context, reason="throttled")  # fmt: skip
+            error = LOCKED if attempt.verdict.locked else THROTTLED
+            return Entry(None, error, attempt.verdict)
+        row = self.db.scalar(
+            select(DeviceAuthorization).where(
+                DeviceAuthorization.user_code_hash == self.user_codes.hash(code)
+            )
+        )
+        # Single use (RFC 8628 3.3): a code already answered, or expired, is no code at all.
+        if row is None or row.decided_at is not None or row.expires_at <= now:
+            self.limiter.failed(attempt, now)
+            audit.record(self.db, "device.user_code", outcome="failure", subject_id=user.id,
+                         context=context, reason="wrong_code")  # fmt: skip
+            return Entry(None, WRONG_CODE)
+        self.limiter.succeeded(attempt)
+        return Entry(row)
+
+    def pending(self, authorization_id: str, now: datetime) -> DeviceAuthorization | None:
+        """An authorization still waiting for its user's answer, by the id the review page
+        carries (never the user code: the code was checked, and counted, once)."""
+        row = self.db.get(DeviceAuthorization, authorization_id[:64])
+        if row is None or row.decided_at is not None or row.expires_at <= now:
+            return None
+        return row
+
+    def decide(
+        self,
+        row: DeviceAuthorization,
+        *,
+        user: User,
+        session: BrowserSession,
+        approve: bool,
+        context: RequestContext,
+        now: datetime,
+        reason: str | None = None,
+    ) -> bool:
+        """The user's answer, once: the user code is spent through the consume-once primitive,
+        so of two answers (two tabs, a double click) exactly one counts. Approving opens the
+        grant the device's tokens will hang off, with this session's sign-in (``sid``,
+        ``auth_time``, ``amr``, ``acr``) as the code flow does. False: already answered."""
+        if not consume_once(
+            self.db, DeviceAuthorization, DeviceAuthorization.id == row.id, now=now,
+            column="decided_at",
+        ):  # fmt: skip
+            return False
+        row.decided_at = now
+        row.user_id = user.id
+        if approve:
+            grants = GrantService(self.db)
+            grant = grants.open_grant(user=user, client=row.client, session=session,
+                                      scope=row.scope, now=now)  # fmt: skip
+            row.grant_id = grant.id
+            row.decision = DEVICE_APPROVED
+            if not row.client.first_party:
+                # The review page is the consent screen of this flow (OIDC Core 3.1.2.4).
+                grants.remember_consent(user.id, row.client_id, row.scope.split(), now)
+            audit.record(self.db, "device.approved", subject_id=user.id,
+                         client_id=row.client_id, context=context, scope=row.scope)  # fmt: skip
+        else:
+            row.decision = DEVICE_DENIED
+            audit.record(self.db, "device.denied", outcome="failure", subject_id=user.id,
+                         client_id=row.client_id, context=context,
+                         reason=reason or "denied_by_user")  # fmt: skip
+        return True
+
+    # -- the token endpoint (RFC 8628 3.4, 3.5) -------------------------------------------------
+    def poll(self, device_code: str, client_id: str, now: datetime) -> Poll:
+        if not device_code or len(device_code) > 200:
+            return Poll(PollOutcome.INVALID)
+        row = self.db.scalar(
+            select(DeviceAuthorization).where(
+                DeviceAuthorization.device_code_hash == token_hash(device_code)
+            )
+        )
+        # RFC 6749 5.2 invalid_grant: unknown, or issued to another client.
+        if row is None or row.client_id != client_id:
+            return Poll(PollOutcome.INVALID)
+        if row.consumed_at is not None:
+            return self._replayed(row, now)
+        if row.expires_at <= now:
+            return Poll(PollOutcome.EXPIRED)
+        if row.decision == DEVICE_DENIED:
+            return Poll(PollOutcome.DENIED)
+        if row.decision == DEVICE_APPROVED:
+            # Spent here, atomically: of parallel polls exactly one gets the tokens.
+            if not consume_once(
+                self.db, DeviceAuthorization, DeviceAuthorization.id == row.id, now=now
+            ):
+                return self._replayed(row, now)
+            grant = row.grant
+            if grant is None or grant.revoked_at is not None or not grant.user.is_active:
+                return Poll(PollOutcome.INVALID)
+            return Poll(PollOutcome.APPROVED, row)
+        too_soon = row.last_polled_at is not None and now < row.last_polled_at + timedelta(
+            seconds=row.interval
+        )
+        row.last_polled_at = now
+        if too_soon:
+            row.interval += SLOW_DOWN_STEP
+            return Poll(PollOutcome.SLOW_DOWN)
+        return Poll(PollOutcome.PENDING)
+
+    def _replayed(self, row: DeviceAuthorization, now: datetime) -> Poll:
+        """A device code presented after it was spent: as a replayed authorization code (RFC
+        6749 4.1.2), it revokes the grant and every token issued from it. Either the device
+        polled twice at once, or someone else holds the device code; either way nobody can
+        tell which holder got the tokens."""
+        if row.grant_id is not None:
+            GrantService(self.db).revoke_grant(row.grant_id, DEVICE_CODE_REPLAY, now)
+        audit.record(self.db, "device.code_replayed", outcome="failure",
+                     subject_id=row.user_id, client_id=row.client_id)  # fmt: skip
+        return Poll(PollOutcome.INVALID)

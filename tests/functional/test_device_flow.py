@@ -1,0 +1,484 @@
+"""The device authorization grant (RFC 8628) through the Flask test client: the device endpoint,
+the verification page, and the token endpoint's answers to polls.
+
+The device and the person are two parties: ``Device`` speaks to /device_authorization and /token
+as a TV would, the Flask test client with a session cookie is the person's phone. Time is a
+frozen clock the views read, so ``slow_down`` and expiry are decided by the test, never by a
+sleep. Storage-sensitive rules (attempt counters) run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+from werkzeug.test import TestResponse
+
+from idp.extensions import db
+from idp.models import AuditEvent, BrowserSession, Client, Consent, DeviceAuthorization, User
+from idp.models.base import utcnow
+from idp.services.audit import RequestContext
+from idp.services.claims import describe_scope
+from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
+from idp.services.groups import GroupService
+from tests.support.clock import Clock
+from tests.support.factories import (
+    CreatedUser,
+    RegisteredClient,
+    change,
+    create_client,
+    create_user,
+    rows,
+)
+from tests.support.flow import csrf_token, jwt_parts, start_session
+
+DEVICE_GRANTS = [DEVICE_CODE_GRANT_TYPE, "refresh_token"]
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """One frozen time for the token endpoint, the verification page and the session loader."""
+    frozen = Clock(utcnow())
+    for module in ("idp.web", "idp.oidc.server", "idp.device.views", "idp.login.views"):
+        monkeypatch.setattr(f"{module}.utcnow", frozen)
+    return frozen
+
+
+@dataclass
+class Device:
+    """A device client: asks for codes, then polls."""
+
+    http: FlaskClient
+    registered: RegisteredClient
+
+    def _auth(self, data: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        headers: dict[str, str] = {}
+        if self.registered.client_secret:
+            raw = f"{self.registered.client_id}:{self.registered.client_secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        else:
+            data = {"client_id": self.registered.client_id, **data}
+        return data, headers
+
+    def ask(self, scope: str = "openid profile offline_access") -> TestResponse:
+        data, headers = self._auth({"scope": scope})
+        return self.http.post("/device_authorization", data=data, headers=headers)
+
+    def codes(self, scope: str = "openid profile offline_access") -> dict[str, Any]:
+        response = self.ask(scope)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.get_json()
+        return body
+
+    def poll(self, device_code: str) -> TestResponse:
+        data, headers = self._auth(
+            {"grant_type": DEVICE_CODE_GRANT_TYPE, "device_code": device_code}
+        )
+        return self.http.post("/token", data=data, headers=headers)
+
+
+def error_of(response: TestResponse) -> str:
+    assert response.status_code == 400, (response.status_code, response.text)
+    error: str = response.get_json()["error"]
+    return error
+
+
+def enter_code(phone: FlaskClient, code: str) -> TestResponse:
+    page = phone.get("/device")
+    assert page.status_code == 200, page.text
+    return phone.post("/device", data={"csrf_token": csrf_token(page.text), "user_code": code})
+
+
+def answer(phone: FlaskClient, code: str, decision: str = "approve") -> TestResponse:
+    review = enter_code(phone, code)
+    assert review.status_code == 200, review.text
+    authorization = review.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
+    return phone.post(
+        "/device/decide",
+        data={"csrf_token": csrf_token(review.text), "authorization": authorization,
+              "decision": decision},
+    )  # fmt: skip
+
+
+def device_for(app: Flask, **kwargs: Any) -> Device:
+    kwargs.setdefault("redirect_uris", [])
+    kwargs.setdefault("grant_types", DEVICE_GRANTS)
+    return Device(app.test_client(), create_client(app, **kwargs))
+
+
+@pytest.fixture
+def device(app: Flask) -> Device:
+    return device_for(app)
+
+
+@pytest.fixture
+def phone(client: FlaskClient, user: CreatedUser) -> FlaskClient:
+    start_session(client, user)
+    return client
+
+
+# -- the device authorization endpoint and discovery ---------------------------------------------
+def test_discovery_names_the_device_endpoint_and_grant(client: FlaskClient) -> None:
+    metadata = client.get("/.well-known/openid-configuration").get_json()
+    assert metadata["device_authorization_endpoint"] == "http://localhost/device_authorization"
+    assert DEVICE_CODE_GRANT_TYPE in metadata["grant_types_supported"]
+
+
+def test_device_authorization_response_has_codes_uris_and_interval(device: Device) -> None:
+    body = device.codes()
+    assert set(body) == {"device_code", "user_code", "verification_uri",
+                         "verification_uri_complete", "expires_in", "interval"}  # fmt: skip
+    assert body["verification_uri"] == "http://localhost/device"
+    assert (
+        body["verification_uri_complete"]
+        == f"http://localhost/device?user_code={body['user_code']}"
+    )
+    assert body["expires_in"] == 600
+    assert body["interval"] == 5
+    # RFC 8628 6.1: eight letters without vowels or look-alikes, shown in two halves.
+    first, second = body["user_code"].split("-")
+    assert len(first) == len(second) == 4
+    assert set(first + second) <= set("BCDFGHJKLMNPQRSTVWXZ")
+    assert len(body["device_code"]) >= 43  # 256 bits (RFC 8628 5.2)
+
+
+def test_user_and_device_codes_are_stored_only_as_hashes(app: Flask, device: Device) -> None:
+    body = device.codes()
+    (row,) = rows(app, DeviceAuthorization)
+    stored = " ".join(str(value) for value in vars(row).values())
+    assert body["device_code"] not in stored
+    assert body["user_code"].replace("-", "") not in stored
+    assert body["user_code"] not in stored
+
+
+def test_confidential_client_must_authenticate_at_the_device_endpoint(app: Flask) -> None:
+    device = device_for(app)
+    assert device.registered.client_secret
+    response = device.http.post(
+        "/device_authorization", data={"client_id": device.registered.client_id}
+    )
+    assert response.status_code == 401, response.text
+    assert response.get_json()["error"] == "invalid_client"
+
+
+def test_client_not_allowed_the_grant_is_unauthorized_client(app: Flask, device: Device) -> None:
+    other = device_for(app, grant_types=["authorization_code"],
+                       redirect_uris=["https://rp.example/callback"])  # fmt: skip
+    assert error_of(other.ask()) == "unauthorized_client"
+    # Nor may it redeem a device code issued to another client (RFC 6749 5.2).
+    codes = device.codes()
+    assert error_of(other.poll(codes["device_code"])) == "unauthorized_client"
+
+
+def test_scopes_outside_the_registration_are_dropped(app: Flask) -> None:
+    device = device_for(app, scopes=["openid", "profile"], grant_types=[DEVICE_CODE_GRANT_TYPE])
+    device.codes("openid profile email offline_access")
+    (row,) = rows(app, DeviceAuthorization)
+    # offline_access needs the refresh_token grant (OIDC Core 11), email is not registered.
+    assert row.scope == "openid profile"
+
+
+def test_device_requests_are_budgeted_per_address(
+    app: Flask, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md, "Storage budgets": a public client asks anonymously, so the rows it
+    makes are counted per address as pending authorization requests are."""
+    monkeypatch.setattr("idp.services.anonymous.PENDING_AUTHORIZATIONS_PER_ADDRESS", 2)
+    device.codes()
+    device.codes()
+    refused = device.ask()
+    assert refused.status_code == 429
+    assert refused.get_json()["error"] == "temporarily_unavailable"
+    assert len(rows(app, DeviceAuthorization)) == 2
+
+
+# -- the whole flow -------------------------------------------------------------------------------
+def test_approved_device_gets_id_access_and_refresh_tokens(
+    app: Flask, device: Device, phone: FlaskClient, user: CreatedUser, clock: Clock
+) -> None:
+    codes = device.codes()
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
+    done = answer(phone, codes["user_code"])
+    assert done.status_code == 200
+    assert "Your device is signed in" in done.text
+    clock.advance(timedelta(seconds=5))
+    response = device.poll(codes["device_code"])
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert {"access_token", "id_token", "refresh_token"} <= set(tokens)
+    assert response.headers["Cache-Control"] == "no-store"
+    _, claims = jwt_parts(tokens["id_token"])
+    assert claims["sub"] == user.id
+    assert claims["aud"] == device.registered.client_id
+    assert claims["sid"]
+    assert claims["auth_time"]
+    assert claims["amr"] == ["pwd"]
+    assert "nonce" not in claims
+    userinfo = device.http.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert userinfo.get_json()["sub"] == user.id
+    # The refresh token rotates as any other (the grant is the code flow's kind).
+    data, headers = device._auth(
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+    assert device.http.post("/token", data=data, headers=headers).status_code == 200
+    kinds = [e.kind for e in rows(app, AuditEvent, AuditEvent.kind.like("device.%"))]
+    assert kinds == ["device.authorization_requested", "device.approved", "device.tokens_issued"]
+
+
+def test_public_client_polls_with_its_client_id(app: Flask, phone: FlaskClient) -> None:
+    device = device_for(app, kind="native")
+    assert device.registered.client_secret is None
+    codes = device.codes("openid")
+    answer(phone, codes["user_code"])
+    response = device.poll(codes["device_code"])
+    assert response.status_code == 200, response.text
+    assert "refresh_token" not in response.get_json()  # no offline_access asked
+
+
+def test_without_offline_access_no_refresh_token(device: Device, phone: FlaskClient) -> None:
+    codes = device.codes("openid profile")
+    answer(phone, codes["user_code"])
+    tokens = device.poll(codes["device_code"]).get_json()
+    assert "id_token" in tokens
+    assert "refresh_token" not in tokens
+
+
+def test_denied_request_answers_access_denied(
+    app: Flask, device: Device, phone: FlaskClient
+) -> None:
+    codes = device.codes()
+    done = answer(phone, codes["user_code"], decision="deny")
+    assert done.status_code == 200
+    assert "Request denied" in done.text
+    assert error_of(device.poll(codes["device_code"])) == "access_denied"
+    assert [e.kind for e in rows(app, AuditEvent, AuditEvent.kind == "device.denied")]
+
+
+def test_expired_device_code_answers_expired_token(
+    device: Device, phone: FlaskClient, clock: Clock
+) -> None:
+    codes = device.codes()
+    clock.advance(timedelta(seconds=600))
+    assert error_of(device.poll(codes["device_code"])) == "expired_token"
+    # Nor can the user still approve it.
+    review = enter_code(phone, codes["user_code"])
+    assert review.status_code == 400
+    assert "not valid" in review.text
+
+
+def test_polling_faster_than_the_interval_is_slow_down_and_the_interval_grows(
+    device: Device, clock: Clock
+) -> None:
+    code = device.codes()["device_code"]
+    assert error_of(device.poll(code)) == "authorization_pending"
+    clock.advance(timedelta(seconds=4))
+    assert error_of(device.poll(code)) == "slow_down"  # 4 s < 5 s
+    # RFC 8628 3.5: the interval is now 10 s for this and every later poll.
+    clock.advance(timedelta(seconds=9))
+    assert error_of(device.poll(code)) == "slow_down"  # 9 s < 10 s: now 15 s
+    clock.advance(timedelta(seconds=15))
+    assert error_of(device.poll(code)) == "authorization_pending"
+
+
+def test_reused_device_code_is_refused_and_revokes_the_tokens(
+    device: Device, phone: FlaskClient
+) -> None:
+    codes = device.codes()
+    answer(phone, codes["user_code"])
+    first = device.poll(codes["device_code"])
+    assert first.status_code == 200
+    assert error_of(device.poll(codes["device_code"])) == "invalid_grant"
+    # As a replayed authorization code (RFC 6749 4.1.2): what was issued from it is revoked.
+    access_token = first.get_json()["access_token"]
+    userinfo = device.http.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+    assert userinfo.status_code == 401
+
+
+def test_unknown_device_code_is_invalid_grant(device: Device) -> None:
+    assert error_of(device.poll("not-a-device-code")) == "invalid_grant"
+
+
+# -- the verification page ------------------------------------------------------------------------
+def test_verification_page_sends_a_stranger_to_sign_in_and_back(client: FlaskClient) -> None:
+    response = client.get("/device?user_code=BCDF-GHJK")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/device?user_code%3DBCDF-GHJK"
+
+
+def test_complete_uri_only_fills_in_the_code(device: Device, phone: FlaskClient) -> None:
+    codes = device.codes()
+    page = phone.get(f"/device?user_code={codes['user_code'].lower()}")
+    assert f'value="{codes["user_code"]}"' in page.text
+    assert "Only enter a code that your own device is showing you" in page.text
+    # RFC 8628 5.4: opening the link approved nothing; the user still confirms.
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
+
+
+def test_review_shows_client_scopes_time_and_own_device_warning(
+    app: Flask, phone: FlaskClient, clock: Clock
+) -> None:
+    device = device_for(app, name="Living Room TV")
+    codes = device.codes("openid profile")
+    review = enter_code(phone, codes["user_code"])
+    assert "Living Room TV" in review.text
+    assert clock.now.strftime("%Y-%m-%d %H:%M") + " UTC" in review.text
+    for scope in ("openid", "profile"):
+        assert f"<li>{describe_scope(scope)}</li>" in review.text
+    assert "Approve only if your own device, right in front of you, shows the code" in review.text
+    assert f'<code id="device-code">{codes["user_code"]}</code>' in review.text
+    assert 'name="decision" value="approve"' in review.text
+
+
+def test_typed_code_is_normalised(device: Device, phone: FlaskClient) -> None:
+    codes = device.codes()
+    sloppy = " " + codes["user_code"].replace("-", " ").lower() + " "
+    review = enter_code(phone, sloppy)
+    assert review.status_code == 200
+    assert "Approve" in review.text
+
+
+def test_user_code_is_single_use(device: Device, phone: FlaskClient) -> None:
+    codes = device.codes()
+    answer(phone, codes["user_code"])
+    again = enter_code(phone, codes["user_code"])
+    assert again.status_code == 400
+    assert "not valid" in again.text
+
+
+def test_decision_is_counted_once(device: Device, phone: FlaskClient) -> None:
+    codes = device.codes()
+    review = enter_code(phone, codes["user_code"])
+    authorization = review.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
+    form = {"csrf_token": csrf_token(review.text), "authorization": authorization}
+    assert phone.post("/device/decide", data={**form, "decision": "approve"}).status_code == 200
+    second = phone.post("/device/decide", data={**form, "decision": "deny"})
+    assert second.status_code == 400
+    assert device.poll(codes["device_code"]).status_code == 200
+
+
+def test_of_two_answers_loaded_at_once_only_the_first_counts(app: Flask, device: Device) -> None:
+    """Two tabs (or a double click) both showed the review page: the user code is spent by the
+    first answer through the consume-once primitive, and the second changes nothing."""
+    codes = device.codes()
+    user = create_user(app, email="twice@example.com")
+    with app.app_context():
+        (row,) = db.session.scalars(select(DeviceAuthorization)).all()
+        person = db.session.get(User, user.id)
+        session = BrowserSession(id_hash="h", sid="s", user_id=user.id, auth_time=utcnow(),
+                                 amr=["pwd"], acr="urn:idp:acr:password",
+                                 expires_at=utcnow() + timedelta(hours=1))  # fmt: skip
+        service = DeviceFlowService(db.session(), app.extensions["idp"].user_code_hasher)
+        assert person is not None
+        answer = {"user": person, "session": session, "context": RequestContext(), "now": utcnow()}
+        assert service.decide(row, approve=True, **answer) is True
+        assert service.decide(row, approve=False, **answer) is False  # the same, stale, row
+        db.session.commit()
+    assert device.poll(codes["device_code"]).status_code == 200
+
+
+def test_a_restricted_session_is_sent_to_sign_in_fully(
+    app: Flask, device: Device, phone: FlaskClient
+) -> None:
+    """A restricted session (recovery, login link, invite) may only add a sign-in method; it
+    never speaks for the user to a client, so it cannot approve a device either."""
+    codes = device.codes()
+    page = phone.get("/device")
+    change(app, update(BrowserSession).values(restricted=True))
+    for response in (
+        phone.get("/device"),
+        phone.post("/device", data={"csrf_token": csrf_token(page.text),
+                                    "user_code": codes["user_code"]}),
+    ):  # fmt: skip
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login?next=/device")
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
+
+
+def test_decision_needs_the_csrf_token(device: Device, phone: FlaskClient) -> None:
+    codes = device.codes()
+    review = enter_code(phone, codes["user_code"])
+    authorization = review.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
+    forged = phone.post(
+        "/device/decide", data={"authorization": authorization, "decision": "approve"}
+    )
+    assert forged.status_code == 400
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
+
+
+def test_third_party_approval_is_remembered_as_consent(
+    app: Flask, phone: FlaskClient, user: CreatedUser
+) -> None:
+    device = device_for(app, first_party=False)
+    codes = device.codes("openid profile")
+    answer(phone, codes["user_code"])
+    (consent,) = rows(app, Consent, Consent.user_id == user.id)
+    assert consent.client_id == device.registered.client_id
+    assert set(consent.scopes) == {"openid", "profile"}
+
+
+def test_user_outside_the_allowed_groups_is_refused(
+    app: Flask, phone: FlaskClient, device: Device
+) -> None:
+    with app.app_context():
+        groups = GroupService(db.session())
+        groups.create("tv-viewers", display_name="TV viewers")
+        client = db.session.get(Client, device.registered.client_id)
+        groups.set_allowed_groups(client, ["tv-viewers"])
+        db.session.commit()
+    codes = device.codes()
+    refused = enter_code(phone, codes["user_code"])
+    assert refused.status_code == 403
+    assert "TV viewers" in refused.text
+    assert error_of(device.poll(codes["device_code"])) == "access_denied"
+
+
+# -- brute force: user codes are counted per account and per address ----------------------------
+@pytest.fixture
+def storage_device(storage_app: Flask) -> tuple[Flask, Device]:
+    return storage_app, device_for(storage_app)
+
+
+def test_wrong_user_codes_are_limited_per_account(
+    storage_device: tuple[Flask, Device], clock: Clock
+) -> None:
+    app, device = storage_device
+    phone = app.test_client()
+    start_session(phone, create_user(app))
+    codes = device.codes()
+    for _ in range(5):
+        assert enter_code(phone, "BBBB-BBBB").status_code == 400
+    # The sixth attempt waits for the backoff, even with the right code (counted before it is
+    # checked, docs/security.md).
+    throttled = enter_code(phone, codes["user_code"])
+    assert throttled.status_code == 429
+    assert "Too many wrong codes" in throttled.text
+    clock.advance(timedelta(seconds=2))
+    assert enter_code(phone, codes["user_code"]).status_code == 200
+
+
+def test_wrong_user_codes_are_limited_per_address(
+    storage_device: tuple[Flask, Device], monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    monkeypatch.setattr("idp.services.rate_limits.ADDRESS_FAILURES_PER_WINDOW", 3)
+    app, device = storage_device
+    guesser, owner = app.test_client(), app.test_client()
+    start_session(guesser, create_user(app, email="guesser@example.com"))
+    start_session(owner, create_user(app, email="owner@example.com"))
+    codes = device.codes()
+    for _ in range(3):
+        assert enter_code(guesser, "BBBB-BBBB").status_code == 400
+    # Another account from the same address is refused too, until the window ends.
+    assert enter_code(owner, codes["user_code"]).status_code == 429
+    with app.app_context():
+        failures = db.session.scalars(
+            select(AuditEvent.details).where(AuditEvent.kind == "device.user_code")
+        ).all()
+    assert [d["reason"] for d in failures] == ["wrong_code"] * 3 + ["throttled"]
