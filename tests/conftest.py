@@ -76,6 +76,11 @@ def _build_app(database_url: str, instance: Path, **settings: Any) -> Flask:
     return app
 
 
+def sqlite_app(directory: Path, **settings: Any) -> Flask:
+    """An app of its own on a new SQLite database in ``directory``, with ``settings``."""
+    return _build_app(f"sqlite:///{directory / 'idp.db'}", directory, **settings)
+
+
 def _empty_tables(app: Flask) -> None:
     """Delete every row but the signing keys (generating RSA keys per test is slow)."""
     with app.app_context():

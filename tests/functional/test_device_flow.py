@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from idp.services.audit import RequestContext
 from idp.services.claims import describe_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
 from idp.services.groups import GroupService
+from tests.conftest import sqlite_app
 from tests.support.clock import Clock
 from tests.support.factories import (
     CreatedUser,
@@ -184,18 +186,18 @@ def test_scopes_outside_the_registration_are_dropped(app: Flask) -> None:
     assert row.scope == "openid profile"
 
 
-def test_device_requests_are_budgeted_per_address(
-    app: Flask, device: Device, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_device_requests_are_budgeted_per_address(tmp_path: Path) -> None:
     """docs/operations.md, "Storage budgets": a public client asks anonymously, so the rows it
-    makes are counted per address as pending authorization requests are."""
-    monkeypatch.setattr("idp.services.anonymous.PENDING_AUTHORIZATIONS_PER_ADDRESS", 2)
-    device.codes()
-    device.codes()
+    makes are counted per address as pending authorization requests are
+    (``anonymous_requests_per_address``, here at its least)."""
+    app = sqlite_app(tmp_path, anonymous_requests_per_address=10)
+    device = device_for(app)
+    for _ in range(10):
+        device.codes()
     refused = device.ask()
     assert refused.status_code == 429
     assert refused.get_json()["error"] == "temporarily_unavailable"
-    assert len(rows(app, DeviceAuthorization)) == 2
+    assert len(rows(app, DeviceAuthorization)) == 10
 
 
 # -- the whole flow -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH, MAX_NONCE_LENGTH, MAX_STATE_L
 from idp.services.anonymous import budget_address
 from idp.services.policy import ACR_VALUES_SUPPORTED
 from idp.settings import Settings
-from tests.conftest import _build_app
+from tests.conftest import sqlite_app
 from tests.support.factories import create_client, rows
 from tests.support.flow import RelyingParty, query_of
 from tests.support.passkey_flow import PasskeyPages
@@ -143,9 +143,7 @@ def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_bud
 def test_the_address_budget_follows_the_setting(tmp_path: Path) -> None:
     """anonymous_requests_per_address (docs/configuration.md) sets the budget: a deployment
     where many people share one address raises it, and the refusal starts there."""
-    app = _build_app(
-        f"sqlite:///{tmp_path / 'idp.db'}", tmp_path, anonymous_requests_per_address=12
-    )
+    app = sqlite_app(tmp_path, anonymous_requests_per_address=12)
     rp = RelyingParty(app.test_client(), create_client(app))
     answers = [_anonymous_authorize(app.test_client(), rp) for _ in range(15)]
     opened = [a for a in answers if "/login?request=" in a.headers["Location"]]
