@@ -59,11 +59,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         add_security_headers,
         csp_nonce,
         deliver_left_over,
+        issuer_address,
         schedule_outbox,
         schedule_prune,
     )
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.context_processor(issuer_address)
     app.jinja_env.filters["describe_scope"] = describe_scope
     from idp import observability
 

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, after_this_request, current_app, g, request
 from werkzeug.wrappers import Response
@@ -41,6 +42,7 @@ from idp.services.sessions import SessionService
 from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.totp import TotpService
 from idp.services.users import normalise_email
+from idp.settings import is_loopback_host
 
 
 def runtime() -> Runtime:
@@ -298,6 +300,24 @@ def notifier() -> Notifier:
     return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
 
 
+def issuer_address() -> dict[str, str]:
+    """Template values for a page opened at another address than a development issuer's (say
+    http://127.0.0.1:5000 for http://localhost:5000): passkeys fail there, since the browser
+    checks the page's origin against the RP ID (WebAuthn L3 5.1.3, a domain, never an IP
+    address) and idp checks it against the issuer's origin (7.1 step 9), and every cookie is
+    the issuer's host's. ``issuer_url``: the same page at the issuer, for the banner in
+    base.html. Development only: behind a production proxy the Host header idp sees may
+    legitimately differ from the issuer's."""
+    settings = runtime().settings
+    parts = urlsplit(settings.issuer)
+    if parts.scheme != "http" or not is_loopback_host(parts.hostname or ""):
+        return {}
+    if request.host.lower() == parts.netloc.lower():
+        return {}
+    path = request.full_path if request.query_string else request.path
+    return {"issuer_url": settings.issuer.rstrip("/") + path, "issuer_origin": settings.issuer}
+
+
 def mailer() -> Mailer | None:
     """The SMTP sender, or None when messages stay in the outbox."""
     settings = runtime().settings
@@ -386,5 +406,7 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
         # "3 access_tokens", not "access_tokens: 3": the log redaction masks values whose key
         # names a secret, and a count is none.
         pruned = ", ".join(f"{count} {table}" for table, count in counts.items() if count)
-        logging.getLogger(__name__).info("pruned expired rows: %s", pruned or "none")
+        # A prune that found nothing is worth a line only at DEBUG (a quiet terminal).
+        level = logging.INFO if pruned else logging.DEBUG
+        logging.getLogger(__name__).log(level, "pruned expired rows: %s", pruned or "none")
         return counts
