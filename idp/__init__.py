@@ -60,11 +60,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         csp_nonce,
         deliver_left_over,
         issuer_address,
+        outbox_hint,
         schedule_outbox,
         schedule_prune,
     )
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.jinja_env.globals["outbox_hint"] = outbox_hint
     app.context_processor(issuer_address)
     app.jinja_env.filters["describe_scope"] = describe_scope
     from idp import observability

@@ -158,6 +158,13 @@ class Settings:
             return self.log_format
         return "text" if development and not self.production else "json"
 
+    @property
+    def prints_mail(self) -> bool:
+        """Without SMTP, a development server (text log lines: a person reads its terminal)
+        prints each message, links included, once its transaction has committed. Never in
+        production, whose output goes to a log store (docs/operations.md, "Logs")."""
+        return not self.smtp_url and not self.production and self.log_format == "text"
+
     def endpoint(self, path: str) -> str:
         return self.issuer.rstrip("/") + path
 

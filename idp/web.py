@@ -14,14 +14,21 @@ from flask import Flask, after_this_request, current_app, g, request
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
-from idp.models import BrowserSession, User
+from idp.models import BrowserSession, OutboxMessage, User
 from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
-from idp.services.notifications import Mailer, Notifier, deliver, take_committed
+from idp.services.notifications import (
+    Mailer,
+    Notifier,
+    deliver,
+    describe_message,
+    take_committed,
+    terminal_text,
+)
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
     AddressBudget,
@@ -330,10 +337,44 @@ def schedule_outbox(response: Response) -> Response:
     """Send the messages this request committed once the response is sent (no transaction is
     open then, and the user does not wait for SMTP): idp.services.notifications."""
     ids = take_committed(db.session())
-    if ids and mailer() is not None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not ids:
+        return response
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if mailer() is not None:
         response.call_on_close(lambda: deliver_committed(app, ids))
+    elif runtime().settings.prints_mail:
+        response.call_on_close(lambda: print_committed(app, ids))
     return response
+
+
+def print_committed(app: Flask, ids: list[int]) -> None:
+    """Development without SMTP: print the messages ``ids`` (links included) on the server's
+    terminal, where the developer who runs it reads them; never raises."""
+    with app.app_context():
+        try:
+            rows = [db.session.get(OutboxMessage, message_id) for message_id in ids]
+            text = "\n".join(terminal_text(describe_message(m)) for m in rows if m is not None)
+            db.session.rollback()
+            if text:
+                print(text, flush=True)  # the terminal is where the mail goes
+        except Exception:
+            db.session.rollback()
+            logging.getLogger(__name__).exception("printing notifications failed")
+        finally:
+            db.session.remove()
+
+
+def outbox_hint() -> str | None:
+    """What a page says instead of "we emailed it" when no message can leave idp (no
+    ``smtp_url``): where the administrator finds it. None when a mail server is configured."""
+    settings = runtime().settings
+    if settings.smtp_url:
+        return None
+    where = "printed in the terminal running idp and " if settings.prints_mail else ""
+    return (
+        "No mail server is configured (smtp_url), so no email went out: the message waits in "
+        f"idp's outbox, {where}listed by `idp outbox`."
+    )
 
 
 def deliver_committed(app: Flask, ids: list[int]) -> int:

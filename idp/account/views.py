@@ -41,6 +41,7 @@ from idp.web import (
     browser_binding,
     current_session,
     notifier,
+    outbox_hint,
     passkey_service,
     promote_session,
     request_context,
@@ -548,8 +549,10 @@ def email_change() -> Any:
                  context=request_context())  # fmt: skip
     db.session.commit()
     # The same answer whether or not the address is taken (no enumeration).
-    flash(f"We sent a confirmation link to {change.new_email}. Open it to finish the change.",
-          "info")  # fmt: skip
+    hint = outbox_hint()
+    flash(f"A confirmation link for {change.new_email} was written. {hint}" if hint else
+          f"We are emailing a confirmation link to {change.new_email}. Open it to finish the "
+          "change.", "info")  # fmt: skip
     return redirect(url_for("account.profile"))
 
 

@@ -139,13 +139,10 @@ _COMMITTED = "idp.outbox.committed"
 
 @event.listens_for(Session, "after_flush")
 def _remember_queued(session: Session, _flush_context: Any) -> None:
-    """Note the ids of messages for SMTP written in this transaction (``session.new`` still
-    holds them during ``after_flush``)."""
-    ids = [
-        obj.id
-        for obj in session.new
-        if isinstance(obj, OutboxMessage) and obj.next_attempt_at is not None
-    ]
+    """Note the ids of messages written in this transaction (``session.new`` still holds them
+    during ``after_flush``): ``deliver`` sends those due for SMTP, and without SMTP a development
+    server prints them (``terminal_text``)."""
+    ids = [obj.id for obj in session.new if isinstance(obj, OutboxMessage)]
     if ids:
         session.info.setdefault(_FLUSHED, []).extend(ids)
 
@@ -326,3 +323,53 @@ def drop_expired_secrets(db: Session, now: datetime) -> int:
     )
     db.commit()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- reading the outbox (`idp outbox`, a development terminal) ----------------------------------
+def delivery_state(message: OutboxMessage) -> str:
+    """Where a message stands: "sent" only once an SMTP server accepted it."""
+    if message.sent_at is not None:
+        return "sent"
+    if message.next_attempt_at is not None:
+        return "queued for the mail server"
+    if message.attempts:
+        return f"not sent: the mail server refused it {message.attempts} times"
+    return "not sent: no mail server is configured (smtp_url)"
+
+
+def describe_message(message: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "created_at": message.created_at.isoformat(),
+        "recipient": message.recipient,
+        "kind": message.kind,
+        "subject": message.subject,
+        "state": delivery_state(message),
+        "sent_at": message.sent_at.isoformat() if message.sent_at else None,
+        # Holds the message's link until it is sent or expires (then its redacted form).
+        "body": message.body,
+    }
+
+
+def terminal_text(data: dict[str, Any]) -> str:
+    """A message as a block of terminal lines, its body (and link) included."""
+    rule = "-" * 72
+    return "\n".join([
+        rule,
+        f"Mail #{data['id']} to {data['recipient']} ({data['state']})",
+        f"Subject: {data['subject']}",
+        "",
+        data["body"].rstrip(),
+        rule,
+    ])  # fmt: skip
+
+
+def outbox_messages(
+    db: Session, *, after_id: int = 0, limit: int | None = None
+) -> list[OutboxMessage]:
+    """Messages with an id above ``after_id``, oldest first; with ``limit``, the newest ones."""
+    query = select(OutboxMessage).where(OutboxMessage.id > after_id)
+    if limit is None:
+        return list(db.scalars(query.order_by(OutboxMessage.id)))
+    newest = list(db.scalars(query.order_by(OutboxMessage.id.desc()).limit(limit)))
+    return newest[::-1]
