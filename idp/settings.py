@@ -123,6 +123,11 @@ class Settings:
     #: which binds every subdomain of the issuer's host to https as well.
     hsts_include_subdomains: bool = False
 
+    #: Where the console's references to the documentation point: the address of the
+    #: repository's docs/ directory for the installed version (e.g. a tagged tree on the forge,
+    #: or an internal copy). Empty: the console names the file (docs/admins.md) without a link.
+    docs_url: str = ""
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived values -------------------------------------------------------------------------
@@ -233,6 +238,8 @@ class Settings:
                 raise SettingsError(str(error)) from None
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        if self.docs_url and urlsplit(self.docs_url).scheme not in ("http", "https"):
+            raise SettingsError("docs_url must be an http(s) URL (or empty)")
         if self.log_format not in ("auto", "json", "text"):
             raise SettingsError("log_format must be auto, json or text")
         if self.metrics_token and len(self.metrics_token) < 32:

@@ -364,6 +364,20 @@ def print_committed(app: Flask, ids: list[int]) -> None:
             db.session.remove()
 
 
+def viewer_is_admin() -> bool:
+    """The account pages link to the admin console for an admin with a full session (a
+    restricted one may only add a way in; the console's own guard decides the rest)."""
+    session = current_session()
+    return session is not None and not session.restricted and session.user.is_admin
+
+
+def docs_link(name: str) -> str | None:
+    """The address of ``docs/<name>`` under the ``docs_url`` setting, or None when unset (the
+    console then names the file of the repository's docs/ directory)."""
+    docs_url = runtime().settings.docs_url
+    return f"{docs_url.rstrip('/')}/{name}" if docs_url else None
+
+
 def outbox_hint() -> str | None:
     """What a page says instead of "we emailed it" when no message can leave idp (no
     ``smtp_url``): where the administrator finds it. None when a mail server is configured."""
