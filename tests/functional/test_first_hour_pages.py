@@ -134,3 +134,21 @@ def test_the_consoles_documentation_references_follow_docs_url(
     else:
         assert "<code>docs/integrating.md</code> in idp's source" in page.text
         assert 'class="doc-link"' not in page.text
+
+
+def test_the_consoles_python_snippet_imports_what_it_uses(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client page's Authlib snippet runs as pasted (registration makes no request yet)."""
+    admin = passkey_browser(app, "root@example.com")
+    registered = create_client(app)
+    page = admin.browser.get(f"/admin/clients/{registered.client_id}")
+    snippet = re.search(
+        r'<details id="snippet-authlib">.*?<pre><code>(.*?)</code></pre>', page.text, re.S
+    )
+    assert snippet, page.text
+    monkeypatch.setenv("APP_SECRET_KEY", "x" * 32)
+    monkeypatch.setenv("IDP_CLIENT_SECRET", "not-a-real-secret")
+    namespace: dict[str, Any] = {"__name__": "console_snippet"}
+    exec(compile(html.unescape(snippet.group(1)), "snippet-authlib", "exec"), namespace)  # noqa: S102
+    assert namespace["oauth"].idp.client_id == registered.client_id
