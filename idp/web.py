@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, after_this_request, current_app, g, request
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
@@ -378,17 +379,17 @@ def docs_link(name: str) -> str | None:
     return f"{docs_url.rstrip('/')}/{name}" if docs_url else None
 
 
-def outbox_hint() -> str | None:
+def outbox_hint() -> Markup | None:
     """What a page says instead of "we emailed it" when no message can leave idp (no
     ``smtp_url``): where the administrator finds it. None when a mail server is configured."""
     settings = runtime().settings
     if settings.smtp_url:
         return None
     where = "printed in the terminal running idp and " if settings.prints_mail else ""
-    return (
-        "No mail server is configured (smtp_url), so no email went out: the message waits in "
-        f"idp's outbox, {where}listed by `idp outbox`."
-    )
+    return Markup(
+        "No mail server is configured (<code>smtp_url</code>), so no email went out: the "
+        "message waits in idp's outbox, {}listed by <code>idp outbox</code>."
+    ).format(where)
 
 
 def deliver_committed(app: Flask, ids: list[int]) -> int:

@@ -18,6 +18,7 @@ from flask import (
 from flask import (
     session as flask_session,
 )
+from markupsafe import Markup
 
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
@@ -550,9 +551,12 @@ def email_change() -> Any:
     db.session.commit()
     # The same answer whether or not the address is taken (no enumeration).
     hint = outbox_hint()
-    flash(f"A confirmation link for {change.new_email} was written. {hint}" if hint else
-          f"We are emailing a confirmation link to {change.new_email}. Open it to finish the "
-          "change.", "info")  # fmt: skip
+    if hint:
+        flash(Markup("A confirmation link for {} was written. ").format(change.new_email) + hint,
+              "info")  # fmt: skip
+    else:
+        flash(f"We are emailing a confirmation link to {change.new_email}. Open it to finish "
+              "the change.", "info")  # fmt: skip
     return redirect(url_for("account.profile"))
 
 
