@@ -260,17 +260,22 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
     # Log lines from here on (the server's own lines too), and one metrics directory that every
     # worker counts in (docs/operations.md).
     json_logs.configure(log_level, log_format)
-    if production_server:
-        click.echo("\n".join(lines))
-    else:
-        announce_when_ready(host, port, lines)
-    with metrics.multiprocess_directory():
-        make = serving.production_options if production else serving.development_options
-        options = dataclasses.replace(make(host, port), log_level=log_level, log_format=log_format)
-        try:
+    try:
+        # Checked before the banner is promised (serving.run checks again).
+        serving.refuse_a_taken_port(host, port)
+        if production_server:
+            click.echo("\n".join(lines))
+        else:
+            announce_when_ready(host, port, lines)
+        with metrics.multiprocess_directory():
+            make = serving.production_options if production else serving.development_options
+            options = dataclasses.replace(
+                make(host, port), log_level=log_level, log_format=log_format
+            )
             serving.run(server or serving.DEFAULT_SERVER, options)
-        except serving.PortInUseError as error:
-            _fail(f"{error}; is another idp already serving there?")
+    except serving.PortInUseError:
+        where = local_address(host, port) if not production_server else f"{host}:{port}"
+        _fail(f"{where} is already in use; is another idp already serving there?")
 
 
 # -- users ----------------------------------------------------------------------------------------
