@@ -6,12 +6,9 @@ SMTP server printed with its link, and listed by `idp outbox [--follow] [--json]
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,60 +26,54 @@ from idp.settings import load_settings
 from tests.support.browserless import Browser, parse_forms
 from tests.support.cli import initialised_cli
 from tests.support.events import wait_for
-from tests.support.live import IDP_BIN, STOP_TIMEOUT, free_port, idp_env
+from tests.support.live import IDP_BIN, STOP_TIMEOUT, LiveIdp, free_port, idp_env
 
 CHEAP_ARGON2 = {"IDP_ARGON2_MEMORY_KIB": "1024", "IDP_ARGON2_TIME_COST": "1"}
 
 
 @dataclass
 class Terminal:
-    """A development `idp serve` whose stdout and stderr go to one file, as in a terminal."""
+    """A development `idp serve` (``tests.support.live``) whose stdout and stderr go to one
+    file, as in a terminal."""
 
-    process: subprocess.Popen[bytes]
-    output: Path
-    port: int
-    env: dict[str, str]
-    directory: Path
+    idp: LiveIdp
+
+    @property
+    def port(self) -> int:
+        return self.idp.port
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.idp.env
+
+    @property
+    def directory(self) -> Path:
+        return self.idp.directory
 
     def text(self) -> str:
-        return self.output.read_text(errors="replace")
+        return self.idp.log_path.read_text(errors="replace")
 
     def wait_for_text(self, needle: str) -> str:
         wait_for(lambda: needle in self.text(), f"{needle!r} in the terminal:\n{self.text()}")
         return self.text()
 
 
-@contextlib.contextmanager
-def development_server(directory: Path, env: dict[str, str]) -> Iterator[Terminal]:
-    port = free_port()
-    output = directory / "terminal.txt"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(IDP_BIN), "serve", "--port", str(port)], env=env, cwd=directory,
-            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield Terminal(process, output, port, env, directory)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT)
-
-
 @pytest.fixture(scope="module")
 def terminal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terminal]:
     """`idp serve --port P` on an empty directory with no issuer set, sign-up open."""
     directory = tmp_path_factory.mktemp("terminal")
+    port = free_port()
     env = idp_env(directory, "unused") | CHEAP_ARGON2 | {"IDP_SIGNUP_ENABLED": "true"}
     del env["IDP_ISSUER"]
-    with development_server(directory, env) as serving:
+    # The address it must follow: start() waits for discovery there.
+    idp = LiveIdp(f"http://localhost:{port}", port, directory, env, directory / "terminal.txt")
+    idp.start()
+    try:
+        serving = Terminal(idp)
         serving.wait_for_text(BANNER_RULE + "\n\n")  # the banner's closing rule
         yield serving
+    finally:
+        idp.stop()
 
 
 def test_the_issuer_follows_the_port_and_the_terminal_names_localhost(terminal: Terminal) -> None:
