@@ -1,5 +1,6 @@
 # Developer entry points. Everything runs from the project's own virtualenv in .venv/.
-#   make run   install, initialise (SQLite db + signing keys under instance/) and serve :5000
+#   make run   install, initialise (SQLite db + signing keys under instance/) and serve
+#              http://localhost:5000 (`make run PORT=8080` for another port; the issuer follows)
 #   make test  the whole check that CI runs (scripts/test.sh)
 #   make lint  ruff and mypy only
 #
@@ -8,6 +9,7 @@
 VENV := .venv
 PY   := $(VENV)/bin/python
 PIP  := $(PY) -m pip --disable-pip-version-check --quiet
+PORT ?= 5000
 
 .PHONY: run test lint
 
@@ -24,9 +26,11 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) install -e '.[test]'
 	@touch $@
 
-# `idp serve` creates or upgrades the SQLite database and the signing keys before serving.
+# `idp serve` creates or upgrades the SQLite database and the signing keys before serving. The
+# issuer is http://localhost:$(PORT), always the port served (passkeys need the issuer's origin;
+# IDP_ISSUER in the environment still wins, and `idp serve` then warns if the ports differ).
 run: $(VENV)/.installed
-	$(VENV)/bin/idp serve --host 127.0.0.1 --port 5000
+	IDP_ISSUER="$${IDP_ISSUER:-http://localhost:$(PORT)}" $(VENV)/bin/idp serve --host 127.0.0.1 --port $(PORT)
 
 test:
 	scripts/test.sh

@@ -60,11 +60,19 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         add_security_headers,
         csp_nonce,
         deliver_left_over,
+        docs_link,
+        issuer_address,
+        outbox_hint,
         schedule_outbox,
         schedule_prune,
+        viewer_is_admin,
     )
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.jinja_env.globals["outbox_hint"] = outbox_hint
+    app.jinja_env.globals["viewer_is_admin"] = viewer_is_admin
+    app.jinja_env.globals["docs_link"] = docs_link
+    app.context_processor(issuer_address)
     app.jinja_env.filters["describe_scope"] = describe_scope
     from idp import observability
 

@@ -1,4 +1,6 @@
-"""Structured logs: one JSON object per line on stderr, secrets redacted in one place.
+"""Structured logs: one JSON object per line on stderr, secrets redacted in one place; in
+development (``idp serve`` without ``--production``, setting ``log_format``) the same fields as one
+human-readable line each.
 
 Every line carries ``time``, ``level``, ``logger``, ``message`` and ``pid``; lines written while a
 request is handled also carry its ``request_id``, ``method`` and ``endpoint`` (the Flask endpoint
@@ -122,6 +124,10 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, redacted (see the module docstring)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.fields(record), default=str, ensure_ascii=False)
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The line's fields, redacted: what both formats print."""
         fields, secrets = _request_fields()
         if record.args:
             record.args = redact_value(record.args)
@@ -146,24 +152,59 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = redact(text, secrets)
         elif record.stack_info:
             line["stack"] = redact(record.stack_info, secrets)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return line
 
 
-def dict_config(level: str = "INFO") -> dict[str, Any]:
+class TextFormatter(JsonFormatter):
+    """The same redacted fields as one line a person reads in a development terminal:
+    ``20:37:03 INFO  idp.web: message`` (a request's closing line: ``GET login.login 200 12 ms``),
+    with a traceback below its line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.fields(record)
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        text = f"{clock} {line['level']:<7} {line['logger']}: {line['message']}"
+        if "duration_ms" in line:
+            text += f" {line['duration_ms']:.0f} ms"
+        trace = line.get("exception") or line.get("stack")
+        return f"{text}\n{str(trace).rstrip()}" if trace else text
+
+
+class HideServerAddress(logging.Filter):
+    """The WSGI servers announce the socket they bound ("Listening at: http://127.0.0.1:5000"),
+    an address where passkeys cannot work (WebAuthn L3 5.1.3: the RP ID is a domain, never an IP
+    address). In development ``idp serve`` prints the issuer's address instead, once ready."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Listening at")
+
+
+#: ``log_format`` values: JSON lines, or text lines for a person at a development terminal.
+LOG_FORMATS = ("json", "text")
+
+
+def dict_config(level: str = "INFO", log_format: str = "json") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` document for idp and its WSGI server (gunicorn's
-    ``logconfig_dict``, granian's ``log_dictconfig``): everything through one JSON handler."""
+    ``logconfig_dict``, granian's ``log_dictconfig``): everything through one handler, JSON
+    (``log_format`` ``json``) or text (``text``)."""
     level = level.upper()
+    text = log_format == "text"
+    handler: dict[str, Any] = {
+        "class": "logging.StreamHandler",
+        "formatter": log_format if text else "json",
+        "stream": "ext://sys.stderr",
+    }
+    if text:
+        handler["filters"] = ["hide_server_address"]
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            }
+        "formatters": {
+            "json": {"()": f"{__name__}.JsonFormatter"},
+            "text": {"()": f"{__name__}.TextFormatter"},
         },
+        "filters": {"hide_server_address": {"()": f"{__name__}.HideServerAddress"}},
+        "handlers": {"stderr": handler},
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             # The servers' own loggers write through the root handler, not their own.
@@ -178,13 +219,13 @@ def dict_config(level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def configure(level: str = "INFO") -> None:
-    """Route this process's logging through the JSON handler on stderr."""
+def configure(level: str = "INFO", log_format: str = "json") -> None:
+    """Route this process's logging through the JSON (or text) handler on stderr."""
     import logging.config
 
-    logging.config.dictConfig(dict_config(level))
+    logging.config.dictConfig(dict_config(level, log_format))
     logging.captureWarnings(True)
-    # Python's last-resort output for an exception nobody caught stays one JSON line too.
+    # Python's last-resort output for an exception nobody caught goes through the handler too.
     sys.excepthook = _log_uncaught
 
 

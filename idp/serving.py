@@ -8,6 +8,7 @@ docs/performance.md has the measurements behind the default.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ class ServerOptions:
     #: the parallelism (Argon2id and signing hold the GIL).
     threads: int
     access_log: bool = False
-    #: The level of the JSON log lines (idp.json_logs), the server's own lines included.
+    #: The level of the log lines (idp.json_logs), the server's own lines included.
     log_level: str = "INFO"
+    #: ``json`` or ``text`` (idp.json_logs.LOG_FORMATS).
+    log_format: str = "json"
 
 
 def production_options(host: str, port: int) -> ServerOptions:
@@ -48,7 +51,12 @@ def production_options(host: str, port: int) -> ServerOptions:
 
 
 def development_options(host: str, port: int) -> ServerOptions:
-    return ServerOptions(host=host, port=port, workers=1, threads=8)
+    # Granian warns at start about more threads than 2 per CPU + 1 (multiprocessing's count); a
+    # development start stays under that, so its terminal holds no warning about idp's own
+    # defaults.
+    return ServerOptions(
+        host=host, port=port, workers=1, threads=min(8, 2 * multiprocessing.cpu_count() + 1)
+    )
 
 
 class PortInUseError(OSError):
@@ -103,9 +111,9 @@ def run_granian(options: ServerOptions, app_target: str) -> None:
         http1_settings=HTTP1Settings(keep_alive=True),
         websockets=False,
         log_access=options.access_log,
-        # The main process's own lines as JSON too (workers configure theirs in idp.wsgi).
+        # The main process's own lines in the same format (workers configure theirs in idp.wsgi).
         log_level=LogLevels(options.log_level.lower()),
-        log_dictconfig=dict_config(options.log_level),
+        log_dictconfig=dict_config(options.log_level, options.log_format),
         # SIGTERM: the master signals its workers, each stops accepting and drains its requests
         # in flight; one still busy after the grace period is killed.
         workers_kill_timeout=GRACEFUL_TIMEOUT,
@@ -127,9 +135,9 @@ def run_gunicorn(options: ServerOptions, app_target: str) -> None:
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "keepalive": KEEPALIVE,
         "accesslog": "-" if options.access_log else None,
-        # The arbiter's own lines as JSON too (workers configure theirs in idp.wsgi).
+        # The arbiter's own lines in the same format (workers configure theirs in idp.wsgi).
         "loglevel": options.log_level.lower(),
-        "logconfig_dict": dict_config(options.log_level),
+        "logconfig_dict": dict_config(options.log_level, options.log_format),
         # Several idp servers on one host (tests, sidecars) would share one default control
         # socket path; idp is managed by signals, so the socket is off.
         "control_socket_disable": True,

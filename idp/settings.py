@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ class Settings:
     #: answers 404), and the level of the JSON log lines on stderr.
     metrics_token: str = ""
     log_level: str = "INFO"
+    #: "json", "text", or "auto": text lines for ``idp serve`` in development (no
+    #: ``--production``, ``production`` off), JSON lines everywhere else.
+    log_format: str = "auto"
     #: Admins sign in with a passkey only: no password sign-in, and their last passkey stays.
     admin_passkey_required: bool = False
     #: WebAuthn L3 5.4.4 / 5.8.6: "required" (default) or "preferred".
@@ -127,6 +131,11 @@ class Settings:
     #: which binds every subdomain of the issuer's host to https as well.
     hsts_include_subdomains: bool = False
 
+    #: Where the console's references to the documentation point: the address of the
+    #: repository's docs/ directory for the installed version (e.g. a tagged tree on the forge,
+    #: or an internal copy). Empty: the console names the file (docs/admins.md) without a link.
+    docs_url: str = ""
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived values -------------------------------------------------------------------------
@@ -156,6 +165,19 @@ class Settings:
             return _normalise_database_url(self.database_url)
         return f"sqlite:///{Path(self.instance_path).resolve() / 'idp.db'}"
 
+    def resolved_log_format(self, *, development: bool) -> str:
+        """``json`` or ``text``: ``auto`` is text only for a development server."""
+        if self.log_format != "auto":
+            return self.log_format
+        return "text" if development and not self.production else "json"
+
+    @property
+    def prints_mail(self) -> bool:
+        """Without SMTP, a development server (text log lines: a person reads its terminal)
+        prints each message, links included, once its transaction has committed. Never in
+        production, whose output goes to a log store (docs/operations.md, "Logs")."""
+        return not self.smtp_url and not self.production and self.log_format == "text"
+
     def endpoint(self, path: str) -> str:
         return self.issuer.rstrip("/") + path
 
@@ -168,7 +190,7 @@ class Settings:
             return
         if self.production or production_server:
             why = "a production start"
-        elif not _is_loopback_host(self.issuer_host):
+        elif not is_loopback_host(self.issuer_host):
             why = f"the non-loopback issuer {self.issuer!r}"
         else:
             return
@@ -188,7 +210,7 @@ class Settings:
             # OIDC Discovery 3: the issuer has no query or fragment component (an empty one
             # counts: RPs compare the issuer as an exact string).
             raise SettingsError("issuer must not have a query or fragment")
-        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise SettingsError(
                 "issuer must use https (http is allowed only for localhost during development)"
             )
@@ -224,6 +246,10 @@ class Settings:
                 raise SettingsError(str(error)) from None
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        if self.docs_url and urlsplit(self.docs_url).scheme not in ("http", "https"):
+            raise SettingsError("docs_url must be an http(s) URL (or empty)")
+        if self.log_format not in ("auto", "json", "text"):
+            raise SettingsError("log_format must be auto, json or text")
         if self.metrics_token and len(self.metrics_token) < 32:
             # A guessable scrape token would open the metrics (counts of sign-ins per outcome).
             raise SettingsError("metrics_token must be at least 32 characters long (or empty)")
@@ -258,7 +284,7 @@ def _is_ip_address(host: str) -> bool:
     return True
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     return _is_ip_address(host) and ipaddress.ip_address(host).is_loopback
@@ -310,11 +336,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def load_settings(
-    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
-) -> Settings:
-    """Build settings from the layered sources and validate them."""
-    env = os.environ if environ is None else environ
+def _given_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """The values the IDP_CONFIG file and the IDP_* environment give, environment last."""
     values: dict[str, Any] = {}
     config_file = env.get("IDP_CONFIG")
     if config_file:
@@ -327,6 +350,20 @@ def load_settings(
         env_name = "IDP_" + name.upper()
         if env_name in env:
             values[name] = env[env_name]
+    return values
+
+
+def given_settings(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The names of the settings someone set (in the IDP_CONFIG file or the environment), as
+    opposed to those left at their defaults."""
+    return frozenset(_given_values(os.environ if environ is None else environ))
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build settings from the layered sources and validate them."""
+    values = _given_values(os.environ if environ is None else environ)
     values.update(overrides or {})
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:

@@ -10,12 +10,14 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, after_this_request, current_app, g, request
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from idp.extensions import db
-from idp.models import BrowserSession, User
+from idp.models import BrowserSession, OutboxMessage, User
 from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
@@ -24,7 +26,7 @@ from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
 from idp.services.device import DeviceFlowService
-from idp.services.notifications import Mailer, Notifier
+from idp.services.notifications import Mailer, Notifier, describe_message, terminal_text
 from idp.services.outbox import Channel, deliver, take_committed
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.rate_limits import (
@@ -46,6 +48,7 @@ from idp.services.sessions import SessionService
 from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.totp import TotpService
 from idp.services.users import normalise_email
+from idp.settings import is_loopback_host
 
 
 def runtime() -> Runtime:
@@ -309,6 +312,24 @@ def notifier() -> Notifier:
     return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
 
 
+def issuer_address() -> dict[str, str]:
+    """Template values for a page opened at another address than a development issuer's (say
+    http://127.0.0.1:5000 for http://localhost:5000): passkeys fail there, since the browser
+    checks the page's origin against the RP ID (WebAuthn L3 5.1.3, a domain, never an IP
+    address) and idp checks it against the issuer's origin (7.1 step 9), and every cookie is
+    the issuer's host's. ``issuer_url``: the same page at the issuer, for the banner in
+    base.html. Development only: behind a production proxy the Host header idp sees may
+    legitimately differ from the issuer's."""
+    settings = runtime().settings
+    parts = urlsplit(settings.issuer)
+    if parts.scheme != "http" or not is_loopback_host(parts.hostname or ""):
+        return {}
+    if request.host.lower() == parts.netloc.lower():
+        return {}
+    path = request.full_path if request.query_string else request.path
+    return {"issuer_url": settings.issuer.rstrip("/") + path, "issuer_origin": settings.issuer}
+
+
 def mailer() -> Mailer | None:
     """The SMTP sender, or None when messages stay in the outbox."""
     settings = runtime().settings
@@ -338,10 +359,57 @@ def schedule_outbox(response: Response) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if mail_ids and mailer() is not None:
         response.call_on_close(lambda: deliver_committed(app, mail_ids))
+    elif mail_ids and runtime().settings.prints_mail:
+        # Development without SMTP: the terminal is where the mail goes (docs/operations.md).
+        response.call_on_close(lambda: print_committed(app, mail_ids))
     others = [row_id for ids in committed.values() for row_id in ids]
     if others:
         outbox_worker(app).submit(others)
     return response
+
+
+def print_committed(app: Flask, ids: list[int]) -> None:
+    """Development without SMTP: print the messages ``ids`` (links included) on the server's
+    terminal, where the developer who runs it reads them; never raises."""
+    with app.app_context():
+        try:
+            rows = [db.session.get(OutboxMessage, message_id) for message_id in ids]
+            text = "\n".join(terminal_text(describe_message(m)) for m in rows if m is not None)
+            db.session.rollback()
+            if text:
+                print(text, flush=True)  # the terminal is where the mail goes
+        except Exception:
+            db.session.rollback()
+            logging.getLogger(__name__).exception("printing notifications failed")
+        finally:
+            db.session.remove()
+
+
+def viewer_is_admin() -> bool:
+    """The account pages link to the admin console for an admin with a full session (a
+    restricted one may only add a way in; the console's own guard decides the rest)."""
+    session = current_session()
+    return session is not None and not session.restricted and session.user.is_admin
+
+
+def docs_link(name: str) -> str | None:
+    """The address of ``docs/<name>`` under the ``docs_url`` setting, or None when unset (the
+    console then names the file of the repository's docs/ directory)."""
+    docs_url = runtime().settings.docs_url
+    return f"{docs_url.rstrip('/')}/{name}" if docs_url else None
+
+
+def outbox_hint() -> Markup | None:
+    """What a page says instead of "we emailed it" when no message can leave idp (no
+    ``smtp_url``): where the administrator finds it. None when a mail server is configured."""
+    settings = runtime().settings
+    if settings.smtp_url:
+        return None
+    where = "printed in the terminal running idp and " if settings.prints_mail else ""
+    return Markup(
+        "No mail server is configured (<code>smtp_url</code>), so no email went out: the "
+        "message waits in idp's outbox, {}listed by <code>idp outbox</code>."
+    ).format(where)
 
 
 def deliver_committed(app: Flask, ids: list[int]) -> int:
@@ -451,5 +519,7 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
         # "3 access_tokens", not "access_tokens: 3": the log redaction masks values whose key
         # names a secret, and a count is none.
         pruned = ", ".join(f"{count} {table}" for table, count in counts.items() if count)
-        logging.getLogger(__name__).info("pruned expired rows: %s", pruned or "none")
+        # A prune that found nothing is worth a line only at DEBUG (a quiet terminal).
+        level = logging.INFO if pruned else logging.DEBUG
+        logging.getLogger(__name__).log(level, "pruned expired rows: %s", pruned or "none")
         return counts

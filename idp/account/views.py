@@ -18,6 +18,7 @@ from flask import (
 from flask import (
     session as flask_session,
 )
+from markupsafe import Markup
 
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
@@ -41,6 +42,7 @@ from idp.web import (
     browser_binding,
     current_session,
     notifier,
+    outbox_hint,
     passkey_service,
     promote_session,
     request_context,
@@ -548,8 +550,13 @@ def email_change() -> Any:
                  context=request_context())  # fmt: skip
     db.session.commit()
     # The same answer whether or not the address is taken (no enumeration).
-    flash(f"We sent a confirmation link to {change.new_email}. Open it to finish the change.",
-          "info")  # fmt: skip
+    hint = outbox_hint()
+    if hint:
+        flash(Markup("A confirmation link for {} was written. ").format(change.new_email) + hint,
+              "info")  # fmt: skip
+    else:
+        flash(f"We are emailing a confirmation link to {change.new_email}. Open it to finish "
+              "the change.", "info")  # fmt: skip
     return redirect(url_for("account.profile"))
 
 

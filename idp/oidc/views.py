@@ -487,6 +487,15 @@ def logout() -> Any:
     response = server.create_endpoint_response("end_session", end_request)
     db.session.commit()
     if response is None:
-        response = Response(render_template("oidc/logged_out.html"))
+        # No redirect back (none asked for, or not a registered one): no dead end either. The
+        # app's own registered post-logout address (RP-Initiated Logout 3) is safe to offer as
+        # a link, since the admin registered it; sign-in again is always offered.
+        client = end_request.client
+        home = (
+            client.post_logout_redirect_uris[0]
+            if client and client.post_logout_redirect_uris
+            else None
+        )
+        response = Response(render_template("oidc/logged_out.html", client=client, app_home=home))
     clear_session_cookie(response)
     return response

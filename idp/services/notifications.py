@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import OutboxMessage, User
@@ -193,3 +193,56 @@ def drop_expired_secrets(db: Session, now: datetime) -> int:
     )
     db.commit()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- reading the outbox (`idp outbox`, a development terminal) ----------------------------------
+def delivery_state(message: OutboxMessage) -> str:
+    """Where a message stands: "sent" only once an SMTP server accepted it."""
+    if message.sent_at is not None:
+        return "sent"
+    if message.next_attempt_at is not None:
+        return "queued for the mail server"
+    if message.attempts:
+        return f"not sent: the mail server refused it {message.attempts} times"
+    return "not sent: no mail server is configured (smtp_url)"
+
+
+def describe_message(message: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "created_at": message.created_at.isoformat(),
+        "recipient": message.recipient,
+        "kind": message.kind,
+        "subject": message.subject,
+        "state": delivery_state(message),
+        "sent_at": message.sent_at.isoformat() if message.sent_at else None,
+        # Holds the message's link until it is sent or expires (then its redacted form).
+        "body": message.body,
+    }
+
+
+def terminal_text(data: dict[str, Any]) -> str:
+    """A message as a block of terminal lines, its body (and link) included."""
+    rule = "-" * 72
+    return "\n".join([
+        rule,
+        f"Mail #{data['id']} to {data['recipient']} ({data['state']})",
+        f"Subject: {data['subject']}",
+        "",
+        data["body"].rstrip(),
+        rule,
+    ])  # fmt: skip
+
+
+def outbox_messages(
+    db: Session, *, after_id: int = 0, limit: int | None = None
+) -> list[OutboxMessage]:
+    """Mail with an id above ``after_id``, oldest first; with ``limit``, the newest ones (the
+    outbox's other channel, back-channel logout tokens, is not mail: idp.services.outbox)."""
+    query = select(OutboxMessage).where(
+        OutboxMessage.id > after_id, OutboxMessage.channel == Mailer.name
+    )
+    if limit is None:
+        return list(db.scalars(query.order_by(OutboxMessage.id)))
+    newest = list(db.scalars(query.order_by(OutboxMessage.id.desc()).limit(limit)))
+    return newest[::-1]
