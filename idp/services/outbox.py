@@ -83,12 +83,11 @@ _COMMITTED = "idp.outbox.committed"
 
 @event.listens_for(Session, "after_flush")
 def _remember_queued(session: Session, _flush_context: Any) -> None:
-    """Note the rows to deliver written in this transaction (``session.new`` still holds them
-    during ``after_flush``)."""
+    """Note the rows written in this transaction (``session.new`` still holds them during
+    ``after_flush``): ``deliver`` claims those that are due, and a development server without
+    SMTP prints its mail (idp.web.print_committed)."""
     rows = [
-        (obj.channel or "mail", obj.id)
-        for obj in session.new
-        if isinstance(obj, OutboxMessage) and obj.next_attempt_at is not None
+        (obj.channel or "mail", obj.id) for obj in session.new if isinstance(obj, OutboxMessage)
     ]
     if rows:
         session.info.setdefault(_FLUSHED, []).extend(rows)
