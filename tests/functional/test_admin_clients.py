@@ -536,7 +536,11 @@ def test_delete_asks_first_then_removes_the_client_and_what_was_issued_to_it(
     assert confirm.status_code == 200
     assert "Delete Wiki?" in confirm.text
     assert stored(storage_app, client_id) is not None  # the GET deleted nothing
-    response = admin.post(f"/admin/clients/{client_id}/delete")
+    bare = admin.post(f"/admin/clients/{client_id}/delete")
+    assert bare.status_code == 200
+    assert "Delete Wiki?" in bare.text
+    assert stored(storage_app, client_id) is not None  # a POST without confirm deletes nothing
+    response = admin.post(f"/admin/clients/{client_id}/delete", {"confirm": "yes"})
     assert response.status_code == 302
     assert response.headers["Location"] == "/admin/clients"
     assert stored(storage_app, client_id) is None

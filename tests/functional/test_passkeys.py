@@ -829,8 +829,12 @@ def test_acr_phr_request_steps_up_a_password_session(app: Flask, signed_in: Pass
 
 
 # -- removing passkeys ----------------------------------------------------------------------------
-def remove(pages: PasskeyPages, credential_id: str, with_csrf: bool = True) -> TestResponse:
-    form = {"csrf_token": csrf_token(pages.browser.get("/account").text)} if with_csrf else {}
+def remove(
+    pages: PasskeyPages, credential_id: str, with_csrf: bool = True, confirm: bool = True
+) -> TestResponse:
+    form = {"confirm": "yes"} if confirm else {}
+    if with_csrf:
+        form["csrf_token"] = csrf_token(pages.browser.get("/account").text)
     return pages.browser.post(f"/account/passkeys/{credential_id}/remove", data=form)
 
 
@@ -838,6 +842,10 @@ def test_removed_passkey_no_longer_signs_in(
     app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator, stranger: PasskeyPages
 ) -> None:
     [credential_id] = enrolled.credential_ids()
+    asked = remove(signed_in, credential_id, confirm=False)  # the account page's button: asks
+    assert asked.status_code == 200
+    assert "Remove the passkey" in asked.text
+    assert passkey(app, credential_id) is not None
     response = remove(signed_in, credential_id)
     assert (response.status_code, response.headers["Location"]) == (302, "/account")
     assert passkey(app, credential_id) is None

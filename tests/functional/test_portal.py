@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from idp.extensions import db
-from idp.models import AuditEvent, BrowserSession, Consent, OutboxMessage, User
+from idp.models import AuditEvent, BackupCode, BrowserSession, Consent, OutboxMessage, User
 from tests.support.admin import age_sign_in
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user
@@ -28,9 +28,27 @@ def test_step_up_refuses_a_sign_in_older_than_five_minutes(
     start_session(client, user)
     token = csrf_of(client)
     age_sign_in(app, user.id, 6)
-    response = client.post("/account/backup-codes", data={"csrf_token": token})
+    response = client.post("/account/backup-codes", data={"csrf_token": token, "confirm": "yes"})
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_regenerating_backup_codes_asks_first_and_says_the_old_ones_stop_working(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    first = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client),
+                                                       "confirm": "yes"})  # fmt: skip
+    old = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", first.text)
+    assert len(old) == 10
+    with app.app_context():
+        before = set(db.session.scalars(select(BackupCode.code_hash)))
+    bare = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client)})
+    for ask in (client.get("/account/backup-codes"), bare):
+        assert ask.status_code == 200
+        assert "the 10 codes you have now stop working at once" in ask.text
+    with app.app_context():
+        assert set(db.session.scalars(select(BackupCode.code_hash))) == before
 
 
 def test_step_up_refuses_a_password_session_when_the_user_has_a_passkey(
@@ -74,7 +92,7 @@ def test_sessions_page_lists_each_session_and_marks_this_one(
     assert page.count("This session") == 1
 
 
-def test_revoking_a_session_kills_it_at_once(
+def test_revoking_a_session_asks_first_then_kills_it_at_once(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
     other = app.test_client()
@@ -85,8 +103,14 @@ def test_revoking_a_session_kills_it_at_once(
     page = client.get("/account/sessions").text
     current = re.findall(r'data-sid="([^"]+)"', page)
     target = next(sid for sid in sids if f'data-sid="{sid}"' in page and sid != _this(page))
+    # A POST without the confirmation page's confirm field only shows that page.
+    asked = client.post(f"/account/sessions/{target}/revoke", data={"csrf_token": csrf_token(page)})
+    assert asked.status_code == 200
+    assert 'name="confirm" value="yes"' in asked.text
+    assert other.get("/account").status_code == 200
     response = client.post(
-        f"/account/sessions/{target}/revoke", data={"csrf_token": csrf_token(page)}
+        f"/account/sessions/{target}/revoke",
+        data={"csrf_token": csrf_token(page), "confirm": "yes"},
     )
     assert response.status_code == 302
     assert len(current) == 2
@@ -126,12 +150,13 @@ def test_a_user_cannot_revoke_another_users_session(
     with app.app_context():
         eve_sid = db.session.scalars(select(BrowserSession.sid)).one()
     start_session(client, user)
-    client.post(f"/account/sessions/{eve_sid}/revoke", data={"csrf_token": csrf_of(client)})
+    client.post(f"/account/sessions/{eve_sid}/revoke",
+                data={"csrf_token": csrf_of(client), "confirm": "yes"})  # fmt: skip
     assert eve.get("/account").status_code == 200
 
 
 # -- connected apps -----------------------------------------------------------------------------
-def test_disconnecting_an_app_removes_consent_and_revokes_its_tokens(
+def test_disconnecting_an_app_asks_first_then_removes_consent_and_revokes_its_tokens(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
     rp = RelyingParty(client, create_client(app, first_party=False, name="Third Party"))
@@ -145,8 +170,14 @@ def test_disconnecting_an_app_removes_consent_and_revokes_its_tokens(
     callback = rp.follow_to_callback(client.post("/consent", data=allow))
     tokens = rp.exchange(callback["code"]).get_json()
     assert "Third Party" in client.get("/account/apps").text
+    asked = client.post(f"/account/apps/{rp.registered.client_id}/revoke",
+                        data={"csrf_token": csrf_of(client)})  # fmt: skip
+    assert asked.status_code == 200
+    assert "Disconnect Third Party?" in asked.text
+    assert rp.userinfo(tokens["access_token"]).status_code == 200  # nothing happened
     response = client.post(
-        f"/account/apps/{rp.registered.client_id}/revoke", data={"csrf_token": csrf_of(client)}
+        f"/account/apps/{rp.registered.client_id}/revoke",
+        data={"csrf_token": csrf_of(client), "confirm": "yes"},
     )
     assert response.status_code == 302
     with app.app_context():
