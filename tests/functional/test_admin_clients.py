@@ -250,7 +250,7 @@ def test_single_page_app_gets_no_loopback_port_variation(
     rp = RelyingParty(client, RegisteredClient(client_id, None, "http://127.0.0.1:53682/callback"))
     response = rp.authorize()
     assert response.status_code == 400  # an error page at idp, never a redirect
-    assert "not registered for this application" in response.text
+    assert "is not registered for the application" in response.text
 
 
 def test_native_app_may_register_a_private_use_scheme(app: Flask, admin: ConsoleBrowser) -> None:

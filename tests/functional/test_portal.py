@@ -6,7 +6,7 @@ import re
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from idp.extensions import db
 from idp.models import AuditEvent, BackupCode, BrowserSession, Consent, OutboxMessage, User
@@ -49,6 +49,50 @@ def test_regenerating_backup_codes_asks_first_and_says_the_old_ones_stop_working
         assert "the 10 codes you have now stop working at once" in ask.text
     with app.app_context():
         assert set(db.session.scalars(select(BackupCode.code_hash))) == before
+
+
+#: The controls of templates/account/_backup_codes.html, wherever new codes are shown.
+BACKUP_CODE_CONTROLS = ('id="download-codes"', 'id="copy-codes"', 'id="print-codes"',
+                        "/static/backup_codes.js")  # fmt: skip
+
+
+def test_every_page_that_shows_new_backup_codes_offers_download_copy_and_print(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """The regenerate page, and the account page where account.js shows the codes of a first
+    passkey (from the partial's <template>), share one partial and one script."""
+    start_session(client, user)
+    home = client.get("/account").text
+    template = re.search(r'<template id="backup-codes-template">(.*?)</template>', home, re.S)
+    assert template, "no backup codes partial for a first passkey"
+    for control in BACKUP_CODE_CONTROLS[:3]:
+        assert control in template.group(1)
+    assert home.index("/static/backup_codes.js") < home.index("/static/account.js")
+    shown = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client),
+                                                       "confirm": "yes"})  # fmt: skip
+    for control in BACKUP_CODE_CONTROLS:
+        assert control in shown.text
+    codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", shown.text)
+    assert len(codes) == 10
+    assert "data:text/plain;charset=utf-8," + "%0A".join(codes) in shown.text
+
+
+def test_a_passkey_only_user_is_told_an_authenticator_app_adds_nothing_yet(
+    app: Flask, client: FlaskClient
+) -> None:
+    """TOTP is a second step after a password: without one it protects nothing, and the account
+    page and the set-up page say so."""
+    passwordless = create_user(app, email="pk@example.com")
+    start_session(client, passwordless)
+    with app.app_context():  # went passwordless after signing in (the account page's button)
+        db.session.execute(update(User).values(password_hash=None))
+        db.session.commit()
+    assert 'id="totp-passwordless-note"' in client.get("/account").text
+    assert 'id="totp-passwordless-note"' in client.get("/account/totp").text
+    with_password = app.test_client()
+    start_session(with_password, create_user(app))
+    assert 'id="totp-passwordless-note"' not in with_password.get("/account").text
+    assert 'id="totp-passwordless-note"' not in with_password.get("/account/totp").text
 
 
 def test_step_up_refuses_a_password_session_when_the_user_has_a_passkey(
