@@ -23,10 +23,16 @@ from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
 from idp.services import audit, portal
+from idp.services.activity import describe_event
 from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
 from idp.services.groups import GroupService
-from idp.services.passkeys import PasskeyError, describe_authenticator
+from idp.services.passkeys import (
+    UNRECOGNISED,
+    PasskeyError,
+    clean_name,
+    describe_authenticator,
+)
 from idp.services.passwords import PasswordPolicyError
 from idp.services.policy import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
@@ -370,13 +376,14 @@ def passkey_register() -> Any:
     credential = body.get("credential")
     import json
 
+    given = body.get("name") if isinstance(body.get("name"), str) else None
     try:
         passkey = passkey_service().register(
             session.user,
             str(body.get("challenge_id", "")),
             credential if isinstance(credential, str) else json.dumps(credential),
             browser_binding(),
-            body.get("name") if isinstance(body.get("name"), str) else None,
+            given,
             request_context(),
             utcnow(),
         )
@@ -385,6 +392,10 @@ def passkey_register() -> Any:
         message = "The passkey could not be saved. Please try again."
         return jsonify(error="registration_failed", message=message), 400
     codes = _after_method_added(session, f"Passkey “{passkey.name}”")
+    if not clean_name(given) and describe_authenticator(passkey.aaguid)[0] == UNRECOGNISED:
+        # Named after this browser and the day: the account page invites a better name.
+        flash(f"Passkey “{passkey.name}” added. Give it a name you will recognise, such as "
+              "the phone or password manager that holds it: rename it below.", "info")  # fmt: skip
     db.session.commit()
     return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
 
@@ -579,8 +590,10 @@ def activity() -> Any:
     page = request.args.get("page", "1")
     number = int(page) if page.isdigit() and len(page) < 6 else 1
     events, more = portal.activity(db.session(), session.user, number)
+    names = portal.client_names(db.session(), {e.client_id for e in events if e.client_id})
     return render_template(
-        "account/activity.html", user=session.user, events=events, page=number, more=more,
+        "account/activity.html", user=session.user, page=number, more=more,
+        events=[(e, describe_event(e, names)) for e in events],
         describe=portal.describe_user_agent,
     )  # fmt: skip
 

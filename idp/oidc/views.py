@@ -224,6 +224,8 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         client_id=client.client_id,
         context=request_context(),
         scope=auth_request.scope,
+        # How the user signed in (RFC 8176), for the activity page's "with a passkey".
+        amr=list(session.amr or []),
     )
     db.session.commit()
     return _authorization_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 from flask import Flask
@@ -243,8 +244,19 @@ def test_activity_shows_the_users_own_events_newest_first(
         "/login",
         data={"csrf_token": csrf_token(page), "email": user.email, "password": "nope nope"},
     )
-    text = client.get("/account/activity").text
-    assert text.index("login: password") < text.rindex("failure")
+    text = html.unescape(client.get("/account/activity").text)
+    assert text.index("Someone tried to sign in with a wrong password") < text.index(
+        "You signed in with your password"
+    )
+    assert "login: password" not in text  # sentences, not event names
+
+
+def test_activity_says_which_app_the_user_signed_in_to_and_how(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    rp.tokens_for(user)
+    text = html.unescape(rp.browser.get("/account/activity").text)
+    assert "You signed in to Relying Party with your password" in text
 
 
 def test_activity_is_paginated(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
