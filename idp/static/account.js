@@ -28,6 +28,12 @@
     // The page's heading says what happened ("Add a passkey" would now be wrong).
     const pageHeading = document.querySelector("h1[data-after-passkey]");
     if (pageHeading) pageHeading.textContent = pageHeading.dataset.afterPasskey;
+    // Nor do "No passkeys yet" and the new passkey's name field apply any more.
+    for (const stale of document.querySelectorAll(
+      '#no-passkeys, label[for="passkey-name"], #passkey-name',
+    )) {
+      stale.hidden = true;
+    }
     const heading = document.createElement("h2");
     heading.textContent = "Passkey added: save your backup codes";
     const intro = document.createElement("p");

@@ -86,7 +86,9 @@ def _set_up_totp(
     page.fill("#code", _enrolment_code(secret))
     page.get_by_role("button", name="Turn on").click()
 
-    expect(page.get_by_role("heading", name="Save your backup codes")).to_be_visible()
+    expect(page.get_by_role("heading", name="Authenticator app added")).to_be_visible()
+    for control in ("Download", "Copy", "Print"):
+        expect(page.locator(".backup-codes").get_by_text(control, exact=True)).to_be_visible()
     codes = [c.strip() for c in page.locator("#backup-codes code").all_inner_texts()]
     assert len(codes) == 10, codes
     assert len(set(codes)) == 10, codes
