@@ -28,9 +28,10 @@
     // The page's heading says what happened ("Add a passkey" would now be wrong).
     const pageHeading = document.querySelector("h1[data-after-passkey]");
     if (pageHeading) pageHeading.textContent = pageHeading.dataset.afterPasskey;
-    // Nor do "No passkeys yet" and the new passkey's name field apply any more.
+    // Nor do "No passkeys yet", the new passkey's name field or a page's invitation to add one
+    // (data-before-passkey) apply any more.
     for (const stale of document.querySelectorAll(
-      '#no-passkeys, label[for="passkey-name"], #passkey-name',
+      '#no-passkeys, label[for="passkey-name"], #passkey-name, [data-before-passkey]',
     )) {
       stale.hidden = true;
     }

@@ -323,6 +323,9 @@ def test_the_passkey_prompt_after_a_password_only_sign_in(
     page.get_by_role("button", name="Create a passkey").click()
     expect(page.locator("#backup-codes li")).to_have_count(10)
     expect(page.get_by_role("button", name="Create a passkey")).to_be_hidden()
+    # The page now says the passkey is added; its invitation and "Not now" are gone.
+    expect(page.get_by_role("heading", name="Passkey added", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Not now")).to_be_hidden()
     assert len(user.credentials()) == 1
     assert user.count(REGISTRATION_OPTIONS_PATH) == (2 if conditional_create else 1)
     user.screenshot("2-prompt-backup-codes")
