@@ -138,17 +138,21 @@ class Enrolled:
     codes: list[str]
 
 
+def _setup_page(browser: FlaskClient) -> tuple[str, str]:
+    """The set-up page's key and CSRF token."""
+    page = browser.get("/account/totp")
+    assert page.status_code == 200, page.text
+    secret = TOTP_SECRET.search(page.text)
+    assert secret, "no TOTP secret on the enrolment page"
+    return secret.group(1), csrf_token(page.text)
+
+
 def enrol_totp(browser: FlaskClient, clock: Clock) -> tuple[str, list[str]]:
     """Set up an authenticator app on /account/totp in a signed-in browser; the backup codes
     page it answers with."""
-    page = browser.get("/account/totp")
-    assert page.status_code == 200, page.text
-    match = TOTP_SECRET.search(page.text)
-    assert match, "no TOTP secret on the enrolment page"
-    secret = match.group(1)
+    secret, token = _setup_page(browser)
     confirmed = browser.post(
-        "/account/totp",
-        data={"csrf_token": csrf_token(page.text), "code": totp(secret, clock.now)},
+        "/account/totp", data={"csrf_token": token, "code": totp(secret, clock.now)}
     )
     if confirmed.status_code == 302:  # the account still has backup codes: none are handed out
         assert path_of(confirmed) == "/account"
@@ -341,15 +345,6 @@ def test_totp_enrolment_needs_a_valid_first_code(app: Flask, clock: Clock) -> No
     assert response.status_code == 400
     assert rows(app, TotpCredential, TotpCredential.confirmed_at.is_not(None)) == []
     assert rows(app, BackupCode) == []
-
-
-def _setup_page(browser: FlaskClient) -> tuple[str, str]:
-    """The set-up page's key and CSRF token."""
-    page = browser.get("/account/totp")
-    assert page.status_code == 200, page.text
-    secret = TOTP_SECRET.search(page.text)
-    assert secret, "no TOTP secret on the enrolment page"
-    return secret.group(1), csrf_token(page.text)
 
 
 def _wrong_code(secret: str, at: datetime) -> str:

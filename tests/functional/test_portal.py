@@ -17,6 +17,8 @@ from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
 
+BACKUP_CODE = re.compile(r"<li><code>([a-z0-9-]+)</code></li>")
+
 
 def csrf_of(client: FlaskClient, path: str = "/account") -> str:
     return csrf_token(client.get(path).text)
@@ -40,7 +42,7 @@ def test_regenerating_backup_codes_asks_first_and_says_the_old_ones_stop_working
     start_session(client, user)
     first = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client),
                                                        "confirm": "yes"})  # fmt: skip
-    old = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", first.text)
+    old = BACKUP_CODE.findall(first.text)
     assert len(old) == 10
     with app.app_context():
         before = set(db.session.scalars(select(BackupCode.code_hash)))
@@ -73,7 +75,7 @@ def test_every_page_that_shows_new_backup_codes_offers_download_copy_and_print(
                                                        "confirm": "yes"})  # fmt: skip
     for control in BACKUP_CODE_CONTROLS:
         assert control in shown.text
-    codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", shown.text)
+    codes = BACKUP_CODE.findall(shown.text)
     assert len(codes) == 10
     assert "data:text/plain;charset=utf-8," + "%0A".join(codes) in shown.text
 
