@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -78,6 +79,23 @@ def test_every_page_that_shows_new_backup_codes_offers_download_copy_and_print(
     codes = BACKUP_CODE.findall(shown.text)
     assert len(codes) == 10
     assert "data:text/plain;charset=utf-8," + "%0A".join(codes) in shown.text
+
+
+def test_every_page_that_can_add_a_first_passkey_loads_the_backup_codes_script() -> None:
+    """First admin and recovery (account/recover.html), invitation and sign-up
+    (signup/passkey.html), the prompt after a password sign-in and the account page: each page
+    with the add-passkey control (whose partial carries the codes' <template>) loads
+    static/backup_codes.js before static/account.js, which uses it."""
+    templates = Path(__file__).resolve().parents[2] / "idp" / "templates"
+    pages = [p for p in templates.rglob("*.html") if "{{ add_passkey(" in p.read_text()]
+    assert {p.relative_to(templates).as_posix() for p in pages} >= {
+        "account/home.html", "account/recover.html", "signup/passkey.html",
+        "login/passkey_prompt.html",
+    }  # fmt: skip
+    for page in pages:
+        text = page.read_text()
+        assert "backup_codes.js" in text, page
+        assert text.index("backup_codes.js") < text.index("account.js"), page
 
 
 def test_a_passkey_only_user_is_told_an_authenticator_app_adds_nothing_yet(
