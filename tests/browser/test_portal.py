@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import Accounts, BrowserUser, RelyingParty
+from tests.browser.conftest import Accounts, BrowserUser, RelyingParty, fits_viewport
 from tests.browser.test_passkey_sign_in import (
     _add_passkey,
     _sign_in_with_password,
@@ -170,17 +170,11 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-def _fits(page: Page) -> None:
-    """No horizontal page scroll: the page is no wider than its viewport."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], width  # type: ignore[index]
-
-
 def _at_both_sizes(user: BrowserUser, step: str) -> None:
     """A screenshot at 1280x800 and at a 390 px phone, each checked to fit; back to desktop."""
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         user.page.set_viewport_size(size)
-        _fits(user.page)
+        fits_viewport(user.page)
         user.screenshot(f"{step}-{label}")
     user.page.set_viewport_size(DESKTOP)
 
