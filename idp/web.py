@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, after_this_request, current_app, g, request
+from flask import Flask, after_this_request, current_app, g, render_template, request
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -188,6 +188,22 @@ def acts_on_get(view: Callable[..., Any]) -> Callable[..., Any]:
         return view(*args, **kwargs)
 
     return refuse_head
+
+
+def confirmed() -> bool:
+    """A destructive action acts only on a POST carrying ``confirm=yes``, the button of its
+    confirmation page; a GET (RFC 9110 9.2.1: safe) or a bare POST gets that page instead. One
+    pattern for every such action, and it works without JavaScript."""
+    return request.method == "POST" and request.form.get("confirm") == "yes"
+
+
+def confirm_page(
+    *, title: str, message: str, action: str, button: str, cancel: str, nav: str = "account"
+) -> Any:
+    """The confirmation page of a destructive action: what will happen, the button that does it
+    (a POST to ``action`` with ``confirm=yes``) and a way back."""
+    return render_template("confirm.html", title=title, message=message, action=action,
+                           button=button, cancel=cancel, nav=nav)  # fmt: skip
 
 
 def browser_binding() -> str:

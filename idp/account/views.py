@@ -24,13 +24,20 @@ from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
 from idp.services import audit, portal
+from idp.services.activity import describe_event
 from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
 from idp.services.groups import GroupService
-from idp.services.passkeys import PasskeyError, describe_authenticator
+from idp.services.passkeys import (
+    UNRECOGNISED,
+    PasskeyError,
+    clean_name,
+    describe_authenticator,
+)
 from idp.services.passwords import PasswordPolicyError
 from idp.services.policy import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
+from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import (
     CANCELLED,
     PASSWORD_CHANGED,
@@ -40,6 +47,8 @@ from idp.services.users import (
 from idp.web import (
     backup_code_service,
     browser_binding,
+    confirm_page,
+    confirmed,
     current_session,
     notifier,
     outbox_hint,
@@ -87,9 +96,10 @@ RECOVERY_ENDPOINTS = {
     "account.passkey_registration_options",
     "account.passkey_register",
     "account.totp_setup",
+    "account.totp_cancel",
 }
 #: After a one-time login link or an invite, a passkey is the only way forward.
-PASSKEY_ONLY_ENDPOINTS = RECOVERY_ENDPOINTS - {"account.totp_setup"}
+PASSKEY_ONLY_ENDPOINTS = RECOVERY_ENDPOINTS - {"account.totp_setup", "account.totp_cancel"}
 
 
 @bp.before_request
@@ -189,38 +199,72 @@ def totp_setup() -> Any:
         return redirect(url_for("account.home"))
     error = None
     now = utcnow()
+    sealed = flask_session.get("totp_enrolment")
     if request.method == "POST":
-        sealed = flask_session.get("totp_enrolment")
-        if service.confirm_enrolment(user, sealed, request.form.get("code", "")[:16], now):
+        code = request.form.get("code", "")[:16]
+        if service.confirm_enrolment(user, sealed, code, now):
             flask_session.pop("totp_enrolment", None)
             codes = _after_method_added(session, "An authenticator app")
             audit.record(db.session(), "totp.enabled", subject_id=user.id,
                          context=request_context())  # fmt: skip
             db.session.commit()
             if codes:
-                return render_template("account/backup_codes.html", codes=codes, fresh=True)
+                return render_template("account/backup_codes.html", codes=codes, fresh=True,
+                                       heading="Authenticator app added")  # fmt: skip
             flash("Authenticator app added.", "info")
             return redirect(url_for("account.home"))
-        error = "That code is not valid. Check the time on your phone and try again."
         enrolment = service.resume_enrolment(user, sealed, now)
         if enrolment is None:
+            flask_session.pop("totp_enrolment", None)
+            flash("The setup expired. Scan this new code with your app.", "error")
             return redirect(url_for("account.totp_setup"))
+        error = TOTP_REFUSALS[service.refusal(user, sealed, code, now)]
     else:
-        # GET and HEAD store nothing (RFC 9110 9.2.1): the new secret waits, sealed, in this
-        # browser's signed cookie until the first code confirms it.
-        enrolment = service.begin_enrolment(user, now)
+        # GET and HEAD store nothing on the server (RFC 9110 9.2.1): the pending secret waits,
+        # sealed, in this browser's signed cookie until the first code confirms it, Cancel
+        # drops it or it expires; until then every reload shows the same key.
+        enrolment = service.pending_enrolment(user, sealed, now)
         flask_session["totp_enrolment"] = enrolment.sealed
-    return render_template("account/totp.html", enrolment=enrolment, error=error), (
-        400 if error else 200
-    )
+    page = render_template("account/totp.html", enrolment=enrolment, error=error,
+                           passwordless=user.password_hash is None)  # fmt: skip
+    return page, (400 if error else 200)
 
 
-@bp.post("/account/totp/remove")
+#: What the set-up page says when a first code is refused (``TotpService.refusal``).
+TOTP_REFUSALS = {
+    CODE_FORMAT: "Enter the 6-digit code your app shows for this key.",
+    CODE_MISMATCH: "That code did not match this key. Check that the app shows the entry you "
+    "just added, and enter its current code.",
+    CODE_CLOCK: "That code is from this key, but for another time: the clock on your phone is "
+    "off. Set it to the network time and try again.",
+}
+
+
+@bp.post("/account/totp/cancel")
+def totp_cancel() -> Any:
+    """Stop setting up an authenticator app: the pending key is forgotten."""
+    flask_session.pop("totp_enrolment", None)
+    session = current_session()
+    if session is not None and session.restricted:
+        return redirect(url_for("account.recover"))
+    return redirect(url_for("account.home"))
+
+
+@bp.route("/account/totp/remove", methods=["GET", "POST"])
 def totp_remove() -> Any:
-    """Remove the authenticator app (after a recent sign-in; never the last way in)."""
+    """Remove the authenticator app (after a recent sign-in, and a confirmation)."""
     session = _signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
+    if not confirmed():
+        return confirm_page(
+            title="Remove the authenticator app?",
+            message="Codes from the app will no longer be accepted after your password. "
+            "You can set it up again later.",
+            action=url_for("account.totp_remove"),
+            button="Remove authenticator app",
+            cancel=url_for("account.home"),
+        )
     totp_service().remove(session.user)
     notifier().notify(session.user, "method_removed", method="The authenticator app")
     _offer_to_sign_out_others()
@@ -231,12 +275,26 @@ def totp_remove() -> Any:
     return redirect(url_for("account.home"))
 
 
-@bp.post("/account/backup-codes")
+@bp.route("/account/backup-codes", methods=["GET", "POST"])
 def backup_codes_regenerate() -> Any:
-    """New backup codes, shown once; the old set stops working."""
+    """New backup codes, shown once; the old set stops working (so: after a confirmation)."""
     session = _signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
+    left = backup_code_service().remaining(session.user)
+    if not confirmed():
+        return confirm_page(
+            title="Get new backup codes?",
+            message=(
+                f"You get 10 new codes, and the {left} codes you have now stop working at once: "
+                "throw away any copy of them."
+                if left
+                else "You get 10 new codes, shown once: have a safe place ready to keep them."
+            ),
+            action=url_for("account.backup_codes_regenerate"),
+            button="Get new backup codes",
+            cancel=url_for("account.home"),
+        )
     codes = backup_code_service().regenerate(session.user, utcnow())
     # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
     notifier().notify(session.user, "backup_codes_regenerated")
@@ -244,7 +302,8 @@ def backup_codes_regenerate() -> Any:
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
-    return render_template("account/backup_codes.html", codes=codes, fresh=False)
+    return render_template("account/backup_codes.html", codes=codes, fresh=not left,
+                           heading="Your new backup codes")  # fmt: skip
 
 
 @bp.post("/account/password")
@@ -319,13 +378,14 @@ def passkey_register() -> Any:
     credential = body.get("credential")
     import json
 
+    given = body.get("name") if isinstance(body.get("name"), str) else None
     try:
         passkey = passkey_service().register(
             session.user,
             str(body.get("challenge_id", "")),
             credential if isinstance(credential, str) else json.dumps(credential),
             browser_binding(),
-            body.get("name") if isinstance(body.get("name"), str) else None,
+            given,
             request_context(),
             utcnow(),
         )
@@ -334,6 +394,10 @@ def passkey_register() -> Any:
         message = "The passkey could not be saved. Please try again."
         return jsonify(error="registration_failed", message=message), 400
     codes = _after_method_added(session, f"Passkey “{passkey.name}”")
+    if not clean_name(given) and describe_authenticator(passkey.aaguid)[0] == UNRECOGNISED:
+        # Named after this browser and the day: the account page invites a better name.
+        flash(f"Passkey “{passkey.name}” added. Give it a name you will recognise, such as "
+              "the phone or password manager that holds it: rename it below.", "info")  # fmt: skip
     db.session.commit()
     return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
 
@@ -381,12 +445,21 @@ def passkey_rename(credential_id: str) -> Any:
     return redirect(url_for("account.home"))
 
 
-@bp.post("/account/passkeys/<credential_id>/remove")
+@bp.route("/account/passkeys/<credential_id>/remove", methods=["GET", "POST"])
 def passkey_remove(credential_id: str) -> Any:
-    """Remove a passkey (after a recent sign-in; never the last way in)."""
+    """Remove a passkey (after a recent sign-in and a confirmation; never the last way in)."""
     session, passkey = _own_passkey(credential_id)
     if not _stepped_up(session):
         return redirect(_step_up_url(url_for("account.home")))
+    if not confirmed():
+        return confirm_page(
+            title=f"Remove the passkey “{passkey.name}”?",
+            message="You will no longer be able to sign in with it. It stays in its credential "
+            "manager until you delete it there too.",
+            action=url_for("account.passkey_remove", credential_id=credential_id),
+            button="Remove passkey",
+            cancel=url_for("account.home"),
+        )
     others = [p for p in passkey_service().passkeys_of(session.user) if p is not passkey]
     if not others and session.user.is_admin and sign_in_policy().admin_passkey_required:
         flash("Administrators must keep a passkey: add another one before removing this one.",
@@ -423,12 +496,23 @@ def sessions() -> Any:
     return render_template("account/sessions.html", user=session.user, sessions=views)
 
 
-@bp.post("/account/sessions/<sid>/revoke")
+@bp.route("/account/sessions/<sid>/revoke", methods=["GET", "POST"])
 def session_revoke(sid: str) -> Any:
-    """Sign out one session; every node refuses it on its next request."""
+    """Sign out one session (after a confirmation); every node refuses it on its next request."""
     session = _session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
+    if not confirmed():
+        current = sid == session.sid
+        return confirm_page(
+            title="Sign out this session?" if current else "Sign out that session?",
+            message="You will be signed out here, and need to sign in again."
+            if current
+            else "Whoever uses that browser will need to sign in again.",
+            action=url_for("account.session_revoke", sid=sid[:64]),
+            button="Sign out",
+            cancel=url_for("account.sessions"),
+        )
     if portal.revoke_session(db.session(), session.user, sid[:64], utcnow()):
         audit.record(db.session(), "session.revoked", subject_id=session.user_id,
                      context=request_context(), sid=sid[:64])  # fmt: skip
@@ -472,12 +556,25 @@ def apps() -> Any:
     )
 
 
-@bp.post("/account/apps/<client_id>/revoke")
+@bp.route("/account/apps/<client_id>/revoke", methods=["GET", "POST"])
 def app_revoke(client_id: str) -> Any:
-    """Disconnect an app: its consent goes, and its refresh and access tokens stop working."""
+    """Disconnect an app (after a confirmation): its consent goes, and its refresh and access
+    tokens stop working."""
     session = _session_or_login("account.apps")
     if not isinstance(session, BrowserSession):
         return session
+    if not confirmed():
+        connected = {app.client.client_id: app.client.name
+                     for app in portal.connected_apps(db.session(), session.user)}  # fmt: skip
+        name = connected.get(client_id[:64], "this app")
+        return confirm_page(
+            title=f"Disconnect {name}?",
+            message=f"{name} loses access to your account: its tokens stop working now, and it "
+            "asks for your consent again the next time you use it.",
+            action=url_for("account.app_revoke", client_id=client_id[:64]),
+            button="Disconnect",
+            cancel=url_for("account.apps"),
+        )
     if portal.disconnect_app(db.session(), session.user, client_id[:64], utcnow()):
         audit.record(db.session(), "consent.revoked", subject_id=session.user_id,
                      client_id=client_id[:64], context=request_context())  # fmt: skip
@@ -495,8 +592,10 @@ def activity() -> Any:
     page = request.args.get("page", "1")
     number = int(page) if page.isdigit() and len(page) < 6 else 1
     events, more = portal.activity(db.session(), session.user, number)
+    names = portal.client_names(db.session(), {e.client_id for e in events if e.client_id})
     return render_template(
-        "account/activity.html", user=session.user, events=events, page=number, more=more,
+        "account/activity.html", user=session.user, page=number, more=more,
+        events=[(e, describe_event(e, names)) for e in events],
         describe=portal.describe_user_agent,
     )  # fmt: skip
 

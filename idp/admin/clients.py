@@ -31,7 +31,7 @@ from idp.services.clients import (
     fields_of,
 )
 from idp.services.signing_keys import SUPPORTED_ALGS
-from idp.web import request_context, runtime
+from idp.web import confirmed, request_context, runtime
 
 MAX_JWKS_LENGTH = 64 * 1024
 #: The overlap choices the rotation form offers, in seconds.
@@ -242,9 +242,10 @@ def client_enable(client_id: str) -> Any:
 def client_delete(client_id: str) -> Any:
     """Confirm, then delete a client app and everything issued to it."""
     found = _client_or_404(client_id)
-    if request.method == "POST":
+    if confirmed():
         return _delete_client(found)
-    # GET and HEAD ask first; only the POST deletes.
+    # GET and HEAD ask first, and so does a POST without the page's confirm field: only the
+    # confirmation page's button deletes (idp.web.confirmed).
     return render_template("admin/client_delete.html", client=found)
 
 

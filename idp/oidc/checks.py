@@ -6,6 +6,7 @@ only turns the result or the ``AuthorizationError`` into a response.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -159,7 +160,14 @@ def check_redirect_uri(values: Mapping[str, str], client: Client) -> str:
     if not redirect_uri:
         raise page_error("The request has no redirect_uri.")
     if not client.check_redirect_uri(redirect_uri):
-        raise page_error("The redirect_uri is not registered for this application.")
+        # Named, so that whoever integrates the client sees what to register; JSON-quoted, so
+        # that no control character or quote in it reaches the page or the log line as such
+        # (the page escapes HTML besides).
+        raise page_error(
+            f"The redirect_uri {json.dumps(redirect_uri[:500])} is not registered for the "
+            f"application {client.name} (client_id {client.client_id}). An administrator can add "
+            "it, exactly as sent, on the application's page in the admin console."
+        )
     return redirect_uri
 
 

@@ -582,8 +582,67 @@ class EndSession(EndSessionEndpoint):
         end_browser_session(g.get("idp_logout_session"))
 
 
+#: How a client presents each registration's method at the token endpoint, for the error that
+#: names it (OIDC Core 9, RFC 6749 2.3.1, RFC 7523 2.2).
+AUTH_METHOD_HOW = {
+    "client_secret_basic": "its client_id and secret in an HTTP Basic Authorization header",
+    "client_secret_post": "client_id and client_secret in the form body",
+    "private_key_jwt": "a client_assertion JWT signed with its registered key",
+    "none": "its client_id alone, as a public client with PKCE",
+}
+#: Authlib's description of a failed client authentication, which lists every method it tried.
+_GENERIC_CLIENT_AUTH_FAILURE = "The client cannot authenticate with methods"
+
+
+def _claimed_client_id(request: OAuth2Request) -> str | None:
+    """The client a failed authentication claims to be: from the Basic header, the form's
+    client_id, or a client assertion's unverified ``iss`` (RFC 7523 3 item 1)."""
+    try:
+        basic_id, _secret = extract_basic_authorization(request.headers)
+    except ValueError:  # UnicodeDecodeError included
+        basic_id = None
+    if basic_id:
+        return str(basic_id)
+    form_id = request.form.get("client_id")
+    if form_id:
+        return str(form_id)
+    assertion = request.form.get("client_assertion")
+    if assertion:
+        try:
+            issuer = unverified_claims(str(assertion)).get("iss")
+        except Exception:
+            return None
+        return issuer if isinstance(issuer, str) else None
+    return None
+
+
+def registered_method_refusal(client: Client, description: str) -> str:
+    """RFC 6749 5.2 ``invalid_client``'s error_description: name the one method the client is
+    registered for (OIDC Core 9: ``token_endpoint_auth_method``), instead of Authlib's list of
+    every method the server tried."""
+    method = client.token_endpoint_auth_method
+    hint = (f"Client authentication failed: {client.client_id} is registered for {method} "
+            f"({AUTH_METHOD_HOW.get(method, method)}).")  # fmt: skip
+    if description.startswith(_GENERIC_CLIENT_AUTH_FAILURE):
+        return hint
+    return f"{description} {hint}"
+
+
+class IdpAuthorizationServer(AuthorizationServer):
+    def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
+                            ) -> Any:  # fmt: skip
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as error:
+            claimed = _claimed_client_id(request)
+            client = query_client(claimed) if claimed else None
+            if client is not None:
+                error.description = registered_method_refusal(client, error.description or "")
+            raise
+
+
 def create_authorization_server(app: Flask) -> AuthorizationServer:
-    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server = IdpAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.register_token_generator("default", generate_token)
     server.register_grant(
         AuthorizationCodeGrant,

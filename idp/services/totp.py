@@ -21,8 +21,17 @@ SECRET_BYTES = 20  # 160 bits: RFC 4226 4 recommends at least 128, ideally 160
 DIGITS = 6
 
 
-#: How long a started enrolment (the QR code on the page) may wait for its first code.
-ENROLMENT_TTL_SECONDS = 1800
+#: How long a started enrolment (the QR code on the page) may wait for its first code: the same
+#: key is shown on every reload and after every wrong code until then (or until Cancel).
+ENROLMENT_TTL_SECONDS = 900
+#: A code from this many steps around now (10 minutes either way) but outside the accepted window
+#: is the right key on a phone whose clock is off: only then is the clock worth mentioning.
+CLOCK_HINT_STEPS = 20
+
+#: Why a first code was refused: what the set-up page says (each names what happened).
+CODE_FORMAT = "format"
+CODE_CLOCK = "clock"
+CODE_MISMATCH = "mismatch"
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,28 @@ class TotpService:
             f"{user.id}:{secret}".encode(), int(now.timestamp())
         ).decode()
         return self._enrolment(user, secret, sealed)
+
+    def pending_enrolment(self, user: User, sealed: object, now: datetime) -> TotpEnrolment:
+        """The enrolment this browser started, while it is valid; else a new one. A reload shows
+        the key already scanned instead of a new one that would refuse the app's codes."""
+        return self.resume_enrolment(user, sealed, now) or self.begin_enrolment(user, now)
+
+    def refusal(self, user: User, sealed: object, code: str, now: datetime) -> str:
+        """Why ``confirm_enrolment`` refused ``code``: not six digits, a code of this key from a
+        phone whose clock is off by more than a step (RFC 6238 6: the validation window), or a
+        code that does not belong to this key at all."""
+        code = "".join(code.split())
+        if len(code) != DIGITS or not code.isdigit():
+            return CODE_FORMAT
+        secret = self._unseal(user, sealed, now)
+        if secret is None:
+            return CODE_MISMATCH
+        totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+        current = int(now.timestamp()) // STEP_SECONDS
+        for step in range(current - CLOCK_HINT_STEPS, current + CLOCK_HINT_STEPS + 1):
+            if pyotp.utils.strings_equal(totp.generate_otp(step), code):
+                return CODE_CLOCK
+        return CODE_MISMATCH
 
     def resume_enrolment(self, user: User, sealed: object, now: datetime) -> TotpEnrolment | None:
         """The enrolment a page started (shown again after a wrong code), if still valid."""

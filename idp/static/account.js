@@ -21,31 +21,37 @@
     if (button.dataset.then) window.location.assign(button.dataset.then);
     else window.location.reload();
   };
-  // The first passkey or app of an account comes with backup codes: shown once, here.
+  // The first passkey of an account comes with backup codes: shown once, here, in the same
+  // partial (and with the same Download, Copy and Print) as the backup codes page.
   const showCodes = (codes) => {
     status.replaceChildren();
-    const heading = document.createElement("p");
-    heading.setAttribute("role", "status");
-    heading.textContent =
-      "Passkey added. Save these backup codes: each signs you in once if you lose your devices. " +
-      "They are shown only now.";
-    const list = document.createElement("ol");
-    list.className = "codes";
-    list.id = "backup-codes";
-    for (const code of codes) {
-      const item = document.createElement("li");
-      const text = document.createElement("code");
-      text.textContent = code;
-      item.append(text);
-      list.append(item);
+    // The page's heading says what happened ("Add a passkey" would now be wrong).
+    const pageHeading = document.querySelector("h1[data-after-passkey]");
+    if (pageHeading) pageHeading.textContent = pageHeading.dataset.afterPasskey;
+    // Nor do "No passkeys yet", the new passkey's name field or a page's invitation to add one
+    // (data-before-passkey) apply any more.
+    for (const stale of document.querySelectorAll(
+      '#no-passkeys, label[for="passkey-name"], #passkey-name, [data-before-passkey]',
+    )) {
+      stale.hidden = true;
     }
+    const heading = document.createElement("h2");
+    heading.textContent = "Passkey added: save your backup codes";
+    const intro = document.createElement("p");
+    intro.setAttribute("role", "status");
+    intro.textContent =
+      "Each backup code signs you in once if you lose your devices. They are shown only now.";
+    const block = document.getElementById("backup-codes-template").content.cloneNode(true);
+    const root = block.querySelector("[data-backup-codes]");
+    idpBackupCodes.fill(root, codes);
+    idpBackupCodes.wire(root);
     const saved = document.createElement("button");
     saved.type = "button";
     saved.className = "primary";
     saved.id = "codes-saved";
     saved.textContent = "I saved them";
     saved.addEventListener("click", done);
-    status.append(heading, list, saved);
+    status.append(heading, intro, root, saved);
     button.hidden = true;
   };
 
@@ -95,6 +101,20 @@
     try {
       finish(await register(null));
     } catch (error) {
+      // WebAuthn L3 6.3.2 step 3: an authenticator that holds one of excludeCredentials (this
+      // account's passkeys) refuses with InvalidStateError. Trying again would not help.
+      if (error && error.name === "InvalidStateError") {
+        say(
+          "This device already has a passkey for this account: you can sign in with it. " +
+            "To add another, use a different device, phone or security key.",
+          "error",
+        );
+        return;
+      }
+      if (error && error.name === "NotAllowedError") {
+        say("The passkey was not added (cancelled or timed out). You can try again.", "error");
+        return;
+      }
       say("The passkey was not added. You can try again.", "error");
     } finally {
       button.disabled = false;

@@ -399,6 +399,12 @@ class BrowserUser:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
 
 
+def fits_viewport(page: Page) -> None:
+    """No horizontal page scroll: the page is no wider than its viewport."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], width  # type: ignore[index]
+
+
 def add_first_passkey(
     page: Page, idp: LiveIdp, *, on_codes: Callable[[], object] | None = None
 ) -> None:

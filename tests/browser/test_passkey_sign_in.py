@@ -221,6 +221,7 @@ def test_a_removed_passkey_no_longer_signs_in(
         owner.page.get_by_role("button", name="Remove Old phone").click()
     owner.page.wait_for_url(f"{live_idp.url}/account")
     owner.page.get_by_role("button", name="Remove Old phone").click()
+    owner.page.get_by_role("button", name="Remove passkey").click()  # the confirmation page
     expect(owner.page.get_by_text("Passkey removed.")).to_be_visible()
     expect(owner.page.locator("#no-passkeys")).to_be_visible()
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import Accounts, BrowserUser, RelyingParty
+from tests.browser.conftest import Accounts, BrowserUser, RelyingParty, fits_viewport
 from tests.browser.test_passkey_sign_in import (
     _add_passkey,
     _sign_in_with_password,
@@ -131,7 +131,9 @@ def test_two_passkeys_one_renamed_one_removed(
     expect(items.nth(1)).to_contain_text("never used")
 
     # Rename through the inline form.
-    page.get_by_label("New name for Passkey").fill("Security key")
+    # Unrecognised, the key was named after the browser, system and day: renamed here.
+    expect(items.nth(1).locator(".passkey-name")).to_contain_text("Chrome on Linux, ")
+    items.nth(1).get_by_label(re.compile("^New name for Chrome on Linux")).fill("Security key")
     items.nth(1).get_by_role("button", name="Rename").click()
     expect(_flash(page)).to_have_text("Passkey renamed.")
     expect(items.locator(".passkey-name")).to_have_text(["Phone", "Security key"])
@@ -139,8 +141,10 @@ def test_two_passkeys_one_renamed_one_removed(
     expect(page.locator("#offer-sign-out-others")).to_have_count(0)
     owner.document("sign-in-methods", DOCS_IMAGES)
 
-    # Remove the phone's passkey: the passkey sign-in above is recent enough.
+    # Remove the phone's passkey: the passkey sign-in above is recent enough; it asks first.
     page.get_by_role("button", name="Remove Phone").click()
+    expect(page.get_by_role("heading", name="Remove the passkey “Phone”?")).to_be_visible()
+    page.get_by_role("button", name="Remove passkey").click()
     expect(_flash(page)).to_have_text("Passkey removed.")
     expect(items.locator(".passkey-name")).to_have_text(["Security key"])
     expect(page.locator("#second-passkey-nudge")).to_be_visible()
@@ -162,6 +166,67 @@ def test_two_passkeys_one_renamed_one_removed(
     expect(other.page).to_have_url(f"{live_idp.url}/login?next=/account")
 
 
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def _at_both_sizes(user: BrowserUser, step: str) -> None:
+    """A screenshot at 1280x800 and at a 390 px phone, each checked to fit; back to desktop."""
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        user.page.set_viewport_size(size)
+        fits_viewport(user.page)
+        user.screenshot(f"{step}-{label}")
+    user.page.set_viewport_size(DESKTOP)
+
+
+def test_first_passkey_codes_default_name_and_a_device_that_holds_one_already(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """The first passkey's backup codes come with Download, Copy and Print and a heading that
+    says the passkey is added; an unrecognised passkey is named after the browser, system and
+    day; the same device again is refused with what happened (InvalidStateError); removing
+    asks first, and Cancel keeps it."""
+    user = _signed_in(new_user, live_idp, accounts.new())
+    page = user.page
+    page.set_viewport_size(DESKTOP)
+    page.get_by_role("button", name="Add a passkey").click()
+    codes = page.locator("#passkey-status .backup-codes")
+    expect(codes.locator("#backup-codes li")).to_have_count(10)
+    expect(
+        page.get_by_role("heading", name="Passkey added: save your backup codes")
+    ).to_be_visible()
+    for control in ("Download", "Copy", "Print"):
+        expect(codes.get_by_text(control, exact=True)).to_be_visible()
+    assert str(codes.get_by_text("Download").get_attribute("href")).startswith("data:text/plain")
+    _at_both_sizes(user, "first-passkey-codes")
+    page.get_by_role("button", name="I saved them").click()
+
+    name = page.locator("#passkey-list .passkey-name")
+    expect(name).to_have_text(re.compile(r"^Chrome on Linux, \d{1,2} [A-Z][a-z]{2} \d{4}$"))
+    expect(_flash(page)).to_contain_text("Give it a name you will recognise")
+
+    # The same authenticator again: it holds a passkey for this account (excludeCredentials),
+    # so the browser refuses with InvalidStateError, and the page says exactly that.
+    user.allow_console_error(r"status of 403 .*/account/passkeys/options")  # the step-up's
+    add = page.get_by_role("button", name="Add a passkey")
+    _stepped_up(page, live_idp, add)
+    add.click()
+    expect(page.locator("#passkey-status [role=alert]")).to_have_text(
+        "This device already has a passkey for this account: you can sign in with it. "
+        "To add another, use a different device, phone or security key."
+    )
+    _at_both_sizes(user, "same-device-again")
+    assert len(user.credentials()) == 1
+
+    # Removing asks first, on a page that works without JavaScript; Cancel keeps the passkey.
+    page.locator("#passkey-list").get_by_role("button", name=re.compile("^Remove ")).click()
+    expect(page.get_by_role("heading", name=re.compile("^Remove the passkey"))).to_be_visible()
+    _at_both_sizes(user, "confirm-remove-passkey")
+    page.get_by_role("link", name="Cancel").click()
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    expect(name).to_have_count(1)
+
+
 def test_the_last_way_in_cannot_be_removed(
     live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
 ) -> None:
@@ -180,6 +245,7 @@ def test_the_last_way_in_cannot_be_removed(
     expect(page.get_by_label("Set a password")).to_be_visible()
 
     page.get_by_role("button", name="Remove Only passkey").click()
+    page.get_by_role("button", name="Remove passkey").click()  # the confirmation page
     expect(page.locator(".flashes p.error")).to_have_text(
         "This is your only way to sign in, so it can't be removed. "
         "Add another passkey or a password first."
@@ -189,7 +255,7 @@ def test_the_last_way_in_cannot_be_removed(
 
     # Both changes are in the security activity.
     page.get_by_role("link", name="Activity").click()
-    expect(page.locator("#activity-list")).to_contain_text("password: removed")
+    expect(page.locator("#activity-list")).to_contain_text("You removed your password")
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -209,6 +275,8 @@ def test_a_session_signed_out_from_another_browser_is_dead(
     rows.filter(has_not_text="This session").get_by_role(
         "button", name="Sign out", exact=True
     ).click()
+    expect(here.page.get_by_role("heading", name="Sign out that session?")).to_be_visible()
+    here.page.get_by_role("button", name="Sign out", exact=True).click()
     expect(_flash(here.page)).to_have_text("That session is signed out.")
     expect(rows).to_have_count(1)
     expect(rows).to_contain_text("This session")
@@ -261,9 +329,11 @@ def test_connected_apps_activity_and_profile(
 
     page.get_by_role("link", name="Activity").click()
     events = page.locator("#activity-list .row")
-    expect(events.first).to_contain_text("authorization: code issued")
-    expect(page.locator("#activity-list")).to_contain_text("consent: granted")
-    expect(page.locator("#activity-list")).to_contain_text("login: password")
+    expect(events.first).to_contain_text("You signed in to Photo Album with your password")
+    expect(page.locator("#activity-list")).to_contain_text(
+        "You allowed Photo Album to use your account"
+    )
+    expect(page.locator("#activity-list")).to_contain_text("You signed in with your password")
     user.document("activity", DOCS_IMAGES)
 
     page.get_by_role("link", name="Profile").click()
@@ -276,6 +346,7 @@ def test_connected_apps_activity_and_profile(
     # Disconnecting the app removes it from the list (its tokens are revoked: tests/functional).
     page.get_by_role("link", name="Connected apps").click()
     page.get_by_role("button", name="Disconnect Photo Album").click()
+    page.get_by_role("button", name="Disconnect", exact=True).click()  # the confirmation page
     expect(_flash(page)).to_have_text("The app is disconnected.")
     expect(page.get_by_text("No apps.")).to_be_visible()
 

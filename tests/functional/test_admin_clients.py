@@ -271,7 +271,7 @@ def test_single_page_app_gets_no_loopback_port_variation(
     rp = RelyingParty(client, RegisteredClient(client_id, None, "http://127.0.0.1:53682/callback"))
     response = rp.authorize()
     assert response.status_code == 400  # an error page at idp, never a redirect
-    assert "not registered for this application" in response.text
+    assert "is not registered for the application" in response.text
 
 
 def test_native_app_may_register_a_private_use_scheme(app: Flask, admin: ConsoleBrowser) -> None:
@@ -557,7 +557,11 @@ def test_delete_asks_first_then_removes_the_client_and_what_was_issued_to_it(
     assert confirm.status_code == 200
     assert "Delete Wiki?" in confirm.text
     assert stored(storage_app, client_id) is not None  # the GET deleted nothing
-    response = admin.post(f"/admin/clients/{client_id}/delete")
+    bare = admin.post(f"/admin/clients/{client_id}/delete")
+    assert bare.status_code == 200
+    assert "Delete Wiki?" in bare.text
+    assert stored(storage_app, client_id) is not None  # a POST without confirm deletes nothing
+    response = admin.post(f"/admin/clients/{client_id}/delete", {"confirm": "yes"})
     assert response.status_code == 302
     assert response.headers["Location"] == "/admin/clients"
     assert stored(storage_app, client_id) is None

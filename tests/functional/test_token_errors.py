@@ -233,6 +233,23 @@ def test_wrong_client_secret_post_is_401_invalid_client(app: Flask, client: Flas
     assert error_of(client.post("/token", data=data), 401) == "invalid_client"
 
 
+def test_client_authentication_failure_names_the_registered_method(
+    app: Flask, client: FlaskClient
+) -> None:
+    """RFC 6749 5.2: the error_description names the one method the client is registered for
+    (OIDC Core 9), not the list of every method the server tried."""
+    registered = create_client(app, auth_method="client_secret_post")
+    data = {"grant_type": "client_credentials"}
+    credentials = basic(registered.client_id, registered.client_secret or "")
+    response = client.post("/token", data=data, headers=credentials)
+    assert error_of(response, 401) == "invalid_client"
+    description = response.get_json()["error_description"]
+    assert f"{registered.client_id} is registered for client_secret_post" in description
+    assert "client_secret_basic" not in description
+    unknown = client.post("/token", data=data, headers=basic("no-such-client", "secret"))
+    assert "registered for" not in unknown.get_json()["error_description"]
+
+
 def test_client_secret_post_client_succeeds_with_its_method(
     app: Flask, client: FlaskClient
 ) -> None:
