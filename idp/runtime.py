@@ -22,6 +22,8 @@ class Runtime:
     #: Keyed hashes for backup codes and for rate-limit keys derived from emails.
     backup_code_hasher: KeyedHasher
     attempt_key_hasher: KeyedHasher
+    #: Keyed hashes of admin API tokens (idp.services.api_tokens).
+    api_token_hasher: KeyedHasher
     totp_fernet: Fernet
     redis: Any = None
 
@@ -45,6 +47,7 @@ class Runtime:
             client_secrets=KeyedHasher(derive_key(settings.secret_key, "idp client secrets")),
             backup_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp backup codes")),
             attempt_key_hasher=KeyedHasher(derive_key(settings.secret_key, "idp attempt keys")),
+            api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
             totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
             redis=_redis(settings.redis_url),
         )
