@@ -267,6 +267,8 @@ def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api)
         ('{"name": "App", "redirect_uris": "https://app.example/cb"}', {}, 422, "invalid-body"),
         ('{"name": 5, "redirect_uris": ["https://app.example/cb"]}', {}, 422, "invalid-body"),
         ('{"name": "App", "redirect_uris": [], "colour": "red"}', {}, 422, "invalid-body"),
+        ('{"name": "App", "redirect_uris": ["https://a.example/"], "first_party": "true"}', {},
+         422, "invalid-body"),
         ('{"name": "App", "redirect_uris": ["http://app.example/cb"]}', {}, 422, "invalid-value"),
         ('{"name": "App", "redirect_uris": ["https://app.example/*"]}', {}, 422, "invalid-value"),
         ('{"name": "App\\u0000", "redirect_uris": ["https://a.example/"]}', {}, 400,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -474,3 +475,18 @@ def test_a_node_with_another_secret_key_refuses_to_start(tmp_path: Path) -> None
     result = runner.invoke(main, ["init"], env=second)
     assert result.exit_code != 0
     assert "same IDP_SECRET_KEY" in result.output
+
+
+def test_api_tokens_create_list_revoke(idp: Idp) -> None:
+    created = idp.json("api-tokens", "create", "--name", "ci", "--scope", "clients:write",
+                       "--expires-in", "30")  # fmt: skip
+    assert re.fullmatch(r"idp_[A-Za-z0-9_-]{43}", created["token"])
+    assert created["scopes"] == ["clients:write"]
+    assert created["expires_at"]
+    listed = idp.json("api-tokens", "list")
+    assert [t["name"] for t in listed] == ["ci"]
+    assert created["token"] not in json.dumps(listed)
+    refused = idp.run("api-tokens", "create", "--name", "x", "--scope", "root")
+    assert refused.exit_code != 0
+    assert "unknown scope" in refused.output
+    assert idp.json("api-tokens", "revoke", "ci")["status"] == "revoked"
