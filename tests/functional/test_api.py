@@ -260,35 +260,54 @@ def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api)
     problem(api.call("GET", "/clients?colour=red"), 400, "invalid-query")
 
 
-@pytest.mark.parametrize(
-    ("body", "headers", "status", "slug"),
-    [
-        ('{"name": "App", "redirect_uris": [', {}, 400, "malformed-json"),
-        ('{"name": "App", "redirect_uris": "https://app.example/cb"}', {}, 422, "invalid-body"),
-        ('{"name": 5, "redirect_uris": ["https://app.example/cb"]}', {}, 422, "invalid-body"),
-        ('{"name": "App", "redirect_uris": [], "colour": "red"}', {}, 422, "invalid-body"),
-        ('{"name": "App", "redirect_uris": ["https://a.example/"], "first_party": "true"}', {},
-         422, "invalid-body"),
-        ('{"name": "App", "redirect_uris": ["http://app.example/cb"]}', {}, 422, "invalid-value"),
-        ('{"name": "App", "redirect_uris": ["https://app.example/*"]}', {}, 422, "invalid-value"),
-        ('{"name": "App\\u0000", "redirect_uris": ["https://a.example/"]}', {}, 400,
-         "malformed-json"),
-        ('{"name": "App", "redirect_uris": ["https://app.example/cb"]}',
-         {"Content-Type": "text/plain"}, 415, "unsupported-media-type"),
-        ("[" * 100_000 + "]" * 100_000, {}, 413, "payload-too-large"),
-        ("", {}, 422, "invalid-body"),
-    ],
-)  # fmt: skip
-def test_bad_client_bodies_are_refused_and_change_nothing(
-    storage_app: Flask, api: Api, body: str, headers: dict[str, str], status: int, slug: str
+#: (body, extra headers, status, problem type): malformed JSON, wrong types, unknown members, bad
+#: values, a NUL character, the wrong media type, an oversized body, no body.
+BAD_BODIES = [
+    ('{"name": "App", "redirect_uris": [', {}, 400, "malformed-json"),
+    ('{"name": "App", "redirect_uris": "https://app.example/cb"}', {}, 422, "invalid-body"),
+    ('{"name": 5, "redirect_uris": ["https://app.example/cb"]}', {}, 422, "invalid-body"),
+    ('{"name": "App", "redirect_uris": [], "colour": "red"}', {}, 422, "invalid-body"),
+    ('{"name": "App", "redirect_uris": ["https://a.example/"], "first_party": "true"}', {},
+     422, "invalid-body"),
+    ('{"name": "App", "redirect_uris": ["http://app.example/cb"]}', {}, 422, "invalid-value"),
+    ('{"name": "App", "redirect_uris": ["https://app.example/*"]}', {}, 422, "invalid-value"),
+    ('{"name": "App\\u0000", "redirect_uris": ["https://a.example/"]}', {}, 400,
+     "malformed-json"),
+    ('{"name": "App", "redirect_uris": ["https://app.example/cb"]}',
+     {"Content-Type": "text/plain"}, 415, "unsupported-media-type"),
+    ("[" * 100_000 + "]" * 100_000, {}, 413, "payload-too-large"),
+    ("", {}, 422, "invalid-body"),
+]  # fmt: skip
+
+
+def test_bad_client_bodies_are_refused_and_change_nothing(storage_app: Flask, api: Api) -> None:
+    for body, headers, status, slug in BAD_BODIES:
+        response = api.call(
+            "POST", "/clients", data=body, headers={"Content-Type": "application/json", **headers}
+        )
+        found = problem(response, status, slug)
+        if slug == "invalid-body" and body:
+            assert found["errors"], body
+            assert all(e["pointer"].startswith("/") for e in found["errors"]), body
+        assert rows(storage_app, Client) == [], body
+    assert [k for k, _ in audit_kinds(storage_app)] == ["api_token.created"]
+
+
+def test_every_operation_with_a_body_refuses_bad_bodies_before_acting(
+    storage_app: Flask, api: Api
 ) -> None:
-    headers = {"Content-Type": "application/json", **headers}
-    response = api.call("POST", "/clients", data=body, headers=headers)
-    found = problem(response, status, slug)
-    if slug == "invalid-body" and body:
-        assert found["errors"]
-        assert all(e["pointer"].startswith("/") for e in found["errors"])
-    assert rows(storage_app, Client) == []
+    """Malformed JSON, a wrong type, an unknown member and an oversized body, at every operation
+    that takes a body: problem details, and nothing written."""
+    with_body = [op for op in OPERATIONS if op.body is not None]
+    assert len(with_body) >= 8
+    cases = [("{", 400, "malformed-json"), ("[]", 422, "invalid-body"),
+             ('{"unknown_member": 1}', 422, "invalid-body"),
+             ('{"x": "' + "a" * 70_000 + '"}', 413, "payload-too-large")]  # fmt: skip
+    for op in with_body:
+        for body, status, slug in cases:
+            response = api.call(op.method, _path(op), data=body,
+                                headers={"Content-Type": "application/json"})  # fmt: skip
+            problem(response, status, slug)
     assert [k for k, _ in audit_kinds(storage_app)] == ["api_token.created"]
 
 
