@@ -57,8 +57,9 @@ class StaleClientError(Exception):
     """The client changed since the version the caller read (another change won)."""
 
 
-#: Where an update that has claimed its version is held, in tests, before it commits
-#: (idp.checkpoints).
+#: Where an update from an expected version is held, in tests, before it claims that version, and
+#: where any update is held after claiming it, before it commits (idp.checkpoints).
+CLAIMING_CHECKPOINT = "client-version-claiming"
 VERSION_CHECKPOINT = "client-version-claimed"
 
 
@@ -389,6 +390,7 @@ class ClientService:
         lock), so nothing else changes it in between."""
         where = [Client.client_id == client.client_id]
         if expected is not None:
+            checkpoints.reached(CLAIMING_CHECKPOINT)
             where.append(Client.version == expected)
         version = self.db.scalar(
             update(Client)

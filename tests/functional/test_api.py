@@ -28,7 +28,7 @@ from idp.services.api_tokens import (
     ApiTokenService,
     granted,
 )
-from idp.services.clients import VERSION_CHECKPOINT
+from idp.services.clients import CLAIMING_CHECKPOINT, VERSION_CHECKPOINT
 from tests.support.admin import passkey_browser
 from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.factories import RegisteredClient, change, create_user, rows
@@ -331,11 +331,12 @@ def test_patch_needs_the_current_etag(storage_app: Flask, api: Api) -> None:
 def test_concurrent_patches_of_one_client_cannot_both_win(
     storage_app: Flask, api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first PATCH is held after it claimed version 1 (its row or write lock held); the
-    second, from the same version, must then fail with 412 whatever the timing."""
+    """Two PATCHes from version 1: the first is held after it claimed the version (its row or
+    write lock held, not committed); the second is held after it read version 1 and checked
+    If-Match, then let go to claim it too. Only the conditional UPDATE can refuse it: 412."""
     client_id = create(api)["client_id"]
     checkpoints = Checkpoints(tmp_path / "checkpoints")
-    checkpoints.open_all(VERSION_CHECKPOINT)
+    checkpoints.open_all(CLAIMING_CHECKPOINT, VERSION_CHECKPOINT)
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(checkpoints.directory))
 
     def patch(name: str) -> TestResponse:
@@ -343,13 +344,15 @@ def test_concurrent_patches_of_one_client_cannot_both_win(
             "PATCH", f"/clients/{client_id}", {"name": name}, headers={"If-Match": '"v1"'}
         )
 
-    with ThreadPoolExecutor(2) as pool:
-        with checkpoints.holding(VERSION_CHECKPOINT):
-            first = pool.submit(patch, "First")
-            wait_until(lambda: checkpoints.arrivals(VERSION_CHECKPOINT) == 1, "first claimed")
+    with ThreadPoolExecutor(2) as pool, checkpoints.holding(VERSION_CHECKPOINT):
+        first = pool.submit(patch, "First")
+        wait_until(lambda: checkpoints.arrivals(VERSION_CHECKPOINT) == 1, "first claimed v1")
+        with checkpoints.holding(CLAIMING_CHECKPOINT):
             second = pool.submit(patch, "Second")
-        results = [first.result(), second.result()]
+            wait_until(lambda: checkpoints.arrivals(CLAIMING_CHECKPOINT) == 1, "second read v1")
+    results = [first.result(), second.result()]
     assert [r.status_code for r in results] == [200, 412], [r.text for r in results]
+    problem(results[1], 412, "precondition-failed")
     stored = rows(storage_app, Client)[0]
     assert (stored.name, stored.version) == ("First", 2)
     updates = [k for k, _ in audit_kinds(storage_app) if k == "client.updated"]
