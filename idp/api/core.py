@@ -23,7 +23,6 @@ from idp.models import ApiToken
 from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.api_tokens import (
-    FAILED_AUTH_LIMIT,
     FAILED_AUTH_WINDOW,
     ApiTokenService,
     Refusal,
@@ -33,9 +32,9 @@ from idp.services.api_tokens import (
 from idp.services.clients import ClientRegistrationError, StaleClientError
 from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
-from idp.services.rate_limits import WindowBudget, window_end
+from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
-from idp.web import request_context, runtime
+from idp.web import failed_api_auth_budget, request_context, runtime
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
 MAX_BODY = 64 * 1024
@@ -101,12 +100,6 @@ def token_service() -> ApiTokenService:
                            context=request_context())  # fmt: skip
 
 
-def _failed_auth_budget() -> WindowBudget:
-    from idp.web import _counter_store
-
-    return WindowBudget(_counter_store(), FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW)
-
-
 def _challenge(error: str = "", **params: str) -> dict[str, str]:
     """RFC 6750 3: ``WWW-Authenticate: Bearer`` with the error, when a token was presented."""
     parts = [f'realm="{REALM}"']
@@ -131,7 +124,7 @@ def _authenticate() -> None:
     presented = presented.strip()
     now = utcnow()
     address = request.remote_addr or ""
-    budget = _failed_auth_budget()
+    budget = failed_api_auth_budget()
     if budget.exhausted("api-auth", address, now):
         retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
         raise Problem("too-many-requests", headers={"Retry-After": str(retry)})
