@@ -47,13 +47,23 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from idp.account.views import bp as account_bp
     from idp.admin import bp as admin_bp
+    from idp.api import bp as api_bp
     from idp.device.views import bp as device_bp
     from idp.login.views import bp as login_bp
     from idp.oidc.views import bp as oidc_bp
     from idp.ops import bp as ops_bp
     from idp.signup.views import bp as signup_bp
 
-    for blueprint in (oidc_bp, login_bp, account_bp, admin_bp, signup_bp, device_bp, ops_bp):
+    for blueprint in (
+        oidc_bp,
+        login_bp,
+        account_bp,
+        admin_bp,
+        signup_bp,
+        device_bp,
+        ops_bp,
+        api_bp,
+    ):
         app.register_blueprint(blueprint)
 
     from idp.web import (
@@ -213,6 +223,10 @@ def _server_failure(outage: bool) -> Response:
     return response
 
 
+def _is_api_request() -> bool:
+    return request.path == "/api/v1" or request.path.startswith("/api/v1/")
+
+
 def _register_error_pages(app: Flask) -> None:
     """Calm pages for every HTTP error; never a stack trace."""
 
@@ -232,6 +246,11 @@ def _register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
+        if _is_api_request():
+            # An /api/v1 path no route matched (404, 405): the API's problem details too.
+            from idp.api.core import api_http_error
+
+            return api_http_error(error)
         db.session.rollback()
         return render_template(
             "errors/error.html", title=error.name, message=error.description
@@ -248,4 +267,8 @@ def _register_error_pages(app: Flask) -> None:
             app.logger.error("storage unavailable: %s: %s", type(error).__name__, error)
         else:
             app.logger.exception("unhandled error")
+        if _is_api_request():
+            from idp.api.problems import Problem, problem_response
+
+            return problem_response(Problem("unavailable" if outage else "server-error"))
         return _server_failure(outage)

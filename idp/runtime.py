@@ -24,6 +24,8 @@ class Runtime:
     attempt_key_hasher: KeyedHasher
     #: Keyed hashes of device-flow user codes (RFC 8628 5.1: too short for a plain hash).
     user_code_hasher: KeyedHasher
+    #: Keyed hashes of admin API tokens (idp.services.api_tokens).
+    api_token_hasher: KeyedHasher
     totp_fernet: Fernet
     redis: Any = None
 
@@ -48,6 +50,7 @@ class Runtime:
             backup_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp backup codes")),
             attempt_key_hasher=KeyedHasher(derive_key(settings.secret_key, "idp attempt keys")),
             user_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp device user codes")),
+            api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
             totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
             redis=_redis(settings.redis_url),
         )

@@ -45,7 +45,11 @@ def answer(error: DependencyUnavailableError) -> Any:
         db.session.rollback()
         log.exception("could not audit a refusal while %s is unavailable", error.dependency)
     response: Any
-    if request.is_json or request.accept_mimetypes.best == "application/json":
+    if request.blueprint == "api":
+        from idp.api.problems import Problem, problem_response
+
+        response = problem_response(Problem("unavailable", MESSAGE))
+    elif request.is_json or request.accept_mimetypes.best == "application/json":
         response = jsonify(error=JSON_ERROR, message=MESSAGE)
     else:
         response = render_template("errors/unavailable.html", title=TITLE, message=MESSAGE)

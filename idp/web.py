@@ -36,6 +36,7 @@ from idp.services.rate_limits import (
     DatabaseCounters,
     FactorLocks,
     RedisCounters,
+    WindowBudget,
 )
 from idp.services.retention import (
     OPPORTUNISTIC_BATCHES,
@@ -308,6 +309,14 @@ def signup_budget() -> AddressBudget:
     """Sign-up requests per client address: 10 in each hour (a fixed window), shared by every
     node."""
     return AddressBudget(_counter_store(), limit=10, window=timedelta(hours=1))
+
+
+def failed_api_auth_budget() -> WindowBudget:
+    """Failed admin API token authentications per client address (idp.services.api_tokens),
+    in the counter store every node shares."""
+    from idp.services.api_tokens import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW
+
+    return WindowBudget(_counter_store(), FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW)
 
 
 def email_key(email: str) -> str:

@@ -37,6 +37,6 @@ def _guard() -> Any:
 
 
 # The page families register their routes on ``bp``; imported last, they need ``bp`` defined.
-from idp.admin import audit, clients, groups, overview, policy, users  # noqa: E402
+from idp.admin import api_tokens, audit, clients, groups, overview, policy, users  # noqa: E402
 
-__all__ = ["audit", "bp", "clients", "groups", "overview", "policy", "users"]
+__all__ = ["api_tokens", "audit", "bp", "clients", "groups", "overview", "policy", "users"]

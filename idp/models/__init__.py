@@ -1,5 +1,6 @@
 """SQLAlchemy models, one module per aggregate."""
 
+from idp.models.api_tokens import ApiToken
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
 from idp.models.clients import Client
@@ -33,6 +34,7 @@ from idp.models.users import EmailChangeRequest, User
 
 __all__ = [
     "AccessToken",
+    "ApiToken",
     "AttemptCounter",
     "AuditEvent",
     "AuthorizationCode",

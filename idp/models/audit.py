@@ -18,7 +18,8 @@ class AuditEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(16), default="success")
-    actor_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: A user id, ``cli``, or ``api-token:<name>`` (idp.services.api_tokens).
+    actor_id: Mapped[str | None] = mapped_column(String(64), default=None)
     subject_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     client_id: Mapped[str | None] = mapped_column(String(64), default=None)
     ip_address: Mapped[str] = mapped_column(String(64), default="")

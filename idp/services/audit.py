@@ -82,6 +82,8 @@ class AuditFilter:
     where that user is the actor or the subject; ``kind`` ending in ``*`` is a prefix."""
 
     user: str = ""
+    #: The actor exactly as recorded: a user id, ``cli`` or ``api-token:<name>``.
+    actor: str = ""
     client_id: str = ""
     kind: str = ""
     outcome: str = ""
@@ -93,6 +95,7 @@ class AuditFilter:
         """From text (query string, command line); times are ISO 8601, UTC when no zone given."""
         return cls(
             user=(values.get("user") or "").strip()[:320],
+            actor=(values.get("actor") or "").strip()[:64],
             client_id=(values.get("client") or "").strip()[:64],
             kind=(values.get("kind") or "").strip()[:64],
             outcome=(values.get("outcome") or "").strip()[:16],
@@ -102,8 +105,8 @@ class AuditFilter:
 
     def as_query(self) -> dict[str, str]:
         """The filter as query parameters (for links to the next page and the exports)."""
-        values = {"user": self.user, "client": self.client_id, "kind": self.kind,
-                  "outcome": self.outcome,
+        values = {"user": self.user, "actor": self.actor, "client": self.client_id,
+                  "kind": self.kind, "outcome": self.outcome,
                   "since": self.since.isoformat() if self.since else "",
                   "until": self.until.isoformat() if self.until else ""}  # fmt: skip
         return {key: value for key, value in values.items() if value}
@@ -131,6 +134,8 @@ def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
         statement = statement.where(
             or_(AuditEvent.subject_id == user_id, AuditEvent.actor_id == user_id)
         )
+    if where.actor:
+        statement = statement.where(AuditEvent.actor_id == where.actor)
     if where.client_id:
         statement = statement.where(AuditEvent.client_id == where.client_id)
     if where.kind.endswith("*"):
@@ -181,6 +186,21 @@ def search(db: Session, where: AuditFilter, page: int = 1, size: int = PAGE_SIZE
         return AuditPage(rows=[], page=page, has_next=False)
     events = list(db.scalars(statement.offset((page - 1) * size).limit(size + 1)))
     return AuditPage(rows=_with_emails(db, events[:size]), page=page, has_next=len(events) > size)
+
+
+def page_after(
+    db: Session, where: AuditFilter, cursor: str | None, limit: int
+) -> tuple[list[AuditRow], str | None]:
+    """One page of the filtered events, newest first by id, after an opaque cursor (the admin
+    API): rows written meanwhile never shift a page. Returns the rows and the next cursor."""
+    from idp.services.pages import keyset_page
+
+    statement = _statement(db, where)
+    if statement is None:
+        return [], None
+    page = keyset_page(db, statement.order_by(None), AuditEvent.id, cursor=cursor, limit=limit,
+                       descending=True)  # fmt: skip
+    return _with_emails(db, page.items), page.next_cursor
 
 
 def iter_rows(db: Session, where: AuditFilter, batch: int = EXPORT_BATCH) -> Iterator[AuditRow]:

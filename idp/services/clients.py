@@ -17,7 +17,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from idp import checkpoints
 from idp.models import AccessToken, Client
 from idp.models.base import random_id, utcnow
 from idp.models.clients import HOST_NAME, KIND_NATIVE, KIND_SPA, KIND_WEB, KINDS, PUBLIC_KINDS
@@ -50,6 +52,16 @@ MAX_URI_LENGTH = 2000
 
 class ClientRegistrationError(ValueError):
     """The registration is invalid; the message says why."""
+
+
+class StaleClientError(Exception):
+    """The client changed since the version the caller read (another change won)."""
+
+
+#: Where an update from an expected version is held, in tests, before it claims that version, and
+#: where any update is held after claiming it, before it commits (idp.checkpoints).
+CLAIMING_CHECKPOINT = "client-version-claiming"
+VERSION_CHECKPOINT = "client-version-claimed"
 
 
 @dataclass(frozen=True)
@@ -424,11 +436,39 @@ class ClientService:
         self._audit("client.created", client.client_id, actor, client_kind=client.kind)
         return NewClient(client=client, client_secret=secret)
 
+    def _bump(self, client: Client, expected: int | None = None) -> None:
+        """A new version for the client, in one conditional UPDATE: with ``expected``, only
+        from that version, so that of two changes made from one version only the first applies
+        (the other finds no row and raises ``StaleClientError``; its transaction is rolled back).
+        The row stays locked until the transaction ends (PostgreSQL's row lock, SQLite's write
+        lock), so nothing else changes it in between."""
+        where = [Client.client_id == client.client_id]
+        if expected is not None:
+            checkpoints.reached(CLAIMING_CHECKPOINT)
+            where.append(Client.version == expected)
+        version = self.db.scalar(
+            update(Client)
+            .where(*where)
+            .values(version=Client.version + 1)
+            .returning(Client.version)
+            .execution_options(synchronize_session=False)
+        )
+        if version is None:
+            raise StaleClientError(client.client_id)
+        set_committed_value(client, "version", version)
+        checkpoints.reached(VERSION_CHECKPOINT)
+
     def update(
-        self, client: Client, fields: ClientFields, *, actor: Actor | None = None
+        self,
+        client: Client,
+        fields: ClientFields,
+        *,
+        actor: Actor | None = None,
+        expected_version: int | None = None,
     ) -> str | None:
         """Change a client's settings. Returns a new secret (shown once) when the change moves
-        the client to a secret-based auth method it had no secret for; None otherwise."""
+        the client to a secret-based auth method it had no secret for; None otherwise.
+        ``expected_version``: apply only to that version (the admin API's If-Match)."""
         if (fields.kind in PUBLIC_KINDS) != client.is_public:
             # A public client's users never saw it authenticate; a confidential one's secret
             # would have to vanish or appear. Either is a different registration.
@@ -436,6 +476,7 @@ class ClientService:
                 "a client cannot change between confidential and public: register a new one"
             )
         fields = fields.validated(development=self.development)
+        self._bump(client, expected_version)
         before = fields_of(client)
         new_secret_value = None
         if fields.auth_method in SECRET_AUTH_METHODS:
@@ -483,6 +524,7 @@ class ClientService:
                 f"the overlap must be between 0 and {MAX_ROTATION_OVERLAP} seconds (30 days)"
             )
         now = now or utcnow()
+        self._bump(client)
         secret = new_secret(32)
         if overlap and client.secret_hash:
             client.previous_secret_hash = client.secret_hash
@@ -504,6 +546,7 @@ class ClientService:
         if client.disabled_at is not None:
             return
         now = now or utcnow()
+        self._bump(client)
         client.disabled_at = now
         self.db.execute(
             update(AccessToken)
@@ -516,6 +559,7 @@ class ClientService:
     def enable(self, client: Client, *, actor: Actor | None = None) -> None:
         if client.disabled_at is None:
             return
+        self._bump(client)
         client.disabled_at = None
         self._audit("client.enabled", client.client_id, actor)
 

@@ -50,6 +50,10 @@ class GroupError(ValueError):
     """The request is invalid; the message says why and nothing was changed."""
 
 
+class GroupNameTakenError(GroupError):
+    """Another group has the name (a conflict with the current state, not a malformed name)."""
+
+
 class GroupInUseError(GroupError):
     """Deleting the group would leave clients with no allowed group: named, so that the admin
     can confirm explicitly (those clients then admit no one) or change them first."""
@@ -350,7 +354,7 @@ class GroupService:
             with self.db.begin_nested():
                 self.db.add(group)
         except IntegrityError:
-            raise GroupError(f"a group named {name!r} already exists") from None
+            raise GroupNameTakenError(f"a group named {name!r} already exists") from None
         self._audit("group.created", group=name)
         return group
 
@@ -360,12 +364,12 @@ class GroupService:
         if new_name == old:
             return
         if self.get(new_name) is not None:
-            raise GroupError(f"a group named {new_name!r} already exists")
+            raise GroupNameTakenError(f"a group named {new_name!r} already exists")
         try:
             with self.db.begin_nested():
                 group.name = new_name
         except IntegrityError:
-            raise GroupError(f"a group named {new_name!r} already exists") from None
+            raise GroupNameTakenError(f"a group named {new_name!r} already exists") from None
         self._audit("group.renamed", group=new_name, previous_name=old)
 
     def edit(self, group: Group, *, display_name: str, description: str) -> None:

@@ -401,6 +401,12 @@ class WindowBudget:
         key = window_key(name, subject, now, self.window)
         return self.store.count_below(key, self.limit, now, self.window)
 
+    def exhausted(self, name: str, subject: str, now: datetime) -> bool:
+        """Whether the window's budget is used up (counts nothing): for budgets spent only by
+        failures, checked before each attempt."""
+        count, _ = self.store.get(window_key(name, subject, now, self.window))
+        return count >= self.limit
+
 
 class AddressBudget(WindowBudget):
     """Requests of one kind per client address: for actions that send mail (sign-up), where one

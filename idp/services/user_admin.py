@@ -48,6 +48,10 @@ class UserAdminError(ValueError):
     """The action cannot be done as asked; the message says why, in words for the admin."""
 
 
+class UserConflictError(UserAdminError):
+    """The change conflicts with another account (its email address is taken)."""
+
+
 class LastAdminError(UserAdminError):
     """The action would leave the deployment without an active admin."""
 
@@ -206,13 +210,15 @@ class UserAdmin:
         self, email: str, *, name: str = "", admin: bool = False, password: str | None = None
     ) -> User:
         from idp.services.passwords import PasswordPolicyError
-        from idp.services.users import UserError
+        from idp.services.users import UserError, UserExistsError
 
         try:
             user = UserService(self.db, self.passwords).create(
                 email, name=name, password=password, admin=admin,
                 allow_local_domains=self.allow_local_domains,
             )  # fmt: skip
+        except UserExistsError as error:
+            raise UserConflictError(str(error)) from error
         except (UserError, PasswordPolicyError) as error:
             raise UserAdminError(str(error)) from error
         self.db.flush()
@@ -372,6 +378,15 @@ class UserAdmin:
             raise UserAdminError("This user is not disabled.")
         user.disabled_at = None
         self._audit("admin.user_enabled", user)
+
+    def rename(self, user: User, name: str) -> None:
+        """The display name (the ``name`` claim); at most 200 characters, as at creation."""
+        name = name.strip()
+        if len(name) > 200:
+            raise UserAdminError("A name is at most 200 characters.")
+        if name != user.name:
+            user.name = name
+            self._audit("admin.user_renamed", user)
 
     def promote(self, user: User) -> None:
         if user.is_admin:

@@ -13,7 +13,7 @@ from idp.services.crypto import new_secret, token_hash
 from idp.services.email_addresses import EmailAddressError, normalise_email, parse_email_address
 from idp.services.passwords import PasswordService
 
-__all__ = ["EmailChanges", "UserError", "UserService", "normalise_email"]
+__all__ = ["EmailChanges", "UserError", "UserExistsError", "UserService", "normalise_email"]
 
 
 #: A link secret is 43 characters; anything much longer is not one.
@@ -22,6 +22,10 @@ MAX_SECRET_LENGTH = 200
 
 class UserError(ValueError):
     """The user cannot be created as asked; the message says why."""
+
+
+class UserExistsError(UserError):
+    """Another user has the email address."""
 
 
 class UserService:
@@ -50,7 +54,7 @@ class UserService:
         except EmailAddressError as error:
             raise UserError(f"not an email address: {email!r} ({error})") from error
         if self.find_by_email(email) is not None:
-            raise UserError(f"a user with email {email} already exists")
+            raise UserExistsError(f"a user with email {email} already exists")
         user = User(
             email=email,
             name=name.strip(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -516,3 +517,18 @@ def test_clients_create_and_edit_set_the_back_channel_logout_uri(idp: Idp) -> No
     assert edited["backchannel_logout_session_required"] is False
     cleared = idp.json("clients", "edit", client_id, "--backchannel-logout-uri", "")
     assert cleared["backchannel_logout_uri"] is None
+
+
+def test_api_tokens_create_list_revoke(idp: Idp) -> None:
+    created = idp.json("api-tokens", "create", "--name", "ci", "--scope", "clients:write",
+                       "--expires-in", "30")  # fmt: skip
+    assert re.fullmatch(r"idp_[A-Za-z0-9_-]{43}", created["token"])
+    assert created["scopes"] == ["clients:write"]
+    assert created["expires_at"]
+    listed = idp.json("api-tokens", "list")
+    assert [t["name"] for t in listed] == ["ci"]
+    assert created["token"] not in json.dumps(listed)
+    refused = idp.run("api-tokens", "create", "--name", "x", "--scope", "root")
+    assert refused.exit_code != 0
+    assert "unknown scope" in refused.output
+    assert idp.json("api-tokens", "revoke", "ci")["status"] == "revoked"

@@ -1,0 +1,127 @@
+"""The OpenAPI 3.1 document of the API, built from the operations' own records and models (the
+ones that validate requests), so that it describes exactly the routes the API serves."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from idp.api import schemas
+from idp.api.core import OPERATIONS, Operation, operation
+from idp.api.problems import MEDIA_TYPE, TYPES
+from idp.services.api_tokens import SCOPES
+
+OPENAPI_VERSION = "3.1.0"
+REF = "#/components/schemas/{model}"
+_PATH_ARGUMENT = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
+
+
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path template (``<client_id>`` to ``{client_id}``)."""
+    return _PATH_ARGUMENT.sub(r"{\1}", rule)
+
+
+class _Components:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
+        found = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+        self.schemas.update(found.pop("$defs", {}))
+        self.schemas[model.__name__] = found
+        return {"$ref": REF.format(model=model.__name__)}
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_ARGUMENT.findall(op.rule)
+    ]
+    if op.query is not None:
+        properties = op.query.model_json_schema()["properties"]
+        for name, field in op.query.model_fields.items():
+            found.append({"name": name, "in": "query", "required": field.is_required(),
+                          "schema": properties[name]})  # fmt: skip
+    if op.if_match:
+        found.append({"name": "If-Match", "in": "header", "required": True,
+                      "description": "The ETag of the resource as read (RFC 9110 13.1.1)",
+                      "schema": {"type": "string"}})  # fmt: skip
+    return found
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}},
+    }
+
+
+def _operation(op: Operation, components: _Components) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "Success"}
+    if op.response is not None:
+        success["content"] = {
+            "application/json": {"schema": components.ref(op.response, "serialization")}
+        }
+    responses: dict[str, Any] = {str(op.status): success}
+    if op.scope is not None:
+        responses["401"] = _problem("No token, or an invalid, expired or revoked one")
+        responses["403"] = _problem(f"The token lacks {op.scope}")
+    responses["default"] = _problem("An error (RFC 9457 problem details)")
+    found: dict[str, Any] = {
+        "operationId": op.endpoint.removeprefix("api."),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": _parameters(op),
+        "responses": responses,
+    }
+    if op.scope is None:
+        found["security"] = []
+    else:
+        found["x-required-scope"] = op.scope
+        found["description"] = f"Needs a token with the `{op.scope}` scope."
+    if op.body is not None:
+        found["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": components.ref(op.body, "validation")}},
+        }
+    return found
+
+
+@cache
+def document() -> dict[str, Any]:
+    components = _Components()
+    components.ref(schemas.Problem, "serialization")
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(openapi_path(op.rule), {})[op.method.lower()] = _operation(op, components)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "idp admin API",
+            "version": "1",
+            "description": (
+                "Manage idp as code (docs/api.md). Bearer tokens with scopes: "
+                + ", ".join(SCOPES)
+                + "; a write scope implies its read scope. Errors are RFC 9457 problem details "
+                "with these types: " + ", ".join(t.uri for t in TYPES.values()) + "."
+            ),
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components.schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "idp_..."}
+            },
+        },
+    }
+
+
+@operation("GET", "/openapi.json", summary="This API's OpenAPI 3.1 document", scope=None,
+           tag="meta")  # fmt: skip
+def openapi_document() -> Any:
+    return document()

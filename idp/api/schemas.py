@@ -1,0 +1,277 @@
+"""The API's request and response models: they validate requests, shape responses, and are the
+OpenAPI document's schemas (JSON Schema 2020-12, as OpenAPI 3.1 uses).
+
+Requests forbid unknown members and are validated strictly (no "5" for 5). They check shape and
+size only; every rule about what a value may be stays in the services, which the console and the
+CLI share.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from idp.models.clients import KINDS
+from idp.services.clients import AUTH_METHODS, MAX_ROTATION_OVERLAP, MAX_URI_LENGTH, MAX_URIS
+from idp.services.pages import DEFAULT_LIMIT, MAX_LIMIT
+from idp.services.user_admin import MAX_LINK_TTL, MIN_LINK_TTL
+
+Uri = Annotated[str, Field(max_length=MAX_URI_LENGTH)]
+Uris = Annotated[list[Uri], Field(max_length=MAX_URIS)]
+Kind = Literal[KINDS]  # type: ignore[valid-type]
+AuthMethod = Literal[AUTH_METHODS]  # type: ignore[valid-type]
+Scope = Annotated[str, Field(max_length=64)]
+GrantTypes = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=5)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- lists -----------------------------------------------------------------------------------------
+class ListQuery(Request):
+    cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+
+
+class UserListQuery(ListQuery):
+    email: Annotated[str | None, Field(max_length=320, description="exact address")] = None
+
+
+class AuditQuery(ListQuery):
+    since: Annotated[str | None, Field(description="ISO 8601; UTC without a zone")] = None
+    until: Annotated[str | None, Field(description="ISO 8601, exclusive")] = None
+    actor: Annotated[
+        str | None,
+        Field(max_length=64, description="a user id, cli, or api-token:<name>"),
+    ] = None
+    event: Annotated[
+        str | None, Field(max_length=64, description="an event kind; a trailing * is a prefix")
+    ] = None
+    outcome: Literal["success", "failure"] | None = None
+    user: Annotated[
+        str | None, Field(max_length=320, description="email of the actor or subject")
+    ] = None
+    client: Annotated[str | None, Field(max_length=64)] = None
+
+
+class DeleteGroupQuery(Request):
+    confirm: Annotated[
+        bool, Field(description="delete even when it is some client's only allowed group")
+    ] = False
+
+
+# -- clients ---------------------------------------------------------------------------------------
+class ClientCreate(Request):
+    name: Annotated[str, Field(max_length=200)]
+    redirect_uris: Uris
+    kind: Kind = "web"
+    post_logout_redirect_uris: Uris = []
+    token_endpoint_auth_method: AuthMethod | None = None
+    first_party: bool = False
+    id_token_signed_response_alg: Annotated[str, Field(max_length=10)] = "RS256"
+    scopes: Annotated[list[Scope], Field(max_length=50)] | None = None
+    grant_types: (
+        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=5)] | None
+    ) = None
+    jwks: dict[str, Any] | None = None
+    logo_uri: Uri | None = None
+    tos_uri: Uri | None = None
+    policy_uri: Uri | None = None
+
+
+class ClientPatch(Request):
+    """Only the members given change; the rest keep their values."""
+
+    name: Annotated[str, Field(max_length=200)] | None = None
+    redirect_uris: Uris | None = None
+    kind: Kind | None = None
+    post_logout_redirect_uris: Uris | None = None
+    token_endpoint_auth_method: AuthMethod | None = None
+    first_party: bool | None = None
+    id_token_signed_response_alg: Annotated[str, Field(max_length=10)] | None = None
+    scopes: Annotated[list[Scope], Field(max_length=50)] | None = None
+    grant_types: (
+        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=5)] | None
+    ) = None
+    jwks: dict[str, Any] | None = None
+    logo_uri: Uri | None = None
+    tos_uri: Uri | None = None
+    policy_uri: Uri | None = None
+
+
+class RotateSecret(Request):
+    overlap_seconds: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_ROTATION_OVERLAP, description="default: the configured overlap"),
+    ] = None
+
+
+class ClientOut(Response):
+    client_id: str
+    name: str
+    kind: str
+    public: bool
+    status: Literal["active", "disabled"]
+    token_endpoint_auth_method: str
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    scopes: list[str]
+    grant_types: list[str]
+    id_token_signed_response_alg: str
+    first_party: bool
+    logo_uri: str | None
+    tos_uri: str | None
+    policy_uri: str | None
+    previous_secret_expires_at: str | None
+    disabled_at: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class ClientWithSecret(ClientOut):
+    client_secret: Annotated[
+        str | None, Field(description="shown once; null for clients without a secret")
+    ]
+
+
+class ClientSecret(Response):
+    client_id: str
+    client_secret: str
+    previous_secret_expires_at: str | None
+
+
+class ClientList(Response):
+    items: list[ClientOut]
+    next_cursor: str | None
+
+
+# -- users -----------------------------------------------------------------------------------------
+class UserCreate(Request):
+    email: Annotated[str, Field(max_length=320)]
+    name: Annotated[str, Field(max_length=200)] = ""
+    admin: bool = False
+    invite: Annotated[
+        bool,
+        Field(description="true: send a one-time invite (name, then a passkey); false: no way "
+                          "in until a login link"),
+    ] = True  # fmt: skip
+    invite_ttl_seconds: Annotated[int, Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL)] = MAX_LINK_TTL
+
+
+class UserPatch(Request):
+    name: Annotated[str, Field(max_length=200)] | None = None
+    admin: bool | None = None
+
+
+class LoginLinkCreate(Request):
+    ttl_seconds: Annotated[
+        int | None,
+        Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL, description="default: the configured lifetime"),
+    ] = None
+
+
+class UserOut(Response):
+    id: str
+    sub: str
+    email: str
+    name: str
+    admin: bool
+    disabled: bool
+    disabled_at: str | None
+    created_at: str | None
+
+
+class IssuedLinkOut(Response):
+    id: str
+    url: Annotated[str, Field(description="one use; shown once")]
+    expires_at: str
+
+
+class UserCreated(UserOut):
+    invite: IssuedLinkOut | None
+
+
+class UserList(Response):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+# -- groups ----------------------------------------------------------------------------------------
+GroupName = Annotated[str, Field(max_length=64)]
+
+
+class GroupCreate(Request):
+    name: GroupName
+    display_name: Annotated[str, Field(max_length=200)] = ""
+    description: Annotated[str, Field(max_length=1000)] = ""
+
+
+class GroupPatch(Request):
+    name: GroupName | None = None
+    display_name: Annotated[str, Field(max_length=200)] | None = None
+    description: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class GroupOut(Response):
+    name: str
+    display_name: str
+    description: str
+    created_at: str | None
+
+
+class GroupList(Response):
+    items: list[GroupOut]
+    next_cursor: str | None
+
+
+class MembersAdd(Request):
+    emails: Annotated[
+        list[Annotated[str, Field(max_length=320)]], Field(min_length=1, max_length=200)
+    ]
+
+
+class MembersChanged(Response):
+    changed: Annotated[list[str], Field(description="the emails added (or removed) by this call")]
+
+
+class MemberList(Response):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+# -- audit -----------------------------------------------------------------------------------------
+class AuditEventOut(Response):
+    id: int
+    at: str
+    kind: str
+    outcome: str
+    actor_id: str | None
+    actor_email: str | None
+    subject_id: str | None
+    subject_email: str | None
+    client_id: str | None
+    ip_address: str
+    user_agent: str
+    browser: str
+    details: dict[str, Any]
+
+
+class AuditList(Response):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None

@@ -1,0 +1,168 @@
+"""``/api/v1/users``: accounts and rescue links, through ``idp.services.user_admin`` as the console
+and the ``idp users`` commands do (the last active admin stays, refusals are audited)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import url_for
+from sqlalchemy import select
+
+from idp.api import schemas
+from idp.api.core import actor, not_found, operation
+from idp.extensions import db
+from idp.models import User
+from idp.models.base import utcnow
+from idp.services.pages import keyset_page
+from idp.services.user_admin import (
+    IssuedLink,
+    UserAdmin,
+    UserAdminError,
+    describe_user,
+    link_path,
+)
+from idp.services.users import normalise_email
+from idp.web import backup_code_service, notifier, request_context, runtime, totp_service
+
+TAG = "users"
+#: Who the invite email says invited the user (as ``idp users invite`` says).
+INVITER = "An administrator"
+
+
+def _service() -> UserAdmin:
+    return UserAdmin(
+        db.session(),
+        passwords=runtime().passwords,
+        notifier=notifier(),
+        backup_codes=backup_code_service(),
+        totp=totp_service(),
+        actor_id=actor(),
+        context=request_context(),
+        allow_local_domains=not runtime().settings.production,
+    )
+
+
+def _url_for_secret(purpose: str, secret: str) -> str:
+    return runtime().settings.endpoint(link_path(purpose, secret))
+
+
+def _user(user_id: str) -> User:
+    found = _service().get(user_id)
+    if found is None:
+        raise not_found("user with this id")
+    return found
+
+
+def _out(user: User) -> dict[str, Any]:
+    return schemas.UserOut.model_validate(describe_user(user)).model_dump(mode="json")
+
+
+def _link(issued: IssuedLink) -> schemas.IssuedLinkOut:
+    return schemas.IssuedLinkOut(
+        id=issued.id, url=issued.url, expires_at=issued.link.expires_at.isoformat()
+    )
+
+
+def _act(user: User, action: str, change: Callable[[UserAdmin], None]) -> None:
+    """Run one action on a user and commit it; a refusal is rolled back, then audited (as the
+    console's refusals are: "who tried to remove the last admin" has an answer), then raised."""
+    service = _service()
+    try:
+        change(service)
+    except UserAdminError as error:
+        db.session.rollback()
+        service.record_refusal(action, user, error)
+        db.session.commit()
+        raise
+    db.session.commit()
+
+
+@operation("GET", "/users", summary="List users (filter by exact email)", scope="users:read",
+           tag=TAG, query=schemas.UserListQuery, response=schemas.UserList)  # fmt: skip
+def list_users(query: schemas.UserListQuery) -> Any:
+    statement = select(User)
+    if query.email is not None:
+        statement = statement.where(User.email == normalise_email(query.email))
+    page = keyset_page(db.session(), statement, User.id, cursor=query.cursor, limit=query.limit)
+    items = [schemas.UserOut.model_validate(describe_user(u)) for u in page.items]
+    return schemas.UserList(items=items, next_cursor=page.next_cursor).model_dump(mode="json")
+
+
+@operation("POST", "/users", summary="Create a user, and by default invite them",
+           scope="users:write", tag=TAG, body=schemas.UserCreate, response=schemas.UserCreated,
+           status=201)  # fmt: skip
+def create_user(body: schemas.UserCreate) -> Any:
+    service = _service()
+    invite = None
+    if body.invite:
+        user, issued = service.invite(
+            body.email, name=body.name, admin=body.admin, ttl=body.invite_ttl_seconds,
+            now=utcnow(), url_for_secret=_url_for_secret, inviter=INVITER,
+        )  # fmt: skip
+        invite = _link(issued)
+    else:
+        user = service.create(body.email, name=body.name, admin=body.admin)
+    db.session.commit()
+    out = schemas.UserCreated.model_validate(describe_user(user) | {"invite": invite})
+    location = url_for("api.get_user", user_id=user.id)
+    return out.model_dump(mode="json"), 201, {"Location": location}
+
+
+@operation("GET", "/users/<user_id>", summary="One user", scope="users:read", tag=TAG,
+           response=schemas.UserOut)  # fmt: skip
+def get_user(user_id: str) -> Any:
+    return _out(_user(user_id))
+
+
+@operation("PATCH", "/users/<user_id>", summary="Rename a user, or make or unmake an admin",
+           scope="users:write", tag=TAG, body=schemas.UserPatch,
+           response=schemas.UserOut)  # fmt: skip
+def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
+    user = _user(user_id)
+
+    def change(service: UserAdmin) -> None:
+        if body.name is not None:
+            service.rename(user, body.name)
+        if body.admin is not None and body.admin != user.is_admin:
+            (service.promote if body.admin else service.demote)(user)
+
+    _act(user, "promote" if body.admin else "demote" if body.admin is False else "rename", change)
+    return _out(user)
+
+
+@operation("DELETE", "/users/<user_id>", summary="Delete a user", scope="users:write",
+           tag=TAG, status=204)  # fmt: skip
+def delete_user(user_id: str) -> Any:
+    user = _user(user_id)
+    _act(user, "delete", lambda service: service.delete(user, utcnow()))
+    return "", 204
+
+
+@operation("POST", "/users/<user_id>/disable",
+           summary="Disable: sessions end, tokens and links are revoked now",
+           scope="users:write", tag=TAG, response=schemas.UserOut)  # fmt: skip
+def disable_user(user_id: str) -> Any:
+    user = _user(user_id)
+    _act(user, "disable", lambda service: service.disable(user, utcnow()))
+    return _out(user)
+
+
+@operation("POST", "/users/<user_id>/enable", summary="Enable a disabled user",
+           scope="users:write", tag=TAG, response=schemas.UserOut)  # fmt: skip
+def enable_user(user_id: str) -> Any:
+    user = _user(user_id)
+    _act(user, "enable", lambda service: service.enable(user))
+    return _out(user)
+
+
+@operation("POST", "/users/<user_id>/login-links",
+           summary="A one-time rescue link, emailed and in this response only",
+           scope="login-links:write", tag=TAG, body=schemas.LoginLinkCreate, body_required=False,
+           response=schemas.IssuedLinkOut, status=201)  # fmt: skip
+def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
+    user = _user(user_id)
+    ttl = body.ttl_seconds or runtime().settings.login_link_ttl
+    issued = _service().send_login_link(user, ttl=ttl, now=utcnow(), url_for_secret=_url_for_secret)
+    db.session.commit()
+    return _link(issued).model_dump(mode="json"), 201

@@ -1,0 +1,244 @@
+"""Bearer tokens of the admin API: create, list, revoke, and authenticate (docs/api.md).
+
+No Flask: the console, the ``idp api-tokens`` commands and the API share this service.
+
+docs/security.md, "Admin API":
+
+- A token is ``idp_`` and 32 random bytes, base64url (256 bits): nobody guesses one.
+- Only its HMAC-SHA256 under a key derived from the secret key is stored, so a leaked database
+  alone yields no usable token; a presented token is looked up by that hash and compared with
+  ``hmac.compare_digest``.
+- Expired and revoked tokens fail exactly like unknown ones (401 ``invalid_token``); every failure
+  is audited and counted against the client's address.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.models import ApiToken
+from idp.models.base import utcnow
+from idp.services import audit
+from idp.services.audit import RequestContext
+from idp.services.crypto import KeyedHasher
+
+#: Every scope a token may hold. ``<x>:write`` implies ``<x>:read`` (``granted``).
+SCOPES = (
+    "clients:read",
+    "clients:write",
+    "users:read",
+    "users:write",
+    "groups:read",
+    "groups:write",
+    "audit:read",
+    "login-links:write",
+)
+PREFIX = "idp_"
+#: ``idp_`` and 32 bytes in unpadded base64url (RFC 4648 5): 43 characters.
+TOKEN_FORMAT = re.compile(r"idp_[A-Za-z0-9_-]{43}")
+#: A token's name is a slug, so that ``api-token:<name>`` reads well in the audit log.
+TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
+MAX_EXPIRES_IN_DAYS = 3650
+#: ``last_used_at`` is written at most this often per token: a busy automation must not turn
+#: every API call into a write on one row.
+LAST_USED_RESOLUTION = timedelta(minutes=5)
+#: Failed token authentications per client address in a fixed window (as the sign-in pages'
+#: per-address failures, idp.services.rate_limits).
+FAILED_AUTH_LIMIT = 50
+FAILED_AUTH_WINDOW = timedelta(hours=1)
+ACTOR_PREFIX = "api-token:"
+
+
+class ApiTokenError(ValueError):
+    """The token cannot be created or revoked as asked; the message says why."""
+
+
+class Refusal(Enum):
+    """Why a presented token was not accepted (all answered alike: 401 ``invalid_token``)."""
+
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: ApiToken
+    #: Shown once at creation, never stored.
+    secret: str
+
+
+def granted(scopes: Iterable[str]) -> frozenset[str]:
+    """The scopes a token holds, with each write scope's read scope."""
+    held = set(scopes)
+    for scope in list(held):
+        family, _, access = scope.partition(":")
+        if access == "write" and f"{family}:read" in SCOPES:
+            held.add(f"{family}:read")
+    return frozenset(held)
+
+
+def actor_of(token: ApiToken) -> str:
+    """The audit log's actor for changes made with the token."""
+    return ACTOR_PREFIX + token.name
+
+
+def new_token_secret() -> str:
+    return PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def status_of(token: ApiToken, now: datetime) -> str:
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def describe_token(token: ApiToken, now: datetime | None = None) -> dict[str, Any]:
+    """A token as the console, the CLI and ``--json`` show it: never the secret or its hash."""
+    return {
+        "name": token.name,
+        "scopes": list(token.scopes),
+        "status": status_of(token, now or utcnow()),
+        "created_at": token.created_at.isoformat(),
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }
+
+
+class ApiTokenService:
+    def __init__(
+        self,
+        db: Session,
+        hasher: KeyedHasher,
+        *,
+        actor_id: str | None = audit.CLI_ACTOR,
+        context: RequestContext | None = None,
+    ) -> None:
+        self.db = db
+        self.hasher = hasher
+        self.actor_id = actor_id
+        self.context = context or RequestContext()
+
+    def _audit(self, kind: str, outcome: str = "success", **details: Any) -> None:
+        audit.record(self.db, kind, outcome=outcome, actor_id=self.actor_id,
+                     context=self.context, **details)  # fmt: skip
+
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        expires_in_days: int | None = None,
+        now: datetime | None = None,
+    ) -> NewToken:
+        now = now or utcnow()
+        name = name.strip()
+        if not TOKEN_NAME.fullmatch(name):
+            raise ApiTokenError(
+                f"invalid token name {name[:60]!r}: use 1 to 48 lowercase letters, digits, '-', "
+                "'_' or '.', starting with a letter or digit"
+            )
+        wanted = list(dict.fromkeys(s.strip() for s in scopes))
+        unknown = [s for s in wanted if s not in SCOPES]
+        if unknown:
+            raise ApiTokenError(f"unknown scope {unknown[0][:60]!r}: one of {', '.join(SCOPES)}")
+        if not wanted:
+            raise ApiTokenError("a token needs at least one scope")
+        if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRES_IN_DAYS:
+            raise ApiTokenError(f"a token expires in 1 to {MAX_EXPIRES_IN_DAYS} days")
+        secret = new_token_secret()
+        token = ApiToken(
+            name=name,
+            token_hash=self.hasher.hash(secret),
+            scopes=sorted(wanted, key=SCOPES.index),
+            created_by=self.actor_id,
+            created_at=now,
+            expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+        )
+        try:
+            with self.db.begin_nested():
+                self.db.add(token)
+        except IntegrityError:
+            # A revoked token keeps its name: the audit log's actor must stay unambiguous.
+            raise ApiTokenError(f"a token named {name!r} already exists") from None
+        expires_at = token.expires_at.isoformat() if token.expires_at else None
+        self._audit("api_token.created", token=name, scopes=token.scopes, expires_at=expires_at)
+        return NewToken(token=token, secret=secret)
+
+    def list(self) -> list[ApiToken]:
+        return list(self.db.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)))
+
+    def get(self, name: str) -> ApiToken | None:
+        if not name or len(name) > 48:
+            return None
+        return self.db.scalar(select(ApiToken).where(ApiToken.name == name.strip()))
+
+    def revoke(self, name: str, *, now: datetime | None = None) -> ApiToken:
+        token = self.get(name)
+        if token is None:
+            raise ApiTokenError(f"no token named {name[:60]!r}")
+        if token.revoked_at is None:
+            token.revoked_at = now or utcnow()
+            self._audit("api_token.revoked", token=token.name)
+        return token
+
+    # -- the API's side ---------------------------------------------------------------------------
+    def authenticate(self, presented: str, now: datetime) -> ApiToken | Refusal:
+        """The live token ``presented`` is, or why not. Looked up by its keyed hash (an index
+        lookup, no comparison against other tokens' hashes), then compared in constant time."""
+        if not TOKEN_FORMAT.fullmatch(presented):
+            return Refusal.MALFORMED
+        digest = self.hasher.hash(presented)
+        token = self.db.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+        if token is None or not self.hasher.verify(token.token_hash, presented):
+            return Refusal.UNKNOWN
+        if token.revoked_at is not None:
+            return Refusal.REVOKED
+        if token.expires_at is not None and token.expires_at <= now:
+            return Refusal.EXPIRED
+        return token
+
+    def record_failure(self, refusal: Refusal, presented: str) -> None:
+        """Audit a refused token: its name when it was one of ours (expired or revoked)."""
+        details: dict[str, Any] = {"reason": refusal.value}
+        if refusal in (Refusal.EXPIRED, Refusal.REVOKED):
+            token = self.db.scalar(
+                select(ApiToken).where(ApiToken.token_hash == self.hasher.hash(presented))
+            )
+            if token is not None:
+                details["token"] = token.name
+        audit.record(self.db, "api.authentication_failed", outcome="failure",
+                     context=self.context, **details)  # fmt: skip
+
+    def touch(self, token: ApiToken, now: datetime) -> None:
+        """Record the use, at most once per ``LAST_USED_RESOLUTION`` (a conditional UPDATE: of
+        parallel requests at most one writes)."""
+        if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+            return
+        self.db.execute(
+            update(ApiToken)
+            .where(
+                ApiToken.id == token.id,
+                or_(
+                    ApiToken.last_used_at.is_(None),
+                    ApiToken.last_used_at < now - LAST_USED_RESOLUTION,
+                ),
+            )
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,462 @@
+"""The admin API through HTTP (docs/api.md, docs/security.md "Admin API"), on SQLite and
+PostgreSQL: tokens, scopes, problems, validation, concurrency, and each resource family."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+from sqlalchemy import select, update
+from werkzeug.test import TestResponse
+
+from idp.api.core import OPERATIONS, Operation
+from idp.api.openapi import openapi_path
+from idp.checkpoints import CHECKPOINT_DIR_ENV
+from idp.extensions import db
+from idp.models import ApiToken, AuditEvent, Client, User
+from idp.models.base import utcnow
+from idp.services.api_tokens import (
+    FAILED_AUTH_LIMIT,
+    SCOPES,
+    ApiTokenService,
+    granted,
+)
+from idp.services.clients import CLAIMING_CHECKPOINT, VERSION_CHECKPOINT
+from tests.support.admin import passkey_browser
+from tests.support.checkpoints import Checkpoints, wait_until
+from tests.support.factories import RegisteredClient, change, create_user, rows
+from tests.support.flow import RelyingParty
+
+REDIRECT = "https://app.example/callback"
+PROBLEM = "application/problem+json"
+
+
+def issue(app: Flask, *scopes: str, name: str = "ci", expires_in_days: int | None = None) -> str:
+    with app.app_context():
+        new = ApiTokenService(db.session(), app.extensions["idp"].api_token_hasher).create(
+            name, scopes or SCOPES, expires_in_days=expires_in_days
+        )
+        db.session.commit()
+        return new.secret
+
+
+class Api:
+    """The API as an automation calls it: a bearer token on every request."""
+
+    def __init__(self, app: Flask, token: str | None) -> None:
+        self.client: FlaskClient = app.test_client()
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> TestResponse:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.token is not None:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.open("/api/v1" + path, method=method, headers=headers, **kwargs)
+
+
+def problem(response: TestResponse, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.mimetype == PROBLEM
+    body: dict[str, Any] = response.get_json(force=True)
+    assert body["type"] == f"https://idp.invalid/problems/{slug}", body
+    assert body["status"] == status
+    return body
+
+
+def audit_kinds(app: Flask) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.actor_id) for e in rows(app, AuditEvent)]
+
+
+@pytest.fixture
+def api(storage_app: Flask) -> Api:
+    return Api(storage_app, issue(storage_app))
+
+
+# -- the document ---------------------------------------------------------------------------------
+def test_openapi_document_validates_and_lists_every_api_route(app: Flask) -> None:
+    response = Api(app, None).call("GET", "/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    validate(document)  # OpenAPI 3.1 (openapi-spec-validator)
+    served = {
+        (openapi_path(rule.rule.removeprefix("/api/v1")), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/")
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == served
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+def test_a_request_without_a_token_gets_401_with_a_bearer_challenge(storage_app: Flask) -> None:
+    response = Api(storage_app, None).call("GET", "/clients")
+    problem(response, 401, "authentication-required")
+    # RFC 6750 3.1: no error code when no credentials were sent.
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="idp"'
+
+
+@pytest.mark.parametrize("case", ["tampered", "expired", "revoked", "malformed", "basic"])
+def test_tampered_expired_revoked_and_malformed_tokens_get_401(
+    storage_app: Flask, case: str
+) -> None:
+    token = issue(storage_app, "clients:read")
+    headers = {}
+    if case == "tampered":
+        token = token[:-1] + ("A" if token[-1] != "A" else "B")
+    elif case == "expired":
+        change(storage_app, update(ApiToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+    elif case == "revoked":
+        with storage_app.app_context():
+            ApiTokenService(db.session(), storage_app.extensions["idp"].api_token_hasher).revoke(
+                "ci"
+            )
+            db.session.commit()
+    elif case == "malformed":
+        token = "not a token"
+    elif case == "basic":
+        headers["Authorization"] = "Basic Y2k6c2VjcmV0"
+    response = Api(storage_app, token).call("GET", "/clients", headers=headers)
+    if case == "basic":
+        problem(response, 401, "authentication-required")
+        return
+    problem(response, 401, "invalid-token")
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="idp", error="invalid_token"'
+    )
+    failures = rows(storage_app, AuditEvent, AuditEvent.kind == "api.authentication_failed")
+    assert [e.outcome for e in failures] == ["failure"]
+    if case in ("expired", "revoked"):
+        assert failures[0].details == {"reason": case, "token": "ci"}
+
+
+def test_tokens_are_stored_as_keyed_hashes_and_use_is_recorded(storage_app: Flask) -> None:
+    token = issue(storage_app, "clients:read")
+    assert token.startswith("idp_")
+    assert len(token) == 47
+    stored = rows(storage_app, ApiToken)[0]
+    assert token not in stored.token_hash
+    assert stored.token_hash == storage_app.extensions["idp"].api_token_hasher.hash(token)
+    assert stored.last_used_at is None
+    assert Api(storage_app, token).call("GET", "/clients").status_code == 200
+    assert rows(storage_app, ApiToken)[0].last_used_at is not None
+
+
+def test_failed_authentications_are_limited_per_address(storage_app: Flask) -> None:
+    good = issue(storage_app, "clients:read")
+    bad = Api(storage_app, "idp_" + "A" * 43)
+    for _ in range(FAILED_AUTH_LIMIT):
+        problem(bad.call("GET", "/clients"), 401, "invalid-token")
+    refused = Api(storage_app, good).call("GET", "/clients")
+    problem(refused, 429, "too-many-requests")
+    assert int(refused.headers["Retry-After"]) > 0
+    other = Api(storage_app, good).call("GET", "/clients", environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert other.status_code == 200
+
+
+def test_the_api_ignores_a_signed_in_admins_cookie(storage_app: Flask) -> None:
+    admin = passkey_browser(storage_app, "root@example.com")
+    assert admin.browser.get("/admin/clients").status_code == 200
+    response = admin.browser.get("/api/v1/clients")
+    problem(response, 401, "authentication-required")
+    created = admin.browser.post("/api/v1/clients", json={"name": "x", "redirect_uris": [REDIRECT]})
+    problem(created, 401, "authentication-required")
+    assert rows(storage_app, Client) == []
+
+
+def test_no_cors_headers_no_cookies_and_no_caching(api: Api) -> None:
+    response = api.call("GET", "/clients", headers={"Origin": "https://evil.example"})
+    assert response.status_code == 200
+    assert not [name for name, _ in response.headers if name.lower().startswith("access-control-")]
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def _path(op: Operation) -> str:
+    return openapi_path(op.rule).replace("{", "").replace("}", "")
+
+
+def test_each_operation_needs_its_scope(storage_app: Flask) -> None:
+    """A table of every operation against a token with every scope but the one it needs."""
+    scoped = [op for op in OPERATIONS if op.scope is not None]
+    assert {op.scope for op in scoped} == set(SCOPES)
+    for op in scoped:
+        others = [s for s in SCOPES if op.scope not in granted([s])]
+        token = issue(storage_app, *others, name=f"t{OPERATIONS.index(op)}")
+        response = Api(storage_app, token).call(op.method, _path(op), body={})
+        body = problem(response, 403, "insufficient-scope")
+        assert body["scope"] == op.scope, op
+        challenge = response.headers["WWW-Authenticate"]
+        assert f'error="insufficient_scope", scope="{op.scope}"' in challenge
+    assert rows(storage_app, Client) == []
+
+
+def test_a_write_scope_implies_its_read_scope(storage_app: Flask) -> None:
+    token = Api(storage_app, issue(storage_app, "clients:write"))
+    assert token.call("GET", "/clients").status_code == 200
+    problem(token.call("GET", "/users"), 403, "insufficient-scope")
+
+
+def test_an_unknown_api_path_and_method_are_problems(api: Api) -> None:
+    problem(api.call("GET", "/nothing-here"), 404, "not-found")
+    problem(api.call("PUT", "/clients"), 405, "method-not-allowed")
+
+
+# -- clients --------------------------------------------------------------------------------------
+def create(api: Api, **fields: Any) -> dict[str, Any]:
+    response = api.call("POST", "/clients", {"name": "App", "redirect_uris": [REDIRECT], **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def test_clients_create_read_list_rotate_delete_audited_as_the_token(
+    storage_app: Flask, api: Api
+) -> None:
+    created = create(api, first_party=True)
+    client_id = created["client_id"]
+    assert created["client_secret"]
+    got = api.call("GET", f"/clients/{client_id}")
+    assert got.status_code == 200
+    assert "client_secret" not in got.get_json()
+    assert got.headers["ETag"] == '"v1"'
+    listed = api.call("GET", "/clients").get_json()
+    assert [c["client_id"] for c in listed["items"]] == [client_id]
+    assert created["client_secret"] not in json.dumps(listed)
+    assert "client_secret" not in listed["items"][0]
+    rotated = api.call("POST", f"/clients/{client_id}/rotate-secret", {"overlap_seconds": 0})
+    assert rotated.status_code == 200
+    assert rotated.get_json()["client_secret"] not in (None, created["client_secret"])
+    assert api.call("DELETE", f"/clients/{client_id}").status_code == 204
+    problem(api.call("GET", f"/clients/{client_id}"), 404, "not-found")
+    actors = {(k, a) for k, a in audit_kinds(storage_app) if k.startswith("client.")}
+    assert actors == {
+        ("client.created", "api-token:ci"),
+        ("client.secret_rotated", "api-token:ci"),
+        ("client.deleted", "api-token:ci"),
+    }
+
+
+def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api) -> None:
+    ids = sorted(create(api, name=f"App {n}")["client_id"] for n in range(3))
+    first = api.call("GET", "/clients?limit=2").get_json()
+    assert [c["client_id"] for c in first["items"]] == ids[:2]
+    second = api.call("GET", f"/clients?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [c["client_id"] for c in second["items"]] == ids[2:]
+    assert second["next_cursor"] is None
+    problem(api.call("GET", "/clients?limit=201"), 400, "invalid-query")
+    problem(api.call("GET", "/clients?limit=0"), 400, "invalid-query")
+    problem(api.call("GET", "/clients?cursor=bm9wZQ"), 400, "invalid-query")
+    problem(api.call("GET", "/clients?colour=red"), 400, "invalid-query")
+
+
+#: (body, extra headers, status, problem type): malformed JSON, wrong types, unknown members, bad
+#: values, a NUL character, the wrong media type, an oversized body, no body.
+BAD_BODIES = [
+    ('{"name": "App", "redirect_uris": [', {}, 400, "malformed-json"),
+    ('{"name": "App", "redirect_uris": "https://app.example/cb"}', {}, 422, "invalid-body"),
+    ('{"name": 5, "redirect_uris": ["https://app.example/cb"]}', {}, 422, "invalid-body"),
+    ('{"name": "App", "redirect_uris": [], "colour": "red"}', {}, 422, "invalid-body"),
+    ('{"name": "App", "redirect_uris": ["https://a.example/"], "first_party": "true"}', {},
+     422, "invalid-body"),
+    ('{"name": "App", "redirect_uris": ["http://app.example/cb"]}', {}, 422, "invalid-value"),
+    ('{"name": "App", "redirect_uris": ["https://app.example/*"]}', {}, 422, "invalid-value"),
+    ('{"name": "App\\u0000", "redirect_uris": ["https://a.example/"]}', {}, 400,
+     "malformed-json"),
+    ('{"name": "App", "redirect_uris": ["https://app.example/cb"]}',
+     {"Content-Type": "text/plain"}, 415, "unsupported-media-type"),
+    ("[" * 100_000 + "]" * 100_000, {}, 413, "payload-too-large"),
+    ("", {}, 422, "invalid-body"),
+]  # fmt: skip
+
+
+def test_bad_client_bodies_are_refused_and_change_nothing(storage_app: Flask, api: Api) -> None:
+    for body, headers, status, slug in BAD_BODIES:
+        response = api.call(
+            "POST", "/clients", data=body, headers={"Content-Type": "application/json", **headers}
+        )
+        found = problem(response, status, slug)
+        if slug == "invalid-body" and body:
+            assert found["errors"], body
+            assert all(e["pointer"].startswith("/") for e in found["errors"]), body
+        assert rows(storage_app, Client) == [], body
+    assert [k for k, _ in audit_kinds(storage_app)] == ["api_token.created"]
+
+
+def test_every_operation_with_a_body_refuses_bad_bodies_before_acting(
+    storage_app: Flask, api: Api
+) -> None:
+    """Malformed JSON, a wrong type, an unknown member and an oversized body, at every operation
+    that takes a body: problem details, and nothing written."""
+    with_body = [op for op in OPERATIONS if op.body is not None]
+    assert len(with_body) >= 8
+    cases = [("{", 400, "malformed-json"), ("[]", 422, "invalid-body"),
+             ('{"unknown_member": 1}', 422, "invalid-body"),
+             ('{"x": "' + "a" * 70_000 + '"}', 413, "payload-too-large")]  # fmt: skip
+    for op in with_body:
+        for body, status, slug in cases:
+            response = api.call(op.method, _path(op), data=body,
+                                headers={"Content-Type": "application/json"})  # fmt: skip
+            problem(response, status, slug)
+    assert [k for k, _ in audit_kinds(storage_app)] == ["api_token.created"]
+
+
+def test_patch_needs_the_current_etag(storage_app: Flask, api: Api) -> None:
+    client_id = create(api)["client_id"]
+    path = f"/clients/{client_id}"
+    problem(api.call("PATCH", path, {"name": "Renamed"}), 428, "precondition-required")
+    patched = api.call("PATCH", path, {"name": "Renamed"}, headers={"If-Match": '"v1"'})
+    assert patched.status_code == 200, patched.text
+    assert patched.get_json()["name"] == "Renamed"
+    assert patched.headers["ETag"] == '"v2"'
+    stale = api.call("PATCH", path, {"name": "Again"}, headers={"If-Match": '"v1"'})
+    problem(stale, 412, "precondition-failed")
+    bad = api.call("PATCH", path, {"redirect_uris": ["http://x.example/"]},
+                   headers={"If-Match": '"v2"'})  # fmt: skip
+    problem(bad, 422, "invalid-value")
+    assert rows(storage_app, Client)[0].name == "Renamed"
+    assert rows(storage_app, Client)[0].version == 2
+
+
+def test_concurrent_patches_of_one_client_cannot_both_win(
+    storage_app: Flask, api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two PATCHes from version 1: the first is held after it claimed the version (its row or
+    write lock held, not committed); the second is held after it read version 1 and checked
+    If-Match, then let go to claim it too. Only the conditional UPDATE can refuse it: 412."""
+    client_id = create(api)["client_id"]
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    checkpoints.open_all(CLAIMING_CHECKPOINT, VERSION_CHECKPOINT)
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(checkpoints.directory))
+
+    def patch(name: str) -> TestResponse:
+        return Api(storage_app, api.token).call(
+            "PATCH", f"/clients/{client_id}", {"name": name}, headers={"If-Match": '"v1"'}
+        )
+
+    with ThreadPoolExecutor(2) as pool, checkpoints.holding(VERSION_CHECKPOINT):
+        first = pool.submit(patch, "First")
+        wait_until(lambda: checkpoints.arrivals(VERSION_CHECKPOINT) == 1, "first claimed v1")
+        with checkpoints.holding(CLAIMING_CHECKPOINT):
+            second = pool.submit(patch, "Second")
+            wait_until(lambda: checkpoints.arrivals(CLAIMING_CHECKPOINT) == 1, "second read v1")
+    results = [first.result(), second.result()]
+    assert [r.status_code for r in results] == [200, 412], [r.text for r in results]
+    problem(results[1], 412, "precondition-failed")
+    stored = rows(storage_app, Client)[0]
+    assert (stored.name, stored.version) == ("First", 2)
+    updates = [k for k, _ in audit_kinds(storage_app) if k == "client.updated"]
+    assert updates == ["client.updated"]
+
+
+def test_a_client_created_through_the_api_signs_a_user_in(app: Flask, client: FlaskClient) -> None:
+    api = Api(app, issue(app, "clients:write"))
+    created = create(api, first_party=True)
+    user = create_user(app)
+    registered = RegisteredClient(created["client_id"], created["client_secret"], REDIRECT)
+    tokens = RelyingParty(client, registered).tokens_for(user)
+    assert tokens["id_token"]
+    assert tokens["access_token"]
+
+
+# -- users and login links ------------------------------------------------------------------------
+def test_users_invite_find_change_disable_enable_link_delete(storage_app: Flask, api: Api) -> None:
+    create_user(storage_app, email="root@example.com", admin=True)
+    created = api.call("POST", "/users", {"email": "grace@example.com", "name": "Grace"})
+    assert created.status_code == 201, created.text
+    user = created.get_json()
+    assert user["invite"]["url"].startswith("http://localhost/invite/")
+    problem(api.call("POST", "/users", {"email": "grace@example.com"}), 409, "conflict")
+    problem(api.call("POST", "/users", {"email": "not an address"}), 422, "invalid-value")
+    found = api.call("GET", "/users?email=Grace@Example.com").get_json()["items"]
+    assert [u["id"] for u in found] == [user["id"]]
+    path = f"/users/{user['id']}"
+    renamed = api.call("PATCH", path, {"name": "Grace Hopper", "admin": True})
+    assert renamed.get_json()["name"] == "Grace Hopper"
+    assert renamed.get_json()["admin"]
+    assert api.call("POST", f"{path}/disable").get_json()["disabled"]
+    problem(api.call("POST", f"{path}/disable"), 422, "invalid-value")
+    problem(api.call("POST", f"{path}/login-links"), 422, "invalid-value")
+    assert not api.call("POST", f"{path}/enable").get_json()["disabled"]
+    link = api.call("POST", f"{path}/login-links", {"ttl_seconds": 600})
+    assert link.status_code == 201
+    assert "/login/link/" in link.get_json()["url"]
+    problem(api.call("POST", f"{path}/login-links", {"ttl_seconds": 10}), 422, "invalid-body")
+    assert api.call("DELETE", path).status_code == 204
+    problem(api.call("GET", path), 404, "not-found")
+    kinds = {k for k, a in audit_kinds(storage_app) if a == "api-token:ci"}
+    assert {"admin.user_created", "admin.user_renamed", "admin.user_promoted",
+            "admin.user_disabled", "admin.user_enabled", "login_link.issued",
+            "admin.user_deleted"} <= kinds, kinds  # fmt: skip
+
+
+def test_the_last_admin_stays_and_the_refusal_is_audited(storage_app: Flask, api: Api) -> None:
+    admin = create_user(storage_app, email="root@example.com", admin=True)
+    problem(api.call("PATCH", f"/users/{admin.id}", {"admin": False}), 409, "last-admin")
+    problem(api.call("POST", f"/users/{admin.id}/disable"), 409, "last-admin")
+    with storage_app.app_context():
+        assert db.session.scalar(select(User.is_admin).where(User.id == admin.id))
+    refusals = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.action_refused")
+    assert [(e.actor_id, e.details["action"]) for e in refusals] == [
+        ("api-token:ci", "demote"), ("api-token:ci", "disable")
+    ]  # fmt: skip
+
+
+# -- groups and audit -----------------------------------------------------------------------------
+def test_groups_and_members(storage_app: Flask, api: Api) -> None:
+    ada = create_user(storage_app)
+    created = api.call("POST", "/groups", {"name": "staff", "display_name": "Staff"})
+    assert created.status_code == 201, created.text
+    problem(api.call("POST", "/groups", {"name": "staff"}), 409, "conflict")
+    problem(api.call("POST", "/groups", {"name": "Not A Slug"}), 422, "invalid-value")
+    added = api.call("POST", "/groups/staff/members", {"emails": [ada.email]})
+    assert added.get_json() == {"changed": [ada.email]}
+    problem(api.call("POST", "/groups/staff/members", {"emails": ["x@example.com"]}), 422,
+            "invalid-value")  # fmt: skip
+    members = api.call("GET", "/groups/staff/members").get_json()["items"]
+    assert [m["email"] for m in members] == [ada.email]
+    renamed = api.call("PATCH", "/groups/staff", {"name": "team", "description": "Everyone"})
+    assert renamed.get_json()["name"] == "team"
+    assert [g["name"] for g in api.call("GET", "/groups").get_json()["items"]] == ["team"]
+    assert api.call("DELETE", f"/groups/team/members/{ada.id}").status_code == 204
+    problem(api.call("DELETE", f"/groups/team/members/{ada.id}"), 404, "not-found")
+    client_id = create(api)["client_id"]
+    with storage_app.app_context():
+        from idp.services.groups import GroupService
+
+        GroupService(db.session()).set_allowed_groups(db.session().get(Client, client_id), ["team"])
+        db.session.commit()
+    problem(api.call("DELETE", "/groups/team"), 409, "group-in-use")
+    assert api.call("DELETE", "/groups/team?confirm=true").status_code == 204
+    problem(api.call("GET", "/groups/team"), 404, "not-found")
+    kinds = {k for k, a in audit_kinds(storage_app) if a == "api-token:ci"}
+    assert {"group.created", "group.member_added", "group.renamed", "group.member_removed",
+            "group.deleted"} <= kinds  # fmt: skip
+
+
+def test_audit_read_since_a_time_by_actor_a_page_at_a_time(storage_app: Flask, api: Api) -> None:
+    before = utcnow()
+    for n in range(3):
+        create(api, name=f"App {n}")
+    query = f"/audit?since={before.isoformat().replace('+00:00', 'Z')}&actor=api-token:ci&limit=2"
+    first = api.call("GET", query.replace("Z", "%2B00:00"))
+    assert first.status_code == 200, first.text
+    page = first.get_json()
+    assert [e["kind"] for e in page["items"]] == ["client.created"] * 2
+    rest = api.call("GET", f"/audit?actor=api-token:ci&limit=2&cursor={page['next_cursor']}")
+    assert [e["kind"] for e in rest.get_json()["items"]] == ["client.created"]
+    ids = [e["id"] for e in page["items"] + rest.get_json()["items"]]
+    assert ids == sorted(ids, reverse=True)
+    problem(api.call("GET", "/audit?since=yesterday"), 400, "invalid-query")
+    events = api.call("GET", "/audit?event=client.*").get_json()["items"]
+    assert len(events) == 3
