@@ -22,7 +22,7 @@ TAG = "clients"
 
 
 def _service() -> ClientService:
-    return ClientService(db.session(), runtime().client_secrets)
+    return ClientService(db.session(), runtime().client_secrets, issuer=runtime().settings.issuer)
 
 
 def _actor() -> Actor:
