@@ -48,6 +48,7 @@ from idp.services.retention import (
 from idp.services.sessions import SessionService
 from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.totp import TotpService
+from idp.services.user_admin import UserAdmin, link_path
 from idp.services.users import normalise_email
 from idp.settings import is_loopback_host
 
@@ -335,6 +336,26 @@ def backup_code_service() -> BackupCodeService:
 def notifier() -> Notifier:
     settings = runtime().settings
     return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
+
+
+def user_admin_for(actor_id: str) -> UserAdmin:
+    """What admins decide about users, acting as ``actor_id`` (an admin's id, or an API token's
+    actor): the console and the admin API share it."""
+    return UserAdmin(
+        db.session(),
+        passwords=runtime().passwords,
+        notifier=notifier(),
+        backup_codes=backup_code_service(),
+        totp=totp_service(),
+        actor_id=actor_id,
+        context=request_context(),
+        allow_local_domains=not runtime().settings.production,
+    )
+
+
+def url_for_secret(purpose: str, secret: str) -> str:
+    """The absolute address of a one-time link (login link, invite) for ``secret``."""
+    return runtime().settings.endpoint(link_path(purpose, secret))
 
 
 def issuer_address() -> dict[str, str]:

@@ -21,15 +21,12 @@ from idp.services.user_admin import (
     IssuedLink,
     UserAdmin,
     UserAdminError,
-    link_path,
 )
 from idp.web import (
-    backup_code_service,
-    notifier,
-    request_context,
     runtime,
     sign_in_policy,
-    totp_service,
+    url_for_secret,
+    user_admin_for,
 )
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
@@ -37,20 +34,7 @@ LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), 
 
 
 def user_admin() -> UserAdmin:
-    return UserAdmin(
-        db.session(),
-        passwords=runtime().passwords,
-        notifier=notifier(),
-        backup_codes=backup_code_service(),
-        totp=totp_service(),
-        actor_id=g.admin.id,
-        context=request_context(),
-        allow_local_domains=not runtime().settings.production,
-    )
-
-
-def _url_for_secret(purpose: str, secret: str) -> str:
-    return runtime().settings.endpoint(link_path(purpose, secret))
+    return user_admin_for(g.admin.id)
 
 
 def _user(user_id: str) -> User:
@@ -107,7 +91,7 @@ def user_new() -> Any:
                 return redirect(url_for("admin.user", user_id=user.id))
             user, issued = service.invite(
                 email, name=name, admin=admin, ttl=_lifetime(),
-                now=utcnow(), url_for_secret=_url_for_secret, inviter=g.admin.email,
+                now=utcnow(), url_for_secret=url_for_secret, inviter=g.admin.email,
             )  # fmt: skip
         except UserAdminError as failure:
             db.session.rollback()
@@ -264,7 +248,7 @@ def user_login_link(user_id: str) -> Any:
     service = user_admin()
     try:
         issued = service.send_login_link(
-            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=_url_for_secret
+            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=url_for_secret
         )
     except UserAdminError as failure:
         return _refused(service, "send_login_link", subject, failure)
@@ -279,7 +263,7 @@ def user_invite(user_id: str) -> Any:
     service = user_admin()
     try:
         issued = service.reinvite(
-            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=_url_for_secret,
+            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=url_for_secret,
             inviter=g.admin.email,
         )  # fmt: skip
     except UserAdminError as failure:

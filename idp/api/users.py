@@ -20,10 +20,13 @@ from idp.services.user_admin import (
     UserAdmin,
     UserAdminError,
     describe_user,
-    link_path,
 )
 from idp.services.users import normalise_email
-from idp.web import backup_code_service, notifier, request_context, runtime, totp_service
+from idp.web import (
+    runtime,
+    url_for_secret,
+    user_admin_for,
+)
 
 TAG = "users"
 #: Who the invite email says invited the user (as ``idp users invite`` says).
@@ -31,20 +34,7 @@ INVITER = "An administrator"
 
 
 def _service() -> UserAdmin:
-    return UserAdmin(
-        db.session(),
-        passwords=runtime().passwords,
-        notifier=notifier(),
-        backup_codes=backup_code_service(),
-        totp=totp_service(),
-        actor_id=actor(),
-        context=request_context(),
-        allow_local_domains=not runtime().settings.production,
-    )
-
-
-def _url_for_secret(purpose: str, secret: str) -> str:
-    return runtime().settings.endpoint(link_path(purpose, secret))
+    return user_admin_for(actor())
 
 
 def _user(user_id: str) -> User:
@@ -98,7 +88,7 @@ def create_user(body: schemas.UserCreate) -> Any:
     if body.invite:
         user, issued = service.invite(
             body.email, name=body.name, admin=body.admin, ttl=body.invite_ttl_seconds,
-            now=utcnow(), url_for_secret=_url_for_secret, inviter=INVITER,
+            now=utcnow(), url_for_secret=url_for_secret, inviter=INVITER,
         )  # fmt: skip
         invite = _link(issued)
     else:
@@ -163,6 +153,6 @@ def enable_user(user_id: str) -> Any:
 def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
     user = _user(user_id)
     ttl = body.ttl_seconds or runtime().settings.login_link_ttl
-    issued = _service().send_login_link(user, ttl=ttl, now=utcnow(), url_for_secret=_url_for_secret)
+    issued = _service().send_login_link(user, ttl=ttl, now=utcnow(), url_for_secret=url_for_secret)
     db.session.commit()
     return _link(issued).model_dump(mode="json"), 201
