@@ -86,6 +86,8 @@ def create_client(body: schemas.ClientCreate) -> Any:
         logo_uri=body.logo_uri,
         tos_uri=body.tos_uri,
         policy_uri=body.policy_uri,
+        backchannel_logout_uri=body.backchannel_logout_uri,
+        backchannel_logout_session_required=body.backchannel_logout_session_required,
     )
     new = _service().create_from(fields, actor=_actor())
     db.session.commit()
@@ -114,6 +116,8 @@ def patch_client(client_id: str, body: schemas.ClientPatch) -> Any:
     found = _client(client_id)
     expected = _expected_version(found)
     given = body.model_dump(exclude_unset=True)
+    if given.get("backchannel_logout_session_required", False) is None:
+        given.pop("backchannel_logout_session_required")  # null: leave it as it is
     changes = {_PATCH_FIELDS.get(name, name): value for name, value in given.items()}
     fields = dataclasses.replace(fields_of(found), **changes)
     secret = _service().update(found, fields, actor=_actor(), expected_version=expected)

@@ -83,6 +83,10 @@ class ClientCreate(Request):
     logo_uri: Uri | None = None
     tos_uri: Uri | None = None
     policy_uri: Uri | None = None
+    backchannel_logout_uri: Annotated[
+        Uri | None, Field(description="OpenID Connect Back-Channel Logout 1.0 section 2.2")
+    ] = None
+    backchannel_logout_session_required: bool = False
 
 
 class ClientPatch(Request):
@@ -103,6 +107,8 @@ class ClientPatch(Request):
     logo_uri: Uri | None = None
     tos_uri: Uri | None = None
     policy_uri: Uri | None = None
+    backchannel_logout_uri: Uri | None = None
+    backchannel_logout_session_required: bool | None = None
 
 
 class RotateSecret(Request):
@@ -132,6 +138,8 @@ class ClientOut(Response):
     disabled_at: str | None
     created_at: str | None
     updated_at: str | None
+    backchannel_logout_uri: str | None
+    backchannel_logout_session_required: bool
 
 
 class ClientWithSecret(ClientOut):

@@ -247,6 +247,33 @@ def test_clients_create_read_list_rotate_delete_audited_as_the_token(
     }
 
 
+def test_back_channel_logout_uri_follows_the_consoles_rules(api: Api) -> None:
+    """Back-Channel Logout 1.0 section 2.2 through the API, as in the console and the CLI: https
+    (plain http only on loopback while the issuer is), set on create and changed by PATCH."""
+    refused = api.call(
+        "POST",
+        "/clients",
+        {
+            "name": "App",
+            "redirect_uris": [REDIRECT],
+            "backchannel_logout_uri": "http://rp.example/bc",
+        },
+    )
+    assert refused.status_code in (400, 422), refused.text
+    created = create(api, backchannel_logout_uri="https://rp.example/bc",
+                     backchannel_logout_session_required=True)  # fmt: skip
+    assert created["backchannel_logout_uri"] == "https://rp.example/bc"
+    assert created["backchannel_logout_session_required"] is True
+    client_id = created["client_id"]
+    etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
+    patched = api.call("PATCH", f"/clients/{client_id}", {"backchannel_logout_uri": None},
+                       headers={"If-Match": etag})  # fmt: skip
+    assert patched.status_code == 200, patched.text
+    assert patched.get_json()["backchannel_logout_uri"] is None
+    # Without a URI the flag means nothing and is cleared with it (idp.services.clients).
+    assert patched.get_json()["backchannel_logout_session_required"] is False
+
+
 def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api) -> None:
     ids = sorted(create(api, name=f"App {n}")["client_id"] for n in range(3))
     first = api.call("GET", "/clients?limit=2").get_json()
