@@ -101,6 +101,19 @@ SENTENCES: dict[str, tuple[str, str]] = {
                            "Adding you to the group {group} failed"),
     "group.member_removed": ("An administrator removed you from the group {group}",
                              "Removing you from the group {group} failed"),
+    "admin.user_renamed": ("An administrator changed your name",
+                           "An administrator could not change your name"),
+    # a device signed in through you (RFC 8628)
+    "device.user_code": ("You entered a device code",
+                         "A device code you entered was wrong or had expired"),
+    "device.approved": ("You let {app} sign in on a device",
+                        "Letting {app} sign in on a device failed"),
+    "device.denied": ("You refused a device's request to sign in to {app}",
+                      "You refused a device's request to sign in to {app}"),
+    "device.tokens_issued": ("{app} signed in on your device",
+                             "{app} could not sign in on your device"),
+    "device.code_replayed": ("A device code of {app} was used twice: its access was ended",
+                             "A device code of {app} was used twice: its access was ended"),
 }  # fmt: skip
 
 #: Events that never name a user as their subject: the console's and the operators' own. They
@@ -111,6 +124,8 @@ NOT_ABOUT_A_USER = frozenset({
     "client.created", "client.updated", "client.deleted", "client.disabled", "client.enabled",
     "client.secret_rotated", "client.access_changed", "client.claim_maps_changed",
     "group.created", "group.renamed", "group.updated", "group.deleted",
+    "device.authorization_requested",
+    "api.authentication_failed", "api_token.created", "api_token.revoked",
 })  # fmt: skip
 
 #: How the session of a sign-in at an app was made, from its amr (RFC 8176).
