@@ -138,7 +138,8 @@ def test_a_session_revoked_in_the_portal_tells_its_clients_and_ends_its_grants(
     start_session(laptop, user)  # the user's other device, with no app of its own
     page = laptop.get("/account/sessions")
     response = laptop.post(
-        f"/account/sessions/{sid_of(tokens)}/revoke", data={"csrf_token": csrf_token(page.text)}
+        f"/account/sessions/{sid_of(tokens)}/revoke",
+        data={"csrf_token": csrf_token(page.text), "confirm": "yes"},
     )
     assert response.status_code in (302, 303), response.text
     drain(app)
