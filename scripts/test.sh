@@ -106,4 +106,6 @@ quietly .venv/bin/mypy
 #    pyproject.toml or the code changed (scripts/container-image.sh) and run it under podman.
 export IDP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test
 # --durations: the slowest tests are named at the end of every run, so CI shows where the time goes.
-exec .venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 "$@"
+# One worker more than the CPUs: many tests spend their time waiting for a server or a
+# subprocess they started, and a spare worker keeps both CPUs busy meanwhile.
+exec .venv/bin/python -m pytest -n "$(($(nproc) + 1))" --dist loadfile --durations=25 "$@"
