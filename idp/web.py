@@ -25,6 +25,7 @@ from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
+from idp.services.clients import ClientService
 from idp.services.device import DeviceFlowService
 from idp.services.notifications import Mailer, Notifier, describe_message, terminal_text
 from idp.services.outbox import Channel, deliver, take_committed
@@ -336,6 +337,12 @@ def backup_code_service() -> BackupCodeService:
 def notifier() -> Notifier:
     settings = runtime().settings
     return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
+
+
+def client_service() -> ClientService:
+    """Client registrations as the console and the admin API change them: the issuer decides
+    which back-channel logout URIs development allows (idp.services.clients)."""
+    return ClientService(db.session(), runtime().client_secrets, issuer=runtime().settings.issuer)
 
 
 def user_admin_for(actor_id: str) -> UserAdmin:

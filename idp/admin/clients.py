@@ -31,7 +31,7 @@ from idp.services.clients import (
     fields_of,
 )
 from idp.services.signing_keys import SUPPORTED_ALGS
-from idp.web import confirmed, request_context, runtime
+from idp.web import client_service, confirmed, request_context, runtime
 
 MAX_JWKS_LENGTH = 64 * 1024
 #: The overlap choices the rotation form offers, in seconds.
@@ -40,7 +40,7 @@ OVERLAP_CHOICES = ((0, "None: the old secret stops now"), (3600, "1 hour"), (864
 
 
 def _service() -> ClientService:
-    return ClientService(db.session(), runtime().client_secrets, issuer=runtime().settings.issuer)
+    return client_service()
 
 
 def _actor() -> Actor:

@@ -16,13 +16,13 @@ from idp.models import Client
 from idp.services.audit import RequestContext
 from idp.services.clients import Actor, ClientFields, ClientService, describe, fields_of
 from idp.services.pages import keyset_page
-from idp.web import request_context, runtime
+from idp.web import client_service, request_context, runtime
 
 TAG = "clients"
 
 
 def _service() -> ClientService:
-    return ClientService(db.session(), runtime().client_secrets, issuer=runtime().settings.issuer)
+    return client_service()
 
 
 def _actor() -> Actor:
