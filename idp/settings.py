@@ -1,7 +1,7 @@
 """Typed settings: defaults < TOML file named by IDP_CONFIG < IDP_* environment variables.
 
 Settings are validated once at start so that a misconfigured deployment refuses to run instead of
-failing at the first sign-in (the design habit 1).
+failing at the first sign-in.
 """
 
 from __future__ import annotations

@@ -65,8 +65,9 @@ bp = Blueprint("account", __name__)
 
 
 def _stepped_up(session: BrowserSession) -> bool:
-    """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
-    (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
+    """The step-up (docs/architecture.md, "Invariants"): a sign-in within 5 minutes, as strong
+    as the user's strongest method (a restricted session: within 5 minutes, whatever its
+    strength; see ``step_up_satisfied``)."""
     return step_up_satisfied(db.session(), session, utcnow())
 
 
@@ -296,7 +297,7 @@ def backup_codes_regenerate() -> Any:
             cancel=url_for("account.home"),
         )
     codes = backup_code_service().regenerate(session.user, utcnow())
-    # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
+    # Like every other change of a sign-in method, the owner hears of it.
     notifier().notify(session.user, "backup_codes_regenerated")
     _offer_to_sign_out_others()
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,

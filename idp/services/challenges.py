@@ -1,8 +1,8 @@
 """Where a WebAuthn ceremony's challenge waits between the options and the answer.
 
 A challenge is short-lived state every node must see (stateless nodes) and is spent at
-most once (the design invariants; WebAuthn L3 13.4.3: challenges are what stops a captured answer
-being replayed). Two stores keep it:
+most once (docs/architecture.md, "Invariants"; WebAuthn L3 13.4.3: challenges are what stops a
+captured answer being replayed). Two stores keep it:
 
 - ``DatabaseChallenges``: a ``webauthn_challenges`` row, spent through the consume-once primitive
   (``UPDATE ... WHERE consumed_at IS NULL``); the default, and the store without Redis.

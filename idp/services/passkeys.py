@@ -1,9 +1,9 @@
 """WebAuthn ceremonies with py_webauthn, plus every check the library leaves to us.
 
 py_webauthn verifies signatures, RP ID hash, origin, challenge equality and flags. We own
-(the design): the challenge's life (random, short, bound to the browser and the ceremony kind, spent
-once), ``crossOrigin`` / ``topOrigin``, binding ``userHandle`` to the credential's owner, refusing a
-credential id that is already registered, and the signature-counter policy.
+(docs/architecture.md): the challenge's life (random, short, bound to the browser and the ceremony
+kind, spent once), ``crossOrigin`` / ``topOrigin``, binding ``userHandle`` to the credential's
+owner, refusing a credential id that is already registered, and the signature-counter policy.
 """
 
 from __future__ import annotations

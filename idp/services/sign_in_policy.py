@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # idp.settings imports this module to validate the defaults
 log = logging.getLogger(__name__)
 
 #: WebAuthn L3 5.8.6 UserVerificationRequirement values we accept. "discouraged" is not offered:
-#: a passkey without user verification would be a single factor, below what the design promises.
+#: a passkey without user verification would be a single factor, below what docs/security.md
+#: promises.
 USER_VERIFICATION_CHOICES = ("required", "preferred")
 #: WebAuthn L3 5.4.7 AttestationConveyancePreference.
 ATTESTATION_CHOICES = ("none", "indirect", "direct", "enterprise")

@@ -2,7 +2,8 @@
 promote, demote, and take back sign-in methods, sessions and consents. No Flask: the console and
 the ``idp users`` commands share this service.
 
-Every action is audited with the admin as actor and the user as subject (the design invariants).
+Every action is audited with the admin as actor and the user as subject (docs/architecture.md,
+"Invariants").
 The last active admin can be neither disabled, demoted nor deleted (guard rails): that
 check and the change happen in one transaction that holds the active admins' rows (PostgreSQL
 ``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` write lock), so two admins removing each

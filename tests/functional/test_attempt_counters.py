@@ -194,7 +194,7 @@ def test_parallel_guesses_after_a_backoff_get_one_password_check_with_redis_coun
 def test_parallel_sign_ups_for_one_address_send_at_most_the_cap(
     db_live: CountersIdp, tmp_path: Path, account: str
 ) -> None:
-    """Issue 18: twelve parallel sign-ups for one address mail it at most the hour's cap (a link
+    """Twelve parallel sign-ups for one address mail it at most the hour's cap (a link
     for a new address, a "someone tried to sign up" notice to an existing account)."""
     live = db_live.live
     email = new_email(f"signup-{account}")
@@ -227,7 +227,7 @@ def test_parallel_sign_ups_for_one_address_send_at_most_the_cap(
 def test_a_lock_survives_losing_redis_and_only_an_admin_lifts_it(
     redis_live: CountersIdp, tmp_path: Path
 ) -> None:
-    """Issue 17: the lock is in the database; losing Redis (FLUSHALL, a restart without
+    """The lock is in the database; losing Redis (FLUSHALL, a restart without
     persistence) may reset a backoff, never lift a lock."""
     assert redis_live.redis is not None
     live = redis_live.live
@@ -266,7 +266,7 @@ def test_a_lock_survives_losing_redis_and_only_an_admin_lifts_it(
 def test_redis_down_refuses_sign_ins_with_a_503_and_nothing_else(
     redis_live: CountersIdp, tmp_path: Path
 ) -> None:
-    """Issue 17: with Redis stopped, a password sign-in and the passkey options answer 503
+    """With Redis stopped, a password sign-in and the passkey options answer 503
     (a page, and JSON for the JSON endpoint), each refusal audited and counted; a signed-in
     session, discovery, the JWKS and the sign-in page itself carry on."""
     assert redis_live.redis is not None

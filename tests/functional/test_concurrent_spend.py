@@ -1,8 +1,9 @@
 """Spend-once secrets under real parallel requests against a live multi-process server.
 
-the design invariant: every secret spent once goes through one atomic consume-once primitive, and a
-replay revokes what was issued from it. N parallel redemptions of one code or refresh token: exactly
-one wins; the losers' replay then revokes the winner's tokens too. Runs on SQLite and PostgreSQL.
+docs/architecture.md, "Invariants": every secret spent once goes through one atomic consume-once
+primitive, and a replay revokes what was issued from it. N parallel redemptions of one code or
+refresh token: exactly one wins; the losers' replay then revokes the winner's tokens too. Runs on
+SQLite and PostgreSQL.
 
 The refresh token test runs with ``refresh_token_retry_grace = 0``: within the grace window a
 second presentation while the successor is unused is a retry of a lost answer, whose parallel

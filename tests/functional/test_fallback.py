@@ -1067,7 +1067,7 @@ def test_password_change_is_notified(app: Flask) -> None:
 def test_recovery_does_the_same_work_for_unknown_and_disabled_emails(
     app: Flask, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 18: the backup-code look-up ran only for real accounts (a timing oracle). Every
+    """The backup-code look-up ran only for real accounts (a timing oracle). Every
     recovery now hashes the code with the server's key and looks it up once, against no
     account's codes when the email has no usable account; counted here, not timed."""
     known = user_with_totp(app, clock, email="known@example.com")

@@ -1,9 +1,9 @@
 """The fallback path under real parallel requests: a live multi-process server (SQLite and
 PostgreSQL) and the machine's Redis.
 
-the design invariants: every secret spent once (a backup code here) is spent through one atomic
-consume-once primitive, so of N parallel uses exactly one wins; failed attempts are counted per
-account and factor, shared across nodes, so N parallel guesses all count.
+docs/architecture.md, "Invariants": every secret spent once (a backup code here) is spent through
+one atomic consume-once primitive, so of N parallel uses exactly one wins; failed attempts are
+counted per account and factor, shared across nodes, so N parallel guesses all count.
 """
 
 from __future__ import annotations

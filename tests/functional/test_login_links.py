@@ -78,7 +78,7 @@ def test_the_link_forces_a_new_passkey_first(
 def test_after_a_link_only_a_passkey_ends_the_restriction(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
-    """Issue 6: the user must register a new passkey before anything else; an authenticator app
+    """The user must register a new passkey before anything else; an authenticator app
     (which a backup-code recovery may add) is not offered and cannot be set up."""
     assert open_and_confirm(client, issue(app, user))[0] == 302
     page = client.get("/account/recover")
@@ -175,7 +175,7 @@ def test_cli_login_link_prints_a_working_link_and_notifies_the_user(tmp_path: Pa
     refused = runner.invoke(main, ["login-link", "root@example.com", "--ttl", "999999"])
     assert refused.exit_code != 0
     with Session(create_engine(runner.env["IDP_DATABASE_URL"])) as session:
-        # Issue 6: the link is emailed (here: the outbox, no SMTP) as well as printed.
+        # The link is emailed (here: the outbox, no SMTP) as well as printed.
         messages = session.scalars(select(OutboxMessage)).all()
         assert [m.kind for m in messages] == ["login_link"]
         assert data["url"] in messages[0].body

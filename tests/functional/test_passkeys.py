@@ -176,7 +176,8 @@ def signed_in(client: FlaskClient, user: CreatedUser) -> PasskeyPages:
 @pytest.fixture
 def enrolled(signed_in: PasskeyPages) -> SoftAuthenticator:
     """A synced passkey the user has registered, and signed in with since: adding or removing
-    more needs a sign-in as strong as the user's strongest method (the design step-up)."""
+    more needs a sign-in as strong as the user's strongest method (the step-up,
+    docs/architecture.md, "Invariants")."""
     authenticator = synced()
     assert signed_in.add_passkey(authenticator).status_code == 201
     assert signed_in.sign_in_with_passkey(authenticator).status_code == 200

@@ -389,7 +389,7 @@ def test_refused_sign_ups_do_not_extend_the_client_address_window(
 def test_refused_mails_do_not_extend_the_recipient_window(
     signup_app: Flask, clock: Clock, existing: bool
 ) -> None:
-    """Issue 18: at most MAX_MESSAGES_PER_ADDRESS mails to one address in each fixed hour (links,
+    """At most MAX_MESSAGES_PER_ADDRESS mails to one address in each fixed hour (links,
     or notices to an existing account); the requests refused meanwhile do not move the hour."""
     email = "target@example.com"
     if existing:

@@ -95,8 +95,9 @@ def test_a_passkey_without_uv_after_a_password_earns_no_mfa(preferred: Flask) ->
 
 
 def test_a_passkey_without_uv_earns_no_portal_step_up(preferred: Flask) -> None:
-    """the design step-up: a sensitive action needs a recent sign-in as strong as the user's
-    strongest method (a passkey: phr). A sign-in just now without UV is not."""
+    """The step-up (docs/architecture.md, "Invariants"): a sensitive action needs a recent
+    sign-in as strong as the user's strongest method (a passkey: phr). A sign-in just now
+    without UV is not."""
     who = passkey_user(preferred, "ada@example.com")
     pages = passkey_sign_in(preferred, who, uv=False)
     refused = pages.post_json("/account/passkeys/options", {}, page="/account")

@@ -1,4 +1,5 @@
-"""Three stateless idp nodes behind a load balancer (the design "Storage and scale").
+"""Three stateless idp nodes behind a load balancer (docs/operations.md, "The shape of a
+deployment").
 
 Every node shares only PostgreSQL, Redis, the issuer and the secret key. haproxy balances
 round-robin and names the node that answered in ``X-Served-By``; each flow asserts that its
