@@ -374,3 +374,41 @@ def test_issue_numbers_and_outside_documents_are_recognised() -> None:
     assert OUTSIDE_DOCUMENT.search("(DESIGN.md, Invariants)")
     assert OUTSIDE_DOCUMENT.search("the design step-up")
     assert not OUTSIDE_DOCUMENT.search("guessable by design; the design of WebAuthn")
+
+
+# -- the README's layout ---------------------------------------------------------------------------
+#: Top-level entries that are not part of the source tree (local state, build output).
+NOT_IN_LAYOUT = frozenset({"__pycache__", "instance", "idp.egg-info", "node_modules"})
+
+
+def _layout_paths() -> set[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    named = {match.group(1).rstrip(".,;:`") for match in REPO_PATH.finditer(section)}
+    return named | set(re.findall(r"`([\w./-]+)`", section))
+
+
+def _tree() -> set[str]:
+    """What the layout must name: every module and package of idp/, every directory of tests/,
+    and the other top-level directories."""
+    expected = set()
+    for top in ("idp", "tests"):
+        for entry in (ROOT / top).iterdir():
+            if entry.name in NOT_IN_LAYOUT or entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                expected.add(f"{top}/{entry.name}/")
+            elif top == "idp" and entry.suffix == ".py":
+                expected.add(f"{top}/{entry.name}")
+    for entry in ROOT.iterdir():
+        skipped = entry.name in {"idp", "tests", *NOT_IN_LAYOUT} or entry.name.startswith(".")
+        if entry.is_dir() and not skipped:
+            expected.add(f"{entry.name}/")
+    return expected
+
+
+def test_the_readme_layout_names_every_part_of_the_tree() -> None:
+    """README.md's layout lists every module and package of idp/, every kind of test and every
+    other top-level directory (a path that no longer exists fails the test above)."""
+    missing = sorted(_tree() - _layout_paths())
+    assert not missing, "README.md, Layout, does not name: " + ", ".join(missing)
