@@ -550,8 +550,8 @@ class TokenIntrospection(IntrospectionEndpoint):
             issued, expires = token.issued_at, token.expires_at
             subject = token.user_id or token.client_id
         else:
-            # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
-            # gets no token, and no client may learn otherwise).
+            # A rotated refresh token, or one whose user was disabled (a disabled user gets no
+            # token, and no client may learn otherwise).
             if token.consumed_at is not None or not token.grant.user.is_active:
                 return {"active": False}
             token_type = "refresh_token"

@@ -1,4 +1,4 @@
-"""Who may use the admin console (guard rails), decided without Flask.
+"""Who may use the admin console, decided without Flask.
 
 Admin pages need the admin role **and** a passkey sign-in within the last ten minutes: an admin's
 powers (issuing login links, disabling users, onboarding clients) are worth phishing for, so only a

@@ -3,7 +3,8 @@
 Codes, refresh tokens, pending requests, WebAuthn challenges, login links, TOTP steps and backup
 codes are all spent here: a single ``UPDATE ... SET consumed_at = now WHERE <it> AND consumed_at IS
 NULL`` whose row count says whether this caller won. The database serialises concurrent updates of
-one row, so of N parallel attempts exactly one sees a row count of 1 (invariants).
+one row, so of N parallel attempts exactly one sees a row count of 1 (docs/architecture.md,
+"Invariants").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Pruning: delete the rows of short-lived tables once they can no longer matter, and audit events
-older than the retention (audit retention; this rule: nothing grows without bound).
+older than the retention (``audit_retention_days``): nothing grows without bound.
 
 Each rule says when a row is dead, with a margin wherever a spent row is still evidence: a spent
 code or client assertion must outlive every moment it could be replayed, or a replay would no

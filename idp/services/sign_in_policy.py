@@ -1,4 +1,4 @@
-"""The deployment's sign-in policy (policy): what every sign-in path asks of users.
+"""The deployment's sign-in policy: what every sign-in path asks of users.
 
 Defaults come from the settings (config file and ``IDP_*``); the admin console's policy page (and
 ``idp policy set``) store overrides in the database, one row per overridden field, which every

@@ -1,4 +1,4 @@
-"""New accounts: accepting an admin's invite, and self-service sign-up (users).
+"""New accounts: accepting an admin's invite, and self-service sign-up.
 
 Both end the same way: the address was proven by a one-time link (spent by a POST through the
 consume-once primitive, so a mail scanner's prefetch spends nothing), the user chose a name, and

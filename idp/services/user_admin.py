@@ -1,10 +1,10 @@
-"""What admins decide about users (users): find, create, invite, disable, enable, delete,
+"""What admins decide about users: find, create, invite, disable, enable, delete,
 promote, demote, and take back sign-in methods, sessions and consents. No Flask: the console and
 the ``idp users`` commands share this service.
 
 Every action is audited with the admin as actor and the user as subject (docs/architecture.md,
 "Invariants").
-The last active admin can be neither disabled, demoted nor deleted (guard rails): that
+The last active admin can be neither disabled, demoted nor deleted: that
 check and the change happen in one transaction that holds the active admins' rows (PostgreSQL
 ``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` write lock), so two admins removing each
 other at the same moment cannot both succeed.
@@ -427,7 +427,7 @@ class UserAdmin:
         ).all()
 
     def _keep_an_admin(self, user: User, *, was_active_admin: bool) -> None:
-        """Refuse a change that leaves no active admin (guard rails). Only a change to
+        """Refuse a change that leaves no active admin. Only a change to
         an active admin can do that; the count runs after the change, inside its transaction."""
         if not was_active_admin:
             return

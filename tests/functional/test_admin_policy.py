@@ -1,5 +1,5 @@
 """The sign-in policy: the admin page (/admin/policy), persistence across nodes, and one named test
-per enforced rule, each failing when its enforcement is removed (policy)."""
+per enforced rule, each failing when its enforcement is removed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The admin console's users (users): list and search, the user page and its actions,
+"""The admin console's users: list and search, the user page and its actions,
 disable (no code, no token anywhere), last-admin protection, the audit trail of every action, and
 the ``idp users`` commands sharing the same service."""
 

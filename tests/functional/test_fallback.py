@@ -646,8 +646,7 @@ def test_refused_attempts_still_count(app: Flask, clock: Clock) -> None:
 
 def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: Clock) -> None:
     """docs/security.md: an address's failures count in a window that starts and ends on the
-    clock; refused attempts in it do not move its end (this rule: not "resets after an idle
-    hour")."""
+    clock; refused attempts in it do not move its end (not "resets after an idle hour")."""
     user = create_user(app)
     crowded, other = "198.51.100.7", "198.51.100.8"
     address_key = AttemptLimiter.address_key(crowded, clock.now)

@@ -1,4 +1,4 @@
-"""Invites (users): an admin's one-time link to a new account. The GET spends nothing,
+"""Invites: an admin's one-time link to a new account. The GET spends nothing,
 the POST spends it once; the invitee sets a name, registers a passkey (or a password where the
 policy allows one) and is signed in. Expired, reused, revoked, made-up and cross-purpose links
 fail, and of parallel redemptions exactly one wins (SQLite and PostgreSQL)."""

@@ -1,4 +1,4 @@
-"""Self-service sign-up (users): off by default; email first, proven by a one-time link
+"""Self-service sign-up: off by default; email first, proven by a one-time link
 (the GET spends nothing, the POST spends it once), no enumeration (the same answer for known and
 new addresses; the owner of a known one gets a notice instead), then a passkey (or a password
 where the policy allows one) and the new user is signed in. SQLite and PostgreSQL."""
