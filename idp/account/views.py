@@ -1,4 +1,4 @@
-"""The portal: the signed-in user's account and passkeys (the full portal has its own issue)."""
+"""The portal: the signed-in user's sign-in methods, sessions, connected apps and activity."""
 
 from __future__ import annotations
 
