@@ -288,8 +288,8 @@ def _dotted_names(text: Text) -> Iterator[tuple[str, str]]:
         if _pending(text, match.start()):
             continue
         parts = match.group(1).split(".")
-        if NOT_MODULES.intersection(parts):
-            continue
+        if NOT_MODULES.intersection(parts) or any(len(part) == 1 for part in parts):
+            continue  # a host or file name, or a placeholder such as idp.a.b
         known = 1
         while known < len(parts) and _module_file(parts[: known + 1]) is not None:
             known += 1
@@ -345,7 +345,8 @@ def _named(line: str, markdown: bool) -> list[str]:
          ["docs/nowhere.md", "idp/services/nowhere.py"]),
         ("https://example.org/docs/nowhere.md, ~/.cache/idp/x, docs/<name>, tests/functional/...",
          False, []),
-        ("idp.services.outbox and idp.services.outbox.deliver, idp.example.com", False, []),
+        ("idp.services.outbox and idp.services.outbox.deliver, idp.example.com, idp.a.b", False,
+         []),
         ("idp.services.nowhere, idp.services.outbox.nothing_here", False,
          ["idp.services.nowhere", "idp.services.outbox.nothing_here"]),
         ("`functional/test_methods.py::test_nothing_here`, "
