@@ -8,6 +8,7 @@ once sent, and the prune job."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from jinja2 import ChoiceLoader, DictLoader
 from sqlalchemy import create_engine, select, update
 
 from idp.cli import main
 from idp.extensions import db
 from idp.models import OutboxMessage, User
+from idp.services import notifications
 from idp.services.notifications import FIRST_RETRY, REDACTED, Notifier
 from idp.web import prune_if_claimed
 from tests.support.apps import app_on
@@ -276,7 +279,11 @@ def test_an_expired_message_no_longer_stores_its_one_time_link(
         assert REDACTED in expired.body
 
 
-def test_message_bodies_come_from_the_mail_templates(tmp_path: Path) -> None:
+def test_message_bodies_come_from_the_mail_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md, "Mail": a body is its kind's template in idp/templates/mail/, rendered;
+    a changed template changes the mail (a body written in the code would not follow it)."""
     with app_on("sqlite", tmp_path, signup_enabled=True) as app:
         _sign_up(app, "new.person@example.com")
         [stored] = outbox(app, "signup_link")
@@ -286,6 +293,15 @@ def test_message_bodies_come_from_the_mail_templates(tmp_path: Path) -> None:
     assert "{{ link }}" in template
     assert stored.body.startswith("To create your idp account with this address")
     assert stored.body.rstrip().endswith("or contact your administrator.")
+
+    changed = "A changed template: {{ link }} (its end)"
+    environment = notifications._templates
+    monkeypatch.setattr(environment, "loader", ChoiceLoader(
+        [DictLoader({"signup_link.txt": changed}), environment.loader]))  # fmt: skip
+    with app_on("sqlite", tmp_path / "changed", signup_enabled=True) as app:
+        _sign_up(app, "other.person@example.com")
+        [stored] = outbox(app, "signup_link")
+    assert re.fullmatch(r"A changed template: http://localhost/signup/\S+ \(its end\)", stored.body)
 
 
 def test_a_prune_run_stops_at_the_first_failure_and_leaves_the_rest_queued(

@@ -250,6 +250,29 @@ def test_head_to_every_route_is_never_a_server_error(scene: Scene) -> None:
     assert failures == []
 
 
+ONE_TIME_LINKS = ("login.login_link", "signup.invite", "signup.confirm", "account.email_confirm")
+
+
+def test_get_of_every_one_time_link_changes_no_row(scene: Scene) -> None:
+    """RFC 9110 9.2.1: GET is safe too. A mail scanner that prefetches a login-link, invite,
+    sign-up or email-change link (no cookie, no CSRF token) gets the page and spends nothing;
+    only the page's POST acts."""
+    with scene.app.test_request_context():
+        urls = [url_for(endpoint, **scene.values[endpoint]) for endpoint in ONE_TIME_LINKS]
+    audit_events = len(_all(scene.app, AuditEvent))
+    changed = []
+    before = every_row(scene.app)
+    for url in urls:
+        status = scene.app.test_client().get(url).status_code  # a scanner: no cookie
+        after = every_row(scene.app)
+        tables = [name for name in before if before[name] != after[name]]
+        if tables or status != 200:
+            changed.append(f"GET {url} answered {status}, changed {', '.join(tables)}")
+        before = after
+    assert changed == []
+    assert len(_all(scene.app, AuditEvent)) == audit_events
+
+
 def test_the_scene_is_live(scene: Scene) -> None:
     """The walk above proves something only if its secrets and sessions work: each browser is
     what it claims to be, and each one-time secret still opens its page."""
@@ -260,7 +283,6 @@ def test_the_scene_is_live(scene: Scene) -> None:
     assert get["admin"]("/admin").status_code == 200
     assert get["anonymous"]("/account").status_code == 302
     with scene.app.test_request_context():
-        for endpoint in ("login.login_link", "signup.invite", "signup.confirm",
-                         "account.email_confirm"):  # fmt: skip
+        for endpoint in ONE_TIME_LINKS:
             url = url_for(endpoint, **scene.values[endpoint])
             assert get["anonymous"](url).status_code == 200, url

@@ -614,10 +614,15 @@ def test_client_assertion_valid_for_more_than_an_hour_is_invalid_client(
 
 
 def test_client_assertion_replay_record_lives_until_the_assertion_expires(
-    app: Flask, client: FlaskClient, jwt_client: RegisteredClient, rp_key: RSAKey
+    storage_app: Flask, rp_key: RSAKey
 ) -> None:
     """RFC 7523 3 "jti": the record that refuses a replay outlives every moment the assertion
-    is accepted (its exp plus the clock-skew leeway), so pruning cannot forget it early."""
+    is accepted (its exp plus the clock-skew leeway), so pruning cannot forget it early. The
+    record is a row (its expiry stored and compared by the database): SQLite and PostgreSQL."""
+    app, client = storage_app, storage_app.test_client()
+    jwt_client = create_client(
+        app, auth_method="private_key_jwt", jwks={"keys": [rp_key.as_dict(private=False)]}
+    )
     exp = int(time.time()) + 240
     value = assertion(jwt_client.client_id, rp_key, exp=exp)
     assert client.post("/token", data=assertion_request(value)).status_code == 200
