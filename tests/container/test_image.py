@@ -11,7 +11,6 @@ lock this test takes on the users table, so it is in flight for as long as the t
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import tarfile
@@ -32,11 +31,16 @@ from tests.support.containers import (
     IMAGE_UID,
     ROOT,
     SECRET_KEY,
+    BuildStep,
     Container,
     build_image,
+    build_steps,
+    copy_context,
+    image_ids,
     inspect_image,
     podman,
     run_container,
+    store_lock,
     unavailable_reason,
     unique_name,
 )
@@ -47,6 +51,7 @@ pytestmark = pytest.mark.container
 
 PASSWORD = "a long container passphrase 42"
 BASE = "docker.io/library/python:3.11-slim"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def wait_until(condition: Any, what: str, attempts: int = 600) -> None:
@@ -134,48 +139,106 @@ def test_no_wheel_or_source_is_in_any_layer_of_the_image(
     assert not leftovers, f"build leftovers in the image's layers: {leftovers[:10]}"
 
 
-def test_the_dockerfile_builds_again_when_its_build_stage_comes_from_the_cache(
-    image: str, tmp_path: Path
-) -> None:
-    """A rebuild that takes the build stage from the layer cache and reruns the runtime stage
-    (here: one more ENV in it) still gets idp installed; a RUN --mount=type=bind,from=build gets
-    nothing from a cached stage under buildah."""
-    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
-    runtime_from = max(i for i, line in enumerate(dockerfile) if line.startswith("FROM "))
-    probe = secrets.token_hex(8)
-    dockerfile.insert(runtime_from + 1, f"ENV IDP_REBUILD_PROBE={probe}")
-    (tmp_path / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
-    tag = f"localhost/idp-rebuild-probe:{probe}"
+def podman_build(dockerfile: Path, context: Path, tag: str) -> list[BuildStep]:
+    """``podman build --layers`` as scripts/container-image.sh runs it; its steps."""
     built = podman(
         "build", "--format", "docker", "--pull=never", "--layers",
-        "--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
-        "--tag", tag, "--file", str(tmp_path / "Dockerfile"), str(ROOT),
+        "--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+        "--tag", tag, "--file", str(dockerfile), str(context),
         check=False, timeout=900,
     )  # fmt: skip
-    try:
-        output = built.stdout + built.stderr
-        assert built.returncode == 0, f"the rebuild failed:\n{output[-4000:]}"
-        # Every step of the build stage after its FROM came from the cache (or this proved
-        # nothing).
-        build_steps = output.split("[2/2] STEP 1/")[0]
-        assert build_steps.count("Using cache") == build_steps.count("STEP ") - 1, (
-            f"the build stage was not taken from the layer cache:\n{build_steps[-3000:]}"
-        )
-        installed = podman("run", "--rm", tag, "idp", "--help", check=False)
-        assert installed.returncode == 0, installed.stdout + installed.stderr
-    finally:
-        podman("rmi", "--force", tag, check=False)
-        # The probe's intermediate images (its runtime stage's layer cache) go too: no later
-        # build can use them, and each holds a copy of the installed files.
-        ids = podman("images", "--all", "--quiet", "--no-trunc").stdout.split()
-        found = json.loads(podman("image", "inspect", *ids).stdout) if ids else []
-        probes = [
-            image["Id"]
-            for image in found
-            if f"IDP_REBUILD_PROBE={probe}" in (image.get("Config") or {}).get("Env", [])
-        ]
-        if probes:
-            podman("rmi", "--force", *probes, check=False)
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, f"the rebuild {tag} failed:\n{output[-4000:]}"
+    return build_steps(output)
+
+
+def described(steps: list[BuildStep]) -> str:
+    return "\n".join(
+        f"  [{step.stage}] {'cached' if step.cached else 'built '} {step.instruction[:100]}"
+        for step in steps
+    )
+
+
+def test_the_image_builds_again_after_a_code_change_and_from_a_cached_build_stage(
+    image: str, tmp_path: Path
+) -> None:
+    """The two rebuilds a developer makes after the first build (here, the `image` fixture's):
+
+    1. after a change to idp's code: the build stage takes every step before the code from the
+       layer cache (the dependencies are not installed again), installs idp again, and the image
+       runs the changed code;
+    2. the same code with a change to the runtime stage only (one more ENV): the whole build stage
+       comes from the cache, and the runtime stage still gets idp. A RUN
+       --mount=type=bind,from=build gets nothing from a cached stage under buildah.
+
+    The builds hold the script's lock, so the images they leave (their tags and layer cache) are
+    theirs alone; they are all removed."""
+    probe = secrets.token_hex(8)
+    context = copy_context(tmp_path / "context")
+    code = context / "idp" / "__init__.py"
+    code.write_text(code.read_text() + f'\nREBUILD_PROBE = "{probe}"\n')
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    runtime_from = max(i for i, line in enumerate(dockerfile) if line.startswith("FROM "))
+    dockerfile.insert(runtime_from + 1, f"ENV IDP_REBUILD_PROBE={probe}")
+    runtime_changed = tmp_path / "Dockerfile"
+    runtime_changed.write_text("\n".join(dockerfile) + "\n")
+    after_code, after_runtime = (
+        f"localhost/idp-rebuild-probe:{probe}-code",
+        f"localhost/idp-rebuild-probe:{probe}-runtime",
+    )
+    runs_the_change = ("python", "-c", f"import idp, sys; sys.exit(idp.REBUILD_PROBE != {probe!r})")
+    with store_lock():
+        before = image_ids()
+        try:
+            steps = podman_build(ROOT / "Dockerfile", context, after_code)
+            build_stage = [
+                s for s in steps if s.stage == 1 and not s.instruction.startswith("FROM")
+            ]
+            copies_code = [
+                i
+                for i, step in enumerate(build_stage)
+                if step.instruction.startswith("COPY ")
+                and any(part.rstrip("/") == "idp" for part in step.instruction.split()[1:-1])
+            ]
+            assert copies_code, f"no step of the build stage copies idp/:\n{described(steps)}"
+            assert not build_stage[copies_code[0]].cached, (
+                f"after a change to idp/__init__.py, the step copying idp/ came from the layer "
+                f"cache:\n{described(steps)}"
+            )
+            assert all(step.cached for step in build_stage[: copies_code[0]]), (
+                "after a change to idp's code alone, steps of the build stage before the code did "
+                "not come from the layer cache (the dependencies are installed again on every "
+                f"change to the code):\n{described(steps)}"
+            )
+            changed = podman("run", "--rm", after_code, *runs_the_change, check=False)
+            assert changed.returncode == 0, (
+                "the image rebuilt after a change to idp's code does not run the changed code:\n"
+                f"{changed.stdout}{changed.stderr}"
+            )
+
+            steps = podman_build(runtime_changed, context, after_runtime)
+            build_stage = [
+                s for s in steps if s.stage == 1 and not s.instruction.startswith("FROM")
+            ]
+            assert build_stage, f"no step of the build stage after its FROM:\n{described(steps)}"
+            assert all(step.cached for step in build_stage), (
+                "the build stage was not taken from the layer cache, so this rebuild proves "
+                f"nothing:\n{described(steps)}"
+            )
+            installed = podman("run", "--rm", after_runtime, "idp", "--help", check=False)
+            assert installed.returncode == 0, (
+                "idp is not installed in an image whose build stage came from the layer cache:\n"
+                f"{installed.stdout}{installed.stderr}"
+            )
+            changed = podman("run", "--rm", after_runtime, *runs_the_change, check=False)
+            assert changed.returncode == 0, changed.stdout + changed.stderr
+        finally:
+            # The tags, and the layer cache of both builds: no later build can use it, and each
+            # runtime stage holds a copy of the installed files.
+            podman("rmi", "--force", after_code, after_runtime, check=False)
+            left = image_ids() - before
+            if left:
+                podman("rmi", "--force", *left, check=False)
 
 
 # -- one container on a volume --------------------------------------------------------------------
