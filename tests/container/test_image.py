@@ -109,12 +109,26 @@ def test_the_image_declares_its_contract(image_config: dict[str, Any]) -> None:
         f"the image declares no VOLUME {DATA_VOLUME}: a container started without a volume keeps "
         "its instance files in its own writable layer and loses them with it"
     )
-    assert "IDP_INSTANCE_PATH=/data" in config.get("Env", []), config.get("Env")
-    assert f"{IMAGE_PORT}/tcp" in (config.get("ExposedPorts") or {}), "EXPOSE 5000 is missing"
-    assert config.get("StopSignal") in ("SIGTERM", "15", "TERM"), config.get("StopSignal")
+    env = config.get("Env", [])
+    assert "IDP_INSTANCE_PATH=/data" in env, (
+        f"the image does not set IDP_INSTANCE_PATH=/data, so the instance files are not on the "
+        f"volume: {env}"
+    )
+    assert "IDP_PRODUCTION=true" in env, (
+        f"the image does not set IDP_PRODUCTION=true (its refusal of the development key): {env}"
+    )
+    assert f"{IMAGE_PORT}/tcp" in (config.get("ExposedPorts") or {}), (
+        f"the image does not EXPOSE {IMAGE_PORT}: {config.get('ExposedPorts')}"
+    )
+    stop_signal = config.get("StopSignal")
+    assert stop_signal in ("SIGTERM", "15", "TERM"), (
+        f"the image's STOPSIGNAL is {stop_signal!r}, not SIGTERM: `docker stop` would not let "
+        "idp finish the requests in flight"
+    )
     check = image_config.get("Healthcheck") or {}
     assert check.get("Test"), (
-        "the image has no HEALTHCHECK (built in the OCI format, which drops it, or removed)"
+        "the image has no HEALTHCHECK (the Dockerfile's is removed, or the image was built in the "
+        "OCI format, which drops it)"
     )
 
 
@@ -289,7 +303,8 @@ def test_the_images_own_healthcheck_passes(on_volume: Container) -> None:
     assert checked.returncode == 0, (
         f"the image's HEALTHCHECK failed: {checked.stdout}{checked.stderr}\n{on_volume.logs()}"
     )
-    assert on_volume.state()["Health"]["Status"] == "healthy"
+    health = on_volume.state()["Health"]
+    assert health["Status"] == "healthy", f"after a passing HEALTHCHECK, the state says {health}"
 
 
 def test_data_written_by_idp_survive_a_new_container_on_the_same_volume(
@@ -302,18 +317,33 @@ def test_data_written_by_idp_survive_a_new_container_on_the_same_volume(
     listing = podman(
         "run", "--rm", "--volume", f"{volume}:{DATA_VOLUME}", image, "ls", "-ln", DATA_VOLUME
     ).stdout
-    assert re.search(rf"\s{IMAGE_UID}\s+\d+\s+\d+ .* idp\.db$", listing, re.M), listing
-    # docker stop: SIGTERM, and idp exits by itself with status 0.
+    assert re.search(rf"\s{IMAGE_UID}\s+\d+\s+\d+ .* idp\.db$", listing, re.M), (
+        f"no idp.db owned by the image's user (uid {IMAGE_UID}) on the volume: is the "
+        f"Dockerfile's USER or IDP_INSTANCE_PATH=/data missing?\n{listing}"
+    )
+    # docker stop: the image's STOPSIGNAL (SIGTERM), and idp exits by itself with status 0; a
+    # process that ignores it is killed after the timeout (status 137).
     podman("stop", "--time", "40", on_volume.name)
-    assert on_volume.state()["ExitCode"] == 0, on_volume.logs()
+    status = on_volume.state()["ExitCode"]
+    assert status == 0, (
+        f"`podman stop` ended the container with status {status}, not 0: the stop signal did not "
+        f"reach idp, or idp did not exit cleanly on it (STOPSIGNAL, CMD):\n{on_volume.logs()}"
+    )
     on_volume.remove()
 
     again = run_container(image, env={"IDP_SECRET_KEY": SECRET_KEY}, volume=volume)
     try:
         again.wait_serving()
         visitor = Visitor(again.url)
+        users = again.exec("idp", "users", "list")
+        assert email in users, (
+            f"the user made by `idp` in the first container is not in a new container on the same "
+            f"volume: the database is not on the volume /data\n{users}"
+        )
         visitor.sign_in_with_password(email, PASSWORD)
-        assert visitor.get("/account").status_code == 200
+        assert visitor.get("/account").status_code == 200, (
+            "the user made in the first container cannot sign in to a new one on the same volume"
+        )
         visitor.close()
         jwks = requests.get(again.url + "/jwks", timeout=10).json()["keys"]
         assert {key["kid"] for key in jwks} == kids, "the signing keys did not survive"
@@ -412,20 +442,30 @@ def test_sigterm_with_a_sign_in_in_flight_finishes_it_and_exits_0(
             )
             podman("kill", "--signal", "TERM", node.name)
             wait_until(
-                lambda: "Shutting down" in node.logs(), "the server taking the signal (its log)"
+                lambda: "Shutting down" in node.logs(),
+                "the server logging that it shuts down after SIGTERM (the signal did not reach "
+                "it, or it does not handle it)",
             )
             assert not answer, f"the sign-in finished before the lock was released: {answer}"
-            assert node.state()["Running"], "the container exited with a request in flight"
+            assert node.state()["Running"], (
+                f"after SIGTERM the container exited with a request in flight:\n{node.logs()}"
+            )
             holder.rollback()
         thread.join(timeout=120)
     finally:
         engine.dispose()
     assert answer, "the sign-in got no answer"
     response = answer[0]
-    assert isinstance(response, requests.Response), f"the sign-in in flight failed: {response!r}"
-    assert response.status_code == 302, (response.status_code, response.text[:300])
-    assert response.headers["Location"].endswith("/account")
-    assert node.wait_exit() == 0, node.logs()
+    assert isinstance(response, requests.Response), (
+        f"the sign-in in flight when SIGTERM came failed: {response!r}\n{node.logs()}"
+    )
+    assert response.status_code == 302, (
+        "the sign-in in flight when SIGTERM came did not complete: "
+        f"HTTP {response.status_code} {response.text[:300]}"
+    )
+    assert response.headers["Location"].endswith("/account"), response.headers["Location"]
+    status = node.wait_exit()
+    assert status == 0, f"after SIGTERM the container exited with {status}, not 0:\n{node.logs()}"
     visitor.close()
     # The first node still serves (nothing else was stopped).
     assert requests.get(first.url + "/healthz", timeout=10).status_code == 200
