@@ -272,7 +272,10 @@ def test_a_start_without_a_secret_key_is_refused_with_the_reason(image: str) -> 
         output = refused.logs()
     finally:
         refused.remove()
-    assert status != 0, f"exited with 0 without IDP_SECRET_KEY:\n{output}"
+    assert status != 0, (
+        "the container started without IDP_SECRET_KEY stopped with status 0, as if it had "
+        f"succeeded: the refusal must reach the container's exit status (the CMD):\n{output}"
+    )
     assert "IDP_SECRET_KEY" in output, f"the refusal does not name IDP_SECRET_KEY:\n{output}"
     assert "Traceback" not in output, f"a traceback, not a message:\n{output}"
 
