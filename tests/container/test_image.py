@@ -11,7 +11,6 @@ lock this test takes on the users table, so it is in flight for as long as the t
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import tarfile
@@ -32,11 +31,16 @@ from tests.support.containers import (
     IMAGE_UID,
     ROOT,
     SECRET_KEY,
+    BuildStep,
     Container,
     build_image,
+    build_steps,
+    copy_context,
+    image_ids,
     inspect_image,
     podman,
     run_container,
+    store_lock,
     unavailable_reason,
     unique_name,
 )
@@ -47,6 +51,7 @@ pytestmark = pytest.mark.container
 
 PASSWORD = "a long container passphrase 42"
 BASE = "docker.io/library/python:3.11-slim"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def wait_until(condition: Any, what: str, attempts: int = 600) -> None:
@@ -104,12 +109,26 @@ def test_the_image_declares_its_contract(image_config: dict[str, Any]) -> None:
         f"the image declares no VOLUME {DATA_VOLUME}: a container started without a volume keeps "
         "its instance files in its own writable layer and loses them with it"
     )
-    assert "IDP_INSTANCE_PATH=/data" in config.get("Env", []), config.get("Env")
-    assert f"{IMAGE_PORT}/tcp" in (config.get("ExposedPorts") or {}), "EXPOSE 5000 is missing"
-    assert config.get("StopSignal") in ("SIGTERM", "15", "TERM"), config.get("StopSignal")
+    env = config.get("Env", [])
+    assert "IDP_INSTANCE_PATH=/data" in env, (
+        f"the image does not set IDP_INSTANCE_PATH=/data, so the instance files are not on the "
+        f"volume: {env}"
+    )
+    assert "IDP_PRODUCTION=true" in env, (
+        f"the image does not set IDP_PRODUCTION=true (its refusal of the development key): {env}"
+    )
+    assert f"{IMAGE_PORT}/tcp" in (config.get("ExposedPorts") or {}), (
+        f"the image does not EXPOSE {IMAGE_PORT}: {config.get('ExposedPorts')}"
+    )
+    stop_signal = config.get("StopSignal")
+    assert stop_signal in ("SIGTERM", "15", "TERM"), (
+        f"the image's STOPSIGNAL is {stop_signal!r}, not SIGTERM: `docker stop` would not let "
+        "idp finish the requests in flight"
+    )
     check = image_config.get("Healthcheck") or {}
     assert check.get("Test"), (
-        "the image has no HEALTHCHECK (built in the OCI format, which drops it, or removed)"
+        "the image has no HEALTHCHECK (the Dockerfile's is removed, or the image was built in the "
+        "OCI format, which drops it)"
     )
 
 
@@ -134,48 +153,105 @@ def test_no_wheel_or_source_is_in_any_layer_of_the_image(
     assert not leftovers, f"build leftovers in the image's layers: {leftovers[:10]}"
 
 
-def test_the_dockerfile_builds_again_when_its_build_stage_comes_from_the_cache(
-    image: str, tmp_path: Path
-) -> None:
-    """A rebuild that takes the build stage from the layer cache and reruns the runtime stage
-    (here: one more ENV in it) still gets idp installed; a RUN --mount=type=bind,from=build gets
-    nothing from a cached stage under buildah."""
-    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
-    runtime_from = max(i for i, line in enumerate(dockerfile) if line.startswith("FROM "))
-    probe = secrets.token_hex(8)
-    dockerfile.insert(runtime_from + 1, f"ENV IDP_REBUILD_PROBE={probe}")
-    (tmp_path / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
-    tag = f"localhost/idp-rebuild-probe:{probe}"
+def podman_build(dockerfile: Path, context: Path, tag: str) -> list[BuildStep]:
+    """``podman build --layers`` as scripts/container-image.sh runs it; its steps."""
     built = podman(
         "build", "--format", "docker", "--pull=never", "--layers",
-        "--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
-        "--tag", tag, "--file", str(tmp_path / "Dockerfile"), str(ROOT),
+        "--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+        "--tag", tag, "--file", str(dockerfile), str(context),
         check=False, timeout=900,
     )  # fmt: skip
-    try:
-        output = built.stdout + built.stderr
-        assert built.returncode == 0, f"the rebuild failed:\n{output[-4000:]}"
-        # Every step of the build stage after its FROM came from the cache (or this proved
-        # nothing).
-        build_steps = output.split("[2/2] STEP 1/")[0]
-        assert build_steps.count("Using cache") == build_steps.count("STEP ") - 1, (
-            f"the build stage was not taken from the layer cache:\n{build_steps[-3000:]}"
-        )
-        installed = podman("run", "--rm", tag, "idp", "--help", check=False)
-        assert installed.returncode == 0, installed.stdout + installed.stderr
-    finally:
-        podman("rmi", "--force", tag, check=False)
-        # The probe's intermediate images (its runtime stage's layer cache) go too: no later
-        # build can use them, and each holds a copy of the installed files.
-        ids = podman("images", "--all", "--quiet", "--no-trunc").stdout.split()
-        found = json.loads(podman("image", "inspect", *ids).stdout) if ids else []
-        probes = [
-            image["Id"]
-            for image in found
-            if f"IDP_REBUILD_PROBE={probe}" in (image.get("Config") or {}).get("Env", [])
-        ]
-        if probes:
-            podman("rmi", "--force", *probes, check=False)
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, f"the rebuild {tag} failed:\n{output[-4000:]}"
+    return build_steps(output)
+
+
+def described(steps: list[BuildStep]) -> str:
+    return "\n".join(
+        f"  [{step.stage}] {'cached' if step.cached else 'built '} {step.instruction[:100]}"
+        for step in steps
+    )
+
+
+def test_the_image_builds_again_after_a_code_change_and_from_a_cached_build_stage(
+    image: str, tmp_path: Path
+) -> None:
+    """The two rebuilds a developer makes after the first build (here, the `image` fixture's):
+
+    1. after a change to idp's code: the build stage takes every step before the code from the
+       layer cache (the dependencies are not installed again), installs idp again, and the image
+       runs the changed code;
+    2. the same code with a change to the runtime stage only (one more ENV): the whole build stage
+       comes from the cache, and the runtime stage still gets idp. A RUN
+       --mount=type=bind,from=build gets nothing from a cached stage under buildah.
+
+    The builds hold the script's lock, so the images they leave (their tags and layer cache) are
+    theirs alone; they are all removed."""
+    probe = secrets.token_hex(8)
+    context = copy_context(tmp_path / "context")
+    code = context / "idp" / "__init__.py"
+    code.write_text(code.read_text() + f'\nREBUILD_PROBE = "{probe}"\n')
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    runtime_from = max(i for i, line in enumerate(dockerfile) if line.startswith("FROM "))
+    dockerfile.insert(runtime_from + 1, f"ENV IDP_REBUILD_PROBE={probe}")
+    runtime_changed = tmp_path / "Dockerfile"
+    runtime_changed.write_text("\n".join(dockerfile) + "\n")
+    after_code, after_runtime = (
+        f"localhost/idp-rebuild-probe:{probe}-code",
+        f"localhost/idp-rebuild-probe:{probe}-runtime",
+    )
+    runs_the_change = ("python", "-c", f"import idp, sys; sys.exit(idp.REBUILD_PROBE != {probe!r})")
+    with store_lock():
+        before = image_ids()
+        try:
+            steps = podman_build(ROOT / "Dockerfile", context, after_code)
+            build_stage = [
+                s for s in steps if s.stage == 1 and not s.instruction.startswith("FROM")
+            ]
+            copies_code = [
+                i
+                for i, step in enumerate(build_stage)
+                if step.instruction.startswith("COPY ")
+                and any(part.rstrip("/") == "idp" for part in step.instruction.split()[1:-1])
+            ]
+            assert copies_code, f"no step of the build stage copies idp/:\n{described(steps)}"
+            assert not build_stage[copies_code[0]].cached, (
+                f"after a change to idp/__init__.py, the step copying idp/ came from the layer "
+                f"cache:\n{described(steps)}"
+            )
+            assert all(step.cached for step in build_stage[: copies_code[0]]), (
+                "after a change to idp's code alone, steps of the build stage before the code did "
+                "not come from the layer cache (the dependencies are installed again on every "
+                f"change to the code):\n{described(steps)}"
+            )
+            changed = podman("run", "--rm", after_code, *runs_the_change, check=False)
+            assert changed.returncode == 0, (
+                "the image rebuilt after a change to idp's code does not run the changed code (a "
+                "step of the runtime stage that installs idp came from the cache?):\n"
+                f"{changed.stdout}{changed.stderr}\n{described(steps)}"
+            )
+
+            steps = podman_build(runtime_changed, context, after_runtime)
+            build_stage = [
+                s for s in steps if s.stage == 1 and not s.instruction.startswith("FROM")
+            ]
+            assert build_stage, f"no step of the build stage after its FROM:\n{described(steps)}"
+            assert all(step.cached for step in build_stage), (
+                "the build stage was not taken from the layer cache, so this rebuild proves "
+                f"nothing:\n{described(steps)}"
+            )
+            installed = podman("run", "--rm", after_runtime, "idp", "--help", check=False)
+            assert installed.returncode == 0, (
+                "idp is not installed in an image whose build stage came from the layer cache:\n"
+                f"{installed.stdout}{installed.stderr}"
+            )
+        finally:
+            # The tags, and the layer cache of both builds: no later build can use it, and each
+            # runtime stage holds a copy of the installed files.
+            podman("rmi", "--force", after_code, after_runtime, check=False)
+            left = image_ids() - before
+            if left:
+                podman("rmi", "--force", *left, check=False)
 
 
 # -- one container on a volume --------------------------------------------------------------------
@@ -195,7 +271,10 @@ def test_a_start_without_a_secret_key_is_refused_with_the_reason(image: str) -> 
         output = refused.logs()
     finally:
         refused.remove()
-    assert status != 0, f"exited with 0 without IDP_SECRET_KEY:\n{output}"
+    assert status != 0, (
+        "the container started without IDP_SECRET_KEY stopped with status 0, as if it had "
+        f"succeeded: the refusal must reach the container's exit status (the CMD):\n{output}"
+    )
     assert "IDP_SECRET_KEY" in output, f"the refusal does not name IDP_SECRET_KEY:\n{output}"
     assert "Traceback" not in output, f"a traceback, not a message:\n{output}"
 
@@ -226,7 +305,8 @@ def test_the_images_own_healthcheck_passes(on_volume: Container) -> None:
     assert checked.returncode == 0, (
         f"the image's HEALTHCHECK failed: {checked.stdout}{checked.stderr}\n{on_volume.logs()}"
     )
-    assert on_volume.state()["Health"]["Status"] == "healthy"
+    health = on_volume.state()["Health"]
+    assert health["Status"] == "healthy", f"after a passing HEALTHCHECK, the state says {health}"
 
 
 def test_data_written_by_idp_survive_a_new_container_on_the_same_volume(
@@ -239,18 +319,34 @@ def test_data_written_by_idp_survive_a_new_container_on_the_same_volume(
     listing = podman(
         "run", "--rm", "--volume", f"{volume}:{DATA_VOLUME}", image, "ls", "-ln", DATA_VOLUME
     ).stdout
-    assert re.search(rf"\s{IMAGE_UID}\s+\d+\s+\d+ .* idp\.db$", listing, re.M), listing
-    # docker stop: SIGTERM, and idp exits by itself with status 0.
+    assert re.search(rf"\s{IMAGE_UID}\s+\d+\s+\d+ .* idp\.db$", listing, re.M), (
+        f"no idp.db owned by the image's user (uid {IMAGE_UID}) on the volume: is the "
+        f"Dockerfile's USER or IDP_INSTANCE_PATH=/data missing?\n{listing}"
+    )
+    # docker stop: the image's STOPSIGNAL (SIGTERM), and idp exits by itself with status 0; a
+    # process that ignores it is killed after the timeout (status 137).
     podman("stop", "--time", "40", on_volume.name)
-    assert on_volume.state()["ExitCode"] == 0, on_volume.logs()
+    status = on_volume.state()["ExitCode"]
+    assert status == 0, (
+        f"`podman stop` ended the container with status {status}, not 0 (137: killed after the "
+        "timeout): the stop signal did not reach idp (the image's STOPSIGNAL, a shell as its "
+        f"CMD), or idp does not exit cleanly on SIGTERM:\n{on_volume.logs()}"
+    )
     on_volume.remove()
 
     again = run_container(image, env={"IDP_SECRET_KEY": SECRET_KEY}, volume=volume)
     try:
         again.wait_serving()
         visitor = Visitor(again.url)
+        users = again.exec("idp", "users", "list")
+        assert email in users, (
+            f"the user made by `idp` in the first container is not in a new container on the same "
+            f"volume: the database is not on the volume /data\n{users}"
+        )
         visitor.sign_in_with_password(email, PASSWORD)
-        assert visitor.get("/account").status_code == 200
+        assert visitor.get("/account").status_code == 200, (
+            "the user made in the first container cannot sign in to a new one on the same volume"
+        )
         visitor.close()
         jwks = requests.get(again.url + "/jwks", timeout=10).json()["keys"]
         assert {key["kid"] for key in jwks} == kids, "the signing keys did not survive"
@@ -349,20 +445,30 @@ def test_sigterm_with_a_sign_in_in_flight_finishes_it_and_exits_0(
             )
             podman("kill", "--signal", "TERM", node.name)
             wait_until(
-                lambda: "Shutting down" in node.logs(), "the server taking the signal (its log)"
+                lambda: "Shutting down" in node.logs(),
+                "the server logging that it shuts down after SIGTERM (the signal did not reach "
+                "it, or it does not handle it)",
             )
             assert not answer, f"the sign-in finished before the lock was released: {answer}"
-            assert node.state()["Running"], "the container exited with a request in flight"
+            assert node.state()["Running"], (
+                f"after SIGTERM the container exited with a request in flight:\n{node.logs()}"
+            )
             holder.rollback()
         thread.join(timeout=120)
     finally:
         engine.dispose()
     assert answer, "the sign-in got no answer"
     response = answer[0]
-    assert isinstance(response, requests.Response), f"the sign-in in flight failed: {response!r}"
-    assert response.status_code == 302, (response.status_code, response.text[:300])
-    assert response.headers["Location"].endswith("/account")
-    assert node.wait_exit() == 0, node.logs()
+    assert isinstance(response, requests.Response), (
+        f"the sign-in in flight when SIGTERM came failed: {response!r}\n{node.logs()}"
+    )
+    assert response.status_code == 302, (
+        "the sign-in in flight when SIGTERM came did not complete: "
+        f"HTTP {response.status_code} {response.text[:300]}"
+    )
+    assert response.headers["Location"].endswith("/account"), response.headers["Location"]
+    status = node.wait_exit()
+    assert status == 0, f"after SIGTERM the container exited with {status}, not 0:\n{node.logs()}"
     visitor.close()
     # The first node still serves (nothing else was stopped).
     assert requests.get(first.url + "/healthz", timeout=10).status_code == 200

@@ -5,13 +5,17 @@ and are removed by name; nothing else in podman's (machine-wide) store is touche
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,10 @@ IMAGE_UID = 10001
 IMAGE_PORT = 5000
 DATA_VOLUME = "/data"
 SECRET_KEY = "container-tests-secret-key-" + "k" * 40
+#: scripts/container-image.sh's lock: one build at a time in podman's machine-wide image store.
+STORE_LOCK = Path("/run/lock/idp-container-image.lock")
+#: What the build context holds (everything else is in .dockerignore).
+CONTEXT_FILES = (".dockerignore", "pyproject.toml", "README.md", "idp", "config")
 
 
 def unavailable_reason() -> str | None:
@@ -99,6 +107,64 @@ def build_image() -> str:
             f"{completed.stderr[-6000:]}"
         )
     return completed.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def store_lock() -> Iterator[None]:
+    """Holds the script's lock, so that no other checkout builds in the store meanwhile."""
+    STORE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with STORE_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def image_ids() -> set[str]:
+    """Every image in the store, intermediate ones (the layer cache of ``--layers``) included."""
+    return set(podman("images", "--all", "--quiet", "--no-trunc").stdout.split())
+
+
+def copy_context(destination: Path) -> Path:
+    """A copy of the build context (files, modes and times kept, so that the layer cache of an
+    unchanged file still matches)."""
+    destination.mkdir(parents=True)
+    for name in CONTEXT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(
+                source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One step of a ``podman build``: its stage (1 for the first), its instruction, and whether
+    its layer came from the cache."""
+
+    stage: int
+    instruction: str
+    cached: bool
+
+
+_STEP = re.compile(r"^\[(\d+)/\d+\] STEP \d+/\d+: (.*)$")
+
+
+def build_steps(output: str) -> list[BuildStep]:
+    """The steps of a multi-stage ``podman build --layers``, from its output."""
+    steps: list[BuildStep] = []
+    for line in output.splitlines():
+        found = _STEP.match(line)
+        if found:
+            steps.append(BuildStep(int(found[1]), found[2], cached=False))
+        elif line.startswith("--> Using cache") and steps:
+            last = steps[-1]
+            steps[-1] = BuildStep(last.stage, last.instruction, cached=True)
+    return steps
 
 
 def unique_name(what: str) -> str:
