@@ -4,6 +4,7 @@ address and dodge the per-address limits or write a false one into the audit log
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.support.factories import create_user
 from tests.support.flow import csrf_token
 
 BALANCER = "10.0.0.5"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def failed_sign_in_address(app: Flask, forwarded_for: str | None) -> str:
@@ -63,3 +65,19 @@ def test_trusted_proxies_is_never_negative(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsError, match="trusted_proxies"):
         load_settings({"trusted_proxies": -1, "instance_path": str(tmp_path)}, environ={})
+
+
+def test_the_documented_nginx_forwards_the_client_address_and_names_trusted_proxies() -> None:
+    """docs/operations.md's nginx example appends the client's address to X-Forwarded-For (what
+    ``trusted_proxies = 1`` believes) and names the setting beside it; without the header every
+    client behind it would share the proxy's address and one per-address budget."""
+    guide = (DOCS / "operations.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", guide, flags=re.DOTALL)
+    assert blocks, "docs/operations.md should have an nginx example"
+    for block in blocks:
+        lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+        assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in lines, block
+        assert "trusted_proxies" in block, block
+    assert "IDP_TRUSTED_PROXIES=1" in guide
+    for page in DOCS.glob("*.md"):
+        assert "until a trusted-proxy setting exists" not in page.read_text(), page.name
