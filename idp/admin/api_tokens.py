@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
 from idp.extensions import db
 from idp.models import ApiToken
 from idp.models.base import utcnow

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Response, abort, g, render_template, request, stream_with_context
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
 from idp.extensions import db
 from idp.models.base import utcnow
 from idp.services import audit as audit_log

@@ -12,7 +12,7 @@ from typing import Any
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
 from idp.admin.groups import client_access
 from idp.extensions import db
 from idp.models import Client

@@ -16,7 +16,7 @@ from flask import current_app, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from idp.api import bp
+from idp.api.blueprint import bp
 from idp.api.problems import BY_STATUS, Problem, problem_response
 from idp.extensions import csrf, db
 from idp.models import ApiToken
