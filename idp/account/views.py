@@ -28,6 +28,7 @@ from idp.services.activity import describe_event
 from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
 from idp.services.groups import GroupService
+from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.passkeys import (
     UNRECOGNISED,
     PasskeyError,
@@ -113,16 +114,8 @@ def _restricted_sessions_only_recover() -> Any:
     return None
 
 
-def _other_primary_method(session: BrowserSession, *, exclude: str) -> bool:
-    """Is there still a way in besides the one being removed? A password counts only together
-    with an enrolled second step or where policy allows passwords alone; a passkey always does."""
-    user = session.user
-    has_passkey = bool(passkey_service().passkeys_of(user))
-    if exclude != "passkey" and has_passkey:
-        return True
-    # Where policy turned passwords off, a password is no way in at all.
-    password_works = user.password_hash is not None and sign_in_policy().passwords_allowed
-    return exclude != "password" and password_works
+def _method_removal() -> MethodRemoval:
+    return MethodRemoval(db.session(), sign_in_policy())
 
 
 @bp.get("/account")
@@ -265,6 +258,7 @@ def totp_remove() -> Any:
             button="Remove authenticator app",
             cancel=url_for("account.home"),
         )
+    # Never refused (MethodRemoval.totp_refusal): an authenticator app is no way in alone.
     totp_service().remove(session.user)
     notifier().notify(session.user, "method_removed", method="The authenticator app")
     _offer_to_sign_out_others()
@@ -337,7 +331,7 @@ def password_remove() -> Any:
     session = _signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
-    if not _other_primary_method(session, exclude="password"):
+    if _method_removal().password_refusal(session.user) is not None:
         flash("Add a passkey before removing your password, so that you can still sign in.",
               "error")  # fmt: skip
         return redirect(url_for("account.home"))
@@ -460,12 +454,12 @@ def passkey_remove(credential_id: str) -> Any:
             button="Remove passkey",
             cancel=url_for("account.home"),
         )
-    others = [p for p in passkey_service().passkeys_of(session.user) if p is not passkey]
-    if not others and session.user.is_admin and sign_in_policy().admin_passkey_required:
+    refusal = _method_removal().passkey_refusal(session.user, passkey)
+    if refusal is Refusal.ADMIN_PASSKEY:
         flash("Administrators must keep a passkey: add another one before removing this one.",
               "error")  # fmt: skip
         return redirect(url_for("account.home"))
-    if not others and not _other_primary_method(session, exclude="passkey"):
+    if refusal is Refusal.LAST_WAY_IN:
         flash("This is your only way to sign in, so it can't be removed. Add another passkey "
               "or a password first.", "error")  # fmt: skip
         return redirect(url_for("account.home"))
