@@ -12,11 +12,11 @@ from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
 from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
-from idp.services.consume import consume_once
-from idp.services.crypto import new_secret, token_hash
 from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
+from idp.services.partial_logins import PartialLogins
 from idp.services.passkeys import PasskeyError
+from idp.services.pending_authorizations import PendingAuthorizations
 from idp.web import (
     attempt_limiter,
     backup_code_service,
@@ -35,9 +35,6 @@ from idp.web import (
 )
 
 bp = Blueprint("login", __name__)
-
-#: How long the second step may take after a correct password.
-PARTIAL_LOGIN_TTL = timedelta(minutes=10)
 
 #: What a user sees when a passkey did not work; the audit log has the reason.
 PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password instead."
@@ -60,10 +57,7 @@ def sign_in_service() -> SignInService:
 def _pending(pending_id: str | None) -> PendingAuthorization | None:
     if not pending_id:
         return None
-    pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
-        return None
-    return pending
+    return PendingAuthorizations(db.session()).live(pending_id, utcnow())
 
 
 def _destination(pending: PendingAuthorization | None, next_path: str | None) -> str:
@@ -128,30 +122,16 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
 
 
 def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
-    now = utcnow()
-    raw = new_secret(32)
-    db.session.add(
-        PartialLogin(
-            id_hash=token_hash(raw),
-            user_id=user.id,
-            amr=["pwd"],
-            pending_request_id=pending.id if pending else None,
-            next_path=destination,
-            created_at=now,
-            expires_at=now + PARTIAL_LOGIN_TTL,
-        )
+    return PartialLogins(db.session()).begin(
+        user.id, pending.id if pending else None, destination, utcnow()
     )
-    return raw
 
 
 def _partial() -> PartialLogin | None:
     raw = session.get("partial_login")
     if not isinstance(raw, str):
         return None
-    partial = db.session.get(PartialLogin, token_hash(raw))
-    if partial is None or partial.consumed_at is not None or partial.expires_at <= utcnow():
-        return None
-    return partial
+    return PartialLogins(db.session()).live(raw, utcnow())
 
 
 def _after_password_only(user: User, destination: str) -> str:
@@ -199,9 +179,7 @@ def second_step() -> Any:
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    now = utcnow()
-    if not consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
-                        now=now):  # fmt: skip
+    if not PartialLogins(db.session()).spend(partial, utcnow()):
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
     response = redirect(partial.next_path or url_for("account.home"))
@@ -298,9 +276,7 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and consume_once(
-            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=utcnow()
-        )
+        and PartialLogins(db.session()).spend(partial, utcnow())
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).

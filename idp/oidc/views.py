@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -22,11 +22,10 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
 
 from idp.extensions import csrf, db
-from idp.models import Client, Consent, PendingAuthorization
-from idp.models.base import random_id, utcnow
+from idp.models import Client, PendingAuthorization
+from idp.models.base import utcnow
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.errors import AuthorizationError
@@ -34,9 +33,9 @@ from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.server import bearer_token, query_client
 from idp.services import audit
 from idp.services.claims import client_claims
-from idp.services.consume import consume_once
 from idp.services.grants import CodeRequest, GrantService
 from idp.services.groups import GroupService, allowed_to_use
+from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
 from idp.web import (
@@ -113,9 +112,13 @@ def authorize_continue(pending_id: str) -> Any:
     return _proceed(AuthorizationRequest.from_params(pending.params), pending)
 
 
+def _pending_requests() -> PendingAuthorizations:
+    return PendingAuthorizations(db.session())
+
+
 def _live_pending(pending_id: str) -> PendingAuthorization:
-    pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
+    pending = _pending_requests().live(pending_id, utcnow())
+    if pending is None:
         abort(
             400,
             description="This sign-in request has expired or was already completed. "
@@ -132,12 +135,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
     consented: set[str] | None = None
     # First-party clients are never asked for consent (interaction.needs_consent): nothing to read.
     if session is not None and not client.first_party:
-        consent = db.session.scalar(
-            select(Consent).where(
-                Consent.user_id == session.user_id, Consent.client_id == client.client_id
-            )
-        )
-        consented = set(consent.scopes) if consent else None
+        consented = _pending_requests().consented_scopes(session.user_id, client.client_id)
     state = InteractionState(
         started_at=pending.created_at if pending else None,
         consent_given=bool(pending and session and pending.consented_by == session.user_id),
@@ -176,18 +174,10 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
             over_budget.response_mode = auth_request.response_mode
             return _error_response(over_budget)
         if pending is None:
-            # The id is chosen here, not at flush: read from the row after the commit, it would
-            # cost a SELECT (a commit expires what the session loaded).
-            pending_id = random_id()
-            db.session.add(
-                PendingAuthorization(
-                    id=pending_id,
-                    client_id=client.client_id,
-                    params=auth_request.to_params(),
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=runtime().settings.pending_request_ttl),
-                )
-            )
+            pending_id = _pending_requests().open(
+                client.client_id, auth_request.to_params(), now,
+                runtime().settings.pending_request_ttl,
+            )  # fmt: skip
             db.session.commit()
         else:
             pending_id = pending.id
@@ -199,9 +189,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
 
     assert session is not None
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
-    if pending is not None and not consume_once(
-        db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
-    ):
+    if pending is not None and not _pending_requests().spend(pending, now):
         abort(400, description="This sign-in request was already completed.")
     code = GrantService(db.session()).issue_code(
         user=session.user,
@@ -247,9 +235,7 @@ def _refuse_access(
     interactive request shows idp's page first, saying which app refused and whom to ask, and
     ``prompt=none`` (OIDC Core 3.1.2.6: no page may be shown) gets the redirect at once."""
     if pending is not None:
-        consume_once(
-            db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
-        )
+        _pending_requests().spend(pending, now)
     audit.record(
         db.session(),
         "authorization.access_denied",
@@ -329,12 +315,7 @@ def consent() -> Any:
     auth_request = AuthorizationRequest.from_params(pending.params)
     if request.method == "POST":
         if request.form.get("decision") != "allow":
-            consume_once(
-                db.session(),
-                PendingAuthorization,
-                PendingAuthorization.id == pending.id,
-                now=utcnow(),
-            )
+            _pending_requests().spend(pending, utcnow())
             audit.record(
                 db.session(),
                 "consent.denied",
@@ -351,7 +332,7 @@ def consent() -> Any:
         GrantService(db.session()).remember_consent(
             session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
         )
-        pending.consented_by = session.user_id
+        _pending_requests().consent_given(pending, session.user_id)
         audit.record(
             db.session(),
             "consent.granted",
