@@ -16,12 +16,12 @@ from idp.runtime import Runtime
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
-from idp.settings import Settings, load_settings
+from idp.settings import Settings, SettingsError, load_settings
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the application: settings, extensions, blueprints, CLI (Flask tutorial's factory)."""
-    settings = load_settings(overrides)
+    settings = load_checked_settings(overrides)
     instance_path = Path(settings.instance_path).resolve()
     instance_path.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance_path))
@@ -100,6 +100,36 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         db.session.remove()
 
     return app
+
+
+def load_checked_settings(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """``load_settings``, then the checks that use the services' rules, each failure turned into
+    a ``SettingsError`` so that a misconfigured deployment refuses to start."""
+    from idp.services.email_addresses import EmailAddressError, parse_email_address
+    from idp.services.lifetimes import LIFETIMES, parse_lifetime
+    from idp.services.sign_in_policy import PolicyError, policy_from_settings
+
+    settings = load_settings(overrides, environ)
+    # Every lifetime has a lower and an upper bound, checked by the one parser the sign-in
+    # policy uses too (idp.services.lifetimes): a zero session lifetime would let nobody
+    # finish a sign-in, and an unbounded one overflows date arithmetic on every request.
+    for name in LIFETIMES:
+        try:
+            parse_lifetime(name, getattr(settings, name))
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
+    try:
+        policy_from_settings(settings)
+    except PolicyError as error:
+        raise SettingsError(str(error)) from error
+    if settings.admin_email:
+        try:
+            parse_email_address(settings.admin_email, allow_local_domains=not settings.production)
+        except EmailAddressError as error:
+            raise SettingsError(f"admin_email: {error}") from error
+    return settings
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from idp import load_checked_settings
 from idp.cli import main
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey, PolicyOverride
@@ -189,7 +190,7 @@ def test_the_restricted_session_lifetime_is_a_bounded_setting() -> None:
     assert load_settings({"restricted_session_ttl": 1800}, environ={}).restricted_session_ttl
     for refused in (1801, 30 * 24 * 3600, 299):
         with pytest.raises(SettingsError, match="restricted_session_ttl must be between"):
-            load_settings({"restricted_session_ttl": refused}, environ={})
+            load_checked_settings({"restricted_session_ttl": refused}, environ={})
 
 
 def test_a_restricted_session_older_than_the_step_up_window_cannot_add_a_passkey(

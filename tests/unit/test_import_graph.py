@@ -214,3 +214,9 @@ def test_imports_that_close_no_cycle_are_not_reported(tmp_path: Path) -> None:
         },
     )
     assert find_cycles(import_graph(root)) == []
+
+
+def test_settings_import_nothing_from_idp() -> None:
+    """Everything may read the settings, so they read nothing of idp: the checks that need the
+    services' rules run in the app factory (``idp.load_checked_settings``)."""
+    assert import_graph(PACKAGE_ROOT)["idp.settings"] == set()
