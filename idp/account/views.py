@@ -25,6 +25,7 @@ from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
 from idp.services import audit, portal
 from idp.services.activity import describe_event
+from idp.services.assurance import ACR_PHISHING_RESISTANT
 from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
 from idp.services.groups import GroupService
@@ -36,7 +37,6 @@ from idp.services.passkeys import (
     describe_authenticator,
 )
 from idp.services.passwords import PasswordPolicyError
-from idp.services.policy import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import (

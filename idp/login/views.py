@@ -12,11 +12,11 @@ from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
 from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
-from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
 from idp.services.partial_logins import PartialLogins
 from idp.services.passkeys import PasskeyError
 from idp.services.pending_authorizations import PendingAuthorizations
+from idp.services.sign_in import SignInService
 from idp.web import (
     attempt_limiter,
     backup_code_service,

@@ -16,7 +16,7 @@ from idp import create_app
 from idp.extensions import db
 from idp.models import AuditEvent, Base, BrowserSession, Passkey, PolicyOverride, User
 from idp.models.base import utcnow
-from idp.services.login import GENERIC_FAILURE, LOCKED, PASSWORDS_OFF
+from idp.services.sign_in import GENERIC_FAILURE, LOCKED, PASSWORDS_OFF
 from idp.services.sign_in_policy import FIELDS, PolicyCache, change_policy, load_policy
 from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.functional.test_fallback import password_step, path_of, text_of

@@ -42,10 +42,10 @@ from idp.models import (
 )
 from idp.models.base import utcnow
 from idp.services import backup_codes as backup_codes_module
-from idp.services import login as messages
+from idp.services import sign_in as messages
+from idp.services.assurance import ACR_MFA
 from idp.services.backup_codes import BackupCodeService
 from idp.services.passwords import PasswordPolicyError, PasswordService
-from idp.services.policy import ACR_MFA
 from idp.services.rate_limits import (
     ADDRESS_FAILURES_PER_WINDOW,
     ADDRESS_WINDOW,
