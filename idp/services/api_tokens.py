@@ -27,6 +27,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.errors import DomainError
 from idp.models import ApiToken
 from idp.models.base import utcnow
 from idp.services import audit
@@ -60,7 +61,7 @@ FAILED_AUTH_WINDOW = timedelta(hours=1)
 ACTOR_PREFIX = "api-token:"
 
 
-class ApiTokenError(ValueError):
+class ApiTokenError(DomainError):
     """The token cannot be created or revoked as asked; the message says why."""
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from idp import metrics
+from idp.errors import DomainError
 from idp.models import AuditEvent, User
 from idp.services.user_agents import describe_user_agent
 
@@ -73,7 +74,7 @@ PAGE_SIZE = 50
 EXPORT_BATCH = 500
 
 
-class AuditFilterError(ValueError):
+class AuditFilterError(DomainError):
     """A filter value is malformed (a time that is not ISO 8601, say)."""
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import checkpoints
+from idp.errors import DomainError
 from idp.models import AccessToken, Client
 from idp.models.base import random_id, utcnow
 from idp.models.clients import HOST_NAME, KIND_NATIVE, KIND_SPA, KIND_WEB, KINDS, PUBLIC_KINDS
@@ -50,7 +51,7 @@ MAX_URIS = 20
 MAX_URI_LENGTH = 2000
 
 
-class ClientRegistrationError(ValueError):
+class ClientRegistrationError(DomainError):
     """The registration is invalid; the message says why."""
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.errors import DomainError
 from idp.models import (
     ClaimMap,
     Client,
@@ -46,7 +47,7 @@ MAX_CLAIM_VALUE = 200
 GROUP_ACCESS_REVOKED = "group_access_removed"
 
 
-class GroupError(ValueError):
+class GroupError(DomainError):
     """The request is invalid; the message says why and nothing was changed."""
 
 

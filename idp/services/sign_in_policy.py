@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from idp.errors import DomainError
 from idp.services.lifetimes import check_session_lifetimes, parse_lifetime
 from idp.settings import Settings
 
@@ -39,7 +40,7 @@ ATTESTATION_CHOICES = ("none", "indirect", "direct", "enterprise")
 MAX_LOCKOUT_THRESHOLD = 100
 
 
-class PolicyError(ValueError):
+class PolicyError(DomainError):
     """A policy value is out of range or malformed; the message names the field and the rule."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from idp.errors import DomainError
 from idp.models import (
     AccessToken,
     BrowserSession,
@@ -44,7 +45,7 @@ MIN_LINK_TTL = 60
 MAX_LINK_TTL = 24 * 3600
 
 
-class UserAdminError(ValueError):
+class UserAdminError(DomainError):
     """The action cannot be done as asked; the message says why, in words for the admin."""
 
 
