@@ -18,18 +18,17 @@ from idp.extensions import db
 from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
 from idp.services.backchannel_logout import recent_failures
-from idp.services.clients import (
+from idp.services.client_fields import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
     GRANT_TYPES,
     KIND_LABELS,
     SUPPORTED_SCOPES,
-    Actor,
     ClientFields,
     ClientRegistrationError,
-    ClientService,
     fields_of,
 )
+from idp.services.clients import Actor, ClientService
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.web import client_service, confirmed, request_context, runtime
 

@@ -14,7 +14,8 @@ from idp.api.problems import Problem
 from idp.extensions import db
 from idp.models import Client
 from idp.services.audit import RequestContext
-from idp.services.clients import Actor, ClientFields, ClientService, describe, fields_of
+from idp.services.client_fields import ClientFields, fields_of
+from idp.services.clients import Actor, ClientService, describe
 from idp.services.pages import keyset_page
 from idp.web import client_service, request_context, runtime
 

@@ -29,7 +29,8 @@ from idp.services.api_tokens import (
     actor_of,
     granted,
 )
-from idp.services.clients import ClientRegistrationError, StaleClientError
+from idp.services.client_fields import ClientRegistrationError
+from idp.services.clients import StaleClientError
 from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end

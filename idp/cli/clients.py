@@ -160,7 +160,7 @@ def clients_create(
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
-    from idp.services.clients import ClientFields, ClientRegistrationError
+    from idp.services.client_fields import ClientFields, ClientRegistrationError
     from idp.services.groups import GroupError
 
     if public and kind not in (None, "spa", "native"):
@@ -306,7 +306,7 @@ def clients_edit(
     import dataclasses
 
     from idp.extensions import db
-    from idp.services.clients import ClientRegistrationError, fields_of
+    from idp.services.client_fields import ClientRegistrationError, fields_of
     from idp.services.groups import GroupError
 
     changes: dict[str, Any] = {
@@ -390,7 +390,7 @@ def clients_enable(client_id: str, as_json: bool) -> None:
 def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     """Give a client a new secret (shown once); the old one works on for the overlap."""
     from idp.extensions import db
-    from idp.services.clients import ClientRegistrationError
+    from idp.services.client_fields import ClientRegistrationError
 
     with app_context() as app:
         settings = app.extensions["idp"].settings

@@ -14,13 +14,8 @@ from sqlalchemy.pool import StaticPool
 
 from idp.models import AccessToken, AuditEvent, Base, Client
 from idp.services.audit import RequestContext
-from idp.services.clients import (
-    Actor,
-    ClientRegistrationError,
-    ClientService,
-    fields_of,
-    validate_redirect_uri,
-)
+from idp.services.client_fields import ClientRegistrationError, fields_of, validate_redirect_uri
+from idp.services.clients import Actor, ClientService
 from idp.services.crypto import KeyedHasher
 
 HASHER = KeyedHasher(b"k" * 32)
