@@ -12,7 +12,8 @@ from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
 from idp.models.base import utcnow
 from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
-from idp.services.groups import GroupService, allowed_to_use
+from idp.services.group_access import allowed_to_use
+from idp.services.groups import GroupService
 from idp.web import current_session, device_flow, request_context, runtime
 
 bp = Blueprint("device", __name__)

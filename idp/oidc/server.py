@@ -60,7 +60,8 @@ from idp.services.claims import client_claims
 from idp.services.crypto import new_secret, token_hash
 from idp.services.device import PollOutcome
 from idp.services.grants import GrantService
-from idp.services.groups import GROUP_ACCESS_REVOKED, group_claims
+from idp.services.group_access import group_claims
+from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.signing_keys import KeyMaterial
 from idp.services.tokens import (
     mint_access_token,

@@ -34,7 +34,8 @@ from idp.oidc.server import bearer_token, query_client
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.grants import CodeRequest, GrantService
-from idp.services.groups import GroupService, allowed_to_use
+from idp.services.group_access import allowed_to_use
+from idp.services.groups import GroupService
 from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
