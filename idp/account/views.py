@@ -30,12 +30,8 @@ from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
 from idp.services.groups import GroupService
 from idp.services.method_removal import MethodRemoval, Refusal
-from idp.services.passkeys import (
-    UNRECOGNISED,
-    PasskeyError,
-    clean_name,
-    describe_authenticator,
-)
+from idp.services.passkey_checks import PasskeyError
+from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.portal import step_up_satisfied, strongest_acr
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH

@@ -15,7 +15,7 @@ from idp.extensions import db
 from idp.models import Group, GroupMember, User
 from idp.services.groups import Actor, GroupService, describe_group
 from idp.services.pages import keyset_page
-from idp.services.user_admin import describe_user
+from idp.services.user_descriptions import describe_user
 from idp.web import request_context
 
 TAG = "groups"

@@ -15,12 +15,8 @@ from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
 from idp.services.pages import keyset_page
-from idp.services.user_admin import (
-    IssuedLink,
-    UserAdmin,
-    UserAdminError,
-    describe_user,
-)
+from idp.services.user_admin import IssuedLink, UserAdmin, UserAdminError
+from idp.services.user_descriptions import describe_user
 from idp.services.users import normalise_email
 from idp.web import (
     runtime,

@@ -66,7 +66,7 @@ def _user_text(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def users_list(query: str, page: int, as_json: bool) -> None:
     """List users, newest first (25 a page)."""
-    from idp.services.user_admin import describe_user
+    from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         result = _user_admin(app).search(query, page)
@@ -83,7 +83,8 @@ def users_list(query: str, page: int, as_json: bool) -> None:
 def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
     """Create a user; without --password-stdin, follow with `idp login-link` (or use invite)."""
     from idp.extensions import db
-    from idp.services.user_admin import UserAdminError, describe_user
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with app_context() as app:
@@ -105,7 +106,8 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
     """Create a user and a one-time invite (emailed, and printed to pass on another way)."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.user_admin import UserAdminError, describe_user
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         try:
@@ -129,7 +131,7 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
 def users_show(email: str, as_json: bool) -> None:
     """One user: sign-in methods, sessions, connected apps, unused links."""
     from idp.models.base import utcnow
-    from idp.services.user_admin import describe_link, describe_user
+    from idp.services.user_descriptions import describe_link, describe_user
 
     with app_context() as app:
         service = _user_admin(app)
@@ -174,7 +176,8 @@ def _user_detail_text(data: dict[str, Any]) -> str:
 
 def _user_action(email: str, as_json: bool, act: Callable[[Any, Any], None], done: str) -> None:
     from idp.extensions import db
-    from idp.services.user_admin import UserAdminError, describe_user
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         service = _user_admin(app)

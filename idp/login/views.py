@@ -14,7 +14,7 @@ from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.partial_logins import PartialLogins
-from idp.services.passkeys import PasskeyError
+from idp.services.passkey_checks import PasskeyError
 from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.sign_in import SignInService
 from idp.web import (

@@ -31,9 +31,6 @@ from webauthn.helpers import (
 )
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.exceptions import (
-    InvalidAuthenticationResponse,
-    InvalidJSONStructure,
-    InvalidRegistrationResponse,
     WebAuthnException,
 )
 from webauthn.helpers.structs import (
@@ -51,6 +48,7 @@ from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
 from idp.services.crypto import token_hash
+from idp.services.passkey_checks import PasskeyError, _check_client_data, _parse, _reason
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -65,19 +63,8 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
-MAX_CREDENTIAL_JSON = 64 * 1024
 MAX_NAME_LENGTH = 60
 UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
-
-
-class PasskeyError(Exception):
-    """A ceremony failed. ``reason`` (and the library's ``detail``) are for the audit log; users
-    see a calm, generic message."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -423,47 +410,3 @@ def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:
     return PublicKeyCredentialDescriptor(
         id=base64url_to_bytes(passkey.credential_id), transports=transports or None
     )
-
-
-def _parse(credential_json: str, parser: Any) -> Any:
-    if not credential_json or len(credential_json) > MAX_CREDENTIAL_JSON:
-        raise PasskeyError("malformed_credential")
-    try:
-        return parser(credential_json)
-    except (InvalidJSONStructure, InvalidRegistrationResponse, InvalidAuthenticationResponse,
-            ValueError, TypeError, KeyError) as error:  # fmt: skip
-        raise PasskeyError("malformed_credential") from error
-
-
-def _check_client_data(client_data_json: bytes) -> None:
-    """WebAuthn L3 5.8.1 CollectedClientData: a ceremony inside a cross-origin iframe reports
-    ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
-    try:
-        data = json.loads(client_data_json)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise PasskeyError("malformed_client_data") from error
-    if not isinstance(data, dict):
-        raise PasskeyError("malformed_client_data")
-    if data.get("crossOrigin") is True:
-        raise PasskeyError("cross_origin")
-    if "topOrigin" in data:
-        raise PasskeyError("top_origin")
-
-
-def _reason(error: Exception) -> str:
-    """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
-    text = str(error).lower()
-    for needle, reason in (
-        ("backed up", "backup_flags_invalid"),
-        ("origin", "origin_not_allowed"),
-        ("challenge", "challenge_mismatch"),
-        ("verified", "user_not_verified"),
-        ("present", "user_not_present"),
-        ("rp id", "rp_id_mismatch"),
-        ("signature", "bad_signature"),
-        ("type", "wrong_ceremony_type"),
-        ("algorithm", "algorithm_not_allowed"),
-    ):
-        if needle in text:
-            return reason
-    return "verification_failed"
