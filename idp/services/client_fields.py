@@ -306,7 +306,7 @@ def fields_of(client: Client) -> ClientFields:
     )
 
 
-def _apply(client: Client, fields: ClientFields) -> None:
+def apply_fields(client: Client, fields: ClientFields) -> None:
     client.name = fields.name
     client.kind = fields.kind
     client.is_public = fields.kind in PUBLIC_KINDS

@@ -26,7 +26,7 @@ from idp.services.client_fields import (
     SECRET_AUTH_METHODS,
     ClientFields,
     ClientRegistrationError,
-    _apply,
+    apply_fields,
     fields_of,
     on_loopback,
 )
@@ -128,7 +128,7 @@ class ClientService:
             secret_hash=self.secret_hasher.hash(secret) if secret else None,
             created_at=utcnow(),
         )
-        _apply(client, fields)
+        apply_fields(client, fields)
         self.db.add(client)
         self._audit("client.created", client.client_id, actor, client_kind=client.kind)
         return NewClient(client=client, client_secret=secret)
@@ -185,7 +185,7 @@ class ClientService:
             client.secret_hash = None
             client.previous_secret_hash = None
             client.previous_secret_expires_at = None
-        _apply(client, fields)
+        apply_fields(client, fields)
         client.updated_at = utcnow()
         changed = sorted(
             f.name

@@ -26,7 +26,7 @@ class PasskeyError(Exception):
         self.detail = detail
 
 
-def _parse(credential_json: str, parser: Any) -> Any:
+def parse_credential(credential_json: str, parser: Any) -> Any:
     if not credential_json or len(credential_json) > MAX_CREDENTIAL_JSON:
         raise PasskeyError("malformed_credential")
     try:
@@ -36,7 +36,7 @@ def _parse(credential_json: str, parser: Any) -> Any:
         raise PasskeyError("malformed_credential") from error
 
 
-def _check_client_data(client_data_json: bytes) -> None:
+def check_client_data(client_data_json: bytes) -> None:
     """WebAuthn L3 5.8.1 CollectedClientData: a ceremony inside a cross-origin iframe reports
     ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
     try:
@@ -51,7 +51,7 @@ def _check_client_data(client_data_json: bytes) -> None:
         raise PasskeyError("top_origin")
 
 
-def _reason(error: Exception) -> str:
+def failure_reason(error: Exception) -> str:
     """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
     text = str(error).lower()
     for needle, reason in (

@@ -48,7 +48,12 @@ from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
 from idp.services.crypto import token_hash
-from idp.services.passkey_checks import PasskeyError, _check_client_data, _parse, _reason
+from idp.services.passkey_checks import (
+    PasskeyError,
+    check_client_data,
+    failure_reason,
+    parse_credential,
+)
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -195,8 +200,8 @@ class PasskeyService:
             challenge = self._spend_challenge(challenge_id, REGISTRATION, binding, now)
             if challenge.user_id != user.id:
                 raise PasskeyError("challenge_user_mismatch")
-            credential = _parse(credential_json, parse_registration_credential_json)
-            _check_client_data(credential.response.client_data_json)
+            credential = parse_credential(credential_json, parse_registration_credential_json)
+            check_client_data(credential.response.client_data_json)
             try:
                 verified = verify_registration_response(
                     credential=credential,
@@ -212,7 +217,7 @@ class PasskeyService:
             # L3 7.1 "if the BE bit is not set, verify that the BS bit is not set") outside that
             # family; uncaught it was a 500 that rolled back the spent challenge and the audit.
             except WebAuthnException as error:
-                raise PasskeyError(_reason(error), str(error)) from error
+                raise PasskeyError(failure_reason(error), str(error)) from error
             credential_id = bytes_to_base64url(verified.credential_id)
             # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:
@@ -291,8 +296,8 @@ class PasskeyService:
         passkey: Passkey | None = None
         try:
             challenge = self._spend_challenge(challenge_id, AUTHENTICATION, binding, now)
-            credential = _parse(credential_json, parse_authentication_credential_json)
-            _check_client_data(credential.response.client_data_json)
+            credential = parse_credential(credential_json, parse_authentication_credential_json)
+            check_client_data(credential.response.client_data_json)
             passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
@@ -321,7 +326,7 @@ class PasskeyService:
                 )
             # As for registration: InvalidBackupFlags (L3 7.2, BS without BE) is outside the family.
             except WebAuthnException as error:
-                raise PasskeyError(_reason(error), str(error)) from error
+                raise PasskeyError(failure_reason(error), str(error)) from error
             # WebAuthn L3 7.2 "compare currentBe with credentialRecord.backupEligible": our policy
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
