@@ -10,9 +10,9 @@ from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from idp.composition import Container
 from idp.database import configure_engine, is_outage
 from idp.extensions import csrf, db
-from idp.runtime import Runtime
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
@@ -40,7 +40,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    app.extensions["idp"] = Runtime.build(settings)
+    container = Container.build(settings)
+    app.extensions["idp"] = container
+    # The one clock views and the session loader read the time through (idp.composition).
+    app.extensions["idp.clock"] = container.clock
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)
