@@ -36,12 +36,14 @@ from idp.services.crypto import KeyedHasher, derive_key, fernet_for
 from idp.services.device import DeviceFlowService
 from idp.services.grants import GrantService
 from idp.services.groups import Actor, GroupService
-from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
+from idp.services.method_removal import MethodRemoval
 from idp.services.notifications import Mailer, Notifier
 from idp.services.outbox import Channel
+from idp.services.partial_logins import PartialLogins
 from idp.services.passkeys import PasskeyService, RelyingParty
 from idp.services.passwords import PasswordService
+from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.rate_limits import (
     AddressBudget,
     AttemptLimiter,
@@ -53,6 +55,7 @@ from idp.services.rate_limits import (
 )
 from idp.services.retention import PruneSchedule, RetentionPolicy
 from idp.services.sessions import SessionService
+from idp.services.sign_in import SignInService
 from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.signing_keys import KeyStore
 from idp.services.signup import Joining
@@ -256,6 +259,21 @@ class Services:
             notifier=self.notifier,
             policy=self.policy,
         )
+
+    @property
+    def partial_logins(self) -> PartialLogins:
+        """Correct passwords waiting for their second step."""
+        return PartialLogins(self._db())
+
+    @property
+    def method_removal(self) -> MethodRemoval:
+        """The rules that keep a way in: never the last one, and admins keep a passkey."""
+        return MethodRemoval(self._db(), self.policy)
+
+    @property
+    def pending_authorizations(self) -> PendingAuthorizations:
+        """Authorization requests waiting for a sign-in or a consent, and the consents given."""
+        return PendingAuthorizations(self._db())
 
     @property
     def login_links(self) -> LoginLinkService:

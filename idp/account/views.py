@@ -20,6 +20,7 @@ from flask import (
 )
 from markupsafe import Markup
 
+from idp.composition import services
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.models.base import utcnow
@@ -111,7 +112,7 @@ def _restricted_sessions_only_recover() -> Any:
 
 
 def _method_removal() -> MethodRemoval:
-    return MethodRemoval(db.session(), sign_in_policy())
+    return services().method_removal
 
 
 @bp.get("/account")

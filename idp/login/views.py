@@ -8,14 +8,13 @@ from typing import Any
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from idp.composition import services
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
 from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
-from idp.services.partial_logins import PartialLogins
 from idp.services.passkey_checks import PasskeyError
-from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.sign_in import SignInService
 from idp.web import (
     attempt_limiter,
@@ -57,7 +56,7 @@ def sign_in_service() -> SignInService:
 def _pending(pending_id: str | None) -> PendingAuthorization | None:
     if not pending_id:
         return None
-    return PendingAuthorizations(db.session()).live(pending_id, utcnow())
+    return services().pending_authorizations.live(pending_id, utcnow())
 
 
 def _destination(pending: PendingAuthorization | None, next_path: str | None) -> str:
@@ -122,7 +121,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
 
 
 def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
-    return PartialLogins(db.session()).begin(
+    return services().partial_logins.begin(
         user.id, pending.id if pending else None, destination, utcnow()
     )
 
@@ -131,7 +130,7 @@ def _partial() -> PartialLogin | None:
     raw = session.get("partial_login")
     if not isinstance(raw, str):
         return None
-    return PartialLogins(db.session()).live(raw, utcnow())
+    return services().partial_logins.live(raw, utcnow())
 
 
 def _after_password_only(user: User, destination: str) -> str:
@@ -179,7 +178,7 @@ def second_step() -> Any:
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    if not PartialLogins(db.session()).spend(partial, utcnow()):
+    if not services().partial_logins.spend(partial, utcnow()):
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
     response = redirect(partial.next_path or url_for("account.home"))
@@ -276,7 +275,7 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and PartialLogins(db.session()).spend(partial, utcnow())
+        and services().partial_logins.spend(partial, utcnow())
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).

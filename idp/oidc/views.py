@@ -23,6 +23,7 @@ from flask import (
     url_for,
 )
 
+from idp.composition import services
 from idp.extensions import csrf, db
 from idp.models import Client, PendingAuthorization
 from idp.models.base import utcnow
@@ -114,7 +115,7 @@ def authorize_continue(pending_id: str) -> Any:
 
 
 def _pending_requests() -> PendingAuthorizations:
-    return PendingAuthorizations(db.session())
+    return services().pending_authorizations
 
 
 def _live_pending(pending_id: str) -> PendingAuthorization:
