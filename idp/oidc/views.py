@@ -24,6 +24,7 @@ from flask import (
 )
 from sqlalchemy import select
 
+from idp.composition import services
 from idp.extensions import csrf, db
 from idp.models import Client, Consent, PendingAuthorization
 from idp.models.base import random_id, utcnow
@@ -35,8 +36,8 @@ from idp.oidc.server import bearer_token, query_client
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.consume import consume_once
-from idp.services.grants import CodeRequest, GrantService
-from idp.services.groups import GroupService, allowed_to_use
+from idp.services.grants import CodeRequest
+from idp.services.groups import allowed_to_use
 from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
 from idp.web import (
@@ -46,7 +47,6 @@ from idp.web import (
     current_session,
     request_context,
     runtime,
-    storage_budgets,
 )
 
 bp = Blueprint("oidc", __name__)
@@ -161,7 +161,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
-        if pending is None and not storage_budgets().pending_authorization(
+        if pending is None and not services().storage_budgets.pending_authorization(
             request_context().ip_address, now
         ):
             # docs/operations.md, "Storage budgets": this address has opened its share of pending
@@ -203,7 +203,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
     ):
         abort(400, description="This sign-in request was already completed.")
-    code = GrantService(db.session()).issue_code(
+    code = services().grants.issue_code(
         user=session.user,
         client=client,
         session=session,
@@ -260,7 +260,7 @@ def _refuse_access(
         reason="not_in_allowed_groups",
         prompt_none="none" in auth_request.prompt,
     )
-    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    groups = services().groups.allowed_groups(client.client_id)
     db.session.commit()
     error = AuthorizationError(
         "access_denied", f"You are not in a group that may use {client.name}."
@@ -348,7 +348,7 @@ def consent() -> Any:
             error.state = auth_request.state
             error.response_mode = auth_request.response_mode
             return _error_response(error)
-        GrantService(db.session()).remember_consent(
+        services().grants.remember_consent(
             session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
         )
         pending.consented_by = session.user_id
