@@ -19,27 +19,14 @@ from idp.composition import request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, OutboxMessage, User
 from idp.models.base import utcnow
-from idp.services.anonymous import StorageBudgets
-from idp.services.backup_codes import BackupCodeService
-from idp.services.clients import ClientService
-from idp.services.device import DeviceFlowService
-from idp.services.notifications import Mailer, Notifier, describe_message, terminal_text
+from idp.services.notifications import Mailer, describe_message, terminal_text
 from idp.services.outbox import Channel, deliver, take_committed
-from idp.services.passkeys import PasskeyService
-from idp.services.rate_limits import (
-    AddressBudget,
-    AttemptLimiter,
-    WindowBudget,
-)
 from idp.services.retention import (
     OPPORTUNISTIC_BATCHES,
     claim_run,
     prune,
 )
-from idp.services.sessions import SessionService
-from idp.services.sign_in_policy import SignInPolicy
-from idp.services.totp import TotpService
-from idp.services.user_admin import UserAdmin, link_path
+from idp.services.user_admin import link_path
 from idp.settings import is_loopback_host
 
 
@@ -49,24 +36,12 @@ def session_cookie_name() -> str:
     return "__Host-idp_session" if runtime().settings.secure_transport else "idp_session"
 
 
-def sign_in_policy() -> SignInPolicy:
-    """The sign-in policy in force: the settings, then the admins' stored overrides."""
-    return services().policy
-
-
-def policy_changed() -> None:
-    """After this node stored a policy change: apply it here at once (others within the TTL)."""
-    services().policy_changed()
-
-
-def session_service() -> SessionService:
-    return services().sessions
-
-
 def current_session() -> BrowserSession | None:
     """The live browser session of this request, loaded once."""
     if "idp_session" not in g:
-        g.idp_session = session_service().load(request.cookies.get(session_cookie_name()), utcnow())
+        g.idp_session = services().sessions.load(
+            request.cookies.get(session_cookie_name()), utcnow()
+        )
     session: BrowserSession | None = g.idp_session
     return session
 
@@ -188,10 +163,6 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def passkey_service() -> PasskeyService:
-    return services().passkeys
-
-
 def start_session(
     user: User,
     amr: list[str] | tuple[str, ...],
@@ -205,7 +176,7 @@ def start_session(
     ``passkey_only``)."""
     previous = current_session()
     now = utcnow()
-    service = session_service()
+    service = services().sessions
     if previous is not None:
         service.revoke(previous, now)
     new = service.create(user, list(amr), request_context(), now, restricted=restricted,
@@ -217,7 +188,7 @@ def start_session(
 def promote_session(restricted: BrowserSession) -> BrowserSession:
     """A restricted session added a sign-in method: it becomes a full session under a new id
     (idp.services.sessions.SessionService.promote); this response carries the new cookie."""
-    service = session_service()
+    service = services().sessions
     new = service.promote(restricted, request_context(), utcnow())
     g.idp_session = new.session
 
@@ -229,49 +200,9 @@ def promote_session(restricted: BrowserSession) -> BrowserSession:
     return new.session
 
 
-def attempt_limiter() -> AttemptLimiter:
-    return services().limiter
-
-
-def device_flow() -> DeviceFlowService:
-    return services().device_flow
-
-
-def storage_budgets() -> StorageBudgets:
-    return services().storage_budgets
-
-
-def signup_budget() -> AddressBudget:
-    return services().signup_budget
-
-
-def failed_api_auth_budget() -> WindowBudget:
-    return services().failed_api_auth_budget
-
-
 def email_key(email: str) -> str:
     """A rate-limit subject for an email, known account or not (no enumeration)."""
     return runtime().email_key(email)
-
-
-def totp_service() -> TotpService:
-    return services().totp
-
-
-def backup_code_service() -> BackupCodeService:
-    return services().backup_codes
-
-
-def notifier() -> Notifier:
-    return services().notifier
-
-
-def client_service() -> ClientService:
-    return services().clients
-
-
-def user_admin_for(actor_id: str) -> UserAdmin:
-    return services().user_admin(actor_id)
 
 
 def url_for_secret(purpose: str, secret: str) -> str:
@@ -297,11 +228,8 @@ def issuer_address() -> dict[str, str]:
     return {"issuer_url": settings.issuer.rstrip("/") + path, "issuer_origin": settings.issuer}
 
 
-def mailer() -> Mailer | None:
-    return services().mailer
-
-
 def outbox_channels() -> list[Channel]:
+    """For idp/cli.py, until the command line asks idp.composition for its services."""
     return services().outbox_channels()
 
 
@@ -313,7 +241,7 @@ def schedule_outbox(response: Response) -> Response:
     committed = take_committed(db.session())
     mail_ids = committed.pop(Mailer.name, [])
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if mail_ids and mailer() is not None:
+    if mail_ids and services().mailer is not None:
         response.call_on_close(lambda: deliver_committed(app, mail_ids))
     elif mail_ids and runtime().settings.prints_mail:
         # Development without SMTP: the terminal is where the mail goes (docs/operations.md).
@@ -372,7 +300,7 @@ def deliver_committed(app: Flask, ids: list[int]) -> int:
     """Deliver ``ids`` in a fresh application context; never raises."""
     with app.app_context():
         try:
-            return deliver(db.session(), outbox_channels(), ids, utcnow())
+            return deliver(db.session(), services().outbox_channels(), ids, utcnow())
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")
@@ -427,7 +355,7 @@ def deliver_left_over() -> None:
     if ids:
         db.session.rollback()  # whatever was left uncommitted is not the outbox's to commit
         try:
-            deliver(db.session(), outbox_channels(), ids, utcnow())
+            deliver(db.session(), services().outbox_channels(), ids, utcnow())
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")

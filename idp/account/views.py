@@ -29,7 +29,6 @@ from idp.services.activity import describe_event
 from idp.services.assurance import ACR_PHISHING_RESISTANT
 from idp.services.claims import shared_with_apps
 from idp.services.email_addresses import EmailAddressError
-from idp.services.groups import GroupService
 from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.passkey_checks import PasskeyError
 from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticator
@@ -40,23 +39,16 @@ from idp.services.users import (
     CANCELLED,
     PASSWORD_CHANGED,
     SIGNED_OUT,
-    EmailChanges,
 )
 from idp.web import (
-    backup_code_service,
     browser_binding,
     confirm_page,
     confirmed,
     current_session,
-    notifier,
     outbox_hint,
-    passkey_service,
     promote_session,
     request_context,
     runtime,
-    session_service,
-    sign_in_policy,
-    totp_service,
 )
 
 bp = Blueprint("account", __name__)
@@ -121,7 +113,7 @@ def home() -> Any:
     session = current_session()
     if session is None:
         return redirect(url_for("login.login", next=url_for("account.home")))
-    passkeys = passkey_service().passkeys_of(session.user)
+    passkeys = services().passkeys.passkeys_of(session.user)
     now = utcnow()
     return render_template(
         "account/home.html",
@@ -132,10 +124,10 @@ def home() -> Any:
             for p in passkeys
         ],
         recent=_stepped_up(session),
-        totp_enabled=totp_service().is_enabled(session.user),
-        backup_codes_left=backup_code_service().remaining(session.user),
+        totp_enabled=services().totp.is_enabled(session.user),
+        backup_codes_left=services().backup_codes.remaining(session.user),
         rp_id=runtime().settings.rp_id,
-        passwords_allowed=sign_in_policy().passwords_allowed,
+        passwords_allowed=services().policy.passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
         offer_sign_out_others=flask_session.pop("offer_sign_out_others", False)
         and portal.has_other_sessions(db.session(), session, now),
@@ -179,7 +171,7 @@ def totp_setup() -> Any:
     session = _signed_in_recently("account.totp_setup")
     if not isinstance(session, BrowserSession):
         return session
-    service = totp_service()
+    service = services().totp
     user = session.user
     if service.is_enabled(user) and not session.restricted:
         # A confirmed enrolment replaces the app's secret: replacing the app means removing it
@@ -256,8 +248,8 @@ def totp_remove() -> Any:
             cancel=url_for("account.home"),
         )
     # Never refused (MethodRemoval.totp_refusal): an authenticator app is no way in alone.
-    totp_service().remove(session.user)
-    notifier().notify(session.user, "method_removed", method="The authenticator app")
+    services().totp.remove(session.user)
+    services().notifier.notify(session.user, "method_removed", method="The authenticator app")
     _offer_to_sign_out_others()
     audit.record(db.session(), "totp.removed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -272,7 +264,7 @@ def backup_codes_regenerate() -> Any:
     session = _signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
-    left = backup_code_service().remaining(session.user)
+    left = services().backup_codes.remaining(session.user)
     if not confirmed():
         return confirm_page(
             title="Get new backup codes?",
@@ -286,9 +278,9 @@ def backup_codes_regenerate() -> Any:
             button="Get new backup codes",
             cancel=url_for("account.home"),
         )
-    codes = backup_code_service().regenerate(session.user, utcnow())
+    codes = services().backup_codes.regenerate(session.user, utcnow())
     # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
-    notifier().notify(session.user, "backup_codes_regenerated")
+    services().notifier.notify(session.user, "backup_codes_regenerated")
     _offer_to_sign_out_others()
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -303,7 +295,7 @@ def password_set() -> Any:
     session = _signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
-    if not sign_in_policy().passwords_allowed:
+    if not services().policy.passwords_allowed:
         flash("This site signs in with passkeys only: passwords cannot be set.", "error")
         return redirect(url_for("account.home"))
     try:
@@ -311,9 +303,9 @@ def password_set() -> Any:
     except PasswordPolicyError as error:
         flash(str(error), "error")
         return redirect(url_for("account.home"))
-    notifier().notify(session.user, "password_changed")
+    services().notifier.notify(session.user, "password_changed")
     # A pending email change may be the work of whoever knew the old password.
-    EmailChanges(db.session()).end_pending(session.user, utcnow(), PASSWORD_CHANGED)
+    services().email_changes.end_pending(session.user, utcnow(), PASSWORD_CHANGED)
     _offer_to_sign_out_others()
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -333,7 +325,7 @@ def password_remove() -> Any:
               "error")  # fmt: skip
         return redirect(url_for("account.home"))
     session.user.password_hash = None
-    notifier().notify(session.user, "method_removed", method="Your password")
+    services().notifier.notify(session.user, "method_removed", method="Your password")
     _offer_to_sign_out_others()
     audit.record(db.session(), "password.removed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -350,7 +342,7 @@ def passkey_registration_options() -> Any:
         return jsonify(error="login_required"), 401
     if not _stepped_up(session):
         return jsonify(error="reauthenticate", redirect=_step_up_url(url_for("account.home"))), 403
-    ceremony = passkey_service().registration_options(session.user, browser_binding(), utcnow())
+    ceremony = services().passkeys.registration_options(session.user, browser_binding(), utcnow())
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -371,7 +363,7 @@ def passkey_register() -> Any:
 
     given = body.get("name") if isinstance(body.get("name"), str) else None
     try:
-        passkey = passkey_service().register(
+        passkey = services().passkeys.register(
             session.user,
             str(body.get("challenge_id", "")),
             credential if isinstance(credential, str) else json.dumps(credential),
@@ -402,13 +394,13 @@ def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     """A new sign-in method: notify the user, end a recovery restriction, and hand out backup
     codes the first time the account gets a passkey or an authenticator app."""
     user = session.user
-    notifier().notify(user, "method_added", method=method)
+    services().notifier.notify(user, "method_added", method=method)
     if session.restricted:
         promote_session(session)
     _offer_to_sign_out_others()
-    if backup_code_service().has_codes(user):
+    if services().backup_codes.has_codes(user):
         return []
-    return backup_code_service().regenerate(user, utcnow())
+    return services().backup_codes.regenerate(user, utcnow())
 
 
 def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:
@@ -426,7 +418,7 @@ def passkey_rename(credential_id: str) -> Any:
     """Rename a passkey."""
     _session, passkey = _own_passkey(credential_id)
     try:
-        passkey_service().rename(passkey, request.form.get("name", ""))
+        services().passkeys.rename(passkey, request.form.get("name", ""))
     except PasskeyError:
         flash("A passkey needs a name.", "error")
         return redirect(url_for("account.home"))
@@ -460,8 +452,8 @@ def passkey_remove(credential_id: str) -> Any:
         flash("This is your only way to sign in, so it can't be removed. Add another passkey "
               "or a password first.", "error")  # fmt: skip
         return redirect(url_for("account.home"))
-    passkey_service().remove(passkey, request_context())
-    notifier().notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
+    services().passkeys.remove(passkey, request_context())
+    services().notifier.notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
     _offer_to_sign_out_others()
     db.session.commit()
     flash("Passkey removed.", "info")
@@ -483,7 +475,7 @@ def sessions() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     views = portal.active_sessions(db.session(), session.user, session, utcnow(),
-                                   session_service())  # fmt: skip
+                                   services().sessions)  # fmt: skip
     return render_template("account/sessions.html", user=session.user, sessions=views)
 
 
@@ -522,7 +514,7 @@ def sessions_revoke_others() -> Any:
         return session
     portal.revoke_other_sessions(db.session(), session.user, session, utcnow())
     # A pending email change may be the work of one of the sessions just ended.
-    EmailChanges(db.session()).end_pending(session.user, utcnow(), SIGNED_OUT)
+    services().email_changes.end_pending(session.user, utcnow(), SIGNED_OUT)
     audit.record(db.session(), "session.revoked_others", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -543,7 +535,7 @@ def apps() -> Any:
         user=session.user,
         apps=connected,
         shared=shared_with_apps(db.session(), session.user, connected),
-        groups=GroupService(db.session()).groups_of(session.user_id),
+        groups=services().groups.groups_of(session.user_id),
     )
 
 
@@ -609,9 +601,9 @@ def profile() -> Any:
         "account/profile.html",
         user=session.user,
         rp_id=runtime().settings.rp_id,
-        passwords_allowed=sign_in_policy().passwords_allowed,
+        passwords_allowed=services().policy.passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
-        pending_change=EmailChanges(db.session()).pending(session.user, utcnow()),
+        pending_change=services().email_changes.pending(session.user, utcnow()),
     )
 
 
@@ -624,7 +616,7 @@ def email_change() -> Any:
         return session
     now = utcnow()
     try:
-        change, secret = EmailChanges(db.session()).request(
+        change, secret = services().email_changes.request(
             session.user, request.form.get("email", "")[:1000], now,
             allow_local_domains=not runtime().settings.production,
         )  # fmt: skip
@@ -632,9 +624,9 @@ def email_change() -> Any:
         flash(str(error), "error")
         return redirect(url_for("account.profile"))
     link = runtime().settings.endpoint(url_for("account.email_confirm", token=secret))
-    notifier().notify(session.user, "email_change_requested", recipient=change.new_email,
+    services().notifier.notify(session.user, "email_change_requested", recipient=change.new_email,
                       link=link, expires_at=change.expires_at)  # fmt: skip
-    notifier().notify(session.user, "email_change_pending", new_email=change.new_email,
+    services().notifier.notify(session.user, "email_change_pending", new_email=change.new_email,
                       expires_at=change.expires_at)  # fmt: skip
     audit.record(db.session(), "email.change_requested", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -656,7 +648,7 @@ def email_change_cancel() -> Any:
     session = _session_or_login("account.profile")
     if not isinstance(session, BrowserSession):
         return session
-    if EmailChanges(db.session()).end_pending(session.user, utcnow(), CANCELLED):
+    if services().email_changes.end_pending(session.user, utcnow(), CANCELLED):
         audit.record(db.session(), "email.change_cancelled", subject_id=session.user_id,
                      context=request_context())  # fmt: skip
         flash("The email change is cancelled.", "info")
@@ -676,7 +668,7 @@ def email_confirm() -> Any:
 
 
 def _confirm_email_change(token: str) -> Any:
-    changed = EmailChanges(db.session()).confirm(token, utcnow())
+    changed = services().email_changes.confirm(token, utcnow())
     if changed is None:
         db.session.rollback()
         return render_template(
@@ -685,7 +677,7 @@ def _confirm_email_change(token: str) -> Any:
             message="It has expired, was already used or cancelled, or the address is taken.",
         ), 400
     user, old_email = changed
-    notifier().notify(user, "email_changed", recipient=old_email, new_email=user.email)
+    services().notifier.notify(user, "email_changed", recipient=old_email, new_email=user.email)
     audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context())
     db.session.commit()
     flask_session["signal_user_details"] = True

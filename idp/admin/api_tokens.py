@@ -13,6 +13,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from idp.admin.blueprint import bp
+from idp.composition import services
 from idp.extensions import db
 from idp.models import ApiToken
 from idp.models.base import utcnow
@@ -23,15 +24,13 @@ from idp.services.api_tokens import (
     ApiTokenService,
     status_of,
 )
-from idp.web import request_context, runtime
 
 #: The expiry choices the form offers, in days (0: never).
 EXPIRY_CHOICES = ((30, "30 days"), (90, "90 days"), (365, "1 year"), (0, "Never"))
 
 
 def _service() -> ApiTokenService:
-    return ApiTokenService(db.session(), runtime().api_token_hasher, actor_id=g.admin.id,
-                           context=request_context())  # fmt: skip
+    return services().api_tokens(g.admin.id)
 
 
 def _token_or_404(name: str) -> ApiToken:

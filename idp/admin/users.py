@@ -11,10 +11,10 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from idp.admin.blueprint import bp
+from idp.composition import services
 from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
-from idp.services.groups import GroupService
 from idp.services.passkeys import describe_authenticator
 from idp.services.portal import describe_user_agent
 from idp.services.user_admin import (
@@ -22,19 +22,14 @@ from idp.services.user_admin import (
     UserAdmin,
     UserAdminError,
 )
-from idp.web import (
-    runtime,
-    sign_in_policy,
-    url_for_secret,
-    user_admin_for,
-)
+from idp.web import runtime, url_for_secret
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
 LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "24 hours")]
 
 
 def user_admin() -> UserAdmin:
-    return user_admin_for(g.admin.id)
+    return services().user_admin(g.admin.id)
 
 
 def _user(user_id: str) -> User:
@@ -125,12 +120,12 @@ def user(user_id: str) -> Any:
         backup_codes_left=service.backup_codes.remaining(subject),
         sessions=[(s, describe_user_agent(s.user_agent)) for s in service.sessions(subject, now)],
         consents=service.consents(subject),
-        groups=GroupService(db.session()).groups_of(subject.id),
+        groups=services().groups.groups_of(subject.id),
         links=service.live_links(subject, now),
         set_up=service.has_way_in(subject),
         lifetimes=_lifetimes(),
         default_ttl=runtime().settings.login_link_ttl,
-        passwords_allowed=sign_in_policy().passwords_allowed,
+        passwords_allowed=services().policy.passwords_allowed,
         is_self=subject.id == g.admin.id,
     )
 

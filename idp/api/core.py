@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from idp.api.blueprint import bp
 from idp.api.problems import BY_STATUS, Problem, problem_response
+from idp.composition import services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
 from idp.models.base import utcnow
@@ -35,7 +36,6 @@ from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
-from idp.web import failed_api_auth_budget, request_context, runtime
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
 MAX_BODY = 64 * 1024
@@ -97,8 +97,7 @@ def operation(
 
 # -- authentication --------------------------------------------------------------------------------
 def token_service() -> ApiTokenService:
-    return ApiTokenService(db.session(), runtime().api_token_hasher, actor_id=None,
-                           context=request_context())  # fmt: skip
+    return services().api_tokens(None)
 
 
 def _challenge(error: str = "", **params: str) -> dict[str, str]:
@@ -125,7 +124,7 @@ def _authenticate() -> None:
     presented = presented.strip()
     now = utcnow()
     address = request.remote_addr or ""
-    budget = failed_api_auth_budget()
+    budget = services().failed_api_auth_budget
     if budget.exhausted("api-auth", address, now):
         retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
         raise Problem("too-many-requests", headers={"Retry-After": str(retry)})

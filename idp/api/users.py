@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
+from idp.composition import services
 from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
@@ -18,11 +19,7 @@ from idp.services.pages import keyset_page
 from idp.services.user_admin import IssuedLink, UserAdmin, UserAdminError
 from idp.services.user_descriptions import describe_user
 from idp.services.users import normalise_email
-from idp.web import (
-    runtime,
-    url_for_secret,
-    user_admin_for,
-)
+from idp.web import runtime, url_for_secret
 
 TAG = "users"
 #: Who the invite email says invited the user (as ``idp users invite`` says).
@@ -30,7 +27,7 @@ INVITER = "An administrator"
 
 
 def _service() -> UserAdmin:
-    return user_admin_for(actor())
+    return services().user_admin(actor())
 
 
 def _user(user_id: str) -> User:

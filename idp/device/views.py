@@ -8,13 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
+from idp.composition import services
 from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
 from idp.models.base import utcnow
 from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
 from idp.services.group_access import allowed_to_use
-from idp.services.groups import GroupService
-from idp.web import current_session, device_flow, request_context, runtime
+from idp.web import current_session, request_context, runtime
 
 bp = Blueprint("device", __name__)
 
@@ -49,7 +49,7 @@ def review() -> Any:
     session = _signed_in()
     if session is None:
         return _to_login()
-    service = device_flow()
+    service = services().device_flow
     now = utcnow()
     typed = request.form.get("user_code", "")
     entry = service.enter(typed, session.user, request_context(), now)
@@ -77,7 +77,7 @@ def decide() -> Any:
     session = _signed_in()
     if session is None:
         return _to_login()
-    service = device_flow()
+    service = services().device_flow
     now = utcnow()
     authorization = service.pending(request.form.get("authorization", ""), now)
     if authorization is None:
@@ -110,7 +110,7 @@ def _refuse_unless_allowed(
     service.decide(authorization, user=session.user, session=session, approve=False,
                    context=request_context(), now=utcnow(),
                    reason="not_in_allowed_groups")  # fmt: skip
-    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    groups = services().groups.allowed_groups(client.client_id)
     db.session.commit()
     page = render_template(
         "oidc/access_refused.html",

@@ -17,20 +17,12 @@ from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
 from idp.services.sign_in import SignInService
 from idp.web import (
-    attempt_limiter,
-    backup_code_service,
     browser_binding,
     current_session,
-    email_key,
-    notifier,
-    passkey_service,
     request_context,
     runtime,
     safe_next,
-    sign_in_policy,
     start_session,
-    storage_budgets,
-    totp_service,
 )
 
 bp = Blueprint("login", __name__)
@@ -41,16 +33,8 @@ PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try agai
 
 
 def sign_in_service() -> SignInService:
-    return SignInService(
-        db.session(),
-        passwords=runtime().passwords,
-        limiter=attempt_limiter(),
-        email_key=email_key,
-        totp=totp_service(),
-        backup_codes=backup_code_service(),
-        notifier=notifier(),
-        policy=sign_in_policy(),
-    )
+    """For idp/cli.py, until the command line asks idp.composition for its services."""
+    return services().sign_in
 
 
 def _pending(pending_id: str | None) -> PendingAuthorization | None:
@@ -67,7 +51,7 @@ def _destination(pending: PendingAuthorization | None, next_path: str | None) ->
 
 
 def _page(pending: PendingAuthorization | None, email: str, error: str | None) -> str:
-    policy = sign_in_policy()
+    policy = services().policy
     return render_template(
         "login/login.html",
         pending=pending,
@@ -91,7 +75,7 @@ def login() -> Any:
 
 def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     email = request.form.get("email", "")[:320]
-    result = sign_in_service().password(
+    result = services().sign_in.password(
         email, request.form.get("password", ""), request_context(), utcnow()
     )
     if result.user is None:
@@ -99,7 +83,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
-    if sign_in_service().has_second_factor(result.user):
+    if services().sign_in.has_second_factor(result.user):
         # the design sign-in walk: after a correct password, the second step.
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
@@ -137,7 +121,7 @@ def _after_password_only(user: User, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
     now = utcnow()
-    if not sign_in_policy().passkey_prompt or user.passkey_prompt_disabled:
+    if not services().policy.passkey_prompt or user.passkey_prompt_disabled:
         return destination
     if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
         return destination
@@ -153,7 +137,7 @@ def second_step() -> Any:
     if partial is None:
         return redirect(url_for("login.login"))
     user = partial.user
-    service = sign_in_service()
+    service = services().sign_in
     error = None
     if request.method == "POST":
         code = request.form.get("code", "")[:64]
@@ -193,7 +177,7 @@ def recover() -> Any:
     error = None
     email = request.values.get("email", "")[:320]
     if request.method == "POST":
-        result = sign_in_service().recover(
+        result = services().sign_in.recover(
             email, request.form.get("code", "")[:64], request_context(), utcnow()
         )
         if result.user is not None:
@@ -219,7 +203,7 @@ def passkey_prompt() -> Any:
         if choice == "never":
             user.passkey_prompt_disabled = True
         elif choice == "later":
-            days = sign_in_policy().passkey_prompt_snooze_days
+            days = services().policy.passkey_prompt_snooze_days
             user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
         db.session.commit()
         return redirect(then)
@@ -238,12 +222,12 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not storage_budgets().passkey_options(request_context().ip_address, utcnow()):
+    if not services().storage_budgets.passkey_options(request_context().ip_address, utcnow()):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
         response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
         return response, 429
-    ceremony = passkey_service().authentication_options(browser_binding(), utcnow(), user=user)
+    ceremony = services().passkeys.authentication_options(browser_binding(), utcnow(), user=user)
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -256,7 +240,7 @@ def passkey_verify() -> Any:
         return jsonify(error="invalid_request", message=PASSKEY_FAILURE), 400
     credential = body.get("credential")
     try:
-        signed_in = passkey_service().authenticate(
+        signed_in = services().passkeys.authenticate(
             str(body.get("challenge_id", "")),
             credential if isinstance(credential, str) else _json_text(credential),
             browser_binding(),
@@ -324,7 +308,7 @@ def passkey_endpoints() -> Any:
 def login_link(secret: str) -> Any:
     """A one-time login link: GET shows a confirmation page, only the POST spends the link
     (mail scanners prefetch links); then a restricted session must register a new passkey."""
-    links = LoginLinkService(db.session())
+    links = services().login_links
     if request.method == "POST":
         return _spend_login_link(links, secret)
     # GET and HEAD (a scanner's probe) only look the link up (RFC 9110 9.2.1).
@@ -348,7 +332,7 @@ def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
             message="It has expired, was already used or was revoked. Ask for a new one.",
         ), 400
     # Issue 6, login links: using the link is audited (``spend``) and the user is told.
-    notifier().notify(user, "login_link_used")
+    services().notifier.notify(user, "login_link_used")
     response = redirect(url_for("account.recover"))
     # Issue 6: after a login link the user registers a new passkey before anything else.
     start_session(user, ["otp"], response, passkey_only=True)

@@ -37,10 +37,11 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
-from flask import Flask, current_app, g, has_request_context
+from flask import Flask, g, has_request_context
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
+from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import (
     AccessToken,
@@ -54,12 +55,10 @@ from idp.models import (
 from idp.models.base import utcnow
 from idp.oidc.checks import check_scope
 from idp.oidc.errors import AuthorizationError
-from idp.runtime import Runtime
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.crypto import new_secret, token_hash
 from idp.services.device import PollOutcome
-from idp.services.grants import GrantService
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.signing_keys import KeyMaterial
@@ -69,19 +68,13 @@ from idp.services.tokens import (
     verify_access_token,
     verify_issued_jwt,
 )
-from idp.web import device_flow, request_context, storage_budgets
+from idp.web import request_context
 
 log = logging.getLogger(__name__)
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choice to the AS
-
-
-def runtime() -> Runtime:
-    value = current_app.extensions["idp"]
-    assert isinstance(value, Runtime)
-    return value
 
 
 def query_client(client_id: str) -> Client | None:
@@ -137,7 +130,7 @@ def generate_token(
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
     now = utcnow()
-    service = GrantService(db.session())
+    service = services().grants
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
     code: AuthorizationCode | DeviceAuthorization | None = getattr(
         request, "authorization_code", None
@@ -242,7 +235,7 @@ def _still_allowed(grant: Grant, client: Client) -> bool:
     if found.admits(client):
         g.group_claims = (grant.user_id, client.client_id, found)
         return True
-    GrantService(db.session()).revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
+    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
     return False
 
 
@@ -251,7 +244,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = GrantService(db.session()).redeem_code(code, client.client_id, utcnow())
+        row = services().grants.redeem_code(code, client.client_id, utcnow())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -272,7 +265,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client = self.request.client
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
-        redemption = GrantService(db.session()).redeem_refresh_token(
+        redemption = services().grants.redeem_refresh_token(
             refresh_token, client_id, utcnow(), retry_grace=grace
         )
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
@@ -323,7 +316,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             # RFC 6749 5.2: the client authenticated but may not use this grant type.
             raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        poll = device_flow().poll(device_code, client.client_id, utcnow())
+        poll = services().device_flow.poll(device_code, client.client_id, utcnow())
         if poll.outcome is PollOutcome.PENDING:
             raise rfc8628.AuthorizationPendingError()
         if poll.outcome is PollOutcome.SLOW_DOWN:
@@ -376,12 +369,12 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
             raise InvalidScopeError(error.description) from None
         rt = runtime()
         now = utcnow()
-        if not storage_budgets().pending_authorization(request_context().ip_address, now):
+        if not services().storage_budgets.pending_authorization(request_context().ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
             # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
             db.session.commit()  # the counted request
             raise DeviceBudgetSpentError()
-        issued = device_flow().start(
+        issued = services().device_flow.start(
             client, scope, ttl=rt.settings.device_code_ttl,
             interval=rt.settings.device_poll_interval, context=request_context(), now=now,
         )  # fmt: skip
@@ -492,7 +485,7 @@ def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) 
 def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
     """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
     rt = runtime()
-    service = GrantService(db.session())
+    service = services().grants
 
     def as_access_token() -> AccessToken | None:
         claims = verify_issued_jwt(
@@ -521,7 +514,7 @@ class TokenRevocation(RevocationEndpoint):
         return _find_token(token_string, token_type_hint)
 
     def revoke_token(self, token: Any, request: OAuth2Request) -> None:
-        service = GrantService(db.session())
+        service = services().grants
         if isinstance(token, RefreshToken):
             # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
             # same grant.
@@ -545,7 +538,7 @@ class TokenIntrospection(IntrospectionEndpoint):
         now = utcnow()
         if isinstance(token, AccessToken):
             # Also inactive once its user is disabled or its grant revoked (logout, replay).
-            if GrantService(db.session()).active_access_token(token.jti, now) is None:
+            if services().grants.active_access_token(token.jti, now) is None:
                 return {"active": False}
             token_type = "access_token"
             issued, expires = token.issued_at, token.expires_at

@@ -34,9 +34,8 @@ from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.server import bearer_token, query_client
 from idp.services import audit
 from idp.services.claims import client_claims
-from idp.services.grants import CodeRequest, GrantService
+from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
-from idp.services.groups import GroupService
 from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
@@ -47,7 +46,6 @@ from idp.web import (
     current_session,
     request_context,
     runtime,
-    storage_budgets,
 )
 
 bp = Blueprint("oidc", __name__)
@@ -161,7 +159,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
-        if pending is None and not storage_budgets().pending_authorization(
+        if pending is None and not services().storage_budgets.pending_authorization(
             request_context().ip_address, now
         ):
             # docs/operations.md, "Storage budgets": this address has opened its share of pending
@@ -193,7 +191,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not _pending_requests().spend(pending, now):
         abort(400, description="This sign-in request was already completed.")
-    code = GrantService(db.session()).issue_code(
+    code = services().grants.issue_code(
         user=session.user,
         client=client,
         session=session,
@@ -248,7 +246,7 @@ def _refuse_access(
         reason="not_in_allowed_groups",
         prompt_none="none" in auth_request.prompt,
     )
-    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    groups = services().groups.allowed_groups(client.client_id)
     db.session.commit()
     error = AuthorizationError(
         "access_denied", f"You are not in a group that may use {client.name}."
@@ -331,7 +329,7 @@ def consent() -> Any:
             error.state = auth_request.state
             error.response_mode = auth_request.response_mode
             return _error_response(error)
-        GrantService(db.session()).remember_consent(
+        services().grants.remember_consent(
             session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
         )
         _pending_requests().consent_given(pending, session.user_id)

@@ -15,21 +15,15 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from idp.account.views import restricted_page
+from idp.composition import services
 from idp.extensions import db
 from idp.models import User
 from idp.models.base import utcnow
 from idp.services.audit import RequestContext
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
-from idp.services.signup import Joining, NewAccount, SignupError
-from idp.web import (
-    notifier,
-    request_context,
-    runtime,
-    sign_in_policy,
-    signup_budget,
-    start_session,
-)
+from idp.services.signup import NewAccount, SignupError
+from idp.web import request_context, runtime, start_session
 
 bp = Blueprint("signup", __name__)
 
@@ -39,17 +33,8 @@ LINK_FAILED = (
 )
 
 
-def joining() -> Joining:
-    return Joining(
-        db.session(),
-        runtime().passwords,
-        notifier(),
-        allow_local_domains=not runtime().settings.production,
-    )
-
-
 def _policy() -> SignInPolicy:
-    return sign_in_policy()
+    return services().policy
 
 
 def _link_failed() -> Any:
@@ -115,9 +100,9 @@ def _joining_page(
 def invite(secret: str) -> Any:
     """An admin's invite: choose a name (and a password where allowed), then add a passkey."""
     policy = _policy()
-    user = joining().find_invite(secret, utcnow())
+    user = services().joining.find_invite(secret, utcnow())
     return _joining_page(
-        secret, user, joining().accept_invite, policy, "signup/invite.html", user=user
+        secret, user, services().joining.accept_invite, policy, "signup/invite.html", user=user
     )
 
 
@@ -144,12 +129,12 @@ def start() -> Any:
     error = None
     if request.method == "POST":
         settings = runtime().settings
-        if not signup_budget().spend("signup", request_context().ip_address, utcnow()):
+        if not services().signup_budget.spend("signup", request_context().ip_address, utcnow()):
             db.session.commit()
             error = "Too many sign-up requests from your network. Please try again in an hour."
             return render_template("signup/start.html", email=email, error=error), 429
         try:
-            joining().request_signup(
+            services().joining.request_signup(
                 email, context=request_context(), now=utcnow(),
                 url_for_secret=lambda secret: settings.endpoint(
                     url_for("signup.confirm", secret=secret)
@@ -168,8 +153,8 @@ def start() -> Any:
 def confirm(secret: str) -> Any:
     """The emailed link: choose a name (and a password where allowed); the POST spends it."""
     policy = _signup_open()
-    link = joining().find_signup(secret, utcnow())
+    link = services().joining.find_signup(secret, utcnow())
     email = link.email if link is not None else None
     return _joining_page(
-        secret, link, joining().complete_signup, policy, "signup/confirm.html", email=email
+        secret, link, services().joining.complete_signup, policy, "signup/confirm.html", email=email
     )

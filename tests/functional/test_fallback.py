@@ -586,7 +586,7 @@ def test_a_success_before_the_hundredth_failure_resets_the_count(app: Flask, clo
 
 
 def test_admin_unlock_lifts_the_lock(app: Flask, clock: Clock) -> None:
-    from idp.login.views import sign_in_service
+    from idp.composition import services
 
     enrolled = user_with_totp(app, clock)
     password = password_key(app, enrolled.user.email)
@@ -600,7 +600,7 @@ def test_admin_unlock_lifts_the_lock(app: Flask, clock: Clock) -> None:
     with app.test_request_context():
         user = db.session.get(User, enrolled.user.id)
         assert user is not None
-        sign_in_service().unlock(user)
+        services().sign_in.unlock(user)
         db.session.commit()
     assert failures(app, password) == failures(app, otp) == 0
     signed_in_with_totp(app, enrolled, clock)
