@@ -48,7 +48,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["idp.oauth"] = create_authorization_server(app)
 
-    from idp.account.views import bp as account_bp
+    from idp.account import bp as account_bp
     from idp.admin import bp as admin_bp
     from idp.api import bp as api_bp
     from idp.device.views import bp as device_bp

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from idp.account.views import restricted_page
+from idp.account.blueprint import restricted_page
 from idp.composition import services
 from idp.extensions import db
 from idp.models import User

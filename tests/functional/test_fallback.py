@@ -77,7 +77,12 @@ META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Freeze the time the login and account views decide with (TOTP steps, delays, step-up)."""
     frozen = Clock(utcnow())
-    for module in ("idp.login.views", "idp.account.views"):
+    for module in (
+        "idp.login.views",
+        "idp.account.blueprint",
+        "idp.account.views",
+        "idp.account.profile",
+    ):
         monkeypatch.setattr(f"{module}.utcnow", frozen)
     return frozen
 

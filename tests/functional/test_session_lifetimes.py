@@ -48,7 +48,13 @@ SECOND = timedelta(seconds=1)
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """One frozen time for the session loader (idp.web) and the views that decide with it."""
     frozen = Clock(utcnow())
-    for module in ("idp.web", "idp.login.views", "idp.account.views"):
+    for module in (
+        "idp.web",
+        "idp.login.views",
+        "idp.account.blueprint",
+        "idp.account.views",
+        "idp.account.profile",
+    ):
         monkeypatch.setattr(f"{module}.utcnow", frozen)
     return frozen
 
