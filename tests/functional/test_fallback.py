@@ -80,7 +80,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     for module in (
         "idp.login.views",
         "idp.account.blueprint",
-        "idp.account.views",
+        "idp.account.methods",
         "idp.account.profile",
     ):
         monkeypatch.setattr(f"{module}.utcnow", frozen)

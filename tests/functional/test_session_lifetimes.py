@@ -52,7 +52,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
         "idp.web",
         "idp.login.views",
         "idp.account.blueprint",
-        "idp.account.views",
+        "idp.account.methods",
         "idp.account.profile",
     ):
         monkeypatch.setattr(f"{module}.utcnow", frozen)
