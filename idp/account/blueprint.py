@@ -20,9 +20,7 @@ from idp.models import BrowserSession
 from idp.models.base import utcnow
 from idp.services.assurance import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
-from idp.web import (
-    current_session,
-)
+from idp.web import current_session
 
 bp = Blueprint("account", __name__)
 

@@ -13,9 +13,7 @@ from flask import (
     request,
     url_for,
 )
-from flask import (
-    session as flask_session,
-)
+from flask import session as flask_session
 
 from idp.account.blueprint import (
     _signed_in_recently,
@@ -34,9 +32,7 @@ from idp.services.passkey_checks import PasskeyError
 from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
-from idp.services.users import (
-    PASSWORD_CHANGED,
-)
+from idp.services.users import PASSWORD_CHANGED
 from idp.web import (
     browser_binding,
     confirm_page,

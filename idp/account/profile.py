@@ -12,9 +12,7 @@ from flask import (
     request,
     url_for,
 )
-from flask import (
-    session as flask_session,
-)
+from flask import session as flask_session
 from markupsafe import Markup
 
 from idp.account.blueprint import (
