@@ -53,7 +53,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from idp.api import bp as api_bp
     from idp.device.views import bp as device_bp
     from idp.login.views import bp as login_bp
-    from idp.oidc.views import bp as oidc_bp
+
+    # Imported for their routes: both page modules of the provider register on ``oidc_bp``.
+    from idp.oidc import token_views, views  # noqa: F401
+    from idp.oidc.blueprint import bp as oidc_bp
     from idp.ops import bp as ops_bp
     from idp.signup.views import bp as signup_bp
 

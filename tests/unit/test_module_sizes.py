@@ -9,12 +9,6 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "idp"
 MAX_LINES = 450
 #: Alembic migrations are generated, and read one at a time.
 EXEMPT_DIRECTORIES = ("migrations",)
-#: Split by the composition-root work under way in other branches; each entry goes when its
-#: split merges. The test fails on an entry that is no longer needed, so none outlives its split.
-TEMPORARY_EXCEPTIONS = {
-    "web.py",
-    "oidc/views.py",
-}
 
 
 def module_lengths() -> dict[str, int]:
@@ -28,15 +22,5 @@ def module_lengths() -> dict[str, int]:
 
 
 def test_no_module_is_over_450_lines() -> None:
-    too_long = {
-        name: length
-        for name, length in module_lengths().items()
-        if length > MAX_LINES and name not in TEMPORARY_EXCEPTIONS
-    }
+    too_long = {name: length for name, length in module_lengths().items() if length > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
-
-
-def test_every_temporary_exception_is_still_needed() -> None:
-    lengths = module_lengths()
-    done = sorted(name for name in TEMPORARY_EXCEPTIONS if lengths.get(name, 0) <= MAX_LINES)
-    assert not done, f"no longer over {MAX_LINES} lines, drop from TEMPORARY_EXCEPTIONS: {done}"
