@@ -25,13 +25,13 @@ from idp.web import current_session
 bp = Blueprint("account", __name__)
 
 
-def _stepped_up(session: BrowserSession) -> bool:
+def stepped_up(session: BrowserSession) -> bool:
     """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
     (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
     return step_up_satisfied(db.session(), session, utcnow())
 
 
-def _step_up_url(next_path: str) -> str:
+def step_up_url(next_path: str) -> str:
     """Sign in again (with the strongest method) and come back."""
     session = current_session()
     needs_passkey = session is not None and strongest_acr(db.session(), session.user) in (
@@ -74,13 +74,13 @@ def _restricted_sessions_only_recover() -> Any:
     return None
 
 
-def _signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
+def signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
     """The session if it passed the step-up rule, else a redirect to sign in again."""
     session = current_session()
     if session is None:
         return redirect(url_for("login.login", next=url_for(next_endpoint)))
-    if not _stepped_up(session):
-        return redirect(_step_up_url(url_for(next_endpoint)))
+    if not stepped_up(session):
+        return redirect(step_up_url(url_for(next_endpoint)))
     g.account_session = session
     return session
 
@@ -93,13 +93,13 @@ def restricted_page(template: str) -> Any:
         return redirect(url_for("login.login"))
     if not session.restricted:
         return redirect(url_for("account.home"))
-    if not _stepped_up(session):
+    if not stepped_up(session):
         # Past the step-up window it can no longer add a method (docs/security.md, Sessions).
         return render_template("account/restricted_expired.html", user=session.user)
     return render_template(template, user=session.user, session=session)
 
 
-def _session_or_login(endpoint: str) -> BrowserSession | Any:
+def session_or_login(endpoint: str) -> BrowserSession | Any:
     session = current_session()
     if session is None:
         return redirect(url_for("login.login", next=url_for(endpoint)))

@@ -16,11 +16,11 @@ from flask import (
 from flask import session as flask_session
 
 from idp.account.blueprint import (
-    _signed_in_recently,
-    _step_up_url,
-    _stepped_up,
     bp,
     restricted_page,
+    signed_in_recently,
+    step_up_url,
+    stepped_up,
 )
 from idp.composition import services
 from idp.extensions import db
@@ -64,7 +64,7 @@ def home() -> Any:
             (p, describe_authenticator(p.aaguid)[1], portal.passkey_status(p, now))
             for p in passkeys
         ],
-        recent=_stepped_up(session),
+        recent=stepped_up(session),
         totp_enabled=services().totp.is_enabled(session.user),
         backup_codes_left=services().backup_codes.remaining(session.user),
         rp_id=runtime().settings.rp_id,
@@ -84,7 +84,7 @@ def recover() -> Any:
 @bp.route("/account/totp", methods=["GET", "POST"])
 def totp_setup() -> Any:
     """Set up an authenticator app: QR code and secret, confirmed with a first code."""
-    session = _signed_in_recently("account.totp_setup")
+    session = signed_in_recently("account.totp_setup")
     if not isinstance(session, BrowserSession):
         return session
     service = services().totp
@@ -151,7 +151,7 @@ def totp_cancel() -> Any:
 @bp.route("/account/totp/remove", methods=["GET", "POST"])
 def totp_remove() -> Any:
     """Remove the authenticator app (after a recent sign-in, and a confirmation)."""
-    session = _signed_in_recently("account.home")
+    session = signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
     if not confirmed():
@@ -177,7 +177,7 @@ def totp_remove() -> Any:
 @bp.route("/account/backup-codes", methods=["GET", "POST"])
 def backup_codes_regenerate() -> Any:
     """New backup codes, shown once; the old set stops working (so: after a confirmation)."""
-    session = _signed_in_recently("account.home")
+    session = signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
     left = services().backup_codes.remaining(session.user)
@@ -208,7 +208,7 @@ def backup_codes_regenerate() -> Any:
 @bp.post("/account/password")
 def password_set() -> Any:
     """Set or change the password (after a recent sign-in)."""
-    session = _signed_in_recently("account.home")
+    session = signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
     if not services().policy.passwords_allowed:
@@ -233,7 +233,7 @@ def password_set() -> Any:
 @bp.post("/account/password/remove")
 def password_remove() -> Any:
     """Go passwordless: only when a passkey remains."""
-    session = _signed_in_recently("account.home")
+    session = signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
     if _method_removal().password_refusal(session.user) is not None:
@@ -256,8 +256,8 @@ def passkey_registration_options() -> Any:
     session = current_session()
     if session is None:
         return jsonify(error="login_required"), 401
-    if not _stepped_up(session):
-        return jsonify(error="reauthenticate", redirect=_step_up_url(url_for("account.home"))), 403
+    if not stepped_up(session):
+        return jsonify(error="reauthenticate", redirect=step_up_url(url_for("account.home"))), 403
     ceremony = services().passkeys.registration_options(session.user, browser_binding(), utcnow())
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
@@ -269,7 +269,7 @@ def passkey_register() -> Any:
     session = current_session()
     if session is None:
         return jsonify(error="login_required"), 401
-    if not _stepped_up(session):
+    if not stepped_up(session):
         return jsonify(error="reauthenticate"), 403
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -348,8 +348,8 @@ def passkey_rename(credential_id: str) -> Any:
 def passkey_remove(credential_id: str) -> Any:
     """Remove a passkey (after a recent sign-in and a confirmation; never the last way in)."""
     session, passkey = _own_passkey(credential_id)
-    if not _stepped_up(session):
-        return redirect(_step_up_url(url_for("account.home")))
+    if not stepped_up(session):
+        return redirect(step_up_url(url_for("account.home")))
     if not confirmed():
         return confirm_page(
             title=f"Remove the passkey “{passkey.name}”?",

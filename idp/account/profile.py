@@ -16,9 +16,9 @@ from flask import session as flask_session
 from markupsafe import Markup
 
 from idp.account.blueprint import (
-    _session_or_login,
-    _signed_in_recently,
     bp,
+    session_or_login,
+    signed_in_recently,
 )
 from idp.composition import services
 from idp.extensions import db
@@ -44,7 +44,7 @@ from idp.web import (
 @bp.get("/account/sessions")
 def sessions() -> Any:
     """Where the user is signed in."""
-    session = _session_or_login("account.sessions")
+    session = session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
     views = portal.active_sessions(db.session(), session.user, session, utcnow(),
@@ -55,7 +55,7 @@ def sessions() -> Any:
 @bp.route("/account/sessions/<sid>/revoke", methods=["GET", "POST"])
 def session_revoke(sid: str) -> Any:
     """Sign out one session (after a confirmation); every node refuses it on its next request."""
-    session = _session_or_login("account.sessions")
+    session = session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
     if not confirmed():
@@ -82,7 +82,7 @@ def session_revoke(sid: str) -> Any:
 @bp.post("/account/sessions/revoke-others")
 def sessions_revoke_others() -> Any:
     """Sign out everywhere else."""
-    session = _session_or_login("account.sessions")
+    session = session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
     portal.revoke_other_sessions(db.session(), session.user, session, utcnow())
@@ -99,7 +99,7 @@ def sessions_revoke_others() -> Any:
 @bp.get("/account/apps")
 def apps() -> Any:
     """Applications the user shares their account with."""
-    session = _session_or_login("account.apps")
+    session = session_or_login("account.apps")
     if not isinstance(session, BrowserSession):
         return session
     connected = portal.connected_apps(db.session(), session.user)
@@ -116,7 +116,7 @@ def apps() -> Any:
 def app_revoke(client_id: str) -> Any:
     """Disconnect an app (after a confirmation): its consent goes, and its refresh and access
     tokens stop working."""
-    session = _session_or_login("account.apps")
+    session = session_or_login("account.apps")
     if not isinstance(session, BrowserSession):
         return session
     if not confirmed():
@@ -142,7 +142,7 @@ def app_revoke(client_id: str) -> Any:
 @bp.get("/account/activity")
 def activity() -> Any:
     """The user's security activity, newest first."""
-    session = _session_or_login("account.activity")
+    session = session_or_login("account.activity")
     if not isinstance(session, BrowserSession):
         return session
     page = request.args.get("page", "1")
@@ -159,7 +159,7 @@ def activity() -> Any:
 @bp.route("/account/profile", methods=["GET", "POST"])
 def profile() -> Any:
     """Name and email address."""
-    session = _session_or_login("account.profile")
+    session = session_or_login("account.profile")
     if not isinstance(session, BrowserSession):
         return session
     if request.method == "POST":
@@ -184,7 +184,7 @@ def profile() -> Any:
 def email_change() -> Any:
     """Ask to change the email: confirmed from the new address (after a step-up). The address
     must be one plain addr-spec (idp.services.email_addresses); the old address is told."""
-    session = _signed_in_recently("account.profile")
+    session = signed_in_recently("account.profile")
     if not isinstance(session, BrowserSession):
         return session
     now = utcnow()
@@ -218,7 +218,7 @@ def email_change() -> Any:
 @bp.post("/account/email/cancel")
 def email_change_cancel() -> Any:
     """The profile's Cancel button: the pending change's link stops working."""
-    session = _session_or_login("account.profile")
+    session = session_or_login("account.profile")
     if not isinstance(session, BrowserSession):
         return session
     if services().email_changes.end_pending(session.user, utcnow(), CANCELLED):

@@ -129,7 +129,7 @@ AUTH_METHOD_HOW = {
 _GENERIC_CLIENT_AUTH_FAILURE = "The client cannot authenticate with methods"
 
 
-def _claimed_client_id(request: OAuth2Request) -> str | None:
+def claimed_client_id(request: OAuth2Request) -> str | None:
     """The client a failed authentication claims to be: from the Basic header, the form's
     client_id, or a client assertion's unverified ``iss`` (RFC 7523 3 item 1)."""
     try:

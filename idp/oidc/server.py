@@ -47,8 +47,8 @@ from idp.oidc.client_auth import (
     CLIENT_AUTH_METHODS,
     CONFIDENTIAL_AUTH_METHODS,
     PrivateKeyJWT,
-    _claimed_client_id,
     authenticate_client_secret_basic,
+    claimed_client_id,
     registered_method_refusal,
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
@@ -399,7 +399,7 @@ class IdpAuthorizationServer(AuthorizationServer):
         try:
             return super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
-            claimed = _claimed_client_id(request)
+            claimed = claimed_client_id(request)
             client = query_client(claimed) if claimed else None
             if client is not None:
                 error.description = registered_method_refusal(client, error.description or "")
