@@ -10,6 +10,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from idp.clock import SYSTEM_CLOCK
 from idp.database import configure_engine, is_outage
 from idp.extensions import csrf, db
 from idp.runtime import Runtime
@@ -40,6 +41,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
+    # The one clock every view reads the time from (idp.web.clock); tests set a frozen one here.
+    app.extensions["idp.clock"] = SYSTEM_CLOCK
     app.extensions["idp"] = Runtime.build(settings)
     from idp.oidc.server import create_authorization_server
 

@@ -16,6 +16,7 @@ from flask import Flask, after_this_request, current_app, g, render_template, re
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from idp.clock import Clock
 from idp.extensions import db
 from idp.models import BrowserSession, OutboxMessage, User
 from idp.models.base import utcnow
@@ -57,6 +58,14 @@ from idp.settings import is_loopback_host
 def runtime() -> Runtime:
     value = current_app.extensions["idp"]
     assert isinstance(value, Runtime)
+    return value
+
+
+def clock() -> Clock:
+    """The application's clock (set in ``create_app``): the time a view decides with, which a
+    test freezes and moves by setting this one object (idp.clock)."""
+    value = current_app.extensions["idp.clock"]
+    assert isinstance(value, Clock)
     return value
 
 
