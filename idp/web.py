@@ -19,7 +19,6 @@ from werkzeug.wrappers import Response
 from idp.clock import Clock
 from idp.extensions import db
 from idp.models import BrowserSession, OutboxMessage, User
-from idp.models.base import utcnow
 from idp.runtime import Runtime
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.audit import MAX_USER_AGENT, RequestContext
@@ -111,7 +110,9 @@ def session_service() -> SessionService:
 def current_session() -> BrowserSession | None:
     """The live browser session of this request, loaded once."""
     if "idp_session" not in g:
-        g.idp_session = session_service().load(request.cookies.get(session_cookie_name()), utcnow())
+        g.idp_session = session_service().load(
+            request.cookies.get(session_cookie_name()), clock().now()
+        )
     session: BrowserSession | None = g.idp_session
     return session
 
@@ -267,7 +268,7 @@ def start_session(
     ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
     ``passkey_only``)."""
     previous = current_session()
-    now = utcnow()
+    now = clock().now()
     service = session_service()
     if previous is not None:
         service.revoke(previous, now)
@@ -281,7 +282,7 @@ def promote_session(restricted: BrowserSession) -> BrowserSession:
     """A restricted session added a sign-in method: it becomes a full session under a new id
     (idp.services.sessions.SessionService.promote); this response carries the new cookie."""
     service = session_service()
-    new = service.promote(restricted, request_context(), utcnow())
+    new = service.promote(restricted, request_context(), clock().now())
     g.idp_session = new.session
 
     @after_this_request
@@ -478,7 +479,7 @@ def deliver_committed(app: Flask, ids: list[int]) -> int:
     """Deliver ``ids`` in a fresh application context; never raises."""
     with app.app_context():
         try:
-            return deliver(db.session(), outbox_channels(), ids, utcnow())
+            return deliver(db.session(), outbox_channels(), ids, clock().now())
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")
@@ -533,7 +534,7 @@ def deliver_left_over() -> None:
     if ids:
         db.session.rollback()  # whatever was left uncommitted is not the outbox's to commit
         try:
-            deliver(db.session(), outbox_channels(), ids, utcnow())
+            deliver(db.session(), outbox_channels(), ids, clock().now())
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")
@@ -561,7 +562,7 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
             interval = timedelta(seconds=settings.prune_interval)
             if isinstance(schedule, PruneSchedule):
                 interval = schedule.claim_interval()
-            now = utcnow()
+            now = clock().now()
             if not claim_run(db.session(), now, interval):
                 return None
             policy = load_policy(db.session(), settings, policy_cache())

@@ -13,7 +13,6 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from idp.admin import bp
 from idp.extensions import db
 from idp.models import User
-from idp.models.base import utcnow
 from idp.services.groups import GroupService
 from idp.services.passkeys import describe_authenticator
 from idp.services.portal import describe_user_agent
@@ -23,6 +22,7 @@ from idp.services.user_admin import (
     UserAdminError,
 )
 from idp.web import (
+    clock,
     runtime,
     sign_in_policy,
     url_for_secret,
@@ -91,7 +91,7 @@ def user_new() -> Any:
                 return redirect(url_for("admin.user", user_id=user.id))
             user, issued = service.invite(
                 email, name=name, admin=admin, ttl=_lifetime(),
-                now=utcnow(), url_for_secret=url_for_secret, inviter=g.admin.email,
+                now=clock().now(), url_for_secret=url_for_secret, inviter=g.admin.email,
             )  # fmt: skip
         except UserAdminError as failure:
             db.session.rollback()
@@ -115,7 +115,7 @@ def user(user_id: str) -> Any:
     """One user: sign-in methods, sessions, connected apps, live links, and the actions."""
     subject = _user(user_id)
     service = user_admin()
-    now = utcnow()
+    now = clock().now()
     return render_template(
         "admin/user.html",
         user=subject,
@@ -148,7 +148,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
     """Run one admin action on a user, commit it with its audit record, and go back."""
     subject = _user(user_id)
     service = user_admin()
-    now = utcnow()
+    now = clock().now()
     actions = {
         "disable": lambda: service.disable(subject, now),
         "enable": lambda: service.enable(subject),
@@ -248,7 +248,7 @@ def user_login_link(user_id: str) -> Any:
     service = user_admin()
     try:
         issued = service.send_login_link(
-            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=url_for_secret
+            subject, ttl=_lifetime(), now=clock().now(), url_for_secret=url_for_secret
         )
     except UserAdminError as failure:
         return _refused(service, "send_login_link", subject, failure)
@@ -263,7 +263,7 @@ def user_invite(user_id: str) -> Any:
     service = user_admin()
     try:
         issued = service.reinvite(
-            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=url_for_secret,
+            subject, ttl=_lifetime(), now=clock().now(), url_for_secret=url_for_secret,
             inviter=g.admin.email,
         )  # fmt: skip
     except UserAdminError as failure:
@@ -282,7 +282,7 @@ def user_delete(user_id: str) -> Any:
     email = subject.email
     service = user_admin()
     try:
-        service.delete(subject, utcnow())
+        service.delete(subject, clock().now())
     except UserAdminError as failure:
         return _refused(service, "delete", subject, failure)
     db.session.commit()

@@ -20,7 +20,6 @@ from idp.api import bp
 from idp.api.problems import BY_STATUS, Problem, problem_response
 from idp.extensions import csrf, db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
@@ -34,7 +33,7 @@ from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
-from idp.web import failed_api_auth_budget, request_context, runtime
+from idp.web import clock, failed_api_auth_budget, request_context, runtime
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
 MAX_BODY = 64 * 1024
@@ -122,7 +121,7 @@ def _authenticate() -> None:
         # RFC 6750 3.1: a request without credentials gets no error code.
         raise Problem("authentication-required", headers=_challenge())
     presented = presented.strip()
-    now = utcnow()
+    now = clock().now()
     address = request.remote_addr or ""
     budget = failed_api_auth_budget()
     if budget.exhausted("api-auth", address, now):

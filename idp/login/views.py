@@ -10,7 +10,6 @@ from werkzeug.wrappers import Response
 
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
-from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
@@ -21,6 +20,7 @@ from idp.web import (
     attempt_limiter,
     backup_code_service,
     browser_binding,
+    clock,
     current_session,
     email_key,
     notifier,
@@ -61,7 +61,7 @@ def _pending(pending_id: str | None) -> PendingAuthorization | None:
     if not pending_id:
         return None
     pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
+    if pending is None or pending.consumed_at is not None or pending.expires_at <= clock().now():
         return None
     return pending
 
@@ -99,7 +99,7 @@ def login() -> Any:
 def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     email = request.form.get("email", "")[:320]
     result = sign_in_service().password(
-        email, request.form.get("password", ""), request_context(), utcnow()
+        email, request.form.get("password", ""), request_context(), clock().now()
     )
     if result.user is None:
         db.session.commit()  # the failure is counted and audited
@@ -128,7 +128,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
 
 
 def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
-    now = utcnow()
+    now = clock().now()
     raw = new_secret(32)
     db.session.add(
         PartialLogin(
@@ -149,7 +149,7 @@ def _partial() -> PartialLogin | None:
     if not isinstance(raw, str):
         return None
     partial = db.session.get(PartialLogin, token_hash(raw))
-    if partial is None or partial.consumed_at is not None or partial.expires_at <= utcnow():
+    if partial is None or partial.consumed_at is not None or partial.expires_at <= clock().now():
         return None
     return partial
 
@@ -157,7 +157,7 @@ def _partial() -> PartialLogin | None:
 def _after_password_only(user: User, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
-    now = utcnow()
+    now = clock().now()
     if not sign_in_policy().passkey_prompt or user.passkey_prompt_disabled:
         return destination
     if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
@@ -178,7 +178,7 @@ def second_step() -> Any:
     error = None
     if request.method == "POST":
         code = request.form.get("code", "")[:64]
-        now = utcnow()
+        now = clock().now()
         if request.form.get("method") == "backup_code":
             result = service.backup_code(user, code, request_context(), now)
         else:
@@ -199,7 +199,7 @@ def second_step() -> Any:
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    now = utcnow()
+    now = clock().now()
     if not consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
                         now=now):  # fmt: skip
         return redirect(url_for("login.login"))
@@ -217,7 +217,7 @@ def recover() -> Any:
     email = request.values.get("email", "")[:320]
     if request.method == "POST":
         result = sign_in_service().recover(
-            email, request.form.get("code", "")[:64], request_context(), utcnow()
+            email, request.form.get("code", "")[:64], request_context(), clock().now()
         )
         if result.user is not None:
             response = redirect(url_for("account.recover"))
@@ -243,7 +243,7 @@ def passkey_prompt() -> Any:
             user.passkey_prompt_disabled = True
         elif choice == "later":
             days = sign_in_policy().passkey_prompt_snooze_days
-            user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
+            user.passkey_prompt_snoozed_until = clock().now() + timedelta(days=days)
         db.session.commit()
         return redirect(then)
     return render_template("login/passkey_prompt.html", then=then)
@@ -261,12 +261,12 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not storage_budgets().passkey_options(request_context().ip_address, utcnow()):
+    if not storage_budgets().passkey_options(request_context().ip_address, clock().now()):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
         response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
         return response, 429
-    ceremony = passkey_service().authentication_options(browser_binding(), utcnow(), user=user)
+    ceremony = passkey_service().authentication_options(browser_binding(), clock().now(), user=user)
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -284,7 +284,7 @@ def passkey_verify() -> Any:
             credential if isinstance(credential, str) else _json_text(credential),
             browser_binding(),
             request_context(),
-            utcnow(),
+            clock().now(),
         )
     except PasskeyError as error:
         db.session.commit()  # the spent challenge and the audited failure persist
@@ -299,7 +299,7 @@ def passkey_verify() -> Any:
         partial is not None
         and partial.user_id == signed_in.user.id
         and consume_once(
-            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=utcnow()
+            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=clock().now()
         )
     ):
         # The second step after a correct password: back to where the password step was going
@@ -353,7 +353,7 @@ def login_link(secret: str) -> Any:
     if request.method == "POST":
         return _spend_login_link(links, secret)
     # GET and HEAD (a scanner's probe) only look the link up (RFC 9110 9.2.1).
-    link = links.find_live(secret, utcnow())
+    link = links.find_live(secret, clock().now())
     if link is None:
         return render_template(
             "errors/error.html",
@@ -364,7 +364,7 @@ def login_link(secret: str) -> Any:
 
 
 def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
-    user = links.spend(secret, request_context(), utcnow())
+    user = links.spend(secret, request_context(), clock().now())
     if user is None:
         db.session.commit()  # the failure is audited
         return render_template(

@@ -51,7 +51,6 @@ from idp.models import (
     RefreshToken,
     UsedClientAssertion,
 )
-from idp.models.base import utcnow
 from idp.oidc.checks import check_scope
 from idp.oidc.errors import AuthorizationError
 from idp.runtime import Runtime
@@ -68,7 +67,7 @@ from idp.services.tokens import (
     verify_access_token,
     verify_issued_jwt,
 )
-from idp.web import device_flow, request_context, storage_budgets
+from idp.web import clock, device_flow, request_context, storage_budgets
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ def generate_token(
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
-    now = utcnow()
+    now = clock().now()
     service = GrantService(db.session())
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
     code: AuthorizationCode | DeviceAuthorization | None = getattr(
@@ -241,7 +240,7 @@ def _still_allowed(grant: Grant, client: Client) -> bool:
     if found.admits(client):
         g.group_claims = (grant.user_id, client.client_id, found)
         return True
-    GrantService(db.session()).revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
+    GrantService(db.session()).revoke_grant(grant.id, GROUP_ACCESS_REVOKED, clock().now())
     return False
 
 
@@ -250,7 +249,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = GrantService(db.session()).redeem_code(code, client.client_id, utcnow())
+        row = GrantService(db.session()).redeem_code(code, client.client_id, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -272,7 +271,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
         redemption = GrantService(db.session()).redeem_refresh_token(
-            refresh_token, client_id, utcnow(), retry_grace=grace
+            refresh_token, client_id, clock().now(), retry_grace=grace
         )
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
             return None
@@ -322,7 +321,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             # RFC 6749 5.2: the client authenticated but may not use this grant type.
             raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        poll = device_flow().poll(device_code, client.client_id, utcnow())
+        poll = device_flow().poll(device_code, client.client_id, clock().now())
         if poll.outcome is PollOutcome.PENDING:
             raise rfc8628.AuthorizationPendingError()
         if poll.outcome is PollOutcome.SLOW_DOWN:
@@ -374,7 +373,7 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
         except AuthorizationError as error:
             raise InvalidScopeError(error.description) from None
         rt = runtime()
-        now = utcnow()
+        now = clock().now()
         if not storage_budgets().pending_authorization(request_context().ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
             # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
@@ -524,9 +523,9 @@ class TokenRevocation(RevocationEndpoint):
         if isinstance(token, RefreshToken):
             # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
             # same grant.
-            service.revoke_grant(token.grant_id, "revoked_by_client", utcnow())
+            service.revoke_grant(token.grant_id, "revoked_by_client", clock().now())
         else:
-            service.revoke_access_token(token, utcnow())
+            service.revoke_access_token(token, clock().now())
 
 
 class TokenIntrospection(IntrospectionEndpoint):
@@ -541,7 +540,7 @@ class TokenIntrospection(IntrospectionEndpoint):
 
     def introspect_token(self, token: Any) -> dict[str, Any]:
         rt = runtime()
-        now = utcnow()
+        now = clock().now()
         if isinstance(token, AccessToken):
             # Also inactive once its user is disabled or its grant revoked (logout, replay).
             if GrantService(db.session()).active_access_token(token.jti, now) is None:
@@ -664,5 +663,5 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
 def bearer_token(token: str) -> AccessToken | None:
     rt = runtime()
     return verify_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=utcnow()
+        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
     )
