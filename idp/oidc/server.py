@@ -92,8 +92,10 @@ def query_client(client_id: str) -> Client | None:
     client = loaded.get(client_id) or db.session.get(Client, client_id)
     if client is None or client.disabled_at is not None:
         return None
-    # Client secrets are keyed hashes; the model checks them with the runtime's hasher.
+    # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
+    # overlap of a rotated secret against the application's clock.
     client.secret_hasher = runtime().client_secrets
+    client.clock = clock()
     loaded[client_id] = client
     return client
 
