@@ -10,10 +10,9 @@ from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from idp.clock import SYSTEM_CLOCK
+from idp.composition import Container
 from idp.database import configure_engine, is_outage
 from idp.extensions import csrf, db
-from idp.runtime import Runtime
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
@@ -41,9 +40,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    # The one clock every view reads the time from (idp.web.clock); tests set a frozen one here.
-    app.extensions["idp.clock"] = SYSTEM_CLOCK
-    app.extensions["idp"] = Runtime.build(settings)
+    # What the app builds once: settings, keys, hashers, caches and the one clock the views read
+    # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
+    app.extensions["idp"] = Container.build(settings)
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)

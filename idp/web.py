@@ -8,7 +8,6 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,56 +15,31 @@ from flask import Flask, after_this_request, current_app, g, render_template, re
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from idp.clock import Clock
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, OutboxMessage, User
-from idp.runtime import Runtime
-from idp.services.anonymous import AnonymousRejections, StorageBudgets
-from idp.services.audit import MAX_USER_AGENT, RequestContext
-from idp.services.backchannel_logout import BackchannelSender
+from idp.services.anonymous import StorageBudgets
 from idp.services.backup_codes import BackupCodeService
-from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
 from idp.services.clients import ClientService
 from idp.services.device import DeviceFlowService
 from idp.services.notifications import Mailer, Notifier, describe_message, terminal_text
 from idp.services.outbox import Channel, deliver, take_committed
-from idp.services.passkeys import PasskeyService, RelyingParty
+from idp.services.passkeys import PasskeyService
 from idp.services.rate_limits import (
     AddressBudget,
     AttemptLimiter,
-    CounterStore,
-    DatabaseCounters,
-    FactorLocks,
-    RedisCounters,
     WindowBudget,
 )
 from idp.services.retention import (
     OPPORTUNISTIC_BATCHES,
-    PruneSchedule,
-    RetentionPolicy,
     claim_run,
     prune,
 )
 from idp.services.sessions import SessionService
-from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
+from idp.services.sign_in_policy import SignInPolicy
 from idp.services.totp import TotpService
 from idp.services.user_admin import UserAdmin, link_path
-from idp.services.users import normalise_email
 from idp.settings import is_loopback_host
-
-
-def runtime() -> Runtime:
-    value = current_app.extensions["idp"]
-    assert isinstance(value, Runtime)
-    return value
-
-
-def clock() -> Clock:
-    """The application's clock (set in ``create_app``): the time a view decides with, which a
-    test freezes and moves by setting this one object (idp.clock)."""
-    value = current_app.extensions["idp.clock"]
-    assert isinstance(value, Clock)
-    return value
 
 
 def session_cookie_name() -> str:
@@ -74,37 +48,18 @@ def session_cookie_name() -> str:
     return "__Host-idp_session" if runtime().settings.secure_transport else "idp_session"
 
 
-def policy_cache() -> PolicyCache:
-    """This node's cached copy of the sign-in policy (trusted for ``policy_cache_ttl``)."""
-    cache = current_app.extensions.get("idp.policy")
-    if not isinstance(cache, PolicyCache):
-        cache = PolicyCache(runtime().settings.policy_cache_ttl)
-        cache = current_app.extensions.setdefault("idp.policy", cache)
-    return cache
-
-
 def sign_in_policy() -> SignInPolicy:
     """The sign-in policy in force: the settings, then the admins' stored overrides."""
-    if "idp_policy" not in g:
-        g.idp_policy = load_policy(db.session(), runtime().settings, policy_cache())
-    policy: SignInPolicy = g.idp_policy
-    return policy
+    return services().policy
 
 
 def policy_changed() -> None:
     """After this node stored a policy change: apply it here at once (others within the TTL)."""
-    policy_cache().invalidate()
-    g.pop("idp_policy", None)
+    services().policy_changed()
 
 
 def session_service() -> SessionService:
-    policy = sign_in_policy()
-    return SessionService(
-        db.session(),
-        idle_ttl=policy.session_idle_ttl,
-        absolute_ttl=policy.session_absolute_ttl,
-        restricted_ttl=runtime().settings.restricted_session_ttl,
-    )
+    return services().sessions
 
 
 def current_session() -> BrowserSession | None:
@@ -140,12 +95,6 @@ def clear_session_cookie(response: Response) -> None:
         httponly=True,
         samesite="Lax",
     )
-
-
-def request_context() -> RequestContext:
-    # The user agent is only informational: kept short wherever it is stored.
-    user_agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
-    return RequestContext(ip_address=request.remote_addr or "", user_agent=user_agent)
 
 
 def csp_nonce() -> str:
@@ -241,19 +190,7 @@ def safe_next(target: str | None) -> str | None:
 
 
 def passkey_service() -> PasskeyService:
-    settings = runtime().settings
-    rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
-                      origins=settings.origins)  # fmt: skip
-    return PasskeyService(
-        db.session(), rp, sign_in_policy(), challenges=_challenge_store(),
-        rejections=AnonymousRejections(db.session(), storage_budgets()),
-    )  # fmt: skip
-
-
-def _challenge_store() -> ChallengeStore:
-    """WebAuthn challenges in Redis when configured (short-lived state), else in the database."""
-    redis = runtime().redis
-    return RedisChallenges(redis) if redis is not None else DatabaseChallenges(db.session())
+    return services().passkeys
 
 
 def start_session(
@@ -294,80 +231,48 @@ def promote_session(restricted: BrowserSession) -> BrowserSession:
 
 
 def attempt_limiter() -> AttemptLimiter:
-    """Failure counters in Redis when configured (shared by every node), else in the database."""
-    return AttemptLimiter(
-        _counter_store(), FactorLocks(db.session()), lock_after=sign_in_policy().lockout_threshold
-    )
-
-
-def _counter_store() -> CounterStore:
-    redis = runtime().redis
-    return RedisCounters(redis) if redis is not None else DatabaseCounters(db.session())
+    return services().limiter
 
 
 def device_flow() -> DeviceFlowService:
-    """The device authorization grant's service (RFC 8628), its user codes counted by the
-    attempt limiter."""
-    return DeviceFlowService(db.session(), runtime().user_code_hasher, attempt_limiter())
+    return services().device_flow
 
 
 def storage_budgets() -> StorageBudgets:
-    """The per-address budgets of anonymous writes (docs/operations.md, "Storage budgets"), in the
-    counter store every node shares."""
-    return StorageBudgets(_counter_store(), runtime().settings.anonymous_requests_per_address)
+    return services().storage_budgets
 
 
 def signup_budget() -> AddressBudget:
-    """Sign-up requests per client address: 10 in each hour (a fixed window), shared by every
-    node."""
-    return AddressBudget(_counter_store(), limit=10, window=timedelta(hours=1))
+    return services().signup_budget
 
 
 def failed_api_auth_budget() -> WindowBudget:
-    """Failed admin API token authentications per client address (idp.services.api_tokens),
-    in the counter store every node shares."""
-    from idp.services.api_tokens import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW
-
-    return WindowBudget(_counter_store(), FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW)
+    return services().failed_api_auth_budget
 
 
 def email_key(email: str) -> str:
     """A rate-limit subject for an email, known account or not (no enumeration)."""
-    return runtime().attempt_key_hasher.hash(normalise_email(email))[:32]
+    return runtime().email_key(email)
 
 
 def totp_service() -> TotpService:
-    return TotpService(db.session(), runtime().totp_fernet, runtime().settings.webauthn_rp_name)
+    return services().totp
 
 
 def backup_code_service() -> BackupCodeService:
-    return BackupCodeService(db.session(), runtime().backup_code_hasher)
+    return services().backup_codes
 
 
 def notifier() -> Notifier:
-    settings = runtime().settings
-    return Notifier(db.session(), settings.smtp_url, settings.smtp_sender)
+    return services().notifier
 
 
 def client_service() -> ClientService:
-    """Client registrations as the console and the admin API change them: the issuer decides
-    which back-channel logout URIs development allows (idp.services.clients)."""
-    return ClientService(db.session(), runtime().client_secrets, issuer=runtime().settings.issuer)
+    return services().clients
 
 
 def user_admin_for(actor_id: str) -> UserAdmin:
-    """What admins decide about users, acting as ``actor_id`` (an admin's id, or an API token's
-    actor): the console and the admin API share it."""
-    return UserAdmin(
-        db.session(),
-        passwords=runtime().passwords,
-        notifier=notifier(),
-        backup_codes=backup_code_service(),
-        totp=totp_service(),
-        actor_id=actor_id,
-        context=request_context(),
-        allow_local_domains=not runtime().settings.production,
-    )
+    return services().user_admin(actor_id)
 
 
 def url_for_secret(purpose: str, secret: str) -> str:
@@ -394,22 +299,11 @@ def issuer_address() -> dict[str, str]:
 
 
 def mailer() -> Mailer | None:
-    """The SMTP sender, or None when messages stay in the outbox."""
-    settings = runtime().settings
-    if not settings.smtp_url:
-        return None
-    return Mailer(settings.smtp_url, settings.smtp_sender, settings.smtp_ca_file)
+    return services().mailer
 
 
 def outbox_channels() -> list[Channel]:
-    """The outbox channels this node delivers through: back-channel logout always, mail when an
-    SMTP server is configured (idp.services.outbox)."""
-    rt = runtime()
-    channels: list[Channel] = [BackchannelSender(db.session(), rt.keys, rt.settings.issuer)]
-    sender = mailer()
-    if sender is not None:
-        channels.append(sender)
-    return channels
+    return services().outbox_channels()
 
 
 def schedule_outbox(response: Response) -> Response:
@@ -543,11 +437,7 @@ def deliver_left_over() -> None:
 def schedule_prune(response: Response) -> Response:
     """Opportunistic pruning (idp.services.retention): at most once per ``prune_interval`` per
     node, after the response has been sent, so that no request waits for it."""
-    schedule = current_app.extensions.get("idp.prune")
-    if not isinstance(schedule, PruneSchedule):
-        schedule = PruneSchedule(runtime().settings.prune_interval)
-        schedule = current_app.extensions.setdefault("idp.prune", schedule)
-    if schedule.due():
+    if runtime().prune_schedule.due():
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         response.call_on_close(lambda: prune_if_claimed(app))
     return response
@@ -557,22 +447,14 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
     """Prune a bounded amount if this node wins this interval's claim; never raises."""
     with app.app_context():
         try:
-            settings = runtime().settings
-            schedule = current_app.extensions.get("idp.prune")
-            interval = timedelta(seconds=settings.prune_interval)
-            if isinstance(schedule, PruneSchedule):
-                interval = schedule.claim_interval()
+            schedule = runtime().prune_schedule
             now = clock().now()
-            if not claim_run(db.session(), now, interval):
+            if not claim_run(db.session(), now, schedule.claim_interval()):
                 return None
-            policy = load_policy(db.session(), settings, policy_cache())
-            counts = prune(db.session(), RetentionPolicy(
-                now=now, audit_retention_days=settings.audit_retention_days,
-                session_idle_ttl=policy.session_idle_ttl,
-                refresh_token_ttl=settings.refresh_token_ttl,
-            ), max_batches=OPPORTUNISTIC_BATCHES, channels=outbox_channels())  # fmt: skip
-            if isinstance(schedule, PruneSchedule):
-                schedule.after_run(counts)
+            built = services()
+            counts = prune(db.session(), built.retention(now), max_batches=OPPORTUNISTIC_BATCHES,
+                           channels=built.outbox_channels())  # fmt: skip
+            schedule.after_run(counts)
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("opportunistic prune failed")

@@ -447,7 +447,7 @@ def test_a_prune_cut_short_by_its_batch_limit_catches_up_soon(
         db.session.commit()
     node = _node(storage_app, tmp_path, "a")
     now = [1000.0]
-    node.extensions["idp.prune"] = PruneSchedule(600, clock=lambda: now[0])
+    node.extensions["idp"].prune_schedule = PruneSchedule(600, clock=lambda: now[0])
 
     def left() -> int:
         with storage_app.app_context():

@@ -54,9 +54,7 @@ def app_with_policy(storage_app: Flask) -> Iterator[Flask]:
 
 
 def _drop_policy_cache(app: Flask) -> None:
-    cache = app.extensions.get("idp.policy")
-    if cache is not None:
-        cache.invalidate()
+    app.extensions["idp"].policy_cache.invalidate()
 
 
 def cookie_of(browser: FlaskClient) -> str:

@@ -1,5 +1,5 @@
 """The application's clock in tests: a test freezes and moves the one clock the views read
-(``app.extensions["idp.clock"]``, idp.clock) instead of patching ``utcnow`` module by module."""
+(the container's ``clock``, idp.clock) instead of patching ``utcnow`` module by module."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from flask import Flask
 
 from idp.clock import Clock, FrozenClock
+from idp.composition import container
 
 __all__ = ["FrozenClock", "app_clock"]
 
@@ -17,9 +18,9 @@ __all__ = ["FrozenClock", "app_clock"]
 def app_clock(app: Flask, clock: Clock) -> Iterator[Clock]:
     """``app`` reads ``clock`` inside the block, the clock it had before after it (the session's
     apps outlive the test)."""
-    previous = app.extensions["idp.clock"]
-    app.extensions["idp.clock"] = clock
+    held = container(app)
+    previous, held.clock = held.clock, clock
     try:
         yield clock
     finally:
-        app.extensions["idp.clock"] = previous
+        held.clock = previous

@@ -13,9 +13,9 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from idp.composition import Container
 from idp.models import Base, SigningKey
 from idp.models.base import utcnow
-from idp.runtime import Runtime
 from idp.services.crypto import fernet_for
 from idp.services.signing_keys import SUPPORTED_ALGS, KeyStore
 from idp.services.tokens import ACCESS_TOKEN_TYP, mint_access_token, verify_issued_jwt
@@ -27,9 +27,9 @@ ISSUER = "http://localhost"
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}
 
 
-def runtime(**overrides: object) -> Runtime:
+def runtime(**overrides: object) -> Container:
     settings = {"issuer": ISSUER, "secret_key": SECRET, **overrides}
-    return Runtime.build(load_settings(settings, environ={}))
+    return Container.build(load_settings(settings, environ={}))
 
 
 @pytest.fixture
