@@ -316,13 +316,14 @@ class Services:
     def api_tokens(self, actor_id: str | None) -> ApiTokenService:
         """Admin API tokens, managed by ``actor_id`` (None: the API authenticating a token)."""
         return ApiTokenService(self._db(), self.container.api_token_hasher, actor_id=actor_id,
-                               context=self.context)  # fmt: skip
+                               context=self.context, clock=self.container.clock)  # fmt: skip
 
     # -- messages and housekeeping -----------------------------------------------------------------
     @property
     def notifier(self) -> Notifier:
         settings = self.settings
-        return Notifier(self._db(), settings.smtp_url, settings.smtp_sender)
+        return Notifier(self._db(), settings.smtp_url, settings.smtp_sender,
+                        clock=self.container.clock)  # fmt: skip
 
     @property
     def mailer(self) -> Mailer | None:
