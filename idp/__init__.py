@@ -40,10 +40,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    container = Container.build(settings)
-    app.extensions["idp"] = container
-    # The one clock views and the session loader read the time through (idp.composition).
-    app.extensions["idp.clock"] = container.clock
+    # What the app builds once: settings, keys, hashers, caches and the one clock the views read
+    # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
+    app.extensions["idp"] = Container.build(settings)
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)

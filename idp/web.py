@@ -15,10 +15,9 @@ from flask import Flask, after_this_request, current_app, g, render_template, re
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from idp.composition import request_context, runtime, services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, OutboxMessage, User
-from idp.models.base import utcnow
 from idp.services.notifications import Mailer, describe_message, terminal_text
 from idp.services.outbox import Channel, deliver, take_committed
 from idp.services.retention import (
@@ -40,7 +39,7 @@ def current_session() -> BrowserSession | None:
     """The live browser session of this request, loaded once."""
     if "idp_session" not in g:
         g.idp_session = services().sessions.load(
-            request.cookies.get(session_cookie_name()), utcnow()
+            request.cookies.get(session_cookie_name()), clock().now()
         )
     session: BrowserSession | None = g.idp_session
     return session
@@ -175,7 +174,7 @@ def start_session(
     ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
     ``passkey_only``)."""
     previous = current_session()
-    now = utcnow()
+    now = clock().now()
     service = services().sessions
     if previous is not None:
         service.revoke(previous, now)
@@ -189,7 +188,7 @@ def promote_session(restricted: BrowserSession) -> BrowserSession:
     """A restricted session added a sign-in method: it becomes a full session under a new id
     (idp.services.sessions.SessionService.promote); this response carries the new cookie."""
     service = services().sessions
-    new = service.promote(restricted, request_context(), utcnow())
+    new = service.promote(restricted, request_context(), clock().now())
     g.idp_session = new.session
 
     @after_this_request
@@ -300,7 +299,7 @@ def deliver_committed(app: Flask, ids: list[int]) -> int:
     """Deliver ``ids`` in a fresh application context; never raises."""
     with app.app_context():
         try:
-            return deliver(db.session(), services().outbox_channels(), ids, utcnow())
+            return deliver(db.session(), services().outbox_channels(), ids, clock().now())
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")
@@ -355,7 +354,7 @@ def deliver_left_over() -> None:
     if ids:
         db.session.rollback()  # whatever was left uncommitted is not the outbox's to commit
         try:
-            deliver(db.session(), services().outbox_channels(), ids, utcnow())
+            deliver(db.session(), services().outbox_channels(), ids, clock().now())
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")
@@ -375,7 +374,7 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
     with app.app_context():
         try:
             schedule = runtime().prune_schedule
-            now = utcnow()
+            now = clock().now()
             if not claim_run(db.session(), now, schedule.claim_interval()):
                 return None
             built = services()

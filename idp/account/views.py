@@ -23,7 +23,6 @@ from markupsafe import Markup
 from idp.composition import services
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
-from idp.models.base import utcnow
 from idp.services import audit, portal
 from idp.services.activity import describe_event
 from idp.services.claims import shared_with_apps
@@ -45,6 +44,7 @@ from idp.services.users import (
 )
 from idp.web import (
     browser_binding,
+    clock,
     confirm_page,
     confirmed,
     current_session,
@@ -60,7 +60,7 @@ bp = Blueprint("account", __name__)
 def _stepped_up(session: BrowserSession) -> bool:
     """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
     (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
-    return step_up_satisfied(db.session(), session, utcnow())
+    return step_up_satisfied(db.session(), session, clock().now())
 
 
 def _step_up_url(next_path: str) -> str:
@@ -125,7 +125,7 @@ def home() -> Any:
     if session is None:
         return redirect(url_for("login.login", next=url_for("account.home")))
     passkeys = services().passkeys.passkeys_of(session.user)
-    now = utcnow()
+    now = clock().now()
     return render_template(
         "account/home.html",
         user=session.user,
@@ -191,7 +191,7 @@ def totp_setup() -> Any:
         flash("An authenticator app is already set up. Remove it to set up another.", "info")
         return redirect(url_for("account.home"))
     error = None
-    now = utcnow()
+    now = clock().now()
     sealed = flask_session.get("totp_enrolment")
     if request.method == "POST":
         code = request.form.get("code", "")[:16]
@@ -288,7 +288,7 @@ def backup_codes_regenerate() -> Any:
             button="Get new backup codes",
             cancel=url_for("account.home"),
         )
-    codes = services().backup_codes.regenerate(session.user, utcnow())
+    codes = services().backup_codes.regenerate(session.user, clock().now())
     # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
     services().notifier.notify(session.user, "backup_codes_regenerated")
     _offer_to_sign_out_others()
@@ -315,7 +315,7 @@ def password_set() -> Any:
         return redirect(url_for("account.home"))
     services().notifier.notify(session.user, "password_changed")
     # A pending email change may be the work of whoever knew the old password.
-    services().email_changes.end_pending(session.user, utcnow(), PASSWORD_CHANGED)
+    services().email_changes.end_pending(session.user, clock().now(), PASSWORD_CHANGED)
     _offer_to_sign_out_others()
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -352,7 +352,9 @@ def passkey_registration_options() -> Any:
         return jsonify(error="login_required"), 401
     if not _stepped_up(session):
         return jsonify(error="reauthenticate", redirect=_step_up_url(url_for("account.home"))), 403
-    ceremony = services().passkeys.registration_options(session.user, browser_binding(), utcnow())
+    ceremony = services().passkeys.registration_options(
+        session.user, browser_binding(), clock().now()
+    )
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -380,7 +382,7 @@ def passkey_register() -> Any:
             browser_binding(),
             given,
             request_context(),
-            utcnow(),
+            clock().now(),
         )
     except PasskeyError:
         db.session.commit()
@@ -410,7 +412,7 @@ def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     _offer_to_sign_out_others()
     if services().backup_codes.has_codes(user):
         return []
-    return services().backup_codes.regenerate(user, utcnow())
+    return services().backup_codes.regenerate(user, clock().now())
 
 
 def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:
@@ -484,7 +486,7 @@ def sessions() -> Any:
     session = _session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
-    views = portal.active_sessions(db.session(), session.user, session, utcnow(),
+    views = portal.active_sessions(db.session(), session.user, session, clock().now(),
                                    services().sessions)  # fmt: skip
     return render_template("account/sessions.html", user=session.user, sessions=views)
 
@@ -506,7 +508,7 @@ def session_revoke(sid: str) -> Any:
             button="Sign out",
             cancel=url_for("account.sessions"),
         )
-    if portal.revoke_session(db.session(), session.user, sid[:64], utcnow()):
+    if portal.revoke_session(db.session(), session.user, sid[:64], clock().now()):
         audit.record(db.session(), "session.revoked", subject_id=session.user_id,
                      context=request_context(), sid=sid[:64])  # fmt: skip
         flash("That session is signed out.", "info")
@@ -522,9 +524,9 @@ def sessions_revoke_others() -> Any:
     session = _session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
-    portal.revoke_other_sessions(db.session(), session.user, session, utcnow())
+    portal.revoke_other_sessions(db.session(), session.user, session, clock().now())
     # A pending email change may be the work of one of the sessions just ended.
-    services().email_changes.end_pending(session.user, utcnow(), SIGNED_OUT)
+    services().email_changes.end_pending(session.user, clock().now(), SIGNED_OUT)
     audit.record(db.session(), "session.revoked_others", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -568,7 +570,7 @@ def app_revoke(client_id: str) -> Any:
             button="Disconnect",
             cancel=url_for("account.apps"),
         )
-    if portal.disconnect_app(db.session(), session.user, client_id[:64], utcnow()):
+    if portal.disconnect_app(db.session(), session.user, client_id[:64], clock().now()):
         audit.record(db.session(), "consent.revoked", subject_id=session.user_id,
                      client_id=client_id[:64], context=request_context())  # fmt: skip
         flash("The app is disconnected.", "info")
@@ -613,7 +615,7 @@ def profile() -> Any:
         rp_id=runtime().settings.rp_id,
         passwords_allowed=services().policy.passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
-        pending_change=services().email_changes.pending(session.user, utcnow()),
+        pending_change=services().email_changes.pending(session.user, clock().now()),
     )
 
 
@@ -624,7 +626,7 @@ def email_change() -> Any:
     session = _signed_in_recently("account.profile")
     if not isinstance(session, BrowserSession):
         return session
-    now = utcnow()
+    now = clock().now()
     try:
         change, secret = services().email_changes.request(
             session.user, request.form.get("email", "")[:1000], now,
@@ -658,7 +660,7 @@ def email_change_cancel() -> Any:
     session = _session_or_login("account.profile")
     if not isinstance(session, BrowserSession):
         return session
-    if services().email_changes.end_pending(session.user, utcnow(), CANCELLED):
+    if services().email_changes.end_pending(session.user, clock().now(), CANCELLED):
         audit.record(db.session(), "email.change_cancelled", subject_id=session.user_id,
                      context=request_context())  # fmt: skip
         flash("The email change is cancelled.", "info")
@@ -678,7 +680,7 @@ def email_confirm() -> Any:
 
 
 def _confirm_email_change(token: str) -> Any:
-    changed = services().email_changes.confirm(token, utcnow())
+    changed = services().email_changes.confirm(token, clock().now())
     if changed is None:
         db.session.rollback()
         return render_template(

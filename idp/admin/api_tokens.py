@@ -16,7 +16,6 @@ from idp.admin import bp
 from idp.composition import services
 from idp.extensions import db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services.api_tokens import (
     MAX_EXPIRES_IN_DAYS,
     SCOPES,
@@ -24,6 +23,7 @@ from idp.services.api_tokens import (
     ApiTokenService,
     status_of,
 )
+from idp.web import clock
 
 #: The expiry choices the form offers, in days (0: never).
 EXPIRY_CHOICES = ((30, "30 days"), (90, "90 days"), (365, "1 year"), (0, "Never"))
@@ -45,7 +45,7 @@ def _list_page(error: str | None = None, form: dict[str, Any] | None = None) -> 
         "admin/api_tokens.html",
         tokens=_service().list(),
         status_of=status_of,
-        now=utcnow(),
+        now=clock().now(),
         scopes=SCOPES,
         expiry_choices=EXPIRY_CHOICES,
         error=error,

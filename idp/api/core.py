@@ -21,7 +21,6 @@ from idp.api.problems import BY_STATUS, Problem, problem_response
 from idp.composition import services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
@@ -35,6 +34,7 @@ from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
+from idp.web import clock
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
 MAX_BODY = 64 * 1024
@@ -121,7 +121,7 @@ def _authenticate() -> None:
         # RFC 6750 3.1: a request without credentials gets no error code.
         raise Problem("authentication-required", headers=_challenge())
     presented = presented.strip()
-    now = utcnow()
+    now = clock().now()
     address = request.remote_addr or ""
     budget = services().failed_api_auth_budget
     if budget.exhausted("api-auth", address, now):

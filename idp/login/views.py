@@ -11,7 +11,6 @@ from werkzeug.wrappers import Response
 from idp.composition import services
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
-from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
@@ -20,6 +19,7 @@ from idp.services.login_links import LoginLinkService
 from idp.services.passkeys import PasskeyError
 from idp.web import (
     browser_binding,
+    clock,
     current_session,
     request_context,
     runtime,
@@ -46,7 +46,7 @@ def _pending(pending_id: str | None) -> PendingAuthorization | None:
     if not pending_id:
         return None
     pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
+    if pending is None or pending.consumed_at is not None or pending.expires_at <= clock().now():
         return None
     return pending
 
@@ -84,7 +84,7 @@ def login() -> Any:
 def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     email = request.form.get("email", "")[:320]
     result = services().sign_in.password(
-        email, request.form.get("password", ""), request_context(), utcnow()
+        email, request.form.get("password", ""), request_context(), clock().now()
     )
     if result.user is None:
         db.session.commit()  # the failure is counted and audited
@@ -113,7 +113,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
 
 
 def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
-    now = utcnow()
+    now = clock().now()
     raw = new_secret(32)
     db.session.add(
         PartialLogin(
@@ -134,7 +134,7 @@ def _partial() -> PartialLogin | None:
     if not isinstance(raw, str):
         return None
     partial = db.session.get(PartialLogin, token_hash(raw))
-    if partial is None or partial.consumed_at is not None or partial.expires_at <= utcnow():
+    if partial is None or partial.consumed_at is not None or partial.expires_at <= clock().now():
         return None
     return partial
 
@@ -142,7 +142,7 @@ def _partial() -> PartialLogin | None:
 def _after_password_only(user: User, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
-    now = utcnow()
+    now = clock().now()
     if not services().policy.passkey_prompt or user.passkey_prompt_disabled:
         return destination
     if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
@@ -163,7 +163,7 @@ def second_step() -> Any:
     error = None
     if request.method == "POST":
         code = request.form.get("code", "")[:64]
-        now = utcnow()
+        now = clock().now()
         if request.form.get("method") == "backup_code":
             result = service.backup_code(user, code, request_context(), now)
         else:
@@ -184,7 +184,7 @@ def second_step() -> Any:
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    now = utcnow()
+    now = clock().now()
     if not consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
                         now=now):  # fmt: skip
         return redirect(url_for("login.login"))
@@ -202,7 +202,7 @@ def recover() -> Any:
     email = request.values.get("email", "")[:320]
     if request.method == "POST":
         result = services().sign_in.recover(
-            email, request.form.get("code", "")[:64], request_context(), utcnow()
+            email, request.form.get("code", "")[:64], request_context(), clock().now()
         )
         if result.user is not None:
             response = redirect(url_for("account.recover"))
@@ -228,7 +228,7 @@ def passkey_prompt() -> Any:
             user.passkey_prompt_disabled = True
         elif choice == "later":
             days = services().policy.passkey_prompt_snooze_days
-            user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
+            user.passkey_prompt_snoozed_until = clock().now() + timedelta(days=days)
         db.session.commit()
         return redirect(then)
     return render_template("login/passkey_prompt.html", then=then)
@@ -246,12 +246,14 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not services().storage_budgets.passkey_options(request_context().ip_address, utcnow()):
+    if not services().storage_budgets.passkey_options(request_context().ip_address, clock().now()):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
         response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
         return response, 429
-    ceremony = services().passkeys.authentication_options(browser_binding(), utcnow(), user=user)
+    ceremony = services().passkeys.authentication_options(
+        browser_binding(), clock().now(), user=user
+    )
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -269,7 +271,7 @@ def passkey_verify() -> Any:
             credential if isinstance(credential, str) else _json_text(credential),
             browser_binding(),
             request_context(),
-            utcnow(),
+            clock().now(),
         )
     except PasskeyError as error:
         db.session.commit()  # the spent challenge and the audited failure persist
@@ -284,7 +286,7 @@ def passkey_verify() -> Any:
         partial is not None
         and partial.user_id == signed_in.user.id
         and consume_once(
-            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=utcnow()
+            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=clock().now()
         )
     ):
         # The second step after a correct password: back to where the password step was going
@@ -338,7 +340,7 @@ def login_link(secret: str) -> Any:
     if request.method == "POST":
         return _spend_login_link(links, secret)
     # GET and HEAD (a scanner's probe) only look the link up (RFC 9110 9.2.1).
-    link = links.find_live(secret, utcnow())
+    link = links.find_live(secret, clock().now())
     if link is None:
         return render_template(
             "errors/error.html",
@@ -349,7 +351,7 @@ def login_link(secret: str) -> Any:
 
 
 def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
-    user = links.spend(secret, request_context(), utcnow())
+    user = links.spend(secret, request_context(), clock().now())
     if user is None:
         db.session.commit()  # the failure is audited
         return render_template(

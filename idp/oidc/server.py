@@ -52,7 +52,6 @@ from idp.models import (
     RefreshToken,
     UsedClientAssertion,
 )
-from idp.models.base import utcnow
 from idp.oidc.checks import check_scope
 from idp.oidc.errors import AuthorizationError
 from idp.services import audit
@@ -67,7 +66,7 @@ from idp.services.tokens import (
     verify_access_token,
     verify_issued_jwt,
 )
-from idp.web import request_context
+from idp.web import clock, request_context
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,10 @@ def query_client(client_id: str) -> Client | None:
     client = loaded.get(client_id) or db.session.get(Client, client_id)
     if client is None or client.disabled_at is not None:
         return None
-    # Client secrets are keyed hashes; the model checks them with the runtime's hasher.
+    # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
+    # overlap of a rotated secret against the application's clock.
     client.secret_hasher = runtime().client_secrets
+    client.clock = clock()
     loaded[client_id] = client
     return client
 
@@ -128,7 +129,7 @@ def generate_token(
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
-    now = utcnow()
+    now = clock().now()
     service = services().grants
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
     code: AuthorizationCode | DeviceAuthorization | None = getattr(
@@ -234,7 +235,7 @@ def _still_allowed(grant: Grant, client: Client) -> bool:
     if found.admits(client):
         g.group_claims = (grant.user_id, client.client_id, found)
         return True
-    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
+    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, clock().now())
     return False
 
 
@@ -243,7 +244,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = services().grants.redeem_code(code, client.client_id, utcnow())
+        row = services().grants.redeem_code(code, client.client_id, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -265,7 +266,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
         redemption = services().grants.redeem_refresh_token(
-            refresh_token, client_id, utcnow(), retry_grace=grace
+            refresh_token, client_id, clock().now(), retry_grace=grace
         )
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
             return None
@@ -315,7 +316,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             # RFC 6749 5.2: the client authenticated but may not use this grant type.
             raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        poll = services().device_flow.poll(device_code, client.client_id, utcnow())
+        poll = services().device_flow.poll(device_code, client.client_id, clock().now())
         if poll.outcome is PollOutcome.PENDING:
             raise rfc8628.AuthorizationPendingError()
         if poll.outcome is PollOutcome.SLOW_DOWN:
@@ -367,7 +368,7 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
         except AuthorizationError as error:
             raise InvalidScopeError(error.description) from None
         rt = runtime()
-        now = utcnow()
+        now = clock().now()
         if not services().storage_budgets.pending_authorization(request_context().ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
             # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
@@ -517,9 +518,9 @@ class TokenRevocation(RevocationEndpoint):
         if isinstance(token, RefreshToken):
             # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
             # same grant.
-            service.revoke_grant(token.grant_id, "revoked_by_client", utcnow())
+            service.revoke_grant(token.grant_id, "revoked_by_client", clock().now())
         else:
-            service.revoke_access_token(token, utcnow())
+            service.revoke_access_token(token, clock().now())
 
 
 class TokenIntrospection(IntrospectionEndpoint):
@@ -534,7 +535,7 @@ class TokenIntrospection(IntrospectionEndpoint):
 
     def introspect_token(self, token: Any) -> dict[str, Any]:
         rt = runtime()
-        now = utcnow()
+        now = clock().now()
         if isinstance(token, AccessToken):
             # Also inactive once its user is disabled or its grant revoked (logout, replay).
             if services().grants.active_access_token(token.jti, now) is None:
@@ -657,5 +658,5 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
 def bearer_token(token: str) -> AccessToken | None:
     rt = runtime()
     return verify_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=utcnow()
+        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
     )

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from idp.composition import services
 from idp.extensions import csrf, db
 from idp.models import Client, Consent, PendingAuthorization
-from idp.models.base import random_id, utcnow
+from idp.models.base import random_id
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.errors import AuthorizationError
@@ -44,6 +44,7 @@ from idp.web import (
     acts_on_get,
     add_security_headers,
     clear_session_cookie,
+    clock,
     current_session,
     request_context,
     runtime,
@@ -115,7 +116,7 @@ def authorize_continue(pending_id: str) -> Any:
 
 def _live_pending(pending_id: str) -> PendingAuthorization:
     pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
+    if pending is None or pending.consumed_at is not None or pending.expires_at <= clock().now():
         abort(
             400,
             description="This sign-in request has expired or was already completed. "
@@ -142,7 +143,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         started_at=pending.created_at if pending else None,
         consent_given=bool(pending and session and pending.consented_by == session.user_id),
     )
-    now = utcnow()
+    now = clock().now()
     if (
         session is not None
         and client.restricted_to_groups
@@ -333,7 +334,7 @@ def consent() -> Any:
                 db.session(),
                 PendingAuthorization,
                 PendingAuthorization.id == pending.id,
-                now=utcnow(),
+                now=clock().now(),
             )
             audit.record(
                 db.session(),
@@ -349,7 +350,7 @@ def consent() -> Any:
             error.response_mode = auth_request.response_mode
             return _error_response(error)
         services().grants.remember_consent(
-            session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
+            session.user_id, pending.client_id, auth_request.scope.split(), clock().now()
         )
         pending.consented_by = session.user_id
         audit.record(
