@@ -68,17 +68,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
-    from idp.web import (
-        add_security_headers,
-        csp_nonce,
-        deliver_left_over,
-        docs_link,
-        issuer_address,
-        outbox_hint,
-        schedule_outbox,
-        schedule_prune,
-        viewer_is_admin,
-    )
+    from idp.web import docs_link, issuer_address, outbox_hint
+    from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
+    from idp.web.headers import add_security_headers, csp_nonce
+    from idp.web.sessions import viewer_is_admin
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.globals["outbox_hint"] = outbox_hint

@@ -22,9 +22,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from idp import metrics
+from idp.composition import clock, runtime
 from idp.extensions import csrf, db
 from idp.services.health import DependencyState, HealthReport, database_state, redis_state
-from idp.web import clock, runtime
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from flask import (
 )
 from markupsafe import Markup
 
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.services import audit, portal
@@ -42,17 +42,8 @@ from idp.services.users import (
     PASSWORD_CHANGED,
     SIGNED_OUT,
 )
-from idp.web import (
-    browser_binding,
-    clock,
-    confirm_page,
-    confirmed,
-    current_session,
-    outbox_hint,
-    promote_session,
-    request_context,
-    runtime,
-)
+from idp.web import confirm_page, confirmed, outbox_hint
+from idp.web.sessions import browser_binding, current_session, promote_session
 
 bp = Blueprint("account", __name__)
 

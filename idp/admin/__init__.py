@@ -11,8 +11,9 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
+from idp.composition import clock
 from idp.services.admin_access import AdminAccess, admin_access
-from idp.web import clock, current_session
+from idp.web.sessions import current_session
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -13,7 +13,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from idp.admin import bp
-from idp.composition import services
+from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import ApiToken
 from idp.services.api_tokens import (
@@ -23,7 +23,6 @@ from idp.services.api_tokens import (
     ApiTokenService,
     status_of,
 )
-from idp.web import clock
 
 #: The expiry choices the form offers, in days (0: never).
 EXPIRY_CHOICES = ((30, "30 days"), (90, "90 days"), (365, "1 year"), (0, "Never"))

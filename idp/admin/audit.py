@@ -10,10 +10,10 @@ from typing import Any
 from flask import Response, abort, g, render_template, request, stream_with_context
 
 from idp.admin import bp
+from idp.composition import clock, request_context
 from idp.extensions import db
 from idp.services import audit as audit_log
 from idp.services.portal import describe_user_agent
-from idp.web import clock, request_context
 
 
 def _filter() -> audit_log.AuditFilter:

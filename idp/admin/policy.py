@@ -11,7 +11,7 @@ from typing import Any
 from flask import flash, g, redirect, render_template, request, url_for
 
 from idp.admin import bp
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.services.lifetimes import LIFETIMES
 from idp.services.sign_in_policy import (
@@ -26,7 +26,6 @@ from idp.services.sign_in_policy import (
     policy_from_settings,
     reset_policy,
 )
-from idp.web import clock, request_context, runtime
 
 #: Fields shown as checkboxes: an unchecked box is absent from the form, so absent means off.
 BOOLEAN_FIELDS = ("passwords_allowed", "signup_enabled", "admin_passkey_required", "passkey_prompt")

@@ -11,7 +11,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from idp.admin import bp
-from idp.composition import services
+from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
 from idp.services.passkeys import describe_authenticator
@@ -21,7 +21,7 @@ from idp.services.user_admin import (
     UserAdmin,
     UserAdminError,
 )
-from idp.web import clock, runtime, url_for_secret
+from idp.web import url_for_secret
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
 LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "24 hours")]

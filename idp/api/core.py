@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from idp.api import bp
 from idp.api.problems import BY_STATUS, Problem, problem_response
-from idp.composition import services
+from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
 from idp.services import audit
@@ -34,7 +34,6 @@ from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
-from idp.web import clock
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
 MAX_BODY = 64 * 1024

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
-from idp.composition import services
+from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
 from idp.services.pages import keyset_page
@@ -22,7 +22,7 @@ from idp.services.user_admin import (
     describe_user,
 )
 from idp.services.users import normalise_email
-from idp.web import clock, runtime, url_for_secret
+from idp.web import url_for_secret
 
 TAG = "users"
 #: Who the invite email says invited the user (as ``idp users invite`` says).

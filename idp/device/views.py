@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
 from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
 from idp.services.groups import allowed_to_use
-from idp.web import clock, current_session, request_context, runtime
+from idp.web.sessions import current_session
 
 bp = Blueprint("device", __name__)
 

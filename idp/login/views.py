@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
@@ -17,15 +17,8 @@ from idp.services.crypto import new_secret, token_hash
 from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
 from idp.services.passkeys import PasskeyError
-from idp.web import (
-    browser_binding,
-    clock,
-    current_session,
-    request_context,
-    runtime,
-    safe_next,
-    start_session,
-)
+from idp.web import safe_next
+from idp.web.sessions import browser_binding, current_session, start_session
 
 bp = Blueprint("login", __name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import g
 
+from idp.composition import clock, request_context
 from idp.extensions import db
 from idp.models import BrowserSession
 from idp.services import audit
 from idp.services.sessions import end_sessions
-from idp.web import clock, request_context
 
 
 def end_browser_session(session: BrowserSession | None) -> None:

@@ -41,7 +41,7 @@ from flask import Flask, g, has_request_context
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
-from idp.composition import runtime, services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import (
     AccessToken,
@@ -66,7 +66,6 @@ from idp.services.tokens import (
     verify_access_token,
     verify_issued_jwt,
 )
-from idp.web import clock, request_context
 
 log = logging.getLogger(__name__)
 

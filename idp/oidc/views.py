@@ -24,7 +24,7 @@ from flask import (
 )
 from sqlalchemy import select
 
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import csrf, db
 from idp.models import Client, Consent, PendingAuthorization
 from idp.models.base import random_id
@@ -40,15 +40,9 @@ from idp.services.grants import CodeRequest
 from idp.services.groups import allowed_to_use
 from idp.services.sessions import RpLogout, rp_logout
 from idp.services.tokens import verify_issued_jwt
-from idp.web import (
-    acts_on_get,
-    add_security_headers,
-    clear_session_cookie,
-    clock,
-    current_session,
-    request_context,
-    runtime,
-)
+from idp.web import acts_on_get
+from idp.web.headers import add_security_headers
+from idp.web.sessions import clear_session_cookie, current_session
 
 bp = Blueprint("oidc", __name__)
 log = logging.getLogger(__name__)

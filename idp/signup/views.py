@@ -15,14 +15,14 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from idp.account.views import restricted_page
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import User
 from idp.services.audit import RequestContext
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.signup import NewAccount, SignupError
-from idp.web import clock, request_context, runtime, start_session
+from idp.web.sessions import start_session
 
 bp = Blueprint("signup", __name__)
 

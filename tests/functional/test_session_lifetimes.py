@@ -28,7 +28,7 @@ from idp.services.crypto import token_hash
 from idp.services.lifetimes import YEAR
 from idp.services.portal import STEP_UP_WINDOW
 from idp.settings import SettingsError, load_settings
-from idp.web import session_cookie_name
+from idp.web.sessions import session_cookie_name
 from tests.functional.test_admin_policy import policy_form, set_policy
 from tests.functional.test_fallback import path_of, recover, user_with_totp
 from tests.functional.test_invites import accept, invite
