@@ -40,10 +40,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    container = Container.build(settings)
-    app.extensions["idp"] = container
-    # The one clock views and the session loader read the time through (idp.composition).
-    app.extensions["idp.clock"] = container.clock
+    # What the app builds once: settings, keys, hashers, caches and the one clock the views read
+    # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
+    app.extensions["idp"] = Container.build(settings)
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)
@@ -72,17 +71,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
-    from idp.web import (
-        add_security_headers,
-        csp_nonce,
-        deliver_left_over,
-        docs_link,
-        issuer_address,
-        outbox_hint,
-        schedule_outbox,
-        schedule_prune,
-        viewer_is_admin,
-    )
+    from idp.web import docs_link, issuer_address, outbox_hint
+    from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
+    from idp.web.headers import add_security_headers, csp_nonce
+    from idp.web.sessions import viewer_is_admin
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.globals["outbox_hint"] = outbox_hint

@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy.orm import Session
 
-from idp.models.base import utcnow
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.api_tokens import ApiTokenService
 from idp.services.audit import MAX_USER_AGENT, RequestContext
@@ -65,14 +65,6 @@ from idp.services.users import EmailChanges, UserService, normalise_email
 from idp.settings import Settings
 
 
-class SystemClock:
-    """The wall clock: ``now()`` is the current time in UTC, the value ``idp.models.base.utcnow``
-    returns. The container holds one; code that reads the time through it can be given another."""
-
-    def now(self) -> datetime:
-        return utcnow()
-
-
 @dataclass
 class Container:
     """What one application builds once from its settings and shares across requests."""
@@ -90,8 +82,8 @@ class Container:
     api_token_hasher: KeyedHasher
     totp_fernet: Fernet
     redis: Any = None
-    #: THE clock: views and the session loader read the time through it.
-    clock: Any = field(default_factory=SystemClock)
+    #: THE clock: views and the session loader read the time through it (idp.clock).
+    clock: Clock = SYSTEM_CLOCK
     #: This node's cached copy of the sign-in policy (trusted for ``policy_cache_ttl``).
     policy_cache: PolicyCache = field(init=False)
     #: When this node tries opportunistic pruning next (idp.services.retention).
@@ -342,13 +334,14 @@ class Services:
     def api_tokens(self, actor_id: str | None) -> ApiTokenService:
         """Admin API tokens, managed by ``actor_id`` (None: the API authenticating a token)."""
         return ApiTokenService(self._db(), self.container.api_token_hasher, actor_id=actor_id,
-                               context=self.context)  # fmt: skip
+                               context=self.context, clock=self.container.clock)  # fmt: skip
 
     # -- messages and housekeeping -----------------------------------------------------------------
     @property
     def notifier(self) -> Notifier:
         settings = self.settings
-        return Notifier(self._db(), settings.smtp_url, settings.smtp_sender)
+        return Notifier(self._db(), settings.smtp_url, settings.smtp_sender,
+                        clock=self.container.clock)  # fmt: skip
 
     @property
     def mailer(self) -> Mailer | None:
@@ -392,6 +385,12 @@ def container(app: Flask | None = None) -> Container:
 def runtime() -> Container:
     """The current application's container: its settings, keys, hashers and caches."""
     return container()
+
+
+def clock() -> Clock:
+    """The current application's clock: the time a view decides with, which a test freezes and
+    moves by setting this one object (tests/support/clock.py)."""
+    return container().clock
 
 
 def request_context() -> RequestContext:

@@ -15,12 +15,12 @@ from flask import (
     url_for,
 )
 
+from idp.composition import clock
 from idp.extensions import db
 from idp.models import BrowserSession
-from idp.models.base import utcnow
 from idp.services.assurance import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
-from idp.web import current_session
+from idp.web.sessions import current_session
 
 bp = Blueprint("account", __name__)
 
@@ -28,7 +28,7 @@ bp = Blueprint("account", __name__)
 def stepped_up(session: BrowserSession) -> bool:
     """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
     (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
-    return step_up_satisfied(db.session(), session, utcnow())
+    return step_up_satisfied(db.session(), session, clock().now())
 
 
 def step_up_url(next_path: str) -> str:

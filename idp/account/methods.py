@@ -22,10 +22,9 @@ from idp.account.blueprint import (
     step_up_url,
     stepped_up,
 )
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
-from idp.models.base import utcnow
 from idp.services import audit, portal
 from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.passkey_checks import PasskeyError
@@ -33,15 +32,8 @@ from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticat
 from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import PASSWORD_CHANGED
-from idp.web import (
-    browser_binding,
-    confirm_page,
-    confirmed,
-    current_session,
-    promote_session,
-    request_context,
-    runtime,
-)
+from idp.web import confirm_page, confirmed
+from idp.web.sessions import browser_binding, current_session, promote_session
 
 
 def _method_removal() -> MethodRemoval:
@@ -55,7 +47,7 @@ def home() -> Any:
     if session is None:
         return redirect(url_for("login.login", next=url_for("account.home")))
     passkeys = services().passkeys.passkeys_of(session.user)
-    now = utcnow()
+    now = clock().now()
     return render_template(
         "account/home.html",
         user=session.user,
@@ -96,7 +88,7 @@ def totp_setup() -> Any:
         flash("An authenticator app is already set up. Remove it to set up another.", "info")
         return redirect(url_for("account.home"))
     error = None
-    now = utcnow()
+    now = clock().now()
     sealed = flask_session.get("totp_enrolment")
     if request.method == "POST":
         code = request.form.get("code", "")[:16]
@@ -194,7 +186,7 @@ def backup_codes_regenerate() -> Any:
             button="Get new backup codes",
             cancel=url_for("account.home"),
         )
-    codes = services().backup_codes.regenerate(session.user, utcnow())
+    codes = services().backup_codes.regenerate(session.user, clock().now())
     # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
     services().notifier.notify(session.user, "backup_codes_regenerated")
     _offer_to_sign_out_others()
@@ -221,7 +213,7 @@ def password_set() -> Any:
         return redirect(url_for("account.home"))
     services().notifier.notify(session.user, "password_changed")
     # A pending email change may be the work of whoever knew the old password.
-    services().email_changes.end_pending(session.user, utcnow(), PASSWORD_CHANGED)
+    services().email_changes.end_pending(session.user, clock().now(), PASSWORD_CHANGED)
     _offer_to_sign_out_others()
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
@@ -258,7 +250,9 @@ def passkey_registration_options() -> Any:
         return jsonify(error="login_required"), 401
     if not stepped_up(session):
         return jsonify(error="reauthenticate", redirect=step_up_url(url_for("account.home"))), 403
-    ceremony = services().passkeys.registration_options(session.user, browser_binding(), utcnow())
+    ceremony = services().passkeys.registration_options(
+        session.user, browser_binding(), clock().now()
+    )
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -286,7 +280,7 @@ def passkey_register() -> Any:
             browser_binding(),
             given,
             request_context(),
-            utcnow(),
+            clock().now(),
         )
     except PasskeyError:
         db.session.commit()
@@ -316,7 +310,7 @@ def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     _offer_to_sign_out_others()
     if services().backup_codes.has_codes(user):
         return []
-    return services().backup_codes.regenerate(user, utcnow())
+    return services().backup_codes.regenerate(user, clock().now())
 
 
 def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:

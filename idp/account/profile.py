@@ -20,10 +20,9 @@ from idp.account.blueprint import (
     session_or_login,
     signed_in_recently,
 )
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession
-from idp.models.base import utcnow
 from idp.services import audit, portal
 from idp.services.activity import describe_event
 from idp.services.claims import shared_with_apps
@@ -32,13 +31,7 @@ from idp.services.users import (
     CANCELLED,
     SIGNED_OUT,
 )
-from idp.web import (
-    confirm_page,
-    confirmed,
-    outbox_hint,
-    request_context,
-    runtime,
-)
+from idp.web import confirm_page, confirmed, outbox_hint
 
 
 @bp.get("/account/sessions")
@@ -47,7 +40,7 @@ def sessions() -> Any:
     session = session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
-    views = portal.active_sessions(db.session(), session.user, session, utcnow(),
+    views = portal.active_sessions(db.session(), session.user, session, clock().now(),
                                    services().sessions)  # fmt: skip
     return render_template("account/sessions.html", user=session.user, sessions=views)
 
@@ -69,7 +62,7 @@ def session_revoke(sid: str) -> Any:
             button="Sign out",
             cancel=url_for("account.sessions"),
         )
-    if portal.revoke_session(db.session(), session.user, sid[:64], utcnow()):
+    if portal.revoke_session(db.session(), session.user, sid[:64], clock().now()):
         audit.record(db.session(), "session.revoked", subject_id=session.user_id,
                      context=request_context(), sid=sid[:64])  # fmt: skip
         flash("That session is signed out.", "info")
@@ -85,9 +78,9 @@ def sessions_revoke_others() -> Any:
     session = session_or_login("account.sessions")
     if not isinstance(session, BrowserSession):
         return session
-    portal.revoke_other_sessions(db.session(), session.user, session, utcnow())
+    portal.revoke_other_sessions(db.session(), session.user, session, clock().now())
     # A pending email change may be the work of one of the sessions just ended.
-    services().email_changes.end_pending(session.user, utcnow(), SIGNED_OUT)
+    services().email_changes.end_pending(session.user, clock().now(), SIGNED_OUT)
     audit.record(db.session(), "session.revoked_others", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -131,7 +124,7 @@ def app_revoke(client_id: str) -> Any:
             button="Disconnect",
             cancel=url_for("account.apps"),
         )
-    if portal.disconnect_app(db.session(), session.user, client_id[:64], utcnow()):
+    if portal.disconnect_app(db.session(), session.user, client_id[:64], clock().now()):
         audit.record(db.session(), "consent.revoked", subject_id=session.user_id,
                      client_id=client_id[:64], context=request_context())  # fmt: skip
         flash("The app is disconnected.", "info")
@@ -176,7 +169,7 @@ def profile() -> Any:
         rp_id=runtime().settings.rp_id,
         passwords_allowed=services().policy.passwords_allowed,
         signal_details=flask_session.pop("signal_user_details", False),
-        pending_change=services().email_changes.pending(session.user, utcnow()),
+        pending_change=services().email_changes.pending(session.user, clock().now()),
     )
 
 
@@ -187,7 +180,7 @@ def email_change() -> Any:
     session = signed_in_recently("account.profile")
     if not isinstance(session, BrowserSession):
         return session
-    now = utcnow()
+    now = clock().now()
     try:
         change, secret = services().email_changes.request(
             session.user, request.form.get("email", "")[:1000], now,
@@ -221,7 +214,7 @@ def email_change_cancel() -> Any:
     session = session_or_login("account.profile")
     if not isinstance(session, BrowserSession):
         return session
-    if services().email_changes.end_pending(session.user, utcnow(), CANCELLED):
+    if services().email_changes.end_pending(session.user, clock().now(), CANCELLED):
         audit.record(db.session(), "email.change_cancelled", subject_id=session.user_id,
                      context=request_context())  # fmt: skip
         flash("The email change is cancelled.", "info")
@@ -241,7 +234,7 @@ def email_confirm() -> Any:
 
 
 def _confirm_email_change(token: str) -> Any:
-    changed = services().email_changes.confirm(token, utcnow())
+    changed = services().email_changes.confirm(token, clock().now())
     if changed is None:
         db.session.rollback()
         return render_template(

@@ -13,10 +13,9 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
 from idp.admin.blueprint import bp
-from idp.composition import services
+from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services.api_tokens import (
     MAX_EXPIRES_IN_DAYS,
     SCOPES,
@@ -45,7 +44,7 @@ def _list_page(error: str | None = None, form: dict[str, Any] | None = None) -> 
         "admin/api_tokens.html",
         tokens=_service().list(),
         status_of=status_of,
-        now=utcnow(),
+        now=clock().now(),
         scopes=SCOPES,
         expiry_choices=EXPIRY_CHOICES,
         error=error,

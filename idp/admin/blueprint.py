@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
-from idp.models.base import utcnow
+from idp.composition import clock
 from idp.services.admin_access import AdminAccess, admin_access
-from idp.web import current_session
+from idp.web.sessions import current_session
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -21,7 +21,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.before_request
 def _guard() -> Any:
     session = current_session()
-    decision = admin_access(session, utcnow())
+    decision = admin_access(session, clock().now())
     if decision is AdminAccess.GRANTED:
         assert session is not None
         g.admin = session.user

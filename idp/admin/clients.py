@@ -14,7 +14,7 @@ from werkzeug.datastructures import MultiDict
 
 from idp.admin.blueprint import bp
 from idp.admin.groups import client_access
-from idp.composition import services
+from idp.composition import request_context, runtime, services
 from idp.extensions import db
 from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
@@ -31,7 +31,7 @@ from idp.services.client_fields import (
 )
 from idp.services.clients import Actor, ClientService
 from idp.services.signing_keys import SUPPORTED_ALGS
-from idp.web import confirmed, request_context, runtime
+from idp.web import confirmed
 
 MAX_JWKS_LENGTH = 64 * 1024
 #: The overlap choices the rotation form offers, in seconds.

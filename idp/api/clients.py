@@ -11,14 +11,13 @@ from sqlalchemy import select
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
 from idp.api.problems import Problem
-from idp.composition import services
+from idp.composition import request_context, runtime, services
 from idp.extensions import db
 from idp.models import Client
 from idp.services.audit import RequestContext
 from idp.services.client_fields import ClientFields, fields_of
 from idp.services.clients import Actor, ClientService, describe
 from idp.services.pages import keyset_page
-from idp.web import request_context, runtime
 
 TAG = "clients"
 

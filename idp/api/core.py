@@ -18,10 +18,9 @@ from werkzeug.exceptions import HTTPException
 
 from idp.api.blueprint import bp
 from idp.api.problems import BY_STATUS, Problem, problem_response
-from idp.composition import services
+from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
@@ -122,7 +121,7 @@ def _authenticate() -> None:
         # RFC 6750 3.1: a request without credentials gets no error code.
         raise Problem("authentication-required", headers=_challenge())
     presented = presented.strip()
-    now = utcnow()
+    now = clock().now()
     address = request.remote_addr or ""
     budget = services().failed_api_auth_budget
     if budget.exhausted("api-auth", address, now):

@@ -8,22 +8,15 @@ from typing import Any
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
-from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
 from idp.services.sign_in import SignInService
-from idp.web import (
-    browser_binding,
-    current_session,
-    request_context,
-    runtime,
-    safe_next,
-    start_session,
-)
+from idp.web import safe_next
+from idp.web.sessions import browser_binding, current_session, start_session
 
 bp = Blueprint("login", __name__)
 
@@ -40,7 +33,7 @@ def sign_in_service() -> SignInService:
 def _pending(pending_id: str | None) -> PendingAuthorization | None:
     if not pending_id:
         return None
-    return services().pending_authorizations.live(pending_id, utcnow())
+    return services().pending_authorizations.live(pending_id, clock().now())
 
 
 def _destination(pending: PendingAuthorization | None, next_path: str | None) -> str:
@@ -76,7 +69,7 @@ def login() -> Any:
 def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     email = request.form.get("email", "")[:320]
     result = services().sign_in.password(
-        email, request.form.get("password", ""), request_context(), utcnow()
+        email, request.form.get("password", ""), request_context(), clock().now()
     )
     if result.user is None:
         db.session.commit()  # the failure is counted and audited
@@ -106,7 +99,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
 
 def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
     return services().partial_logins.begin(
-        user.id, pending.id if pending else None, destination, utcnow()
+        user.id, pending.id if pending else None, destination, clock().now()
     )
 
 
@@ -114,13 +107,13 @@ def _partial() -> PartialLogin | None:
     raw = session.get("partial_login")
     if not isinstance(raw, str):
         return None
-    return services().partial_logins.live(raw, utcnow())
+    return services().partial_logins.live(raw, clock().now())
 
 
 def _after_password_only(user: User, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
-    now = utcnow()
+    now = clock().now()
     if not services().policy.passkey_prompt or user.passkey_prompt_disabled:
         return destination
     if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
@@ -141,7 +134,7 @@ def second_step() -> Any:
     error = None
     if request.method == "POST":
         code = request.form.get("code", "")[:64]
-        now = utcnow()
+        now = clock().now()
         if request.form.get("method") == "backup_code":
             result = service.backup_code(user, code, request_context(), now)
         else:
@@ -162,7 +155,7 @@ def second_step() -> Any:
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    if not services().partial_logins.spend(partial, utcnow()):
+    if not services().partial_logins.spend(partial, clock().now()):
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
     response = redirect(partial.next_path or url_for("account.home"))
@@ -178,7 +171,7 @@ def recover() -> Any:
     email = request.values.get("email", "")[:320]
     if request.method == "POST":
         result = services().sign_in.recover(
-            email, request.form.get("code", "")[:64], request_context(), utcnow()
+            email, request.form.get("code", "")[:64], request_context(), clock().now()
         )
         if result.user is not None:
             response = redirect(url_for("account.recover"))
@@ -204,7 +197,7 @@ def passkey_prompt() -> Any:
             user.passkey_prompt_disabled = True
         elif choice == "later":
             days = services().policy.passkey_prompt_snooze_days
-            user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
+            user.passkey_prompt_snoozed_until = clock().now() + timedelta(days=days)
         db.session.commit()
         return redirect(then)
     return render_template("login/passkey_prompt.html", then=then)
@@ -222,12 +215,14 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not services().storage_budgets.passkey_options(request_context().ip_address, utcnow()):
+    if not services().storage_budgets.passkey_options(request_context().ip_address, clock().now()):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
         response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
         return response, 429
-    ceremony = services().passkeys.authentication_options(browser_binding(), utcnow(), user=user)
+    ceremony = services().passkeys.authentication_options(
+        browser_binding(), clock().now(), user=user
+    )
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -245,7 +240,7 @@ def passkey_verify() -> Any:
             credential if isinstance(credential, str) else _json_text(credential),
             browser_binding(),
             request_context(),
-            utcnow(),
+            clock().now(),
         )
     except PasskeyError as error:
         db.session.commit()  # the spent challenge and the audited failure persist
@@ -259,7 +254,7 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and services().partial_logins.spend(partial, utcnow())
+        and services().partial_logins.spend(partial, clock().now())
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).
@@ -312,7 +307,7 @@ def login_link(secret: str) -> Any:
     if request.method == "POST":
         return _spend_login_link(links, secret)
     # GET and HEAD (a scanner's probe) only look the link up (RFC 9110 9.2.1).
-    link = links.find_live(secret, utcnow())
+    link = links.find_live(secret, clock().now())
     if link is None:
         return render_template(
             "errors/error.html",
@@ -323,7 +318,7 @@ def login_link(secret: str) -> Any:
 
 
 def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
-    user = links.spend(secret, request_context(), utcnow())
+    user = links.spend(secret, request_context(), clock().now())
     if user is None:
         db.session.commit()  # the failure is audited
         return render_template(

@@ -12,14 +12,13 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
 from flask import g
 from joserfc.jwk import KeySet
 
-from idp.composition import runtime, services
+from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import (
     AccessToken,
     Client,
     RefreshToken,
 )
-from idp.models.base import utcnow
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from idp.services.tokens import verify_issued_jwt
 
@@ -60,9 +59,9 @@ class TokenRevocation(RevocationEndpoint):
         if isinstance(token, RefreshToken):
             # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
             # same grant.
-            service.revoke_grant(token.grant_id, "revoked_by_client", utcnow())
+            service.revoke_grant(token.grant_id, "revoked_by_client", clock().now())
         else:
-            service.revoke_access_token(token, utcnow())
+            service.revoke_access_token(token, clock().now())
 
 
 class TokenIntrospection(IntrospectionEndpoint):
@@ -77,7 +76,7 @@ class TokenIntrospection(IntrospectionEndpoint):
 
     def introspect_token(self, token: Any) -> dict[str, Any]:
         rt = runtime()
-        now = utcnow()
+        now = clock().now()
         if isinstance(token, AccessToken):
             # Also inactive once its user is disabled or its grant revoked (logout, replay).
             if services().grants.active_access_token(token.jti, now) is None:

@@ -31,7 +31,7 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, g, has_request_context
 
-from idp.composition import runtime, services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import (
     AccessToken,
@@ -41,7 +41,6 @@ from idp.models import (
     Grant,
     RefreshToken,
 )
-from idp.models.base import utcnow
 from idp.oidc.checks import check_scope
 from idp.oidc.client_auth import (
     CLIENT_AUTH_METHODS,
@@ -65,7 +64,6 @@ from idp.services.tokens import (
     unverified_claims,
     verify_access_token,
 )
-from idp.web import request_context
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +80,10 @@ def query_client(client_id: str) -> Client | None:
     client = loaded.get(client_id) or db.session.get(Client, client_id)
     if client is None or client.disabled_at is not None:
         return None
-    # Client secrets are keyed hashes; the model checks them with the runtime's hasher.
+    # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
+    # overlap of a rotated secret against the application's clock.
     client.secret_hasher = runtime().client_secrets
+    client.clock = clock()
     loaded[client_id] = client
     return client
 
@@ -124,7 +124,7 @@ def generate_token(
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
-    now = utcnow()
+    now = clock().now()
     service = services().grants
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
     code: AuthorizationCode | DeviceAuthorization | None = getattr(
@@ -230,7 +230,7 @@ def _still_allowed(grant: Grant, client: Client) -> bool:
     if found.admits(client):
         g.group_claims = (grant.user_id, client.client_id, found)
         return True
-    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
+    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, clock().now())
     return False
 
 
@@ -239,7 +239,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = services().grants.redeem_code(code, client.client_id, utcnow())
+        row = services().grants.redeem_code(code, client.client_id, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -261,7 +261,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
         redemption = services().grants.redeem_refresh_token(
-            refresh_token, client_id, utcnow(), retry_grace=grace
+            refresh_token, client_id, clock().now(), retry_grace=grace
         )
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
             return None
@@ -311,7 +311,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             # RFC 6749 5.2: the client authenticated but may not use this grant type.
             raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        poll = services().device_flow.poll(device_code, client.client_id, utcnow())
+        poll = services().device_flow.poll(device_code, client.client_id, clock().now())
         if poll.outcome is PollOutcome.PENDING:
             raise rfc8628.AuthorizationPendingError()
         if poll.outcome is PollOutcome.SLOW_DOWN:
@@ -363,7 +363,7 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
         except AuthorizationError as error:
             raise InvalidScopeError(error.description) from None
         rt = runtime()
-        now = utcnow()
+        now = clock().now()
         if not services().storage_budgets.pending_authorization(request_context().ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
             # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
@@ -429,5 +429,5 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
 def bearer_token(token: str) -> AccessToken | None:
     rt = runtime()
     return verify_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=utcnow()
+        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
     )

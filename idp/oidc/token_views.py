@@ -15,18 +15,15 @@ from flask import (
     request,
 )
 
+from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.server import bearer_token
 from idp.services.claims import client_claims
 from idp.services.sessions import RpLogout, rp_logout
-from idp.web import (
-    acts_on_get,
-    clear_session_cookie,
-    current_session,
-    runtime,
-)
+from idp.web import acts_on_get
+from idp.web.sessions import clear_session_cookie, current_session
 
 
 # -- discovery ------------------------------------------------------------------------------------

@@ -17,10 +17,9 @@ from flask import (
     url_for,
 )
 
-from idp.composition import services
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import csrf, db
 from idp.models import Client, PendingAuthorization
-from idp.models.base import utcnow
 from idp.oidc.blueprint import bp
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
 from idp.oidc.errors import AuthorizationError
@@ -31,13 +30,9 @@ from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
 from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.tokens import verify_issued_jwt
-from idp.web import (
-    acts_on_get,
-    add_security_headers,
-    current_session,
-    request_context,
-    runtime,
-)
+from idp.web import acts_on_get
+from idp.web.headers import add_security_headers
+from idp.web.sessions import current_session
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +77,7 @@ def _pending_requests() -> PendingAuthorizations:
 
 
 def _live_pending(pending_id: str) -> PendingAuthorization:
-    pending = _pending_requests().live(pending_id, utcnow())
+    pending = _pending_requests().live(pending_id, clock().now())
     if pending is None:
         abort(
             400,
@@ -105,7 +100,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         started_at=pending.created_at if pending else None,
         consent_given=bool(pending and session and pending.consented_by == session.user_id),
     )
-    now = utcnow()
+    now = clock().now()
     if (
         session is not None
         and client.restricted_to_groups
@@ -280,7 +275,7 @@ def consent() -> Any:
     auth_request = AuthorizationRequest.from_params(pending.params)
     if request.method == "POST":
         if request.form.get("decision") != "allow":
-            _pending_requests().spend(pending, utcnow())
+            _pending_requests().spend(pending, clock().now())
             audit.record(
                 db.session(),
                 "consent.denied",
@@ -295,7 +290,7 @@ def consent() -> Any:
             error.response_mode = auth_request.response_mode
             return _error_response(error)
         services().grants.remember_consent(
-            session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
+            session.user_id, pending.client_id, auth_request.scope.split(), clock().now()
         )
         _pending_requests().consent_given(pending, session.user_id)
         audit.record(

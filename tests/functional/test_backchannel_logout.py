@@ -32,7 +32,7 @@ from idp.services.outbox import (
     take_committed,
 )
 from idp.services.sessions import end_sessions
-from idp.web import outbox_worker
+from idp.web.background import outbox_worker
 from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
 from tests.support.admin import passkey_browser
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows

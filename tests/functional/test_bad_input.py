@@ -29,7 +29,7 @@ from idp.extensions import db
 from idp.models import Base, User
 from idp.models.base import utcnow
 from idp.services.audit import RequestContext
-from idp.web import session_cookie_name
+from idp.web.sessions import session_cookie_name
 from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.support.factories import create_client, create_user
 

@@ -476,7 +476,7 @@ def test_an_opportunistic_prune_that_fails_never_fails_the_request(
     def broken(*_args: Any, **_kwargs: Any) -> dict[str, int]:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("idp.web.prune", broken)
+    monkeypatch.setattr("idp.web.background.prune", broken)
     response = _node(storage_app, tmp_path, "a").test_client().get("/login")
     assert response.status_code == 200
     response.close()
