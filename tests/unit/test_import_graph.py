@@ -1,4 +1,4 @@
-"""The import graph of idp/ has no cycle (docs/architecture.md, Layers).
+"""The import graph of idp/ has no cycle.
 
 The graph is read from the source with ``ast``, not from ``sys.modules``: every import statement
 counts, including those inside functions (a function-local import only postpones a cycle to the

@@ -1,5 +1,5 @@
 """No module of idp/ is over 450 lines: a module that grows past it holds more than one idea, and
-is split by what it holds (docs/architecture.md)."""
+is split by what it holds."""
 
 from __future__ import annotations
 
