@@ -3,7 +3,9 @@
 Authlib runs the grant flows, client authentication and the RFC 7009 / 7662 / RP-initiated logout
 endpoints; every storage hook and every permissive default is ours: PKCE is S256-only,
 codes and refresh tokens are spent through the consume-once primitive, and a replay revokes the
-grant.
+grant. This module holds the grants and assembles the server; client authentication is in
+``idp.oidc.client_auth``, the revocation, introspection and logout endpoints in
+``idp.oidc.endpoints``.
 """
 
 from __future__ import annotations
