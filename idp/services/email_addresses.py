@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
 
+from idp.errors import DomainError
+
 #: RFC 5321 4.5.3.1.3: a path is at most 256 octets, so an address at most 254; the column is 320.
 MAX_LENGTH = 254
 #: RFC 6761 special-use names a development install may use.
@@ -26,7 +28,7 @@ _LOCAL_STAND_IN = "test"
 INVALID_MESSAGE = "Enter an email address, like name@example.com."
 
 
-class EmailAddressError(ValueError):
+class EmailAddressError(DomainError):
     """Not a single, plain email address; the message is safe to show."""
 
     def __init__(self, message: str = INVALID_MESSAGE) -> None:

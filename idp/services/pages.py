@@ -18,6 +18,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from idp.errors import DomainError
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 #: A cursor is a short key; anything longer is not one of ours.
@@ -26,7 +28,7 @@ MAX_CURSOR_LENGTH = 512
 T = TypeVar("T")
 
 
-class CursorError(ValueError):
+class CursorError(DomainError):
     """The cursor is not one this service issued."""
 
 

@@ -8,6 +8,8 @@ from functools import lru_cache
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from idp.errors import DomainError
+
 MIN_LENGTH = 8
 # NIST SP 800-63B 5.1.1.2: allow at least 64 characters; we allow long passphrases but bound the
 # input so that hashing cost cannot be abused.
@@ -25,7 +27,7 @@ def common_passwords() -> frozenset[str]:
     return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
 
 
-class PasswordPolicyError(ValueError):
+class PasswordPolicyError(DomainError):
     """The new password breaks the policy; the message is shown to the user."""
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
+from idp.errors import DomainError
 from idp.models import SignupLink, User
 from idp.services import audit
 from idp.services.audit import RequestContext
@@ -43,7 +44,7 @@ MAIL_CHECKPOINT = "signup.mail"
 MAX_NAME_LENGTH = 200
 
 
-class SignupError(ValueError):
+class SignupError(DomainError):
     """The request cannot go on as sent; the message is safe to show (it names no account)."""
 
 

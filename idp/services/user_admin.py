@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from idp.errors import DomainError
 from idp.models import (
     AccessToken,
     BrowserSession,
@@ -45,7 +46,7 @@ MIN_LINK_TTL = 60
 MAX_LINK_TTL = 24 * 3600
 
 
-class UserAdminError(ValueError):
+class UserAdminError(DomainError):
     """The action cannot be done as asked; the message says why, in words for the admin."""
 
 
@@ -83,30 +84,6 @@ class IssuedLink:
     @property
     def id(self) -> str:
         return link_id(self.link)
-
-
-def describe_user(user: User) -> dict[str, Any]:
-    """A user as ``--json`` prints it."""
-    return {
-        "id": user.id,
-        "sub": user.id,
-        "email": user.email,
-        "name": user.name,
-        "admin": user.is_admin,
-        "disabled": user.disabled_at is not None,
-        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
-        "created_at": user.created_at.isoformat() if user.created_at else None,
-    }
-
-
-def describe_link(link: LoginLink) -> dict[str, Any]:
-    return {
-        "id": link_id(link),
-        "purpose": link.purpose,
-        "created_by": link.created_by,
-        "created_at": link.created_at.isoformat(),
-        "expires_at": link.expires_at.isoformat(),
-    }
 
 
 def has_way_in(db: Session, user: User) -> bool:

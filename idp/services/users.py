@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp.errors import DomainError
 from idp.models import EmailChangeRequest, User
 from idp.services.consume import consume_once_returning
 from idp.services.crypto import new_secret, token_hash
@@ -20,7 +21,7 @@ __all__ = ["EmailChanges", "UserError", "UserExistsError", "UserService", "norma
 MAX_SECRET_LENGTH = 200
 
 
-class UserError(ValueError):
+class UserError(DomainError):
     """The user cannot be created as asked; the message says why."""
 
 

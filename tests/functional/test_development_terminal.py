@@ -18,8 +18,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from idp import cli, json_logs, serving
-from idp.cli import BANNER_RULE, main
+from idp import json_logs, serving
+from idp.cli import deployment, main
+from idp.cli.deployment import BANNER_RULE
 from idp.json_logs import REDACTED, TextFormatter
 from idp.serving import ServerOptions
 from idp.settings import load_settings
@@ -160,7 +161,7 @@ def test_a_set_issuer_on_another_port_is_warned_about(
     served: list[ServerOptions] = []
     monkeypatch.setattr(serving, "run", lambda _server, options: served.append(options))
     monkeypatch.setattr(json_logs, "configure", lambda *_args: None)
-    monkeypatch.setattr(cli, "announce_when_ready", lambda *_args: None)
+    monkeypatch.setattr(deployment, "announce_when_ready", lambda *_args: None)
     runner = initialised_cli(tmp_path, IDP_ISSUER="http://localhost:5000", IDP_LOG_FORMAT=None)
     result = runner.invoke(main, ["serve", "--port", "5001"])
     assert result.exit_code == 0, result.output

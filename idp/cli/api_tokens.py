@@ -1,0 +1,83 @@
+"""``idp api-tokens``: bearer tokens of the admin API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from idp.cli.common import app_context, emit, fail
+
+
+@click.group("api-tokens")
+def api_tokens() -> None:
+    """Bearer tokens of the admin API (docs/api.md)."""
+
+
+@contextmanager
+def _token_service() -> Iterator[Any]:
+    """The tokens service acting as ``cli``; an ``ApiTokenError`` is the command's error."""
+    from idp.extensions import db
+    from idp.services.api_tokens import ApiTokenError, ApiTokenService
+
+    with app_context() as app:
+        try:
+            yield ApiTokenService(db.session(), app.extensions["idp"].api_token_hasher)
+        except ApiTokenError as error:
+            db.session.rollback()
+            fail(str(error))
+
+
+def _token_text(data: dict[str, Any]) -> str:
+    return (
+        f"{data['name']}  {' '.join(data['scopes'])}  {data['status']}  created "
+        f"{data['created_at']}  expires {data['expires_at'] or 'never'}  last used "
+        f"{data['last_used_at'] or 'never'}"
+    )
+
+
+@api_tokens.command("create")
+@click.option("--name", required=True, help="1 to 48 lowercase letters, digits, '-', '_', '.'.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="Repeat for each scope, e.g. clients:write (implies clients:read).")  # fmt: skip
+@click.option("--expires-in", "expires_in", type=int, default=None,
+              help="Days until it expires (default: never).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+def api_tokens_create(name: str, scopes: tuple[str, ...], expires_in: int | None,
+                      as_json: bool) -> None:  # fmt: skip
+    """Create a token; it is printed once, here, and never again."""
+    from idp.extensions import db
+    from idp.services.api_tokens import describe_token
+
+    with _token_service() as service:
+        new = service.create(name, scopes, expires_in_days=expires_in)
+        db.session.commit()
+        data = {"token": new.secret} | describe_token(new.token)
+        emit(data, as_json, lambda d: f"{d['token']}\n(shown once: store it now)")
+
+
+@api_tokens.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def api_tokens_list(as_json: bool) -> None:
+    """Every token: name, scopes, status, created, expires, last used (never the secret)."""
+    from idp.services.api_tokens import describe_token
+
+    with _token_service() as service:
+        rows = [describe_token(t) for t in service.list()]
+        emit(rows, as_json, lambda r: "\n".join(_token_text(t) for t in r) or "no tokens")
+
+
+@api_tokens.command("revoke")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def api_tokens_revoke(name: str, as_json: bool) -> None:
+    """Revoke a token now: its next request gets 401."""
+    from idp.extensions import db
+    from idp.services.api_tokens import describe_token
+
+    with _token_service() as service:
+        token = service.revoke(name)
+        db.session.commit()
+        emit(describe_token(token), as_json, lambda d: f"revoked {d['name']}")

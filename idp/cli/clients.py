@@ -1,0 +1,424 @@
+"""``idp clients``: relying-party applications. The console's pages and these commands share
+``idp.services.clients``: the rules live there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask
+
+from idp.cli.common import app_context, emit, fail
+from idp.services.audit import CLI_ACTOR
+
+KIND_HELP = "web: confidential, has a backend; spa / native: public, PKCE (native: RFC 8252)."
+
+
+@click.group()
+def clients() -> None:
+    """Manage relying-party applications."""
+
+
+def _client_service(app: Flask) -> Any:
+    from idp.extensions import db
+    from idp.services.clients import ClientService
+
+    rt = app.extensions["idp"]
+    return ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+
+
+def _cli_actor() -> Any:
+    from idp.services.clients import Actor
+
+    return Actor(user_id=CLI_ACTOR, via="cli")
+
+
+def _read_jwks(jwks_file: Path | None) -> dict[str, Any] | None:
+    if jwks_file is None:
+        return None
+    try:
+        jwks = json.loads(jwks_file.read_text())
+    except (ValueError, RecursionError):
+        fail(f"{jwks_file} is not JSON")
+    if not isinstance(jwks, dict):
+        fail(f"{jwks_file} must hold a JSON object with a 'keys' list")
+    return jwks
+
+
+def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options ``create`` and ``edit`` share; on ``edit`` an absent option changes nothing."""
+
+    def flag(name: str, help: str) -> Any:
+        if create:
+            return click.option(name, is_flag=True, default=False, help=help)
+        positive = name.removeprefix("--")
+        return click.option(f"{name}/--not-{positive}", default=None, help=help)
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--name", required=create, help="Shown to users on the consent page."),
+            click.option("--kind", type=click.Choice(["web", "spa", "native"]), help=KIND_HELP),
+            click.option(
+                "--redirect-uri",
+                "redirect_uris",
+                multiple=True,
+                help="Repeat for several"
+                + ("" if create else "; replaces the list")
+                + " (required with the authorization_code grant).",
+            ),
+            click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True),
+            click.option(
+                "--auth-method",
+                type=click.Choice(
+                    ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+                ),
+            ),
+            flag("--first-party", "Trusted: skips the consent screen."),
+            click.option("--id-token-alg", type=click.Choice(["RS256", "ES256", "EdDSA"])),
+            click.option("--scope", "scopes", multiple=True, help="Allowed scope (repeat)."),
+            click.option(
+                "--grant-type", "grant_types", multiple=True, help="Allowed grant type (repeat)."
+            ),
+            click.option(
+                "--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+            ),
+            click.option("--logo-uri", help="https URL of the logo on the consent page."),
+            click.option("--tos-uri", help="https URL of the terms of service."),
+            click.option("--policy-uri", help="https URL of the privacy policy."),
+            # OpenID Connect Back-Channel Logout 1.0 (docs/integrating.md).
+            click.option(
+                "--backchannel-logout-uri",
+                help="https URL that gets a logout token when a session of the app's users ends"
+                + ("." if create else " ('' removes it)."),
+            ),
+            flag(
+                "--backchannel-logout-session-required",
+                "The app needs the session id (sid) in logout tokens (idp always sends it).",
+            ),
+            click.option(
+                "--allowed-group",
+                "allowed_groups",
+                multiple=True,
+                help="Only members of this group may sign in (repeat)"
+                + ("" if create else "; replaces the list")
+                + ".",
+            ),
+            click.option(
+                "--allow-everyone", is_flag=True, help="Every user may sign in (no group needed)."
+            ),
+            click.option(
+                "--claim-map",
+                "claim_maps",
+                multiple=True,
+                metavar="CLAIM:GROUP=VALUE",
+                help="Members of GROUP get VALUE in CLAIM (repeat)"
+                + ("" if create else "; replaces the maps")
+                + ".",
+            ),
+            click.option("--json", "as_json", is_flag=True),
+        ]
+        if create:
+            options.append(click.option("--public", is_flag=True, help="Same as --kind spa."))
+        else:
+            options.append(
+                click.option("--clear-post-logout-redirect-uris", "clear_post_logout", is_flag=True)
+            )
+            options.append(click.option("--clear-claim-maps", is_flag=True))
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+@clients.command("create")
+@_client_options(create=True)
+def clients_create(
+    name: str,
+    kind: str | None,
+    redirect_uris: tuple[str, ...],
+    post_logout_uris: tuple[str, ...],
+    auth_method: str | None,
+    first_party: bool,
+    id_token_alg: str | None,
+    scopes: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    jwks_file: Path | None,
+    logo_uri: str | None,
+    tos_uri: str | None,
+    policy_uri: str | None,
+    allowed_groups: tuple[str, ...],
+    allow_everyone: bool,
+    claim_maps: tuple[str, ...],
+    as_json: bool,
+    public: bool,
+    backchannel_logout_uri: str | None,
+    backchannel_logout_session_required: bool,
+) -> None:
+    """Register a client; its secret is shown once."""
+    from idp.extensions import db
+    from idp.services.client_fields import ClientFields, ClientRegistrationError
+    from idp.services.groups import GroupError
+
+    if public and kind not in (None, "spa", "native"):
+        fail("--public contradicts --kind web")
+    fields = ClientFields(
+        name=name,
+        kind=kind or ("spa" if public else "web"),
+        redirect_uris=list(redirect_uris),
+        post_logout_redirect_uris=list(post_logout_uris),
+        auth_method=auth_method,
+        first_party=first_party,
+        id_token_alg=id_token_alg or "RS256",
+        scopes=list(scopes) or None,
+        grant_types=list(grant_types) or None,
+        jwks=_read_jwks(jwks_file),
+        logo_uri=logo_uri,
+        tos_uri=tos_uri,
+        policy_uri=policy_uri,
+        backchannel_logout_uri=backchannel_logout_uri,
+        backchannel_logout_session_required=backchannel_logout_session_required,
+    )
+    with app_context() as app:
+        try:
+            new = _client_service(app).create_from(fields, actor=_cli_actor())
+            db.session.flush()
+            _apply_group_options(new.client, allowed_groups, allow_everyone, claim_maps, False)
+            db.session.commit()
+        except (ClientRegistrationError, GroupError) as error:
+            fail(str(error))
+        data = _describe_client(new.client) | {"client_secret": new.client_secret}
+        emit(data, as_json, _client_text)
+
+
+def _apply_group_options(
+    client: Any,
+    allowed_groups: tuple[str, ...],
+    allow_everyone: bool,
+    claim_maps: tuple[str, ...],
+    clear_claim_maps: bool,
+) -> None:
+    """``--allowed-group``/``--allow-everyone`` and ``--claim-map``: through the groups service,
+    in the same transaction as the rest of the change (an error changes nothing)."""
+    from idp.extensions import db
+    from idp.services.groups import GroupError, GroupService, parse_claim_map
+
+    service = GroupService(db.session())
+    if allow_everyone and allowed_groups:
+        raise GroupError("--allow-everyone contradicts --allowed-group")
+    if allow_everyone or allowed_groups:
+        service.set_allowed_groups(client, list(allowed_groups))
+    if claim_maps or clear_claim_maps:
+        service.set_claim_maps(client, [parse_claim_map(m) for m in claim_maps])
+
+
+def _describe_client(client: Any) -> dict[str, Any]:
+    from idp.extensions import db
+    from idp.services.clients import describe
+    from idp.services.groups import GroupService
+
+    service = GroupService(db.session())
+    return describe(client) | {
+        "allowed_groups": (
+            [g.name for g in service.allowed_groups(client.client_id)]
+            if client.restricted_to_groups
+            else None
+        ),
+        "claim_maps": [str(m) for m in service.claim_maps(client.client_id)],
+    }
+
+
+def _client_text(data: dict[str, Any]) -> str:
+    lines = [f"{k}: {v}" for k, v in data.items() if k != "client_secret"]
+    if data.get("client_secret"):
+        lines.append(f"client_secret: {data['client_secret']}  (shown once: store it now)")
+    return "\n".join(lines)
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def clients_list(as_json: bool) -> None:
+    """List clients: client id, kind, status, name."""
+    from idp.services.clients import describe
+
+    with app_context() as app:
+        rows = [describe(c) for c in _client_service(app).list()]
+        emit(
+            rows,
+            as_json,
+            lambda r: "\n".join(
+                f"{c['client_id']}  {c['kind']:6}  {c['status']:8}  {c['name']}" for c in r
+            ),
+        )
+
+
+def _load_client(client_id: str) -> Any:
+    from idp.extensions import db
+    from idp.models import Client
+
+    client = db.session.get(Client, client_id) if len(client_id) <= 64 else None
+    if client is None:
+        fail(f"no client {client_id}")
+    return client
+
+
+@clients.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_show(client_id: str, as_json: bool) -> None:
+    """Show one client (never its secret)."""
+    with app_context():
+        emit(_describe_client(_load_client(client_id)), as_json, _client_text)
+
+
+@clients.command("edit")
+@click.argument("client_id")
+@_client_options(create=False)
+def clients_edit(
+    client_id: str,
+    name: str | None,
+    kind: str | None,
+    redirect_uris: tuple[str, ...],
+    post_logout_uris: tuple[str, ...],
+    auth_method: str | None,
+    first_party: bool | None,
+    id_token_alg: str | None,
+    scopes: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    jwks_file: Path | None,
+    logo_uri: str | None,
+    tos_uri: str | None,
+    policy_uri: str | None,
+    allowed_groups: tuple[str, ...],
+    allow_everyone: bool,
+    claim_maps: tuple[str, ...],
+    as_json: bool,
+    clear_post_logout: bool,
+    clear_claim_maps: bool,
+    backchannel_logout_uri: str | None,
+    backchannel_logout_session_required: bool | None,
+) -> None:
+    """Change a client; options not given stay as they are (an empty --logo-uri '' clears it).
+    A new secret is printed once if the change needs one."""
+    import dataclasses
+
+    from idp.extensions import db
+    from idp.services.client_fields import ClientRegistrationError, fields_of
+    from idp.services.groups import GroupError
+
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "name": name,
+            "kind": kind,
+            "auth_method": auth_method,
+            "first_party": first_party,
+            "id_token_alg": id_token_alg,
+            "jwks": _read_jwks(jwks_file),
+            "logo_uri": logo_uri,
+            "tos_uri": tos_uri,
+            "policy_uri": policy_uri,
+            "backchannel_logout_uri": backchannel_logout_uri,
+            "backchannel_logout_session_required": backchannel_logout_session_required,
+        }.items()
+        if value is not None
+    }
+    lists = {"redirect_uris": redirect_uris, "post_logout_redirect_uris": post_logout_uris,
+             "scopes": scopes, "grant_types": grant_types}  # fmt: skip
+    for key, values in lists.items():
+        if values:
+            changes[key] = list(values)
+    if clear_post_logout:
+        changes["post_logout_redirect_uris"] = []
+    with app_context() as app:
+        client = _load_client(client_id)
+        try:
+            secret = None
+            if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
+                fields = dataclasses.replace(fields_of(client), **changes)
+                secret = _client_service(app).update(client, fields, actor=_cli_actor())
+            _apply_group_options(
+                client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps
+            )
+            db.session.commit()
+        except (ClientRegistrationError, GroupError) as error:
+            fail(str(error))
+        emit(_describe_client(client) | {"client_secret": secret}, as_json, _client_text)
+
+
+def _client_switch(
+    client_id: str, as_json: bool, act: Callable[[Any, Any], None], done: str
+) -> None:
+    from idp.extensions import db
+    from idp.services.clients import describe
+
+    with app_context() as app:
+        client = _load_client(client_id)
+        act(_client_service(app), client)
+        db.session.commit()
+        emit(describe(client), as_json, lambda d: f"{done} client {d['client_id']}")
+
+
+@clients.command("disable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_disable(client_id: str, as_json: bool) -> None:
+    """Stop a client: no sign-ins, no tokens, and its access tokens are revoked now."""
+    _client_switch(client_id, as_json, lambda s, c: s.disable(c, actor=_cli_actor()), "disabled")
+
+
+@clients.command("enable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_enable(client_id: str, as_json: bool) -> None:
+    """Let a disabled client sign users in again."""
+    _client_switch(client_id, as_json, lambda s, c: s.enable(c, actor=_cli_actor()), "enabled")
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option(
+    "--overlap",
+    type=int,
+    help="Seconds the old secret keeps working (default: client_secret_rotation_overlap; "
+    "0: it stops at once).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
+    """Give a client a new secret (shown once); the old one works on for the overlap."""
+    from idp.extensions import db
+    from idp.services.client_fields import ClientRegistrationError
+
+    with app_context() as app:
+        settings = app.extensions["idp"].settings
+        client = _load_client(client_id)
+        chosen = settings.client_secret_rotation_overlap if overlap is None else overlap
+        try:
+            secret = _client_service(app).rotate_secret(client, overlap=chosen, actor=_cli_actor())
+        except ClientRegistrationError as error:
+            fail(str(error))
+        db.session.commit()
+        expires = client.previous_secret_expires_at
+        data = {
+            "client_id": client_id,
+            "client_secret": secret,
+            "previous_secret_expires_at": expires.isoformat() if expires else None,
+        }
+        emit(data, as_json, _client_text)
+
+
+@clients.command("delete")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def clients_delete(client_id: str, as_json: bool) -> None:
+    """Delete a client and everything issued to it."""
+    from idp.extensions import db
+
+    with app_context() as app:
+        _client_service(app).delete(_load_client(client_id), actor=_cli_actor())
+        db.session.commit()
+        emit({"client_id": client_id, "deleted": True}, as_json,
+              lambda d: f"deleted client {d['client_id']}")  # fmt: skip

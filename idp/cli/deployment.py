@@ -1,0 +1,246 @@
+"""``idp init`` and ``idp serve``: the schema, the signing keys, the first admin, the server."""
+
+from __future__ import annotations
+
+import click
+from cryptography.fernet import InvalidToken
+from flask import Flask
+
+from idp.cli.common import app_context, fail
+from idp.settings import SettingsError
+
+
+def prepare_database(app: Flask) -> list[str]:
+    """Create or upgrade the schema and make sure every signing alg has an active key."""
+    from idp.database import upgrade
+    from idp.extensions import db
+    from idp.runtime import Runtime
+
+    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    runtime: Runtime = app.extensions["idp"]
+    created = runtime.keys.ensure_keys(db.session())
+    db.session.commit()
+    try:
+        runtime.keys.public_jwks(db.session())
+    except InvalidToken:
+        raise click.ClickException(
+            "the secret key does not decrypt the stored signing keys: every node must run with "
+            "the same IDP_SECRET_KEY that created them"
+        ) from None
+    return [f"{key.alg} {key.kid}" for key in created]
+
+
+@click.command()
+@click.option("--admin-email", default="", help="The first admin (default: IDP_ADMIN_EMAIL).")
+def init(admin_email: str) -> None:
+    """Create the database and the signing keys (safe to run again)."""
+    with app_context() as app:
+        for line in prepare_database(app):
+            click.echo(f"created signing key {line}")
+        click.echo("\n".join(_welcome(app, admin_email)))
+
+
+def _welcome(app: Flask, admin_email: str = "", *, production_server: bool = False) -> list[str]:
+    """Where discovery lives and, until an admin has a passkey, how the first admin signs in."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.bootstrap import admin_can_sign_in, bootstrap_first_admin
+
+    runtime = app.extensions["idp"]
+    settings = runtime.settings
+    lines = [f"Discovery: {settings.endpoint('/.well-known/openid-configuration')}"]
+    if production_server:
+        # A production server's output lands in a log store: a live sign-in link must not.
+        if not admin_can_sign_in(db.session()):
+            lines.append(
+                "No admin can sign in yet: run `idp init` in a terminal for a one-time link."
+            )
+        return lines
+    email = (
+        admin_email or settings.admin_email or ("" if settings.production else "admin@localhost")
+    )
+    if not email:
+        from sqlalchemy import select
+
+        from idp.models import User
+
+        if db.session.scalar(select(User.id).where(User.is_admin.is_(True)).limit(1)) is None:
+            lines.append(
+                "No admin yet. Set IDP_ADMIN_EMAIL (or run `idp init --admin-email "
+                "you@example.com`) for a one-time sign-in link, or:\n"
+                "  idp users create you@example.com --name 'Your Name' --admin\n"
+                "  idp login-link you@example.com"
+            )
+        return lines
+    from idp.services.users import UserError
+
+    try:
+        first = bootstrap_first_admin(
+            db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow(),
+            allow_local_domains=not settings.production,
+        )  # fmt: skip
+    except UserError as error:
+        db.session.rollback()
+        fail(f"the first admin's {error}")
+    db.session.commit()
+    if first is None:
+        return lines
+    if first.secret is None:
+        lines.append(
+            f"No admin can sign in yet. The one-time link printed earlier for {first.user.email} "
+            f"works until {first.expires_at:%H:%M} UTC; lost it? `idp login-link "
+            f"{first.user.email}` makes a new one."
+        )
+        return lines
+    lines.append(
+        f"No admin can sign in yet. {'Created' if first.created else 'The admin is'} "
+        f"{first.user.email}. Open this one-time link (valid until "
+        f"{first.expires_at:%H:%M} UTC), confirm, and register a passkey:\n"
+        f"  {settings.endpoint(f'/login/link/{first.secret}')}\n"
+        "Then manage the deployment at " + settings.endpoint("/admin") + ". Until an admin has a "
+        "passkey, a start after this link expired prints a new one; `idp login-link EMAIL` makes "
+        "one at any time."
+    )
+    return lines
+
+
+#: What sets the development banner apart from the log lines around it.
+BANNER_RULE = "=" * 72
+
+
+def local_address(host: str, port: int) -> str:
+    """The address a person opens for a server bound to ``host``: ``localhost`` for a loopback
+    or wildcard bind, since passkeys never work on an IP address (WebAuthn L3 5.1.3: the RP ID is
+    a domain)."""
+    from idp.settings import is_loopback_host
+
+    if host in ("", "0.0.0.0", "::") or is_loopback_host(host):  # noqa: S104 - a comparison
+        return f"http://localhost:{port}"
+    return f"http://{host}:{port}"
+
+
+def issuer_port_warning(issuer: str, port: int) -> str | None:
+    """A loud warning when a development issuer (a loopback http one) names another port than the
+    one served: every link, cookie and passkey then belongs to an address nobody serves."""
+    from urllib.parse import urlsplit
+
+    from idp.settings import is_loopback_host
+
+    parts = urlsplit(issuer)
+    if parts.scheme != "http" or not is_loopback_host(parts.hostname or ""):
+        return None  # an https issuer is served through a proxy on a port of its own
+    if (parts.port or 80) == port:
+        return None
+    return "\n".join([
+        BANNER_RULE,
+        f"WARNING: the issuer is {issuer}, but this server listens on port {port}.",
+        f"Links, cookies and passkeys belong to the issuer: at http://localhost:{port} sign-in",
+        "pages will point elsewhere and passkeys will fail. Serve on the issuer's port, or set",
+        f"IDP_ISSUER=http://localhost:{port} (`make run PORT={port}` does both).",
+        BANNER_RULE,
+    ])  # fmt: skip
+
+
+def announce_when_ready(host: str, port: int, lines: list[str]) -> None:
+    """Print ``lines`` as a banner once the server answers: after the WSGI server's start-up
+    lines rather than above them, where they scroll away."""
+    import http.client
+    import threading
+    import time
+
+    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+
+    def wait() -> None:
+        while True:
+            try:
+                connection = http.client.HTTPConnection(target, port, timeout=2)
+                connection.request("GET", "/healthz")
+                ready = connection.getresponse().status == 200
+                connection.close()
+            except OSError:
+                ready = False
+            if ready:
+                click.echo("\n".join(["", BANNER_RULE, *lines, BANNER_RULE, ""]))
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=wait, name="idp-ready-banner", daemon=True).start()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port",
+    default=5000,
+    show_default=True,
+    type=int,
+    help="Also the issuer's port when no issuer is set (http://localhost:PORT).",
+)
+@click.option("--production", is_flag=True, help="One worker per CPU, 4 threads each.")
+@click.option(
+    "--server",
+    type=click.Choice(["granian", "gunicorn"]),
+    default=None,
+    help="The WSGI server (default: granian; docs/performance.md compares them).",
+)
+def serve(host: str, port: int, production: bool, server: str | None) -> None:
+    """Serve idp (granian or gunicorn); the embedded database is created or upgraded first."""
+    import dataclasses
+    import os
+
+    from idp import json_logs, metrics, serving
+    from idp.extensions import db
+    from idp.settings import given_settings
+
+    try:
+        given = given_settings()
+    except SettingsError as error:
+        fail(f"configuration: {error}")
+    if "issuer" not in given:
+        # An issuer nobody set follows the port (docs/configuration.md, ``issuer``); the
+        # workers build their own application and inherit it through the environment.
+        os.environ["IDP_ISSUER"] = f"http://localhost:{port}"
+    with app_context() as app:
+        settings = app.extensions["idp"].settings
+        try:
+            settings.refuse_development_secret(production_server=production)
+        except SettingsError as error:
+            fail(f"configuration: {error}")
+        production_server = production or settings.production
+        prepare_database(app)
+        lines = _welcome(app, production_server=production_server)
+        if not production_server:
+            lines.insert(0, f"idp is ready at {local_address(host, port)}")
+            if not settings.smtp_url:
+                lines.append(
+                    "Mail: no SMTP server is set (smtp_url), so nothing is sent: each message "
+                    "is printed here, links included, and `idp outbox` lists them."
+                )
+        # Workers build their own application and pool; no connection crosses the fork.
+        db.engine.dispose()
+        log_level = settings.log_level
+        log_format = settings.resolved_log_format(development=not production)
+        warning = issuer_port_warning(settings.issuer, port)
+    if warning:
+        click.echo(warning, err=True)
+    # The workers' lines in the same format (idp.wsgi reads the setting).
+    os.environ["IDP_LOG_FORMAT"] = log_format
+    # Log lines from here on (the server's own lines too), and one metrics directory that every
+    # worker counts in (docs/operations.md).
+    json_logs.configure(log_level, log_format)
+    try:
+        # Checked before the banner is promised (serving.run checks again).
+        serving.refuse_a_taken_port(host, port)
+        if production_server:
+            click.echo("\n".join(lines))
+        else:
+            announce_when_ready(host, port, lines)
+        with metrics.multiprocess_directory():
+            make = serving.production_options if production else serving.development_options
+            options = dataclasses.replace(
+                make(host, port), log_level=log_level, log_format=log_format
+            )
+            serving.run(server or serving.DEFAULT_SERVER, options)
+    except serving.PortInUseError:
+        where = local_address(host, port) if not production_server else f"{host}:{port}"
+        fail(f"{where} is already in use; is another idp already serving there?")

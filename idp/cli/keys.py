@@ -1,0 +1,58 @@
+"""``idp keys``: the signing keys, listed and rotated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from flask import Flask
+
+from idp.cli.common import app_context, emit
+
+
+@click.group()
+def keys() -> None:
+    """Manage signing keys."""
+
+
+def _key_rows(app: Flask) -> list[dict[str, Any]]:
+    from idp.extensions import db
+
+    return [
+        {
+            "kid": k.kid,
+            "alg": k.alg,
+            "created_at": k.created_at.isoformat(),
+            "active": k.retired_at is None,
+            "unpublish_after": k.unpublish_after.isoformat() if k.unpublish_after else None,
+        }
+        for k in app.extensions["idp"].keys.list_keys(db.session())
+    ]
+
+
+def _keys_text(rows: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{r['alg']:6} {r['kid']}  {'active' if r['active'] else 'retired'}"
+        + (f" (published until {r['unpublish_after']})" if r["unpublish_after"] else "")
+        for r in rows
+    )
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(as_json: bool) -> None:
+    """List signing keys."""
+    with app_context() as app:
+        emit(_key_rows(app), as_json, _keys_text)
+
+
+@keys.command("rotate")
+@click.option("--json", "as_json", is_flag=True)
+def keys_rotate(as_json: bool) -> None:
+    """Activate new signing keys; old public keys stay published until their tokens expire."""
+    from idp.extensions import db
+
+    with app_context() as app:
+        app.extensions["idp"].keys.rotate(db.session())
+        db.session.commit()
+        emit(_key_rows(app), as_json, _keys_text)

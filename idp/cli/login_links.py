@@ -1,0 +1,97 @@
+"""``idp login-link``: one-time sign-in links, issued, listed and revoked."""
+
+from __future__ import annotations
+
+import click
+
+from idp.cli.common import app_context, emit, fail
+from idp.cli.users import _find_user, _link_url, _user_admin
+
+
+class _IssueByDefault(click.Group):
+    """``idp login-link EMAIL`` stays the short form of ``idp login-link issue EMAIL``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["issue", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("login-link", cls=_IssueByDefault)
+def login_link() -> None:
+    """One-time sign-in links: `idp login-link EMAIL`, `... list EMAIL`, `... revoke EMAIL`."""
+
+
+@login_link.command("issue")
+@click.argument("email")
+@click.option("--ttl", type=int, help="Seconds the link stays valid (default: login_link_ttl).")
+@click.option("--json", "as_json", is_flag=True)
+def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
+    """Make a one-time sign-in link for a user who lost every way in (or the first admin)."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.user_admin import UserAdminError
+
+    with app_context() as app:
+        settings = app.extensions["idp"].settings
+        lifetime = ttl or settings.login_link_ttl
+        if not 60 <= lifetime <= 86400:
+            fail("--ttl must be between 60 seconds and 24 hours")
+        service = _user_admin(app)
+        user = _find_user(service, email)
+        try:
+            # Emailed to the user (or kept in the outbox) and printed for the admin, who can
+            # pass it on by another channel.
+            issued = service.send_login_link(
+                user, ttl=lifetime, now=utcnow(), url_for_secret=_link_url(app)
+            )
+        except UserAdminError as error:
+            fail(str(error))
+        db.session.commit()
+        data = {"email": user.email, "url": issued.url, "id": issued.id,
+                "expires_at": issued.link.expires_at.isoformat()}  # fmt: skip
+        emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {d['expires_at']})")
+
+
+@login_link.command("list")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def login_link_list(email: str, as_json: bool) -> None:
+    """A user's unused login links and invites (never their secrets)."""
+    from idp.models.base import utcnow
+    from idp.services.user_descriptions import describe_link
+
+    with app_context() as app:
+        service = _user_admin(app)
+        rows = [describe_link(k) for k in service.live_links(_find_user(service, email), utcnow())]
+        emit(
+            rows, as_json,
+            lambda r: "\n".join(f"{k['id']}  {k['purpose']}  until {k['expires_at']}" for k in r)
+            or "no unused links",
+        )  # fmt: skip
+
+
+@login_link.command("revoke")
+@click.argument("email")
+@click.argument("link_id", required=False)
+@click.option("--all", "revoke_all", is_flag=True, help="Every unused link of the user.")
+def login_link_revoke(email: str, link_id: str | None, revoke_all: bool) -> None:
+    """Revoke one unused link (its id from `list`) or, with --all, every one."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.user_admin import UserAdminError
+
+    if bool(link_id) == revoke_all:
+        fail("give a link id (from `idp login-link list EMAIL`) or --all")
+    with app_context() as app:
+        service = _user_admin(app)
+        user = _find_user(service, email)
+        now = utcnow()
+        try:
+            ids = [link_id] if link_id else [k.id_hash[:16] for k in service.live_links(user, now)]
+            for public_id in ids:
+                service.revoke_link(user, public_id, now)
+        except UserAdminError as error:
+            fail(str(error))
+        db.session.commit()
+        click.echo(f"revoked {len(ids)} link{'' if len(ids) == 1 else 's'} of {user.email}")

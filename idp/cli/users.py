@@ -1,0 +1,261 @@
+"""``idp users``: the console's user pages on the command line (``idp.services.user_admin``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from flask import Flask
+
+from idp.cli.common import app_context, emit, fail
+from idp.services.audit import CLI_ACTOR
+
+
+@click.group()
+def users() -> None:
+    """Manage users."""
+
+
+def _user_admin(app: Flask) -> Any:
+    """The service the console's user pages use, acting as ``cli``."""
+    from idp.extensions import db
+    from idp.services.backup_codes import BackupCodeService
+    from idp.services.notifications import Notifier
+    from idp.services.totp import TotpService
+    from idp.services.user_admin import UserAdmin
+
+    runtime = app.extensions["idp"]
+    settings = runtime.settings
+    return UserAdmin(
+        db.session(),
+        passwords=runtime.passwords,
+        notifier=Notifier(db.session(), settings.smtp_url, settings.smtp_sender),
+        backup_codes=BackupCodeService(db.session(), runtime.backup_code_hasher),
+        totp=TotpService(db.session(), runtime.totp_fernet, settings.webauthn_rp_name),
+        actor_id=CLI_ACTOR,
+        allow_local_domains=not settings.production,
+    )
+
+
+def _find_user(service: Any, email: str) -> Any:
+    user = service.find(email)
+    if user is None:
+        fail(f"no user {email}")
+    return user
+
+
+def _link_url(app: Flask) -> Callable[[str, str], str]:
+    from idp.services.user_admin import link_path
+
+    settings = app.extensions["idp"].settings
+    return lambda purpose, secret: settings.endpoint(link_path(purpose, secret))
+
+
+def _user_text(data: dict[str, Any]) -> str:
+    flags = [f for f, on in (("admin", data["admin"]), ("disabled", data["disabled"])) if on]
+    return f"{data['email']}  {data['name'] or '-'}  sub {data['sub']}" + (
+        f"  ({', '.join(flags)})" if flags else ""
+    )
+
+
+@users.command("list")
+@click.option("--search", "query", default="", help="Part of an email address or name.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+def users_list(query: str, page: int, as_json: bool) -> None:
+    """List users, newest first (25 a page)."""
+    from idp.services.user_descriptions import describe_user
+
+    with app_context() as app:
+        result = _user_admin(app).search(query, page)
+        rows = [describe_user(u) for u in result.users]
+        emit(rows, as_json, lambda r: "\n".join(_user_text(u) for u in r) or "no users")
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--name", default="")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--admin", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
+    """Create a user; without --password-stdin, follow with `idp login-link` (or use invite)."""
+    from idp.extensions import db
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with app_context() as app:
+        try:
+            user = _user_admin(app).create(email, name=name, password=password, admin=admin)
+            db.session.commit()
+        except UserAdminError as error:
+            fail(str(error))
+        emit(describe_user(user), as_json, lambda d: f"created user {d['email']} (sub {d['sub']})")
+
+
+@users.command("invite")
+@click.argument("email")
+@click.option("--name", default="")
+@click.option("--admin", is_flag=True)
+@click.option("--ttl", type=int, default=86400, show_default=True, help="Seconds (at most a day).")
+@click.option("--json", "as_json", is_flag=True)
+def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) -> None:
+    """Create a user and a one-time invite (emailed, and printed to pass on another way)."""
+    from idp.extensions import db
+    from idp.models.base import utcnow
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
+
+    with app_context() as app:
+        try:
+            user, issued = _user_admin(app).invite(
+                email, name=name, admin=admin, ttl=ttl, now=utcnow(),
+                url_for_secret=_link_url(app), inviter="An administrator",
+            )  # fmt: skip
+            db.session.commit()
+        except UserAdminError as error:
+            fail(str(error))
+        data = describe_user(user) | {
+            "url": issued.url, "link_id": issued.id,
+            "expires_at": issued.link.expires_at.isoformat(),
+        }  # fmt: skip
+        emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {d['expires_at']})")
+
+
+@users.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def users_show(email: str, as_json: bool) -> None:
+    """One user: sign-in methods, sessions, connected apps, unused links."""
+    from idp.models.base import utcnow
+    from idp.services.user_descriptions import describe_link, describe_user
+
+    with app_context() as app:
+        service = _user_admin(app)
+        user = _find_user(service, email)
+        now = utcnow()
+        data = describe_user(user) | {
+            "email_verified": user.email_verified,
+            "password": user.password_hash is not None,
+            "passkeys": [
+                {"credential_id": p.credential_id, "name": p.name,
+                 "created_at": p.created_at.isoformat(),
+                 "last_used_at": p.last_used_at.isoformat() if p.last_used_at else None}
+                for p in service.passkeys(user)
+            ],
+            "totp": service.totp.is_enabled(user),
+            "backup_codes_left": service.backup_codes.remaining(user),
+            "sessions": [
+                {"sid": s.sid, "created_at": s.created_at.isoformat(), "ip_address": s.ip_address,
+                 "user_agent": s.user_agent, "restricted": s.restricted}
+                for s in service.sessions(user, now)
+            ],
+            "consents": [
+                {"client_id": c.client.client_id, "name": c.client.name, "scopes": c.scopes}
+                for c in service.consents(user)
+            ],
+            "links": [describe_link(link) for link in service.live_links(user, now)],
+        }  # fmt: skip
+        emit(data, as_json, _user_detail_text)
+
+
+def _user_detail_text(data: dict[str, Any]) -> str:
+    lines = [_user_text(data)]
+    lines.append(f"password: {'yes' if data['password'] else 'no'}; authenticator app: "
+                 f"{'yes' if data['totp'] else 'no'}; backup codes left: "
+                 f"{data['backup_codes_left']}")  # fmt: skip
+    lines += [f"passkey: {p['name']} ({p['credential_id'][:16]}...)" for p in data["passkeys"]]
+    lines += [f"session: {s['sid']} since {s['created_at']}" for s in data["sessions"]]
+    lines += [f"app: {c['name']} ({c['client_id']})" for c in data["consents"]]
+    lines += [f"{k['purpose']} link {k['id']} until {k['expires_at']}" for k in data["links"]]
+    return "\n".join(lines)
+
+
+def _user_action(email: str, as_json: bool, act: Callable[[Any, Any], None], done: str) -> None:
+    from idp.extensions import db
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
+
+    with app_context() as app:
+        service = _user_admin(app)
+        user = _find_user(service, email)
+        data = describe_user(user)
+        try:
+            act(service, user)
+            db.session.commit()
+        except UserAdminError as error:
+            db.session.rollback()
+            service.record_refusal(done, user, error)
+            db.session.commit()
+            fail(str(error))
+        if done != "deleted":
+            data = describe_user(user)
+        emit(data, as_json, lambda d: f"{done} {d['email']}")
+
+
+@users.command("disable")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def users_disable(email: str, as_json: bool) -> None:
+    """Disable a user: sessions end, tokens are revoked, no new code or token."""
+    from idp.models.base import utcnow
+
+    _user_action(email, as_json, lambda s, u: s.disable(u, utcnow()), "disabled")
+
+
+@users.command("enable")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def users_enable(email: str, as_json: bool) -> None:
+    """Enable a disabled user."""
+    _user_action(email, as_json, lambda s, u: s.enable(u), "enabled")
+
+
+@users.command("promote")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def users_promote(email: str, as_json: bool) -> None:
+    """Give a user the admin role."""
+    _user_action(email, as_json, lambda s, u: s.promote(u), "promoted")
+
+
+@users.command("demote")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+def users_demote(email: str, as_json: bool) -> None:
+    """Take the admin role away (never from the last active admin)."""
+    _user_action(email, as_json, lambda s, u: s.demote(u), "demoted")
+
+
+@users.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+def users_delete(email: str, yes: bool, as_json: bool) -> None:
+    """Delete a user and everything issued to them (the audit log keeps its history)."""
+    from idp.models.base import utcnow
+
+    if not yes:
+        click.confirm(f"Delete {email} and everything issued to them?", abort=True)
+    _user_action(email, as_json, lambda s, u: s.delete(u, utcnow()), "deleted")
+
+
+@users.command("unlock")
+@click.argument("email")
+def users_unlock(email: str) -> None:
+    """Lift the failed-attempt locks and delays on a user's sign-in methods."""
+    from idp.extensions import db
+    from idp.login.views import sign_in_service
+    from idp.services.users import UserService
+
+    with app_context() as app:
+        user = UserService(db.session(), app.extensions["idp"].passwords).find_by_email(email)
+        if user is None:
+            fail(f"no user {email}")
+        with app.test_request_context():
+            sign_in_service().unlock(user)
+            db.session.commit()
+        click.echo(f"unlocked {user.email}")
