@@ -10,18 +10,18 @@ from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from idp.composition import Container
 from idp.database import configure_engine, is_outage
 from idp.extensions import csrf, db
-from idp.runtime import Runtime
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
-from idp.settings import Settings, load_settings
+from idp.settings import Settings, SettingsError, load_settings
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the application: settings, extensions, blueprints, CLI (Flask tutorial's factory)."""
-    settings = load_settings(overrides)
+    settings = load_checked_settings(overrides)
     instance_path = Path(settings.instance_path).resolve()
     instance_path.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance_path))
@@ -40,17 +40,22 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    app.extensions["idp"] = Runtime.build(settings)
+    # What the app builds once: settings, keys, hashers, caches and the one clock the views read
+    # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
+    app.extensions["idp"] = Container.build(settings)
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)
 
-    from idp.account.views import bp as account_bp
+    from idp.account import bp as account_bp
     from idp.admin import bp as admin_bp
     from idp.api import bp as api_bp
     from idp.device.views import bp as device_bp
     from idp.login.views import bp as login_bp
-    from idp.oidc.views import bp as oidc_bp
+
+    # Imported for their routes: both page modules of the provider register on ``oidc_bp``.
+    from idp.oidc import token_views, views  # noqa: F401
+    from idp.oidc.blueprint import bp as oidc_bp
     from idp.ops import bp as ops_bp
     from idp.signup.views import bp as signup_bp
 
@@ -66,17 +71,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
-    from idp.web import (
-        add_security_headers,
-        csp_nonce,
-        deliver_left_over,
-        docs_link,
-        issuer_address,
-        outbox_hint,
-        schedule_outbox,
-        schedule_prune,
-        viewer_is_admin,
-    )
+    from idp.web import docs_link, issuer_address, outbox_hint
+    from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
+    from idp.web.headers import add_security_headers, csp_nonce
+    from idp.web.sessions import viewer_is_admin
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.globals["outbox_hint"] = outbox_hint
@@ -100,6 +98,36 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         db.session.remove()
 
     return app
+
+
+def load_checked_settings(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """``load_settings``, then the checks that use the services' rules, each failure turned into
+    a ``SettingsError`` so that a misconfigured deployment refuses to start."""
+    from idp.services.email_addresses import EmailAddressError, parse_email_address
+    from idp.services.lifetimes import LIFETIMES, parse_lifetime
+    from idp.services.sign_in_policy import PolicyError, policy_from_settings
+
+    settings = load_settings(overrides, environ)
+    # Every lifetime has a lower and an upper bound, checked by the one parser the sign-in
+    # policy uses too (idp.services.lifetimes): a zero session lifetime would let nobody
+    # finish a sign-in, and an unbounded one overflows date arithmetic on every request.
+    for name in LIFETIMES:
+        try:
+            parse_lifetime(name, getattr(settings, name))
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
+    try:
+        policy_from_settings(settings)
+    except PolicyError as error:
+        raise SettingsError(str(error)) from error
+    if settings.admin_email:
+        try:
+            parse_email_address(settings.admin_email, allow_local_domains=not settings.production)
+        except EmailAddressError as error:
+            raise SettingsError(f"admin_email: {error}") from error
+    return settings
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

@@ -22,10 +22,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from idp import metrics
+from idp.composition import clock, runtime
 from idp.extensions import csrf, db
-from idp.models.base import utcnow
 from idp.services.health import DependencyState, HealthReport, database_state, redis_state
-from idp.web import runtime
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def dependencies() -> Any:
 
 
 def _dependency_states(*, include_redis: bool) -> dict[str, DependencyState]:
-    states = {"database": database_state(db.session(), utcnow())}
+    states = {"database": database_state(db.session(), clock().now())}
     redis = runtime().redis
     if include_redis and redis is not None:
         states["redis"] = redis_state(redis)

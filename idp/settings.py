@@ -202,7 +202,10 @@ class Settings:
         )
 
     def validate(self) -> None:
-        """Refuse settings that would make an unsafe or broken provider."""
+        """Refuse settings that would make an unsafe or broken provider. The checks that need the
+        services' own rules (lifetime bounds, the sign-in policy, the admin's address) are made
+        by the app factory, ``idp.load_checked_settings``: this module imports nothing from idp,
+        so that everything else may import it."""
         parts = urlsplit(self.issuer)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(f"issuer must be an absolute http(s) URL, got {self.issuer!r}")
@@ -234,16 +237,6 @@ class Settings:
             raise SettingsError("webauthn_rp_id cannot be an IP address: serve idp as localhost")
         if self.pkce_required_for not in ("all", "public"):
             raise SettingsError("pkce_required_for must be 'all' or 'public'")
-        # Every lifetime has a lower and an upper bound, checked by the one parser the sign-in
-        # policy uses too (idp.services.lifetimes): a zero session lifetime would let nobody
-        # finish a sign-in, and an unbounded one overflows date arithmetic on every request.
-        from idp.services.lifetimes import LIFETIMES, parse_lifetime
-
-        for name in LIFETIMES:
-            try:
-                parse_lifetime(name, getattr(self, name))
-            except ValueError as error:
-                raise SettingsError(str(error)) from None
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         if self.docs_url and urlsplit(self.docs_url).scheme not in ("http", "https"):
@@ -253,12 +246,6 @@ class Settings:
         if self.metrics_token and len(self.metrics_token) < 32:
             # A guessable scrape token would open the metrics (counts of sign-ins per outcome).
             raise SettingsError("metrics_token must be at least 32 characters long (or empty)")
-        from idp.services.sign_in_policy import PolicyError, policy_from_settings
-
-        try:
-            policy_from_settings(self)
-        except PolicyError as error:
-            raise SettingsError(str(error)) from error
         if not 10 <= self.anonymous_requests_per_address <= 1_000_000:
             raise SettingsError("anonymous_requests_per_address must be 10 to 1000000")
         if self.trusted_proxies < 0:
@@ -267,13 +254,6 @@ class Settings:
             raise SettingsError("smtp_url must start with smtp://, smtps:// or smtp+starttls://")
         if self.smtp_ca_file and not os.path.isfile(self.smtp_ca_file):
             raise SettingsError(f"smtp_ca_file {self.smtp_ca_file!r} is not a readable file")
-        if self.admin_email:
-            from idp.services.email_addresses import EmailAddressError, parse_email_address
-
-            try:
-                parse_email_address(self.admin_email, allow_local_domains=not self.production)
-            except EmailAddressError as error:
-                raise SettingsError(f"admin_email: {error}") from error
 
 
 def _is_ip_address(host: str) -> bool:

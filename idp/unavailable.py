@@ -15,10 +15,10 @@ from flask import jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp import metrics
+from idp.composition import request_context
 from idp.extensions import db
 from idp.services import audit
 from idp.services.dependencies import DependencyUnavailableError
-from idp.web import request_context
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from idp import create_app
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import Base, SigningKey
+from idp.models.base import utcnow
+from tests.support.clock import app_clock
 
 TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
 #: The machine's PostgreSQL; scripts/test.sh exports it. Storage tests fail (not skip) without it.
@@ -122,3 +125,21 @@ def storage_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+#: The app fixtures whose clock ``clock`` freezes, each one the test uses.
+CLOCKED_APPS = ("app", "storage_app")
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> Iterator[FrozenClock]:
+    """One frozen time, now, for the app the test uses (``app``, ``storage_app``): every view,
+    the session loader and the token endpoint read it (idp.web.clock); ``advance`` moves it. A
+    module whose tests build an app of their own overrides this fixture with ``app_clock``."""
+    apps = [request.getfixturevalue(name) for name in CLOCKED_APPS if name in request.fixturenames]
+    assert apps, f"the clock fixture freezes the clock of {CLOCKED_APPS}; the test uses none"
+    frozen = FrozenClock(utcnow())
+    with ExitStack() as stack:
+        for flask_app in apps:
+            stack.enter_context(app_clock(flask_app, frozen))
+        yield frozen

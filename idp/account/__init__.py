@@ -1,1 +1,10 @@
-"""The end-user portal."""
+"""The end-user portal: one blueprint (``idp.account.blueprint``), two page families: the sign-in
+methods (``methods``) and the sessions, apps, activity and profile (``profile``)."""
+
+from __future__ import annotations
+
+from idp.account import methods, profile
+from idp.account.blueprint import bp
+
+# Importing the page families registers their routes on ``bp``.
+__all__ = ["bp", "methods", "profile"]

@@ -7,36 +7,8 @@ CSRF-checked by the application-wide ``CSRFProtect``.
 
 from __future__ import annotations
 
-from typing import Any
+from idp.admin import api_tokens, audit, clients, groups, overview, policy, users
+from idp.admin.blueprint import bp
 
-from flask import Blueprint, abort, flash, g, redirect, request, url_for
-
-from idp.models.base import utcnow
-from idp.services.admin_access import AdminAccess, admin_access
-from idp.web import current_session
-
-bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-
-@bp.before_request
-def _guard() -> Any:
-    session = current_session()
-    decision = admin_access(session, utcnow())
-    if decision is AdminAccess.GRANTED:
-        assert session is not None
-        g.admin = session.user
-        g.admin_session = session
-        return None
-    if decision is AdminAccess.FORBIDDEN:
-        abort(403, description="This page is for administrators.")
-    # Only a GET can be replayed after signing in; a POST's form is gone, so go to the overview.
-    back = request.full_path.rstrip("?") if request.method == "GET" else url_for("admin.index")
-    if decision is AdminAccess.REAUTHENTICATE:
-        flash("The admin console needs a passkey sign-in within the last 10 minutes.", "info")
-    return redirect(url_for("login.login", next=back))
-
-
-# The page families register their routes on ``bp``; imported last, they need ``bp`` defined.
-from idp.admin import api_tokens, audit, clients, groups, overview, policy, users  # noqa: E402
-
+# Importing the page families registers their routes on ``bp``.
 __all__ = ["api_tokens", "audit", "bp", "clients", "groups", "overview", "policy", "users"]

@@ -12,10 +12,10 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
+from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services.api_tokens import (
     MAX_EXPIRES_IN_DAYS,
     SCOPES,
@@ -23,15 +23,13 @@ from idp.services.api_tokens import (
     ApiTokenService,
     status_of,
 )
-from idp.web import request_context, runtime
 
 #: The expiry choices the form offers, in days (0: never).
 EXPIRY_CHOICES = ((30, "30 days"), (90, "90 days"), (365, "1 year"), (0, "Never"))
 
 
 def _service() -> ApiTokenService:
-    return ApiTokenService(db.session(), runtime().api_token_hasher, actor_id=g.admin.id,
-                           context=request_context())  # fmt: skip
+    return services().api_tokens(g.admin.id)
 
 
 def _token_or_404(name: str) -> ApiToken:
@@ -46,7 +44,7 @@ def _list_page(error: str | None = None, form: dict[str, Any] | None = None) -> 
         "admin/api_tokens.html",
         tokens=_service().list(),
         status_of=status_of,
-        now=utcnow(),
+        now=clock().now(),
         scopes=SCOPES,
         expiry_choices=EXPIRY_CHOICES,
         error=error,

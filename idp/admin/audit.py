@@ -9,12 +9,11 @@ from typing import Any
 
 from flask import Response, abort, g, render_template, request, stream_with_context
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
+from idp.composition import clock, request_context
 from idp.extensions import db
-from idp.models.base import utcnow
 from idp.services import audit as audit_log
 from idp.services.portal import describe_user_agent
-from idp.web import request_context
 
 
 def _filter() -> audit_log.AuditFilter:
@@ -56,7 +55,7 @@ def audit_export(fmt: str) -> Any:
                          context=request_context(), format=fmt,
                          filter=where.as_query())  # fmt: skip
         db.session.commit()
-    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    stamp = clock().now().strftime("%Y%m%dT%H%M%SZ")
     rows = audit_log.iter_rows(db.session(), where)
     response = Response(
         stream_with_context(audit_log.EXPORTERS[fmt](rows)),

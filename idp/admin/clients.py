@@ -12,26 +12,26 @@ from typing import Any
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
 from idp.admin.groups import client_access
+from idp.composition import request_context, runtime, services
 from idp.extensions import db
 from idp.models import Client
 from idp.models.clients import KIND_NATIVE, KINDS
 from idp.services.backchannel_logout import recent_failures
-from idp.services.clients import (
+from idp.services.client_fields import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
     GRANT_TYPES,
     KIND_LABELS,
     SUPPORTED_SCOPES,
-    Actor,
     ClientFields,
     ClientRegistrationError,
-    ClientService,
     fields_of,
 )
+from idp.services.clients import Actor, ClientService
 from idp.services.signing_keys import SUPPORTED_ALGS
-from idp.web import client_service, confirmed, request_context, runtime
+from idp.web import confirmed
 
 MAX_JWKS_LENGTH = 64 * 1024
 #: The overlap choices the rotation form offers, in seconds.
@@ -40,7 +40,7 @@ OVERLAP_CHOICES = ((0, "None: the old secret stops now"), (3600, "1 hour"), (864
 
 
 def _service() -> ClientService:
-    return client_service()
+    return services().clients
 
 
 def _actor() -> Actor:

@@ -12,25 +12,22 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
+from idp.composition import services
 from idp.extensions import db
 from idp.models import Client, Group
 from idp.services.claims import client_claims
 from idp.services.groups import (
-    Actor,
     ClaimMapEntry,
     GroupError,
     GroupInUseError,
     GroupService,
     parse_claim_map,
 )
-from idp.web import request_context
 
 
 def _service() -> GroupService:
-    return GroupService(
-        db.session(), Actor(user_id=g.admin.id, via="console", context=request_context())
-    )
+    return services().groups_as(g.admin.id, "console")
 
 
 def _group_or_404(name: str) -> Group:
@@ -61,7 +58,7 @@ class ClientAccess:
 
 def client_access(client: Client) -> ClientAccess:
     """For the client's page: its allowed groups and claim maps."""
-    service = GroupService(db.session())
+    service = services().groups
     return ClientAccess(
         allowed=service.allowed_groups(client.client_id),
         claim_maps=service.claim_maps(client.client_id),

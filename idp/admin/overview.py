@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import g, render_template
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
 
 
 @bp.get("")

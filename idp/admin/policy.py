@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
-from idp.models.base import utcnow
 from idp.services.lifetimes import LIFETIMES
 from idp.services.sign_in_policy import (
     ATTESTATION_CHOICES,
@@ -26,7 +26,6 @@ from idp.services.sign_in_policy import (
     policy_from_settings,
     reset_policy,
 )
-from idp.web import policy_changed, request_context, runtime
 
 #: Fields shown as checkboxes: an unchecked box is absent from the form, so absent means off.
 BOOLEAN_FIELDS = ("passwords_allowed", "signup_enabled", "admin_passkey_required", "passkey_prompt")
@@ -77,12 +76,12 @@ def policy_save() -> Any:
     }  # fmt: skip
     try:
         changed = change_policy(db.session(), runtime().settings, changes, actor_id=g.admin.id,
-                                context=request_context(), now=utcnow())  # fmt: skip
+                                context=request_context(), now=clock().now())  # fmt: skip
     except PolicyError as error:
         db.session.rollback()
         return _page(values=changes, error=f"Nothing was saved: {error}.")
     db.session.commit()
-    policy_changed()
+    services().policy_changed()
     flash(f"Policy saved ({len(changed)} change{'s' if len(changed) != 1 else ''})." if changed
           else "Nothing changed.", "info")  # fmt: skip
     return redirect(url_for("admin.policy"))
@@ -92,8 +91,8 @@ def policy_save() -> Any:
 def policy_reset() -> Any:
     """Drop every override: the configured defaults apply again."""
     changed = reset_policy(db.session(), runtime().settings, actor_id=g.admin.id,
-                           context=request_context(), now=utcnow())  # fmt: skip
+                           context=request_context(), now=clock().now())  # fmt: skip
     db.session.commit()
-    policy_changed()
+    services().policy_changed()
     flash("The configured defaults apply again." if changed else "Nothing was overridden.", "info")
     return redirect(url_for("admin.policy"))

@@ -10,11 +10,10 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from idp.admin import bp
+from idp.admin.blueprint import bp
+from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
-from idp.models.base import utcnow
-from idp.services.groups import GroupService
 from idp.services.passkeys import describe_authenticator
 from idp.services.portal import describe_user_agent
 from idp.services.user_admin import (
@@ -22,19 +21,14 @@ from idp.services.user_admin import (
     UserAdmin,
     UserAdminError,
 )
-from idp.web import (
-    runtime,
-    sign_in_policy,
-    url_for_secret,
-    user_admin_for,
-)
+from idp.web import url_for_secret
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
 LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "24 hours")]
 
 
 def user_admin() -> UserAdmin:
-    return user_admin_for(g.admin.id)
+    return services().user_admin(g.admin.id)
 
 
 def _user(user_id: str) -> User:
@@ -91,7 +85,7 @@ def user_new() -> Any:
                 return redirect(url_for("admin.user", user_id=user.id))
             user, issued = service.invite(
                 email, name=name, admin=admin, ttl=_lifetime(),
-                now=utcnow(), url_for_secret=url_for_secret, inviter=g.admin.email,
+                now=clock().now(), url_for_secret=url_for_secret, inviter=g.admin.email,
             )  # fmt: skip
         except UserAdminError as failure:
             db.session.rollback()
@@ -115,7 +109,7 @@ def user(user_id: str) -> Any:
     """One user: sign-in methods, sessions, connected apps, live links, and the actions."""
     subject = _user(user_id)
     service = user_admin()
-    now = utcnow()
+    now = clock().now()
     return render_template(
         "admin/user.html",
         user=subject,
@@ -125,12 +119,12 @@ def user(user_id: str) -> Any:
         backup_codes_left=service.backup_codes.remaining(subject),
         sessions=[(s, describe_user_agent(s.user_agent)) for s in service.sessions(subject, now)],
         consents=service.consents(subject),
-        groups=GroupService(db.session()).groups_of(subject.id),
+        groups=services().groups.groups_of(subject.id),
         links=service.live_links(subject, now),
         set_up=service.has_way_in(subject),
         lifetimes=_lifetimes(),
         default_ttl=runtime().settings.login_link_ttl,
-        passwords_allowed=sign_in_policy().passwords_allowed,
+        passwords_allowed=services().policy.passwords_allowed,
         is_self=subject.id == g.admin.id,
     )
 
@@ -148,7 +142,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
     """Run one admin action on a user, commit it with its audit record, and go back."""
     subject = _user(user_id)
     service = user_admin()
-    now = utcnow()
+    now = clock().now()
     actions = {
         "disable": lambda: service.disable(subject, now),
         "enable": lambda: service.enable(subject),
@@ -248,7 +242,7 @@ def user_login_link(user_id: str) -> Any:
     service = user_admin()
     try:
         issued = service.send_login_link(
-            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=url_for_secret
+            subject, ttl=_lifetime(), now=clock().now(), url_for_secret=url_for_secret
         )
     except UserAdminError as failure:
         return _refused(service, "send_login_link", subject, failure)
@@ -263,7 +257,7 @@ def user_invite(user_id: str) -> Any:
     service = user_admin()
     try:
         issued = service.reinvite(
-            subject, ttl=_lifetime(), now=utcnow(), url_for_secret=url_for_secret,
+            subject, ttl=_lifetime(), now=clock().now(), url_for_secret=url_for_secret,
             inviter=g.admin.email,
         )  # fmt: skip
     except UserAdminError as failure:
@@ -282,7 +276,7 @@ def user_delete(user_id: str) -> Any:
     email = subject.email
     service = user_admin()
     try:
-        service.delete(subject, utcnow())
+        service.delete(subject, clock().now())
     except UserAdminError as failure:
         return _refused(service, "delete", subject, failure)
     db.session.commit()

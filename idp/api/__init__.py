@@ -14,11 +14,8 @@ docs/security.md, "Admin API":
 
 from __future__ import annotations
 
-from flask import Blueprint
+from idp.api import audit, clients, core, groups, openapi, users
+from idp.api.blueprint import bp
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-# The operations register their routes on ``bp``; imported last, they need ``bp`` defined.
-from idp.api import audit, clients, core, groups, openapi, users  # noqa: E402
-
+# Importing the operations registers their routes on ``bp``.
 __all__ = ["audit", "bp", "clients", "core", "groups", "openapi", "users"]

@@ -11,18 +11,19 @@ from sqlalchemy import select
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
 from idp.api.problems import Problem
+from idp.composition import request_context, runtime, services
 from idp.extensions import db
 from idp.models import Client
 from idp.services.audit import RequestContext
-from idp.services.clients import Actor, ClientFields, ClientService, describe, fields_of
+from idp.services.client_fields import ClientFields, fields_of
+from idp.services.clients import Actor, ClientService, describe
 from idp.services.pages import keyset_page
-from idp.web import client_service, request_context, runtime
 
 TAG = "clients"
 
 
 def _service() -> ClientService:
-    return client_service()
+    return services().clients
 
 
 def _actor() -> Actor:

@@ -16,11 +16,11 @@ from flask import current_app, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from idp.api import bp
+from idp.api.blueprint import bp
 from idp.api.problems import BY_STATUS, Problem, problem_response
+from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
-from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
@@ -29,12 +29,12 @@ from idp.services.api_tokens import (
     actor_of,
     granted,
 )
-from idp.services.clients import ClientRegistrationError, StaleClientError
+from idp.services.client_fields import ClientRegistrationError
+from idp.services.clients import StaleClientError
 from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
-from idp.web import failed_api_auth_budget, request_context, runtime
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
 MAX_BODY = 64 * 1024
@@ -96,8 +96,7 @@ def operation(
 
 # -- authentication --------------------------------------------------------------------------------
 def token_service() -> ApiTokenService:
-    return ApiTokenService(db.session(), runtime().api_token_hasher, actor_id=None,
-                           context=request_context())  # fmt: skip
+    return services().api_tokens(None)
 
 
 def _challenge(error: str = "", **params: str) -> dict[str, str]:
@@ -122,9 +121,9 @@ def _authenticate() -> None:
         # RFC 6750 3.1: a request without credentials gets no error code.
         raise Problem("authentication-required", headers=_challenge())
     presented = presented.strip()
-    now = utcnow()
+    now = clock().now()
     address = request.remote_addr or ""
-    budget = failed_api_auth_budget()
+    budget = services().failed_api_auth_budget
     if budget.exhausted("api-auth", address, now):
         retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
         raise Problem("too-many-requests", headers={"Retry-After": str(retry)})

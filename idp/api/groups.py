@@ -11,18 +11,18 @@ from sqlalchemy import select
 
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
+from idp.composition import services
 from idp.extensions import db
 from idp.models import Group, GroupMember, User
-from idp.services.groups import Actor, GroupService, describe_group
+from idp.services.groups import GroupService, describe_group
 from idp.services.pages import keyset_page
-from idp.services.user_admin import describe_user
-from idp.web import request_context
+from idp.services.user_descriptions import describe_user
 
 TAG = "groups"
 
 
 def _service() -> GroupService:
-    return GroupService(db.session(), Actor(user_id=actor(), via="api", context=request_context()))
+    return services().groups_as(actor(), "api")
 
 
 def _group(name: str) -> Group:

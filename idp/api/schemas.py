@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from idp.models.clients import KINDS
-from idp.services.clients import AUTH_METHODS, MAX_ROTATION_OVERLAP, MAX_URI_LENGTH, MAX_URIS
+from idp.services.client_fields import AUTH_METHODS, MAX_ROTATION_OVERLAP, MAX_URI_LENGTH, MAX_URIS
 from idp.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 from idp.services.user_admin import MAX_LINK_TTL, MIN_LINK_TTL
 

@@ -11,22 +11,14 @@ from sqlalchemy import select
 
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
+from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
-from idp.models.base import utcnow
 from idp.services.pages import keyset_page
-from idp.services.user_admin import (
-    IssuedLink,
-    UserAdmin,
-    UserAdminError,
-    describe_user,
-)
+from idp.services.user_admin import IssuedLink, UserAdmin, UserAdminError
+from idp.services.user_descriptions import describe_user
 from idp.services.users import normalise_email
-from idp.web import (
-    runtime,
-    url_for_secret,
-    user_admin_for,
-)
+from idp.web import url_for_secret
 
 TAG = "users"
 #: Who the invite email says invited the user (as ``idp users invite`` says).
@@ -34,7 +26,7 @@ INVITER = "An administrator"
 
 
 def _service() -> UserAdmin:
-    return user_admin_for(actor())
+    return services().user_admin(actor())
 
 
 def _user(user_id: str) -> User:
@@ -88,7 +80,7 @@ def create_user(body: schemas.UserCreate) -> Any:
     if body.invite:
         user, issued = service.invite(
             body.email, name=body.name, admin=body.admin, ttl=body.invite_ttl_seconds,
-            now=utcnow(), url_for_secret=url_for_secret, inviter=INVITER,
+            now=clock().now(), url_for_secret=url_for_secret, inviter=INVITER,
         )  # fmt: skip
         invite = _link(issued)
     else:
@@ -125,7 +117,7 @@ def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
            tag=TAG, status=204)  # fmt: skip
 def delete_user(user_id: str) -> Any:
     user = _user(user_id)
-    _act(user, "delete", lambda service: service.delete(user, utcnow()))
+    _act(user, "delete", lambda service: service.delete(user, clock().now()))
     return "", 204
 
 
@@ -134,7 +126,7 @@ def delete_user(user_id: str) -> Any:
            scope="users:write", tag=TAG, response=schemas.UserOut)  # fmt: skip
 def disable_user(user_id: str) -> Any:
     user = _user(user_id)
-    _act(user, "disable", lambda service: service.disable(user, utcnow()))
+    _act(user, "disable", lambda service: service.disable(user, clock().now()))
     return _out(user)
 
 
@@ -153,6 +145,8 @@ def enable_user(user_id: str) -> Any:
 def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
     user = _user(user_id)
     ttl = body.ttl_seconds or runtime().settings.login_link_ttl
-    issued = _service().send_login_link(user, ttl=ttl, now=utcnow(), url_for_secret=url_for_secret)
+    issued = _service().send_login_link(
+        user, ttl=ttl, now=clock().now(), url_for_secret=url_for_secret
+    )
     db.session.commit()
     return _link(issued).model_dump(mode="json"), 201

@@ -168,7 +168,7 @@ def clients_create(
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
-    from idp.services.clients import ClientFields
+    from idp.services.client_fields import ClientFields
 
     if public and kind not in (None, "spa", "native"):
         fail("--public contradicts --kind web")
@@ -310,7 +310,7 @@ def clients_edit(
     import dataclasses
 
     from idp.extensions import db
-    from idp.services.clients import fields_of
+    from idp.services.client_fields import fields_of
 
     changes: dict[str, Any] = {
         key: value

@@ -55,7 +55,7 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
 def login_link_list(email: str, as_json: bool) -> None:
     """A user's unused login links and invites (never their secrets)."""
     from idp.models.base import utcnow
-    from idp.services.user_admin import describe_link
+    from idp.services.user_descriptions import describe_link
 
     with app_context() as app:
         service = user_admin_service(app)

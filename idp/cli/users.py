@@ -73,7 +73,7 @@ def _user_text(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def users_list(query: str, page: int, as_json: bool) -> None:
     """List users, newest first (25 a page)."""
-    from idp.services.user_admin import describe_user
+    from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         result = user_admin_service(app).search(query, page)
@@ -90,7 +90,7 @@ def users_list(query: str, page: int, as_json: bool) -> None:
 def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
     """Create a user; without --password-stdin, follow with `idp login-link` (or use invite)."""
     from idp.extensions import db
-    from idp.services.user_admin import describe_user
+    from idp.services.user_descriptions import describe_user
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with app_context() as app:
@@ -109,7 +109,7 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
     """Create a user and a one-time invite (emailed, and printed to pass on another way)."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.user_admin import describe_user
+    from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         user, issued = user_admin_service(app).invite(
@@ -130,7 +130,7 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
 def users_show(email: str, as_json: bool) -> None:
     """One user: sign-in methods, sessions, connected apps, unused links."""
     from idp.models.base import utcnow
-    from idp.services.user_admin import describe_link, describe_user
+    from idp.services.user_descriptions import describe_link, describe_user
 
     with app_context() as app:
         service = user_admin_service(app)
@@ -179,7 +179,8 @@ def _user_action(
     """``act`` on the user; a refusal is audited (as the console audits it) before it is the
     command's error."""
     from idp.extensions import db
-    from idp.services.user_admin import UserAdminError, describe_user
+    from idp.services.user_admin import UserAdminError
+    from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         service = user_admin_service(app)

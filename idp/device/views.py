@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
-from idp.models.base import utcnow
 from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
-from idp.services.groups import GroupService, allowed_to_use
-from idp.web import current_session, device_flow, request_context, runtime
+from idp.services.group_access import allowed_to_use
+from idp.web.sessions import current_session
 
 bp = Blueprint("device", __name__)
 
@@ -48,8 +48,8 @@ def review() -> Any:
     session = _signed_in()
     if session is None:
         return _to_login()
-    service = device_flow()
-    now = utcnow()
+    service = services().device_flow
+    now = clock().now()
     typed = request.form.get("user_code", "")
     entry = service.enter(typed, session.user, request_context(), now)
     db.session.commit()  # the counted attempt and its audit row, whatever the outcome
@@ -76,8 +76,8 @@ def decide() -> Any:
     session = _signed_in()
     if session is None:
         return _to_login()
-    service = device_flow()
-    now = utcnow()
+    service = services().device_flow
+    now = clock().now()
     authorization = service.pending(request.form.get("authorization", ""), now)
     if authorization is None:
         page = render_template("device/enter.html", code="", error=GONE)
@@ -107,9 +107,9 @@ def _refuse_unless_allowed(
     if not client.restricted_to_groups or allowed_to_use(db.session(), session.user_id, client):
         return None
     service.decide(authorization, user=session.user, session=session, approve=False,
-                   context=request_context(), now=utcnow(),
+                   context=request_context(), now=clock().now(),
                    reason="not_in_allowed_groups")  # fmt: skip
-    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    groups = services().groups.allowed_groups(client.client_id)
     db.session.commit()
     page = render_template(
         "oidc/access_refused.html",

@@ -8,36 +8,17 @@ from typing import Any
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
-from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
-from idp.services.consume import consume_once
-from idp.services.crypto import new_secret, token_hash
-from idp.services.login import SignInService
 from idp.services.login_links import LoginLinkService
-from idp.services.passkeys import PasskeyError
-from idp.web import (
-    attempt_limiter,
-    backup_code_service,
-    browser_binding,
-    current_session,
-    email_key,
-    notifier,
-    passkey_service,
-    request_context,
-    runtime,
-    safe_next,
-    sign_in_policy,
-    start_session,
-    storage_budgets,
-    totp_service,
-)
+from idp.services.passkey_checks import PasskeyError
+from idp.services.sign_in import SignInService
+from idp.web import safe_next
+from idp.web.sessions import browser_binding, current_session, start_session
 
 bp = Blueprint("login", __name__)
-
-#: How long the second step may take after a correct password.
-PARTIAL_LOGIN_TTL = timedelta(minutes=10)
 
 #: What a user sees when a passkey did not work; the audit log has the reason.
 PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password instead."
@@ -45,25 +26,14 @@ PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try agai
 
 
 def sign_in_service() -> SignInService:
-    return SignInService(
-        db.session(),
-        passwords=runtime().passwords,
-        limiter=attempt_limiter(),
-        email_key=email_key,
-        totp=totp_service(),
-        backup_codes=backup_code_service(),
-        notifier=notifier(),
-        policy=sign_in_policy(),
-    )
+    """For idp/cli.py, until the command line asks idp.composition for its services."""
+    return services().sign_in
 
 
 def _pending(pending_id: str | None) -> PendingAuthorization | None:
     if not pending_id:
         return None
-    pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
-        return None
-    return pending
+    return services().pending_authorizations.live(pending_id, clock().now())
 
 
 def _destination(pending: PendingAuthorization | None, next_path: str | None) -> str:
@@ -74,7 +44,7 @@ def _destination(pending: PendingAuthorization | None, next_path: str | None) ->
 
 
 def _page(pending: PendingAuthorization | None, email: str, error: str | None) -> str:
-    policy = sign_in_policy()
+    policy = services().policy
     return render_template(
         "login/login.html",
         pending=pending,
@@ -98,15 +68,15 @@ def login() -> Any:
 
 def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     email = request.form.get("email", "")[:320]
-    result = sign_in_service().password(
-        email, request.form.get("password", ""), request_context(), utcnow()
+    result = services().sign_in.password(
+        email, request.form.get("password", ""), request_context(), clock().now()
     )
     if result.user is None:
         db.session.commit()  # the failure is counted and audited
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
-    if sign_in_service().has_second_factor(result.user):
+    if services().sign_in.has_second_factor(result.user):
         # the design sign-in walk: after a correct password, the second step.
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
@@ -128,37 +98,23 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
 
 
 def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
-    now = utcnow()
-    raw = new_secret(32)
-    db.session.add(
-        PartialLogin(
-            id_hash=token_hash(raw),
-            user_id=user.id,
-            amr=["pwd"],
-            pending_request_id=pending.id if pending else None,
-            next_path=destination,
-            created_at=now,
-            expires_at=now + PARTIAL_LOGIN_TTL,
-        )
+    return services().partial_logins.begin(
+        user.id, pending.id if pending else None, destination, clock().now()
     )
-    return raw
 
 
 def _partial() -> PartialLogin | None:
     raw = session.get("partial_login")
     if not isinstance(raw, str):
         return None
-    partial = db.session.get(PartialLogin, token_hash(raw))
-    if partial is None or partial.consumed_at is not None or partial.expires_at <= utcnow():
-        return None
-    return partial
+    return services().partial_logins.live(raw, clock().now())
 
 
 def _after_password_only(user: User, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
-    now = utcnow()
-    if not sign_in_policy().passkey_prompt or user.passkey_prompt_disabled:
+    now = clock().now()
+    if not services().policy.passkey_prompt or user.passkey_prompt_disabled:
         return destination
     if user.passkey_prompt_snoozed_until and user.passkey_prompt_snoozed_until > now:
         return destination
@@ -174,11 +130,11 @@ def second_step() -> Any:
     if partial is None:
         return redirect(url_for("login.login"))
     user = partial.user
-    service = sign_in_service()
+    service = services().sign_in
     error = None
     if request.method == "POST":
         code = request.form.get("code", "")[:64]
-        now = utcnow()
+        now = clock().now()
         if request.form.get("method") == "backup_code":
             result = service.backup_code(user, code, request_context(), now)
         else:
@@ -199,9 +155,7 @@ def second_step() -> Any:
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    now = utcnow()
-    if not consume_once(db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash,
-                        now=now):  # fmt: skip
+    if not services().partial_logins.spend(partial, clock().now()):
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
     response = redirect(partial.next_path or url_for("account.home"))
@@ -216,8 +170,8 @@ def recover() -> Any:
     error = None
     email = request.values.get("email", "")[:320]
     if request.method == "POST":
-        result = sign_in_service().recover(
-            email, request.form.get("code", "")[:64], request_context(), utcnow()
+        result = services().sign_in.recover(
+            email, request.form.get("code", "")[:64], request_context(), clock().now()
         )
         if result.user is not None:
             response = redirect(url_for("account.recover"))
@@ -242,8 +196,8 @@ def passkey_prompt() -> Any:
         if choice == "never":
             user.passkey_prompt_disabled = True
         elif choice == "later":
-            days = sign_in_policy().passkey_prompt_snooze_days
-            user.passkey_prompt_snoozed_until = utcnow() + timedelta(days=days)
+            days = services().policy.passkey_prompt_snooze_days
+            user.passkey_prompt_snoozed_until = clock().now() + timedelta(days=days)
         db.session.commit()
         return redirect(then)
     return render_template("login/passkey_prompt.html", then=then)
@@ -261,12 +215,14 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not storage_budgets().passkey_options(request_context().ip_address, utcnow()):
+    if not services().storage_budgets.passkey_options(request_context().ip_address, clock().now()):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
         response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
         return response, 429
-    ceremony = passkey_service().authentication_options(browser_binding(), utcnow(), user=user)
+    ceremony = services().passkeys.authentication_options(
+        browser_binding(), clock().now(), user=user
+    )
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 
@@ -279,12 +235,12 @@ def passkey_verify() -> Any:
         return jsonify(error="invalid_request", message=PASSKEY_FAILURE), 400
     credential = body.get("credential")
     try:
-        signed_in = passkey_service().authenticate(
+        signed_in = services().passkeys.authenticate(
             str(body.get("challenge_id", "")),
             credential if isinstance(credential, str) else _json_text(credential),
             browser_binding(),
             request_context(),
-            utcnow(),
+            clock().now(),
         )
     except PasskeyError as error:
         db.session.commit()  # the spent challenge and the audited failure persist
@@ -298,9 +254,7 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and consume_once(
-            db.session(), PartialLogin, PartialLogin.id_hash == partial.id_hash, now=utcnow()
-        )
+        and services().partial_logins.spend(partial, clock().now())
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).
@@ -349,11 +303,11 @@ def passkey_endpoints() -> Any:
 def login_link(secret: str) -> Any:
     """A one-time login link: GET shows a confirmation page, only the POST spends the link
     (mail scanners prefetch links); then a restricted session must register a new passkey."""
-    links = LoginLinkService(db.session())
+    links = services().login_links
     if request.method == "POST":
         return _spend_login_link(links, secret)
     # GET and HEAD (a scanner's probe) only look the link up (RFC 9110 9.2.1).
-    link = links.find_live(secret, utcnow())
+    link = links.find_live(secret, clock().now())
     if link is None:
         return render_template(
             "errors/error.html",
@@ -364,7 +318,7 @@ def login_link(secret: str) -> Any:
 
 
 def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
-    user = links.spend(secret, request_context(), utcnow())
+    user = links.spend(secret, request_context(), clock().now())
     if user is None:
         db.session.commit()  # the failure is audited
         return render_template(
@@ -373,7 +327,7 @@ def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
             message="It has expired, was already used or was revoked. Ask for a new one.",
         ), 400
     # Issue 6, login links: using the link is audited (``spend``) and the user is told.
-    notifier().notify(user, "login_link_used")
+    services().notifier.notify(user, "login_link_used")
     response = redirect(url_for("account.recover"))
     # Issue 6: after a login link the user registers a new passkey before anything else.
     start_session(user, ["otp"], response, passkey_only=True)

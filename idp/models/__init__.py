@@ -1,18 +1,11 @@
 """SQLAlchemy models, one module per aggregate."""
 
 from idp.models.api_tokens import ApiToken
+from idp.models.attempts import AttemptCounter, FactorLock
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
 from idp.models.clients import Client
-from idp.models.factors import (
-    AttemptCounter,
-    BackupCode,
-    FactorLock,
-    LoginLink,
-    OutboxMessage,
-    PartialLogin,
-    TotpCredential,
-)
+from idp.models.factors import BackupCode, LoginLink, PartialLogin, TotpCredential
 from idp.models.groups import ClaimMap, ClientAllowedGroup, Group, GroupMember
 from idp.models.keys import SigningKey
 from idp.models.maintenance import MaintenanceRun
@@ -26,6 +19,7 @@ from idp.models.oauth import (
     RefreshToken,
     UsedClientAssertion,
 )
+from idp.models.outbox import OutboxMessage
 from idp.models.passkeys import Passkey, WebAuthnChallenge
 from idp.models.policy import PolicyOverride
 from idp.models.sessions import BrowserSession

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import JSON, Boolean, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models.base import Base, UTCDateTime, utcnow
 
 #: What kind of application a client is (OIDC Registration 2 ``application_type``, refined):
@@ -118,6 +119,8 @@ class Client(Base):
 
     #: Set by ``idp.oidc.server.query_client``: secrets are keyed hashes under a server key.
     secret_hasher: Any = None
+    #: Set there too: the application's clock, which ends a rotated secret's overlap.
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def client_metadata(self) -> dict[str, Any]:
@@ -133,7 +136,7 @@ class Client(Base):
         expires = self.previous_secret_expires_at
         return bool(
             expires is not None
-            and utcnow() < expires
+            and self.clock.now() < expires
             and self.secret_hasher.verify(self.previous_secret_hash, client_secret)
         )
 

@@ -1,9 +1,9 @@
-"""Second factors and recovery: TOTP, backup codes, and the half-finished sign-in between them."""
+"""Second factors and recovery: TOTP, backup codes, the half-finished sign-in between them, and
+the one-time login links and invites."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -53,66 +53,6 @@ class PartialLogin(Base):
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
-
-
-class AttemptCounter(Base):
-    """Consecutive failures per account and factor, or per client address (database backend)."""
-
-    __tablename__ = "attempt_counters"
-
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    #: Attempts counted, each before it was checked (idp.services.rate_limits: a reservation).
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    #: ``last_failure_at`` before the latest count: the counting statement returns it, so that
-    #: the attempt it counted is judged by the counter as it stood before (one statement).
-    previous_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-
-
-class FactorLock(Base):
-    """A sign-in factor locked after too many consecutive failures: the state an admin lifts with
-    ``idp users unlock``. Kept in the database even when the counters live in Redis, which may
-    lose them (docs/security.md: a lost counter may reset a backoff, never lift a lock)."""
-
-    __tablename__ = "factor_locks"
-
-    #: The counter's key (``pwd:<email key>``, ``otp:<user id>``, ...).
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    locked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class OutboxMessage(Base):
-    """Something to deliver after the commit that queued it (idp.services.outbox): a notification
-    to a user (channel ``mail``: sent by SMTP when configured, else kept here and logged), or a
-    back-channel logout announcement to a relying party (channel ``http``: ``recipient`` is the
-    client id, ``details`` the session; idp.services.backchannel_logout)."""
-
-    __tablename__ = "outbox_messages"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
-    recipient: Mapped[str] = mapped_column(String(320))
-    kind: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    #: While ``body`` holds a one-time secret (a link): the same body without it. Once the message
-    #: is sent or the secret expires, this replaces ``body`` and becomes None.
-    redacted_body: Mapped[str | None] = mapped_column(Text, default=None)
-    secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    #: SMTP delivery: attempts so far, and when the next one is due (None: not for SMTP). An
-    #: attempt claims the message by moving ``next_attempt_at`` to the retry time first, so two
-    #: nodes never send it twice and a failure leaves it queued for the backoff.
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    next_attempt_at: Mapped[datetime | None] = mapped_column(
-        UTCDateTime(), default=None, index=True
-    )
-    channel: Mapped[str] = mapped_column(String(16), default="mail", server_default="mail")
-    #: The last failed attempt: when, and why (a short, secret-free reason shown in the console).
-    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class LoginLink(Base):

@@ -14,7 +14,7 @@ from typing import Any
 
 from idp.models import Client
 from idp.oidc.errors import AuthorizationError, page_error
-from idp.services.policy import ACR_LEVELS
+from idp.services.assurance import ACR_LEVELS
 
 #: RFC 7636 4.2: code_challenge is 43-128 characters of the unreserved set.
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -290,7 +290,7 @@ def kept_login_hint(values: Mapping[str, str]) -> str | None:
 
 def kept_acr_values(values: Mapping[str, str]) -> str | None:
     """OIDC Core 3.1.2.1 / 5.5.1.1: acr_values are voluntary; idp honours the values it defines
-    (idp.services.policy) and ignores the others, so only those are kept, each once."""
+    (idp.services.assurance) and ignores the others, so only those are kept, each once."""
     known = [v for v in dict.fromkeys((values.get("acr_values") or "").split())
              if v in ACR_LEVELS]  # fmt: skip
     return " ".join(known) or None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from idp.oidc.checks import PROMPT_VALUES
+from idp.services.assurance import ACR_VALUES_SUPPORTED
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
-from idp.services.policy import ACR_VALUES_SUPPORTED
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.settings import Settings
 

@@ -13,7 +13,7 @@ from enum import Enum
 from idp.models import BrowserSession, Client
 from idp.oidc.checks import AuthorizationRequest
 from idp.oidc.errors import AuthorizationError
-from idp.services.policy import satisfies
+from idp.services.assurance import satisfies
 
 
 class Next(Enum):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask import g
 
+from idp.composition import clock, request_context
 from idp.extensions import db
 from idp.models import BrowserSession
-from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.sessions import end_sessions
-from idp.web import request_context
 
 
 def end_browser_session(session: BrowserSession | None) -> None:
@@ -18,7 +17,7 @@ def end_browser_session(session: BrowserSession | None) -> None:
     clients of the session (idp.services.sessions.end_sessions)."""
     if session is None:
         return
-    end_sessions(db.session(), BrowserSession.id_hash == session.id_hash, "logout", utcnow())
+    end_sessions(db.session(), BrowserSession.id_hash == session.id_hash, "logout", clock().now())
     audit.record(
         db.session(), "logout", subject_id=session.user_id, context=request_context(),
         sid=session.sid,

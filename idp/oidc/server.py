@@ -3,7 +3,9 @@
 Authlib runs the grant flows, client authentication and the RFC 7009 / 7662 / RP-initiated logout
 endpoints; every storage hook and every permissive default is ours: PKCE is S256-only,
 codes and refresh tokens are spent through the consume-once primitive, and a replay revokes the
-grant.
+grant. This module holds the grants and assembles the server; client authentication is in
+``idp.oidc.client_auth``, the revocation, introspection and logout endpoints in
+``idp.oidc.endpoints``.
 """
 
 from __future__ import annotations
@@ -25,22 +27,13 @@ from authlib.oauth2.rfc6749 import (
     UnauthorizedClientError,
     grants,
 )
-from authlib.oauth2.rfc6749.authenticate_client import (
-    authenticate_client_secret_basic as authlib_client_secret_basic,
-)
 from authlib.oauth2.rfc6749.hooks import hooked
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
-from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
-from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
-from flask import Flask, current_app, g, has_request_context
-from joserfc.jwk import KeySet
-from sqlalchemy.exc import IntegrityError
+from flask import Flask, g, has_request_context
 
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import (
     AccessToken,
@@ -49,38 +42,34 @@ from idp.models import (
     DeviceAuthorization,
     Grant,
     RefreshToken,
-    UsedClientAssertion,
 )
-from idp.models.base import utcnow
 from idp.oidc.checks import check_scope
+from idp.oidc.client_auth import (
+    CLIENT_AUTH_METHODS,
+    CONFIDENTIAL_AUTH_METHODS,
+    PrivateKeyJWT,
+    authenticate_client_secret_basic,
+    claimed_client_id,
+    registered_method_refusal,
+)
+from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
-from idp.runtime import Runtime
 from idp.services import audit
 from idp.services.claims import client_claims
-from idp.services.crypto import new_secret, token_hash
+from idp.services.crypto import new_secret
 from idp.services.device import PollOutcome
-from idp.services.grants import GrantService
-from idp.services.groups import GROUP_ACCESS_REVOKED, group_claims
+from idp.services.group_access import group_claims
+from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.signing_keys import KeyMaterial
 from idp.services.tokens import (
     mint_access_token,
     unverified_claims,
     verify_access_token,
-    verify_issued_jwt,
 )
-from idp.web import device_flow, request_context, storage_budgets
 
 log = logging.getLogger(__name__)
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choice to the AS
-
-
-def runtime() -> Runtime:
-    value = current_app.extensions["idp"]
-    assert isinstance(value, Runtime)
-    return value
 
 
 def query_client(client_id: str) -> Client | None:
@@ -93,8 +82,10 @@ def query_client(client_id: str) -> Client | None:
     client = loaded.get(client_id) or db.session.get(Client, client_id)
     if client is None or client.disabled_at is not None:
         return None
-    # Client secrets are keyed hashes; the model checks them with the runtime's hasher.
+    # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
+    # overlap of a rotated secret against the application's clock.
     client.secret_hasher = runtime().client_secrets
+    client.clock = clock()
     loaded[client_id] = client
     return client
 
@@ -135,8 +126,8 @@ def generate_token(
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     settings = runtime().settings
-    now = utcnow()
-    service = GrantService(db.session())
+    now = clock().now()
+    service = services().grants
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
     code: AuthorizationCode | DeviceAuthorization | None = getattr(
         request, "authorization_code", None
@@ -241,7 +232,7 @@ def _still_allowed(grant: Grant, client: Client) -> bool:
     if found.admits(client):
         g.group_claims = (grant.user_id, client.client_id, found)
         return True
-    GrantService(db.session()).revoke_grant(grant.id, GROUP_ACCESS_REVOKED, utcnow())
+    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, clock().now())
     return False
 
 
@@ -250,7 +241,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = GrantService(db.session()).redeem_code(code, client.client_id, utcnow())
+        row = services().grants.redeem_code(code, client.client_id, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -271,8 +262,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client = self.request.client
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
-        redemption = GrantService(db.session()).redeem_refresh_token(
-            refresh_token, client_id, utcnow(), retry_grace=grace
+        redemption = services().grants.redeem_refresh_token(
+            refresh_token, client_id, clock().now(), retry_grace=grace
         )
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
             return None
@@ -322,7 +313,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             # RFC 6749 5.2: the client authenticated but may not use this grant type.
             raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        poll = device_flow().poll(device_code, client.client_id, utcnow())
+        poll = services().device_flow.poll(device_code, client.client_id, clock().now())
         if poll.outcome is PollOutcome.PENDING:
             raise rfc8628.AuthorizationPendingError()
         if poll.outcome is PollOutcome.SLOW_DOWN:
@@ -374,13 +365,13 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
         except AuthorizationError as error:
             raise InvalidScopeError(error.description) from None
         rt = runtime()
-        now = utcnow()
-        if not storage_budgets().pending_authorization(request_context().ip_address, now):
+        now = clock().now()
+        if not services().storage_budgets.pending_authorization(request_context().ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
             # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
             db.session.commit()  # the counted request
             raise DeviceBudgetSpentError()
-        issued = device_flow().start(
+        issued = services().device_flow.start(
             client, scope, ttl=rt.settings.device_code_ttl,
             interval=rt.settings.device_poll_interval, context=request_context(), now=now,
         )  # fmt: skip
@@ -404,237 +395,13 @@ class DeviceBudgetSpentError(OAuth2Error):
     status_code = 429
 
 
-class PrivateKeyJWT(JWTBearerClientAssertion):
-    """RFC 7523 2.2 / OIDC Core 9 ``private_key_jwt``."""
-
-    CLIENT_AUTH_METHOD = "private_key_jwt"
-
-    def get_audiences(self) -> list[str]:
-        settings = runtime().settings
-        # RFC 8628 3.1: the device authorization endpoint authenticates clients as the token
-        # endpoint does, so an assertion may name either.
-        return [
-            settings.endpoint("/token"),
-            settings.endpoint("/device_authorization"),
-            settings.issuer,
-        ]
-
-    def verify_claims(self, claims: Any) -> None:
-        refusal = assertion_time_refusal(claims, int(time.time()), self.leeway)
-        if refusal is not None:
-            raise InvalidClientError(description=refusal)
-        super().verify_claims(claims)
-
-    def validate_jti(self, claims: Any, jti: str) -> bool:
-        # RFC 7523 3 "jti": the record must outlive every moment the assertion is accepted, its
-        # expiry plus the clock-skew leeway (``exp`` is an integer: ``verify_claims``).
-        expires_at = datetime.fromtimestamp(claims["exp"] + self.leeway, UTC)
-        try:
-            with db.session.begin_nested():
-                db.session.add(UsedClientAssertion(jti_hash=token_hash(jti), expires_at=expires_at))
-        except IntegrityError:
-            return False
-        return True
-
-    def resolve_client_public_key(self, client: Client) -> KeySet:
-        if not (client.jwks and client.jwks.get("keys")):
-            # RFC 7523 3 / RFC 6749 5.2: a client without registered keys cannot present an
-            # assertion; that is invalid_client, not a server error.
-            raise InvalidClientError(description="The client has no registered keys.")
-        return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
-
-
-#: The longest a client assertion may be valid: RFC 7523 3 asks the server to limit how long
-#: it must remember ``jti`` values, and OIDC Core 9 expects a short lifetime. One hour, not a few
-#: minutes: Authlib's client (``authlib.oauth2.rfc7523``) signs its assertions for exactly an hour
-#: by default, and a bound below what a widely used relying-party library sends would refuse it
-#: out of the box. The jti record lives until ``exp`` (``validate_jti``), so the bound is what
-#: caps the replay store.
-MAX_CLIENT_ASSERTION_LIFETIME = 3600
-
-
-def _numeric_date(value: object) -> bool:
-    """An integer NumericDate (RFC 7519 2). JSON ``true`` is no date, a float is refused: idp
-    stores and compares whole seconds (and an assertion's clock is never that precise)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def assertion_time_refusal(claims: dict[str, Any], now: int, leeway: int) -> str | None:
-    """Why a client assertion's time claims are refused, or None (RFC 7523 3 items 4-6)."""
-    if not _numeric_date(claims.get("exp")):
-        return "The assertion's 'exp' must be an integer NumericDate."
-    for name in ("iat", "nbf"):
-        if name in claims and not _numeric_date(claims[name]):
-            return f"The assertion's '{name}' must be an integer NumericDate."
-    exp: int = claims["exp"]
-    # Measured from when it was issued and from now (an ``iat`` in the future is the client's
-    # claim, not a fact): either way no longer than the limit (plus the clock-skew leeway).
-    issued = claims.get("iat", now)
-    if exp - issued > MAX_CLIENT_ASSERTION_LIFETIME or exp - now > (
-        MAX_CLIENT_ASSERTION_LIFETIME + leeway
-    ):
-        return f"The assertion is valid for more than {MAX_CLIENT_ASSERTION_LIFETIME} seconds."
-    return None
-
-
-def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) -> Any:
-    """RFC 6749 2.3.1 ``client_secret_basic``. Authlib's parser raises on ``Basic`` with no
-    credentials or with credentials that are not UTF-8, which surfaced as a 500; such a header
-    is simply no valid client authentication (RFC 6749 5.2 ``invalid_client``)."""
-    try:
-        extract_basic_authorization(request.headers)
-    except ValueError:  # UnicodeDecodeError included
-        return None
-    return authlib_client_secret_basic(query_client, request)
-
-
-def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
-    """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
-    rt = runtime()
-    service = GrantService(db.session())
-
-    def as_access_token() -> AccessToken | None:
-        claims = verify_issued_jwt(
-            db.session(), rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
-        )
-        jti = claims.get("jti") if claims else None
-        return db.session.get(AccessToken, jti) if isinstance(jti, str) else None
-
-    def as_refresh_token() -> RefreshToken | None:
-        return service.find_refresh_token(token_string)
-
-    lookups = [as_access_token, as_refresh_token]
-    if hint == "refresh_token":
-        lookups.reverse()
-    for lookup in lookups:
-        found = lookup()
-        if found is not None:
-            return found
-    return None
-
-
-class TokenRevocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return _find_token(token_string, token_type_hint)
-
-    def revoke_token(self, token: Any, request: OAuth2Request) -> None:
-        service = GrantService(db.session())
-        if isinstance(token, RefreshToken):
-            # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
-            # same grant.
-            service.revoke_grant(token.grant_id, "revoked_by_client", utcnow())
-        else:
-            service.revoke_access_token(token, utcnow())
-
-
-class TokenIntrospection(IntrospectionEndpoint):
-    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return _find_token(token_string, token_type_hint)
-
-    def check_permission(self, token: Any, client: Client, request: OAuth2Request) -> bool:
-        # RFC 7662 4: a client may only learn about its own tokens.
-        return bool(token.client_id == client.client_id)
-
-    def introspect_token(self, token: Any) -> dict[str, Any]:
-        rt = runtime()
-        now = utcnow()
-        if isinstance(token, AccessToken):
-            # Also inactive once its user is disabled or its grant revoked (logout, replay).
-            if GrantService(db.session()).active_access_token(token.jti, now) is None:
-                return {"active": False}
-            token_type = "access_token"
-            issued, expires = token.issued_at, token.expires_at
-            subject = token.user_id or token.client_id
-        else:
-            # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
-            # gets no token, and no client may learn otherwise).
-            if token.consumed_at is not None or not token.grant.user.is_active:
-                return {"active": False}
-            token_type = "refresh_token"
-            issued, expires = token.issued_at, token.expires_at
-            subject = token.grant.user_id
-        return {
-            "active": True,
-            "client_id": token.client_id,
-            "scope": token.scope,
-            "sub": subject,
-            "iss": rt.settings.issuer,
-            "token_type": token_type,
-            "iat": int(issued.timestamp()),
-            "exp": int(expires.timestamp()),
-        }
-
-
-class EndSession(EndSessionEndpoint):
-    """OpenID Connect RP-Initiated Logout 1.0."""
-
-    def get_server_jwks(self) -> KeySet:
-        return runtime().keys.verification_keyset(db.session())
-
-    def end_session(self, end_session_request: EndSessionRequest) -> None:
-        from idp.oidc.logout import end_browser_session
-
-        # The view decided which session, if any, this request may end (g.idp_logout_session).
-        end_browser_session(g.get("idp_logout_session"))
-
-
-#: How a client presents each registration's method at the token endpoint, for the error that
-#: names it (OIDC Core 9, RFC 6749 2.3.1, RFC 7523 2.2).
-AUTH_METHOD_HOW = {
-    "client_secret_basic": "its client_id and secret in an HTTP Basic Authorization header",
-    "client_secret_post": "client_id and client_secret in the form body",
-    "private_key_jwt": "a client_assertion JWT signed with its registered key",
-    "none": "its client_id alone, as a public client with PKCE",
-}
-#: Authlib's description of a failed client authentication, which lists every method it tried.
-_GENERIC_CLIENT_AUTH_FAILURE = "The client cannot authenticate with methods"
-
-
-def _claimed_client_id(request: OAuth2Request) -> str | None:
-    """The client a failed authentication claims to be: from the Basic header, the form's
-    client_id, or a client assertion's unverified ``iss`` (RFC 7523 3 item 1)."""
-    try:
-        basic_id, _secret = extract_basic_authorization(request.headers)
-    except ValueError:  # UnicodeDecodeError included
-        basic_id = None
-    if basic_id:
-        return str(basic_id)
-    form_id = request.form.get("client_id")
-    if form_id:
-        return str(form_id)
-    assertion = request.form.get("client_assertion")
-    if assertion:
-        try:
-            issuer = unverified_claims(str(assertion)).get("iss")
-        except Exception:
-            return None
-        return issuer if isinstance(issuer, str) else None
-    return None
-
-
-def registered_method_refusal(client: Client, description: str) -> str:
-    """RFC 6749 5.2 ``invalid_client``'s error_description: name the one method the client is
-    registered for (OIDC Core 9: ``token_endpoint_auth_method``), instead of Authlib's list of
-    every method the server tried."""
-    method = client.token_endpoint_auth_method
-    hint = (f"Client authentication failed: {client.client_id} is registered for {method} "
-            f"({AUTH_METHOD_HOW.get(method, method)}).")  # fmt: skip
-    if description.startswith(_GENERIC_CLIENT_AUTH_FAILURE):
-        return hint
-    return f"{description} {hint}"
-
-
 class IdpAuthorizationServer(AuthorizationServer):
     def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
                             ) -> Any:  # fmt: skip
         try:
             return super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
-            claimed = _claimed_client_id(request)
+            claimed = claimed_client_id(request)
             client = query_client(claimed) if claimed else None
             if client is not None:
                 error.description = registered_method_refusal(client, error.description or "")
@@ -664,5 +431,5 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
 def bearer_token(token: str) -> AccessToken | None:
     rt = runtime()
     return verify_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=utcnow()
+        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
     )

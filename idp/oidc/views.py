@@ -4,78 +4,37 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2 import OAuth2Error
 from flask import (
-    Blueprint,
     Response,
     abort,
-    current_app,
-    g,
-    jsonify,
     redirect,
     render_template,
     request,
     url_for,
 )
-from sqlalchemy import select
 
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import csrf, db
-from idp.models import Client, Consent, PendingAuthorization
-from idp.models.base import random_id, utcnow
+from idp.models import Client, PendingAuthorization
+from idp.oidc.blueprint import bp
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
-from idp.oidc.discovery import provider_metadata
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.interaction import InteractionState, Next, decide, needs_login
-from idp.oidc.server import bearer_token, query_client
+from idp.oidc.server import query_client
 from idp.services import audit
-from idp.services.claims import client_claims
-from idp.services.consume import consume_once
-from idp.services.grants import CodeRequest, GrantService
-from idp.services.groups import GroupService, allowed_to_use
-from idp.services.sessions import RpLogout, rp_logout
+from idp.services.grants import CodeRequest
+from idp.services.group_access import allowed_to_use
+from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.tokens import verify_issued_jwt
-from idp.web import (
-    acts_on_get,
-    add_security_headers,
-    clear_session_cookie,
-    current_session,
-    request_context,
-    runtime,
-    storage_budgets,
-)
+from idp.web import acts_on_get
+from idp.web.headers import add_security_headers
+from idp.web.sessions import current_session
 
-bp = Blueprint("oidc", __name__)
 log = logging.getLogger(__name__)
-
-
-def oauth_server() -> AuthorizationServer:
-    server = current_app.extensions["idp.oauth"]
-    assert isinstance(server, AuthorizationServer)
-    return server
-
-
-# -- discovery ------------------------------------------------------------------------------------
-@bp.get("/.well-known/openid-configuration")
-def discovery() -> Response:
-    """OpenID Provider metadata (OIDC Discovery 3)."""
-    response = jsonify(provider_metadata(runtime().settings))
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
-
-
-@bp.get("/jwks")
-def jwks() -> Response:
-    """The public signing keys, current and still-valid retired ones (RFC 7517)."""
-    response = jsonify(runtime().keys.public_jwks(db.session()))
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Cache-Control"] = f"public, max-age={runtime().settings.key_cache_ttl}"
-    return response
 
 
 # -- authorization endpoint -----------------------------------------------------------------------
@@ -113,9 +72,13 @@ def authorize_continue(pending_id: str) -> Any:
     return _proceed(AuthorizationRequest.from_params(pending.params), pending)
 
 
+def _pending_requests() -> PendingAuthorizations:
+    return services().pending_authorizations
+
+
 def _live_pending(pending_id: str) -> PendingAuthorization:
-    pending = db.session.get(PendingAuthorization, pending_id[:64])
-    if pending is None or pending.consumed_at is not None or pending.expires_at <= utcnow():
+    pending = _pending_requests().live(pending_id, clock().now())
+    if pending is None:
         abort(
             400,
             description="This sign-in request has expired or was already completed. "
@@ -132,17 +95,12 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
     consented: set[str] | None = None
     # First-party clients are never asked for consent (interaction.needs_consent): nothing to read.
     if session is not None and not client.first_party:
-        consent = db.session.scalar(
-            select(Consent).where(
-                Consent.user_id == session.user_id, Consent.client_id == client.client_id
-            )
-        )
-        consented = set(consent.scopes) if consent else None
+        consented = _pending_requests().consented_scopes(session.user_id, client.client_id)
     state = InteractionState(
         started_at=pending.created_at if pending else None,
         consent_given=bool(pending and session and pending.consented_by == session.user_id),
     )
-    now = utcnow()
+    now = clock().now()
     if (
         session is not None
         and client.restricted_to_groups
@@ -161,7 +119,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
-        if pending is None and not storage_budgets().pending_authorization(
+        if pending is None and not services().storage_budgets.pending_authorization(
             request_context().ip_address, now
         ):
             # docs/operations.md, "Storage budgets": this address has opened its share of pending
@@ -176,18 +134,10 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
             over_budget.response_mode = auth_request.response_mode
             return _error_response(over_budget)
         if pending is None:
-            # The id is chosen here, not at flush: read from the row after the commit, it would
-            # cost a SELECT (a commit expires what the session loaded).
-            pending_id = random_id()
-            db.session.add(
-                PendingAuthorization(
-                    id=pending_id,
-                    client_id=client.client_id,
-                    params=auth_request.to_params(),
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=runtime().settings.pending_request_ttl),
-                )
-            )
+            pending_id = _pending_requests().open(
+                client.client_id, auth_request.to_params(), now,
+                runtime().settings.pending_request_ttl,
+            )  # fmt: skip
             db.session.commit()
         else:
             pending_id = pending.id
@@ -199,11 +149,9 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
 
     assert session is not None
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
-    if pending is not None and not consume_once(
-        db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
-    ):
+    if pending is not None and not _pending_requests().spend(pending, now):
         abort(400, description="This sign-in request was already completed.")
-    code = GrantService(db.session()).issue_code(
+    code = services().grants.issue_code(
         user=session.user,
         client=client,
         session=session,
@@ -247,9 +195,7 @@ def _refuse_access(
     interactive request shows idp's page first, saying which app refused and whom to ask, and
     ``prompt=none`` (OIDC Core 3.1.2.6: no page may be shown) gets the redirect at once."""
     if pending is not None:
-        consume_once(
-            db.session(), PendingAuthorization, PendingAuthorization.id == pending.id, now=now
-        )
+        _pending_requests().spend(pending, now)
     audit.record(
         db.session(),
         "authorization.access_denied",
@@ -260,7 +206,7 @@ def _refuse_access(
         reason="not_in_allowed_groups",
         prompt_none="none" in auth_request.prompt,
     )
-    groups = GroupService(db.session()).allowed_groups(client.client_id)
+    groups = services().groups.allowed_groups(client.client_id)
     db.session.commit()
     error = AuthorizationError(
         "access_denied", f"You are not in a group that may use {client.name}."
@@ -329,12 +275,7 @@ def consent() -> Any:
     auth_request = AuthorizationRequest.from_params(pending.params)
     if request.method == "POST":
         if request.form.get("decision") != "allow":
-            consume_once(
-                db.session(),
-                PendingAuthorization,
-                PendingAuthorization.id == pending.id,
-                now=utcnow(),
-            )
+            _pending_requests().spend(pending, clock().now())
             audit.record(
                 db.session(),
                 "consent.denied",
@@ -348,10 +289,10 @@ def consent() -> Any:
             error.state = auth_request.state
             error.response_mode = auth_request.response_mode
             return _error_response(error)
-        GrantService(db.session()).remember_consent(
-            session.user_id, pending.client_id, auth_request.scope.split(), utcnow()
+        services().grants.remember_consent(
+            session.user_id, pending.client_id, auth_request.scope.split(), clock().now()
         )
-        pending.consented_by = session.user_id
+        _pending_requests().consent_given(pending, session.user_id)
         audit.record(
             db.session(),
             "consent.granted",
@@ -380,129 +321,4 @@ def consent() -> Any:
         response.headers["Content-Security-Policy"] = policy.replace(
             "img-src 'self' data:", f"img-src 'self' data: {logo_origin}", 1
         )
-    return response
-
-
-# -- token side: Authlib ------------------------------------------------------------------------
-def _committed(response: Any) -> Any:
-    # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
-    # replay triggers must persist even though the request itself fails.
-    db.session.commit()
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
-
-
-@bp.post("/token")
-@csrf.exempt
-def token() -> Any:
-    """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
-    return _committed(oauth_server().create_token_response())
-
-
-@bp.post("/device_authorization")
-@csrf.exempt
-def device_authorization() -> Any:
-    """Device authorization endpoint (RFC 8628 3.1, 3.2)."""
-    return _committed(oauth_server().create_endpoint_response("device_authorization"))
-
-
-@bp.post("/revoke")
-@csrf.exempt
-def revoke() -> Any:
-    """Token revocation (RFC 7009)."""
-    return _committed(oauth_server().create_endpoint_response("revocation"))
-
-
-@bp.post("/introspect")
-@csrf.exempt
-def introspect() -> Any:
-    """Token introspection (RFC 7662)."""
-    return _committed(oauth_server().create_endpoint_response("introspection"))
-
-
-@bp.route("/userinfo", methods=["GET", "POST"])
-@csrf.exempt
-def userinfo() -> Any:
-    """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    token_value = value.strip() if scheme.lower() == "bearer" else ""
-    if (
-        not token_value
-        and request.method == "POST"
-        and request.mimetype == ("application/x-www-form-urlencoded")
-    ):
-        token_value = request.form.get("access_token", "")
-    if not token_value:
-        return _bearer_error(401, None)
-    access_token = bearer_token(token_value)
-    if access_token is None or access_token.grant is None:
-        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
-    if "openid" not in access_token.scope.split():
-        return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
-    response = jsonify(
-        client_claims(
-            db.session(), access_token.grant.user, access_token.client_id, access_token.scope
-        )
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
-    # RFC 6750 3: the challenge names the error; with no token at all it carries no error code.
-    challenge = 'Bearer realm="idp"'
-    body: dict[str, str] = {}
-    if error:
-        challenge += f', error="{error}", error_description="{description}"'
-        body = {"error": error, "error_description": description}
-    response = jsonify(body)
-    response.status_code = status
-    response.headers["WWW-Authenticate"] = challenge
-    return response
-
-
-# -- RP-initiated logout --------------------------------------------------------------------------
-@bp.route("/logout", methods=["GET", "POST"])
-@csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
-@acts_on_get
-def logout() -> Any:
-    """OpenID Connect RP-Initiated Logout 1.0."""
-    server = oauth_server()
-    confirmed = request.method == "POST" and request.form.get("confirm") == "yes"
-    try:
-        end_request = server.validate_endpoint_request("end_session")
-    except OAuth2Error as error:
-        db.session.rollback()
-        return render_template("oidc/error.html", message=error.description or error.error), 400
-    browser_session = current_session()
-    claims = end_request.id_token_claims
-    decision = (
-        RpLogout.CONFIRM
-        if claims is None
-        else rp_logout(browser_session.user_id if browser_session else None, claims.get("sub"))
-    )
-    if decision is RpLogout.CONFIRM:
-        if not confirmed:
-            # RP-Initiated Logout 6: without a valid id_token_hint (or with one for another
-            # user than the one signed in here), ask the user first.
-            return render_template("oidc/logout_confirm.html", params=request.values)
-        csrf.protect()  # the confirmation must come from our own page
-    # Only ever this browser's own session (RP-Initiated Logout 2); without one, nothing ends.
-    g.idp_logout_session = browser_session if decision is not RpLogout.NOTHING else None
-    response = server.create_endpoint_response("end_session", end_request)
-    db.session.commit()
-    if response is None:
-        # No redirect back (none asked for, or not a registered one): no dead end either. The
-        # app's own registered post-logout address (RP-Initiated Logout 3) is safe to offer as
-        # a link, since the admin registered it; sign-in again is always offered.
-        client = end_request.client
-        home = (
-            client.post_logout_redirect_uris[0]
-            if client and client.post_logout_redirect_uris
-            else None
-        )
-        response = Response(render_template("oidc/logged_out.html", client=client, app_home=home))
-    clear_session_cookie(response)
     return response

@@ -27,6 +27,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.errors import DomainError
 from idp.models import ApiToken
 from idp.models.base import utcnow
@@ -129,11 +130,14 @@ class ApiTokenService:
         *,
         actor_id: str | None = audit.CLI_ACTOR,
         context: RequestContext | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.hasher = hasher
         self.actor_id = actor_id
         self.context = context or RequestContext()
+        #: The time of a change made without an explicit ``now``.
+        self.clock = clock
 
     def _audit(self, kind: str, outcome: str = "success", **details: Any) -> None:
         audit.record(self.db, kind, outcome=outcome, actor_id=self.actor_id,
@@ -147,7 +151,7 @@ class ApiTokenService:
         expires_in_days: int | None = None,
         now: datetime | None = None,
     ) -> NewToken:
-        now = now or utcnow()
+        now = now or self.clock.now()
         name = name.strip()
         if not TOKEN_NAME.fullmatch(name):
             raise ApiTokenError(
@@ -194,7 +198,7 @@ class ApiTokenService:
         if token is None:
             raise ApiTokenError(f"no token named {name[:60]!r}")
         if token.revoked_at is None:
-            token.revoked_at = now or utcnow()
+            token.revoked_at = now or self.clock.now()
             self._audit("api_token.revoked", token=token.name)
         return token
 

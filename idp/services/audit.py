@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from idp import metrics
 from idp.errors import DomainError
 from idp.models import AuditEvent, User
+from idp.services.user_agents import describe_user_agent
 
 #: The actor of an action taken with the ``idp`` command line (no user is signed in there).
 CLI_ACTOR = "cli"
@@ -233,8 +234,6 @@ def iter_rows(db: Session, where: AuditFilter, batch: int = EXPORT_BATCH) -> Ite
 
 def export_record(row: AuditRow) -> dict[str, Any]:
     """One event as exported (JSON Lines keeps these types; CSV makes text of them)."""
-    from idp.services.portal import describe_user_agent
-
     event = row.event
     return {
         "id": event.id,

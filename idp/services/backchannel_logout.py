@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.models import Client, Grant, OutboxMessage
-from idp.services.clients import (
+from idp.services.client_fields import (
     ClientRegistrationError,
     on_loopback,
     validate_backchannel_logout_uri,

@@ -7,12 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from idp.models import User
-from idp.services.groups import (
-    GroupClaims,
-    group_claims,
-    released_claims,
-    wants_group_claims,
-)
+from idp.services.group_access import GroupClaims, group_claims, released_claims, wants_group_claims
 
 #: What each scope lets an application do, in the words the consent and apps pages use.
 SCOPE_DESCRIPTIONS = {

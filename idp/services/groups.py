@@ -12,12 +12,12 @@ shared database; idp.services.grants).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,20 +89,6 @@ class ClaimMapEntry:
         return f"{self.claim}:{self.group}={self.value}"
 
 
-@dataclass(frozen=True)
-class GroupClaims:
-    """What a user's groups release to one client, read with one query."""
-
-    groups: list[str]
-    mapped: dict[str, list[str]]
-    #: Whether one of the groups is among the client's allowed groups (what a restricted client
-    #: admits: ``allowed_to_use``).
-    in_allowed_group: bool = False
-
-    def admits(self, client: Client) -> bool:
-        return not client.restricted_to_groups or self.in_allowed_group
-
-
 def validate_name(name: str) -> str:
     value = name.strip()
     if not GROUP_NAME.fullmatch(value):
@@ -143,71 +129,6 @@ def validate_claim_name(claim: str) -> str:
             "with a letter"
         )
     return claim
-
-
-def allowed_to_use(db: Session, user_id: str, client: Client) -> bool:
-    """Per-app access: a client with no allowed groups admits everyone; a restricted one only
-    members of one of its allowed groups (none left: no one)."""
-    if not client.restricted_to_groups:
-        return True
-    member = select(GroupMember.user_id).join(
-        ClientAllowedGroup, ClientAllowedGroup.group_id == GroupMember.group_id
-    )
-    member = member.where(
-        GroupMember.user_id == user_id, ClientAllowedGroup.client_id == client.client_id
-    )
-    return db.scalar(member.limit(1)) is not None
-
-
-def group_claims(db: Session, user_id: str, client_id: str) -> GroupClaims:
-    """The user's group names, the client's mapped claims, and whether one of the groups is
-    among the client's allowed ones, in one query (one row per membership and map; a group without
-    a map yields one row with no claim). Stable order: group names, and each claim's values,
-    sorted. The token endpoint reads access and claims from this one statement
-    (idp.oidc.server)."""
-    admits = exists().where(
-        ClientAllowedGroup.client_id == client_id, ClientAllowedGroup.group_id == Group.id
-    )
-    rows = db.execute(
-        select(Group.name, ClaimMap.claim, ClaimMap.value, admits.label("admits"))
-        .join(GroupMember, GroupMember.group_id == Group.id)
-        .outerjoin(ClaimMap, and_(ClaimMap.group_id == Group.id, ClaimMap.client_id == client_id))
-        .where(GroupMember.user_id == user_id)
-        .order_by(Group.name, ClaimMap.claim, ClaimMap.value)
-    ).all()
-    groups: list[str] = []
-    mapped: dict[str, set[str]] = {}
-    in_allowed_group = False
-    for name, claim, value, admitted in rows:
-        if not groups or groups[-1] != name:
-            groups.append(name)
-        if claim is not None:
-            mapped.setdefault(claim, set()).add(value)
-        in_allowed_group = in_allowed_group or bool(admitted)
-    return GroupClaims(
-        groups=groups,
-        mapped={k: sorted(v) for k, v in sorted(mapped.items())},
-        in_allowed_group=in_allowed_group,
-    )
-
-
-def released_claims(found: GroupClaims, scopes: Iterable[str]) -> dict[str, Any]:
-    """``groups`` with the ``groups`` scope; a mapped claim with ``groups`` or with the scope of
-    its own name (the token's scope only holds scopes the client is allowed: RFC 6749 3.3)."""
-    wanted = set(scopes)
-    claims: dict[str, Any] = {}
-    if "groups" in wanted:
-        claims["groups"] = list(found.groups)
-    for claim, values in found.mapped.items():
-        if "groups" in wanted or claim in wanted:
-            claims[claim] = list(values)
-    return claims
-
-
-def wants_group_claims(scopes: Iterable[str]) -> bool:
-    """Whether a scope can release anything from groups: ``groups`` or a claim scope (any scope
-    that is not a standard one). Saves the query for the plain openid/profile/email sign-in."""
-    return any(s not in ("openid", "profile", "email", "offline_access") for s in scopes)
 
 
 def revoke_grants_without_access(

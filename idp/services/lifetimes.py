@@ -1,5 +1,6 @@
-"""Every lifetime idp reads, with its bounds: the one parser for the settings (idp.settings) and
-the sign-in policy (idp.services.sign_in_policy, so the admin console and ``idp policy set``).
+"""Every lifetime idp reads, with its bounds: the one parser for the settings (checked at start
+by ``idp.load_checked_settings``) and the sign-in policy (idp.services.sign_in_policy, so the
+admin console and ``idp policy set``).
 
 Each lifetime has an upper bound. Without one, a value such as ``session_idle_ttl =
 100000000000000`` overflows ``timedelta`` (and ``datetime``) arithmetic, so every request that

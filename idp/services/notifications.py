@@ -28,8 +28,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import OutboxMessage, User
-from idp.models.base import utcnow
 from idp.services.outbox import FIRST_RETRY, DeliveryError, Pending
 
 __all__ = ["FIRST_RETRY", "Mailer", "Notifier", "drop_expired_secrets", "render"]
@@ -85,10 +85,19 @@ def render(kind: str, details: dict[str, Any]) -> str:
 
 
 class Notifier:
-    def __init__(self, db: Session, smtp_url: str = "", sender: str = "idp@localhost") -> None:
+    def __init__(
+        self,
+        db: Session,
+        smtp_url: str = "",
+        sender: str = "idp@localhost",
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.db = db
         self.smtp_url = smtp_url
         self.sender = sender
+        #: When a message is queued, and so when a secret it carries is redacted by default.
+        self.clock = clock
 
     def notify(
         self, user: User, kind: str, *, recipient: str | None = None, **details: Any
@@ -102,7 +111,7 @@ class Notifier:
     def _queue(
         self, user_id: str | None, recipient: str, kind: str, details: dict[str, Any]
     ) -> OutboxMessage:
-        now = utcnow()
+        now = self.clock.now()
         secrets = SECRET_DETAILS & details.keys()
         redacted_body = secret_expires_at = None
         if secrets:

@@ -30,12 +30,7 @@ from webauthn.helpers import (
     parse_registration_credential_json,
 )
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.exceptions import (
-    InvalidAuthenticationResponse,
-    InvalidJSONStructure,
-    InvalidRegistrationResponse,
-    WebAuthnException,
-)
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
     AuthenticatorSelectionCriteria,
@@ -51,6 +46,12 @@ from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
 from idp.services.crypto import token_hash
+from idp.services.passkey_checks import (
+    PasskeyError,
+    check_client_data,
+    failure_reason,
+    parse_credential,
+)
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -65,19 +66,8 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
-MAX_CREDENTIAL_JSON = 64 * 1024
 MAX_NAME_LENGTH = 60
 UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
-
-
-class PasskeyError(Exception):
-    """A ceremony failed. ``reason`` (and the library's ``detail``) are for the audit log; users
-    see a calm, generic message."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -208,8 +198,8 @@ class PasskeyService:
             challenge = self._spend_challenge(challenge_id, REGISTRATION, binding, now)
             if challenge.user_id != user.id:
                 raise PasskeyError("challenge_user_mismatch")
-            credential = _parse(credential_json, parse_registration_credential_json)
-            _check_client_data(credential.response.client_data_json)
+            credential = parse_credential(credential_json, parse_registration_credential_json)
+            check_client_data(credential.response.client_data_json)
             try:
                 verified = verify_registration_response(
                     credential=credential,
@@ -225,7 +215,7 @@ class PasskeyService:
             # L3 7.1 "if the BE bit is not set, verify that the BS bit is not set") outside that
             # family; uncaught it was a 500 that rolled back the spent challenge and the audit.
             except WebAuthnException as error:
-                raise PasskeyError(_reason(error), str(error)) from error
+                raise PasskeyError(failure_reason(error), str(error)) from error
             credential_id = bytes_to_base64url(verified.credential_id)
             # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:
@@ -304,8 +294,8 @@ class PasskeyService:
         passkey: Passkey | None = None
         try:
             challenge = self._spend_challenge(challenge_id, AUTHENTICATION, binding, now)
-            credential = _parse(credential_json, parse_authentication_credential_json)
-            _check_client_data(credential.response.client_data_json)
+            credential = parse_credential(credential_json, parse_authentication_credential_json)
+            check_client_data(credential.response.client_data_json)
             passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
@@ -334,7 +324,7 @@ class PasskeyService:
                 )
             # As for registration: InvalidBackupFlags (L3 7.2, BS without BE) is outside the family.
             except WebAuthnException as error:
-                raise PasskeyError(_reason(error), str(error)) from error
+                raise PasskeyError(failure_reason(error), str(error)) from error
             # WebAuthn L3 7.2 "compare currentBe with credentialRecord.backupEligible": our policy
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
@@ -423,47 +413,3 @@ def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:
     return PublicKeyCredentialDescriptor(
         id=base64url_to_bytes(passkey.credential_id), transports=transports or None
     )
-
-
-def _parse(credential_json: str, parser: Any) -> Any:
-    if not credential_json or len(credential_json) > MAX_CREDENTIAL_JSON:
-        raise PasskeyError("malformed_credential")
-    try:
-        return parser(credential_json)
-    except (InvalidJSONStructure, InvalidRegistrationResponse, InvalidAuthenticationResponse,
-            ValueError, TypeError, KeyError) as error:  # fmt: skip
-        raise PasskeyError("malformed_credential") from error
-
-
-def _check_client_data(client_data_json: bytes) -> None:
-    """WebAuthn L3 5.8.1 CollectedClientData: a ceremony inside a cross-origin iframe reports
-    ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
-    try:
-        data = json.loads(client_data_json)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise PasskeyError("malformed_client_data") from error
-    if not isinstance(data, dict):
-        raise PasskeyError("malformed_client_data")
-    if data.get("crossOrigin") is True:
-        raise PasskeyError("cross_origin")
-    if "topOrigin" in data:
-        raise PasskeyError("top_origin")
-
-
-def _reason(error: Exception) -> str:
-    """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
-    text = str(error).lower()
-    for needle, reason in (
-        ("backed up", "backup_flags_invalid"),
-        ("origin", "origin_not_allowed"),
-        ("challenge", "challenge_mismatch"),
-        ("verified", "user_not_verified"),
-        ("present", "user_not_present"),
-        ("rp id", "rp_id_mismatch"),
-        ("signature", "bad_signature"),
-        ("type", "wrong_ceremony_type"),
-        ("algorithm", "algorithm_not_allowed"),
-    ):
-        if needle in text:
-            return reason
-    return "verification_failed"

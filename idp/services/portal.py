@@ -19,13 +19,13 @@ from idp.models import (
     TotpCredential,
     User,
 )
-from idp.services.passkeys import has_passkey
-from idp.services.policy import (
+from idp.services.assurance import (
     ACR_LEVELS,
     ACR_MFA,
     ACR_PASSWORD,
     ACR_PHISHING_RESISTANT,
 )
+from idp.services.passkeys import has_passkey
 from idp.services.sessions import SessionService, end_sessions
 from idp.services.user_agents import describe_user_agent
 

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from idp.models import BrowserSession, User
 from idp.services import backchannel_logout
+from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
-from idp.services.policy import acr_for_amr
 
 # Writing last_seen_at on every request would turn every page view into a database write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)

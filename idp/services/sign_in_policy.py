@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from idp.errors import DomainError
 from idp.services.lifetimes import check_session_lifetimes, parse_lifetime
+from idp.settings import Settings
 
-if TYPE_CHECKING:  # idp.settings imports this module to validate the defaults
+if TYPE_CHECKING:
     from idp.services.audit import RequestContext
-    from idp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ class PolicyError(DomainError):
     """A policy value is out of range or malformed; the message names the field and the rule."""
 
 
+#: The configured defaults are written once, in ``idp.settings.Settings``; a policy built from
+#: two fields (``SignInPolicy(passwords_allowed=..., signup_enabled=...)``) takes the rest there.
+_DEFAULTS = Settings()
+
+
 @dataclass(frozen=True)
 class SignInPolicy:
     #: False: passwordless-only deployment (passkeys, login links; no password sign-in or set-up).
@@ -51,21 +56,21 @@ class SignInPolicy:
     #: Self-service sign-up (off by default): the email is proven first, then a passkey.
     signup_enabled: bool
     #: Admins sign in with a passkey only (no password sign-in) and cannot remove their last one.
-    admin_passkey_required: bool = False
+    admin_passkey_required: bool = _DEFAULTS.admin_passkey_required
     #: Offer a passkey after a password-only sign-in, and how long "not now" silences it.
-    passkey_prompt: bool = True
-    passkey_prompt_snooze_days: int = 14
+    passkey_prompt: bool = _DEFAULTS.passkey_prompt
+    passkey_prompt_snooze_days: int = _DEFAULTS.passkey_prompt_snooze_days
     #: WebAuthn user verification: "required" (UV flag must be set) or "preferred".
-    user_verification: str = "required"
+    user_verification: str = _DEFAULTS.webauthn_user_verification
     #: WebAuthn attestation conveyance asked for at registration.
-    attestation: str = "none"
+    attestation: str = _DEFAULTS.webauthn_attestation
     #: AAGUIDs (authenticator models) allowed to register; empty: any.
-    aaguid_allow_list: tuple[str, ...] = ()
+    aaguid_allow_list: tuple[str, ...] = _DEFAULTS.webauthn_aaguid_allow_list
     #: Browser-session lifetimes, seconds.
-    session_idle_ttl: int = 14 * 24 * 3600
-    session_absolute_ttl: int = 30 * 24 * 3600
+    session_idle_ttl: int = _DEFAULTS.session_idle_ttl
+    session_absolute_ttl: int = _DEFAULTS.session_absolute_ttl
     #: Consecutive failures per account and factor before that factor locks (1 to 100).
-    lockout_threshold: int = MAX_LOCKOUT_THRESHOLD
+    lockout_threshold: int = _DEFAULTS.lockout_threshold
 
     @property
     def user_verification_required(self) -> bool:
@@ -212,7 +217,7 @@ def _check_together(values: Mapping[str, Any]) -> None:
 
 
 def policy_from_settings(settings: Settings) -> SignInPolicy:
-    """The configured defaults, validated (settings.validate calls this at start)."""
+    """The configured defaults, validated (``idp.load_checked_settings`` calls this at start)."""
     values = {f.name: parse_value(f.name, getattr(settings, f.setting)) for f in FIELDS}
     _check_together(values)
     return SignInPolicy(**values)

@@ -20,8 +20,8 @@ from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import SigningKey
-from idp.models.base import utcnow
 
 #: What we can sign with. RS256 is the default every OIDC client must support (OIDC Core 15.1).
 SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
@@ -73,11 +73,14 @@ class KeyStore:
         decrypt: Callable[[bytes], bytes],
         cache_ttl: float,
         max_token_lifetime: int,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._encrypt = encrypt
         self._decrypt = decrypt
         self._cache_ttl = cache_ttl
         self._max_token_lifetime = max_token_lifetime
+        #: When a key is made, retired and unpublished (the cache's age is monotonic time).
+        self.clock = clock
         self._lock = threading.Lock()
         self._loaded_at = -1e9
         self._active: dict[str, KeyMaterial] = {}
@@ -98,7 +101,7 @@ class KeyStore:
             alg=alg,
             public_jwk=public,
             private_jwk_encrypted=self._encrypt(private).decode(),
-            created_at=now or utcnow(),
+            created_at=now or self.clock.now(),
         )
         db.add(row)
         return row
@@ -116,7 +119,7 @@ class KeyStore:
     def rotate(self, db: Session, algs: tuple[str, ...] = SUPPORTED_ALGS) -> list[SigningKey]:
         """Activate new keys; the old ones stop signing but stay published until every token they
         signed has expired (plus the cache window, so every node has seen the new key)."""
-        now = utcnow()
+        now = self.clock.now()
         unpublish_after = now + timedelta(seconds=self._max_token_lifetime + self._cache_ttl + 60)
         for row in db.scalars(select(SigningKey).where(_is_active(), SigningKey.alg.in_(algs))):
             row.retired_at = now
@@ -169,7 +172,7 @@ class KeyStore:
         with self._lock:
             if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
                 return
-            now = utcnow()
+            now = self.clock.now()
             rows = db.scalars(
                 select(SigningKey)
                 .where((SigningKey.unpublish_after.is_(None)) | (SigningKey.unpublish_after > now))

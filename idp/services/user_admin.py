@@ -85,30 +85,6 @@ class IssuedLink:
         return link_id(self.link)
 
 
-def describe_user(user: User) -> dict[str, Any]:
-    """A user as ``--json`` prints it."""
-    return {
-        "id": user.id,
-        "sub": user.id,
-        "email": user.email,
-        "name": user.name,
-        "admin": user.is_admin,
-        "disabled": user.disabled_at is not None,
-        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
-        "created_at": user.created_at.isoformat() if user.created_at else None,
-    }
-
-
-def describe_link(link: LoginLink) -> dict[str, Any]:
-    return {
-        "id": link_id(link),
-        "purpose": link.purpose,
-        "created_by": link.created_by,
-        "created_at": link.created_at.isoformat(),
-        "expires_at": link.expires_at.isoformat(),
-    }
-
-
 def has_way_in(db: Session, user: User) -> bool:
     """A passkey, a password or an enrolled authenticator app: an account that was set up."""
     if user.password_hash is not None or has_passkey(db, user.id):

@@ -14,22 +14,15 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from idp.account.views import restricted_page
+from idp.account.blueprint import restricted_page
+from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import User
-from idp.models.base import utcnow
 from idp.services.audit import RequestContext
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
-from idp.services.signup import Joining, NewAccount, SignupError
-from idp.web import (
-    notifier,
-    request_context,
-    runtime,
-    sign_in_policy,
-    signup_budget,
-    start_session,
-)
+from idp.services.signup import NewAccount, SignupError
+from idp.web.sessions import start_session
 
 bp = Blueprint("signup", __name__)
 
@@ -39,17 +32,8 @@ LINK_FAILED = (
 )
 
 
-def joining() -> Joining:
-    return Joining(
-        db.session(),
-        runtime().passwords,
-        notifier(),
-        allow_local_domains=not runtime().settings.production,
-    )
-
-
 def _policy() -> SignInPolicy:
-    return sign_in_policy()
+    return services().policy
 
 
 def _link_failed() -> Any:
@@ -90,14 +74,14 @@ def _joining_page(
     if found is None:
         if request.method == "POST":
             # Spent, revoked or expired between the page and the POST: audited like any failure.
-            spend(secret, NewAccount(name=""), request_context(), utcnow())
+            spend(secret, NewAccount(name=""), request_context(), clock().now())
             db.session.commit()
         return _link_failed()
     error = None
     if request.method == "POST":
         account = _new_account(policy)
         try:
-            user = spend(secret, account, request_context(), utcnow())
+            user = spend(secret, account, request_context(), clock().now())
         except PasswordPolicyError as failure:
             error = str(failure)
         else:
@@ -115,9 +99,9 @@ def _joining_page(
 def invite(secret: str) -> Any:
     """An admin's invite: choose a name (and a password where allowed), then add a passkey."""
     policy = _policy()
-    user = joining().find_invite(secret, utcnow())
+    user = services().joining.find_invite(secret, clock().now())
     return _joining_page(
-        secret, user, joining().accept_invite, policy, "signup/invite.html", user=user
+        secret, user, services().joining.accept_invite, policy, "signup/invite.html", user=user
     )
 
 
@@ -144,13 +128,15 @@ def start() -> Any:
     error = None
     if request.method == "POST":
         settings = runtime().settings
-        if not signup_budget().spend("signup", request_context().ip_address, utcnow()):
+        if not services().signup_budget.spend(
+            "signup", request_context().ip_address, clock().now()
+        ):
             db.session.commit()
             error = "Too many sign-up requests from your network. Please try again in an hour."
             return render_template("signup/start.html", email=email, error=error), 429
         try:
-            joining().request_signup(
-                email, context=request_context(), now=utcnow(),
+            services().joining.request_signup(
+                email, context=request_context(), now=clock().now(),
                 url_for_secret=lambda secret: settings.endpoint(
                     url_for("signup.confirm", secret=secret)
                 ),
@@ -168,8 +154,8 @@ def start() -> Any:
 def confirm(secret: str) -> Any:
     """The emailed link: choose a name (and a password where allowed); the POST spends it."""
     policy = _signup_open()
-    link = joining().find_signup(secret, utcnow())
+    link = services().joining.find_signup(secret, clock().now())
     email = link.email if link is not None else None
     return _joining_page(
-        secret, link, joining().complete_signup, policy, "signup/confirm.html", email=email
+        secret, link, services().joining.complete_signup, policy, "signup/confirm.html", email=email
     )

@@ -20,14 +20,13 @@ from werkzeug.routing import IntegerConverter, Rule
 from werkzeug.test import TestResponse
 
 from idp import create_app
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Client, User
 from idp.models.base import utcnow
 from tests.conftest import app_overrides
-from tests.functional import test_fallback
 from tests.functional.test_fallback import (
     STEP,
-    Clock,
     enrol_totp,
     password_step,
     path_of,
@@ -40,8 +39,6 @@ from tests.support.factories import DEFAULT_PASSWORD, create_client, create_user
 from tests.support.flow import start_session
 from tests.support.passkey_flow import PasskeyPages, csrf_meta
 
-#: The frozen clock of the fallback tests (TOTP steps), shared as a fixture.
-clock = test_fallback.clock
 CSRF_REFUSED = "This form expired or was sent from another page"
 
 
@@ -177,7 +174,7 @@ def test_admin_signed_in_with_a_password_alone_must_reauthenticate(
     assert_sent_to_reauthenticate(client.get("/admin"), "/admin")
 
 
-def _admin_with_totp(app: Flask, clock: Clock) -> tuple[str, str, list[str]]:
+def _admin_with_totp(app: Flask, clock: FrozenClock) -> tuple[str, str, list[str]]:
     user = create_user(app, email="root@example.com", admin=True)
     browser = app.test_client()
     start_session(browser, user)
@@ -187,13 +184,13 @@ def _admin_with_totp(app: Flask, clock: Clock) -> tuple[str, str, list[str]]:
 
 
 def test_admin_signed_in_with_password_and_totp_must_reauthenticate(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     """Password + TOTP is multi-factor but phishable: the console wants a passkey (AAL3-style)."""
     email, secret, _ = _admin_with_totp(app, clock)
     browser = app.test_client()
     assert path_of(password_step(browser, email, DEFAULT_PASSWORD)) == "/login/second-step"
-    assert path_of(second_step(browser, totp(secret, clock.now))) == "/account"
+    assert path_of(second_step(browser, totp(secret, clock.now()))) == "/account"
     with app.app_context():
         session = db.session.scalars(
             select(BrowserSession).order_by(BrowserSession.created_at.desc())
@@ -204,7 +201,7 @@ def test_admin_signed_in_with_password_and_totp_must_reauthenticate(
 
 
 # -- sessions that never get in -------------------------------------------------------------------
-def test_recovery_session_of_an_admin_gets_403(app: Flask, clock: Clock) -> None:
+def test_recovery_session_of_an_admin_gets_403(app: Flask, clock: FrozenClock) -> None:
     """A backup code opens a restricted session whose only way forward is a new sign-in method;
     it must not open the console."""
     email, _, codes = _admin_with_totp(app, clock)

@@ -16,7 +16,7 @@ from idp import create_app
 from idp.extensions import db
 from idp.models import AuditEvent, Base, BrowserSession, Passkey, PolicyOverride, User
 from idp.models.base import utcnow
-from idp.services.login import GENERIC_FAILURE, LOCKED, PASSWORDS_OFF
+from idp.services.sign_in import GENERIC_FAILURE, LOCKED, PASSWORDS_OFF
 from idp.services.sign_in_policy import FIELDS, PolicyCache, change_policy, load_policy
 from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.functional.test_fallback import password_step, path_of, text_of
@@ -41,9 +41,7 @@ def policy_app(app: Flask) -> Iterator[Flask]:
 
 
 def _drop_cache(app: Flask) -> None:
-    cache = app.extensions.get("idp.policy")
-    if cache is not None:
-        cache.invalidate()
+    app.extensions["idp"].policy_cache.invalidate()
 
 
 def set_policy(app: Flask, **changes: Any) -> None:
@@ -193,7 +191,7 @@ def test_a_policy_saved_on_one_node_reaches_the_other_within_the_cache_ttl(
     # slow the machine is.
     now = [0.0]
     ttl = node_b.extensions["idp"].settings.policy_cache_ttl
-    node_b.extensions["idp.policy"] = PolicyCache(ttl, clock=lambda: now[0])
+    node_b.extensions["idp"].policy_cache = PolicyCache(ttl, clock=lambda: now[0])
     admin = passkey_browser(node_a, "root@example.com")
     user = create_user(node_a, email="ada@example.com")
     browser_b = node_b.test_client()

@@ -24,8 +24,7 @@ from sqlalchemy import func, select
 from idp.extensions import db
 from idp.models import AttemptCounter, AuditEvent, FactorLock, OutboxMessage
 from idp.models.base import utcnow
-from idp.services import login as messages
-from idp.services.login import CHECKPOINT
+from idp.services import sign_in as messages
 from idp.services.rate_limits import (
     COUNTER_LIFETIME,
     FREE_FAILURES,
@@ -34,6 +33,7 @@ from idp.services.rate_limits import (
     DatabaseCounters,
     RedisCounters,
 )
+from idp.services.sign_in import CHECKPOINT
 from idp.services.signup import MAIL_CHECKPOINT, MAX_MESSAGES_PER_ADDRESS
 from idp.unavailable import JSON_ERROR, TITLE
 from idp.web import email_key

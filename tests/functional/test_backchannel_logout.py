@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import metrics
+from idp.composition import services
 from idp.extensions import db
 from idp.models import BrowserSession, Grant, OutboxMessage
 from idp.models.base import utcnow
@@ -31,7 +32,7 @@ from idp.services.outbox import (
     take_committed,
 )
 from idp.services.sessions import end_sessions
-from idp.web import outbox_channels, outbox_worker
+from idp.web.background import outbox_worker
 from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
 from tests.support.admin import passkey_browser
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
@@ -201,9 +202,9 @@ def test_a_receiver_that_is_down_gets_the_token_once_it_is_back_and_the_console_
 
     with logout_receiver(port) as back, app.app_context():
         # Not due yet: the backoff holds it (the prune job runs the retries).
-        assert deliver_due(db.session(), outbox_channels(), utcnow()) == 0
+        assert deliver_due(db.session(), services().outbox_channels(), utcnow()) == 0
         later = utcnow() + FIRST_RETRY + timedelta(seconds=1)
-        assert deliver_due(db.session(), outbox_channels(), later) == 1
+        assert deliver_due(db.session(), services().outbox_channels(), later) == 1
         [token] = back.tokens("/logout")
     assert verified(app, token, down)["sid"] == sid_of(tokens)
     [row] = logout_rows(app)
@@ -280,8 +281,8 @@ def test_a_session_ended_twice_is_announced_once_and_a_row_is_delivered_once(
         ids = take_committed(db.session())["http"]
         assert len(ids) == 1
         now = utcnow()
-        assert deliver(db.session(), outbox_channels(), ids, now) == 1
-        assert deliver(db.session(), outbox_channels(), ids, now) == 0
+        assert deliver(db.session(), services().outbox_channels(), ids, now) == 1
+        assert deliver(db.session(), services().outbox_channels(), ids, now) == 0
     assert len(receiver.tokens("/one")) == 1
     with app.app_context():
         grant = db.session.scalar(select(Grant).where(Grant.sid == sid_of(tokens)))

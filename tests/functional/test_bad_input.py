@@ -24,11 +24,12 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.routing import Rule
 
 from idp import create_app
+from idp.composition import services
 from idp.extensions import db
 from idp.models import Base, User
 from idp.models.base import utcnow
 from idp.services.audit import RequestContext
-from idp.web import session_cookie_name, session_service
+from idp.web.sessions import session_cookie_name
 from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.support.factories import create_client, create_user
 
@@ -310,7 +311,7 @@ def signed_in_cookie(open_app: Flask) -> str:
     with open_app.test_request_context():
         user = db.session.get(User, created.id)
         assert user is not None
-        new = session_service().create(user, ["hwk", "user", "mfa"], RequestContext(), utcnow())
+        new = services().sessions.create(user, ["hwk", "user", "mfa"], RequestContext(), utcnow())
         db.session.commit()
         return f"{session_cookie_name()}={new.cookie_value}"
 

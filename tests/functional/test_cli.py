@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from idp import create_app
 from idp.cli import main
+from idp.composition import Container
 from idp.database import alembic_config, upgrade
 from idp.models import Base, Client, LoginLink, Passkey, SigningKey, User
-from idp.runtime import Runtime
 from idp.services.crypto import token_hash
 from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
@@ -63,12 +63,12 @@ class Idp:
     def session(self) -> Session:
         return Session(create_engine(self.env["IDP_DATABASE_URL"]))
 
-    def runtime(self) -> Runtime:
+    def runtime(self) -> Container:
         overrides = {
             "database_url": self.env["IDP_DATABASE_URL"],
             "instance_path": str(self.instance),
         }
-        return Runtime.build(load_settings(overrides, environ=self.env))
+        return Container.build(load_settings(overrides, environ=self.env))
 
     def create_client(self, *extra: str) -> dict[str, Any]:
         created: dict[str, Any] = self.json(

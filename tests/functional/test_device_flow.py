@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Client, Consent, DeviceAuthorization, User
 from idp.models.base import utcnow
@@ -29,7 +30,6 @@ from idp.services.claims import describe_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
-from tests.support.clock import Clock
 from tests.support.factories import (
     CreatedUser,
     RegisteredClient,
@@ -41,15 +41,6 @@ from tests.support.factories import (
 from tests.support.flow import csrf_token, jwt_parts, start_session
 
 DEVICE_GRANTS = [DEVICE_CODE_GRANT_TYPE, "refresh_token"]
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """One frozen time for the token endpoint, the verification page and the session loader."""
-    frozen = Clock(utcnow())
-    for module in ("idp.web", "idp.oidc.server", "idp.device.views", "idp.login.views"):
-        monkeypatch.setattr(f"{module}.utcnow", frozen)
-    return frozen
 
 
 @dataclass
@@ -202,7 +193,7 @@ def test_device_requests_are_budgeted_per_address(tmp_path: Path) -> None:
 
 # -- the whole flow -------------------------------------------------------------------------------
 def test_approved_device_gets_id_access_and_refresh_tokens(
-    app: Flask, device: Device, phone: FlaskClient, user: CreatedUser, clock: Clock
+    app: Flask, device: Device, phone: FlaskClient, user: CreatedUser, clock: FrozenClock
 ) -> None:
     codes = device.codes()
     assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
@@ -265,7 +256,7 @@ def test_denied_request_answers_access_denied(
 
 
 def test_expired_device_code_answers_expired_token(
-    device: Device, phone: FlaskClient, clock: Clock
+    device: Device, phone: FlaskClient, clock: FrozenClock
 ) -> None:
     codes = device.codes()
     clock.advance(timedelta(seconds=600))
@@ -277,7 +268,7 @@ def test_expired_device_code_answers_expired_token(
 
 
 def test_polling_faster_than_the_interval_is_slow_down_and_the_interval_grows(
-    device: Device, clock: Clock
+    device: Device, clock: FrozenClock
 ) -> None:
     code = device.codes()["device_code"]
     assert error_of(device.poll(code)) == "authorization_pending"
@@ -325,13 +316,13 @@ def test_complete_uri_only_fills_in_the_code(device: Device, phone: FlaskClient)
 
 
 def test_review_shows_client_scopes_time_and_own_device_warning(
-    app: Flask, phone: FlaskClient, clock: Clock
+    app: Flask, phone: FlaskClient, clock: FrozenClock
 ) -> None:
     device = device_for(app, name="Living Room TV")
     codes = device.codes("openid profile")
     review = enter_code(phone, codes["user_code"])
     assert "Living Room TV" in review.text
-    assert clock.now.strftime("%Y-%m-%d %H:%M") + " UTC" in review.text
+    assert clock.now().strftime("%Y-%m-%d %H:%M") + " UTC" in review.text
     for scope in ("openid", "profile"):
         assert f"<li>{describe_scope(scope)}</li>" in review.text
     assert "Approve only if your own device, right in front of you, shows the code" in review.text
@@ -449,7 +440,7 @@ def storage_device(storage_app: Flask) -> tuple[Flask, Device]:
 
 
 def test_wrong_user_codes_are_limited_per_account(
-    storage_device: tuple[Flask, Device], clock: Clock
+    storage_device: tuple[Flask, Device], clock: FrozenClock
 ) -> None:
     app, device = storage_device
     phone = app.test_client()
@@ -467,7 +458,7 @@ def test_wrong_user_codes_are_limited_per_account(
 
 
 def test_wrong_user_codes_are_limited_per_address(
-    storage_device: tuple[Flask, Device], monkeypatch: pytest.MonkeyPatch, clock: Clock
+    storage_device: tuple[Flask, Device], monkeypatch: pytest.MonkeyPatch, clock: FrozenClock
 ) -> None:
     monkeypatch.setattr("idp.services.rate_limits.ADDRESS_FAILURES_PER_WINDOW", 3)
     app, device = storage_device

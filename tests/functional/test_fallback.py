@@ -29,6 +29,7 @@ from sqlalchemy import delete, update
 from werkzeug.test import TestResponse
 
 from idp import create_app
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import (
     AttemptCounter,
@@ -42,10 +43,10 @@ from idp.models import (
 )
 from idp.models.base import utcnow
 from idp.services import backup_codes as backup_codes_module
-from idp.services import login as messages
+from idp.services import sign_in as messages
+from idp.services.assurance import ACR_MFA
 from idp.services.backup_codes import BackupCodeService
 from idp.services.passwords import PasswordPolicyError, PasswordService
-from idp.services.policy import ACR_MFA
 from idp.services.rate_limits import (
     ADDRESS_FAILURES_PER_WINDOW,
     ADDRESS_WINDOW,
@@ -60,7 +61,6 @@ from idp.services.rate_limits import (
 from idp.services.users import UserService
 from idp.web import email_key
 from tests.conftest import app_overrides
-from tests.support.clock import Clock
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
 
@@ -72,14 +72,8 @@ TOTP_SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
 META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
-# -- a clock the views read -----------------------------------------------------------------------
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Freeze the time the login and account views decide with (TOTP steps, delays, step-up)."""
-    frozen = Clock(utcnow())
-    for module in ("idp.login.views", "idp.account.views"):
-        monkeypatch.setattr(f"{module}.utcnow", frozen)
-    return frozen
+# The time the views decide with (TOTP steps, delays, step-up) is frozen by the ``clock`` fixture
+# (tests/conftest.py), which sets the app's one clock.
 
 
 def totp(secret: str, at: datetime) -> str:
@@ -147,12 +141,12 @@ def _setup_page(browser: FlaskClient) -> tuple[str, str]:
     return secret.group(1), csrf_token(page.text)
 
 
-def enrol_totp(browser: FlaskClient, clock: Clock) -> tuple[str, list[str]]:
+def enrol_totp(browser: FlaskClient, clock: FrozenClock) -> tuple[str, list[str]]:
     """Set up an authenticator app on /account/totp in a signed-in browser; the backup codes
     page it answers with."""
     secret, token = _setup_page(browser)
     confirmed = browser.post(
-        "/account/totp", data={"csrf_token": token, "code": totp(secret, clock.now)}
+        "/account/totp", data={"csrf_token": token, "code": totp(secret, clock.now())}
     )
     if confirmed.status_code == 302:  # the account still has backup codes: none are handed out
         assert path_of(confirmed) == "/account"
@@ -161,7 +155,7 @@ def enrol_totp(browser: FlaskClient, clock: Clock) -> tuple[str, list[str]]:
     return secret, BACKUP_CODE.findall(confirmed.text)
 
 
-def user_with_totp(app: Flask, clock: Clock, email: str = "ada@example.com") -> Enrolled:
+def user_with_totp(app: Flask, clock: FrozenClock, email: str = "ada@example.com") -> Enrolled:
     """A user who enrolled TOTP (and so got backup codes); the clock then moves on two steps so
     that neither the current nor the previous step has been used yet."""
     user = create_user(app, email=email)
@@ -173,12 +167,12 @@ def user_with_totp(app: Flask, clock: Clock, email: str = "ada@example.com") -> 
     return Enrolled(user=user, secret=secret, codes=codes)
 
 
-def signed_in_with_totp(app: Flask, enrolled: Enrolled, clock: Clock) -> FlaskClient:
+def signed_in_with_totp(app: Flask, enrolled: Enrolled, clock: FrozenClock) -> FlaskClient:
     browser = app.test_client()
     assert path_of(password_step(browser, enrolled.user.email, enrolled.user.password)) == (
         "/login/second-step"
     )
-    assert path_of(second_step(browser, totp(enrolled.secret, clock.now))) == "/account"
+    assert path_of(second_step(browser, totp(enrolled.secret, clock.now()))) == "/account"
     return browser
 
 
@@ -220,7 +214,7 @@ def outbox(app: Flask, user_id: str, kind: str) -> list[OutboxMessage]:
 
 
 # == TOTP =========================================================================================
-def test_password_and_totp_give_an_mfa_id_token(app: Flask, clock: Clock) -> None:
+def test_password_and_totp_give_an_mfa_id_token(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
     rp = RelyingParty(browser, create_client(app))
@@ -229,7 +223,7 @@ def test_password_and_totp_give_an_mfa_id_token(app: Flask, clock: Clock) -> Non
     after_password = rp.sign_in(location(login), enrolled.user)
     assert path_of(after_password) == "/login/second-step"
 
-    callback = rp.follow_to_callback(second_step(browser, totp(enrolled.secret, clock.now)))
+    callback = rp.follow_to_callback(second_step(browser, totp(enrolled.secret, clock.now())))
     response = rp.exchange(callback["code"])
     assert response.status_code == 200, response.text
     claims = verified_claims(browser, response.get_json()["id_token"])
@@ -238,7 +232,7 @@ def test_password_and_totp_give_an_mfa_id_token(app: Flask, clock: Clock) -> Non
     assert claims["acr"] == ACR_MFA == "urn:idp:acr:mfa"
 
 
-def test_totp_secret_is_encrypted_at_rest(app: Flask, clock: Clock) -> None:
+def test_totp_secret_is_encrypted_at_rest(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     [credential] = rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
     assert credential.confirmed_at is not None
@@ -246,18 +240,18 @@ def test_totp_secret_is_encrypted_at_rest(app: Flask, clock: Clock) -> None:
     assert len(enrolled.secret) * 5 >= 160  # base32: a 160-bit secret (RFC 4226 4)
 
 
-def test_totp_code_of_the_previous_step_is_accepted(app: Flask, clock: Clock) -> None:
+def test_totp_code_of_the_previous_step_is_accepted(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
     password_step(browser, enrolled.user.email, enrolled.user.password)
-    response = second_step(browser, totp(enrolled.secret, clock.now - STEP))
+    response = second_step(browser, totp(enrolled.secret, clock.now() - STEP))
     assert path_of(response) == "/account"
     assert session_of(app, enrolled.user.id).amr == MFA_AMR
 
 
-def test_totp_replay_of_an_accepted_step_is_refused(app: Flask, clock: Clock) -> None:
+def test_totp_replay_of_an_accepted_step_is_refused(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
-    code = totp(enrolled.secret, clock.now)
+    code = totp(enrolled.secret, clock.now())
     first = app.test_client()
     password_step(first, enrolled.user.email, enrolled.user.password)
     assert path_of(second_step(first, code)) == "/account"
@@ -268,39 +262,39 @@ def test_totp_replay_of_an_accepted_step_is_refused(app: Flask, clock: Clock) ->
     assert replay.status_code == 401
     assert messages.CODE_FAILURE in text_of(replay)
     # RFC 6238 5.2: nor a step before the accepted one, though it is still inside the window.
-    previous = second_step(second, totp(enrolled.secret, clock.now - STEP))
+    previous = second_step(second, totp(enrolled.secret, clock.now() - STEP))
     assert previous.status_code == 401
     assert messages.CODE_FAILURE in text_of(previous)
     assert len(rows(app, BrowserSession, BrowserSession.user_id == enrolled.user.id,
                     BrowserSession.amr == MFA_AMR)) == 1  # fmt: skip
 
 
-def test_totp_code_older_than_the_previous_step_is_refused(app: Flask, clock: Clock) -> None:
+def test_totp_code_older_than_the_previous_step_is_refused(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     clock.advance(STEP)  # two steps back is then a step no code was ever accepted for
     browser = app.test_client()
     password_step(browser, enrolled.user.email, enrolled.user.password)
-    response = second_step(browser, totp(enrolled.secret, clock.now - 2 * STEP))
+    response = second_step(browser, totp(enrolled.secret, clock.now() - 2 * STEP))
     assert response.status_code == 401
     assert messages.CODE_FAILURE in text_of(response)
-    assert path_of(second_step(browser, totp(enrolled.secret, clock.now))) == "/account"
+    assert path_of(second_step(browser, totp(enrolled.secret, clock.now()))) == "/account"
 
 
-def test_totp_code_of_the_next_step_is_refused(app: Flask, clock: Clock) -> None:
+def test_totp_code_of_the_next_step_is_refused(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
     password_step(browser, enrolled.user.email, enrolled.user.password)
-    response = second_step(browser, totp(enrolled.secret, clock.now + STEP))
+    response = second_step(browser, totp(enrolled.secret, clock.now() + STEP))
     assert response.status_code == 401
     assert messages.CODE_FAILURE in text_of(response)
-    assert path_of(second_step(browser, totp(enrolled.secret, clock.now))) == "/account"
+    assert path_of(second_step(browser, totp(enrolled.secret, clock.now()))) == "/account"
 
 
 def test_sixth_wrong_totp_code_is_throttled_even_with_the_right_code(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     enrolled = user_with_totp(app, clock)
-    right = totp(enrolled.secret, clock.now)
+    right = totp(enrolled.secret, clock.now())
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     browser = app.test_client()
     password_step(browser, enrolled.user.email, enrolled.user.password)
@@ -317,29 +311,29 @@ def test_sixth_wrong_totp_code_is_throttled_even_with_the_right_code(
 
     # Once the delay has passed the right code works, and the success resets the count.
     change(app, update(AttemptCounter).where(AttemptCounter.key == key)
-           .values(last_failure_at=clock.now - timedelta(minutes=15)))  # fmt: skip
+           .values(last_failure_at=clock.now() - timedelta(minutes=15)))  # fmt: skip
     assert path_of(second_step(browser, right)) == "/account"
     assert failures(app, key) == 0
 
 
-def test_hundred_totp_failures_lock_the_factor(app: Flask, clock: Clock) -> None:
+def test_hundred_totp_failures_lock_the_factor(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
-    set_counter(app, f"otp:{enrolled.user.id}", LOCK_AFTER, clock.now - timedelta(days=1))
+    set_counter(app, f"otp:{enrolled.user.id}", LOCK_AFTER, clock.now() - timedelta(days=1))
     browser = app.test_client()
     password_step(browser, enrolled.user.email, enrolled.user.password)
-    response = second_step(browser, totp(enrolled.secret, clock.now))
+    response = second_step(browser, totp(enrolled.secret, clock.now()))
     assert response.status_code == 401
     assert messages.LOCKED in text_of(response)
 
 
-def test_totp_enrolment_needs_a_valid_first_code(app: Flask, clock: Clock) -> None:
+def test_totp_enrolment_needs_a_valid_first_code(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     browser = app.test_client()
     start_session(browser, user)
     page = browser.get("/account/totp")
     secret = TOTP_SECRET.search(page.text)
     assert secret
-    wrong = f"{(int(totp(secret.group(1), clock.now)) + 1) % 1_000_000:06d}"
+    wrong = f"{(int(totp(secret.group(1), clock.now())) + 1) % 1_000_000:06d}"
     response = browser.post("/account/totp", data={"csrf_token": csrf_token(page.text),
                                                    "code": wrong})  # fmt: skip
     assert response.status_code == 400
@@ -353,7 +347,9 @@ def _wrong_code(secret: str, at: datetime) -> str:
     return next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in near)
 
 
-def test_totp_setup_keeps_its_key_across_reloads_and_wrong_codes(app: Flask, clock: Clock) -> None:
+def test_totp_setup_keeps_its_key_across_reloads_and_wrong_codes(
+    app: Flask, clock: FrozenClock
+) -> None:
     """The key scanned first stays the key until setup succeeds: a reload or a wrong code used
     to show a new one, which then refused every code of the app that had scanned the first."""
     user = create_user(app)
@@ -361,7 +357,7 @@ def test_totp_setup_keeps_its_key_across_reloads_and_wrong_codes(app: Flask, clo
     start_session(browser, user)
     secret, token = _setup_page(browser)
     assert _setup_page(browser)[0] == secret  # a reload
-    wrong = _wrong_code(secret, clock.now)
+    wrong = _wrong_code(secret, clock.now())
     refused = browser.post("/account/totp", data={"csrf_token": token, "code": wrong})
     assert refused.status_code == 400
     assert TOTP_SECRET.search(refused.text).group(1) == secret  # type: ignore[union-attr]
@@ -370,14 +366,14 @@ def test_totp_setup_keeps_its_key_across_reloads_and_wrong_codes(app: Flask, clo
     clock.advance(timedelta(minutes=3))
     assert _setup_page(browser)[0] == secret
     confirmed = browser.post("/account/totp", data={"csrf_token": token,
-                                                    "code": totp(secret, clock.now)})  # fmt: skip
+                                                    "code": totp(secret, clock.now())})  # fmt: skip
     assert confirmed.status_code == 200
     [credential] = rows(app, TotpCredential, TotpCredential.confirmed_at.is_not(None))
     assert credential.user_id == user.id
 
 
 def test_totp_setup_wrong_clock_is_named_only_for_a_code_of_the_key(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     """A code of this key from 3 minutes ahead is a phone whose clock is off: only then does
     the page mention the clock (RFC 6238 6 accepts the current and previous step only)."""
@@ -385,7 +381,7 @@ def test_totp_setup_wrong_clock_is_named_only_for_a_code_of_the_key(
     browser = app.test_client()
     start_session(browser, user)
     secret, token = _setup_page(browser)
-    ahead = totp(secret, clock.now + 6 * STEP)
+    ahead = totp(secret, clock.now() + 6 * STEP)
     refused = browser.post("/account/totp", data={"csrf_token": token, "code": ahead})
     assert refused.status_code == 400
     assert "the clock on your phone is off" in text_of(refused)
@@ -394,7 +390,7 @@ def test_totp_setup_wrong_clock_is_named_only_for_a_code_of_the_key(
     assert rows(app, TotpCredential) == []
 
 
-def test_totp_setup_cancel_forgets_the_key(app: Flask, clock: Clock) -> None:
+def test_totp_setup_cancel_forgets_the_key(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     browser = app.test_client()
     start_session(browser, user)
@@ -404,27 +400,27 @@ def test_totp_setup_cancel_forgets_the_key(app: Flask, clock: Clock) -> None:
     again, _token = _setup_page(browser)
     assert again != secret
     refused = browser.post("/account/totp", data={"csrf_token": token,
-                                                  "code": totp(secret, clock.now)})  # fmt: skip
+                                                  "code": totp(secret, clock.now())})  # fmt: skip
     assert refused.status_code == 400  # the cancelled key no longer sets anything up
     assert rows(app, TotpCredential) == []
 
 
-def test_totp_setup_key_expires_after_fifteen_minutes(app: Flask, clock: Clock) -> None:
+def test_totp_setup_key_expires_after_fifteen_minutes(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     browser = app.test_client()
     start_session(browser, user)
     secret, token = _setup_page(browser)
     clock.advance(timedelta(minutes=16))
-    change(app, update(BrowserSession).values(auth_time=clock.now))  # still a recent sign-in
+    change(app, update(BrowserSession).values(auth_time=clock.now()))  # still a recent sign-in
     expired = browser.post("/account/totp", data={"csrf_token": token,
-                                                  "code": totp(secret, clock.now)})  # fmt: skip
+                                                  "code": totp(secret, clock.now())})  # fmt: skip
     assert path_of(expired) == "/account/totp"
     assert rows(app, TotpCredential) == []
     assert _setup_page(browser)[0] != secret
 
 
 def test_visiting_the_totp_page_does_not_switch_off_an_enrolled_app(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     """Opening /account/totp (a GET: no CSRF token, reachable by a link from anywhere) must not
     replace the confirmed secret: that would turn the second step off without the step-up,
@@ -440,11 +436,11 @@ def test_visiting_the_totp_page_does_not_switch_off_an_enrolled_app(
     other = app.test_client()
     after_password = password_step(other, enrolled.user.email, enrolled.user.password)
     assert path_of(after_password) == "/login/second-step"
-    assert path_of(second_step(other, totp(enrolled.secret, clock.now))) == "/account"
+    assert path_of(second_step(other, totp(enrolled.secret, clock.now()))) == "/account"
 
 
 # == backup codes =================================================================================
-def test_password_and_backup_code_give_an_mfa_id_token(app: Flask, clock: Clock) -> None:
+def test_password_and_backup_code_give_an_mfa_id_token(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
     rp = RelyingParty(browser, create_client(app))
@@ -459,7 +455,9 @@ def test_password_and_backup_code_give_an_mfa_id_token(app: Flask, clock: Clock)
     assert claims["acr"] == ACR_MFA
 
 
-def test_backup_codes_are_ten_long_random_codes_stored_hashed(app: Flask, clock: Clock) -> None:
+def test_backup_codes_are_ten_long_random_codes_stored_hashed(
+    app: Flask, clock: FrozenClock
+) -> None:
     enrolled = user_with_totp(app, clock)
     assert len(set(enrolled.codes)) == 10
     assert all(re.fullmatch(r"([2-9a-hjkmnp-tv-z]{4}-){3}[2-9a-hjkmnp-tv-z]{4}", c)
@@ -470,7 +468,7 @@ def test_backup_codes_are_ten_long_random_codes_stored_hashed(app: Flask, clock:
     assert not any(code.replace("-", "") in hashes for code in enrolled.codes)
 
 
-def test_backup_code_reuse_is_refused(app: Flask, clock: Clock) -> None:
+def test_backup_code_reuse_is_refused(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     code = enrolled.codes[3]
     first = app.test_client()
@@ -486,7 +484,7 @@ def test_backup_code_reuse_is_refused(app: Flask, clock: Clock) -> None:
     assert len(spent) == 1
 
 
-def test_regenerated_backup_codes_void_the_old_set(app: Flask, clock: Clock) -> None:
+def test_regenerated_backup_codes_void_the_old_set(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
     regenerated = post_form(browser, "/account", "/account/backup-codes", confirm="yes")
@@ -504,7 +502,7 @@ def test_regenerated_backup_codes_void_the_old_set(app: Flask, clock: Clock) -> 
 
 
 def test_remaining_backup_code_count_decreases_on_the_account_page(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
@@ -517,7 +515,7 @@ def test_remaining_backup_code_count_decreases_on_the_account_page(
     assert "8 of 10 backup codes left." in text_of(browser.get("/account"))
 
 
-def test_backup_code_use_is_notified_and_audited(app: Flask, clock: Clock) -> None:
+def test_backup_code_use_is_notified_and_audited(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
     password_step(browser, enrolled.user.email, enrolled.user.password)
@@ -533,7 +531,7 @@ def test_backup_code_use_is_notified_and_audited(app: Flask, clock: Clock) -> No
     assert event.details == {"remaining": 9}
 
 
-def test_backup_codes_alone_do_not_open_a_second_step(app: Flask, clock: Clock) -> None:
+def test_backup_codes_alone_do_not_open_a_second_step(app: Flask, clock: FrozenClock) -> None:
     """Backup codes back up a second factor: with the app removed, the password alone signs in
     (the codes are not spent one per sign-in)."""
     enrolled = user_with_totp(app, clock)
@@ -545,13 +543,15 @@ def test_backup_codes_alone_do_not_open_a_second_step(app: Flask, clock: Clock) 
 
 
 # == attempt limits ===============================================================================
-def test_hundred_consecutive_password_failures_lock_the_factor(app: Flask, clock: Clock) -> None:
+def test_hundred_consecutive_password_failures_lock_the_factor(
+    app: Flask, clock: FrozenClock
+) -> None:
     user = create_user(app)
     key = password_key(app, user.email)
     with app.app_context():
         counters = DatabaseCounters(db.session())
         for _ in range(LOCK_AFTER - 1):
-            counters.count([(key, COUNTER_LIFETIME)], clock.now - timedelta(days=1))
+            counters.count([(key, COUNTER_LIFETIME)], clock.now() - timedelta(days=1))
 
     # The hundredth failure is a real attempt (the delays have long passed) ...
     hundredth = password_step(app.test_client(), user.email, "not the password")
@@ -567,15 +567,17 @@ def test_hundred_consecutive_password_failures_lock_the_factor(app: Flask, clock
     assert rows(app, BrowserSession) == []
 
 
-def test_a_success_before_the_hundredth_failure_resets_the_count(app: Flask, clock: Clock) -> None:
+def test_a_success_before_the_hundredth_failure_resets_the_count(
+    app: Flask, clock: FrozenClock
+) -> None:
     user = create_user(app)
     key = password_key(app, user.email)
-    set_counter(app, key, LOCK_AFTER - 2, clock.now - timedelta(days=1))
+    set_counter(app, key, LOCK_AFTER - 2, clock.now() - timedelta(days=1))
     assert password_step(app.test_client(), user.email, "not the password").status_code == 401
     assert failures(app, key) == LOCK_AFTER - 1
 
     change(app, update(AttemptCounter).where(AttemptCounter.key == key)
-           .values(last_failure_at=clock.now - timedelta(days=1)))  # fmt: skip
+           .values(last_failure_at=clock.now() - timedelta(days=1)))  # fmt: skip
     assert path_of(password_step(app.test_client(), user.email, user.password)) == "/account"
     assert failures(app, key) == 0
 
@@ -585,14 +587,14 @@ def test_a_success_before_the_hundredth_failure_resets_the_count(app: Flask, clo
     assert failures(app, key) == 1
 
 
-def test_admin_unlock_lifts_the_lock(app: Flask, clock: Clock) -> None:
-    from idp.login.views import sign_in_service
+def test_admin_unlock_lifts_the_lock(app: Flask, clock: FrozenClock) -> None:
+    from idp.composition import services
 
     enrolled = user_with_totp(app, clock)
     password = password_key(app, enrolled.user.email)
     otp = f"otp:{enrolled.user.id}"
-    set_counter(app, password, LOCK_AFTER, clock.now)
-    set_counter(app, otp, LOCK_AFTER, clock.now)
+    set_counter(app, password, LOCK_AFTER, clock.now())
+    set_counter(app, otp, LOCK_AFTER, clock.now())
     locked = password_step(app.test_client(), enrolled.user.email, enrolled.user.password)
     assert messages.LOCKED in text_of(locked)
 
@@ -600,13 +602,13 @@ def test_admin_unlock_lifts_the_lock(app: Flask, clock: Clock) -> None:
     with app.test_request_context():
         user = db.session.get(User, enrolled.user.id)
         assert user is not None
-        sign_in_service().unlock(user)
+        services().sign_in.unlock(user)
         db.session.commit()
     assert failures(app, password) == failures(app, otp) == 0
     signed_in_with_totp(app, enrolled, clock)
 
 
-def test_password_delays_grow_after_five_failures(app: Flask, clock: Clock) -> None:
+def test_password_delays_grow_after_five_failures(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     key = password_key(app, user.email)
     for _ in range(FREE_FAILURES):
@@ -619,7 +621,7 @@ def test_password_delays_grow_after_five_failures(app: Flask, clock: Clock) -> N
     assert messages.THROTTLED in text_of(throttled)
 
     def attempt_after(failure_count: int, seconds: float) -> str:
-        set_counter(app, key, failure_count, clock.now - timedelta(seconds=seconds))
+        set_counter(app, key, failure_count, clock.now() - timedelta(seconds=seconds))
         return text_of(password_step(app.test_client(), user.email, "not the password"))
 
     # Each further failure doubles the wait: 1 s after 5 failures, 2 s after 6, 4 s after 7.
@@ -634,30 +636,30 @@ def test_password_delays_grow_after_five_failures(app: Flask, clock: Clock) -> N
     assert messages.GENERIC_FAILURE in attempt_after(LOCK_AFTER - 3, 15 * 60 + 1)
 
 
-def test_refused_attempts_still_count(app: Flask, clock: Clock) -> None:
+def test_refused_attempts_still_count(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     key = password_key(app, user.email)
-    set_counter(app, key, FREE_FAILURES, clock.now)
+    set_counter(app, key, FREE_FAILURES, clock.now())
     for expected in range(FREE_FAILURES + 1, FREE_FAILURES + 4):
         response = password_step(app.test_client(), user.email, user.password)
         assert messages.THROTTLED in text_of(response)
         assert failures(app, key) == expected
 
 
-def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: Clock) -> None:
+def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: FrozenClock) -> None:
     """docs/security.md: an address's failures count in a window that starts and ends on the
     clock; refused attempts in it do not move its end (this rule: not "resets after an idle
     hour")."""
     user = create_user(app)
     crowded, other = "198.51.100.7", "198.51.100.8"
-    address_key = AttemptLimiter.address_key(crowded, clock.now)
+    address_key = AttemptLimiter.address_key(crowded, clock.now())
     # Failures from one address, against other accounts: this account's counter is clean.
-    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW - 1, clock.now)
+    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW - 1, clock.now())
     response = password_step(app.test_client(), user.email, user.password, address=crowded)
     assert path_of(response) == "/account"  # 49 are free, and a success takes its count back
     assert failures(app, address_key) == ADDRESS_FAILURES_PER_WINDOW - 1
 
-    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW, clock.now)
+    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW, clock.now())
     refused = password_step(app.test_client(), user.email, user.password, address=crowded)
     assert refused.status_code == 401
     assert messages.THROTTLED in text_of(refused)
@@ -666,21 +668,21 @@ def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: Cl
 
     # Refused all through the window, one a minute: they count, and the window ends anyway.
     # (Other emails each time: the account's own backoff is not what this is about.)
-    end = window_end(clock.now, ADDRESS_WINDOW)
+    end = window_end(clock.now(), ADDRESS_WINDOW)
     minute = 0
-    while clock.now + timedelta(minutes=1) < end:
+    while clock.now() + timedelta(minutes=1) < end:
         clock.advance(timedelta(minutes=1))
         minute += 1
         again = password_step(app.test_client(), f"minute-{minute}@example.com", "guess",
                               address=crowded)  # fmt: skip
         assert messages.THROTTLED in text_of(again)
-    clock.advance(end - clock.now)
+    clock.advance(end - clock.now())
     assert path_of(password_step(app.test_client(), user.email, user.password,
                                  address=crowded)) == "/account"  # fmt: skip
     # An address is never locked (NAT): the new window counts from one.
     wrong = password_step(app.test_client(), "someone@example.com", "guess", address=crowded)
     assert messages.GENERIC_FAILURE in text_of(wrong)
-    assert failures(app, AttemptLimiter.address_key(crowded, clock.now)) == 1
+    assert failures(app, AttemptLimiter.address_key(crowded, clock.now())) == 1
 
 
 @pytest.mark.parametrize("count", [0, 1, FREE_FAILURES - 1, FREE_FAILURES, FREE_FAILURES + 1,
@@ -690,7 +692,7 @@ def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: Cl
     "elapsed", [timedelta(seconds=1), timedelta(days=1)], ids=["recent", "old"]
 )
 def test_unknown_email_is_counted_and_answered_like_a_known_one(
-    app: Flask, clock: Clock, count: int, elapsed: timedelta
+    app: Flask, clock: FrozenClock, count: int, elapsed: timedelta
 ) -> None:
     known = create_user(app, email="known@example.com")
     unknown = "unknown@example.com"
@@ -698,7 +700,7 @@ def test_unknown_email_is_counted_and_answered_like_a_known_one(
     for email in (known.email, unknown):
         key = password_key(app, email)
         if count:
-            set_counter(app, key, count, clock.now - elapsed)
+            set_counter(app, key, count, clock.now() - elapsed)
         response = password_step(app.test_client(), email, "not the password")
         answers.append((response.status_code, _alert(response), failures(app, key)))
     assert answers[0] == answers[1]
@@ -746,7 +748,7 @@ def test_disabled_account_is_answered_like_an_unknown_email(app: Flask) -> None:
 
 
 def test_recovery_with_unknown_email_is_answered_like_a_wrong_code(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     enrolled = user_with_totp(app, clock)
     never_issued = "2345-6789-abcd-efgh"
@@ -946,7 +948,7 @@ def _recovered(app: Flask, enrolled: Enrolled) -> FlaskClient:
 
 
 def test_recovery_gives_a_restricted_session_limited_to_the_recover_page(
-    app: Flask, clock: Clock
+    app: Flask, clock: FrozenClock
 ) -> None:
     enrolled = user_with_totp(app, clock)
     browser = _recovered(app, enrolled)
@@ -961,7 +963,7 @@ def test_recovery_gives_a_restricted_session_limited_to_the_recover_page(
     assert message.recipient == enrolled.user.email
 
 
-def test_restricted_session_never_authorizes_a_client(app: Flask, clock: Clock) -> None:
+def test_restricted_session_never_authorizes_a_client(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = _recovered(app, enrolled)
     rp = RelyingParty(browser, create_client(app))
@@ -970,7 +972,7 @@ def test_restricted_session_never_authorizes_a_client(app: Flask, clock: Clock) 
     assert query_of(location(rp.authorize(prompt="none")))["error"] == "login_required"
 
 
-def test_totp_enrolment_ends_the_recovery_restriction(app: Flask, clock: Clock) -> None:
+def test_totp_enrolment_ends_the_recovery_restriction(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = _recovered(app, enrolled)
     clock.advance(STEP)
@@ -986,11 +988,11 @@ def test_totp_enrolment_ends_the_recovery_restriction(app: Flask, clock: Clock) 
 
 
 # == step-up and notifications ====================================================================
-def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
+def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
     page = browser.get("/account")
-    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
+    change(app, update(BrowserSession).values(auth_time=clock.now() - timedelta(minutes=6)))
     response = browser.post("/account/totp/remove", data={"csrf_token": csrf_token(page.text),
                                                           "confirm": "yes"})  # fmt: skip
     assert path_of(response) == "/login"
@@ -999,10 +1001,10 @@ def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
     assert outbox(app, enrolled.user.id, "method_removed") == []
 
 
-def test_totp_removal_leaves_a_notification(app: Flask, clock: Clock) -> None:
+def test_totp_removal_leaves_a_notification(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = signed_in_with_totp(app, enrolled, clock)
-    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=4)))
+    change(app, update(BrowserSession).values(auth_time=clock.now() - timedelta(minutes=4)))
     asked = post_form(browser, "/account", "/account/totp/remove")  # no confirm field: asks
     assert asked.status_code == 200
     assert "Remove the authenticator app?" in text_of(asked)
@@ -1015,24 +1017,24 @@ def test_totp_removal_leaves_a_notification(app: Flask, clock: Clock) -> None:
     assert "The authenticator app was removed" in message.body
 
 
-def test_totp_enrolment_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
+def test_totp_enrolment_needs_a_recent_sign_in(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     browser = app.test_client()
     start_session(browser, user)
-    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
+    change(app, update(BrowserSession).values(auth_time=clock.now() - timedelta(minutes=6)))
     response = browser.get("/account/totp")
     assert path_of(response) == "/login"
     assert query_of(location(response))["next"] == "/account/totp"
     assert rows(app, TotpCredential) == []
 
 
-def test_password_change_needs_a_recent_sign_in(app: Flask, clock: Clock) -> None:
+def test_password_change_needs_a_recent_sign_in(app: Flask, clock: FrozenClock) -> None:
     user = create_user(app)
     browser = app.test_client()
     start_session(browser, user)
     before = _stored_hash(app, user.id)
     page = browser.get("/account")
-    change(app, update(BrowserSession).values(auth_time=clock.now - timedelta(minutes=6)))
+    change(app, update(BrowserSession).values(auth_time=clock.now() - timedelta(minutes=6)))
     response = browser.post(
         "/account/password",
         data={"csrf_token": csrf_token(page.text), "new_password": "a brand new passphrase"},
@@ -1041,7 +1043,7 @@ def test_password_change_needs_a_recent_sign_in(app: Flask, clock: Clock) -> Non
     assert _stored_hash(app, user.id) == before
 
 
-def test_adding_totp_is_notified(app: Flask, clock: Clock) -> None:
+def test_adding_totp_is_notified(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     [message] = outbox(app, enrolled.user.id, "method_added")
     assert message.recipient == enrolled.user.email
@@ -1065,14 +1067,14 @@ def test_password_change_is_notified(app: Flask) -> None:
 
 # == recovery does the same work for every email ==================================================
 def test_recovery_does_the_same_work_for_unknown_and_disabled_emails(
-    app: Flask, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    app: Flask, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 18: the backup-code look-up ran only for real accounts (a timing oracle). Every
     recovery now hashes the code with the server's key and looks it up once, against no
     account's codes when the email has no usable account; counted here, not timed."""
     known = user_with_totp(app, clock, email="known@example.com")
     disabled = user_with_totp(app, clock, email="disabled@example.com")
-    change(app, update(User).where(User.id == disabled.user.id).values(disabled_at=clock.now))
+    change(app, update(User).where(User.id == disabled.user.id).values(disabled_at=clock.now()))
     work: list[str] = []
     real_hash, real_consume = BackupCodeService._hash, backup_codes_module.consume_once
 

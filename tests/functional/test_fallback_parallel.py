@@ -29,7 +29,7 @@ from idp import create_app
 from idp.extensions import db
 from idp.models import AttemptCounter, BackupCode, Base, User
 from idp.models.base import utcnow
-from idp.services import login as messages
+from idp.services import sign_in as messages
 from idp.services.rate_limits import (
     COUNTER_LIFETIME,
     LOCK_AFTER,

@@ -16,13 +16,8 @@ from sqlalchemy import event, select, update
 
 from idp.extensions import db
 from idp.models import AuditEvent, AuthorizationCode, Client, Grant
-from idp.services.groups import (
-    ClaimMapEntry,
-    GroupError,
-    GroupInUseError,
-    GroupService,
-    group_claims,
-)
+from idp.services.group_access import group_claims
+from idp.services.groups import ClaimMapEntry, GroupError, GroupInUseError, GroupService
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, jwt_parts, query_of, start_session
 

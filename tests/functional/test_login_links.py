@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 
+from idp import load_checked_settings
 from idp.cli import main
 from idp.extensions import db
 from idp.models import (
@@ -28,7 +29,7 @@ from idp.models import (
 )
 from idp.models.base import utcnow
 from idp.services.login_links import LoginLinkService
-from idp.settings import SettingsError, load_settings
+from idp.settings import SettingsError
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_client, create_user
@@ -196,7 +197,7 @@ def test_cli_tells_how_the_first_admin_signs_in(tmp_path: Path) -> None:
 
 def test_login_link_ttl_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="login_link_ttl"):
-        load_settings({"login_link_ttl": 86401}, environ={})
+        load_checked_settings({"login_link_ttl": 86401}, environ={})
 
 
 def test_passwordless_user_created_without_password(app: Flask) -> None:

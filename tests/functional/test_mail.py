@@ -23,7 +23,7 @@ from idp.cli import main
 from idp.extensions import db
 from idp.models import OutboxMessage, User
 from idp.services.notifications import FIRST_RETRY, REDACTED, Notifier
-from idp.web import prune_if_claimed
+from idp.web.background import prune_if_claimed
 from tests.support.apps import app_on
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user

@@ -447,7 +447,7 @@ def test_a_prune_cut_short_by_its_batch_limit_catches_up_soon(
         db.session.commit()
     node = _node(storage_app, tmp_path, "a")
     now = [1000.0]
-    node.extensions["idp.prune"] = PruneSchedule(600, clock=lambda: now[0])
+    node.extensions["idp"].prune_schedule = PruneSchedule(600, clock=lambda: now[0])
 
     def left() -> int:
         with storage_app.app_context():
@@ -476,7 +476,7 @@ def test_an_opportunistic_prune_that_fails_never_fails_the_request(
     def broken(*_args: Any, **_kwargs: Any) -> dict[str, int]:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("idp.web.prune", broken)
+    monkeypatch.setattr("idp.web.background.prune", broken)
     response = _node(storage_app, tmp_path, "a").test_client().get("/login")
     assert response.status_code == 200
     response.close()

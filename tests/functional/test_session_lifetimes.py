@@ -19,7 +19,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from idp import load_checked_settings
 from idp.cli import main
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey, PolicyOverride
 from idp.models.base import utcnow
@@ -27,9 +29,9 @@ from idp.services.crypto import token_hash
 from idp.services.lifetimes import YEAR
 from idp.services.portal import STEP_UP_WINDOW
 from idp.settings import SettingsError, load_settings
-from idp.web import session_cookie_name
+from idp.web.sessions import session_cookie_name
 from tests.functional.test_admin_policy import policy_form, set_policy
-from tests.functional.test_fallback import Clock, path_of, recover, user_with_totp
+from tests.functional.test_fallback import path_of, recover, user_with_totp
 from tests.functional.test_invites import accept, invite
 from tests.functional.test_login_links import issue, open_and_confirm
 from tests.functional.test_signup import ask, confirm, mailed_link
@@ -44,15 +46,6 @@ SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """One frozen time for the session loader (idp.web) and the views that decide with it."""
-    frozen = Clock(utcnow())
-    for module in ("idp.web", "idp.login.views", "idp.account.views"):
-        monkeypatch.setattr(f"{module}.utcnow", frozen)
-    return frozen
-
-
-@pytest.fixture
 def app_with_policy(storage_app: Flask) -> Iterator[Flask]:
     """The app on each database; its node-local policy cache is dropped before and after (the
     app outlives the test, and the rows the cache copied are emptied after each one)."""
@@ -62,9 +55,7 @@ def app_with_policy(storage_app: Flask) -> Iterator[Flask]:
 
 
 def _drop_policy_cache(app: Flask) -> None:
-    cache = app.extensions.get("idp.policy")
-    if cache is not None:
-        cache.invalidate()
+    app.extensions["idp"].policy_cache.invalidate()
 
 
 def cookie_of(browser: FlaskClient) -> str:
@@ -99,7 +90,7 @@ def link_session(app: Flask, user: CreatedUser) -> FlaskClient:
 
 # == restricted sessions: minutes, not weeks ======================================================
 def test_a_restricted_session_ends_at_its_short_absolute_lifetime(
-    storage_app: Flask, clock: Clock
+    storage_app: Flask, clock: FrozenClock
 ) -> None:
     user = create_user(storage_app)
     browser = link_session(storage_app, user)
@@ -138,7 +129,7 @@ def test_a_restricted_session_stored_before_the_limit_also_ends(storage_app: Fla
     assert path_of(browser.get("/account/recover")) == "/login"
 
 
-def restricted_by_invite(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+def restricted_by_invite(app: Flask, clock: FrozenClock) -> tuple[FlaskClient, str]:
     console = passkey_browser(app, "root@example.com")
     browser = app.test_client()
     status, location = accept(browser, invite(console, "grace@example.com"))
@@ -146,7 +137,7 @@ def restricted_by_invite(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
     return browser, location
 
 
-def restricted_by_sign_up(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+def restricted_by_sign_up(app: Flask, clock: FrozenClock) -> tuple[FlaskClient, str]:
     set_policy(app, signup_enabled=True)
     browser = app.test_client()
     ask(browser, "ada@example.com")
@@ -155,13 +146,13 @@ def restricted_by_sign_up(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
     return browser, location
 
 
-def restricted_by_backup_code(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+def restricted_by_backup_code(app: Flask, clock: FrozenClock) -> tuple[FlaskClient, str]:
     enrolled = user_with_totp(app, clock)
     browser = app.test_client()
     return browser, path_of(recover(browser, enrolled.user.email, enrolled.codes[0]))
 
 
-def restricted_by_login_link(app: Flask, clock: Clock) -> tuple[FlaskClient, str]:
+def restricted_by_login_link(app: Flask, clock: FrozenClock) -> tuple[FlaskClient, str]:
     return link_session(app, create_user(app)), "/account/recover"
 
 
@@ -172,7 +163,7 @@ def restricted_by_login_link(app: Flask, clock: Clock) -> tuple[FlaskClient, str
     ids=["login-link", "invite", "sign-up", "backup-code"],
 )  # fmt: skip
 def test_every_kind_of_restricted_session_ends_at_its_short_lifetime(
-    app_with_policy: Flask, clock: Clock, restricted_session: Any
+    app_with_policy: Flask, clock: FrozenClock, restricted_session: Any
 ) -> None:
     browser, page = restricted_session(app_with_policy, clock)
     cookie = cookie_of(browser)
@@ -189,11 +180,11 @@ def test_the_restricted_session_lifetime_is_a_bounded_setting() -> None:
     assert load_settings({"restricted_session_ttl": 1800}, environ={}).restricted_session_ttl
     for refused in (1801, 30 * 24 * 3600, 299):
         with pytest.raises(SettingsError, match="restricted_session_ttl must be between"):
-            load_settings({"restricted_session_ttl": refused}, environ={})
+            load_checked_settings({"restricted_session_ttl": refused}, environ={})
 
 
 def test_a_restricted_session_older_than_the_step_up_window_cannot_add_a_passkey(
-    storage_app: Flask, clock: Clock
+    storage_app: Flask, clock: FrozenClock
 ) -> None:
     user = create_user(storage_app)
     pages = PasskeyPages(link_session(storage_app, user))
@@ -221,7 +212,7 @@ def test_a_restricted_session_older_than_the_step_up_window_cannot_add_a_passkey
 
 
 def test_a_restricted_session_becomes_full_only_under_a_new_session_id(
-    storage_app: Flask, clock: Clock
+    storage_app: Flask, clock: FrozenClock
 ) -> None:
     user = create_user(storage_app)
     browser = link_session(storage_app, user)
@@ -325,7 +316,7 @@ def test_a_stored_out_of_range_lifetime_is_ignored_with_a_log_line(
 
 
 def test_a_stored_idle_lifetime_above_the_absolute_one_is_clamped_with_a_log_line(
-    app_with_policy: Flask, caplog: pytest.LogCaptureFixture, clock: Clock
+    app_with_policy: Flask, caplog: pytest.LogCaptureFixture, clock: FrozenClock
 ) -> None:
     user = create_user(app_with_policy)
     with app_with_policy.app_context():
@@ -350,7 +341,7 @@ def test_a_stored_idle_lifetime_above_the_absolute_one_is_clamped_with_a_log_lin
     ids=["policy-shorter-than-configured", "policy-longer-than-configured"],
 )
 def test_the_portal_lists_exactly_the_sessions_the_policy_accepts(
-    app_with_policy: Flask, clock: Clock, policy_idle: int, absolute: int
+    app_with_policy: Flask, clock: FrozenClock, policy_idle: int, absolute: int
 ) -> None:
     configured = app_with_policy.extensions["idp"].settings
     assert policy_idle != configured.session_idle_ttl

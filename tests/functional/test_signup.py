@@ -25,7 +25,7 @@ from idp.services.signup import MAX_MESSAGES_PER_ADDRESS
 from tests.conftest import _empty_tables
 from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.clock import Clock
+from tests.support.clock import FrozenClock, app_clock
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
 from tests.support.passkey_flow import PasskeyPages
@@ -322,14 +322,16 @@ def test_two_links_to_one_address_spent_at_once_make_one_account(signup_app: Fla
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+def clock(signup_app: Flask) -> Iterator[FrozenClock]:
     """The time the sign-up views decide with, frozen a minute into a fixed hour window."""
-    frozen = Clock(window_end(utcnow(), timedelta(hours=1)) + timedelta(minutes=1))
-    monkeypatch.setattr("idp.signup.views.utcnow", frozen)
-    return frozen
+    frozen = FrozenClock(window_end(utcnow(), timedelta(hours=1)) + timedelta(minutes=1))
+    with app_clock(signup_app, frozen):
+        yield frozen
 
 
-def test_sign_up_requests_per_client_address_are_limited(signup_app: Flask, clock: Clock) -> None:
+def test_sign_up_requests_per_client_address_are_limited(
+    signup_app: Flask, clock: FrozenClock
+) -> None:
     """One address typing many strangers' emails gets 10 mails an hour, then a calm 429; another
     address is unaffected. Ten parallel requests past the budget send nothing more."""
     crowd = from_address(signup_app, "198.51.100.7")
@@ -368,26 +370,26 @@ def test_the_login_page_offers_sign_up_only_when_it_is_open(
 
 
 def test_refused_sign_ups_do_not_extend_the_client_address_window(
-    signup_app: Flask, clock: Clock
+    signup_app: Flask, clock: FrozenClock
 ) -> None:
     """docs/security.md: the per-address budget counts in a fixed hour; a refusal counts nothing
     and moves nothing, so one request every few minutes cannot keep the address closed."""
     crowd = "198.51.100.20"
     for n in range(10):
         assert ask(from_address(signup_app, crowd), f"first{n}@example.com")[0] == 200
-    end = window_end(clock.now, timedelta(hours=1))
+    end = window_end(clock.now(), timedelta(hours=1))
     refused = 0
-    while clock.now + timedelta(minutes=5) < end:
+    while clock.now() + timedelta(minutes=5) < end:
         clock.advance(timedelta(minutes=5))
         assert ask(from_address(signup_app, crowd), f"refused{refused}@example.com")[0] == 429
         refused += 1
-    clock.advance(end - clock.now)
+    clock.advance(end - clock.now())
     assert ask(from_address(signup_app, crowd), "next-hour@example.com")[0] == 200
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
 def test_refused_mails_do_not_extend_the_recipient_window(
-    signup_app: Flask, clock: Clock, existing: bool
+    signup_app: Flask, clock: FrozenClock, existing: bool
 ) -> None:
     """Issue 18: at most MAX_MESSAGES_PER_ADDRESS mails to one address in each fixed hour (links,
     or notices to an existing account); the requests refused meanwhile do not move the hour."""
@@ -407,13 +409,13 @@ def test_refused_mails_do_not_extend_the_recipient_window(
     for n in range(MAX_MESSAGES_PER_ADDRESS + 2):
         ask_from(n)
     assert mails() == MAX_MESSAGES_PER_ADDRESS
-    end = window_end(clock.now, timedelta(hours=1))
+    end = window_end(clock.now(), timedelta(hours=1))
     n = 10
-    while clock.now + timedelta(minutes=10) < end:
+    while clock.now() + timedelta(minutes=10) < end:
         clock.advance(timedelta(minutes=10))
         ask_from(n)
         n += 1
     assert mails() == MAX_MESSAGES_PER_ADDRESS
-    clock.advance(end - clock.now)
+    clock.advance(end - clock.now())
     ask_from(n)
     assert mails() == MAX_MESSAGES_PER_ADDRESS + 1

@@ -20,7 +20,7 @@ from idp.extensions import db
 from idp.models import AttemptCounter, AuditEvent, Base, PendingAuthorization
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH, MAX_NONCE_LENGTH, MAX_STATE_LENGTH
 from idp.services.anonymous import budget_address
-from idp.services.policy import ACR_VALUES_SUPPORTED
+from idp.services.assurance import ACR_VALUES_SUPPORTED
 from idp.settings import Settings
 from tests.conftest import sqlite_app
 from tests.support.factories import create_client, rows

@@ -24,7 +24,7 @@ from idp import create_app
 from idp.extensions import db
 from idp.models import AuthorizationCode, Base, UsedClientAssertion
 from idp.models.base import utcnow
-from idp.oidc.server import PrivateKeyJWT
+from idp.oidc.client_auth import PrivateKeyJWT
 from idp.services.retention import ASSERTION_REPLAY_EVIDENCE, RetentionPolicy, prune
 from tests.conftest import app_overrides
 from tests.support.factories import (

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.services.policy import ACR_MFA, ACR_PASSWORD
+from idp.services.assurance import ACR_MFA, ACR_PASSWORD
 from tests.functional.test_admin_policy import policy_app, set_policy  # noqa: F401
 from tests.support.authenticator import FLAG, SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user

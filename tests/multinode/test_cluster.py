@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from idp.extensions import db
 from idp.models import Client, OutboxMessage
-from idp.services import login as messages
+from idp.services import sign_in as messages
 from idp.services.rate_limits import FREE_FAILURES
 from tests.multinode.cluster import (
     KEY_CACHE_TTL,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from idp.services.backchannel_logout import EVENT, logout_token_claims
-from idp.services.clients import (
+from idp.services.client_fields import (
     ClientFields,
     ClientRegistrationError,
     validate_backchannel_logout_uri,

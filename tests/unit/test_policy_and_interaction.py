@@ -11,7 +11,7 @@ import pytest
 from idp.oidc.checks import AuthorizationRequest
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.interaction import InteractionState, Next, decide
-from idp.services.policy import (
+from idp.services.assurance import (
     ACR_MFA,
     ACR_PASSWORD,
     ACR_PHISHING_RESISTANT,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from idp import load_checked_settings
 from idp.services.lifetimes import LIFETIMES
 from idp.settings import DEVELOPMENT_SECRET_KEY, Settings, SettingsError, load_settings
 
@@ -15,7 +16,7 @@ SECRET = "a-test-secret-key-that-is-long-enough-0123"
 
 def settings_from(**overrides: Any) -> Settings:
     """Settings from overrides alone: no file, no environment."""
-    return load_settings(overrides, environ={})
+    return load_checked_settings(overrides, environ={})
 
 
 def write_toml(tmp_path: Path, text: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from idp import load_checked_settings
 from idp.models import AuditEvent, Base, PolicyOverride
 from idp.services.lifetimes import LIFETIMES, YEAR
 from idp.services.sign_in_policy import (
@@ -138,12 +139,12 @@ def test_stored_lifetimes_out_of_range_or_out_of_order_never_break_the_policy(
 
 def test_a_start_with_a_lockout_threshold_above_100_is_refused() -> None:
     with pytest.raises(SettingsError, match="lockout_threshold"):
-        load_settings({"lockout_threshold": 101}, environ={})
+        load_checked_settings({"lockout_threshold": 101}, environ={})
 
 
 def test_a_start_with_an_unknown_user_verification_is_refused() -> None:
     with pytest.raises(SettingsError, match="user_verification"):
-        load_settings({"webauthn_user_verification": "discouraged"}, environ={})
+        load_checked_settings({"webauthn_user_verification": "discouraged"}, environ={})
 
 
 def test_a_change_is_stored_and_audited_with_old_and_new_values(db: Session) -> None:

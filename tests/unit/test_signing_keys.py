@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,10 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from idp.clock import FrozenClock
+from idp.composition import Container
 from idp.models import Base, SigningKey
 from idp.models.base import utcnow
-from idp.runtime import Runtime
 from idp.services.crypto import fernet_for
 from idp.services.signing_keys import SUPPORTED_ALGS, KeyStore
 from idp.services.tokens import ACCESS_TOKEN_TYP, mint_access_token, verify_issued_jwt
@@ -27,9 +28,9 @@ ISSUER = "http://localhost"
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}
 
 
-def runtime(**overrides: object) -> Runtime:
+def runtime(**overrides: object) -> Container:
     settings = {"issuer": ISSUER, "secret_key": SECRET, **overrides}
-    return Runtime.build(load_settings(settings, environ={}))
+    return Container.build(load_settings(settings, environ={}))
 
 
 @pytest.fixture
@@ -154,6 +155,31 @@ def test_unpublish_window_follows_the_longest_token_lifetime(db: Session) -> Non
     assert row.alg == "ES256"
     assert row.unpublish_after is not None
     assert row.unpublish_after >= rotated_at + timedelta(seconds=7200)
+
+
+def test_a_rotated_key_is_unpublished_when_the_store_clock_says(db: Session) -> None:
+    """The store's clock stamps a key's creation and retirement, and decides when a retired key
+    leaves the JWKS: its tokens' longest lifetime, the cache window and a minute after."""
+    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    fernet = fernet_for(SECRET, "idp signing keys at rest")
+    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=0,
+                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    first = keys.ensure_keys(db)
+    db.commit()
+    assert {row.created_at for row in first} == {clock.now()}
+    old = set(active_kids(db).values())
+    clock.advance(timedelta(days=1))
+    rotated_at = clock.now()
+    created = keys.rotate(db)
+    db.commit()
+    assert {row.created_at for row in created} == {rotated_at + timedelta(microseconds=1)}
+    for row in db.scalars(select(SigningKey).where(SigningKey.kid.in_(old))):
+        assert row.retired_at == rotated_at
+        assert row.unpublish_after == rotated_at + timedelta(seconds=3600 + 0 + 60)
+    clock.advance(timedelta(seconds=3659))
+    assert old <= published_kids(db, keys)
+    clock.advance(timedelta(seconds=1))
+    assert published_kids(db, keys) == set(active_kids(db).values())
 
 
 def test_rotating_one_alg_leaves_the_others_active(db: Session, keys: KeyStore) -> None:

@@ -1,0 +1,106 @@
+"""The portal's blueprint and what its two page families share: the step-up rule, and the
+restriction that keeps a recovery session on the pages that add a way in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from idp.composition import clock
+from idp.extensions import db
+from idp.models import BrowserSession
+from idp.services.assurance import ACR_PHISHING_RESISTANT
+from idp.services.portal import step_up_satisfied, strongest_acr
+from idp.web.sessions import current_session
+
+bp = Blueprint("account", __name__)
+
+
+def stepped_up(session: BrowserSession) -> bool:
+    """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
+    (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
+    return step_up_satisfied(db.session(), session, clock().now())
+
+
+def step_up_url(next_path: str) -> str:
+    """Sign in again (with the strongest method) and come back."""
+    session = current_session()
+    needs_passkey = session is not None and strongest_acr(db.session(), session.user) in (
+        ACR_PHISHING_RESISTANT,
+    )
+    flash(
+        "For your security, confirm it's you: sign in again"
+        + (" with your passkey." if needs_passkey else "."),
+        "info",
+    )
+    return url_for("login.login", next=next_path)
+
+
+@bp.get("/")
+def index() -> Any:
+    """Send visitors to their account."""
+    return redirect(url_for("account.home"))
+
+
+# Pages a recovery (restricted) session may use: its only way forward is a new method.
+RECOVERY_ENDPOINTS = {
+    "account.recover",
+    "account.passkey_registration_options",
+    "account.passkey_register",
+    "account.totp_setup",
+    "account.totp_cancel",
+}
+#: After a one-time login link or an invite, a passkey is the only way forward.
+PASSKEY_ONLY_ENDPOINTS = RECOVERY_ENDPOINTS - {"account.totp_setup", "account.totp_cancel"}
+
+
+@bp.before_request
+def _restricted_sessions_only_recover() -> Any:
+    session = current_session()
+    if session is None or not session.restricted:
+        return None
+    allowed = PASSKEY_ONLY_ENDPOINTS if session.passkey_only else RECOVERY_ENDPOINTS
+    if request.endpoint not in allowed:
+        return redirect(url_for("account.recover"))
+    return None
+
+
+def signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
+    """The session if it passed the step-up rule, else a redirect to sign in again."""
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login", next=url_for(next_endpoint)))
+    if not stepped_up(session):
+        return redirect(step_up_url(url_for(next_endpoint)))
+    g.account_session = session
+    return session
+
+
+def restricted_page(template: str) -> Any:
+    """The only page of a restricted session (one that must add a way in first); without a
+    session, the sign-in page; an unrestricted session has its account page instead."""
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login"))
+    if not session.restricted:
+        return redirect(url_for("account.home"))
+    if not stepped_up(session):
+        # Past the step-up window it can no longer add a method (docs/security.md, Sessions).
+        return render_template("account/restricted_expired.html", user=session.user)
+    return render_template(template, user=session.user, session=session)
+
+
+def session_or_login(endpoint: str) -> BrowserSession | Any:
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login", next=url_for(endpoint)))
+    return session

@@ -1,0 +1,370 @@
+"""The portal: the signed-in user's account and passkeys (the full portal has its own issue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as flask_session
+
+from idp.account.blueprint import (
+    bp,
+    restricted_page,
+    signed_in_recently,
+    step_up_url,
+    stepped_up,
+)
+from idp.composition import clock, request_context, runtime, services
+from idp.extensions import db
+from idp.models import BrowserSession, Passkey
+from idp.services import audit, portal
+from idp.services.method_removal import MethodRemoval, Refusal
+from idp.services.passkey_checks import PasskeyError
+from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticator
+from idp.services.passwords import PasswordPolicyError
+from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
+from idp.services.users import PASSWORD_CHANGED
+from idp.web import confirm_page, confirmed
+from idp.web.sessions import browser_binding, current_session, promote_session
+
+
+def _method_removal() -> MethodRemoval:
+    return services().method_removal
+
+
+@bp.get("/account")
+def home() -> Any:
+    """The account page: passkeys, password, authenticator app, backup codes."""
+    session = current_session()
+    if session is None:
+        return redirect(url_for("login.login", next=url_for("account.home")))
+    passkeys = services().passkeys.passkeys_of(session.user)
+    now = clock().now()
+    return render_template(
+        "account/home.html",
+        user=session.user,
+        session=session,
+        passkeys=[
+            (p, describe_authenticator(p.aaguid)[1], portal.passkey_status(p, now))
+            for p in passkeys
+        ],
+        recent=stepped_up(session),
+        totp_enabled=services().totp.is_enabled(session.user),
+        backup_codes_left=services().backup_codes.remaining(session.user),
+        rp_id=runtime().settings.rp_id,
+        passwords_allowed=services().policy.passwords_allowed,
+        signal_details=flask_session.pop("signal_user_details", False),
+        offer_sign_out_others=flask_session.pop("offer_sign_out_others", False)
+        and portal.has_other_sessions(db.session(), session, now),
+    )
+
+
+@bp.get("/account/recover")
+def recover() -> Any:
+    """A recovery session's only page: add a new passkey or an authenticator app."""
+    return restricted_page("account/recover.html")
+
+
+@bp.route("/account/totp", methods=["GET", "POST"])
+def totp_setup() -> Any:
+    """Set up an authenticator app: QR code and secret, confirmed with a first code."""
+    session = signed_in_recently("account.totp_setup")
+    if not isinstance(session, BrowserSession):
+        return session
+    service = services().totp
+    user = session.user
+    if service.is_enabled(user) and not session.restricted:
+        # A confirmed enrolment replaces the app's secret: replacing the app means removing it
+        # first, with the step-up, notification and audit a removal gets (sensitive
+        # actions); only a recovery session (the app was lost) re-enrols over it.
+        flash("An authenticator app is already set up. Remove it to set up another.", "info")
+        return redirect(url_for("account.home"))
+    error = None
+    now = clock().now()
+    sealed = flask_session.get("totp_enrolment")
+    if request.method == "POST":
+        code = request.form.get("code", "")[:16]
+        if service.confirm_enrolment(user, sealed, code, now):
+            flask_session.pop("totp_enrolment", None)
+            codes = _after_method_added(session, "An authenticator app")
+            audit.record(db.session(), "totp.enabled", subject_id=user.id,
+                         context=request_context())  # fmt: skip
+            db.session.commit()
+            if codes:
+                return render_template("account/backup_codes.html", codes=codes, fresh=True,
+                                       heading="Authenticator app added")  # fmt: skip
+            flash("Authenticator app added.", "info")
+            return redirect(url_for("account.home"))
+        enrolment = service.resume_enrolment(user, sealed, now)
+        if enrolment is None:
+            flask_session.pop("totp_enrolment", None)
+            flash("The setup expired. Scan this new code with your app.", "error")
+            return redirect(url_for("account.totp_setup"))
+        error = TOTP_REFUSALS[service.refusal(user, sealed, code, now)]
+    else:
+        # GET and HEAD store nothing on the server (RFC 9110 9.2.1): the pending secret waits,
+        # sealed, in this browser's signed cookie until the first code confirms it, Cancel
+        # drops it or it expires; until then every reload shows the same key.
+        enrolment = service.pending_enrolment(user, sealed, now)
+        flask_session["totp_enrolment"] = enrolment.sealed
+    page = render_template("account/totp.html", enrolment=enrolment, error=error,
+                           passwordless=user.password_hash is None)  # fmt: skip
+    return page, (400 if error else 200)
+
+
+#: What the set-up page says when a first code is refused (``TotpService.refusal``).
+TOTP_REFUSALS = {
+    CODE_FORMAT: "Enter the 6-digit code your app shows for this key.",
+    CODE_MISMATCH: "That code did not match this key. Check that the app shows the entry you "
+    "just added, and enter its current code.",
+    CODE_CLOCK: "That code is from this key, but for another time: the clock on your phone is "
+    "off. Set it to the network time and try again.",
+}
+
+
+@bp.post("/account/totp/cancel")
+def totp_cancel() -> Any:
+    """Stop setting up an authenticator app: the pending key is forgotten."""
+    flask_session.pop("totp_enrolment", None)
+    session = current_session()
+    if session is not None and session.restricted:
+        return redirect(url_for("account.recover"))
+    return redirect(url_for("account.home"))
+
+
+@bp.route("/account/totp/remove", methods=["GET", "POST"])
+def totp_remove() -> Any:
+    """Remove the authenticator app (after a recent sign-in, and a confirmation)."""
+    session = signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    if not confirmed():
+        return confirm_page(
+            title="Remove the authenticator app?",
+            message="Codes from the app will no longer be accepted after your password. "
+            "You can set it up again later.",
+            action=url_for("account.totp_remove"),
+            button="Remove authenticator app",
+            cancel=url_for("account.home"),
+        )
+    # Never refused (MethodRemoval.totp_refusal): an authenticator app is no way in alone.
+    services().totp.remove(session.user)
+    services().notifier.notify(session.user, "method_removed", method="The authenticator app")
+    _offer_to_sign_out_others()
+    audit.record(db.session(), "totp.removed", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("Authenticator app removed.", "info")
+    return redirect(url_for("account.home"))
+
+
+@bp.route("/account/backup-codes", methods=["GET", "POST"])
+def backup_codes_regenerate() -> Any:
+    """New backup codes, shown once; the old set stops working (so: after a confirmation)."""
+    session = signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    left = services().backup_codes.remaining(session.user)
+    if not confirmed():
+        return confirm_page(
+            title="Get new backup codes?",
+            message=(
+                f"You get 10 new codes, and the {left} codes you have now stop working at once: "
+                "throw away any copy of them."
+                if left
+                else "You get 10 new codes, shown once: have a safe place ready to keep them."
+            ),
+            action=url_for("account.backup_codes_regenerate"),
+            button="Get new backup codes",
+            cancel=url_for("account.home"),
+        )
+    codes = services().backup_codes.regenerate(session.user, clock().now())
+    # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
+    services().notifier.notify(session.user, "backup_codes_regenerated")
+    _offer_to_sign_out_others()
+    audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    return render_template("account/backup_codes.html", codes=codes, fresh=not left,
+                           heading="Your new backup codes")  # fmt: skip
+
+
+@bp.post("/account/password")
+def password_set() -> Any:
+    """Set or change the password (after a recent sign-in)."""
+    session = signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    if not services().policy.passwords_allowed:
+        flash("This site signs in with passkeys only: passwords cannot be set.", "error")
+        return redirect(url_for("account.home"))
+    try:
+        session.user.password_hash = runtime().passwords.hash(request.form.get("new_password", ""))
+    except PasswordPolicyError as error:
+        flash(str(error), "error")
+        return redirect(url_for("account.home"))
+    services().notifier.notify(session.user, "password_changed")
+    # A pending email change may be the work of whoever knew the old password.
+    services().email_changes.end_pending(session.user, clock().now(), PASSWORD_CHANGED)
+    _offer_to_sign_out_others()
+    audit.record(db.session(), "password.changed", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("Password saved.", "info")
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/password/remove")
+def password_remove() -> Any:
+    """Go passwordless: only when a passkey remains."""
+    session = signed_in_recently("account.home")
+    if not isinstance(session, BrowserSession):
+        return session
+    if _method_removal().password_refusal(session.user) is not None:
+        flash("Add a passkey before removing your password, so that you can still sign in.",
+              "error")  # fmt: skip
+        return redirect(url_for("account.home"))
+    session.user.password_hash = None
+    services().notifier.notify(session.user, "method_removed", method="Your password")
+    _offer_to_sign_out_others()
+    audit.record(db.session(), "password.removed", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("Password removed: you sign in with passkeys now.", "info")
+    return redirect(url_for("account.home"))
+
+
+@bp.post("/account/passkeys/options")
+def passkey_registration_options() -> Any:
+    """Registration options for a new passkey (after a recent sign-in)."""
+    session = current_session()
+    if session is None:
+        return jsonify(error="login_required"), 401
+    if not stepped_up(session):
+        return jsonify(error="reauthenticate", redirect=step_up_url(url_for("account.home"))), 403
+    ceremony = services().passkeys.registration_options(
+        session.user, browser_binding(), clock().now()
+    )
+    db.session.commit()
+    return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
+
+
+@bp.post("/account/passkeys")
+def passkey_register() -> Any:
+    """Verify the new credential and store it."""
+    session = current_session()
+    if session is None:
+        return jsonify(error="login_required"), 401
+    if not stepped_up(session):
+        return jsonify(error="reauthenticate"), 403
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="invalid_request"), 400
+    credential = body.get("credential")
+    import json
+
+    given = body.get("name") if isinstance(body.get("name"), str) else None
+    try:
+        passkey = services().passkeys.register(
+            session.user,
+            str(body.get("challenge_id", "")),
+            credential if isinstance(credential, str) else json.dumps(credential),
+            browser_binding(),
+            given,
+            request_context(),
+            clock().now(),
+        )
+    except PasskeyError:
+        db.session.commit()
+        message = "The passkey could not be saved. Please try again."
+        return jsonify(error="registration_failed", message=message), 400
+    codes = _after_method_added(session, f"Passkey “{passkey.name}”")
+    if not clean_name(given) and describe_authenticator(passkey.aaguid)[0] == UNRECOGNISED:
+        # Named after this browser and the day: the account page invites a better name.
+        flash(f"Passkey “{passkey.name}” added. Give it a name you will recognise, such as "
+              "the phone or password manager that holds it: rename it below.", "info")  # fmt: skip
+    db.session.commit()
+    return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
+
+
+def _offer_to_sign_out_others() -> None:
+    """After a sign-in method changes, other sessions may belong to whoever had the old one."""
+    flask_session["offer_sign_out_others"] = True
+
+
+def _after_method_added(session: BrowserSession, method: str) -> list[str]:
+    """A new sign-in method: notify the user, end a recovery restriction, and hand out backup
+    codes the first time the account gets a passkey or an authenticator app."""
+    user = session.user
+    services().notifier.notify(user, "method_added", method=method)
+    if session.restricted:
+        promote_session(session)
+    _offer_to_sign_out_others()
+    if services().backup_codes.has_codes(user):
+        return []
+    return services().backup_codes.regenerate(user, clock().now())
+
+
+def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:
+    session = current_session()
+    if session is None:
+        abort(401)
+    passkey = db.session.get(Passkey, credential_id)
+    if passkey is None or passkey.user_id != session.user_id:
+        abort(404)
+    return session, passkey
+
+
+@bp.post("/account/passkeys/<credential_id>/rename")
+def passkey_rename(credential_id: str) -> Any:
+    """Rename a passkey."""
+    _session, passkey = _own_passkey(credential_id)
+    try:
+        services().passkeys.rename(passkey, request.form.get("name", ""))
+    except PasskeyError:
+        flash("A passkey needs a name.", "error")
+        return redirect(url_for("account.home"))
+    db.session.commit()
+    flask_session["signal_user_details"] = True
+    flash("Passkey renamed.", "info")
+    return redirect(url_for("account.home"))
+
+
+@bp.route("/account/passkeys/<credential_id>/remove", methods=["GET", "POST"])
+def passkey_remove(credential_id: str) -> Any:
+    """Remove a passkey (after a recent sign-in and a confirmation; never the last way in)."""
+    session, passkey = _own_passkey(credential_id)
+    if not stepped_up(session):
+        return redirect(step_up_url(url_for("account.home")))
+    if not confirmed():
+        return confirm_page(
+            title=f"Remove the passkey “{passkey.name}”?",
+            message="You will no longer be able to sign in with it. It stays in its credential "
+            "manager until you delete it there too.",
+            action=url_for("account.passkey_remove", credential_id=credential_id),
+            button="Remove passkey",
+            cancel=url_for("account.home"),
+        )
+    refusal = _method_removal().passkey_refusal(session.user, passkey)
+    if refusal is Refusal.ADMIN_PASSKEY:
+        flash("Administrators must keep a passkey: add another one before removing this one.",
+              "error")  # fmt: skip
+        return redirect(url_for("account.home"))
+    if refusal is Refusal.LAST_WAY_IN:
+        flash("This is your only way to sign in, so it can't be removed. Add another passkey "
+              "or a password first.", "error")  # fmt: skip
+        return redirect(url_for("account.home"))
+    services().passkeys.remove(passkey, request_context())
+    services().notifier.notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
+    _offer_to_sign_out_others()
+    db.session.commit()
+    flash("Passkey removed.", "info")
+    return redirect(url_for("account.home"))

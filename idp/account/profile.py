@@ -1,0 +1,251 @@
+"""The portal's second page family: where the user is signed in, the apps they share their
+account with, their security activity, and their name and email address."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as flask_session
+from markupsafe import Markup
+
+from idp.account.blueprint import (
+    bp,
+    session_or_login,
+    signed_in_recently,
+)
+from idp.composition import clock, request_context, runtime, services
+from idp.extensions import db
+from idp.models import BrowserSession
+from idp.services import audit, portal
+from idp.services.activity import describe_event
+from idp.services.claims import shared_with_apps
+from idp.services.email_addresses import EmailAddressError
+from idp.services.users import (
+    CANCELLED,
+    SIGNED_OUT,
+)
+from idp.web import confirm_page, confirmed, outbox_hint
+
+
+@bp.get("/account/sessions")
+def sessions() -> Any:
+    """Where the user is signed in."""
+    session = session_or_login("account.sessions")
+    if not isinstance(session, BrowserSession):
+        return session
+    views = portal.active_sessions(db.session(), session.user, session, clock().now(),
+                                   services().sessions)  # fmt: skip
+    return render_template("account/sessions.html", user=session.user, sessions=views)
+
+
+@bp.route("/account/sessions/<sid>/revoke", methods=["GET", "POST"])
+def session_revoke(sid: str) -> Any:
+    """Sign out one session (after a confirmation); every node refuses it on its next request."""
+    session = session_or_login("account.sessions")
+    if not isinstance(session, BrowserSession):
+        return session
+    if not confirmed():
+        current = sid == session.sid
+        return confirm_page(
+            title="Sign out this session?" if current else "Sign out that session?",
+            message="You will be signed out here, and need to sign in again."
+            if current
+            else "Whoever uses that browser will need to sign in again.",
+            action=url_for("account.session_revoke", sid=sid[:64]),
+            button="Sign out",
+            cancel=url_for("account.sessions"),
+        )
+    if portal.revoke_session(db.session(), session.user, sid[:64], clock().now()):
+        audit.record(db.session(), "session.revoked", subject_id=session.user_id,
+                     context=request_context(), sid=sid[:64])  # fmt: skip
+        flash("That session is signed out.", "info")
+    db.session.commit()
+    if sid == session.sid:
+        return redirect(url_for("login.login"))
+    return redirect(url_for("account.sessions"))
+
+
+@bp.post("/account/sessions/revoke-others")
+def sessions_revoke_others() -> Any:
+    """Sign out everywhere else."""
+    session = session_or_login("account.sessions")
+    if not isinstance(session, BrowserSession):
+        return session
+    portal.revoke_other_sessions(db.session(), session.user, session, clock().now())
+    # A pending email change may be the work of one of the sessions just ended.
+    services().email_changes.end_pending(session.user, clock().now(), SIGNED_OUT)
+    audit.record(db.session(), "session.revoked_others", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash("You are signed out everywhere else.", "info")
+    return redirect((request.form.get("then") == "home" and url_for("account.home"))
+                    or url_for("account.sessions"))  # fmt: skip
+
+
+@bp.get("/account/apps")
+def apps() -> Any:
+    """Applications the user shares their account with."""
+    session = session_or_login("account.apps")
+    if not isinstance(session, BrowserSession):
+        return session
+    connected = portal.connected_apps(db.session(), session.user)
+    return render_template(
+        "account/apps.html",
+        user=session.user,
+        apps=connected,
+        shared=shared_with_apps(db.session(), session.user, connected),
+        groups=services().groups.groups_of(session.user_id),
+    )
+
+
+@bp.route("/account/apps/<client_id>/revoke", methods=["GET", "POST"])
+def app_revoke(client_id: str) -> Any:
+    """Disconnect an app (after a confirmation): its consent goes, and its refresh and access
+    tokens stop working."""
+    session = session_or_login("account.apps")
+    if not isinstance(session, BrowserSession):
+        return session
+    if not confirmed():
+        connected = {app.client.client_id: app.client.name
+                     for app in portal.connected_apps(db.session(), session.user)}  # fmt: skip
+        name = connected.get(client_id[:64], "this app")
+        return confirm_page(
+            title=f"Disconnect {name}?",
+            message=f"{name} loses access to your account: its tokens stop working now, and it "
+            "asks for your consent again the next time you use it.",
+            action=url_for("account.app_revoke", client_id=client_id[:64]),
+            button="Disconnect",
+            cancel=url_for("account.apps"),
+        )
+    if portal.disconnect_app(db.session(), session.user, client_id[:64], clock().now()):
+        audit.record(db.session(), "consent.revoked", subject_id=session.user_id,
+                     client_id=client_id[:64], context=request_context())  # fmt: skip
+        flash("The app is disconnected.", "info")
+    db.session.commit()
+    return redirect(url_for("account.apps"))
+
+
+@bp.get("/account/activity")
+def activity() -> Any:
+    """The user's security activity, newest first."""
+    session = session_or_login("account.activity")
+    if not isinstance(session, BrowserSession):
+        return session
+    page = request.args.get("page", "1")
+    number = int(page) if page.isdigit() and len(page) < 6 else 1
+    events, more = portal.activity(db.session(), session.user, number)
+    names = portal.client_names(db.session(), {e.client_id for e in events if e.client_id})
+    return render_template(
+        "account/activity.html", user=session.user, page=number, more=more,
+        events=[(e, describe_event(e, names)) for e in events],
+        describe=portal.describe_user_agent,
+    )  # fmt: skip
+
+
+@bp.route("/account/profile", methods=["GET", "POST"])
+def profile() -> Any:
+    """Name and email address."""
+    session = session_or_login("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    if request.method == "POST":
+        session.user.name = " ".join(request.form.get("name", "").split())[:200]
+        audit.record(db.session(), "profile.updated", subject_id=session.user_id,
+                     context=request_context())  # fmt: skip
+        db.session.commit()
+        flash("Name saved.", "info")
+        flask_session["signal_user_details"] = True
+        return redirect(url_for("account.profile"))
+    return render_template(
+        "account/profile.html",
+        user=session.user,
+        rp_id=runtime().settings.rp_id,
+        passwords_allowed=services().policy.passwords_allowed,
+        signal_details=flask_session.pop("signal_user_details", False),
+        pending_change=services().email_changes.pending(session.user, clock().now()),
+    )
+
+
+@bp.post("/account/email")
+def email_change() -> Any:
+    """Ask to change the email: confirmed from the new address (after a step-up). The address
+    must be one plain addr-spec (idp.services.email_addresses); the old address is told."""
+    session = signed_in_recently("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    now = clock().now()
+    try:
+        change, secret = services().email_changes.request(
+            session.user, request.form.get("email", "")[:1000], now,
+            allow_local_domains=not runtime().settings.production,
+        )  # fmt: skip
+    except EmailAddressError as error:
+        flash(str(error), "error")
+        return redirect(url_for("account.profile"))
+    link = runtime().settings.endpoint(url_for("account.email_confirm", token=secret))
+    services().notifier.notify(session.user, "email_change_requested", recipient=change.new_email,
+                      link=link, expires_at=change.expires_at)  # fmt: skip
+    services().notifier.notify(session.user, "email_change_pending", new_email=change.new_email,
+                      expires_at=change.expires_at)  # fmt: skip
+    audit.record(db.session(), "email.change_requested", subject_id=session.user_id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    # The same answer whether or not the address is taken (no enumeration).
+    hint = outbox_hint()
+    if hint:
+        flash(Markup("A confirmation link for {} was written. ").format(change.new_email) + hint,
+              "info")  # fmt: skip
+    else:
+        flash(f"We are emailing a confirmation link to {change.new_email}. Open it to finish "
+              "the change.", "info")  # fmt: skip
+    return redirect(url_for("account.profile"))
+
+
+@bp.post("/account/email/cancel")
+def email_change_cancel() -> Any:
+    """The profile's Cancel button: the pending change's link stops working."""
+    session = session_or_login("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    if services().email_changes.end_pending(session.user, clock().now(), CANCELLED):
+        audit.record(db.session(), "email.change_cancelled", subject_id=session.user_id,
+                     context=request_context())  # fmt: skip
+        flash("The email change is cancelled.", "info")
+    db.session.commit()
+    return redirect(url_for("account.profile"))
+
+
+@bp.route("/account/email/confirm", methods=["GET", "POST"])
+def email_confirm() -> Any:
+    """The link from the new address: a page, and only its POST changes the email (mail scanners
+    that prefetch links change nothing)."""
+    token = request.values.get("token", "")[:2000]
+    if request.method == "POST":
+        return _confirm_email_change(token)
+    # GET and HEAD (a scanner's probe) only show the page (RFC 9110 9.2.1).
+    return render_template("account/email_confirm.html", token=token)
+
+
+def _confirm_email_change(token: str) -> Any:
+    changed = services().email_changes.confirm(token, clock().now())
+    if changed is None:
+        db.session.rollback()
+        return render_template(
+            "errors/error.html",
+            title="This link does not work",
+            message="It has expired, was already used or cancelled, or the address is taken.",
+        ), 400
+    user, old_email = changed
+    services().notifier.notify(user, "email_changed", recipient=old_email, new_email=user.email)
+    audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context())
+    db.session.commit()
+    flask_session["signal_user_details"] = True
+    flash("Your email address is changed.", "info")
+    return redirect(url_for("account.profile"))

@@ -1,0 +1,36 @@
+"""The admin console's blueprint and the guard in front of every one of its routes (admin role
+and a passkey sign-in within ten minutes, ``idp.services.admin_access``).
+
+It lives apart from ``idp/admin/__init__.py`` so that the page families import it without
+importing their own package back (tests/unit/test_import_graph.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, g, redirect, request, url_for
+
+from idp.composition import clock
+from idp.services.admin_access import AdminAccess, admin_access
+from idp.web.sessions import current_session
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+def _guard() -> Any:
+    session = current_session()
+    decision = admin_access(session, clock().now())
+    if decision is AdminAccess.GRANTED:
+        assert session is not None
+        g.admin = session.user
+        g.admin_session = session
+        return None
+    if decision is AdminAccess.FORBIDDEN:
+        abort(403, description="This page is for administrators.")
+    # Only a GET can be replayed after signing in; a POST's form is gone, so go to the overview.
+    back = request.full_path.rstrip("?") if request.method == "GET" else url_for("admin.index")
+    if decision is AdminAccess.REAUTHENTICATE:
+        flash("The admin console needs a passkey sign-in within the last 10 minutes.", "info")
+    return redirect(url_for("login.login", next=back))

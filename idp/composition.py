@@ -1,0 +1,411 @@
+"""The composition root: the one place that builds idp's services with their collaborators.
+
+Two levels (docs/architecture.md):
+
+- ``Container``: made once per application by ``create_app`` from the settings: the key store,
+  the password hasher, the keyed hashers, the Redis client, the clock, and this node's caches
+  (the sign-in policy's cached copy, the prune schedule). It lives in ``app.extensions["idp"]``;
+  ``runtime()`` returns it.
+- ``Services``: a factory made once per request (``services()``, kept on ``flask.g``) or per CLI
+  command: each of its attributes builds one service from the container, the request's database
+  session and the request's context. Views, the CLI and the admin API ask it for services and
+  construct none themselves; services in ``idp/services/`` build their own collaborators only
+  where they are private details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet
+from flask import Flask, current_app, g, has_request_context, request
+from sqlalchemy.orm import Session
+
+from idp.clock import SYSTEM_CLOCK, Clock
+from idp.services.anonymous import AnonymousRejections, StorageBudgets
+from idp.services.api_tokens import ApiTokenService
+from idp.services.audit import MAX_USER_AGENT, RequestContext
+from idp.services.backchannel_logout import BackchannelSender
+from idp.services.backup_codes import BackupCodeService
+from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
+from idp.services.clients import ClientService
+from idp.services.crypto import KeyedHasher, derive_key, fernet_for
+from idp.services.device import DeviceFlowService
+from idp.services.grants import GrantService
+from idp.services.groups import Actor, GroupService
+from idp.services.login_links import LoginLinkService
+from idp.services.method_removal import MethodRemoval
+from idp.services.notifications import Mailer, Notifier
+from idp.services.outbox import Channel
+from idp.services.partial_logins import PartialLogins
+from idp.services.passkeys import PasskeyService, RelyingParty
+from idp.services.passwords import PasswordService
+from idp.services.pending_authorizations import PendingAuthorizations
+from idp.services.rate_limits import (
+    AddressBudget,
+    AttemptLimiter,
+    CounterStore,
+    DatabaseCounters,
+    FactorLocks,
+    RedisCounters,
+    WindowBudget,
+)
+from idp.services.retention import PruneSchedule, RetentionPolicy
+from idp.services.sessions import SessionService
+from idp.services.sign_in import SignInService
+from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
+from idp.services.signing_keys import KeyStore
+from idp.services.signup import Joining
+from idp.services.totp import TotpService
+from idp.services.user_admin import UserAdmin
+from idp.services.users import EmailChanges, UserService, normalise_email
+from idp.settings import Settings
+
+
+@dataclass
+class Container:
+    """What one application builds once from its settings and shares across requests."""
+
+    settings: Settings
+    keys: KeyStore
+    passwords: PasswordService
+    client_secrets: KeyedHasher
+    #: Keyed hashes for backup codes and for rate-limit keys derived from emails.
+    backup_code_hasher: KeyedHasher
+    attempt_key_hasher: KeyedHasher
+    #: Keyed hashes of device-flow user codes (RFC 8628 5.1: too short for a plain hash).
+    user_code_hasher: KeyedHasher
+    #: Keyed hashes of admin API tokens (idp.services.api_tokens).
+    api_token_hasher: KeyedHasher
+    totp_fernet: Fernet
+    redis: Any = None
+    #: THE clock: views and the session loader read the time through it (idp.clock).
+    clock: Clock = SYSTEM_CLOCK
+    #: This node's cached copy of the sign-in policy (trusted for ``policy_cache_ttl``).
+    policy_cache: PolicyCache = field(init=False)
+    #: When this node tries opportunistic pruning next (idp.services.retention).
+    prune_schedule: PruneSchedule = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
+        self.prune_schedule = PruneSchedule(self.settings.prune_interval)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        key_encryption = fernet_for(settings.secret_key, "idp signing keys at rest")
+        longest_token = max(settings.access_token_ttl, settings.id_token_ttl)
+        return cls(
+            settings=settings,
+            keys=KeyStore(
+                encrypt=key_encryption.encrypt,
+                decrypt=key_encryption.decrypt,
+                cache_ttl=settings.key_cache_ttl,
+                max_token_lifetime=longest_token,
+            ),
+            passwords=PasswordService(
+                memory_kib=settings.argon2_memory_kib,
+                time_cost=settings.argon2_time_cost,
+                parallelism=settings.argon2_parallelism,
+            ),
+            client_secrets=KeyedHasher(derive_key(settings.secret_key, "idp client secrets")),
+            backup_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp backup codes")),
+            attempt_key_hasher=KeyedHasher(derive_key(settings.secret_key, "idp attempt keys")),
+            user_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp device user codes")),
+            api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
+            totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
+            redis=_redis(settings.redis_url),
+        )
+
+    def email_key(self, email: str) -> str:
+        """A rate-limit subject for an email, known account or not (no enumeration)."""
+        return self.attempt_key_hasher.hash(normalise_email(email))[:32]
+
+
+def _redis(url: str) -> Any:
+    if not url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+class Services:
+    """Builds idp's services for one request or one CLI command.
+
+    Each attribute builds a new service (they hold no state beyond the database session), so a
+    view may ask for one as often as it likes. ``db`` returns the current database session;
+    ``context`` is who acts, for the audit log. The sign-in policy is loaded once and kept
+    until ``policy_changed``."""
+
+    def __init__(
+        self,
+        container: Container,
+        db: Callable[[], Session],
+        context: RequestContext | None = None,
+    ) -> None:
+        self.container = container
+        self._db = db
+        self.context = context if context is not None else RequestContext()
+        self._policy: SignInPolicy | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.container.settings
+
+    # -- the sign-in policy ------------------------------------------------------------------------
+    @property
+    def policy(self) -> SignInPolicy:
+        """The sign-in policy in force: the settings, then the admins' stored overrides."""
+        if self._policy is None:
+            self._policy = load_policy(self._db(), self.settings, self.container.policy_cache)
+        return self._policy
+
+    def policy_changed(self) -> None:
+        """After this node stored a policy change: apply it here at once (others within the
+        cache's TTL)."""
+        self.container.policy_cache.invalidate()
+        self._policy = None
+
+    # -- short-lived state: Redis when configured, else the database -------------------------------
+    @property
+    def challenges(self) -> ChallengeStore:
+        """WebAuthn challenges in Redis when configured (short-lived state), else the database."""
+        redis = self.container.redis
+        return RedisChallenges(redis) if redis is not None else DatabaseChallenges(self._db())
+
+    @property
+    def counters(self) -> CounterStore:
+        """Counters in Redis when configured (shared by every node), else in the database."""
+        redis = self.container.redis
+        return RedisCounters(redis) if redis is not None else DatabaseCounters(self._db())
+
+    # -- budgets and limits ------------------------------------------------------------------------
+    @property
+    def limiter(self) -> AttemptLimiter:
+        """Failure counters of sign-in attempts, in the counter store every node shares."""
+        return AttemptLimiter(
+            self.counters, FactorLocks(self._db()), lock_after=self.policy.lockout_threshold
+        )
+
+    @property
+    def storage_budgets(self) -> StorageBudgets:
+        """The per-address budgets of anonymous writes (docs/operations.md, "Storage
+        budgets"), in the counter store every node shares."""
+        return StorageBudgets(self.counters, self.settings.anonymous_requests_per_address)
+
+    @property
+    def signup_budget(self) -> AddressBudget:
+        """Sign-up requests per client address: 10 in each hour (a fixed window), shared by
+        every node."""
+        return AddressBudget(self.counters, limit=10, window=timedelta(hours=1))
+
+    @property
+    def failed_api_auth_budget(self) -> WindowBudget:
+        """Failed admin API token authentications per client address (idp.services.api_tokens),
+        in the counter store every node shares."""
+        from idp.services.api_tokens import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW
+
+        return WindowBudget(self.counters, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW)
+
+    # -- sign-in -----------------------------------------------------------------------------------
+    @property
+    def sessions(self) -> SessionService:
+        policy = self.policy
+        return SessionService(
+            self._db(),
+            idle_ttl=policy.session_idle_ttl,
+            absolute_ttl=policy.session_absolute_ttl,
+            restricted_ttl=self.settings.restricted_session_ttl,
+        )
+
+    @property
+    def passkeys(self) -> PasskeyService:
+        settings = self.settings
+        rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
+                          origins=settings.origins)  # fmt: skip
+        return PasskeyService(
+            self._db(), rp, self.policy, challenges=self.challenges,
+            rejections=AnonymousRejections(self._db(), self.storage_budgets),
+        )  # fmt: skip
+
+    @property
+    def totp(self) -> TotpService:
+        return TotpService(self._db(), self.container.totp_fernet, self.settings.webauthn_rp_name)
+
+    @property
+    def backup_codes(self) -> BackupCodeService:
+        return BackupCodeService(self._db(), self.container.backup_code_hasher)
+
+    @property
+    def sign_in(self) -> SignInService:
+        return SignInService(
+            self._db(),
+            passwords=self.container.passwords,
+            limiter=self.limiter,
+            email_key=self.container.email_key,
+            totp=self.totp,
+            backup_codes=self.backup_codes,
+            notifier=self.notifier,
+            policy=self.policy,
+        )
+
+    @property
+    def partial_logins(self) -> PartialLogins:
+        """Correct passwords waiting for their second step."""
+        return PartialLogins(self._db())
+
+    @property
+    def method_removal(self) -> MethodRemoval:
+        """The rules that keep a way in: never the last one, and admins keep a passkey."""
+        return MethodRemoval(self._db(), self.policy)
+
+    @property
+    def pending_authorizations(self) -> PendingAuthorizations:
+        """Authorization requests waiting for a sign-in or a consent, and the consents given."""
+        return PendingAuthorizations(self._db())
+
+    @property
+    def login_links(self) -> LoginLinkService:
+        return LoginLinkService(self._db())
+
+    # -- accounts ----------------------------------------------------------------------------------
+    @property
+    def users(self) -> UserService:
+        return UserService(self._db(), self.container.passwords)
+
+    @property
+    def email_changes(self) -> EmailChanges:
+        return EmailChanges(self._db())
+
+    @property
+    def joining(self) -> Joining:
+        """Invites and self-service sign-up (idp.services.signup)."""
+        return Joining(
+            self._db(),
+            self.container.passwords,
+            self.notifier,
+            allow_local_domains=not self.settings.production,
+        )
+
+    def user_admin(self, actor_id: str) -> UserAdmin:
+        """What admins decide about users, acting as ``actor_id`` (an admin's id, or an API
+        token's actor): the console, the admin API and the CLI share it."""
+        return UserAdmin(
+            self._db(),
+            passwords=self.container.passwords,
+            notifier=self.notifier,
+            backup_codes=self.backup_codes,
+            totp=self.totp,
+            actor_id=actor_id,
+            context=self.context,
+            allow_local_domains=not self.settings.production,
+        )
+
+    # -- OAuth and OpenID Connect ------------------------------------------------------------------
+    @property
+    def grants(self) -> GrantService:
+        return GrantService(self._db())
+
+    @property
+    def device_flow(self) -> DeviceFlowService:
+        """The device authorization grant's service (RFC 8628), its user codes counted by the
+        attempt limiter."""
+        return DeviceFlowService(self._db(), self.container.user_code_hasher, self.limiter)
+
+    @property
+    def clients(self) -> ClientService:
+        """Client registrations as the console, the admin API and the CLI change them: the
+        issuer decides which back-channel logout URIs development allows."""
+        return ClientService(self._db(), self.container.client_secrets, issuer=self.settings.issuer)
+
+    @property
+    def groups(self) -> GroupService:
+        """Groups, read (or changed by the command line)."""
+        return GroupService(self._db())
+
+    def groups_as(self, user_id: str | None, via: str) -> GroupService:
+        """Groups as an admin changes them through ``via`` (``console``, ``api``): the audit log
+        names them."""
+        return GroupService(self._db(), Actor(user_id=user_id, via=via, context=self.context))
+
+    def api_tokens(self, actor_id: str | None) -> ApiTokenService:
+        """Admin API tokens, managed by ``actor_id`` (None: the API authenticating a token)."""
+        return ApiTokenService(self._db(), self.container.api_token_hasher, actor_id=actor_id,
+                               context=self.context, clock=self.container.clock)  # fmt: skip
+
+    # -- messages and housekeeping -----------------------------------------------------------------
+    @property
+    def notifier(self) -> Notifier:
+        settings = self.settings
+        return Notifier(self._db(), settings.smtp_url, settings.smtp_sender,
+                        clock=self.container.clock)  # fmt: skip
+
+    @property
+    def mailer(self) -> Mailer | None:
+        """The SMTP sender, or None when messages stay in the outbox."""
+        settings = self.settings
+        if not settings.smtp_url:
+            return None
+        return Mailer(settings.smtp_url, settings.smtp_sender, settings.smtp_ca_file)
+
+    def outbox_channels(self) -> list[Channel]:
+        """The outbox channels this node delivers through: back-channel logout always, mail
+        when an SMTP server is configured (idp.services.outbox)."""
+        container = self.container
+        channels: list[Channel] = [
+            BackchannelSender(self._db(), container.keys, container.settings.issuer)
+        ]
+        sender = self.mailer
+        if sender is not None:
+            channels.append(sender)
+        return channels
+
+    def retention(self, now: datetime) -> RetentionPolicy:
+        """What a prune at ``now`` deletes: the settings' retention, the policy's idle TTL."""
+        settings = self.settings
+        return RetentionPolicy(
+            now=now,
+            audit_retention_days=settings.audit_retention_days,
+            session_idle_ttl=self.policy.session_idle_ttl,
+            refresh_token_ttl=settings.refresh_token_ttl,
+        )
+
+
+# -- the web's accessors -------------------------------------------------------------------------
+def container(app: Flask | None = None) -> Container:
+    """The application's container (``create_app`` made it)."""
+    value = (app or current_app).extensions["idp"]
+    assert isinstance(value, Container)
+    return value
+
+
+def runtime() -> Container:
+    """The current application's container: its settings, keys, hashers and caches."""
+    return container()
+
+
+def clock() -> Clock:
+    """The current application's clock: the time a view decides with, which a test freezes and
+    moves by setting this one object (tests/support/clock.py)."""
+    return container().clock
+
+
+def request_context() -> RequestContext:
+    """Who is acting, for the audit log: the client's address and user agent."""
+    # The user agent is only informational: kept short wherever it is stored.
+    user_agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
+    return RequestContext(ip_address=request.remote_addr or "", user_agent=user_agent)
+
+
+def services() -> Services:
+    """This request's (or application context's) service factory, made once and kept on ``g``."""
+    if "idp_services" not in g:
+        from idp.extensions import db
+
+        context = request_context() if has_request_context() else RequestContext()
+        g.idp_services = Services(container(), db.session, context)
+    built: Services = g.idp_services
+    return built

@@ -1,0 +1,163 @@
+"""Client authentication at the token side (RFC 6749 2.3.1, RFC 7523 2.2, OIDC Core 9): the
+methods Authlib runs with idp's own bounds, and the error that names the method a client is
+registered with."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    OAuth2Request,
+)
+from authlib.oauth2.rfc6749.authenticate_client import (
+    authenticate_client_secret_basic as authlib_client_secret_basic,
+)
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
+
+from idp.composition import runtime
+from idp.extensions import db
+from idp.models import (
+    Client,
+    UsedClientAssertion,
+)
+from idp.services.crypto import token_hash
+from idp.services.tokens import unverified_claims
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """RFC 7523 2.2 / OIDC Core 9 ``private_key_jwt``."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self) -> list[str]:
+        settings = runtime().settings
+        # RFC 8628 3.1: the device authorization endpoint authenticates clients as the token
+        # endpoint does, so an assertion may name either.
+        return [
+            settings.endpoint("/token"),
+            settings.endpoint("/device_authorization"),
+            settings.issuer,
+        ]
+
+    def verify_claims(self, claims: Any) -> None:
+        refusal = assertion_time_refusal(claims, int(time.time()), self.leeway)
+        if refusal is not None:
+            raise InvalidClientError(description=refusal)
+        super().verify_claims(claims)
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        # RFC 7523 3 "jti": the record must outlive every moment the assertion is accepted, its
+        # expiry plus the clock-skew leeway (``exp`` is an integer: ``verify_claims``).
+        expires_at = datetime.fromtimestamp(claims["exp"] + self.leeway, UTC)
+        try:
+            with db.session.begin_nested():
+                db.session.add(UsedClientAssertion(jti_hash=token_hash(jti), expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+    def resolve_client_public_key(self, client: Client) -> KeySet:
+        if not (client.jwks and client.jwks.get("keys")):
+            # RFC 7523 3 / RFC 6749 5.2: a client without registered keys cannot present an
+            # assertion; that is invalid_client, not a server error.
+            raise InvalidClientError(description="The client has no registered keys.")
+        return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+
+
+#: The longest a client assertion may be valid: RFC 7523 3 asks the server to limit how long
+#: it must remember ``jti`` values, and OIDC Core 9 expects a short lifetime. One hour, not a few
+#: minutes: Authlib's client (``authlib.oauth2.rfc7523``) signs its assertions for exactly an hour
+#: by default, and a bound below what a widely used relying-party library sends would refuse it
+#: out of the box. The jti record lives until ``exp`` (``validate_jti``), so the bound is what
+#: caps the replay store.
+MAX_CLIENT_ASSERTION_LIFETIME = 3600
+
+
+def _numeric_date(value: object) -> bool:
+    """An integer NumericDate (RFC 7519 2). JSON ``true`` is no date, a float is refused: idp
+    stores and compares whole seconds (and an assertion's clock is never that precise)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def assertion_time_refusal(claims: dict[str, Any], now: int, leeway: int) -> str | None:
+    """Why a client assertion's time claims are refused, or None (RFC 7523 3 items 4-6)."""
+    if not _numeric_date(claims.get("exp")):
+        return "The assertion's 'exp' must be an integer NumericDate."
+    for name in ("iat", "nbf"):
+        if name in claims and not _numeric_date(claims[name]):
+            return f"The assertion's '{name}' must be an integer NumericDate."
+    exp: int = claims["exp"]
+    # Measured from when it was issued and from now (an ``iat`` in the future is the client's
+    # claim, not a fact): either way no longer than the limit (plus the clock-skew leeway).
+    issued = claims.get("iat", now)
+    if exp - issued > MAX_CLIENT_ASSERTION_LIFETIME or exp - now > (
+        MAX_CLIENT_ASSERTION_LIFETIME + leeway
+    ):
+        return f"The assertion is valid for more than {MAX_CLIENT_ASSERTION_LIFETIME} seconds."
+    return None
+
+
+def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) -> Any:
+    """RFC 6749 2.3.1 ``client_secret_basic``. Authlib's parser raises on ``Basic`` with no
+    credentials or with credentials that are not UTF-8, which surfaced as a 500; such a header
+    is simply no valid client authentication (RFC 6749 5.2 ``invalid_client``)."""
+    try:
+        extract_basic_authorization(request.headers)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return authlib_client_secret_basic(query_client, request)
+
+
+#: How a client presents each registration's method at the token endpoint, for the error that
+#: names it (OIDC Core 9, RFC 6749 2.3.1, RFC 7523 2.2).
+AUTH_METHOD_HOW = {
+    "client_secret_basic": "its client_id and secret in an HTTP Basic Authorization header",
+    "client_secret_post": "client_id and client_secret in the form body",
+    "private_key_jwt": "a client_assertion JWT signed with its registered key",
+    "none": "its client_id alone, as a public client with PKCE",
+}
+#: Authlib's description of a failed client authentication, which lists every method it tried.
+_GENERIC_CLIENT_AUTH_FAILURE = "The client cannot authenticate with methods"
+
+
+def claimed_client_id(request: OAuth2Request) -> str | None:
+    """The client a failed authentication claims to be: from the Basic header, the form's
+    client_id, or a client assertion's unverified ``iss`` (RFC 7523 3 item 1)."""
+    try:
+        basic_id, _secret = extract_basic_authorization(request.headers)
+    except ValueError:  # UnicodeDecodeError included
+        basic_id = None
+    if basic_id:
+        return str(basic_id)
+    form_id = request.form.get("client_id")
+    if form_id:
+        return str(form_id)
+    assertion = request.form.get("client_assertion")
+    if assertion:
+        try:
+            issuer = unverified_claims(str(assertion)).get("iss")
+        except Exception:
+            return None
+        return issuer if isinstance(issuer, str) else None
+    return None
+
+
+def registered_method_refusal(client: Client, description: str) -> str:
+    """RFC 6749 5.2 ``invalid_client``'s error_description: name the one method the client is
+    registered for (OIDC Core 9: ``token_endpoint_auth_method``), instead of Authlib's list of
+    every method the server tried."""
+    method = client.token_endpoint_auth_method
+    hint = (f"Client authentication failed: {client.client_id} is registered for {method} "
+            f"({AUTH_METHOD_HOW.get(method, method)}).")  # fmt: skip
+    if description.startswith(_GENERIC_CLIENT_AUTH_FAILURE):
+        return hint
+    return f"{description} {hint}"

@@ -1,0 +1,117 @@
+"""The token side's other endpoints: revocation (RFC 7009), introspection (RFC 7662) and
+RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0), with Authlib's hooks filled in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
+from flask import g
+from joserfc.jwk import KeySet
+
+from idp.composition import clock, runtime, services
+from idp.extensions import db
+from idp.models import (
+    AccessToken,
+    Client,
+    RefreshToken,
+)
+from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from idp.services.tokens import verify_issued_jwt
+
+
+def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
+    """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
+    rt = runtime()
+    service = services().grants
+
+    def as_access_token() -> AccessToken | None:
+        claims = verify_issued_jwt(
+            db.session(), rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
+        )
+        jti = claims.get("jti") if claims else None
+        return db.session.get(AccessToken, jti) if isinstance(jti, str) else None
+
+    def as_refresh_token() -> RefreshToken | None:
+        return service.find_refresh_token(token_string)
+
+    lookups = [as_access_token, as_refresh_token]
+    if hint == "refresh_token":
+        lookups.reverse()
+    for lookup in lookups:
+        found = lookup()
+        if found is not None:
+            return found
+    return None
+
+
+class TokenRevocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return _find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: Any, request: OAuth2Request) -> None:
+        service = services().grants
+        if isinstance(token, RefreshToken):
+            # RFC 7009 2.1: revoking a refresh token also invalidates the access tokens of the
+            # same grant.
+            service.revoke_grant(token.grant_id, "revoked_by_client", clock().now())
+        else:
+            service.revoke_access_token(token, clock().now())
+
+
+class TokenIntrospection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return _find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: Any, client: Client, request: OAuth2Request) -> bool:
+        # RFC 7662 4: a client may only learn about its own tokens.
+        return bool(token.client_id == client.client_id)
+
+    def introspect_token(self, token: Any) -> dict[str, Any]:
+        rt = runtime()
+        now = clock().now()
+        if isinstance(token, AccessToken):
+            # Also inactive once its user is disabled or its grant revoked (logout, replay).
+            if services().grants.active_access_token(token.jti, now) is None:
+                return {"active": False}
+            token_type = "access_token"
+            issued, expires = token.issued_at, token.expires_at
+            subject = token.user_id or token.client_id
+        else:
+            # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
+            # gets no token, and no client may learn otherwise).
+            if token.consumed_at is not None or not token.grant.user.is_active:
+                return {"active": False}
+            token_type = "refresh_token"
+            issued, expires = token.issued_at, token.expires_at
+            subject = token.grant.user_id
+        return {
+            "active": True,
+            "client_id": token.client_id,
+            "scope": token.scope,
+            "sub": subject,
+            "iss": rt.settings.issuer,
+            "token_type": token_type,
+            "iat": int(issued.timestamp()),
+            "exp": int(expires.timestamp()),
+        }
+
+
+class EndSession(EndSessionEndpoint):
+    """OpenID Connect RP-Initiated Logout 1.0."""
+
+    def get_server_jwks(self) -> KeySet:
+        return runtime().keys.verification_keyset(db.session())
+
+    def end_session(self, end_session_request: EndSessionRequest) -> None:
+        from idp.oidc.logout import end_browser_session
+
+        # The view decided which session, if any, this request may end (g.idp_logout_session).
+        end_browser_session(g.get("idp_logout_session"))

@@ -1,0 +1,170 @@
+"""The OpenID Provider's endpoints outside the interactive authorization: discovery and JWKS,
+the token side that Authlib runs (token, device authorization, revocation, introspection),
+userinfo, and RP-initiated logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import (
+    Response,
+    g,
+    jsonify,
+    render_template,
+    request,
+)
+
+from idp.composition import runtime
+from idp.extensions import csrf, db
+from idp.oidc.blueprint import bp, oauth_server
+from idp.oidc.discovery import provider_metadata
+from idp.oidc.server import bearer_token
+from idp.services.claims import client_claims
+from idp.services.sessions import RpLogout, rp_logout
+from idp.web import acts_on_get
+from idp.web.sessions import clear_session_cookie, current_session
+
+
+# -- discovery ------------------------------------------------------------------------------------
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    """OpenID Provider metadata (OIDC Discovery 3)."""
+    response = jsonify(provider_metadata(runtime().settings))
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/jwks")
+def jwks() -> Response:
+    """The public signing keys, current and still-valid retired ones (RFC 7517)."""
+    response = jsonify(runtime().keys.public_jwks(db.session()))
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = f"public, max-age={runtime().settings.key_cache_ttl}"
+    return response
+
+
+# -- token side: Authlib ------------------------------------------------------------------------
+def _committed(response: Any) -> Any:
+    # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
+    # replay triggers must persist even though the request itself fails.
+    db.session.commit()
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post("/token")
+@csrf.exempt
+def token() -> Any:
+    """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
+    return _committed(oauth_server().create_token_response())
+
+
+@bp.post("/device_authorization")
+@csrf.exempt
+def device_authorization() -> Any:
+    """Device authorization endpoint (RFC 8628 3.1, 3.2)."""
+    return _committed(oauth_server().create_endpoint_response("device_authorization"))
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke() -> Any:
+    """Token revocation (RFC 7009)."""
+    return _committed(oauth_server().create_endpoint_response("revocation"))
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect() -> Any:
+    """Token introspection (RFC 7662)."""
+    return _committed(oauth_server().create_endpoint_response("introspection"))
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo() -> Any:
+    """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    token_value = value.strip() if scheme.lower() == "bearer" else ""
+    if (
+        not token_value
+        and request.method == "POST"
+        and request.mimetype == ("application/x-www-form-urlencoded")
+    ):
+        token_value = request.form.get("access_token", "")
+    if not token_value:
+        return _bearer_error(401, None)
+    access_token = bearer_token(token_value)
+    if access_token is None or access_token.grant is None:
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    if "openid" not in access_token.scope.split():
+        return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
+    response = jsonify(
+        client_claims(
+            db.session(), access_token.grant.user, access_token.client_id, access_token.scope
+        )
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
+    # RFC 6750 3: the challenge names the error; with no token at all it carries no error code.
+    challenge = 'Bearer realm="idp"'
+    body: dict[str, str] = {}
+    if error:
+        challenge += f', error="{error}", error_description="{description}"'
+        body = {"error": error, "error_description": description}
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+# -- RP-initiated logout --------------------------------------------------------------------------
+@bp.route("/logout", methods=["GET", "POST"])
+@csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
+@acts_on_get
+def logout() -> Any:
+    """OpenID Connect RP-Initiated Logout 1.0."""
+    server = oauth_server()
+    confirmed = request.method == "POST" and request.form.get("confirm") == "yes"
+    try:
+        end_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        db.session.rollback()
+        return render_template("oidc/error.html", message=error.description or error.error), 400
+    browser_session = current_session()
+    claims = end_request.id_token_claims
+    decision = (
+        RpLogout.CONFIRM
+        if claims is None
+        else rp_logout(browser_session.user_id if browser_session else None, claims.get("sub"))
+    )
+    if decision is RpLogout.CONFIRM:
+        if not confirmed:
+            # RP-Initiated Logout 6: without a valid id_token_hint (or with one for another
+            # user than the one signed in here), ask the user first.
+            return render_template("oidc/logout_confirm.html", params=request.values)
+        csrf.protect()  # the confirmation must come from our own page
+    # Only ever this browser's own session (RP-Initiated Logout 2); without one, nothing ends.
+    g.idp_logout_session = browser_session if decision is not RpLogout.NOTHING else None
+    response = server.create_endpoint_response("end_session", end_request)
+    db.session.commit()
+    if response is None:
+        # No redirect back (none asked for, or not a registered one): no dead end either. The
+        # app's own registered post-logout address (RP-Initiated Logout 3) is safe to offer as
+        # a link, since the admin registered it; sign-in again is always offered.
+        client = end_request.client
+        home = (
+            client.post_logout_redirect_uris[0]
+            if client and client.post_logout_redirect_uris
+            else None
+        )
+        response = Response(render_template("oidc/logged_out.html", client=client, app_home=home))
+    clear_session_cookie(response)
+    return response

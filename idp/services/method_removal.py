@@ -1,0 +1,65 @@
+"""Which sign-in method a user may remove: the rules that keep a way in (docs/configuration.md,
+``passwords_allowed`` and ``admin_passkey_required``).
+
+Two rules, decided here and nowhere else, for the portal (idp.account) and any other surface:
+
+- **Never remove the last way in.** A passkey is always a way in; a password is one only where
+  the sign-in policy allows passwords. An authenticator app is a second step after a password,
+  never a way in alone, so removing it never locks anyone out.
+- **Admins keep a passkey** where the policy says ``admin_passkey_required``: such an admin
+  signs in with a passkey only, so their last one stays whatever else they have.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import Passkey, User
+from idp.services.sign_in_policy import SignInPolicy
+
+
+class Refusal(Enum):
+    """Why a removal is refused (None: it is allowed)."""
+
+    #: The method is the user's only way in.
+    LAST_WAY_IN = "last_way_in"
+    #: The passkey is an admin's last one, and the policy requires admins to keep a passkey.
+    ADMIN_PASSKEY = "admin_passkey"
+
+
+class MethodRemoval:
+    """Answers whether removing one of a user's sign-in methods is allowed."""
+
+    def __init__(self, db: Session, policy: SignInPolicy) -> None:
+        self.db = db
+        self.policy = policy
+
+    def _passkeys(self, user: User) -> list[Passkey]:
+        return list(self.db.scalars(select(Passkey).where(Passkey.user_id == user.id)))
+
+    def _password_is_a_way_in(self, user: User) -> bool:
+        # Where policy turned passwords off, a password is no way in at all.
+        return user.password_hash is not None and self.policy.passwords_allowed
+
+    def passkey_refusal(self, user: User, passkey: Passkey) -> Refusal | None:
+        """Removing ``passkey`` (one of ``user``'s): refused when it is the last passkey of an
+        admin who must keep one, or the last passkey with no usable password beside it."""
+        others = [p for p in self._passkeys(user) if p.credential_id != passkey.credential_id]
+        if others:
+            return None
+        if user.is_admin and self.policy.admin_passkey_required:
+            return Refusal.ADMIN_PASSKEY
+        if not self._password_is_a_way_in(user):
+            return Refusal.LAST_WAY_IN
+        return None
+
+    def password_refusal(self, user: User) -> Refusal | None:
+        """Going passwordless: only when a passkey remains."""
+        return None if self._passkeys(user) else Refusal.LAST_WAY_IN
+
+    def totp_refusal(self, user: User) -> Refusal | None:
+        """An authenticator app is never a way in alone, so its removal is never refused."""
+        return None

@@ -1,0 +1,70 @@
+"""The checks py_webauthn leaves to idp on a credential it is handed: its size and shape, the
+client data's ``crossOrigin`` and ``topOrigin`` (WebAuthn L3 5.8.1), and a stable reason code for
+each failure py_webauthn reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from webauthn.helpers.exceptions import (
+    InvalidAuthenticationResponse,
+    InvalidJSONStructure,
+    InvalidRegistrationResponse,
+)
+
+MAX_CREDENTIAL_JSON = 64 * 1024
+
+
+class PasskeyError(Exception):
+    """A ceremony failed. ``reason`` (and the library's ``detail``) are for the audit log; users
+    see a calm, generic message."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_credential(credential_json: str, parser: Any) -> Any:
+    if not credential_json or len(credential_json) > MAX_CREDENTIAL_JSON:
+        raise PasskeyError("malformed_credential")
+    try:
+        return parser(credential_json)
+    except (InvalidJSONStructure, InvalidRegistrationResponse, InvalidAuthenticationResponse,
+            ValueError, TypeError, KeyError) as error:  # fmt: skip
+        raise PasskeyError("malformed_credential") from error
+
+
+def check_client_data(client_data_json: bytes) -> None:
+    """WebAuthn L3 5.8.1 CollectedClientData: a ceremony inside a cross-origin iframe reports
+    ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
+    try:
+        data = json.loads(client_data_json)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PasskeyError("malformed_client_data") from error
+    if not isinstance(data, dict):
+        raise PasskeyError("malformed_client_data")
+    if data.get("crossOrigin") is True:
+        raise PasskeyError("cross_origin")
+    if "topOrigin" in data:
+        raise PasskeyError("top_origin")
+
+
+def failure_reason(error: Exception) -> str:
+    """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
+    text = str(error).lower()
+    for needle, reason in (
+        ("backed up", "backup_flags_invalid"),
+        ("origin", "origin_not_allowed"),
+        ("challenge", "challenge_mismatch"),
+        ("verified", "user_not_verified"),
+        ("present", "user_not_present"),
+        ("rp id", "rp_id_mismatch"),
+        ("signature", "bad_signature"),
+        ("type", "wrong_ceremony_type"),
+        ("algorithm", "algorithm_not_allowed"),
+    ):
+        if needle in text:
+            return reason
+    return "verification_failed"

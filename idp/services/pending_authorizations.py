@@ -1,0 +1,69 @@
+"""Authorization requests waiting for a sign-in or a consent (OIDC Core 3.1.2.3, 3.1.2.4).
+
+A request that cannot be answered at once is stored, and the browser comes back to it by id
+after signing in or consenting. Each is spent once: a replayed "continue" URL cannot mint a
+second code, and a refused or denied request cannot be resumed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import Consent, PendingAuthorization
+from idp.models.base import random_id
+from idp.services.consume import consume_once
+
+#: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
+MAX_PENDING_ID = 64
+
+
+class PendingAuthorizations:
+    """The pending requests, and the consents that decide whether one needs the user."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def live(self, pending_id: str, now: datetime) -> PendingAuthorization | None:
+        """The request by id if it is neither spent nor expired."""
+        pending = self.db.get(PendingAuthorization, pending_id[:MAX_PENDING_ID])
+        if pending is None or pending.consumed_at is not None or pending.expires_at <= now:
+            return None
+        return pending
+
+    def open(self, client_id: str, params: dict[str, Any], now: datetime, ttl: int) -> str:
+        """Store a request for ``ttl`` seconds; its id (the caller commits)."""
+        # The id is chosen here, not at flush: read from the row after the commit, it would
+        # cost a SELECT (a commit expires what the session loaded).
+        pending_id = random_id()
+        self.db.add(
+            PendingAuthorization(
+                id=pending_id,
+                client_id=client_id,
+                params=params,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+        )
+        return pending_id
+
+    def spend(self, pending: PendingAuthorization, now: datetime) -> bool:
+        """Mark the request used; False when another request spent it first."""
+        return consume_once(
+            self.db, PendingAuthorization, PendingAuthorization.id == pending.id, now=now
+        )
+
+    def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:
+        """The user allowed the request on the consent page; the resumed request issues a code
+        for that user only (``interaction.InteractionState.consent_given``)."""
+        pending.consented_by = user_id
+
+    def consented_scopes(self, user_id: str, client_id: str) -> set[str] | None:
+        """The scopes the user agreed to share with the client before (None: never asked)."""
+        consent = self.db.scalar(
+            select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+        )
+        return set(consent.scopes) if consent else None

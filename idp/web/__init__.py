@@ -1,0 +1,115 @@
+"""Helpers the blueprints share: confirmation pages, safe redirects, one-time link addresses,
+template values. The browser session, security headers and after-response work have their own
+modules beside this one (idp.web.sessions, idp.web.headers, idp.web.background)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import render_template, request
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from idp.composition import runtime, services
+from idp.services.outbox import Channel
+from idp.services.user_admin import link_path
+from idp.settings import is_loopback_host
+
+
+def acts_on_get(view: Callable[..., Any]) -> Callable[..., Any]:
+    """For the protocol endpoints whose GET acts: the authorization endpoint issues codes and
+    stores pending requests (OIDC Core 3.1.2.1), RP-initiated logout ends sessions
+    (RP-Initiated Logout 1.0 section 2). HEAD must change nothing (RFC 9110 9.2.1), and such a
+    GET's headers (a Location with a code) cannot be produced without acting: HEAD is refused
+    (RFC 9110 15.5.6), the view never runs."""
+
+    @functools.wraps(view)
+    def refuse_head(*args: Any, **kwargs: Any) -> Any:
+        if request.method == "HEAD":
+            rule = request.url_rule
+            allowed = sorted((rule.methods or set()) - {"HEAD"}) if rule is not None else []
+            return Response(status=405, headers={"Allow": ", ".join(allowed)})
+        return view(*args, **kwargs)
+
+    return refuse_head
+
+
+def confirmed() -> bool:
+    """A destructive action acts only on a POST carrying ``confirm=yes``, the button of its
+    confirmation page; a GET (RFC 9110 9.2.1: safe) or a bare POST gets that page instead. One
+    pattern for every such action, and it works without JavaScript."""
+    return request.method == "POST" and request.form.get("confirm") == "yes"
+
+
+def confirm_page(
+    *, title: str, message: str, action: str, button: str, cancel: str, nav: str = "account"
+) -> Any:
+    """The confirmation page of a destructive action: what will happen, the button that does it
+    (a POST to ``action`` with ``confirm=yes``) and a way back."""
+    return render_template("confirm.html", title=title, message=message, action=action,
+                           button=button, cancel=cancel, nav=nav)  # fmt: skip
+
+
+def safe_next(target: str | None) -> str | None:
+    """A local path to return to after sign-in, or None: never an open redirect (RFC 9700 4.11)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ord(c) < 0x20 for c in target) or len(target) > 2000:
+        return None
+    return target
+
+
+def email_key(email: str) -> str:
+    """A rate-limit subject for an email, known account or not (no enumeration)."""
+    return runtime().email_key(email)
+
+
+def url_for_secret(purpose: str, secret: str) -> str:
+    """The absolute address of a one-time link (login link, invite) for ``secret``."""
+    return runtime().settings.endpoint(link_path(purpose, secret))
+
+
+def issuer_address() -> dict[str, str]:
+    """Template values for a page opened at another address than a development issuer's (say
+    http://127.0.0.1:5000 for http://localhost:5000): passkeys fail there, since the browser
+    checks the page's origin against the RP ID (WebAuthn L3 5.1.3, a domain, never an IP
+    address) and idp checks it against the issuer's origin (7.1 step 9), and every cookie is
+    the issuer's host's. ``issuer_url``: the same page at the issuer, for the banner in
+    base.html. Development only: behind a production proxy the Host header idp sees may
+    legitimately differ from the issuer's."""
+    settings = runtime().settings
+    parts = urlsplit(settings.issuer)
+    if parts.scheme != "http" or not is_loopback_host(parts.hostname or ""):
+        return {}
+    if request.host.lower() == parts.netloc.lower():
+        return {}
+    path = request.full_path if request.query_string else request.path
+    return {"issuer_url": settings.issuer.rstrip("/") + path, "issuer_origin": settings.issuer}
+
+
+def outbox_channels() -> list[Channel]:
+    """For idp/cli.py, until the command line asks idp.composition for its services."""
+    return services().outbox_channels()
+
+
+def docs_link(name: str) -> str | None:
+    """The address of ``docs/<name>`` under the ``docs_url`` setting, or None when unset (the
+    console then names the file of the repository's docs/ directory)."""
+    docs_url = runtime().settings.docs_url
+    return f"{docs_url.rstrip('/')}/{name}" if docs_url else None
+
+
+def outbox_hint() -> Markup | None:
+    """What a page says instead of "we emailed it" when no message can leave idp (no
+    ``smtp_url``): where the administrator finds it. None when a mail server is configured."""
+    settings = runtime().settings
+    if settings.smtp_url:
+        return None
+    where = "printed in the terminal running idp and " if settings.prints_mail else ""
+    return Markup(
+        "No mail server is configured (<code>smtp_url</code>), so no email went out: the "
+        "message waits in idp's outbox, {}listed by <code>idp outbox</code>."
+    ).format(where)

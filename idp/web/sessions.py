@@ -1,0 +1,109 @@
+"""The browser's session: its cookie (RFC 6265bis), the session loader that reads it once per
+request, and starting, promoting and ending sessions (idp.services.sessions decides)."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import after_this_request, g, request
+from werkzeug.wrappers import Response
+
+from idp.composition import clock, request_context, runtime, services
+from idp.models import BrowserSession, User
+
+
+def session_cookie_name() -> str:
+    # RFC 6265bis 4.1.3.2: a __Host- cookie is Secure, host-only and Path=/. Over plain http
+    # (localhost development) Secure cookies are not sent back by every client, so no prefix.
+    return "__Host-idp_session" if runtime().settings.secure_transport else "idp_session"
+
+
+def current_session() -> BrowserSession | None:
+    """The live browser session of this request, loaded once."""
+    if "idp_session" not in g:
+        g.idp_session = services().sessions.load(
+            request.cookies.get(session_cookie_name()), clock().now()
+        )
+    session: BrowserSession | None = g.idp_session
+    return session
+
+
+def set_session_cookie(response: Response, value: str, max_age: int) -> None:
+    settings = runtime().settings
+    response.set_cookie(
+        session_cookie_name(),
+        value,
+        max_age=max_age,
+        path="/",
+        secure=settings.secure_transport,
+        httponly=True,
+        # Lax: the cookie must come along when a relying party sends the user to /authorize.
+        samesite="Lax",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    settings = runtime().settings
+    response.delete_cookie(
+        session_cookie_name(),
+        path="/",
+        secure=settings.secure_transport,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def browser_binding() -> str:
+    """A random value in this browser's signed cookie: WebAuthn challenges are bound to it so that
+    a challenge issued to one browser cannot be answered from another."""
+    from flask import session
+
+    value = session.get("webauthn_binding")
+    if not isinstance(value, str):
+        value = secrets.token_urlsafe(32)
+        session["webauthn_binding"] = value
+    return value
+
+
+def start_session(
+    user: User,
+    amr: list[str] | tuple[str, ...],
+    response: Response,
+    *,
+    restricted: bool = False,
+    passkey_only: bool = False,
+) -> None:
+    """Sign the user in: a new server-side session, the previous one of this browser ended.
+    ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
+    ``passkey_only``)."""
+    previous = current_session()
+    now = clock().now()
+    service = services().sessions
+    if previous is not None:
+        service.revoke(previous, now)
+    new = service.create(user, list(amr), request_context(), now, restricted=restricted,
+                         passkey_only=passkey_only)  # fmt: skip
+    g.idp_session = new.session
+    set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
+
+
+def promote_session(restricted: BrowserSession) -> BrowserSession:
+    """A restricted session added a sign-in method: it becomes a full session under a new id
+    (idp.services.sessions.SessionService.promote); this response carries the new cookie."""
+    service = services().sessions
+    new = service.promote(restricted, request_context(), clock().now())
+    g.idp_session = new.session
+
+    @after_this_request
+    def _set_cookie(response: Response) -> Response:
+        set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
+        return response
+
+    return new.session
+
+
+def viewer_is_admin() -> bool:
+    """The account pages link to the admin console for an admin with a full session (a
+    restricted one may only add a way in; the console's own guard decides the rest)."""
+    session = current_session()
+    return session is not None and not session.restricted and session.user.is_admin
