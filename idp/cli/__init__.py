@@ -42,6 +42,12 @@ class LazyGroup(click.Group):
             raise TypeError(f"{module}.{name} is not a click command")
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        from idp.cli.common import cli_errors
+
+        with cli_errors():
+            return super().invoke(ctx)
+
 
 @click.group(cls=LazyGroup)
 def main() -> None:

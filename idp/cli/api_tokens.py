@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from idp.cli.common import app_context, emit, fail
+from idp.cli.common import app_context, emit
+
+if TYPE_CHECKING:
+    from idp.services.api_tokens import ApiTokenService
 
 
 @click.group("api-tokens")
@@ -17,17 +20,13 @@ def api_tokens() -> None:
 
 
 @contextmanager
-def _token_service() -> Iterator[Any]:
-    """The tokens service acting as ``cli``; an ``ApiTokenError`` is the command's error."""
+def _token_service() -> Iterator[ApiTokenService]:
+    """The tokens service acting as ``cli``; nothing it refused is committed (``app_context``)."""
     from idp.extensions import db
-    from idp.services.api_tokens import ApiTokenError, ApiTokenService
+    from idp.services.api_tokens import ApiTokenService
 
     with app_context() as app:
-        try:
-            yield ApiTokenService(db.session(), app.extensions["idp"].api_token_hasher)
-        except ApiTokenError as error:
-            db.session.rollback()
-            fail(str(error))
+        yield ApiTokenService(db.session(), app.extensions["idp"].api_token_hasher)
 
 
 def _token_text(data: dict[str, Any]) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from idp.cli.common import app_context, fail
-from idp.services.audit import CLI_ACTOR
+from idp.cli.common import app_context
 
 
 @click.group()
@@ -28,13 +27,11 @@ def audit_export(
     """Print the filtered events, newest first, as CSV or JSON Lines on standard output."""
     from idp.extensions import db
     from idp.services import audit as audit_log
+    from idp.services.audit import CLI_ACTOR
 
-    try:
-        given = {"user": user, "client": client, "kind": kind, "outcome": outcome,
-                 "since": since, "until": until}  # fmt: skip
-        where = audit_log.AuditFilter.parse(given)
-    except audit_log.AuditFilterError as error:
-        fail(str(error))
+    given = {"user": user, "client": client, "kind": kind, "outcome": outcome,
+             "since": since, "until": until}  # fmt: skip
+    where = audit_log.AuditFilter.parse(given)
     with app_context():
         audit_log.record(db.session(), "audit.exported", actor_id=CLI_ACTOR,
                          format=fmt, filter=where.as_query(), via="cli")  # fmt: skip

@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from flask import Flask
 
 from idp.cli.common import app_context, emit, fail
-from idp.services.audit import CLI_ACTOR
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from idp.models import Client
+    from idp.services.clients import Actor, ClientService
+
+#: A decorator that adds options to a command.
+Options = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 KIND_HELP = "web: confidential, has a backend; spa / native: public, PKCE (native: RFC 8252)."
 
@@ -22,7 +29,7 @@ def clients() -> None:
     """Manage relying-party applications."""
 
 
-def _client_service(app: Flask) -> Any:
+def _client_service(app: Flask) -> ClientService:
     from idp.extensions import db
     from idp.services.clients import ClientService
 
@@ -30,7 +37,8 @@ def _client_service(app: Flask) -> Any:
     return ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
 
 
-def _cli_actor() -> Any:
+def _cli_actor() -> Actor:
+    from idp.services.audit import CLI_ACTOR
     from idp.services.clients import Actor
 
     return Actor(user_id=CLI_ACTOR, via="cli")
@@ -48,17 +56,17 @@ def _read_jwks(jwks_file: Path | None) -> dict[str, Any] | None:
     return jwks
 
 
-def _client_options(create: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _client_options(create: bool) -> Options:
     """The options ``create`` and ``edit`` share; on ``edit`` an absent option changes nothing."""
 
-    def flag(name: str, help: str) -> Any:
+    def flag(name: str, help: str) -> Options:
         if create:
             return click.option(name, is_flag=True, default=False, help=help)
         positive = name.removeprefix("--")
         return click.option(f"{name}/--not-{positive}", default=None, help=help)
 
     def apply(command: Callable[..., Any]) -> Callable[..., Any]:
-        options = [
+        options: list[Options] = [
             click.option("--name", required=create, help="Shown to users on the consent page."),
             click.option("--kind", type=click.Choice(["web", "spa", "native"]), help=KIND_HELP),
             click.option(
@@ -160,8 +168,7 @@ def clients_create(
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
-    from idp.services.client_fields import ClientFields, ClientRegistrationError
-    from idp.services.groups import GroupError
+    from idp.services.client_fields import ClientFields
 
     if public and kind not in (None, "spa", "native"):
         fail("--public contradicts --kind web")
@@ -183,19 +190,16 @@ def clients_create(
         backchannel_logout_session_required=backchannel_logout_session_required,
     )
     with app_context() as app:
-        try:
-            new = _client_service(app).create_from(fields, actor=_cli_actor())
-            db.session.flush()
-            _apply_group_options(new.client, allowed_groups, allow_everyone, claim_maps, False)
-            db.session.commit()
-        except (ClientRegistrationError, GroupError) as error:
-            fail(str(error))
+        new = _client_service(app).create_from(fields, actor=_cli_actor())
+        db.session.flush()
+        _apply_group_options(new.client, allowed_groups, allow_everyone, claim_maps, False)
+        db.session.commit()
         data = _describe_client(new.client) | {"client_secret": new.client_secret}
         emit(data, as_json, _client_text)
 
 
 def _apply_group_options(
-    client: Any,
+    client: Client,
     allowed_groups: tuple[str, ...],
     allow_everyone: bool,
     claim_maps: tuple[str, ...],
@@ -215,7 +219,7 @@ def _apply_group_options(
         service.set_claim_maps(client, [parse_claim_map(m) for m in claim_maps])
 
 
-def _describe_client(client: Any) -> dict[str, Any]:
+def _describe_client(client: Client) -> dict[str, Any]:
     from idp.extensions import db
     from idp.services.clients import describe
     from idp.services.groups import GroupService
@@ -255,7 +259,7 @@ def clients_list(as_json: bool) -> None:
         )
 
 
-def _load_client(client_id: str) -> Any:
+def _load_client(client_id: str) -> Client:
     from idp.extensions import db
     from idp.models import Client
 
@@ -306,8 +310,7 @@ def clients_edit(
     import dataclasses
 
     from idp.extensions import db
-    from idp.services.client_fields import ClientRegistrationError, fields_of
-    from idp.services.groups import GroupError
+    from idp.services.client_fields import fields_of
 
     changes: dict[str, Any] = {
         key: value
@@ -335,22 +338,17 @@ def clients_edit(
         changes["post_logout_redirect_uris"] = []
     with app_context() as app:
         client = _load_client(client_id)
-        try:
-            secret = None
-            if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
-                fields = dataclasses.replace(fields_of(client), **changes)
-                secret = _client_service(app).update(client, fields, actor=_cli_actor())
-            _apply_group_options(
-                client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps
-            )
-            db.session.commit()
-        except (ClientRegistrationError, GroupError) as error:
-            fail(str(error))
+        secret = None
+        if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
+            fields = dataclasses.replace(fields_of(client), **changes)
+            secret = _client_service(app).update(client, fields, actor=_cli_actor())
+        _apply_group_options(client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps)
+        db.session.commit()
         emit(_describe_client(client) | {"client_secret": secret}, as_json, _client_text)
 
 
 def _client_switch(
-    client_id: str, as_json: bool, act: Callable[[Any, Any], None], done: str
+    client_id: str, as_json: bool, act: Callable[[ClientService, Client], None], done: str
 ) -> None:
     from idp.extensions import db
     from idp.services.clients import describe
@@ -390,16 +388,12 @@ def clients_enable(client_id: str, as_json: bool) -> None:
 def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     """Give a client a new secret (shown once); the old one works on for the overlap."""
     from idp.extensions import db
-    from idp.services.client_fields import ClientRegistrationError
 
     with app_context() as app:
         settings = app.extensions["idp"].settings
         client = _load_client(client_id)
         chosen = settings.client_secret_rotation_overlap if overlap is None else overlap
-        try:
-            secret = _client_service(app).rotate_secret(client, overlap=chosen, actor=_cli_actor())
-        except ClientRegistrationError as error:
-            fail(str(error))
+        secret = _client_service(app).rotate_secret(client, overlap=chosen, actor=_cli_actor())
         db.session.commit()
         expires = client.previous_secret_expires_at
         data = {

@@ -5,29 +5,55 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
-from flask import Flask
 
-from idp.settings import SettingsError
+if TYPE_CHECKING:
+    from flask import Flask
+
+#: What a command prints: one value, as JSON (``--json``) or through its text function.
+Data = TypeVar("Data")
 
 
 def fail(message: str) -> NoReturn:
+    """Stop the command with ``message`` on standard error and exit status 1."""
     raise click.ClickException(message)
 
 
 @contextmanager
-def app_context() -> Iterator[Flask]:
-    from idp import create_app
+def cli_errors() -> Iterator[None]:
+    """The one place where the command line turns errors of the layers below into its own: a
+    service's refusal (:class:`idp.errors.DomainError`) becomes the command's error message, and
+    a configuration that does not load (:class:`idp.settings.SettingsError`) one that says so."""
+    from idp.errors import DomainError
+    from idp.settings import SettingsError
 
     try:
-        app = create_app()
+        yield
+    except DomainError as error:
+        raise click.ClickException(str(error)) from error
     except SettingsError as error:
         raise click.ClickException(f"configuration: {error}") from error
+
+
+@contextmanager
+def app_context() -> Iterator[Flask]:
+    """The application, configured from the environment, with its context pushed. A refusal
+    leaves it with nothing of the command's uncommitted work."""
+    from idp import create_app
+    from idp.errors import DomainError
+    from idp.extensions import db
+
+    app = create_app()
     with app.app_context():
-        yield app
+        try:
+            yield app
+        except DomainError:
+            db.session.rollback()
+            raise
 
 
-def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+def emit(data: Data, as_json: bool, text: Callable[[Data], str]) -> None:
+    """Print ``data``: JSON with ``--json``, else the text ``text`` makes of it."""
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))

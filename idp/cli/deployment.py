@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from cryptography.fernet import InvalidToken
-from flask import Flask
 
 from idp.cli.common import app_context, fail
-from idp.settings import SettingsError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def prepare_database(app: Flask) -> list[str]:
     """Create or upgrade the schema and make sure every signing alg has an active key."""
+    from cryptography.fernet import InvalidToken
+
     from idp.database import upgrade
     from idp.extensions import db
     from idp.runtime import Runtime
@@ -192,20 +196,14 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
     from idp.extensions import db
     from idp.settings import given_settings
 
-    try:
-        given = given_settings()
-    except SettingsError as error:
-        fail(f"configuration: {error}")
+    given = given_settings()
     if "issuer" not in given:
         # An issuer nobody set follows the port (docs/configuration.md, ``issuer``); the
         # workers build their own application and inherit it through the environment.
         os.environ["IDP_ISSUER"] = f"http://localhost:{port}"
     with app_context() as app:
         settings = app.extensions["idp"].settings
-        try:
-            settings.refuse_development_secret(production_server=production)
-        except SettingsError as error:
-            fail(f"configuration: {error}")
+        settings.refuse_development_secret(production_server=production)
         production_server = production or settings.production
         prepare_database(app)
         lines = _welcome(app, production_server=production_server)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from idp.cli.common import app_context, emit, fail
+from idp.cli.common import app_context, emit
+
+if TYPE_CHECKING:
+    from idp.services.groups import GroupService
 
 
 @click.group()
@@ -17,18 +20,13 @@ def groups() -> None:
 
 
 @contextmanager
-def _group_service() -> Iterator[Any]:
-    """The groups service acting as ``cli``; a ``GroupError`` is the command's error, and
-    nothing it refused is committed."""
+def _group_service() -> Iterator[GroupService]:
+    """The groups service acting as ``cli``; nothing it refused is committed (``app_context``)."""
     from idp.extensions import db
-    from idp.services.groups import GroupError, GroupService
+    from idp.services.groups import GroupService
 
     with app_context():
-        try:
-            yield GroupService(db.session())
-        except GroupError as error:
-            db.session.rollback()
-            fail(str(error))
+        yield GroupService(db.session())
 
 
 def _group_text(data: dict[str, Any]) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from flask import Flask
 
 from idp.cli.common import app_context, emit
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 @click.group()

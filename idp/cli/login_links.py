@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from idp.cli.common import app_context, emit, fail
-from idp.cli.users import _find_user, _link_url, _user_admin
+from idp.cli.users import find_user, link_url, user_admin_service
 
 
 class _IssueByDefault(click.Group):
@@ -30,23 +30,19 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
     """Make a one-time sign-in link for a user who lost every way in (or the first admin)."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.user_admin import UserAdminError
 
     with app_context() as app:
         settings = app.extensions["idp"].settings
         lifetime = ttl or settings.login_link_ttl
         if not 60 <= lifetime <= 86400:
             fail("--ttl must be between 60 seconds and 24 hours")
-        service = _user_admin(app)
-        user = _find_user(service, email)
-        try:
-            # Emailed to the user (or kept in the outbox) and printed for the admin, who can
-            # pass it on by another channel.
-            issued = service.send_login_link(
-                user, ttl=lifetime, now=utcnow(), url_for_secret=_link_url(app)
-            )
-        except UserAdminError as error:
-            fail(str(error))
+        service = user_admin_service(app)
+        user = find_user(service, email)
+        # Emailed to the user (or kept in the outbox) and printed for the admin, who can pass
+        # it on by another channel.
+        issued = service.send_login_link(
+            user, ttl=lifetime, now=utcnow(), url_for_secret=link_url(app)
+        )
         db.session.commit()
         data = {"email": user.email, "url": issued.url, "id": issued.id,
                 "expires_at": issued.link.expires_at.isoformat()}  # fmt: skip
@@ -62,8 +58,8 @@ def login_link_list(email: str, as_json: bool) -> None:
     from idp.services.user_descriptions import describe_link
 
     with app_context() as app:
-        service = _user_admin(app)
-        rows = [describe_link(k) for k in service.live_links(_find_user(service, email), utcnow())]
+        service = user_admin_service(app)
+        rows = [describe_link(k) for k in service.live_links(find_user(service, email), utcnow())]
         emit(
             rows, as_json,
             lambda r: "\n".join(f"{k['id']}  {k['purpose']}  until {k['expires_at']}" for k in r)
@@ -79,19 +75,15 @@ def login_link_revoke(email: str, link_id: str | None, revoke_all: bool) -> None
     """Revoke one unused link (its id from `list`) or, with --all, every one."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.user_admin import UserAdminError
 
     if bool(link_id) == revoke_all:
         fail("give a link id (from `idp login-link list EMAIL`) or --all")
     with app_context() as app:
-        service = _user_admin(app)
-        user = _find_user(service, email)
+        service = user_admin_service(app)
+        user = find_user(service, email)
         now = utcnow()
-        try:
-            ids = [link_id] if link_id else [k.id_hash[:16] for k in service.live_links(user, now)]
-            for public_id in ids:
-                service.revoke_link(user, public_id, now)
-        except UserAdminError as error:
-            fail(str(error))
+        ids = [link_id] if link_id else [k.id_hash[:16] for k in service.live_links(user, now)]
+        for public_id in ids:
+            service.revoke_link(user, public_id, now)
         db.session.commit()
         click.echo(f"revoked {len(ids)} link{'' if len(ids) == 1 else 's'} of {user.email}")

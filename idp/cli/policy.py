@@ -7,7 +7,6 @@ from typing import Any
 import click
 
 from idp.cli.common import app_context, emit, fail
-from idp.services.audit import CLI_ACTOR
 
 
 @click.group()
@@ -48,7 +47,8 @@ def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
     (lists comma-separated). Audited with old and new values."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.sign_in_policy import PolicyError, change_policy
+    from idp.services.audit import CLI_ACTOR
+    from idp.services.sign_in_policy import change_policy
     from idp.web import runtime
 
     changes: dict[str, str] = {}
@@ -58,11 +58,8 @@ def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
             fail(f"expected NAME=VALUE, got {assignment!r}")
         changes[name.strip()] = value
     with app_context():
-        try:
-            change_policy(db.session(), runtime().settings, changes, actor_id=CLI_ACTOR,
-                          context=None, now=utcnow(), via="cli")  # fmt: skip
-        except PolicyError as error:
-            fail(str(error))
+        change_policy(db.session(), runtime().settings, changes, actor_id=CLI_ACTOR,
+                      context=None, now=utcnow(), via="cli")  # fmt: skip
         db.session.commit()
         emit(_policy_data(), as_json, _policy_text)
 
@@ -73,6 +70,7 @@ def policy_reset(as_json: bool) -> None:
     """Drop every override: the configured defaults apply again."""
     from idp.extensions import db
     from idp.models.base import utcnow
+    from idp.services.audit import CLI_ACTOR
     from idp.services.sign_in_policy import reset_policy
     from idp.web import runtime
 

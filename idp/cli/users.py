@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from flask import Flask
 
 from idp.cli.common import app_context, emit, fail
-from idp.services.audit import CLI_ACTOR
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from idp.models import User
+    from idp.services.user_admin import UserAdmin
 
 
 @click.group()
@@ -18,9 +22,10 @@ def users() -> None:
     """Manage users."""
 
 
-def _user_admin(app: Flask) -> Any:
+def user_admin_service(app: Flask) -> UserAdmin:
     """The service the console's user pages use, acting as ``cli``."""
     from idp.extensions import db
+    from idp.services.audit import CLI_ACTOR
     from idp.services.backup_codes import BackupCodeService
     from idp.services.notifications import Notifier
     from idp.services.totp import TotpService
@@ -39,14 +44,16 @@ def _user_admin(app: Flask) -> Any:
     )
 
 
-def _find_user(service: Any, email: str) -> Any:
+def find_user(service: UserAdmin, email: str) -> User:
+    """The user with this email address, or the command's error."""
     user = service.find(email)
     if user is None:
         fail(f"no user {email}")
     return user
 
 
-def _link_url(app: Flask) -> Callable[[str, str], str]:
+def link_url(app: Flask) -> Callable[[str, str], str]:
+    """The address of a one-time link from its purpose and secret."""
     from idp.services.user_admin import link_path
 
     settings = app.extensions["idp"].settings
@@ -69,7 +76,7 @@ def users_list(query: str, page: int, as_json: bool) -> None:
     from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
-        result = _user_admin(app).search(query, page)
+        result = user_admin_service(app).search(query, page)
         rows = [describe_user(u) for u in result.users]
         emit(rows, as_json, lambda r: "\n".join(_user_text(u) for u in r) or "no users")
 
@@ -83,16 +90,12 @@ def users_list(query: str, page: int, as_json: bool) -> None:
 def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
     """Create a user; without --password-stdin, follow with `idp login-link` (or use invite)."""
     from idp.extensions import db
-    from idp.services.user_admin import UserAdminError
     from idp.services.user_descriptions import describe_user
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with app_context() as app:
-        try:
-            user = _user_admin(app).create(email, name=name, password=password, admin=admin)
-            db.session.commit()
-        except UserAdminError as error:
-            fail(str(error))
+        user = user_admin_service(app).create(email, name=name, password=password, admin=admin)
+        db.session.commit()
         emit(describe_user(user), as_json, lambda d: f"created user {d['email']} (sub {d['sub']})")
 
 
@@ -106,18 +109,14 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
     """Create a user and a one-time invite (emailed, and printed to pass on another way)."""
     from idp.extensions import db
     from idp.models.base import utcnow
-    from idp.services.user_admin import UserAdminError
     from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
-        try:
-            user, issued = _user_admin(app).invite(
-                email, name=name, admin=admin, ttl=ttl, now=utcnow(),
-                url_for_secret=_link_url(app), inviter="An administrator",
-            )  # fmt: skip
-            db.session.commit()
-        except UserAdminError as error:
-            fail(str(error))
+        user, issued = user_admin_service(app).invite(
+            email, name=name, admin=admin, ttl=ttl, now=utcnow(),
+            url_for_secret=link_url(app), inviter="An administrator",
+        )  # fmt: skip
+        db.session.commit()
         data = describe_user(user) | {
             "url": issued.url, "link_id": issued.id,
             "expires_at": issued.link.expires_at.isoformat(),
@@ -134,8 +133,8 @@ def users_show(email: str, as_json: bool) -> None:
     from idp.services.user_descriptions import describe_link, describe_user
 
     with app_context() as app:
-        service = _user_admin(app)
-        user = _find_user(service, email)
+        service = user_admin_service(app)
+        user = find_user(service, email)
         now = utcnow()
         data = describe_user(user) | {
             "email_verified": user.email_verified,
@@ -174,14 +173,18 @@ def _user_detail_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _user_action(email: str, as_json: bool, act: Callable[[Any, Any], None], done: str) -> None:
+def _user_action(
+    email: str, as_json: bool, act: Callable[[UserAdmin, User], None], done: str
+) -> None:
+    """``act`` on the user; a refusal is audited (as the console audits it) before it is the
+    command's error."""
     from idp.extensions import db
     from idp.services.user_admin import UserAdminError
     from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
-        service = _user_admin(app)
-        user = _find_user(service, email)
+        service = user_admin_service(app)
+        user = find_user(service, email)
         data = describe_user(user)
         try:
             act(service, user)
@@ -190,7 +193,7 @@ def _user_action(email: str, as_json: bool, act: Callable[[Any, Any], None], don
             db.session.rollback()
             service.record_refusal(done, user, error)
             db.session.commit()
-            fail(str(error))
+            raise
         if done != "deleted":
             data = describe_user(user)
         emit(data, as_json, lambda d: f"{done} {d['email']}")

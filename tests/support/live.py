@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from click.testing import CliRunner, Result
 from requests.adapters import HTTPAdapter
 
 INTEROP_DIR = Path(__file__).resolve().parent.parent / "interop"
@@ -91,6 +92,27 @@ class LiveIdp:
             raise CliError(
                 f"`idp {' '.join(args)}` did not print JSON: {stdout[-2000:]!r}"
             ) from None
+
+    def run_in_process(self, *args: str, input: str | None = None) -> Result:
+        """``idp ARGS`` in this process (Click's CliRunner) against the same deployment: what a
+        command does, without starting an interpreter for it. ``run`` is for what the process
+        itself does (exit status, output streams, running beside other processes)."""
+        from idp.cli import main
+
+        # The same environment as ``run``: none of this process's own IDP_* variables.
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("IDP_")}
+        result = CliRunner(env=env | dict(self.env)).invoke(main, list(args), input=input)
+        if result.exit_code != 0:
+            raise CliError(
+                f"`idp {' '.join(args)}` exited with {result.exit_code}\n"
+                f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-4000:]}"
+                + (f"\nexception: {result.exception!r}" if result.exception else "")
+            )
+        return result
+
+    def cli_in_process(self, *args: str, input: str | None = None) -> Any:
+        """``run_in_process`` and its JSON output (pass ``--json`` where needed)."""
+        return json.loads(self.run_in_process(*args, input=input).stdout)
 
     def create_user(self, email: str, password: str, name: str = "Interop User") -> dict[str, Any]:
         user = self.cli(
