@@ -157,8 +157,8 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(JsonFormatter):
     """The same redacted fields as one line a person reads in a development terminal:
-    ``20:37:03 INFO  idp.web: message`` (a request's closing line: ``GET login.login 200 12 ms``),
-    with a traceback below its line."""
+    ``20:37:03 INFO  idp.web.background: message`` (a request's closing line:
+    ``GET login.login 200 12 ms``), with a traceback below its line."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = self.fields(record)

@@ -40,7 +40,7 @@ class Challenge:
     id: str
     kind: str  # "registration" | "authentication"
     challenge: str  # base64url, as sent in the options
-    #: SHA-256 of the browser binding (idp.web.browser_binding).
+    #: SHA-256 of the browser binding (idp.web.sessions.browser_binding).
     binding_hash: str
     #: For registration: the user the credential will belong to.
     user_id: str | None

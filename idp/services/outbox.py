@@ -85,7 +85,7 @@ _COMMITTED = "idp.outbox.committed"
 def _remember_queued(session: Session, _flush_context: Any) -> None:
     """Note the rows written in this transaction (``session.new`` still holds them during
     ``after_flush``): ``deliver`` claims those that are due, and a development server without
-    SMTP prints its mail (idp.web.print_committed)."""
+    SMTP prints its mail (idp.web.background.print_committed)."""
     rows = [
         (obj.channel or "mail", obj.id) for obj in session.new if isinstance(obj, OutboxMessage)
     ]

@@ -127,7 +127,8 @@ class PasskeyService:
         self.rejections = rejections or AnonymousRejections(db, budgets=None)
         self.rp = rp
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
-        #: Where challenges wait for their answer: the database unless given (Redis, idp.web).
+        #: Where challenges wait for their answer: the database unless given (Redis when
+        #: configured: idp.composition.Services.challenges).
         self.challenges = challenges or DatabaseChallenges(db)
 
     # -- challenges -----------------------------------------------------------------------------
