@@ -319,17 +319,19 @@ class Services:
     def clients(self) -> ClientService:
         """Client registrations as the console, the admin API and the CLI change them: the
         issuer decides which back-channel logout URIs development allows."""
-        return ClientService(self._db(), self.container.client_secrets, issuer=self.settings.issuer)
+        return ClientService(self._db(), self.container.client_secrets, issuer=self.settings.issuer,
+                             clock=self.container.clock)  # fmt: skip
 
     @property
     def groups(self) -> GroupService:
         """Groups, read (or changed by the command line)."""
-        return GroupService(self._db())
+        return GroupService(self._db(), clock=self.container.clock)
 
     def groups_as(self, user_id: str | None, via: str) -> GroupService:
         """Groups as an admin changes them through ``via`` (``console``, ``api``): the audit log
         names them."""
-        return GroupService(self._db(), Actor(user_id=user_id, via=via, context=self.context))
+        return GroupService(self._db(), Actor(user_id=user_id, via=via, context=self.context),
+                            clock=self.container.clock)  # fmt: skip
 
     def api_tokens(self, actor_id: str | None) -> ApiTokenService:
         """Admin API tokens, managed by ``actor_id`` (None: the API authenticating a token)."""

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models.base import Base, UTCDateTime, random_id, utcnow
 from idp.models.clients import Client
 from idp.models.users import User
@@ -113,6 +114,10 @@ class AccessToken(Base):
     grant: Mapped[Grant | None] = relationship(lazy="joined")
 
     # -- Authlib TokenMixin (used by the revocation and introspection endpoints) ----------------
+    #: Set by ``idp.oidc.server`` when it finds the token: the application's clock, which
+    #: decides when the token has expired.
+    clock: Clock = SYSTEM_CLOCK
+
     def check_client(self, client: Client) -> bool:
         # RFC 7009 2.1: a client may only revoke the tokens issued to it.
         return self.client_id == client.client_id
@@ -126,7 +131,7 @@ class AccessToken(Base):
         )
 
     def is_expired(self) -> bool:
-        return self.expires_at <= utcnow()
+        return self.expires_at <= self.clock.now()
 
 
 class RefreshToken(Base):
@@ -146,6 +151,10 @@ class RefreshToken(Base):
     grant: Mapped[Grant] = relationship(lazy="joined")
 
     # -- Authlib TokenMixin (used by the revocation and introspection endpoints) ----------------
+    #: Set by ``idp.oidc.server`` when it finds the token: the application's clock, which
+    #: decides when the token has expired.
+    clock: Clock = SYSTEM_CLOCK
+
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
 
@@ -156,7 +165,7 @@ class RefreshToken(Base):
         return self.grant.revoked_at is not None
 
     def is_expired(self) -> bool:
-        return self.expires_at <= utcnow()
+        return self.expires_at <= self.clock.now()
 
 
 class Consent(Base):

@@ -44,6 +44,8 @@ def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshTok
     for lookup in lookups:
         found = lookup()
         if found is not None:
+            # Authlib's endpoints ask the token whether it has expired: on the app's clock.
+            found.clock = clock()
             return found
     return None
 

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import checkpoints
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import AccessToken, Client
-from idp.models.base import random_id, utcnow
+from idp.models.base import random_id
 from idp.models.clients import KIND_SPA, KIND_WEB, PUBLIC_KINDS
 from idp.services import audit
 from idp.services.audit import RequestContext
@@ -60,9 +61,18 @@ class Actor:
 
 
 class ClientService:
-    def __init__(self, db: Session, secret_hasher: KeyedHasher, *, issuer: str = "") -> None:
+    def __init__(
+        self,
+        db: Session,
+        secret_hasher: KeyedHasher,
+        *,
+        issuer: str = "",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.db = db
         self.secret_hasher = secret_hasher
+        #: The time of a change made without an explicit ``now``.
+        self.clock = clock
         #: An issuer on loopback is a development setup: http back-channel logout URIs on
         #: loopback are accepted then (``validate_backchannel_logout_uri``).
         self.development = on_loopback(issuer)
@@ -126,7 +136,7 @@ class ClientService:
         client = Client(
             client_id=random_id(18),
             secret_hash=self.secret_hasher.hash(secret) if secret else None,
-            created_at=utcnow(),
+            created_at=self.clock.now(),
         )
         apply_fields(client, fields)
         self.db.add(client)
@@ -186,7 +196,7 @@ class ClientService:
             client.previous_secret_hash = None
             client.previous_secret_expires_at = None
         apply_fields(client, fields)
-        client.updated_at = utcnow()
+        client.updated_at = self.clock.now()
         changed = sorted(
             f.name
             for f in dataclasses.fields(ClientFields)
@@ -220,7 +230,7 @@ class ClientService:
             raise ClientRegistrationError(
                 f"the overlap must be between 0 and {MAX_ROTATION_OVERLAP} seconds (30 days)"
             )
-        now = now or utcnow()
+        now = now or self.clock.now()
         self._bump(client)
         secret = new_secret(32)
         if overlap and client.secret_hash:
@@ -242,7 +252,7 @@ class ClientService:
         not keep reading users' data until its tokens expire."""
         if client.disabled_at is not None:
             return
-        now = now or utcnow()
+        now = now or self.clock.now()
         self._bump(client)
         client.disabled_at = now
         self.db.execute(

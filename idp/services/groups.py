@@ -21,6 +21,7 @@ from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.errors import DomainError
 from idp.models import (
     ClaimMap,
@@ -31,7 +32,6 @@ from idp.models import (
     GroupMember,
     User,
 )
-from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
@@ -162,9 +162,13 @@ def revoke_grants_without_access(
 
 
 class GroupService:
-    def __init__(self, db: Session, actor: Actor | None = None) -> None:
+    def __init__(
+        self, db: Session, actor: Actor | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.db = db
         self.actor = actor or Actor()
+        #: The time of a change made without an explicit ``now``.
+        self.clock = clock
 
     def _audit(self, kind: str, *, subject_id: str | None = None, client_id: str | None = None,
                **details: Any) -> None:  # fmt: skip
@@ -270,7 +274,7 @@ class GroupService:
             name=name,
             display_name=_text(display_name, MAX_DISPLAY_NAME, "display name") or name,
             description=_text(description, MAX_DESCRIPTION, "description"),
-            created_at=utcnow(),
+            created_at=self.clock.now(),
         )
         try:
             with self.db.begin_nested():
@@ -306,7 +310,7 @@ class GroupService:
         sole = [c for c in self.clients_of(group) if len(self.allowed_groups(c.client_id)) == 1]
         if sole and not confirmed:
             raise GroupInUseError(group.name, sole)
-        now = now or utcnow()
+        now = now or self.clock.now()
         member_ids = list(
             self.db.scalars(select(GroupMember.user_id).where(GroupMember.group_id == group.id))
         )
@@ -341,7 +345,7 @@ class GroupService:
                 with self.db.begin_nested():
                     self.db.execute(
                         insert(GroupMember).values(
-                            group_id=group.id, user_id=user.id, added_at=utcnow()
+                            group_id=group.id, user_id=user.id, added_at=self.clock.now()
                         )
                     )
             except IntegrityError:
@@ -355,7 +359,7 @@ class GroupService:
     ) -> list[User]:
         """Remove users; returns those who were members. Their grants to clients they may no
         longer use are revoked now (access follows membership)."""
-        now = now or utcnow()
+        now = now or self.clock.now()
         removed: list[User] = []
         for user in users:
             result = self.db.execute(
@@ -394,7 +398,7 @@ class GroupService:
         client.restricted_to_groups = bool(groups)
         self.db.flush()
         revoked = revoke_grants_without_access(
-            self.db, now or utcnow(), client_ids=[client.client_id]
+            self.db, now or self.clock.now(), client_ids=[client.client_id]
         )
         self._audit(
             "client.access_changed",

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import AccessToken, BrowserSession
 from idp.models.base import utcnow
@@ -363,6 +365,18 @@ def test_introspection_of_an_active_refresh_token(rp: RelyingParty, tokens: dict
     info = introspect(rp, tokens["refresh_token"], token_type_hint="refresh_token")
     assert info["active"] is True
     assert info["token_type"] == "refresh_token"
+
+
+def test_a_refresh_token_introspects_inactive_once_the_app_clock_passes_its_expiry(
+    rp: RelyingParty, tokens: dict[str, Any], clock: FrozenClock
+) -> None:
+    """Authlib asks the token itself whether it has expired (RFC 7662 2.2): on the app's clock."""
+    info = introspect(rp, tokens["refresh_token"], token_type_hint="refresh_token")
+    assert info["active"] is True
+    clock.set(datetime.fromtimestamp(info["exp"], UTC) - timedelta(seconds=1))
+    assert introspect(rp, tokens["refresh_token"])["active"] is True
+    clock.advance(timedelta(seconds=2))
+    assert introspect(rp, tokens["refresh_token"]) == {"active": False}
 
 
 def test_introspection_by_another_client_is_inactive(

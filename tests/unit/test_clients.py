@@ -283,6 +283,20 @@ def test_rotation_with_an_overlap_keeps_the_old_secret_until_it_ends(
     assert client.check_client_secret(rotated) is True
 
 
+def test_changes_without_an_explicit_time_take_the_service_clock(db: Session) -> None:
+    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    clients = ClientService(db, HASHER, clock=clock)
+    client = clients.create(name="RP", redirect_uris=[REDIRECT]).client
+    assert client.created_at == clock.now()
+    clock.advance(timedelta(minutes=1))
+    clients.rotate_secret(client, overlap=60)
+    assert client.updated_at == clock.now()
+    assert client.previous_secret_expires_at == clock.now() + timedelta(seconds=60)
+    clock.advance(timedelta(minutes=1))
+    clients.disable(client)
+    assert client.disabled_at == clock.now()
+
+
 def test_rotation_without_an_overlap_revokes_the_old_secret_at_once(
     clients: ClientService,
 ) -> None:
