@@ -22,11 +22,10 @@ def api_tokens() -> None:
 @contextmanager
 def _token_service() -> Iterator[ApiTokenService]:
     """The tokens service acting as ``cli``; nothing it refused is committed (``app_context``)."""
-    from idp.extensions import db
-    from idp.services.api_tokens import ApiTokenService
+    from idp.composition import services
 
-    with app_context() as app:
-        yield ApiTokenService(db.session(), app.extensions["idp"].api_token_hasher)
+    with app_context():
+        yield services().api_tokens(None)
 
 
 def _token_text(data: dict[str, Any]) -> str:

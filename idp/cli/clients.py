@@ -30,11 +30,10 @@ def clients() -> None:
 
 
 def _client_service(app: Flask) -> ClientService:
-    from idp.extensions import db
-    from idp.services.clients import ClientService
+    from idp.composition import services
 
-    rt = app.extensions["idp"]
-    return ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+    # Called inside the command's application context (``app_context``), whose session it uses.
+    return services().clients
 
 
 def _cli_actor() -> Actor:
@@ -207,10 +206,10 @@ def _apply_group_options(
 ) -> None:
     """``--allowed-group``/``--allow-everyone`` and ``--claim-map``: through the groups service,
     in the same transaction as the rest of the change (an error changes nothing)."""
-    from idp.extensions import db
-    from idp.services.groups import GroupError, GroupService, parse_claim_map
+    from idp.composition import services
+    from idp.services.groups import GroupError, parse_claim_map
 
-    service = GroupService(db.session())
+    service = services().groups
     if allow_everyone and allowed_groups:
         raise GroupError("--allow-everyone contradicts --allowed-group")
     if allow_everyone or allowed_groups:
@@ -220,11 +219,10 @@ def _apply_group_options(
 
 
 def _describe_client(client: Client) -> dict[str, Any]:
-    from idp.extensions import db
+    from idp.composition import services
     from idp.services.clients import describe
-    from idp.services.groups import GroupService
 
-    service = GroupService(db.session())
+    service = services().groups
     return describe(client) | {
         "allowed_groups": (
             [g.name for g in service.allowed_groups(client.client_id)]

@@ -16,12 +16,12 @@ def prepare_database(app: Flask) -> list[str]:
     """Create or upgrade the schema and make sure every signing alg has an active key."""
     from cryptography.fernet import InvalidToken
 
+    from idp.composition import container
     from idp.database import upgrade
     from idp.extensions import db
-    from idp.runtime import Runtime
 
     upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
-    runtime: Runtime = app.extensions["idp"]
+    runtime = container(app)
     created = runtime.keys.ensure_keys(db.session())
     db.session.commit()
     try:
@@ -46,8 +46,8 @@ def init(admin_email: str) -> None:
 
 def _welcome(app: Flask, admin_email: str = "", *, production_server: bool = False) -> list[str]:
     """Where discovery lives and, until an admin has a passkey, how the first admin signs in."""
+    from idp.composition import clock
     from idp.extensions import db
-    from idp.models.base import utcnow
     from idp.services.bootstrap import admin_can_sign_in, bootstrap_first_admin
 
     runtime = app.extensions["idp"]
@@ -80,7 +80,7 @@ def _welcome(app: Flask, admin_email: str = "", *, production_server: bool = Fal
 
     try:
         first = bootstrap_first_admin(
-            db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=utcnow(),
+            db.session(), runtime.passwords, email, ttl=settings.login_link_ttl, now=clock().now(),
             allow_local_domains=not settings.production,
         )  # fmt: skip
     except UserError as error:

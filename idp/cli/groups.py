@@ -22,11 +22,10 @@ def groups() -> None:
 @contextmanager
 def _group_service() -> Iterator[GroupService]:
     """The groups service acting as ``cli``; nothing it refused is committed (``app_context``)."""
-    from idp.extensions import db
-    from idp.services.groups import GroupService
+    from idp.composition import services
 
     with app_context():
-        yield GroupService(db.session())
+        yield services().groups
 
 
 def _group_text(data: dict[str, Any]) -> str:

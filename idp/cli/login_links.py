@@ -28,8 +28,8 @@ def login_link() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
     """Make a one-time sign-in link for a user who lost every way in (or the first admin)."""
+    from idp.composition import clock
     from idp.extensions import db
-    from idp.models.base import utcnow
 
     with app_context() as app:
         settings = app.extensions["idp"].settings
@@ -41,7 +41,7 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
         # Emailed to the user (or kept in the outbox) and printed for the admin, who can pass
         # it on by another channel.
         issued = service.send_login_link(
-            user, ttl=lifetime, now=utcnow(), url_for_secret=link_url(app)
+            user, ttl=lifetime, now=clock().now(), url_for_secret=link_url(app)
         )
         db.session.commit()
         data = {"email": user.email, "url": issued.url, "id": issued.id,
@@ -54,12 +54,14 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def login_link_list(email: str, as_json: bool) -> None:
     """A user's unused login links and invites (never their secrets)."""
-    from idp.models.base import utcnow
+    from idp.composition import clock
     from idp.services.user_descriptions import describe_link
 
     with app_context() as app:
         service = user_admin_service(app)
-        rows = [describe_link(k) for k in service.live_links(find_user(service, email), utcnow())]
+        rows = [
+            describe_link(k) for k in service.live_links(find_user(service, email), clock().now())
+        ]
         emit(
             rows, as_json,
             lambda r: "\n".join(f"{k['id']}  {k['purpose']}  until {k['expires_at']}" for k in r)
@@ -73,15 +75,15 @@ def login_link_list(email: str, as_json: bool) -> None:
 @click.option("--all", "revoke_all", is_flag=True, help="Every unused link of the user.")
 def login_link_revoke(email: str, link_id: str | None, revoke_all: bool) -> None:
     """Revoke one unused link (its id from `list`) or, with --all, every one."""
+    from idp.composition import clock
     from idp.extensions import db
-    from idp.models.base import utcnow
 
     if bool(link_id) == revoke_all:
         fail("give a link id (from `idp login-link list EMAIL`) or --all")
     with app_context() as app:
         service = user_admin_service(app)
         user = find_user(service, email)
-        now = utcnow()
+        now = clock().now()
         ids = [link_id] if link_id else [k.id_hash[:16] for k in service.live_links(user, now)]
         for public_id in ids:
             service.revoke_link(user, public_id, now)

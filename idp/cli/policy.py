@@ -45,8 +45,8 @@ def policy_show(as_json: bool) -> None:
 def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
     """Override policy values, e.g. ``idp policy set passwords_allowed=false lockout_threshold=20``
     (lists comma-separated). Audited with old and new values."""
+    from idp.composition import clock
     from idp.extensions import db
-    from idp.models.base import utcnow
     from idp.services.audit import CLI_ACTOR
     from idp.services.sign_in_policy import change_policy
     from idp.web import runtime
@@ -59,7 +59,7 @@ def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
         changes[name.strip()] = value
     with app_context():
         change_policy(db.session(), runtime().settings, changes, actor_id=CLI_ACTOR,
-                      context=None, now=utcnow(), via="cli")  # fmt: skip
+                      context=None, now=clock().now(), via="cli")  # fmt: skip
         db.session.commit()
         emit(_policy_data(), as_json, _policy_text)
 
@@ -68,14 +68,14 @@ def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def policy_reset(as_json: bool) -> None:
     """Drop every override: the configured defaults apply again."""
+    from idp.composition import clock
     from idp.extensions import db
-    from idp.models.base import utcnow
     from idp.services.audit import CLI_ACTOR
     from idp.services.sign_in_policy import reset_policy
     from idp.web import runtime
 
     with app_context():
         reset_policy(db.session(), runtime().settings, actor_id=CLI_ACTOR, context=None,
-                     now=utcnow(), via="cli")  # fmt: skip
+                     now=clock().now(), via="cli")  # fmt: skip
         db.session.commit()
         emit(_policy_data(), as_json, _policy_text)

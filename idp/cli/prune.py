@@ -14,21 +14,16 @@ def prune(as_json: bool) -> None:
     messages, and audit events older than audit_retention_days; print how many went."""
     from datetime import timedelta
 
+    from idp.composition import clock, services
     from idp.extensions import db
-    from idp.models.base import utcnow
-    from idp.services.retention import RetentionPolicy, claim_run
+    from idp.services.retention import claim_run
     from idp.services.retention import prune as prune_rows
-    from idp.services.sign_in_policy import load_policy
-    from idp.web import outbox_channels, runtime
 
     with app_context():
-        settings = runtime().settings
-        now = utcnow()
-        policy = load_policy(db.session(), settings)
-        counts = prune_rows(db.session(), RetentionPolicy(
-            now=now, audit_retention_days=settings.audit_retention_days,
-            session_idle_ttl=policy.session_idle_ttl, refresh_token_ttl=settings.refresh_token_ttl,
-        ), channels=outbox_channels())  # fmt: skip
+        now = clock().now()
+        counts = prune_rows(
+            db.session(), services().retention(now), channels=services().outbox_channels()
+        )
         # The nodes' opportunistic prune need not run again right after this one.
         claim_run(db.session(), now, timedelta(0))
         emit(counts, as_json,

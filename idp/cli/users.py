@@ -24,24 +24,11 @@ def users() -> None:
 
 def user_admin_service(app: Flask) -> UserAdmin:
     """The service the console's user pages use, acting as ``cli``."""
-    from idp.extensions import db
+    from idp.composition import services
     from idp.services.audit import CLI_ACTOR
-    from idp.services.backup_codes import BackupCodeService
-    from idp.services.notifications import Notifier
-    from idp.services.totp import TotpService
-    from idp.services.user_admin import UserAdmin
 
-    runtime = app.extensions["idp"]
-    settings = runtime.settings
-    return UserAdmin(
-        db.session(),
-        passwords=runtime.passwords,
-        notifier=Notifier(db.session(), settings.smtp_url, settings.smtp_sender),
-        backup_codes=BackupCodeService(db.session(), runtime.backup_code_hasher),
-        totp=TotpService(db.session(), runtime.totp_fernet, settings.webauthn_rp_name),
-        actor_id=CLI_ACTOR,
-        allow_local_domains=not settings.production,
-    )
+    # Called inside the command's application context (``app_context``), whose session it uses.
+    return services().user_admin(CLI_ACTOR)
 
 
 def find_user(service: UserAdmin, email: str) -> User:
@@ -107,13 +94,13 @@ def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_js
 @click.option("--json", "as_json", is_flag=True)
 def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) -> None:
     """Create a user and a one-time invite (emailed, and printed to pass on another way)."""
+    from idp.composition import clock
     from idp.extensions import db
-    from idp.models.base import utcnow
     from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
         user, issued = user_admin_service(app).invite(
-            email, name=name, admin=admin, ttl=ttl, now=utcnow(),
+            email, name=name, admin=admin, ttl=ttl, now=clock().now(),
             url_for_secret=link_url(app), inviter="An administrator",
         )  # fmt: skip
         db.session.commit()
@@ -129,13 +116,13 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True)
 def users_show(email: str, as_json: bool) -> None:
     """One user: sign-in methods, sessions, connected apps, unused links."""
-    from idp.models.base import utcnow
+    from idp.composition import clock
     from idp.services.user_descriptions import describe_link, describe_user
 
     with app_context() as app:
         service = user_admin_service(app)
         user = find_user(service, email)
-        now = utcnow()
+        now = clock().now()
         data = describe_user(user) | {
             "email_verified": user.email_verified,
             "password": user.password_hash is not None,
@@ -204,9 +191,9 @@ def _user_action(
 @click.option("--json", "as_json", is_flag=True)
 def users_disable(email: str, as_json: bool) -> None:
     """Disable a user: sessions end, tokens are revoked, no new code or token."""
-    from idp.models.base import utcnow
+    from idp.composition import clock
 
-    _user_action(email, as_json, lambda s, u: s.disable(u, utcnow()), "disabled")
+    _user_action(email, as_json, lambda s, u: s.disable(u, clock().now()), "disabled")
 
 
 @users.command("enable")
@@ -239,26 +226,24 @@ def users_demote(email: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def users_delete(email: str, yes: bool, as_json: bool) -> None:
     """Delete a user and everything issued to them (the audit log keeps its history)."""
-    from idp.models.base import utcnow
+    from idp.composition import clock
 
     if not yes:
         click.confirm(f"Delete {email} and everything issued to them?", abort=True)
-    _user_action(email, as_json, lambda s, u: s.delete(u, utcnow()), "deleted")
+    _user_action(email, as_json, lambda s, u: s.delete(u, clock().now()), "deleted")
 
 
 @users.command("unlock")
 @click.argument("email")
 def users_unlock(email: str) -> None:
     """Lift the failed-attempt locks and delays on a user's sign-in methods."""
+    from idp.composition import services
     from idp.extensions import db
-    from idp.login.views import sign_in_service
-    from idp.services.users import UserService
 
-    with app_context() as app:
-        user = UserService(db.session(), app.extensions["idp"].passwords).find_by_email(email)
+    with app_context():
+        user = services().users.find_by_email(email)
         if user is None:
             fail(f"no user {email}")
-        with app.test_request_context():
-            sign_in_service().unlock(user)
-            db.session.commit()
+        services().sign_in.unlock(user)
+        db.session.commit()
         click.echo(f"unlocked {user.email}")

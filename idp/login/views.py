@@ -14,7 +14,6 @@ from idp.models import PartialLogin, PendingAuthorization, User
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
-from idp.services.sign_in import SignInService
 from idp.web import safe_next
 from idp.web.sessions import browser_binding, current_session, start_session
 
@@ -23,11 +22,6 @@ bp = Blueprint("login", __name__)
 #: What a user sees when a passkey did not work; the audit log has the reason.
 PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password instead."
 PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try again in a while."
-
-
-def sign_in_service() -> SignInService:
-    """For idp/cli.py, until the command line asks idp.composition for its services."""
-    return services().sign_in
 
 
 def _pending(pending_id: str | None) -> PendingAuthorization | None:

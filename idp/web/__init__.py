@@ -13,8 +13,7 @@ from flask import render_template, request
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from idp.composition import runtime, services
-from idp.services.outbox import Channel
+from idp.composition import runtime
 from idp.services.user_admin import link_path
 from idp.settings import is_loopback_host
 
@@ -88,11 +87,6 @@ def issuer_address() -> dict[str, str]:
         return {}
     path = request.full_path if request.query_string else request.path
     return {"issuer_url": settings.issuer.rstrip("/") + path, "issuer_origin": settings.issuer}
-
-
-def outbox_channels() -> list[Channel]:
-    """For idp/cli.py, until the command line asks idp.composition for its services."""
-    return services().outbox_channels()
 
 
 def docs_link(name: str) -> str | None:
