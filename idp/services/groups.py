@@ -23,15 +23,7 @@ from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.errors import DomainError
-from idp.models import (
-    ClaimMap,
-    Client,
-    ClientAllowedGroup,
-    Grant,
-    Group,
-    GroupMember,
-    User,
-)
+from idp.models import ClaimMap, Client, ClientAllowedGroup, Grant, Group, GroupMember, User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
