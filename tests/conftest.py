@@ -134,8 +134,9 @@ CLOCKED_APPS = ("app", "storage_app")
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> Iterator[FrozenClock]:
     """One frozen time, now, for the app the test uses (``app``, ``storage_app``): every view,
-    the session loader and the token endpoint read it (idp.web.clock); ``advance`` moves it. A
-    module whose tests build an app of their own overrides this fixture with ``app_clock``."""
+    the session loader and the token endpoint read it (idp.composition.clock); ``advance`` moves
+    it. A module whose tests build an app of their own overrides this fixture with
+    ``app_clock``."""
     apps = [request.getfixturevalue(name) for name in CLOCKED_APPS if name in request.fixturenames]
     assert apps, f"the clock fixture freezes the clock of {CLOCKED_APPS}; the test uses none"
     frozen = FrozenClock(utcnow())

@@ -26,8 +26,9 @@ bp = Blueprint("account", __name__)
 
 
 def stepped_up(session: BrowserSession) -> bool:
-    """the design step-up: a sign-in within 5 minutes, as strong as the user's strongest method
-    (a restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
+    """The portal's step-up (docs/users/managing-sign-in-methods.md, "Why some actions ask you to
+    sign in again"): a sign-in within 5 minutes, as strong as the user's strongest method (a
+    restricted session: within 5 minutes, whatever its strength; see ``step_up_satisfied``)."""
     return step_up_satisfied(db.session(), session, clock().now())
 
 

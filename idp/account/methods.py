@@ -1,4 +1,6 @@
-"""The portal: the signed-in user's account and passkeys (the full portal has its own issue)."""
+"""The portal's first page family: its home page and the signed-in user's sign-in methods
+(passkeys, password, authenticator app, backup codes), with the recovery page from which a
+restricted session adds a way in."""
 
 from __future__ import annotations
 
@@ -187,7 +189,8 @@ def backup_codes_regenerate() -> Any:
             cancel=url_for("account.home"),
         )
     codes = services().backup_codes.regenerate(session.user, clock().now())
-    # Issue 18 item 9: like every other change of a sign-in method, the owner hears of it.
+    # Like every other change of a sign-in method, the owner hears of it (docs/security.md,
+    # "Mail and email addresses").
     services().notifier.notify(session.user, "backup_codes_regenerated")
     _offer_to_sign_out_others()
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,

@@ -71,7 +71,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
     if services().sign_in.has_second_factor(result.user):
-        # the design sign-in walk: after a correct password, the second step.
+        # After a correct password, the second step (docs/architecture.md, the password path).
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
         response = redirect(url_for("login.second_step"))
@@ -320,10 +320,11 @@ def _spend_login_link(links: LoginLinkService, secret: str) -> Any:
             title="This sign-in link does not work",
             message="It has expired, was already used or was revoked. Ask for a new one.",
         ), 400
-    # Issue 6, login links: using the link is audited (``spend``) and the user is told.
+    # Using a login link is audited (``spend``) and the user is told (docs/admins.md, "Rescuing a
+    # user with a one-time login link").
     services().notifier.notify(user, "login_link_used")
     response = redirect(url_for("account.recover"))
-    # Issue 6: after a login link the user registers a new passkey before anything else.
+    # After a login link the user registers a new passkey before anything else (same section).
     start_session(user, ["otp"], response, passkey_only=True)
     db.session.commit()
     return response

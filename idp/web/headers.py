@@ -23,7 +23,8 @@ HSTS_MAX_AGE = 365 * 24 * 3600
 
 
 def add_security_headers(response: Response) -> Response:
-    """CSP with nonces, no framing, no referrer (the design invariants)."""
+    """CSP with nonces, no framing, no referrer (docs/architecture.md, "Invariants, and where
+    each is kept")."""
     nonce = g.get("csp_nonce")
     # CSP 3: 'none' must stand alone; a page that rendered no script nonce runs no script.
     script_src = f"'nonce-{nonce}' 'strict-dynamic'" if nonce else "'none'"
