@@ -378,8 +378,17 @@ def test_issue_numbers_and_outside_documents_are_recognised() -> None:
 
 
 # -- the README's layout ---------------------------------------------------------------------------
-#: Top-level entries that are not part of the source tree (local state, build output).
-NOT_IN_LAYOUT = frozenset({"__pycache__", "instance", "idp.egg-info", "node_modules"})
+#: Entries that are not part of the source tree (local state, build output): the directories
+#: .gitignore names, which come and go as tests run (the container test makes build/), and the
+#: package metadata pip writes.
+NOT_IN_LAYOUT = frozenset(
+    {"idp.egg-info"}
+    | {
+        line.strip().strip("/")
+        for line in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+        if line.strip().endswith("/") and "*" not in line
+    }
+)
 
 
 def _layout_paths() -> set[str]:
