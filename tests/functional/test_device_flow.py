@@ -472,6 +472,8 @@ def test_wrong_user_codes_are_limited_per_address(
     assert enter_code(owner, codes["user_code"]).status_code == 429
     with app.app_context():
         failures = db.session.scalars(
-            select(AuditEvent.details).where(AuditEvent.kind == "device.user_code")
+            select(AuditEvent.details)
+            .where(AuditEvent.kind == "device.user_code")
+            .order_by(AuditEvent.id)  # in the order written (PostgreSQL gives no order without it)
         ).all()
     assert [d["reason"] for d in failures] == ["wrong_code"] * 3 + ["throttled"]

@@ -131,7 +131,9 @@ def test_an_invite_works_once(app: Flask, admin: ConsoleBrowser) -> None:
     assert LINK_FAILED in reused.text
     with app.app_context():
         outcomes = db.session.scalars(
-            select(AuditEvent.outcome).where(AuditEvent.kind == "invite.accepted")
+            select(AuditEvent.outcome)
+            .where(AuditEvent.kind == "invite.accepted")
+            .order_by(AuditEvent.id)
         ).all()
         assert outcomes == ["success", "failure"]
 
