@@ -13,8 +13,6 @@ import click
 from idp.cli.common import app_context, emit, fail
 
 if TYPE_CHECKING:
-    from flask import Flask
-
     from idp.models import Client
     from idp.services.clients import Actor, ClientService
 
@@ -29,7 +27,7 @@ def clients() -> None:
     """Manage relying-party applications."""
 
 
-def _client_service(app: Flask) -> ClientService:
+def _client_service() -> ClientService:
     from idp.composition import services
 
     # Called inside the command's application context (``app_context``), whose session it uses.
@@ -188,8 +186,8 @@ def clients_create(
         backchannel_logout_uri=backchannel_logout_uri,
         backchannel_logout_session_required=backchannel_logout_session_required,
     )
-    with app_context() as app:
-        new = _client_service(app).create_from(fields, actor=_cli_actor())
+    with app_context():
+        new = _client_service().create_from(fields, actor=_cli_actor())
         db.session.flush()
         _apply_group_options(new.client, allowed_groups, allow_everyone, claim_maps, False)
         db.session.commit()
@@ -246,8 +244,8 @@ def clients_list(as_json: bool) -> None:
     """List clients: client id, kind, status, name."""
     from idp.services.clients import describe
 
-    with app_context() as app:
-        rows = [describe(c) for c in _client_service(app).list()]
+    with app_context():
+        rows = [describe(c) for c in _client_service().list()]
         emit(
             rows,
             as_json,
@@ -334,12 +332,12 @@ def clients_edit(
             changes[key] = list(values)
     if clear_post_logout:
         changes["post_logout_redirect_uris"] = []
-    with app_context() as app:
+    with app_context():
         client = _load_client(client_id)
         secret = None
         if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
             fields = dataclasses.replace(fields_of(client), **changes)
-            secret = _client_service(app).update(client, fields, actor=_cli_actor())
+            secret = _client_service().update(client, fields, actor=_cli_actor())
         _apply_group_options(client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps)
         db.session.commit()
         emit(_describe_client(client) | {"client_secret": secret}, as_json, _client_text)
@@ -351,9 +349,9 @@ def _client_switch(
     from idp.extensions import db
     from idp.services.clients import describe
 
-    with app_context() as app:
+    with app_context():
         client = _load_client(client_id)
-        act(_client_service(app), client)
+        act(_client_service(), client)
         db.session.commit()
         emit(describe(client), as_json, lambda d: f"{done} client {d['client_id']}")
 
@@ -391,7 +389,7 @@ def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) ->
         settings = app.extensions["idp"].settings
         client = _load_client(client_id)
         chosen = settings.client_secret_rotation_overlap if overlap is None else overlap
-        secret = _client_service(app).rotate_secret(client, overlap=chosen, actor=_cli_actor())
+        secret = _client_service().rotate_secret(client, overlap=chosen, actor=_cli_actor())
         db.session.commit()
         expires = client.previous_secret_expires_at
         data = {
@@ -409,8 +407,8 @@ def clients_delete(client_id: str, as_json: bool) -> None:
     """Delete a client and everything issued to it."""
     from idp.extensions import db
 
-    with app_context() as app:
-        _client_service(app).delete(_load_client(client_id), actor=_cli_actor())
+    with app_context():
+        _client_service().delete(_load_client(client_id), actor=_cli_actor())
         db.session.commit()
         emit({"client_id": client_id, "deleted": True}, as_json,
               lambda d: f"deleted client {d['client_id']}")  # fmt: skip

@@ -36,7 +36,7 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
         lifetime = ttl or settings.login_link_ttl
         if not 60 <= lifetime <= 86400:
             fail("--ttl must be between 60 seconds and 24 hours")
-        service = user_admin_service(app)
+        service = user_admin_service()
         user = find_user(service, email)
         # Emailed to the user (or kept in the outbox) and printed for the admin, who can pass
         # it on by another channel.
@@ -57,8 +57,8 @@ def login_link_list(email: str, as_json: bool) -> None:
     from idp.composition import clock
     from idp.services.user_descriptions import describe_link
 
-    with app_context() as app:
-        service = user_admin_service(app)
+    with app_context():
+        service = user_admin_service()
         rows = [
             describe_link(k) for k in service.live_links(find_user(service, email), clock().now())
         ]
@@ -80,8 +80,8 @@ def login_link_revoke(email: str, link_id: str | None, revoke_all: bool) -> None
 
     if bool(link_id) == revoke_all:
         fail("give a link id (from `idp login-link list EMAIL`) or --all")
-    with app_context() as app:
-        service = user_admin_service(app)
+    with app_context():
+        service = user_admin_service()
         user = find_user(service, email)
         now = clock().now()
         ids = [link_id] if link_id else [k.id_hash[:16] for k in service.live_links(user, now)]

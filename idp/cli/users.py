@@ -22,7 +22,7 @@ def users() -> None:
     """Manage users."""
 
 
-def user_admin_service(app: Flask) -> UserAdmin:
+def user_admin_service() -> UserAdmin:
     """The service the console's user pages use, acting as ``cli``."""
     from idp.composition import services
     from idp.services.audit import CLI_ACTOR
@@ -62,8 +62,8 @@ def users_list(query: str, page: int, as_json: bool) -> None:
     """List users, newest first (25 a page)."""
     from idp.services.user_descriptions import describe_user
 
-    with app_context() as app:
-        result = user_admin_service(app).search(query, page)
+    with app_context():
+        result = user_admin_service().search(query, page)
         rows = [describe_user(u) for u in result.users]
         emit(rows, as_json, lambda r: "\n".join(_user_text(u) for u in r) or "no users")
 
@@ -80,8 +80,8 @@ def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_js
     from idp.services.user_descriptions import describe_user
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
-    with app_context() as app:
-        user = user_admin_service(app).create(email, name=name, password=password, admin=admin)
+    with app_context():
+        user = user_admin_service().create(email, name=name, password=password, admin=admin)
         db.session.commit()
         emit(describe_user(user), as_json, lambda d: f"created user {d['email']} (sub {d['sub']})")
 
@@ -99,7 +99,7 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
     from idp.services.user_descriptions import describe_user
 
     with app_context() as app:
-        user, issued = user_admin_service(app).invite(
+        user, issued = user_admin_service().invite(
             email, name=name, admin=admin, ttl=ttl, now=clock().now(),
             url_for_secret=link_url(app), inviter="An administrator",
         )  # fmt: skip
@@ -119,8 +119,8 @@ def users_show(email: str, as_json: bool) -> None:
     from idp.composition import clock
     from idp.services.user_descriptions import describe_link, describe_user
 
-    with app_context() as app:
-        service = user_admin_service(app)
+    with app_context():
+        service = user_admin_service()
         user = find_user(service, email)
         now = clock().now()
         data = describe_user(user) | {
@@ -169,8 +169,8 @@ def _user_action(
     from idp.services.user_admin import UserAdminError
     from idp.services.user_descriptions import describe_user
 
-    with app_context() as app:
-        service = user_admin_service(app)
+    with app_context():
+        service = user_admin_service()
         user = find_user(service, email)
         data = describe_user(user)
         try:
