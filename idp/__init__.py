@@ -73,8 +73,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from idp.web import docs_link, issuer_address, outbox_hint
     from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
-    from idp.web.headers import add_security_headers, csp_nonce
-    from idp.web.sessions import viewer_is_admin
+    from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
+    from idp.web.sessions import CsrfCookieSessions, viewer_is_admin
+
+    app.session_interface = CsrfCookieSessions()
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.globals["outbox_hint"] = outbox_hint
@@ -91,6 +93,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.after_request(schedule_outbox)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)
+    app.wsgi_app = ResponseHeaders(  # type: ignore[method-assign]
+        app.wsgi_app,
+        secure_transport=settings.secure_transport,
+        hsts_include_subdomains=settings.hsts_include_subdomains,
+    )
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
@@ -189,6 +196,10 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+#: The bodies Werkzeug parses into ``request.form`` (HTML 4.01 17.13.4).
+FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 def _refuse_malformed_input() -> None:
     """Refuse, with a calm 400, input no view can mean to handle:
 
@@ -197,11 +208,18 @@ def _refuse_malformed_input() -> None:
     - a NUL character in any parameter: no protocol value, email, password or name holds one,
       and PostgreSQL text can neither store nor compare it (a database error, then a 500).
     """
-    try:
-        request.query_string.decode()
-    except UnicodeDecodeError:
-        abort(400, description="The request's address is not valid UTF-8.")
-    for source in (request.args, request.form):
+    sources = []
+    if request.environ.get("QUERY_STRING"):
+        try:
+            request.query_string.decode()
+        except UnicodeDecodeError:
+            abort(400, description="The request's address is not valid UTF-8.")
+        sources.append(request.args)
+    # Only a form body has form fields; most requests (every GET, every JSON body) have none, and
+    # reading ``request.form`` would build an empty one for them.
+    if request.mimetype in FORM_MIMETYPES:
+        sources.append(request.form)
+    for source in sources:
         for key, values in source.lists():
             if "\x00" in key or any("\x00" in value for value in values):
                 abort(400, description="The request contains a NUL character.")
