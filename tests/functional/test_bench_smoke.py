@@ -91,8 +91,9 @@ def assert_json_summary(summary: dict[str, object]) -> None:
     """The names bench/README.md documents, each a positive number."""
 
     def positive(value: object) -> bool:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        return number and math.isfinite(value) and value > 0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return math.isfinite(value) and value > 0
 
     assert positive(summary["hello_world"]), summary
     assert positive(summary["argon2id"]), summary
