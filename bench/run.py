@@ -13,6 +13,10 @@ a few seconds with tiny counts). For each database it starts ``idp serve --produ
 - the bare framework's ceiling: a Flask hello-world under the same server settings;
 - SQL statements and commits per sign-in (a restart with ``IDP_STATEMENT_COUNTS_DIR``);
 - resident memory of each worker after the run.
+
+Each figure is printed beside its target, a ratio to figures of the same run (bench/report.py,
+which also writes ``--json FILE``). ``--peer`` measures idp beside a certified peer instead
+(bench/peer.py).
 """
 
 from __future__ import annotations
