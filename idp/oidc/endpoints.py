@@ -30,15 +30,7 @@ def bearer_token(token: str) -> BearerToken | None:
 
 def _find_token(token_string: str, hint: str | None) -> BearerToken | RefreshToken | None:
     """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
-
-    def as_refresh_token() -> RefreshToken | None:
-        found = services().grants.find_refresh_token(token_string)
-        if found is not None:
-            # Authlib's endpoints ask the token whether it has expired: on the app's clock.
-            found.clock = clock()
-        return found
-
-    lookups = [bearer_token, lambda _token: as_refresh_token()]
+    lookups = [bearer_token, _refresh_token]
     if hint == "refresh_token":
         lookups.reverse()
     for lookup in lookups:
@@ -46,6 +38,14 @@ def _find_token(token_string: str, hint: str | None) -> BearerToken | RefreshTok
         if found is not None:
             return found
     return None
+
+
+def _refresh_token(token_string: str) -> RefreshToken | None:
+    found = services().grants.find_refresh_token(token_string)
+    if found is not None:
+        # Authlib's endpoints ask the token whether it has expired: on the app's clock.
+        found.clock = clock()
+    return found
 
 
 class TokenRevocation(RevocationEndpoint):
