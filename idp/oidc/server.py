@@ -36,7 +36,6 @@ from flask import Flask, g, has_request_context
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import (
-    AccessToken,
     AuthorizationCode,
     Client,
     DeviceAuthorization,
@@ -64,7 +63,6 @@ from idp.services.signing_keys import KeyMaterial
 from idp.services.tokens import (
     mint_access_token,
     unverified_claims,
-    verify_access_token,
 )
 
 log = logging.getLogger(__name__)
@@ -136,6 +134,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
     claims = unverified_claims(token["access_token"])
     service.record_access_token(
+        token=token["access_token"],
         jti=claims["jti"],
         client_id=request.client.client_id,
         grant_id=grant.id if grant is not None else None,
@@ -425,11 +424,3 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
     server.register_endpoint(EndSession)
     server.register_endpoint(DeviceAuthorizationEndpoint)
     return server
-
-
-# Kept for the userinfo view: one definition of "a live bearer token".
-def bearer_token(token: str) -> AccessToken | None:
-    rt = runtime()
-    return verify_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
-    )

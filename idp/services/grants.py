@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,10 @@ from idp.services.crypto import new_secret, token_hash
 
 CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
+
+#: Built once: its compiled form is cached, and executed on the session's connection it skips
+#: the ORM's flush (``record_access_token``).
+_INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,7 @@ class GrantService:
     def record_access_token(
         self,
         *,
+        token: str,
         jti: str,
         client_id: str,
         grant_id: str | None,
@@ -249,32 +254,35 @@ class GrantService:
         scope: str,
         expires_at: datetime,
         now: datetime,
-    ) -> AccessToken:
-        row = AccessToken(
-            jti=jti,
-            client_id=client_id,
-            grant_id=grant_id,
-            user_id=user_id,
-            scope=scope,
-            issued_at=now,
-            expires_at=expires_at,
+    ) -> None:
+        """Record an issued access token with the hash of its compact string, which the bearer
+        endpoints look it up by (idp.services.tokens.find_access_token). One Core INSERT: nothing
+        in the request reads the row back, so the ORM's unit of work would only add cost; its
+        grant is already stored (a code's, a refresh token's, a device authorization's) or None."""
+        self.db.connection().execute(
+            _INSERT_ACCESS_TOKEN,
+            {
+                "jti": jti,
+                "token_hash": token_hash(token),
+                "client_id": client_id,
+                "grant_id": grant_id,
+                "user_id": user_id,
+                "scope": scope,
+                "issued_at": now,
+                "expires_at": expires_at,
+                "revoked_at": None,
+            },
         )
-        self.db.add(row)
-        return row
 
-    def active_access_token(self, jti: str, now: datetime) -> AccessToken | None:
-        """The recorded token if it is neither expired nor revoked (nor its grant, nor its user)."""
-        row = self.db.get(AccessToken, jti)
-        if row is None or row.revoked_at is not None or row.expires_at <= now:
-            return None
-        if row.grant is not None and (
-            row.grant.revoked_at is not None or not row.grant.user.is_active
-        ):
-            return None
-        return row
-
-    def revoke_access_token(self, row: AccessToken, now: datetime) -> None:
-        row.revoked_at = now
+    def revoke_access_token(self, jti: str, now: datetime) -> None:
+        """RFC 7009 2.2: the token is refused from now on; a second revocation keeps the first
+        time."""
+        self.db.execute(
+            update(AccessToken)
+            .where(AccessToken.jti == jti, AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- grants ---------------------------------------------------------------------------------
     def revoke_grant(self, grant_id: str, reason: str, now: datetime) -> None:
