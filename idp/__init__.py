@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = load_checked_settings(overrides)
     instance_path = Path(settings.instance_path).resolve()
     instance_path.mkdir(parents=True, exist_ok=True)
-    app = Flask(__name__, instance_path=str(instance_path))
+    app = IdpFlask(__name__, instance_path=str(instance_path))
     app.json = JSONProvider(app)
     app.config.update(_flask_config(settings))
 
@@ -118,6 +120,26 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         db.session.remove()
 
     return app
+
+
+class IdpFlask(Flask):
+    """Flask, remembering which of its hooks and views are coroutines: it asks ``inspect`` again
+    for every hook of every request (a dozen here), and idp has none (docs/performance.md,
+    "Per-request overhead"). Flask's documentation names ``ensure_sync`` as the method to
+    override."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        known = self._synchronous
+        if func not in known:
+            synchronous = super().ensure_sync(func)
+            if synchronous is not func:
+                return synchronous  # a coroutine: wrapped anew, as Flask does
+            known.add(func)
+        return func
+
+    @functools.cached_property
+    def _synchronous(self) -> set[Callable[..., Any]]:
+        return set()
 
 
 def load_checked_settings(
