@@ -61,8 +61,9 @@ def clients_changed() -> None:
 def _writes_clients(state: ORMExecuteState) -> bool:
     if not (state.is_update or state.is_delete):
         return False
+    # An ORM ``update(Client)`` names an annotated copy of the table: compare names.
     table = getattr(state.statement, "table", None)
-    return table is _CLIENTS
+    return getattr(table, "name", None) == Client.__tablename__
 
 
 @event.listens_for(Session, "do_orm_execute")
