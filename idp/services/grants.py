@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -81,23 +81,40 @@ class RefreshRedemption:
 
 
 _REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
+_GRANTS = cast(Table, Grant.__table__)
+_USERS = cast(Table, User.__table__)
+_rt, _g, _u = _REFRESH_TOKENS.c, _GRANTS.c, _USERS.c
+
+# The statements of a rotation, built once: it is the token endpoint's hottest path, and
+# SQLAlchemy then reuses their compiled form without coercing and keying them per request.
+# They run on the session's connection (its transaction, committed by the view), as Core: no
+# ORM object is loaded or flushed for them.
 #: What the spend of a refresh token returns: the row's own columns, and by correlated
 #: subqueries its grant's user and revocation and that user's disabling (one statement).
 #: No subquery joins: SQLite's RETURNING names columns without their table (SQLAlchemy renders
 #: it so), and every name below is then still only one table's.
-_GRANT_USER = (
-    select(Grant.user_id).where(Grant.id == RefreshToken.grant_id).correlate(RefreshToken)
-).scalar_subquery()
+_GRANT_USER = select(_g.user_id).where(_g.id == _rt.grant_id).correlate(_REFRESH_TOKENS)
 _REDEEMED = (
-    RefreshToken.grant_id,
-    RefreshToken.scope,
-    RefreshToken.expires_at,
-    _GRANT_USER.label("user_id"),
-    select(Grant.revoked_at).where(Grant.id == RefreshToken.grant_id)
-    .scalar_subquery().label("grant_revoked_at"),
-    select(User.disabled_at).where(User.id == _GRANT_USER)
+    _rt.grant_id,
+    _rt.scope,
+    _rt.expires_at,
+    _GRANT_USER.scalar_subquery().label("user_id"),
+    select(_g.revoked_at).where(_g.id == _rt.grant_id).scalar_subquery().label("grant_revoked_at"),
+    select(_u.disabled_at).where(_u.id == _GRANT_USER.scalar_subquery())
     .scalar_subquery().label("user_disabled_at"),
 )  # fmt: skip
+_SPEND_REFRESH_TOKEN = (
+    update(_REFRESH_TOKENS)
+    .where(_rt.token_hash == bindparam("digest"), _rt.client_id == bindparam("client"),
+           _rt.consumed_at.is_(None))
+    .values(consumed_at=bindparam("spent_at"))
+    .returning(*_REDEEMED)
+)  # fmt: skip
+_SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("digest"))
+_FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
+    _rt.token_hash == bindparam("digest")
+)
+_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -222,17 +239,18 @@ class GrantService:
         """Store a refresh token (its hash) under its grant: the family a replay revokes.
         ``parent_hash``: the refresh token whose rotation issued it. One Core INSERT, sent at
         once: nothing in the request reads the row back through the ORM."""
-        self.db.execute(
-            insert(_REFRESH_TOKENS).values(
-                token_hash=token_hash(token),
-                grant_id=grant_id,
-                client_id=client_id,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + timedelta(seconds=ttl),
-                consumed_at=None,
-                parent_hash=parent_hash,
-            )
+        self.db.connection().execute(
+            _INSERT_REFRESH_TOKEN,
+            {
+                "token_hash": token_hash(token),
+                "grant_id": grant_id,
+                "client_id": client_id,
+                "scope": scope,
+                "issued_at": now,
+                "expires_at": now + timedelta(seconds=ttl),
+                "consumed_at": None,
+                "parent_hash": parent_hash,
+            },
         )
 
     def redeem_refresh_token(
@@ -259,22 +277,14 @@ class GrantService:
         if not token or len(token) > 200:
             return RefreshRedemption(None)
         digest = token_hash(token)
-        this_token = RefreshToken.token_hash == digest
-        row = self.db.execute(
-            update(RefreshToken)
-            .where(this_token, RefreshToken.client_id == client_id,
-                   RefreshToken.consumed_at.is_(None))
-            .values(consumed_at=now)
-            .returning(*_REDEEMED)
-            .execution_options(synchronize_session=False)
-        ).first()  # fmt: skip
+        connection = self.db.connection()
+        row = connection.execute(
+            _SPEND_REFRESH_TOKEN, {"digest": digest, "client": client_id, "spent_at": now}
+        ).first()
         retried = False
         if row is None:
             # Not spent now: unknown, another client's (nothing happens), or spent before.
-            found = self.db.execute(
-                select(RefreshToken.client_id, RefreshToken.grant_id, RefreshToken.consumed_at)
-                .where(this_token)
-            ).first()  # fmt: skip
+            found = connection.execute(_FIND_REFRESH_TOKEN, {"digest": digest}).first()
             if found is None or found.client_id != client_id:
                 return RefreshRedemption(None)
             # Read after the failed spend, so under PostgreSQL's READ COMMITTED as under SQLite's
@@ -285,7 +295,7 @@ class GrantService:
             if not retried:
                 self.revoke_grant(found.grant_id, REFRESH_TOKEN_REPLAY, now)
                 return RefreshRedemption(None)
-            row = self.db.execute(select(*_REDEEMED).where(this_token)).first()
+            row = connection.execute(_SPENT_REFRESH_TOKEN, {"digest": digest}).first()
             assert row is not None
         if row.expires_at <= now or row.grant_revoked_at is not None:
             return RefreshRedemption(None)
