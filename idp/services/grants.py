@@ -25,7 +25,7 @@ from idp.models import (
     RefreshToken,
     User,
 )
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once, consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 
 CODE_REPLAY = "code_replay"
@@ -103,13 +103,12 @@ _REDEEMED = (
     select(_u.disabled_at).where(_u.id == _GRANT_USER.scalar_subquery())
     .scalar_subquery().label("user_disabled_at"),
 )  # fmt: skip
-_SPEND_REFRESH_TOKEN = (
-    update(_REFRESH_TOKENS)
-    .where(_rt.token_hash == bindparam("digest"), _rt.client_id == bindparam("client"),
-           _rt.consumed_at.is_(None))
-    .values(consumed_at=bindparam("spent_at"))
-    .returning(*_REDEEMED)
-)  # fmt: skip
+_SPEND_REFRESH_TOKEN = consume_once_statement(
+    _REFRESH_TOKENS,
+    _rt.token_hash == bindparam("digest"),
+    _rt.client_id == bindparam("client"),
+    columns=_REDEEMED,
+)
 _SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("digest"))
 _FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
     _rt.token_hash == bindparam("digest")
@@ -277,13 +276,13 @@ class GrantService:
         if not token or len(token) > 200:
             return RefreshRedemption(None)
         digest = token_hash(token)
-        connection = self.db.connection()
-        row = connection.execute(
-            _SPEND_REFRESH_TOKEN, {"digest": digest, "client": client_id, "spent_at": now}
-        ).first()
+        row: Any = consume_prepared(
+            self.db, _SPEND_REFRESH_TOKEN, now=now, digest=digest, client=client_id
+        )
         retried = False
         if row is None:
             # Not spent now: unknown, another client's (nothing happens), or spent before.
+            connection = self.db.connection()
             found = connection.execute(_FIND_REFRESH_TOKEN, {"digest": digest}).first()
             if found is None or found.client_id != client_id:
                 return RefreshRedemption(None)
