@@ -50,6 +50,7 @@ from idp.oidc.client_auth import (
     authenticate_client_secret_basic,
     claimed_client_id,
     registered_method_refusal,
+    token_client,
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
@@ -88,19 +89,6 @@ def query_client(client_id: str) -> Client | None:
     client.secret_hasher = runtime().client_secrets
     client.clock = clock()
     loaded[client_id] = client
-    return client
-
-
-def token_client(client_id: str) -> Client | None:
-    """The client at the token side (Authlib's ``query_client``: the token, device
-    authorization, revocation, introspection and logout endpoints): this process's cached copy
-    of the registration (idp.services.client_cache: a change counts at once in the process that
-    made it, elsewhere within ``client_cache_ttl``). A disabled client is none."""
-    if not client_id or len(client_id) > 64:
-        return None
-    client = runtime().client_cache.get(db.session(), client_id)
-    if client is None or client.disabled_at is not None:
-        return None
     return client
 
 
