@@ -324,9 +324,10 @@ def measure(
 
 def held_back(results: list[wrk.Result]) -> list[str]:
     return [
-        f"{r.name}: the server was {r.busy:.0%} busy (< {wrk.BUSY_FLOOR:.0%}): its figure "
-        f"includes idle time between requests (other work on CPU {wrk.SERVER_CORE}: "
-        f"{r.core_other / r.window:.0%}, wrk: {r.wrk_cpu / r.window:.0%} of CPU {wrk.LOAD_CORE})"
+        f"{r.name}: the server was {r.busy:.0%} busy (< {wrk.BUSY_FLOOR:.0%}), held back by "
+        f"the machine's other work on CPU {wrk.SERVER_CORE} ({r.core_other / r.window:.0%}) "
+        f"or by wrk ({r.wrk_cpu / r.window:.0%} of CPU {wrk.LOAD_CORE}): a server that waits "
+        f"between requests spends more CPU on each, so this figure is low"
         for r in results
         if not r.busy >= wrk.BUSY_FLOOR
     ]
