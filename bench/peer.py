@@ -323,14 +323,25 @@ def measure(
 
 
 def held_back(results: list[wrk.Result]) -> list[str]:
-    return [
-        f"{r.name}: the server was {r.busy:.0%} busy (< {wrk.BUSY_FLOOR:.0%}), held back by "
-        f"the machine's other work on CPU {wrk.SERVER_CORE} ({r.core_other / r.window:.0%}) "
-        f"or by wrk ({r.wrk_cpu / r.window:.0%} of CPU {wrk.LOAD_CORE}): a server that waits "
-        f"between requests spends more CPU on each, so this figure is low"
-        for r in results
-        if not r.busy >= wrk.BUSY_FLOOR
-    ]
+    """A line for each run whose server was below ``wrk.BUSY_FLOOR`` of its core, saying why: its
+    core full of the machine's other work (the server had requests waiting but not the CPU), or
+    its core idle for part of the window (the load did not keep it busy: an idle server spends
+    more CPU per request, so its figure is low)."""
+    lines = []
+    for r in results:
+        if r.busy >= wrk.BUSY_FLOOR:
+            continue
+        other, idle = r.core_other / r.window, max(0.0, 1 - (r.cpu + r.core_other) / r.window)
+        why = (
+            f"CPU {wrk.SERVER_CORE} was idle {idle:.0%} of the window: the load did not keep "
+            f"the server busy (wrk: {r.wrk_cpu / r.window:.0%} of CPU {wrk.LOAD_CORE}), and a "
+            f"server that waits between requests spends more CPU on each"
+            if idle >= 1 - wrk.BUSY_FLOOR
+            else f"the machine's other work took {other:.0%} of CPU {wrk.SERVER_CORE}: the "
+            f"server had requests waiting but not the core (a quiet machine measures better)"
+        )
+        lines.append(f"{r.name}: the server was {r.busy:.0%} busy (< {wrk.BUSY_FLOOR:.0%}); {why}")
+    return lines
 
 
 def compare(sides: list[Side], lua: Path, window: wrk.Window) -> dict[str, dict[str, wrk.Result]]:
