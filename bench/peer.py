@@ -7,17 +7,21 @@ and its locked ``package.json``. This module copies ``op.mjs`` and the two packa
 file changes; nothing is written into ``../shared``.
 
 Both servers, and the Flask hello-world that gives the framework's ceiling, run under
-``taskset -c 0``; this process and the generator processes it forks run on core 1, as the peer's
-own harness pins them. Under that pinning ``idp serve --production`` starts one worker (4
-threads): its worker count follows the CPUs it may use (``idp.serving.production_options``).
-The scenarios are the single-request ones, each measured on idp then on the peer (the order
-alternates from one scenario to the next), the same browsers (bench/client.py) driving both:
+``taskset -c 0``; the load runs on core 1, as the peer's own harness pins it: ``wrk -t1 -c32``
+with the peer's ``bench.lua`` (bench/wrk.py), which counts only the responses that complete inside
+a window opened after a warm-up, 200 with the expected body, divided by the server's CPU seconds
+over that window. Under that pinning ``idp serve --production`` starts one worker (4 threads): its
+worker count follows the CPUs it may use (``idp.serving.production_options``). The scenarios are
+the single-request ones, each measured on idp then on the peer (the order alternates from one
+scenario to the next), their tokens minted by real flows just before (this process, on core 1):
 
 - client credentials (basic auth);
-- refresh grant with rotation (the peer with ``ROTATE_REFRESH=1``), a chain per browser;
+- refresh grant with rotation (the peer with ``ROTATE_REFRESH=1``): bench.lua's rotating chains,
+  each started from the refresh token of one code flow;
 - userinfo (the peer's ``/me``) and introspection (``/token/introspection``), with the access
-  token of a code flow per browser: at the peer a real authorization code + PKCE flow through
-  its dev forms (any login, then consent) with ``prompt=consent`` and ``offline_access``.
+  token of one code flow: at the peer a real authorization code + PKCE flow through its dev forms
+  (any login, then consent) with ``prompt=consent`` and ``offline_access``; at idp a passkey
+  sign-in (bench/flows.py).
 """
 
 from __future__ import annotations
@@ -36,22 +40,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from bench import flows, load
+from bench import flows, load, wrk
 from bench.client import Browser, Reply
 from bench.report import KEYS
-from bench.run import databases, hello_server, row_text
+from bench.run import databases, hello_server
 from idp.serving import cpu_count
 from tests.support.http_flows import expect, query_of, s256
 from tests.support.live import free_port, start_live_idp
 
-SERVER_CORE, LOAD_CORE = 0, 1
+SERVER_CORE, LOAD_CORE = wrk.SERVER_CORE, wrk.LOAD_CORE
 PIN_SERVER = ("taskset", "-c", str(SERVER_CORE))
 PEER_FILES = ("op.mjs", "package.json", "package-lock.json")
 CACHE = Path(__file__).resolve().parent / ".peer"
@@ -59,20 +64,6 @@ STAMP = "package-lock.sha256"
 DISCOVERY = "/.well-known/openid-configuration"
 SCOPE = "openid email profile offline_access"
 SCENARIOS = ("client credentials", "refresh grant (rotation)", "userinfo", "introspection")
-
-
-@dataclass(frozen=True)
-class Sizes:
-    requests: int  # client credentials, userinfo, introspection each
-    refresh: int
-    hello: int
-    warm: int  # unmeasured requests per scenario and server first (JIT, caches, first queries)
-
-
-#: Larger than bench/run.py's counts: the peer serves a request in about a tenth of the CPU,
-#: and server CPU is read in clock ticks (10 ms), so a short run would round its figure.
-FULL = Sizes(requests=20000, refresh=6000, hello=20000, warm=800)
-SMOKE = Sizes(requests=40, refresh=20, hello=300, warm=8)
 
 
 # -- the peer -------------------------------------------------------------------------------------
@@ -252,103 +243,117 @@ def code_flow(peer: Peer, browser: Browser, login: str) -> dict[str, Any]:
     return tokens
 
 
-def peer_client_credentials(peer: Peer, browser: Browser) -> None:
-    reply = browser.post(
-        peer.endpoints["token"], form={"grant_type": "client_credentials"}, basic=peer.basic()
-    )
-    expect(reply.status == 200 and "access_token" in reply.json(), f"peer cc: {reply.text[:200]}")
-
-
-def peer_refresh(peer: Peer, holder: flows.TokenHolder) -> None:
-    data = {"grant_type": "refresh_token", "refresh_token": holder.tokens["refresh_token"]}
-    reply = holder.browser.post(peer.endpoints["token"], form=data, basic=peer.basic())
-    expect(reply.status == 200, f"peer refresh: {reply.status} {reply.text[:200]}")
-    rotated = reply.json()
-    expect(rotated["refresh_token"] != holder.tokens["refresh_token"], "peer did not rotate")
-    holder.tokens = rotated
-
-
-def peer_userinfo(peer: Peer, holder: flows.TokenHolder) -> None:
-    bearer = {"Authorization": "Bearer " + holder.tokens["access_token"]}
-    reply = holder.browser.get(peer.endpoints["userinfo"], headers=bearer)
-    expect(reply.status == 200 and "sub" in reply.json(), f"peer userinfo: {reply.status}")
-
-
-def peer_introspect(peer: Peer, holder: flows.TokenHolder) -> None:
-    form = {"token": holder.tokens["access_token"], "token_type_hint": "access_token"}
-    reply = holder.browser.post(peer.endpoints["introspection"], form=form, basic=peer.basic())
-    expect(
-        reply.status == 200 and reply.json().get("active") is True,
-        f"peer introspection: {reply.status} {reply.text[:200]}",
-    )
-
-
 # -- the run --------------------------------------------------------------------------------------
-Scenario = tuple[load.Prepare, load.Operation]
+#: Refresh-token chains per server, as many as the peer's harness keeps (its README.md): twice the
+#: requests wrk keeps in flight, so that no connection waits for a chain.
+CHAINS = 2 * wrk.CONNECTIONS
+Mint = Callable[[int], dict[str, Any]]
+Requests = dict[str, Callable[[], wrk.Request]]
 
 
-def idp_scenarios(fx: flows.Fixture) -> dict[str, Scenario]:
-    def holder(_index: int) -> flows.TokenHolder:
-        browser = Browser(fx.url)
-        return flows.TokenHolder(browser, flows.passkey_flow(fx, browser))
+def mint(flow: Mint, count: int) -> list[dict[str, Any]]:
+    """``count`` token responses from ``flow(index)``, a few flows at a time (each its own
+    browser); minted just before the run that spends them, as the peer's harness does: the peer's
+    in-memory store evicts what a run does not touch."""
+    with ThreadPoolExecutor(max_workers=min(8, count)) as pool:
+        return list(pool.map(flow, range(count)))
+
+
+def requests(endpoints: dict[str, str], client: str, cc_client: str, flow: Mint) -> Requests:
+    """The four scenarios as wrk requests, the same for both servers but for the paths, the
+    clients and the tokens (each scenario's minted when it is about to run)."""
+    token, userinfo, introspection = (endpoints[k] for k in ("token", "userinfo", "introspection"))
+
+    def refresh() -> wrk.Request:
+        chains = tuple(t["refresh_token"] for t in mint(flow, CHAINS))
+        body = "grant_type=refresh_token&refresh_token={TOKEN}"
+        return wrk.Request("POST", token, '"refresh_token"', body, (client, wrk.FORM), chains)
+
+    def bearer() -> wrk.Request:
+        header = "Authorization: Bearer " + mint(flow, 1)[0]["access_token"]
+        return wrk.Request("GET", userinfo, '"sub"', headers=(header,))
+
+    def introspect() -> wrk.Request:
+        form = {"token": mint(flow, 1)[0]["access_token"], "token_type_hint": "access_token"}
+        return wrk.Request(
+            "POST", introspection, '"active":true', urlencode(form), (client, wrk.FORM)
+        )
 
     return {
-        "client credentials": (
-            lambda _i: Browser(fx.url),
-            lambda b: flows.client_credentials(fx, b),
+        "client credentials": lambda: wrk.Request(
+            "POST", token, '"access_token"', "grant_type=client_credentials", (cc_client, wrk.FORM)
         ),
-        "refresh grant (rotation)": (holder, lambda h: flows.refresh(fx, h)),
-        "userinfo": (holder, lambda h: flows.userinfo(fx, h)),
-        "introspection": (holder, lambda h: flows.introspect(fx, h)),
+        "refresh grant (rotation)": refresh,
+        "userinfo": bearer,
+        "introspection": introspect,
     }
 
 
-def peer_scenarios(peer: Peer) -> dict[str, Scenario]:
-    def holder(index: int) -> flows.TokenHolder:
-        browser = Browser(peer.url)
-        return flows.TokenHolder(browser, code_flow(peer, browser, f"user{index}"))
+def idp_requests(fx: flows.Fixture) -> Requests:
+    paths = {"token": "/token", "userinfo": "/userinfo", "introspection": "/introspect"}
+    cc_client = wrk.basic(fx.cc_client_id, fx.cc_client_secret)
+    return requests(
+        paths, wrk.basic(*fx.basic()), cc_client, lambda _i: flows.passkey_flow(fx, Browser(fx.url))
+    )
 
-    return {
-        "client credentials": (
-            lambda _i: Browser(peer.url),
-            lambda b: peer_client_credentials(peer, b),
-        ),
-        "refresh grant (rotation)": (holder, lambda h: peer_refresh(peer, h)),
-        "userinfo": (holder, lambda h: peer_userinfo(peer, h)),
-        "introspection": (holder, lambda h: peer_introspect(peer, h)),
-    }
+
+def peer_requests(peer: Peer) -> Requests:
+    client = wrk.basic(*peer.basic())
+    return requests(
+        peer.endpoints, client, client, lambda i: code_flow(peer, Browser(peer.url), f"user{i}")
+    )
 
 
 @dataclass
 class Side:
     name: str
+    url: str
     pgid: int
-    scenarios: dict[str, Scenario]
+    requests: Requests
 
 
-def compare(
-    sides: list[Side], sizes: Sizes, processes: int, threads: int
-) -> dict[str, dict[str, load.Measurement]]:
+def measure(
+    name: str, request: wrk.Request, url: str, pgid: int, lua: Path, window: wrk.Window
+) -> wrk.Result:
+    result = wrk.run(name, request, url, pgid, lua, window)
+    print(f"  {result.text()}", file=sys.stderr, flush=True)
+    for warning in held_back([result]):
+        print(f"  WARNING: {warning}", file=sys.stderr, flush=True)
+    return result
+
+
+def held_back(results: list[wrk.Result]) -> list[str]:
+    """A line for each run whose server was below ``wrk.BUSY_FLOOR`` of its core, saying why: its
+    core full of the machine's other work (the server had requests waiting but not the CPU), or
+    its core idle for part of the window (the load did not keep it busy: an idle server spends
+    more CPU per request, so its figure is low)."""
+    lines = []
+    for r in results:
+        if r.busy >= wrk.BUSY_FLOOR:
+            continue
+        other, idle = r.core_other / r.window, max(0.0, 1 - (r.cpu + r.core_other) / r.window)
+        why = (
+            f"CPU {wrk.SERVER_CORE} was idle {idle:.0%} of the window: the load did not keep "
+            f"the server busy (wrk: {r.wrk_cpu / r.window:.0%} of CPU {wrk.LOAD_CORE}), and a "
+            f"server that waits between requests spends more CPU on each"
+            if idle >= 1 - wrk.BUSY_FLOOR
+            else f"the machine's other work took {other:.0%} of CPU {wrk.SERVER_CORE}: the "
+            f"server had requests waiting but not the core (a quiet machine measures better)"
+        )
+        lines.append(f"{r.name}: the server was {r.busy:.0%} busy (< {wrk.BUSY_FLOOR:.0%}); {why}")
+    return lines
+
+
+def compare(sides: list[Side], lua: Path, window: wrk.Window) -> dict[str, dict[str, wrk.Result]]:
     """Every scenario on every side, the order of the sides alternating from one scenario to the
-    next so that the machine's drift weighs on both; a short unmeasured run first."""
-    measured: dict[str, dict[str, load.Measurement]] = {}
+    next so that the machine's drift weighs on both."""
+    measured: dict[str, dict[str, wrk.Result]] = {}
     for number, scenario in enumerate(SCENARIOS):
-        total = sizes.refresh if scenario == "refresh grant (rotation)" else sizes.requests
         measured[scenario] = {}
         for side in sides if number % 2 == 0 else sides[::-1]:
-            prepare, operation = side.scenarios[scenario]
-            for count, label in ((sizes.warm, "warm-up"), (total, "")):
-                result = load.run(
-                    f"{scenario}, {side.name}" + (f" ({label})" if label else ""),
-                    prepare=prepare,
-                    operation=operation,
-                    total=count,
-                    processes=processes,
-                    threads=threads,
-                    pgid=side.pgid,
-                )
-                print(f"  {row_text(result)}", file=sys.stderr, flush=True)
-            measured[scenario][side.name] = result
+            request = side.requests[scenario]()
+            name = f"{scenario}, {side.name}"
+            measured[scenario][side.name] = measure(name, request, side.url, side.pgid, lua, window)
     return measured
 
 
@@ -374,14 +379,19 @@ def main(args: argparse.Namespace, names: list[str], server: str) -> int:
         print("--peer pins the servers to CPU 0 and the generator to CPU 1: 2 CPUs needed, "
               f"{cpu_count()} available", file=sys.stderr)  # fmt: skip
         return 2
-    if not all((args.peer_dir / name).is_file() for name in PEER_FILES):
-        print(f"--peer: {', '.join(PEER_FILES)} not all in {args.peer_dir}", file=sys.stderr)
+    lua = args.peer_dir / "bench.lua"
+    if not all((args.peer_dir / name).is_file() for name in (*PEER_FILES, lua.name)):
+        print(f"--peer: {', '.join(PEER_FILES)}, {lua.name} not all in {args.peer_dir}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    problem = wrk.ensure_wrk()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     cache = install(args.peer_dir)
-    base = SMOKE if args.smoke else FULL
-    sizes = Sizes(**{k: max(1, int(v * args.scale)) for k, v in base.__dict__.items()})
-    os.sched_setaffinity(0, {LOAD_CORE})  # this process and the generators it forks
-    tables: dict[str, dict[str, dict[str, load.Measurement]]] = {}
+    window = wrk.window_for(args.scale, args.smoke)
+    os.sched_setaffinity(0, {LOAD_CORE})  # this process and the flows that mint the tokens
+    tables: dict[str, dict[str, dict[str, wrk.Result]]] = {}
     workers: dict[str, int] = {}
     with (
         tempfile.TemporaryDirectory(prefix="idp-bench-peer-") as tmp,
@@ -403,30 +413,24 @@ def main(args: argparse.Namespace, names: list[str], server: str) -> int:
                 workers[database] = len(load.resident_memory(idp.process.pid)["workers"])
                 print(f"{database}, {server}, pinned:", file=sys.stderr, flush=True)
                 sides = [
-                    Side("idp", idp.process.pid, idp_scenarios(fx)),
-                    Side("peer", peer.pid, peer_scenarios(peer)),
+                    Side("idp", fx.url, idp.process.pid, idp_requests(fx)),
+                    Side("peer", peer.url, peer.pid, peer_requests(peer)),
                 ]
-                tables[database] = compare(sides, sizes, args.processes, args.threads)
+                tables[database] = compare(sides, lua, window)
         with hello_server(server, Path(tmp), PIN_SERVER) as (hello_url, hello_pid):
             _pinned(hello_pid)
-            hello = load.run(
-                "hello-world (Flask)",
-                prepare=lambda _i: Browser(hello_url),
-                operation=lambda b: flows.expect(b.get("/hello").status == 200, "hello"),
-                total=sizes.hello,
-                processes=args.processes,
-                threads=args.threads,
-                pgid=hello_pid,
-            )
-            print(f"  {row_text(hello)}", file=sys.stderr, flush=True)
+            request = wrk.Request("GET", "/hello", '"hello"')
+            hello = measure("hello-world (Flask)", request, hello_url, hello_pid, lua, window)
         versions = _versions(cache)
     counts = ", ".join(f"{n} on {database}" for database, n in workers.items())
     setting = (
         f"Pinned: idp serve --production ({server}, workers: {counts}, 4 threads each), the "
         f"peer ({versions}, `node op.mjs`, ROTATE_REFRESH=1) and the "
         f"Flask hello-world ({server}, the same settings as idp) each under `taskset -c "
-        f"{SERVER_CORE}`; the load generator ({args.processes} processes x {args.threads} "
-        f"browsers, bench/client.py) on CPU {LOAD_CORE}."
+        f"{SERVER_CORE}`; the load: `taskset -c {LOAD_CORE} wrk -t1 -c{wrk.CONNECTIONS} -s "
+        f"{lua}` ({_wrk_version()}), {window.warmup:g} s of warm-up, then {window.measure:g} s "
+        f"counted (what bench.lua counts: 200 with the expected body); refresh: {CHAINS} "
+        f"rotating chains per server."
     )
     text = render(tables, hello, setting)
     print(text)
@@ -434,8 +438,14 @@ def main(args: argparse.Namespace, names: list[str], server: str) -> int:
         args.output.write_text(text)
     if args.json:
         args.json.write_text(json.dumps(summary(tables, hello, setting), indent=2) + "\n")
-    runs = [m for table in tables.values() for row in table.values() for m in row.values()]
-    return 1 if any(m.errors for m in [*runs, hello]) else 0
+    runs = [r for table in tables.values() for row in table.values() for r in row.values()]
+    return 1 if any(r.bad or not r.ok for r in [*runs, hello]) else 0
+
+
+def _wrk_version() -> str:
+    shown = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    words = (shown.stdout + shown.stderr).split()
+    return " ".join(words[:2]) if words else "wrk"
 
 
 def _ratio(value: float, base: float) -> float:
@@ -445,7 +455,7 @@ def _ratio(value: float, base: float) -> float:
 
 
 def render(
-    tables: dict[str, dict[str, dict[str, load.Measurement]]], hello: load.Measurement, setting: str
+    tables: dict[str, dict[str, dict[str, wrk.Result]]], hello: wrk.Result, setting: str
 ) -> str:
     ceiling = hello.per_cpu_second
     lines = [f"# idp against the peer, per server CPU-second on one core\n\n{setting}\n"]
@@ -453,34 +463,37 @@ def render(
         lines += [
             f"## idp ({database}) and the peer\n",
             "| scenario | idp per server CPU-s | peer per server CPU-s | idp / peer "
-            "| hello-world ceiling | idp / hello |",
-            "|---|---|---|---|---|---|",
-        ]
-        for scenario, row in table.items():
-            idp, peer = row["idp"].per_cpu_second, row["peer"].per_cpu_second
-            lines.append(
-                f"| {scenario} | {idp:,.1f} | {peer:,.1f} | {_ratio(idp, peer):.3f} "
-                f"| {ceiling:,.0f} | {_ratio(idp, ceiling):.3f} |"
-            )
-        lines += [
-            # The server's share of its core: below 1, the generator (or the machine's other
-            # work) held it back, and its CPU per request includes more idle wake-ups.
-            "\n| run | done | errors | server CPU-s | server busy | wall /s | p50 ms | p99 ms |",
+            "| hello-world ceiling | idp / hello | idp busy | peer busy |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for m in [*(m for row in table.values() for m in row.values()), hello]:
+        for scenario, row in table.items():
+            idp, peer = row["idp"], row["peer"]
             lines.append(
-                f"| {m.name} | {m.completed} | {m.errors} | {m.cpu:.2f} "
-                f"| {_ratio(m.cpu, m.wall):.0%} | {m.rate:,.1f} "
-                f"| {m.percentile(50) * 1000:.1f} | {m.percentile(99) * 1000:.1f} |"
+                f"| {scenario} | {idp.per_cpu_second:,.1f} | {peer.per_cpu_second:,.1f} "
+                f"| {_ratio(idp.per_cpu_second, peer.per_cpu_second):.3f} | {ceiling:,.0f} "
+                f"| {_ratio(idp.per_cpu_second, ceiling):.3f} | {idp.busy:.0%} | {peer.busy:.0%} |"
             )
-            lines += [f"\n  {m.name} error: {sample}" for sample in m.samples]
+        runs = [*(r for row in table.values() for r in row.values()), hello]
+        lines += [
+            # The server's share of its core over the window: below BUSY_FLOOR, something held it
+            # back (wrk, or the machine's other work on the same core: the next column).
+            f"\n| run | OK | bad | socket errors | server CPU-s | server busy "
+            f"| other work, CPU {SERVER_CORE} | wrk, CPU {LOAD_CORE} | wall /s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in runs:
+            lines.append(
+                f"| {r.name} | {r.ok} | {r.bad} | {r.socket_errors} | {r.cpu:.2f} | {r.busy:.0%} "
+                f"| {r.core_other / r.window:.0%} | {r.wrk_cpu / r.window:.0%} | {r.rate:,.1f} |"
+            )
+            lines += [f"\n  {r.name} bad response: {sample}" for sample in r.samples]
+        lines += [f"\nWARNING: {warning}" for warning in held_back(runs)]
         lines.append("")
     return "\n".join(lines)
 
 
 def summary(
-    tables: dict[str, dict[str, dict[str, load.Measurement]]], hello: load.Measurement, setting: str
+    tables: dict[str, dict[str, dict[str, wrk.Result]]], hello: wrk.Result, setting: str
 ) -> dict[str, Any]:
     ceiling = hello.per_cpu_second
     out: dict[str, Any] = {"hello_world": _number(ceiling), "setting": setting}
@@ -492,6 +505,8 @@ def summary(
                 "idp_to_peer": _number(
                     _ratio(row["idp"].per_cpu_second, row["peer"].per_cpu_second)
                 ),
+                "idp_busy": _number(row["idp"].busy),
+                "peer_busy": _number(row["peer"].busy),
             }
             for scenario, row in table.items()
         }
