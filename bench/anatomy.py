@@ -42,6 +42,8 @@ PACKAGES = (
     "sqlalchemy",
     "werkzeug",
     "flask",
+    "authlib",
+    "joserfc",
     "idp",
     "idp logs/metrics",
     "crypto (C)",
