@@ -28,6 +28,7 @@ from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import AccessToken, AttemptCounter, Grant, TotpCredential, User
 from idp.models.base import utcnow
+from idp.services.clients import ClientService
 from idp.services.crypto import token_hash
 from idp.services.rate_limits import AttemptLimiter, FactorLocks, RedisCounters
 from tests.support.authenticator import SoftAuthenticator
@@ -187,6 +188,64 @@ def test_redis_counts_both_counters_in_one_round_trip_and_a_success_releases_the
         client.delete(f"idp:fail:{key}", f"idp:fail-at:{key}")
         client.delete(f"idp:fail:{address_key}", f"idp:fail-at:{address_key}")
         client.close()
+
+
+def test_a_refresh_spends_its_token_and_checks_its_grant_in_one_statement(
+    storage_app: Flask,
+) -> None:
+    """docs/performance.md: the rotation is the spend (one ``UPDATE ... RETURNING`` that reads
+    the grant's revocation and the user's disabling by subquery), the new refresh token's and
+    access token's INSERTs; the client comes from this process's cache (the code exchange
+    before it read it). The replay rule beside it: the old token presented again after its
+    successor was used revokes the grant, so the newest token is refused too (RFC 9700 4.14.2)."""
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    tokens = rp.tokens_for(user)
+    with statements(storage_app) as sent:
+        response = rp.refresh(tokens["refresh_token"])
+    assert response.status_code == 200, response.text
+    spends = [s for s in sent if s.startswith("UPDATE REFRESH_TOKENS")]
+    assert len(spends) == 1
+    for part in ("RETURNING", "FROM GRANTS", "FROM USERS"):
+        assert part in spends[0]
+    assert _count(sent, lambda s: s.startswith("SELECT")) == 0
+    assert _count(sent, lambda s: s.startswith("INSERT INTO REFRESH_TOKENS")) == 1
+    assert _count(sent, lambda s: s.startswith("INSERT INTO ACCESS_TOKENS")) == 1
+    assert len(sent) == 3, sent
+
+    # Once the successor was used (no retry of a lost answer then), the old token is a replay.
+    used = rp.refresh(response.get_json()["refresh_token"])
+    assert used.status_code == 200, used.text
+    assert rp.refresh(tokens["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert rp.refresh(used.get_json()["refresh_token"]).get_json()["error"] == "invalid_grant"
+
+
+def test_client_credentials_read_no_client_when_cached_and_insert_one_row(
+    storage_app: Flask,
+) -> None:
+    """A client-credentials grant is one INSERT (the access token, revocable) once this process
+    holds the client (idp.services.client_cache); disabling the client here counts at once."""
+    machine = create_client(storage_app, name="m2m", grant_types=["client_credentials"])
+    browser = storage_app.test_client()
+    form = {"grant_type": "client_credentials"}
+    auth = (machine.client_id, machine.client_secret or "")
+    assert browser.post("/token", data=form, auth=auth).status_code == 200  # reads the client
+    with statements(storage_app) as sent:
+        response = browser.post("/token", data=form, auth=auth)
+    assert response.status_code == 200, response.text
+    assert _count(sent, lambda s: "FROM CLIENTS" in s) == 0
+    assert _count(sent, lambda s: s.startswith("INSERT INTO ACCESS_TOKENS")) == 1
+    assert len(sent) == 1, sent
+
+    with storage_app.app_context():
+        rt = storage_app.extensions["idp"]
+        clients = ClientService(db.session(), rt.client_secrets)
+        found = clients.get(machine.client_id)
+        assert found is not None
+        clients.disable(found)
+        db.session.commit()
+    refused = browser.post("/token", data=form, auth=auth)
+    assert (refused.status_code, refused.get_json()["error"]) == (401, "invalid_client")
 
 
 def test_a_passkey_challenge_is_spent_and_read_in_one_statement(storage_app: Flask) -> None:
