@@ -296,12 +296,13 @@ def _relying_party(app: Flask) -> RelyingParty:
     return RelyingParty(app.test_client(), create_client(app))
 
 
-def _introspect(rp: RelyingParty, token: str, **extra: str) -> dict[str, Any]:
+def _basic(rp: RelyingParty) -> dict[str, str]:
     raw = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
-    response = rp.browser.post(
-        "/introspect", data={"token": token, **extra},
-        headers={"Authorization": "Basic " + base64.b64encode(raw).decode()},
-    )  # fmt: skip
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def _introspect(rp: RelyingParty, token: str, **extra: str) -> dict[str, Any]:
+    response = rp.browser.post("/introspect", data={"token": token, **extra}, headers=_basic(rp))
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.get_json()
     return body
@@ -398,13 +399,8 @@ def test_bearer_endpoints_refuse_unrecorded_revoked_expired_and_disabled_users_t
 
     # Revoked by its client (RFC 7009).
     revoked = fresh()
-    raw = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
-    answer = rp.browser.post(
-        "/revoke",
-        data={"token": revoked},
-        headers={"Authorization": "Basic " + base64.b64encode(raw).decode()},
-    )
-    assert answer.status_code == 200  # fmt: skip
+    answer = rp.browser.post("/revoke", data={"token": revoked}, headers=_basic(rp))
+    assert answer.status_code == 200
     assert _refused(rp, revoked)
 
     # Its grant revoked (logout, a replayed code or refresh token), the token's row untouched.
@@ -450,4 +446,22 @@ def test_a_token_issued_before_hashes_were_recorded_is_still_found_by_its_signat
     with storage_app.app_context():
         db.session.execute(update(User).where(User.id == user.id).values(disabled_at=utcnow()))
         db.session.commit()
+    assert _refused(rp, access_token)
+
+
+def test_revoking_an_access_token_is_its_lookup_and_one_conditional_update(
+    storage_app: Flask,
+) -> None:
+    user = create_user(storage_app)
+    rp = _relying_party(storage_app)
+    access_token = rp.tokens_for(user)["access_token"]
+    with statements(storage_app) as sent:
+        answer = rp.browser.post("/revoke", data={"token": access_token}, headers=_basic(rp))
+    assert answer.status_code == 200, answer.text
+    on_tokens = [s for s in sent if "ACCESS_TOKENS" in s]
+    assert len(on_tokens) == 2, on_tokens
+    assert on_tokens[0].startswith("SELECT")
+    # RFC 7009 2.2: revoked once; a second revocation keeps the first time.
+    assert on_tokens[1].startswith("UPDATE ACCESS_TOKENS")
+    assert "REVOKED_AT IS NULL" in on_tokens[1]
     assert _refused(rp, access_token)
