@@ -87,7 +87,8 @@ class RefreshRedemption:
 _REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
 _GRANTS = cast(Table, Grant.__table__)
 _USERS = cast(Table, User.__table__)
-_rt, _g, _u = _REFRESH_TOKENS.c, _GRANTS.c, _USERS.c
+_CLIENTS = cast(Table, Client.__table__)
+_rt, _g, _u, _c = _REFRESH_TOKENS.c, _GRANTS.c, _USERS.c, _CLIENTS.c
 
 # The statements of a rotation, built once: it is the token endpoint's hottest path, and
 # SQLAlchemy then reuses their compiled form without coercing and keying them per request.
@@ -106,6 +107,10 @@ _REDEEMED = (
     select(_g.revoked_at).where(_g.id == _rt.grant_id).scalar_subquery().label("grant_revoked_at"),
     select(_u.disabled_at).where(_u.id == _GRANT_USER.scalar_subquery())
     .scalar_subquery().label("user_disabled_at"),
+    # The client's registration as stored, not this process's cached copy: a client disabled
+    # on another node rotates nothing from then on (docs/security.md, "Client cache").
+    select(_c.disabled_at).where(_c.client_id == _rt.client_id)
+    .scalar_subquery().label("client_disabled_at"),
 )  # fmt: skip
 _SPEND_REFRESH_TOKEN = consume_once_statement(
     _REFRESH_TOKENS,
@@ -302,7 +307,7 @@ class GrantService:
             assert row is not None
         if row.expires_at <= now or row.grant_revoked_at is not None:
             return RefreshRedemption(None)
-        if row.user_disabled_at is not None:
+        if row.user_disabled_at is not None or row.client_disabled_at is not None:
             return RefreshRedemption(None)
         grant = RotatedGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id)
         spent = SpentRefreshToken(token_hash=digest, client_id=client_id, scope=row.scope,

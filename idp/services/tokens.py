@@ -138,6 +138,7 @@ class BearerToken:
 _TOKENS = cast(Table, AccessToken.__table__)
 _GRANTS = cast(Table, Grant.__table__)
 _USERS = cast(Table, User.__table__)
+_CLIENTS = cast(Table, Client.__table__)
 
 #: The token by its hash with what every bearer endpoint decides on, in one statement built once
 #: (SQLAlchemy caches its compiled form) and run as Core on the session's connection: no ORM
@@ -160,11 +161,14 @@ _BY_HASH = (
         _USERS.c.name,
         _USERS.c.email,
         _USERS.c.email_verified,
+        # The registration as stored, not the token side's cached copy: a token of a client
+        # disabled on another node within its cache's TTL is refused here all the same.
+        _CLIENTS.c.disabled_at.label("client_disabled_at"),
     )
     .select_from(
-        _TOKENS.outerjoin(_GRANTS, _GRANTS.c.id == _TOKENS.c.grant_id).outerjoin(
-            _USERS, _USERS.c.id == _GRANTS.c.user_id
-        )
+        _TOKENS.outerjoin(_GRANTS, _GRANTS.c.id == _TOKENS.c.grant_id)
+        .outerjoin(_USERS, _USERS.c.id == _GRANTS.c.user_id)
+        .outerjoin(_CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id)
     )
     .where(_TOKENS.c.token_hash == bindparam("digest"))
 )
@@ -199,6 +203,7 @@ def find_access_token(
             row.revoked_at is not None
             or row.grant_revoked_at is not None
             or row.disabled_at is not None
+            or row.client_disabled_at is not None
             or grant_gone
             or user_gone
         ),

@@ -21,7 +21,8 @@ from idp.models.base import utcnow
 from idp.services.client_cache import ClientCache
 from idp.services.client_fields import fields_of
 from idp.services.clients import ClientService
-from tests.support.factories import RegisteredClient, create_client
+from tests.support.factories import RegisteredClient, create_client, create_user
+from tests.support.flow import RelyingParty
 
 FORM = {"grant_type": "client_credentials"}
 
@@ -57,6 +58,37 @@ def test_a_client_disabled_on_another_node_is_refused_within_the_ttl(
     # ... and no longer.
     now[0] += 0.5
     assert _status(storage_app, machine) == 401
+
+
+def test_a_client_disabled_on_another_node_gets_no_rotation_and_its_tokens_no_answer_at_once(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the cache's TTL the token side still authenticates the disabled client from its
+    copy, but what it asks for reads the stored registration: its refresh token rotates nothing
+    and its access tokens are inactive at introspection and refused at userinfo."""
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    now = [time.monotonic()]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    user = create_user(storage_app)
+    web = create_client(storage_app)
+    tokens = RelyingParty(storage_app.test_client(), web).tokens_for(user)
+    browser = storage_app.test_client()
+    auth = (web.client_id, web.client_secret or "")
+
+    def introspected() -> bool:
+        # RFC 7662 4: the client learns about its own tokens (still authenticated from the copy).
+        response = browser.post("/introspect", data={"token": tokens["access_token"]}, auth=auth)
+        assert response.status_code == 200
+        return bool(response.get_json()["active"])
+
+    assert introspected()
+    _elsewhere(storage_app, web.client_id, disabled_at=utcnow())
+    now[0] += cache.ttl - 0.5  # the client still cached here
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    assert browser.post("/token", data=refresh, auth=auth).status_code == 400  # invalid_grant
+    assert not introspected()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert browser.get("/userinfo", headers=bearer).status_code == 401
 
 
 def test_a_grant_type_removed_in_this_process_counts_at_once(storage_app: Flask) -> None:
