@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -108,6 +109,60 @@ class CounterStore(Protocol):
         """Forget the key; the count it had (0: none)."""
         ...
 
+    def count_attempt(
+        self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
+    ) -> tuple[list[tuple[int, datetime | None]], bool]:
+        """``count``, and whether the first key's factor is locked (``locks``)."""
+        ...
+
+    def settle(self, account_key: str, address_key: str) -> int:
+        """A success: ``reset`` the account's key and ``release`` the address's; the account's
+        count as it stood."""
+        ...
+
+
+_COUNTERS: Table = AttemptCounter.__table__  # type: ignore[assignment]
+_LOCKS: Table = FactorLock.__table__  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=8)
+def _count_statement(dialect: str, keys: int, with_lock: bool) -> Any:
+    """One upsert counting ``keys`` keys (``key0``, ``key1``, ... at ``now``), built once per
+    shape: Core on the table, no ORM, compiled once (SQLAlchemy caches by the statement). Each row
+    returns its key, its new count, the time of the count before and, ``with_lock``, the lock of
+    the first key (docs/security.md: the lock is read in the statement that counts)."""
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    rows: list[dict[str, Any]] = [
+        {"key": bindparam(f"key{i}"), "failures": 1, "last_failure_at": bindparam("now"),
+         "previous_failure_at": None}
+        for i in range(keys)
+    ]  # fmt: skip
+    statement = insert(_COUNTERS).values(rows)
+    columns: list[Any] = [_COUNTERS.c.key, _COUNTERS.c.failures, _COUNTERS.c.previous_failure_at]
+    if with_lock:
+        lock = select(_LOCKS.c.locked_at).where(_LOCKS.c.key == bindparam("key0"))
+        columns.append(lock.scalar_subquery())
+    return statement.on_conflict_do_update(
+        index_elements=[_COUNTERS.c.key],
+        # SET expressions read the row as it was: ``previous_failure_at`` gets the old
+        # ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
+        set_={
+            "failures": _COUNTERS.c.failures + 1,
+            "previous_failure_at": _COUNTERS.c.last_failure_at,
+            "last_failure_at": statement.excluded.last_failure_at,
+        },
+    ).returning(*columns)
+
+
+_RESET = (
+    delete(_COUNTERS).where(_COUNTERS.c.key == bindparam("counter")).returning(_COUNTERS.c.failures)
+)
+_RELEASE = (
+    update(_COUNTERS)
+    .where(_COUNTERS.c.key == bindparam("counter"), _COUNTERS.c.failures > 0)
+    .values(failures=_COUNTERS.c.failures - 1)
+)
+
 
 class DatabaseCounters:
     """Counters in the shared database: one atomic upsert per count.
@@ -138,28 +193,37 @@ class DatabaseCounters:
     def count(
         self, keys: list[tuple[str, timedelta]], now: datetime
     ) -> list[tuple[int, datetime | None]]:
-        insert = self._insert()
-        counted = []
-        for key, _lifetime in keys:
-            statement = (
-                insert(AttemptCounter)
-                .values(key=key, failures=1, last_failure_at=now, previous_failure_at=None)
-                .on_conflict_do_update(
-                    index_elements=[AttemptCounter.key],
-                    # SET expressions read the row as it was: ``previous_failure_at`` gets the
-                    # old ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
-                    set_={
-                        "failures": AttemptCounter.failures + 1,
-                        "previous_failure_at": AttemptCounter.last_failure_at,
-                        "last_failure_at": now,
-                    },
-                )
-                .returning(AttemptCounter.failures, AttemptCounter.previous_failure_at)
-            )
-            row = self.db.execute(statement).one()
-            counted.append((int(row[0]), row[1]))
+        counted = [(count, previous) for count, previous, _lock in self._count(keys, now, False)]
         self._done()
         return counted
+
+    def count_attempt(
+        self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
+    ) -> tuple[list[tuple[int, datetime | None]], bool]:
+        """The locks live in this database: the statement that counts reads the first key's lock
+        too (one round trip; ``locks`` is not asked)."""
+        rows = self._count(keys, now, True)
+        locked_at = rows[0][2]
+        self._done()
+        counted = [(count, previous) for count, previous, _lock in rows]
+        return counted, locked_at is not None and locked_at > now - COUNTER_LIFETIME
+
+    def _count(
+        self, keys: list[tuple[str, timedelta]], now: datetime, with_lock: bool
+    ) -> list[tuple[int, datetime | None, datetime | None]]:
+        names = [key for key, _lifetime in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("each key is counted once per statement")
+        dialect = self.db.get_bind().dialect.name
+        statement = _count_statement(dialect, len(names), with_lock)
+        parameters: dict[str, Any] = {f"key{i}": name for i, name in enumerate(names)}
+        parameters["now"] = now
+        # The rows come back in no promised order: matched to the keys by name.
+        by_key = {
+            row[0]: (int(row[1]), row[2], row[3] if with_lock else None)
+            for row in self.db.connection().execute(statement, parameters)
+        }
+        return [by_key[name] for name in names]
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         statement = (
@@ -179,11 +243,7 @@ class DatabaseCounters:
         return spent
 
     def release(self, key: str) -> None:
-        self.db.execute(
-            update(AttemptCounter)
-            .where(AttemptCounter.key == key, AttemptCounter.failures > 0)
-            .values(failures=AttemptCounter.failures - 1)
-        )
+        self.db.connection().execute(_RELEASE, {"counter": key})
         self._done()
 
     def get(self, key: str) -> tuple[int, datetime | None]:
@@ -195,10 +255,16 @@ class DatabaseCounters:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def reset(self, key: str) -> int:
-        removed = self.db.execute(
-            delete(AttemptCounter).where(AttemptCounter.key == key)
-            .returning(AttemptCounter.failures)
-        ).first()  # fmt: skip
+        removed = self.db.connection().execute(_RESET, {"counter": key}).first()
+        self._done()
+        return int(removed[0]) if removed else 0
+
+    def settle(self, account_key: str, address_key: str) -> int:
+        """Both changes of a success in one transaction, committed once: the reset account
+        counter and the released address count are published together."""
+        connection = self.db.connection()
+        removed = connection.execute(_RESET, {"counter": account_key}).first()
+        connection.execute(_RELEASE, {"counter": address_key})
         self._done()
         return int(removed[0]) if removed else 0
 
@@ -279,6 +345,17 @@ class RedisCounters:
             count, at = self.client.mget(self._names(key))
         return int(count or 0), datetime.fromtimestamp(float(at), UTC) if at else None
 
+    def count_attempt(
+        self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
+    ) -> tuple[list[tuple[int, datetime | None]], bool]:
+        # Locks stay in the database whatever holds the counters (docs/security.md).
+        return self.count(keys, now), locks.is_locked(keys[0][0], now)
+
+    def settle(self, account_key: str, address_key: str) -> int:
+        removed = self.reset(account_key)
+        self.release(address_key)
+        return removed
+
     def reset(self, key: str) -> int:
         count_name, at_name = self._names(key)
         with redis_calls():
@@ -342,11 +419,12 @@ class AttemptLimiter:
         round trip). The count stands for a failure until ``succeeded`` releases it; a refused
         attempt counts too (N parallel guesses all count)."""
         address_key = self.address_key(address, now)
-        (count, previous_at), (address_count, _) = self.store.count(
-            [(account_key, COUNTER_LIFETIME), (address_key, ADDRESS_WINDOW)], now
+        counted, locked = self.store.count_attempt(
+            [(account_key, COUNTER_LIFETIME), (address_key, ADDRESS_WINDOW)], now, self.locks
         )
+        (count, previous_at), (address_count, _) = counted
         before = count - 1
-        if self.locks.is_locked(account_key, now) or before >= self.lock_after:
+        if locked or before >= self.lock_after:
             verdict = Verdict(allowed=False, locked=True)
         else:
             wait = _wait(before, previous_at, FREE_FAILURES, now)
@@ -370,9 +448,9 @@ class AttemptLimiter:
         No lock existed when this attempt was counted (it would have been refused), so a lock
         found now was set meanwhile by parallel attempts counted after it: the right secret lifts
         it with the count it came from (in-flight attempts count until they succeed)."""
-        if self.store.reset(attempt.account_key) >= self.lock_after:
+        if self.store.settle(attempt.account_key, attempt.address_key) >= self.lock_after:
+            # Committed by the caller's transaction, like the audit of the success.
             self.locks.unlock(attempt.account_key)
-        self.store.release(attempt.address_key)
 
     def unlock(self, account_key: str) -> None:
         self.locks.unlock(account_key)
