@@ -27,12 +27,13 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Integer, String, Table, bindparam, column, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import metrics
 from idp.models import AttemptCounter, FactorLock
+from idp.models.base import UTCDateTime
 from idp.services.dependencies import redis_calls
 
 #: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
@@ -117,41 +118,51 @@ class CounterStore(Protocol):
 
     def settle(self, account_key: str, address_key: str) -> int:
         """A success: ``reset`` the account's key and ``release`` the address's; the account's
-        count as it stood."""
+        count as it stood. The database store leaves both to the caller's commit."""
         ...
 
 
 _COUNTERS: Table = AttemptCounter.__table__  # type: ignore[assignment]
-_LOCKS: Table = FactorLock.__table__  # type: ignore[assignment]
 
 
 @lru_cache(maxsize=8)
-def _count_statement(dialect: str, keys: int, with_lock: bool) -> Any:
+def _count_statement(keys: int, with_lock: bool) -> Any:
     """One upsert counting ``keys`` keys (``key0``, ``key1``, ... at ``now``), built once per
-    shape: Core on the table, no ORM, compiled once (SQLAlchemy caches by the statement). Each row
-    returns its key, its new count, the time of the count before and, ``with_lock``, the lock of
-    the first key (docs/security.md: the lock is read in the statement that counts)."""
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    rows: list[dict[str, Any]] = [
-        {"key": bindparam(f"key{i}"), "failures": 1, "last_failure_at": bindparam("now"),
-         "previous_failure_at": None}
-        for i in range(keys)
-    ]  # fmt: skip
-    statement = insert(_COUNTERS).values(rows)
-    columns: list[Any] = [_COUNTERS.c.key, _COUNTERS.c.failures, _COUNTERS.c.previous_failure_at]
-    if with_lock:
-        lock = select(_LOCKS.c.locked_at).where(_LOCKS.c.key == bindparam("key0"))
-        columns.append(lock.scalar_subquery())
-    return statement.on_conflict_do_update(
-        index_elements=[_COUNTERS.c.key],
+    shape. Each row returns its key, its new count, the time of the count before and, with
+    ``with_lock``, the lock of the first key (docs/security.md: the lock is read by the statement
+    that counts). Written as text because SQLAlchemy gives its ``ON CONFLICT`` construct no cache
+    key, so that construct would be compiled again at every execution; the SQL is the same on
+    PostgreSQL and SQLite (3.35+: ``RETURNING``)."""
+    rows = ", ".join(f"(:key{i}, 1, :now, NULL)" for i in range(keys))
+    lock = (
+        ', (SELECT locked_at FROM factor_locks WHERE factor_locks."key" = :key0)'
+        if with_lock
+        else ", NULL"
+    )
+    # Only numbered placeholders are put into the text, never a value.
+    sql = (
+        'INSERT INTO attempt_counters ("key", failures, last_failure_at, previous_failure_at) '  # noqa: S608
+        f"VALUES {rows} "
         # SET expressions read the row as it was: ``previous_failure_at`` gets the old
         # ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
-        set_={
-            "failures": _COUNTERS.c.failures + 1,
-            "previous_failure_at": _COUNTERS.c.last_failure_at,
-            "last_failure_at": statement.excluded.last_failure_at,
-        },
-    ).returning(*columns)
+        'ON CONFLICT ("key") DO UPDATE SET failures = attempt_counters.failures + 1, '
+        "previous_failure_at = attempt_counters.last_failure_at, "
+        "last_failure_at = excluded.last_failure_at "
+        f'RETURNING "key", failures, previous_failure_at{lock}'
+    )
+    return (
+        text(sql)
+        .bindparams(
+            bindparam("now", type_=UTCDateTime()),
+            *(bindparam(f"key{i}", type_=String()) for i in range(keys)),
+        )
+        .columns(
+            column("key", String()),
+            column("failures", Integer()),
+            column("previous_failure_at", UTCDateTime()),
+            column("locked_at", UTCDateTime()),
+        )
+    )
 
 
 _RESET = (
@@ -214,13 +225,12 @@ class DatabaseCounters:
         names = [key for key, _lifetime in keys]
         if len(set(names)) != len(names):
             raise ValueError("each key is counted once per statement")
-        dialect = self.db.get_bind().dialect.name
-        statement = _count_statement(dialect, len(names), with_lock)
+        statement = _count_statement(len(names), with_lock)
         parameters: dict[str, Any] = {f"key{i}": name for i, name in enumerate(names)}
         parameters["now"] = now
         # The rows come back in no promised order: matched to the keys by name.
         by_key = {
-            row[0]: (int(row[1]), row[2], row[3] if with_lock else None)
+            row[0]: (int(row[1]), row[2], row[3])
             for row in self.db.connection().execute(statement, parameters)
         }
         return [by_key[name] for name in names]
@@ -260,12 +270,13 @@ class DatabaseCounters:
         return int(removed[0]) if removed else 0
 
     def settle(self, account_key: str, address_key: str) -> int:
-        """Both changes of a success in one transaction, committed once: the reset account
-        counter and the released address count are published together."""
+        """Both changes of a success, in the caller's transaction: they are published with the
+        success they follow from (its audit row, its partial sign-in or session), by the commit
+        that publishes it. Only counting must be seen at once; until then parallel attempts see
+        the higher counts, the strict side, and a success rolled back leaves its count standing."""
         connection = self.db.connection()
         removed = connection.execute(_RESET, {"counter": account_key}).first()
         connection.execute(_RELEASE, {"counter": address_key})
-        self._done()
         return int(removed[0]) if removed else 0
 
 
@@ -447,9 +458,9 @@ class AttemptLimiter:
 
         No lock existed when this attempt was counted (it would have been refused), so a lock
         found now was set meanwhile by parallel attempts counted after it: the right secret lifts
-        it with the count it came from (in-flight attempts count until they succeed)."""
+        it with the count it came from (in-flight attempts count until they succeed). The caller
+        commits all of it with the success (``DatabaseCounters.settle``)."""
         if self.store.settle(attempt.account_key, attempt.address_key) >= self.lock_after:
-            # Committed by the caller's transaction, like the audit of the success.
             self.locks.unlock(attempt.account_key)
 
     def unlock(self, account_key: str) -> None:

@@ -190,8 +190,7 @@ SIGN_IN_ROUND_TRIPS = {
         "COMMIT",
         "SELECT users",  # the account and whether a second step can follow
         "DELETE attempt_counters",  # the success: the account's count reset ...
-        "UPDATE attempt_counters",  # ... and the address's taken back
-        "COMMIT",
+        "UPDATE attempt_counters",  # ... and the address's taken back, committed with it
         "INSERT partial_logins",
         "INSERT audit_events",  # login.password, in the transaction of the partial sign-in
         "COMMIT",
@@ -204,7 +203,6 @@ SIGN_IN_ROUND_TRIPS = {
         "UPDATE totp_credentials",  # the step, claimed once (RFC 6238 5.2)
         "DELETE attempt_counters",
         "UPDATE attempt_counters",
-        "COMMIT",
         "INSERT audit_events",  # login.totp
         "UPDATE partial_logins",  # the partial sign-in, spent once
         "INSERT browser_sessions",
