@@ -24,16 +24,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, String, Table, bindparam, column, delete, select, text, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import metrics
 from idp.models import AttemptCounter, FactorLock
-from idp.models.base import UTCDateTime
+from idp.services.counter_statements import (
+    COUNT_BELOW_SCRIPT,
+    COUNT_SCRIPT,
+    RELEASE,
+    RELEASE_SCRIPT,
+    RESET,
+    count_statement,
+)
 from idp.services.dependencies import redis_calls
 
 #: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
@@ -122,59 +128,6 @@ class CounterStore(Protocol):
         ...
 
 
-_COUNTERS: Table = AttemptCounter.__table__  # type: ignore[assignment]
-
-
-@lru_cache(maxsize=8)
-def _count_statement(keys: int, with_lock: bool) -> Any:
-    """One upsert counting ``keys`` keys (``key0``, ``key1``, ... at ``now``), built once per
-    shape. Each row returns its key, its new count, the time of the count before and, with
-    ``with_lock``, the lock of the first key (docs/security.md: the lock is read by the statement
-    that counts). Written as text because SQLAlchemy gives its ``ON CONFLICT`` construct no cache
-    key, so that construct would be compiled again at every execution; the SQL is the same on
-    PostgreSQL and SQLite (3.35+: ``RETURNING``)."""
-    rows = ", ".join(f"(:key{i}, 1, :now, NULL)" for i in range(keys))
-    lock = (
-        ', (SELECT locked_at FROM factor_locks WHERE factor_locks."key" = :key0)'
-        if with_lock
-        else ", NULL"
-    )
-    # Only numbered placeholders are put into the text, never a value.
-    sql = (
-        'INSERT INTO attempt_counters ("key", failures, last_failure_at, previous_failure_at) '  # noqa: S608
-        f"VALUES {rows} "
-        # SET expressions read the row as it was: ``previous_failure_at`` gets the old
-        # ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
-        'ON CONFLICT ("key") DO UPDATE SET failures = attempt_counters.failures + 1, '
-        "previous_failure_at = attempt_counters.last_failure_at, "
-        "last_failure_at = excluded.last_failure_at "
-        f'RETURNING "key", failures, previous_failure_at{lock}'
-    )
-    return (
-        text(sql)
-        .bindparams(
-            bindparam("now", type_=UTCDateTime()),
-            *(bindparam(f"key{i}", type_=String()) for i in range(keys)),
-        )
-        .columns(
-            column("key", String()),
-            column("failures", Integer()),
-            column("previous_failure_at", UTCDateTime()),
-            column("locked_at", UTCDateTime()),
-        )
-    )
-
-
-_RESET = (
-    delete(_COUNTERS).where(_COUNTERS.c.key == bindparam("counter")).returning(_COUNTERS.c.failures)
-)
-_RELEASE = (
-    update(_COUNTERS)
-    .where(_COUNTERS.c.key == bindparam("counter"), _COUNTERS.c.failures > 0)
-    .values(failures=_COUNTERS.c.failures - 1)
-)
-
-
 class DatabaseCounters:
     """Counters in the shared database: one atomic upsert per count.
 
@@ -225,7 +178,7 @@ class DatabaseCounters:
         names = [key for key, _lifetime in keys]
         if len(set(names)) != len(names):
             raise ValueError("each key is counted once per statement")
-        statement = _count_statement(len(names), with_lock)
+        statement = count_statement(len(names), with_lock)
         parameters: dict[str, Any] = {f"key{i}": name for i, name in enumerate(names)}
         parameters["now"] = now
         # The rows come back in no promised order: matched to the keys by name.
@@ -253,7 +206,7 @@ class DatabaseCounters:
         return spent
 
     def release(self, key: str) -> None:
-        self.db.connection().execute(_RELEASE, {"counter": key})
+        self.db.connection().execute(RELEASE, {"counter": key})
         self._done()
 
     def get(self, key: str) -> tuple[int, datetime | None]:
@@ -265,7 +218,7 @@ class DatabaseCounters:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def reset(self, key: str) -> int:
-        removed = self.db.connection().execute(_RESET, {"counter": key}).first()
+        removed = self.db.connection().execute(RESET, {"counter": key}).first()
         self._done()
         return int(removed[0]) if removed else 0
 
@@ -275,42 +228,9 @@ class DatabaseCounters:
         that publishes it. Only counting must be seen at once; until then parallel attempts see
         the higher counts, the strict side, and a success rolled back leaves its count standing."""
         connection = self.db.connection()
-        removed = connection.execute(_RESET, {"counter": account_key}).first()
-        connection.execute(_RELEASE, {"counter": address_key})
+        removed = connection.execute(RESET, {"counter": account_key}).first()
+        connection.execute(RELEASE, {"counter": address_key})
         return int(removed[0]) if removed else 0
-
-
-#: Per key pair (count, time of the last count): count one more, return it and the previous time.
-_COUNT_SCRIPT = """
-local out = {}
-for i = 1, #KEYS / 2 do
-  local count_key, at_key = KEYS[2 * i - 1], KEYS[2 * i]
-  local ttl = tonumber(ARGV[i + 1])
-  local count = redis.call('INCR', count_key)
-  local previous = redis.call('GET', at_key)
-  redis.call('SET', at_key, ARGV[1], 'EX', ttl)
-  redis.call('EXPIRE', count_key, ttl)
-  out[#out + 1] = count
-  out[#out + 1] = previous or ''
-end
-return out
-"""
-#: Count one more only while fewer than the limit were counted: 1 if counted, else 0.
-_COUNT_BELOW_SCRIPT = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-return 1
-"""
-_RELEASE_SCRIPT = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
-end
-return 0
-"""
 
 
 class RedisCounters:
@@ -330,9 +250,7 @@ class RedisCounters:
         names = [name for key, _ in keys for name in self._names(key)]
         lifetimes = [max(1, int(lifetime.total_seconds())) for _, lifetime in keys]
         with redis_calls():
-            values = self.client.eval(
-                _COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes
-            )
+            values = self.client.eval(COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes)
         counted = []
         for count, previous in zip(values[::2], values[1::2], strict=True):
             at = datetime.fromtimestamp(float(previous), UTC) if previous else None
@@ -343,13 +261,13 @@ class RedisCounters:
         seconds = max(1, int(lifetime.total_seconds()))
         with redis_calls():
             spent = self.client.eval(
-                _COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
+                COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
             )
         return int(spent) == 1
 
     def release(self, key: str) -> None:
         with redis_calls():
-            self.client.eval(_RELEASE_SCRIPT, 1, self._names(key)[0])
+            self.client.eval(RELEASE_SCRIPT, 1, self._names(key)[0])
 
     def get(self, key: str) -> tuple[int, datetime | None]:
         with redis_calls():
