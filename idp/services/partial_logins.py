@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session
 
 from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 
 #: How long the second step may take after a correct password.
@@ -39,6 +39,12 @@ def second_factor_columns(user_id: Any) -> tuple[Any, Any, Any]:
 def _begin_statement() -> Any:
     # Core on the table: nothing reads the row back in this request, so no ORM object is made.
     return insert(_PARTIALS)
+
+
+#: The spend (the consume-once primitive's prepared form): Core on the table, built once.
+_SPEND = consume_once_statement(
+    _PARTIALS, _PARTIALS.c.id_hash == bindparam("spent_id"), columns=[_PARTIALS.c.id_hash]
+)
 
 
 @lru_cache(maxsize=1)
@@ -109,7 +115,7 @@ class PartialLogins:
 
     def spend(self, partial: PartialLogin, now: datetime) -> bool:
         """Finish it once; False when another second step finished it first."""
-        return consume_once(self.db, PartialLogin, PartialLogin.id_hash == partial.id_hash, now=now)
+        return consume_prepared(self.db, _SPEND, now=now, spent_id=partial.id_hash) is not None
 
 
 def _is_live(partial: PartialLogin | None, now: datetime) -> bool:

@@ -213,8 +213,8 @@ SIGN_IN_ROUND_TRIPS = {
         "UPDATE totp_credentials",  # the step, claimed once (RFC 6238 5.2)
         "DELETE attempt_counters",
         "UPDATE attempt_counters",
-        "INSERT audit_events",  # login.totp
         "UPDATE partial_logins",  # the partial sign-in, spent once
+        "INSERT audit_events",  # login.totp, flushed with the session
         "INSERT browser_sessions",
         "COMMIT",
     ],
