@@ -70,7 +70,8 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
-    if services().sign_in.has_second_factor(result.user):
+    # The password step read whether one exists with the account (``StepResult.second_factor``).
+    if result.second_factor:
         # After a correct password, the second step (docs/architecture.md, the password path).
         partial = _begin_partial(result.user, pending, destination)
         db.session.commit()
@@ -120,36 +121,49 @@ def _after_password_only(user: User, destination: str) -> str:
 @bp.route("/login/second-step", methods=["GET", "POST"])
 def second_step() -> Any:
     """After a correct password: a code from the authenticator app, a passkey or a backup code."""
-    partial = _partial()
-    if partial is None:
+    raw = session.get("partial_login")
+    if not isinstance(raw, str):
         return redirect(url_for("login.login"))
-    user = partial.user
-    service = services().sign_in
+    partials = services().partial_logins
     error = None
     if request.method == "POST":
+        # The partial sign-in, its user and their authenticator app: one read.
+        found = partials.live_with_credential(raw, clock().now())
+        if found is None:
+            return redirect(url_for("login.login"))
+        partial, credential = found
+        user = partial.user
+        service = services().sign_in
         code = request.form.get("code", "")[:64]
         now = clock().now()
         if request.form.get("method") == "backup_code":
             result = service.backup_code(user, code, request_context(), now)
         else:
-            result = service.totp_code(user, code, request_context(), now)
+            result = service.totp_code(user, code, request_context(), now, credential)
         if result.ok:
             # RFC 8176: a backup code is a one-time password too.
             return _finish_partial(partial, ["pwd", "otp", "mfa"])
         db.session.commit()
         error = result.error
-    # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code.
-    factors = service.second_factors(user)
+    # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code. The
+    # partial sign-in and the factors the page offers: one read.
+    shown = partials.live_with_factors(raw, clock().now())
+    if shown is None:
+        return redirect(url_for("login.login"))
+    partial, factors = shown
     if not (factors["totp"] or factors["passkey"]):
         # The second factor went away after the password step (removed meanwhile): start over.
         return redirect(url_for("login.login"))
-    return render_template("login/second_step.html", user=user, factors=factors, error=error), (
-        401 if error else 200
-    )
+    return render_template(
+        "login/second_step.html", user=partial.user, factors=factors, error=error
+    ), (401 if error else 200)
 
 
 def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
     if not services().partial_logins.spend(partial, clock().now()):
+        # Another second step finished it first. The code checked here stays spent and its
+        # audit row stays written (RFC 6238 5.2; docs/security.md): committed all the same.
+        db.session.commit()
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
     response = redirect(partial.next_path or url_for("account.home"))

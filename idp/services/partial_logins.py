@@ -9,15 +9,59 @@ minutes and is spent once, by whichever second step finishes first.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
+from sqlalchemy import Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session
 
-from idp.models import PartialLogin
-from idp.services.consume import consume_once
+from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential
+from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 
 #: How long the second step may take after a correct password.
 PARTIAL_LOGIN_TTL = timedelta(minutes=10)
+
+_PARTIALS: Table = PartialLogin.__table__  # type: ignore[assignment]
+
+
+def second_factor_columns(user_id: Any) -> tuple[Any, Any, Any]:
+    """Whether the user ``user_id`` (a column or a value) has a confirmed authenticator app, a
+    passkey and an unused backup code: three ``EXISTS`` for one statement."""
+    return (
+        exists().where(TotpCredential.user_id == user_id, TotpCredential.confirmed_at.is_not(None)),
+        exists().where(Passkey.user_id == user_id),
+        exists().where(BackupCode.user_id == user_id, BackupCode.consumed_at.is_(None)),
+    )
+
+
+@lru_cache(maxsize=1)
+def _begin_statement() -> Any:
+    # Core on the table: nothing reads the row back in this request, so no ORM object is made.
+    return insert(_PARTIALS)
+
+
+#: The spend (the consume-once primitive's prepared form): Core on the table, built once.
+_SPEND = consume_once_statement(
+    _PARTIALS, _PARTIALS.c.id_hash == bindparam("spent_id"), columns=[_PARTIALS.c.id_hash]
+)
+
+
+@lru_cache(maxsize=1)
+def _with_factors_statement() -> Any:
+    # The user comes with it (``PartialLogin.user`` is loaded joined).
+    return select(PartialLogin, *second_factor_columns(PartialLogin.user_id)).where(
+        PartialLogin.id_hash == bindparam("id_hash")
+    )
+
+
+@lru_cache(maxsize=1)
+def _with_credential_statement() -> Any:
+    return (
+        select(PartialLogin, TotpCredential)
+        .outerjoin(TotpCredential, TotpCredential.user_id == PartialLogin.user_id)
+        .where(PartialLogin.id_hash == bindparam("id_hash"))
+    )
 
 
 class PartialLogins:
@@ -29,26 +73,50 @@ class PartialLogins:
     ) -> str:
         """After a correct password: the secret the browser keeps (the caller commits)."""
         raw = new_secret(32)
-        self.db.add(
-            PartialLogin(
-                id_hash=token_hash(raw),
-                user_id=user_id,
-                amr=["pwd"],
-                pending_request_id=pending_request_id,
-                next_path=next_path,
-                created_at=now,
-                expires_at=now + PARTIAL_LOGIN_TTL,
-            )
+        self.db.connection().execute(
+            _begin_statement(),
+            {
+                "id_hash": token_hash(raw),
+                "user_id": user_id,
+                "amr": ["pwd"],
+                "pending_request_id": pending_request_id,
+                "next_path": next_path,
+                "created_at": now,
+                "expires_at": now + PARTIAL_LOGIN_TTL,
+                "consumed_at": None,
+            },
         )
         return raw
 
     def live(self, raw: str, now: datetime) -> PartialLogin | None:
         """The partial sign-in the secret names, if neither spent nor expired."""
         partial = self.db.get(PartialLogin, token_hash(raw))
-        if partial is None or partial.consumed_at is not None or partial.expires_at <= now:
+        return partial if _is_live(partial, now) else None
+
+    def live_with_factors(
+        self, raw: str, now: datetime
+    ) -> tuple[PartialLogin, dict[str, bool]] | None:
+        """``live``, its user and which second steps the user can take (what the second-step
+        page offers: an authenticator app, a passkey, a backup code), in one statement."""
+        row = self.db.execute(_with_factors_statement(), {"id_hash": token_hash(raw)}).first()
+        if row is None or not _is_live(row[0], now):
             return None
-        return partial
+        return row[0], {"totp": bool(row[1]), "passkey": bool(row[2]), "backup_code": bool(row[3])}
+
+    def live_with_credential(
+        self, raw: str, now: datetime
+    ) -> tuple[PartialLogin, TotpCredential | None] | None:
+        """``live``, its user and the user's authenticator app (None: none), in one statement:
+        what checking a code needs."""
+        row = self.db.execute(_with_credential_statement(), {"id_hash": token_hash(raw)}).first()
+        if row is None or not _is_live(row[0], now):
+            return None
+        return row[0], row[1]
 
     def spend(self, partial: PartialLogin, now: datetime) -> bool:
         """Finish it once; False when another second step finished it first."""
-        return consume_once(self.db, PartialLogin, PartialLogin.id_hash == partial.id_hash, now=now)
+        return consume_prepared(self.db, _SPEND, now=now, spent_id=partial.id_hash) is not None
+
+
+def _is_live(partial: PartialLogin | None, now: datetime) -> bool:
+    return partial is not None and partial.consumed_at is None and partial.expires_at > now

@@ -26,12 +26,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import metrics
 from idp.models import AttemptCounter, FactorLock
+from idp.services.counter_statements import (
+    COUNT_BELOW_SCRIPT,
+    COUNT_SCRIPT,
+    RELEASE,
+    RELEASE_SCRIPT,
+    RESET,
+    count_statement,
+)
 from idp.services.dependencies import redis_calls
 
 #: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
@@ -108,6 +116,17 @@ class CounterStore(Protocol):
         """Forget the key; the count it had (0: none)."""
         ...
 
+    def count_attempt(
+        self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
+    ) -> tuple[list[tuple[int, datetime | None]], bool]:
+        """``count``, and whether the first key's factor is locked (``locks``)."""
+        ...
+
+    def settle(self, account_key: str, address_key: str) -> int:
+        """A success: ``reset`` the account's key and ``release`` the address's; the account's
+        count as it stood. The database store leaves both to the caller's commit."""
+        ...
+
 
 class DatabaseCounters:
     """Counters in the shared database: one atomic upsert per count.
@@ -138,28 +157,36 @@ class DatabaseCounters:
     def count(
         self, keys: list[tuple[str, timedelta]], now: datetime
     ) -> list[tuple[int, datetime | None]]:
-        insert = self._insert()
-        counted = []
-        for key, _lifetime in keys:
-            statement = (
-                insert(AttemptCounter)
-                .values(key=key, failures=1, last_failure_at=now, previous_failure_at=None)
-                .on_conflict_do_update(
-                    index_elements=[AttemptCounter.key],
-                    # SET expressions read the row as it was: ``previous_failure_at`` gets the
-                    # old ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
-                    set_={
-                        "failures": AttemptCounter.failures + 1,
-                        "previous_failure_at": AttemptCounter.last_failure_at,
-                        "last_failure_at": now,
-                    },
-                )
-                .returning(AttemptCounter.failures, AttemptCounter.previous_failure_at)
-            )
-            row = self.db.execute(statement).one()
-            counted.append((int(row[0]), row[1]))
+        counted = [(count, previous) for count, previous, _lock in self._count(keys, now, False)]
         self._done()
         return counted
+
+    def count_attempt(
+        self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
+    ) -> tuple[list[tuple[int, datetime | None]], bool]:
+        """The locks live in this database: the statement that counts reads the first key's lock
+        too (one round trip; ``locks`` is not asked)."""
+        rows = self._count(keys, now, True)
+        locked_at = rows[0][2]
+        self._done()
+        counted = [(count, previous) for count, previous, _lock in rows]
+        return counted, locked_at is not None and locked_at > now - COUNTER_LIFETIME
+
+    def _count(
+        self, keys: list[tuple[str, timedelta]], now: datetime, with_lock: bool
+    ) -> list[tuple[int, datetime | None, datetime | None]]:
+        names = [key for key, _lifetime in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("each key is counted once per statement")
+        statement = count_statement(len(names), with_lock)
+        parameters: dict[str, Any] = {f"key{i}": name for i, name in enumerate(names)}
+        parameters["now"] = now
+        # The rows come back in no promised order: matched to the keys by name.
+        by_key = {
+            row[0]: (int(row[1]), row[2], row[3])
+            for row in self.db.connection().execute(statement, parameters)
+        }
+        return [by_key[name] for name in names]
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         statement = (
@@ -179,11 +206,7 @@ class DatabaseCounters:
         return spent
 
     def release(self, key: str) -> None:
-        self.db.execute(
-            update(AttemptCounter)
-            .where(AttemptCounter.key == key, AttemptCounter.failures > 0)
-            .values(failures=AttemptCounter.failures - 1)
-        )
+        self.db.connection().execute(RELEASE, {"counter": key})
         self._done()
 
     def get(self, key: str) -> tuple[int, datetime | None]:
@@ -195,45 +218,19 @@ class DatabaseCounters:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def reset(self, key: str) -> int:
-        removed = self.db.execute(
-            delete(AttemptCounter).where(AttemptCounter.key == key)
-            .returning(AttemptCounter.failures)
-        ).first()  # fmt: skip
+        removed = self.db.connection().execute(RESET, {"counter": key}).first()
         self._done()
         return int(removed[0]) if removed else 0
 
-
-#: Per key pair (count, time of the last count): count one more, return it and the previous time.
-_COUNT_SCRIPT = """
-local out = {}
-for i = 1, #KEYS / 2 do
-  local count_key, at_key = KEYS[2 * i - 1], KEYS[2 * i]
-  local ttl = tonumber(ARGV[i + 1])
-  local count = redis.call('INCR', count_key)
-  local previous = redis.call('GET', at_key)
-  redis.call('SET', at_key, ARGV[1], 'EX', ttl)
-  redis.call('EXPIRE', count_key, ttl)
-  out[#out + 1] = count
-  out[#out + 1] = previous or ''
-end
-return out
-"""
-#: Count one more only while fewer than the limit were counted: 1 if counted, else 0.
-_COUNT_BELOW_SCRIPT = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-return 1
-"""
-_RELEASE_SCRIPT = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
-end
-return 0
-"""
+    def settle(self, account_key: str, address_key: str) -> int:
+        """Both changes of a success, in the caller's transaction: they are published with the
+        success they follow from (its audit row, its partial sign-in or session), by the commit
+        that publishes it. Only counting must be seen at once; until then parallel attempts see
+        the higher counts, the strict side, and a success rolled back leaves its count standing."""
+        connection = self.db.connection()
+        removed = connection.execute(RESET, {"counter": account_key}).first()
+        connection.execute(RELEASE, {"counter": address_key})
+        return int(removed[0]) if removed else 0
 
 
 class RedisCounters:
@@ -253,9 +250,7 @@ class RedisCounters:
         names = [name for key, _ in keys for name in self._names(key)]
         lifetimes = [max(1, int(lifetime.total_seconds())) for _, lifetime in keys]
         with redis_calls():
-            values = self.client.eval(
-                _COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes
-            )
+            values = self.client.eval(COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes)
         counted = []
         for count, previous in zip(values[::2], values[1::2], strict=True):
             at = datetime.fromtimestamp(float(previous), UTC) if previous else None
@@ -266,18 +261,29 @@ class RedisCounters:
         seconds = max(1, int(lifetime.total_seconds()))
         with redis_calls():
             spent = self.client.eval(
-                _COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
+                COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
             )
         return int(spent) == 1
 
     def release(self, key: str) -> None:
         with redis_calls():
-            self.client.eval(_RELEASE_SCRIPT, 1, self._names(key)[0])
+            self.client.eval(RELEASE_SCRIPT, 1, self._names(key)[0])
 
     def get(self, key: str) -> tuple[int, datetime | None]:
         with redis_calls():
             count, at = self.client.mget(self._names(key))
         return int(count or 0), datetime.fromtimestamp(float(at), UTC) if at else None
+
+    def count_attempt(
+        self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
+    ) -> tuple[list[tuple[int, datetime | None]], bool]:
+        # Locks stay in the database whatever holds the counters (docs/security.md).
+        return self.count(keys, now), locks.is_locked(keys[0][0], now)
+
+    def settle(self, account_key: str, address_key: str) -> int:
+        removed = self.reset(account_key)
+        self.release(address_key)
+        return removed
 
     def reset(self, key: str) -> int:
         count_name, at_name = self._names(key)
@@ -342,11 +348,12 @@ class AttemptLimiter:
         round trip). The count stands for a failure until ``succeeded`` releases it; a refused
         attempt counts too (N parallel guesses all count)."""
         address_key = self.address_key(address, now)
-        (count, previous_at), (address_count, _) = self.store.count(
-            [(account_key, COUNTER_LIFETIME), (address_key, ADDRESS_WINDOW)], now
+        counted, locked = self.store.count_attempt(
+            [(account_key, COUNTER_LIFETIME), (address_key, ADDRESS_WINDOW)], now, self.locks
         )
+        (count, previous_at), (address_count, _) = counted
         before = count - 1
-        if self.locks.is_locked(account_key, now) or before >= self.lock_after:
+        if locked or before >= self.lock_after:
             verdict = Verdict(allowed=False, locked=True)
         else:
             wait = _wait(before, previous_at, FREE_FAILURES, now)
@@ -369,10 +376,10 @@ class AttemptLimiter:
 
         No lock existed when this attempt was counted (it would have been refused), so a lock
         found now was set meanwhile by parallel attempts counted after it: the right secret lifts
-        it with the count it came from (in-flight attempts count until they succeed)."""
-        if self.store.reset(attempt.account_key) >= self.lock_after:
+        it with the count it came from (in-flight attempts count until they succeed). The caller
+        commits all of it with the success (``DatabaseCounters.settle``)."""
+        if self.store.settle(attempt.account_key, attempt.address_key) >= self.lock_after:
             self.locks.unlock(attempt.account_key)
-        self.store.release(attempt.address_key)
 
     def unlock(self, account_key: str) -> None:
         self.locks.unlock(account_key)

@@ -6,16 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
-from idp.models import User
+from idp.models import TotpCredential, User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
+from idp.services.email_addresses import normalise_email
 from idp.services.notifications import Notifier
-from idp.services.passkeys import has_passkey
+from idp.services.partial_logins import second_factor_columns
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
@@ -41,6 +45,8 @@ LOCKED = (
 class StepResult:
     user: User | None
     error: str | None = None
+    #: After a correct password: whether a second step can follow (``has_second_factor``).
+    second_factor: bool = False
 
     @property
     def ok(self) -> bool:
@@ -49,6 +55,23 @@ class StepResult:
 
 def _refusal(verdict: Verdict) -> str:
     return LOCKED if verdict.locked else THROTTLED
+
+
+#: ``totp_code`` reads the credential itself unless the caller already holds it.
+_UNREAD: Any = object()
+
+
+@lru_cache(maxsize=1)
+def _account_statement() -> Any:
+    """The password step's one read: the account of an email and whether a second step can
+    follow (an authenticator app or a passkey; backup codes only back these up)."""
+    totp, passkey, _backup_code = second_factor_columns(User.id)
+    return select(User, or_(totp, passkey)).where(User.email == bindparam("email"))
+
+
+@lru_cache(maxsize=1)
+def _factors_statement() -> Any:
+    return select(*second_factor_columns(bindparam("user_id")))
 
 
 class SignInService:
@@ -85,7 +108,7 @@ class SignInService:
         key = self.limiter.account_key("pwd", self.email_key(email))
         # Counted before it is checked (docs/security.md): parallel guesses find each other.
         attempt = self.limiter.reserve(key, context.ip_address, now)
-        user = UserService(self.db, self.passwords).find_by_email(email)
+        user, second_factor = self._account(email)
         if not attempt.verdict.allowed:
             # A refused attempt still counts (its reservation stands), and still costs one hash
             # so that timing says nothing either.
@@ -112,29 +135,48 @@ class SignInService:
             # the policy for new passwords (rehash when parameters change).
             user.password_hash = self.passwords.rehash(password)
         audit.record(self.db, "login.password", subject_id=user.id, context=context)
-        return StepResult(user=user)
+        return StepResult(user=user, second_factor=second_factor)
+
+    def _account(self, email: str) -> tuple[User | None, bool]:
+        """``UserService.find_by_email`` and ``has_second_factor`` in one statement."""
+        email = normalise_email(email)
+        if not email or len(email) > 320:
+            return None, False
+        row = self.db.execute(_account_statement(), {"email": email}).first()
+        return (None, False) if row is None else (row[0], bool(row[1]))
 
     def has_second_factor(self, user: User) -> bool:
         """Whether a second step can follow the password: an authenticator app or a passkey.
         Backup codes back these up and are not counted (on their own they would be spent one per
-        sign-in), nor is the passkey looked up when the app already answers."""
-        return self.totp.is_enabled(user) or has_passkey(self.db, user.id)
+        sign-in). The password step answers it already (``StepResult.second_factor``)."""
+        factors = self.second_factors(user)
+        return factors["totp"] or factors["passkey"]
 
     def second_factors(self, user: User) -> dict[str, bool]:
         """Which second steps the user can take after a password (a passkey counts): what the
-        second-step page offers."""
-        return {
-            "totp": self.totp.is_enabled(user),
-            "passkey": has_passkey(self.db, user.id),
-            "backup_code": self.backup_codes.has_codes(user),
-        }
+        second-step page offers (``PartialLogins.live_with_factors`` reads it with the partial
+        sign-in)."""
+        row = self.db.execute(_factors_statement(), {"user_id": user.id}).one()
+        return {"totp": bool(row[0]), "passkey": bool(row[1]), "backup_code": bool(row[2])}
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(
-        self, user: User, code: str, context: RequestContext, now: datetime
+        self,
+        user: User,
+        code: str,
+        context: RequestContext,
+        now: datetime,
+        credential: TotpCredential | None = _UNREAD,
     ) -> StepResult:
-        return self._second_step(user, code, context, now, factor="otp",
-                                 verify=lambda: self.totp.verify(user, code, now))  # fmt: skip
+        """``credential``: the user's authenticator app as the caller read it (None: none), so
+        that it is not read again (``PartialLogins.live_with_credential``)."""
+
+        def verify() -> bool:
+            if credential is _UNREAD:
+                return self.totp.verify(user, code, now)
+            return self.totp.verify_credential(credential, code, now)
+
+        return self._second_step(user, code, context, now, factor="otp", verify=verify)
 
     def backup_code(
         self, user: User, code: str, context: RequestContext, now: datetime

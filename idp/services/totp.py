@@ -9,8 +9,7 @@ from datetime import datetime
 import pyotp
 import segno
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -136,7 +135,12 @@ class TotpService:
         return secret if owner == user.id and secret else None
 
     def verify(self, user: User, code: str, now: datetime) -> bool:
-        credential = self.get(user)
+        return self.verify_credential(self.get(user), code, now)
+
+    def verify_credential(
+        self, credential: TotpCredential | None, code: str, now: datetime
+    ) -> bool:
+        """``verify`` with the credential already read (None: the user has none)."""
         if credential is None or credential.confirmed_at is None:
             return False
         return self._accept(credential, code, now)
@@ -157,22 +161,27 @@ class TotpService:
         step = _matching_step(self._secret(credential), code, now)
         if step is None:
             return False
-        result = self.db.execute(
-            update(TotpCredential)
-            .where(
-                TotpCredential.user_id == credential.user_id,
-                TotpCredential.last_used_step < step,
-            )
-            .values(last_used_step=step)
-            .execution_options(synchronize_session=False)
+        result = self.db.connection().execute(
+            _CLAIM_STEP, {"claimed_user": credential.user_id, "step": step}
         )
-        assert isinstance(result, CursorResult)
         if result.rowcount != 1:
             return False
         # The UPDATE above wrote the step: the loaded object learns it as committed state, so
         # the ORM does not write it a second time at the next flush.
         set_committed_value(credential, "last_used_step", step)
         return True
+
+
+_CREDENTIALS: Table = TotpCredential.__table__  # type: ignore[assignment]
+#: The claim of a step (``_accept``): Core on the table, built once.
+_CLAIM_STEP = (
+    update(_CREDENTIALS)
+    .where(
+        _CREDENTIALS.c.user_id == bindparam("claimed_user"),
+        _CREDENTIALS.c.last_used_step < bindparam("step"),
+    )
+    .values(last_used_step=bindparam("step"))
+)
 
 
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:

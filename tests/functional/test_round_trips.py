@@ -26,7 +26,7 @@ from sqlalchemy import event, select, update
 
 from idp.clock import FrozenClock
 from idp.extensions import db
-from idp.models import AccessToken, AttemptCounter, Grant, TotpCredential, User
+from idp.models import AccessToken, AttemptCounter, AuditEvent, Grant, TotpCredential, User
 from idp.models.base import utcnow
 from idp.services.clients import ClientService
 from idp.services.crypto import token_hash
@@ -43,20 +43,57 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @contextmanager
-def statements(app: Flask) -> Iterator[list[str]]:
-    """The SQL statements sent while the block runs, one line each, upper-cased."""
+def statements(app: Flask, *, commits: bool = False) -> Iterator[list[str]]:
+    """The SQL statements sent while the block runs, one line each, upper-cased; with
+    ``commits``, each commit too, as a line ``COMMIT``."""
     sent: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         sent.append(" ".join(statement.split()).upper())
 
+    def committed(_conn: Any) -> None:
+        sent.append("COMMIT")
+
     with app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", record)
+    if commits:
+        event.listen(engine, "commit", committed)
     try:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        if commits:
+            event.remove(engine, "commit", committed)
+
+
+def _verbs(sent: list[str]) -> list[str]:
+    """What each statement does, and to which table: ``SELECT partial_logins``, ``INSERT
+    attempt_counters``, ``COMMIT``."""
+    verbs = []
+    for statement in sent:
+        verb = statement.split(None, 1)[0]
+        if verb == "COMMIT":
+            verbs.append(verb)
+            continue
+        if verb == "SELECT":
+            table = _outer_from(statement)
+        else:
+            marker = {"INSERT": "INSERT INTO ", "UPDATE": "UPDATE ", "DELETE": "DELETE FROM "}[verb]
+            table = statement.split(marker, 1)[1].split(None, 1)[0]
+        name = table.strip('"').lower()
+        verbs.append(f"{verb} {name}")
+    return verbs
+
+
+def _outer_from(statement: str) -> str:
+    """The first table of a SELECT's own FROM (not of a subquery among its columns)."""
+    depth = 0
+    for i, char in enumerate(statement):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and statement.startswith(" FROM ", i):
+            return statement[i + 6 :].split(None, 1)[0]
+    raise AssertionError(statement)
 
 
 def _count(sent: list[str], predicate: Callable[[str], bool]) -> int:
@@ -96,13 +133,17 @@ def test_a_totp_code_reads_the_credential_once_and_claims_its_step_in_one_write(
     with statements(storage_app) as sent:
         response = browser.post("/login/second-step", data=form)
     assert response.status_code == 302, response.text
-    assert _count(sent, lambda s: s.startswith("SELECT") and "FROM TOTP_CREDENTIALS" in s) == 1
+    # The credential is read once, with the partial sign-in and its user (one statement).
+    reads = [s for s in sent if s.startswith("SELECT")]
+    assert len(reads) == 1
+    assert "FROM PARTIAL_LOGINS" in reads[0]
+    assert "JOIN TOTP_CREDENTIALS" in reads[0]
     writes = [s for s in sent if s.startswith("UPDATE TOTP_CREDENTIALS")]
     # RFC 6238 5.2: the one write is the conditional UPDATE that claims the step (spend once).
     assert len(writes) == 1
     assert "LAST_USED_STEP <" in writes[0]
     # The page is not shown again: which other factors it would offer is not looked up.
-    assert _count(sent, lambda s: "FROM PASSKEYS" in s or "FROM BACKUP_CODES" in s) == 0
+    assert _count(sent, lambda s: "PASSKEYS" in s or "BACKUP_CODES" in s) == 0
     with storage_app.app_context():
         stored = db.session.scalar(
             select(TotpCredential.last_used_step).join(User).where(User.email == email)
@@ -125,18 +166,90 @@ def test_the_password_step_counts_no_backup_codes_and_counts_each_counter_in_one
     email, _secret = _user_with_totp(storage_app)
     browser = storage_app.test_client()
     page = browser.get("/login")
-    with statements(storage_app) as sent:
+    with statements(storage_app, commits=True) as sent:
         response = browser.post("/login", data={"csrf_token": csrf_token(page.text),
                                                 "email": email, "password": PASSWORD})  # fmt: skip
     assert response.headers["Location"] == "/login/second-step"
-    assert _count(sent, lambda s: "FROM BACKUP_CODES" in s) == 0
-    # docs/security.md: the attempt is counted before it is checked, each counter (account,
-    # address) by one upsert that returns what the check needs: no separate read.
-    assert _count(sent, lambda s: s.startswith("INSERT INTO ATTEMPT_COUNTERS")) == 2
+    assert _count(sent, lambda s: "BACKUP_CODES" in s) == 0
+    # docs/security.md: the attempt is counted before it is checked: the account's and the
+    # address's counters by one upsert that returns what the check needs, the account's lock
+    # included (no separate read), committed at once so that parallel attempts see it.
+    counting = [s for s in sent if s.startswith("INSERT INTO ATTEMPT_COUNTERS")]
+    assert len(counting) == 1
+    assert "FROM FACTOR_LOCKS" in counting[0]
+    assert "RETURNING" in counting[0]
+    assert sent.index(counting[0]) == 0
+    assert sent[1] == "COMMIT"
     assert _count(sent, lambda s: s.startswith("SELECT") and "FROM ATTEMPT_COUNTERS" in s) == 0
+    assert _count(sent, lambda s: s.startswith("SELECT") and "FROM FACTOR_LOCKS" in s) == 0
     # The success releases the reservation: the account's count reset, the address's taken back.
     assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 1
     assert _count(sent, lambda s: s.startswith("UPDATE ATTEMPT_COUNTERS")) == 1
+    # The account and whether a second step can follow: one read.
+    reads = [s for s in sent if s.startswith("SELECT")]
+    assert len(reads) == 1
+    assert "FROM USERS" in reads[0]
+    assert "TOTP_CREDENTIALS" in reads[0]
+
+
+#: A password + TOTP sign-in, request by request (docs/performance.md): the statements and
+#: commits each request sends, in order, on SQLite and PostgreSQL alike.
+SIGN_IN_ROUND_TRIPS = {
+    "POST /login": [
+        "INSERT attempt_counters",  # both counters and the account's lock (counted first)
+        "COMMIT",
+        "SELECT users",  # the account and whether a second step can follow
+        "DELETE attempt_counters",  # the success: the account's count reset ...
+        "UPDATE attempt_counters",  # ... and the address's taken back, committed with it
+        "INSERT partial_logins",
+        "INSERT audit_events",  # login.password, in the transaction of the partial sign-in
+        "COMMIT",
+    ],
+    "GET /login/second-step": ["SELECT partial_logins"],  # its user and factors with it
+    "POST /login/second-step": [
+        "SELECT partial_logins",  # its user and their authenticator app with it
+        "INSERT attempt_counters",
+        "COMMIT",
+        "UPDATE totp_credentials",  # the step, claimed once (RFC 6238 5.2)
+        "DELETE attempt_counters",
+        "UPDATE attempt_counters",
+        "UPDATE partial_logins",  # the partial sign-in, spent once
+        "INSERT audit_events",  # login.totp, flushed with the session
+        "INSERT browser_sessions",
+        "COMMIT",
+    ],
+}
+
+
+def test_a_password_and_totp_sign_in_sends_these_statements_and_commits(
+    storage_app: Flask,
+) -> None:
+    email, secret = _user_with_totp(storage_app)
+    browser = storage_app.test_client()
+    page = browser.get("/login")
+    sent: dict[str, list[str]] = {}
+    with statements(storage_app, commits=True) as each:
+        response = browser.post("/login", data={"csrf_token": csrf_token(page.text),
+                                                "email": email, "password": PASSWORD})  # fmt: skip
+    assert response.headers["Location"] == "/login/second-step"
+    sent["POST /login"] = _verbs(each)
+    with statements(storage_app, commits=True) as each:
+        page = browser.get("/login/second-step")
+    assert page.status_code == 200
+    sent["GET /login/second-step"] = _verbs(each)
+    form = {"csrf_token": csrf_token(page.text), "code": pyotp.TOTP(secret).now()}
+    with statements(storage_app, commits=True) as each:
+        response = browser.post("/login/second-step", data=form)
+    assert response.status_code == 302, response.text
+    sent["POST /login/second-step"] = _verbs(each)
+    assert sent == SIGN_IN_ROUND_TRIPS
+    # Every event of the sign-in is audited, in the transactions above.
+    with storage_app.app_context():
+        kinds = db.session.scalars(
+            select(AuditEvent.kind).join(User, AuditEvent.subject_id == User.id)
+            .where(User.email == email).order_by(AuditEvent.id)
+        ).all()  # fmt: skip
+    assert kinds == ["login.password", "login.totp"]
 
 
 def test_a_success_after_a_failure_still_resets_the_counter(storage_app: Flask) -> None:

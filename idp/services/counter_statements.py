@@ -1,0 +1,99 @@
+"""What the attempt counters send to their store, built once: the SQL statements of
+``idp.services.rate_limits.DatabaseCounters`` and the Lua scripts of
+``idp.services.rate_limits.RedisCounters`` (docs/security.md, "Attempt counters, lockouts and
+sign-up limits")."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Integer, String, Table, bindparam, column, delete, text, update
+
+from idp.models import AttemptCounter
+from idp.models.base import UTCDateTime
+
+COUNTERS: Table = AttemptCounter.__table__  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=8)
+def count_statement(keys: int, with_lock: bool) -> Any:
+    """One upsert counting ``keys`` keys (``key0``, ``key1``, ... at ``now``), built once per
+    shape. Each row returns its key, its new count, the time of the count before and, with
+    ``with_lock``, the lock of the first key (docs/security.md: the lock is read by the statement
+    that counts). Written as text because SQLAlchemy gives its ``ON CONFLICT`` construct no cache
+    key, so that construct would be compiled again at every execution; the SQL is the same on
+    PostgreSQL and SQLite (3.35+: ``RETURNING``)."""
+    rows = ", ".join(f"(:key{i}, 1, :now, NULL)" for i in range(keys))
+    lock = (
+        ', (SELECT locked_at FROM factor_locks WHERE factor_locks."key" = :key0)'
+        if with_lock
+        else ", NULL"
+    )
+    # Only numbered placeholders are put into the text, never a value.
+    sql = (
+        'INSERT INTO attempt_counters ("key", failures, last_failure_at, previous_failure_at) '  # noqa: S608
+        f"VALUES {rows} "
+        # SET expressions read the row as it was: ``previous_failure_at`` gets the old
+        # ``last_failure_at`` (PostgreSQL INSERT ... ON CONFLICT, SQLite UPSERT).
+        'ON CONFLICT ("key") DO UPDATE SET failures = attempt_counters.failures + 1, '
+        "previous_failure_at = attempt_counters.last_failure_at, "
+        "last_failure_at = excluded.last_failure_at "
+        f'RETURNING "key", failures, previous_failure_at{lock}'
+    )
+    return (
+        text(sql)
+        .bindparams(
+            bindparam("now", type_=UTCDateTime()),
+            *(bindparam(f"key{i}", type_=String()) for i in range(keys)),
+        )
+        .columns(
+            column("key", String()),
+            column("failures", Integer()),
+            column("previous_failure_at", UTCDateTime()),
+            column("locked_at", UTCDateTime()),
+        )
+    )
+
+
+RESET = (
+    delete(COUNTERS).where(COUNTERS.c.key == bindparam("counter")).returning(COUNTERS.c.failures)
+)
+RELEASE = (
+    update(COUNTERS)
+    .where(COUNTERS.c.key == bindparam("counter"), COUNTERS.c.failures > 0)
+    .values(failures=COUNTERS.c.failures - 1)
+)
+
+
+#: Per key pair (count, time of the last count): count one more, return it and the previous time.
+COUNT_SCRIPT = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local count_key, at_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local ttl = tonumber(ARGV[i + 1])
+  local count = redis.call('INCR', count_key)
+  local previous = redis.call('GET', at_key)
+  redis.call('SET', at_key, ARGV[1], 'EX', ttl)
+  redis.call('EXPIRE', count_key, ttl)
+  out[#out + 1] = count
+  out[#out + 1] = previous or ''
+end
+return out
+"""
+#: Count one more only while fewer than the limit were counted: 1 if counted, else 0.
+COUNT_BELOW_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+RELEASE_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
+"""
