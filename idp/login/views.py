@@ -41,6 +41,10 @@ def _destination(pending: PendingAuthorization | None, next_path: str | None) ->
 
 def _page(pending: PendingAuthorization | None, email: str, error: str | None) -> str:
     policy = services().policy
+    # The passkey request options travel with the page (idp/static/login.js starts conditional
+    # mediation on load): no options request first, and a signed challenge, so that showing the
+    # page stores nothing (idp.services.challenges.SignedChallenges).
+    ceremony = services().passkeys.page_options(browser_binding(), clock().now())
     return render_template(
         "login/login.html",
         pending=pending,
@@ -49,6 +53,7 @@ def _page(pending: PendingAuthorization | None, email: str, error: str | None) -
         next_path=safe_next(request.values.get("next")),
         passwords_allowed=policy.passwords_allowed,
         signup_enabled=policy.signup_enabled,
+        passkey_options={"challenge_id": ceremony.challenge_id, "publicKey": ceremony.options},
     )
 
 
