@@ -192,7 +192,7 @@ def _proceed(
         ttl=runtime().settings.code_ttl,
         now=now,
     )
-    audit.record(
+    audit.write(
         db.session(),
         "authorization.code_issued",
         subject_id=session.user_id,

@@ -122,8 +122,8 @@ class DatabaseChallenges:
     def claim(self, challenge: Challenge, now: datetime) -> bool:
         # The primary key decides: a second INSERT of the same id waits for the first one's
         # transaction (PostgreSQL) or for the write lock (SQLite), then inserts nothing.
-        claim = _CLAIM[self.db.get_bind().dialect.name]
-        row = self.db.execute(claim, {
+        connection = self.db.connection()  # the request's transaction; Core, no ORM layer
+        row = connection.execute(_CLAIM[connection.dialect.name], {
             "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
             "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
             "expires_at": challenge.expires_at, "consumed_at": now,

@@ -381,7 +381,7 @@ class PasskeyService:
         # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
         passkey.backed_up = verified.credential_backed_up
         passkey.last_used_at = now
-        audit.record(
+        audit.write(
             self.db, "login.passkey", subject_id=passkey.user_id, context=context,
             credential_id=passkey.credential_id, synced=passkey.backup_eligible,
             user_verified=verified.user_verified,

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import BrowserSession, User
+from idp.models.base import random_id
 from idp.services import backchannel_logout
 from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
@@ -54,6 +55,9 @@ class SessionService:
         cookie_value = new_secret(32)
         session = BrowserSession(
             id_hash=token_hash(cookie_value),
+            # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
+            # authorization request) reads it for the grant before anything is flushed.
+            sid=random_id(),
             user_id=user.id,
             user=user,
             auth_time=now,
