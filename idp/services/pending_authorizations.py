@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from idp.models import Consent, PendingAuthorization
 from idp.models.base import random_id
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once_now
 
 #: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
 MAX_PENDING_ID = 64
@@ -52,9 +52,8 @@ class PendingAuthorizations:
 
     def spend(self, pending: PendingAuthorization, now: datetime) -> bool:
         """Mark the request used; False when another request spent it first."""
-        return consume_once(
-            self.db, PendingAuthorization, PendingAuthorization.id == pending.id, now=now
-        )
+        table = PendingAuthorization.__table__
+        return consume_once_now(self.db, table, table.c.id == pending.id, now=now)
 
     def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:
         """The user allowed the request on the consent page; the resumed request issues a code
