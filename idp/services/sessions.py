@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from idp.models import BrowserSession, User
 from idp.models.base import random_id
@@ -19,6 +19,10 @@ from idp.services.grants import GrantService
 
 # Writing last_seen_at on every request would turn every page view into a database write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+
+#: Built once (``SessionService.create``).
+_INSERT = insert(BrowserSession)
+_COLUMNS = tuple(column.key for column in BrowserSession.__table__.columns)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,12 @@ class SessionService:
             user_agent=context.user_agent[:MAX_USER_AGENT],
             restricted=restricted or passkey_only,
             passkey_only=passkey_only,
+            revoked_at=None,
         )
+        # One prepared Core INSERT of every column set above; the object then joins the
+        # database session as a row that exists (loaded, unchanged), so the flush adds nothing.
+        self.db.connection().execute(_INSERT, {c: getattr(session, c) for c in _COLUMNS})
+        make_transient_to_detached(session)
         self.db.add(session)
         return NewSession(cookie_value=cookie_value, session=session)
 
