@@ -181,7 +181,7 @@ def main() -> None:
             1,
         ),
         ("refresh grant", app, refresh, 1),
-        ("passkey sign-in (5 requests)", app, passkey_sign_in, 5),
+        ("passkey sign-in (4 requests)", app, passkey_sign_in, 5),
     ]
     print("| request | Python calls | SQL statements | " + " | ".join(PACKAGES) + " |")
     print("|---|---|---|" + "---|" * len(PACKAGES))
