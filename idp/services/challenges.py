@@ -27,7 +27,7 @@ import hmac
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,6 +40,10 @@ from idp.services.crypto import KeyedHasher, token_hash
 from idp.services.dependencies import redis_calls
 
 REDIS_KEY_PREFIX = "idp:challenge:"
+#: A signed challenge's spent row (or key) outlives the challenge by this much: the pruning node's
+#: clock may run ahead of the node that checks the expiry, and a row pruned while another node
+#: still took the challenge for live would let an answer be spent twice.
+SPENT_KEPT_LONGER = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class DatabaseChallenges:
         row = connection.execute(_CLAIM[connection.dialect.name], {
             "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
             "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
-            "expires_at": challenge.expires_at, "consumed_at": now,
+            "expires_at": challenge.expires_at + SPENT_KEPT_LONGER, "consumed_at": now,
         }).first()  # fmt: skip
         return row is not None
 
@@ -214,7 +218,8 @@ class RedisChallenges:
         return found
 
     def claim(self, challenge: Challenge, now: datetime) -> bool:
-        lifetime = max(1, math.ceil((challenge.expires_at - now).total_seconds()))
+        kept_until = challenge.expires_at + SPENT_KEPT_LONGER
+        lifetime = max(1, math.ceil((kept_until - now).total_seconds()))
         with redis_calls():
             stored = self.client.set(
                 REDIS_KEY_PREFIX + "spent:" + _spent_id(challenge), "1", ex=lifetime, nx=True
