@@ -274,15 +274,15 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
         "INSERT AUDIT_EVENTS",  # login.passkey
         "UPDATE PASSKEYS",  # last use, backup state
         "SELECT PENDING_AUTHORIZATIONS",
+        "INSERT BROWSER_SESSIONS",
         "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
         "INSERT GRANTS",
         "INSERT AUTHORIZATION_CODES",
         "INSERT AUDIT_EVENTS",  # authorization.code_issued
-        "INSERT BROWSER_SESSIONS",
     ]
     assert "ON CONFLICT" in sent[1]
     assert "RETURNING" in sent[1]
-    assert "CONSUMED_AT IS NULL" in sent[5]
+    assert "CONSUMED_AT IS NULL" in sent[6]
     callback = verified.get_json()["redirect"]
     assert callback.startswith(rp.registered.redirect_uri + "?")
 
