@@ -177,6 +177,8 @@ def _proceed(
         return None  # OAuth 2.0 Form Post Response Mode 2: a page, shown by authorize_continue
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not _pending_requests().spend(pending, now):
+        if url_only:
+            return None  # authorize_continue shows the page; the sign-in itself stands
         abort(400, description="This sign-in request was already completed.")
     code = services().grants.issue_code(
         user=session.user,

@@ -255,10 +255,13 @@ class SignedChallenges:
         """The challenge when ``challenge_id`` was issued for it, this ceremony and this browser
         and has not expired; not spent by this call (``store.claim`` spends it)."""
         expiry_text, _, tag = challenge_id.partition(".")
-        if not expiry_text.isdigit() or len(expiry_text) > 11 or not challenge or len(tag) > 64:
+        digits = expiry_text.isascii() and expiry_text.isdigit() and len(expiry_text) <= 11
+        if not digits or not challenge or len(tag) > 64:
             return None
         expiry = int(expiry_text)
-        if not hmac.compare_digest(tag, self._tag(kind, challenge, binding_hash, expiry)):
+        expected = self._tag(kind, challenge, binding_hash, expiry)
+        # As bytes: compare_digest refuses str with characters outside ASCII (anyone's input).
+        if not hmac.compare_digest(tag.encode(), expected.encode()):
             return None
         expires_at = datetime.fromtimestamp(expiry, UTC)
         if expires_at <= now:

@@ -124,6 +124,8 @@ def test_an_altered_or_forged_page_challenge_is_refused(storage_app: Flask) -> N
     for challenge_id in (
         f"{later}.{tag}",  # a longer life
         f"{expiry}.{'0' * len(tag)}",  # a made-up tag
+        f"{expiry}.{'é' * len(tag)}",  # not even ASCII
+        f"١٢.{tag}",  # digits, but not ASCII ones
         second["challenge_id"],  # another page's id for this page's challenge
     ):
         forged = {**ceremony, "challenge_id": challenge_id}
