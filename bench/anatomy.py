@@ -1,6 +1,6 @@
 """Where a request's CPU goes, in-process: Python function calls, SQL statements, and self time by
-package (cProfile), for the hello-world, discovery, userinfo, introspection, a refresh grant and
-a whole passkey sign-in, on SQLite through Flask's test client.
+package (cProfile), for the hello-world, discovery, userinfo, introspection, a refresh grant,
+client credentials and a whole passkey sign-in, on SQLite through Flask's test client.
 
 ``.venv/bin/python -m bench.anatomy [--database-url URL] [--repeat N]``. Call and statement
 counts do not drift with the machine's load, so they show what a change saves even on a busy
@@ -42,6 +42,8 @@ PACKAGES = (
     "sqlalchemy",
     "werkzeug",
     "flask",
+    "authlib",
+    "joserfc",
     "idp",
     "idp logs/metrics",
     "crypto (C)",
@@ -116,6 +118,9 @@ def main() -> None:
     tokens = RelyingParty(app.test_client(), registered).tokens_for(user)
     credentials = f"{registered.client_id}:{registered.client_secret}".encode()
     basic = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+    machine = create_client(app, name="m2m", grant_types=["client_credentials"])
+    m2m = f"{machine.client_id}:{machine.client_secret}".encode()
+    m2m_basic = {"Authorization": "Basic " + base64.b64encode(m2m).decode()}
     pages = PasskeyPages(app.test_client())
     pages.sign_in_with_password(user)
     authenticator = SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
@@ -181,6 +186,14 @@ def main() -> None:
             1,
         ),
         ("refresh grant", app, refresh, 1),
+        (
+            "client credentials",
+            app,
+            lambda: expect_ok(
+                browser.post("/token", data={"grant_type": "client_credentials"}, headers=m2m_basic)
+            ),
+            1,
+        ),
         ("passkey sign-in (4 requests)", app, passkey_sign_in, 5),
     ]
     print("| request | Python calls | SQL statements | " + " | ".join(PACKAGES) + " |")

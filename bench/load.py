@@ -28,7 +28,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: ``prepare(browser_index) -> state`` runs in the generator process; ``operation(state)`` is one
 #: measured flow or request and raises on any unexpected answer.
 Prepare = Callable[[int], Any]
-Operation = Callable[[Any], None]
+Operation = Callable[[Any], object]  # what it returns is not used
 
 
 def _stat_fields(pid: int | str) -> list[str] | None:

@@ -13,6 +13,10 @@ a few seconds with tiny counts). For each database it starts ``idp serve --produ
 - the bare framework's ceiling: a Flask hello-world under the same server settings;
 - SQL statements and commits per sign-in (a restart with ``IDP_STATEMENT_COUNTS_DIR``);
 - resident memory of each worker after the run.
+
+Each figure is printed beside its target, a ratio to figures of the same run (bench/report.py,
+which also writes ``--json FILE``). ``--peer`` measures idp beside a certified peer instead
+(bench/peer.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import multiprocessing
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench import flows, load  # noqa: E402
 from bench.client import Browser  # noqa: E402
+from bench.report import Report, render, summary  # noqa: E402
 from idp.serving import DEFAULT_SERVER, SERVERS, cpu_count  # noqa: E402
 from tests.support.live import LiveIdp, free_port, start_live_idp  # noqa: E402
-
-TARGETS = {
-    "passkey sign-in (code flow)": 350.0,
-    "password + TOTP sign-in": None,  # a ratio to Argon2id alone: >= 85 %
-    "refresh grant (rotation)": 1500.0,
-    "client credentials": 4000.0,
-    "userinfo": 4000.0,
-    "introspection": 4000.0,
-}
-ARGON2_TARGET_RATIO = 0.85
 
 
 @dataclass(frozen=True)
@@ -88,24 +82,6 @@ SMOKE = Sizes(
 )
 
 
-@dataclass
-class Report:
-    database: str
-    server: str
-    rows: list[load.Measurement] = field(default_factory=list)
-    hello: load.Measurement | None = None
-    argon2_per_cpu_second: float = float("nan")
-    memory: dict[str, list[float]] = field(default_factory=dict)
-    statements: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: ``--groups``: per interleaved round, passkey sign-ins per server CPU-second with the
-    #: groups (restricted client, groups scope) and without (compare_groups).
-    group_rounds: list[tuple[float, float]] = field(default_factory=list)
-    groups_label: str = ""
-
-    def find(self, name: str) -> load.Measurement | None:
-        return next((row for row in self.rows if row.name == name), None)
-
-
 # -- servers --------------------------------------------------------------------------------------
 @contextmanager
 def databases(names: list[str]) -> Iterator[Iterator[tuple[str, str | None]]]:
@@ -124,8 +100,11 @@ def databases(names: list[str]) -> Iterator[Iterator[tuple[str, str | None]]]:
 
 
 @contextmanager
-def hello_server(server: str, directory: Path) -> Iterator[tuple[str, int]]:
-    """bench/hello.py under the settings ``idp serve --production`` gives ``server``."""
+def hello_server(
+    server: str, directory: Path, launcher: tuple[str, ...] = ()
+) -> Iterator[tuple[str, int]]:
+    """bench/hello.py under the settings ``idp serve --production`` gives ``server``, run under
+    ``launcher`` (``taskset -c 0`` with ``--peer``)."""
     port = free_port()
     code = (
         "import sys; from idp import serving; "
@@ -134,7 +113,7 @@ def hello_server(server: str, directory: Path) -> Iterator[tuple[str, int]]:
     )
     with (directory / f"hello-{server}.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, server, str(port)],
+            [*launcher, sys.executable, "-c", code, server, str(port)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -358,82 +337,6 @@ def row_text(m: load.Measurement) -> str:
     )
 
 
-def render(reports: list[Report], argon2: float, machine: str) -> str:
-    lines = [f"# idp benchmark\n\n{machine}\n"]
-    lines.append(f"Argon2id verification alone (idp's parameters): {argon2:.1f} per CPU-second\n")
-    for report in reports:
-        hello = report.hello.per_cpu_second if report.hello else float("nan")
-        lines.append(f"## {report.database}, {report.server}\n")
-        lines.append(
-            "| figure | per server CPU-s | target | hello-world ceiling | wall /s | p50 ms "
-            "| p99 ms | done | errors |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
-        for m in report.rows:
-            if m.name == "password + TOTP sign-in":
-                ratio = m.per_cpu_second / argon2 if argon2 else float("nan")
-                target = f"{ARGON2_TARGET_RATIO:.0%} of Argon2id ({ratio:.0%} here)"
-            elif m.name == "passkey at 70 % load":
-                target = "p99 < 100 ms"
-            else:
-                value = TARGETS.get(m.name)
-                target = f"{value:,.0f}" if value else ""
-            lines.append(
-                f"| {m.name} | {m.per_cpu_second:,.1f} | {target} | {hello:,.0f} "
-                f"| {m.rate:,.1f} | {m.percentile(50) * 1000:.1f} | {m.percentile(99) * 1000:.1f} "
-                f"| {m.completed} | {m.errors} |"
-            )
-        if report.hello:
-            h = report.hello
-            lines.append(
-                f"| hello-world (Flask) | {h.per_cpu_second:,.1f} | | | {h.rate:,.1f} "
-                f"| {h.percentile(50) * 1000:.1f} | {h.percentile(99) * 1000:.1f} "
-                f"| {h.completed} | {h.errors} |"
-            )
-        workers = report.memory.get("workers", [])
-        master = report.memory.get("master", [])
-        lines.append(
-            f"\nResident memory: workers {', '.join(f'{w:.0f}' for w in workers)} MiB; "
-            f"master {', '.join(f'{m:.0f}' for m in master)} MiB"
-        )
-        for name, verbs in report.statements.items():
-            writes = sum(verbs.get(v, 0) for v in ("INSERT", "UPDATE", "DELETE"))
-            detail = ", ".join(f"{v} {n:g}" for v, n in sorted(verbs.items()) if n)
-            lines.append(f"\nSQL per {name}: {writes:g} writes ({detail})")
-        if report.group_rounds:
-            lines.append(render_group_rounds(report.groups_label, report.group_rounds))
-        for m in report.rows:
-            for sample in m.samples:
-                lines.append(f"\n  {m.name} error: {sample}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def render_group_rounds(label: str, rounds: list[tuple[float, float]]) -> str:
-    """The interleaved comparison of ``compare_groups`` and its verdict against the budget: a
-    sign-in with groups no more than 5 % below one without (docs/performance.md)."""
-    lines = [
-        f"\nPasskey sign-in with groups ({label}) against without, interleaved rounds, per server "
-        "CPU-second:\n",
-        "| round | with groups | without | ratio |",
-        "|---|---|---|---|",
-    ]
-    ratios = [with_ / without for with_, without in rounds]
-    for n, ((with_, without), ratio) in enumerate(zip(rounds, ratios, strict=True), start=1):
-        lines.append(f"| {n} | {with_:,.1f} | {without:,.1f} | {ratio:.3f} |")
-    median = statistics.median(ratios)
-    verdict = "within" if median >= 1 - GROUPS_BUDGET else "OVER"
-    lines.append(
-        f"\nMedian ratio {median:.3f}: {verdict} the budget of {GROUPS_BUDGET:.0%} below the "
-        "sign-in without groups."
-    )
-    return "\n".join(lines)
-
-
-#: A sign-in for a user in 20 groups at a client with 3 claim maps costs at most 5 % more.
-GROUPS_BUDGET = 0.05
-
-
 def machine_summary(processes: int, threads: int) -> str:
     model = ""
     try:
@@ -454,7 +357,9 @@ def machine_summary(processes: int, threads: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts, a few seconds")
-    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--databases", help="comma-separated: sqlite,postgresql (the default; --peer: sqlite)"
+    )
     parser.add_argument(
         "--servers", default=DEFAULT_SERVER, help=f"comma-separated, of {', '.join(SERVERS)}"
     )
@@ -462,6 +367,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=4, help="browsers per generator process")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
     parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the figures, their ratios and targets as JSON (bench/README.md)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="client credentials, refresh, userinfo and introspection against idp and the "
+        "certified peer side by side, each server pinned to core 0, the generator to core 1",
+    )
+    parser.add_argument(
+        "--peer-dir",
+        type=Path,
+        default=ROOT.parent / "shared" / "peer",
+        help="the peer's op.mjs, package.json, package-lock.json (default: ../shared/peer)",
+    )
     parser.add_argument(
         "--groups",
         default="",
@@ -487,6 +410,11 @@ def main(argv: list[str] | None = None) -> None:
     base = SMOKE if args.smoke else FULL
     sizes = Sizes(**{k: max(1, int(v * args.scale)) for k, v in base.__dict__.items()})
     servers = [s for s in args.servers.split(",") if s]
+    names = [d for d in (args.databases or "").split(",") if d]
+    if args.peer:
+        from bench import peer
+
+        sys.exit(peer.main(args, names or ["sqlite"], servers[0]))
     machine = machine_summary(args.processes, args.threads)
     print(machine, file=sys.stderr)
     argon2 = argon2_per_cpu_second(sizes.argon2, cpu_count())
@@ -494,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     reports: list[Report] = []
     with (
         tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp,
-        databases([d for d in args.databases.split(",") if d]) as each,
+        databases(names or ["sqlite", "postgresql"]) as each,
     ):
         for database, url in each:
             directory = Path(tmp) / database
@@ -548,6 +476,10 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.output:
         args.output.write_text(text)
+    if args.json:
+        figures = summary(reports, argon2, machine=machine, scale=args.scale, smoke=args.smoke)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"JSON summary: {args.json}", file=sys.stderr)
 
 
 def _hello(browser: Browser) -> None:

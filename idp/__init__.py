@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, abort, jsonify, make_response, render_template, request
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -24,7 +35,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = load_checked_settings(overrides)
     instance_path = Path(settings.instance_path).resolve()
     instance_path.mkdir(parents=True, exist_ok=True)
-    app = Flask(__name__, instance_path=str(instance_path))
+    app = IdpFlask(__name__, instance_path=str(instance_path))
     app.json = JSONProvider(app)
     app.config.update(_flask_config(settings))
 
@@ -37,6 +48,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     db.init_app(app)
     csrf.init_app(app)
+    # Flask-WTF's own hook looks up the view's exemption before the method on every request;
+    # this one lets the safe methods through first (RFC 9110 9.2.1: nothing to forge), then
+    # applies the same check and exemptions (WTF_CSRF_CHECK_DEFAULT is off for it).
+    app.before_request(_protect_from_forgery)
     with app.app_context():
         configure_engine(db.engine)
 
@@ -73,8 +88,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from idp.web import docs_link, issuer_address, outbox_hint
     from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
-    from idp.web.headers import add_security_headers, csp_nonce
-    from idp.web.sessions import viewer_is_admin
+    from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
+    from idp.web.sessions import CsrfCookieSessions, viewer_is_admin
+
+    app.session_interface = CsrfCookieSessions()
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.globals["outbox_hint"] = outbox_hint
@@ -91,6 +108,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.after_request(schedule_outbox)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)
+    app.wsgi_app = ResponseHeaders(  # type: ignore[method-assign]
+        app.wsgi_app,
+        secure_transport=settings.secure_transport,
+        hsts_include_subdomains=settings.hsts_include_subdomains,
+    )
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
@@ -98,6 +120,26 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         db.session.remove()
 
     return app
+
+
+class IdpFlask(Flask):
+    """Flask, remembering which of its hooks and views are coroutines: it asks ``inspect`` again
+    for every hook of every request (a dozen here), and idp has none (docs/performance.md,
+    "Per-request overhead"). Flask's documentation names ``ensure_sync`` as the method to
+    override."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        known = self._synchronous
+        if func not in known:
+            synchronous = super().ensure_sync(func)
+            if synchronous is not func:
+                return synchronous  # a coroutine: wrapped anew, as Flask does
+            known.add(func)
+        return func
+
+    @functools.cached_property
+    def _synchronous(self) -> set[Callable[..., Any]]:
+        return set()
 
 
 def load_checked_settings(
@@ -152,6 +194,7 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
         # A sign-in page may stay open as long as its pending request lives.
         "WTF_CSRF_TIME_LIMIT": settings.pending_request_ttl,
         "WTF_CSRF_SSL_STRICT": secure,
+        "WTF_CSRF_CHECK_DEFAULT": False,  # _protect_from_forgery runs the check instead
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "MAX_FORM_MEMORY_SIZE": 256 * 1024,
         "MAX_FORM_PARTS": 200,
@@ -189,6 +232,19 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+#: RFC 9110 9.2.1: the methods that change nothing, which a forged request cannot abuse.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _protect_from_forgery() -> None:
+    if request.method not in SAFE_METHODS and current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect(apply_exemptions=True)
+
+
+#: The bodies Werkzeug parses into ``request.form`` (HTML 4.01 17.13.4).
+FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 def _refuse_malformed_input() -> None:
     """Refuse, with a calm 400, input no view can mean to handle:
 
@@ -197,11 +253,18 @@ def _refuse_malformed_input() -> None:
     - a NUL character in any parameter: no protocol value, email, password or name holds one,
       and PostgreSQL text can neither store nor compare it (a database error, then a 500).
     """
-    try:
-        request.query_string.decode()
-    except UnicodeDecodeError:
-        abort(400, description="The request's address is not valid UTF-8.")
-    for source in (request.args, request.form):
+    sources = []
+    if request.environ.get("QUERY_STRING"):
+        try:
+            request.query_string.decode()
+        except UnicodeDecodeError:
+            abort(400, description="The request's address is not valid UTF-8.")
+        sources.append(request.args)
+    # Only a form body has form fields; most requests (every GET, every JSON body) have none, and
+    # reading ``request.form`` would build an empty one for them.
+    if request.mimetype in FORM_MIMETYPES:
+        sources.append(request.form)
+    for source in sources:
         for key, values in source.lists():
             if "\x00" in key or any("\x00" in value for value in values):
                 abort(400, description="The request contains a NUL character.")

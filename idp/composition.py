@@ -4,8 +4,8 @@ Two levels (docs/architecture.md):
 
 - ``Container``: made once per application by ``create_app`` from the settings: the key store,
   the password hasher, the keyed hashers, the Redis client, the clock, and this node's caches
-  (the sign-in policy's cached copy, the prune schedule). It lives in ``app.extensions["idp"]``;
-  ``runtime()`` returns it.
+  (the sign-in policy's cached copy, the client registrations, the prune schedule). It lives in
+  ``app.extensions["idp"]``; ``runtime()`` returns it.
 - ``Services``: a factory made once per request (``services()``, kept on ``flask.g``) or per CLI
   command: each of its attributes builds one service from the container, the request's database
   session and the request's context. Views, the CLI and the admin API ask it for services and
@@ -36,6 +36,7 @@ from idp.services.challenges import (
     RedisChallenges,
     SignedChallenges,
 )
+from idp.services.client_cache import ClientCache, LiveClock
 from idp.services.clients import ClientService
 from idp.services.crypto import KeyedHasher, derive_key, fernet_for
 from idp.services.device import DeviceFlowService
@@ -95,9 +96,14 @@ class Container:
     policy_cache: PolicyCache = field(init=False)
     #: When this node tries opportunistic pruning next (idp.services.retention).
     prune_schedule: PruneSchedule = field(init=False)
+    #: This process's copies of client registrations (trusted for ``client_cache_ttl``).
+    client_cache: ClientCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
+        self.client_cache = ClientCache(
+            self.settings.client_cache_ttl, self.client_secrets, LiveClock(lambda: self.clock)
+        )
         self.prune_schedule = PruneSchedule(self.settings.prune_interval)
 
     @classmethod

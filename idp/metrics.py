@@ -64,6 +64,7 @@ def _metrics() -> SimpleNamespace:
         atexit.register(_process_exited, pid)
     return SimpleNamespace(
         registry=registry,
+        children={},
         sign_ins=Counter(
             "idp_sign_in_attempts_total",
             "Sign-in steps by method and outcome (success, failure, throttled).",
@@ -170,10 +171,22 @@ def dependency_refusal(dependency: str, endpoint: str) -> None:
     _metrics().dependency_refusals.labels(dependency, endpoint).inc()
 
 
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once per process and label values: the endpoint,
+    method and status of every request, whose values are bounded (the module docstring), so
+    the cache is too. prometheus_client's own ``labels`` validates and locks on every call."""
+    children: dict[tuple[Any, ...], Any] = _metrics().children
+    key = (id(metric), *labels)
+    child = children.get(key)
+    if child is None:
+        child = children[key] = metric.labels(*labels)
+    return child
+
+
 def token_request(grant_type: str, status: int, error: str | None) -> None:
     grant = grant_type if grant_type in GRANT_TYPES else "other"
     outcome = "success" if status == 200 else error if error in OAUTH_ERRORS else "other"
-    _metrics().token_requests.labels(grant, outcome).inc()
+    _child(_metrics().token_requests, grant, outcome).inc()
 
 
 def request_started() -> None:
@@ -187,10 +200,10 @@ def request_ended() -> None:
 def request_finished(endpoint: str, method: str, status: int, seconds: float) -> None:
     metrics = _metrics()
     method = method if method in HTTP_METHODS else "OTHER"
-    metrics.requests.labels(endpoint, method, str(status)).inc()
-    metrics.latency.labels(endpoint, method).observe(seconds)
+    _child(metrics.requests, endpoint, method, str(status)).inc()
+    _child(metrics.latency, endpoint, method).observe(seconds)
     if status >= 500:
-        metrics.server_errors.labels(endpoint).inc()
+        _child(metrics.server_errors, endpoint).inc()
 
 
 # -- exposition -----------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ class Settings:
     #: this long after they start, whatever the session lifetimes: 5 to 30 minutes.
     restricted_session_ttl: int = 15 * 60
     key_cache_ttl: int = 5  # seconds a node trusts its cached signing keys
+    #: Seconds a node trusts its cached copy of a client registration at the token side
+    #: (idp.services.client_cache): a change counts at once in the process that made it, in
+    #: every other process and node within this time. 0 reads the client on every request.
+    client_cache_ttl: int = 5
     #: Seconds after a refresh token's rotation during which presenting it again, while its
     #: successor is unused, is a retry of a lost answer rather than a replay (0: never).
     refresh_token_retry_grace: int = 5

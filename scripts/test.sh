@@ -49,6 +49,11 @@ fi
 if [[ ! -x /usr/bin/sqlite3 ]]; then
     apt_install sqlite3
 fi
+# The benchmark's side-by-side with the peer drives both servers with wrk (bench/wrk.py), and
+# tests/functional/test_bench_wrk.py runs its refresh chains through it.
+if [[ ! -x /usr/bin/wrk ]]; then
+    apt_install wrk
+fi
 
 # The container tests (tests/container) build the Dockerfile with Debian's podman, rootful, on
 # runc, from a python:3.11-slim stand-in that mmdebstrap makes (scripts/container-image.sh).

@@ -29,7 +29,7 @@ class Client(Base):
     """A registered relying party. Implements Authlib's ``ClientMixin`` hooks."""
 
     __tablename__ = "clients"
-    # ``secret_hasher`` below is a per-request helper, not a column.
+    # ``secret_hasher`` and ``clock`` below are helpers, not columns.
     __allow_unmapped__ = True
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -117,7 +117,8 @@ class Client(Base):
             loopback_port_variant(registered, redirect_uri) for registered in self.redirect_uris
         )
 
-    #: Set by ``idp.oidc.server.query_client``: secrets are keyed hashes under a server key.
+    #: Set by ``idp.oidc.server.query_client`` and ``idp.services.client_cache``: secrets are
+    #: keyed hashes under a server key.
     secret_hasher: Any = None
     #: Set there too: the application's clock, which ends a rotated secret's overlap.
     clock: Clock = SYSTEM_CLOCK

@@ -101,6 +101,13 @@ class AccessToken(Base):
     __tablename__ = "access_tokens"
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: SHA-256 of the whole compact JWT, as issued: the bearer endpoints find the token by it
+    #: without verifying its signature (idp.services.tokens.find_access_token). Only idp ever
+    #: held the string, so a recorded hash proves it was issued here. None for tokens issued
+    #: before migration 0014, which are still found by signature.
+    token_hash: Mapped[str | None] = mapped_column(
+        String(64), default=None, unique=True, index=True
+    )
     grant_id: Mapped[str | None] = mapped_column(
         ForeignKey("grants.id", ondelete="CASCADE"), default=None, index=True
     )

@@ -29,6 +29,20 @@ from idp.models import (
 from idp.services.crypto import token_hash
 from idp.services.tokens import unverified_claims
 
+
+def token_client(client_id: str) -> Client | None:
+    """The client at the token side (Authlib's ``query_client``: the token, device
+    authorization, revocation, introspection and logout endpoints): this process's cached copy
+    of the registration (idp.services.client_cache: a change counts at once in the process that
+    made it, elsewhere within ``client_cache_ttl``). A disabled client is none."""
+    if not client_id or len(client_id) > 64:
+        return None
+    client = runtime().client_cache.get(db.session(), client_id)
+    if client is None or client.disabled_at is not None:
+        return None
+    return client
+
+
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 

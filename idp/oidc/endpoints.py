@@ -14,40 +14,38 @@ from joserfc.jwk import KeySet
 
 from idp.composition import clock, runtime, services
 from idp.extensions import db
-from idp.models import (
-    AccessToken,
-    Client,
-    RefreshToken,
-)
+from idp.models import Client, RefreshToken
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from idp.services.tokens import verify_issued_jwt
+from idp.services.tokens import BearerToken, find_access_token
 
 
-def _find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
-    """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
+def bearer_token(token: str) -> BearerToken | None:
+    """The recorded access token behind a bearer string, live or not, on the application's clock:
+    the one lookup of the userinfo, revocation and introspection endpoints."""
     rt = runtime()
-    service = services().grants
+    return find_access_token(
+        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
+    )
 
-    def as_access_token() -> AccessToken | None:
-        claims = verify_issued_jwt(
-            db.session(), rt.keys, token_string, issuer=rt.settings.issuer, typ="at+jwt"
-        )
-        jti = claims.get("jti") if claims else None
-        return db.session.get(AccessToken, jti) if isinstance(jti, str) else None
 
-    def as_refresh_token() -> RefreshToken | None:
-        return service.find_refresh_token(token_string)
-
-    lookups = [as_access_token, as_refresh_token]
+def _find_token(token_string: str, hint: str | None) -> BearerToken | RefreshToken | None:
+    """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
+    lookups = [bearer_token, _refresh_token]
     if hint == "refresh_token":
         lookups.reverse()
     for lookup in lookups:
-        found = lookup()
+        found = lookup(token_string)
         if found is not None:
-            # Authlib's endpoints ask the token whether it has expired: on the app's clock.
-            found.clock = clock()
             return found
     return None
+
+
+def _refresh_token(token_string: str) -> RefreshToken | None:
+    found = services().grants.find_refresh_token(token_string)
+    if found is not None:
+        # Authlib's endpoints ask the token whether it has expired: on the app's clock.
+        found.clock = clock()
+    return found
 
 
 class TokenRevocation(RevocationEndpoint):
@@ -63,7 +61,7 @@ class TokenRevocation(RevocationEndpoint):
             # same grant.
             service.revoke_grant(token.grant_id, "revoked_by_client", clock().now())
         else:
-            service.revoke_access_token(token, clock().now())
+            service.revoke_access_token(token.jti, clock().now())
 
 
 class TokenIntrospection(IntrospectionEndpoint):
@@ -77,32 +75,29 @@ class TokenIntrospection(IntrospectionEndpoint):
         return bool(token.client_id == client.client_id)
 
     def introspect_token(self, token: Any) -> dict[str, Any]:
-        rt = runtime()
-        now = clock().now()
-        if isinstance(token, AccessToken):
-            # Also inactive once its user is disabled or its grant revoked (logout, replay).
-            if services().grants.active_access_token(token.jti, now) is None:
+        if isinstance(token, BearerToken):
+            # Found with its grant and user in one statement: inactive once its user is disabled
+            # or its grant revoked (logout, replay), as well as when revoked or expired.
+            if not token.active:
                 return {"active": False}
             token_type = "access_token"
-            issued, expires = token.issued_at, token.expires_at
-            subject = token.user_id or token.client_id
+            subject = token.subject
         else:
             # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
             # gets no token, and no client may learn otherwise).
             if token.consumed_at is not None or not token.grant.user.is_active:
                 return {"active": False}
             token_type = "refresh_token"
-            issued, expires = token.issued_at, token.expires_at
             subject = token.grant.user_id
         return {
             "active": True,
             "client_id": token.client_id,
             "scope": token.scope,
             "sub": subject,
-            "iss": rt.settings.issuer,
+            "iss": runtime().settings.issuer,
             "token_type": token_type,
-            "iat": int(issued.timestamp()),
-            "exp": int(expires.timestamp()),
+            "iat": int(token.issued_at.timestamp()),
+            "exp": int(token.expires_at.timestamp()),
         }
 
 

@@ -36,12 +36,10 @@ from flask import Flask, g, has_request_context
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import (
-    AccessToken,
     AuthorizationCode,
     Client,
     DeviceAuthorization,
     Grant,
-    RefreshToken,
 )
 from idp.oidc.checks import check_scope
 from idp.oidc.client_auth import (
@@ -51,6 +49,7 @@ from idp.oidc.client_auth import (
     authenticate_client_secret_basic,
     claimed_client_id,
     registered_method_refusal,
+    token_client,
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
@@ -58,13 +57,13 @@ from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.crypto import new_secret
 from idp.services.device import PollOutcome
+from idp.services.grants import RotatedGrant, SpentRefreshToken
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.signing_keys import KeyMaterial
 from idp.services.tokens import (
     mint_access_token,
     unverified_claims,
-    verify_access_token,
 )
 
 log = logging.getLogger(__name__)
@@ -73,6 +72,7 @@ ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choic
 
 
 def query_client(client_id: str) -> Client | None:
+    """The client at the authorization endpoint, read from the database."""
     if not client_id or len(client_id) > 64:
         return None
     # Looked up once per request: SQLAlchemy's identity map holds objects weakly, so the
@@ -132,10 +132,11 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     code: AuthorizationCode | DeviceAuthorization | None = getattr(
         request, "authorization_code", None
     )
-    refresh: RefreshToken | None = getattr(request, "refresh_token", None)
+    refresh: SpentRefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
     claims = unverified_claims(token["access_token"])
     service.record_access_token(
+        token=token["access_token"],
         jti=claims["jti"],
         client_id=request.client.client_id,
         grant_id=grant.id if grant is not None else None,
@@ -146,7 +147,8 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     )
     if "refresh_token" in token and grant is not None:
         service.record_refresh_token(
-            token["refresh_token"], grant, token.get("scope", ""), settings.refresh_token_ttl, now,
+            token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,
+            scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
             parent_hash=refresh.token_hash if refresh is not None else None,
         )  # fmt: skip
     else:
@@ -218,7 +220,7 @@ class OpenIDCodeWithSession(OpenIDCode):
         return UserInfo(client_claims(db.session(), user, client_id, scope, found))
 
 
-def _still_allowed(grant: Grant, client: Client) -> bool:
+def _still_allowed(grant: Grant | RotatedGrant, client: Client) -> bool:
     """Access follows membership (docs/admins.md): a user who left the client's allowed groups
     while a code or refresh token was on its way gets nothing from it (RFC 6749 5.2
     ``invalid_grant``), and the grant is revoked as leaving the group revokes it.
@@ -258,7 +260,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True  # RFC 9700 4.14.2: rotate on every use
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+    def authenticate_refresh_token(self, refresh_token: str) -> SpentRefreshToken | None:
         client = self.request.client
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
@@ -277,10 +279,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             )  # fmt: skip
         return redemption.token
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> Any:
+    def authenticate_user(self, refresh_token: SpentRefreshToken) -> Any:
         return refresh_token.grant.user
 
-    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+    def revoke_old_credential(self, refresh_token: SpentRefreshToken) -> None:
         """Nothing to do: the refresh token was consumed when it was looked up."""
 
 
@@ -402,14 +404,14 @@ class IdpAuthorizationServer(AuthorizationServer):
             return super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
             claimed = claimed_client_id(request)
-            client = query_client(claimed) if claimed else None
+            client = token_client(claimed) if claimed else None
             if client is not None:
                 error.description = registered_method_refusal(client, error.description or "")
             raise
 
 
 def create_authorization_server(app: Flask) -> AuthorizationServer:
-    server = IdpAuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server = IdpAuthorizationServer(app, query_client=token_client, save_token=save_token)
     server.register_token_generator("default", generate_token)
     server.register_grant(
         AuthorizationCodeGrant,
@@ -425,11 +427,3 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
     server.register_endpoint(EndSession)
     server.register_endpoint(DeviceAuthorizationEndpoint)
     return server
-
-
-# Kept for the userinfo view: one definition of "a live bearer token".
-def bearer_token(token: str) -> AccessToken | None:
-    rt = runtime()
-    return verify_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
-    )

@@ -19,7 +19,7 @@ from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
-from idp.oidc.server import bearer_token
+from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
 from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
@@ -99,14 +99,14 @@ def userinfo() -> Any:
     if not token_value:
         return _bearer_error(401, None)
     access_token = bearer_token(token_value)
-    if access_token is None or access_token.grant is None:
+    # RFC 6750 3.1: revoked, expired, of a disabled user, or a client-credentials token (which
+    # names no user): all the same invalid_token.
+    if access_token is None or not access_token.active or access_token.holder is None:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     response = jsonify(
-        client_claims(
-            db.session(), access_token.grant.user, access_token.client_id, access_token.scope
-        )
+        client_claims(db.session(), access_token.holder, access_token.client_id, access_token.scope)
     )
     response.headers["Cache-Control"] = "no-store"
     return response

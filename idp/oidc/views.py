@@ -11,6 +11,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from flask import (
     Response,
     abort,
+    g,
     redirect,
     render_template,
     request,
@@ -31,7 +32,7 @@ from idp.services.group_access import allowed_to_use
 from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.tokens import verify_issued_jwt
 from idp.web import acts_on_get
-from idp.web.headers import add_security_headers
+from idp.web.headers import content_security_policy
 from idp.web.sessions import current_session
 
 log = logging.getLogger(__name__)
@@ -352,8 +353,7 @@ def consent() -> Any:
     if logo_origin:
         # The client's logo (OIDC Registration 2 logo_uri) is the one image from elsewhere: the
         # page's CSP allows exactly its origin, nothing more.
-        add_security_headers(response)
-        policy = response.headers["Content-Security-Policy"]
+        policy = content_security_policy(g.get("csp_nonce"))
         response.headers["Content-Security-Policy"] = policy.replace(
             "img-src 'self' data:", f"img-src 'self' data: {logo_origin}", 1
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,21 @@ def describe_scope(scope: str) -> str:
     return SCOPE_DESCRIPTIONS.get(scope, f"see your {scope} there, from your groups")
 
 
-def user_claims(user: User, scope: str) -> dict[str, Any]:
+class ClaimsSubject(Protocol):
+    """What the standard claims are made of: a ``User``, or the columns the userinfo endpoint
+    read with the access token (idp.services.tokens.TokenHolder)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def email_verified(self) -> bool: ...
+
+
+def user_claims(user: ClaimsSubject, scope: str) -> dict[str, Any]:
     scopes = set(scope.split())
     claims: dict[str, Any] = {"sub": user.id}
     if "profile" in scopes:
@@ -37,7 +51,7 @@ def user_claims(user: User, scope: str) -> dict[str, Any]:
 
 
 def client_claims(
-    db: Session, user: User, client_id: str, scope: str, found: GroupClaims | None = None
+    db: Session, user: ClaimsSubject, client_id: str, scope: str, found: GroupClaims | None = None
 ) -> dict[str, Any]:
     """Everything the ID token and userinfo release to ``client_id`` under ``scope``: the
     standard claims, then ``groups`` and the client's mapped claims (one query, only when a scope

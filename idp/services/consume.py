@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, update
+from sqlalchemy import ColumnElement, Row, Table, Update, bindparam, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -68,3 +68,27 @@ def consume_once_returning(
         .returning(*columns)
         .execution_options(synchronize_session=False)
     ).first()
+
+
+def consume_once_statement(
+    table: Table, *criteria: ColumnElement[bool], columns: Iterable[Any]
+) -> Update:
+    """``consume_once_returning``'s UPDATE built once, for a hot path (the refresh grant): the
+    same single conditional UPDATE, its ``criteria`` written with bind parameters and the spend's
+    time left as the ``spent_at`` parameter. SQLAlchemy then reuses its compiled form instead of
+    building and keying a statement per request. Run it with ``consume_prepared``."""
+    return (
+        update(table)
+        .where(*criteria, table.c.consumed_at.is_(None))
+        .values(consumed_at=bindparam("spent_at"))
+        .returning(*columns)
+    )
+
+
+def consume_prepared(
+    db: Session, statement: Update, *, now: datetime, **params: Any
+) -> Row[Any] | None:
+    """Run a ``consume_once_statement`` on the session's connection (its transaction, as Core:
+    nothing to synchronise with the ORM): the spent row's columns, or None to every caller but
+    the one that spent it."""
+    return db.connection().execute(statement, {"spent_at": now, **params}).first()

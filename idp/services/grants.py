@@ -7,12 +7,11 @@ refresh tokens only: a retry whose first answer was lost (``redeem_refresh_token
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -27,7 +26,7 @@ from idp.models import (
     User,
 )
 from idp.models.base import random_id
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once, consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 
 #: Built once (``GrantService.issue_code``).
@@ -47,14 +46,98 @@ def _grant_values(
 CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
 
+#: Built once: its compiled form is cached, and executed on the session's connection it skips
+#: the ORM's flush (``record_access_token``).
+_INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    """The user a rotated refresh token's new tokens are for: all the token endpoint reads of
+    them (``sub``), without loading the user."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class RotatedGrant:
+    """What a rotation needs of the grant: the family the new tokens join, and its user."""
+
+    id: str
+    user_id: str
+    client_id: str
+
+    @property
+    def user(self) -> TokenUser:
+        return TokenUser(self.user_id)
+
+
+@dataclass(frozen=True)
+class SpentRefreshToken:
+    """A refresh token spent by ``redeem_refresh_token``, as Authlib's refresh grant reads it
+    (``check_client``, ``get_scope``; ``grant.user`` for ``authenticate_user``)."""
+
+    token_hash: str
+    client_id: str
+    scope: str
+    expires_at: datetime
+    grant: RotatedGrant
+
+    def check_client(self, client: Any) -> bool:
+        return bool(self.client_id == client.client_id)
+
+    def get_scope(self) -> str:
+        return self.scope
+
 
 @dataclass(frozen=True)
 class RefreshRedemption:
     """What presenting a refresh token gave: the token to rotate (None: refused, ``invalid_grant``)
     and whether this was a retry of a rotation whose answer was lost."""
 
-    token: RefreshToken | None
+    token: SpentRefreshToken | None
     retried: bool = False
+
+
+_REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
+_GRANTS = cast(Table, Grant.__table__)
+_USERS = cast(Table, User.__table__)
+_CLIENTS = cast(Table, Client.__table__)
+_rt, _g, _u, _c = _REFRESH_TOKENS.c, _GRANTS.c, _USERS.c, _CLIENTS.c
+
+# The statements of a rotation, built once: it is the token endpoint's hottest path, and
+# SQLAlchemy then reuses their compiled form without coercing and keying them per request.
+# They run on the session's connection (its transaction, committed by the view), as Core: no
+# ORM object is loaded or flushed for them.
+#: What the spend of a refresh token returns: the row's own columns, and by correlated
+#: subqueries its grant's user and revocation and that user's disabling (one statement).
+#: No subquery joins: SQLite's RETURNING names columns without their table (SQLAlchemy renders
+#: it so), and every name below is then still only one table's.
+_GRANT_USER = select(_g.user_id).where(_g.id == _rt.grant_id).correlate(_REFRESH_TOKENS)
+_REDEEMED = (
+    _rt.grant_id,
+    _rt.scope,
+    _rt.expires_at,
+    _GRANT_USER.scalar_subquery().label("user_id"),
+    select(_g.revoked_at).where(_g.id == _rt.grant_id).scalar_subquery().label("grant_revoked_at"),
+    select(_u.disabled_at).where(_u.id == _GRANT_USER.scalar_subquery())
+    .scalar_subquery().label("user_disabled_at"),
+    # The client's registration as stored, not this process's cached copy: a client disabled
+    # on another node rotates nothing from then on (docs/security.md, "Client cache").
+    select(_c.disabled_at).where(_c.client_id == _rt.client_id)
+    .scalar_subquery().label("client_disabled_at"),
+)  # fmt: skip
+_SPEND_REFRESH_TOKEN = consume_once_statement(
+    _REFRESH_TOKENS,
+    _rt.token_hash == bindparam("digest"),
+    _rt.client_id == bindparam("client"),
+    columns=_REDEEMED,
+)
+_SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("digest"))
+_FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
+    _rt.token_hash == bindparam("digest")
+)
+_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -135,26 +218,18 @@ class GrantService:
         return row
 
     def _redeem(
-        self,
-        model: Any,
-        key: Any,
-        secret: str,
-        client_id: str,
-        replay: str,
-        now: datetime,
-        forgive: Callable[[str], bool] | None = None,
+        self, model: Any, key: Any, secret: str, client_id: str, replay: str, now: datetime
     ) -> Any:
-        """The one replay rule for codes and refresh tokens: spent through the consume-once
-        primitive; presented again, it revokes its grant and everything issued from it, unless
-        ``forgive`` (given the secret's hash) says this presentation is a safe retry."""
+        """The replay rule of codes: spent through the consume-once primitive; presented again,
+        it revokes its grant and everything issued from it. (Refresh tokens keep the same rule
+        in one statement: ``redeem_refresh_token``.)"""
         if not secret or len(secret) > 200:
             return None
         digest = token_hash(secret)
         row = self.db.get(model, digest)
         if row is None or row.client_id != client_id:
             return None
-        spent_now = consume_once(self.db, model, key == digest, now=now)
-        if not spent_now and (forgive is None or not forgive(digest)):
+        if not consume_once(self.db, model, key == digest, now=now):
             self.revoke_grant(row.grant_id, replay, now)
             return None
         if row.expires_at <= now or row.grant.revoked_at is not None:
@@ -167,31 +242,41 @@ class GrantService:
     def record_refresh_token(
         self,
         token: str,
-        grant: Grant,
+        *,
+        grant_id: str,
+        client_id: str,
         scope: str,
         ttl: int,
         now: datetime,
         parent_hash: str | None = None,
-    ) -> RefreshToken:
+    ) -> None:
         """Store a refresh token (its hash) under its grant: the family a replay revokes.
-        ``parent_hash``: the refresh token whose rotation issued it."""
-        row = RefreshToken(
-            token_hash=token_hash(token),
-            grant_id=grant.id,
-            client_id=grant.client_id,
-            scope=scope,
-            issued_at=now,
-            expires_at=now + timedelta(seconds=ttl),
-            parent_hash=parent_hash,
+        ``parent_hash``: the refresh token whose rotation issued it. One Core INSERT, sent at
+        once: nothing in the request reads the row back through the ORM."""
+        self.db.connection().execute(
+            _INSERT_REFRESH_TOKEN,
+            {
+                "token_hash": token_hash(token),
+                "grant_id": grant_id,
+                "client_id": client_id,
+                "scope": scope,
+                "issued_at": now,
+                "expires_at": now + timedelta(seconds=ttl),
+                "consumed_at": None,
+                "parent_hash": parent_hash,
+            },
         )
-        self.db.add(row)
-        return row
 
     def redeem_refresh_token(
         self, token: str, client_id: str, now: datetime, retry_grace: timedelta = timedelta(0)
     ) -> RefreshRedemption:
         """Spend a refresh token once (rotation). Presenting a spent one revokes the whole family
-        (RFC 9700 4.14.2); presenting one issued to another client fails (RFC 6749 6).
+        (RFC 9700 4.14.2); presenting one issued to another client fails and spends nothing
+        (RFC 6749 6).
+
+        The spend is one ``UPDATE ... RETURNING`` that also reads, by subqueries, what the checks
+        need of the grant and its user (revoked, disabled); the usual rotation makes no other
+        read. Only a refusal reads the row again, to tell a replay from an unknown token.
 
         A lost answer is not a replay: the rotation was committed, the response was cut (a proxy
         timeout, a killed node, a mobile network) and the client, which never saw the successor,
@@ -203,29 +288,46 @@ class GrantService:
         holding an invalidated token (the superseded successor, or the old token once its
         successor was used or the window passed), whose next presentation revokes the grant.
         A zero grace disables the exception."""
-        retried = False
-
-        def forgive(digest: str) -> bool:
-            nonlocal retried
-            retried = self._supersede_unused_successor(digest, now, retry_grace)
-            return retried
-
-        row: RefreshToken | None = self._redeem(
-            RefreshToken, RefreshToken.token_hash, token, client_id, REFRESH_TOKEN_REPLAY, now,
-            forgive=forgive if retry_grace > timedelta(0) else None,
-        )  # fmt: skip
-        return RefreshRedemption(row, retried=retried and row is not None)
-
-    def _supersede_unused_successor(self, digest: str, now: datetime, grace: timedelta) -> bool:
-        """True when the spent refresh token ``digest`` was rotated at most ``grace`` ago and its
-        successor was still unused: that successor is spent here, atomically (one conditional
-        UPDATE: of parallel retries, exactly one wins; a successor already used, or superseded
-        by a parallel retry, makes this False and the presentation a replay)."""
-        # Read again, not from the row loaded before the spend: under PostgreSQL's READ COMMITTED
-        # the rotation may have committed between that load and the spend.
-        rotated_at = self.db.scalar(
-            select(RefreshToken.consumed_at).where(RefreshToken.token_hash == digest)
+        if not token or len(token) > 200:
+            return RefreshRedemption(None)
+        digest = token_hash(token)
+        row: Any = consume_prepared(
+            self.db, _SPEND_REFRESH_TOKEN, now=now, digest=digest, client=client_id
         )
+        retried = False
+        if row is None:
+            # Not spent now: unknown, another client's (nothing happens), or spent before.
+            connection = self.db.connection()
+            found = connection.execute(_FIND_REFRESH_TOKEN, {"digest": digest}).first()
+            if found is None or found.client_id != client_id:
+                return RefreshRedemption(None)
+            # Read after the failed spend, so under PostgreSQL's READ COMMITTED as under SQLite's
+            # write lock this is the rotation that won, committed.
+            retried = retry_grace > timedelta(0) and self._supersede_unused_successor(
+                digest, found.consumed_at, now, retry_grace
+            )
+            if not retried:
+                self.revoke_grant(found.grant_id, REFRESH_TOKEN_REPLAY, now)
+                return RefreshRedemption(None)
+            row = connection.execute(_SPENT_REFRESH_TOKEN, {"digest": digest}).first()
+            assert row is not None
+        if row.expires_at <= now or row.grant_revoked_at is not None:
+            return RefreshRedemption(None)
+        if row.user_disabled_at is not None or row.client_disabled_at is not None:
+            return RefreshRedemption(None)
+        grant = RotatedGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id)
+        spent = SpentRefreshToken(token_hash=digest, client_id=client_id, scope=row.scope,
+                                  expires_at=row.expires_at, grant=grant)  # fmt: skip
+        return RefreshRedemption(spent, retried=retried)
+
+    def _supersede_unused_successor(
+        self, digest: str, rotated_at: datetime | None, now: datetime, grace: timedelta
+    ) -> bool:
+        """True when the spent refresh token ``digest``, rotated at ``rotated_at``, was rotated
+        at most ``grace`` ago and its successor was still unused: that successor is spent here,
+        atomically (one conditional UPDATE: of parallel retries, exactly one wins; a successor
+        already used, or superseded by a parallel retry, makes this False and the presentation a
+        replay)."""
         # A retry may even arrive before the rotation it repeats committed (the client gave up
         # first): its clock then reads earlier than ``rotated_at``, which is inside the window.
         if rotated_at is None or now - rotated_at > grace:
@@ -248,6 +350,7 @@ class GrantService:
     def record_access_token(
         self,
         *,
+        token: str,
         jti: str,
         client_id: str,
         grant_id: str | None,
@@ -255,32 +358,35 @@ class GrantService:
         scope: str,
         expires_at: datetime,
         now: datetime,
-    ) -> AccessToken:
-        row = AccessToken(
-            jti=jti,
-            client_id=client_id,
-            grant_id=grant_id,
-            user_id=user_id,
-            scope=scope,
-            issued_at=now,
-            expires_at=expires_at,
+    ) -> None:
+        """Record an issued access token with the hash of its compact string, which the bearer
+        endpoints look it up by (idp.services.tokens.find_access_token). One Core INSERT: nothing
+        in the request reads the row back, so the ORM's unit of work would only add cost; its
+        grant is already stored (a code's, a refresh token's, a device authorization's) or None."""
+        self.db.connection().execute(
+            _INSERT_ACCESS_TOKEN,
+            {
+                "jti": jti,
+                "token_hash": token_hash(token),
+                "client_id": client_id,
+                "grant_id": grant_id,
+                "user_id": user_id,
+                "scope": scope,
+                "issued_at": now,
+                "expires_at": expires_at,
+                "revoked_at": None,
+            },
         )
-        self.db.add(row)
-        return row
 
-    def active_access_token(self, jti: str, now: datetime) -> AccessToken | None:
-        """The recorded token if it is neither expired nor revoked (nor its grant, nor its user)."""
-        row = self.db.get(AccessToken, jti)
-        if row is None or row.revoked_at is not None or row.expires_at <= now:
-            return None
-        if row.grant is not None and (
-            row.grant.revoked_at is not None or not row.grant.user.is_active
-        ):
-            return None
-        return row
-
-    def revoke_access_token(self, row: AccessToken, now: datetime) -> None:
-        row.revoked_at = now
+    def revoke_access_token(self, jti: str, now: datetime) -> None:
+        """RFC 7009 2.2: the token is refused from now on; a second revocation keeps the first
+        time."""
+        self.db.execute(
+            update(AccessToken)
+            .where(AccessToken.jti == jti, AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- grants ---------------------------------------------------------------------------------
     def revoke_grant(self, grant_id: str, reason: str, now: datetime) -> None:

@@ -55,6 +55,9 @@ LIFETIMES: dict[str, LifetimeBound] = {
     # token is still answered. 0 disables retries.
     "refresh_token_retry_grace": LifetimeBound(0, MINUTE),
     "key_cache_ttl": LifetimeBound(0, HOUR),
+    # A disabled client or a replaced secret still works on other nodes for this long: seconds,
+    # never the hour a signing key's cache may last.
+    "client_cache_ttl": LifetimeBound(0, MINUTE),
     "policy_cache_ttl": LifetimeBound(0, HOUR),
     "login_link_ttl": LifetimeBound(MINUTE, DAY),
     "client_secret_rotation_overlap": LifetimeBound(0, 30 * DAY),

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from idp.models import AccessToken
-from idp.services.crypto import new_secret
-from idp.services.grants import GrantService
+from idp.models import AccessToken, Client, Grant, User
+from idp.services.crypto import new_secret, token_hash
 from idp.services.signing_keys import KeyStore
 
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 2.1
@@ -87,18 +88,158 @@ def verify_issued_jwt(
     return claims
 
 
-def verify_access_token(
+class TokenHolder(NamedTuple):
+    """The user an access token was issued to, as the claims need them (a ClaimsSubject)."""
+
+    id: str
+    name: str
+    email: str
+    email_verified: bool
+
+
+@dataclass(slots=True)
+class BearerToken:
+    """A recorded access token as the bearer endpoints see it at ``now``: userinfo (OIDC Core
+    5.3), introspection (RFC 7662) and revocation (RFC 7009), for which it is Authlib's token
+    (``check_client``, ``get_scope``, ``is_revoked``, ``is_expired``)."""
+
+    jti: str
+    client_id: str
+    scope: str
+    #: RFC 9068 2.2: the user, or the client itself for client credentials.
+    subject: str
+    issued_at: datetime
+    expires_at: datetime
+    #: The token revoked, or its grant (logout, replay, a refresh token revoked), or its user
+    #: disabled: each ends the token at once (docs/security.md).
+    revoked: bool
+    #: None for a client-credentials token, which names no user and has no userinfo.
+    holder: TokenHolder | None
+    now: datetime
+
+    def check_client(self, client: Client) -> bool:
+        # RFC 7009 2.1 and RFC 7662 4: a client acts on and learns about its own tokens only.
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= self.now
+
+    @property
+    def active(self) -> bool:
+        return not self.revoked and self.expires_at > self.now
+
+
+_TOKENS = cast(Table, AccessToken.__table__)
+_GRANTS = cast(Table, Grant.__table__)
+_USERS = cast(Table, User.__table__)
+_CLIENTS = cast(Table, Client.__table__)
+
+#: The token by its hash with what every bearer endpoint decides on, in one statement built once
+#: (SQLAlchemy caches its compiled form) and run as Core on the session's connection: no ORM
+#: objects. Outer joins, so that a recorded token that is no longer live is still found (and
+#: refused) without the signature path, and a client-credentials token (no grant) is found.
+_BY_HASH = (
+    select(
+        _TOKENS.c.jti,
+        _TOKENS.c.client_id,
+        _TOKENS.c.scope,
+        _TOKENS.c.user_id,
+        _TOKENS.c.issued_at,
+        _TOKENS.c.expires_at,
+        _TOKENS.c.revoked_at,
+        _TOKENS.c.grant_id,
+        _GRANTS.c.id.label("grant_found"),
+        _GRANTS.c.revoked_at.label("grant_revoked_at"),
+        _USERS.c.id.label("holder_id"),
+        _USERS.c.disabled_at,
+        _USERS.c.name,
+        _USERS.c.email,
+        _USERS.c.email_verified,
+        # The registration as stored, not the token side's cached copy: a token of a client
+        # disabled on another node within its cache's TTL is refused here all the same.
+        _CLIENTS.c.disabled_at.label("client_disabled_at"),
+    )
+    .select_from(
+        _TOKENS.outerjoin(_GRANTS, _GRANTS.c.id == _TOKENS.c.grant_id)
+        .outerjoin(_USERS, _USERS.c.id == _GRANTS.c.user_id)
+        .outerjoin(_CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id)
+    )
+    .where(_TOKENS.c.token_hash == bindparam("digest"))
+)
+
+
+def find_access_token(
     db: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime
-) -> AccessToken | None:
-    """The live access token behind a bearer string: signature, issuer, expiry, and the
-    server-side record (revocation, logout, disabled user)."""
+) -> BearerToken | None:
+    """The recorded access token behind a bearer string, live or not (``BearerToken.active``).
+
+    Found by the SHA-256 of the whole string: idp issued it and recorded its hash, so finding the
+    hash proves the token without verifying its signature (nobody can make a string with a
+    recorded hash without holding the token). A string whose hash was never recorded is
+    accepted only as a token issued before the hashes were (migration 0014): by its verified
+    signature, and only when its row has no hash, so that no other string with a valid
+    signature (a second signature over the same claims) stands for a recorded token."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        return None
+    row = db.connection().execute(_BY_HASH, {"digest": token_hash(token)}).first()
+    if row is None:
+        return _issued_before_hashes(db, keys, token, issuer=issuer, now=now)
+    grant_gone = row.grant_id is not None and row.grant_found is None
+    user_gone = row.grant_found is not None and row.holder_id is None
+    return BearerToken(
+        jti=row.jti,
+        client_id=row.client_id,
+        scope=row.scope,
+        subject=row.user_id or row.client_id,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        revoked=(
+            row.revoked_at is not None
+            or row.grant_revoked_at is not None
+            or row.disabled_at is not None
+            or row.client_disabled_at is not None
+            or grant_gone
+            or user_gone
+        ),
+        holder=(
+            TokenHolder(row.holder_id, row.name, row.email, row.email_verified)
+            if row.holder_id is not None
+            else None
+        ),
+        now=now,
+    )
+
+
+def _issued_before_hashes(
+    db: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime
+) -> BearerToken | None:
     claims = verify_issued_jwt(db, keys, token, issuer=issuer, typ=ACCESS_TOKEN_TYP)
-    if claims is None:
-        return None
-    exp = claims.get("exp")
-    if not isinstance(exp, int) or datetime.fromtimestamp(exp, UTC) <= now:
-        return None
-    jti = claims.get("jti")
+    jti = claims.get("jti") if claims is not None else None
     if not isinstance(jti, str):
         return None
-    return GrantService(db).active_access_token(jti, now)
+    row = db.get(AccessToken, jti)
+    if row is None or row.token_hash is not None:
+        return None
+    grant = row.grant
+    user = grant.user if grant is not None else None
+    return BearerToken(
+        jti=row.jti,
+        client_id=row.client_id,
+        scope=row.scope,
+        subject=row.user_id or row.client_id,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        revoked=row.is_revoked() or (user is not None and not user.is_active),
+        holder=(
+            TokenHolder(user.id, user.name, user.email, user.email_verified)
+            if user is not None
+            else None
+        ),
+        now=now,
+    )

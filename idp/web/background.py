@@ -27,7 +27,7 @@ def schedule_outbox(response: Response) -> Response:
     user waits for SMTP or a relying party (idp.services.outbox): mail when the response closes;
     back-channel logout tokens on the node's delivery thread (``OutboxWorker``), so that a
     relying party that hangs holds no request worker either."""
-    committed = take_committed(db.session())
+    committed = _committed_to_outbox()
     mail_ids = committed.pop(Mailer.name, [])
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if mail_ids and services().mailer is not None:
@@ -39,6 +39,14 @@ def schedule_outbox(response: Response) -> Response:
     if others:
         outbox_worker(app).submit(others)
     return response
+
+
+def _committed_to_outbox() -> dict[str, list[int]]:
+    """What this context's session committed to the outbox; nothing, without opening a session,
+    when the request never used the database (discovery, JWKS, static files)."""
+    if not db.session.registry.has():
+        return {}
+    return take_committed(db.session())
 
 
 def print_committed(app: Flask, ids: list[int]) -> None:
@@ -112,7 +120,7 @@ def outbox_worker(app: Flask) -> OutboxWorker:
 def deliver_left_over() -> None:
     """At the end of an application context without a response (the CLI): deliver what it
     committed, now that its transactions are over."""
-    committed = take_committed(db.session())
+    committed = _committed_to_outbox()
     ids = [row_id for channel_ids in committed.values() for row_id in channel_ids]
     if ids:
         db.session.rollback()  # whatever was left uncommitted is not the outbox's to commit

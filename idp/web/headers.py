@@ -1,14 +1,34 @@
 """Security headers on every response: the Content Security Policy with its per-request nonce,
-no framing, no referrer (CSP Level 3), HSTS over https (RFC 6797)."""
+no framing, no referrer (CSP Level 3), HSTS over https (RFC 6797).
+
+Two layers, so that an answer without a page pays almost nothing for them (docs/performance.md,
+"Per-request overhead"): ``ResponseHeaders`` wraps the WSGI application and appends the headers
+that never change to every response's plain header list, once the status is known; the Flask hook
+``add_security_headers`` only writes the policy of a page that rendered a script nonce. A header a
+view set itself is never overwritten (the consent page widens ``img-src`` for a client's logo)."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import g
 from werkzeug.wrappers import Response
 
-from idp.composition import runtime
+from idp.observability import REQUEST_ID_HEADER, RESPONSE_REQUEST_ID
+
+#: One year, in seconds: the least RFC 6797 deployments (and browsers' preload lists) expect.
+HSTS_MAX_AGE = 365 * 24 * 3600
+
+
+def content_security_policy(nonce: str | None) -> str:
+    # CSP 3: 'none' must stand alone; a page that rendered no script nonce runs no script.
+    script_src = f"'nonce-{nonce}' 'strict-dynamic'" if nonce else "'none'"
+    return (
+        f"default-src 'self'; script-src {script_src}; style-src 'self'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
 
 
 def csp_nonce() -> str:
@@ -18,32 +38,58 @@ def csp_nonce() -> str:
     return nonce
 
 
-#: One year, in seconds: the least RFC 6797 deployments (and browsers' preload lists) expect.
-HSTS_MAX_AGE = 365 * 24 * 3600
-
-
 def add_security_headers(response: Response) -> Response:
-    """CSP with nonces, no framing, no referrer (docs/architecture.md, "Invariants, and where
-    each is kept")."""
+    """The policy of a page that rendered a script nonce (its scripts run, nothing else does);
+    every other header, and the policy of an answer without a nonce, is ``ResponseHeaders``'."""
     nonce = g.get("csp_nonce")
-    # CSP 3: 'none' must stand alone; a page that rendered no script nonce runs no script.
-    script_src = f"'nonce-{nonce}' 'strict-dynamic'" if nonce else "'none'"
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        f"default-src 'self'; script-src {script_src}; style-src 'self'; "
-        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    )
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    settings = runtime().settings
-    if settings.secure_transport:
-        # RFC 6797 6.1: browsers come back over https only, for a year; never announced for an
-        # http issuer (7.2: an HSTS header over plain http is ignored, and localhost stays http).
-        hsts = f"max-age={HSTS_MAX_AGE}"
-        if settings.hsts_include_subdomains:
-            hsts += "; includeSubDomains"
-        response.headers.setdefault("Strict-Transport-Security", hsts)
-    if response.mimetype == "text/html":
-        response.headers.setdefault("Cache-Control", "no-store")
+    if nonce and "Content-Security-Policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = content_security_policy(nonce)
     return response
+
+
+StartResponse = Callable[..., Any]
+
+
+class ResponseHeaders:
+    """WSGI middleware: the fixed security headers on every response (docs/architecture.md,
+    "Invariants, and where each is kept"), errors and static files included, each only where the
+    application did not set it; and the request's id (idp.observability) in ``X-Request-Id``."""
+
+    def __init__(
+        self, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+        *, secure_transport: bool, hsts_include_subdomains: bool,
+    ) -> None:  # fmt: skip
+        self.app = app
+        fixed = [
+            ("Content-Security-Policy", content_security_policy(None)),
+            ("X-Frame-Options", "DENY"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+        ]
+        if secure_transport:
+            # RFC 6797 6.1: browsers come back over https only, for a year; never announced for
+            # an http issuer (7.2: an HSTS header over plain http is ignored, and localhost stays
+            # http).
+            hsts = f"max-age={HSTS_MAX_AGE}"
+            if hsts_include_subdomains:
+                hsts += "; includeSubDomains"
+            fixed.append(("Strict-Transport-Security", hsts))
+        self.fixed = tuple((name.lower(), (name, value)) for name, value in fixed)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        fixed = self.fixed
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {name.lower(): value for name, value in headers}
+            headers.extend(header for lower, header in fixed if lower not in present)
+            # A page is never cached (it may show an account or carry a one-time form token).
+            if "cache-control" not in present and present.get("content-type", "").startswith(
+                "text/html"
+            ):
+                headers.append(("Cache-Control", "no-store"))
+            request_id = environ.get(RESPONSE_REQUEST_ID)
+            if request_id:
+                headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import secrets
 
-from flask import after_this_request, g, request
+from flask import Flask, after_this_request, g, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from flask.wrappers import Request as FlaskRequest
+from flask.wrappers import Response as FlaskResponse
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
 from idp.composition import clock, request_context, runtime, services
@@ -107,3 +111,32 @@ def viewer_is_admin() -> bool:
     restricted one may only add a way in; the console's own guard decides the rest)."""
     session = current_session()
     return session is not None and not session.restricted and session.user.is_admin
+
+
+class CsrfCookieSessions(SecureCookieSessionInterface):
+    """Flask's signed cookie session, which carries only Flask-WTF's CSRF token (the browser's
+    sign-in session is ``idp_session`` above), without the work Flask's does for every request
+    whether or not a form is involved: it built a new signing serializer per request and read
+    seven cookie settings before finding there was nothing to save (docs/performance.md,
+    "Per-request overhead"). Same cookie, same signature, same settings."""
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # Made once per key set: the keys do not change while the application runs.
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = app.extensions.get("idp.csrf_cookie_serializer")
+        if cached is None or cached[0] != keys:
+            cached = (keys, super().get_signing_serializer(app))
+            app.extensions["idp.csrf_cookie_serializer"] = cached
+        serializer: URLSafeTimedSerializer | None = cached[1]
+        return serializer
+
+    def open_session(self, app: Flask, request: FlaskRequest) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: FlaskResponse) -> None:
+        # Nothing read, nothing written: no cookie to set or clear, no Vary to add.
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)

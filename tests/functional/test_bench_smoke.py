@@ -3,6 +3,8 @@ they belong to docs/performance.md, not to a test)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import subprocess
@@ -14,6 +16,17 @@ import pytest
 from tests.conftest import POSTGRES_URL
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: The JSON summary's figures per database (bench/README.md, "The JSON summary").
+JSON_FIGURES = [
+    "passkey_sign_in",
+    "password_totp_sign_in",
+    "refresh",
+    "client_credentials",
+    "userinfo",
+    "introspection",
+    "passkey_p99_ms_at_70_percent",
+]
 
 FIGURES = [
     "passkey sign-in (code flow)",
@@ -28,12 +41,14 @@ FIGURES = [
 
 
 @pytest.mark.postgres
-def test_bench_smoke_prints_every_figure_on_both_databases() -> None:
+def test_bench_smoke_prints_every_figure_on_both_databases(tmp_path: Path) -> None:
     """One server (granian, the default) keeps the smoke short: gunicorn serves idp in
-    tests/functional/test_serving.py and test_graceful_shutdown.py."""
+    tests/functional/test_serving.py and test_graceful_shutdown.py. The same run writes the JSON
+    summary (``--json``)."""
     env = {**os.environ, "IDP_TEST_POSTGRES_URL": POSTGRES_URL}
+    summary_path = tmp_path / "bench.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke"],
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(summary_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -44,7 +59,10 @@ def test_bench_smoke_prints_every_figure_on_both_databases() -> None:
     assert completed.returncode == 0, completed.stderr[-4000:]
     report = completed.stdout
     assert re.search(r"Argon2id verification alone .*: [\d.]+ per CPU-second", report)
-    sections = re.split(r"^## ", report, flags=re.MULTILINE)[1:]
+    every_section = re.split(r"^## ", report, flags=re.MULTILINE)[1:]
+    comparison = [s for s in every_section if s.startswith("PostgreSQL against SQLite, granian")]
+    assert len(comparison) == 1, report
+    sections = [s for s in every_section if s not in comparison]
     titles = sorted(section.splitlines()[0] for section in sections)
     assert titles == ["postgresql, granian", "sqlite, granian"]
     for section in sections:
@@ -61,3 +79,26 @@ def test_bench_smoke_prints_every_figure_on_both_databases() -> None:
         assert re.search(r"SQL per passkey sign-in \(code flow\): \d+ writes", section)
         assert re.search(r"SQL per password \+ TOTP sign-in: \d+ writes", section)
         assert "error:" not in section
+        # Each figure: absolute, ratio, target, met (bench/report.py).
+        passkey = (
+            r"\| passkey sign-in \(code flow\) \| [\d,.]+ \| [\d.]+ x hello \| >= 0\.03 x hello"
+        )
+        assert re.search(passkey + r" \| (yes|no) \|", section)
+    assert_json_summary(json.loads(summary_path.read_text()))
+
+
+def assert_json_summary(summary: dict[str, object]) -> None:
+    """The names bench/README.md documents, each a positive number."""
+
+    def positive(value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return math.isfinite(value) and value > 0
+
+    assert positive(summary["hello_world"]), summary
+    assert positive(summary["argon2id"]), summary
+    for database in ("sqlite", "postgresql"):
+        figures = summary[database]
+        assert isinstance(figures, dict), summary
+        for key in JSON_FIGURES:
+            assert positive(figures.get(key)), (database, key, figures)

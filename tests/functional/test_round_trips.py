@@ -1,6 +1,8 @@
 """Round trips the sign-in paths no longer make (docs/performance.md, "Optimisations, measured"),
 each beside the rule it must not weaken: a TOTP step is still claimed by one conditional UPDATE,
-a success still resets a real failure counter, a WebAuthn challenge is still spent once.
+a success still resets a real failure counter, a WebAuthn challenge is still spent once, and an
+access token found by its hash at userinfo and introspection is still refused when it was never
+recorded, revoked, expired, or its grant revoked or its user disabled.
 
 Statements are counted on the engine (``before_cursor_execute``) for one request at a time, on
 SQLite and PostgreSQL.
@@ -8,20 +10,26 @@ SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pyotp
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, select
+from joserfc import jws, jwt
+from sqlalchemy import event, select, update
 
+from idp.clock import FrozenClock
 from idp.extensions import db
-from idp.models import AttemptCounter, TotpCredential, User
+from idp.models import AccessToken, AttemptCounter, Grant, TotpCredential, User
 from idp.models.base import utcnow
+from idp.services.clients import ClientService
+from idp.services.crypto import token_hash
 from idp.services.rate_limits import AttemptLimiter, FactorLocks, RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_client, create_user
@@ -182,6 +190,64 @@ def test_redis_counts_both_counters_in_one_round_trip_and_a_success_releases_the
         client.close()
 
 
+def test_a_refresh_spends_its_token_and_checks_its_grant_in_one_statement(
+    storage_app: Flask,
+) -> None:
+    """docs/performance.md: the rotation is the spend (one ``UPDATE ... RETURNING`` that reads
+    the grant's revocation and the user's disabling by subquery), the new refresh token's and
+    access token's INSERTs; the client comes from this process's cache (the code exchange
+    before it read it). The replay rule beside it: the old token presented again after its
+    successor was used revokes the grant, so the newest token is refused too (RFC 9700 4.14.2)."""
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    tokens = rp.tokens_for(user)
+    with statements(storage_app) as sent:
+        response = rp.refresh(tokens["refresh_token"])
+    assert response.status_code == 200, response.text
+    spends = [s for s in sent if s.startswith("UPDATE REFRESH_TOKENS")]
+    assert len(spends) == 1
+    for part in ("RETURNING", "FROM GRANTS", "FROM USERS"):
+        assert part in spends[0]
+    assert _count(sent, lambda s: s.startswith("SELECT")) == 0
+    assert _count(sent, lambda s: s.startswith("INSERT INTO REFRESH_TOKENS")) == 1
+    assert _count(sent, lambda s: s.startswith("INSERT INTO ACCESS_TOKENS")) == 1
+    assert len(sent) == 3, sent
+
+    # Once the successor was used (no retry of a lost answer then), the old token is a replay.
+    used = rp.refresh(response.get_json()["refresh_token"])
+    assert used.status_code == 200, used.text
+    assert rp.refresh(tokens["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert rp.refresh(used.get_json()["refresh_token"]).get_json()["error"] == "invalid_grant"
+
+
+def test_client_credentials_read_no_client_when_cached_and_insert_one_row(
+    storage_app: Flask,
+) -> None:
+    """A client-credentials grant is one INSERT (the access token, revocable) once this process
+    holds the client (idp.services.client_cache); disabling the client here counts at once."""
+    machine = create_client(storage_app, name="m2m", grant_types=["client_credentials"])
+    browser = storage_app.test_client()
+    form = {"grant_type": "client_credentials"}
+    auth = (machine.client_id, machine.client_secret or "")
+    assert browser.post("/token", data=form, auth=auth).status_code == 200  # reads the client
+    with statements(storage_app) as sent:
+        response = browser.post("/token", data=form, auth=auth)
+    assert response.status_code == 200, response.text
+    assert _count(sent, lambda s: "FROM CLIENTS" in s) == 0
+    assert _count(sent, lambda s: s.startswith("INSERT INTO ACCESS_TOKENS")) == 1
+    assert len(sent) == 1, sent
+
+    with storage_app.app_context():
+        rt = storage_app.extensions["idp"]
+        clients = ClientService(db.session(), rt.client_secrets)
+        found = clients.get(machine.client_id)
+        assert found is not None
+        clients.disable(found)
+        db.session.commit()
+    refused = browser.post("/token", data=form, auth=auth)
+    assert (refused.status_code, refused.get_json()["error"]) == (401, "invalid_client")
+
+
 def test_a_passkey_challenge_is_spent_and_read_in_one_statement(storage_app: Flask) -> None:
     user = create_user(storage_app)
     pages = PasskeyPages(storage_app.test_client())
@@ -223,6 +289,182 @@ def test_parallel_answers_to_one_database_challenge_exactly_one_signs_in(live: L
     winners = [r for r in responses if r.status_code == 200]
     assert len(winners) == 1, [r.status_code for r in responses]
     assert {r.status_code for r in responses if r.status_code != 200} == {400}
+
+
+# -- bearer endpoints: the access token by its hash -----------------------------------------------
+def _relying_party(app: Flask) -> RelyingParty:
+    return RelyingParty(app.test_client(), create_client(app))
+
+
+def _basic(rp: RelyingParty) -> dict[str, str]:
+    raw = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def _introspect(rp: RelyingParty, token: str, **extra: str) -> dict[str, Any]:
+    response = rp.browser.post("/introspect", data={"token": token, **extra}, headers=_basic(rp))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def _refused(rp: RelyingParty, token: str) -> bool:
+    """Refused at both bearer endpoints: userinfo's 401 invalid_token (RFC 6750 3.1) and an
+    inactive introspection (RFC 7662 2.2)."""
+    answer = rp.userinfo(token)
+    refused_at_userinfo = (
+        answer.status_code == 401 and 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+    )
+    return refused_at_userinfo and _introspect(rp, token) == {"active": False}
+
+
+def _accepted(rp: RelyingParty, token: str) -> bool:
+    return rp.userinfo(token).status_code == 200 and _introspect(rp, token)["active"] is True
+
+
+def test_userinfo_reads_the_token_its_grant_and_its_user_in_one_statement(
+    storage_app: Flask,
+) -> None:
+    user = create_user(storage_app)
+    rp = _relying_party(storage_app)
+    access_token = rp.tokens_for(user, scope="openid profile email")["access_token"]
+    with statements(storage_app) as sent:
+        response = rp.userinfo(access_token)
+    assert response.status_code == 200, response.text
+    assert response.get_json() == {
+        "sub": user.id, "name": "Ada Lovelace", "preferred_username": user.email,
+        "email": user.email,
+        "email_verified": False,
+    }  # fmt: skip
+    # No signature verification, no ORM load: the token found by its hash with what decides
+    # whether it is live (its grant's revocation, its user's state) and what the claims need.
+    assert len(sent) == 1, sent
+    assert "FROM ACCESS_TOKENS" in sent[0]
+    assert "JOIN GRANTS" in sent[0]
+    assert "JOIN USERS" in sent[0]
+    assert "ACCESS_TOKENS.TOKEN_HASH =" in sent[0]
+
+
+def test_introspection_is_the_client_lookup_and_one_statement(storage_app: Flask) -> None:
+    user = create_user(storage_app)
+    rp = _relying_party(storage_app)
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    with statements(storage_app) as sent:
+        body = _introspect(rp, tokens["access_token"])
+    assert body["active"] is True
+    assert (body["sub"], body["token_type"]) == (user.id, "access_token")
+    on_tokens = [s for s in sent if "ACCESS_TOKENS" in s]
+    assert len(on_tokens) == 1
+    assert "ACCESS_TOKENS.TOKEN_HASH =" in on_tokens[0]
+    client_lookups = _count(sent, lambda s: s.startswith("SELECT") and "FROM CLIENTS" in s)
+    assert client_lookups <= 1
+    assert len(sent) == client_lookups + 1, sent
+
+    # A refresh token cannot be a JWT: it is looked up among refresh tokens only, hint or not.
+    with statements(storage_app) as sent:
+        body = _introspect(rp, tokens["refresh_token"])
+    assert (body["active"], body["token_type"]) == (True, "refresh_token")
+    assert _count(sent, lambda s: "ACCESS_TOKENS" in s) == 0
+
+
+def test_bearer_endpoints_refuse_unrecorded_revoked_expired_and_disabled_users_tokens(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """The hash proves the token was issued here; everything else is still checked, in the same
+    statement, on the application's clock (docs/security.md)."""
+    user = create_user(storage_app)
+    rp = _relying_party(storage_app)
+
+    def fresh() -> str:
+        access_token: str = rp.tokens_for(user)["access_token"]
+        assert _accepted(rp, access_token)
+        return access_token
+
+    # A valid signature is not enough: the same claims signed again (ES256 signatures are
+    # randomised, so the string differs), and a token with a new jti, neither ever recorded.
+    issued = fresh()
+    compact = jws.extract_compact(issued.encode())
+    with storage_app.app_context():
+        key = storage_app.extensions["idp"].keys.by_kid(db.session(), compact.protected["kid"])
+        assert key is not None
+    claims = jwt.decode(issued, key.private_key).claims
+    resigned = jwt.encode(compact.protected, claims, key.private_key, algorithms=["ES256"])
+    never_issued = jwt.encode(compact.protected, {**claims, "jti": secrets.token_urlsafe(16)},
+                              key.private_key, algorithms=["ES256"])  # fmt: skip
+    for forged in (resigned, never_issued):
+        assert forged != issued
+        assert jwt.decode(forged, key.private_key).claims["sub"] == user.id  # a valid signature
+        assert _refused(rp, forged)
+    assert _accepted(rp, issued)
+
+    # Revoked by its client (RFC 7009).
+    revoked = fresh()
+    answer = rp.browser.post("/revoke", data={"token": revoked}, headers=_basic(rp))
+    assert answer.status_code == 200
+    assert _refused(rp, revoked)
+
+    # Its grant revoked (logout, a replayed code or refresh token), the token's row untouched.
+    of_revoked_grant = fresh()
+    with storage_app.app_context():
+        grant_id = db.session.scalar(select(AccessToken.grant_id).where(
+            AccessToken.token_hash == token_hash(of_revoked_grant)))  # fmt: skip
+        db.session.execute(update(Grant).where(Grant.id == grant_id).values(revoked_at=utcnow()))
+        db.session.commit()
+    assert _refused(rp, of_revoked_grant)
+
+    # Its user disabled: only the user's row changes here (disabling also revokes the tokens,
+    # test_admin_users.py), so the join itself refuses it.
+    of_disabled_user = fresh()
+    with storage_app.app_context():
+        db.session.execute(update(User).where(User.id == user.id).values(disabled_at=utcnow()))
+        db.session.commit()
+    assert _refused(rp, of_disabled_user)
+
+    # Expired on the application's clock (another user: this one is disabled now).
+    user = create_user(storage_app, email=f"expiring-{secrets.token_hex(4)}@example.com")
+    expiring = fresh()
+    # (The JWT's exp, which the row keeps, counts from the system's time at minting: the frozen
+    # clock stands a few seconds earlier, so it moves a minute past the lifetime.)
+    ttl = storage_app.extensions["idp"].settings.access_token_ttl
+    clock.advance(timedelta(seconds=ttl + 60))
+    assert _refused(rp, expiring)
+
+
+def test_a_token_issued_before_hashes_were_recorded_is_still_found_by_its_signature(
+    storage_app: Flask,
+) -> None:
+    """Migration 0014: rows of tokens issued before it have no hash; they keep working until
+    they expire, and every refusal still applies to them."""
+    user = create_user(storage_app)
+    rp = _relying_party(storage_app)
+    access_token = rp.tokens_for(user)["access_token"]
+    with storage_app.app_context():
+        recorded = AccessToken.token_hash == token_hash(access_token)
+        db.session.execute(update(AccessToken).where(recorded).values(token_hash=None))
+        db.session.commit()
+    assert _accepted(rp, access_token)
+    with storage_app.app_context():
+        db.session.execute(update(User).where(User.id == user.id).values(disabled_at=utcnow()))
+        db.session.commit()
+    assert _refused(rp, access_token)
+
+
+def test_revoking_an_access_token_is_its_lookup_and_one_conditional_update(
+    storage_app: Flask,
+) -> None:
+    user = create_user(storage_app)
+    rp = _relying_party(storage_app)
+    access_token = rp.tokens_for(user)["access_token"]
+    with statements(storage_app) as sent:
+        answer = rp.browser.post("/revoke", data={"token": access_token}, headers=_basic(rp))
+    assert answer.status_code == 200, answer.text
+    on_tokens = [s for s in sent if "ACCESS_TOKENS" in s]
+    assert len(on_tokens) == 2, on_tokens
+    assert on_tokens[0].startswith("SELECT")
+    # RFC 7009 2.2: revoked once; a second revocation keeps the first time.
+    assert on_tokens[1].startswith("UPDATE ACCESS_TOKENS")
+    assert "REVOKED_AT IS NULL" in on_tokens[1]
+    assert _refused(rp, access_token)
 
 
 def _first_words(statement: str) -> str:

@@ -54,6 +54,9 @@ class LiveIdp:
     server: str | None = None
     #: Where the server's stderr (its JSON log lines) goes; None: into ``log_path`` with stdout.
     stderr_path: Path | None = None
+    #: A command the server runs under, e.g. ``("taskset", "-c", "0")`` (bench/peer.py pins the
+    #: server to one core, its workers with it).
+    launcher: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     _discovery: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -187,7 +190,8 @@ class LiveIdp:
             (self.stderr_path or self.log_path).open("ab") as errors,
         ):
             self.process = subprocess.Popen(
-                [str(IDP_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+                [*self.launcher, str(IDP_BIN), "serve"]
+                + ["--host", "127.0.0.1", "--port", str(self.port)]
                 + (["--production"] if self.production else [])
                 + (["--server", self.server] if self.server else []),
                 env=self.env,
@@ -268,11 +272,13 @@ def start_live_idp(
     env: dict[str, str] | None = None,
     separate_stderr: bool = False,
     init: bool = True,
+    launcher: tuple[str, ...] = (),
 ) -> Iterator[LiveIdp]:
     """``idp init`` then ``idp serve`` on a free port; stopped by PID afterwards. ``env`` adds
     variables (``IDP_*`` settings) for the server and the CLI; ``separate_stderr`` keeps the
     server's log lines (stderr) in ``stderr_path``, apart from its stdout; ``init=False`` serves
-    without ``idp init`` before it."""
+    without ``idp init`` before it; ``launcher`` is what the server runs under
+    (``LiveIdp.launcher``)."""
     (directory / "instance").mkdir(parents=True, exist_ok=True)
     port = free_port()
     issuer = f"http://localhost:{port}"
@@ -285,6 +291,7 @@ def start_live_idp(
         production=production,
         server=server,
         stderr_path=directory / "server.stderr.log" if separate_stderr else None,
+        launcher=launcher,
     )
     if init:
         idp.run("init")

@@ -8,13 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, bindparam, create_engine, select
 from sqlalchemy.orm import Session
 
 from idp.database import configure_engine
 from idp.models import AuthorizationCode, Base, Client, Grant, User
 from idp.models.base import utcnow
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once, consume_once_statement, consume_prepared
 from idp.services.crypto import token_hash
 
 THREADS = 20
@@ -150,3 +150,37 @@ def test_parallel_spends_of_one_code_have_exactly_one_winner(engine: Engine) -> 
     assert errors == []
     assert len(results) == THREADS
     assert results.count(True) == 1
+
+
+def test_a_prepared_spend_returns_the_row_to_one_of_parallel_callers(engine: Engine) -> None:
+    """``consume_once_statement`` (built once, the refresh grant's form): the same rule, and
+    the spent row's columns go to the one caller that spent it."""
+    codes = AuthorizationCode.__table__
+    statement = consume_once_statement(
+        codes, codes.c.code_hash == bindparam("digest"), columns=[codes.c.grant_id]
+    )
+    with Session(engine) as db:
+        digest = add_code(db, "code-a")
+    start = threading.Barrier(THREADS, timeout=60)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        with Session(engine) as db:
+            start.wait()
+            row = consume_prepared(db, statement, now=utcnow(), digest=digest)
+            db.commit()
+        with lock:
+            results.append(row)
+
+    threads = [threading.Thread(target=attempt) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spent = [row for row in results if row is not None]
+    assert len(results) == THREADS
+    assert len(spent) == 1
+    with Session(engine) as db:
+        assert spent[0].grant_id == db.scalar(select(AuthorizationCode.grant_id))
+        assert consume_prepared(db, statement, now=utcnow(), digest=digest) is None

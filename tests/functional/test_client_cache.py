@@ -1,0 +1,147 @@
+"""The token side's cache of client registrations (idp.services.client_cache): a change counts
+at once in the process that made it, on other nodes (and in this node's other worker processes)
+within ``client_cache_ttl`` seconds; the cached client belongs to no session and is shared.
+
+"Another node" is a write this process's sessions never see: a Core statement on a connection
+of its own, as another node's (or another worker's) commit is to this process."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from flask import Flask
+from sqlalchemy import inspect, update
+
+from idp.clock import SYSTEM_CLOCK
+from idp.extensions import db
+from idp.models import Client
+from idp.models.base import utcnow
+from idp.services.client_cache import ClientCache
+from idp.services.client_fields import fields_of
+from idp.services.clients import ClientService
+from tests.support.factories import RegisteredClient, create_client, create_user
+from tests.support.flow import RelyingParty
+
+FORM = {"grant_type": "client_credentials"}
+
+
+def _machine(app: Flask) -> RegisteredClient:
+    return create_client(app, name="m2m", grant_types=["client_credentials"])
+
+
+def _status(app: Flask, machine: RegisteredClient) -> int:
+    auth = (machine.client_id, machine.client_secret or "")
+    return app.test_client().post("/token", data=FORM, auth=auth).status_code
+
+
+def _elsewhere(app: Flask, client_id: str, **values: object) -> None:
+    """Change the client's row as another node does: past every session of this process."""
+    with app.app_context(), db.engine.begin() as connection:
+        table = Client.__table__
+        connection.execute(update(table).where(table.c.client_id == client_id).values(**values))
+
+
+def test_a_client_disabled_on_another_node_is_refused_within_the_ttl(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    now = [time.monotonic()]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    machine = _machine(storage_app)
+    assert _status(storage_app, machine) == 200
+    _elsewhere(storage_app, machine.client_id, disabled_at=utcnow())
+    # This node still trusts its copy for client_cache_ttl seconds (docs/security.md) ...
+    now[0] += cache.ttl - 0.5
+    assert _status(storage_app, machine) == 200
+    # ... and no longer.
+    now[0] += 0.5
+    assert _status(storage_app, machine) == 401
+
+
+def test_a_client_disabled_on_another_node_gets_no_rotation_and_its_tokens_no_answer_at_once(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the cache's TTL the token side still authenticates the disabled client from its
+    copy, but what it asks for reads the stored registration: its refresh token rotates nothing
+    and its access tokens are inactive at introspection and refused at userinfo."""
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    now = [time.monotonic()]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    user = create_user(storage_app)
+    web = create_client(storage_app)
+    tokens = RelyingParty(storage_app.test_client(), web).tokens_for(user)
+    browser = storage_app.test_client()
+    auth = (web.client_id, web.client_secret or "")
+
+    def introspected() -> bool:
+        # RFC 7662 4: the client learns about its own tokens (still authenticated from the copy).
+        response = browser.post("/introspect", data={"token": tokens["access_token"]}, auth=auth)
+        assert response.status_code == 200
+        return bool(response.get_json()["active"])
+
+    assert introspected()
+    _elsewhere(storage_app, web.client_id, disabled_at=utcnow())
+    now[0] += cache.ttl - 0.5  # the client still cached here
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    assert browser.post("/token", data=refresh, auth=auth).status_code == 400  # invalid_grant
+    assert not introspected()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert browser.get("/userinfo", headers=bearer).status_code == 401
+
+
+def test_a_grant_type_removed_in_this_process_counts_at_once(storage_app: Flask) -> None:
+    machine = _machine(storage_app)
+    assert _status(storage_app, machine) == 200
+    with storage_app.app_context():
+        rt = storage_app.extensions["idp"]
+        service = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+        client = service.get(machine.client_id)
+        assert client is not None
+        fields = dataclasses.replace(fields_of(client), grant_types=["authorization_code"])
+        service.update(client, fields)
+        db.session.commit()
+    assert _status(storage_app, machine) == 400  # unauthorized_client (RFC 6749 5.2)
+
+
+def test_a_rolled_back_change_keeps_the_cache_and_a_committed_one_empties_it(app: Flask) -> None:
+    machine = _machine(app)
+    cache: ClientCache = app.extensions["idp"].client_cache
+    with app.app_context():
+        first = cache.get(db.session(), machine.client_id)
+        client = db.session.get(Client, machine.client_id)
+        assert client is not None
+        client.name = "renamed"
+        db.session.flush()
+        db.session.rollback()
+        assert cache.get(db.session(), machine.client_id) is first
+        db.session.execute(update(Client).where(Client.client_id == machine.client_id)
+                           .values(name="renamed"))  # fmt: skip
+        db.session.commit()
+        again = cache.get(db.session(), machine.client_id)
+    assert again is not first
+    assert again is not None
+    assert again.name == "renamed"
+
+
+def test_the_cached_client_belongs_to_no_session_and_is_shared(app: Flask) -> None:
+    machine = _machine(app)
+    cache: ClientCache = app.extensions["idp"].client_cache
+    with app.app_context():
+        first = cache.get(db.session(), machine.client_id)
+    with app.app_context():
+        second = cache.get(db.session(), machine.client_id)
+    assert first is second
+    assert first is not None
+    assert inspect(first).transient
+    assert first.check_client_secret(machine.client_secret or "")
+
+
+def test_a_zero_ttl_reads_the_client_every_time(app: Flask) -> None:
+    machine = _machine(app)
+    cache = ClientCache(0, app.extensions["idp"].client_secrets, SYSTEM_CLOCK)
+    with app.app_context():
+        first = cache.get(db.session(), machine.client_id)
+        assert first is not cache.get(db.session(), machine.client_id)
+        assert cache.get(db.session(), "no-such-client") is None
