@@ -1,9 +1,9 @@
 """The flows the benchmark drives against a live idp, each as a browser (or an RP back end) would.
 
 - passkey sign-in through the whole authorization code flow: ``/authorize`` (PKCE S256) ->
-  ``/login`` -> ``/login/passkey/options`` -> assertion by the software authenticator ->
-  ``/login/passkey/verify`` -> ``/authorize/continue/...`` -> code -> ``/token``
-  (client_secret_basic) -> RS256 ID token verified; fresh cookies for every flow;
+  ``/login`` (which embeds the passkey request options) -> assertion by the software
+  authenticator -> ``/login/passkey/verify``, which answers with the redirect URI and the code ->
+  ``/token`` (client_secret_basic) -> RS256 ID token verified; fresh cookies for every flow;
 - password + TOTP sign-in: ``/login`` page, email and password, the second-step page, the TOTP
   code; a session cookie at the end (one seeded user per sign-in, see ``bench.seed``);
 - refresh-token grants, each browser following its own rotated chain;
@@ -41,6 +41,7 @@ SCOPE = "openid profile email offline_access"
 PASSWORD = "correct horse battery staple 42"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+PAGE_OPTIONS = re.compile(r'<script type="application/json" id="passkey-options">(.*?)</script>')
 
 
 @dataclass
@@ -177,13 +178,14 @@ def passkey_flow(fx: Fixture, browser: Browser) -> dict[str, Any]:
     location = response.location
     expect(response.status == 302 and "/login" in location, f"authorize: {location}")
     login = browser.get(urljoin(fx.url, location))
-    meta = CSRF_META.search(login.text)
+    meta, embedded = CSRF_META.search(login.text), PAGE_OPTIONS.search(login.text)
     expect(login.status == 200 and meta is not None, f"login page: {login.status}")
+    expect(embedded is not None, "no passkey options on the login page")
     assert meta is not None
+    assert embedded is not None
     headers = {"X-CSRFToken": meta.group(1)}
-    options = browser.post("/login/passkey/options", json_body={}, headers=headers)
-    expect(options.status == 200, f"passkey options: {options.status}")
-    ceremony = options.json()
+    # What idp/static/login.js does: the page's own options, no options request first.
+    ceremony = json.loads(embedded.group(1))
     with fx.auth_lock:
         credential = fx.authenticator.get(ceremony["publicKey"], origin=fx.url)
     body = {
@@ -194,9 +196,8 @@ def passkey_flow(fx: Fixture, browser: Browser) -> dict[str, Any]:
     }
     verified = browser.post("/login/passkey/verify", json_body=body, headers=headers)
     expect(verified.status == 200, f"passkey verify: {verified.status} {verified.text[:200]}")
-    response = browser.get(urljoin(fx.url, verified.json()["redirect"]))
-    location = response.location
-    expect(location.startswith(REDIRECT_URI), f"continue: {response.status} {location}")
+    location = verified.json()["redirect"]
+    expect(location.startswith(REDIRECT_URI), f"verify: {location}")
     callback = query_of(location)
     expect(callback.get("state") == state and "code" in callback, f"callback: {callback}")
     data = {

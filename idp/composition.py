@@ -30,7 +30,12 @@ from idp.services.api_tokens import ApiTokenService
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
-from idp.services.challenges import ChallengeStore, DatabaseChallenges, RedisChallenges
+from idp.services.challenges import (
+    ChallengeStore,
+    DatabaseChallenges,
+    RedisChallenges,
+    SignedChallenges,
+)
 from idp.services.client_cache import ClientCache, LiveClock
 from idp.services.clients import ClientService
 from idp.services.crypto import KeyedHasher, derive_key, fernet_for
@@ -82,6 +87,8 @@ class Container:
     #: Keyed hashes of admin API tokens (idp.services.api_tokens).
     api_token_hasher: KeyedHasher
     totp_fernet: Fernet
+    #: Signs the sign-in page's WebAuthn challenges (idp.services.challenges.SignedChallenges).
+    challenge_signer: KeyedHasher | None = None
     redis: Any = None
     #: THE clock: views and the session loader read the time through it (idp.clock).
     clock: Clock = SYSTEM_CLOCK
@@ -122,6 +129,9 @@ class Container:
             user_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp device user codes")),
             api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
             totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
+            challenge_signer=KeyedHasher(
+                derive_key(settings.secret_key, "idp webauthn challenges")
+            ),
             redis=_redis(settings.redis_url),
         )
 
@@ -232,9 +242,12 @@ class Services:
         settings = self.settings
         rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
                           origins=settings.origins)  # fmt: skip
+        challenges = self.challenges
+        signer = self.container.challenge_signer
         return PasskeyService(
-            self._db(), rp, self.policy, challenges=self.challenges,
+            self._db(), rp, self.policy, challenges=challenges,
             rejections=AnonymousRejections(self._db(), self.storage_budgets),
+            signed=SignedChallenges(signer, challenges) if signer is not None else None,
         )  # fmt: skip
 
     @property

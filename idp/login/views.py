@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from werkzeug.wrappers import Response
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import PartialLogin, PendingAuthorization, User
+from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
@@ -39,6 +41,10 @@ def _destination(pending: PendingAuthorization | None, next_path: str | None) ->
 
 def _page(pending: PendingAuthorization | None, email: str, error: str | None) -> str:
     policy = services().policy
+    # The passkey request options travel with the page (idp/static/login.js starts conditional
+    # mediation on load): no options request first, and a signed challenge, so that showing the
+    # page stores nothing (idp.services.challenges.SignedChallenges).
+    ceremony = services().passkeys.page_options(browser_binding(), clock().now())
     return render_template(
         "login/login.html",
         pending=pending,
@@ -47,6 +53,7 @@ def _page(pending: PendingAuthorization | None, email: str, error: str | None) -
         next_path=safe_next(request.values.get("next")),
         passwords_allowed=policy.passwords_allowed,
         signup_enabled=policy.signup_enabled,
+        passkey_options={"challenge_id": ceremony.challenge_id, "publicKey": ceremony.options},
     )
 
 
@@ -258,6 +265,8 @@ def passkey_verify() -> Any:
             payload["unknown_credential_id"] = credential.get("id")
         return jsonify(payload), 400
     amr = list(signed_in.amr)
+    destination: str | None = None
+    pending: PendingAuthorization | None = None
     partial = _partial() if body.get("partial") else None
     if (
         partial is not None
@@ -271,16 +280,21 @@ def passkey_verify() -> Any:
         amr = ["pwd", *amr]
     else:
         pending = _pending(str(body.get("request") or ""))
-        destination = _destination(pending, str(body.get("next") or ""))
-    response = jsonify(redirect=destination)
+        if pending is None:
+            destination = _destination(None, str(body.get("next") or ""))
+    response = jsonify()
     start_session(signed_in.user, amr, response)
+    if pending is not None:
+        # Signed in for an authorization request: the way back is decided now, with the new
+        # session (docs/architecture.md, a passkey sign-in step by step): the client's redirect
+        # URI with the code, unless a page must be shown first.
+        destination = resume_after_sign_in(pending)
     db.session.commit()
+    response.set_data(json.dumps({"redirect": destination}))
     return response
 
 
 def _json_text(value: Any) -> str:
-    import json
-
     return json.dumps(value) if isinstance(value, dict) else ""
 
 

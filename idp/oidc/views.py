@@ -88,9 +88,28 @@ def _live_pending(pending_id: str) -> PendingAuthorization:
     return pending
 
 
-def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization | None) -> Any:
+def resume_after_sign_in(pending: PendingAuthorization) -> str:
+    """Where a sign-in made for ``pending`` sends the browser, decided in the sign-in's own request
+    so that the browser does not load ``/authorize/continue`` first: the client's redirect URI
+    with the code (or a redirectable error, RFC 6749 4.1.2 and 4.1.2.1), or the consent page.
+    When idp must show a page instead (a form_post response, the access refusal, an error page)
+    nothing is decided here and the browser goes through ``authorize_continue``, which shows it."""
+    location = _proceed(AuthorizationRequest.from_params(pending.params), pending, url_only=True)
+    return location or url_for("oidc.authorize_continue", pending_id=pending.id)
+
+
+def _proceed(
+    auth_request: AuthorizationRequest,
+    pending: PendingAuthorization | None,
+    *,
+    url_only: bool = False,
+) -> Any:
+    """The next step of the request: a response, or with ``url_only`` the address a redirect
+    would send the browser to (None, before anything is changed, when the answer is a page)."""
     client = query_client(auth_request.client_id)
     if client is None:
+        if url_only:
+            return None
         abort(400, description="The application that sent you here is not registered.")
     session = current_session()
     consented: set[str] | None = None
@@ -110,10 +129,14 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
     ):
         # Per-app access (docs/admins.md): decided once the user is known and before consent, so
         # that no one is asked to share anything with an app that will refuse them.
+        if url_only:
+            return None  # the refusal is a page of idp's
         return _refuse_access(auth_request, client, session.user_id, pending, now)
     try:
         next_step = decide(auth_request, client, session, consented, state, now)
     except AuthorizationError as error:
+        if url_only:
+            return None
         error.redirect_uri = auth_request.redirect_uri
         error.state = auth_request.state
         error.response_mode = auth_request.response_mode
@@ -143,14 +166,20 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         else:
             pending_id = pending.id
         if next_step is Next.LOGIN:
-            return redirect(
-                url_for("login.login", request=pending_id, login_hint=auth_request.login_hint)
+            location = url_for(
+                "login.login", request=pending_id, login_hint=auth_request.login_hint
             )
-        return redirect(url_for("oidc.consent", request=pending_id))
+        else:
+            location = url_for("oidc.consent", request=pending_id)
+        return location if url_only else redirect(location)
 
     assert session is not None
+    if url_only and auth_request.response_mode != "query":
+        return None  # OAuth 2.0 Form Post Response Mode 2: a page, shown by authorize_continue
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not _pending_requests().spend(pending, now):
+        if url_only:
+            return None  # authorize_continue shows the page; the sign-in itself stands
         abort(400, description="This sign-in request was already completed.")
     code = services().grants.issue_code(
         user=session.user,
@@ -166,7 +195,7 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         ttl=runtime().settings.code_ttl,
         now=now,
     )
-    audit.record(
+    audit.write(
         db.session(),
         "authorization.code_issued",
         subject_id=session.user_id,
@@ -177,11 +206,10 @@ def _proceed(auth_request: AuthorizationRequest, pending: PendingAuthorization |
         amr=list(session.amr or []),
     )
     db.session.commit()
-    return _authorization_response(
-        auth_request.redirect_uri,
-        auth_request.response_mode,
-        [("code", code), ("state", auth_request.state)],
-    )
+    values = [("code", code), ("state", auth_request.state)]
+    if url_only:
+        return _redirect_location(auth_request.redirect_uri, values)
+    return _authorization_response(auth_request.redirect_uri, auth_request.response_mode, values)
 
 
 def _refuse_access(
@@ -257,9 +285,17 @@ def _authorization_response(
     if response_mode == "form_post":
         # OAuth 2.0 Form Post Response Mode 2: an auto-submitting form to the redirect URI.
         return Response(render_template("oidc/form_post.html", action=redirect_uri, fields=values))
+    return redirect(_redirect_location(redirect_uri, params), code=302)
+
+
+def _redirect_location(redirect_uri: str, params: list[tuple[str, str | None]]) -> str:
+    """The redirect URI with the response's parameters in its query (RFC 6749 4.1.2), ``iss``
+    last (RFC 9207 2)."""
+    values = [(k, v) for k, v in params if v is not None]
+    values.append(("iss", runtime().settings.issuer))
     parts = urlsplit(redirect_uri)
     query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
-    return redirect(urlunsplit(parts._replace(query=query)), code=302)
+    return urlunsplit(parts._replace(query=query))
 
 
 # -- consent --------------------------------------------------------------------------------------

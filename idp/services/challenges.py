@@ -12,6 +12,13 @@ captured answer being replayed). Two stores keep it:
 
 Both answer ``spend`` with the challenge only when it is live, of the ceremony asked for and bound
 to the same browser; the caller checks the rest (the registering user, the signed challenge).
+
+The sign-in page's own challenge waits nowhere (``SignedChallenges``): its id carries its expiry
+and an HMAC over the challenge, the ceremony, the browser binding and the expiry, so showing the
+page writes nothing (RFC 9110 9.2.1: a GET is safe) and spends no storage budget. It is spent
+when an answer to it verifies, by ``claim``: an ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
+of its spent row (pruned with the other expired challenges) or ``SET NX`` in Redis, which of any
+number of parallel answers exactly one wins, as with ``spend``.
 """
 
 from __future__ import annotations
@@ -20,17 +27,23 @@ import hmac
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
+from idp.services.crypto import KeyedHasher, token_hash
 from idp.services.dependencies import redis_calls
 
 REDIS_KEY_PREFIX = "idp:challenge:"
+#: A signed challenge's spent row (or key) outlives the challenge by this much: the pruning node's
+#: clock may run ahead of the node that checks the expiry, and a row pruned while another node
+#: still took the challenge for live would let an answer be spent twice.
+SPENT_KEPT_LONGER = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,11 @@ class ChallengeStore(Protocol):
     ) -> Challenge | None:
         """The challenge, spent by this call; None when it is unknown, spent already, expired,
         of another ceremony or another browser's."""
+        ...
+
+    def claim(self, challenge: Challenge, now: datetime) -> bool:
+        """Record a signed challenge (``SignedChallenges``) as spent: True for the one call that
+        did, False when it was spent already."""
         ...
 
 
@@ -104,6 +122,34 @@ class DatabaseChallenges:
             columns=WebAuthnChallenge.__table__.columns,
         )
         return None if spent is None else _from_row(spent)
+
+    def claim(self, challenge: Challenge, now: datetime) -> bool:
+        # The primary key decides: a second INSERT of the same id waits for the first one's
+        # transaction (PostgreSQL) or for the write lock (SQLite), then inserts nothing.
+        connection = self.db.connection()  # the request's transaction; Core, no ORM layer
+        row = connection.execute(_CLAIM[connection.dialect.name], {
+            "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
+            "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
+            "expires_at": challenge.expires_at + SPENT_KEPT_LONGER, "consumed_at": now,
+        }).first()  # fmt: skip
+        return row is not None
+
+
+def _claim_statement(insert: Any) -> Any:
+    table = WebAuthnChallenge.__table__
+    return insert(table).on_conflict_do_nothing(index_elements=[table.c.id]).returning(table.c.id)
+
+
+#: Built once: the spent row of a signed challenge, inserted unless it exists (both dialects).
+_CLAIM = {
+    "sqlite": _claim_statement(sqlite.insert),
+    "postgresql": _claim_statement(postgresql.insert),
+}
+
+
+def _spent_id(challenge: Challenge) -> str:
+    """The row (or key) that marks a signed challenge spent: from the random challenge itself."""
+    return token_hash(challenge.challenge)[:32]
 
 
 class RedisChallenges:
@@ -170,6 +216,67 @@ class RedisChallenges:
         if not hmac.compare_digest(found.binding_hash.encode(), binding_hash.encode()):
             return None
         return found
+
+    def claim(self, challenge: Challenge, now: datetime) -> bool:
+        kept_until = challenge.expires_at + SPENT_KEPT_LONGER
+        lifetime = max(1, math.ceil((kept_until - now).total_seconds()))
+        with redis_calls():
+            stored = self.client.set(
+                REDIS_KEY_PREFIX + "spent:" + _spent_id(challenge), "1", ex=lifetime, nx=True
+            )
+        return bool(stored)
+
+
+class SignedChallenges:
+    """Sign-in challenges that are not stored until an answer to one verifies (module docstring).
+
+    The id is ``<expiry, Unix seconds>.<tag>``: the tag is 128 bits of an HMAC-SHA256 under a key
+    derived from the deployment's secret key, over the ceremony, the browser binding's hash, the
+    expiry and the challenge, so nobody else can make one, and one browser's challenge is no
+    use in another browser (WebAuthn L3 13.4.3). Stored ids have no dot.
+    """
+
+    def __init__(self, signer: KeyedHasher, store: ChallengeStore) -> None:
+        self.signer = signer
+        self.store = store
+
+    def issue(
+        self, *, kind: str, challenge: str, binding_hash: str, now: datetime, expires_at: datetime
+    ) -> Challenge:
+        expiry = int(expires_at.timestamp())
+        tag = self._tag(kind, challenge, binding_hash, expiry)
+        return Challenge(id=f"{expiry}.{tag}", kind=kind, challenge=challenge,
+                         binding_hash=binding_hash, user_id=None, created_at=now,
+                         expires_at=datetime.fromtimestamp(expiry, UTC))  # fmt: skip
+
+    def check(
+        self, challenge_id: str, challenge: str, kind: str, binding_hash: str, now: datetime
+    ) -> Challenge | None:
+        """The challenge when ``challenge_id`` was issued for it, this ceremony and this browser
+        and has not expired; not spent by this call (``store.claim`` spends it)."""
+        expiry_text, _, tag = challenge_id.partition(".")
+        digits = expiry_text.isascii() and expiry_text.isdigit() and len(expiry_text) <= 11
+        if not digits or not challenge or len(tag) > 64:
+            return None
+        expiry = int(expiry_text)
+        expected = self._tag(kind, challenge, binding_hash, expiry)
+        # As bytes: compare_digest refuses str with characters outside ASCII (anyone's input).
+        if not hmac.compare_digest(tag.encode(), expected.encode()):
+            return None
+        expires_at = datetime.fromtimestamp(expiry, UTC)
+        if expires_at <= now:
+            return None
+        return Challenge(id=challenge_id, kind=kind, challenge=challenge,
+                         binding_hash=binding_hash, user_id=None, created_at=now,
+                         expires_at=expires_at)  # fmt: skip
+
+    def _tag(self, kind: str, challenge: str, binding_hash: str, expiry: int) -> str:
+        return self.signer.hash(f"{kind}\n{binding_hash}\n{expiry}\n{challenge}")[:32]
+
+
+def is_signed(challenge_id: str) -> bool:
+    """An id of ``SignedChallenges`` (stored ids are ``random_id`` values, without a dot)."""
+    return "." in challenge_id
 
 
 def _from_row(row: Any) -> Challenge:

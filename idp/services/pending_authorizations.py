@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from idp.models import Consent, PendingAuthorization
 from idp.models.base import random_id
-from idp.services.consume import consume_once
+from idp.services.consume import consume_once_now
 
 #: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
 MAX_PENDING_ID = 64
+_INSERT = insert(PendingAuthorization)  # built once (``open``)
 
 
 class PendingAuthorizations:
@@ -39,22 +40,17 @@ class PendingAuthorizations:
         # The id is chosen here, not at flush: read from the row after the commit, it would
         # cost a SELECT (a commit expires what the session loaded).
         pending_id = random_id()
-        self.db.add(
-            PendingAuthorization(
-                id=pending_id,
-                client_id=client_id,
-                params=params,
-                created_at=now,
-                expires_at=now + timedelta(seconds=ttl),
-            )
-        )
+        # One prepared Core INSERT in the request's transaction: nothing here reads the row back.
+        self.db.connection().execute(_INSERT, {
+            "id": pending_id, "client_id": client_id, "params": params, "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl), "consumed_at": None, "consented_by": None,
+        })  # fmt: skip
         return pending_id
 
     def spend(self, pending: PendingAuthorization, now: datetime) -> bool:
         """Mark the request used; False when another request spent it first."""
-        return consume_once(
-            self.db, PendingAuthorization, PendingAuthorization.id == pending.id, now=now
-        )
+        table = PendingAuthorization.__table__
+        return consume_once_now(self.db, table, table.c.id == pending.id, now=now)
 
     def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:
         """The user allowed the request on the consent page; the resumed request issues a code

@@ -59,8 +59,22 @@
   divider.hidden = false;
 
   let pending = null; // the AbortController of the ceremony in flight
+  // The page's own request options (no options request first). Its challenge serves until an
+  // answer is posted or it is about to expire; then each ceremony asks for new options.
+  const embedded = document.getElementById("passkey-options");
+  let pageOptions = embedded ? JSON.parse(embedded.textContent) : null;
+  const loadedAt = Date.now();
+  const ceremonyOptions = async (body) => {
+    const lifetime = pageOptions ? (pageOptions.publicKey.timeout || 300000) - 30000 : 0;
+    if (pageOptions && Date.now() - loadedAt < lifetime) return pageOptions;
+    pageOptions = null;
+    const options = await W.postJSON(form.dataset.optionsUrl, body);
+    if (!options.ok) throw new Error("options");
+    return options.data;
+  };
 
   const finish = async (ceremony, credential) => {
+    if (ceremony === pageOptions) pageOptions = null; // the answer spends it, or it failed
     const result = await W.postJSON(form.dataset.verifyUrl, {
       challenge_id: ceremony.challenge_id,
       credential: W.credentialJSON(credential),
@@ -88,13 +102,12 @@
     if (pending) pending.abort();
     const controller = new AbortController();
     pending = controller;
-    const options = await W.postJSON(form.dataset.optionsUrl, body);
-    if (!options.ok) throw new Error("options");
-    const request = { publicKey: W.requestOptions(options.data.publicKey), signal: controller.signal };
+    const ceremony = await ceremonyOptions(body);
+    const request = { publicKey: W.requestOptions(ceremony.publicKey), signal: controller.signal };
     if (mediation) request.mediation = mediation;
     const credential = await navigator.credentials.get(request);
     if (pending === controller) pending = null;
-    return finish(options.data, credential);
+    return finish(ceremony, credential);
   };
 
   // Conditional mediation: the browser's autofill offers passkeys in the email field.

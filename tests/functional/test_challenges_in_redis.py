@@ -27,7 +27,7 @@ from idp import create_app
 from idp.extensions import db
 from idp.models import Base, WebAuthnChallenge
 from idp.models.base import utcnow
-from idp.services.challenges import REDIS_KEY_PREFIX
+from idp.services.challenges import REDIS_KEY_PREFIX, SPENT_KEPT_LONGER
 from tests.conftest import _empty_tables, app_overrides, throwaway_postgres_database
 from tests.functional.test_passkeys import (
     AUTHENTICATION,
@@ -270,3 +270,39 @@ def test_parallel_answers_to_one_redis_challenge_exactly_one_signs_in(
     finally:
         engine.dispose()
     assert rows == 0
+
+
+# -- the sign-in page's signed challenge (idp.services.challenges.SignedChallenges) ---------------
+def test_a_page_challenge_is_spent_once_in_redis_and_never_a_row(
+    app: Flask, user: CreatedUser, redis_client: Any
+) -> None:
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = synced()
+    assert pages.add_passkey(authenticator).status_code == 201
+    visitor = PasskeyPages(app.test_client())
+    issued, csrf = visitor.page_ceremony()
+    assert redis_client.keys(REDIS_KEY_PREFIX + "spent:*") == []  # showing the page stores nothing
+    body = {"challenge_id": issued["challenge_id"], "request": "", "next": "",
+            "credential": authenticator.get(issued["publicKey"])}  # fmt: skip
+    headers = {"X-CSRFToken": csrf}
+    assert (
+        visitor.browser.post("/login/passkey/verify", json=body, headers=headers).status_code == 200
+    )
+    (spent,) = redis_client.keys(REDIS_KEY_PREFIX + "spent:*")
+    assert 300 < redis_client.ttl(spent) <= 300 + SPENT_KEPT_LONGER.total_seconds()
+    replayed = visitor.browser.post("/login/passkey/verify", json=body, headers=headers)
+    assert replayed.status_code == 400
+    assert last_failure_reason(app, "login.passkey") == "challenge_invalid"
+    assert challenge_rows(app) == 0
+
+
+def test_parallel_answers_to_one_page_challenge_in_redis_exactly_one_signs_in(
+    live_redis: LiveIdp,
+) -> None:
+    email = "parallel-page-redis@example.com"
+    live_redis.create_user(email, PASSWORD)
+    answer = ParallelPasskeyAnswer.prepare(live_redis.url, email, PASSWORD, from_page=True)
+    responses = answer.send(PARALLEL)
+    assert [r.status_code for r in responses].count(200) == 1, [r.status_code for r in responses]
+    assert {r.status_code for r in responses if r.status_code != 200} == {400}

@@ -714,11 +714,13 @@ def _alert(response: TestResponse) -> str:
 
 # == enumeration ==================================================================================
 def _normalised(response: TestResponse, email: str) -> tuple[int, str, list[str], list[str]]:
-    """What a client can observe, minus the per-request randomness (CSRF tokens, CSP nonces) and
-    the email the user typed, which the page echoes back."""
+    """What a client can observe, minus the per-request randomness (CSRF tokens, CSP nonces, the
+    passkey challenge) and the email the user typed, which the page echoes back."""
     body = response.text.replace(email, "EMAIL")
     body = re.sub(r'(name="csrf_token" value=|name="csrf-token" content=)"[^"]*"', r'\1""', body)
     body = re.sub(r'nonce="[^"]*"', 'nonce=""', body)
+    # The page's passkey request options: a fresh random challenge for every page shown.
+    body = re.sub(r'(id="passkey-options">)[^<]*(</script>)', r"\1\2", body)
     cookies = sorted(c.split("=", 1)[0] for c in response.headers.getlist("Set-Cookie"))
     headers = sorted(name for name, _ in response.headers if name != "Content-Length")
     return response.status_code, body, cookies, headers

@@ -33,10 +33,10 @@ from idp.services.crypto import token_hash
 from idp.services.rate_limits import AttemptLimiter, FactorLocks, RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_client, create_user
-from tests.support.flow import RelyingParty, csrf_token
+from tests.support.flow import RelyingParty, csrf_token, query_of
 from tests.support.http_flows import ParallelPasskeyAnswer
 from tests.support.live import LiveIdp
-from tests.support.passkey_flow import PasskeyPages
+from tests.support.passkey_flow import PasskeyPages, csrf_meta, page_options
 
 PASSWORD = "correct horse battery staple 7"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -578,3 +578,74 @@ def test_revoking_an_access_token_is_its_lookup_and_one_conditional_update(
     assert on_tokens[1].startswith("UPDATE ACCESS_TOKENS")
     assert "REVOKED_AT IS NULL" in on_tokens[1]
     assert _refused(rp, access_token)
+
+
+def _first_words(statement: str) -> str:
+    """``INSERT INTO AUDIT_EVENTS``, ``SELECT ... FROM CLIENTS``: a statement's verb and table."""
+    words = statement.split()
+    if words[0] == "SELECT":
+        return "SELECT " + words[words.index("FROM") + 1]
+    if words[0] == "INSERT":
+        return "INSERT " + words[2]
+    return f"{words[0]} {words[1]}"
+
+
+def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app: Flask) -> None:
+    """The whole sign-in a relying party starts (docs/architecture.md, "A passkey sign-in, step
+    by step"): four requests, since the sign-in page carries the passkey request options and the
+    verify answers with the redirect URI and the code; each request's statements, pinned, with
+    the rules among them: the page writes nothing, the challenge is spent by one conditional
+    INSERT, the sign-in and the code are audited in the same transaction, the pending request is
+    spent by one conditional UPDATE."""
+    user = create_user(storage_app)
+    pages = PasskeyPages(storage_app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
+    assert pages.add_passkey(authenticator).status_code == 201
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+
+    with statements(storage_app) as sent:
+        location = rp.authorize().headers["Location"]
+    assert [_first_words(s) for s in sent] == [
+        "SELECT CLIENTS", "INSERT ATTEMPT_COUNTERS", "INSERT PENDING_AUTHORIZATIONS",
+    ]  # fmt: skip
+
+    with statements(storage_app) as sent:
+        page = rp.browser.get(location)
+    assert page.status_code == 200
+    assert [_first_words(s) for s in sent] == ["SELECT PENDING_AUTHORIZATIONS"]
+
+    ceremony, csrf = page_options(page.text), csrf_meta(page.text)
+    body = {"challenge_id": ceremony["challenge_id"], "next": "",
+            "credential": authenticator.get(ceremony["publicKey"]),
+            "request": query_of(location)["request"]}  # fmt: skip
+    with statements(storage_app) as sent:
+        verified = rp.browser.post("/login/passkey/verify", json=body,
+                                   headers={"X-CSRFToken": csrf})  # fmt: skip
+    assert verified.status_code == 200, verified.text
+    assert [_first_words(s) for s in sent] == [
+        "SELECT PASSKEYS",
+        "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
+        "INSERT AUDIT_EVENTS",  # login.passkey
+        "UPDATE PASSKEYS",  # last use, backup state
+        "SELECT PENDING_AUTHORIZATIONS",
+        "INSERT BROWSER_SESSIONS",
+        "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
+        "INSERT GRANTS",
+        "INSERT AUTHORIZATION_CODES",
+        "INSERT AUDIT_EVENTS",  # authorization.code_issued
+    ]
+    assert "ON CONFLICT" in sent[1]
+    assert "RETURNING" in sent[1]
+    assert "CONSUMED_AT IS NULL" in sent[6]
+    callback = verified.get_json()["redirect"]
+    assert callback.startswith(rp.registered.redirect_uri + "?")
+
+    assert rp.browser.get("/jwks").status_code == 200  # this process's key cache, loaded
+    with statements(storage_app) as sent:
+        exchanged = rp.exchange(query_of(callback)["code"])
+    assert exchanged.status_code == 200, exchanged.text
+    assert [_first_words(s) for s in sent] == [
+        "SELECT CLIENTS", "SELECT AUTHORIZATION_CODES", "UPDATE AUTHORIZATION_CODES",
+        "INSERT ACCESS_TOKENS", "INSERT REFRESH_TOKENS",
+    ]  # fmt: skip

@@ -363,8 +363,18 @@ def follow_to_callback(agent: UserAgent, response: requests.Response) -> dict[st
     raise AssertionError(f"too many redirects\n{agent.describe()}")
 
 
-def code_of(agent: UserAgent, request: Authorization, response: requests.Response) -> str:
-    callback = follow_to_callback(agent, response)
+def code_of(agent: UserAgent, request: Authorization, response: requests.Response | str) -> str:
+    """The code of the callback ``response`` leads to; a string is an address already (a passkey
+    verify's answer: the callback itself, or idp's next page)."""
+    if isinstance(response, str):
+        location = urljoin(agent.cluster.url, response)
+        callback = (
+            query_of(location)
+            if location.startswith(REDIRECT_URI)
+            else follow_to_callback(agent, agent.get(location))
+        )
+    else:
+        callback = follow_to_callback(agent, response)
     assert callback.get("state") == request.state, callback
     assert callback.get("iss") == agent.cluster.url, callback  # RFC 9207
     assert "code" in callback, callback

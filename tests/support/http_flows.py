@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 TOTP_SECRET = re.compile(r'<code id="totp-secret">([^<]+)</code>')
 BACKUP_CODE = re.compile(r"<li><code>([^<]+)</code></li>")
+PAGE_OPTIONS = re.compile(r'<script type="application/json" id="passkey-options">(.*?)</script>')
 TIMEOUT = 60
 
 
@@ -116,6 +118,17 @@ class Visitor:
         self.remember(match.group(1))
         return {"X-CSRFToken": html.unescape(match.group(1))}
 
+    def page_ceremony(self, path: str = "/login") -> tuple[dict[str, str], dict[str, Any]]:
+        """The sign-in page's CSRF header and the passkey options it embeds."""
+        page = self.get(path)
+        match, options = CSRF_META.search(page.text), PAGE_OPTIONS.search(page.text)
+        expect(match is not None and options is not None, f"no passkey options at {path}")
+        assert match is not None
+        assert options is not None
+        self.remember(match.group(1))
+        ceremony: dict[str, Any] = json.loads(options.group(1))
+        return {"X-CSRFToken": html.unescape(match.group(1))}, ceremony
+
     # -- sign-in --------------------------------------------------------------------------------
     def password_step(
         self, email: str, password: str, pending_id: str = "", form_path: str = "/login"
@@ -139,10 +152,10 @@ class Visitor:
     def passkey_step(
         self, authenticator: SoftAuthenticator, pending_id: str = "", page: str = "/login"
     ) -> requests.Response:
-        headers = self.csrf_header(page)
-        options = self.post("/login/passkey/options", json={}, headers=headers)
-        expect(options.status_code == 200, f"passkey options: {options.status_code}")
-        ceremony = options.json()
+        """The sign-in page's embedded options (idp/static/login.js), the assertion, verify."""
+        if pending_id and page == "/login":
+            page = f"/login?request={pending_id}"
+        headers, ceremony = self.page_ceremony(page)
         credential = authenticator.get(ceremony["publicKey"], origin=self.base_url)
         self.remember(credential["response"]["signature"])
         body = {"challenge_id": ceremony["challenge_id"], "credential": credential,
@@ -280,16 +293,23 @@ class ParallelPasskeyAnswer:
     cookies: dict[str, str]
 
     @classmethod
-    def prepare(cls, url: str, email: str, password: str) -> ParallelPasskeyAnswer:
+    def prepare(
+        cls, url: str, email: str, password: str, *, from_page: bool = False
+    ) -> ParallelPasskeyAnswer:
+        """``from_page``: the challenge the sign-in page embeds (signed, stored only when spent)
+        rather than one from ``/login/passkey/options``."""
         registering = Visitor(url)
         registering.sign_in_with_password(email, password)
         authenticator = registering.register_passkey()
         registering.close()
         browser = Visitor(url)
-        headers = browser.csrf_header("/login")
-        options = browser.post("/login/passkey/options", json={}, headers=headers)
-        assert options.status_code == 200, options.text
-        issued = options.json()
+        if from_page:
+            headers, issued = browser.page_ceremony("/login")
+        else:
+            headers = browser.csrf_header("/login")
+            options = browser.post("/login/passkey/options", json={}, headers=headers)
+            assert options.status_code == 200, options.text
+            issued = options.json()
         credential = authenticator.get(issued["publicKey"], origin=url)
         body = {"challenge_id": issued["challenge_id"], "credential": credential,
                 "request": "", "next": ""}  # fmt: skip

@@ -6,6 +6,7 @@ it in ``X-CSRFToken``, hand the options to the authenticator and post its ``toJS
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,22 @@ from tests.support.factories import CreatedUser
 from tests.support.flow import start_session
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+PAGE_OPTIONS = re.compile(r'<script type="application/json" id="passkey-options">(.*?)</script>')
 
 
 def csrf_meta(html: str) -> str:
     match = CSRF_META.search(html)
     assert match, "no csrf-token meta tag on the page"
     return match.group(1)
+
+
+def page_options(html: str) -> dict[str, Any]:
+    """The passkey request options the sign-in page embeds (``challenge_id``, ``publicKey``), as
+    idp/static/login.js reads them."""
+    match = PAGE_OPTIONS.search(html)
+    assert match, "no passkey options on the page"
+    options: dict[str, Any] = json.loads(match.group(1))
+    return options
 
 
 @dataclass
@@ -77,6 +88,13 @@ class PasskeyPages:
         ceremony: dict[str, Any] = response.get_json()
         return ceremony
 
+    def page_ceremony(self, page: str = "/login") -> tuple[dict[str, Any], str]:
+        """The sign-in page's embedded options and its CSRF token: what a browser starts
+        conditional mediation (and the first button press) with."""
+        shown = self.browser.get(page)
+        assert shown.status_code == 200, (page, shown.status_code)
+        return page_options(shown.text), csrf_meta(shown.text)
+
     def verify(
         self,
         challenge_id: str,
@@ -95,7 +113,15 @@ class PasskeyPages:
         request: str | None = None,
         **tamper: Any,
     ) -> TestResponse:
-        """Options (discoverable, or email-first), ``navigator.credentials.get()``, verify."""
-        ceremony = self.authentication_options(email)
+        """The page's options (or, with ``email``, the options endpoint as an older page asked
+        it), ``navigator.credentials.get()``, verify."""
+        if email is not None:
+            ceremony = self.authentication_options(email)
+            credential = authenticator.get(ceremony["publicKey"], **tamper)
+            return self.verify(ceremony["challenge_id"], credential, request=request)
+        page = f"/login?request={request}" if request else "/login"
+        ceremony, csrf = self.page_ceremony(page)
         credential = authenticator.get(ceremony["publicKey"], **tamper)
-        return self.verify(ceremony["challenge_id"], credential, request=request)
+        body = {"challenge_id": ceremony["challenge_id"], "credential": credential,
+                "request": request or "", "next": ""}  # fmt: skip
+        return self.browser.post("/login/passkey/verify", json=body, headers={"X-CSRFToken": csrf})

@@ -15,7 +15,8 @@ SOURCE = Path(__file__).resolve().parents[2] / "idp"
 #: Calls that record an audit event, and the position of the event's kind among their arguments:
 #: ``audit.record(db, kind, ...)``, the services' ``_audit(kind, ...)`` helpers, and the
 #: anonymous refusals' ``refused(kind, ...)`` (which records through ``audit.record``).
-RECORDERS = {"record": 1, "_audit": 0, "_audit_failure": 0, "refused": 0}
+#: ``audit.write`` is ``audit.record`` by a Core INSERT (the sign-in's hot path).
+RECORDERS = {"record": 1, "write": 1, "_audit": 0, "_audit_failure": 0, "refused": 0}
 
 
 def _kinds_of(node: ast.expr, scope: ast.AST, module: ast.Module) -> set[str]:
@@ -55,7 +56,7 @@ def recorded_kinds() -> set[str]:
                 position = RECORDERS.get(call.func.attr)
                 if position is None or len(call.args) <= position:
                     continue
-                if call.func.attr == "record" and not (
+                if call.func.attr in ("record", "write") and not (
                     isinstance(call.func.value, ast.Name)
                     and call.func.value.id in ("audit", "audit_log")
                 ):
