@@ -11,7 +11,6 @@ from flask import (
     Flask,
     Response,
     abort,
-    current_app,
     jsonify,
     make_response,
     render_template,
@@ -48,10 +47,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     db.init_app(app)
     csrf.init_app(app)
-    # Flask-WTF's own hook looks up the view's exemption before the method on every request;
-    # this one lets the safe methods through first (RFC 9110 9.2.1: nothing to forge), then
-    # applies the same check and exemptions (WTF_CSRF_CHECK_DEFAULT is off for it).
-    app.before_request(_protect_from_forgery)
     with app.app_context():
         configure_engine(db.engine)
 
@@ -194,7 +189,6 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
         # A sign-in page may stay open as long as its pending request lives.
         "WTF_CSRF_TIME_LIMIT": settings.pending_request_ttl,
         "WTF_CSRF_SSL_STRICT": secure,
-        "WTF_CSRF_CHECK_DEFAULT": False,  # _protect_from_forgery runs the check instead
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "MAX_FORM_MEMORY_SIZE": 256 * 1024,
         "MAX_FORM_PARTS": 200,
@@ -230,15 +224,6 @@ def _holds_nul(value: Any) -> bool:
         elif isinstance(item, list):
             pending.extend(item)
     return False
-
-
-#: RFC 9110 9.2.1: the methods that change nothing, which a forged request cannot abuse.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-
-
-def _protect_from_forgery() -> None:
-    if request.method not in SAFE_METHODS and current_app.config.get("WTF_CSRF_ENABLED", True):
-        csrf.protect(apply_exemptions=True)
 
 
 #: The bodies Werkzeug parses into ``request.form`` (HTML 4.01 17.13.4).

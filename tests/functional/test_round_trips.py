@@ -214,8 +214,8 @@ SIGN_IN_ROUND_TRIPS = {
         "DELETE attempt_counters",
         "UPDATE attempt_counters",
         "UPDATE partial_logins",  # the partial sign-in, spent once
-        "INSERT audit_events",  # login.totp, flushed with the session
-        "INSERT browser_sessions",
+        "INSERT browser_sessions",  # inserted when it is started (a prepared Core INSERT)
+        "INSERT audit_events",  # login.totp, in the same transaction
         "COMMIT",
     ],
 }
