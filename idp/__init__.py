@@ -120,7 +120,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 class IdpFlask(Flask):
     """Flask, remembering which of its hooks and views are coroutines: it asks ``inspect`` again
     for every hook of every request (a dozen here), and idp has none (docs/performance.md,
-    "Per-request overhead"). Flask's documentation names ``ensure_sync`` as the method to
+    "Before and after, per change"). Flask's documentation names ``ensure_sync`` as the method to
     override."""
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,10 +2,11 @@
 no framing, no referrer (CSP Level 3), HSTS over https (RFC 6797).
 
 Two layers, so that an answer without a page pays almost nothing for them (docs/performance.md,
-"Per-request overhead"): ``ResponseHeaders`` wraps the WSGI application and appends the headers
-that never change to every response's plain header list, once the status is known; the Flask hook
-``add_security_headers`` only writes the policy of a page that rendered a script nonce. A header a
-view set itself is never overwritten (the consent page widens ``img-src`` for a client's logo)."""
+"Before and after, per change"): ``ResponseHeaders`` wraps the WSGI application and appends the
+headers that never change to every response's plain header list, once the status is known; the
+Flask hook ``add_security_headers`` only writes the policy of a page that rendered a script nonce.
+A header a view set itself is never overwritten (the consent page widens ``img-src`` for a
+client's logo)."""
 
 from __future__ import annotations
 

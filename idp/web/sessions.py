@@ -118,7 +118,7 @@ class CsrfCookieSessions(SecureCookieSessionInterface):
     sign-in session is ``idp_session`` above), without the work Flask's does for every request
     whether or not a form is involved: it built a new signing serializer per request and read
     seven cookie settings before finding there was nothing to save (docs/performance.md,
-    "Per-request overhead"). Same cookie, same signature, same settings."""
+    "Before and after, per change"). Same cookie, same signature, same settings."""
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Made once per key set: the keys do not change while the application runs.

@@ -1,8 +1,8 @@
-"""Round trips the sign-in paths no longer make (docs/performance.md, "Optimisations, measured"),
-each beside the rule it must not weaken: a TOTP step is still claimed by one conditional UPDATE,
-a success still resets a real failure counter, a WebAuthn challenge is still spent once, and an
-access token found by its hash at userinfo and introspection is still refused when it was never
-recorded, revoked, expired, or its grant revoked or its user disabled.
+"""Round trips the sign-in paths no longer make (docs/performance.md, "Before and after, per
+change"), each beside the rule it must not weaken: a TOTP step is still claimed by one
+conditional UPDATE, a success still resets a real failure counter, a WebAuthn challenge is still
+spent once, and an access token found by its hash at userinfo and introspection is still refused
+when it was never recorded, revoked, expired, or its grant revoked or its user disabled.
 
 Statements are counted on the engine (``before_cursor_execute``) for one request at a time, on
 SQLite and PostgreSQL.
