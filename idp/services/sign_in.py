@@ -45,7 +45,8 @@ LOCKED = (
 class StepResult:
     user: User | None
     error: str | None = None
-    #: After a correct password: whether a second step can follow (``has_second_factor``).
+    #: After a correct password: whether a second step can follow (an authenticator app or a
+    #: passkey; backup codes only back these up).
     second_factor: bool = False
 
     @property
@@ -67,11 +68,6 @@ def _account_statement() -> Any:
     follow (an authenticator app or a passkey; backup codes only back these up)."""
     totp, passkey, _backup_code = second_factor_columns(User.id)
     return select(User, or_(totp, passkey)).where(User.email == bindparam("email"))
-
-
-@lru_cache(maxsize=1)
-def _factors_statement() -> Any:
-    return select(*second_factor_columns(bindparam("user_id")))
 
 
 class SignInService:
@@ -138,26 +134,12 @@ class SignInService:
         return StepResult(user=user, second_factor=second_factor)
 
     def _account(self, email: str) -> tuple[User | None, bool]:
-        """``UserService.find_by_email`` and ``has_second_factor`` in one statement."""
+        """``UserService.find_by_email`` and whether a second step can follow, in one statement."""
         email = normalise_email(email)
         if not email or len(email) > 320:
             return None, False
         row = self.db.execute(_account_statement(), {"email": email}).first()
         return (None, False) if row is None else (row[0], bool(row[1]))
-
-    def has_second_factor(self, user: User) -> bool:
-        """Whether a second step can follow the password: an authenticator app or a passkey.
-        Backup codes back these up and are not counted (on their own they would be spent one per
-        sign-in). The password step answers it already (``StepResult.second_factor``)."""
-        factors = self.second_factors(user)
-        return factors["totp"] or factors["passkey"]
-
-    def second_factors(self, user: User) -> dict[str, bool]:
-        """Which second steps the user can take after a password (a passkey counts): what the
-        second-step page offers (``PartialLogins.live_with_factors`` reads it with the partial
-        sign-in)."""
-        row = self.db.execute(_factors_statement(), {"user_id": user.id}).one()
-        return {"totp": bool(row[0]), "passkey": bool(row[1]), "backup_code": bool(row[2])}
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(
