@@ -16,6 +16,7 @@ from flask import (
     render_template,
     request,
 )
+from flask.ctx import RequestContext
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -84,9 +85,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from idp.web import docs_link, issuer_address, outbox_hint
     from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
     from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
-    from idp.web.sessions import CsrfCookieSessions, viewer_is_admin
+    from idp.web.sessions import CsrfCookieSessions, LazySessionContext, viewer_is_admin
 
     app.session_interface = CsrfCookieSessions()
+    app.request_context_class = LazySessionContext
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.jinja_env.globals["outbox_hint"] = outbox_hint
@@ -135,6 +137,14 @@ class IdpFlask(Flask):
     @functools.cached_property
     def _synchronous(self) -> set[Callable[..., Any]]:
         return set()
+
+    #: ``create_app`` sets idp.web.sessions.LazySessionContext, which opens the cookie session
+    #: on first use.
+    request_context_class: type[RequestContext] = RequestContext
+
+    def request_context(self, environ: dict[str, Any]) -> RequestContext:
+        # Flask's documentation names this method as the place to create a different context.
+        return self.request_context_class(self, environ)
 
 
 def load_checked_settings(

@@ -6,7 +6,13 @@ from __future__ import annotations
 import secrets
 
 from flask import Flask, after_this_request, g, request
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from flask.ctx import RequestContext
+from flask.sessions import (
+    NullSession,
+    SecureCookieSession,
+    SecureCookieSessionInterface,
+    SessionMixin,
+)
 from flask.wrappers import Request as FlaskRequest
 from flask.wrappers import Response as FlaskResponse
 from itsdangerous import URLSafeTimedSerializer
@@ -140,3 +146,52 @@ class CsrfCookieSessions(SecureCookieSessionInterface):
         if not session and not session.modified and not session.accessed:
             return
         super().save_session(app, session, response)
+
+
+#: Stands for the Flask session of a request context until something reads it: a null session to
+#: Flask (``push`` opens none, ``process_response`` saves none), told apart from a real one by
+#: identity.
+UNOPENED: SessionMixin = NullSession()
+
+
+class LazySessionContext(RequestContext):
+    """Flask's request context, which opens the signed cookie session when something first reads
+    ``flask.session`` instead of at every ``push``. The cookie carries only the CSRF token, which
+    a form page, a form post or a WebAuthn ceremony reads; a browser that kept the cookie sends it
+    with every API call too (userinfo, the token endpoint), where verifying its signature cost a
+    quarter of a request that touches nothing (docs/performance.md, "Before and after, per
+    change"). The session is opened by the same ``open_session``, from the same cookie, with the
+    same rules, so a form is checked exactly as before; an untouched session is saved by nobody,
+    as before (``CsrfCookieSessions.save_session``)."""
+
+    def __init__(
+        self,
+        app: Flask,
+        environ: dict[str, object],
+        request: FlaskRequest | None = None,
+        session: SessionMixin | None = None,
+    ) -> None:
+        super().__init__(app, environ, request, UNOPENED if session is None else session)
+
+    @property
+    def session(self) -> SessionMixin:
+        opened = self._opened()
+        opened.accessed = True  # what Flask's property does on every read
+        return opened
+
+    def copy(self) -> RequestContext:
+        # A copy (``stream_with_context``) shares this context's session, as Flask's does: opened
+        # first, so that the two do not each open their own.
+        self._opened()
+        return super().copy()
+
+    def _opened(self) -> SessionMixin:
+        session = self._session
+        if session is UNOPENED:
+            interface = self.app.session_interface
+            session = interface.open_session(self.app, self.request)
+            if session is None:
+                session = interface.make_null_session(self.app)
+            self._session = session
+        assert session is not None, "The session has not yet been opened."
+        return session

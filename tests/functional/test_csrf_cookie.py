@@ -1,0 +1,73 @@
+"""Flask's signed cookie session carries only the CSRF token (idp.web.sessions): it is opened when
+something first reads it, so a request that never does (an API call from a browser that kept the
+cookie) neither verifies nor rewrites it, and a form is checked exactly as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.support.factories import CreatedUser
+from tests.support.flow import csrf_token, start_session
+
+
+@pytest.fixture
+def opened(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests that opened the cookie session."""
+    paths: list[str] = []
+    interface = app.session_interface
+    open_session = interface.open_session
+
+    def counting(flask_app: Flask, request: Any) -> Any:
+        paths.append(request.path)
+        return open_session(flask_app, request)
+
+    monkeypatch.setattr(interface, "open_session", counting)
+    return paths
+
+
+def test_an_api_call_with_the_csrf_cookie_leaves_the_session_unopened(
+    client: FlaskClient, tokens: dict[str, Any], opened: list[str]
+) -> None:
+    client.get("/login")
+    assert client.get_cookie("idp_csrf") is not None
+    opened.clear()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    for path in ("/userinfo", "/.well-known/openid-configuration", "/jwks"):
+        response = client.get(path, headers=bearer)
+        assert response.status_code == 200, path
+        assert "Set-Cookie" not in response.headers, path
+        assert "Cookie" not in response.headers.get("Vary", ""), path
+    assert opened == []
+
+
+def test_a_form_page_and_its_post_open_the_session(
+    client: FlaskClient, user: CreatedUser, opened: list[str]
+) -> None:
+    start_session(client, user)
+    assert opened == ["/login", "/login"]
+
+
+def test_a_page_token_still_verifies_after_api_calls_in_between(
+    client: FlaskClient, user: CreatedUser, tokens: dict[str, Any]
+) -> None:
+    token = csrf_token(client.get("/login").text)
+    client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    form = {"csrf_token": token, "email": user.email, "password": user.password}
+    assert client.post("/login", data=form).status_code == 302
+
+
+def test_a_form_post_with_a_forged_csrf_cookie_is_refused(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    token = csrf_token(client.get("/login").text)
+    cookie = client.get_cookie("idp_csrf")
+    assert cookie is not None
+    client.set_cookie("idp_csrf", cookie.value[:-2] + ("AA" if cookie.value[-2:] != "AA" else "BB"))
+    form = {"csrf_token": token, "email": user.email, "password": user.password}
+    response = client.post("/login", data=form)
+    assert response.status_code == 400
+    assert client.get_cookie("idp_session") is None
