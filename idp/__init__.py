@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from flask.ctx import RequestContext
 from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.response import Response as SansioResponse
 
 from idp.composition import Container
 from idp.database import configure_engine, is_outage
@@ -111,10 +114,21 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         hsts_include_subdomains=settings.hsts_include_subdomains,
     )
 
+    # Flask-SQLAlchemy's own teardown removes the session too: this one does it, after
+    # delivering what a CLI context committed, and only when the context made a session at all
+    # (a discovery or JWKS request from cache never does; asking the registry is cheaper than
+    # removing nothing twice).
+    with contextlib.suppress(ValueError):
+        app.teardown_appcontext_funcs.remove(db._teardown_session)
+
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
-        deliver_left_over()
-        db.session.remove()
+        if not db.session.registry.has():
+            return
+        try:
+            deliver_left_over()
+        finally:
+            db.session.remove()
 
     return app
 
@@ -211,6 +225,23 @@ class JSONProvider(DefaultJSONProvider):
     the parser's recursion limit, or holding a NUL character, is malformed input (``ValueError``,
     so ``get_json`` answers 400 or None) instead of a ``RecursionError`` or a database error."""
 
+    def response(self, *args: Any, **kwargs: Any) -> SansioResponse:
+        """``jsonify``: Flask's compact answer, written by one encoder made once (the settings
+        are fixed once the application runs) instead of a new encoder per answer."""
+        if self.compact is False or (self.compact is None and self._app.debug):
+            return super().response(*args, **kwargs)  # indented, as Flask's
+        body = self._compact_encoder.encode(self._prepare_response_obj(args, kwargs))
+        return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
+
+    @functools.cached_property
+    def _compact_encoder(self) -> json.JSONEncoder:
+        return json.JSONEncoder(
+            default=self.default,
+            ensure_ascii=self.ensure_ascii,
+            sort_keys=self.sort_keys,
+            separators=(",", ":"),
+        )
+
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
             value = super().loads(s, **kwargs)
@@ -248,17 +279,19 @@ def _refuse_malformed_input() -> None:
     - a NUL character in any parameter: no protocol value, email, password or name holds one,
       and PostgreSQL text can neither store nor compare it (a database error, then a 500).
     """
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    environ = current.environ
     sources = []
-    if request.environ.get("QUERY_STRING"):
+    if environ.get("QUERY_STRING"):
         try:
-            request.query_string.decode()
+            current.query_string.decode()
         except UnicodeDecodeError:
             abort(400, description="The request's address is not valid UTF-8.")
-        sources.append(request.args)
+        sources.append(current.args)
     # Only a form body has form fields; most requests (every GET, every JSON body) have none, and
-    # reading ``request.form`` would build an empty one for them.
-    if request.mimetype in FORM_MIMETYPES:
-        sources.append(request.form)
+    # reading ``request.form`` would build an empty one for them. No Content-Type, no form.
+    if environ.get("CONTENT_TYPE") and current.mimetype in FORM_MIMETYPES:
+        sources.append(current.form)
     for source in sources:
         for key, values in source.lists():
             if "\x00" in key or any("\x00" in value for value in values):

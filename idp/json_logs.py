@@ -123,12 +123,20 @@ def _request_fields() -> tuple[dict[str, Any], Iterable[str]]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, redacted (see the module docstring)."""
 
+    #: ``json.dumps(..., default=str, ensure_ascii=False)``, its encoder made once.
+    encoder = json.JSONEncoder(default=str, ensure_ascii=False)
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(self.fields(record), default=str, ensure_ascii=False)
+        return self.encoder.encode(self.fields(record))
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         """The line's fields, redacted: what both formats print."""
-        fields, secrets = _request_fields()
+        # A request's closing line brings its request's fields (idp.observability); it has
+        # nothing to redact, so it needs no secrets either.
+        fields: dict[str, Any] | None = getattr(record, "request_fields", None)
+        secrets: Iterable[str] = ()
+        if fields is None:
+            fields, secrets = _request_fields()
         # The closing line of a request is made of endpoint names and numbers only (``plain``:
         # idp.observability), and it is written for every request: nothing in it to redact.
         plain = getattr(record, "plain", False)
@@ -226,11 +234,12 @@ def configure(level: str = "INFO", log_format: str = "json") -> None:
     import logging.config
 
     logging.config.dictConfig(dict_config(level, log_format))
-    # Neither format prints where a call was made or which thread made it: Python's logging
-    # HOWTO ("Optimization") turns both off, which saves a stack walk on every line, the
-    # closing line of every request among them.
+    # Neither format prints where a call was made, which thread made it or the multiprocessing
+    # process name: Python's logging HOWTO ("Optimization") turns all three off, which saves a
+    # stack walk on every line, the closing line of every request among them.
     logging._srcfile = None
     logging.logThreads = False
+    logging.logMultiprocessing = False
     logging.captureWarnings(True)
     # Python's last-resort output for an exception nobody caught goes through the handler too.
     sys.excepthook = _log_uncaught

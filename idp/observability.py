@@ -51,40 +51,54 @@ def init_app(app: Flask) -> None:
 
 
 def _start() -> None:
+    # The objects behind Flask's ``request`` and ``g`` proxies, resolved once: each attribute read
+    # or written through a proxy looks the context up again (docs/performance.md, "Before and
+    # after, per change").
     environ = request.environ
+    state = g._get_current_object()
     incoming = environ.get(REQUEST_ID_ENVIRON, "")
     # 128 random bits in hex, the shape of uuid4().hex without building a UUID object.
     request_id = incoming if WELL_FORMED_REQUEST_ID.match(incoming) else secrets.token_hex(16)
-    g.request_id = environ[RESPONSE_REQUEST_ID] = request_id
-    g.request_started = time.perf_counter()
-    g.log_secrets = RequestSecrets()
+    state.request_id = environ[RESPONSE_REQUEST_ID] = request_id
+    state.request_started = time.perf_counter()
+    state.log_secrets = RequestSecrets()
     metrics.request_started()
-    g.in_progress = True
+    state.in_progress = True
 
 
 def _finish(response: Response) -> Response:
-    started = g.pop("request_started", None)
+    state = g._get_current_object()
+    started = state.pop("request_started", None)
     if started is None:  # _start did not run (a before_request hook ahead of it failed)
         return response
     elapsed = time.perf_counter() - started
-    endpoint = request.endpoint or "none"
-    g.log_secrets.response = response
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    endpoint = current.endpoint or "none"
+    state.log_secrets.response = response
     status = response.status_code
-    method = request.method
+    method = current.method
     if endpoint == "oidc.token":
-        grant_type = request.form.get("grant_type", "")
+        grant_type = current.form.get("grant_type", "")
         metrics.token_request(grant_type, status, _oauth_error(response))
     metrics.request_finished(endpoint, method, status, elapsed)
     level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
     if log.isEnabledFor(level):
         method = method if method in HTTP_METHODS else "OTHER"
+        # The line carries the request's fields (idp.json_logs) itself: known here already, and
+        # looking them up again through Flask's proxies was a fifth of the line's cost.
+        request_fields = {"request_id": state.request_id, "method": method, "endpoint": endpoint}
         log.log(
             level,
             "%s %s %d",
             method,
             endpoint,
             status,
-            extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "plain": True},
+            extra={
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "plain": True,
+                "request_fields": request_fields,
+            },
         )
     return response
 
@@ -92,7 +106,7 @@ def _finish(response: Response) -> Response:
 def _end(_error: BaseException | None) -> None:
     # Teardown runs even when no response was made (an error in an error handler): the
     # in-progress gauge never keeps a request that is over.
-    if g.pop("in_progress", False):
+    if g._get_current_object().pop("in_progress", False):
         metrics.request_ended()
 
 

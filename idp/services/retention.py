@@ -257,6 +257,10 @@ class PruneSchedule:
     def due(self) -> bool:
         if self.interval <= 0:
             return False
+        # Asked after every request and almost always not due: that answer needs no lock (a
+        # stale read only sends a request on to the locked check, which decides).
+        if self.clock() < self._next_attempt:
+            return False
         with self._lock:
             now = self.clock()
             if now < self._next_attempt:

@@ -28,6 +28,8 @@ def schedule_outbox(response: Response) -> Response:
     back-channel logout tokens on the node's delivery thread (``OutboxWorker``), so that a
     relying party that hangs holds no request worker either."""
     committed = _committed_to_outbox()
+    if not committed:  # most requests: nothing to deliver
+        return response
     mail_ids = committed.pop(Mailer.name, [])
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if mail_ids and services().mailer is not None:
