@@ -1,6 +1,8 @@
 """Flask's signed cookie session carries only the CSRF token (idp.web.sessions): it is opened when
 something first reads it, so a request that never does (an API call from a browser that kept the
-cookie) neither verifies nor rewrites it, and a form is checked exactly as before."""
+cookie) neither verifies nor rewrites it, and a form is checked exactly as before. Also the rest of
+the per-request machinery cut for speed (docs/performance.md): the CSRF hook's exemptions and the
+session removal at teardown."""
 
 from __future__ import annotations
 
@@ -71,3 +73,32 @@ def test_a_form_post_with_a_forged_csrf_cookie_is_refused(
     response = client.post("/login", data=form)
     assert response.status_code == 400
     assert client.get_cookie("idp_session") is None
+
+
+def test_a_form_post_needs_its_token_and_the_token_endpoint_does_not(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    # The CSRF hook decides exemptions once per endpoint (idp.extensions.CsrfProtection): both
+    # answers hold on the second request as on the first.
+    for _ in range(2):
+        form = {"email": user.email, "password": user.password}
+        refused = client.post("/login", data=form)
+        assert refused.status_code == 400
+        assert "This form expired" in refused.text
+        token = client.post("/token", data={"grant_type": "client_credentials"})
+        assert token.status_code == 401
+        assert token.get_json()["error"] == "invalid_client"
+
+
+def test_teardown_ends_the_transaction_of_a_context_that_used_the_database(app: Flask) -> None:
+    from sqlalchemy import text
+
+    from idp.extensions import db
+
+    with app.app_context():
+        session = db.session()
+        session.execute(text("SELECT 1"))
+        assert session.in_transaction()
+    assert not session.in_transaction()
+    with app.app_context():
+        assert db.session() is not session
