@@ -65,6 +65,8 @@ def _metrics() -> SimpleNamespace:
     return SimpleNamespace(
         registry=registry,
         children={},
+        # (endpoint, method, status) -> the request counter's and latency histogram's children.
+        request_children={},
         sign_ins=Counter(
             "idp_sign_in_attempts_total",
             "Sign-in steps by method and outcome (success, failure, throttled).",
@@ -199,9 +201,18 @@ def request_ended() -> None:
 
 def request_finished(endpoint: str, method: str, status: int, seconds: float) -> None:
     metrics = _metrics()
+    # Bounded before it keys anything: a client picks the method.
     method = method if method in HTTP_METHODS else "OTHER"
-    _child(metrics.requests, endpoint, method, str(status)).inc()
-    _child(metrics.latency, endpoint, method).observe(seconds)
+    # Both children of a request's labels in one lookup: this runs for every request.
+    key = (endpoint, method, status)
+    children = metrics.request_children.get(key)
+    if children is None:
+        children = metrics.request_children[key] = (
+            _child(metrics.requests, endpoint, method, str(status)),
+            _child(metrics.latency, endpoint, method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
     if status >= 500:
         _child(metrics.server_errors, endpoint).inc()
 
