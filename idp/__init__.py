@@ -27,6 +27,7 @@ from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, SettingsError, load_settings
+from idp.thin_reads import ThinReads
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -52,7 +53,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     # What the app builds once: settings, keys, hashers, caches and the one clock the views read
     # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
-    app.extensions["idp"] = Container.build(settings)
+    app.extensions["idp"] = container = Container.build(settings)
+    with app.app_context():
+        container.reads = ThinReads(db.engine)
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)

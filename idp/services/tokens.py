@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
@@ -21,6 +22,9 @@ from sqlalchemy.orm import Session
 from idp.models import AccessToken, Client, Grant, User
 from idp.services.crypto import new_secret, token_hash
 from idp.services.signing_keys import KeyStore
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 2.1
 MAX_TOKEN_LENGTH = 8192
@@ -141,9 +145,10 @@ _USERS = cast(Table, User.__table__)
 _CLIENTS = cast(Table, Client.__table__)
 
 #: The token by its hash with what every bearer endpoint decides on, in one statement built once
-#: (SQLAlchemy caches its compiled form) and run as Core on the session's connection: no ORM
-#: objects. Outer joins, so that a recorded token that is no longer live is still found (and
-#: refused) without the signature path, and a client-credentials token (no grant) is found.
+#: and sent as a thin read (idp.thin_reads: compiled once, on the thread's connection in
+#: autocommit, no ORM Session; docs/performance.md). Outer joins, so that a recorded token that
+#: is no longer live is still found (and refused) without the signature path, and a
+#: client-credentials token (no grant) is found.
 _BY_HASH = (
     select(
         _TOKENS.c.jti,
@@ -175,7 +180,13 @@ _BY_HASH = (
 
 
 def find_access_token(
-    db: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime
+    reads: ThinReads,
+    db: Callable[[], Session],
+    keys: KeyStore,
+    token: str,
+    *,
+    issuer: str,
+    now: datetime,
 ) -> BearerToken | None:
     """The recorded access token behind a bearer string, live or not (``BearerToken.active``).
 
@@ -184,12 +195,16 @@ def find_access_token(
     recorded hash without holding the token). A string whose hash was never recorded is
     accepted only as a token issued before the hashes were (migration 0014): by its verified
     signature, and only when its row has no hash, so that no other string with a valid
-    signature (a second signature over the same claims) stands for a recorded token."""
+    signature (a second signature over the same claims) stands for a recorded token.
+
+    The lookup is one committed read, which is all the bearer endpoints decide on (a revocation,
+    a logout or a disabled user is committed before it is answered), so it needs no ORM Session;
+    ``db`` opens the request's Session only for a token issued before the hashes."""
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
-    row = db.connection().execute(_BY_HASH, {"digest": token_hash(token)}).first()
+    row = reads.first(_BY_HASH, {"digest": token_hash(token)})
     if row is None:
-        return _issued_before_hashes(db, keys, token, issuer=issuer, now=now)
+        return _issued_before_hashes(db(), keys, token, issuer=issuer, now=now)
     grant_gone = row.grant_id is not None and row.grant_found is None
     user_gone = row.grant_found is not None and row.holder_id is None
     return BearerToken(
