@@ -67,10 +67,9 @@ class _Prepared:
             return values
         return tuple(values[name] for name in self.positions)
 
-    def rows(self, description: Any, raw: list[Any]) -> list[Row]:
+    def rows(self, raw: list[Any]) -> list[Row]:
         processors = self.result_processors
-        if processors is None:
-            processors = self.result_processors = self._processors(description)
+        assert processors is not None, "made at the first result"
         if not any(processors):
             return [self.row_type._make(values) for values in raw]
         return [
@@ -83,8 +82,8 @@ class _Prepared:
             for values in raw
         ]
 
-    def _processors(self, description: Any) -> list[Callable[[Any], Any] | None]:
-        return [
+    def make_result_processors(self, description: Any) -> None:
+        self.result_processors = [
             type_and_dialect[0].result_processor(type_and_dialect[1], column[1])
             for type_and_dialect, column in zip(self.result_types, description, strict=True)
         ]
@@ -162,12 +161,14 @@ class ThinReads:
             raw = [cursor.fetchone()] if first else cursor.fetchall()
             for after in dispatch.after_cursor_execute:
                 after(self._engine, cursor, sql, bound, None, False)
-            description = cursor.description
+            if prepared.result_processors is None:
+                # Read once: psycopg builds the description's column objects anew at each call.
+                prepared.make_result_processors(cursor.description)
         finally:
             cursor.close()
         if first and raw[0] is None:
             return []
-        return prepared.rows(description, raw)
+        return prepared.rows(raw)
 
     def _connection(self) -> Any:
         local = self._local

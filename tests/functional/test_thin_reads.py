@@ -169,3 +169,29 @@ def test_userinfo_answers_after_the_database_ended_the_thread_s_connection(
         event.remove(engine, "before_cursor_execute", record)
     assert answer.status_code == 200, answer.text
     assert len(sent) == 2  # sent on the ended connection, then once more on a new one
+
+
+def test_after_the_engine_is_disposed_the_thread_reads_on_a_new_connection(
+    storage_app: Flask,
+) -> None:
+    """``Engine.dispose`` (a setting that applies to new connections, a fork) reaches the thin
+    reads' connections too."""
+    used: list[object] = []
+
+    def record(_conn: Any, cursor: Any, *_args: Any) -> None:
+        used.append(cursor.connection)
+
+    reads = _reads(storage_app)
+    digest = {"digest": token_hash("a.b.c")}
+    with storage_app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        reads.first(_BY_HASH, digest)
+        reads.first(_BY_HASH, digest)
+        engine.dispose()
+        reads.first(_BY_HASH, digest)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert used[0] is used[1]
+    assert used[2] is not used[1]
