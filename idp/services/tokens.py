@@ -7,11 +7,13 @@ keeps the grant flow around it.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from joserfc import jws, jwt
@@ -54,14 +56,40 @@ def mint_access_token(
         "exp": now + ttl,
         "jti": new_secret(16),
     }
-    header = {"alg": alg, "typ": ACCESS_TOKEN_TYP, "kid": key.kid}
-    return jwt.encode(header, claims, key.private_key, algorithms=[alg])
+    # RFC 7515 7.1, the compact serialisation, signed by the key object itself; the claims are
+    # RFC 9068 2.2's (tests/unit/test_signing_keys.py verifies such tokens with joserfc).
+    signing_input = _protected_header(key.alg, ACCESS_TOKEN_TYP, key.kid) + _b64url_json(claims)
+    signature = base64.urlsafe_b64encode(key.jws_signature(signing_input)).rstrip(b"=")
+    return (signing_input + b"." + signature).decode("ascii")
+
+
+@lru_cache(maxsize=64)
+def _protected_header(alg: str, typ: str, kid: str) -> bytes:
+    """The base64url of the JWS Protected Header and the dot after it (RFC 7515 7.1): fixed per
+    key and token type, so encoded once (a key's ``kid`` is its RFC 7638 thumbprint)."""
+    return _b64url_json({"alg": alg, "typ": typ, "kid": kid}) + b"."
+
+
+def _b64url_json(value: dict[str, Any]) -> bytes:
+    # RFC 7515 2: base64url without padding of the UTF-8 JSON; compact separators as joserfc's.
+    text = json.dumps(value, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("ascii")).rstrip(b"=")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT we just minted ourselves (no verification needed or done)."""
-    payload = json.loads(jws.extract_compact(token.encode()).payload)
-    assert isinstance(payload, dict)
+    """The payload of a compact JWS as it reads, without verifying anything: the claims of a JWT
+    we just minted ourselves, or the ``iss`` a client assertion claims before it is verified.
+    Raises ValueError when it is no compact JWS with a JSON object as its payload."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS")
+    segment = parts[1]
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError as error:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        raise ValueError("the payload is not base64url JSON") from error
+    if not isinstance(payload, dict):
+        raise ValueError("the payload is not a JSON object")
     return payload
 
 
