@@ -172,7 +172,9 @@ def load_checked_settings(
 
 def _flask_config(settings: Settings) -> dict[str, Any]:
     secure = settings.secure_transport
-    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    # No pool_pre_ping on PostgreSQL: the BEGIN each checkout sends is the check
+    # (idp/postgresql.py, configured in idp.database.configure_engine).
+    engine_options: dict[str, Any] = {}
     if settings.sqlalchemy_url.startswith("sqlite"):
         engine_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
     # A database error's message would otherwise carry the statement's parameters (token and
