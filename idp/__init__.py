@@ -31,6 +31,7 @@ from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, SettingsError, load_settings
+from idp.thin_reads import ThinReads
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -56,7 +57,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     # What the app builds once: settings, keys, hashers, caches and the one clock the views read
     # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
-    app.extensions["idp"] = Container.build(settings)
+    app.extensions["idp"] = container = Container.build(settings)
+    with app.app_context():
+        container.reads = ThinReads(db.engine)
     from idp.oidc.server import create_authorization_server
 
     app.extensions["idp.oauth"] = create_authorization_server(app)
@@ -193,7 +196,9 @@ def load_checked_settings(
 
 def _flask_config(settings: Settings) -> dict[str, Any]:
     secure = settings.secure_transport
-    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    # No pool_pre_ping on PostgreSQL: the BEGIN each checkout sends is the check
+    # (idp/postgresql.py, configured in idp.database.configure_engine).
+    engine_options: dict[str, Any] = {}
     if settings.sqlalchemy_url.startswith("sqlite"):
         engine_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
     # A database error's message would otherwise carry the statement's parameters (token and

@@ -3,8 +3,9 @@
 Two levels (docs/architecture.md):
 
 - ``Container``: made once per application by ``create_app`` from the settings: the key store,
-  the password hasher, the keyed hashers, the Redis client, the clock, and this node's caches
-  (the sign-in policy's cached copy, the client registrations, the prune schedule). It lives in
+  the password hasher, the keyed hashers, the Redis client, the clock, this node's caches
+  (the sign-in policy's cached copy, the client registrations, the prune schedule), and the
+  thin reads on the application's engine (idp.thin_reads). It lives in
   ``app.extensions["idp"]``; ``runtime()`` returns it.
 - ``Services``: a factory made once per request (``services()``, kept on ``flask.g``) or per CLI
   command: each of its attributes builds one service from the container, the request's database
@@ -69,6 +70,7 @@ from idp.services.totp import TotpService
 from idp.services.user_admin import UserAdmin
 from idp.services.users import EmailChanges, UserService, normalise_email
 from idp.settings import Settings
+from idp.thin_reads import ThinReads
 
 
 @dataclass
@@ -98,6 +100,9 @@ class Container:
     prune_schedule: PruneSchedule = field(init=False)
     #: This process's copies of client registrations (trusted for ``client_cache_ttl``).
     client_cache: ClientCache = field(init=False)
+    #: Single-statement reads outside the ORM on the application's engine (idp.thin_reads):
+    #: ``create_app`` sets them once the engine exists.
+    reads: ThinReads | None = None
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)

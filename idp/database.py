@@ -47,6 +47,10 @@ def configure_engine(engine: Engine) -> None:
     counts_dir = os.environ.get(STATEMENT_COUNTS_ENV)
     if counts_dir:
         count_statements(engine, Path(counts_dir))
+    if engine.dialect.name == "postgresql":
+        from idp.postgresql import configure_postgresql  # psycopg, imported only when used
+
+        configure_postgresql(engine)
     if engine.dialect.name != "sqlite":
         return
 

@@ -37,7 +37,9 @@ def token_client(client_id: str) -> Client | None:
     made it, elsewhere within ``client_cache_ttl``). A disabled client is none."""
     if not client_id or len(client_id) > 64:
         return None
-    client = runtime().client_cache.get(db.session(), client_id)
+    # The scoped session: a cached registration opens no Session (introspection's only other
+    # read is a thin one, idp.thin_reads).
+    client = runtime().client_cache.get(db.session, client_id)
     if client is None or client.disabled_at is not None:
         return None
     return client

@@ -23,8 +23,11 @@ def bearer_token(token: str) -> BearerToken | None:
     """The recorded access token behind a bearer string, live or not, on the application's clock:
     the one lookup of the userinfo, revocation and introspection endpoints."""
     rt = runtime()
+    assert rt.reads is not None, "create_app sets the thin reads"
+    # A thin read, no ORM Session: the request's Session opens only for a token issued before
+    # the hashes were recorded (idp.services.tokens).
     return find_access_token(
-        db.session(), rt.keys, token, issuer=rt.settings.issuer, now=clock().now()
+        rt.reads, db.session, rt.keys, token, issuer=rt.settings.issuer, now=rt.clock.now()
     )
 
 

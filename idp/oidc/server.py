@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2 import OAuth2Error, rfc8628
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
@@ -31,7 +32,8 @@ from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
-from flask import Flask, g, has_request_context
+from flask import Flask, Request, g, has_request_context
+from flask import request as current_request
 
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
@@ -397,7 +399,35 @@ class DeviceBudgetSpentError(OAuth2Error):
     status_code = 429
 
 
+class TokenSideRequest(OAuth2Request):
+    """Authlib's view of a request at the token side (token, device authorization, revocation,
+    introspection, logout), made from Flask's request object itself.
+
+    Authlib's own (``FlaskOAuth2Request``) holds Flask's context proxy, through which each of the
+    many reads of the payload a grant makes finds the request again, and builds the whole URL
+    for the one use Authlib makes of it: the transport check (RFC 6749 1.6 and 3.2: TLS), which
+    reads only the scheme and the host. ``uri`` is therefore the origin alone; nothing at the
+    token side reads its path (docs/performance.md)."""
+
+    def __init__(self, request: Request) -> None:
+        origin = f"{request.scheme}://{request.host}/"
+        super().__init__(request.method, origin, headers=request.headers)
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
+
+    @property
+    def args(self) -> Any:
+        return self._request.args
+
+    @property
+    def form(self) -> Any:
+        return self._request.form
+
+
 class IdpAuthorizationServer(AuthorizationServer):
+    def create_oauth2_request(self, request: Any) -> TokenSideRequest:
+        return TokenSideRequest(current_request._get_current_object())  # type: ignore[attr-defined]
+
     def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
                             ) -> Any:  # fmt: skip
         try:

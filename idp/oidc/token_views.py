@@ -48,8 +48,10 @@ def jwks() -> Response:
 # -- token side: Authlib ------------------------------------------------------------------------
 def _committed(response: Any) -> Any:
     # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
-    # replay triggers must persist even though the request itself fails.
-    db.session.commit()
+    # replay triggers must persist even though the request itself fails. A request that opened
+    # no Session (introspection's thin read, idp.thin_reads) has nothing to commit.
+    if db.session.registry.has():
+        db.session.commit()
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response
@@ -105,8 +107,9 @@ def userinfo() -> Any:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
+    # The scoped session, not a Session: one opens only if the scope releases group claims.
     response = jsonify(
-        client_claims(db.session(), access_token.holder, access_token.client_id, access_token.scope)
+        client_claims(db.session, access_token.holder, access_token.client_id, access_token.scope)
     )
     response.headers["Cache-Control"] = "no-store"
     return response

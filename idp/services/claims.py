@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from idp.models import User
 from idp.services.group_access import GroupClaims, group_claims, released_claims, wants_group_claims
@@ -51,7 +51,11 @@ def user_claims(user: ClaimsSubject, scope: str) -> dict[str, Any]:
 
 
 def client_claims(
-    db: Session, user: ClaimsSubject, client_id: str, scope: str, found: GroupClaims | None = None
+    db: Session | scoped_session[Any],
+    user: ClaimsSubject,
+    client_id: str,
+    scope: str,
+    found: GroupClaims | None = None,
 ) -> dict[str, Any]:
     """Everything the ID token and userinfo release to ``client_id`` under ``scope``: the
     standard claims, then ``groups`` and the client's mapped claims (one query, only when a scope

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, event, select
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, scoped_session
 
 from idp.clock import Clock
 from idp.models import Client
@@ -123,8 +123,9 @@ class ClientCache:
         self._entries: dict[str, tuple[Client, float]] = {}
         self._generation = generation()
 
-    def get(self, db: Session, client_id: str) -> Client | None:
-        """The registration of ``client_id`` (disabled or not), or None if there is none."""
+    def get(self, db: Session | scoped_session[Any], client_id: str) -> Client | None:
+        """The registration of ``client_id`` (disabled or not), or None if there is none. ``db``
+        may be a scoped session, which opens a Session only on a miss."""
         seen = generation()
         if self.ttl > 0:
             with self._lock:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from idp.models import (
     ClaimMap,
@@ -47,7 +47,7 @@ def allowed_to_use(db: Session, user_id: str, client: Client) -> bool:
     return db.scalar(member.limit(1)) is not None
 
 
-def group_claims(db: Session, user_id: str, client_id: str) -> GroupClaims:
+def group_claims(db: Session | scoped_session[Any], user_id: str, client_id: str) -> GroupClaims:
     """The user's group names, the client's mapped claims, and whether one of the groups is
     among the client's allowed ones, in one query (one row per membership and map; a group without
     a map yields one row with no claim). Stable order: group names, and each claim's values,

@@ -7,11 +7,14 @@ keeps the grant flow around it.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
@@ -21,6 +24,9 @@ from sqlalchemy.orm import Session
 from idp.models import AccessToken, Client, Grant, User
 from idp.services.crypto import new_secret, token_hash
 from idp.services.signing_keys import KeyStore
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 2.1
 MAX_TOKEN_LENGTH = 8192
@@ -50,14 +56,40 @@ def mint_access_token(
         "exp": now + ttl,
         "jti": new_secret(16),
     }
-    header = {"alg": alg, "typ": ACCESS_TOKEN_TYP, "kid": key.kid}
-    return jwt.encode(header, claims, key.private_key, algorithms=[alg])
+    # RFC 7515 7.1, the compact serialisation, signed by the key object itself; the claims are
+    # RFC 9068 2.2's (tests/unit/test_signing_keys.py verifies such tokens with joserfc).
+    signing_input = _protected_header(key.alg, ACCESS_TOKEN_TYP, key.kid) + _b64url_json(claims)
+    signature = base64.urlsafe_b64encode(key.jws_signature(signing_input)).rstrip(b"=")
+    return (signing_input + b"." + signature).decode("ascii")
+
+
+@lru_cache(maxsize=64)
+def _protected_header(alg: str, typ: str, kid: str) -> bytes:
+    """The base64url of the JWS Protected Header and the dot after it (RFC 7515 7.1): fixed per
+    key and token type, so encoded once (a key's ``kid`` is its RFC 7638 thumbprint)."""
+    return _b64url_json({"alg": alg, "typ": typ, "kid": kid}) + b"."
+
+
+def _b64url_json(value: dict[str, Any]) -> bytes:
+    # RFC 7515 2: base64url without padding of the UTF-8 JSON; compact separators as joserfc's.
+    text = json.dumps(value, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("ascii")).rstrip(b"=")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT we just minted ourselves (no verification needed or done)."""
-    payload = json.loads(jws.extract_compact(token.encode()).payload)
-    assert isinstance(payload, dict)
+    """The payload of a compact JWS as it reads, without verifying anything: the claims of a JWT
+    we just minted ourselves, or the ``iss`` a client assertion claims before it is verified.
+    Raises ValueError when it is no compact JWS with a JSON object as its payload."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS")
+    segment = parts[1]
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError as error:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        raise ValueError("the payload is not base64url JSON") from error
+    if not isinstance(payload, dict):
+        raise ValueError("the payload is not a JSON object")
     return payload
 
 
@@ -141,9 +173,10 @@ _USERS = cast(Table, User.__table__)
 _CLIENTS = cast(Table, Client.__table__)
 
 #: The token by its hash with what every bearer endpoint decides on, in one statement built once
-#: (SQLAlchemy caches its compiled form) and run as Core on the session's connection: no ORM
-#: objects. Outer joins, so that a recorded token that is no longer live is still found (and
-#: refused) without the signature path, and a client-credentials token (no grant) is found.
+#: and sent as a thin read (idp.thin_reads: compiled once, on the thread's connection in
+#: autocommit, no ORM Session; docs/performance.md). Outer joins, so that a recorded token that
+#: is no longer live is still found (and refused) without the signature path, and a
+#: client-credentials token (no grant) is found.
 _BY_HASH = (
     select(
         _TOKENS.c.jti,
@@ -175,7 +208,13 @@ _BY_HASH = (
 
 
 def find_access_token(
-    db: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime
+    reads: ThinReads,
+    db: Callable[[], Session],
+    keys: KeyStore,
+    token: str,
+    *,
+    issuer: str,
+    now: datetime,
 ) -> BearerToken | None:
     """The recorded access token behind a bearer string, live or not (``BearerToken.active``).
 
@@ -184,12 +223,16 @@ def find_access_token(
     recorded hash without holding the token). A string whose hash was never recorded is
     accepted only as a token issued before the hashes were (migration 0014): by its verified
     signature, and only when its row has no hash, so that no other string with a valid
-    signature (a second signature over the same claims) stands for a recorded token."""
+    signature (a second signature over the same claims) stands for a recorded token.
+
+    The lookup is one committed read, which is all the bearer endpoints decide on (a revocation,
+    a logout or a disabled user is committed before it is answered), so it needs no ORM Session;
+    ``db`` opens the request's Session only for a token issued before the hashes."""
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
-    row = db.connection().execute(_BY_HASH, {"digest": token_hash(token)}).first()
+    row = reads.first(_BY_HASH, {"digest": token_hash(token)})
     if row is None:
-        return _issued_before_hashes(db, keys, token, issuer=issuer, now=now)
+        return _issued_before_hashes(db(), keys, token, issuer=issuer, now=now)
     grant_gone = row.grant_id is not None and row.grant_found is None
     user_gone = row.grant_found is not None and row.holder_id is None
     return BearerToken(

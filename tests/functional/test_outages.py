@@ -14,19 +14,20 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import text, update
+from sqlalchemy import create_engine, text, update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
 from idp.models import MaintenanceRun
 from idp.services.health import SQLITE_MIN_FREE_BYTES, free_bytes
-from tests.conftest import _build_app, throwaway_postgres_database
+from tests.conftest import POSTGRES_URL, _build_app, throwaway_postgres_database
 from tests.support.factories import change, create_client, create_user
 from tests.support.flow import RelyingParty
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
@@ -172,6 +173,80 @@ def test_a_read_only_postgresql_makes_the_node_not_ready(proxied: tuple[Flask, T
             db.session.commit()
         read_only("off")
     assert client.get("/readyz").status_code == 200
+
+
+def end_every_backend(app: Flask) -> int:
+    """What a PostgreSQL restart does to the node's pooled connections: each one's server process
+    ends (``pg_terminate_backend``), seen by the node only when it next uses the connection.
+    Returns how many were ended."""
+    with app.app_context():
+        name = db.engine.url.database
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()) AS ended"
+                ),
+                {"name": name},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    return int(ended)
+
+
+def fill_the_pool(app: Flask, connections: int) -> None:
+    """``connections`` connections used and back in the pool, idle."""
+    with app.app_context():
+        held = [db.engine.connect() for _ in range(connections)]
+        for connection in held:
+            connection.execute(text("SELECT 1"))
+        for connection in held:
+            connection.close()
+
+
+def test_after_postgresql_ended_every_backend_no_request_fails(tmp_path: Path) -> None:
+    """No request fails on a stale connection (docs/operations.md, "PostgreSQL stopped, and
+    back"): each checkout's BEGIN is the check, and a failed one replaces the connection and every
+    older one before the request runs anything (idp/postgresql.py). Without a check at checkout,
+    the first request on each stale connection would answer 503."""
+    with throwaway_postgres_database() as url:
+        app = _build_app(url, tmp_path)
+        try:
+            rp = RelyingParty(app.test_client(), create_client(app))
+            tokens = rp.tokens_for(create_user(app, email="restart@example.com"))
+            machine = create_client(app, name="m2m", grant_types=["client_credentials"])
+            m2m = RelyingParty(app.test_client(), machine)
+
+            # One by one: a write, reads, a refresh and a sign-in, all on stale connections.
+            fill_the_pool(app, 4)
+            assert end_every_backend(app) >= 4
+            assert m2m.token({"grant_type": "client_credentials"}).status_code == 200
+            assert rp.userinfo(tokens["access_token"]).status_code == 200
+            assert client_request(rp, "/introspect", tokens["access_token"]).status_code == 200
+            renewed = rp.refresh(tokens["refresh_token"])
+            assert renewed.status_code == 200, renewed.text
+            tokens = renewed.get_json()
+            assert "access_token" in rp.tokens_for(create_user(app, email="after@example.com"))
+
+            # At once: eight requests from as many threads, each checking out a stale connection.
+            fill_the_pool(app, 4)
+            assert end_every_backend(app) >= 4
+
+            def userinfo(_: int) -> int:
+                return (
+                    RelyingParty(app.test_client(), rp.registered)
+                    .userinfo(tokens["access_token"])
+                    .status_code
+                )
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                assert list(pool.map(userinfo, range(8))) == [200] * 8
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
 
 
 # -- SQLite on a file system that refuses writes ------------------------------------------------

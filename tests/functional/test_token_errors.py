@@ -407,6 +407,31 @@ def test_client_credentials_for_a_confidential_client(rp: RelyingParty) -> None:
     assert claims["client_id"] == rp.registered.client_id
 
 
+@pytest.mark.parametrize(
+    ("base_url", "issued"),
+    [
+        ("https://id.example.com", True),
+        ("http://127.0.0.1", True),
+        ("http://id.example.com", False),
+    ],
+)
+def test_tokens_are_issued_only_over_tls_or_loopback(
+    rp: RelyingParty, base_url: str, issued: bool
+) -> None:
+    """RFC 6749 1.6 and 3.2: the token endpoint requires TLS (loopback excepted for development,
+    RFC 8252 7.3). Authlib checks the transport on the request idp hands it
+    (idp.oidc.server.TokenSideRequest, which gives it the scheme and host alone)."""
+    secret = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
+    response = rp.browser.post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": "Basic " + base64.b64encode(secret).decode()},
+        base_url=base_url,
+    )
+    assert (response.status_code == 200) is issued, response.text
+    assert ("access_token" in (response.get_json() or {})) is issued
+
+
 def test_client_credentials_ignores_offline_access(rp: RelyingParty) -> None:
     response = rp.token({"grant_type": "client_credentials", "scope": "offline_access"})
     assert response.status_code == 200, response.text

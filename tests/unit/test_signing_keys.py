@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import InvalidToken
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
@@ -19,7 +21,12 @@ from idp.models import Base, SigningKey
 from idp.models.base import utcnow
 from idp.services.crypto import fernet_for
 from idp.services.signing_keys import SUPPORTED_ALGS, KeyStore
-from idp.services.tokens import ACCESS_TOKEN_TYP, mint_access_token, verify_issued_jwt
+from idp.services.tokens import (
+    ACCESS_TOKEN_TYP,
+    mint_access_token,
+    unverified_claims,
+    verify_issued_jwt,
+)
 from idp.settings import load_settings
 
 SECRET = "signing-key-test-secret-0123456789abcdef"
@@ -291,3 +298,45 @@ def test_signing_without_keys_asks_for_init(db: Session) -> None:
 
 def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+@pytest.mark.parametrize("alg", SUPPORTED_ALGS)
+def test_access_token_signed_with_the_key_object_verifies_with_joserfc(
+    db: Session, keys: KeyStore, alg: str
+) -> None:
+    """idp signs access tokens with ``cryptography`` directly (KeyMaterial.jws_signature); an
+    independent library, holding only the published public key, must accept them (RFC 7515,
+    RFC 9068 2.1 and 2.2)."""
+    token = mint_access_token(
+        db, keys, alg=alg, issuer=ISSUER, audience=ISSUER, client_id="client", subject="user",
+        scope="openid offline_access", ttl=600,
+    )  # fmt: skip
+    public = KeySet.import_key_set(keys.public_jwks(db))  # type: ignore[arg-type]
+    decoded = jwt.decode(token, public, algorithms=[alg])
+    assert decoded.header == {"alg": alg, "typ": ACCESS_TOKEN_TYP, "kid": active_kids(db)[alg]}
+    claims = decoded.claims
+    assert {k: claims[k] for k in ("iss", "sub", "aud", "client_id", "scope")} == {
+        "iss": ISSUER, "sub": "user", "aud": ISSUER, "client_id": "client",
+        "scope": "openid offline_access",
+    }  # fmt: skip
+    assert claims["exp"] - claims["iat"] == 600
+    assert len(claims["jti"]) >= 16
+    assert unverified_claims(token) == claims
+
+
+def test_a_tampered_access_token_does_not_verify(db: Session, keys: KeyStore) -> None:
+    header, payload, signature = mint(db, keys).split(".")
+    other = mint(db, keys).split(".")[1]
+    assert verify_issued_jwt(db, keys, f"{header}.{payload}.{signature}", issuer=ISSUER,
+                             typ=ACCESS_TOKEN_TYP) is not None  # fmt: skip
+    assert verify_issued_jwt(db, keys, f"{header}.{other}.{signature}", issuer=ISSUER,
+                             typ=ACCESS_TOKEN_TYP) is None  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "a.b", "a.b.c.d", "e30.!!!.x", "e30.WzFd.x", "e30./w.x"],  # WzFd: [1], /w: not UTF-8
+)
+def test_unverified_claims_refuse_what_is_no_compact_jws_of_an_object(value: str) -> None:
+    with pytest.raises(ValueError, match=r"compact JWS|base64url JSON|JSON object"):
+        unverified_claims(value)

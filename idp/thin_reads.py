@@ -1,0 +1,259 @@
+"""One-statement reads on a DB-API connection of the thread's own, in autocommit, outside the ORM.
+
+A request whose only database work is one read (the bearer-token lookup of userinfo and
+introspection) pays more for the machinery around the statement than for the statement: an ORM
+``Session``, a pool checkout with its pre-ping, a Core execution context, and on PostgreSQL a
+``BEGIN`` and a ``ROLLBACK`` around it (docs/performance.md, "What limits each figure next").
+``ThinReads`` sends such a read on a connection the thread keeps, in autocommit, and keeps what
+the engine gives every statement:
+
+- one SQL source: the statement is SQLAlchemy Core, compiled once per engine (its dialect), its
+  bind parameters and result values converted by the column types' own processors (``UTCDateTime``
+  comes back aware, as through the engine);
+- the connection is opened by the engine's pool, so its ``connect`` listeners run (idp.database's
+  SQLite PRAGMAs), then detached from the pool: it holds no pool slot and sees no reset;
+- the engine's ``before_cursor_execute`` and ``after_cursor_execute`` listeners see every statement
+  (the statement counts of the tests and of the benchmark, idp.database);
+- a driver error becomes SQLAlchemy's exception (``DBAPIError.instance``), so an outage is what
+  ``idp.database.is_outage`` recognises (a 503, not a 500);
+- a connection the server dropped (a restart, ``pg_terminate_backend``) is closed and the read
+  sent once more on a new one: a read is idempotent, and no request fails on a stale connection,
+  which is what ``pool_pre_ping`` gives the pooled connections; ``Engine.dispose`` makes every
+  thread open a new one too.
+
+Only single-statement reads belong here: each runs in its own implicit transaction, so two reads
+of one request may see different commits, and a read does not see the request's uncommitted
+writes. Writes, and reads that must agree with them, go through the request's ``Session``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, event, exc
+from sqlalchemy.sql import Select
+
+#: The row of a thin read: a named tuple of the statement's selected columns by their keys.
+Row = Any
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A statement compiled for one dialect, with what converting its parameters and rows needs."""
+
+    sql: str
+    #: The bind names in the order of the SQL's placeholders (a positional paramstyle, SQLite's
+    #: ``qmark``), or None for a named one (psycopg's ``pyformat``).
+    positions: tuple[str, ...] | None
+    #: Every bind's value when the caller gives none (literal values in the statement).
+    defaults: dict[str, Any]
+    bind_processors: Mapping[str, Callable[[Any], Any]]
+    result_types: list[Any]
+    row_type: Any
+    #: Per column, its type's result processor or None; made at the first result (the driver's
+    #: type codes in ``cursor.description`` choose some processors).
+    result_processors: list[Callable[[Any], Any] | None] | None = field(default=None)
+
+    def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        values = {**self.defaults, **given} if self.defaults else dict(given)
+        for name, process in self.bind_processors.items():
+            values[name] = process(values[name])
+        if self.positions is None:
+            return values
+        return tuple(values[name] for name in self.positions)
+
+    def rows(self, raw: list[Any]) -> list[Row]:
+        processors = self.result_processors
+        assert processors is not None, "made at the first result"
+        if not any(processors):
+            return [self.row_type._make(values) for values in raw]
+        return [
+            self.row_type._make(
+                [
+                    value if p is None else p(value)
+                    for p, value in zip(processors, values, strict=True)
+                ]
+            )
+            for values in raw
+        ]
+
+    def make_result_processors(self, description: Any) -> None:
+        self.result_processors = [
+            type_and_dialect[0].result_processor(type_and_dialect[1], column[1])
+            for type_and_dialect, column in zip(self.result_types, description, strict=True)
+        ]
+
+
+class _ThreadConnection(threading.local):
+    """This thread's connection, and the engine generation it was opened in."""
+
+    dbapi_connection: Any = None
+    generation: int = -1
+
+
+class ThinReads:
+    """Single-statement reads on a thread-owned DB-API connection of ``engine``, in autocommit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._prepared: dict[Select[Any], _Prepared] = {}
+        self._local = _ThreadConnection()
+        self._generation = 0
+        # A database that only this process's pool can reach (in-memory SQLite) has no second
+        # connection to read on: there, reads go through the engine as any statement does.
+        url = engine.url
+        self._through_engine = url.get_backend_name() == "sqlite" and (
+            not url.database or url.database == ":memory:" or "mode=memory" in url.database
+        )
+        event.listen(engine, "engine_disposed", self._disposed)
+
+    def first(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Row | None:
+        """The statement's first row, or None."""
+        rows = self._read(statement, parameters, first=True)
+        return rows[0] if rows else None
+
+    def all(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
+        """Every row of the statement."""
+        return self._read(statement, parameters, first=False)
+
+    # -- the read ----------------------------------------------------------------------------------
+    def _read(
+        self, statement: Select[Any], parameters: Mapping[str, Any], *, first: bool
+    ) -> list[Row]:
+        if self._through_engine:
+            with self._engine.connect() as connection:
+                result = connection.execute(statement, dict(parameters))
+                return [result.first()] if first else list(result.all())
+        prepared = self._prepared.get(statement) or self._prepare(statement)
+        bound = prepared.parameters(parameters)
+        try:
+            return self._send(prepared, bound, first)
+        except self._dbapi_error as error:
+            if not self._dropped_after(error):
+                raise self._wrapped(error, prepared.sql, bound) from error
+        # The server closed the connection (a restart, an administrator): once more on a new one.
+        try:
+            return self._send(prepared, bound, first)
+        except self._dbapi_error as error:
+            self._dropped_after(error)
+            raise self._wrapped(error, prepared.sql, bound) from error
+
+    def _send(self, prepared: _Prepared, bound: Any, first: bool) -> list[Row]:
+        connection = self._connection()
+        cursor = connection.cursor()
+        try:
+            sql = prepared.sql
+            dispatch = self._engine.dispatch
+            # The engine's listeners, called as a Connection calls them. The engine stands in for
+            # the Connection there is none of, and there is no execution context: idp's listeners
+            # read the statement, the cursor and the context's compiled statement if any
+            # (idp.database).
+            for listener in dispatch.before_cursor_execute:
+                sql, bound = listener(self._engine, cursor, sql, bound, None, False)
+            cursor.execute(sql, bound)
+            raw = [cursor.fetchone()] if first else cursor.fetchall()
+            for after in dispatch.after_cursor_execute:
+                after(self._engine, cursor, sql, bound, None, False)
+            if prepared.result_processors is None:
+                # Read once: psycopg builds the description's column objects anew at each call.
+                prepared.make_result_processors(cursor.description)
+        finally:
+            cursor.close()
+        if first and raw[0] is None:
+            return []
+        return prepared.rows(raw)
+
+    def _connection(self) -> Any:
+        local = self._local
+        if local.dbapi_connection is not None and local.generation == self._generation:
+            return local.dbapi_connection
+        self._close_thread_connection()
+        try:
+            # Opened by the pool, so the engine's ``connect`` listeners run; detached, so it holds
+            # no pool slot and the pool never resets it.
+            pooled = self._engine.raw_connection()
+        except self._dbapi_error as error:
+            raise self._wrapped(error, None, None) from error
+        pooled.detach()
+        dbapi_connection: Any = pooled.dbapi_connection
+        # Any implicit transaction the pool's pre-ping opened ends before autocommit is set.
+        dbapi_connection.rollback()
+        self._dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+        local.dbapi_connection = dbapi_connection
+        local.generation = self._generation
+        return dbapi_connection
+
+    def _dropped_after(self, error: Exception) -> bool:
+        """Whether ``error`` says the connection is gone; if so it is closed and forgotten."""
+        connection = self._local.dbapi_connection
+        if not self._dialect.is_disconnect(error, connection, None):  # type: ignore[arg-type]
+            return False
+        self._close_thread_connection()
+        return True
+
+    def _close_thread_connection(self) -> None:
+        connection = self._local.dbapi_connection
+        self._local.dbapi_connection = None
+        if connection is not None:
+            # Already closed by the server, it may refuse to close again: nothing left to release.
+            with contextlib.suppress(self._dbapi_error):
+                connection.close()
+
+    def _disposed(self, _engine: Engine) -> None:
+        # Every thread opens a new connection at its next read, as the disposed pool's users do.
+        self._generation += 1
+
+    def _wrapped(self, error: Exception, sql: str | None, bound: Any) -> Exception:
+        wrapped: Exception = exc.DBAPIError.instance(
+            sql,
+            bound,
+            error,
+            self._dbapi_error,
+            hide_parameters=self._engine.hide_parameters,
+            connection_invalidated=self._local.dbapi_connection is None,
+            dialect=self._dialect,
+        )
+        return wrapped
+
+    # -- compiling, once per statement -------------------------------------------------------------
+    def _prepare(self, statement: Select[Any]) -> _Prepared:
+        dialect = self._dialect
+        compiled = statement.compile(dialect=dialect)
+        binds = compiled.binds
+        if any(bind.expanding or bind.literal_execute for bind in binds.values()):
+            raise ValueError("thin reads take no expanding or literal-execute parameters")
+        if compiled.escaped_bind_names:
+            raise ValueError("thin reads take bind names the dialect needs no escaping for")
+        keys = list(statement.selected_columns.keys())
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"thin reads need distinct column keys (label them): {keys}")
+        processors = {}
+        for name, bind in binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors[name] = process
+        defaults = {
+            name: bind.effective_value
+            for name, bind in binds.items()
+            if bind.value is not None or bind.callable is not None
+        }
+        prepared = _Prepared(
+            sql=compiled.string,
+            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
+            defaults=defaults,
+            bind_processors=processors,
+            result_types=[
+                (column.type.dialect_impl(dialect), dialect)
+                for column in statement.selected_columns
+            ],
+            row_type=namedtuple("Row", keys, rename=True),
+        )
+        self._prepared[statement] = prepared
+        return prepared
