@@ -77,7 +77,7 @@ class SignInService:
         *,
         passwords: PasswordService,
         limiter: AttemptLimiter,
-        email_key: Callable[[str], str],
+        address_key: Callable[[str], str],
         totp: TotpService,
         backup_codes: BackupCodeService,
         notifier: Notifier,
@@ -87,7 +87,8 @@ class SignInService:
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         self.passwords = passwords
         self.limiter = limiter
-        self.email_key = email_key
+        #: The rate-limit subject of a normalised address (``Container.address_key``).
+        self.address_key = address_key
         self.totp = totp
         self.backup_codes = backup_codes
         self.notifier = notifier
@@ -98,10 +99,12 @@ class SignInService:
     ) -> StepResult:
         if not self.policy.passwords_allowed:
             # Passwordless-only deployment: the same answer for every email, nothing verified.
-            audit.record(self.db, "login.password", outcome="failure", context=context,
+            audit.write(self.db, "login.password", outcome="failure", context=context,
                          reason="passwords_disabled")  # fmt: skip
             return StepResult(user=None, error=PASSWORDS_OFF)
-        key = self.limiter.account_key("pwd", self.email_key(email))
+        # Normalised once: the counter's subject and the account's look-up are the same address.
+        email = normalise_email(email)
+        key = self.limiter.account_key("pwd", self.address_key(email))
         # Counted before it is checked (docs/security.md): parallel guesses find each other.
         attempt = self.limiter.reserve(key, context.ip_address, now)
         user, second_factor = self._account(email)
@@ -130,12 +133,12 @@ class SignInService:
             # Argon2 parameters changed since this hash was made: upgrade it transparently, without
             # the policy for new passwords (rehash when parameters change).
             user.password_hash = self.passwords.rehash(password)
-        audit.record(self.db, "login.password", subject_id=user.id, context=context)
+        audit.write(self.db, "login.password", subject_id=user.id, context=context)
         return StepResult(user=user, second_factor=second_factor)
 
     def _account(self, email: str) -> tuple[User | None, bool]:
-        """``UserService.find_by_email`` and whether a second step can follow, in one statement."""
-        email = normalise_email(email)
+        """``UserService.find_by_email`` of a normalised address and whether a second step can
+        follow, in one statement."""
         if not email or len(email) > 320:
             return None, False
         row = self.db.execute(_account_statement(), {"email": email}).first()
@@ -193,12 +196,12 @@ class SignInService:
             self._audit_failure(event, user, context, "bad_code")
             return StepResult(user=None, error=CODE_FAILURE)
         self.limiter.succeeded(attempt)
-        audit.record(self.db, event, subject_id=user.id, context=context)
+        audit.write(self.db, event, subject_id=user.id, context=context)
         return StepResult(user=user)
 
     def unlock(self, user: User) -> None:
         """An admin lifts every lock and delay on the user's factors (limits)."""
-        subject = self.email_key(user.email)
+        subject = self.address_key(normalise_email(user.email))
         for key in (
             self.limiter.account_key("pwd", subject),
             self.limiter.account_key("backup", subject),
@@ -210,7 +213,7 @@ class SignInService:
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, email: str, code: str, context: RequestContext, now: datetime) -> StepResult:
         """ "Can't access your account?": email + backup code, counted per email like passwords."""
-        key = self.limiter.account_key("backup", self.email_key(email))
+        key = self.limiter.account_key("backup", self.address_key(normalise_email(email)))
         attempt = self.limiter.reserve(key, context.ip_address, now)
         user = UserService(self.db, self.passwords).find_by_email(email)
         if not attempt.verdict.allowed:
@@ -227,18 +230,18 @@ class SignInService:
             return StepResult(user=None, error=RECOVERY_FAILURE)
         user = usable
         self.limiter.succeeded(attempt)
-        audit.record(self.db, "login.recovery", subject_id=user.id, context=context)
+        audit.write(self.db, "login.recovery", subject_id=user.id, context=context)
         self._backup_code_used(user, context)
         return StepResult(user=user)
 
     def _backup_code_used(self, user: User, context: RequestContext) -> None:
         remaining = self.backup_codes.remaining(user)
-        audit.record(self.db, "backup_code.used", subject_id=user.id, context=context,
+        audit.write(self.db, "backup_code.used", subject_id=user.id, context=context,
                      remaining=remaining)  # fmt: skip
         self.notifier.notify(user, "backup_code_used", remaining=remaining)
 
     def _audit_failure(
         self, kind: str, user: User | None, context: RequestContext, reason: str
     ) -> None:
-        audit.record(self.db, kind, outcome="failure", subject_id=user.id if user else None,
+        audit.write(self.db, kind, outcome="failure", subject_id=user.id if user else None,
                      context=context, reason=reason)  # fmt: skip
