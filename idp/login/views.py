@@ -153,16 +153,15 @@ def second_step() -> Any:
         db.session.commit()
         error = result.error
     # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code. The
-    # partial sign-in and the factors the page offers: one read.
-    shown = partials.live_with_factors(raw, clock().now())
-    if shown is None:
+    # partial sign-in, its user's address and the factors the page offers: one read.
+    choices = partials.live_choices(raw, clock().now())
+    if choices is None:
         return redirect(url_for("login.login"))
-    partial, factors = shown
-    if not (factors["totp"] or factors["passkey"]):
+    if not (choices.totp or choices.passkey):
         # The second factor went away after the password step (removed meanwhile): start over.
         return redirect(url_for("login.login"))
     return render_template(
-        "login/second_step.html", user=partial.user, factors=factors, error=error
+        "login/second_step.html", email=choices.email, factors=choices, error=error
     ), (401 if error else 200)
 
 
