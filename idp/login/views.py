@@ -134,24 +134,30 @@ def second_step() -> Any:
     partials = services().partial_logins
     error = None
     if request.method == "POST":
-        # The partial sign-in, its user and their authenticator app: one read.
-        found = partials.live_with_credential(raw, clock().now())
-        if found is None:
-            return redirect(url_for("login.login"))
-        partial, credential = found
-        user = partial.user
         service = services().sign_in
         code = request.form.get("code", "")[:64]
         now = clock().now()
+        # RFC 8176: a backup code is a one-time password too.
+        amr = ["pwd", "otp", "mfa"]
         if request.form.get("method") == "backup_code":
-            result = service.backup_code(user, code, request_context(), now)
+            partial = partials.live(raw, now)  # with its user
+            if partial is None:
+                return redirect(url_for("login.login"))
+            result = service.backup_code(partial.user, code, request_context(), now)
+            if result.ok:
+                return _finish_partial(partial.id_hash, partial.next_path, partial.user, amr)
+            error = result.error
         else:
-            result = service.totp_code(user, code, request_context(), now, credential)
-        if result.ok:
-            # RFC 8176: a backup code is a one-time password too.
-            return _finish_partial(partial, ["pwd", "otp", "mfa"])
+            # The partial sign-in, its user's state and their authenticator app: one read, as
+            # values (no ORM object: docs/performance.md).
+            found = partials.live_for_code(raw, now)
+            if found is None:
+                return redirect(url_for("login.login"))
+            error = service.totp_code(found.user_id, found.user_active, code, request_context(),
+                                      now, found.totp)  # fmt: skip
+            if error is None:
+                return _finish_partial(found.id_hash, found.next_path, found.user_id, amr)
         db.session.commit()
-        error = result.error
     # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code. The
     # partial sign-in, its user's address and the factors the page offers: one read.
     choices = partials.live_choices(raw, clock().now())
@@ -165,15 +171,16 @@ def second_step() -> Any:
     ), (401 if error else 200)
 
 
-def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    if not services().partial_logins.spend(partial, clock().now()):
+def _finish_partial(id_hash: str, next_path: str | None, user: User | str, amr: list[str]) -> Any:
+    """Spend the partial sign-in ``id_hash`` and sign ``user`` (or the user of that id) in."""
+    if not services().partial_logins.spend(id_hash, clock().now()):
         # Another second step finished it first. The code checked here stays spent and its
         # audit row stays written (RFC 6238 5.2; docs/security.md): committed all the same.
         db.session.commit()
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
-    response = redirect(partial.next_path or url_for("account.home"))
-    start_session(partial.user, amr, response)
+    response = redirect(next_path or url_for("account.home"))
+    start_session(user, amr, response)
     db.session.commit()
     return response
 
@@ -270,7 +277,7 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and services().partial_logins.spend(partial, clock().now())
+        and services().partial_logins.spend(partial.id_hash, clock().now())
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
-from idp.models import TotpCredential, User
+from idp.models import User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
@@ -23,7 +23,7 @@ from idp.services.partial_logins import second_factor_columns
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
-from idp.services.totp import TotpService
+from idp.services.totp import StoredTotp, TotpService
 from idp.services.users import UserService
 
 #: Where a counted attempt is held, in tests, before its secret is checked (idp.checkpoints).
@@ -56,10 +56,6 @@ class StepResult:
 
 def _refusal(verdict: Verdict) -> str:
     return LOCKED if verdict.locked else THROTTLED
-
-
-#: ``totp_code`` reads the credential itself unless the caller already holds it.
-_UNREAD: Any = object()
 
 
 @lru_cache(maxsize=1)
@@ -147,21 +143,22 @@ class SignInService:
     # -- second step ----------------------------------------------------------------------------
     def totp_code(
         self,
-        user: User,
+        user_id: str,
+        active: bool,
         code: str,
         context: RequestContext,
         now: datetime,
-        credential: TotpCredential | None = _UNREAD,
-    ) -> StepResult:
-        """``credential``: the user's authenticator app as the caller read it (None: none), so
-        that it is not read again (``PartialLogins.live_with_credential``)."""
+        stored: StoredTotp | None,
+    ) -> str | None:
+        """A code from the authenticator app ``stored`` (None: the user has none) of the user
+        ``user_id`` (``active``: not disabled), as the second step read them with the partial
+        sign-in (``PartialLogins.live_for_code``): no ORM object is needed. The error to show,
+        or None when the code passed."""
 
         def verify() -> bool:
-            if credential is _UNREAD:
-                return self.totp.verify(user, code, now)
-            return self.totp.verify_credential(credential, code, now)
+            return self.totp.verify_stored(stored, code, now)
 
-        return self._second_step(user, code, context, now, factor="otp", verify=verify)
+        return self._second_step(user_id, active, context, now, factor="otp", verify=verify)
 
     def backup_code(
         self, user: User, code: str, context: RequestContext, now: datetime
@@ -169,35 +166,38 @@ class SignInService:
         def spend() -> bool:
             return self.backup_codes.consume(user, code, now)
 
-        result = self._second_step(user, code, context, now, factor="backup", verify=spend)
-        if result.ok:
-            self._backup_code_used(user, context)
-        return result
+        error = self._second_step(user.id, user.is_active, context, now, factor="backup",
+                                  verify=spend)  # fmt: skip
+        if error is not None:
+            return StepResult(user=None, error=error)
+        self._backup_code_used(user, context)
+        return StepResult(user=user)
 
     def _second_step(
         self,
-        user: User,
-        code: str,
+        user_id: str,
+        active: bool,
         context: RequestContext,
         now: datetime,
         *,
         factor: str,
         verify: Callable[[], bool],
-    ) -> StepResult:
-        key = self.limiter.account_key(factor, user.id)
+    ) -> str | None:
+        """Count, check and audit one second step; the error to show, or None when it passed."""
+        key = self.limiter.account_key(factor, user_id)
         attempt = self.limiter.reserve(key, context.ip_address, now)
         event = "login.totp" if factor == "otp" else "login.backup_code"
         if not attempt.verdict.allowed:
-            self._audit_failure(event, user, context, "throttled")
-            return StepResult(user=None, error=_refusal(attempt.verdict))
+            self._audit_failure(event, user_id, context, "throttled")
+            return _refusal(attempt.verdict)
         checkpoints.reached(CHECKPOINT)
-        if not user.is_active or not verify():
+        if not active or not verify():
             self.limiter.failed(attempt, now)
-            self._audit_failure(event, user, context, "bad_code")
-            return StepResult(user=None, error=CODE_FAILURE)
+            self._audit_failure(event, user_id, context, "bad_code")
+            return CODE_FAILURE
         self.limiter.succeeded(attempt)
-        audit.write(self.db, event, subject_id=user.id, context=context)
-        return StepResult(user=user)
+        audit.write(self.db, event, subject_id=user_id, context=context)
+        return None
 
     def unlock(self, user: User) -> None:
         """An admin lifts every lock and delay on the user's factors (limits)."""
@@ -241,7 +241,9 @@ class SignInService:
         self.notifier.notify(user, "backup_code_used", remaining=remaining)
 
     def _audit_failure(
-        self, kind: str, user: User | None, context: RequestContext, reason: str
+        self, kind: str, user: User | str | None, context: RequestContext, reason: str
     ) -> None:
-        audit.write(self.db, kind, outcome="failure", subject_id=user.id if user else None,
-                     context=context, reason=reason)  # fmt: skip
+        """``user``: the account (or its id) the attempt named, None when none."""
+        subject = user.id if isinstance(user, User) else user
+        audit.write(self.db, kind, outcome="failure", subject_id=subject, context=context,
+                    reason=reason)  # fmt: skip
