@@ -16,6 +16,7 @@ from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
+from idp.services.sign_in import Account
 from idp.web import safe_next
 from idp.web.sessions import browser_binding, current_session, start_session
 
@@ -72,7 +73,8 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     result = services().sign_in.password(
         email, request.form.get("password", ""), request_context(), clock().now()
     )
-    if result.user is None:
+    account = result.account
+    if account is None:
         db.session.commit()  # the failure is counted and audited
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
@@ -80,7 +82,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     # The password step read whether one exists with the account (``StepResult.second_factor``).
     if result.second_factor:
         # After a correct password, the second step (docs/architecture.md, the password path).
-        partial = _begin_partial(result.user, pending, destination)
+        partial = _begin_partial(account.id, pending, destination)
         db.session.commit()
         response = redirect(url_for("login.second_step"))
         session["partial_login"] = partial
@@ -90,18 +92,18 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
         # only way forward is adding one. Decided here, on the POST: the second-step page is a
         # GET, and a GET never spends or starts anything (RFC 9110 9.2.1).
         response = redirect(url_for("account.recover"))
-        start_session(result.user, ["pwd"], response, restricted=True)
+        start_session(account.id, ["pwd"], response, restricted=True)
         db.session.commit()
         return response
-    response = redirect(_after_password_only(result.user, destination))
-    start_session(result.user, ("pwd",), response)
+    response = redirect(_after_password_only(account, destination))
+    start_session(account.id, ("pwd",), response)
     db.session.commit()
     return response
 
 
-def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
+def _begin_partial(user_id: str, pending: PendingAuthorization | None, destination: str) -> str:
     return services().partial_logins.begin(
-        user.id, pending.id if pending else None, destination, clock().now()
+        user_id, pending.id if pending else None, destination, clock().now()
     )
 
 
@@ -112,7 +114,7 @@ def _partial() -> PartialLogin | None:
     return services().partial_logins.live(raw, clock().now())
 
 
-def _after_password_only(user: User, destination: str) -> str:
+def _after_password_only(user: Account, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
     now = clock().now()

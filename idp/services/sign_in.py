@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
@@ -54,16 +54,56 @@ class StepResult:
         return self.user is not None
 
 
+@dataclass(frozen=True)
+class Account:
+    """The account a password step names, as values (no ORM object): what checking the password
+    and choosing the way on need."""
+
+    id: str
+    password_hash: str | None
+    is_active: bool
+    is_admin: bool
+    passkey_prompt_disabled: bool
+    passkey_prompt_snoozed_until: datetime | None
+
+
+@dataclass(frozen=True)
+class PasswordResult:
+    account: Account | None
+    error: str | None = None
+    #: After a correct password: whether a second step can follow (an authenticator app or a
+    #: passkey; backup codes only back these up).
+    second_factor: bool = False
+
+
 def _refusal(verdict: Verdict) -> str:
     return LOCKED if verdict.locked else THROTTLED
 
 
+_USERS: Table = User.__table__  # type: ignore[assignment]
+
+
 @lru_cache(maxsize=1)
 def _account_statement() -> Any:
-    """The password step's one read: the account of an email and whether a second step can
-    follow (an authenticator app or a passkey; backup codes only back these up)."""
-    totp, passkey, _backup_code = second_factor_columns(User.id)
-    return select(User, or_(totp, passkey)).where(User.email == bindparam("email"))
+    """The password step's one read: the account of an email (``Account``'s columns, Core: no
+    ORM object, docs/performance.md) and whether a second step can follow (an authenticator app
+    or a passkey; backup codes only back these up)."""
+    totp, passkey, _backup_code = second_factor_columns(_USERS.c.id)
+    return select(
+        _USERS.c.id,
+        _USERS.c.password_hash,
+        _USERS.c.disabled_at,
+        _USERS.c.is_admin,
+        _USERS.c.passkey_prompt_disabled,
+        _USERS.c.passkey_prompt_snoozed_until,
+        or_(totp, passkey),
+    ).where(_USERS.c.email == bindparam("email"))
+
+
+#: The upgrade of an outdated hash (``SignInService.password``): Core, built once.
+_REHASH = (
+    update(_USERS).where(_USERS.c.id == bindparam("user_id")).values(password_hash=bindparam("new"))
+)
 
 
 class SignInService:
@@ -92,12 +132,12 @@ class SignInService:
     # -- first step -----------------------------------------------------------------------------
     def password(
         self, email: str, password: str, context: RequestContext, now: datetime
-    ) -> StepResult:
+    ) -> PasswordResult:
         if not self.policy.passwords_allowed:
             # Passwordless-only deployment: the same answer for every email, nothing verified.
             audit.write(self.db, "login.password", outcome="failure", context=context,
                          reason="passwords_disabled")  # fmt: skip
-            return StepResult(user=None, error=PASSWORDS_OFF)
+            return PasswordResult(account=None, error=PASSWORDS_OFF)
         # Normalised once: the counter's subject and the account's look-up are the same address.
         email = normalise_email(email)
         key = self.limiter.account_key("pwd", self.address_key(email))
@@ -108,8 +148,8 @@ class SignInService:
             # A refused attempt still counts (its reservation stands), and still costs one hash
             # so that timing says nothing either.
             self.passwords.verify(None, password)
-            self._audit_failure("login.password", user, context, "throttled")
-            return StepResult(user=None, error=_refusal(attempt.verdict))
+            self._audit_failure("login.password", user.id if user else None, context, "throttled")
+            return PasswordResult(account=None, error=_refusal(attempt.verdict))
         checkpoints.reached(CHECKPOINT)
         # An unknown email still pays for one Argon2id verification (similar timing).
         check = self.passwords.verify(user.password_hash if user else None, password)
@@ -122,23 +162,31 @@ class SignInService:
                 "bad_credentials" if user is None or not check.ok
                 else "disabled" if not user.is_active else "admin_passkey_required"
             )  # fmt: skip
-            self._audit_failure("login.password", user, context, reason)
-            return StepResult(user=None, error=GENERIC_FAILURE)
+            self._audit_failure("login.password", user.id if user else None, context, reason)
+            return PasswordResult(account=None, error=GENERIC_FAILURE)
         self.limiter.succeeded(attempt)
         if check.needs_rehash:
             # Argon2 parameters changed since this hash was made: upgrade it transparently, without
             # the policy for new passwords (rehash when parameters change).
-            user.password_hash = self.passwords.rehash(password)
+            new_hash = self.passwords.rehash(password)
+            self.db.connection().execute(_REHASH, {"user_id": user.id, "new": new_hash})
         audit.write(self.db, "login.password", subject_id=user.id, context=context)
-        return StepResult(user=user, second_factor=second_factor)
+        return PasswordResult(account=user, second_factor=second_factor)
 
-    def _account(self, email: str) -> tuple[User | None, bool]:
-        """``UserService.find_by_email`` of a normalised address and whether a second step can
-        follow, in one statement."""
+    def _account(self, email: str) -> tuple[Account | None, bool]:
+        """The account of a normalised address (``UserService.find_by_email``) and whether a
+        second step can follow, in one statement."""
         if not email or len(email) > 320:
             return None, False
-        row = self.db.execute(_account_statement(), {"email": email}).first()
-        return (None, False) if row is None else (row[0], bool(row[1]))
+        row = self.db.connection().execute(_account_statement(), {"email": email}).first()
+        if row is None:
+            return None, False
+        user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, second = row
+        account = Account(id=user_id, password_hash=password_hash,
+                          is_active=disabled_at is None, is_admin=bool(is_admin),
+                          passkey_prompt_disabled=bool(prompt_off),
+                          passkey_prompt_snoozed_until=snoozed)  # fmt: skip
+        return account, bool(second)
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(
