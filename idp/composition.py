@@ -142,7 +142,12 @@ class Container:
 
     def email_key(self, email: str) -> str:
         """A rate-limit subject for an email, known account or not (no enumeration)."""
-        return self.attempt_key_hasher.hash(normalise_email(email))[:32]
+        return self.address_key(normalise_email(email))
+
+    def address_key(self, normalised: str) -> str:
+        """``email_key`` of an address already normalised (``normalise_email``): the sign-in
+        normalises what was typed once, for the counter and for the account's look-up."""
+        return self.attempt_key_hasher.hash(normalised)[:32]
 
 
 def _redis(url: str) -> Any:
@@ -269,7 +274,7 @@ class Services:
             self._db(),
             passwords=self.container.passwords,
             limiter=self.limiter,
-            email_key=self.container.email_key,
+            address_key=self.container.address_key,
             totp=self.totp,
             backup_codes=self.backup_codes,
             notifier=self.notifier,

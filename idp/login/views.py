@@ -16,6 +16,7 @@ from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
+from idp.services.sign_in import Account
 from idp.web import safe_next
 from idp.web.sessions import browser_binding, current_session, start_session
 
@@ -72,7 +73,8 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     result = services().sign_in.password(
         email, request.form.get("password", ""), request_context(), clock().now()
     )
-    if result.user is None:
+    account = result.account
+    if account is None:
         db.session.commit()  # the failure is counted and audited
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
@@ -80,7 +82,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     # The password step read whether one exists with the account (``StepResult.second_factor``).
     if result.second_factor:
         # After a correct password, the second step (docs/architecture.md, the password path).
-        partial = _begin_partial(result.user, pending, destination)
+        partial = _begin_partial(account.id, pending, destination)
         db.session.commit()
         response = redirect(url_for("login.second_step"))
         session["partial_login"] = partial
@@ -90,18 +92,18 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
         # only way forward is adding one. Decided here, on the POST: the second-step page is a
         # GET, and a GET never spends or starts anything (RFC 9110 9.2.1).
         response = redirect(url_for("account.recover"))
-        start_session(result.user, ["pwd"], response, restricted=True)
+        start_session(account.id, ["pwd"], response, restricted=True)
         db.session.commit()
         return response
-    response = redirect(_after_password_only(result.user, destination))
-    start_session(result.user, ("pwd",), response)
+    response = redirect(_after_password_only(account, destination))
+    start_session(account.id, ("pwd",), response)
     db.session.commit()
     return response
 
 
-def _begin_partial(user: User, pending: PendingAuthorization | None, destination: str) -> str:
+def _begin_partial(user_id: str, pending: PendingAuthorization | None, destination: str) -> str:
     return services().partial_logins.begin(
-        user.id, pending.id if pending else None, destination, clock().now()
+        user_id, pending.id if pending else None, destination, clock().now()
     )
 
 
@@ -112,7 +114,7 @@ def _partial() -> PartialLogin | None:
     return services().partial_logins.live(raw, clock().now())
 
 
-def _after_password_only(user: User, destination: str) -> str:
+def _after_password_only(user: Account, destination: str) -> str:
     """The road to passkeys: offer one after a password-only sign-in, unless snoozed or off."""
     settings = runtime().settings
     now = clock().now()
@@ -134,47 +136,53 @@ def second_step() -> Any:
     partials = services().partial_logins
     error = None
     if request.method == "POST":
-        # The partial sign-in, its user and their authenticator app: one read.
-        found = partials.live_with_credential(raw, clock().now())
-        if found is None:
-            return redirect(url_for("login.login"))
-        partial, credential = found
-        user = partial.user
         service = services().sign_in
         code = request.form.get("code", "")[:64]
         now = clock().now()
+        # RFC 8176: a backup code is a one-time password too.
+        amr = ["pwd", "otp", "mfa"]
         if request.form.get("method") == "backup_code":
-            result = service.backup_code(user, code, request_context(), now)
+            partial = partials.live(raw, now)  # with its user
+            if partial is None:
+                return redirect(url_for("login.login"))
+            result = service.backup_code(partial.user, code, request_context(), now)
+            if result.ok:
+                return _finish_partial(partial.id_hash, partial.next_path, partial.user, amr)
+            error = result.error
         else:
-            result = service.totp_code(user, code, request_context(), now, credential)
-        if result.ok:
-            # RFC 8176: a backup code is a one-time password too.
-            return _finish_partial(partial, ["pwd", "otp", "mfa"])
+            # The partial sign-in, its user's state and their authenticator app: one read, as
+            # values (no ORM object: docs/performance.md).
+            found = partials.live_for_code(raw, now)
+            if found is None:
+                return redirect(url_for("login.login"))
+            error = service.totp_code(found.user_id, found.user_active, code, request_context(),
+                                      now, found.totp)  # fmt: skip
+            if error is None:
+                return _finish_partial(found.id_hash, found.next_path, found.user_id, amr)
         db.session.commit()
-        error = result.error
     # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code. The
-    # partial sign-in and the factors the page offers: one read.
-    shown = partials.live_with_factors(raw, clock().now())
-    if shown is None:
+    # partial sign-in, its user's address and the factors the page offers: one read.
+    choices = partials.live_choices(raw, clock().now())
+    if choices is None:
         return redirect(url_for("login.login"))
-    partial, factors = shown
-    if not (factors["totp"] or factors["passkey"]):
+    if not (choices.totp or choices.passkey):
         # The second factor went away after the password step (removed meanwhile): start over.
         return redirect(url_for("login.login"))
     return render_template(
-        "login/second_step.html", user=partial.user, factors=factors, error=error
+        "login/second_step.html", email=choices.email, factors=choices, error=error
     ), (401 if error else 200)
 
 
-def _finish_partial(partial: PartialLogin, amr: list[str]) -> Any:
-    if not services().partial_logins.spend(partial, clock().now()):
+def _finish_partial(id_hash: str, next_path: str | None, user: User | str, amr: list[str]) -> Any:
+    """Spend the partial sign-in ``id_hash`` and sign ``user`` (or the user of that id) in."""
+    if not services().partial_logins.spend(id_hash, clock().now()):
         # Another second step finished it first. The code checked here stays spent and its
         # audit row stays written (RFC 6238 5.2; docs/security.md): committed all the same.
         db.session.commit()
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
-    response = redirect(partial.next_path or url_for("account.home"))
-    start_session(partial.user, amr, response)
+    response = redirect(next_path or url_for("account.home"))
+    start_session(user, amr, response)
     db.session.commit()
     return response
 
@@ -271,7 +279,7 @@ def passkey_verify() -> Any:
     if (
         partial is not None
         and partial.user_id == signed_in.user.id
-        and services().partial_logins.spend(partial, clock().now())
+        and services().partial_logins.spend(partial.id_hash, clock().now())
     ):
         # The second step after a correct password: back to where the password step was going
         # (an authorization request of a relying party, say).

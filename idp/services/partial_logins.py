@@ -8,6 +8,7 @@ minutes and is spent once, by whichever second step finishes first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -15,14 +16,42 @@ from typing import Any
 from sqlalchemy import Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session
 
-from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential
+from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential, User
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
+from idp.services.totp import StoredTotp
 
 #: How long the second step may take after a correct password.
 PARTIAL_LOGIN_TTL = timedelta(minutes=10)
 
 _PARTIALS: Table = PartialLogin.__table__  # type: ignore[assignment]
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_TOTP: Table = TotpCredential.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class SecondStepChoices:
+    """What the second-step page shows: whose sign-in it finishes and which second steps the
+    user can take (an authenticator app, a passkey, a backup code)."""
+
+    email: str
+    totp: bool
+    passkey: bool
+    backup_code: bool
+
+
+@dataclass(frozen=True)
+class PartialForCode:
+    """A live partial sign-in as checking an authenticator app's code and finishing the sign-in
+    need it, read as values: no ORM object of the partial sign-in, its user or their app."""
+
+    id_hash: str
+    user_id: str
+    #: Whether the account is enabled (``User.is_active``).
+    user_active: bool
+    next_path: str | None
+    #: The user's authenticator app (None: none).
+    totp: StoredTotp | None
 
 
 def second_factor_columns(user_id: Any) -> tuple[Any, Any, Any]:
@@ -48,19 +77,38 @@ _SPEND = consume_once_statement(
 
 
 @lru_cache(maxsize=1)
-def _with_factors_statement() -> Any:
-    # The user comes with it (``PartialLogin.user`` is loaded joined).
-    return select(PartialLogin, *second_factor_columns(PartialLogin.user_id)).where(
-        PartialLogin.id_hash == bindparam("id_hash")
+def _choices_statement() -> Any:
+    # Core, the columns the page needs: a page that shows an address loads no ORM object (about
+    # a third of the ORM load of the partial sign-in and its user, docs/performance.md).
+    return (
+        select(
+            _PARTIALS.c.consumed_at,
+            _PARTIALS.c.expires_at,
+            _USERS.c.email,
+            *second_factor_columns(_PARTIALS.c.user_id),
+        )
+        .join(_USERS, _USERS.c.id == _PARTIALS.c.user_id)
+        .where(_PARTIALS.c.id_hash == bindparam("id_hash"))
     )
 
 
 @lru_cache(maxsize=1)
-def _with_credential_statement() -> Any:
+def _for_code_statement() -> Any:
+    # Core, the columns the check and the finish need (``PartialForCode``).
     return (
-        select(PartialLogin, TotpCredential)
-        .outerjoin(TotpCredential, TotpCredential.user_id == PartialLogin.user_id)
-        .where(PartialLogin.id_hash == bindparam("id_hash"))
+        select(
+            _PARTIALS.c.consumed_at,
+            _PARTIALS.c.expires_at,
+            _PARTIALS.c.id_hash,
+            _PARTIALS.c.user_id,
+            _PARTIALS.c.next_path,
+            _USERS.c.disabled_at,
+            _TOTP.c.secret_encrypted,
+            _TOTP.c.confirmed_at,
+        )
+        .join(_USERS, _USERS.c.id == _PARTIALS.c.user_id)
+        .outerjoin(_TOTP, _TOTP.c.user_id == _PARTIALS.c.user_id)
+        .where(_PARTIALS.c.id_hash == bindparam("id_hash"))
     )
 
 
@@ -93,29 +141,32 @@ class PartialLogins:
         partial = self.db.get(PartialLogin, token_hash(raw))
         return partial if _is_live(partial, now) else None
 
-    def live_with_factors(
-        self, raw: str, now: datetime
-    ) -> tuple[PartialLogin, dict[str, bool]] | None:
-        """``live``, its user and which second steps the user can take (what the second-step
-        page offers: an authenticator app, a passkey, a backup code), in one statement."""
-        row = self.db.execute(_with_factors_statement(), {"id_hash": token_hash(raw)}).first()
-        if row is None or not _is_live(row[0], now):
+    def live_choices(self, raw: str, now: datetime) -> SecondStepChoices | None:
+        """What the second-step page offers for the partial sign-in the secret names, if neither
+        spent nor expired (``live``), in one statement."""
+        row = self.db.connection().execute(_choices_statement(), {"id_hash": token_hash(raw)})
+        found = row.first()
+        if found is None or found[0] is not None or found[1] <= now:
             return None
-        return row[0], {"totp": bool(row[1]), "passkey": bool(row[2]), "backup_code": bool(row[3])}
+        return SecondStepChoices(email=found[2], totp=bool(found[3]), passkey=bool(found[4]),
+                                 backup_code=bool(found[5]))  # fmt: skip
 
-    def live_with_credential(
-        self, raw: str, now: datetime
-    ) -> tuple[PartialLogin, TotpCredential | None] | None:
-        """``live``, its user and the user's authenticator app (None: none), in one statement:
-        what checking a code needs."""
-        row = self.db.execute(_with_credential_statement(), {"id_hash": token_hash(raw)}).first()
-        if row is None or not _is_live(row[0], now):
+    def live_for_code(self, raw: str, now: datetime) -> PartialForCode | None:
+        """``live``, its user's state and their authenticator app, in one statement: what
+        checking a code and finishing the sign-in need."""
+        row = self.db.connection().execute(_for_code_statement(), {"id_hash": token_hash(raw)})
+        found = row.first()
+        if found is None or found[0] is not None or found[1] <= now:
             return None
-        return row[0], row[1]
+        _consumed, _expires, id_hash, user_id, next_path, disabled_at, secret, confirmed = found
+        stored = None if secret is None else StoredTotp(user_id, secret, confirmed is not None)
+        return PartialForCode(id_hash=id_hash, user_id=user_id, user_active=disabled_at is None,
+                              next_path=next_path, totp=stored)  # fmt: skip
 
-    def spend(self, partial: PartialLogin, now: datetime) -> bool:
-        """Finish it once; False when another second step finished it first."""
-        return consume_prepared(self.db, _SPEND, now=now, spent_id=partial.id_hash) is not None
+    def spend(self, id_hash: str, now: datetime) -> bool:
+        """Finish the partial sign-in ``id_hash`` once; False when another second step finished
+        it first."""
+        return consume_prepared(self.db, _SPEND, now=now, spent_id=id_hash) is not None
 
 
 def _is_live(partial: PartialLogin | None, now: datetime) -> bool:

@@ -46,7 +46,7 @@ class SessionService:
 
     def create(
         self,
-        user: User,
+        user: User | str,
         amr: list[str],
         context: RequestContext,
         now: datetime,
@@ -55,15 +55,17 @@ class SessionService:
         passkey_only: bool = False,
     ) -> NewSession:
         """A new session; ``restricted``: its only way forward is adding a sign-in method (a
-        passkey alone with ``passkey_only``)."""
+        passkey alone with ``passkey_only``). ``user``: the user, or only their id when the
+        request holds no ORM object of them (the second step of a password sign-in): the
+        session's ``user`` is then loaded if something asks for it."""
         cookie_value = new_secret(32)
+        known = {"user_id": user} if isinstance(user, str) else {"user_id": user.id, "user": user}
         session = BrowserSession(
             id_hash=token_hash(cookie_value),
             # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
             # authorization request) reads it for the grant before anything is flushed.
             sid=random_id(),
-            user_id=user.id,
-            user=user,
+            **known,
             auth_time=now,
             amr=amr,
             acr=acr_for_amr(amr),

@@ -9,11 +9,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
-from idp.models import TotpCredential, User
+from idp.models import User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
@@ -23,7 +23,7 @@ from idp.services.partial_logins import second_factor_columns
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
-from idp.services.totp import TotpService
+from idp.services.totp import StoredTotp, TotpService
 from idp.services.users import UserService
 
 #: Where a counted attempt is held, in tests, before its secret is checked (idp.checkpoints).
@@ -54,20 +54,56 @@ class StepResult:
         return self.user is not None
 
 
+@dataclass(frozen=True)
+class Account:
+    """The account a password step names, as values (no ORM object): what checking the password
+    and choosing the way on need."""
+
+    id: str
+    password_hash: str | None
+    is_active: bool
+    is_admin: bool
+    passkey_prompt_disabled: bool
+    passkey_prompt_snoozed_until: datetime | None
+
+
+@dataclass(frozen=True)
+class PasswordResult:
+    account: Account | None
+    error: str | None = None
+    #: After a correct password: whether a second step can follow (an authenticator app or a
+    #: passkey; backup codes only back these up).
+    second_factor: bool = False
+
+
 def _refusal(verdict: Verdict) -> str:
     return LOCKED if verdict.locked else THROTTLED
 
 
-#: ``totp_code`` reads the credential itself unless the caller already holds it.
-_UNREAD: Any = object()
+_USERS: Table = User.__table__  # type: ignore[assignment]
 
 
 @lru_cache(maxsize=1)
 def _account_statement() -> Any:
-    """The password step's one read: the account of an email and whether a second step can
-    follow (an authenticator app or a passkey; backup codes only back these up)."""
-    totp, passkey, _backup_code = second_factor_columns(User.id)
-    return select(User, or_(totp, passkey)).where(User.email == bindparam("email"))
+    """The password step's one read: the account of an email (``Account``'s columns, Core: no
+    ORM object, docs/performance.md) and whether a second step can follow (an authenticator app
+    or a passkey; backup codes only back these up)."""
+    totp, passkey, _backup_code = second_factor_columns(_USERS.c.id)
+    return select(
+        _USERS.c.id,
+        _USERS.c.password_hash,
+        _USERS.c.disabled_at,
+        _USERS.c.is_admin,
+        _USERS.c.passkey_prompt_disabled,
+        _USERS.c.passkey_prompt_snoozed_until,
+        or_(totp, passkey),
+    ).where(_USERS.c.email == bindparam("email"))
+
+
+#: The upgrade of an outdated hash (``SignInService.password``): Core, built once.
+_REHASH = (
+    update(_USERS).where(_USERS.c.id == bindparam("user_id")).values(password_hash=bindparam("new"))
+)
 
 
 class SignInService:
@@ -77,7 +113,7 @@ class SignInService:
         *,
         passwords: PasswordService,
         limiter: AttemptLimiter,
-        email_key: Callable[[str], str],
+        address_key: Callable[[str], str],
         totp: TotpService,
         backup_codes: BackupCodeService,
         notifier: Notifier,
@@ -87,7 +123,8 @@ class SignInService:
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         self.passwords = passwords
         self.limiter = limiter
-        self.email_key = email_key
+        #: The rate-limit subject of a normalised address (``Container.address_key``).
+        self.address_key = address_key
         self.totp = totp
         self.backup_codes = backup_codes
         self.notifier = notifier
@@ -95,13 +132,15 @@ class SignInService:
     # -- first step -----------------------------------------------------------------------------
     def password(
         self, email: str, password: str, context: RequestContext, now: datetime
-    ) -> StepResult:
+    ) -> PasswordResult:
         if not self.policy.passwords_allowed:
             # Passwordless-only deployment: the same answer for every email, nothing verified.
-            audit.record(self.db, "login.password", outcome="failure", context=context,
+            audit.write(self.db, "login.password", outcome="failure", context=context,
                          reason="passwords_disabled")  # fmt: skip
-            return StepResult(user=None, error=PASSWORDS_OFF)
-        key = self.limiter.account_key("pwd", self.email_key(email))
+            return PasswordResult(account=None, error=PASSWORDS_OFF)
+        # Normalised once: the counter's subject and the account's look-up are the same address.
+        email = normalise_email(email)
+        key = self.limiter.account_key("pwd", self.address_key(email))
         # Counted before it is checked (docs/security.md): parallel guesses find each other.
         attempt = self.limiter.reserve(key, context.ip_address, now)
         user, second_factor = self._account(email)
@@ -109,8 +148,8 @@ class SignInService:
             # A refused attempt still counts (its reservation stands), and still costs one hash
             # so that timing says nothing either.
             self.passwords.verify(None, password)
-            self._audit_failure("login.password", user, context, "throttled")
-            return StepResult(user=None, error=_refusal(attempt.verdict))
+            self._audit_failure("login.password", user.id if user else None, context, "throttled")
+            return PasswordResult(account=None, error=_refusal(attempt.verdict))
         checkpoints.reached(CHECKPOINT)
         # An unknown email still pays for one Argon2id verification (similar timing).
         check = self.passwords.verify(user.password_hash if user else None, password)
@@ -123,42 +162,51 @@ class SignInService:
                 "bad_credentials" if user is None or not check.ok
                 else "disabled" if not user.is_active else "admin_passkey_required"
             )  # fmt: skip
-            self._audit_failure("login.password", user, context, reason)
-            return StepResult(user=None, error=GENERIC_FAILURE)
+            self._audit_failure("login.password", user.id if user else None, context, reason)
+            return PasswordResult(account=None, error=GENERIC_FAILURE)
         self.limiter.succeeded(attempt)
         if check.needs_rehash:
             # Argon2 parameters changed since this hash was made: upgrade it transparently, without
             # the policy for new passwords (rehash when parameters change).
-            user.password_hash = self.passwords.rehash(password)
-        audit.record(self.db, "login.password", subject_id=user.id, context=context)
-        return StepResult(user=user, second_factor=second_factor)
+            new_hash = self.passwords.rehash(password)
+            self.db.connection().execute(_REHASH, {"user_id": user.id, "new": new_hash})
+        audit.write(self.db, "login.password", subject_id=user.id, context=context)
+        return PasswordResult(account=user, second_factor=second_factor)
 
-    def _account(self, email: str) -> tuple[User | None, bool]:
-        """``UserService.find_by_email`` and whether a second step can follow, in one statement."""
-        email = normalise_email(email)
+    def _account(self, email: str) -> tuple[Account | None, bool]:
+        """The account of a normalised address (``UserService.find_by_email``) and whether a
+        second step can follow, in one statement."""
         if not email or len(email) > 320:
             return None, False
-        row = self.db.execute(_account_statement(), {"email": email}).first()
-        return (None, False) if row is None else (row[0], bool(row[1]))
+        row = self.db.connection().execute(_account_statement(), {"email": email}).first()
+        if row is None:
+            return None, False
+        user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, second = row
+        account = Account(id=user_id, password_hash=password_hash,
+                          is_active=disabled_at is None, is_admin=bool(is_admin),
+                          passkey_prompt_disabled=bool(prompt_off),
+                          passkey_prompt_snoozed_until=snoozed)  # fmt: skip
+        return account, bool(second)
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(
         self,
-        user: User,
+        user_id: str,
+        active: bool,
         code: str,
         context: RequestContext,
         now: datetime,
-        credential: TotpCredential | None = _UNREAD,
-    ) -> StepResult:
-        """``credential``: the user's authenticator app as the caller read it (None: none), so
-        that it is not read again (``PartialLogins.live_with_credential``)."""
+        stored: StoredTotp | None,
+    ) -> str | None:
+        """A code from the authenticator app ``stored`` (None: the user has none) of the user
+        ``user_id`` (``active``: not disabled), as the second step read them with the partial
+        sign-in (``PartialLogins.live_for_code``): no ORM object is needed. The error to show,
+        or None when the code passed."""
 
         def verify() -> bool:
-            if credential is _UNREAD:
-                return self.totp.verify(user, code, now)
-            return self.totp.verify_credential(credential, code, now)
+            return self.totp.verify_stored(stored, code, now)
 
-        return self._second_step(user, code, context, now, factor="otp", verify=verify)
+        return self._second_step(user_id, active, context, now, factor="otp", verify=verify)
 
     def backup_code(
         self, user: User, code: str, context: RequestContext, now: datetime
@@ -166,39 +214,42 @@ class SignInService:
         def spend() -> bool:
             return self.backup_codes.consume(user, code, now)
 
-        result = self._second_step(user, code, context, now, factor="backup", verify=spend)
-        if result.ok:
-            self._backup_code_used(user, context)
-        return result
+        error = self._second_step(user.id, user.is_active, context, now, factor="backup",
+                                  verify=spend)  # fmt: skip
+        if error is not None:
+            return StepResult(user=None, error=error)
+        self._backup_code_used(user, context)
+        return StepResult(user=user)
 
     def _second_step(
         self,
-        user: User,
-        code: str,
+        user_id: str,
+        active: bool,
         context: RequestContext,
         now: datetime,
         *,
         factor: str,
         verify: Callable[[], bool],
-    ) -> StepResult:
-        key = self.limiter.account_key(factor, user.id)
+    ) -> str | None:
+        """Count, check and audit one second step; the error to show, or None when it passed."""
+        key = self.limiter.account_key(factor, user_id)
         attempt = self.limiter.reserve(key, context.ip_address, now)
         event = "login.totp" if factor == "otp" else "login.backup_code"
         if not attempt.verdict.allowed:
-            self._audit_failure(event, user, context, "throttled")
-            return StepResult(user=None, error=_refusal(attempt.verdict))
+            self._audit_failure(event, user_id, context, "throttled")
+            return _refusal(attempt.verdict)
         checkpoints.reached(CHECKPOINT)
-        if not user.is_active or not verify():
+        if not active or not verify():
             self.limiter.failed(attempt, now)
-            self._audit_failure(event, user, context, "bad_code")
-            return StepResult(user=None, error=CODE_FAILURE)
+            self._audit_failure(event, user_id, context, "bad_code")
+            return CODE_FAILURE
         self.limiter.succeeded(attempt)
-        audit.record(self.db, event, subject_id=user.id, context=context)
-        return StepResult(user=user)
+        audit.write(self.db, event, subject_id=user_id, context=context)
+        return None
 
     def unlock(self, user: User) -> None:
         """An admin lifts every lock and delay on the user's factors (limits)."""
-        subject = self.email_key(user.email)
+        subject = self.address_key(normalise_email(user.email))
         for key in (
             self.limiter.account_key("pwd", subject),
             self.limiter.account_key("backup", subject),
@@ -210,7 +261,7 @@ class SignInService:
     # -- recovery -------------------------------------------------------------------------------
     def recover(self, email: str, code: str, context: RequestContext, now: datetime) -> StepResult:
         """ "Can't access your account?": email + backup code, counted per email like passwords."""
-        key = self.limiter.account_key("backup", self.email_key(email))
+        key = self.limiter.account_key("backup", self.address_key(normalise_email(email)))
         attempt = self.limiter.reserve(key, context.ip_address, now)
         user = UserService(self.db, self.passwords).find_by_email(email)
         if not attempt.verdict.allowed:
@@ -227,18 +278,20 @@ class SignInService:
             return StepResult(user=None, error=RECOVERY_FAILURE)
         user = usable
         self.limiter.succeeded(attempt)
-        audit.record(self.db, "login.recovery", subject_id=user.id, context=context)
+        audit.write(self.db, "login.recovery", subject_id=user.id, context=context)
         self._backup_code_used(user, context)
         return StepResult(user=user)
 
     def _backup_code_used(self, user: User, context: RequestContext) -> None:
         remaining = self.backup_codes.remaining(user)
-        audit.record(self.db, "backup_code.used", subject_id=user.id, context=context,
+        audit.write(self.db, "backup_code.used", subject_id=user.id, context=context,
                      remaining=remaining)  # fmt: skip
         self.notifier.notify(user, "backup_code_used", remaining=remaining)
 
     def _audit_failure(
-        self, kind: str, user: User | None, context: RequestContext, reason: str
+        self, kind: str, user: User | str | None, context: RequestContext, reason: str
     ) -> None:
-        audit.record(self.db, kind, outcome="failure", subject_id=user.id if user else None,
-                     context=context, reason=reason)  # fmt: skip
+        """``user``: the account (or its id) the attempt named, None when none."""
+        subject = user.id if isinstance(user, User) else user
+        audit.write(self.db, kind, outcome="failure", subject_id=subject, context=context,
+                    reason=reason)  # fmt: skip

@@ -34,6 +34,22 @@ CODE_MISMATCH = "mismatch"
 
 
 @dataclass(frozen=True)
+class StoredTotp:
+    """A user's authenticator app as checking a code needs it, read as values (no ORM object):
+    the second step reads it with the partial sign-in (``PartialLogins.live_for_code``)."""
+
+    user_id: str
+    secret_encrypted: str
+    #: Whether its enrolment was proved by a first code (an unconfirmed one accepts nothing).
+    confirmed: bool
+
+    @classmethod
+    def of(cls, credential: TotpCredential) -> StoredTotp:
+        return cls(credential.user_id, credential.secret_encrypted,
+                   credential.confirmed_at is not None)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class TotpEnrolment:
     secret: str  # base32, shown as text beside the QR code
     uri: str  # otpauth:// for the QR code
@@ -135,15 +151,22 @@ class TotpService:
         return secret if owner == user.id and secret else None
 
     def verify(self, user: User, code: str, now: datetime) -> bool:
-        return self.verify_credential(self.get(user), code, now)
-
-    def verify_credential(
-        self, credential: TotpCredential | None, code: str, now: datetime
-    ) -> bool:
-        """``verify`` with the credential already read (None: the user has none)."""
+        credential = self.get(user)
         if credential is None or credential.confirmed_at is None:
             return False
-        return self._accept(credential, code, now)
+        step = self._accept(StoredTotp.of(credential), code, now)
+        if step is None:
+            return False
+        # The claim wrote the step: the loaded object learns it as committed state, so the ORM
+        # does not write it a second time at the next flush.
+        set_committed_value(credential, "last_used_step", step)
+        return True
+
+    def verify_stored(self, stored: StoredTotp | None, code: str, now: datetime) -> bool:
+        """``verify`` with the user's authenticator app already read, as values (None: none)."""
+        if stored is None or not stored.confirmed:
+            return False
+        return self._accept(stored, code, now) is not None
 
     def remove(self, user: User) -> None:
         credential = self.get(user)
@@ -151,25 +174,21 @@ class TotpService:
             self._loaded.pop(user.id, None)
             self.db.delete(credential)
 
-    def _secret(self, credential: TotpCredential) -> str:
-        return self.fernet.decrypt(credential.secret_encrypted.encode()).decode()
+    def _secret(self, stored: StoredTotp) -> str:
+        return self.fernet.decrypt(stored.secret_encrypted.encode()).decode()
 
-    def _accept(self, credential: TotpCredential, code: str, now: datetime) -> bool:
+    def _accept(self, stored: StoredTotp, code: str, now: datetime) -> int | None:
         """RFC 6238 5.2: accept the current and the previous step only, and never a step at or
         before the last accepted one. The step is claimed with one conditional UPDATE whose row
-        count decides, so two parallel uses of one code cannot both pass."""
-        step = _matching_step(self._secret(credential), code, now)
+        count decides, so two parallel uses of one code cannot both pass. The step claimed, or
+        None."""
+        step = _matching_step(self._secret(stored), code, now)
         if step is None:
-            return False
+            return None
         result = self.db.connection().execute(
-            _CLAIM_STEP, {"claimed_user": credential.user_id, "step": step}
+            _CLAIM_STEP, {"claimed_user": stored.user_id, "step": step}
         )
-        if result.rowcount != 1:
-            return False
-        # The UPDATE above wrote the step: the loaded object learns it as committed state, so
-        # the ORM does not write it a second time at the next flush.
-        set_committed_value(credential, "last_used_step", step)
-        return True
+        return step if result.rowcount == 1 else None
 
 
 _CREDENTIALS: Table = TotpCredential.__table__  # type: ignore[assignment]

@@ -76,7 +76,7 @@ def browser_binding() -> str:
 
 
 def start_session(
-    user: User,
+    user: User | str,
     amr: list[str] | tuple[str, ...],
     response: Response,
     *,
@@ -84,6 +84,7 @@ def start_session(
     passkey_only: bool = False,
 ) -> None:
     """Sign the user in: a new server-side session, the previous one of this browser ended.
+    ``user``: the user, or their id where the request holds no ORM object of them.
     ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
     ``passkey_only``)."""
     previous = current_session()

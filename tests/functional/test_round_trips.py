@@ -201,8 +201,10 @@ SIGN_IN_ROUND_TRIPS = {
         "SELECT users",  # the account and whether a second step can follow
         "DELETE attempt_counters",  # the success: the account's count reset ...
         "UPDATE attempt_counters",  # ... and the address's taken back, committed with it
+        # login.password, a prepared Core INSERT sent when the step is audited (no ORM object
+        # left for the flush), in the transaction of the partial sign-in
+        "INSERT audit_events",
         "INSERT partial_logins",
-        "INSERT audit_events",  # login.password, in the transaction of the partial sign-in
         "COMMIT",
     ],
     "GET /login/second-step": ["SELECT partial_logins"],  # its user and factors with it
@@ -213,9 +215,9 @@ SIGN_IN_ROUND_TRIPS = {
         "UPDATE totp_credentials",  # the step, claimed once (RFC 6238 5.2)
         "DELETE attempt_counters",
         "UPDATE attempt_counters",
+        "INSERT audit_events",  # login.totp when it is audited (a prepared Core INSERT)
         "UPDATE partial_logins",  # the partial sign-in, spent once
         "INSERT browser_sessions",  # inserted when it is started (a prepared Core INSERT)
-        "INSERT audit_events",  # login.totp, in the same transaction
         "COMMIT",
     ],
 }

@@ -78,5 +78,5 @@ def test_a_partial_sign_in_is_found_by_its_secret_and_spent_once(db: Session) ->
     assert (partial.user_id, partial.amr, partial.next_path) == ("u1", ["pwd"], "/account")
     assert partials.live("another secret", NOW) is None
     assert partials.live(raw, NOW + PARTIAL_LOGIN_TTL) is None
-    assert partials.spend(partial, NOW)
-    assert not partials.spend(partial, NOW)
+    assert partials.spend(partial.id_hash, NOW)
+    assert not partials.spend(partial.id_hash, NOW)
