@@ -26,7 +26,7 @@ from idp.models import (
     User,
 )
 from idp.models.base import random_id
-from idp.services.consume import consume_once, consume_once_statement, consume_prepared
+from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 
 #: Built once (``GrantService.issue_code``).
@@ -91,6 +91,68 @@ class SpentRefreshToken:
 
 
 @dataclass(frozen=True)
+class CodeUser:
+    """The user a code's tokens are for: what the ID token's standard claims are made of
+    (idp.services.claims.ClaimsSubject), read with the code's spend."""
+
+    id: str
+    name: str
+    email: str
+    email_verified: bool
+
+    def get_user_id(self) -> str:
+        """Authlib's hook for the resource owner's id."""
+        return self.id
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """What a code's token response needs of its grant: the family the tokens join, and the
+    sign-in the ID token reports (OIDC Core 2: ``sid``, ``auth_time``, ``amr``, ``acr``)."""
+
+    id: str
+    user_id: str
+    client_id: str
+    sid: str | None
+    auth_time: datetime
+    amr: tuple[str, ...]
+    acr: str
+    user: CodeUser
+
+
+@dataclass(frozen=True)
+class SpentCode:
+    """An authorization code spent by ``redeem_code``, as Authlib's code grant and its PKCE and
+    OpenID extensions read it (``AuthorizationCodeMixin``, ``code_challenge``)."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    grant: CodeGrant
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.grant.auth_time.timestamp())
+
+    def get_acr(self) -> str:
+        return self.grant.acr
+
+    def get_amr(self) -> list[str]:
+        return list(self.grant.amr)
+
+
+@dataclass(frozen=True)
 class RefreshRedemption:
     """What presenting a refresh token gave: the token to rotate (None: refused, ``invalid_grant``)
     and whether this was a retry of a rotation whose answer was lost."""
@@ -137,6 +199,61 @@ _SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("dig
 _FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
     _rt.token_hash == bindparam("digest")
 )
+
+_CODES = cast(Table, AuthorizationCode.__table__)
+_ac = _CODES.c
+#: What the spend of a code returns: its own columns and, by correlated subqueries, its grant's
+#: sign-in (OIDC Core 2: ``sid``, ``auth_time``, ``amr``, ``acr``), the grant's revocation, its
+#: user's claims and disabling, and the client's disabling as stored (the token side's client is a
+#: cached copy, docs/security.md "Client cache"). One statement; no joins, for the reason given
+#: for ``_REDEEMED`` (SQLite's RETURNING).
+_CODE_USER = select(_g.user_id).where(_g.id == _ac.grant_id).correlate(_CODES)
+
+
+def _of_grant(column: Any, label: str) -> Any:
+    return (
+        select(column).where(_g.id == _ac.grant_id).correlate(_CODES).scalar_subquery().label(label)
+    )
+
+
+def _of_code_user(column: Any, label: str) -> Any:
+    return (
+        select(column)
+        .where(_u.id == _CODE_USER.scalar_subquery())
+        .correlate(_CODES)
+        .scalar_subquery()
+        .label(label)
+    )
+
+
+_CODE_REDEEMED = (
+    _ac.grant_id,
+    _ac.redirect_uri,
+    _ac.scope,
+    _ac.nonce,
+    _ac.code_challenge,
+    _ac.code_challenge_method,
+    _ac.expires_at,
+    _of_grant(_g.user_id, "user_id"),
+    _of_grant(_g.sid, "sid"),
+    _of_grant(_g.auth_time, "auth_time"),
+    _of_grant(_g.amr, "amr"),
+    _of_grant(_g.acr, "acr"),
+    _of_grant(_g.revoked_at, "grant_revoked_at"),
+    _of_code_user(_u.name, "user_name"),
+    _of_code_user(_u.email, "user_email"),
+    _of_code_user(_u.email_verified, "user_email_verified"),
+    _of_code_user(_u.disabled_at, "user_disabled_at"),
+    select(_c.disabled_at).where(_c.client_id == _ac.client_id)
+    .scalar_subquery().label("client_disabled_at"),
+)  # fmt: skip
+_SPEND_CODE = consume_once_statement(
+    _CODES,
+    _ac.code_hash == bindparam("digest"),
+    _ac.client_id == bindparam("client"),
+    columns=_CODE_REDEEMED,
+)
+_FIND_CODE = select(_ac.client_id, _ac.grant_id).where(_ac.code_hash == bindparam("digest"))
 _INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
 
 
@@ -209,34 +326,38 @@ class GrantService:
             row.scopes = sorted(set(row.scopes) | set(scopes))
             row.granted_at = now
 
-    def redeem_code(self, code: str, client_id: str, now: datetime) -> AuthorizationCode | None:
+    def redeem_code(self, code: str, client_id: str, now: datetime) -> SpentCode | None:
         """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code
-        is bound to the client it was issued to (RFC 6749 4.1.3)."""
-        row: AuthorizationCode | None = self._redeem(
-            AuthorizationCode, AuthorizationCode.code_hash, code, client_id, CODE_REPLAY, now
-        )
-        return row
+        is bound to the client it was issued to (RFC 6749 4.1.3): presented by another client it
+        is refused and spends nothing.
 
-    def _redeem(
-        self, model: Any, key: Any, secret: str, client_id: str, replay: str, now: datetime
-    ) -> Any:
-        """The replay rule of codes: spent through the consume-once primitive; presented again,
-        it revokes its grant and everything issued from it. (Refresh tokens keep the same rule
-        in one statement: ``redeem_refresh_token``.)"""
-        if not secret or len(secret) > 200:
+        The spend is one ``UPDATE ... RETURNING`` that also reads, by subqueries, what the token
+        response needs of the grant and its user (the ID token's claims, OIDC Core 2 and 5.4) and
+        what the checks need (revoked, disabled): a sign-in's code makes no other read. Only a
+        refusal reads the row again, to tell a replay from an unknown code."""
+        if not code or len(code) > 200:
             return None
-        digest = token_hash(secret)
-        row = self.db.get(model, digest)
-        if row is None or row.client_id != client_id:
+        digest = token_hash(code)
+        connection = self.db.connection()
+        row: Any = consume_prepared(self.db, _SPEND_CODE, now=now, digest=digest, client=client_id)
+        if row is None:
+            # Not spent now: unknown, another client's (nothing happens), or spent before.
+            found = connection.execute(_FIND_CODE, {"digest": digest}).first()
+            if found is not None and found.client_id == client_id:
+                self.revoke_grant(found.grant_id, CODE_REPLAY, now)
             return None
-        if not consume_once(self.db, model, key == digest, now=now):
-            self.revoke_grant(row.grant_id, replay, now)
+        if row.expires_at <= now or row.grant_revoked_at is not None:
             return None
-        if row.expires_at <= now or row.grant.revoked_at is not None:
+        if row.user_disabled_at is not None or row.client_disabled_at is not None:
             return None
-        if not row.grant.user.is_active:
-            return None
-        return row
+        user = CodeUser(id=row.user_id, name=row.user_name, email=row.user_email,
+                        email_verified=bool(row.user_email_verified))  # fmt: skip
+        grant = CodeGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
+                          sid=row.sid, auth_time=row.auth_time, amr=tuple(row.amr or ()),
+                          acr=row.acr, user=user)  # fmt: skip
+        return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
+                         nonce=row.nonce, code_challenge=row.code_challenge,
+                         code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip
 
     # -- refresh tokens -------------------------------------------------------------------------
     def record_refresh_token(
