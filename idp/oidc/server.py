@@ -54,6 +54,7 @@ from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
 from idp.services import audit
 from idp.services.claims import client_claims
+from idp.services.client_cache import load_client
 from idp.services.crypto import new_secret
 from idp.services.device import PollOutcome
 from idp.services.grants import CodeGrant, RotatedGrant, SpentCode, SpentRefreshToken
@@ -78,15 +79,24 @@ def query_client(client_id: str) -> Client | None:
     # authorization endpoint's second lookup (its checks, then the interaction) read the row
     # again. Never across requests: a disabled client or a new secret counts at once.
     loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
-    client = loaded.get(client_id) or db.session.get(Client, client_id)
+    # A Core SELECT and a Client of no session (idp.services.client_cache.load_client): nothing
+    # at the authorization endpoint changes a registration through it.
+    client = loaded.get(client_id) or load_client(db.session(), client_id)
     if client is None or client.disabled_at is not None:
         return None
+    read_with_request(client)
+    return client
+
+
+def read_with_request(client: Client) -> None:
+    """``client``, read in this request (with the pending request it belongs to, say), is what
+    ``query_client`` answers for it until the request ends."""
     # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
     # overlap of a rotated secret against the application's clock.
     client.secret_hasher = runtime().client_secrets
     client.clock = clock()
-    loaded[client_id] = client
-    return client
+    if has_request_context():
+        g.setdefault("idp_clients", {})[client.client_id] = client
 
 
 def generate_token(

@@ -624,11 +624,11 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
                                    headers={"X-CSRFToken": csrf})  # fmt: skip
     assert verified.status_code == 200, verified.text
     assert [_first_words(s) for s in sent] == [
-        "SELECT PASSKEYS",
+        "SELECT PASSKEYS",  # with its owner, by one Core SELECT (idp.services.passkey_records)
         "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
+        "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
         "INSERT AUDIT_EVENTS",  # login.passkey
-        "UPDATE PASSKEYS",  # last use, backup state
-        "SELECT PENDING_AUTHORIZATIONS",
+        "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
         "INSERT BROWSER_SESSIONS",
         "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
         "INSERT GRANTS",
