@@ -17,13 +17,18 @@ from sqlalchemy.orm import Session
 from idp.models import Client, Consent, PendingAuthorization
 from idp.models.base import random_id
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
-from idp.services.consume import consume_once_now
+from idp.services.consume import consume_once_statement, consume_prepared
 
 #: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
 MAX_PENDING_ID = 64
 _INSERT = insert(PendingAuthorization)  # built once (``open``)
 _PENDING = cast(Table, PendingAuthorization.__table__)
 _CLIENTS = cast(Table, Client.__table__)
+#: Built once (``spend``): the consume-once UPDATE with bind parameters, so that SQLAlchemy
+#: reuses its compiled form instead of building and keying a statement per sign-in.
+_SPEND = consume_once_statement(
+    _PENDING, _PENDING.c.id == bindparam("pending_id"), columns=(_PENDING.c.id,)
+)
 #: Built once (``live_request``): the request and its client's registration in one SELECT.
 _LOAD_WITH_CLIENT = (
     select(_PENDING, *CLIENT_COLUMNS)
@@ -87,8 +92,7 @@ class PendingAuthorizations:
 
     def spend(self, pending: PendingAuthorization | LivePending, now: datetime) -> bool:
         """Mark the request used; False when another request spent it first."""
-        table = PendingAuthorization.__table__
-        return consume_once_now(self.db, table, table.c.id == pending.id, now=now)
+        return consume_prepared(self.db, _SPEND, now=now, pending_id=pending.id) is not None
 
     def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:
         """The user allowed the request on the consent page; the resumed request issues a code
