@@ -11,11 +11,13 @@ from werkzeug.wrappers import Response
 
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
-from idp.models import PartialLogin, PendingAuthorization, User
+from idp.models import PartialLogin, User
+from idp.oidc.server import read_with_request
 from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
+from idp.services.pending_authorizations import LivePending
 from idp.services.sign_in import Account
 from idp.web import safe_next
 from idp.web.sessions import browser_binding, current_session, start_session
@@ -27,20 +29,25 @@ PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password ins
 PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try again in a while."
 
 
-def _pending(pending_id: str | None) -> PendingAuthorization | None:
+def _pending(pending_id: str | None) -> LivePending | None:
     if not pending_id:
         return None
-    return services().pending_authorizations.live(pending_id, clock().now())
+    pending = services().pending_authorizations.live_request(pending_id, clock().now())
+    if pending is not None:
+        # Read with the request: the sign-in's own redirect (resume_after_sign_in) reads it no
+        # more.
+        read_with_request(pending.client)
+    return pending
 
 
-def _destination(pending: PendingAuthorization | None, next_path: str | None) -> str:
+def _destination(pending: LivePending | None, next_path: str | None) -> str:
     """Where a successful sign-in goes: back into the authorization request, or a local page."""
     if pending is not None:
         return url_for("oidc.authorize_continue", pending_id=pending.id)
     return safe_next(next_path) or url_for("account.home")
 
 
-def _page(pending: PendingAuthorization | None, email: str, error: str | None) -> str:
+def _page(pending: LivePending | None, email: str, error: str | None) -> str:
     policy = services().policy
     # The passkey request options travel with the page (idp/static/login.js starts conditional
     # mediation on load): no options request first, and a signed challenge, so that showing the
@@ -68,7 +75,7 @@ def login() -> Any:
     return _page(pending, request.args.get("login_hint", "")[:320], None)
 
 
-def _password_sign_in(pending: PendingAuthorization | None) -> Any:
+def _password_sign_in(pending: LivePending | None) -> Any:
     email = request.form.get("email", "")[:320]
     result = services().sign_in.password(
         email, request.form.get("password", ""), request_context(), clock().now()
@@ -101,7 +108,7 @@ def _password_sign_in(pending: PendingAuthorization | None) -> Any:
     return response
 
 
-def _begin_partial(user_id: str, pending: PendingAuthorization | None, destination: str) -> str:
+def _begin_partial(user_id: str, pending: LivePending | None, destination: str) -> str:
     return services().partial_logins.begin(
         user_id, pending.id if pending else None, destination, clock().now()
     )
@@ -274,7 +281,7 @@ def passkey_verify() -> Any:
         return jsonify(payload), 400
     amr = list(signed_in.amr)
     destination: str | None = None
-    pending: PendingAuthorization | None = None
+    pending: LivePending | None = None
     partial = _partial() if body.get("partial") else None
     if (
         partial is not None

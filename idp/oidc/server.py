@@ -38,7 +38,6 @@ from flask import request as current_request
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import (
-    AuthorizationCode,
     Client,
     DeviceAuthorization,
     Grant,
@@ -57,9 +56,10 @@ from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
 from idp.services import audit
 from idp.services.claims import client_claims
+from idp.services.client_cache import load_client
 from idp.services.crypto import new_secret
 from idp.services.device import PollOutcome
-from idp.services.grants import RotatedGrant, SpentRefreshToken
+from idp.services.grants import CodeGrant, RotatedGrant, SpentCode, SpentRefreshToken
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.signing_keys import KeyMaterial
@@ -81,15 +81,24 @@ def query_client(client_id: str) -> Client | None:
     # authorization endpoint's second lookup (its checks, then the interaction) read the row
     # again. Never across requests: a disabled client or a new secret counts at once.
     loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
-    client = loaded.get(client_id) or db.session.get(Client, client_id)
+    # A Core SELECT and a Client of no session (idp.services.client_cache.load_client): nothing
+    # at the authorization endpoint changes a registration through it.
+    client = loaded.get(client_id) or load_client(db.session(), client_id)
     if client is None or client.disabled_at is not None:
         return None
+    read_with_request(client)
+    return client
+
+
+def read_with_request(client: Client) -> None:
+    """``client``, read in this request (with the pending request it belongs to, say), is what
+    ``query_client`` answers for it until the request ends."""
     # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
     # overlap of a rotated secret against the application's clock.
     client.secret_hasher = runtime().client_secrets
     client.clock = clock()
-    loaded[client_id] = client
-    return client
+    if has_request_context():
+        g.setdefault("idp_clients", {})[client.client_id] = client
 
 
 def generate_token(
@@ -131,9 +140,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     now = clock().now()
     service = services().grants
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
-    code: AuthorizationCode | DeviceAuthorization | None = getattr(
-        request, "authorization_code", None
-    )
+    code: SpentCode | DeviceAuthorization | None = getattr(request, "authorization_code", None)
     refresh: SpentRefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
     claims = unverified_claims(token["access_token"])
@@ -200,7 +207,7 @@ class OpenIDCodeWithSession(OpenIDCode):
         }
 
     def get_authorization_code_claims(
-        self, authorization_code: AuthorizationCode | DeviceAuthorization
+        self, authorization_code: SpentCode | DeviceAuthorization
     ) -> Any:
         claims = super().get_authorization_code_claims(authorization_code)
         if authorization_code.grant is not None and authorization_code.grant.sid:
@@ -222,7 +229,7 @@ class OpenIDCodeWithSession(OpenIDCode):
         return UserInfo(client_claims(db.session(), user, client_id, scope, found))
 
 
-def _still_allowed(grant: Grant | RotatedGrant, client: Client) -> bool:
+def _still_allowed(grant: Grant | RotatedGrant | CodeGrant, client: Client) -> bool:
     """Access follows membership (docs/admins.md): a user who left the client's allowed groups
     while a code or refresh token was on its way gets nothing from it (RFC 6749 5.2
     ``invalid_grant``), and the grant is revoked as leaving the group revokes it.
@@ -243,15 +250,15 @@ def _still_allowed(grant: Grant | RotatedGrant, client: Client) -> bool:
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
-    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+    def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
         row = services().grants.redeem_code(code, client.client_id, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
-    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+    def delete_authorization_code(self, authorization_code: SpentCode) -> None:
         """Nothing to do: the code was consumed when it was looked up."""
 
-    def authenticate_user(self, authorization_code: AuthorizationCode) -> Any:
+    def authenticate_user(self, authorization_code: SpentCode) -> Any:
         return authorization_code.grant.user
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:

@@ -29,7 +29,7 @@ from idp.oidc.server import query_client
 from idp.services import audit
 from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
-from idp.services.pending_authorizations import PendingAuthorizations
+from idp.services.pending_authorizations import LivePending, PendingAuthorizations
 from idp.services.tokens import verify_issued_jwt
 from idp.web import acts_on_get
 from idp.web.headers import content_security_policy
@@ -88,7 +88,7 @@ def _live_pending(pending_id: str) -> PendingAuthorization:
     return pending
 
 
-def resume_after_sign_in(pending: PendingAuthorization) -> str:
+def resume_after_sign_in(pending: PendingAuthorization | LivePending) -> str:
     """Where a sign-in made for ``pending`` sends the browser, decided in the sign-in's own request
     so that the browser does not load ``/authorize/continue`` first: the client's redirect URI
     with the code (or a redirectable error, RFC 6749 4.1.2 and 4.1.2.1), or the consent page.
@@ -100,7 +100,7 @@ def resume_after_sign_in(pending: PendingAuthorization) -> str:
 
 def _proceed(
     auth_request: AuthorizationRequest,
-    pending: PendingAuthorization | None,
+    pending: PendingAuthorization | LivePending | None,
     *,
     url_only: bool = False,
 ) -> Any:
@@ -216,7 +216,7 @@ def _refuse_access(
     auth_request: AuthorizationRequest,
     client: Client,
     user_id: str,
-    pending: PendingAuthorization | None,
+    pending: PendingAuthorization | LivePending | None,
     now: datetime,
 ) -> Any:
     """The user is outside the client's allowed groups: no code. RFC 6749 4.1.2.1

@@ -42,6 +42,22 @@ _CLIENTS = Client.__table__
 _COLUMNS = [column.key for column in _CLIENTS.columns]
 #: Built once and run on the session's connection: a miss costs one Core SELECT, no ORM load.
 _LOAD = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("client_id"))
+#: The registration's columns as another statement selects them beside its own (``client_from``).
+CLIENT_COLUMNS = tuple(column.label(f"client_{column.key}") for column in _CLIENTS.columns)
+
+
+def client_from(row: Any, prefix: str = "") -> Client:
+    """A ``Client`` that belongs to no session (transient), made from the columns of a Core row
+    (``prefix``: ``client_`` for ``CLIENT_COLUMNS``): nothing loads or flushes through it."""
+    return Client(**{key: getattr(row, prefix + key) for key in _COLUMNS})
+
+
+def load_client(db: Session | scoped_session[Any], client_id: str) -> Client | None:
+    """The registration as stored now, by one prepared Core SELECT (no ORM load), or None."""
+    row = db.connection().execute(_LOAD, {"client_id": client_id}).first()
+    return None if row is None else client_from(row)
+
+
 _FLAG = "idp_clients_changed"
 
 #: Bumped after every committed transaction of this process that wrote to ``clients``.
@@ -135,10 +151,9 @@ class ClientCache:
                 entry = self._entries.get(client_id)
             if entry is not None and self.monotonic() - entry[1] < self.ttl:
                 return entry[0]
-        row = db.connection().execute(_LOAD, {"client_id": client_id}).first()
-        if row is None:
+        client = load_client(db, client_id)
+        if client is None:
             return None
-        client = Client(**{key: getattr(row, key) for key in _COLUMNS})
         client.secret_hasher = self.secret_hasher
         client.clock = self.clock
         if self.ttl > 0:

@@ -39,18 +39,6 @@ def consume_once(
     return result.rowcount == 1
 
 
-def consume_once_now(
-    db: Session, table: Any, *criteria: ColumnElement[bool], now: datetime
-) -> bool:
-    """``consume_once`` as a plain Core ``UPDATE`` on the session's connection, in the same
-    transaction: no ORM statement processing and no autoflush first, for a hot path whose
-    pending ORM changes the spend does not depend on (docs/performance.md)."""
-    result = db.connection().execute(
-        update(table).where(*criteria, table.c.consumed_at.is_(None)).values(consumed_at=now)
-    )
-    return result.rowcount == 1
-
-
 def consume_once_returning(
     db: Session,
     model: Any,

@@ -56,6 +56,28 @@ def count_statement(keys: int, with_lock: bool) -> Any:
     )
 
 
+#: Count one more against ``counter`` only while its count is below ``limit`` (a budget): the
+#: check and the count are one statement; on PostgreSQL the row lock makes parallel spends queue
+#: and each re-reads the count before its WHERE. A row comes back only when the count was taken.
+#: Text for the reason given in ``count_statement`` (the ``ON CONFLICT`` construct has no cache
+#: key); the same SQL on PostgreSQL and SQLite (3.35+).
+COUNT_BELOW = (
+    text(
+        'INSERT INTO attempt_counters ("key", failures, last_failure_at, previous_failure_at) '
+        "VALUES (:counter, 1, :now, NULL) "
+        'ON CONFLICT ("key") DO UPDATE SET failures = attempt_counters.failures + 1, '
+        "last_failure_at = excluded.last_failure_at "
+        "WHERE attempt_counters.failures < :limit "
+        "RETURNING failures"
+    )
+    .bindparams(
+        bindparam("counter", type_=String()),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("limit", type_=Integer()),
+    )
+    .columns(column("failures", Integer()))
+)
+
 RESET = (
     delete(COUNTERS).where(COUNTERS.c.key == bindparam("counter")).returning(COUNTERS.c.failures)
 )

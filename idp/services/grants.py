@@ -26,8 +26,9 @@ from idp.models import (
     User,
 )
 from idp.models.base import random_id
-from idp.services.consume import consume_once, consume_once_statement, consume_prepared
+from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
+from idp.services.spent_codes import FIND_CODE, SPEND_CODE, CodeGrant, CodeUser, SpentCode
 
 #: Built once (``GrantService.issue_code``).
 _INSERT_GRANT = insert(Grant)
@@ -209,34 +210,38 @@ class GrantService:
             row.scopes = sorted(set(row.scopes) | set(scopes))
             row.granted_at = now
 
-    def redeem_code(self, code: str, client_id: str, now: datetime) -> AuthorizationCode | None:
+    def redeem_code(self, code: str, client_id: str, now: datetime) -> SpentCode | None:
         """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code
-        is bound to the client it was issued to (RFC 6749 4.1.3)."""
-        row: AuthorizationCode | None = self._redeem(
-            AuthorizationCode, AuthorizationCode.code_hash, code, client_id, CODE_REPLAY, now
-        )
-        return row
+        is bound to the client it was issued to (RFC 6749 4.1.3): presented by another client it
+        is refused and spends nothing.
 
-    def _redeem(
-        self, model: Any, key: Any, secret: str, client_id: str, replay: str, now: datetime
-    ) -> Any:
-        """The replay rule of codes: spent through the consume-once primitive; presented again,
-        it revokes its grant and everything issued from it. (Refresh tokens keep the same rule
-        in one statement: ``redeem_refresh_token``.)"""
-        if not secret or len(secret) > 200:
+        The spend is one ``UPDATE ... RETURNING`` that also reads, by subqueries, what the token
+        response needs of the grant and its user (the ID token's claims, OIDC Core 2 and 5.4) and
+        what the checks need (revoked, disabled): a sign-in's code makes no other read. Only a
+        refusal reads the row again, to tell a replay from an unknown code."""
+        if not code or len(code) > 200:
             return None
-        digest = token_hash(secret)
-        row = self.db.get(model, digest)
-        if row is None or row.client_id != client_id:
+        digest = token_hash(code)
+        connection = self.db.connection()
+        row: Any = consume_prepared(self.db, SPEND_CODE, now=now, digest=digest, client=client_id)
+        if row is None:
+            # Not spent now: unknown, another client's (nothing happens), or spent before.
+            found = connection.execute(FIND_CODE, {"digest": digest}).first()
+            if found is not None and found.client_id == client_id:
+                self.revoke_grant(found.grant_id, CODE_REPLAY, now)
             return None
-        if not consume_once(self.db, model, key == digest, now=now):
-            self.revoke_grant(row.grant_id, replay, now)
+        if row.expires_at <= now or row.grant_revoked_at is not None:
             return None
-        if row.expires_at <= now or row.grant.revoked_at is not None:
+        if row.user_disabled_at is not None or row.client_disabled_at is not None:
             return None
-        if not row.grant.user.is_active:
-            return None
-        return row
+        user = CodeUser(id=row.user_id, name=row.user_name, email=row.user_email,
+                        email_verified=bool(row.user_email_verified))  # fmt: skip
+        grant = CodeGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
+                          sid=row.sid, auth_time=row.auth_time, amr=tuple(row.amr or ()),
+                          acr=row.acr, user=user)  # fmt: skip
+        return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
+                         nonce=row.nonce, code_challenge=row.code_challenge,
+                         code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip
 
     # -- refresh tokens -------------------------------------------------------------------------
     def record_refresh_token(

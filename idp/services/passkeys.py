@@ -59,6 +59,7 @@ from idp.services.passkey_checks import (
     failure_reason,
     parse_credential,
 )
+from idp.services.passkey_records import StoredPasskey, flag, load_for_sign_in, record_use
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -95,11 +96,11 @@ class Ceremony:
 @dataclass(frozen=True)
 class PasskeySignIn:
     user: User
-    passkey: Passkey
+    passkey: StoredPasskey
     amr: tuple[str, ...]
 
 
-def passkey_amr(passkey: Passkey, user_verified: bool = True) -> tuple[str, ...]:
+def passkey_amr(passkey: Passkey | StoredPasskey, user_verified: bool = True) -> tuple[str, ...]:
     """RFC 8176: ``swk`` for a synced (backup-eligible) passkey, ``hwk`` for a device-bound one;
     ``user`` for user verification; ``mfa`` since possession + UV are two factors. Where policy
     only prefers UV, a ceremony without it is possession alone: no ``user``, no ``mfa``."""
@@ -314,7 +315,7 @@ class PasskeyService:
         context: RequestContext,
         now: datetime,
     ) -> PasskeySignIn:
-        passkey: Passkey | None = None
+        passkey: StoredPasskey | None = None
         signed = self.signed if self.signed is not None and is_signed(challenge_id) else None
         try:
             if signed is None:
@@ -327,7 +328,7 @@ class PasskeyService:
                 if checked is None or not binding:
                     raise PasskeyError("challenge_invalid")
                 challenge = checked
-            passkey = self.db.get(Passkey, bytes_to_base64url(credential.raw_id))
+            passkey = load_for_sign_in(self.db, bytes_to_base64url(credential.raw_id))
             if passkey is None:
                 raise PasskeyError("unknown_credential")
             try:
@@ -364,7 +365,7 @@ class PasskeyService:
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
                 raise PasskeyError("backup_eligibility_changed")
-            self._apply_sign_count(passkey, verified.new_sign_count, context, now)
+            sign_count = self._checked_sign_count(passkey, verified.new_sign_count, context, now)
             if not passkey.user.is_active:
                 raise PasskeyError("user_disabled")
         except PasskeyError as error:
@@ -379,8 +380,7 @@ class PasskeyService:
                 )  # fmt: skip
             raise
         # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
-        passkey.backed_up = verified.credential_backed_up
-        passkey.last_used_at = now
+        record_use(self.db, passkey, sign_count, verified.credential_backed_up, now)
         audit.write(
             self.db, "login.passkey", subject_id=passkey.user_id, context=context,
             credential_id=passkey.credential_id, synced=passkey.backup_eligible,
@@ -389,23 +389,22 @@ class PasskeyService:
         amr = passkey_amr(passkey, verified.user_verified)
         return PasskeySignIn(user=passkey.user, passkey=passkey, amr=amr)
 
-    def _apply_sign_count(
-        self, passkey: Passkey, new_count: int, context: RequestContext, now: datetime
-    ) -> None:
+    def _checked_sign_count(
+        self, passkey: StoredPasskey, new_count: int, context: RequestContext, now: datetime
+    ) -> int:
         """WebAuthn L3 6.1.1 and 7.2 (signature counter). Synced passkeys report 0 forever: never
         held against them. A device-bound credential whose counter does not grow may be a clone:
-        flag it, audit it and refuse this sign-in."""
+        flag it, audit it and refuse this sign-in. The count to store."""
         regressed = (new_count or passkey.sign_count) and new_count <= passkey.sign_count
         if regressed and not passkey.backup_eligible:
-            passkey.flagged_at = now
-            passkey.flagged_reason = "sign_count_regression"
+            flag(self.db, passkey, "sign_count_regression", now)
             audit.record(
                 self.db, "passkey.flagged", outcome="failure", subject_id=passkey.user_id,
                 context=context, credential_id=passkey.credential_id,
                 stored_count=passkey.sign_count, received_count=new_count,
             )  # fmt: skip
             raise PasskeyError("sign_count_regression")
-        passkey.sign_count = max(passkey.sign_count, new_count)
+        return max(passkey.sign_count, new_count)
 
     # -- management -----------------------------------------------------------------------------
     def passkeys_of(self, user: User) -> list[Passkey]:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from idp import metrics
 from idp.models import AttemptCounter, FactorLock
 from idp.services.counter_statements import (
+    COUNT_BELOW,
     COUNT_BELOW_SCRIPT,
     COUNT_SCRIPT,
     RELEASE,
@@ -189,19 +190,8 @@ class DatabaseCounters:
         return [by_key[name] for name in names]
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
-        statement = (
-            self._insert()(AttemptCounter)
-            .values(key=key, failures=1, last_failure_at=now)
-            .on_conflict_do_update(
-                index_elements=[AttemptCounter.key],
-                set_={"failures": AttemptCounter.failures + 1, "last_failure_at": now},
-                # The check and the count are one statement: on PostgreSQL the row lock makes
-                # parallel spends queue and each re-reads the count before its WHERE.
-                where=AttemptCounter.failures < limit,
-            )
-            .returning(AttemptCounter.failures)
-        )
-        spent = self.db.execute(statement).first() is not None
+        parameters = {"counter": key, "now": now, "limit": limit}
+        spent = self.db.connection().execute(COUNT_BELOW, parameters).first() is not None
         self._done()
         return spent
 

@@ -626,11 +626,11 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
                                    headers={"X-CSRFToken": csrf})  # fmt: skip
     assert verified.status_code == 200, verified.text
     assert [_first_words(s) for s in sent] == [
-        "SELECT PASSKEYS",
+        "SELECT PASSKEYS",  # with its owner, by one Core SELECT (idp.services.passkey_records)
         "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
+        "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
         "INSERT AUDIT_EVENTS",  # login.passkey
-        "UPDATE PASSKEYS",  # last use, backup state
-        "SELECT PENDING_AUTHORIZATIONS",
+        "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
         "INSERT BROWSER_SESSIONS",
         "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
         "INSERT GRANTS",
@@ -647,7 +647,11 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     with statements(storage_app) as sent:
         exchanged = rp.exchange(query_of(callback)["code"])
     assert exchanged.status_code == 200, exchanged.text
+    # The code is spent and read in one conditional UPDATE ... RETURNING (its grant's sign-in and
+    # its user's claims by subqueries: GrantService.redeem_code), not a SELECT and an UPDATE.
     assert [_first_words(s) for s in sent] == [
-        "SELECT CLIENTS", "SELECT AUTHORIZATION_CODES", "UPDATE AUTHORIZATION_CODES",
-        "INSERT ACCESS_TOKENS", "INSERT REFRESH_TOKENS",
+        "SELECT CLIENTS", "UPDATE AUTHORIZATION_CODES", "INSERT ACCESS_TOKENS",
+        "INSERT REFRESH_TOKENS",
     ]  # fmt: skip
+    assert "CONSUMED_AT IS NULL" in sent[1]
+    assert "RETURNING" in sent[1]

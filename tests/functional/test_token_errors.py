@@ -81,6 +81,20 @@ def test_code_is_bound_to_its_client(
     assert error_of(other_rp.exchange(code)) == "invalid_grant"
 
 
+def test_a_code_presented_by_another_client_spends_nothing(
+    rp: RelyingParty, other_rp: RelyingParty, user: CreatedUser
+) -> None:
+    """RFC 6749 4.1.3: the code is refused to a client it was not issued to; the spend's
+    conditional UPDATE names the client, so the code stays the right client's (and nothing is
+    revoked as a replay)."""
+    code = rp.obtain_code(user)["code"]
+    other_rp.verifier = rp.verifier
+    assert error_of(other_rp.exchange(code)) == "invalid_grant"
+    redeemed = rp.exchange(code)
+    assert redeemed.status_code == 200, redeemed.text
+    assert rp.userinfo(redeemed.get_json()["access_token"]).status_code == 200
+
+
 @pytest.mark.parametrize(
     "redirect_uri",
     [

@@ -53,6 +53,23 @@ def test_a_pending_request_is_spent_once(db: Session) -> None:
     assert pending.live(pending_id, NOW) is None
 
 
+def test_the_sign_in_pages_read_a_live_request_with_its_client(db: Session) -> None:
+    """``live_request``: the same rules as ``live`` (expired, spent and unknown requests are
+    None), the client's registration read by the same statement, and spent once through it."""
+    pending = PendingAuthorizations(db)
+    pending_id = pending.open("app", {"scope": "openid"}, NOW, ttl=60)
+    row = pending.live_request(pending_id, NOW + timedelta(seconds=59))
+    assert row is not None
+    assert (row.id, row.client_id, row.params) == (pending_id, "app", {"scope": "openid"})
+    assert row.client.name == "App"
+    assert row.client.client_id == "app"
+    assert pending.live_request(pending_id, NOW + timedelta(seconds=60)) is None
+    assert pending.live_request("unknown", NOW) is None
+    assert pending.spend(row, NOW)
+    assert not pending.spend(row, NOW)
+    assert pending.live_request(pending_id, NOW) is None
+
+
 def test_consent_given_binds_the_request_to_the_user(db: Session) -> None:
     pending = PendingAuthorizations(db)
     row = pending.live(pending.open("app", {}, NOW, ttl=60), NOW)

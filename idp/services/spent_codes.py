@@ -1,0 +1,137 @@
+"""What spending an authorization code reads (``GrantService.redeem_code``): the statement
+that spends it once and returns, with it, its grant's sign-in and its user's claims, and the
+objects Authlib's code grant reads instead of ORM rows (docs/performance.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select
+
+from idp.models import AuthorizationCode, Client, Grant, User
+from idp.services.consume import consume_once_statement
+
+_GRANTS = cast(Table, Grant.__table__)
+_USERS = cast(Table, User.__table__)
+_CLIENTS = cast(Table, Client.__table__)
+_g, _u, _c = _GRANTS.c, _USERS.c, _CLIENTS.c
+
+
+@dataclass(frozen=True)
+class CodeUser:
+    """The user a code's tokens are for: what the ID token's standard claims are made of
+    (idp.services.claims.ClaimsSubject), read with the code's spend."""
+
+    id: str
+    name: str
+    email: str
+    email_verified: bool
+
+    def get_user_id(self) -> str:
+        """Authlib's hook for the resource owner's id."""
+        return self.id
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """What a code's token response needs of its grant: the family the tokens join, and the
+    sign-in the ID token reports (OIDC Core 2: ``sid``, ``auth_time``, ``amr``, ``acr``)."""
+
+    id: str
+    user_id: str
+    client_id: str
+    sid: str | None
+    auth_time: datetime
+    amr: tuple[str, ...]
+    acr: str
+    user: CodeUser
+
+
+@dataclass(frozen=True)
+class SpentCode:
+    """An authorization code spent by ``redeem_code``, as Authlib's code grant and its PKCE and
+    OpenID extensions read it (``AuthorizationCodeMixin``, ``code_challenge``)."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    grant: CodeGrant
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.grant.auth_time.timestamp())
+
+    def get_acr(self) -> str:
+        return self.grant.acr
+
+    def get_amr(self) -> list[str]:
+        return list(self.grant.amr)
+
+
+_CODES = cast(Table, AuthorizationCode.__table__)
+_ac = _CODES.c
+#: What the spend of a code returns: its own columns and, by correlated subqueries, its grant's
+#: sign-in (OIDC Core 2: ``sid``, ``auth_time``, ``amr``, ``acr``), the grant's revocation, its
+#: user's claims and disabling, and the client's disabling as stored (the token side's client is
+#: a cached copy, docs/security.md "Client cache"). One statement, and no joins: SQLite's
+#: RETURNING names columns without their table (as for the refresh token's, idp.services.grants).
+_CODE_USER = select(_g.user_id).where(_g.id == _ac.grant_id).correlate(_CODES)
+
+
+def _of_grant(column: Any, label: str) -> Any:
+    return (
+        select(column).where(_g.id == _ac.grant_id).correlate(_CODES).scalar_subquery().label(label)
+    )
+
+
+def _of_code_user(column: Any, label: str) -> Any:
+    return (
+        select(column)
+        .where(_u.id == _CODE_USER.scalar_subquery())
+        .correlate(_CODES)
+        .scalar_subquery()
+        .label(label)
+    )
+
+
+_CODE_REDEEMED = (
+    _ac.grant_id,
+    _ac.redirect_uri,
+    _ac.scope,
+    _ac.nonce,
+    _ac.code_challenge,
+    _ac.code_challenge_method,
+    _ac.expires_at,
+    _of_grant(_g.user_id, "user_id"),
+    _of_grant(_g.sid, "sid"),
+    _of_grant(_g.auth_time, "auth_time"),
+    _of_grant(_g.amr, "amr"),
+    _of_grant(_g.acr, "acr"),
+    _of_grant(_g.revoked_at, "grant_revoked_at"),
+    _of_code_user(_u.name, "user_name"),
+    _of_code_user(_u.email, "user_email"),
+    _of_code_user(_u.email_verified, "user_email_verified"),
+    _of_code_user(_u.disabled_at, "user_disabled_at"),
+    select(_c.disabled_at).where(_c.client_id == _ac.client_id)
+    .scalar_subquery().label("client_disabled_at"),
+)  # fmt: skip
+SPEND_CODE = consume_once_statement(
+    _CODES,
+    _ac.code_hash == bindparam("digest"),
+    _ac.client_id == bindparam("client"),
+    columns=_CODE_REDEEMED,
+)
+FIND_CODE = select(_ac.client_id, _ac.grant_id).where(_ac.code_hash == bindparam("digest"))
