@@ -49,7 +49,10 @@ def begin_or_reconnect(dbapi_connection: psycopg.Connection[Any]) -> None:
     dead (module docstring). Called once per checkout, not per transaction: after a commit in
     the same checkout psycopg sends its own ``BEGIN`` before the next statement."""
     pgconn = dbapi_connection.pgconn
-    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    status = pgconn.transaction_status
+    if status == pq.TransactionStatus.UNKNOWN:  # libpq knows the connection is bad already
+        raise InvalidatePoolError("the connection is broken")
+    if status != pq.TransactionStatus.IDLE:
         return  # a transaction is open already: psycopg sends nothing more
     try:
         result = pgconn.exec_(b"BEGIN")  # libpq's PQexec; the GIL is released while it waits
