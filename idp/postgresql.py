@@ -8,12 +8,12 @@
   another round trip, before the first statement. Here ``BEGIN`` is sent at checkout and is the
   check: it either opens the transaction the checkout is for (psycopg sends no ``BEGIN`` of its
   own inside an open transaction) or fails, and then ``InvalidatePoolError`` makes the pool do
-  what a failed pre-ping does (SQLAlchemy, "Disconnect Handling - Pessimistic"): discard this
-  connection and every older one, connect anew and run the check again, all before the caller
-  ran anything. A connection therefore leaves the pool inside a transaction: its ``autocommit``
-  and ``isolation_level`` cannot be changed while checked out (psycopg refuses), which nothing in
-  idp does; a dedicated engine (Alembic's, the tests' administrative one) is not affected unless
-  configured with :func:`configure_postgresql`.
+  what a failed pre-ping does: discard this connection and every older one, connect anew and run
+  the check again, all before the caller ran anything (tests/functional/test_outages.py ends
+  every backend of a node, then no request fails). A connection therefore leaves the pool inside
+  a transaction: its ``autocommit`` and ``isolation_level`` cannot be changed while checked out
+  (psycopg refuses), which nothing in idp does. An engine that needs them (the tests'
+  administrative one, in autocommit) is created without :func:`configure_postgresql`.
 - **Cursor descriptions on demand.** SQLAlchemy reads ``cursor.description`` after every
   statement, but once a compiled statement's result metadata is cached (every statement of a
   warm process) it only asks whether there is one; psycopg builds a ``Column`` object per column
@@ -49,7 +49,10 @@ def begin_or_reconnect(dbapi_connection: psycopg.Connection[Any]) -> None:
     dead (module docstring). Called once per checkout, not per transaction: after a commit in
     the same checkout psycopg sends its own ``BEGIN`` before the next statement."""
     pgconn = dbapi_connection.pgconn
-    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    status = pgconn.transaction_status
+    if status == pq.TransactionStatus.UNKNOWN:  # libpq knows the connection is bad already
+        raise InvalidatePoolError("the connection is broken")
+    if status != pq.TransactionStatus.IDLE:
         return  # a transaction is open already: psycopg sends nothing more
     try:
         result = pgconn.exec_(b"BEGIN")  # libpq's PQexec; the GIL is released while it waits

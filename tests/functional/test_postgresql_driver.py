@@ -12,9 +12,10 @@ import pytest
 from flask import Flask
 from psycopg import pq
 from sqlalchemy import text
+from sqlalchemy.exc import InvalidatePoolError
 
 from idp.extensions import db
-from idp.postgresql import DescribedOnDemandCursor
+from idp.postgresql import DescribedOnDemandCursor, begin_or_reconnect
 
 
 @pytest.fixture
@@ -78,3 +79,13 @@ def test_a_description_built_on_demand_is_psycopgs(postgres_database_url: str) -
         on_demand.execute("SELECT 2 AS two")
         with pytest.raises(psycopg.InterfaceError):  # never describes another result
             list(unread or [])
+
+
+def test_a_connection_known_to_be_broken_is_replaced_without_a_round_trip(
+    postgres_database_url: str,
+) -> None:
+    conninfo = postgres_database_url.replace("postgresql+psycopg://", "postgresql://")
+    connection = psycopg.connect(conninfo)
+    connection.close()  # libpq's transaction status is now UNKNOWN
+    with pytest.raises(InvalidatePoolError):  # the pool discards it and connects anew
+        begin_or_reconnect(connection)
