@@ -90,9 +90,10 @@ class _Prepared:
 
 
 class _ThreadConnection(threading.local):
-    """This thread's connection, and the engine generation it was opened in."""
+    """This thread's connection and cursor, and the engine generation they were opened in."""
 
     dbapi_connection: Any = None
+    cursor: Any = None
     generation: int = -1
 
 
@@ -115,65 +116,60 @@ class ThinReads:
         event.listen(engine, "engine_disposed", self._disposed)
 
     def first(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Row | None:
-        """The statement's first row, or None."""
-        rows = self._read(statement, parameters, first=True)
+        """The statement's first row, or None (every row is read: a thin read selects few)."""
+        rows = self._read(statement, parameters)
         return rows[0] if rows else None
 
     def all(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
         """Every row of the statement."""
-        return self._read(statement, parameters, first=False)
+        return self._read(statement, parameters)
 
     # -- the read ----------------------------------------------------------------------------------
-    def _read(
-        self, statement: Select[Any], parameters: Mapping[str, Any], *, first: bool
-    ) -> list[Row]:
+    def _read(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
         if self._through_engine:
             with self._engine.connect() as connection:
                 result = connection.execute(statement, dict(parameters))
-                return [result.first()] if first else list(result.all())
+                return list(result.all())
         prepared = self._prepared.get(statement) or self._prepare(statement)
         bound = prepared.parameters(parameters)
         try:
-            return self._send(prepared, bound, first)
+            return self._send(prepared, bound)
         except self._dbapi_error as error:
             if not self._dropped_after(error):
                 raise self._wrapped(error, prepared.sql, bound) from error
         # The server closed the connection (a restart, an administrator): once more on a new one.
         try:
-            return self._send(prepared, bound, first)
+            return self._send(prepared, bound)
         except self._dbapi_error as error:
             self._dropped_after(error)
             raise self._wrapped(error, prepared.sql, bound) from error
 
-    def _send(self, prepared: _Prepared, bound: Any, first: bool) -> list[Row]:
-        connection = self._connection()
-        cursor = connection.cursor()
-        try:
-            sql = prepared.sql
-            dispatch = self._engine.dispatch
-            # The engine's listeners, called as a Connection calls them. The engine stands in for
-            # the Connection there is none of, and there is no execution context: idp's listeners
-            # read the statement, the cursor and the context's compiled statement if any
-            # (idp.database).
-            for listener in dispatch.before_cursor_execute:
-                sql, bound = listener(self._engine, cursor, sql, bound, None, False)
-            cursor.execute(sql, bound)
-            raw = [cursor.fetchone()] if first else cursor.fetchall()
-            for after in dispatch.after_cursor_execute:
-                after(self._engine, cursor, sql, bound, None, False)
-            if prepared.result_processors is None:
-                # Read once: psycopg builds the description's column objects anew at each call.
-                prepared.make_result_processors(cursor.description)
-        finally:
-            cursor.close()
-        if first and raw[0] is None:
-            return []
-        return prepared.rows(raw)
+    def _send(self, prepared: _Prepared, bound: Any) -> list[Row]:
+        cursor = self._cursor()
+        sql = prepared.sql
+        dispatch = self._engine.dispatch
+        # The engine's listeners, called as a Connection calls them. The engine stands in for the
+        # Connection there is none of, and there is no execution context: idp's listeners read
+        # the statement, the cursor and the context's compiled statement if any (idp.database).
+        for listener in dispatch.before_cursor_execute:
+            sql, bound = listener(self._engine, cursor, sql, bound, None, False)
+        cursor.execute(sql, bound)
+        # Every row, also for ``first``: SQLite ends a statement's implicit read transaction only
+        # when it has stepped past the last row, and the cursor stays open for the next read.
+        raw = cursor.fetchall()
+        for after in dispatch.after_cursor_execute:
+            after(self._engine, cursor, sql, bound, None, False)
+        if prepared.result_processors is None:
+            # Read once: psycopg builds the description's column objects anew at each call.
+            prepared.make_result_processors(cursor.description)
+        return prepared.rows(raw) if raw else []
 
-    def _connection(self) -> Any:
+    def _cursor(self) -> Any:
+        """This thread's cursor, on its connection (one cursor kept: psycopg makes each new one
+        with an adapters map of its own)."""
         local = self._local
-        if local.dbapi_connection is not None and local.generation == self._generation:
-            return local.dbapi_connection
+        if local.cursor is not None and local.generation == self._generation:
+            return local.cursor
         self._close_thread_connection()
         try:
             # Opened by the pool, so the engine's ``connect`` listeners run; detached, so it holds
@@ -187,8 +183,9 @@ class ThinReads:
         dbapi_connection.rollback()
         self._dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
         local.dbapi_connection = dbapi_connection
+        local.cursor = dbapi_connection.cursor()
         local.generation = self._generation
-        return dbapi_connection
+        return local.cursor
 
     def _dropped_after(self, error: Exception) -> bool:
         """Whether ``error`` says the connection is gone; if so it is closed and forgotten."""
@@ -200,7 +197,7 @@ class ThinReads:
 
     def _close_thread_connection(self) -> None:
         connection = self._local.dbapi_connection
-        self._local.dbapi_connection = None
+        self._local.dbapi_connection = self._local.cursor = None
         if connection is not None:
             # Already closed by the server, it may refuse to close again: nothing left to release.
             with contextlib.suppress(self._dbapi_error):
