@@ -12,9 +12,6 @@ from authlib.oauth2.rfc6749 import (
     InvalidClientError,
     OAuth2Request,
 )
-from authlib.oauth2.rfc6749.authenticate_client import (
-    authenticate_client_secret_basic as authlib_client_secret_basic,
-)
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
@@ -123,14 +120,24 @@ def assertion_time_refusal(claims: dict[str, Any], now: int, leeway: int) -> str
 
 
 def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) -> Any:
-    """RFC 6749 2.3.1 ``client_secret_basic``. Authlib's parser raises on ``Basic`` with no
-    credentials or with credentials that are not UTF-8, which surfaced as a 500; such a header
-    is simply no valid client authentication (RFC 6749 5.2 ``invalid_client``)."""
+    """RFC 6749 2.3.1 ``client_secret_basic``, as Authlib's, reading the header once (Authlib's
+    is wrapped here for its parser: calling it parsed the header a second time). Authlib's parser
+    raises on ``Basic`` with no credentials or with credentials that are not UTF-8, which
+    surfaced as a 500; such a header is simply no valid client authentication (RFC 6749 5.2
+    ``invalid_client``)."""
     try:
-        extract_basic_authorization(request.headers)
+        client_id, client_secret = extract_basic_authorization(request.headers)
     except ValueError:  # UnicodeDecodeError included
         return None
-    return authlib_client_secret_basic(query_client, request)
+    if not (client_id and client_secret):
+        return None
+    client = query_client(client_id)
+    if client is None:
+        # RFC 6749 5.2: a client that tried the Authorization header is answered 401.
+        raise InvalidClientError(
+            status_code=401, description="The client does not exist on this server."
+        )
+    return client if client.check_client_secret(client_secret) else None
 
 
 #: How a client presents each registration's method at the token endpoint, for the error that

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2 import OAuth2Error, rfc8628
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
@@ -32,7 +31,7 @@ from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
-from flask import Flask, Request, g, has_request_context
+from flask import Flask, g, has_request_context
 from flask import request as current_request
 
 from idp.composition import clock, request_context, runtime, services
@@ -54,6 +53,7 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
+from idp.oidc.token_request import TokenSideRequest
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
@@ -404,31 +404,6 @@ class DeviceBudgetSpentError(OAuth2Error):
     error = "temporarily_unavailable"
     description = "Too many device sign-in requests from this network. Try again in a few minutes."
     status_code = 429
-
-
-class TokenSideRequest(OAuth2Request):
-    """Authlib's view of a request at the token side (token, device authorization, revocation,
-    introspection, logout), made from Flask's request object itself.
-
-    Authlib's own (``FlaskOAuth2Request``) holds Flask's context proxy, through which each of the
-    many reads of the payload a grant makes finds the request again, and builds the whole URL
-    for the one use Authlib makes of it: the transport check (RFC 6749 1.6 and 3.2: TLS), which
-    reads only the scheme and the host. ``uri`` is therefore the origin alone; nothing at the
-    token side reads its path (docs/performance.md)."""
-
-    def __init__(self, request: Request) -> None:
-        origin = f"{request.scheme}://{request.host}/"
-        super().__init__(request.method, origin, headers=request.headers)
-        self._request = request
-        self.payload = FlaskOAuth2Payload(request)
-
-    @property
-    def args(self) -> Any:
-        return self._request.args
-
-    @property
-    def form(self) -> Any:
-        return self._request.form
 
 
 class IdpAuthorizationServer(AuthorizationServer):

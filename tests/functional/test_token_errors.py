@@ -434,7 +434,7 @@ def test_tokens_are_issued_only_over_tls_or_loopback(
 ) -> None:
     """RFC 6749 1.6 and 3.2: the token endpoint requires TLS (loopback excepted for development,
     RFC 8252 7.3). Authlib checks the transport on the request idp hands it
-    (idp.oidc.server.TokenSideRequest, which gives it the scheme and host alone)."""
+    (idp.oidc.token_request.TokenSideRequest, which gives it the scheme and host alone)."""
     secret = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
     response = rp.browser.post(
         "/token",
