@@ -86,7 +86,7 @@ def _password_sign_in(pending: LivePending | None) -> Any:
         return _page(pending, email, result.error), 401
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
-    # The password step read whether one exists with the account (``StepResult.second_factor``).
+    # The password step read whether one exists with the account (``PasswordResult.second_factor``).
     if result.second_factor:
         # After a correct password, the second step (docs/architecture.md, the password path).
         partial = _begin_partial(account.id, pending, destination)

@@ -45,9 +45,6 @@ LOCKED = (
 class StepResult:
     user: User | None
     error: str | None = None
-    #: After a correct password: whether a second step can follow (an authenticator app or a
-    #: passkey; backup codes only back these up).
-    second_factor: bool = False
 
     @property
     def ok(self) -> bool:

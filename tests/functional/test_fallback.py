@@ -38,6 +38,7 @@ from idp.models import (
     Base,
     BrowserSession,
     OutboxMessage,
+    PartialLogin,
     TotpCredential,
     User,
 )
@@ -46,6 +47,7 @@ from idp.services import backup_codes as backup_codes_module
 from idp.services import sign_in as messages
 from idp.services.assurance import ACR_MFA
 from idp.services.backup_codes import BackupCodeService
+from idp.services.partial_logins import PARTIAL_LOGIN_TTL
 from idp.services.passwords import PasswordPolicyError, PasswordService
 from idp.services.rate_limits import (
     ADDRESS_FAILURES_PER_WINDOW,
@@ -288,6 +290,37 @@ def test_totp_code_of_the_next_step_is_refused(app: Flask, clock: FrozenClock) -
     assert response.status_code == 401
     assert messages.CODE_FAILURE in text_of(response)
     assert path_of(second_step(browser, totp(enrolled.secret, clock.now()))) == "/account"
+
+
+def test_the_code_step_refuses_a_spent_or_expired_partial_sign_in_and_a_disabled_user(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """The code step reads the partial sign-in and its user as values, by one Core statement
+    (docs/performance.md): what it reads still decides. A partial sign-in spent meanwhile (by
+    another tab's code) or past its ten minutes starts over; a user disabled after the password
+    step is refused; neither gets a session."""
+    enrolled = user_with_totp(storage_app, clock)
+    user = enrolled.user
+    sessions = len(rows(storage_app, BrowserSession, BrowserSession.user_id == user.id))
+
+    def code_after(scene: Any) -> TestResponse:
+        browser = storage_app.test_client()
+        assert path_of(password_step(browser, user.email, user.password)) == "/login/second-step"
+        page = browser.get("/login/second-step")
+        scene()
+        form = {"csrf_token": csrf_token(page.text), "code": totp(enrolled.secret, clock.now())}
+        return browser.post("/login/second-step", data=form)
+
+    spent = update(PartialLogin).where(PartialLogin.user_id == user.id)
+    assert path_of(code_after(lambda: change(storage_app, spent.values(consumed_at=utcnow())))) == (
+        "/login"
+    )
+    assert path_of(code_after(lambda: clock.advance(PARTIAL_LOGIN_TTL))) == "/login"
+    disable = update(User).where(User.id == user.id).values(disabled_at=utcnow())
+    refused = code_after(lambda: change(storage_app, disable))
+    assert refused.status_code == 401
+    assert messages.CODE_FAILURE in text_of(refused)
+    assert len(rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)) == sessions
 
 
 def test_sixth_wrong_totp_code_is_throttled_even_with_the_right_code(
