@@ -23,7 +23,12 @@ the engine gives every statement:
 
 Only single-statement reads belong here: each runs in its own implicit transaction, so two reads
 of one request may see different commits, and a read does not see the request's uncommitted
-writes. Writes, and reads that must agree with them, go through the request's ``Session``.
+writes. Writes, and reads that must agree with them, go through the request's ``Session``, with
+one exception: a write that is the request's only one and needs nothing else in its transaction
+(the access token a client-credentials grant records, RFC 6749 4.4.3) is sent by
+:meth:`ThinReads.write_alone`, committed on its own. It must not run while the request's
+``Session`` holds a transaction that wrote: on SQLite the two connections would wait for the one
+write lock.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import UpdateBase
 
 #: The row of a thin read: a named tuple of the statement's selected columns by their keys.
 Row = Any
@@ -104,13 +110,14 @@ class ThinReads:
         self._engine = engine
         self._dialect = engine.dialect
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        self._prepared: dict[Select[Any], _Prepared] = {}
+        self._prepared: dict[Select[Any] | UpdateBase, _Prepared] = {}
         self._local = _ThreadConnection()
         self._generation = 0
         # A database that only this process's pool can reach (in-memory SQLite) has no second
         # connection to read on: there, reads go through the engine as any statement does.
         url = engine.url
-        self._through_engine = url.get_backend_name() == "sqlite" and (
+        self._sqlite = url.get_backend_name() == "sqlite"
+        self._through_engine = self._sqlite and (
             not url.database or url.database == ":memory:" or "mode=memory" in url.database
         )
         event.listen(engine, "engine_disposed", self._disposed)
@@ -123,6 +130,55 @@ class ThinReads:
     def all(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
         """Every row of the statement."""
         return self._read(statement, parameters)
+
+    def write_alone(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
+        """Send one INSERT, UPDATE or DELETE in a transaction of its own and commit it; the number
+        of rows it changed. For the one write of a request that opened no ``Session`` transaction
+        (see the module's docstring). A connection the server dropped is replaced and the write
+        sent once more: a dropped connection ran nothing of it, or, had the server committed it
+        before the connection broke, the second INSERT of the same primary key is refused (an
+        error, never a second row)."""
+        if self._through_engine:
+            with self._engine.begin() as connection:
+                result: Any = connection.execute(statement, dict(parameters))
+                return int(result.rowcount)
+        prepared = self._prepared.get(statement) or self._prepare(statement)
+        bound = prepared.parameters(parameters)
+        try:
+            return self._send_write(prepared, bound)
+        except self._dbapi_error as error:
+            if not self._dropped_after(error):
+                raise self._wrapped(error, prepared.sql, bound) from error
+        try:
+            return self._send_write(prepared, bound)
+        except self._dbapi_error as error:
+            self._dropped_after(error)
+            raise self._wrapped(error, prepared.sql, bound) from error
+
+    def _send_write(self, prepared: _Prepared, bound: Any) -> int:
+        cursor = self._cursor()
+        connection = self._local.dbapi_connection
+        sql = prepared.sql
+        dispatch = self._engine.dispatch
+        for listener in dispatch.before_cursor_execute:
+            sql, bound = listener(self._engine, cursor, sql, bound, None, False)
+        try:
+            cursor.execute(sql, bound)
+            changed = int(cursor.rowcount)
+            # On SQLite idp.database's listener opened BEGIN IMMEDIATE for the write (the write
+            # lock, waited for); the write is committed here. PostgreSQL's autocommit committed it.
+            if self._sqlite and connection.in_transaction:
+                connection.commit()
+        except BaseException:
+            if self._sqlite and connection.in_transaction:
+                with contextlib.suppress(self._dbapi_error):
+                    connection.rollback()
+            raise
+        for after in dispatch.after_cursor_execute:
+            after(self._engine, cursor, sql, bound, None, False)
+        for committed in dispatch.commit:
+            committed(self._engine)
+        return changed
 
     # -- the read ----------------------------------------------------------------------------------
     def _read(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
@@ -220,7 +276,7 @@ class ThinReads:
         return wrapped
 
     # -- compiling, once per statement -------------------------------------------------------------
-    def _prepare(self, statement: Select[Any]) -> _Prepared:
+    def _prepare(self, statement: Select[Any] | UpdateBase) -> _Prepared:
         dialect = self._dialect
         compiled = statement.compile(dialect=dialect)
         binds = compiled.binds
@@ -228,7 +284,9 @@ class ThinReads:
             raise ValueError("thin reads take no expanding or literal-execute parameters")
         if compiled.escaped_bind_names:
             raise ValueError("thin reads take bind names the dialect needs no escaping for")
-        keys = list(statement.selected_columns.keys())
+        # A write selects nothing (no RETURNING here).
+        selected = statement.selected_columns if isinstance(statement, Select) else ()
+        keys = list(statement.selected_columns.keys()) if isinstance(statement, Select) else []
         if len(set(keys)) != len(keys):
             raise ValueError(f"thin reads need distinct column keys (label them): {keys}")
         processors = {}
@@ -246,10 +304,7 @@ class ThinReads:
             positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
             defaults=defaults,
             bind_processors=processors,
-            result_types=[
-                (column.type.dialect_impl(dialect), dialect)
-                for column in statement.selected_columns
-            ],
+            result_types=[(column.type.dialect_impl(dialect), dialect) for column in selected],
             row_type=namedtuple("Row", keys, rename=True),
         )
         self._prepared[statement] = prepared

@@ -59,7 +59,14 @@ from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
 from idp.services.crypto import new_secret
 from idp.services.device import PollOutcome
-from idp.services.grants import CodeGrant, RotatedGrant, SpentCode, SpentRefreshToken
+from idp.services.grants import (
+    CodeGrant,
+    IssuedAccessToken,
+    RotatedGrant,
+    SpentCode,
+    SpentRefreshToken,
+    record_access_token_alone,
+)
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.signing_keys import KeyMaterial
@@ -115,7 +122,8 @@ def generate_token(
     token: dict[str, Any] = {
         "token_type": "Bearer",
         "access_token": mint_access_token(
-            db.session(),
+            # The scoped session: a Session is opened only when the keys are read again.
+            db.session,
             runtime().keys,
             alg=ACCESS_TOKEN_ALG,
             issuer=settings.issuer,
@@ -136,15 +144,15 @@ def generate_token(
 
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
-    settings = runtime().settings
+    rt = runtime()
+    settings = rt.settings
     now = clock().now()
-    service = services().grants
     # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
     code: SpentCode | DeviceAuthorization | None = getattr(request, "authorization_code", None)
     refresh: SpentRefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
     claims = unverified_claims(token["access_token"])
-    service.record_access_token(
+    issued = IssuedAccessToken(
         token=token["access_token"],
         jti=claims["jti"],
         client_id=request.client.client_id,
@@ -154,6 +162,15 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         now=now,
     )
+    if grant is None and rt.reads is not None and not db.session.registry.has():
+        # Client credentials with the client from the cache: the token is the request's only
+        # write and nothing opened a Session (whose write transaction a second connection would
+        # wait for on SQLite), so it is committed on its own (docs/performance.md).
+        record_access_token_alone(rt.reads, issued)
+        token.pop("refresh_token", None)  # RFC 6749 4.4.3
+        return
+    service = services().grants
+    service.record_access_token(issued)
     if "refresh_token" in token and grant is not None:
         service.record_refresh_token(
             token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,

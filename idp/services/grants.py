@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import CursorResult
@@ -29,6 +29,9 @@ from idp.models.base import random_id
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.services.spent_codes import FIND_CODE, SPEND_CODE, CodeGrant, CodeUser, SpentCode
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 #: Built once (``GrantService.issue_code``).
 _INSERT_GRANT = insert(Grant)
@@ -50,6 +53,41 @@ REFRESH_TOKEN_REPLAY = "refresh_token_replay"
 #: Built once: its compiled form is cached, and executed on the session's connection it skips
 #: the ORM's flush (``record_access_token``).
 _INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    """An access token as it is recorded: the hash of its compact string and its claims' facts."""
+
+    token: str
+    jti: str
+    client_id: str
+    grant_id: str | None
+    user_id: str | None
+    scope: str
+    expires_at: datetime
+    now: datetime
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "jti": self.jti,
+            "token_hash": token_hash(self.token),
+            "client_id": self.client_id,
+            "grant_id": self.grant_id,
+            "user_id": self.user_id,
+            "scope": self.scope,
+            "issued_at": self.now,
+            "expires_at": self.expires_at,
+            "revoked_at": None,
+        }
+
+
+def record_access_token_alone(statements: ThinReads, issued: IssuedAccessToken) -> None:
+    """Record an access token that is its request's only write, committed on its own
+    (idp.thin_reads ``write_alone``): a client-credentials grant whose client came from the cache
+    opened no Session, and its token needs nothing else in its transaction (RFC 6749 4.4.3: no
+    refresh token, no grant). The same row as ``GrantService.record_access_token``."""
+    statements.write_alone(_INSERT_ACCESS_TOKEN, issued.row())
 
 
 @dataclass(frozen=True)
@@ -352,36 +390,13 @@ class GrantService:
         return self.db.get(RefreshToken, token_hash(token))
 
     # -- access tokens --------------------------------------------------------------------------
-    def record_access_token(
-        self,
-        *,
-        token: str,
-        jti: str,
-        client_id: str,
-        grant_id: str | None,
-        user_id: str | None,
-        scope: str,
-        expires_at: datetime,
-        now: datetime,
-    ) -> None:
+    def record_access_token(self, issued: IssuedAccessToken) -> None:
         """Record an issued access token with the hash of its compact string, which the bearer
-        endpoints look it up by (idp.services.tokens.find_access_token). One Core INSERT: nothing
-        in the request reads the row back, so the ORM's unit of work would only add cost; its
-        grant is already stored (a code's, a refresh token's, a device authorization's) or None."""
-        self.db.connection().execute(
-            _INSERT_ACCESS_TOKEN,
-            {
-                "jti": jti,
-                "token_hash": token_hash(token),
-                "client_id": client_id,
-                "grant_id": grant_id,
-                "user_id": user_id,
-                "scope": scope,
-                "issued_at": now,
-                "expires_at": expires_at,
-                "revoked_at": None,
-            },
-        )
+        endpoints look it up by (idp.services.tokens.find_access_token). One Core INSERT in the
+        request's transaction: nothing in the request reads the row back, so the ORM's unit of
+        work would only add cost; its grant is already stored (a code's, a refresh token's, a
+        device authorization's) or None."""
+        self.db.connection().execute(_INSERT_ACCESS_TOKEN, issued.row())
 
     def revoke_access_token(self, jti: str, now: datetime) -> None:
         """RFC 7009 2.2: the token is refused from now on; a second revocation keeps the first

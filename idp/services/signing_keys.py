@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import SigningKey
@@ -170,7 +170,9 @@ class KeyStore:
         with self._lock:
             self._loaded_at = -1e9
 
-    def signing_key(self, db: Session, alg: str) -> KeyMaterial:
+    def signing_key(self, db: Session | scoped_session[Any], alg: str) -> KeyMaterial:
+        """The active key for ``alg``. ``db`` may be a scoped session, which opens a Session only
+        when the keys are read again (every ``key_cache_ttl``)."""
         self._refresh(db)
         try:
             return self._active[alg]
@@ -199,7 +201,7 @@ class KeyStore:
         self._refresh(db, force=True)
         return KeySet([m.private_key for m in self._by_kid.values()])
 
-    def _refresh(self, db: Session, *, force: bool = False) -> None:
+    def _refresh(self, db: Session | scoped_session[Any], *, force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
             return
         with self._lock:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from sqlalchemy import Table, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from idp.models import AccessToken, Client, Grant, User
 from idp.services.crypto import new_secret, token_hash
@@ -33,7 +33,7 @@ MAX_TOKEN_LENGTH = 8192
 
 
 def mint_access_token(
-    db: Session,
+    db: Session | scoped_session[Any],
     keys: KeyStore,
     *,
     alg: str,

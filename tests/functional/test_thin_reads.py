@@ -195,3 +195,43 @@ def test_after_the_engine_is_disposed_the_thread_reads_on_a_new_connection(
         event.remove(engine, "before_cursor_execute", record)
     assert used[0] is used[1]
     assert used[2] is not used[1]
+
+
+def test_a_client_credentials_token_is_committed_alone_without_an_orm_session(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its client cached, a client-credentials grant's one write (its access token, RFC 6749
+    4.4.3) is sent by ``write_alone`` and committed on its own: another connection sees the row,
+    the bearer endpoints find it, and no ORM Session was opened for it."""
+    machine = create_client(storage_app, name="m2m", grant_types=["client_credentials"])
+    assert machine.client_secret is not None
+    auth = (machine.client_id, machine.client_secret)
+    browser = storage_app.test_client()
+    form = {"grant_type": "client_credentials"}
+    assert browser.post("/token", data=form, auth=auth).status_code == 200  # the cache is warm
+    opened: list[object] = []
+    registry = db.session.registry
+    create = registry.createfunc
+
+    def counting() -> Any:
+        session = create()
+        opened.append(session)
+        return session
+
+    monkeypatch.setattr(registry, "createfunc", counting)
+    granted = browser.post("/token", data=form, auth=auth)
+    assert granted.status_code == 200, granted.text
+    assert "refresh_token" not in granted.get_json()
+    assert opened == []
+    monkeypatch.undo()
+    token = granted.get_json()["access_token"]
+    # Committed: the request's own connection is not the one reading it here.
+    with storage_app.app_context():
+        row = db.session.execute(
+            text("SELECT client_id FROM access_tokens WHERE token_hash = :digest"),
+            {"digest": token_hash(token)},
+        ).one()
+        db.session.rollback()
+    assert row.client_id == machine.client_id
+    introspected = browser.post("/introspect", data={"token": token}, auth=auth)
+    assert introspected.get_json()["active"] is True
