@@ -188,6 +188,13 @@ def measure_idp(
         browser = Browser(url)
         return flows.TokenHolder(browser, flows.passkey_flow(fx, browser))
 
+    # Every browser of the generator runs the operation twice before a scenario is measured,
+    # uncounted: each worker process and server thread has then compiled the scenario's
+    # statements, rendered its templates, loaded its keys and opened its connections, so the
+    # figures are the steady state, as the peer's wrk window opens after a warm-up
+    # (bench/README.md).
+    warm_up = 2 * processes * threads
+
     def scenario(
         name: str,
         total: int,
@@ -195,6 +202,16 @@ def measure_idp(
         operation: load.Operation,
         rate: float | None = None,
     ) -> load.Measurement:
+        if rate is None:
+            load.run(
+                f"{name} (warm-up)",
+                prepare=prepare,
+                operation=operation,
+                total=min(warm_up, total),
+                processes=processes,
+                threads=threads,
+                pgid=pgid,
+            )
         measured = load.run(
             name,
             prepare=prepare,
@@ -225,7 +242,8 @@ def measure_idp(
         rate=paced_rate,
     )
 
-    users = flows.seed_totp_users(idp, sizes.password_totp)
+    # One user per sign-in, the warm-up's included.
+    users = flows.seed_totp_users(idp, sizes.password_totp + min(warm_up, sizes.password_totp))
     # One user per sign-in, handed out across the generator processes.
     next_user = multiprocessing.get_context("fork").Value("l", 0)
 
@@ -235,7 +253,7 @@ def measure_idp(
             next_user.value += 1
         flows.password_totp_sign_in(fx, browser, *users[index])
 
-    scenario("password + TOTP sign-in", len(users), fresh_browser, totp_sign_in)
+    scenario("password + TOTP sign-in", sizes.password_totp, fresh_browser, totp_sign_in)
     scenario(
         "refresh grant (rotation)", sizes.refresh, token_holder, lambda h: flows.refresh(fx, h)
     )
@@ -417,8 +435,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(peer.main(args, names or ["sqlite"], servers[0]))
     machine = machine_summary(args.processes, args.threads)
     print(machine, file=sys.stderr)
-    argon2 = argon2_per_cpu_second(sizes.argon2, cpu_count())
-    print(f"Argon2id alone: {argon2:.1f} per CPU-second", file=sys.stderr)
+    # The two yardsticks are measured before and after idp's scenarios and pooled (completed
+    # over CPU of both halves): this machine's speed drifts over a run, and a yardstick measured
+    # at one end only would carry the drift into every ratio (docs/performance.md).
+    argon2_before = argon2_per_cpu_second(sizes.argon2, cpu_count())
+    hello_before = measure_hello(servers, sizes, args.processes, args.threads)
+    print(f"Argon2id alone: {argon2_before:.1f} per CPU-second", file=sys.stderr)
     reports: list[Report] = []
     with (
         tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp,
@@ -439,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
                         idp.server = server
                         idp.start()
                     flows.passkey_flow(fx, Browser(fx.url))  # warm the workers a little
-                    report = Report(database, server, argon2_per_cpu_second=argon2)
+                    report = Report(database, server, argon2_per_cpu_second=argon2_before)
                     if not args.only_groups:
                         report.rows = measure_idp(idp, fx, sizes, args.processes, args.threads)
                     assert idp.process is not None
@@ -456,22 +478,13 @@ def main(argv: list[str] | None = None) -> None:
                 for report in reports:
                     if report.database == database:
                         report.statements = statements
-    with tempfile.TemporaryDirectory(prefix="idp-hello-") as tmp:
-        for server in servers:
-            with hello_server(server, Path(tmp)) as (url, pgid):
-                hello = load.run(
-                    "hello-world (Flask)",
-                    prepare=lambda _i, u=url: Browser(u),
-                    operation=_hello,
-                    total=sizes.hello,
-                    processes=args.processes,
-                    threads=args.threads,
-                    pgid=pgid,
-                )
-                print(f"  {server}: {row_text(hello)}", file=sys.stderr)
-            for report in reports:
-                if report.server == server:
-                    report.hello = hello
+    hello_after = measure_hello(servers, sizes, args.processes, args.threads)
+    argon2_after = argon2_per_cpu_second(sizes.argon2, cpu_count())
+    argon2 = 2 / (1 / argon2_before + 1 / argon2_after)  # equal counts: CPU pooled
+    print(f"Argon2id alone, after: {argon2_after:.1f}; pooled {argon2:.1f}", file=sys.stderr)
+    for report in reports:
+        report.argon2_per_cpu_second = argon2
+        report.hello = pooled(hello_before[report.server], hello_after[report.server])
     text = render(reports, argon2, machine)
     print(text)
     if args.output:
@@ -480,6 +493,42 @@ def main(argv: list[str] | None = None) -> None:
         figures = summary(reports, argon2, machine=machine, scale=args.scale, smoke=args.smoke)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"JSON summary: {args.json}", file=sys.stderr)
+
+
+def measure_hello(
+    servers: list[str], sizes: Sizes, processes: int, threads: int
+) -> dict[str, load.Measurement]:
+    """The hello-world under each server's settings, as idp's scenarios are driven."""
+    measured: dict[str, load.Measurement] = {}
+    with tempfile.TemporaryDirectory(prefix="idp-hello-") as tmp:
+        for server in servers:
+            with hello_server(server, Path(tmp)) as (url, pgid):
+                hello = load.run(
+                    "hello-world (Flask)",
+                    prepare=lambda _i, u=url: Browser(u),
+                    operation=_hello,
+                    total=sizes.hello,
+                    processes=processes,
+                    threads=threads,
+                    pgid=pgid,
+                )
+                print(f"  {server}: {row_text(hello)}", file=sys.stderr)
+            measured[server] = hello
+    return measured
+
+
+def pooled(first: load.Measurement, second: load.Measurement) -> load.Measurement:
+    """Both measurements as one: completed, errors, wall and CPU added, latencies together."""
+    return load.Measurement(
+        name=first.name,
+        browsers=first.browsers,
+        completed=first.completed + second.completed,
+        errors=first.errors + second.errors,
+        wall=first.wall + second.wall,
+        cpu=first.cpu + second.cpu,
+        latencies=first.latencies + second.latencies,
+        samples=first.samples + second.samples,
+    )
 
 
 def _hello(browser: Browser) -> None:
