@@ -19,6 +19,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error, rfc8628
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
+    InsecureTransportError,
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
@@ -426,6 +427,15 @@ class DeviceBudgetSpentError(OAuth2Error):
 class IdpAuthorizationServer(AuthorizationServer):
     def create_oauth2_request(self, request: Any) -> TokenSideRequest:
         return TokenSideRequest(current_request._get_current_object())  # type: ignore[attr-defined]
+
+    def create_token_response(self, request: Any = None) -> Any:
+        # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
+        # request, before the part of its create_token_response that turns an OAuth error into
+        # RFC 6749 5.2's answer, so a plain-http request to another host than loopback was a 500.
+        try:
+            return super().create_token_response(request)
+        except InsecureTransportError as error:
+            return self.handle_error_response(None, error)
 
     def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
                             ) -> Any:  # fmt: skip

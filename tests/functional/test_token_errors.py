@@ -444,6 +444,11 @@ def test_tokens_are_issued_only_over_tls_or_loopback(
     )
     assert (response.status_code == 200) is issued, response.text
     assert ("access_token" in (response.get_json() or {})) is issued
+    if not issued:
+        # An OAuth error answer (RFC 6749 5.2), not a server error.
+        assert response.status_code == 400
+        assert response.get_json()["error"] == "insecure_transport"
+        assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_client_credentials_ignores_offline_access(rp: RelyingParty) -> None:
