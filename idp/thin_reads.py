@@ -38,7 +38,7 @@ import threading
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.sql import Select
@@ -46,6 +46,8 @@ from sqlalchemy.sql.dml import UpdateBase
 
 #: The row of a thin read: a named tuple of the statement's selected columns by their keys.
 Row = Any
+#: What a statement sent answers: a read's rows, a write's count of rows changed.
+_Answer = TypeVar("_Answer")
 
 
 @dataclass(slots=True)
@@ -142,18 +144,7 @@ class ThinReads:
             with self._engine.begin() as connection:
                 result: Any = connection.execute(statement, dict(parameters))
                 return int(result.rowcount)
-        prepared = self._prepared.get(statement) or self._prepare(statement)
-        bound = prepared.parameters(parameters)
-        try:
-            return self._send_write(prepared, bound)
-        except self._dbapi_error as error:
-            if not self._dropped_after(error):
-                raise self._wrapped(error, prepared.sql, bound) from error
-        try:
-            return self._send_write(prepared, bound)
-        except self._dbapi_error as error:
-            self._dropped_after(error)
-            raise self._wrapped(error, prepared.sql, bound) from error
+        return self._sent(self._send_write, statement, parameters)
 
     def _send_write(self, prepared: _Prepared, bound: Any) -> int:
         cursor = self._cursor()
@@ -186,16 +177,25 @@ class ThinReads:
             with self._engine.connect() as connection:
                 result = connection.execute(statement, dict(parameters))
                 return list(result.all())
+        return self._sent(self._send, statement, parameters)
+
+    def _sent(
+        self,
+        send: Callable[[_Prepared, Any], _Answer],
+        statement: Select[Any] | UpdateBase,
+        parameters: Mapping[str, Any],
+    ) -> _Answer:
+        """``send``'s answer for the statement, its driver errors as SQLAlchemy's."""
         prepared = self._prepared.get(statement) or self._prepare(statement)
         bound = prepared.parameters(parameters)
         try:
-            return self._send(prepared, bound)
+            return send(prepared, bound)
         except self._dbapi_error as error:
             if not self._dropped_after(error):
                 raise self._wrapped(error, prepared.sql, bound) from error
         # The server closed the connection (a restart, an administrator): once more on a new one.
         try:
-            return self._send(prepared, bound)
+            return send(prepared, bound)
         except self._dbapi_error as error:
             self._dropped_after(error)
             raise self._wrapped(error, prepared.sql, bound) from error

@@ -8,7 +8,7 @@ RFC 9700 4.14.2: a replayed code or refresh token revokes what was issued from i
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -56,26 +56,17 @@ class Grant(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
-class AuthorizationCode(Base):
-    """Implements Authlib's ``AuthorizationCodeMixin``."""
+class CodeFacts:
+    """What Authlib's code grant and its OpenID extension read of a code
+    (``AuthorizationCodeMixin``): the stored code (``AuthorizationCode``) and the spent one
+    (idp.services.spent_codes.SpentCode) answer alike from their fields and their grant's."""
 
-    __tablename__ = "authorization_codes"
+    if TYPE_CHECKING:
+        redirect_uri: Any
+        scope: Any
+        nonce: Any
+        grant: Any
 
-    #: SHA-256 of the code; the code itself is never stored.
-    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
-    client_id: Mapped[str] = mapped_column(String(64))
-    redirect_uri: Mapped[str] = mapped_column(String(2000))
-    scope: Mapped[str] = mapped_column(String(1000))
-    nonce: Mapped[str | None] = mapped_column(String(512), default=None)
-    code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
-    code_challenge_method: Mapped[str | None] = mapped_column(String(10), default=None)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-
-    grant: Mapped[Grant] = relationship(lazy="joined")
-
-    # -- Authlib AuthorizationCodeMixin ---------------------------------------------------------
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
 
@@ -93,6 +84,26 @@ class AuthorizationCode(Base):
 
     def get_amr(self) -> list[str]:
         return list(self.grant.amr)
+
+
+class AuthorizationCode(CodeFacts, Base):
+    """Implements Authlib's ``AuthorizationCodeMixin``."""
+
+    __tablename__ = "authorization_codes"
+
+    #: SHA-256 of the code; the code itself is never stored.
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scope: Mapped[str] = mapped_column(String(1000))
+    nonce: Mapped[str | None] = mapped_column(String(512), default=None)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10), default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
 
 
 class AccessToken(Base):

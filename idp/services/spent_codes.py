@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 
 from idp.models import AuthorizationCode, Client, Grant, User
+from idp.models.oauth import CodeFacts
 from idp.services.consume import consume_once_statement
 
 _GRANTS = cast(Table, Grant.__table__)
@@ -50,7 +51,7 @@ class CodeGrant:
 
 
 @dataclass(frozen=True)
-class SpentCode:
+class SpentCode(CodeFacts):
     """An authorization code spent by ``redeem_code``, as Authlib's code grant and its PKCE and
     OpenID extensions read it (``AuthorizationCodeMixin``, ``code_challenge``)."""
 
@@ -61,24 +62,6 @@ class SpentCode:
     code_challenge: str | None
     code_challenge_method: str | None
     grant: CodeGrant
-
-    def get_redirect_uri(self) -> str:
-        return self.redirect_uri
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int:
-        return int(self.grant.auth_time.timestamp())
-
-    def get_acr(self) -> str:
-        return self.grant.acr
-
-    def get_amr(self) -> list[str]:
-        return list(self.grant.amr)
 
 
 _CODES = cast(Table, AuthorizationCode.__table__)

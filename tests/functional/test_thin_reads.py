@@ -100,14 +100,8 @@ def test_a_driver_error_is_sqlalchemy_s_and_hides_the_parameters(storage_app: Fl
     assert _reads(storage_app).first(_BY_HASH, {"digest": token_hash(token)}) is not None
 
 
-def test_userinfo_and_introspection_open_no_orm_session(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rp, token = _access_token(app)
-    secret = rp.registered.client_secret
-    assert secret is not None
-    auth = (rp.registered.client_id, secret)
-    assert rp.browser.post("/introspect", data={"token": token}, auth=auth).status_code == 200
+def _sessions_opened(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The ORM Sessions the scoped session makes from now on (until the monkeypatch undoes it)."""
     opened: list[object] = []
     registry = db.session.registry
     create = registry.createfunc
@@ -118,6 +112,18 @@ def test_userinfo_and_introspection_open_no_orm_session(
         return session
 
     monkeypatch.setattr(registry, "createfunc", counting)
+    return opened
+
+
+def test_userinfo_and_introspection_open_no_orm_session(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rp, token = _access_token(app)
+    secret = rp.registered.client_secret
+    assert secret is not None
+    auth = (rp.registered.client_id, secret)
+    assert rp.browser.post("/introspect", data={"token": token}, auth=auth).status_code == 200
+    opened = _sessions_opened(monkeypatch)
     assert rp.userinfo(token).status_code == 200
     introspected = rp.browser.post("/introspect", data={"token": token}, auth=auth)
     assert introspected.get_json()["active"] is True
@@ -209,16 +215,7 @@ def test_a_client_credentials_token_is_committed_alone_without_an_orm_session(
     browser = storage_app.test_client()
     form = {"grant_type": "client_credentials"}
     assert browser.post("/token", data=form, auth=auth).status_code == 200  # the cache is warm
-    opened: list[object] = []
-    registry = db.session.registry
-    create = registry.createfunc
-
-    def counting() -> Any:
-        session = create()
-        opened.append(session)
-        return session
-
-    monkeypatch.setattr(registry, "createfunc", counting)
+    opened = _sessions_opened(monkeypatch)
     granted = browser.post("/token", data=form, auth=auth)
     assert granted.status_code == 200, granted.text
     assert "refresh_token" not in granted.get_json()
