@@ -79,6 +79,8 @@ class _Chains(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive, as wrk expects
     spent: set[str] = set()
+    #: Tokens presented that this server had answered with: a chain went on through rotate.lua.
+    followed: list[str] = []
     lock = threading.Lock()
 
     def do_POST(self) -> None:
@@ -87,6 +89,8 @@ class _Chains(BaseHTTPRequestHandler):
         with self.lock:
             fresh = token.startswith("rt-") and token not in self.spent
             self.spent.add(token)
+            if fresh and not token[3:].isdigit():  # not a chain's first token, "rt-<n>"
+                self.followed.append(token)
         status, body = (200, {"refresh_token": token + "+"}) if fresh else (400, {"error": "x"})
         payload = json.dumps(body).encode()
         self.send_response(status)
@@ -106,6 +110,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def chains_server() -> Iterator[str]:
+    _Chains.spent = set()
+    _Chains.followed = []
     server = _QuietServer(("127.0.0.1", 0), _Chains)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -130,7 +136,8 @@ def test_rotating_chains_go_on_through_responses_spaced_as_idp_writes_them(
     )  # fmt: skip
     result = wrk.run("chains", request, chains_server, os.getpgid(0), BENCH_LUA,
                      wrk.Window(warmup=0.5, measure=1.0))  # fmt: skip
-    # Every token presented once (a second use would be a 400, counted bad), and the chains went
-    # on past their first tokens: bench.lua found each next token through bench/rotate.lua.
+    # Every token presented once (a second use would be a 400, counted bad), and chains went on
+    # past their first tokens: bench.lua found a next token through bench/rotate.lua. Counted by
+    # the server over the whole run, not within wrk's window, whose size depends on the machine.
     assert result.bad == 0, result.samples
-    assert result.ok > len(chains)
+    assert _Chains.followed, "no chain went past its first token"

@@ -1,0 +1,98 @@
+"""What the token endpoint issues and records: the access token (RFC 9068) and the refresh token
+of every grant (Authlib's token generator and ``save_token`` hook, registered by
+idp.oidc.server.create_authorization_server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import OAuth2Request
+
+from idp.composition import clock, runtime, services
+from idp.extensions import db
+from idp.models import Client, DeviceAuthorization
+from idp.services.crypto import new_secret
+from idp.services.grants import (
+    IssuedAccessToken,
+    SpentCode,
+    SpentRefreshToken,
+    record_access_token_alone,
+)
+from idp.services.tokens import mint_access_token, unverified_claims
+
+ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choice to the AS
+
+
+def generate_token(
+    grant_type: str,
+    client: Client,
+    user: Any = None,
+    scope: str | None = None,
+    expires_in: int | None = None,
+    include_refresh_token: bool = True,
+) -> dict[str, Any]:
+    settings = runtime().settings
+    scope = scope or ""
+    ttl = expires_in or settings.access_token_ttl
+    token: dict[str, Any] = {
+        "token_type": "Bearer",
+        "access_token": mint_access_token(
+            # The scoped session: a Session is opened only when the keys are read again.
+            db.session,
+            runtime().keys,
+            alg=ACCESS_TOKEN_ALG,
+            issuer=settings.issuer,
+            audience=settings.issuer,
+            client_id=client.client_id,
+            # RFC 9068 2.2: sub is the user, or the client itself for client credentials.
+            subject=user.id if user is not None else client.client_id,
+            scope=scope,
+            ttl=ttl,
+        ),
+        "expires_in": ttl,
+        "scope": scope,
+    }
+    # OIDC Core 11: refresh tokens only with offline_access (and a client allowed to use them).
+    if include_refresh_token and "offline_access" in scope.split():
+        token["refresh_token"] = new_secret(32)
+    return token
+
+
+def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
+    rt = runtime()
+    settings = rt.settings
+    now = clock().now()
+    # The device flow's approved authorization stands in for the code (DeviceCodeGrant).
+    code: SpentCode | DeviceAuthorization | None = getattr(request, "authorization_code", None)
+    refresh: SpentRefreshToken | None = getattr(request, "refresh_token", None)
+    grant = code.grant if code is not None else refresh.grant if refresh is not None else None
+    claims = unverified_claims(token["access_token"])
+    issued = IssuedAccessToken(
+        token=token["access_token"],
+        jti=claims["jti"],
+        client_id=request.client.client_id,
+        grant_id=grant.id if grant is not None else None,
+        user_id=grant.user_id if grant is not None else None,
+        scope=token.get("scope", ""),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        now=now,
+    )
+    if grant is None and rt.reads is not None and not db.session.registry.has():
+        # Client credentials with the client from the cache: the token is the request's only
+        # write and nothing opened a Session (whose write transaction a second connection would
+        # wait for on SQLite), so it is committed on its own (docs/performance.md).
+        record_access_token_alone(rt.reads, issued)
+        token.pop("refresh_token", None)  # RFC 6749 4.4.3
+        return
+    service = services().grants
+    service.record_access_token(issued)
+    if "refresh_token" in token and grant is not None:
+        service.record_refresh_token(
+            token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,
+            scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
+            parent_hash=refresh.token_hash if refresh is not None else None,
+        )  # fmt: skip
+    else:
+        # Client credentials have no grant and therefore no refresh token (RFC 6749 4.4.3).
+        token.pop("refresh_token", None)
