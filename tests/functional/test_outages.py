@@ -138,7 +138,7 @@ def test_an_unexpected_error_at_an_oauth_endpoint_is_a_json_500_not_a_503(
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("a bug, not an outage")
 
-    monkeypatch.setattr("idp.oidc.server.mint_access_token", broken)
+    monkeypatch.setattr("idp.oidc.token_issue.mint_access_token", broken)
     response = rp.token({"grant_type": "client_credentials"})
     assert response.status_code == 500
     assert response.get_json()["error"] == "server_error"
