@@ -206,7 +206,9 @@ class Services:
     def counters(self) -> CounterStore:
         """Counters in Redis when configured (shared by every node), else in the database."""
         redis = self.container.redis
-        return RedisCounters(redis) if redis is not None else DatabaseCounters(self._db())
+        if redis is not None:
+            return RedisCounters(redis)
+        return DatabaseCounters(self._db(), alone=self.container.reads)
 
     # -- budgets and limits ------------------------------------------------------------------------
     @property
@@ -284,7 +286,7 @@ class Services:
     @property
     def partial_logins(self) -> PartialLogins:
         """Correct passwords waiting for their second step."""
-        return PartialLogins(self._db())
+        return PartialLogins(self._db(), self.container.reads)
 
     @property
     def method_removal(self) -> MethodRemoval:

@@ -26,9 +26,10 @@ of one request may see different commits, and a read does not see the request's 
 writes. Writes, and reads that must agree with them, go through the request's ``Session``, with
 one exception: a write that is the request's only one and needs nothing else in its transaction
 (the access token a client-credentials grant records, RFC 6749 4.4.3) is sent by
-:meth:`ThinReads.write_alone`, committed on its own. It must not run while the request's
-``Session`` holds a transaction that wrote: on SQLite the two connections would wait for the one
-write lock.
+:meth:`ThinReads.write_alone`, committed on its own; so is a write that must be committed before
+anything else of its request happens (a sign-in attempt's count, docs/security.md), by
+:meth:`ThinReads.write_alone_returning`. Neither may run while the request's ``Session`` holds a
+transaction that wrote: on SQLite the two connections would wait for the one write lock.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import TextualSelect
 
 #: The row of a thin read: a named tuple of the statement's selected columns by their keys.
 Row = Any
@@ -112,7 +114,7 @@ class ThinReads:
         self._engine = engine
         self._dialect = engine.dialect
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        self._prepared: dict[Select[Any] | UpdateBase, _Prepared] = {}
+        self._prepared: dict[Select[Any] | UpdateBase | TextualSelect, _Prepared] = {}
         self._local = _ThreadConnection()
         self._generation = 0
         # A database that only this process's pool can reach (in-memory SQLite) has no second
@@ -146,7 +148,27 @@ class ThinReads:
                 return int(result.rowcount)
         return self._sent(self._send_write, statement, parameters)
 
-    def _send_write(self, prepared: _Prepared, bound: Any) -> int:
+    def write_alone_returning(
+        self, statement: TextualSelect, parameters: Mapping[str, Any]
+    ) -> list[Row]:
+        """``write_alone`` for a write that returns rows (``INSERT ... RETURNING`` written as
+        text with its columns): its rows, converted as a thin read's are. A dropped connection's
+        write is sent once more as ``write_alone``'s is: for a count, the strict side (counted
+        twice at worst, never lost)."""
+        if self._through_engine:
+            with self._engine.begin() as connection:
+                return list(connection.execute(statement, dict(parameters)).all())
+        return self._sent(self._send_write_returning, statement, parameters)
+
+    def _send_write_returning(self, prepared: _Prepared, bound: Any) -> list[Row]:
+        cursor = self._cursor()
+        raw = self._send_write(prepared, bound, rows=True)
+        if prepared.result_processors is None:
+            prepared.make_result_processors(cursor.description)
+        return prepared.rows(raw) if raw else []
+
+    def _send_write(self, prepared: _Prepared, bound: Any, *, rows: bool = False) -> Any:
+        """The rows changed, or with ``rows`` the rows returned (read before the commit)."""
         cursor = self._cursor()
         connection = self._local.dbapi_connection
         sql = prepared.sql
@@ -155,7 +177,7 @@ class ThinReads:
             sql, bound = listener(self._engine, cursor, sql, bound, None, False)
         try:
             cursor.execute(sql, bound)
-            changed = int(cursor.rowcount)
+            changed = cursor.fetchall() if rows else int(cursor.rowcount)
             # On SQLite idp.database's listener opened BEGIN IMMEDIATE for the write (the write
             # lock, waited for); the write is committed here. PostgreSQL's autocommit committed it.
             if self._sqlite and connection.in_transaction:
@@ -182,7 +204,7 @@ class ThinReads:
     def _sent(
         self,
         send: Callable[[_Prepared, Any], _Answer],
-        statement: Select[Any] | UpdateBase,
+        statement: Select[Any] | UpdateBase | TextualSelect,
         parameters: Mapping[str, Any],
     ) -> _Answer:
         """``send``'s answer for the statement, its driver errors as SQLAlchemy's."""
@@ -276,7 +298,7 @@ class ThinReads:
         return wrapped
 
     # -- compiling, once per statement -------------------------------------------------------------
-    def _prepare(self, statement: Select[Any] | UpdateBase) -> _Prepared:
+    def _prepare(self, statement: Select[Any] | UpdateBase | TextualSelect) -> _Prepared:
         dialect = self._dialect
         compiled = statement.compile(dialect=dialect)
         binds = compiled.binds
@@ -284,9 +306,11 @@ class ThinReads:
             raise ValueError("thin reads take no expanding or literal-execute parameters")
         if compiled.escaped_bind_names:
             raise ValueError("thin reads take bind names the dialect needs no escaping for")
-        # A write selects nothing (no RETURNING here).
-        selected = statement.selected_columns if isinstance(statement, Select) else ()
-        keys = list(statement.selected_columns.keys()) if isinstance(statement, Select) else []
+        # A Core write selects nothing (no RETURNING here); a textual one names its columns.
+        selected: Any = ()
+        if isinstance(statement, Select | TextualSelect):
+            selected = statement.selected_columns
+        keys = list(selected.keys()) if selected else []
         if len(set(keys)) != len(keys):
             raise ValueError(f"thin reads need distinct column keys (label them): {keys}")
         processors = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential, User
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.services.totp import StoredTotp
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 #: How long the second step may take after a correct password.
 PARTIAL_LOGIN_TTL = timedelta(minutes=10)
@@ -85,7 +88,14 @@ def _choices_statement() -> Any:
             _PARTIALS.c.consumed_at,
             _PARTIALS.c.expires_at,
             _USERS.c.email,
-            *second_factor_columns(_PARTIALS.c.user_id),
+            *(
+                column.label(name)
+                for column, name in zip(
+                    second_factor_columns(_PARTIALS.c.user_id),
+                    ("totp", "passkey", "backup_code"),
+                    strict=True,
+                )
+            ),
         )
         .join(_USERS, _USERS.c.id == _PARTIALS.c.user_id)
         .where(_PARTIALS.c.id_hash == bindparam("id_hash"))
@@ -113,8 +123,21 @@ def _for_code_statement() -> Any:
 
 
 class PartialLogins:
-    def __init__(self, db: Session) -> None:
+    """``reads``: the second step's reads of a partial sign-in are single statements made before
+    the request writes anything, so they go as thin reads (idp.thin_reads) when given: the page
+    then opens no ``Session`` at all, and the code's check begins none before its attempt is
+    counted (idp.services.rate_limits ``DatabaseCounters``). Whether the partial sign-in is still
+    live is decided again by its spend, one conditional UPDATE (``spend``)."""
+
+    def __init__(self, db: Session, reads: ThinReads | None = None) -> None:
         self.db = db
+        self.reads = reads
+
+    def _first(self, statement: Any, raw: str) -> Any:
+        parameters = {"id_hash": token_hash(raw)}
+        if self.reads is not None:
+            return self.reads.first(statement, parameters)
+        return self.db.connection().execute(statement, parameters).first()
 
     def begin(
         self, user_id: str, pending_request_id: str | None, next_path: str, now: datetime
@@ -144,8 +167,7 @@ class PartialLogins:
     def live_choices(self, raw: str, now: datetime) -> SecondStepChoices | None:
         """What the second-step page offers for the partial sign-in the secret names, if neither
         spent nor expired (``live``), in one statement."""
-        row = self.db.connection().execute(_choices_statement(), {"id_hash": token_hash(raw)})
-        found = row.first()
+        found = self._first(_choices_statement(), raw)
         if found is None or found[0] is not None or found[1] <= now:
             return None
         return SecondStepChoices(email=found[2], totp=bool(found[3]), passkey=bool(found[4]),
@@ -154,8 +176,7 @@ class PartialLogins:
     def live_for_code(self, raw: str, now: datetime) -> PartialForCode | None:
         """``live``, its user's state and their authenticator app, in one statement: what
         checking a code and finishing the sign-in need."""
-        row = self.db.connection().execute(_for_code_statement(), {"id_hash": token_hash(raw)})
-        found = row.first()
+        found = self._first(_for_code_statement(), raw)
         if found is None or found[0] is not None or found[1] <= now:
             return None
         _consumed, _expires, id_hash, user_id, next_path, disabled_at, secret, confirmed = found

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,6 +42,9 @@ from idp.services.counter_statements import (
     count_statement,
 )
 from idp.services.dependencies import redis_calls
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 #: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
 #: or 30 days pass).
@@ -134,11 +137,17 @@ class DatabaseCounters:
 
     ``commit``: each count is committed at once, so that a parallel request sees it (a count held
     in an open transaction would either stay invisible or hold a row lock while the attempt is
-    checked). Budgets counted together with the rows they limit pass ``commit=False``."""
+    checked). Budgets counted together with the rows they limit pass ``commit=False``.
 
-    def __init__(self, db: Session, *, commit: bool = True) -> None:
+    ``alone``: an attempt counted while the request's ``Session`` has no transaction open (it
+    wrote nothing yet) is sent as a write of its own on the thread's connection in autocommit
+    (idp.thin_reads ``write_alone_returning``): the same statement, committed by itself before
+    the check, without a ``Session`` transaction begun and committed around it."""
+
+    def __init__(self, db: Session, *, commit: bool = True, alone: ThinReads | None = None) -> None:
         self.db = db
         self.commit = commit
+        self.alone = alone
 
     def _insert(self) -> Any:
         dialect = self.db.get_bind().dialect.name
@@ -158,9 +167,7 @@ class DatabaseCounters:
     def count(
         self, keys: list[tuple[str, timedelta]], now: datetime
     ) -> list[tuple[int, datetime | None]]:
-        counted = [(count, previous) for count, previous, _lock in self._count(keys, now, False)]
-        self._done()
-        return counted
+        return [(count, previous) for count, previous, _lock in self._count(keys, now, False)]
 
     def count_attempt(
         self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
@@ -169,7 +176,6 @@ class DatabaseCounters:
         too (one round trip; ``locks`` is not asked)."""
         rows = self._count(keys, now, True)
         locked_at = rows[0][2]
-        self._done()
         counted = [(count, previous) for count, previous, _lock in rows]
         return counted, locked_at is not None and locked_at > now - COUNTER_LIFETIME
 
@@ -182,11 +188,13 @@ class DatabaseCounters:
         statement = count_statement(len(names), with_lock)
         parameters: dict[str, Any] = {f"key{i}": name for i, name in enumerate(names)}
         parameters["now"] = now
+        if self.commit and self.alone is not None and not self.db.in_transaction():
+            rows: Any = self.alone.write_alone_returning(statement, parameters)
+        else:
+            rows = self.db.connection().execute(statement, parameters).all()
+            self._done()
         # The rows come back in no promised order: matched to the keys by name.
-        by_key = {
-            row[0]: (int(row[1]), row[2], row[3])
-            for row in self.db.connection().execute(statement, parameters)
-        }
+        by_key = {row[0]: (int(row[1]), row[2], row[3]) for row in rows}
         return [by_key[name] for name in names]
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
