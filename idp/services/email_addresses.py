@@ -87,7 +87,16 @@ def parse_email_address(value: str, *, allow_local_domains: bool) -> str:
 def normalise_email(value: str) -> str:
     """The look-up form of an address someone typed (sign-in, recovery, rate-limit keys): the
     parser's normal form when it parses, else the space-trimmed lower-case text (which no address
-    stored through ``parse_email_address`` equals, so a malformed address finds nobody)."""
+    stored through ``parse_email_address`` equals, so a malformed address finds nobody).
+
+    Plain ASCII without an IDNA label (``xn--``) comes out as that same trimmed lower-case text
+    either way (the parser's normal form of such an address is its lower case), so it skips the
+    parser: every sign-in normalises what was typed (tests/unit/test_email_normalise.py compares
+    the two)."""
+    if isinstance(value, str) and value.isascii():
+        plain = value.strip(" ").lower()
+        if "xn--" not in plain:
+            return plain
     try:
         return parse_email_address(value, allow_local_domains=True)
     except EmailAddressError:
