@@ -286,7 +286,7 @@ class Services:
     @property
     def partial_logins(self) -> PartialLogins:
         """Correct passwords waiting for their second step."""
-        return PartialLogins(self._db(), self.container.reads)
+        return PartialLogins(self._db, self.container.reads)
 
     @property
     def method_removal(self) -> MethodRemoval:

@@ -8,6 +8,7 @@ minutes and is spent once, by whichever second step finishes first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -129,9 +130,15 @@ class PartialLogins:
     counted (idp.services.rate_limits ``DatabaseCounters``). Whether the partial sign-in is still
     live is decided again by its spend, one conditional UPDATE (``spend``)."""
 
-    def __init__(self, db: Session, reads: ThinReads | None = None) -> None:
-        self.db = db
+    def __init__(self, db: Session | Callable[[], Session], reads: ThinReads | None = None) -> None:
+        # A callable (the scoped session) is called only when a Session is needed: with thin
+        # reads, the page makes none.
+        self._db: Callable[[], Session] = db if callable(db) else lambda: db
         self.reads = reads
+
+    @property
+    def db(self) -> Session:
+        return self._db()
 
     def _first(self, statement: Any, raw: str) -> Any:
         parameters = {"id_hash": token_hash(raw)}
