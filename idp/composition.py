@@ -281,6 +281,7 @@ class Services:
             backup_codes=self.backup_codes,
             notifier=self.notifier,
             policy=self.policy,
+            reads=self.container.reads,
         )
 
     @property

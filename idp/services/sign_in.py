@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -25,6 +25,9 @@ from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.totp import StoredTotp, TotpService
 from idp.services.users import UserService
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 #: Where a counted attempt is held, in tests, before its secret is checked (idp.checkpoints).
 CHECKPOINT = "sign_in.check"
@@ -93,7 +96,7 @@ def _account_statement() -> Any:
         _USERS.c.is_admin,
         _USERS.c.passkey_prompt_disabled,
         _USERS.c.passkey_prompt_snoozed_until,
-        or_(totp, passkey),
+        or_(totp, passkey).label("second_factor"),
     ).where(_USERS.c.email == bindparam("email"))
 
 
@@ -115,8 +118,12 @@ class SignInService:
         backup_codes: BackupCodeService,
         notifier: Notifier,
         policy: SignInPolicy | None = None,
+        reads: ThinReads | None = None,
     ) -> None:
         self.db = db
+        #: The account's read is the password step's one read, made before the step writes
+        #: anything (its count goes alone: idp.services.rate_limits): a thin read when given.
+        self.reads = reads
         self.policy = policy or SignInPolicy(passwords_allowed=True, signup_enabled=False)
         self.passwords = passwords
         self.limiter = limiter
@@ -175,7 +182,10 @@ class SignInService:
         second step can follow, in one statement."""
         if not email or len(email) > 320:
             return None, False
-        row = self.db.connection().execute(_account_statement(), {"email": email}).first()
+        if self.reads is not None:
+            row = self.reads.first(_account_statement(), {"email": email})
+        else:
+            row = self.db.connection().execute(_account_statement(), {"email": email}).first()
         if row is None:
             return None, False
         user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, second = row

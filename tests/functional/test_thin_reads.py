@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pyotp
 import pytest
 from flask import Flask
 from sqlalchemy import (
@@ -29,8 +30,9 @@ from idp.services.crypto import token_hash
 from idp.services.tokens import _BY_HASH
 from idp.thin_reads import ThinReads
 from tests.conftest import _empty_tables
+from tests.functional.test_round_trips import PASSWORD, _post_password, _user_with_totp
 from tests.support.factories import create_client, create_user
-from tests.support.flow import RelyingParty
+from tests.support.flow import RelyingParty, csrf_token
 
 
 def _reads(app: Flask) -> ThinReads:
@@ -232,3 +234,33 @@ def test_a_client_credentials_token_is_committed_alone_without_an_orm_session(
     assert row.client_id == machine.client_id
     introspected = browser.post("/introspect", data={"token": token}, auth=auth)
     assert introspected.get_json()["active"] is True
+
+
+def test_a_password_and_totp_sign_in_counts_alone_and_shows_its_second_step_without_a_session(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attempt's count is sent by ``write_alone_returning`` (the engine, not a Session's
+    connection, runs it) and committed before the check (docs/security.md); the second-step page
+    reads its partial sign-in as a thin read and opens no ORM Session."""
+    email, secret = _user_with_totp(storage_app)
+    engine = _reads(storage_app)._engine
+    counted_by: list[object] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ATTEMPT_COUNTERS"):
+            counted_by.append(conn)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        browser = storage_app.test_client()
+        assert _post_password(browser, email, PASSWORD).headers["Location"].endswith("second-step")
+        opened = _sessions_opened(monkeypatch)
+        page = browser.get("/login/second-step")
+        assert page.status_code == 200
+        assert opened == []
+        monkeypatch.undo()
+        form = {"csrf_token": csrf_token(page.text), "code": pyotp.TOTP(secret).now()}
+        assert browser.post("/login/second-step", data=form).status_code == 302
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert counted_by == [engine, engine]
