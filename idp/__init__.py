@@ -238,6 +238,21 @@ class JSONProvider(DefaultJSONProvider):
         body = self._compact_encoder.encode(self._prepare_response_obj(args, kwargs))
         return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
 
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``flask.json.dumps``: without arguments of its own (Authlib's token, introspection and
+        error answers), the same text as Flask's, from one encoder made once instead of a new
+        encoder per call (``json.dumps`` makes one whenever it is given an argument)."""
+        if kwargs:
+            return super().dumps(obj, **kwargs)
+        return self._encoder.encode(obj)
+
+    @functools.cached_property
+    def _encoder(self) -> json.JSONEncoder:
+        # What ``json.dumps(obj, default=..., ensure_ascii=..., sort_keys=...)`` makes per call.
+        return json.JSONEncoder(
+            default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys
+        )
+
     @functools.cached_property
     def _compact_encoder(self) -> json.JSONEncoder:
         return json.JSONEncoder(

@@ -411,7 +411,8 @@ class Services:
 # -- the web's accessors -------------------------------------------------------------------------
 def container(app: Flask | None = None) -> Container:
     """The application's container (``create_app`` made it)."""
-    value = (app or current_app).extensions["idp"]
+    # Not ``current_app.extensions``: each attribute read through the proxy finds it again.
+    value = (app or current_app._get_current_object()).extensions["idp"]  # type: ignore[attr-defined]
     assert isinstance(value, Container)
     return value
 

@@ -47,12 +47,13 @@ class CsrfProtection(CSRFProtect):
 
     def protect_unsafe_request(self) -> None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
+        current = request._get_current_object()  # type: ignore[attr-defined]
         config = app.config
-        if request.method not in config["WTF_CSRF_METHODS"]:
+        if current.method not in config["WTF_CSRF_METHODS"]:
             return
         if not (config["WTF_CSRF_ENABLED"] and config["WTF_CSRF_CHECK_DEFAULT"]):
             return
-        endpoint = request.endpoint
+        endpoint = current.endpoint
         if not endpoint or self._is_exempt_endpoint(app, endpoint):
             return
         self.protect()

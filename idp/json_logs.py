@@ -154,9 +154,10 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process or os.getpid(),
             **fields,
         }
+        attributes = record.__dict__  # what ``extra`` set (a LogRecord has none of these itself)
         for key in ("status", "duration_ms", "request_id"):
-            if hasattr(record, key):
-                line[key] = getattr(record, key)
+            if key in attributes:
+                line[key] = attributes[key]
         if record.exc_info:
             text = "".join(traceback.format_exception(*record.exc_info))
             line["exception"] = redact(text, secrets)

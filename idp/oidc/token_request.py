@@ -9,6 +9,21 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from flask import Request
 
 
+class TokenSidePayload(FlaskOAuth2Payload):
+    """Authlib's payload of a Flask request (the query and the form together, RFC 6749 3.2 and
+    4.4.2), with Werkzeug's combined view of them looked up once: Authlib reads it for every
+    parameter (the grant type alone once per registered grant), and each read went through
+    Werkzeug's cached property again. The values are Werkzeug's, unchanged."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request)
+        self._values = request.values
+
+    @property
+    def data(self) -> Any:
+        return self._values
+
+
 class TokenSideRequest(OAuth2Request):
     """Authlib's view of a request at the token side (token, device authorization, revocation,
     introspection, logout), made from Flask's request object itself.
@@ -21,9 +36,12 @@ class TokenSideRequest(OAuth2Request):
 
     def __init__(self, request: Request) -> None:
         origin = f"{request.scheme}://{request.host}/"
-        super().__init__(request.method, origin, headers=request.headers)
+        super().__init__(request.method, origin)
+        # Set here rather than given to Authlib, which takes ``headers or {}``: the truth value
+        # of Werkzeug's headers counts them by walking the whole WSGI environment.
+        self.headers = request.headers
         self._request = request
-        self.payload = FlaskOAuth2Payload(request)
+        self.payload = TokenSidePayload(request)
 
     @property
     def args(self) -> Any:
