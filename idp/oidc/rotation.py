@@ -1,0 +1,75 @@
+"""The refresh grant's rotation (RFC 6749 6, RFC 9700 4.14.2) as one transaction on the thread's
+own connection, apart from the ORM ``Session`` (idp.thin_reads ``begin``; docs/performance.md,
+"Refresh with rotation").
+
+The usual rotation is the request's only work on the database: the refresh token's spend (one
+``UPDATE ... RETURNING``), the new access token's and refresh token's INSERTs. When nothing in
+the request opened a ``Session`` before it (the client came from the cache), these three are
+sent as one transaction of their own, the same statements as through the ``Session``, and
+committed before the answer. Every path that writes more keeps the ``Session``:
+
+- a token that spent nothing (unknown, another client's, a replay that revokes its grant, a
+  retry of a lost answer that is audited): the transaction is rolled back first, so on SQLite it
+  no longer holds the one write lock when the ``Session`` writes;
+- a client restricted to groups, whose check may revoke the grant (docs/admins.md): the
+  ``Session`` from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+
+from idp.composition import runtime, services
+from idp.extensions import db
+from idp.models import Client
+from idp.services.refresh_tokens import (
+    RefreshRedemption,
+    refresh_token_digest,
+    spend_refresh_token_apart,
+)
+from idp.thin_reads import ThinTransaction
+
+
+def begin_rotation(client: Client) -> ThinTransaction | None:
+    """The rotation's transaction apart, or None: the rotation goes through the ``Session``."""
+    reads = runtime().reads
+    if reads is None or client.restricted_to_groups or db.session.registry.has():
+        return None
+    return reads.begin()
+
+
+def in_rotation(rotation: ThinTransaction | None, rotate: Callable[[], Any]) -> Any:
+    """``rotate()``'s answer, with ``rotation`` committed after it. An OAuth error answer commits
+    too, as the token view commits the ``Session`` then: a token spent stays spent though the
+    request fails (a scope wider than the grant's, RFC 6749 6). Any other error rolls back."""
+    if rotation is None:
+        return rotate()
+    try:
+        answer = rotate()
+    except OAuth2Error:
+        rotation.commit()
+        raise
+    except BaseException:
+        rotation.rollback()
+        raise
+    rotation.commit()
+    return answer
+
+
+def redeemed_apart(
+    rotation: ThinTransaction, token: str, client_id: str, now: datetime, grace: timedelta
+) -> RefreshRedemption:
+    """``GrantService.redeem_refresh_token`` with the spend sent in ``rotation``; what spent
+    nothing is decided, and written, in the ``Session`` once ``rotation`` is rolled back."""
+    digest = refresh_token_digest(token)
+    spent = None if digest is None else spend_refresh_token_apart(rotation, digest, client_id, now)
+    if spent is not None:
+        return spent
+    rotation.rollback()
+    if digest is None:
+        return RefreshRedemption(None)
+    return services().grants.refused_refresh_token(digest, client_id, now, grace)
