@@ -68,7 +68,9 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     code: SpentCode | DeviceAuthorization | None = getattr(request, "authorization_code", None)
     refresh: SpentRefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
-    claims = unverified_claims(token["access_token"])
+    access_token = token["access_token"]
+    # The claims as minted (generate_token), or read back from a token made elsewhere.
+    claims = getattr(access_token, "claims", None) or unverified_claims(access_token)
     issued = IssuedAccessToken(
         token=token["access_token"],
         jti=claims["jti"],
