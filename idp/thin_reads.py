@@ -28,10 +28,8 @@ one exception: a write that is the request's only one and needs nothing else in 
 (the access token a client-credentials grant records, RFC 6749 4.4.3) is sent by
 :meth:`ThinReads.write_alone`, committed on its own. It must not run while the request's
 ``Session`` holds a transaction that wrote: on SQLite the two connections would wait for the one
-write lock. Likewise a few statements that belong together and are the request's only ones (a
-refresh token's rotation: its spend and its successor's rows, RFC 6749 6) may be sent as one
-transaction of the thread's connection, :meth:`ThinReads.begin`, under the same rule: no
-``Session`` of the request writes while it is open, and it is not opened while one has written.
+write lock. The same rule holds for :meth:`ThinReads.begin`'s transaction, for a few statements
+that are the request's only ones and belong together (a refresh token's rotation, RFC 6749 6).
 """
 
 from __future__ import annotations
@@ -104,7 +102,7 @@ class _Prepared:
 
 class _ThreadConnection(threading.local):
     """This thread's connection and cursor, the engine generation they were opened in, and the
-    transaction open on them (``ThinReads.begin``), if any."""
+    transaction open on them, if any."""
 
     dbapi_connection: Any = None
     cursor: Any = None
@@ -116,17 +114,14 @@ class ThinTransaction:
     """Statements sent in one transaction on the thread's own connection (``ThinReads.begin``),
     then committed or rolled back: each statement keeps what a thin read keeps (one compiled
     form per dialect, the types' conversions, the engine's statement listeners, SQLAlchemy's
-    exceptions), and the engine's ``commit`` and ``rollback`` listeners see its end. Nothing in
-    it is sent twice: once a statement was sent, a dropped connection took the transaction
-    with it and the error is the caller's (an outage, ``idp.database.is_outage``). Once ended,
-    ``commit`` and ``rollback`` do nothing."""
+    exceptions), and the engine's ``commit`` and ``rollback`` listeners see its end. Nothing is
+    sent twice: once a statement was sent, a dropped connection took the transaction with it and
+    the error is the caller's (an outage). Once ended, ``commit`` and ``rollback`` do nothing."""
 
     __slots__ = ("_connection", "_cursor", "_reads")
 
     def __init__(self, reads: ThinReads, connection: Any, cursor: Any) -> None:
-        self._reads = reads
-        self._connection: Any = connection
-        self._cursor = cursor
+        self._reads, self._connection, self._cursor = reads, connection, cursor
 
     @property
     def open(self) -> bool:
@@ -165,7 +160,7 @@ class ThinTransaction:
 
     def _end(self) -> Any:
         connection, self._connection = self._connection, None
-        if connection is not None and self._reads._local.transaction is self:
+        if self._reads._local.transaction is self:
             self._reads._local.transaction = None
         return connection
 
@@ -184,7 +179,12 @@ class ThinReads:
         # connection to read on: there, reads go through the engine as any statement does.
         url = engine.url
         self._sqlite = url.get_backend_name() == "sqlite"
-        self._begin_sql = "BEGIN IMMEDIATE" if self._sqlite else "BEGIN"
+        # SQLite: the write lock, waited for (``begin``).
+        self._send_begin: Callable[[Any, Any], Any] = lambda _, cur: cur.execute("BEGIN IMMEDIATE")
+        if url.get_backend_name() == "postgresql":
+            from idp.postgresql import begin  # psycopg, imported only when used
+
+            self._send_begin = lambda connection, _cursor: begin(connection)
         self._through_engine = self._sqlite and (
             not url.database or url.database == ":memory:" or "mode=memory" in url.database
         )
@@ -200,10 +200,8 @@ class ThinReads:
         return self._read(statement, parameters)
 
     def begin(self) -> ThinTransaction | None:
-        """Open a transaction on this thread's connection, for a few statements that are the
-        request's only ones and belong together (see the module's docstring); None where there is
-        no connection apart from the pool's (in-memory SQLite): the caller uses its ``Session``.
-
+        """A transaction on this thread's connection (the module's docstring), or None where there
+        is no connection apart from the pool's (in-memory SQLite): the caller uses its Session.
         On SQLite it is ``BEGIN IMMEDIATE``: the write lock, waited for (``busy_timeout``), before
         the first statement, so a transaction that reads then writes never fails to upgrade its
         lock (idp.database). A connection the server dropped fails at the ``BEGIN``, before
@@ -219,11 +217,11 @@ class ThinReads:
         for attempt in (1, 2):
             try:
                 cursor = self._cursor()
-                cursor.execute(self._begin_sql)
+                self._send_begin(local.dbapi_connection, cursor)
                 break
             except self._dbapi_error as error:
                 if not self._dropped_after(error) or attempt == 2:
-                    raise self._wrapped(error, self._begin_sql, None) from error
+                    raise self._wrapped(error, "BEGIN", None) from error
         for began in self._engine.dispatch.begin:
             began(self._engine)
         transaction = ThinTransaction(self, local.dbapi_connection, cursor)
