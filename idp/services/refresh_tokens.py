@@ -80,8 +80,8 @@ _rt, _g, _u, _c = _REFRESH_TOKENS.c, _GRANTS.c, _USERS.c, _CLIENTS.c
 
 # The statements of a rotation, built once: it is the token endpoint's hottest path, and
 # SQLAlchemy then reuses their compiled form without coercing and keying them per request.
-# They run on the session's connection (its transaction, committed by the view), as Core: no
-# ORM object is loaded or flushed for them.
+# They run as Core on the session's connection (its transaction, committed by the view) or in
+# a thin transaction (idp.oidc.rotation): no ORM object is loaded or flushed for them.
 #: What the spend of a refresh token returns: the row's own columns, and by correlated
 #: subqueries its grant's user and revocation and that user's disabling (one statement).
 #: No subquery joins: SQLite's RETURNING names columns without their table (SQLAlchemy renders
