@@ -31,45 +31,51 @@ from idp.services.refresh_tokens import (
     refresh_token_digest,
     spend_refresh_token_apart,
 )
-from idp.thin_reads import ThinTransaction
 
 
-def begin_rotation(client: Client) -> ThinTransaction | None:
-    """The rotation's transaction apart, or None: the rotation goes through the ``Session``."""
-    reads = runtime().reads
-    if reads is None or client.restricted_to_groups or db.session.registry.has():
-        return None
-    return reads.begin()
-
-
-def in_rotation(rotation: ThinTransaction | None, rotate: Callable[[], Any]) -> Any:
-    """``rotate()``'s answer, with ``rotation`` committed after it. An OAuth error answer commits
-    too, as the token view commits the ``Session`` then: a token spent stays spent though the
-    request fails (a scope wider than the grant's, RFC 6749 6). Any other error rolls back."""
-    if rotation is None:
-        return rotate()
+def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
+    """``rotate()``'s answer. The transaction ``redeem`` opened for it, if any
+    (``request.rotation``), is committed after it; on an OAuth error answer too, as the token view
+    commits the ``Session`` then: a token spent stays spent though the request fails (a scope
+    wider than the grant's, RFC 6749 6). Any other error rolls it back."""
+    request.rotation = None
     try:
         answer = rotate()
     except OAuth2Error:
-        rotation.commit()
+        if request.rotation is not None:
+            request.rotation.commit()
         raise
     except BaseException:
-        rotation.rollback()
+        if request.rotation is not None:
+            request.rotation.rollback()
         raise
-    rotation.commit()
+    if request.rotation is not None:
+        request.rotation.commit()
     return answer
 
 
-def redeemed_apart(
-    rotation: ThinTransaction, token: str, client_id: str, now: datetime, grace: timedelta
-) -> RefreshRedemption:
-    """``GrantService.redeem_refresh_token`` with the spend sent in ``rotation``; what spent
-    nothing is decided, and written, in the ``Session`` once ``rotation`` is rolled back."""
+def redeem(request: Any, token: str, now: datetime, grace: timedelta) -> RefreshRedemption:
+    """``GrantService.redeem_refresh_token`` for ``request.client``, its spend sent in a
+    transaction of its own (``request.rotation``) when the request has no ``Session``: opened
+    here, for a token that can be one, so that nothing else takes SQLite's write lock. A token
+    that spent nothing is decided, and written, in the ``Session`` once that transaction is
+    rolled back."""
+    client: Client = request.client
     digest = refresh_token_digest(token)
-    spent = None if digest is None else spend_refresh_token_apart(rotation, digest, client_id, now)
+    reads = runtime().reads
+    if (
+        digest is None
+        or reads is None
+        or client.restricted_to_groups
+        or db.session.registry.has()
+        or (rotation := reads.begin()) is None
+    ):
+        return services().grants.redeem_refresh_token(
+            token, client.client_id, now, retry_grace=grace
+        )
+    request.rotation = rotation
+    spent = spend_refresh_token_apart(rotation, digest, client.client_id, now)
     if spent is not None:
         return spent
     rotation.rollback()
-    if digest is None:
-        return RefreshRedemption(None)
-    return services().grants.refused_refresh_token(digest, client_id, now, grace)
+    return services().grants.refused_refresh_token(digest, client.client_id, now, grace)

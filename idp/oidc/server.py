@@ -54,7 +54,7 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
-from idp.oidc.rotation import begin_rotation, in_rotation, redeemed_apart
+from idp.oidc.rotation import in_rotation, redeem
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import TokenSideRequest
 from idp.services import audit
@@ -211,8 +211,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         self.request.client = self._validate_request_client()
 
     def create_token_response(self) -> Any:
-        self.request.rotation = begin_rotation(self.request.client)
-        return in_rotation(self.request.rotation, self._rotate)
+        return in_rotation(self.request, self._rotate)
 
     def _rotate(self) -> Any:
         refresh_token = self._validate_request_token(self.request.client)
@@ -224,14 +223,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client = self.request.client
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
-        now = clock().now()
-        rotation = self.request.rotation
-        if rotation is None:
-            redemption = services().grants.redeem_refresh_token(
-                refresh_token, client_id, now, retry_grace=grace
-            )
-        else:
-            redemption = redeemed_apart(rotation, refresh_token, client_id, now, grace)
+        redemption = redeem(self.request, refresh_token, clock().now(), grace)
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
             return None
         if redemption.retried:

@@ -365,6 +365,20 @@ def test_a_refresh_rotates_in_a_thin_transaction_without_an_orm_session(
     assert rp.refresh(used.get_json()["refresh_token"]).get_json()["error"] == "invalid_grant"
 
 
+def test_a_refresh_request_without_a_token_to_spend_takes_no_transaction(
+    storage_app: Flask,
+) -> None:
+    """The rotation's transaction (on SQLite, the one write lock) is opened for a token that can
+    be one, just before its spend: not for a request that names none, or a value too long."""
+    rp, _ = _access_token(storage_app)
+    with _engine_events(storage_app) as seen:
+        missing = rp.token({"grant_type": "refresh_token"})
+        too_long = rp.refresh("x" * 201)
+    assert missing.get_json()["error"] == "invalid_request"
+    assert too_long.get_json()["error"] == "invalid_grant"
+    assert seen == []
+
+
 def _backend_of_thread(app: Flask) -> int:
     transaction = _reads(app).begin()
     assert transaction is not None
