@@ -63,6 +63,17 @@ def begin_or_reconnect(dbapi_connection: psycopg.Connection[Any]) -> None:
         raise InvalidatePoolError(reason or "BEGIN failed")
 
 
+def begin(dbapi_connection: psycopg.Connection[Any]) -> None:
+    """Send ``BEGIN`` on a connection in autocommit (a thin transaction, idp.thin_reads) by
+    libpq's ``PQexec``, past the cursor's Python path; a failure is psycopg's
+    ``OperationalError``, and a dropped connection is then ``broken`` (what SQLAlchemy's
+    ``is_disconnect`` reads)."""
+    pgconn = dbapi_connection.pgconn
+    result = pgconn.exec_(b"BEGIN")
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.OperationalError(pgconn.get_error_message().strip() or "BEGIN failed")
+
+
 class DescribedOnDemandCursor(psycopg.Cursor[Any]):
     """psycopg's cursor whose ``description`` builds its ``Column`` objects when first read."""
 

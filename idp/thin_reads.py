@@ -29,16 +29,16 @@ one exception: a write that is the request's only one and needs nothing else in 
 :meth:`ThinReads.write_alone`, committed on its own; so is a write that must be committed before
 anything else of its request happens (a sign-in attempt's count, docs/security.md), by
 :meth:`ThinReads.write_alone_returning`. Neither may run while the request's ``Session`` holds a
-transaction that wrote: on SQLite the two connections would wait for the one write lock.
+transaction that wrote: on SQLite the two connections would wait for the one write lock. The
+same rule holds for :meth:`ThinReads.begin`'s transaction, for a few statements that are the
+request's only ones and belong together (a refresh token's rotation, RFC 6749 6).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, exc
@@ -46,65 +46,77 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TextualSelect
 
-#: The row of a thin read: a named tuple of the statement's selected columns by their keys.
-Row = Any
+from idp.thin_statements import PreparedStatement as _Prepared
+from idp.thin_statements import Row, compile_statement
+from idp.thin_statements import Statement as _Statement
+
 #: What a statement sent answers: a read's rows, a write's count of rows changed.
 _Answer = TypeVar("_Answer")
 
 
-@dataclass(slots=True)
-class _Prepared:
-    """A statement compiled for one dialect, with what converting its parameters and rows needs."""
-
-    sql: str
-    #: The bind names in the order of the SQL's placeholders (a positional paramstyle, SQLite's
-    #: ``qmark``), or None for a named one (psycopg's ``pyformat``).
-    positions: tuple[str, ...] | None
-    #: Every bind's value when the caller gives none (literal values in the statement).
-    defaults: dict[str, Any]
-    bind_processors: Mapping[str, Callable[[Any], Any]]
-    result_types: list[Any]
-    row_type: Any
-    #: Per column, its type's result processor or None; made at the first result (the driver's
-    #: type codes in ``cursor.description`` choose some processors).
-    result_processors: list[Callable[[Any], Any] | None] | None = field(default=None)
-
-    def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        values = {**self.defaults, **given} if self.defaults else dict(given)
-        for name, process in self.bind_processors.items():
-            values[name] = process(values[name])
-        if self.positions is None:
-            return values
-        return tuple(values[name] for name in self.positions)
-
-    def rows(self, raw: list[Any]) -> list[Row]:
-        processors = self.result_processors
-        assert processors is not None, "made at the first result"
-        if not any(processors):
-            return [self.row_type._make(values) for values in raw]
-        return [
-            self.row_type._make(
-                [
-                    value if p is None else p(value)
-                    for p, value in zip(processors, values, strict=True)
-                ]
-            )
-            for values in raw
-        ]
-
-    def make_result_processors(self, description: Any) -> None:
-        self.result_processors = [
-            type_and_dialect[0].result_processor(type_and_dialect[1], column[1])
-            for type_and_dialect, column in zip(self.result_types, description, strict=True)
-        ]
-
-
 class _ThreadConnection(threading.local):
-    """This thread's connection and cursor, and the engine generation they were opened in."""
+    """This thread's connection and cursor, the engine generation they were opened in, and the
+    transaction open on them, if any."""
 
     dbapi_connection: Any = None
     cursor: Any = None
     generation: int = -1
+    transaction: ThinTransaction | None = None
+
+
+class ThinTransaction:
+    """Statements sent in one transaction on the thread's own connection (``ThinReads.begin``),
+    then committed or rolled back: each statement keeps what a thin read keeps (one compiled
+    form per dialect, the types' conversions, the engine's statement listeners, SQLAlchemy's
+    exceptions), and the engine's ``commit`` and ``rollback`` listeners see its end. Nothing is
+    sent twice: once a statement was sent, a dropped connection took the transaction with it and
+    the error is the caller's (an outage). Once ended, ``commit`` and ``rollback`` do nothing."""
+
+    __slots__ = ("_connection", "_cursor", "_reads")
+
+    def __init__(self, reads: ThinReads, connection: Any, cursor: Any) -> None:
+        self._reads, self._connection, self._cursor = reads, connection, cursor
+
+    @property
+    def open(self) -> bool:
+        return self._connection is not None
+
+    def first(self, statement: _Statement, parameters: Mapping[str, Any]) -> Row | None:
+        """The first row a SELECT or a write's RETURNING gives, or None."""
+        rows = self._reads._in_transaction(self._cursor, statement, parameters, rows=True)
+        return rows[0] if rows else None
+
+    def write(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
+        """Send an INSERT, UPDATE or DELETE; the number of rows it changed."""
+        changed: int = self._reads._in_transaction(self._cursor, statement, parameters, rows=False)
+        return changed
+
+    def commit(self) -> None:
+        """Commit; if that fails, the transaction is rolled back and the error raised."""
+        reads, connection = self._reads, self._end()
+        if connection is None:
+            return
+        try:
+            connection.commit()
+        except reads._dbapi_error as error:
+            reads._abandon(connection)
+            raise reads._wrapped(error, "COMMIT", None) from error
+        for committed in reads._engine.dispatch.commit:
+            committed(reads._engine)
+
+    def rollback(self) -> None:
+        reads, connection = self._reads, self._end()
+        if connection is None:
+            return
+        reads._abandon(connection)
+        for rolled_back in reads._engine.dispatch.rollback:
+            rolled_back(reads._engine)
+
+    def _end(self) -> Any:
+        connection, self._connection = self._connection, None
+        if self._reads._local.transaction is self:
+            self._reads._local.transaction = None
+        return connection
 
 
 class ThinReads:
@@ -114,13 +126,19 @@ class ThinReads:
         self._engine = engine
         self._dialect = engine.dialect
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        self._prepared: dict[Select[Any] | UpdateBase | TextualSelect, _Prepared] = {}
+        self._prepared: dict[_Statement, _Prepared] = {}
         self._local = _ThreadConnection()
         self._generation = 0
         # A database that only this process's pool can reach (in-memory SQLite) has no second
         # connection to read on: there, reads go through the engine as any statement does.
         url = engine.url
         self._sqlite = url.get_backend_name() == "sqlite"
+        # SQLite: the write lock, waited for (``begin``).
+        self._send_begin: Callable[[Any, Any], Any] = lambda _, cur: cur.execute("BEGIN IMMEDIATE")
+        if url.get_backend_name() == "postgresql":
+            from idp.postgresql import begin  # psycopg, imported only when used
+
+            self._send_begin = lambda connection, _cursor: begin(connection)
         self._through_engine = self._sqlite and (
             not url.database or url.database == ":memory:" or "mode=memory" in url.database
         )
@@ -134,6 +152,35 @@ class ThinReads:
     def all(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
         """Every row of the statement."""
         return self._read(statement, parameters)
+
+    def begin(self) -> ThinTransaction | None:
+        """A transaction on this thread's connection (the module's docstring), or None where there
+        is no connection apart from the pool's (in-memory SQLite): the caller uses its Session.
+        On SQLite it is ``BEGIN IMMEDIATE``: the write lock, waited for (``busy_timeout``), before
+        the first statement, so a transaction that reads then writes never fails to upgrade its
+        lock (idp.database). A connection the server dropped fails at the ``BEGIN``, before
+        anything of the transaction was sent: it is replaced and the ``BEGIN`` sent once more, as
+        idp.postgresql's checkout does for the pooled connections."""
+        if self._through_engine:
+            return None
+        local = self._local
+        if local.transaction is not None:
+            # A caller that neither committed nor rolled back: the thread must not inherit it.
+            local.transaction.rollback()
+            raise RuntimeError("a thin transaction was left open on this thread")
+        for attempt in (1, 2):
+            try:
+                cursor = self._cursor()
+                self._send_begin(local.dbapi_connection, cursor)
+                break
+            except self._dbapi_error as error:
+                if not self._dropped_after(error) or attempt == 2:
+                    raise self._wrapped(error, "BEGIN", None) from error
+        for began in self._engine.dispatch.begin:
+            began(self._engine)
+        transaction = ThinTransaction(self, local.dbapi_connection, cursor)
+        local.transaction = transaction
+        return transaction
 
     def write_alone(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
         """Send one INSERT, UPDATE or DELETE in a transaction of its own and commit it; the number
@@ -204,7 +251,7 @@ class ThinReads:
     def _sent(
         self,
         send: Callable[[_Prepared, Any], _Answer],
-        statement: Select[Any] | UpdateBase | TextualSelect,
+        statement: _Statement,
         parameters: Mapping[str, Any],
     ) -> _Answer:
         """``send``'s answer for the statement, its driver errors as SQLAlchemy's."""
@@ -242,6 +289,46 @@ class ThinReads:
             prepared.make_result_processors(cursor.description)
         return prepared.rows(raw) if raw else []
 
+    def _in_transaction(
+        self,
+        cursor: Any,
+        statement: _Statement,
+        parameters: Mapping[str, Any],
+        *,
+        rows: bool,
+    ) -> Any:
+        """A statement of a ``ThinTransaction``: its rows, or the count of rows it changed."""
+        prepared = self._prepared.get(statement) or self._prepare(statement)
+        bound = prepared.parameters(parameters)
+        sql = prepared.sql
+        dispatch = self._engine.dispatch
+        for listener in dispatch.before_cursor_execute:
+            sql, bound = listener(self._engine, cursor, sql, bound, None, False)
+        answer: Any
+        try:
+            cursor.execute(sql, bound)
+            answer = cursor.fetchall() if rows else int(cursor.rowcount)
+        except self._dbapi_error as error:
+            self._dropped_after(error)  # not sent again: the transaction is the caller's
+            raise self._wrapped(error, prepared.sql, bound) from error
+        for after in dispatch.after_cursor_execute:
+            after(self._engine, cursor, sql, bound, None, False)
+        if not rows:
+            return answer
+        if prepared.result_processors is None:
+            prepared.make_result_processors(cursor.description)
+        return prepared.rows(answer) if answer else []
+
+    def _abandon(self, connection: Any) -> None:
+        """Roll back what ``connection`` holds; a connection that cannot is closed (its state
+        unknown), and the thread opens a new one at its next statement."""
+        if self._local.dbapi_connection is not connection:
+            return  # closed already (dropped by the server)
+        try:
+            connection.rollback()
+        except self._dbapi_error:
+            self._close_thread_connection()
+
     def _cursor(self) -> Any:
         """This thread's cursor, on its connection (one cursor kept: psycopg makes each new one
         with an adapters map of its own)."""
@@ -276,6 +363,7 @@ class ThinReads:
     def _close_thread_connection(self) -> None:
         connection = self._local.dbapi_connection
         self._local.dbapi_connection = self._local.cursor = None
+        self._local.transaction = None
         if connection is not None:
             # Already closed by the server, it may refuse to close again: nothing left to release.
             with contextlib.suppress(self._dbapi_error):
@@ -298,38 +386,7 @@ class ThinReads:
         return wrapped
 
     # -- compiling, once per statement -------------------------------------------------------------
-    def _prepare(self, statement: Select[Any] | UpdateBase | TextualSelect) -> _Prepared:
-        dialect = self._dialect
-        compiled = statement.compile(dialect=dialect)
-        binds = compiled.binds
-        if any(bind.expanding or bind.literal_execute for bind in binds.values()):
-            raise ValueError("thin reads take no expanding or literal-execute parameters")
-        if compiled.escaped_bind_names:
-            raise ValueError("thin reads take bind names the dialect needs no escaping for")
-        # A Core write selects nothing (no RETURNING here); a textual one names its columns.
-        selected: Any = ()
-        if isinstance(statement, Select | TextualSelect):
-            selected = statement.selected_columns
-        keys = list(selected.keys()) if selected else []
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"thin reads need distinct column keys (label them): {keys}")
-        processors = {}
-        for name, bind in binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                processors[name] = process
-        defaults = {
-            name: bind.effective_value
-            for name, bind in binds.items()
-            if bind.value is not None or bind.callable is not None
-        }
-        prepared = _Prepared(
-            sql=compiled.string,
-            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
-            defaults=defaults,
-            bind_processors=processors,
-            result_types=[(column.type.dialect_impl(dialect), dialect) for column in selected],
-            row_type=namedtuple("Row", keys, rename=True),
-        )
+    def _prepare(self, statement: _Statement) -> _Prepared:
+        prepared = compile_statement(statement, self._dialect)
         self._prepared[statement] = prepared
         return prepared

@@ -54,20 +54,17 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
+from idp.oidc.rotation import in_rotation, redeem
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import TokenSideRequest
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
 from idp.services.device import PollOutcome
-from idp.services.grants import (
-    CodeGrant,
-    RotatedGrant,
-    SpentCode,
-    SpentRefreshToken,
-)
+from idp.services.grants import CodeGrant, SpentCode
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
+from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken
 from idp.services.signing_keys import KeyMaterial
 
 log = logging.getLogger(__name__)
@@ -202,16 +199,31 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """RFC 6749 6 with rotation, sent apart from the ``Session`` when it can be
+    (idp.oidc.rotation)."""
+
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True  # RFC 9700 4.14.2: rotate on every use
+
+    def validate_token_request(self) -> None:
+        # The client only: the refresh token is spent in create_token_response, in the
+        # transaction that records its successor.
+        self.request.client = self._validate_request_client()
+
+    def create_token_response(self) -> Any:
+        return in_rotation(self.request, self._rotate)
+
+    def _rotate(self) -> Any:
+        refresh_token = self._validate_request_token(self.request.client)
+        self._validate_token_scope(refresh_token)
+        self.request.refresh_token = refresh_token
+        return super().create_token_response()
 
     def authenticate_refresh_token(self, refresh_token: str) -> SpentRefreshToken | None:
         client = self.request.client
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
-        redemption = services().grants.redeem_refresh_token(
-            refresh_token, client_id, clock().now(), retry_grace=grace
-        )
+        redemption = redeem(self.request, refresh_token, clock().now(), grace)
         if redemption.token is None or not _still_allowed(redemption.token.grant, client):
             return None
         if redemption.retried:

@@ -16,9 +16,10 @@ from idp.services.crypto import new_secret
 from idp.services.grants import (
     IssuedAccessToken,
     SpentCode,
-    SpentRefreshToken,
     record_access_token_alone,
+    record_rotation_apart,
 )
+from idp.services.refresh_tokens import SpentRefreshToken, refresh_token_row
 from idp.services.tokens import mint_access_token, unverified_claims
 
 ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choice to the AS
@@ -67,7 +68,9 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     code: SpentCode | DeviceAuthorization | None = getattr(request, "authorization_code", None)
     refresh: SpentRefreshToken | None = getattr(request, "refresh_token", None)
     grant = code.grant if code is not None else refresh.grant if refresh is not None else None
-    claims = unverified_claims(token["access_token"])
+    access_token = token["access_token"]
+    # The claims as minted (generate_token), or read back from a token made elsewhere.
+    claims = getattr(access_token, "claims", None) or unverified_claims(access_token)
     issued = IssuedAccessToken(
         token=token["access_token"],
         jti=claims["jti"],
@@ -84,6 +87,18 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         # wait for on SQLite), so it is committed on its own (docs/performance.md).
         record_access_token_alone(rt.reads, issued)
         token.pop("refresh_token", None)  # RFC 6749 4.4.3
+        return
+    rotation = getattr(request, "rotation", None)
+    if refresh is not None and rotation is not None and rotation.open:
+        # The rotation's own transaction, its spend sent already (idp.oidc.rotation).
+        successor = None
+        if "refresh_token" in token:
+            successor = refresh_token_row(
+                token["refresh_token"], grant_id=refresh.grant.id, client_id=refresh.client_id,
+                scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
+                parent_hash=refresh.token_hash,
+            )  # fmt: skip
+        record_rotation_apart(rotation, issued, successor)
         return
     service = services().grants
     service.record_access_token(issued)

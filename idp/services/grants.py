@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -26,12 +26,22 @@ from idp.models import (
     User,
 )
 from idp.models.base import random_id
-from idp.services.consume import consume_once_statement, consume_prepared
+from idp.services.consume import consume_prepared
 from idp.services.crypto import new_secret, token_hash
+from idp.services.refresh_tokens import (
+    FIND_REFRESH_TOKEN,
+    INSERT_REFRESH_TOKEN,
+    SPEND_REFRESH_TOKEN,
+    SPENT_REFRESH_TOKEN,
+    RefreshRedemption,
+    refresh_token_digest,
+    refresh_token_row,
+    rotated,
+)
 from idp.services.spent_codes import FIND_CODE, SPEND_CODE, CodeGrant, CodeUser, SpentCode
 
 if TYPE_CHECKING:
-    from idp.thin_reads import ThinReads
+    from idp.thin_reads import ThinReads, ThinTransaction
 
 #: Built once (``GrantService.issue_code``).
 _INSERT_GRANT = insert(Grant)
@@ -90,93 +100,15 @@ def record_access_token_alone(statements: ThinReads, issued: IssuedAccessToken) 
     statements.write_alone(_INSERT_ACCESS_TOKEN, issued.row())
 
 
-@dataclass(frozen=True)
-class TokenUser:
-    """The user a rotated refresh token's new tokens are for: all the token endpoint reads of
-    them (``sub``), without loading the user."""
-
-    id: str
-
-
-@dataclass(frozen=True)
-class RotatedGrant:
-    """What a rotation needs of the grant: the family the new tokens join, and its user."""
-
-    id: str
-    user_id: str
-    client_id: str
-
-    @property
-    def user(self) -> TokenUser:
-        return TokenUser(self.user_id)
-
-
-@dataclass(frozen=True)
-class SpentRefreshToken:
-    """A refresh token spent by ``redeem_refresh_token``, as Authlib's refresh grant reads it
-    (``check_client``, ``get_scope``; ``grant.user`` for ``authenticate_user``)."""
-
-    token_hash: str
-    client_id: str
-    scope: str
-    expires_at: datetime
-    grant: RotatedGrant
-
-    def check_client(self, client: Any) -> bool:
-        return bool(self.client_id == client.client_id)
-
-    def get_scope(self) -> str:
-        return self.scope
-
-
-@dataclass(frozen=True)
-class RefreshRedemption:
-    """What presenting a refresh token gave: the token to rotate (None: refused, ``invalid_grant``)
-    and whether this was a retry of a rotation whose answer was lost."""
-
-    token: SpentRefreshToken | None
-    retried: bool = False
-
-
-_REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
-_GRANTS = cast(Table, Grant.__table__)
-_USERS = cast(Table, User.__table__)
-_CLIENTS = cast(Table, Client.__table__)
-_rt, _g, _u, _c = _REFRESH_TOKENS.c, _GRANTS.c, _USERS.c, _CLIENTS.c
-
-# The statements of a rotation, built once: it is the token endpoint's hottest path, and
-# SQLAlchemy then reuses their compiled form without coercing and keying them per request.
-# They run on the session's connection (its transaction, committed by the view), as Core: no
-# ORM object is loaded or flushed for them.
-#: What the spend of a refresh token returns: the row's own columns, and by correlated
-#: subqueries its grant's user and revocation and that user's disabling (one statement).
-#: No subquery joins: SQLite's RETURNING names columns without their table (SQLAlchemy renders
-#: it so), and every name below is then still only one table's.
-_GRANT_USER = select(_g.user_id).where(_g.id == _rt.grant_id).correlate(_REFRESH_TOKENS)
-_REDEEMED = (
-    _rt.grant_id,
-    _rt.scope,
-    _rt.expires_at,
-    _GRANT_USER.scalar_subquery().label("user_id"),
-    select(_g.revoked_at).where(_g.id == _rt.grant_id).scalar_subquery().label("grant_revoked_at"),
-    select(_u.disabled_at).where(_u.id == _GRANT_USER.scalar_subquery())
-    .scalar_subquery().label("user_disabled_at"),
-    # The client's registration as stored, not this process's cached copy: a client disabled
-    # on another node rotates nothing from then on (docs/security.md, "Client cache").
-    select(_c.disabled_at).where(_c.client_id == _rt.client_id)
-    .scalar_subquery().label("client_disabled_at"),
-)  # fmt: skip
-_SPEND_REFRESH_TOKEN = consume_once_statement(
-    _REFRESH_TOKENS,
-    _rt.token_hash == bindparam("digest"),
-    _rt.client_id == bindparam("client"),
-    columns=_REDEEMED,
-)
-_SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("digest"))
-_FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
-    _rt.token_hash == bindparam("digest")
-)
-_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
+def record_rotation_apart(
+    transaction: ThinTransaction, issued: IssuedAccessToken, refresh_token: dict[str, Any] | None
+) -> None:
+    """The new access token, and refresh token if any (``refresh_token_row``), of a rotation
+    spent by ``spend_refresh_token_apart``, in its transaction: the rows ``record_access_token``
+    and ``record_refresh_token`` write."""
+    transaction.write(_INSERT_ACCESS_TOKEN, issued.row())
+    if refresh_token is not None:
+        transaction.write(INSERT_REFRESH_TOKEN, refresh_token)
 
 
 @dataclass(frozen=True)
@@ -293,22 +225,12 @@ class GrantService:
         now: datetime,
         parent_hash: str | None = None,
     ) -> None:
-        """Store a refresh token (its hash) under its grant: the family a replay revokes.
-        ``parent_hash``: the refresh token whose rotation issued it. One Core INSERT, sent at
-        once: nothing in the request reads the row back through the ORM."""
-        self.db.connection().execute(
-            _INSERT_REFRESH_TOKEN,
-            {
-                "token_hash": token_hash(token),
-                "grant_id": grant_id,
-                "client_id": client_id,
-                "scope": scope,
-                "issued_at": now,
-                "expires_at": now + timedelta(seconds=ttl),
-                "consumed_at": None,
-                "parent_hash": parent_hash,
-            },
-        )
+        """Store a refresh token (``refresh_token_row``). One Core INSERT, sent at once: nothing
+        in the request reads the row back through the ORM."""
+        self.db.connection().execute(INSERT_REFRESH_TOKEN, refresh_token_row(
+            token, grant_id=grant_id, client_id=client_id, scope=scope, ttl=ttl, now=now,
+            parent_hash=parent_hash,
+        ))  # fmt: skip
 
     def redeem_refresh_token(
         self, token: str, client_id: str, now: datetime, retry_grace: timedelta = timedelta(0)
@@ -331,37 +253,38 @@ class GrantService:
         holding an invalidated token (the superseded successor, or the old token once its
         successor was used or the window passed), whose next presentation revokes the grant.
         A zero grace disables the exception."""
-        if not token or len(token) > 200:
+        digest = refresh_token_digest(token)
+        if digest is None:
             return RefreshRedemption(None)
-        digest = token_hash(token)
         row: Any = consume_prepared(
-            self.db, _SPEND_REFRESH_TOKEN, now=now, digest=digest, client=client_id
+            self.db, SPEND_REFRESH_TOKEN, now=now, digest=digest, client=client_id
         )
-        retried = False
         if row is None:
-            # Not spent now: unknown, another client's (nothing happens), or spent before.
-            connection = self.db.connection()
-            found = connection.execute(_FIND_REFRESH_TOKEN, {"digest": digest}).first()
-            if found is None or found.client_id != client_id:
-                return RefreshRedemption(None)
-            # Read after the failed spend, so under PostgreSQL's READ COMMITTED as under SQLite's
-            # write lock this is the rotation that won, committed.
-            retried = retry_grace > timedelta(0) and self._supersede_unused_successor(
-                digest, found.consumed_at, now, retry_grace
-            )
-            if not retried:
-                self.revoke_grant(found.grant_id, REFRESH_TOKEN_REPLAY, now)
-                return RefreshRedemption(None)
-            row = connection.execute(_SPENT_REFRESH_TOKEN, {"digest": digest}).first()
-            assert row is not None
-        if row.expires_at <= now or row.grant_revoked_at is not None:
+            return self.refused_refresh_token(digest, client_id, now, retry_grace)
+        return RefreshRedemption(rotated(row, digest, client_id, now))
+
+    def refused_refresh_token(
+        self, digest: str, client_id: str, now: datetime, retry_grace: timedelta
+    ) -> RefreshRedemption:
+        """After a spend of the refresh token ``digest`` that changed nothing: an unknown token or
+        another client's (nothing happens), a replay (its grant revoked), or a retry within
+        ``retry_grace`` (``redeem_refresh_token``)."""
+        connection = self.db.connection()
+        found = connection.execute(FIND_REFRESH_TOKEN, {"digest": digest}).first()
+        if found is None or found.client_id != client_id:
             return RefreshRedemption(None)
-        if row.user_disabled_at is not None or row.client_disabled_at is not None:
+        # Read after the failed spend, so under PostgreSQL's READ COMMITTED as under SQLite's
+        # write lock this is the rotation that won, committed.
+        retried = retry_grace > timedelta(0) and self._supersede_unused_successor(
+            digest, found.consumed_at, now, retry_grace
+        )
+        if not retried:
+            self.revoke_grant(found.grant_id, REFRESH_TOKEN_REPLAY, now)
             return RefreshRedemption(None)
-        grant = RotatedGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id)
-        spent = SpentRefreshToken(token_hash=digest, client_id=client_id, scope=row.scope,
-                                  expires_at=row.expires_at, grant=grant)  # fmt: skip
-        return RefreshRedemption(spent, retried=retried)
+        params = {"digest": digest, "client": client_id}
+        row = connection.execute(SPENT_REFRESH_TOKEN, params).first()
+        assert row is not None
+        return RefreshRedemption(rotated(row, digest, client_id, now), retried=True)
 
     def _supersede_unused_successor(
         self, digest: str, rotated_at: datetime | None, now: datetime, grace: timedelta

@@ -108,7 +108,9 @@ _CODE_REDEEMED = (
     _of_code_user(_u.email, "user_email"),
     _of_code_user(_u.email_verified, "user_email_verified"),
     _of_code_user(_u.disabled_at, "user_disabled_at"),
-    select(_c.disabled_at).where(_c.client_id == _ac.client_id)
+    # By the parameter (the spend's WHERE makes it the code's client): SQLite's RETURNING names
+    # the code's client_id unqualified, which inside FROM clients would be the clients' own.
+    select(_c.disabled_at).where(_c.client_id == bindparam("client"))
     .scalar_subquery().label("client_disabled_at"),
 )  # fmt: skip
 SPEND_CODE = consume_once_statement(

@@ -32,6 +32,13 @@ ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 2.1
 MAX_TOKEN_LENGTH = 8192
 
 
+class MintedAccessToken(str):
+    """An access token as minted: its compact JWS, and the claims it carries (``claims``), so that
+    what records the token reads them here instead of decoding what was just encoded."""
+
+    claims: dict[str, Any]
+
+
 def mint_access_token(
     db: Session | scoped_session[Any],
     keys: KeyStore,
@@ -60,7 +67,9 @@ def mint_access_token(
     # RFC 9068 2.2's (tests/unit/test_signing_keys.py verifies such tokens with joserfc).
     signing_input = _protected_header(key.alg, ACCESS_TOKEN_TYP, key.kid) + _b64url_json(claims)
     signature = base64.urlsafe_b64encode(key.jws_signature(signing_input)).rstrip(b"=")
-    return (signing_input + b"." + signature).decode("ascii")
+    minted = MintedAccessToken((signing_input + b"." + signature).decode("ascii"))
+    minted.claims = claims
+    return minted
 
 
 @lru_cache(maxsize=64)

@@ -91,6 +91,55 @@ def test_a_client_disabled_on_another_node_gets_no_rotation_and_its_tokens_no_an
     assert browser.get("/userinfo", headers=bearer).status_code == 401
 
 
+def test_the_rotation_reads_the_disabling_of_its_own_client_among_several(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spend reads the disabling of the client that presents the token, not another's: on
+    SQLite the RETURNING clause names the refresh token's ``client_id`` unqualified, and inside
+    a subquery on ``clients`` that name was the clients' own (any client's ``disabled_at``)."""
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    now = [time.monotonic()]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    user = create_user(storage_app)
+    first, second = create_client(storage_app), create_client(storage_app, name="second")
+    held = {
+        registered.client_id: (registered, RelyingParty(storage_app.test_client(), registered))
+        for registered in (first, second)
+    }
+    tokens = {client_id: rp.tokens_for(user) for client_id, (_, rp) in held.items()}
+    _elsewhere(storage_app, second.client_id, disabled_at=utcnow())
+    now[0] += cache.ttl - 0.5  # both still cached here
+    browser = storage_app.test_client()
+
+    def refreshed(registered: RegisteredClient) -> int:
+        form = {"grant_type": "refresh_token",
+                "refresh_token": tokens[registered.client_id]["refresh_token"]}  # fmt: skip
+        auth = (registered.client_id, registered.client_secret or "")
+        return browser.post("/token", data=form, auth=auth).status_code
+
+    assert refreshed(second) == 400  # invalid_grant: disabled, though cached
+    assert refreshed(first) == 200
+
+
+def test_the_code_exchange_reads_the_disabling_of_its_own_client_among_several(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for an authorization code's spend (idp.services.spent_codes)."""
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    now = [time.monotonic()]
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
+    user = create_user(storage_app)
+    first, second = create_client(storage_app), create_client(storage_app, name="second")
+    parties = [RelyingParty(storage_app.test_client(), c) for c in (first, second)]
+    for rp in parties:
+        rp.tokens_for(user)  # each client cached, each browser signed in
+    codes = [rp.obtain_code(user)["code"] for rp in parties]
+    _elsewhere(storage_app, second.client_id, disabled_at=utcnow())
+    now[0] += cache.ttl - 0.5  # both still cached here
+    assert parties[1].exchange(codes[1]).status_code == 400  # invalid_grant
+    assert parties[0].exchange(codes[0]).status_code == 200
+
+
 def test_a_grant_type_removed_in_this_process_counts_at_once(storage_app: Flask) -> None:
     machine = _machine(storage_app)
     assert _status(storage_app, machine) == 200

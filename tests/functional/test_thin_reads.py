@@ -6,7 +6,8 @@ types' conversions, the engine's statement listeners, SQLAlchemy's exceptions fo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, cast
 
 import pyotp
 import pytest
@@ -19,6 +20,8 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
+    insert,
     select,
     text,
 )
@@ -26,6 +29,8 @@ from sqlalchemy import exc as sa_exc
 
 from idp.database import is_outage
 from idp.extensions import db
+from idp.models import AccessToken
+from idp.models.base import utcnow
 from idp.services.crypto import token_hash
 from idp.services.tokens import _BY_HASH
 from idp.thin_reads import ThinReads
@@ -264,3 +269,205 @@ def test_a_password_and_totp_sign_in_counts_alone_and_shows_its_second_step_with
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert counted_by == [engine, engine]
+
+
+# -- the thin transaction (ThinReads.begin): a refresh token's rotation ----------------------------
+_ACCESS_TOKENS = cast(Table, AccessToken.__table__)
+_INSERT = insert(_ACCESS_TOKENS)
+_BY_JTI = select(_ACCESS_TOKENS.c.client_id).where(_ACCESS_TOKENS.c.jti == bindparam("jti"))
+
+
+def _row(jti: str) -> dict[str, Any]:
+    now = utcnow()
+    return {"jti": jti, "token_hash": None, "grant_id": None, "client_id": "c", "user_id": None,
+            "scope": "", "issued_at": now, "expires_at": now, "revoked_at": None}  # fmt: skip
+
+
+def _stored(app: Flask, jti: str) -> bool:
+    """Whether another connection (the Session's) sees the row: committed."""
+    with app.app_context():
+        found = db.session.execute(_BY_JTI, {"jti": jti}).first()
+        db.session.rollback()
+    return found is not None
+
+
+@contextmanager
+def _engine_events(app: Flask) -> Iterator[list[str]]:
+    """The engine's statement, begin, commit and rollback events while the block runs."""
+    seen: list[str] = []
+    with app.app_context():
+        engine = db.engine
+    listeners = {
+        "before_cursor_execute": lambda _c, _cur, statement, *_a: seen.append(statement.split()[0]),
+        "begin": lambda _c: seen.append("begin"),
+        "commit": lambda _c: seen.append("commit"),
+        "rollback": lambda _c: seen.append("rollback"),
+    }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        yield seen
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+
+
+def test_a_thin_transaction_commits_its_statements_together_and_the_listeners_see_them(
+    storage_app: Flask,
+) -> None:
+    reads = _reads(storage_app)
+    with _engine_events(storage_app) as seen:
+        transaction = reads.begin()
+        assert transaction is not None
+        assert transaction.open
+        assert transaction.write(_INSERT, _row("one")) == 1
+        assert transaction.first(_BY_JTI, {"jti": "one"}) is not None  # its own write, seen
+        assert transaction.write(_INSERT, _row("two")) == 1
+        sent = list(seen)
+    assert not _stored(storage_app, "one")  # not committed yet
+    with _engine_events(storage_app) as seen:
+        transaction.commit()
+        transaction.commit()  # ended: nothing more
+    assert not transaction.open
+    assert _stored(storage_app, "one")
+    assert _stored(storage_app, "two")
+    # BEGIN and COMMIT are not statements of the counts (as a Session's are not).
+    assert sent + seen == ["begin", "INSERT", "SELECT", "INSERT", "commit"]
+
+
+def test_a_thin_transaction_that_failed_is_rolled_back_and_the_connection_serves_on(
+    storage_app: Flask,
+) -> None:
+    reads = _reads(storage_app)
+    with _engine_events(storage_app) as seen:
+        transaction = reads.begin()
+        assert transaction is not None
+        transaction.write(_INSERT, _row("kept-back"))
+        with pytest.raises(sa_exc.IntegrityError):
+            transaction.write(_INSERT, _row("kept-back"))  # the same primary key: refused
+        transaction.rollback()
+    assert seen == ["begin", "INSERT", "INSERT", "rollback"]
+    assert not _stored(storage_app, "kept-back")
+    # The thread's connection is in autocommit again, with no transaction left open.
+    assert reads.first(_BY_JTI, {"jti": "kept-back"}) is None
+    again = reads.begin()
+    assert again is not None
+    again.write(_INSERT, _row("kept-back"))
+    again.commit()
+    assert _stored(storage_app, "kept-back")
+
+
+def test_a_thin_transaction_left_open_is_rolled_back_before_the_thread_begins_another(
+    storage_app: Flask,
+) -> None:
+    reads = _reads(storage_app)
+    left = reads.begin()
+    assert left is not None
+    left.write(_INSERT, _row("left-open"))
+    with pytest.raises(RuntimeError):
+        reads.begin()
+    assert not left.open
+    assert not _stored(storage_app, "left-open")
+    transaction = reads.begin()
+    assert transaction is not None
+    transaction.rollback()
+
+
+def test_a_refresh_rotates_in_a_thin_transaction_without_an_orm_session(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/performance.md, "Refresh with rotation": with its client cached, the usual rotation
+    opens no ORM Session, and what it wrote is committed together (the successor works). A
+    replay still goes through the Session and revokes the family (RFC 9700 4.14.2)."""
+    rp, _ = _access_token(storage_app)
+    tokens = rp.tokens_for(create_user(storage_app, email="second@example.com"))
+    opened = _sessions_opened(monkeypatch)
+    with _engine_events(storage_app) as seen:
+        rotated = rp.refresh(tokens["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    assert opened == []
+    assert seen == ["begin", "UPDATE", "INSERT", "INSERT", "commit"]
+    successor = rotated.get_json()["refresh_token"]
+    used = rp.refresh(successor)
+    assert used.status_code == 200, used.text
+    assert opened == []
+    replayed = rp.refresh(tokens["refresh_token"])
+    assert replayed.get_json()["error"] == "invalid_grant"
+    assert len(opened) == 1  # the replay's revocation
+    assert rp.refresh(used.get_json()["refresh_token"]).get_json()["error"] == "invalid_grant"
+
+
+def test_a_refresh_request_without_a_token_to_spend_takes_no_transaction(
+    storage_app: Flask,
+) -> None:
+    """The rotation's transaction (on SQLite, the one write lock) is opened for a token that can
+    be one, just before its spend: not for a request that names none, or a value too long."""
+    rp, _ = _access_token(storage_app)
+    with _engine_events(storage_app) as seen:
+        missing = rp.token({"grant_type": "refresh_token"})
+        too_long = rp.refresh("x" * 201)
+    assert missing.get_json()["error"] == "invalid_request"
+    assert too_long.get_json()["error"] == "invalid_grant"
+    assert seen == []
+
+
+def _backend_of_thread(app: Flask) -> int:
+    transaction = _reads(app).begin()
+    assert transaction is not None
+    row = transaction.first(select(func.pg_backend_pid().label("pid")), {})
+    transaction.rollback()
+    assert row is not None
+    return int(row.pid)
+
+
+def _terminate(app: Flask, pid: int) -> None:
+    with app.app_context():
+        url = db.engine.url
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            ended = connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            assert ended.scalar() is True
+    finally:
+        admin.dispose()
+
+
+def test_a_thin_transaction_begins_on_a_new_connection_when_the_database_ended_the_old(
+    postgres_app: Flask,
+) -> None:
+    """Nothing of the transaction was sent yet: the BEGIN fails on the ended connection and is
+    sent once more on a new one, as a pooled checkout's is (idp.postgresql)."""
+    old = _backend_of_thread(postgres_app)
+    _terminate(postgres_app, old)
+    with _engine_events(postgres_app) as seen:
+        transaction = _reads(postgres_app).begin()
+        assert transaction is not None
+        row = transaction.first(select(func.pg_backend_pid().label("pid")), {})
+        transaction.write(_INSERT, _row("after-restart"))
+        transaction.commit()
+    assert row is not None
+    assert row.pid != old
+    assert seen == ["begin", "SELECT", "INSERT", "commit"]
+    assert _stored(postgres_app, "after-restart")
+
+
+def test_a_thin_transaction_sends_nothing_again_once_a_statement_was_sent(
+    postgres_app: Flask,
+) -> None:
+    """Once the transaction sent a statement, a dropped connection took it along: the error is
+    the caller's (an outage, a 503), never the rest of the transaction on a new connection."""
+    reads = _reads(postgres_app)
+    transaction = reads.begin()
+    assert transaction is not None
+    pid = transaction.first(select(func.pg_backend_pid().label("pid")), {})
+    assert pid is not None
+    _terminate(postgres_app, int(pid.pid))
+    with _engine_events(postgres_app) as seen:
+        with pytest.raises(sa_exc.DBAPIError) as raised:
+            transaction.write(_INSERT, _row("lost"))
+        transaction.rollback()
+    assert is_outage(raised.value)
+    assert seen == ["INSERT", "rollback"]  # sent once
+    assert not _stored(postgres_app, "lost")
+    # The thread opens a new connection at its next statement.
+    assert reads.first(_BY_JTI, {"jti": "lost"}) is None

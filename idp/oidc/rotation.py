@@ -1,0 +1,81 @@
+"""The refresh grant's rotation (RFC 6749 6, RFC 9700 4.14.2) as one transaction on the thread's
+own connection, apart from the ORM ``Session`` (idp.thin_reads ``begin``; docs/performance.md,
+"Refresh with rotation").
+
+The usual rotation is the request's only work on the database: the refresh token's spend (one
+``UPDATE ... RETURNING``), the new access token's and refresh token's INSERTs. When nothing in
+the request opened a ``Session`` before it (the client came from the cache), these three are
+sent as one transaction of their own, the same statements as through the ``Session``, and
+committed before the answer. Every path that writes more keeps the ``Session``:
+
+- a token that spent nothing (unknown, another client's, a replay that revokes its grant, a
+  retry of a lost answer that is audited): the transaction is rolled back first, so on SQLite it
+  no longer holds the one write lock when the ``Session`` writes;
+- a client restricted to groups, whose check may revoke the grant (docs/admins.md): the
+  ``Session`` from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+
+from idp.composition import runtime, services
+from idp.extensions import db
+from idp.models import Client
+from idp.services.refresh_tokens import (
+    RefreshRedemption,
+    refresh_token_digest,
+    spend_refresh_token_apart,
+)
+
+
+def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
+    """``rotate()``'s answer. The transaction ``redeem`` opened for it, if any
+    (``request.rotation``), is committed after it; on an OAuth error answer too, as the token view
+    commits the ``Session`` then: a token spent stays spent though the request fails (a scope
+    wider than the grant's, RFC 6749 6). Any other error rolls it back."""
+    request.rotation = None
+    try:
+        answer = rotate()
+    except OAuth2Error:
+        if request.rotation is not None:
+            request.rotation.commit()
+        raise
+    except BaseException:
+        if request.rotation is not None:
+            request.rotation.rollback()
+        raise
+    if request.rotation is not None:
+        request.rotation.commit()
+    return answer
+
+
+def redeem(request: Any, token: str, now: datetime, grace: timedelta) -> RefreshRedemption:
+    """``GrantService.redeem_refresh_token`` for ``request.client``, its spend sent in a
+    transaction of its own (``request.rotation``) when the request has no ``Session``: opened
+    here, for a token that can be one, so that nothing else takes SQLite's write lock. A token
+    that spent nothing is decided, and written, in the ``Session`` once that transaction is
+    rolled back."""
+    client: Client = request.client
+    digest = refresh_token_digest(token)
+    reads = runtime().reads
+    if (
+        digest is None
+        or reads is None
+        or client.restricted_to_groups
+        or db.session.registry.has()
+        or (rotation := reads.begin()) is None
+    ):
+        return services().grants.redeem_refresh_token(
+            token, client.client_id, now, retry_grace=grace
+        )
+    request.rotation = rotation
+    spent = spend_refresh_token_apart(rotation, digest, client.client_id, now)
+    if spent is not None:
+        return spent
+    rotation.rollback()
+    return services().grants.refused_refresh_token(digest, client.client_id, now, grace)
