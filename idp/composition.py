@@ -225,6 +225,14 @@ class Services:
         return StorageBudgets(self.counters, self.settings.anonymous_requests_per_address)
 
     @property
+    def storage_budgets_with_rows(self) -> StorageBudgets:
+        """``storage_budgets``, a database count committed by the caller with its row."""
+        redis = self.container.redis
+        rows = DatabaseCounters(self._db(), commit=False)
+        store = rows if redis is None else RedisCounters(redis)
+        return StorageBudgets(store, self.settings.anonymous_requests_per_address)
+
+    @property
     def signup_budget(self) -> AddressBudget:
         """Sign-up requests per client address: 10 in each hour (a fixed window), shared by
         every node."""

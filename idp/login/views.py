@@ -29,10 +29,13 @@ PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password ins
 PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try again in a while."
 
 
-def _pending(pending_id: str | None) -> LivePending | None:
+def _pending(pending_id: str | None, *, shown_only: bool = False) -> LivePending | None:
+    """The live pending request ``pending_id``; ``shown_only``: this request only shows a page
+    and writes nothing, so the read is a thin one (idp.thin_reads)."""
     if not pending_id:
         return None
-    pending = services().pending_authorizations.live_request(pending_id, clock().now())
+    reads = runtime().reads if shown_only else None
+    pending = services().pending_authorizations.live_request(pending_id, clock().now(), reads)
     if pending is not None:
         # Read with the request: the sign-in's own redirect (resume_after_sign_in) reads it no
         # more.
@@ -68,7 +71,7 @@ def _page(pending: LivePending | None, email: str, error: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     """Sign in: passkey autofill on the email field, or email and password."""
-    pending = _pending(request.values.get("request"))
+    pending = _pending(request.values.get("request"), shown_only=request.method != "POST")
     if request.method == "POST":
         return _password_sign_in(pending)
     # GET and HEAD (RFC 9110 9.3.2: HEAD runs the GET branch) only show the page.

@@ -143,7 +143,11 @@ def _proceed(
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
-        if pending is None and not services().storage_budgets.pending_authorization(
+        # The address's count is committed with the pending request it pays for, by the one
+        # commit below (DatabaseCounters commit=False): the row lock the count takes serialises
+        # the address's parallel requests as a commit of its own did, and a request that stores
+        # nothing costs no count. Redis counts at once, as always.
+        if pending is None and not services().storage_budgets_with_rows.pending_authorization(
             request_context().ip_address, now
         ):
             # docs/operations.md, "Storage budgets": this address has opened its share of pending

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.event import listens_for
+from sqlalchemy.orm import Session, SessionTransaction
 
 from idp import metrics
 from idp.errors import DomainError
@@ -74,15 +75,68 @@ def write(
 ) -> None:
     """``record`` for the sign-in's hot path: the same row, in the same transaction, inserted at
     once by one prepared Core statement rather than an ORM object flushed later
-    (docs/performance.md); for callers that need nothing of the row back."""
+    (docs/performance.md); for callers that need nothing of the row back. Rows ``hold`` kept
+    for this transaction go in the same statement, before this one."""
+    row = _row(kind, outcome, subject_id, client_id, context, details)
+    held: list[dict[str, Any]] | None = db.info.pop(_HELD, None)
+    db.connection().execute(_INSERT_EVENT, [*held, row] if held else row)
+    metrics.audit_event_recorded(kind, outcome, details)
+
+
+def hold(
+    db: Session,
+    kind: str,
+    *,
+    outcome: str = "success",
+    subject_id: str | None = None,
+    client_id: str | None = None,
+    context: RequestContext | None = None,
+    **details: Any,
+) -> None:
+    """``write`` for a step that the same transaction usually audits again (a passkey sign-in
+    that issues a code): the row is kept on the session and sent with that transaction's next
+    ``write``, the two rows by one statement (one round trip), or else just before its commit.
+    Committed with the transaction as a written row is, and dropped with it when it rolls back.
+    Only for rows nothing in the transaction reads back before its commit."""
+    row = _row(kind, outcome, subject_id, client_id, context, details)
+    db.connection()  # the transaction the row belongs to, begun if none is yet
+    db.info.setdefault(_HELD, []).append(row)
+    metrics.audit_event_recorded(kind, outcome, details)
+
+
+def _row(
+    kind: str,
+    outcome: str,
+    subject_id: str | None,
+    client_id: str | None,
+    context: RequestContext | None,
+    details: dict[str, Any],
+) -> dict[str, Any]:
     context = context or RequestContext()
-    db.connection().execute(_INSERT_EVENT, {
+    return {
         "at": utcnow(), "kind": kind, "outcome": outcome, "actor_id": None,
         "subject_id": subject_id, "client_id": client_id,
         "ip_address": context.ip_address[:64],
         "user_agent": context.user_agent[:MAX_USER_AGENT], "details": details,
-    })  # fmt: skip
-    metrics.audit_event_recorded(kind, outcome, details)
+    }  # fmt: skip
+
+
+#: The session's key for the rows ``hold`` keeps until the next ``write`` or the commit.
+_HELD = "idp_audit_held"
+
+
+@listens_for(Session, "before_commit")
+def _send_held(session: Session) -> None:
+    held = session.info.pop(_HELD, None)
+    if held:
+        session.connection().execute(_INSERT_EVENT, held)
+
+
+@listens_for(Session, "after_transaction_end")
+def _drop_held(session: Session, transaction: SessionTransaction) -> None:
+    # A rollback or close ends the transaction its rows belonged to: they go with it.
+    if transaction.parent is None:
+        session.info.pop(_HELD, None)
 
 
 #: Built once (``write``).

@@ -37,6 +37,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, scoped_sess
 
 from idp.clock import Clock
 from idp.models import Client
+from idp.models.base import from_values
 
 _CLIENTS = Client.__table__
 _COLUMNS = [column.key for column in _CLIENTS.columns]
@@ -49,7 +50,7 @@ CLIENT_COLUMNS = tuple(column.label(f"client_{column.key}") for column in _CLIEN
 def client_from(row: Any, prefix: str = "") -> Client:
     """A ``Client`` that belongs to no session (transient), made from the columns of a Core row
     (``prefix``: ``client_`` for ``CLIENT_COLUMNS``): nothing loads or flushes through it."""
-    return Client(**{key: getattr(row, prefix + key) for key in _COLUMNS})
+    return from_values(Client, {key: getattr(row, prefix + key) for key in _COLUMNS})
 
 
 def load_client(db: Session | scoped_session[Any], client_id: str) -> Client | None:

@@ -13,6 +13,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from idp.models import Passkey, User
+from idp.models.base import from_values
 
 _PASSKEYS = cast(Table, Passkey.__table__)
 _USERS = cast(Table, User.__table__)
@@ -75,7 +76,7 @@ def load_for_sign_in(db: Session, credential_id: str) -> StoredPasskey | None:
     if isinstance(held, User):
         user = held
     else:
-        user = User(**{key: getattr(row, f"owner_{key}") for key in _USER_KEYS})
+        user = from_values(User, {key: getattr(row, f"owner_{key}") for key in _USER_KEYS})
         make_transient_to_detached(user)
         db.add(user)
     return StoredPasskey(credential_id=row.credential_id, user_id=row.user_id,

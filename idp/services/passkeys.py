@@ -381,7 +381,8 @@ class PasskeyService:
             raise
         # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
         record_use(self.db, passkey, sign_count, verified.credential_backed_up, now)
-        audit.write(
+        # Held: a sign-in for a relying party audits its code too, both rows in one statement.
+        audit.hold(
             self.db, "login.passkey", subject_id=passkey.user_id, context=context,
             credential_id=passkey.credential_id, synced=passkey.backup_eligible,
             user_verified=verified.user_verified,

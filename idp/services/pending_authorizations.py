@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
@@ -18,6 +18,9 @@ from idp.models import Client, Consent, PendingAuthorization
 from idp.models.base import random_id
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 #: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
 MAX_PENDING_ID = 64
@@ -64,14 +67,18 @@ class PendingAuthorizations:
             return None
         return pending
 
-    def live_request(self, pending_id: str, now: datetime) -> LivePending | None:
+    def live_request(
+        self, pending_id: str, now: datetime, reads: ThinReads | None = None
+    ) -> LivePending | None:
         """``live`` for the sign-in pages: one prepared Core SELECT of the request and its client
-        (docs/performance.md: an ORM load with a joined relation costs more than the statement)."""
-        row = (
-            self.db.connection()
-            .execute(_LOAD_WITH_CLIENT, {"pending_id": pending_id[:MAX_PENDING_ID]})
-            .first()
-        )
+        (docs/performance.md: an ORM load with a joined relation costs more than the statement).
+        With ``reads``, for a request that writes nothing (showing the sign-in page), it is sent
+        as a thin read (idp.thin_reads): no ``Session``, no pool checkout, no transaction."""
+        parameters = {"pending_id": pending_id[:MAX_PENDING_ID]}
+        if reads is not None:
+            row = reads.first(_LOAD_WITH_CLIENT, parameters)
+        else:
+            row = self.db.connection().execute(_LOAD_WITH_CLIENT, parameters).first()
         if row is None or row.consumed_at is not None or row.expires_at <= now:
             return None
         return LivePending(id=row.id, client_id=row.client_id, params=row.params,

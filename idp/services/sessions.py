@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from idp.models import BrowserSession, User
-from idp.models.base import random_id
+from idp.models.base import from_values, random_id
 from idp.services import backchannel_logout
 from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
@@ -22,7 +22,6 @@ LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 
 #: Built once (``SessionService.create``).
 _INSERT = insert(BrowserSession)
-_COLUMNS = tuple(column.key for column in BrowserSession.__table__.columns)
 
 
 @dataclass(frozen=True)
@@ -59,28 +58,30 @@ class SessionService:
         request holds no ORM object of them (the second step of a password sign-in): the
         session's ``user`` is then loaded if something asks for it."""
         cookie_value = new_secret(32)
-        known = {"user_id": user} if isinstance(user, str) else {"user_id": user.id, "user": user}
-        session = BrowserSession(
-            id_hash=token_hash(cookie_value),
+        row = {
+            "id_hash": token_hash(cookie_value),
             # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
             # authorization request) reads it for the grant before anything is flushed.
-            sid=random_id(),
-            **known,
-            auth_time=now,
-            amr=amr,
-            acr=acr_for_amr(amr),
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + self.absolute_ttl,
-            ip_address=context.ip_address[:64],
-            user_agent=context.user_agent[:MAX_USER_AGENT],
-            restricted=restricted or passkey_only,
-            passkey_only=passkey_only,
-            revoked_at=None,
+            "sid": random_id(),
+            "user_id": user if isinstance(user, str) else user.id,
+            "auth_time": now,
+            "amr": amr,
+            "acr": acr_for_amr(amr),
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + self.absolute_ttl,
+            "ip_address": context.ip_address[:64],
+            "user_agent": context.user_agent[:MAX_USER_AGENT],
+            "restricted": restricted or passkey_only,
+            "passkey_only": passkey_only,
+            "revoked_at": None,
+        }
+        # One prepared Core INSERT of every column; the object then joins the database session
+        # as a row that exists (loaded, unchanged), so the flush adds nothing.
+        self.db.connection().execute(_INSERT, row)
+        session = from_values(
+            BrowserSession, row if isinstance(user, str) else {**row, "user": user}
         )
-        # One prepared Core INSERT of every column set above; the object then joins the
-        # database session as a row that exists (loaded, unchanged), so the flush adds nothing.
-        self.db.connection().execute(_INSERT, {c: getattr(session, c) for c in _COLUMNS})
         make_transient_to_detached(session)
         self.db.add(session)
         return NewSession(cookie_value=cookie_value, session=session)

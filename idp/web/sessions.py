@@ -31,9 +31,10 @@ def session_cookie_name() -> str:
 def current_session() -> BrowserSession | None:
     """The live browser session of this request, loaded once."""
     if "idp_session" not in g:
-        g.idp_session = services().sessions.load(
-            request.cookies.get(session_cookie_name()), clock().now()
-        )
+        cookie = request.cookies.get(session_cookie_name())
+        # No cookie, no session (``load`` says the same): a browser signing in for the first time
+        # costs no session service and no sign-in policy lookup.
+        g.idp_session = services().sessions.load(cookie, clock().now()) if cookie else None
     session: BrowserSession | None = g.idp_session
     return session
 

@@ -28,6 +28,7 @@ from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import AccessToken, AttemptCounter, AuditEvent, Grant, TotpCredential, User
 from idp.models.base import utcnow
+from idp.services import audit
 from idp.services.clients import ClientService
 from idp.services.crypto import token_hash
 from idp.services.rate_limits import AttemptLimiter, FactorLocks, RedisCounters
@@ -589,7 +590,7 @@ def _first_words(statement: str) -> str:
         return "SELECT " + words[words.index("FROM") + 1]
     if words[0] == "INSERT":
         return "INSERT " + words[2]
-    return f"{words[0]} {words[1]}"
+    return " ".join(words[:2])  # COMMIT, a line of its own
 
 
 def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app: Flask) -> None:
@@ -606,10 +607,11 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     assert pages.add_passkey(authenticator).status_code == 201
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
 
-    with statements(storage_app) as sent:
+    with statements(storage_app, commits=True) as sent:
         location = rp.authorize().headers["Location"]
+    # The address's count is committed with the pending request it pays for: one commit.
     assert [_first_words(s) for s in sent] == [
-        "SELECT CLIENTS", "INSERT ATTEMPT_COUNTERS", "INSERT PENDING_AUTHORIZATIONS",
+        "SELECT CLIENTS", "INSERT ATTEMPT_COUNTERS", "INSERT PENDING_AUTHORIZATIONS", "COMMIT",
     ]  # fmt: skip
 
     with statements(storage_app) as sent:
@@ -629,19 +631,25 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
         "SELECT PASSKEYS",  # with its owner, by one Core SELECT (idp.services.passkey_records)
         "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
         "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
-        "INSERT AUDIT_EVENTS",  # login.passkey
         "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
         "INSERT BROWSER_SESSIONS",
         "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
         "INSERT GRANTS",
         "INSERT AUTHORIZATION_CODES",
-        "INSERT AUDIT_EVENTS",  # authorization.code_issued
+        # login.passkey (held: idp.services.audit.hold) and authorization.code_issued, one
+        # statement
+        "INSERT AUDIT_EVENTS",
     ]
     assert "ON CONFLICT" in sent[1]
     assert "RETURNING" in sent[1]
-    assert "CONSUMED_AT IS NULL" in sent[6]
+    assert "CONSUMED_AT IS NULL" in sent[5]
     callback = verified.get_json()["redirect"]
     assert callback.startswith(rp.registered.redirect_uri + "?")
+    with storage_app.app_context():
+        audited = db.session.scalars(
+            select(AuditEvent.kind).where(AuditEvent.subject_id == user.id)
+        ).all()
+    assert {"login.passkey", "authorization.code_issued"} <= set(audited)
 
     assert rp.browser.get("/jwks").status_code == 200  # this process's key cache, loaded
     with statements(storage_app) as sent:
@@ -655,3 +663,30 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     ]  # fmt: skip
     assert "CONSUMED_AT IS NULL" in sent[1]
     assert "RETURNING" in sent[1]
+
+
+def test_a_held_audit_row_goes_with_the_next_write_or_the_commit_and_not_after_a_rollback(
+    storage_app: Flask,
+) -> None:
+    """``audit.hold`` (a passkey sign-in's row): sent by the transaction's next ``write`` in the
+    same statement, else just before its commit; a rollback drops it with the transaction."""
+    with storage_app.app_context():
+        session = db.session()
+        with statements(storage_app, commits=True) as sent:
+            audit.hold(session, "login.passkey", subject_id="u1")
+            audit.write(session, "authorization.code_issued", subject_id="u1")
+            session.commit()
+        assert [_first_words(s) for s in sent] == ["INSERT AUDIT_EVENTS", "COMMIT"]
+        with statements(storage_app, commits=True) as sent:
+            audit.hold(session, "login.passkey", subject_id="u2")
+            session.commit()
+        assert [_first_words(s) for s in sent] == ["INSERT AUDIT_EVENTS", "COMMIT"]
+        audit.hold(session, "login.passkey", subject_id="u3")
+        session.rollback()
+        session.commit()
+        kinds = session.execute(
+            select(AuditEvent.subject_id, AuditEvent.kind).order_by(AuditEvent.id)
+        ).all()
+    assert [tuple(row) for row in kinds] == [
+        ("u1", "login.passkey"), ("u1", "authorization.code_issued"), ("u2", "login.passkey"),
+    ]  # fmt: skip

@@ -15,8 +15,9 @@ SOURCE = Path(__file__).resolve().parents[2] / "idp"
 #: Calls that record an audit event, and the position of the event's kind among their arguments:
 #: ``audit.record(db, kind, ...)``, the services' ``_audit(kind, ...)`` helpers, and the
 #: anonymous refusals' ``refused(kind, ...)`` (which records through ``audit.record``).
-#: ``audit.write`` is ``audit.record`` by a Core INSERT (the sign-in's hot path).
-RECORDERS = {"record": 1, "write": 1, "_audit": 0, "_audit_failure": 0, "refused": 0}
+#: ``audit.write`` is ``audit.record`` by a Core INSERT (the sign-in's hot path), ``audit.hold`` the
+#: same row sent with the next one.
+RECORDERS = {"record": 1, "write": 1, "hold": 1, "_audit": 0, "_audit_failure": 0, "refused": 0}
 
 
 def _kinds_of(node: ast.expr, scope: ast.AST, module: ast.Module) -> set[str]:
@@ -56,7 +57,7 @@ def recorded_kinds() -> set[str]:
                 position = RECORDERS.get(call.func.attr)
                 if position is None or len(call.args) <= position:
                     continue
-                if call.func.attr in ("record", "write") and not (
+                if call.func.attr in ("record", "write", "hold") and not (
                     isinstance(call.func.value, ast.Name)
                     and call.func.value.id in ("audit", "audit_log")
                 ):
