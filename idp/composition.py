@@ -227,9 +227,8 @@ class Services:
     @property
     def storage_budgets_with_rows(self) -> StorageBudgets:
         """``storage_budgets``, a database count committed by the caller with its row."""
-        redis = self.container.redis
-        rows = DatabaseCounters(self._db(), commit=False)
-        store = rows if redis is None else RedisCounters(redis)
+        rows = self.container.redis is None
+        store = DatabaseCounters(self._db(), commit=False) if rows else self.counters
         return StorageBudgets(store, self.settings.anonymous_requests_per_address)
 
     @property
@@ -280,17 +279,12 @@ class Services:
 
     @property
     def sign_in(self) -> SignInService:
+        container = self.container
         return SignInService(
-            self._db(),
-            passwords=self.container.passwords,
-            limiter=self.limiter,
-            address_key=self.container.address_key,
-            totp=self.totp,
-            backup_codes=self.backup_codes,
-            notifier=self.notifier,
-            policy=self.policy,
-            reads=self.container.reads,
-        )
+            self._db(), passwords=container.passwords, limiter=self.limiter,
+            address_key=container.address_key, totp=self.totp, backup_codes=self.backup_codes,
+            notifier=self.notifier, policy=self.policy, reads=container.reads,
+        )  # fmt: skip
 
     @property
     def partial_logins(self) -> PartialLogins:
