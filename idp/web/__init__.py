@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import render_template, request
+from flask import current_app, has_request_context, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -107,3 +107,25 @@ def outbox_hint() -> Markup | None:
         "No mail server is configured (<code>smtp_url</code>), so no email went out: the "
         "message waits in idp's outbox, {}listed by <code>idp outbox</code>."
     ).format(where)
+
+
+#: At most this many (script root, file) addresses remembered per application: the templates
+#: name a handful of files, and a deployment serves under one script root.
+STATIC_URLS_KEPT = 64
+
+
+def static_url(filename: str) -> str:
+    """``url_for("static", filename=...)`` for a page's style sheet, icon and scripts, built once
+    per application, script root and file instead of by the URL map at every render: within a
+    request it is the script root's path to the file, whatever else the request carries
+    (docs/performance.md). Outside a request (no script root), url_for as before."""
+    if not has_request_context():
+        return url_for("static", filename=filename)
+    known: dict[tuple[str, str], str] = current_app.extensions.setdefault("idp.static_urls", {})
+    key = (request.script_root, filename)
+    url = known.get(key)
+    if url is None:
+        if len(known) >= STATIC_URLS_KEPT:
+            known.clear()
+        url = known[key] = url_for("static", filename=filename)
+    return url
