@@ -109,23 +109,38 @@ def outbox_hint() -> Markup | None:
     ).format(where)
 
 
-#: At most this many (script root, file) addresses remembered per application: the templates
-#: name a handful of files, and a deployment serves under one script root.
-STATIC_URLS_KEPT = 64
+#: At most this many (script root, endpoint, file) addresses remembered per application: the
+#: pages name a handful of files and endpoints, and a deployment serves under one script root.
+URLS_KEPT = 64
 
 
 def static_url(filename: str) -> str:
     """``url_for("static", filename=...)`` for a page's style sheet, icon and scripts, built once
-    per application, script root and file instead of by the URL map at every render: within a
-    request it is the script root's path to the file, whatever else the request carries
-    (docs/performance.md). Outside a request (no script root), url_for as before."""
+    per application, script root and file instead of by the URL map at every render
+    (docs/performance.md)."""
+    return _kept_url("static", filename)
+
+
+def page_url(endpoint: str) -> str:
+    """``url_for(endpoint)`` of an endpoint that takes no values (a form's action, a link, a
+    redirect's target: ``"login.second_step"``, never a blueprint-relative ``".name"``), built
+    once per application and script root like ``static_url``."""
+    return _kept_url(endpoint, None)
+
+
+def _kept_url(endpoint: str, filename: str | None) -> str:
+    # Within a request the address is the script root's path to the rule, whatever else the
+    # request carries (no URL defaults, subdomains or host matching here); outside one (no
+    # script root), url_for as before.
     if not has_request_context():
-        return url_for("static", filename=filename)
-    known: dict[tuple[str, str], str] = current_app.extensions.setdefault("idp.static_urls", {})
-    key = (request.script_root, filename)
+        return url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
+    known: dict[tuple[str, str, str | None], str]
+    known = current_app.extensions.setdefault("idp.kept_urls", {})
+    key = (request.script_root, endpoint, filename)
     url = known.get(key)
     if url is None:
-        if len(known) >= STATIC_URLS_KEPT:
+        if len(known) >= URLS_KEPT:
             known.clear()
-        url = known[key] = url_for("static", filename=filename)
+        built = url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
+        url = known[key] = built
     return url
