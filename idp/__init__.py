@@ -88,7 +88,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
-    from idp.web import docs_link, issuer_address, outbox_hint
+    from idp.web import docs_link, issuer_address, outbox_hint, page_url, static_url
     from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
     from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
     from idp.web.sessions import CsrfCookieSessions, LazySessionContext, viewer_is_admin
@@ -100,6 +100,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["outbox_hint"] = outbox_hint
     app.jinja_env.globals["viewer_is_admin"] = viewer_is_admin
     app.jinja_env.globals["docs_link"] = docs_link
+    app.jinja_env.globals["static_url"] = static_url
+    app.jinja_env.globals["page_url"] = page_url
     app.context_processor(issuer_address)
     app.jinja_env.filters["describe_scope"] = describe_scope
     from idp import observability

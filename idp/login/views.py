@@ -19,7 +19,7 @@ from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
 from idp.services.pending_authorizations import LivePending
 from idp.services.sign_in import Account
-from idp.web import safe_next
+from idp.web import page_url, safe_next
 from idp.web.sessions import browser_binding, current_session, start_session
 
 bp = Blueprint("login", __name__)
@@ -47,7 +47,7 @@ def _destination(pending: LivePending | None, next_path: str | None) -> str:
     """Where a successful sign-in goes: back into the authorization request, or a local page."""
     if pending is not None:
         return url_for("oidc.authorize_continue", pending_id=pending.id)
-    return safe_next(next_path) or url_for("account.home")
+    return safe_next(next_path) or page_url("account.home")
 
 
 def _page(pending: LivePending | None, email: str, error: str | None) -> str:
@@ -94,7 +94,7 @@ def _password_sign_in(pending: LivePending | None) -> Any:
         # After a correct password, the second step (docs/architecture.md, the password path).
         partial = _begin_partial(account.id, pending, destination)
         db.session.commit()
-        response = redirect(url_for("login.second_step"))
+        response = redirect(page_url("login.second_step"))
         session["partial_login"] = partial
         return response
     if runtime().settings.require_second_factor:

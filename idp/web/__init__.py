@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import render_template, request
+from flask import current_app, has_request_context, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -107,3 +107,40 @@ def outbox_hint() -> Markup | None:
         "No mail server is configured (<code>smtp_url</code>), so no email went out: the "
         "message waits in idp's outbox, {}listed by <code>idp outbox</code>."
     ).format(where)
+
+
+#: At most this many (script root, endpoint, file) addresses remembered per application: the
+#: pages name a handful of files and endpoints, and a deployment serves under one script root.
+URLS_KEPT = 64
+
+
+def static_url(filename: str) -> str:
+    """``url_for("static", filename=...)`` for a page's style sheet, icon and scripts, built once
+    per application, script root and file instead of by the URL map at every render
+    (docs/performance.md)."""
+    return _kept_url("static", filename)
+
+
+def page_url(endpoint: str) -> str:
+    """``url_for(endpoint)`` of an endpoint that takes no values (a form's action, a link, a
+    redirect's target: ``"login.second_step"``, never a blueprint-relative ``".name"``), built
+    once per application and script root like ``static_url``."""
+    return _kept_url(endpoint, None)
+
+
+def _kept_url(endpoint: str, filename: str | None) -> str:
+    # Within a request the address is the script root's path to the rule, whatever else the
+    # request carries (no URL defaults, subdomains or host matching here); outside one (no
+    # script root), url_for as before.
+    if not has_request_context():
+        return url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
+    known: dict[tuple[str, str, str | None], str]
+    known = current_app.extensions.setdefault("idp.kept_urls", {})
+    key = (request.script_root, endpoint, filename)
+    url = known.get(key)
+    if url is None:
+        if len(known) >= URLS_KEPT:
+            known.clear()
+        built = url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
+        url = known[key] = built
+    return url
