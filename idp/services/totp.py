@@ -1,10 +1,7 @@
-"""Authenticator apps (TOTP, RFC 6238): keys and their URIs with pyotp, codes computed here
-(RFC 4226 5.3); QR codes with segno."""
+"""Authenticator apps (TOTP, RFC 6238) with pyotp; QR codes with segno."""
 
 from __future__ import annotations
 
-import base64
-import hmac
 import io
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +18,6 @@ from idp.models import TotpCredential, User
 STEP_SECONDS = 30
 SECRET_BYTES = 20  # 160 bits: RFC 4226 4 recommends at least 128, ideally 160
 DIGITS = 6
-#: pyotp's floor on a key's length (``OTP.min_secret_length_bits``), kept by ``_key``.
-_MIN_KEY_BITS = 112
 
 
 #: How long a started enrolment (the QR code on the page) may wait for its first code: the same
@@ -108,10 +103,10 @@ class TotpService:
         secret = self._unseal(user, sealed, now)
         if secret is None:
             return CODE_MISMATCH
-        key = _key(secret)
+        totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
         current = int(now.timestamp()) // STEP_SECONDS
         for step in range(current - CLOCK_HINT_STEPS, current + CLOCK_HINT_STEPS + 1):
-            if pyotp.utils.strings_equal(code_at(key, step), code):
+            if pyotp.utils.strings_equal(totp.generate_otp(step), code):
                 return CODE_CLOCK
         return CODE_MISMATCH
 
@@ -213,30 +208,9 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     code = "".join(code.split())
     if len(code) != DIGITS or not code.isdigit():
         return None
-    key = _key(secret)
+    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
     current = int(now.timestamp()) // STEP_SECONDS
     for step in (current, current - 1):
-        # pyotp's comparison (NFKC, then constant time): the same codes match as before.
-        if pyotp.utils.strings_equal(code_at(key, step), code):
+        if pyotp.utils.strings_equal(totp.generate_otp(step), code):
             return step
     return None
-
-
-def _key(secret: str) -> bytes:
-    """The key of a base32 secret (RFC 4648 6, padding optional, either case) as pyotp decodes
-    it, with pyotp's floor on its length (NIST SP 800-63B 3.1.4.1: at least 112 bits)."""
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
-    if len(key) * 8 < _MIN_KEY_BITS:
-        raise ValueError(f"Secrets must be at least {_MIN_KEY_BITS} bits after decoding")
-    return key
-
-
-def code_at(key: bytes, step: int) -> str:
-    """The code of time step ``step`` (RFC 6238 4.2: HOTP with T as its counter): RFC 4226 5.3's
-    HMAC-SHA-1 of the 8-byte counter, dynamically truncated to DIGITS digits. pyotp's
-    ``generate_otp`` computes the same, but builds a TOTP object and decodes the key again for
-    every step (docs/performance.md)."""
-    digest = hmac.digest(key, step.to_bytes(8, "big"), "sha1")
-    offset = digest[-1] & 0x0F
-    number = int.from_bytes(digest[offset : offset + 4], "big") & 0x7FFFFFFF
-    return str(number % 10**DIGITS).zfill(DIGITS)
