@@ -26,11 +26,17 @@ class TokenSidePayload(FlaskOAuth2Payload):
     """Authlib's payload of a Flask request (the query and the form together, RFC 6749 3.2 and
     4.4.2), with Werkzeug's combined view of them looked up once: Authlib reads it for every
     parameter (the grant type alone once per registered grant), and each read went through
-    Werkzeug's cached property again. The values are Werkzeug's, unchanged."""
+    Werkzeug's cached property again. The values are Werkzeug's, unchanged: without a query
+    string, Werkzeug's ``values`` of a request other than GET is its form behind an empty query
+    (``Request.values``), and the form alone is what each read finds, without parsing the empty
+    query and looking in it first."""
 
     def __init__(self, request: Request) -> None:
         super().__init__(request)
-        self._values = request.values
+        if request.method != "GET" and not request.environ.get("QUERY_STRING"):
+            self._values = request.form
+        else:
+            self._values = request.values
 
     @property
     def data(self) -> Any:

@@ -62,3 +62,24 @@ def test_authlibs_insecure_transport_switch_is_honoured_when_it_changes(
     monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT")
     with pytest.raises(InsecureTransportError):
         TokenSideRequest(_flask_request(plain))
+
+
+@pytest.mark.parametrize(
+    ("method", "query_string"), [("POST", ""), ("POST", "scope=openid"), ("GET", "state=x")]
+)
+def test_the_payload_reads_what_werkzeugs_values_hold(method: str, query_string: str) -> None:
+    """RFC 6749 3.2: the parameters are Werkzeug's ``values`` (the query, then a body that is not
+    a GET's), whichever of its parts the payload reads."""
+    builder = EnvironBuilder(
+        path="/token",
+        base_url="https://id.example.com",
+        method=method,
+        query_string=query_string,
+        data={"grant_type": "client_credentials", "scope": "email"} if method == "POST" else None,
+    )
+    request = Request(builder.get_environ())
+    payload = TokenSideRequest(request).payload
+    assert payload.data.to_dict(flat=False) == request.values.to_dict(flat=False)
+    for name in ("grant_type", "scope", "state"):
+        assert payload.data.get(name) == request.values.get(name)
+        assert payload.data.getlist(name) == request.values.getlist(name)
