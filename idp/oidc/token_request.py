@@ -11,6 +11,7 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
 
 @functools.lru_cache(maxsize=64)
@@ -33,6 +34,7 @@ class TokenSidePayload(FlaskOAuth2Payload):
 
     def __init__(self, request: Request) -> None:
         super().__init__(request)
+        self._values: MultiDict[str, str]
         if request.method != "GET" and not request.environ.get("QUERY_STRING"):
             self._values = request.form
         else:
