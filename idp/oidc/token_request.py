@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
+from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Request
+from werkzeug.datastructures import MultiDict
+
+
+@functools.lru_cache(maxsize=64)
+def _secure_origin(origin: str, insecure_allowed: str | None) -> bool:
+    """Authlib's own transport verdict (RFC 6749 1.6 and 3.2: TLS; RFC 8252 7.3: loopback), once
+    per origin: it parses the URL and the host as an IP address on every call, for an answer
+    that depends only on the origin and on ``AUTHLIB_INSECURE_TRANSPORT``, which Authlib reads
+    itself and which is therefore part of the key. Bounded: the host is the client's to choose."""
+    return is_secure_transport(origin)
 
 
 class TokenSidePayload(FlaskOAuth2Payload):
     """Authlib's payload of a Flask request (the query and the form together, RFC 6749 3.2 and
     4.4.2), with Werkzeug's combined view of them looked up once: Authlib reads it for every
     parameter (the grant type alone once per registered grant), and each read went through
-    Werkzeug's cached property again. The values are Werkzeug's, unchanged."""
+    Werkzeug's cached property again. The values are Werkzeug's, unchanged: without a query
+    string, Werkzeug's ``values`` of a request other than GET is its form behind an empty query
+    (``Request.values``), and the form alone is what each read finds, without parsing the empty
+    query and looking in it first."""
 
     def __init__(self, request: Request) -> None:
         super().__init__(request)
-        self._values = request.values
+        self._values: MultiDict[str, str]
+        if request.method != "GET" and not request.environ.get("QUERY_STRING"):
+            self._values = request.form
+        else:
+            self._values = request.values
 
     @property
     def data(self) -> Any:
@@ -36,10 +57,23 @@ class TokenSideRequest(OAuth2Request):
 
     def __init__(self, request: Request) -> None:
         origin = f"{request.scheme}://{request.host}/"
-        super().__init__(request.method, origin)
-        # Set here rather than given to Authlib, which takes ``headers or {}``: the truth value
-        # of Werkzeug's headers counts them by walking the whole WSGI environment.
+        # What ``OAuth2Request.__init__`` checks first, with the verdict remembered per origin;
+        # the attributes below are the rest of that constructor (a unit test compares them).
+        if not _secure_origin(origin, os.environ.get("AUTHLIB_INSECURE_TRANSPORT")):
+            raise InsecureTransportError()
+        self.method = request.method
+        self.uri = origin
+        # Not ``headers or {}`` as Authlib's: the truth value of Werkzeug's headers counts them
+        # by walking the whole WSGI environment.
         self.headers = request.headers
+        self._body = None
+        self.client = None
+        self.auth_method = None
+        self.user = None
+        self.authorization_code = None
+        self.refresh_token = None
+        self.credential = None
+        self._scope = None
         self._request = request
         self.payload = TokenSidePayload(request)
 

@@ -45,7 +45,9 @@ class KeyedHasher:
         self._key = key
 
     def hash(self, value: str) -> str:
-        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+        # The one-shot HMAC (RFC 2104) in OpenSSL: the same digest as ``hmac.new(...)``, without
+        # the Python object that copies two hash states (checked on every client authentication).
+        return hmac.digest(self._key, value.encode(), "sha256").hex()
 
     def verify(self, stored: str | None, value: str) -> bool:
         if not stored or not value:

@@ -568,3 +568,9 @@ def test_private_key_jwt_jwks_must_be_valid_public_keys(
         clients.create(
             name="RP", redirect_uris=[REDIRECT], auth_method="private_key_jwt", jwks=jwks
         )
+
+
+def test_keyed_hash_is_hmac_sha256() -> None:
+    """RFC 4231 4.3 (test case 2): the stored form of every client secret is HMAC-SHA256."""
+    digest = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert KeyedHasher(b"Jefe").hash("what do ya want for nothing?") == digest
