@@ -54,18 +54,18 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
-from idp.oidc.rotation import in_rotation, redeem
+from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import TokenSideRequest
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
 from idp.services.device import PollOutcome
-from idp.services.grants import CodeGrant, SpentCode
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken
 from idp.services.signing_keys import KeyMaterial
+from idp.services.spent_codes import CodeGrant, SpentCode
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +183,20 @@ def _still_allowed(grant: Grant | RotatedGrant | CodeGrant, client: Client) -> b
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
+    def validate_token_request(self) -> None:
+        """Nothing yet: the whole request is validated in ``create_token_response``, so that the
+        code's spend and the tokens it issues share one transaction (idp.oidc.rotation)."""
+
+    def create_token_response(self) -> Any:
+        return in_rotation(self.request, self._redeem)
+
+    def _redeem(self) -> Any:
+        super().validate_token_request()  # Authlib's checks and hooks (PKCE, RFC 7636 4.6)
+        return super().create_token_response()
+
     def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = services().grants.redeem_code(code, client.client_id, clock().now())
+        row = redeem_code(self.request, code, client, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: SpentCode) -> None:
