@@ -79,8 +79,14 @@ def query_client(client_id: str) -> Client | None:
     # again. Never across requests: a disabled client or a new secret counts at once.
     loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
     # A Core SELECT and a Client of no session (idp.services.client_cache.load_client): nothing
-    # at the authorization endpoint changes a registration through it.
-    client = loaded.get(client_id) or load_client(db.session(), client_id)
+    # at the authorization endpoint changes a registration through it. A thin read while the
+    # request has no Session: a new authorization request then opens none at all, its writes
+    # are a thin transaction of their own (idp.oidc.pending_open).
+    client = loaded.get(client_id)
+    if client is None:
+        reads = runtime().reads
+        thin = reads if reads is not None and not db.session.registry.has() else None
+        client = load_client(db.session, client_id, thin)
     if client is None or client.disabled_at is not None:
         return None
     read_with_request(client)
