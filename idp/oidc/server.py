@@ -125,7 +125,8 @@ class OpenIDCodeWithSession(OpenIDCode):
         alg = self.get_client_algorithm(client)
         chosen: dict[str, KeyMaterial] = g.setdefault("id_token_keys", {})
         if alg not in chosen:
-            chosen[alg] = runtime().keys.signing_key(db.session(), alg)
+            # The scoped session: a Session is opened only when the keys are read again.
+            chosen[alg] = runtime().keys.signing_key(db.session, alg)
         return chosen[alg]
 
     def resolve_client_private_key(self, client: Client) -> Any:
@@ -165,7 +166,7 @@ class OpenIDCodeWithSession(OpenIDCode):
         # Read by _still_allowed in this request for this user and client, or None.
         kept = g.get("group_claims")
         found = kept[2] if kept and kept[:2] == (user.id, client_id) else None
-        return UserInfo(client_claims(db.session(), user, client_id, scope, found))
+        return UserInfo(client_claims(db.session, user, client_id, scope, found))
 
 
 def _still_allowed(grant: Grant | RotatedGrant | CodeGrant, client: Client) -> bool:
