@@ -16,9 +16,7 @@ from typing import Any
 
 from idp.composition import runtime, services
 from idp.extensions import db
-from idp.services.anonymous import StorageBudgets
-from idp.services.pending_authorizations import PendingAuthorizations
-from idp.services.rate_limits import DatabaseCounters
+from idp.services.pending_apart import open_pending_apart
 
 
 def open_pending(
@@ -30,20 +28,13 @@ def open_pending(
     transaction = None if reads is None or db.session.registry.has() else reads.begin()
     if transaction is None:
         return _in_session(client_id, params, address, now, ttl)
-    # The scoped Session, never opened here: every statement goes in the transaction.
-    unopened: Any = db.session
+    redis = services().container.redis is not None
     try:
-        if services().container.redis is None:
-            # ``storage_budgets_with_rows``, its count sent in the transaction.
-            store = DatabaseCounters(unopened, commit=False, transaction=transaction)
-            budgets = StorageBudgets(store, runtime().settings.anonymous_requests_per_address)
-        else:
-            budgets = services().storage_budgets  # Redis's counters, counting at once
-        pending_id = None
-        if budgets.pending_authorization(address, now):
-            pending_id = PendingAuthorizations(unopened).open(
-                client_id, params, now, ttl, transaction
-            )
+        pending_id = open_pending_apart(
+            transaction, db.session, services().storage_budgets if redis else None,
+            per_address=runtime().settings.anonymous_requests_per_address, client_id=client_id,
+            params=params, address=address, now=now, ttl=ttl,
+        )  # fmt: skip
     except BaseException:
         transaction.rollback()
         raise
