@@ -1,6 +1,6 @@
-"""The refresh grant's rotation (RFC 6749 6, RFC 9700 4.14.2) as one transaction on the thread's
-own connection, apart from the ORM ``Session`` (idp.thin_reads ``begin``; docs/performance.md,
-"Refresh with rotation").
+"""The refresh grant's rotation (RFC 6749 6, RFC 9700 4.14.2), and the code grant's redemption
+(RFC 6749 4.1.3), as one transaction on the thread's own connection, apart from the ORM
+``Session`` (idp.thin_reads ``begin``; docs/performance.md, "Refresh with rotation").
 
 The usual rotation is the request's only work on the database: the refresh token's spend (one
 ``UPDATE ... RETURNING``), the new access token's and refresh token's INSERTs. When nothing in
@@ -13,6 +13,10 @@ committed before the answer. Every path that writes more keeps the ``Session``:
   no longer holds the one write lock when the ``Session`` writes;
 - a client restricted to groups, whose check may revoke the grant (docs/admins.md): the
   ``Session`` from the start.
+
+A code is the same shape (``redeem_code``): its spend, then the access and refresh token INSERTs;
+a code that spent nothing (unknown, another client's, a replay that revokes its grant, RFC 6749
+4.1.2) is decided in the ``Session`` once the transaction is rolled back.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from authlib.oauth2 import OAuth2Error
 from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import Client
+from idp.services.grants import SpentCode
 from idp.services.refresh_tokens import (
     RefreshRedemption,
     refresh_token_digest,
     spend_refresh_token_apart,
 )
+from idp.services.spent_codes import SPEND_CODE, code_digest, spent_code
 
 
 def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
@@ -79,3 +85,28 @@ def redeem(request: Any, token: str, now: datetime, grace: timedelta) -> Refresh
         return spent
     rotation.rollback()
     return services().grants.refused_refresh_token(digest, client.client_id, now, grace)
+
+
+def redeem_code(request: Any, code: str, client: Client, now: datetime) -> SpentCode | None:
+    """``GrantService.redeem_code`` for ``client``, its spend sent in a transaction of its own
+    (``request.rotation``, committed by ``in_rotation`` with the tokens the code issues) when the
+    request has no ``Session``, as ``redeem`` does for a refresh token."""
+    digest = code_digest(code)
+    reads = runtime().reads
+    if (
+        digest is None
+        or reads is None
+        or client.restricted_to_groups
+        or db.session.registry.has()
+        or (transaction := reads.begin()) is None
+    ):
+        return services().grants.redeem_code(code, client.client_id, now)
+    request.rotation = transaction
+    row = transaction.first(
+        SPEND_CODE, {"spent_at": now, "digest": digest, "client": client.client_id}
+    )
+    if row is not None:
+        return spent_code(row, client.client_id, now)
+    transaction.rollback()
+    services().grants.refused_code(digest, client.client_id, now)
+    return None

@@ -54,18 +54,18 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
-from idp.oidc.rotation import in_rotation, redeem
+from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import TokenSideRequest
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
 from idp.services.device import PollOutcome
-from idp.services.grants import CodeGrant, SpentCode
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken
 from idp.services.signing_keys import KeyMaterial
+from idp.services.spent_codes import CodeGrant, SpentCode
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,14 @@ def query_client(client_id: str) -> Client | None:
     # again. Never across requests: a disabled client or a new secret counts at once.
     loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
     # A Core SELECT and a Client of no session (idp.services.client_cache.load_client): nothing
-    # at the authorization endpoint changes a registration through it.
-    client = loaded.get(client_id) or load_client(db.session(), client_id)
+    # at the authorization endpoint changes a registration through it. A thin read while the
+    # request has no Session: a new authorization request then opens none at all, its writes
+    # are a thin transaction of their own (idp.oidc.pending_open).
+    client = loaded.get(client_id)
+    if client is None:
+        reads = runtime().reads
+        thin = reads if reads is not None and not db.session.registry.has() else None
+        client = load_client(db.session, client_id, thin)
     if client is None or client.disabled_at is not None:
         return None
     read_with_request(client)
@@ -119,7 +125,8 @@ class OpenIDCodeWithSession(OpenIDCode):
         alg = self.get_client_algorithm(client)
         chosen: dict[str, KeyMaterial] = g.setdefault("id_token_keys", {})
         if alg not in chosen:
-            chosen[alg] = runtime().keys.signing_key(db.session(), alg)
+            # The scoped session: a Session is opened only when the keys are read again.
+            chosen[alg] = runtime().keys.signing_key(db.session, alg)
         return chosen[alg]
 
     def resolve_client_private_key(self, client: Client) -> Any:
@@ -159,7 +166,7 @@ class OpenIDCodeWithSession(OpenIDCode):
         # Read by _still_allowed in this request for this user and client, or None.
         kept = g.get("group_claims")
         found = kept[2] if kept and kept[:2] == (user.id, client_id) else None
-        return UserInfo(client_claims(db.session(), user, client_id, scope, found))
+        return UserInfo(client_claims(db.session, user, client_id, scope, found))
 
 
 def _still_allowed(grant: Grant | RotatedGrant | CodeGrant, client: Client) -> bool:
@@ -183,9 +190,20 @@ def _still_allowed(grant: Grant | RotatedGrant | CodeGrant, client: Client) -> b
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
+    def validate_token_request(self) -> None:
+        """Nothing yet: the whole request is validated in ``create_token_response``, so that the
+        code's spend and the tokens it issues share one transaction (idp.oidc.rotation)."""
+
+    def create_token_response(self) -> Any:
+        return in_rotation(self.request, self._redeem)
+
+    def _redeem(self) -> Any:
+        super().validate_token_request()  # Authlib's checks and hooks (PKCE, RFC 7636 4.6)
+        return super().create_token_response()
+
     def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = services().grants.redeem_code(code, client.client_id, clock().now())
+        row = redeem_code(self.request, code, client, clock().now())
         return row if row is not None and _still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: SpentCode) -> None:

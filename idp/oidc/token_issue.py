@@ -89,14 +89,15 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         token.pop("refresh_token", None)  # RFC 6749 4.4.3
         return
     rotation = getattr(request, "rotation", None)
-    if refresh is not None and rotation is not None and rotation.open:
-        # The rotation's own transaction, its spend sent already (idp.oidc.rotation).
+    if grant is not None and rotation is not None and rotation.open:
+        # The transaction of the code's or the refresh token's spend, sent already
+        # (idp.oidc.rotation).
         successor = None
         if "refresh_token" in token:
             successor = refresh_token_row(
-                token["refresh_token"], grant_id=refresh.grant.id, client_id=refresh.client_id,
+                token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,
                 scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
-                parent_hash=refresh.token_hash,
+                parent_hash=refresh.token_hash if refresh is not None else None,
             )  # fmt: skip
         record_rotation_apart(rotation, issued, successor)
         return

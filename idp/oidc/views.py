@@ -25,6 +25,7 @@ from idp.oidc.blueprint import bp
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.interaction import InteractionState, Next, decide, needs_login
+from idp.oidc.pending_open import open_pending
 from idp.oidc.server import query_client
 from idp.services import audit
 from idp.services.grants import CodeRequest
@@ -143,30 +144,27 @@ def _proceed(
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
-        # The address's count is committed with the pending request it pays for, by the one
-        # commit below (DatabaseCounters commit=False): the row lock the count takes serialises
-        # the address's parallel requests as a commit of its own did, and a request that stores
-        # nothing costs no count. Redis counts at once, as always.
-        if pending is None and not services().storage_budgets_with_rows.pending_authorization(
-            request_context().ip_address, now
-        ):
-            # docs/operations.md, "Storage budgets": this address has opened its share of pending
-            # requests. RFC 6749 4.1.2.1 temporarily_unavailable, sent back to the client.
-            db.session.commit()  # the counted request
-            over_budget = AuthorizationError(
-                "temporarily_unavailable",
-                "Too many sign-in requests from this network. Try again in a few minutes.",
-            )
-            over_budget.redirect_uri = auth_request.redirect_uri
-            over_budget.state = auth_request.state
-            over_budget.response_mode = auth_request.response_mode
-            return _error_response(over_budget)
+        # The address's count is committed with the pending request it pays for (one commit,
+        # idp.oidc.pending_open): the row lock the count takes serialises the address's parallel
+        # requests as a commit of its own did, and a request that stores nothing costs no count.
+        # Redis counts at once, as always.
         if pending is None:
-            pending_id = _pending_requests().open(
-                client.client_id, auth_request.to_params(), now,
+            pending_id = open_pending(
+                client.client_id, auth_request.to_params(), request_context().ip_address, now,
                 runtime().settings.pending_request_ttl,
             )  # fmt: skip
-            db.session.commit()
+            if pending_id is None:
+                # docs/operations.md, "Storage budgets": this address has opened its share of
+                # pending requests. RFC 6749 4.1.2.1 temporarily_unavailable, sent back to the
+                # client.
+                over_budget = AuthorizationError(
+                    "temporarily_unavailable",
+                    "Too many sign-in requests from this network. Try again in a few minutes.",
+                )
+                over_budget.redirect_uri = auth_request.redirect_uri
+                over_budget.state = auth_request.state
+                over_budget.response_mode = auth_request.response_mode
+                return _error_response(over_budget)
         else:
             pending_id = pending.id
         if next_step is Next.LOGIN:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, scoped_session
@@ -38,6 +38,9 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, scoped_sess
 from idp.clock import Clock
 from idp.models import Client
 from idp.models.base import from_values
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 _CLIENTS = Client.__table__
 _COLUMNS = [column.key for column in _CLIENTS.columns]
@@ -53,9 +56,16 @@ def client_from(row: Any, prefix: str = "") -> Client:
     return from_values(Client, {key: getattr(row, prefix + key) for key in _COLUMNS})
 
 
-def load_client(db: Session | scoped_session[Any], client_id: str) -> Client | None:
-    """The registration as stored now, by one prepared Core SELECT (no ORM load), or None."""
-    row = db.connection().execute(_LOAD, {"client_id": client_id}).first()
+def load_client(
+    db: Session | scoped_session[Any], client_id: str, reads: ThinReads | None = None
+) -> Client | None:
+    """The registration as stored now, by one prepared Core SELECT (no ORM load), or None. Sent
+    as a thin read (idp.thin_reads) when ``reads`` is given: the caller's Session has opened no
+    transaction this read would have to agree with."""
+    if reads is not None:
+        row: Any = reads.first(_LOAD, {"client_id": client_id})
+    else:
+        row = db.connection().execute(_LOAD, {"client_id": client_id}).first()
     return None if row is None else client_from(row)
 
 

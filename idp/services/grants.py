@@ -38,7 +38,7 @@ from idp.services.refresh_tokens import (
     refresh_token_row,
     rotated,
 )
-from idp.services.spent_codes import FIND_CODE, SPEND_CODE, CodeGrant, CodeUser, SpentCode
+from idp.services.spent_codes import FIND_CODE, SPEND_CODE, SpentCode, code_digest, spent_code
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads, ThinTransaction
@@ -189,29 +189,21 @@ class GrantService:
         response needs of the grant and its user (the ID token's claims, OIDC Core 2 and 5.4) and
         what the checks need (revoked, disabled): a sign-in's code makes no other read. Only a
         refusal reads the row again, to tell a replay from an unknown code."""
-        if not code or len(code) > 200:
+        digest = code_digest(code)
+        if digest is None:
             return None
-        digest = token_hash(code)
-        connection = self.db.connection()
         row: Any = consume_prepared(self.db, SPEND_CODE, now=now, digest=digest, client=client_id)
         if row is None:
-            # Not spent now: unknown, another client's (nothing happens), or spent before.
-            found = connection.execute(FIND_CODE, {"digest": digest}).first()
-            if found is not None and found.client_id == client_id:
-                self.revoke_grant(found.grant_id, CODE_REPLAY, now)
+            self.refused_code(digest, client_id, now)
             return None
-        if row.expires_at <= now or row.grant_revoked_at is not None:
-            return None
-        if row.user_disabled_at is not None or row.client_disabled_at is not None:
-            return None
-        user = CodeUser(id=row.user_id, name=row.user_name, email=row.user_email,
-                        email_verified=bool(row.user_email_verified))  # fmt: skip
-        grant = CodeGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
-                          sid=row.sid, auth_time=row.auth_time, amr=tuple(row.amr or ()),
-                          acr=row.acr, user=user)  # fmt: skip
-        return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
-                         nonce=row.nonce, code_challenge=row.code_challenge,
-                         code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip
+        return spent_code(row, client_id, now)
+
+    def refused_code(self, digest: str, client_id: str, now: datetime) -> None:
+        """A code whose spend changed nothing: unknown, another client's (nothing happens), or
+        spent before by its own client, a replay that revokes the grant (RFC 6749 4.1.2)."""
+        found = self.db.connection().execute(FIND_CODE, {"digest": digest}).first()
+        if found is not None and found.client_id == client_id:
+            self.revoke_grant(found.grant_id, CODE_REPLAY, now)
 
     # -- refresh tokens -------------------------------------------------------------------------
     def record_refresh_token(

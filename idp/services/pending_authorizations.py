@@ -20,7 +20,7 @@ from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
 
 if TYPE_CHECKING:
-    from idp.thin_reads import ThinReads
+    from idp.thin_reads import ThinReads, ThinTransaction
 
 #: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
 MAX_PENDING_ID = 64
@@ -85,16 +85,24 @@ class PendingAuthorizations:
                            created_at=row.created_at, consented_by=row.consented_by,
                            client=client_from(row, "client_"))  # fmt: skip
 
-    def open(self, client_id: str, params: dict[str, Any], now: datetime, ttl: int) -> str:
-        """Store a request for ``ttl`` seconds; its id (the caller commits)."""
+    def open(
+        self, client_id: str, params: dict[str, Any], now: datetime, ttl: int,
+        transaction: ThinTransaction | None = None,
+    ) -> str:  # fmt: skip
+        """Store a request for ``ttl`` seconds; its id (the caller commits). Sent in
+        ``transaction`` when given (idp.thin_reads ``begin``), else in the Session's."""
         # The id is chosen here, not at flush: read from the row after the commit, it would
         # cost a SELECT (a commit expires what the session loaded).
         pending_id = random_id()
-        # One prepared Core INSERT in the request's transaction: nothing here reads the row back.
-        self.db.connection().execute(_INSERT, {
+        row = {
             "id": pending_id, "client_id": client_id, "params": params, "created_at": now,
             "expires_at": now + timedelta(seconds=ttl), "consumed_at": None, "consented_by": None,
-        })  # fmt: skip
+        }  # fmt: skip
+        # One prepared Core INSERT in the request's transaction: nothing here reads the row back.
+        if transaction is not None:
+            transaction.write(_INSERT, row)
+        else:
+            self.db.connection().execute(_INSERT, row)
         return pending_id
 
     def spend(self, pending: PendingAuthorization | LivePending, now: datetime) -> bool:

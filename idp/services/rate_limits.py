@@ -44,7 +44,7 @@ from idp.services.counter_statements import (
 from idp.services.dependencies import redis_calls
 
 if TYPE_CHECKING:
-    from idp.thin_reads import ThinReads
+    from idp.thin_reads import ThinReads, ThinTransaction
 
 #: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
 #: or 30 days pass).
@@ -144,10 +144,20 @@ class DatabaseCounters:
     (idp.thin_reads ``write_alone_returning``): the same statement, committed by itself before
     the check, without a ``Session`` transaction begun and committed around it."""
 
-    def __init__(self, db: Session, *, commit: bool = True, alone: ThinReads | None = None) -> None:
+    def __init__(
+        self,
+        db: Session,
+        *,
+        commit: bool = True,
+        alone: ThinReads | None = None,
+        transaction: ThinTransaction | None = None,
+    ) -> None:
         self.db = db
         self.commit = commit
         self.alone = alone
+        #: A thin transaction the caller commits with the rows the budget limits (``count_below``
+        #: only, with ``commit=False``): the statement is sent in it instead of the Session.
+        self.transaction = transaction
 
     def _insert(self) -> Any:
         dialect = self.db.get_bind().dialect.name
@@ -199,6 +209,8 @@ class DatabaseCounters:
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         parameters = {"counter": key, "now": now, "limit": limit}
+        if self.transaction is not None:
+            return self.transaction.first(COUNT_BELOW, parameters) is not None
         spent = self.db.connection().execute(COUNT_BELOW, parameters).first() is not None
         self._done()
         return spent

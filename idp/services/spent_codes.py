@@ -13,6 +13,7 @@ from sqlalchemy import Table, bindparam, select
 from idp.models import AuthorizationCode, Client, Grant, User
 from idp.models.oauth import CodeFacts
 from idp.services.consume import consume_once_statement
+from idp.services.crypto import token_hash
 
 _GRANTS = cast(Table, Grant.__table__)
 _USERS = cast(Table, User.__table__)
@@ -120,3 +121,25 @@ SPEND_CODE = consume_once_statement(
     columns=_CODE_REDEEMED,
 )
 FIND_CODE = select(_ac.client_id, _ac.grant_id).where(_ac.code_hash == bindparam("digest"))
+
+
+def code_digest(code: str) -> str | None:
+    """The hash a presented code is stored by, or None for what cannot be one."""
+    return token_hash(code) if code and len(code) <= 200 else None
+
+
+def spent_code(row: Any, client_id: str, now: datetime) -> SpentCode | None:
+    """The code ``SPEND_CODE`` returned ``row`` of, or None if it must issue nothing: expired, its
+    grant revoked, its user or client disabled (RFC 6749 5.2 ``invalid_grant``)."""
+    if row.expires_at <= now or row.grant_revoked_at is not None:
+        return None
+    if row.user_disabled_at is not None or row.client_disabled_at is not None:
+        return None
+    user = CodeUser(id=row.user_id, name=row.user_name, email=row.user_email,
+                    email_verified=bool(row.user_email_verified))  # fmt: skip
+    grant = CodeGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
+                      sid=row.sid, auth_time=row.auth_time, amr=tuple(row.amr or ()),
+                      acr=row.acr, user=user)  # fmt: skip
+    return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
+                     nonce=row.nonce, code_challenge=row.code_challenge,
+                     code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip
