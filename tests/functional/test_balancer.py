@@ -2,7 +2,9 @@
 and degraded dependencies"), run with Debian's haproxy: the documented configuration with the
 test's addresses, and the three-node test's configuration (tests/support/balancer.py).
 
-- A client that trickles its headers is dropped (``timeout http-request``).
+- A client that trickles its headers is dropped (``timeout http-request``); so is one that
+  trickles its body, before any node sees its request (``option http-buffer-request``: granian
+  gives a request one of a worker's few threads as soon as its head has arrived).
 - A GET cut by a node (the connection closed without an answer, as when a node dies mid-request)
   is answered by another node; a POST that reached a node is never replayed on another.
 - The three-node test's balancer has the documented fault settings.
@@ -127,6 +129,33 @@ def test_a_client_trickling_its_headers_is_dropped(
         # haproxy answers 408 Request Timeout and closes (or just closes).
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
         # The balancer itself still serves everyone else.
+        assert requests.get(balancer.url + "/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("which", sorted(CONFIGURATIONS))
+def test_a_client_trickling_its_body_is_dropped_before_a_node_sees_it(
+    which: str, tmp_path: Path, cutting_node: CuttingNode
+) -> None:
+    with balancer_for(which, tmp_path, {"node1": cutting_node.port}) as balancer:
+        with socket.create_connection(("127.0.0.1", balancer.port), timeout=10) as slow:
+            slow.sendall(b"POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                         b"application/x-www-form-urlencoded\r\nContent-Length: "
+                         + str(TRICKLE_BYTES).encode() + b"\r\n\r\n")  # fmt: skip
+            answer = None
+            for _ in range(TRICKLE_BYTES):
+                readable, _, _ = select.select([slow], [], [], TRICKLE_PACE)
+                if readable:
+                    answer = slow.recv(65536)
+                    break
+                try:
+                    slow.sendall(b"a")
+                except OSError:  # reset by the balancer
+                    answer = b""
+                    break
+        assert answer is not None, f"still connected after {TRICKLE_BYTES} trickled bytes"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        # The node never held a thread for it: the head was not passed on without its body.
+        assert not any(line.startswith("POST /token") for line in cutting_node.cut)
         assert requests.get(balancer.url + "/readyz", timeout=10).status_code == 200
 
 

@@ -33,9 +33,10 @@ STOP_TIMEOUT = 10.0
 # 2 s and 3 failures, would take 6 s). Until then, a connection refused by the dead node is
 # retried on another one ("option redispatch 1": every retry goes elsewhere). The fault settings
 # are docs/operations.md's (tests/functional/test_balancer.py checks that they agree):
-# "timeout http-request" drops clients that trickle their headers; after a request reached a node,
-# only GET and HEAD are replayed on another one ("disable-l7-retry" for every other method): a
-# POST to /token replayed elsewhere would spend its code or refresh token twice.
+# "timeout http-request" drops clients that trickle their headers, and with "option
+# http-buffer-request" their bodies too, before a node sees the request; after a request reached
+# a node, only GET and HEAD are replayed on another one ("disable-l7-retry" for every other
+# method): a POST to /token replayed elsewhere would spend its code or refresh token twice.
 GLOBAL = """\
 global
     maxconn 512
@@ -51,6 +52,7 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout http-request 10s
+    option http-buffer-request
     timeout check 1s
     retries 3
     retry-on conn-failure empty-response response-timeout
@@ -73,6 +75,7 @@ backend {backend}
 #: The settings a balancer in front of idp must have (docs/operations.md, "Load balancer").
 FAULT_DIRECTIVES = (
     "timeout http-request",
+    "option http-buffer-request",
     "retry-on",
     "option redispatch",
     "http-request disable-l7-retry",
@@ -105,7 +108,7 @@ def directives(config: str) -> dict[str, str]:
     for raw in config.splitlines():
         line = raw.split("#", 1)[0].strip()
         for directive in FAULT_DIRECTIVES:
-            if line.startswith(directive + " "):
+            if line == directive or line.startswith(directive + " "):
                 found[directive] = line[len(directive) :].strip()
     return found
 
