@@ -37,6 +37,7 @@ from idp.services.refresh_tokens import (
     spend_refresh_token_apart,
 )
 from idp.services.spent_codes import SPEND_CODE, code_digest, spent_code
+from idp.thin_reads import ThinTransaction
 
 
 def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
@@ -60,6 +61,17 @@ def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
     return answer
 
 
+def _transaction_apart(client: Client) -> ThinTransaction | None:
+    """A transaction of its own for a spend of ``client``'s, begun now; None when the spend must
+    go through the ``Session``: a client restricted to groups, a request that already opened a
+    ``Session`` (SQLite's one write lock), no connection apart from the pool's (in-memory
+    SQLite: ``ThinReads.begin``)."""
+    reads = runtime().reads
+    if reads is None or client.restricted_to_groups or db.session.registry.has():
+        return None
+    return reads.begin()
+
+
 def redeem(request: Any, token: str, now: datetime, grace: timedelta) -> RefreshRedemption:
     """``GrantService.redeem_refresh_token`` for ``request.client``, its spend sent in a
     transaction of its own (``request.rotation``) when the request has no ``Session``: opened
@@ -68,14 +80,7 @@ def redeem(request: Any, token: str, now: datetime, grace: timedelta) -> Refresh
     rolled back."""
     client: Client = request.client
     digest = refresh_token_digest(token)
-    reads = runtime().reads
-    if (
-        digest is None
-        or reads is None
-        or client.restricted_to_groups
-        or db.session.registry.has()
-        or (rotation := reads.begin()) is None
-    ):
+    if digest is None or (rotation := _transaction_apart(client)) is None:
         return services().grants.redeem_refresh_token(
             token, client.client_id, now, retry_grace=grace
         )
@@ -92,14 +97,7 @@ def redeem_code(request: Any, code: str, client: Client, now: datetime) -> Spent
     (``request.rotation``, committed by ``in_rotation`` with the tokens the code issues) when the
     request has no ``Session``, as ``redeem`` does for a refresh token."""
     digest = code_digest(code)
-    reads = runtime().reads
-    if (
-        digest is None
-        or reads is None
-        or client.restricted_to_groups
-        or db.session.registry.has()
-        or (transaction := reads.begin()) is None
-    ):
+    if digest is None or (transaction := _transaction_apart(client)) is None:
         return services().grants.redeem_code(code, client.client_id, now)
     request.rotation = transaction
     row = transaction.first(

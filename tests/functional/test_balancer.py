@@ -107,29 +107,34 @@ def balancer_for(which: str, directory: Path, servers: dict[str, int]) -> Iterat
         yield balancer
 
 
+def assert_dropped(balancer: Haproxy, start: bytes) -> None:
+    """A client that sends ``start``, then one byte per TRICKLE_PACE seconds, is dropped (haproxy
+    answers 408 Request Timeout and closes, or just closes) while the balancer still serves
+    everyone else."""
+    answer = None
+    with socket.create_connection(("127.0.0.1", balancer.port), timeout=10) as slow:
+        slow.sendall(start)
+        for _ in range(TRICKLE_BYTES):
+            readable, _, _ = select.select([slow], [], [], TRICKLE_PACE)
+            if readable:
+                answer = slow.recv(65536)
+                break
+            try:
+                slow.sendall(b"a")
+            except OSError:  # reset by the balancer
+                answer = b""
+                break
+    assert answer is not None, f"still connected after {TRICKLE_BYTES} trickled bytes"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert requests.get(balancer.url + "/readyz", timeout=10).status_code == 200
+
+
 @pytest.mark.parametrize("which", sorted(CONFIGURATIONS))
 def test_a_client_trickling_its_headers_is_dropped(
     which: str, tmp_path: Path, cutting_node: CuttingNode
 ) -> None:
     with balancer_for(which, tmp_path, {"node1": cutting_node.port}) as balancer:
-        with socket.create_connection(("127.0.0.1", balancer.port), timeout=10) as slow:
-            slow.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Trickle: ")
-            answer = None
-            for _ in range(TRICKLE_BYTES):
-                readable, _, _ = select.select([slow], [], [], TRICKLE_PACE)
-                if readable:
-                    answer = slow.recv(65536)
-                    break
-                try:
-                    slow.sendall(b"a")
-                except OSError:  # reset by the balancer
-                    answer = b""
-                    break
-        assert answer is not None, f"still connected after {TRICKLE_BYTES} trickled bytes"
-        # haproxy answers 408 Request Timeout and closes (or just closes).
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        # The balancer itself still serves everyone else.
-        assert requests.get(balancer.url + "/readyz", timeout=10).status_code == 200
+        assert_dropped(balancer, b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Trickle: ")
 
 
 @pytest.mark.parametrize("which", sorted(CONFIGURATIONS))
@@ -137,26 +142,11 @@ def test_a_client_trickling_its_body_is_dropped_before_a_node_sees_it(
     which: str, tmp_path: Path, cutting_node: CuttingNode
 ) -> None:
     with balancer_for(which, tmp_path, {"node1": cutting_node.port}) as balancer:
-        with socket.create_connection(("127.0.0.1", balancer.port), timeout=10) as slow:
-            slow.sendall(b"POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-                         b"application/x-www-form-urlencoded\r\nContent-Length: "
-                         + str(TRICKLE_BYTES).encode() + b"\r\n\r\n")  # fmt: skip
-            answer = None
-            for _ in range(TRICKLE_BYTES):
-                readable, _, _ = select.select([slow], [], [], TRICKLE_PACE)
-                if readable:
-                    answer = slow.recv(65536)
-                    break
-                try:
-                    slow.sendall(b"a")
-                except OSError:  # reset by the balancer
-                    answer = b""
-                    break
-        assert answer is not None, f"still connected after {TRICKLE_BYTES} trickled bytes"
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        head = (b"POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/"
+                b"x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % TRICKLE_BYTES)  # fmt: skip
+        assert_dropped(balancer, head)
         # The node never held a thread for it: the head was not passed on without its body.
         assert not any(line.startswith("POST /token") for line in cutting_node.cut)
-        assert requests.get(balancer.url + "/readyz", timeout=10).status_code == 200
 
 
 @pytest.fixture(scope="module")
