@@ -208,23 +208,15 @@ class ThinReads:
         return self._sent(self._send_write_returning, statement, parameters)
 
     def _send_write_returning(self, prepared: _Prepared, bound: Any) -> list[Row]:
-        cursor = self._cursor()
-        raw = self._send_write(prepared, bound, rows=True)
-        if prepared.result_processors is None:
-            prepared.make_result_processors(cursor.description)
-        return prepared.rows(raw) if raw else []
+        rows: list[Row] = self._send_write(prepared, bound, rows=True)
+        return rows
 
     def _send_write(self, prepared: _Prepared, bound: Any, *, rows: bool = False) -> Any:
         """The rows changed, or with ``rows`` the rows returned (read before the commit)."""
-        cursor = self._cursor()
+        cursor = self._cursor()  # opens the thread's connection at its first statement
         connection = self._local.dbapi_connection
-        sql = prepared.sql
-        dispatch = self._engine.dispatch
-        for listener in dispatch.before_cursor_execute:
-            sql, bound = listener(self._engine, cursor, sql, bound, None, False)
         try:
-            cursor.execute(sql, bound)
-            changed = cursor.fetchall() if rows else int(cursor.rowcount)
+            answer = self._execute(cursor, prepared, bound, rows=rows)
             # On SQLite idp.database's listener opened BEGIN IMMEDIATE for the write (the write
             # lock, waited for); the write is committed here. PostgreSQL's autocommit committed it.
             if self._sqlite and connection.in_transaction:
@@ -234,11 +226,9 @@ class ThinReads:
                 with contextlib.suppress(self._dbapi_error):
                     connection.rollback()
             raise
-        for after in dispatch.after_cursor_execute:
-            after(self._engine, cursor, sql, bound, None, False)
-        for committed in dispatch.commit:
+        for committed in self._engine.dispatch.commit:
             committed(self._engine)
-        return changed
+        return answer
 
     # -- the read ----------------------------------------------------------------------------------
     def _read(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Row]:
@@ -270,24 +260,8 @@ class ThinReads:
             raise self._wrapped(error, prepared.sql, bound) from error
 
     def _send(self, prepared: _Prepared, bound: Any) -> list[Row]:
-        cursor = self._cursor()
-        sql = prepared.sql
-        dispatch = self._engine.dispatch
-        # The engine's listeners, called as a Connection calls them. The engine stands in for the
-        # Connection there is none of, and there is no execution context: idp's listeners read
-        # the statement, the cursor and the context's compiled statement if any (idp.database).
-        for listener in dispatch.before_cursor_execute:
-            sql, bound = listener(self._engine, cursor, sql, bound, None, False)
-        cursor.execute(sql, bound)
-        # Every row, also for ``first``: SQLite ends a statement's implicit read transaction only
-        # when it has stepped past the last row, and the cursor stays open for the next read.
-        raw = cursor.fetchall()
-        for after in dispatch.after_cursor_execute:
-            after(self._engine, cursor, sql, bound, None, False)
-        if prepared.result_processors is None:
-            # Read once: psycopg builds the description's column objects anew at each call.
-            prepared.make_result_processors(cursor.description)
-        return prepared.rows(raw) if raw else []
+        rows: list[Row] = self._execute(self._cursor(), prepared, bound, rows=True)
+        return rows
 
     def _in_transaction(
         self,
@@ -300,24 +274,34 @@ class ThinReads:
         """A statement of a ``ThinTransaction``: its rows, or the count of rows it changed."""
         prepared = self._prepared.get(statement) or self._prepare(statement)
         bound = prepared.parameters(parameters)
+        try:
+            return self._execute(cursor, prepared, bound, rows=rows)
+        except self._dbapi_error as error:
+            self._dropped_after(error)  # not sent again: the transaction is the caller's
+            raise self._wrapped(error, prepared.sql, bound) from error
+
+    def _execute(self, cursor: Any, prepared: _Prepared, bound: Any, *, rows: bool) -> Any:
+        """Send one statement on ``cursor``: its rows converted, or the count of rows it changed.
+        The engine's listeners are called as a Connection calls them; the engine stands in for
+        the Connection there is none of, and there is no execution context: idp's listeners read
+        the statement, the cursor and the context's compiled statement if any (idp.database)."""
         sql = prepared.sql
         dispatch = self._engine.dispatch
         for listener in dispatch.before_cursor_execute:
             sql, bound = listener(self._engine, cursor, sql, bound, None, False)
-        answer: Any
-        try:
-            cursor.execute(sql, bound)
-            answer = cursor.fetchall() if rows else int(cursor.rowcount)
-        except self._dbapi_error as error:
-            self._dropped_after(error)  # not sent again: the transaction is the caller's
-            raise self._wrapped(error, prepared.sql, bound) from error
+        cursor.execute(sql, bound)
+        # Every row, also for ``first``: SQLite ends a statement's implicit read transaction only
+        # when it has stepped past the last row, and the cursor stays open for the next read.
+        raw: list[Any] = cursor.fetchall() if rows else []
+        changed = int(cursor.rowcount)
         for after in dispatch.after_cursor_execute:
             after(self._engine, cursor, sql, bound, None, False)
         if not rows:
-            return answer
+            return changed
         if prepared.result_processors is None:
+            # Read once: psycopg builds the description's column objects anew at each call.
             prepared.make_result_processors(cursor.description)
-        return prepared.rows(answer) if answer else []
+        return prepared.rows(raw) if raw else []
 
     def _abandon(self, connection: Any) -> None:
         """Roll back what ``connection`` holds; a connection that cannot is closed (its state
