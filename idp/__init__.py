@@ -32,6 +32,7 @@ from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, SettingsError, load_settings
 from idp.thin_reads import ThinReads
+from idp.web.form_request import form_request_class
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -42,6 +43,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app = IdpFlask(__name__, instance_path=str(instance_path))
     app.json = JSONProvider(app)
     app.config.update(_flask_config(settings))
+    app.request_class = form_request_class(app.config["MAX_CONTENT_LENGTH"])
 
     if settings.trusted_proxies:
         # Werkzeug's ProxyFix takes the address the last N trusted hops saw (the right-most

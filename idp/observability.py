@@ -78,7 +78,7 @@ def _finish(response: Response) -> Response:
     status = response.status_code
     method = current.method
     if endpoint == "oidc.token":
-        grant_type = current.form.get("grant_type", "")
+        grant_type = _grant_type(current)
         metrics.token_request(grant_type, status, _oauth_error(response))
     metrics.request_finished(endpoint, method, status, elapsed)
     level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
@@ -101,6 +101,16 @@ def _finish(response: Response) -> Response:
             },
         )
     return response
+
+
+def _grant_type(current: Any) -> str:
+    """The token request's ``grant_type``, or "" for a body that could not be read as a form (too
+    large: the 413 being answered; a client that went away): reading it again would raise again,
+    inside this hook, and turn that answer into a 500."""
+    try:
+        return str(current.form.get("grant_type", ""))
+    except HTTPException:
+        return ""
 
 
 def _end(_error: BaseException | None) -> None:
