@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from idp import metrics
-from idp.json_logs import HTTP_METHODS, SECRET_NAME
+from idp.json_logs import HTTP_METHODS, SECRET_NAME, write_closing_line
 
 log = logging.getLogger("idp.request")
 #: A JSON answer without a secret-named key holds no secret to register (most of them).
@@ -87,6 +87,11 @@ def _finish(response: Response) -> Response:
         # The line carries the request's fields (idp.json_logs) itself: known here already, and
         # looking them up again through Flask's proxies was a fifth of the line's cost.
         request_fields = {"request_id": state.request_id, "method": method, "endpoint": endpoint}
+        duration_ms = round(elapsed * 1000, 2)
+        if level == logging.INFO and write_closing_line(
+            log, f"{method} {endpoint} {status}", request_fields, status, duration_ms
+        ):
+            return response
         log.log(
             level,
             "%s %s %d",
@@ -95,7 +100,7 @@ def _finish(response: Response) -> Response:
             status,
             extra={
                 "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
+                "duration_ms": duration_ms,
                 "plain": True,
                 "request_fields": request_fields,
             },

@@ -12,12 +12,14 @@ verbatim and URL-encoded. At DEBUG, Authlib logs every token response it issues 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import re
 import secrets
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -26,6 +28,7 @@ import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from idp import json_logs
 from idp.json_logs import REDACTED, JsonFormatter
 from tests.support.apps import live_on
 from tests.support.events import wait_for
@@ -380,3 +383,56 @@ def test_secrets_of_the_answer_are_redacted_from_lines_written_after_it(app: Fla
         line = JsonFormatter().format(record)
     assert opaque not in line
     assert REDACTED in line
+
+
+# -- the closing line's shorter way (idp.json_logs.write_closing_line) ----------------------------
+@pytest.fixture
+def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger that ends in one StreamHandler with JsonFormatter, as ``configure`` leaves it."""
+    stream = io.StringIO()
+    logger = logging.getLogger(f"idp.test.closing.{secrets.token_hex(4)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    yield logger, stream
+    logger.handlers.clear()
+
+
+def _only(logger: logging.Logger, stream: io.StringIO) -> None:
+    # pytest's log capture adds its handlers while each test runs: the logger gets only ours.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.handlers[:] = [handler]
+
+
+def test_the_closing_line_written_directly_is_the_line_of_its_record(
+    json_logger: tuple[logging.Logger, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger, stream = json_logger
+    _only(logger, stream)
+    fields = {"request_id": "ab" * 16, "method": "POST", "endpoint": "oidc.token"}
+    instant = datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=UTC)
+    frozen = type("Frozen", (datetime,), {"now": classmethod(lambda cls, tz=None: instant)})
+    monkeypatch.setattr(json_logs, "datetime", frozen)
+    assert json_logs.write_closing_line(logger, "POST oidc.token 200", fields, 200, 1.25)
+    direct = stream.getvalue()
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 1, "%s %s %d", ("POST", "oidc.token", 200), None,
+        extra={"status": 200, "duration_ms": 1.25, "plain": True, "request_fields": fields},
+    )  # fmt: skip
+    record.created = instant.timestamp()
+    assert direct == JsonFormatter().format(record) + "\n"
+
+
+def test_the_closing_line_takes_the_usual_way_past_a_filter_or_a_second_handler(
+    json_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_logger
+    _only(logger, stream)
+    fields = {"request_id": "ab" * 16, "method": "GET", "endpoint": "oidc.userinfo"}
+    logger.addFilter(lambda record: True)
+    assert not json_logs.write_closing_line(logger, "GET oidc.userinfo 200", fields, 200, 1.0)
+    logger.filters.clear()
+    second = logging.StreamHandler(io.StringIO())
+    logger.addHandler(second)
+    assert not json_logs.write_closing_line(logger, "GET oidc.userinfo 200", fields, 200, 1.0)
+    assert stream.getvalue() == ""
