@@ -143,6 +143,11 @@ class ThinReads:
             not url.database or url.database == ":memory:" or "mode=memory" in url.database
         )
         event.listen(engine, "engine_disposed", self._disposed)
+        # The Session's statements of this engine's requests go through this object too
+        # (idp.session_statements).
+        from idp.session_statements import register
+
+        register(engine, self)
 
     def first(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Row | None:
         """The statement's first row, or None (every row is read: a thin read selects few)."""
@@ -280,22 +285,26 @@ class ThinReads:
             self._dropped_after(error)  # not sent again: the transaction is the caller's
             raise self._wrapped(error, prepared.sql, bound) from error
 
-    def _execute(self, cursor: Any, prepared: _Prepared, bound: Any, *, rows: bool) -> Any:
+    def _execute(
+        self, cursor: Any, prepared: _Prepared, bound: Any, *, rows: bool, connection: Any = None
+    ) -> Any:
         """Send one statement on ``cursor``: its rows converted, or the count of rows it changed.
         The engine's listeners are called as a Connection calls them; the engine stands in for
-        the Connection there is none of, and there is no execution context: idp's listeners read
-        the statement, the cursor and the context's compiled statement if any (idp.database)."""
+        the Connection there is none of (a ``Session``'s statements name its Connection,
+        idp.session_statements), and there is no execution context: idp's listeners read the
+        statement, the cursor and the context's compiled statement if any (idp.database)."""
         sql = prepared.sql
         dispatch = self._engine.dispatch
+        conn = self._engine if connection is None else connection
         for listener in dispatch.before_cursor_execute:
-            sql, bound = listener(self._engine, cursor, sql, bound, None, False)
+            sql, bound = listener(conn, cursor, sql, bound, None, False)
         cursor.execute(sql, bound)
         # Every row, also for ``first``: SQLite ends a statement's implicit read transaction only
         # when it has stepped past the last row, and the cursor stays open for the next read.
         raw: list[Any] = cursor.fetchall() if rows else []
         changed = int(cursor.rowcount)
         for after in dispatch.after_cursor_execute:
-            after(self._engine, cursor, sql, bound, None, False)
+            after(conn, cursor, sql, bound, None, False)
         if not rows:
             return changed
         if prepared.result_processors is None:

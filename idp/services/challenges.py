@@ -38,6 +38,7 @@ from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
 from idp.services.crypto import KeyedHasher, token_hash
 from idp.services.dependencies import redis_calls
+from idp.session_statements import statements_of
 
 REDIS_KEY_PREFIX = "idp:challenge:"
 #: A signed challenge's spent row (or key) outlives the challenge by this much: the pruning node's
@@ -126,12 +127,13 @@ class DatabaseChallenges:
     def claim(self, challenge: Challenge, now: datetime) -> bool:
         # The primary key decides: a second INSERT of the same id waits for the first one's
         # transaction (PostgreSQL) or for the write lock (SQLite), then inserts nothing.
-        connection = self.db.connection()  # the request's transaction; Core, no ORM layer
-        row = connection.execute(_CLAIM[connection.dialect.name], {
+        # In the request's transaction; Core, no ORM layer.
+        dialect = self.db.get_bind().dialect.name
+        row = statements_of(self.db).first(_CLAIM[dialect], {
             "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
             "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
             "expires_at": challenge.expires_at + SPENT_KEPT_LONGER, "consumed_at": now,
-        }).first()  # fmt: skip
+        })  # fmt: skip
         return row is not None
 
 

@@ -17,6 +17,8 @@ from sqlalchemy import ColumnElement, Row, Table, Update, bindparam, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from idp.session_statements import statements_of
+
 
 def consume_once(
     db: Session,
@@ -79,4 +81,4 @@ def consume_prepared(
     """Run a ``consume_once_statement`` on the session's connection (its transaction, as Core:
     nothing to synchronise with the ORM): the spent row's columns, or None to every caller but
     the one that spent it."""
-    return db.connection().execute(statement, {"spent_at": now, **params}).first()
+    return statements_of(db).first(statement, {"spent_at": now, **params})

@@ -39,6 +39,7 @@ from idp.services.refresh_tokens import (
     rotated,
 )
 from idp.services.spent_codes import FIND_CODE, SPEND_CODE, SpentCode, code_digest, spent_code
+from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads, ThinTransaction
@@ -141,17 +142,17 @@ class GrantService:
         in the request's transaction, no ORM objects (nothing here reads them back)."""
         grant_id = random_id()
         code = new_secret(32)
-        connection = self.db.connection()
-        connection.execute(_INSERT_GRANT, {
-            "id": grant_id, "created_at": now,
+        statements = statements_of(self.db)
+        statements.write(_INSERT_GRANT, {
+            "id": grant_id, "created_at": now, "revoked_at": None, "revoked_reason": None,
             **_grant_values(user, client, session, request.scope),
         })  # fmt: skip
-        connection.execute(_INSERT_CODE, {
+        statements.write(_INSERT_CODE, {
             "code_hash": token_hash(code), "grant_id": grant_id, "client_id": client.client_id,
             "redirect_uri": request.redirect_uri, "scope": request.scope, "nonce": request.nonce,
             "code_challenge": request.code_challenge,
             "code_challenge_method": request.code_challenge_method,
-            "expires_at": now + timedelta(seconds=ttl),
+            "expires_at": now + timedelta(seconds=ttl), "consumed_at": None,
         })  # fmt: skip
         return code
 

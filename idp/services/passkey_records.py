@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from idp.models import Passkey, User
 from idp.models.base import from_values
+from idp.session_statements import statements_of
 
 _PASSKEYS = cast(Table, Passkey.__table__)
 _USERS = cast(Table, User.__table__)
@@ -69,7 +70,7 @@ def load_for_sign_in(db: Session, credential_id: str) -> StoredPasskey | None:
     """The passkey ``credential_id`` and its owner, by one SELECT. The owner is a ``User`` of
     ``db`` (the session started next refers to it) that costs no statement: the one this session
     already holds, or one made from the row and attached as loaded, unchanged."""
-    row: Any = db.connection().execute(_LOAD, {"credential_id": credential_id}).first()
+    row: Any = statements_of(db).first(_LOAD, {"credential_id": credential_id})
     if row is None:
         return None
     held = db.identity_map.get(db.identity_key(User, row.user_id))
@@ -88,11 +89,11 @@ def load_for_sign_in(db: Session, credential_id: str) -> StoredPasskey | None:
 def record_use(
     db: Session, passkey: StoredPasskey, sign_count: int, backed_up: bool, now: datetime
 ) -> None:
-    db.connection().execute(_USED, {"passkey": passkey.credential_id, "counter": sign_count,
+    statements_of(db).write(_USED, {"passkey": passkey.credential_id, "counter": sign_count,
                                     "backup_state": backed_up, "now": now})  # fmt: skip
 
 
 def flag(db: Session, passkey: StoredPasskey, reason: str, now: datetime) -> None:
-    db.connection().execute(
+    statements_of(db).write(
         _FLAGGED, {"passkey": passkey.credential_id, "reason": reason, "now": now}
     )

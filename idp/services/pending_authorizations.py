@@ -18,6 +18,7 @@ from idp.models import Client, Consent, PendingAuthorization
 from idp.models.base import random_id
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
+from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads, ThinTransaction
@@ -78,7 +79,7 @@ class PendingAuthorizations:
         if reads is not None:
             row = reads.first(_LOAD_WITH_CLIENT, parameters)
         else:
-            row = self.db.connection().execute(_LOAD_WITH_CLIENT, parameters).first()
+            row = statements_of(self.db).first(_LOAD_WITH_CLIENT, parameters)
         if row is None or row.consumed_at is not None or row.expires_at <= now:
             return None
         return LivePending(id=row.id, client_id=row.client_id, params=row.params,
@@ -102,7 +103,7 @@ class PendingAuthorizations:
         if transaction is not None:
             transaction.write(_INSERT, row)
         else:
-            self.db.connection().execute(_INSERT, row)
+            statements_of(self.db).write(_INSERT, row)
         return pending_id
 
     def spend(self, pending: PendingAuthorization | LivePending, now: datetime) -> bool:

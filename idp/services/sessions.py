@@ -16,6 +16,7 @@ from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
+from idp.session_statements import statements_of
 
 # Writing last_seen_at on every request would turn every page view into a database write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
@@ -78,7 +79,7 @@ class SessionService:
         }
         # One prepared Core INSERT of every column; the object then joins the database session
         # as a row that exists (loaded, unchanged), so the flush adds nothing.
-        self.db.connection().execute(_INSERT, row)
+        statements_of(self.db).write(_INSERT, row)
         session = from_values(
             BrowserSession, row if isinstance(user, str) else {**row, "user": user}
         )
