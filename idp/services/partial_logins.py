@@ -21,6 +21,7 @@ from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential, User
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.services.totp import StoredTotp
+from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads
@@ -144,14 +145,14 @@ class PartialLogins:
         parameters = {"id_hash": token_hash(raw)}
         if self.reads is not None:
             return self.reads.first(statement, parameters)
-        return self.db.connection().execute(statement, parameters).first()
+        return statements_of(self.db).first(statement, parameters)
 
     def begin(
         self, user_id: str, pending_request_id: str | None, next_path: str, now: datetime
     ) -> str:
         """After a correct password: the secret the browser keeps (the caller commits)."""
         raw = new_secret(32)
-        self.db.connection().execute(
+        statements_of(self.db).write(
             _begin_statement(),
             {
                 "id_hash": token_hash(raw),

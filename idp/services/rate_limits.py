@@ -42,6 +42,7 @@ from idp.services.counter_statements import (
     count_statement,
 )
 from idp.services.dependencies import redis_calls
+from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads, ThinTransaction
@@ -228,7 +229,7 @@ class DatabaseCounters:
         return (int(row[0]), row[1]) if row else (0, None)
 
     def reset(self, key: str) -> int:
-        removed = self.db.connection().execute(RESET, {"counter": key}).first()
+        removed = statements_of(self.db).first(RESET, {"counter": key})
         self._done()
         return int(removed[0]) if removed else 0
 
@@ -237,9 +238,9 @@ class DatabaseCounters:
         success they follow from (its audit row, its partial sign-in or session), by the commit
         that publishes it. Only counting must be seen at once; until then parallel attempts see
         the higher counts, the strict side, and a success rolled back leaves its count standing."""
-        connection = self.db.connection()
-        removed = connection.execute(RESET, {"counter": account_key}).first()
-        connection.execute(RELEASE, {"counter": address_key})
+        statements = statements_of(self.db)
+        removed = statements.first(RESET, {"counter": account_key})
+        statements.write(RELEASE, {"counter": address_key})
         return int(removed[0]) if removed else 0
 
 

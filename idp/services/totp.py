@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.models import TotpCredential, User
+from idp.session_statements import statements_of
 
 STEP_SECONDS = 30
 SECRET_BYTES = 20  # 160 bits: RFC 4226 4 recommends at least 128, ideally 160
@@ -185,10 +186,10 @@ class TotpService:
         step = _matching_step(self._secret(stored), code, now)
         if step is None:
             return None
-        result = self.db.connection().execute(
+        claimed = statements_of(self.db).write(
             _CLAIM_STEP, {"claimed_user": stored.user_id, "step": step}
         )
-        return step if result.rowcount == 1 else None
+        return step if claimed == 1 else None
 
 
 _CREDENTIALS: Table = TotpCredential.__table__  # type: ignore[assignment]
