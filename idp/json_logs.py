@@ -146,14 +146,10 @@ class JsonFormatter(logging.Formatter):
             message = record.getMessage()
         except (TypeError, ValueError):  # a bad format string must not lose the line
             message = f"{record.msg} {record.args}"
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message if plain else redact(message, secrets),
-            "pid": record.process or os.getpid(),
-            **fields,
-        }
+        line = _line(
+            datetime.fromtimestamp(record.created, UTC), record.levelname, record.name,
+            message if plain else redact(message, secrets), record.process or os.getpid(), fields,
+        )  # fmt: skip
         attributes = record.__dict__  # what ``extra`` set (a LogRecord has none of these itself)
         for key in ("status", "duration_ms", "request_id"):
             if key in attributes:
@@ -183,16 +179,9 @@ def write_closing_line(
     if handler is None:
         return False
     formatter = cast(JsonFormatter, handler.formatter)
-    line = formatter.encoder.encode({
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "level": "INFO",
-        "logger": logger.name,
-        "message": message,
-        "pid": os.getpid(),
-        **request_fields,
-        "status": status,
-        "duration_ms": duration_ms,
-    })  # fmt: skip
+    fields = _line(datetime.now(UTC), "INFO", logger.name, message, os.getpid(), request_fields)
+    fields["status"], fields["duration_ms"] = status, duration_ms  # as ``fields`` adds them
+    line = formatter.encoder.encode(fields)
     handler.acquire()
     try:
         handler.stream.write(line + handler.terminator)
@@ -224,6 +213,16 @@ def _only_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | N
             found = handler
         current = current.parent if current.propagate else None
     return found
+
+
+def _line(
+    at: datetime, level: str, logger: str, message: str, pid: int, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """The fields every line starts with, in their order (the module docstring)."""
+    return {
+        "time": at.isoformat(timespec="milliseconds"), "level": level, "logger": logger,
+        "message": message, "pid": pid, **fields,
+    }  # fmt: skip
 
 
 class TextFormatter(JsonFormatter):
