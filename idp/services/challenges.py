@@ -127,9 +127,8 @@ class DatabaseChallenges:
     def claim(self, challenge: Challenge, now: datetime) -> bool:
         # The primary key decides: a second INSERT of the same id waits for the first one's
         # transaction (PostgreSQL) or for the write lock (SQLite), then inserts nothing.
-        # In the request's transaction; Core, no ORM layer.
-        dialect = self.db.get_bind().dialect.name
-        row = statements_of(self.db).first(_CLAIM[dialect], {
+        dialect = self.db.connection().dialect  # the request's transaction; Core, no ORM layer
+        row = statements_of(self.db).first(_CLAIM[dialect.name], {
             "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
             "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
             "expires_at": challenge.expires_at + SPENT_KEPT_LONGER, "consumed_at": now,
