@@ -20,6 +20,8 @@ from werkzeug import urls  # noqa: F401 - registers the "werkzeug.url_quote" err
 from werkzeug.exceptions import ClientDisconnected
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
+#: The bodies Werkzeug's form parser reads (werkzeug.formparser.FormDataParser.parse).
+FORM_TYPES = frozenset((FORM_URLENCODED, "multipart/form-data"))
 
 
 class FormRequest(Request):
@@ -31,6 +33,15 @@ class FormRequest(Request):
         attributes = self.__dict__
         if "form" in attributes:
             return
+        mimetype = self.mimetype
+        if mimetype not in FORM_TYPES:
+            # Werkzeug parses only these two into a form: any other body (JSON, none at all) is
+            # an empty form and files, and its stream stays unread. Werkzeug would build the
+            # stream and a form parser here to hand the same empty pair back; the stream is
+            # built (and an oversized body refused, 413) when the body itself is read.
+            storage = self.parameter_storage_class
+            attributes["form"], attributes["files"] = storage(), storage()
+            return
         # Only a body nobody read yet, announced by its length and within the limit; everything
         # else (multipart, chunked, too large, read before) takes Werkzeug's way, unchanged.
         length_text = self.environ.get("CONTENT_LENGTH", "")
@@ -39,7 +50,7 @@ class FormRequest(Request):
             or not length_text.isdigit()
             or "_cached_data" in attributes
             or "stream" in attributes
-            or self.mimetype != FORM_URLENCODED
+            or mimetype != FORM_URLENCODED
         ):
             super()._load_form_data()
             return
