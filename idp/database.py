@@ -63,6 +63,13 @@ def configure_engine(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
+        # A checkpoint copies every page changed since the last one back into the database file
+        # (sqlite.org/wal.html, "Checkpointing"). Every write rewrites the same few pages (a
+        # table's last leaf, its indexes' upper levels), so one checkpoint per 10,000 WAL pages
+        # instead of SQLite's default 1,000 copies each of them back a tenth as often: a
+        # committed write cost about a quarter less CPU (docs/performance.md). The WAL file grows
+        # to about 40 MB between checkpoints and is reused after each.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -82,6 +89,9 @@ def configure_engine(engine: Engine) -> None:
         if statement.lstrip()[:9].upper().startswith(_SQLITE_WRITES) or _locks_rows(context):
             cursor.execute("BEGIN IMMEDIATE")
 
+
+#: WAL pages between automatic checkpoints (SQLite's default is 1,000).
+WAL_CHECKPOINT_PAGES = 10_000
 
 _SQLITE_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 
