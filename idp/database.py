@@ -18,6 +18,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: diagnostic, not a setting: off unless the environment names a directory.
 STATEMENT_COUNTS_ENV = "IDP_STATEMENT_COUNTS_DIR"
 
+#: SQLite: WAL pages between automatic checkpoints (SQLite's default is 1,000; see
+#: ``configure_engine``).
+WAL_CHECKPOINT_PAGES = 10_000
+
 
 #: SQLSTATEs of a server that answers but cannot take the request now: a read-only transaction
 #: (25006: a replica after a failover, or ``default_transaction_read_only``). Connection failures
@@ -89,9 +93,6 @@ def configure_engine(engine: Engine) -> None:
         if statement.lstrip()[:9].upper().startswith(_SQLITE_WRITES) or _locks_rows(context):
             cursor.execute("BEGIN IMMEDIATE")
 
-
-#: WAL pages between automatic checkpoints (SQLite's default is 1,000).
-WAL_CHECKPOINT_PAGES = 10_000
 
 _SQLITE_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")
 
