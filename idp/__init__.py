@@ -91,7 +91,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
 
     from idp.web import docs_link, issuer_address, outbox_hint, page_url, static_url
-    from idp.web.background import deliver_left_over, schedule_outbox, schedule_prune
+    from idp.web.background import (
+        deliver_left_over,
+        schedule_checkpoint,
+        schedule_outbox,
+        schedule_prune,
+    )
     from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
     from idp.web.sessions import CsrfCookieSessions, LazySessionContext, viewer_is_admin
 
@@ -112,6 +117,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     observability.init_app(app)
     app.after_request(add_security_headers)
     app.after_request(schedule_prune)
+    if container.reads.checkpoints.interval > 0:  # SQLite on a file
+        app.after_request(schedule_checkpoint)
     app.after_request(schedule_outbox)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)

@@ -37,6 +37,7 @@ request's only ones and belong together (a refresh token's rotation, RFC 6749 6)
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -46,9 +47,15 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TextualSelect
 
+from idp.interval_gate import IntervalGate
 from idp.thin_statements import PreparedStatement as _Prepared
 from idp.thin_statements import Row, compile_statement
 from idp.thin_statements import Statement as _Statement
+
+#: SQLite: seconds between two checkpoints of one process, each after a response
+#: (``ThinReads.checkpoint``). SQLite's own automatic checkpoint (idp.database
+#: ``WAL_CHECKPOINT_PAGES``) stays as the backstop for writers that serve no requests (the CLI).
+CHECKPOINT_INTERVAL = 1.0
 
 #: What a statement sent answers: a read's rows, a write's count of rows changed.
 _Answer = TypeVar("_Answer")
@@ -142,12 +149,31 @@ class ThinReads:
         self._through_engine = self._sqlite and (
             not url.database or url.database == ":memory:" or "mode=memory" in url.database
         )
+        #: SQLite on a file: when this process checkpoints next (``checkpoint``).
+        self.checkpoints = IntervalGate(
+            CHECKPOINT_INTERVAL if self._sqlite and not self._through_engine else 0
+        )
         event.listen(engine, "engine_disposed", self._disposed)
         # The Session's statements of this engine's requests go through this object too
         # (idp.session_statements).
         from idp.session_statements import register
 
         register(engine, self)
+
+    def checkpoint(self) -> None:
+        """SQLite: a PASSIVE checkpoint on the thread's own connection, which copies the pages
+        committed to the WAL back into the database file as far as no reader still needs them,
+        waiting for nobody (sqlite.org/pragma.html#pragma_wal_checkpoint). Called after a
+        response has been sent (``checkpoints``), never inside a commit: SQLite's automatic
+        checkpoint runs in the commit that crosses its threshold and makes that one request wait
+        (docs/performance.md, "Checkpoints after the response"). Never raises: a checkpoint that
+        cannot run now runs at the next one."""
+        if not self._sqlite or self._through_engine or self._local.transaction is not None:
+            return
+        try:
+            self._cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception:
+            logging.getLogger(__name__).warning("SQLite checkpoint failed", exc_info=True)
 
     def first(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Row | None:
         """The statement's first row, or None (every row is read: a thin read selects few)."""

@@ -19,7 +19,6 @@ from stored message bodies (idp.services.notifications).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from idp.interval_gate import IntervalGate
 from idp.models import (
     AccessToken,
     AttemptCounter,
@@ -231,15 +231,12 @@ def claim_run(db: Session, now: datetime, interval: timedelta, name: str = JOB_N
     return bool(getattr(claimed, "rowcount", 0) == 1)
 
 
-class PruneSchedule:
+class PruneSchedule(IntervalGate):
     """One node's side of opportunistic pruning: ``due()`` says, from memory alone, whether this
     node should try to claim a run now (at most once per interval; thread-safe)."""
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._next_attempt = 0.0  # a fresh node tries after its first request
+        super().__init__(interval, clock)
         #: The last run was cut short: the next one comes after CATCH_UP_INTERVAL.
         self.behind = False
 
@@ -249,21 +246,6 @@ class PruneSchedule:
 
     def after_run(self, counts: dict[str, int]) -> None:
         """Catch up soon after a run that was cut short; the usual interval otherwise."""
-        with self._lock:
-            self.behind = cut_short(counts)
-            if self.behind:
-                self._next_attempt = self.clock() + CATCH_UP_INTERVAL.total_seconds()
-
-    def due(self) -> bool:
-        if self.interval <= 0:
-            return False
-        # Asked after every request and almost always not due: that answer needs no lock (a
-        # stale read only sends a request on to the locked check, which decides).
-        if self.clock() < self._next_attempt:
-            return False
-        with self._lock:
-            now = self.clock()
-            if now < self._next_attempt:
-                return False
-            self._next_attempt = now + self.interval
-            return True
+        self.behind = cut_short(counts)
+        if self.behind:
+            self.defer(CATCH_UP_INTERVAL.total_seconds())

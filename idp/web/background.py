@@ -133,6 +133,16 @@ def deliver_left_over() -> None:
             logging.getLogger(__name__).exception("delivering the outbox failed")
 
 
+def schedule_checkpoint(response: Response) -> Response:
+    """SQLite: at most once per ``CHECKPOINT_INTERVAL`` per process, a checkpoint after the
+    response has been sent (idp.thin_reads ``ThinReads.checkpoint``), so that no request waits
+    for one inside its commit."""
+    reads = runtime().reads
+    if reads is not None and reads.checkpoints.due():
+        response.call_on_close(reads.checkpoint)
+    return response
+
+
 def schedule_prune(response: Response) -> Response:
     """Opportunistic pruning (idp.services.retention): at most once per ``prune_interval`` per
     node, after the response has been sent, so that no request waits for it."""
