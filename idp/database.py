@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,6 @@ STATEMENT_COUNTS_ENV = "IDP_STATEMENT_COUNTS_DIR"
 #: SQLite: WAL pages between automatic checkpoints (SQLite's default is 1,000; see
 #: ``configure_engine``).
 WAL_CHECKPOINT_PAGES = 10_000
-
-#: SQLite: how long a statement waits for a lock another connection holds before it fails.
-BUSY_TIMEOUT_MS = 30_000
 
 
 #: SQLSTATEs of a server that answers but cannot take the request now: a read-only transaction
@@ -71,7 +65,7 @@ def configure_engine(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
         # A checkpoint copies every page changed since the last one back into the database file
         # (sqlite.org/wal.html, "Checkpointing"). Every write rewrites the same few pages (a
@@ -97,43 +91,7 @@ def configure_engine(engine: Engine) -> None:
         if cursor.connection.in_transaction:
             return
         if statement.lstrip()[:9].upper().startswith(_SQLITE_WRITES) or _locks_rows(context):
-            begin_immediate(cursor)
-
-
-def begin_immediate(
-    cursor: Any,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """``BEGIN IMMEDIATE`` on SQLite: the write lock, waited for in sleeps of at most a
-    millisecond, for up to ``BUSY_TIMEOUT_MS`` as a busy connection would.
-
-    SQLite's own wait (``busy_timeout``, sqlite.org/c3ref/busy_timeout.html) sleeps 1, 2, 5, 10,
-    15, 20, 25, 25, 25, 50, 50 and then 100 ms between its tries. A writer that finds the lock
-    taken therefore sleeps far longer than the holder keeps it (a write transaction of idp's
-    holds it for a fraction of a millisecond), and one that keeps finding it taken, while
-    writers arriving afresh take it between its tries, waited up to a second at saturation
-    (docs/performance.md, "The write lock, waited for in short sleeps"). Here the connection's
-    own wait is off for the ``BEGIN`` alone, and the ``BEGIN`` is tried again after 50 µs,
-    doubling to 1 ms; every other statement keeps SQLite's wait.
-    """
-    deadline = clock() + BUSY_TIMEOUT_MS / 1000
-    pause = 0.00005
-    cursor.execute("PRAGMA busy_timeout=0")
-    try:
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")  # the usual case: the lock is free
-                return
-            except sqlite3.OperationalError as error:
-                busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or clock() > deadline:
-                    raise
-            sleep(pause)
-            pause = min(pause * 2, 0.001)
-    finally:
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("BEGIN IMMEDIATE")
 
 
 _SQLITE_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")

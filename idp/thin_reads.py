@@ -47,7 +47,6 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TextualSelect
 
-from idp.database import begin_immediate
 from idp.interval_gate import IntervalGate
 from idp.thin_statements import PreparedStatement as _Prepared
 from idp.thin_statements import Row, compile_statement
@@ -142,7 +141,7 @@ class ThinReads:
         url = engine.url
         self._sqlite = url.get_backend_name() == "sqlite"
         # SQLite: the write lock, waited for (``begin``).
-        self._send_begin: Callable[[Any, Any], Any] = lambda _, cur: begin_immediate(cur)
+        self._send_begin: Callable[[Any, Any], Any] = lambda _, cur: cur.execute("BEGIN IMMEDIATE")
         if url.get_backend_name() == "postgresql":
             from idp.postgresql import begin  # psycopg, imported only when used
 
