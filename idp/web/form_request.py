@@ -7,7 +7,9 @@ request. A URL-encoded body, the form of every token, introspection, revocation 
 and one ``parse_qsl``, which is all Werkzeug's own ``_parse_urlencoded`` does with it. That cost
 about 35 microseconds of a request in-process (docs/performance.md, "Before and after, per
 change"); this path reads the same bytes, parses them with the same call and answers every limit
-and failure as Werkzeug does, by handing any other body back to Werkzeug.
+and failure as Werkzeug does, by handing any other form body back to Werkzeug. A body that is no
+form at all (JSON, or none) is an empty form without Werkzeug's parser, as Werkzeug's parser
+answers it, and its stream is left for the view to read.
 """
 
 from __future__ import annotations
