@@ -32,7 +32,7 @@ from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, SettingsError, load_settings
 from idp.thin_reads import ThinReads
-from idp.web.form_request import form_request_class
+from idp.web.form_request import FORM_TYPES, form_request_class
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -298,10 +298,6 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-#: The bodies Werkzeug parses into ``request.form`` (HTML 4.01 17.13.4).
-FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-
-
 def _refuse_malformed_input() -> None:
     """Refuse, with a calm 400, input no view can mean to handle:
 
@@ -321,7 +317,7 @@ def _refuse_malformed_input() -> None:
         sources.append(current.args)
     # Only a form body has form fields; most requests (every GET, every JSON body) have none, and
     # reading ``request.form`` would build an empty one for them. No Content-Type, no form.
-    if environ.get("CONTENT_TYPE") and current.mimetype in FORM_MIMETYPES:
+    if environ.get("CONTENT_TYPE") and current.mimetype in FORM_TYPES:
         sources.append(current.form)
     for source in sources:
         for key, values in source.lists():

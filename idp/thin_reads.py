@@ -168,8 +168,8 @@ class ThinReads:
         checkpoint runs in the commit that crosses its threshold and makes that one request wait
         (docs/performance.md, "Checkpoints after the response"). Never raises: a checkpoint that
         cannot run now runs at the next one."""
-        if not self._sqlite or self._through_engine or self._local.transaction is not None:
-            return
+        if self.checkpoints.interval <= 0 or self._local.transaction is not None:
+            return  # not SQLite on a file, or the thread is inside a transaction of its own
         try:
             self._cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception:
