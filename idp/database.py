@@ -88,10 +88,24 @@ def configure_engine(engine: Engine) -> None:
         # committed data, as under PostgreSQL's READ COMMITTED where idp's rules are the same
         # (every spend is one conditional UPDATE whose row count decides). Read-only requests
         # then never queue behind writers, and a writer holds the lock only from its first write.
-        if cursor.connection.in_transaction:
+        if context is LONE_WRITE or cursor.connection.in_transaction:
             return
         if statement.lstrip()[:9].upper().startswith(_SQLITE_WRITES) or _locks_rows(context):
             cursor.execute("BEGIN IMMEDIATE")
+
+
+class _LoneWrite:
+    """The execution context idp.thin_reads names for a write it sends alone, in autocommit."""
+
+
+#: SQLite runs a write sent in autocommit as a transaction of its own: the statement takes the
+#: write lock when it starts, before it reads anything (its program's first step), and waits for
+#: it as ``busy_timeout`` says, so the conflict BEGIN IMMEDIATE guards a multi-statement
+#: transaction against (a snapshot read before the lock) cannot arise in it
+#: (sqlite.org/lang_transaction.html, "Transactions", and sqlite.org/wal.html). Such a write
+#: needs neither a BEGIN nor a COMMIT: two calls into SQLite fewer, each of which lets another
+#: thread take the GIL (idp.thin_reads ``ThinReads.write_alone``).
+LONE_WRITE = _LoneWrite()
 
 
 _SQLITE_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "CREATE", "DROP", "ALTER")

@@ -47,6 +47,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TextualSelect
 
+from idp.database import LONE_WRITE
 from idp.interval_gate import IntervalGate
 from idp.thin_statements import PreparedStatement as _Prepared
 from idp.thin_statements import Row, compile_statement
@@ -247,11 +248,13 @@ class ThinReads:
         cursor = self._cursor()  # opens the thread's connection at its first statement
         connection = self._local.dbapi_connection
         try:
-            answer = self._execute(cursor, prepared, bound, rows=rows)
-            # On SQLite idp.database's listener opened BEGIN IMMEDIATE for the write (the write
-            # lock, waited for); the write is committed here. PostgreSQL's autocommit committed it.
+            # Autocommit commits the write as it completes: SQLite's own transaction for a lone
+            # statement (idp.database ``LONE_WRITE``: no BEGIN IMMEDIATE for it), PostgreSQL's.
+            answer = self._execute(
+                cursor, prepared, bound, rows=rows, context=LONE_WRITE if self._sqlite else None
+            )
             if self._sqlite and connection.in_transaction:
-                connection.commit()
+                connection.commit()  # a listener began a transaction after all
         except BaseException:
             if self._sqlite and connection.in_transaction:
                 with contextlib.suppress(self._dbapi_error):
@@ -312,25 +315,33 @@ class ThinReads:
             raise self._wrapped(error, prepared.sql, bound) from error
 
     def _execute(
-        self, cursor: Any, prepared: _Prepared, bound: Any, *, rows: bool, connection: Any = None
+        self,
+        cursor: Any,
+        prepared: _Prepared,
+        bound: Any,
+        *,
+        rows: bool,
+        connection: Any = None,
+        context: Any = None,
     ) -> Any:
         """Send one statement on ``cursor``: its rows converted, or the count of rows it changed.
         The engine's listeners are called as a Connection calls them; the engine stands in for
         the Connection there is none of (a ``Session``'s statements name its Connection,
-        idp.session_statements), and there is no execution context: idp's listeners read the
-        statement, the cursor and the context's compiled statement if any (idp.database)."""
+        idp.session_statements), and no execution context but ``context`` (``LONE_WRITE`` for a
+        lone write): idp's listeners read the statement, the cursor and the context's compiled
+        statement if any (idp.database)."""
         sql = prepared.sql
         dispatch = self._engine.dispatch
         conn = self._engine if connection is None else connection
         for listener in dispatch.before_cursor_execute:
-            sql, bound = listener(conn, cursor, sql, bound, None, False)
+            sql, bound = listener(conn, cursor, sql, bound, context, False)
         cursor.execute(sql, bound)
         # Every row, also for ``first``: SQLite ends a statement's implicit read transaction only
         # when it has stepped past the last row, and the cursor stays open for the next read.
         raw: list[Any] = cursor.fetchall() if rows else []
         changed = int(cursor.rowcount)
         for after in dispatch.after_cursor_execute:
-            after(conn, cursor, sql, bound, None, False)
+            after(conn, cursor, sql, bound, context, False)
         if not rows:
             return changed
         if prepared.result_processors is None:

@@ -30,10 +30,14 @@ def test_every_sqlite_connection_runs_wal_with_a_checkpoint_per_ten_thousand_pag
         assert thread_owned.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
+def _database_path(app: Flask) -> str:
+    return str(app.extensions["idp"].settings.database_url.removeprefix("sqlite:///"))
+
+
 def _rows_in_the_database_file(app: Flask, table: str) -> int:
     """The rows of ``table`` in the database file itself, the WAL ignored (``immutable=1``:
     sqlite.org/uri.html): what a checkpoint has copied there."""
-    path = app.extensions["idp"].settings.database_url.removeprefix("sqlite:///")
+    path = _database_path(app)
     with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
         count: int = file_only.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
         return count
@@ -88,3 +92,29 @@ def test_no_commit_checkpoints_before_the_wal_holds_its_threshold(app: Flask) ->
         pooled = db.session.connection()
         assert pooled.execute(text("PRAGMA wal_autocheckpoint")).scalar() >= 10_000
         db.session.rollback()
+
+
+def test_a_lone_write_is_sqlite_s_own_transaction_without_begin_or_commit(app: Flask) -> None:
+    # idp.database LONE_WRITE: a write sent alone in autocommit takes SQLite's write lock when it
+    # starts and is committed when it completes; the BEGIN IMMEDIATE of a transaction of several
+    # statements is not sent for it.
+    machine = create_client(app, name="m2m", grant_types=["client_credentials"])
+    browser = app.test_client()
+    form = {"grant_type": "client_credentials"}
+    auth = (machine.client_id, machine.client_secret)
+    assert browser.post("/token", data=form, auth=auth).status_code == 200  # the cache is warm
+    sent: list[str] = []
+    connection = app.extensions["idp"].reads._cursor().connection
+    connection.set_trace_callback(sent.append)
+    try:
+        granted = browser.post("/token", data=form, auth=auth)
+    finally:
+        connection.set_trace_callback(None)
+    assert granted.status_code == 200
+    verbs = [statement.split()[0].upper() for statement in sent]
+    assert verbs == ["INSERT"], sent
+    assert not connection.in_transaction
+    # Committed: the database file's own readers (another connection) see it.
+    with contextlib.closing(sqlite3.connect(_database_path(app))) as other:
+        count = other.execute("SELECT count(*) FROM access_tokens").fetchone()[0]
+    assert count == 2
