@@ -32,6 +32,7 @@ from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import (
+    ChallengeSigner,
     ChallengeStore,
     DatabaseChallenges,
     RedisChallenges,
@@ -48,7 +49,8 @@ from idp.services.method_removal import MethodRemoval
 from idp.services.notifications import Mailer, Notifier
 from idp.services.outbox import Channel
 from idp.services.partial_logins import PartialLogins
-from idp.services.passkeys import PasskeyService, RelyingParty
+from idp.services.passkey_options import Ceremony, RelyingParty, page_options
+from idp.services.passkeys import PasskeyService
 from idp.services.passwords import PasswordService
 from idp.services.pending_authorizations import PendingAuthorizations
 from idp.services.rate_limits import (
@@ -89,13 +91,15 @@ class Container:
     #: Keyed hashes of admin API tokens (idp.services.api_tokens).
     api_token_hasher: KeyedHasher
     totp_fernet: Fernet
-    #: Signs the sign-in page's WebAuthn challenges (idp.services.challenges.SignedChallenges).
-    challenge_signer: KeyedHasher | None = None
+    #: Signs the sign-in page's WebAuthn challenges (idp.services.challenges.ChallengeSigner).
+    challenge_signer: ChallengeSigner | None = None
     redis: Any = None
     #: THE clock: views and the session loader read the time through it (idp.clock).
     clock: Clock = SYSTEM_CLOCK
     #: This node's cached copy of the sign-in policy (trusted for ``policy_cache_ttl``).
     policy_cache: PolicyCache = field(init=False)
+    #: idp as the WebAuthn Relying Party (WebAuthn L3 5.4.2: its ID, name and origins).
+    relying_party: RelyingParty = field(init=False)
     #: When this node tries opportunistic pruning next (idp.services.retention).
     prune_schedule: PruneSchedule = field(init=False)
     #: This process's copies of client registrations (trusted for ``client_cache_ttl``).
@@ -106,6 +110,10 @@ class Container:
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
+        settings = self.settings
+        self.relying_party = RelyingParty(
+            settings.rp_id, settings.webauthn_rp_name, settings.origins
+        )
         self.client_cache = ClientCache(
             self.settings.client_cache_ttl, self.client_secrets, LiveClock(lambda: self.clock)
         )
@@ -134,8 +142,8 @@ class Container:
             user_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp device user codes")),
             api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
             totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
-            challenge_signer=KeyedHasher(
-                derive_key(settings.secret_key, "idp webauthn challenges")
+            challenge_signer=ChallengeSigner(
+                KeyedHasher(derive_key(settings.secret_key, "idp webauthn challenges"))
             ),
             redis=_redis(settings.redis_url),
         )
@@ -151,11 +159,9 @@ class Container:
 
 
 def _redis(url: str) -> Any:
-    if not url:
-        return None
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
 
 
 class Services:
@@ -185,8 +191,9 @@ class Services:
     @property
     def policy(self) -> SignInPolicy:
         """The sign-in policy in force: the settings, then the admins' stored overrides."""
-        if self._policy is None:
-            self._policy = load_policy(self._db(), self.settings, self.container.policy_cache)
+        if self._policy is None:  # a fresh cached copy opens no Session
+            cache = self.container.policy_cache
+            self._policy = cache.fresh() or load_policy(self._db(), self.settings, cache)
         return self._policy
 
     def policy_changed(self) -> None:
@@ -256,17 +263,19 @@ class Services:
             restricted_ttl=self.settings.restricted_session_ttl,
         )
 
+    def sign_in_page_options(self, binding: str, now: datetime) -> Ceremony:
+        """The sign-in page's passkey options (idp.services.passkey_options): no Session."""
+        signer = self.container.challenge_signer
+        assert signer is not None, "Container.build gives every app its challenge signer"
+        return page_options(signer, self.container.relying_party, self.policy, binding, now)
+
     @property
     def passkeys(self) -> PasskeyService:
-        settings = self.settings
-        rp = RelyingParty(rp_id=settings.rp_id, rp_name=settings.webauthn_rp_name,
-                          origins=settings.origins)  # fmt: skip
-        challenges = self.challenges
-        signer = self.container.challenge_signer
+        challenges, signer = self.challenges, self.container.challenge_signer
         return PasskeyService(
-            self._db(), rp, self.policy, challenges=challenges,
+            self._db(), self.container.relying_party, self.policy, challenges=challenges,
             rejections=AnonymousRejections(self._db(), self.storage_budgets),
-            signed=SignedChallenges(signer, challenges) if signer is not None else None,
+            signed=SignedChallenges(signer.signer, challenges) if signer else None,
         )  # fmt: skip
 
     @property
@@ -390,24 +399,16 @@ class Services:
     def outbox_channels(self) -> list[Channel]:
         """The outbox channels this node delivers through: back-channel logout always, mail
         when an SMTP server is configured (idp.services.outbox)."""
-        container = self.container
-        channels: list[Channel] = [
-            BackchannelSender(self._db(), container.keys, container.settings.issuer)
-        ]
         sender = self.mailer
-        if sender is not None:
-            channels.append(sender)
-        return channels
+        logout = BackchannelSender(self._db(), self.container.keys, self.settings.issuer)
+        return [logout] if sender is None else [logout, sender]
 
     def retention(self, now: datetime) -> RetentionPolicy:
         """What a prune at ``now`` deletes: the settings' retention, the policy's idle TTL."""
         settings = self.settings
-        return RetentionPolicy(
-            now=now,
-            audit_retention_days=settings.audit_retention_days,
-            session_idle_ttl=self.policy.session_idle_ttl,
-            refresh_token_ttl=settings.refresh_token_ttl,
-        )
+        return RetentionPolicy(now=now, audit_retention_days=settings.audit_retention_days,
+                               session_idle_ttl=self.policy.session_idle_ttl,
+                               refresh_token_ttl=settings.refresh_token_ttl)  # fmt: skip
 
 
 # -- the web's accessors -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
+from idp.login.page import login_page
 from idp.models import PartialLogin, User
 from idp.oidc.server import read_with_request
 from idp.oidc.views import resume_after_sign_in
@@ -51,21 +52,7 @@ def _destination(pending: LivePending | None, next_path: str | None) -> str:
 
 
 def _page(pending: LivePending | None, email: str, error: str | None) -> str:
-    policy = services().policy
-    # The passkey request options travel with the page (idp/static/login.js starts conditional
-    # mediation on load): no options request first, and a signed challenge, so that showing the
-    # page stores nothing (idp.services.challenges.SignedChallenges).
-    ceremony = services().passkeys.page_options(browser_binding(), clock().now())
-    return render_template(
-        "login/login.html",
-        pending=pending,
-        email=email,
-        error=error,
-        next_path=safe_next(request.values.get("next")),
-        passwords_allowed=policy.passwords_allowed,
-        signup_enabled=policy.signup_enabled,
-        passkey_options={"challenge_id": ceremony.challenge_id, "publicKey": ceremony.options},
-    )
+    return login_page(pending, email, error, safe_next(request.values.get("next")))
 
 
 @bp.route("/login", methods=["GET", "POST"])

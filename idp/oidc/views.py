@@ -20,6 +20,7 @@ from flask import (
 
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import csrf, db
+from idp.login.page import login_page
 from idp.models import Client, PendingAuthorization
 from idp.oidc.blueprint import bp
 from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
@@ -149,8 +150,9 @@ def _proceed(
         # requests as a commit of its own did, and a request that stores nothing costs no count.
         # Redis counts at once, as always.
         if pending is None:
+            params = auth_request.to_params()
             pending_id = open_pending(
-                client.client_id, auth_request.to_params(), request_context().ip_address, now,
+                client.client_id, params, request_context().ip_address, now,
                 runtime().settings.pending_request_ttl,
             )  # fmt: skip
             if pending_id is None:
@@ -165,6 +167,18 @@ def _proceed(
                 over_budget.state = auth_request.state
                 over_budget.response_mode = auth_request.response_mode
                 return _error_response(over_budget)
+            if next_step is Next.LOGIN and not url_only:
+                # The sign-in page is this response (docs/architecture.md, a passkey sign-in step
+                # by step): the browser loads it without a redirect to /login first, one round
+                # trip fewer on every sign-in. Its forms and passkey answer name the stored
+                # request, as /login's do; Referrer-Policy no-referrer keeps this address (the
+                # client's state and nonce) from the page's own requests, and the page is
+                # no-store as every page (idp.web.headers).
+                shown = LivePending(
+                    id=pending_id, client_id=client.client_id, params=params,
+                    created_at=now, consented_by=None, client=client,
+                )  # fmt: skip
+                return login_page(shown, (auth_request.login_hint or "")[:320], None, None)
         else:
             pending_id = pending.id
         if next_step is Next.LOGIN:

@@ -228,8 +228,10 @@ class RedisChallenges:
         return bool(stored)
 
 
-class SignedChallenges:
-    """Sign-in challenges that are not stored until an answer to one verifies (module docstring).
+class ChallengeSigner:
+    """Issues and checks the ids of sign-in challenges that are not stored until an answer to
+    one verifies (module docstring); ``SignedChallenges`` adds the store that spends them. Alone
+    it needs no database: the sign-in page issues one and stores nothing.
 
     The id is ``<expiry, Unix seconds>.<tag>``: the tag is 128 bits of an HMAC-SHA256 under a key
     derived from the deployment's secret key, over the ceremony, the browser binding's hash, the
@@ -237,9 +239,8 @@ class SignedChallenges:
     use in another browser (WebAuthn L3 13.4.3). Stored ids have no dot.
     """
 
-    def __init__(self, signer: KeyedHasher, store: ChallengeStore) -> None:
+    def __init__(self, signer: KeyedHasher) -> None:
         self.signer = signer
-        self.store = store
 
     def issue(
         self, *, kind: str, challenge: str, binding_hash: str, now: datetime, expires_at: datetime
@@ -273,6 +274,14 @@ class SignedChallenges:
 
     def _tag(self, kind: str, challenge: str, binding_hash: str, expiry: int) -> str:
         return self.signer.hash(f"{kind}\n{binding_hash}\n{expiry}\n{challenge}")[:32]
+
+
+class SignedChallenges(ChallengeSigner):
+    """``ChallengeSigner``'s challenges with the store that spends each once (``store.claim``)."""
+
+    def __init__(self, signer: KeyedHasher, store: ChallengeStore) -> None:
+        super().__init__(signer)
+        self.store = store
 
 
 def is_signed(challenge_id: str) -> bool:

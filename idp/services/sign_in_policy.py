@@ -259,10 +259,17 @@ class PolicyCache:
         self._value: SignInPolicy | None = None
         self._read_at = 0.0
 
-    def get(self, db: Session, settings: Settings) -> SignInPolicy:
+    def fresh(self) -> SignInPolicy | None:
+        """The copy while it is trusted, else None."""
         with self._lock:
             if self._value is not None and self.clock() - self._read_at < self.ttl:
                 return self._value
+        return None
+
+    def get(self, db: Session, settings: Settings) -> SignInPolicy:
+        kept = self.fresh()
+        if kept is not None:
+            return kept
         value = _read(db, settings)
         with self._lock:
             self._value, self._read_at = value, self.clock()

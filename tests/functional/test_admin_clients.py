@@ -92,7 +92,7 @@ def stored(app: Flask, client_id: str) -> Client | None:
 
 def to_consent(rp: RelyingParty, user: CreatedUser) -> str:
     """Authorize, sign in, and follow idp's redirects to the consent page; its path and query."""
-    response = rp.sign_in(rp.authorize().headers["Location"], user)
+    response = rp.sign_in(rp.sign_in_page(), user)
     for _ in range(5):
         location = response.headers["Location"]
         if location.startswith("/consent"):

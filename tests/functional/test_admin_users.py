@@ -132,7 +132,7 @@ def _user_with_everything(app: Flask) -> tuple[CreatedUser, SoftAuthenticator, d
     """A user with a passkey, an authenticator app, backup codes, a session and a connected app."""
     ada = create_user(app, email="ada@example.com")
     rp = RelyingParty(app.test_client(), create_client(app, first_party=False))
-    response = rp.sign_in(rp.authorize().headers["Location"], ada)
+    response = rp.sign_in(rp.sign_in_page(), ada)
     while "/consent" not in response.headers["Location"]:
         response = rp.browser.get(response.headers["Location"])
     consent_page = rp.browser.get(response.headers["Location"])
@@ -320,9 +320,9 @@ def test_disabled_user_gets_no_authorization_code(
     start_session(rp.browser, user)
     assert "code=" in rp.authorize().headers["Location"]  # signed in: a code at once
     _disable(app, admin, user.id, how)
-    response = rp.authorize()
-    assert response.headers["Location"].startswith("/login?")
-    signed_in = rp.sign_in(response.headers["Location"], user)
+    address = rp.sign_in_page()  # the sign-in page again
+    assert address.startswith("/login?")
+    signed_in = rp.sign_in(address, user)
     assert signed_in.status_code == 401  # and signing in again is refused
 
 

@@ -379,8 +379,8 @@ def form_post_fields(response: TestResponse, rp: RelyingParty) -> dict[str, str]
 
 def test_form_post_success_renders_an_auto_submitting_form(app: Flask, rp: RelyingParty) -> None:
     user = create_user(app)
-    login = rp.authorize(response_mode="form_post")
-    continued = rp.sign_in(login.headers["Location"], user)
+    login = rp.sign_in_page(response_mode="form_post")
+    continued = rp.sign_in(login, user)
     response = rp.browser.get(continued.headers["Location"])
     fields = form_post_fields(response, rp)
     assert set(fields) == {"code", "state", "iss"}
@@ -409,12 +409,12 @@ def test_pending_request_expires(app: Flask, rp: RelyingParty) -> None:
     from idp.models import PendingAuthorization
 
     user = create_user(app)
-    login = rp.authorize()
+    login = rp.sign_in_page()
     with app.app_context():
         db.session.execute(
             update(PendingAuthorization).values(expires_at=utcnow() - timedelta(seconds=1))
         )
         db.session.commit()
-    rp.sign_in(login.headers["Location"], user)
-    pending_id = query_of(login.headers["Location"])["request"]
+    rp.sign_in(login, user)
+    pending_id = query_of(login)["request"]
     assert_error_page(rp.browser.get(f"/authorize/continue/{pending_id}"))

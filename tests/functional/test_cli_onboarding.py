@@ -36,6 +36,7 @@ from sqlalchemy import create_engine, inspect
 from tests.conftest import throwaway_postgres_database
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.browserless import parse_forms
+from tests.support.flow import sign_in_address
 from tests.support.http_flows import (
     Authorization,
     RelyingParty,
@@ -131,8 +132,10 @@ def _authorize(visitor: Visitor, client_id: str, redirect_uri: str) -> tuple[Aut
               "code_challenge": s256(verifier), "code_challenge_method": "S256",
               "prompt": "consent"}  # fmt: skip
     response = visitor.get("/authorize", params=params)
-    expect(response.status_code == 302, f"authorize: {response.status_code} {response.text[:200]}")
-    return Authorization(response.headers["Location"], verifier, state), nonce
+    shown = sign_in_address(response)  # the sign-in page, shown by /authorize itself
+    expect(shown is not None, f"authorize: {response.status_code} {response.text[:200]}")
+    assert shown is not None
+    return Authorization(shown, verifier, state), nonce
 
 
 def _follow_to_callback(

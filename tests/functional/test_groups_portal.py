@@ -29,7 +29,7 @@ def test_consent_names_the_groups_scope_and_the_portal_shows_what_each_app_recei
         service.set_claim_maps(wiki, [ClaimMapEntry("roles", "admins", "admin")])
         db.session.commit()
     rp = RelyingParty(client, registered)
-    response = rp.sign_in(rp.authorize(scope="openid profile groups").headers["Location"], user)
+    response = rp.sign_in(rp.sign_in_page(scope="openid profile groups"), user)
     while "/consent" not in response.headers["Location"]:
         response = client.get(response.headers["Location"])
     page = client.get(response.headers["Location"]).text

@@ -73,7 +73,7 @@ def test_the_link_forces_a_new_passkey_first(
     assert client.get("/account").headers["Location"] == "/account/recover"
     # and it authorizes no relying party until then
     rp = RelyingParty(client, create_client(app))
-    assert rp.authorize().headers["Location"].startswith("/login?")
+    assert rp.sign_in_page().startswith("/login?")
 
 
 def test_after_a_link_only_a_passkey_ends_the_restriction(
@@ -375,9 +375,9 @@ def test_a_restricted_session_cannot_grant_consent_or_authorize_a_client(
     grants consent to a client nor completes an authorization until it is a full session."""
     assert open_and_confirm(client, issue(app, user)) == (302, "/account/recover")
     third_party = RelyingParty(client, create_client(app, name="Third", first_party=False))
-    to_login = third_party.authorize()
-    assert to_login.headers["Location"].startswith("/login?")
-    pending = query_of(to_login.headers["Location"])["request"]
+    to_login = third_party.sign_in_page()
+    assert to_login.startswith("/login?")
+    pending = query_of(to_login)["request"]
     token = csrf_meta(client.get("/account/recover").text)
 
     shown = client.get("/consent", query_string={"request": pending})

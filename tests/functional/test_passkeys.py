@@ -32,7 +32,7 @@ from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.settings import Settings
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
-from tests.support.flow import RelyingParty, csrf_token, query_of
+from tests.support.flow import RelyingParty, csrf_token, query_of, sign_in_address
 from tests.support.passkey_flow import PasskeyPages
 
 PER_ADDRESS = Settings.anonymous_requests_per_address
@@ -817,8 +817,10 @@ def passkey_sign_in_for(
     rp: RelyingParty, login: TestResponse, authenticator: SoftAuthenticator
 ) -> dict[str, str]:
     """From the login page the authorization request led to, through a passkey, to the code."""
-    assert login.status_code == 302, login.text
-    location = login.headers["Location"]
+    # The authorization endpoint shows the sign-in page itself (docs/architecture.md).
+    location = sign_in_address(login)
+    assert login.status_code == 200, login.text
+    assert location is not None
     assert location.startswith("/login?")
     assert rp.browser.get(location).status_code == 200
     pending = query_of(location)["request"]

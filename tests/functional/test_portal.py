@@ -225,7 +225,7 @@ def test_disconnecting_an_app_asks_first_then_removes_consent_and_revokes_its_to
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
     rp = RelyingParty(client, create_client(app, first_party=False, name="Third Party"))
-    response = rp.sign_in(rp.authorize().headers["Location"], user)
+    response = rp.sign_in(rp.sign_in_page(), user)
     while "/consent" not in response.headers["Location"]:
         response = client.get(response.headers["Location"])
     page = client.get(response.headers["Location"]).text

@@ -34,6 +34,28 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
+PENDING_FIELD = re.compile(r'name="request" value="([^"]+)"')
+
+
+def shown_pending_id(html: str) -> str | None:
+    """The stored authorization request a sign-in page names (its forms' hidden field)."""
+    match = PENDING_FIELD.search(html)
+    return match.group(1) if match else None
+
+
+def sign_in_address(response: Any) -> str | None:
+    """Where the authorization endpoint asked the user to sign in, as /login's address: the
+    sign-in page it showed itself (200, docs/architecture.md) names its stored request, and
+    ``/login?request=ID`` shows the same page; a redirect to /login (a resumed request) is
+    its own address. None when the answer is neither."""
+    if response.status_code == 200 and 'id="login-form"' in response.text:
+        pending_id = shown_pending_id(response.text)
+        return f"/login?request={pending_id}" if pending_id else "/login"
+    if response.status_code in (302, 303) and "/login" in response.headers.get("Location", ""):
+        return str(response.headers["Location"])
+    return None
+
+
 @dataclass
 class RelyingParty:
     browser: FlaskClient
@@ -58,6 +80,13 @@ class RelyingParty:
 
     def authorize(self, **overrides: Any) -> TestResponse:
         return self.browser.get("/authorize", query_string=self.authorize_params(**overrides))
+
+    def sign_in_page(self, **overrides: Any) -> str:
+        """Authorize, expecting the sign-in page: its /login address (``sign_in_address``)."""
+        response = self.authorize(**overrides)
+        address = sign_in_address(response)
+        assert address is not None, (response.status_code, response.text[:300])
+        return address
 
     def sign_in(
         self, location: str, user: CreatedUser, password: str | None = None
@@ -87,8 +116,9 @@ class RelyingParty:
 
     def obtain_code(self, user: CreatedUser, **overrides: Any) -> dict[str, str]:
         response = self.authorize(**overrides)
-        if response.status_code == 302 and "/login" in response.headers["Location"]:
-            response = self.sign_in(response.headers["Location"], user)
+        address = sign_in_address(response)
+        if address is not None:
+            response = self.sign_in(address, user)
         return self.follow_to_callback(response)
 
     def token(self, data: dict[str, Any], *, authenticate: bool = True) -> TestResponse:

@@ -24,6 +24,7 @@ import pyotp
 import requests
 
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.flow import sign_in_address
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
@@ -212,8 +213,11 @@ class Visitor:
                   "scope": scope, "state": state, "nonce": secrets.token_urlsafe(12),
                   "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
         response = self.get("/authorize", params=params)
-        expect(response.status_code == 302, f"authorize: {response.status_code}")
-        return Authorization(response.headers["Location"], verifier, state)
+        # The sign-in page itself (200), or a redirect: to the client when already signed in.
+        address = sign_in_address(response) or response.headers.get("Location")
+        expect(address is not None, f"authorize: {response.status_code}")
+        assert address is not None
+        return Authorization(address, verifier, state)
 
     def follow_to(self, response: requests.Response, stop_at: str) -> str:
         """Follow redirects (GET) until one points at ``stop_at``; that URL."""

@@ -1,0 +1,70 @@
+"""The request options of a passkey sign-in (WebAuthn L3 5.5), and those the sign-in page
+carries under a challenge that waits nowhere: built from the Relying Party, the policy and a
+signer alone, so that showing the page opens no database session (idp.composition
+``Services.sign_in_page_options``; docs/architecture.md, a passkey sign-in step by step)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from secrets import token_bytes
+from typing import Any
+
+from webauthn import generate_authentication_options, options_to_json
+from webauthn.helpers import bytes_to_base64url
+from webauthn.helpers.structs import UserVerificationRequirement
+
+from idp.services.challenges import ChallengeSigner
+from idp.services.crypto import token_hash
+from idp.services.sign_in_policy import SignInPolicy
+
+REGISTRATION = "registration"
+AUTHENTICATION = "authentication"
+#: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
+CHALLENGE_TTL = timedelta(minutes=5)
+CHALLENGE_BYTES = 32  # 256 bits; WebAuthn L3 13.4.3 asks for at least 16
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    rp_id: str
+    rp_name: str
+    origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    """Options to hand to ``navigator.credentials`` and the id to send back with the result."""
+
+    challenge_id: str
+    options: dict[str, Any]
+
+
+def request_options(
+    rp: RelyingParty, policy: SignInPolicy, raw: bytes, allow: list[Any]
+) -> dict[str, Any]:
+    """PublicKeyCredentialRequestOptions (WebAuthn L3 5.5) for the challenge ``raw``."""
+    options = generate_authentication_options(
+        rp_id=rp.rp_id,
+        challenge=raw,
+        timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
+        allow_credentials=allow,
+        user_verification=UserVerificationRequirement(policy.user_verification),
+    )
+    found: dict[str, Any] = json.loads(options_to_json(options))
+    return found
+
+
+def page_options(
+    signer: ChallengeSigner, rp: RelyingParty, policy: SignInPolicy, binding: str, now: datetime
+) -> Ceremony:
+    """The sign-in page's own options (conditional mediation starts on load): those of
+    ``PasskeyService.authentication_options`` under a challenge that waits nowhere
+    (idp.services.challenges ``ChallengeSigner``), so that showing the page reads and stores
+    nothing; the answer that verifies spends it (``PasskeyService.authenticate``)."""
+    raw = token_bytes(CHALLENGE_BYTES)
+    issued = signer.issue(kind=AUTHENTICATION, challenge=bytes_to_base64url(raw),
+                          binding_hash=token_hash(binding), now=now,
+                          expires_at=now + CHALLENGE_TTL)  # fmt: skip
+    return Ceremony(challenge_id=issued.id, options=request_options(rp, policy, raw, []))
