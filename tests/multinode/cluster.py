@@ -35,6 +35,7 @@ from tests.conftest import app_overrides
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.balancer import SERVED_BY, Haproxy, run_haproxy
 from tests.support.factories import create_client, create_user
+from tests.support.flow import shown_pending_id
 from tests.support.live import FromAddress, LiveIdp, free_port, idp_env
 
 NODE_NAMES = ("node1", "node2", "node3")
@@ -297,11 +298,16 @@ def authorize(agent: UserAgent, request: Authorization, **extra: str) -> request
     return agent.get("/authorize", params=request.params(**extra))
 
 
-def login_page(agent: UserAgent, location: str) -> tuple[str, str]:
-    """The sign-in page an authorization request was sent to: (CSRF token, pending request)."""
-    page = agent.get(location)
-    assert page.status_code == 200, agent.describe()
-    return csrf_meta(page.text), query_of(location).get("request", "")
+def login_page(agent: UserAgent, shown: str | requests.Response) -> tuple[str, str]:
+    """A sign-in page: (CSRF token, pending request). ``shown`` is the page the authorization
+    endpoint answered with (docs/architecture.md: it shows the page itself), or an address to
+    load (``/login``)."""
+    if isinstance(shown, str):
+        page = agent.get(shown)
+        assert page.status_code == 200, agent.describe()
+        return csrf_meta(page.text), query_of(shown).get("request", "")
+    assert shown.status_code == 200, agent.describe()
+    return csrf_meta(shown.text), shown_pending_id(shown.text) or ""
 
 
 def password_step(

@@ -47,7 +47,7 @@ def test_refusal_on_another_node_right_after_membership_removal(
 
     request = Authorization(client)
     response = authorize(agent, request)
-    csrf, pending = login_page(agent, response.headers["Location"])
+    csrf, pending = login_page(agent, response)
     signed_in = password_step(agent, email, PASSWORD, csrf=csrf, pending=pending)
     token = exchange(agent, request, code_of(agent, request, signed_in))
     assert token.status_code == 200, agent.describe()

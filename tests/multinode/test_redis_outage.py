@@ -55,7 +55,7 @@ def cluster_and_redis(
 
 def password_sign_in(agent: UserAgent, request: Authorization, email: str) -> dict[str, str]:
     response = authorize(agent, request)
-    csrf, pending = login_page(agent, response.headers["Location"])
+    csrf, pending = login_page(agent, response)
     signed_in = password_step(agent, email, PASSWORD, csrf=csrf, pending=pending)
     token = exchange(agent, request, code_of(agent, request, signed_in))
     assert token.status_code == 200, agent.describe()
