@@ -110,10 +110,8 @@ class Container:
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
-        settings = self.settings
-        self.relying_party = RelyingParty(
-            settings.rp_id, settings.webauthn_rp_name, settings.origins
-        )
+        kept = self.settings
+        self.relying_party = RelyingParty(kept.rp_id, kept.webauthn_rp_name, kept.origins)
         self.client_cache = ClientCache(
             self.settings.client_cache_ttl, self.client_secrets, LiveClock(lambda: self.clock)
         )
@@ -159,9 +157,11 @@ class Container:
 
 
 def _redis(url: str) -> Any:
+    if not url:
+        return None
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
 class Services:

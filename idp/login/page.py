@@ -17,7 +17,7 @@ def login_page(
     policy = services().policy
     # The passkey request options travel with the page (idp/static/login.js starts conditional
     # mediation on load): no options request first, and a signed challenge, so that showing the
-    # page stores nothing (idp.services.challenges.SignedChallenges).
+    # page reads and stores nothing (idp.services.challenges.ChallengeSigner).
     ceremony = services().sign_in_page_options(browser_binding(), clock().now())
     return render_template(
         "login/login.html",
