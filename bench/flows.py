@@ -29,6 +29,7 @@ from joserfc.jwk import KeySet
 
 from bench.client import Browser
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.flow import shown_pending_id
 from tests.support.http_flows import expect, query_of, s256
 from tests.support.live import LiveIdp
 
@@ -41,7 +42,6 @@ SCOPE = "openid profile email offline_access"
 PASSWORD = "correct horse battery staple 42"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-PENDING_FIELD = re.compile(r'name="request" value="([^"]+)"')
 PAGE_OPTIONS = re.compile(r'<script type="application/json" id="passkey-options">(.*?)</script>')
 
 
@@ -183,10 +183,10 @@ def passkey_flow(fx: Fixture, browser: Browser) -> dict[str, Any]:
         pending_id = query_of(login.location).get("request", "")
         login = browser.get(urljoin(fx.url, login.location))
     else:
-        shown = PENDING_FIELD.search(login.text)
+        shown = shown_pending_id(login.text)
         expect(login.status == 200 and shown is not None, f"authorize: {login.status}")
         assert shown is not None
-        pending_id = shown.group(1)
+        pending_id = shown
     meta, embedded = CSRF_META.search(login.text), PAGE_OPTIONS.search(login.text)
     expect(login.status == 200 and meta is not None, f"login page: {login.status}")
     assert meta is not None

@@ -13,6 +13,7 @@ from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.login.page import login_page
 from idp.models import PartialLogin, User
+from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH
 from idp.oidc.server import read_with_request
 from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
@@ -62,7 +63,7 @@ def login() -> Any:
     if request.method == "POST":
         return _password_sign_in(pending)
     # GET and HEAD (RFC 9110 9.3.2: HEAD runs the GET branch) only show the page.
-    return _page(pending, request.args.get("login_hint", "")[:320], None)
+    return _page(pending, request.args.get("login_hint", "")[:MAX_LOGIN_HINT_LENGTH], None)
 
 
 def _password_sign_in(pending: LivePending | None) -> Any:

@@ -178,7 +178,8 @@ def _proceed(
                     id=pending_id, client_id=client.client_id, params=params,
                     created_at=now, consented_by=None, client=client,
                 )  # fmt: skip
-                return login_page(shown, (auth_request.login_hint or "")[:320], None, None)
+                # Bounded already: idp.oidc.checks drops a hint over MAX_LOGIN_HINT_LENGTH.
+                return login_page(shown, auth_request.login_hint or "", None, None)
         else:
             pending_id = pending.id
         if next_step is Next.LOGIN:

