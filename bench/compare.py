@@ -10,6 +10,13 @@ the figure is completions per server CPU-second (bench/README.md), and the verdi
 the per-round ratios AFTER / BEFORE. docs/performance.md's "before and after" tables come from
 here.
 
+``--before-database postgresql`` or ``--after-database postgresql`` serves that side on a throw-away
+database of the machine's PostgreSQL instead (its own, as bench.run makes them). With one revision
+on both sides, ``python -m bench.compare HEAD HEAD --after-database postgresql`` measures
+PostgreSQL against SQLite in interleaved rounds: the "after / before" column is the issue's
+PostgreSQL / SQLite ratio, with the drift of the machine weighing on both databases alike, which
+two halves of one ``python -m bench`` run, minutes apart, do not give (docs/performance.md).
+
 The scenarios are the benchmark's own flows (bench/flows.py), from this checkout: a revision
 whose pages differ too much from them for a flow to work reports that flow's errors instead.
 """
@@ -33,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import flows, load  # noqa: E402
 from bench.client import Browser  # noqa: E402
+from tests.conftest import throwaway_postgres_database  # noqa: E402
 from tests.support.live import LiveIdp, start_live_idp  # noqa: E402
 
 #: Completions per scenario and round at ``--scale 1``.
@@ -127,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("before")
     parser.add_argument("after")
     parser.add_argument("--scenarios", default=",".join(COUNTS), help=f"of {', '.join(COUNTS)}")
+    for label in ("before", "after"):
+        parser.add_argument(
+            f"--{label}-database", choices=("sqlite", "postgresql"), default="sqlite",
+            help=f"the database {label.upper()} is served on (default: sqlite)",
+        )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--scale", type=float, default=0.25, help="multiply every count")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes")
@@ -140,13 +153,21 @@ def main(argv: list[str] | None = None) -> None:
     sides: list[Side] = []
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idp-compare-")))
-        for label, revision in (("before", args.before), ("after", args.after)):
+        for label, revision, database in (
+            ("before", args.before, args.before_database),
+            ("after", args.after, args.after_database),
+        ):
             code = stack.enter_context(worktree(revision, tmp / f"{label}-code"))
             directory = tmp / label
             directory.mkdir()
+            url = None
+            if database == "postgresql":
+                url = stack.enter_context(throwaway_postgres_database())
             idp = stack.enter_context(start_live_idp(
-                directory, production=True, env={**flows.BENCH_ENV, "PYTHONPATH": str(code)},
+                directory, database_url=url, production=True,
+                env={**flows.BENCH_ENV, "PYTHONPATH": str(code)},
             ))  # fmt: skip
+            print(f"{label}: {revision} at {idp.url} on {url or 'SQLite'}", file=sys.stderr)
             fx = flows.setup(idp)
             users = []
             if "password_totp_sign_in" in scenarios:
@@ -172,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-    print(render(args.before, args.after, results))
+    print(render(f"{args.before} ({args.before_database})",
+                 f"{args.after} ({args.after_database})", results))  # fmt: skip
 
 
 def render(before: str, after: str, results: dict[str, list[tuple[float, float]]]) -> str:

@@ -102,3 +102,24 @@ def assert_json_summary(summary: dict[str, object]) -> None:
         assert isinstance(figures, dict), summary
         for key in JSON_FIGURES:
             assert positive(figures.get(key)), (database, key, figures)
+
+
+@pytest.mark.postgres
+def test_compare_serves_each_side_on_the_database_it_names() -> None:
+    """``bench.compare HEAD HEAD --after-database postgresql``: PostgreSQL against SQLite in
+    interleaved rounds (docs/performance.md), each side on its own database."""
+    env = {**os.environ, "IDP_TEST_POSTGRES_URL": POSTGRES_URL}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "HEAD", "HEAD", "--after-database", "postgresql",
+         "--scenarios", "client_credentials", "--rounds", "2", "--scale", "0.02"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert re.search(r"^before: HEAD at http://localhost:\d+ on SQLite$", completed.stderr, re.M)
+    assert re.search(r"^after: HEAD at http://localhost:\d+ on postgresql", completed.stderr, re.M)
+    assert "errors" not in completed.stderr, completed.stderr[-4000:]
+    report = completed.stdout
+    assert "before = `HEAD (sqlite)`, after = `HEAD (postgresql)`" in report, report
+    row = next(line for line in report.splitlines() if line.startswith("| client_credentials |"))
+    before, after, ratio = (float(c.replace(",", "")) for c in row.split("|")[2:5])
+    assert before > 0 and after > 0 and ratio > 0, row
