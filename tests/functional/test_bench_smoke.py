@@ -121,5 +121,5 @@ def test_compare_serves_each_side_on_the_database_it_names() -> None:
     report = completed.stdout
     assert "before = `HEAD (sqlite)`, after = `HEAD (postgresql)`" in report, report
     row = next(line for line in report.splitlines() if line.startswith("| client_credentials |"))
-    before, after, ratio = (float(c.replace(",", "")) for c in row.split("|")[2:5])
-    assert before > 0 and after > 0 and ratio > 0, row
+    figures = [float(cell.replace(",", "")) for cell in row.split("|")[2:5]]
+    assert min(figures) > 0, row  # before, after and their ratio
