@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, exc
+from sqlalchemy.orm import scoped_session
 from sqlalchemy.sql.dml import UpdateBase
 
 from idp.thin_statements import Row
@@ -54,13 +55,24 @@ class SessionStatements:
         return changed
 
     def _send(self, statement: _Statement, parameters: Mapping[str, Any], *, rows: bool) -> Any:
-        reads = self._reads
-        connection = self._session.connection()  # begins the Session's transaction if need be
-        dbapi_connection = connection.connection.dbapi_connection
-        kept = self._session.info.get(_SESSION_CURSOR)
-        if kept is None or kept[0] is not dbapi_connection:
-            kept = (dbapi_connection, dbapi_connection.cursor())
-            self._session.info[_SESSION_CURSOR] = kept
+        reads, session = self._reads, self._session
+        transaction = session.get_transaction()
+        kept = session.info.get(_SESSION_CURSOR)
+        # The Connection a Session transaction holds is the same for the transaction's life: asked
+        # of the Session once per transaction (the first statement begins it), not per statement.
+        # A transaction that a failed flush deactivated is asked again, and the Session refuses.
+        if (
+            kept is None
+            or transaction is None
+            or kept[0] is not transaction
+            or not transaction.is_active
+        ):
+            connection = session.connection()  # begins the Session's transaction if need be
+            dbapi_connection = connection.connection.dbapi_connection
+            cursor = kept[3] if kept and kept[2] is dbapi_connection else dbapi_connection.cursor()
+            kept = (session.get_transaction(), connection, dbapi_connection, cursor)
+            session.info[_SESSION_CURSOR] = kept
+        _, connection, dbapi_connection, cursor = kept
         prepared = reads._prepared.get(statement) or reads._prepare(statement)
         try:
             bound = prepared.parameters(parameters)
@@ -70,9 +82,9 @@ class SessionStatements:
             result = connection.execute(statement, dict(parameters))
             return list(result.all()) if rows else int(result.rowcount)
         try:
-            return reads._execute(kept[1], prepared, bound, rows=rows, connection=connection)
+            return reads._execute(cursor, prepared, bound, rows=rows, connection=connection)
         except reads._dbapi_error as error:
-            dropped = reads._dialect.is_disconnect(error, dbapi_connection, kept[1])  # type: ignore[arg-type]
+            dropped = reads._dialect.is_disconnect(error, dbapi_connection, cursor)  # type: ignore[arg-type]
             if dropped:
                 connection.invalidate()
             raise exc.DBAPIError.instance(
@@ -82,7 +94,8 @@ class SessionStatements:
             ) from error  # fmt: skip
 
 
-#: Where a ``Session`` keeps the cursor of ``SessionStatements``, with the connection it is on.
+#: Where a ``Session`` keeps the cursor of ``SessionStatements``: (the Session transaction, its
+#: Connection, the DB-API connection, the cursor on it).
 _SESSION_CURSOR = "idp.thin_cursor"
 #: Each engine's ``ThinReads`` (one per application), for ``statements_of``.
 _BY_ENGINE: weakref.WeakKeyDictionary[Engine, ThinReads] = weakref.WeakKeyDictionary()
@@ -108,6 +121,8 @@ def statements_of(session: Any) -> SessionStatements | _CoreStatements:
     """How a service sends its Core statements in ``session``'s transaction: as thin statements
     on the transaction's own connection when the engine has ``ThinReads`` (docs/performance.md,
     "Before and after, per change"), else through the ``Session``'s Core connection."""
+    if isinstance(session, scoped_session):
+        session = session()  # the request's Session, whose ``info`` keeps what is found here
     info = session.info
     found: SessionStatements | _CoreStatements | None = info.get(_STATEMENTS)
     if found is None:

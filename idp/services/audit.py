@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, insert, or_, select
+from sqlalchemy import Select, and_, bindparam, insert, or_, select
 from sqlalchemy.event import listens_for
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -19,6 +19,7 @@ from idp.errors import DomainError
 from idp.models import AuditEvent, User
 from idp.models.base import utcnow
 from idp.services.user_agents import describe_user_agent
+from idp.session_statements import statements_of
 
 #: The actor of an action taken with the ``idp`` command line (no user is signed in there).
 CLI_ACTOR = "cli"
@@ -79,7 +80,7 @@ def write(
     for this transaction go in the same statement, before this one."""
     row = _row(kind, outcome, subject_id, client_id, context, details)
     held: list[dict[str, Any]] | None = db.info.pop(_HELD, None)
-    db.connection().execute(_INSERT_EVENT, [*held, row] if held else row)
+    _insert(db, [*held, row] if held else [row])
     metrics.audit_event_recorded(kind, outcome, details)
 
 
@@ -129,7 +130,18 @@ _HELD = "idp_audit_held"
 def _send_held(session: Session) -> None:
     held = session.info.pop(_HELD, None)
     if held:
-        session.connection().execute(_INSERT_EVENT, held)
+        _insert(session, held)
+
+
+def _insert(db: Session, rows: list[dict[str, Any]]) -> None:
+    """``rows`` by one INSERT: a multi-row ``VALUES`` built once per row count, sent as the
+    transaction's thin statement (idp.session_statements), for the one or two rows a request
+    writes; Core's ``executemany`` for more."""
+    if len(rows) > len(_INSERT_ROWS):
+        db.connection().execute(_INSERT_EVENT, rows)
+        return
+    numbered = {f"{key}_{n}": value for n, row in enumerate(rows) for key, value in row.items()}
+    statements_of(db).write(_INSERT_ROWS[len(rows) - 1], numbered)
 
 
 @listens_for(Session, "after_transaction_end")
@@ -141,6 +153,21 @@ def _drop_held(session: Session, transaction: SessionTransaction) -> None:
 
 #: Built once (``write``).
 _INSERT_EVENT = insert(AuditEvent)
+#: The columns ``_row`` gives, and the INSERT of one and of two such rows, their parameters
+#: numbered by row (``_insert``).
+_ROW_COLUMNS = tuple(_row("", "", None, None, None, {}))
+
+
+def _insert_of(count: int) -> Any:
+    # Typed by hand: SQLAlchemy gives a column's type to the first row's parameters only.
+    columns = AuditEvent.__table__.c
+    return insert(AuditEvent).values([
+        {key: bindparam(f"{key}_{n}", type_=columns[key].type) for key in _ROW_COLUMNS}
+        for n in range(count)
+    ])  # fmt: skip
+
+
+_INSERT_ROWS = (_insert_of(1), _insert_of(2))
 
 
 # -- reading the log: one filter for the admin page, the exports and ``idp audit export`` --------

@@ -11,8 +11,9 @@ from flask import Flask
 from sqlalchemy import Table, bindparam, event, insert, select
 
 from idp.extensions import db
-from idp.models import AccessToken
+from idp.models import AccessToken, AuditEvent
 from idp.models.base import utcnow
+from idp.services import audit
 from idp.session_statements import SessionStatements, statements_of
 
 _TOKENS = cast(Table, AccessToken.__table__)
@@ -75,3 +76,33 @@ def test_an_insert_leaving_columns_to_their_defaults_gets_them(storage_app: Flas
     stored = _stored(storage_app, "defaulted")
     assert stored is not None
     assert stored.revoked_at is None
+
+
+def test_held_and_written_audit_rows_go_in_one_insert_with_their_types(storage_app: Flask) -> None:
+    """idp.services.audit: a held row and the next written one share one thin INSERT, and each
+    row's parameters are converted by its column's type (JSON details, an aware timestamp)."""
+    inserts: list[str] = []
+    with storage_app.app_context():
+        engine = db.engine
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.startswith("INSERT INTO audit_events"):
+                inserts.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            audit.hold(db.session(), "test.held", subject_id="u1", nested={"a": [1, 2]})
+            audit.write(db.session(), "test.written", client_id="c1", count=3)
+            db.session.commit()
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        rows = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind.in_(["test.held", "test.written"]))
+            .order_by(AuditEvent.id)
+        ).all()  # fmt: skip
+        assert len(inserts) == 1, inserts
+        assert [(r.kind, r.subject_id, r.client_id) for r in rows] == [
+            ("test.held", "u1", None), ("test.written", None, "c1"),
+        ]  # fmt: skip
+        assert [r.details for r in rows] == [{"nested": {"a": [1, 2]}}, {"count": 3}]
+        assert all(r.at.tzinfo is not None for r in rows)
