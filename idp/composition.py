@@ -275,7 +275,7 @@ class Services:
         return PasskeyService(
             self._db(), self.container.relying_party, self.policy, challenges=challenges,
             rejections=AnonymousRejections(self._db(), self.storage_budgets),
-            signed=SignedChallenges(signer.signer, challenges) if signer else None,
+            signed=SignedChallenges(signer, challenges) if signer else None,
         )  # fmt: skip
 
     @property

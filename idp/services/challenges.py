@@ -276,12 +276,13 @@ class ChallengeSigner:
         return self.signer.hash(f"{kind}\n{binding_hash}\n{expiry}\n{challenge}")[:32]
 
 
-class SignedChallenges(ChallengeSigner):
-    """``ChallengeSigner``'s challenges with the store that spends each once (``store.claim``)."""
+@dataclass(frozen=True)
+class SignedChallenges:
+    """The node's ``ChallengeSigner`` with the store that spends each of its challenges once
+    (``store.claim``)."""
 
-    def __init__(self, signer: KeyedHasher, store: ChallengeStore) -> None:
-        super().__init__(signer)
-        self.store = store
+    signer: ChallengeSigner
+    store: ChallengeStore
 
 
 def is_signed(challenge_id: str) -> bool:

@@ -291,8 +291,8 @@ class PasskeyService:
             credential = parse_credential(credential_json, parse_authentication_credential_json)
             client_data = check_client_data(credential.response.client_data_json)
             if signed is not None:  # checked here, spent once the answer verifies (below)
-                checked = signed.check(challenge_id, str(client_data.get("challenge") or ""),
-                                       AUTHENTICATION, token_hash(binding), now)  # fmt: skip
+                checked = signed.signer.check(challenge_id, str(client_data.get("challenge") or ""),
+                                              AUTHENTICATION, token_hash(binding), now)  # fmt: skip
                 if checked is None or not binding:
                     raise PasskeyError("challenge_invalid")
                 challenge = checked
