@@ -16,14 +16,14 @@ its commit commits them, its rollback takes them back.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, exc
 from sqlalchemy.orm import scoped_session
 from sqlalchemy.sql.dml import UpdateBase
 
-from idp.thin_statements import Row
+from idp.thin_statements import Inserts, Row, inserts_together
 from idp.thin_statements import Statement as _Statement
 
 if TYPE_CHECKING:
@@ -53,6 +53,13 @@ class SessionStatements:
         """Send an INSERT, UPDATE or DELETE; the number of rows it changed."""
         changed: int = self._send(statement, parameters, rows=False)
         return changed
+
+    def write_together(self, parts: Sequence[Inserts]) -> None:
+        """Insert ``parts`` in their order: one statement on PostgreSQL, one per part on SQLite
+        (idp.thin_statements ``inserts_together``)."""
+        one = self._reads._dialect.name == "postgresql"
+        for statement, parameters in inserts_together(parts, one_statement=one):
+            self._send(statement, parameters, rows=False)
 
     def _send(self, statement: _Statement, parameters: Mapping[str, Any], *, rows: bool) -> Any:
         reads, session = self._reads, self._session
@@ -115,6 +122,10 @@ class _CoreStatements:
 
     def write(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
         return int(self._session.connection().execute(statement, dict(parameters)).rowcount)
+
+    def write_together(self, parts: Sequence[Inserts]) -> None:
+        for statement, parameters in inserts_together(parts, one_statement=False):
+            self.write(statement, parameters)
 
 
 def statements_of(session: Any) -> SessionStatements | _CoreStatements:

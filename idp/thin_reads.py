@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, exc
@@ -49,8 +49,8 @@ from sqlalchemy.sql.selectable import TextualSelect
 
 from idp.database import LONE_WRITE
 from idp.interval_gate import IntervalGate
+from idp.thin_statements import Inserts, Row, compile_statement, inserts_together
 from idp.thin_statements import PreparedStatement as _Prepared
-from idp.thin_statements import Row, compile_statement
 from idp.thin_statements import Statement as _Statement
 
 #: SQLite: seconds between two checkpoints of one process, each after a response
@@ -98,6 +98,14 @@ class ThinTransaction:
         """Send an INSERT, UPDATE or DELETE; the number of rows it changed."""
         changed: int = self._reads._in_transaction(self._cursor, statement, parameters, rows=False)
         return changed
+
+    def write_together(self, parts: Sequence[Inserts]) -> None:
+        """Insert ``parts`` in their order: one statement on PostgreSQL, one per part on SQLite
+        (idp.thin_statements ``inserts_together``)."""
+        reads = self._reads
+        one = reads._dialect.name == "postgresql"
+        for statement, parameters in inserts_together(parts, one_statement=one):
+            reads._in_transaction(self._cursor, statement, parameters, rows=False)
 
     def commit(self) -> None:
         """Commit; if that fails, the transaction is rolled back and the error raised."""

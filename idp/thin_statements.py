@@ -98,3 +98,75 @@ def compile_statement(statement: Statement, dialect: Dialect) -> PreparedStateme
         result_types=[(column.type.dialect_impl(dialect), dialect) for column in selected],
         row_type=namedtuple("Row", keys, rename=True),
     )
+
+
+# -- inserts sent together ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Inserts:
+    """Rows for one table, each naming every column it sets (the same columns each): one INSERT
+    of a multi-row ``VALUES``. Nothing is left to a Python-side column default, which a thin
+    statement could not fill in (``inserts_together`` refuses such a table)."""
+
+    table: Any  # a Table
+    rows: tuple[Mapping[str, Any], ...]
+
+
+def inserts_together(
+    parts: Sequence[Inserts], *, one_statement: bool
+) -> list[tuple[UpdateBase, dict[str, Any]]]:
+    """The statements, with their parameters, that insert ``parts`` in their order.
+
+    With ``one_statement`` (PostgreSQL), one statement: the earlier parts are data-modifying
+    ``WITH`` clauses of the last (PostgreSQL's manual, 7.8.4 "Data-Modifying Statements in
+    WITH": each runs exactly once and to completion, in the statement's one snapshot, and a
+    foreign key between them is checked at the statement's end, so a grant and the code that
+    names it go in one). One round trip where there were several; SQLite has no data-modifying
+    ``WITH``, and there each part is its own statement, as before. The statements are built once
+    per shape (tables, columns, row counts) and kept, so each is compiled once per dialect
+    (idp.thin_reads)."""
+    tables = tuple((part.table, tuple(part.rows[0]), len(part.rows)) for part in parts)
+    statements = _TOGETHER.get((one_statement, tables))
+    if statements is None:
+        statements = _TOGETHER[one_statement, tables] = _build_together(tables, one_statement)
+    values = {
+        f"p{index}_{n}_{key}": value
+        for index, part in enumerate(parts)
+        for n, row in enumerate(part.rows)
+        for key, value in row.items()
+    }
+    if one_statement:
+        return [(statements[0][0], values)]
+    return [(statement, {name: values[name] for name in names}) for statement, names in statements]
+
+
+def _build_together(
+    shape: Sequence[tuple[Any, tuple[str, ...], int]], one: bool
+) -> list[tuple[UpdateBase, tuple[str, ...]]]:
+    from sqlalchemy import bindparam, insert
+
+    built: list[tuple[UpdateBase, tuple[str, ...]]] = []
+    for index, (table, keys, count) in enumerate(shape):
+        # Typed by hand: SQLAlchemy types only the first row's parameters of a multi-row VALUES.
+        statement = insert(table).values([
+            {key: bindparam(f"p{index}_{n}_{key}", type_=table.c[key].type) for key in keys}
+            for n in range(count)
+        ])  # fmt: skip
+        missing = [
+            column.key
+            for column in table.c
+            if column.key not in keys and (column.default is not None or column.onupdate)
+        ]
+        if missing:
+            raise ValueError(f"{table.name}: rows must name {missing} (Python-side defaults)")
+        names = tuple(f"p{index}_{n}_{key}" for n in range(count) for key in keys)
+        built.append((statement, names))
+    if not one or len(built) == 1:
+        return built
+    *earlier, (last, _) = built
+    ctes = [statement.cte(f"w{index}") for index, (statement, _) in enumerate(earlier)]
+    return [(last.add_cte(*ctes), tuple(name for _, names in built for name in names))]
+
+
+#: ``inserts_together``'s statements by shape, with their bind names. A handful of shapes exist
+#: (idp's callers).
+_TOGETHER: dict[tuple[Any, ...], list[tuple[UpdateBase, tuple[str, ...]]]] = {}

@@ -88,27 +88,20 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         record_access_token_alone(rt.reads, issued)
         token.pop("refresh_token", None)  # RFC 6749 4.4.3
         return
-    rotation = getattr(request, "rotation", None)
-    if grant is not None and rotation is not None and rotation.open:
-        # The transaction of the code's or the refresh token's spend, sent already
-        # (idp.oidc.rotation).
-        successor = None
-        if "refresh_token" in token:
-            successor = refresh_token_row(
-                token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,
-                scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
-                parent_hash=refresh.token_hash if refresh is not None else None,
-            )  # fmt: skip
-        record_rotation_apart(rotation, issued, successor)
-        return
-    service = services().grants
-    service.record_access_token(issued)
-    if "refresh_token" in token and grant is not None:
-        service.record_refresh_token(
+    successor = None
+    if grant is None:
+        # Client credentials have no grant and therefore no refresh token (RFC 6749 4.4.3).
+        token.pop("refresh_token", None)
+    elif "refresh_token" in token:
+        successor = refresh_token_row(
             token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,
             scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
             parent_hash=refresh.token_hash if refresh is not None else None,
         )  # fmt: skip
-    else:
-        # Client credentials have no grant and therefore no refresh token (RFC 6749 4.4.3).
-        token.pop("refresh_token", None)
+    rotation = getattr(request, "rotation", None)
+    if grant is not None and rotation is not None and rotation.open:
+        # The transaction of the code's or the refresh token's spend, sent already
+        # (idp.oidc.rotation).
+        record_rotation_apart(rotation, issued, successor)
+        return
+    services().grants.record_tokens(issued, successor)

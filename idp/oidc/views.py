@@ -198,7 +198,7 @@ def _proceed(
         if url_only:
             return None  # authorize_continue shows the page; the sign-in itself stands
         abort(400, description="This sign-in request was already completed.")
-    code = services().grants.issue_code(
+    code, stored = services().grants.new_code(
         user=session.user,
         client=client,
         session=session,
@@ -212,12 +212,14 @@ def _proceed(
         ttl=runtime().settings.code_ttl,
         now=now,
     )
+    # The code, its grant and this event: one statement on PostgreSQL (audit.write's ``after``).
     audit.write(
         db.session(),
         "authorization.code_issued",
         subject_id=session.user_id,
         client_id=client.client_id,
         context=request_context(),
+        after=stored,
         scope=auth_request.scope,
         # How the user signed in (RFC 8176), for the activity page's "with a passkey".
         amr=list(session.amr or []),

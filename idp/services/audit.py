@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, insert, or_, select
+from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.event import listens_for
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -20,6 +20,7 @@ from idp.models import AuditEvent, User
 from idp.models.base import utcnow
 from idp.services.user_agents import describe_user_agent
 from idp.session_statements import statements_of
+from idp.thin_statements import Inserts
 
 #: The actor of an action taken with the ``idp`` command line (no user is signed in there).
 CLI_ACTOR = "cli"
@@ -72,15 +73,18 @@ def write(
     subject_id: str | None = None,
     client_id: str | None = None,
     context: RequestContext | None = None,
+    after: Sequence[Inserts] = (),
     **details: Any,
 ) -> None:
     """``record`` for the sign-in's hot path: the same row, in the same transaction, inserted at
     once by one prepared Core statement rather than an ORM object flushed later
     (docs/performance.md); for callers that need nothing of the row back. Rows ``hold`` kept
-    for this transaction go in the same statement, before this one."""
+    for this transaction go in the same statement, before this one. ``after``: rows of other
+    tables that the event is about (a code and its grant), inserted first, in the same
+    statement on PostgreSQL (idp.thin_statements ``inserts_together``)."""
     row = _row(kind, outcome, subject_id, client_id, context, details)
     held: list[dict[str, Any]] | None = db.info.pop(_HELD, None)
-    _insert(db, [*held, row] if held else [row])
+    _insert(db, [*held, row] if held else [row], after)
     metrics.audit_event_recorded(kind, outcome, details)
 
 
@@ -133,15 +137,18 @@ def _send_held(session: Session) -> None:
         _insert(session, held)
 
 
-def _insert(db: Session, rows: list[dict[str, Any]]) -> None:
+def _insert(db: Session, rows: list[dict[str, Any]], after: Sequence[Inserts] = ()) -> None:
     """``rows`` by one INSERT: a multi-row ``VALUES`` built once per row count, sent as the
     transaction's thin statement (idp.session_statements), for the one or two rows a request
-    writes; Core's ``executemany`` for more."""
-    if len(rows) > len(_INSERT_ROWS):
+    writes, after ``after`` (in the same statement where the database allows it); Core's
+    ``executemany`` for more."""
+    statements = statements_of(db)
+    if len(rows) > _MOST_ROWS:
+        if after:
+            statements.write_together(after)
         db.connection().execute(_INSERT_EVENT, rows)
         return
-    numbered = {f"{key}_{n}": value for n, row in enumerate(rows) for key, value in row.items()}
-    statements_of(db).write(_INSERT_ROWS[len(rows) - 1], numbered)
+    statements.write_together([*after, Inserts(_AUDIT_EVENTS, tuple(rows))])
 
 
 @listens_for(Session, "after_transaction_end")
@@ -153,21 +160,9 @@ def _drop_held(session: Session, transaction: SessionTransaction) -> None:
 
 #: Built once (``write``).
 _INSERT_EVENT = insert(AuditEvent)
-#: The columns ``_row`` gives, and the INSERT of one and of two such rows, their parameters
-#: numbered by row (``_insert``).
-_ROW_COLUMNS = tuple(_row("", "", None, None, None, {}))
-
-
-def _insert_of(count: int) -> Any:
-    # Typed by hand: SQLAlchemy gives a column's type to the first row's parameters only.
-    columns = AuditEvent.__table__.c
-    return insert(AuditEvent).values([
-        {key: bindparam(f"{key}_{n}", type_=columns[key].type) for key in _ROW_COLUMNS}
-        for n in range(count)
-    ])  # fmt: skip
-
-
-_INSERT_ROWS = (_insert_of(1), _insert_of(2))
+_AUDIT_EVENTS = AuditEvent.__table__
+#: The most rows one thin multi-row INSERT takes (a request writes one or two: ``_insert``).
+_MOST_ROWS = 2
 
 
 # -- reading the log: one filter for the admin page, the exports and ``idp audit export`` --------

@@ -30,23 +30,22 @@ from idp.services.consume import consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.services.refresh_tokens import (
     FIND_REFRESH_TOKEN,
-    INSERT_REFRESH_TOKEN,
     SPEND_REFRESH_TOKEN,
     SPENT_REFRESH_TOKEN,
     RefreshRedemption,
     refresh_token_digest,
-    refresh_token_row,
     rotated,
 )
 from idp.services.spent_codes import FIND_CODE, SPEND_CODE, SpentCode, code_digest, spent_code
 from idp.session_statements import statements_of
+from idp.thin_statements import Inserts
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads, ThinTransaction
 
-#: Built once (``GrantService.issue_code``).
-_INSERT_GRANT = insert(Grant)
-_INSERT_CODE = insert(AuthorizationCode)
+#: The tables ``GrantService.new_code`` inserts into.
+_GRANTS = Grant.__table__
+_CODES = AuthorizationCode.__table__
 
 
 def _grant_values(
@@ -62,8 +61,10 @@ CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
 
 #: Built once: its compiled form is cached, and executed on the session's connection it skips
-#: the ORM's flush (``record_access_token``).
+#: the ORM's flush (``record_access_token_alone``).
 _INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
+_ACCESS_TOKENS = AccessToken.__table__
+_REFRESH_TOKENS = RefreshToken.__table__
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def record_access_token_alone(statements: ThinReads, issued: IssuedAccessToken) 
     """Record an access token that is its request's only write, committed on its own
     (idp.thin_reads ``write_alone``): a client-credentials grant whose client came from the cache
     opened no Session, and its token needs nothing else in its transaction (RFC 6749 4.4.3: no
-    refresh token, no grant). The same row as ``GrantService.record_access_token``."""
+    refresh token, no grant). The same row as ``token_rows``."""
     statements.write_alone(_INSERT_ACCESS_TOKEN, issued.row())
 
 
@@ -105,11 +106,20 @@ def record_rotation_apart(
     transaction: ThinTransaction, issued: IssuedAccessToken, refresh_token: dict[str, Any] | None
 ) -> None:
     """The new access token, and refresh token if any (``refresh_token_row``), of a rotation
-    spent by ``spend_refresh_token_apart``, in its transaction: the rows ``record_access_token``
-    and ``record_refresh_token`` write."""
-    transaction.write(_INSERT_ACCESS_TOKEN, issued.row())
+    spent by ``spend_refresh_token_apart``, in its transaction (``token_rows``)."""
+    transaction.write_together(token_rows(issued, refresh_token))
+
+
+def token_rows(issued: IssuedAccessToken, refresh_token: dict[str, Any] | None) -> list[Inserts]:
+    """The rows of a token response: the access token, recorded with the hash of its compact
+    string, which the bearer endpoints look it up by (idp.services.tokens.find_access_token), and
+    the refresh token if any (``refresh_token_row``). Inserted together, one statement on
+    PostgreSQL (idp.thin_statements ``inserts_together``); nothing in the request reads them
+    back, so the ORM's unit of work would only add cost."""
+    parts = [Inserts(_ACCESS_TOKENS, (issued.row(),))]
     if refresh_token is not None:
-        transaction.write(INSERT_REFRESH_TOKEN, refresh_token)
+        parts.append(Inserts(_REFRESH_TOKENS, (refresh_token,)))
+    return parts
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ class GrantService:
         self.db = db
 
     # -- authorization codes --------------------------------------------------------------------
-    def issue_code(
+    def new_code(
         self,
         *,
         user: User,
@@ -137,24 +147,25 @@ class GrantService:
         request: CodeRequest,
         ttl: int,
         now: datetime,
-    ) -> str:
-        """A code for ``request`` and its grant (``open_grant``'s row): two prepared Core INSERTs
-        in the request's transaction, no ORM objects (nothing here reads them back)."""
+    ) -> tuple[str, list[Inserts]]:
+        """A code for ``request`` and the rows that store it and its grant (``open_grant``'s
+        row), for the caller to insert with the event that audits the code (``audit.write``'s
+        ``after``): one statement on PostgreSQL, prepared Core INSERTs on SQLite, in the request's
+        transaction, no ORM objects (nothing here reads them back)."""
         grant_id = random_id()
         code = new_secret(32)
-        statements = statements_of(self.db)
-        statements.write(_INSERT_GRANT, {
+        grant = {
             "id": grant_id, "created_at": now, "revoked_at": None, "revoked_reason": None,
             **_grant_values(user, client, session, request.scope),
-        })  # fmt: skip
-        statements.write(_INSERT_CODE, {
+        }  # fmt: skip
+        stored = {
             "code_hash": token_hash(code), "grant_id": grant_id, "client_id": client.client_id,
             "redirect_uri": request.redirect_uri, "scope": request.scope, "nonce": request.nonce,
             "code_challenge": request.code_challenge,
             "code_challenge_method": request.code_challenge_method,
             "expires_at": now + timedelta(seconds=ttl), "consumed_at": None,
-        })  # fmt: skip
-        return code
+        }  # fmt: skip
+        return code, [Inserts(_GRANTS, (grant,)), Inserts(_CODES, (stored,))]
 
     def open_grant(
         self, *, user: User, client: Client, session: BrowserSession, scope: str, now: datetime
@@ -207,24 +218,6 @@ class GrantService:
             self.revoke_grant(found.grant_id, CODE_REPLAY, now)
 
     # -- refresh tokens -------------------------------------------------------------------------
-    def record_refresh_token(
-        self,
-        token: str,
-        *,
-        grant_id: str,
-        client_id: str,
-        scope: str,
-        ttl: int,
-        now: datetime,
-        parent_hash: str | None = None,
-    ) -> None:
-        """Store a refresh token (``refresh_token_row``). One Core INSERT, sent at once: nothing
-        in the request reads the row back through the ORM."""
-        self.db.connection().execute(INSERT_REFRESH_TOKEN, refresh_token_row(
-            token, grant_id=grant_id, client_id=client_id, scope=scope, ttl=ttl, now=now,
-            parent_hash=parent_hash,
-        ))  # fmt: skip
-
     def redeem_refresh_token(
         self, token: str, client_id: str, now: datetime, retry_grace: timedelta = timedelta(0)
     ) -> RefreshRedemption:
@@ -306,13 +299,13 @@ class GrantService:
         return self.db.get(RefreshToken, token_hash(token))
 
     # -- access tokens --------------------------------------------------------------------------
-    def record_access_token(self, issued: IssuedAccessToken) -> None:
-        """Record an issued access token with the hash of its compact string, which the bearer
-        endpoints look it up by (idp.services.tokens.find_access_token). One Core INSERT in the
-        request's transaction: nothing in the request reads the row back, so the ORM's unit of
-        work would only add cost; its grant is already stored (a code's, a refresh token's, a
-        device authorization's) or None."""
-        self.db.connection().execute(_INSERT_ACCESS_TOKEN, issued.row())
+    def record_tokens(
+        self, issued: IssuedAccessToken, refresh_token: dict[str, Any] | None
+    ) -> None:
+        """A token response's rows (``token_rows``) in the request's transaction; the access
+        token's grant is already stored (a code's, a refresh token's, a device authorization's)
+        or None."""
+        statements_of(self.db).write_together(token_rows(issued, refresh_token))
 
     def revoke_access_token(self, jti: str, now: datetime) -> None:
         """RFC 7009 2.2: the token is refused from now on; a second revocation keeps the first

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, select
 
 from idp.models import Client, Grant, RefreshToken, User
 from idp.services.consume import consume_once_statement
@@ -112,7 +112,6 @@ SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("dige
 FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
     _rt.token_hash == bindparam("digest")
 )
-INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
 
 
 def refresh_token_digest(token: str) -> str | None:
