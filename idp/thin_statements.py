@@ -113,7 +113,7 @@ class Inserts:
 
 def inserts_together(
     parts: Sequence[Inserts], *, one_statement: bool
-) -> list[tuple[UpdateBase, dict[str, Any]]]:
+) -> list[tuple[UpdateBase, Mapping[str, Any]]]:
     """The statements, with their parameters, that insert ``parts`` in their order.
 
     With ``one_statement`` (PostgreSQL), one statement: the earlier parts are data-modifying
@@ -124,33 +124,39 @@ def inserts_together(
     ``WITH``, and there each part is its own statement, as before. The statements are built once
     per shape (tables, columns, row counts) and kept, so each is compiled once per dialect
     (idp.thin_reads)."""
-    tables = tuple((part.table, tuple(part.rows[0]), len(part.rows)) for part in parts)
-    statements = _TOGETHER.get((one_statement, tables))
+    shape = tuple((part.table, tuple(part.rows[0]), len(part.rows)) for part in parts)
+    statements = _TOGETHER.get((one_statement, shape))
     if statements is None:
-        statements = _TOGETHER[one_statement, tables] = _build_together(tables, one_statement)
-    values = {
-        f"p{index}_{n}_{key}": value
-        for index, part in enumerate(parts)
-        for n, row in enumerate(part.rows)
-        for key, value in row.items()
-    }
+        statements = _TOGETHER[one_statement, shape] = _build_together(shape, one_statement)
     if one_statement:
-        return [(statements[0][0], values)]
-    return [(statement, {name: values[name] for name in names}) for statement, names in statements]
+        values = {
+            f"p{index}_{n}_{key}": value
+            for index, part in enumerate(parts)
+            for n, row in enumerate(part.rows)
+            for key, value in row.items()
+        }
+        return [(statements[0], values)]
+    return [
+        (statement, part.rows[0] if len(part.rows) == 1 else _numbered(part.rows))
+        for statement, part in zip(statements, parts, strict=True)
+    ]
 
 
-def _build_together(
-    shape: Sequence[tuple[Any, tuple[str, ...], int]], one: bool
-) -> list[tuple[UpdateBase, tuple[str, ...]]]:
+def _numbered(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {f"{key}_{n}": value for n, row in enumerate(rows) for key, value in row.items()}
+
+
+def _build_together(shape: Sequence[tuple[Any, tuple[str, ...], int]], one: bool) -> list[Any]:
+    """The statements of ``inserts_together`` for ``shape``. Their bind names: ``p{part}_{row}_
+    {column}`` in the one statement; apart, the column's key for a row alone, ``{column}_{row}``
+    for several."""
     from sqlalchemy import bindparam, insert
 
-    built: list[tuple[UpdateBase, tuple[str, ...]]] = []
+    def name(index: int, n: int, key: str, count: int) -> str:
+        return f"p{index}_{n}_{key}" if one else key if count == 1 else f"{key}_{n}"
+
+    built = []
     for index, (table, keys, count) in enumerate(shape):
-        # Typed by hand: SQLAlchemy types only the first row's parameters of a multi-row VALUES.
-        statement = insert(table).values([
-            {key: bindparam(f"p{index}_{n}_{key}", type_=table.c[key].type) for key in keys}
-            for n in range(count)
-        ])  # fmt: skip
         missing = [
             column.key
             for column in table.c
@@ -158,15 +164,16 @@ def _build_together(
         ]
         if missing:
             raise ValueError(f"{table.name}: rows must name {missing} (Python-side defaults)")
-        names = tuple(f"p{index}_{n}_{key}" for n in range(count) for key in keys)
-        built.append((statement, names))
+        # Typed by hand: SQLAlchemy types only the first row's parameters of a multi-row VALUES.
+        built.append(insert(table).values([
+            {key: bindparam(name(index, n, key, count), type_=table.c[key].type) for key in keys}
+            for n in range(count)
+        ]))  # fmt: skip
     if not one or len(built) == 1:
         return built
-    *earlier, (last, _) = built
-    ctes = [statement.cte(f"w{index}") for index, (statement, _) in enumerate(earlier)]
-    return [(last.add_cte(*ctes), tuple(name for _, names in built for name in names))]
+    *earlier, last = built
+    return [last.add_cte(*(statement.cte(f"w{i}") for i, statement in enumerate(earlier)))]
 
 
-#: ``inserts_together``'s statements by shape, with their bind names. A handful of shapes exist
-#: (idp's callers).
-_TOGETHER: dict[tuple[Any, ...], list[tuple[UpdateBase, tuple[str, ...]]]] = {}
+#: ``inserts_together``'s statements by shape. A handful of shapes exist (idp's callers).
+_TOGETHER: dict[tuple[Any, ...], list[Any]] = {}
