@@ -14,6 +14,10 @@ a few seconds with tiny counts). For each database it starts ``idp serve --produ
 - SQL statements and commits per sign-in (a restart with ``IDP_STATEMENT_COUNTS_DIR``);
 - resident memory of each worker after the run.
 
+With both databases and one server setting, both servers run at once and the scenarios take turns
+between them (``interleaved``), so that the PostgreSQL / SQLite ratios carry none of the
+machine's drift over the run.
+
 Each figure is printed beside its target, a ratio to figures of the same run (bench/report.py,
 which also writes ``--json FILE``). ``--peer`` measures idp beside a certified peer instead
 (bench/peer.py).
@@ -33,7 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,19 @@ SMOKE = Sizes(
 
 
 # -- servers --------------------------------------------------------------------------------------
+@contextmanager
+def database_urls(names: list[str]) -> Iterator[list[tuple[str, str | None]]]:
+    """(name, URL) of every database in ``names``, all at once (``databases`` gives them one
+    after the other); PostgreSQL's is a throw-away database, dropped at the end."""
+    from tests.conftest import throwaway_postgres_database
+
+    with ExitStack() as stack:
+        yield [
+            (name, None if name == "sqlite" else stack.enter_context(throwaway_postgres_database()))
+            for name in names
+        ]
+
+
 @contextmanager
 def databases(names: list[str]) -> Iterator[Iterator[tuple[str, str | None]]]:
     """(name, URL) per database; PostgreSQL is a throw-away database on the machine's server."""
@@ -177,11 +194,12 @@ def argon2_per_cpu_second(count: int, processes: int) -> float:
 # -- one server on one database -------------------------------------------------------------------
 def measure_idp(
     idp: LiveIdp, fx: flows.Fixture, sizes: Sizes, processes: int, threads: int
-) -> list[load.Measurement]:
+) -> Iterator[load.Measurement]:
+    """The scenarios on one server, one at a time: each is measured when the next measurement is
+    asked for, so that ``interleaved`` can take turns between databases."""
     assert idp.process is not None
     pgid = idp.process.pid
     url = fx.url
-    rows: list[load.Measurement] = []
 
     def fresh_browser(_index: int) -> Browser:
         return Browser(url)
@@ -225,7 +243,6 @@ def measure_idp(
             rate=rate,
         )
         print(f"  {row_text(measured)}", file=sys.stderr, flush=True)
-        rows.append(measured)
         return measured
 
     passkey = scenario(
@@ -234,9 +251,10 @@ def measure_idp(
         fresh_browser,
         lambda b: flows.passkey_flow(fx, b),
     )
+    yield passkey
     # ~70 % of the saturation rate measured just now, offered on a fixed schedule.
     paced_rate = max(1.0, 0.7 * passkey.rate)
-    scenario(
+    yield scenario(
         "passkey at 70 % load",
         sizes.paced_passkey,
         fresh_browser,
@@ -255,18 +273,41 @@ def measure_idp(
             next_user.value += 1
         flows.password_totp_sign_in(fx, browser, *users[index])
 
-    scenario("password + TOTP sign-in", sizes.password_totp, fresh_browser, totp_sign_in)
-    scenario(
+    yield scenario("password + TOTP sign-in", sizes.password_totp, fresh_browser, totp_sign_in)
+    yield scenario(
         "refresh grant (rotation)", sizes.refresh, token_holder, lambda h: flows.refresh(fx, h)
     )
-    scenario(
+    yield scenario(
         "client credentials",
         sizes.requests,
         fresh_browser,
         lambda b: flows.client_credentials(fx, b),
     )
-    scenario("userinfo", sizes.requests, token_holder, lambda h: flows.userinfo(fx, h))
-    scenario("introspection", sizes.requests, token_holder, lambda h: flows.introspect(fx, h))
+    yield scenario("userinfo", sizes.requests, token_holder, lambda h: flows.userinfo(fx, h))
+    yield scenario("introspection", sizes.requests, token_holder, lambda h: flows.introspect(fx, h))
+
+
+def interleaved(
+    runs: dict[str, Iterator[load.Measurement]],
+) -> dict[str, list[load.Measurement]]:
+    """Each scenario on every database in turn, the order alternating from one scenario to the
+    next (ABBA), all servers up: the machine's speed drifts over a run (docs/performance.md),
+    and measured one database after the other, minutes apart, that drift would be in the
+    PostgreSQL / SQLite ratio. Each database's scenarios keep their own order."""
+    rows: dict[str, list[load.Measurement]] = {name: [] for name in runs}
+    names = list(runs)
+    turn = 0
+    while runs:
+        for name in names if turn % 2 == 0 else names[::-1]:
+            if name not in runs:
+                continue
+            print(f"{name}:", file=sys.stderr, flush=True)
+            measured = next(runs[name], None)
+            if measured is None:
+                del runs[name]
+            else:
+                rows[name].append(measured)
+        turn += 1
     return rows
 
 
@@ -446,40 +487,55 @@ def main(argv: list[str] | None = None) -> None:
     reports: list[Report] = []
     with (
         tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp,
-        databases(names or ["sqlite", "postgresql"]) as each,
+        database_urls(names or ["sqlite", "postgresql"]) as urls,
+        ExitStack() as serving,
     ):
-        for database, url in each:
+        started: dict[str, tuple[LiveIdp, flows.Fixture]] = {}
+        for database, url in urls:
             directory = Path(tmp) / database
             directory.mkdir()
-            with start_live_idp(
+            idp = serving.enter_context(start_live_idp(
                 directory, database_url=url, production=True, server=servers[0],
                 env=flows.BENCH_ENV,
-            ) as idp:  # fmt: skip
-                fx = flows.setup(idp, int(group_count or 0), int(map_count or 0))
-                for server in servers:
+            ))  # fmt: skip
+            started[database] = (idp, flows.setup(idp, int(group_count or 0), int(map_count or 0)))
+        # One server setting and more than one database: every database's server up at once, the
+        # scenarios taking turns between them (``interleaved``).
+        side_by_side: dict[str, list[load.Measurement]] = {}
+        if len(servers) == 1 and len(started) > 1 and not args.only_groups:
+            for _, fx in started.values():
+                flows.passkey_flow(fx, Browser(fx.url))  # warm the workers a little
+            side_by_side = interleaved({
+                database: measure_idp(idp, fx, sizes, args.processes, args.threads)
+                for database, (idp, fx) in started.items()
+            })  # fmt: skip
+        for database, (idp, fx) in started.items():
+            for server in servers:
+                if server != idp.server:
+                    idp.stop()
+                    idp.server = server
+                    idp.start()
+                report = Report(database, server, argon2_per_cpu_second=argon2_before)
+                if database in side_by_side:
+                    report.rows = side_by_side[database]
+                elif not args.only_groups:
                     print(f"{database}, {server}:", file=sys.stderr, flush=True)
-                    if server != idp.server:
-                        idp.stop()
-                        idp.server = server
-                        idp.start()
                     flows.passkey_flow(fx, Browser(fx.url))  # warm the workers a little
-                    report = Report(database, server, argon2_per_cpu_second=argon2_before)
-                    if not args.only_groups:
-                        report.rows = measure_idp(idp, fx, sizes, args.processes, args.threads)
-                    assert idp.process is not None
-                    report.memory = load.resident_memory(idp.process.pid)
-                    if group_count:
-                        report.groups_label = args.groups
-                        report.group_rounds = compare_groups(
-                            idp, fx, max(1, sizes.passkey // 4), args.rounds,
-                            args.processes, args.threads,
-                        )  # fmt: skip
-                    reports.append(report)
-                idp.server = servers[0]
-                statements = count_statements(idp, fx, sizes.counted_sign_ins)
-                for report in reports:
-                    if report.database == database:
-                        report.statements = statements
+                    report.rows = list(measure_idp(idp, fx, sizes, args.processes, args.threads))
+                assert idp.process is not None
+                report.memory = load.resident_memory(idp.process.pid)
+                if group_count:
+                    report.groups_label = args.groups
+                    report.group_rounds = compare_groups(
+                        idp, fx, max(1, sizes.passkey // 4), args.rounds,
+                        args.processes, args.threads,
+                    )  # fmt: skip
+                reports.append(report)
+            idp.server = servers[0]
+            statements = count_statements(idp, fx, sizes.counted_sign_ins)
+            for report in reports:
+                if report.database == database:
+                    report.statements = statements
     hello_after = measure_hello(servers, sizes, args.processes, args.threads)
     argon2_after = argon2_per_cpu_second(sizes.argon2, cpu_count())
     argon2 = 2 / (1 / argon2_before + 1 / argon2_after)  # equal counts: CPU pooled

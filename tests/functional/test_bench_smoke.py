@@ -57,6 +57,11 @@ def test_bench_smoke_prints_every_figure_on_both_databases(tmp_path: Path) -> No
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
+    # Both servers up, the scenarios taking turns between the databases, the order alternating
+    # (bench/run.py ``interleaved``): seven scenarios each, then the end of each generator.
+    turns = [line for line in completed.stderr.splitlines() if line in ("sqlite:", "postgresql:")]
+    assert turns[:4] == ["sqlite:", "postgresql:", "postgresql:", "sqlite:"], turns
+    assert turns.count("sqlite:") == turns.count("postgresql:") == 7 + 1, turns
     report = completed.stdout
     assert re.search(r"Argon2id verification alone .*: [\d.]+ per CPU-second", report)
     every_section = re.split(r"^## ", report, flags=re.MULTILINE)[1:]
