@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import pyotp
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
@@ -37,6 +38,7 @@ from tests.support.factories import create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, query_of, shown_pending_id
 from tests.support.http_flows import ParallelPasskeyAnswer
 from tests.support.live import LiveIdp
+from tests.support.node_caches import hold_node_caches
 from tests.support.passkey_flow import PasskeyPages, csrf_meta, page_options
 
 PASSWORD = "correct horse battery staple 7"
@@ -307,13 +309,14 @@ def test_redis_counts_both_counters_in_one_round_trip_and_a_success_releases_the
 
 
 def test_a_refresh_spends_its_token_and_checks_its_grant_in_one_statement(
-    storage_app: Flask,
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """docs/performance.md: the rotation is the spend (one ``UPDATE ... RETURNING`` that reads
     the grant's revocation and the user's disabling by subquery), the new refresh token's and
     access token's INSERTs; the client comes from this process's cache (the code exchange
     before it read it). The replay rule beside it: the old token presented again after its
     successor was used revokes the grant, so the newest token is refused too (RFC 9700 4.14.2)."""
+    hold_node_caches(monkeypatch, storage_app)  # the counts below must not depend on the clock
     user = create_user(storage_app)
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
     tokens = rp.tokens_for(user)
@@ -340,10 +343,11 @@ def test_a_refresh_spends_its_token_and_checks_its_grant_in_one_statement(
 
 
 def test_client_credentials_read_no_client_when_cached_and_insert_one_row(
-    storage_app: Flask,
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client-credentials grant is one INSERT (the access token, revocable) once this process
     holds the client (idp.services.client_cache); disabling the client here counts at once."""
+    hold_node_caches(monkeypatch, storage_app)  # the counts below must not depend on the clock
     machine = create_client(storage_app, name="m2m", grant_types=["client_credentials"])
     browser = storage_app.test_client()
     form = {"grant_type": "client_credentials"}
@@ -608,7 +612,9 @@ def _together(app: Flask) -> bool:
         return bool(db.engine.dialect.name == "postgresql")
 
 
-def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app: Flask) -> None:
+def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The whole sign-in a relying party starts (docs/architecture.md, "A passkey sign-in, step
     by step"): three requests, since the authorization endpoint answers with the sign-in page,
     the page carries the passkey request options and the verify answers with the redirect URI
@@ -616,6 +622,7 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     reads and writes nothing more, the challenge is spent by one conditional
     INSERT, the sign-in and the code are audited in the same transaction, the pending request is
     spent by one conditional UPDATE."""
+    hold_node_caches(monkeypatch, storage_app)  # the counts below must not depend on the clock
     user = create_user(storage_app)
     pages = PasskeyPages(storage_app.test_client())
     pages.sign_in_with_password(user)

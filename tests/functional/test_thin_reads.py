@@ -38,6 +38,7 @@ from tests.conftest import _empty_tables
 from tests.functional.test_round_trips import PASSWORD, _post_password, _user_with_totp
 from tests.support.factories import create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token
+from tests.support.node_caches import hold_node_caches
 
 
 def _reads(app: Flask) -> ThinReads:
@@ -107,8 +108,10 @@ def test_a_driver_error_is_sqlalchemy_s_and_hides_the_parameters(storage_app: Fl
     assert _reads(storage_app).first(_BY_HASH, {"digest": token_hash(token)}) is not None
 
 
-def _sessions_opened(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The ORM Sessions the scoped session makes from now on (until the monkeypatch undoes it)."""
+def _sessions_opened(monkeypatch: pytest.MonkeyPatch, app: Flask) -> list[object]:
+    """The ORM Sessions the scoped session makes from now on (until the monkeypatch undoes it).
+    The node's caches that the test filled are held until it ends (tests.support.node_caches)."""
+    hold_node_caches(monkeypatch, app)
     opened: list[object] = []
     registry = db.session.registry
     create = registry.createfunc
@@ -130,7 +133,7 @@ def test_userinfo_and_introspection_open_no_orm_session(
     assert secret is not None
     auth = (rp.registered.client_id, secret)
     assert rp.browser.post("/introspect", data={"token": token}, auth=auth).status_code == 200
-    opened = _sessions_opened(monkeypatch)
+    opened = _sessions_opened(monkeypatch, app)
     assert rp.userinfo(token).status_code == 200
     introspected = rp.browser.post("/introspect", data={"token": token}, auth=auth)
     assert introspected.get_json()["active"] is True
@@ -222,7 +225,7 @@ def test_a_client_credentials_token_is_committed_alone_without_an_orm_session(
     browser = storage_app.test_client()
     form = {"grant_type": "client_credentials"}
     assert browser.post("/token", data=form, auth=auth).status_code == 200  # the cache is warm
-    opened = _sessions_opened(monkeypatch)
+    opened = _sessions_opened(monkeypatch, storage_app)
     granted = browser.post("/token", data=form, auth=auth)
     assert granted.status_code == 200, granted.text
     assert "refresh_token" not in granted.get_json()
@@ -259,7 +262,7 @@ def test_a_password_and_totp_sign_in_counts_alone_and_shows_its_second_step_with
     try:
         browser = storage_app.test_client()
         assert _post_password(browser, email, PASSWORD).headers["Location"].endswith("second-step")
-        opened = _sessions_opened(monkeypatch)
+        opened = _sessions_opened(monkeypatch, storage_app)
         page = browser.get("/login/second-step")
         assert page.status_code == 200
         assert opened == []
@@ -381,7 +384,7 @@ def test_a_refresh_rotates_in_a_thin_transaction_without_an_orm_session(
     replay still goes through the Session and revokes the family (RFC 9700 4.14.2)."""
     rp, _ = _access_token(storage_app)
     tokens = rp.tokens_for(create_user(storage_app, email="second@example.com"))
-    opened = _sessions_opened(monkeypatch)
+    opened = _sessions_opened(monkeypatch, storage_app)
     with _engine_events(storage_app) as seen:
         rotated = rp.refresh(tokens["refresh_token"])
     assert rotated.status_code == 200, rotated.text

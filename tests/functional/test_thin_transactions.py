@@ -23,7 +23,7 @@ def test_a_new_authorization_request_opens_no_orm_session(
     # The node's first page reads the sign-in policy (then cached: idp.services.sign_in_policy
     # PolicyCache); the sign-in page the endpoint shows reads nothing else and stores nothing.
     rp.authorize()
-    opened = _sessions_opened(monkeypatch)
+    opened = _sessions_opened(monkeypatch, storage_app)
     with _engine_events(storage_app) as seen:
         response = rp.authorize()
     assert sign_in_address(response) is not None  # the sign-in page, shown at once
@@ -41,7 +41,7 @@ def test_a_code_is_spent_and_its_tokens_recorded_in_one_thin_transaction(
     user = create_user(storage_app)
     rp.tokens_for(user)  # the client is then in the token side's cache
     code = rp.obtain_code(user)["code"]
-    opened = _sessions_opened(monkeypatch)
+    opened = _sessions_opened(monkeypatch, storage_app)
     with _engine_events(storage_app) as seen:
         exchanged = rp.exchange(code)
     assert exchanged.status_code == 200, exchanged.text
