@@ -70,6 +70,14 @@ def statements(app: Flask, *, commits: bool = False) -> Iterator[list[str]]:
             event.remove(engine, "commit", committed)
 
 
+@pytest.fixture(autouse=True)
+def _caches_held(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statement counts here must not depend on the clock: what a test fills in the node's
+    caches stays trusted until it ends (tests.support.node_caches)."""
+    if "storage_app" in request.fixturenames:
+        hold_node_caches(monkeypatch, request.getfixturevalue("storage_app"))
+
+
 def _verbs(sent: list[str]) -> list[str]:
     """What each statement does, and to which table: ``SELECT partial_logins``, ``INSERT
     attempt_counters``, ``COMMIT``."""
@@ -309,14 +317,13 @@ def test_redis_counts_both_counters_in_one_round_trip_and_a_success_releases_the
 
 
 def test_a_refresh_spends_its_token_and_checks_its_grant_in_one_statement(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+    storage_app: Flask,
 ) -> None:
     """docs/performance.md: the rotation is the spend (one ``UPDATE ... RETURNING`` that reads
     the grant's revocation and the user's disabling by subquery), the new refresh token's and
     access token's INSERTs; the client comes from this process's cache (the code exchange
     before it read it). The replay rule beside it: the old token presented again after its
     successor was used revokes the grant, so the newest token is refused too (RFC 9700 4.14.2)."""
-    hold_node_caches(monkeypatch, storage_app)  # the counts below must not depend on the clock
     user = create_user(storage_app)
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
     tokens = rp.tokens_for(user)
@@ -343,11 +350,10 @@ def test_a_refresh_spends_its_token_and_checks_its_grant_in_one_statement(
 
 
 def test_client_credentials_read_no_client_when_cached_and_insert_one_row(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+    storage_app: Flask,
 ) -> None:
     """A client-credentials grant is one INSERT (the access token, revocable) once this process
     holds the client (idp.services.client_cache); disabling the client here counts at once."""
-    hold_node_caches(monkeypatch, storage_app)  # the counts below must not depend on the clock
     machine = create_client(storage_app, name="m2m", grant_types=["client_credentials"])
     browser = storage_app.test_client()
     form = {"grant_type": "client_credentials"}
@@ -612,9 +618,7 @@ def _together(app: Flask) -> bool:
         return bool(db.engine.dialect.name == "postgresql")
 
 
-def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app: Flask) -> None:
     """The whole sign-in a relying party starts (docs/architecture.md, "A passkey sign-in, step
     by step"): three requests, since the authorization endpoint answers with the sign-in page,
     the page carries the passkey request options and the verify answers with the redirect URI
@@ -622,7 +626,6 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(
     reads and writes nothing more, the challenge is spent by one conditional
     INSERT, the sign-in and the code are audited in the same transaction, the pending request is
     spent by one conditional UPDATE."""
-    hold_node_caches(monkeypatch, storage_app)  # the counts below must not depend on the clock
     user = create_user(storage_app)
     pages = PasskeyPages(storage_app.test_client())
     pages.sign_in_with_password(user)
