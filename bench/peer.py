@@ -51,7 +51,7 @@ from urllib.parse import urlencode, urlsplit
 from bench import flows, load, wrk
 from bench.client import Browser, Reply
 from bench.report import KEYS
-from bench.run import databases, hello_server
+from bench.run import database_urls, hello_server
 from idp.serving import cpu_count
 from tests.support.http_flows import expect, query_of, s256
 from tests.support.live import free_port, start_live_idp
@@ -396,11 +396,11 @@ def main(args: argparse.Namespace, names: list[str], server: str) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="idp-bench-peer-") as tmp,
         peer_server(cache, Path(tmp) / "peer.log") as peer,
-        databases(names) as each,
+        database_urls(names) as urls,
     ):
         _pinned(peer.pid)
         print(f"peer: {_versions(cache)} at {peer.url}", file=sys.stderr, flush=True)
-        for database, url in each:
+        for database, url in urls:
             directory = Path(tmp) / database
             directory.mkdir()
             with start_live_idp(

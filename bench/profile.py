@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import flows, load  # noqa: E402
 from bench.client import Browser  # noqa: E402
-from bench.run import databases  # noqa: E402
+from bench.run import database_urls  # noqa: E402
 from tests.support.live import start_live_idp  # noqa: E402
 
 SCENARIOS = ("passkey", "password_totp", "refresh", "client_credentials", "userinfo", "introspect")
@@ -72,9 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="idp-profile-") as tmp,
-        databases([args.database]) as each,
+        database_urls([args.database]) as urls,
     ):
-        _name, url = next(each)
+        [(_name, url)] = urls
         with start_live_idp(
             Path(tmp), database_url=url, production=True, server=args.server,
             env=flows.BENCH_ENV,

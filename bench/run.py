@@ -91,8 +91,8 @@ SMOKE = Sizes(
 # -- servers --------------------------------------------------------------------------------------
 @contextmanager
 def database_urls(names: list[str]) -> Iterator[list[tuple[str, str | None]]]:
-    """(name, URL) of every database in ``names``, all at once (``databases`` gives them one
-    after the other); PostgreSQL's is a throw-away database, dropped at the end."""
+    """(name, URL) of every database in ``names``, all at once; PostgreSQL's is a throw-away
+    database on the machine's server, dropped at the end."""
     from tests.conftest import throwaway_postgres_database
 
     with ExitStack() as stack:
@@ -100,22 +100,6 @@ def database_urls(names: list[str]) -> Iterator[list[tuple[str, str | None]]]:
             (name, None if name == "sqlite" else stack.enter_context(throwaway_postgres_database()))
             for name in names
         ]
-
-
-@contextmanager
-def databases(names: list[str]) -> Iterator[Iterator[tuple[str, str | None]]]:
-    """(name, URL) per database; PostgreSQL is a throw-away database on the machine's server."""
-    from tests.conftest import throwaway_postgres_database
-
-    def each() -> Iterator[tuple[str, str | None]]:
-        for name in names:
-            if name == "sqlite":
-                yield name, None
-            else:
-                with throwaway_postgres_database() as url:
-                    yield name, url
-
-    yield each()
 
 
 @contextmanager

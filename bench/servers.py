@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import flows, load  # noqa: E402
 from bench.client import Browser  # noqa: E402
-from bench.run import databases, hello_server  # noqa: E402
+from bench.run import database_urls, hello_server  # noqa: E402
 from idp.serving import SERVERS  # noqa: E402
 from tests.support.live import start_live_idp  # noqa: E402
 
@@ -35,9 +35,9 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="idp-servers-") as tmp,
-        databases([args.database]) as each,
+        database_urls([args.database]) as urls,
     ):
-        _name, url = next(each)
+        [(_name, url)] = urls
         with start_live_idp(
             Path(tmp), database_url=url, production=True, env=flows.BENCH_ENV
         ) as idp:

@@ -57,7 +57,7 @@ class SessionStatements:
     def write_together(self, parts: Sequence[Inserts]) -> None:
         """Insert ``parts`` in their order: one statement on PostgreSQL, one per part on SQLite
         (idp.thin_statements ``inserts_together``)."""
-        one = self._reads._dialect.name == "postgresql"
+        one = self._reads.inserts_in_one_statement
         for statement, parameters in inserts_together(parts, one_statement=one):
             self._send(statement, parameters, rows=False)
 

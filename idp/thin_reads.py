@@ -103,7 +103,7 @@ class ThinTransaction:
         """Insert ``parts`` in their order: one statement on PostgreSQL, one per part on SQLite
         (idp.thin_statements ``inserts_together``)."""
         reads = self._reads
-        one = reads._dialect.name == "postgresql"
+        one = reads.inserts_in_one_statement
         for statement, parameters in inserts_together(parts, one_statement=one):
             reads._in_transaction(self._cursor, statement, parameters, rows=False)
 
@@ -141,6 +141,9 @@ class ThinReads:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._dialect = engine.dialect
+        #: Whether ``write_together`` sends its inserts as one statement: PostgreSQL's
+        #: data-modifying WITH (idp.thin_statements ``inserts_together``); SQLite has none.
+        self.inserts_in_one_statement = engine.dialect.name == "postgresql"
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._prepared: dict[_Statement, _Prepared] = {}
         self._local = _ThreadConnection()

@@ -62,8 +62,8 @@ REFRESH_TOKEN_REPLAY = "refresh_token_replay"
 
 #: Built once: its compiled form is cached, and executed on the session's connection it skips
 #: the ORM's flush (``record_access_token_alone``).
-_INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
-_ACCESS_TOKENS = AccessToken.__table__
+_ACCESS_TOKENS = cast(Table, AccessToken.__table__)
+_INSERT_ACCESS_TOKEN = insert(_ACCESS_TOKENS)
 _REFRESH_TOKENS = RefreshToken.__table__
 
 
