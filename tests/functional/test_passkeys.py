@@ -781,6 +781,9 @@ def test_second_step_options_list_that_users_passkeys(
     )
 
 
+# The budget's window is a fixed quarter of an hour (idp.services.anonymous): a test that counts
+# across it must not straddle a boundary, so the clock stands still.
+@pytest.mark.usefixtures("clock")
 def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> None:
     """Each options answer stores a challenge: one address gets PER_ADDRESS of
     them per window, then 429 with Retry-After; another address is unaffected."""

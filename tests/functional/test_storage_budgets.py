@@ -30,6 +30,9 @@ from tests.support.passkey_flow import PasskeyPages
 FOUR_KB = 4096
 #: The default budget of pending requests and passkey options per address and window.
 PER_ADDRESS = Settings.anonymous_requests_per_address
+# A budget's window is a fixed quarter of an hour (idp.services.anonymous): a test that counts an
+# address's requests against it must not straddle a boundary, so its clock stands still (the
+# ``clock`` fixture).
 ADDRESS = "203.0.113.9"
 #: What a pending request can hold at most once every parameter is capped: the registered
 #: redirect URI and scopes, plus the capped state, nonce and login_hint, the known acr values,
@@ -107,6 +110,7 @@ def test_200_anonymous_authorize_requests_with_4kb_parameters_store_a_bounded_am
     assert growth == {}, growth
 
 
+@pytest.mark.usefixtures("clock")  # within one budget window (the comment by PER_ADDRESS)
 def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_budget(
     storage_app: Flask, rp: RelyingParty
 ) -> None:
@@ -194,6 +198,7 @@ def test_ipv6_addresses_of_one_64_share_a_budget() -> None:
     assert budget_address("198.51.100.7") == "198.51.100.7"
 
 
+@pytest.mark.usefixtures("clock")  # within one budget window (the comment by PER_ADDRESS)
 def test_pending_authorizations_are_budgeted_per_ipv6_64(
     storage_app: Flask, rp: RelyingParty
 ) -> None:
@@ -229,6 +234,7 @@ MALFORMED_ANSWERS: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.usefixtures("clock")  # within one budget window (the comment by PER_ADDRESS)
 def test_malformed_passkey_answers_do_not_write_an_audit_row_each(storage_app: Flask) -> None:
     """Anyone can post these as fast as they like and they name no account: each one is counted
     (idp_anonymous_rejections_total), one per address and window is audited, with a short user
@@ -260,6 +266,7 @@ def test_malformed_passkey_answers_do_not_write_an_audit_row_each(storage_app: F
     assert _anonymous_rejections("challenge_invalid") - before["challenge_invalid"] == 50
 
 
+@pytest.mark.usefixtures("clock")  # within one budget window (the comment by PER_ADDRESS)
 def test_passkey_answers_within_the_options_budget_store_a_bounded_amount(
     storage_app: Flask,
 ) -> None:
