@@ -10,6 +10,7 @@ in ``bench-profile.txt`` for a flame graph.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -69,6 +70,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--output", type=Path, default=Path("bench-profile.txt"))
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an IDP_* setting for the server, e.g. IDP_ARGON2_MEMORY_KIB=64 to see what a "
+        "password sign-in costs around its hash",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="idp-profile-") as tmp,
@@ -77,14 +86,22 @@ def main() -> None:
         [(_name, url)] = urls
         with start_live_idp(
             Path(tmp), database_url=url, production=True, server=args.server,
-            env=flows.BENCH_ENV,
+            env=flows.BENCH_ENV | dict(item.split("=", 1) for item in args.env),
         ) as idp:  # fmt: skip
             assert idp.process is not None
             fx = flows.setup(idp)
             users = flows.seed_totp_users(
                 idp, 2 * args.count if args.scenario == "password_totp" else 0
             )
-            taken = iter(users)
+            # One user per sign-in: the generator runs in forked processes, so the next user's
+            # index is shared memory, not an iterator each fork would copy and restart.
+            next_user = multiprocessing.get_context("fork").Value("l", 0)
+
+            def take_user() -> tuple[str, str]:
+                with next_user.get_lock():
+                    index = next_user.value
+                    next_user.value += 1
+                return users[index]
 
             def prepare(_index: int) -> object:
                 browser = Browser(fx.url)
@@ -96,7 +113,7 @@ def main() -> None:
                 if args.scenario == "passkey":
                     flows.passkey_flow(fx, state)  # type: ignore[arg-type]
                 elif args.scenario == "password_totp":
-                    flows.password_totp_sign_in(fx, state, *next(taken))  # type: ignore[arg-type]
+                    flows.password_totp_sign_in(fx, state, *take_user())  # type: ignore[arg-type]
                 elif args.scenario == "client_credentials":
                     flows.client_credentials(fx, state)  # type: ignore[arg-type]
                 else:
