@@ -133,6 +133,7 @@ class Container:
                 memory_kib=settings.argon2_memory_kib,
                 time_cost=settings.argon2_time_cost,
                 parallelism=settings.argon2_parallelism,
+                hashes_at_once=settings.argon2_hashes_at_once,
             ),
             client_secrets=KeyedHasher(derive_key(settings.secret_key, "idp client secrets")),
             backup_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp backup codes")),

@@ -76,6 +76,11 @@ class Settings:
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    #: Argon2id computations one worker process runs at once; more wait their turn
+    #: (idp.services.passwords). Several 19 MiB hashes sharing a core evict each other's
+    #: memory from its caches and each costs more CPU (docs/performance.md); with one worker per
+    #: core (``idp serve --production``), 1 keeps one hash per core. 1 to 64.
+    argon2_hashes_at_once: int = 1
 
     #: One-time login links: 15 minutes by default, at most a day.
     login_link_ttl: int = 900
@@ -252,6 +257,8 @@ class Settings:
             raise SettingsError("metrics_token must be at least 32 characters long (or empty)")
         if not 10 <= self.anonymous_requests_per_address <= 1_000_000:
             raise SettingsError("anonymous_requests_per_address must be 10 to 1000000")
+        if not 1 <= self.argon2_hashes_at_once <= 64:
+            raise SettingsError("argon2_hashes_at_once must be 1 to 64")
         if self.trusted_proxies < 0:
             raise SettingsError("trusted_proxies must not be negative")
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in SMTP_SCHEMES:

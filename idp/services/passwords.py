@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -38,7 +39,9 @@ class PasswordCheck:
 
 
 class PasswordService:
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int) -> None:
+    def __init__(
+        self, *, memory_kib: int, time_cost: int, parallelism: int, hashes_at_once: int = 1
+    ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -48,10 +51,18 @@ class PasswordService:
         # Verifying unknown accounts against this keeps timing similar for known and unknown
         # emails (account-enumeration safe).
         self._dummy_hash = self._hasher.hash("idp-dummy-password-for-timing")
+        # At most ``hashes_at_once`` Argon2id computations in this process; a burst of sign-ins
+        # waits its turn. Each fills ``memory_kib`` and reads it back block by block, at indexes
+        # its own data picks (RFC 9106 3.4): with more of them than cores, the scheduler
+        # interleaves them on a core, each evicts the others' blocks from the caches and every
+        # hash costs more CPU (about 30 % more with four per core, docs/performance.md). Waiting
+        # instead keeps the throughput (the cores were busy either way) and bounds the memory.
+        self._hashing = threading.BoundedSemaphore(hashes_at_once)
 
     def hash(self, password: str) -> str:
         self.check_policy(password)
-        return self._hasher.hash(password)
+        with self._hashing:
+            return self._hasher.hash(password)
 
     def rehash(self, password: str) -> str:
         """A new hash of a password that just verified, under the current parameters.
@@ -59,7 +70,8 @@ class PasswordService:
         No policy check: the policy governs passwords being set (NIST SP 800-63B 5.1.1.2), and
         an upgrade on sign-in must not refuse (or crash on) a password chosen under an older one.
         """
-        return self._hasher.hash(password)
+        with self._hashing:
+            return self._hasher.hash(password)
 
     def check_policy(self, password: str) -> None:
         if len(password) < MIN_LENGTH:
@@ -85,6 +97,7 @@ class PasswordService:
 
     def _verify_quietly(self, stored_hash: str, password: str) -> bool:
         try:
-            return self._hasher.verify(stored_hash, password)
+            with self._hashing:
+                return self._hasher.verify(stored_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False

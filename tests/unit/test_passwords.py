@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from idp.services.passwords import MAX_LENGTH, MIN_LENGTH, PasswordPolicyError, PasswordService
@@ -103,3 +106,64 @@ def test_very_long_password_is_refused_when_verified() -> None:
     assert passwords.verify(stored, "x" * MAX_LENGTH).ok is True
     assert passwords.verify(stored, "x" * (MAX_LENGTH + 1)).ok is False
     assert passwords.verify(stored, "x" * 1_000_000).ok is False
+
+
+class _HeldHasher:
+    """Stands in for argon2-cffi's hasher: each verification counts itself in, says so, and
+    stays inside until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most_inside = 0
+        self.lock = threading.Lock()
+        self.entered = threading.Semaphore(0)
+        self.go = threading.Event()
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        self.entered.release()
+        assert self.go.wait(timeout=30)
+        with self.lock:
+            self.inside -= 1
+        return True
+
+    def check_needs_rehash(self, stored_hash: str) -> bool:
+        return False
+
+
+def _waiting_for_a_turn(passwords: PasswordService) -> int:
+    # CPython's Semaphore keeps its waiting threads in its Condition's deque.
+    return len(passwords._hashing._cond._waiters)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_no_more_argon2_computations_run_at_once_than_configured(at_once: int) -> None:
+    """A burst of sign-ins waits its turn instead of interleaving memory-hard hashes on one core
+    (PasswordService: each would evict the others' memory and cost more CPU)."""
+    passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1, hashes_at_once=at_once)
+    stored = passwords.hash(PASSWORD)
+    held = _HeldHasher()
+    passwords._hasher = held  # type: ignore[assignment]
+    callers = [
+        threading.Thread(target=passwords.verify, args=(stored, PASSWORD))
+        for _ in range(at_once + 2)
+    ]
+    try:
+        for caller in callers:
+            caller.start()
+        for _ in range(at_once):
+            assert held.entered.acquire(timeout=30)
+        # The others are parked at the limit, not inside: wait until both are seen waiting.
+        deadline = time.monotonic() + 30
+        while _waiting_for_a_turn(passwords) < 2:
+            assert held.inside == at_once, "a computation started past the limit"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert held.inside == at_once
+    finally:
+        held.go.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert held.most_inside == at_once

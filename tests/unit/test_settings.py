@@ -375,3 +375,18 @@ def test_admin_email_is_one_address_and_local_domains_only_in_development() -> N
         settings_from(production=True, secret_key=SECRET, admin_email="admin@localhost")
     with pytest.raises(SettingsError, match="admin_email"):
         settings_from(admin_email='"root" <root@example.com>')
+
+
+# -- password hashing -----------------------------------------------------------------------------
+@pytest.mark.parametrize("hashes", [0, -1, 65])
+def test_argon2_hashes_at_once_outside_1_to_64_is_refused(hashes: int) -> None:
+    with pytest.raises(SettingsError, match="argon2_hashes_at_once"):
+        settings_from(argon2_hashes_at_once=hashes)
+
+
+def test_the_password_service_runs_as_many_hashes_at_once_as_configured() -> None:
+    from idp.composition import Container
+
+    passwords = Container.build(settings_from(argon2_hashes_at_once=3)).passwords
+    held = [passwords._hashing.acquire(blocking=False) for _ in range(4)]
+    assert held == [True, True, True, False]
