@@ -61,8 +61,7 @@ class PasswordService:
 
     def hash(self, password: str) -> str:
         self.check_policy(password)
-        with self._hashing:
-            return self._hasher.hash(password)
+        return self._new_hash(password)
 
     def rehash(self, password: str) -> str:
         """A new hash of a password that just verified, under the current parameters.
@@ -70,6 +69,9 @@ class PasswordService:
         No policy check: the policy governs passwords being set (NIST SP 800-63B 5.1.1.2), and
         an upgrade on sign-in must not refuse (or crash on) a password chosen under an older one.
         """
+        return self._new_hash(password)
+
+    def _new_hash(self, password: str) -> str:
         with self._hashing:
             return self._hasher.hash(password)
 
