@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
@@ -150,7 +151,6 @@ def _build_together(shape: Sequence[tuple[Any, tuple[str, ...], int]], one: bool
     """The statements of ``inserts_together`` for ``shape``. Their bind names: ``p{part}_{row}_
     {column}`` in the one statement; apart, the column's key for a row alone, ``{column}_{row}``
     for several."""
-    from sqlalchemy import bindparam, insert
 
     def name(index: int, n: int, key: str, count: int) -> str:
         return f"p{index}_{n}_{key}" if one else key if count == 1 else f"{key}_{n}"
