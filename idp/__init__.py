@@ -12,7 +12,6 @@ from typing import Any
 from flask import (
     Flask,
     Response,
-    abort,
     jsonify,
     make_response,
     render_template,
@@ -32,7 +31,7 @@ from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
 from idp.settings import Settings, SettingsError, load_settings
 from idp.thin_reads import ThinReads
-from idp.web.form_request import FORM_TYPES, form_request_class
+from idp.web.form_request import form_request_class, refuse_malformed_input
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -45,13 +44,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update(_flask_config(settings))
     app.request_class = form_request_class(app.config["MAX_CONTENT_LENGTH"])
 
-    if settings.trusted_proxies:
-        # Werkzeug's ProxyFix takes the address the last N trusted hops saw (the right-most
-        # X-Forwarded-For entries), so a client cannot forge its own (RFC 7239 8.1).
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():
@@ -116,12 +108,30 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # First: the request id and the timing cover every other hook (docs/operations.md).
     observability.init_app(app)
     app.after_request(add_security_headers)
-    app.after_request(schedule_prune)
+    after_answer: list[Callable[[Any], Any]] = [schedule_prune]
     if container.reads.checkpoints.interval > 0:  # SQLite on a file
-        app.after_request(schedule_checkpoint)
-    app.after_request(schedule_outbox)
+        after_answer.append(schedule_checkpoint)
+    after_answer.append(schedule_outbox)
+    for schedule in after_answer:
+        app.after_request(schedule)
     app.before_request(_refuse_malformed_input)
     _register_error_pages(app)
+
+    # The token side's hot endpoints below Flask's request machinery, with the same hooks' work
+    # (idp.web.direct); inside ProxyFix, which gives both the client's address.
+    from idp.oidc.token_views import DIRECT_ROUTES
+    from idp.web.direct import DirectEndpoints
+
+    app.wsgi_app = DirectEndpoints(  # type: ignore[method-assign]
+        app, DIRECT_ROUTES, after_answer, functools.partial(note_failure, app)
+    )
+    if settings.trusted_proxies:
+        # Werkzeug's ProxyFix takes the address the last N trusted hops saw (the right-most
+        # X-Forwarded-For entries), so a client cannot forge its own (RFC 7239 8.1).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.wsgi_app = ResponseHeaders(  # type: ignore[method-assign]
         app.wsgi_app,
         secure_transport=settings.secure_transport,
@@ -246,8 +256,12 @@ class JSONProvider(DefaultJSONProvider):
         are fixed once the application runs) instead of a new encoder per answer."""
         if self.compact is False or (self.compact is None and self._app.debug):
             return super().response(*args, **kwargs)  # indented, as Flask's
-        body = self._compact_encoder.encode(self._prepare_response_obj(args, kwargs))
+        body = self.compact_text(self._prepare_response_obj(args, kwargs))
         return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
+
+    def compact_text(self, document: Any) -> str:
+        """``document`` as ``jsonify`` writes it when compact (without its closing newline)."""
+        return self._compact_encoder.encode(document)
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         """``flask.json.dumps``: without arguments of its own (Authlib's token, introspection and
@@ -299,30 +313,7 @@ def _holds_nul(value: Any) -> bool:
 
 
 def _refuse_malformed_input() -> None:
-    """Refuse, with a calm 400, input no view can mean to handle:
-
-    - a query string that is not UTF-8 (RFC 3986 2.5, WHATWG URL): Werkzeug decodes it strictly,
-      so it would otherwise fail in whichever view first reads ``request.args``;
-    - a NUL character in any parameter: no protocol value, email, password or name holds one,
-      and PostgreSQL text can neither store nor compare it (a database error, then a 500).
-    """
-    current = request._get_current_object()  # type: ignore[attr-defined]
-    environ = current.environ
-    sources = []
-    if environ.get("QUERY_STRING"):
-        try:
-            current.query_string.decode()
-        except UnicodeDecodeError:
-            abort(400, description="The request's address is not valid UTF-8.")
-        sources.append(current.args)
-    # Only a form body has form fields; most requests (every GET, every JSON body) have none, and
-    # reading ``request.form`` would build an empty one for them. No Content-Type, no form.
-    if environ.get("CONTENT_TYPE") and current.mimetype in FORM_TYPES:
-        sources.append(current.form)
-    for source in sources:
-        for key, values in source.lists():
-            if "\x00" in key or any("\x00" in value for value in values):
-                abort(400, description="The request contains a NUL character.")
+    refuse_malformed_input(request._get_current_object())  # type: ignore[attr-defined]
 
 
 #: The endpoints whose clients are OAuth clients, not browsers: they always get OAuth's JSON
@@ -342,31 +333,42 @@ def _server_failure(outage: bool) -> Response:
     storage dependency is unavailable, 500 otherwise; OAuth's JSON error for JSON clients (RFC
     6749 4.1.2.1 names ``temporarily_unavailable`` and ``server_error``), a calm page for
     browsers (the same ``Retry-After`` and page as a sign-in refused while Redis is down)."""
-    from idp.unavailable import RETRY_AFTER_SECONDS, TITLE
+    from idp.unavailable import RETRY_AFTER_SECONDS, TITLE, server_failure
 
     status = 503 if outage else 500
     if _wants_json():
-        unavailable = "The service is temporarily unavailable. Try again shortly."
-        error, description = (
-            ("temporarily_unavailable", unavailable)
-            if outage
-            else ("server_error", "An unexpected error occurred.")
-        )
-        response = jsonify(error=error, error_description=description)
-        response.headers["Cache-Control"] = "no-store"
-    else:
-        template, title, message = (
-            ("errors/unavailable.html", TITLE,
-             "idp cannot reach its storage right now. Nothing was lost: try again in a moment.")
-            if outage
-            else ("errors/error.html", "Something went wrong",
-                  "An unexpected error occurred. Please try again.")
-        )  # fmt: skip
-        response = make_response(render_template(template, title=title, message=message))
+        status, body, headers = server_failure(outage)
+        response = jsonify(body)
+        response.headers.update(headers)
+        response.status_code = status
+        return response
+    template, title, message = (
+        ("errors/unavailable.html", TITLE,
+         "idp cannot reach its storage right now. Nothing was lost: try again in a moment.")
+        if outage
+        else ("errors/error.html", "Something went wrong",
+              "An unexpected error occurred. Please try again.")
+    )  # fmt: skip
+    response = make_response(render_template(template, title=title, message=message))
     response.status_code = status
     if outage:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+def note_failure(app: Flask, error: Exception) -> bool:
+    """A request failed on the server's side: its transaction rolled back and the failure
+    logged. True when it failed because storage is unavailable (an outage: 503, not 500)."""
+    outage = is_outage(error)
+    try:
+        db.session.rollback()
+    except Exception:  # the connection the rollback would use may be the one that died
+        app.logger.warning("rollback after a failed request failed too", exc_info=True)
+    if outage:
+        app.logger.error("storage unavailable: %s: %s", type(error).__name__, error)
+    else:
+        app.logger.exception("unhandled error")
+    return outage
 
 
 def _is_api_request() -> bool:
@@ -404,15 +406,7 @@ def _register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:
-        outage = is_outage(error)
-        try:
-            db.session.rollback()
-        except Exception:  # the connection the rollback would use may be the one that died
-            app.logger.warning("rollback after a failed request failed too", exc_info=True)
-        if outage:
-            app.logger.error("storage unavailable: %s: %s", type(error).__name__, error)
-        else:
-            app.logger.exception("unhandled error")
+        outage = note_failure(app, error)
         if _is_api_request():
             from idp.api.problems import Problem, problem_response
 

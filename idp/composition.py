@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.api_tokens import ApiTokenService
-from idp.services.audit import MAX_USER_AGENT, RequestContext
+from idp.services.audit import RequestContext
 from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
 from idp.services.challenges import (
@@ -434,9 +434,7 @@ def clock() -> Clock:
 
 def request_context() -> RequestContext:
     """Who is acting, for the audit log: the client's address and user agent."""
-    # The user agent is only informational: kept short wherever it is stored.
-    user_agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
-    return RequestContext(ip_address=request.remote_addr or "", user_agent=user_agent)
+    return RequestContext.of(request.environ)
 
 
 def services() -> Services:

@@ -29,6 +29,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import quote, quote_plus
@@ -104,8 +105,18 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return value
 
 
+#: The log fields and secrets of the request this context serves outside Flask's request context
+#: (the token side's direct endpoints, idp.web.direct); None otherwise.
+DIRECT_REQUEST: ContextVar[tuple[dict[str, Any], Iterable[str]] | None] = ContextVar(
+    "idp_direct_request", default=None
+)
+
+
 def _request_fields() -> tuple[dict[str, Any], Iterable[str]]:
-    """The current request's log fields and secrets, when a Flask request is being handled."""
+    """The current request's log fields and secrets, when a request is being handled."""
+    direct = DIRECT_REQUEST.get()
+    if direct is not None:
+        return direct
     try:
         from flask import g, has_request_context, request
     except ImportError:  # pragma: no cover - Flask is a dependency; this module must not fail

@@ -14,10 +14,10 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
-from flask import Flask, g, request
+from flask import Flask, Request, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -54,15 +54,10 @@ def _start() -> None:
     # The objects behind Flask's ``request`` and ``g`` proxies, resolved once: each attribute read
     # or written through a proxy looks the context up again (docs/performance.md, "Before and
     # after, per change").
-    environ = request.environ
+    current = request._get_current_object()  # type: ignore[attr-defined]
     state = g._get_current_object()
-    incoming = environ.get(REQUEST_ID_ENVIRON, "")
-    # 128 random bits in hex, the shape of uuid4().hex without building a UUID object.
-    request_id = incoming if WELL_FORMED_REQUEST_ID.match(incoming) else secrets.token_hex(16)
-    state.request_id = environ[RESPONSE_REQUEST_ID] = request_id
-    state.request_started = time.perf_counter()
-    state.log_secrets = RequestSecrets()
-    metrics.request_started()
+    state.request_id, state.request_started = begin(current.environ)
+    state.log_secrets = RequestSecrets(current)
     state.in_progress = True
 
 
@@ -71,44 +66,69 @@ def _finish(response: Response) -> Response:
     started = state.pop("request_started", None)
     if started is None:  # _start did not run (a before_request hook ahead of it failed)
         return response
-    elapsed = time.perf_counter() - started
     current = request._get_current_object()  # type: ignore[attr-defined]
     endpoint = current.endpoint or "none"
     state.log_secrets.response = response
     status = response.status_code
-    method = current.method
+    oauth_error = None
+    grant_type = None
     if endpoint == "oidc.token":
-        grant_type = _grant_type(current)
-        metrics.token_request(grant_type, status, _oauth_error(response))
-    metrics.request_finished(endpoint, method, status, elapsed)
-    level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
-    if log.isEnabledFor(level):
-        method = method if method in HTTP_METHODS else "OTHER"
-        # The line carries the request's fields (idp.json_logs) itself: known here already, and
-        # looking them up again through Flask's proxies was a fifth of the line's cost.
-        request_fields = {"request_id": state.request_id, "method": method, "endpoint": endpoint}
-        duration_ms = round(elapsed * 1000, 2)
-        if level == logging.INFO and write_closing_line(
-            log, f"{method} {endpoint} {status}", request_fields, status, duration_ms
-        ):
-            return response
-        log.log(
-            level,
-            "%s %s %d",
-            method,
-            endpoint,
-            status,
-            extra={
-                "status": status,
-                "duration_ms": duration_ms,
-                "plain": True,
-                "request_fields": request_fields,
-            },
-        )
+        grant_type = grant_type_of(current)
+        oauth_error = _oauth_error(response)
+    close(state.request_id, started, current.method, endpoint, status, grant_type, oauth_error)
     return response
 
 
-def _grant_type(current: Any) -> str:
+def begin(environ: dict[str, Any]) -> tuple[str, float]:
+    """A request begins: its id (kept for ``idp.web.headers.ResponseHeaders``, which writes it
+    into the answer), its start and the in-progress gauge. Flask's hook and the token side's
+    direct endpoints (idp.web.direct) both begin and close every request through these two."""
+    incoming = environ.get(REQUEST_ID_ENVIRON, "")
+    # 128 random bits in hex, the shape of uuid4().hex without building a UUID object.
+    request_id = incoming if WELL_FORMED_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+    environ[RESPONSE_REQUEST_ID] = request_id
+    metrics.request_started()
+    return request_id, time.perf_counter()
+
+
+def close(
+    request_id: str, started: float, method: str, endpoint: str, status: int,
+    grant_type: str | None = None, oauth_error: str | None = None,
+) -> None:  # fmt: skip
+    """A request is answered: its metrics (the token endpoint's by grant type and outcome when
+    ``grant_type`` is given) and its closing log line."""
+    elapsed = time.perf_counter() - started
+    if grant_type is not None:
+        metrics.token_request(grant_type, status, oauth_error)
+    metrics.request_finished(endpoint, method, status, elapsed)
+    level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    method = method if method in HTTP_METHODS else "OTHER"
+    # The line carries the request's fields (idp.json_logs) itself: known here already, and
+    # looking them up again through Flask's proxies was a fifth of the line's cost.
+    request_fields = {"request_id": request_id, "method": method, "endpoint": endpoint}
+    duration_ms = round(elapsed * 1000, 2)
+    if level == logging.INFO and write_closing_line(
+        log, f"{method} {endpoint} {status}", request_fields, status, duration_ms
+    ):
+        return
+    log.log(
+        level,
+        "%s %s %d",
+        method,
+        endpoint,
+        status,
+        extra={
+            "status": status,
+            "duration_ms": duration_ms,
+            "plain": True,
+            "request_fields": request_fields,
+        },
+    )
+
+
+def grant_type_of(current: Any) -> str:
     """The token request's ``grant_type``, or "" for a body that could not be read as a form (too
     large: the 413 being answered; a client that went away): reading it again would raise again,
     inside this hook, and turn that answer into a 500."""
@@ -122,7 +142,12 @@ def _end(_error: BaseException | None) -> None:
     # Teardown runs even when no response was made (an error in an error handler): the
     # in-progress gauge never keeps a request that is over.
     if g._get_current_object().pop("in_progress", False):
-        metrics.request_ended()
+        end()
+
+
+def end() -> None:
+    """The request is over, answered or not: the in-progress gauge never keeps it."""
+    metrics.request_ended()
 
 
 # -- secrets to keep out of this request's log lines ----------------------------------------------
@@ -134,14 +159,18 @@ class RequestSecrets:
     database. The values are the same whenever they are collected (a request does not change);
     the answer's are added once it exists (lines written after ``_finish``)."""
 
-    def __init__(self) -> None:
-        self.response: Response | None = None
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        #: The answer, once it exists: a Werkzeug response, or the direct endpoints' (its
+        #: ``Set-Cookie`` headers, its ``Location`` and its JSON body).
+        self.response: Response | AnswerParts | None = None
         self._from_request: frozenset[str] | None = None
         self._from_response: frozenset[str] | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._from_request is None:
-            self._from_request = _collected(_request_secrets)
+            request = self.request
+            self._from_request = _collected(lambda: _request_secrets(request))
         yield from self._from_request
         if self.response is not None:
             if self._from_response is None:
@@ -161,7 +190,7 @@ def _collected(values: Callable[[], Iterator[str]]) -> frozenset[str]:
     return frozenset(found)
 
 
-def _request_secrets() -> Iterator[str]:
+def _request_secrets(request: Request) -> Iterator[str]:
     authorization = request.authorization
     if authorization is not None:
         # RFC 6749 2.3.1: client_secret_basic carries the secret as the Basic password.
@@ -188,19 +217,32 @@ def _decodable(raw: bytes) -> bool:
     return True
 
 
-def _response_secrets(response: Response) -> Iterator[str]:
-    for header in response.headers.getlist("Set-Cookie"):
+class AnswerParts(NamedTuple):
+    """What of an answer may hold a secret: its cookies, its ``Location`` and its JSON body."""
+
+    set_cookies: list[str]
+    location: str
+    json_body: bytes | None
+
+
+def _response_secrets(response: Response | AnswerParts) -> Iterator[str]:
+    if isinstance(response, Response):
+        headers = response.headers
+        json_body = response.get_data() if response.is_json and not response.is_streamed else None
+        response = AnswerParts(
+            headers.getlist("Set-Cookie"), headers.get("Location", ""), json_body
+        )
+    for header in response.set_cookies:
         yield header.partition(";")[0].partition("=")[2]
-    location = response.headers.get("Location", "")
+    location = response.location
     if "?" in location:
         yield from _named_values(parse_qsl(urlsplit(location).query))
-    if response.is_json and not response.is_streamed:
-        body = response.get_data()
-        if len(body) <= MAX_SCANNED_BODY and SECRET_NAME_IN_BYTES.search(body):
-            try:
-                yield from _json_values(json.loads(body))
-            except ValueError:
-                return
+    body = response.json_body
+    if body is not None and len(body) <= MAX_SCANNED_BODY and SECRET_NAME_IN_BYTES.search(body):
+        try:
+            yield from _json_values(json.loads(body))
+        except ValueError:
+            return
 
 
 def _named_values(pairs: Iterable[tuple[str, Any]]) -> Iterator[str]:
@@ -226,8 +268,13 @@ def _json_values(document: Any, secret: bool = False, depth: int = 0) -> Iterato
 def _oauth_error(response: Response) -> str | None:
     if response.status_code == 200 or not response.is_json:
         return None
+    return oauth_error_of(response.get_data())
+
+
+def oauth_error_of(json_body: bytes) -> str | None:
+    """The ``error`` of an OAuth error answer's JSON body (RFC 6749 5.2), if it names one."""
     try:
-        body = json.loads(response.get_data())
+        body = json.loads(json_body)
     except ValueError:
         return None
     error = body.get("error") if isinstance(body, dict) else None

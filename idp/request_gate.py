@@ -21,11 +21,14 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, request
 
 ENVIRONMENT_VARIABLE = "IDP_TEST_REQUEST_GATE_DIR"
 HEADER = "X-Test-Gate"
+#: The header as the WSGI environment holds it (PEP 3333).
+HEADER_ENVIRON = "HTTP_" + HEADER.upper().replace("-", "_")
 #: A gate the test never opens does not hold a worker forever.
 MAX_HOLD = 120.0
 #: How often a held request looks for its open gate.
@@ -35,23 +38,32 @@ GATE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 
 def install_if_enabled(app: Flask, environ: Mapping[str, str] = os.environ) -> None:
     """A ``before_request`` hook, after the ones ``create_app`` installed: a held request has
-    been counted in progress (idp.observability) and has passed the CSRF check."""
+    been counted in progress (idp.observability) and has passed the CSRF check. The token side's
+    direct endpoints (idp.web.direct) find the gate in ``app.extensions`` and hold theirs at the
+    same point."""
     directory = environ.get(ENVIRONMENT_VARIABLE)
     if not directory:
         return
-    gate = RequestGate(Path(directory))
+    gate = app.extensions[EXTENSION] = RequestGate(Path(directory))
 
     def hold_if_asked() -> None:
-        name = request.headers.get(HEADER, "")
-        if GATE_NAME.match(name):
-            gate.hold(name)
+        gate.hold_if_asked(request.environ)
 
     app.before_request(hold_if_asked)
+
+
+#: Where ``install_if_enabled`` keeps the gate in ``Flask.extensions``.
+EXTENSION = "idp.request_gate"
 
 
 class RequestGate:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    def hold_if_asked(self, environ: Mapping[str, Any]) -> None:
+        name = environ.get(HEADER_ENVIRON, "")
+        if GATE_NAME.match(name):
+            self.hold(name)
 
     def hold(self, name: str) -> None:
         # Written aside, then renamed: the test never reads a half-written file.

@@ -18,6 +18,7 @@ from idp import metrics
 from idp.composition import request_context
 from idp.extensions import db
 from idp.services import audit
+from idp.services.audit import RequestContext
 from idp.services.dependencies import DependencyUnavailableError
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,7 @@ RETRY_AFTER_SECONDS = 5
 
 def answer(error: DependencyUnavailableError) -> Any:
     """503, audited and counted; JSON for JSON requests, else the page."""
-    endpoint = request.endpoint or "unknown"
-    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
-    metrics.dependency_refusal(error.dependency, endpoint)
-    db.session.rollback()
-    try:
-        audit.record(db.session(), "dependency.unavailable", outcome="failure",
-                     context=request_context(), dependency=error.dependency,
-                     endpoint=endpoint)  # fmt: skip
-        db.session.commit()
-    except SQLAlchemyError:  # the database is down too: the log line above stays
-        db.session.rollback()
-        log.exception("could not audit a refusal while %s is unavailable", error.dependency)
+    refuse(error, request.endpoint or "unknown", request_context())
     response: Any
     if request.blueprint == "api":
         from idp.api.problems import Problem, problem_response
@@ -54,3 +44,32 @@ def answer(error: DependencyUnavailableError) -> Any:
     else:
         response = render_template("errors/unavailable.html", title=TITLE, message=MESSAGE)
     return response, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def refuse(error: DependencyUnavailableError, endpoint: str, context: RequestContext) -> None:
+    """A request refused while ``error``'s dependency is down: logged, counted and audited."""
+    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
+    metrics.dependency_refusal(error.dependency, endpoint)
+    db.session.rollback()
+    try:
+        audit.record(db.session(), "dependency.unavailable", outcome="failure",
+                     context=context, dependency=error.dependency,
+                     endpoint=endpoint)  # fmt: skip
+        db.session.commit()
+    except SQLAlchemyError:  # the database is down too: the log line above stays
+        db.session.rollback()
+        log.exception("could not audit a refusal while %s is unavailable", error.dependency)
+
+
+def server_failure(outage: bool) -> tuple[int, dict[str, str], dict[str, str]]:
+    """The JSON answer to a request that failed on the server's side, as status, body and
+    headers: 503 with ``Retry-After`` while a storage dependency is unavailable, 500 otherwise
+    (RFC 6749 4.1.2.1 names ``temporarily_unavailable`` and ``server_error``)."""
+    if outage:
+        body = {
+            "error": JSON_ERROR,
+            "error_description": "The service is temporarily unavailable. Try again shortly.",
+        }
+        return 503, body, {"Cache-Control": "no-store", "Retry-After": str(RETRY_AFTER_SECONDS)}
+    body = {"error": "server_error", "error_description": "An unexpected error occurred."}
+    return 500, body, {"Cache-Control": "no-store"}  # fmt: skip

@@ -35,7 +35,7 @@ from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, g, has_request_context
 from flask import request as current_request
 
-from idp.composition import clock, request_context, runtime, services
+from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import (
     Client,
@@ -66,6 +66,7 @@ from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken
 from idp.services.signing_keys import KeyMaterial
 from idp.services.spent_codes import CodeGrant, SpentCode
+from idp.web.answers import Answer
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             # often clients lose answers.
             audit.record(
                 db.session(), "token.refresh_retried", subject_id=redemption.token.grant.user_id,
-                client_id=client_id, context=request_context(),
+                client_id=client_id, context=services().context,
             )  # fmt: skip
         return redemption.token
 
@@ -319,7 +320,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         self.save_token(token)
         audit.record(
             db.session(), "device.tokens_issued", subject_id=self.request.user.id,
-            client_id=self.request.client.client_id, context=request_context(),
+            client_id=self.request.client.client_id, context=services().context,
         )  # fmt: skip
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -343,14 +344,14 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
             raise InvalidScopeError(error.description) from None
         rt = runtime()
         now = clock().now()
-        if not services().storage_budgets.pending_authorization(request_context().ip_address, now):
+        if not services().storage_budgets.pending_authorization(services().context.ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
             # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
             db.session.commit()  # the counted request
             raise DeviceBudgetSpentError()
         issued = services().device_flow.start(
             client, scope, ttl=rt.settings.device_code_ttl,
-            interval=rt.settings.device_poll_interval, context=request_context(), now=now,
+            interval=rt.settings.device_poll_interval, context=services().context, now=now,
         )  # fmt: skip
         verification_uri = rt.settings.endpoint("/device")
         data = {
@@ -374,7 +375,15 @@ class DeviceBudgetSpentError(OAuth2Error):
 
 class IdpAuthorizationServer(AuthorizationServer):
     def create_oauth2_request(self, request: Any) -> TokenSideRequest:
-        return TokenSideRequest(current_request._get_current_object())  # type: ignore[attr-defined]
+        # The request the direct endpoints hand over (idp.web.direct), else Flask's own.
+        if request is None:
+            request = current_request._get_current_object()  # type: ignore[attr-defined]
+        return TokenSideRequest(request)
+
+    def handle_response(self, status_code: int, payload: Any, headers: Any) -> Answer:
+        # A plain answer: the direct endpoints (idp.web.direct) write it to WSGI as it is, without
+        # a Werkzeug response object in between; a Flask view turns it into one.
+        return Answer.of(status_code, payload, headers)
 
     def create_token_response(self, request: Any = None) -> Any:
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its

@@ -8,6 +8,7 @@ from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 from flask import (
+    Request,
     Response,
     g,
     jsonify,
@@ -23,6 +24,8 @@ from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
 from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
+from idp.web.answers import Answer
+from idp.web.direct import DirectRoute
 from idp.web.sessions import clear_session_cookie, current_session
 
 
@@ -46,58 +49,40 @@ def jwks() -> Response:
 
 
 # -- token side: Authlib ------------------------------------------------------------------------
-def _committed(response: Any) -> Any:
+# The token, introspection and userinfo requests a client sends are served below Flask's request
+# machinery (idp.web.direct, which calls the ``*_answer`` functions with its own request object);
+# their Flask routes answer what those do not take (HEAD, OPTIONS, another method's 405).
+def _committed(answer: Answer) -> Answer:
     # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
     # replay triggers must persist even though the request itself fails. A request that opened
     # no Session (introspection's thin read, idp.thin_reads) has nothing to commit.
     if db.session.registry.has():
         db.session.commit()
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    answer.set("Cache-Control", "no-store")
+    answer.set("Pragma", "no-cache")
+    return answer
 
 
-@bp.post("/token")
-@csrf.exempt
-def token() -> Any:
+def token_answer(current: Request) -> Answer:
     """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
-    return _committed(oauth_server().create_token_response())
+    return _committed(oauth_server().create_token_response(current))
 
 
-@bp.post("/device_authorization")
-@csrf.exempt
-def device_authorization() -> Any:
-    """Device authorization endpoint (RFC 8628 3.1, 3.2)."""
-    return _committed(oauth_server().create_endpoint_response("device_authorization"))
-
-
-@bp.post("/revoke")
-@csrf.exempt
-def revoke() -> Any:
-    """Token revocation (RFC 7009)."""
-    return _committed(oauth_server().create_endpoint_response("revocation"))
-
-
-@bp.post("/introspect")
-@csrf.exempt
-def introspect() -> Any:
+def introspection_answer(current: Request) -> Answer:
     """Token introspection (RFC 7662)."""
-    return _committed(oauth_server().create_endpoint_response("introspection"))
+    return _committed(oauth_server().create_endpoint_response("introspection", current))
 
 
-@bp.route("/userinfo", methods=["GET", "POST"])
-@csrf.exempt
-def userinfo() -> Any:
+def userinfo_answer(current: Request) -> Answer:
     """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    scheme, _, value = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token_value = value.strip() if scheme.lower() == "bearer" else ""
     if (
         not token_value
-        and request.method == "POST"
-        and request.mimetype == ("application/x-www-form-urlencoded")
+        and current.method == "POST"
+        and current.mimetype == ("application/x-www-form-urlencoded")
     ):
-        token_value = request.form.get("access_token", "")
+        token_value = current.form.get("access_token", "")
     if not token_value:
         return _bearer_error(401, None)
     access_token = bearer_token(token_value)
@@ -108,24 +93,62 @@ def userinfo() -> Any:
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     # The scoped session, not a Session: one opens only if the scope releases group claims.
-    response = jsonify(
-        client_claims(db.session, access_token.holder, access_token.client_id, access_token.scope)
+    claims = client_claims(
+        db.session, access_token.holder, access_token.client_id, access_token.scope
     )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return Answer.json(200, claims, ("Cache-Control", "no-store"))
 
 
-def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
+def _bearer_error(status: int, error: str | None, description: str = "") -> Answer:
     # RFC 6750 3: the challenge names the error; with no token at all it carries no error code.
     challenge = 'Bearer realm="idp"'
     body: dict[str, str] = {}
     if error:
         challenge += f', error="{error}", error_description="{description}"'
         body = {"error": error, "error_description": description}
-    response = jsonify(body)
-    response.status_code = status
-    response.headers["WWW-Authenticate"] = challenge
-    return response
+    return Answer.json(status, body, ("WWW-Authenticate", challenge))
+
+
+@bp.post("/token")
+@csrf.exempt
+def token() -> Response:
+    return token_answer(request._get_current_object()).response()  # type: ignore[attr-defined]
+
+
+@bp.post("/device_authorization")
+@csrf.exempt
+def device_authorization() -> Response:
+    """Device authorization endpoint (RFC 8628 3.1, 3.2)."""
+    return _committed(oauth_server().create_endpoint_response("device_authorization")).response()
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke() -> Response:
+    """Token revocation (RFC 7009)."""
+    return _committed(oauth_server().create_endpoint_response("revocation")).response()
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect() -> Response:
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    return introspection_answer(current).response()
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo() -> Response:
+    return userinfo_answer(request._get_current_object()).response()  # type: ignore[attr-defined]
+
+
+#: The requests idp.web.direct serves, by path: their Flask endpoint (for the log line and the
+#: metrics), the methods and the answer.
+DIRECT_ROUTES = {
+    "/token": DirectRoute("oidc.token", frozenset({"POST"}), token_answer),
+    "/introspect": DirectRoute("oidc.introspect", frozenset({"POST"}), introspection_answer),
+    "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer),
+}
 
 
 # -- RP-initiated logout --------------------------------------------------------------------------
@@ -156,9 +179,11 @@ def logout() -> Any:
         csrf.protect()  # the confirmation must come from our own page
     # Only ever this browser's own session (RP-Initiated Logout 2); without one, nothing ends.
     g.idp_logout_session = browser_session if decision is not RpLogout.NOTHING else None
-    response = server.create_endpoint_response("end_session", end_request)
+    answer = server.create_endpoint_response("end_session", end_request)
     db.session.commit()
-    if response is None:
+    if answer is not None:
+        response = answer.response()
+    else:
         # No redirect back (none asked for, or not a registered one): no dead end either. The
         # app's own registered post-logout address (RP-Initiated Logout 3) is safe to offer as
         # a link, since the admin registered it; sign-in again is always offered.

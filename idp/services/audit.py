@@ -36,6 +36,14 @@ class RequestContext:
     ip_address: str = ""
     user_agent: str = ""
 
+    @classmethod
+    def of(cls, environ: Mapping[str, Any]) -> RequestContext:
+        """The context of the request a WSGI ``environ`` describes (Werkzeug's ``remote_addr``
+        and ``User-Agent`` header are these two keys)."""
+        # The user agent is only informational: kept short wherever it is stored.
+        user_agent = environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT]
+        return cls(ip_address=environ.get("REMOTE_ADDR") or "", user_agent=user_agent)
+
 
 def record(
     db: Session,

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from flask import Request
 from werkzeug import urls  # noqa: F401 - registers the "werkzeug.url_quote" error handler
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import BadRequest, ClientDisconnected
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 #: The bodies Werkzeug parses into ``request.form`` (HTML 4.01 17.13.4;
@@ -84,3 +84,29 @@ class FormRequest(Request):
 def form_request_class(max_content_length: int | None) -> type[FormRequest]:
     """The request class of one application, with its ``MAX_CONTENT_LENGTH``."""
     return type("FormRequest", (FormRequest,), {"body_limit": max_content_length})
+
+
+def refuse_malformed_input(current: Request) -> None:
+    """Refuse, with a calm 400, input no view can mean to handle:
+
+    - a query string that is not UTF-8 (RFC 3986 2.5, WHATWG URL): Werkzeug decodes it strictly,
+      so it would otherwise fail in whichever view first reads ``request.args``;
+    - a NUL character in any parameter: no protocol value, email, password or name holds one,
+      and PostgreSQL text can neither store nor compare it (a database error, then a 500).
+    """
+    environ = current.environ
+    sources = []
+    if environ.get("QUERY_STRING"):
+        try:
+            current.query_string.decode()
+        except UnicodeDecodeError:
+            raise BadRequest(description="The request's address is not valid UTF-8.") from None
+        sources.append(current.args)
+    # Only a form body has form fields; most requests (every GET, every JSON body) have none, and
+    # reading ``request.form`` would build an empty one for them. No Content-Type, no form.
+    if environ.get("CONTENT_TYPE") and current.mimetype in FORM_TYPES:
+        sources.append(current.form)
+    for source in sources:
+        for key, values in source.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                raise BadRequest(description="The request contains a NUL character.")
