@@ -18,7 +18,6 @@ from idp import metrics
 from idp.composition import request_context
 from idp.extensions import db
 from idp.services import audit
-from idp.services.audit import RequestContext
 from idp.services.dependencies import DependencyUnavailableError
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,18 @@ RETRY_AFTER_SECONDS = 5
 
 def answer(error: DependencyUnavailableError) -> Any:
     """503, audited and counted; JSON for JSON requests, else the page."""
-    refuse(error, request.endpoint or "unknown", request_context())
+    endpoint = request.endpoint or "unknown"
+    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
+    metrics.dependency_refusal(error.dependency, endpoint)
+    db.session.rollback()
+    try:
+        audit.record(db.session(), "dependency.unavailable", outcome="failure",
+                     context=request_context(), dependency=error.dependency,
+                     endpoint=endpoint)  # fmt: skip
+        db.session.commit()
+    except SQLAlchemyError:  # the database is down too: the log line above stays
+        db.session.rollback()
+        log.exception("could not audit a refusal while %s is unavailable", error.dependency)
     response: Any
     if request.blueprint == "api":
         from idp.api.problems import Problem, problem_response
@@ -44,21 +54,6 @@ def answer(error: DependencyUnavailableError) -> Any:
     else:
         response = render_template("errors/unavailable.html", title=TITLE, message=MESSAGE)
     return response, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
-
-
-def refuse(error: DependencyUnavailableError, endpoint: str, context: RequestContext) -> None:
-    """A request refused while ``error``'s dependency is down: logged, counted and audited."""
-    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
-    metrics.dependency_refusal(error.dependency, endpoint)
-    db.session.rollback()
-    try:
-        audit.record(db.session(), "dependency.unavailable", outcome="failure",
-                     context=context, dependency=error.dependency,
-                     endpoint=endpoint)  # fmt: skip
-        db.session.commit()
-    except SQLAlchemyError:  # the database is down too: the log line above stays
-        db.session.rollback()
-        log.exception("could not audit a refusal while %s is unavailable", error.dependency)
 
 
 def server_failure(outage: bool) -> tuple[int, dict[str, str], dict[str, str]]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from flask import Flask, current_app
-from werkzeug.wrappers import Response
 
 from idp.composition import clock, runtime, services
 from idp.extensions import db
@@ -22,7 +23,17 @@ from idp.services.retention import (
 )
 
 
-def schedule_outbox(response: Response) -> Response:
+class ClosingAnswer(Protocol):
+    """What work after an answer registers on: a Werkzeug response, or the token side's direct
+    answers (idp.web.direct)."""
+
+    def call_on_close(self, func: Callable[[], Any]) -> Callable[[], Any]: ...
+
+
+Answered = TypeVar("Answered", bound=ClosingAnswer)
+
+
+def schedule_outbox(response: Answered) -> Answered:
     """Deliver what this request committed to the outbox once the response is sent, so that no
     user waits for SMTP or a relying party (idp.services.outbox): mail when the response closes;
     back-channel logout tokens on the node's delivery thread (``OutboxWorker``), so that a
@@ -133,7 +144,7 @@ def deliver_left_over() -> None:
             logging.getLogger(__name__).exception("delivering the outbox failed")
 
 
-def schedule_checkpoint(response: Response) -> Response:
+def schedule_checkpoint(response: Answered) -> Answered:
     """SQLite: at most once per ``CHECKPOINT_INTERVAL`` per process, a checkpoint after the
     response has been sent (idp.thin_reads ``ThinReads.checkpoint``), so that no request waits
     for one inside its commit."""
@@ -143,7 +154,7 @@ def schedule_checkpoint(response: Response) -> Response:
     return response
 
 
-def schedule_prune(response: Response) -> Response:
+def schedule_prune(response: Answered) -> Answered:
     """Opportunistic pruning (idp.services.retention): at most once per ``prune_interval`` per
     node, after the response has been sent, so that no request waits for it."""
     if runtime().prune_schedule.due():

@@ -33,7 +33,6 @@ from idp.extensions import db
 from idp.json_logs import DIRECT_REQUEST
 from idp.request_gate import EXTENSION as REQUEST_GATE
 from idp.services.audit import RequestContext
-from idp.services.dependencies import DependencyUnavailableError
 from idp.web.answers import Answer
 from idp.web.form_request import refuse_malformed_input
 
@@ -64,7 +63,8 @@ class DirectEndpoints:
 
     def __init__(
         self, app: Flask, routes: Mapping[str, DirectRoute],
-        after_answer: Sequence[Callable[[Any], Any]], note_failure: Callable[[Exception], bool],
+        after_answer: Sequence[Callable[[AfterAnswer], object]],
+        note_failure: Callable[[Exception], bool],
     ) -> None:  # fmt: skip
         self.app = app
         self.flask: WsgiApplication = app.wsgi_app
@@ -94,6 +94,11 @@ class DirectEndpoints:
             context.push()
             try:
                 answer = self._answer(route, current)
+                # In the order Flask runs its ``after_request`` hooks: the last registered first,
+                # the closing line (registered first) last.
+                after = AfterAnswer()
+                for schedule in reversed(self.after_answer):
+                    schedule(after)
                 log_secrets.response = observability.AnswerParts([], "", answer.body)
                 grant_type = oauth_error = None
                 if route.endpoint == "oidc.token":
@@ -104,14 +109,12 @@ class DirectEndpoints:
                     request_id, started, method, route.endpoint, answer.status,
                     grant_type, oauth_error,
                 )  # fmt: skip
-                after = AfterAnswer()
-                for schedule in self.after_answer:
-                    schedule(after)
             finally:
                 # Flask's teardown of the application context: the request's Session removed,
                 # what a failed request left in the outbox delivered (idp.web.background).
                 context.pop()
                 DIRECT_REQUEST.reset(logging_as)
+                current.close()  # the files of a multipart body, as Flask's context closes them
         finally:
             observability.end()
         start_response(answer.status_line, answer.wsgi_headers())
@@ -128,16 +131,7 @@ class DirectEndpoints:
             context = RequestContext.of(current.environ)
             # What ``idp.composition.services`` builds in a Flask request, acting for this one.
             g.idp_services = Services(container(self.app), db.session, context)
-            try:
-                return route.answer(current)
-            except DependencyUnavailableError as error:
-                from idp import unavailable
-
-                unavailable.refuse(error, route.endpoint, context)
-                return Answer.json(
-                    503, {"error": unavailable.JSON_ERROR, "message": unavailable.MESSAGE},
-                    ("Retry-After", str(unavailable.RETRY_AFTER_SECONDS)),
-                )  # fmt: skip
+            return route.answer(current)
         except HTTPException as error:
             # RFC 6749 5.2: the client's request is malformed (or too large, 413).
             db.session.rollback()

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from idp.extensions import db
 from idp.models import AuditEvent
 from tests.support.apps import app_on
-from tests.support.factories import create_user
-from tests.support.flow import csrf_token
+from tests.support.factories import create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token
 
 BALANCER = "10.0.0.5"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -81,3 +81,25 @@ def test_the_documented_nginx_forwards_the_client_address_and_names_trusted_prox
     assert "IDP_TRUSTED_PROXIES=1" in guide
     for page in DOCS.glob("*.md"):
         assert "until a trusted-proxy setting exists" not in page.read_text(), page.name
+
+
+def test_behind_a_trusted_proxy_a_token_requests_audit_names_the_clients_address(
+    behind_one_proxy: Flask,
+) -> None:
+    """The token endpoint is served below Flask (idp.web.direct), inside ProxyFix as Flask is."""
+    app = behind_one_proxy
+    user = create_user(app, email="token-proxy@example.com")
+    registered = create_client(app)
+    relying_party = RelyingParty(app.test_client(), registered)
+    tokens = relying_party.tokens_for(user)
+    relying_party.browser.environ_base["REMOTE_ADDR"] = BALANCER
+    relying_party.browser.environ_base["HTTP_X_FORWARDED_FOR"] = "203.0.113.77"
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    # The same refresh token twice within the retry grace: the second is audited.
+    for _ in range(2):
+        assert relying_party.token(form).status_code == 200
+    with app.app_context():
+        event = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "token.refresh_retried")
+        ).one()
+        assert event.ip_address == "203.0.113.77"
