@@ -49,9 +49,10 @@ def jwks() -> Response:
 
 
 # -- token side: Authlib ------------------------------------------------------------------------
-# The token, introspection and userinfo requests a client sends are served below Flask's request
-# machinery (idp.web.direct, which calls the ``*_answer`` functions with its own request object);
-# their Flask routes answer what those do not take (HEAD, OPTIONS, another method's 405).
+# The token, introspection, revocation and userinfo requests a client sends are served below
+# Flask's request machinery (idp.web.direct, which calls the ``*_answer`` functions with its own
+# request object); their Flask routes keep the paths in Flask's URL map and answer what it does not
+# take (HEAD, OPTIONS, another method's 405).
 def _committed(answer: Answer) -> Answer:
     # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
     # replay triggers must persist even though the request itself fails. A request that opened
@@ -122,11 +123,15 @@ def device_authorization() -> Response:
     return _committed(oauth_server().create_endpoint_response("device_authorization")).response()
 
 
+def revocation_answer(current: Request) -> Answer:
+    """Token revocation (RFC 7009)."""
+    return _committed(oauth_server().create_endpoint_response("revocation", current))
+
+
 @bp.post("/revoke")
 @csrf.exempt
 def revoke() -> Response:
-    """Token revocation (RFC 7009)."""
-    return _committed(oauth_server().create_endpoint_response("revocation")).response()
+    return revocation_answer(request._get_current_object()).response()  # type: ignore[attr-defined]
 
 
 @bp.post("/introspect")
@@ -147,6 +152,7 @@ def userinfo() -> Response:
 DIRECT_ROUTES = {
     "/token": DirectRoute("oidc.token", frozenset({"POST"}), token_answer),
     "/introspect": DirectRoute("oidc.introspect", frozenset({"POST"}), introspection_answer),
+    "/revoke": DirectRoute("oidc.revoke", frozenset({"POST"}), revocation_answer),
     "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer),
 }
 

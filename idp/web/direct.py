@@ -1,7 +1,7 @@
 """The token side's hot endpoints, served below Flask's request machinery.
 
-A relying party's token, introspection and userinfo requests are most of what an identity
-provider serves, and each is one statement or transaction and a few microseconds of
+A relying party's token, introspection, revocation and userinfo requests are most of what an
+identity provider serves, and each is one statement or transaction and a few microseconds of
 cryptography: Flask's request context, URL routing, hook chains and Werkzeug's response object
 were the largest part of what such a request cost (docs/performance.md, "The tenth round").
 ``DirectEndpoints`` is WSGI middleware in front of Flask: a request whose path and method one of

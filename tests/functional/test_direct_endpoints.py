@@ -1,7 +1,8 @@
-"""The token side's direct endpoints (idp.web.direct): token, introspection and userinfo requests
-answered below Flask's request machinery, with every rule of the request floor kept.
+"""The token side's direct endpoints (idp.web.direct): token, introspection, revocation and
+userinfo requests answered below Flask's request machinery, with every rule of the request floor
+kept.
 
-The rest of the suite sends its token, introspection and userinfo requests through them too (the
+The rest of the suite sends its token-side requests through them too (the
 test client calls the same WSGI stack as a server); these tests name what the middleware itself
 must keep: that it is the path taken, the request id and headers, its errors, its log lines and
 the audit's view of the client."""
@@ -58,7 +59,7 @@ def flask_requests(app: Flask) -> Iterator[list[str]]:
         request_started.disconnect(note, app)
 
 
-def test_token_introspection_and_userinfo_requests_bypass_flasks_request_machinery(
+def test_token_side_requests_bypass_flasks_request_machinery(
     app: Flask, machine: RegisteredClient, flask_requests: list[str]
 ) -> None:
     browser = app.test_client()
@@ -70,6 +71,10 @@ def test_token_introspection_and_userinfo_requests_bypass_flasks_request_machine
     assert introspected.get_json()["active"] is True
     # A client-credentials token names no user: userinfo refuses it, through the same path.
     assert browser.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    revoked = browser.post("/revoke", data={"token": token}, headers=_basic(machine))
+    assert revoked.status_code == 200
+    again = browser.post("/introspect", data={"token": token}, headers=_basic(machine))
+    assert again.get_json() == {"active": False}
     assert flask_requests == []
     # What the direct endpoints do not take is Flask's: HEAD, and the methods a route refuses.
     assert browser.head("/userinfo").status_code == 401
