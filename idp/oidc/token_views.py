@@ -4,6 +4,7 @@ userinfo, and RP-initiated logout."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -51,8 +52,7 @@ def jwks() -> Response:
 # -- token side: Authlib ------------------------------------------------------------------------
 # The token, introspection, revocation and userinfo requests a client sends are served below
 # Flask's request machinery (idp.web.direct, which calls the ``*_answer`` functions with its own
-# request object); their Flask routes keep the paths in Flask's URL map and answer what it does not
-# take (HEAD, OPTIONS, another method's 405).
+# request object); their Flask routes are below ``DIRECT_ROUTES``.
 def _committed(answer: Answer) -> Answer:
     # Commit whatever the flow wrote, errors included: a consumed code and the revocation a
     # replay triggers must persist even though the request itself fails. A request that opened
@@ -110,12 +110,6 @@ def _bearer_error(status: int, error: str | None, description: str = "") -> Answ
     return Answer.json(status, body, ("WWW-Authenticate", challenge))
 
 
-@bp.post("/token")
-@csrf.exempt
-def token() -> Response:
-    return token_answer(request._get_current_object()).response()  # type: ignore[attr-defined]
-
-
 @bp.post("/device_authorization")
 @csrf.exempt
 def device_authorization() -> Response:
@@ -128,25 +122,6 @@ def revocation_answer(current: Request) -> Answer:
     return _committed(oauth_server().create_endpoint_response("revocation", current))
 
 
-@bp.post("/revoke")
-@csrf.exempt
-def revoke() -> Response:
-    return revocation_answer(request._get_current_object()).response()  # type: ignore[attr-defined]
-
-
-@bp.post("/introspect")
-@csrf.exempt
-def introspect() -> Response:
-    current = request._get_current_object()  # type: ignore[attr-defined]
-    return introspection_answer(current).response()
-
-
-@bp.route("/userinfo", methods=["GET", "POST"])
-@csrf.exempt
-def userinfo() -> Response:
-    return userinfo_answer(request._get_current_object()).response()  # type: ignore[attr-defined]
-
-
 #: The requests idp.web.direct serves, by path: their Flask endpoint (for the log line and the
 #: metrics), the methods and the answer.
 DIRECT_ROUTES = {
@@ -155,6 +130,21 @@ DIRECT_ROUTES = {
     "/revoke": DirectRoute("oidc.revoke", frozenset({"POST"}), revocation_answer),
     "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer),
 }
+
+
+def _through_flask(route: DirectRoute) -> Callable[[], Response]:
+    def view() -> Response:
+        return route.answer(request._get_current_object()).response()  # type: ignore[attr-defined]
+
+    view.__name__ = route.endpoint.removeprefix("oidc.")
+    return view
+
+
+# The same paths in Flask's URL map, for what the direct endpoints do not take (HEAD, OPTIONS,
+# another method's 405), with the same answers; OAuth clients carry no CSRF token.
+for _path, _route in DIRECT_ROUTES.items():
+    bp.add_url_rule(_path, view_func=csrf.exempt(_through_flask(_route)),
+                    methods=sorted(_route.methods))  # fmt: skip
 
 
 # -- RP-initiated logout --------------------------------------------------------------------------
