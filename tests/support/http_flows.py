@@ -22,6 +22,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pyotp
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
+from urllib3.util.retry import Retry
 
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.flow import sign_in_address
@@ -65,6 +68,27 @@ class Authorization:
         return query_of(self.location).get("request", "")
 
 
+class ResendWhenDropped(Retry):
+    """What a browser does when a kept-alive connection closes before any byte of the answer
+    (RFC 9112 9.3.1 lets a server close a connection at any time): the request is sent again, once,
+    on a new connection. Only that: a timeout, a refused connection or an answer is never retried,
+    so a request the server did answer is never sent twice."""
+
+    def increment(self, *args: Any, **kwargs: Any) -> Retry:
+        error = kwargs.get("error")
+        if error is not None and not isinstance(error, ProtocolError):
+            raise error  # as requests' own default (no retry) would
+        return super().increment(*args, **kwargs)
+
+
+def browser_session() -> requests.Session:
+    session = requests.Session()
+    once = ResendWhenDropped(total=1, connect=0, read=1, status=0, other=0, allowed_methods=None)
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, HTTPAdapter(max_retries=once))
+    return session
+
+
 @dataclass
 class Visitor:
     """One browser (its own cookie jar) talking to ``base_url``."""
@@ -74,7 +98,7 @@ class Visitor:
     headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.http = requests.Session()
+        self.http = browser_session()
         self.http.headers.update(self.headers)
 
     def close(self) -> None:
