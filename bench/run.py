@@ -77,11 +77,11 @@ FULL = Sizes(
 SMOKE = Sizes(
     passkey=6,
     password_totp=4,
-    # Enough CPU that /proc counts it (a clock tick is 10 ms): 20 userinfo requests could cost
-    # less than one tick per worker and show no CPU at all, so no figure.
-    refresh=100,
-    requests=100,
-    hello=300,
+    # Enough CPU that /proc counts it (a clock tick is 10 ms): 100 userinfo requests could cost
+    # less than one tick per worker on a fast machine and show no CPU at all, so no figure.
+    refresh=200,
+    requests=400,
+    hello=1000,
     paced_passkey=4,
     argon2=4,
     counted_sign_ins=1,

@@ -83,7 +83,11 @@ class ResendWhenDropped(Retry):
 
 def browser_session() -> requests.Session:
     session = requests.Session()
-    once = ResendWhenDropped(total=1, connect=0, read=1, status=0, other=0, allowed_methods=None)
+    once = ResendWhenDropped(
+        total=1, connect=0, read=1, status=0, other=0, allowed_methods=None,
+        # An answer is the answer, whatever its status: a 503's Retry-After is for the test to read.
+        respect_retry_after_header=False, raise_on_status=False,
+    )  # fmt: skip
     for prefix in ("http://", "https://"):
         session.mount(prefix, HTTPAdapter(max_retries=once))
     return session
