@@ -31,6 +31,7 @@ from tests.support.balancer import (
     run_haproxy,
 )
 from tests.support.live import LiveIdp, free_port, start_live_idp
+from tests.support.socket_server import ThreadedSocketServer
 
 #: How long the trickling client keeps sending, one byte per TRICKLE_PACE seconds, before the test
 #: gives up on being dropped: far longer than any shipped ``timeout http-request``.
@@ -38,26 +39,16 @@ TRICKLE_BYTES = 240
 TRICKLE_PACE = 0.5
 
 
-class CuttingNode:
+class CuttingNode(ThreadedSocketServer):
     """A node that passes the health check (``GET /readyz``: 200) and closes every other
     connection after reading the request head, without an answer: a node dying mid-request."""
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
         self.cut: list[str] = []  # request lines of the requests it cut
         self._lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
         with connection:
             head = b""
             with contextlib.suppress(OSError):
@@ -73,11 +64,6 @@ class CuttingNode:
                 return
             with self._lock:
                 self.cut.append(request_line)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
 
 
 @pytest.fixture

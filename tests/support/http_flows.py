@@ -76,7 +76,13 @@ class ResendWhenDropped(Retry):
 
     def increment(self, *args: Any, **kwargs: Any) -> Retry:
         error = kwargs.get("error")
-        if error is not None and not isinstance(error, ProtocolError):
+        # urllib3 wraps a connection closed or reset before the status line as ProtocolError(...,
+        # RemoteDisconnected or ConnectionResetError); a malformed answer is a ProtocolError too,
+        # and is not resent.
+        dropped = isinstance(error, ProtocolError) and isinstance(
+            error.args[-1] if error.args else None, ConnectionResetError
+        )
+        if error is not None and not dropped:
             raise error  # as requests' own default (no retry) would
         return super().increment(*args, **kwargs)
 

@@ -5,16 +5,16 @@ once when a kept-alive connection closes before any byte of the answer, as brows
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from tests.support.http_flows import Visitor
+from tests.support.socket_server import ThreadedSocketServer
 
 
-class DroppingServer:
+class DroppingServer(ThreadedSocketServer):
     """An HTTP/1.1 server on a free port that answers ``200 ok`` and keeps connections alive,
     except that it closes, without a byte of answer, the requests whose number (counted over
     all connections, from 1) is in ``drop``."""
@@ -22,19 +22,9 @@ class DroppingServer:
     def __init__(self, drop: set[int]) -> None:
         self.drop = drop
         self.seen: list[str] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def handle(self, connection: socket.socket) -> None:
         with connection:
             pending = b""
             while True:
@@ -62,7 +52,7 @@ class DroppingServer:
 def server(request: pytest.FixtureRequest) -> Iterator[DroppingServer]:
     running = DroppingServer(request.param)
     yield running
-    running.listener.close()
+    running.close()
 
 
 @pytest.mark.parametrize("server", [{2}], indirect=True)
