@@ -83,12 +83,18 @@ class ResendWhenDropped(Retry):
             error.args[-1] if error.args else None, ConnectionResetError
         )
         if error is not None and not dropped:
-            raise error  # as requests' own default (no retry) would
+            return NO_RETRY.increment(*args, **kwargs)  # raises, as requests' default does
         return super().increment(*args, **kwargs)
 
 
-def browser_session() -> requests.Session:
+#: requests' own default: nothing is retried.
+NO_RETRY = Retry(0, read=False)
+
+
+def browser_session(*, resend_dropped: bool = True) -> requests.Session:
     session = requests.Session()
+    if not resend_dropped:
+        return session
     once = ResendWhenDropped(
         total=1, connect=0, read=1, status=0, other=0, allowed_methods=None,
         # An answer is the answer, whatever its status: a 503's Retry-After is for the test to read.
@@ -106,9 +112,11 @@ class Visitor:
     base_url: str
     seen: set[str] = field(default_factory=set)
     headers: dict[str, str] = field(default_factory=dict)
+    #: False for a test whose point is a request the server never answers (a killed worker).
+    resend_dropped: bool = True
 
     def __post_init__(self) -> None:
-        self.http = browser_session()
+        self.http = browser_session(resend_dropped=self.resend_dropped)
         self.http.headers.update(self.headers)
 
     def close(self) -> None:
