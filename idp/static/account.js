@@ -36,7 +36,10 @@
       stale.hidden = true;
     }
     const heading = document.createElement("h2");
-    heading.textContent = "Passkey added: save your backup codes";
+    // Under a page heading that now says "Passkey added", the codes' own heading says the rest.
+    heading.textContent = pageHeading
+      ? "Save your backup codes"
+      : "Passkey added: save your backup codes";
     const intro = document.createElement("p");
     intro.setAttribute("role", "status");
     intro.textContent =

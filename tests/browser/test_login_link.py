@@ -37,10 +37,20 @@ def test_a_login_link_leads_to_a_new_passkey_and_works_once(
     # The only way forward is a new sign-in method.
     page.goto(f"{live_idp.url}/account")
     expect(page).to_have_url(f"{live_idp.url}/account/recover")
-    # The account's first passkey comes with backup codes, shown once.
-    add_first_passkey(page, live_idp)
+    # The account's first passkey comes with backup codes, shown once; the page's "add a passkey
+    # before you continue" is gone with them, as it no longer applies.
+    instruction = page.get_by_text("Before you continue, add a passkey")
+    expect(instruction).to_be_visible()
+
+    def codes_shown() -> None:
+        expect(instruction).to_be_hidden()
+        expect(page.get_by_role("heading", name="Passkey added", exact=True)).to_be_visible()
+        expect(page.get_by_role("heading", name="Save your backup codes")).to_be_visible()
+        user.screenshot("2-codes")
+
+    add_first_passkey(page, live_idp, on_codes=codes_shown)
     expect(page.locator("#passkey-list .passkey-item")).to_have_count(1)
-    user.screenshot("2-account")
+    user.screenshot("3-account")
 
     # A second use of the link fails, in any browser.
     again = new_user()
