@@ -75,7 +75,19 @@ def _issued_link(page: Page) -> str:
     """The link the console shows the admin once, after issuing an invite or a login link."""
     link = page.locator("#issued-link").inner_text().strip()
     assert re.fullmatch(r"http://localhost:\d+/(invite|login/link)/[A-Za-z0-9_-]{20,}", link), link
+    _copies(page, "issued-link")
     return link
+
+
+def _copies(page: Page, shown_id: str) -> None:
+    """The Copy button beside a value shown once (idp/static/copy.js) puts exactly that value on
+    the clipboard."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    button = page.locator(f"button[data-copy='{shown_id}']")
+    button.click()
+    expect(button).to_have_text("Copied")
+    shown = page.locator(f"#{shown_id}").inner_text().strip()
+    assert page.evaluate("navigator.clipboard.readText()") == shown
 
 
 def _first_admin_link(idp: LiveIdp) -> str:
@@ -145,6 +157,8 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         assert client_id
         assert len(client_secret) >= 32
         admin.document("client-secret", DOCS_IMAGES)
+        _copies(page, "client-id")
+        _copies(page, "client-secret")
         page.get_by_role("link", name="I have stored it: show the app").click()
         expect(page.get_by_role("heading", name="How to connect")).to_be_visible()
         expect(page.locator("#discovery-url")).to_have_text(
