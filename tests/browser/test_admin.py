@@ -310,3 +310,11 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
     expect(page.locator("#policy-form fieldset")).not_to_have_count(0)
     expect(page.locator("[data-overridden]")).to_have_count(0)
     admin.document("policy", DOCS_IMAGES)
+
+    # An API token for automation (docs/api.md): shown once, with its Copy.
+    page.get_by_role("link", name="API tokens").click()
+    page.fill("#token-name", "deploy-bot")
+    page.locator("input[name=scopes]").first.check()
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_role("heading", name="API token deploy-bot is ready")).to_be_visible()
+    _copies(page, "api-token")
