@@ -1,5 +1,5 @@
 // A Copy button beside a value shown only once (a client secret, an API token, a sign-in link):
-// <button type="button" class="small" data-copy="ELEMENT_ID" hidden>Copy</button>. It is shown
+// templates/_copy.html ``copy_button`` (a button with data-copy="ELEMENT_ID", hidden). It is shown
 // only where this script runs; the value itself stays selectable text, which is the way left when
 // the browser refuses the clipboard.
 "use strict";

@@ -253,9 +253,8 @@ def test_killed_workers_keep_their_counts_and_leave_nothing_in_progress(
     env = {"IDP_METRICS_TOKEN": METRICS_TOKEN, **gates.env()}
     with start_live_idp(directory, production=True, env=env) as idp:
         idp.create_user("held@example.com", PASSWORD)
-        visitor = Visitor(
-            idp.url, resend_dropped=False
-        )  # the held sign-in must die with its worker
+        # The held sign-in must die with its worker: not resent to the other one.
+        visitor = Visitor(idp.url, resend_dropped=False)
         form = {"csrf_token": visitor.csrf_field("/login"), "email": "held@example.com",
                 "password": PASSWORD}  # fmt: skip
         held = threading.Thread(
