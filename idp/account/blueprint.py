@@ -20,6 +20,7 @@ from idp.extensions import db
 from idp.models import BrowserSession
 from idp.services.assurance import ACR_PHISHING_RESISTANT
 from idp.services.portal import step_up_satisfied, strongest_acr
+from idp.web import login_url
 from idp.web.sessions import current_session
 
 bp = Blueprint("account", __name__)
@@ -43,7 +44,7 @@ def step_up_url(next_path: str) -> str:
         + (" with your passkey." if needs_passkey else "."),
         "info",
     )
-    return url_for("login.login", next=next_path)
+    return login_url(next_path)
 
 
 @bp.get("/")

@@ -13,6 +13,7 @@ from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from idp.composition import clock
 from idp.services.admin_access import AdminAccess, admin_access
+from idp.web import login_url
 from idp.web.sessions import current_session
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -33,4 +34,4 @@ def _guard() -> Any:
     back = request.full_path.rstrip("?") if request.method == "GET" else url_for("admin.index")
     if decision is AdminAccess.REAUTHENTICATE:
         flash("The admin console needs a passkey sign-in within the last 10 minutes.", "info")
-    return redirect(url_for("login.login", next=back))
+    return redirect(login_url(back))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request
 
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
 from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
 from idp.services.group_access import allowed_to_use
+from idp.web import login_url
 from idp.web.sessions import current_session
 
 bp = Blueprint("device", __name__)
@@ -27,7 +28,7 @@ def _signed_in() -> BrowserSession | None:
 
 def _to_login() -> Any:
     # Back here after signing in, with the code the link carried (RFC 8628 3.3.1).
-    return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
+    return redirect(login_url(request.full_path.rstrip("?")))
 
 
 @bp.get("/device")

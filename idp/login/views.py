@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
-from werkzeug.wrappers import Response
 
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
@@ -302,11 +301,6 @@ def passkey_verify() -> Any:
 
 def _json_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict) else ""
-
-
-def redirect_to_reauthenticate(next_path: str) -> Response:
-    """Step-up: sign in again, then come back."""
-    return redirect(url_for("login.login", next=next_path))
 
 
 @bp.get("/.well-known/webauthn")

@@ -117,6 +117,18 @@ def test_sign_in_brings_an_anonymous_admin_back_to_the_page_asked_for(
     assert parse_qs(urlsplit(location).query)["next"] == ["/admin/clients?page=2"]
 
 
+def test_a_query_string_too_long_to_come_back_to_is_not_echoed_into_the_sign_in_redirect(
+    client: FlaskClient,
+) -> None:
+    """The sign-in page follows a ``next`` of at most 2,000 characters (``safe_next``), so the
+    redirect to it carries none longer: 100 KB of junk query is not sent back in a header."""
+    response = client.get("/admin/clients?junk=" + "A" * 100_000)
+    assert response.status_code == 302
+    assert path_of(response) == "/login"
+    assert len(response.headers["Location"]) < 100
+    assert "next" not in parse_qs(urlsplit(response.headers["Location"]).query)
+
+
 def test_an_admin_with_a_fresh_passkey_sign_in_is_let_in(app: Flask) -> None:
     admin = passkey_browser(app, "root@example.com")
     assert admin.browser.get("/admin").status_code == 200
