@@ -28,6 +28,10 @@ apt_install() {
 
 # a) Python environment.
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# Bytecode caches on, whatever the caller's environment says: with PYTHONDONTWRITEBYTECODE set,
+# each of the suite's few hundred `idp` processes compiled idp from source again (0.27 of its
+# 1.4 CPU-seconds), and each pytest worker rewrote every test module's assertions again.
+unset PYTHONDONTWRITEBYTECODE
 if [[ ! -x .venv/bin/python ]]; then
     # Debian ships the venv module separately; install it if the first attempt fails.
     python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }

@@ -52,6 +52,11 @@ def app_context() -> Iterator[Flask]:
         except DomainError:
             db.session.rollback()
             raise
+        finally:
+            # Its connections closed now, not when the process exits: a command run inside
+            # another process (the tests' CliRunner) leaves no pool behind.
+            db.session.remove()
+            db.engine.dispose()
 
 
 def emit(data: Data, as_json: bool, text: Callable[[Data], str]) -> None:

@@ -130,7 +130,7 @@ class Accounts:
 
     def _create(self) -> str:
         email = f"user-{secrets.token_hex(5)}@example.com"
-        self.idp.create_user(email, PASSWORD, name="Ada Browser")
+        self.idp.create_user(email, PASSWORD, name="Ada Browser", in_process=False)
         return email
 
     def new(self) -> str:

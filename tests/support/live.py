@@ -117,8 +117,13 @@ class LiveIdp:
         """``run_in_process`` and its JSON output (pass ``--json`` where needed)."""
         return json.loads(self.run_in_process(*args, input=input).stdout)
 
-    def create_user(self, email: str, password: str, name: str = "Interop User") -> dict[str, Any]:
-        user = self.cli(
+    def create_user(
+        self, email: str, password: str, name: str = "Interop User", *, in_process: bool = True
+    ) -> dict[str, Any]:
+        """``idp users create`` in this process, or (``in_process=False``) in a process of its own:
+        the only way from several threads at once, since Click's CliRunner swaps this process's
+        standard streams while a command runs."""
+        user = (self.cli_in_process if in_process else self.cli)(
             "users", "create", email, "--name", name, "--password-stdin", "--json",
             input=password + "\n",
         )  # fmt: skip
@@ -156,7 +161,7 @@ class LiveIdp:
             args += ["--id-token-alg", id_token_alg]
         if jwks_file is not None:
             args += ["--jwks-file", str(jwks_file)]
-        registered = self.cli(*args)
+        registered = self.cli_in_process(*args)
         assert isinstance(registered, dict), registered
         assert registered.get("client_id"), (
             f"`idp clients create` printed no client_id: {registered}"
@@ -294,7 +299,7 @@ def start_live_idp(
         launcher=launcher,
     )
     if init:
-        idp.run("init")
+        idp.run_in_process("init")
     idp.start()
     try:
         yield idp
