@@ -47,16 +47,20 @@ def app_context() -> Iterator[Flask]:
 
     app = create_app()
     with app.app_context():
-        try:
-            yield app
-        except DomainError:
-            db.session.rollback()
-            raise
-        finally:
-            # Its connections closed now, not when the process exits: a command run inside
-            # another process (the tests' CliRunner) leaves no pool behind.
-            db.session.remove()
-            db.engine.dispose()
+        engines = list(db.engines.values())
+    try:
+        with app.app_context():
+            try:
+                yield app
+            except DomainError:
+                db.session.rollback()
+                raise
+    finally:
+        # Its connections closed once the context's teardown (which mails what the command
+        # committed) is done, not when the process exits: a command run inside another process
+        # (the tests' CliRunner) leaves no pool behind.
+        for engine in engines:
+            engine.dispose()
 
 
 def emit(data: Data, as_json: bool, text: Callable[[Data], str]) -> None:
