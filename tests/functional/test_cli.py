@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect, select, update
+from sqlalchemy import create_engine, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from idp import create_app
@@ -477,6 +477,25 @@ def test_migrations_match_the_models_on_postgresql() -> None:
     with throwaway_postgres_database() as url:
         upgrade(url)
         assert schema_differences(url) == []
+
+
+def test_a_command_leaves_no_database_connection_open_when_it_ends(tmp_path: Path) -> None:
+    """A command run inside another process (a test's CliRunner, an operator's script) closes
+    its connections when it ends, not when that process exits: PostgreSQL sees none left."""
+    with throwaway_postgres_database() as url:
+        env = {"IDP_DATABASE_URL": url, "IDP_INSTANCE_PATH": str(tmp_path),
+               "IDP_ISSUER": "http://localhost:5000", "IDP_SECRET_KEY": "a" * 40}  # fmt: skip
+        runner = CliRunner(env=env)
+        for command in (["init"], ["users", "create", "ada@example.com"], ["users", "list"]):
+            assert runner.invoke(main, command).exit_code == 0, command
+        name = url.rsplit("/", 1)[1]
+        watcher = create_engine(url.rsplit("/", 1)[0] + "/test")
+        with watcher.connect() as connection:
+            left = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+            ).scalar_one()
+        watcher.dispose()
+        assert left == 0
 
 
 def test_a_node_with_another_secret_key_refuses_to_start(tmp_path: Path) -> None:
