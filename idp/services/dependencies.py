@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from redis.exceptions import RedisError
-
 
 class DependencyUnavailableError(RuntimeError):
     """``dependency`` (``"redis"``) cannot be reached; the request cannot be decided safely."""
@@ -25,6 +23,10 @@ class DependencyUnavailableError(RuntimeError):
 @contextmanager
 def redis_calls() -> Iterator[None]:
     """Redis errors (refused connection, timeout, a restart mid-command) as a refusal."""
+    # Imported here, where only a deployment with Redis gets: without it, no idp process (a
+    # server's worker, each `idp` command) pays the ~60 ms the redis package costs to import.
+    from redis.exceptions import RedisError
+
     try:
         yield
     except RedisError as error:

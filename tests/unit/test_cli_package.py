@@ -62,3 +62,26 @@ def test_a_command_imports_its_own_group_only() -> None:
     )
     loaded = completed.stdout.splitlines()[-1].split()
     assert loaded == ["idp.cli.common", "idp.cli.users"]
+
+
+def test_a_command_without_redis_configured_does_not_import_redis(tmp_path: Path) -> None:
+    """Importing the redis package cost every `idp` process (a command, a server's worker) about
+    a sixth of its start: only a deployment that configures Redis imports it (a fresh
+    interpreter, a command that builds the whole application)."""
+    script = (
+        "import sys\n"
+        "from idp.cli import main\n"
+        "main(['init'], standalone_mode=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_INSTANCE_PATH": str(tmp_path),
+        "IDP_SECRET_KEY": "x" * 40,
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.splitlines()[-1] == "[]"
