@@ -46,10 +46,10 @@ def app_context() -> Iterator[Flask]:
     from idp.extensions import db
 
     app = create_app()
-    with app.app_context():
-        engines = list(db.engines.values())
+    engines = []
     try:
         with app.app_context():
+            engines = list(db.engines.values())
             try:
                 yield app
             except DomainError:

@@ -61,7 +61,7 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def login_url(next_path: str | None = None) -> str:
+def login_url(next_path: str) -> str:
     """The sign-in page, coming back to ``next_path`` afterwards. A path ``safe_next`` would not
     follow (a junk query string past its length bound, say) is not carried: the sign-in page
     would drop it anyway, and a redirect must not echo 100 KB of someone's query string."""
