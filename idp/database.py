@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+from idp import sqlite_writers
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 #: A directory: each process counts the SQL statements it sends, by verb, and the transactions it
@@ -21,6 +23,9 @@ STATEMENT_COUNTS_ENV = "IDP_STATEMENT_COUNTS_DIR"
 #: SQLite: WAL pages between automatic checkpoints (SQLite's default is 1,000; see
 #: ``configure_engine``).
 WAL_CHECKPOINT_PAGES = 10_000
+
+#: SQLite: how long a writer waits for the write lock before "database is locked".
+BUSY_TIMEOUT_SECONDS = 30
 
 
 #: SQLSTATEs of a server that answers but cannot take the request now: a read-only transaction
@@ -58,6 +63,14 @@ def configure_engine(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
 
+    # idp's writers take turns (idp.sqlite_writers) instead of polling SQLite's lock.
+    factory = sqlite_writers.connection_factory(engine.url.database, BUSY_TIMEOUT_SECONDS)
+    if factory is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _turn_taking_connections(_dialect: Any, _record: Any, _args: Any, kwargs: Any) -> None:
+            kwargs["factory"] = factory
+
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling off: the hook below decides when BEGIN is sent.
@@ -65,7 +78,7 @@ def configure_engine(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
         # A checkpoint copies every page changed since the last one back into the database file
         # (sqlite.org/wal.html, "Checkpointing"). Every write rewrites the same few pages (a
@@ -91,7 +104,7 @@ def configure_engine(engine: Engine) -> None:
         if context is LONE_WRITE or cursor.connection.in_transaction:
             return
         if statement.lstrip()[:9].upper().startswith(_SQLITE_WRITES) or _locks_rows(context):
-            cursor.execute("BEGIN IMMEDIATE")
+            sqlite_writers.begin_immediate(cursor.connection, cursor)
 
 
 class _LoneWrite:

@@ -49,6 +49,7 @@ from sqlalchemy.sql.selectable import TextualSelect
 
 from idp.database import LONE_WRITE
 from idp.interval_gate import IntervalGate
+from idp.sqlite_writers import TurnTakingConnection, begin_immediate
 from idp.thin_statements import Inserts, Row, compile_statement, inserts_together
 from idp.thin_statements import PreparedStatement as _Prepared
 from idp.thin_statements import Statement as _Statement
@@ -152,8 +153,8 @@ class ThinReads:
         # connection to read on: there, reads go through the engine as any statement does.
         url = engine.url
         self._sqlite = url.get_backend_name() == "sqlite"
-        # SQLite: the write lock, waited for (``begin``).
-        self._send_begin: Callable[[Any, Any], Any] = lambda _, cur: cur.execute("BEGIN IMMEDIATE")
+        # SQLite: the write lock, waited for in turn (``begin``).
+        self._send_begin: Callable[[Any, Any], Any] = begin_immediate
         if url.get_backend_name() == "postgresql":
             from idp.postgresql import begin  # psycopg, imported only when used
 
@@ -258,6 +259,18 @@ class ThinReads:
         """The rows changed, or with ``rows`` the rows returned (read before the commit)."""
         cursor = self._cursor()  # opens the thread's connection at its first statement
         connection = self._local.dbapi_connection
+        if isinstance(connection, TurnTakingConnection):
+            with connection.lone_write():  # SQLite: in this writer's turn (idp.sqlite_writers)
+                answer = self._autocommitted(cursor, connection, prepared, bound, rows=rows)
+        else:
+            answer = self._autocommitted(cursor, connection, prepared, bound, rows=rows)
+        for committed in self._engine.dispatch.commit:
+            committed(self._engine)
+        return answer
+
+    def _autocommitted(
+        self, cursor: Any, connection: Any, prepared: _Prepared, bound: Any, *, rows: bool
+    ) -> Any:
         try:
             # Autocommit commits the write as it completes: SQLite's own transaction for a lone
             # statement (idp.database ``LONE_WRITE``: no BEGIN IMMEDIATE for it), PostgreSQL's.
@@ -271,8 +284,6 @@ class ThinReads:
                 with contextlib.suppress(self._dbapi_error):
                     connection.rollback()
             raise
-        for committed in self._engine.dispatch.commit:
-            committed(self._engine)
         return answer
 
     # -- the read ----------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""SQLite's one writer at a time, taken in turn: a writer that finds the write lock held waits
+for it to be released, not for a timer.
+
+SQLite lets one connection write at a time and makes the others wait with its busy handler,
+which sleeps and tries again: 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms and then 100 ms
+until ``busy_timeout`` (sqlite.org/c3ref/busy_timeout.html; ``sqliteDefaultBusyCallback`` in its
+source). A writer that tries while another holds the lock therefore sleeps through a ladder of
+timers, however soon the lock is released: under a steady load eight writers (a server's two
+processes of four threads) kept missing their retries, and a sign-in's ``BEGIN IMMEDIATE``
+waited up to 183 ms for a lock held a millisecond at a time (docs/performance.md, "Writers in
+turn").
+
+So every writer of idp's engines takes a turn before it asks SQLite for the lock: the threads
+of a process queue on a lock of the process, which hands over to the next as it is released,
+and the processes on one database take an advisory lock (``flock``) on a file beside it,
+``<database>-writer``, asked for again every ``POLL`` seconds while another process holds it.
+SQLite's own lock and busy handler stay underneath, for any writer that takes no turn (the
+``sqlite3`` shell, a backup, Alembic's migrations): a turn only puts idp's writers in a line.
+
+A connection takes its turn before its transaction's ``BEGIN IMMEDIATE`` (idp.database) or its
+lone autocommitted write (idp.thin_reads) and gives it back when the transaction ends: at its
+commit, its rollback or its close, whichever comes first. A writer that waits longer than the
+busy timeout gets SQLite's own answer, "database is locked" (a 503, idp.unavailable).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+#: Seconds between two asks for another process's turn: the most a waiting process loses after
+#: the other's writer is done, at a few microseconds of CPU an ask.
+POLL = 0.0002
+
+
+class WriterLine:
+    """The writers of one SQLite database file, in this process and in every other one."""
+
+    def __init__(self, database: str, timeout: float) -> None:
+        self.path = os.path.abspath(database) + "-writer"
+        self.timeout = timeout
+        self._pid = -1
+        self._threads = threading.Lock()
+        self._file = -1
+
+    def _this_process(self) -> tuple[threading.Lock, int]:
+        # A forked child has its own line: the parent's lock may have been held by a thread the
+        # child does not have, and a descriptor shared with the parent would share its flock.
+        if self._pid != os.getpid():
+            self._threads = threading.Lock()
+            self._file = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._threads, self._file
+
+    def take(self) -> None:
+        """Wait for this writer's turn; SQLite's "database is locked" after the busy timeout."""
+        threads, file = self._this_process()
+        deadline = time.monotonic() + self.timeout
+        if not threads.acquire(timeout=self.timeout):
+            raise sqlite3.OperationalError("database is locked")
+        try:
+            while True:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise sqlite3.OperationalError("database is locked") from None
+                    time.sleep(POLL)
+        except BaseException:
+            threads.release()
+            raise
+
+    def give_back(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._threads.release()
+
+
+class TurnTakingConnection(sqlite3.Connection):
+    """A connection that takes its ``line``'s turn for its writes (the module's docstring)."""
+
+    line: WriterLine
+    _has_turn = False
+
+    def take_turn(self) -> None:
+        if not self._has_turn:  # a transaction SQLite rolled back by itself still holds it
+            self.line.take()
+            self._has_turn = True
+
+    def _give_back_turn(self) -> None:
+        if self._has_turn and not self.in_transaction:
+            self._has_turn = False
+            self.line.give_back()
+
+    def begin_immediate(self, cursor: sqlite3.Cursor) -> None:
+        """``BEGIN IMMEDIATE`` in this connection's turn."""
+        self.take_turn()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        finally:
+            self._give_back_turn()  # kept while the transaction is open
+
+    @contextmanager
+    def lone_write(self) -> Iterator[None]:
+        """A write in autocommit (its own transaction) in this connection's turn."""
+        self.take_turn()
+        try:
+            yield
+        finally:
+            self._give_back_turn()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._give_back_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._give_back_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._has_turn:
+                self._has_turn = False
+                self.line.give_back()
+
+
+def connection_factory(database: str | None, timeout: float) -> type[sqlite3.Connection] | None:
+    """The ``sqlite3.connect`` factory whose connections take turns on ``database``, or None for
+    a database no other connection can write to (in memory)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    line = WriterLine(database, timeout)
+    return type("TurnTakingConnection", (TurnTakingConnection,), {"line": line})
+
+
+def begin_immediate(connection: Any, cursor: Any) -> None:
+    """``BEGIN IMMEDIATE`` on ``connection``, in its turn if it takes turns."""
+    if isinstance(connection, TurnTakingConnection):
+        connection.begin_immediate(cursor)
+    else:
+        cursor.execute("BEGIN IMMEDIATE")

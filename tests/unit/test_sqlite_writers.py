@@ -1,0 +1,183 @@
+"""SQLite writers take turns (idp.sqlite_writers): a writer that finds another's transaction open
+waits for its turn, not in SQLite's busy handler.
+
+Each test gives the waiting writer a connection whose own ``busy_timeout`` is 0: without the
+turn, its ``BEGIN IMMEDIATE`` would fail at once with "database is locked" while the other
+writer holds the lock. The test lets the holder commit only once the waiter is seen waiting in
+``WriterLine.take``, so nothing depends on timing."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idp import sqlite_writers
+
+TAKE = sqlite_writers.WriterLine.take.__code__
+
+
+def _connect(factory: type[sqlite3.Connection], path: Path, busy_ms: int) -> Any:
+    connection = sqlite3.connect(path, factory=factory, check_same_thread=False)
+    connection.isolation_level = None
+    connection.execute(f"PRAGMA busy_timeout={busy_ms}")
+    return connection
+
+
+def _database(tmp_path: Path) -> Path:
+    path = tmp_path / "idp.sqlite3"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")  # persistent: every connection writes in WAL mode
+    setup.execute("CREATE TABLE spends (id INTEGER PRIMARY KEY, who TEXT)")
+    setup.commit()
+    setup.close()
+    return path
+
+
+def _write(connection: Any, who: str, outcome: dict[str, object]) -> None:
+    try:
+        cursor = connection.cursor()
+        sqlite_writers.begin_immediate(connection, cursor)
+        cursor.execute("INSERT INTO spends (who) VALUES (?)", (who,))
+        connection.commit()
+        outcome["ok"] = True
+    except Exception as error:  # the test reads it
+        outcome["error"] = error
+
+
+def _wait_until_waiting_for_turn(thread: threading.Thread, outcome: dict[str, object]) -> None:
+    """Until ``thread`` is inside ``WriterLine.take`` (a state, polled; not a timer raced)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert "error" not in outcome, f"the waiting writer failed: {outcome['error']!r}"
+        assert thread.is_alive(), f"the writer did not wait: {outcome}"
+        frame = sys._current_frames().get(thread.ident or -1)
+        while frame is not None:
+            if frame.f_code is TAKE:
+                return
+            frame = frame.f_back
+        time.sleep(0.001)
+    pytest.fail("the second writer never waited for its turn")
+
+
+def _who(path: Path) -> list[str]:
+    reader = sqlite3.connect(path)
+    try:
+        return [row[0] for row in reader.execute("SELECT who FROM spends ORDER BY id")]
+    finally:
+        reader.close()
+
+
+def test_a_second_thread_waits_for_its_turn_instead_of_being_told_the_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    path = _database(tmp_path)
+    factory = sqlite_writers.connection_factory(str(path), timeout=30)
+    assert factory is not None
+    holder = _connect(factory, path, busy_ms=30_000)
+    waiter = _connect(factory, path, busy_ms=0)
+    cursor = holder.cursor()
+    sqlite_writers.begin_immediate(holder, cursor)
+    cursor.execute("INSERT INTO spends (who) VALUES ('holder')")
+
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=_write, args=(waiter, "waiter", outcome))
+    thread.start()
+    _wait_until_waiting_for_turn(thread, outcome)
+    holder.commit()
+    thread.join(timeout=30)
+
+    assert outcome == {"ok": True}
+    assert _who(path) == ["holder", "waiter"]
+
+
+HOLDER = """
+import sqlite3, sys
+from idp import sqlite_writers
+factory = sqlite_writers.connection_factory(sys.argv[1], timeout=30)
+connection = sqlite3.connect(sys.argv[1], factory=factory)
+connection.isolation_level = None
+cursor = connection.cursor()
+sqlite_writers.begin_immediate(connection, cursor)
+cursor.execute("INSERT INTO spends (who) VALUES ('other process')")
+print("holding", flush=True)
+sys.stdin.readline()
+connection.commit()
+"""
+
+
+def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    path = _database(tmp_path)
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None
+        assert other.stdin is not None
+        assert other.stdout.readline().strip() == "holding"
+        factory = sqlite_writers.connection_factory(str(path), timeout=30)
+        assert factory is not None
+        waiter = _connect(factory, path, busy_ms=0)
+
+        outcome: dict[str, object] = {}
+        thread = threading.Thread(target=_write, args=(waiter, "this process", outcome))
+        thread.start()
+        _wait_until_waiting_for_turn(thread, outcome)
+        other.stdin.write("commit\n")
+        other.stdin.flush()
+        thread.join(timeout=30)
+        assert other.wait(timeout=30) == 0
+    finally:
+        other.kill()
+
+    assert outcome == {"ok": True}
+    assert _who(path) == ["other process", "this process"]
+
+
+def test_a_writer_that_waits_longer_than_the_busy_timeout_is_told_the_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    path = _database(tmp_path)
+    factory = sqlite_writers.connection_factory(str(path), timeout=0.05)
+    assert factory is not None
+    holder = _connect(factory, path, busy_ms=30_000)
+    sqlite_writers.begin_immediate(holder, holder.cursor())
+    waiter = _connect(factory, path, busy_ms=30_000)
+
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        sqlite_writers.begin_immediate(waiter, waiter.cursor())
+    assert not waiter.in_transaction
+    holder.rollback()
+
+
+def test_the_turn_is_given_back_by_a_rollback_and_by_closing_the_connection(
+    tmp_path: Path,
+) -> None:
+    path = _database(tmp_path)
+    factory = sqlite_writers.connection_factory(str(path), timeout=0.05)
+    assert factory is not None
+    first = _connect(factory, path, busy_ms=0)
+    sqlite_writers.begin_immediate(first, first.cursor())
+    first.rollback()
+    second = _connect(factory, path, busy_ms=0)
+    sqlite_writers.begin_immediate(second, second.cursor())  # would time out with the turn kept
+    second.close()
+    third = _connect(factory, path, busy_ms=0)
+    sqlite_writers.begin_immediate(third, third.cursor())
+    third.commit()
+
+
+def test_an_in_memory_database_takes_no_turns() -> None:
+    assert sqlite_writers.connection_factory(":memory:", timeout=30) is None
+    assert sqlite_writers.connection_factory(None, timeout=30) is None
