@@ -14,11 +14,12 @@ app = create_app()
 request_gate.install_if_enabled(app)
 
 # Everything built so far (the imported modules, the application with its settings, routes and
-# keys: about 200,000 objects) lives as long as the worker: out of the cyclic garbage collector's
+# keys: about 130,000 objects) lives as long as the worker: out of the cyclic garbage collector's
 # sight from here on. Each of its full collections otherwise walked all of them while holding the
 # GIL, 65 to 100 ms, and stopped every request of the worker for as long: under the benchmark's
 # load the pauses came every few hundred sign-ins and were the passkey sign-in's p99
-# (docs/performance.md, "Start-up objects frozen"). What is garbage already is collected first;
-# gc.freeze moves the rest to a permanent generation (docs.python.org/3/library/gc.html).
+# (docs/performance.md, "Start-up objects frozen"). The start's garbage (as many objects again)
+# is collected first; gc.freeze moves the rest to a permanent generation the collector ignores
+# (docs.python.org/3/library/gc.html#gc.freeze).
 gc.collect()
 gc.freeze()
