@@ -13,7 +13,9 @@ turn").
 So every writer of idp's engines takes a turn before it asks SQLite for the lock: the threads
 of a process queue on a lock of the process, which hands over to the next as it is released,
 and the processes on one database take an advisory lock (``flock``) on a file beside it,
-``<database>-writer``, asked for again every ``POLL`` seconds while another process holds it.
+``<database>-writer``, for which one thread of each process sleeps in the kernel while
+another process holds it (``_InThisProcess``): no polling, which costs CPU (docs/performance.md,
+"The fifth round", tried SQLite's wait in short sleeps), and no timer.
 SQLite's own lock and busy handler stay underneath, for any writer that takes no turn (the
 ``sqlite3`` shell, a backup, Alembic's migrations): a turn only puts idp's writers in a line.
 
@@ -34,10 +36,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-#: Seconds between two asks for another process's turn: the most a waiting process loses after
-#: the other's writer is done, at a few microseconds of CPU an ask.
-POLL = 0.0002
-
 
 class WriterLine:
     """The writers of one SQLite database file, in this process and in every other one."""
@@ -45,41 +43,92 @@ class WriterLine:
     def __init__(self, database: str, timeout: float) -> None:
         self.path = os.path.abspath(database) + "-writer"
         self.timeout = timeout
-        self._pid = -1
-        self._threads = threading.Lock()
-        self._file = -1
+        self._here: _InThisProcess | None = None
 
-    def _this_process(self) -> tuple[threading.Lock, int]:
-        # A forked child has its own line: the parent's lock may have been held by a thread the
-        # child does not have, and a descriptor shared with the parent would share its flock.
-        if self._pid != os.getpid():
-            self._threads = threading.Lock()
-            self._file = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
-        return self._threads, self._file
+    def _this_process(self) -> _InThisProcess:
+        # A forked child has a line of its own: the parent's lock may have been held by a thread
+        # the child does not have, and a descriptor shared with the parent shares its flock.
+        here = self._here
+        if here is None or here.pid != os.getpid():
+            with _MAKING:
+                here = self._here
+                if here is None or here.pid != os.getpid():
+                    here = self._here = _InThisProcess(self.path)
+        return here
 
     def take(self) -> None:
         """Wait for this writer's turn; SQLite's "database is locked" after the busy timeout."""
-        threads, file = self._this_process()
+        here = self._this_process()
         deadline = time.monotonic() + self.timeout
-        if not threads.acquire(timeout=self.timeout):
+        if not here.threads.acquire(timeout=self.timeout):
             raise sqlite3.OperationalError("database is locked")
         try:
-            while True:
-                try:
-                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise sqlite3.OperationalError("database is locked") from None
-                    time.sleep(POLL)
+            here.lock_file(max(0.0, deadline - time.monotonic()))
         except BaseException:
-            threads.release()
+            here.threads.release()
             raise
 
     def give_back(self) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._threads.release()
+        here = self._this_process()
+        fcntl.flock(here.file, fcntl.LOCK_UN)
+        here.threads.release()
+
+
+_MAKING = threading.Lock()
+_IDLE, _WANTED, _GRANTED, _ABANDONED = range(4)
+
+
+class _InThisProcess:
+    """A line in one process: the lock its threads queue on, its descriptor of the lock file,
+    and a thread that waits in ``flock`` for the other processes' writers.
+
+    The thread whose turn it is in the process asks for the file's lock without waiting; if
+    another process holds it, it hands the wait to the waiting thread, which sleeps in the kernel
+    until the lock is released (no polling, no timer), and waits for that thread's word at most
+    the busy timeout. A writer that gave up leaves the lock to be released the moment the
+    waiting thread gets it, unless the next writer of the process has asked meanwhile."""
+
+    def __init__(self, path: str) -> None:
+        self.pid = os.getpid()
+        self.threads = threading.Lock()
+        self.file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._changed = threading.Condition(threading.Lock())
+        self._state = _IDLE
+        self._waiter: threading.Thread | None = None
+
+    def lock_file(self, timeout: float) -> None:
+        with self._changed:
+            if self._state == _IDLE:  # the waiting thread holds nothing on this descriptor
+                try:
+                    fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    pass
+            self._state = _WANTED
+            if self._waiter is None:
+                self._waiter = threading.Thread(
+                    target=self._wait_for_other_processes, name="sqlite-writer-turns", daemon=True
+                )
+                self._waiter.start()
+            self._changed.notify_all()
+            if self._changed.wait_for(lambda: self._state == _GRANTED, timeout):
+                self._state = _IDLE
+                return
+            self._state = _ABANDONED
+        raise sqlite3.OperationalError("database is locked")
+
+    def _wait_for_other_processes(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._state == _WANTED)
+            fcntl.flock(self.file, fcntl.LOCK_EX)  # the GIL released while it waits
+            with self._changed:
+                if self._state == _WANTED:
+                    self._state = _GRANTED
+                    self._changed.notify_all()
+                else:  # the writer gave up and no other asked since
+                    fcntl.flock(self.file, fcntl.LOCK_UN)
+                    self._state = _IDLE
 
 
 class TurnTakingConnection(sqlite3.Connection):
@@ -141,8 +190,15 @@ def connection_factory(database: str | None, timeout: float) -> type[sqlite3.Con
     a database no other connection can write to (in memory)."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    line = WriterLine(database, timeout)
+    key = (os.path.abspath(database), timeout)
+    with _MAKING:
+        # One line per database file in a process, however many engines open it (every
+        # application a process builds, the test suite's many): one descriptor, one thread.
+        line = _LINES.get(key) or _LINES.setdefault(key, WriterLine(database, timeout))
     return type("TurnTakingConnection", (TurnTakingConnection,), {"line": line})
+
+
+_LINES: dict[tuple[str, float], WriterLine] = {}
 
 
 def begin_immediate(connection: Any, cursor: Any) -> None:

@@ -181,3 +181,38 @@ def test_the_turn_is_given_back_by_a_rollback_and_by_closing_the_connection(
 def test_an_in_memory_database_takes_no_turns() -> None:
     assert sqlite_writers.connection_factory(":memory:", timeout=30) is None
     assert sqlite_writers.connection_factory(None, timeout=30) is None
+
+
+def test_a_writer_that_gave_up_waiting_for_another_process_leaves_the_lock_to_the_next(
+    tmp_path: Path,
+) -> None:
+    """The process's waiting thread gets the file's lock after the writer that asked for it gave
+    up: it lets go at once, and the process's next writer still gets its turn."""
+    path = _database(tmp_path)
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None
+        assert other.stdin is not None
+        assert other.stdout.readline().strip() == "holding"
+        impatient = sqlite_writers.connection_factory(str(path), timeout=0.05)
+        assert impatient is not None
+        waiter = _connect(impatient, path, busy_ms=0)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            sqlite_writers.begin_immediate(waiter, waiter.cursor())
+        other.stdin.write("commit\n")
+        other.stdin.flush()
+        assert other.wait(timeout=30) == 0
+    finally:
+        other.kill()
+
+    patient = sqlite_writers.connection_factory(str(path), timeout=30)
+    assert patient is not None
+    outcome: dict[str, object] = {}
+    _write(_connect(patient, path, busy_ms=0), "next", outcome)
+    assert outcome == {"ok": True}
+    assert _who(path) == ["other process", "next"]
