@@ -12,6 +12,7 @@ import click
 import pytest
 
 from idp.cli import COMMANDS, main
+from tests.support.cli import last_line_after_init
 
 PACKAGE = Path(__file__).resolve().parents[2] / "idp" / "cli"
 MAX_LINES = 450
@@ -68,20 +69,7 @@ def test_a_command_without_redis_configured_does_not_import_redis(tmp_path: Path
     """Importing the redis package cost every `idp` process (a command, a server's worker) about
     a sixth of its start: only a deployment that configures Redis imports it (a fresh
     interpreter, a command that builds the whole application)."""
-    script = (
-        "import sys\n"
-        "from idp.cli import main\n"
-        "main(['init'], standalone_mode=False)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))\n"
+    loaded = last_line_after_init(
+        tmp_path, "import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))"
     )
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
-        "IDP_INSTANCE_PATH": str(tmp_path),
-        "IDP_SECRET_KEY": "x" * 40,
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout.splitlines()[-1] == "[]"
+    assert loaded == "[]"

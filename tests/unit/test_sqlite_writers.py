@@ -8,19 +8,19 @@ writer holds the lock. The test lets the holder commit only once the waiter is s
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from idp import sqlite_writers
-
-TAKE = sqlite_writers.WriterLine.take.__code__
+from tests.support.writers import wait_until_waiting_for_turn
 
 
 def _connect(factory: type[sqlite3.Connection], path: Path, busy_ms: int) -> Any:
@@ -51,21 +51,6 @@ def _write(connection: Any, who: str, outcome: dict[str, object]) -> None:
         outcome["error"] = error
 
 
-def _wait_until_waiting_for_turn(thread: threading.Thread, outcome: dict[str, object]) -> None:
-    """Until ``thread`` is inside ``WriterLine.take`` (a state, polled; not a timer raced)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert "error" not in outcome, f"the waiting writer failed: {outcome['error']!r}"
-        assert thread.is_alive(), f"the writer did not wait: {outcome}"
-        frame = sys._current_frames().get(thread.ident or -1)
-        while frame is not None:
-            if frame.f_code is TAKE:
-                return
-            frame = frame.f_back
-        time.sleep(0.001)
-    pytest.fail("the second writer never waited for its turn")
-
-
 def _who(path: Path) -> list[str]:
     reader = sqlite3.connect(path)
     try:
@@ -89,7 +74,7 @@ def test_a_second_thread_waits_for_its_turn_instead_of_being_told_the_database_i
     outcome: dict[str, object] = {}
     thread = threading.Thread(target=_write, args=(waiter, "waiter", outcome))
     thread.start()
-    _wait_until_waiting_for_turn(thread, outcome)
+    wait_until_waiting_for_turn(thread, outcome)
     holder.commit()
     thread.join(timeout=30)
 
@@ -112,10 +97,10 @@ connection.commit()
 """
 
 
-def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_database_is_locked(
-    tmp_path: Path,
-) -> None:
-    path = _database(tmp_path)
+@contextlib.contextmanager
+def _another_process_holding(path: Path) -> Iterator[Callable[[], None]]:
+    """Another process inside a write transaction on ``path`` (its turn taken); what is yielded
+    makes it commit and end."""
     other = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(path)],
         stdin=subprocess.PIPE,
@@ -126,20 +111,32 @@ def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_dat
         assert other.stdout is not None
         assert other.stdin is not None
         assert other.stdout.readline().strip() == "holding"
-        factory = sqlite_writers.connection_factory(str(path), timeout=30)
-        assert factory is not None
-        waiter = _connect(factory, path, busy_ms=0)
+        stdin = other.stdin
 
-        outcome: dict[str, object] = {}
-        thread = threading.Thread(target=_write, args=(waiter, "this process", outcome))
-        thread.start()
-        _wait_until_waiting_for_turn(thread, outcome)
-        other.stdin.write("commit\n")
-        other.stdin.flush()
-        thread.join(timeout=30)
-        assert other.wait(timeout=30) == 0
+        def commit() -> None:
+            stdin.write("commit\n")
+            stdin.flush()
+            assert other.wait(timeout=30) == 0
+
+        yield commit
     finally:
         other.kill()
+
+
+def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    path = _database(tmp_path)
+    factory = sqlite_writers.connection_factory(str(path), timeout=30)
+    assert factory is not None
+    waiter = _connect(factory, path, busy_ms=0)
+    outcome: dict[str, object] = {}
+    with _another_process_holding(path) as commit:
+        thread = threading.Thread(target=_write, args=(waiter, "this process", outcome))
+        thread.start()
+        wait_until_waiting_for_turn(thread, outcome)
+        commit()
+        thread.join(timeout=30)
 
     assert outcome == {"ok": True}
     assert _who(path) == ["other process", "this process"]
@@ -189,26 +186,13 @@ def test_a_writer_that_gave_up_waiting_for_another_process_leaves_the_lock_to_th
     """The process's waiting thread gets the file's lock after the writer that asked for it gave
     up: it lets go at once, and the process's next writer still gets its turn."""
     path = _database(tmp_path)
-    other = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert other.stdout is not None
-        assert other.stdin is not None
-        assert other.stdout.readline().strip() == "holding"
-        impatient = sqlite_writers.connection_factory(str(path), timeout=0.05)
-        assert impatient is not None
-        waiter = _connect(impatient, path, busy_ms=0)
+    impatient = sqlite_writers.connection_factory(str(path), timeout=0.05)
+    assert impatient is not None
+    waiter = _connect(impatient, path, busy_ms=0)
+    with _another_process_holding(path) as commit:
         with pytest.raises(sqlite3.OperationalError, match="database is locked"):
             sqlite_writers.begin_immediate(waiter, waiter.cursor())
-        other.stdin.write("commit\n")
-        other.stdin.flush()
-        assert other.wait(timeout=30) == 0
-    finally:
-        other.kill()
+        commit()
 
     patient = sqlite_writers.connection_factory(str(path), timeout=30)
     assert patient is not None

@@ -3,9 +3,9 @@ the test suite's objects)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.cli import last_line_after_init
 
 
 def test_a_worker_freezes_its_start_up_objects_out_of_the_collector_s_full_collections(
@@ -13,23 +13,9 @@ def test_a_worker_freezes_its_start_up_objects_out_of_the_collector_s_full_colle
 ) -> None:
     """A full collection walks every object the collector tracks and holds the GIL while it
     does: with the start-up's objects frozen it walks only what the requests made since."""
-    script = (
-        "import gc\n"
-        "from idp.cli import main\n"
-        "main(['init'], standalone_mode=False)\n"
-        "import idp.wsgi\n"
-        "print(gc.get_freeze_count(), len(gc.get_objects()))\n"
+    printed = last_line_after_init(
+        tmp_path, "import gc\nimport idp.wsgi\nprint(gc.get_freeze_count(), len(gc.get_objects()))"
     )
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
-        "IDP_INSTANCE_PATH": str(tmp_path),
-        "IDP_SECRET_KEY": "x" * 40,
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    frozen, tracked = map(int, completed.stdout.splitlines()[-1].split())
+    frozen, tracked = map(int, printed.split())
     assert frozen > 100_000
     assert tracked < 1_000
