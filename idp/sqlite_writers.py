@@ -27,7 +27,9 @@ busy timeout gets SQLite's own answer, "database is locked" (a 503, idp.unavaila
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -41,7 +43,8 @@ class WriterLine:
     """The writers of one SQLite database file, in this process and in every other one."""
 
     def __init__(self, database: str, timeout: float) -> None:
-        self.path = os.path.abspath(database) + "-writer"
+        self.database = os.path.abspath(database)
+        self.path = self.database + "-writer"
         self.timeout = timeout
         self._here: _InThisProcess | None = None
 
@@ -53,7 +56,7 @@ class WriterLine:
             with _MAKING:
                 here = self._here
                 if here is None or here.pid != os.getpid():
-                    here = self._here = _InThisProcess(self.path)
+                    here = self._here = _InThisProcess(self.database, self.path)
         return here
 
     def take(self) -> None:
@@ -70,11 +73,39 @@ class WriterLine:
 
     def give_back(self) -> None:
         here = self._this_process()
-        fcntl.flock(here.file, fcntl.LOCK_UN)
+        if here.file >= 0:
+            fcntl.flock(here.file, fcntl.LOCK_UN)
         here.threads.release()
 
 
 _MAKING = threading.Lock()
+
+
+def _open_beside(database: str, path: str) -> int:
+    """The lock file beside ``database``, opened (made if missing) as SQLite makes its ``-wal``
+    and ``-shm`` files: with the database file's permissions and, for a process running as root,
+    its owner (``findCreateFileMode`` and ``robust_open`` in SQLite's unix VFS), so that an
+    operator's command run as root does not leave a file the server's user cannot open. A file
+    that cannot be opened leaves the processes to SQLite's busy handler, as before the turns,
+    and says so once in the log: slower to hand over under load, never an outage."""
+    try:
+        owner = os.stat(database)
+        mode, uid, gid = owner.st_mode & 0o666, owner.st_uid, owner.st_gid
+    except OSError:
+        mode, uid, gid = 0o600, -1, -1
+    try:
+        file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    except OSError as error:
+        logging.getLogger(__name__).warning(
+            "SQLite writers cannot take turns between processes: %s", error
+        )
+        return -1
+    if os.geteuid() == 0 and uid >= 0:
+        with contextlib.suppress(OSError):
+            os.fchown(file, uid, gid)
+    return file
+
+
 _IDLE, _WANTED, _GRANTED, _ABANDONED = range(4)
 
 
@@ -88,15 +119,17 @@ class _InThisProcess:
     the busy timeout. A writer that gave up leaves the lock to be released the moment the
     waiting thread gets it, unless the next writer of the process has asked meanwhile."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, database: str, path: str) -> None:
         self.pid = os.getpid()
         self.threads = threading.Lock()
-        self.file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.file = _open_beside(database, path)
         self._changed = threading.Condition(threading.Lock())
         self._state = _IDLE
         self._waiter: threading.Thread | None = None
 
     def lock_file(self, timeout: float) -> None:
+        if self.file < 0:
+            return  # no lock file: SQLite's busy handler orders the processes (``_open_beside``)
         with self._changed:
             if self._state == _IDLE:  # the waiting thread holds nothing on this descriptor
                 try:

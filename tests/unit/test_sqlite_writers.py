@@ -9,6 +9,7 @@ writer holds the lock. The test lets the holder commit only once the waiter is s
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -200,3 +201,42 @@ def test_a_writer_that_gave_up_waiting_for_another_process_leaves_the_lock_to_th
     _write(_connect(patient, path, busy_ms=0), "next", outcome)
     assert outcome == {"ok": True}
     assert _who(path) == ["other process", "next"]
+
+
+def test_the_lock_file_takes_the_database_file_s_permissions_and_owner(tmp_path: Path) -> None:
+    """As SQLite's own -wal and -shm files do: a command run as root must not leave a file the
+    server's user cannot open."""
+    path = _database(tmp_path)
+    os.chmod(path, 0o640)
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)  # nobody
+    factory = sqlite_writers.connection_factory(str(path), timeout=30)
+    assert factory is not None
+    outcome: dict[str, object] = {}
+    _write(_connect(factory, path, busy_ms=0), "first", outcome)
+    assert outcome == {"ok": True}
+
+    made = os.stat(f"{path}-writer")
+    assert made.st_mode & 0o777 == 0o640 & ~_umask()
+    if os.geteuid() == 0:
+        assert (made.st_uid, made.st_gid) == (65534, 65534)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_the_writers_to_sqlite_s_own_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _database(tmp_path)
+    Path(f"{path}-writer").mkdir()  # something that is not a file stands in its place
+    factory = sqlite_writers.connection_factory(str(path), timeout=30)
+    assert factory is not None
+    outcome: dict[str, object] = {}
+    _write(_connect(factory, path, busy_ms=30_000), "still written", outcome)
+    assert outcome == {"ok": True}
+    assert _who(path) == ["still written"]
+    assert "cannot take turns between processes" in caplog.text
