@@ -7,8 +7,8 @@ until ``busy_timeout`` (sqlite.org/c3ref/busy_timeout.html; ``sqliteDefaultBusyC
 source). A writer that tries while another holds the lock therefore sleeps through a ladder of
 timers, however soon the lock is released: under a steady load eight writers (a server's two
 processes of four threads) kept missing their retries, and a sign-in's ``BEGIN IMMEDIATE``
-waited up to 183 ms for a lock held a millisecond at a time (docs/performance.md, "Writers in
-turn").
+waited up to 183 ms for a lock held a millisecond at a time (docs/performance.md, "The twelfth
+round").
 
 So every writer of idp's engines takes a turn before it asks SQLite for the lock: the threads
 of a process queue on a lock of the process, which hands over to the next as it is released,
