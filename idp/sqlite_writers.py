@@ -43,7 +43,7 @@ class WriterLine:
     """The writers of one SQLite database file, in this process and in every other one."""
 
     def __init__(self, database: str, timeout: float) -> None:
-        self.database = os.path.abspath(database)
+        self.database = os.path.realpath(database)
         self.path = self.database + "-writer"
         self.timeout = timeout
         self._here: _InThisProcess | None = None
@@ -223,7 +223,9 @@ def connection_factory(database: str | None, timeout: float) -> type[sqlite3.Con
     a database no other connection can write to (in memory)."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    key = (os.path.abspath(database), timeout)
+    # The file itself, however it is named (a symbolic link, a relative path): every process on it
+    # must find the same lock file.
+    key = (os.path.realpath(database), timeout)
     with _MAKING:
         # One line per database file in a process, however many engines open it (every
         # application a process builds, the test suite's many): one descriptor, one thread.

@@ -240,3 +240,16 @@ def test_a_lock_file_that_cannot_be_opened_leaves_the_writers_to_sqlite_s_own_wa
     assert outcome == {"ok": True}
     assert _who(path) == ["still written"]
     assert "cannot take turns between processes" in caplog.text
+
+
+def test_every_name_of_one_database_file_shares_one_line(tmp_path: Path) -> None:
+    """A symbolic link or a relative path names the same file: the same lock file, or writers
+    under two names would not wait for each other."""
+    path = _database(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path)
+    direct = sqlite_writers.connection_factory(str(path), timeout=30)
+    linked = sqlite_writers.connection_factory(str(tmp_path / "link" / path.name), timeout=30)
+    assert direct is not None
+    assert linked is not None
+    assert linked.line is direct.line  # type: ignore[attr-defined]
+    assert direct.line.path == f"{path.resolve()}-writer"  # type: ignore[attr-defined]
