@@ -177,8 +177,11 @@ class TurnTakingConnection(sqlite3.Connection):
 
     def _give_back_turn(self) -> None:
         if self._has_turn and not self.in_transaction:
-            self._has_turn = False
-            self.line.give_back()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        self._has_turn = False
+        self.line.give_back()
 
     def begin_immediate(self, cursor: sqlite3.Cursor) -> None:
         """``BEGIN IMMEDIATE`` in this connection's turn."""
@@ -213,9 +216,8 @@ class TurnTakingConnection(sqlite3.Connection):
         try:
             super().close()
         finally:
-            if self._has_turn:
-                self._has_turn = False
-                self.line.give_back()
+            if self._has_turn:  # a closed connection has no transaction to ask about
+                self._let_go()
 
 
 def connection_factory(database: str | None, timeout: float) -> type[sqlite3.Connection] | None:
@@ -229,7 +231,9 @@ def connection_factory(database: str | None, timeout: float) -> type[sqlite3.Con
     with _MAKING:
         # One line per database file in a process, however many engines open it (every
         # application a process builds, the test suite's many): one descriptor, one thread.
-        line = _LINES.get(key) or _LINES.setdefault(key, WriterLine(database, timeout))
+        line = _LINES.get(key)
+        if line is None:
+            line = _LINES[key] = WriterLine(database, timeout)
     return type("TurnTakingConnection", (TurnTakingConnection,), {"line": line})
 
 

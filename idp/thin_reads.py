@@ -259,31 +259,29 @@ class ThinReads:
         """The rows changed, or with ``rows`` the rows returned (read before the commit)."""
         cursor = self._cursor()  # opens the thread's connection at its first statement
         connection = self._local.dbapi_connection
-        if isinstance(connection, TurnTakingConnection):
-            with connection.lone_write():  # SQLite: in this writer's turn (idp.sqlite_writers)
-                answer = self._autocommitted(cursor, connection, prepared, bound, rows=rows)
-        else:
-            answer = self._autocommitted(cursor, connection, prepared, bound, rows=rows)
+        # SQLite: in this writer's turn (idp.sqlite_writers).
+        in_turn = (
+            connection.lone_write()
+            if isinstance(connection, TurnTakingConnection)
+            else contextlib.nullcontext()
+        )
+        with in_turn:
+            try:
+                # Autocommit commits the write as it completes: SQLite's own transaction for a
+                # lone statement (idp.database ``LONE_WRITE``: no BEGIN IMMEDIATE for it),
+                # PostgreSQL's.
+                answer = self._execute(
+                    cursor, prepared, bound, rows=rows, context=LONE_WRITE if self._sqlite else None
+                )
+                if self._sqlite and connection.in_transaction:
+                    connection.commit()  # a listener began a transaction after all
+            except BaseException:
+                if self._sqlite and connection.in_transaction:
+                    with contextlib.suppress(self._dbapi_error):
+                        connection.rollback()
+                raise
         for committed in self._engine.dispatch.commit:
             committed(self._engine)
-        return answer
-
-    def _autocommitted(
-        self, cursor: Any, connection: Any, prepared: _Prepared, bound: Any, *, rows: bool
-    ) -> Any:
-        try:
-            # Autocommit commits the write as it completes: SQLite's own transaction for a lone
-            # statement (idp.database ``LONE_WRITE``: no BEGIN IMMEDIATE for it), PostgreSQL's.
-            answer = self._execute(
-                cursor, prepared, bound, rows=rows, context=LONE_WRITE if self._sqlite else None
-            )
-            if self._sqlite and connection.in_transaction:
-                connection.commit()  # a listener began a transaction after all
-        except BaseException:
-            if self._sqlite and connection.in_transaction:
-                with contextlib.suppress(self._dbapi_error):
-                    connection.rollback()
-            raise
         return answer
 
     # -- the read ----------------------------------------------------------------------------------

@@ -24,6 +24,12 @@ from idp import sqlite_writers
 from tests.support.writers import wait_until_waiting_for_turn
 
 
+def _turn_taking(path: Path, timeout: float) -> type[sqlite3.Connection]:
+    factory = sqlite_writers.connection_factory(str(path), timeout=timeout)
+    assert factory is not None
+    return factory
+
+
 def _connect(factory: type[sqlite3.Connection], path: Path, busy_ms: int) -> Any:
     connection = sqlite3.connect(path, factory=factory, check_same_thread=False)
     connection.isolation_level = None
@@ -64,8 +70,7 @@ def test_a_second_thread_waits_for_its_turn_instead_of_being_told_the_database_i
     tmp_path: Path,
 ) -> None:
     path = _database(tmp_path)
-    factory = sqlite_writers.connection_factory(str(path), timeout=30)
-    assert factory is not None
+    factory = _turn_taking(path, timeout=30)
     holder = _connect(factory, path, busy_ms=30_000)
     waiter = _connect(factory, path, busy_ms=0)
     cursor = holder.cursor()
@@ -128,8 +133,7 @@ def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_dat
     tmp_path: Path,
 ) -> None:
     path = _database(tmp_path)
-    factory = sqlite_writers.connection_factory(str(path), timeout=30)
-    assert factory is not None
+    factory = _turn_taking(path, timeout=30)
     waiter = _connect(factory, path, busy_ms=0)
     outcome: dict[str, object] = {}
     with _another_process_holding(path) as commit:
@@ -147,8 +151,7 @@ def test_a_writer_that_waits_longer_than_the_busy_timeout_is_told_the_database_i
     tmp_path: Path,
 ) -> None:
     path = _database(tmp_path)
-    factory = sqlite_writers.connection_factory(str(path), timeout=0.05)
-    assert factory is not None
+    factory = _turn_taking(path, timeout=0.05)
     holder = _connect(factory, path, busy_ms=30_000)
     sqlite_writers.begin_immediate(holder, holder.cursor())
     waiter = _connect(factory, path, busy_ms=30_000)
@@ -163,8 +166,7 @@ def test_the_turn_is_given_back_by_a_rollback_and_by_closing_the_connection(
     tmp_path: Path,
 ) -> None:
     path = _database(tmp_path)
-    factory = sqlite_writers.connection_factory(str(path), timeout=0.05)
-    assert factory is not None
+    factory = _turn_taking(path, timeout=0.05)
     first = _connect(factory, path, busy_ms=0)
     sqlite_writers.begin_immediate(first, first.cursor())
     first.rollback()
@@ -187,16 +189,14 @@ def test_a_writer_that_gave_up_waiting_for_another_process_leaves_the_lock_to_th
     """The process's waiting thread gets the file's lock after the writer that asked for it gave
     up: it lets go at once, and the process's next writer still gets its turn."""
     path = _database(tmp_path)
-    impatient = sqlite_writers.connection_factory(str(path), timeout=0.05)
-    assert impatient is not None
+    impatient = _turn_taking(path, timeout=0.05)
     waiter = _connect(impatient, path, busy_ms=0)
     with _another_process_holding(path) as commit:
         with pytest.raises(sqlite3.OperationalError, match="database is locked"):
             sqlite_writers.begin_immediate(waiter, waiter.cursor())
         commit()
 
-    patient = sqlite_writers.connection_factory(str(path), timeout=30)
-    assert patient is not None
+    patient = _turn_taking(path, timeout=30)
     outcome: dict[str, object] = {}
     _write(_connect(patient, path, busy_ms=0), "next", outcome)
     assert outcome == {"ok": True}
@@ -210,8 +210,7 @@ def test_the_lock_file_takes_the_database_file_s_permissions_and_owner(tmp_path:
     os.chmod(path, 0o640)
     if os.geteuid() == 0:
         os.chown(path, 65534, 65534)  # nobody
-    factory = sqlite_writers.connection_factory(str(path), timeout=30)
-    assert factory is not None
+    factory = _turn_taking(path, timeout=30)
     outcome: dict[str, object] = {}
     _write(_connect(factory, path, busy_ms=0), "first", outcome)
     assert outcome == {"ok": True}
@@ -233,8 +232,7 @@ def test_a_lock_file_that_cannot_be_opened_leaves_the_writers_to_sqlite_s_own_wa
 ) -> None:
     path = _database(tmp_path)
     Path(f"{path}-writer").mkdir()  # something that is not a file stands in its place
-    factory = sqlite_writers.connection_factory(str(path), timeout=30)
-    assert factory is not None
+    factory = _turn_taking(path, timeout=30)
     outcome: dict[str, object] = {}
     _write(_connect(factory, path, busy_ms=30_000), "still written", outcome)
     assert outcome == {"ok": True}
@@ -247,9 +245,7 @@ def test_every_name_of_one_database_file_shares_one_line(tmp_path: Path) -> None
     under two names would not wait for each other."""
     path = _database(tmp_path)
     (tmp_path / "link").symlink_to(tmp_path)
-    direct = sqlite_writers.connection_factory(str(path), timeout=30)
-    linked = sqlite_writers.connection_factory(str(tmp_path / "link" / path.name), timeout=30)
-    assert direct is not None
-    assert linked is not None
+    direct = _turn_taking(path, timeout=30)
+    linked = _turn_taking(tmp_path / "link" / path.name, timeout=30)
     assert linked.line is direct.line  # type: ignore[attr-defined]
     assert direct.line.path == f"{path.resolve()}-writer"  # type: ignore[attr-defined]
