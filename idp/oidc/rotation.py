@@ -42,9 +42,11 @@ from idp.thin_reads import ThinTransaction
 
 def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
     """``rotate()``'s answer. The transaction ``redeem`` opened for it, if any
-    (``request.rotation``), is committed after it; on an OAuth error answer too, as the token view
-    commits the ``Session`` then: a token spent stays spent though the request fails (a scope
-    wider than the grant's, RFC 6749 6). Any other error rolls it back."""
+    (``request.rotation``), is committed as soon as the tokens are recorded in it
+    (idp.oidc.token_issue ``save_token``), or else after ``rotate()``; on an OAuth error answer
+    too, as the token view commits the ``Session`` then: a token spent stays spent though the
+    request fails (a scope wider than the grant's, RFC 6749 6). Any other error before the tokens
+    were recorded rolls it back."""
     request.rotation = None
     try:
         answer = rotate()

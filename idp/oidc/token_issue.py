@@ -101,7 +101,11 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     rotation = getattr(request, "rotation", None)
     if grant is not None and rotation is not None and rotation.open:
         # The transaction of the code's or the refresh token's spend, sent already
-        # (idp.oidc.rotation).
+        # (idp.oidc.rotation), committed as soon as the tokens are in it: what Authlib does after
+        # this hook (the ID token's claims and RS256 signature, the answer) writes nothing, and
+        # on SQLite every other writer waits while the transaction is open (docs/performance.md,
+        # "The thirteenth round").
         record_rotation_apart(rotation, issued, successor)
+        rotation.commit()
         return
     services().grants.record_tokens(issued, successor)
