@@ -157,19 +157,23 @@ def test_mail_without_smtp_is_printed_and_listed_by_idp_outbox(terminal: Termina
 def test_a_set_issuer_on_another_port_is_warned_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`idp serve` in-process with the server itself left out: what it prints before serving."""
+    """`idp serve` in-process with the server itself left out: what it prints before serving.
+    Free ports, not 5000 and 5001: `idp serve` first refuses a port in use, and a developer's
+    `make run` serves on 5000 while the suite runs."""
     served: list[ServerOptions] = []
     monkeypatch.setattr(serving, "run", lambda _server, options: served.append(options))
     monkeypatch.setattr(json_logs, "configure", lambda *_args: None)
     monkeypatch.setattr(deployment, "announce_when_ready", lambda *_args: None)
-    runner = initialised_cli(tmp_path, IDP_ISSUER="http://localhost:5000", IDP_LOG_FORMAT=None)
-    result = runner.invoke(main, ["serve", "--port", "5001"])
+    issuer_port, other_port = free_port(), free_port()
+    issuer = f"http://localhost:{issuer_port}"
+    runner = initialised_cli(tmp_path, IDP_ISSUER=issuer, IDP_LOG_FORMAT=None)
+    result = runner.invoke(main, ["serve", "--port", str(other_port)])
     assert result.exit_code == 0, result.output
-    assert "WARNING: the issuer is http://localhost:5000" in result.output
-    assert "listens on port 5001" in result.output
-    assert "IDP_ISSUER=http://localhost:5001" in result.output
-    assert [options.port for options in served] == [5001]
-    quiet = runner.invoke(main, ["serve", "--port", "5000"])
+    assert f"WARNING: the issuer is {issuer}" in result.output
+    assert f"listens on port {other_port}" in result.output
+    assert f"IDP_ISSUER=http://localhost:{other_port}" in result.output
+    assert [options.port for options in served] == [other_port]
+    quiet = runner.invoke(main, ["serve", "--port", str(issuer_port)])
     assert quiet.exit_code == 0, quiet.output
     assert "WARNING" not in quiet.output
 
