@@ -123,6 +123,9 @@
       button.disabled = false;
     }
   });
+  // The page serves the button disabled (templates/account/_add_passkey.html): a click before
+  // this script ran would have done nothing, silently.
+  button.disabled = false;
 
   // WebAuthn L3 5.1.3 conditional create: only on the prompt right after a password sign-in.
   if ("conditionalCreate" in button.dataset && PublicKeyCredential.getClientCapabilities) {

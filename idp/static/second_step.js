@@ -39,4 +39,5 @@
       say("No passkey was used. Use a code instead.");
     }
   });
+  button.disabled = false; // served disabled (templates/login/second_step.html) until now
 })();

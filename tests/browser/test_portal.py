@@ -8,12 +8,13 @@ docs/users/images/ (off by default, so that a test run leaves the working tree c
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import Accounts, BrowserUser, RelyingParty, fits_viewport
 from tests.browser.test_passkey_sign_in import (
@@ -349,6 +350,32 @@ def test_connected_apps_activity_and_profile(
     page.get_by_role("button", name="Disconnect", exact=True).click()  # the confirmation page
     expect(_flash(page)).to_have_text("The app is disconnected.")
     expect(page.get_by_text("No apps.")).to_be_visible()
+
+
+def test_add_a_passkey_is_disabled_until_its_script_has_wired_it(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """The account page's "Add a passkey" is served disabled and enabled by static/account.js
+    once its click does something: clicked earlier, it did nothing and said nothing. The script
+    is held in flight by a route the test answers when it chooses."""
+    email = accounts.new()
+    user = new_user()
+    page = user.page
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    held: list[Route] = []
+    page.route("**/static/account.js*", lambda route: held.append(route))
+    page.goto(f"{live_idp.url}/account", wait_until="commit")
+    deadline = time.monotonic() + 30
+    while not held:  # Playwright delivers the route while the test waits inside it
+        assert time.monotonic() < deadline, "the page never asked for account.js"
+        page.wait_for_timeout(20)
+    add = page.locator("#add-passkey")
+    expect(add).to_be_disabled()
+    held[0].continue_()
+    expect(add).to_be_enabled()
+    page.unroute("**/static/account.js*")
 
 
 def test_portal_pages_have_no_console_errors(
