@@ -32,7 +32,11 @@ const idpBackupCodes = (() => {
       }
     });
     // The print style sheet (style.css, @media print) prints only the codes.
-    root.querySelector("#print-codes").addEventListener("click", () => window.print());
+    const print = root.querySelector("#print-codes");
+    print.addEventListener("click", () => window.print());
+    // Served disabled (templates/account/_backup_codes.html) until their clicks do something.
+    copy.disabled = false;
+    print.disabled = false;
   };
 
   for (const root of document.querySelectorAll("[data-backup-codes]")) wire(root);

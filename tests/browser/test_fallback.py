@@ -103,6 +103,8 @@ def _set_up_totp(
     expect(page.get_by_role("heading", name="Authenticator app added")).to_be_visible()
     for control in ("Download", "Copy", "Print"):
         expect(page.locator(".backup-codes").get_by_text(control, exact=True)).to_be_visible()
+    for control in ("Copy", "Print"):  # served disabled, enabled once backup_codes.js wired them
+        expect(page.locator(".backup-codes").get_by_role("button", name=control)).to_be_enabled()
     codes = [c.strip() for c in page.locator("#backup-codes code").all_inner_texts()]
     assert len(codes) == 10, codes
     assert len(set(codes)) == 10, codes

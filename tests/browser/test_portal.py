@@ -198,6 +198,8 @@ def test_first_passkey_codes_default_name_and_a_device_that_holds_one_already(
     ).to_be_visible()
     for control in ("Download", "Copy", "Print"):
         expect(codes.get_by_text(control, exact=True)).to_be_visible()
+    for control in ("Copy", "Print"):  # served disabled, enabled once backup_codes.js wired them
+        expect(codes.get_by_role("button", name=control)).to_be_enabled()
     assert str(codes.get_by_text("Download").get_attribute("href")).startswith("data:text/plain")
     _at_both_sizes(user, "first-passkey-codes")
     page.get_by_role("button", name="I saved them").click()
