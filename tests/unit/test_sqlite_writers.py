@@ -58,6 +58,26 @@ def _write(connection: Any, who: str, outcome: dict[str, object]) -> None:
         outcome["error"] = error
 
 
+def _written(connection: Any, who: str) -> dict[str, object]:
+    """``_write`` in this thread: what it recorded."""
+    outcome: dict[str, object] = {}
+    _write(connection, who, outcome)
+    return outcome
+
+
+def _written_once_released(waiter: Any, who: str, release: Callable[[], None]) -> dict[str, object]:
+    """``_write`` in a thread of its own while another writer holds its turn; ``release`` ends
+    that writer's transaction once the thread is seen waiting in ``WriterLine.take``. What
+    ``_write`` recorded."""
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=_write, args=(waiter, who, outcome))
+    thread.start()
+    wait_until_waiting_for_turn(thread, outcome)
+    release()
+    thread.join(timeout=30)
+    return outcome
+
+
 def _who(path: Path) -> list[str]:
     reader = sqlite3.connect(path)
     try:
@@ -77,14 +97,7 @@ def test_a_second_thread_waits_for_its_turn_instead_of_being_told_the_database_i
     sqlite_writers.begin_immediate(holder, cursor)
     cursor.execute("INSERT INTO spends (who) VALUES ('holder')")
 
-    outcome: dict[str, object] = {}
-    thread = threading.Thread(target=_write, args=(waiter, "waiter", outcome))
-    thread.start()
-    wait_until_waiting_for_turn(thread, outcome)
-    holder.commit()
-    thread.join(timeout=30)
-
-    assert outcome == {"ok": True}
+    assert _written_once_released(waiter, "waiter", holder.commit) == {"ok": True}
     assert _who(path) == ["holder", "waiter"]
 
 
@@ -135,15 +148,8 @@ def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_dat
     path = _database(tmp_path)
     factory = _turn_taking(path, timeout=30)
     waiter = _connect(factory, path, busy_ms=0)
-    outcome: dict[str, object] = {}
     with _another_process_holding(path) as commit:
-        thread = threading.Thread(target=_write, args=(waiter, "this process", outcome))
-        thread.start()
-        wait_until_waiting_for_turn(thread, outcome)
-        commit()
-        thread.join(timeout=30)
-
-    assert outcome == {"ok": True}
+        assert _written_once_released(waiter, "this process", commit) == {"ok": True}
     assert _who(path) == ["other process", "this process"]
 
 
@@ -197,9 +203,7 @@ def test_a_writer_that_gave_up_waiting_for_another_process_leaves_the_lock_to_th
         commit()
 
     patient = _turn_taking(path, timeout=30)
-    outcome: dict[str, object] = {}
-    _write(_connect(patient, path, busy_ms=0), "next", outcome)
-    assert outcome == {"ok": True}
+    assert _written(_connect(patient, path, busy_ms=0), "next") == {"ok": True}
     assert _who(path) == ["other process", "next"]
 
 
@@ -211,9 +215,7 @@ def test_the_lock_file_takes_the_database_file_s_permissions_and_owner(tmp_path:
     if os.geteuid() == 0:
         os.chown(path, 65534, 65534)  # nobody
     factory = _turn_taking(path, timeout=30)
-    outcome: dict[str, object] = {}
-    _write(_connect(factory, path, busy_ms=0), "first", outcome)
-    assert outcome == {"ok": True}
+    assert _written(_connect(factory, path, busy_ms=0), "first") == {"ok": True}
 
     made = os.stat(f"{path}-writer")
     assert made.st_mode & 0o777 == 0o640 & ~_umask()
@@ -233,9 +235,7 @@ def test_a_lock_file_that_cannot_be_opened_leaves_the_writers_to_sqlite_s_own_wa
     path = _database(tmp_path)
     Path(f"{path}-writer").mkdir()  # something that is not a file stands in its place
     factory = _turn_taking(path, timeout=30)
-    outcome: dict[str, object] = {}
-    _write(_connect(factory, path, busy_ms=30_000), "still written", outcome)
-    assert outcome == {"ok": True}
+    assert _written(_connect(factory, path, busy_ms=30_000), "still written") == {"ok": True}
     assert _who(path) == ["still written"]
     assert "cannot take turns between processes" in caplog.text
 
