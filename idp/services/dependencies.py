@@ -3,7 +3,7 @@
 docs/operations.md, "Redis": sign-ins that need the attempt counters (or Redis-held WebAuthn
 challenges) are refused with 503 "temporarily unavailable" while Redis is down; everything that
 does not need Redis carries on. The services raise ``DependencyUnavailableError``; the application's
-error handler answers it (idp/__init__.py), audits it and counts it.
+error handler answers it (idp/app.py), audits it and counts it.
 """
 
 from __future__ import annotations

@@ -65,6 +65,35 @@ def test_a_command_imports_its_own_group_only() -> None:
     assert loaded == ["idp.cli.common", "idp.cli.users"]
 
 
+def test_help_imports_no_application() -> None:
+    """``idp --help`` and a group's help build no application, so they import none of it: not
+    Flask, SQLAlchemy or idp's app factory (idp/__init__.py names ``create_app`` and imports
+    idp.app only when it is asked for). A fresh interpreter: this one has the application."""
+    script = (
+        "import sys\n"
+        "from idp.cli import main\n"
+        "for line in (['--help'], ['users', '--help']):\n"
+        "    main(line, standalone_mode=False)\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'sqlalchemy'}"
+        " | {m for m in sys.modules if m == 'idp.app'})))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert completed.stdout.splitlines()[-1] == ""
+
+
+def test_create_app_is_still_imported_from_idp() -> None:
+    """The name every caller uses (idp/wsgi.py, the tests, an operator's WSGI file) stays."""
+    import idp
+    from idp.app import create_app, load_checked_settings
+
+    assert idp.create_app is create_app
+    assert idp.load_checked_settings is load_checked_settings
+    with pytest.raises(AttributeError):
+        idp.no_such_name  # noqa: B018
+
+
 def test_a_command_without_redis_configured_does_not_import_redis(tmp_path: Path) -> None:
     """Importing the redis package cost every `idp` process (a command, a server's worker) about
     a sixth of its start: only a deployment that configures Redis imports it (a fresh

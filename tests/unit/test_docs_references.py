@@ -267,9 +267,10 @@ def _defined_names(path: Path) -> frozenset[str]:
     return frozenset(names)
 
 
-#: Dotted names that are host or file names (``idp.example``, ``idp.env``), not modules.
-NOT_MODULES = frozenset({"com", "env", "example", "invalid", "local", "md", "org", "py", "test",
-                         "toml"})  # fmt: skip
+#: Dotted names that are host or file names (``idp.example``, ``idp.env``, the embedded database
+#: ``idp.db``) or the request log's logger (``idp.request``, idp.observability), not modules.
+NOT_MODULES = frozenset({"com", "db", "env", "example", "invalid", "local", "md", "org", "py",
+                         "request", "test", "toml"})  # fmt: skip
 
 
 def _module_file(parts: list[str]) -> Path | None:

@@ -1,0 +1,418 @@
+"""The application factory: settings, extensions, the container, blueprints, hooks, error pages."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Flask,
+    Response,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
+from flask.ctx import RequestContext
+from flask.json.provider import DefaultJSONProvider
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.response import Response as SansioResponse
+
+from idp.composition import Container
+from idp.database import BUSY_TIMEOUT_SECONDS, configure_engine, is_outage
+from idp.extensions import csrf, db
+from idp.services.claims import describe_scope
+from idp.services.crypto import derive_key
+from idp.services.dependencies import DependencyUnavailableError
+from idp.settings import Settings, SettingsError, load_settings
+from idp.thin_reads import ThinReads
+from idp.web.form_request import form_request_class, refuse_malformed_input
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the application: settings, extensions, blueprints, CLI (Flask tutorial's factory)."""
+    settings = load_checked_settings(overrides)
+    instance_path = Path(settings.instance_path).resolve()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    # The package's name, not this module's: the application's name, its logger ("idp" in every
+    # log line it writes) and the directory its templates and static files are found in.
+    app = IdpFlask("idp", instance_path=str(instance_path))
+    app.json = JSONProvider(app)
+    app.config.update(_flask_config(settings))
+    app.request_class = form_request_class(app.config["MAX_CONTENT_LENGTH"])
+
+    db.init_app(app)
+    csrf.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+
+    # What the app builds once: settings, keys, hashers, caches and the one clock the views read
+    # the time through (idp.composition.clock; tests set a frozen one, tests/support/clock.py).
+    app.extensions["idp"] = container = Container.build(settings)
+    with app.app_context():
+        container.reads = ThinReads(db.engine)
+    from idp.oidc.server import create_authorization_server
+
+    app.extensions["idp.oauth"] = create_authorization_server(app)
+
+    from idp.account import bp as account_bp
+    from idp.admin import bp as admin_bp
+    from idp.api import bp as api_bp
+    from idp.device.views import bp as device_bp
+    from idp.login.views import bp as login_bp
+
+    # Imported for their routes: both page modules of the provider register on ``oidc_bp``.
+    from idp.oidc import token_views, views  # noqa: F401
+    from idp.oidc.blueprint import bp as oidc_bp
+    from idp.ops import bp as ops_bp
+    from idp.signup.views import bp as signup_bp
+
+    for blueprint in (
+        oidc_bp,
+        login_bp,
+        account_bp,
+        admin_bp,
+        signup_bp,
+        device_bp,
+        ops_bp,
+        api_bp,
+    ):
+        app.register_blueprint(blueprint)
+
+    from idp.web import docs_link, issuer_address, outbox_hint, page_url, static_url
+    from idp.web.background import (
+        deliver_left_over,
+        schedule_checkpoint,
+        schedule_outbox,
+        schedule_prune,
+    )
+    from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
+    from idp.web.sessions import CsrfCookieSessions, LazySessionContext, viewer_is_admin
+
+    app.session_interface = CsrfCookieSessions()
+    app.request_context_class = LazySessionContext
+
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.jinja_env.globals["outbox_hint"] = outbox_hint
+    app.jinja_env.globals["viewer_is_admin"] = viewer_is_admin
+    app.jinja_env.globals["docs_link"] = docs_link
+    app.jinja_env.globals["static_url"] = static_url
+    app.jinja_env.globals["page_url"] = page_url
+    app.context_processor(issuer_address)
+    app.jinja_env.filters["describe_scope"] = describe_scope
+    from idp import observability
+
+    # First: the request id and the timing cover every other hook (docs/operations.md).
+    observability.init_app(app)
+    app.after_request(add_security_headers)
+    after_answer: list[Callable[[Any], Any]] = [schedule_prune]
+    if container.reads.checkpoints.interval > 0:  # SQLite on a file
+        after_answer.append(schedule_checkpoint)
+    after_answer.append(schedule_outbox)
+    for schedule in after_answer:
+        app.after_request(schedule)
+    app.before_request(_refuse_malformed_input)
+    _register_error_pages(app)
+
+    # The token side's hot endpoints below Flask's request machinery, with the same hooks' work
+    # (idp.web.direct); inside ProxyFix, which gives both the client's address.
+    from idp.oidc.token_views import DIRECT_ROUTES
+    from idp.web.direct import DirectEndpoints
+
+    app.wsgi_app = DirectEndpoints(  # type: ignore[method-assign]
+        app, DIRECT_ROUTES, after_answer, functools.partial(note_failure, app)
+    )
+    if settings.trusted_proxies:
+        # Werkzeug's ProxyFix takes the address the last N trusted hops saw (the right-most
+        # X-Forwarded-For entries), so a client cannot forge its own (RFC 7239 8.1).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    app.wsgi_app = ResponseHeaders(  # type: ignore[method-assign]
+        app.wsgi_app,
+        secure_transport=settings.secure_transport,
+        hsts_include_subdomains=settings.hsts_include_subdomains,
+    )
+
+    # Flask-SQLAlchemy's own teardown removes the session too: this one does it, after
+    # delivering what a CLI context committed, and only when the context made a session at all
+    # (a discovery or JWKS request from cache never does; asking the registry is cheaper than
+    # removing nothing twice).
+    with contextlib.suppress(ValueError):
+        app.teardown_appcontext_funcs.remove(db._teardown_session)
+
+    @app.teardown_appcontext
+    def _rollback_unfinished(_exc: BaseException | None) -> None:
+        if not db.session.registry.has():
+            return
+        try:
+            deliver_left_over()
+        finally:
+            db.session.remove()
+
+    return app
+
+
+class IdpFlask(Flask):
+    """Flask, remembering which of its hooks and views are coroutines: it asks ``inspect`` again
+    for every hook of every request (a dozen here), and idp has none (docs/performance.md,
+    "Before and after, per change"). Flask's documentation names ``ensure_sync`` as the method to
+    override."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        known = self._synchronous
+        if func not in known:
+            synchronous = super().ensure_sync(func)
+            if synchronous is not func:
+                return synchronous  # a coroutine: wrapped anew, as Flask does
+            known.add(func)
+        return func
+
+    @functools.cached_property
+    def _synchronous(self) -> set[Callable[..., Any]]:
+        return set()
+
+    #: ``create_app`` sets idp.web.sessions.LazySessionContext, which opens the cookie session
+    #: on first use.
+    request_context_class: type[RequestContext] = RequestContext
+
+    def request_context(self, environ: dict[str, Any]) -> RequestContext:
+        # Flask's documentation names this method as the place to create a different context.
+        return self.request_context_class(self, environ)
+
+
+def load_checked_settings(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """``load_settings``, then the checks that use the services' rules, each failure turned into
+    a ``SettingsError`` so that a misconfigured deployment refuses to start."""
+    from idp.services.email_addresses import EmailAddressError, parse_email_address
+    from idp.services.lifetimes import LIFETIMES, parse_lifetime
+    from idp.services.sign_in_policy import PolicyError, policy_from_settings
+
+    settings = load_settings(overrides, environ)
+    # Every lifetime has a lower and an upper bound, checked by the one parser the sign-in
+    # policy uses too (idp.services.lifetimes): a zero session lifetime would let nobody
+    # finish a sign-in, and an unbounded one overflows date arithmetic on every request.
+    for name in LIFETIMES:
+        try:
+            parse_lifetime(name, getattr(settings, name))
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
+    try:
+        policy_from_settings(settings)
+    except PolicyError as error:
+        raise SettingsError(str(error)) from error
+    if settings.admin_email:
+        try:
+            parse_email_address(settings.admin_email, allow_local_domains=not settings.production)
+        except EmailAddressError as error:
+            raise SettingsError(f"admin_email: {error}") from error
+    return settings
+
+
+def _flask_config(settings: Settings) -> dict[str, Any]:
+    secure = settings.secure_transport
+    # No pool_pre_ping on PostgreSQL: the BEGIN each checkout sends is the check
+    # (idp/postgresql.py, configured in idp.database.configure_engine).
+    engine_options: dict[str, Any] = {}
+    if settings.sqlalchemy_url.startswith("sqlite"):
+        engine_options = {
+            "connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
+        }
+    # A database error's message would otherwise carry the statement's parameters (token and
+    # password hashes, emails) into the log.
+    engine_options["hide_parameters"] = True
+    return {
+        "IDP_SETTINGS": settings,
+        # Flask's own signed cookie carries only the CSRF token; a separate derived key.
+        "SECRET_KEY": derive_key(settings.secret_key, "idp flask session").hex(),
+        "SQLALCHEMY_DATABASE_URI": settings.sqlalchemy_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "SESSION_COOKIE_NAME": "__Host-idp_csrf" if secure else "idp_csrf",
+        "SESSION_COOKIE_SECURE": secure,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_PATH": "/",
+        # A sign-in page may stay open as long as its pending request lives.
+        "WTF_CSRF_TIME_LIMIT": settings.pending_request_ttl,
+        "WTF_CSRF_SSL_STRICT": secure,
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "MAX_FORM_MEMORY_SIZE": 256 * 1024,
+        "MAX_FORM_PARTS": 200,
+        "JSON_SORT_KEYS": False,
+    }
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, stricter about what it accepts from clients: a document nested deeper than
+    the parser's recursion limit, or holding a NUL character, is malformed input (``ValueError``,
+    so ``get_json`` answers 400 or None) instead of a ``RecursionError`` or a database error."""
+
+    def response(self, *args: Any, **kwargs: Any) -> SansioResponse:
+        """``jsonify``: Flask's compact answer, written by one encoder made once (the settings
+        are fixed once the application runs) instead of a new encoder per answer."""
+        if self.compact is False or (self.compact is None and self._app.debug):
+            return super().response(*args, **kwargs)  # indented, as Flask's
+        body = self.compact_text(self._prepare_response_obj(args, kwargs))
+        return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
+
+    def compact_text(self, document: Any) -> str:
+        """``document`` as ``jsonify`` writes it when compact (without its closing newline)."""
+        return self._compact_encoder.encode(document)
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``flask.json.dumps``: without arguments of its own (Authlib's token, introspection and
+        error answers), the same text as Flask's, from one encoder made once instead of a new
+        encoder per call (``json.dumps`` makes one whenever it is given an argument)."""
+        if kwargs:
+            return super().dumps(obj, **kwargs)
+        return self._encoder.encode(obj)
+
+    @functools.cached_property
+    def _encoder(self) -> json.JSONEncoder:
+        # What ``json.dumps(obj, default=..., ensure_ascii=..., sort_keys=...)`` makes per call.
+        return json.JSONEncoder(
+            default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys
+        )
+
+    @functools.cached_property
+    def _compact_encoder(self) -> json.JSONEncoder:
+        return json.JSONEncoder(
+            default=self.default,
+            ensure_ascii=self.ensure_ascii,
+            sort_keys=self.sort_keys,
+            separators=(",", ":"),
+        )
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = super().loads(s, **kwargs)
+        except RecursionError as error:
+            raise ValueError("JSON document nested too deeply") from error
+        if _holds_nul(value):
+            raise ValueError("JSON document contains a NUL character")
+        return value
+
+
+def _holds_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:  # iterative: the document may be nested close to the recursion limit
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _refuse_malformed_input() -> None:
+    refuse_malformed_input(request._get_current_object())  # type: ignore[attr-defined]
+
+
+#: The endpoints whose clients are OAuth clients, not browsers: they always get OAuth's JSON
+#: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3), never an HTML page.
+OAUTH_ENDPOINTS = frozenset({"oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke"})
+
+
+def _wants_json() -> bool:
+    if request.endpoint in OAUTH_ENDPOINTS or request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _server_failure(outage: bool) -> Response:
+    """The answer to a request that failed on the server's side: 503 with ``Retry-After`` while a
+    storage dependency is unavailable, 500 otherwise; OAuth's JSON error for JSON clients (RFC
+    6749 4.1.2.1 names ``temporarily_unavailable`` and ``server_error``), a calm page for
+    browsers (the same ``Retry-After`` and page as a sign-in refused while Redis is down)."""
+    from idp.unavailable import RETRY_AFTER_SECONDS, TITLE, server_failure
+
+    status = 503 if outage else 500
+    if _wants_json():
+        status, body, headers = server_failure(outage)
+        response = jsonify(body)
+        response.headers.update(headers)
+        response.status_code = status
+        return response
+    template, title, message = (
+        ("errors/unavailable.html", TITLE,
+         "idp cannot reach its storage right now. Nothing was lost: try again in a moment.")
+        if outage
+        else ("errors/error.html", "Something went wrong",
+              "An unexpected error occurred. Please try again.")
+    )  # fmt: skip
+    response = make_response(render_template(template, title=title, message=message))
+    response.status_code = status
+    if outage:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def note_failure(app: Flask, error: Exception) -> bool:
+    """A request failed on the server's side: its transaction rolled back and the failure
+    logged. True when it failed because storage is unavailable (an outage: 503, not 500)."""
+    outage = is_outage(error)
+    try:
+        db.session.rollback()
+    except Exception:  # the connection the rollback would use may be the one that died
+        app.logger.warning("rollback after a failed request failed too", exc_info=True)
+    if outage:
+        app.logger.error("storage unavailable: %s: %s", type(error).__name__, error)
+    else:
+        app.logger.exception("unhandled error")
+    return outage
+
+
+def _is_api_request() -> bool:
+    return request.path == "/api/v1" or request.path.startswith("/api/v1/")
+
+
+def _register_error_pages(app: Flask) -> None:
+    """Calm pages for every HTTP error; never a stack trace."""
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> Any:
+        return render_template(
+            "errors/error.html",
+            title="Please try again",
+            message="This form expired or was sent from another page. Reload it and try again.",
+        ), 400
+
+    @app.errorhandler(DependencyUnavailableError)
+    def dependency_unavailable(error: DependencyUnavailableError) -> Any:
+        from idp import unavailable
+
+        return unavailable.answer(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        if _is_api_request():
+            # An /api/v1 path no route matched (404, 405): the API's problem details too.
+            from idp.api.core import api_http_error
+
+            return api_http_error(error)
+        db.session.rollback()
+        return render_template(
+            "errors/error.html", title=error.name, message=error.description
+        ), error.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Any:
+        outage = note_failure(app, error)
+        if _is_api_request():
+            from idp.api.problems import Problem, problem_response
+
+            return problem_response(Problem("unavailable" if outage else "server-error"))
+        return _server_failure(outage)
