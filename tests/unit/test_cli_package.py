@@ -49,38 +49,34 @@ def test_every_command_is_where_the_table_says() -> None:
     assert main.list_commands(context) == sorted(COMMANDS)
 
 
-def test_a_command_imports_its_own_group_only() -> None:
-    """``idp users --help`` loads the users group, not the others (a fresh interpreter: this
-    one may have imported them all already)."""
+def _imported_after(command_lines: list[list[str]], which: str) -> list[str]:
+    """The modules ``which`` names (a condition on ``name``) that a fresh interpreter has
+    imported once ``idp`` ran each of ``command_lines``: this one has imported everything."""
     script = (
         "import sys\n"
         "from idp.cli import main\n"
-        "main(['users', '--help'], standalone_mode=False)\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.startswith('idp.cli.'))))\n"
+        f"for line in {command_lines!r}:\n"
+        "    main(line, standalone_mode=False)\n"
+        f"print(' '.join(sorted(name for name in sys.modules if {which})))\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
-    loaded = completed.stdout.splitlines()[-1].split()
+    return completed.stdout.splitlines()[-1].split()
+
+
+def test_a_command_imports_its_own_group_only() -> None:
+    """``idp users --help`` loads the users group, not the others."""
+    loaded = _imported_after([["users", "--help"]], "name.startswith('idp.cli.')")
     assert loaded == ["idp.cli.common", "idp.cli.users"]
 
 
 def test_help_imports_no_application() -> None:
     """``idp --help`` and a group's help build no application, so they import none of it: not
     Flask, SQLAlchemy or idp's app factory (idp/__init__.py names ``create_app`` and imports
-    idp.app only when it is asked for). A fresh interpreter: this one has the application."""
-    script = (
-        "import sys\n"
-        "from idp.cli import main\n"
-        "for line in (['--help'], ['users', '--help']):\n"
-        "    main(line, standalone_mode=False)\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'sqlalchemy'}"
-        " | {m for m in sys.modules if m == 'idp.app'})))\n"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert completed.stdout.splitlines()[-1] == ""
+    idp.app only when it is asked for)."""
+    application = "name.split('.')[0] in ('flask', 'sqlalchemy') or name == 'idp.app'"
+    assert _imported_after([["--help"], ["users", "--help"]], application) == []
 
 
 def test_create_app_is_still_imported_from_idp() -> None:
