@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -291,6 +292,15 @@ def test_a_malformed_request_id_is_replaced(info_idp: LiveIdp, malformed: str) -
     assert _records_with(info_idp, generated)
     assert info_idp.stderr_path is not None
     assert malformed not in info_idp.stderr_path.read_text()
+
+
+def test_the_application_logs_and_finds_its_pages_as_idp(app: Flask) -> None:
+    """The factory lives in idp.app; the application is named for the package all the same, so
+    its own lines (an unhandled error's among them) carry ``"logger": "idp"`` and its templates
+    and static files are the package's."""
+    assert app.name == "idp"
+    assert app.logger.name == "idp"
+    assert app.root_path == str(Path(json_logs.__file__).parent)
 
 
 def test_a_request_refused_before_any_view_still_gets_its_id_and_count(app: Flask) -> None:
