@@ -314,7 +314,12 @@ def test_a_key_rotated_on_one_node_is_used_and_published_by_all(
             assert started < KEY_CACHE_TTL, f"{signer} signs with the old key after {started:.1f} s"
             continue
         access_header = jwt_header(issued["access_token"])
-        assert access_header["kid"] == active[access_header["alg"]]
+        if access_header["kid"] != active[access_header["alg"]]:
+            # The access token is minted before the ID token is signed: a worker whose cache
+            # expired between the two signed this answer with both keys (every node honoured the
+            # old one above). Only within the cache window.
+            assert started < KEY_CACHE_TTL, f"{signer} mints with the old key after {started:.1f} s"
+            continue
         issued_by[signer] = issued["id_token"]
 
     # Published by every node: key_cache_ttl has passed, so by every worker of every node.

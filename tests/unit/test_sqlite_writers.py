@@ -148,6 +148,12 @@ def test_a_writer_waits_for_another_process_s_turn_instead_of_being_told_the_dat
     path = _database(tmp_path)
     factory = _turn_taking(path, timeout=30)
     waiter = _connect(factory, path, busy_ms=0)
+    # A read first, as a server's connections have made before they write: in WAL mode a
+    # connection that has read keeps a shared lock on the database file. Without one, the other
+    # process's connection, closed as it exits, is the last one: it checkpoints and removes the
+    # WAL under an exclusive lock (sqlite.org/wal.html), which this writer's busy_timeout of 0
+    # meets as "database is locked" when its turn comes that soon.
+    assert waiter.execute("SELECT count(*) FROM spends").fetchall() == [(0,)]
     with _another_process_holding(path) as commit:
         assert _written_once_released(waiter, "this process", commit) == {"ok": True}
     assert _who(path) == ["other process", "this process"]
