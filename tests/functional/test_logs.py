@@ -29,6 +29,7 @@ import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+import idp
 from idp import json_logs
 from idp.json_logs import REDACTED, JsonFormatter
 from tests.support.apps import live_on
@@ -300,7 +301,7 @@ def test_the_application_logs_and_finds_its_pages_as_idp(app: Flask) -> None:
     and static files are the package's."""
     assert app.name == "idp"
     assert app.logger.name == "idp"
-    assert app.root_path == str(Path(json_logs.__file__).parent)
+    assert app.root_path == str(Path(idp.__file__).parent)
 
 
 def test_a_request_refused_before_any_view_still_gets_its_id_and_count(app: Flask) -> None:
