@@ -194,8 +194,13 @@ def recover() -> Any:
             email, request.form.get("code", "")[:64], request_context(), clock().now()
         )
         if result.user is not None:
+            # The session's only way forward is adding a way in: an authenticator app is one
+            # only beside a password that signs in (idp.services.method_removal), so without
+            # such a password it may add a passkey only.
+            passkey_only = not services().method_removal.password_is_a_way_in(result.user)
             response = redirect(url_for("account.recover"))
-            start_session(result.user, ["otp"], response, restricted=True)
+            start_session(result.user, ["otp"], response, restricted=True,
+                          passkey_only=passkey_only)  # fmt: skip
             db.session.commit()
             return response
         db.session.commit()

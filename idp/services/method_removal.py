@@ -3,7 +3,8 @@
 
 Two rules, decided here and nowhere else, for the portal (idp.account) and any other surface:
 
-- **Never remove the last way in.** A passkey is always a way in; a password is one only where
+- **Never remove the last way in.** A passkey is a way in unless idp flagged it as a possible
+  clone (refused at every sign-in until removed, WebAuthn L3 6.1.1); a password is one only where
   the sign-in policy allows passwords. An authenticator app is a second step after a password,
   never a way in alone, so removing it never locks anyone out.
 - **Admins keep a passkey** where the policy says ``admin_passkey_required``: such an admin
@@ -37,28 +38,36 @@ class MethodRemoval:
         self.db = db
         self.policy = policy
 
-    def _passkeys(self, user: User) -> list[Passkey]:
-        return list(self.db.scalars(select(Passkey).where(Passkey.user_id == user.id)))
+    def _working_passkeys(self, user: User) -> list[Passkey]:
+        """``user``'s passkeys that sign in: a flagged one is refused until it is removed."""
+        query = select(Passkey).where(Passkey.user_id == user.id, Passkey.flagged_at.is_(None))
+        return list(self.db.scalars(query))
 
-    def _password_is_a_way_in(self, user: User) -> bool:
-        # Where policy turned passwords off, a password is no way in at all.
+    def password_is_a_way_in(self, user: User) -> bool:
+        """Whether ``user``'s password signs them in (with its second step, or into a session
+        that adds one). Where policy turned passwords off, a password is no way in at all."""
         return user.password_hash is not None and self.policy.passwords_allowed
 
     def passkey_refusal(self, user: User, passkey: Passkey) -> Refusal | None:
         """Removing ``passkey`` (one of ``user``'s): refused when it is the last passkey of an
-        admin who must keep one, or the last passkey with no usable password beside it."""
-        others = [p for p in self._passkeys(user) if p.credential_id != passkey.credential_id]
+        admin who must keep one, or the last working passkey with no usable password beside
+        it. A flagged passkey signs nobody in, so removing it takes no way in away."""
+        if passkey.flagged_at is not None:
+            return None
+        others = [
+            p for p in self._working_passkeys(user) if p.credential_id != passkey.credential_id
+        ]
         if others:
             return None
         if user.is_admin and self.policy.admin_passkey_required:
             return Refusal.ADMIN_PASSKEY
-        if not self._password_is_a_way_in(user):
+        if not self.password_is_a_way_in(user):
             return Refusal.LAST_WAY_IN
         return None
 
     def password_refusal(self, user: User) -> Refusal | None:
-        """Going passwordless: only when a passkey remains."""
-        return None if self._passkeys(user) else Refusal.LAST_WAY_IN
+        """Going passwordless: only when a working passkey remains."""
+        return None if self._working_passkeys(user) else Refusal.LAST_WAY_IN
 
     def totp_refusal(self, user: User) -> Refusal | None:
         """An authenticator app is never a way in alone, so its removal is never refused."""

@@ -1002,6 +1002,38 @@ def test_recovery_gives_a_restricted_session_limited_to_the_recover_page(
     assert message.recipient == enrolled.user.email
 
 
+def test_a_recovery_without_a_password_may_add_a_passkey_only(
+    app: Flask, clock: FrozenClock
+) -> None:
+    """An authenticator app is a way in only beside a password (idp.services.method_removal):
+    recovering a passwordless account with a backup code, the session may add a passkey and
+    nothing else, or an app would promote it to a full session that signs in to relying
+    parties while the account still has no way in."""
+    enrolled = user_with_totp(app, clock)
+    change(app, update(User).where(User.id == enrolled.user.id).values(password_hash=None))
+    browser = _recovered(app, enrolled)
+    session = session_of(app, enrolled.user.id)
+    assert session.restricted is True
+    assert session.passkey_only is True
+    page = browser.get("/account/recover")
+    assert "/account/totp" not in page.text
+    assert "add a passkey on this device" in text_of(page)
+    assert path_of(browser.get("/account/totp")) == "/account/recover"
+    assert path_of(post_form(browser, "/account/recover", "/account/totp", code="000000")) == (
+        "/account/recover"
+    )
+    assert session_of(app, enrolled.user.id).restricted is True
+    rp = RelyingParty(browser, create_client(app))
+    assert path_of(rp.authorize()) == "/login"
+
+
+def test_a_recovery_with_a_password_may_add_an_app(app: Flask, clock: FrozenClock) -> None:
+    enrolled = user_with_totp(app, clock)
+    browser = _recovered(app, enrolled)
+    assert session_of(app, enrolled.user.id).passkey_only is False
+    assert "/account/totp" in browser.get("/account/recover").text
+
+
 def test_restricted_session_never_authorizes_a_client(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     browser = _recovered(app, enrolled)

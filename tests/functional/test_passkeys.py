@@ -946,3 +946,26 @@ def test_a_flagged_passkey_stays_refused(
     assert stranger.sign_in_with_passkey(key, counter=5).status_code == 400  # regression: flagged
     assert stranger.sign_in_with_passkey(key, counter=50).status_code == 400
     assert last_failure_reason(app, "login.passkey") == "passkey_flagged"
+
+
+def test_a_flagged_passkey_is_no_way_in(app: Flask, user: CreatedUser) -> None:
+    """A passwordless user with a working passkey and a flagged one (refused at every sign-in)
+    may not remove the working one, which is their last way in; the flagged one may go."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    working, cloned = synced(), device_bound()
+    assert pages.add_passkey(working).status_code == 201
+    assert pages.sign_in_with_passkey(working).status_code == 200  # a second one asks for it
+    assert pages.add_passkey(cloned).status_code == 201
+    stranger = PasskeyPages(app.test_client())
+    assert stranger.sign_in_with_passkey(cloned, counter=10).status_code == 200
+    assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    change(app, update(User).where(User.id == user.id).values(password_hash=None))
+    assert pages.sign_in_with_passkey(working).status_code == 200  # a recent sign-in
+    [working_id], [cloned_id] = working.credential_ids(), cloned.credential_ids()
+
+    remove(pages, working_id)
+    assert passkey(app, working_id) is not None
+    assert "only way to sign in" in pages.browser.get("/account").text
+    remove(pages, cloned_id)
+    assert passkey(app, cloned_id) is None

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from idp.models import Base, Passkey, User
+from idp.models.base import utcnow
 from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.sign_in_policy import SignInPolicy
 
@@ -92,3 +93,36 @@ def test_going_passwordless_needs_a_passkey(
 def test_an_authenticator_app_is_never_the_last_way_in(db: Session) -> None:
     person = user(db, password=True, passkeys=0)
     assert MethodRemoval(db, OPEN).totp_refusal(person) is None
+
+
+def flag(db: Session, credential_id: str) -> None:
+    passkey = db.get(Passkey, credential_id)
+    assert passkey is not None
+    passkey.flagged_at = utcnow()
+    db.flush()
+
+
+def test_a_flagged_passkey_is_no_way_in(db: Session) -> None:
+    """WebAuthn L3 6.1.1: a passkey flagged as a possible clone is refused at every sign-in, so
+    it keeps no way in: the last working passkey stays, and a password may go only while a
+    working passkey remains."""
+    person = user(db, password=False, passkeys=2)
+    flag(db, "cred-1")
+    assert MethodRemoval(db, OPEN).passkey_refusal(person, first_passkey(db)) is (
+        Refusal.LAST_WAY_IN
+    )
+    with_password = User(email="bo@example.com", password_hash="hash")
+    db.add(with_password)
+    db.flush()
+    db.add(Passkey(credential_id="cred-bo", user_id=with_password.id, public_key=b"k", name="K"))
+    db.flush()
+    flag(db, "cred-bo")
+    assert MethodRemoval(db, OPEN).password_refusal(with_password) is Refusal.LAST_WAY_IN
+
+
+def test_a_flagged_passkey_may_always_be_removed(db: Session) -> None:
+    """Removing it takes no way in away, and it is how its owner registers the authenticator
+    again; even an admin's only passkey where the policy requires one."""
+    admin = user(db, password=False, passkeys=1, admin=True)
+    flag(db, "cred-0")
+    assert MethodRemoval(db, ADMIN_PASSKEYS).passkey_refusal(admin, first_passkey(db)) is None
