@@ -44,9 +44,9 @@ def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
     """``rotate()``'s answer. The transaction ``redeem`` opened for it, if any
     (``request.rotation``), is committed as soon as the tokens are recorded in it
     (idp.oidc.token_issue ``save_token``), or else after ``rotate()``; on an OAuth error answer
-    too, as the token view commits the ``Session`` then: a token spent stays spent though the
-    request fails (a scope wider than the grant's, RFC 6749 6). Any other error before the tokens
-    were recorded rolls it back."""
+    too, as the token view commits the ``Session`` then (a scope wider than the grant's is refused
+    before anything is spent, ``RefreshTokenGrant``). Any other error before the tokens were
+    recorded rolls it back."""
     request.rotation = None
     try:
         answer = rotate()

@@ -63,9 +63,10 @@ from idp.services.client_cache import load_client
 from idp.services.device import PollOutcome
 from idp.services.group_access import group_claims
 from idp.services.groups import GROUP_ACCESS_REVOKED
-from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken
+from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
 from idp.services.spent_codes import CodeGrant, SpentCode
+from idp.session_statements import statements_of
 from idp.web.answers import Answer
 
 log = logging.getLogger(__name__)
@@ -233,10 +234,42 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return in_rotation(self.request, self._rotate)
 
     def _rotate(self) -> Any:
-        refresh_token = self._validate_request_token(self.request.client)
+        client = self.request.client
+        if "offline_access" not in client.scopes:
+            # OIDC Core 11: a refresh token is the client's offline access; once an admin takes
+            # that scope from the client, its refresh tokens issue nothing (and stay unspent,
+            # should the scope be given back).
+            raise InvalidGrantError("The client may no longer use refresh tokens.")
+        requested = self.request.payload.scope
+        if requested:
+            # RFC 6749 6: a scope wider than the grant's is refused before the token is spent;
+            # a refused request issues no successor, so it must leave the token usable (else the
+            # client's next, correct, request would look like a replay and revoke the grant).
+            reads = runtime().reads
+            original = scope_of_refresh_token(
+                reads if reads is not None else statements_of(db.session),
+                self.request.form.get("refresh_token") or "", client.client_id,
+            )  # fmt: skip
+            if original is not None and not set(requested.split()) <= set(original.split()):
+                raise InvalidScopeError()
+        refresh_token = self._validate_request_token(client)
         self._validate_token_scope(refresh_token)
         self.request.refresh_token = refresh_token
         return super().create_token_response()
+
+    def issue_token(self, user: Any, refresh_token: SpentRefreshToken) -> dict[str, Any]:
+        """RFC 6749 6: the access token has the requested scope (no wider than the grant's, checked
+        above) or the grant's; the successor refresh token the spent one's scope, identical
+        whatever the request narrowed. Both lose what an admin has since taken from the client
+        (RFC 6749 3.3: the issued scope may differ from the requested; the answer names it)."""
+        allowed = set(self.request.client.scopes)
+        granted = [s for s in refresh_token.get_scope().split() if s in allowed]
+        requested = self.request.payload.scope
+        scope = [s for s in requested.split() if s in allowed] if requested else granted
+        self.request.refresh_token_scope = " ".join(granted)
+        return self.generate_token(  # type: ignore[no-any-return]
+            user=user, scope=" ".join(scope), include_refresh_token=True
+        )
 
     def authenticate_refresh_token(self, refresh_token: str) -> SpentRefreshToken | None:
         client = self.request.client

@@ -54,8 +54,12 @@ def generate_token(
         "expires_in": ttl,
         "scope": scope,
     }
-    # OIDC Core 11: refresh tokens only with offline_access (and a client allowed to use them).
-    if include_refresh_token and "offline_access" in scope.split():
+    # OIDC Core 11: refresh tokens only with offline_access (and a client allowed to use them);
+    # a refresh grant's successor whatever the access token's narrower scope (RFC 6749 6), as
+    # its grant decided (idp.oidc.server ``RefreshTokenGrant.issue_token``).
+    if include_refresh_token and (
+        grant_type == "refresh_token" or "offline_access" in scope.split()
+    ):
         token["refresh_token"] = new_secret(32)
     return token
 
@@ -95,7 +99,9 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     elif "refresh_token" in token:
         successor = refresh_token_row(
             token["refresh_token"], grant_id=grant.id, client_id=grant.client_id,
-            scope=token.get("scope", ""), ttl=settings.refresh_token_ttl, now=now,
+            # RFC 6749 6: a refresh token's successor keeps its scope (RefreshTokenGrant).
+            scope=getattr(request, "refresh_token_scope", None) or token.get("scope", ""),
+            ttl=settings.refresh_token_ttl, now=now,
             parent_hash=refresh.token_hash if refresh is not None else None,
         )  # fmt: skip
     rotation = getattr(request, "rotation", None)

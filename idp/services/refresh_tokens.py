@@ -119,6 +119,23 @@ def refresh_token_digest(token: str) -> str | None:
     return token_hash(token) if token and len(token) <= 200 else None
 
 
+#: Built once (``scope_of_refresh_token``): a token's scope, read without spending it.
+_SCOPE_OF = select(_rt.scope).where(
+    _rt.token_hash == bindparam("digest"), _rt.client_id == bindparam("client")
+)
+
+
+def scope_of_refresh_token(reads: Any, token: str, client_id: str) -> str | None:
+    """The scope ``client_id``'s refresh ``token`` was issued with, None when it is no token of
+    that client's; read by ``reads`` (``ThinReads`` or a ``Session``'s ``statements_of``)
+    without spending it."""
+    digest = refresh_token_digest(token)
+    if digest is None:
+        return None
+    row = reads.first(_SCOPE_OF, {"digest": digest, "client": client_id})
+    return None if row is None else str(row.scope)
+
+
 def rotated(row: Any, digest: str, client_id: str, now: datetime) -> SpentRefreshToken | None:
     """The refresh token the spend returned ``row`` of, or None if it must rotate nothing: expired,
     its grant revoked, its user or client disabled (RFC 6749 5.2 ``invalid_grant``)."""

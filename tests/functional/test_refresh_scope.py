@@ -1,0 +1,97 @@
+"""A refresh grant's scope (RFC 6749 6 and 3.3, OIDC Core 11): the access token may narrow it,
+the successor refresh token keeps it, a refused request spends nothing, and what an admin takes
+from a client is gone from every token a refresh issues afterwards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from idp.models import ApiToken, RefreshToken
+from tests.functional.test_api import Api, issue
+from tests.functional.test_groups import GROUP_SCOPES, _make_group
+from tests.support.factories import CreatedUser, create_client, create_user, rows
+from tests.support.flow import RelyingParty, jwt_parts
+
+
+def error_of(response: Any) -> str:
+    return str(response.get_json()["error"])
+
+
+def allow_only(app: Flask, client_id: str, scopes: list[str]) -> None:
+    """An admin changes the client's allowed scopes through the admin API."""
+    api = Api(app, issue(app, name=f"scopes-{len(rows(app, ApiToken))}"))
+    etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
+    changed = api.call("PATCH", f"/clients/{client_id}", {"scopes": scopes},
+                       headers={"If-Match": etag})  # fmt: skip
+    assert changed.status_code == 200, changed.text
+
+
+def live_refresh_tokens(app: Flask) -> list[RefreshToken]:
+    return [row for row in rows(app, RefreshToken) if row.consumed_at is None]
+
+
+def test_a_narrowed_access_token_leaves_the_refresh_token_its_scope(storage_app: Flask) -> None:
+    """RFC 6749 6: "the refresh token scope MUST be identical to that of the refresh token
+    included by the client in the request": asking for less narrows the access token only."""
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    tokens = rp.tokens_for(create_user(storage_app), scope="openid profile email offline_access")
+    narrowed = rp.refresh(tokens["refresh_token"], scope="openid profile")
+    assert narrowed.status_code == 200, narrowed.text
+    body = narrowed.get_json()
+    assert body["scope"] == "openid profile"
+    assert jwt_parts(body["access_token"])[1]["scope"] == "openid profile"
+    # Without offline_access in the request, the successor is issued all the same...
+    assert "refresh_token" in body
+    # ...and it keeps the grant's whole scope.
+    widened = rp.refresh(body["refresh_token"], scope="openid profile email offline_access")
+    assert widened.status_code == 200, widened.text
+    assert widened.get_json()["scope"] == "openid profile email offline_access"
+
+
+def test_a_refused_scope_spends_neither_the_token_nor_the_grant(storage_app: Flask) -> None:
+    """A request for a scope the grant lacks is ``invalid_scope`` and issues nothing, so it
+    leaves the token as it was: the client's next, correct, request is no replay."""
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    tokens = rp.tokens_for(create_user(storage_app), scope="openid offline_access")
+    refused = rp.refresh(tokens["refresh_token"], scope="openid email offline_access")
+    assert error_of(refused) == "invalid_scope"
+    assert len(live_refresh_tokens(storage_app)) == 1
+    again = rp.refresh(tokens["refresh_token"])
+    assert again.status_code == 200, again.text
+    assert rp.userinfo(tokens["access_token"]).status_code == 200  # the grant stands
+
+
+def test_a_scope_taken_from_the_client_is_not_refreshed(app: Flask) -> None:
+    """RFC 6749 3.3: once an admin takes ``groups`` from a client, a refresh issues tokens
+    without it (the answer names the narrower scope), and userinfo releases no groups."""
+    member = create_user(app, email="member@example.com")
+    _make_group(app, "staff", member.email)
+    rp = RelyingParty(app.test_client(), create_client(app, scopes=GROUP_SCOPES))
+    tokens = rp.tokens_for(member, scope="openid groups offline_access")
+    assert jwt_parts(tokens["id_token"])[1]["groups"] == ["staff"]
+    allow_only(app, rp.registered.client_id, ["openid", "profile", "email", "offline_access"])
+
+    refreshed = rp.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    body = refreshed.get_json()
+    assert body["scope"] == "openid offline_access"
+    assert "groups" not in rp.userinfo(body["access_token"]).get_json()
+    [successor] = live_refresh_tokens(app)
+    assert successor.scope == "openid offline_access"
+
+
+def test_offline_access_taken_from_the_client_ends_its_refresh_tokens(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    """OIDC Core 11: refresh tokens are the client's offline access. Without that scope any
+    longer, a refresh issues nothing (``invalid_grant``) and spends nothing: given back, the
+    same token refreshes again."""
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    client_id = rp.registered.client_id
+    allow_only(app, client_id, ["openid", "profile", "email"])
+    assert error_of(rp.refresh(tokens["refresh_token"])) == "invalid_grant"
+    assert len(live_refresh_tokens(app)) == 1
+    allow_only(app, client_id, ["openid", "profile", "email", "offline_access"])
+    assert rp.refresh(tokens["refresh_token"]).status_code == 200
