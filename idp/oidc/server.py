@@ -267,9 +267,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         requested = self.request.payload.scope
         scope = [s for s in requested.split() if s in allowed] if requested else granted
         self.request.refresh_token_scope = " ".join(granted)
-        return self.generate_token(  # type: ignore[no-any-return]
-            user=user, scope=" ".join(scope), include_refresh_token=True
-        )
+        return self.generate_token(user=user, scope=" ".join(scope), include_refresh_token=True)
 
     def authenticate_refresh_token(self, refresh_token: str) -> SpentRefreshToken | None:
         client = self.request.client
