@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
 from flask import g
+from joserfc import jws
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import Client, RefreshToken
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from idp.services.tokens import BearerToken, find_access_token
+from idp.services.tokens import ID_TOKEN_TYP, BearerToken, find_access_token
 
 
 def bearer_token(token: str) -> BearerToken | None:
@@ -109,6 +111,19 @@ class EndSession(EndSessionEndpoint):
 
     def get_server_jwks(self) -> KeySet:
         return runtime().keys.verification_keyset(db.session())
+
+    def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
+        # RP-Initiated Logout 1.0 section 2: the hint is an ID token idp issued. Its signature
+        # alone does not say so: idp signs access tokens (RFC 9068 2.1, ``at+jwt``) and logout
+        # tokens (``logout+jwt``) with the same keys, and an access token reaches every resource
+        # server the client calls. The header's ``typ`` tells them apart (RFC 8725 3.11).
+        try:
+            typ = jws.extract_compact(id_token_hint.encode()).protected.get("typ")
+        except (JoseError, ValueError, TypeError, UnicodeError):
+            typ = None
+        if typ != ID_TOKEN_TYP:
+            raise InvalidRequestError("The id_token_hint is not an ID token.")
+        return dict(super()._validate_id_token_hint(id_token_hint))
 
     def end_session(self, end_session_request: EndSessionRequest) -> None:
         from idp.oidc.logout import end_browser_session

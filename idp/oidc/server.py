@@ -66,6 +66,7 @@ from idp.services.groups import GROUP_ACCESS_REVOKED
 from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
 from idp.services.spent_codes import CodeGrant, SpentCode
+from idp.services.tokens import ID_TOKEN_TYP
 from idp.session_statements import statements_of
 from idp.web.answers import Answer
 
@@ -135,7 +136,7 @@ class OpenIDCodeWithSession(OpenIDCode):
         return self._id_token_key(client).private_key
 
     def get_encode_header(self, client: Client) -> dict[str, str]:
-        return {"alg": self.get_client_algorithm(client), "typ": "JWT",
+        return {"alg": self.get_client_algorithm(client), "typ": ID_TOKEN_TYP,
                 "kid": self._id_token_key(client).kid}  # fmt: skip
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:

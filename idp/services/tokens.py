@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from idp.thin_reads import ThinReads
 
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 2.1
+#: An ID token's ``typ`` (RFC 8725 3.11: each kind of JWT idp signs is typed apart; OIDC Core
+#: names none for ID tokens, and relying parties expect "JWT").
+ID_TOKEN_TYP = "JWT"
 MAX_TOKEN_LENGTH = 8192
 
 

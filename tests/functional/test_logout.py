@@ -11,7 +11,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
-from tests.support.flow import RelyingParty, csrf_token, query_of
+from tests.support.flow import RelyingParty, csrf_token, jwt_parts, query_of
 
 SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
 
@@ -136,6 +136,15 @@ def test_logout_with_an_invalid_id_token_hint_is_a_400_page(
 ) -> None:
     response = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI)
     assert_page(response, 400)
+    assert session_is_alive(rp)
+
+
+def test_an_access_token_is_no_id_token_hint(rp: RelyingParty, tokens: dict[str, Any]) -> None:
+    """RP-Initiated Logout 1.0 section 2 and RFC 8725 3.11: an access token (``typ`` at+jwt),
+    signed with the same keys and held by every resource server the client calls, does not
+    pass for an ID token: the request is refused and the session stands."""
+    assert jwt_parts(tokens["access_token"])[0]["typ"] == "at+jwt"
+    assert_page(logout(rp, id_token_hint=tokens["access_token"]), 400)
     assert session_is_alive(rp)
 
 
