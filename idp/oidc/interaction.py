@@ -40,10 +40,10 @@ def needs_login(
     if session is None or session.restricted:
         # A recovery session may only add a sign-in method; it never authorizes a client.
         return True
-    fresh = state.started_at is not None and session.auth_time >= state.started_at
-    if fresh:
+    if signed_in_for_the_request(session, state):
         # A sign-in completed for this very request satisfies prompt=login, max_age and the
         # (voluntary, OIDC Core 5.5.1.1) acr request; the ID token reports what was achieved.
+        # Not another user than the id_token_hint names: ``decide`` answers that with an error.
         return False
     # OIDC Core 3.1.2.1 prompt=login and select_account: the user must sign in (again).
     if "login" in request.prompt or "select_account" in request.prompt:
@@ -56,6 +56,23 @@ def needs_login(
         return True
     # OIDC Core 3.1.2.1 id_token_hint: the client expects a particular user.
     return request.id_token_hint_sub is not None and request.id_token_hint_sub != session.user_id
+
+
+def hint_names_another_user(
+    request: AuthorizationRequest, session: BrowserSession | None, state: InteractionState
+) -> bool:
+    """Whether a sign-in completed for this request is another user's than the id_token_hint's
+    (a session from before the request is asked to sign in again instead: ``needs_login``)."""
+    if session is None or session.restricted or request.id_token_hint_sub is None:
+        return False
+    return signed_in_for_the_request(session, state) and (
+        request.id_token_hint_sub != session.user_id
+    )
+
+
+def signed_in_for_the_request(session: BrowserSession, state: InteractionState) -> bool:
+    """Whether ``session`` began with a sign-in completed for this very request."""
+    return state.started_at is not None and session.auth_time >= state.started_at
 
 
 def needs_consent(
@@ -83,6 +100,11 @@ def decide(
 ) -> Next:
     """Raise the prompt=none errors of OIDC Core 3.1.2.6, or say what comes next."""
     interactive = "none" not in request.prompt
+    if hint_names_another_user(request, session, state):
+        # OIDC Core 3.1.2.1 id_token_hint: the user the client expects is neither signed in nor
+        # "logged in by the request" (someone else signed in on its page): "SHOULD return an
+        # error, such as login_required", rather than a code for someone else.
+        raise AuthorizationError("login_required", "Another user than the hint names signed in.")
     if needs_login(request, session, state, now):
         if not interactive:
             raise AuthorizationError("login_required", "The user is not signed in.")

@@ -179,6 +179,22 @@ def test_id_token_hint_of_another_user_asks_for_login(
     assert is_login_page(rp.authorize(id_token_hint=id_token))
 
 
+def test_another_user_signing_in_for_an_id_token_hint_is_login_required(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    """OIDC Core 3.1.2.1 id_token_hint: when neither the hinted user is signed in nor "logged
+    in by the request" (another user signs in on its page), the answer is login_required, not
+    a code for the other user; the hinted user signing in gets the code."""
+    id_token = rp.tokens_for(user)["id_token"]
+    browser = RelyingParty(app.test_client(), rp.registered)
+    grace = create_user(app, email="grace@example.com")
+    params = browser.obtain_code(grace, id_token_hint=id_token)
+    assert (params["error"], params["state"]) == ("login_required", browser.state)
+    assert "code" in RelyingParty(app.test_client(), rp.registered).obtain_code(
+        user, id_token_hint=id_token
+    )
+
+
 # -- consent (OIDC Core 3.1.2.4) ------------------------------------------------------------------
 def test_first_party_client_skips_consent(rp: RelyingParty, user: CreatedUser) -> None:
     login = rp.authorize()
