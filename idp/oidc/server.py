@@ -56,7 +56,7 @@ from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
-from idp.oidc.token_request import TokenSideRequest
+from idp.oidc.token_request import TokenSideRequest, repeated_parameter
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
@@ -418,6 +418,12 @@ class IdpAuthorizationServer(AuthorizationServer):
         return Answer.of(status_code, payload, headers)
 
     def create_token_response(self, request: Any = None) -> Any:
+        if request is None:
+            request = current_request._get_current_object()  # type: ignore[attr-defined]
+        repeated = repeated_parameter(request)
+        if repeated is not None:  # RFC 6749 3.2: no parameter more than once
+            error = InvalidRequestError(f"The '{repeated}' parameter must appear once.")
+            return self.handle_error_response(None, error)
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
         # request, before the part of its create_token_response that turns an OAuth error into
         # RFC 6749 5.2's answer, so a plain-http request to another host than loopback was a 500.

@@ -23,6 +23,21 @@ def _secure_origin(origin: str, insecure_allowed: str | None) -> bool:
     return is_secure_transport(origin)
 
 
+def repeated_parameter(request: Request) -> str | None:
+    """The first parameter ``request`` carries more than once, None when each comes once (RFC
+    6749 3.2: "Request and response parameters MUST NOT be included more than once"; Authlib
+    would read the first value). A Werkzeug ``MultiDict`` keeps a list per name, read here as
+    the dictionary it is, without copying."""
+    sources: list[MultiDict[str, str]] = [request.form]
+    if request.environ.get("QUERY_STRING"):
+        sources.append(request.args)
+    for source in sources:
+        for name, values in dict.items(source):
+            if len(values) > 1:
+                return str(name)
+    return None
+
+
 class TokenSidePayload(FlaskOAuth2Payload):
     """Authlib's payload of a Flask request (the query and the form together, RFC 6749 3.2 and
     4.4.2), with Werkzeug's combined view of them looked up once: Authlib reads it for every

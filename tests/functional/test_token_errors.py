@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import select, update
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp import create_app
@@ -684,3 +685,27 @@ def test_client_assertion_replay_record_lives_until_the_assertion_expires(
         db.session.commit()
     assert len(rows(app, UsedClientAssertion)) == 1
     assert error_of(client.post("/token", data=assertion_request(value))) == "invalid_client"
+
+
+# -- each parameter once (RFC 6749 3.2) -----------------------------------------------------------
+@pytest.mark.parametrize("where", ["body", "query"])
+def test_a_repeated_parameter_is_invalid_request_and_spends_nothing(
+    rp: RelyingParty, user: CreatedUser, where: str
+) -> None:
+    """RFC 6749 3.2: "Request and response parameters MUST NOT be included more than once";
+    the token endpoint refuses the request instead of reading the first value, and the code
+    is left unspent."""
+    code = rp.obtain_code(user)["code"]
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": rp.verifier,
+            "redirect_uri": rp.registered.redirect_uri}  # fmt: skip
+    raw = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    if where == "body":
+        body = MultiDict([*form.items(), ("code", secrets.token_urlsafe(32))])
+        response = rp.browser.post("/token", data=body, headers=headers)
+    else:
+        response = rp.browser.post("/token", data=form, headers=headers,
+                                   query_string=[("scope", "openid"), ("scope", "email")])  # fmt: skip
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert rp.exchange(code).status_code == 200
