@@ -203,6 +203,13 @@ def check_response_type(values: Mapping[str, str], client: Client) -> None:
         raise AuthorizationError(
             "unsupported_response_type", "Only response_type=code is supported."
         )
+    if not client.check_grant_type("authorization_code"):
+        # RFC 6749 4.1.2.1: "The client is not authorized to request an authorization code
+        # using this method" (an app of the device flow alone, say): answered before the user
+        # signs in and consents for a code the token endpoint would refuse.
+        raise AuthorizationError(
+            "unauthorized_client", "The client may not use the authorization code grant."
+        )
 
 
 def check_scope(values: Mapping[str, str], client: Client) -> str:

@@ -174,6 +174,16 @@ def test_response_type_other_than_code_is_unsupported_response_type(
     assert error_redirect(response, rp) == "unsupported_response_type"
 
 
+def test_a_client_without_the_code_grant_is_unauthorized_client(
+    app: Flask, client: FlaskClient
+) -> None:
+    """RFC 6749 4.1.2.1 unauthorized_client: an app registered for the device flow alone is
+    answered before anyone signs in, not handed a code the token endpoint refuses."""
+    registered = create_client(app, grant_types=["urn:ietf:params:oauth:grant-type:device_code"])
+    rp = RelyingParty(client, registered)
+    assert error_redirect(rp.authorize(), rp) == "unauthorized_client"
+
+
 def test_missing_response_type_is_invalid_request(rp: RelyingParty) -> None:
     assert error_redirect(rp.authorize(response_type=None), rp) == "invalid_request"
 
