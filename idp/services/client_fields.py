@@ -200,7 +200,8 @@ def _uri_parts(uri: str, what: str) -> SplitResult:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise ClientRegistrationError(f"{what} is not a valid URL: {uri!r}") from None
-    if not parts.scheme or (not parts.netloc and parts.scheme in ("http", "https")):
+    # RFC 9110 4.2.1 and 4.2.2: an http(s) URI names a host ("https://:443/" has none).
+    if not parts.scheme or (not parts.hostname and parts.scheme in ("http", "https")):
         raise ClientRegistrationError(f"{what} must be absolute: {uri!r}")
     # RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component." (Back-Channel
     # Logout 1.0 section 2.2 says the same of the logout URI.)

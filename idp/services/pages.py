@@ -52,8 +52,11 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
         key = json.loads(raw)["after"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         raise CursorError("the cursor is not valid") from None
-    # bool is an int in Python; a key is never one.
+    # bool is an int in Python; a key is never one. An integer key is a row id: one the
+    # databases cannot hold (64-bit signed) is refused here, not by the database (a 500).
     if not isinstance(key, kind) or isinstance(key, bool):
+        raise CursorError("the cursor is not valid")
+    if isinstance(key, int) and not -(2**63) <= key < 2**63:
         raise CursorError("the cursor is not valid")
     if isinstance(key, str) and "\x00" in key:
         raise CursorError("the cursor is not valid")

@@ -3,6 +3,7 @@ PostgreSQL: tokens, scopes, problems, validation, concurrency, and each resource
 
 from __future__ import annotations
 
+import base64
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -284,6 +285,9 @@ def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api)
     problem(api.call("GET", "/clients?limit=201"), 400, "invalid-query")
     problem(api.call("GET", "/clients?limit=0"), 400, "invalid-query")
     problem(api.call("GET", "/clients?cursor=bm9wZQ"), 400, "invalid-query")
+    # An integer key no database holds (64-bit signed), in the audit log's cursor: 400, not 500.
+    huge = base64.urlsafe_b64encode(json.dumps({"after": 2**63}).encode()).decode().rstrip("=")
+    problem(api.call("GET", f"/audit?cursor={huge}"), 400, "invalid-query")
     problem(api.call("GET", "/clients?colour=red"), 400, "invalid-query")
 
 
@@ -353,6 +357,24 @@ def test_patch_needs_the_current_etag(storage_app: Flask, api: Api) -> None:
     problem(bad, 422, "invalid-value")
     assert rows(storage_app, Client)[0].name == "Renamed"
     assert rows(storage_app, Client)[0].version == 2
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["name", "redirect_uris", "kind", "post_logout_redirect_uris", "first_party",
+     "id_token_signed_response_alg"],
+)  # fmt: skip
+def test_patch_refuses_null_for_a_member_a_client_cannot_be_without(
+    app: Flask, member: str
+) -> None:
+    """docs/api.md: a wrong type is refused before anything is done (422), not a 500: a
+    client has no name, no redirect URIs or no kind without them."""
+    api = Api(app, issue(app))
+    client_id = create(api)["client_id"]
+    refused = api.call("PATCH", f"/clients/{client_id}", {member: None},
+                       headers={"If-Match": '"v1"'})  # fmt: skip
+    problem(refused, 422, "invalid-body")
+    assert rows(app, Client)[0].version == 1
 
 
 def test_concurrent_patches_of_one_client_cannot_both_win(

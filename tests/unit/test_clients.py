@@ -70,6 +70,9 @@ def test_redirect_uri_is_accepted(uri: str) -> None:
         ("/callback", "absolute"),
         ("rp.example/callback", "absolute"),
         ("https:///callback", "absolute"),
+        # RFC 9110 4.2.2: no empty host, whatever the port or the credentials around it.
+        ("https://:443/callback", "absolute"),
+        ("http://:8080/callback", "absolute"),
         ("", "absolute"),
         ("javascript:alert(1)", "not allowed"),
         ("data:text/html,<script>alert(1)</script>", "not allowed"),
