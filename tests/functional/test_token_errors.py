@@ -704,8 +704,8 @@ def test_a_repeated_parameter_is_invalid_request_and_spends_nothing(
         body = MultiDict([*form.items(), ("code", secrets.token_urlsafe(32))])
         response = rp.browser.post("/token", data=body, headers=headers)
     else:
-        response = rp.browser.post("/token", data=form, headers=headers,
-                                   query_string=[("scope", "openid"), ("scope", "email")])  # fmt: skip
+        repeated = [("scope", "openid"), ("scope", "email")]
+        response = rp.browser.post("/token", data=form, headers=headers, query_string=repeated)
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_request"
     assert rp.exchange(code).status_code == 200
