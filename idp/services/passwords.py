@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -15,6 +16,14 @@ MIN_LENGTH = 8
 # NIST SP 800-63B 5.1.1.2: allow at least 64 characters; we allow long passphrases but bound the
 # input so that hashing cost cannot be abused.
 MAX_LENGTH = 1024
+
+
+def normalised(password: str) -> str:
+    """NIST SP 800-63B 5.1.1.2: "the verifier SHOULD apply the Normalization Process for
+    Stabilization of Strings using either the NFKC or NFKD normalization": the same passphrase
+    typed where accents arrive composed (é) or decomposed (e and a combining accent) is the
+    same password. NFKC, the form most keyboards already send."""
+    return unicodedata.normalize("NFKC", password)
 
 
 @lru_cache(maxsize=1)
@@ -73,9 +82,10 @@ class PasswordService:
 
     def _new_hash(self, password: str) -> str:
         with self._hashing:
-            return self._hasher.hash(password)
+            return self._hasher.hash(normalised(password))
 
     def check_policy(self, password: str) -> None:
+        password = normalised(password)
         if len(password) < MIN_LENGTH:
             raise PasswordPolicyError(f"Use at least {MIN_LENGTH} characters.")
         if len(password) > MAX_LENGTH:
@@ -87,15 +97,27 @@ class PasswordService:
             )
 
     def verify(self, stored_hash: str | None, password: str) -> PasswordCheck:
-        """Check a password; with no stored hash, spend the same time and fail."""
+        """Check a password; with no stored hash, spend the same time and fail.
+
+        The password is compared in its normal form (``normalised``), then, if it arrived in
+        another, as typed: a hash made before idp normalised passwords holds that form, and a
+        success through it is rehashed in the normal one. So a password typed in a form of its
+        own costs two computations, whether it is right, wrong or of no account at all."""
         if len(password) > MAX_LENGTH:
             return PasswordCheck(ok=False)
+        normal = normalised(password)
+        candidates = (normal,) if normal == password else (normal, password)
         if not stored_hash:
-            self._verify_quietly(self._dummy_hash, password)
+            for candidate in candidates:
+                self._verify_quietly(self._dummy_hash, candidate)
             return PasswordCheck(ok=False)
-        if not self._verify_quietly(stored_hash, password):
-            return PasswordCheck(ok=False)
-        return PasswordCheck(ok=True, needs_rehash=self._hasher.check_needs_rehash(stored_hash))
+        for as_typed, candidate in enumerate(candidates):
+            if self._verify_quietly(stored_hash, candidate):
+                return PasswordCheck(
+                    ok=True,
+                    needs_rehash=bool(as_typed) or self._hasher.check_needs_rehash(stored_hash),
+                )
+        return PasswordCheck(ok=False)
 
     def _verify_quietly(self, stored_hash: str, password: str) -> bool:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from typing import Any
 
 import pyotp
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
@@ -824,6 +826,28 @@ def test_password_is_rehashed_when_argon2_parameters_change(app: Flask) -> None:
     # The app's parameters (tests/conftest.py FAST_ARGON2): m=1024, t=1, p=1.
     assert _stored_hash(app, user.id).startswith("$argon2id$v=19$m=1024,t=1,p=1$")
     assert path_of(password_step(app.test_client(), user.email, user.password)) == "/account"
+
+
+def test_a_password_signs_in_whatever_unicode_form_it_arrives_in(app: Flask) -> None:
+    """NIST SP 800-63B 5.1.1.2 (normalisation, NFKC): a passphrase chosen with composed accents
+    signs in when the browser sends them decomposed, and the other way round."""
+    composed = unicodedata.normalize("NFC", "crème brûlée façade")
+    decomposed = unicodedata.normalize("NFD", composed)
+    user = create_user(app, password=composed)
+    assert path_of(password_step(app.test_client(), user.email, decomposed)) == "/account"
+    other = create_user(app, email="grace@example.com", password=decomposed)
+    assert path_of(password_step(app.test_client(), other.email, composed)) == "/account"
+
+
+def test_a_hash_of_a_password_as_typed_is_renewed_in_the_normal_form(app: Flask) -> None:
+    """A hash made before idp normalised passwords holds the password as typed: it still signs
+    in, and its renewal holds the normal form, so the other form signs in from then on."""
+    decomposed = unicodedata.normalize("NFD", "crème brûlée façade")
+    user = create_user(app)
+    _store_hash(app, user.id, PasswordHasher(memory_cost=1024, time_cost=1).hash(decomposed))
+    assert path_of(password_step(app.test_client(), user.email, decomposed)) == "/account"
+    composed = unicodedata.normalize("NFC", decomposed)
+    assert path_of(password_step(app.test_client(), user.email, composed)) == "/account"
 
 
 def test_rehash_does_not_apply_the_new_password_policy(app: Flask) -> None:

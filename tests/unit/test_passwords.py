@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 
 import pytest
+from argon2 import PasswordHasher
 
 from idp.services.passwords import MAX_LENGTH, MIN_LENGTH, PasswordPolicyError, PasswordService
 
@@ -167,3 +169,61 @@ def test_no_more_argon2_computations_run_at_once_than_configured(at_once: int) -
     for caller in callers:
         caller.join(timeout=30)
     assert held.most_inside == at_once
+
+
+# -- Unicode normalisation (NIST SP 800-63B 5.1.1.2) ----------------------------------------------
+COMPOSED = unicodedata.normalize("NFC", "crème brûlée façade")
+DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)
+
+
+def counted(passwords: PasswordService) -> list[str]:
+    """The hash computations ``passwords`` makes from now on, one entry each."""
+    made: list[str] = []
+    verify = passwords._verify_quietly
+
+    def counting(stored: str, password: str) -> bool:
+        made.append(password)
+        return verify(stored, password)
+
+    passwords._verify_quietly = counting  # type: ignore[method-assign]
+    return made
+
+
+@pytest.mark.parametrize(
+    ("chosen", "typed"),
+    [(COMPOSED, DECOMPOSED), (DECOMPOSED, COMPOSED), ("ﬁne dining please", "fine dining please")],
+)
+def test_a_password_is_the_same_in_every_unicode_form(chosen: str, typed: str) -> None:
+    """Accents arriving composed or decomposed, a ligature or its letters: one password (NFKC)."""
+    assert chosen != typed
+    passwords = service()
+    check = passwords.verify(passwords.hash(chosen), typed)
+    assert (check.ok, check.needs_rehash) == (True, False)
+
+
+def test_a_hash_of_a_password_as_typed_before_normalisation_still_verifies_and_is_renewed() -> None:
+    passwords = service()
+    legacy = PasswordHasher(memory_cost=1024, time_cost=1).hash(DECOMPOSED)  # before normalising
+    check = passwords.verify(legacy, DECOMPOSED)
+    assert (check.ok, check.needs_rehash) == (True, True)
+    renewed = passwords.rehash(DECOMPOSED)
+    assert passwords.verify(renewed, COMPOSED).ok is True
+
+
+def test_a_password_in_a_form_of_its_own_costs_two_computations_whatever_the_account() -> None:
+    """No timing oracle: right, wrong, or no account at all, the same count for the same input."""
+    passwords = service()
+    stored = passwords.hash(COMPOSED)
+    made = counted(passwords)
+    assert passwords.verify(stored, DECOMPOSED + "x").ok is False
+    assert passwords.verify(None, DECOMPOSED).ok is False
+    assert len(made) == 4
+    made.clear()
+    assert passwords.verify(stored, "a plain wrong one").ok is False
+    assert passwords.verify(None, "a plain wrong one").ok is False
+    assert len(made) == 2
+
+
+def test_the_policy_counts_the_normal_form() -> None:
+    # "ﬀ" is one character and two letters: seven characters typed, eight once normalised.
+    service().check_policy("ﬀ" + "abcdef")
