@@ -77,6 +77,8 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
 MAX_NAME_LENGTH = 60
+#: WebAuthn L3 7.1: longer credential ids fail the registration (1,364 base64url characters).
+MAX_CREDENTIAL_ID_BYTES = 1023
 UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -213,6 +215,10 @@ class PasskeyService:
             # family; uncaught it was a 500 that rolled back the spent challenge and the audit.
             except WebAuthnException as error:
                 raise PasskeyError(failure_reason(error), str(error)) from error
+            # WebAuthn L3 7.1: "Verify that the credentialId is ≤ 1023 bytes. Credential IDs
+            # larger than this many bytes SHOULD cause the RP to fail this registration ceremony."
+            if len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES:
+                raise PasskeyError("credential_id_too_long")
             credential_id = bytes_to_base64url(verified.credential_id)
             # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:

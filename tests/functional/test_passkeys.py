@@ -462,6 +462,23 @@ def test_backed_up_without_backup_eligibility_is_refused(ceremony: Ceremony) -> 
     ceremony.assert_refused(response, "backup_flags_invalid")
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(("length", "status"), [(1023, 201), (1024, 400), (5_000, 400)])
+def test_a_credential_id_longer_than_1023_bytes_is_refused(
+    storage_app: Flask, length: int, status: int
+) -> None:
+    """WebAuthn L3 7.1: "Credential IDs larger than this many bytes SHOULD cause the RP to fail
+    this registration ceremony": refused and audited, not stored (nor a 500 on PostgreSQL)."""
+    user = create_user(storage_app)
+    pages = PasskeyPages(storage_app.test_client())
+    pages.sign_in_with_password(user)
+    response = pages.add_passkey(synced(), credential_id=b"\x01" * length)
+    assert response.status_code == status, response.text
+    assert len(passkeys_of(storage_app, user.id)) == (status == 201)
+    if status == 400:
+        assert last_failure_reason(storage_app, "passkey.registered") == "credential_id_too_long"
+
+
 # -- duplicate credential ids ---------------------------------------------------------------------
 @pytest.mark.postgres
 @pytest.mark.parametrize("owner", ["same user", "another user"])
