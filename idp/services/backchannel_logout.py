@@ -13,7 +13,10 @@ session at idp ended (docs/integrating.md, "Back-channel logout").
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
+import threading
 import time
 from datetime import datetime
 from typing import Any, ClassVar
@@ -44,7 +47,9 @@ LOGOUT_TOKEN_TYP = "logout+jwt"
 #: Seconds a logout token is valid: it is signed at each attempt, so it only has to outlive one
 #: POST (section 2.4 leaves ``exp`` to the OP; "a few minutes at most" is its advice).
 LOGOUT_TOKEN_TTL = 120
-#: Seconds to open the connection (TCP and TLS), and to wait for each read of the answer.
+#: Seconds to open the connection (TCP and TLS), and to wait for each read of the answer; the
+#: whole delivery ends after both (``DEADLINE``), so that a relying party trickling its answer
+#: byte by byte holds the node's delivery thread no longer (docs/integrating.md).
 CONNECT_TIMEOUT = 3
 READ_TIMEOUT = 5
 #: Bytes of the relying party's answer read at most (section 2.8: only the status matters).
@@ -126,6 +131,13 @@ def post_logout_token(uri: str, token: str) -> None:
     else:
         raise UndeliverableError("the back-channel logout URI is not http(s)")
     body = urlencode({"logout_token": token})
+    # A socket's timeout bounds each read, not the answer: past the deadline another thread shuts
+    # the connection, which ends a read in progress.
+    cut = threading.Event()
+    limit = CONNECT_TIMEOUT + READ_TIMEOUT
+    deadline = threading.Timer(limit, _cut, args=(connection, cut))
+    deadline.daemon = True
+    deadline.start()
     try:
         connection.connect()
         if connection.sock is not None:
@@ -135,12 +147,25 @@ def post_logout_token(uri: str, token: str) -> None:
         answer = connection.getresponse()
         answer.read(MAX_ANSWER)
         status = answer.status
-    except (OSError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException, UnicodeError) as error:
+        # UnicodeError: a host name the resolver cannot encode (an empty or overlong label).
+        if cut.is_set():
+            raise DeliveryError(f"no answer within {limit} seconds") from None
         raise DeliveryError(f"could not reach the relying party: {type(error).__name__}") from None
     finally:
+        deadline.cancel()
         connection.close()
+    if cut.is_set():
+        raise DeliveryError(f"no answer within {limit} seconds")
     if status not in (200, 204):
         raise DeliveryError(f"the relying party answered HTTP {status}")
+
+
+def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)
 
 
 class BackchannelSender:

@@ -241,6 +241,12 @@ def validate_backchannel_logout_uri(uri: str, *, development: bool) -> None:
     (``development``): a production idp never sends a logout token in clear."""
     what = "back-channel logout URI"
     parts = _uri_parts(uri, what)
+    try:
+        # The host idp connects to must resolve as a name: labels of 1 to 63 characters (RFC
+        # 1035 2.3.4), in the encoding the resolver is given (IDNA).
+        (parts.hostname or "").encode("idna")
+    except UnicodeError:
+        raise ClientRegistrationError(f"{what} has an invalid host name: {uri!r}") from None
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme == "http" and development and _is_loopback(parts.hostname or ""):

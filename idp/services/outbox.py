@@ -184,7 +184,12 @@ def deliver(
         channel = by_name[message.channel]
         try:
             channel.send(message)
-        except DeliveryError as error:
+        except Exception as error:  # one message's fault must not stop the others
+            if not isinstance(error, DeliveryError):
+                # A fault of idp's own (a key, a bug), not the recipient's: kept for a retry and
+                # logged whole, while the other messages go on.
+                log.exception("delivering outbox %s raised", message.id)
+                error = DeliveryError(f"internal error: {type(error).__name__}")
             _failed(db, message, error)
             if stop_on_failure and channel.stop_after_failure:
                 stopped.add(channel.name)

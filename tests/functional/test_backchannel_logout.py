@@ -5,8 +5,11 @@ once. The receiver is a real HTTP server (tests.support.logout_receiver)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -25,6 +28,7 @@ from idp.models.base import utcnow
 from idp.services import backchannel_logout
 from idp.services.outbox import (
     FIRST_RETRY,
+    DeliveryError,
     Pending,
     UndeliverableError,
     deliver,
@@ -43,6 +47,7 @@ from tests.support.logout_receiver import (
     logout_receiver,
     verify_logout_token,
 )
+from tests.support.socket_server import ThreadedSocketServer
 
 __all__ = ["pg_app"]  # the PostgreSQL app fixture, shared with the groups' concurrency tests
 
@@ -344,3 +349,62 @@ def test_a_plain_http_uri_from_development_is_never_used_by_a_real_issuer(
             sender.send(pending)
         backchannel_logout.BackchannelSender(db.session(), keys, "http://localhost").send(pending)
     assert len(receiver.tokens("/dev")) == 1
+
+
+class Trickler(ThreadedSocketServer):
+    """A relying party answering 200 a byte every 50 ms, ten seconds for the whole answer: each
+    read is well within any read timeout, the answer far beyond the delivery's deadline."""
+
+    def handle(self, connection: socket.socket) -> None:
+        answer = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 160 + b"\r\nContent-Length: 0\r\n\r\n"
+        with contextlib.suppress(OSError), connection:
+            connection.recv(65536)
+            for byte in answer:
+                connection.sendall(bytes([byte]))
+                time.sleep(0.05)
+
+
+def test_a_relying_party_trickling_its_answer_is_cut_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/integrating.md: no whole answer within the deadline is a failure, however steadily
+    the bytes come; the node's delivery thread is not held for the trickle."""
+    monkeypatch.setattr(backchannel_logout, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(backchannel_logout, "READ_TIMEOUT", 0.5)
+    server = Trickler()
+    try:
+        with pytest.raises(DeliveryError):
+            backchannel_logout.post_logout_token(f"http://127.0.0.1:{server.port}/bc", "token")
+    finally:
+        server.close()
+
+
+def test_a_fault_delivering_to_one_client_holds_up_no_other_and_is_recorded(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A delivery that raises something else than a delivery failure (a host name registered
+    before it was checked, a bug, a missing key) is recorded as failed and retried like one; the
+    other clients of the session get their tokens, and the prune job's retry raises nothing."""
+    posted = backchannel_logout.post_logout_token
+
+    def faulty(uri: str, token: str) -> None:
+        if uri.endswith("/faulty"):
+            raise LookupError("no key for the client's algorithm")
+        posted(uri, token)
+
+    monkeypatch.setattr(backchannel_logout, "post_logout_token", faulty)
+    bad = create_client(app, backchannel_logout_uri=receiver.url("/faulty"))
+    good = create_client(app, backchannel_logout_uri=receiver.url("/good"))
+    tokens = RelyingParty(client, bad).tokens_for(user)
+    RelyingParty(client, good).tokens_for(user)
+    assert client.get("/logout", query_string={"id_token_hint": tokens["id_token"]}).status_code
+    drain(app)
+    assert len(receiver.tokens("/good")) == 1
+    by_client = {row.recipient: row for row in logout_rows(app)}
+    assert by_client[bad.client_id].sent_at is None
+    assert by_client[bad.client_id].last_error == "internal error: LookupError"
+    with app.app_context():
+        later = utcnow() + FIRST_RETRY + timedelta(seconds=1)
+        assert deliver_due(db.session(), services().outbox_channels(), later) == 0
+    assert logout_rows(app)[0].attempts + logout_rows(app)[1].attempts == 3

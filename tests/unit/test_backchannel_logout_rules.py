@@ -32,6 +32,9 @@ def test_https_back_channel_logout_uri_is_accepted(uri: str) -> None:
         ("ftp://rp.example/logout", True, "https"),
         ("https://user:pw@rp.example/logout", True, "credentials"),
         ("/relative/logout", True, "absolute"),
+        # RFC 1035 2.3.4: labels of 1 to 63 characters, or the resolver cannot be asked.
+        ("https://rp..example/logout", True, "invalid host name"),
+        (f"https://{'a' * 64}.example/logout", True, "invalid host name"),
     ],
 )
 def test_back_channel_logout_uri_is_refused(uri: str, development: bool, reason: str) -> None:
