@@ -185,7 +185,9 @@ class DeviceFlowService:
             audit.record(self.db, "device.user_code", outcome="failure", subject_id=user.id,
                          context=context, reason="wrong_code")  # fmt: skip
             return Entry(None, WRONG_CODE)
-        self.limiter.succeeded(attempt)
+        # Not ``succeeded``: a code that exists proves nothing about the wrong ones typed before
+        # it (the guesser's own device shows one), so the account's failures stand.
+        self.limiter.answered(attempt)
         return Entry(row)
 
     def pending(self, authorization_id: str, now: datetime) -> DeviceAuthorization | None:

@@ -457,6 +457,24 @@ def test_wrong_user_codes_are_limited_per_account(
     assert enter_code(phone, codes["user_code"]).status_code == 200
 
 
+def test_a_right_user_code_between_guesses_resets_no_backoff(
+    storage_device: tuple[Flask, Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8628 5.1: a guesser can always type a right code, its own device's; that proves
+    nothing about the wrong ones, so it neither resets the account's count nor counts itself:
+    the sixth wrong code waits, as with no right one between."""
+    monkeypatch.setattr("idp.services.rate_limits.ADDRESS_FAILURES_PER_WINDOW", 10_000)
+    app, _ = storage_device
+    public = device_for(app, kind="native")  # anyone may start a request with a public client
+    guesser = app.test_client()
+    start_session(guesser, create_user(app, email="guesser@example.com"))
+    own = public.codes("openid")["user_code"]
+    for _ in range(5):
+        assert enter_code(guesser, own).status_code == 200
+        assert enter_code(guesser, "BBBB-BBBB").status_code == 400
+    assert enter_code(guesser, "BBBB-BBBB").status_code == 429
+
+
 def test_wrong_user_codes_are_limited_per_address(
     storage_device: tuple[Flask, Device], monkeypatch: pytest.MonkeyPatch, clock: FrozenClock
 ) -> None:
