@@ -16,19 +16,15 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2 import OAuth2Error, rfc8628
 from authlib.oauth2.rfc6749 import (
-    AccessDeniedError,
     InsecureTransportError,
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Request,
-    UnauthorizedClientError,
     grants,
 )
-from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
@@ -40,9 +36,7 @@ from idp.extensions import db
 from idp.models import (
     Client,
     DeviceAuthorization,
-    Grant,
 )
-from idp.oidc.checks import check_scope
 from idp.oidc.client_auth import (
     CLIENT_AUTH_METHODS,
     CONFIDENTIAL_AUTH_METHODS,
@@ -52,20 +46,18 @@ from idp.oidc.client_auth import (
     registered_method_refusal,
     token_client,
 )
+from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
-from idp.oidc.errors import AuthorizationError
+from idp.oidc.group_gate import still_allowed
 from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import TokenSideRequest, repeated_parameter
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
-from idp.services.device import PollOutcome
-from idp.services.group_access import group_claims
-from idp.services.groups import GROUP_ACCESS_REVOKED
-from idp.services.refresh_tokens import RotatedGrant, SpentRefreshToken, scope_of_refresh_token
+from idp.services.refresh_tokens import SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
-from idp.services.spent_codes import CodeGrant, SpentCode
+from idp.services.spent_codes import SpentCode
 from idp.services.tokens import ID_TOKEN_TYP
 from idp.session_statements import statements_of
 from idp.web.answers import Answer
@@ -166,28 +158,10 @@ class OpenIDCodeWithSession(OpenIDCode):
 
     def generate_user_info(self, user: Any, scope: str) -> UserInfo:
         client_id = g.id_token_client_id
-        # Read by _still_allowed in this request for this user and client, or None.
+        # Read by idp.oidc.group_gate.still_allowed in this request (this user, this client).
         kept = g.get("group_claims")
         found = kept[2] if kept and kept[:2] == (user.id, client_id) else None
         return UserInfo(client_claims(db.session, user, client_id, scope, found))
-
-
-def _still_allowed(grant: Grant | RotatedGrant | CodeGrant, client: Client) -> bool:
-    """Access follows membership (docs/admins.md): a user who left the client's allowed groups
-    while a code or refresh token was on its way gets nothing from it (RFC 6749 5.2
-    ``invalid_grant``), and the grant is revoked as leaving the group revokes it.
-
-    For a restricted client the check reads the user's groups and the client's claim maps in
-    the same statement, kept for the ID token of this request (``generate_user_info``), so that a
-    sign-in with groups costs one query at the token endpoint, not two."""
-    if not client.restricted_to_groups:
-        return True
-    found = group_claims(db.session(), grant.user_id, client.client_id)
-    if found.admits(client):
-        g.group_claims = (grant.user_id, client.client_id, found)
-        return True
-    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, clock().now())
-    return False
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -207,7 +181,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
         row = redeem_code(self.request, code, client, clock().now())
-        return row if row is not None and _still_allowed(row.grant, client) else None
+        return row if row is not None and still_allowed(row.grant, client) else None
 
     def delete_authorization_code(self, authorization_code: SpentCode) -> None:
         """Nothing to do: the code was consumed when it was looked up."""
@@ -275,7 +249,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
         redemption = redeem(self.request, refresh_token, clock().now(), grace)
-        if redemption.token is None or not _still_allowed(redemption.token.grant, client):
+        if redemption.token is None or not still_allowed(redemption.token.grant, client):
             return None
         if redemption.retried:
             # Audited: a retry is answered instead of revoking the grant (RFC 9700 4.14.2
@@ -303,106 +277,6 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         requested = set((self.request.payload.scope or "").split())
         if not requested <= set(self.request.client.scopes):
             raise InvalidScopeError("The client is not registered for the requested scope.")
-
-
-class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
-    """The token side of RFC 8628 (3.4, 3.5): the device polls with its device code. Authlib's
-    grant decides in its own order and spends nothing; every decision here is
-    ``idp.services.device``'s, and the tokens are issued as the code flow issues them: the same
-    ``generate_token``/``save_token``, and the same ID token extension, with the approved
-    authorization in the authorization code's place (its grant gives ``sid``, ``auth_time``,
-    ``acr`` and ``amr``)."""
-
-    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
-
-    def validate_token_request(self) -> None:
-        device_code = self.request.payload.data.get("device_code")
-        if not device_code:
-            raise InvalidRequestError("Missing 'device_code'.")
-        client = self.authenticate_token_endpoint_client()
-        if not client.check_grant_type(self.GRANT_TYPE):
-            # RFC 6749 5.2: the client authenticated but may not use this grant type.
-            raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        poll = services().device_flow.poll(device_code, client.client_id, clock().now())
-        if poll.outcome is PollOutcome.PENDING:
-            raise rfc8628.AuthorizationPendingError()
-        if poll.outcome is PollOutcome.SLOW_DOWN:
-            raise rfc8628.SlowDownError()
-        if poll.outcome is PollOutcome.DENIED:
-            raise AccessDeniedError("The user denied the request.")
-        if poll.outcome is PollOutcome.EXPIRED:
-            raise rfc8628.ExpiredTokenError()
-        authorization = poll.authorization
-        if authorization is None or authorization.grant is None:
-            raise InvalidGrantError("The device code is invalid, expired or already used.")
-        if not _still_allowed(authorization.grant, client):
-            raise InvalidGrantError("The user may no longer use this application.")
-        self.request.client = client
-        self.request.user = authorization.grant.user
-        self.request.authorization_code = authorization
-
-    @hooked
-    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        authorization: DeviceAuthorization = self.request.authorization_code
-        token = self.generate_token(
-            user=self.request.user,
-            scope=authorization.scope,
-            include_refresh_token=self.request.client.check_grant_type("refresh_token"),
-        )
-        self.save_token(token)
-        audit.record(
-            db.session(), "device.tokens_issued", subject_id=self.request.user.id,
-            client_id=self.request.client.client_id, context=services().context,
-        )  # fmt: skip
-        return 200, token, self.TOKEN_RESPONSE_HEADER
-
-
-class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
-    """RFC 8628 3.1 / 3.2: a device asks for a device code and a user code."""
-
-    # RFC 8628 3.1: the client authenticates as at the token endpoint (public clients send
-    # their client_id), with every method the token endpoint accepts.
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
-
-    def create_endpoint_response(self, request: OAuth2Request) -> Any:
-        client = self.authenticate_client(request)
-        if not client.check_grant_type(rfc8628.DEVICE_CODE_GRANT_TYPE):
-            raise UnauthorizedClientError("The client may not use the device authorization grant.")
-        try:
-            # RFC 6749 3.3 as at the authorization endpoint: scopes outside the registration are
-            # dropped, and offline_access needs the refresh_token grant (OIDC Core 11).
-            scope = check_scope({"scope": request.payload.scope or ""}, client)
-        except AuthorizationError as error:
-            raise InvalidScopeError(error.description) from None
-        rt = runtime()
-        now = clock().now()
-        if not services().storage_budgets.pending_authorization(services().context.ip_address, now):
-            # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
-            # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
-            db.session.commit()  # the counted request
-            raise DeviceBudgetSpentError()
-        issued = services().device_flow.start(
-            client, scope, ttl=rt.settings.device_code_ttl,
-            interval=rt.settings.device_poll_interval, context=services().context, now=now,
-        )  # fmt: skip
-        verification_uri = rt.settings.endpoint("/device")
-        data = {
-            "device_code": issued.device_code,
-            "user_code": issued.user_code,
-            "verification_uri": verification_uri,
-            # RFC 8628 3.3.1: for a QR code or a link; the page still asks the user to confirm
-            # the code (RFC 8628 5.4).
-            "verification_uri_complete": f"{verification_uri}?user_code={issued.user_code}",
-            "expires_in": issued.expires_in,
-            "interval": issued.interval,
-        }
-        return 200, data, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-
-
-class DeviceBudgetSpentError(OAuth2Error):
-    error = "temporarily_unavailable"
-    description = "Too many device sign-in requests from this network. Try again in a few minutes."
-    status_code = 429
 
 
 class IdpAuthorizationServer(AuthorizationServer):

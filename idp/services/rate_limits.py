@@ -132,11 +132,6 @@ class CounterStore(Protocol):
         count as it stood. The database store leaves both to the caller's commit."""
         ...
 
-    def take_back(self, account_key: str, address_key: str) -> None:
-        """A right answer that proves nothing about the wrong ones: ``release`` both keys. The
-        database store leaves both to the caller's commit."""
-        ...
-
 
 class DatabaseCounters:
     """Counters in the shared database: one atomic upsert per count.
@@ -248,11 +243,6 @@ class DatabaseCounters:
         statements.write(RELEASE, {"counter": address_key})
         return int(removed[0]) if removed else 0
 
-    def take_back(self, account_key: str, address_key: str) -> None:
-        statements = statements_of(self.db)
-        statements.write(RELEASE, {"counter": account_key})
-        statements.write(RELEASE, {"counter": address_key})
-
 
 class RedisCounters:
     """Counters in Redis (``IDP_REDIS_URL``): each operation one script, which Redis runs
@@ -305,10 +295,6 @@ class RedisCounters:
         removed = self.reset(account_key)
         self.release(address_key)
         return removed
-
-    def take_back(self, account_key: str, address_key: str) -> None:
-        self.release(account_key)
-        self.release(address_key)
 
     def reset(self, key: str) -> int:
         count_name, at_name = self._names(key)
@@ -407,12 +393,11 @@ class AttemptLimiter:
             self.locks.unlock(attempt.account_key)
 
     def answered(self, attempt: Attempt) -> None:
-        """The checked attempt was right, but proves nothing about the wrong ones before it:
-        anyone can come by a right answer of their own (a device's user code, RFC 8628 5.1, is
-        one the guesser's own device shows). Its reservation is taken back from both counts and
-        the failures stand, so right answers between guesses reset no backoff and no lock. The
-        caller commits it with the answer."""
-        self.store.take_back(attempt.account_key, attempt.address_key)
+        """The attempt was right but proves nothing about the wrong ones before it (a device's
+        user code: the guesser's own device shows one, RFC 8628 5.1): only its own reservation is
+        taken back, and the failures stand, so no backoff or lock resets between guesses."""
+        self.store.release(attempt.account_key)
+        self.store.release(attempt.address_key)
 
     def unlock(self, account_key: str) -> None:
         self.locks.unlock(account_key)
