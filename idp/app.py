@@ -92,7 +92,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         schedule_prune,
     )
     from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
-    from idp.web.sessions import CsrfCookieSessions, LazySessionContext, viewer_is_admin
+    from idp.web.sessions import (
+        CsrfCookieSessions,
+        LazySessionContext,
+        record_last_seen_after,
+        viewer_is_admin,
+    )
 
     app.session_interface = CsrfCookieSessions()
     app.request_context_class = LazySessionContext
@@ -149,12 +154,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
-        if not db.session.registry.has():
-            return
-        try:
-            deliver_left_over()
-        finally:
-            db.session.remove()
+        if db.session.registry.has():
+            try:
+                deliver_left_over()
+            finally:
+                db.session.remove()
+        record_last_seen_after()
 
     return app
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from idp.models import BrowserSession, User
@@ -17,6 +18,9 @@ from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
 from idp.session_statements import statements_of
+
+if TYPE_CHECKING:
+    from idp.thin_reads import ThinReads
 
 # Writing last_seen_at on every request would turn every page view into a database write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
@@ -53,17 +57,19 @@ class SessionService:
         *,
         restricted: bool = False,
         passkey_only: bool = False,
+        sid: str | None = None,
     ) -> NewSession:
         """A new session; ``restricted``: its only way forward is adding a sign-in method (a
         passkey alone with ``passkey_only``). ``user``: the user, or only their id when the
         request holds no ORM object of them (the second step of a password sign-in): the
-        session's ``user`` is then loaded if something asks for it."""
+        session's ``user`` is then loaded if something asks for it. ``sid``: the public id of a
+        session this one continues (``replace``), else a new one."""
         cookie_value = new_secret(32)
         row = {
             "id_hash": token_hash(cookie_value),
             # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
             # authorization request) reads it for the grant before anything is flushed.
-            "sid": random_id(),
+            "sid": sid or random_id(),
             "user_id": user if isinstance(user, str) else user.id,
             "auth_time": now,
             "amr": amr,
@@ -124,12 +130,72 @@ class SessionService:
         session = self.db.get(BrowserSession, token_hash(cookie_value))
         if session is None or not self.is_live(session, now):
             return None
-        if now - session.last_seen_at >= LAST_SEEN_RESOLUTION:
-            session.last_seen_at = now
         return session
 
     def revoke(self, session: BrowserSession, now: datetime) -> None:
         session.revoked_at = now
+
+    def replace(
+        self,
+        previous: BrowserSession,
+        user: User | str,
+        amr: list[str],
+        context: RequestContext,
+        now: datetime,
+        *,
+        restricted: bool = False,
+        passkey_only: bool = False,
+    ) -> NewSession:
+        """A sign-in in a browser that has a session: always a new cookie (no fixation), and:
+
+        - the same user signing in again (a step-up, ``prompt=login``) into a full session from a
+          full one continues the session at idp: the new one takes over its public ``sid``, so
+          the grants and ID tokens issued in it stay its own, and ending it later ends them and
+          tells their clients (Back-Channel Logout 1.0 names the session by ``sid``);
+        - anyone else, or a restricted session on either side, ends the previous session as
+          every ending does (``end_sessions``: its grants end and its clients are told)."""
+        user_id = user if isinstance(user, str) else user.id
+        continues = previous.user_id == user_id and not (
+            previous.restricted or restricted or passkey_only
+        )
+        if not continues:
+            end_sessions(
+                self.db, BrowserSession.id_hash == previous.id_hash, "signed_in_again", now
+            )
+            return self.create(
+                user, amr, context, now, restricted=restricted, passkey_only=passkey_only
+            )
+        sid = previous.sid
+        # The public id moves to the new row (it is unique): the ended row keeps a fresh one.
+        self.db.execute(
+            update(BrowserSession)
+            .where(BrowserSession.id_hash == previous.id_hash)
+            .values(revoked_at=now, sid=random_id())
+            .execution_options(synchronize_session=False)
+        )
+        self.db.expire(previous)
+        return self.create(user, amr, context, now, sid=sid)
+
+
+#: Built once (``record_last_seen``): a session's last request, never moved back.
+_LAST_SEEN = (
+    update(BrowserSession)
+    .where(BrowserSession.id_hash == bindparam("id_hash"))
+    .where(BrowserSession.last_seen_at < bindparam("seen"))
+    .values(last_seen_at=bindparam("seen"))
+)
+
+
+def last_seen_due(session: BrowserSession, now: datetime) -> bool:
+    """Whether a request of ``session`` at ``now`` moves its ``last_seen_at`` (the idle
+    lifetime counts from it, OWASP ASVS 3.3.2), at most once a ``LAST_SEEN_RESOLUTION``."""
+    return now - session.last_seen_at >= LAST_SEEN_RESOLUTION
+
+
+def record_last_seen(reads: ThinReads, id_hash: str, now: datetime) -> None:
+    """Write a session's last request by itself (``ThinReads.write_alone``), whether or not the
+    request writes anything else: a page view that commits nothing still counts as activity."""
+    reads.write_alone(_LAST_SEEN, {"id_hash": id_hash, "seen": now})
 
 
 def end_sessions(db: Session, condition: ColumnElement[bool], reason: str, now: datetime) -> int:

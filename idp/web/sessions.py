@@ -3,6 +3,7 @@ request, and starting, promoting and ending sessions (idp.services.sessions deci
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from flask import Flask, after_this_request, g, request
@@ -16,10 +17,15 @@ from flask.sessions import (
 from flask.wrappers import Request as FlaskRequest
 from flask.wrappers import Response as FlaskResponse
 from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.wrappers import Response
 
 from idp.composition import clock, request_context, runtime, services
 from idp.models import BrowserSession, User
+from idp.services.sessions import last_seen_due, record_last_seen
+
+log = logging.getLogger(__name__)
 
 
 def session_cookie_name() -> str:
@@ -34,9 +40,31 @@ def current_session() -> BrowserSession | None:
         cookie = request.cookies.get(session_cookie_name())
         # No cookie, no session (``load`` says the same): a browser signing in for the first time
         # costs no session service and no sign-in policy lookup.
-        g.idp_session = services().sessions.load(cookie, clock().now()) if cookie else None
+        now = clock().now()
+        found = services().sessions.load(cookie, now) if cookie else None
+        if found is not None and request.method != "HEAD" and last_seen_due(found, now):
+            # Written once the request is over (``record_last_seen_after``), by itself: a page
+            # that commits nothing is activity too. Here it only reads as written. Not a HEAD:
+            # no browser sends one to show a page, and a probe changes nothing (RFC 9110 9.3.2).
+            set_committed_value(found, "last_seen_at", now)
+            g.idp_session_seen = (found.id_hash, now)
+        g.idp_session = found
     session: BrowserSession | None = g.idp_session
     return session
+
+
+def record_last_seen_after() -> None:
+    """The request's session was seen (``current_session``): write it now that the request's own
+    transaction is over, so that it waits for nothing of the request's."""
+    seen = g.pop("idp_session_seen", None)
+    reads = runtime().reads  # the application's (idp.app.create_app)
+    if seen is None or reads is None:
+        return
+    try:
+        record_last_seen(reads, *seen)
+    except SQLAlchemyError:
+        # Bookkeeping: a database gone since the answer costs at most a minute of idle time.
+        log.warning("the session's last request was not recorded", exc_info=True)
 
 
 def set_session_cookie(response: Response, value: str, max_age: int) -> None:
@@ -91,10 +119,12 @@ def start_session(
     previous = current_session()
     now = clock().now()
     service = services().sessions
-    if previous is not None:
-        service.revoke(previous, now)
-    new = service.create(user, list(amr), request_context(), now, restricted=restricted,
-                         passkey_only=passkey_only)  # fmt: skip
+    if previous is None:
+        new = service.create(user, list(amr), request_context(), now, restricted=restricted,
+                             passkey_only=passkey_only)  # fmt: skip
+    else:
+        new = service.replace(previous, user, list(amr), request_context(), now,
+                              restricted=restricted, passkey_only=passkey_only)  # fmt: skip
     g.idp_session = new.session
     set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
 

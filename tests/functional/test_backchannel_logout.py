@@ -408,3 +408,49 @@ def test_a_fault_delivering_to_one_client_holds_up_no_other_and_is_recorded(
         later = utcnow() + FIRST_RETRY + timedelta(seconds=1)
         assert deliver_due(db.session(), services().outbox_channels(), later) == 0
     assert logout_rows(app)[0].attempts + logout_rows(app)[1].attempts == 3
+
+
+def test_another_user_signing_in_in_the_browser_ends_the_session_and_tells_its_clients(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    """A shared computer: the next person's sign-in ends the previous one's session as every
+    ending does (``end_sessions``): what it authorised ends, and its clients are told."""
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    rp = RelyingParty(client, one)
+    tokens = rp.tokens_for(user, scope="openid profile")
+    assert rp.userinfo(tokens["access_token"]).status_code == 200
+    start_session(client, create_user(app, email="grace@example.com"))
+    drain(app)
+    [token] = receiver.tokens("/one")
+    assert verified(app, token, one)["sid"] == sid_of(tokens)
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+
+
+def test_the_same_user_signing_in_again_continues_the_session_at_idp(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    """A step-up or ``prompt=login`` renews the cookie and keeps the session's ``sid``: its
+    tokens and clients stay its own, and ending it later (here, "sign out everywhere" from
+    another browser) ends them and tells the clients with the ``sid`` they know."""
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    rp = RelyingParty(client, one)
+    tokens = rp.tokens_for(user, scope="openid profile")
+    cookie_before = client.get_cookie("idp_session")
+    start_session(client, user)
+    assert client.get_cookie("idp_session") != cookie_before  # a new cookie: no fixation
+    drain(app)
+    assert receiver.tokens("/one") == []
+    assert rp.userinfo(tokens["access_token"]).status_code == 200
+    again = RelyingParty(client, one).tokens_for(user, scope="openid profile")
+    assert sid_of(again) == sid_of(tokens)
+
+    laptop = app.test_client()
+    start_session(laptop, user)
+    page = laptop.get("/account/sessions")
+    revoked = laptop.post("/account/sessions/revoke-others",
+                          data={"csrf_token": csrf_token(page.text)})  # fmt: skip
+    assert revoked.status_code == 302
+    drain(app)
+    assert {verified(app, t, one)["sid"] for t in receiver.tokens("/one")} == {sid_of(tokens)}
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    assert rp.userinfo(again["access_token"]).status_code == 401

@@ -379,3 +379,19 @@ def policy_app(app: Flask) -> Iterator[Flask]:
     _drop_policy_cache(app)
     yield app
     _drop_policy_cache(app)
+
+
+def test_a_session_seen_every_day_is_not_ended_as_idle(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """OWASP ASVS 3.3.2: the idle lifetime counts from the last request, a page that commits
+    nothing included: a user on the account page every day stays signed in past 14 days (the
+    absolute lifetime, 30 days, still ends the session)."""
+    browser = storage_app.test_client()
+    start_session(browser, create_user(storage_app))
+    for day in range(1, 16):
+        clock.advance(timedelta(days=1))
+        page = browser.get("/account/sessions")
+        assert page.status_code == 200, f"signed out on day {day} of daily use"
+    [row] = rows(storage_app, BrowserSession)
+    assert row.last_seen_at == clock.now()
