@@ -32,6 +32,7 @@ from idp.services.users import (
     SIGNED_OUT,
 )
 from idp.web import confirm_page, confirmed, outbox_hint
+from idp.web.sessions import current_session
 
 
 @bp.get("/account/sessions")
@@ -227,20 +228,30 @@ def email_confirm() -> Any:
     """The link from the new address: a page, and only its POST changes the email (mail scanners
     that prefetch links change nothing)."""
     token = request.values.get("token", "")[:2000]
-    if request.method == "POST":
-        return _confirm_email_change(token)
-    # GET and HEAD (a scanner's probe) only show the page (RFC 9110 9.2.1).
-    return render_template("account/email_confirm.html", token=token)
+    # Only the account that asked confirms, signed in: a link opened by someone else (the
+    # address's owner, sent it by an account that asked for their address) must not attach
+    # their address, verified, to that account.
+    session = current_session()
+    if request.method == "POST" and session is not None:
+        return _confirm_email_change(token, session)
+    # GET and HEAD (a scanner's probe) only show the page (RFC 9110 9.2.1); without a session,
+    # the page asks to sign in first and come back.
+    sign_in = url_for("login.login", next=url_for("account.email_confirm", token=token))
+    return render_template(
+        "account/email_confirm.html",
+        token=token, account=session.user if session else None, sign_in=sign_in,
+    )  # fmt: skip
 
 
-def _confirm_email_change(token: str) -> Any:
-    changed = services().email_changes.confirm(token, clock().now())
+def _confirm_email_change(token: str, session: BrowserSession) -> Any:
+    changed = services().email_changes.confirm(token, session.user_id, clock().now())
     if changed is None:
         db.session.rollback()
         return render_template(
             "errors/error.html",
             title="This link does not work",
-            message="It has expired, was already used or cancelled, or the address is taken.",
+            message="It has expired, was already used or cancelled, the address is taken, or "
+            "another account asked for it: sign in with the account that asked, then open it.",
         ), 400
     user, old_email = changed
     services().notifier.notify(user, "email_changed", recipient=old_email, new_email=user.email)

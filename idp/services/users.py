@@ -135,14 +135,17 @@ class EmailChanges:
             )
         )
 
-    def confirm(self, secret: str, now: datetime) -> tuple[User, str] | None:
-        """Spend the link and change the email; the user and the address it replaced, or None
-        (unknown, expired, ended, already used, or the address is taken by now)."""
+    def confirm(self, secret: str, user_id: str, now: datetime) -> tuple[User, str] | None:
+        """Spend the link of ``user_id``'s change and change the email; the user and the address
+        it replaced, or None (unknown, another user's, expired, ended, already used, or the
+        address is taken by now). Another user's link is not spent: its own user may still
+        confirm it."""
         if not secret or len(secret) > MAX_SECRET_LENGTH:
             return None
         spent = consume_once_returning(
             self.db, EmailChangeRequest,
             EmailChangeRequest.id_hash == token_hash(secret), EmailChangeRequest.expires_at > now,
+            EmailChangeRequest.user_id == user_id,
             now=now,
             columns=(EmailChangeRequest.user_id, EmailChangeRequest.old_email,
                      EmailChangeRequest.new_email),

@@ -211,6 +211,35 @@ def test_the_old_address_is_told_when_a_change_is_requested_and_when_it_complete
     assert email_of(storage_app, user.id) == "ada@new.example"
 
 
+def test_only_the_account_that_asked_confirms_a_change_signed_in(storage_app: Flask) -> None:
+    """An account asks for someone else's address: the link reaches that address's owner, and
+    opening it must not attach their address, verified, to the asking account (a relying party
+    matching accounts by verified email would hand the owner's account over). The link works
+    only in a session of the account that asked; the owner, signed out or signed in as
+    themselves, changes nothing and spends nothing."""
+    asking = create_user(storage_app, email="mallory@example.com")
+    asking_browser = storage_app.test_client()
+    start_session(asking_browser, asking)
+    ask_change(asking_browser, "ada@example.com")
+    link = mailed_link(storage_app, "ada@example.com")
+
+    owner_browser = storage_app.test_client()
+    page = owner_browser.get(link)
+    assert page.status_code == 200
+    assert "Sign in with the account that asked" in page.text
+    assert 'name="token"' not in page.text
+    token = link.partition("token=")[2]
+    form = {"csrf_token": csrf_token(owner_browser.get("/login").text), "token": token}
+    posted = owner_browser.post("/account/email/confirm", data=form)
+    assert posted.status_code == 200  # the same page: nothing done
+    start_session(owner_browser, create_user(storage_app, email="owner@example.com"))
+    assert confirm(owner_browser, link) == 400
+    assert email_of(storage_app, asking.id) == "mallory@example.com"
+
+    assert confirm(asking_browser, link) == 302  # unspent: the account that asked may still
+    assert email_of(storage_app, asking.id) == "ada@example.com"
+
+
 def test_a_new_request_ends_the_pending_one(storage_app: Flask) -> None:
     user = create_user(storage_app)
     browser = storage_app.test_client()
