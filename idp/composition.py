@@ -334,9 +334,10 @@ class Services:
             allow_local_domains=not self.settings.production,
         )
 
-    def user_admin(self, actor_id: str) -> UserAdmin:
+    def user_admin(self, actor_id: str, via: str) -> UserAdmin:
         """What admins decide about users, acting as ``actor_id`` (an admin's id, or an API
-        token's actor): the console, the admin API and the CLI share it."""
+        token's actor) through ``via`` (``console``, ``api``, ``cli``: every audit row names
+        it): the console, the admin API and the CLI share it."""
         return UserAdmin(
             self._db(),
             passwords=self.container.passwords,
@@ -344,6 +345,7 @@ class Services:
             backup_codes=self.backup_codes,
             totp=self.totp,
             actor_id=actor_id,
+            via=via,
             context=self.context,
             allow_local_domains=not self.settings.production,
         )

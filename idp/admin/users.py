@@ -28,7 +28,7 @@ LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), 
 
 
 def user_admin() -> UserAdmin:
-    return services().user_admin(g.admin.id)
+    return services().user_admin(g.admin.id, "console")
 
 
 def _user(user_id: str) -> User:

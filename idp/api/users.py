@@ -26,7 +26,7 @@ INVITER = "An administrator"
 
 
 def _service() -> UserAdmin:
-    return services().user_admin(actor())
+    return services().user_admin(actor(), "api")
 
 
 def _user(user_id: str) -> User:

@@ -28,7 +28,7 @@ def user_admin_service() -> UserAdmin:
     from idp.services.audit import CLI_ACTOR
 
     # Called inside the command's application context (``app_context``), whose session it uses.
-    return services().user_admin(CLI_ACTOR)
+    return services().user_admin(CLI_ACTOR, "cli")
 
 
 def find_user(service: UserAdmin, email: str) -> User:

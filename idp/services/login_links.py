@@ -49,6 +49,7 @@ class LoginLinkService:
         created_by: str | None = None,
         purpose: str = LOGIN,
         context: RequestContext | None = None,
+        via: str | None = None,
     ) -> tuple[LoginLink, str]:
         secret = new_secret(32)
         link = LoginLink(
@@ -69,6 +70,7 @@ class LoginLinkService:
             context=context,
             link_id=link_id(link),
             expires_at=link.expires_at.isoformat(),
+            via=via,
         )
         return link, secret
 

@@ -117,6 +117,7 @@ class UserAdmin:
         backup_codes: BackupCodeService,
         totp: TotpService,
         actor_id: str,
+        via: str | None = None,
         context: RequestContext | None = None,
         allow_local_domains: bool = False,
     ) -> None:
@@ -128,18 +129,19 @@ class UserAdmin:
         self.backup_codes = backup_codes
         self.totp = totp
         self.actor_id = actor_id
+        self.via = via
         self.context = context or RequestContext()
 
     def _audit(self, kind: str, user: User, **details: Any) -> None:
         audit.record(self.db, kind, actor_id=self.actor_id, subject_id=user.id,
-                     context=self.context, **details)  # fmt: skip
+                     context=self.context, via=self.via, **details)  # fmt: skip
 
     def record_refusal(self, action: str, user: User, error: UserAdminError) -> None:
         """A refused action is audited too (after the caller rolled the attempt back): "who
         tried to remove the last admin" is an answer the audit log must give."""
         audit.record(
             self.db, "admin.action_refused", outcome="failure", actor_id=self.actor_id,
-            subject_id=user.id, context=self.context, action=action,
+            subject_id=user.id, context=self.context, via=self.via, action=action,
             reason="last_admin" if isinstance(error, LastAdminError) else "refused",
             message=str(error),
         )  # fmt: skip
@@ -261,7 +263,7 @@ class UserAdmin:
     ) -> IssuedLink:
         link, secret = LoginLinkService(self.db).issue(
             user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
-            context=self.context,
+            context=self.context, via=self.via,
         )  # fmt: skip
         return IssuedLink(link=link, url=url_for_secret(purpose, secret))
 

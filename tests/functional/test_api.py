@@ -447,6 +447,11 @@ def test_users_invite_find_change_disable_enable_link_delete(storage_app: Flask,
     assert {"admin.user_created", "admin.user_renamed", "admin.user_promoted",
             "admin.user_disabled", "admin.user_enabled", "login_link.issued",
             "admin.user_deleted"} <= kinds, kinds  # fmt: skip
+    # docs/api.md: every change made with a token says ``via: api``, the links it issues too.
+    by_token = [e for e in rows(storage_app, AuditEvent) if e.actor_id == "api-token:ci"]
+    assert {(e.kind, e.details.get("via")) for e in by_token if e.kind != "api_token.created"} == {
+        (kind, "api") for kind in kinds - {"api_token.created"}
+    }
 
 
 def test_the_last_admin_stays_and_the_refusal_is_audited(storage_app: Flask, api: Api) -> None:
@@ -457,8 +462,8 @@ def test_the_last_admin_stays_and_the_refusal_is_audited(storage_app: Flask, api
         assert db.session.scalar(select(User.is_admin).where(User.id == admin.id))
     refusals = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.action_refused")
     # Two rows of one kind: compared without an order, which the query does not give.
-    assert sorted((e.actor_id, e.details["action"]) for e in refusals) == [
-        ("api-token:ci", "demote"), ("api-token:ci", "disable")
+    assert sorted((e.actor_id, e.details["action"], e.details["via"]) for e in refusals) == [
+        ("api-token:ci", "demote", "api"), ("api-token:ci", "disable", "api")
     ]  # fmt: skip
 
 
