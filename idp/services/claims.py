@@ -43,7 +43,10 @@ def user_claims(user: ClaimsSubject, scope: str) -> dict[str, Any]:
     claims: dict[str, Any] = {"sub": user.id}
     if "profile" in scopes:
         claims["name"] = user.name
-        claims["preferred_username"] = user.email
+        # OIDC Core 5.4 puts preferred_username under profile; idp's is the email address, which
+        # a user consents to share under email only (the consent page: "profile", your name).
+        if "email" in scopes:
+            claims["preferred_username"] = user.email
     if "email" in scopes:
         claims["email"] = user.email
         claims["email_verified"] = user.email_verified

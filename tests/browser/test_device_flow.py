@@ -54,7 +54,7 @@ def test_device_polls_while_the_user_approves_with_a_passkey(
     auth = (client["client_id"], client["client_secret"])
     discovery = live_idp.discovery()
     codes = requests.post(discovery["device_authorization_endpoint"], auth=auth, timeout=10,
-                          data={"scope": "openid profile offline_access"}).json()  # fmt: skip
+                          data={"scope": "openid profile email offline_access"}).json()  # fmt: skip
 
     # The person has a passkey (added after a password sign-in) and is signed out.
     email = accounts.new()
@@ -106,7 +106,7 @@ def approve_on_the_verification_page(
     page.get_by_role("button", name="Continue").click()
 
     expect(page.locator("#device-client")).to_have_text("Living Room TV")
-    expect(page.locator("#device-scopes li")).to_have_count(3)
+    expect(page.locator("#device-scopes li")).to_have_count(4)
     expect(page.locator("#device-requested-at")).to_contain_text("UTC")
     user.screenshot("2-review")
     page.set_viewport_size({"width": 390, "height": 844})

@@ -222,6 +222,24 @@ def test_consent_page_names_the_client_and_the_scopes(
     assert "see your name" not in page.text
 
 
+def test_consent_to_profile_alone_releases_no_email_address(
+    third_party: RelyingParty, user: CreatedUser
+) -> None:
+    """OIDC Core 3.1.2.4: the consent page says what is released. "profile" says "see your
+    name"; the email address (also idp's preferred_username) goes only with "email"."""
+    start_session(third_party.browser, user)
+    login = third_party.authorize(scope="openid profile")
+    page = third_party.browser.get(login.headers["Location"])
+    assert "see your name" in page.text
+    assert "email address" not in page.text.split("Signed in as")[0]
+    params = third_party.follow_to_callback(answer_consent(third_party, login, "allow"))
+    tokens = third_party.exchange(params["code"]).get_json()
+    claims = jwt_parts(tokens["id_token"])[1]
+    released = third_party.userinfo(tokens["access_token"]).get_json()
+    assert user.email not in [*claims.values(), *released.values()]
+    assert released == {"sub": user.id, "name": released["name"]}
+
+
 def test_deny_on_consent_redirects_with_access_denied(
     third_party: RelyingParty, user: CreatedUser
 ) -> None:

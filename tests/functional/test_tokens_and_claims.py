@@ -278,7 +278,8 @@ def test_userinfo_without_openid_scope_is_insufficient_scope(
     ("scope", "claims"),
     [
         ("openid", {"sub"}),
-        ("openid profile", {"sub", "name", "preferred_username"}),
+        # preferred_username is the email address: released with email only (the consent).
+        ("openid profile", {"sub", "name"}),
         ("openid email", {"sub", "email", "email_verified"}),
         (
             "openid profile email",
