@@ -17,7 +17,7 @@ from joserfc.jwk import KeySet
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import Client, RefreshToken
-from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, token_client
 from idp.services.tokens import ID_TOKEN_TYP, BearerToken, find_access_token
 
 
@@ -89,8 +89,12 @@ class TokenIntrospection(IntrospectionEndpoint):
             subject = token.subject
         else:
             # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
-            # gets no token, and no client may learn otherwise).
+            # gets no token, and no client may learn otherwise), or of a client no longer allowed
+            # offline_access, whose refresh tokens are refused (idp.oidc.server RefreshTokenGrant).
             if token.consumed_at is not None or not token.grant.user.is_active:
+                return {"active": False}
+            client = token_client(token.client_id)
+            if client is None or "offline_access" not in client.scopes:
                 return {"active": False}
             token_type = "refresh_token"
             subject = token.grant.user_id

@@ -11,6 +11,7 @@ from flask import Flask
 from idp.models import ApiToken, RefreshToken
 from tests.functional.test_api import Api, issue
 from tests.functional.test_groups import GROUP_SCOPES, _make_group
+from tests.functional.test_logout import introspect
 from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, jwt_parts
 
@@ -93,5 +94,8 @@ def test_offline_access_taken_from_the_client_ends_its_refresh_tokens(
     allow_only(app, client_id, ["openid", "profile", "email"])
     assert error_of(rp.refresh(tokens["refresh_token"])) == "invalid_grant"
     assert len(live_refresh_tokens(app)) == 1
+    # RFC 7662 2.2: "active" says whether the token can be used; it cannot, so it is not.
+    assert introspect(rp, tokens["refresh_token"]) == {"active": False}
     allow_only(app, client_id, ["openid", "profile", "email", "offline_access"])
+    assert introspect(rp, tokens["refresh_token"])["active"] is True
     assert rp.refresh(tokens["refresh_token"]).status_code == 200
