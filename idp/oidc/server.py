@@ -284,7 +284,7 @@ class IdpAuthorizationServer(AuthorizationServer):
         # The request the direct endpoints hand over (idp.web.direct), else Flask's own.
         if request is None:
             request = current_request._get_current_object()  # type: ignore[attr-defined]
-        return TokenSideRequest(request)
+        return TokenSideRequest(request, https_issuer=runtime().settings.secure_transport)
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Answer:
         # A plain answer: the direct endpoints (idp.web.direct) write it to WSGI as it is, without

@@ -70,11 +70,16 @@ class TokenSideRequest(OAuth2Request):
     reads only the scheme and the host. ``uri`` is therefore the origin alone; nothing at the
     token side reads its path (docs/performance.md)."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, https_issuer: bool = False) -> None:
         origin = f"{request.scheme}://{request.host}/"
         # What ``OAuth2Request.__init__`` checks first, with the verdict remembered per origin;
         # the attributes below are the rest of that constructor (a unit test compares them).
-        if not _secure_origin(origin, os.environ.get("AUTHLIB_INSECURE_TRANSPORT")):
+        # With an https issuer (``https_issuer``) the deployment ends TLS, often at a balancer
+        # that talks plain http to idp and need not say so (X-Forwarded-Proto): the issuer's
+        # scheme is the verdict, not the last hop's (docs/operations.md, "Load balancer").
+        if not https_issuer and not _secure_origin(
+            origin, os.environ.get("AUTHLIB_INSECURE_TRANSPORT")
+        ):
             raise InsecureTransportError()
         self.method = request.method
         self.uri = origin

@@ -103,3 +103,36 @@ def test_behind_a_trusted_proxy_a_token_requests_audit_names_the_clients_address
             select(AuditEvent).where(AuditEvent.kind == "token.refresh_retried")
         ).one()
         assert event.ip_address == "203.0.113.77"
+
+
+@pytest.fixture(scope="module")
+def https_behind_a_balancer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """An https issuer, whose TLS a balancer ends before it talks plain http to the node."""
+    with app_on(
+        "sqlite", tmp_path_factory.mktemp("tls-ends"), issuer="https://id.example.com"
+    ) as app:
+        yield app
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},  # the documented haproxy: no X-Forwarded-Proto
+        {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},  # trusted_proxies 0
+    ],
+)
+def test_the_token_endpoint_answers_behind_a_balancer_that_ends_tls(
+    https_behind_a_balancer: Flask, forwarded: dict[str, str]
+) -> None:
+    """RFC 6749 3.2 (TLS) holds where the https issuer says TLS ends: the node's own hop is plain
+    http, whatever the balancer says of it, and the token endpoint answers."""
+    app = https_behind_a_balancer
+    registered = create_client(app, grant_types=["client_credentials"])
+    assert registered.client_secret is not None
+    browser = app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = BALANCER
+    response = browser.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=forwarded,
+        auth=(registered.client_id, registered.client_secret), base_url="http://id.example.com",
+    )  # fmt: skip
+    assert response.status_code == 200, response.text

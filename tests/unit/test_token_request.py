@@ -51,6 +51,12 @@ def test_the_transport_check_is_authlibs_on_every_request(base_url: str, secure:
                 TokenSideRequest(_flask_request(base_url))
 
 
+def test_an_https_issuer_is_the_verdict_whatever_the_last_hops_scheme() -> None:
+    """A balancer ends TLS and talks plain http to idp, with or without X-Forwarded-Proto: with
+    an https issuer the request is over TLS where the deployment says it is."""
+    TokenSideRequest(_flask_request("http://id.example.com"), https_issuer=True)
+
+
 def test_authlibs_insecure_transport_switch_is_honoured_when_it_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
