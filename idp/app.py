@@ -38,7 +38,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the application: settings, extensions, blueprints, CLI (Flask tutorial's factory)."""
     settings = load_checked_settings(overrides)
     instance_path = Path(settings.instance_path).resolve()
-    instance_path.mkdir(parents=True, exist_ok=True)
+    # Its owner's alone when idp makes it (0700): the database, the metrics and the mail written
+    # there hold secrets (docs/operations.md); one the operator made keeps its permissions.
+    instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The package's name, not this module's: the application's name, its logger ("idp" in every
     # log line it writes) and the directory its templates and static files are found in.
     app = IdpFlask("idp", instance_path=str(instance_path))

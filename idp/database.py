@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -9,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, make_url
 
 from idp import sqlite_writers
 
@@ -50,6 +51,23 @@ def is_outage(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError):
         return getattr(error.orig, "sqlstate", None) in _UNAVAILABLE_SQLSTATES
     return False
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file that does not exist yet readable by its owner alone (0600),
+    before SQLite creates it with the process umask (0644 under the usual 022): it holds live
+    secrets (the outbox keeps unsent invite and login links, docs/configuration.md
+    ``smtp_url``), and SQLite gives its -wal and -shm files the database file's permissions. A
+    file that exists keeps the permissions its operator gave it."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    # A URI filename ("file:...") is opened as its URI says.
+    if not parsed.drivername.startswith("sqlite") or database in ("", ":memory:"):
+        return
+    if database.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def configure_engine(engine: Engine) -> None:
@@ -163,7 +181,8 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration."""
+    """Bring the schema to the newest migration (a SQLite database made first, its owner's)."""
     from alembic import command
 
+    create_private_sqlite_file(url)
     command.upgrade(alembic_config(url), "head")

@@ -227,8 +227,14 @@ class Settings:
                 "issuer must use https (http is allowed only for localhost during development)"
             )
         self.refuse_development_secret(production_server=False)
-        if self.production and self.secret_key.lower().startswith("change-me"):
-            raise SettingsError("refusing a production start with the example secret key")
+        # The example configuration's placeholder is published as the development key is, and
+        # refused where that one is: in production and for any issuer but loopback.
+        example = self.secret_key.lower().startswith("change-me")
+        if example and (self.production or not is_loopback_host(self.issuer_host)):
+            raise SettingsError(
+                "refusing the example secret key (it is published with the source) for "
+                f"{'a production start' if self.production else repr(self.issuer)}"
+            )
         if len(self.secret_key) < 32:
             raise SettingsError("secret_key must be at least 32 characters long")
         host = self.issuer_host

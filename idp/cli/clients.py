@@ -402,13 +402,18 @@ def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) ->
 
 @clients.command("delete")
 @click.argument("client_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
-def clients_delete(client_id: str, as_json: bool) -> None:
-    """Delete a client and everything issued to it."""
+def clients_delete(client_id: str, yes: bool, as_json: bool) -> None:
+    """Delete a client and everything issued to it (asks first, as the console does)."""
     from idp.extensions import db
 
     with app_context():
-        _client_service().delete(_load_client(client_id), actor=_cli_actor())
+        found = _load_client(client_id)
+        if not yes:
+            click.confirm(f"Delete client {client_id} and every grant, consent and token?",
+                          abort=True)  # fmt: skip
+        _client_service().delete(found, actor=_cli_actor())
         db.session.commit()
         emit({"client_id": client_id, "deleted": True}, as_json,
               lambda d: f"deleted client {d['client_id']}")  # fmt: skip

@@ -633,7 +633,7 @@ def test_cli_disable_enable_delete(idp: Idp) -> None:
     assert idp.json("clients", "disable", created["client_id"])["status"] == "disabled"
     assert idp.json("clients", "show", created["client_id"])["disabled_at"] is not None
     assert idp.json("clients", "enable", created["client_id"])["status"] == "active"
-    assert idp.json("clients", "delete", created["client_id"]) == {
+    assert idp.json("clients", "delete", created["client_id"], "--yes") == {
         "client_id": created["client_id"],
         "deleted": True,
     }

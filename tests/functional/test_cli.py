@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -125,6 +127,21 @@ def test_init_prints_the_discovery_url_and_a_first_admin_link(tmp_path: Path) ->
         # No default password: the link, then a passkey, is the only way in.
         assert admin.email == "admin@localhost"
         assert admin.password_hash is None
+
+
+def test_init_makes_its_directory_and_database_its_owners_alone(tmp_path: Path) -> None:
+    """CWE-732: the database holds live secrets (the outbox keeps unsent invite links when no
+    mail server is set): under the usual umask (022) another local account could read it."""
+    idp = Idp(tmp_path / "instance")  # made by idp itself
+    previous = os.umask(0o022)
+    try:
+        idp.ok("init")
+        idp.ok("users", "invite", "boss@example.com", "--admin")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(idp.instance.stat().st_mode) == 0o700
+    for made in idp.instance.glob("idp.db*"):  # the database, its -wal and -shm
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
 
 
 def test_init_takes_the_first_admins_email(tmp_path: Path) -> None:
@@ -392,7 +409,16 @@ def test_rotate_secret_of_a_public_client_is_refused(idp: Idp) -> None:
 
 def test_clients_delete(idp: Idp) -> None:
     created = idp.create_client()
-    assert created["client_id"] in idp.ok("clients", "delete", created["client_id"]).output
+    # Asked first, as the console and `idp users delete` ask: no answer, or "n", deletes nothing.
+    for answer in (None, "n\n"):
+        refused = idp.run("clients", "delete", created["client_id"], input=answer)
+        assert refused.exit_code != 0
+        assert "Aborted" in refused.output
+        assert (
+            idp.json("clients", "show", created["client_id"])["client_id"] == created["client_id"]
+        )
+    asked = idp.ok("clients", "delete", created["client_id"], input="y\n")
+    assert created["client_id"] in asked.output
     result = idp.run("clients", "show", created["client_id"])
     assert result.exit_code != 0
     assert f"no client {created['client_id']}" in result.output

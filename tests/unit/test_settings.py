@@ -162,6 +162,14 @@ def test_production_start_with_example_secret_is_refused() -> None:
         settings_from(production=True, secret_key="change-me: 64 random bytes, base64")
 
 
+def test_the_example_secret_is_refused_for_a_non_loopback_issuer_without_production() -> None:
+    """Published as the development key is: refused where that one is, production or not."""
+    example = "change-me: 64 random bytes, base64"
+    with pytest.raises(SettingsError, match="example secret key"):
+        settings_from(issuer="https://id.example.com", secret_key=example)
+    assert settings_from(issuer="http://localhost:5000", secret_key=example).secret_key == example
+
+
 def test_production_start_with_a_real_secret_is_accepted() -> None:
     assert settings_from(production=True, secret_key=SECRET).production is True
 
