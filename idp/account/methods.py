@@ -250,7 +250,10 @@ def passkey_registration_options() -> Any:
     """Registration options for a new passkey (after a recent sign-in)."""
     session = current_session()
     if session is None:
-        return jsonify(error="login_required"), 401
+        # The session ended since the page was shown: the page's script signs in again.
+        return jsonify(
+            error="login_required", redirect=url_for("login.login", next=url_for("account.home"))
+        ), 401
     if not stepped_up(session):
         return jsonify(error="reauthenticate", redirect=step_up_url(url_for("account.home"))), 403
     ceremony = services().passkeys.registration_options(

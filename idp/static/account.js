@@ -68,8 +68,9 @@
 
   const register = async (mediation, signal) => {
     const options = await W.postJSON(button.dataset.optionsUrl, {});
-    if (options.status === 403 && options.data.redirect) {
-      // Step-up: adding a sign-in method needs a recent sign-in.
+    if ((options.status === 401 || options.status === 403) && options.data.redirect) {
+      // The session ended (signed out elsewhere, idle too long), or the step-up: adding a
+      // sign-in method needs a recent sign-in. Either way, sign in and come back.
       window.location.assign(options.data.redirect);
       return null;
     }
@@ -116,6 +117,11 @@
       }
       if (error && error.name === "NotAllowedError") {
         say("The passkey was not added (cancelled or timed out). You can try again.", "error");
+        return;
+      }
+      if (error && error.name === "IdpNetworkError") {
+        say("The passkey was not added: idp could not be reached. Check your connection and " +
+          "try again.", "error");
         return;
       }
       say("The passkey was not added. You can try again.", "error");

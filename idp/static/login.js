@@ -64,13 +64,24 @@
   const embedded = document.getElementById("passkey-options");
   let pageOptions = embedded ? JSON.parse(embedded.textContent) : null;
   const loadedAt = Date.now();
+  // How long a challenge may still be answered: the server's lifetime (the options' timeout),
+  // less a margin for the answer's way back.
+  const usableFor = (options, since) =>
+    (options.publicKey.timeout || 300000) - 30000 - (Date.now() - since);
   const ceremonyOptions = async (body) => {
-    const lifetime = pageOptions ? (pageOptions.publicKey.timeout || 300000) - 30000 : 0;
-    if (pageOptions && Date.now() - loadedAt < lifetime) return pageOptions;
+    if (pageOptions && usableFor(pageOptions, loadedAt) > 0) {
+      return { ceremony: pageOptions, since: loadedAt };
+    }
     pageOptions = null;
+    const since = Date.now();
     const options = await W.postJSON(form.dataset.optionsUrl, body);
-    if (!options.ok) throw new Error("options");
-    return options.data;
+    if (!options.ok) {
+      // The server's own words where it has them (too many requests: wait and try again).
+      const error = new Error(options.data.message || "");
+      error.name = "IdpOptionsError";
+      throw error;
+    }
+    return { ceremony: options.data, since };
   };
 
   const finish = async (ceremony, credential) => {
@@ -98,38 +109,74 @@
     return false;
   };
 
-  const run = async (mediation, body) => {
+  // ``onWaiting(controller, usable)``: the request is now waiting for the user, and its
+  // challenge may be answered for ``usable`` milliseconds more.
+  const run = async (mediation, body, onWaiting) => {
     if (pending) pending.abort();
     const controller = new AbortController();
     pending = controller;
-    const ceremony = await ceremonyOptions(body);
+    const { ceremony, since } = await ceremonyOptions(body);
+    if (controller.signal.aborted) throw new DOMException("replaced", "AbortError");
     const request = { publicKey: W.requestOptions(ceremony.publicKey), signal: controller.signal };
     if (mediation) request.mediation = mediation;
+    if (onWaiting) onWaiting(controller, usableFor(ceremony, since));
     const credential = await navigator.credentials.get(request);
     if (pending === controller) pending = null;
     return finish(ceremony, credential);
   };
 
-  // Conditional mediation: the browser's autofill offers passkeys in the email field.
+  // What went wrong, in the user's terms: a request that got no answer is no cancelled dialog.
+  const failure = (error) => {
+    if (error && error.name === "IdpNetworkError") {
+      return "The sign-in did not reach idp (no connection). Check your connection and try again.";
+    }
+    if (error && error.name === "IdpOptionsError" && error.message) return error.message;
+    if (error && error.name === "NotAllowedError") {
+      return passwordsAllowed
+        ? "No passkey was used. You can try again, or use your password instead."
+        : "No passkey was used. You can try again, or use another device with your passkey.";
+    }
+    return passwordsAllowed
+      ? "The passkey sign-in did not work. You can try again, or use your password instead."
+      : "The passkey sign-in did not work. You can try again.";
+  };
+
+  // Conditional mediation: the browser's autofill offers passkeys in the email field. The request
+  // waits for the user as long as the page is open, so it is renewed with fresh options before
+  // its challenge expires (the server refuses an answer to an expired one).
+  let renewal = null;
   const startAutofill = async () => {
     if (!PublicKeyCredential.isConditionalMediationAvailable) return;
     if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
+    clearTimeout(renewal);
+    const renewBeforeExpiry = (controller, usable) => {
+      renewal = setTimeout(() => {
+        if (pending !== controller) return; // the button or the email step took over
+        controller.abort();
+        startAutofill();
+      }, Math.max(usable, 10000)); // never sooner than 10 s: fresh options last minutes
+    };
     try {
-      await run("conditional", {});
+      if (!(await run("conditional", {}, renewBeforeExpiry))) startAutofill();
     } catch (error) {
-      // Aborted by the button or email step, cancelled, or no passkey here: stay quiet.
+      // Aborted (the button, the email step, a renewal), or nothing picked: stay quiet. An
+      // answer that never reached idp is said (the button tries again; offering the autofill
+      // again at once would ask the unreachable server again, and again).
+      if (error && error.name === "IdpNetworkError") {
+        say(failure(error));
+        showPassword();
+      }
     }
   };
 
   const modal = async (body) => {
     say("");
+    clearTimeout(renewal);
     try {
       await run(null, body);
     } catch (error) {
       if (error && error.name === "AbortError") return;
-      say(passwordsAllowed
-        ? "No passkey was used. You can try again, or use your password instead."
-        : "No passkey was used. You can try again, or use another device with your passkey.");
+      say(failure(error));
       showPassword();
     }
   };

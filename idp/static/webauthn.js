@@ -60,13 +60,22 @@ const idpWebAuthn = (() => {
   };
 
   const csrfToken = () => document.querySelector('meta[name="csrf-token"]').content;
+  // A request that never got an answer (offline, the connection cut) rejects with an error named
+  // "IdpNetworkError", told apart from the ceremony's own (AbortError, NotAllowedError, ...).
   const postJSON = async (url, body) => {
-    const response = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-      body: JSON.stringify(body || {}),
-    });
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify(body || {}),
+      });
+    } catch (_) {
+      const error = new Error("idp could not be reached");
+      error.name = "IdpNetworkError";
+      throw error;
+    }
     let data = {};
     try {
       data = await response.json();

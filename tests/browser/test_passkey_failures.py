@@ -1,0 +1,124 @@
+"""A passkey ceremony that goes wrong after the user acted: the session gone, the answer lost on
+the way, the page left open past its challenge's lifetime. Each ends on a usable page that says
+what happened (docs/users/passkeys.md, docs/users/managing-sign-in-methods.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Accounts, BrowserUser
+from tests.browser.test_passkey_sign_in import (
+    OPTIONS_PATH,
+    VERIFY_PATH,
+    _enrol,
+    _sign_in_with_password,
+    _with_passkey,
+)
+from tests.support.events import wait_for
+from tests.support.live import LiveIdp
+
+pytestmark = pytest.mark.browser
+
+NewUser = Callable[..., BrowserUser]
+
+#: Records every navigator.credentials.get the page makes: its mediation and challenge.
+RECORD_GETS = """
+(() => {
+  window.__gets = [];
+  const real = navigator.credentials.get.bind(navigator.credentials);
+  navigator.credentials.get = (options) => {
+    const pk = options && options.publicKey;
+    const bytes = pk && pk.challenge ? new Uint8Array(pk.challenge) : new Uint8Array();
+    window.__gets.push({
+      mediation: (options && options.mediation) || null,
+      challenge: btoa(String.fromCharCode(...bytes)),
+    });
+    return real(options);
+  };
+})();
+"""
+OFFLINE = r"ERR_INTERNET_DISCONNECTED|Failed to load resource"
+
+
+def test_adding_a_passkey_after_the_session_ended_signs_in_again(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """Signed out in another tab, the account page's "Add a passkey" leads to the sign-in page
+    (and back), not to "You can try again", which could never work."""
+    email = accounts.new()
+    user = new_user(conditional_mediation=False)
+    user.allow_console_error(r"status of 401")
+    page = user.page
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    other = user.context.new_page()
+    other.goto(f"{live_idp.url}/account")
+    other.get_by_role("button", name="Sign out", exact=True).click()
+    expect(other.get_by_role("heading", name="You are signed out")).to_be_visible()
+    other.close()
+
+    page.bring_to_front()
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page).to_have_url(f"{live_idp.url}/login?next=/account")
+    user.screenshot("signed-out-elsewhere")
+
+
+def test_an_autofill_answer_that_never_reached_idp_is_said(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """The user picked a passkey in the autofill and the answer was lost on the way: the page
+    says so and offers the password, instead of staying silent."""
+    _, credential = _enrol(live_idp, accounts, new_user)
+    user = _with_passkey(new_user, credential)  # conditional mediation on: the autofill answers
+    user.allow_console_error(OFFLINE)
+    page = user.page
+    page.route(f"**{VERIFY_PATH}", lambda route: route.abort("internetdisconnected"))
+    with page.expect_request(f"**{VERIFY_PATH}"):
+        page.goto(f"{live_idp.url}/login")
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("did not reach idp")
+    expect(page.locator("#password")).to_be_visible()
+    user.screenshot("autofill-offline")
+
+
+def test_a_button_answer_that_never_reached_idp_does_not_say_no_passkey_was_used(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """ "No passkey was used" means a cancelled dialog (docs/users/passkeys.md); a passkey that
+    was used and whose answer was lost gets its own message."""
+    _, credential = _enrol(live_idp, accounts, new_user)
+    user = _with_passkey(new_user, credential, conditional_mediation=False)
+    user.allow_console_error(OFFLINE)
+    page = user.page
+    page.route(f"**{VERIFY_PATH}", lambda route: route.abort("internetdisconnected"))
+    page.goto(f"{live_idp.url}/login")
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("did not reach idp")
+    assert user.count(VERIFY_PATH) == 1
+    assert "No passkey was used" not in alert.inner_text()
+    user.screenshot("button-offline")
+
+
+def test_the_autofill_is_renewed_before_its_challenge_expires(
+    live_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """The autofill request waits as long as the page is open; its challenge lives 5 minutes
+    (the options' timeout). Before it expires the request is replaced by one with fresh
+    options, so a passkey picked later is answered with a live challenge."""
+    user = new_user()  # no credential: the autofill request waits, as for a user yet to pick
+    page = user.page
+    user.context.add_init_script(RECORD_GETS)
+    page.clock.install()
+    page.goto(f"{live_idp.url}/login")
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 1, "no autofill request started")
+    page.clock.fast_forward("06:00")
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 2, "the autofill was not renewed")
+    first, renewed = page.evaluate("window.__gets")
+    assert (first["mediation"], renewed["mediation"]) == ("conditional", "conditional")
+    assert first["challenge"] != renewed["challenge"]
+    assert user.count(OPTIONS_PATH) == 1  # fresh options: the page's own had expired
