@@ -77,7 +77,7 @@ def test_every_service_of_the_factory_builds(services: Services) -> None:
     for name, member in vars(Services).items():
         if isinstance(member, property):
             assert getattr(services, name) is not None or name == "mailer", name
-    assert services.user_admin("admin-id") is not None
+    assert services.user_admin("admin-id", "console") is not None
     assert services.groups_as("admin-id", "console") is not None
     assert services.api_tokens(None) is not None
     assert services.outbox_channels()
