@@ -14,13 +14,22 @@ if TYPE_CHECKING:
 
 def prepare_database(app: Flask) -> list[str]:
     """Create or upgrade the schema and make sure every signing alg has an active key."""
+    from alembic.util.exc import CommandError
     from cryptography.fernet import InvalidToken
 
     from idp.composition import container
     from idp.database import upgrade
     from idp.extensions import db
 
-    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    except CommandError as error:
+        # Alembic finds no revision of ours: the schema is a newer idp's (docs/operations.md,
+        # "Upgrades and migrations": going back restores the backup, never a newer schema).
+        raise click.ClickException(
+            f"the database's schema is not one this idp knows ({error}): it was made or upgraded "
+            "by a newer idp. Run that version, or restore the backup taken before the upgrade."
+        ) from None
     runtime = container(app)
     created = runtime.keys.ensure_keys(db.session())
     db.session.commit()

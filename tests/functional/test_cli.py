@@ -144,6 +144,17 @@ def test_init_makes_its_directory_and_database_its_owners_alone(tmp_path: Path) 
         assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
 
 
+def test_init_refuses_a_newer_schema_in_one_line(idp: Idp) -> None:
+    """docs/operations.md, "Upgrades and migrations": an older idp against a newer database
+    stops with the reason and what to do, not Alembic's traceback."""
+    with sqlite3.connect(idp.database) as db:
+        db.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    result = idp.run("init")
+    assert result.exit_code == 1
+    assert "made or upgraded by a newer idp" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_init_takes_the_first_admins_email(tmp_path: Path) -> None:
     output = Idp(tmp_path).ok("init", "--admin-email", "Root@Example.com").output
     assert "Created root@example.com" in output
