@@ -57,20 +57,24 @@ class SessionService:
         *,
         restricted: bool = False,
         passkey_only: bool = False,
-        sid: str | None = None,
+        previous: BrowserSession | None = None,
     ) -> NewSession:
         """A new session; ``restricted``: its only way forward is adding a sign-in method (a
         passkey alone with ``passkey_only``). ``user``: the user, or only their id when the
         request holds no ORM object of them (the second step of a password sign-in): the
-        session's ``user`` is then loaded if something asks for it. ``sid``: the public id of a
-        session this one continues (``replace``), else a new one."""
+        session's ``user`` is then loaded if something asks for it. ``previous``: the browser's
+        session this sign-in replaces (``_replaced``)."""
+        user_id = user if isinstance(user, str) else user.id
+        sid = None
+        if previous is not None:
+            sid = self._replaced(previous, user_id, restricted or passkey_only, now)
         cookie_value = new_secret(32)
         row = {
             "id_hash": token_hash(cookie_value),
             # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
             # authorization request) reads it for the grant before anything is flushed.
             "sid": sid or random_id(),
-            "user_id": user if isinstance(user, str) else user.id,
+            "user_id": user_id,
             "auth_time": now,
             "amr": amr,
             "acr": acr_for_amr(amr),
@@ -135,36 +139,23 @@ class SessionService:
     def revoke(self, session: BrowserSession, now: datetime) -> None:
         session.revoked_at = now
 
-    def replace(
-        self,
-        previous: BrowserSession,
-        user: User | str,
-        amr: list[str],
-        context: RequestContext,
-        now: datetime,
-        *,
-        restricted: bool = False,
-        passkey_only: bool = False,
-    ) -> NewSession:
-        """A sign-in in a browser that has a session: always a new cookie (no fixation), and:
+    def _replaced(
+        self, previous: BrowserSession, user_id: str, restricted: bool, now: datetime
+    ) -> str | None:
+        """A sign-in in a browser that has a session always gets a new cookie (no fixation), and:
 
         - the same user signing in again (a step-up, ``prompt=login``) into a full session from a
-          full one continues the session at idp: the new one takes over its public ``sid``, so
-          the grants and ID tokens issued in it stay its own, and ending it later ends them and
-          tells their clients (Back-Channel Logout 1.0 names the session by ``sid``);
+          full one continues the session at idp: the new one takes over its public ``sid`` (the
+          answer), so the grants and ID tokens issued in it stay its own, and ending it later
+          ends them and tells their clients (Back-Channel Logout 1.0 names the session by
+          ``sid``);
         - anyone else, or a restricted session on either side, ends the previous session as
           every ending does (``end_sessions``: its grants end and its clients are told)."""
-        user_id = user if isinstance(user, str) else user.id
-        continues = previous.user_id == user_id and not (
-            previous.restricted or restricted or passkey_only
-        )
-        if not continues:
+        if previous.user_id != user_id or previous.restricted or restricted:
             end_sessions(
                 self.db, BrowserSession.id_hash == previous.id_hash, "signed_in_again", now
             )
-            return self.create(
-                user, amr, context, now, restricted=restricted, passkey_only=passkey_only
-            )
+            return None
         sid = previous.sid
         # The public id moves to the new row (it is unique): the ended row keeps a fresh one.
         self.db.execute(
@@ -174,7 +165,7 @@ class SessionService:
             .execution_options(synchronize_session=False)
         )
         self.db.expire(previous)
-        return self.create(user, amr, context, now, sid=sid)
+        return sid
 
 
 #: Built once (``record_last_seen``): a session's last request, never moved back.

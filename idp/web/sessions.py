@@ -119,12 +119,8 @@ def start_session(
     previous = current_session()
     now = clock().now()
     service = services().sessions
-    if previous is None:
-        new = service.create(user, list(amr), request_context(), now, restricted=restricted,
-                             passkey_only=passkey_only)  # fmt: skip
-    else:
-        new = service.replace(previous, user, list(amr), request_context(), now,
-                              restricted=restricted, passkey_only=passkey_only)  # fmt: skip
+    new = service.create(user, list(amr), request_context(), now, restricted=restricted,
+                         passkey_only=passkey_only, previous=previous)  # fmt: skip
     g.idp_session = new.session
     set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
 
