@@ -51,7 +51,8 @@ def keys_list(as_json: bool) -> None:
 @keys.command("rotate")
 @click.option("--json", "as_json", is_flag=True)
 def keys_rotate(as_json: bool) -> None:
-    """Activate new signing keys; old public keys stay published until their tokens expire."""
+    """New signing keys: published at once, signing two key cache windows later; the old public
+    keys stay published until their tokens expire."""
     from idp.extensions import db
 
     with app_context() as app:

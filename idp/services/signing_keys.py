@@ -149,11 +149,24 @@ class KeyStore:
         self.invalidate()
         return created
 
+    @property
+    def publish_first(self) -> timedelta:
+        """How long a new key is published before it signs: every node's key cache and every
+        relying party's copy of the JWKS (served ``max-age`` the same ``key_cache_ttl``) has it
+        by then, so nobody meets a token whose ``kid`` their JWKS lacks (RFC 7517 4.5; OpenID
+        Connect Core 10.1.1: publish the new key, then sign with it)."""
+        return timedelta(seconds=2 * self._cache_ttl)
+
     def rotate(self, db: Session, algs: tuple[str, ...] = SUPPORTED_ALGS) -> list[SigningKey]:
-        """Activate new keys; the old ones stop signing but stay published until every token they
-        signed has expired (plus the cache window, so every node has seen the new key)."""
+        """New keys, published at once and signing after ``publish_first``; the old ones sign
+        until then, and stay published until every token they signed has expired (plus the cache
+        window, so every node has seen the change)."""
         now = self.clock.now()
-        unpublish_after = now + timedelta(seconds=self._max_token_lifetime + self._cache_ttl + 60)
+        unpublish_after = (
+            now
+            + self.publish_first
+            + timedelta(seconds=self._max_token_lifetime + self._cache_ttl + 60)
+        )
         for row in db.scalars(select(SigningKey).where(_is_active(), SigningKey.alg.in_(algs))):
             row.retired_at = now
             row.unpublish_after = unpublish_after
@@ -215,6 +228,8 @@ class KeyStore:
             ).all()
             by_kid: dict[str, KeyMaterial] = {}
             active: dict[str, KeyMaterial] = {}
+            newest: dict[str, KeyMaterial] = {}
+            signs_from = now - self.publish_first
             for row in rows:
                 material = self._by_kid.get(row.kid) or KeyMaterial(
                     kid=row.kid,
@@ -223,10 +238,14 @@ class KeyStore:
                     public_jwk=row.public_jwk,
                 )
                 by_kid[row.kid] = material
-                if row.retired_at is None and row.alg not in active:
+                newest.setdefault(row.alg, material)
+                # Newest first: the newest key published long enough signs (``publish_first``).
+                if row.alg not in active and row.created_at <= signs_from:
                     active[row.alg] = material
+            # An alg none of whose keys is published long enough (the first start: nothing was
+            # published before, so nobody holds a JWKS without it) signs with its newest.
             self._by_kid = by_kid
-            self._active = active
+            self._active = {**newest, **active}
             self._published = [m.public_jwk for m in by_kid.values()]
             self._loaded_at = time.monotonic()
 

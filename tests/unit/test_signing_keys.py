@@ -340,3 +340,32 @@ def test_a_tampered_access_token_does_not_verify(db: Session, keys: KeyStore) ->
 def test_unverified_claims_refuse_what_is_no_compact_jws_of_an_object(value: str) -> None:
     with pytest.raises(ValueError, match=r"compact JWS|base64url JSON|JSON object"):
         unverified_claims(value)
+
+
+def test_a_new_key_is_published_before_it_signs(db: Session) -> None:
+    """RFC 7517 4.5, OpenID Connect Core 10.1.1: a rotated key is in every JWKS before any token
+    carries its kid. It signs once two cache windows have passed (every node's key cache and
+    every relying party's copy of the JWKS, served with the same max-age); the old key signs
+    until then."""
+    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    fernet = fernet_for(SECRET, "idp signing keys at rest")
+    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=5,
+                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    keys.ensure_keys(db)
+    db.commit()
+    first = keys.signing_key(db, "RS256").kid  # the first start: its new keys sign at once
+    clock.advance(timedelta(days=1))
+    [new] = keys.rotate(db, ("RS256",))
+    db.commit()
+    assert new.kid in published_kids(db, keys)
+    assert keys.signing_key(db, "RS256").kid == first
+    clock.advance(timedelta(seconds=9))
+    keys.invalidate()
+    assert keys.signing_key(db, "RS256").kid == first
+    clock.advance(timedelta(seconds=2))
+    keys.invalidate()
+    assert keys.signing_key(db, "RS256").kid == new.kid
+    [old] = db.scalars(select(SigningKey).where(SigningKey.kid == first)).all()
+    # It signed 10 s past its retirement: still published for its tokens' whole lifetime.
+    assert old.unpublish_after is not None
+    assert old.unpublish_after >= clock.now() + timedelta(seconds=3600)
