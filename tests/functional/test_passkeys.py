@@ -323,7 +323,8 @@ def test_passkeys_of_every_offered_algorithm_register_and_sign_in(
 def test_registration_needs_a_session(stranger: PasskeyPages) -> None:
     response = stranger.registration_options()
     assert response.status_code == 401
-    assert response.get_json() == {"error": "login_required"}
+    # The page's script signs in again and comes back (idp/static/account.js).
+    assert response.get_json() == {"error": "login_required", "redirect": "/login?next=/account"}
 
 
 def test_registration_needs_a_sign_in_within_five_minutes(
