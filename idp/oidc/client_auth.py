@@ -14,6 +14,8 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
@@ -46,10 +48,27 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
+#: The algorithms a ``private_key_jwt`` assertion may be signed with, as discovery advertises
+#: them (``token_endpoint_auth_signing_alg_values_supported`` and the revocation and
+#: introspection endpoints' own, RFC 8414 2).
+CLIENT_ASSERTION_ALGS = ("RS256", "ES256", "EdDSA")
+
+
 class PrivateKeyJWT(JWTBearerClientAssertion):
     """RFC 7523 2.2 / OIDC Core 9 ``private_key_jwt``."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        # Authlib's decodes with joserfc's recommended algorithms only (RS256, ES256, HS256):
+        # an EdDSA assertion, advertised and registered, was refused. Only the advertised ones,
+        # and never a MAC with a public key.
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=list(CLIENT_ASSERTION_ALGS))
+        except JoseError as error:
+            raise InvalidClientError(description=error.description) from error
+        self.verify_claims(token.claims)
+        return token.claims
 
     def get_audiences(self) -> list[str]:
         settings = runtime().settings

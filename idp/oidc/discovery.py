@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idp.oidc.checks import PROMPT_VALUES
+from idp.oidc.client_auth import CLIENT_ASSERTION_ALGS
 from idp.services.assurance import ACR_VALUES_SUPPORTED
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.signing_keys import SUPPORTED_ALGS
@@ -37,9 +38,13 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
         "token_endpoint_auth_methods_supported": auth_methods,
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        # RFC 8414 2: with private_key_jwt among an endpoint's methods, its algorithms MUST be
+        # listed too ("No default algorithms are implied").
+        "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "introspection_endpoint_auth_methods_supported": auth_methods[:3],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": sorted(PROMPT_VALUES),
         "acr_values_supported": ACR_VALUES_SUPPORTED,

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InsecureTransportError,
     InvalidClientError,
@@ -313,9 +314,26 @@ class IdpAuthorizationServer(AuthorizationServer):
         except InvalidClientError as error:
             claimed = claimed_client_id(request)
             client = token_client(claimed) if claimed else None
+            description = error.description or ""
             if client is not None:
-                error.description = registered_method_refusal(client, error.description or "")
-            raise
+                description = registered_method_refusal(client, description)
+            raise RealmedInvalidClientError(
+                description=description, status_code=error.status_code
+            ) from None
+
+
+class RealmedInvalidClientError(InvalidClientError):
+    """RFC 6749 5.2: a client that tried the Authorization header gets 401 and a challenge of its
+    scheme, Basic, whose ``realm`` RFC 7617 2 requires (Authlib's challenge has none); the
+    realm the userinfo endpoint's Bearer challenge names too."""
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = OAuth2Error.get_headers(self)
+        if self.status_code == 401:
+            description = self.get_error_description().replace('"', "|")
+            headers.append(("WWW-Authenticate", f'Basic realm="idp", error="{self.error}", '
+                                                f'error_description="{description}"'))  # fmt: skip
+        return headers
 
 
 def create_authorization_server(app: Flask) -> AuthorizationServer:

@@ -78,12 +78,13 @@ def userinfo_answer(current: Request) -> Answer:
     """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
     scheme, _, value = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token_value = value.strip() if scheme.lower() == "bearer" else ""
-    if (
-        not token_value
-        and current.method == "POST"
-        and current.mimetype == ("application/x-www-form-urlencoded")
-    ):
-        token_value = current.form.get("access_token", "")
+    if current.method == "POST" and current.mimetype == "application/x-www-form-urlencoded":
+        in_body = current.form.get("access_token", "")
+        if token_value and in_body:
+            # RFC 6750 2 and 3.1: "Clients MUST NOT use more than one method to transmit the
+            # token in each request": invalid_request.
+            return _bearer_error(400, "invalid_request", "Send the access token one way only.")
+        token_value = token_value or in_body
     if not token_value:
         return _bearer_error(401, None)
     access_token = bearer_token(token_value)

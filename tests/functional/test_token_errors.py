@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 from sqlalchemy import select, update
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
@@ -521,6 +521,45 @@ def test_private_key_jwt_authenticates_the_client(
     )
     assert response.status_code == 200, response.text
     assert jwt_parts(response.get_json()["access_token"])[1]["sub"] == jwt_client.client_id
+
+
+@pytest.mark.parametrize(
+    ("alg", "new_key"),
+    [
+        ("RS256", lambda: RSAKey.generate_key(2048, parameters={"kid": "rp-rsa"})),
+        ("ES256", lambda: ECKey.generate_key("P-256", parameters={"kid": "rp-ec"})),
+        ("EdDSA", lambda: OKPKey.generate_key("Ed25519", parameters={"kid": "rp-okp"})),
+    ],
+)
+def test_every_advertised_assertion_alg_authenticates_a_client(
+    app: Flask, client: FlaskClient, alg: str, new_key: Any
+) -> None:
+    """OIDC Discovery 1.0 3: token_endpoint_auth_signing_alg_values_supported lists what the
+    token endpoint accepts; an EdDSA assertion was refused (joserfc's default algorithms)."""
+    advertised = client.get("/.well-known/openid-configuration").get_json()
+    assert alg in advertised["token_endpoint_auth_signing_alg_values_supported"]
+    key = new_key()
+    registered = create_client(
+        app, auth_method="private_key_jwt", jwks={"keys": [key.as_dict(private=False)]}
+    )
+    now = int(time.time())
+    claims = {"iss": registered.client_id, "sub": registered.client_id, "aud": TOKEN_ENDPOINT,
+              "jti": secrets.token_urlsafe(16), "iat": now, "exp": now + 60}  # fmt: skip
+    signed = jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+    response = client.post("/token", data=assertion_request(signed))
+    assert response.status_code == 200, response.text
+
+
+def test_a_basic_invalid_client_challenge_names_its_realm(client: FlaskClient) -> None:
+    """RFC 6749 5.2: 401 with a challenge of the scheme the client used; RFC 7617 2: a Basic
+    challenge's realm is REQUIRED."""
+    header = "Basic " + base64.b64encode(b"no-such-client:secret").decode()
+    response = client.post("/token", data={"grant_type": "client_credentials"},
+                           headers={"Authorization": header})  # fmt: skip
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Basic realm="idp", error="invalid_client"'
+    )
 
 
 def test_private_key_jwt_redeems_a_code(

@@ -192,6 +192,16 @@ def test_userinfo_post_with_form_body_token(
     assert response.get_json()["sub"] == user.id
 
 
+def test_userinfo_refuses_a_token_sent_two_ways(rp: RelyingParty, tokens: dict[str, Any]) -> None:
+    """RFC 6750 2 and 3.1: one method per request; two are invalid_request (400)."""
+    token = tokens["access_token"]
+    response = rp.browser.post("/userinfo", data={"access_token": token},
+                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+
+
 def test_userinfo_post_with_bearer_header(rp: RelyingParty, tokens: dict[str, Any]) -> None:
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert rp.browser.post("/userinfo", headers=headers).status_code == 200
@@ -408,6 +418,19 @@ def test_introspection_needs_client_authentication(
 
 
 # -- discovery (OIDC Discovery 3, 4) --------------------------------------------------------------
+def test_discovery_document_validates_as_rfc_8414_and_oidc_discovery(client: FlaskClient) -> None:
+    """Authlib's validator of OpenID Connect Discovery 1.0 3 and RFC 8414 2 (which makes an
+    endpoint's signing algorithms mandatory beside private_key_jwt) accepts the document."""
+    from authlib.oidc.discovery import OpenIDProviderMetadata
+
+    metadata = client.get("/.well-known/openid-configuration").get_json()
+    validator = OpenIDProviderMetadata(metadata)
+    validator.validate()
+    # Not among validate()'s own checks: RFC 8414 2's rule for the other endpoints.
+    validator.validate_revocation_endpoint_auth_signing_alg_values_supported()
+    validator.validate_introspection_endpoint_auth_signing_alg_values_supported()
+
+
 def test_discovery_document_values(client: FlaskClient) -> None:
     metadata = client.get("/.well-known/openid-configuration").get_json()
     assert metadata["issuer"] == ISSUER
