@@ -64,9 +64,31 @@ def _committed(answer: Answer) -> Answer:
     return answer
 
 
+#: A single-page app (a public client, ``--kind spa``) calls the token, revocation and userinfo
+#: endpoints from its page's origin (OIDC Core 5.3: UserInfo "SHOULD support the use of Cross
+#: Origin Resource Sharing"). Any origin: none of them reads a cookie, so a page gains nothing it
+#: does not hold already (a code with its verifier, a token), and no credentials are allowed.
+CORS = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", "WWW-Authenticate"),
+)
+#: The preflight's answer (Fetch, "CORS protocol"): the methods and headers those calls use.
+PREFLIGHT = (
+    *CORS,
+    ("Access-Control-Allow-Methods", "GET, POST"),
+    ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+    ("Access-Control-Max-Age", "600"),
+)
+
+
+def _cors(answer: Answer) -> Answer:
+    answer.headers.extend(CORS)  # headers nothing else sets
+    return answer
+
+
 def token_answer(current: Request) -> Answer:
     """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
-    return _committed(oauth_server().create_token_response(current))
+    return _cors(_committed(oauth_server().create_token_response(current)))
 
 
 def introspection_answer(current: Request) -> Answer:
@@ -76,6 +98,10 @@ def introspection_answer(current: Request) -> Answer:
 
 def userinfo_answer(current: Request) -> Answer:
     """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
+    return _cors(_userinfo(current))
+
+
+def _userinfo(current: Request) -> Answer:
     scheme, _, value = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token_value = value.strip() if scheme.lower() == "bearer" else ""
     if current.method == "POST" and current.mimetype == "application/x-www-form-urlencoded":
@@ -120,7 +146,7 @@ def device_authorization() -> Response:
 
 def revocation_answer(current: Request) -> Answer:
     """Token revocation (RFC 7009)."""
-    return _committed(oauth_server().create_endpoint_response("revocation", current))
+    return _cors(_committed(oauth_server().create_endpoint_response("revocation", current)))
 
 
 #: The requests idp.web.direct serves, by path: their Flask endpoint (for the log line and the
@@ -141,11 +167,21 @@ def _through_flask(route: DirectRoute) -> Callable[[], Response]:
     return view
 
 
-# The same paths in Flask's URL map, for what the direct endpoints do not take (HEAD, OPTIONS,
-# another method's 405), with the same answers; OAuth clients carry no CSRF token.
+# The same paths in Flask's URL map, for what the direct endpoints do not take (HEAD, another
+# method's 405), with the same answers; OAuth clients carry no CSRF token. OPTIONS is the CORS
+# preflight's (``cors_preflight``), not Flask's automatic answer.
 for _path, _route in DIRECT_ROUTES.items():
     bp.add_url_rule(_path, view_func=csrf.exempt(_through_flask(_route)),
-                    methods=sorted(_route.methods))  # fmt: skip
+                    methods=sorted(_route.methods), provide_automatic_options=False)  # fmt: skip
+
+
+@bp.route("/token", methods=["OPTIONS"], provide_automatic_options=False)
+@bp.route("/revoke", methods=["OPTIONS"], provide_automatic_options=False)
+@bp.route("/userinfo", methods=["OPTIONS"], provide_automatic_options=False)
+@csrf.exempt
+def cors_preflight() -> Response:
+    """A page's preflight before it sends the Authorization header (CORS)."""
+    return Answer(204, list(PREFLIGHT), b"").response()
 
 
 # -- RP-initiated logout --------------------------------------------------------------------------

@@ -501,3 +501,31 @@ def test_id_token_kid_names_the_key_that_signed_it_during_a_rotation(
     header = jwt_parts(id_token)[0]
     signer = next(k for k in client.get("/jwks").get_json()["keys"] if k["kid"] == header["kid"])
     jwt.decode(id_token, KeySet.import_key_set({"keys": [signer]}), algorithms=["RS256"])
+
+
+def test_a_single_page_app_can_call_the_token_and_userinfo_endpoints(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """OIDC Core 5.3: UserInfo SHOULD support CORS; a public single-page app exchanges its code,
+    refreshes and revokes from its page too. The preflight for the Authorization header, then
+    answers any origin may read (no cookie is read there, no credentials allowed)."""
+    origin = {"Origin": "https://spa.example"}
+    for path in ("/userinfo", "/token", "/revoke"):
+        preflight = rp.browser.options(path, headers={
+            **origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        })  # fmt: skip
+        assert preflight.status_code == 204, path
+        assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+        assert "Access-Control-Allow-Credentials" not in preflight.headers
+    bearer = {**origin, "Authorization": f"Bearer {tokens['access_token']}"}
+    answered = rp.browser.get("/userinfo", headers=bearer)
+    assert answered.status_code == 200
+    assert answered.headers["Access-Control-Allow-Origin"] == "*"
+    refused = rp.browser.get("/userinfo", headers={**origin, "Authorization": "Bearer nope"})
+    assert refused.headers["Access-Control-Expose-Headers"] == "WWW-Authenticate"
+    refreshed = rp.refresh(tokens["refresh_token"])
+    assert refreshed.headers["Access-Control-Allow-Origin"] == "*"
+    # Not introspection: a resource server's call, with its own credentials.
+    assert "Access-Control-Allow-Origin" not in rp.browser.options("/introspect").headers
