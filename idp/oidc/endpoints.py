@@ -3,6 +3,7 @@ RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0), with Authlib's hoo
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
@@ -114,7 +115,9 @@ class EndSession(EndSessionEndpoint):
     """OpenID Connect RP-Initiated Logout 1.0."""
 
     def get_server_jwks(self) -> KeySet:
-        return runtime().keys.verification_keyset(db.session())
+        # A hint signed by a key since unpublished still names a session that may be live.
+        lifetime = timedelta(seconds=services().policy.session_absolute_ttl)
+        return runtime().keys.verification_keyset(db.session(), unpublished_within=lifetime)
 
     def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
         # RP-Initiated Logout 1.0 section 2: the hint is an ID token idp issued. Its signature

@@ -207,12 +207,24 @@ class KeyStore:
         self._refresh(db)
         return {"keys": list(self._published)}
 
-    def verification_keyset(self, db: Session) -> KeySet:
-        """Every published key, for verifying an ID token we issued (the id_token_hint of
-        RP-initiated logout). Read afresh: the hint may be signed by a key another node started
-        using after this node last loaded its keys, and logouts are rare."""
+    def verification_keyset(self, db: Session, *, unpublished_within: timedelta) -> KeySet:
+        """Every published key, and every key unpublished less than ``unpublished_within`` ago,
+        for verifying an ID token we issued (the id_token_hint of RP-initiated logout, which
+        RP-Initiated Logout 1.0 section 2 asks to accept after its ``exp`` while its session may
+        still be live: the sessions' absolute lifetime). Read afresh: the hint may be signed by a
+        key another node started using after this node last loaded its keys, and logouts are
+        rare."""
         self._refresh(db, force=True)
-        return KeySet([m.private_key for m in self._by_kid.values()])
+        keys = [m.private_key for m in self._by_kid.values()]
+        since = self.clock.now() - unpublished_within
+        for row in db.scalars(
+            select(SigningKey).where(
+                SigningKey.unpublish_after <= self.clock.now(),
+                SigningKey.unpublish_after > since,
+            )
+        ):
+            keys.append(_import_private(self._decrypt(row.private_jwk_encrypted.encode())))
+        return KeySet(keys)
 
     def _refresh(self, db: Session | scoped_session[Any], *, force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded_at < self._cache_ttl:

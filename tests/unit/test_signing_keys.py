@@ -288,7 +288,31 @@ def test_an_id_token_hint_signed_with_a_key_rotated_elsewhere_verifies_at_logout
     keys.rotate(db)
     db.commit()
     new_kid = active_kids(db)["RS256"]
-    assert new_kid in {key.kid for key in other_node.verification_keyset(db).keys}
+    verifying = other_node.verification_keyset(db, unpublished_within=timedelta(0))
+    assert new_kid in {key.kid for key in verifying.keys}
+
+
+def test_an_id_token_hint_verifies_while_its_session_may_live_after_its_key_left_the_jwks(
+    db: Session,
+) -> None:
+    """RP-Initiated Logout 1.0 section 2: accept an ID token "even when the exp time has passed"
+    while its session may be live: a key unpublished less than ``unpublished_within`` ago (the
+    sessions' absolute lifetime) still verifies a hint, never a token (the JWKS lacks it)."""
+    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    fernet = fernet_for(SECRET, "idp signing keys at rest")
+    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=0,
+                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    keys.ensure_keys(db)
+    db.commit()
+    old = keys.signing_key(db, "RS256").kid
+    keys.rotate(db, ("RS256",))
+    db.commit()
+    clock.advance(timedelta(hours=2))  # past its unpublish_after
+    assert old not in published_kids(db, keys)
+    month = timedelta(days=30)
+    assert old in {k.kid for k in keys.verification_keyset(db, unpublished_within=month).keys}
+    clock.advance(month)
+    assert old not in {k.kid for k in keys.verification_keyset(db, unpublished_within=month).keys}
 
 
 def test_signing_without_keys_asks_for_init(db: Session) -> None:
