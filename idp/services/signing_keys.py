@@ -215,16 +215,17 @@ class KeyStore:
         key another node started using after this node last loaded its keys, and logouts are
         rare."""
         self._refresh(db, force=True)
-        keys = [m.private_key for m in self._by_kid.values()]
-        since = self.clock.now() - unpublished_within
-        for row in db.scalars(
-            select(SigningKey).where(
-                SigningKey.unpublish_after <= self.clock.now(),
-                SigningKey.unpublish_after > since,
+        now = self.clock.now()
+        unpublished = [
+            _import_private(self._decrypt(row.private_jwk_encrypted.encode()))
+            for row in db.scalars(
+                select(SigningKey).where(
+                    SigningKey.unpublish_after <= now,
+                    SigningKey.unpublish_after > now - unpublished_within,
+                )
             )
-        ):
-            keys.append(_import_private(self._decrypt(row.private_jwk_encrypted.encode())))
-        return KeySet(keys)
+        ]
+        return KeySet([*(m.private_key for m in self._by_kid.values()), *unpublished])
 
     def _refresh(self, db: Session | scoped_session[Any], *, force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
