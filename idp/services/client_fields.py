@@ -21,6 +21,8 @@ from idp.services.signing_keys import SUPPORTED_ALGS
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+#: The longest scope string a grant or token records (its column, idp.models.oauth).
+MAX_SCOPE_LENGTH = 1000
 #: Every scope the provider knows (discovery's ``scopes_supported``).
 SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access", "groups")
 #: A new client's scopes: ``groups`` only when the admin allows it (docs/admins.md).
@@ -111,6 +113,12 @@ class ClientFields:
             )
         if not scopes:
             raise ClientRegistrationError("a client needs at least one scope")
+        if len(" ".join(scopes)) > MAX_SCOPE_LENGTH:
+            # Every grant and token stores its scope in a column of this length: beyond it a
+            # sign-in or a token would be a server error on PostgreSQL (SQLite ignores lengths).
+            raise ClientRegistrationError(
+                f"the allowed scopes are longer than {MAX_SCOPE_LENGTH} characters together"
+            )
         if self.grant_types is None:
             grants = ["authorization_code", "refresh_token"]
             if not public:

@@ -15,7 +15,12 @@ from sqlalchemy.pool import StaticPool
 from idp.clock import FrozenClock
 from idp.models import AccessToken, AuditEvent, Base, Client
 from idp.services.audit import RequestContext
-from idp.services.client_fields import ClientRegistrationError, fields_of, validate_redirect_uri
+from idp.services.client_fields import (
+    ClientFields,
+    ClientRegistrationError,
+    fields_of,
+    validate_redirect_uri,
+)
 from idp.services.clients import Actor, ClientService
 from idp.services.crypto import KeyedHasher
 
@@ -577,3 +582,13 @@ def test_keyed_hash_is_hmac_sha256() -> None:
     """RFC 4231 4.3 (test case 2): the stored form of every client secret is HMAC-SHA256."""
     digest = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     assert KeyedHasher(b"Jefe").hash("what do ya want for nothing?") == digest
+
+
+def test_allowed_scopes_longer_together_than_a_token_records_are_refused() -> None:
+    """A grant and its tokens store the scope in 1,000 characters: a client allowed more could
+    register but would get a server error on PostgreSQL at every sign-in and token."""
+    many = [f"claim_{n:02d}_" + "x" * 50 for n in range(20)]  # 20 claim scopes, 1,259 together
+    fields = ClientFields(name="Wiki", redirect_uris=[REDIRECT], scopes=["openid", *many])
+    with pytest.raises(ClientRegistrationError, match="longer than 1000"):
+        fields.validated()
+    ClientFields(name="Wiki", redirect_uris=[REDIRECT], scopes=["openid", *many[:15]]).validated()
