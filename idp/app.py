@@ -156,12 +156,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.teardown_appcontext
     def _rollback_unfinished(_exc: BaseException | None) -> None:
-        if db.session.registry.has():
-            try:
-                deliver_left_over()
-            finally:
-                db.session.remove()
-        record_last_seen_after()
+        if not db.session.registry.has():
+            return  # nothing read a browser session either (it is read through the Session)
+        try:
+            deliver_left_over()
+        finally:
+            db.session.remove()
+            record_last_seen_after()
 
     return app
 

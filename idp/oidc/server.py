@@ -281,11 +281,14 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
 
 class IdpAuthorizationServer(AuthorizationServer):
+    #: Whether the issuer is https (``create_authorization_server``).
+    https_issuer = False
+
     def create_oauth2_request(self, request: Any) -> TokenSideRequest:
         # The request the direct endpoints hand over (idp.web.direct), else Flask's own.
         if request is None:
             request = current_request._get_current_object()  # type: ignore[attr-defined]
-        return TokenSideRequest(request, https_issuer=runtime().settings.secure_transport)
+        return TokenSideRequest(request, https_issuer=self.https_issuer)
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Answer:
         # A plain answer: the direct endpoints (idp.web.direct) write it to WSGI as it is, without
@@ -338,6 +341,8 @@ class RealmedInvalidClientError(InvalidClientError):
 
 def create_authorization_server(app: Flask) -> AuthorizationServer:
     server = IdpAuthorizationServer(app, query_client=token_client, save_token=save_token)
+    # The issuer's scheme, once: read for every token-side request (TokenSideRequest).
+    server.https_issuer = app.extensions["idp"].settings.secure_transport
     server.register_token_generator("default", generate_token)
     server.register_grant(
         AuthorizationCodeGrant,

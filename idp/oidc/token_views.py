@@ -68,13 +68,13 @@ def _committed(answer: Answer) -> Answer:
 #: endpoints from its page's origin (OIDC Core 5.3: UserInfo "SHOULD support the use of Cross
 #: Origin Resource Sharing"). Any origin: none of them reads a cookie, so a page gains nothing it
 #: does not hold already (a code with its verifier, a token), and no credentials are allowed.
-CORS = (
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Expose-Headers", "WWW-Authenticate"),
-)
+ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
+#: A refusal's challenge (RFC 6750 3, RFC 6749 5.2) is for the page's script to read too.
+CHALLENGE_READABLE = ("Access-Control-Expose-Headers", "WWW-Authenticate")
 #: The preflight's answer (Fetch, "CORS protocol"): the methods and headers those calls use.
 PREFLIGHT = (
-    *CORS,
+    ANY_ORIGIN,
+    CHALLENGE_READABLE,
     ("Access-Control-Allow-Methods", "GET, POST"),
     ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
     ("Access-Control-Max-Age", "600"),
@@ -82,7 +82,10 @@ PREFLIGHT = (
 
 
 def _cors(answer: Answer) -> Answer:
-    answer.headers.extend(CORS)  # headers nothing else sets
+    # Headers nothing else sets, appended; the challenge exposed only where there is one.
+    answer.headers.append(ANY_ORIGIN)
+    if answer.status >= 400 and any(n == "WWW-Authenticate" for n, _ in answer.headers):
+        answer.headers.append(CHALLENGE_READABLE)
     return answer
 
 
