@@ -57,6 +57,15 @@ def keys(db: Session) -> KeyStore:
     return store
 
 
+def clocked_store(cache_ttl: int) -> tuple[FrozenClock, KeyStore]:
+    """A key store whose clock the test moves (tokens live an hour at most)."""
+    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    fernet = fernet_for(SECRET, "idp signing keys at rest")
+    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=cache_ttl,
+                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    return clock, keys
+
+
 def active_kids(db: Session) -> dict[str, str]:
     rows = db.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None)))
     return {row.alg: row.kid for row in rows}
@@ -167,10 +176,7 @@ def test_unpublish_window_follows_the_longest_token_lifetime(db: Session) -> Non
 def test_a_rotated_key_is_unpublished_when_the_store_clock_says(db: Session) -> None:
     """The store's clock stamps a key's creation and retirement, and decides when a retired key
     leaves the JWKS: its tokens' longest lifetime, the cache window and a minute after."""
-    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
-    fernet = fernet_for(SECRET, "idp signing keys at rest")
-    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=0,
-                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    clock, keys = clocked_store(cache_ttl=0)
     first = keys.ensure_keys(db)
     db.commit()
     assert {row.created_at for row in first} == {clock.now()}
@@ -298,10 +304,7 @@ def test_an_id_token_hint_verifies_while_its_session_may_live_after_its_key_left
     """RP-Initiated Logout 1.0 section 2: accept an ID token "even when the exp time has passed"
     while its session may be live: a key unpublished less than ``unpublished_within`` ago (the
     sessions' absolute lifetime) still verifies a hint, never a token (the JWKS lacks it)."""
-    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
-    fernet = fernet_for(SECRET, "idp signing keys at rest")
-    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=0,
-                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    clock, keys = clocked_store(cache_ttl=0)
     keys.ensure_keys(db)
     db.commit()
     old = keys.signing_key(db, "RS256").kid
@@ -371,10 +374,7 @@ def test_a_new_key_is_published_before_it_signs(db: Session) -> None:
     carries its kid. It signs once two cache windows have passed (every node's key cache and
     every relying party's copy of the JWKS, served with the same max-age); the old key signs
     until then."""
-    clock = FrozenClock(datetime(2030, 1, 1, tzinfo=UTC))
-    fernet = fernet_for(SECRET, "idp signing keys at rest")
-    keys = KeyStore(encrypt=fernet.encrypt, decrypt=fernet.decrypt, cache_ttl=5,
-                    max_token_lifetime=3600, clock=clock)  # fmt: skip
+    clock, keys = clocked_store(cache_ttl=5)
     keys.ensure_keys(db)
     db.commit()
     first = keys.signing_key(db, "RS256").kid  # the first start: its new keys sign at once
