@@ -158,14 +158,16 @@ class SessionService:
             return None
         sid = previous.sid
         # The public id moves to the new row (it is unique): the ended row keeps a fresh one.
-        self.db.execute(
+        # Conditional, as every ending is: of two sign-ins racing in one browser (a double
+        # submit), the second finds the session already replaced and starts a session of its own.
+        moved = self.db.execute(
             update(BrowserSession)
-            .where(BrowserSession.id_hash == previous.id_hash)
+            .where(BrowserSession.id_hash == previous.id_hash, BrowserSession.revoked_at.is_(None))
             .values(revoked_at=now, sid=random_id())
             .execution_options(synchronize_session=False)
         )
         self.db.expire(previous)
-        return sid
+        return sid if getattr(moved, "rowcount", 0) == 1 else None
 
 
 #: Built once (``record_last_seen``): a session's last request, never moved back.

@@ -395,3 +395,33 @@ def test_a_session_seen_every_day_is_not_ended_as_idle(
         assert page.status_code == 200, f"signed out on day {day} of daily use"
     [row] = rows(storage_app, BrowserSession)
     assert row.last_seen_at == clock.now()
+
+
+def test_two_sign_ins_racing_in_one_browser_each_get_a_session(storage_app: Flask) -> None:
+    """The same user signing in again continues the session's sid (idp.services.sessions
+    ``_replaced``); of two sign-ins that both found the same session (a double submit), the
+    second finds it replaced already and starts one of its own, instead of a second row with
+    the sid the first took (unique: a server error)."""
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    from idp.composition import services
+    from idp.services.audit import RequestContext
+
+    user = create_user(storage_app)
+    with storage_app.app_context():
+        sessions = services().sessions
+        first = sessions.create(user.id, ["pwd"], RequestContext(), utcnow())
+        db.session.commit()
+        stale = db.session.get(BrowserSession, first.session.id_hash)
+        assert stale is not None
+        sid = stale.sid
+        winner = sessions.create(user.id, ["pwd"], RequestContext(), utcnow(), previous=stale)
+        db.session.commit()
+        # The second request loaded it before the first committed: it holds the session as it
+        # was (the values as read, not changes of its own).
+        set_committed_value(stale, "sid", sid)
+        set_committed_value(stale, "revoked_at", None)
+        second = sessions.create(user.id, ["pwd"], RequestContext(), utcnow(), previous=stale)
+        db.session.commit()
+        assert winner.session.sid == sid
+        assert second.session.sid != sid
