@@ -75,9 +75,12 @@ class TokenSideRequest(OAuth2Request):
         # What ``OAuth2Request.__init__`` checks first, with the verdict remembered per origin;
         # the attributes below are the rest of that constructor (a unit test compares them).
         # With an https issuer (``https_issuer``) the deployment ends TLS, often at a balancer
-        # that talks plain http to idp and need not say so (X-Forwarded-Proto): the issuer's
-        # scheme is the verdict, not the last hop's (docs/operations.md, "Load balancer").
-        if not https_issuer and not _secure_origin(
+        # that talks plain http to idp and need not say so: the issuer's scheme is the verdict,
+        # not the last hop's (docs/operations.md, "Load balancer"), unless a trusted proxy said
+        # which scheme the client used (X-Forwarded-Proto applied by ProxyFix, ``trusted_proxies``).
+        environ = request.environ
+        proxy_said = "werkzeug.proxy_fix.orig" in environ and "HTTP_X_FORWARDED_PROTO" in environ
+        if (not https_issuer or proxy_said) and not _secure_origin(
             origin, os.environ.get("AUTHLIB_INSECURE_TRANSPORT")
         ):
             raise InsecureTransportError()

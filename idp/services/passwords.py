@@ -85,6 +85,8 @@ class PasswordService:
             return self._hasher.hash(normalised(password))
 
     def check_policy(self, password: str) -> None:
+        if len(password) > MAX_LENGTH:  # as typed: what ``verify`` bounds before normalising
+            raise PasswordPolicyError(f"Use at most {MAX_LENGTH} characters.")
         password = normalised(password)
         if len(password) < MIN_LENGTH:
             raise PasswordPolicyError(f"Use at least {MIN_LENGTH} characters.")

@@ -136,3 +136,34 @@ def test_the_token_endpoint_answers_behind_a_balancer_that_ends_tls(
         auth=(registered.client_id, registered.client_secret), base_url="http://id.example.com",
     )  # fmt: skip
     assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def https_behind_a_trusted_balancer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    with app_on(
+        "sqlite", tmp_path_factory.mktemp("tls-said"), issuer="https://id.example.com",
+        trusted_proxies=1,
+    ) as app:  # fmt: skip
+        yield app
+
+
+def test_a_trusted_balancer_saying_the_client_used_plain_http_is_insecure_transport(
+    https_behind_a_trusted_balancer: Flask,
+) -> None:
+    """RFC 6749 3.2: the issuer's https is taken as given only where nobody said otherwise; a
+    trusted proxy's X-Forwarded-Proto: http says the client sent its secret in clear."""
+    app = https_behind_a_trusted_balancer
+    registered = create_client(app, grant_types=["client_credentials"])
+    assert registered.client_secret is not None
+    browser = app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = BALANCER
+    answers = {}
+    for scheme in ("http", "https"):
+        answers[scheme] = browser.post(
+            "/token", data={"grant_type": "client_credentials"},
+            headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": scheme},
+            auth=(registered.client_id, registered.client_secret), base_url="http://id.example.com",
+        )  # fmt: skip
+    assert answers["http"].status_code == 400
+    assert answers["http"].get_json()["error"] == "insecure_transport"
+    assert answers["https"].status_code == 200

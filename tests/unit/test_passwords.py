@@ -227,3 +227,11 @@ def test_a_password_in_a_form_of_its_own_costs_two_computations_whatever_the_acc
 def test_the_policy_counts_the_normal_form() -> None:
     # "ﬀ" is one character and two letters: seven characters typed, eight once normalised.
     service().check_policy("ﬀ" + "abcdef")
+
+
+def test_a_password_the_policy_accepts_can_always_sign_in() -> None:
+    """The policy bounds the password as typed, as ``verify`` does before normalising: one that
+    is short once normalised but long as typed was accepted and could never sign in."""
+    decomposed = unicodedata.normalize("NFD", "é" * 600)  # 1,200 characters typed, 600 normal
+    with pytest.raises(PasswordPolicyError, match=f"at most {MAX_LENGTH}"):
+        service().check_policy(decomposed)
