@@ -17,6 +17,7 @@ from idp.composition import services
 from idp.extensions import db
 from idp.models import Client, Group
 from idp.services.claims import client_claims
+from idp.services.group_access import allowed_to_use
 from idp.services.groups import (
     ClaimMapEntry,
     GroupError,
@@ -203,6 +204,7 @@ def client_claims_preview(client_id: str) -> Any:
     email = request.args.get("email", "").strip()
     preview: dict[str, Any] | None = None
     error = None
+    refused_access = False
     if email:
         service = _service()
         try:
@@ -210,8 +212,13 @@ def client_claims_preview(client_id: str) -> Any:
         except GroupError as refused:
             error = str(refused)
         else:
-            scope = " ".join(client.scopes)
-            preview = client_claims(db.session(), user, client.client_id, scope)
+            # What the user would receive: nothing at all outside the allowed groups (the sign-in
+            # is refused with access_denied, docs/admins.md), not what the claim maps would say.
+            refused_access = not allowed_to_use(db.session(), user.id, client)
+            if not refused_access:
+                scope = " ".join(client.scopes)
+                preview = client_claims(db.session(), user, client.client_id, scope)
     return render_template(
-        "admin/client_claims.html", client=client, email=email, preview=preview, error=error
-    )
+        "admin/client_claims.html", client=client, email=email, preview=preview, error=error,
+        refused_access=refused_access,
+    )  # fmt: skip

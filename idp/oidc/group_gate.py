@@ -9,8 +9,7 @@ from flask import g
 from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import Client, Grant
-from idp.services.group_access import group_claims
-from idp.services.groups import GROUP_ACCESS_REVOKED
+from idp.services.group_access import GROUP_ACCESS_REVOKED, group_claims
 from idp.services.refresh_tokens import RotatedGrant
 from idp.services.spent_codes import CodeGrant
 

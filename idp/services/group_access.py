@@ -3,17 +3,19 @@ sign-in and the token endpoint read of groups. idp.services.groups manages the g
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, scoped_session
 
 from idp.models import (
     ClaimMap,
     Client,
     ClientAllowedGroup,
+    Grant,
     Group,
     GroupMember,
 )
@@ -96,3 +98,37 @@ def wants_group_claims(scopes: Iterable[str]) -> bool:
     """Whether a scope can release anything from groups: ``groups`` or a claim scope (any scope
     that is not a standard one). Saves the query for the plain openid/profile/email sign-in."""
     return any(s not in ("openid", "profile", "email", "offline_access") for s in scopes)
+
+
+#: Why a grant was revoked when its user lost access to its client.
+GROUP_ACCESS_REVOKED = "group_access_removed"
+
+
+def revoke_grants_without_access(
+    db: Session,
+    now: datetime,
+    *,
+    client_ids: Sequence[str] | None = None,
+    user_ids: Sequence[str] | None = None,
+) -> int:
+    """Revoke live grants whose user may no longer use their client (restricted, and the user in
+    none of its allowed groups). One UPDATE; returns how many grants it revoked."""
+    allowed = exists().where(
+        GroupMember.user_id == Grant.user_id,
+        ClientAllowedGroup.group_id == GroupMember.group_id,
+        ClientAllowedGroup.client_id == Grant.client_id,
+    )
+    restricted = select(Client.client_id).where(Client.restricted_to_groups.is_(True))
+    statement = update(Grant).where(
+        Grant.revoked_at.is_(None), Grant.client_id.in_(restricted), ~allowed
+    )
+    if client_ids is not None:
+        statement = statement.where(Grant.client_id.in_(list(client_ids)))
+    if user_ids is not None:
+        statement = statement.where(Grant.user_id.in_(list(user_ids)))
+    result = db.execute(
+        statement.values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED).execution_options(
+            synchronize_session=False
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.errors import DomainError
-from idp.models import ClaimMap, Client, ClientAllowedGroup, Grant, Group, GroupMember, User
+from idp.models import ClaimMap, Client, ClientAllowedGroup, Group, GroupMember, User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
 from idp.services.email_addresses import normalise_email
+from idp.services.group_access import revoke_grants_without_access
 
 #: A group's name is a slug (lowercase letters, digits, ``-``, ``_``, ``.``; at most 64): it is
 #: what relying parties match in the ``groups`` claim, so it must survive every RP's config file.
@@ -35,8 +36,6 @@ GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_DISPLAY_NAME = 200
 MAX_DESCRIPTION = 1000
 MAX_CLAIM_VALUE = 200
-#: Why a grant was revoked when its user lost access to its client.
-GROUP_ACCESS_REVOKED = "group_access_removed"
 
 
 class GroupError(DomainError):
@@ -121,36 +120,6 @@ def validate_claim_name(claim: str) -> str:
             "with a letter"
         )
     return claim
-
-
-def revoke_grants_without_access(
-    db: Session,
-    now: datetime,
-    *,
-    client_ids: Sequence[str] | None = None,
-    user_ids: Sequence[str] | None = None,
-) -> int:
-    """Revoke live grants whose user may no longer use their client (restricted, and the user in
-    none of its allowed groups). One UPDATE; returns how many grants it revoked."""
-    allowed = exists().where(
-        GroupMember.user_id == Grant.user_id,
-        ClientAllowedGroup.group_id == GroupMember.group_id,
-        ClientAllowedGroup.client_id == Grant.client_id,
-    )
-    restricted = select(Client.client_id).where(Client.restricted_to_groups.is_(True))
-    statement = update(Grant).where(
-        Grant.revoked_at.is_(None), Grant.client_id.in_(restricted), ~allowed
-    )
-    if client_ids is not None:
-        statement = statement.where(Grant.client_id.in_(list(client_ids)))
-    if user_ids is not None:
-        statement = statement.where(Grant.user_id.in_(list(user_ids)))
-    result = db.execute(
-        statement.values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED).execution_options(
-            synchronize_session=False
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 class GroupService:
@@ -308,6 +277,11 @@ class GroupService:
         )
         client_ids = [c.client_id for c in self.clients_of(group)]
         name = group.name
+        # What each client that names the group loses, audited for that client as any change of
+        # its access or claim maps is (docs/admins.md).
+        access_before = {c: [g.name for g in self.allowed_groups(c)] for c in client_ids}
+        mapping = self.db.scalars(select(ClaimMap.client_id).where(ClaimMap.group_id == group.id))
+        maps_before = {c: [str(e) for e in self.claim_maps(c)] for c in set(mapping)}
         self.db.execute(delete(ClaimMap).where(ClaimMap.group_id == group.id))
         self.db.execute(delete(ClientAllowedGroup).where(ClientAllowedGroup.group_id == group.id))
         self.db.execute(delete(GroupMember).where(GroupMember.group_id == group.id))
@@ -325,6 +299,14 @@ class GroupService:
             clients_left_without_groups=[c.client_id for c in sole],
             revoked_grants=revoked,
         )
+        for client_id, before in access_before.items():
+            after = [n for n in before if n != name]
+            self._audit("client.access_changed", client_id=client_id, allowed_groups=after or None,
+                        previous=before, group_deleted=name)  # fmt: skip
+        for client_id, before in sorted(maps_before.items()):
+            after = [str(e) for e in self.claim_maps(client_id)]
+            self._audit("client.claim_maps_changed", client_id=client_id, claim_maps=after,
+                        previous=before, group_deleted=name)  # fmt: skip
         return revoked
 
     # -- memberships -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from idp.models import AuditEvent, Group, GroupMember
+from tests.functional.test_groups import GROUP_SCOPES, _claim_maps, _make_group, _restrict
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, jwt_parts
@@ -157,3 +158,47 @@ def test_client_access_page_refuses_bad_claim_maps_and_changes_nothing(
     assert message in admin.browser.get(refused.headers["Location"]).text
     page = admin.browser.get(f"/admin/clients/{registered.client_id}").text
     assert '<dd id="allowed-groups">Everyone</dd>' in page
+
+
+def test_the_preview_of_a_user_outside_the_allowed_groups_shows_nothing_received(
+    storage_app: Flask,
+) -> None:
+    """docs/admins.md: the preview shows "what a chosen user would receive there"; outside the
+    allowed groups that is nothing (the sign-in is refused), whatever the claim maps say."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    outsider = create_user(storage_app, email="outsider@example.com")
+    registered = create_client(storage_app, name="Wiki", scopes=GROUP_SCOPES)
+    _make_group(storage_app, "staff")
+    _make_group(storage_app, "admins", outsider.email)
+    _restrict(storage_app, registered.client_id, "staff")
+    _claim_maps(storage_app, registered.client_id, "roles:admins=admin")
+    page = admin.browser.get(
+        f"/admin/clients/{registered.client_id}/claims", query_string={"email": outsider.email}
+    ).text
+    assert '<pre id="claims-preview">' not in page
+    assert 'id="claims-refused"' in page
+    assert "the app receives nothing" in page
+
+
+def test_deleting_a_group_is_audited_for_each_client_that_named_it(storage_app: Flask) -> None:
+    """docs/admins.md: every change of a client's access or claim maps is in the audit log; a
+    group's deletion changes both for the clients that name it."""
+    registered = create_client(storage_app, name="Wiki", scopes=GROUP_SCOPES)
+    _make_group(storage_app, "staff")
+    _make_group(storage_app, "admins")
+    _restrict(storage_app, registered.client_id, "staff", "admins")
+    _claim_maps(storage_app, registered.client_id, "roles:staff=viewer", "roles:admins=admin")
+    admin = passkey_browser(storage_app, "root@example.com")
+    before = {e.id for e in rows(storage_app, AuditEvent)}
+    deleted = admin.post("/admin/groups/staff/delete")
+    assert deleted.headers["Location"].endswith("/admin/groups")
+    written = {e.kind: e for e in rows(storage_app, AuditEvent) if e.id not in before}
+    access = written["client.access_changed"]
+    assert access.client_id == registered.client_id
+    assert (access.details["previous"], access.details["allowed_groups"]) == (
+        ["admins", "staff"],
+        ["admins"],
+    )
+    maps = written["client.claim_maps_changed"]
+    assert maps.client_id == registered.client_id
+    assert maps.details["claim_maps"] == ["roles:admins=admin"]
