@@ -54,8 +54,12 @@ def keys_rotate(as_json: bool) -> None:
     """New signing keys: published at once, signing two key cache windows later; the old public
     keys stay published until their tokens expire."""
     from idp.extensions import db
+    from idp.services import audit
 
     with app_context() as app:
-        app.extensions["idp"].keys.rotate(db.session())
+        created = app.extensions["idp"].keys.rotate(db.session())
+        # docs/admins.md: actions from the command line are audited as coming from ``cli``.
+        audit.record(db.session(), "keys.rotated", actor_id=audit.CLI_ACTOR, via="cli",
+                     kids=[row.kid for row in created])  # fmt: skip
         db.session.commit()
         emit(_key_rows(app), as_json, _keys_text)

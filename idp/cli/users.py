@@ -239,11 +239,15 @@ def users_unlock(email: str) -> None:
     """Lift the failed-attempt locks and delays on a user's sign-in methods."""
     from idp.composition import services
     from idp.extensions import db
+    from idp.services import audit
 
     with app_context():
         user = services().users.find_by_email(email)
         if user is None:
             fail(f"no user {email}")
         services().sign_in.unlock(user)
+        # docs/admins.md: actions from the command line are audited as coming from ``cli``.
+        audit.record(db.session(), "admin.user_unlocked", actor_id=audit.CLI_ACTOR,
+                     subject_id=user.id, via="cli")  # fmt: skip
         db.session.commit()
         click.echo(f"unlocked {user.email}")

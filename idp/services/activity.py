@@ -77,6 +77,8 @@ SENTENCES: dict[str, tuple[str, str]] = {
                               "An administrator could not remove a passkey"),
     "admin.totp_reset": ("An administrator removed your authenticator app",
                          "An administrator could not remove your authenticator app"),
+    "admin.user_unlocked": ("An administrator lifted the locks on your sign-in",
+                            "An administrator could not lift the locks on your sign-in"),
     "admin.backup_codes_voided": ("An administrator voided your backup codes",
                                   "An administrator could not void your backup codes"),
     "admin.session_revoked": ("An administrator signed out one of your sessions",

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.errors import DomainError
-from idp.models import SignupLink, User
+from idp.models import AuditEvent, BackupCode, SignupLink, User
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
@@ -32,6 +33,9 @@ from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
 from idp.services.user_admin import has_way_in
 from idp.services.users import UserService
+
+#: The audit events of a sign-in method added to an account (idp.services.passkeys, the portal).
+METHOD_ADDED_EVENTS = ("passkey.registered", "totp.enabled", "password.changed")
 
 #: A sign-up link is meant to be opened right away.
 SIGNUP_LINK_TTL = timedelta(minutes=30)
@@ -196,8 +200,24 @@ class Joining:
 
     def _unfinished(self, user: User) -> bool:
         """An account whose sign-up stopped before its first passkey: proving the address again
-        finishes it. Never an admin's (their way in is an admin's login link) or a disabled one."""
-        return user.is_active and not user.is_admin and not has_way_in(self.db, user)
+        finishes it. Never an admin's (their way in is an admin's login link) or a disabled one,
+        nor one that had a way in once and lost it (a revoked passkey, a lost phone): proving the
+        address is not enough to take it over; its owner recovers with a backup code or an
+        admin's login link (docs/users/recovery.md)."""
+        if not user.is_active or user.is_admin or has_way_in(self.db, user):
+            return False
+        return not self._ever_set_up(user)
+
+    def _ever_set_up(self, user: User) -> bool:
+        """Whether the account ever had a sign-in method: its first one came with backup codes,
+        and adding one is audited (kept as long as ``audit_retention_days`` says)."""
+        codes = select(BackupCode.id).where(BackupCode.user_id == user.id).limit(1)
+        added = select(AuditEvent.id).where(
+            AuditEvent.subject_id == user.id,
+            AuditEvent.kind.in_(METHOD_ADDED_EVENTS),
+            AuditEvent.outcome == "success",
+        )
+        return self.db.scalar(codes) is not None or self.db.scalar(added.limit(1)) is not None
 
     def _password_hash(self, password: str | None) -> str | None:
         # PasswordPolicyError (too short, too common) reaches the caller with nothing spent.

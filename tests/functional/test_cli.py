@@ -26,7 +26,7 @@ from idp import create_app
 from idp.cli import main
 from idp.composition import Container
 from idp.database import alembic_config, upgrade
-from idp.models import Base, Client, LoginLink, Passkey, SigningKey, User
+from idp.models import AuditEvent, Base, Client, LoginLink, Passkey, SigningKey, User
 from idp.services.crypto import token_hash
 from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
@@ -588,3 +588,20 @@ def test_api_tokens_create_list_revoke(idp: Idp) -> None:
     assert refused.exit_code != 0
     assert "unknown scope" in refused.output
     assert idp.json("api-tokens", "revoke", "ci")["status"] == "revoked"
+
+
+def test_unlocking_a_user_and_rotating_keys_from_the_command_line_are_audited(idp: Idp) -> None:
+    """docs/admins.md: "Actions from the command line are audited as coming from `cli`"."""
+    idp.ok("users", "create", "ada@example.com", "--name", "Ada")
+    idp.ok("users", "unlock", "ada@example.com")
+    rotated = {r["kid"] for r in idp.json("keys", "rotate") if r["active"]}
+    with idp.session() as db:
+        rows = {e.kind: e for e in db.scalars(select(AuditEvent))}
+        ada = db.scalars(select(User).where(User.email == "ada@example.com")).one()
+    unlocked = rows["admin.user_unlocked"]
+    assert (unlocked.actor_id, unlocked.subject_id, unlocked.details["via"]) == (
+        "cli",
+        ada.id,
+        "cli",
+    )
+    assert set(rows["keys.rotated"].details["kids"]) == rotated

@@ -17,12 +17,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from idp.extensions import db
-from idp.models import AuditEvent, OutboxMessage, SignupLink, User
+from idp.models import AuditEvent, OutboxMessage, Passkey, SignupLink, User
 from idp.models.base import utcnow
 from idp.services.audit import RequestContext
 from idp.services.rate_limits import window_end
 from idp.services.signup import MAX_MESSAGES_PER_ADDRESS
 from tests.conftest import _empty_tables
+from tests.support.admin import passkey_browser
 from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.clock import FrozenClock, app_clock
@@ -419,3 +420,30 @@ def test_refused_mails_do_not_extend_the_recipient_window(
     clock.advance(end - clock.now())
     ask_from(n)
     assert mails() == MAX_MESSAGES_PER_ADDRESS + 1
+
+
+def test_sign_up_does_not_take_over_an_account_that_lost_its_passkeys(signup_app: Flask) -> None:
+    """docs/admins.md: "an existing account's owner gets a notice that someone tried to sign up
+    instead". An account that was set up and then lost every way in (its only passkey revoked
+    after a lost phone) is no unfinished sign-up: proving the address again gets the notice, not
+    a link into the account; its owner recovers with a backup code or an admin's login link."""
+    ada_browser = signup_app.test_client()
+    ask(ada_browser, "ada@example.com")
+    assert confirm(ada_browser, mailed_link(signup_app, "ada@example.com"), name="Ada")[0] == 302
+    assert PasskeyPages(ada_browser).add_passkey(SoftAuthenticator()).status_code == 201
+    with signup_app.app_context():
+        ada_id = db.session.scalars(select(User.id)).one()
+        credential_id = db.session.scalars(select(Passkey.credential_id)).one()
+    admin = passkey_browser(signup_app, "root@example.com")
+    revoked = admin.post(f"/admin/users/{ada_id}/passkeys/revoke", {"credential_id": credential_id})
+    assert revoked.status_code == 303
+    admin.post(f"/admin/users/{ada_id}/backup-codes/void")  # not even her backup codes are left
+    assert ask(signup_app.test_client(), "ada@example.com")[0] == 200
+    with signup_app.app_context():
+        kinds = db.session.scalars(
+            select(OutboxMessage.kind)
+            .where(OutboxMessage.recipient == "ada@example.com",
+                   OutboxMessage.kind.startswith("signup"))
+            .order_by(OutboxMessage.id)
+        ).all()  # fmt: skip
+    assert kinds[-1] == "signup_existing"
