@@ -127,7 +127,7 @@ NOT_ABOUT_A_USER = frozenset({
     "client.secret_rotated", "client.access_changed", "client.claim_maps_changed",
     "group.created", "group.renamed", "group.updated", "group.deleted",
     "device.authorization_requested",
-    "api.authentication_failed", "api_token.created", "api_token.revoked",
+    "api.authentication_failed", "api_token.created", "api_token.revoked", "keys.rotated",
 })  # fmt: skip
 
 #: How the session of a sign-in at an app was made, from its amr (RFC 8176).
