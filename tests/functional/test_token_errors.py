@@ -490,7 +490,7 @@ def jwt_client(app: Flask, rp_key: RSAKey) -> RegisteredClient:
     return create_client(app, auth_method="private_key_jwt", jwks=jwks)
 
 
-def assertion(client_id: str, key: RSAKey, **overrides: Any) -> str:
+def assertion(client_id: str, key: Any, alg: str = "RS256", **overrides: Any) -> str:
     now = int(time.time())
     claims = {
         "iss": client_id,
@@ -501,7 +501,7 @@ def assertion(client_id: str, key: RSAKey, **overrides: Any) -> str:
         "exp": now + 60,
         **overrides,
     }
-    return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+    return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
 
 
 def assertion_request(value: str, **extra: str) -> dict[str, str]:
@@ -542,10 +542,7 @@ def test_every_advertised_assertion_alg_authenticates_a_client(
     registered = create_client(
         app, auth_method="private_key_jwt", jwks={"keys": [key.as_dict(private=False)]}
     )
-    now = int(time.time())
-    claims = {"iss": registered.client_id, "sub": registered.client_id, "aud": TOKEN_ENDPOINT,
-              "jti": secrets.token_urlsafe(16), "iat": now, "exp": now + 60}  # fmt: skip
-    signed = jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+    signed = assertion(registered.client_id, key, alg)
     response = client.post("/token", data=assertion_request(signed))
     assert response.status_code == 200, response.text
 
