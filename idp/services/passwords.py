@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from idp.errors import DomainError
+
+#: PEP 695 would say ``def run[T]``; Python 3.11 spells the type variable out.
+T = TypeVar("T")
 
 MIN_LENGTH = 8
 # NIST SP 800-63B 5.1.1.2: allow at least 64 characters; we allow long passphrases but bound the
@@ -47,6 +54,60 @@ class PasswordCheck:
     needs_rehash: bool = False
 
 
+class HashingThreads:
+    """The threads that compute every Argon2id hash of this process, ``count`` of them; a
+    request thread hands its computation over and waits for the result.
+
+    At most ``count`` at once: a burst of sign-ins waits its turn. Each computation fills its
+    memory (19 MiB with the default parameters) and reads it back block by block, at indexes its
+    own data picks (RFC 9106 3.4): with more of them than cores, the scheduler interleaves them
+    on a core, each evicts the others' blocks from the caches and every hash costs more CPU
+    (about 30 % more with four per core, docs/performance.md). Waiting instead keeps the
+    throughput (the cores were busy either way).
+
+    On threads of their own because the C allocator keeps memory per thread: glibc gives each
+    thread that allocates at once with another an arena of its own, and an arena keeps the
+    hash's freed memory for its next allocation. Computed on the request threads, every one of
+    them came to hold its own 19 MiB (a worker with 4 threads: 76 MiB for one hash at a time),
+    and each thread's first hash paid to fault in and zero its memory (two to three times the
+    CPU of a hash, docs/performance.md). Here ``count`` threads hold it, in place after the
+    first hash of the process.
+
+    Threads do not survive a fork: a process that finds threads started by its parent starts
+    its own.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._starting = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def run(self, computation: Callable[..., T], *args: str) -> T:
+        return self._threads().submit(computation, *args).result()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is not None and self._pid == os.getpid():
+            return executor
+        with self._starting:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(self._count, thread_name_prefix="argon2")
+                self._pid = os.getpid()
+            return self._executor
+
+
+_hashing_threads: dict[int, HashingThreads] = {}
+_hashing_threads_lock = threading.Lock()
+
+
+def hashing_threads(count: int) -> HashingThreads:
+    """This process's ``count`` hashing threads, shared by every ``PasswordService`` that asks
+    for as many (an application built again, as the tests do, finds them in place)."""
+    with _hashing_threads_lock:
+        return _hashing_threads.setdefault(count, HashingThreads(count))
+
+
 class PasswordService:
     def __init__(
         self, *, memory_kib: int, time_cost: int, parallelism: int, hashes_at_once: int = 1
@@ -57,16 +118,11 @@ class PasswordService:
             parallelism=parallelism,
             type=Type.ID,
         )
+        self._hashing = hashing_threads(hashes_at_once)
         # Verifying unknown accounts against this keeps timing similar for known and unknown
-        # emails (account-enumeration safe).
-        self._dummy_hash = self._hasher.hash("idp-dummy-password-for-timing")
-        # At most ``hashes_at_once`` Argon2id computations in this process; a burst of sign-ins
-        # waits its turn. Each fills ``memory_kib`` and reads it back block by block, at indexes
-        # its own data picks (RFC 9106 3.4): with more of them than cores, the scheduler
-        # interleaves them on a core, each evicts the others' blocks from the caches and every
-        # hash costs more CPU (about 30 % more with four per core, docs/performance.md). Waiting
-        # instead keeps the throughput (the cores were busy either way) and bounds the memory.
-        self._hashing = threading.BoundedSemaphore(hashes_at_once)
+        # emails (account-enumeration safe). Computed on a hashing thread: its memory is then
+        # in place before the first sign-in (``HashingThreads``).
+        self._dummy_hash = self._hashing.run(self._hasher.hash, "idp-dummy-password-for-timing")
 
     def hash(self, password: str) -> str:
         self.check_policy(password)
@@ -81,8 +137,7 @@ class PasswordService:
         return self._new_hash(password)
 
     def _new_hash(self, password: str) -> str:
-        with self._hashing:
-            return self._hasher.hash(normalised(password))
+        return self._hashing.run(self._hasher.hash, normalised(password))
 
     def check_policy(self, password: str) -> None:
         if len(password) > MAX_LENGTH:  # as typed: what ``verify`` bounds before normalising
@@ -123,7 +178,6 @@ class PasswordService:
 
     def _verify_quietly(self, stored_hash: str, password: str) -> bool:
         try:
-            with self._hashing:
-                return self._hasher.verify(stored_hash, password)
+            return self._hashing.run(self._hasher.verify, stored_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import unicodedata
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
@@ -120,9 +122,11 @@ class _HeldHasher:
         self.lock = threading.Lock()
         self.entered = threading.Semaphore(0)
         self.go = threading.Event()
+        self.threads: set[int] = set()
 
     def verify(self, stored_hash: str, password: str) -> bool:
         with self.lock:
+            self.threads.add(threading.get_ident())
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
         self.entered.release()
@@ -136,8 +140,8 @@ class _HeldHasher:
 
 
 def _waiting_for_a_turn(passwords: PasswordService) -> int:
-    # CPython's Semaphore keeps its waiting threads in its Condition's deque.
-    return len(passwords._hashing._cond._waiters)  # type: ignore[attr-defined]
+    # The computations handed over and not started: the hashing threads' queue.
+    return passwords._hashing._threads()._work_queue.qsize()
 
 
 @pytest.mark.parametrize("at_once", [1, 2])
@@ -169,6 +173,47 @@ def test_no_more_argon2_computations_run_at_once_than_configured(at_once: int) -
     for caller in callers:
         caller.join(timeout=30)
     assert held.most_inside == at_once
+
+
+def test_every_computation_runs_on_the_processes_hashing_threads() -> None:
+    """Six request threads, one hashing thread: each request thread would otherwise keep the
+    hash's memory in an allocator arena of its own (HashingThreads)."""
+    passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1, hashes_at_once=1)
+    stored = passwords.hash(PASSWORD)
+    held = _HeldHasher()
+    held.go.set()
+    passwords._hasher = held  # type: ignore[assignment]
+    callers = [threading.Thread(target=passwords.verify, args=(stored, PASSWORD)) for _ in range(6)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert held.most_inside == 1
+    assert len(held.threads) == 1
+    assert held.threads.isdisjoint(caller.ident for caller in callers)
+    assert held.threads.isdisjoint({threading.get_ident()})
+
+
+def _verifies_in_a_child(passwords: PasswordService, stored: str, answers: Any) -> None:
+    answers.put(passwords.verify(stored, PASSWORD).ok)
+
+
+def test_a_forked_worker_starts_hashing_threads_of_its_own() -> None:
+    """A server that builds the application before forking its workers (gunicorn --preload):
+    the parent's hashing threads are not in the child, which must not wait for them forever."""
+    passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1)
+    stored = passwords.hash(PASSWORD)  # the parent's threads are started
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_verifies_in_a_child, args=(passwords, stored, answers))
+    child.start()
+    try:
+        assert answers.get(timeout=30) is True
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
 
 
 # -- Unicode normalisation (NIST SP 800-63B 5.1.1.2) ----------------------------------------------
