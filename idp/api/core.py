@@ -81,7 +81,7 @@ def operation(
         @functools.wraps(view)
         def run(**kwargs: Any) -> Any:
             if op.scope is not None:
-                _require_scope(op.scope)
+                require_scope(op.scope)
             if op.query is not None:
                 kwargs["query"] = _parse_query(op.query)
             if op.body is not None:
@@ -156,11 +156,13 @@ def actor() -> str:
     return actor_of(current_token())
 
 
-def _require_scope(scope: str) -> None:
+def require_scope(scope: str, why: str = "") -> None:
+    """403 insufficient_scope (RFC 6750 3.1) unless the token has ``scope``; ``why`` says
+    what needs it when the operation's own scope was not enough."""
     if scope not in g.api_scopes:
         raise Problem(
             "insufficient-scope",
-            f"This needs the {scope} scope.",
+            f"{why or 'This'} needs the {scope} scope.",
             headers=_challenge("insufficient_scope", scope=scope),
             scope=scope,
         )

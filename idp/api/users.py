@@ -10,7 +10,7 @@ from flask import url_for
 from sqlalchemy import select
 
 from idp.api import schemas
-from idp.api.core import actor, not_found, operation
+from idp.api.core import actor, not_found, operation, require_scope
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
@@ -144,6 +144,11 @@ def enable_user(user_id: str) -> Any:
            response=schemas.IssuedLinkOut, status=201)  # fmt: skip
 def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
     user = _user(user_id)
+    if user.is_admin:
+        # The link signs its holder in as the admin (a new passkey, then the console): only a
+        # token that could make an admin may rescue one, or login-links:write would be every
+        # scope there is (docs/api.md).
+        require_scope("users:write", "A rescue link for an admin")
     ttl = body.ttl_seconds or runtime().settings.login_link_ttl
     issued = _service().send_login_link(
         user, ttl=ttl, now=clock().now(), url_for_secret=url_for_secret

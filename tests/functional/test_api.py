@@ -21,7 +21,7 @@ from idp.api.core import OPERATIONS, Operation
 from idp.api.openapi import openapi_path
 from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.extensions import db
-from idp.models import ApiToken, AuditEvent, Client, User
+from idp.models import ApiToken, AuditEvent, Client, LoginLink, User
 from idp.models.base import utcnow
 from idp.services.api_tokens import (
     FAILED_AUTH_LIMIT,
@@ -200,6 +200,24 @@ def test_each_operation_needs_its_scope(storage_app: Flask) -> None:
         challenge = response.headers["WWW-Authenticate"]
         assert f'error="insufficient_scope", scope="{op.scope}"' in challenge
     assert rows(storage_app, Client) == []
+
+
+def test_a_rescue_link_for_an_admin_needs_the_scope_that_makes_admins(storage_app: Flask) -> None:
+    """The link signs its holder in as the admin: with login-links:write alone, a help-desk
+    token would hold every scope there is (docs/api.md)."""
+    admin = create_user(storage_app, email="root@example.com", admin=True)
+    member = create_user(storage_app, email="member@example.com")
+    helpdesk = Api(storage_app, issue(storage_app, "login-links:write", name="helpdesk"))
+    body = problem(helpdesk.call("POST", f"/users/{admin.id}/login-links"), 403,
+                   "insufficient-scope")  # fmt: skip
+    assert body["scope"] == "users:write"
+    assert body["detail"] == "A rescue link for an admin needs the users:write scope."
+    assert helpdesk.call("POST", f"/users/{member.id}/login-links").status_code == 201
+    full = Api(storage_app, issue(storage_app, "login-links:write", "users:write", name="ops"))
+    assert full.call("POST", f"/users/{admin.id}/login-links").status_code == 201
+    with storage_app.app_context():
+        issued = db.session.scalars(select(LoginLink.user_id)).all()
+    assert sorted(issued) == sorted([member.id, admin.id])
 
 
 def test_a_write_scope_implies_its_read_scope(storage_app: Flask) -> None:
