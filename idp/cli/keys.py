@@ -20,21 +20,35 @@ def keys() -> None:
 def _key_rows(app: Flask) -> list[dict[str, Any]]:
     from idp.extensions import db
 
+    store = app.extensions["idp"].keys
+    signing = store.signing_kids(db.session())
     return [
         {
             "kid": k.kid,
             "alg": k.alg,
             "created_at": k.created_at.isoformat(),
+            # Not retired: the key that signs once it has been published long enough.
             "active": k.retired_at is None,
+            # Signs now: a new key only after ``publish_first``, its predecessor until then.
+            "signing": k.kid in signing,
+            "signs_from": (k.created_at + store.publish_first).isoformat()
+            if k.retired_at is None and k.kid not in signing
+            else None,
             "unpublish_after": k.unpublish_after.isoformat() if k.unpublish_after else None,
         }
-        for k in app.extensions["idp"].keys.list_keys(db.session())
+        for k in store.list_keys(db.session())
     ]
+
+
+def _state(row: dict[str, Any]) -> str:
+    if row["active"]:
+        return "signing" if row["signing"] else f"published, signs from {row['signs_from']}"
+    return "retired, still signing" if row["signing"] else "retired"
 
 
 def _keys_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(
-        f"{r['alg']:6} {r['kid']}  {'active' if r['active'] else 'retired'}"
+        f"{r['alg']:6} {r['kid']}  {_state(r)}"
         + (f" (published until {r['unpublish_after']})" if r["unpublish_after"] else "")
         for r in rows
     )

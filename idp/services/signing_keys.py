@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -178,6 +178,17 @@ class KeyStore:
     def list_keys(self, db: Session) -> list[SigningKey]:
         return list(db.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
 
+    def signing_kids(self, db: Session) -> set[str]:
+        """The keys that sign now, by the rule every node's cache applies (``_refresh``): a
+        rotated key may still sign while its successor is being published."""
+        now = self.clock.now()
+        rows = db.scalars(
+            select(SigningKey)
+            .where((SigningKey.unpublish_after.is_(None)) | (SigningKey.unpublish_after > now))
+            .order_by(SigningKey.created_at.desc())
+        ).all()
+        return {row.kid for row in _signers(rows, now - self.publish_first).values()}
+
     # -- reading --------------------------------------------------------------------------------
     def invalidate(self) -> None:
         with self._lock:
@@ -240,27 +251,31 @@ class KeyStore:
                 .order_by(SigningKey.created_at.desc())
             ).all()
             by_kid: dict[str, KeyMaterial] = {}
-            active: dict[str, KeyMaterial] = {}
-            newest: dict[str, KeyMaterial] = {}
-            signs_from = now - self.publish_first
             for row in rows:
-                material = self._by_kid.get(row.kid) or KeyMaterial(
+                by_kid[row.kid] = self._by_kid.get(row.kid) or KeyMaterial(
                     kid=row.kid,
                     alg=row.alg,
                     private_key=_import_private(self._decrypt(row.private_jwk_encrypted.encode())),
                     public_jwk=row.public_jwk,
                 )
-                by_kid[row.kid] = material
-                newest.setdefault(row.alg, material)
-                # Newest first: the newest key published long enough signs (``publish_first``).
-                if row.alg not in active and row.created_at <= signs_from:
-                    active[row.alg] = material
-            # An alg none of whose keys is published long enough (the first start: nothing was
-            # published before, so nobody holds a JWKS without it) signs with its newest.
+            signers = _signers(rows, now - self.publish_first)
             self._by_kid = by_kid
-            self._active = {**newest, **active}
+            self._active = {alg: by_kid[row.kid] for alg, row in signers.items()}
             self._published = [m.public_jwk for m in by_kid.values()]
             self._loaded_at = time.monotonic()
+
+
+def _signers(newest_first: Sequence[SigningKey], signs_from: datetime) -> dict[str, SigningKey]:
+    """The key that signs for each alg: the newest published since ``signs_from`` or before
+    (``publish_first``); for an alg none of whose keys is published that long (the first start:
+    nothing was published before, so nobody holds a JWKS without it), its newest."""
+    newest: dict[str, SigningKey] = {}
+    settled: dict[str, SigningKey] = {}
+    for row in newest_first:
+        newest.setdefault(row.alg, row)
+        if row.alg not in settled and row.created_at <= signs_from:
+            settled[row.alg] = row
+    return {**newest, **settled}
 
 
 def _import_private(raw: bytes) -> AnyKey:

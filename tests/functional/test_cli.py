@@ -468,10 +468,15 @@ def test_keys_list_json(idp: Idp) -> None:
     rows = idp.json("keys", "list")
     assert sorted(r["alg"] for r in rows) == ["ES256", "EdDSA", "RS256"]
     assert all(r["active"] and r["unpublish_after"] is None for r in rows)
+    # The first keys sign at once: nothing was published before them.
+    assert all(r["signing"] and r["signs_from"] is None for r in rows)
 
 
 def test_keys_rotate_leaves_the_old_keys_published(idp: Idp) -> None:
     old = {r["kid"] for r in idp.json("keys", "list")}
+    with idp.session() as session:  # keys in use for a day, not made a moment ago by init
+        session.execute(update(SigningKey).values(created_at=datetime.now(UTC) - timedelta(days=1)))
+        session.commit()
     rows = idp.json("keys", "rotate")
     active = {r["kid"] for r in rows if r["active"]}
     retired = [r for r in rows if not r["active"]]
@@ -480,6 +485,14 @@ def test_keys_rotate_leaves_the_old_keys_published(idp: Idp) -> None:
     assert not active & old
     assert {r["kid"] for r in retired} == old
     assert all(r["unpublish_after"] for r in retired)
+    # Published first, signing two key cache windows later; the retired keys sign until then
+    # (idp.services.signing_keys, ``publish_first``), and the listing says which signs.
+    assert not any(r["signing"] for r in rows if r["active"])
+    assert all(r["signs_from"] for r in rows if r["active"])
+    assert all(r["signing"] for r in retired)
+    listed = idp.ok("keys", "list").output
+    assert listed.count("published, signs from") == 3
+    assert listed.count("retired, still signing") == 3
     # What relying parties see: the new keys and the old ones, until their tokens expire.
     overrides = {
         "database_url": idp.env["IDP_DATABASE_URL"],
