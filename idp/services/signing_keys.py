@@ -182,11 +182,7 @@ class KeyStore:
         """The keys that sign now, by the rule every node's cache applies (``_refresh``): a
         rotated key may still sign while its successor is being published."""
         now = self.clock.now()
-        rows = db.scalars(
-            select(SigningKey)
-            .where((SigningKey.unpublish_after.is_(None)) | (SigningKey.unpublish_after > now))
-            .order_by(SigningKey.created_at.desc())
-        ).all()
+        rows = _published(db, now)
         return {row.kid for row in _signers(rows, now - self.publish_first).values()}
 
     # -- reading --------------------------------------------------------------------------------
@@ -245,11 +241,7 @@ class KeyStore:
             if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
                 return
             now = self.clock.now()
-            rows = db.scalars(
-                select(SigningKey)
-                .where((SigningKey.unpublish_after.is_(None)) | (SigningKey.unpublish_after > now))
-                .order_by(SigningKey.created_at.desc())
-            ).all()
+            rows = _published(db, now)
             by_kid: dict[str, KeyMaterial] = {}
             for row in rows:
                 by_kid[row.kid] = self._by_kid.get(row.kid) or KeyMaterial(
@@ -265,10 +257,19 @@ class KeyStore:
             self._loaded_at = time.monotonic()
 
 
+def _published(db: Session | scoped_session[Any], now: datetime) -> Sequence[SigningKey]:
+    """The keys in the JWKS at ``now``, newest first."""
+    return db.scalars(
+        select(SigningKey)
+        .where((SigningKey.unpublish_after.is_(None)) | (SigningKey.unpublish_after > now))
+        .order_by(SigningKey.created_at.desc())
+    ).all()
+
+
 def _signers(newest_first: Sequence[SigningKey], signs_from: datetime) -> dict[str, SigningKey]:
-    """The key that signs for each alg: the newest published since ``signs_from`` or before
-    (``publish_first``); for an alg none of whose keys is published that long (the first start:
-    nothing was published before, so nobody holds a JWKS without it), its newest."""
+    """The key that signs for each alg: the newest made at ``signs_from`` or before, that is
+    published long enough (``publish_first``); for an alg none of whose keys is (the first
+    start: nothing was published before, so nobody holds a JWKS without it), its newest."""
     newest: dict[str, SigningKey] = {}
     settled: dict[str, SigningKey] = {}
     for row in newest_first:
