@@ -18,6 +18,8 @@ from idp.services.assurance import ACR_LEVELS
 
 #: RFC 7636 4.2: code_challenge is 43-128 characters of the unreserved set.
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+#: OIDC Core 3.1.2.1: max_age is a non-negative number of seconds; ten digits are 300 years.
+MAX_AGE = re.compile(r"[0-9]{1,10}")
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
 RESPONSE_MODES = ("query", "form_post")
 # Parameters RFC 6749 3.1 says "MUST NOT be included more than once", plus the OIDC ones.
@@ -262,7 +264,9 @@ def check_max_age(values: Mapping[str, str]) -> int | None:
     raw = values.get("max_age")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 10:
+    # ASCII digits only: str.isdigit also takes superscripts (which int() refuses: a 500) and
+    # other scripts' digits, none of which is the decimal number OIDC Core 3.1.2.1 asks for.
+    if not MAX_AGE.fullmatch(raw):
         raise AuthorizationError("invalid_request", "max_age must be a non-negative integer.")
     return int(raw)
 

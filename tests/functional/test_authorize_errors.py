@@ -294,6 +294,16 @@ def test_max_age_not_a_non_negative_integer_is_invalid_request(
     assert error_redirect(rp.authorize(max_age=max_age), rp) == "invalid_request"
 
 
+@pytest.mark.parametrize("max_age", ["\u00b2", "\u0661\u0662", "\uff11\uff10", "\U0001d7ce"])
+def test_max_age_in_digits_other_than_ascii_is_invalid_request(
+    rp: RelyingParty, max_age: str
+) -> None:
+    # OIDC Core 3.1.2.1: max_age is a number of seconds, in the request's decimal digits 0-9.
+    # A superscript two was a 500 (str.isdigit accepts it, int() does not) and Arabic-Indic or
+    # full-width digits were taken for seconds; each is invalid_request, sent to the client.
+    assert error_redirect(rp.authorize(max_age=max_age), rp) == "invalid_request"
+
+
 @pytest.mark.parametrize(
     "hint",
     [
