@@ -15,6 +15,7 @@ from typing import Any
 from idp.models import Client
 from idp.oidc.errors import AuthorizationError, page_error
 from idp.services.assurance import ACR_LEVELS
+from idp.services.tokens import MAX_TOKEN_LENGTH
 
 #: RFC 7636 4.2: code_challenge is 43-128 characters of the unreserved set.
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -29,6 +30,10 @@ SINGLE_VALUED = (
     "id_token_hint", "acr_values", "request", "request_uri",
 )  # fmt: skip
 MAX_PARAMETER_LENGTH = 4096
+#: Parameters allowed longer: an ID token idp issued is a valid id_token_hint (OIDC Core 3.1.2.1)
+#: however long its ``groups`` claim makes it, up to what ``verify_issued_jwt`` reads (a longer
+#: one is refused there, as invalid_request sent to the client).
+LONGER_PARAMETERS = {"id_token_hint": MAX_TOKEN_LENGTH}
 #: The width of ``AuthorizationCode.nonce``.
 MAX_NONCE_LENGTH = 512
 #: ``state`` is kept with a pending request (docs/operations.md, "Storage budgets"); RFC 6749 sets
@@ -134,7 +139,7 @@ def check_parameters_single_valued(params: Mapping[str, Sequence[str]]) -> dict[
         if len(given) > 1:
             repeated.append(name)
         if given:
-            if len(given[0]) > MAX_PARAMETER_LENGTH:
+            if len(given[0]) > LONGER_PARAMETERS.get(name, MAX_PARAMETER_LENGTH):
                 raise page_error(f"The '{name}' parameter is too long.")
             values[name] = given[0]
     if "client_id" in repeated or "redirect_uri" in repeated:

@@ -12,8 +12,9 @@ from sqlalchemy import update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
-from idp.models import BrowserSession
+from idp.models import BrowserSession, User
 from idp.models.base import utcnow
+from idp.services.groups import GroupService
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import (
     RelyingParty,
@@ -193,6 +194,29 @@ def test_another_user_signing_in_for_an_id_token_hint_is_login_required(
     assert "code" in RelyingParty(app.test_client(), rp.registered).obtain_code(
         user, id_token_hint=id_token
     )
+
+
+def test_an_id_token_naming_many_groups_is_still_a_hint_answered_to_the_client(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """An ID token idp issued is a valid id_token_hint however long its ``groups`` claim makes it
+    (OIDC Core 3.1.2.1): one over 4,096 characters was refused as a too-long parameter with an
+    error page, so a prompt=none request, which may show no page (OIDC Core 3.1.2.6), never
+    reached the client."""
+    scopes = ["openid", "profile", "email", "groups", "offline_access"]
+    rp = RelyingParty(client, create_client(app, scopes=scopes))
+    with app.app_context():
+        groups = GroupService(db.session())
+        member = [db.session.get(User, user.id)]
+        for number in range(64):
+            group = groups.create(f"engineering-platform-team-{number:02d}-members")
+            groups.add_members(group, member)
+        db.session.commit()
+    id_token = rp.tokens_for(user, scope="openid groups")["id_token"]
+    assert len(id_token) > 4096
+    params = callback(rp.authorize(prompt="none", id_token_hint=id_token), rp)
+    assert params["state"] == rp.state
+    assert rp.exchange(params["code"]).status_code == 200
 
 
 # -- consent (OIDC Core 3.1.2.4) ------------------------------------------------------------------
