@@ -32,7 +32,7 @@ from idp.services import audit
 from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
 from idp.services.pending_authorizations import LivePending, PendingAuthorizations
-from idp.services.tokens import verify_issued_jwt
+from idp.services.tokens import ID_TOKEN_TYP, verify_issued_jwt
 from idp.web import acts_on_get
 from idp.web.headers import content_security_policy
 from idp.web.sessions import current_session
@@ -45,7 +45,12 @@ def _check_context() -> CheckContext:
     rt = runtime()
 
     def verify_hint(token: str) -> dict[str, Any] | None:
-        return verify_issued_jwt(db.session(), rt.keys, token, issuer=rt.settings.issuer, typ=None)
+        # OIDC Core 3.1.2.1: the hint is an ID token idp issued; access tokens (``at+jwt``) and
+        # logout tokens (``logout+jwt``) are signed with the same keys, and ``typ`` tells them
+        # apart (RFC 8725 3.11), as at the logout endpoint (idp.oidc.endpoints.EndSession).
+        return verify_issued_jwt(
+            db.session(), rt.keys, token, issuer=rt.settings.issuer, typ=ID_TOKEN_TYP
+        )
 
     return CheckContext(
         find_client=query_client,

@@ -22,6 +22,7 @@ from werkzeug.test import TestResponse
 from idp.extensions import db
 from idp.models import Client
 from idp.models.base import utcnow
+from idp.services.backchannel_logout import mint_logout_token
 from tests.support.factories import REDIRECT_URI, create_client, create_user
 from tests.support.flow import RelyingParty, query_of, s256, start_session
 
@@ -322,6 +323,24 @@ def test_id_token_hint_issued_to_another_client_is_invalid_request(
     other = RelyingParty(client, create_client(app, redirect_uris=["https://other.example/cb"]))
     id_token = other.tokens_for(create_user(app))["id_token"]
     response = rp.authorize(id_token_hint=id_token)
+    assert error_redirect(response, rp) == "invalid_request"
+
+
+def test_a_logout_token_is_no_id_token_hint(app: Flask, rp: RelyingParty) -> None:
+    """OIDC Core 3.1.2.1: id_token_hint is an ID token idp issued. A logout token is signed with
+    the same keys and names the client in ``aud`` and the user in ``sub``, but it is typed
+    ``logout+jwt`` (RFC 8725 3.11, Back-Channel Logout 2.4): it was taken for an ID token and
+    answered prompt=none with a code; it is invalid_request, as at the logout endpoint."""
+    user = create_user(app)
+    start_session(rp.browser, user)
+    with app.app_context():
+        rt = app.extensions["idp"]
+        registered = db.session.get(Client, rp.registered.client_id)
+        assert registered is not None
+        logout_token = mint_logout_token(
+            db.session(), rt.keys, rt.settings.issuer, registered, {"sid": "s", "sub": user.id}
+        )
+    response = rp.authorize(prompt="none", id_token_hint=logout_token)
     assert error_redirect(response, rp) == "invalid_request"
 
 
