@@ -23,7 +23,12 @@ from idp.extensions import csrf, db
 from idp.login.page import login_page
 from idp.models import Client, PendingAuthorization
 from idp.oidc.blueprint import bp
-from idp.oidc.checks import AuthorizationRequest, CheckContext, parse_authorization_request
+from idp.oidc.checks import (
+    AuthorizationRequest,
+    CheckContext,
+    check_redirect_uri,
+    parse_authorization_request,
+)
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.pending_open import open_pending
@@ -118,6 +123,14 @@ def _proceed(
         if url_only:
             return None
         abort(400, description="The application that sent you here is not registered.")
+    if pending is not None:
+        # A stored request is answered under the registration as it stands now: a redirect URI
+        # removed while it waited (a lost domain) gets no code, only the page (RFC 6749 3.1.2.3,
+        # OIDC Core 3.1.2.1 and 3.1.2.6: never a redirect to an unregistered URI).
+        try:
+            check_redirect_uri({"redirect_uri": auth_request.redirect_uri}, client)
+        except AuthorizationError as error:
+            return None if url_only else _error_response(error)
     session = current_session()
     consented: set[str] | None = None
     # First-party clients are never asked for consent (interaction.needs_consent): nothing to read.
@@ -334,6 +347,10 @@ def consent() -> Any:
         # ``interaction.needs_login``), so it neither sees nor grants consent. Sign in fully.
         return redirect(url_for("login.login", request=pending.id))
     auth_request = AuthorizationRequest.from_params(pending.params)
+    try:  # as in ``_proceed``: neither the code nor a denial goes to a URI removed meanwhile
+        check_redirect_uri({"redirect_uri": auth_request.redirect_uri}, pending.client)
+    except AuthorizationError as unregistered:
+        return _error_response(unregistered)
     if request.method == "POST":
         if request.form.get("decision") != "allow":
             _pending_requests().spend(pending, clock().now())

@@ -8,6 +8,7 @@ client and its redirect URI are verified an error is a 400 page and never a redi
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 from typing import Any
@@ -20,11 +21,13 @@ from sqlalchemy import update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
-from idp.models import Client
+from idp.models import AuthorizationCode, Client
 from idp.models.base import utcnow
 from idp.services.backchannel_logout import mint_logout_token
-from tests.support.factories import REDIRECT_URI, create_client, create_user
-from tests.support.flow import RelyingParty, query_of, s256, start_session
+from idp.services.client_fields import fields_of
+from idp.services.clients import ClientService
+from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
+from tests.support.flow import RelyingParty, csrf_token, query_of, s256, start_session
 
 ISSUER = "http://localhost"
 
@@ -441,6 +444,62 @@ def test_form_post_escapes_the_echoed_state(rp: RelyingParty) -> None:
     fields = form_post_fields(response, rp)
     assert "<script>alert(1)" not in response.text
     assert fields["state"] == "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_a_redirect_uri_removed_while_the_request_waits_gets_no_code(
+    app: Flask, client: FlaskClient
+) -> None:
+    """RFC 6749 3.1.2.3 / OIDC Core 3.1.2.1: the code goes only to a redirect URI registered for
+    the client. A request waiting for sign-in (or consent) kept the URI checked when it arrived:
+    an admin removing it (a lost domain, say) stopped nothing for up to the pending request's
+    lifetime, and the code of the next sign-in went to the removed URI. The request is answered
+    under the registration as it stands: an error page, never a redirect (OIDC Core 3.1.2.6)."""
+    old = "https://lost.example/callback"
+    rp = RelyingParty(client, create_client(app, redirect_uris=[old, REDIRECT_URI]))
+    user = create_user(app)
+    address = rp.sign_in_page()
+    remove_redirect_uri(app, rp, keep=REDIRECT_URI)
+    response = rp.sign_in(address, user)
+    follow_to_the_page(response, rp, old)
+    assert not rows(app, AuthorizationCode)
+
+
+def test_a_denial_goes_to_no_redirect_uri_removed_while_the_request_waited(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The same for the consent page's answer: access_denied is not sent to the removed URI."""
+    old = "https://lost.example/callback"
+    rp = RelyingParty(
+        client, create_client(app, redirect_uris=[old, REDIRECT_URI], first_party=False)
+    )
+    consent = rp.sign_in(rp.sign_in_page(), create_user(app))
+    while not consent.headers["Location"].startswith("/consent"):
+        consent = rp.browser.get(consent.headers["Location"])
+    page = rp.browser.get(consent.headers["Location"])
+    form = {"csrf_token": csrf_token(page.text), "decision": "deny",
+            "request": query_of(consent.headers["Location"])["request"]}  # fmt: skip
+    remove_redirect_uri(app, rp, keep=REDIRECT_URI)
+    follow_to_the_page(rp.browser.post("/consent", data=form), rp, old)
+
+
+def remove_redirect_uri(app: Flask, rp: RelyingParty, *, keep: str) -> None:
+    with app.app_context():
+        rt = app.extensions["idp"]
+        service = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+        registered = service.get(rp.registered.client_id)
+        assert registered is not None
+        service.update(registered, dataclasses.replace(fields_of(registered), redirect_uris=[keep]))
+        db.session.commit()
+
+
+def follow_to_the_page(response: TestResponse, rp: RelyingParty, removed: str) -> None:
+    """Follow idp's redirects, none of them to ``removed``, to the error page."""
+    for _ in range(5):
+        assert not response.headers.get("Location", "").startswith(removed), response.headers
+        if response.status_code not in (302, 303):
+            break
+        response = rp.browser.get(response.headers["Location"])
+    assert_error_page(response)
 
 
 def test_pending_request_expires(app: Flask, rp: RelyingParty) -> None:
