@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from idp.models import Client
@@ -127,6 +127,22 @@ def _parse_after_redirect_uri(
         id_token_hint_sub=check_id_token_hint(values, client, context),
         acr_values=kept_acr_values(values),
     )
+
+
+def check_stored_request(request: AuthorizationRequest, client: Client) -> AuthorizationRequest:
+    """A stored request (waiting for sign-in or consent) answered under ``client``'s registration
+    as it stands now, not as it stood when the request arrived: a redirect URI removed meanwhile
+    gets the error page (RFC 6749 3.1.2.3, OIDC Core 3.1.2.6), and the scopes shrink to those
+    still allowed (RFC 6749 3.3; none left is ``invalid_scope``, sent to the client)."""
+    check_redirect_uri({"redirect_uri": request.redirect_uri}, client)
+    try:
+        scope = check_scope({"scope": request.scope}, client)
+    except AuthorizationError as error:
+        error.redirect_uri = request.redirect_uri
+        error.state = request.state
+        error.response_mode = request.response_mode
+        raise
+    return replace(request, scope=scope)
 
 
 def check_parameters_single_valued(params: Mapping[str, Sequence[str]]) -> dict[str, str]:

@@ -26,7 +26,7 @@ from idp.oidc.blueprint import bp
 from idp.oidc.checks import (
     AuthorizationRequest,
     CheckContext,
-    check_redirect_uri,
+    check_stored_request,
     parse_authorization_request,
 )
 from idp.oidc.errors import AuthorizationError
@@ -125,10 +125,10 @@ def _proceed(
         abort(400, description="The application that sent you here is not registered.")
     if pending is not None:
         # A stored request is answered under the registration as it stands now: a redirect URI
-        # removed while it waited (a lost domain) gets no code, only the page (RFC 6749 3.1.2.3,
-        # OIDC Core 3.1.2.1 and 3.1.2.6: never a redirect to an unregistered URI).
+        # removed while it waited (a lost domain) gets no code, only the page, and a scope taken
+        # from the client is not granted (RFC 6749 3.1.2.3 and 3.3, OIDC Core 3.1.2.6).
         try:
-            check_redirect_uri({"redirect_uri": auth_request.redirect_uri}, client)
+            auth_request = check_stored_request(auth_request, client)
         except AuthorizationError as error:
             return None if url_only else _error_response(error)
     session = current_session()
@@ -347,8 +347,8 @@ def consent() -> Any:
         # ``interaction.needs_login``), so it neither sees nor grants consent. Sign in fully.
         return redirect(url_for("login.login", request=pending.id))
     auth_request = AuthorizationRequest.from_params(pending.params)
-    try:  # as in ``_proceed``: neither the code nor a denial goes to a URI removed meanwhile
-        check_redirect_uri({"redirect_uri": auth_request.redirect_uri}, pending.client)
+    try:  # as in ``_proceed``: the registration as it stands, for the page and the answer
+        auth_request = check_stored_request(auth_request, pending.client)
     except AuthorizationError as unregistered:
         return _error_response(unregistered)
     if request.method == "POST":

@@ -99,3 +99,21 @@ def test_offline_access_taken_from_the_client_ends_its_refresh_tokens(
     allow_only(app, client_id, ["openid", "profile", "email", "offline_access"])
     assert introspect(rp, tokens["refresh_token"])["active"] is True
     assert rp.refresh(tokens["refresh_token"]).status_code == 200
+
+
+def test_a_scope_taken_from_the_client_while_a_request_waits_is_not_granted(app: Flask) -> None:
+    """RFC 6749 3.3: a request waiting for sign-in kept the scopes allowed when it arrived, so the
+    code of a sign-in after an admin took ``groups`` from the client still carried it, and its
+    ID token named the user's groups. The stored request is narrowed to the registration as it
+    stands when it is answered (the token response names the narrower scope)."""
+    member = create_user(app, email="member@example.com")
+    _make_group(app, "staff", member.email)
+    rp = RelyingParty(app.test_client(), create_client(app, scopes=GROUP_SCOPES))
+    address = rp.sign_in_page(scope="openid groups offline_access")
+    allow_only(app, rp.registered.client_id, ["openid", "profile", "email", "offline_access"])
+    callback = rp.follow_to_callback(rp.sign_in(address, member))
+    response = rp.exchange(callback["code"])
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert tokens["scope"] == "openid offline_access"
+    assert "groups" not in jwt_parts(tokens["id_token"])[1]
