@@ -146,12 +146,13 @@ def check_stored_request(request: AuthorizationRequest, client: Client) -> Autho
 
 
 def check_parameters_single_valued(params: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """RFC 6749 3.1: request parameters MUST NOT be included more than once. Unknown parameters
-    are ignored (RFC 6749 3.1, OIDC Core 3.1.2.1)."""
+    """RFC 6749 3.1: request parameters MUST NOT be included more than once, and one sent
+    without a value is treated as omitted (an empty ``request`` is no request object, an empty
+    ``state`` is not echoed). Unknown parameters are ignored (RFC 6749 3.1, OIDC Core 3.1.2.1)."""
     values: dict[str, str] = {}
     repeated = []
     for name in SINGLE_VALUED:
-        given = list(params.get(name, ()))
+        given = [value for value in params.get(name, ()) if value != ""]
         if len(given) > 1:
             repeated.append(name)
         if given:

@@ -398,6 +398,24 @@ def test_unknown_parameters_are_ignored(app: Flask, rp: RelyingParty) -> None:
     assert rp.exchange(callback["code"]).status_code == 200
 
 
+@pytest.mark.parametrize("name", ["request", "request_uri", "state", "nonce", "id_token_hint"])
+def test_a_parameter_sent_without_a_value_is_treated_as_omitted(
+    app: Flask, rp: RelyingParty, name: str
+) -> None:
+    """RFC 6749 3.1: "Parameters sent without a value MUST be treated as if they were omitted
+    from the request." An empty ``request`` or ``request_uri`` was request_not_supported, and an
+    empty ``state`` came back as ``state=`` in the response (RFC 6749 4.1.2 echoes a state only
+    when the request had one)."""
+    start_session(rp.browser, create_user(app))
+    response = rp.authorize(prompt="none", **{name: ""})
+    assert response.status_code == 302, response.text
+    location = response.headers["Location"]
+    assert "error=" not in location, location
+    assert "code=" in location, location
+    if name == "state":
+        assert "state=" not in urlsplit(location).query, location
+
+
 # -- response_mode=form_post (OAuth 2.0 Form Post Response Mode 2) --------------------------------
 HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
