@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -52,10 +52,14 @@ def _check_context() -> CheckContext:
     def verify_hint(token: str) -> dict[str, Any] | None:
         # OIDC Core 3.1.2.1: the hint is an ID token idp issued; access tokens (``at+jwt``) and
         # logout tokens (``logout+jwt``) are signed with the same keys, and ``typ`` tells them
-        # apart (RFC 8725 3.11), as at the logout endpoint (idp.oidc.endpoints.EndSession).
+        # apart (RFC 8725 3.11), as at the logout endpoint (idp.oidc.endpoints.EndSession). As
+        # there too, a hint signed by a key since unpublished still names its user while the
+        # session it was issued in may live (the sessions' absolute lifetime).
+        lifetime = timedelta(seconds=services().policy.session_absolute_ttl)
         return verify_issued_jwt(
-            db.session(), rt.keys, token, issuer=rt.settings.issuer, typ=ID_TOKEN_TYP
-        )
+            db.session(), rt.keys, token, issuer=rt.settings.issuer, typ=ID_TOKEN_TYP,
+            unpublished_within=lifetime,
+        )  # fmt: skip
 
     return CheckContext(
         find_client=query_client,

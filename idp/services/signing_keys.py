@@ -210,6 +210,27 @@ class KeyStore:
             material = self._by_kid.get(kid)
         return material
 
+    def hint_key(
+        self, db: Session, kid: str, *, unpublished_within: timedelta
+    ) -> KeyMaterial | None:
+        """The key ``kid`` names, for verifying an ID token idp issued that comes back as a hint:
+        a published one (``by_kid``), or else one unpublished less than ``unpublished_within``
+        ago (``verification_keyset``'s rule: a hint outlives its key's publication while the
+        session it was issued in may live)."""
+        material = self.by_kid(db, kid)
+        if material is not None:
+            return material
+        since = self.clock.now() - unpublished_within
+        row = db.scalar(
+            select(SigningKey).where(SigningKey.kid == kid, SigningKey.unpublish_after > since)
+        )
+        if row is None:
+            return None
+        private_key = _import_private(self._decrypt(row.private_jwk_encrypted.encode()))
+        return KeyMaterial(
+            kid=row.kid, alg=row.alg, private_key=private_key, public_jwk=row.public_jwk
+        )
+
     def public_jwks(self, db: Session) -> dict[str, Any]:
         self._refresh(db)
         return {"keys": list(self._published)}

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -106,9 +106,16 @@ def unverified_claims(token: str) -> dict[str, Any]:
 
 
 def verify_issued_jwt(
-    db: Session, keys: KeyStore, token: str, *, issuer: str, typ: str | None
+    db: Session,
+    keys: KeyStore,
+    token: str,
+    *,
+    issuer: str,
+    typ: str | None,
+    unpublished_within: timedelta | None = None,
 ) -> dict[str, Any] | None:
-    """Claims of a JWT signed by one of our published keys with ``iss`` = us, else None.
+    """Claims of a JWT signed by one of our published keys with ``iss`` = us, else None. With
+    ``unpublished_within``, also by a key unpublished less than that ago (``KeyStore.hint_key``).
 
     ``alg`` comes from our own key (looked up by ``kid``), never from the token header alone:
     ``alg: none`` and algorithm confusion are impossible (RFC 8725 3.1).
@@ -118,7 +125,12 @@ def verify_issued_jwt(
     try:
         header = jws.extract_compact(token.encode()).protected
         kid = header.get("kid")
-        material = keys.by_kid(db, kid) if isinstance(kid, str) else None
+        if not isinstance(kid, str):
+            material = None
+        elif unpublished_within is not None:
+            material = keys.hint_key(db, kid, unpublished_within=unpublished_within)
+        else:
+            material = keys.by_kid(db, kid)
         if material is None or header.get("alg") != material.alg:
             return None
         if typ is not None and header.get("typ") != typ:

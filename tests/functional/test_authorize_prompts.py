@@ -4,6 +4,7 @@ prompt, max_age, login_hint, id_token_hint, acr_values and remembered consent.""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,10 +12,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 from werkzeug.test import TestResponse
 
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import BrowserSession, User
 from idp.models.base import utcnow
 from idp.services.groups import GroupService
+from tests.conftest import sqlite_app
+from tests.support.clock import app_clock
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import (
     RelyingParty,
@@ -194,6 +198,37 @@ def test_another_user_signing_in_for_an_id_token_hint_is_login_required(
     assert "code" in RelyingParty(app.test_client(), rp.registered).obtain_code(
         user, id_token_hint=id_token
     )
+
+
+def test_an_id_token_hint_signed_by_a_key_since_unpublished_still_names_its_user(
+    tmp_path: Path,
+) -> None:
+    """OIDC Core 3.1.2.1: id_token_hint is an ID token idp issued, expired or not. Two hours
+    after a rotation its key has left the JWKS while the session it was issued in lives on (as
+    RP-Initiated Logout 1.0 section 2 has the logout endpoint accept it): a relying party's
+    prompt=none check with it was invalid_request; it gets the signed-in user's code, until no
+    session of its can live."""
+    app = sqlite_app(tmp_path)
+    rp = RelyingParty(app.test_client(), create_client(app))
+    id_token = rp.tokens_for(create_user(app))["id_token"]
+    keys = app.extensions["idp"].keys
+    frozen = FrozenClock(utcnow())
+    keys.clock = frozen
+    with app_clock(app, frozen):
+        with app.app_context():
+            keys.rotate(db.session())
+            db.session.commit()
+        frozen.advance(timedelta(hours=2))
+        keys.invalidate()
+        kids = {key["kid"] for key in rp.browser.get("/jwks").get_json()["keys"]}
+        assert jwt_parts(id_token)[0]["kid"] not in kids
+        params = callback(rp.authorize(prompt="none", id_token_hint=id_token), rp)
+        assert params["state"] == rp.state
+        assert "code" in params
+        # Past the sessions' absolute lifetime (30 days) no session of its can live: refused.
+        frozen.advance(timedelta(days=31))
+        params = callback(rp.authorize(id_token_hint=id_token), rp)
+        assert params["error"] == "invalid_request"
 
 
 def test_an_id_token_naming_many_groups_is_still_a_hint_answered_to_the_client(
