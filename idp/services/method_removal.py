@@ -45,8 +45,11 @@ class MethodRemoval:
 
     def password_is_a_way_in(self, user: User) -> bool:
         """Whether ``user``'s password signs them in (with its second step, or into a session
-        that adds one). Where policy turned passwords off, a password is no way in at all."""
-        return user.password_hash is not None and self.policy.passwords_allowed
+        that adds one). Where policy turned passwords off, a password is no way in at all, and
+        neither is an admin's where admins sign in with a passkey only: a backup-code recovery
+        of such an admin may add a passkey only (an authenticator app would promote the session
+        while the account still has no way in)."""
+        return user.password_hash is not None and self.policy.password_signs_in(user.is_admin)
 
     def passkey_refusal(self, user: User, passkey: Passkey) -> Refusal | None:
         """Removing ``passkey`` (one of ``user``'s): refused when it is the last passkey of an

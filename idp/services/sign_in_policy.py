@@ -77,6 +77,13 @@ class SignInPolicy:
     def user_verification_required(self) -> bool:
         return self.user_verification == "required"
 
+    def password_signs_in(self, is_admin: bool) -> bool:
+        """Whether a password may sign this account in at all: passwords are allowed, and the
+        account is not an admin's where admins sign in with a passkey only
+        (``admin_passkey_required``, docs/configuration.md). Every place that lets a password
+        open a session, or counts one as a way in, asks this."""
+        return self.passwords_allowed and not (is_admin and self.admin_passkey_required)
+
     def allows_authenticator(self, aaguid: str) -> bool:
         return not self.aaguid_allow_list or aaguid.lower() in self.aaguid_allow_list
 

@@ -41,8 +41,8 @@ def _link_failed() -> Any:
     return render_template("errors/error.html", title=title, message=message), 400
 
 
-def _new_account(policy: SignInPolicy) -> NewAccount:
-    password = request.form.get("password", "")[:1024] if policy.passwords_allowed else ""
+def _new_account(passwords: bool) -> NewAccount:
+    password = request.form.get("password", "")[:1024] if passwords else ""
     return NewAccount(name=request.form.get("name", "")[:200], password=password or None)
 
 
@@ -65,12 +65,13 @@ def _joining_page(
     secret: str,
     found: Any,
     spend: Callable[[str, NewAccount, RequestContext, datetime], User | None],
-    policy: SignInPolicy,
+    passwords: bool,
     template: str,
     **page: Any,
 ) -> Any:
     """An invite's or a sign-up's link page: the GET shows the form and spends nothing, the POST
-    spends the link (``spend``) and signs the new account in."""
+    spends the link (``spend``) and signs the new account in. ``passwords``: whether the account
+    may choose a password instead of a passkey (``SignInPolicy.password_signs_in``)."""
     if found is None:
         if request.method == "POST":
             # Spent, revoked or expired between the page and the POST: audited like any failure.
@@ -79,7 +80,7 @@ def _joining_page(
         return _link_failed()
     error = None
     if request.method == "POST":
-        account = _new_account(policy)
+        account = _new_account(passwords)
         try:
             user = spend(secret, account, request_context(), clock().now())
         except PasswordPolicyError as failure:
@@ -90,7 +91,7 @@ def _joining_page(
                 return _link_failed()
             return _signed_in(user, account)
     return render_template(
-        template, secret=secret, error=error, passwords_allowed=policy.passwords_allowed, **page
+        template, secret=secret, error=error, passwords_allowed=passwords, **page
     ), (400 if error else 200)
 
 
@@ -98,10 +99,13 @@ def _joining_page(
 @bp.route("/invite/<secret>", methods=["GET", "POST"])
 def invite(secret: str) -> Any:
     """An admin's invite: choose a name (and a password where allowed), then add a passkey."""
-    policy = _policy()
     user = services().joining.find_invite(secret, clock().now())
+    # An invite to an admin account where admins sign in with a passkey only offers no password:
+    # one would open a full session of an admin without a passkey (docs/configuration.md,
+    # ``admin_passkey_required``).
+    passwords = user is not None and _policy().password_signs_in(user.is_admin)
     return _joining_page(
-        secret, user, services().joining.accept_invite, policy, "signup/invite.html", user=user
+        secret, user, services().joining.accept_invite, passwords, "signup/invite.html", user=user
     )
 
 
@@ -157,5 +161,6 @@ def confirm(secret: str) -> Any:
     link = services().joining.find_signup(secret, clock().now())
     email = link.email if link is not None else None
     return _joining_page(
-        secret, link, services().joining.complete_signup, policy, "signup/confirm.html", email=email
-    )
+        secret, link, services().joining.complete_signup, policy.passwords_allowed,
+        "signup/confirm.html", email=email,
+    )  # fmt: skip

@@ -3,6 +3,7 @@ per enforced rule, each failing when its enforcement is removed."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,10 +20,18 @@ from idp.models.base import utcnow
 from idp.services.sign_in import GENERIC_FAILURE, LOCKED, PASSWORDS_OFF
 from idp.services.sign_in_policy import FIELDS, PolicyCache, change_policy, load_policy
 from tests.conftest import app_overrides, throwaway_postgres_database
-from tests.functional.test_fallback import password_step, path_of, text_of
+from tests.functional.test_fallback import (
+    _recovered,
+    password_step,
+    path_of,
+    session_of,
+    text_of,
+    user_with_totp,
+)
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import FLAG, SoftAuthenticator
-from tests.support.factories import DEFAULT_PASSWORD, CreatedUser, create_user, rows
+from tests.support.clock import FrozenClock
+from tests.support.factories import DEFAULT_PASSWORD, CreatedUser, change, create_user, rows
 from tests.support.flow import csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
 
@@ -415,6 +424,53 @@ def test_passkey_required_for_admins_keeps_an_admin_s_last_passkey(policy_app: F
     set_policy(policy_app, admin_passkey_required=False)
     admin.post(f"/account/passkeys/{key.credential_id}/remove", {"confirm": "yes"})
     assert rows(policy_app, Passkey) == []
+
+
+def test_passkey_required_for_admins_an_invited_admin_chooses_no_password(
+    policy_app: Flask,
+) -> None:
+    """An invite offers a password where the policy allows passwords, but never to an admin
+    account where admins sign in with a passkey only: the password would open a full session of
+    an admin with no passkey, which no later sign-in with that password could."""
+    admin = passkey_browser(policy_app, "root@example.com")
+    set_policy(policy_app, admin_passkey_required=True)
+    for email, as_admin in (("grace@example.com", "on"), ("ada@example.com", "")):
+        issued = admin.post("/admin/users/new", {"email": email, "action": "invite",
+                                                 "admin": as_admin})  # fmt: skip
+        match = re.search(r'<code id="issued-link"[^>]*>[^<]*/invite/([^<]+)</code>', issued.text)
+        assert match, issued.text
+        browser = policy_app.test_client()
+        page = browser.get(f"/invite/{match.group(1)}")
+        assert ('name="password"' in page.text) is (not as_admin)
+        form = {"csrf_token": csrf_token(page.text), "name": "New",
+                "password": "a long passphrase here"}  # fmt: skip
+        accepted = browser.post(f"/invite/{match.group(1)}", data=form)
+        [joined] = rows(policy_app, User, User.email == email)
+        session = session_of(policy_app, joined.id)
+        if as_admin:
+            # A passkey first, as for a passwordless deployment; the password was ignored.
+            assert path_of(accepted) == "/signup/passkey"
+            assert (joined.password_hash, session.passkey_only) == (None, True)
+        else:
+            assert path_of(accepted) == "/account"
+            assert joined.password_hash is not None
+            assert (session.restricted, session.amr) == (False, ["pwd"])
+
+
+def test_passkey_required_for_admins_a_recovery_may_add_a_passkey_only(
+    policy_app: Flask, clock: FrozenClock
+) -> None:
+    """An admin's password signs nobody in where admins need a passkey, so a backup-code
+    recovery of an admin with a password and an authenticator app may add a passkey and nothing
+    else: an app would promote the session to a full one while the admin has no way in."""
+    enrolled = user_with_totp(policy_app, clock)
+    change(policy_app, update(User).where(User.id == enrolled.user.id).values(is_admin=True))
+    set_policy(policy_app, admin_passkey_required=True)
+    browser = _recovered(policy_app, enrolled)
+    session = session_of(policy_app, enrolled.user.id)
+    assert (session.restricted, session.passkey_only) == (True, True)
+    assert "/account/totp" not in browser.get("/account/recover").text
+    assert path_of(browser.get("/account/totp")) == "/account/recover"
 
 
 # -- the command line ------------------------------------------------------------------------------
