@@ -140,7 +140,8 @@ def activity() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     page = request.args.get("page", "1")
-    number = int(page) if page.isdigit() and len(page) < 6 else 1
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    number = int(page) if page.isascii() and page.isdigit() and len(page) < 6 else 1
     events, more = portal.activity(db.session(), session.user, number)
     names = portal.client_names(db.session(), {e.client_id for e in events if e.client_id})
     return render_template(

@@ -65,7 +65,8 @@ def api_token_create() -> Any:
     name = request.form.get("name", "")[:100]
     scopes = [s[:64] for s in request.form.getlist("scopes")[: len(SCOPES)]]
     raw = request.form.get("expires_in", "")
-    days = int(raw) if raw.isdigit() and len(raw) <= 5 else -1
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    days = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 5 else -1
     form = {"name": name, "scopes": scopes, "expires_in": days}
     try:
         if not 0 <= days <= MAX_EXPIRES_IN_DAYS:

@@ -28,7 +28,10 @@ def audit_page() -> Any:
     """The audit log: every authentication event and admin action, newest first."""
     where = _filter()
     number = request.args.get("page", "1")
-    page_number = min(int(number), 100_000) if number.isdigit() else 1
+    # ASCII digits only (str.isdigit() is also true of "²", which int() refuses), and few of
+    # them (int() refuses more than 4,300 digits).
+    digits = number.isascii() and number.isdigit() and len(number) <= 7
+    page_number = min(int(number), 100_000) if digits else 1
     page = audit_log.search(db.session(), where, page=page_number)
     kinds = audit_log.distinct_kinds(db.session())
     return render_template(

@@ -207,7 +207,8 @@ def client_rotate_secret(client_id: str) -> Any:
     """A new secret, shown once; the old one keeps working for the chosen overlap."""
     found = _client_or_404(client_id)
     raw = request.form.get("overlap", "")
-    overlap = int(raw) if raw.isdigit() and len(raw) <= 8 else -1
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    overlap = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 8 else -1
     try:
         secret = _service().rotate_secret(found, overlap=overlap, actor=_actor())
     except ClientRegistrationError as error:

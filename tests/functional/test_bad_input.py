@@ -417,3 +417,29 @@ def test_unhandled_exception_shows_a_calm_page_without_stack_trace(tmp_path: Pat
     assert "RuntimeError" not in body
     assert not any(marker in body for marker in TRACEBACK_MARKERS)
     assert re.search(r"<h1>\s*Something went wrong\s*</h1>", body)
+
+
+def test_a_number_in_digits_other_than_ascii_is_refused_never_a_server_error(app: Flask) -> None:
+    """``str.isdigit()`` is true of "²", which ``int()`` refuses (as it refuses more than 4,300
+    digits): every number a request carries is ASCII digits of a bounded length, or else the
+    request's own refusal (a form error, page 1, ``invalid_request``), never a 500."""
+    from tests.support.admin import passkey_browser
+
+    admin = passkey_browser(app, "root@example.com")
+    client = create_client(app)
+    authorize = app.test_client().get("/authorize", query_string={
+        "client_id": client.client_id, "redirect_uri": client.redirect_uri,
+        "response_type": "code", "scope": "openid", "max_age": "²",
+        "code_challenge": "c" * 43, "code_challenge_method": "S256",
+    })  # fmt: skip
+    assert authorize.status_code == 302
+    assert "error=invalid_request" in authorize.headers["Location"]
+    assert admin.browser.get("/account/activity", query_string={"page": "²"}).status_code == 200
+    for page in ("²", "9" * 5000):
+        assert admin.browser.get("/admin/audit", query_string={"page": page}).status_code == 200
+    rotated = admin.post(f"/admin/clients/{client.client_id}/rotate-secret", {"overlap": "²"})
+    assert rotated.status_code == 302
+    assert "overlap must be between" in admin.browser.get(rotated.headers["Location"]).text
+    token = admin.post("/admin/api-tokens", {"name": "ci", "scopes": "users:read",
+                                             "expires_in": "²"})  # fmt: skip
+    assert token.status_code == 400
