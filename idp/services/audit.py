@@ -231,9 +231,11 @@ def parse_time(text: str | None) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text.strip()[:40])
-    except ValueError:
+        # A time at the calendar's edge in a zone of its own may have no UTC time inside the
+        # calendar (9999-12-31T23:59:59-14:00): OverflowError, a malformed filter like any other.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise AuditFilterError(f"not an ISO 8601 time: {text[:40]!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:

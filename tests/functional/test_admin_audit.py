@@ -156,6 +156,22 @@ def test_a_malformed_time_is_a_calm_400(admin: ConsoleBrowser) -> None:
     assert "not valid" in response.text
 
 
+def test_a_time_with_no_utc_time_in_the_calendar_is_a_calm_400(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """A zoned time at the calendar's edge has no UTC time (Python's OverflowError): the same
+    400 as any malformed time, on the page, its exports and the API, never a 500."""
+    from tests.functional.test_api import Api, issue, problem
+
+    api = Api(app, issue(app, "audit:read"))
+    for edge in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        for name in ("since", "until"):
+            for path in ("/admin/audit", "/admin/audit/export.csv"):
+                response = admin.browser.get(path, query_string={name: edge})
+                assert response.status_code == 400, (path, name, edge)
+            problem(api.call("GET", "/audit", query_string={name: edge}), 400, "invalid-query")
+
+
 # -- exports ---------------------------------------------------------------------------------------
 def csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
