@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.errors import DomainError
 from idp.models import EmailChangeRequest, User
 from idp.services.consume import consume_once_returning
@@ -19,6 +21,8 @@ __all__ = ["EmailChanges", "UserError", "UserExistsError", "UserService", "norma
 
 #: A link secret is 43 characters; anything much longer is not one.
 MAX_SECRET_LENGTH = 200
+#: Where a new user is held, in tests, after the look-up found the address free (idp.checkpoints).
+EMAIL_FREE_CHECKPOINT = "user-email-free"
 
 
 class UserError(DomainError):
@@ -54,15 +58,25 @@ class UserService:
             email = parse_email_address(email, allow_local_domains=allow_local_domains)
         except EmailAddressError as error:
             raise UserError(f"not an email address: {email!r} ({error})") from error
+        taken = UserExistsError(f"a user with email {email} already exists")
         if self.find_by_email(email) is not None:
-            raise UserExistsError(f"a user with email {email} already exists")
+            raise taken
+        checkpoints.reached(EMAIL_FREE_CHECKPOINT)
         user = User(
             email=email,
             name=name.strip(),
             is_admin=admin,
             password_hash=self.passwords.hash(password) if password else None,
         )
-        self.db.add(user)
+        try:
+            # The look-up above does not hold the address (PostgreSQL's READ COMMITTED): of two
+            # parallel creations (two admins' invites, an invite and a sign-up) the unique email
+            # decides, in a savepoint, and the other is told the address is taken, as it would
+            # have been a moment later (idp.services.signup ``_create`` does the same).
+            with self.db.begin_nested():
+                self.db.add(user)
+        except IntegrityError:
+            raise taken from None
         return user
 
 

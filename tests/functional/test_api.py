@@ -30,6 +30,7 @@ from idp.services.api_tokens import (
     granted,
 )
 from idp.services.clients import CLAIMING_CHECKPOINT, VERSION_CHECKPOINT
+from idp.services.users import EMAIL_FREE_CHECKPOINT
 from tests.support.admin import passkey_browser
 from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.factories import RegisteredClient, change, create_user, rows
@@ -437,6 +438,32 @@ def test_a_client_created_through_the_api_signs_a_user_in(app: Flask, client: Fl
 
 
 # -- users and login links ------------------------------------------------------------------------
+@pytest.mark.parametrize("storage_app", ["postgresql"], indirect=True)
+def test_parallel_creations_of_one_address_make_one_account_and_a_conflict(
+    storage_app: Flask, api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invites of one address (a retried call, two admins), both held after their look-up
+    found the address free, then let go: one creates the account, the other gets the 409 a later
+    call gets, not a 500 from the unique index. PostgreSQL only: SQLite's ``BEGIN IMMEDIATE``
+    already holds the second before its look-up."""
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    checkpoints.open_all(EMAIL_FREE_CHECKPOINT)
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(checkpoints.directory))
+
+    def invite() -> TestResponse:
+        return Api(storage_app, api.token).call("POST", "/users", {"email": "grace@example.com"})
+
+    with ThreadPoolExecutor(2) as pool:
+        with checkpoints.holding(EMAIL_FREE_CHECKPOINT):
+            calls = [pool.submit(invite) for _ in range(2)]
+            wait_until(lambda: checkpoints.arrivals(EMAIL_FREE_CHECKPOINT) == 2, "both looked")
+        results = sorted((call.result() for call in calls), key=lambda r: r.status_code)
+    assert [r.status_code for r in results] == [201, 409], [r.text for r in results]
+    problem(results[1], 409, "conflict")
+    assert [u.email for u in rows(storage_app, User)] == ["grace@example.com"]
+    assert len(rows(storage_app, LoginLink)) == 1
+
+
 def test_users_invite_find_change_disable_enable_link_delete(storage_app: Flask, api: Api) -> None:
     create_user(storage_app, email="root@example.com", admin=True)
     created = api.call("POST", "/users", {"email": "grace@example.com", "name": "Grace"})
