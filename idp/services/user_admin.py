@@ -38,7 +38,7 @@ from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.sessions import end_sessions
 from idp.services.totp import TotpService
-from idp.services.users import UserService
+from idp.services.users import SIGNED_OUT, EmailChanges, UserService
 
 PAGE_SIZE = 25
 #: One-time links an admin hands out: 15 minutes by default (settings), never beyond a day.
@@ -420,6 +420,9 @@ class UserAdmin:
             raise LastAdminError("This is the last active admin. Make another user an admin first.")
 
     def _end_sessions(self, user: User, now: datetime, reason: str = "session_revoked") -> int:
+        # A pending email change may be the work of one of these sessions: it ends with them, as
+        # with the user's own "sign out everywhere" (docs/security.md, "Mail and email addresses").
+        EmailChanges(self.db).end_pending(user, now, SIGNED_OUT)
         return end_sessions(self.db, BrowserSession.user_id == user.id, reason, now)
 
     def _revoke_tokens(self, user: User, now: datetime, reason: str) -> None:

@@ -295,6 +295,27 @@ def test_signing_out_everywhere_ends_the_pending_change(storage_app: Flask) -> N
     assert email_of(storage_app, user.id) == user.email
 
 
+@pytest.mark.parametrize("ending", ["sessions/revoke-all", "disable"])
+def test_an_admin_ending_every_session_of_the_user_ends_the_pending_change(
+    storage_app: Flask, ending: str
+) -> None:
+    """The user's own "sign out everywhere" ends a pending email change, which may be the work
+    of one of the sessions it ended; so does an admin's, and disabling the account: the user
+    signed in again (or enabled again) cannot be led to confirm it."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    ask_change(browser, "ada@new.example")
+    assert admin.post(f"/admin/users/{user.id}/{ending}").status_code == 303
+    if ending == "disable":
+        assert admin.post(f"/admin/users/{user.id}/enable").status_code == 303
+    again = storage_app.test_client()
+    start_session(again, user)
+    assert confirm(again, mailed_link(storage_app, "ada@new.example")) == 400
+    assert email_of(storage_app, user.id) == user.email
+
+
 def test_a_used_link_does_not_work_again_when_the_address_returns_to_its_old_value(
     storage_app: Flask,
 ) -> None:
