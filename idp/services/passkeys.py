@@ -408,6 +408,14 @@ def has_passkey(db: Session, user_id: str) -> bool:
     )
 
 
+def has_working_passkey(db: Session, user_id: str) -> bool:
+    """Whether the user has a passkey that signs in (none flagged as a possible clone)."""
+    query = select(Passkey.credential_id).where(
+        Passkey.user_id == user_id, Passkey.flagged_at.is_(None)
+    )
+    return db.scalar(query.limit(1)) is not None
+
+
 def clean_name(name: str | None) -> str:
     return " ".join((name or "").split())[:MAX_NAME_LENGTH]
 

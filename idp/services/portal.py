@@ -25,7 +25,7 @@ from idp.services.assurance import (
     ACR_PASSWORD,
     ACR_PHISHING_RESISTANT,
 )
-from idp.services.passkeys import has_passkey
+from idp.services.passkeys import has_working_passkey
 from idp.services.sessions import SessionService, end_sessions
 from idp.services.user_agents import describe_user_agent
 
@@ -39,8 +39,10 @@ ACTIVITY_PAGE_SIZE = 20
 
 
 def strongest_acr(db: Session, user: User) -> str:
-    """The acr of the strongest way the user can sign in."""
-    if has_passkey(db, user.id):
+    """The acr of the strongest way the user can sign in. A passkey flagged as a possible clone
+    is refused at every sign-in until removed (WebAuthn L3 6.1.1), so it is no way in: asking
+    for it would leave nothing that passes the step-up to remove it or add a new passkey."""
+    if has_working_passkey(db, user.id):
         return ACR_PHISHING_RESISTANT
     totp = db.get(TotpCredential, user.id)
     if totp is not None and totp.confirmed_at is not None:

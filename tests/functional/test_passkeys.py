@@ -987,3 +987,30 @@ def test_a_flagged_passkey_is_no_way_in(app: Flask, user: CreatedUser) -> None:
     assert "only way to sign in" in pages.browser.get("/account").text
     remove(pages, cloned_id)
     assert passkey(app, cloned_id) is None
+
+
+def test_a_flagged_passkey_asks_no_step_up_it_cannot_give(app: Flask, user: CreatedUser) -> None:
+    """A user whose only passkey was flagged (refused at every sign-in) signs in with the
+    password and a backup code: that is their strongest way in now, so it is step-up enough to
+    remove the flagged passkey and add a new one; the portal must not ask for a passkey sign-in
+    no passkey of theirs can give."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    cloned = device_bound()
+    added = pages.add_passkey(cloned)
+    assert added.status_code == 201
+    codes = added.get_json()["backup_codes"]
+    stranger = PasskeyPages(app.test_client())
+    assert stranger.sign_in_with_passkey(cloned, counter=10).status_code == 200
+    assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    [cloned_id] = cloned.credential_ids()
+
+    again = PasskeyPages(app.test_client())
+    assert again.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    page = again.browser.get("/login/second-step")
+    form = {"csrf_token": csrf_token(page.text), "method": "backup_code", "code": codes[0]}
+    assert again.browser.post("/login/second-step", data=form).status_code == 302
+
+    assert remove(again, cloned_id).headers["Location"].endswith("/account")
+    assert passkey(app, cloned_id) is None
+    assert again.add_passkey(synced()).status_code == 201
