@@ -18,8 +18,12 @@ from enum import Enum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.models import Passkey, User
 from idp.services.sign_in_policy import SignInPolicy
+
+#: Where a removal has decided, before it acts (tests hold parallel removals here).
+CHECKPOINT = "method_removal.decided"
 
 
 class Refusal(Enum):
@@ -39,7 +43,14 @@ class MethodRemoval:
         self.policy = policy
 
     def _working_passkeys(self, user: User) -> list[Passkey]:
-        """``user``'s passkeys that sign in: a flagged one is refused until it is removed."""
+        """``user``'s passkeys that sign in: a flagged one is refused until it is removed.
+
+        The user's row is locked first, until the transaction ends (PostgreSQL's row lock;
+        SQLite's write lock, taken by ``SELECT ... FOR UPDATE``, idp.database): two removals in
+        parallel (two tabs, the last passkey and the password) each saw the other's method still
+        there and together left no way in. Held, the second decides after the first committed,
+        on the user as it stands then (the password too: ``refresh``)."""
+        self.db.refresh(user, with_for_update=True)
         query = select(Passkey).where(Passkey.user_id == user.id, Passkey.flagged_at.is_(None))
         return list(self.db.scalars(query))
 
@@ -55,6 +66,11 @@ class MethodRemoval:
         """Removing ``passkey`` (one of ``user``'s): refused when it is the last passkey of an
         admin who must keep one, or the last working passkey with no usable password beside
         it. A flagged passkey signs nobody in, so removing it takes no way in away."""
+        refusal = self._passkey_refusal(user, passkey)
+        checkpoints.reached(CHECKPOINT)
+        return refusal
+
+    def _passkey_refusal(self, user: User, passkey: Passkey) -> Refusal | None:
         if passkey.flagged_at is not None:
             return None
         others = [
@@ -70,7 +86,9 @@ class MethodRemoval:
 
     def password_refusal(self, user: User) -> Refusal | None:
         """Going passwordless: only when a working passkey remains."""
-        return None if self._working_passkeys(user) else Refusal.LAST_WAY_IN
+        refusal = None if self._working_passkeys(user) else Refusal.LAST_WAY_IN
+        checkpoints.reached(CHECKPOINT)
+        return refusal
 
     def totp_refusal(self, user: User) -> Refusal | None:
         """An authenticator app is never a way in alone, so its removal is never refused."""

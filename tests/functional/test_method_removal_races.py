@@ -1,0 +1,168 @@
+"""Two tabs removing sign-in methods at once (docs/architecture.md, "Never remove the last way
+in"): real parallel requests on SQLite and PostgreSQL, the first held at the checkpoint where its
+removal has decided (idp.services.method_removal.CHECKPOINT) while the second either decides too
+(both saw the other's method still there) or waits for the first's lock. Never a sleep."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from idp.checkpoints import CHECKPOINT_DIR_ENV
+from idp.extensions import db
+from idp.models import Passkey, User
+from idp.services.method_removal import CHECKPOINT
+from idp.services.sign_in import CHECKPOINT as SIGN_IN_CHECKPOINT
+from idp.sqlite_writers import WriterLine
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.checkpoints import Checkpoints
+from tests.support.factories import create_user, rows
+from tests.support.flow import csrf_token
+from tests.support.passkey_flow import PasskeyPages
+
+WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+_TAKE = WriterLine.take.__code__
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
+    held = Checkpoints(tmp_path / "checkpoints")
+    held.open_all(CHECKPOINT, SIGN_IN_CHECKPOINT)  # the variable reaches every checkpoint
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
+    return held
+
+
+def synced() -> SoftAuthenticator:
+    return SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
+
+
+def _waits_for_a_lock(app: Flask, thread: threading.Thread) -> bool:
+    """Whether ``thread``'s request waits for the first one's lock: PostgreSQL reports a backend
+    of this database waiting on a lock; on SQLite the thread is in ``WriterLine.take``."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND datname = current_database()")  # fmt: skip
+            with db.engine.connect() as connection:
+                return bool(connection.scalar(query))
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code is _TAKE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _in_two_tabs(
+    app: Flask, checkpoints: Checkpoints, first: Callable[[], Any], second: Callable[[], Any]
+) -> tuple[Any, Any]:
+    """``first`` held where it decided; then ``second`` until it decided too or waits for the
+    first's lock; then both go on."""
+    outcome: dict[str, Any] = {}
+
+    def run(name: str, act: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                outcome[name] = act()
+            except Exception as error:  # reported in the test's thread
+                outcome[f"{name} error"] = error
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    deadline = time.monotonic() + WAIT_LIMIT
+    with checkpoints.holding(CHECKPOINT):
+        one = run("first", first)
+        while checkpoints.arrivals(CHECKPOINT) < 1:
+            assert one.is_alive(), outcome
+            assert time.monotonic() < deadline, "the first removal never decided"
+            time.sleep(0.01)
+        two = run("second", second)
+        while checkpoints.arrivals(CHECKPOINT) < 2 and not _waits_for_a_lock(app, two):
+            assert two.is_alive(), outcome
+            assert time.monotonic() < deadline, "the second removal neither decided nor waited"
+            time.sleep(0.01)
+    for thread in (one, two):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "first error" not in outcome, outcome
+    assert "second error" not in outcome, outcome
+    return outcome["first"], outcome["second"]
+
+
+def _passwordless_with_two_passkeys(app: Flask) -> tuple[str, list[PasskeyPages], list[str]]:
+    """A passwordless user with two passkeys, signed in with each in a tab of their own."""
+    user = create_user(app)
+    keys = [synced(), synced()]
+    tabs = [PasskeyPages(app.test_client()), PasskeyPages(app.test_client())]
+    tabs[0].sign_in_with_password(user)
+    assert tabs[0].add_passkey(keys[0]).status_code == 201
+    assert tabs[0].sign_in_with_passkey(keys[0]).status_code == 200
+    assert tabs[0].add_passkey(keys[1]).status_code == 201
+    removed = tabs[0].browser.post("/account/password/remove",
+                                   data={"csrf_token": _csrf(tabs[0])})  # fmt: skip
+    assert removed.status_code == 302
+    assert tabs[1].sign_in_with_passkey(keys[1]).status_code == 200
+    [(password_hash,)] = [(u.password_hash,) for u in rows(app, User, User.id == user.id)]
+    assert password_hash is None
+    return user.id, tabs, [keys[0].credential_ids()[0], keys[1].credential_ids()[0]]
+
+
+def _csrf(tab: PasskeyPages) -> str:
+    return csrf_token(tab.browser.get("/account").text)
+
+
+def _remove(browser: FlaskClient, credential_id: str, token: str) -> Callable[[], int]:
+    form = {"csrf_token": token, "confirm": "yes"}
+    return lambda: browser.post(f"/account/passkeys/{credential_id}/remove", data=form).status_code
+
+
+def test_two_tabs_removing_the_last_two_passkeys_at_once_leave_one(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """A passwordless user removes one passkey in each tab at once: the first goes, the second
+    is refused as the last way in."""
+    user_id, tabs, [first_id, second_id] = _passwordless_with_two_passkeys(storage_app)
+    tokens = [_csrf(tab) for tab in tabs]
+    answers = _in_two_tabs(storage_app, checkpoints,
+                           _remove(tabs[0].browser, first_id, tokens[0]),
+                           _remove(tabs[1].browser, second_id, tokens[1]))  # fmt: skip
+    assert answers == (302, 302)
+    assert "only way to sign in" in tabs[1].browser.get("/account").text
+    left = rows(storage_app, Passkey, Passkey.user_id == user_id)
+    assert [p.credential_id for p in left] == [second_id]
+
+
+def test_removing_the_password_and_the_last_passkey_at_once_leaves_one(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    user = create_user(storage_app)
+    key = synced()
+    tabs = [PasskeyPages(storage_app.test_client()), PasskeyPages(storage_app.test_client())]
+    tabs[0].sign_in_with_password(user)
+    assert tabs[0].add_passkey(key).status_code == 201
+    for tab in tabs:
+        assert tab.sign_in_with_passkey(key).status_code == 200
+    [credential_id] = key.credential_ids()
+    tokens = [_csrf(tab) for tab in tabs]
+
+    def remove_password() -> int:
+        data = {"csrf_token": tokens[1]}
+        return tabs[1].browser.post("/account/password/remove", data=data).status_code
+
+    _in_two_tabs(storage_app, checkpoints,
+                 _remove(tabs[0].browser, credential_id, tokens[0]), remove_password)  # fmt: skip
+    [stored] = rows(storage_app, User, User.id == user.id)
+    left = rows(storage_app, Passkey, Passkey.user_id == user.id)
+    assert stored.password_hash is not None
+    assert left == []
