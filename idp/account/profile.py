@@ -30,6 +30,7 @@ from idp.services.email_addresses import EmailAddressError
 from idp.services.users import (
     CANCELLED,
     SIGNED_OUT,
+    EmailChangeLimitError,
 )
 from idp.web import confirm_page, confirmed, outbox_hint
 from idp.web.sessions import current_session
@@ -189,6 +190,13 @@ def email_change() -> Any:
             allow_local_domains=not runtime().settings.production,
         )  # fmt: skip
     except EmailAddressError as error:
+        flash(str(error), "error")
+        return redirect(url_for("account.profile"))
+    except EmailChangeLimitError as error:
+        audit.record(db.session(), "email.change_requested", outcome="failure",
+                     subject_id=session.user_id, context=request_context(),
+                     reason="throttled")  # fmt: skip
+        db.session.commit()
         flash(str(error), "error")
         return redirect(url_for("account.profile"))
     link = runtime().settings.endpoint(url_for("account.email_confirm", token=secret))

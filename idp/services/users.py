@@ -15,8 +15,16 @@ from idp.services.consume import consume_once_returning
 from idp.services.crypto import new_secret, token_hash
 from idp.services.email_addresses import EmailAddressError, normalise_email, parse_email_address
 from idp.services.passwords import PasswordService
+from idp.services.rate_limits import DatabaseCounters, WindowBudget
 
-__all__ = ["EmailChanges", "UserError", "UserExistsError", "UserService", "normalise_email"]
+__all__ = [
+    "EmailChangeLimitError",
+    "EmailChanges",
+    "UserError",
+    "UserExistsError",
+    "UserService",
+    "normalise_email",
+]
 
 
 #: A link secret is 43 characters; anything much longer is not one.
@@ -82,6 +90,18 @@ class UserService:
 
 #: How long a confirmation link sent to the new address works.
 EMAIL_CHANGE_TTL = timedelta(hours=24)
+#: Email changes one account may ask for in a fixed hour. Each one mails a link to an address
+#: the user types (anyone's) and a notice to the old one: uncapped, one signed-in account sent
+#: mail to strangers as fast as it could post, where sign-up caps its mail (docs/security.md,
+#: "Attempt counters, lockouts and sign-up limits"; OWASP Forgot Password Cheat Sheet).
+MAX_EMAIL_CHANGES_PER_HOUR = 5
+EMAIL_CHANGE_WINDOW = timedelta(hours=1)
+
+
+class EmailChangeLimitError(DomainError):
+    """This hour's email changes of the account are used up; nothing was sent or stored."""
+
+
 #: Why a pending change ended (``EmailChangeRequest.outcome``).
 CONFIRMED = "confirmed"
 CANCELLED = "cancelled"
@@ -103,8 +123,16 @@ class EmailChanges:
     ) -> tuple[EmailChangeRequest, str]:
         """A new pending change (ending any earlier one) and its link secret. ``new_email`` goes
         through the one parser (idp.services.email_addresses): ``EmailAddressError`` if it is
-        not a single plain address."""
+        not a single plain address; ``EmailChangeLimitError`` past the hour's cap (counted, and
+        committed at once, in the statement that checks it: parallel requests cannot all fit)."""
         address = parse_email_address(new_email, allow_local_domains=allow_local_domains)
+        budget = WindowBudget(
+            DatabaseCounters(self.db), limit=MAX_EMAIL_CHANGES_PER_HOUR, window=EMAIL_CHANGE_WINDOW
+        )
+        if not budget.spend("email-change", user.id, now):
+            raise EmailChangeLimitError(
+                "Too many email changes were asked for in the last hour. Try again later."
+            )
         self.end_pending(user, now, SUPERSEDED)
         secret = new_secret(32)
         change = EmailChangeRequest(

@@ -5,6 +5,7 @@ single-use record which a new request, a password change, "sign out everywhere" 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from idp.cli import main
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import EmailChangeRequest, OutboxMessage, User
+from idp.services.users import MAX_EMAIL_CHANGES_PER_HOUR
 from tests.support.admin import passkey_browser
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
@@ -343,3 +346,31 @@ def test_regenerating_backup_codes_notifies_the_user(app: Flask, client: FlaskCl
     [message] = outbox(app, "backup_codes_regenerated")
     assert message.recipient == user.email
     assert "New backup codes were created" in message.body
+
+
+def test_email_change_requests_are_capped_per_account_and_hour(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """Each request mails a confirmation link to an address the user types and a notice to the
+    old one: past the hour's cap a request sends nothing, stores nothing and says so; the next
+    hour has room again."""
+    user = create_user(storage_app)
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    for index in range(MAX_EMAIL_CHANGES_PER_HOUR):
+        ask_change(browser, f"stranger{index}@new.example")
+    assert len(outbox(storage_app, "email_change_requested")) == MAX_EMAIL_CHANGES_PER_HOUR
+    with storage_app.app_context():
+        stored = len(db.session.scalars(select(EmailChangeRequest)).all())
+
+    ask_change(browser, "one-too-many@new.example")
+    assert "Too many email changes were asked for" in browser.get("/account/profile").text
+    assert len(outbox(storage_app, "email_change_requested")) == MAX_EMAIL_CHANGES_PER_HOUR
+    assert len(outbox(storage_app, "email_change_pending")) == MAX_EMAIL_CHANGES_PER_HOUR
+    with storage_app.app_context():
+        assert len(db.session.scalars(select(EmailChangeRequest)).all()) == stored
+
+    clock.advance(timedelta(hours=1))
+    start_session(browser, user)  # the step-up window has passed too
+    ask_change(browser, "next-hour@new.example")
+    assert confirm(browser, mailed_link(storage_app, "next-hour@new.example")) == 302
