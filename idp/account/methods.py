@@ -334,7 +334,7 @@ def passkey_rename(credential_id: str) -> Any:
     """Rename a passkey."""
     _session, passkey = _own_passkey(credential_id)
     try:
-        services().passkeys.rename(passkey, request.form.get("name", ""))
+        services().passkeys.rename(passkey, request.form.get("name", ""), request_context())
     except PasskeyError:
         flash("A passkey needs a name.", "error")
         return redirect(url_for("account.home"))

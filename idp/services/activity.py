@@ -42,6 +42,7 @@ SENTENCES: dict[str, tuple[str, str]] = {
     # sign-in methods
     "passkey.registered": ("You added a passkey{name}", "Adding a passkey failed"),
     "passkey.removed": ("You removed a passkey{name}", "Removing a passkey failed"),
+    "passkey.renamed": ("You renamed a passkey, now{name}", "Renaming a passkey failed"),
     "passkey.flagged": ("A passkey{name} was flagged as a possible copy",
                         "A passkey{name} was flagged as a possible copy"),
     "totp.enabled": ("You set up an authenticator app", "Setting up an authenticator app failed"),

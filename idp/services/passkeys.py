@@ -389,10 +389,18 @@ class PasskeyService:
             )
         )
 
-    def rename(self, passkey: Passkey, name: str) -> None:
+    def rename(self, passkey: Passkey, name: str, context: RequestContext) -> None:
+        """A new name: it is what the account page and the activity say the passkey is, so the
+        change is audited with both names (docs/architecture.md, "Every authentication event
+        is audited"), as adding and removing one are."""
         cleaned = clean_name(name)
         if not cleaned:
             raise PasskeyError("empty_name")
+        if cleaned == passkey.name:
+            return
+        audit.record(self.db, "passkey.renamed", subject_id=passkey.user_id, context=context,
+                     credential_id=passkey.credential_id, old_name=passkey.name,
+                     name=cleaned)  # fmt: skip
         passkey.name = cleaned
 
     def remove(self, passkey: Passkey, context: RequestContext) -> None:

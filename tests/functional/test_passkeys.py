@@ -1014,3 +1014,33 @@ def test_a_flagged_passkey_asks_no_step_up_it_cannot_give(app: Flask, user: Crea
     assert remove(again, cloned_id).headers["Location"].endswith("/account")
     assert passkey(app, cloned_id) is None
     assert again.add_passkey(synced()).status_code == 201
+
+
+def rename(pages: PasskeyPages, credential_id: str, name: str) -> TestResponse:
+    form = {"csrf_token": csrf_token(pages.browser.get("/account").text), "name": name}
+    return pages.browser.post(f"/account/passkeys/{credential_id}/rename", data=form)
+
+
+def test_renaming_a_passkey_is_audited_and_shown_in_the_activity(
+    app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator
+) -> None:
+    """A rename changes what the account page says a passkey is (it needs no step-up): it is
+    audited with both names and the activity page tells the user, like every other change of a
+    sign-in method; another user's passkey cannot be renamed."""
+    [credential_id] = enrolled.credential_ids()
+    [before] = passkeys_of(app, passkey(app, credential_id).user_id)  # type: ignore[union-attr]
+    assert rename(signed_in, credential_id, "  Work   laptop ").status_code == 302
+    assert passkey(app, credential_id).name == "Work laptop"  # type: ignore[union-attr]
+    [event] = audit_events(app, "passkey.renamed")
+    assert event.subject_id == before.user_id
+    assert event.details["credential_id"] == credential_id
+    assert (event.details["old_name"], event.details["name"]) == (before.name, "Work laptop")
+    assert "You renamed a passkey, now named “Work laptop”" in html.unescape(
+        signed_in.browser.get("/account/activity").text
+    )
+
+    other = PasskeyPages(app.test_client())
+    other.sign_in_with_password(create_user(app, email="mallory@example.com"))
+    assert rename(other, credential_id, "Mallory's").status_code == 404
+    assert passkey(app, credential_id).name == "Work laptop"  # type: ignore[union-attr]
+    assert len(audit_events(app, "passkey.renamed")) == 1
