@@ -29,6 +29,7 @@ from idp.extensions import csrf, db
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
+from idp.services.portal import backup_words
 from idp.settings import Settings, SettingsError, load_settings
 from idp.thin_reads import ThinReads
 from idp.web.form_request import form_request_class, refuse_malformed_input
@@ -112,6 +113,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["page_url"] = page_url
     app.context_processor(issuer_address)
     app.jinja_env.filters["describe_scope"] = describe_scope
+    app.jinja_env.filters["backup_words"] = backup_words
     from idp import observability
 
     # First: the request id and the timing cover every other hook (docs/operations.md).

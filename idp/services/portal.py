@@ -73,6 +73,16 @@ def passkey_status(passkey: Passkey, now: datetime) -> str:
     return "active"
 
 
+def backup_words(passkey: Passkey) -> str:
+    """Where a passkey lives, as the account pages say it. WebAuthn L3 6.1.3: backup eligible
+    (BE) without backup state (BS) is a multi-device credential "not currently backed up", on
+    its one device until its manager backs it up; only BS is "Synced" (docs/users/passkeys.md:
+    backed up, on your other devices). BS is the latest sign-in's (``record_use``)."""
+    if passkey.backed_up:
+        return "Synced"
+    return "Not backed up yet" if passkey.backup_eligible else "This device only"
+
+
 @dataclass(frozen=True)
 class SessionView:
     session: BrowserSession

@@ -1044,3 +1044,29 @@ def test_renaming_a_passkey_is_audited_and_shown_in_the_activity(
     assert rename(other, credential_id, "Mallory's").status_code == 404
     assert passkey(app, credential_id).name == "Work laptop"  # type: ignore[union-attr]
     assert len(audit_events(app, "passkey.renamed")) == 1
+
+
+def passkey_line(pages: PasskeyPages, credential_id: str) -> str:
+    page = html.unescape(pages.browser.get("/account").text)
+    found = re.search(rf'data-credential-id="{re.escape(credential_id)}">(.*?)</li>', page, re.S)
+    assert found, "no line for the passkey"
+    return " ".join(found.group(1).split())
+
+
+def test_only_a_backed_up_passkey_is_shown_as_synced(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser
+) -> None:
+    """WebAuthn L3 6.1.3: backup eligible (BE) without backup state (BS) is a credential that
+    could be synced but is not backed up: losing its device loses it. The account page says
+    "Synced" (backed up, on your other devices: docs/users/passkeys.md) only while the latest
+    answer said BS, and says the truth before that."""
+    eligible = SoftAuthenticator(backup_eligible=True, backed_up=False, counter_step=0)
+    assert signed_in.add_passkey(eligible).status_code == 201
+    [credential_id] = eligible.credential_ids()
+    line = passkey_line(signed_in, credential_id)
+    assert "Synced" not in line
+    assert "Not backed up yet" in line
+
+    eligible.backed_up = True  # the credential manager has backed it up since
+    assert signed_in.sign_in_with_passkey(eligible).status_code == 200
+    assert "Synced" in passkey_line(signed_in, credential_id)
