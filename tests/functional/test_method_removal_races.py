@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.extensions import db
-from idp.models import Passkey, User
+from idp.models import AuditEvent, OutboxMessage, Passkey, User
 from idp.services.method_removal import CHECKPOINT
 from idp.services.sign_in import CHECKPOINT as SIGN_IN_CHECKPOINT
 from idp.sqlite_writers import WriterLine
@@ -166,3 +166,25 @@ def test_removing_the_password_and_the_last_passkey_at_once_leaves_one(
     left = rows(storage_app, Passkey, Passkey.user_id == user.id)
     assert stored.password_hash is not None
     assert left == []
+
+
+def test_two_tabs_removing_one_passkey_at_once_remove_and_announce_it_once(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """Both tabs show the same passkey's Remove button: it is removed once, audited once and the
+    user is told once (a second "passkey removed" mail would announce a removal that did not
+    happen)."""
+    user_id, tabs, [first_id, _second_id] = _passwordless_with_two_passkeys(storage_app)
+    tokens = [_csrf(tab) for tab in tabs]
+    told = len(rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed"))
+    answers = _in_two_tabs(storage_app, checkpoints,
+                           _remove(tabs[0].browser, first_id, tokens[0]),
+                           _remove(tabs[1].browser, first_id, tokens[1]))  # fmt: skip
+    assert answers == (302, 302)
+    assert [p.credential_id for p in rows(storage_app, Passkey, Passkey.user_id == user_id)] == [
+        _second_id
+    ]
+    removed = rows(storage_app, AuditEvent, AuditEvent.kind == "passkey.removed")
+    assert [e.details["credential_id"] for e in removed] == [first_id]
+    notices = rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed")
+    assert len(notices) == told + 1
