@@ -132,6 +132,26 @@ class Person:
         )
 
 
+#: The texts of elements laid out on more than one line: a short label or name broken up.
+BROKEN = """(elements) => elements
+  .filter((e) => {
+    const style = getComputedStyle(e);
+    const line = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.5;
+    const padding = parseFloat(style.paddingTop) + parseFloat(style.paddingBottom)
+      + parseFloat(style.borderTopWidth) + parseFloat(style.borderBottomWidth);
+    return e.getClientRects().length > 1 || e.getBoundingClientRect().height - padding > line * 1.5;
+  })
+  .map((e) => e.innerText)"""
+
+
+def _assert_whole(elements: Locator, what: str) -> None:
+    """On the phone, each of ``elements`` (a short name or a button's label) is on one line: not
+    squeezed into a column beside its neighbours (gr|ou|ps, Send|invite)."""
+    assert elements.count() > 0, what
+    broken = elements.evaluate_all(BROKEN)
+    assert not broken, f"{what} broken over lines on the phone: {broken}"
+
+
 def _person(new_user: NewUser, idp: LiveIdp, name: str, steps: Iterator[int]) -> Person:
     # The passkey button, not autofill, signs in: each step is then a visible tap.
     phone = new_user(conditional_mediation=False, device=PHONE)
@@ -189,6 +209,7 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
         page.get_by_label("Web app (confidential, has a backend)").check()
         page.fill("#redirect_uris", app_base + "/callback")
         admin.check("client-form")
+        _assert_whole(page.locator("label.choice:has(input[name=scopes]) code"), "scope names")
         page.get_by_role("button", name="Register", exact=True).click()
         expect(page.get_by_role("heading", name="Team wiki is registered")).to_be_visible()
         client_id = page.locator("#client-id").inner_text().strip()
