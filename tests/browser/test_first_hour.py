@@ -232,6 +232,7 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
         page.get_by_role("link", name="Invite or create a user").click()
         page.fill("#email", USER_EMAIL)
         admin.check("invite-form")
+        _assert_whole(page.locator("#send-invite, #create-only"), "the invite form's buttons")
         page.get_by_role("button", name="Send invite").click()
         expect(page.get_by_role("heading", name="Invite created")).to_be_visible()
         invite = _issued_link(page)
