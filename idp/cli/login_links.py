@@ -46,7 +46,9 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
         db.session.commit()
         data = {"email": user.email, "url": issued.url, "id": issued.id,
                 "expires_at": issued.link.expires_at.isoformat()}  # fmt: skip
-        emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {d['expires_at']})")
+        # The terminal reads the time as the pages do (2026-05-04 14:07 UTC); --json keeps ISO 8601.
+        until = issued.link.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {until})")
 
 
 @login_link.command("list")

@@ -108,7 +108,9 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
             "url": issued.url, "link_id": issued.id,
             "expires_at": issued.link.expires_at.isoformat(),
         }  # fmt: skip
-        emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {d['expires_at']})")
+        # The terminal reads the time as the pages do (2026-05-04 14:07 UTC); --json keeps ISO 8601.
+        until = issued.link.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        emit(data, as_json, lambda d: f"{d['url']}\n(one use, valid until {until})")
 
 
 @users.command("show")

@@ -144,6 +144,17 @@ def test_init_makes_its_directory_and_database_its_owners_alone(tmp_path: Path) 
         assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
 
 
+def test_a_printed_link_says_until_when_as_the_pages_do(idp: Idp) -> None:
+    """The terminal gives a link's end as the pages and ``idp serve`` do (to the minute, UTC),
+    not as an ISO timestamp with microseconds; ``--json`` keeps ISO 8601 for scripts."""
+    until = re.compile(r"\(one use, valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC\)$")
+    invite = idp.ok("users", "invite", "someone@example.com").output.strip()
+    assert until.search(invite), invite
+    link = idp.ok("login-link", "someone@example.com").output.strip()
+    assert until.search(link), link
+    assert "+00:00" in idp.json("login-link", "someone@example.com")["expires_at"]
+
+
 def test_init_refuses_a_newer_schema_in_one_line(idp: Idp) -> None:
     """docs/operations.md, "Upgrades and migrations": an older idp against a newer database
     stops with the reason and what to do, not Alembic's traceback."""
