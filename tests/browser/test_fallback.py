@@ -270,6 +270,15 @@ def test_recovery_with_a_backup_code_ends_in_a_new_passkey(
     other.add_credential(credential)
     authorization = _open_second_step(other, relying_party, account.email)
     expect(other.page.locator("#totp-code")).to_be_visible()
+    # Two ways on, told apart as on the sign-in page: "or" between the passkey and the code.
+    divider = other.page.locator("#second-step-divider")
+    expect(divider).to_have_text("or")
+    assert other.page.evaluate(
+        "(d) => document.getElementById('passkey-button').compareDocumentPosition(d) & 4"
+        " && d.compareDocumentPosition(document.getElementById('totp-code')) & 4",
+        divider.element_handle(),
+    )
+    other.screenshot("second-step-passkey-or-code")
     other.page.get_by_role("button", name="Use a passkey").click()
     other.page.wait_for_url(f"{relying_party.redirect_uri}?*")
     claims = relying_party.redeem(authorization)
