@@ -195,6 +195,13 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     page.goto(f"{idp.url}/admin")
     expect(page).to_have_url(f"{idp.url}/login?next=/admin")
     admin.check("console-needs-passkey")
+    # The message at the top of the card starts where a heading would, at the card's padding.
+    gap = page.evaluate(
+        "() => document.querySelector('.flashes p').getBoundingClientRect().top"
+        " - document.querySelector('main.card').getBoundingClientRect().top"
+        " - parseFloat(getComputedStyle(document.querySelector('main.card')).paddingTop)"
+    )
+    assert abs(gap) < 1, f"the message starts {gap} px below the card's padding"
     page.get_by_role("button", name="Sign in with a passkey").click()
     expect(page.get_by_role("heading", name="Admin console")).to_be_visible()
     admin.check("console")
