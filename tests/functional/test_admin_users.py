@@ -125,6 +125,11 @@ def test_create_without_invite_is_audited_with_actor_and_subject(
     again = admin.post("/admin/users/new", {"email": "new@example.com", "action": "create"})
     assert again.status_code == 400
     assert "already exists" in again.text
+    # Not set up yet: the invite is their way in, the rescue login link the lesser button.
+    page = admin.browser.get(response.headers["Location"]).text
+    assert '<button type="submit" class="primary" id="send-invite-again">' in page
+    assert '<button type="submit" id="send-login-link">' in page
+    assert 'class="danger" id="delete-user"' in page
 
 
 # -- the user page and the actions on it ----------------------------------------------------------
@@ -173,7 +178,8 @@ def test_the_user_page_shows_methods_sessions_apps(app: Flask, admin: ConsoleBro
     assert 'id="void-backup-codes"' in page.text
     assert page.text.count("data-sid=") == 2  # the portal browser and the relying party's
     assert f'data-client-id="{extra["rp"].registered.client_id}"' in page.text
-    assert 'id="send-login-link"' in page.text
+    assert '<button type="submit" class="primary" id="send-login-link">' in page.text
+    assert 'id="send-invite-again"' not in page.text  # set up: a login link is the rescue
     assert admin.browser.get("/admin/users/nobody").status_code == 404
 
 
