@@ -305,6 +305,11 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     admin.check("user")
     _open(admin, "/admin/users/new", "Invite a user", "user-new")
     _open(admin, "/admin/groups", "Groups", "groups")
+    # A name the field refuses: the browser's bubble says what it takes (the field's title), not
+    # only "Please match the requested format".
+    page.fill("#group-name", "Engineering!")
+    assert page.locator("#group-name").evaluate("(e) => e.validity.patternMismatch")
+    expect(page.locator("#group-name")).to_have_attribute("title", re.compile("^Lowercase letters"))
     page.fill("#group-name", "engineering-and-operations")
     page.fill("#group-display-name", "Engineering and operations")
     page.locator("#create-group").click()
