@@ -319,5 +319,24 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     expect(page.get_by_role("heading", name=re.compile("^Delete the group"))).to_be_visible()
     admin.check("group-delete")
     _open(admin, "/admin/policy", "Sign-in policy", "policy")
+    # API tokens: a long name and three scopes; on both screens each token's Revoke stays inside
+    # the card (a table scrolling sideways had hidden it past the phone's edge, and a wide one
+    # spilled it out of the desktop's card).
+    _open(admin, "/admin/api-tokens", "API tokens", "api-tokens")
+    page.fill("#token-name", "terraform-production-deployments")
+    for scope in ("clients:write", "users:write", "audit:read"):
+        page.get_by_label(scope, exact=True).check()
+    page.locator("#create-token").click()
+    page.get_by_role("link", name=re.compile("^I have stored it")).click()
+    expect(page.locator("#token-list tr[data-token]")).to_have_count(1)
+    admin.check("api-tokens-list")
+    for user in (admin.phone, admin.desktop):
+        inside = user.page.evaluate(
+            "() => { const card = document.querySelector('main.card').getBoundingClientRect();"
+            " const revoke = document.querySelector('#token-list a.button')"
+            "   .getBoundingClientRect();"
+            " return revoke.right <= card.right && revoke.right <= window.innerWidth; }"
+        )
+        assert inside, f"Revoke is past the card's edge on the {user.page.viewport_size}"
     _open(admin, "/admin/audit", "Audit log", "audit",
           DOCS / "admins" / "images" / "phone-audit.png", shown="#audit-list")  # fmt: skip
