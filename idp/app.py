@@ -441,7 +441,8 @@ def _register_error_pages(app: Flask) -> None:
             return api_http_error(error)
         db.session.rollback()
         title, message = _error_wording(error)
-        return render_template("errors/error.html", title=title, message=message), error.code or 500
+        code = error.code or 500
+        return render_template("errors/error.html", title=title, message=message, code=code), code
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:

@@ -98,6 +98,8 @@ def test_non_admin_gets_403_on_every_admin_route(
 ) -> None:
     response = send(non_admin.browser, app, rule, method, non_admin.csrf())
     assert response.status_code == 403, (method, rule.rule, response.status_code)
+    if method == "GET":  # signed in already: the way on is their account, not a sign-in form
+        assert 'href="/account" id="error-way-on">Go to your account<' in response.text
 
 
 @pytest.mark.parametrize(("rule", "method"), ADMIN_REQUESTS, ids=_ids(ADMIN_REQUESTS))
