@@ -32,6 +32,7 @@ from idp.services.dependencies import DependencyUnavailableError
 from idp.services.portal import backup_words
 from idp.settings import Settings, SettingsError, load_settings
 from idp.thin_reads import ThinReads
+from idp.web.error_wording import error_wording
 from idp.web.form_request import form_request_class, refuse_malformed_input
 
 
@@ -389,32 +390,6 @@ def _is_api_request() -> bool:
     return request.path == "/api/v1" or request.path.startswith("/api/v1/")
 
 
-#: What a person reads for an HTTP error, instead of Werkzeug's titles ("Not Found") and
-#: default descriptions ("The requested URL was not found on the server. If you entered the URL
-#: manually please check your spelling and try again."), written for a developer.
-ERROR_WORDING: dict[int, tuple[str, str]] = {
-    400: ("This request cannot be handled",
-          "Something in the address or the form was not as expected. Go back and try again."),
-    401: ("Sign in first", "This page needs you to be signed in."),
-    403: ("Not for this account", "This account cannot open this page."),
-    404: ("Page not found",
-          "There is nothing at this address. Check the link, or start again from the sign-in "
-          "page."),
-    405: ("This page cannot do that", "Go back to the previous page and try again."),
-    413: ("Too much to send", "What you sent is larger than idp accepts."),
-    429: ("Too many attempts", "Wait a moment, then try again."),
-}  # fmt: skip
-
-
-def _error_wording(error: HTTPException) -> tuple[str, str]:
-    """The page's title and message: ours for the status, with the view's own description when
-    it gave one (abort(404, description=...)) rather than Werkzeug's default."""
-    title, message = ERROR_WORDING.get(error.code or 500, (error.name, error.description or ""))
-    if error.description and error.description != type(error).description:
-        message = error.description
-    return title, message
-
-
 def _register_error_pages(app: Flask) -> None:
     """Calm pages for every HTTP error; never a stack trace."""
 
@@ -440,7 +415,7 @@ def _register_error_pages(app: Flask) -> None:
 
             return api_http_error(error)
         db.session.rollback()
-        title, message = _error_wording(error)
+        title, message = error_wording(error)
         code = error.code or 500
         return render_template("errors/error.html", title=title, message=message, code=code), code
 
