@@ -193,6 +193,38 @@ def claimed_client_id(request: OAuth2Request) -> str | None:
     return None
 
 
+def mixed_authentication_refusal(request: OAuth2Request) -> str | None:
+    """Why a token-side request is refused before any client authenticates, or None: RFC 6749
+    2.3 "the client MUST NOT use more than one authentication method in each request", and a
+    request names one client (RFC 6749 3.2.1: ``client_id`` beside Basic identifies the same
+    client; RFC 7521 4.2: beside an assertion, it "MUST identify the same client"). Authlib tries
+    one method after another and takes the first that succeeds, ignoring the rest: Basic as one
+    client with ``client_id`` naming another redeemed the first client's code. RFC 6749 5.2
+    names this ``invalid_request`` ("utilizes more than one mechanism for authenticating the
+    client, or is otherwise malformed"), not ``invalid_client``: no authentication failed."""
+    authorization = str(request.headers.get("Authorization") or "")
+    basic = authorization[:6].lower() == "basic "
+    try:
+        basic_id = extract_basic_authorization(request.headers)[0] if basic else None
+    except ValueError:  # UnicodeDecodeError included: Basic still was the method tried
+        basic_id = None
+    assertion = request.form.get("client_assertion")
+    methods = [basic, bool(request.form.get("client_secret")),
+               bool(assertion or request.form.get("client_assertion_type"))]  # fmt: skip
+    if sum(methods) > 1:
+        return "The client must use one authentication method per request."
+    named = {str(request.form.get("client_id") or "")} | {str(basic_id or "")}
+    if assertion:
+        try:
+            subject = unverified_claims(str(assertion)).get("sub")
+        except Exception:  # a malformed assertion is the method's own refusal (invalid_client)
+            subject = None
+        named.add(subject if isinstance(subject, str) else "")
+    if len(named - {""}) > 1:
+        return "The request names more than one client."
+    return None
+
+
 def registered_method_refusal(client: Client, description: str) -> str:
     """RFC 6749 5.2 ``invalid_client``'s error_description: name the one method the client is
     registered for (OIDC Core 9: ``token_endpoint_auth_method``), instead of Authlib's list of

@@ -44,6 +44,7 @@ from idp.oidc.client_auth import (
     PrivateKeyJWT,
     authenticate_client_secret_basic,
     claimed_client_id,
+    mixed_authentication_refusal,
     registered_method_refusal,
     token_client,
 )
@@ -312,6 +313,9 @@ class IdpAuthorizationServer(AuthorizationServer):
 
     def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
                             ) -> Any:  # fmt: skip
+        refusal = mixed_authentication_refusal(request)
+        if refusal is not None:  # RFC 6749 2.3, 3.2.1: one client, one method
+            raise InvalidRequestError(refusal)
         try:
             return super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
