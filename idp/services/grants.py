@@ -329,7 +329,13 @@ class GrantService:
     def end_session_grants(self, sid: str, reason: str, now: datetime) -> None:
         """A session ended: what it authorised ends with it (OIDC RP-Initiated Logout 2). Grants
         with offline_access keep their refresh tokens: OIDC Core 11 offline access exists to
-        outlive the user's session; their access tokens still end now."""
+        outlive the user's session; their access tokens still end now, and so does a code not
+        yet exchanged: the client holds nothing offline until it redeems the code, so the code
+        expires now (RFC 6749 5.2 ``invalid_grant`` when presented). Expired, not spent: a
+        later presentation is not a replay. The UPDATE's ``consumed_at IS NULL`` orders it
+        against a concurrent exchange (the row's lock): a code redeemed first keeps its
+        tokens, one expired first issues none. The device flow has no code here: its approval
+        belongs to the device, which polls with its own device code."""
         for grant in self.db.scalars(
             select(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None))
         ):
@@ -338,6 +344,17 @@ class GrantService:
                     update(AccessToken)
                     .where(AccessToken.grant_id == grant.id, AccessToken.revoked_at.is_(None))
                     .values(revoked_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                unexchanged = (
+                    AuthorizationCode.grant_id == grant.id,
+                    AuthorizationCode.consumed_at.is_(None),
+                    AuthorizationCode.expires_at > now,
+                )
+                self.db.execute(
+                    update(AuthorizationCode)
+                    .where(*unexchanged)
+                    .values(expires_at=now)
                     .execution_options(synchronize_session=False)
                 )
             else:

@@ -104,6 +104,23 @@ def test_logout_ends_the_access_tokens_of_the_session(
     assert introspect(rp, tokens["access_token"]) == {"active": False}
 
 
+def test_a_code_not_yet_exchanged_ends_with_its_session_even_for_offline_access(
+    rp: RelyingParty, user: CreatedUser
+) -> None:
+    """RP-Initiated Logout 2: what the session authorised ends with it. OIDC Core 11 lets a
+    refresh token the client already holds outlive the session, but an unredeemed code gave the
+    client nothing yet: after logout it is invalid_grant (RFC 6749 5.2), while the refresh token
+    issued before the logout still works."""
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    pending = rp.obtain_code(user, scope="openid offline_access")["code"]
+    logout(rp, id_token_hint=tokens["id_token"])
+    response = rp.exchange(pending)
+    assert response.status_code == 400, response.text
+    assert response.get_json()["error"] == "invalid_grant"
+    refreshed = rp.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+
+
 def test_logout_with_unregistered_post_logout_uri_does_not_redirect(
     rp: RelyingParty, tokens: dict[str, Any]
 ) -> None:
