@@ -62,7 +62,10 @@ def _client_or_404(client_id: str) -> Client:
 
 
 def _lines(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    # A textarea's lines end in CR LF (HTML's form submission): str.splitlines also breaks at
+    # U+0085, U+2028 and U+2029, which would cut a URI in two instead of letting the validator
+    # refuse the character (idp.services.client_fields).
+    return [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
 
 
 def _fields_from(form: MultiDict[str, str]) -> ClientFields:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -196,12 +197,24 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(v.strip() for v in values if v.strip()))
 
 
+def _unsendable(character: str) -> bool:
+    """A character no registered URI may hold: a space or control (C0, DEL, C1, category Cc),
+    a Unicode space, line or paragraph separator (Zs, Zl, Zp) or format character (Cf: bidi
+    overrides, zero-width ones). RFC 3986 2 and 7.2: none is part of a URI, and they are
+    invisible or reorder the text an admin reads; a client registered with one was saved, then
+    every /authorize for it was a 400. Letters of other scripts (an IRI's) stay allowed."""
+    return ord(character) < 0x21 or unicodedata.category(character) in UNSENDABLE_CATEGORIES
+
+
+UNSENDABLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
 def _uri_parts(uri: str, what: str) -> SplitResult:
     """The checks every registered URI shares: absolute, no fragment, no wildcard, no
     credentials, no spaces or control characters."""
     if len(uri) > MAX_URI_LENGTH:
         raise ClientRegistrationError(f"{what} is longer than {MAX_URI_LENGTH} characters")
-    if any(ord(c) < 0x21 or c == "\x7f" for c in uri):
+    if any(_unsendable(c) for c in uri):
         raise ClientRegistrationError(f"{what} must not contain spaces or control characters")
     try:
         parts = urlsplit(uri)
@@ -277,7 +290,7 @@ def validate_https_link(uri: str, label: str) -> None:
         parts.port  # noqa: B018
     except ValueError:
         raise ClientRegistrationError(f"the {label} link is not a valid URL: {uri!r}") from None
-    if parts.scheme != "https" or not parts.hostname or any(ord(c) < 0x21 for c in uri):
+    if parts.scheme != "https" or not parts.hostname or any(_unsendable(c) for c in uri):
         raise ClientRegistrationError(f"the {label} link must be an https URL: {uri!r}")
     if parts.username is not None or parts.password is not None:
         raise ClientRegistrationError(f"the {label} link must not contain credentials: {uri!r}")

@@ -205,6 +205,26 @@ def test_invalid_registration_shows_the_reason_and_stores_nothing(
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
 
 
+@pytest.mark.parametrize(
+    "character",
+    ["\u0085", "\u009b", "\u00a0", "\u2028", "\u2029", "\u202e", "\u200b", "\u3000",
+     "\ufeff"],
+)  # fmt: skip
+def test_a_redirect_uri_with_an_invisible_or_control_character_is_refused(
+    app: Flask, admin: ConsoleBrowser, character: str
+) -> None:
+    """RFC 3986 2 and 7.2 (no character outside the URI alphabet; none of them is ever sent
+    raw), RFC 6749 3.1.2.3 (exact matching): a C1 control, a Unicode space, line or paragraph
+    separator or format character (bidi override, zero width) was saved, and every /authorize
+    for the client was then a 400. Refused at registration, as other control characters are."""
+    uri = f"https://wiki.example/call{character}back"
+    response = admin.post("/admin/clients/new", client_form(redirect_uris=uri))
+    assert response.status_code == 400
+    assert "must not contain spaces or control characters" in html.unescape(response.text)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Client)) == 0
+
+
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 

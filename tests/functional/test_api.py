@@ -321,6 +321,8 @@ BAD_BODIES = [
      422, "invalid-body"),
     ('{"name": "App", "redirect_uris": ["http://app.example/cb"]}', {}, 422, "invalid-value"),
     ('{"name": "App", "redirect_uris": ["https://app.example/*"]}', {}, 422, "invalid-value"),
+    ('{"name": "App", "redirect_uris": ["https://app.example/c\\u2028b"]}', {}, 422,
+     "invalid-value"),
     ('{"name": "App\\u0000", "redirect_uris": ["https://a.example/"]}', {}, 400,
      "malformed-json"),
     ('{"name": "App", "redirect_uris": ["https://app.example/cb"]}',
