@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.orm import Session
 
 from idp.cli import main
@@ -39,10 +39,12 @@ from idp.services.totp import TotpService
 from idp.services.user_admin import LastAdminError, UserAdmin
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.checkpoints import WAIT_TIMEOUT, wait_until
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
+from tests.support.writers import wait_until_waiting_for_turn
 
 
 @pytest.fixture
@@ -471,19 +473,50 @@ def test_a_regular_user_can_be_disabled_when_no_admin_exists(app: Flask) -> None
     assert user_row(app, ada.id).disabled_at is not None  # type: ignore[union-attr]
 
 
+def _wait_until_waiting_on_the_first(app: Flask, thread: threading.Thread,
+                                     outcome: dict[str, Any]) -> None:  # fmt: skip
+    """Until the second transaction is seen waiting for the first's lock, as a state: on SQLite
+    its writer turn (idp.sqlite_writers, read from its stack), on PostgreSQL its backend's
+    ``wait_event_type`` (pg_stat_activity). Fails if it finished or failed without waiting."""
+    with app.app_context():
+        dialect = db.engine.dialect.name
+    if dialect == "sqlite":
+        wait_until_waiting_for_turn(thread, outcome)
+        return
+    query = text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid")
+
+    def waiting() -> bool:
+        assert "error" not in outcome, outcome
+        assert thread.is_alive(), f"the second transaction did not wait: {outcome}"
+        if "pid" not in outcome:
+            return False
+        with app.app_context(), db.engine.connect() as connection:
+            return connection.scalar(query, {"pid": outcome["pid"]}) == "Lock"
+
+    wait_until(waiting, "the second transaction waits on the first's lock")
+
+
 @pytest.mark.parametrize("action", ["disable", "demote", "delete"])
 def test_two_admins_removing_each_other_at_once_leave_one_active_admin(
     storage_app: Flask, action: str
 ) -> None:
-    """Real concurrent transactions: the first holds the admins' rows until it commits; the
-    second waits, then sees it would leave no admin and is refused (SQLite and PostgreSQL)."""
+    """Real concurrent transactions, ordered by events the test controls, never by a sleep: the
+    first removes its admin and is held before its commit; the second starts and is seen waiting
+    on the first's lock (the active admins' rows, ``UserAdmin._locking_admins``; SQLite's write
+    turn); then the first commits and the second, counting after it, is refused (SQLite and
+    PostgreSQL). Without the lock the second never waits, counts two admins and succeeds."""
     first = create_user(storage_app, email="a@example.com", admin=True, password="")
     second = create_user(storage_app, email="b@example.com", admin=True, password="")
-    holding, outcome = threading.Event(), {}
+    changed, commit_first = threading.Event(), threading.Event()
+    outcomes: dict[str, dict[str, Any]] = {first.id: {}, second.id: {}}
 
     def act(user_id: str, hold: bool) -> None:
+        outcome = outcomes[user_id]
         with storage_app.app_context():
             try:
+                if db.session.get_bind().dialect.name == "postgresql":
+                    raw: Any = db.session.connection().connection.dbapi_connection
+                    outcome["pid"] = raw.info.backend_pid
                 row = db.session.get(User, user_id)
                 assert row is not None
                 admin_service = service(storage_app)
@@ -493,24 +526,34 @@ def test_two_admins_removing_each_other_at_once_leave_one_active_admin(
                     getattr(admin_service, action)(*((row, utcnow()) if action == "disable"
                                                      else (row,)))  # fmt: skip
                 if hold:
-                    holding.set()
-                    threading.Event().wait(0.5)  # the other transaction starts meanwhile
+                    changed.set()
+                    assert commit_first.wait(WAIT_TIMEOUT), "the test never let the first commit"
                 db.session.commit()
-                outcome[user_id] = "done"
+                outcome["result"] = "done"
             except LastAdminError:
                 db.session.rollback()
-                outcome[user_id] = "refused"
+                outcome["result"] = "refused"
+            except Exception as error:  # reported in the test's thread
+                outcome["error"] = error
             finally:
-                holding.set()
+                changed.set()
 
     one = threading.Thread(target=act, args=(first.id, True))
-    one.start()
-    holding.wait(10)
     two = threading.Thread(target=act, args=(second.id, False))
-    two.start()
-    one.join(30)
-    two.join(30)
-    assert outcome == {first.id: "done", second.id: "refused"}
+    one.start()
+    try:
+        assert changed.wait(WAIT_TIMEOUT), "the first transaction never made its change"
+        assert "error" not in outcomes[first.id], outcomes[first.id]
+        two.start()
+        _wait_until_waiting_on_the_first(storage_app, two, outcomes[second.id])
+    finally:
+        commit_first.set()
+        one.join(WAIT_TIMEOUT)
+        if two.ident is not None:
+            two.join(WAIT_TIMEOUT)
+    results = {user_id: outcome.get("result", outcome.get("error"))
+               for user_id, outcome in outcomes.items()}  # fmt: skip
+    assert results == {first.id: "done", second.id: "refused"}
     with storage_app.app_context():
         active = db.session.scalars(
             select(User.id).where(User.is_admin.is_(True), User.disabled_at.is_(None))
