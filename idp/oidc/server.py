@@ -11,7 +11,6 @@ grant. This module holds the grants and assembles the server; client authenticat
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -135,7 +134,9 @@ class OpenIDCodeWithSession(OpenIDCode):
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:
         settings = runtime().settings
-        now = int(time.time())
+        # OIDC Core 2 ``iat``/``exp`` on the application's clock (idp.clock), as the access
+        # token's and the sign-in's ``auth_time``: a test's frozen clock sees one time.
+        now = int(clock().now().timestamp())
         return {
             "iss": settings.issuer,
             "aud": client.client_id,

@@ -50,6 +50,7 @@ def generate_token(
             subject=user.id if user is not None else client.client_id,
             scope=scope,
             ttl=ttl,
+            issued_at=int(clock().now().timestamp()),
         ),
         "expires_in": ttl,
         "scope": scope,

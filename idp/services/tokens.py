@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,8 +52,11 @@ def mint_access_token(
     subject: str,
     scope: str,
     ttl: int,
+    issued_at: int,
 ) -> str:
-    now = int(time.time())
+    """``issued_at``: the application's clock (idp.clock), in seconds, the one time the token
+    response's records and checks use (RFC 9068 2.2 ``iat``, ``exp``)."""
+    now = issued_at
     key = keys.signing_key(db, alg)
     claims = {
         "iss": issuer,

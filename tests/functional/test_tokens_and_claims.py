@@ -79,6 +79,26 @@ def auth_headers(rp: RelyingParty) -> dict[str, str]:
 
 
 # -- the ID token (OIDC Core 2, 3.1.3.6) ----------------------------------------------------------
+def test_token_times_come_from_the_applications_clock(
+    app: Flask, rp: RelyingParty, user: CreatedUser, clock: FrozenClock
+) -> None:
+    """OIDC Core 2 (``iat``, ``exp``, ``auth_time``) and RFC 9068 2.2 (``iat``, ``exp``): one
+    time per token response, the application's clock (idp.clock), the same the token's record,
+    its expiry checks and the sign-in's ``auth_time`` read; the ID and access tokens' ``iat``
+    and ``exp`` came from the system clock instead."""
+    clock.set(utcnow() - timedelta(hours=1))
+    at = int(clock.now().timestamp())
+    tokens = rp.tokens_for(user)
+    id_claims = jwt_parts(tokens["id_token"])[1]
+    access_claims = jwt_parts(tokens["access_token"])[1]
+    ttl = app.extensions["idp"].settings.id_token_ttl
+    assert (id_claims["auth_time"], id_claims["iat"], id_claims["exp"]) == (at, at, at + ttl)
+    assert (access_claims["iat"], access_claims["exp"]) == (at, at + tokens["expires_in"])
+    with app.app_context():
+        expires_at = db.session.scalars(select(AccessToken.expires_at)).one()
+    assert int(expires_at.timestamp()) == access_claims["exp"]
+
+
 def test_id_token_carries_every_required_claim(
     app: Flask, client: FlaskClient, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -230,6 +231,7 @@ def mint(db: Session, keys: KeyStore) -> str:
         subject="user",
         scope="openid",
         ttl=600,
+        issued_at=int(time.time()),
     )
 
 
@@ -336,7 +338,7 @@ def test_access_token_signed_with_the_key_object_verifies_with_joserfc(
     RFC 9068 2.1 and 2.2)."""
     token = mint_access_token(
         db, keys, alg=alg, issuer=ISSUER, audience=ISSUER, client_id="client", subject="user",
-        scope="openid offline_access", ttl=600,
+        scope="openid offline_access", ttl=600, issued_at=int(time.time()),
     )  # fmt: skip
     public = KeySet.import_key_set(keys.public_jwks(db))  # type: ignore[arg-type]
     decoded = jwt.decode(token, public, algorithms=[alg])
