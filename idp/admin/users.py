@@ -145,7 +145,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
     now = clock().now()
     actions = {
         "disable": lambda: service.disable(subject, now),
-        "enable": lambda: service.enable(subject),
+        "enable": lambda: service.enable(subject, now),
         "promote": lambda: service.promote(subject),
         "demote": lambda: service.demote(subject),
         "revoke_passkey": lambda: service.revoke_passkey(

@@ -134,7 +134,7 @@ def disable_user(user_id: str) -> Any:
            scope="users:write", tag=TAG, response=schemas.UserOut)  # fmt: skip
 def enable_user(user_id: str) -> Any:
     user = _user(user_id)
-    _act(user, "enable", lambda service: service.enable(user))
+    _act(user, "enable", lambda service: service.enable(user, clock().now()))
     return _out(user)
 
 

@@ -202,8 +202,10 @@ def users_disable(email: str, as_json: bool) -> None:
 @click.argument("email")
 @click.option("--json", "as_json", is_flag=True)
 def users_enable(email: str, as_json: bool) -> None:
-    """Enable a disabled user."""
-    _user_action(email, as_json, lambda s, u: s.enable(u), "enabled")
+    """Enable a disabled user (what a request racing the disable left behind ends)."""
+    from idp.composition import clock
+
+    _user_action(email, as_json, lambda s, u: s.enable(u, clock().now()), "enabled")
 
 
 @users.command("promote")

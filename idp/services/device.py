@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.models import BrowserSession, Client, DeviceAuthorization, User
 from idp.models.oauth import DEVICE_APPROVED, DEVICE_DENIED
 from idp.services import audit
@@ -46,6 +47,8 @@ SLOW_DOWN_STEP = 5
 #: The attempt limiter's factor name for user codes (its account key is ``user_code:<user id>``).
 USER_CODE_FACTOR = "user_code"
 DEVICE_CODE_REPLAY = "device_code_replay"
+#: Where an answer is held, in tests, after its session was accepted (idp.checkpoints).
+DECIDE_CHECKPOINT = "device.decide"
 
 MALFORMED = "That is not a code of the form ABCD-EFGH. Check the code on your device."
 WRONG_CODE = "That code is not valid: it may be mistyped, expired or already used."
@@ -213,6 +216,7 @@ class DeviceFlowService:
         so of two answers (two tabs, a double click) exactly one counts. Approving opens the
         grant the device's tokens will hang off, with this session's sign-in (``sid``,
         ``auth_time``, ``amr``, ``acr``) as the code flow does. False: already answered."""
+        checkpoints.reached(DECIDE_CHECKPOINT)
         if not consume_once(
             self.db, DeviceAuthorization, DeviceAuthorization.id == row.id, now=now,
             column="decided_at",

@@ -16,29 +16,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from idp.errors import DomainError
 from idp.models import (
     AccessToken,
     BrowserSession,
-    Grant,
     LoginLink,
     Passkey,
     TotpCredential,
     User,
 )
-from idp.services import audit, portal
+from idp.services import account_access, audit, portal
+from idp.services.account_access import MADE_WHILE_DISABLED
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
 from idp.services.notifications import Notifier
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
-from idp.services.sessions import end_sessions
 from idp.services.totp import TotpService
-from idp.services.users import SIGNED_OUT, EmailChanges, UserService
+from idp.services.users import UserService
 
 PAGE_SIZE = 25
 #: One-time links an admin hands out: 15 minutes by default (settings), never beyond a day.
@@ -353,11 +352,15 @@ class UserAdmin:
         LoginLinkService(self.db).revoke_all(user, now)
         self._audit("admin.user_disabled", user)
 
-    def enable(self, user: User) -> None:
+    def enable(self, user: User, now: datetime) -> None:
+        """Enable: the account signs in again, with nothing of before. A session, grant or token
+        still live now was made by a request racing the disable (idp.services.account_access):
+        it ends here rather than come back to life."""
         if user.disabled_at is None:
             raise UserAdminError("This user is not disabled.")
         user.disabled_at = None
-        self._audit("admin.user_enabled", user)
+        ended = account_access.end_everything(self.db, user, now, MADE_WHILE_DISABLED)
+        self._audit("admin.user_enabled", user, sessions_ended=ended)
 
     def rename(self, user: User, name: str) -> None:
         """The display name (the ``name`` claim); at most 200 characters, as at creation."""
@@ -420,25 +423,10 @@ class UserAdmin:
             raise LastAdminError("This is the last active admin. Make another user an admin first.")
 
     def _end_sessions(self, user: User, now: datetime, reason: str = "session_revoked") -> int:
-        # A pending email change may be the work of one of these sessions: it ends with them, as
-        # with the user's own "sign out everywhere" (docs/security.md, "Mail and email addresses").
-        EmailChanges(self.db).end_pending(user, now, SIGNED_OUT)
-        return end_sessions(self.db, BrowserSession.user_id == user.id, reason, now)
+        return account_access.end_user_sessions(self.db, user, now, reason)
 
     def _revoke_tokens(self, user: User, now: datetime, reason: str) -> None:
-        # Revoking the grant revokes its refresh tokens and access tokens (idp.models.oauth).
-        self.db.execute(
-            update(Grant)
-            .where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
-        self.db.execute(
-            update(AccessToken)
-            .where(AccessToken.user_id == user.id, AccessToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        account_access.revoke_user_tokens(self.db, user, now, reason)
 
     def _require_active(self, user: User) -> None:
         if user.disabled_at is not None:
