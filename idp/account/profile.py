@@ -97,7 +97,7 @@ def apps() -> Any:
     session = session_or_login("account.apps")
     if not isinstance(session, BrowserSession):
         return session
-    connected = portal.connected_apps(db.session(), session.user)
+    connected = portal.connected_apps(db.session(), session.user, clock().now())
     return render_template(
         "account/apps.html",
         user=session.user,
@@ -109,26 +109,35 @@ def apps() -> Any:
 
 @bp.route("/account/apps/<client_id>/revoke", methods=["GET", "POST"])
 def app_revoke(client_id: str) -> Any:
-    """Disconnect an app (after a confirmation): its consent goes, and its refresh and access
-    tokens stop working."""
+    """Disconnect an app (after a confirmation): its consent goes, if it asked for one, and its
+    refresh and access tokens stop working, offline ones included."""
     session = session_or_login("account.apps")
     if not isinstance(session, BrowserSession):
         return session
+    now = clock().now()
     if not confirmed():
-        connected = {app.client.client_id: app.client.name
-                     for app in portal.connected_apps(db.session(), session.user)}  # fmt: skip
-        name = connected.get(client_id[:64], "this app")
+        connected = {app.client.client_id: app
+                     for app in portal.connected_apps(db.session(), session.user, now)}  # fmt: skip
+        app = connected.get(client_id[:64])
+        name = app.client.name if app else "this app"
+        again = ("asks for your consent again" if app is None or app.consented
+                 else "asks you to sign in again")  # fmt: skip
         return confirm_page(
             title=f"Disconnect {name}?",
             message=f"{name} loses access to your account: its tokens stop working now, and it "
-            "asks for your consent again the next time you use it.",
+            f"{again} the next time you use it.",
             action=url_for("account.app_revoke", client_id=client_id[:64]),
             button="Disconnect",
             cancel=url_for("account.apps"),
         )
-    if portal.disconnect_app(db.session(), session.user, client_id[:64], clock().now()):
+    disconnected = portal.disconnect_app(db.session(), session.user, client_id[:64], now)
+    if disconnected:
+        # Audited whether or not a consent went: a first-party app has none, and ending its
+        # offline grants is as much the user's act (docs/architecture.md, "Invariants").
         audit.record(db.session(), "consent.revoked", subject_id=session.user_id,
-                     client_id=client_id[:64], context=request_context())  # fmt: skip
+                     client_id=client_id[:64], context=request_context(),
+                     consent=disconnected.consent_removed,
+                     grants=disconnected.grants_revoked)  # fmt: skip
         flash("The app is disconnected.", "info")
     db.session.commit()
     return redirect(url_for("account.apps"))

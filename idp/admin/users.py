@@ -118,7 +118,7 @@ def user(user_id: str) -> Any:
         totp_pending=service.totp.get(subject) is not None,
         backup_codes_left=service.backup_codes.remaining(subject),
         sessions=[(s, describe_user_agent(s.user_agent)) for s in service.sessions(subject, now)],
-        consents=service.consents(subject),
+        consents=service.consents(subject, now),
         groups=services().groups.groups_of(subject.id),
         links=service.live_links(subject, now),
         set_up=service.has_way_in(subject),

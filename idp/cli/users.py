@@ -142,8 +142,9 @@ def users_show(email: str, as_json: bool) -> None:
                 for s in service.sessions(user, now)
             ],
             "consents": [
-                {"client_id": c.client.client_id, "name": c.client.name, "scopes": c.scopes}
-                for c in service.consents(user)
+                {"client_id": c.client.client_id, "name": c.client.name, "scopes": c.scopes,
+                 "consented": c.consented, "offline": c.offline}
+                for c in service.consents(user, now)
             ],
             "links": [describe_link(link) for link in service.live_links(user, now)],
         }  # fmt: skip

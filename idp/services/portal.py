@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import (
@@ -16,6 +16,7 @@ from idp.models import (
     Consent,
     Grant,
     Passkey,
+    RefreshToken,
     TotpCredential,
     User,
 )
@@ -144,14 +145,49 @@ def revoke_other_sessions(db: Session, user: User, keep: BrowserSession, now: da
 
 @dataclass(frozen=True)
 class ConnectedApp:
+    """A client that can act for the user: one they consented to (``consented``), or one that
+    holds a live refresh token (``offline``: a phone app, a CLI), a first-party one included,
+    whose sign-in asked no consent."""
+
     client: Client
     scopes: list[str]
+    #: When the consent was given; without one, when the oldest live grant was made.
     granted_at: datetime
     last_used_at: datetime | None
+    consented: bool = True
+    offline: bool = False
 
 
-def connected_apps(db: Session, user: User) -> list[ConnectedApp]:
-    """Clients the user consented to, with the last time one of their tokens was issued."""
+def _live_refresh_grants(user: User, now: datetime) -> Select[str, str, datetime]:
+    """The user's grants that still hold a refresh token that would be accepted: the grant not
+    revoked, the token neither spent nor expired."""
+    live_token = (
+        select(RefreshToken.token_hash)
+        .where(
+            RefreshToken.grant_id == Grant.id,
+            RefreshToken.consumed_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .exists()
+    )
+    return select(Grant.client_id, Grant.scope, Grant.created_at).where(
+        Grant.user_id == user.id, Grant.revoked_at.is_(None), live_token
+    )
+
+
+def connected_apps(db: Session, user: User, now: datetime) -> list[ConnectedApp]:
+    """Every client that can act for the user, with the last time one of its tokens was issued:
+    the clients they consented to, and the clients holding a live refresh token. A first-party
+    client asks no consent, and "sign out everywhere" keeps offline grants (OIDC Core 11,
+    docs/integrating.md), so without the second kind a lost phone's app would be nowhere the
+    user could see or end it. Two statements, whatever the number of apps: the list, and the
+    scopes of the live grants of the apps listed without a consent."""
+    grants = _live_refresh_grants(user, now).subquery()
+    live = (
+        select(grants.c.client_id, func.min(grants.c.created_at).label("since"))
+        .group_by(grants.c.client_id)
+        .subquery()
+    )
     last_use = (
         select(AccessToken.client_id, func.max(AccessToken.issued_at).label("last"))
         .where(AccessToken.user_id == user.id)
@@ -159,35 +195,59 @@ def connected_apps(db: Session, user: User) -> list[ConnectedApp]:
         .subquery()
     )
     rows = db.execute(
-        select(Consent, Client, last_use.c.last)
-        .join(Client, Client.client_id == Consent.client_id)
-        .outerjoin(last_use, last_use.c.client_id == Consent.client_id)
-        .where(Consent.user_id == user.id)
-        .order_by(Client.name)
+        select(Client, Consent, live.c.since, last_use.c.last)
+        .outerjoin(Consent, and_(Consent.client_id == Client.client_id, Consent.user_id == user.id))
+        .outerjoin(live, live.c.client_id == Client.client_id)
+        .outerjoin(last_use, last_use.c.client_id == Client.client_id)
+        .where(or_(Consent.id.is_not(None), live.c.since.is_not(None)))
+        .order_by(Client.name, Client.client_id)
     ).all()
+    unconsented = {client.client_id for client, consent, _, _ in rows if consent is None}
+    granted: dict[str, set[str]] = {}
+    if unconsented:
+        scoped = _live_refresh_grants(user, now).where(Grant.client_id.in_(unconsented))
+        for client_id, scope, _created in db.execute(scoped):
+            granted.setdefault(client_id, set()).update(scope.split())
     return [
         ConnectedApp(
             client=client,
-            scopes=list(consent.scopes),
-            granted_at=consent.granted_at,
+            scopes=list(consent.scopes) if consent else sorted(granted.get(client.client_id, ())),
+            granted_at=consent.granted_at if consent else since,
             last_used_at=last,
+            consented=consent is not None,
+            offline=since is not None,
         )
-        for consent, client, last in rows
+        for client, consent, since, last in rows
     ]
 
 
-def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> bool:
-    """Remove the consent and revoke every grant (refresh and access tokens) of that client."""
+@dataclass(frozen=True)
+class Disconnected:
+    """What disconnecting an app ended: its consent (a first-party app has none), its grants."""
+
+    consent_removed: bool
+    grants_revoked: int
+
+    def __bool__(self) -> bool:
+        return self.consent_removed or self.grants_revoked > 0
+
+
+def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> Disconnected:
+    """Remove the consent, if any, and revoke every grant (refresh and access tokens) of that
+    client: a first-party app, which holds grants without a consent, is disconnected too."""
     removed = db.execute(
         delete(Consent).where(Consent.user_id == user.id, Consent.client_id == client_id)
     )
-    db.execute(
+    revoked = db.execute(
         update(Grant)
         .where(Grant.user_id == user.id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="disconnected_by_user")
         .execution_options(synchronize_session=False)
     )
-    return bool(getattr(removed, "rowcount", 0))
+    return Disconnected(
+        consent_removed=bool(getattr(removed, "rowcount", 0)),
+        grants_revoked=int(getattr(revoked, "rowcount", 0) or 0),
+    )
 
 
 def client_names(db: Session, client_ids: set[str]) -> dict[str, str]:

@@ -298,8 +298,10 @@ class UserAdmin:
             )
         )
 
-    def consents(self, user: User) -> list[portal.ConnectedApp]:
-        return portal.connected_apps(self.db, user)
+    def consents(self, user: User, now: datetime) -> list[portal.ConnectedApp]:
+        """The user's connected apps, as their portal lists them (first-party apps holding a
+        live refresh token included)."""
+        return portal.connected_apps(self.db, user, now)
 
     # -- taking back sign-in methods, sessions, consents --------------------------------------
     def revoke_passkey(self, user: User, credential_id: str) -> None:
@@ -333,9 +335,12 @@ class UserAdmin:
         return count
 
     def revoke_consent(self, user: User, client_id: str, now: datetime) -> None:
-        if not portal.disconnect_app(self.db, user, client_id[:64], now):
+        disconnected = portal.disconnect_app(self.db, user, client_id[:64], now)
+        if not disconnected:
             raise UserAdminError("This user has not connected that app.")
-        self._audit("admin.consent_revoked", user, client_id=client_id[:64])
+        self._audit("admin.consent_revoked", user, client_id=client_id[:64],
+                    consent=disconnected.consent_removed,
+                    grants=disconnected.grants_revoked)  # fmt: skip
 
     # -- disable, enable, delete, promote, demote ------------------------------------------------
     def disable(self, user: User, now: datetime) -> None:

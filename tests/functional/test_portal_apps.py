@@ -1,0 +1,122 @@
+"""Connected apps lists every app that can act for the user: the ones they consented to, and the
+ones holding a live refresh token, first-party apps (no consent screen) included; the user and
+the admin can disconnect either, audited (docs/security.md, "Sessions")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, select
+
+from idp.extensions import db
+from idp.models import AuditEvent, User
+from idp.models.base import utcnow
+from idp.services import portal
+from tests.support.admin import passkey_browser
+from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token, start_session
+
+
+def _phone_app(app: Flask, user: CreatedUser, name: str = "Phone App") -> dict[str, Any]:
+    """A first-party app signed in on a phone with ``offline_access``: its tokens."""
+    rp = RelyingParty(app.test_client(), create_client(app, name=name))
+    tokens = rp.tokens_for(user)
+    assert "refresh_token" in tokens
+    return {"rp": rp, **tokens}
+
+
+def _events(app: Flask, kind: str) -> list[AuditEvent]:
+    with app.app_context():
+        found = list(db.session.scalars(select(AuditEvent).where(AuditEvent.kind == kind)))
+        db.session.expunge_all()
+        return found
+
+
+@contextmanager
+def _selects(app: Flask) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_first_party_app_with_offline_access_is_listed_and_the_user_can_end_it(
+    storage_app: Flask,
+) -> None:
+    """A lost phone: its first-party app asked no consent and keeps its refresh token past "sign
+    out everywhere"; Connected apps lists it, and Disconnect ends it, audited."""
+    user = create_user(storage_app)
+    phone = _phone_app(storage_app, user)
+    portal_browser: FlaskClient = storage_app.test_client()
+    start_session(portal_browser, user)
+    page = portal_browser.get("/account")
+    portal_browser.post("/account/sessions/revoke-others",
+                        data={"csrf_token": csrf_token(page.text)})  # fmt: skip
+    rotated = phone["rp"].refresh(phone["refresh_token"])
+    assert rotated.status_code == 200  # offline access outlives the sessions (OIDC Core 11)
+
+    apps = portal_browser.get("/account/apps").text
+    assert "Phone App" in apps
+    assert "no consent needed" in apps
+    client_id = phone["rp"].registered.client_id
+    asked = portal_browser.post(f"/account/apps/{client_id}/revoke",
+                                data={"csrf_token": csrf_token(apps)})  # fmt: skip
+    assert "Disconnect Phone App?" in asked.text
+    done = portal_browser.post(f"/account/apps/{client_id}/revoke",
+                               data={"csrf_token": csrf_token(apps), "confirm": "yes"})  # fmt: skip
+    assert done.status_code == 302
+    refused = phone["rp"].refresh(rotated.get_json()["refresh_token"])
+    assert refused.get_json()["error"] == "invalid_grant"
+    assert phone["rp"].userinfo(rotated.get_json()["access_token"]).status_code == 401
+    assert "Phone App" not in portal_browser.get("/account/apps").text
+    [disconnected] = _events(storage_app, "consent.revoked")
+    assert (disconnected.subject_id, disconnected.client_id) == (user.id, client_id)
+    assert disconnected.details["consent"] is False
+
+
+def test_the_admin_sees_and_disconnects_a_first_party_app_with_offline_access(
+    storage_app: Flask,
+) -> None:
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    phone = _phone_app(storage_app, user)
+    client_id = phone["rp"].registered.client_id
+    page = admin.browser.get(f"/admin/users/{user.id}").text
+    assert "Phone App" in page
+    assert f'data-client-id="{client_id}"' in page
+    answer = admin.post(f"/admin/users/{user.id}/consents/revoke", {"client_id": client_id})
+    assert answer.status_code == 303
+    assert phone["rp"].refresh(phone["refresh_token"]).get_json()["error"] == "invalid_grant"
+    [disconnected] = _events(storage_app, "admin.consent_revoked")
+    assert (disconnected.actor_id, disconnected.subject_id) == (admin.user.id, user.id)
+
+
+def test_connected_apps_are_read_in_two_statements_whatever_their_number(
+    storage_app: Flask,
+) -> None:
+    """Consented third-party apps and first-party apps holding offline grants: one statement
+    lists them, one more reads the scopes of those without a consent."""
+    user = create_user(storage_app)
+    for n in range(3):
+        _phone_app(storage_app, user, name=f"Phone App {n}")
+    with storage_app.app_context():
+        row = db.session.get(User, user.id)
+        assert row is not None
+        with _selects(storage_app) as sent:
+            apps = portal.connected_apps(db.session(), row, utcnow())
+        assert [a.client.name for a in apps] == ["Phone App 0", "Phone App 1", "Phone App 2"]
+        assert all(a.offline and not a.consented for a in apps)
+        assert {"openid", "offline_access"} <= set(apps[0].scopes)
+        assert len(sent) <= 2, sent
