@@ -3,9 +3,10 @@
 Tests of concurrency rules (docs/security.md) must hold requests in flight with an event the test
 controls, never with a sleep or a slow hash. A live server started with ``IDP_TEST_CHECKPOINT_DIR``
 naming a directory marks each arrival at a checkpoint with a file there
-(``<name>.<unique>.arrived``) and waits until ``<name>.release`` exists; the test counts the
-arrivals and creates the release file. Without the variable (every real deployment) a checkpoint
-does nothing.
+(``<name>.<unique>.arrived``) and, while ``<name>.hold`` exists, waits; the test creates the hold
+file, counts the arrivals and removes it. A checkpoint nobody holds lets every request through,
+so a checkpoint added to a path is no obstacle to the tests that do not hold it. Without the
+variable (every real deployment) a checkpoint does nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def reached(name: str) -> None:
         return
     folder = Path(directory)
     (folder / f"{name}.{uuid.uuid4().hex}.arrived").touch()
-    release = folder / f"{name}.release"
+    hold = folder / f"{name}.hold"
     deadline = time.monotonic() + HOLD_LIMIT_SECONDS
-    while not release.exists() and time.monotonic() < deadline:
+    while hold.exists() and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)

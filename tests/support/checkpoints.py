@@ -1,8 +1,8 @@
 """Holding a live server's requests at a named checkpoint (idp.checkpoints), from the test.
 
 A server started with ``IDP_TEST_CHECKPOINT_DIR`` marks each arrival at a checkpoint with a file and
-waits for the checkpoint's release file. Every checkpoint starts released (``open_all``); a test
-holds one with ``holding``, counts the arrivals, and releases it when the block ends, whatever
+waits while the checkpoint's hold file exists. Every checkpoint lets requests through until a test
+holds it with ``holding``, counts the arrivals, and releases it when the block ends, whatever
 happens in it. Waiting is for a condition the test observes (arrivals, finished requests), never
 for an amount of time.
 """
@@ -29,9 +29,11 @@ class Checkpoints:
         return {CHECKPOINT_DIR_ENV: str(self.directory)}
 
     def open_all(self, *names: str) -> None:
+        """The directory, with ``names`` (and every other checkpoint) letting requests through:
+        a checkpoint waits only while a test holds it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for name in names:
-            (self.directory / f"{name}.release").touch()
+            (self.directory / f"{name}.hold").unlink(missing_ok=True)
 
     def arrivals(self, name: str) -> int:
         return len(list(self.directory.glob(f"{name}.*.arrived")))
@@ -41,11 +43,11 @@ class Checkpoints:
         """Requests reaching ``name`` wait until the block ends."""
         for arrived in self.directory.glob(f"{name}.*.arrived"):
             arrived.unlink()
-        (self.directory / f"{name}.release").unlink(missing_ok=True)
+        (self.directory / f"{name}.hold").touch()
         try:
             yield
         finally:
-            (self.directory / f"{name}.release").touch()
+            (self.directory / f"{name}.hold").unlink(missing_ok=True)
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
