@@ -193,6 +193,10 @@ def claimed_client_id(request: OAuth2Request) -> str | None:
     return None
 
 
+#: The body parameters that name a client or carry its credentials.
+_NAMING_PARAMETERS = ("client_id", "client_secret", "client_assertion", "client_assertion_type")
+
+
 def mixed_authentication_refusal(request: OAuth2Request) -> str | None:
     """Why a token-side request is refused before any client authenticates, or None: RFC 6749
     2.3 "the client MUST NOT use more than one authentication method in each request", and a
@@ -204,16 +208,25 @@ def mixed_authentication_refusal(request: OAuth2Request) -> str | None:
     client, or is otherwise malformed"), not ``invalid_client``: no authentication failed."""
     authorization = str(request.headers.get("Authorization") or "")
     basic = authorization[:6].lower() == "basic "
+    # Membership first: Werkzeug's MultiDict.get of a missing key raises and catches a
+    # KeyError, and most of these are missing from most requests.
+    form = request.form
+    sent = {name: form[name] for name in _NAMING_PARAMETERS if name in form}
+    assertion = sent.get("client_assertion")
+    methods = [basic, bool(sent.get("client_secret")),
+               bool(assertion or sent.get("client_assertion_type"))]  # fmt: skip
+    if sum(methods) > 1:
+        return "The client must use one authentication method per request."
+    body_id = sent.get("client_id")
+    if not body_id or not (basic or assertion):
+        # One name at most (the usual request: Basic alone, or client_id with its secret or
+        # none): nothing to compare, and no second decoding of the credentials.
+        return None
     try:
         basic_id = extract_basic_authorization(request.headers)[0] if basic else None
     except ValueError:  # UnicodeDecodeError included: Basic still was the method tried
         basic_id = None
-    assertion = request.form.get("client_assertion")
-    methods = [basic, bool(request.form.get("client_secret")),
-               bool(assertion or request.form.get("client_assertion_type"))]  # fmt: skip
-    if sum(methods) > 1:
-        return "The client must use one authentication method per request."
-    named = {str(request.form.get("client_id") or "")} | {str(basic_id or "")}
+    named = {str(body_id)} | {str(basic_id or "")}
     if assertion:
         try:
             subject = unverified_claims(str(assertion)).get("sub")
