@@ -84,10 +84,12 @@ def _password_sign_in(pending: LivePending | None) -> Any:
         response = redirect(page_url("login.second_step"))
         session["partial_login"] = partial
         return response
-    if runtime().settings.require_second_factor:
-        # Policy requires a second factor the user does not have yet: a restricted session whose
-        # only way forward is adding one. Decided here, on the POST: the second-step page is a
-        # GET, and a GET never spends or starts anything (RFC 9110 9.2.1).
+    if runtime().settings.require_second_factor or result.second_factor_lost:
+        # Policy requires a second factor the user does not have yet, or the account's only one
+        # was a passkey now flagged as a possible clone (``PasswordResult.second_factor_lost``):
+        # a restricted session whose only way forward is adding one. Decided here, on the POST:
+        # the second-step page is a GET, and a GET never spends or starts anything (RFC 9110
+        # 9.2.1).
         response = redirect(url_for("account.recover"))
         start_session(account.id, ["pwd"], response, restricted=True)
         db.session.commit()
@@ -162,8 +164,9 @@ def second_step() -> Any:
     choices = partials.live_choices(raw, clock().now())
     if choices is None:
         return redirect(url_for("login.login"))
-    if not (choices.totp or choices.passkey):
-        # The second factor went away after the password step (removed meanwhile): start over.
+    if not (choices.totp or choices.passkey or choices.backup_code):
+        # The second factor went away after the password step (removed meanwhile, or its
+        # passkey flagged and no backup code left): start over.
         return redirect(url_for("login.login"))
     return render_template(
         "login/second_step.html", email=choices.email, factors=choices, error=error

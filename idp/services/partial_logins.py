@@ -61,12 +61,19 @@ class PartialForCode:
 
 def second_factor_columns(user_id: Any) -> tuple[Any, Any, Any]:
     """Whether the user ``user_id`` (a column or a value) has a confirmed authenticator app, a
-    passkey and an unused backup code: three ``EXISTS`` for one statement."""
+    working passkey and an unused backup code: three ``EXISTS`` for one statement. A passkey
+    flagged as a possible clone is refused at every sign-in until removed (WebAuthn L3 6.1.1),
+    so it is no second step either (docs/security.md, "Sign-in, passkeys and assurance")."""
     return (
         exists().where(TotpCredential.user_id == user_id, TotpCredential.confirmed_at.is_not(None)),
-        exists().where(Passkey.user_id == user_id),
+        exists().where(Passkey.user_id == user_id, Passkey.flagged_at.is_(None)),
         exists().where(BackupCode.user_id == user_id, BackupCode.consumed_at.is_(None)),
     )
+
+
+def flagged_passkey_column(user_id: Any) -> Any:
+    """Whether the user ``user_id`` has a passkey flagged as a possible clone: an ``EXISTS``."""
+    return exists().where(Passkey.user_id == user_id, Passkey.flagged_at.is_not(None))
 
 
 @lru_cache(maxsize=1)

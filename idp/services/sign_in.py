@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
@@ -19,7 +19,7 @@ from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.email_addresses import normalise_email
 from idp.services.notifications import Notifier
-from idp.services.partial_logins import second_factor_columns
+from idp.services.partial_logins import flagged_passkey_column, second_factor_columns
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
@@ -72,8 +72,12 @@ class PasswordResult:
     account: Account | None
     error: str | None = None
     #: After a correct password: whether a second step can follow (an authenticator app or a
-    #: passkey; backup codes only back these up).
+    #: working passkey; backup codes only back these up, a flagged passkey's too).
     second_factor: bool = False
+    #: After a correct password: the account's second step was a passkey, now flagged as a
+    #: possible clone, and nothing else can pass it (no app, no backup code left). The password
+    #: then opens only a session that adds a way in (``SignInService.password``).
+    second_factor_lost: bool = False
 
 
 def _refusal(verdict: Verdict) -> str:
@@ -88,7 +92,8 @@ def _account_statement() -> Any:
     """The password step's one read: the account of an email (``Account``'s columns, Core: no
     ORM object, docs/performance.md) and whether a second step can follow (an authenticator app
     or a passkey; backup codes only back these up)."""
-    totp, passkey, _backup_code = second_factor_columns(_USERS.c.id)
+    totp, passkey, backup_code = second_factor_columns(_USERS.c.id)
+    flagged = flagged_passkey_column(_USERS.c.id)
     return select(
         _USERS.c.id,
         _USERS.c.password_hash,
@@ -96,7 +101,9 @@ def _account_statement() -> Any:
         _USERS.c.is_admin,
         _USERS.c.passkey_prompt_disabled,
         _USERS.c.passkey_prompt_snoozed_until,
-        or_(totp, passkey).label("second_factor"),
+        # A flagged passkey's backup codes still back it up: the second step takes them.
+        or_(totp, passkey, and_(flagged, backup_code)).label("second_factor"),
+        flagged.label("flagged"),
     ).where(_USERS.c.email == bindparam("email"))
 
 
@@ -147,7 +154,7 @@ class SignInService:
         key = self.limiter.account_key("pwd", self.address_key(email))
         # Counted before it is checked (docs/security.md): parallel guesses find each other.
         attempt = self.limiter.reserve(key, context.ip_address, now)
-        user, second_factor = self._account(email)
+        user, second_factor, flagged = self._account(email)
         if not attempt.verdict.allowed:
             # A refused attempt still counts (its reservation stands), and still costs one hash
             # so that timing says nothing either.
@@ -175,25 +182,32 @@ class SignInService:
             new_hash = self.passwords.rehash(password)
             self.db.connection().execute(_REHASH, {"user_id": user.id, "new": new_hash})
         audit.write(self.db, "login.password", subject_id=user.id, context=context)
-        return PasswordResult(account=user, second_factor=second_factor)
+        # The account had a passkey as its second step and it was flagged: a second step nobody
+        # can pass would lock the user out (docs/architecture.md), and a full session on the
+        # password alone would drop a step the account had. The caller opens the restricted
+        # session that may only add a way in (as ``require_second_factor`` does), so the user
+        # gets back in without an admin and gets no more than a new way in (docs/security.md).
+        lost = flagged and not second_factor
+        return PasswordResult(account=user, second_factor=second_factor, second_factor_lost=lost)
 
-    def _account(self, email: str) -> tuple[Account | None, bool]:
-        """The account of a normalised address (``UserService.find_by_email``) and whether a
-        second step can follow, in one statement."""
+    def _account(self, email: str) -> tuple[Account | None, bool, bool]:
+        """The account of a normalised address (``UserService.find_by_email``), whether a
+        second step can follow and whether the account has a flagged passkey, in one
+        statement."""
         if not email or len(email) > 320:
-            return None, False
+            return None, False, False
         if self.reads is not None:
             row = self.reads.first(_account_statement(), {"email": email})
         else:
             row = self.db.connection().execute(_account_statement(), {"email": email}).first()
         if row is None:
-            return None, False
-        user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, second = row
+            return None, False, False
+        user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, second, flagged = row
         account = Account(id=user_id, password_hash=password_hash,
                           is_active=disabled_at is None, is_admin=bool(is_admin),
                           passkey_prompt_disabled=bool(prompt_off),
                           passkey_prompt_snoozed_until=snoozed)  # fmt: skip
-        return account, bool(second)
+        return account, bool(second), bool(flagged)
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(

@@ -26,7 +26,14 @@ from sqlalchemy import event, update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
-from idp.models import AuditEvent, BrowserSession, Passkey, User, WebAuthnChallenge
+from idp.models import (
+    AuditEvent,
+    BackupCode,
+    BrowserSession,
+    Passkey,
+    User,
+    WebAuthnChallenge,
+)
 from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.settings import Settings
@@ -1014,6 +1021,37 @@ def test_a_flagged_passkey_asks_no_step_up_it_cannot_give(app: Flask, user: Crea
     assert remove(again, cloned_id).headers["Location"].endswith("/account")
     assert passkey(app, cloned_id) is None
     assert again.add_passkey(synced()).status_code == 201
+
+
+def test_a_password_beside_only_a_flagged_passkey_opens_a_session_that_only_adds_a_way_in(
+    app: Flask, user: CreatedUser
+) -> None:
+    """A user with a password whose only passkey was flagged (refused at every sign-in), with no
+    authenticator app and no backup code left, is not sent to a second step no key of theirs can
+    pass: the password opens the restricted session that may only add a way in, a new passkey
+    makes it a full one, and the flagged passkey can then be removed. No admin is needed."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    cloned = device_bound()
+    assert pages.add_passkey(cloned).status_code == 201
+    stranger = PasskeyPages(app.test_client())
+    assert stranger.sign_in_with_passkey(cloned, counter=10).status_code == 200
+    assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    change(app, update(BackupCode).values(consumed_at=utcnow()))  # every backup code spent
+    [cloned_id] = cloned.credential_ids()
+
+    again = PasskeyPages(app.test_client())
+    signed_in = again.sign_in_with_password(user)
+    assert signed_in.headers["Location"].endswith("/account/recover")
+    assert again.browser.get("/login/second-step").headers["Location"].endswith("/login")
+    # Restricted: the account page (and removing a passkey) lead back to adding a way in.
+    assert again.browser.get("/account").headers["Location"].endswith("/account/recover")
+    new = synced()
+    assert again.add_passkey(new).status_code == 201
+    assert again.browser.get("/account").status_code == 200  # a full session now
+    assert again.sign_in_with_passkey(new).status_code == 200  # the new passkey signs in
+    assert remove(again, cloned_id).headers["Location"].endswith("/account")
+    assert passkey(app, cloned_id) is None
 
 
 def rename(pages: PasskeyPages, credential_id: str, name: str) -> TestResponse:
