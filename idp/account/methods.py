@@ -33,7 +33,7 @@ from idp.services.passkey_checks import PasskeyError
 from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
-from idp.services.users import PASSWORD_CHANGED
+from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
 from idp.web import confirm_page, confirmed
 from idp.web.sessions import browser_binding, current_session, promote_session
 
@@ -225,18 +225,29 @@ def password_set() -> Any:
     return redirect(url_for("account.home"))
 
 
-@bp.post("/account/password/remove")
+@bp.route("/account/password/remove", methods=["GET", "POST"])
 def password_remove() -> Any:
-    """Go passwordless: only when a passkey remains."""
+    """Go passwordless (after a recent sign-in and a confirmation): only when a passkey
+    remains."""
     session = signed_in_recently("account.home")
     if not isinstance(session, BrowserSession):
         return session
+    if not confirmed():
+        return confirm_page(
+            title="Remove your password?",
+            message="You will sign in with your passkeys only. You can set a password again later.",
+            action=url_for("account.password_remove"),
+            button="Remove password",
+            cancel=url_for("account.home"),
+        )
     if _method_removal().password_refusal(session.user) is not None:
         flash("Add a passkey before removing your password, so that you can still sign in.",
               "error")  # fmt: skip
         return redirect(url_for("account.home"))
     session.user.password_hash = None
     services().notifier.notify(session.user, "method_removed", method="Your password")
+    # As for a password change: a pending email change may be the work of whoever knew it.
+    services().email_changes.end_pending(session.user, clock().now(), PASSWORD_REMOVED)
     _offer_to_sign_out_others()
     audit.record(db.session(), "password.removed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip

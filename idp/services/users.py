@@ -107,6 +107,7 @@ CONFIRMED = "confirmed"
 CANCELLED = "cancelled"
 SUPERSEDED = "superseded"
 PASSWORD_CHANGED = "password_changed"
+PASSWORD_REMOVED = "password_removed"
 SIGNED_OUT = "signed_out"
 
 

@@ -243,6 +243,7 @@ def test_the_last_way_in_cannot_be_removed(
     )
     _stepped_up(page, live_idp, remove_password)
     remove_password.click()
+    page.get_by_role("button", name="Remove password", exact=True).click()  # the confirmation
     expect(_flash(page)).to_have_text("Password removed: you sign in with passkeys now.")
     expect(remove_password).to_have_count(0)
     expect(page.get_by_label("Set a password")).to_be_visible()

@@ -20,9 +20,11 @@ from idp.extensions import db
 from idp.models import EmailChangeRequest, OutboxMessage, User
 from idp.services.users import MAX_EMAIL_CHANGES_PER_HOUR
 from tests.support.admin import passkey_browser
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
 from tests.support.flow import csrf_token, start_session
+from tests.support.passkey_flow import PasskeyPages
 
 #: The review's values: a display name hiding the real recipient, a list, and a
 #: header injection; then other shapes that are not one plain addr-spec.
@@ -280,6 +282,37 @@ def test_a_password_change_ends_the_pending_change(storage_app: Flask) -> None:
         "csrf_token": csrf_of(browser, "/account"), "new_password": "another fine passphrase 9",
     })  # fmt: skip
     assert response.status_code == 302
+    assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 400
+    assert email_of(storage_app, user.id) == user.email
+
+
+def test_removing_the_password_asks_first_and_ends_the_pending_change(storage_app: Flask) -> None:
+    """Removing the password is destructive like every other removal: a GET or a bare POST shows
+    its confirmation page and changes nothing. Once confirmed it ends a pending email change, as
+    a password change does: the change may be the work of whoever knew the password."""
+    user = create_user(storage_app)
+    pages = PasskeyPages(storage_app.test_client())
+    browser = pages.browser
+    start_session(browser, user)
+    key = SoftAuthenticator()
+    assert pages.add_passkey(key).status_code == 201
+    assert pages.sign_in_with_passkey(key).status_code == 200  # the step-up a removal needs
+    ask_change(browser, "ada@new.example")
+
+    token = csrf_of(browser, "/account")
+    bare = browser.post("/account/password/remove", data={"csrf_token": token})
+    for ask in (browser.get("/account/password/remove"), bare):
+        assert ask.status_code == 200
+        assert "Remove your password?" in ask.text
+    with storage_app.app_context():
+        assert db.session.get(User, user.id).password_hash is not None  # type: ignore[union-attr]
+
+    removed = browser.post("/account/password/remove", data={
+        "csrf_token": csrf_of(browser, "/account"), "confirm": "yes",
+    })  # fmt: skip
+    assert removed.status_code == 302
+    with storage_app.app_context():
+        assert db.session.get(User, user.id).password_hash is None  # type: ignore[union-attr]
     assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 400
     assert email_of(storage_app, user.id) == user.email
 

@@ -109,8 +109,8 @@ def _passwordless_with_two_passkeys(app: Flask) -> tuple[str, list[PasskeyPages]
     assert tabs[0].add_passkey(keys[0]).status_code == 201
     assert tabs[0].sign_in_with_passkey(keys[0]).status_code == 200
     assert tabs[0].add_passkey(keys[1]).status_code == 201
-    removed = tabs[0].browser.post("/account/password/remove",
-                                   data={"csrf_token": _csrf(tabs[0])})  # fmt: skip
+    form = {"csrf_token": _csrf(tabs[0]), "confirm": "yes"}
+    removed = tabs[0].browser.post("/account/password/remove", data=form)
     assert removed.status_code == 302
     assert tabs[1].sign_in_with_passkey(keys[1]).status_code == 200
     [(password_hash,)] = [(u.password_hash,) for u in rows(app, User, User.id == user.id)]
@@ -157,7 +157,7 @@ def test_removing_the_password_and_the_last_passkey_at_once_leaves_one(
     tokens = [_csrf(tab) for tab in tabs]
 
     def remove_password() -> int:
-        data = {"csrf_token": tokens[1]}
+        data = {"csrf_token": tokens[1], "confirm": "yes"}
         return tabs[1].browser.post("/account/password/remove", data=data).status_code
 
     _in_two_tabs(storage_app, checkpoints,
