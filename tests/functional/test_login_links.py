@@ -368,6 +368,29 @@ def test_cli_login_link_list_and_revoke(tmp_path: Path) -> None:
         ]  # fmt: skip
 
 
+def test_a_restricted_session_cannot_change_the_passkey_prompt_settings(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """A restricted session (here a login link's) may only add a way in: the passkey prompt after
+    a password sign-in sends it back to adding one, and its "not now" and "don't ask again"
+    change nothing of the account."""
+    assert open_and_confirm(client, issue(app, user)) == (302, "/account/recover")
+    token = csrf_meta(client.get("/account/recover").text)
+    shown = client.get("/login/passkey-prompt")
+    assert shown.status_code == 302
+    assert shown.headers["Location"].endswith("/account/recover")
+    for choice in ("never", "later"):
+        answer = client.post("/login/passkey-prompt", data={"csrf_token": token,
+                                                             "choice": choice})  # fmt: skip
+        assert answer.status_code == 302
+        assert answer.headers["Location"].endswith("/account/recover")
+    with app.app_context():
+        stored = db.session.get(User, user.id)
+        assert stored is not None
+        assert not stored.passkey_prompt_disabled
+        assert stored.passkey_prompt_snoozed_until is None
+
+
 def test_a_restricted_session_cannot_grant_consent_or_authorize_a_client(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
