@@ -31,6 +31,8 @@ __all__ = [
 MAX_SECRET_LENGTH = 200
 #: Where a new user is held, in tests, after the look-up found the address free (idp.checkpoints).
 EMAIL_FREE_CHECKPOINT = "user-email-free"
+#: Where confirming an email change has found the new address free, before it takes it.
+EMAIL_CHANGE_FREE_CHECKPOINT = "email-change-free"
 
 
 class UserError(DomainError):
@@ -207,6 +209,15 @@ class EmailChanges:
             return None
         if self.db.scalar(select(User.id).where(User.email == new_email)) is not None:
             return None
-        user.email = new_email
-        user.email_verified = True
+        checkpoints.reached(EMAIL_CHANGE_FREE_CHECKPOINT)
+        try:
+            # The look-up above does not hold the address (PostgreSQL's READ COMMITTED): another
+            # account may take it meanwhile (a sign-up, an admin's creation, another change).
+            # The unique email decides, in a savepoint, and this change ends as one confirmed a
+            # moment later would: the address is taken (as ``UserService.create`` does).
+            with self.db.begin_nested():
+                user.email = new_email
+                user.email_verified = True
+        except IntegrityError:
+            return None
         return user, old_email

@@ -5,6 +5,7 @@ single-use record which a new request, a password change, "sign out everywhere" 
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,13 +15,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.cli import main
 from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import EmailChangeRequest, OutboxMessage, User
-from idp.services.users import MAX_EMAIL_CHANGES_PER_HOUR
+from idp.services.users import EMAIL_CHANGE_FREE_CHECKPOINT, MAX_EMAIL_CHANGES_PER_HOUR
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
 from tests.support.flow import csrf_token, start_session
@@ -315,6 +318,39 @@ def test_removing_the_password_asks_first_and_ends_the_pending_change(storage_ap
         assert db.session.get(User, user.id).password_hash is None  # type: ignore[union-attr]
     assert confirm(browser, mailed_link(storage_app, "ada@new.example")) == 400
     assert email_of(storage_app, user.id) == user.email
+
+
+@pytest.mark.parametrize("storage_app", ["postgresql"], indirect=True)
+def test_of_two_confirmations_of_one_new_address_one_changes_and_the_other_is_a_calm_400(
+    storage_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two accounts asked for one new address; both confirm at once, each held after it found
+    the address free: one takes it, the other gets the page a later confirmation gets (the
+    address is taken), not a 500 from the unique index. PostgreSQL only: SQLite's ``BEGIN
+    IMMEDIATE`` already holds the second before its look-up."""
+    forms = []
+    for email in ("ada@example.com", "grace@example.com"):
+        browser = storage_app.test_client()
+        start_session(browser, create_user(storage_app, email=email))
+        ask_change(browser, "shared@new.example")
+        page = browser.get(mailed_link(storage_app, "shared@new.example"))
+        token = re.search(r'name="token" value="([^"]+)"', page.text)
+        assert token
+        forms.append((browser, {"csrf_token": csrf_token(page.text), "token": token.group(1)}))
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    checkpoints.open_all(EMAIL_CHANGE_FREE_CHECKPOINT)
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(checkpoints.directory))
+
+    with ThreadPoolExecutor(2) as pool:
+        with checkpoints.holding(EMAIL_CHANGE_FREE_CHECKPOINT):
+            calls = [pool.submit(b.post, "/account/email/confirm", data=f) for b, f in forms]
+            wait_until(lambda: checkpoints.arrivals(EMAIL_CHANGE_FREE_CHECKPOINT) == 2, "both")
+        answers = sorted(call.result().status_code for call in calls)
+    assert answers == [302, 400]
+    with storage_app.app_context():
+        emails = sorted(db.session.scalars(select(User.email)))
+    assert "shared@new.example" in emails
+    assert len(emails) == 2
 
 
 def test_signing_out_everywhere_ends_the_pending_change(storage_app: Flask) -> None:
