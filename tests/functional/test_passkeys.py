@@ -1108,3 +1108,24 @@ def test_only_a_backed_up_passkey_is_shown_as_synced(
     eligible.backed_up = True  # the credential manager has backed it up since
     assert signed_in.sign_in_with_passkey(eligible).status_code == 200
     assert "Synced" in passkey_line(signed_in, credential_id)
+
+
+def test_a_second_default_name_of_the_same_day_gets_a_number(
+    app: Flask, signed_in: PasskeyPages, user: CreatedUser
+) -> None:
+    """Two unnamed passkeys made in one browser on one day were both "Chrome on Linux, 5 Dec
+    2026"; the second is now "... (2)", the third "... (3)". A name the user gives is kept as
+    typed, even when another passkey has it."""
+    signed_in.browser.environ_base["HTTP_USER_AGENT"] = CHROME_ON_LINUX
+    names = []
+    for _ in range(3):
+        authenticator = synced(aaguid=NO_AAGUID)
+        response = signed_in.add_passkey(authenticator)
+        assert response.status_code == 201, response.text
+        names.append(response.get_json()["name"])
+        # Adding the next one asks for a passkey sign-in (the step-up).
+        assert signed_in.sign_in_with_passkey(authenticator).status_code == 200
+    assert names[1:] == [f"{names[0]} (2)", f"{names[0]} (3)"]
+    assert sorted(p.name for p in passkeys_of(app, user.id)) == sorted(names)
+    same = signed_in.add_passkey(synced(aaguid=NO_AAGUID), name=names[0])
+    assert same.get_json()["name"] == names[0]
