@@ -26,7 +26,9 @@ from idp.web.sessions import browser_binding, current_session, start_session
 bp = Blueprint("login", __name__)
 
 #: What a user sees when a passkey did not work; the audit log has the reason.
-PASSKEY_FAILURE = "That passkey didn't work. Try again, or use your password instead."
+#: Said before anyone is identified, to every account alike (one with no password too): it names
+#: no way in that only some accounts have. The sign-in page says which other ways it offers.
+PASSKEY_FAILURE = "That passkey didn't work. Try again, or use another way to sign in."
 PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try again in a while."
 
 

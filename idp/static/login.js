@@ -17,6 +17,11 @@
   const W = idpWebAuthn;
   // A passwordless-only deployment renders no password step (sign-in policy).
   const passwordsAllowed = passwordStep !== null;
+  // The other ways in this page offers. Nobody is identified yet, so this must be true of every
+  // account, one without a password too (a passwordless admin): never "use your password".
+  const otherWays = passwordsAllowed
+    ? "sign in with your password if you have one, or choose “Can't access your account?” below"
+    : "or choose “Can't access your account?” below";
 
   const field = (name) => {
     const input = form.querySelector(`input[name="${name}"]`);
@@ -103,8 +108,7 @@
         credentialId: result.data.unknown_credential_id,
       }).catch(() => {});
     }
-    say(passwordsAllowed ? (result.data.message || "That passkey didn't work. Use your password instead.")
-      : "That passkey didn't work. Try again.");
+    say(`That passkey didn't work. Try again, ${otherWays}.`);
     showPassword();
     return false;
   };
@@ -133,12 +137,10 @@
     if (error && error.name === "IdpOptionsError" && error.message) return error.message;
     if (error && error.name === "NotAllowedError") {
       return passwordsAllowed
-        ? "No passkey was used. You can try again, or use your password instead."
+        ? `No passkey was used. You can try again, ${otherWays}.`
         : "No passkey was used. You can try again, or use another device with your passkey.";
     }
-    return passwordsAllowed
-      ? "The passkey sign-in did not work. You can try again, or use your password instead."
-      : "The passkey sign-in did not work. You can try again.";
+    return `The passkey sign-in did not work. You can try again, ${otherWays}.`;
   };
 
   // Conditional mediation: the browser's autofill offers passkeys in the email field. The request

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import PASSWORD, Accounts, BrowserUser, RelyingParty
+from tests.browser.conftest import (
+    DESKTOP,
+    PASSWORD,
+    PHONE,
+    Accounts,
+    BrowserUser,
+    RelyingParty,
+)
 from tests.support.events import wait_for
 from tests.support.live import LiveIdp
 
@@ -235,10 +242,15 @@ def test_a_removed_passkey_no_longer_signs_in(
     user.page.get_by_role("button", name="Sign in with a passkey").click()
 
     expect(user.page.get_by_role("alert")).to_have_text(
-        "That passkey didn't work. Try again, or use your password instead."
+        "That passkey didn't work. Try again, sign in with your password if you have one, "
+        "or choose “Can't access your account?” below."
     )
     expect(user.page.locator("#password")).to_be_visible()
     user.screenshot("failure")
+    for label, size in (("phone", PHONE["viewport"]), ("desktop", DESKTOP["viewport"])):
+        user.page.set_viewport_size(size)
+        user.screenshot(f"failure-{label}")
+    user.page.set_viewport_size({"width": 800, "height": 900})
     assert relying_party.callbacks_for(authorization.state) == []
     assert user.count(VERIFY_PATH) == 1
     # Signal API: the server said no account owns the credential, so the browser forgets it.

@@ -162,7 +162,8 @@ def test_two_passkeys_one_renamed_one_removed(
     other.page.goto(f"{live_idp.url}/account")
     other.page.get_by_role("button", name="Sign in with a passkey").click()
     expect(other.page.get_by_role("alert")).to_have_text(
-        "That passkey didn't work. Try again, or use your password instead."
+        "That passkey didn't work. Try again, sign in with your password if you have one, "
+        "or choose “Can't access your account?” below."
     )
     expect(other.page).to_have_url(f"{live_idp.url}/login?next=/account")
 

@@ -634,6 +634,25 @@ def test_unknown_credential_is_named_for_the_signal_api(
     assert last_failure_reason(app, "login.passkey") == "unknown_credential"
 
 
+def test_a_failed_passkey_sign_in_names_no_way_in_that_some_accounts_lack(
+    app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages
+) -> None:
+    """A failed passkey sign-in is answered before anyone is identified, to every account alike:
+    it said "use your password instead", also to an account with no password (a passwordless
+    admin). The server's words and the sign-in page's name only ways in everyone has."""
+    refused = [
+        stranger.sign_in_with_passkey(enrolled, claimed_id=os.urandom(16)),
+        stranger.sign_in_with_passkey(enrolled, user_handle=os.urandom(16)),
+    ]
+    messages = {response.get_json()["message"] for response in refused}
+    assert messages == {"That passkey didn't work. Try again, or use another way to sign in."}
+    script = stranger.browser.get("/static/login.js").text
+    assert "password instead" not in script
+    assert "sign in with your password if you have one" in script
+    assert "“Can't access your account?” below" in script
+    assert "Can't access your account?" in stranger.browser.get("/login").text
+
+
 @pytest.mark.parametrize("replayed_count", [2, 1, 0], ids=["same", "lower", "zero"])
 def test_sign_count_regression_flags_a_device_bound_passkey(
     app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages, replayed_count: int
