@@ -29,10 +29,12 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import (
     DESKTOP,
+    PHONE,
     BrowserUser,
     RelyingParty,
     add_first_passkey,
     callback_server,
+    fits_viewport,
 )
 from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
 from tests.support.live import LiveIdp
@@ -184,6 +186,18 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         expect(page.get_by_role("heading", name="Invite created")).to_be_visible()
         invite = _issued_link(page)
         assert "/invite/" in invite
+
+        # Until they set up, their page offers a new invite first, and says why: the login
+        # link is no longer "for someone who lost every way in" (they never had one).
+        page.goto(f"{idp.url}/admin/users")
+        page.get_by_role("link", name=USER_EMAIL).click()
+        expect(page.locator("#link-purpose")).to_have_text(
+            re.compile(r"^A login link lets them in once, without the invite's step")
+        )
+        for label, device in (("phone", PHONE), ("desktop", DESKTOP)):
+            page.set_viewport_size(device["viewport"])
+            fits_viewport(page)
+            admin.screenshot(f"invited-user-{label}")
 
         user = new_user(conditional_mediation=False)
         user.like_desktop_chrome()

@@ -132,6 +132,9 @@ def test_create_without_invite_is_audited_with_actor_and_subject(
     assert '<button type="submit" class="primary" id="send-invite-again">' in page
     assert '<button type="submit" id="send-login-link">' in page
     assert 'class="danger" id="delete-user"' in page
+    # Nor is the login link "for someone who lost every way in": they never had one.
+    assert "lost every way in" not in page
+    assert "Until they have set up, a new invite (below) is usually the better choice." in page
 
 
 # -- the user page and the actions on it ----------------------------------------------------------
@@ -182,6 +185,7 @@ def test_the_user_page_shows_methods_sessions_apps(app: Flask, admin: ConsoleBro
     assert f'data-client-id="{extra["rp"].registered.client_id}"' in page.text
     assert '<button type="submit" class="primary" id="send-login-link">' in page.text
     assert 'id="send-invite-again"' not in page.text  # set up: a login link is the rescue
+    assert "For someone who lost every way in" in page.text
     assert admin.browser.get("/admin/users/nobody").status_code == 404
 
 
