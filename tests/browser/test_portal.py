@@ -231,6 +231,49 @@ def test_first_passkey_codes_default_name_and_a_device_that_holds_one_already(
     expect(name).to_have_count(1)
 
 
+def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_differ(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """At 390 px the rename field sat beside Remove and showed some 14 characters; now it takes
+    the row's width under the name and Remove. Two passkeys left unnamed on one day get
+    distinct names, the second numbered."""
+    user = _signed_in(new_user, live_idp, accounts.new())
+    page = user.page
+    page.set_viewport_size(DESKTOP)
+    _add_passkey(user)
+    user.allow_console_error(r"status of 403 .*/account/passkeys/options")  # the step-up's
+    add = page.get_by_role("button", name="Add a passkey")
+    _stepped_up(page, live_idp, add)
+    _plug_in(user, SECURITY_KEY)
+    add.click()
+    expect(page.locator("#passkey-list .passkey-item")).to_have_count(2)
+    names = page.locator("#passkey-list .passkey-name").all_inner_texts()
+    assert re.fullmatch(r"Chrome on Linux, \d{1,2} [A-Z][a-z]{2} \d{4}", names[0]), names
+    assert names[1] == f"{names[0]} (2)", names
+
+    row = page.locator("#passkey-list .passkey-item").first
+    field = row.get_by_role("textbox")
+    remove = row.get_by_role("button", name=re.compile("^Remove"))
+    for size in (PHONE, DESKTOP):
+        page.set_viewport_size(size)
+        fits_viewport(page)
+        row_box, field_box = row.bounding_box(), field.bounding_box()
+        remove_box = remove.bounding_box()
+        assert row_box
+        assert field_box
+        assert remove_box
+        if size is PHONE:
+            # Under Remove, not beside it: the field has the row's width less its own button.
+            below = remove_box["y"] + remove_box["height"] <= field_box["y"] + 1
+            assert below, (remove_box, field_box)
+            assert field_box["width"] >= 0.7 * row_box["width"], (field_box, row_box)
+        else:
+            assert remove_box["x"] >= field_box["x"] + field_box["width"], (remove_box, field_box)
+        # Some 24 characters of a name at least (beside Remove, a phone showed 14).
+        assert field_box["width"] >= 230, (size, field_box)
+    _at_both_sizes(user, "passkey-rows")
+
+
 def test_the_last_way_in_cannot_be_removed(
     live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
 ) -> None:
