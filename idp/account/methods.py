@@ -63,6 +63,7 @@ def home() -> Any:
         backup_codes_left=services().backup_codes.remaining(session.user),
         rp_id=runtime().settings.rp_id,
         passwords_allowed=services().policy.passwords_allowed,
+        field_error=flask_session.pop("field_error", None),
         signal_details=flask_session.pop("signal_user_details", False),
         offer_sign_out_others=flask_session.pop("offer_sign_out_others", False)
         and portal.has_other_sessions(db.session(), session, now),
@@ -212,8 +213,7 @@ def password_set() -> Any:
     try:
         session.user.password_hash = runtime().passwords.hash(request.form.get("new_password", ""))
     except PasswordPolicyError as error:
-        flash(str(error), "error")
-        return redirect(url_for("account.home"))
+        return _refused_at("new-password", str(error), "password-heading")
     services().notifier.notify(session.user, "password_changed")
     # A pending email change may be the work of whoever knew the old password.
     services().email_changes.end_pending(session.user, clock().now(), PASSWORD_CHANGED)
@@ -241,9 +241,8 @@ def password_remove() -> Any:
             cancel=url_for("account.home"),
         )
     if _method_removal().password_refusal(session.user) is not None:
-        flash("Add a passkey before removing your password, so that you can still sign in.",
-              "error")  # fmt: skip
-        return redirect(url_for("account.home"))
+        return _refused_at("remove-password", "Add a passkey before removing your password, so "
+                           "that you can still sign in.", "password-heading")  # fmt: skip
     session.user.password_hash = None
     services().notifier.notify(session.user, "method_removed", method="Your password")
     # As for a password change: a pending email change may be the work of whoever knew it.
@@ -312,6 +311,14 @@ def passkey_register() -> Any:
     return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
 
 
+def _refused_at(field: str, message: str, anchor: str) -> Any:
+    """Back to the account page with ``message`` under the control ``field`` it is about, the
+    page scrolled to ``anchor`` (its section): at the top of the page, on a phone, the error was
+    a screen or two away from the field at the bottom."""
+    flask_session["field_error"] = {"for": field, "message": message}
+    return redirect(url_for("account.home", _anchor=anchor))
+
+
 def _offer_to_sign_out_others() -> None:
     """After a sign-in method changes, other sessions may belong to whoever had the old one."""
     flask_session["offer_sign_out_others"] = True
@@ -347,8 +354,8 @@ def passkey_rename(credential_id: str) -> Any:
     try:
         services().passkeys.rename(passkey, request.form.get("name", ""), request_context())
     except PasskeyError:
-        flash("A passkey needs a name.", "error")
-        return redirect(url_for("account.home"))
+        return _refused_at(f"rename-{credential_id}", "A passkey needs a name.",
+                           f"passkey-{credential_id}")  # fmt: skip
     db.session.commit()
     flask_session["signal_user_details"] = True
     flash("Passkey renamed.", "info")

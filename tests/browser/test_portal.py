@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import Accounts, BrowserUser, RelyingParty, fits_viewport
+from tests.browser.conftest import PHONE as PHONE_DEVICE
+from tests.browser.conftest import (
+    SCREENSHOTS,
+    Accounts,
+    BrowserUser,
+    RelyingParty,
+    fits_viewport,
+)
 from tests.browser.test_passkey_sign_in import (
     _add_passkey,
     _sign_in_with_password,
@@ -272,6 +279,43 @@ def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_diffe
         # Some 24 characters of a name at least (beside Remove, a phone showed 14).
         assert field_box["width"] >= 230, (size, field_box)
     _at_both_sizes(user, "passkey-rows")
+
+
+def test_on_a_phone_a_refused_password_is_said_under_its_field(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """The password form is at the bottom of the account page: its error showed at the top, a
+    screen or two away on a phone. Now the page comes back at the password's section with the
+    error under the field, both on screen."""
+    email = accounts.new()
+    user = new_user(device=PHONE_DEVICE)
+    user.like_desktop_chrome()
+    page = user.page
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    _add_passkey(user, name="A passkey with a name long enough to wrap")  # a longer page
+    # Changing the password next to a passkey asks for a passkey sign-in first (the step-up).
+    change = page.get_by_role("button", name="Change password")
+    page.get_by_label("New password").fill("password123")
+    _stepped_up(page, live_idp, change)
+    page.get_by_label("New password").fill("password123")
+    change.click()
+    error = page.locator("#new-password-error")
+    expect(error).to_contain_text("one of the most common ones")
+    expect(page).to_have_url(f"{live_idp.url}/account#password-heading")
+    expect(page.locator(".flashes")).to_have_count(0)
+    for shown in (error, page.get_by_label("New password")):
+        expect(shown).to_be_in_viewport()
+    expect(page.get_by_label("New password")).to_have_attribute(
+        "aria-describedby", "new-password-error"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{user.test_name}-phone-screen.png"))
+    _at_both_sizes(user, "weak-password")
+    page.set_viewport_size(DESKTOP)
+    page.goto(f"{live_idp.url}/account")
+    expect(error).to_have_count(0)  # said once
 
 
 def test_the_last_way_in_cannot_be_removed(

@@ -100,7 +100,7 @@ def location(response: TestResponse) -> str:
 
 
 def path_of(response: TestResponse) -> str:
-    return location(response).split("?", 1)[0]
+    return location(response).split("#", 1)[0].split("?", 1)[0]
 
 
 def password_step(

@@ -357,3 +357,65 @@ def test_no_offer_to_sign_out_others_without_other_sessions(
     pages.sign_in_with_password(user)
     assert pages.add_passkey(SoftAuthenticator()).status_code == 201
     assert 'id="offer-sign-out-others"' not in client.get("/account").text
+
+
+# -- a refused form says so next to its field --------------------------------------------------
+def _error_under(page: str, control: str, message: str) -> None:
+    """``message`` is the page's only error, right after ``control`` (an element's opening tag
+    text), which names it (aria-describedby); the top of the page says nothing."""
+    page = html.unescape(page)
+    assert 'class="flashes"' not in page
+    error = re.search(r'<p class="error field-error" role="alert" id="([^"]+)">([^<]*)</p>', page)
+    assert error, "no error under a field"
+    assert error.group(2) == message
+    start = page.index(control)
+    assert start < error.start(), "the error is above its field"
+    assert "<input" not in page[page.index(">", start) + 1 : error.start()]
+    assert f'aria-describedby="{error.group(1)}"' in page[start : error.start()]
+
+
+def test_a_refused_password_is_said_under_its_field_and_the_page_opens_there(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    """On a phone the error of a refused password showed at the top of the account page, a screen
+    or two above the password field at its bottom; now it is under the field, and the page
+    opens at the password's section. Once shown, it is gone."""
+    start_session(client, user)
+    refused = client.post("/account/password", data={"csrf_token": csrf_of(client),
+                                                      "new_password": "password123"})  # fmt: skip
+    assert refused.status_code == 302
+    assert refused.headers["Location"] == "/account#password-heading"
+    page = client.get("/account").text
+    assert 'id="password-heading"' in page
+    common = ("This password is one of the most common ones, which attackers try first. "
+              "Choose another (a few unrelated words work well).")  # fmt: skip
+    _error_under(page, '<input id="new-password"', common)
+    assert "field-error" not in client.get("/account").text
+
+
+def test_a_refused_rename_and_password_removal_are_said_next_to_their_controls(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    start_session(client, user)
+    # Going passwordless without a passkey (a tab from before the last one went): refused, and
+    # said in the password's section although the page no longer offers the button.
+    refused = client.post("/account/password/remove", data={"csrf_token": csrf_of(client)})
+    assert refused.headers["Location"] == "/account#password-heading"
+    page = html.unescape(client.get("/account").text)
+    section = page[page.index('id="password-heading"') : page.index('id="totp-heading"')]
+    assert "Add a passkey before removing your password, so that you can still sign in." in section
+    assert 'class="flashes"' not in page
+
+    pages = PasskeyPages(client)
+    authenticator = SoftAuthenticator()
+    assert pages.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    refused = client.post(f"/account/passkeys/{credential_id}/rename",
+                          data={"csrf_token": csrf_of(client), "name": "   "})  # fmt: skip
+    assert refused.headers["Location"] == f"/account#passkey-{credential_id}"
+    page = client.get("/account").text
+    assert f'<li class="passkey-item" id="passkey-{credential_id}"' in page
+    row = page[page.index(f'id="passkey-{credential_id}"') :]
+    assert row.index("A passkey needs a name.") < row.index('<input id="rename-1"')
+    assert 'aria-describedby="rename-' in row[: row.index("</li>")]
+    assert 'class="flashes"' not in page
