@@ -42,6 +42,13 @@ def _method_removal() -> MethodRemoval:
     return services().method_removal
 
 
+#: ``/account?resume=add-passkey``: where "Add a passkey" comes back to after the sign-in it
+#: asked for (a step-up, or a session that had ended). Once signed in, the page says to press the
+#: button again (a passkey is only created at the user's press) and account.js puts back the name
+#: typed before, kept in this tab's sessionStorage, and brings the button into view.
+RESUME_ADD_PASSKEY = "add-passkey"
+
+
 @bp.get("/account")
 def home() -> Any:
     """The account page: passkeys, password, authenticator app, backup codes."""
@@ -59,6 +66,8 @@ def home() -> Any:
             for p in passkeys
         ],
         recent=stepped_up(session),
+        # Only where the button will work: the sign-in it asked for was given.
+        resume_add_passkey=request.args.get("resume") == RESUME_ADD_PASSKEY and stepped_up(session),
         totp_enabled=services().totp.is_enabled(session.user),
         backup_codes_left=services().backup_codes.remaining(session.user),
         rp_id=runtime().settings.rp_id,
@@ -259,13 +268,13 @@ def password_remove() -> Any:
 def passkey_registration_options() -> Any:
     """Registration options for a new passkey (after a recent sign-in)."""
     session = current_session()
+    # Back from signing in, the account page is ready to add the passkey (RESUME_ADD_PASSKEY).
+    back = url_for("account.home", resume=RESUME_ADD_PASSKEY)
     if session is None:
         # The session ended since the page was shown: the page's script signs in again.
-        return jsonify(
-            error="login_required", redirect=url_for("login.login", next=url_for("account.home"))
-        ), 401
+        return jsonify(error="login_required", redirect=url_for("login.login", next=back)), 401
     if not stepped_up(session):
-        return jsonify(error="reauthenticate", redirect=step_up_url(url_for("account.home"))), 403
+        return jsonify(error="reauthenticate", redirect=step_up_url(back)), 403
     ceremony = services().passkeys.registration_options(
         session.user, browser_binding(), clock().now()
     )

@@ -9,6 +9,18 @@
   const nameInput = document.getElementById("passkey-name");
   const W = idpWebAuthn;
   if (!button) return;
+  // The name typed before "Add a passkey" went to sign in again (a step-up), kept in this tab
+  // only, until the page comes back ready to add it (the server's #passkey-resume line).
+  const SAVED_NAME = "idp.add-passkey.name";
+  const store = (() => {
+    try {
+      return window.sessionStorage;
+    } catch (error) {
+      return null; // storage refused (a privacy setting): the name is not kept
+    }
+  })();
+  const savedName = store ? store.getItem(SAVED_NAME) : null;
+  if (store) store.removeItem(SAVED_NAME);
   const say = (message, kind) => {
     status.replaceChildren();
     const p = document.createElement("p");
@@ -70,7 +82,9 @@
     const options = await W.postJSON(button.dataset.optionsUrl, {});
     if ((options.status === 401 || options.status === 403) && options.data.redirect) {
       // The session ended (signed out elsewhere, idle too long), or the step-up: adding a
-      // sign-in method needs a recent sign-in. Either way, sign in and come back.
+      // sign-in method needs a recent sign-in. Either way, sign in and come back, to this button
+      // with the name typed so far.
+      if (store && nameInput && nameInput.value) store.setItem(SAVED_NAME, nameInput.value);
       window.location.assign(options.data.redirect);
       return null;
     }
@@ -132,6 +146,17 @@
   // The page serves the button disabled (templates/account/_add_passkey.html): a click before
   // this script ran would have done nothing, silently.
   button.disabled = false;
+
+  // Back from the sign-in the button asked for: its name again, the button in view, and the
+  // address without ?resume (a reload once the passkey is added would say "continue" again).
+  if (document.getElementById("passkey-resume")) {
+    if (savedName && nameInput && !nameInput.value) nameInput.value = savedName;
+    const url = new URL(window.location.href);
+    url.searchParams.delete("resume");
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+    button.scrollIntoView({ block: "center" });
+    button.focus({ preventScroll: true });
+  }
 
   // WebAuthn L3 5.1.3 conditional create: only on the prompt right after a password sign-in.
   if ("conditionalCreate" in button.dataset && PublicKeyCredential.getClientCapabilities) {

@@ -63,8 +63,12 @@ def test_adding_a_passkey_after_the_session_ended_signs_in_again(
 
     page.bring_to_front()
     page.get_by_role("button", name="Add a passkey").click()
-    expect(page).to_have_url(f"{live_idp.url}/login?next=/account")
+    expect(page).to_have_url(f"{live_idp.url}/login?next=/account?resume%3Dadd-passkey")
     user.screenshot("signed-out-elsewhere")
+    # Signed in again, the page is ready to add the passkey.
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    expect(page.locator("#passkey-resume")).to_be_visible()
 
 
 def test_an_autofill_answer_that_never_reached_idp_is_said(

@@ -86,6 +86,7 @@ def _stepped_up(page: Page, idp: LiveIdp, action: Locator) -> None:
     the login page, where the passkey autofill answers at once and returns to /account."""
     with page.expect_navigation(url=re.compile(r"/login\?next=")):
         action.click()
+    # "Add a passkey" comes back to /account?resume=add-passkey, which account.js makes /account.
     page.wait_for_url(f"{idp.url}/account")
 
 
@@ -279,6 +280,42 @@ def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_diffe
         # Some 24 characters of a name at least (beside Remove, a phone showed 14).
         assert field_box["width"] >= 230, (size, field_box)
     _at_both_sizes(user, "passkey-rows")
+
+
+def test_add_a_passkey_comes_back_ready_with_its_name_after_the_step_up(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """ "Add a passkey" needing a fresh sign-in sent the user to sign in, then back to the top of
+    the account page: no word of the passkey, the name they typed gone. Now the page comes back
+    at the button with the name, and a line saying to press it again."""
+    email = accounts.new()
+    user = new_user(device=PHONE_DEVICE)
+    user.like_desktop_chrome()
+    page = user.page
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    _add_passkey(user, name="Phone")
+    user.allow_console_error(r"status of 403 .*/account/passkeys/options")  # the step-up's
+    page.fill("#passkey-name", "Work laptop")
+    add = page.get_by_role("button", name="Add a passkey")
+    _stepped_up(page, live_idp, add)
+    resume = page.locator("#passkey-resume")
+    expect(resume).to_have_text("You're signed in again. Press “Add a passkey” to continue.")
+    expect(page.locator("#passkey-name")).to_have_value("Work laptop")
+    expect(add).to_be_focused()
+    for shown in (resume, add):
+        expect(shown).to_be_in_viewport()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{user.test_name}-phone-screen.png"))
+    _at_both_sizes(user, "back-after-step-up")
+
+    _plug_in(user, SECURITY_KEY)
+    add.click()
+    names = page.locator("#passkey-list .passkey-name")
+    expect(names).to_have_text(["Phone", "Work laptop"])
+    expect(page).to_have_url(f"{live_idp.url}/account")
+    expect(resume).to_have_count(0)  # the reload after adding it says nothing of it again
 
 
 def test_on_a_phone_a_refused_password_is_said_under_its_field(

@@ -331,7 +331,10 @@ def test_registration_needs_a_session(stranger: PasskeyPages) -> None:
     response = stranger.registration_options()
     assert response.status_code == 401
     # The page's script signs in again and comes back (idp/static/account.js).
-    assert response.get_json() == {"error": "login_required", "redirect": "/login?next=/account"}
+    assert response.get_json() == {
+        "error": "login_required",
+        "redirect": "/login?next=/account?resume%3Dadd-passkey",  # back to the button
+    }
 
 
 def test_registration_needs_a_sign_in_within_five_minutes(
@@ -345,7 +348,7 @@ def test_registration_needs_a_sign_in_within_five_minutes(
     body = options.get_json()
     assert body["error"] == "reauthenticate"
     assert body["redirect"].startswith("/login?")
-    assert query_of(body["redirect"])["next"] == "/account"
+    assert query_of(body["redirect"])["next"] == "/account?resume=add-passkey"
     # A challenge issued while the sign-in was recent cannot be used after the window either.
     late = signed_in.register(issued["challenge_id"], synced().create(issued["publicKey"]))
     assert late.status_code == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -419,3 +420,38 @@ def test_a_refused_rename_and_password_removal_are_said_next_to_their_controls(
     assert row.index("A passkey needs a name.") < row.index('<input id="rename-1"')
     assert 'aria-describedby="rename-' in row[: row.index("</li>")]
     assert 'class="flashes"' not in page
+
+
+def test_add_a_passkey_comes_back_ready_after_the_sign_in_it_asked_for(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    """ "Add a passkey" when a fresh sign-in was needed sent the user to sign in, then back to the
+    top of the account page with no word of the passkey. It now comes back to
+    /account?resume=add-passkey, which says to press the button again, once the sign-in was
+    given (and only then: before, the button would only ask again)."""
+    start_session(client, user)
+    pages = PasskeyPages(client)
+    authenticator = SoftAuthenticator()
+    assert pages.add_passkey(authenticator).status_code == 201
+    # A password sign-in is no step-up next to a passkey.
+    asked = pages.registration_options()
+    assert asked.status_code == 403
+    login = urlsplit(asked.get_json()["redirect"])
+    assert login.path == "/login"
+    assert parse_qs(login.query)["next"] == ["/account?resume=add-passkey"]
+    assert 'id="passkey-resume"' not in client.get("/account?resume=add-passkey").text
+    assert pages.sign_in_with_passkey(authenticator).status_code == 200
+    page = html.unescape(client.get("/account?resume=add-passkey").text)
+    resume = re.search(
+        r'<div id="passkey-status"[^>]*><p [^>]*id="passkey-resume">([^<]*)</p>', page
+    )
+    assert resume, "no word of the passkey to add"
+    assert resume.group(1) == "You're signed in again. Press “Add a passkey” to continue."
+    assert 'id="passkey-resume"' not in client.get("/account").text
+    # A session that ended comes back the same way after signing in.
+    client.post("/logout", data={"csrf_token": csrf_of(client), "confirm": "yes"})
+    ended = pages.registration_options()
+    assert ended.status_code == 401
+    assert parse_qs(urlsplit(ended.get_json()["redirect"]).query)["next"] == [
+        "/account?resume=add-passkey"
+    ]
