@@ -30,7 +30,7 @@ from idp.models import BrowserSession, Passkey
 from idp.services import audit, portal
 from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.passkey_checks import PasskeyError
-from idp.services.passkeys import UNRECOGNISED, clean_name, describe_authenticator
+from idp.services.passkey_names import UNRECOGNISED, clean_name, describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED

