@@ -12,13 +12,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 from werkzeug.test import TestResponse
 
-from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import BrowserSession, User
 from idp.models.base import utcnow
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
-from tests.support.clock import app_clock
+from tests.support.clock import key_unpublished
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import (
     RelyingParty,
@@ -211,17 +210,7 @@ def test_an_id_token_hint_signed_by_a_key_since_unpublished_still_names_its_user
     app = sqlite_app(tmp_path)
     rp = RelyingParty(app.test_client(), create_client(app))
     id_token = rp.tokens_for(create_user(app))["id_token"]
-    keys = app.extensions["idp"].keys
-    frozen = FrozenClock(utcnow())
-    keys.clock = frozen
-    with app_clock(app, frozen):
-        with app.app_context():
-            keys.rotate(db.session())
-            db.session.commit()
-        frozen.advance(timedelta(hours=2))
-        keys.invalidate()
-        kids = {key["kid"] for key in rp.browser.get("/jwks").get_json()["keys"]}
-        assert jwt_parts(id_token)[0]["kid"] not in kids
+    with key_unpublished(app, rp.browser, id_token) as frozen:
         params = callback(rp.authorize(prompt="none", id_token_hint=id_token), rp)
         assert params["state"] == rp.state
         assert "code" in params

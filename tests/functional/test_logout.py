@@ -4,7 +4,6 @@ first."""
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,8 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from idp.clock import FrozenClock
-from idp.extensions import db
-from idp.models.base import utcnow
 from tests.conftest import sqlite_app
-from tests.support.clock import app_clock
+from tests.support.clock import key_unpublished
 from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, jwt_parts, query_of
 
@@ -296,17 +292,7 @@ def test_an_id_token_hint_signed_by_a_key_since_unpublished_still_logs_out(tmp_p
     browser = app.test_client()
     rp = RelyingParty(browser, create_client(app))
     id_token = rp.tokens_for(create_user(app))["id_token"]
-    keys = app.extensions["idp"].keys
-    frozen = FrozenClock(utcnow())
-    keys.clock = frozen
-    with app_clock(app, frozen):
-        with app.app_context():
-            keys.rotate(db.session())
-            db.session.commit()
-        frozen.advance(timedelta(hours=2))
-        keys.invalidate()
-        kids = {key["kid"] for key in browser.get("/jwks").get_json()["keys"]}
-        assert jwt_parts(id_token)[0]["kid"] not in kids
+    with key_unpublished(app, browser, id_token):
         response = browser.get("/logout", query_string={
             "id_token_hint": id_token, "post_logout_redirect_uri": POST_LOGOUT_URI, "state": "s",
         })  # fmt: skip
