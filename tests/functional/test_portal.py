@@ -400,7 +400,8 @@ def test_a_refused_rename_and_password_removal_are_said_next_to_their_controls(
     start_session(client, user)
     # Going passwordless without a passkey (a tab from before the last one went): refused, and
     # said in the password's section although the page no longer offers the button.
-    refused = client.post("/account/password/remove", data={"csrf_token": csrf_of(client)})
+    refused = client.post("/account/password/remove",
+                          data={"csrf_token": csrf_of(client), "confirm": "yes"})  # fmt: skip
     assert refused.headers["Location"] == "/account#password-heading"
     page = html.unescape(client.get("/account").text)
     section = page[page.index('id="password-heading"') : page.index('id="totp-heading"')]
