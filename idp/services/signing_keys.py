@@ -220,16 +220,8 @@ class KeyStore:
         material = self.by_kid(db, kid)
         if material is not None:
             return material
-        since = self.clock.now() - unpublished_within
-        row = db.scalar(
-            select(SigningKey).where(SigningKey.kid == kid, SigningKey.unpublish_after > since)
-        )
-        if row is None:
-            return None
-        private_key = _import_private(self._decrypt(row.private_jwk_encrypted.encode()))
-        return KeyMaterial(
-            kid=row.kid, alg=row.alg, private_key=private_key, public_jwk=row.public_jwk
-        )
+        unpublished = self._unpublished(db, unpublished_within, SigningKey.kid == kid)
+        return unpublished[0] if unpublished else None
 
     def public_jwks(self, db: Session) -> dict[str, Any]:
         self._refresh(db)
@@ -243,17 +235,28 @@ class KeyStore:
         key another node started using after this node last loaded its keys, and logouts are
         rare."""
         self._refresh(db, force=True)
+        unpublished = self._unpublished(db, unpublished_within)
+        return KeySet([m.private_key for m in (*self._by_kid.values(), *unpublished)])
+
+    def _unpublished(self, db: Session, within: timedelta, *where: Any) -> list[KeyMaterial]:
+        """The keys unpublished less than ``within`` ago (and matching ``where``): an ID token
+        they signed still comes back as a hint while its session may live."""
         now = self.clock.now()
-        unpublished = [
-            _import_private(self._decrypt(row.private_jwk_encrypted.encode()))
-            for row in db.scalars(
-                select(SigningKey).where(
-                    SigningKey.unpublish_after <= now,
-                    SigningKey.unpublish_after > now - unpublished_within,
-                )
+        rows = db.scalars(
+            select(SigningKey).where(
+                SigningKey.unpublish_after <= now,
+                SigningKey.unpublish_after > now - within,
+                *where,
             )
-        ]
-        return KeySet([*(m.private_key for m in self._by_kid.values()), *unpublished])
+        )
+        return [self._material(row) for row in rows]
+
+    def _material(self, row: SigningKey) -> KeyMaterial:
+        """A stored key, decrypted (the secret key's derived key, idp.services.crypto)."""
+        private_key = _import_private(self._decrypt(row.private_jwk_encrypted.encode()))
+        return KeyMaterial(
+            kid=row.kid, alg=row.alg, private_key=private_key, public_jwk=row.public_jwk
+        )
 
     def _refresh(self, db: Session | scoped_session[Any], *, force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded_at < self._cache_ttl:
@@ -265,12 +268,7 @@ class KeyStore:
             rows = _published(db, now)
             by_kid: dict[str, KeyMaterial] = {}
             for row in rows:
-                by_kid[row.kid] = self._by_kid.get(row.kid) or KeyMaterial(
-                    kid=row.kid,
-                    alg=row.alg,
-                    private_key=_import_private(self._decrypt(row.private_jwk_encrypted.encode())),
-                    public_jwk=row.public_jwk,
-                )
+                by_kid[row.kid] = self._by_kid.get(row.kid) or self._material(row)
             signers = _signers(rows, now - self.publish_first)
             self._by_kid = by_kid
             self._active = {alg: by_kid[row.kid] for alg, row in signers.items()}
