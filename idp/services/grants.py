@@ -336,26 +336,28 @@ class GrantService:
         against a concurrent exchange (the row's lock): a code redeemed first keeps its
         tokens, one expired first issues none. The device flow has no code here: its approval
         belongs to the device, which polls with its own device code."""
+        offline: list[str] = []
         for grant in self.db.scalars(
             select(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None))
         ):
             if "offline_access" in grant.scope.split():
-                self.db.execute(
-                    update(AccessToken)
-                    .where(AccessToken.grant_id == grant.id, AccessToken.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                unexchanged = (
-                    AuthorizationCode.grant_id == grant.id,
+                offline.append(grant.id)
+            else:
+                self.revoke_grant(grant.id, reason, now)
+        if offline:  # one statement each for every offline grant of the session
+            self.db.execute(
+                update(AccessToken)
+                .where(AccessToken.grant_id.in_(offline), AccessToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            self.db.execute(
+                update(AuthorizationCode)
+                .where(
+                    AuthorizationCode.grant_id.in_(offline),
                     AuthorizationCode.consumed_at.is_(None),
                     AuthorizationCode.expires_at > now,
                 )
-                self.db.execute(
-                    update(AuthorizationCode)
-                    .where(*unexchanged)
-                    .values(expires_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-            else:
-                self.revoke_grant(grant.id, reason, now)
+                .values(expires_at=now)
+                .execution_options(synchronize_session=False)
+            )
