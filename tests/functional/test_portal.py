@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask
@@ -394,6 +395,19 @@ def test_a_refused_password_is_said_under_its_field_and_the_page_opens_there(
     assert "field-error" not in client.get("/account").text
 
 
+def _add_passkey(client: FlaskClient) -> str:
+    """A passkey added to the signed-in account; its credential id."""
+    authenticator = SoftAuthenticator()
+    assert PasskeyPages(client).add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    return credential_id
+
+
+def _rename(client: FlaskClient, credential_id: str, name: str) -> Any:
+    return client.post(f"/account/passkeys/{credential_id}/rename",
+                       data={"csrf_token": csrf_of(client), "name": name})  # fmt: skip
+
+
 def test_a_refused_rename_and_password_removal_are_said_next_to_their_controls(
     client: FlaskClient, user: CreatedUser
 ) -> None:
@@ -408,12 +422,8 @@ def test_a_refused_rename_and_password_removal_are_said_next_to_their_controls(
     assert "Add a passkey before removing your password, so that you can still sign in." in section
     assert 'class="flashes"' not in page
 
-    pages = PasskeyPages(client)
-    authenticator = SoftAuthenticator()
-    assert pages.add_passkey(authenticator).status_code == 201
-    [credential_id] = authenticator.credential_ids()
-    refused = client.post(f"/account/passkeys/{credential_id}/rename",
-                          data={"csrf_token": csrf_of(client), "name": "   "})  # fmt: skip
+    credential_id = _add_passkey(client)
+    refused = _rename(client, credential_id, "   ")
     assert refused.headers["Location"] == f"/account#passkey-{credential_id}"
     page = client.get("/account").text
     assert f'<li class="passkey-item" id="passkey-{credential_id}"' in page
@@ -476,14 +486,9 @@ def test_a_name_keeps_no_directional_controls_and_an_invisible_one_is_none(
                       "name": "\u200b\u2060\u200b"})  # fmt: skip
     with client.application.app_context():
         assert db.session.get(User, user.id).name == ""  # type: ignore[union-attr]
-    pages = PasskeyPages(client)
-    authenticator = SoftAuthenticator()
-    assert pages.add_passkey(authenticator).status_code == 201
-    [credential_id] = authenticator.credential_ids()
-    refused = client.post(f"/account/passkeys/{credential_id}/rename",
-                          data={"csrf_token": csrf_of(client), "name": "\u200b\u200b"})  # fmt: skip
+    credential_id = _add_passkey(client)
+    refused = _rename(client, credential_id, "\u200b\u200b")
     assert refused.headers["Location"] == f"/account#passkey-{credential_id}"
     assert "A passkey needs a name." in client.get("/account").text
-    client.post(f"/account/passkeys/{credential_id}/rename",
-                data={"csrf_token": csrf_of(client), "name": "Phone \u202eenohp"})  # fmt: skip
+    _rename(client, credential_id, "Phone \u202eenohp")
     assert "Phone enohp" in html.unescape(client.get("/account").text)
