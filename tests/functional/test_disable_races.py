@@ -7,11 +7,13 @@ commit. Never a sleep: the test waits for arrivals and finished requests."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.models import BrowserSession, Grant
@@ -36,6 +38,33 @@ def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
     return held
 
 
+def _disabled_while_held(
+    checkpoints: Checkpoints, checkpoint: str, request: Callable[[], Any], admin: FlaskClient,
+    user_id: str,
+) -> dict[str, Any]:  # fmt: skip
+    """``request`` sent in a thread of its own and held at ``checkpoint`` while the admin disables
+    the user; once it has finished, its ``answer`` (it raised nothing)."""
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            outcome["answer"] = request()
+        except Exception as error:  # reported in the test's thread
+            outcome["error"] = error
+
+    with checkpoints.holding(checkpoint):
+        thread = threading.Thread(target=send)
+        thread.start()
+        wait_until(lambda: checkpoints.arrivals(checkpoint) >= 1 or not thread.is_alive(),
+                   f"the request reached {checkpoint}")  # fmt: skip
+        assert thread.is_alive(), outcome
+        assert admin.post(f"/admin/users/{user_id}/disable").status_code == 303
+    thread.join(WAIT_LIMIT)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    return outcome
+
+
 def test_a_sign_in_racing_a_disable_is_not_alive_once_the_user_is_enabled(
     storage_app: Flask, checkpoints: Checkpoints
 ) -> None:
@@ -46,25 +75,9 @@ def test_a_sign_in_racing_a_disable_is_not_alive_once_the_user_is_enabled(
     user = create_user(storage_app)
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
     address = rp.sign_in_page()
-    outcome: dict[str, Any] = {}
-
-    def sign_in() -> None:
-        try:
-            outcome["answer"] = rp.sign_in(address, user)
-        except Exception as error:  # reported in the test's thread
-            outcome["error"] = error
-
-    with checkpoints.holding(CHECKPOINT):
-        thread = threading.Thread(target=sign_in)
-        thread.start()
-        wait_until(lambda: checkpoints.arrivals(CHECKPOINT) >= 1 or not thread.is_alive(),
-                   "the sign-in reached its checkpoint")  # fmt: skip
-        assert thread.is_alive(), outcome
-        disabled = admin.post(f"/admin/users/{user.id}/disable")
-        assert disabled.status_code == 303
-    thread.join(WAIT_LIMIT)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome
+    outcome = _disabled_while_held(
+        checkpoints, CHECKPOINT, lambda: rp.sign_in(address, user), admin, user.id
+    )
     assert outcome["answer"].status_code in (302, 303), outcome["answer"].text
     # The race happened: the sign-in's session was stored after the disable ended the others.
     assert [s for s in rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
@@ -98,24 +111,10 @@ def test_a_device_approval_racing_a_disable_gets_no_tokens_once_the_user_is_enab
     authorization = review.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
     form = {"csrf_token": csrf_token(review.text), "authorization": authorization,
             "decision": "approve"}  # fmt: skip
-    outcome: dict[str, Any] = {}
-
-    def approve() -> None:
-        try:
-            outcome["answer"] = phone.post("/device/decide", data=form)
-        except Exception as error:  # reported in the test's thread
-            outcome["error"] = error
-
-    with checkpoints.holding(DECIDE_CHECKPOINT):
-        thread = threading.Thread(target=approve)
-        thread.start()
-        wait_until(lambda: checkpoints.arrivals(DECIDE_CHECKPOINT) >= 1 or not thread.is_alive(),
-                   "the approval reached its checkpoint")  # fmt: skip
-        assert thread.is_alive(), outcome
-        assert admin.post(f"/admin/users/{user.id}/disable").status_code == 303
-    thread.join(WAIT_LIMIT)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome
+    outcome = _disabled_while_held(
+        checkpoints, DECIDE_CHECKPOINT, lambda: phone.post("/device/decide", data=form), admin,
+        user.id,
+    )  # fmt: skip
     assert "Your device is signed in" in outcome["answer"].text
     # The race happened: the approval's grant was stored after the disable revoked the others.
     assert rows(storage_app, Grant, Grant.user_id == user.id, Grant.revoked_at.is_(None))
