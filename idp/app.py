@@ -88,7 +88,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
-    from idp.web import docs_link, issuer_address, outbox_hint, page_url, static_url
+    from idp.web import docs_link, issuer_address, outbox_hint, page_url, static_url, when
     from idp.web.background import (
         deliver_left_over,
         schedule_checkpoint,
@@ -115,6 +115,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.context_processor(issuer_address)
     app.jinja_env.filters["describe_scope"] = describe_scope
     app.jinja_env.filters["backup_words"] = backup_words
+    app.jinja_env.filters["when"] = when
     from idp import observability
 
     # First: the request id and the timing cover every other hook (docs/operations.md).

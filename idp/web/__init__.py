@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -151,3 +152,24 @@ def _kept_url(endpoint: str, filename: str | None) -> str:
         built = url_for(endpoint) if filename is None else url_for(endpoint, filename=filename)
         url = known[key] = built
     return url
+
+
+#: How much of a moment the pages show (the admin console and the portal say UTC once a time of
+#: day is shown).
+_WHEN_FORMATS = {
+    "day": "%Y-%m-%d",
+    "minute": "%Y-%m-%d %H:%M UTC",
+    "second": "%Y-%m-%d %H:%M:%S UTC",
+}
+
+
+def when(moment: datetime, precision: str = "minute") -> Markup:
+    """A moment as an HTML ``<time>`` element (HTML Living Standard 4.5.14): the machine-readable
+    instant in its ``datetime`` attribute, the shown text kept on one line by the style sheet, so
+    that a narrow screen never breaks a date at its hyphens."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    instant = moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    return Markup('<time datetime="{}">{}</time>').format(
+        instant, moment.strftime(_WHEN_FORMATS[precision])
+    )

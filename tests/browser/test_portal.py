@@ -243,8 +243,8 @@ def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_diffe
     live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
 ) -> None:
     """At 390 px the rename field sat beside Remove and showed some 14 characters; now it takes
-    the row's width under the name and Remove. Two passkeys left unnamed on one day get
-    distinct names, the second numbered."""
+    the row's width under the name and Remove, and no date breaks across lines. Two passkeys
+    left unnamed on one day get distinct names, the second numbered."""
     user = _signed_in(new_user, live_idp, accounts.new())
     page = user.page
     page.set_viewport_size(DESKTOP)
@@ -279,6 +279,11 @@ def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_diffe
             assert remove_box["x"] >= field_box["x"] + field_box["width"], (remove_box, field_box)
         # Some 24 characters of a name at least (beside Remove, a phone showed 14).
         assert field_box["width"] >= 230, (size, field_box)
+        # Every date stays on one line: at 390 px "created 2026-12-05" broke after "2026-".
+        times = row.locator("time")
+        assert times.count() == 2, row.inner_html()
+        lines = times.evaluate_all("all => all.map(t => t.getClientRects().length)")
+        assert lines == [1, 1], (size, lines)
     _at_both_sizes(user, "passkey-rows")
 
 
