@@ -341,9 +341,7 @@ def _after_method_added(session: BrowserSession, method: str) -> list[str]:
     if session.restricted:
         promote_session(session)
     _offer_to_sign_out_others()
-    if services().backup_codes.has_codes(user):
-        return []
-    return services().backup_codes.regenerate(user, clock().now())
+    return services().backup_codes.first_set(user, clock().now())
 
 
 def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.models import BackupCode, User
 from idp.services.consume import consume_once
 from idp.services.crypto import KeyedHasher
@@ -21,6 +22,10 @@ GROUPS, GROUP_LENGTH = 4, 4  # 16 symbols = 78 bits, above the 64 the issue asks
 #: The user id no account has (ids are random hex): the codes an unknown email's recovery
 #: looks up.
 NO_ACCOUNT = "no-account"
+
+#: Where ``first_set`` has decided whether the account needs its first codes, before it writes
+#: them (tests hold a request here: idp.checkpoints).
+FIRST_SET_CHECKPOINT = "backup_codes.first_set"
 
 
 def normalise(code: str) -> str:
@@ -46,6 +51,18 @@ class BackupCodeService:
                 BackupCode(user_id=user.id, code_hash=self._hash(user.id, code), created_at=now)
             )
         return codes
+
+    def first_set(self, user: User, now: datetime) -> list[str]:
+        """The account's first codes, when its first passkey or authenticator app arrives; none
+        when it has codes already. The user's row is locked first, until the transaction ends
+        (as for removing a method, idp.services.method_removal): two tabs adding a first method
+        at once each found no codes, and the second set voided the first, which its tab had
+        just shown as the codes to keep."""
+        self.db.flush()  # a refresh drops what is not flushed
+        self.db.refresh(user, with_for_update=True)
+        missing = not self.has_codes(user)
+        checkpoints.reached(FIRST_SET_CHECKPOINT)
+        return self.regenerate(user, now) if missing else []
 
     def remaining(self, user: User) -> int:
         return int(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.extensions import db
 from idp.models import AuditEvent, OutboxMessage, Passkey, User
+from idp.services.backup_codes import FIRST_SET_CHECKPOINT
 from idp.services.method_removal import CHECKPOINT
 from idp.services.sign_in import CHECKPOINT as SIGN_IN_CHECKPOINT
 from idp.sqlite_writers import WriterLine
@@ -27,6 +29,7 @@ from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints
 from tests.support.factories import create_user, rows
 from tests.support.flow import csrf_token
+from tests.support.http_flows import BACKUP_CODE, TOTP_SECRET
 from tests.support.passkey_flow import PasskeyPages
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
@@ -36,7 +39,8 @@ _TAKE = WriterLine.take.__code__
 @pytest.fixture
 def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
     held = Checkpoints(tmp_path / "checkpoints")
-    held.open_all(CHECKPOINT, SIGN_IN_CHECKPOINT)  # the variable reaches every checkpoint
+    # The variable reaches every checkpoint.
+    held.open_all(CHECKPOINT, SIGN_IN_CHECKPOINT, FIRST_SET_CHECKPOINT)
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
     return held
 
@@ -63,10 +67,14 @@ def _waits_for_a_lock(app: Flask, thread: threading.Thread) -> bool:
 
 
 def _in_two_tabs(
-    app: Flask, checkpoints: Checkpoints, first: Callable[[], Any], second: Callable[[], Any]
+    app: Flask,
+    checkpoints: Checkpoints,
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+    at: str = CHECKPOINT,
 ) -> tuple[Any, Any]:
-    """``first`` held where it decided; then ``second`` until it decided too or waits for the
-    first's lock; then both go on."""
+    """``first`` held where it decided (checkpoint ``at``); then ``second`` until it decided too
+    or waits for the first's lock; then both go on."""
     outcome: dict[str, Any] = {}
 
     def run(name: str, act: Callable[[], Any]) -> threading.Thread:
@@ -81,14 +89,14 @@ def _in_two_tabs(
         return thread
 
     deadline = time.monotonic() + WAIT_LIMIT
-    with checkpoints.holding(CHECKPOINT):
+    with checkpoints.holding(at):
         one = run("first", first)
-        while checkpoints.arrivals(CHECKPOINT) < 1:
+        while checkpoints.arrivals(at) < 1:
             assert one.is_alive(), outcome
             assert time.monotonic() < deadline, "the first removal never decided"
             time.sleep(0.01)
         two = run("second", second)
-        while checkpoints.arrivals(CHECKPOINT) < 2 and not _waits_for_a_lock(app, two):
+        while checkpoints.arrivals(at) < 2 and not _waits_for_a_lock(app, two):
             assert two.is_alive(), outcome
             assert time.monotonic() < deadline, "the second removal neither decided nor waited"
             time.sleep(0.01)
@@ -188,3 +196,33 @@ def test_two_tabs_removing_one_passkey_at_once_remove_and_announce_it_once(
     assert [e.details["credential_id"] for e in removed] == [first_id]
     notices = rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed")
     assert len(notices) == told + 1
+
+
+def test_a_first_passkey_and_a_first_app_added_at_once_show_one_set_of_backup_codes_that_works(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """The account's first passkey or authenticator app brings its first backup codes. A passkey
+    added in one tab while the other confirmed an app each found no codes and each made a set:
+    the second voided the first, which its tab had just shown as the codes to keep. The user's
+    row is locked: one tab shows the codes, the other none, and the codes shown work."""
+    user = create_user(storage_app)
+    tabs = [PasskeyPages(storage_app.test_client()), PasskeyPages(storage_app.test_client())]
+    for tab in tabs:
+        tab.sign_in_with_password(user)
+    setup = tabs[1].browser.get("/account/totp")
+    secret = TOTP_SECRET.search(setup.text)
+    assert secret, setup.text
+    confirm = {"csrf_token": csrf_token(setup.text), "code": pyotp.TOTP(secret.group(1)).now()}
+    first, second = _in_two_tabs(
+        storage_app, checkpoints, lambda: tabs[0].add_passkey(synced()),
+        lambda: tabs[1].browser.post("/account/totp", data=confirm), at=FIRST_SET_CHECKPOINT,
+    )  # fmt: skip
+    assert first.status_code == 201, first.text
+    assert second.status_code in (200, 302), second.text
+    shown = [first.get_json()["backup_codes"], BACKUP_CODE.findall(second.text)]
+    assert sorted(len(codes) for codes in shown) == [0, 10], shown
+    codes = shown[0] or shown[1]
+    recovery = storage_app.test_client()
+    page = recovery.get("/login/recover")
+    form = {"csrf_token": csrf_token(page.text), "email": user.email, "code": codes[-1]}
+    assert recovery.post("/login/recover", data=form).status_code == 302
