@@ -47,6 +47,13 @@ def _method_removal() -> MethodRemoval:
 #: button again (a passkey is only created at the user's press) and account.js puts back the name
 #: typed before, kept in this tab's sessionStorage, and brings the button into view.
 RESUME_ADD_PASSKEY = "add-passkey"
+#: Why a passkey stays, in the user's words.
+PASSKEY_REMOVAL_REFUSALS = {
+    Refusal.ADMIN_PASSKEY: "Administrators must keep a passkey: add another one before removing "
+    "this one.",
+    Refusal.LAST_WAY_IN: "This is your only way to sign in, so it can't be removed. Add another "
+    "passkey or a password first.",
+}
 
 
 @bp.get("/account")
@@ -385,14 +392,10 @@ def passkey_remove(credential_id: str) -> Any:
             cancel=url_for("account.home"),
         )
     refusal = _method_removal().passkey_refusal(session.user, passkey)
-    if refusal is Refusal.ADMIN_PASSKEY:
-        flash("Administrators must keep a passkey: add another one before removing this one.",
-              "error")  # fmt: skip
-        return redirect(url_for("account.home"))
-    if refusal is Refusal.LAST_WAY_IN:
-        flash("This is your only way to sign in, so it can't be removed. Add another passkey "
-              "or a password first.", "error")  # fmt: skip
-        return redirect(url_for("account.home"))
+    if refusal is not None:
+        # Said under the passkey it is about, the page scrolled to it (``_refused_at``).
+        return _refused_at(f"remove-{credential_id}", PASSKEY_REMOVAL_REFUSALS[refusal],
+                           f"passkey-{credential_id}")  # fmt: skip
     if not services().passkeys.remove(passkey, request_context()):
         db.session.commit()
         flash("Passkey removed.", "info")  # by another tab, a moment ago

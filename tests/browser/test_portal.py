@@ -380,10 +380,22 @@ def test_the_last_way_in_cannot_be_removed(
 
     page.get_by_role("button", name="Remove Only passkey").click()
     page.get_by_role("button", name="Remove passkey").click()  # the confirmation page
-    expect(page.locator(".flashes p.error")).to_have_text(
+    # Said under the passkey, not at the top of the page a screen away on a phone.
+    refusal = page.locator("#passkey-list .passkey-item .field-error")
+    expect(refusal).to_have_text(
         "This is your only way to sign in, so it can't be removed. "
         "Add another passkey or a password first."
     )
+    expect(page.locator(".flashes p.error")).to_have_count(0)
+    expect(page.get_by_role("button", name="Remove Only passkey")).to_have_attribute(
+        "aria-invalid", "true"
+    )
+    only = page.locator("#passkey-list .passkey-item").get_attribute("data-credential-id")
+    assert page.url.endswith(f"#passkey-{only}"), page.url
+    page.set_viewport_size(PHONE)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{user.test_name}-refusal-phone-screen.png"))
+    page.set_viewport_size(DESKTOP)
     expect(page.locator("#passkey-list .passkey-item .passkey-name")).to_have_text(["Only passkey"])
     assert len(user.credentials()) == 1
 
