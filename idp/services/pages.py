@@ -58,9 +58,19 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
         raise CursorError("the cursor is not valid")
     if isinstance(key, int) and not -(2**63) <= key < 2**63:
         raise CursorError("the cursor is not valid")
-    if isinstance(key, str) and "\x00" in key:
+    if isinstance(key, str) and ("\x00" in key or not _has_utf8_form(key)):
         raise CursorError("the cursor is not valid")
     return key
+
+
+def _has_utf8_form(text: str) -> bool:
+    """JSON may spell a lone surrogate (RFC 8259 8.2), which has no UTF-8 form (RFC 3629 3):
+    neither database can be sent it, so no key of ours is one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def keyset_page(

@@ -310,6 +310,20 @@ def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api)
     problem(api.call("GET", "/clients?colour=red"), 400, "invalid-query")
 
 
+@pytest.mark.parametrize("path", ["/clients", "/users", "/groups", "/groups/staff/members"])
+def test_a_cursor_whose_text_key_no_database_can_store_is_a_400(
+    storage_app: Flask, api: Api, path: str
+) -> None:
+    """A cursor is base64url JSON, and JSON may spell a lone surrogate ("\\ud800"), which is no
+    Unicode scalar value and has no UTF-8 form (RFC 8259 8.2, RFC 3629 3): neither database can
+    be sent it as a key, so the cursor is not one of ours (400), never a 500."""
+    assert api.call("POST", "/groups", {"name": "staff"}).status_code == 201
+    for key in ('"\\ud800"', '"a\\udfffb"'):
+        raw = ('{"after":' + key + "}").encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        problem(api.call("GET", f"{path}?cursor={cursor}"), 400, "invalid-query")
+
+
 #: (body, extra headers, status, problem type): malformed JSON, wrong types, unknown members, bad
 #: values, a NUL character, the wrong media type, an oversized body, no body.
 BAD_BODIES = [
