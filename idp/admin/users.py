@@ -146,7 +146,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
     actions = {
         "disable": lambda: service.disable(subject, now),
         "enable": lambda: service.enable(subject, now),
-        "promote": lambda: service.promote(subject),
+        "promote": lambda: service.promote(subject, now),
         "demote": lambda: service.demote(subject),
         "revoke_passkey": lambda: service.revoke_passkey(
             subject, request.form.get("credential_id", "")

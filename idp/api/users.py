@@ -107,7 +107,10 @@ def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
         if body.name is not None:
             service.rename(user, body.name)
         if body.admin is not None and body.admin != user.is_admin:
-            (service.promote if body.admin else service.demote)(user)
+            if body.admin:
+                service.promote(user, clock().now())
+            else:
+                service.demote(user)
 
     _act(user, "promote" if body.admin else "demote" if body.admin is False else "rename", change)
     return _out(user)

@@ -213,8 +213,10 @@ def users_enable(email: str, as_json: bool) -> None:
 @click.argument("email")
 @click.option("--json", "as_json", is_flag=True)
 def users_promote(email: str, as_json: bool) -> None:
-    """Give a user the admin role."""
-    _user_action(email, as_json, lambda s, u: s.promote(u), "promoted")
+    """Give a user the admin role (their unspent login links end)."""
+    from idp.composition import clock
+
+    _user_action(email, as_json, lambda s, u: s.promote(u, clock().now()), "promoted")
 
 
 @users.command("demote")

@@ -376,11 +376,15 @@ class UserAdmin:
             user.name = name
             self._audit("admin.user_renamed", user)
 
-    def promote(self, user: User) -> None:
+    def promote(self, user: User, now: datetime) -> None:
         if user.is_admin:
             raise UserAdminError("This user is already an admin.")
         user.is_admin = True
-        self._audit("admin.user_promoted", user)
+        # A rescue link issued while the user was not an admin (by a help-desk API token, which
+        # may not rescue admins: docs/api.md) must not sign its holder in as the admin they are
+        # now: it ends here, and an admin's rescue is issued anew by someone who may make admins.
+        ended = LoginLinkService(self.db).revoke_all(user, now, purpose=LOGIN)
+        self._audit("admin.user_promoted", user, login_links_revoked=ended)
 
     def demote(self, user: User) -> None:
         if not user.is_admin:

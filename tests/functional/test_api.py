@@ -34,7 +34,7 @@ from idp.services.users import EMAIL_FREE_CHECKPOINT
 from tests.support.admin import passkey_browser
 from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.factories import RegisteredClient, change, create_user, rows
-from tests.support.flow import RelyingParty
+from tests.support.flow import RelyingParty, csrf_token
 
 REDIRECT = "https://app.example/callback"
 PROBLEM = "application/problem+json"
@@ -219,6 +219,34 @@ def test_a_rescue_link_for_an_admin_needs_the_scope_that_makes_admins(storage_ap
     with storage_app.app_context():
         issued = db.session.scalars(select(LoginLink.user_id)).all()
     assert sorted(issued) == sorted([member.id, admin.id])
+
+
+def test_a_rescue_link_issued_before_a_promotion_does_not_sign_in_the_admin(
+    storage_app: Flask,
+) -> None:
+    """A help-desk token may rescue a member, not an admin: promoting the member later must not
+    turn its link into an admin's, or login-links:write would still be every scope there is.
+    Promotion ends the member's unspent rescue links, audited with the promotion."""
+    create_user(storage_app, email="root@example.com", admin=True)
+    member = create_user(storage_app, email="member@example.com")
+    helpdesk = Api(storage_app, issue(storage_app, "login-links:write", name="helpdesk"))
+    issued = helpdesk.call("POST", f"/users/{member.id}/login-links")
+    assert issued.status_code == 201, issued.text
+    secret = issued.get_json()["url"].rsplit("/", 1)[1]
+    ops = Api(storage_app, issue(storage_app, "users:write", name="ops"))
+    assert ops.call("PATCH", f"/users/{member.id}", {"admin": True}).get_json()["admin"] is True
+    browser = storage_app.test_client()
+    page = browser.get(f"/login/link/{secret}")
+    if page.status_code == 200:
+        page = browser.post(f"/login/link/{secret}", data={"csrf_token": csrf_token(page.text)})
+    assert page.status_code == 400, (page.status_code, page.headers.get("Location"))
+    promoted = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.user_promoted")
+    assert [e.details.get("login_links_revoked") for e in promoted] == [1]
+    # A link issued once they are an admin, by a token that may make admins, works.
+    full = Api(storage_app, issue(storage_app, "login-links:write", "users:write", name="full"))
+    fresh = full.call("POST", f"/users/{member.id}/login-links").get_json()["url"]
+    page = browser.get(fresh.removeprefix("http://localhost"))
+    assert page.status_code == 200
 
 
 def test_a_write_scope_implies_its_read_scope(storage_app: Flask) -> None:
