@@ -313,7 +313,7 @@ class Services:
 
     @property
     def login_links(self) -> LoginLinkService:
-        return LoginLinkService(self._db())
+        return LoginLinkService(self._db(), AnonymousRejections(self._db(), self.storage_budgets))
 
     # -- accounts ----------------------------------------------------------------------------------
     @property
@@ -327,12 +327,9 @@ class Services:
     @property
     def joining(self) -> Joining:
         """Invites and self-service sign-up (idp.services.signup)."""
-        return Joining(
-            self._db(),
-            self.container.passwords,
-            self.notifier,
-            allow_local_domains=not self.settings.production,
-        )
+        rejections = AnonymousRejections(self._db(), self.storage_budgets)
+        return Joining(self._db(), self.container.passwords, self.notifier, rejections=rejections,
+                       allow_local_domains=not self.settings.production)  # fmt: skip
 
     def user_admin(self, actor_id: str, via: str) -> UserAdmin:
         """What admins decide about users, acting as ``actor_id`` (an admin's id, or an API

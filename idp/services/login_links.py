@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from idp.models import LoginLink, User
 from idp.services import audit
+from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
@@ -37,8 +38,11 @@ def link_id(link: LoginLink) -> str:
 
 
 class LoginLinkService:
-    def __init__(self, db: Session) -> None:
+    def __init__(self, db: Session, rejections: AnonymousRejections | None = None) -> None:
+        """``rejections``: where a link that was never issued is refused (a request, not the
+        CLI); without it each refusal is an audit row."""
         self.db = db
+        self.rejections = rejections
 
     def issue(
         self,
@@ -102,6 +106,11 @@ class LoginLinkService:
             now=now,
         )
         link = self.db.get(LoginLink, digest)
+        if link is None and self.rejections is not None:
+            # A secret never issued names no account, and anyone can post them as fast as they
+            # like: counted, and audited once per address and window, not a row each.
+            self.rejections.refused(_SPENT[purpose], "link_invalid", context, now)
+            return None
         if not spent or link is None or not link.user.is_active:
             audit.record(
                 self.db,

@@ -23,6 +23,7 @@ from idp import checkpoints
 from idp.errors import DomainError
 from idp.models import AuditEvent, BackupCode, SignupLink, User
 from idp.services import audit
+from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
@@ -79,9 +80,12 @@ class Joining:
         notifier: Notifier,
         *,
         allow_local_domains: bool = False,
+        rejections: AnonymousRejections | None = None,
     ) -> None:
-        """``allow_local_domains``: development addresses (idp.services.email_addresses)."""
+        """``allow_local_domains``: development addresses (idp.services.email_addresses).
+        ``rejections``: where a POST to a link never issued is refused (``refused_link``)."""
         self.allow_local_domains = allow_local_domains
+        self.rejections = rejections
         self.db = db
         self.passwords = passwords
         self.notifier = notifier
@@ -99,7 +103,9 @@ class Joining:
     ) -> User | None:
         """Spend the invite once and apply the invitee's choices; the user, or None."""
         password_hash = self._password_hash(account.password)  # before anything is spent
-        user = LoginLinkService(self.db).spend(secret, context, now, purpose=INVITE)
+        user = LoginLinkService(self.db, self.rejections).spend(
+            secret, context, now, purpose=INVITE
+        )
         if user is None:
             return None
         if has_way_in(self.db, user):
@@ -165,8 +171,13 @@ class Joining:
         digest = token_hash(secret)
         spent = consume_once(self.db, SignupLink, SignupLink.id_hash == digest,
                              SignupLink.expires_at > now, now=now)  # fmt: skip
-        link = self.db.get(SignupLink, digest) if spent else None
-        if link is None:
+        link = self.db.get(SignupLink, digest)
+        if link is None and self.rejections is not None:
+            # Never issued: it names no account, and anyone can post such links as fast as they
+            # like, so it is counted and audited once per address and window, not a row each.
+            self.rejections.refused("signup.completed", "link_invalid", context, now)
+            return None
+        if not spent or link is None:
             audit.record(self.db, "signup.completed", outcome="failure", context=context,
                          reason="link_invalid")  # fmt: skip
             return None

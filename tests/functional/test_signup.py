@@ -447,3 +447,26 @@ def test_sign_up_does_not_take_over_an_account_that_lost_its_passkeys(signup_app
             .order_by(OutboxMessage.id)
         ).all()  # fmt: skip
     assert kinds[-1] == "signup_existing"
+
+
+def test_made_up_joining_links_are_audited_once_per_address_and_window(
+    signup_app: Flask, clock: FrozenClock
+) -> None:
+    """A POST to a sign-up, invite or login link that was never issued names no account: anyone can
+    send them as fast as they like (one CSRF token serves many). Each is refused and counted
+    (``idp_anonymous_rejections_total``); one audit row per address, kind and window says so,
+    not a row each, so nobody fills the audit log (docs/operations.md, "Storage budgets")."""
+    browser = signup_app.test_client()
+    token = csrf_token(browser.get("/signup").text)
+    for n in range(12):
+        for path in (f"/signup/confirm/made-up-{n}", f"/invite/made-up-{n}",
+                     f"/login/link/made-up-{n}"):  # fmt: skip
+            assert browser.post(path, data={"csrf_token": token, "name": "Eve"}).status_code == 400
+    with signup_app.app_context():
+        refused = db.session.execute(
+            select(AuditEvent.kind, AuditEvent.details).where(AuditEvent.outcome == "failure")
+        ).all()
+        assert db.session.scalars(select(User)).all() == []
+    kinds = sorted(kind for kind, _details in refused)
+    assert kinds == ["invite.accepted", "login.link", "signup.completed"]
+    assert all(details["aggregated"] for _kind, details in refused)
