@@ -32,6 +32,7 @@ from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
+from idp.services.display_names import display_name
 from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
 from idp.services.notifications import Notifier
 from idp.services.passkeys import has_passkey
@@ -193,7 +194,7 @@ class UserAdmin:
 
         try:
             user = UserService(self.db, self.passwords).create(
-                email, name=name, password=password, admin=admin,
+                email, name=display_name(name, 200), password=password, admin=admin,
                 allow_local_domains=self.allow_local_domains,
             )  # fmt: skip
         except UserExistsError as error:
@@ -368,10 +369,11 @@ class UserAdmin:
         self._audit("admin.user_enabled", user, sessions_ended=ended)
 
     def rename(self, user: User, name: str) -> None:
-        """The display name (the ``name`` claim); at most 200 characters, as at creation."""
-        name = name.strip()
-        if len(name) > 200:
+        """The display name (the ``name`` claim); at most 200 characters, as at creation,
+        without directional controls (UAX 9: the claim and the console read it as users' own)."""
+        if len(name.strip()) > 200:
             raise UserAdminError("A name is at most 200 characters.")
+        name = display_name(name, 200)
         if name != user.name:
             user.name = name
             self._audit("admin.user_renamed", user)

@@ -543,6 +543,21 @@ def test_users_invite_find_change_disable_enable_link_delete(storage_app: Flask,
     }
 
 
+def test_a_name_an_admin_gives_keeps_no_directional_controls(storage_app: Flask, api: Api) -> None:
+    """The name an API token (or the console, or the CLI) gives a user is the same ``name`` claim
+    and console line as the one users give themselves: "\u202enimda" would read as "admin"
+    there (Unicode Standard Annex 9), so it keeps no directional controls either."""
+    created = api.call("POST", "/users", {"email": "eve@example.com", "name": "\u202enimda",
+                                          "invite": False})  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert created.get_json()["name"] == "nimda"
+    user_id = created.get_json()["id"]
+    renamed = api.call("PATCH", f"/users/{user_id}", {"name": "Eve\u2067 \u2066 Admin\u200f"})
+    assert renamed.get_json()["name"] == "Eve Admin"
+    with storage_app.app_context():
+        assert db.session.scalar(select(User.name).where(User.id == user_id)) == "Eve Admin"
+
+
 def test_the_last_admin_stays_and_the_refusal_is_audited(storage_app: Flask, api: Api) -> None:
     admin = create_user(storage_app, email="root@example.com", admin=True)
     problem(api.call("PATCH", f"/users/{admin.id}", {"admin": False}), 409, "last-admin")
