@@ -30,6 +30,8 @@ from idp.services.claims import describe_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
+from tests.functional.test_groups import GROUP_SCOPES, _make_group
+from tests.functional.test_refresh_scope import allow_only
 from tests.support.factories import (
     CreatedUser,
     RegisteredClient,
@@ -495,3 +497,25 @@ def test_wrong_user_codes_are_limited_per_address(
             .order_by(AuditEvent.id)  # in the order written (PostgreSQL gives no order without it)
         ).all()
     assert [d["reason"] for d in failures] == ["wrong_code"] * 3 + ["throttled"]
+
+
+def test_a_scope_taken_from_the_client_while_a_device_request_waits_is_not_granted(
+    app: Flask, phone: FlaskClient, user: CreatedUser
+) -> None:
+    """RFC 6749 3.3, as for a stored authorization request: a device request kept the scopes
+    allowed when the device asked, so an approval after an admin took ``groups`` from the client
+    still granted it (the review page listed it, the tokens carried it). The request is answered
+    under the registration as it stands: the page, the grant and the tokens lose the scope."""
+    _make_group(app, "staff", user.email)
+    device = device_for(app, scopes=GROUP_SCOPES)
+    codes = device.codes("openid groups offline_access")
+    allow_only(app, device.registered.client_id, ["openid", "profile", "offline_access"])
+    review = enter_code(phone, codes["user_code"])
+    assert f"<li>{describe_scope('groups')}</li>" not in review.text
+    answer(phone, codes["user_code"])
+    response = device.poll(codes["device_code"])
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert tokens["scope"] == "openid offline_access"
+    assert jwt_parts(tokens["access_token"])[1]["scope"] == "openid offline_access"
+    assert "groups" not in jwt_parts(tokens["id_token"])[1]
