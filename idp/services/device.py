@@ -228,8 +228,11 @@ class DeviceFlowService:
         """The user's answer, once: the user code is spent through the consume-once primitive,
         so of two answers (two tabs, a double click) exactly one counts. Approving opens the
         grant the device's tokens will hang off, with this session's sign-in (``sid``,
-        ``auth_time``, ``amr``, ``acr``) as the code flow does. False: already answered."""
+        ``auth_time``, ``amr``, ``acr``) as the code flow does. False: already answered, or
+        ``session`` ended since the page accepted it (``_session_stands``)."""
         checkpoints.reached(DECIDE_CHECKPOINT)
+        if not self._session_stands(session.sid):
+            return False
         if not consume_once(
             self.db, DeviceAuthorization, DeviceAuthorization.id == row.id, now=now,
             column="decided_at",
@@ -257,6 +260,20 @@ class DeviceFlowService:
                          client_id=row.client_id, context=context,
                          reason=reason or "denied_by_user")  # fmt: skip
         return True
+
+    def _session_stands(self, sid: str) -> bool:
+        """Whether the approving session is still live, its row locked until this transaction
+        ends. The page accepted the session before the answer got here; if it has ended since
+        (signed out in another tab, ended by an admin), its ending revoked its grants and told
+        their clients (Back-Channel Logout 1.0 2.7, RP-Initiated Logout 2), and a grant opened
+        now would give the device tokens of an ended session that no logout token names again.
+        The lock orders the two: an ending that comes second waits, then finds this grant."""
+        live = self.db.scalar(
+            select(BrowserSession.sid)
+            .where(BrowserSession.sid == sid, BrowserSession.revoked_at.is_(None))
+            .with_for_update()
+        )
+        return live is not None
 
     # -- the token endpoint (RFC 8628 3.4, 3.5) -------------------------------------------------
     def poll(self, device_code: str, client_id: str, now: datetime) -> Poll:

@@ -370,6 +370,7 @@ def test_of_two_answers_loaded_at_once_only_the_first_counts(app: Flask, device:
         session = BrowserSession(id_hash="h", sid="s", user_id=user.id, auth_time=utcnow(),
                                  amr=["pwd"], acr="urn:idp:acr:password",
                                  expires_at=utcnow() + timedelta(hours=1))  # fmt: skip
+        db.session.add(session)  # a live session: an ended one approves nothing
         service = DeviceFlowService(db.session(), app.extensions["idp"].user_code_hasher)
         assert person is not None
         answer = {"user": person, "session": session, "context": RequestContext(), "now": utcnow()}
