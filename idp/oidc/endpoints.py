@@ -91,11 +91,15 @@ class TokenIntrospection(IntrospectionEndpoint):
         else:
             # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
             # gets no token, and no client may learn otherwise), or of a client no longer allowed
-            # offline_access, whose refresh tokens are refused (idp.oidc.server RefreshTokenGrant).
+            # offline_access or the refresh_token grant, whose refresh tokens are refused
+            # (idp.oidc.server RefreshTokenGrant; RFC 6749 5.2 unauthorized_client): RFC 7662 2.2,
+            # "active" says whether the token can be used now.
             if token.consumed_at is not None or not token.grant.user.is_active:
                 return {"active": False}
             client = token_client(token.client_id)
             if client is None or "offline_access" not in client.scopes:
+                return {"active": False}
+            if not client.check_grant_type("refresh_token"):
                 return {"active": False}
             token_type = "refresh_token"
             subject = token.grant.user_id

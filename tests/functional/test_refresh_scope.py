@@ -117,3 +117,28 @@ def test_a_scope_taken_from_the_client_while_a_request_waits_is_not_granted(app:
     tokens = response.get_json()
     assert tokens["scope"] == "openid offline_access"
     assert "groups" not in jwt_parts(tokens["id_token"])[1]
+
+
+def test_a_refresh_token_of_a_client_no_longer_allowed_the_grant_is_inactive(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    """RFC 7662 2.2: ``active`` says whether the token can be used. Once an admin takes the
+    ``refresh_token`` grant from the client, its refresh tokens are refused at the token endpoint
+    (RFC 6749 5.2 ``unauthorized_client``), so introspection must not call them active; given the
+    grant back, the same token is active and refreshes again."""
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    client_id = rp.registered.client_id
+    api = Api(app, issue(app, name="grants"))
+
+    def allow_grants(grant_types: list[str]) -> None:
+        etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
+        changed = api.call("PATCH", f"/clients/{client_id}", {"grant_types": grant_types},
+                           headers={"If-Match": etag})  # fmt: skip
+        assert changed.status_code == 200, changed.text
+
+    allow_grants(["authorization_code"])
+    assert error_of(rp.refresh(tokens["refresh_token"])) == "unauthorized_client"
+    assert introspect(rp, tokens["refresh_token"]) == {"active": False}
+    allow_grants(["authorization_code", "refresh_token"])
+    assert introspect(rp, tokens["refresh_token"])["active"] is True
+    assert rp.refresh(tokens["refresh_token"]).status_code == 200
