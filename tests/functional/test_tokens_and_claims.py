@@ -362,6 +362,21 @@ def test_revoking_an_unknown_token_is_200(rp: RelyingParty) -> None:
     assert response.get_json() == {}
 
 
+def test_an_unknown_token_type_hint_is_ignored_not_an_authentication_failure(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """RFC 7009 2.1 and RFC 7662 2.1: the hint only speeds the search up, and the server MAY
+    ignore it. A hint naming no token type idp issues (``id_token``, a vendor's) was answered 401
+    ``unsupported_token_type`` to a client that had authenticated, which RFC 6749 5.2 keeps for
+    ``invalid_client``: the client would take its credentials for wrong. The token is found as
+    without a hint."""
+    info = introspect(rp, tokens["refresh_token"], token_type_hint="id_token")
+    assert info["active"] is True
+    response = revoke(rp, tokens["refresh_token"], token_type_hint="id_token")
+    assert response.status_code == 200, response.text
+    assert introspect(rp, tokens["refresh_token"]) == {"active": False}
+
+
 def test_revocation_needs_client_authentication(rp: RelyingParty, tokens: dict[str, Any]) -> None:
     response = rp.browser.post("/revoke", data={"token": tokens["access_token"]})
     assert response.status_code == 401
