@@ -254,7 +254,13 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
         "SESSION_COOKIE_PATH": "/",
         # A sign-in page may stay open as long as its pending request lives.
         "WTF_CSRF_TIME_LIMIT": settings.pending_request_ttl,
-        "WTF_CSRF_SSL_STRICT": secure,
+        # No Referer check over https (Flask-WTF's "SSL strict"): every page says
+        # Referrer-Policy: no-referrer (idp.web.headers), so a browser posts idp's own forms with
+        # no Referer and, under that policy, "Origin: null" (Fetch, "append a request Origin
+        # header"): the check refused every form. What it guards against, a CSRF cookie planted
+        # by a network attacker over plain http, the __Host- prefix refuses already (RFC 6265bis
+        # 4.1.3.2); the token, bound to that cookie, is the check.
+        "WTF_CSRF_SSL_STRICT": False,
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "MAX_FORM_MEMORY_SIZE": 256 * 1024,
         "MAX_FORM_PARTS": 200,

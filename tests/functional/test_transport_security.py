@@ -70,3 +70,44 @@ def test_an_http_issuer_sends_no_hsts(app: Flask) -> None:
     client = app.test_client()
     for path in PATHS:
         assert "Strict-Transport-Security" not in client.get(path).headers, path
+
+
+def test_a_form_posted_over_https_is_checked_by_its_token_not_by_a_referer(
+    tmp_path: Path, disposed: list[Flask]
+) -> None:
+    """Every page says ``Referrer-Policy: no-referrer``, so a browser posts idp's own forms with
+    no Referer (and, under that policy, ``Origin: null``: Fetch, "append a request Origin
+    header"). Over https a form must still be accepted on its CSRF token alone, and refused
+    without it; Flask-WTF's strict Referer check refused every form there."""
+    from tests.support.factories import create_user
+    from tests.support.flow import csrf_token
+
+    app = https_app(tmp_path)
+    disposed.append(app)
+    user = create_user(app)
+    browser = app.test_client()
+    https = {"base_url": "https://id.example.com"}
+    page = browser.get("/login", **https)
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    form = {"email": user.email, "password": user.password}
+
+    refused = browser.post("/login", data=form, headers={"Origin": "null"}, **https)
+    assert refused.status_code == 400
+    assert browser.get_cookie("__Host-idp_session", domain="id.example.com") is None
+
+    signed_in = browser.post(
+        "/login",
+        data={"csrf_token": csrf_token(page.text), **form},
+        headers={"Origin": "null"},
+        **https,
+    )
+    assert signed_in.status_code == 302, signed_in.text[:300]
+    cookie = browser.get_cookie("__Host-idp_session", domain="id.example.com")
+    assert cookie is not None
+    # RFC 6265bis 4.1.3.2: a __Host- cookie is Secure, has Path=/ and no Domain.
+    assert cookie.secure
+    assert cookie.http_only
+    assert cookie.path == "/"
+    assert cookie.origin_only
+    assert cookie.same_site == "Lax"
+    assert browser.get("/account", **https).status_code == 200
