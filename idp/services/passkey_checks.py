@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from webauthn.helpers import bytes_to_base64url
 from webauthn.helpers.exceptions import (
     InvalidAuthenticationResponse,
     InvalidJSONStructure,
@@ -51,6 +52,26 @@ def check_client_data(client_data_json: bytes) -> dict[str, Any]:
     if "topOrigin" in data:
         raise PasskeyError("top_origin")
     return data
+
+
+def check_owner(
+    identified: str | None, owner_id: str, user_handle: bytes | None, owner_handle: str
+) -> None:
+    """WebAuthn L3 7.2 steps 5 and 6, for a credential owned by ``owner_id``.
+
+    ``identified``: the user the ceremony's options were for (the second step after a correct
+    password), whose passkeys ``allowCredentials`` listed; step 5: "verify that credential.id
+    identifies one of the public key credentials listed in options.allowCredentials", else the
+    second step would sign in whoever owns the passkey, not the user who typed the password.
+    Step 6: for an identified user the user handle is checked "if response.userHandle is
+    present"; a discoverable sign-in (nobody identified) needs it, the handle of the owner."""
+    if identified is not None and owner_id != identified:
+        raise PasskeyError("credential_not_allowed")
+    if not user_handle:
+        if identified is None:
+            raise PasskeyError("user_handle_missing")
+    elif bytes_to_base64url(user_handle) != owner_handle:
+        raise PasskeyError("user_handle_mismatch")
 
 
 def failure_reason(error: Exception) -> str:

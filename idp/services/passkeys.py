@@ -53,6 +53,7 @@ from idp.services.crypto import token_hash
 from idp.services.passkey_checks import (
     PasskeyError,
     check_client_data,
+    check_owner,
     failure_reason,
     parse_credential,
 )
@@ -271,7 +272,8 @@ class PasskeyService:
         nothing by asking for a discoverable credential, and the answer is the same for every
         email by construction."""
         allow = [_descriptor(p) for p in self.passkeys_of(user)] if user is not None else []
-        issued, raw = self._new_challenge(AUTHENTICATION, binding, now)
+        # The user it lists passkeys of is the one it signs in (``check_owner``).
+        issued, raw = self._new_challenge(AUTHENTICATION, binding, now, user.id if user else None)
         return Ceremony(
             challenge_id=issued.id, options=request_options(self.rp, self.policy, raw, allow)
         )
@@ -323,13 +325,8 @@ class PasskeyService:
                 # A credential that looked cloned stays refused until the user removes it and
                 # registers the authenticator again.
                 raise PasskeyError("passkey_flagged")
-            # WebAuthn L3 7.2 (identify the user): a discoverable sign-in needs the user handle,
-            # and it must be the handle of the credential's owner.
-            user_handle = credential.response.user_handle
-            if not user_handle:
-                raise PasskeyError("user_handle_missing")
-            if bytes_to_base64url(user_handle) != passkey.user.webauthn_user_handle:
-                raise PasskeyError("user_handle_mismatch")
+            check_owner(challenge.user_id, passkey.user_id, credential.response.user_handle,
+                        passkey.user.webauthn_user_handle)  # fmt: skip
             # WebAuthn L3 7.2 "compare currentBe with credentialRecord.backupEligible": our policy
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:

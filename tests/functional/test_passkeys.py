@@ -828,6 +828,38 @@ def test_second_step_options_list_that_users_passkeys(
     )
 
 
+def test_the_second_step_is_answered_only_by_a_passkey_it_listed(
+    app: Flask, enrolled: SoftAuthenticator, user: CreatedUser
+) -> None:
+    """WebAuthn L3 7.2 steps 5 and 6: after a correct password the user is identified, and the
+    options list their passkeys; an answer by any other credential (another account's passkey) is
+    refused and signs nobody in, also when the challenge is answered as an anonymous sign-in. The
+    identified user's own passkey may leave out the user handle (step 6: checked "if present")."""
+    other = create_user(app, email="grace@example.com")
+    other_pages = PasskeyPages(app.test_client())
+    other_pages.sign_in_with_password(other)
+    others_key = synced()
+    assert other_pages.add_passkey(others_key).status_code == 201
+    browser = PasskeyPages(app.test_client())
+    assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    for partial in (True, False):
+        issued = browser.authentication_options(partial=True, page="/login/second-step")
+        # A client that ignored allowCredentials (or an attacker's script) offers any passkey.
+        answer = others_key.get({**issued["publicKey"], "allowCredentials": []})
+        body = {"challenge_id": issued["challenge_id"], "credential": answer, "partial": partial}
+        refused = browser.post_json("/login/passkey/verify", body, page="/login/second-step")
+        assert refused.status_code == 400, refused.text
+        assert last_failure_reason(app, "login.passkey") == "credential_not_allowed"
+        assert not sets_session_cookie(refused)
+    assert browser.browser.get("/account").status_code == 302  # nobody signed in
+    issued = browser.authentication_options(partial=True, page="/login/second-step")
+    answer = enrolled.get(issued["publicKey"], user_handle=None)
+    body = {"challenge_id": issued["challenge_id"], "credential": answer, "partial": True}
+    accepted = browser.post_json("/login/passkey/verify", body, page="/login/second-step")
+    assert accepted.status_code == 200, accepted.text
+    assert user.email in browser.browser.get("/account").text
+
+
 # The budget's window is a fixed quarter of an hour (idp.services.anonymous): a test that counts
 # across it must not straddle a boundary, so the clock stands still.
 @pytest.mark.usefixtures("clock")
