@@ -282,8 +282,10 @@ def passkey_registration_options() -> Any:
         return jsonify(error="login_required", redirect=url_for("login.login", next=back)), 401
     if not stepped_up(session):
         return jsonify(error="reauthenticate", redirect=step_up_url(back)), 403
+    body = request.get_json(silent=True)
+    conditional = isinstance(body, dict) and body.get("mediation") == "conditional"
     ceremony = services().passkeys.registration_options(
-        session.user, browser_binding(), clock().now()
+        session.user, browser_binding(), clock().now(), conditional=conditional
     )
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
@@ -313,6 +315,7 @@ def passkey_register() -> Any:
             given,
             request_context(),
             clock().now(),
+            conditional=body.get("mediation") == "conditional",
         )
     except PasskeyError:
         db.session.commit()

@@ -20,6 +20,8 @@ from idp.services.crypto import token_hash
 from idp.services.sign_in_policy import SignInPolicy
 
 REGISTRATION = "registration"
+#: WebAuthn L3 5.1.3: a create() with mediation "conditional" (its answer has UP and UV clear).
+CONDITIONAL_REGISTRATION = "conditional_reg"
 AUTHENTICATION = "authentication"
 #: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
 CHALLENGE_TTL = timedelta(minutes=5)

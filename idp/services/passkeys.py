@@ -67,6 +67,7 @@ from idp.services.passkey_options import (
     AUTHENTICATION,
     CHALLENGE_BYTES,
     CHALLENGE_TTL,
+    CONDITIONAL_REGISTRATION,
     REGISTRATION,
     Ceremony,
     RelyingParty,
@@ -151,9 +152,13 @@ class PasskeyService:
         return spent
 
     # -- registration ---------------------------------------------------------------------------
-    def registration_options(self, user: User, binding: str, now: datetime) -> Ceremony:
+    def registration_options(
+        self, user: User, binding: str, now: datetime, conditional: bool = False
+    ) -> Ceremony:
+        """``conditional``: for a create() with mediation "conditional" (``register``)."""
         existing = self.passkeys_of(user)
-        issued, raw = self._new_challenge(REGISTRATION, binding, now, user_id=user.id)
+        kind = CONDITIONAL_REGISTRATION if conditional else REGISTRATION
+        issued, raw = self._new_challenge(kind, binding, now, user_id=user.id)
         options = generate_registration_options(
             rp_id=self.rp.rp_id,
             rp_name=self.rp.rp_name,
@@ -183,9 +188,11 @@ class PasskeyService:
         name: str | None,
         context: RequestContext,
         now: datetime,
+        conditional: bool = False,
     ) -> Passkey:
+        kind = CONDITIONAL_REGISTRATION if conditional else REGISTRATION
         try:
-            challenge = self._spend_challenge(challenge_id, REGISTRATION, binding, now)
+            challenge = self._spend_challenge(challenge_id, kind, binding, now)
             if challenge.user_id != user.id:
                 raise PasskeyError("challenge_user_mismatch")
             credential = parse_credential(credential_json, parse_registration_credential_json)
@@ -197,8 +204,15 @@ class PasskeyService:
                     expected_rp_id=self.rp.rp_id,
                     expected_origin=list(self.rp.origins),
                     # L3 7.1 step 15: "If user verification is required ... verify that the UV
-                    # bit ... is set"; where policy only prefers it, it may be absent.
-                    require_user_verification=self.policy.user_verification_required,
+                    # bit ... is set"; where policy only prefers it, it may be absent. L3 5.1.3:
+                    # a conditional create runs with requireUserPresence and
+                    # requireUserVerification false (no prompt: the password manager adds the
+                    # passkey after it filled the password), and 7.1 checks UP "if
+                    # options.mediation is not set to conditional". Sign-ins still ask for UV.
+                    require_user_presence=not conditional,
+                    require_user_verification=(
+                        self.policy.user_verification_required and not conditional
+                    ),
                     supported_pub_key_algs=ALGORITHMS,
                 )
             # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn

@@ -79,7 +79,10 @@
   let conditional = null; // the AbortController of a pending conditional create
 
   const register = async (mediation, signal) => {
-    const options = await W.postJSON(button.dataset.optionsUrl, {});
+    // A conditional create's challenge is of its own kind: its answer may come without user
+    // presence and verification (WebAuthn L3 5.1.3), which the server accepts for it alone.
+    const ceremony = mediation ? { mediation } : {};
+    const options = await W.postJSON(button.dataset.optionsUrl, ceremony);
     if ((options.status === 401 || options.status === 403) && options.data.redirect) {
       // The session ended (signed out elsewhere, idle too long), or the step-up: adding a
       // sign-in method needs a recent sign-in. Either way, sign in and come back, to this button
@@ -94,6 +97,7 @@
     if (signal) request.signal = signal;
     const credential = await navigator.credentials.create(request);
     const result = await W.postJSON(button.dataset.registerUrl, {
+      ...ceremony,
       challenge_id: options.data.challenge_id,
       credential: W.credentialJSON(credential),
       name: nameInput ? nameInput.value : "",

@@ -317,6 +317,40 @@ def test_registration_options_exclude_the_users_passkeys(
         enrolled.create(options)
 
 
+def test_a_conditional_create_without_user_presence_or_verification_is_stored(
+    app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages, user: CreatedUser
+) -> None:
+    """WebAuthn L3 5.1.3: a conditional create (the password manager adds a passkey after it
+    filled the password, without a prompt) runs with requireUserPresence and
+    requireUserVerification false, and 7.1 checks UP only when mediation is not conditional: its
+    answer (UP and UV clear) is stored, and the passkey signs in with UV later. Only a challenge
+    issued for a conditional create takes such an answer, and it takes no modal answer."""
+    manager = synced()
+    silent = FLAG.BE | FLAG.BS
+    modal = signed_in.registration_options().get_json()
+    refused = signed_in.register(modal["challenge_id"], manager.create(modal["publicKey"],
+                                                                       flags=silent))  # fmt: skip
+    assert refused.status_code == 400, refused.text
+    assert last_failure_reason(app, "passkey.registered") == "user_not_present"
+    modal = signed_in.registration_options().get_json()
+    conditional = {"mediation": "conditional"}
+    answered = {"challenge_id": modal["challenge_id"], **conditional,
+                "credential": manager.create(modal["publicKey"])}  # fmt: skip
+    mismatched = signed_in.post_json("/account/passkeys", answered)
+    assert mismatched.status_code == 400, mismatched.text
+    assert last_failure_reason(app, "passkey.registered") == "challenge_invalid"
+
+    issued = signed_in.post_json("/account/passkeys/options", conditional)
+    assert issued.status_code == 200, issued.text
+    ceremony = issued.get_json()
+    answered = {"challenge_id": ceremony["challenge_id"], **conditional,
+                "credential": manager.create(ceremony["publicKey"], flags=silent)}  # fmt: skip
+    stored = signed_in.post_json("/account/passkeys", answered)
+    assert stored.status_code == 201, stored.text
+    assert [p.backup_eligible for p in passkeys_of(app, user.id)] == [True]
+    assert stranger.sign_in_with_passkey(manager).status_code == 200
+
+
 @pytest.mark.parametrize("algorithm", [-7, -8, -257], ids=["ES256", "EdDSA", "RS256"])
 def test_passkeys_of_every_offered_algorithm_register_and_sign_in(
     signed_in: PasskeyPages, stranger: PasskeyPages, algorithm: int
