@@ -205,10 +205,9 @@ class PasskeyService:
                     expected_origin=list(self.rp.origins),
                     # L3 7.1 step 15: "If user verification is required ... verify that the UV
                     # bit ... is set"; where policy only prefers it, it may be absent. L3 5.1.3:
-                    # a conditional create runs with requireUserPresence and
-                    # requireUserVerification false (no prompt: the password manager adds the
-                    # passkey after it filled the password), and 7.1 checks UP "if
-                    # options.mediation is not set to conditional". Sign-ins still ask for UV.
+                    # a conditional create (no prompt: the password manager adds the passkey
+                    # after it filled the password) sets neither UP nor UV, and 7.1 checks UP
+                    # only for other mediation. Sign-ins still ask for UV.
                     require_user_presence=not conditional,
                     require_user_verification=(
                         self.policy.user_verification_required and not conditional
@@ -285,7 +284,9 @@ class PasskeyService:
         ceremony rather than create a non-discoverable credential). So email-first loses
         nothing by asking for a discoverable credential, and the answer is the same for every
         email by construction."""
-        allow = [_descriptor(p) for p in self.passkeys_of(user)] if user is not None else []
+        # L3 5.5: the credentials acceptable to the RP; a flagged one is refused at every sign-in.
+        working = [p for p in self.passkeys_of(user) if p.flagged_at is None] if user else []
+        allow = [_descriptor(p) for p in working]
         # The user it lists passkeys of is the one it signs in (``check_owner``).
         issued, raw = self._new_challenge(AUTHENTICATION, binding, now, user.id if user else None)
         return Ceremony(

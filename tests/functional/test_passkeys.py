@@ -1063,6 +1063,25 @@ def test_a_flagged_passkey_stays_refused(
     assert last_failure_reason(app, "login.passkey") == "passkey_flagged"
 
 
+def test_the_second_step_lists_no_flagged_passkey(app: Flask, user: CreatedUser) -> None:
+    """WebAuthn L3 5.5 ``allowCredentials`` lists the credentials acceptable to the Relying
+    Party: a passkey flagged as a possible clone is refused at every sign-in, so the second step
+    after a password does not offer it (the browser would let the user pick it, in vain)."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    working, cloned = synced(), device_bound()
+    assert pages.add_passkey(cloned).status_code == 201
+    assert pages.sign_in_with_passkey(cloned, counter=10).status_code == 200  # a second asks it
+    assert pages.add_passkey(working).status_code == 201
+    stranger = PasskeyPages(app.test_client())
+    assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    browser = PasskeyPages(app.test_client())
+    assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    issued = browser.authentication_options(partial=True, page="/login/second-step")
+    listed = [c["id"] for c in issued["publicKey"]["allowCredentials"]]
+    assert listed == working.credential_ids()
+
+
 def test_a_flagged_passkey_is_no_way_in(app: Flask, user: CreatedUser) -> None:
     """A passwordless user with a working passkey and a flagged one (refused at every sign-in)
     may not remove the working one, which is their last way in; the flagged one may go."""
