@@ -558,6 +558,21 @@ def test_a_name_an_admin_gives_keeps_no_directional_controls(storage_app: Flask,
         assert db.session.scalar(select(User.name).where(User.id == user_id)) == "Eve Admin"
 
 
+def test_a_name_an_admin_gives_keeps_no_control_characters(storage_app: Flask, api: Api) -> None:
+    """The console line and the ``name`` claim of a name an admin gives are read by terminals and
+    log viewers: an ESC sequence in it rewrites what they show (Unicode general category Cc; RFC
+    8264 9.12 disallows controls in free-form text). A name is one line, without controls."""
+    created = api.call("POST", "/users", {"email": "eve@example.com", "invite": False,
+                                          "name": "Eve\x1b]0;pwned\x07\x85Admin"})  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert created.get_json()["name"] == "Eve]0;pwned Admin"
+    user_id = created.get_json()["id"]
+    renamed = api.call("PATCH", f"/users/{user_id}", {"name": "Eve\tK.\n\x9b31mAdmin\x7f"})
+    assert renamed.get_json()["name"] == "Eve K. 31mAdmin"
+    with storage_app.app_context():
+        assert db.session.scalar(select(User.name).where(User.id == user_id)) == "Eve K. 31mAdmin"
+
+
 def test_the_last_admin_stays_and_the_refusal_is_audited(storage_app: Flask, api: Api) -> None:
     admin = create_user(storage_app, email="root@example.com", admin=True)
     problem(api.call("PATCH", f"/users/{admin.id}", {"admin": False}), 409, "last-admin")

@@ -492,3 +492,19 @@ def test_a_name_keeps_no_directional_controls_and_an_invisible_one_is_none(
     assert "A passkey needs a name." in client.get("/account").text
     _rename(client, credential_id, "Phone \u202eenohp")
     assert "Phone enohp" in html.unescape(client.get("/account").text)
+
+
+def test_a_name_keeps_no_control_characters(client: FlaskClient, user: CreatedUser) -> None:
+    """A name is one line of text: ESC, BEL, DEL or a C1 control (Unicode general category Cc)
+    in it is read by the console or terminal that shows it (an ESC sequence recolours or
+    rewrites the line an admin or a relying party's log reads; RFC 8264 9.12 disallows
+    controls in free-form text). They are dropped; a tab or a line break is a space."""
+    start_session(client, user)
+    typed = "Ada\x1b[2K\x1b[1Aroot\x07\x7f\x9b\tKing\r\nLovelace"
+    saved = client.post(
+        "/account/profile", data={"csrf_token": csrf_of(client, "/account/profile"), "name": typed}
+    )
+    assert saved.status_code == 302
+    with client.application.app_context():
+        name = db.session.get(User, user.id).name  # type: ignore[union-attr]
+    assert name == "Ada[2K[1Aroot King Lovelace"
