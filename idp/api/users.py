@@ -29,8 +29,8 @@ def _service() -> UserAdmin:
     return services().user_admin(actor(), "api")
 
 
-def _user(user_id: str) -> User:
-    found = _service().get(user_id)
+def _user(user_id: str, *, locked: bool = False) -> User:
+    found = _service().get(user_id, locked=locked)
     if found is None:
         raise not_found("user with this id")
     return found
@@ -146,7 +146,12 @@ def enable_user(user_id: str) -> Any:
            scope="login-links:write", tag=TAG, body=schemas.LoginLinkCreate, body_required=False,
            response=schemas.IssuedLinkOut, status=201)  # fmt: skip
 def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
-    user = _user(user_id)
+    # The user's row is held from before the admin check below to the link's commit (PostgreSQL's
+    # row lock, SQLite's write lock): a promotion committed before it is seen here; one after it
+    # waits for the link and ends it with the others. Unheld, a link inserted as the promotion
+    # ended the links it could see (READ COMMITTED) outlived it: an admin's rescue from a token
+    # that may not make admins (docs/api.md, login-links:write).
+    user = _user(user_id, locked=True)
     if user.is_admin:
         # The link signs its holder in as the admin (a new passkey, then the console): only a
         # token that could make an admin may rescue one, or login-links:write would be every

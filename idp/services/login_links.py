@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.models import LoginLink, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
@@ -30,6 +31,8 @@ _ISSUED = {LOGIN: "login_link.issued", INVITE: "invite.issued"}
 _SPENT = {LOGIN: "login.link", INVITE: "invite.accepted"}
 #: Shown to admins and accepted by ``revoke``: a prefix of the hash, never the secret.
 LINK_ID_LENGTH = 16
+#: Where a link is about to be issued, whom to issue it to decided (tests hold it here).
+ISSUE_CHECKPOINT = "login_link.issuing"
 
 
 def link_id(link: LoginLink) -> str:
@@ -55,6 +58,7 @@ class LoginLinkService:
         context: RequestContext | None = None,
         via: str | None = None,
     ) -> tuple[LoginLink, str]:
+        checkpoints.reached(ISSUE_CHECKPOINT)
         secret = new_secret(32)
         link = LoginLink(
             id_hash=token_hash(secret),

@@ -174,10 +174,11 @@ class UserAdmin:
         )
         return UserPage(users=users, page=page, total=total)
 
-    def get(self, user_id: str) -> User | None:
+    def get(self, user_id: str, *, locked: bool = False) -> User | None:
+        """``locked``: read anew, the row held until the transaction ends (idp.database)."""
         if not user_id or len(user_id) > 64:
             return None
-        return self.db.get(User, user_id)
+        return self.db.get(User, user_id, with_for_update=locked or None, populate_existing=locked)
 
     def find(self, email_or_id: str) -> User | None:
         """By email (the CLI's usual handle) or by id (``sub``)."""
