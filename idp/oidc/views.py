@@ -18,6 +18,7 @@ from flask import (
     url_for,
 )
 
+from idp import checkpoints
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import csrf, db
 from idp.login.page import login_page
@@ -40,9 +41,13 @@ from idp.services.pending_authorizations import LivePending, PendingAuthorizatio
 from idp.services.tokens import ID_TOKEN_TYP, verify_issued_jwt
 from idp.web import acts_on_get
 from idp.web.headers import content_security_policy
-from idp.web.sessions import current_session
+from idp.web.sessions import current_session, forget_session
 
 log = logging.getLogger(__name__)
+
+#: Where a code is held, in tests, after its session was accepted and before anything of the code
+#: is written (idp.checkpoints).
+ISSUE_CODE_CHECKPOINT = "authorize.issue_code"
 
 
 # -- authorization endpoint -----------------------------------------------------------------------
@@ -215,6 +220,12 @@ def _proceed(
     assert session is not None
     if url_only and auth_request.response_mode != "query":
         return None  # OAuth 2.0 Form Post Response Mode 2: a page, shown by authorize_continue
+    checkpoints.reached(ISSUE_CODE_CHECKPOINT)
+    if not services().sessions.stands(session):
+        # Ended since it was read (signed out in another tab, ended by an admin): no code in it
+        # (Back-Channel Logout 1.0 2.7); the request goes on as one without a session.
+        forget_session()
+        return _proceed(auth_request, pending, url_only=url_only)
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not _pending_requests().spend(pending, now):
         if url_only:

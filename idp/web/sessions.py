@@ -53,6 +53,12 @@ def current_session() -> BrowserSession | None:
     return session
 
 
+def forget_session() -> None:
+    """The request's session ended while the request ran: from now on it has none."""
+    g.idp_session = None
+    g.pop("idp_session_seen", None)
+
+
 def record_last_seen_after() -> None:
     """The request's session was seen (``current_session``): write it now that the request's own
     transaction is over, so that it waits for nothing of the request's."""
