@@ -400,7 +400,8 @@ class Services:
         """The outbox channels this node delivers through: back-channel logout always, mail
         when an SMTP server is configured (idp.services.outbox)."""
         sender = self.mailer
-        logout = BackchannelSender(self._db(), self.container.keys, self.settings.issuer)
+        logout = BackchannelSender(self._db(), self.container.keys, self.settings.issuer,
+                                   self.container.clock)  # fmt: skip
         return [logout] if sender is None else [logout, sender]
 
     def retention(self, now: datetime) -> RetentionPolicy:

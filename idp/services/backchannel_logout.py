@@ -17,7 +17,6 @@ import contextlib
 import http.client
 import socket
 import threading
-import time
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -26,6 +25,7 @@ from joserfc import jwt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import Client, Grant, OutboxMessage
 from idp.services.client_fields import (
     ClientRegistrationError,
@@ -80,17 +80,20 @@ def announce(db: Session, sid: str, user_id: str, now: datetime) -> int:
     return len(client_ids)
 
 
-def logout_token_claims(*, issuer: str, client_id: str, sid: str, sub: str) -> dict[str, Any]:
+def logout_token_claims(
+    *, issuer: str, client_id: str, sid: str, sub: str, now: datetime
+) -> dict[str, Any]:
     """Section 2.4: ``iss``, ``aud``, ``iat``, ``exp``, ``jti``, ``events``; ``sid`` and ``sub``
     (idp always knows both, and section 2.4 allows both: ``sid`` for relying parties that keep
     sessions per OP session, ``sub`` for those that log out the user). Never a ``nonce``: section
-    2.4 prohibits it, so that a logout token can never pass as an ID token."""
-    now = int(time.time())
+    2.4 prohibits it, so that a logout token can never pass as an ID token. ``iat`` and ``exp``
+    count from ``now``, the application's clock (idp.clock), as the ID token's do."""
+    issued_at = int(now.timestamp())
     return {
         "iss": issuer,
         "aud": client_id,
-        "iat": now,
-        "exp": now + LOGOUT_TOKEN_TTL,
+        "iat": issued_at,
+        "exp": issued_at + LOGOUT_TOKEN_TTL,
         "jti": new_secret(16),
         "events": {EVENT: {}},
         "sid": sid,
@@ -99,7 +102,12 @@ def logout_token_claims(*, issuer: str, client_id: str, sid: str, sub: str) -> d
 
 
 def mint_logout_token(
-    db: Session, keys: KeyStore, issuer: str, client: Client, details: dict[str, Any]
+    db: Session,
+    keys: KeyStore,
+    issuer: str,
+    client: Client,
+    details: dict[str, Any],
+    now: datetime,
 ) -> str:
     """A logout token for ``client``, signed as its ID tokens are (section 2.4: "signed ... in
     the same way as ID Tokens"): the client's ``id_token_signed_response_alg`` and idp's current
@@ -107,8 +115,9 @@ def mint_logout_token(
     alg = client.id_token_signed_response_alg
     key = keys.signing_key(db, alg)
     claims = logout_token_claims(
-        issuer=issuer, client_id=client.client_id, sid=str(details["sid"]), sub=str(details["sub"])
-    )
+        issuer=issuer, client_id=client.client_id, sid=str(details["sid"]),
+        sub=str(details["sub"]), now=now,
+    )  # fmt: skip
     header = {"alg": alg, "typ": LOGOUT_TOKEN_TYP, "kid": key.kid}
     return jwt.encode(header, claims, key.private_key, algorithms=[alg])
 
@@ -175,10 +184,13 @@ class BackchannelSender:
     #: Each relying party is its own recipient: one that is down holds up no other.
     stop_after_failure: ClassVar[bool] = False
 
-    def __init__(self, db: Session, keys: KeyStore, issuer: str) -> None:
+    def __init__(
+        self, db: Session, keys: KeyStore, issuer: str, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.db = db
         self.keys = keys
         self.issuer = issuer
+        self.clock = clock
 
     def send(self, message: Pending) -> None:
         client = self.db.get(Client, message.recipient)
@@ -193,7 +205,9 @@ class BackchannelSender:
         except ClientRegistrationError:
             self.db.commit()
             raise UndeliverableError("the back-channel logout URI is not allowed here") from None
-        token = mint_logout_token(self.db, self.keys, self.issuer, client, message.details)
+        token = mint_logout_token(
+            self.db, self.keys, self.issuer, client, message.details, self.clock.now()
+        )
         self.db.commit()  # no transaction stays open while the relying party answers
         post_logout_token(uri, token)
 

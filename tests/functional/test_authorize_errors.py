@@ -341,7 +341,12 @@ def test_a_logout_token_is_no_id_token_hint(app: Flask, rp: RelyingParty) -> Non
         registered = db.session.get(Client, rp.registered.client_id)
         assert registered is not None
         logout_token = mint_logout_token(
-            db.session(), rt.keys, rt.settings.issuer, registered, {"sid": "s", "sub": user.id}
+            db.session(),
+            rt.keys,
+            rt.settings.issuer,
+            registered,
+            {"sid": "s", "sub": user.id},
+            utcnow(),
         )
     response = rp.authorize(prompt="none", id_token_hint=logout_token)
     assert error_redirect(response, rp) == "invalid_request"

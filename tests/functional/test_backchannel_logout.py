@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import metrics
+from idp.clock import FrozenClock
 from idp.composition import services
 from idp.extensions import db
 from idp.models import BrowserSession, Grant, OutboxMessage
@@ -118,6 +119,24 @@ def test_rp_initiated_logout_tells_each_client_of_the_session_and_no_other(
     assert first["sub"] == second["sub"] == user.id
     assert first["jti"] != second["jti"]
     assert [row.sent_at is not None for row in logout_rows(app)] == [True, True]
+
+
+def test_a_logout_token_is_dated_by_the_application_s_clock(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser, clock: FrozenClock
+) -> None:
+    """Section 2.4: ``iat`` and ``exp`` on the one clock every other token and decision reads
+    (idp.clock), not the system's: under a frozen clock moved a day on, the logout token is dated
+    then, as the ID token of the session it ends was."""
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    tokens = RelyingParty(client, one).tokens_for(user)
+    clock.advance(timedelta(days=1))
+    response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
+    assert response.status_code == 200, response.text
+    drain(app)
+    [token] = receiver.tokens("/one")
+    claims = jwt_parts(token)[1]
+    now = int(clock.now().timestamp())
+    assert (claims["iat"], claims["exp"]) == (now, now + backchannel_logout.LOGOUT_TOKEN_TTL)
 
 
 def test_signing_out_in_the_portal_tells_the_clients_of_the_session(

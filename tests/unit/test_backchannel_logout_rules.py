@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from idp.services.backchannel_logout import EVENT, logout_token_claims
@@ -72,13 +74,17 @@ def test_client_fields_check_the_back_channel_logout_uri() -> None:
 
 
 def test_logout_token_claims_follow_section_2_4() -> None:
-    first = logout_token_claims(issuer="https://idp.example", client_id="rp", sid="s1", sub="u1")
-    second = logout_token_claims(issuer="https://idp.example", client_id="rp", sid="s1", sub="u1")
+    now = datetime.now(UTC)
+    first = logout_token_claims(issuer="https://idp.example", client_id="rp", sid="s1", sub="u1",
+                                now=now)  # fmt: skip
+    second = logout_token_claims(issuer="https://idp.example", client_id="rp", sid="s1", sub="u1",
+                                 now=now)  # fmt: skip
     assert first["iss"] == "https://idp.example"
     assert first["aud"] == "rp"
     assert first["events"] == {EVENT: {}}
     assert first["sid"] == "s1"
     assert first["sub"] == "u1"
     assert "nonce" not in first  # section 2.4: prohibited
+    assert first["iat"] == int(now.timestamp())
     assert 0 < first["exp"] - first["iat"] <= 120
     assert first["jti"] != second["jti"]
