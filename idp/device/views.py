@@ -83,6 +83,10 @@ def decide() -> Any:
     if authorization is None:
         page = render_template("device/enter.html", code="", error=GONE)
         return Response(page, status=400)
+    unavailable = service.refusal(authorization)
+    if unavailable is not None:
+        page = render_template("device/enter.html", code="", error=unavailable)
+        return Response(page, status=400)
     refused = _refuse_unless_allowed(service, authorization, session)
     if refused is not None:
         return refused

@@ -54,6 +54,10 @@ MALFORMED = "That is not a code of the form ABCD-EFGH. Check the code on your de
 WRONG_CODE = "That code is not valid: it may be mistyped, expired or already used."
 THROTTLED = "Too many wrong codes. Wait a moment, then try again."
 LOCKED = "Too many wrong codes. Ask an administrator to unlock device sign-in for you."
+CLIENT_UNAVAILABLE = (
+    "The app that asked for this code is no longer available: an administrator has turned it "
+    "off. Nothing was shared with it."
+)
 
 
 def new_user_code() -> str:
@@ -202,6 +206,9 @@ class DeviceFlowService:
         # Not ``succeeded``: a code that exists proves nothing about the wrong ones typed before
         # it (the guesser's own device shows one), so the account's failures stand.
         self.limiter.answered(attempt)
+        refusal = self.refusal(row)
+        if refusal is not None:
+            return Entry(None, refusal)
         # The review page lists what the approval grants: what the client may still ask for.
         row.scope = as_registered(row.scope, row.client)
         return Entry(row)
@@ -213,6 +220,15 @@ class DeviceFlowService:
         if row is None or row.decided_at is not None or row.expires_at <= now:
             return None
         return row
+
+    def refusal(self, row: DeviceAuthorization) -> str | None:
+        """Why the user may not answer ``row`` at all, or None. Its client was disabled since the
+        device asked: the token endpoint refuses that client (RFC 6749 5.2 ``invalid_client``),
+        so the user is not asked to approve a request nobody can redeem, nor lets a grant be
+        opened for it (RFC 8628 3.3: the user reviews the request of a client idp serves)."""
+        if row.client.disabled_at is not None:
+            return CLIENT_UNAVAILABLE
+        return None
 
     def decide(
         self,

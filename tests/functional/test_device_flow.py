@@ -23,10 +23,19 @@ from werkzeug.test import TestResponse
 
 from idp.clock import FrozenClock
 from idp.extensions import db
-from idp.models import AuditEvent, BrowserSession, Client, Consent, DeviceAuthorization, User
+from idp.models import (
+    AuditEvent,
+    BrowserSession,
+    Client,
+    Consent,
+    DeviceAuthorization,
+    Grant,
+    User,
+)
 from idp.models.base import utcnow
 from idp.services.audit import RequestContext
 from idp.services.claims import describe_scope
+from idp.services.clients import ClientService
 from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
@@ -434,6 +443,41 @@ def test_user_outside_the_allowed_groups_is_refused(
     assert refused.status_code == 403
     assert "TV viewers" in refused.text
     assert error_of(device.poll(codes["device_code"])) == "access_denied"
+
+
+def _disable(app: Flask, client_id: str) -> None:
+    with app.app_context():
+        rt = app.extensions["idp"]
+        client = db.session.get(Client, client_id)
+        assert client is not None
+        ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer).disable(client)
+        db.session.commit()
+
+
+def test_a_request_of_a_client_disabled_since_is_neither_shown_nor_approved(
+    app: Flask, phone: FlaskClient, device: Device, user: CreatedUser
+) -> None:
+    """RFC 8628 3.3 and RFC 6749 2: the user reviews a request of a client idp still serves. One
+    disabled since the device asked (its token endpoint answers ``invalid_client``) is neither
+    listed for approval nor approved from a review page shown before, and the page says why,
+    calmly; no grant is opened for it."""
+    codes = device.codes()
+    shown = enter_code(phone, codes["user_code"])
+    assert shown.status_code == 200, shown.text
+    authorization = shown.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
+    _disable(app, device.registered.client_id)
+
+    approved = phone.post("/device/decide", data={"csrf_token": csrf_token(shown.text),
+                          "authorization": authorization, "decision": "approve"})  # fmt: skip
+    entered = enter_code(phone, codes["user_code"])
+    for page in (approved, entered):
+        assert page.status_code == 400, page.text
+        assert "no longer available" in page.text
+        assert 'name="authorization"' not in page.text
+    with app.app_context():
+        (row,) = db.session.scalars(select(DeviceAuthorization)).all()
+        assert (row.decided_at, row.grant_id) == (None, None)
+        assert db.session.scalars(select(Grant).where(Grant.user_id == user.id)).all() == []
 
 
 # -- brute force: user codes are counted per account and per address ----------------------------
