@@ -17,6 +17,7 @@ from flask import (
 )
 from flask import session as flask_session
 
+from idp import checkpoints
 from idp.account.blueprint import (
     bp,
     restricted_page,
@@ -47,6 +48,9 @@ def _method_removal() -> MethodRemoval:
 #: button again (a passkey is only created at the user's press) and account.js puts back the name
 #: typed before, kept in this tab's sessionStorage, and brings the button into view.
 RESUME_ADD_PASSKEY = "add-passkey"
+#: Where a passkey's registration is held, in tests, after its session was accepted and before it
+#: writes anything (idp.checkpoints).
+REGISTER_CHECKPOINT = "passkeys.register"
 #: Why a passkey stays, in the user's words.
 PASSKEY_REMOVAL_REFUSALS = {
     Refusal.ADMIN_PASSKEY: "Administrators must keep a passkey: add another one before removing "
@@ -114,6 +118,9 @@ def totp_setup() -> Any:
         if service.confirm_enrolment(user, sealed, code, now):
             flask_session.pop("totp_enrolment", None)
             codes = _after_method_added(session, "An authenticator app")
+            if codes is None:
+                db.session.rollback()  # the ended session's app is not kept
+                return redirect(url_for("login.login"))
             audit.record(db.session(), "totp.enabled", subject_id=user.id,
                          context=request_context())  # fmt: skip
             db.session.commit()
@@ -306,6 +313,7 @@ def passkey_register() -> Any:
     import json
 
     given = body.get("name") if isinstance(body.get("name"), str) else None
+    checkpoints.reached(REGISTER_CHECKPOINT)
     try:
         passkey = services().passkeys.register(
             session.user,
@@ -322,6 +330,9 @@ def passkey_register() -> Any:
         message = "The passkey could not be saved. Please try again."
         return jsonify(error="registration_failed", message=message), 400
     codes = _after_method_added(session, f"Passkey “{passkey.name}”")
+    if codes is None:
+        db.session.rollback()  # the ended session's passkey is not kept
+        return jsonify(error="login_required"), 401
     if not clean_name(given) and describe_authenticator(passkey.aaguid)[0] == UNRECOGNISED:
         # Named after this browser and the day: the account page invites a better name.
         flash(f"Passkey “{passkey.name}” added. Give it a name you will recognise, such as "
@@ -343,13 +354,14 @@ def _offer_to_sign_out_others() -> None:
     flask_session["offer_sign_out_others"] = True
 
 
-def _after_method_added(session: BrowserSession, method: str) -> list[str]:
-    """A new sign-in method: notify the user, end a recovery restriction, and hand out backup
-    codes the first time the account gets a passkey or an authenticator app."""
+def _after_method_added(session: BrowserSession, method: str) -> list[str] | None:
+    """A new sign-in method: end a recovery restriction, notify the user, and hand out backup
+    codes the first time the account gets a passkey or an authenticator app. None: the
+    restricted session ended while the method was being added; the caller keeps nothing."""
     user = session.user
+    if session.restricted and promote_session(session) is None:
+        return None
     services().notifier.notify(user, "method_added", method=method)
-    if session.restricted:
-        promote_session(session)
     _offer_to_sign_out_others()
     return services().backup_codes.first_set(user, clock().now())
 

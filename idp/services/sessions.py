@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.models import BrowserSession, User
 from idp.models.base import from_values, random_id
@@ -119,12 +120,29 @@ class SessionService:
 
     def promote(
         self, restricted: BrowserSession, context: RequestContext, now: datetime
-    ) -> NewSession:
+    ) -> NewSession | None:
         """A restricted session that added a sign-in method becomes a full one under a NEW
         session id; the restricted id stops working, as every sign-in renews the id
         (docs/security.md, Sessions). The sign-in it stood for is unchanged: same amr, acr and
-        auth_time, so the step-up window still runs from the link's use."""
-        self.revoke(restricted, now)
+        auth_time, so the step-up window still runs from the link's use. None: the restricted
+        session ended since the request accepted it, and nothing is opened."""
+        # Conditional, as every ending is (``end_sessions``), and its row count decides: the
+        # restricted session may have ended while the method was being added (signed out in
+        # another tab, ended by an admin, its user disabled). A plain write ended it a second
+        # time and opened a full session in its place, under a new id that no ending had seen:
+        # the logout undone (OWASP ASVS 3.3.1, logout invalidates the session; RP-Initiated
+        # Logout 1.0 section 2). Ended, it opens nothing, and the caller keeps nothing it added.
+        ended = self.db.execute(
+            update(BrowserSession)
+            .where(
+                BrowserSession.id_hash == restricted.id_hash, BrowserSession.revoked_at.is_(None)
+            )
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(ended, "rowcount", 0) != 1:
+            return None
+        set_committed_value(restricted, "revoked_at", now)
         new = self.create(restricted.user, list(restricted.amr), context, now)
         new.session.auth_time = restricted.auth_time
         new.session.acr = restricted.acr
@@ -168,9 +186,6 @@ class SessionService:
             .with_for_update(read=True)
         )
         return live is not None
-
-    def revoke(self, session: BrowserSession, now: datetime) -> None:
-        session.revoked_at = now
 
     def _replaced(
         self, previous: BrowserSession, user_id: str, restricted: bool, now: datetime

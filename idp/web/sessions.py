@@ -131,11 +131,15 @@ def start_session(
     set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
 
 
-def promote_session(restricted: BrowserSession) -> BrowserSession:
+def promote_session(restricted: BrowserSession) -> BrowserSession | None:
     """A restricted session added a sign-in method: it becomes a full session under a new id
-    (idp.services.sessions.SessionService.promote); this response carries the new cookie."""
+    (idp.services.sessions.SessionService.promote); this response carries the new cookie.
+    None: the restricted session ended on the way, and no session is opened."""
     service = services().sessions
     new = service.promote(restricted, request_context(), clock().now())
+    if new is None:
+        g.idp_session = None
+        return None
     g.idp_session = new.session
 
     @after_this_request
