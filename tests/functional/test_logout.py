@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
+from idp.oidc.checks import MAX_STATE_LENGTH
 from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
 from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
@@ -157,6 +158,24 @@ def test_logout_with_an_invalid_id_token_hint_is_a_400_page(
     response = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI)
     assert_page(response, 400)
     assert session_is_alive(rp)
+
+
+def test_a_state_longer_than_authorize_takes_is_a_400_page_and_no_redirect(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """The state is echoed into the post-logout Location (RP-Initiated Logout 1.0 section 3);
+    /authorize refuses one longer than ``MAX_STATE_LENGTH``, and so does the logout, as an
+    error that is never redirected (section 4). Nothing ends; the longest allowed comes back."""
+    refused = logout(rp, id_token_hint=tokens["id_token"],
+                     post_logout_redirect_uri=POST_LOGOUT_URI,
+                     state="s" * (MAX_STATE_LENGTH + 1))  # fmt: skip
+    assert_page(refused, 400)
+    assert session_is_alive(rp)
+    longest = "s" * MAX_STATE_LENGTH
+    accepted = logout(rp, id_token_hint=tokens["id_token"],
+                      post_logout_redirect_uri=POST_LOGOUT_URI, state=longest)  # fmt: skip
+    assert accepted.status_code == 302, accepted.text
+    assert accepted.headers["Location"] == f"{POST_LOGOUT_URI}?state={longest}"
 
 
 def test_an_access_token_is_no_id_token_hint(rp: RelyingParty, tokens: dict[str, Any]) -> None:
