@@ -57,6 +57,7 @@ from idp.services.passkey_checks import (
     failure_reason,
     parse_credential,
 )
+from idp.services.passkey_counter import checked_sign_count
 from idp.services.passkey_names import (
     UNRECOGNISED,
     clean_name,
@@ -73,7 +74,7 @@ from idp.services.passkey_options import (
     RelyingParty,
     request_options,
 )
-from idp.services.passkey_records import StoredPasskey, flag, load_for_sign_in, record_use
+from idp.services.passkey_records import StoredPasskey, load_for_sign_in, record_use
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -346,7 +347,7 @@ class PasskeyService:
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
                 raise PasskeyError("backup_eligibility_changed")
-            sign_count = self._checked_sign_count(passkey, verified.new_sign_count, context, now)
+            sign_count = checked_sign_count(self.db, passkey, verified.new_sign_count, context, now)
             if not passkey.user.is_active:
                 raise PasskeyError("user_disabled")
         except PasskeyError as error:
@@ -370,23 +371,6 @@ class PasskeyService:
         )  # fmt: skip
         amr = passkey_amr(passkey, verified.user_verified)
         return PasskeySignIn(user=passkey.user, passkey=passkey, amr=amr)
-
-    def _checked_sign_count(
-        self, passkey: StoredPasskey, new_count: int, context: RequestContext, now: datetime
-    ) -> int:
-        """WebAuthn L3 6.1.1 and 7.2 (signature counter). Synced passkeys report 0 forever: never
-        held against them. A device-bound credential whose counter does not grow may be a clone:
-        flag it, audit it and refuse this sign-in. The count to store."""
-        regressed = (new_count or passkey.sign_count) and new_count <= passkey.sign_count
-        if regressed and not passkey.backup_eligible:
-            flag(self.db, passkey, "sign_count_regression", now)
-            audit.record(
-                self.db, "passkey.flagged", outcome="failure", subject_id=passkey.user_id,
-                context=context, credential_id=passkey.credential_id,
-                stored_count=passkey.sign_count, received_count=new_count,
-            )  # fmt: skip
-            raise PasskeyError("sign_count_regression")
-        return max(passkey.sign_count, new_count)
 
     # -- management -----------------------------------------------------------------------------
     def passkeys_of(self, user: User) -> list[Passkey]:
