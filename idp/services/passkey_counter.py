@@ -1,6 +1,6 @@
 """The signature-counter policy of a passkey sign-in (WebAuthn L3 6.1.1 "Signature Counter
-Considerations" and 7.2 steps 21/22): a device-bound credential whose counter does not grow may
-be a clone; synced passkeys report 0 forever and are never held to it."""
+Considerations" and 7.2, its signCount step): a device-bound credential whose counter does not
+grow may be a clone; synced passkeys report 0 forever and are never held to it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.passkey_checks import PasskeyError
-from idp.services.passkey_records import StoredPasskey, flag
+from idp.services.passkey_records import StoredPasskey, flag, record_use
+
+#: Where a sign-in has checked the count it read and is about to store its own (tests hold it).
+CHECKPOINT = "passkey.counter_checked"
 
 
 def checked_sign_count(
@@ -30,3 +34,30 @@ def checked_sign_count(
         )  # fmt: skip
         raise PasskeyError("sign_count_regression")
     return max(passkey.sign_count, new_count)
+
+
+def store_use(
+    db: Session,
+    passkey: StoredPasskey,
+    sign_count: int,
+    backed_up: bool,
+    context: RequestContext,
+    now: datetime,
+) -> None:
+    """Store the count ``checked_sign_count`` gave, the backup state and the last use, in the one
+    UPDATE of the credential record. A device-bound counter is raised only where the stored
+    count is still below it: another sign-in (the real key, or a clone racing it) that read the
+    same count and stored its own first leaves this one a count that did not increase (WebAuthn
+    L3 6.1.1; 7.2's signCount step), flagged and refused as ``checked_sign_count`` does."""
+    counted = sign_count > 0 and not passkey.backup_eligible
+    checkpoints.reached(CHECKPOINT)
+    if record_use(db, passkey, sign_count, backed_up, now, counted=counted) or not counted:
+        return
+    stored = flag(db, passkey, "sign_count_regression", now)
+    if stored is None:  # removed since it was read: no clone to flag
+        raise PasskeyError("unknown_credential")
+    audit.record(
+        db, "passkey.flagged", outcome="failure", subject_id=passkey.user_id, context=context,
+        credential_id=passkey.credential_id, stored_count=stored, received_count=sign_count,
+    )  # fmt: skip
+    raise PasskeyError("sign_count_regression")

@@ -45,11 +45,19 @@ _USED = (
         last_used_at=bindparam("now"),
     )
 )
-#: A credential that looked cloned (L3 6.1.1): refused until the user removes it.
+#: The same for a device-bound passkey's counter (L3 6.1.1; 7.2's signCount step): only where the
+#: stored count is still below the new one. Another sign-in may have stored a count since this
+#: one read it (PostgreSQL waits for its row lock and checks the committed row; SQLite's reads
+#: come before the write lock): no row changed is a count that did not increase, never a lower
+#: count written over a higher one.
+_COUNTED = _USED.where(_p.sign_count < bindparam("counter"))
+#: A credential that looked cloned (L3 6.1.1): refused until the user removes it. The count
+#: stored when it was flagged, or none if the passkey was removed meanwhile.
 _FLAGGED = (
     update(_PASSKEYS)
     .where(_p.credential_id == bindparam("passkey"))
     .values(flagged_at=bindparam("now"), flagged_reason=bindparam("reason"))
+    .returning(_p.sign_count)
 )
 
 
@@ -87,13 +95,25 @@ def load_for_sign_in(db: Session, credential_id: str) -> StoredPasskey | None:
 
 
 def record_use(
-    db: Session, passkey: StoredPasskey, sign_count: int, backed_up: bool, now: datetime
-) -> None:
-    statements_of(db).write(_USED, {"passkey": passkey.credential_id, "counter": sign_count,
-                                    "backup_state": backed_up, "now": now})  # fmt: skip
+    db: Session,
+    passkey: StoredPasskey,
+    sign_count: int,
+    backed_up: bool,
+    now: datetime,
+    counted: bool = False,
+) -> bool:
+    """Store a verified assertion; ``counted``: only if the stored count is below ``sign_count``
+    (``_COUNTED``). Whether the row changed."""
+    changed = statements_of(db).write(_COUNTED if counted else _USED, {
+        "passkey": passkey.credential_id, "counter": sign_count, "backup_state": backed_up,
+        "now": now,
+    })  # fmt: skip
+    return changed > 0
 
 
-def flag(db: Session, passkey: StoredPasskey, reason: str, now: datetime) -> None:
-    statements_of(db).write(
+def flag(db: Session, passkey: StoredPasskey, reason: str, now: datetime) -> int | None:
+    """Flag ``passkey``; the count stored, None if it is gone."""
+    row: Any = statements_of(db).first(
         _FLAGGED, {"passkey": passkey.credential_id, "reason": reason, "now": now}
     )
+    return None if row is None else int(row.sign_count)

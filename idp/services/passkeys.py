@@ -57,7 +57,7 @@ from idp.services.passkey_checks import (
     failure_reason,
     parse_credential,
 )
-from idp.services.passkey_counter import checked_sign_count
+from idp.services.passkey_counter import checked_sign_count, store_use
 from idp.services.passkey_names import (
     UNRECOGNISED,
     clean_name,
@@ -74,7 +74,7 @@ from idp.services.passkey_options import (
     RelyingParty,
     request_options,
 )
-from idp.services.passkey_records import StoredPasskey, load_for_sign_in, record_use
+from idp.services.passkey_records import StoredPasskey, load_for_sign_in
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -350,6 +350,9 @@ class PasskeyService:
             sign_count = checked_sign_count(self.db, passkey, verified.new_sign_count, context, now)
             if not passkey.user.is_active:
                 raise PasskeyError("user_disabled")
+            # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life;
+            # the counter is stored only if it is still above the stored one (L3 6.1.1).
+            store_use(self.db, passkey, sign_count, verified.credential_backed_up, context, now)
         except PasskeyError as error:
             if passkey is None:
                 # Names no account: anyone can send these, as fast as they like; counted, and
@@ -361,8 +364,6 @@ class PasskeyService:
                     context=context, reason=error.reason, detail=error.detail[:200],
                 )  # fmt: skip
             raise
-        # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life.
-        record_use(self.db, passkey, sign_count, verified.credential_backed_up, now)
         # Held: a sign-in for a relying party audits its code too, both rows in one statement.
         audit.hold(
             self.db, "login.passkey", subject_id=passkey.user_id, context=context,

@@ -1,0 +1,113 @@
+"""Two assertions of one device-bound passkey verified at once (WebAuthn L3 6.1.1 and 7.2's
+signCount step: a signature counter that does not increase signals a possible clone): real parallel
+requests on SQLite and PostgreSQL, the first held where its counter was checked
+(idp.services.passkey_counter.CHECKPOINT) while the second read the same stored count and either
+checked it too (PostgreSQL) or waits for the first's write lock (SQLite). Never a sleep."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from idp.checkpoints import CHECKPOINT_DIR_ENV
+from idp.extensions import db
+from idp.models import AuditEvent, Passkey
+from idp.services.passkey_counter import CHECKPOINT
+from idp.sqlite_writers import WriterLine
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.checkpoints import Checkpoints, wait_until
+from tests.support.factories import create_user, rows
+from tests.support.passkey_flow import PasskeyPages
+
+_TAKE = WriterLine.take.__code__
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
+    held = Checkpoints(tmp_path / "checkpoints")
+    held.open_all(CHECKPOINT)
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
+    return held
+
+
+def _waits_for_a_lock(app: Flask, thread: threading.Thread) -> bool:
+    """PostgreSQL: a backend of this database waits on a lock; SQLite: ``thread`` is in
+    ``WriterLine.take``."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND datname = current_database()")  # fmt: skip
+            with db.engine.connect() as connection:
+                return bool(connection.scalar(query))
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code is _TAKE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_clone_racing_the_real_key_with_the_same_count_is_flagged(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """The real key and a clone of it answer two sign-in pages at once with the same count,
+    above the stored one. Both read the stored count before either wrote: the counter is raised
+    only where it is still below the new count, so one of them finds it raised already, which is
+    the regression it is (flagged, audited, refused), never two sign-ins and an unnoticed clone."""
+    user = create_user(storage_app)
+    key = SoftAuthenticator(backup_eligible=False, backed_up=False, counter_step=1)
+    owner = PasskeyPages(storage_app.test_client())
+    owner.sign_in_with_password(user)
+    assert owner.add_passkey(key).status_code == 201
+    [credential_id] = key.credential_ids()
+    assert PasskeyPages(storage_app.test_client()).sign_in_with_passkey(key).status_code == 200
+
+    tabs = [PasskeyPages(storage_app.test_client()) for _ in range(2)]
+    posts = []
+    for tab in tabs:
+        ceremony, csrf = tab.page_ceremony()
+        body = {"challenge_id": ceremony["challenge_id"], "next": "", "request": "",
+                "credential": key.get(ceremony["publicKey"], counter=2)}  # fmt: skip
+        posts.append((tab, body, csrf))
+    outcome: dict[int, Any] = {}
+
+    def run(index: int) -> threading.Thread:
+        tab, body, csrf = posts[index]
+
+        def target() -> None:
+            try:
+                outcome[index] = tab.browser.post(
+                    "/login/passkey/verify", json=body, headers={"X-CSRFToken": csrf}
+                ).status_code
+            except Exception as error:  # reported in the test's thread
+                outcome[index] = error
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    with checkpoints.holding(CHECKPOINT):
+        first = run(0)
+        wait_until(lambda: checkpoints.arrivals(CHECKPOINT) == 1 or not first.is_alive(),
+                   "the first sign-in checked its counter")  # fmt: skip
+        assert first.is_alive(), outcome
+        second = run(1)
+        wait_until(lambda: checkpoints.arrivals(CHECKPOINT) == 2
+                   or _waits_for_a_lock(storage_app, second) or not second.is_alive(),
+                   "the second sign-in read the count too")  # fmt: skip
+        assert second.is_alive(), outcome
+    for thread in (first, second):
+        thread.join(60)
+        assert not thread.is_alive()
+
+    assert sorted(outcome.values()) == [200, 400], outcome
+    [stored] = rows(storage_app, Passkey, Passkey.credential_id == credential_id)
+    assert (stored.sign_count, stored.flagged_reason) == (2, "sign_count_regression")
+    flagged = rows(storage_app, AuditEvent, AuditEvent.kind == "passkey.flagged")
+    assert [(e.details["stored_count"], e.details["received_count"]) for e in flagged] == [(2, 2)]
