@@ -1,6 +1,7 @@
 // The sign-in page: passkey autofill (conditional mediation) on load, a "Sign in with a passkey"
 // button, email-first passkeys, and the password as the calm fallback. A failed or cancelled
-// ceremony is never retried in a loop: the user decides what happens next.
+// ceremony is never retried in a loop: the user decides what happens next. The autofill offered
+// again after a cancelled dialog is no retry: it waits until the user picks a passkey.
 "use strict";
 
 (() => {
@@ -171,16 +172,22 @@
     }
   };
 
+  // The button and the email step: a modal ceremony, which aborts the autofill's request first.
   const modal = async (body) => {
     say("");
     clearTimeout(renewal);
     try {
-      await run(null, body);
+      if (await run(null, body)) return;
     } catch (error) {
-      if (error && error.name === "AbortError") return;
+      if (error && error.name === "AbortError") return; // another ceremony, or the password
       say(failure(error));
       showPassword();
+      // Unreached, or refused options (too many requests): the autofill would ask again at once.
+      if (error && (error.name === "IdpNetworkError" || error.name === "IdpOptionsError")) return;
     }
+    // Cancelled or failed: the autofill is offered again, as before the dialog. No retry: its
+    // request waits until the user picks a passkey (WebAuthn L3 5.1.4 conditional mediation).
+    startAutofill();
   };
 
   passkeyButton.addEventListener("click", () => modal({}));

@@ -9,10 +9,11 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Accounts, BrowserUser
+from tests.browser.conftest import Accounts, BrowserUser, RelyingParty
 from tests.browser.test_passkey_sign_in import (
     OPTIONS_PATH,
     VERIFY_PATH,
+    _assert_passkey_sign_in,
     _enrol,
     _sign_in_with_password,
     _with_passkey,
@@ -41,6 +42,23 @@ RECORD_GETS = """
 })();
 """
 OFFLINE = r"ERR_INTERNET_DISCONNECTED|Failed to load resource"
+#: The autofill's requests after the first reach the authenticator once the test calls
+#: ``window.__pick()``: the virtual authenticator answers a conditional request with the
+#: credentials it holds when the request starts, so a passkey the user picks later is one the
+#: test adds first.
+PICK_LATER = """
+(() => {
+  let pick;
+  const picked = new Promise((resolve) => { pick = resolve; });
+  window.__pick = () => pick();
+  let conditional = 0;
+  const real = navigator.credentials.get.bind(navigator.credentials);
+  navigator.credentials.get = async (options) => {
+    if (options && options.mediation === "conditional" && ++conditional > 1) await picked;
+    return real(options);
+  };
+})();
+"""
 
 
 def test_adding_a_passkey_after_the_session_ended_signs_in_again(
@@ -126,3 +144,33 @@ def test_the_autofill_is_renewed_before_its_challenge_expires(
     assert (first["mediation"], renewed["mediation"]) == ("conditional", "conditional")
     assert first["challenge"] != renewed["challenge"]
     assert user.count(OPTIONS_PATH) == 1  # fresh options: the page's own had expired
+
+
+def test_the_autofill_works_again_after_a_cancelled_button_ceremony(
+    live_idp: LiveIdp, accounts: Accounts, relying_party: RelyingParty, new_user: NewUser
+) -> None:
+    """The button's dialog aborts the autofill's request first. Cancelled (no passkey answered
+    it), the autofill is offered again without a reload: not a retry, the request waits for the
+    user to pick a passkey, and the one picked then signs in."""
+    _, credential = _enrol(live_idp, accounts, new_user)
+    user = new_user()  # no credential yet: the autofill waits and the button's dialog finds none
+    page = user.page
+    user.context.add_init_script(PICK_LATER)
+    user.context.add_init_script(RECORD_GETS)  # outside PICK_LATER: each request when it is made
+    authorization = relying_party.authorization()
+    page.goto(authorization.url)
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 1, "no autofill request started")
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page.get_by_role("alert")).to_contain_text("No passkey was used")
+    user.screenshot("button-cancelled")
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 3, "the autofill was not offered again")
+    assert [g["mediation"] for g in page.evaluate("window.__gets")] == [
+        "conditional", None, "conditional",
+    ]  # fmt: skip
+
+    # The user picks the passkey in the autofill: it signs in, on the same page.
+    user.add_credential(credential)
+    page.evaluate("window.__pick()")
+    page.wait_for_url(f"{relying_party.redirect_uri}?*")
+    _assert_passkey_sign_in(relying_party.redeem(authorization))
+    assert user.count(VERIFY_PATH) == 1
