@@ -5,30 +5,17 @@ to its commit. Never a sleep: the test waits for arrivals and finished requests.
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-from typing import Any
-
 import pytest
 from flask import Flask
 
-from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.models import BrowserSession, Grant
 from idp.oidc.views import ISSUE_CODE_CHECKPOINT
 from tests.support.admin import passkey_browser
-from tests.support.checkpoints import Checkpoints, wait_until
+from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, sign_in_address, start_session
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
-
-@pytest.fixture
-def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    held = Checkpoints(tmp_path / "checkpoints")
-    held.open_all(ISSUE_CODE_CHECKPOINT)
-    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
-    return held
 
 
 @pytest.mark.parametrize("scope", ["openid profile", "openid profile offline_access"])
@@ -46,29 +33,14 @@ def test_a_code_racing_the_end_of_its_session_is_not_issued_in_it(
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
     start_session(rp.browser, user)
     [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
-    outcome: dict[str, Any] = {}
 
-    def authorize() -> None:
-        try:
-            outcome["answer"] = rp.authorize(scope=scope)
-        except Exception as error:  # reported in the test's thread
-            outcome["error"] = error
-
-    with checkpoints.holding(ISSUE_CODE_CHECKPOINT):
-        thread = threading.Thread(target=authorize)
-        thread.start()
-        wait_until(
-            lambda: checkpoints.arrivals(ISSUE_CODE_CHECKPOINT) >= 1 or not thread.is_alive(),
-            "the authorization request reached its checkpoint",
-        )
-        assert thread.is_alive(), outcome
+    def end_the_session() -> None:
         ended = admin.post(f"/admin/users/{user.id}/sessions/revoke", {"sid": session.sid})
         assert ended.status_code < 400
-    thread.join(WAIT_LIMIT)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome
 
-    answer = outcome["answer"]
+    answer = answered_while_held(
+        checkpoints, ISSUE_CODE_CHECKPOINT, lambda: rp.authorize(scope=scope), end_the_session
+    )
     location = answer.headers.get("Location", "")
     code = (
         query_of(location).get("code") if location.startswith(rp.registered.redirect_uri) else None

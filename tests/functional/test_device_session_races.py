@@ -5,31 +5,17 @@ its commit. Never a sleep: the test waits for arrivals and finished requests."""
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-from typing import Any
-
-import pytest
 from flask import Flask
 
-from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.models import BrowserSession, Grant
 from idp.services.device import DECIDE_CHECKPOINT
 from tests.functional.test_device_flow import device_for, enter_code, error_of
 from tests.support.admin import passkey_browser
-from tests.support.checkpoints import Checkpoints, wait_until
+from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import create_user, rows
 from tests.support.flow import csrf_token, start_session
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
-
-@pytest.fixture
-def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    held = Checkpoints(tmp_path / "checkpoints")
-    held.open_all(DECIDE_CHECKPOINT)
-    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
-    return held
 
 
 def test_an_approval_racing_the_end_of_its_session_grants_nothing(
@@ -51,27 +37,16 @@ def test_an_approval_racing_the_end_of_its_session_grants_nothing(
     authorization = review.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
     form = {"csrf_token": csrf_token(review.text), "authorization": authorization,
             "decision": "approve"}  # fmt: skip
-    outcome: dict[str, Any] = {}
 
-    def approve() -> None:
-        try:
-            outcome["answer"] = phone.post("/device/decide", data=form)
-        except Exception as error:  # reported in the test's thread
-            outcome["error"] = error
-
-    with checkpoints.holding(DECIDE_CHECKPOINT):
-        thread = threading.Thread(target=approve)
-        thread.start()
-        wait_until(lambda: checkpoints.arrivals(DECIDE_CHECKPOINT) >= 1 or not thread.is_alive(),
-                   "the approval reached its checkpoint")  # fmt: skip
-        assert thread.is_alive(), outcome
+    def end_the_session() -> None:
         ended = admin.post(f"/admin/users/{user.id}/sessions/revoke", {"sid": session.sid})
         assert ended.status_code < 400
-    thread.join(WAIT_LIMIT)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome
 
-    assert outcome["answer"].status_code == 400
+    answer = answered_while_held(
+        checkpoints, DECIDE_CHECKPOINT, lambda: phone.post("/device/decide", data=form),
+        end_the_session,
+    )  # fmt: skip
+    assert answer.status_code == 400
     assert rows(storage_app, Grant, Grant.user_id == user.id, Grant.revoked_at.is_(None)) == []
     assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
     # Signed in again, the user can still answer the device.

@@ -5,31 +5,19 @@ commit. Never a sleep: the test waits for arrivals, finished requests and a wait
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 
-from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.models import LoginLink
 from idp.services.login_links import ISSUE_CHECKPOINT
 from tests.functional.test_api import Api, issue
-from tests.functional.test_method_removal_races import _waits_for_a_lock
-from tests.support.checkpoints import Checkpoints, wait_until
+from tests.support.checkpoints import Checkpoints, in_thread, wait_until
 from tests.support.factories import create_user, rows
 from tests.support.flow import csrf_token
+from tests.support.writers import waits_for_a_lock
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
-
-@pytest.fixture
-def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    held = Checkpoints(tmp_path / "checkpoints")
-    held.open_all(ISSUE_CHECKPOINT)
-    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
-    return held
 
 
 def test_a_rescue_link_issued_as_its_user_is_promoted_does_not_sign_in_the_admin(
@@ -46,24 +34,17 @@ def test_a_rescue_link_issued_as_its_user_is_promoted_does_not_sign_in_the_admin
     ops = Api(storage_app, issue(storage_app, "users:write", name="ops"))
     outcome: dict[str, Any] = {}
 
-    def run(name: str, act: Any) -> threading.Thread:
-        def target() -> None:
-            try:
-                outcome[name] = act()
-            except Exception as error:  # reported in the test's thread
-                outcome[f"{name} error"] = error
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        return thread
-
     with checkpoints.holding(ISSUE_CHECKPOINT):
-        link = run("link", lambda: helpdesk.call("POST", f"/users/{member.id}/login-links"))
+        issued = f"/users/{member.id}/login-links"
+        link = in_thread(outcome, "link", lambda: helpdesk.call("POST", issued))
         wait_until(lambda: checkpoints.arrivals(ISSUE_CHECKPOINT) >= 1 or not link.is_alive(),
                    "the link's request reached its checkpoint")  # fmt: skip
         assert link.is_alive(), outcome
-        promote = run("promote", lambda: ops.call("PATCH", f"/users/{member.id}", {"admin": True}))
-        wait_until(lambda: not promote.is_alive() or _waits_for_a_lock(storage_app, promote),
+        promoted = {"admin": True}
+        promote = in_thread(
+            outcome, "promote", lambda: ops.call("PATCH", f"/users/{member.id}", promoted)
+        )
+        wait_until(lambda: not promote.is_alive() or waits_for_a_lock(storage_app, promote),
                    "the promotion committed or waits for the link's lock")  # fmt: skip
     for thread in (link, promote):
         thread.join(WAIT_LIMIT)

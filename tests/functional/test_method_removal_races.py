@@ -5,65 +5,30 @@ removal has decided (idp.services.method_removal.CHECKPOINT) while the second ei
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyotp
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
-from idp.checkpoints import CHECKPOINT_DIR_ENV
-from idp.extensions import db
 from idp.models import AuditEvent, OutboxMessage, Passkey, User
 from idp.services.backup_codes import FIRST_SET_CHECKPOINT
 from idp.services.method_removal import CHECKPOINT
-from idp.services.sign_in import CHECKPOINT as SIGN_IN_CHECKPOINT
-from idp.sqlite_writers import WriterLine
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.checkpoints import Checkpoints
+from tests.support.checkpoints import Checkpoints, in_thread
 from tests.support.factories import create_user, rows
 from tests.support.flow import csrf_token
 from tests.support.http_flows import BACKUP_CODE, TOTP_SECRET
 from tests.support.passkey_flow import PasskeyPages
+from tests.support.writers import waits_for_a_lock
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-_TAKE = WriterLine.take.__code__
-
-
-@pytest.fixture
-def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    held = Checkpoints(tmp_path / "checkpoints")
-    # The variable reaches every checkpoint.
-    held.open_all(CHECKPOINT, SIGN_IN_CHECKPOINT, FIRST_SET_CHECKPOINT)
-    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
-    return held
 
 
 def synced() -> SoftAuthenticator:
     return SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
-
-
-def _waits_for_a_lock(app: Flask, thread: threading.Thread) -> bool:
-    """Whether ``thread``'s request waits for the first one's lock: PostgreSQL reports a backend
-    of this database waiting on a lock; on SQLite the thread is in ``WriterLine.take``."""
-    with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                         "AND datname = current_database()")  # fmt: skip
-            with db.engine.connect() as connection:
-                return bool(connection.scalar(query))
-    frame = sys._current_frames().get(thread.ident or -1)
-    while frame is not None:
-        if frame.f_code is _TAKE:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _in_two_tabs(
@@ -77,26 +42,15 @@ def _in_two_tabs(
     or waits for the first's lock; then both go on."""
     outcome: dict[str, Any] = {}
 
-    def run(name: str, act: Callable[[], Any]) -> threading.Thread:
-        def target() -> None:
-            try:
-                outcome[name] = act()
-            except Exception as error:  # reported in the test's thread
-                outcome[f"{name} error"] = error
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        return thread
-
     deadline = time.monotonic() + WAIT_LIMIT
     with checkpoints.holding(at):
-        one = run("first", first)
+        one = in_thread(outcome, "first", first)
         while checkpoints.arrivals(at) < 1:
             assert one.is_alive(), outcome
             assert time.monotonic() < deadline, "the first removal never decided"
             time.sleep(0.01)
-        two = run("second", second)
-        while checkpoints.arrivals(at) < 2 and not _waits_for_a_lock(app, two):
+        two = in_thread(outcome, "second", second)
+        while checkpoints.arrivals(at) < 2 and not waits_for_a_lock(app, two):
             assert two.is_alive(), outcome
             assert time.monotonic() < deadline, "the second removal neither decided nor waited"
             time.sleep(0.01)

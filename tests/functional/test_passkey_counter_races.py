@@ -6,51 +6,18 @@ checked it too (PostgreSQL) or waits for the first's write lock (SQLite). Never 
 
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
-from sqlalchemy import text
 
-from idp.checkpoints import CHECKPOINT_DIR_ENV
-from idp.extensions import db
 from idp.models import AuditEvent, Passkey
 from idp.services.passkey_counter import CHECKPOINT
-from idp.sqlite_writers import WriterLine
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.factories import create_user, rows
 from tests.support.passkey_flow import PasskeyPages
-
-_TAKE = WriterLine.take.__code__
-
-
-@pytest.fixture
-def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    held = Checkpoints(tmp_path / "checkpoints")
-    held.open_all(CHECKPOINT)
-    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
-    return held
-
-
-def _waits_for_a_lock(app: Flask, thread: threading.Thread) -> bool:
-    """PostgreSQL: a backend of this database waits on a lock; SQLite: ``thread`` is in
-    ``WriterLine.take``."""
-    with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                         "AND datname = current_database()")  # fmt: skip
-            with db.engine.connect() as connection:
-                return bool(connection.scalar(query))
-    frame = sys._current_frames().get(thread.ident or -1)
-    while frame is not None:
-        if frame.f_code is _TAKE:
-            return True
-        frame = frame.f_back
-    return False
+from tests.support.writers import waits_for_a_lock
 
 
 def test_a_clone_racing_the_real_key_with_the_same_count_is_flagged(
@@ -99,7 +66,7 @@ def test_a_clone_racing_the_real_key_with_the_same_count_is_flagged(
         assert first.is_alive(), outcome
         second = run(1)
         wait_until(lambda: checkpoints.arrivals(CHECKPOINT) == 2
-                   or _waits_for_a_lock(storage_app, second) or not second.is_alive(),
+                   or waits_for_a_lock(storage_app, second) or not second.is_alive(),
                    "the second sign-in read the count too")  # fmt: skip
         assert second.is_alive(), outcome
     for thread in (first, second):

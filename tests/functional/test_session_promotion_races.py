@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp.account.methods import REGISTER_CHECKPOINT
-from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.models import BrowserSession, Passkey
 from tests.functional.test_fallback import path_of
 from tests.functional.test_session_lifetimes import (
@@ -32,14 +30,6 @@ from tests.support.factories import CreatedUser, create_user, rows
 from tests.support.passkey_flow import PasskeyPages, csrf_meta
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
-
-@pytest.fixture
-def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    held = Checkpoints(tmp_path / "checkpoints")
-    held.open_all(REGISTER_CHECKPOINT)
-    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(held.directory))
-    return held
 
 
 Ending = Callable[[], None]

@@ -9,11 +9,13 @@ for an amount of time.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from idp.checkpoints import CHECKPOINT_DIR_ENV
 
@@ -57,3 +59,41 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")
         time.sleep(0.01)
+
+
+def in_thread(outcome: dict[str, Any], name: str, act: Callable[[], Any]) -> threading.Thread:
+    """``act`` started in a thread of its own, a request the test then holds or races: its answer
+    lands in ``outcome[name]``, or what it raised in ``outcome[f"{name} error"]``, for the test's
+    thread to check."""
+
+    def target() -> None:
+        try:
+            outcome[name] = act()
+        except Exception as error:  # reported in the test's thread
+            outcome[f"{name} error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def answered_while_held(
+    checkpoints: Checkpoints,
+    checkpoint: str,
+    request: Callable[[], Any],
+    meanwhile: Callable[[], Any],
+) -> Any:
+    """``request`` sent in a thread of its own and held at ``checkpoint`` while ``meanwhile``
+    runs (an admin ending the session the request already accepted, say); once it has finished,
+    its answer (it raised nothing)."""
+    outcome: dict[str, Any] = {}
+    with checkpoints.holding(checkpoint):
+        thread = in_thread(outcome, "answer", request)
+        wait_until(lambda: checkpoints.arrivals(checkpoint) >= 1 or not thread.is_alive(),
+                   f"the request reached {checkpoint}")  # fmt: skip
+        assert thread.is_alive(), outcome
+        meanwhile()
+    thread.join(WAIT_TIMEOUT)
+    assert not thread.is_alive()
+    assert "answer error" not in outcome, outcome
+    return outcome["answer"]
