@@ -15,8 +15,6 @@ from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, sign_in_address, start_session
 
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
 
 @pytest.mark.parametrize("scope", ["openid profile", "openid profile offline_access"])
 def test_a_code_racing_the_end_of_its_session_is_not_issued_in_it(

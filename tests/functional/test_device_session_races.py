@@ -15,8 +15,6 @@ from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import create_user, rows
 from tests.support.flow import csrf_token, start_session
 
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
 
 def test_an_approval_racing_the_end_of_its_session_grants_nothing(
     storage_app: Flask, checkpoints: Checkpoints

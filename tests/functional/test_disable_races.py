@@ -21,8 +21,6 @@ from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, start_session
 
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
 
 def _disabled_while_held(
     checkpoints: Checkpoints, checkpoint: str, request: Callable[[], Any], admin: FlaskClient,
