@@ -25,6 +25,7 @@ from idp.models import (
     Client,
     UsedClientAssertion,
 )
+from idp.oidc.errors import error_description
 from idp.services.crypto import token_hash
 from idp.services.tokens import unverified_claims
 
@@ -66,7 +67,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=list(CLIENT_ASSERTION_ALGS))
         except JoseError as error:
-            raise InvalidClientError(description=error.description) from error
+            # RFC 6749 5.2: the message may quote the assertion's header (its kid, crit, alg).
+            description = error_description(error.description or "")
+            raise InvalidClientError(description=description) from error
         self.verify_claims(token.claims)
         return token.claims
 

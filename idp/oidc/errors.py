@@ -1,6 +1,20 @@
-"""Typed errors of the authorization endpoint, mapped to responses in one place (views)."""
+"""Typed errors of the authorization endpoint, mapped to responses in one place (views), and what
+any error description may hold (RFC 6749 5.2)."""
 
 from __future__ import annotations
+
+import re
+
+#: RFC 6749 4.1.2.1 and 5.2: an error description holds only %x20-21 / %x23-5B / %x5D-7E
+#: (printable ASCII but the double quote and the backslash).
+_NOT_IN_A_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def error_description(text: str) -> str:
+    """``text`` as an error description may hold it (RFC 6749 5.2): each character it may not
+    hold is a ``?``. For a description that quotes the request (a parameter's name, a JOSE header
+    value in a verifier's message): Authlib refuses to build an error around any other, a 500."""
+    return _NOT_IN_A_DESCRIPTION.sub("?", text)
 
 
 class AuthorizationError(Exception):

@@ -49,6 +49,7 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
+from idp.oidc.errors import error_description
 from idp.oidc.group_gate import still_allowed
 from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
@@ -302,7 +303,9 @@ class IdpAuthorizationServer(AuthorizationServer):
             request = current_request._get_current_object()  # type: ignore[attr-defined]
         repeated = repeated_parameter(request)
         if repeated is not None:  # RFC 6749 3.2: no parameter more than once
-            error = InvalidRequestError(f"The '{repeated}' parameter must appear once.")
+            error = InvalidRequestError(
+                error_description(f"The '{repeated}' parameter must appear once.")
+            )
             return self.handle_error_response(None, error)
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
         # request, before the part of its create_token_response that turns an OAuth error into

@@ -745,3 +745,48 @@ def test_a_repeated_parameter_is_invalid_request_and_spends_nothing(
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_request"
     assert rp.exchange(code).status_code == 200
+
+
+# -- what an error description may hold (RFC 6749 5.2) --------------------------------------------
+#: RFC 6749 5.2: "Values for the "error_description" parameter MUST NOT include characters
+#: outside the set %x20-21 / %x23-5B / %x5D-7E".
+ERROR_DESCRIPTION_CHARACTERS = set(map(chr, [0x20, 0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)]))
+
+
+def b64url_json(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "RS256", "kid": 'rp-key-"1"'}, {"alg": "RS256", "kid": "rp-key-1", "crit": ["é"]},
+     {"alg": 'RS"256', "kid": "rp-key-1"}, {"alg": "RS256", "kid": "rp\\key\n1"}],
+    ids=["kid with a quote", "crit not ascii", "alg with a quote", "kid with a backslash"],
+)  # fmt: skip
+def test_an_assertion_header_the_error_would_quote_is_invalid_client_in_allowed_characters(
+    client: FlaskClient, jwt_client: RegisteredClient, header: dict[str, Any]
+) -> None:
+    """RFC 6749 5.2: a client assertion whose header the verifier's message quotes (a ``kid``
+    naming no key, an unsupported ``crit``, an unknown ``alg``) is ``invalid_client``, its
+    description in the characters an error description may hold; a quote or a non-ASCII
+    character there was a 500."""
+    now = int(time.time())
+    claims = {"iss": jwt_client.client_id, "sub": jwt_client.client_id, "aud": TOKEN_ENDPOINT,
+              "jti": secrets.token_urlsafe(16), "iat": now, "exp": now + 60}  # fmt: skip
+    value = f"{b64url_json(header)}.{b64url_json(claims)}.c2lnbmF0dXJl"
+    response = client.post("/token", data=assertion_request(value))
+    assert error_of(response, response.status_code) == "invalid_client", response.text
+    assert response.status_code in (400, 401)
+    assert set(response.get_json().get("error_description", "")) <= ERROR_DESCRIPTION_CHARACTERS
+
+
+@pytest.mark.parametrize("name", ['a"b', "a\\b", "é", "a\nb"])
+def test_a_repeated_parameter_named_in_any_characters_is_invalid_request_in_allowed_ones(
+    rp: RelyingParty, name: str
+) -> None:
+    """RFC 6749 3.2 and 5.2: a parameter repeated is ``invalid_request`` whatever its name; the
+    description names it in the characters an error description may hold (a quote, a backslash,
+    a line break or a non-ASCII character in the name was a 500)."""
+    response = rp.token(MultiDict([("grant_type", "refresh_token"), (name, "1"), (name, "2")]))
+    assert error_of(response) == "invalid_request"
+    assert set(response.get_json()["error_description"]) <= ERROR_DESCRIPTION_CHARACTERS
