@@ -42,7 +42,10 @@ def user_claims(user: ClaimsSubject, scope: str) -> dict[str, Any]:
     scopes = set(scope.split())
     claims: dict[str, Any] = {"sub": user.id}
     if "profile" in scopes:
-        claims["name"] = user.name
+        if user.name:
+            # OIDC Core 5.3.2: a claim without a value is omitted, "not present with a null or
+            # empty string value" (the name is optional).
+            claims["name"] = user.name
         # OIDC Core 5.4 puts preferred_username under profile; idp's is the email address, which
         # a user consents to share under email only (the consent page: "profile", your name).
         if "email" in scopes:

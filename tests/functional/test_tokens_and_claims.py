@@ -326,6 +326,22 @@ def test_userinfo_releases_the_claims_of_the_granted_scopes(
     assert info["sub"] == user.id
 
 
+def test_a_user_without_a_name_gets_no_empty_name_claim(
+    app: Flask, client: FlaskClient, rp: RelyingParty
+) -> None:
+    """OIDC Core 5.3.2: a claim idp has no value for is omitted, not "present with a null or empty
+    string value" (the name is optional at sign-up): with ``profile`` granted, neither the ID
+    token nor userinfo carries ``"name": ""``, which a relying party would show instead of falling
+    back to another claim."""
+    nameless = create_user(app, email="nameless@example.com", name="")
+    tokens = rp.tokens_for(nameless, scope="openid profile email")
+    id_claims = jwt.decode(tokens["id_token"], published_keys(client), algorithms=["RS256"]).claims
+    info = rp.userinfo(tokens["access_token"]).get_json()
+    for claims in (id_claims, info):
+        assert "name" not in claims
+        assert claims["preferred_username"] == claims["email"] == "nameless@example.com"
+
+
 # -- revocation (RFC 7009) ------------------------------------------------------------------------
 def test_revoked_access_token_fails_at_userinfo_and_introspects_inactive(
     rp: RelyingParty, tokens: dict[str, Any]
