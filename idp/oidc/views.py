@@ -30,7 +30,7 @@ from idp.oidc.checks import (
     check_stored_request,
     parse_authorization_request,
 )
-from idp.oidc.errors import AuthorizationError
+from idp.oidc.errors import AuthorizationError, error_description
 from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.pending_open import open_pending
 from idp.oidc.server import query_client
@@ -297,7 +297,8 @@ def _refuse_access(
     error.response_mode = auth_request.response_mode
     if "none" in auth_request.prompt:
         return _error_response(error)
-    values = [("error", error.error), ("error_description", error.description),
+    # RFC 6749 4.1.2.1: the client's name, an admin's words, in a description's characters.
+    values = [("error", error.error), ("error_description", error_description(error.description)),
               ("state", error.state), ("iss", runtime().settings.issuer)]  # fmt: skip
     values = [(k, v) for k, v in values if v is not None]
     parts = urlsplit(auth_request.redirect_uri)
@@ -321,10 +322,13 @@ def _error_response(error: AuthorizationError) -> Any:
         # an unverified redirect URI): the operator's log says it too.
         log.warning("authorization request refused: %s", error.description)
         return render_template("oidc/error.html", message=error.description), 400
+    # RFC 6749 4.1.2.1: sent to the client, the description may quote the request (its
+    # response_mode, a repeated parameter's name) in a description's characters only.
+    description = error_description(error.description)
     return _authorization_response(
         error.redirect_uri,
         error.response_mode,
-        [("error", error.error), ("error_description", error.description), ("state", error.state)],
+        [("error", error.error), ("error_description", description), ("state", error.state)],
     )
 
 

@@ -199,6 +199,25 @@ def test_unsupported_response_mode_is_invalid_request_sent_in_the_query(
     assert error_redirect(rp.authorize(response_mode=mode), rp) == "invalid_request"
 
 
+#: RFC 6749 4.1.2.1: "Values for the "error_description" parameter MUST NOT include characters
+#: outside the set %x20-21 / %x23-5B / %x5D-7E".
+ERROR_DESCRIPTION_CHARACTERS = set(map(chr, [0x20, 0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)]))
+
+
+@pytest.mark.parametrize("mode", ['frag"ment', "frag\\ment", "fragmént", "frag\nment"])
+def test_an_error_description_sent_to_the_client_holds_only_the_characters_allowed(
+    rp: RelyingParty, mode: str
+) -> None:
+    """RFC 6749 4.1.2.1: the description of an error redirected to the client quotes the request
+    (an unsupported ``response_mode``) in the characters an error description may hold only; a
+    quote, a backslash, a line break or a non-ASCII character was sent as it came."""
+    response = rp.authorize(response_mode=mode)
+    assert error_redirect(response, rp) == "invalid_request"
+    description = query_of(response.headers["Location"])["error_description"]
+    assert "response_mode" in description
+    assert set(description) <= ERROR_DESCRIPTION_CHARACTERS
+
+
 @pytest.mark.parametrize("scope", [None, "", "admin write", "profile-extended"])
 def test_no_allowed_scope_is_invalid_scope(rp: RelyingParty, scope: str | None) -> None:
     response = rp.authorize(scope=scope)
