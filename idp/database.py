@@ -53,6 +53,41 @@ def is_outage(error: BaseException) -> bool:
     return False
 
 
+def describe_failure(engine: Engine, error: BaseException) -> str | None:
+    """What a command that failed on the database tells its operator, in one line, or None when
+    the failure is neither a schema behind this idp's nor an outage (a bug: its traceback stays).
+
+    SQLite answers a database never initialised with "no such table", an ``OperationalError``
+    like an outage's; so the schema is looked at first, and an outage is what is left. The
+    driver's first line says what failed (refused, authentication, locked, disk full): libpq and
+    SQLite name the host and port or the file, never a password."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    try:
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except Exception:  # it does not answer: the outage below is the story
+        current = None
+    if current is not None:
+        scripts = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(False)))
+        heads = set(scripts.get_heads())
+        try:
+            known = all(scripts.get_revision(revision) is not None for revision in current)
+        except CommandError:
+            known = False
+        if not current:
+            return "the database has no idp schema yet: run `idp init` first"
+        if known and current != heads:
+            return "the database's schema is older than this idp's: run `idp init` to upgrade it"
+    if not is_outage(error):
+        return None
+    original = getattr(error, "orig", None) or error
+    reason = (str(original).strip().splitlines() or [""])[0]
+    return f"the database is unavailable ({type(original).__name__}: {reason})"
+
+
 def create_private_sqlite_file(url: str) -> None:
     """Create a SQLite database file that does not exist yet readable by its owner alone (0600),
     before SQLite creates it with the process umask (0644 under the usual 022): it holds live

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +42,10 @@ def cli_errors() -> Iterator[None]:
 def app_context() -> Iterator[Flask]:
     """The application, configured from the environment, with its context pushed. A refusal
     leaves it with nothing of the command's uncommitted work."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from idp import create_app
+    from idp.database import describe_failure
     from idp.errors import DomainError
     from idp.extensions import db
 
@@ -55,6 +59,15 @@ def app_context() -> Iterator[Flask]:
             except DomainError:
                 db.session.rollback()
                 raise
+            except SQLAlchemyError as error:
+                # A database not initialised (or behind this idp's schema) or not answering is
+                # the operator's to fix: a line that says which, not a driver's traceback.
+                with contextlib.suppress(SQLAlchemyError):
+                    db.session.rollback()
+                reason = describe_failure(db.engine, error)
+                if reason is None:
+                    raise
+                fail(reason)
     finally:
         # Its connections closed once the context's teardown (which mails what the command
         # committed) is done, not when the process exits: a command run inside another process

@@ -629,3 +629,51 @@ def test_unlocking_a_user_and_rotating_keys_from_the_command_line_are_audited(id
         "cli",
     )
     assert set(rows["keys.rotated"].details["kids"]) == rotated
+
+
+#: Commands an operator runs against a deployment's database (each reads or writes it).
+DATABASE_COMMANDS = (
+    ["users", "list"], ["clients", "list"], ["keys", "list"], ["keys", "rotate"],
+    ["audit", "export"], ["outbox"], ["prune"], ["policy", "show"], ["groups", "list"],
+    ["api-tokens", "list"], ["login-link", "list", "ada@example.com"],
+)  # fmt: skip
+
+
+def assert_refused_in_one_line(result: Result, *expected: str) -> None:
+    """Exit status 1 with the reason on one line (Click's ``Error: ...``), not a traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.output  # a ClickException, not a crash
+    assert "Traceback" not in result.output
+    for text_ in expected:
+        assert text_ in result.output, result.output
+
+
+def test_a_command_on_a_database_not_initialised_says_to_run_init(tmp_path: Path) -> None:
+    """docs/operations.md, "Upgrades and migrations": a database with no schema, or an older one
+    than this idp's, is a one-line refusal naming `idp init`, for every command but init itself."""
+    empty = Idp(tmp_path / "empty")
+    empty.instance.mkdir()
+    for command in DATABASE_COMMANDS:
+        assert_refused_in_one_line(empty.run(*command), "idp init")
+    older = Idp(tmp_path / "older")
+    older.instance.mkdir()
+    from alembic import command as alembic
+
+    alembic.upgrade(alembic_config(older.env["IDP_DATABASE_URL"]), "0012")  # no api_tokens
+    assert_refused_in_one_line(older.run("api-tokens", "list"), "older", "idp init")
+    older.ok("init")  # what the message says to do
+    older.ok("api-tokens", "list")
+
+
+def test_a_command_against_an_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
+    """A stopped or unreachable PostgreSQL is named as such, without its password, and the
+    command ends with status 1 instead of a driver's traceback (init and serve included)."""
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    idp = Idp(tmp_path)
+    idp.env["IDP_DATABASE_URL"] = f"postgresql+psycopg://idp:s3cret-pw@127.0.0.1:{port}/idp"
+    for command in (["init"], ["serve", "--port", "0"], *DATABASE_COMMANDS):
+        result = idp.run(*command)
+        assert_refused_in_one_line(result, "database is unavailable")
+        assert "s3cret-pw" not in result.output
