@@ -24,7 +24,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.sansio.response import Response as SansioResponse
 
 from idp.composition import Container
-from idp.database import BUSY_TIMEOUT_SECONDS, configure_engine, is_outage
+from idp.database import configure_engine, is_outage
+from idp.database import engine_options as engine_options_for
 from idp.extensions import csrf, db
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
@@ -233,11 +234,7 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
     secure = settings.secure_transport
     # No pool_pre_ping on PostgreSQL: the BEGIN each checkout sends is the check
     # (idp/postgresql.py, configured in idp.database.configure_engine).
-    engine_options: dict[str, Any] = {}
-    if settings.sqlalchemy_url.startswith("sqlite"):
-        engine_options = {
-            "connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
-        }
+    engine_options = engine_options_for(settings.sqlalchemy_url)
     # A database error's message would otherwise carry the statement's parameters (token and
     # password hashes, emails) into the log.
     engine_options["hide_parameters"] = True

@@ -28,6 +28,24 @@ WAL_CHECKPOINT_PAGES = 10_000
 #: SQLite: how long a writer waits for the write lock before "database is locked".
 BUSY_TIMEOUT_SECONDS = 30
 
+#: PostgreSQL: how long libpq waits for a connection, from the TCP handshake to the server's
+#: "ready for query" (its ``connect_timeout``, whose default is to wait forever). A server host
+#: that hangs, or drops packets, would otherwise hold the request's thread as long as it does
+#: (each thread of each worker in turn) where a 503 with ``Retry-After`` belongs (RFC 9110
+#: 15.6.4). A ``connect_timeout`` in ``database_url`` wins over it.
+POSTGRESQL_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """The engine's connection arguments for ``url``: SQLite's lock wait, PostgreSQL's connect
+    timeout (both for the application's engine and the migrations')."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        return {"connect_args": {"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_SECONDS}}
+    return {}
+
 
 #: SQLSTATEs of a server that answers but cannot take the request now: a read-only transaction
 #: (25006: a replica after a failover, or ``default_transaction_read_only``). Connection failures

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import idp.models  # noqa: F401  (registers every table on the metadata)
-from idp.database import configure_engine
+from idp.database import configure_engine, engine_options
 from idp.models.base import Base
 
 config = context.config
@@ -25,7 +25,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    url = config.get_main_option("sqlalchemy.url") or ""
+    engine = create_engine(url, **engine_options(url))
     configure_engine(engine)
     with engine.connect() as connection:
         # render_as_batch: SQLite can only alter tables by copying them.

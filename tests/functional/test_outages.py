@@ -127,6 +127,39 @@ def test_with_the_database_stopped_pages_are_a_calm_503_and_the_node_is_alive_no
     assert rp.authorize().status_code == 200  # the sign-in page again
 
 
+#: How long a request may take before the test calls it hung: a guard far above the connect
+#: timeout (idp.database ``POSTGRESQL_CONNECT_TIMEOUT``), not a measurement.
+HUNG = 90
+
+
+def test_a_database_that_accepts_connections_but_never_answers_is_a_503_not_a_hang(
+    proxied: tuple[Flask, TcpProxy],
+) -> None:
+    """A database host that hangs (a frozen VM, a balancer in front of a server that is gone):
+    connections are accepted and never answered. Each request gives up on connecting after the
+    connect timeout and answers 503 with ``Retry-After`` (RFC 9110 15.6.4, 10.2.3), and the
+    node is not ready, instead of holding every worker thread for as long as the host hangs."""
+    app, proxy = proxied
+    user = create_user(app, email="hung@example.com")
+    registered = create_client(app, name="Hung RP")
+    rp = RelyingParty(app.test_client(), registered)
+    tokens = rp.tokens_for(user)
+    client = app.test_client()
+
+    pool = ThreadPoolExecutor(2)
+    proxy.freeze()
+    try:
+        ready = pool.submit(client.get, "/readyz")
+        refreshed = pool.submit(rp.refresh, tokens["refresh_token"])
+        assert ready.result(timeout=HUNG).status_code == 503
+        assert_oauth_unavailable(refreshed.result(timeout=HUNG))
+    finally:
+        proxy.restore()  # a hung request gets its connection closed, and ends
+        pool.shutdown()
+    assert client.get("/readyz").status_code == 200
+    assert rp.refresh(tokens["refresh_token"]).status_code == 200  # the failed one spent nothing
+
+
 def test_an_unexpected_error_at_an_oauth_endpoint_is_a_json_500_not_a_503(
     proxied: tuple[Flask, TcpProxy], monkeypatch: pytest.MonkeyPatch
 ) -> None:

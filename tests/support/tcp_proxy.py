@@ -3,7 +3,9 @@ away from one app without touching the dependency itself.
 
 ``cut()`` closes the listening socket and every connection through it, so the app's next
 statement fails and its reconnects are refused, as when the database stops; ``restore()``
-listens again on the same port, as when it comes back.
+listens again on the same port, as when it comes back. ``freeze()`` breaks every open connection
+and accepts new ones without ever answering them, as a database host that hangs (or a balancer in
+front of one that is gone) does; ``restore()`` ends that too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        #: Frozen: connections accepted are held, unanswered, until ``restore()``.
+        self._frozen = False
+        self._held: list[socket.socket] = []
         self.port = self._listen(0)
 
     def _listen(self, port: int) -> int:
@@ -37,6 +42,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            with self._lock:
+                if self._frozen:
+                    self._held.append(client)  # read by nobody, answered never
+                    continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
                 upstream.settimeout(None)
@@ -74,9 +83,28 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def freeze(self) -> None:
+        """Break every open connection; hold each new one open without an answer."""
+        with self._lock:
+            self._frozen = True
+            open_sockets, self._sockets = self._sockets, set()
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
     def restore(self) -> None:
-        """Accept connections again, on the same port."""
-        self._listen(self.port)
+        """Accept and forward connections again, on the same port (the held ones are closed)."""
+        with self._lock:
+            self._frozen = False
+            held, self._held = self._held, []
+            listening = self._listener is not None
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        if not listening:
+            self._listen(self.port)
 
     def close(self) -> None:
         self.cut()
