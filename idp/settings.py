@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 #: Plain SMTP, TLS from the start (RFC 8314 3.3), or STARTTLS (RFC 3207); both TLS forms verify.
 SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+#: What the Redis client accepts: plain, TLS, or a Unix socket.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: The development secret, published with the source: it derives the keys that sign email-change
 #: tokens and encrypt TOTP secrets and signing keys, so anyone can forge or decrypt with it.
 #: Accepted only for a development start on a loopback issuer (``refuse_development_secret``).
@@ -267,10 +269,30 @@ class Settings:
             raise SettingsError("argon2_hashes_at_once must be 1 to 64")
         if self.trusted_proxies < 0:
             raise SettingsError("trusted_proxies must not be negative")
+        self._validate_redis()
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in SMTP_SCHEMES:
             raise SettingsError("smtp_url must start with smtp://, smtps:// or smtp+starttls://")
         if self.smtp_ca_file and not os.path.isfile(self.smtp_ca_file):
             raise SettingsError(f"smtp_ca_file {self.smtp_ca_file!r} is not a readable file")
+
+    def _validate_redis(self) -> None:
+        """A Redis URL the client can use, and a readiness that asks for Redis only with one:
+        else ``/readyz`` would say ready without having asked anything (docs/operations.md,
+        "Probes")."""
+        if self.readiness_requires_redis and not self.redis_url:
+            raise SettingsError(
+                "readiness_requires_redis is set but redis_url is empty: set IDP_REDIS_URL, or "
+                "leave readiness_requires_redis off"
+            )
+        if not self.redis_url:
+            return
+        parts = urlsplit(self.redis_url)
+        try:
+            parts.port  # noqa: B018 (parsing it is the check: "redis://host:x" has none)
+        except ValueError:
+            raise SettingsError("redis_url has a port that is not a number") from None
+        if parts.scheme not in REDIS_SCHEMES:
+            raise SettingsError("redis_url must start with redis://, rediss:// or unix://")
 
 
 def _is_ip_address(host: str) -> bool:

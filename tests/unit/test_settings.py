@@ -397,3 +397,21 @@ def test_the_password_service_runs_as_many_hashes_at_once_as_configured() -> Non
 
     passwords = Container.build(settings_from(argon2_hashes_at_once=3)).passwords
     assert passwords._hashing._threads()._max_workers == 3
+
+
+def test_readiness_that_requires_redis_without_a_redis_url_is_refused_at_start() -> None:
+    """``readiness_requires_redis`` asks ``/readyz`` to fail while Redis does not answer; with no
+    ``redis_url`` there is nothing to ask, and the probe would say ready unchecked."""
+    with pytest.raises(SettingsError, match=r"readiness_requires_redis.*redis_url"):
+        settings_from(readiness_requires_redis=True)
+    assert settings_from(readiness_requires_redis=True, redis_url="redis://localhost:6379/0")
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:6379", "http://localhost:6379", "redis://localhost:x/0"]
+)
+def test_a_redis_url_redis_cannot_use_is_refused_at_start_naming_the_setting(url: str) -> None:
+    """Refused with a message naming ``redis_url``, not the Redis client's ``ValueError`` (a
+    traceback at start, or worse, at the first sign-in that needs the counters)."""
+    with pytest.raises(SettingsError, match="redis_url"):
+        settings_from(redis_url=url)
