@@ -260,6 +260,14 @@ class Settings:
             raise SettingsError("docs_url must be an http(s) URL (or empty)")
         if self.log_format not in ("auto", "json", "text"):
             raise SettingsError("log_format must be auto, json or text")
+        if self.metrics_token != self.metrics_token.strip() or not self.metrics_token.isprintable():
+            # No scraper can send it: a header value has no surrounding whitespace and no control
+            # character (RFC 9110 5.5), so every scrape would be refused. A newline from the file
+            # the token was read from is the usual cause.
+            raise SettingsError(
+                "metrics_token must not start or end with whitespace nor hold control characters "
+                "(a trailing newline from the file it was read from?)"
+            )
         if self.metrics_token and len(self.metrics_token) < 32:
             # A guessable scrape token would open the metrics (counts of sign-ins per outcome).
             raise SettingsError("metrics_token must be at least 32 characters long (or empty)")

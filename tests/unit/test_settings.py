@@ -415,3 +415,12 @@ def test_a_redis_url_redis_cannot_use_is_refused_at_start_naming_the_setting(url
     traceback at start, or worse, at the first sign-in that needs the counters)."""
     with pytest.raises(SettingsError, match="redis_url"):
         settings_from(redis_url=url)
+
+
+@pytest.mark.parametrize("token", ["a" * 40 + "\n", " " + "a" * 40, "a" * 20 + "\x00" + "a" * 20])
+def test_a_metrics_token_no_scraper_can_send_is_refused_at_start(token: str) -> None:
+    """A header value carries no leading or trailing whitespace and no control character (RFC
+    9110 5.5): a token read from a file with its newline would be accepted, then refuse every
+    scrape with 401."""
+    with pytest.raises(SettingsError, match="metrics_token"):
+        settings_from(metrics_token=token)
