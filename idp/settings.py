@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
 #: What the Redis client accepts: plain, TLS, or a Unix socket.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: The databases idp runs on, by SQLAlchemy driver name (after ``postgres://`` and
+#: ``postgresql://`` become psycopg 3, the one PostgreSQL driver idp ships).
+DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
 #: The development secret, published with the source: it derives the keys that sign email-change
 #: tokens and encrypt TOTP secrets and signing keys, so anyone can forge or decrypt with it.
 #: Accepted only for a development start on a loopback issuer (``refuse_development_secret``).
@@ -277,11 +280,35 @@ class Settings:
             raise SettingsError("argon2_hashes_at_once must be 1 to 64")
         if self.trusted_proxies < 0:
             raise SettingsError("trusted_proxies must not be negative")
+        self._validate_database()
         self._validate_redis()
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in SMTP_SCHEMES:
             raise SettingsError("smtp_url must start with smtp://, smtps:// or smtp+starttls://")
         if self.smtp_ca_file and not os.path.isfile(self.smtp_ca_file):
             raise SettingsError(f"smtp_ca_file {self.smtp_ca_file!r} is not a readable file")
+
+    def _validate_database(self) -> None:
+        """A ``database_url`` SQLAlchemy can parse, for a database and driver idp runs on: else the
+        app factory fails with SQLAlchemy's traceback. The messages never quote the URL, whose
+        password SQLAlchemy's own parse errors may hold."""
+        if not self.database_url:
+            return
+        # Imported here: ``idp --help`` reads this module and imports no SQLAlchemy.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            driver = make_url(self.sqlalchemy_url).drivername
+        except (ArgumentError, ValueError):  # no scheme, a port that is not a number, ...
+            raise SettingsError(
+                "database_url is not a database URL: postgresql://user:password@host:port/name "
+                "or sqlite:////absolute/path/idp.db (percent-encode @ : / in the password)"
+            ) from None
+        if driver not in DATABASE_DRIVERS:
+            raise SettingsError(
+                f"database_url names {driver!r}: idp runs on PostgreSQL (postgresql://, with "
+                "psycopg 3) or SQLite (sqlite://)"
+            )
 
     def _validate_redis(self) -> None:
         """A Redis URL the client can use, and a readiness that asks for Redis only with one:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,25 @@ def test_database_url_is_normalised_to_the_psycopg_driver(given: str, expected: 
 def test_empty_database_url_means_sqlite_under_the_instance_path(tmp_path: Path) -> None:
     settings = settings_from(instance_path=str(tmp_path))
     assert settings.sqlalchemy_url == f"sqlite:///{tmp_path.resolve() / 'idp.db'}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "idp:hunter2@db:5432/idp",  # no scheme
+        "postgresql://idp:hunter2@db:x/idp",  # a port that is not a number
+        "postgresql://idp:hunter2@[::1/idp",  # an unclosed IPv6 literal
+        "postgresq://idp:hunter2@db/idp",  # a misspelled scheme: no such dialect
+        "mysql://idp:hunter2@db/idp",  # a database idp does not run on
+        "postgresql+psycopg2://idp:hunter2@db/idp",  # a driver idp does not ship
+    ],
+)
+def test_a_database_url_idp_cannot_use_is_refused_at_start_naming_the_setting(url: str) -> None:
+    """Refused with a message naming ``database_url``, not SQLAlchemy's traceback from deep in the
+    app factory; and the message never holds the URL's password."""
+    with pytest.raises(SettingsError, match="database_url") as refused:
+        settings_from(database_url=url)
+    assert "hunter2" not in "".join(traceback.format_exception(refused.value))
 
 
 # -- the shipped production example ---------------------------------------------------------------
