@@ -11,6 +11,7 @@ grant. This module holds the grants and assembles the server; client authenticat
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +58,7 @@ from idp.oidc.token_request import TokenSideRequest, repeated_parameter
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
+from idp.services.grants import still_registered
 from idp.services.refresh_tokens import SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
 from idp.services.spent_codes import SpentCode
@@ -185,7 +187,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
         # Spent here, atomically, before any other check: a replay revokes the grant.
         row = redeem_code(self.request, code, client, clock().now())
-        return row if row is not None and still_allowed(row.grant, client) else None
+        if row is None or not still_allowed(row.grant, client):
+            return None
+        # RFC 6749 3.3: a scope an admin took from the client after the code was issued is not
+        # granted by it (the token response, the ID token's claims, userinfo's and the refresh
+        # token's grant follow this scope), as the refresh grant narrows (``issue_token``).
+        scope = still_registered(row.scope, client)
+        return row if scope == row.scope else replace(row, scope=scope)
 
     def delete_authorization_code(self, authorization_code: SpentCode) -> None:
         """Nothing to do: the code was consumed when it was looked up."""
@@ -241,12 +249,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         above) or the grant's; the successor refresh token the spent one's scope, identical
         whatever the request narrowed. Both lose what an admin has since taken from the client
         (RFC 6749 3.3: the issued scope may differ from the requested; the answer names it)."""
-        allowed = set(self.request.client.scopes)
-        granted = [s for s in refresh_token.get_scope().split() if s in allowed]
+        client = self.request.client
+        granted = still_registered(refresh_token.get_scope(), client)
         requested = self.request.payload.scope
-        scope = [s for s in requested.split() if s in allowed] if requested else granted
-        self.request.refresh_token_scope = " ".join(granted)
-        return self.generate_token(user=user, scope=" ".join(scope), include_refresh_token=True)
+        scope = still_registered(requested, client) if requested else granted
+        self.request.refresh_token_scope = granted
+        return self.generate_token(user=user, scope=scope, include_refresh_token=True)
 
     def authenticate_refresh_token(self, refresh_token: str) -> SpentRefreshToken | None:
         client = self.request.client

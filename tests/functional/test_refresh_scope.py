@@ -1,6 +1,6 @@
 """A refresh grant's scope (RFC 6749 6 and 3.3, OIDC Core 11): the access token may narrow it,
 the successor refresh token keeps it, a refused request spends nothing, and what an admin takes
-from a client is gone from every token a refresh issues afterwards."""
+from a client is gone from every token a refresh, or a code's exchange, issues afterwards."""
 
 from __future__ import annotations
 
@@ -117,6 +117,38 @@ def test_a_scope_taken_from_the_client_while_a_request_waits_is_not_granted(app:
     tokens = response.get_json()
     assert tokens["scope"] == "openid offline_access"
     assert "groups" not in jwt_parts(tokens["id_token"])[1]
+
+
+def test_a_scope_taken_from_the_client_before_its_code_is_exchanged_is_not_granted(
+    storage_app: Flask,
+) -> None:
+    """RFC 6749 3.3: a code issued while the client was allowed ``profile`` and ``groups`` and
+    exchanged after an admin took them away yields tokens without them (the answer names the
+    narrower scope): no claim of theirs in the ID token or at userinfo, and a refresh token
+    whose grant lacks them, so that giving them back to the client brings none back to it."""
+    app = storage_app
+    member = create_user(app, email="member@example.com")
+    _make_group(app, "staff", member.email)
+    rp = RelyingParty(app.test_client(), create_client(app, scopes=GROUP_SCOPES))
+    callback = rp.obtain_code(member, scope="openid profile groups offline_access")
+    allow_only(app, rp.registered.client_id, ["openid", "email", "offline_access"])
+
+    response = rp.exchange(callback["code"])
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert tokens["scope"] == "openid offline_access"
+    assert jwt_parts(tokens["access_token"])[1]["scope"] == "openid offline_access"
+    id_token = jwt_parts(tokens["id_token"])[1]
+    assert not {"groups", "name"} & id_token.keys()
+    userinfo = rp.userinfo(tokens["access_token"]).get_json()
+    assert not {"groups", "name"} & userinfo.keys()
+    [refresh_token] = live_refresh_tokens(app)
+    assert refresh_token.scope == "openid offline_access"
+
+    allow_only(app, rp.registered.client_id, GROUP_SCOPES)
+    refreshed = rp.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.get_json()["scope"] == "openid offline_access"
 
 
 def test_a_refresh_token_of_a_client_no_longer_allowed_the_grant_is_inactive(
