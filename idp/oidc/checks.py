@@ -239,13 +239,10 @@ def check_response_type(values: Mapping[str, str], client: Client) -> None:
 def check_scope(values: Mapping[str, str], client: Client) -> str:
     """RFC 6749 3.3: scopes outside the client's registration are dropped; nothing left is an
     error. OIDC Core 11: offline_access only for clients allowed to hold refresh tokens."""
-    requested = values.get("scope", "").split()
-    allowed = [s for s in dict.fromkeys(requested) if s in client.scopes]
-    if "offline_access" in allowed and not client.check_grant_type("refresh_token"):
-        allowed.remove("offline_access")
+    allowed = client.get_allowed_scope(values.get("scope", ""))
     if not allowed:
         raise AuthorizationError("invalid_scope", "No requested scope is allowed for this client.")
-    return " ".join(allowed)
+    return allowed
 
 
 def check_pkce(

@@ -58,7 +58,6 @@ from idp.oidc.token_request import TokenSideRequest, repeated_parameter
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
-from idp.services.grants import still_registered
 from idp.services.refresh_tokens import SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
 from idp.services.spent_codes import SpentCode
@@ -192,7 +191,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # RFC 6749 3.3: a scope an admin took from the client after the code was issued is not
         # granted by it (the token response, the ID token's claims, userinfo's and the refresh
         # token's grant follow this scope), as the refresh grant narrows (``issue_token``).
-        scope = still_registered(row.scope, client)
+        scope = client.get_allowed_scope(row.scope)
         return row if scope == row.scope else replace(row, scope=scope)
 
     def delete_authorization_code(self, authorization_code: SpentCode) -> None:
@@ -250,9 +249,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         whatever the request narrowed. Both lose what an admin has since taken from the client
         (RFC 6749 3.3: the issued scope may differ from the requested; the answer names it)."""
         client = self.request.client
-        granted = still_registered(refresh_token.get_scope(), client)
+        granted = client.get_allowed_scope(refresh_token.get_scope())
         requested = self.request.payload.scope
-        scope = still_registered(requested, client) if requested else granted
+        scope = client.get_allowed_scope(requested) if requested else granted
         self.request.refresh_token_scope = granted
         return self.generate_token(user=user, scope=scope, include_refresh_token=True)
 

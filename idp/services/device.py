@@ -70,17 +70,6 @@ def format_user_code(code: str) -> str:
     return f"{code[:half]}-{code[half:]}"
 
 
-def as_registered(scope: str, client: Client) -> str:
-    """``scope`` less what ``client``'s registration no longer allows: a device request waits
-    minutes for its user, and is answered under the registration as it stands then, as a stored
-    authorization request is (RFC 6749 3.3); ``offline_access`` needs the ``refresh_token`` grant
-    (OIDC Core 11), as at the device authorization endpoint."""
-    allowed = [s for s in scope.split() if s in client.scopes]
-    if "offline_access" in allowed and not client.check_grant_type("refresh_token"):
-        allowed.remove("offline_access")
-    return " ".join(allowed)
-
-
 def normalise_user_code(text: str) -> str | None:
     """What a person typed, as stored: RFC 8628 6.1 asks the server to ignore case and the
     punctuation it added (the dash), and spaces are what people type instead. None when what
@@ -210,7 +199,7 @@ class DeviceFlowService:
         if refusal is not None:
             return Entry(None, refusal)
         # The review page lists what the approval grants: what the client may still ask for.
-        row.scope = as_registered(row.scope, row.client)
+        row.scope = row.client.get_allowed_scope(row.scope)
         return Entry(row)
 
     def pending(self, authorization_id: str, now: datetime) -> DeviceAuthorization | None:
@@ -258,7 +247,7 @@ class DeviceFlowService:
         row.user_id = user.id
         # An admin may have taken a scope from the client since the review page was shown
         # (RFC 6749 3.3): the grant, the consent and the device's tokens have no more.
-        row.scope = as_registered(row.scope, row.client)
+        row.scope = row.client.get_allowed_scope(row.scope)
         if approve:
             grants = GrantService(self.db)
             grant = grants.open_grant(user=user, client=row.client, session=session,

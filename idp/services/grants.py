@@ -57,16 +57,6 @@ def _grant_values(
             "acr": session.acr}  # fmt: skip
 
 
-def still_registered(scope: str, client: Client) -> str:
-    """The scopes of ``scope`` (a code's, a refresh token's, a request's) that ``client``'s
-    registration allows as it stands: what an admin took from the client since is not issued
-    (RFC 6749 3.3: the issued scope may differ from the requested; the token response names it).
-    A set intersection on the client at hand (the token side's cached copy), in ``scope``'s
-    order: no statement."""
-    allowed = set(client.scopes)
-    return " ".join(s for s in scope.split() if s in allowed)
-
-
 CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
 

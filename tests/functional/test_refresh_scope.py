@@ -151,6 +151,27 @@ def test_a_scope_taken_from_the_client_before_its_code_is_exchanged_is_not_grant
     assert refreshed.get_json()["scope"] == "openid offline_access"
 
 
+def test_a_code_exchanged_after_the_client_lost_the_refresh_grant_names_no_offline_access(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    """OIDC Core 11: ``offline_access`` only for a client that may hold refresh tokens. A code
+    issued with it and exchanged after an admin took the ``refresh_token`` grant from the client
+    gets no refresh token, and its answer does not name a scope it was not given (RFC 6749 3.3,
+    5.1): the same rule as at the authorization endpoint (the client's ``get_allowed_scope``)."""
+    callback = rp.obtain_code(user, scope="openid offline_access")
+    client_id = rp.registered.client_id
+    api = Api(app, issue(app, name="grants"))
+    etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
+    changed = api.call("PATCH", f"/clients/{client_id}", {"grant_types": ["authorization_code"]},
+                       headers={"If-Match": etag})  # fmt: skip
+    assert changed.status_code == 200, changed.text
+
+    tokens = rp.exchange(callback["code"]).get_json()
+    assert tokens["scope"] == "openid", tokens
+    assert "refresh_token" not in tokens
+    assert jwt_parts(tokens["access_token"])[1]["scope"] == "openid"
+
+
 def test_a_refresh_token_of_a_client_no_longer_allowed_the_grant_is_inactive(
     app: Flask, rp: RelyingParty, user: CreatedUser
 ) -> None:
