@@ -120,16 +120,20 @@ class TokenIntrospection(IntrospectionEndpoint):
                 return {"active": False}
             token_type = "refresh_token"
             subject = token.grant.user_id
-        return {
+        answer = {
             "active": True,
             "client_id": token.client_id,
-            "scope": token.scope,
             "sub": subject,
             "iss": runtime().settings.issuer,
             "token_type": token_type,
             "iat": int(token.issued_at.timestamp()),
             "exp": int(token.expires_at.timestamp()),
         }
+        if token.scope:
+            # RFC 7662 2.2: "scope" is optional, a list of scope tokens (RFC 6749 3.3); a token
+            # issued for no scope has none to name, not an empty one.
+            answer["scope"] = token.scope
+        return answer
 
 
 class EndSession(EndSessionEndpoint):

@@ -228,6 +228,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The client may no longer use refresh tokens.")
         requested = self.request.payload.scope
         if requested:
+            if not any(s in client.scopes for s in requested.split()):
+                # RFC 6749 3.3: a scope is one or more scope tokens, and 5.1 requires the answer
+                # to name the issued scope when it differs from the requested one. None of the
+                # requested left to the client (or none requested, only spaces) would issue a
+                # token for no scope, which no value names: invalid_scope (RFC 6749 5.2), as at
+                # the authorization endpoint, refused before the token is spent.
+                raise InvalidScopeError("No requested scope is allowed for this client.")
             # RFC 6749 6: a scope wider than the grant's is refused before the token is spent;
             # a refused request issues no successor, so it must leave the token usable (else the
             # client's next, correct, request would look like a replay and revoke the grant).
@@ -285,9 +292,16 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_requested_scope(self) -> None:
         # RFC 6749 3.3 / 4.4.2: only scopes the client is registered for. Authlib would otherwise
         # mint whatever scope string the client sends into the access token.
-        requested = set((self.request.payload.scope or "").split())
+        scope = self.request.payload.scope
+        requested = set((scope or "").split())
         if not requested <= set(self.request.client.scopes):
             raise InvalidScopeError("The client is not registered for the requested scope.")
+        if scope and not requested:
+            # RFC 6749 3.3: a scope is one or more scope tokens separated by spaces; spaces alone
+            # are a malformed scope (5.2 invalid_scope), which was issued as the token's scope.
+            # An empty value is no scope at all (RFC 6749 3.2: a parameter without a value is
+            # treated as omitted).
+            raise InvalidScopeError("The scope names no scope token.")
 
 
 class IdpAuthorizationServer(AuthorizationServer):

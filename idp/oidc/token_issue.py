@@ -53,8 +53,13 @@ def generate_token(
             issued_at=int(clock().now().timestamp()),
         ),
         "expires_in": ttl,
-        "scope": scope,
     }
+    if scope:
+        # RFC 6749 3.3: a scope is one or more scope tokens, so "" names none; RFC 6749 5.1
+        # makes the member optional when the issued scope is the requested one, and a token
+        # issued for no scope was asked for none (a refresh left none is refused:
+        # RefreshTokenGrant).
+        token["scope"] = scope
     # OIDC Core 11: refresh tokens only with offline_access (and a client allowed to use them);
     # a refresh grant's successor whatever the access token's narrower scope (RFC 6749 6), as
     # its grant decided (idp.oidc.server ``RefreshTokenGrant.issue_token``).

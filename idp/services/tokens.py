@@ -63,11 +63,15 @@ def mint_access_token(
         "sub": subject,
         "aud": audience,
         "client_id": client_id,
-        "scope": scope,
         "iat": now,
         "exp": now + ttl,
         "jti": new_secret(16),
     }
+    if scope:
+        # RFC 9068 2.2.3 and RFC 8693 4.2: the claim is a list of one or more scope tokens (RFC
+        # 6749 3.3); a token issued for none (client credentials asked for no scope) has no
+        # claim, not an empty one.
+        claims["scope"] = scope
     # RFC 7515 7.1, the compact serialisation, signed by the key object itself; the claims are
     # RFC 9068 2.2's (tests/unit/test_signing_keys.py verifies such tokens with joserfc).
     signing_input = _protected_header(key.alg, ACCESS_TOKEN_TYP, key.kid) + _b64url_json(claims)

@@ -83,6 +83,24 @@ def test_a_scope_taken_from_the_client_is_not_refreshed(app: Flask) -> None:
     assert successor.scope == "openid offline_access"
 
 
+def test_a_refresh_for_scopes_all_taken_from_the_client_is_invalid_scope(app: Flask) -> None:
+    """RFC 6749 3.3: a scope is one or more scope tokens, and RFC 6749 5.1 requires the answer
+    to name the issued scope when it differs from the requested one. A refresh asking only for
+    scopes an admin has since taken from the client would be granted none, which no "scope"
+    value can name ("" was answered): it is ``invalid_scope`` (RFC 6749 5.2), as the
+    authorization endpoint answers when no requested scope is left, and spends nothing."""
+    member = create_user(app, email="member@example.com")
+    rp = RelyingParty(app.test_client(), create_client(app, scopes=GROUP_SCOPES))
+    tokens = rp.tokens_for(member, scope="openid groups offline_access")
+    allow_only(app, rp.registered.client_id, ["openid", "profile", "email", "offline_access"])
+
+    assert error_of(rp.refresh(tokens["refresh_token"], scope="groups")) == "invalid_scope"
+    assert len(live_refresh_tokens(app)) == 1
+    again = rp.refresh(tokens["refresh_token"])
+    assert again.status_code == 200, again.text
+    assert again.get_json()["scope"] == "openid offline_access"
+
+
 def test_offline_access_taken_from_the_client_ends_its_refresh_tokens(
     app: Flask, rp: RelyingParty, user: CreatedUser
 ) -> None:

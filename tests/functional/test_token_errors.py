@@ -28,6 +28,7 @@ from idp.models.base import utcnow
 from idp.oidc.client_auth import PrivateKeyJWT
 from idp.services.retention import ASSERTION_REPLAY_EVIDENCE, RetentionPolicy, prune
 from tests.conftest import app_overrides
+from tests.functional.test_logout import introspect
 from tests.support.factories import (
     REDIRECT_URI,
     CreatedUser,
@@ -450,6 +451,31 @@ def test_tokens_are_issued_only_over_tls_or_loopback(
         assert response.status_code == 400
         assert response.get_json()["error"] == "insecure_transport"
         assert response.headers["Cache-Control"] == "no-store"
+
+
+# RFC 6749 3.2: a parameter sent without a value is treated as omitted.
+@pytest.mark.parametrize("form", [{}, {"scope": ""}])
+def test_client_credentials_without_a_scope_answer_no_scope_member(
+    rp: RelyingParty, form: dict[str, str]
+) -> None:
+    """RFC 6749 3.3: a scope is one or more scope tokens, so "" is none; RFC 6749 5.1 makes the
+    member optional (the issued scope is the requested one: none), RFC 9068 2.2.3 asks for the
+    claim only when the request had a scope, and RFC 7662 2.2 makes it optional at
+    introspection. The member is left out of the answer, the access token and introspection."""
+    response = rp.token({"grant_type": "client_credentials", **form})
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert "scope" not in tokens
+    assert "scope" not in jwt_parts(tokens["access_token"])[1]
+    assert "scope" not in introspect(rp, tokens["access_token"])
+
+
+def test_client_credentials_with_a_scope_of_spaces_only_is_invalid_scope(rp: RelyingParty) -> None:
+    """RFC 6749 3.3: a scope is scope tokens separated by single spaces; spaces alone are a
+    malformed scope (5.2 ``invalid_scope``), which was issued verbatim as the token's scope."""
+    assert (
+        error_of(rp.token({"grant_type": "client_credentials", "scope": "  "})) == "invalid_scope"
+    )
 
 
 def test_client_credentials_ignores_offline_access(rp: RelyingParty) -> None:
