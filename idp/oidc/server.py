@@ -331,10 +331,20 @@ class IdpAuthorizationServer(AuthorizationServer):
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
         # request, before the part of its create_token_response that turns an OAuth error into
         # RFC 6749 5.2's answer, so a plain-http request to another host than loopback was a 500.
+        # The same for a request without grant_type (get_token_grant).
         try:
             return super().create_token_response(request)
-        except InsecureTransportError as error:
+        except (InsecureTransportError, InvalidRequestError) as error:
             return self.handle_error_response(None, error)
+
+    def get_token_grant(self, request: OAuth2Request) -> Any:
+        if not request.payload.grant_type:
+            # RFC 6749 5.2: a request "missing a required parameter" is invalid_request, and
+            # grant_type is required (4.1.3, 4.4.2, 6; one sent without a value counts as
+            # omitted, 3.2). Authlib answered unsupported_grant_type, which is for a grant type
+            # named and not supported.
+            raise InvalidRequestError("The 'grant_type' parameter is missing.")
+        return super().get_token_grant(request)
 
     def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
                             ) -> Any:  # fmt: skip

@@ -332,8 +332,13 @@ def test_unsupported_grant_type(rp: RelyingParty, grant_type: str) -> None:
     assert error_of(rp.token({"grant_type": grant_type})) == "unsupported_grant_type"
 
 
-def test_missing_grant_type_is_unsupported_grant_type(rp: RelyingParty) -> None:
-    assert error_of(rp.token({})) == "unsupported_grant_type"
+# RFC 6749 3.2: a parameter sent without a value is treated as omitted.
+@pytest.mark.parametrize("form", [{}, {"grant_type": ""}])
+def test_missing_grant_type_is_invalid_request(rp: RelyingParty, form: dict[str, str]) -> None:
+    """RFC 6749 5.2: a request "missing a required parameter" is ``invalid_request``;
+    ``unsupported_grant_type`` is for a grant type the server does not support, and a request
+    without ``grant_type`` (REQUIRED in 4.1.3, 4.4.2 and 6) names none."""
+    assert error_of(rp.token(form)) == "invalid_request"
 
 
 def test_grant_type_not_registered_for_the_client_is_unauthorized_client(
