@@ -228,7 +228,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The client may no longer use refresh tokens.")
         requested = self.request.payload.scope
         if requested:
-            if not any(s in client.scopes for s in requested.split()):
+            if not client.get_allowed_scope(requested):
                 # RFC 6749 3.3: a scope is one or more scope tokens, and 5.1 requires the answer
                 # to name the issued scope when it differs from the requested one. None of the
                 # requested left to the client (or none requested, only spaces) would issue a
