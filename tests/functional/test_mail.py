@@ -281,6 +281,22 @@ def test_an_expired_message_no_longer_stores_its_one_time_link(
         assert REDACTED in expired.body
 
 
+def test_a_mail_to_an_address_with_no_account_asks_no_one_to_sign_in(tmp_path: Path) -> None:
+    """A sign-up link goes to an address that has no account (maybe a stranger's, typed by
+    someone else): the footer every account's mail ends with, "sign in and review your account",
+    asks its reader for an account they do not have. It says the mail can be ignored instead;
+    a mail to an account keeps the footer."""
+    with app_on("sqlite", tmp_path, signup_enabled=True) as app:
+        _sign_up(app, "stranger@example.com")
+        create_user(app, email="member@example.com")
+        _sign_up(app, "member@example.com")
+        [stranger] = outbox(app, "signup_link")
+        [member] = outbox(app, "signup_existing")
+    assert "sign in and review your account" not in stranger.body
+    assert "you can ignore this message: nothing happens unless the link is opened" in stranger.body
+    assert member.body.rstrip().endswith("or contact your administrator.")
+
+
 def test_message_bodies_come_from_the_mail_templates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,7 +310,7 @@ def test_message_bodies_come_from_the_mail_templates(
     ).read_text()
     assert "{{ link }}" in template
     assert stored.body.startswith("To create your idp account with this address")
-    assert stored.body.rstrip().endswith("or contact your administrator.")
+    assert stored.body.rstrip().endswith("nothing happens unless the link is opened.")
 
     changed = "A changed template: {{ link }} (its end)"
     environment = notifications._templates
