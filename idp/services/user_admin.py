@@ -377,8 +377,9 @@ class UserAdmin:
             raise UserAdminError("A name is at most 200 characters.")
         name = display_name(name, 200)
         if name != user.name:
-            user.name = name
-            self._audit("admin.user_renamed", user)
+            previous, user.name = user.name, name
+            # OWASP ASVS 4.0 7.1.3: the name before and after (the ``name`` claim clients read).
+            self._audit("admin.user_renamed", user, previous_name=previous, name=name)
 
     def promote(self, user: User, now: datetime) -> None:
         if user.is_admin:
