@@ -202,7 +202,13 @@ class ClientService:
             for f in dataclasses.fields(ClientFields)
             if getattr(before, f.name) != getattr(fields, f.name)
         )
-        self._audit("client.updated", client.client_id, actor, changed=changed)
+        # OWASP ASVS 4.0 7.1.3: each changed setting's old and new value (as ``policy.changed``
+        # records them): a redirect URI added is where codes go (RFC 6749 10.6), a JWKS key
+        # swapped who may sign in as the client (RFC 7523 3). None of these is a secret.
+        changes = {
+            name: {"old": getattr(before, name), "new": getattr(fields, name)} for name in changed
+        }
+        self._audit("client.updated", client.client_id, actor, changed=changed, changes=changes)
         return new_secret_value
 
     def get(self, client_id: str) -> Client | None:

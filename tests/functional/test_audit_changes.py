@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Flask
 
 from idp.models import AuditEvent
-from tests.functional.test_api import Api, issue
+from tests.functional.test_api import REDIRECT, Api, create, issue
 from tests.support.factories import rows
 
 
@@ -26,3 +26,22 @@ def test_an_admin_renaming_a_user_records_the_old_and_the_new_name(storage_app: 
     assert (event.actor_id, event.subject_id) == ("api-token:ci", user_id)
     assert event.details["previous_name"] == "Grace"
     assert event.details["name"] == "Grace Hopper"
+
+
+def test_a_client_update_records_each_changed_settings_old_and_new_value(
+    storage_app: Flask,
+) -> None:
+    """A redirect URI slipped into a client is where its codes go (RFC 6749 10.6): the audit
+    row says which URI, not only that ``redirect_uris`` changed."""
+    api = Api(storage_app, issue(storage_app))
+    client_id = create(api)["client_id"]
+    evil = "https://evil.example/callback"
+    patched = api.call("PATCH", f"/clients/{client_id}", {"redirect_uris": [REDIRECT, evil]},
+                       headers={"If-Match": '"v1"'})  # fmt: skip
+    assert patched.status_code == 200, patched.text
+    [event] = _events(storage_app, "client.updated")
+    assert (event.actor_id, event.client_id) == ("api-token:ci", client_id)
+    assert event.details["changed"] == ["redirect_uris"]
+    assert event.details["changes"] == {
+        "redirect_uris": {"old": [REDIRECT], "new": [REDIRECT, evil]}
+    }
