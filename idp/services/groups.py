@@ -260,9 +260,18 @@ class GroupService:
         self._audit("group.renamed", group=new_name, previous_name=old)
 
     def edit(self, group: Group, *, display_name: str, description: str) -> None:
-        group.display_name = _text(display_name, MAX_DISPLAY_NAME, "display name") or group.name
-        group.description = _text(description, MAX_DESCRIPTION, "description")
-        self._audit("group.updated", group=group.name)
+        new = {
+            "display_name": _text(display_name, MAX_DISPLAY_NAME, "display name") or group.name,
+            "description": _text(description, MAX_DESCRIPTION, "description"),
+        }
+        # OWASP ASVS 4.0 7.1.3: what changed, old and new; an edit that changes nothing is no
+        # event (the console and the API send both texts whichever one was edited).
+        changes = {name: {"old": getattr(group, name), "new": value}
+                   for name, value in new.items() if getattr(group, name) != value}  # fmt: skip
+        if not changes:
+            return
+        group.display_name, group.description = new["display_name"], new["description"]
+        self._audit("group.updated", group=group.name, changes=changes)
 
     def delete(self, group: Group, *, confirmed: bool = False, now: datetime | None = None) -> int:
         """Delete a group. Refused (``GroupInUseError``) when it is some client's only allowed

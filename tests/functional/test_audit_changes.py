@@ -45,3 +45,20 @@ def test_a_client_update_records_each_changed_settings_old_and_new_value(
     assert event.details["changes"] == {
         "redirect_uris": {"old": [REDIRECT], "new": [REDIRECT, evil]}
     }
+
+
+def test_a_group_edit_records_old_and_new_texts_and_nothing_when_nothing_changed(
+    storage_app: Flask,
+) -> None:
+    api = Api(storage_app, issue(storage_app))
+    created = api.call("POST", "/groups", {"name": "staff", "display_name": "Staff"})
+    assert created.status_code == 201, created.text
+    same = api.call("PATCH", "/groups/staff", {"display_name": "Staff", "description": ""})
+    assert same.status_code == 200, same.text
+    assert _events(storage_app, "group.updated") == []
+    edited = api.call("PATCH", "/groups/staff", {"display_name": "Everyone"})
+    assert edited.status_code == 200, edited.text
+    [event] = _events(storage_app, "group.updated")
+    assert event.actor_id == "api-token:ci"
+    assert event.details["group"] == "staff"
+    assert event.details["changes"] == {"display_name": {"old": "Staff", "new": "Everyone"}}
