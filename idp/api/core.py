@@ -22,6 +22,7 @@ from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
 from idp.services import audit
+from idp.services.anonymous import budget_address
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
     ApiTokenService,
@@ -122,7 +123,9 @@ def _authenticate() -> None:
         raise Problem("authentication-required", headers=_challenge())
     presented = presented.strip()
     now = clock().now()
-    address = request.remote_addr or ""
+    # One host holds a whole IPv6 /64 (RFC 4291 2.5.1): budgeted as one address, or each
+    # refusal's audit row could be written without end, one address at a time (ASVS 7.1).
+    address = budget_address(request.remote_addr or "")
     budget = services().failed_api_auth_budget
     if budget.exhausted("api-auth", address, now):
         retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
