@@ -18,6 +18,7 @@ from idp.account.blueprint import restricted_page
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import User
+from idp.services.anonymous import budget_address
 from idp.services.audit import RequestContext
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
@@ -132,9 +133,10 @@ def start() -> Any:
     error = None
     if request.method == "POST":
         settings = runtime().settings
-        if not services().signup_budget.spend(
-            "signup", request_context().ip_address, clock().now()
-        ):
+        # Budgeted by the address's /64 on IPv6 (``budget_address``): one host picks any of
+        # 2**64 addresses there, each a budget of its own otherwise (RFC 4291 2.5.1).
+        address = budget_address(request_context().ip_address)
+        if not services().signup_budget.spend("signup", address, clock().now()):
             db.session.commit()
             error = "Too many sign-up requests from your network. Please try again in an hour."
             return render_template("signup/start.html", email=email, error=error), 429

@@ -357,6 +357,19 @@ def test_sign_up_requests_per_client_address_are_limited(
     assert ask(from_address(signup_app, "203.0.113.9"), "someone@example.com")[0] == 200
 
 
+def test_sign_up_requests_from_one_ipv6_64_share_one_budget(
+    signup_app: Flask, clock: FrozenClock
+) -> None:
+    """One host on IPv6 holds a /64 and can send each request from another of its 2**64
+    addresses (RFC 4291 2.5.1): counted per address, it got 10 mails an hour from each. The /64
+    shares one budget, as every per-address budget does; another /64 keeps its own."""
+    for n in range(10):
+        address = f"2001:db8:1:2::{n + 1:x}"
+        assert ask(from_address(signup_app, address), f"stranger{n}@example.com")[0] == 200
+    assert ask(from_address(signup_app, "2001:db8:1:2::ff"), "one-more@example.com")[0] == 429
+    assert ask(from_address(signup_app, "2001:db8:1:3::1"), "elsewhere@example.com")[0] == 200
+
+
 def from_address(app: Flask, address: str) -> FlaskClient:
     browser = app.test_client()
     browser.environ_base["REMOTE_ADDR"] = address
