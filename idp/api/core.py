@@ -22,7 +22,6 @@ from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
 from idp.services import audit
-from idp.services.anonymous import budget_address
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
     ApiTokenService,
@@ -30,6 +29,7 @@ from idp.services.api_tokens import (
     actor_of,
     granted,
 )
+from idp.services.client_addresses import budget_address
 from idp.services.client_fields import ClientRegistrationError
 from idp.services.clients import StaleClientError
 from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError

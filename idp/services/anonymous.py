@@ -10,7 +10,6 @@ address and window), not audited one row each.
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from idp import metrics
 from idp.services import audit
 from idp.services.audit import RequestContext
+from idp.services.client_addresses import budget_address
 from idp.services.rate_limits import AddressBudget, CounterStore
 
 #: The window of the per-address budgets of pending authorization requests and of passkey
@@ -28,22 +28,6 @@ PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
 #: Audit rows for refused anonymous requests: one per address, kind and window; the rest are
 #: counted in ``idp_anonymous_rejections_total``.
 REJECTION_AUDIT_WINDOW = timedelta(minutes=15)
-#: An IPv6 client holds a whole /64 (RFC 4291 2.5.1, RFC 7421): it is one address for budgets.
-IPV6_BUDGET_PREFIX = 64
-
-
-def budget_address(address: str) -> str:
-    """The key a client address is budgeted under: itself for IPv4, its /64 for IPv6 (one host
-    can pick any of 2**64 addresses there)."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address[:64]
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.IPv6Network((parsed, IPV6_BUDGET_PREFIX), strict=False))
-    return str(parsed)
 
 
 class StorageBudgets:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from idp import metrics
 from idp.models import AttemptCounter, FactorLock
+from idp.services.client_addresses import budget_address
 from idp.services.counter_statements import (
     COUNT_BELOW,
     COUNT_BELOW_SCRIPT,
@@ -352,7 +353,7 @@ class AttemptLimiter:
 
     @staticmethod
     def address_key(address: str, now: datetime) -> str:
-        return window_key("addr", address, now, ADDRESS_WINDOW)
+        return window_key("addr", budget_address(address), now, ADDRESS_WINDOW)
 
     def reserve(self, account_key: str, address: str, now: datetime) -> Attempt:
         """Count the attempt, then judge it by the counters as they stood before it (one

@@ -18,8 +18,8 @@ from idp.account.blueprint import restricted_page
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import User
-from idp.services.anonymous import budget_address
 from idp.services.audit import RequestContext
+from idp.services.client_addresses import budget_address
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.signup import NewAccount, SignupError

@@ -686,6 +686,24 @@ def test_refused_attempts_still_count(app: Flask, clock: FrozenClock) -> None:
         assert failures(app, key) == expected
 
 
+def test_per_address_failures_from_one_ipv6_64_count_together(
+    app: Flask, clock: FrozenClock
+) -> None:
+    """One host on IPv6 holds a /64 and can send each guess from another of its 2**64 addresses
+    (RFC 4291 2.5.1): counted per address, the cap on an address's failures never applied to it.
+    The /64 counts as one address; another /64 keeps its own count."""
+    user = create_user(app)
+    address_key = AttemptLimiter.address_key("2001:db8:7:1::1", clock.now())
+    set_counter(app, address_key, ADDRESS_FAILURES_PER_WINDOW, clock.now())
+    refused = password_step(app.test_client(), user.email, user.password,
+                            address="2001:db8:7:1::beef")  # fmt: skip
+    assert refused.status_code == 401
+    assert messages.THROTTLED in text_of(refused)
+    elsewhere = password_step(app.test_client(), user.email, user.password,
+                              address="2001:db8:7:2::1")  # fmt: skip
+    assert path_of(elsewhere) == "/account"
+
+
 def test_per_address_failures_are_capped_in_a_fixed_window(app: Flask, clock: FrozenClock) -> None:
     """docs/security.md: an address's failures count in a window that starts and ends on the
     clock; refused attempts in it do not move its end (not "resets after an idle hour")."""
