@@ -152,6 +152,14 @@ def _assert_whole(elements: Locator, what: str) -> None:
     assert not broken, f"{what} broken over lines on the phone: {broken}"
 
 
+def _assert_tall(element: Locator, height: float, what: str) -> None:
+    """On the phone, ``element`` is at least ``height`` px high: a target to tap (WCAG 2.2
+    2.5.8 asks 24 px of any target; a page's main action gets 44)."""
+    box = element.bounding_box()
+    assert box is not None, f"{what} is not shown"
+    assert box["height"] >= height, f"{what} is {box['height']} px high, under {height}"
+
+
 def _person(new_user: NewUser, idp: LiveIdp, name: str, steps: Iterator[int]) -> Person:
     # The passkey button, not autofill, signs in: each step is then a visible tap.
     phone = new_user(conditional_mediation=False, device=PHONE)
@@ -236,6 +244,9 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
         # An invited user.
         page.goto(f"{idp.url}/admin/users")
         admin.check("users")
+        # The page's one action is a button like the client apps' "Register a client app", not
+        # a line of link text a thumb has to find (19 px high on the phone before).
+        _assert_tall(page.locator("#new-user"), 44, "Invite or create a user")
         page.get_by_role("link", name="Invite or create a user").click()
         page.fill("#email", USER_EMAIL)
         admin.check("invite-form")
