@@ -64,7 +64,14 @@ def login() -> Any:
     if request.method == "POST":
         return _password_sign_in(pending)
     # GET and HEAD (RFC 9110 9.3.2: HEAD runs the GET branch) only show the page.
-    return _page(pending, request.args.get("login_hint", "")[:MAX_LOGIN_HINT_LENGTH], None)
+    hint = request.args.get("login_hint", "")[:MAX_LOGIN_HINT_LENGTH]
+    if not hint:
+        # Someone signed in and sent here to sign in again (the portal's step-up, the console's
+        # recent passkey) confirms who they are: the field shows the address idp knows rather
+        # than an empty one to type on a phone, and Continue asks for that account's passkey.
+        signed_in = current_session()
+        hint = signed_in.user.email if signed_in is not None else ""
+    return _page(pending, hint, None)
 
 
 def _password_sign_in(pending: LivePending | None) -> Any:

@@ -202,6 +202,9 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     admin.check("account")
     page.goto(f"{idp.url}/admin")
     expect(page).to_have_url(f"{idp.url}/login?next=/admin")
+    # Signed in already, the admin confirms who they are: their address is in the field, not
+    # an empty one to type again on a phone.
+    expect(page.locator("#email")).to_have_value(ADMIN_EMAIL)
     admin.check("console-needs-passkey")
     # The message at the top of the card starts where a heading would, at the card's padding.
     gap = page.evaluate(
