@@ -132,6 +132,15 @@ class Person:
         )
 
 
+#: The chosen options of the page's lists wider than their list's box: a phone shows them cut
+#: off (the list's arrow takes about 20 px of its inner width).
+CLIPPED_SELECTS = """() => [...document.querySelectorAll("select")].filter((s) => {
+  const style = getComputedStyle(s);
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = style.font;
+  const room = s.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 20;
+  return context.measureText(s.selectedOptions[0].text).width > room;
+}).map((s) => s.selectedOptions[0].text)"""
 #: The texts of elements laid out on more than one line: a short label or name broken up.
 BROKEN = """(elements) => elements
   .filter((e) => {
@@ -227,6 +236,9 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
         page.get_by_label("Web app (confidential, has a backend)").check()
         page.fill("#redirect_uris", app_base + "/callback")
         admin.check("client-form")
+        # The chosen option of each list is read whole on the phone, not cut at the arrow.
+        clipped = page.evaluate(CLIPPED_SELECTS)
+        assert not clipped, f"options cut off on the phone: {clipped}"
         _assert_whole(page.locator("label.choice:has(input[name=scopes]) code"), "scope names")
         page.get_by_role("button", name="Register", exact=True).click()
         expect(page.get_by_role("heading", name="Team wiki is registered")).to_be_visible()
