@@ -22,10 +22,18 @@ def error_of(response: Any) -> str:
 
 def allow_only(app: Flask, client_id: str, scopes: list[str]) -> None:
     """An admin changes the client's allowed scopes through the admin API."""
-    api = Api(app, issue(app, name=f"scopes-{len(rows(app, ApiToken))}"))
+    _change_client(app, client_id, {"scopes": scopes})
+
+
+def allow_grants(app: Flask, client_id: str, grant_types: list[str]) -> None:
+    """An admin changes the client's grant types through the admin API."""
+    _change_client(app, client_id, {"grant_types": grant_types})
+
+
+def _change_client(app: Flask, client_id: str, fields: dict[str, list[str]]) -> None:
+    api = Api(app, issue(app, name=f"clients-{len(rows(app, ApiToken))}"))
     etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
-    changed = api.call("PATCH", f"/clients/{client_id}", {"scopes": scopes},
-                       headers={"If-Match": etag})  # fmt: skip
+    changed = api.call("PATCH", f"/clients/{client_id}", fields, headers={"If-Match": etag})
     assert changed.status_code == 200, changed.text
 
 
@@ -177,12 +185,7 @@ def test_a_code_exchanged_after_the_client_lost_the_refresh_grant_names_no_offli
     gets no refresh token, and its answer does not name a scope it was not given (RFC 6749 3.3,
     5.1): the same rule as at the authorization endpoint (the client's ``get_allowed_scope``)."""
     callback = rp.obtain_code(user, scope="openid offline_access")
-    client_id = rp.registered.client_id
-    api = Api(app, issue(app, name="grants"))
-    etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
-    changed = api.call("PATCH", f"/clients/{client_id}", {"grant_types": ["authorization_code"]},
-                       headers={"If-Match": etag})  # fmt: skip
-    assert changed.status_code == 200, changed.text
+    allow_grants(app, rp.registered.client_id, ["authorization_code"])
 
     tokens = rp.exchange(callback["code"]).get_json()
     assert tokens["scope"] == "openid", tokens
@@ -199,17 +202,9 @@ def test_a_refresh_token_of_a_client_no_longer_allowed_the_grant_is_inactive(
     grant back, the same token is active and refreshes again."""
     tokens = rp.tokens_for(user, scope="openid offline_access")
     client_id = rp.registered.client_id
-    api = Api(app, issue(app, name="grants"))
-
-    def allow_grants(grant_types: list[str]) -> None:
-        etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
-        changed = api.call("PATCH", f"/clients/{client_id}", {"grant_types": grant_types},
-                           headers={"If-Match": etag})  # fmt: skip
-        assert changed.status_code == 200, changed.text
-
-    allow_grants(["authorization_code"])
+    allow_grants(app, client_id, ["authorization_code"])
     assert error_of(rp.refresh(tokens["refresh_token"])) == "unauthorized_client"
     assert introspect(rp, tokens["refresh_token"]) == {"active": False}
-    allow_grants(["authorization_code", "refresh_token"])
+    allow_grants(app, client_id, ["authorization_code", "refresh_token"])
     assert introspect(rp, tokens["refresh_token"])["active"] is True
     assert rp.refresh(tokens["refresh_token"]).status_code == 200
