@@ -12,6 +12,7 @@ shared database; idp.services.grants).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from idp.models import ClaimMap, Client, ClientAllowedGroup, Group, GroupMember,
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
+from idp.services.display_names import BIDI_CONTROLS
 from idp.services.email_addresses import normalise_email
 from idp.services.group_access import revoke_grants_without_access
 
@@ -94,7 +96,11 @@ def _text(value: str, limit: int, label: str) -> str:
     value = value.strip()
     if len(value) > limit:
         raise GroupError(f"the {label} is longer than {limit} characters")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+    # Every control (Unicode general category Cc: C0, DEL and C1) and directional formatting
+    # character (Unicode Standard Annex 9) is refused, as a person's name keeps none
+    # (idp.services.display_names): a group's texts reach the console and, as claim values,
+    # relying parties, where "\u202enimda" reads as "admin".
+    if any(c in BIDI_CONTROLS or unicodedata.category(c) == "Cc" for c in value):
         raise GroupError(f"the {label} must not contain control characters")
     return value
 

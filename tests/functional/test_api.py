@@ -618,6 +618,22 @@ def test_groups_and_members(storage_app: Flask, api: Api) -> None:
             "group.deleted"} <= kinds  # fmt: skip
 
 
+@pytest.mark.parametrize("text", ["Staff\u202e", "\u2067Staff", "Staff\x9b31m", "Staff\x1b[2J"])
+def test_a_group_text_with_a_directional_or_control_character_is_refused(
+    api: Api, text: str
+) -> None:
+    """A group's display name, description and claim values reach the console and relying
+    parties, as a person's name does: "\u202enimda" reads as "admin" (Unicode Standard Annex 9),
+    and a C1 or C0 control is acted on by terminals (Unicode general category Cc). A person's
+    name keeps none of them; a group's text with one is refused."""
+    problem(api.call("POST", "/groups", {"name": "staff", "display_name": text}), 422,
+            "invalid-value")  # fmt: skip
+    assert (
+        api.call("POST", "/groups", {"name": "staff", "display_name": "Staff"}).status_code == 201
+    )
+    problem(api.call("PATCH", "/groups/staff", {"description": text}), 422, "invalid-value")
+
+
 def test_audit_read_since_a_time_by_actor_a_page_at_a_time(storage_app: Flask, api: Api) -> None:
     before = utcnow()
     for n in range(3):
