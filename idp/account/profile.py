@@ -169,9 +169,14 @@ def profile() -> Any:
     if not isinstance(session, BrowserSession):
         return session
     if request.method == "POST":
-        session.user.name = display_name(request.form.get("name"), 200)
-        audit.record(db.session(), "profile.updated", subject_id=session.user_id,
-                     context=request_context())  # fmt: skip
+        previous, name = session.user.name, display_name(request.form.get("name"), 200)
+        if name != (previous or ""):
+            # OWASP ASVS 4.0 7.1.3: the name before and after (the ``name`` claim clients read),
+            # as an admin's rename records them; a save that changes nothing is no event.
+            session.user.name = name
+            audit.record(db.session(), "profile.updated", subject_id=session.user_id,
+                         context=request_context(), previous_name=previous,
+                         name=name)  # fmt: skip
         db.session.commit()
         flash("Name saved.", "info")
         flask_session["signal_user_details"] = True

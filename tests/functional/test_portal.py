@@ -302,6 +302,24 @@ def test_name_change(app: Flask, client: FlaskClient, user: CreatedUser) -> None
         assert db.session.get(User, user.id).name == "Ada King"  # type: ignore[union-attr]
 
 
+def test_a_name_change_is_audited_with_both_names_and_a_save_without_one_is_not(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """OWASP ASVS 4.0 7.1.3: the audit says what changed, the name before and after (the
+    ``name`` claim relying parties read), as an admin's rename does; saving the profile page
+    without changing the name wrote a row each time, which says nothing and buries what does."""
+    start_session(client, user)
+    for name in ("Ada King", "Ada King", " Ada  King "):
+        client.post("/account/profile", data={"csrf_token": csrf_of(client), "name": name})
+    with app.app_context():
+        events = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "profile.updated")
+        ).all()
+        assert [(e.details["previous_name"], e.details["name"]) for e in events] == [
+            ("Ada Lovelace", "Ada King")
+        ]
+
+
 def test_email_change_is_confirmed_from_the_new_address_once(
     app: Flask, client: FlaskClient, user: CreatedUser
 ) -> None:
