@@ -215,6 +215,9 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     # an empty one to type again on a phone.
     expect(page.locator("#email")).to_have_value(ADMIN_EMAIL)
     admin.check("console-needs-passkey")
+    # The way out for someone locked out is a target a thumb finds (16 px high before).
+    recover = page.get_by_role("link", name="Can't access your account?")
+    _assert_tall(recover, 44, "Can't access your account?")
     # The message at the top of the card starts where a heading would, at the card's padding.
     gap = page.evaluate(
         "() => document.querySelector('.flashes p').getBoundingClientRect().top"
