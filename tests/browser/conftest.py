@@ -372,10 +372,12 @@ class BrowserUser:
     def count(self, path: str) -> int:
         return sum(1 for url in self.requests if urlsplit(url).path == path)
 
-    def screenshot(self, step: str) -> Path:
+    def screenshot(self, step: str, *, full_page: bool = True) -> Path:
+        """The page in test-artifacts/screenshots/; ``full_page=False``: what is on the screen
+        (the viewport), to see what a phone shows without scrolling."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{self.test_name}-{step}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
     def document(self, step: str, guide_images: Path) -> None:

@@ -18,7 +18,6 @@ from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import PHONE as PHONE_DEVICE
 from tests.browser.conftest import (
-    SCREENSHOTS,
     Accounts,
     BrowserUser,
     RelyingParty,
@@ -94,9 +93,12 @@ def _flash(page: Page) -> Locator:
     return page.locator(".flashes p")
 
 
-def _signed_in(new_user: NewUser, idp: LiveIdp, email: str) -> BrowserUser:
-    """A new browser profile signed in with the password on /account."""
-    user = new_user()
+def _signed_in(
+    new_user: NewUser, idp: LiveIdp, email: str, device: dict[str, Any] | None = None
+) -> BrowserUser:
+    """A new browser profile (``device``: its context options) signed in with the password on
+    /account."""
+    user = new_user(device=device)
     user.like_desktop_chrome()
     user.page.goto(f"{idp.url}/account")
     _sign_in_with_password(user.page, email)
@@ -293,13 +295,8 @@ def test_add_a_passkey_comes_back_ready_with_its_name_after_the_step_up(
     """ "Add a passkey" needing a fresh sign-in sent the user to sign in, then back to the top of
     the account page: no word of the passkey, the name they typed gone. Now the page comes back
     at the button with the name, and a line saying to press it again."""
-    email = accounts.new()
-    user = new_user(device=PHONE_DEVICE)
-    user.like_desktop_chrome()
+    user = _signed_in(new_user, live_idp, accounts.new(), device=PHONE_DEVICE)
     page = user.page
-    page.goto(f"{live_idp.url}/account")
-    _sign_in_with_password(page, email)
-    expect(page).to_have_url(f"{live_idp.url}/account")
     _add_passkey(user, name="Phone")
     user.allow_console_error(r"status of 403 .*/account/passkeys/options")  # the step-up's
     page.fill("#passkey-name", "Work laptop")
@@ -311,8 +308,7 @@ def test_add_a_passkey_comes_back_ready_with_its_name_after_the_step_up(
     expect(add).to_be_focused()
     for shown in (resume, add):
         expect(shown).to_be_in_viewport()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{user.test_name}-phone-screen.png"))
+    user.screenshot("phone-screen", full_page=False)
     _at_both_sizes(user, "back-after-step-up")
 
     _plug_in(user, SECURITY_KEY)
@@ -329,13 +325,8 @@ def test_on_a_phone_a_refused_password_is_said_under_its_field(
     """The password form is at the bottom of the account page: its error showed at the top, a
     screen or two away on a phone. Now the page comes back at the password's section with the
     error under the field, both on screen."""
-    email = accounts.new()
-    user = new_user(device=PHONE_DEVICE)
-    user.like_desktop_chrome()
+    user = _signed_in(new_user, live_idp, accounts.new(), device=PHONE_DEVICE)
     page = user.page
-    page.goto(f"{live_idp.url}/account")
-    _sign_in_with_password(page, email)
-    expect(page).to_have_url(f"{live_idp.url}/account")
     _add_passkey(user, name="A passkey with a name long enough to wrap")  # a longer page
     # Changing the password next to a passkey asks for a passkey sign-in first (the step-up).
     change = page.get_by_role("button", name="Change password")
@@ -352,8 +343,7 @@ def test_on_a_phone_a_refused_password_is_said_under_its_field(
     expect(page.get_by_label("New password")).to_have_attribute(
         "aria-describedby", "new-password-error"
     )
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{user.test_name}-phone-screen.png"))
+    user.screenshot("phone-screen", full_page=False)
     _at_both_sizes(user, "weak-password")
     page.set_viewport_size(DESKTOP)
     page.goto(f"{live_idp.url}/account")
@@ -393,8 +383,7 @@ def test_the_last_way_in_cannot_be_removed(
     only = page.locator("#passkey-list .passkey-item").get_attribute("data-credential-id")
     assert page.url.endswith(f"#passkey-{only}"), page.url
     page.set_viewport_size(PHONE)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{user.test_name}-refusal-phone-screen.png"))
+    user.screenshot("refusal-phone-screen", full_page=False)
     page.set_viewport_size(DESKTOP)
     expect(page.locator("#passkey-list .passkey-item .passkey-name")).to_have_text(["Only passkey"])
     assert len(user.credentials()) == 1
