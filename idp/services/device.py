@@ -36,6 +36,7 @@ from idp.services.consume import consume_once
 from idp.services.crypto import KeyedHasher, new_secret, token_hash
 from idp.services.grants import GrantService
 from idp.services.rate_limits import AttemptLimiter, Verdict
+from idp.services.session_locks import session_stands
 
 DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 #: RFC 8628 6.1: consonants only (no words can be spelt) and no look-alikes (no 0/O, 1/I/L
@@ -234,9 +235,11 @@ class DeviceFlowService:
         so of two answers (two tabs, a double click) exactly one counts. Approving opens the
         grant the device's tokens will hang off, with this session's sign-in (``sid``,
         ``auth_time``, ``amr``, ``acr``) as the code flow does. False: already answered, or
-        ``session`` ended since the page accepted it (``_session_stands``)."""
+        ``session`` ended since the page accepted it: the answer waits for an ending in progress
+        and sees it (``session_stands``: an approval opens its grant in that session, and an
+        ending that comes second finds the grant, Back-Channel Logout 1.0 2.7)."""
         checkpoints.reached(DECIDE_CHECKPOINT)
-        if not self._session_stands(session.sid):
+        if not session_stands(self.db, session):
             return False
         if not consume_once(
             self.db, DeviceAuthorization, DeviceAuthorization.id == row.id, now=now,
@@ -265,20 +268,6 @@ class DeviceFlowService:
                          client_id=row.client_id, context=context,
                          reason=reason or "denied_by_user")  # fmt: skip
         return True
-
-    def _session_stands(self, sid: str) -> bool:
-        """Whether the approving session is still live, its row locked until this transaction
-        ends. The page accepted the session before the answer got here; if it has ended since
-        (signed out in another tab, ended by an admin), its ending revoked its grants and told
-        their clients (Back-Channel Logout 1.0 2.7, RP-Initiated Logout 2), and a grant opened
-        now would give the device tokens of an ended session that no logout token names again.
-        The lock orders the two: an ending that comes second waits, then finds this grant."""
-        live = self.db.scalar(
-            select(BrowserSession.sid)
-            .where(BrowserSession.sid == sid, BrowserSession.revoked_at.is_(None))
-            .with_for_update()
-        )
-        return live is not None
 
     # -- the token endpoint (RFC 8628 3.4, 3.5) -------------------------------------------------
     def poll(self, device_code: str, client_id: str, now: datetime) -> Poll:

@@ -18,6 +18,7 @@ from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
+from idp.services.session_locks import inserted_in_this_transaction, session_stands
 from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 
 #: Built once (``SessionService.create``).
 _INSERT = insert(BrowserSession)
-#: ``Session.info``: the sids of the sessions this transaction inserted, each with the transaction
-#: (``SessionService.stands``).
-_INSERTED = "idp.sessions.inserted"
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,13 @@ class SessionService:
         sid = None
         if previous is not None:
             sid = self._replaced(previous, user_id, restricted or passkey_only, now)
+        # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
+        # authorization request) reads it for the grant before anything is flushed.
+        sid = sid or random_id()
         cookie_value = new_secret(32)
         row = {
             "id_hash": token_hash(cookie_value),
-            # Chosen here, not at flush: a code issued in this request (a passkey sign-in for an
-            # authorization request) reads it for the grant before anything is flushed.
-            "sid": sid or random_id(),
+            "sid": sid,
             "user_id": user_id,
             "auth_time": now,
             "amr": amr,
@@ -94,7 +93,7 @@ class SessionService:
         # One prepared Core INSERT of every column; the object then joins the database session
         # as a row that exists (loaded, unchanged), so the flush adds nothing.
         statements_of(self.db).write(_INSERT, row)
-        self.db.info.setdefault(_INSERTED, {})[row["sid"]] = self.db.get_transaction()
+        inserted_in_this_transaction(self.db, sid)
         session = from_values(
             BrowserSession, row if isinstance(user, str) else {**row, "user": user}
         )
@@ -159,33 +158,8 @@ class SessionService:
         return session
 
     def stands(self, session: BrowserSession) -> bool:
-        """Whether ``session``, accepted earlier in this request, is still live, its row locked
-        against its ending until this transaction ends: asked before a grant is opened in it.
-
-        A session's ending revokes its grants and tells their clients (Back-Channel Logout 1.0
-        2.7, RP-Initiated Logout 2): a grant opened in a session that ended after it was read
-        would give the client a code, and tokens, whose ``sid`` no logout token names again. The
-        ending (``end_sessions``) runs, in order: its conditional UPDATE of the session row, the
-        SELECT of the session's grants, their revocation and the logout tokens, then its COMMIT.
-        This SELECT ... FOR SHARE (PostgreSQL; SQLite's BEGIN IMMEDIATE, idp.database) orders
-        the two: an ending whose UPDATE came first is waited for and its ``revoked_at`` seen (READ
-        COMMITTED re-reads the locked row); one that comes second waits at its UPDATE until this
-        transaction commits, and its SELECT of grants, a statement of its own, then finds the
-        grant. FOR SHARE, not FOR UPDATE: a session's parallel authorization requests do not
-        wait for each other. The same lock as the device approval's (idp.services.device).
-
-        A session this transaction inserted (a sign-in that answers an authorization request in
-        its own request) stands without a statement: nobody else can see its row, so nothing can
-        end it before this transaction commits, and an ending after that finds the grant."""
-        inserted = self.db.info.get(_INSERTED, {})
-        if session.sid in inserted and inserted[session.sid] is self.db.get_transaction():
-            return True
-        live = self.db.scalar(
-            select(BrowserSession.sid)
-            .where(BrowserSession.sid == session.sid, BrowserSession.revoked_at.is_(None))
-            .with_for_update(read=True)
-        )
-        return live is not None
+        """Whether ``session`` is still live, its row locked (``session_stands``)."""
+        return session_stands(self.db, session)
 
     def _replaced(
         self, previous: BrowserSession, user_id: str, restricted: bool, now: datetime
