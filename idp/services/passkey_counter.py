@@ -5,6 +5,7 @@ grow may be a clone; synced passkeys report 0 forever and are never held to it."
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NoReturn
 
 from sqlalchemy.orm import Session
 
@@ -27,12 +28,7 @@ def checked_sign_count(
     regressed = (new_count or passkey.sign_count) and new_count <= passkey.sign_count
     if regressed and not passkey.backup_eligible:
         flag(db, passkey, "sign_count_regression", now)
-        audit.record(
-            db, "passkey.flagged", outcome="failure", subject_id=passkey.user_id,
-            context=context, credential_id=passkey.credential_id,
-            stored_count=passkey.sign_count, received_count=new_count,
-        )  # fmt: skip
-        raise PasskeyError("sign_count_regression")
+        _refused_as_a_clone(db, passkey, passkey.sign_count, new_count, context)
     return max(passkey.sign_count, new_count)
 
 
@@ -56,8 +52,15 @@ def store_use(
     stored = flag(db, passkey, "sign_count_regression", now)
     if stored is None:  # removed since it was read: no clone to flag
         raise PasskeyError("unknown_credential")
+    _refused_as_a_clone(db, passkey, stored, sign_count, context)
+
+
+def _refused_as_a_clone(
+    db: Session, passkey: StoredPasskey, stored: int, received: int, context: RequestContext
+) -> NoReturn:
+    """The flagged passkey's audit row, then the sign-in's refusal."""
     audit.record(
         db, "passkey.flagged", outcome="failure", subject_id=passkey.user_id, context=context,
-        credential_id=passkey.credential_id, stored_count=stored, received_count=sign_count,
+        credential_id=passkey.credential_id, stored_count=stored, received_count=received,
     )  # fmt: skip
     raise PasskeyError("sign_count_regression")
