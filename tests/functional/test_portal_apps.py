@@ -4,18 +4,17 @@ the admin can disconnect either, audited (docs/security.md, "Sessions")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from idp.extensions import db
 from idp.models import AuditEvent, User
 from idp.models.base import utcnow
 from idp.services import portal
+from tests.functional.test_round_trips import statements
 from tests.support.admin import passkey_browser
 from tests.support.factories import CreatedUser, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
@@ -34,22 +33,6 @@ def _events(app: Flask, kind: str) -> list[AuditEvent]:
         found = list(db.session.scalars(select(AuditEvent).where(AuditEvent.kind == kind)))
         db.session.expunge_all()
         return found
-
-
-@contextmanager
-def _selects(app: Flask) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_a_first_party_app_with_offline_access_is_listed_and_the_user_can_end_it(
@@ -114,7 +97,7 @@ def test_connected_apps_are_read_in_two_statements_whatever_their_number(
     with storage_app.app_context():
         row = db.session.get(User, user.id)
         assert row is not None
-        with _selects(storage_app) as sent:
+        with statements(storage_app) as sent:
             apps = portal.connected_apps(db.session(), row, utcnow())
         assert [a.client.name for a in apps] == ["Phone App 0", "Phone App 1", "Phone App 2"]
         assert all(a.offline and not a.consented for a in apps)
