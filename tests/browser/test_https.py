@@ -1,6 +1,6 @@
 """idp over https in a real browser, as deployed: TLS ended by haproxy in front of the node
-(docs/operations.md), a throwaway self-signed certificate for ``localhost`` that Chromium is told
-to trust, and the issuer ``https://localhost:PORT``. Every other browser test serves plain http,
+(docs/operations.md), a throwaway certificate for ``localhost`` that Chromium is told to
+trust, and the issuer ``https://localhost:PORT``. Every other browser test serves plain http,
 where a browser sends what it does not send over https: this one sees the forms posted with no
 Referer and ``Origin: null`` (the pages' ``Referrer-Policy: no-referrer``), and the cookies with
 the ``__Host-`` prefix and ``Secure``."""
@@ -8,9 +8,7 @@ the ``__Host-`` prefix and ``Secure``."""
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,14 +16,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, Playwright, Request, expect
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PASSWORD, BrowserUser, serve_idp
 from tests.support.balancer import Haproxy, run_haproxy
 from tests.support.live import LiveIdp, free_port
+from tests.support.smtp import make_certificates
 
 pytestmark = pytest.mark.browser
 
@@ -67,36 +64,13 @@ class Certificate:
 
 
 def self_signed_localhost(directory: Path) -> Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    """A throwaway certificate for ``localhost`` (the SMTP tests' CA and server pair), as
+    haproxy takes it, with the SPKI hash Chromium is told to trust it by."""
+    made = make_certificates(directory)
     pem = directory / "localhost.pem"
-    pem.write_bytes(
-        certificate.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    spki = key.public_key().public_bytes(
+    pem.write_bytes(made.cert_file.read_bytes() + made.key_file.read_bytes())
+    certificate = x509.load_pem_x509_certificate(made.cert_file.read_bytes())
+    spki = certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return Certificate(pem, base64.b64encode(hashlib.sha256(spki).digest()).decode())
