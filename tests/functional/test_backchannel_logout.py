@@ -42,12 +42,8 @@ from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_b
 from tests.support.admin import passkey_browser
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, jwt_parts, start_session
-from tests.support.logout_receiver import (
-    LogoutReceiver,
-    free_port,
-    logout_receiver,
-    verify_logout_token,
-)
+from tests.support.live import free_port
+from tests.support.logout_receiver import LogoutReceiver, logout_receiver, verify_logout_token
 from tests.support.socket_server import ThreadedSocketServer
 
 __all__ = ["pg_app"]  # the PostgreSQL app fixture, shared with the groups' concurrency tests

@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,10 +32,39 @@ CLI_TIMEOUT = 120.0
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
+#: Where test servers listen: below Linux's ephemeral range (``ip_local_port_range``, 32768 to
+#: 60999 by default), from which the kernel picks every outgoing connection's source port and
+#: every ``bind(0)``. A port asked of the kernel with ``bind(0)`` and bound by a server a second
+#: later could meanwhile be taken by a connection to PostgreSQL or by Chromium, and the server
+#: then exits with "already in use" (a whole module's set-up failed that way once). Each pytest
+#: worker (``PYTEST_XDIST_WORKER``, ``gw0``, ``gw1`` ...) takes ports from a block of its own;
+#: a process outside xdist takes the last block.
+_PORTS_FROM, _PORTS_TO, _BLOCK = 10_000, 32_000, 2_000
+_port_lock = threading.Lock()
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port with nothing bound to it now, in this process's block: ports are handed
+    out in turn from a random start, so one process never hands out one port twice until it has
+    gone round its block, and two suites on one machine rarely start on the same one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    blocks = (_PORTS_TO - _PORTS_FROM) // _BLOCK
+    index = int(worker[2:]) % (blocks - 1) if worker[2:].isdigit() else blocks - 1
+    first = _PORTS_FROM + index * _BLOCK
+    with _port_lock:
+        if not _next_port:
+            _next_port.append(first + secrets.randbelow(_BLOCK))
+        for _ in range(_BLOCK):
+            port = _next_port[0]
+            _next_port[0] = first + (port + 1 - first) % _BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))  # fails if bound on 127.0.0.1 or 0.0.0.0
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free port in {first} to {first + _BLOCK - 1}")
 
 
 class CliError(AssertionError):

@@ -4,7 +4,6 @@ on an event the test controls (a relying party that hangs)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,14 +106,6 @@ def logout_receiver(port: int = 0) -> Iterator[LogoutReceiver]:
         yield receiver
     finally:
         receiver.stop()
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it (a relying party that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def verify_logout_token(
