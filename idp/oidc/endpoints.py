@@ -103,7 +103,10 @@ class TokenIntrospection(IntrospectionEndpoint):
             # or its grant revoked (logout, replay), as well as when revoked or expired.
             if not token.active:
                 return {"active": False}
-            token_type = "access_token"
+            # RFC 7662 2.2: ``token_type`` is the access token's type of RFC 6749 5.1, "Bearer"
+            # as the token response says (RFC 6750); a resource server checks it to refuse
+            # anything else presented as an access token.
+            token_type: str | None = "Bearer"
             subject = token.subject
         else:
             # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
@@ -118,17 +121,18 @@ class TokenIntrospection(IntrospectionEndpoint):
                 return {"active": False}
             if not client.check_grant_type("refresh_token"):
                 return {"active": False}
-            token_type = "refresh_token"
+            token_type = None  # a refresh token is no access token: it has no RFC 6749 5.1 type
             subject = token.grant.user_id
         answer = {
             "active": True,
             "client_id": token.client_id,
             "sub": subject,
             "iss": runtime().settings.issuer,
-            "token_type": token_type,
             "iat": int(token.issued_at.timestamp()),
             "exp": int(token.expires_at.timestamp()),
         }
+        if token_type is not None:
+            answer["token_type"] = token_type
         if token.scope:
             # RFC 7662 2.2: "scope" is optional, a list of scope tokens (RFC 6749 3.3); a token
             # issued for no scope has none to name, not an empty one.

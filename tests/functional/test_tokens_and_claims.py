@@ -423,10 +423,15 @@ def test_introspection_of_an_active_access_token(
     assert info["exp"] > info["iat"]
 
 
-def test_introspection_of_an_active_refresh_token(rp: RelyingParty, tokens: dict[str, Any]) -> None:
+def test_introspection_names_an_access_token_bearer_and_a_refresh_token_no_type(
+    rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """RFC 7662 2.2: ``token_type`` is RFC 6749 5.1's, the type the token response named; a
+    resource server that checks for "Bearer" refuses a refresh token presented in its place."""
+    assert introspect(rp, tokens["access_token"])["token_type"] == tokens["token_type"] == "Bearer"
     info = introspect(rp, tokens["refresh_token"], token_type_hint="refresh_token")
     assert info["active"] is True
-    assert info["token_type"] == "refresh_token"
+    assert "token_type" not in info
 
 
 def test_a_refresh_token_introspects_inactive_once_the_app_clock_passes_its_expiry(
