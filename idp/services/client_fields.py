@@ -18,6 +18,7 @@ from idp.models import Client
 from idp.models.clients import HOST_NAME, KIND_NATIVE, KIND_SPA, KIND_WEB, KINDS, PUBLIC_KINDS
 from idp.services.claim_names import is_claim_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from idp.services.display_names import BIDI_CONTROLS
 from idp.services.signing_keys import SUPPORTED_ALGS
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
@@ -76,6 +77,13 @@ class ClientFields:
             raise ClientRegistrationError("a client needs a name")
         if len(name) > 200:
             raise ClientRegistrationError("the name is longer than 200 characters")
+        # The name is what users read on the consent page, the device review and the sign-out
+        # page before they trust the app: no control (Unicode general category Cc: C0, DEL, C1;
+        # RFC 8264 9.12) and no directional formatting character (Unicode Standard Annex 9,
+        # "\u202eppA" reads as "App"), as a person's name and a group's texts keep none
+        # (idp.services.display_names).
+        if any(c in BIDI_CONTROLS or unicodedata.category(c) == "Cc" for c in name):
+            raise ClientRegistrationError("the name must not contain control characters")
         if self.kind not in KINDS:
             raise ClientRegistrationError(f"kind must be one of {', '.join(KINDS)}")
         public = self.kind in PUBLIC_KINDS

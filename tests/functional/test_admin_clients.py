@@ -225,6 +225,27 @@ def test_a_redirect_uri_with_an_invisible_or_control_character_is_refused(
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
 
 
+@pytest.mark.parametrize("character", ["\u202e", "\u2066", "\x1b", "\x85", "\x7f", "\n"])
+def test_a_client_name_with_a_directional_or_control_character_is_refused(
+    app: Flask, admin: ConsoleBrowser, character: str
+) -> None:
+    """The name is what users read on the consent page ("Allow ... to use your account?"), the
+    device review and the sign-out page: "\u202eppA" reads as "App" (Unicode Standard Annex 9),
+    and a control is acted on by terminals (Unicode general category Cc). A person's name and a
+    group's texts keep none; a client's name with one is refused, at registration and at an
+    edit, and nothing is stored."""
+    response = admin.post("/admin/clients/new", client_form(name=f"Wiki{character}Admin"))
+    assert response.status_code == 400
+    assert "the name must not contain control characters" in html.unescape(response.text).lower()
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Client)) == 0
+    client_id, _ = register(admin)
+    edited = admin.post(f"/admin/clients/{client_id}/edit", client_form(name=f"Wi{character}ki"))
+    assert edited.status_code == 400
+    with app.app_context():
+        assert db.session.get(Client, client_id).name == "Wiki"
+
+
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
