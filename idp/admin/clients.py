@@ -29,7 +29,7 @@ from idp.services.client_fields import (
     ClientRegistrationError,
     fields_of,
 )
-from idp.services.clients import Actor, ClientService
+from idp.services.clients import Actor, ClientService, StaleClientError
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.web import confirmed
 
@@ -102,11 +102,21 @@ def _fields_from(form: MultiDict[str, str]) -> ClientFields:
     )
 
 
-def _form_page(fields: ClientFields, client: Client | None, error: str | None = None) -> Any:
+def _form_page(
+    fields: ClientFields,
+    client: Client | None,
+    error: str | None = None,
+    *,
+    version: int | None = None,
+    status: int | None = None,
+) -> Any:
+    """``version``: the registration the form was read from (an edit's hidden field, which
+    ``_save_client`` holds the save to); the client's current one unless given."""
     page = render_template(
         "admin/client_form.html",
         fields=fields,
         client=client,
+        version=version if version is not None or client is None else client.version,
         error=error,
         kinds=KINDS,
         kind_labels=KIND_LABELS,
@@ -115,7 +125,7 @@ def _form_page(fields: ClientFields, client: Client | None, error: str | None = 
         scopes=SUPPORTED_SCOPES,
         algs=SUPPORTED_ALGS,
     )
-    return page, (400 if error else 200)
+    return page, status or (400 if error else 200)
 
 
 def _secret_page(client: Client, secret: str, reason: str) -> Any:
@@ -192,12 +202,38 @@ def client_edit(client_id: str) -> Any:
     return _form_page(fields_of(found), found)  # GET and HEAD: the form, nothing saved
 
 
+#: Said when the form was opened before another change to the client (or carries no version).
+STALE_FORM = (
+    "someone changed this app since this form was opened, so nothing was saved: these are its "
+    "settings now; make your change again"
+)
+
+
+def _form_version() -> int | None:
+    raw = request.form.get("version", "")
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+
+
 def _save_client(found: Client, client_id: str) -> Any:
+    # The form saves every setting as it showed them: it applies only to the version it was read
+    # from (the admin API's If-Match, RFC 9110 13.1.1), so a form opened before another admin's
+    # change (a redirect URI removed, a grant taken away) never silently puts the old value back.
+    version = _form_version()
     try:
-        secret = _service().update(found, _fields_from(request.form), actor=_actor())
+        if version is None:
+            raise StaleClientError(client_id)
+        secret = _service().update(
+            found, _fields_from(request.form), actor=_actor(), expected_version=version
+        )
     except ClientRegistrationError as error:
         db.session.rollback()
-        return _form_page(_fields_or_blank(request.form), _client_or_404(client_id), str(error))
+        return _form_page(_fields_or_blank(request.form), _client_or_404(client_id), str(error),
+                          version=version)  # fmt: skip
+    except StaleClientError:
+        db.session.rollback()
+        current = _client_or_404(client_id)
+        return _form_page(fields_of(current), current, STALE_FORM, status=409)
     db.session.commit()
     if secret:
         return _secret_page(found, secret, "changed")

@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
+from werkzeug.test import TestResponse
 
 from idp.extensions import db
 from idp.models import AccessToken, AuditEvent, Client, Consent, Grant, RefreshToken
@@ -65,6 +66,17 @@ def register(admin: ConsoleBrowser, **overrides: Any) -> tuple[str, str | None]:
     assert client_id is not None
     assert secret is not None
     return client_id.group(1), html.unescape(secret.group(1))
+
+
+VERSION = re.compile(r'name="version" value="(\d+)"')
+
+
+def edit(admin: ConsoleBrowser, client_id: str, form: dict[str, Any]) -> TestResponse:
+    """Post the client's edit form as the browser would: ``form`` with the version the edit page
+    was read from (its hidden field)."""
+    version = VERSION.search(admin.browser.get(f"/admin/clients/{client_id}/edit").text)
+    assert version is not None
+    return admin.post(f"/admin/clients/{client_id}/edit", {**form, "version": version.group(1)})
 
 
 def basic_token_request(
@@ -240,7 +252,7 @@ def test_a_client_name_with_a_directional_or_control_character_is_refused(
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
     client_id, _ = register(admin)
-    edited = admin.post(f"/admin/clients/{client_id}/edit", client_form(name=f"Wi{character}ki"))
+    edited = edit(admin, client_id, client_form(name=f"Wi{character}ki"))
     assert edited.status_code == 400
     with app.app_context():
         assert db.session.get(Client, client_id).name == "Wiki"
@@ -366,8 +378,9 @@ def test_edit_form_shows_the_current_settings_and_saves_changes(
     form = admin.browser.get(f"/admin/clients/{client_id}/edit").text
     assert 'value="Wiki"' in form
     assert REDIRECT in form
-    response = admin.post(
-        f"/admin/clients/{client_id}/edit",
+    response = edit(
+        admin,
+        client_id,
         client_form(
             name="Team wiki",
             redirect_uris=f"{REDIRECT}\nhttps://wiki.example/other",
@@ -388,13 +401,41 @@ def test_edit_form_shows_the_current_settings_and_saves_changes(
                                              "first_party"}  # fmt: skip
 
 
+def test_an_edit_form_opened_before_another_change_saves_nothing(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """The form saves every setting as it showed them. Opened before another admin removed a
+    redirect URI (a leaked one, say), its save would put the URI back, unseen: it applies only
+    to the version it was read from (as the API's If-Match, RFC 9110 13.1.1), else a 409 that
+    shows the settings as they are now and saves nothing; a form without a version likewise."""
+    leaked = "https://old.wiki.example/callback"
+    client_id, _ = register(admin, redirect_uris=f"{REDIRECT}\n{leaked}")
+    stale = VERSION.search(admin.browser.get(f"/admin/clients/{client_id}/edit").text)
+    assert stale is not None
+    removed = edit(admin, client_id, client_form())  # the other tab: the leaked URI goes
+    assert removed.status_code == 302
+    stale_form = client_form(name="Team wiki", redirect_uris=f"{REDIRECT}\n{leaked}")
+    for form in ({**stale_form, "version": stale.group(1)}, stale_form):
+        response = admin.post(f"/admin/clients/{client_id}/edit", form)
+        assert response.status_code == 409
+        assert "nothing was saved" in response.text
+        assert leaked not in response.text  # the settings as they are now
+        row = stored(app, client_id)
+        assert row is not None
+        assert (row.name, row.redirect_uris) == ("Wiki", [REDIRECT])
+    assert len(audit_events(app, "client.updated")) == 1
+    again = edit(admin, client_id, client_form(name="Team wiki"))
+    assert again.status_code == 302
+    renamed = stored(app, client_id)
+    assert renamed is not None
+    assert renamed.name == "Team wiki"
+
+
 def test_edit_with_an_invalid_redirect_uri_changes_nothing(
     app: Flask, admin: ConsoleBrowser
 ) -> None:
     client_id, _ = register(admin)
-    response = admin.post(
-        f"/admin/clients/{client_id}/edit", client_form(redirect_uris="https://*.evil.example/")
-    )
+    response = edit(admin, client_id, client_form(redirect_uris="https://*.evil.example/"))
     assert response.status_code == 400
     assert "wildcard" in response.text
     row = stored(app, client_id)
@@ -404,8 +445,9 @@ def test_edit_with_an_invalid_redirect_uri_changes_nothing(
 
 def test_edit_cannot_turn_a_web_app_into_a_public_one(app: Flask, admin: ConsoleBrowser) -> None:
     client_id, _ = register(admin)
-    response = admin.post(
-        f"/admin/clients/{client_id}/edit",
+    response = edit(
+        admin,
+        client_id,
         client_form(kind="spa", grant_types=["authorization_code"]),
     )
     assert response.status_code == 400
@@ -783,8 +825,9 @@ def test_console_sets_the_back_channel_logout_uri_and_refuses_plain_http(
     assert "https://wiki.example/backchannel" in page
     form = admin.browser.get(f"/admin/clients/{client_id}/edit").text
     assert 'value="https://wiki.example/backchannel"' in form
-    response = admin.post(
-        f"/admin/clients/{client_id}/edit",
+    response = edit(
+        admin,
+        client_id,
         client_form(backchannel_logout_uri="http://wiki.example/backchannel"),
     )
     assert response.status_code == 400
