@@ -20,10 +20,12 @@ from idp.services.sign_in_policy import (
     MAX_LOCKOUT_THRESHOLD,
     USER_VERIFICATION_CHOICES,
     PolicyError,
+    StalePolicyError,
     change_policy,
     load_policy,
     overridden_fields,
     policy_from_settings,
+    policy_version,
     reset_policy,
 )
 
@@ -31,13 +33,22 @@ from idp.services.sign_in_policy import (
 BOOLEAN_FIELDS = ("passwords_allowed", "signup_enabled", "admin_passkey_required", "passkey_prompt")
 
 
-def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any:
+def _page(
+    values: dict[str, Any] | None = None,
+    error: str | None = None,
+    *,
+    version: str | None = None,
+    status: int | None = None,
+) -> Any:
+    """``version``: the policy the form was read from (its hidden field); the one in force
+    unless given."""
     settings = runtime().settings
     policy = load_policy(db.session(), settings)  # uncached: the page shows what is stored
     defaults = policy_from_settings(settings).as_dict()
     return render_template(
         "admin/policy.html",
         fields=FIELDS,
+        version=version or policy_version(policy),
         values=values or policy.as_dict(),
         defaults={name: _shown(value) for name, value in defaults.items()},
         overridden=overridden_fields(db.session()),
@@ -47,7 +58,7 @@ def _page(values: dict[str, Any] | None = None, error: str | None = None) -> Any
         limits={"lockout_threshold": MAX_LOCKOUT_THRESHOLD}
         | {f.name: LIFETIMES[f.name].high for f in FIELDS if f.name in LIFETIMES},
         error=error,
-    ), (400 if error else 200)
+    ), status or (400 if error else 200)
 
 
 def _shown(value: Any) -> str:
@@ -74,12 +85,22 @@ def policy_save() -> Any:
         else form.get(field.name, "")[:4000]
         for field in FIELDS
     }  # fmt: skip
+    # The form sends every field as it showed them: saved only onto the policy it was read from,
+    # so a page opened before another admin's change never undoes it unseen (a form without
+    # its version likewise).
+    version = form.get("version", "")[:64]
     try:
         changed = change_policy(db.session(), runtime().settings, changes, actor_id=g.admin.id,
-                                context=request_context(), now=clock().now())  # fmt: skip
+                                context=request_context(), now=clock().now(),
+                                expected_version=version)  # fmt: skip
+    except StalePolicyError:
+        db.session.rollback()
+        return _page(error="Nothing was saved: someone changed the policy since this page was "
+                           "opened. These are the values in force now; make your change again.",
+                     status=409)  # fmt: skip
     except PolicyError as error:
         db.session.rollback()
-        return _page(values=changes, error=f"Nothing was saved: {error}.")
+        return _page(values=changes, error=f"Nothing was saved: {error}.", version=version)
     db.session.commit()
     services().policy_changed()
     flash(f"Policy saved ({len(changed)} change{'s' if len(changed) != 1 else ''})." if changed

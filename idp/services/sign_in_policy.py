@@ -9,6 +9,8 @@ keys' ``key_cache_ttl``), so a change reaches every node within that time.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -43,6 +45,10 @@ MAX_LOCKOUT_THRESHOLD = 100
 
 class PolicyError(DomainError):
     """A policy value is out of range or malformed; the message names the field and the rule."""
+
+
+class StalePolicyError(PolicyError):
+    """The policy in force is no longer the one the change was read from (``policy_version``)."""
 
 
 #: The configured defaults are written once, in ``idp.settings.Settings``; a policy built from
@@ -298,6 +304,12 @@ def overridden_fields(db: Session) -> set[str]:
     return set(_stored(db)) & set(FIELDS_BY_NAME)
 
 
+def policy_version(policy: SignInPolicy) -> str:
+    """A fingerprint of the policy's values: what a form that saves every field was read from."""
+    text = json.dumps(policy.as_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def change_policy(
     db: Session,
     settings: Settings,
@@ -307,15 +319,22 @@ def change_policy(
     context: RequestContext | None,
     now: datetime,
     via: str = "admin_console",
+    expected_version: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Validate and store changes; audit them with old and new values. Every value is checked
     before anything is written, so a bad field leaves the policy as it was. A value equal to the
-    configured default removes the override (the config file rules that field again)."""
+    configured default removes the override (the config file rules that field again).
+    ``expected_version``: only while the policy in force is still that one (``policy_version``;
+    else ``StalePolicyError``): the console's form sends every field, and one read before
+    another admin's change would otherwise undo it, unseen (RFC 9110 13.1.1, the lost update)."""
     from idp.models.policy import PolicyOverride
     from idp.services import audit
 
     parsed = {name: parse_value(name, value) for name, value in changes.items()}
-    current = asdict(_read(db, settings))
+    in_force = _read(db, settings)
+    if expected_version is not None and policy_version(in_force) != expected_version:
+        raise StalePolicyError("the policy changed since this page was opened")
+    current = asdict(in_force)
     _check_together({**current, **parsed})
     defaults = asdict(policy_from_settings(settings))
     overridden = overridden_fields(db)

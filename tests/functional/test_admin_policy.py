@@ -18,7 +18,13 @@ from idp.extensions import db
 from idp.models import AuditEvent, Base, BrowserSession, Passkey, PolicyOverride, User
 from idp.models.base import utcnow
 from idp.services.sign_in import GENERIC_FAILURE, LOCKED, PASSWORDS_OFF
-from idp.services.sign_in_policy import FIELDS, PolicyCache, change_policy, load_policy
+from idp.services.sign_in_policy import (
+    FIELDS,
+    PolicyCache,
+    change_policy,
+    load_policy,
+    policy_version,
+)
 from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.functional.test_fallback import (
     _recovered,
@@ -63,11 +69,13 @@ def set_policy(app: Flask, **changes: Any) -> None:
 
 
 def policy_form(app: Flask, **changes: Any) -> dict[str, str]:
-    """What the policy page's form sends: the values in force, with ``changes``."""
+    """What the policy page's form sends: the values in force, with ``changes``, and the
+    version of the policy they were read from."""
     with app.app_context():
-        values = load_policy(db.session(), app.extensions["idp"].settings).as_dict()
+        in_force = load_policy(db.session(), app.extensions["idp"].settings)
+    values = in_force.as_dict()
     values.update(changes)
-    form: dict[str, str] = {}
+    form: dict[str, str] = {"version": policy_version(in_force)}
     for field in FIELDS:
         value = values[field.name]
         if field.name in BOOLEANS:
@@ -121,6 +129,32 @@ def test_saving_the_policy_stores_it_and_audits_old_and_new_values(policy_app: F
     }
     page = admin.browser.get("/admin/policy")
     assert page.text.count("Overrides the configured") == 3
+
+
+def test_a_policy_page_opened_before_another_change_saves_nothing(policy_app: Flask) -> None:
+    """The page's form sends every field as it showed them. Opened before another admin turned
+    on a rule (admins sign in with a passkey only), its save of another field would turn that
+    rule off again, unseen: it is saved only onto the policy it was read from (RFC 9110 13.1.1,
+    the lost update), else a 409 that saves nothing and shows the values in force now; a form
+    without its version likewise."""
+    admin = passkey_browser(policy_app, "admin@example.com")
+    stale = policy_form(policy_app, lockout_threshold=7)  # opened now, saved later
+    assert "admin_passkey_required" not in stale  # off when the page was opened
+    saved = admin.post("/admin/policy", policy_form(policy_app, admin_passkey_required=True))
+    assert path_of(saved) == "/admin/policy"
+    without_version = {k: v for k, v in stale.items() if k != "version"}
+    for form in (stale, without_version):
+        refused = admin.post("/admin/policy", form)
+        assert refused.status_code == 409
+        assert "someone changed the policy since this page was opened" in text_of(refused)
+        with policy_app.app_context():
+            policy = load_policy(db.session(), policy_app.extensions["idp"].settings)
+        assert policy.admin_passkey_required is True
+        assert policy.lockout_threshold != 7
+    assert len(rows(policy_app, AuditEvent, AuditEvent.kind == "policy.changed")) == 1
+    again = admin.post("/admin/policy", policy_form(policy_app, lockout_threshold=7))
+    assert path_of(again) == "/admin/policy"
+    _drop_cache(policy_app)
 
 
 @pytest.mark.parametrize(
