@@ -26,6 +26,9 @@ NO_ACCOUNT = "no-account"
 #: Where ``first_set`` has decided whether the account needs its first codes, before it writes
 #: them (tests hold a request here: idp.checkpoints).
 FIRST_SET_CHECKPOINT = "backup_codes.first_set"
+#: Where new codes have replaced the old ones (``regenerate``, ``first_set``), before the commit
+#: (tests hold a request here).
+REGENERATE_CHECKPOINT = "backup_codes.regenerate"
 
 
 def normalise(code: str) -> str:
@@ -43,26 +46,44 @@ class BackupCodeService:
         self.hasher = hasher
 
     def regenerate(self, user: User, now: datetime) -> list[str]:
-        """A new set of codes; the previous set is void."""
+        """A new set of codes; the previous set is void. The user's row is locked first, until
+        the transaction ends (``_lock``): two tabs (or a double submit) getting new codes at once
+        each deleted the codes it saw and added ten, and on PostgreSQL the second's DELETE,
+        which waited for the first's, did not see the first's new codes: twenty stayed live,
+        ten of them perhaps never seen, while each page said the codes before it stopped
+        working. Held, the second deletes the first's (docs/security.md, "Sign-in, passkeys and
+        assurance")."""
+        self._lock(user)
+        return self._replace(user, now)
+
+    def first_set(self, user: User, now: datetime) -> list[str]:
+        """The account's first codes, when its first passkey or authenticator app arrives; none
+        when it has codes already. The user's row is locked first (``_lock``): two tabs adding
+        a first method at once each found no codes, and the second set voided the first, which
+        its tab had just shown as the codes to keep."""
+        self._lock(user)
+        missing = not self.has_codes(user)
+        checkpoints.reached(FIRST_SET_CHECKPOINT)
+        return self._replace(user, now) if missing else []
+
+    def _lock(self, user: User) -> None:
+        """Lock the user's row until the transaction ends (PostgreSQL's row lock; SQLite's write
+        lock, taken by ``SELECT ... FOR UPDATE``, idp.database), as for removing a method
+        (idp.services.method_removal): changes of the user's codes are decided one after the
+        other."""
+        self.db.flush()  # a refresh drops what is not flushed
+        self.db.refresh(user, with_for_update=True)
+
+    def _replace(self, user: User, now: datetime) -> list[str]:
         self.db.execute(delete(BackupCode).where(BackupCode.user_id == user.id))
         codes = [_new_code() for _ in range(CODE_COUNT)]
         for code in codes:
             self.db.add(
                 BackupCode(user_id=user.id, code_hash=self._hash(user.id, code), created_at=now)
             )
+        self.db.flush()
+        checkpoints.reached(REGENERATE_CHECKPOINT)
         return codes
-
-    def first_set(self, user: User, now: datetime) -> list[str]:
-        """The account's first codes, when its first passkey or authenticator app arrives; none
-        when it has codes already. The user's row is locked first, until the transaction ends
-        (as for removing a method, idp.services.method_removal): two tabs adding a first method
-        at once each found no codes, and the second set voided the first, which its tab had
-        just shown as the codes to keep."""
-        self.db.flush()  # a refresh drops what is not flushed
-        self.db.refresh(user, with_for_update=True)
-        missing = not self.has_codes(user)
-        checkpoints.reached(FIRST_SET_CHECKPOINT)
-        return self.regenerate(user, now) if missing else []
 
     def remaining(self, user: User) -> int:
         return int(

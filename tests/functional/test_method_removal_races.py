@@ -13,8 +13,8 @@ import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.models import AuditEvent, OutboxMessage, Passkey, User
-from idp.services.backup_codes import FIRST_SET_CHECKPOINT
+from idp.models import AuditEvent, BackupCode, OutboxMessage, Passkey, User
+from idp.services.backup_codes import FIRST_SET_CHECKPOINT, REGENERATE_CHECKPOINT
 from idp.services.method_removal import CHECKPOINT
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints, in_thread
@@ -180,3 +180,45 @@ def test_a_first_passkey_and_a_first_app_added_at_once_show_one_set_of_backup_co
     page = recovery.get("/login/recover")
     form = {"csrf_token": csrf_token(page.text), "email": user.email, "code": codes[-1]}
     assert recovery.post("/login/recover", data=form).status_code == 302
+
+
+def test_two_tabs_getting_new_backup_codes_at_once_leave_one_set_the_last_shown(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """With "Get new backup codes" pressed in two tabs at once (or twice, a double submit), each
+    deleted the codes it saw and added ten. On PostgreSQL the second's DELETE, which waited for
+    the first's, did not see the first's new codes, so twenty stayed live, among them a set the
+    user may never have seen (the browser shows only the last answer of a double submit), while
+    each page said the codes before it stopped working. The user's row is locked first: one set
+    stays, the one the last answer shows."""
+    user = create_user(storage_app)
+    key = synced()
+    tabs = [PasskeyPages(storage_app.test_client()), PasskeyPages(storage_app.test_client())]
+    tabs[0].sign_in_with_password(user)
+    assert tabs[0].add_passkey(key).status_code == 201
+    for tab in tabs:
+        assert tab.sign_in_with_passkey(key).status_code == 200
+    tokens = [_csrf(tab) for tab in tabs]
+
+    def regenerate(tab: int) -> Callable[[], Any]:
+        form = {"csrf_token": tokens[tab], "confirm": "yes"}
+        return lambda: tabs[tab].browser.post("/account/backup-codes", data=form)
+
+    first, second = _in_two_tabs(storage_app, checkpoints, regenerate(0), regenerate(1),
+                                 at=REGENERATE_CHECKPOINT)  # fmt: skip
+    assert (first.status_code, second.status_code) == (200, 200)
+    shown = [BACKUP_CODE.findall(first.text), BACKUP_CODE.findall(second.text)]
+    assert [len(codes) for codes in shown] == [10, 10]
+    live = rows(storage_app, BackupCode,
+                BackupCode.user_id == user.id, BackupCode.consumed_at.is_(None))  # fmt: skip
+    assert len(live) == 10
+    # The set that committed last is the one that works; the other is void.
+    works = [_recovers(storage_app, user.email, codes[0]) for codes in shown]
+    assert sorted(works) == [False, True], works
+
+
+def _recovers(app: Flask, email: str, code: str) -> bool:
+    browser = app.test_client()
+    page = browser.get("/login/recover")
+    form = {"csrf_token": csrf_token(page.text), "email": email, "code": code}
+    return browser.post("/login/recover", data=form).status_code == 302
