@@ -26,6 +26,9 @@ SENTENCES: dict[str, tuple[str, str]] = {
                        "An account recovery with a backup code was refused"),
     "login.link": ("You signed in with a one-time link",
                    "A one-time sign-in link was refused"),
+    "login_link.revoked": ("A sign-in link sent to you and not used stopped working: you "
+                           "signed in without it",
+                           "A sign-in link sent to you and not used stopped working"),
     "backup_code.used": ("A backup code was used: it no longer works", "A backup code was refused"),
     "logout": ("You signed out", "A sign-out failed"),
     # apps

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
@@ -19,6 +19,7 @@ from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
+from idp.session_statements import statements_of
 
 MAX_TOKEN_LENGTH = 200
 
@@ -33,6 +34,34 @@ _SPENT = {LOGIN: "login.link", INVITE: "invite.accepted"}
 LINK_ID_LENGTH = 16
 #: Where a link is about to be issued, whom to issue it to decided (tests hold it here).
 ISSUE_CHECKPOINT = "login_link.issuing"
+
+
+_LINKS: Table = LoginLink.__table__  # type: ignore[assignment]
+#: Ending a user's unspent rescue links (``end_rescue_links``): Core on the table, built once.
+_END_RESCUE_LINKS = (
+    update(_LINKS)
+    .where(
+        _LINKS.c.user_id == bindparam("rescued_user"),
+        _LINKS.c.purpose == LOGIN,
+        _LINKS.c.consumed_at.is_(None),
+        _LINKS.c.revoked_at.is_(None),
+    )
+    .values(revoked_at=bindparam("ended_at"))
+)
+
+
+def end_rescue_links(db: Session, user_id: str, context: RequestContext, now: datetime) -> int:
+    """A full sign-in of ``user_id`` (a passkey, a password and its second step, or a restricted
+    session that added a way in) ends every unspent rescue link of theirs, audited: a rescue
+    link stands in for a lost way in (docs/admins.md, "Rescuing a user with a one-time login
+    link"), and once the user is in by a way of their own it only waits, for up to a day, in a
+    mailbox or the chat it was passed on in, as a bearer secret that opens a session which adds
+    a passkey: the account. One conditional UPDATE; how many links it ended."""
+    ended = statements_of(db).write(_END_RESCUE_LINKS, {"rescued_user": user_id, "ended_at": now})
+    if ended:
+        audit.record(db, "login_link.revoked", subject_id=user_id, context=context,
+                     reason="signed_in", links=ended)  # fmt: skip
+    return ended
 
 
 def link_id(link: LoginLink) -> str:

@@ -18,6 +18,7 @@ from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
+from idp.services.login_links import end_rescue_links
 from idp.services.session_locks import inserted_in_this_transaction, session_stands
 from idp.session_statements import statements_of
 
@@ -94,6 +95,10 @@ class SessionService:
         # as a row that exists (loaded, unchanged), so the flush adds nothing.
         statements_of(self.db).write(_INSERT, row)
         inserted_in_this_transaction(self.db, sid)
+        if not row["restricted"]:
+            # The user is in by a way of their own: a rescue link left unspent is no longer
+            # needed, and ends (docs/admins.md, "Rescuing a user with a one-time login link").
+            end_rescue_links(self.db, user_id, context, now)
         session = from_values(
             BrowserSession, row if isinstance(user, str) else {**row, "user": user}
         )

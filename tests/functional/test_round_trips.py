@@ -231,6 +231,8 @@ SIGN_IN_ROUND_TRIPS = {
         "INSERT audit_events",  # login.totp when it is audited (a prepared Core INSERT)
         "UPDATE partial_logins",  # the partial sign-in, spent once
         "INSERT browser_sessions",  # inserted when it is started (a prepared Core INSERT)
+        # the user's unspent rescue links end with a full sign-in (docs/security.md, Sessions)
+        "UPDATE login_links",
         "COMMIT",
     ],
 }
@@ -667,12 +669,13 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
         "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
         "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
         "INSERT BROWSER_SESSIONS",
+        "UPDATE LOGIN_LINKS",  # the user's unspent rescue links end with a full sign-in
         "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
         *stored,
     ]
     assert "ON CONFLICT" in sent[1]
     assert "RETURNING" in sent[1]
-    assert "CONSUMED_AT IS NULL" in sent[5]
+    assert "CONSUMED_AT IS NULL" in sent[6]
     callback = verified.get_json()["redirect"]
     assert callback.startswith(rp.registered.redirect_uri + "?")
     with storage_app.app_context():
