@@ -120,7 +120,14 @@ def totp_setup() -> Any:
     sealed = flask_session.get("totp_enrolment")
     if request.method == "POST":
         code = request.form.get("code", "")[:16]
-        if service.confirm_enrolment(user, sealed, code, now):
+        confirmed_app = service.confirm_enrolment(user, sealed, code, now,
+                                                  replace=session.restricted)  # fmt: skip
+        if confirmed_app is None:  # another browser set one up meanwhile: it stays
+            db.session.rollback()
+            flask_session.pop("totp_enrolment", None)
+            flash("An authenticator app is already set up. Remove it to set up another.", "info")
+            return redirect(url_for("account.home"))
+        if confirmed_app:
             flask_session.pop("totp_enrolment", None)
             codes = _after_method_added(session, "An authenticator app")
             if codes is None:

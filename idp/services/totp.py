@@ -13,6 +13,7 @@ from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from idp import checkpoints
 from idp.models import TotpCredential, User
 from idp.session_statements import statements_of
 
@@ -32,6 +33,9 @@ CLOCK_HINT_STEPS = 20
 CODE_FORMAT = "format"
 CODE_CLOCK = "clock"
 CODE_MISMATCH = "mismatch"
+#: Where ``confirm_enrolment`` has read the user's app, before it stores the new one (tests hold
+#: a request here: idp.checkpoints).
+CONFIRM_CHECKPOINT = "totp.confirm"
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,27 @@ class TotpService:
         secret = self._unseal(user, sealed, now)
         return None if secret is None else self._enrolment(user, secret, str(sealed))
 
-    def confirm_enrolment(self, user: User, sealed: object, code: str, now: datetime) -> bool:
-        """Store the started enrolment's secret, confirmed, once a first code matches it."""
+    def confirm_enrolment(
+        self, user: User, sealed: object, code: str, now: datetime, *, replace: bool = False
+    ) -> bool | None:
+        """Store the started enrolment's secret, confirmed, once a first code matches it: True.
+        False: the code did not confirm it. None: the user has an app already and ``replace``
+        (a recovery session, whose app was lost) is not given: a confirmed app is replaced only
+        by removing it first (its step-up, notice and audit), so another browser's enrolment
+        that won the race is kept. The user's row is locked before the app is read, until the
+        transaction ends (as for the backup codes and removals, idp.services.method_removal):
+        two browsers confirming at once each found no app, and the second's INSERT failed on
+        the first's row."""
         secret = self._unseal(user, sealed, now)
         step = None if secret is None else _matching_step(secret, code, now)
         if secret is None or step is None:
             return False
+        self.db.flush()  # a refresh drops what is not flushed
+        self.db.refresh(user, with_for_update=True)
         credential = self.get(user)
+        checkpoints.reached(CONFIRM_CHECKPOINT)
+        if credential is not None and credential.confirmed_at is not None and not replace:
+            return None
         if credential is None:
             credential = TotpCredential(user_id=user.id, secret_encrypted="")
             self.db.add(credential)

@@ -13,9 +13,10 @@ import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.models import AuditEvent, BackupCode, OutboxMessage, Passkey, User
+from idp.models import AuditEvent, BackupCode, OutboxMessage, Passkey, TotpCredential, User
 from idp.services.backup_codes import FIRST_SET_CHECKPOINT, REGENERATE_CHECKPOINT
 from idp.services.method_removal import CHECKPOINT
+from idp.services.totp import CONFIRM_CHECKPOINT as TOTP_CHECKPOINT
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints, in_thread
 from tests.support.factories import create_user, rows
@@ -222,3 +223,38 @@ def _recovers(app: Flask, email: str, code: str) -> bool:
     page = browser.get("/login/recover")
     form = {"csrf_token": csrf_token(page.text), "email": email, "code": code}
     return browser.post("/login/recover", data=form).status_code == 302
+
+
+def test_two_browsers_setting_up_an_authenticator_app_at_once_keep_one_and_no_error(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """Two browsers of one user each show the set-up page (each its own key) and confirm at
+    once: each found no app and stored its own, and the second's INSERT failed on the first's
+    row (a 500). The user's row is locked before the app is read: the first is kept and says so,
+    the second finds it and is sent back to the account page (an app is replaced only by
+    removing it first, or from a recovery session)."""
+    user = create_user(storage_app)
+    tabs = [PasskeyPages(storage_app.test_client()), PasskeyPages(storage_app.test_client())]
+    forms, secrets = [], []
+    for tab in tabs:
+        tab.sign_in_with_password(user)
+        setup = tab.browser.get("/account/totp")
+        secret = TOTP_SECRET.search(setup.text)
+        assert secret, setup.text
+        secrets.append(secret.group(1))
+        forms.append({"csrf_token": csrf_token(setup.text),
+                      "code": pyotp.TOTP(secret.group(1)).now()})  # fmt: skip
+    assert secrets[0] != secrets[1]
+    first, second = _in_two_tabs(
+        storage_app, checkpoints,
+        lambda: tabs[0].browser.post("/account/totp", data=forms[0]),
+        lambda: tabs[1].browser.post("/account/totp", data=forms[1]), at=TOTP_CHECKPOINT,
+    )  # fmt: skip
+    assert first.status_code == 200, first.text  # the app added, with the first backup codes
+    assert second.status_code == 302, second.text
+    assert second.headers["Location"] == "/account"
+    assert "already set up" in tabs[1].browser.get("/account").text
+    [stored] = rows(storage_app, TotpCredential, TotpCredential.user_id == user.id)
+    with storage_app.app_context():
+        kept = storage_app.extensions["idp"].totp_fernet.decrypt(stored.secret_encrypted.encode())
+    assert kept.decode() == secrets[0]
