@@ -121,12 +121,16 @@ def app_revoke(client_id: str) -> Any:
                      for app in portal.connected_apps(db.session(), session.user, now)}  # fmt: skip
         app = connected.get(client_id[:64])
         name = app.client.name if app else "this app"
-        again = ("asks for your consent again" if app is None or app.consented
-                 else "asks you to sign in again")  # fmt: skip
+        # An app of this site asks no consent (a first-party client): the next time the user
+        # opens it, a browser signed in here gets it a new code without a page (OIDC Core
+        # 3.1.2.4), so the page must not promise that it asks anything.
+        again = ("it asks for your consent again the next time you use it" if app is None
+                 or app.consented else "it is an app of this site: the next time you open it "
+                 "while signed in here, it gets access again without asking you")  # fmt: skip
         return confirm_page(
             title=f"Disconnect {name}?",
-            message=f"{name} loses access to your account: its tokens stop working now, and it "
-            f"{again} the next time you use it.",
+            message=f"{name} loses access to your account: its tokens stop working now, and "
+            f"{again}.",
             action=url_for("account.app_revoke", client_id=client_id[:64]),
             button="Disconnect",
             cancel=url_for("account.apps"),

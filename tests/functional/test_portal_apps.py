@@ -57,6 +57,8 @@ def test_a_first_party_app_with_offline_access_is_listed_and_the_user_can_end_it
     asked = portal_browser.post(f"/account/apps/{client_id}/revoke",
                                 data={"csrf_token": csrf_token(apps)})  # fmt: skip
     assert "Disconnect Phone App?" in asked.text
+    # It asked no consent and would ask nothing of a browser signed in here (OIDC Core 3.1.2.4).
+    assert "gets access again without asking you" in asked.text
     done = portal_browser.post(f"/account/apps/{client_id}/revoke",
                                data={"csrf_token": csrf_token(apps), "confirm": "yes"})  # fmt: skip
     assert done.status_code == 302
