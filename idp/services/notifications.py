@@ -15,9 +15,12 @@ only after that transaction commits (docs/operations.md, "Mail").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
+import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -61,8 +64,14 @@ REDACTED = "(a one-time link, removed from this copy once it was sent or expired
 #: A message whose secret names no expiry loses it after this long anyway.
 DEFAULT_SECRET_LIFETIME = timedelta(days=1)
 
-#: SMTP connection and command timeout, seconds.
+#: Seconds to wait for the SMTP connection and for each answer of the relay (a socket timeout).
 SMTP_TIMEOUT = 10
+#: Seconds one message's whole SMTP conversation (connection, TLS, login, the message) may take:
+#: a socket timeout bounds each read, not the conversation, and a relay that trickles its
+#: answers would otherwise hold the node's mail delivery thread as long as it likes. Past it
+#: another thread shuts the connection (as idp.services.backchannel_logout does) and the
+#: message stays queued for a retry (docs/operations.md, "Mail").
+SMTP_DEADLINE = 30
 
 _templates = Environment(
     loader=PackageLoader("idp", "templates/mail"),
@@ -163,8 +172,9 @@ class Mailer:
             raise DeliveryError(type(error).__name__) from error
 
     def send_mail(self, recipient: str, subject: str, body: str) -> None:
-        """Send one message; raises ``OSError``/``smtplib.SMTPException`` (``ssl.SSLError`` is
-        an ``OSError``) when it could not be handed to the server."""
+        """Send one message within ``SMTP_DEADLINE``; raises ``OSError``/``SMTPException``
+        (``ssl.SSLError`` is an ``OSError``; past the deadline ``TimeoutError``) when it could
+        not be handed to the server."""
         parts = urlsplit(self.smtp_url)
         email = EmailMessage()
         email["From"], email["To"], email["Subject"] = self.sender, recipient, subject
@@ -172,19 +182,45 @@ class Mailer:
         host = parts.hostname or "localhost"
         smtp: smtplib.SMTP
         if parts.scheme == "smtps":
-            smtp = smtplib.SMTP_SSL(
-                host, parts.port or 465, timeout=SMTP_TIMEOUT, context=tls_context(self.ca_file)
-            )
+            smtp = smtplib.SMTP_SSL(timeout=SMTP_TIMEOUT, context=tls_context(self.ca_file))
         else:
-            smtp = smtplib.SMTP(host, parts.port or 25, timeout=SMTP_TIMEOUT)
-        with smtp:
-            if parts.scheme == "smtp+starttls":
-                # Raises SMTPNotSupportedError when the server offers no STARTTLS: never a
-                # silent fall-back to plain text.
-                smtp.starttls(context=tls_context(self.ca_file))
-            if parts.username:
-                smtp.login(unquote(parts.username), unquote(parts.password or ""))
-            smtp.send_message(email)
+            smtp = smtplib.SMTP(timeout=SMTP_TIMEOUT)
+        cut = threading.Event()
+        deadline = threading.Timer(SMTP_DEADLINE, _cut, args=(smtp, cut))
+        deadline.daemon = True
+        deadline.start()
+        # Connected below, under the deadline (the constructor would connect and read the
+        # greeting before it starts); the TLS name check reads the host from ``_host``, which
+        # only the constructor sets.
+        smtp._host = host  # type: ignore[attr-defined]
+        try:
+            smtp.connect(host, parts.port or (465 if parts.scheme == "smtps" else 25))
+            with smtp:
+                if parts.scheme == "smtp+starttls":
+                    # Raises SMTPNotSupportedError when the server offers no STARTTLS: never a
+                    # silent fall-back to plain text.
+                    smtp.starttls(context=tls_context(self.ca_file))
+                if parts.username:
+                    smtp.login(unquote(parts.username), unquote(parts.password or ""))
+                smtp.send_message(email)
+        except (OSError, smtplib.SMTPException):
+            if cut.is_set():
+                raise TimeoutError(f"no delivery within {SMTP_DEADLINE} seconds") from None
+            raise
+        finally:
+            deadline.cancel()
+            smtp.close()
+
+
+def _cut(smtp: smtplib.SMTP, cut: threading.Event) -> None:
+    """Past the deadline: shut the connection, which ends a read or write in progress."""
+    cut.set()
+    sock = getattr(smtp, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, also under TLS: ``SSLSocket.shutdown`` would drop the
+            # TLS object the delivery thread is reading through.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def drop_expired_secrets(db: Session, now: datetime) -> int:

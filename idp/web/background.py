@@ -3,6 +3,7 @@ logout tokens) and opportunistic pruning (idp.services.retention), off every req
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -34,23 +35,22 @@ Answered = TypeVar("Answered", bound=ClosingAnswer)
 
 
 def schedule_outbox(response: Answered) -> Answered:
-    """Deliver what this request committed to the outbox once the response is sent, so that no
-    user waits for SMTP or a relying party (idp.services.outbox): mail when the response closes;
-    back-channel logout tokens on the node's delivery thread (``OutboxWorker``), so that a
-    relying party that hangs holds no request worker either."""
+    """Deliver what this request committed to the outbox once the response is sent, on the
+    node's delivery threads (``OutboxWorker``, one per channel), never on the request's: a mail
+    relay or a relying party that hangs holds no request worker (docs/operations.md, "Mail"),
+    and one channel's stall delays no other's deliveries (idp.services.outbox)."""
     committed = _committed_to_outbox()
     if not committed:  # most requests: nothing to deliver
         return response
-    mail_ids = committed.pop(Mailer.name, [])
+    mail_ids = committed.get(Mailer.name, [])
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if mail_ids and services().mailer is not None:
-        response.call_on_close(lambda: deliver_committed(app, mail_ids))
-    elif mail_ids and runtime().settings.prints_mail:
-        # Development without SMTP: the terminal is where the mail goes (docs/operations.md).
-        response.call_on_close(lambda: print_committed(app, mail_ids))
-    others = [row_id for ids in committed.values() for row_id in ids]
-    if others:
-        outbox_worker(app).submit(others)
+    if mail_ids and services().mailer is None:
+        del committed[Mailer.name]
+        if runtime().settings.prints_mail:
+            # Development without SMTP: the terminal is where the mail goes (docs/operations.md).
+            response.call_on_close(lambda: print_committed(app, mail_ids))
+    for channel, ids in committed.items():
+        outbox_worker(app, channel).submit(ids)
     return response
 
 
@@ -79,11 +79,13 @@ def print_committed(app: Flask, ids: list[int]) -> None:
             db.session.remove()
 
 
-def deliver_committed(app: Flask, ids: list[int]) -> int:
+def deliver_committed(app: Flask, ids: list[int], *, stop_on_failure: bool = False) -> int:
     """Deliver ``ids`` in a fresh application context; never raises."""
     with app.app_context():
         try:
-            return deliver(db.session(), services().outbox_channels(), ids, clock().now())
+            channels = services().outbox_channels()
+            return deliver(db.session(), channels, ids, clock().now(),
+                           stop_on_failure=stop_on_failure)  # fmt: skip
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("delivering the outbox failed")
@@ -93,12 +95,16 @@ def deliver_committed(app: Flask, ids: list[int]) -> int:
 
 
 class OutboxWorker:
-    """This process's delivery thread: takes lists of outbox ids and delivers them, one list
-    after the other, off every request. Started on first use, and again in a forked worker
-    process (a thread does not survive ``fork``)."""
+    """One channel's delivery thread in this process: takes lists of outbox ids and delivers
+    them, off every request. Started on first use, and again in a forked worker process (a
+    thread does not survive ``fork``). The lists that queued up while a delivery ran are
+    delivered together, stopping at a channel's first failure (``Channel.stop_after_failure``):
+    a mail relay that hangs costs one timeout per turn, however many messages wait, and the
+    rest stay due for the prune job's retry (idp.services.outbox ``deliver_due``)."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, channel: str) -> None:
         self.app = app
+        self.channel = channel
         self.queue: queue.Queue[list[int]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -106,28 +112,43 @@ class OutboxWorker:
     def submit(self, ids: list[int]) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="idp-outbox", daemon=True)
+                name = f"idp-outbox-{self.channel}"
+                self._thread = threading.Thread(target=self._run, name=name, daemon=True)
                 self._thread.start()
         self.queue.put(ids)
 
     def _run(self) -> None:
         while True:
-            ids = self.queue.get()
+            lists = [self.queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    lists.append(self.queue.get_nowait())
             try:
-                deliver_committed(self.app, ids)
+                ids = [row_id for listed in lists for row_id in listed]
+                deliver_committed(self.app, ids, stop_on_failure=True)
             finally:
-                self.queue.task_done()
+                for _ in lists:
+                    self.queue.task_done()
 
     def drain(self) -> None:
         """Wait until every submitted list was attempted (tests; a graceful stop)."""
         self.queue.join()
 
 
-def outbox_worker(app: Flask) -> OutboxWorker:
-    worker = app.extensions.get("idp.outbox_worker")
+def outbox_worker(app: Flask, channel: str) -> OutboxWorker:
+    """This process's delivery thread for ``channel`` (``OutboxMessage.channel``)."""
+    key = f"idp.outbox_worker.{channel}"
+    worker = app.extensions.get(key)
     if not isinstance(worker, OutboxWorker):
-        worker = app.extensions.setdefault("idp.outbox_worker", OutboxWorker(app))
+        worker = app.extensions.setdefault(key, OutboxWorker(app, channel))
     return worker
+
+
+def drain_outbox(app: Flask) -> None:
+    """Wait until every delivery handed to this process's delivery threads was attempted."""
+    for worker in list(app.extensions.values()):
+        if isinstance(worker, OutboxWorker):
+            worker.drain()
 
 
 def deliver_left_over() -> None:

@@ -37,7 +37,7 @@ from idp.services.outbox import (
     take_committed,
 )
 from idp.services.sessions import end_sessions
-from idp.web.background import outbox_worker
+from idp.web.background import drain_outbox
 from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
 from tests.support.admin import passkey_browser
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
@@ -57,7 +57,7 @@ def receiver() -> Iterator[LogoutReceiver]:
 
 def drain(app: Flask) -> None:
     """Every delivery handed to the node's delivery thread was attempted."""
-    outbox_worker(app).drain()
+    drain_outbox(app)
 
 
 def verified(app: Flask, token: str, registered: RegisteredClient, alg: str = "RS256") -> Any:

@@ -4,7 +4,7 @@ prune job's retry, and one-time links leave the stored bodies once sent or expir
 
 Every test talks to a real SMTP server (aiosmtpd, tests/support/smtp.py) through idp's own path:
 an HTTP request through the Flask test client, its response closed as a WSGI server closes it
-once sent, and the prune job."""
+once sent, the node's mail delivery thread, and the prune job."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from idp.extensions import db
 from idp.models import OutboxMessage, User
 from idp.services import notifications
 from idp.services.notifications import FIRST_RETRY, REDACTED, Notifier
-from idp.web.background import prune_if_claimed
+from idp.web.background import drain_outbox, prune_if_claimed
 from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.cli import initialised_cli
@@ -45,7 +45,8 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 def change_password(app: Flask, user: CreatedUser) -> None:
     """Sign in and change the password (which notifies the user); the response is closed the way
-    a WSGI server closes it after sending, which is when idp delivers the mail."""
+    a WSGI server closes it after sending, which hands the mail to the node's mail delivery
+    thread, and the delivery is waited for."""
     browser = app.test_client()
     start_session(browser, user)
     page = browser.get("/account")
@@ -55,6 +56,7 @@ def change_password(app: Flask, user: CreatedUser) -> None:
     )
     assert response.status_code == 302, response.text
     response.close()
+    drain_outbox(app)
 
 
 def outbox(app: Flask, kind: str | None = None) -> list[OutboxMessage]:
@@ -243,6 +245,7 @@ def _sign_up(app: Flask, email: str) -> None:
     response = browser.post("/signup", data={"csrf_token": csrf_token(page.text), "email": email})
     assert response.status_code == 200, response.text
     response.close()
+    drain_outbox(app)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -383,7 +386,7 @@ def test_a_passkey_notice_quotes_no_name_its_actor_chose(tmp_path: Path) -> None
         authenticator = SoftAuthenticator(aaguid=ICLOUD_KEYCHAIN)
         added = pages.add_passkey(authenticator, name=IMPERSONATING_NAME)
         assert added.status_code == 201, added.text
-        added.close()  # as a WSGI server closes it: the mail leaves
+        added.close()  # as a WSGI server closes it: the mail is handed to the delivery thread
         credential_id = added.get_json()["credential_id"]
         # The portal's step-up for removing it: a sign-in with the passkey.
         assert pages.sign_in_with_passkey(authenticator).status_code == 200
@@ -394,6 +397,7 @@ def test_a_passkey_notice_quotes_no_name_its_actor_chose(tmp_path: Path) -> None
         )
         assert removed.status_code == 302, removed.text
         removed.close()
+        drain_outbox(app)
         assert [m["Subject"] for m in server.handler.messages] == [
             "A new sign-in method was added to your account",
             "A sign-in method was removed from your account",

@@ -3,6 +3,8 @@ a throw-away CA made by ``cryptography``: what idp's outbox delivers to in tests
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.live import free_port
+from tests.support.socket_server import ThreadedSocketServer
 
 
 @dataclass(frozen=True)
@@ -152,3 +155,48 @@ def smtp_server(
     finally:
         handler.release.set()
         controller.stop()
+
+
+class StalledRelay(ThreadedSocketServer):
+    """A mail relay that accepts connections and never answers (a hung host, or a balancer in
+    front of one that is gone): each connection is held, unanswered, until the test ends it with
+    ``end_held`` (the relay then closes it, as one that gave up would) or ``close``.
+    ``trickle``: instead of silence, greeting lines a byte at a time (``220-`` continuation
+    lines, each byte well within any read timeout, the greeting never complete)."""
+
+    def __init__(self, *, trickle: bool = False) -> None:
+        self.trickle = trickle
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        super().__init__()
+
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def handle(self, connection: socket.socket) -> None:
+        with self._lock:
+            self.accepted += 1
+            self._held.append(connection)
+        while self.trickle and not self._closed.is_set():
+            try:
+                for byte in b"220-still greeting\r\n":
+                    connection.sendall(bytes([byte]))
+                    self._closed.wait(0.02)
+            except OSError:
+                return
+
+    def end_held(self) -> None:
+        """Close every connection held so far (new ones are held again)."""
+        with self._lock:
+            held, self._held = self._held, []
+        for connection in held:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+        self.end_held()
