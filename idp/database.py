@@ -35,16 +35,43 @@ BUSY_TIMEOUT_SECONDS = 30
 #: 15.6.4). A ``connect_timeout`` in ``database_url`` wins over it.
 POSTGRESQL_CONNECT_TIMEOUT_SECONDS = 5
 
+#: PostgreSQL: how a connection that was established finds out the server is gone when nothing
+#: tells it (the host vanished, a failover moved the address, a partition black-holes packets;
+#: docs/operations.md, "PostgreSQL stopped, and back"). Without them a statement waits for its
+#: answer until the kernel gives up: about 15 minutes of retransmissions for a statement not
+#: acknowledged, and for one acknowledged and then never answered, two hours before the first
+#: keepalive probe. libpq's parameters (its "Parameter Key Words"), each of them local to this
+#: side (no server, pooler or proxy sees them); a value in ``database_url`` wins over it:
+#: - ``tcp_user_timeout``: milliseconds sent data may stay unacknowledged;
+#: - ``keepalives_idle``, ``keepalives_interval``, ``keepalives_count``: a probe after this many
+#:   idle seconds, again every ``interval``, the connection dead after ``count`` unanswered
+#:   (a statement waiting for a long query's answer is kept: the server's kernel answers them).
+#: A dead connection fails its statement (a 503, idp.unavailable) or its checkout's ``BEGIN``
+#: (a new connection is made, idp.postgresql).
+POSTGRESQL_TCP_USER_TIMEOUT_MS = 30_000
+POSTGRESQL_KEEPALIVES_IDLE_SECONDS = 10
+POSTGRESQL_KEEPALIVES_INTERVAL_SECONDS = 5
+POSTGRESQL_KEEPALIVES_COUNT = 3
+
 
 def engine_options(url: str) -> dict[str, Any]:
     """The engine's connection arguments for ``url``: SQLite's lock wait, PostgreSQL's connect
-    timeout (both for the application's engine and the migrations')."""
+    timeout and dead-peer detection (both for the application's engine and the migrations')."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}}
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        return {"connect_args": {"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_SECONDS}}
-    return {}
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    defaults = {
+        "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_SECONDS,
+        "keepalives": 1,
+        "keepalives_idle": POSTGRESQL_KEEPALIVES_IDLE_SECONDS,
+        "keepalives_interval": POSTGRESQL_KEEPALIVES_INTERVAL_SECONDS,
+        "keepalives_count": POSTGRESQL_KEEPALIVES_COUNT,
+        "tcp_user_timeout": POSTGRESQL_TCP_USER_TIMEOUT_MS,
+    }
+    # Connection arguments would override the URL's query (SQLAlchemy): leave out what it sets.
+    return {"connect_args": {k: v for k, v in defaults.items() if k not in parsed.query}}
 
 
 #: SQLSTATEs of a server that answers but cannot take the request now: a read-only transaction

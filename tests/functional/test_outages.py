@@ -5,6 +5,8 @@ degraded dependencies").
   endpoints answer OAuth's JSON error with 503 and ``Retry-After``, pages a calm 503 page, the node
   is not ready but alive; nothing was spent by the failed requests, and everything works again
   when the database is back.
+- PostgreSQL black-holed (every packet of the proxy's port dropped, tests/support/black_hole.py):
+  an open connection is found dead by libpq's keepalives and ``tcp_user_timeout``, a 503 again.
 - A PostgreSQL that refuses writes, and SQLite on a small, full file system (a tmpfs mounted by
   the test): ``/readyz`` says the database is not writable, and ready again once it is.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,10 +27,15 @@ from flask import Flask
 from sqlalchemy import create_engine, text, update
 from werkzeug.test import TestResponse
 
+from idp import database
+from idp.database import is_outage
 from idp.extensions import db
 from idp.models import MaintenanceRun
 from idp.services.health import SQLITE_MIN_FREE_BYTES, free_bytes
 from tests.conftest import POSTGRES_URL, _build_app, throwaway_postgres_database
+from tests.support.black_hole import black_hole
+from tests.support.black_hole import unavailable as black_hole_unavailable
+from tests.support.events import wait_for
 from tests.support.factories import change, create_client, create_user
 from tests.support.flow import RelyingParty
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
@@ -158,6 +166,95 @@ def test_a_database_that_accepts_connections_but_never_answers_is_a_503_not_a_ha
         pool.shutdown()
     assert client.get("/readyz").status_code == 200
     assert rp.refresh(tokens["refresh_token"]).status_code == 200  # the failed one spent nothing
+
+
+@pytest.fixture
+def quick_to_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """idp's dead-peer settings (idp.database) made short, so that each wait the test makes is
+    short too: what is tested is that they are set, not their production values."""
+    monkeypatch.setattr(database, "POSTGRESQL_CONNECT_TIMEOUT_SECONDS", 2)
+    monkeypatch.setattr(database, "POSTGRESQL_TCP_USER_TIMEOUT_MS", 2000)
+    monkeypatch.setattr(database, "POSTGRESQL_KEEPALIVES_IDLE_SECONDS", 1)
+    monkeypatch.setattr(database, "POSTGRESQL_KEEPALIVES_INTERVAL_SECONDS", 1)
+    monkeypatch.setattr(database, "POSTGRESQL_KEEPALIVES_COUNT", 2)
+
+
+def needs_black_hole() -> None:
+    reason = black_hole_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+def test_a_database_whose_packets_are_black_holed_is_a_503_not_a_hang(
+    tmp_path: Path, quick_to_give_up: None
+) -> None:
+    """A partition (or a host that vanished) drops every packet of the node's open connections:
+    nothing refuses, nothing acknowledges. The pooled connection's ``BEGIN`` gives up after
+    libpq's ``tcp_user_timeout`` and the new connection after ``connect_timeout``, then the
+    refresh answers 503 with ``Retry-After`` (RFC 9110 15.6.4), instead of holding its thread
+    for the kernel's retransmissions (about 15 minutes); once the packets flow the token that
+    failed still works."""
+    needs_black_hole()
+    with app_behind_proxy(tmp_path) as (app, proxy):
+        user = create_user(app, email="partition@example.com")
+        rp = RelyingParty(app.test_client(), create_client(app, name="Partition RP"))
+        tokens = rp.tokens_for(user)  # the pool holds an open connection through the proxy
+        pool = ThreadPoolExecutor(1)
+        try:
+            with black_hole(proxy.port):
+                refreshed = pool.submit(rp.refresh, tokens["refresh_token"])
+                assert_oauth_unavailable(refreshed.result(timeout=HUNG))
+        finally:
+            pool.shutdown()
+        renewed = rp.refresh(tokens["refresh_token"])
+        assert renewed.status_code == 200, renewed.text
+
+
+def test_a_statement_the_database_stops_answering_midway_fails_instead_of_waiting(
+    tmp_path: Path, quick_to_give_up: None
+) -> None:
+    """The statement reached the server (acknowledged, running), then every packet is dropped:
+    with no data of its own waiting for an acknowledgement, only keepalive probes can tell the
+    client the server is gone (libpq's default waits two hours before the first). The statement
+    fails, as an outage (a 503 where a request sent it)."""
+    needs_black_hole()
+    with app_behind_proxy(tmp_path) as (app, proxy):
+        with app.app_context():
+            name = db.engine.url.database
+        failures: list[BaseException] = []
+
+        def long_statement() -> None:
+            with app.app_context():
+                try:
+                    db.session.execute(text("SELECT pg_sleep(600) /* held midway */"))
+                except Exception as error:
+                    failures.append(error)
+                finally:
+                    db.session.remove()
+
+        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        running = "SELECT count(*) FROM pg_stat_activity WHERE datname = :name AND state = " \
+                  "'active' AND query LIKE '%held midway%' AND pid <> pg_backend_pid()"  # fmt: skip
+
+        def started() -> bool:
+            with admin.connect() as connection:
+                return bool(connection.execute(text(running), {"name": name}).scalar_one())
+
+        worker = threading.Thread(target=long_statement, daemon=True)
+        try:
+            worker.start()
+            wait_for(started, "the statement running on the server")
+            with black_hole(proxy.port):
+                worker.join(HUNG)
+                assert not worker.is_alive(), "the statement waited for a server that is gone"
+        finally:
+            with admin.connect() as connection:  # the server's side of it, ended
+                connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE query LIKE '%held midway%' AND pid <> "
+                                        "pg_backend_pid()"))  # fmt: skip
+            admin.dispose()
+        [failure] = failures
+        assert is_outage(failure), repr(failure)
 
 
 def test_an_unexpected_error_at_an_oauth_endpoint_is_a_json_500_not_a_503(
