@@ -53,6 +53,11 @@ fi
 if [[ ! -x /usr/bin/sqlite3 ]]; then
     apt_install sqlite3
 fi
+# The outage tests drop a test proxy's packets on loopback with iptables
+# (tests/support/black_hole.py), as a vanished database host does.
+if [[ ! -x /usr/sbin/iptables ]]; then
+    apt_install iptables
+fi
 # The benchmark's side-by-side with the peer drives both servers with wrk (bench/wrk.py), and
 # tests/functional/test_bench_wrk.py runs its refresh chains through it.
 if [[ ! -x /usr/bin/wrk ]]; then
