@@ -104,8 +104,7 @@ class Container:
     prune_schedule: PruneSchedule = field(init=False)
     #: This process's copies of client registrations (trusted for ``client_cache_ttl``).
     client_cache: ClientCache = field(init=False)
-    #: Single-statement reads outside the ORM on the application's engine (idp.thin_reads):
-    #: ``create_app`` sets them once the engine exists.
+    #: Single-statement reads outside the ORM (idp.thin_reads), set by ``create_app``.
     reads: ThinReads | None = None
 
     def __post_init__(self) -> None:
@@ -161,8 +160,11 @@ def _redis(url: str) -> Any:
     if not url:
         return None
     import redis
+    from redis import backoff, retry
 
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    # One try per command (redis-py's constructor retries ten times): docs/operations.md, Redis.
+    once = retry.Retry(backoff.NoBackoff(), 0)
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, retry=once)
 
 
 class Services:

@@ -89,3 +89,14 @@ def test_the_sign_in_policy_is_read_once_until_it_changes(services: Services) ->
     assert services.policy is first
     services.policy_changed()
     assert services.policy is not first
+
+
+def test_a_redis_command_is_tried_once_with_a_two_second_timeout() -> None:
+    """docs/operations.md, Redis: "each command waits at most 2 s"; a retry policy of redis-py's
+    choosing (its constructor's default retries ten times) would multiply that per request."""
+    from idp.composition import _redis
+
+    client = _redis("redis://127.0.0.1:1/0")  # nothing is connected until a command
+    options = client.connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (2, 2)
+    assert options["retry"]._retries == 0  # redis-py 5.2 has no public reader of it
