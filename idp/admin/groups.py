@@ -18,13 +18,8 @@ from idp.extensions import db
 from idp.models import Client, Group
 from idp.services.claims import client_claims
 from idp.services.group_access import allowed_to_use
-from idp.services.groups import (
-    ClaimMapEntry,
-    GroupError,
-    GroupInUseError,
-    GroupService,
-    parse_claim_map,
-)
+from idp.services.group_fields import ClaimMapEntry, GroupError, parse_claim_map
+from idp.services.groups import GroupInUseError, GroupService
 
 
 def _service() -> GroupService:

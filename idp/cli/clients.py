@@ -205,7 +205,7 @@ def _apply_group_options(
     """``--allowed-group``/``--allow-everyone`` and ``--claim-map``: through the groups service,
     in the same transaction as the rest of the change (an error changes nothing)."""
     from idp.composition import services
-    from idp.services.groups import GroupError, parse_claim_map
+    from idp.services.group_fields import GroupError, parse_claim_map
 
     service = services().groups
     if allow_everyone and allowed_groups:

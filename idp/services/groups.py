@@ -11,8 +11,6 @@ shared database; idp.services.grants).
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,25 +21,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
-from idp.errors import DomainError
 from idp.models import ClaimMap, Client, ClientAllowedGroup, Group, GroupMember, User
 from idp.services import audit
 from idp.services.audit import RequestContext
-from idp.services.claim_names import CLAIM_NAME, RESERVED_CLAIMS
-from idp.services.display_names import BIDI_CONTROLS
 from idp.services.email_addresses import normalise_email
 from idp.services.group_access import revoke_grants_without_access
-
-#: A group's name is a slug (lowercase letters, digits, ``-``, ``_``, ``.``; at most 64): it is
-#: what relying parties match in the ``groups`` claim, so it must survive every RP's config file.
-GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-MAX_DISPLAY_NAME = 200
-MAX_DESCRIPTION = 1000
-MAX_CLAIM_VALUE = 200
-
-
-class GroupError(DomainError):
-    """The request is invalid; the message says why and nothing was changed."""
+from idp.services.group_fields import (
+    MAX_CLAIM_VALUE,
+    MAX_DESCRIPTION,
+    MAX_DISPLAY_NAME,
+    ClaimMapEntry,
+    GroupError,
+    text_field,
+    validate_claim_name,
+    validate_name,
+)
 
 
 class GroupNameTakenError(GroupError):
@@ -68,64 +62,6 @@ class Actor:
     user_id: str | None = audit.CLI_ACTOR
     via: str = "cli"
     context: RequestContext = field(default_factory=RequestContext)
-
-
-@dataclass(frozen=True)
-class ClaimMapEntry:
-    """Members of ``group`` get ``value`` in the claim ``claim``."""
-
-    claim: str
-    group: str
-    value: str
-
-    def __str__(self) -> str:
-        return f"{self.claim}:{self.group}={self.value}"
-
-
-def validate_name(name: str) -> str:
-    value = name.strip()
-    if not GROUP_NAME.fullmatch(value):
-        raise GroupError(
-            f"invalid group name {name!r}: use 1 to 64 lowercase letters, digits, '-', '_' or "
-            "'.', starting with a letter or digit"
-        )
-    return value
-
-
-def _text(value: str, limit: int, label: str) -> str:
-    value = value.strip()
-    if len(value) > limit:
-        raise GroupError(f"the {label} is longer than {limit} characters")
-    # Every control (Unicode general category Cc: C0, DEL and C1) and directional formatting
-    # character (Unicode Standard Annex 9) is refused, as a person's name keeps none
-    # (idp.services.display_names): a group's texts reach the console and, as claim values,
-    # relying parties, where "\u202enimda" reads as "admin".
-    if any(c in BIDI_CONTROLS or unicodedata.category(c) == "Cc" for c in value):
-        raise GroupError(f"the {label} must not contain control characters")
-    return value
-
-
-def parse_claim_map(text: str) -> ClaimMapEntry:
-    """``CLAIM:GROUP=VALUE``, as the ``--claim-map`` option and the console's lines take it."""
-    head, equals, value = text.partition("=")
-    claim, colon, group = head.partition(":")
-    if not equals or not colon:
-        raise GroupError(f"a claim map is CLAIM:GROUP=VALUE, not {text!r}")
-    return ClaimMapEntry(claim=claim.strip(), group=group.strip(), value=value.strip())
-
-
-def validate_claim_name(claim: str) -> str:
-    if claim in RESERVED_CLAIMS:
-        raise GroupError(
-            f"the claim {claim!r} is a registered JWT or OpenID Connect claim (or idp's own): "
-            "a map may not replace it"
-        )
-    if not CLAIM_NAME.fullmatch(claim):
-        raise GroupError(
-            f"invalid claim name {claim!r}: 1 to 64 lowercase letters, digits or '_', starting "
-            "with a letter"
-        )
-    return claim
 
 
 class GroupService:
@@ -239,8 +175,8 @@ class GroupService:
         name = validate_name(name)
         group = Group(
             name=name,
-            display_name=_text(display_name, MAX_DISPLAY_NAME, "display name") or name,
-            description=_text(description, MAX_DESCRIPTION, "description"),
+            display_name=text_field(display_name, MAX_DISPLAY_NAME, "display name") or name,
+            description=text_field(description, MAX_DESCRIPTION, "description"),
             created_at=self.clock.now(),
         )
         try:
@@ -267,8 +203,9 @@ class GroupService:
 
     def edit(self, group: Group, *, display_name: str, description: str) -> None:
         new = {
-            "display_name": _text(display_name, MAX_DISPLAY_NAME, "display name") or group.name,
-            "description": _text(description, MAX_DESCRIPTION, "description"),
+            "display_name": text_field(display_name, MAX_DISPLAY_NAME, "display name")
+            or group.name,
+            "description": text_field(description, MAX_DESCRIPTION, "description"),
         }
         # OWASP ASVS 4.0 7.1.3: what changed, old and new; an edit that changes nothing is no
         # event (the console and the API send both texts whichever one was edited).
@@ -405,7 +342,7 @@ class GroupService:
         for entry in entries:
             claim = validate_claim_name(entry.claim)
             group = self.require(entry.group)
-            value = _text(entry.value, MAX_CLAIM_VALUE, "claim value")
+            value = text_field(entry.value, MAX_CLAIM_VALUE, "claim value")
             if not value:
                 raise GroupError(f"the claim map {entry} has no value")
             rows.append((claim, group, value))

@@ -27,6 +27,6 @@ def _value_errors_of_the_services() -> dict[str, type[BaseException]]:
 
 def test_the_services_refuse_with_domain_errors() -> None:
     errors = _value_errors_of_the_services()
-    assert "idp.services.groups.GroupError" in errors  # the walk finds the services' errors
+    assert "idp.services.group_fields.GroupError" in errors  # the walk finds the services' errors
     others = sorted(name for name, cls in errors.items() if not issubclass(cls, DomainError))
     assert others == [], f"derive these from idp.errors.DomainError: {others}"
