@@ -35,3 +35,11 @@ def _guard() -> Any:
     if decision is AdminAccess.REAUTHENTICATE:
         flash("The admin console needs a passkey sign-in within the last 10 minutes.", "info")
     return redirect(login_url(back))
+
+
+def client_version() -> int | None:
+    """The version of the client a form was read from (its hidden ``version``), which the save
+    holds to (RFC 9110 13.1.1); None when absent or not a version."""
+    raw = request.form.get("version", "")
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None

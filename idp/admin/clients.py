@@ -12,7 +12,7 @@ from typing import Any
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from idp.admin.blueprint import bp
+from idp.admin.blueprint import bp, client_version
 from idp.admin.groups import client_access
 from idp.composition import request_context, runtime, services
 from idp.extensions import db
@@ -209,17 +209,11 @@ STALE_FORM = (
 )
 
 
-def _form_version() -> int | None:
-    raw = request.form.get("version", "")
-    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
-
-
 def _save_client(found: Client, client_id: str) -> Any:
     # The form saves every setting as it showed them: it applies only to the version it was read
     # from (the admin API's If-Match, RFC 9110 13.1.1), so a form opened before another admin's
     # change (a redirect URI removed, a grant taken away) never silently puts the old value back.
-    version = _form_version()
+    version = client_version()
     try:
         if version is None:
             raise StaleClientError(client_id)

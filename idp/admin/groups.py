@@ -12,11 +12,12 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from idp.admin.blueprint import bp
+from idp.admin.blueprint import bp, client_version
 from idp.composition import services
 from idp.extensions import db
 from idp.models import Client, Group
 from idp.services.claims import client_claims
+from idp.services.clients import StaleClientError
 from idp.services.group_access import allowed_to_use
 from idp.services.group_fields import ClaimMapEntry, GroupError, parse_claim_map
 from idp.services.groups import GroupInUseError, GroupService
@@ -161,35 +162,52 @@ def group_delete(name: str) -> Any:
 
 
 # -- a client's access and claim maps -------------------------------------------------------------
-@bp.route("/clients/<client_id>/access", methods=["GET", "POST"], endpoint="client_access")
-def client_access_edit(client_id: str) -> Any:
-    """Allowed groups (none: everyone) and claim maps, one ``CLAIM:GROUP=VALUE`` per line."""
-    client = _client_or_404(client_id)
+#: Said when the access page was opened before another change to the client (or has no version).
+STALE_ACCESS = (
+    "Nothing was saved: someone changed this app since this page was opened. These are its "
+    "allowed groups and claim maps now; make your change again."
+)
+
+
+def _access_page(client: Client, error: str | None = None, status: int = 200) -> Any:
+    """The page as the client stands, with its version (the hidden field the save holds to)."""
     service = _service()
-    if request.method == "POST":
-        try:
-            allowed = (
-                []
-                if request.form.get("access") == "everyone"
-                else request.form.getlist("allowed_groups")
-            )
-            if request.form.get("access") == "groups" and not allowed:
-                raise GroupError("choose at least one group, or let everyone sign in")
-            service.set_allowed_groups(client, allowed)
-            lines = [x.strip() for x in request.form.get("claim_maps", "").splitlines()]
-            service.set_claim_maps(client, [parse_claim_map(x) for x in lines if x])
-            db.session.commit()
-        except GroupError as error:
-            return _refused(error, "admin.client_access", client_id=client_id)
-        flash("Access and claim maps saved.", "info")
-        return redirect(url_for("admin.client", client_id=client_id))
     return render_template(
         "admin/client_access.html",
         client=client,
         groups=[group for group, _ in service.list_with_counts()],
-        allowed={group.name for group in service.allowed_groups(client_id)},
-        claim_maps="\n".join(str(m) for m in service.claim_maps(client_id)),
-    )
+        allowed={group.name for group in service.allowed_groups(client.client_id)},
+        claim_maps="\n".join(str(m) for m in service.claim_maps(client.client_id)),
+        error=error,
+    ), status
+
+
+@bp.route("/clients/<client_id>/access", methods=["GET", "POST"], endpoint="client_access")
+def client_access_edit(client_id: str) -> Any:
+    """Allowed groups (none: everyone) and claim maps, one ``CLAIM:GROUP=VALUE`` per line."""
+    client = _client_or_404(client_id)
+    if request.method != "POST":
+        return _access_page(client)
+    form, version = request.form, client_version()
+    try:
+        allowed = [] if form.get("access") == "everyone" else form.getlist("allowed_groups")
+        if form.get("access") == "groups" and not allowed:
+            raise GroupError("choose at least one group, or let everyone sign in")
+        lines = [x.strip() for x in form.get("claim_maps", "").splitlines()]
+        if version is None:  # a page without its version: as stale as one from an old version
+            raise StaleClientError(client_id)
+        _service().set_access(client, allowed, [parse_claim_map(x) for x in lines if x],
+                              expected_version=version)  # fmt: skip
+        db.session.commit()
+    except GroupError as error:
+        return _refused(error, "admin.client_access", client_id=client_id)
+    except StaleClientError:
+        # The page saves the whole set as it showed it (RFC 9110 13.1.1): from an older version
+        # it would put back a group another admin took away, so it saves nothing.
+        db.session.rollback()
+        return _access_page(_client_or_404(client_id), STALE_ACCESS, 409)
+    flash("Access and claim maps saved.", "info")
+    return redirect(url_for("admin.client", client_id=client_id))
 
 
 @bp.get("/clients/<client_id>/claims")

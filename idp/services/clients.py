@@ -44,6 +44,31 @@ CLAIMING_CHECKPOINT = "client-version-claiming"
 VERSION_CHECKPOINT = "client-version-claimed"
 
 
+def claim_version(db: Session, client: Client, expected: int | None = None) -> None:
+    """A new version for the client, in one conditional UPDATE: with ``expected``, only from
+    that version, so that of two changes made from one version only the first applies (the other
+    finds no row and raises ``StaleClientError``; its transaction is rolled back). Every change
+    of the client takes one: its settings here, its allowed groups and claim maps
+    (idp.services.groups), so the version (the API's ETag, the console forms' hidden field)
+    covers all of it. The row stays locked until the transaction ends (PostgreSQL's row lock,
+    SQLite's write lock), so nothing else changes it in between."""
+    where = [Client.client_id == client.client_id]
+    if expected is not None:
+        checkpoints.reached(CLAIMING_CHECKPOINT)
+        where.append(Client.version == expected)
+    version = db.scalar(
+        update(Client)
+        .where(*where)
+        .values(version=Client.version + 1)
+        .returning(Client.version)
+        .execution_options(synchronize_session=False)
+    )
+    if version is None:
+        raise StaleClientError(client.client_id)
+    set_committed_value(client, "version", version)
+    checkpoints.reached(VERSION_CHECKPOINT)
+
+
 @dataclass(frozen=True)
 class NewClient:
     client: Client
@@ -144,26 +169,7 @@ class ClientService:
         return NewClient(client=client, client_secret=secret)
 
     def _bump(self, client: Client, expected: int | None = None) -> None:
-        """A new version for the client, in one conditional UPDATE: with ``expected``, only
-        from that version, so that of two changes made from one version only the first applies
-        (the other finds no row and raises ``StaleClientError``; its transaction is rolled back).
-        The row stays locked until the transaction ends (PostgreSQL's row lock, SQLite's write
-        lock), so nothing else changes it in between."""
-        where = [Client.client_id == client.client_id]
-        if expected is not None:
-            checkpoints.reached(CLAIMING_CHECKPOINT)
-            where.append(Client.version == expected)
-        version = self.db.scalar(
-            update(Client)
-            .where(*where)
-            .values(version=Client.version + 1)
-            .returning(Client.version)
-            .execution_options(synchronize_session=False)
-        )
-        if version is None:
-            raise StaleClientError(client.client_id)
-        set_committed_value(client, "version", version)
-        checkpoints.reached(VERSION_CHECKPOINT)
+        claim_version(self.db, client, expected)
 
     def update(
         self,

@@ -6,11 +6,15 @@ with a passkey."""
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pytest
 from flask import Flask
+from werkzeug.test import TestResponse
 
-from idp.models import AuditEvent, Group, GroupMember
+from idp.models import AuditEvent, ClaimMap, Client, ClientAllowedGroup, Group, GroupMember
+from tests.functional.test_admin_clients import client_form
 from tests.functional.test_groups import GROUP_SCOPES, _claim_maps, _make_group, _restrict
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.factories import CreatedUser, create_client, create_user, rows
@@ -25,6 +29,17 @@ def admin(storage_app: Flask) -> ConsoleBrowser:
 @pytest.fixture
 def ada(storage_app: Flask) -> CreatedUser:
     return create_user(storage_app, email="ada@example.com")
+
+
+VERSION = re.compile(r'name="version" value="(\d+)"')
+
+
+def save_access(admin: ConsoleBrowser, client_id: str, form: dict[str, Any]) -> TestResponse:
+    """Post the client's access page as the browser would: ``form`` with the version the page
+    was read from (its hidden field)."""
+    version = VERSION.search(admin.browser.get(f"/admin/clients/{client_id}/access").text)
+    assert version is not None
+    return admin.post(f"/admin/clients/{client_id}/access", {**form, "version": version.group(1)})
 
 
 def _create(admin: ConsoleBrowser, name: str) -> None:
@@ -85,8 +100,9 @@ def test_delete_of_a_clients_only_group_needs_the_confirmation(
 ) -> None:
     _create(admin, "staff")
     registered = create_client(storage_app, name="Grafana")
-    saved = admin.post(
-        f"/admin/clients/{registered.client_id}/access",
+    saved = save_access(
+        admin,
+        registered.client_id,
         {"access": "groups", "allowed_groups": "staff", "claim_maps": ""},
     )
     assert saved.status_code == 302
@@ -96,9 +112,13 @@ def test_delete_of_a_clients_only_group_needs_the_confirmation(
     refused = admin.post("/admin/groups/staff/delete")
     assert refused.headers["Location"].endswith("/admin/groups/staff/delete")
     assert [g.name for g in rows(storage_app, Group)] == ["staff"]
+    (before,) = rows(storage_app, Client)
     deleted = admin.post("/admin/groups/staff/delete", {"confirm_sole": "1"})
     assert deleted.headers["Location"].endswith("/admin/groups")
     assert rows(storage_app, Group) == []
+    # The client's access changed: an access page opened before the deletion is stale.
+    (after,) = rows(storage_app, Client)
+    assert after.version > before.version
     client_page = admin.browser.get(f"/admin/clients/{registered.client_id}").text
     assert "No one: its allowed groups were deleted" in client_page
 
@@ -113,8 +133,9 @@ def test_client_access_page_sets_groups_and_claim_maps_and_preview_shows_them(
     registered = create_client(
         storage_app, name="Wiki", scopes=["openid", "profile", "groups", "roles"]
     )
-    saved = admin.post(
-        f"/admin/clients/{registered.client_id}/access",
+    saved = save_access(
+        admin,
+        registered.client_id,
         {
             "access": "groups",
             "allowed_groups": ["staff"],
@@ -141,6 +162,52 @@ def test_client_access_page_sets_groups_and_claim_maps_and_preview_shows_them(
     }
 
 
+def test_an_access_page_opened_before_another_change_saves_nothing(
+    storage_app: Flask, admin: ConsoleBrowser
+) -> None:
+    """The page saves the allowed groups and claim maps as it showed them. Opened before another
+    admin took a group from the client (and its claim map), its save would put both back, unseen
+    (RFC 9110 13.1.1, the lost update): it applies only to the client's version it was read
+    from, else a 409 that shows the access as it is now and saves nothing; a page without its
+    version likewise. A change of groups or claim maps takes a new version as a change of the
+    client's settings does, so a client edit form opened before it is stale too."""
+    _create(admin, "staff")
+    _create(admin, "contractors")
+    registered = create_client(storage_app, name="Wiki", scopes=GROUP_SCOPES)
+    client_id = registered.client_id
+    both = {"access": "groups", "allowed_groups": ["staff", "contractors"],
+            "claim_maps": "roles:contractors=guest"}  # fmt: skip
+    assert save_access(admin, client_id, both).status_code == 302
+    page = admin.browser.get(f"/admin/clients/{client_id}/access").text
+    stale = VERSION.search(page)
+    assert stale is not None
+    edit_form = admin.browser.get(f"/admin/clients/{client_id}/edit").text
+    # The other tab: the contractors lose the app.
+    staff_only = {"access": "groups", "allowed_groups": ["staff"], "claim_maps": ""}
+    assert save_access(admin, client_id, staff_only).status_code == 302
+    names = {group.id: group.name for group in rows(storage_app, Group)}
+    renamed = {**both, "claim_maps": "roles:contractors=guest\nroles:staff=member"}
+    for form in ({**renamed, "version": stale.group(1)}, renamed):
+        response = admin.post(f"/admin/clients/{client_id}/access", form)
+        assert response.status_code == 409
+        assert "Nothing was saved" in response.text
+        assert 'value="contractors" checked' not in response.text  # the access as it is now
+        assert "roles:contractors=guest" not in response.text
+        assert [names[a.group_id] for a in rows(storage_app, ClientAllowedGroup)] == ["staff"]
+        assert rows(storage_app, ClaimMap) == []
+    changes = rows(storage_app, AuditEvent, AuditEvent.kind == "client.access_changed")
+    assert len(changes) == 2
+    # The client's edit form read before the change is stale too: one version for the client.
+    version = VERSION.search(edit_form)
+    assert version is not None
+    form = {**client_form(), "version": version.group(1)}
+    assert admin.post(f"/admin/clients/{client_id}/edit", form).status_code == 409
+    again = save_access(admin, client_id, {**staff_only, "claim_maps": "roles:staff=member"})
+    assert again.status_code == 302
+    maps = [(m.claim, names[m.group_id], m.value) for m in rows(storage_app, ClaimMap)]
+    assert maps == [("roles", "staff", "member")]
+
+
 @pytest.mark.parametrize(
     ("claim_maps", "message"),
     [("sub:staff=x", "registered JWT"), ("roles:ghosts=x", "no group"), ("roles", "CLAIM:GROUP")],
@@ -150,8 +217,9 @@ def test_client_access_page_refuses_bad_claim_maps_and_changes_nothing(
 ) -> None:
     _create(admin, "staff")
     registered = create_client(storage_app, name="Wiki")
-    refused = admin.post(
-        f"/admin/clients/{registered.client_id}/access",
+    refused = save_access(
+        admin,
+        registered.client_id,
         {"access": "groups", "allowed_groups": "staff", "claim_maps": claim_maps},
     )
     assert refused.headers["Location"].endswith("/access")
