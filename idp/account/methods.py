@@ -41,7 +41,13 @@ from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
 from idp.web import confirm_page, confirmed
-from idp.web.sessions import browser_binding, current_session, promote_session
+from idp.web.sessions import (
+    browser_binding,
+    clear_session_cookie,
+    current_session,
+    forget_session,
+    promote_session,
+)
 
 
 def _method_removal() -> MethodRemoval:
@@ -341,7 +347,7 @@ def passkey_register() -> Any:
         db.session.commit()
         message = "The passkey could not be saved. Please try again."
         return jsonify(error="registration_failed", message=message), 400
-    codes = _after_method_added(session, in_notice(passkey.aaguid))
+    codes = _after_method_added(session, in_notice(passkey.aaguid), passkey.credential_id)
     if codes is None:
         db.session.rollback()  # the ended session's passkey is not kept
         return jsonify(error="login_required"), 401
@@ -366,12 +372,14 @@ def _offer_to_sign_out_others() -> None:
     flask_session["offer_sign_out_others"] = True
 
 
-def _after_method_added(session: BrowserSession, method: str) -> list[str] | None:
+def _after_method_added(
+    session: BrowserSession, method: str, credential_id: str | None = None
+) -> list[str] | None:
     """A new sign-in method: end a recovery restriction, notify the user, and hand out backup
     codes the first time the account gets a passkey or an authenticator app. None: the
     restricted session ended while the method was being added; the caller keeps nothing."""
     user = session.user
-    if session.restricted and promote_session(session) is None:
+    if session.restricted and promote_session(session, credential_id) is None:
         return None
     services().notifier.notify(user, "method_added", method=method)
     _offer_to_sign_out_others()
@@ -409,11 +417,15 @@ def passkey_remove(credential_id: str) -> Any:
     session, passkey = _own_passkey(credential_id)
     if not stepped_up(session):
         return redirect(step_up_url(url_for("account.home")))
+    # Every session it signed in ends with it, this one too if it did (end_passkey_sessions).
+    this_browser = session.credential_id == passkey.credential_id
     if not confirmed():
         return confirm_page(
             title=f"Remove the passkey “{passkey.name}”?",
-            message="You will no longer be able to sign in with it. It stays in its credential "
-            "manager until you delete it there too.",
+            message="You will no longer be able to sign in with it, and wherever you signed in "
+            "with it you are signed out"
+            + (", here too: you signed in with it in this browser" if this_browser else "")
+            + ". It stays in its credential manager until you delete it there too.",
             action=url_for("account.passkey_remove", credential_id=credential_id),
             button="Remove passkey",
             cancel=url_for("account.home"),
@@ -423,11 +435,21 @@ def passkey_remove(credential_id: str) -> Any:
         # Said under the passkey it is about, the page scrolled to it (``_refused_at``).
         return _refused_at(f"remove-{credential_id}", PASSKEY_REMOVAL_REFUSALS[refusal],
                            f"passkey-{credential_id}")  # fmt: skip
-    if not services().passkeys.remove(passkey, request_context()):
+    user = session.user
+    if services().passkeys.remove(passkey, request_context(), clock().now()) is None:
         db.session.commit()
         flash("Passkey removed.", "info")  # by another tab, a moment ago
         return redirect(url_for("account.home"))
-    services().notifier.notify(session.user, "method_removed", method=in_notice(passkey.aaguid))
+    services().notifier.notify(user, "method_removed", method=in_notice(passkey.aaguid))
+    if this_browser:  # ended: signed out here, told why, and back to sign in another way
+        db.session.commit()
+        forget_session()
+        flash("Passkey removed. You had signed in with it in this browser, so you are signed "
+              "out here too: sign in with another way.", "info")  # fmt: skip
+        response = redirect(url_for("login.login", login_hint=user.email,
+                                    next=url_for("account.home")))  # fmt: skip
+        clear_session_cookie(response)
+        return response
     _offer_to_sign_out_others()
     db.session.commit()
     flash("Passkey removed.", "info")

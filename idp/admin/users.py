@@ -22,6 +22,7 @@ from idp.services.user_admin import (
     UserAdminError,
 )
 from idp.web import url_for_secret
+from idp.web.sessions import clear_session_cookie, forget_session
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
 LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "24 hours")]
@@ -149,7 +150,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
         "promote": lambda: service.promote(subject, now),
         "demote": lambda: service.demote(subject),
         "revoke_passkey": lambda: service.revoke_passkey(
-            subject, request.form.get("credential_id", "")
+            subject, request.form.get("credential_id", ""), now
         ),
         "reset_totp": lambda: service.reset_totp(subject),
         "void_backup_codes": lambda: service.void_backup_codes(subject),
@@ -195,8 +196,23 @@ def user_demote(user_id: str) -> Any:
 
 @bp.post("/users/<user_id>/passkeys/revoke")
 def user_passkey_revoke(user_id: str) -> Any:
-    """Remove one passkey (field ``credential_id``)."""
-    return _act(user_id, "revoke_passkey", "Passkey removed.")
+    """Remove one passkey (field ``credential_id``); the sessions it signed in end with it."""
+    own = g.admin_session.credential_id == request.form.get("credential_id", "")[:1400]
+    response = _act(user_id, "revoke_passkey", "Passkey removed: wherever it signed in, the "
+                    "user is signed out.")  # fmt: skip
+    if not own:
+        return response
+    db.session.refresh(g.admin_session)
+    if g.admin_session.revoked_at is None:
+        return response
+    # The admin's own passkey, which signed in this console session: ended with it
+    # (idp.services.sessions.end_passkey_sessions), so say so and sign in another way.
+    forget_session()
+    flash("You signed in with that passkey here, so you are signed out: sign in again with "
+          "another passkey.", "info")  # fmt: skip
+    response = redirect(url_for("login.login", next=url_for("admin.index")), code=303)
+    clear_session_cookie(response)
+    return response
 
 
 @bp.post("/users/<user_id>/totp/reset")

@@ -310,7 +310,7 @@ def passkey_verify() -> Any:
         if pending is None:
             destination = _destination(None, str(body.get("next") or ""))
     response = jsonify()
-    start_session(signed_in.user, amr, response)
+    start_session(signed_in.user, amr, response, credential_id=signed_in.passkey.credential_id)
     if pending is not None:
         # Signed in for an authorization request: the way back is decided now, with the new
         # session (docs/architecture.md, a passkey sign-in step by step): the client's redirect

@@ -28,6 +28,10 @@ class BrowserSession(Base):
     #: A restricted session whose only way forward is a passkey, not an authenticator app: a
     #: one-time login link or an invite stands in for a lost or missing passkey.
     passkey_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The passkey (its credential id) whose sign-in started the session, or whose addition made
+    #: a restricted session a full one; None for any other sign-in. Removing the passkey ends the
+    #: session (idp.services.passkeys.PasskeyService.remove, docs/security.md, "Sessions").
+    credential_id: Mapped[str | None] = mapped_column(String(1400), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -75,6 +75,7 @@ from idp.services.passkey_options import (
     request_options,
 )
 from idp.services.passkey_records import StoredPasskey, load_for_sign_in
+from idp.services.sessions import end_passkey_sessions
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -395,17 +396,21 @@ class PasskeyService:
                      name=cleaned)  # fmt: skip
         passkey.name = cleaned
 
-    def remove(self, passkey: Passkey, context: RequestContext) -> bool:
-        """Delete ``passkey``; False if it was gone already (another tab removed it while this
-        request decided): then nothing is audited, and the caller announces nothing."""
+    def remove(self, passkey: Passkey, context: RequestContext, now: datetime) -> int | None:
+        """Delete ``passkey`` and end every session it signed in (``end_passkey_sessions``);
+        how many sessions that ended, audited with the removal. None if it was gone already
+        (another tab removed it while this request decided): then nothing is audited, and the
+        caller announces nothing."""
         gone = self.db.execute(delete(Passkey).where(
             Passkey.credential_id == passkey.credential_id, Passkey.user_id == passkey.user_id
         ))  # fmt: skip
         if not getattr(gone, "rowcount", 0):
-            return False
+            return None
+        ended = end_passkey_sessions(self.db, passkey.user_id, passkey.credential_id, now)
         audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
-                     credential_id=passkey.credential_id, name=passkey.name)  # fmt: skip
-        return True
+                     credential_id=passkey.credential_id, name=passkey.name,
+                     sessions_ended=ended)  # fmt: skip
+        return ended
 
 
 def has_passkey(db: Session, user_id: str) -> bool:

@@ -61,12 +61,14 @@ class SessionService:
         restricted: bool = False,
         passkey_only: bool = False,
         previous: BrowserSession | None = None,
+        credential_id: str | None = None,
     ) -> NewSession:
         """A new session; ``restricted``: its only way forward is adding a sign-in method (a
         passkey alone with ``passkey_only``). ``user``: the user, or only their id when the
         request holds no ORM object of them (the second step of a password sign-in): the
         session's ``user`` is then loaded if something asks for it. ``previous``: the browser's
-        session this sign-in replaces (``_replaced``)."""
+        session this sign-in replaces (``_replaced``). ``credential_id``: the passkey that signed
+        in, which ends the session when it is removed (``end_passkey_sessions``)."""
         user_id = user if isinstance(user, str) else user.id
         sid = None
         if previous is not None:
@@ -89,6 +91,7 @@ class SessionService:
             "user_agent": context.user_agent[:MAX_USER_AGENT],
             "restricted": restricted or passkey_only,
             "passkey_only": passkey_only,
+            "credential_id": credential_id,
             "revoked_at": None,
         }
         # One prepared Core INSERT of every column; the object then joins the database session
@@ -123,13 +126,20 @@ class SessionService:
         return session.user.is_active
 
     def promote(
-        self, restricted: BrowserSession, context: RequestContext, now: datetime
+        self,
+        restricted: BrowserSession,
+        context: RequestContext,
+        now: datetime,
+        *,
+        credential_id: str | None = None,
     ) -> NewSession | None:
         """A restricted session that added a sign-in method becomes a full one under a NEW
         session id; the restricted id stops working, as every sign-in renews the id
         (docs/security.md, Sessions). The sign-in it stood for is unchanged: same amr, acr and
-        auth_time, so the step-up window still runs from the link's use. None: the restricted
-        session ended since the request accepted it, and nothing is opened."""
+        auth_time, so the step-up window still runs from the link's use. ``credential_id``: the
+        passkey it added, which made it a full session and ends it when removed (a stolen login
+        link's holder adds a passkey of their own: removing it ends their session too). None:
+        the restricted session ended since the request accepted it, and nothing is opened."""
         # Conditional, as every ending is (``end_sessions``), and its row count decides: the
         # restricted session may have ended while the method was being added (signed out in
         # another tab, ended by an admin, its user disabled). A plain write ended it a second
@@ -147,7 +157,9 @@ class SessionService:
         if getattr(ended, "rowcount", 0) != 1:
             return None
         set_committed_value(restricted, "revoked_at", now)
-        new = self.create(restricted.user, list(restricted.amr), context, now)
+        new = self.create(
+            restricted.user, list(restricted.amr), context, now, credential_id=credential_id
+        )
         new.session.auth_time = restricted.auth_time
         new.session.acr = restricted.acr
         return new
@@ -247,6 +259,30 @@ def end_sessions(db: Session, condition: ColumnElement[bool], reason: str, now: 
         grants.end_session_grants(sid, reason, now)
         backchannel_logout.announce(db, sid, user_id, now)
     return ended
+
+
+#: Why a session ended when the passkey that signed it in was removed.
+PASSKEY_REMOVED = "passkey_removed"
+
+
+def end_passkey_sessions(db: Session, user_id: str, credential_id: str, now: datetime) -> int:
+    """End every live session of ``user_id`` that the passkey ``credential_id`` signed in (or
+    made full), as every ending does (``end_sessions``: its grants end, its clients are told);
+    how many this call ended. A removed passkey may be a lost phone's: the sessions it opened
+    are the phone's, and must not outlive it (OWASP ASVS 4.0 3.3, session termination: a
+    session ends when what authenticated it is taken away).
+
+    The session that removes it is no exception when that passkey signed it in: its sign-in now
+    rests on a credential the user disowned (its acr and amr name a passkey that no longer
+    exists), and that browser may be the one the user is giving up. It is ended and the portal
+    says so and sends the user to sign in another way (a way in always remains:
+    idp.services.method_removal). A session that signed in again with another method (the
+    step-up before the removal, say) records that method and lives on: the user just proved
+    themselves without the passkey."""
+    signed_in_with_it = (BrowserSession.user_id == user_id) & (
+        BrowserSession.credential_id == credential_id
+    )
+    return end_sessions(db, signed_in_with_it, PASSKEY_REMOVED, now)
 
 
 class RpLogout(Enum):

@@ -20,14 +20,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from idp.errors import DomainError
-from idp.models import (
-    AccessToken,
-    BrowserSession,
-    LoginLink,
-    Passkey,
-    TotpCredential,
-    User,
-)
+from idp.models import AccessToken, BrowserSession, LoginLink, Passkey, TotpCredential, User
 from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
 from idp.services.audit import RequestContext
@@ -38,6 +31,7 @@ from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
+from idp.services.sessions import end_passkey_sessions
 from idp.services.totp import TotpService
 from idp.services.users import UserService
 
@@ -307,13 +301,17 @@ class UserAdmin:
         return portal.connected_apps(self.db, user, now)
 
     # -- taking back sign-in methods, sessions, consents --------------------------------------
-    def revoke_passkey(self, user: User, credential_id: str) -> None:
+    def revoke_passkey(self, user: User, credential_id: str, now: datetime) -> int:
         passkey = self.db.get(Passkey, credential_id[:1400])
         if passkey is None or passkey.user_id != user.id:
             raise UserAdminError("That passkey does not belong to this user.")
         self.db.delete(passkey)
+        # Its sessions end with it, as at the user's own removal (PasskeyService.remove).
+        ended = end_passkey_sessions(self.db, user.id, passkey.credential_id, now)
         self.notifier.notify(user, "method_removed", method=in_notice(passkey.aaguid))
-        self._audit("admin.passkey_revoked", user, credential_id=credential_id[:1400])
+        self._audit("admin.passkey_revoked", user, credential_id=passkey.credential_id,
+                    sessions_ended=ended)  # fmt: skip
+        return ended
 
     def reset_totp(self, user: User) -> None:
         if self.totp.get(user) is None:

@@ -117,26 +117,32 @@ def start_session(
     *,
     restricted: bool = False,
     passkey_only: bool = False,
+    credential_id: str | None = None,
 ) -> None:
     """Sign the user in: a new server-side session, the previous one of this browser ended.
     ``user``: the user, or their id where the request holds no ORM object of them.
     ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
-    ``passkey_only``)."""
+    ``passkey_only``). ``credential_id``: the passkey that signed in (removing it ends the
+    session)."""
     previous = current_session()
     now = clock().now()
     service = services().sessions
     new = service.create(user, list(amr), request_context(), now, restricted=restricted,
-                         passkey_only=passkey_only, previous=previous)  # fmt: skip
+                         passkey_only=passkey_only, previous=previous,
+                         credential_id=credential_id)  # fmt: skip
     g.idp_session = new.session
     set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
 
 
-def promote_session(restricted: BrowserSession) -> BrowserSession | None:
-    """A restricted session added a sign-in method: it becomes a full session under a new id
-    (idp.services.sessions.SessionService.promote); this response carries the new cookie.
-    None: the restricted session ended on the way, and no session is opened."""
+def promote_session(
+    restricted: BrowserSession, credential_id: str | None = None
+) -> BrowserSession | None:
+    """A restricted session added a sign-in method (the passkey ``credential_id``, if one): it
+    becomes a full session under a new id (idp.services.sessions.SessionService.promote); this
+    response carries the new cookie. None: the restricted session ended on the way, and no
+    session is opened."""
     service = services().sessions
-    new = service.promote(restricted, request_context(), clock().now())
+    new = service.promote(restricted, request_context(), clock().now(), credential_id=credential_id)
     if new is None:
         g.idp_session = None
         return None
