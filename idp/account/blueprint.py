@@ -1,5 +1,6 @@
-"""The portal's blueprint and what its two page families share: the step-up rule, and the
-restriction that keeps a recovery session on the pages that add a way in."""
+"""The portal's blueprint and what its page families share: the step-up rule, the restriction
+that keeps a recovery session on the pages that add a way in, and what follows a change of
+sign-in methods."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from flask import (
     request,
     url_for,
 )
+from flask import session as flask_session
 
-from idp.composition import clock
+from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import BrowserSession
 from idp.services.assurance import ACR_PHISHING_RESISTANT
+from idp.services.method_removal import MethodRemoval
 from idp.services.portal import step_up_satisfied, strongest_acr
 from idp.web import login_url
-from idp.web.sessions import current_session
+from idp.web.sessions import current_session, promote_session
 
 bp = Blueprint("account", __name__)
 
@@ -106,3 +109,41 @@ def session_or_login(endpoint: str) -> BrowserSession | Any:
     if session is None:
         return redirect(url_for("login.login", next=url_for(endpoint)))
     return session
+
+
+#: ``/account?resume=add-passkey``: where "Add a passkey" comes back to after the sign-in it
+#: asked for (a step-up, or a session that had ended). Once signed in, the page says to press the
+#: button again (a passkey is only created at the user's press) and account.js puts back the name
+#: typed before, kept in this tab's sessionStorage, and brings the button into view.
+RESUME_ADD_PASSKEY = "add-passkey"
+
+
+def method_removal() -> MethodRemoval:
+    return services().method_removal
+
+
+def refused_at(field: str, message: str, anchor: str) -> Any:
+    """Back to the account page with ``message`` under the control ``field`` it is about, the
+    page scrolled to ``anchor`` (its section): at the top of the page, on a phone, the error was
+    a screen or two away from the field at the bottom."""
+    flask_session["field_error"] = {"for": field, "message": message}
+    return redirect(url_for("account.home", _anchor=anchor))
+
+
+def offer_to_sign_out_others() -> None:
+    """After a sign-in method changes, other sessions may belong to whoever had the old one."""
+    flask_session["offer_sign_out_others"] = True
+
+
+def after_method_added(
+    session: BrowserSession, method: str, credential_id: str | None = None
+) -> list[str] | None:
+    """A new sign-in method: end a recovery restriction, notify the user, and hand out backup
+    codes the first time the account gets a passkey or an authenticator app. None: the
+    restricted session ended while the method was being added; the caller keeps nothing."""
+    user = session.user
+    if session.restricted and promote_session(session, credential_id) is None:
+        return None
+    services().notifier.notify(user, "method_added", method=method)
+    offer_to_sign_out_others()
+    return services().backup_codes.first_set(user, clock().now())

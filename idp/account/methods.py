@@ -1,74 +1,35 @@
 """The portal's first page family: its home page and the signed-in user's sign-in methods
-(passkeys, password, authenticator app, backup codes), with the recovery page from which a
-restricted session adds a way in."""
+(password, authenticator app, backup codes; passkeys have pages of their own, ``passkeys``), with
+the recovery page from which a restricted session adds a way in."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import (
-    abort,
-    flash,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import flash, redirect, render_template, request, url_for
 from flask import session as flask_session
 
-from idp import checkpoints
 from idp.account.blueprint import (
+    RESUME_ADD_PASSKEY,
+    after_method_added,
     bp,
+    method_removal,
+    offer_to_sign_out_others,
+    refused_at,
     restricted_page,
     signed_in_recently,
-    step_up_url,
     stepped_up,
 )
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
-from idp.models import BrowserSession, Passkey
+from idp.models import BrowserSession
 from idp.services import audit, portal
-from idp.services.method_removal import MethodRemoval, Refusal
-from idp.services.passkey_checks import PasskeyError
-from idp.services.passkey_names import (
-    UNRECOGNISED,
-    clean_name,
-    describe_authenticator,
-    in_notice,
-)
+from idp.services.passkey_names import describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
 from idp.web import confirm_page, confirmed
-from idp.web.sessions import (
-    browser_binding,
-    clear_session_cookie,
-    current_session,
-    forget_session,
-    promote_session,
-)
-
-
-def _method_removal() -> MethodRemoval:
-    return services().method_removal
-
-
-#: ``/account?resume=add-passkey``: where "Add a passkey" comes back to after the sign-in it
-#: asked for (a step-up, or a session that had ended). Once signed in, the page says to press the
-#: button again (a passkey is only created at the user's press) and account.js puts back the name
-#: typed before, kept in this tab's sessionStorage, and brings the button into view.
-RESUME_ADD_PASSKEY = "add-passkey"
-#: Where a passkey's registration is held, in tests, after its session was accepted and before it
-#: writes anything (idp.checkpoints).
-REGISTER_CHECKPOINT = "passkeys.register"
-#: Why a passkey stays, in the user's words.
-PASSKEY_REMOVAL_REFUSALS = {
-    Refusal.ADMIN_PASSKEY: "Administrators must keep a passkey: add another one before removing "
-    "this one.",
-    Refusal.LAST_WAY_IN: "This is your only way to sign in, so it can't be removed. Add another "
-    "passkey or a password first.",
-}
+from idp.web.sessions import current_session
 
 
 @bp.get("/account")
@@ -135,7 +96,7 @@ def totp_setup() -> Any:
             return redirect(url_for("account.home"))
         if confirmed_app:
             flask_session.pop("totp_enrolment", None)
-            codes = _after_method_added(session, "An authenticator app")
+            codes = after_method_added(session, "An authenticator app")
             if codes is None:
                 db.session.rollback()  # the ended session's app is not kept
                 return redirect(url_for("login.login"))
@@ -202,7 +163,7 @@ def totp_remove() -> Any:
     # Never refused (MethodRemoval.totp_refusal): an authenticator app is no way in alone.
     services().totp.remove(session.user)
     services().notifier.notify(session.user, "method_removed", method="The authenticator app")
-    _offer_to_sign_out_others()
+    offer_to_sign_out_others()
     audit.record(db.session(), "totp.removed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -234,7 +195,7 @@ def backup_codes_regenerate() -> Any:
     # Like every other change of a sign-in method, the owner hears of it (docs/security.md,
     # "Mail and email addresses").
     services().notifier.notify(session.user, "backup_codes_regenerated")
-    _offer_to_sign_out_others()
+    offer_to_sign_out_others()
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -254,11 +215,11 @@ def password_set() -> Any:
     try:
         session.user.password_hash = runtime().passwords.hash(request.form.get("new_password", ""))
     except PasswordPolicyError as error:
-        return _refused_at("new-password", str(error), "password-heading")
+        return refused_at("new-password", str(error), "password-heading")
     services().notifier.notify(session.user, "password_changed")
     # A pending email change may be the work of whoever knew the old password.
     services().email_changes.end_pending(session.user, clock().now(), PASSWORD_CHANGED)
-    _offer_to_sign_out_others()
+    offer_to_sign_out_others()
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
@@ -281,176 +242,16 @@ def password_remove() -> Any:
             button="Remove password",
             cancel=url_for("account.home"),
         )
-    if _method_removal().password_refusal(session.user) is not None:
-        return _refused_at("remove-password", "Add a passkey before removing your password, so "
+    if method_removal().password_refusal(session.user) is not None:
+        return refused_at("remove-password", "Add a passkey before removing your password, so "
                            "that you can still sign in.", "password-heading")  # fmt: skip
     session.user.password_hash = None
     services().notifier.notify(session.user, "method_removed", method="Your password")
     # As for a password change: a pending email change may be the work of whoever knew it.
     services().email_changes.end_pending(session.user, clock().now(), PASSWORD_REMOVED)
-    _offer_to_sign_out_others()
+    offer_to_sign_out_others()
     audit.record(db.session(), "password.removed", subject_id=session.user_id,
                  context=request_context())  # fmt: skip
     db.session.commit()
     flash("Password removed: you sign in with passkeys now.", "info")
-    return redirect(url_for("account.home"))
-
-
-@bp.post("/account/passkeys/options")
-def passkey_registration_options() -> Any:
-    """Registration options for a new passkey (after a recent sign-in)."""
-    session = current_session()
-    # Back from signing in, the account page is ready to add the passkey (RESUME_ADD_PASSKEY).
-    back = url_for("account.home", resume=RESUME_ADD_PASSKEY)
-    if session is None:
-        # The session ended since the page was shown: the page's script signs in again.
-        return jsonify(error="login_required", redirect=url_for("login.login", next=back)), 401
-    if not stepped_up(session):
-        return jsonify(error="reauthenticate", redirect=step_up_url(back)), 403
-    body = request.get_json(silent=True)
-    conditional = isinstance(body, dict) and body.get("mediation") == "conditional"
-    ceremony = services().passkeys.registration_options(
-        session.user, browser_binding(), clock().now(), conditional=conditional
-    )
-    db.session.commit()
-    return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
-
-
-@bp.post("/account/passkeys")
-def passkey_register() -> Any:
-    """Verify the new credential and store it."""
-    session = current_session()
-    if session is None:
-        return jsonify(error="login_required"), 401
-    if not stepped_up(session):
-        return jsonify(error="reauthenticate"), 403
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return jsonify(error="invalid_request"), 400
-    credential = body.get("credential")
-    import json
-
-    given = body.get("name") if isinstance(body.get("name"), str) else None
-    checkpoints.reached(REGISTER_CHECKPOINT)
-    try:
-        passkey = services().passkeys.register(
-            session.user,
-            str(body.get("challenge_id", "")),
-            credential if isinstance(credential, str) else json.dumps(credential),
-            browser_binding(),
-            given,
-            request_context(),
-            clock().now(),
-            conditional=body.get("mediation") == "conditional",
-        )
-    except PasskeyError:
-        db.session.commit()
-        message = "The passkey could not be saved. Please try again."
-        return jsonify(error="registration_failed", message=message), 400
-    codes = _after_method_added(session, in_notice(passkey.aaguid), passkey.credential_id)
-    if codes is None:
-        db.session.rollback()  # the ended session's passkey is not kept
-        return jsonify(error="login_required"), 401
-    if not clean_name(given) and describe_authenticator(passkey.aaguid)[0] == UNRECOGNISED:
-        # Named after this browser and the day: the account page invites a better name.
-        flash(f"Passkey “{passkey.name}” added. Give it a name you will recognise, such as "
-              "the phone or password manager that holds it: rename it below.", "info")  # fmt: skip
-    db.session.commit()
-    return jsonify(credential_id=passkey.credential_id, name=passkey.name, backup_codes=codes), 201
-
-
-def _refused_at(field: str, message: str, anchor: str) -> Any:
-    """Back to the account page with ``message`` under the control ``field`` it is about, the
-    page scrolled to ``anchor`` (its section): at the top of the page, on a phone, the error was
-    a screen or two away from the field at the bottom."""
-    flask_session["field_error"] = {"for": field, "message": message}
-    return redirect(url_for("account.home", _anchor=anchor))
-
-
-def _offer_to_sign_out_others() -> None:
-    """After a sign-in method changes, other sessions may belong to whoever had the old one."""
-    flask_session["offer_sign_out_others"] = True
-
-
-def _after_method_added(
-    session: BrowserSession, method: str, credential_id: str | None = None
-) -> list[str] | None:
-    """A new sign-in method: end a recovery restriction, notify the user, and hand out backup
-    codes the first time the account gets a passkey or an authenticator app. None: the
-    restricted session ended while the method was being added; the caller keeps nothing."""
-    user = session.user
-    if session.restricted and promote_session(session, credential_id) is None:
-        return None
-    services().notifier.notify(user, "method_added", method=method)
-    _offer_to_sign_out_others()
-    return services().backup_codes.first_set(user, clock().now())
-
-
-def _own_passkey(credential_id: str) -> tuple[BrowserSession, Passkey]:
-    session = current_session()
-    if session is None:
-        abort(401)
-    passkey = db.session.get(Passkey, credential_id)
-    if passkey is None or passkey.user_id != session.user_id:
-        abort(404)
-    return session, passkey
-
-
-@bp.post("/account/passkeys/<credential_id>/rename")
-def passkey_rename(credential_id: str) -> Any:
-    """Rename a passkey."""
-    _session, passkey = _own_passkey(credential_id)
-    try:
-        services().passkeys.rename(passkey, request.form.get("name", ""), request_context())
-    except PasskeyError:
-        return _refused_at(f"rename-{credential_id}", "A passkey needs a name.",
-                           f"passkey-{credential_id}")  # fmt: skip
-    db.session.commit()
-    flask_session["signal_user_details"] = True
-    flash("Passkey renamed.", "info")
-    return redirect(url_for("account.home"))
-
-
-@bp.route("/account/passkeys/<credential_id>/remove", methods=["GET", "POST"])
-def passkey_remove(credential_id: str) -> Any:
-    """Remove a passkey (after a recent sign-in and a confirmation; never the last way in)."""
-    session, passkey = _own_passkey(credential_id)
-    if not stepped_up(session):
-        return redirect(step_up_url(url_for("account.home")))
-    # Every session it signed in ends with it, this one too if it did (end_passkey_sessions).
-    this_browser = session.credential_id == passkey.credential_id
-    if not confirmed():
-        return confirm_page(
-            title=f"Remove the passkey “{passkey.name}”?",
-            message="You will no longer be able to sign in with it, and wherever you signed in "
-            "with it you are signed out"
-            + (", here too: you signed in with it in this browser" if this_browser else "")
-            + ". It stays in its credential manager until you delete it there too.",
-            action=url_for("account.passkey_remove", credential_id=credential_id),
-            button="Remove passkey",
-            cancel=url_for("account.home"),
-        )
-    refusal = _method_removal().passkey_refusal(session.user, passkey)
-    if refusal is not None:
-        # Said under the passkey it is about, the page scrolled to it (``_refused_at``).
-        return _refused_at(f"remove-{credential_id}", PASSKEY_REMOVAL_REFUSALS[refusal],
-                           f"passkey-{credential_id}")  # fmt: skip
-    user = session.user
-    if services().passkeys.remove(passkey, request_context(), clock().now()) is None:
-        db.session.commit()
-        flash("Passkey removed.", "info")  # by another tab, a moment ago
-        return redirect(url_for("account.home"))
-    services().notifier.notify(user, "method_removed", method=in_notice(passkey.aaguid))
-    if this_browser:  # ended: signed out here, told why, and back to sign in another way
-        db.session.commit()
-        forget_session()
-        flash("Passkey removed. You had signed in with it in this browser, so you are signed "
-              "out here too: sign in with another way.", "info")  # fmt: skip
-        response = redirect(url_for("login.login", login_hint=user.email,
-                                    next=url_for("account.home")))  # fmt: skip
-        clear_session_cookie(response)
-        return response
-    _offer_to_sign_out_others()
-    db.session.commit()
-    flash("Passkey removed.", "info")
     return redirect(url_for("account.home"))

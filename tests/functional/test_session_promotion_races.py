@@ -1,6 +1,6 @@
 """A restricted session's promotion racing its end (docs/security.md, Sessions): real parallel
 requests on SQLite and PostgreSQL, a passkey registration of a restricted session held after the
-session was accepted (idp.account.methods.REGISTER_CHECKPOINT) while an admin, or the user in
+session was accepted (idp.account.passkeys.REGISTER_CHECKPOINT) while an admin, or the user in
 another tab, ends that session. Never a sleep: the test waits for arrivals and finished
 requests."""
 
@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.account.methods import REGISTER_CHECKPOINT
+from idp.account.passkeys import REGISTER_CHECKPOINT
 from idp.models import BrowserSession, Passkey
 from tests.functional.test_fallback import path_of
 from tests.functional.test_session_lifetimes import (
