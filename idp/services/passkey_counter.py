@@ -47,8 +47,14 @@ def store_use(
     L3 6.1.1; 7.2's signCount step), flagged and refused as ``checked_sign_count`` does."""
     counted = sign_count > 0 and not passkey.backup_eligible
     checkpoints.reached(CHECKPOINT)
-    if record_use(db, passkey, sign_count, backed_up, now, counted=counted) or not counted:
+    if record_use(db, passkey, sign_count, backed_up, now, counted=counted):
         return
+    if not counted:
+        # The uncounted UPDATE matches the row whatever its count: none matched, so the passkey
+        # was removed (in the portal or the console) since this sign-in read it, and a removed
+        # passkey signs nobody in (WebAuthn L3 7.2: the credential must be registered; the
+        # sessions it signed in were ended with it, docs/security.md, Sessions).
+        raise PasskeyError("unknown_credential")
     stored = flag(db, passkey, "sign_count_regression", now)
     if stored is None:  # removed since it was read: no clone to flag
         raise PasskeyError("unknown_credential")

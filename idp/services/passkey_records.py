@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from idp import checkpoints
 from idp.models import Passkey, User
 from idp.models.base import from_values
 from idp.session_statements import statements_of
@@ -74,6 +75,10 @@ class StoredPasskey:
     user: User
 
 
+#: Where a sign-in has read the passkey and its owner, before it writes anything (tests hold it).
+LOADED = "passkey.loaded"
+
+
 def load_for_sign_in(db: Session, credential_id: str) -> StoredPasskey | None:
     """The passkey ``credential_id`` and its owner, by one SELECT. The owner is a ``User`` of
     ``db`` (the session started next refers to it) that costs no statement: the one this session
@@ -81,6 +86,7 @@ def load_for_sign_in(db: Session, credential_id: str) -> StoredPasskey | None:
     row: Any = statements_of(db).first(_LOAD, {"credential_id": credential_id})
     if row is None:
         return None
+    checkpoints.reached(LOADED)
     held = db.identity_map.get(db.identity_key(User, row.user_id))
     if isinstance(held, User):
         user = held

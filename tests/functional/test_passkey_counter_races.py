@@ -10,9 +10,12 @@ import threading
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import delete
 
-from idp.models import AuditEvent, Passkey
+from idp.extensions import db
+from idp.models import AuditEvent, BrowserSession, Passkey
 from idp.services.passkey_counter import CHECKPOINT
+from idp.services.passkey_records import LOADED
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.factories import create_user, rows
@@ -78,3 +81,48 @@ def test_a_clone_racing_the_real_key_with_the_same_count_is_flagged(
     assert (stored.sign_count, stored.flagged_reason) == (2, "sign_count_regression")
     flagged = rows(storage_app, AuditEvent, AuditEvent.kind == "passkey.flagged")
     assert [(e.details["stored_count"], e.details["received_count"]) for e in flagged] == [(2, 2)]
+
+
+def test_a_synced_passkey_removed_while_a_sign_in_read_it_signs_nobody_in(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """A sign-in read the passkey, then its owner removed it (a lost phone) before the sign-in
+    stored its use: the UPDATE of a synced passkey's record, which any count matches, matched no
+    row, and the sign-in is refused, never a session of a passkey that no longer exists (WebAuthn
+    L3 7.2: the credential must be registered)."""
+    user = create_user(storage_app)
+    phone = SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
+    owner = PasskeyPages(storage_app.test_client())
+    owner.sign_in_with_password(user)
+    assert owner.add_passkey(phone).status_code == 201
+    [credential_id] = phone.credential_ids()
+    tab = PasskeyPages(storage_app.test_client())
+    ceremony, csrf = tab.page_ceremony()
+    body = {"challenge_id": ceremony["challenge_id"], "next": "", "request": "",
+            "credential": phone.get(ceremony["publicKey"])}  # fmt: skip
+    outcome: dict[str, Any] = {}
+
+    def sign_in() -> None:
+        try:
+            outcome["status"] = tab.browser.post(
+                "/login/passkey/verify", json=body, headers={"X-CSRFToken": csrf}
+            ).status_code
+        except Exception as error:  # reported in the test's thread
+            outcome["status"] = error
+
+    with checkpoints.holding(LOADED):
+        thread = threading.Thread(target=sign_in)
+        thread.start()
+        wait_until(lambda: checkpoints.arrivals(LOADED) == 1 or not thread.is_alive(),
+                   "the sign-in read the passkey")  # fmt: skip
+        assert thread.is_alive(), outcome
+        with storage_app.app_context():  # the removal, committed while the sign-in waits
+            db.session.execute(delete(Passkey).where(Passkey.credential_id == credential_id))
+            db.session.commit()
+    thread.join(60)
+    assert not thread.is_alive()
+
+    assert outcome == {"status": 400}
+    assert rows(storage_app, BrowserSession, BrowserSession.credential_id == credential_id) == []
+    [refused] = rows(storage_app, AuditEvent, AuditEvent.kind == "login.passkey")
+    assert (refused.outcome, refused.details["reason"]) == ("failure", "unknown_credential")
