@@ -14,7 +14,10 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from idp.models import AuditEvent, BrowserSession, Grant
+from idp.extensions import db
+from idp.models import AuditEvent, BrowserSession, Grant, User
+from idp.models.base import utcnow
+from idp.services.login_links import LoginLinkService
 from tests.functional.test_backchannel_logout import drain, sid_of, verified
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import SoftAuthenticator
@@ -161,3 +164,41 @@ def test_an_admin_removing_a_passkey_ends_the_sessions_it_signed_in(
     assert admin.browser.get("/admin").status_code == 200  # the admin's own session stays
     revoked = removal_audit(app, "admin.passkey_revoked")
     assert revoked.details["sessions_ended"] == 1
+
+
+def test_a_rescue_session_made_full_by_its_new_passkey_ends_when_that_passkey_is_removed(
+    storage_app: Flask,
+) -> None:
+    """A rescue link's session becomes a full one by adding a passkey (the holder of a stolen
+    link, or a user on a phone): that session records the passkey it added, so removing the
+    passkey from another browser signs it out, as a sign-in with it would have been."""
+    user = create_user(storage_app)
+    laptop = PasskeyPages(storage_app.test_client())
+    laptop.sign_in_with_password(user)
+    laptop_key = SoftAuthenticator()
+    assert laptop.add_passkey(laptop_key).status_code == 201
+    assert laptop.sign_in_with_passkey(laptop_key).status_code == 200
+    phone = PasskeyPages(storage_app.test_client())
+    form = {"csrf_token": csrf_token(phone.browser.get("/login").text)}
+    assert phone.browser.post(f"/login/link/{_rescue_link(storage_app, user)}",
+                              data=form).status_code == 302  # fmt: skip
+    phone_key = SoftAuthenticator()
+    assert phone.add_passkey(phone_key).status_code == 201
+    assert signed_in(phone)
+    [phone_credential] = phone_key.credential_ids()
+    [recorded] = rows(storage_app, BrowserSession, BrowserSession.credential_id == phone_credential)
+    assert recorded.restricted is False
+
+    assert remove(laptop, phone_credential).status_code == 302
+
+    assert not signed_in(phone)
+    assert signed_in(laptop)
+
+
+def _rescue_link(app: Flask, user: CreatedUser) -> str:
+    with app.app_context():
+        row = db.session.get(User, user.id)
+        assert row is not None
+        _link, secret = LoginLinkService(db.session()).issue(row, ttl=3600, now=utcnow())
+        db.session.commit()
+        return secret
