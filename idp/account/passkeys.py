@@ -21,6 +21,7 @@ from idp.account.blueprint import (
 )
 from idp.composition import clock, request_context, services
 from idp.extensions import db
+from idp.login.page import FORGET_CREDENTIAL
 from idp.models import BrowserSession, Passkey
 from idp.services.method_removal import Refusal
 from idp.services.passkey_checks import PasskeyError
@@ -161,6 +162,7 @@ def passkey_remove(credential_id: str) -> Any:
     if this_browser:  # ended: signed out here, told why, and back to sign in another way
         db.session.commit()
         forget_session()
+        flask_session[FORGET_CREDENTIAL] = passkey.credential_id  # not offered by its autofill
         flash("Passkey removed. You had signed in with it in this browser, so you are signed "
               "out here too: sign in with another way.", "info")  # fmt: skip
         response = redirect(url_for("login.login", login_hint=user.email,

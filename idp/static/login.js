@@ -206,5 +206,16 @@
     modal({});
   });
 
-  startAutofill();
+  // A passkey the user has just removed in this browser (the account page sent them here): the
+  // credential manager is told first, so that the autofill does not offer it (WebAuthn L3
+  // 5.1.10). Where the Signal API is missing, the autofill may offer it and idp refuses it.
+  const forget = form.dataset.forgetCredential;
+  if (forget && PublicKeyCredential.signalUnknownCredential) {
+    const rpId = pageOptions ? pageOptions.publicKey.rpId : window.location.hostname;
+    PublicKeyCredential.signalUnknownCredential({ rpId, credentialId: forget })
+      .catch(() => {})
+      .then(startAutofill);
+  } else {
+    startAutofill();
+  }
 })();
