@@ -3,7 +3,8 @@
 Two levels (docs/architecture.md):
 
 - ``Container``: made once per application by ``create_app`` from the settings: the key store,
-  the password hasher, the keyed hashers, the Redis client, the clock, this node's caches
+  the password hasher, the keyed hashers, the Redis client (idp.redis_client), the clock, this
+  node's caches
   (the sign-in policy's cached copy, the client registrations, the prune schedule), and the
   thin reads on the application's engine (idp.thin_reads). It lives in
   ``app.extensions["idp"]``; ``runtime()`` returns it.
@@ -26,6 +27,7 @@ from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
+from idp.redis_client import redis_client
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.api_tokens import ApiTokenService
 from idp.services.audit import RequestContext
@@ -143,7 +145,7 @@ class Container:
             challenge_signer=ChallengeSigner(
                 KeyedHasher(derive_key(settings.secret_key, "idp webauthn challenges"))
             ),
-            redis=_redis(settings.redis_url),
+            redis=redis_client(settings.redis_url),
         )
 
     def email_key(self, email: str) -> str:
@@ -154,17 +156,6 @@ class Container:
         """``email_key`` of an address already normalised (``normalise_email``): the sign-in
         normalises what was typed once, for the counter and for the account's look-up."""
         return self.attempt_key_hasher.hash(normalised)[:32]
-
-
-def _redis(url: str) -> Any:
-    if not url:
-        return None
-    import redis
-    from redis import backoff, retry
-
-    # One try per command (redis-py's constructor retries ten times): docs/operations.md, Redis.
-    once = retry.Retry(backoff.NoBackoff(), 0)
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, retry=once)
 
 
 class Services:

@@ -94,9 +94,9 @@ def test_the_sign_in_policy_is_read_once_until_it_changes(services: Services) ->
 def test_a_redis_command_is_tried_once_with_a_two_second_timeout() -> None:
     """docs/operations.md, Redis: "each command waits at most 2 s"; a retry policy of redis-py's
     choosing (its constructor's default retries ten times) would multiply that per request."""
-    from idp.composition import _redis
+    from idp.redis_client import redis_client
 
-    client = _redis("redis://127.0.0.1:1/0")  # nothing is connected until a command
+    client = redis_client("redis://127.0.0.1:1/0")  # nothing is connected until a command
     options = client.connection_pool.connection_kwargs
     assert (options["socket_timeout"], options["socket_connect_timeout"]) == (2, 2)
     assert options["retry"]._retries == 0  # redis-py 5.2 has no public reader of it
