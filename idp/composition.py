@@ -3,8 +3,8 @@
 Two levels (docs/architecture.md):
 
 - ``Container``: made once per application by ``create_app`` from the settings: the key store,
-  the password hasher, the keyed hashers, the Redis client (idp.redis_client), the clock, this
-  node's caches
+  the password hasher, the keyed hashers, the Redis client and its circuit breaker
+  (idp.redis_client), the clock, this node's caches
   (the sign-in policy's cached copy, the client registrations, the prune schedule), and the
   thin reads on the application's engine (idp.thin_reads). It lives in
   ``app.extensions["idp"]``; ``runtime()`` returns it.
@@ -27,7 +27,7 @@ from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
-from idp.redis_client import redis_client
+from idp.redis_client import redis_breaker, redis_client
 from idp.services.anonymous import AnonymousRejections, StorageBudgets
 from idp.services.api_tokens import ApiTokenService
 from idp.services.audit import RequestContext
@@ -43,6 +43,7 @@ from idp.services.challenges import (
 from idp.services.client_cache import ClientCache, LiveClock
 from idp.services.clients import ClientService
 from idp.services.crypto import KeyedHasher, derive_key, fernet_for
+from idp.services.dependencies import CircuitBreaker
 from idp.services.device import DeviceFlowService
 from idp.services.grants import GrantService
 from idp.services.groups import Actor, GroupService
@@ -96,6 +97,8 @@ class Container:
     #: Signs the sign-in page's WebAuthn challenges (idp.services.challenges.ChallengeSigner).
     challenge_signer: ChallengeSigner | None = None
     redis: Any = None
+    #: This process's memory of Redis's last failure (idp.redis_client): refusals without a wait.
+    redis_breaker: CircuitBreaker = field(default_factory=redis_breaker)
     #: THE clock: views and the session loader read the time through it (idp.clock).
     clock: Clock = SYSTEM_CLOCK
     #: This node's cached copy of the sign-in policy (trusted for ``policy_cache_ttl``).
@@ -201,14 +204,16 @@ class Services:
     def challenges(self) -> ChallengeStore:
         """WebAuthn challenges in Redis when configured (short-lived state), else the database."""
         redis = self.container.redis
-        return RedisChallenges(redis) if redis is not None else DatabaseChallenges(self._db())
+        if redis is not None:
+            return RedisChallenges(redis, self.container.redis_breaker)
+        return DatabaseChallenges(self._db())
 
     @property
     def counters(self) -> CounterStore:
         """Counters in Redis when configured (shared by every node), else in the database."""
         redis = self.container.redis
         if redis is not None:
-            return RedisCounters(redis)
+            return RedisCounters(redis, self.container.redis_breaker)
         return DatabaseCounters(self._db(), alone=self.container.reads)
 
     # -- budgets and limits ------------------------------------------------------------------------

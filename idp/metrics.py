@@ -92,6 +92,13 @@ def _metrics() -> SimpleNamespace:
             ["dependency", "endpoint"],
             registry=registry,
         ),
+        breaker_openings=Counter(
+            "idp_dependency_breaker_opened_total",
+            "Times a worker's circuit breaker opened on a dependency's failure (Redis): for a few "
+            "seconds its requests that need it are refused without asking it.",
+            ["dependency"],
+            registry=registry,
+        ),
         requests=Counter(
             "idp_http_requests_total",
             "HTTP requests by endpoint, method and status.",
@@ -171,6 +178,11 @@ def lockout(factor: str) -> None:
 
 def dependency_refusal(dependency: str, endpoint: str) -> None:
     _metrics().dependency_refusals.labels(dependency, endpoint).inc()
+
+
+def breaker_opened(dependency: str) -> None:
+    """A circuit breaker opened (idp.services.dependencies.CircuitBreaker)."""
+    _metrics().breaker_openings.labels(dependency).inc()
 
 
 def _child(metric: Any, *labels: str) -> Any:

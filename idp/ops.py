@@ -65,7 +65,7 @@ def _dependency_states(*, include_redis: bool) -> dict[str, DependencyState]:
     states = {"database": database_state(db.session(), clock().now())}
     redis = runtime().redis
     if include_redis and redis is not None:
-        states["redis"] = redis_state(redis)
+        states["redis"] = redis_state(redis, runtime().redis_breaker)
     for name, state in states.items():
         if not state.ok:
             # The reason goes to the log, never to the answer (it may name a host or a port).

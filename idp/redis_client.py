@@ -1,16 +1,22 @@
-"""The Redis client idp's services share: one per process, made by the composition root
-(idp.composition) when ``redis_url`` is set.
+"""The Redis client idp's services share, and the circuit breaker in front of it: one of each per
+process, made by the composition root (idp.composition) when ``redis_url`` is set.
 
 docs/operations.md, "Redis": each command is tried once and waits at most 2 s (for the connection
-and for the answer).
+and for the answer); after a failure the breaker refuses what needs Redis without asking it for
+``BREAKER_OPEN_SECONDS``, then lets one request probe (idp.services.dependencies.CircuitBreaker).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from idp.services.dependencies import CircuitBreaker
+
 #: Seconds of the socket timeout, for the connection and for each answer.
 SOCKET_TIMEOUT = 2
+#: How long Redis counts as unavailable after a failure: the ``Retry-After`` a refusal sends
+#: (idp.unavailable), so a client that waits as told finds the breaker ready to probe.
+BREAKER_OPEN_SECONDS = 5.0
 
 
 def redis_client(url: str) -> Any:
@@ -24,3 +30,8 @@ def redis_client(url: str) -> Any:
     once = retry.Retry(backoff.NoBackoff(), 0)
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
                                 socket_connect_timeout=SOCKET_TIMEOUT, retry=once)  # fmt: skip
+
+
+def redis_breaker() -> CircuitBreaker:
+    """This process's breaker for Redis, on the monotonic clock (a test replaces it)."""
+    return CircuitBreaker("redis", BREAKER_OPEN_SECONDS)

@@ -37,7 +37,7 @@ from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
 from idp.services.crypto import KeyedHasher, token_hash
-from idp.services.dependencies import redis_calls
+from idp.services.dependencies import CircuitBreaker, redis_calls
 from idp.session_statements import statements_of
 
 REDIS_KEY_PREFIX = "idp:challenge:"
@@ -159,11 +159,12 @@ class RedisChallenges:
     ``GETDEL`` spends the key before the checks below, so an answer from the wrong browser or for
     the wrong ceremony spends it too (the database store leaves such a challenge live): the
     legitimate browser then starts a new ceremony. Failing closed keeps the spend one atomic
-    command; nobody but that browser was ever sent the challenge id.
+    command; nobody but that browser was ever sent the challenge id. While ``breaker`` is open
+    (idp.services.dependencies.CircuitBreaker) Redis is not asked: a refusal at once.
     """
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any, breaker: CircuitBreaker | None = None) -> None:
+        self.client, self.breaker = client, breaker
 
     def issue(
         self,
@@ -185,7 +186,7 @@ class RedisChallenges:
         })  # fmt: skip
         lifetime = max(1, math.ceil((expires_at - now).total_seconds()))
         # NX: a (128-bit random) id that already exists is never overwritten.
-        with redis_calls():  # Redis down: a 503 refusal (docs/operations.md, "Redis")
+        with redis_calls(self.breaker):  # Redis down: a 503 refusal (docs/operations.md, "Redis")
             stored = self.client.set(REDIS_KEY_PREFIX + issued.id, value, ex=lifetime, nx=True)
         if not stored:
             raise RuntimeError("challenge id collision")
@@ -194,7 +195,7 @@ class RedisChallenges:
     def spend(
         self, challenge_id: str, *, kind: str, binding_hash: str, now: datetime
     ) -> Challenge | None:
-        with redis_calls():
+        with redis_calls(self.breaker):
             raw = self.client.getdel(REDIS_KEY_PREFIX + challenge_id)
         if raw is None:
             return None
@@ -221,7 +222,7 @@ class RedisChallenges:
     def claim(self, challenge: Challenge, now: datetime) -> bool:
         kept_until = challenge.expires_at + SPENT_KEPT_LONGER
         lifetime = max(1, math.ceil((kept_until - now).total_seconds()))
-        with redis_calls():
+        with redis_calls(self.breaker):
             stored = self.client.set(
                 REDIS_KEY_PREFIX + "spent:" + _spent_id(challenge), "1", ex=lifetime, nx=True
             )

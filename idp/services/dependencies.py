@@ -4,30 +4,111 @@ docs/operations.md, "Redis": sign-ins that need the attempt counters (or Redis-h
 challenges) are refused with 503 "temporarily unavailable" while Redis is down; everything that
 does not need Redis carries on. The services raise ``DependencyUnavailableError``; the application's
 error handler answers it (idp/app.py), audits it and counts it.
+
+A Redis that stopped answering costs each command its socket timeout (2 s) before that refusal,
+holding one of a worker's few threads, so the requests that need no Redis would queue behind the
+ones that do. ``CircuitBreaker`` keeps that to one command per process and ``open_for``: after a
+failure it refuses at once, without the network, until ``open_for`` has passed; then one call
+probes again, and an answer closes it (docs/operations.md, "Redis").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from idp import metrics
+
+log = logging.getLogger(__name__)
+_TITLES = {"redis": "Redis"}
 
 
 class DependencyUnavailableError(RuntimeError):
-    """``dependency`` (``"redis"``) cannot be reached; the request cannot be decided safely."""
+    """``dependency`` (``"redis"``) cannot be reached; the request cannot be decided safely.
+    ``reason``: the failure's class (the breaker refused without asking: the one that opened it)."""
 
-    def __init__(self, dependency: str) -> None:
+    def __init__(self, dependency: str, reason: str = "") -> None:
         super().__init__(f"{dependency} is unavailable")
         self.dependency = dependency
+        self.reason = reason
+
+
+class CircuitBreaker:
+    """One process's memory of a dependency's last failure, shared by its threads.
+
+    Closed, every call goes out. A failure opens it: for ``open_for`` seconds (of ``monotonic``,
+    which a test replaces) ``admit`` refuses. The first call after that is admitted and starts a
+    new ``open_for`` (so that it is the only probe, and a probe whose thread never reports back
+    does not keep the breaker shut); its answer closes the breaker, its failure opens it again."""
+
+    def __init__(
+        self, dependency: str, open_for: float, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        #: The metric's label (``redis``); the log names it ``title``.
+        self.dependency, self.title = dependency, _TITLES.get(dependency, dependency)
+        self.open_for = open_for
+        self.monotonic = monotonic
+        #: The failure's class that opened it (a reason for the refusal, the health document).
+        self.last_failure = ""
+        self._lock = threading.Lock()
+        self._opened_at: float | None = None  # None: closed
+
+    @property
+    def closed(self) -> bool:
+        return self._opened_at is None
+
+    def admit(self) -> bool:
+        """Whether a call may go out now: closed, or the probe after ``open_for``."""
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            now = self.monotonic()
+            if now - self._opened_at < self.open_for:
+                return False
+            self._opened_at = now  # the probe: nobody else until it answers or fails
+            return True
+
+    def succeeded(self) -> None:
+        """The dependency answered: close (a probe's answer, or any call's)."""
+        with self._lock:
+            was_open, self._opened_at = self._opened_at is not None, None
+        if was_open:
+            log.info("%s answers again: the circuit breaker is closed", self.title)
+
+    def failed(self, reason: str) -> None:
+        """A call failed for want of the dependency (``reason``: the error's class): open."""
+        with self._lock:
+            was_closed = self._opened_at is None
+            self._opened_at, self.last_failure = self.monotonic(), reason
+        if was_closed:
+            log.warning("%s is unavailable (%s): the circuit breaker is open, requests that "
+                        "need it are refused without asking it for %g s", self.title,
+                        reason, self.open_for)  # fmt: skip
+            metrics.breaker_opened(self.dependency)
 
 
 @contextmanager
-def redis_calls() -> Iterator[None]:
-    """Redis errors (refused connection, timeout, a restart mid-command) as a refusal."""
+def redis_calls(breaker: CircuitBreaker | None = None) -> Iterator[None]:
+    """Redis errors (refused connection, timeout, a restart mid-command) as a refusal; with
+    ``breaker``, refused at once while it is open, and each outcome reported to it."""
     # Imported here, which only a deployment with Redis reaches: importing the redis package
     # was about a sixth of every idp process's start (a server, each `idp` command).
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisError, ResponseError
 
+    if breaker is not None and not breaker.admit():
+        raise DependencyUnavailableError("redis", breaker.last_failure)
     try:
         yield
-    except RedisError as error:
-        raise DependencyUnavailableError("redis") from error
+    except ResponseError as error:  # Redis answered (an error reply): no wait to spare anyone
+        if breaker is not None:
+            breaker.succeeded()
+        raise DependencyUnavailableError("redis", type(error).__name__) from error
+    except RedisError as error:  # no answer: a connection refused, dropped, timed out
+        if breaker is not None:
+            breaker.failed(type(error).__name__)
+        raise DependencyUnavailableError("redis", type(error).__name__) from error
+    if breaker is not None:
+        breaker.succeeded()

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp.models import MaintenanceRun
+from idp.services.dependencies import CircuitBreaker, DependencyUnavailableError, redis_calls
 
 OK = "ok"
 #: The dependency does not answer (connection refused, timeout, authentication).
@@ -121,9 +122,16 @@ def database_state(db: Session, now: datetime) -> DependencyState:
     return DependencyState(OK)
 
 
-def redis_state(redis: Any) -> DependencyState:
+def redis_state(redis: Any, breaker: CircuitBreaker | None = None) -> DependencyState:
+    """``PING``, through ``breaker``: while it is open, unavailable without asking (its reason
+    the failure that opened it), and an answer closes it (docs/operations.md, "Redis")."""
     try:
-        redis.ping()
+        with redis_calls(breaker):
+            redis.ping()
+    except DependencyUnavailableError as error:
+        cause = error.__cause__
+        detail = str(cause) if cause is not None else "not asked: the circuit breaker is open"
+        return DependencyState(UNAVAILABLE, error.reason, detail)
     except Exception as error:
         return DependencyState(UNAVAILABLE, type(error).__name__, str(error))
     return DependencyState(OK)

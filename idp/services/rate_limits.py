@@ -42,7 +42,7 @@ from idp.services.counter_statements import (
     RESET,
     count_statement,
 )
-from idp.services.dependencies import redis_calls
+from idp.services.dependencies import CircuitBreaker, redis_calls
 from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
@@ -247,10 +247,10 @@ class DatabaseCounters:
 
 class RedisCounters:
     """Counters in Redis (``IDP_REDIS_URL``): each operation one script, which Redis runs
-    atomically across every node. Redis errors become ``DependencyUnavailableError`` (a 503)."""
+    atomically across every node. Redis errors, or an open ``breaker``, are a 503 refusal."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any, breaker: CircuitBreaker | None = None) -> None:
+        self.client, self.breaker = client, breaker
 
     @staticmethod
     def _names(key: str) -> list[str]:
@@ -261,7 +261,7 @@ class RedisCounters:
     ) -> list[tuple[int, datetime | None]]:
         names = [name for key, _ in keys for name in self._names(key)]
         lifetimes = [max(1, int(lifetime.total_seconds())) for _, lifetime in keys]
-        with redis_calls():
+        with redis_calls(self.breaker):
             values = self.client.eval(COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes)
         counted = []
         for count, previous in zip(values[::2], values[1::2], strict=True):
@@ -271,18 +271,18 @@ class RedisCounters:
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         seconds = max(1, int(lifetime.total_seconds()))
-        with redis_calls():
+        with redis_calls(self.breaker):
             spent = self.client.eval(
                 COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
             )
         return int(spent) == 1
 
     def release(self, key: str) -> None:
-        with redis_calls():
+        with redis_calls(self.breaker):
             self.client.eval(RELEASE_SCRIPT, 1, self._names(key)[0])
 
     def get(self, key: str) -> tuple[int, datetime | None]:
-        with redis_calls():
+        with redis_calls(self.breaker):
             count, at = self.client.mget(self._names(key))
         return int(count or 0), datetime.fromtimestamp(float(at), UTC) if at else None
 
@@ -299,7 +299,7 @@ class RedisCounters:
 
     def reset(self, key: str) -> int:
         count_name, at_name = self._names(key)
-        with redis_calls():
+        with redis_calls(self.breaker):
             pipe = self.client.pipeline()  # MULTI/EXEC: both keys, one round trip
             pipe.getdel(count_name)
             pipe.delete(at_name)

@@ -5,11 +5,12 @@ The cluster has a private redis-server (tests/support/redis_server.py), stopped 
 the middle of the test: every node stays ready and in the balancer, refresh, userinfo, discovery
 and JWKS keep working on every node, and a password sign-in, which needs the attempt counters,
 gets the 503 "temporarily unavailable" page, each refusal audited to the database. When Redis is
-back, sign-in works again.
+back, sign-in works again once the refusal's ``Retry-After`` has passed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -119,7 +120,10 @@ def test_with_redis_stopped_nodes_stay_ready_tokens_work_and_sign_in_is_a_503_pa
         finally:
             redis_server.start()
 
-        # Redis back: sign-in works again, and the tokens from the outage still refresh.
+        # Redis back: after the refusal's Retry-After, each worker's circuit breaker lets a
+        # request probe it (docs/operations.md, "Redis"), and sign-in works again; the tokens
+        # from the outage still refresh.
+        time.sleep(int(refused.headers["Retry-After"]))
         with UserAgent(cluster) as later:
             password_sign_in(later, Authorization(client), email)
         assert refresh(agent, request, current["refresh_token"]).status_code == 200

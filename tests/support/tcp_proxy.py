@@ -5,7 +5,8 @@ away from one app without touching the dependency itself.
 statement fails and its reconnects are refused, as when the database stops; ``restore()``
 listens again on the same port, as when it comes back. ``freeze()`` breaks every open connection
 and accepts new ones without ever answering them, as a database host that hangs (or a balancer in
-front of one that is gone) does; ``restore()`` ends that too.
+front of one that is gone) does; ``restore()`` ends that too. ``held()`` counts what reached the
+frozen proxy: the connections it holds and the bytes sent on them (never read).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+
+from tests.support.events import wait_for
 
 
 class TcpProxy:
@@ -25,6 +28,9 @@ class TcpProxy:
         #: Frozen: connections accepted are held, unanswered, until ``restore()``.
         self._frozen = False
         self._held: list[socket.socket] = []
+        #: The client end's address of each held connection, and those ``held()`` made itself.
+        self._held_from: dict[socket.socket, tuple[str, int]] = {}
+        self._markers: set[tuple[str, int]] = set()
         self.port = self._listen(0)
 
     def _listen(self, port: int) -> int:
@@ -39,12 +45,13 @@ class TcpProxy:
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, address = listener.accept()
             except OSError:
                 return  # cut
             with self._lock:
                 if self._frozen:
                     self._held.append(client)  # read by nobody, answered never
+                    self._held_from[client] = address
                     continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
@@ -98,6 +105,7 @@ class TcpProxy:
         with self._lock:
             self._frozen = False
             held, self._held = self._held, []
+            self._held_from.clear()
             listening = self._listener is not None
         for sock in held:
             with contextlib.suppress(OSError):
@@ -106,8 +114,34 @@ class TcpProxy:
         if not listening:
             self._listen(self.port)
 
+    def held(self) -> tuple[int, int]:
+        """While frozen: how many connections the proxy holds and how many bytes were sent on
+        them, every connection made before this call included. A marker connection made now is
+        accepted after them (the listen queue is first in, first out), so once it is held they
+        are; markers are not counted."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as marker:
+            mark = marker.getsockname()[:2]
+            with self._lock:
+                self._markers.add(mark)
+            wait_for(lambda: self._holds(mark), "the proxy holds the marker connection")
+        with self._lock:
+            counted = [s for s in self._held if self._held_from[s] not in self._markers]
+        return len(counted), sum(_unread(connection) for connection in counted)
+
+    def _holds(self, address: tuple[str, int]) -> bool:
+        with self._lock:
+            return address in self._held_from.values()
+
     def close(self) -> None:
         self.cut()
+
+
+def _unread(connection: socket.socket) -> int:
+    """Bytes waiting on ``connection``, left there (a peek; its peer may have closed since)."""
+    try:
+        return len(connection.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return 0
 
 
 @contextlib.contextmanager
