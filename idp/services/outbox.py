@@ -7,8 +7,9 @@ parties (idp.services.backchannel_logout).
   when a channel will deliver it. A request that rolls back leaves no row and announces nothing.
 - After the commit, ``deliver`` claims each new row (one conditional UPDATE, so two nodes never
   both deliver it), delivers it outside any transaction, and marks it sent. A row that could not
-  be delivered stays queued with a backoff and its last failure; the prune job
-  (idp.services.retention, ``idp prune``) calls ``deliver_due`` to retry it.
+  be delivered stays queued with a backoff and its last failure; the prune job retries it:
+  ``idp prune`` (idp.services.retention) calls ``deliver_due``, the opportunistic prune after a
+  response hands ``due_ids`` to the delivery threads (idp.web.background).
 """
 
 from __future__ import annotations
@@ -229,18 +230,24 @@ def _failed(db: Session, message: Pending, error: DeliveryError) -> None:
 def deliver_due(
     db: Session, channels: Sequence[Channel], now: datetime, limit: int = DELIVERY_BATCH
 ) -> int:
-    """The prune job's retry: deliver up to ``limit`` rows per channel whose next attempt is
-    due."""
+    """``idp prune``'s retry: deliver up to ``limit`` rows per channel whose next attempt is
+    due, here (a command's own thread)."""
     sent = 0
     for channel in channels:
-        ids = list(
-            db.scalars(
-                select(OutboxMessage.id)
-                .where(_due(now), OutboxMessage.channel == channel.name)
-                .order_by(OutboxMessage.next_attempt_at)
-                .limit(limit)
-            )
-        )
+        ids = due_ids(db, channel.name, now, limit)
         db.commit()
         sent += deliver(db, [channel], ids, now, stop_on_failure=True)
     return sent
+
+
+def due_ids(db: Session, channel: str, now: datetime, limit: int = DELIVERY_BATCH) -> list[int]:
+    """Up to ``limit`` rows of ``channel`` whose next attempt is due, the longest due first: the
+    retries the opportunistic prune hands to the delivery threads (idp.web.background)."""
+    return list(
+        db.scalars(
+            select(OutboxMessage.id)
+            .where(_due(now), OutboxMessage.channel == channel)
+            .order_by(OutboxMessage.next_attempt_at)
+            .limit(limit)
+        )
+    )

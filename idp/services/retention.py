@@ -178,7 +178,8 @@ def prune(
 
     The outbox is tended first (idp.services.outbox): one-time secrets that expired leave the
     stored bodies, and the rows whose retry is due go out again through ``channels`` (mail when
-    SMTP is configured, back-channel logout tokens)."""
+    SMTP is configured, back-channel logout tokens; none: the caller sends them, as the
+    opportunistic prune does on the delivery threads, idp.web.background)."""
     drop_expired_secrets(db, policy.now)
     deliver_due(db, channels, policy.now)
     counts: dict[str, int] = {}

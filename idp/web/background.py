@@ -16,7 +16,7 @@ from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import OutboxMessage
 from idp.services.notifications import Mailer, describe_message, terminal_text
-from idp.services.outbox import deliver, take_committed
+from idp.services.outbox import deliver, due_ids, take_committed
 from idp.services.retention import (
     OPPORTUNISTIC_BATCHES,
     claim_run,
@@ -100,7 +100,8 @@ class OutboxWorker:
     thread does not survive ``fork``). The lists that queued up while a delivery ran are
     delivered together, stopping at a channel's first failure (``Channel.stop_after_failure``):
     a mail relay that hangs costs one timeout per turn, however many messages wait, and the
-    rest stay due for the prune job's retry (idp.services.outbox ``deliver_due``)."""
+    rest stay due for the prune job's retry, which comes through these threads too
+    (``prune_if_claimed``)."""
 
     def __init__(self, app: Flask, channel: str) -> None:
         self.app = app
@@ -185,7 +186,8 @@ def schedule_prune(response: Answered) -> Answered:
 
 
 def prune_if_claimed(app: Flask) -> dict[str, int] | None:
-    """Prune a bounded amount if this node wins this interval's claim; never raises."""
+    """Prune a bounded amount if this node wins this interval's claim, and hand the outbox's
+    due retries to the delivery threads; never raises."""
     with app.app_context():
         try:
             schedule = runtime().prune_schedule
@@ -193,9 +195,16 @@ def prune_if_claimed(app: Flask) -> dict[str, int] | None:
             if not claim_run(db.session(), now, schedule.claim_interval()):
                 return None
             built = services()
-            counts = prune(db.session(), built.retention(now), max_batches=OPPORTUNISTIC_BATCHES,
-                           channels=built.outbox_channels())  # fmt: skip
+            counts = prune(db.session(), built.retention(now), max_batches=OPPORTUNISTIC_BATCHES)
             schedule.after_run(counts)
+            # The retries go to the delivery threads, as a request's deliveries do: on this
+            # request's thread a relay that hangs would hold it (docs/operations.md, "Mail").
+            retries = {channel.name: due_ids(db.session(), channel.name, now)
+                       for channel in built.outbox_channels()}  # fmt: skip
+            db.session.rollback()
+            for channel_name, ids in retries.items():
+                if ids:
+                    outbox_worker(app, channel_name).submit(ids)
         except Exception:
             db.session.rollback()
             logging.getLogger(__name__).exception("opportunistic prune failed")

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from idp.extensions import db
 from idp.models import OutboxMessage
+from idp.models.base import utcnow
 from idp.services import notifications
 from idp.services.outbox import DeliveryError, Pending
 from idp.web.background import drain_outbox
@@ -128,6 +130,34 @@ def test_mail_queued_behind_a_hung_delivery_waits_for_the_retry_not_a_timeout_ea
     assert finishes(lambda: drain_outbox(app)), "a queued message cost a hung attempt of its own"
     assert relay.accepted == 2
     assert sorted(attempts(app).values()) == [(0, True), (1, True), (1, True)]
+
+
+def test_the_prune_jobs_mail_retry_holds_no_request_thread(
+    relay: StalledRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message due for its retry, and the first request after a ``prune_interval``: the
+    opportunistic prune runs after that response, on the request's thread, and hands the retry
+    to the mail delivery thread instead of talking to the relay itself."""
+    monkeypatch.setattr(notifications, "SMTP_TIMEOUT", FOR_EVER)
+    monkeypatch.setattr(notifications, "SMTP_DEADLINE", FOR_EVER)
+    with app_on("sqlite", tmp_path, smtp_url=relay.url(), prune_interval=600) as app:
+        with app.app_context():  # a statement of its own: not the context's to deliver
+            db.session.execute(insert(OutboxMessage).values(
+                recipient="ada@example.com", kind="password_changed", subject="Retried",
+                body="b", details={}, attempts=1, next_attempt_at=utcnow() - timedelta(minutes=1),
+            ))  # fmt: skip
+            db.session.commit()
+
+        def request() -> None:
+            response = app.test_client().get("/.well-known/openid-configuration")
+            assert response.status_code == 200
+            response.close()  # the prune job runs here, where a WSGI server closes it
+
+        assert finishes(request), "the prune job's retry held the request's thread"
+        wait_for(lambda: relay.accepted == 1, "the retry reaching the relay")
+        relay.end_held()
+        assert finishes(lambda: drain_outbox(app))
+        assert attempts(app) == {"ada@example.com": (2, True)}  # failed again, kept for later
 
 
 def test_a_mail_relay_that_trickles_its_greeting_is_cut_at_the_deadline(
