@@ -1,7 +1,7 @@
 """Attempt counters per account and factor and per client address, locks, and window budgets.
 
-at most 100 consecutive failures per account and factor (the policy's lockout
-threshold), growing delays before that, shared across nodes (database, or Redis when configured),
+An account and factor allow at most 100 consecutive failures (the policy's lockout threshold),
+with growing delays before that, shared across nodes (database, or Redis when configured),
 reset by a success. Counters are keyed by a keyed hash of the email for the password factor, so
 unknown emails are counted and answered exactly like known ones (no enumeration).
 
