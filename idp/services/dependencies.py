@@ -7,7 +7,7 @@ error handler answers it (idp/app.py), audits it and counts it.
 
 A Redis that stopped answering costs each command its socket timeout (2 s) before that refusal,
 holding one of a worker's few threads, so the requests that need no Redis would queue behind the
-ones that do. ``CircuitBreaker`` keeps that to one command per process and ``open_for``: after a
+ones that do. ``CircuitBreaker`` keeps that to one command per process in each ``open_for``: after a
 failure it refuses at once, without the network, until ``open_for`` has passed; then one call
 probes again, and an answer closes it (docs/operations.md, "Redis").
 """
