@@ -144,7 +144,7 @@ def test_the_consoles_python_snippet_imports_what_it_uses(
     registered = create_client(app)
     page = admin.browser.get(f"/admin/clients/{registered.client_id}")
     snippet = re.search(
-        r'<details id="snippet-authlib">.*?<pre><code>(.*?)</code></pre>', page.text, re.S
+        r'<details id="snippet-authlib">.*?<pre[^>]*><code>(.*?)</code></pre>', page.text, re.S
     )
     assert snippet, page.text
     monkeypatch.setenv("APP_SECRET_KEY", "x" * 32)
