@@ -22,7 +22,7 @@ from idp.models import AccessToken, AuditEvent, Client, Consent, Grant, RefreshT
 from idp.models.base import utcnow
 from tests.functional import test_cli
 from tests.functional.test_cli import Idp
-from tests.support.admin import ConsoleBrowser, passkey_browser
+from tests.support.admin import VERSION, ConsoleBrowser, passkey_browser
 from tests.support.factories import CreatedUser, RegisteredClient, create_user
 from tests.support.flow import RelyingParty, query_of
 from tests.support.passkey_flow import csrf_meta
@@ -68,15 +68,9 @@ def register(admin: ConsoleBrowser, **overrides: Any) -> tuple[str, str | None]:
     return client_id.group(1), html.unescape(secret.group(1))
 
 
-VERSION = re.compile(r'name="version" value="(\d+)"')
-
-
 def edit(admin: ConsoleBrowser, client_id: str, form: dict[str, Any]) -> TestResponse:
-    """Post the client's edit form as the browser would: ``form`` with the version the edit page
-    was read from (its hidden field)."""
-    version = VERSION.search(admin.browser.get(f"/admin/clients/{client_id}/edit").text)
-    assert version is not None
-    return admin.post(f"/admin/clients/{client_id}/edit", {**form, "version": version.group(1)})
+    """Post the client's edit form with the version its page was read from."""
+    return admin.post_read_version(f"/admin/clients/{client_id}/edit", form)
 
 
 def basic_token_request(

@@ -6,7 +6,6 @@ with a passkey."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from werkzeug.test import TestResponse
 from idp.models import AuditEvent, ClaimMap, Client, ClientAllowedGroup, Group, GroupMember
 from tests.functional.test_admin_clients import client_form
 from tests.functional.test_groups import GROUP_SCOPES, _claim_maps, _make_group, _restrict
-from tests.support.admin import ConsoleBrowser, passkey_browser
+from tests.support.admin import VERSION, ConsoleBrowser, passkey_browser
 from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, jwt_parts
 
@@ -31,15 +30,9 @@ def ada(storage_app: Flask) -> CreatedUser:
     return create_user(storage_app, email="ada@example.com")
 
 
-VERSION = re.compile(r'name="version" value="(\d+)"')
-
-
 def save_access(admin: ConsoleBrowser, client_id: str, form: dict[str, Any]) -> TestResponse:
-    """Post the client's access page as the browser would: ``form`` with the version the page
-    was read from (its hidden field)."""
-    version = VERSION.search(admin.browser.get(f"/admin/clients/{client_id}/access").text)
-    assert version is not None
-    return admin.post(f"/admin/clients/{client_id}/access", {**form, "version": version.group(1)})
+    """Post the client's access page with the version it was read from."""
+    return admin.post_read_version(f"/admin/clients/{client_id}/access", form)
 
 
 def _create(admin: ConsoleBrowser, name: str) -> None:

@@ -19,7 +19,7 @@ from idp.services.method_removal import CHECKPOINT
 from idp.services.totp import CONFIRM_CHECKPOINT as TOTP_CHECKPOINT
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints, in_thread
-from tests.support.factories import create_user, rows
+from tests.support.factories import CreatedUser, create_user, rows
 from tests.support.flow import csrf_token
 from tests.support.http_flows import BACKUP_CODE, TOTP_SECRET
 from tests.support.passkey_flow import PasskeyPages
@@ -81,6 +81,21 @@ def _passwordless_with_two_passkeys(app: Flask) -> tuple[str, list[PasskeyPages]
     return user.id, tabs, [keys[0].credential_ids()[0], keys[1].credential_ids()[0]]
 
 
+def _two_tabs_signed_in_with_a_passkey(
+    app: Flask,
+) -> tuple[CreatedUser, SoftAuthenticator, list[PasskeyPages]]:
+    """A user with a password and a synced passkey, signed in with it in two tabs (each may
+    then do what asks for a recent passkey sign-in)."""
+    user = create_user(app)
+    key = synced()
+    tabs = [PasskeyPages(app.test_client()), PasskeyPages(app.test_client())]
+    tabs[0].sign_in_with_password(user)
+    assert tabs[0].add_passkey(key).status_code == 201
+    for tab in tabs:
+        assert tab.sign_in_with_passkey(key).status_code == 200
+    return user, key, tabs
+
+
 def _csrf(tab: PasskeyPages) -> str:
     return csrf_token(tab.browser.get("/account").text)
 
@@ -109,13 +124,7 @@ def test_two_tabs_removing_the_last_two_passkeys_at_once_leave_one(
 def test_removing_the_password_and_the_last_passkey_at_once_leaves_one(
     storage_app: Flask, checkpoints: Checkpoints
 ) -> None:
-    user = create_user(storage_app)
-    key = synced()
-    tabs = [PasskeyPages(storage_app.test_client()), PasskeyPages(storage_app.test_client())]
-    tabs[0].sign_in_with_password(user)
-    assert tabs[0].add_passkey(key).status_code == 201
-    for tab in tabs:
-        assert tab.sign_in_with_passkey(key).status_code == 200
+    user, key, tabs = _two_tabs_signed_in_with_a_passkey(storage_app)
     [credential_id] = key.credential_ids()
     tokens = [_csrf(tab) for tab in tabs]
 
@@ -192,13 +201,7 @@ def test_two_tabs_getting_new_backup_codes_at_once_leave_one_set_the_last_shown(
     user may never have seen (the browser shows only the last answer of a double submit), while
     each page said the codes before it stopped working. The user's row is locked first: one set
     stays, the one the last answer shows."""
-    user = create_user(storage_app)
-    key = synced()
-    tabs = [PasskeyPages(storage_app.test_client()), PasskeyPages(storage_app.test_client())]
-    tabs[0].sign_in_with_password(user)
-    assert tabs[0].add_passkey(key).status_code == 201
-    for tab in tabs:
-        assert tab.sign_in_with_passkey(key).status_code == 200
+    user, _key, tabs = _two_tabs_signed_in_with_a_passkey(storage_app)
     tokens = [_csrf(tab) for tab in tabs]
 
     def regenerate(tab: int) -> Callable[[], Any]:

@@ -3,6 +3,7 @@ sign-in pages, and the tools to age that sign-in or post the console's forms."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,9 @@ from idp.models.base import utcnow
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_user
 from tests.support.passkey_flow import PasskeyPages, csrf_meta
+
+#: The hidden field of a console page that saves onto the version it was read from.
+VERSION = re.compile(r'name="version" value="(\d+)"')
 
 
 @dataclass
@@ -36,6 +40,13 @@ class ConsoleBrowser:
     def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> TestResponse:
         """POST a console form with a valid CSRF token, as the page's own form would."""
         return self.browser.post(path, data={"csrf_token": self.csrf(), **(data or {})}, **kwargs)
+
+    def post_read_version(self, path: str, form: dict[str, Any]) -> TestResponse:
+        """POST the console page at ``path`` as the browser would: ``form`` with the version the
+        page was read from (its hidden field; a stale one is refused, RFC 9110 13.1.1)."""
+        version = VERSION.search(self.browser.get(path).text)
+        assert version is not None, path
+        return self.post(path, {**form, "version": version.group(1)})
 
 
 def passkey_browser(app: Flask, email: str, *, admin: bool = True) -> ConsoleBrowser:
