@@ -163,8 +163,11 @@ def main(argv: list[str] | None = None) -> None:
             url = None
             if database == "postgresql":
                 url = stack.enter_context(throwaway_postgres_database())
+            # No ``idp init`` in this process: its schema would be this checkout's, which the
+            # other revision may not know (a newer migration). ``idp serve`` of the revision's
+            # own code creates the database.
             idp = stack.enter_context(start_live_idp(
-                directory, database_url=url, production=True,
+                directory, database_url=url, production=True, init=False,
                 env={**flows.BENCH_ENV, "PYTHONPATH": str(code)},
             ))  # fmt: skip
             print(f"{label}: {revision} at {idp.url} on {url or 'SQLite'}", file=sys.stderr)
