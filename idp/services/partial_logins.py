@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, exists, insert, select
+from sqlalchemy import Table, bindparam, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential, User
@@ -85,6 +85,12 @@ def _begin_statement() -> Any:
 #: The spend (the consume-once primitive's prepared form): Core on the table, built once.
 _SPEND = consume_once_statement(
     _PARTIALS, _PARTIALS.c.id_hash == bindparam("spent_id"), columns=[_PARTIALS.c.id_hash]
+)
+#: Ending a user's unspent partial sign-ins (``PartialLogins.end_for``): Core, built once.
+_END = (
+    update(_PARTIALS)
+    .where(_PARTIALS.c.user_id == bindparam("ended_user"), _PARTIALS.c.consumed_at.is_(None))
+    .values(consumed_at=bindparam("ended_at"))
 )
 
 
@@ -203,6 +209,15 @@ class PartialLogins:
         """Finish the partial sign-in ``id_hash`` once; False when another second step finished
         it first."""
         return consume_prepared(self.db, _SPEND, now=now, spent_id=id_hash) is not None
+
+    def end_for(self, user_id: str, now: datetime) -> int:
+        """End every unspent partial sign-in of ``user_id`` when their password changes or goes:
+        each rests on the old password, and whoever knew it must not finish one with a second
+        factor (OWASP ASVS 4.0 2.1 and 3.3: a credential change ends what the old one opened).
+        One conditional UPDATE, as ``spend`` is, so a second step racing it either finished
+        first or finds its partial sign-in spent and opens no session. How many it ended (the
+        caller commits)."""
+        return statements_of(self.db).write(_END, {"ended_user": user_id, "ended_at": now})
 
 
 def _is_live(partial: PartialLogin | None, now: datetime) -> bool:

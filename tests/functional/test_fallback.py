@@ -65,8 +65,10 @@ from idp.services.rate_limits import (
 from idp.services.users import UserService
 from idp.web import email_key
 from tests.conftest import app_overrides
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, sign_in_address, start_session
+from tests.support.passkey_flow import PasskeyPages
 
 MFA_AMR = ["pwd", "otp", "mfa"]
 STEP = timedelta(seconds=30)
@@ -328,6 +330,48 @@ def test_the_code_step_refuses_a_spent_or_expired_partial_sign_in_and_a_disabled
     assert refused.status_code == 401
     assert messages.CODE_FAILURE in text_of(refused)
     assert len(rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)) == sessions
+
+
+@pytest.mark.parametrize("ending", ["change", "removal"])
+def test_a_password_changed_or_removed_ends_the_sign_ins_waiting_for_their_second_step(
+    storage_app: Flask, clock: FrozenClock, ending: str
+) -> None:
+    """Whoever knew the old password and got to the second step with it finishes nothing once
+    the owner changed or removed the password in another browser (OWASP ASVS 4.0 2.1, 3.3): the
+    authenticator app's code and a backup code are both refused, the second-step page starts
+    over, and no session is opened."""
+    enrolled = user_with_totp(storage_app, clock)
+    user = enrolled.user
+    owner = signed_in_with_totp(storage_app, enrolled, clock)
+    if ending == "removal":  # a passkey first, and the step-up with it, so the password may go
+        pages, key = PasskeyPages(owner), SoftAuthenticator()
+        assert pages.add_passkey(key).status_code == 201
+        assert pages.sign_in_with_passkey(key).status_code == 200
+    intruder = storage_app.test_client()
+    assert path_of(password_step(intruder, user.email, user.password)) == "/login/second-step"
+    page = intruder.get("/login/second-step")
+    assert page.status_code == 200
+
+    if ending == "change":
+        changed = post_form(owner, "/account", "/account/password",
+                            new_password="an entirely new passphrase 7")  # fmt: skip
+    else:
+        changed = post_form(owner, "/account", "/account/password/remove", confirm="yes")
+    assert path_of(changed) == "/account"
+    sessions = len(rows(storage_app, BrowserSession, BrowserSession.user_id == user.id))
+
+    clock.advance(STEP)  # a code the owner's own sign-in did not use
+    code = {"csrf_token": csrf_token(page.text), "code": totp(enrolled.secret, clock.now())}
+    assert path_of(intruder.post("/login/second-step", data=code)) == "/login"
+    backup = {"csrf_token": csrf_token(page.text), "method": "backup_code",
+              "code": enrolled.codes[0]}  # fmt: skip
+    assert path_of(intruder.post("/login/second-step", data=backup)) == "/login"
+    assert path_of(intruder.get("/login/second-step")) == "/login"
+    assert len(rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)) == sessions
+    assert path_of(intruder.get("/account")) == "/login"
+    kind = {"change": "password.changed", "removal": "password.removed"}[ending]
+    [ended] = rows(storage_app, AuditEvent, AuditEvent.kind == kind)
+    assert ended.details["partial_sign_ins_ended"] == 1
 
 
 def test_sixth_wrong_totp_code_is_throttled_even_with_the_right_code(
