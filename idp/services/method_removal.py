@@ -1,7 +1,8 @@
 """Which sign-in method a user may remove: the rules that keep a way in (docs/configuration.md,
 ``passwords_allowed`` and ``admin_passkey_required``).
 
-Two rules, decided here and nowhere else, for the portal (idp.account) and any other surface:
+Two rules, decided here and nowhere else, for the portal (idp.account) and any other surface
+(the removal itself, the portal's and the console's alike, is ``remove_passkey``):
 
 - **Never remove the last way in.** A passkey is a way in unless idp flagged it as a possible
   clone (refused at every sign-in until removed, WebAuthn L3 6.1.1); a password is one only where
@@ -13,17 +14,22 @@ Two rules, decided here and nowhere else, for the portal (idp.account) and any o
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.models import Passkey, User
+from idp.services.sessions import end_passkey_sessions
 from idp.services.sign_in_policy import SignInPolicy
 
 #: Where a removal has decided, before it acts (tests hold parallel removals here).
 CHECKPOINT = "method_removal.decided"
+#: Where the console's removal of a passkey has read it, before ``remove_passkey`` (tests hold
+#: it here while another removal, the user's or another admin's, comes first).
+CONSOLE_CHECKPOINT = "method_removal.console_removing"
 
 
 class Refusal(Enum):
@@ -93,3 +99,18 @@ class MethodRemoval:
     def totp_refusal(self, user: User) -> Refusal | None:
         """An authenticator app is never a way in alone, so its removal is never refused."""
         return None
+
+
+def remove_passkey(db: Session, passkey: Passkey, now: datetime) -> int | None:
+    """Delete ``passkey`` and end every session it signed in (``end_passkey_sessions``): the
+    one removal of the portal (``PasskeyService.remove``) and the console
+    (``UserAdmin.revoke_passkey``). How many sessions that ended, or None if the passkey was gone
+    already (another removal, the user's or an admin's, came first while this request decided):
+    a conditional DELETE whose row count decides, so of removals racing each other one removes
+    it and the caller audits and announces it, and the others nothing."""
+    gone = db.execute(delete(Passkey).where(
+        Passkey.credential_id == passkey.credential_id, Passkey.user_id == passkey.user_id
+    ))  # fmt: skip
+    if not getattr(gone, "rowcount", 0):
+        return None
+    return end_passkey_sessions(db, passkey.user_id, passkey.credential_id, now)

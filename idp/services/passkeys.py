@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from secrets import token_bytes
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webauthn import (
     generate_registration_options,
@@ -50,6 +50,7 @@ from idp.services.challenges import (
     is_signed,
 )
 from idp.services.crypto import token_hash
+from idp.services.method_removal import remove_passkey
 from idp.services.passkey_checks import (
     PasskeyError,
     check_client_data,
@@ -75,7 +76,6 @@ from idp.services.passkey_options import (
     request_options,
 )
 from idp.services.passkey_records import StoredPasskey, load_for_sign_in
-from idp.services.sessions import end_passkey_sessions
 from idp.services.sign_in_policy import SignInPolicy
 from idp.services.user_agents import default_passkey_name
 
@@ -397,19 +397,15 @@ class PasskeyService:
         passkey.name = cleaned
 
     def remove(self, passkey: Passkey, context: RequestContext, now: datetime) -> int | None:
-        """Delete ``passkey`` and end every session it signed in (``end_passkey_sessions``);
-        how many sessions that ended, audited with the removal. None if it was gone already
+        """The user's own removal of ``passkey`` (idp.services.method_removal
+        ``remove_passkey``), audited with the sessions it ended. None if it was gone already
         (another tab removed it while this request decided): then nothing is audited, and the
         caller announces nothing."""
-        gone = self.db.execute(delete(Passkey).where(
-            Passkey.credential_id == passkey.credential_id, Passkey.user_id == passkey.user_id
-        ))  # fmt: skip
-        if not getattr(gone, "rowcount", 0):
-            return None
-        ended = end_passkey_sessions(self.db, passkey.user_id, passkey.credential_id, now)
-        audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
-                     credential_id=passkey.credential_id, name=passkey.name,
-                     sessions_ended=ended)  # fmt: skip
+        ended = remove_passkey(self.db, passkey, now)
+        if ended is not None:
+            audit.record(self.db, "passkey.removed", subject_id=passkey.user_id, context=context,
+                         credential_id=passkey.credential_id, name=passkey.name,
+                         sessions_ended=ended)  # fmt: skip
         return ended
 
 

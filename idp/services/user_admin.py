@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.errors import DomainError
 from idp.models import AccessToken, BrowserSession, LoginLink, Passkey, TotpCredential, User
 from idp.services import account_access, audit, portal
@@ -27,11 +28,11 @@ from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.display_names import display_name
 from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
+from idp.services.method_removal import CONSOLE_CHECKPOINT, remove_passkey
 from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
-from idp.services.sessions import end_passkey_sessions
 from idp.services.totp import TotpService
 from idp.services.users import UserService
 
@@ -301,13 +302,16 @@ class UserAdmin:
         return portal.connected_apps(self.db, user, now)
 
     # -- taking back sign-in methods, sessions, consents --------------------------------------
-    def revoke_passkey(self, user: User, credential_id: str, now: datetime) -> int:
+    def revoke_passkey(self, user: User, credential_id: str, now: datetime) -> int | None:
+        """The portal's removal (``remove_passkey``: its sessions end with it), never refused, the
+        last way in included (a lost device: the admin then sends a login link); None when
+        another removal came first, which alone is announced and audited."""
         passkey = self.db.get(Passkey, credential_id[:1400])
         if passkey is None or passkey.user_id != user.id:
             raise UserAdminError("That passkey does not belong to this user.")
-        self.db.delete(passkey)
-        # Its sessions end with it, as at the user's own removal (PasskeyService.remove).
-        ended = end_passkey_sessions(self.db, user.id, passkey.credential_id, now)
+        checkpoints.reached(CONSOLE_CHECKPOINT)
+        if (ended := remove_passkey(self.db, passkey, now)) is None:
+            return None
         self.notifier.notify(user, "method_removed", method=in_notice(passkey.aaguid))
         self._audit("admin.passkey_revoked", user, credential_id=passkey.credential_id,
                     sessions_ended=ended)  # fmt: skip

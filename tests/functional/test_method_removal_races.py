@@ -10,15 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pyotp
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from idp.models import AuditEvent, BackupCode, OutboxMessage, Passkey, TotpCredential, User
 from idp.services.backup_codes import FIRST_SET_CHECKPOINT, REGENERATE_CHECKPOINT
-from idp.services.method_removal import CHECKPOINT
+from idp.services.method_removal import CHECKPOINT, CONSOLE_CHECKPOINT
 from idp.services.totp import CONFIRM_CHECKPOINT as TOTP_CHECKPOINT
+from tests.support.admin import passkey_browser
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.checkpoints import Checkpoints, in_thread
+from tests.support.checkpoints import Checkpoints, answered_while_held, in_thread
 from tests.support.factories import CreatedUser, create_user, rows
 from tests.support.flow import csrf_token
 from tests.support.http_flows import BACKUP_CODE, TOTP_SECRET
@@ -158,6 +160,46 @@ def test_two_tabs_removing_one_passkey_at_once_remove_and_announce_it_once(
     ]
     removed = rows(storage_app, AuditEvent, AuditEvent.kind == "passkey.removed")
     assert [e.details["credential_id"] for e in removed] == [first_id]
+    notices = rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed")
+    assert len(notices) == told + 1
+
+
+@pytest.mark.parametrize("other", ["another admin", "the user"])
+def test_a_console_removal_racing_another_removal_of_the_passkey_audits_and_announces_it_once(
+    storage_app: Flask, checkpoints: Checkpoints, other: str
+) -> None:
+    """An admin removes a user's passkey in the console while another admin does too (both held
+    where they read it, ``CONSOLE_CHECKPOINT``, then let go together), or while the user removes
+    it in the portal (the console held there until the portal's removal committed). The console
+    goes the portal's way (``remove_passkey``), whose row count decides: one removal is audited
+    and announced, the other neither, and neither is a refusal or an error. The console's plain
+    DELETE had failed with a 500, or audited and announced both."""
+    user_id, tabs, [first_id, second_id] = _passwordless_with_two_passkeys(storage_app)
+    admins = [passkey_browser(storage_app, f"{name}@example.com") for name in ("root", "ops")]
+    told = len(rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed"))
+    tokens = [admin.csrf() for admin in admins]
+
+    def console(which: int) -> Callable[[], int]:
+        data = {"csrf_token": tokens[which], "credential_id": first_id, "confirm": "yes"}
+        page = f"/admin/users/{user_id}/passkeys/revoke"
+        return lambda: admins[which].browser.post(page, data=data).status_code
+
+    if other == "another admin":
+        answers = _in_two_tabs(storage_app, checkpoints, console(0), console(1),
+                               at=CONSOLE_CHECKPOINT)  # fmt: skip
+        assert answers == (303, 303)
+    else:  # the user's tab signed in with that passkey: signed out, to the sign-in page
+        portal, outcome = _remove(tabs[0].browser, first_id, _csrf(tabs[0])), []
+        after = answered_while_held(checkpoints, CONSOLE_CHECKPOINT, console(0),
+                                    lambda: outcome.append(portal()))  # fmt: skip
+        assert (outcome, after) == ([302], 303)
+    left = rows(storage_app, Passkey, Passkey.user_id == user_id)
+    assert [p.credential_id for p in left] == [second_id]
+    kinds = ("admin.passkey_revoked", "passkey.removed", "admin.action_refused")
+    audited = rows(storage_app, AuditEvent, AuditEvent.kind.in_(kinds))
+    assert [(e.kind in kinds[:2], e.details["credential_id"]) for e in audited] == [
+        (True, first_id)
+    ]
     notices = rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed")
     assert len(notices) == told + 1
 
