@@ -13,7 +13,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from idp.admin.blueprint import bp
 from idp.composition import clock, runtime, services
 from idp.extensions import db
-from idp.models import User
+from idp.models import Passkey, User
 from idp.services.passkey_names import describe_authenticator
 from idp.services.portal import describe_user_agent
 from idp.services.user_admin import (
@@ -21,7 +21,7 @@ from idp.services.user_admin import (
     UserAdmin,
     UserAdminError,
 )
-from idp.web import url_for_secret
+from idp.web import confirm_page, confirmed, url_for_secret
 from idp.web.sessions import clear_session_cookie, forget_session
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
@@ -150,7 +150,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
         "promote": lambda: service.promote(subject, now),
         "demote": lambda: service.demote(subject),
         "revoke_passkey": lambda: service.revoke_passkey(
-            subject, request.form.get("credential_id", ""), now
+            subject, request.values.get("credential_id", ""), now
         ),
         "reset_totp": lambda: service.reset_totp(subject),
         "void_backup_codes": lambda: service.void_backup_codes(subject),
@@ -194,10 +194,14 @@ def user_demote(user_id: str) -> Any:
     return _act(user_id, "demote", "This user is no longer an admin.")
 
 
-@bp.post("/users/<user_id>/passkeys/revoke")
+@bp.route("/users/<user_id>/passkeys/revoke", methods=["GET", "POST"])
 def user_passkey_revoke(user_id: str) -> Any:
-    """Remove one passkey (field ``credential_id``); the sessions it signed in end with it."""
-    own = g.admin_session.credential_id == request.form.get("credential_id", "")[:1400]
+    """Remove one passkey (``credential_id``, a field or in the query) after a confirmation; the
+    sessions it signed in end with it. Never refused, its last way in included."""
+    credential_id = request.values.get("credential_id", "")[:1400]
+    own = g.admin_session.credential_id == credential_id
+    if not confirmed():
+        return _confirm_passkey_removal(_user(user_id), credential_id, own)
     response = _act(user_id, "revoke_passkey", "Passkey removed: wherever it signed in, the "
                     "user is signed out.")  # fmt: skip
     if not own:
@@ -213,6 +217,32 @@ def user_passkey_revoke(user_id: str) -> Any:
     response = redirect(url_for("login.login", next=url_for("admin.index")), code=303)
     clear_session_cookie(response)
     return response
+
+
+def _confirm_passkey_removal(subject: User, credential_id: str, own: bool) -> Any:
+    """What the removal does, and, when the passkey is the user's last way in, that it is and
+    how they get back in: a one-time login link (docs/admins.md, "Rescuing a user with a one-time
+    login link")."""
+    passkey = db.session.get(Passkey, credential_id)
+    if passkey is None or passkey.user_id != subject.id:
+        abort(404)
+    message = ("They will no longer be able to sign in with it, and wherever they signed in "
+               "with it they are signed out.")  # fmt: skip
+    if services().method_removal.leaves_no_way_in(subject, passkey):
+        message += (" It is their last way in: once it is removed they cannot sign in at all. "
+                    "To let them back in, send them a one-time login link from their page "
+                    "(Send login link), with which they add a new passkey.")  # fmt: skip
+    if own:
+        message += " You signed in with it here, so you are signed out too."
+    action = url_for("admin.user_passkey_revoke", user_id=subject.id, credential_id=credential_id)
+    return confirm_page(
+        title=f"Remove the passkey “{passkey.name}” of {subject.email}?",
+        message=message,
+        action=action,
+        button="Remove passkey",
+        cancel=url_for("admin.user", user_id=subject.id),
+        nav="admin",
+    )
 
 
 @bp.post("/users/<user_id>/totp/reset")

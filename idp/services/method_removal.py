@@ -90,6 +90,18 @@ class MethodRemoval:
             return Refusal.LAST_WAY_IN
         return None
 
+    def leaves_no_way_in(self, user: User, passkey: Passkey) -> bool:
+        """Whether removing ``passkey`` leaves ``user`` no way in, as a confirmation page says
+        it: read without the lock (a page changes nothing), which a refusal's own decision takes.
+        An admin may still remove it (a lost device), and then sends a login link."""
+        if passkey.flagged_at is not None:
+            return False
+        others = select(Passkey.credential_id).where(
+            Passkey.user_id == user.id, Passkey.flagged_at.is_(None),
+            Passkey.credential_id != passkey.credential_id,
+        )  # fmt: skip
+        return self.db.scalar(others.limit(1)) is None and not self.password_is_a_way_in(user)
+
     def password_refusal(self, user: User) -> Refusal | None:
         """Going passwordless: only when a working passkey remains."""
         refusal = None if self._working_passkeys(user) else Refusal.LAST_WAY_IN

@@ -5,6 +5,7 @@ the ``idp users`` commands sharing the same service."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import threading
@@ -41,7 +42,7 @@ from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import WAIT_TIMEOUT, wait_until
 from tests.support.cli import initialised_cli
-from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.factories import CreatedUser, change, create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, start_session
 from tests.support.passkey_flow import PasskeyPages
 from tests.support.writers import wait_until_waiting_for_turn
@@ -199,7 +200,7 @@ def test_every_admin_action_is_audited_with_actor_and_subject(
         sid = db.session.scalars(select(BrowserSession.sid).where(
             BrowserSession.user_id == ada.id)).first()  # fmt: skip
     steps: list[tuple[str, dict[str, str]]] = [
-        ("/passkeys/revoke", {"credential_id": credential_id}),
+        ("/passkeys/revoke", {"credential_id": credential_id, "confirm": "yes"}),
         ("/totp/reset", {}),
         ("/backup-codes/void", {}),
         ("/sessions/revoke", {"sid": sid or ""}),
@@ -249,7 +250,7 @@ def test_revoking_methods_removes_them_and_tells_the_user(
     credential_id = _credential_id(app, ada.id)
     with app.app_context():
         assert db.session.scalar(select(BackupCode.id).where(BackupCode.user_id == ada.id).limit(1))
-    admin.post(base + "/passkeys/revoke", {"credential_id": credential_id})
+    admin.post(base + "/passkeys/revoke", {"credential_id": credential_id, "confirm": "yes"})
     admin.post(base + "/totp/reset")
     admin.post(base + "/backup-codes/void")
     admin.post(base + "/consents/revoke", {"client_id": extra["rp"].registered.client_id})
@@ -270,6 +271,54 @@ def test_revoking_methods_removes_them_and_tells_the_user(
     assert extra["rp"].userinfo(extra["tokens"]["access_token"]).status_code == 401
 
 
+CONFIRM_ACTION = re.compile(r'<form method="post" action="([^"]+)" class="actions">')
+
+
+def test_removing_a_users_last_way_in_says_so_and_points_to_a_login_link(
+    storage_app: Flask,
+) -> None:
+    """The console asks before it removes a user's passkey (a GET or a bare POST shows the
+    confirmation and removes nothing). When the passkey is the user's last way in (no other
+    working passkey, no password that signs in), the page says so plainly and points to the
+    one-time login link; the admin may still remove it (a lost device), and it is removed."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    ada = create_user(storage_app, email="ada@example.com")
+    pages = PasskeyPages(storage_app.test_client())
+    pages.sign_in_with_password(ada)
+    assert pages.add_passkey(SoftAuthenticator(), name="Ada's phone").status_code == 201
+    credential_id = _credential_id(storage_app, ada.id)
+    page = f"/admin/users/{ada.id}/passkeys/revoke"
+
+    beside_a_password = admin.browser.get(page, query_string={"credential_id": credential_id})
+    assert beside_a_password.status_code == 200
+    assert "Remove the passkey “Ada's phone” of ada@example.com?" in html.unescape(
+        beside_a_password.text
+    )
+    assert "last way in" not in beside_a_password.text
+    assert "login link" not in beside_a_password.text
+
+    change(storage_app, update(User).where(User.id == ada.id).values(password_hash=None))
+    for asked in (
+        admin.browser.get(page, query_string={"credential_id": credential_id}),
+        admin.post(page, {"credential_id": credential_id}),
+    ):
+        assert asked.status_code == 200
+        said = html.unescape(asked.text)
+        assert "It is their last way in: once it is removed they cannot sign in at all." in said
+        assert "send them a one-time login link from their page (Send login link)" in said
+        assert _credential_id(storage_app, ada.id) == credential_id
+    action = CONFIRM_ACTION.search(asked.text)
+    assert action is not None
+    removed = admin.post(html.unescape(action.group(1)), {"confirm": "yes"})
+    assert removed.status_code == 303
+    assert "Passkey removed" in admin.browser.get(removed.headers["Location"]).text
+    with storage_app.app_context():
+        assert db.session.scalars(select(Passkey).where(Passkey.user_id == ada.id)).all() == []
+    assert [kind for kind, _ in audit_kinds(storage_app, ada.id)] == ["admin.passkey_revoked"]
+    unknown = admin.browser.get(page, query_string={"credential_id": "nothing"})
+    assert unknown.status_code == 404
+
+
 def test_a_passkey_of_another_user_cannot_be_revoked_through_this_user(
     app: Flask, admin: ConsoleBrowser
 ) -> None:
@@ -277,7 +326,7 @@ def test_a_passkey_of_another_user_cannot_be_revoked_through_this_user(
     bob = create_user(app, email="bob@example.com", password="")
     credential_id = _credential_id(app, ada.id)
     response = admin.post(
-        f"/admin/users/{bob.id}/passkeys/revoke", {"credential_id": credential_id}
+        f"/admin/users/{bob.id}/passkeys/revoke", {"credential_id": credential_id, "confirm": "yes"}
     )
     assert response.status_code == 303
     assert "does not belong" in admin.browser.get(response.headers["Location"]).text

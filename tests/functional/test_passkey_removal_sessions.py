@@ -155,7 +155,8 @@ def test_an_admin_removing_a_passkey_ends_the_sessions_it_signed_in(
     ada = devices(app)
     [phone_credential] = ada.phone_key.credential_ids()
     response = admin.post(
-        f"/admin/users/{ada.user.id}/passkeys/revoke", {"credential_id": phone_credential}
+        f"/admin/users/{ada.user.id}/passkeys/revoke",
+        {"credential_id": phone_credential, "confirm": "yes"},
     )
     assert response.status_code == 303
     assert not signed_in(ada.phone)

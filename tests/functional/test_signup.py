@@ -448,7 +448,8 @@ def test_sign_up_does_not_take_over_an_account_that_lost_its_passkeys(signup_app
         ada_id = db.session.scalars(select(User.id)).one()
         credential_id = db.session.scalars(select(Passkey.credential_id)).one()
     admin = passkey_browser(signup_app, "root@example.com")
-    revoked = admin.post(f"/admin/users/{ada_id}/passkeys/revoke", {"credential_id": credential_id})
+    revoked = admin.post(f"/admin/users/{ada_id}/passkeys/revoke",
+                         {"credential_id": credential_id, "confirm": "yes"})  # fmt: skip
     assert revoked.status_code == 303
     admin.post(f"/admin/users/{ada_id}/backup-codes/void")  # not even her backup codes are left
     assert ask(signup_app.test_client(), "ada@example.com")[0] == 200
