@@ -3,7 +3,8 @@
 A sign-in that needs the attempt counters (or a WebAuthn challenge kept in Redis) cannot be
 decided safely without them, so it is refused, never let through (fail closed): a page that says
 so, or JSON for the JSON endpoints, with 503 and ``Retry-After`` (RFC 9110 15.6.4, 10.2.3). Each
-refusal is audited to the database and counted in the metrics.
+refusal is counted in the metrics; the audit log gets one row per process and breaker window,
+with the count of the refusals it stands for (idp.services.dependencies.CircuitBreaker.refused).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from flask import jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp import metrics
-from idp.composition import request_context
+from idp.composition import clock, request_context, runtime
 from idp.extensions import db
 from idp.services import audit
-from idp.services.dependencies import DependencyUnavailableError
+from idp.services.dependencies import DependencyUnavailableError, Refusals
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,18 @@ RETRY_AFTER_SECONDS = 5
 
 
 def answer(error: DependencyUnavailableError) -> Any:
-    """503, audited and counted; JSON for JSON requests, else the page."""
+    """503, counted, audited once per process and breaker window; JSON for JSON requests, else
+    the page."""
     endpoint = request.endpoint or "unknown"
     log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
     metrics.dependency_refusal(error.dependency, endpoint)
     db.session.rollback()
-    try:
-        audit.record(db.session(), "dependency.unavailable", outcome="failure",
-                     context=request_context(), dependency=error.dependency,
-                     endpoint=endpoint)  # fmt: skip
-        db.session.commit()
-    except SQLAlchemyError:  # the database is down too: the log line above stays
-        db.session.rollback()
-        log.exception("could not audit a refusal while %s is unavailable", error.dependency)
+    now = clock().now()
+    # Redis is the one dependency refused this way; its breaker keeps the refusals' tally.
+    breaker = runtime().redis_breaker
+    refusals = breaker.refused(endpoint, now)
+    if refusals is not None:
+        _audit(error, endpoint, refusals, breaker.open_for)
     response: Any
     if request.blueprint == "api":
         from idp.api.problems import Problem, problem_response
@@ -54,6 +54,27 @@ def answer(error: DependencyUnavailableError) -> Any:
     else:
         response = render_template("errors/unavailable.html", title=TITLE, message=MESSAGE)
     return response, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def _audit(
+    error: DependencyUnavailableError, endpoint: str, refusals: Refusals, window: float
+) -> None:
+    """The row that stands for ``refusals`` (this request's and those folded into it): the
+    address and user agent are this request's, an example of the others."""
+    try:
+        audit.record(db.session(), "dependency.unavailable", outcome="failure",
+                     context=request_context(), dependency=error.dependency, endpoint=endpoint,
+                     reason=error.reason, refused=refusals.count,
+                     since=refusals.since.isoformat(), by_endpoint=refusals.by_endpoint,
+                     aggregated=True,
+                     note=(f"one row per worker each {window:g} s of the outage: "
+                           f"refused counts the {error.dependency} refusals since its previous "
+                           "row, idp_dependency_refusals_total every one"))  # fmt: skip
+        db.session.commit()
+    except SQLAlchemyError:  # the database is down too: the log line above stays
+        db.session.rollback()
+        log.exception("could not audit %d refusals while %s is unavailable", refusals.count,
+                      error.dependency)  # fmt: skip
 
 
 def server_failure(outage: bool) -> tuple[int, dict[str, str], dict[str, str]]:

@@ -10,6 +10,10 @@ holding one of a worker's few threads, so the requests that need no Redis would 
 ones that do. ``CircuitBreaker`` keeps that to one command per process in each ``open_for``: after a
 failure it refuses at once, without the network, until ``open_for`` has passed; then one call
 probes again, and an answer closes it (docs/operations.md, "Redis").
+
+The breaker also bounds the audit trail of the refusals (``CircuitBreaker.refused``): one audit
+row per process and ``open_for`` window, not one per refused request (docs/security.md, "Faults
+and degraded dependencies").
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 
 from idp import metrics
 
@@ -34,6 +41,17 @@ class DependencyUnavailableError(RuntimeError):
         super().__init__(f"{dependency} is unavailable")
         self.dependency = dependency
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """What one audit row of refusals says: ``count`` refusals by this process (the one being
+    audited and those folded into it since the previous row), the earliest at ``since``, and how
+    many each endpoint answered."""
+
+    count: int
+    since: datetime
+    by_endpoint: dict[str, int]
 
 
 class CircuitBreaker:
@@ -55,6 +73,10 @@ class CircuitBreaker:
         self.last_failure = ""
         self._lock = threading.Lock()
         self._opened_at: float | None = None  # None: closed
+        # The refusals not audited yet, and when (``monotonic``) the last audited one was.
+        self._unaudited: Counter[str] = Counter()
+        self._unaudited_since: datetime | None = None
+        self._audited_at: float | None = None
 
     @property
     def closed(self) -> bool:
@@ -71,12 +93,50 @@ class CircuitBreaker:
             self._opened_at = now  # the probe: nobody else until it answers or fails
             return True
 
+    def refused(self, endpoint: str, now: datetime) -> Refusals | None:
+        """A request to ``endpoint`` was refused for want of the dependency at ``now`` (wall
+        time): what to audit, or None when this process audited one less than ``open_for`` ago.
+
+        Why (docs/security.md, "Faults and degraded dependencies"): during an outage the database
+        is the one dependency still up, and a sign-in storm must not become a storm of INSERTs
+        into it, one per refused request. What an auditor needs is that sign-ins were refused,
+        from when to when, and how many: the first refusal of each ``open_for`` window (the
+        breaker's, which is also the refusal's ``Retry-After``) is audited, carrying the count
+        of the refusals since the previous row, the time of the earliest and each endpoint's
+        share, so the rows of an outage add up to its refusals, timed to within a window. Each
+        refusal is still counted in ``idp_dependency_refusals_total`` by the caller. What the
+        last window of an outage refused before the breaker closes is in that metric only
+        (``succeeded`` logs how many): carried into a later outage's row, it would date that
+        outage wrongly. The bound is one row per process and window, whatever the request rate.
+        """
+        with self._lock:
+            self._unaudited[endpoint] += 1
+            if self._unaudited_since is None:
+                self._unaudited_since = now
+            at = self.monotonic()
+            if self._audited_at is not None and at - self._audited_at < self.open_for:
+                return None
+            self._audited_at = at
+            refusals = Refusals(
+                self._unaudited.total(), self._unaudited_since, dict(self._unaudited)
+            )
+            self._unaudited, self._unaudited_since = Counter(), None
+        return refusals
+
     def succeeded(self) -> None:
         """The dependency answered: close (a probe's answer, or any call's)."""
         with self._lock:
             was_open, self._opened_at = self._opened_at is not None, None
+            unaudited = 0
+            if was_open:  # the outage is over: its refusals' tally too
+                unaudited = self._unaudited.total()
+                self._unaudited, self._unaudited_since, self._audited_at = Counter(), None, None
         if was_open:
             log.info("%s answers again: the circuit breaker is closed", self.title)
+            if unaudited:
+                log.info("%d refusals while %s was unavailable, since the last audited one, "
+                         "are counted in idp_dependency_refusals_total only", unaudited,
+                         self.title)  # fmt: skip
 
     def failed(self, reason: str) -> None:
         """A call failed for want of the dependency (``reason``: the error's class): open."""

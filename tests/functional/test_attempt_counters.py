@@ -267,7 +267,7 @@ def test_redis_down_refuses_sign_ins_with_a_503_and_nothing_else(
     redis_live: CountersIdp, tmp_path: Path
 ) -> None:
     """With Redis stopped, a password sign-in and the passkey options answer 503
-    (a page, and JSON for the JSON endpoint), each refusal audited and counted; a signed-in
+    (a page, and JSON for the JSON endpoint), each refusal counted, the first audited; a signed-in
     session, discovery, the JWKS and the sign-in page itself carry on."""
     assert redis_live.redis is not None
     live = redis_live.live
@@ -313,9 +313,13 @@ def test_redis_down_refuses_sign_ins_with_a_503_and_nothing_else(
         refusals = db.session.scalars(
             select(AuditEvent).where(AuditEvent.kind == "dependency.unavailable")
         ).all()
-    assert sorted(event.details["endpoint"] for event in refusals) == [
-        "login.login", "login.passkey_options",
-    ]  # fmt: skip
+    # One row per worker and breaker window (docs/operations.md, "Redis"): the first refusal's;
+    # the passkey options refused within its window are in the metric above (a slow machine may
+    # have let the window pass between the two: a row of its own then).
+    first = min(refusals, key=lambda event: event.at)
+    assert first.details["endpoint"] == "login.login"
+    assert len(refusals) <= 2
+    assert sum(event.details["refused"] for event in refusals) == len(refusals)
     assert {(e.outcome, e.details["dependency"]) for e in refusals} == {("failure", "redis")}
     # Nothing was counted meanwhile in the database instead (the counters stay in Redis).
     with app_of(live, tmp_path) as flask_app, flask_app.app_context():

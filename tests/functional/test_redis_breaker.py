@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
+from idp import metrics
 from idp.composition import container
+from idp.models import AuditEvent
+from idp.models.base import utcnow
 from idp.redis_client import BREAKER_OPEN_SECONDS
 from idp.unavailable import JSON_ERROR, TITLE
 from tests.support.apps import app_on
-from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.clock import FrozenClock, app_clock
+from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token
 from tests.support.passkey_flow import csrf_meta
 from tests.support.redis_server import private_redis
@@ -140,3 +146,81 @@ def test_after_one_timeout_requests_that_need_redis_are_refused_without_asking_i
     assert container(app).redis_breaker.closed
     assert "Redis answers again: the circuit breaker is closed" in caplog.messages
     assert passkey_options(app.test_client()).status_code == 200
+
+
+def redis_refusals() -> float:
+    """This process's ``idp_dependency_refusals_total`` for Redis, every endpoint's."""
+    text, _ = metrics.exposition()
+    return sum(sample.value
+               for family in text_string_to_metric_families(text.decode())
+               for sample in family.samples
+               if sample.name == "idp_dependency_refusals_total"
+               and sample.labels.get("dependency") == "redis")  # fmt: skip
+
+
+def test_a_refusal_storm_writes_one_audit_row_per_worker_and_breaker_window(
+    proxied: tuple[Flask, TcpProxy, SteppedClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/security.md, "Faults and degraded dependencies": while Redis is down the database is
+    the one dependency up; refused sign-ins are audited once per worker and breaker window, the
+    row counting the refusals since the previous one, and the metric counts every one."""
+    app, proxy, monotonic = proxied
+    user = create_user(app)
+    browser = app.test_client()
+    before = redis_refusals()
+    wall = FrozenClock(utcnow())
+
+    def both_clocks_advance() -> None:
+        monotonic.advance(BREAKER_OPEN_SECONDS)
+        wall.advance(timedelta(seconds=BREAKER_OPEN_SECONDS))
+
+    def audited() -> list[AuditEvent]:
+        found = rows(app, AuditEvent, AuditEvent.kind == "dependency.unavailable")
+        return sorted(found, key=lambda event: event.at)
+
+    storm = (lambda b: password_step(b, user), passkey_options, signup)
+    with app_clock(app, wall):
+        proxy.freeze()
+        assert refused(password_step(browser, user))  # opens the breaker: audited at once
+        first_at = wall.now()
+        [first] = audited()
+        assert first.details["refused"] == 1
+        assert first.details["endpoint"] == "login.login"
+        assert first.details["reason"] == "TimeoutError"
+        wall.advance(timedelta(seconds=1))
+        storm_began = wall.now()
+        for index in range(30):  # within the breaker's window: counted, not audited
+            assert refused(storm[index % 3](browser))
+        assert len(audited()) == 1
+
+        both_clocks_advance()  # the next window: its first refusal (the probe) audits the storm
+        assert refused(passkey_options(browser))
+        for _ in range(4):
+            assert refused(password_step(browser, user))
+        first_row, second = audited()
+        assert first_row.id == first.id
+        assert second.details["refused"] == 31
+        assert second.details["since"] == storm_began.isoformat()
+        assert second.details["by_endpoint"] == {
+            "login.login": 10, "login.passkey_options": 11, "signup.start": 10,
+        }  # fmt: skip
+
+        # Redis answers again: what the last window refused is in the metric (and the log).
+        proxy.restore()
+        both_clocks_advance()
+        with caplog.at_level(logging.INFO, logger="idp.services.dependencies"):
+            assert password_step(browser, user).status_code == 302
+        assert ("4 refusals while Redis was unavailable, since the last audited one, are "
+                "counted in idp_dependency_refusals_total only") in caplog.messages  # fmt: skip
+
+        # A later outage is dated by its own first refusal, nothing of the last one folded in.
+        proxy.freeze()
+        wall.advance(timedelta(minutes=10))
+        assert refused(signup(browser))
+        *_, third = audited()
+        assert third.details["refused"] == 1
+        assert third.details["since"] == wall.now().isoformat()
+        assert first_at < storm_began < wall.now()
+
+    assert len(audited()) == 3  # for 37 refusals in 3 windows of one worker
+    assert redis_refusals() - before == 1 + 30 + 5 + 1

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from idp.redis_client import BREAKER_OPEN_SECONDS, redis_breaker
-from idp.services.dependencies import CircuitBreaker, DependencyUnavailableError, redis_calls
+from idp.services.dependencies import (
+    CircuitBreaker,
+    DependencyUnavailableError,
+    Refusals,
+    redis_calls,
+)
 from idp.unavailable import RETRY_AFTER_SECONDS
 
 
@@ -111,3 +117,25 @@ def test_the_breaker_stays_open_as_long_as_the_refusal_says_to_wait() -> None:
     """A client that waits the ``Retry-After`` of the 503 finds the breaker ready to probe."""
     assert BREAKER_OPEN_SECONDS == RETRY_AFTER_SECONDS
     assert redis_breaker().open_for == BREAKER_OPEN_SECONDS
+
+
+def test_refusals_are_audited_once_per_window_with_the_count_since_the_last_row() -> None:
+    circuit, clock = breaker()
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    circuit.failed("TimeoutError")
+    first = circuit.refused("login.login", start)
+    assert first == Refusals(1, start, {"login.login": 1})
+    for second in range(1, 40):
+        clock.seconds = 50.0 + second / 10  # within the 5 s since the row
+        assert circuit.refused("login.passkey_options", start + timedelta(seconds=second)) is None
+    clock.seconds = 55.0  # the breaker's 5 s since the row
+    at = start + timedelta(seconds=40)
+    assert circuit.refused("login.login", at) == Refusals(
+        40, start + timedelta(seconds=1), {"login.passkey_options": 39, "login.login": 1}
+    )
+    assert circuit.refused("signup.start", at) is None
+
+    # The outage ends: its last window's tally goes (into the log), the next outage starts anew.
+    circuit.succeeded()
+    later = at + timedelta(hours=1)
+    assert circuit.refused("signup.start", later) == Refusals(1, later, {"signup.start": 1})
