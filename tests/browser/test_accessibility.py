@@ -4,24 +4,34 @@
 One browser profile per screen walks the pages in turn, as people reach them: the sign-in page
 (passkey autofill offered) and its password step, recovery, sign-up, the "create a passkey?"
 prompt, the password's second step (authenticator app, backup code) and the session a backup code
-recovers, consent, the device flow, an invitation and a login link, sign-out, the error pages,
-every portal page and every admin console page. The test fails at the end with each page's
-violations (rule, impact, the elements, what is wrong); each page's screenshot is in
+recovers and the same session past its time, consent, the device flow, an invitation and a login
+link, sign-out, the error pages, every portal page (an email change's confirmation too) and every
+admin console page (a client's back-channel logout failures too). The test fails at the end with
+each page's violations (rule, impact, the elements, what is wrong); each page's screenshot is in
 test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 
 import pyotp
 import pytest
 import requests
+from flask import Flask
 from playwright.sync_api import Page, expect
+from sqlalchemy import insert, select, update
 
+from idp.models import BrowserSession, OutboxMessage, User
+from idp.models.base import utcnow
+from idp.services.portal import STEP_UP_WINDOW
 from tests.browser.axe import Violation, axe_violations, describe
 from tests.browser.conftest import (
     DESKTOP,
@@ -37,6 +47,8 @@ from tests.browser.test_admin import _issued_link
 from tests.browser.test_device_flow import DEVICE_GRANT
 from tests.browser.test_fallback import STEP
 from tests.browser.test_passkey_sign_in import _sign_in_with_password
+from tests.support.apps import app_of
+from tests.support.factories import change
 from tests.support.live import LiveIdp
 
 pytestmark = pytest.mark.browser
@@ -81,6 +93,14 @@ class Audit:
         self.page.goto(self.idp.url + path)
         expect(self.page.get_by_role("heading", name=heading).first).to_be_visible()
         self.check(step)
+
+
+@contextmanager
+def _live_database(idp: LiveIdp) -> Iterator[Flask]:
+    """An app on the live server's database: a scene the walk cannot wait for (a session five
+    minutes old, a receiver failing its logout tokens) is set there."""
+    with tempfile.TemporaryDirectory() as instance, app_of(idp, Path(instance)) as flask_app:
+        yield flask_app
 
 
 # -- the walk, in parts ---------------------------------------------------------------------------
@@ -154,6 +174,21 @@ def _portal(audit: Audit) -> None:
                "portal-passkey-remove")  # fmt: skip
 
 
+def _email_change(audit: Audit) -> str:
+    """An email change, asked for (and left pending) in a stepped-up session: the confirmation
+    page its link opens, signed in. The link's path."""
+    new_email = f"moved-{audit.device}-{secrets.token_hex(3)}@example.com"
+    audit.open("/account/profile", "Profile", "portal-profile-again")
+    audit.page.fill("#email", new_email)
+    audit.page.get_by_role("button", name="Change email").click()
+    expect(audit.page.locator("#pending-email-change")).to_be_visible()
+    audit.check("portal-email-pending")
+    [message] = [m for m in audit.idp.cli("outbox", "--json") if m["recipient"] == new_email]
+    [link] = re.findall(r"http://localhost:\d+(/account/email/confirm\?token=\S+)", message["body"])
+    audit.open(link, "Confirm your new email address", "email-confirm")
+    return str(link)
+
+
 def _consent_and_apps(audit: Audit, app: RelyingParty) -> None:
     page = audit.page
     authorization = app.authorization()
@@ -204,6 +239,7 @@ def _console(audit: Audit, email: str) -> None:
     # The console wants a recent passkey sign-in: the login page's autofill gives it at once.
     expect(page.get_by_role("heading", name="Admin console")).to_be_visible()
     audit.check("admin")
+    email_link = _email_change(audit)  # the console's sign-in is the step-up it asks for
     audit.open("/admin/users", "Users", "admin-users")
     audit.open("/admin/users/new", "Invite a user", "admin-user-new")
     invited = f"invited-{audit.device}-{secrets.token_hex(3)}@example.com"
@@ -239,6 +275,14 @@ def _console(audit: Audit, email: str) -> None:
                             ("/delete", "Delete Team wiki?")):  # fmt: skip
         step = f"admin-client-{suffix[1:]}"
         audit.open(client_path + suffix, re.compile(re.escape(heading)), step)
+    # Logout tokens its receiver did not take: the app's page lists them in a table.
+    failed = {"channel": "http", "recipient": client_path.rsplit("/", 1)[1], "kind": "logout",
+              "subject": "", "body": "", "attempts": 5, "last_failure_at": utcnow(),
+              "last_error": "could not reach https://wiki.example.com/backchannel-logout: "
+              "connection refused"}  # fmt: skip
+    with _live_database(idp) as flask_app:
+        change(flask_app, insert(OutboxMessage).values([failed, failed]))
+    audit.open(client_path, "Team wiki", "admin-client-logout-failures")
 
     audit.open("/admin/groups", "Groups", "admin-groups")
     page.fill("#group-name", f"staff-{audit.device}")
@@ -267,6 +311,7 @@ def _console(audit: Audit, email: str) -> None:
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
     audit.check("signed-out")
+    audit.open(email_link, "Confirm your new email address", "email-confirm-signed-out")
     page.goto(invite)
     expect(page.get_by_role("heading", name="Create your account")).to_be_visible()
     audit.check("invite")
@@ -352,6 +397,13 @@ def _password_user(audit: Audit) -> None:
     page.get_by_role("button", name="Continue").click()
     expect(page).to_have_url(f"{idp.url}/account/recover")
     audit.check("recovered")
+    # Past the step-up window (docs/security.md, "Sessions") it can add nothing: sign in again.
+    user_id = select(User.id).where(User.email == email).scalar_subquery()
+    then = utcnow() - STEP_UP_WINDOW - timedelta(minutes=1)
+    with _live_database(idp) as flask_app:
+        change(flask_app, update(BrowserSession).where(BrowserSession.user_id == user_id)
+               .values(auth_time=then))  # fmt: skip
+    audit.open("/account/recover", "Sign in again", "recovered-expired")
 
 
 # -- the test -------------------------------------------------------------------------------------
