@@ -23,6 +23,15 @@ from tests.support.passkey_flow import PasskeyPages
 from tests.support.writers import waits_for_a_lock
 
 
+def _registered(app: Flask, key: SoftAuthenticator) -> str:
+    """A user who signed in with a password and added ``key`` as their passkey: its id."""
+    owner = PasskeyPages(app.test_client())
+    owner.sign_in_with_password(create_user(app))
+    assert owner.add_passkey(key).status_code == 201
+    [credential_id] = key.credential_ids()
+    return credential_id
+
+
 def test_a_clone_racing_the_real_key_with_the_same_count_is_flagged(
     storage_app: Flask, checkpoints: Checkpoints
 ) -> None:
@@ -30,12 +39,8 @@ def test_a_clone_racing_the_real_key_with_the_same_count_is_flagged(
     above the stored one. Both read the stored count before either wrote: the counter is raised
     only where it is still below the new count, so one of them finds it raised already, which is
     the regression it is (flagged, audited, refused), never two sign-ins and an unnoticed clone."""
-    user = create_user(storage_app)
     key = SoftAuthenticator(backup_eligible=False, backed_up=False, counter_step=1)
-    owner = PasskeyPages(storage_app.test_client())
-    owner.sign_in_with_password(user)
-    assert owner.add_passkey(key).status_code == 201
-    [credential_id] = key.credential_ids()
+    credential_id = _registered(storage_app, key)
     assert PasskeyPages(storage_app.test_client()).sign_in_with_passkey(key).status_code == 200
 
     tabs = [PasskeyPages(storage_app.test_client()) for _ in range(2)]
@@ -90,12 +95,8 @@ def test_a_synced_passkey_removed_while_a_sign_in_read_it_signs_nobody_in(
     stored its use: the UPDATE of a synced passkey's record, which any count matches, matched no
     row, and the sign-in is refused, never a session of a passkey that no longer exists (WebAuthn
     L3 7.2: the credential must be registered)."""
-    user = create_user(storage_app)
     phone = SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
-    owner = PasskeyPages(storage_app.test_client())
-    owner.sign_in_with_password(user)
-    assert owner.add_passkey(phone).status_code == 201
-    [credential_id] = phone.credential_ids()
+    credential_id = _registered(storage_app, phone)
     tab = PasskeyPages(storage_app.test_client())
     ceremony, csrf = tab.page_ceremony()
     body = {"challenge_id": ceremony["challenge_id"], "next": "", "request": "",
