@@ -13,10 +13,7 @@ session at idp ended (docs/integrating.md, "Back-channel logout").
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import socket
-import threading
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -33,6 +30,7 @@ from idp.services.client_fields import (
     validate_backchannel_logout_uri,
 )
 from idp.services.crypto import new_secret
+from idp.services.deadlines import conversation_deadline
 from idp.services.notifications import tls_context
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
 from idp.services.signing_keys import KeyStore
@@ -140,41 +138,31 @@ def post_logout_token(uri: str, token: str) -> None:
     else:
         raise UndeliverableError("the back-channel logout URI is not http(s)")
     body = urlencode({"logout_token": token})
-    # A socket's timeout bounds each read, not the answer: past the deadline another thread shuts
-    # the connection, which ends a read in progress.
-    cut = threading.Event()
     limit = CONNECT_TIMEOUT + READ_TIMEOUT
-    deadline = threading.Timer(limit, _cut, args=(connection, cut))
-    deadline.daemon = True
-    deadline.start()
-    try:
-        connection.connect()
-        if connection.sock is not None:
-            connection.sock.settimeout(READ_TIMEOUT)
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        connection.request("POST", target, body=body, headers=headers)
-        answer = connection.getresponse()
-        answer.read(MAX_ANSWER)
-        status = answer.status
-    except (OSError, http.client.HTTPException, UnicodeError) as error:
-        # UnicodeError: a host name the resolver cannot encode (an empty or overlong label).
-        if cut.is_set():
-            raise DeliveryError(f"no answer within {limit} seconds") from None
-        raise DeliveryError(f"could not reach the relying party: {type(error).__name__}") from None
-    finally:
-        deadline.cancel()
-        connection.close()
+    # A socket's timeout bounds each read, not the answer (idp.services.deadlines).
+    with conversation_deadline(limit, lambda: connection.sock) as cut:
+        try:
+            connection.connect()
+            if connection.sock is not None:
+                connection.sock.settimeout(READ_TIMEOUT)
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            connection.request("POST", target, body=body, headers=headers)
+            answer = connection.getresponse()
+            answer.read(MAX_ANSWER)
+            status = answer.status
+        except (OSError, http.client.HTTPException, UnicodeError) as error:
+            # UnicodeError: a host name the resolver cannot encode (an empty or overlong label).
+            if cut.is_set():
+                raise DeliveryError(f"no answer within {limit} seconds") from None
+            raise DeliveryError(
+                f"could not reach the relying party: {type(error).__name__}"
+            ) from None
+        finally:
+            connection.close()
     if cut.is_set():
         raise DeliveryError(f"no answer within {limit} seconds")
     if status not in (200, 204):
         raise DeliveryError(f"the relying party answered HTTP {status}")
-
-
-def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
-    cut.set()
-    if connection.sock is not None:
-        with contextlib.suppress(OSError):
-            connection.sock.shutdown(socket.SHUT_RDWR)
 
 
 class BackchannelSender:

@@ -15,12 +15,9 @@ only after that transaction commits (docs/operations.md, "Mail").
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import smtplib
-import socket
 import ssl
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -33,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import OutboxMessage, User
+from idp.services.deadlines import conversation_deadline
 from idp.services.outbox import FIRST_RETRY, DeliveryError, Pending
 
 __all__ = ["FIRST_RETRY", "Mailer", "Notifier", "drop_expired_secrets", "render"]
@@ -69,8 +67,8 @@ SMTP_TIMEOUT = 10
 #: Seconds one message's whole SMTP conversation (connection, TLS, login, the message) may take:
 #: a socket timeout bounds each read, not the conversation, and a relay that trickles its
 #: answers would otherwise hold the node's mail delivery thread as long as it likes. Past it
-#: another thread shuts the connection (as idp.services.backchannel_logout does) and the
-#: message stays queued for a retry (docs/operations.md, "Mail").
+#: another thread shuts the connection (idp.services.deadlines) and the message stays queued
+#: for a retry (docs/operations.md, "Mail").
 SMTP_DEADLINE = 30
 
 _templates = Environment(
@@ -185,42 +183,27 @@ class Mailer:
             smtp = smtplib.SMTP_SSL(timeout=SMTP_TIMEOUT, context=tls_context(self.ca_file))
         else:
             smtp = smtplib.SMTP(timeout=SMTP_TIMEOUT)
-        cut = threading.Event()
-        deadline = threading.Timer(SMTP_DEADLINE, _cut, args=(smtp, cut))
-        deadline.daemon = True
-        deadline.start()
         # Connected below, under the deadline (the constructor would connect and read the
         # greeting before it starts); the TLS name check reads the host from ``_host``, which
         # only the constructor sets.
         smtp._host = host  # type: ignore[attr-defined]
-        try:
-            smtp.connect(host, parts.port or (465 if parts.scheme == "smtps" else 25))
-            with smtp:
-                if parts.scheme == "smtp+starttls":
-                    # Raises SMTPNotSupportedError when the server offers no STARTTLS: never a
-                    # silent fall-back to plain text.
-                    smtp.starttls(context=tls_context(self.ca_file))
-                if parts.username:
-                    smtp.login(unquote(parts.username), unquote(parts.password or ""))
-                smtp.send_message(email)
-        except (OSError, smtplib.SMTPException):
-            if cut.is_set():
-                raise TimeoutError(f"no delivery within {SMTP_DEADLINE} seconds") from None
-            raise
-        finally:
-            deadline.cancel()
-            smtp.close()
-
-
-def _cut(smtp: smtplib.SMTP, cut: threading.Event) -> None:
-    """Past the deadline: shut the connection, which ends a read or write in progress."""
-    cut.set()
-    sock = getattr(smtp, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            # The plain socket's shutdown, also under TLS: ``SSLSocket.shutdown`` would drop the
-            # TLS object the delivery thread is reading through.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        with conversation_deadline(SMTP_DEADLINE, lambda: getattr(smtp, "sock", None)) as cut:
+            try:
+                smtp.connect(host, parts.port or (465 if parts.scheme == "smtps" else 25))
+                with smtp:
+                    if parts.scheme == "smtp+starttls":
+                        # Raises SMTPNotSupportedError when the server offers no STARTTLS: never
+                        # a silent fall-back to plain text.
+                        smtp.starttls(context=tls_context(self.ca_file))
+                    if parts.username:
+                        smtp.login(unquote(parts.username), unquote(parts.password or ""))
+                    smtp.send_message(email)
+            except (OSError, smtplib.SMTPException):
+                if cut.is_set():
+                    raise TimeoutError(f"no delivery within {SMTP_DEADLINE} seconds") from None
+                raise
+            finally:
+                smtp.close()
 
 
 def drop_expired_secrets(db: Session, now: datetime) -> int:
