@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from idp.services.dependencies import CircuitBreaker
+from idp.services.dependencies import RETRY_AFTER_SECONDS, CircuitBreaker
 
 #: Seconds of the socket timeout, for the connection and for each answer.
 SOCKET_TIMEOUT = 2
-#: How long Redis counts as unavailable after a failure: the ``Retry-After`` a refusal sends
-#: (idp.unavailable), so a client that waits as told finds the breaker ready to probe.
-BREAKER_OPEN_SECONDS = 5.0
+#: How long Redis counts as unavailable after a failure: the ``Retry-After`` a refusal sends.
+BREAKER_OPEN_SECONDS = float(RETRY_AFTER_SECONDS)
 
 
 def redis_client(url: str) -> Any:

@@ -19,7 +19,7 @@ from idp import metrics
 from idp.composition import clock, request_context, runtime
 from idp.extensions import db
 from idp.services import audit
-from idp.services.dependencies import DependencyUnavailableError, Refusals
+from idp.services.dependencies import RETRY_AFTER_SECONDS, DependencyUnavailableError, Refusals
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ TITLE = "Temporarily unavailable"
 MESSAGE = "Signing in is temporarily unavailable. Please try again shortly."
 #: RFC 6749 4.1.2.1 names this error for a server that cannot answer for now.
 JSON_ERROR = "temporarily_unavailable"
-RETRY_AFTER_SECONDS = 5
 
 
 def answer(error: DependencyUnavailableError) -> Any:

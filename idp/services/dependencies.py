@@ -31,6 +31,10 @@ from idp import metrics
 
 log = logging.getLogger(__name__)
 _TITLES = {"redis": "Redis"}
+#: The ``Retry-After`` of a refusal for want of a dependency (RFC 9110 10.2.3; idp.unavailable),
+#: and how long Redis's circuit breaker stays open (idp.redis_client): a client that waits as
+#: told finds the breaker ready to probe.
+RETRY_AFTER_SECONDS = 5
 
 
 class DependencyUnavailableError(RuntimeError):
