@@ -48,17 +48,25 @@ class MethodRemoval:
         self.db = db
         self.policy = policy
 
-    def _working_passkeys(self, user: User) -> list[Passkey]:
+    def _working_passkeys(self, user: User, *, locked: bool = True) -> list[Passkey]:
         """``user``'s passkeys that sign in: a flagged one is refused until it is removed.
 
-        The user's row is locked first, until the transaction ends (PostgreSQL's row lock;
-        SQLite's write lock, taken by ``SELECT ... FOR UPDATE``, idp.database): two removals in
-        parallel (two tabs, the last passkey and the password) each saw the other's method still
-        there and together left no way in. Held, the second decides after the first committed,
-        on the user as it stands then (the password too: ``refresh``)."""
-        self.db.refresh(user, with_for_update=True)
+        ``locked``: the user's row is locked first, until the transaction ends (PostgreSQL's row
+        lock; SQLite's write lock, taken by ``SELECT ... FOR UPDATE``, idp.database): two
+        removals in parallel (two tabs, the last passkey and the password) each saw the other's
+        method still there and together left no way in. Held, the second decides after the
+        first committed, on the user as it stands then (the password too: ``refresh``). A page
+        that only says what a removal would do reads without it (it changes nothing)."""
+        if locked:
+            self.db.refresh(user, with_for_update=True)
         query = select(Passkey).where(Passkey.user_id == user.id, Passkey.flagged_at.is_(None))
         return list(self.db.scalars(query))
+
+    def _other_working_passkeys(
+        self, user: User, passkey: Passkey, *, locked: bool = True
+    ) -> list[Passkey]:
+        return [p for p in self._working_passkeys(user, locked=locked)
+                if p.credential_id != passkey.credential_id]  # fmt: skip
 
     def password_is_a_way_in(self, user: User) -> bool:
         """Whether ``user``'s password signs them in (with its second step, or into a session
@@ -77,12 +85,7 @@ class MethodRemoval:
         return refusal
 
     def _passkey_refusal(self, user: User, passkey: Passkey) -> Refusal | None:
-        if passkey.flagged_at is not None:
-            return None
-        others = [
-            p for p in self._working_passkeys(user) if p.credential_id != passkey.credential_id
-        ]
-        if others:
+        if passkey.flagged_at is not None or self._other_working_passkeys(user, passkey):
             return None
         if user.is_admin and self.policy.admin_passkey_required:
             return Refusal.ADMIN_PASSKEY
@@ -94,13 +97,11 @@ class MethodRemoval:
         """Whether removing ``passkey`` leaves ``user`` no way in, as a confirmation page says
         it: read without the lock (a page changes nothing), which a refusal's own decision takes.
         An admin may still remove it (a lost device), and then sends a login link."""
-        if passkey.flagged_at is not None:
-            return False
-        others = select(Passkey.credential_id).where(
-            Passkey.user_id == user.id, Passkey.flagged_at.is_(None),
-            Passkey.credential_id != passkey.credential_id,
-        )  # fmt: skip
-        return self.db.scalar(others.limit(1)) is None and not self.password_is_a_way_in(user)
+        return (
+            passkey.flagged_at is None
+            and not self._other_working_passkeys(user, passkey, locked=False)
+            and not self.password_is_a_way_in(user)
+        )
 
     def password_refusal(self, user: User) -> Refusal | None:
         """Going passwordless: only when a working passkey remains."""
