@@ -168,9 +168,6 @@ class ClientService:
         self._audit("client.created", client.client_id, actor, client_kind=client.kind)
         return NewClient(client=client, client_secret=secret)
 
-    def _bump(self, client: Client, expected: int | None = None) -> None:
-        claim_version(self.db, client, expected)
-
     def update(
         self,
         client: Client,
@@ -189,7 +186,7 @@ class ClientService:
                 "a client cannot change between confidential and public: register a new one"
             )
         fields = fields.validated(development=self.development)
-        self._bump(client, expected_version)
+        claim_version(self.db, client, expected_version)
         before = fields_of(client)
         new_secret_value = None
         if fields.auth_method in SECRET_AUTH_METHODS:
@@ -243,7 +240,7 @@ class ClientService:
                 f"the overlap must be between 0 and {MAX_ROTATION_OVERLAP} seconds (30 days)"
             )
         now = now or self.clock.now()
-        self._bump(client)
+        claim_version(self.db, client)
         secret = new_secret(32)
         if overlap and client.secret_hash:
             client.previous_secret_hash = client.secret_hash
@@ -265,7 +262,7 @@ class ClientService:
         if client.disabled_at is not None:
             return
         now = now or self.clock.now()
-        self._bump(client)
+        claim_version(self.db, client)
         client.disabled_at = now
         self.db.execute(
             update(AccessToken)
@@ -278,7 +275,7 @@ class ClientService:
     def enable(self, client: Client, *, actor: Actor | None = None) -> None:
         if client.disabled_at is None:
             return
-        self._bump(client)
+        claim_version(self.db, client)
         client.disabled_at = None
         self._audit("client.enabled", client.client_id, actor)
 
