@@ -144,7 +144,7 @@ def promote_session(
     service = services().sessions
     new = service.promote(restricted, request_context(), clock().now(), credential_id=credential_id)
     if new is None:
-        g.idp_session = None
+        forget_session()
         return None
     g.idp_session = new.session
 
