@@ -217,11 +217,7 @@ def password_set() -> Any:
     except PasswordPolicyError as error:
         return refused_at("new-password", str(error), "password-heading")
     services().notifier.notify(session.user, "password_changed")
-    # A pending email change may be the work of whoever knew the old password, and so may a
-    # sign-in waiting for its second step (docs/security.md, "Sign-in, passkeys and assurance").
-    services().email_changes.end_pending(session.user, clock().now(), PASSWORD_CHANGED)
-    ended = services().partial_logins.end_for(session.user_id, clock().now())
-    offer_to_sign_out_others()
+    ended = _old_password_gone(session, PASSWORD_CHANGED)
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
                  context=request_context(), partial_sign_ins_ended=ended)  # fmt: skip
     db.session.commit()
@@ -249,13 +245,21 @@ def password_remove() -> Any:
                            "that you can still sign in.", "password-heading")  # fmt: skip
     session.user.password_hash = None
     services().notifier.notify(session.user, "method_removed", method="Your password")
-    # As for a password change: a pending email change, or a sign-in waiting for its second
-    # step, may be the work of whoever knew it.
-    services().email_changes.end_pending(session.user, clock().now(), PASSWORD_REMOVED)
-    ended = services().partial_logins.end_for(session.user_id, clock().now())
-    offer_to_sign_out_others()
+    ended = _old_password_gone(session, PASSWORD_REMOVED)
     audit.record(db.session(), "password.removed", subject_id=session.user_id,
                  context=request_context(), partial_sign_ins_ended=ended)  # fmt: skip
     db.session.commit()
     flash("Password removed: you sign in with passkeys now.", "info")
     return redirect(url_for("account.home"))
+
+
+def _old_password_gone(session: BrowserSession, reason: str) -> int:
+    """What follows a password changed or removed: a pending email change may be the work of
+    whoever knew the old password, and so may a sign-in waiting for its second step
+    (docs/security.md, "Sign-in, passkeys and assurance"); both end, and the other sessions are
+    offered an ending. How many sign-ins waiting for their second step ended."""
+    now = clock().now()
+    services().email_changes.end_pending(session.user, now, reason)
+    ended = services().partial_logins.end_for(session.user_id, now)
+    offer_to_sign_out_others()
+    return ended
