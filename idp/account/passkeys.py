@@ -21,13 +21,12 @@ from idp.account.blueprint import (
 )
 from idp.composition import clock, request_context, services
 from idp.extensions import db
-from idp.login.page import FORGET_CREDENTIAL
 from idp.models import BrowserSession, Passkey
 from idp.services.method_removal import Refusal
 from idp.services.passkey_checks import PasskeyError
 from idp.services.passkey_names import UNRECOGNISED, clean_name, describe_authenticator, in_notice
 from idp.web import confirm_page, confirmed
-from idp.web.sessions import browser_binding, clear_session_cookie, current_session, forget_session
+from idp.web.sessions import browser_binding, current_session, signed_out_with_removed_passkey
 
 #: Where a passkey's registration is held, in tests, after its session was accepted and before it
 #: writes anything (idp.checkpoints).
@@ -161,14 +160,11 @@ def passkey_remove(credential_id: str) -> Any:
     services().notifier.notify(user, "method_removed", method=in_notice(passkey.aaguid))
     if this_browser:  # ended: signed out here, told why, and back to sign in another way
         db.session.commit()
-        forget_session()
-        flask_session[FORGET_CREDENTIAL] = passkey.credential_id  # not offered by its autofill
-        flash("Passkey removed. You had signed in with it in this browser, so you are signed "
-              "out here too: sign in with another way.", "info")  # fmt: skip
-        response = redirect(url_for("login.login", login_hint=user.email,
-                                    next=url_for("account.home")))  # fmt: skip
-        clear_session_cookie(response)
-        return response
+        return signed_out_with_removed_passkey(
+            passkey.credential_id, "Passkey removed. You had signed in with it in this browser, "
+            "so you are signed out here too: sign in with another way.",
+            url_for("account.home"), login_hint=user.email,
+        )  # fmt: skip
     offer_to_sign_out_others()
     db.session.commit()
     flash("Passkey removed.", "info")

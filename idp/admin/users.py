@@ -22,7 +22,7 @@ from idp.services.user_admin import (
     UserAdminError,
 )
 from idp.web import confirm_page, confirmed, url_for_secret
-from idp.web.sessions import clear_session_cookie, forget_session
+from idp.web.sessions import signed_out_with_removed_passkey
 
 #: Lifetimes the admin can pick for a link (seconds); the default comes from the settings.
 LINK_LIFETIMES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "24 hours")]
@@ -211,12 +211,10 @@ def user_passkey_revoke(user_id: str) -> Any:
         return response
     # The admin's own passkey, which signed in this console session: ended with it
     # (idp.services.sessions.end_passkey_sessions), so say so and sign in another way.
-    forget_session()
-    flash("You signed in with that passkey here, so you are signed out: sign in again with "
-          "another passkey.", "info")  # fmt: skip
-    response = redirect(url_for("login.login", next=url_for("admin.index")), code=303)
-    clear_session_cookie(response)
-    return response
+    return signed_out_with_removed_passkey(
+        credential_id, "You signed in with that passkey here, so you are signed out: sign in "
+        "again with another passkey.", url_for("admin.index"), code=303,
+    )  # fmt: skip
 
 
 def _confirm_passkey_removal(subject: User, credential_id: str, own: bool) -> Any:

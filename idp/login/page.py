@@ -9,10 +9,7 @@ from flask import session as flask_session
 
 from idp.composition import clock, services
 from idp.services.pending_authorizations import LivePending
-from idp.web.sessions import browser_binding
-
-#: The Flask session's key for a credential the next sign-in page tells the browser to forget.
-FORGET_CREDENTIAL = "forget_credential"
+from idp.web.sessions import FORGET_CREDENTIAL, browser_binding
 
 
 def login_page(

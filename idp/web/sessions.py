@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Flask, after_this_request, g, request
+from flask import Flask, after_this_request, flash, g, redirect, request, url_for
+from flask import session as flask_session
 from flask.ctx import RequestContext
 from flask.sessions import (
     NullSession,
@@ -239,3 +240,27 @@ class LazySessionContext(RequestContext):
             self._session = session
         assert session is not None, "The session has not yet been opened."
         return session
+
+
+#: The Flask session's key for a passkey the next sign-in page tells the browser to forget
+#: (idp.login.page, WebAuthn L3 5.1.10 signalUnknownCredential).
+FORGET_CREDENTIAL = "forget_credential"
+
+
+def signed_out_with_removed_passkey(
+    credential_id: str,
+    message: str,
+    next_path: str,
+    *,
+    login_hint: str | None = None,
+    code: int = 302,
+) -> Response:
+    """The request's session ended with the passkey it removed, the one that signed it in
+    (idp.services.sessions.end_passkey_sessions): forget it, say ``message``, and send the
+    browser to sign in another way, its sign-in page told to stop offering that passkey."""
+    forget_session()
+    flask_session[FORGET_CREDENTIAL] = credential_id  # not offered by the page's autofill
+    flash(message, "info")
+    response = redirect(url_for("login.login", login_hint=login_hint, next=next_path), code=code)
+    clear_session_cookie(response)
+    return response
