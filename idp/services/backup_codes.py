@@ -12,6 +12,7 @@ from idp import checkpoints
 from idp.models import BackupCode, User
 from idp.services.consume import consume_once
 from idp.services.crypto import KeyedHasher
+from idp.services.user_locks import lock_user_row
 
 CODE_COUNT = 10
 # Crockford-style alphabet without look-alikes (no 0/o, 1/i/l, u): 30 symbols -> 4.9 bits each.
@@ -46,33 +47,25 @@ class BackupCodeService:
         self.hasher = hasher
 
     def regenerate(self, user: User, now: datetime) -> list[str]:
-        """A new set of codes; the previous set is void. The user's row is locked first, until
-        the transaction ends (``_lock``): two tabs (or a double submit) getting new codes at once
-        each deleted the codes it saw and added ten, and on PostgreSQL the second's DELETE,
-        which waited for the first's, did not see the first's new codes: twenty stayed live,
-        ten of them perhaps never seen, while each page said the codes before it stopped
-        working. Held, the second deletes the first's (docs/security.md, "Sign-in, passkeys and
+        """A new set of codes; the previous set is void. The user's row is locked first
+        (``lock_user_row``): two tabs (or a double submit) getting new codes at once each
+        deleted the codes it saw and added ten, and on PostgreSQL the second's DELETE, which
+        waited for the first's, did not see the first's new codes: twenty stayed live, ten of
+        them perhaps never seen, while each page said the codes before it stopped working.
+        Held, the second deletes the first's (docs/security.md, "Sign-in, passkeys and
         assurance")."""
-        self._lock(user)
+        lock_user_row(self.db, user)
         return self._replace(user, now)
 
     def first_set(self, user: User, now: datetime) -> list[str]:
         """The account's first codes, when its first passkey or authenticator app arrives; none
-        when it has codes already. The user's row is locked first (``_lock``): two tabs adding
-        a first method at once each found no codes, and the second set voided the first, which
-        its tab had just shown as the codes to keep."""
-        self._lock(user)
+        when it has codes already. The user's row is locked first (``lock_user_row``): two tabs
+        adding a first method at once each found no codes, and the second set voided the first,
+        which its tab had just shown as the codes to keep."""
+        lock_user_row(self.db, user)
         missing = not self.has_codes(user)
         checkpoints.reached(FIRST_SET_CHECKPOINT)
         return self._replace(user, now) if missing else []
-
-    def _lock(self, user: User) -> None:
-        """Lock the user's row until the transaction ends (PostgreSQL's row lock; SQLite's write
-        lock, taken by ``SELECT ... FOR UPDATE``, idp.database), as for removing a method
-        (idp.services.method_removal): changes of the user's codes are decided one after the
-        other."""
-        self.db.flush()  # a refresh drops what is not flushed
-        self.db.refresh(user, with_for_update=True)
 
     def _replace(self, user: User, now: datetime) -> list[str]:
         self.db.execute(delete(BackupCode).where(BackupCode.user_id == user.id))

@@ -24,6 +24,7 @@ from idp import checkpoints
 from idp.models import Passkey, User
 from idp.services.sessions import end_passkey_sessions
 from idp.services.sign_in_policy import SignInPolicy
+from idp.services.user_locks import lock_user_row
 
 #: Where a removal has decided, before it acts (tests hold parallel removals here).
 CHECKPOINT = "method_removal.decided"
@@ -58,7 +59,7 @@ class MethodRemoval:
         first committed, on the user as it stands then (the password too: ``refresh``). A page
         that only says what a removal would do reads without it (it changes nothing)."""
         if locked:
-            self.db.refresh(user, with_for_update=True)
+            lock_user_row(self.db, user)
         query = select(Passkey).where(Passkey.user_id == user.id, Passkey.flagged_at.is_(None))
         return list(self.db.scalars(query))
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import checkpoints
 from idp.models import TotpCredential, User
+from idp.services.user_locks import lock_user_row
 from idp.session_statements import statements_of
 
 STEP_SECONDS = 30
@@ -135,8 +136,7 @@ class TotpService:
         step = None if secret is None else _matching_step(secret, code, now)
         if secret is None or step is None:
             return False
-        self.db.flush()  # a refresh drops what is not flushed
-        self.db.refresh(user, with_for_update=True)
+        lock_user_row(self.db, user)
         credential = self.get(user)
         checkpoints.reached(CONFIRM_CHECKPOINT)
         if credential is not None and credential.confirmed_at is not None and not replace:
