@@ -283,6 +283,14 @@ def _console(audit: Audit, email: str) -> None:
     with _live_database(idp) as flask_app:
         change(flask_app, insert(OutboxMessage).values([failed, failed]))
     audit.open(client_path, "Team wiki", "admin-client-logout-failures")
+    # The reason is read whole: on a phone each failure is a block as wide as the table, not a
+    # column a few letters wide beside three others.
+    if audit.device == "phone":
+        reason = page.locator("#logout-failures td[data-label=Reason]").first.bounding_box()
+        table = page.locator("#logout-failures").bounding_box()
+        assert reason
+        assert table
+        assert reason["width"] > 0.6 * table["width"], (reason, table)
 
     audit.open("/admin/groups", "Groups", "admin-groups")
     page.fill("#group-name", f"staff-{audit.device}")

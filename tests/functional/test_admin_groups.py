@@ -6,6 +6,7 @@ with a passkey."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -142,7 +143,7 @@ def test_client_access_page_sets_groups_and_claim_maps_and_preview_shows_them(
     preview = admin.browser.get(
         f"/admin/clients/{registered.client_id}/claims", query_string={"email": ada.email}
     ).text
-    shown = preview.split('<pre id="claims-preview" tabindex="0"><code>')[1].split("</code>")[0]
+    shown = re.search(r'<pre id="claims-preview"[^>]*><code>(.*?)</code>', preview, re.S)[1]
     claims = json.loads(shown.replace("&#34;", '"').replace("&quot;", '"'))
     assert claims["groups"] == ["admins", "staff"]
     assert claims["roles"] == ["admin", "viewer"]
