@@ -67,10 +67,15 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
     @hooked
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         authorization: DeviceAuthorization = self.request.authorization_code
+        client = self.request.client
         token = self.generate_token(
             user=self.request.user,
-            scope=authorization.scope,
-            include_refresh_token=self.request.client.check_grant_type("refresh_token"),
+            # RFC 6749 3.3, as a code's exchange narrows (AuthorizationCodeGrant): the poll is
+            # where the tokens are issued, so a scope an admin took from the client after the
+            # user approved is not granted (the token response, the ID token's claims, which
+            # follow the token's scope, and the refresh token's scope).
+            scope=client.get_allowed_scope(authorization.scope),
+            include_refresh_token=client.check_grant_type("refresh_token"),
         )
         self.save_token(token)
         audit.record(

@@ -564,3 +564,29 @@ def test_a_scope_taken_from_the_client_while_a_device_request_waits_is_not_grant
     assert tokens["scope"] == "openid offline_access"
     assert jwt_parts(tokens["access_token"])[1]["scope"] == "openid offline_access"
     assert "groups" not in jwt_parts(tokens["id_token"])[1]
+
+
+def test_a_scope_taken_from_the_client_after_the_approval_is_not_granted_by_the_poll(
+    app: Flask, phone: FlaskClient, user: CreatedUser
+) -> None:
+    """RFC 6749 3.3, as a code's exchange is: the device's poll is where its tokens are issued,
+    so a scope an admin took from the client between the user's approval and the device's next
+    poll is not granted. The approval kept ``groups``; the poll issued it (the token response,
+    the access token, the ID token's ``groups`` claim and the refresh token's grant)."""
+    _make_group(app, "staff", user.email)
+    device = device_for(app, scopes=GROUP_SCOPES)
+    codes = device.codes("openid groups offline_access")
+    answer(phone, codes["user_code"])
+    allow_only(app, device.registered.client_id, ["openid", "profile", "offline_access"])
+    response = device.poll(codes["device_code"])
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert tokens["scope"] == "openid offline_access"
+    assert jwt_parts(tokens["access_token"])[1]["scope"] == "openid offline_access"
+    assert "groups" not in jwt_parts(tokens["id_token"])[1]
+    data, headers = device._auth(
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+    refreshed = device.http.post("/token", data=data, headers=headers)
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.get_json()["scope"] == "openid offline_access"
