@@ -365,9 +365,18 @@ def consent() -> Any:
         # a sign-in method: it never speaks for the user to a client (as in
         # ``interaction.needs_login``), so it neither sees nor grants consent. Sign in fully.
         return redirect(url_for("login.login", request=pending.id))
+    client = query_client(pending.client_id)
+    if client is None or (
+        client.restricted_to_groups and not allowed_to_use(db.session(), session.user_id, client)
+    ):
+        # OIDC Core 3.1.2.4: consent is asked for, and given to, a client idp serves and the user
+        # may use. One disabled since the request was stored, or limited to groups the user is
+        # not (or no longer) in, is neither shown nor consented to: the request answers as
+        # ``_proceed`` does (the error page, or the refusal before any consent).
+        return redirect(url_for("oidc.authorize_continue", pending_id=pending.id))
     auth_request = AuthorizationRequest.from_params(pending.params)
     try:  # as in ``_proceed``: the registration as it stands, for the page and the answer
-        auth_request = check_stored_request(auth_request, pending.client)
+        auth_request = check_stored_request(auth_request, client)
     except AuthorizationError as unregistered:
         return _error_response(unregistered)
     if request.method == "POST":

@@ -13,12 +13,12 @@ from sqlalchemy import update
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
-from idp.models import BrowserSession, User
+from idp.models import AuditEvent, BrowserSession, Client, Consent, User
 from idp.models.base import utcnow
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
-from tests.support.factories import CreatedUser, create_client, create_user
+from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import (
     RelyingParty,
     csrf_token,
@@ -364,6 +364,68 @@ def test_consent_post_needs_csrf_token(third_party: RelyingParty, user: CreatedU
     location = third_party.authorize().headers["Location"]
     form = {"request": query_of(location)["request"], "decision": "allow"}
     assert third_party.browser.post("/consent", data=form).status_code == 400
+
+
+def _open_consent_page(rp: RelyingParty, user: CreatedUser) -> tuple[str, dict[str, str]]:
+    """The consent page's address and the form its Allow button posts."""
+    start_session(rp.browser, user)
+    location = rp.authorize().headers["Location"]
+    page = rp.browser.get(location)
+    assert page.status_code == 200, page.text
+    assert 'value="allow"' in page.text
+    form = {"csrf_token": csrf_token(page.text), "request": query_of(location)["request"],
+            "decision": "allow"}  # fmt: skip
+    return location, form
+
+
+def _no_consent_was_remembered(app: Flask) -> None:
+    assert rows(app, Consent) == []
+    assert rows(app, AuditEvent, AuditEvent.kind == "consent.granted") == []
+
+
+def test_a_client_disabled_while_its_consent_page_is_open_is_neither_shown_nor_consented_to(
+    app: Flask, third_party: RelyingParty, user: CreatedUser
+) -> None:
+    """OIDC Core 3.1.2.4: consent is asked for, and given to, a client idp still serves. One an
+    admin disabled while the page was open (its authorization and tokens are refused) is not
+    shown again, and an Allow posted from the page shown before remembers nothing: the consent
+    page showed it and stored a consent for it (device flow: its review page refuses the same)."""
+    location, form = _open_consent_page(third_party, user)
+    change(app, update(Client).where(Client.client_id == third_party.registered.client_id)
+           .values(disabled_at=utcnow()))  # fmt: skip
+    allowed = third_party.browser.post("/consent", data=form)
+    shown = third_party.browser.get(location)
+    for response in (allowed, shown):
+        followed = third_party.browser.get(response.headers["Location"]) if (
+            response.status_code == 302) else response  # fmt: skip
+        assert followed.status_code == 400, followed.text
+        assert 'value="allow"' not in followed.text
+    _no_consent_was_remembered(app)
+
+
+def test_a_user_left_out_of_the_clients_groups_is_not_asked_for_consent(
+    app: Flask, third_party: RelyingParty, user: CreatedUser
+) -> None:
+    """docs/admins.md, "Per-app access": a client limited to groups refuses a user outside them
+    before any consent, so that no one shares anything with an app that will refuse them. The
+    consent page, opened directly or left open while an admin took the user out, asked all the
+    same and stored the consent; it now answers as the request does: the refusal, nothing
+    remembered."""
+    location, form = _open_consent_page(third_party, user)
+    with app.app_context():
+        groups = GroupService(db.session())
+        groups.create("staff")
+        groups.set_allowed_groups(
+            db.session.get_one(Client, third_party.registered.client_id), ["staff"]
+        )
+        db.session.commit()
+    allowed = third_party.browser.post("/consent", data=form)
+    assert allowed.status_code == 302, allowed.text
+    refused = third_party.browser.get(allowed.headers["Location"])
+    assert refused.status_code == 403, refused.text
+    assert "staff" in refused.text
+    _no_consent_was_remembered(app)
+    assert third_party.browser.get(location).status_code in (302, 400)
 
 
 # -- acr_values: step-up --------------------------------------------------------------------------
