@@ -32,6 +32,7 @@ from idp.services.client_fields import (
     on_loopback,
 )
 from idp.services.crypto import KeyedHasher, new_secret
+from idp.services.group_access import lock_access_changes
 
 
 class StaleClientError(Exception):
@@ -51,11 +52,13 @@ def claim_version(db: Session, client: Client, expected: int | None = None) -> N
     of the client takes one: its settings here, its allowed groups and claim maps
     (idp.services.groups), so the version (the API's ETag, the console forms' hidden field)
     covers all of it. The row stays locked until the transaction ends (PostgreSQL's row lock,
-    SQLite's write lock), so nothing else changes it in between."""
+    SQLite's write lock), so nothing else changes it in between. The lock of access changes
+    comes first (``lock_access_changes``), always in that order."""
     where = [Client.client_id == client.client_id]
     if expected is not None:
         checkpoints.reached(CLAIMING_CHECKPOINT)
         where.append(Client.version == expected)
+    lock_access_changes(db)
     version = db.scalar(
         update(Client)
         .where(*where)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session, scoped_session
 
 from idp.models import (
@@ -102,6 +102,27 @@ def wants_group_claims(scopes: Iterable[str]) -> bool:
 
 #: Why a grant was revoked when its user lost access to its client.
 GROUP_ACCESS_REVOKED = "group_access_removed"
+
+#: The key of PostgreSQL's transaction-level advisory lock that ``lock_access_changes`` takes.
+ACCESS_CHANGES_LOCK = 0x1D9_ACCE55
+
+
+def lock_access_changes(db: Session) -> None:
+    """Changes of who may use which client are made one after the other, until this transaction
+    ends: a membership removed, a group deleted, a client's allowed groups or any other setting
+    changed (``idp.services.clients.claim_version`` takes it first, before the client's row, so
+    that every change takes the two locks in the same order).
+
+    ``revoke_grants_without_access`` asks whether the user is still in one of the client's
+    allowed groups. Under PostgreSQL's READ COMMITTED, two changes at once (a user taken out of
+    each of a client's two allowed groups by two admins, a group deleted while the user leaves
+    the other, the allowed groups narrowed to the one the user is leaving) each saw the other's
+    rows as they were before it: each found the user still allowed, neither revoked, and a user
+    in no allowed group kept a live grant. Taken before either reads, the second waits for the
+    first to commit, and its statements see it. SQLite's writers already go one at a time
+    (idp.sqlite_writers): nothing to take there."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(select(func.pg_advisory_xact_lock(ACCESS_CHANGES_LOCK)))
 
 
 def revoke_grants_without_access(

@@ -26,7 +26,7 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.clients import claim_version
 from idp.services.email_addresses import normalise_email
-from idp.services.group_access import revoke_grants_without_access
+from idp.services.group_access import lock_access_changes, revoke_grants_without_access
 from idp.services.group_fields import (
     MAX_CLAIM_VALUE,
     MAX_DESCRIPTION,
@@ -221,6 +221,7 @@ class GroupService:
         """Delete a group. Refused (``GroupInUseError``) when it is some client's only allowed
         group unless ``confirmed``: such a client then admits no one (never everyone). Returns
         how many grants lost their access."""
+        lock_access_changes(self.db)  # before anything is read: the changes one at a time
         sole = [c for c in self.clients_of(group) if len(self.allowed_groups(c.client_id)) == 1]
         if sole and not confirmed:
             raise GroupInUseError(group.name, sole)
@@ -289,6 +290,7 @@ class GroupService:
         """Remove users; returns those who were members. Their grants to clients they may no
         longer use are revoked now (access follows membership)."""
         now = now or self.clock.now()
+        lock_access_changes(self.db)  # whether another allowed group remains: one at a time
         removed: list[User] = []
         for user in users:
             result = self.db.execute(
@@ -314,6 +316,7 @@ class GroupService:
     ) -> int:
         """``None`` (or empty): everyone may use the client. Otherwise only members of the named
         groups; the grants of users outside them are revoked now. Returns how many."""
+        lock_access_changes(self.db)  # before anything is read: the changes one at a time
         groups = [self.require(n) for n in dict.fromkeys(n.strip() for n in names or ())]
         before = [g.name for g in self.allowed_groups(client.client_id)]
         after = sorted(g.name for g in groups)
