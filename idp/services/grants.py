@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.models import (
     AccessToken,
     AuthorizationCode,
@@ -56,6 +58,10 @@ def _grant_values(
             "sid": session.sid, "auth_time": session.auth_time, "amr": list(session.amr),
             "acr": session.acr}  # fmt: skip
 
+
+#: Where a consent is held, in tests, once it read (and locked) what the user agreed to before
+#: (idp.checkpoints).
+CONSENT_CHECKPOINT = "grants.remember_consent"
 
 CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
@@ -182,15 +188,29 @@ class GrantService:
         self, user_id: str, client_id: str, scopes: list[str], now: datetime
     ) -> None:
         """What the user agreed to share with a third-party client (OIDC Core 3.1.2.4), added to
-        what they agreed to before."""
-        row = self.db.scalar(
-            select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+        what they agreed to before.
+
+        Two consents at once (two tabs, a double click on Allow) each read that there was none
+        and inserted one: the second broke the unique (user, client) row, a 500. The row is made
+        first, unless it exists (``INSERT ... ON CONFLICT DO NOTHING``: a parallel one waits for
+        the other's commit, then does nothing), then read locked (``FOR UPDATE``; SQLite's write
+        lock), so each consent adds its scopes to what the other stored, none lost."""
+        dialect = self.db.get_bind().dialect.name
+        insert_new: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.db.execute(
+            insert_new(Consent)
+            .values(user_id=user_id, client_id=client_id, scopes=[], granted_at=now)
+            .on_conflict_do_nothing(index_elements=[Consent.user_id, Consent.client_id])
         )
-        if row is None:
-            self.db.add(Consent(user_id=user_id, client_id=client_id, scopes=scopes))
-        else:
-            row.scopes = sorted(set(row.scopes) | set(scopes))
-            row.granted_at = now
+        row = self.db.scalars(
+            select(Consent)
+            .where(Consent.user_id == user_id, Consent.client_id == client_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+        checkpoints.reached(CONSENT_CHECKPOINT)
+        row.scopes = sorted(set(row.scopes) | set(scopes))
+        row.granted_at = now
 
     def redeem_code(self, code: str, client_id: str, now: datetime) -> SpentCode | None:
         """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code

@@ -1,0 +1,82 @@
+"""Consents given at once (docs/security.md, "OAuth and OpenID Connect endpoints"): real parallel
+requests on SQLite and PostgreSQL, the first held where its consent read what the user agreed to
+before (idp.services.grants.CONSENT_CHECKPOINT) while the second reads it too or waits for the
+first's lock. Never a sleep: the test waits for arrivals and locks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from idp.models import AuditEvent, Consent
+from idp.services.grants import CONSENT_CHECKPOINT
+from tests.support.checkpoints import Checkpoints, in_thread
+from tests.support.factories import create_client, create_user, rows
+from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
+from tests.support.writers import waits_for_a_lock
+
+WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+
+
+def _consent_form(rp: RelyingParty, scope: str) -> dict[str, str]:
+    location = rp.authorize(scope=scope).headers["Location"]
+    page = rp.browser.get(location)
+    assert page.status_code == 200, page.text
+    return {"csrf_token": csrf_token(page.text), "request": query_of(location)["request"],
+            "decision": "allow"}  # fmt: skip
+
+
+def _allow(browser: FlaskClient, form: dict[str, str]) -> Any:
+    return lambda: browser.post("/consent", data=form)
+
+
+def test_two_tabs_allowing_one_app_at_once_both_go_on_and_both_consents_are_kept(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """OIDC Core 3.1.2.4: a user allows a third-party app in two tabs at once, its first consent
+    (one for its name, one for the email address). Each read that there was no consent yet and
+    inserted one: the second broke the unique (user, client) row and its tab got a 500 (a double
+    click on Allow did the same). Each consent now waits for the other's, and the row holds both
+    scope sets: each tab goes on to its code, and neither is asked again."""
+    user = create_user(storage_app)
+    registered = create_client(storage_app, first_party=False, name="Third Party")
+    tabs = [RelyingParty(storage_app.test_client(), registered) for _ in range(2)]
+    for tab in tabs:
+        start_session(tab.browser, user)
+    forms = [_consent_form(tabs[0], "openid profile"), _consent_form(tabs[1], "openid email")]
+
+    outcome: dict[str, Any] = {}
+    deadline = time.monotonic() + WAIT_LIMIT
+    with checkpoints.holding(CONSENT_CHECKPOINT):
+        one = in_thread(outcome, "first", _allow(tabs[0].browser, forms[0]))
+        while checkpoints.arrivals(CONSENT_CHECKPOINT) < 1:
+            assert one.is_alive(), outcome
+            assert time.monotonic() < deadline, "the first consent never read"
+            time.sleep(0.01)
+        two = in_thread(outcome, "second", _allow(tabs[1].browser, forms[1]))
+        while checkpoints.arrivals(CONSENT_CHECKPOINT) < 2 and not waits_for_a_lock(
+            storage_app, two
+        ):
+            assert two.is_alive(), outcome
+            assert time.monotonic() < deadline, "the second consent neither read nor waited"
+            time.sleep(0.01)
+    for thread in (one, two):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "first error" not in outcome, outcome
+    assert "second error" not in outcome, outcome
+
+    answers = [outcome["first"], outcome["second"]]
+    assert [a.status_code for a in answers] == [302, 302], [a.text[:200] for a in answers]
+    for tab, answer in zip(tabs, answers, strict=True):
+        assert "code" in tab.follow_to_callback(answer)
+    [consent] = rows(storage_app, Consent)
+    assert sorted(consent.scopes) == ["email", "openid", "profile"]
+    assert len(rows(storage_app, AuditEvent, AuditEvent.kind == "consent.granted")) == 2
+    for tab in tabs:  # remembered: neither scope set asks again
+        for scope in ("openid profile", "openid email"):
+            again = tab.authorize(scope=scope, prompt="none")
+            assert "code" in query_of(again.headers["Location"]), again.headers["Location"]
