@@ -14,6 +14,7 @@ session at idp ended (docs/integrating.md, "Back-channel logout").
 from __future__ import annotations
 
 import http.client
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -68,14 +69,52 @@ def announce(db: Session, sid: str, user_id: str, now: datetime) -> int:
         )
     )
     for client_id in client_ids:
-        db.add(
-            OutboxMessage(
-                user_id=user_id, recipient=client_id, kind=KIND, channel=CHANNEL, subject="",
-                body="", details={"sid": sid, "sub": user_id}, created_at=now, attempts=0,
-                next_attempt_at=now,
-            )
-        )  # fmt: skip
+        _queue(db, client_id, sid, user_id, now)
     return len(client_ids)
+
+
+def announce_access_ended(
+    db: Session, revoked: Iterable[tuple[str, str | None, str]], now: datetime
+) -> int:
+    """Queue a logout token to each client whose grants were just revoked while their sessions
+    may stand (the user disconnected the app, or left the groups that open it): ``revoked`` holds
+    each grant's ``(client_id, sid, user_id)``. One token per client and session the client
+    received tokens in (the ``sid`` of its ID tokens), to clients with a back-channel logout
+    URI; returns how many were queued.
+
+    The client's own session of the user rests on an ID token of that ``sid``: without a token
+    it lives on at the relying party for as long as it keeps sessions, though the user, or an
+    admin, has just ended its access (Back-Channel Logout 1.0 2.7: the relying party ends the
+    sessions the token names). The session at idp, and every other client's, goes on."""
+    wanted = sorted({(c, sid, u) for c, sid, u in revoked if sid is not None})
+    if not wanted:
+        return 0
+    listening = set(
+        db.scalars(
+            select(Client.client_id).where(
+                Client.client_id.in_({c for c, _, _ in wanted}),
+                Client.backchannel_logout_uri.is_not(None),
+            )
+        )
+    )
+    queued = 0
+    for client_id, sid, user_id in wanted:
+        if client_id in listening:
+            _queue(db, client_id, sid, user_id, now)
+            queued += 1
+    return queued
+
+
+def _queue(db: Session, client_id: str, sid: str, user_id: str, now: datetime) -> None:
+    """One outbox row: a logout token for ``client_id`` naming ``sid`` and ``user_id``, signed
+    and sent at delivery (``BackchannelSender``)."""
+    db.add(
+        OutboxMessage(
+            user_id=user_id, recipient=client_id, kind=KIND, channel=CHANNEL, subject="",
+            body="", details={"sid": sid, "sub": user_id}, created_at=now, attempts=0,
+            next_attempt_at=now,
+        )
+    )  # fmt: skip
 
 
 def logout_token_claims(

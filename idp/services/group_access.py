@@ -19,6 +19,7 @@ from idp.models import (
     Group,
     GroupMember,
 )
+from idp.services import backchannel_logout
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ def revoke_grants_without_access(
     user_ids: Sequence[str] | None = None,
 ) -> int:
     """Revoke live grants whose user may no longer use their client (restricted, and the user in
-    none of its allowed groups). One UPDATE; returns how many grants it revoked."""
+    none of its allowed groups), and tell each client for the sessions it received tokens in
+    (``backchannel_logout.announce_access_ended``: its own session of the user ends too). One
+    UPDATE; returns how many grants it revoked."""
     allowed = exists().where(
         GroupMember.user_id == Grant.user_id,
         ClientAllowedGroup.group_id == GroupMember.group_id,
@@ -147,9 +150,10 @@ def revoke_grants_without_access(
         statement = statement.where(Grant.client_id.in_(list(client_ids)))
     if user_ids is not None:
         statement = statement.where(Grant.user_id.in_(list(user_ids)))
-    result = db.execute(
-        statement.values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED).execution_options(
-            synchronize_session=False
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    revoked = db.execute(
+        statement.values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED)
+        .returning(Grant.client_id, Grant.sid, Grant.user_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    backchannel_logout.announce_access_ended(db, [(c, sid, u) for c, sid, u in revoked], now)
+    return len(revoked)

@@ -20,6 +20,7 @@ from idp.models import (
     TotpCredential,
     User,
 )
+from idp.services import backchannel_logout
 from idp.services.assurance import (
     ACR_LEVELS,
     ACR_MFA,
@@ -242,11 +243,14 @@ def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> Di
         update(Grant)
         .where(Grant.user_id == user.id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="disconnected_by_user")
+        .returning(Grant.client_id, Grant.sid, Grant.user_id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    # The app's own sessions of the user end too: it is told, for each session it received
+    # tokens in (Back-Channel Logout 1.0 2.7), as when the session at idp ends.
+    backchannel_logout.announce_access_ended(db, [(c, sid, u) for c, sid, u in revoked], now)
     return Disconnected(
-        consent_removed=bool(getattr(removed, "rowcount", 0)),
-        grants_revoked=int(getattr(revoked, "rowcount", 0) or 0),
+        consent_removed=bool(getattr(removed, "rowcount", 0)), grants_revoked=len(revoked)
     )
 
 

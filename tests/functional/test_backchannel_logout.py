@@ -469,3 +469,30 @@ def test_the_same_user_signing_in_again_continues_the_session_at_idp(
     assert {verified(app, t, one)["sid"] for t in receiver.tokens("/one")} == {sid_of(tokens)}
     assert rp.userinfo(tokens["access_token"]).status_code == 401
     assert rp.userinfo(again["access_token"]).status_code == 401
+
+
+def test_disconnecting_an_app_tells_it_for_each_session_it_received_tokens_in(
+    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    """Disconnect (the account page's Connected apps, or an admin on the user's page) ends the
+    app's grants; the app's own session of the user, which rests on an ID token of that ``sid``,
+    lived on at the relying party though the user had just taken its access away. The app is
+    told now, once per session it received tokens in (Back-Channel Logout 1.0 2.7), here the
+    browser's and a phone's offline grant; another app of the same session is not, and the
+    session at idp goes on."""
+    one = create_client(app, backchannel_logout_uri=receiver.url("/one"))
+    two = create_client(app, backchannel_logout_uri=receiver.url("/two"))
+    here = RelyingParty(client, one).tokens_for(user, scope="openid profile")
+    RelyingParty(client, two).tokens_for(user, scope="openid profile")
+    phone = RelyingParty(app.test_client(), one).tokens_for(user, scope="openid offline_access")
+    page = client.get("/account/apps")
+    form = {"csrf_token": csrf_token(page.text), "confirm": "yes"}
+    response = client.post(f"/account/apps/{one.client_id}/revoke", data=form)
+    assert response.status_code == 302, response.text
+    drain(app)
+    told = [verified(app, token, one) for token in receiver.tokens("/one")]
+    announced = {(claims["sid"], claims["sub"]) for claims in told}
+    assert announced == {(sid_of(here), user.id), (sid_of(phone), user.id)}
+    assert len(receiver.tokens("/one")) == 2
+    assert receiver.tokens("/two") == []
+    assert client.get("/account").status_code == 200  # still signed in at idp

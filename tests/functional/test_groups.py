@@ -18,8 +18,10 @@ from idp.extensions import db
 from idp.models import AuditEvent, AuthorizationCode, Client, Grant
 from idp.services.group_access import group_claims
 from idp.services.groups import ClaimMapEntry, GroupError, GroupInUseError, GroupService
+from idp.web.background import drain_outbox
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, jwt_parts, query_of, start_session
+from tests.support.logout_receiver import logout_receiver, verify_logout_token
 
 GROUP_SCOPES = ["openid", "profile", "email", "offline_access", "groups", "roles"]
 
@@ -287,6 +289,35 @@ def test_leaving_the_last_allowed_group_revokes_refresh_and_access_tokens(
     # In the order written (the autoincrement id: rows() asks for no order, and PostgreSQL may
     # return them in any).
     assert [e.details["revoked_grants"] for e in sorted(removed, key=lambda e: e.id)] == [0, 1]
+
+
+def test_losing_access_tells_the_client_for_each_session_it_received_tokens_in(
+    storage_app: Flask, member: CreatedUser
+) -> None:
+    """Access follows membership to the relying party too: the user's grants end when they leave
+    the client's last allowed group, but the client's own session of them, resting on an ID token
+    of that ``sid``, lived on at the relying party. The client is told (Back-Channel Logout 1.0
+    2.7), once per session it received tokens in; an unrestricted client of the same session is
+    not, and leaving a group that still leaves access tells no one."""
+    with logout_receiver() as receiver:
+        registered = create_client(storage_app, scopes=GROUP_SCOPES,
+                                   backchannel_logout_uri=receiver.url("/restricted"))  # fmt: skip
+        other = create_client(storage_app, backchannel_logout_uri=receiver.url("/other"))
+        _make_group(storage_app, "staff", member.email)
+        _make_group(storage_app, "admins", member.email)
+        _restrict(storage_app, registered.client_id, "staff", "admins")
+        browser = storage_app.test_client()
+        tokens = RelyingParty(browser, registered).tokens_for(member)
+        RelyingParty(browser, other).tokens_for(member)
+        _remove(storage_app, "staff", member.email)  # still in admins
+        _remove(storage_app, "admins", member.email)
+        drain_outbox(storage_app)
+        [token] = receiver.tokens("/restricted")
+        assert receiver.tokens("/other") == []
+    jwks = storage_app.test_client().get("/jwks").get_json()
+    claims = verify_logout_token(token, jwks, issuer="http://localhost",
+                                 client_id=registered.client_id, alg="RS256")  # fmt: skip
+    assert (claims["sid"], claims["sub"]) == (jwt_parts(tokens["id_token"])[1]["sid"], member.id)
 
 
 def test_leaving_a_group_keeps_grants_to_unrestricted_clients(
