@@ -16,6 +16,7 @@ from sqlalchemy import event, select, update
 
 from idp.extensions import db
 from idp.models import AuditEvent, AuthorizationCode, Client, Grant
+from idp.services.client_fields import ClientRegistrationError
 from idp.services.group_access import group_claims
 from idp.services.groups import ClaimMapEntry, GroupError, GroupInUseError, GroupService
 from idp.web.background import drain_outbox
@@ -165,6 +166,23 @@ def test_claim_map_naming_a_reserved_claim_is_refused_and_changes_nothing(
     with storage_app.app_context():
         maps = GroupService(db.session()).claim_maps(group_rp.registered.client_id)
         assert [str(m) for m in maps] == ["roles:admins=admin"]
+
+
+@pytest.mark.parametrize("name", ["phone", "events", "sub_jwk"])
+def test_a_name_oidc_or_a_security_event_token_defines_is_no_mapped_claim_nor_its_scope(
+    storage_app: Flask, group_rp: RelyingParty, name: str
+) -> None:
+    """``phone`` is the scope OIDC Core 5.4 defines for ``phone_number`` and
+    ``phone_number_verified``: taken as a mapped claim's scope, a relying party asking for it got
+    group values under ``phone`` instead, and the consent page told the user the app would "see
+    your phone". ``sub_jwk`` is an ID token's claim (OIDC Core 7.4), ``events`` the claim that
+    makes a JWT a logout token (Back-Channel Logout 1.0 2.4, RFC 8417 2.2). Neither a claim map
+    nor a client's allowed scopes may take them."""
+    _make_group(storage_app, "admins")
+    with pytest.raises(GroupError, match="registered JWT or OpenID Connect claim"):
+        _claim_maps(storage_app, group_rp.registered.client_id, f"{name}:admins=x")
+    with pytest.raises(ClientRegistrationError, match="unknown scope"):
+        create_client(storage_app, scopes=["openid", name])
 
 
 def test_claim_map_naming_an_unknown_group_is_refused(
