@@ -124,9 +124,13 @@ def _proceed(
     pending: PendingAuthorization | LivePending | None,
     *,
     url_only: bool = False,
+    consent_withdrawn: bool = False,
 ) -> Any:
     """The next step of the request: a response, or with ``url_only`` the address a redirect
-    would send the browser to (None, before anything is changed, when the answer is a page)."""
+    would send the browser to (None, before anything is changed, when the answer is a page).
+    ``consent_withdrawn``: the consent this request read was gone when its code was to be
+    issued (the app disconnected meanwhile): one given on this request's consent page counts
+    no more either."""
     client = query_client(auth_request.client_id)
     if client is None:
         if url_only:
@@ -147,7 +151,8 @@ def _proceed(
         consented = _pending_requests().consented_scopes(session.user_id, client.client_id)
     state = InteractionState(
         started_at=pending.created_at if pending else None,
-        consent_given=bool(pending and session and pending.consented_by == session.user_id),
+        consent_given=bool(pending and session and pending.consented_by == session.user_id)
+        and not consent_withdrawn,
     )
     now = clock().now()
     if (
@@ -226,6 +231,12 @@ def _proceed(
         # (Back-Channel Logout 1.0 2.7); the request goes on as one without a session.
         forget_session()
         return _proceed(auth_request, pending, url_only=url_only)
+    if not client.first_party and not _pending_requests().consent_stands(
+        session.user_id, client.client_id, auth_request.scope
+    ):
+        # Disconnected since it was read (OIDC Core 3.1.2.4): no code from a consent that no
+        # longer exists, nor a grant the Disconnect never saw; the request asks again.
+        return _proceed(auth_request, pending, url_only=url_only, consent_withdrawn=True)
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not _pending_requests().spend(pending, now):
         if url_only:

@@ -115,6 +115,20 @@ class PendingAuthorizations:
         for that user only (``interaction.InteractionState.consent_given``)."""
         pending.consented_by = user_id
 
+    def consent_stands(self, user_id: str, client_id: str, scope: str) -> bool:
+        """Whether the user's consent to ``client_id`` still covers ``scope``, its row locked
+        until this transaction ends (``SELECT ... FOR SHARE``; SQLite's write lock): asked before
+        a third-party client's grant is opened, as ``session_stands`` is for the session. A
+        Disconnect (idp.services.portal.disconnect_app) deletes the consent, then revokes the
+        client's grants: one that came first leaves no consent here, one that comes second waits
+        for this grant's commit and then revokes it, so no grant outlives the Disconnect."""
+        scopes = self.db.scalar(
+            select(Consent.scopes)
+            .where(Consent.user_id == user_id, Consent.client_id == client_id)
+            .with_for_update(read=True)
+        )
+        return scopes is not None and set(scope.split()) <= set(scopes)
+
     def consented_scopes(self, user_id: str, client_id: str) -> set[str] | None:
         """The scopes the user agreed to share with the client before (None: never asked)."""
         consent = self.db.scalar(

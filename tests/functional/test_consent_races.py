@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.models import AuditEvent, Consent
+from idp.models import AuditEvent, Consent, Grant
+from idp.oidc.views import ISSUE_CODE_CHECKPOINT
 from idp.services.grants import CONSENT_CHECKPOINT
-from tests.support.checkpoints import Checkpoints, in_thread
+from tests.support.checkpoints import Checkpoints, answered_while_held, in_thread
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
 from tests.support.writers import waits_for_a_lock
@@ -80,3 +82,42 @@ def test_two_tabs_allowing_one_app_at_once_both_go_on_and_both_consents_are_kept
         for scope in ("openid profile", "openid email"):
             again = tab.authorize(scope=scope, prompt="none")
             assert "code" in query_of(again.headers["Location"]), again.headers["Location"]
+
+
+@pytest.mark.parametrize("prompt", ["none", None])
+def test_an_app_disconnected_while_a_code_is_on_its_way_gets_none(
+    storage_app: Flask, checkpoints: Checkpoints, prompt: str | None
+) -> None:
+    """A third-party app's silent sign-in (``prompt=none``, a single-page app renewing its
+    tokens) read the user's consent; the user then disconnected the app on another tab (its
+    consent deleted, its grants revoked); then the code's grant was opened: the app got a code,
+    and tokens, from a consent that no longer existed, and its new grant was one the Disconnect
+    never saw. The code now finds the consent still there, locked until its grant is committed,
+    or asks again: ``consent_required`` without a page, the consent page with one (OIDC Core
+    3.1.2.4, 3.1.2.6)."""
+    user = create_user(storage_app)
+    registered = create_client(storage_app, first_party=False, name="Third Party")
+    rp = RelyingParty(storage_app.test_client(), registered)
+    start_session(rp.browser, user)
+    consent = _consent_form(rp, "openid profile")
+    assert "code" in rp.follow_to_callback(rp.browser.post("/consent", data=consent))
+    other_tab = storage_app.test_client()
+    start_session(other_tab, user)
+    form = {"csrf_token": csrf_token(other_tab.get("/account/apps").text), "confirm": "yes"}
+
+    def disconnect() -> None:
+        answer = other_tab.post(f"/account/apps/{registered.client_id}/revoke", data=form)
+        assert answer.status_code == 302, answer.text
+
+    answer = answered_while_held(
+        checkpoints, ISSUE_CODE_CHECKPOINT,
+        lambda: rp.authorize(scope="openid profile", prompt=prompt), disconnect,
+    )  # fmt: skip
+    location = answer.headers.get("Location", "")
+    assert rows(storage_app, Consent) == []
+    assert rows(storage_app, Grant, Grant.revoked_at.is_(None)) == []
+    if prompt == "none":
+        assert query_of(location).get("error") == "consent_required", location
+    else:
+        assert location.split("?", 1)[0] == "/consent", location
+    assert "code" not in query_of(location)
