@@ -92,7 +92,7 @@ def announce_access_ended(
     listening = set(
         db.scalars(
             select(Client.client_id).where(
-                Client.client_id.in_({c for c, _, _ in wanted}),
+                Client.client_id.in_(sorted({c for c, _, _ in wanted})),
                 Client.backchannel_logout_uri.is_not(None),
             )
         )
