@@ -132,10 +132,13 @@ def _parse_after_redirect_uri(
 def check_stored_request(request: AuthorizationRequest, client: Client) -> AuthorizationRequest:
     """A stored request (waiting for sign-in or consent) answered under ``client``'s registration
     as it stands now, not as it stood when the request arrived: a redirect URI removed meanwhile
-    gets the error page (RFC 6749 3.1.2.3, OIDC Core 3.1.2.6), and the scopes shrink to those
-    still allowed (RFC 6749 3.3; none left is ``invalid_scope``, sent to the client)."""
+    gets the error page (RFC 6749 3.1.2.3, OIDC Core 3.1.2.6), the authorization code grant taken
+    from the client is ``unauthorized_client`` (RFC 6749 4.1.2.1, as ``check_code_grant`` answers
+    a new request), and the scopes shrink to those still allowed (RFC 6749 3.3; none left is
+    ``invalid_scope``); both errors are sent to the client."""
     check_redirect_uri({"redirect_uri": request.redirect_uri}, client)
     try:
+        check_code_grant(client)
         scope = check_scope({"scope": request.scope}, client)
     except AuthorizationError as error:
         error.redirect_uri = request.redirect_uri
@@ -227,6 +230,12 @@ def check_response_type(values: Mapping[str, str], client: Client) -> None:
         raise AuthorizationError(
             "unsupported_response_type", "Only response_type=code is supported."
         )
+    check_code_grant(client)
+
+
+def check_code_grant(client: Client) -> None:
+    """RFC 6749 4.1.2.1 ``unauthorized_client`` for a client not registered for the
+    authorization code grant."""
     if not client.check_grant_type("authorization_code"):
         # RFC 6749 4.1.2.1: "The client is not authorized to request an authorization code
         # using this method" (an app of the device flow alone, say): answered before the user

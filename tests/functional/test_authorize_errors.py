@@ -26,6 +26,8 @@ from idp.models.base import utcnow
 from idp.services.backchannel_logout import mint_logout_token
 from idp.services.client_fields import fields_of
 from idp.services.clients import ClientService
+from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from tests.functional.test_refresh_scope import allow_grants
 from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, s256, start_session
 
@@ -522,6 +524,26 @@ def test_a_denial_goes_to_no_redirect_uri_removed_while_the_request_waited(
             "request": query_of(consent.headers["Location"])["request"]}  # fmt: skip
     remove_redirect_uri(app, rp, keep=REDIRECT_URI)
     follow_to_the_page(rp.browser.post("/consent", data=form), rp, old)
+
+
+def test_a_client_that_lost_the_code_grant_while_the_request_waits_is_unauthorized_client(
+    app: Flask, rp: RelyingParty
+) -> None:
+    """RFC 6749 4.1.2.1 unauthorized_client, as for a request that arrives after the change: an
+    admin took the authorization code grant from the client while its request waited for sign-in,
+    and the sign-in still issued a code (stored, its grant opened, audited), which the token
+    endpoint then refuses. The stored request is answered under the registration as it stands:
+    the error goes back to the client with its state and ``iss``, and no code is issued."""
+    address = rp.sign_in_page()
+    allow_grants(app, rp.registered.client_id, [DEVICE_CODE_GRANT_TYPE])
+    response = rp.sign_in(address, create_user(app))
+    for _ in range(5):
+        location = response.headers.get("Location", "")
+        if response.status_code not in (302, 303) or location.startswith(REDIRECT_URI):
+            break
+        response = rp.browser.get(location)
+    assert error_redirect(response, rp) == "unauthorized_client"
+    assert not rows(app, AuthorizationCode)
 
 
 def remove_redirect_uri(app: Flask, rp: RelyingParty, *, keep: str) -> None:
