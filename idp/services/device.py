@@ -59,6 +59,10 @@ CLIENT_UNAVAILABLE = (
     "The app that asked for this code is no longer available: an administrator has turned it "
     "off. Nothing was shared with it."
 )
+GRANT_WITHDRAWN = (
+    "The app that asked for this code may no longer sign in from a device: an administrator has "
+    "changed its settings. Nothing was shared with it."
+)
 
 
 def new_user_code() -> str:
@@ -215,9 +219,13 @@ class DeviceFlowService:
         """Why the user may not answer ``row`` at all, or None. Its client was disabled since the
         device asked: the token endpoint refuses that client (RFC 6749 5.2 ``invalid_client``),
         so the user is not asked to approve a request nobody can redeem, nor lets a grant be
-        opened for it (RFC 8628 3.3: the user reviews the request of a client idp serves)."""
+        opened for it (RFC 8628 3.3: the user reviews the request of a client idp serves). The
+        same when an admin took the device grant from the client since: its polls are refused
+        (RFC 6749 5.2 ``unauthorized_client``)."""
         if row.client.disabled_at is not None:
             return CLIENT_UNAVAILABLE
+        if not row.client.check_grant_type(DEVICE_CODE_GRANT_TYPE):
+            return GRANT_WITHDRAWN
         return None
 
     def decide(

@@ -480,6 +480,34 @@ def test_a_request_of_a_client_disabled_since_is_neither_shown_nor_approved(
         assert db.session.scalars(select(Grant).where(Grant.user_id == user.id)).all() == []
 
 
+def test_a_request_of_a_client_no_longer_allowed_the_grant_is_neither_shown_nor_approved(
+    app: Flask, phone: FlaskClient, device: Device, user: CreatedUser
+) -> None:
+    """RFC 8628 3.3 and RFC 6749 5.2 ``unauthorized_client``: an admin took the device grant
+    from the client after the device asked. The token endpoint refuses that client's polls, so
+    the user is not asked to approve a request nobody can redeem (an approval opened a grant and
+    remembered consent for nothing); the page says why and no grant is opened, as for a client
+    disabled since."""
+    codes = device.codes()
+    shown = enter_code(phone, codes["user_code"])
+    assert shown.status_code == 200, shown.text
+    authorization = shown.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
+    allow_grants(app, device.registered.client_id, ["client_credentials"])
+
+    approved = phone.post("/device/decide", data={"csrf_token": csrf_token(shown.text),
+                          "authorization": authorization, "decision": "approve"})  # fmt: skip
+    entered = enter_code(phone, codes["user_code"])
+    for page in (approved, entered):
+        assert page.status_code == 400, page.text
+        assert "may no longer sign in from a device" in page.text
+        assert 'name="authorization"' not in page.text
+    with app.app_context():
+        (row,) = db.session.scalars(select(DeviceAuthorization)).all()
+        assert (row.decided_at, row.grant_id) == (None, None)
+        assert db.session.scalars(select(Grant).where(Grant.user_id == user.id)).all() == []
+    assert error_of(device.poll(codes["device_code"])) == "unauthorized_client"
+
+
 # -- brute force: user codes are counted per account and per address ----------------------------
 @pytest.fixture
 def storage_device(storage_app: Flask) -> tuple[Flask, Device]:
