@@ -36,6 +36,9 @@ MAX_PARAMETER_LENGTH = 4096
 LONGER_PARAMETERS = {"id_token_hint": MAX_TOKEN_LENGTH}
 #: The width of ``AuthorizationCode.nonce``.
 MAX_NONCE_LENGTH = 512
+#: The width of ``AuthorizationCode.redirect_uri``, the longest URI a client may register: a
+#: native app's loopback URI with a port added (RFC 8252 7.3) can be longer than it registered.
+MAX_REDIRECT_URI_LENGTH = 2000
 #: ``state`` is kept with a pending request (docs/operations.md, "Storage budgets"); RFC 6749 sets
 #: no length, clients use tens of characters, a signed state object well under this.
 MAX_STATE_LENGTH = 2048
@@ -186,6 +189,10 @@ def check_redirect_uri(values: Mapping[str, str], client: Client) -> str:
     redirect_uri = values.get("redirect_uri")
     if not redirect_uri:
         raise page_error("The request has no redirect_uri.")
+    if len(redirect_uri) > MAX_REDIRECT_URI_LENGTH:
+        # Only a loopback port variant can be longer than a registered URI: the code could not
+        # keep it (PostgreSQL refused the code's row, a 500), so it is refused here, unverified.
+        raise page_error(f"The redirect_uri is longer than {MAX_REDIRECT_URI_LENGTH} characters.")
     if not client.check_redirect_uri(redirect_uri):
         # Named, so that whoever integrates the client sees what to register; JSON-quoted, so
         # that no control character or quote in it reaches the page or the log line as such

@@ -131,6 +131,32 @@ def test_redirect_uri_not_exactly_registered_is_refused_without_redirect(
     assert_error_page(rp.authorize(redirect_uri=redirect_uri))
 
 
+def test_a_loopback_redirect_uri_longer_than_a_code_keeps_is_an_error_page(
+    storage_app: Flask,
+) -> None:
+    """RFC 8252 7.3: a native app's loopback redirect URI takes any port, so the URI requested
+    may be longer than the one registered (at most 2,000 characters); the code keeps it in a
+    column of that width, where PostgreSQL refused a longer one with a 500 once the user was
+    signed in (SQLite kept it). Such a URI is refused with the error page before anything is
+    stored, as an unregistered one is; a port that fits still gets its code."""
+    prefix = "http://127.0.0.1/"
+    registered = prefix + "a" * (1996 - len(prefix))
+    browser = storage_app.test_client()
+    rp = RelyingParty(
+        browser, create_client(storage_app, kind="native", redirect_uris=[registered])
+    )
+    start_session(browser, create_user(storage_app))
+
+    too_long = registered.replace("127.0.0.1/", "127.0.0.1:65535/")
+    assert len(too_long) > 2000
+    assert_error_page(rp.authorize(redirect_uri=too_long))
+    fits = registered.replace("127.0.0.1/", "127.0.0.1:1/")
+    answer = rp.authorize(redirect_uri=fits)
+    assert answer.status_code == 302, answer.text
+    assert "code" in query_of(answer.headers["Location"])
+    assert [code.redirect_uri for code in rows(storage_app, AuthorizationCode)] == [fits]
+
+
 @pytest.mark.parametrize("name", ["client_id", "redirect_uri"])
 def test_duplicate_client_id_or_redirect_uri_gets_error_page(rp: RelyingParty, name: str) -> None:
     params: list[tuple[str, Any]] = list(rp.authorize_params().items())
