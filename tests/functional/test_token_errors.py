@@ -495,6 +495,28 @@ def test_client_credentials_grants_a_registered_scope(rp: RelyingParty) -> None:
     assert jwt_parts(response.get_json()["access_token"])[1]["scope"] == "profile"
 
 
+@pytest.mark.parametrize(
+    ("requested", "issued"),
+    [("profile  profile\topenid", "profile openid"), (" ".join(["profile"] * 300), "profile")],
+)
+def test_client_credentials_issue_each_scope_once_in_single_spaces(
+    storage_app: Flask, requested: str, issued: str
+) -> None:
+    """RFC 6749 3.3: a scope is scope tokens separated by single spaces (RFC 9068 2.2.3, RFC 8693
+    4.2 for the claim). Client credentials issued the requested string verbatim, repeated tokens,
+    tabs and runs of spaces included, into the answer, the access token and its record, where a
+    long one was a 500 on PostgreSQL (the record's column is as wide as the longest scope a
+    client may be allowed). The scope issued is the one every other grant issues: the client's
+    allowed scopes as requested, each once (the client's ``get_allowed_scope``)."""
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    response = rp.token({"grant_type": "client_credentials", "scope": requested})
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert tokens["scope"] == issued
+    assert jwt_parts(tokens["access_token"])[1]["scope"] == issued
+    assert introspect(rp, tokens["access_token"])["scope"] == issued
+
+
 @pytest.mark.parametrize("scope", ["admin", "profile admin", "." * 2000])
 def test_client_credentials_with_an_unregistered_scope_is_invalid_scope(
     rp: RelyingParty, scope: str
