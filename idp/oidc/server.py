@@ -184,6 +184,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return super().create_token_response()
 
     def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
+        if not self.request.payload.redirect_uri:
+            # RFC 6749 4.1.3, OIDC Core 3.1.3.1: required, since every authorization request to
+            # idp names one (idp.oidc.checks.check_redirect_uri); a missing required parameter is
+            # invalid_request (RFC 6749 5.2), refused before the code is spent, as a missing code
+            # is (Authlib compared it after the spend: invalid_grant, and the corrected request
+            # a replay that revoked the grant). Sent without a value counts as omitted (3.2).
+            raise InvalidRequestError("The 'redirect_uri' parameter is missing.")
         # Spent here, atomically, before any other check: a replay revokes the grant.
         row = redeem_code(self.request, code, client, clock().now())
         if row is None or not still_allowed(row.grant, client):

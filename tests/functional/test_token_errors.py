@@ -101,13 +101,14 @@ def test_a_code_presented_by_another_client_spends_nothing(
     "redirect_uri",
     [
         pytest.param("https://rp.example/second", id="other-registered"),
-        pytest.param(None, id="missing"),
         pytest.param(REDIRECT_URI + "/", id="trailing-slash"),
     ],
 )
 def test_code_is_bound_to_its_redirect_uri(
-    app: Flask, client: FlaskClient, user: CreatedUser, redirect_uri: str | None
+    app: Flask, client: FlaskClient, user: CreatedUser, redirect_uri: str
 ) -> None:
+    # A missing redirect_uri is invalid_request, before the code is spent:
+    # test_missing_redirect_uri_is_invalid_request_and_spends_nothing.
     registered = create_client(app, redirect_uris=[REDIRECT_URI, "https://rp.example/second"])
     rp = RelyingParty(client, registered)
     code = rp.obtain_code(user)["code"]
@@ -140,6 +141,21 @@ def test_unknown_code_is_invalid_grant(rp: RelyingParty) -> None:
 def test_missing_code_is_invalid_request(rp: RelyingParty) -> None:
     response = rp.token({"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI})
     assert error_of(response) == "invalid_request"
+
+
+# RFC 6749 3.2: a parameter sent without a value is treated as omitted.
+@pytest.mark.parametrize("redirect_uri", [None, ""])
+def test_missing_redirect_uri_is_invalid_request_and_spends_nothing(
+    rp: RelyingParty, user: CreatedUser, redirect_uri: str | None
+) -> None:
+    """RFC 6749 4.1.3 and OIDC Core 3.1.3.1: ``redirect_uri`` is required at the token endpoint
+    when the authorization request had one, which every request to idp has; a request missing a
+    required parameter is ``invalid_request`` (RFC 6749 5.2), as a missing ``code`` is. It was
+    ``invalid_grant`` after the code was spent, so the client's corrected request was a replay
+    that revoked the grant. Refused before anything is spent, the code still works."""
+    code = rp.obtain_code(user)["code"]
+    assert error_of(rp.exchange(code, redirect_uri=redirect_uri)) == "invalid_request"
+    assert rp.exchange(code).status_code == 200
 
 
 # -- PKCE at the token endpoint (RFC 7636 4.6, RFC 9700 4.8) --------------------------------------
