@@ -138,7 +138,10 @@ def check_stored_request(request: AuthorizationRequest, client: Client) -> Autho
     gets the error page (RFC 6749 3.1.2.3, OIDC Core 3.1.2.6), the authorization code grant taken
     from the client is ``unauthorized_client`` (RFC 6749 4.1.2.1, as ``check_code_grant`` answers
     a new request), and the scopes shrink to those still allowed (RFC 6749 3.3; none left is
-    ``invalid_scope``); both errors are sent to the client."""
+    ``invalid_scope``); both errors are sent to the client. A client disabled meanwhile gets the
+    error page, as at ``check_client``: its consent page is no place to share data with it."""
+    if client.disabled_at is not None:
+        raise page_error("The application that sent you here is not registered.")
     check_redirect_uri({"redirect_uri": request.redirect_uri}, client)
     try:
         check_code_grant(client)

@@ -15,6 +15,7 @@ from werkzeug.test import TestResponse
 from idp.extensions import db
 from idp.models import AuditEvent, BrowserSession, Client, Consent, User
 from idp.models.base import utcnow
+from idp.services.clients import ClientService
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
@@ -298,6 +299,35 @@ def test_deny_on_consent_redirects_with_access_denied(
     assert params["state"] == third_party.state
     assert params["iss"] == ISSUER
     assert "code" not in params
+
+
+def test_the_consent_page_of_a_client_disabled_since_neither_shows_nor_remembers_consent(
+    app: Flask, third_party: RelyingParty, user: CreatedUser
+) -> None:
+    """A client disabled counts at once (docs/admins.md): its requests get the error page at
+    /authorize and at /authorize/continue. The consent page of a request that waited there still
+    asked the user to share their data with it, and "Allow" remembered that consent, so the app
+    skipped the question once enabled again. It is the error page now, and nothing is stored."""
+    start_session(third_party.browser, user)
+    asked = third_party.authorize()
+    assert is_consent_page(asked)
+    page = third_party.browser.get(asked.headers["Location"])
+    form = {"csrf_token": csrf_token(page.text), "decision": "allow",
+            "request": query_of(asked.headers["Location"])["request"]}  # fmt: skip
+    with app.app_context():
+        client = db.session.get(Client, third_party.registered.client_id)
+        assert client is not None
+        rt = app.extensions["idp"]
+        ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer).disable(client)
+        db.session.commit()
+
+    for answer in (
+        third_party.browser.get(asked.headers["Location"]),
+        third_party.browser.post("/consent", data=form),
+    ):
+        assert answer.status_code == 400, answer.text
+        assert "Location" not in answer.headers
+    assert rows(app, Consent) == []
 
 
 def test_denied_consent_is_not_remembered(third_party: RelyingParty, user: CreatedUser) -> None:
