@@ -17,8 +17,9 @@ from idp.oidc.errors import AuthorizationError, page_error
 from idp.services.assurance import ACR_LEVELS
 from idp.services.tokens import MAX_TOKEN_LENGTH
 
-#: RFC 7636 4.2: code_challenge is 43-128 characters of the unreserved set.
-CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+#: RFC 7636 4.1 and 4.2: code_verifier and code_challenge are 43-128 characters of the
+#: unreserved set (matched whole: "$" would also match before a final line break).
+CODE_CHALLENGE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 #: OIDC Core 3.1.2.1: max_age is a non-negative number of seconds; ten digits are 300 years.
 MAX_AGE = re.compile(r"[0-9]{1,10}")
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
@@ -281,7 +282,7 @@ def check_pkce(
         raise AuthorizationError(
             "invalid_request", "code_challenge_method must be S256 (plain is not allowed)."
         )
-    if not CODE_CHALLENGE.match(challenge):
+    if not CODE_CHALLENGE.fullmatch(challenge):
         raise AuthorizationError("invalid_request", "The code_challenge is malformed.")
     return challenge, method
 

@@ -38,6 +38,7 @@ from idp.models import (
     Client,
     DeviceAuthorization,
 )
+from idp.oidc.checks import CODE_CHALLENGE
 from idp.oidc.client_auth import (
     CLIENT_AUTH_METHODS,
     CONFIDENTIAL_AUTH_METHODS,
@@ -191,6 +192,17 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             # is (Authlib compared it after the spend: invalid_grant, and the corrected request
             # a replay that revoked the grant). Sent without a value counts as omitted (3.2).
             raise InvalidRequestError("The 'redirect_uri' parameter is missing.")
+        verifier = self.request.form.get("code_verifier") or ""
+        if verifier and not CODE_CHALLENGE.fullmatch(verifier):
+            # RFC 7636 4.1: 43-128 unreserved characters; malformed is invalid_request whatever
+            # the code holds, so refused before the spend (Authlib's pattern, checked after it,
+            # took one ending in a line break).
+            raise InvalidRequestError("The 'code_verifier' is malformed.")
+        if not verifier and self.request.auth_method == "none":
+            # A public client's codes always carry a challenge (idp.oidc.checks.check_pkce,
+            # RFC 9700 2.1.1): a missing verifier is invalid_request (RFC 7636 4.5, RFC 6749
+            # 5.2) before the spend. A wrong one still spends the code (S256CodeChallenge).
+            raise InvalidRequestError("The 'code_verifier' parameter is missing.")
         # Spent here, atomically, before any other check: a replay revokes the grant.
         row = redeem_code(self.request, code, client, clock().now())
         if row is None or not still_allowed(row.grant, client):

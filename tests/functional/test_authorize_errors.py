@@ -302,6 +302,8 @@ def test_unknown_code_challenge_method_is_invalid_request(rp: RelyingParty, meth
         pytest.param(s256("x")[:-1] + "=", id="padding"),
         pytest.param(s256("x")[:-1] + "+", id="plus"),
         pytest.param(s256("x")[:-1] + "/", id="slash"),
+        # A regular expression's "$" matches before a final line break: it was accepted.
+        pytest.param(s256("x") + "\n", id="line-break"),
     ],
 )
 def test_malformed_code_challenge_is_invalid_request(rp: RelyingParty, challenge: str) -> None:

@@ -191,6 +191,24 @@ def test_malformed_code_verifier_is_invalid_request(
     assert error_of(rp.exchange(code, code_verifier=verifier)) == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    ("public", "verifier"), [(True, None), (True, ""), (False, "short"), (False, "a" * 43 + "\n")]
+)
+def test_a_verifier_missing_from_a_public_client_or_malformed_spends_nothing(
+    app: Flask, client: FlaskClient, user: CreatedUser, public: bool, verifier: str | None
+) -> None:
+    """RFC 7636 4.5 and RFC 6749 5.2: a malformed ``code_verifier``, or none from a public
+    client (whose codes always carry a challenge: RFC 9700 2.1.1), is ``invalid_request`` whatever
+    the code holds, so it is refused before the code is spent, as a missing ``code`` or
+    ``redirect_uri`` is; the code was spent first, and the client's corrected request was a
+    replay that revoked the grant. A wrong but well-formed verifier still spends the code
+    (test_wrong_code_verifier_spends_the_code): guessing it must cost the code."""
+    rp = RelyingParty(client, create_client(app, public=public))
+    code = rp.obtain_code(user)["code"]
+    assert error_of(rp.exchange(code, code_verifier=verifier)) == "invalid_request"
+    assert rp.exchange(code).status_code == 200
+
+
 @pytest.fixture
 def pkce_for_public_only(tmp_path: Path) -> Iterator[Flask]:
     """An app configured with pkce_required_for="public": confidential clients may skip PKCE."""
