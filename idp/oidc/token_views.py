@@ -27,6 +27,7 @@ from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
 from idp.web.answers import Answer
 from idp.web.direct import DirectRoute
+from idp.web.same_site import posted_again, posted_without_the_session
 from idp.web.sessions import clear_session_cookie, current_session
 
 
@@ -193,6 +194,11 @@ def cors_preflight() -> Response:
 @acts_on_get
 def logout() -> Any:
     """OpenID Connect RP-Initiated Logout 1.0."""
+    if posted_without_the_session(request):
+        # Posted by the relying party's page: the browser withheld the session cookie
+        # (SameSite=Lax), and the logout would end nothing; posted again from idp's page, it
+        # comes along (idp.web.same_site).
+        return posted_again(request)
     server = oauth_server()
     confirmed = request.method == "POST" and request.form.get("confirm") == "yes"
     try:

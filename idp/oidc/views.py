@@ -41,6 +41,7 @@ from idp.services.pending_authorizations import LivePending, PendingAuthorizatio
 from idp.services.tokens import ID_TOKEN_TYP, verify_issued_jwt
 from idp.web import acts_on_get
 from idp.web.headers import content_security_policy
+from idp.web.same_site import posted_again, posted_without_the_session
 from idp.web.sessions import current_session, forget_session
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ def _check_context() -> CheckContext:
 @acts_on_get
 def authorize() -> Any:
     """Authorization endpoint (RFC 6749 4.1.1, OIDC Core 3.1.2)."""
+    if posted_without_the_session(request):
+        # Posted by the relying party's page: the browser withheld the session cookie
+        # (SameSite=Lax); posted again from idp's page, it comes along (idp.web.same_site).
+        return posted_again(request)
     params = request.form if request.method == "POST" else request.args
     try:
         auth_request = parse_authorization_request(params.to_dict(flat=False), _check_context())

@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
@@ -21,10 +22,13 @@ from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import (
+    CROSS_SITE,
+    SAME_ORIGIN,
     RelyingParty,
     csrf_token,
     jwt_parts,
     query_of,
+    resubmission,
     sign_in_address,
     start_session,
 )
@@ -104,6 +108,23 @@ def test_prompt_login_forces_the_login_page_even_with_a_session(
     new = id_token_claims(rp, rp.follow_to_callback(rp.sign_in(address(login), user))["code"])
     assert new["auth_time"] > old["auth_time"]
     assert new["auth_time"] >= new["iat"] - 5
+
+
+def test_an_authorization_request_posted_from_the_relying_partys_site_sees_the_session(
+    app: Flask, rp: RelyingParty, user: CreatedUser
+) -> None:
+    """OIDC Core 3.1.2.1: the authorization endpoint MUST support POST. A browser withholds
+    idp's SameSite=Lax session cookie from a cross-site POST (RFC 6265bis 5.6.7.1), so a request
+    posted by the relying party's page never saw the session: the user signed in again, and
+    prompt=none was always login_required. Such a POST is posted again from idp's own page,
+    with the cookie, every parameter kept."""
+    start_session(rp.browser, user)
+    params = rp.authorize_params(prompt="none")
+    from_the_rp = app.test_client().post("/authorize", data=params, headers=CROSS_SITE)
+    action, fields = resubmission(from_the_rp)
+    assert sorted(fields) == sorted(params.items())
+    answer = rp.browser.post(action, data=MultiDict(fields), headers=SAME_ORIGIN)
+    assert "code" in callback(answer, rp)
 
 
 def test_max_age_zero_forces_login_and_reports_auth_time(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 import secrets
@@ -35,6 +36,22 @@ def query_of(location: str) -> dict[str, str]:
 
 
 PENDING_FIELD = re.compile(r'name="request" value="([^"]+)"')
+RESUBMISSION_FORM = re.compile(r'<form method="post" action="([^"]*)" id="same-site-resubmission">')
+HIDDEN_FIELD = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
+#: What a browser sends on a form posted from another site's page (Fetch Metadata).
+CROSS_SITE = {"Sec-Fetch-Site": "cross-site"}
+#: ...and on one posted from idp's own page.
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+def resubmission(response: TestResponse) -> tuple[str, list[tuple[str, str]]]:
+    """The action and fields of idp's page that posts a cross-site POST again from its own origin
+    (idp.web.same_site), in order, repeated names kept."""
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    form = RESUBMISSION_FORM.search(response.text)
+    assert form is not None, response.text[:300]
+    fields = [(html.unescape(n), html.unescape(v)) for n, v in HIDDEN_FIELD.findall(response.text)]
+    return html.unescape(form.group(1)), fields
 
 
 def shown_pending_id(html: str) -> str | None:
