@@ -27,13 +27,19 @@ def repeated_parameter(request: Request) -> str | None:
     """The first parameter ``request`` carries more than once, None when each comes once (RFC
     6749 3.2: "Request and response parameters MUST NOT be included more than once"; Authlib
     would read the first value). A Werkzeug ``MultiDict`` keeps a list per name, read here as
-    the dictionary it is, without copying."""
+    the dictionary it is, without copying. Once in the body and once in the query is twice too:
+    Authlib reads the query's value first (``TokenSidePayload``)."""
     sources: list[MultiDict[str, str]] = [request.form]
     if request.environ.get("QUERY_STRING"):
         sources.append(request.args)
     for source in sources:
         for name, values in dict.items(source):
             if len(values) > 1:
+                return str(name)
+    if len(sources) > 1:
+        form = request.form
+        for name in dict.keys(request.args):
+            if name in form:
                 return str(name)
     return None
 

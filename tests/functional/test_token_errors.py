@@ -811,13 +811,14 @@ def test_client_assertion_replay_record_lives_until_the_assertion_expires(
 
 
 # -- each parameter once (RFC 6749 3.2) -----------------------------------------------------------
-@pytest.mark.parametrize("where", ["body", "query"])
+@pytest.mark.parametrize("where", ["body", "query", "body and query"])
 def test_a_repeated_parameter_is_invalid_request_and_spends_nothing(
     rp: RelyingParty, user: CreatedUser, where: str
 ) -> None:
     """RFC 6749 3.2: "Request and response parameters MUST NOT be included more than once";
     the token endpoint refuses the request instead of reading the first value, and the code
-    is left unspent."""
+    is left unspent. Once in the body and once in the query is twice too: the query's value was
+    read (a redirect_uri other than the body's spent the code as invalid_grant)."""
     code = rp.obtain_code(user)["code"]
     form = {"grant_type": "authorization_code", "code": code, "code_verifier": rp.verifier,
             "redirect_uri": rp.registered.redirect_uri}  # fmt: skip
@@ -826,9 +827,12 @@ def test_a_repeated_parameter_is_invalid_request_and_spends_nothing(
     if where == "body":
         body = MultiDict([*form.items(), ("code", secrets.token_urlsafe(32))])
         response = rp.browser.post("/token", data=body, headers=headers)
-    else:
+    elif where == "query":
         repeated = [("scope", "openid"), ("scope", "email")]
         response = rp.browser.post("/token", data=form, headers=headers, query_string=repeated)
+    else:
+        other = [("redirect_uri", "https://rp.example/other")]
+        response = rp.browser.post("/token", data=form, headers=headers, query_string=other)
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_request"
     assert rp.exchange(code).status_code == 200
