@@ -342,9 +342,10 @@ def test_the_consent_page_of_a_client_disabled_since_neither_shows_nor_remembers
         ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer).disable(client)
         db.session.commit()
 
+    # Each is sent on to /authorize/continue, whose answer is the error page.
     for answer in (
-        third_party.browser.get(asked.headers["Location"]),
-        third_party.browser.post("/consent", data=form),
+        third_party.browser.get(asked.headers["Location"], follow_redirects=True),
+        third_party.browser.post("/consent", data=form, follow_redirects=True),
     ):
         assert answer.status_code == 400, answer.text
         assert "Location" not in answer.headers

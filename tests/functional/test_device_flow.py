@@ -40,7 +40,7 @@ from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
 from tests.functional.test_groups import GROUP_SCOPES, _make_group
-from tests.functional.test_refresh_scope import allow_only
+from tests.functional.test_refresh_scope import allow_grants, allow_only
 from tests.support.factories import (
     CreatedUser,
     RegisteredClient,
@@ -618,3 +618,27 @@ def test_a_scope_taken_from_the_client_after_the_approval_is_not_granted_by_the_
     refreshed = device.http.post("/token", data=data, headers=headers)
     assert refreshed.status_code == 200, refreshed.text
     assert refreshed.get_json()["scope"] == "openid offline_access"
+
+
+def test_a_device_poll_after_the_client_lost_refresh_tokens_and_a_scope_gets_neither(
+    app: Flask, phone: FlaskClient, user: CreatedUser
+) -> None:
+    """RFC 6749 3.3, as for a code exchanged after an admin took a scope from its client: the
+    approval is the device's code, and the device's poll was answered with the scope approved,
+    whatever the registration had become meanwhile (``groups`` and its claims, ``offline_access``
+    of a client no longer allowed refresh tokens). The poll is answered under the registration as
+    it stands, as the code's exchange is."""
+    _make_group(app, "staff", user.email)
+    device = device_for(app, scopes=GROUP_SCOPES)
+    codes = device.codes("openid groups offline_access")
+    answer(phone, codes["user_code"])
+    allow_only(app, device.registered.client_id, ["openid", "profile", "offline_access"])
+    allow_grants(app, device.registered.client_id, [DEVICE_CODE_GRANT_TYPE])
+
+    response = device.poll(codes["device_code"])
+    assert response.status_code == 200, response.text
+    tokens = response.get_json()
+    assert tokens["scope"] == "openid", tokens
+    assert "refresh_token" not in tokens
+    assert jwt_parts(tokens["access_token"])[1]["scope"] == "openid"
+    assert "groups" not in jwt_parts(tokens["id_token"])[1]
