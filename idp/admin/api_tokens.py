@@ -21,7 +21,6 @@ from idp.services.api_tokens import (
     SCOPES,
     ApiTokenError,
     ApiTokenService,
-    status_of,
 )
 
 #: The expiry choices the form offers, in days (0: never).
@@ -42,9 +41,7 @@ def _token_or_404(name: str) -> ApiToken:
 def _list_page(error: str | None = None, form: dict[str, Any] | None = None) -> Any:
     page = render_template(
         "admin/api_tokens.html",
-        tokens=_service().list(),
-        status_of=status_of,
-        now=clock().now(),
+        tokens=_service().listing(clock().now()),
         scopes=SCOPES,
         expiry_choices=EXPIRY_CHOICES,
         error=error,
@@ -55,7 +52,8 @@ def _list_page(error: str | None = None, form: dict[str, Any] | None = None) -> 
 
 @bp.get("/api-tokens")
 def api_tokens() -> Any:
-    """Every API token: name, scopes, created, expires, last used; and the form for a new one."""
+    """Every API token: name, scopes, who created it, created, expires, last used, and whether it
+    works (and why not, when its creator is the reason); and the form for a new one."""
     return _list_page()
 
 

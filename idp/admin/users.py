@@ -148,7 +148,7 @@ def _act(user_id: str, action: str, done: str) -> Any:
         "disable": lambda: service.disable(subject, now),
         "enable": lambda: service.enable(subject, now),
         "promote": lambda: service.promote(subject, now),
-        "demote": lambda: service.demote(subject),
+        "demote": lambda: service.demote(subject, now),
         "revoke_passkey": lambda: service.revoke_passkey(
             subject, request.values.get("credential_id", ""), now
         ),

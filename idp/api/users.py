@@ -110,7 +110,7 @@ def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
             if body.admin:
                 service.promote(user, clock().now())
             else:
-                service.demote(user)
+                service.demote(user, clock().now())
 
     _act(user, "promote" if body.admin else "demote" if body.admin is False else "rename", change)
     return _out(user)

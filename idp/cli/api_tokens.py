@@ -29,10 +29,13 @@ def _token_service() -> Iterator[ApiTokenService]:
 
 
 def _token_text(data: dict[str, Any]) -> str:
+    from idp.services.token_creators import WHY
+
+    status = data["status"] + (f" ({WHY[data['reason']]})" if data.get("reason") else "")
     return (
-        f"{data['name']}  {' '.join(data['scopes'])}  {data['status']}  created "
-        f"{data['created_at']}  expires {data['expires_at'] or 'never'}  last used "
-        f"{data['last_used_at'] or 'never'}"
+        f"{data['name']}  {' '.join(data['scopes'])}  {status}  created "
+        f"{data['created_at']} by {data.get('created_by') or 'the command line'}  expires "
+        f"{data['expires_at'] or 'never'}  last used {data['last_used_at'] or 'never'}"
     )
 
 
@@ -63,7 +66,7 @@ def api_tokens_list(as_json: bool) -> None:
     from idp.services.api_tokens import describe_token
 
     with _token_service() as service:
-        rows = [describe_token(t) for t in service.list()]
+        rows = [describe_token(t, creator=service.creator(t)) for t in service.list()]
         emit(rows, as_json, lambda r: "\n".join(_token_text(t) for t in r) or "no tokens")
 
 
@@ -78,4 +81,5 @@ def api_tokens_revoke(name: str, as_json: bool) -> None:
     with _token_service() as service:
         token = service.revoke(name)
         db.session.commit()
-        emit(describe_token(token), as_json, lambda d: f"revoked {d['name']}")
+        emit(describe_token(token, creator=service.creator(token)), as_json,
+             lambda d: f"revoked {d['name']}")  # fmt: skip

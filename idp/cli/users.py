@@ -41,7 +41,7 @@ def find_user(service: UserAdmin, email: str) -> User:
 
 def link_url(app: Flask) -> Callable[[str, str], str]:
     """The address of a one-time link from its purpose and secret."""
-    from idp.services.user_admin import link_path
+    from idp.services.login_links import link_path
 
     settings = app.extensions["idp"].settings
     return lambda purpose, secret: settings.endpoint(link_path(purpose, secret))
@@ -223,8 +223,11 @@ def users_promote(email: str, as_json: bool) -> None:
 @click.argument("email")
 @click.option("--json", "as_json", is_flag=True)
 def users_demote(email: str, as_json: bool) -> None:
-    """Take the admin role away (never from the last active admin)."""
-    _user_action(email, as_json, lambda s, u: s.demote(u), "demoted")
+    """Take the admin role away (never from the last active admin); the API tokens they created
+    are revoked."""
+    from idp.composition import clock
+
+    _user_action(email, as_json, lambda s, u: s.demote(u, clock().now()), "demoted")
 
 
 @users.command("delete")

@@ -20,8 +20,13 @@ class ApiToken(Base):
     #: leaked database alone yields no usable token (docs/security.md, "Admin API").
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The admin who created it in the console; None: the operator's ``idp api-tokens create``.
+    #: The token works only while that admin is an active admin (idp.services.token_creators).
     created_by: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: Why it was revoked when not by hand: its creator was disabled, demoted or deleted
+    #: (idp.services.token_creators), so that the console can say why it no longer works.
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -10,11 +10,14 @@ docs/security.md, "Admin API":
   ``hmac.compare_digest``.
 - Expired and revoked tokens fail exactly like unknown ones (401 ``invalid_token``); every failure
   is audited and counted against the client's address.
+- A token made in the console works only while the admin who made it is an active admin
+  (idp.services.token_creators).
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import re
 import secrets
 from collections.abc import Iterable
@@ -27,13 +30,23 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp import checkpoints
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.errors import DomainError
-from idp.models import ApiToken
+from idp.models import ApiToken, User
 from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.crypto import KeyedHasher
+from idp.services.token_creators import (
+    CREATOR_DELETED,
+    CREATOR_DEMOTED,
+    CREATOR_DISABLED,
+    WHY,
+    creator_id_of,
+    creator_refusal,
+    lock_creator,
+)
 
 #: Every scope a token may hold. ``<x>:write`` implies ``<x>:read`` (``granted``).
 SCOPES = (
@@ -60,6 +73,9 @@ LAST_USED_RESOLUTION = timedelta(minutes=5)
 FAILED_AUTH_LIMIT = 50
 FAILED_AUTH_WINDOW = timedelta(hours=1)
 ACTOR_PREFIX = "api-token:"
+#: Where a new token's request is about to check its creator (tests hold it here while the
+#: creator is demoted).
+CREATING_CHECKPOINT = "api_tokens.creating"
 
 
 class ApiTokenError(DomainError):
@@ -73,6 +89,10 @@ class Refusal(Enum):
     UNKNOWN = "unknown"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    #: Its creator is no longer an active admin (idp.services.token_creators).
+    CREATOR_DISABLED = CREATOR_DISABLED
+    CREATOR_DEMOTED = CREATOR_DEMOTED
+    CREATOR_DELETED = CREATOR_DELETED
 
 
 @dataclass(frozen=True)
@@ -101,20 +121,52 @@ def new_token_secret() -> str:
     return PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
 
 
-def status_of(token: ApiToken, now: datetime) -> str:
+@dataclass(frozen=True)
+class TokenState:
+    """Whether a token works, and why not when its creator is the reason."""
+
+    #: ``active``, ``expired``, ``revoked``, or ``inactive``: its creator is no longer an active
+    #: admin and nothing revoked it yet (a node on the previous version changed the creator).
+    status: str
+    #: ``creator_disabled``, ``creator_demoted``, ``creator_deleted`` (token_creators), or None.
+    reason: str | None = None
+
+    @property
+    def why(self) -> str:
+        """What the console and the CLI say of a token that does not work, or ""."""
+        return WHY.get(self.reason or "", "")
+
+
+@dataclass(frozen=True)
+class Listed:
+    token: ApiToken
+    state: TokenState
+    #: The creator's email; None: made on the command line, or its creator was deleted.
+    creator: str | None
+
+
+def state_of(token: ApiToken, now: datetime, creator: User | None = None) -> TokenState:
+    """``creator``: the row of ``token.created_by`` (None when it has none or it was deleted)."""
     if token.revoked_at is not None:
-        return "revoked"
+        return TokenState("revoked", token.revoked_reason)
     if token.expires_at is not None and token.expires_at <= now:
-        return "expired"
-    return "active"
+        return TokenState("expired")
+    if reason := creator_refusal(token.created_by, creator):
+        return TokenState("inactive", reason)
+    return TokenState("active")
 
 
-def describe_token(token: ApiToken, now: datetime | None = None) -> dict[str, Any]:
+def describe_token(
+    token: ApiToken, now: datetime | None = None, *, creator: User | None = None
+) -> dict[str, Any]:
     """A token as the console, the CLI and ``--json`` show it: never the secret or its hash."""
+    state = state_of(token, now or utcnow(), creator)
     return {
         "name": token.name,
         "scopes": list(token.scopes),
-        "status": status_of(token, now or utcnow()),
+        "status": state.status,
+        "reason": state.reason,
+        "created_by": creator.email if creator is not None else None,
         "created_at": token.created_at.isoformat(),
         "expires_at": token.expires_at.isoformat() if token.expires_at else None,
         "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
@@ -166,12 +218,18 @@ class ApiTokenService:
             raise ApiTokenError("a token needs at least one scope")
         if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRES_IN_DAYS:
             raise ApiTokenError(f"a token expires in 1 to {MAX_EXPIRES_IN_DAYS} days")
+        creator_id = creator_id_of(self.actor_id)
+        checkpoints.reached(CREATING_CHECKPOINT)
+        if creator_id is not None and lock_creator(self.db, creator_id):
+            # Checked holding the creator's row: a demotion committed first is seen here, one
+            # after this waits for the token and revokes it (idp.services.token_creators).
+            raise ApiTokenError("only an active admin creates API tokens")
         secret = new_token_secret()
         token = ApiToken(
             name=name,
             token_hash=self.hasher.hash(secret),
             scopes=sorted(wanted, key=SCOPES.index),
-            created_by=self.actor_id,
+            created_by=creator_id,
             created_at=now,
             expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
         )
@@ -187,6 +245,21 @@ class ApiTokenService:
 
     def list(self) -> list[ApiToken]:
         return list(self.db.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)))
+
+    def listing(self, now: datetime) -> builtins.list[Listed]:
+        """Every token, with whether it works and who made it."""
+        tokens = self.list()
+        ids = {t.created_by for t in tokens if t.created_by}
+        creators = {u.id: u for u in self.db.scalars(select(User).where(User.id.in_(ids)))}
+        found = []
+        for token in tokens:
+            creator = creators.get(token.created_by or "")
+            found.append(Listed(token, state_of(token, now, creator),
+                                creator.email if creator else None))  # fmt: skip
+        return found
+
+    def creator(self, token: ApiToken) -> User | None:
+        return self.db.get(User, token.created_by) if token.created_by else None
 
     def get(self, name: str) -> ApiToken | None:
         if not name or len(name) > 48:
@@ -209,19 +282,27 @@ class ApiTokenService:
         if not TOKEN_FORMAT.fullmatch(presented):
             return Refusal.MALFORMED
         digest = self.hasher.hash(presented)
-        token = self.db.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
-        if token is None or not self.hasher.verify(token.token_hash, presented):
+        # The creator in the same statement: a token is worth what its creator is now.
+        found = self.db.execute(
+            select(ApiToken, User)
+            .outerjoin(User, User.id == ApiToken.created_by)
+            .where(ApiToken.token_hash == digest)
+        ).first()
+        if found is None or not self.hasher.verify(found[0].token_hash, presented):
             return Refusal.UNKNOWN
+        token, creator = found
         if token.revoked_at is not None:
             return Refusal.REVOKED
         if token.expires_at is not None and token.expires_at <= now:
             return Refusal.EXPIRED
+        if reason := creator_refusal(token.created_by, creator):
+            return Refusal(reason)
         return token
 
     def record_failure(self, refusal: Refusal, presented: str) -> None:
         """Audit a refused token: its name when it was one of ours (expired or revoked)."""
         details: dict[str, Any] = {"reason": refusal.value}
-        if refusal in (Refusal.EXPIRED, Refusal.REVOKED):
+        if refusal not in (Refusal.MALFORMED, Refusal.UNKNOWN):
             token = self.db.scalar(
                 select(ApiToken).where(ApiToken.token_hash == self.hasher.hash(presented))
             )

@@ -36,6 +36,11 @@ LINK_ID_LENGTH = 16
 ISSUE_CHECKPOINT = "login_link.issuing"
 
 
+def link_path(purpose: str, secret: str) -> str:
+    """Where a link of each purpose is opened (``idp.login`` and ``idp.signup``)."""
+    return f"/invite/{secret}" if purpose == INVITE else f"/login/link/{secret}"
+
+
 _LINKS: Table = LoginLink.__table__  # type: ignore[assignment]
 #: Ending a user's unspent rescue links (``end_rescue_links``): Core on the table, built once.
 _END_RESCUE_LINKS = (

@@ -1,13 +1,12 @@
-"""What admins decide about users: find, create, invite, disable, enable, delete,
-promote, demote, and take back sign-in methods, sessions and consents. No Flask: the console and
+"""What admins decide about users: find, create, invite, disable, enable, delete, promote, demote,
+and take back sign-in methods, sessions and consents. No Flask: the console, the admin API and
 the ``idp users`` commands share this service.
 
 Every action is audited with the admin as actor and the user as subject (docs/architecture.md,
-"Invariants").
-The last active admin can be neither disabled, demoted nor deleted: that
-check and the change happen in one transaction that holds the active admins' rows (PostgreSQL
-``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` write lock), so two admins removing each
-other at the same moment cannot both succeed.
+"Invariants"). The last active admin can be neither disabled, demoted nor deleted: that check and
+the change happen in one transaction that holds the active admins' rows (PostgreSQL ``SELECT ...
+FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` write lock), so two admins removing each other at the
+same moment cannot both succeed; the API tokens an admin created end with their authority.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
 from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
+from idp.services.token_creators import revoke_created_by
 from idp.services.totp import TotpService
 from idp.services.users import UserService
 
@@ -88,11 +88,6 @@ def has_way_in(db: Session, user: User) -> bool:
         return True
     totp = db.get(TotpCredential, user.id)
     return totp is not None and totp.confirmed_at is not None
-
-
-def link_path(purpose: str, secret: str) -> str:
-    """Where a link of each purpose is opened (``idp.login`` and ``idp.signup``)."""
-    return f"/invite/{secret}" if purpose == INVITE else f"/login/link/{secret}"
 
 
 def check_link_ttl(ttl: int) -> int:
@@ -360,6 +355,7 @@ class UserAdmin:
         self._end_sessions(user, now, "user_disabled")
         self._revoke_tokens(user, now, "user_disabled")
         LoginLinkService(self.db).revoke_all(user, now)
+        revoke_created_by(self.db, user, now, "creator_disabled", self._audit)
         self._audit("admin.user_disabled", user)
 
     def enable(self, user: User, now: datetime) -> None:
@@ -393,12 +389,13 @@ class UserAdmin:
         ended = LoginLinkService(self.db).revoke_all(user, now, purpose=LOGIN)
         self._audit("admin.user_promoted", user, login_links_revoked=ended)
 
-    def demote(self, user: User) -> None:
+    def demote(self, user: User, now: datetime) -> None:
         if not user.is_admin:
             raise UserAdminError("This user is not an admin.")
         self._locking_admins()
         self._keep_an_admin(user, was_active_admin=user.disabled_at is None)
         user.is_admin = False
+        revoke_created_by(self.db, user, now, "creator_demoted", self._audit)
         self._audit("admin.user_demoted", user)
 
     def delete(self, user: User, now: datetime) -> None:
@@ -410,6 +407,7 @@ class UserAdmin:
         self._end_sessions(user, now, "user_deleted")
         self._revoke_tokens(user, now, "user_deleted")
         self.db.execute(delete(AccessToken).where(AccessToken.user_id == user.id))
+        revoke_created_by(self.db, user, now, "creator_deleted", self._audit)
         self._audit("admin.user_deleted", user, email=user.email)
         self.db.delete(user)
 
@@ -425,8 +423,8 @@ class UserAdmin:
         ).all()
 
     def _keep_an_admin(self, user: User, *, was_active_admin: bool) -> None:
-        """Refuse a change that leaves no active admin. Only a change to
-        an active admin can do that; the count runs after the change, inside its transaction."""
+        """Refuse a change that leaves no active admin (only a change to an active admin can);
+        the count runs after the change, inside its transaction."""
         if not was_active_admin:
             return
         self.db.flush()

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from idp.composition import runtime
-from idp.services.user_admin import link_path
+from idp.services.login_links import link_path
 from idp.settings import is_loopback_host
 
 

@@ -576,11 +576,7 @@ def test_two_admins_removing_each_other_at_once_leave_one_active_admin(
                 row = db.session.get(User, user_id)
                 assert row is not None
                 admin_service = service(storage_app)
-                if action == "delete":
-                    admin_service.delete(row, utcnow())
-                else:
-                    getattr(admin_service, action)(*((row, utcnow()) if action == "disable"
-                                                     else (row,)))  # fmt: skip
+                getattr(admin_service, action)(row, utcnow())
                 if hold:
                     changed.set()
                     assert commit_first.wait(WAIT_TIMEOUT), "the test never let the first commit"
