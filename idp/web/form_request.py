@@ -91,8 +91,9 @@ def refuse_malformed_input(current: Request) -> None:
 
     - a query string that is not UTF-8 (RFC 3986 2.5, WHATWG URL): Werkzeug decodes it strictly,
       so it would otherwise fail in whichever view first reads ``request.args``;
-    - a NUL character in any parameter: no protocol value, email, password or name holds one,
-      and PostgreSQL text can neither store nor compare it (a database error, then a 500).
+    - a NUL character in any parameter, the path's included (``/api/v1/clients/%00``: every id
+      and name in a path is looked up): no protocol value, id, email, password or name holds
+      one, and PostgreSQL text can neither store nor compare it (a database error, then a 500).
     """
     environ = current.environ
     sources = []
@@ -110,3 +111,5 @@ def refuse_malformed_input(current: Request) -> None:
         for key, values in source.lists():
             if "\x00" in key or any("\x00" in value for value in values):
                 raise BadRequest(description="The request contains a NUL character.")
+    if any("\x00" in str(value) for value in (current.view_args or {}).values()):
+        raise BadRequest(description="The request contains a NUL character.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -247,6 +248,22 @@ def test_a_rescue_link_issued_before_a_promotion_does_not_sign_in_the_admin(
     fresh = full.call("POST", f"/users/{member.id}/login-links").get_json()["url"]
     page = browser.get(fresh.removeprefix("http://localhost"))
     assert page.status_code == 200
+
+
+def test_a_nul_in_a_path_parameter_is_a_400_never_a_server_error(api: Api) -> None:
+    """``/clients/%00``: a NUL character in an id or a name, which PostgreSQL text can neither
+    store nor compare (a database error, then a 500), is refused before any view looks it up,
+    as one in a query string or a form is; on every operation with a path parameter, with and
+    without a body."""
+    assert api.call("POST", "/groups", {"name": "staff"}).status_code == 201
+    with_params = [op for op in OPERATIONS if "<" in op.rule]
+    assert with_params
+    for op in with_params:
+        path = re.sub(r"<[^>]+>", "a%00b", op.rule)
+        for body in (None, {}):
+            response = api.call(op.method, path, body, headers={"If-Match": '"v1"'})
+            problem(response, 400, "malformed-request")
+    problem(api.call("DELETE", "/groups/staff/members/a%00b"), 400, "malformed-request")
 
 
 def test_a_write_scope_implies_its_read_scope(storage_app: Flask) -> None:
