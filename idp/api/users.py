@@ -14,6 +14,7 @@ from idp.api.core import actor, not_found, operation, require_scope
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import User
+from idp.services.api_tokens import ADMINS_SCOPE
 from idp.services.pages import keyset_page
 from idp.services.user_admin import IssuedLink, UserAdmin, UserAdminError
 from idp.services.user_descriptions import describe_user
@@ -46,6 +47,13 @@ def _link(issued: IssuedLink) -> schemas.IssuedLinkOut:
     )
 
 
+def _admin_needs_scope(user: User, why: str) -> None:
+    """403 unless the token may act on admins (``ADMINS_SCOPE``) when ``user`` is one: a token
+    that could change, disable or take over an admin could give itself every scope."""
+    if user.is_admin:
+        require_scope(ADMINS_SCOPE, why)
+
+
 def _act(user: User, action: str, change: Callable[[UserAdmin], None]) -> None:
     """Run one action on a user and commit it; a refusal is rolled back, then audited (as the
     console's refusals are: "who tried to remove the last admin" has an answer), then raised."""
@@ -75,6 +83,8 @@ def list_users(query: schemas.UserListQuery) -> Any:
            scope="users:write", tag=TAG, body=schemas.UserCreate, response=schemas.UserCreated,
            status=201)  # fmt: skip
 def create_user(body: schemas.UserCreate) -> Any:
+    if body.admin:
+        require_scope(ADMINS_SCOPE, "Making an admin")
     service = _service()
     invite = None
     if body.invite:
@@ -102,6 +112,9 @@ def get_user(user_id: str) -> Any:
            response=schemas.UserOut)  # fmt: skip
 def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
     user = _user(user_id)
+    _admin_needs_scope(user, "Changing an admin")
+    if body.admin:
+        require_scope(ADMINS_SCOPE, "Making an admin")
 
     def change(service: UserAdmin) -> None:
         if body.name is not None:
@@ -120,6 +133,7 @@ def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
            tag=TAG, status=204)  # fmt: skip
 def delete_user(user_id: str) -> Any:
     user = _user(user_id)
+    _admin_needs_scope(user, "Deleting an admin")
     _act(user, "delete", lambda service: service.delete(user, clock().now()))
     return "", 204
 
@@ -129,6 +143,7 @@ def delete_user(user_id: str) -> Any:
            scope="users:write", tag=TAG, response=schemas.UserOut)  # fmt: skip
 def disable_user(user_id: str) -> Any:
     user = _user(user_id)
+    _admin_needs_scope(user, "Disabling an admin")
     _act(user, "disable", lambda service: service.disable(user, clock().now()))
     return _out(user)
 
@@ -137,6 +152,7 @@ def disable_user(user_id: str) -> Any:
            scope="users:write", tag=TAG, response=schemas.UserOut)  # fmt: skip
 def enable_user(user_id: str) -> Any:
     user = _user(user_id)
+    _admin_needs_scope(user, "Enabling an admin")
     _act(user, "enable", lambda service: service.enable(user, clock().now()))
     return _out(user)
 
@@ -152,11 +168,10 @@ def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
     # ended the links it could see (READ COMMITTED) outlived it: an admin's rescue from a token
     # that may not make admins (docs/api.md, login-links:write).
     user = _user(user_id, locked=True)
-    if user.is_admin:
-        # The link signs its holder in as the admin (a new passkey, then the console): only a
-        # token that could make an admin may rescue one, or login-links:write would be every
-        # scope there is (docs/api.md).
-        require_scope("users:write", "A rescue link for an admin")
+    # The link signs its holder in as the admin (a new passkey, then the console): only a token
+    # that could make an admin may rescue one, or login-links:write would be every scope there
+    # is (docs/api.md).
+    _admin_needs_scope(user, "A rescue link for an admin")
     ttl = body.ttl_seconds or runtime().settings.login_link_ttl
     issued = _service().send_login_link(
         user, ttl=ttl, now=clock().now(), url_for_secret=url_for_secret

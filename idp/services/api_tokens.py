@@ -54,11 +54,20 @@ SCOPES = (
     "clients:write",
     "users:read",
     "users:write",
+    "admins:write",
     "groups:read",
     "groups:write",
     "audit:read",
     "login-links:write",
 )
+#: What acting on an admin account needs, beside the operation's own scope: making an admin,
+#: changing, disabling or deleting one, issuing their rescue link. An admin can do everything
+#: (a console session mints tokens of every scope), so a token that could make one, or take one
+#: over, could give itself every scope: ``users:write`` alone reaches only other accounts.
+ADMINS_SCOPE = "admins:write"
+#: Scopes a scope includes besides its own read scope: ``admins:write`` is ``users:write`` for
+#: every account.
+INCLUDES = {ADMINS_SCOPE: ("users:write", "users:read")}
 PREFIX = "idp_"
 #: ``idp_`` and 32 bytes in unpadded base64url (RFC 4648 5): 43 characters.
 TOKEN_FORMAT = re.compile(r"idp_[A-Za-z0-9_-]{43}")
@@ -103,8 +112,11 @@ class NewToken:
 
 
 def granted(scopes: Iterable[str]) -> frozenset[str]:
-    """The scopes a token holds, with each write scope's read scope."""
+    """The scopes a token holds, with each write scope's read scope (and what ``INCLUDES``
+    adds)."""
     held = set(scopes)
+    for scope in list(held):
+        held.update(INCLUDES.get(scope, ()))
     for scope in list(held):
         family, _, access = scope.partition(":")
         if access == "write" and f"{family}:read" in SCOPES:

@@ -4,6 +4,7 @@ PostgreSQL: tokens, scopes, problems, validation, concurrency, and each resource
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from idp.extensions import db
 from idp.models import ApiToken, AuditEvent, Client, LoginLink, User
 from idp.models.base import utcnow
 from idp.services.api_tokens import (
+    ADMINS_SCOPE,
     FAILED_AUTH_LIMIT,
     SCOPES,
     ApiTokenService,
@@ -192,7 +194,8 @@ def _path(op: Operation) -> str:
 def test_each_operation_needs_its_scope(storage_app: Flask) -> None:
     """A table of every operation against a token with every scope but the one it needs."""
     scoped = [op for op in OPERATIONS if op.scope is not None]
-    assert {op.scope for op in scoped} == set(SCOPES)
+    # admins:write is needed beside users:write, on admin accounts (below).
+    assert {op.scope for op in scoped} == set(SCOPES) - {ADMINS_SCOPE}
     for op in scoped:
         others = [s for s in SCOPES if op.scope not in granted([s])]
         token = issue(storage_app, *others, name=f"t{OPERATIONS.index(op)}")
@@ -212,10 +215,13 @@ def test_a_rescue_link_for_an_admin_needs_the_scope_that_makes_admins(storage_ap
     helpdesk = Api(storage_app, issue(storage_app, "login-links:write", name="helpdesk"))
     body = problem(helpdesk.call("POST", f"/users/{admin.id}/login-links"), 403,
                    "insufficient-scope")  # fmt: skip
-    assert body["scope"] == "users:write"
-    assert body["detail"] == "A rescue link for an admin needs the users:write scope."
+    assert body["scope"] == "admins:write"
+    assert body["detail"] == "A rescue link for an admin needs the admins:write scope."
     assert helpdesk.call("POST", f"/users/{member.id}/login-links").status_code == 201
-    full = Api(storage_app, issue(storage_app, "login-links:write", "users:write", name="ops"))
+    # users:write reaches only accounts that are not admins (docs/api.md).
+    users = Api(storage_app, issue(storage_app, "login-links:write", "users:write", name="users"))
+    problem(users.call("POST", f"/users/{admin.id}/login-links"), 403, "insufficient-scope")
+    full = Api(storage_app, issue(storage_app, "login-links:write", "admins:write", name="ops"))
     assert full.call("POST", f"/users/{admin.id}/login-links").status_code == 201
     with storage_app.app_context():
         issued = db.session.scalars(select(LoginLink.user_id)).all()
@@ -234,7 +240,7 @@ def test_a_rescue_link_issued_before_a_promotion_does_not_sign_in_the_admin(
     issued = helpdesk.call("POST", f"/users/{member.id}/login-links")
     assert issued.status_code == 201, issued.text
     secret = issued.get_json()["url"].rsplit("/", 1)[1]
-    ops = Api(storage_app, issue(storage_app, "users:write", name="ops"))
+    ops = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
     assert ops.call("PATCH", f"/users/{member.id}", {"admin": True}).get_json()["admin"] is True
     browser = storage_app.test_client()
     page = browser.get(f"/login/link/{secret}")
@@ -244,10 +250,49 @@ def test_a_rescue_link_issued_before_a_promotion_does_not_sign_in_the_admin(
     promoted = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.user_promoted")
     assert [e.details.get("login_links_revoked") for e in promoted] == [1]
     # A link issued once they are an admin, by a token that may make admins, works.
-    full = Api(storage_app, issue(storage_app, "login-links:write", "users:write", name="full"))
+    full = Api(storage_app, issue(storage_app, "login-links:write", "admins:write", name="full"))
     fresh = full.call("POST", f"/users/{member.id}/login-links").get_json()["url"]
     page = browser.get(fresh.removeprefix("http://localhost"))
     assert page.status_code == 200
+
+
+def test_acting_on_an_admin_needs_the_admins_scope(storage_app: Flask) -> None:
+    """A token that could make an admin, or change, disable, delete or rescue one, could give
+    itself every scope (an admin's console mints tokens of any scope): users:write reaches only
+    the accounts that are not admins; admins:write, which includes it, reaches every account. A
+    refusal changes nothing."""
+    root = create_user(storage_app, email="root@example.com", admin=True)
+    member = create_user(storage_app, email="member@example.com")
+    users = Api(storage_app, issue(storage_app, "users:write", "login-links:write", name="users"))
+
+    def refused(response: TestResponse, why: str) -> None:
+        body = problem(response, 403, "insufficient-scope")
+        assert body["scope"] == "admins:write"
+        assert body["detail"] == f"{why} needs the admins:write scope."
+
+    new_admin = {"email": "eve@example.com", "admin": True}
+    refused(users.call("POST", "/users", new_admin), "Making an admin")
+    refused(users.call("PATCH", f"/users/{member.id}", {"admin": True}), "Making an admin")
+    path = f"/users/{root.id}"
+    refused(users.call("PATCH", path, {"name": "Mallory"}), "Changing an admin")
+    refused(users.call("POST", f"{path}/disable"), "Disabling an admin")
+    refused(users.call("POST", f"{path}/enable"), "Enabling an admin")
+    refused(users.call("DELETE", path), "Deleting an admin")
+    refused(users.call("POST", f"{path}/login-links"), "A rescue link for an admin")
+    with storage_app.app_context():
+        stored = db.session.scalars(select(User).order_by(User.email)).all()
+        assert [(u.email, u.name, u.is_admin, u.disabled_at) for u in stored] == [
+            ("member@example.com", "Ada Lovelace", False, None),
+            ("root@example.com", "Ada Lovelace", True, None),
+        ]
+    # The accounts that are not admins stay users:write's.
+    assert users.call("PATCH", f"/users/{member.id}", {"name": "Mem"}).status_code == 200
+    assert users.call("POST", f"/users/{member.id}/disable").status_code == 200
+    admins = Api(storage_app, issue(storage_app, "admins:write", name="admins"))
+    assert admins.call("POST", "/users", new_admin).status_code == 201
+    assert admins.call("PATCH", f"/users/{member.id}", {"admin": True}).status_code == 200
+    assert admins.call("PATCH", path, {"name": "Root"}).status_code == 200
+    assert admins.call("GET", "/users").status_code == 200  # it includes users:read
 
 
 def test_a_nul_in_a_path_parameter_is_a_400_never_a_server_error(api: Api) -> None:
@@ -667,3 +712,44 @@ def test_audit_read_since_a_time_by_actor_a_page_at_a_time(storage_app: Flask, a
     problem(api.call("GET", "/audit?since=yesterday"), 400, "invalid-query")
     events = api.call("GET", "/audit?event=client.*").get_json()["items"]
     assert len(events) == 3
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_upgrade_gives_admins_write_to_the_tokens_that_held_users_write(
+    tmp_path: Path, database: str
+) -> None:
+    """Revision 0017: users:write reached admins before; a token made then keeps that power under
+    its new name, so that no automation breaks at the upgrade; the downgrade gives it back."""
+    from alembic import command as alembic
+    from sqlalchemy import create_engine, text
+
+    from idp.database import alembic_config
+    from tests.conftest import throwaway_postgres_database
+
+    with contextlib.ExitStack() as stack:
+        if database == "sqlite":
+            url = f"sqlite:///{tmp_path / 'idp.db'}"
+        else:
+            url = stack.enter_context(throwaway_postgres_database())
+        alembic.upgrade(alembic_config(url), "0016")
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        scopes = {"ops": ["users:write", "groups:write"], "read": ["users:read"]}
+        with engine.begin() as connection:
+            for name, held in scopes.items():
+                connection.execute(
+                    text("INSERT INTO api_tokens (id, name, token_hash, scopes, created_at) VALUES"
+                         " (:name, :name, :name, :scopes, '2026-01-01')"),
+                    {"name": name, "scopes": json.dumps(held)},
+                )  # fmt: skip
+
+        def stored() -> dict[str, list[str]]:
+            with engine.connect() as connection:
+                found = connection.execute(text("SELECT name, scopes FROM api_tokens")).all()
+            return {n: s if isinstance(s, list) else json.loads(s) for n, s in found}
+
+        alembic.upgrade(alembic_config(url), "0017")
+        assert stored() == {"ops": ["users:write", "admins:write", "groups:write"],
+                            "read": ["users:read"]}  # fmt: skip
+        alembic.downgrade(alembic_config(url), "0016")
+        assert stored() == scopes

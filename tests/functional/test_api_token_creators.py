@@ -77,7 +77,7 @@ def test_a_token_is_revoked_when_its_creator_is_disabled_demoted_or_deleted(
     ada = passkey_browser(storage_app, "ada@example.com")
     adas = Api(storage_app, console_token(ada, "ada-ci"))
     assert adas.call("GET", "/users").status_code == 200
-    operators = Api(storage_app, issue(storage_app, "users:write", name="ops"))
+    operators = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
     act(action, ada, root if surface == "console" else operators)
     problem(adas.call("GET", "/users"), 401, "invalid-token")
     # A token made on the command line has no creator to lose: it keeps working.
@@ -93,6 +93,11 @@ def test_a_token_is_revoked_when_its_creator_is_disabled_demoted_or_deleted(
         for e in revoked
     ] == [(actor, ada.user.id, "ada-ci", reason, surface)]
     assert listed_status(root, "ada-ci") == f"Revoked: {WHY[reason]}"
+    creator = "a deleted user" if action == "delete" else "ada@example.com"
+    assert (
+        f'<span class="muted token-creator">by {creator}</span>'
+        in root.browser.get("/admin/api-tokens").text
+    )
     # Enabled or promoted again, the admin gets none of it back: the revocation is for good.
     if action == "disable":
         act("enable", ada, root if surface == "console" else operators)
@@ -130,7 +135,7 @@ def test_a_token_whose_creator_left_without_revoking_it_is_refused(
 
 def test_a_token_made_on_the_command_line_outlives_every_admin(storage_app: Flask) -> None:
     root = passkey_browser(storage_app, "root@example.com")
-    operators = Api(storage_app, issue(storage_app, "users:write", name="ops"))
+    operators = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
     [token] = rows(storage_app, ApiToken)
     assert token.created_by is None
     assert listed_status(root, "ops") == "Active"
@@ -163,7 +168,7 @@ def test_a_token_created_as_its_creator_is_demoted_is_never_made(
     passkey_browser(storage_app, "root@example.com")
     ada = passkey_browser(storage_app, "ada@example.com")
     ada.csrf("/admin/api-tokens")
-    operators = Api(storage_app, issue(storage_app, "users:write", name="ops"))
+    operators = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
     checkpoints = Checkpoints(tmp_path / "checkpoints")
     checkpoints.open_all(CREATING_CHECKPOINT)
     monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(checkpoints.directory))

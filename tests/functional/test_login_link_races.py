@@ -31,7 +31,7 @@ def test_a_rescue_link_issued_as_its_user_is_promoted_does_not_sign_in_the_admin
     create_user(storage_app, email="root@example.com", admin=True)
     member = create_user(storage_app, email="member@example.com")
     helpdesk = Api(storage_app, issue(storage_app, "login-links:write", name="helpdesk"))
-    ops = Api(storage_app, issue(storage_app, "users:write", name="ops"))
+    ops = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
     outcome: dict[str, Any] = {}
 
     with checkpoints.holding(ISSUE_CHECKPOINT):
