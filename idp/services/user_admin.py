@@ -383,11 +383,12 @@ class UserAdmin:
         if user.is_admin:
             raise UserAdminError("This user is already an admin.")
         user.is_admin = True
-        # A rescue link issued while the user was not an admin (by a help-desk API token, which
-        # may not rescue admins: docs/api.md) must not sign its holder in as the admin they are
-        # now: it ends here, and an admin's rescue is issued anew by someone who may make admins.
-        ended = LoginLinkService(self.db).revoke_all(user, now, purpose=LOGIN)
-        self._audit("admin.user_promoted", user, login_links_revoked=ended)
+        # A rescue link or an invite issued while the user was not an admin (by an API token that
+        # may not rescue or make admins: docs/api.md) must not sign its holder in as the admin
+        # they are now: both end here, and are issued anew by someone who may make admins.
+        links = LoginLinkService(self.db)
+        ended, invites = links.revoke_all(user, now, LOGIN), links.revoke_all(user, now, INVITE)
+        self._audit("admin.user_promoted", user, login_links_revoked=ended, invites_revoked=invites)
 
     def demote(self, user: User, now: datetime) -> None:
         if not user.is_admin:

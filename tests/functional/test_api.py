@@ -295,6 +295,32 @@ def test_acting_on_an_admin_needs_the_admins_scope(storage_app: Flask) -> None:
     assert admins.call("GET", "/users").status_code == 200  # it includes users:read
 
 
+def test_an_invite_issued_before_a_promotion_does_not_make_its_holder_the_admin(
+    storage_app: Flask,
+) -> None:
+    """A users:write token invites a member (the invite's URL is in its answer); an admin, or a
+    token with admins:write, promotes the account before it is set up. The invite would sign its
+    holder up as that admin, an admin's account from a token that may not make one: promotion
+    ends unspent invites as it ends rescue links (the admin sends a new one), audited with it."""
+    from tests.functional.test_invites import accept
+
+    create_user(storage_app, email="root@example.com", admin=True)
+    users = Api(storage_app, issue(storage_app, "users:write", name="users"))
+    created = users.call("POST", "/users", {"email": "grace@example.com"})
+    assert created.status_code == 201, created.text
+    secret = created.get_json()["invite"]["url"].rsplit("/", 1)[1]
+    admins = Api(storage_app, issue(storage_app, "admins:write", name="admins"))
+    promoted = admins.call("PATCH", f"/users/{created.get_json()['id']}", {"admin": True})
+    assert promoted.get_json()["admin"] is True
+    status, _ = accept(storage_app.test_client(), secret)
+    assert status == 400
+    [event] = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.user_promoted")
+    assert event.details["invites_revoked"] == 1
+    with storage_app.app_context():
+        grace = db.session.scalars(select(User).where(User.email == "grace@example.com")).one()
+        assert grace.name == ""  # the invite's page never set it up
+
+
 def test_a_nul_in_a_path_parameter_is_a_400_never_a_server_error(api: Api) -> None:
     """``/clients/%00``: a NUL character in an id or a name, which PostgreSQL text can neither
     store nor compare (a database error, then a 500), is refused before any view looks it up,
