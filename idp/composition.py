@@ -375,7 +375,8 @@ class Services:
                             clock=self.container.clock)  # fmt: skip
 
     def api_tokens(self, actor_id: str | None) -> ApiTokenService:
-        """Admin API tokens, managed by ``actor_id`` (None: the API authenticating a token)."""
+        """Admin API tokens, managed by ``actor_id`` (an admin's id, ``cli``; None: the API
+        authenticating a token)."""
         return ApiTokenService(self._db(), self.container.api_token_hasher, actor_id=actor_id,
                                context=self.context, clock=self.container.clock)  # fmt: skip
 

@@ -21,11 +21,13 @@ def api_tokens() -> None:
 
 @contextmanager
 def _token_service() -> Iterator[ApiTokenService]:
-    """The tokens service acting as ``cli``; nothing it refused is committed (``app_context``)."""
+    """The tokens service acting as ``cli`` (audited so, as every command's change is; a token
+    made here has no creating admin); nothing it refused is committed (``app_context``)."""
     from idp.composition import services
+    from idp.services.audit import CLI_ACTOR
 
     with app_context():
-        yield services().api_tokens(None)
+        yield services().api_tokens(CLI_ACTOR)
 
 
 def _token_text(data: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from idp import create_app
 from idp.cli import main
 from idp.composition import Container
 from idp.database import alembic_config, upgrade
-from idp.models import AuditEvent, Base, Client, LoginLink, Passkey, SigningKey, User
+from idp.models import ApiToken, AuditEvent, Base, Client, LoginLink, Passkey, SigningKey, User
 from idp.services.crypto import token_hash
 from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
@@ -612,6 +612,19 @@ def test_api_tokens_create_list_revoke(idp: Idp) -> None:
     assert refused.exit_code != 0
     assert "unknown scope" in refused.output
     assert idp.json("api-tokens", "revoke", "ci")["status"] == "revoked"
+
+
+def test_api_tokens_made_and_revoked_on_the_command_line_are_audited_as_cli(idp: Idp) -> None:
+    """docs/admins.md: "Actions from the command line are audited as coming from `cli`": a token
+    made or revoked on the host too, not by nobody; it still has no creating admin."""
+    idp.ok("api-tokens", "create", "--name", "ci", "--scope", "audit:read")
+    idp.ok("api-tokens", "revoke", "ci")
+    with idp.session() as db:
+        events = db.scalars(select(AuditEvent).where(AuditEvent.kind.like("api_token.%"))).all()
+        assert sorted((e.kind, e.actor_id) for e in events) == [
+            ("api_token.created", "cli"), ("api_token.revoked", "cli")
+        ]  # fmt: skip
+        assert db.scalars(select(ApiToken.created_by)).all() == [None]
 
 
 def test_unlocking_a_user_and_rotating_keys_from_the_command_line_are_audited(idp: Idp) -> None:
