@@ -97,6 +97,9 @@ SENTENCES: dict[str, tuple[str, str]] = {
                            "An administrator could not enable your account"),
     "admin.user_promoted": ("An administrator made you an administrator",
                             "An administrator could not make you an administrator"),
+    # its creator disabled, demoted or deleted (idp.services.token_creators)
+    "api_token.revoked": ("An admin API token you created was revoked",
+                          "An admin API token you created could not be revoked"),
     "admin.user_demoted": ("An administrator removed your administrator role",
                            "An administrator could not remove your administrator role"),
     "admin.user_deleted": ("An administrator deleted your account",
@@ -131,7 +134,7 @@ NOT_ABOUT_A_USER = frozenset({
     "client.secret_rotated", "client.access_changed", "client.claim_maps_changed",
     "group.created", "group.renamed", "group.updated", "group.deleted",
     "device.authorization_requested",
-    "api.authentication_failed", "api_token.created", "api_token.revoked", "keys.rotated",
+    "api.authentication_failed", "api_token.created", "keys.rotated",
 })  # fmt: skip
 
 #: How the session of a sign-in at an app was made, from its amr (RFC 8176).

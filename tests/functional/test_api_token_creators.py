@@ -98,6 +98,9 @@ def test_a_token_is_revoked_when_its_creator_is_disabled_demoted_or_deleted(
         f'<span class="muted token-creator">by {creator}</span>'
         in root.browser.get("/admin/api-tokens").text
     )
+    if action == "demote":  # their own activity page says so, beside the demotion
+        activity = ada.browser.get("/account/activity").text
+        assert "An admin API token you created was revoked" in activity
     # Enabled or promoted again, the admin gets none of it back: the revocation is for good.
     if action == "disable":
         act("enable", ada, root if surface == "console" else operators)
