@@ -163,12 +163,24 @@ def require_scope(scope: str, why: str = "") -> None:
     """403 insufficient_scope (RFC 6750 3.1) unless the token has ``scope``; ``why`` says
     what needs it when the operation's own scope was not enough."""
     if scope not in g.api_scopes:
+        _record_denial(scope)
         raise Problem(
             "insufficient-scope",
             f"{why or 'This'} needs the {scope} scope.",
             headers=_challenge("insufficient_scope", scope=scope),
             scope=scope,
         )
+
+
+def _record_denial(scope: str) -> None:
+    """Audit the refusal, at most ``FAILED_AUTH_LIMIT`` rows a token and window: a token that may
+    only read must not be able to fill the audit log one refused request at a time. Nothing of
+    the request's own is kept: every operation asks for its scopes before it changes anything."""
+    token, now = current_token(), clock().now()
+    if services().failed_api_auth_budget.spend("api-denied", token.id, now):
+        db.session.rollback()
+        token_service().record_denial(token, scope, request.endpoint or "")
+        db.session.commit()
 
 
 # -- input -----------------------------------------------------------------------------------------

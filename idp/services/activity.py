@@ -134,7 +134,7 @@ NOT_ABOUT_A_USER = frozenset({
     "client.secret_rotated", "client.access_changed", "client.claim_maps_changed",
     "group.created", "group.renamed", "group.updated", "group.deleted",
     "device.authorization_requested",
-    "api.authentication_failed", "api_token.created", "keys.rotated",
+    "api.authentication_failed", "api.access_denied", "api_token.created", "keys.rotated",
 })  # fmt: skip
 
 #: How the session of a sign-in at an app was made, from its amr (RFC 8176).

@@ -323,6 +323,13 @@ class ApiTokenService:
         audit.record(self.db, "api.authentication_failed", outcome="failure",
                      context=self.context, **details)  # fmt: skip
 
+    def record_denial(self, token: ApiToken, scope: str, operation: str) -> None:
+        """Audit a request the token's scopes do not allow, as the token (OWASP ASVS 4.0 7.1.3:
+        access control failures are logged)."""
+        audit.record(self.db, "api.access_denied", outcome="failure", actor_id=actor_of(token),
+                     context=self.context, scope=scope, operation=operation,
+                     via="api")  # fmt: skip
+
     def touch(self, token: ApiToken, now: datetime) -> None:
         """Record the use, at most once per ``LAST_USED_RESOLUTION`` (a conditional UPDATE: of
         parallel requests at most one writes)."""

@@ -337,6 +337,25 @@ def test_a_nul_in_a_path_parameter_is_a_400_never_a_server_error(api: Api) -> No
     problem(api.call("DELETE", "/groups/staff/members/a%00b"), 400, "malformed-request")
 
 
+def test_a_request_its_scopes_do_not_allow_is_audited_within_a_budget(storage_app: Flask) -> None:
+    """OWASP ASVS 4.0 7.1.3: access control failures are logged. A token refused for lack of a
+    scope is audited ``api.access_denied`` with the scope and the operation, as itself; at most
+    FAILED_AUTH_LIMIT rows a token and hour, so that a token that may only read cannot fill the
+    audit log one refused request at a time (the refusals go on being refused)."""
+    reader = Api(storage_app, issue(storage_app, "users:read", name="reader"))
+    problem(reader.call("POST", "/users", {"email": "eve@example.com"}), 403, "insufficient-scope")
+    [event] = rows(storage_app, AuditEvent, AuditEvent.kind == "api.access_denied")
+    assert (event.actor_id, event.outcome, event.details) == (
+        "api-token:reader", "failure",
+        {"scope": "users:write", "operation": "api.create_user", "via": "api"},
+    )  # fmt: skip
+    for _ in range(FAILED_AUTH_LIMIT):
+        problem(reader.call("DELETE", "/clients/x"), 403, "insufficient-scope")
+    denied = rows(storage_app, AuditEvent, AuditEvent.kind == "api.access_denied")
+    assert len(denied) == FAILED_AUTH_LIMIT
+    assert rows(storage_app, User) == []
+
+
 def test_a_write_scope_implies_its_read_scope(storage_app: Flask) -> None:
     token = Api(storage_app, issue(storage_app, "clients:write"))
     assert token.call("GET", "/clients").status_code == 200
