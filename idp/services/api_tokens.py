@@ -85,6 +85,8 @@ ACTOR_PREFIX = "api-token:"
 #: Where a new token's request is about to check its creator (tests hold it here while the
 #: creator is demoted).
 CREATING_CHECKPOINT = "api_tokens.creating"
+#: Where it holds its creator's row, found an active admin (tests demote them meanwhile).
+CREATOR_HELD_CHECKPOINT = "api_tokens.creator_held"
 
 
 class ApiTokenError(DomainError):
@@ -236,6 +238,7 @@ class ApiTokenService:
             # Checked holding the creator's row: a demotion committed first is seen here, one
             # after this waits for the token and revokes it (idp.services.token_creators).
             raise ApiTokenError("only an active admin creates API tokens")
+        checkpoints.reached(CREATOR_HELD_CHECKPOINT)
         secret = new_token_secret()
         token = ApiToken(
             name=name,

@@ -17,12 +17,13 @@ from werkzeug.test import TestResponse
 
 from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.models import ApiToken, AuditEvent, User
-from idp.services.api_tokens import CREATING_CHECKPOINT
+from idp.services.api_tokens import CREATING_CHECKPOINT, CREATOR_HELD_CHECKPOINT
 from idp.services.token_creators import WHY
 from tests.functional.test_api import Api, issue, problem
 from tests.support.admin import ConsoleBrowser, passkey_browser
-from tests.support.checkpoints import Checkpoints, wait_until
+from tests.support.checkpoints import Checkpoints, in_thread, wait_until
 from tests.support.factories import change, rows
+from tests.support.writers import waits_for_a_lock
 
 TOKEN = re.compile(r"idp_[A-Za-z0-9_-]{43}")
 REASONS = {"disable": "creator_disabled", "demote": "creator_demoted", "delete": "creator_deleted"}
@@ -185,6 +186,46 @@ def test_a_token_created_as_its_creator_is_demoted_is_never_made(
     assert created.status_code == 400, created.text
     assert "only an active admin" in created.text
     assert [t.name for t in rows(storage_app, ApiToken)] == ["ops"]
+
+
+def test_a_demotion_racing_a_tokens_creation_waits_for_it_and_revokes_it(
+    storage_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the creation holds its creator's row, found an admin, and is held there;
+    the demotion waits for that row (PostgreSQL's row lock, SQLite's write lock), then sees the
+    committed token and revokes it with the others."""
+    passkey_browser(storage_app, "root@example.com")
+    ada = passkey_browser(storage_app, "ada@example.com")
+    ada.csrf("/admin/api-tokens")
+    operators = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    checkpoints.open_all(CREATOR_HELD_CHECKPOINT)
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, str(checkpoints.directory))
+    outcome: dict[str, object] = {}
+    form = {"name": "ada-ci", "expires_in": "90", "scopes": ["users:read"]}
+    with checkpoints.holding(CREATOR_HELD_CHECKPOINT):
+        creating = in_thread(outcome, "create", lambda: ada.post("/admin/api-tokens", form))
+        wait_until(lambda: checkpoints.arrivals(CREATOR_HELD_CHECKPOINT) == 1, "creator held")
+        path = f"/users/{ada.user.id}"
+        demoting = in_thread(
+            outcome, "demote", lambda: operators.call("PATCH", path, {"admin": False})
+        )
+        wait_until(lambda: waits_for_a_lock(storage_app, demoting), "the demotion waits")
+    for thread in (creating, demoting):
+        thread.join(60)
+        assert not thread.is_alive()
+    assert "create error" not in outcome, outcome
+    assert "demote error" not in outcome, outcome
+    created, demoted = outcome["create"], outcome["demote"]
+    assert isinstance(created, TestResponse)
+    assert isinstance(demoted, TestResponse)
+    assert created.status_code == 200, created.text
+    assert demoted.status_code == 200, demoted.text
+    secret = TOKEN.search(created.text)
+    assert secret is not None
+    problem(Api(storage_app, secret.group(0)).call("GET", "/users"), 401, "invalid-token")
+    [token] = rows(storage_app, ApiToken, ApiToken.name == "ada-ci")
+    assert token.revoked_reason == "creator_demoted"
 
 
 def test_demoting_on_the_command_line_revokes_the_tokens_the_admin_created(tmp_path: Path) -> None:
