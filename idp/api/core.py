@@ -64,6 +64,9 @@ class Operation:
     #: The client's ETag must come back in If-Match (RFC 9110 13.1.1).
     if_match: bool = False
     tag: str = ""
+    #: Also needed when the operation makes an admin or acts on one (idp.api.users): said in the
+    #: document, checked by the view.
+    on_admins: str | None = None
 
 
 OPERATIONS: list[Operation] = []

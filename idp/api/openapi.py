@@ -82,6 +82,8 @@ def _operation(op: Operation, components: _Components) -> dict[str, Any]:
     else:
         found["x-required-scope"] = op.scope
         found["description"] = f"Needs a token with the `{op.scope}` scope."
+        if op.on_admins:
+            found["description"] += f" On an admin, or to make one, also `{op.on_admins}`."
     if op.body is not None:
         found["requestBody"] = {
             "required": op.body_required,

@@ -293,6 +293,15 @@ def test_acting_on_an_admin_needs_the_admins_scope(storage_app: Flask) -> None:
     assert admins.call("PATCH", f"/users/{member.id}", {"admin": True}).status_code == 200
     assert admins.call("PATCH", path, {"name": "Root"}).status_code == 200
     assert admins.call("GET", "/users").status_code == 200  # it includes users:read
+    # The document says it, on each operation that needs it.
+    paths = Api(storage_app, None).call("GET", "/openapi.json").get_json()["paths"]
+    on_admins = {(path, method) for path, item in paths.items() for method, op in item.items()
+                 if "also `admins:write`" in op.get("description", "")}  # fmt: skip
+    assert on_admins == {
+        ("/users", "post"), ("/users/{user_id}", "patch"), ("/users/{user_id}", "delete"),
+        ("/users/{user_id}/disable", "post"), ("/users/{user_id}/enable", "post"),
+        ("/users/{user_id}/login-links", "post"),
+    }  # fmt: skip
 
 
 def test_an_invite_issued_before_a_promotion_does_not_make_its_holder_the_admin(
