@@ -130,12 +130,16 @@ def _authenticate() -> None:
     # refusal's audit row could be written without end, one address at a time (ASVS 7.1).
     address = budget_address(request.remote_addr or "")
     budget = services().failed_api_auth_budget
-    if budget.exhausted("api-auth", address, now):
-        retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
-        raise Problem("too-many-requests", headers={"Retry-After": str(retry)})
     service = token_service()
     result = service.authenticate(presented, now)
     if isinstance(result, Refusal):
+        # Past the budget a refused token is neither audited nor counted, only answered 429. A
+        # token that authenticates is served all the same: the budget bounds what unknown tokens
+        # cost, and must not let anyone who shares the address (a CI provider's egress, a NAT)
+        # shut its automation out with made-up tokens (a guess at 256 bits is hopeless anyway).
+        if budget.exhausted("api-auth", address, now):
+            retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
+            raise Problem("too-many-requests", headers={"Retry-After": str(retry)})
         service.record_failure(result, presented)
         db.session.commit()
         budget.spend("api-auth", address, now)
