@@ -135,6 +135,9 @@ def test_a_token_whose_creator_left_without_revoking_it_is_refused(
     failed = rows(storage_app, AuditEvent, AuditEvent.kind == "api.authentication_failed")
     assert [(e.details["reason"], e.details["token"]) for e in failed] == [(reason, "ada-ci")]
     assert listed_status(root, "ada-ci") == f"Inactive: {WHY[reason]}"
+    # Revocable for good, should the creator be made an admin again.
+    assert root.post("/admin/api-tokens/ada-ci/revoke").status_code == 303
+    assert listed_status(root, "ada-ci") == "Revoked"
 
 
 def test_a_token_made_on_the_command_line_outlives_every_admin(storage_app: Flask) -> None:
