@@ -53,9 +53,11 @@ def _expected_version(client: Client) -> int:
     """RFC 9110 13.1.1: the change applies only to the version the caller read. Without
     If-Match the change is refused (RFC 6585 3, 428): a blind write could undo another's."""
     header = request.headers.get("If-Match")
-    if header is None:
+    # "*" matches any version (RFC 9110 13.1.1): as blind a write as no If-Match at all.
+    if header is None or header.strip() == "*":
         raise Problem("precondition-required", "Send the ETag of the client in If-Match.")
-    if header.strip() != etag(client):
+    # A list of entity-tags, compared strongly: a weak tag (W/"v1") never matches.
+    if etag(client) not in (tag.strip() for tag in header.split(",")):
         raise Problem("precondition-failed", "The client changed since it was read.")
     return client.version
 

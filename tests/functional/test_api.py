@@ -553,6 +553,21 @@ def test_patch_needs_the_current_etag(storage_app: Flask, api: Api) -> None:
     assert rows(storage_app, Client)[0].version == 2
 
 
+def test_if_match_is_a_list_of_strong_tags_and_never_a_blind_star(api: Api) -> None:
+    """RFC 9110 13.1.1: If-Match is a list of entity-tags compared strongly: the current one
+    among others applies, a weak one never matches. ``*`` matches any current version: a blind
+    write, which the API does not take (RFC 6585 3: the ETag is required), so it is a 428, not a
+    412 that would say the client changed."""
+    path = f"/clients/{create(api)['client_id']}"
+    listed = api.call("PATCH", path, {"name": "Listed"}, headers={"If-Match": '"v0", "v1"'})
+    assert listed.status_code == 200, listed.text
+    weak = api.call("PATCH", path, {"name": "Weak"}, headers={"If-Match": 'W/"v2"'})
+    problem(weak, 412, "precondition-failed")
+    star = api.call("PATCH", path, {"name": "Blind"}, headers={"If-Match": "*"})
+    problem(star, 428, "precondition-required")
+    assert api.call("GET", path).get_json()["name"] == "Listed"
+
+
 @pytest.mark.parametrize(
     "member",
     ["name", "redirect_uris", "kind", "post_logout_redirect_uris", "first_party",
