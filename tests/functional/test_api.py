@@ -566,6 +566,9 @@ def test_if_match_is_a_list_of_strong_tags_and_never_a_blind_star(api: Api) -> N
     star = api.call("PATCH", path, {"name": "Blind"}, headers={"If-Match": "*"})
     problem(star, 428, "precondition-required")
     assert api.call("GET", path).get_json()["name"] == "Listed"
+    # On a DELETE, where If-Match is optional, "*" only asks that the client exists.
+    problem(api.call("DELETE", path, headers={"If-Match": '"v1"'}), 412, "precondition-failed")
+    assert api.call("DELETE", path, headers={"If-Match": "*"}).status_code == 204
 
 
 @pytest.mark.parametrize(
