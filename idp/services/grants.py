@@ -300,9 +300,13 @@ class GrantService:
         atomically (one conditional UPDATE: of parallel retries, exactly one wins; a successor
         already used, or superseded by a parallel retry, makes this False and the presentation a
         replay)."""
-        # A retry may even arrive before the rotation it repeats committed (the client gave up
-        # first): its clock then reads earlier than ``rotated_at``, which is inside the window.
-        if rotated_at is None or now - rotated_at > grace:
+        # Measured both ways. A retry may read a time a little before ``rotated_at`` (the node
+        # that rotated runs a second ahead): inside the window. But a rotation stamped more than
+        # the window in the future means the clock was stepped back since (NTP, a restored VM)
+        # or the nodes disagree by more than the window: its age is unknown, and counting it as
+        # young would keep a stolen, already rotated token answered for as long as the step
+        # (RFC 9700 4.14.2 asks for the replay; the window is the one exception, and short).
+        if rotated_at is None or abs(now - rotated_at) > grace:
             return False
         superseded = self.db.execute(
             update(RefreshToken)

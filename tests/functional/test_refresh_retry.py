@@ -26,6 +26,7 @@ from idp.models import AuditEvent, Grant, RefreshToken
 from idp.models.base import utcnow
 from idp.services.crypto import token_hash
 from tests.support.apps import app_on
+from tests.support.clock import FrozenClock
 from tests.support.factories import (
     CreatedUser,
     RegisteredClient,
@@ -228,3 +229,29 @@ def test_another_client_cannot_retry_a_clients_refresh_token(
     # The real client's retry still works: the stranger superseded nothing.
     retry = refresh(served.url, registered, tokens["refresh_token"])
     assert retry.status_code == 200, retry.text
+
+
+def test_a_clock_stepped_back_after_the_rotation_does_not_reopen_the_window(
+    storage_app: Flask, clock: FrozenClock, registered: RegisteredClient, user: CreatedUser
+) -> None:
+    """The window is measured both ways: a rotation stamped more than the window in this
+    request's future (the clock stepped back since, or the node that rotated runs ahead) is of
+    an unknown age, so its token presented again is a replay, however long the step. A rotation
+    stamped within the window ahead (two nodes' clocks a second apart) is still a retry."""
+    grace = timedelta(seconds=storage_app.extensions["idp"].settings.refresh_token_retry_grace)
+    rp = RelyingParty(storage_app.test_client(), registered)
+    near = rp.tokens_for(user)
+    assert rp.refresh(near["refresh_token"]).status_code == 200  # the answer "lost"
+    clock.advance(-grace / 2)
+    assert rp.refresh(near["refresh_token"]).status_code == 200, "a retry"
+    assert grant_revoked(storage_app, near["refresh_token"]) is None
+
+    far = rp.tokens_for(user)
+    assert rp.refresh(far["refresh_token"]).status_code == 200  # the answer "lost"
+    clock.advance(-timedelta(hours=1))  # an NTP step back, a node an hour behind
+    stepped_back = rp.refresh(far["refresh_token"])
+    assert stepped_back.status_code == 400
+    assert stepped_back.get_json()["error"] == "invalid_grant"
+    assert grant_revoked(storage_app, far["refresh_token"]) == "refresh_token_replay"
+    retried = rows(storage_app, AuditEvent, AuditEvent.kind == "token.refresh_retried")
+    assert len(retried) == 1  # the near one only
