@@ -99,14 +99,15 @@ def redeem_code(request: Any, code: str, client: Client, now: datetime) -> Spent
     (``request.rotation``, committed by ``in_rotation`` with the tokens the code issues) when the
     request has no ``Session``, as ``redeem`` does for a refresh token."""
     digest = code_digest(code)
+    lifetime = timedelta(seconds=runtime().settings.code_ttl)
     if digest is None or (transaction := _transaction_apart(client)) is None:
-        return services().grants.redeem_code(code, client.client_id, now)
+        return services().grants.redeem_code(code, client.client_id, now, lifetime)
     request.rotation = transaction
     row = transaction.first(
         SPEND_CODE, {"spent_at": now, "digest": digest, "client": client.client_id}
     )
     if row is not None:
-        return spent_code(row, client.client_id, now)
+        return spent_code(row, client.client_id, now, lifetime)
     transaction.rollback()
     services().grants.refused_code(digest, client.client_id, now)
     return None

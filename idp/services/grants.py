@@ -212,7 +212,9 @@ class GrantService:
         row.scopes = sorted(set(row.scopes) | set(scopes))
         row.granted_at = now
 
-    def redeem_code(self, code: str, client_id: str, now: datetime) -> SpentCode | None:
+    def redeem_code(
+        self, code: str, client_id: str, now: datetime, lifetime: timedelta
+    ) -> SpentCode | None:
         """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code
         is bound to the client it was issued to (RFC 6749 4.1.3): presented by another client it
         is refused and spends nothing.
@@ -220,7 +222,8 @@ class GrantService:
         The spend is one ``UPDATE ... RETURNING`` that also reads, by subqueries, what the token
         response needs of the grant and its user (the ID token's claims, OIDC Core 2 and 5.4) and
         what the checks need (revoked, disabled): a sign-in's code makes no other read. Only a
-        refusal reads the row again, to tell a replay from an unknown code."""
+        refusal reads the row again, to tell a replay from an unknown code. ``lifetime``: the
+        code's (``code_ttl``), which dates its issue (``spent_code``)."""
         digest = code_digest(code)
         if digest is None:
             return None
@@ -228,7 +231,7 @@ class GrantService:
         if row is None:
             self.refused_code(digest, client_id, now)
             return None
-        return spent_code(row, client_id, now)
+        return spent_code(row, client_id, now, lifetime)
 
     def refused_code(self, digest: str, client_id: str, now: datetime) -> None:
         """A code whose spend changed nothing: unknown, another client's (nothing happens), or

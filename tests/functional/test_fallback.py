@@ -280,6 +280,29 @@ def test_totp_replay_of_an_accepted_step_is_refused(app: Flask, clock: FrozenClo
                     BrowserSession.amr == MFA_AMR)) == 1  # fmt: skip
 
 
+def test_a_clock_stepped_back_does_not_let_a_totp_step_be_used_again(
+    app: Flask, clock: FrozenClock
+) -> None:
+    """RFC 6238 5.2 holds whatever the clock does: the account keeps the last step it accepted
+    and takes only a later one, so after a step back neither the accepted code nor the one of the
+    step the clock now reads (seen earlier, say) signs anyone in, until a later step."""
+    enrolled = user_with_totp(app, clock)
+    accepted = totp(enrolled.secret, clock.now())
+    first = app.test_client()
+    password_step(first, enrolled.user.email, enrolled.user.password)
+    assert path_of(second_step(first, accepted)) == "/account"
+
+    clock.advance(-STEP)  # NTP steps the clock back a step
+    second = app.test_client()
+    password_step(second, enrolled.user.email, enrolled.user.password)
+    for code in (accepted, totp(enrolled.secret, clock.now())):
+        refused = second_step(second, code)
+        assert refused.status_code == 401
+        assert messages.CODE_FAILURE in text_of(refused)
+    clock.advance(2 * STEP)  # the clock has passed the accepted step
+    assert path_of(second_step(second, totp(enrolled.secret, clock.now()))) == "/account"
+
+
 def test_totp_code_older_than_the_previous_step_is_refused(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     clock.advance(STEP)  # two steps back is then a step no code was ever accepted for

@@ -29,6 +29,7 @@ from idp.oidc.client_auth import PrivateKeyJWT
 from idp.services.retention import ASSERTION_REPLAY_EVIDENCE, RetentionPolicy, prune
 from tests.conftest import app_overrides
 from tests.functional.test_logout import introspect
+from tests.support.clock import FrozenClock
 from tests.support.factories import (
     REDIRECT_URI,
     CreatedUser,
@@ -124,6 +125,24 @@ def test_expired_code_is_invalid_grant(app: Flask, rp: RelyingParty, user: Creat
         )
         db.session.commit()
     assert error_of(rp.exchange(code)) == "invalid_grant"
+
+
+def test_a_code_issued_by_a_clock_since_stepped_back_is_not_revived(
+    app: Flask, clock: FrozenClock, rp: RelyingParty, user: CreatedUser
+) -> None:
+    """A code's expiry is read with its issue time (``expires_at - code_ttl``): a code issued
+    when the clock ran an hour ahead, expired by that clock, does not live again for the hour
+    after NTP steps the clock back (nor does one issued an hour "later" by a node whose clock is
+    an hour ahead). A node a few seconds ahead (ordinary skew) issues codes that still work."""
+    clock.advance(timedelta(hours=1))  # the clock ran ahead...
+    code = rp.obtain_code(user)["code"]
+    clock.advance(-timedelta(hours=1))  # ... and is stepped back
+    assert error_of(rp.exchange(code)) == "invalid_grant"
+
+    clock.advance(timedelta(seconds=5))
+    slightly_ahead = rp.obtain_code(user)["code"]
+    clock.advance(-timedelta(seconds=5))
+    assert rp.exchange(slightly_ahead).status_code == 200
 
 
 def test_code_lives_at_most_sixty_seconds(app: Flask, rp: RelyingParty, user: CreatedUser) -> None:
