@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from secrets import token_bytes
 from typing import Any
 
@@ -15,7 +15,7 @@ from webauthn import generate_authentication_options, options_to_json
 from webauthn.helpers import bytes_to_base64url
 from webauthn.helpers.structs import UserVerificationRequirement
 
-from idp.services.challenges import ChallengeSigner
+from idp.services.challenges import CHALLENGE_TTL, ChallengeSigner
 from idp.services.crypto import token_hash
 from idp.services.sign_in_policy import SignInPolicy
 
@@ -23,8 +23,6 @@ REGISTRATION = "registration"
 #: WebAuthn L3 5.1.3: a create() with mediation "conditional" (its answer has UP and UV clear).
 CONDITIONAL_REGISTRATION = "conditional_reg"
 AUTHENTICATION = "authentication"
-#: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
-CHALLENGE_TTL = timedelta(minutes=5)
 CHALLENGE_BYTES = 32  # 256 bits; WebAuthn L3 13.4.3 asks for at least 16
 
 

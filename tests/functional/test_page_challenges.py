@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from werkzeug.test import TestResponse
 
 from idp.clock import FrozenClock
@@ -101,6 +101,34 @@ def test_a_page_challenge_past_its_lifetime_is_refused(
     assert refused.status_code == 400, refused.text
     assert last_failure_reason(storage_app, "login.passkey") == "challenge_invalid"
     assert challenge_rows(storage_app) == []
+
+
+def test_a_page_challenge_from_a_clock_since_stepped_back_is_refused(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """A page challenge carries its expiry, and its spent row outlives that by a little only: a
+    challenge issued while the clock ran an hour ahead, answered, and its spent row pruned on
+    that clock, would be live again for the hour after NTP steps the clock back, and the
+    captured answer sign in a second time. Its expiry dates its issue (less its lifetime): one
+    issued more than a minute after now is refused."""
+    _user, authenticator = enrolled(storage_app)
+    pages = PasskeyPages(storage_app.test_client())
+    clock.advance(timedelta(hours=1))  # the clock runs ahead
+    ceremony, csrf = pages.page_ceremony()
+    credential = authenticator.get(ceremony["publicKey"])
+    assert answer(pages, ceremony, credential, csrf).status_code == 200
+    # The prune job, on that clock, removed the spent row once it was past its time.
+    change(storage_app, delete(WebAuthnChallenge).where(WebAuthnChallenge.kind == "authentication"))
+    clock.advance(-timedelta(hours=1))  # NTP steps it back
+
+    replayed = answer(pages, ceremony, credential, csrf)
+    assert replayed.status_code == 400, replayed.text
+    assert last_failure_reason(storage_app, "login.passkey") == "challenge_invalid"
+    # A page shown now (a few seconds' skew between nodes is nothing) signs in.
+    clock.advance(timedelta(seconds=5))
+    again, csrf = pages.page_ceremony()
+    clock.advance(-timedelta(seconds=5))
+    assert answer(pages, again, authenticator.get(again["publicKey"]), csrf).status_code == 200
 
 
 def test_a_page_challenge_is_answered_only_from_its_browser(storage_app: Flask) -> None:
