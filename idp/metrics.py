@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from idp.metrics_files import allocate_files_up_front
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -59,6 +64,8 @@ def _metrics() -> SimpleNamespace:
     registry = CollectorRegistry(auto_describe=True)
     pid = os.getpid()
     if os.environ.get(MULTIPROC_ENV):
+        # Files a full disk cannot kill the worker through (idp.metrics_files).
+        allocate_files_up_front()
         # A worker that exits normally drops its in-progress gauge files (the counters stay:
         # they are cumulative, and a scrape must never see a total go down).
         atexit.register(_process_exited, pid)
@@ -151,6 +158,40 @@ def _process_exited(pid: int) -> None:
 
 
 # -- recording ------------------------------------------------------------------------------------
+_Record = TypeVar("_Record", bound=Callable[..., None])
+
+
+def _best_effort(record: _Record) -> _Record:
+    """A count that cannot be stored (no room for the metrics files: idp.metrics_files) is
+    dropped, said once per process in the log, and never fails the request that counted: a full
+    disk must leave the 503s it causes answered, and sign-ins that count as they are audited."""
+
+    @functools.wraps(record)
+    def counting(*args: Any, **kwargs: Any) -> None:
+        try:
+            record(*args, **kwargs)
+        except OSError as error:
+            _dropped(error)
+
+    return cast(_Record, counting)
+
+
+def _dropped(error: OSError) -> None:
+    if _DROPPING.is_set():
+        return
+    _DROPPING.set()
+    logging.getLogger(__name__).warning(
+        "metrics: a count was dropped, its file could not be made or grown (%s); counts that "
+        "need more room are dropped until there is some",
+        error.strerror or error,
+    )
+
+
+#: Whether this process has said that it drops counts (``_dropped``): once, not once per request.
+_DROPPING = threading.Event()
+
+
+@_best_effort
 def audit_event_recorded(kind: str, outcome: str, details: Mapping[str, Any]) -> None:
     """Count sign-in steps as they are audited (idp.services.audit.record calls this)."""
     method = SIGN_IN_METHODS.get(kind)
@@ -161,25 +202,30 @@ def audit_event_recorded(kind: str, outcome: str, details: Mapping[str, Any]) ->
     _metrics().sign_ins.labels(method, outcome).inc()
 
 
+@_best_effort
 def anonymous_rejection(kind: str, reason: str) -> None:
     """An anonymous request refused and counted here instead of audited one row each. ``reason``
     is one of the service's fixed reason codes (bounded)."""
     _metrics().anonymous_rejections.labels(kind, reason).inc()
 
 
+@_best_effort
 def outbox_delivery(channel: str, outcome: str) -> None:
     """One delivery attempt from the outbox (idp.services.outbox); both labels are fixed names."""
     _metrics().outbox_deliveries.labels(channel, outcome).inc()
 
 
+@_best_effort
 def lockout(factor: str) -> None:
     _metrics().lockouts.labels(factor).inc()
 
 
+@_best_effort
 def dependency_refusal(dependency: str, endpoint: str) -> None:
     _metrics().dependency_refusals.labels(dependency, endpoint).inc()
 
 
+@_best_effort
 def breaker_opened(dependency: str) -> None:
     """A circuit breaker opened (idp.services.dependencies.CircuitBreaker)."""
     _metrics().breaker_openings.labels(dependency).inc()
@@ -197,20 +243,24 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+@_best_effort
 def token_request(grant_type: str, status: int, error: str | None) -> None:
     grant = grant_type if grant_type in GRANT_TYPES else "other"
     outcome = "success" if status == 200 else error if error in OAUTH_ERRORS else "other"
     _child(_metrics().token_requests, grant, outcome).inc()
 
 
+@_best_effort
 def request_started() -> None:
     _metrics().in_progress.inc()
 
 
+@_best_effort
 def request_ended() -> None:
     _metrics().in_progress.dec()
 
 
+@_best_effort
 def request_finished(endpoint: str, method: str, status: int, seconds: float) -> None:
     metrics = _metrics()
     # Bounded before it keys anything: a client picks the method.

@@ -1,0 +1,65 @@
+"""The workers' metrics on a full file system (docs/operations.md, "SQLite: a full disk, or a
+read-only file"; docs/security.md, "Faults and degraded dependencies").
+
+Each worker counts in memory-mapped files (prometheus_client's multiprocess mode) under
+``PROMETHEUS_MULTIPROC_DIR``, a directory under ``/tmp`` by default: on a host with one disk, the
+same file system as an SQLite database. A page of a mapped file that was never written has no
+block on disk yet, and the kernel answers a write into it on a full file system with SIGBUS,
+which kills the process: no 503, every request in flight cut, and the worker the server starts
+instead dies at its first count. The test counts in a process of its own (a SIGBUS would end the
+test run) on a small tmpfs it mounts and fills (the tests run as root), unmounted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from idp.metrics import MULTIPROC_ENV
+from tests.functional.test_outages import small_tmpfs
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+#: The counting process: counts, fills the file system, counts what no file has room for yet,
+#: frees the space and counts again; prints the scrape's text.
+COUNTING = """
+import sys
+from pathlib import Path
+
+from idp import metrics
+from tests.functional.test_outages import fill
+
+metrics.request_finished("before", "GET", 200, 0.01)
+filler = fill(Path(sys.argv[1]))
+for number in range(300):  # new label values: new entries, and files that must grow
+    metrics.request_finished(f"full_{number}", "GET", 503, 0.01)
+    metrics.token_request("refresh_token", 503, "temporarily_unavailable")
+    metrics.lockout(f"factor_{number}")
+filler.unlink()
+metrics.request_finished("after", "GET", 200, 0.01)
+sys.stdout.write(metrics.exposition()[0].decode())
+"""
+
+
+def test_counting_on_a_full_file_system_drops_counts_and_never_kills_the_worker(
+    tmp_path: Path,
+) -> None:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        directory = disk / "metrics"
+        directory.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+        counting = subprocess.run(
+            [sys.executable, "-c", COUNTING, str(disk)],
+            env=env | {MULTIPROC_ENV: str(directory)},
+            cwd=REPOSITORY, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    # Alive to the end (a SIGBUS is -7), and nothing raised into the request that counted.
+    assert counting.returncode == 0, (counting.returncode, counting.stderr[-3000:])
+    # The counts no file had room for were dropped, and the worker said so (once).
+    assert counting.stderr.count("metrics: a count was dropped") == 1, counting.stderr[-3000:]
+    scrape = counting.stdout
+    assert 'idp_http_requests_total{endpoint="before",method="GET",status="200"} 1.0' in scrape
+    # Once there is room again, counting works again.
+    assert 'idp_http_requests_total{endpoint="after",method="GET",status="200"} 1.0' in scrape
