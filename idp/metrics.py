@@ -62,14 +62,11 @@ def _metrics() -> SimpleNamespace:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     registry = CollectorRegistry(auto_describe=True)
-    pid = os.getpid()
-    if os.environ.get(MULTIPROC_ENV):
+    multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+    if multiprocess:
         # Files a full disk cannot kill the worker through (idp.metrics_files).
         allocate_files_up_front()
-        # A worker that exits normally drops its in-progress gauge files (the counters stay:
-        # they are cumulative, and a scrape must never see a total go down).
-        atexit.register(_process_exited, pid)
-    return SimpleNamespace(
+    made = SimpleNamespace(
         registry=registry,
         children={},
         # (endpoint, method, status) -> the request counter's and latency histogram's children.
@@ -146,6 +143,14 @@ def _metrics() -> SimpleNamespace:
             multiprocess_mode="livesum",
         ),
     )
+    if multiprocess:
+        # A worker that exits normally drops its in-progress gauge files (the counters stay:
+        # they are cumulative, and a scrape must never see a total go down). Registered once the
+        # metrics were made: a worker that starts on a full disk fails to make them (its gauge's
+        # file has no room) at each request until there is room, and must not add a handler each
+        # time (``_best_effort``).
+        atexit.register(_process_exited, os.getpid())
+    return made
 
 
 def _process_exited(pid: int) -> None:
@@ -289,7 +294,10 @@ def exposition() -> tuple[bytes, str]:
         return generate_latest(_metrics().registry), CONTENT_TYPE_LATEST
     from prometheus_client import multiprocess
 
-    _metrics()  # this worker's files exist even before it counted anything
+    # This worker's files exist even before it counted anything; on a full disk they may not
+    # (idp.metrics_files): the scrape reads the other workers' files all the same.
+    with contextlib.suppress(OSError):
+        _metrics()
     _forget_dead_processes(Path(directory))
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)

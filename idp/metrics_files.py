@@ -15,6 +15,7 @@ counts, never a request).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -41,10 +42,18 @@ class _AllocatingFile:
 
 
 def _allocate(filename: str, size: int) -> None:
-    """Make ``filename`` if it is missing, its first ``size`` bytes (or all of it) allocated."""
+    """Make ``filename`` if it is missing, its first ``size`` bytes (or all of it) allocated. A
+    file made here that could not be allocated is removed again: a scrape reads every file of
+    the directory, and an empty one is no metrics file (prometheus_client fails to read it)."""
     descriptor = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        os.posix_fallocate(descriptor, 0, max(size, os.fstat(descriptor).st_size))
+        try:
+            os.posix_fallocate(descriptor, 0, max(size, os.fstat(descriptor).st_size))
+        except OSError:
+            if os.fstat(descriptor).st_size == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(filename)
+            raise
     finally:
         os.close(descriptor)
 

@@ -43,18 +43,52 @@ sys.stdout.write(metrics.exposition()[0].decode())
 """
 
 
-def test_counting_on_a_full_file_system_drops_counts_and_never_kills_the_worker(
-    tmp_path: Path,
-) -> None:
+#: A worker started on a full file system (the server replaced one that exited): it has no file
+#: yet. Counts, scrapes while full, frees the space and counts again; prints how many exit
+#: handlers it registered, the files the directory held while full, and the scrape's text.
+STARTING_FULL = """
+import atexit
+import os
+import sys
+from pathlib import Path
+
+from idp import metrics
+from tests.functional.test_outages import fill
+
+filler = fill(Path(sys.argv[1]))
+handlers = atexit._ncallbacks()
+for number in range(50):
+    metrics.request_started()
+    metrics.request_finished("full", "GET", 503, 0.01)
+    metrics.request_ended()
+metrics.exposition()  # a scrape while full
+files = sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+filler.unlink()
+metrics.request_finished("after", "GET", 200, 0.01)
+print(atexit._ncallbacks() - handlers)
+print(files)
+sys.stdout.write(metrics.exposition()[0].decode())
+"""
+
+
+def counting_on_a_full_disk(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run in a process of its own whose metrics directory is on a small tmpfs, which
+    it is given to fill."""
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
         directory = disk / "metrics"
         directory.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-        counting = subprocess.run(
-            [sys.executable, "-c", COUNTING, str(disk)],
+        return subprocess.run(
+            [sys.executable, "-c", script, str(disk)],
             env=env | {MULTIPROC_ENV: str(directory)},
             cwd=REPOSITORY, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
+
+
+def test_counting_on_a_full_file_system_drops_counts_and_never_kills_the_worker(
+    tmp_path: Path,
+) -> None:
+    counting = counting_on_a_full_disk(tmp_path, COUNTING)
     # Alive to the end (a SIGBUS is -7), and nothing raised into the request that counted.
     assert counting.returncode == 0, (counting.returncode, counting.stderr[-3000:])
     # The counts no file had room for were dropped, and the worker said so (once).
@@ -62,4 +96,18 @@ def test_counting_on_a_full_file_system_drops_counts_and_never_kills_the_worker(
     scrape = counting.stdout
     assert 'idp_http_requests_total{endpoint="before",method="GET",status="200"} 1.0' in scrape
     # Once there is room again, counting works again.
+    assert 'idp_http_requests_total{endpoint="after",method="GET",status="200"} 1.0' in scrape
+
+
+def test_a_worker_started_on_a_full_file_system_counts_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    counting = counting_on_a_full_disk(tmp_path, STARTING_FULL)
+    assert counting.returncode == 0, (counting.returncode, counting.stderr[-3000:])
+    assert counting.stderr.count("metrics: a count was dropped") == 1, counting.stderr[-3000:]
+    registered, files, scrape = counting.stdout.split("\n", 2)
+    # One exit handler once the metrics could be made, not one per request that tried.
+    assert registered == "1"
+    # No file left empty by a failed allocation: the scrape reads every file of the directory.
+    assert files == "[]"
     assert 'idp_http_requests_total{endpoint="after",method="GET",status="200"} 1.0' in scrape
