@@ -16,6 +16,7 @@ counts, never a request).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import Any
 
@@ -34,11 +35,27 @@ class _AllocatingFile:
         return fileno
 
     def truncate(self, size: int) -> int:
-        os.posix_fallocate(self._file.fileno(), 0, size)
+        _fallocate(self._file.fileno(), size)
         return size
 
     def close(self) -> None:
         self._file.close()
+
+
+#: What a file system without ``fallocate`` answers (glibc writes zeros itself for most of them):
+#: its file is then grown as prometheus_client grows it, with a hole, as before.
+_NOT_SUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+
+
+def _fallocate(descriptor: int, size: int) -> None:
+    """The file's first ``size`` bytes allocated (the file extended to them if shorter)."""
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as error:
+        if error.errno not in _NOT_SUPPORTED:
+            raise
+        if os.fstat(descriptor).st_size < size:
+            os.ftruncate(descriptor, size)
 
 
 def _allocate(filename: str, size: int) -> None:
@@ -48,7 +65,7 @@ def _allocate(filename: str, size: int) -> None:
     descriptor = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         try:
-            os.posix_fallocate(descriptor, 0, max(size, os.fstat(descriptor).st_size))
+            _fallocate(descriptor, max(size, os.fstat(descriptor).st_size))
         except OSError:
             if os.fstat(descriptor).st_size == 0:
                 with contextlib.suppress(OSError):
