@@ -17,8 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
+
 from idp.metrics import MULTIPROC_ENV
-from tests.functional.test_outages import small_tmpfs
+from tests.functional.test_killed_worker import children
+from tests.functional.test_outages import fill, small_tmpfs
+from tests.support.http_flows import RelyingParty, Visitor
+from tests.support.live import start_live_idp
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -111,3 +116,56 @@ def test_a_worker_started_on_a_full_file_system_counts_once_there_is_room(
     # No file left empty by a failed allocation: the scrape reads every file of the directory.
     assert files == "[]"
     assert 'idp_http_requests_total{endpoint="after",method="GET",status="200"} 1.0' in scrape
+
+
+METRICS_TOKEN = "metrics-token-for-a-full-disk-0123456789"
+
+
+def test_a_node_whose_one_disk_fills_stays_alive_and_answers(tmp_path: Path) -> None:
+    """The whole node on one small disk: the SQLite database, the metrics directory and the log.
+    Filled up, the node answers every request (a 503 for what must write, and readiness) with
+    the workers it had; given room again, it is ready and the token refreshes."""
+    with small_tmpfs(tmp_path / "disk", "16m") as disk:
+        (disk / "metrics").mkdir()
+        env = {"WEB_CONCURRENCY": "2", "IDP_PASSKEY_PROMPT": "false",
+               "IDP_METRICS_TOKEN": METRICS_TOKEN,
+               MULTIPROC_ENV: str(disk / "metrics")}  # fmt: skip
+        with start_live_idp(disk, production=True, env=env) as idp:
+            assert idp.process is not None
+            idp.create_user("full@example.com", "a disk that fills up")
+            registered = idp.create_client(name="RP", redirect_uris=["https://rp.example/cb"],
+                                           first_party=True)  # fmt: skip
+            rp = RelyingParty(idp.url, registered["client_id"], registered["client_secret"],
+                              "https://rp.example/cb")  # fmt: skip
+            browser = Visitor(idp.url)
+            browser.sign_in_with_password("full@example.com", "a disk that fills up")
+            authorization = browser.authorize(registered["client_id"], "https://rp.example/cb")
+            tokens = rp.exchange(authorization.location, authorization)
+            workers = children(idp.process.pid)
+
+            filler = fill(disk)
+            bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+            scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+            for _ in range(20):  # new label values: entries the metrics files have no room for
+                assert requests.get(idp.url + "/readyz", timeout=30).status_code == 503
+                assert requests.get(idp.url + "/healthz", timeout=30).status_code == 200
+                assert requests.get(idp.url + "/userinfo", headers=bearer,
+                                    timeout=30).status_code == 200  # fmt: skip
+                for path in ("/jwks", "/login", "/.well-known/openid-configuration"):
+                    assert requests.get(idp.url + path, timeout=30).status_code == 200
+                assert requests.get(idp.url + "/no-such-page", timeout=30).status_code == 404
+                assert requests.get(idp.url + "/metrics", headers=scraper,
+                                    timeout=30).status_code == 200  # fmt: skip
+                refresh = rp.post("/token", {"grant_type": "refresh_token",
+                                             "refresh_token": tokens["refresh_token"]})  # fmt: skip
+                # A write may still fit in SQLite's write-ahead log, or answer the calm 503.
+                assert refresh.status_code in (200, 503), refresh.text
+                if refresh.status_code == 200:
+                    tokens = refresh.json()
+                else:
+                    assert refresh.json()["error"] == "temporarily_unavailable"
+            assert children(idp.process.pid) == workers  # none died, none replaced
+
+            filler.unlink()
+            assert requests.get(idp.url + "/readyz", timeout=30).status_code == 200
+            assert "refresh_token" in rp.refresh(tokens["refresh_token"])
