@@ -139,6 +139,12 @@ class CodeRequest:
     code_challenge_method: str | None
 
 
+#: How far ahead of a retry's clock its rotation's time may read for the retry still to be one
+#: (``_supersede_unused_successor``): a retry that waited for the rotation's lock, nodes a little
+#: apart; a clock stepped back reads further behind.
+ROTATED_AHEAD_TOLERANCE = timedelta(seconds=60)
+
+
 class GrantService:
     def __init__(self, db: Session) -> None:
         self.db = db
@@ -303,13 +309,16 @@ class GrantService:
         atomically (one conditional UPDATE: of parallel retries, exactly one wins; a successor
         already used, or superseded by a parallel retry, makes this False and the presentation a
         replay)."""
-        # Measured both ways. A retry may read a time a little before ``rotated_at`` (the node
-        # that rotated runs a second ahead): inside the window. But a rotation stamped more than
-        # the window in the future means the clock was stepped back since (NTP, a restored VM)
-        # or the nodes disagree by more than the window: its age is unknown, and counting it as
-        # young would keep a stolen, already rotated token answered for as long as the step
-        # (RFC 9700 4.14.2 asks for the replay; the window is the one exception, and short).
-        if rotated_at is None or abs(now - rotated_at) > grace:
+        # Bounded both ways. A retry may read a time before ``rotated_at``: it read its clock,
+        # then waited for the rotation's lock, or the node that rotated runs a little ahead. But
+        # a rotation stamped more than ``ROTATED_AHEAD_TOLERANCE`` in the future means the clock
+        # was stepped back since (NTP, a restored VM) or the nodes disagree by minutes: its age
+        # is unknown, and taking it for young would keep a stolen, already rotated token
+        # answered for as long as the step (RFC 9700 4.14.2 asks for the replay; the window is
+        # the one exception, and short).
+        if rotated_at is None or now - rotated_at > grace:
+            return False
+        if rotated_at - now > ROTATED_AHEAD_TOLERANCE:
             return False
         superseded = self.db.execute(
             update(RefreshToken)
