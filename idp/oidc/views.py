@@ -356,7 +356,10 @@ def _authorization_response(
     values.append(("iss", runtime().settings.issuer))
     if response_mode == "form_post":
         # OAuth 2.0 Form Post Response Mode 2: an auto-submitting form to the redirect URI.
-        return Response(render_template("oidc/form_post.html", action=redirect_uri, fields=values))
+        return Response(
+            render_template("self_posting_form.html", heading="Returning to the application",
+                            form_id="form-post-response", action=redirect_uri, fields=values)
+        )  # fmt: skip
     return redirect(_redirect_location(redirect_uri, params), code=302)
 
 

@@ -41,4 +41,11 @@ def posted_again(request: Request) -> Response:
     if request.query_string:
         action += "?" + request.query_string.decode("latin-1")
     fields = list(request.form.items(multi=True))
-    return Response(render_template("same_site.html", action=action, fields=fields))
+    page = render_template(
+        "self_posting_form.html",
+        heading="Continuing",
+        form_id="same-site-resubmission",
+        action=action,
+        fields=fields,
+    )
+    return Response(page)
