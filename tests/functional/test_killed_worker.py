@@ -29,24 +29,10 @@ import requests
 from idp.services.totp import CONFIRM_CHECKPOINT
 from tests.support.checkpoints import Checkpoints, wait_until
 from tests.support.http_flows import CSRF_FIELD, TOTP_SECRET, RelyingParty, Visitor
-from tests.support.live import start_live_idp
+from tests.support.live import children, start_live_idp
 
 PASSWORD = "a worker killed mid-write"
 REDIRECT_URI = "https://rp.example/callback"
-
-
-def children(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (the server's workers)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:  # field 4: ppid
-                found.add(int(entry.name))
-    return found
 
 
 def flock_holders(path: Path) -> set[int]:

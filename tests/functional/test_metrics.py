@@ -26,7 +26,7 @@ from tests.conftest import app_overrides
 from tests.support.apps import live_on
 from tests.support.gates import RequestGates
 from tests.support.http_flows import RelyingParty, Visitor, query_of
-from tests.support.live import LiveIdp, start_live_idp
+from tests.support.live import LiveIdp, children, start_live_idp
 
 METRICS_TOKEN = "scrape-" + "t" * 40
 REDIRECT_URI = "http://localhost:9/callback"
@@ -226,19 +226,6 @@ def test_endpoint_labels_are_endpoint_names_never_paths(node: LiveIdp) -> None:
 
 
 # -- workers that exit ----------------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:  # field 4: ppid
-                found.append(int(entry.name))
-    return found
-
-
 def _gauge(samples: Samples) -> float:
     return value(samples, "idp_http_requests_in_progress") - 1  # the scrape itself
 
@@ -267,7 +254,7 @@ def test_killed_workers_keep_their_counts_and_leave_nothing_in_progress(
         assert _gauge(scrape(idp)[0]) == 1
         before, _ = scrape(idp)
         assert idp.process is not None
-        workers = _children(idp.process.pid)
+        workers = children(idp.process.pid)
         assert len(workers) >= 2
         for pid in workers:  # out of memory, say: no exit handler runs
             os.kill(pid, signal.SIGKILL)
@@ -280,7 +267,7 @@ def test_killed_workers_keep_their_counts_and_leave_nothing_in_progress(
             except (requests.ConnectionError, AssertionError):
                 assert time.monotonic() < deadline, idp.log_tail()
                 time.sleep(0.2)
-        assert not set(workers) & set(_children(idp.process.pid))
+        assert not set(workers) & set(children(idp.process.pid))
         assert _gauge(after) == 0
         discovery = {"endpoint": "oidc.discovery", "method": "GET", "status": "200"}
         assert value(before, "idp_http_requests_total", **discovery) >= 1

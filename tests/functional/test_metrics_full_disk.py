@@ -20,10 +20,9 @@ from pathlib import Path
 import requests
 
 from idp.metrics import MULTIPROC_ENV
-from tests.functional.test_killed_worker import children
 from tests.functional.test_outages import fill, small_tmpfs
 from tests.support.http_flows import RelyingParty, Visitor
-from tests.support.live import start_live_idp
+from tests.support.live import children, start_live_idp
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -285,6 +285,20 @@ class FromAddress(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (the server's workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:  # field 4: ppid
+                found.add(int(entry.name))
+    return found
+
+
 def idp_env(directory: Path, issuer: str, database_url: str | None = None) -> dict[str, str]:
     # Nothing of the caller's idp configuration (IDP_CONFIG, a Redis URL, ...) leaks in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
