@@ -83,10 +83,11 @@ class ResponseHeaders:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             present = {name.lower(): value for name, value in headers}
             headers.extend(header for lower, header in fixed if lower not in present)
-            # A page is never cached (it may show an account or carry a one-time form token).
-            if "cache-control" not in present and present.get("content-type", "").startswith(
-                "text/html"
-            ):
+            # No answer is stored unless its view says how (discovery, the JWKS, static files):
+            # a page may show an account or carry a one-time form token, and a JSON answer may
+            # carry backup codes (the first passkey's) or an authorization code (a passkey
+            # sign-in's redirect) as much as a page does (OWASP ASVS 4.0 8.2.1).
+            if "cache-control" not in present:
                 headers.append(("Cache-Control", "no-store"))
             request_id = environ.get(RESPONSE_REQUEST_ID)
             if request_id:
