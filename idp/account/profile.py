@@ -161,7 +161,8 @@ def activity() -> Any:
     names = portal.client_names(db.session(), {e.client_id for e in events if e.client_id})
     return render_template(
         "account/activity.html", user=session.user, page=number, more=more,
-        events=[(e, describe_event(e, names)) for e in events],
+        events=[(e, describe_event(e, names), portal.shows_origin(e, session.user_id))
+                for e in events],
         describe=portal.describe_user_agent,
     )  # fmt: skip
 

@@ -275,3 +275,13 @@ def activity(db: Session, user: User, page: int) -> tuple[list[AuditEvent], bool
         )
     )
     return rows[:ACTIVITY_PAGE_SIZE], len(rows) > ACTIVITY_PAGE_SIZE
+
+
+def shows_origin(event: AuditEvent, user_id: str) -> bool:
+    """Whether the activity page shows the address and browser ``event`` came from: when the
+    user acted, or nobody signed in did (a sign-in, a wrong password: who tried is what the page
+    is for). An action someone else took on the account (an administrator in the console, an API
+    token, the command line: the event's actor) came from that person's address and browser,
+    which are their personal data, not the user's (OWASP ASVS 4.0 8.3.1, 8.3.4): the page says
+    that it happened and when, not where from."""
+    return event.actor_id is None or event.actor_id == user_id
