@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, exists, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.errors import DomainError
-from idp.models import AuditEvent, BackupCode, SignupLink, User
+from idp.models import AuditEvent, BackupCode, Passkey, SignupLink, TotpCredential, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
@@ -127,30 +127,66 @@ class Joining:
         login_url: str,
     ) -> None:
         """Send a sign-up link, or a notice to an existing account's owner. Returns nothing on
-        purpose: the caller shows one answer for both (no enumeration)."""
+        purpose: the caller shows one answer for both (no enumeration).
+
+        The same work for every address, as the password step's (docs/security.md): one
+        statement reads the address's account and what it has (``_account_of``), and a link is
+        stored whether or not one is mailed. For an existing account nobody ever holds that
+        link's secret, and ``complete_signup`` would refuse it; on PostgreSQL each statement is a
+        round trip, so a link stored for new addresses only, or an account's ways in read one at
+        a time, said by the answer's time whether the address has an account and a password
+        (OWASP ASVS 4.0 2.2.1; Forgot Password Cheat Sheet: "ensure that the same amount of time
+        is taken")."""
         email = valid_email(email, allow_local_domains=self.allow_local_domains)
-        user = UserService(self.db, self.passwords).find_by_email(email)
-        if user is not None and not self._unfinished(user):
-            if self._mail_allowed(email, "signup_existing", now):
-                checkpoints.reached(MAIL_CHECKPOINT)
-                self.notifier.notify(user, "signup_existing", login_url=login_url)
-            audit.record(self.db, "signup.requested", outcome="existing_account",
-                         subject_id=user.id, context=context)  # fmt: skip
-            return
-        if not self._mail_allowed(email, "signup_link", now):
-            audit.record(self.db, "signup.requested", outcome="throttled", context=context,
-                         email=email)  # fmt: skip
+        user, unfinished = self._account_of(email)
+        existing = user if user is not None and not unfinished else None
+        if not self._mail_allowed(email, "signup_link" if existing is None else "signup_existing",
+                                  now):  # fmt: skip
+            if existing is not None:
+                audit.record(self.db, "signup.requested", outcome="existing_account",
+                             subject_id=existing.id, context=context)  # fmt: skip
+            else:
+                audit.record(self.db, "signup.requested", outcome="throttled", context=context,
+                             email=email)  # fmt: skip
             return
         checkpoints.reached(MAIL_CHECKPOINT)
         secret = new_secret(32)
         link = SignupLink(id_hash=token_hash(secret), email=email, created_at=now,
                           expires_at=now + SIGNUP_LINK_TTL)  # fmt: skip
         self.db.add(link)
+        if existing is not None:
+            self.notifier.notify(existing, "signup_existing", login_url=login_url)
+            audit.record(self.db, "signup.requested", outcome="existing_account",
+                         subject_id=existing.id, context=context)  # fmt: skip
+            return
         self.notifier.notify_address(
             email, "signup_link", link=url_for_secret(secret),
             expires_at=link.expires_at,
         )  # fmt: skip
         audit.record(self.db, "signup.requested", context=context, email=email)
+
+    def _account_of(self, email: str) -> tuple[User | None, bool]:
+        """The account of a parsed address and whether it is an unfinished sign-up
+        (``_unfinished``), in one statement whatever the account has."""
+        way_in = or_(
+            User.password_hash.is_not(None),
+            exists().where(Passkey.user_id == User.id),
+            exists().where(TotpCredential.user_id == User.id,
+                           TotpCredential.confirmed_at.is_not(None)),
+        )  # fmt: skip
+        ever_set_up = or_(
+            exists().where(BackupCode.user_id == User.id),
+            exists().where(AuditEvent.subject_id == User.id,
+                           AuditEvent.kind.in_(METHOD_ADDED_EVENTS),
+                           AuditEvent.outcome == "success"),
+        )  # fmt: skip
+        unfinished = and_(
+            User.disabled_at.is_(None), User.is_admin.is_(False), not_(way_in), not_(ever_set_up)
+        )
+        row = self.db.execute(select(User, unfinished).where(User.email == email)).first()
+        if row is None:
+            return None, False
+        return row[0], bool(row[1])
 
     def find_signup(self, secret: str, now: datetime) -> SignupLink | None:
         """The live sign-up link behind a secret (the confirmation page; a GET spends nothing)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from idp.extensions import db
 from idp.models import AuditEvent, OutboxMessage, Passkey, SignupLink, User
@@ -27,6 +27,7 @@ from tests.support.admin import passkey_browser
 from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.clock import FrozenClock, app_clock
+from tests.support.factories import change as change_rows
 from tests.support.factories import create_user
 from tests.support.flow import csrf_token
 from tests.support.passkey_flow import PasskeyPages
@@ -145,7 +146,10 @@ def test_the_same_answer_for_a_known_address_and_its_owner_is_told(signup_app: F
         ).one()
         assert "already have one" in notice
         assert "/signup/confirm/" not in notice
-        assert db.session.scalars(select(SignupLink.email)).all() == ["new@example.com"]
+        # Both stored a link, the same work for both (a known address's secret is never
+        # mailed, and ``complete_signup`` would refuse it): only the new address was sent one.
+        stored = db.session.scalars(select(SignupLink.email).order_by(SignupLink.email)).all()
+        assert stored == ["known@example.com", "new@example.com"]
 
 
 def test_a_sign_up_link_works_once(signup_app: Flask) -> None:
@@ -222,7 +226,10 @@ def test_an_unfinished_admin_account_is_not_finished_by_sign_up(signup_app: Flas
     with signup_app.app_context():
         kinds = db.session.scalars(select(OutboxMessage.kind)).all()
         assert kinds == ["signup_existing"]
-        assert db.session.scalars(select(SignupLink)).all() == []
+        # A link is stored for every address (the same work), but only a new address is mailed
+        # one: no message holds this one's secret.
+        bodies = db.session.scalars(select(OutboxMessage.body)).all()
+        assert not any("/signup/confirm/" in body for body in bodies)
 
 
 def test_sign_up_with_a_password_where_allowed(signup_app: Flask) -> None:
@@ -484,3 +491,40 @@ def test_made_up_joining_links_are_audited_once_per_address_and_window(
     kinds = sorted(kind for kind, _details in refused)
     assert kinds == ["invite.accepted", "login.link", "signup.completed"]
     assert all(details["aggregated"] for _kind, details in refused)
+
+
+def test_a_sign_up_request_does_the_same_work_whatever_the_address_has(signup_app: Flask) -> None:
+    """Not only the page: the statements a sign-up request runs, in their order, are the same for
+    a new address and for one whose account has a password, only a passkey, is disabled or is
+    an admin's (OWASP ASVS 4.0 2.2.1; Forgot Password Cheat Sheet, "return a consistent message
+    ... and ensure that the same amount of time is taken"). A new address stored a link where a
+    known one stored nothing, and an account's ways in were read one statement at a time until
+    one was found: on PostgreSQL each is a round trip, which said whether the address has an
+    account and whether it has a password. Counted, not timed."""
+    create_user(signup_app, email="password@example.com")
+    create_user(signup_app, email="admin@example.com", admin=True)
+    disabled = create_user(signup_app, email="disabled@example.com")
+    change_rows(signup_app, update(User).where(User.id == disabled.id).values(disabled_at=utcnow()))
+    keyholder = passkey_browser(signup_app, "passkey@example.com", admin=False)
+    change_rows(signup_app, update(User).where(User.id == keyholder.user.id)
+                .values(password_hash=None))  # fmt: skip
+    with signup_app.app_context():
+        engine = db.engine
+    work: dict[str, tuple[int, tuple[str, ...]]] = {}
+    for email in ("new@example.com", "password@example.com", "passkey@example.com",
+                  "disabled@example.com", "admin@example.com"):  # fmt: skip
+        browser = signup_app.test_client()
+        form = {"csrf_token": csrf_token(browser.get("/signup").text), "email": email}
+        seen: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            seen.append(re.sub(r"\s+", " ", statement))  # noqa: B023 (used before the loop moves on)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            status = browser.post("/signup", data=form).status_code
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        work[email] = (status, tuple(seen))
+    assert len(set(work.values())) == 1, "\n".join(f"{e}: {w}" for e, w in work.items())
+    assert work["new@example.com"][0] == 200
