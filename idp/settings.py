@@ -70,6 +70,11 @@ class Settings:
     #: Seconds after a refresh token's rotation during which presenting it again, while its
     #: successor is unused, is a retry of a lost answer rather than a replay (0: never).
     refresh_token_retry_grace: int = 5
+    #: Also accept a client assertion whose ``aud`` is the token or device authorization
+    #: endpoint URL, as RFC 7523 first allowed, while clients migrate to the issuer identifier
+    #: that draft-ietf-oauth-rfc7523bis 4 requires as the sole audience (idp.services.
+    #: client_assertions). Off: only the issuer.
+    client_assertion_endpoint_audiences: bool = False
 
     #: "all" (default, RFC 9700 2.1.1 recommends PKCE for every client) or "public".
     pkce_required_for: str = "all"

@@ -26,6 +26,7 @@ from idp.models import (
     UsedClientAssertion,
 )
 from idp.oidc.errors import error_description
+from idp.services.client_assertions import audience_refusal
 from idp.services.crypto import token_hash
 from idp.services.tokens import unverified_claims
 
@@ -70,13 +71,28 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             # RFC 6749 5.2: the message may quote the assertion's header (its kid, crit, alg).
             description = error_description(error.description or "")
             raise InvalidClientError(description=description) from error
+        settings = runtime().settings
+        # draft-ietf-oauth-rfc7523bis 4 (RFC 7523 3 item 3): the issuer identifier as the sole
+        # audience; the endpoint URLs only while the operator lets clients migrate
+        # (idp.services.client_assertions: why a token endpoint audience can be injected).
+        refusal = audience_refusal(
+            token.claims.get("aud"),
+            token.header.get("typ"),
+            settings.issuer,
+            self.get_audiences(),
+            settings.client_assertion_endpoint_audiences,
+        )
+        if refusal is not None:
+            raise InvalidClientError(description=refusal)
         self.verify_claims(token.claims)
         return token.claims
 
     def get_audiences(self) -> list[str]:
+        # Authlib's check that ``aud`` contains one of these runs after ``audience_refusal``,
+        # which has already required the issuer alone unless the endpoints are allowed. RFC
+        # 8628 3.1: the device authorization endpoint authenticates clients as the token
+        # endpoint does, so a client migrating may name either.
         settings = runtime().settings
-        # RFC 8628 3.1: the device authorization endpoint authenticates clients as the token
-        # endpoint does, so an assertion may name either.
         return [
             settings.endpoint("/token"),
             settings.endpoint("/device_authorization"),

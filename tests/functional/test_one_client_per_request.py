@@ -101,7 +101,7 @@ def test_a_client_assertion_beside_basic_is_invalid_request(
     claims = {
         "iss": jwt_client.client_id,
         "sub": jwt_client.client_id,
-        "aud": "http://localhost/token",
+        "aud": "http://localhost",
         "jti": secrets.token_urlsafe(16),
         "iat": now,
         "exp": now + 60,

@@ -40,7 +40,8 @@ from tests.support.factories import (
 )
 from tests.support.flow import RelyingParty, jwt_parts
 
-TOKEN_ENDPOINT = "http://localhost/token"
+#: The audience draft-ietf-oauth-rfc7523bis 4 requires of a client assertion: the issuer alone.
+ISSUER = "http://localhost"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -601,7 +602,7 @@ def assertion(client_id: str, key: Any, alg: str = "RS256", **overrides: Any) ->
     claims = {
         "iss": client_id,
         "sub": client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "jti": secrets.token_urlsafe(16),
         "iat": now,
         "exp": now + 60,
@@ -881,7 +882,7 @@ def test_an_assertion_header_the_error_would_quote_is_invalid_client_in_allowed_
     description in the characters an error description may hold; a quote or a non-ASCII
     character there was a 500."""
     now = int(time.time())
-    claims = {"iss": jwt_client.client_id, "sub": jwt_client.client_id, "aud": TOKEN_ENDPOINT,
+    claims = {"iss": jwt_client.client_id, "sub": jwt_client.client_id, "aud": ISSUER,
               "jti": secrets.token_urlsafe(16), "iat": now, "exp": now + 60}  # fmt: skip
     value = f"{b64url_json(header)}.{b64url_json(claims)}.c2lnbmF0dXJl"
     response = client.post("/token", data=assertion_request(value))

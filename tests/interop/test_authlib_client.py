@@ -156,11 +156,12 @@ class Relying:
                 code_challenge_method="S256",
                 default_timeout=TIMEOUT,
             )
-            # The audience is the token endpoint for every call (also revocation and
-            # introspection), as RFC 7523 3 and OIDC Core 9 describe it.
+            # The audience is the issuer for every call (token, revocation, introspection), the
+            # sole value draft-ietf-oauth-rfc7523bis 4 allows: Authlib signs for the URL it is
+            # given, the URL it posts to if none (docs/integrating.md, private_key_jwt).
             session.register_client_auth_method(
                 PrivateKeyJWT(
-                    metadata["token_endpoint"],
+                    metadata["issuer"],
                     headers={"kid": self.private_key.kid},
                     alg="RS256",
                 )
