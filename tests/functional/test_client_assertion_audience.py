@@ -5,7 +5,6 @@ from an assertion typed ``client-authentication+jwt``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,7 @@ from joserfc.jwk import RSAKey
 
 from idp import create_app
 from idp.extensions import db
-from idp.models import Base
-from tests.conftest import app_overrides
+from tests.conftest import app_overrides, sqlite_app
 from tests.functional.test_token_errors import (
     ISSUER,
     assertion,
@@ -68,19 +66,8 @@ def test_a_client_assertion_must_name_the_issuer_as_its_sole_audience(
 
 
 @pytest.fixture
-def migrating_app(tmp_path: Path) -> Iterator[Flask]:
-    flask_app = create_app(
-        app_overrides(
-            f"sqlite:///{tmp_path / 'idp.db'}", tmp_path, client_assertion_endpoint_audiences=True
-        )
-    )
-    with flask_app.app_context():
-        Base.metadata.create_all(db.engine)
-        flask_app.extensions["idp"].keys.ensure_keys(db.session())
-        db.session.commit()
-    yield flask_app
-    with flask_app.app_context():
-        db.engine.dispose()
+def migrating_app(tmp_path: Path) -> Flask:
+    return sqlite_app(tmp_path, client_assertion_endpoint_audiences=True)
 
 
 def test_while_clients_migrate_the_endpoints_are_accepted_but_never_from_a_typed_assertion(
@@ -100,3 +87,31 @@ def test_while_clients_migrate_the_endpoints_are_accepted_but_never_from_a_typed
         token_aud = typed(assertion(rp.client_id, key, aud=TOKEN_ENDPOINT), key, typ)
         assert status(client, token_aud) == "invalid_client", typ
         assert status(client, typed(assertion(rp.client_id, key, aud=ISSUER), key, typ)) == 200
+
+
+def test_a_client_assertion_is_spent_once_across_nodes_and_endpoints_even_by_a_failed_request(
+    storage_app: Flask, key: RSAKey, tmp_path: Path
+) -> None:
+    """RFC 7523 3 item 7: a ``jti`` is accepted once. The spent record is a row of the shared
+    database, written whether or not the request it authenticated succeeds: another node, the
+    revocation endpoint or a second grant cannot use it again (SQLite, PostgreSQL)."""
+    rp = registered(storage_app, key)
+    value = assertion(rp.client_id, key)
+    failed = storage_app.test_client().post(
+        "/token", data={**assertion_request(value), "grant_type": "authorization_code",
+                        "code": "not-a-code", "redirect_uri": "https://rp.example/cb"},
+    )  # fmt: skip
+    assert error_of(failed) == "invalid_grant"
+    url = storage_app.config["SQLALCHEMY_DATABASE_URI"]
+    other_node = create_app(app_overrides(str(url), tmp_path))
+    try:
+        for node in (storage_app, other_node):
+            assert status(node.test_client(), value) == "invalid_client"
+            form = {**assertion_request(value), "token": "x"}
+            assert error_of(node.test_client().post("/revoke", data=form)) == "invalid_client"
+        fresh = assertion(rp.client_id, key)
+        assert status(other_node.test_client(), fresh) == 200
+        assert status(storage_app.test_client(), fresh) == "invalid_client"
+    finally:
+        with other_node.app_context():
+            db.engine.dispose()
