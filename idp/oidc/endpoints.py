@@ -20,6 +20,7 @@ from idp.extensions import db
 from idp.models import Client, RefreshToken
 from idp.oidc.checks import MAX_STATE_LENGTH
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, token_client
+from idp.services.logout_return import return_vouched
 from idp.services.tokens import ID_TOKEN_TYP, BearerToken, find_access_token
 
 
@@ -169,6 +170,27 @@ class EndSession(EndSessionEndpoint):
         if typ != ID_TOKEN_TYP:
             raise InvalidRequestError("The id_token_hint is not an ID token.")
         return dict(super()._validate_id_token_hint(id_token_hint))
+
+    def is_post_logout_redirect_uri_legitimate(
+        self, request: OAuth2Request, post_logout_redirect_uri: str, client: Any, logout_hint: Any
+    ) -> bool:
+        # RP-Initiated Logout 1.0 section 3: without an id_token_hint, redirect only with "other
+        # means of confirming the legitimacy" of the target. idp's confirmation page (section 6)
+        # carries such a means for a hint it validated (idp.services.logout_return); Authlib has
+        # already checked the URI is registered for the client now. Any other hintless request
+        # is not redirected.
+        from idp.web.sessions import current_session
+
+        browser_session = current_session()
+        settings = runtime().settings
+        return return_vouched(
+            settings.secret_key,
+            request.payload.data.get("logout_return"),
+            client.client_id,
+            post_logout_redirect_uri,
+            browser_session.id_hash if browser_session else "",
+            settings.pending_request_ttl,
+        )
 
     def end_session(self, end_session_request: EndSessionRequest) -> None:
         from idp.oidc.logout import end_browser_session

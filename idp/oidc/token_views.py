@@ -23,6 +23,7 @@ from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
+from idp.services.logout_return import seal_return
 from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
 from idp.web.answers import Answer
@@ -189,6 +190,28 @@ def cors_preflight() -> Response:
 
 
 # -- RP-initiated logout --------------------------------------------------------------------------
+def _confirmation_fields(
+    client: Any, redirect_uri: str | None, browser_session: Any
+) -> dict[str, str]:
+    """What the confirmation page posts back (RP-Initiated Logout 1.0 section 6). The
+    ``id_token_hint`` stays out of it (an ID token of another user has no place in this user's
+    page); when idp validated a way back with it (section 3: registered for the client the hint
+    names), the page carries that client and a sealed proof of the validation instead
+    (idp.services.logout_return), honoured only once the user confirms."""
+    names = ("client_id", "post_logout_redirect_uri", "state", "logout_hint", "logout_return")
+    fields = {name: request.values.get(name) for name in names}
+    uri = fields["post_logout_redirect_uri"]
+    if redirect_uri and client is not None and uri:
+        fields["client_id"] = client.client_id
+        session_hash = browser_session.id_hash if browser_session else ""
+        fields["logout_return"] = seal_return(
+            runtime().settings.secret_key, client.client_id, uri, session_hash
+        )
+    else:
+        fields["logout_return"] = None
+    return {name: value for name, value in fields.items() if value}
+
+
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
 @acts_on_get
@@ -217,7 +240,8 @@ def logout() -> Any:
         if not confirmed:
             # RP-Initiated Logout 6: without a valid id_token_hint (or with one for another
             # user than the one signed in here), ask the user first.
-            return render_template("oidc/logout_confirm.html", params=request.values)
+            return render_template("oidc/logout_confirm.html", fields=_confirmation_fields(
+                end_request.client, end_request.redirect_uri, browser_session))  # fmt: skip
         csrf.protect()  # the confirmation must come from our own page
     # Only ever this browser's own session (RP-Initiated Logout 2); without one, nothing ends.
     g.idp_logout_session = browser_session if decision is not RpLogout.NOTHING else None

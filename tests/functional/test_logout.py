@@ -4,6 +4,8 @@ first."""
 from __future__ import annotations
 
 import base64
+import re
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +348,77 @@ def test_an_id_token_hint_signed_by_a_key_since_unpublished_still_logs_out(tmp_p
         })  # fmt: skip
     assert response.status_code == 302, response.text
     assert response.headers["Location"] == f"{POST_LOGOUT_URI}?state=s"
+
+
+# -- the confirmation keeps the way back a valid hint opened (RP-Initiated Logout 3, 6) -----------
+def hidden_fields(html: str) -> dict[str, str]:
+    found = re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', html)
+    return {name: unescape(value) for name, value in found}
+
+
+def another_users_hint(app: Flask, rp: RelyingParty) -> str:
+    someone = create_user(app, email="grace@example.com")
+    token: str = RelyingParty(app.test_client(), rp.registered).tokens_for(someone)["id_token"]
+    return token
+
+
+def test_a_confirmed_logout_for_another_users_hint_returns_to_the_app(
+    app: Flask, rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """The hint (with no client_id) named the app and its registered post-logout address, but
+    another user than the one signed in here: idp asks first (section 6), and the confirmation
+    brings the user back to the app with its state (section 3), without copying the other user's
+    ID token into the page."""
+    hint = another_users_hint(app, rp)
+    page = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI, state="s1")
+    assert_page(page, 200)
+    assert hint not in page.text
+    fields = hidden_fields(page.text)
+    assert fields["client_id"] == rp.registered.client_id
+    assert session_is_alive(rp)
+    response = rp.browser.post("/logout", data={**fields, "confirm": "yes"})
+    assert response.status_code == 302, response.text
+    assert response.headers["Location"] == f"{POST_LOGOUT_URI}?state=s1"
+    assert not session_is_alive(rp)
+
+
+def test_the_way_back_is_only_for_the_confirming_browser_and_the_validated_address(
+    app: Flask, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
+) -> None:
+    """The sealed way back signs no one out by itself (no confirmation, no CSRF token: nothing
+    ends), names exactly the client and address idp validated, and only for the browser session
+    it was shown to: changed, moved to another browser or forged, the logout still ends this
+    browser's session once confirmed, but sends nobody anywhere."""
+    also = "https://rp.example/also-signed-out"
+    two_ways = create_client(app, name="Two", post_logout_redirect_uris=[POST_LOGOUT_URI, also])
+    hint = another_users_hint(app, RelyingParty(rp.browser, two_ways))
+    page = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI)
+    fields = hidden_fields(page.text)
+    assert "logout_return" in fields
+    assert_page(rp.browser.post("/logout", data=fields), 200)
+    assert_page(
+        rp.browser.post("/logout", data={**fields, "csrf_token": "", "confirm": "yes"}), 400
+    )
+    assert session_is_alive(rp)
+
+    other = create_client(
+        app, name="Other", post_logout_redirect_uris=["https://other.example/out"]
+    )
+    changed = [
+        {"post_logout_redirect_uri": also},
+        {"post_logout_redirect_uri": "https://rp.example/elsewhere"},
+        {"client_id": other.client_id, "post_logout_redirect_uri": "https://other.example/out"},
+        {"logout_return": fields["logout_return"][:-2] + "xx"},
+    ]
+    for change in changed:
+        browser = RelyingParty(app.test_client(), rp.registered)
+        browser.tokens_for(user)
+        form = {**fields, **change, "csrf_token": csrf_token(logout(browser).text)}
+        assert_page(browser.browser.post("/logout", data={**form, "confirm": "yes"}), 200)
+        assert not session_is_alive(browser)
+    # Another browser (another session) with the page's own fields and its own CSRF token.
+    elsewhere = RelyingParty(app.test_client(), rp.registered)
+    elsewhere.tokens_for(user)
+    form = {**fields, "csrf_token": csrf_token(logout(elsewhere).text), "confirm": "yes"}
+    assert_page(elsewhere.browser.post("/logout", data=form), 200)
+    assert session_is_alive(rp)
