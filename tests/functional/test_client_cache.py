@@ -194,3 +194,36 @@ def test_a_zero_ttl_reads_the_client_every_time(app: Flask) -> None:
         first = cache.get(db.session(), machine.client_id)
         assert first is not cache.get(db.session(), machine.client_id)
         assert cache.get(db.session(), "no-such-client") is None
+
+
+def test_a_client_restricted_to_groups_on_another_node_redeems_nothing_outside_them_at_once(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token side trusts a cached "not restricted to groups" for ``client_cache_ttl``, and
+    then skips the membership check (idp.oidc.group_gate). That opens nothing: the restriction
+    revokes, in its own transaction, every grant of a user outside the allowed groups, and the
+    code's, the refresh token's and the bearer's lookups read the grant's revocation from the
+    database in their one statement. So within the window a code issued before, a refresh
+    token and an access token of a user outside the groups are refused at once."""
+    from tests.functional.test_groups import _make_group, _restrict
+
+    user = create_user(storage_app)
+    web = create_client(storage_app)
+    rp = RelyingParty(storage_app.test_client(), web)
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    code = rp.obtain_code(user)["code"]
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    with storage_app.app_context():
+        assert cache.get(db.session, web.client_id).restricted_to_groups is False  # cached
+    _make_group(storage_app, "staff")
+    # Committed as another node commits it: this process's caches are not told.
+    monkeypatch.setattr("idp.services.client_cache.clients_changed", lambda: None)
+    _restrict(storage_app, web.client_id, "staff")
+    with storage_app.app_context():
+        assert cache.get(db.session, web.client_id).restricted_to_groups is False  # still
+    assert rp.exchange(code).get_json()["error"] == "invalid_grant"
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    auth = (web.client_id, web.client_secret or "")
+    response = storage_app.test_client().post("/token", data=refresh, auth=auth)
+    assert response.get_json()["error"] == "invalid_grant"
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
