@@ -58,7 +58,10 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         authorization = poll.authorization
         if authorization is None or authorization.grant is None:
             raise InvalidGrantError("The device code is invalid, expired or already used.")
-        if not still_allowed(authorization.grant, client):
+        # The device authorization's client is the stored registration (read with it), not the
+        # cached copy: idp.oidc.group_gate.
+        restricted = authorization.client.restricted_to_groups
+        if not still_allowed(authorization.grant, client, restricted_as_stored=restricted):
             raise InvalidGrantError("The user may no longer use this application.")
         self.request.client = client
         self.request.user = authorization.grant.user

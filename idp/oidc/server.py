@@ -205,7 +205,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             raise InvalidRequestError("The 'code_verifier' parameter is missing.")
         # Spent here, atomically, before any other check: a replay revokes the grant.
         row = redeem_code(self.request, code, client, clock().now())
-        if row is None or not still_allowed(row.grant, client):
+        if row is None or not still_allowed(
+            row.grant, client, restricted_as_stored=row.grant.client_restricted,
+            request=self.request,
+        ):  # fmt: skip
             return None
         # RFC 6749 3.3: a scope an admin took from the client after the code was issued is not
         # granted by it (the token response, the ID token's claims, userinfo's and the refresh
@@ -286,17 +289,21 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
         redemption = redeem(self.request, refresh_token, clock().now(), grace)
-        if redemption.token is None or not still_allowed(redemption.token.grant, client):
+        token = redemption.token
+        if token is None or not still_allowed(
+            token.grant, client, restricted_as_stored=token.grant.client_restricted,
+            request=self.request,
+        ):  # fmt: skip
             return None
         if redemption.retried:
             # Audited: a retry is answered instead of revoking the grant (RFC 9700 4.14.2
             # reasoning in GrantService.redeem_refresh_token), and an admin may want to see how
             # often clients lose answers.
             audit.record(
-                db.session(), "token.refresh_retried", subject_id=redemption.token.grant.user_id,
+                db.session(), "token.refresh_retried", subject_id=token.grant.user_id,
                 client_id=client_id, context=services().context,
             )  # fmt: skip
-        return redemption.token
+        return token
 
     def authenticate_user(self, refresh_token: SpentRefreshToken) -> Any:
         return refresh_token.grant.user

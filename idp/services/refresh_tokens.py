@@ -39,6 +39,9 @@ class RotatedGrant:
     id: str
     user_id: str
     client_id: str
+    #: Whether the client is restricted to groups as stored, read by the spend (not this
+    #: process's cached copy of the registration): idp.oidc.group_gate.
+    client_restricted: bool = False
 
     @property
     def user(self) -> TokenUser:
@@ -101,6 +104,8 @@ _REDEEMED = (
     # RETURNING names that column unqualified, and inside ``FROM clients`` it would be theirs.
     select(_c.disabled_at).where(_c.client_id == bindparam("client"))
     .scalar_subquery().label("client_disabled_at"),
+    select(_c.restricted_to_groups).where(_c.client_id == bindparam("client"))
+    .scalar_subquery().label("client_restricted"),
 )  # fmt: skip
 SPEND_REFRESH_TOKEN = consume_once_statement(
     _REFRESH_TOKENS,
@@ -143,7 +148,8 @@ def rotated(row: Any, digest: str, client_id: str, now: datetime) -> SpentRefres
         return None
     if row.user_disabled_at is not None or row.client_disabled_at is not None:
         return None
-    grant = RotatedGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id)
+    grant = RotatedGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
+                         client_restricted=bool(row.client_restricted))  # fmt: skip
     return SpentRefreshToken(token_hash=digest, client_id=client_id, scope=row.scope,
                              expires_at=row.expires_at, grant=grant)  # fmt: skip
 

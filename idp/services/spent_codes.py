@@ -49,6 +49,9 @@ class CodeGrant:
     amr: tuple[str, ...]
     acr: str
     user: CodeUser
+    #: Whether the client is restricted to groups as stored, read by the spend (not this
+    #: process's cached copy of the registration): idp.oidc.group_gate.
+    client_restricted: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ _CODE_REDEEMED = (
     # the code's client_id unqualified, which inside FROM clients would be the clients' own.
     select(_c.disabled_at).where(_c.client_id == bindparam("client"))
     .scalar_subquery().label("client_disabled_at"),
+    select(_c.restricted_to_groups).where(_c.client_id == bindparam("client"))
+    .scalar_subquery().label("client_restricted"),
 )  # fmt: skip
 SPEND_CODE = consume_once_statement(
     _CODES,
@@ -153,7 +158,8 @@ def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> 
                     email_verified=bool(row.user_email_verified))  # fmt: skip
     grant = CodeGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
                       sid=row.sid, auth_time=row.auth_time, amr=tuple(row.amr or ()),
-                      acr=row.acr, user=user)  # fmt: skip
+                      acr=row.acr, user=user,
+                      client_restricted=bool(row.client_restricted))  # fmt: skip
     return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
                      nonce=row.nonce, code_challenge=row.code_challenge,
                      code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip

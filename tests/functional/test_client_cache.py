@@ -12,11 +12,12 @@ import time
 
 import pytest
 from flask import Flask
-from sqlalchemy import inspect, update
+from sqlalchemy import insert, inspect, select, update
+from werkzeug.test import TestResponse
 
 from idp.clock import SYSTEM_CLOCK
 from idp.extensions import db
-from idp.models import Client
+from idp.models import Client, ClientAllowedGroup, Grant, Group
 from idp.models.base import utcnow
 from idp.services.client_cache import ClientCache
 from idp.services.client_fields import fields_of
@@ -227,3 +228,60 @@ def test_a_client_restricted_to_groups_on_another_node_redeems_nothing_outside_t
     response = storage_app.test_client().post("/token", data=refresh, auth=auth)
     assert response.get_json()["error"] == "invalid_grant"
     assert rp.userinfo(tokens["access_token"]).status_code == 401
+
+
+def _restricted_elsewhere_without_revoking(app: Flask, client_id: str, group: str) -> None:
+    """The end state of an authorization that raced the restriction: the client restricted to
+    ``group`` on another node, and grants it did not revoke (each opened by an authorization
+    that read the registration before the restriction, and committed after its revocation)."""
+    with app.app_context(), db.engine.begin() as connection:
+        clients, allowed = Client.__table__, ClientAllowedGroup.__table__
+        group_id = connection.scalar(select(Group.id).where(Group.name == group))
+        connection.execute(
+            update(clients)
+            .where(clients.c.client_id == client_id)
+            .values(restricted_to_groups=True)
+        )
+        connection.execute(insert(allowed).values(client_id=client_id, group_id=group_id))
+
+
+def test_a_grant_that_raced_its_clients_restriction_issues_nothing_outside_the_groups(
+    storage_app: Flask,
+) -> None:
+    """A grant the restriction could not revoke (opened as it committed) is refused on a node
+    whose cached copy still says unrestricted: the code's and the refresh token's spends read the
+    stored restriction in their one statement, the membership is checked, and the grant revoked
+    (audited reason ``group_access_removed``); a member of the allowed group is served."""
+    from tests.functional.test_groups import _make_group
+
+    outsider = create_user(storage_app)
+    member = create_user(storage_app, email="grace@example.com")
+    web = create_client(storage_app)
+    outside = RelyingParty(storage_app.test_client(), web)
+    inside = RelyingParty(storage_app.test_client(), web)
+    outsider_tokens = outside.tokens_for(outsider, scope="openid offline_access")
+    member_tokens = inside.tokens_for(member, scope="openid offline_access")
+    outsider_code = outside.obtain_code(outsider)["code"]
+    member_code = inside.obtain_code(member)["code"]
+    _make_group(storage_app, "staff", member.email)
+    _restricted_elsewhere_without_revoking(storage_app, web.client_id, "staff")
+    cache: ClientCache = storage_app.extensions["idp"].client_cache
+    with storage_app.app_context():
+        assert cache.get(db.session, web.client_id).restricted_to_groups is False  # stale copy
+
+    auth = (web.client_id, web.client_secret or "")
+
+    def refreshed(tokens: dict[str, str]) -> TestResponse:
+        form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        return storage_app.test_client().post("/token", data=form, auth=auth)
+
+    assert outside.exchange(outsider_code).get_json()["error"] == "invalid_grant"
+    assert refreshed(outsider_tokens).get_json()["error"] == "invalid_grant"
+    assert outside.userinfo(outsider_tokens["access_token"]).status_code == 401
+    with storage_app.app_context():
+        reasons = db.session.scalars(select(Grant.revoked_reason).where(
+            Grant.user_id == outsider.id, Grant.client_id == web.client_id)).all()  # fmt: skip
+        assert len(reasons) == 2  # the code's grant and the refresh token's
+        assert set(reasons) == {"group_access_removed"}
+    assert inside.exchange(member_code).status_code == 200
+    assert refreshed(member_tokens).status_code == 200
