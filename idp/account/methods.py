@@ -48,6 +48,10 @@ def home() -> Any:
             (p, describe_authenticator(p.aaguid)[1], portal.passkey_status(p, now))
             for p in passkeys
         ],
+        # WebAuthn L3 5.1.10 signalAllAcceptedCredentials: the ids idp still accepts. A passkey
+        # flagged as a possible clone is refused at every sign-in until removed (L3 6.1.1), so
+        # it is none of them: the credential manager may stop offering it in the autofill.
+        accepted_credential_ids=[p.credential_id for p in passkeys if p.flagged_at is None],
         recent=stepped_up(session),
         # Only where the button will work: the sign-in it asked for was given.
         resume_add_passkey=request.args.get("resume") == RESUME_ADD_PASSKEY and stepped_up(session),

@@ -1085,6 +1085,27 @@ def test_the_second_step_lists_no_flagged_passkey(app: Flask, user: CreatedUser)
     assert listed == working.credential_ids()
 
 
+def test_the_account_page_signals_no_flagged_passkey_as_accepted(
+    app: Flask, user: CreatedUser
+) -> None:
+    """WebAuthn L3 5.1.10 ``signalAllAcceptedCredentials``: the ids the Relying Party still
+    accepts for the user. A passkey flagged as a possible clone is refused at every sign-in
+    until removed, so it is not among them (the credential manager would go on offering it in
+    the autofill, in vain); the working one is."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    working, cloned = synced(), device_bound()
+    assert pages.add_passkey(cloned).status_code == 201
+    assert pages.sign_in_with_passkey(cloned, counter=10).status_code == 200  # a second asks it
+    assert pages.add_passkey(working).status_code == 201
+    stranger = PasskeyPages(app.test_client())
+    assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    page = pages.browser.get("/account").text
+    found = re.search(r'id="signal-details"[^>]*data-accepted="([^"]*)"', page)
+    assert found is not None
+    assert found.group(1).split(",") == working.credential_ids()
+
+
 def test_a_flagged_passkey_is_no_way_in(app: Flask, user: CreatedUser) -> None:
     """A passwordless user with a working passkey and a flagged one (refused at every sign-in)
     may not remove the working one, which is their last way in; the flagged one may go."""
