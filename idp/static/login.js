@@ -147,17 +147,28 @@
   // Conditional mediation: the browser's autofill offers passkeys in the email field. The request
   // waits for the user as long as the page is open, so it is renewed with fresh options before
   // its challenge expires (the server refuses an answer to an expired one).
+  // The deadline is read on the wall clock, every few seconds: a timer does not count the time
+  // a computer sleeps (Chromium's run on a clock that stops in suspend), so one timer set for
+  // the challenge's lifetime fired minutes after the wake, its challenge long expired meanwhile.
+  const RENEWAL_CHECK = 15000;
   let renewal = null;
   const startAutofill = async () => {
     if (!PublicKeyCredential.isConditionalMediationAvailable) return;
     if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
     clearTimeout(renewal);
     const renewBeforeExpiry = (controller, usable) => {
-      renewal = setTimeout(() => {
+      const deadline = Date.now() + Math.max(usable, 10000); // never sooner than 10 s
+      const check = () => {
         if (pending !== controller) return; // the button or the email step took over
+        const left = deadline - Date.now();
+        if (left > 0) {
+          renewal = setTimeout(check, Math.min(left, RENEWAL_CHECK));
+          return;
+        }
         controller.abort();
         startAutofill();
-      }, Math.max(usable, 10000)); // never sooner than 10 s: fresh options last minutes
+      };
+      renewal = setTimeout(check, Math.min(deadline - Date.now(), RENEWAL_CHECK));
     };
     try {
       if (!(await run("conditional", {}, renewBeforeExpiry))) startAutofill();

@@ -146,6 +146,30 @@ def test_the_autofill_is_renewed_before_its_challenge_expires(
     assert user.count(OPTIONS_PATH) == 1  # fresh options: the page's own had expired
 
 
+def test_the_autofill_is_renewed_after_the_computer_slept_past_its_challenge(
+    live_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """A timer does not count the time a computer sleeps (Chromium's timers run on a monotonic
+    clock that stops in suspend), so the renewal's one long timer fired minutes after the wake,
+    while the autofill offered a passkey whose challenge had expired: picked, it was refused and
+    the page said the passkey did not work. The page reads the wall clock every few seconds:
+    soon after the wake the request is renewed with fresh options."""
+    user = new_user()  # no credential: the autofill request waits, as for a user yet to pick
+    page = user.page
+    user.context.add_init_script(RECORD_GETS)
+    page.clock.install()
+    page.goto(f"{live_idp.url}/login")
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 1, "no autofill request started")
+    # Asleep for 6 minutes: the wall clock moves on, no timer runs.
+    page.clock.set_system_time(page.evaluate("Date.now()") + 6 * 60 * 1000)
+    page.clock.run_for("00:20")  # awake again for 20 s
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 2, "the autofill was not renewed")
+    first, renewed = page.evaluate("window.__gets")
+    assert (first["mediation"], renewed["mediation"]) == ("conditional", "conditional")
+    assert first["challenge"] != renewed["challenge"]
+    assert user.count(OPTIONS_PATH) == 1  # fresh options: the page's own had expired
+
+
 def test_the_autofill_works_again_after_a_cancelled_button_ceremony(
     live_idp: LiveIdp, accounts: Accounts, relying_party: RelyingParty, new_user: NewUser
 ) -> None:
