@@ -37,13 +37,28 @@ const idpWebAuthn = (() => {
       excludeCredentials: (json.excludeCredentials || []).map((c) => ({ ...c, id: toBytes(c.id) })),
     };
   };
+  // What reading may throw yields ``fallback``: some credential managers' browser extensions
+  // hand back a credential whose fields are copied onto an object that inherits the browser's
+  // prototype, so that the inherited toJSON, getTransports or authenticatorAttachment getter
+  // throws "Illegal invocation"; such a credential is serialised field by field, as where the
+  // browser has no toJSON (WebAuthn L3 5.1.10 names what the JSON holds).
+  const attempt = (read, fallback) => {
+    try {
+      return read();
+    } catch (_) {
+      return fallback;
+    }
+  };
   const credentialJSON = (credential) => {
-    if (typeof credential.toJSON === "function") return credential.toJSON();
+    if (typeof credential.toJSON === "function") {
+      const json = attempt(() => credential.toJSON(), null);
+      if (json && typeof json === "object") return json;
+    }
     const r = credential.response;
     const response = { clientDataJSON: toB64url(r.clientDataJSON) };
     if (r.attestationObject) {
       response.attestationObject = toB64url(r.attestationObject);
-      response.transports = r.getTransports ? r.getTransports() : [];
+      response.transports = attempt(() => r.getTransports(), []);
     } else {
       response.authenticatorData = toB64url(r.authenticatorData);
       response.signature = toB64url(r.signature);
@@ -54,8 +69,8 @@ const idpWebAuthn = (() => {
       rawId: toB64url(credential.rawId),
       type: credential.type,
       response,
-      authenticatorAttachment: credential.authenticatorAttachment,
-      clientExtensionResults: credential.getClientExtensionResults(),
+      authenticatorAttachment: attempt(() => credential.authenticatorAttachment, null),
+      clientExtensionResults: attempt(() => credential.getClientExtensionResults(), {}),
     };
   };
 

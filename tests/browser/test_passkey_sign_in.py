@@ -172,6 +172,46 @@ def test_passkey_button_signs_in(
     assert user.count(OPTIONS_PATH) == 0, user.requests  # the page's own options
 
 
+#: A credential as some credential managers' browser extensions hand it back: the fields copied
+#: onto plain objects whose prototypes are the browser's, so that the prototype's ``toJSON`` (and
+#: any getter not copied, ``authenticatorAttachment``) throws "Illegal invocation".
+EXTENSION_CREDENTIAL = """
+(() => {
+  const real = navigator.credentials.get.bind(navigator.credentials);
+  navigator.credentials.get = async (options) => {
+    const c = await real(options);
+    const r = c.response;
+    const response = Object.setPrototypeOf({
+      clientDataJSON: r.clientDataJSON, authenticatorData: r.authenticatorData,
+      signature: r.signature, userHandle: r.userHandle,
+    }, AuthenticatorAssertionResponse.prototype);
+    const extensions = c.getClientExtensionResults();
+    return Object.setPrototypeOf({
+      id: c.id, rawId: c.rawId, type: c.type, response,
+      getClientExtensionResults: () => extensions,
+    }, PublicKeyCredential.prototype);
+  };
+})();
+"""
+
+
+def test_a_credential_whose_to_json_throws_still_signs_in(
+    live_idp: LiveIdp, accounts: Accounts, relying_party: RelyingParty, new_user: NewUser
+) -> None:
+    """WebAuthn L3 5.1.10 ``toJSON`` where the credential has a working one; a credential
+    manager's extension whose credential inherits it and throws (or lacks a getter) is
+    serialised field by field, as in a browser without ``toJSON``, and signs in."""
+    _, credential = _enrol(live_idp, accounts, new_user)
+    user = _with_passkey(new_user, credential, conditional_mediation=False)
+    user.context.add_init_script(EXTENSION_CREDENTIAL)
+    authorization = relying_party.authorization()
+
+    user.page.goto(authorization.url)
+    user.page.get_by_role("button", name="Sign in with a passkey").click()
+    user.page.wait_for_url(f"{relying_party.redirect_uri}?*")
+    _assert_passkey_sign_in(relying_party.redeem(authorization))
+
+
 def test_email_first_signs_in_with_the_passkey(
     live_idp: LiveIdp, accounts: Accounts, relying_party: RelyingParty, new_user: NewUser
 ) -> None:
