@@ -18,10 +18,27 @@
     p.textContent = message;
     errors.append(p);
   };
+  // What went wrong, in the user's terms: "No passkey was used" is a cancelled or timed-out
+  // dialog (NotAllowedError, WebAuthn L3 5.1.4.1) only; an answer or a request that never
+  // reached idp is said as such (webauthn.js names it IdpNetworkError).
+  const failure = (error) => {
+    if (error && error.name === "IdpNetworkError") {
+      return "The passkey check did not reach idp (no connection). Check your connection and " +
+        "try again, or use a code instead.";
+    }
+    if (error && error.name === "IdpOptionsError" && error.message) return error.message;
+    if (error && error.name === "NotAllowedError") return "No passkey was used. Use a code instead.";
+    return "The passkey check did not work. Try again, or use a code instead.";
+  };
   button.addEventListener("click", async () => {
+    button.disabled = true; // one ceremony at a time: a second would be refused as pending
     try {
       const options = await W.postJSON(button.dataset.optionsUrl, { partial: true });
-      if (!options.ok) throw new Error("options");
+      if (!options.ok) {
+        const error = new Error(options.data.message || "");
+        error.name = "IdpOptionsError";
+        throw error;
+      }
       const credential = await navigator.credentials.get({
         publicKey: W.requestOptions(options.data.publicKey),
       });
@@ -36,7 +53,9 @@
       }
       say(result.data.message || "That passkey didn't work. Use a code instead.");
     } catch (error) {
-      say("No passkey was used. Use a code instead.");
+      say(failure(error));
+    } finally {
+      button.disabled = false;
     }
   });
   button.disabled = false; // served disabled (templates/login/second_step.html) until now

@@ -126,6 +126,32 @@ def test_a_button_answer_that_never_reached_idp_does_not_say_no_passkey_was_used
     user.screenshot("button-offline")
 
 
+def test_a_second_step_answer_that_never_reached_idp_does_not_say_no_passkey_was_used(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """The second step after a password, "Use a passkey": as on the sign-in page, a passkey
+    that was used and whose answer was lost is not a cancelled dialog ("No passkey was used");
+    back online, the button signs in."""
+    email, credential = _enrol(live_idp, accounts, new_user)
+    user = _with_passkey(new_user, credential, conditional_mediation=False)
+    user.allow_console_error(OFFLINE)
+    page = user.page
+    page.goto(f"{live_idp.url}/login")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/login/second-step")
+    page.route(f"**{VERIFY_PATH}", lambda route: route.abort("internetdisconnected"))
+    page.get_by_role("button", name="Use a passkey").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("did not reach idp")
+    assert user.count(VERIFY_PATH) == 1
+    assert "No passkey was used" not in alert.inner_text()
+
+    # Back online, the same button tries again and the passkey finishes the sign-in.
+    page.unroute(f"**{VERIFY_PATH}")
+    page.get_by_role("button", name="Use a passkey").click()
+    expect(page).to_have_url(f"{live_idp.url}/account")
+
+
 def test_the_autofill_is_renewed_before_its_challenge_expires(
     live_idp: LiveIdp, new_user: NewUser
 ) -> None:
