@@ -23,7 +23,7 @@ from idp.composition import clock, request_context, services
 from idp.extensions import db
 from idp.models import BrowserSession, Passkey
 from idp.services.method_removal import Refusal
-from idp.services.passkey_checks import PasskeyError
+from idp.services.passkey_checks import PasskeyError, forgettable_after_refusal
 from idp.services.passkey_names import UNRECOGNISED, clean_name, describe_authenticator, in_notice
 from idp.web import confirm_page, confirmed
 from idp.web.sessions import browser_binding, current_session, signed_out_with_removed_passkey
@@ -87,14 +87,20 @@ def passkey_register() -> Any:
             clock().now(),
             conditional=body.get("mediation") == "conditional",
         )
-    except PasskeyError:
+    except PasskeyError as error:
         db.session.commit()
         message = "The passkey could not be saved. Please try again."
-        return jsonify(error="registration_failed", message=message), 400
-    codes = after_method_added(session, in_notice(passkey.aaguid), passkey.credential_id)
+        payload: dict[str, Any] = {"error": "registration_failed", "message": message}
+        # The authenticator made the credential and idp refused it: the page asks the credential
+        # manager to forget it (WebAuthn L3 5.1.10), unless its id is registered already.
+        if forgettable_after_refusal(error.reason) and isinstance(credential, dict):
+            payload["unknown_credential_id"] = credential.get("id")
+        return jsonify(payload), 400
+    credential_id = passkey.credential_id
+    codes = after_method_added(session, in_notice(passkey.aaguid), credential_id)
     if codes is None:
-        db.session.rollback()  # the ended session's passkey is not kept
-        return jsonify(error="login_required"), 401
+        db.session.rollback()  # the ended session's passkey is not kept (nor known: forget it)
+        return jsonify(error="login_required", unknown_credential_id=credential_id), 401
     if not clean_name(given) and describe_authenticator(passkey.aaguid)[0] == UNRECOGNISED:
         # Named after this browser and the day: the account page invites a better name.
         flash(f"Passkey “{passkey.name}” added. Give it a name you will recognise, such as "

@@ -74,6 +74,15 @@ def check_owner(
         raise PasskeyError("user_handle_mismatch")
 
 
+def forgettable_after_refusal(reason: str) -> bool:
+    """Whether the credential of a registration refused for ``reason`` may be named to the
+    browser as unknown (WebAuthn L3 5.1.10 ``signalUnknownCredential``): the authenticator made
+    it and idp stored nothing, so the credential manager would offer it in vain. Never one whose
+    id is registered already (7.1: "not yet registered for any user"): that id signs someone in,
+    and a credential manager that forgot it would cost its owner a working passkey."""
+    return reason != "credential_already_registered"
+
+
 def failure_reason(error: Exception) -> str:
     """A stable reason code from py_webauthn's message (it has one exception per ceremony)."""
     text = str(error).lower()

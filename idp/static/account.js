@@ -102,7 +102,20 @@
       credential: W.credentialJSON(credential),
       name: nameInput ? nameInput.value : "",
     });
-    if (!result.ok) throw new Error(result.data.message || "register");
+    if (!result.ok) {
+      // idp did not store the credential the authenticator just made (and no account holds its
+      // id): the credential manager is told to forget it, so that its autofill does not offer a
+      // passkey that signs nobody in (WebAuthn L3 5.1.10). Never on a request that got no
+      // answer: the server may have stored it.
+      const unknown = result.data.unknown_credential_id;
+      if (unknown && PublicKeyCredential.signalUnknownCredential) {
+        PublicKeyCredential.signalUnknownCredential({
+          rpId: options.data.publicKey.rp.id,
+          credentialId: unknown,
+        }).catch(() => {});
+      }
+      throw new Error(result.data.message || "register");
+    }
     return result.data;
   };
   const finish = (data) => {

@@ -4,10 +4,11 @@ what happened (docs/users/passkeys.md, docs/users/managing-sign-in-methods.md)."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Route, expect
 
 from tests.browser.conftest import Accounts, BrowserUser, RelyingParty
 from tests.browser.test_passkey_sign_in import (
@@ -17,6 +18,7 @@ from tests.browser.test_passkey_sign_in import (
     _enrol,
     _sign_in_with_password,
     _with_passkey,
+    b64url,
 )
 from tests.support.events import wait_for
 from tests.support.live import LiveIdp
@@ -87,6 +89,46 @@ def test_adding_a_passkey_after_the_session_ended_signs_in_again(
     _sign_in_with_password(page, email)
     expect(page).to_have_url(f"{live_idp.url}/account")
     expect(page.locator("#passkey-resume")).to_be_visible()
+
+
+#: Records the page's signalUnknownCredential calls (whether or not the browser has the method).
+RECORD_UNKNOWN = """
+(() => {
+  window.__unknown = [];
+  PublicKeyCredential.signalUnknownCredential = async (options) => {
+    window.__unknown.push(options);
+  };
+})();
+"""
+
+
+def test_a_passkey_idp_refused_to_store_is_forgotten_by_the_credential_manager(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """The authenticator made the passkey and idp refused to store it (here its challenge is
+    not one idp issued): the page tells the credential manager the credential is unknown
+    (WebAuthn L3 5.1.10), so that the autofill does not offer a passkey that signs nobody in."""
+    email = accounts.new()
+    user = new_user(conditional_mediation=False)
+    user.allow_console_error(r"status of 400")
+    user.context.add_init_script(RECORD_UNKNOWN)
+    page = user.page
+    page.goto(f"{live_idp.url}/account")
+    _sign_in_with_password(page, email)
+    expect(page).to_have_url(f"{live_idp.url}/account")
+
+    def tamper(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        body["challenge_id"] = "not-one-idp-issued"
+        route.continue_(post_data=json.dumps(body))
+
+    page.route(f"{live_idp.url}/account/passkeys", tamper)
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.get_by_role("alert")).to_contain_text("The passkey was not added")
+    [credential] = user.credentials()  # the authenticator holds it; idp does not
+    wait_for(lambda: page.evaluate("window.__unknown.length") == 1, "no signal was sent")
+    [signal] = page.evaluate("window.__unknown")
+    assert signal == {"rpId": "localhost", "credentialId": b64url(credential["credentialId"])}
 
 
 def test_an_autofill_answer_that_never_reached_idp_is_said(

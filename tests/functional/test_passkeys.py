@@ -554,6 +554,32 @@ def test_credential_id_already_registered_is_refused(storage_app: Flask, owner: 
     assert len(passkeys_of(storage_app, second_user.id)) == (1 if owner == "same user" else 0)
 
 
+def test_a_refused_registration_names_the_credential_to_forget_unless_it_is_registered(
+    app: Flask, user: CreatedUser
+) -> None:
+    """A registration idp refuses leaves the new credential in the user's credential manager,
+    where the autofill would offer it in vain: the refusal names it (``unknown_credential_id``,
+    WebAuthn L3 5.1.10 signalUnknownCredential), as a sign-in with an unknown credential does.
+    Never a credential id that is registered (a copy of one already stored): forgetting it would
+    cost its owner a working passkey."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    refused = synced()
+    response = pages.add_passkey(refused, rp_id_override="idp.example.evil")
+    assert response.status_code == 400, response.text
+    assert response.get_json()["unknown_credential_id"] == refused.credential_ids()[0]
+    assert passkeys_of(app, user.id) == []
+
+    original = synced()
+    assert pages.add_passkey(original).status_code == 201
+    assert pages.sign_in_with_passkey(original).status_code == 200  # a second one asks for it
+    [credential_id] = original.credential_ids()
+    copy = device_bound()  # does not hold it: excludeCredentials does not stop it
+    response = pages.add_passkey(copy, credential_id=b64decode(credential_id))
+    assert response.status_code == 400, response.text
+    assert "unknown_credential_id" not in response.get_json()
+
+
 #: RFC 8176 amr and idp's acr by the credential's backup eligibility (synced or device-bound).
 BY_BACKUP_ELIGIBILITY = pytest.mark.parametrize(
     ("make", "amr", "acr"),
