@@ -36,6 +36,7 @@ from idp.models import (
 )
 from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
+from idp.services.passkey_names import MAX_NAME_LENGTH
 from idp.settings import Settings
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
@@ -578,6 +579,30 @@ def test_a_refused_registration_names_the_credential_to_forget_unless_it_is_regi
     response = pages.add_passkey(copy, credential_id=b64decode(credential_id))
     assert response.status_code == 400, response.text
     assert "unknown_credential_id" not in response.get_json()
+
+
+@pytest.mark.postgres
+def test_a_default_name_from_the_user_agent_keeps_no_controls_and_fits(
+    storage_app: Flask,
+) -> None:
+    """An unrecognised passkey is named after the browser that made it, as ua-parser reads the
+    User-Agent, which the browser chose: a family it captures whole (``^(.*)/... CFNetwork``)
+    carried directional and control characters into the name, past the rules every other name
+    keeps (Unicode Standard Annex 9; RFC 8264 9.12), and a long one was a 500 on PostgreSQL.
+    The default name keeps none of them and at most the length of a name the user gives."""
+    user = create_user(storage_app)
+    client = storage_app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = (
+        "\u202enimda\x1b[2J" + "Q" * 150 + "/1.0 CFNetwork/1.0 Darwin/20"
+    )
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    assert pages.add_passkey(SoftAuthenticator()).status_code == 201  # an AAGUID of zeros
+    [stored] = passkeys_of(storage_app, user.id)
+    assert stored.name.startswith("nimda[2J")
+    assert "\u202e" not in stored.name
+    assert "\x1b" not in stored.name
+    assert len(stored.name) <= MAX_NAME_LENGTH
 
 
 #: RFC 8176 amr and idp's acr by the credential's backup eligibility (synced or device-bound).
