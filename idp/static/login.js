@@ -152,6 +152,12 @@
   // the challenge's lifetime fired minutes after the wake, its challenge long expired meanwhile.
   const RENEWAL_CHECK = 15000;
   let renewal = null;
+  let checkRenewal = null; // the waiting autofill request's check, run now when the user is back
+  const checkNow = () => {
+    if (!checkRenewal || document.visibilityState === "hidden") return;
+    clearTimeout(renewal);
+    checkRenewal();
+  };
   const startAutofill = async () => {
     if (!PublicKeyCredential.isConditionalMediationAvailable) return;
     if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
@@ -165,9 +171,11 @@
           renewal = setTimeout(check, Math.min(left, RENEWAL_CHECK));
           return;
         }
+        checkRenewal = null;
         controller.abort();
         startAutofill();
       };
+      checkRenewal = check;
       renewal = setTimeout(check, Math.min(deadline - Date.now(), RENEWAL_CHECK));
     };
     try {
@@ -200,6 +208,13 @@
     // request waits until the user picks a passkey (WebAuthn L3 5.1.4 conditional mediation).
     startAutofill();
   };
+
+  // Back at the page (after a sleep, say) or at the email field, where the autofill offers
+  // passkeys: its challenge is checked at once, not at the next tick of the wall-clock check.
+  document.addEventListener("visibilitychange", checkNow);
+  window.addEventListener("pageshow", checkNow);
+  window.addEventListener("focus", checkNow);
+  email.addEventListener("focus", checkNow);
 
   passkeyButton.addEventListener("click", () => modal({}));
   if (usePassword) {

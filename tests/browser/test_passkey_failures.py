@@ -5,6 +5,7 @@ what happened (docs/users/passkeys.md, docs/users/managing-sign-in-methods.md)."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -236,6 +237,29 @@ def test_the_autofill_is_renewed_after_the_computer_slept_past_its_challenge(
     assert (first["mediation"], renewed["mediation"]) == ("conditional", "conditional")
     assert first["challenge"] != renewed["challenge"]
     assert user.count(OPTIONS_PATH) == 1  # fresh options: the page's own had expired
+
+
+def test_the_autofill_is_renewed_when_the_user_comes_back_to_the_email_field(
+    live_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """Back from a sleep past the challenge's lifetime, the user goes to the email field (where
+    the autofill offers passkeys) before the next check of the wall clock: the page checks then,
+    and the request is renewed at once."""
+    user = new_user()
+    page = user.page
+    user.context.add_init_script(RECORD_GETS)
+    page.clock.install()
+    page.goto(f"{live_idp.url}/login")
+    wait_for(lambda: len(page.evaluate("window.__gets")) == 1, "no autofill request started")
+    page.locator("#email").blur()
+    page.clock.set_system_time(page.evaluate("Date.now()") + 6 * 60 * 1000)  # asleep, no timer
+    page.locator("#email").focus()
+    # At once, not at the next check of the wall clock (every 15 s).
+    deadline = time.monotonic() + 5
+    while len(page.evaluate("window.__gets")) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(page.evaluate("window.__gets")) == 2, "the autofill was not renewed at once"
+    assert user.count(OPTIONS_PATH) == 1
 
 
 def test_the_autofill_works_again_after_a_cancelled_button_ceremony(
