@@ -84,9 +84,6 @@
     const ceremony = mediation ? { mediation } : {};
     const options = await W.postJSON(button.dataset.optionsUrl, ceremony);
     if ((options.status === 401 || options.status === 403) && options.data.redirect) {
-      // A conditional create starts as the page loads, with no click (WebAuthn L3 5.1.3): it
-      // never takes the page elsewhere by itself. The button, when clicked, does.
-      if (mediation) return null;
       // The session ended (signed out elsewhere, idle too long), or the step-up: adding a
       // sign-in method needs a recent sign-in. Either way, sign in and come back, to this button
       // with the name typed so far.

@@ -4,7 +4,6 @@ password-only sign-in (docs/users/two-step-verification.md, docs/users/recovery.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -360,44 +359,3 @@ def test_the_passkey_prompt_after_a_password_only_sign_in(
     page.get_by_role("button", name="I saved them").click()
     page.wait_for_url(f"{rp.redirect_uri}?*")
     assert rp.redeem(authorization)["amr"] == ["pwd"]
-
-
-#: A browser whose password manager could add a passkey without a prompt (WebAuthn L3 5.1.3).
-CONDITIONAL_CREATE_CAPABLE = """
-(() => {
-  PublicKeyCredential.getClientCapabilities = async () => ({ conditionalCreate: true });
-})();
-"""
-
-
-def test_the_prompts_conditional_create_never_leaves_the_page_by_itself(
-    prompting_idp: LiveIdp, accounts: Accounts, new_user: NewUser
-) -> None:
-    """The prompt's conditional create starts as the page loads, without a click. Its options
-    refused with "sign in again" (a step-up gone stale, a session ended) took the page to the
-    sign-in page by itself; a request the user did not make leaves the page as it is (a click
-    on the button still leads there: test_passkey_failures.py,
-    test_adding_a_passkey_after_the_session_ended_signs_in_again)."""
-    idp = prompting_idp
-    user = new_user()
-    user.allow_console_error(r"status of 403")
-    user.context.add_init_script(CONDITIONAL_CREATE_CAPABLE)
-    page = user.page
-
-    def refuse_conditional(route: Route) -> None:
-        if json.loads(route.request.post_data or "{}").get("mediation") != "conditional":
-            route.continue_()
-            return
-        route.fulfill(status=403, json={"error": "reauthenticate", "redirect": "/login"})
-
-    page.route(f"{idp.url}{REGISTRATION_OPTIONS_PATH}", refuse_conditional)
-    page.goto(f"{idp.url}/login")
-    _sign_in_with_password(page, accounts.new())
-    page.wait_for_url(f"{idp.url}/login/passkey-prompt?**")
-    _wait_until(
-        lambda: user.count(REGISTRATION_OPTIONS_PATH) == 1,
-        "the prompt started no conditional create",
-    )
-    page.wait_for_timeout(500)
-    assert "/login/passkey-prompt" in page.url
-    expect(page.get_by_role("heading", name="Sign in faster next time")).to_be_visible()
