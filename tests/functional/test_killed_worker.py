@@ -57,6 +57,16 @@ def totp_page(browser: Visitor) -> tuple[str, str]:
     return html.unescape(secret.group(1)).replace(" ", ""), html.unescape(csrf.group(1))
 
 
+def exited(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie its parent has yet to reap): the kernel
+    closes a process's descriptors before it becomes a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"  # field 3: the state
+
+
 def test_a_worker_killed_holding_the_write_turn_leaves_nothing_locked_or_half_done(
     tmp_path: Path,
 ) -> None:
@@ -99,6 +109,9 @@ def test_a_worker_killed_holding_the_write_turn_leaves_nothing_locked_or_half_do
             os.kill(holder, signal.SIGKILL)
             held.join(timeout=60)
         assert "cut" in outcome, outcome  # its connection closed with the worker, unanswered
+        # Every descriptor of the killed worker closed, its listening socket's too: a connection
+        # made before that could still be given to it and reset (once in a run of the suite).
+        wait_until(lambda: exited(holder), "the killed worker's exit")
 
         # The other worker writes: the turn and SQLite's lock went with the killed process.
         refreshed = rp.refresh(tokens["refresh_token"])
