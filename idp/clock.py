@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+#: How far ahead of the clock that checks a stamp the clock that wrote it may have read: the nodes
+#: of one deployment disagree by far less (NTP), and a request that waited for a lock reads a
+#: little behind. A stamp further ahead was written by a clock stepped back since (NTP after the
+#: clock ran ahead, a restored VM): its age is unknown, and an expiry or a window measured from it
+#: would be revived for as long as the step.
+STAMPED_AHEAD_TOLERANCE = timedelta(seconds=60)
+
+
+def stamped_ahead(stamp: datetime, now: datetime) -> bool:
+    """Whether ``stamp`` reads more than ``STAMPED_AHEAD_TOLERANCE`` after ``now``."""
+    return stamp - now > STAMPED_AHEAD_TOLERANCE
+
 
 class Clock:
     """The system clock, in UTC."""

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from idp.clock import stamped_ahead
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
@@ -43,9 +44,6 @@ from idp.session_statements import statements_of
 REDIS_KEY_PREFIX = "idp:challenge:"
 #: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
 CHALLENGE_TTL = timedelta(minutes=5)
-#: How far ahead of the checking clock the clock that issued a signed challenge may have read
-#: (``ChallengeSigner.check``): the nodes of one deployment disagree by far less (NTP).
-ISSUED_AHEAD_TOLERANCE = timedelta(seconds=60)
 #: A signed challenge's spent row (or key) outlives the challenge by this much: the pruning node's
 #: clock may run ahead of the node that checks the expiry, and a row pruned while another node
 #: still took the challenge for live would let an answer be spent twice.
@@ -276,7 +274,7 @@ class ChallengeSigner:
         # it came from a clock stepped back since (NTP after the clock ran ahead, a restored VM)
         # or from a node far ahead: its spent row (kept SPENT_KEPT_LONGER past the expiry) may
         # have been pruned on that clock, and a captured answer would sign in again.
-        if expires_at <= now or expires_at - CHALLENGE_TTL > now + ISSUED_AHEAD_TOLERANCE:
+        if expires_at <= now or stamped_ahead(expires_at - CHALLENGE_TTL, now):
             return None
         return Challenge(id=challenge_id, kind=kind, challenge=challenge,
                          binding_hash=binding_hash, user_id=None, created_at=now,

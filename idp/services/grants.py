@@ -17,6 +17,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
+from idp.clock import stamped_ahead
 from idp.models import (
     AccessToken,
     AuthorizationCode,
@@ -137,12 +138,6 @@ class CodeRequest:
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
-
-
-#: How far ahead of a retry's clock its rotation's time may read for the retry still to be one
-#: (``_supersede_unused_successor``): a retry that waited for the rotation's lock, nodes a little
-#: apart; a clock stepped back reads further behind.
-ROTATED_AHEAD_TOLERANCE = timedelta(seconds=60)
 
 
 class GrantService:
@@ -311,14 +306,14 @@ class GrantService:
         replay)."""
         # Bounded both ways. A retry may read a time before ``rotated_at``: it read its clock,
         # then waited for the rotation's lock, or the node that rotated runs a little ahead. But
-        # a rotation stamped more than ``ROTATED_AHEAD_TOLERANCE`` in the future means the clock
+        # a rotation stamped ahead (idp.clock ``stamped_ahead``) means the clock
         # was stepped back since (NTP, a restored VM) or the nodes disagree by minutes: its age
         # is unknown, and taking it for young would keep a stolen, already rotated token
         # answered for as long as the step (RFC 9700 4.14.2 asks for the replay; the window is
         # the one exception, and short).
         if rotated_at is None or now - rotated_at > grace:
             return False
-        if rotated_at - now > ROTATED_AHEAD_TOLERANCE:
+        if stamped_ahead(rotated_at, now):
             return False
         superseded = self.db.execute(
             update(RefreshToken)

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
 
+from idp.clock import stamped_ahead
 from idp.models import AuthorizationCode, Client, Grant, User
 from idp.models.oauth import CodeFacts
 from idp.services.consume import consume_once_statement
@@ -133,22 +134,16 @@ def code_digest(code: str) -> str | None:
     return token_hash(code) if code and len(code) <= 200 else None
 
 
-#: How far ahead of the redeeming clock the clock that issued a code may have read, for the code
-#: still to be taken as young: the nodes of one deployment disagree by far less (NTP), and a
-#: code is redeemed within seconds.
-ISSUED_AHEAD_TOLERANCE = timedelta(seconds=60)
-
-
 def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> SpentCode | None:
     """The code ``SPEND_CODE`` returned ``row`` of, or None if it must issue nothing: expired, its
     grant revoked, its user or client disabled (RFC 6749 5.2 ``invalid_grant``).
 
     ``lifetime`` (``code_ttl``) dates the code's issue from its expiry. A code issued more than
-    ``ISSUED_AHEAD_TOLERANCE`` after ``now`` was issued by a clock stepped back since (NTP after
-    the clock ran ahead, a restored VM) or by a node far ahead of this one: its real age is
+    a minute after ``now`` (idp.clock ``stamped_ahead``) was issued by a clock stepped back since
+    (NTP after the clock ran ahead, a restored VM) or by a node far ahead of this one: its age is
     unknown, and taking only its expiry would revive, for as long as the step, every code issued
     and expired while the clock ran ahead (RFC 9700 4.2: codes are short-lived)."""
-    if row.expires_at <= now or row.expires_at - lifetime > now + ISSUED_AHEAD_TOLERANCE:
+    if row.expires_at <= now or stamped_ahead(row.expires_at - lifetime, now):
         return None
     if row.grant_revoked_at is not None:
         return None

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-import pytest
 import requests
 
 from idp.services.totp import CONFIRM_CHECKPOINT
@@ -131,8 +130,3 @@ def test_a_worker_killed_holding_the_write_turn_leaves_nothing_locked_or_half_do
         done = browser.post("/account/totp", data={"csrf_token": csrf,
                                                    "code": pyotp.TOTP(secret).now()})  # fmt: skip
         assert done.status_code == 200, done.text[:500]
-
-
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/locks").exists(), reason="reads the kernel's lock table (Linux)"
-)

@@ -22,10 +22,10 @@ import requests
 from flask import Flask
 from sqlalchemy import update
 
+from idp.clock import STAMPED_AHEAD_TOLERANCE
 from idp.models import AuditEvent, Grant, RefreshToken
 from idp.models.base import utcnow
 from idp.services.crypto import token_hash
-from idp.services.grants import ROTATED_AHEAD_TOLERANCE
 from tests.support.apps import app_on
 from tests.support.clock import FrozenClock
 from tests.support.factories import (
@@ -235,7 +235,7 @@ def test_another_client_cannot_retry_a_clients_refresh_token(
 def test_a_clock_stepped_back_after_the_rotation_does_not_reopen_the_window(
     storage_app: Flask, clock: FrozenClock, registered: RegisteredClient, user: CreatedUser
 ) -> None:
-    """The window is bounded both ways: a rotation stamped more than ROTATED_AHEAD_TOLERANCE in
+    """The window is bounded both ways: a rotation stamped more than STAMPED_AHEAD_TOLERANCE in
     this request's future (the clock stepped back since, or the node that rotated runs minutes
     ahead) is of an unknown age, so its token presented again is a replay, however long the step.
     A rotation stamped less ahead (a retry that read its clock, then waited for the rotation's
@@ -243,13 +243,13 @@ def test_a_clock_stepped_back_after_the_rotation_does_not_reopen_the_window(
     rp = RelyingParty(storage_app.test_client(), registered)
     near = rp.tokens_for(user)
     assert rp.refresh(near["refresh_token"]).status_code == 200  # the answer "lost"
-    clock.advance(-ROTATED_AHEAD_TOLERANCE)
+    clock.advance(-STAMPED_AHEAD_TOLERANCE)
     assert rp.refresh(near["refresh_token"]).status_code == 200, "a retry"
     assert grant_revoked(storage_app, near["refresh_token"]) is None
 
     far = rp.tokens_for(user)
     assert rp.refresh(far["refresh_token"]).status_code == 200  # the answer "lost"
-    clock.advance(-ROTATED_AHEAD_TOLERANCE - timedelta(seconds=1))  # an NTP step back
+    clock.advance(-STAMPED_AHEAD_TOLERANCE - timedelta(seconds=1))  # an NTP step back
     stepped_back = rp.refresh(far["refresh_token"])
     assert stepped_back.status_code == 400
     assert stepped_back.get_json()["error"] == "invalid_grant"
