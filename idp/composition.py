@@ -71,6 +71,7 @@ from idp.services.sign_in import SignInService
 from idp.services.sign_in_policy import PolicyCache, SignInPolicy, load_policy
 from idp.services.signing_keys import KeyStore
 from idp.services.signup import Joining
+from idp.services.subjects import SubjectIdentifiers
 from idp.services.totp import TotpService
 from idp.services.user_admin import UserAdmin
 from idp.services.users import EmailChanges, UserService, normalise_email
@@ -111,6 +112,8 @@ class Container:
     client_cache: ClientCache = field(init=False)
     #: Single-statement reads outside the ORM (idp.thin_reads), set by ``create_app``.
     reads: ThinReads | None = None
+    #: The ``sub`` each client knows a user by (OIDC Core 8), its secret read once per process.
+    subjects: SubjectIdentifiers = field(default_factory=SubjectIdentifiers)
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
@@ -400,7 +403,7 @@ class Services:
         when an SMTP server is configured (idp.services.outbox)."""
         sender = self.mailer
         logout = BackchannelSender(self._db(), self.container.keys, self.settings.issuer,
-                                   self.container.clock)  # fmt: skip
+                                   self.container.clock, self.container.subjects)  # fmt: skip
         return [logout] if sender is None else [logout, sender]
 
     def retention(self, now: datetime) -> RetentionPolicy:

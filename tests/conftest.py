@@ -17,8 +17,9 @@ from sqlalchemy import create_engine, text
 from idp import create_app
 from idp.clock import FrozenClock
 from idp.extensions import db
-from idp.models import Base, SigningKey
+from idp.models import Base, InstallationSecret, SigningKey
 from idp.models.base import utcnow
+from idp.services.subjects import ensure_secret
 from tests.support.clock import app_clock
 
 TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
@@ -75,6 +76,7 @@ def _build_app(database_url: str, instance: Path, **settings: Any) -> Flask:
     with app.app_context():
         Base.metadata.create_all(db.engine)
         app.extensions["idp"].keys.ensure_keys(db.session())
+        ensure_secret(db.session(), utcnow())
         db.session.commit()
     return app
 
@@ -85,11 +87,12 @@ def sqlite_app(directory: Path, **settings: Any) -> Flask:
 
 
 def _empty_tables(app: Flask) -> None:
-    """Delete every row but the signing keys (generating RSA keys per test is slow)."""
+    """Delete every row but the signing keys (generating RSA keys per test is slow) and the
+    installation's secrets (each process keeps the one it read, as a deployment does)."""
     with app.app_context():
         db.session.rollback()
         for table in reversed(Base.metadata.sorted_tables):
-            if table.name != SigningKey.__tablename__:
+            if table.name not in (SigningKey.__tablename__, InstallationSecret.__tablename__):
                 db.session.execute(table.delete())
         db.session.commit()
         db.session.remove()

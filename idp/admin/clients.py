@@ -17,7 +17,7 @@ from idp.admin.groups import client_access
 from idp.composition import request_context, runtime, services
 from idp.extensions import db
 from idp.models import Client
-from idp.models.clients import KIND_NATIVE, KINDS
+from idp.models.clients import KIND_NATIVE, KINDS, SUBJECT_PUBLIC, SUBJECT_TYPES
 from idp.services.backchannel_logout import recent_failures
 from idp.services.client_fields import (
     AUTH_METHODS,
@@ -31,6 +31,7 @@ from idp.services.client_fields import (
 )
 from idp.services.clients import Actor, ClientService, StaleClientError
 from idp.services.signing_keys import SUPPORTED_ALGS
+from idp.services.subjects import sector_of
 from idp.web import confirmed
 
 MAX_JWKS_LENGTH = 64 * 1024
@@ -99,6 +100,8 @@ def _fields_from(form: MultiDict[str, str]) -> ClientFields:
         policy_uri=form.get("policy_uri"),
         backchannel_logout_uri=form.get("backchannel_logout_uri"),
         backchannel_logout_session_required=form.get("backchannel_logout_session_required") == "1",
+        subject_type=form.get("subject_type") or SUBJECT_PUBLIC,
+        sector_identifier=form.get("sector_identifier"),
     )
 
 
@@ -124,6 +127,7 @@ def _form_page(
         grant_types=GRANT_TYPES,
         scopes=SUPPORTED_SCOPES,
         algs=SUPPORTED_ALGS,
+        subject_types=SUBJECT_TYPES,
     )
     return page, status or (400 if error else 200)
 
@@ -190,6 +194,7 @@ def client(client_id: str) -> Any:
         native=found.kind == KIND_NATIVE,
         access=client_access(found),
         logout_failures=recent_failures(db.session(), found.client_id),
+        sector=sector_of(found),
     )
 
 
@@ -218,8 +223,9 @@ def _save_client(found: Client, client_id: str) -> Any:
         if version is None:
             raise StaleClientError(client_id)
         secret = _service().update(
-            found, _fields_from(request.form), actor=_actor(), expected_version=version
-        )
+            found, _fields_from(request.form), actor=_actor(), expected_version=version,
+            confirm_subject_change=request.form.get("confirm_subject_change") == "1",
+        )  # fmt: skip
     except ClientRegistrationError as error:
         db.session.rollback()
         return _form_page(_fields_or_blank(request.form), _client_or_404(client_id), str(error),

@@ -91,6 +91,8 @@ def create_client(body: schemas.ClientCreate) -> Any:
         policy_uri=body.policy_uri,
         backchannel_logout_uri=body.backchannel_logout_uri,
         backchannel_logout_session_required=body.backchannel_logout_session_required,
+        subject_type=body.subject_type,
+        sector_identifier=body.sector_identifier,
     )
     new = _service().create_from(fields, actor=_actor())
     db.session.commit()
@@ -121,9 +123,11 @@ def patch_client(client_id: str, body: schemas.ClientPatch) -> Any:
     given = body.model_dump(exclude_unset=True)
     if given.get("backchannel_logout_session_required", False) is None:
         given.pop("backchannel_logout_session_required")  # null: leave it as it is
+    confirmed = bool(given.pop("confirm_subject_change", False))
     changes = {_PATCH_FIELDS.get(name, name): value for name, value in given.items()}
     fields = dataclasses.replace(fields_of(found), **changes)
-    secret = _service().update(found, fields, actor=_actor(), expected_version=expected)
+    secret = _service().update(found, fields, actor=_actor(), expected_version=expected,
+                               confirm_subject_change=confirmed)  # fmt: skip
     db.session.commit()
     # A client that newly authenticates with a secret gets one, shown here once.
     return _out(found, client_secret=secret) if secret else _out(found)

@@ -31,7 +31,7 @@ from idp.services.api_tokens import (
 )
 from idp.services.client_addresses import budget_address
 from idp.services.client_fields import ClientRegistrationError
-from idp.services.clients import StaleClientError
+from idp.services.clients import StaleClientError, SubjectChangeUnconfirmedError
 from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
 from idp.services.rate_limits import window_end
@@ -277,6 +277,8 @@ def _refused(error: ValueError) -> Any:
         slug = "last-admin"
     elif isinstance(error, GroupInUseError):
         slug = "group-in-use"
+    elif isinstance(error, SubjectChangeUnconfirmedError):
+        slug = "subject-change"
     elif isinstance(error, UserConflictError | GroupNameTakenError):
         slug = "conflict"
     elif isinstance(error, audit.AuditFilterError):

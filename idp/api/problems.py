@@ -38,6 +38,9 @@ _TYPES = (
     ProblemType("conflict", 409, "The request conflicts with the current state"),
     ProblemType("last-admin", 409, "The deployment would be left without an active admin"),
     ProblemType("group-in-use", 409, "The group is some client's only allowed group"),
+    ProblemType(
+        "subject-change", 409, "The change gives every user of the client another sub; confirm it"
+    ),
     ProblemType("precondition-failed", 412, "The resource changed since it was read"),
     ProblemType("payload-too-large", 413, "The body is too large"),
     ProblemType("unsupported-media-type", 415, "The body must be application/json"),

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from idp.models.clients import KINDS
+from idp.models.clients import KINDS, SUBJECT_TYPES
 from idp.services.client_fields import AUTH_METHODS, MAX_ROTATION_OVERLAP, MAX_URI_LENGTH, MAX_URIS
 from idp.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 from idp.services.user_admin import MAX_LINK_TTL, MIN_LINK_TTL
@@ -20,6 +20,15 @@ from idp.services.user_admin import MAX_LINK_TTL, MIN_LINK_TTL
 Uri = Annotated[str, Field(max_length=MAX_URI_LENGTH)]
 Uris = Annotated[list[Uri], Field(max_length=MAX_URIS)]
 Kind = Literal[KINDS]  # type: ignore[valid-type]
+SubjectType = Annotated[
+    Literal[SUBJECT_TYPES],  # type: ignore[valid-type]
+    Field(description="OIDC Core 8: public (the default) or pairwise (a sub per sector)"),
+]
+SectorIdentifier = Annotated[
+    str | None,
+    Field(max_length=253, description="a pairwise client's sector host (OIDC Core 8.1); "
+          "null: its redirect URIs' host, required when they span several hosts"),
+]  # fmt: skip
 AuthMethod = Literal[AUTH_METHODS]  # type: ignore[valid-type]
 Scope = Annotated[str, Field(max_length=64)]
 GrantTypes = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=5)]
@@ -87,6 +96,8 @@ class ClientCreate(Request):
         Uri | None, Field(description="OpenID Connect Back-Channel Logout 1.0 section 2.2")
     ] = None
     backchannel_logout_session_required: bool = False
+    subject_type: SubjectType = "public"
+    sector_identifier: SectorIdentifier = None
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -121,6 +132,13 @@ class ClientPatch(Request):
     policy_uri: Uri | None = None
     backchannel_logout_uri: Uri | None = None
     backchannel_logout_session_required: bool | None = None
+    subject_type: Annotated[SubjectType, _NOT_NULL]
+    sector_identifier: SectorIdentifier = None
+    confirm_subject_change: Annotated[
+        bool,
+        Field(description="required to change subject_type or the sector (the redirect URIs' "
+              "host included): every user of the client gets another sub"),
+    ] = False  # fmt: skip
 
 
 class RotateSecret(Request):
@@ -152,6 +170,8 @@ class ClientOut(Response):
     updated_at: str | None
     backchannel_logout_uri: str | None
     backchannel_logout_session_required: bool
+    subject_type: str
+    sector_identifier: str | None
 
 
 class ClientWithSecret(ClientOut):

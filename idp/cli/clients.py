@@ -103,6 +103,17 @@ def _client_options(create: bool) -> Options:
                 "--backchannel-logout-session-required",
                 "The app needs the session id (sid) in logout tokens (idp always sends it).",
             ),
+            # OIDC Core 8 (docs/admins.md, "Pairwise subject identifiers").
+            click.option(
+                "--subject-type",
+                type=click.Choice(["public", "pairwise"]),
+                help="pairwise: a sub per sector, not the user's id (default public).",
+            ),
+            click.option(
+                "--sector-identifier",
+                help="A pairwise client's sector host (default: "
+                "its redirect URIs' host)" + ("." if create else "; '' removes it."),
+            ),
             click.option(
                 "--allowed-group",
                 "allowed_groups",
@@ -132,6 +143,13 @@ def _client_options(create: bool) -> Options:
                 click.option("--clear-post-logout-redirect-uris", "clear_post_logout", is_flag=True)
             )
             options.append(click.option("--clear-claim-maps", is_flag=True))
+            options.append(
+                click.option(
+                    "--confirm-subject-change",
+                    is_flag=True,
+                    help="Change the subject type or sector: every user gets another sub.",
+                )
+            )
         for option in reversed(options):
             command = option(command)
         return command
@@ -162,6 +180,8 @@ def clients_create(
     public: bool,
     backchannel_logout_uri: str | None,
     backchannel_logout_session_required: bool,
+    subject_type: str | None,
+    sector_identifier: str | None,
 ) -> None:
     """Register a client; its secret is shown once."""
     from idp.extensions import db
@@ -185,6 +205,8 @@ def clients_create(
         policy_uri=policy_uri,
         backchannel_logout_uri=backchannel_logout_uri,
         backchannel_logout_session_required=backchannel_logout_session_required,
+        subject_type=subject_type or "public",
+        sector_identifier=sector_identifier,
     )
     with app_context():
         new = _client_service().create_from(fields, actor=_cli_actor())
@@ -300,6 +322,9 @@ def clients_edit(
     clear_claim_maps: bool,
     backchannel_logout_uri: str | None,
     backchannel_logout_session_required: bool | None,
+    subject_type: str | None,
+    sector_identifier: str | None,
+    confirm_subject_change: bool,
 ) -> None:
     """Change a client; options not given stay as they are (an empty --logo-uri '' clears it).
     A new secret is printed once if the change needs one."""
@@ -322,6 +347,8 @@ def clients_edit(
             "policy_uri": policy_uri,
             "backchannel_logout_uri": backchannel_logout_uri,
             "backchannel_logout_session_required": backchannel_logout_session_required,
+            "subject_type": subject_type,
+            "sector_identifier": sector_identifier,
         }.items()
         if value is not None
     }
@@ -337,7 +364,9 @@ def clients_edit(
         secret = None
         if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
             fields = dataclasses.replace(fields_of(client), **changes)
-            secret = _client_service().update(client, fields, actor=_cli_actor())
+            secret = _client_service().update(
+                client, fields, actor=_cli_actor(), confirm_subject_change=confirm_subject_change
+            )
         _apply_group_options(client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps)
         db.session.commit()
         emit(_describe_client(client) | {"client_secret": secret}, as_json, _client_text)

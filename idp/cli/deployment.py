@@ -30,8 +30,13 @@ def prepare_database(app: Flask) -> list[str]:
             f"the database's schema is not one this idp knows ({error}): it was made or upgraded "
             "by a newer idp. Run that version, or restore the backup taken before the upgrade."
         ) from None
+    from idp.services.subjects import ensure_secret
+
     runtime = container(app)
     created = runtime.keys.ensure_keys(db.session())
+    # The pairwise subjects' secret (OIDC Core 8.1): made by the migration, here for a database
+    # that lacks it.
+    ensure_secret(db.session(), runtime.clock.now())
     db.session.commit()
     try:
         runtime.keys.public_jwks(db.session())

@@ -7,7 +7,7 @@ from idp.models.base import Base
 from idp.models.clients import Client
 from idp.models.factors import BackupCode, LoginLink, PartialLogin, TotpCredential
 from idp.models.groups import ClaimMap, ClientAllowedGroup, Group, GroupMember
-from idp.models.keys import SigningKey
+from idp.models.keys import InstallationSecret, SigningKey
 from idp.models.maintenance import MaintenanceRun
 from idp.models.oauth import (
     AccessToken,
@@ -45,6 +45,7 @@ __all__ = [
     "Grant",
     "Group",
     "GroupMember",
+    "InstallationSecret",
     "LoginLink",
     "MaintenanceRun",
     "OutboxMessage",

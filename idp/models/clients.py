@@ -22,6 +22,10 @@ KIND_NATIVE = "native"
 KINDS = (KIND_WEB, KIND_SPA, KIND_NATIVE)
 PUBLIC_KINDS = (KIND_SPA, KIND_NATIVE)
 #: A DNS name (RFC 1123 letters, digits, hyphens and dots): nothing that could end a CSP source.
+#: OIDC Core 8: the subject identifier types (discovery's ``subject_types_supported``).
+SUBJECT_PUBLIC = "public"
+SUBJECT_PAIRWISE = "pairwise"
+SUBJECT_TYPES = (SUBJECT_PUBLIC, SUBJECT_PAIRWISE)
 HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 
 
@@ -68,6 +72,14 @@ class Client(Base):
     backchannel_logout_session_required: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
+    #: OIDC Core 8 and Registration 2 ``subject_type``: "public" (every client sees the user's
+    #: id) or "pairwise" (a ``sub`` of the client's sector only, idp.services.subjects).
+    subject_type: Mapped[str] = mapped_column(
+        String(16), default=SUBJECT_PUBLIC, server_default=SUBJECT_PUBLIC
+    )
+    #: The sector host an admin named for a pairwise client (OIDC Core 8.1 asks for one when the
+    #: redirect URIs span several hosts; docs/admins.md); None: the redirect URIs' own host.
+    sector_identifier: Mapped[str | None] = mapped_column(String(253), default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

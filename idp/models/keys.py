@@ -24,3 +24,17 @@ class SigningKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     #: After this, nothing it signed can still be valid and the public key leaves the JWKS.
     unpublish_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class InstallationSecret(Base):
+    """A random secret made once per installation and shared by every node through the database
+    (one row per use, by ``name``): ``pairwise-subjects`` keys the pairwise subject identifiers
+    of OIDC Core 8.1 (idp.services.subjects), which must not change with a node, a restart or the
+    rotation of the secret key."""
+
+    __tablename__ = "installation_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: base64url of the random bytes.
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

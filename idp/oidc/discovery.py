@@ -35,7 +35,8 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
             "client_credentials",
             DEVICE_CODE_GRANT_TYPE,
         ],
-        "subject_types_supported": ["public"],
+        # OIDC Core 8: each client's own choice (idp.services.subjects).
+        "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
         "token_endpoint_auth_methods_supported": auth_methods,
         # RFC 8414 2: with private_key_jwt among an endpoint's methods, its algorithms MUST be

@@ -36,6 +36,16 @@ def bearer_token(token: str) -> BearerToken | None:
     )
 
 
+def token_subject(client_id: str, user_id: str) -> str | None:
+    """The ``sub`` the client ``client_id`` knows ``user_id`` by (OIDC Core 8: pairwise for a
+    pairwise client), from the token side's copy of the client; None when the client is gone or
+    disabled (its tokens are then no longer valid)."""
+    client = token_client(client_id)
+    if client is None:
+        return None
+    return runtime().subjects.of(db.session, client, user_id)
+
+
 def _find_token(token_string: str, hint: str | None) -> BearerToken | RefreshToken | None:
     """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
     lookups = [bearer_token, _refresh_token]
@@ -108,7 +118,12 @@ class TokenIntrospection(IntrospectionEndpoint):
             # as the token response says (RFC 6750); a resource server checks it to refuse
             # anything else presented as an access token.
             token_type: str | None = "Bearer"
-            subject = token.subject
+            # A user's token names them as its client knows them (OIDC Core 8.1, as the token's
+            # own ``sub``); a client credentials token names the client (RFC 9068 2.2).
+            found = token_subject(token.client_id, token.holder.id) if token.holder else None
+            if token.holder is not None and found is None:
+                return {"active": False}
+            subject = found if found is not None else token.subject
         else:
             # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
             # gets no token, and no client may learn otherwise), or of a client no longer allowed
@@ -123,7 +138,7 @@ class TokenIntrospection(IntrospectionEndpoint):
             if not client.check_grant_type("refresh_token"):
                 return {"active": False}
             token_type = None  # a refresh token is no access token: it has no RFC 6749 5.1 type
-            subject = token.grant.user_id
+            subject = runtime().subjects.of(db.session, client, token.grant.user_id)
         answer = {
             "active": True,
             "client_id": token.client_id,

@@ -159,15 +159,18 @@ class OpenIDCodeWithSession(OpenIDCode):
         # Authlib hands ``generate_user_info`` the user and scope only; the claims of groups and
         # claim maps depend on the client too. This extension serves every request, so the
         # client is kept per request, not on ``self``.
-        g.id_token_client_id = request.client.client_id
+        g.id_token_client = request.client
         return super().encode_id_token(token, request)
 
     def generate_user_info(self, user: Any, scope: str) -> UserInfo:
-        client_id = g.id_token_client_id
+        client = g.id_token_client
+        client_id = client.client_id
         # Read by idp.oidc.group_gate.still_allowed in this request (this user, this client).
         kept = g.get("group_claims")
         found = kept[2] if kept and kept[:2] == (user.id, client_id) else None
-        return UserInfo(client_claims(db.session, user, client_id, scope, found))
+        # OIDC Core 8: the client's own ``sub`` for the user, pairwise for a pairwise client.
+        subject = runtime().subjects.of(db.session, client, user.id)
+        return UserInfo(client_claims(db.session, user, client_id, scope, found, subject))
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):

@@ -46,8 +46,13 @@ def generate_token(
             issuer=settings.issuer,
             audience=settings.issuer,
             client_id=client.client_id,
-            # RFC 9068 2.2: sub is the user, or the client itself for client credentials.
-            subject=user.id if user is not None else client.client_id,
+            # RFC 9068 2.2: sub is the user (as the client knows them, pairwise for a pairwise
+            # client: OIDC Core 8.1), or the client itself for client credentials.
+            subject=(
+                runtime().subjects.of(db.session, client, user.id)
+                if user is not None
+                else client.client_id
+            ),
             scope=scope,
             ttl=ttl,
             issued_at=int(clock().now().timestamp()),

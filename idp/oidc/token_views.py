@@ -21,7 +21,7 @@ from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
-from idp.oidc.endpoints import bearer_token
+from idp.oidc.endpoints import bearer_token, token_subject
 from idp.services.claims import client_claims
 from idp.services.logout_return import seal_return
 from idp.services.sessions import RpLogout, rp_logout
@@ -126,8 +126,13 @@ def _userinfo(current: Request) -> Answer:
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     # The scoped session, not a Session: one opens only if the scope releases group claims.
+    holder = access_token.holder
+    # OIDC Core 5.3.2: the ID token's ``sub``, pairwise for a pairwise client (OIDC Core 8.1).
+    subject = token_subject(access_token.client_id, holder.id)
+    if subject is None:  # the client was disabled or deleted since: its tokens are void
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     claims = client_claims(
-        db.session, access_token.holder, access_token.client_id, access_token.scope
+        db.session, holder, access_token.client_id, access_token.scope, subject=subject
     )
     return Answer.json(200, claims, ("Cache-Control", "no-store"))
 
@@ -212,6 +217,18 @@ def _confirmation_fields(
     return {name: value for name, value in fields.items() if value}
 
 
+def _known_as(browser_session: Any, client: Any) -> str | None:
+    """The browser's user as the hint's client knows them: the ``sub`` of its ID tokens, pairwise
+    for a pairwise client (OIDC Core 8.1), which a hint of this user names. Without the client
+    (a hint of none idp serves now) the user's id, which a pairwise hint never equals: the user
+    is asked to confirm (RP-Initiated Logout 6)."""
+    if browser_session is None:
+        return None
+    if client is None:
+        return str(browser_session.user_id)
+    return runtime().subjects.of(db.session, client, browser_session.user_id)
+
+
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
 @acts_on_get
@@ -234,7 +251,7 @@ def logout() -> Any:
     decision = (
         RpLogout.CONFIRM
         if claims is None
-        else rp_logout(browser_session.user_id if browser_session else None, claims.get("sub"))
+        else rp_logout(_known_as(browser_session, end_request.client), claims.get("sub"))
     )
     if decision is RpLogout.CONFIRM:
         if not confirmed:

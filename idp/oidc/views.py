@@ -31,6 +31,7 @@ from idp.oidc.checks import (
     parse_authorization_request,
 )
 from idp.oidc.errors import AuthorizationError, error_description
+from idp.oidc.hints import hint_in_user_ids
 from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.pending_open import open_pending
 from idp.oidc.server import query_client
@@ -150,6 +151,7 @@ def _proceed(
         except AuthorizationError as error:
             return None if url_only else _error_response(error)
     session = current_session()
+    auth_request = hint_in_user_ids(auth_request, client, session)  # OIDC Core 8.1
     consented: set[str] | None = None
     # First-party clients are never asked for consent (interaction.needs_consent): nothing to read.
     if session is not None and not client.first_party:

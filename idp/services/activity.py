@@ -132,6 +132,7 @@ NOT_ABOUT_A_USER = frozenset({
     "audit.exported", "dependency.unavailable", "policy.changed",
     "client.created", "client.updated", "client.deleted", "client.disabled", "client.enabled",
     "client.secret_rotated", "client.access_changed", "client.claim_maps_changed",
+    "client.subjects_changed",
     "group.created", "group.renamed", "group.updated", "group.deleted",
     "device.authorization_requested",
     "api.authentication_failed", "api.access_denied", "api_token.created", "keys.rotated",

@@ -35,6 +35,7 @@ from idp.services.deadlines import conversation_deadline
 from idp.services.notifications import tls_context
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
 from idp.services.signing_keys import KeyStore
+from idp.services.subjects import SubjectIdentifiers
 
 KIND = "backchannel_logout"
 CHANNEL = "http"
@@ -212,12 +213,14 @@ class BackchannelSender:
     stop_after_failure: ClassVar[bool] = False
 
     def __init__(
-        self, db: Session, keys: KeyStore, issuer: str, clock: Clock = SYSTEM_CLOCK
-    ) -> None:
+        self, db: Session, keys: KeyStore, issuer: str, clock: Clock = SYSTEM_CLOCK,
+        subjects: SubjectIdentifiers | None = None,
+    ) -> None:  # fmt: skip
         self.db = db
         self.keys = keys
         self.issuer = issuer
         self.clock = clock
+        self.subjects = subjects or SubjectIdentifiers()
 
     def send(self, message: Pending) -> None:
         client = self.db.get(Client, message.recipient)
@@ -232,9 +235,12 @@ class BackchannelSender:
         except ClientRegistrationError:
             self.db.commit()
             raise UndeliverableError("the back-channel logout URI is not allowed here") from None
-        token = mint_logout_token(
-            self.db, self.keys, self.issuer, client, message.details, self.clock.now()
-        )
+        # Section 2.4: the ``sub`` of the client's ID tokens, pairwise for a pairwise client
+        # (OIDC Core 8.1), computed now from the user's id the row keeps.
+        details = {**message.details, "sub": self.subjects.of(
+            self.db, client, str(message.details["sub"]))}  # fmt: skip
+        token = mint_logout_token(self.db, self.keys, self.issuer, client, details,
+                                  self.clock.now())  # fmt: skip
         self.db.commit()  # no transaction stays open while the relying party answers
         post_logout_token(uri, token)
 

@@ -38,9 +38,11 @@ class ClaimsSubject(Protocol):
     def email_verified(self) -> bool: ...
 
 
-def user_claims(user: ClaimsSubject, scope: str) -> dict[str, Any]:
+def user_claims(user: ClaimsSubject, scope: str, subject: str | None = None) -> dict[str, Any]:
+    """``subject``: the ``sub`` the client knows the user by (idp.services.subjects); the user's
+    id when None (a public client's)."""
     scopes = set(scope.split())
-    claims: dict[str, Any] = {"sub": user.id}
+    claims: dict[str, Any] = {"sub": user.id if subject is None else subject}
     if "profile" in scopes:
         if user.name:
             # OIDC Core 5.3.2: a claim without a value is omitted, "not present with a null or
@@ -62,11 +64,13 @@ def client_claims(
     client_id: str,
     scope: str,
     found: GroupClaims | None = None,
+    subject: str | None = None,
 ) -> dict[str, Any]:
     """Everything the ID token and userinfo release to ``client_id`` under ``scope``: the
-    standard claims, then ``groups`` and the client's mapped claims (one query, only when a scope
-    can release them, and none when the caller has ``found`` them already)."""
-    claims = user_claims(user, scope)
+    standard claims (``sub`` the client's own, ``subject``: OIDC Core 8), then ``groups`` and the
+    client's mapped claims (one query, only when a scope can release them, and none when the
+    caller has ``found`` them already)."""
+    claims = user_claims(user, scope, subject)
     scopes = scope.split()
     if wants_group_claims(scopes):
         if found is None:

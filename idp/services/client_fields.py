@@ -15,11 +15,22 @@ from joserfc.jwk import KeySet
 
 from idp.errors import DomainError
 from idp.models import Client
-from idp.models.clients import HOST_NAME, KIND_NATIVE, KIND_SPA, KIND_WEB, KINDS, PUBLIC_KINDS
+from idp.models.clients import (
+    HOST_NAME,
+    KIND_NATIVE,
+    KIND_SPA,
+    KIND_WEB,
+    KINDS,
+    PUBLIC_KINDS,
+    SUBJECT_PAIRWISE,
+    SUBJECT_PUBLIC,
+    SUBJECT_TYPES,
+)
 from idp.services.claim_names import is_claim_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.display_names import BIDI_CONTROLS
 from idp.services.signing_keys import SUPPORTED_ALGS
+from idp.services.subjects import SeveralHostsError, sector_host
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -68,6 +79,10 @@ class ClientFields:
     policy_uri: str | None = None
     backchannel_logout_uri: str | None = None
     backchannel_logout_session_required: bool = False
+    #: OIDC Core 8 and Registration 2 ``subject_type``; the sector host of a pairwise client
+    #: (None: its redirect URIs' host, idp.services.subjects).
+    subject_type: str = SUBJECT_PUBLIC
+    sector_identifier: str | None = None
 
     def validated(self, *, development: bool = False) -> ClientFields:
         """The fields with defaults filled in; ``ClientRegistrationError`` names the first fault.
@@ -152,8 +167,10 @@ class ClientFields:
         backchannel_uri = (self.backchannel_logout_uri or "").strip() or None
         if backchannel_uri is not None:
             validate_backchannel_logout_uri(backchannel_uri, development=development)
+        sector = _subject_sector(self.subject_type, self.sector_identifier, redirect_uris)
         return dataclasses.replace(
             self,
+            sector_identifier=sector,
             name=name,
             redirect_uris=redirect_uris,
             post_logout_redirect_uris=post_logout,
@@ -169,6 +186,32 @@ class ClientFields:
                 self.backchannel_logout_session_required and backchannel_uri is not None
             ),
         )
+
+
+def _subject_sector(subject_type: str, sector: str | None, redirect_uris: list[str]) -> str | None:
+    """OIDC Core 8.1: the sector host an admin names for a pairwise client, checked; required
+    when the redirect URIs span several hosts (where the spec asks for a ``sector_identifier_uri``
+    listing them: idp.services.subjects says why an admin names the host instead)."""
+    if subject_type not in SUBJECT_TYPES:
+        raise ClientRegistrationError(f"subject type must be one of {', '.join(SUBJECT_TYPES)}")
+    sector = (sector or "").strip().lower().rstrip(".") or None
+    if subject_type != SUBJECT_PAIRWISE:
+        return None  # a public client has no sector: a name given for one is not kept
+    if sector is not None:
+        if len(sector) > 253 or not HOST_NAME.fullmatch(sector):
+            raise ClientRegistrationError(
+                f"the sector identifier must be a host name (letters, digits, hyphens, dots): "
+                f"{sector!r}"
+            )
+        return sector
+    try:
+        sector_host(redirect_uris)
+    except SeveralHostsError as hosts:
+        raise ClientRegistrationError(
+            f"the redirect URIs span several hosts ({hosts}): name the sector host these "
+            "clients share, for pairwise subjects"
+        ) from None
+    return None
 
 
 #: JWK members that only a private or symmetric key has (RFC 7518 6.2.2, 6.3.2, 6.4.1; RFC 8037 2).
@@ -339,6 +382,8 @@ def fields_of(client: Client) -> ClientFields:
         policy_uri=client.policy_uri,
         backchannel_logout_uri=client.backchannel_logout_uri,
         backchannel_logout_session_required=client.backchannel_logout_session_required,
+        subject_type=client.subject_type,
+        sector_identifier=client.sector_identifier,
     )
 
 
@@ -359,3 +404,5 @@ def apply_fields(client: Client, fields: ClientFields) -> None:
     client.policy_uri = fields.policy_uri
     client.backchannel_logout_uri = fields.backchannel_logout_uri
     client.backchannel_logout_session_required = fields.backchannel_logout_session_required
+    client.subject_type = fields.subject_type
+    client.sector_identifier = fields.sector_identifier

@@ -33,6 +33,31 @@ from idp.services.client_fields import (
 )
 from idp.services.crypto import KeyedHasher, new_secret
 from idp.services.group_access import lock_access_changes
+from idp.services.subjects import subject_key
+
+
+@dataclass(frozen=True)
+class _Subjects:
+    """A client's subject settings as ``fields`` would make them (idp.services.subjects)."""
+
+    client_id: str
+    fields: ClientFields
+
+    @property
+    def subject_type(self) -> str:
+        return self.fields.subject_type
+
+    @property
+    def sector_identifier(self) -> str | None:
+        return self.fields.sector_identifier
+
+    @property
+    def redirect_uris(self) -> list[str]:
+        return self.fields.redirect_uris
+
+
+class SubjectChangeUnconfirmedError(ClientRegistrationError):
+    """The change would give every user of the client another ``sub`` and was not confirmed."""
 
 
 class StaleClientError(Exception):
@@ -136,6 +161,8 @@ class ClientService:
         policy_uri: str | None = None,
         backchannel_logout_uri: str | None = None,
         backchannel_logout_session_required: bool = False,
+        subject_type: str = "public",
+        sector_identifier: str | None = None,
         actor: Actor | None = None,
     ) -> NewClient:
         """Register a client. ``public=True`` without a kind means a single-page app."""
@@ -155,6 +182,8 @@ class ClientService:
             policy_uri=policy_uri,
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
+            subject_type=subject_type,
+            sector_identifier=sector_identifier,
         )
         return self.create_from(fields, actor=actor)
 
@@ -178,10 +207,13 @@ class ClientService:
         *,
         actor: Actor | None = None,
         expected_version: int | None = None,
+        confirm_subject_change: bool = False,
     ) -> str | None:
         """Change a client's settings. Returns a new secret (shown once) when the change moves
         the client to a secret-based auth method it had no secret for; None otherwise.
-        ``expected_version``: apply only to that version (the admin API's If-Match)."""
+        ``expected_version``: apply only to that version (the admin API's If-Match).
+        ``confirm_subject_change``: the admin knows the change gives every user another ``sub``
+        at this client (its subject type or its sector changes; refused without it)."""
         if (fields.kind in PUBLIC_KINDS) != client.is_public:
             # A public client's users never saw it authenticate; a confidential one's secret
             # would have to vanish or appear. Either is a different registration.
@@ -189,6 +221,16 @@ class ClientService:
                 "a client cannot change between confidential and public: register a new one"
             )
         fields = fields.validated(development=self.development)
+        subjects_before = subject_key(client)
+        subjects_after = subject_key(_Subjects(client.client_id, fields))
+        if subjects_before != subjects_after and not confirm_subject_change:
+            # OIDC Core 8: a client's users are its ``sub`` values; new ones make every user a
+            # stranger to the client (its accounts, its sessions by ``sub``). Never by accident,
+            # whether the client has grants today or not: its own database keeps the old values.
+            raise SubjectChangeUnconfirmedError(
+                "this change gives every user of the client another subject identifier (sub): "
+                "confirm the subject change to make it"
+            )
         claim_version(self.db, client, expected_version)
         before = fields_of(client)
         new_secret_value = None
@@ -215,6 +257,12 @@ class ClientService:
             name: {"old": getattr(before, name), "new": getattr(fields, name)} for name in changed
         }
         self._audit("client.updated", client.client_id, actor, changed=changed, changes=changes)
+        if subjects_before != subjects_after:
+            self._audit(
+                "client.subjects_changed", client.client_id, actor,
+                old={"subject_type": subjects_before[0], "sector": subjects_before[1]},
+                new={"subject_type": subjects_after[0], "sector": subjects_after[1]},
+            )  # fmt: skip
         return new_secret_value
 
     def get(self, client_id: str) -> Client | None:
@@ -315,6 +363,8 @@ def describe(client: Client) -> dict[str, Any]:
         "policy_uri": client.policy_uri,
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
+        "subject_type": client.subject_type,
+        "sector_identifier": client.sector_identifier,
         "previous_secret_expires_at": (
             client.previous_secret_expires_at.isoformat()
             if client.previous_secret_expires_at

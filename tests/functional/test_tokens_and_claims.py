@@ -510,7 +510,7 @@ def test_discovery_document_values(client: FlaskClient) -> None:
         "phr",
         "phrh",
     ]
-    assert metadata["subject_types_supported"] == ["public"]
+    assert metadata["subject_types_supported"] == ["public", "pairwise"]
     assert "openid" in metadata["scopes_supported"]
     assert "implicit" not in metadata["grant_types_supported"]
 

@@ -1,0 +1,164 @@
+"""Subject identifiers (OIDC Core 8): the ``sub`` a client knows a user by.
+
+A public client gets the user's id, the same for every client. A pairwise client gets a value of
+its sector only (OIDC Core 8.1), so that clients of different sectors cannot correlate a user:
+HMAC-SHA-256, under the installation's secret (held in the database, the same on every node and
+across restarts, never derived from the secret key, whose rotation must not change a ``sub``), of
+the sector identifier and the user's id, in base64url. Without the secret no one can compute it,
+nor tell two sectors' values for one user apart from two users'.
+
+The sector identifier (OIDC Core 8.1) is the host of the client's redirect URIs when they share
+one; a host an admin names instead (``Client.sector_identifier``, which OIDC Core 8.1 asks for
+as a ``sector_identifier_uri`` when the redirect URIs span several hosts: idp has no dynamic
+registration, and the admin who registers every client is the authority the URI's fetch would
+stand in for; docs/admins.md); or, for a client without such a host (the device grant or client
+credentials alone, a native app's private-use scheme or loopback redirects, which many unrelated
+apps share), the client's own sector, ``client:<client_id>``, which no host name can equal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import threading
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, scoped_session
+
+from idp.errors import DomainError
+from idp.models import InstallationSecret
+from idp.models.clients import SUBJECT_PAIRWISE
+
+#: The ``installation_secrets`` row that keys the pairwise values.
+SECRET_NAME = "pairwise-subjects"
+
+
+class SubjectClient(Protocol):
+    """What the ``sub`` of a client depends on: a ``Client`` (the token side's cached copy too)."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def subject_type(self) -> str: ...
+    @property
+    def sector_identifier(self) -> str | None: ...
+    @property
+    def redirect_uris(self) -> list[str]: ...
+
+
+class SeveralHostsError(DomainError):
+    """The redirect URIs span several hosts, and no sector host was named (OIDC Core 8.1)."""
+
+
+def sector_host(redirect_uris: list[str]) -> str | None:
+    """OIDC Core 8.1: the host of the redirect URIs, when they have one host another client
+    could share; None when none has (no redirect URI, private-use schemes, loopback: hosts many
+    unrelated apps use alike). Raises ``SeveralHostsError`` when they name more than one, or one and
+    a loopback or private-use URI besides: the admin names the sector then."""
+    hosts: set[str] = set()
+    unshared = False
+    for uri in redirect_uris:
+        try:
+            parts = urlsplit(uri)
+        except ValueError:
+            unshared = True
+            continue
+        host = (parts.hostname or "").lower()
+        if parts.scheme in ("http", "https") and host and not _is_loopback(host):
+            hosts.add(host)
+        else:
+            unshared = True
+    if len(hosts) > 1 or (hosts and unshared):
+        raise SeveralHostsError(", ".join(sorted(hosts)))
+    return next(iter(hosts), None)
+
+
+def sector_of(client: SubjectClient) -> str:
+    """The sector identifier a pairwise client's ``sub`` is computed for (module docstring)."""
+    if client.sector_identifier:
+        return client.sector_identifier
+    try:
+        host = sector_host(list(client.redirect_uris))
+    except SeveralHostsError:
+        # Never registered so (idp.services.client_fields refuses it): the client's own sector
+        # rather than one of its hosts', whose clients would otherwise share its users' subs.
+        host = None
+    return host or f"client:{client.client_id}"
+
+
+def subject_key(client: SubjectClient) -> tuple[str, str | None]:
+    """What decides every user's ``sub`` at this client: a change of it changes them all."""
+    if client.subject_type != SUBJECT_PAIRWISE:
+        return ("public", None)
+    return (SUBJECT_PAIRWISE, sector_of(client))
+
+
+def pairwise_subject(secret: bytes, sector: str, user_id: str) -> str:
+    """OIDC Core 8.1: a keyed hash of the sector identifier and the local account id. The NUL
+    between them occurs in neither (host names and ``client:`` ids; user ids are random text),
+    so no other pair hashes the same input. 43 characters, within the 255 ASCII that OIDC Core
+    2 allows a ``sub``."""
+    message = sector.encode() + b"\x00" + user_id.encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class SubjectIdentifiers:
+    """The ``sub`` each client knows a user by, for every surface that sends or reads one: the
+    ID token, userinfo, access tokens, introspection, logout tokens and the id_token_hint.
+    One per application (idp.composition.Container): the secret is read from the database once
+    per process (it never changes) and kept."""
+
+    def __init__(self) -> None:
+        self._secret: bytes | None = None
+        self._lock = threading.Lock()
+
+    def of(self, db: Session | scoped_session[Any], client: SubjectClient, user_id: str) -> str:
+        """``user_id``'s ``sub`` at ``client``. ``db`` may be a scoped session: a Session is
+        opened only for the first pairwise client this process serves."""
+        if client.subject_type != SUBJECT_PAIRWISE:
+            return user_id
+        return pairwise_subject(self.secret(db), sector_of(client), user_id)
+
+    def secret(self, db: Session | scoped_session[Any]) -> bytes:
+        if self._secret is None:
+            with self._lock:
+                if self._secret is None:
+                    self._secret = _read_secret(db)
+        return self._secret
+
+
+def _read_secret(db: Session | scoped_session[Any]) -> bytes:
+    named = InstallationSecret.name == SECRET_NAME
+    value = db.scalar(select(InstallationSecret.value).where(named))
+    if value is None:
+        raise LookupError("no pairwise subject secret in the database: run `idp init`")
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def ensure_secret(db: Session, now: datetime) -> None:
+    """Make the installation's secret unless it exists (migration 0018 makes it; a database made
+    from the models, the tests', gets it here). ``ON CONFLICT DO NOTHING``: two nodes starting at
+    once keep the first one's, and both read that."""
+    value = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
+    row = {"name": SECRET_NAME, "value": value, "created_at": now}
+    dialect = db.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    db.execute(insert(InstallationSecret).values(**row).on_conflict_do_nothing())
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

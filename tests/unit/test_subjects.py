@@ -1,0 +1,231 @@
+"""Subject identifiers (OIDC Core 8, 8.1): the pairwise value's derivation, the sector a client
+belongs to, the installation's secret, and the admin's rules for a client's subject type."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from idp.models import AuditEvent, Base, Client, InstallationSecret
+from idp.services.client_fields import ClientFields, ClientRegistrationError, fields_of
+from idp.services.clients import ClientService, SubjectChangeUnconfirmedError
+from idp.services.crypto import KeyedHasher
+from idp.services.subjects import (
+    SECRET_NAME,
+    SeveralHostsError,
+    SubjectIdentifiers,
+    ensure_secret,
+    pairwise_subject,
+    sector_host,
+    sector_of,
+    subject_key,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SECRET = b"s" * 32
+USER = "u" * 32
+
+
+@pytest.fixture
+def db() -> Iterator[Session]:
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+@pytest.fixture
+def clients(db: Session) -> ClientService:
+    return ClientService(db, KeyedHasher(b"k" * 32))
+
+
+def client_of(**columns: object) -> Client:
+    values: dict[str, object] = {
+        "client_id": "c1", "subject_type": "pairwise", "sector_identifier": None,
+        "redirect_uris": ["https://app.example/cb"],
+    }  # fmt: skip
+    values.update(columns)
+    return Client(**values)
+
+
+# -- the derivation -------------------------------------------------------------------------------
+def test_the_pairwise_value_is_hmac_sha256_of_the_sector_and_the_user_in_base64url() -> None:
+    expected = hmac.new(SECRET, b"app.example\x00" + USER.encode(), hashlib.sha256).digest()
+    value = pairwise_subject(SECRET, "app.example", USER)
+    assert value == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
+    assert len(value) == 43  # OIDC Core 2: at most 255 ASCII characters
+    assert "=" not in value
+
+
+def test_the_pairwise_value_differs_by_sector_user_and_secret_and_is_stable() -> None:
+    value = pairwise_subject(SECRET, "a.example", USER)
+    assert pairwise_subject(SECRET, "a.example", USER) == value
+    assert pairwise_subject(SECRET, "b.example", USER) != value
+    assert pairwise_subject(SECRET, "a.example", "v" * 32) != value
+    assert pairwise_subject(b"t" * 32, "a.example", USER) != value
+    assert value != USER
+
+
+# -- the sector -----------------------------------------------------------------------------------
+def test_the_sector_is_the_redirect_uris_one_host() -> None:
+    uris = ["https://App.example/cb", "https://app.example:8443/other"]
+    assert sector_host(uris) == "app.example"
+    assert sector_of(client_of(redirect_uris=uris)) == "app.example"
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        [],
+        ["http://127.0.0.1/cb", "http://localhost:3000/cb"],
+        ["com.example.app:/callback"],
+        ["http://[::1]:8080/cb"],
+    ],
+)
+def test_a_client_without_a_shareable_host_has_a_sector_of_its_own(uris: list[str]) -> None:
+    # Loopback and private-use redirects are used alike by unrelated apps: their users must not
+    # share a sub through them.
+    assert sector_host(uris) is None
+    assert sector_of(client_of(client_id="tv", redirect_uris=uris)) == "client:tv"
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ["https://a.example/cb", "https://b.example/cb"],
+        ["https://a.example/cb", "http://localhost/cb"],
+    ],
+)
+def test_redirect_uris_on_several_hosts_name_no_sector(uris: list[str]) -> None:
+    with pytest.raises(SeveralHostsError):
+        sector_host(uris)
+    # Never registered so; the client's own sector rather than one of its hosts'.
+    assert sector_of(client_of(redirect_uris=uris)) == "client:c1"
+    assert sector_of(client_of(redirect_uris=uris, sector_identifier="corp.example")) == (
+        "corp.example"
+    )
+
+
+def test_the_subject_key_of_a_public_client_has_no_sector() -> None:
+    assert subject_key(client_of(subject_type="public")) == ("public", None)
+    assert subject_key(client_of()) == ("pairwise", "app.example")
+
+
+# -- the secret and the service -------------------------------------------------------------------
+def test_a_public_client_gets_the_user_id_without_reading_the_secret(db: Session) -> None:
+    # No secret in this database: a public client never needs it.
+    assert SubjectIdentifiers().of(db, client_of(subject_type="public"), USER) == USER
+    with pytest.raises(LookupError):
+        SubjectIdentifiers().of(db, client_of(), USER)
+
+
+def test_the_secret_is_made_once_and_every_reader_agrees(db: Session) -> None:
+    ensure_secret(db, NOW)
+    ensure_secret(db, NOW)  # a second node's start keeps the first one's
+    db.commit()
+    [row] = db.scalars(select(InstallationSecret)).all()
+    assert row.name == SECRET_NAME
+    secret = base64.urlsafe_b64decode(row.value + "=")
+    assert len(secret) == 32
+    first, second = SubjectIdentifiers(), SubjectIdentifiers()
+    value = first.of(db, client_of(), USER)
+    assert (
+        value == second.of(db, client_of(), USER) == pairwise_subject(secret, "app.example", USER)
+    )
+    # Sector-mates share the value, other sectors do not.
+    assert first.of(
+        db, client_of(client_id="c2", redirect_uris=["https://app.example/x"]), USER
+    ) == (value)
+    assert first.of(db, client_of(redirect_uris=["https://other.example/cb"]), USER) != value
+
+
+# -- the admin's rules ----------------------------------------------------------------------------
+def fields(**changes: object) -> ClientFields:
+    base = ClientFields(name="App", redirect_uris=["https://app.example/cb"])
+    return dataclasses.replace(base, **changes)
+
+
+def test_pairwise_redirect_uris_on_several_hosts_need_a_named_sector(
+    clients: ClientService,
+) -> None:
+    two_hosts = ["https://a.example/cb", "https://b.example/cb"]
+    with pytest.raises(ClientRegistrationError, match="several hosts"):
+        clients.create_from(fields(subject_type="pairwise", redirect_uris=two_hosts))
+    new = clients.create_from(
+        fields(subject_type="pairwise", redirect_uris=two_hosts, sector_identifier="Corp.Example.")
+    )
+    assert new.client.sector_identifier == "corp.example"
+    # A public client with several hosts is as before.
+    assert clients.create_from(fields(redirect_uris=two_hosts)).client.subject_type == "public"
+
+
+@pytest.mark.parametrize("sector", ["https://corp.example", "corp example", "*.example", "a/b"])
+def test_the_sector_is_a_host_name(clients: ClientService, sector: str) -> None:
+    with pytest.raises(ClientRegistrationError, match="host name"):
+        clients.create_from(fields(subject_type="pairwise", sector_identifier=sector))
+
+
+def test_an_unknown_subject_type_is_refused(clients: ClientService) -> None:
+    with pytest.raises(ClientRegistrationError, match="subject type"):
+        clients.create_from(fields(subject_type="random"))
+
+
+def test_a_change_of_every_users_sub_needs_a_confirmation_and_is_audited(
+    db: Session, clients: ClientService
+) -> None:
+    client = clients.create_from(fields()).client
+    db.commit()
+    changes = [
+        {"subject_type": "pairwise"},
+        {"sector_identifier": "corp.example"},
+        # Without a named sector it is the redirect URIs' host: a new host is a new sector.
+        {"sector_identifier": None, "redirect_uris": ["https://new.example/cb"]},
+        {"subject_type": "public"},
+    ]
+    for change in changes:
+        wanted = dataclasses.replace(fields_of(client), **change)
+        with pytest.raises(SubjectChangeUnconfirmedError):
+            clients.update(client, wanted)
+        clients.update(client, wanted, confirm_subject_change=True)
+        db.commit()
+    events = db.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.kind == "client.subjects_changed")
+        .order_by(AuditEvent.id)
+    ).all()
+    assert [(e.details["old"], e.details["new"]) for e in events] == [
+        ({"subject_type": "public", "sector": None},
+         {"subject_type": "pairwise", "sector": "app.example"}),
+        ({"subject_type": "pairwise", "sector": "app.example"},
+         {"subject_type": "pairwise", "sector": "corp.example"}),
+        ({"subject_type": "pairwise", "sector": "corp.example"},
+         {"subject_type": "pairwise", "sector": "new.example"}),
+        ({"subject_type": "pairwise", "sector": "new.example"},
+         {"subject_type": "public", "sector": None}),
+    ]  # fmt: skip
+
+
+def test_a_change_that_keeps_every_sub_needs_no_confirmation(
+    db: Session, clients: ClientService
+) -> None:
+    client = clients.create_from(fields(subject_type="pairwise")).client
+    db.commit()
+    # Another path on the same host, and a new name: the same sector.
+    wanted = dataclasses.replace(
+        fields_of(client), name="Renamed", redirect_uris=["https://app.example/other"]
+    )
+    clients.update(client, wanted)
+    db.commit()
+    assert not db.scalars(
+        select(AuditEvent).where(AuditEvent.kind == "client.subjects_changed")
+    ).all()
