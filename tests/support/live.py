@@ -174,8 +174,14 @@ class LiveIdp:
         id_token_alg: str | None = None,
         jwks_file: Path | str | None = None,
         grant_types: list[str] | tuple[str, ...] = (),
+        subject_type: str | None = None,
+        sector_identifier: str | None = None,
     ) -> dict[str, Any]:
         args = ["clients", "create", "--name", name, "--json"]
+        if subject_type:
+            args += ["--subject-type", subject_type]
+        if sector_identifier:
+            args += ["--sector-identifier", sector_identifier]
         for grant_type in grant_types:
             args += ["--grant-type", grant_type]
         for uri in redirect_uris:
