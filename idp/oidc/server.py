@@ -151,8 +151,11 @@ class OpenIDCodeWithSession(OpenIDCode):
         self, authorization_code: SpentCode | DeviceAuthorization
     ) -> Any:
         claims = super().get_authorization_code_claims(authorization_code)
-        if authorization_code.grant is not None and authorization_code.grant.sid:
-            claims["sid"] = authorization_code.grant.sid  # OIDC Front/Back-Channel Logout
+        grant = authorization_code.grant
+        if grant is not None and grant.sid:
+            # OIDC Back-Channel Logout 2.1; a pairwise client's own (idp.services.subjects).
+            claims["sid"] = runtime().subjects.session_id_of(db.session, g.id_token_client,
+                                                             grant.sid)  # fmt: skip
         return claims
 
     def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> Any:

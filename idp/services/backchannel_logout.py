@@ -235,10 +235,12 @@ class BackchannelSender:
         except ClientRegistrationError:
             self.db.commit()
             raise UndeliverableError("the back-channel logout URI is not allowed here") from None
-        # Section 2.4: the ``sub`` of the client's ID tokens, pairwise for a pairwise client
-        # (OIDC Core 8.1), computed now from the user's id the row keeps.
-        details = {**message.details, "sub": self.subjects.of(
-            self.db, client, str(message.details["sub"]))}  # fmt: skip
+        # Section 2.4: the ``sub`` and ``sid`` of the client's ID tokens, pairwise for a
+        # pairwise client (OIDC Core 8.1), computed now from the ids the row keeps.
+        details = {
+            "sub": self.subjects.of(self.db, client, str(message.details["sub"])),
+            "sid": self.subjects.session_id_of(self.db, client, str(message.details["sid"])),
+        }
         token = mint_logout_token(self.db, self.keys, self.issuer, client, details,
                                   self.clock.now())  # fmt: skip
         self.db.commit()  # no transaction stays open while the relying party answers

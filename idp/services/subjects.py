@@ -128,6 +128,17 @@ class SubjectIdentifiers:
             return user_id
         return pairwise_subject(self.secret(db), sector_of(client), user_id)
 
+    def session_id_of(
+        self, db: Session | scoped_session[Any], client: SubjectClient, sid: str
+    ) -> str:
+        """The ``sid`` (OpenID Connect Back-Channel Logout 1.0 section 2.1) ``client`` knows a
+        session by: a pairwise client's is its sector's own too, so that the one session of a
+        browser does not name the user alike to clients of different sectors, which would
+        correlate them while it lasts. The same in the ID token and the logout token."""
+        if client.subject_type != SUBJECT_PAIRWISE:
+            return sid
+        return pairwise_subject(self.secret(db), "sid:" + sector_of(client), sid)
+
     def secret(self, db: Session | scoped_session[Any]) -> bytes:
         if self._secret is None:
             with self._lock:

@@ -130,21 +130,27 @@ def receiver() -> Any:
         yield running
 
 
-def test_a_logout_token_names_the_user_by_the_clients_sub(
+def test_a_logout_token_names_the_user_and_session_as_the_clients_id_tokens(
     app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
 ) -> None:
     shop = pairwise(app, SHOP, backchannel_logout_uri=receiver.url("/shop"))
     public = create_client(app, backchannel_logout_uri=receiver.url("/public"))
     tokens = RelyingParty(client, shop).tokens_for(user)
-    RelyingParty(client, public).tokens_for(user)
+    public_tokens = RelyingParty(client, public).tokens_for(user)
     response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
     assert response.status_code == 200, response.text
     drain(app)
     [to_shop] = receiver.tokens("/shop")
     [to_public] = receiver.tokens("/public")
-    assert verified(app, to_shop, shop)["sub"] == jwt_parts(tokens["id_token"])[1]["sub"]
-    assert verified(app, to_shop, shop)["sub"] != user.id
-    assert verified(app, to_public, public)["sub"] == user.id
+    at_shop, at_public = verified(app, to_shop, shop), verified(app, to_public, public)
+    id_claims = jwt_parts(tokens["id_token"])[1]
+    public_sid = jwt_parts(public_tokens["id_token"])[1]["sid"]
+    assert at_shop["sub"] == id_claims["sub"] != user.id
+    assert at_public["sub"] == user.id
+    # One browser session, named apart to each sector (else its sid would correlate the user),
+    # each client's logout token naming it as the client's ID tokens did.
+    assert at_shop["sid"] == id_claims["sid"] != public_sid
+    assert at_public["sid"] == public_sid
 
 
 def test_a_device_flow_client_has_a_sector_of_its_own(
