@@ -13,7 +13,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from idp.admin.blueprint import bp, client_version
-from idp.composition import services
+from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import Client, Group
 from idp.services.claims import client_claims
@@ -230,7 +230,10 @@ def client_claims_preview(client_id: str) -> Any:
             refused_access = not allowed_to_use(db.session(), user.id, client)
             if not refused_access:
                 scope = " ".join(client.scopes)
-                preview = client_claims(db.session(), user, client.client_id, scope)
+                # The sub as this client knows the user (OIDC Core 8.1: pairwise or their id).
+                subject = runtime().subjects.of(db.session(), client, user.id)
+                preview = client_claims(db.session(), user, client.client_id, scope,
+                                        subject=subject)  # fmt: skip
     return render_template(
         "admin/client_claims.html", client=client, email=email, preview=preview, error=error,
         refused_access=refused_access,

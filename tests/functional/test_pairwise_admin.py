@@ -98,6 +98,10 @@ def test_the_console_sets_the_subject_type_and_asks_before_changing_it(
     rp = RelyingParty(app.test_client(), _registered(client_id, secret))
     sub = jwt_parts(rp.tokens_for(user)["id_token"])[1]["sub"]
     assert sub != user.id
+    # The console's preview of what the app receives shows the same sub.
+    preview = admin.browser.get(f"/admin/clients/{client_id}/claims?email={user.email}").text
+    assert sub in preview
+    assert user.id not in preview
     public_again = client_form(redirect_uris=SHOP, subject_type="public", first_party="1")
     refused = edit(admin, client_id, public_again)
     assert refused.status_code == 400
