@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp.clock import FrozenClock
+from idp.extensions import db
 from tests.functional.test_backchannel_logout import drain, verified
 from tests.functional.test_device_flow import answer, device_for
 from tests.functional.test_tokens_and_claims import introspect
@@ -81,8 +82,12 @@ def test_the_pairwise_sub_is_the_same_on_another_node(storage_app: Flask, tmp_pa
     shop = pairwise(storage_app, SHOP)
     [first] = subs_seen(RelyingParty(storage_app.test_client(), shop), user)
     url = storage_app.config["SQLALCHEMY_DATABASE_URI"]
-    other_node = create_app(app_overrides(url, tmp_path))
-    [second] = subs_seen(RelyingParty(other_node.test_client(), shop), user)
+    other_node = create_app(app_overrides(str(url), tmp_path))
+    try:
+        [second] = subs_seen(RelyingParty(other_node.test_client(), shop), user)
+    finally:
+        with other_node.app_context():
+            db.engine.dispose()
     assert second == first
 
 
