@@ -125,7 +125,8 @@ def _userinfo(current: Request) -> Answer:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
-    # The scoped session, not a Session: one opens only if the scope releases group claims.
+    # The scoped session, not a Session: one opens only if the scope releases group claims, or
+    # to read the client when this process's copy is older than ``client_cache_ttl``.
     holder = access_token.holder
     # OIDC Core 5.3.2: the ID token's ``sub``, pairwise for a pairwise client (OIDC Core 8.1).
     subject = token_subject(access_token.client_id, holder.id)
