@@ -36,16 +36,6 @@ def bearer_token(token: str) -> BearerToken | None:
     )
 
 
-def token_subject(client_id: str, user_id: str) -> str | None:
-    """The ``sub`` the client ``client_id`` knows ``user_id`` by (OIDC Core 8: pairwise for a
-    pairwise client), from the token side's copy of the client; None when the client is gone or
-    disabled (its tokens are then no longer valid)."""
-    client = token_client(client_id)
-    if client is None:
-        return None
-    return runtime().subjects.of(db.session, client, user_id)
-
-
 def _find_token(token_string: str, hint: str | None) -> BearerToken | RefreshToken | None:
     """RFC 7009 2.1 / RFC 7662 2.1: the hint only decides which store is searched first."""
     lookups = [bearer_token, _refresh_token]
@@ -118,12 +108,11 @@ class TokenIntrospection(IntrospectionEndpoint):
             # as the token response says (RFC 6750); a resource server checks it to refuse
             # anything else presented as an access token.
             token_type: str | None = "Bearer"
-            # A user's token names them as its client knows them (OIDC Core 8.1, as the token's
-            # own ``sub``); a client credentials token names the client (RFC 9068 2.2).
-            found = token_subject(token.client_id, token.holder.id) if token.holder else None
-            if token.holder is not None and found is None:
-                return {"active": False}
-            subject = found if found is not None else token.subject
+            # RFC 7662 2.2: the token's own ``sub``, the user as its client knew them when it was
+            # issued (pairwise for a pairwise client, OIDC Core 8.1), or the client for client
+            # credentials (RFC 9068 2.2): what the JWT says, even after a change of the client's
+            # subject type or sector (idp.services.tokens).
+            subject = token.subject
         else:
             # A rotated refresh token, or one whose user was disabled (this rule: a disabled user
             # gets no token, and no client may learn otherwise), or of a client no longer allowed

@@ -21,7 +21,7 @@ from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
-from idp.oidc.endpoints import bearer_token, token_subject
+from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
 from idp.services.logout_return import seal_return
 from idp.services.sessions import RpLogout, rp_logout
@@ -125,16 +125,14 @@ def _userinfo(current: Request) -> Answer:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
-    # The scoped session, not a Session: one opens only if the scope releases group claims, or
-    # to read the client when this process's copy is older than ``client_cache_ttl``.
-    holder = access_token.holder
-    # OIDC Core 5.3.2: the ID token's ``sub``, pairwise for a pairwise client (OIDC Core 8.1).
-    subject = token_subject(access_token.client_id, holder.id)
-    if subject is None:  # the client was disabled or deleted since: its tokens are void
-        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    # The scoped session, not a Session: one opens only if the scope releases group claims.
+    # OIDC Core 5.3.2: ``sub`` is the ID token's, the one the access token issued with it carries
+    # (pairwise for a pairwise client, OIDC Core 8.1), even after a change of the client's
+    # subject type or sector: computed again, the relying party would have to refuse the answer.
     claims = client_claims(
-        db.session, holder, access_token.client_id, access_token.scope, subject=subject
-    )
+        db.session, access_token.holder, access_token.client_id, access_token.scope,
+        subject=access_token.subject,
+    )  # fmt: skip
     return Answer.json(200, claims, ("Cache-Control", "no-store"))
 
 

@@ -168,7 +168,9 @@ class BearerToken:
     jti: str
     client_id: str
     scope: str
-    #: RFC 9068 2.2: the user, or the client itself for client credentials.
+    #: The token's own ``sub`` (RFC 9068 2.2): the user as the client knew them when it was issued
+    #: (pairwise for a pairwise client, OIDC Core 8.1), or the client itself for client
+    #: credentials.
     subject: str
     issued_at: datetime
     expires_at: datetime
@@ -269,7 +271,8 @@ def find_access_token(
         jti=row.jti,
         client_id=row.client_id,
         scope=row.scope,
-        subject=row.user_id or row.client_id,
+        # Its recorded hash proves the string is the token idp minted: its claims are idp's.
+        subject=_own_subject(unverified_claims(token), row.user_id or row.client_id),
         issued_at=row.issued_at,
         expires_at=row.expires_at,
         revoked=(
@@ -305,7 +308,7 @@ def _issued_before_hashes(
         jti=row.jti,
         client_id=row.client_id,
         scope=row.scope,
-        subject=row.user_id or row.client_id,
+        subject=_own_subject(claims or {}, row.user_id or row.client_id),
         issued_at=row.issued_at,
         expires_at=row.expires_at,
         revoked=row.is_revoked() or (user is not None and not user.is_active),
@@ -316,3 +319,13 @@ def _issued_before_hashes(
         ),
         now=now,
     )
+
+
+def _own_subject(claims: dict[str, Any], recorded: str) -> str:
+    """The ``sub`` the token carries, which introspection (RFC 7662 2.2: the token's subject) and
+    userinfo (OIDC Core 5.3.2: the ``sub`` of the ID token issued with it) report: a change of
+    the client's subject type or sector since (docs/admins.md) changes the ``sub`` of the tokens
+    issued after it, never of one already issued. ``recorded`` (the user's or the client's id)
+    for a token without one, which idp never minted."""
+    sub = claims.get("sub")
+    return sub if isinstance(sub, str) else recorded

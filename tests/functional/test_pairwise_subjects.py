@@ -4,6 +4,7 @@ or reads one, and never by the user's id."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,9 @@ from flask.testing import FlaskClient
 
 from idp.clock import FrozenClock
 from idp.extensions import db
+from idp.models import Client
+from idp.services.client_fields import fields_of
+from idp.services.clients import ClientService
 from tests.functional.test_backchannel_logout import drain, verified
 from tests.functional.test_device_flow import answer, device_for
 from tests.functional.test_tokens_and_claims import introspect
@@ -200,3 +204,39 @@ def test_client_credentials_name_the_client_whatever_its_subject_type(
 def test_discovery_lists_both_subject_types(client: FlaskClient) -> None:
     metadata = client.get("/.well-known/openid-configuration").get_json()
     assert metadata["subject_types_supported"] == ["public", "pairwise"]
+
+
+def confirm_subject_change(app: Flask, client_id: str, **change: Any) -> None:
+    """The admin's confirmed change of a client's subject type or sector (docs/admins.md)."""
+    with app.app_context():
+        rt = app.extensions["idp"]
+        service = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+        client = db.session.get(Client, client_id)
+        assert client is not None
+        service.update(client, replace(fields_of(client), **change), confirm_subject_change=True)
+        db.session.commit()
+
+
+@pytest.mark.parametrize("change", [{"subject_type": "pairwise"}, {"subject_type": "public"},
+                                    {"sector_identifier": "corp.example"}])  # fmt: skip
+def test_a_token_issued_before_a_subject_change_keeps_its_sub(
+    storage_app: Flask, change: dict[str, str]
+) -> None:
+    """OIDC Core 5.3.2: userinfo's ``sub`` must be the ID token's, or the relying party refuses
+    the answer; RFC 7662 2.2: introspection names the token's own subject. An access token issued
+    before the admin changed the client's subjects answers with the ``sub`` it and its ID token
+    carry; the next refresh issues tokens of the new one."""
+    app = storage_app
+    user = create_user(app)
+    subject_type = "public" if change.get("subject_type") == "pairwise" else "pairwise"
+    shop = pairwise(app, SHOP) if subject_type == "pairwise" else create_client(app)
+    rp = RelyingParty(app.test_client(), shop)
+    tokens = rp.tokens_for(user)
+    before = jwt_parts(tokens["id_token"])[1]["sub"]
+    confirm_subject_change(app, shop.client_id, **change)
+    assert rp.userinfo(tokens["access_token"]).get_json()["sub"] == before
+    assert introspect(rp, tokens["access_token"])["sub"] == before
+    refreshed = rp.refresh(tokens["refresh_token"]).get_json()["access_token"]
+    after = rp.userinfo(refreshed).get_json()["sub"]
+    assert after != before
+    assert introspect(rp, refreshed)["sub"] == jwt_parts(refreshed)[1]["sub"] == after
