@@ -56,6 +56,27 @@ class _Subjects:
         return self.fields.redirect_uris
 
 
+@dataclass(frozen=True)
+class _StoredSubjects:
+    """A client's subject settings as its stored row holds them (idp.services.subjects)."""
+
+    client_id: str
+    subject_type: str
+    sector_identifier: str | None
+    redirect_uris: list[str]
+
+
+def _stored_subjects(db: Session, client: Client) -> tuple[str, str | None]:
+    """The stored registration's ``subject_key``, read past this session's copy of ``client``."""
+    row = db.execute(
+        select(Client.subject_type, Client.sector_identifier, Client.redirect_uris).where(
+            Client.client_id == client.client_id
+        )
+    ).one()
+    return subject_key(_StoredSubjects(client.client_id, row.subject_type,
+                                       row.sector_identifier, list(row.redirect_uris)))  # fmt: skip
+
+
 class SubjectChangeUnconfirmedError(ClientRegistrationError):
     """The change would give every user of the client another ``sub`` and was not confirmed."""
 
@@ -232,6 +253,15 @@ class ClientService:
                 "confirm the subject change to make it"
             )
         claim_version(self.db, client, expected_version)
+        # Decided again on the registration as stored, now that its row is locked: ``client``
+        # may be a copy read before another admin's confirmed change (the command line applies
+        # to no version), whose old redirect URIs would change every ``sub`` back.
+        subjects_before = _stored_subjects(self.db, client)
+        if subjects_before != subjects_after and not confirm_subject_change:
+            raise SubjectChangeUnconfirmedError(
+                "another change of the client's subject identifiers was made meanwhile: "
+                "read the client again, and confirm the subject change to undo it"
+            )
         before = fields_of(client)
         new_secret_value = None
         if fields.auth_method in SECRET_AUTH_METHODS:

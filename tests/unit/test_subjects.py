@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -229,3 +229,29 @@ def test_a_change_that_keeps_every_sub_needs_no_confirmation(
     assert not db.scalars(
         select(AuditEvent).where(AuditEvent.kind == "client.subjects_changed")
     ).all()
+
+
+def test_the_confirmation_is_decided_on_the_stored_registration(
+    db: Session, clients: ClientService
+) -> None:
+    """An edit made from a copy read before another admin's confirmed change of the sector (the
+    command line's, which has no version to apply to) would put the old redirect URIs back and
+    change every ``sub`` again, unconfirmed and unaudited: the rule is decided on the registration
+    as stored once the client's row is locked."""
+    client = clients.create_from(fields(subject_type="pairwise")).client
+    db.commit()
+    read_before = fields_of(client)
+    # The other admin's confirmed change, which this session's copy of the client does not see.
+    moved = {"redirect_uris": ["https://new.example/cb"]}
+    db.execute(
+        update(Client).where(Client.client_id == client.client_id).values(**moved)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    with pytest.raises(SubjectChangeUnconfirmedError):
+        clients.update(client, dataclasses.replace(read_before, name="Renamed"))
+    # Confirmed, it is audited as the change it makes: from the stored sector.
+    clients.update(client, dataclasses.replace(read_before, name="Renamed"),
+                   confirm_subject_change=True)  # fmt: skip
+    [event] = db.scalars(select(AuditEvent).where(AuditEvent.kind == "client.subjects_changed"))
+    assert event.details["old"] == {"subject_type": "pairwise", "sector": "new.example"}
+    assert event.details["new"] == {"subject_type": "pairwise", "sector": "app.example"}
