@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,14 @@ from flask import (
     request,
 )
 from flask.ctx import RequestContext
-from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
-from werkzeug.sansio.response import Response as SansioResponse
 
 from idp.composition import Container
 from idp.database import configure_engine, is_outage
 from idp.database import engine_options as engine_options_for
 from idp.extensions import csrf, db
+from idp.json_provider import JSONProvider
 from idp.services.claims import describe_scope
 from idp.services.crypto import derive_key
 from idp.services.dependencies import DependencyUnavailableError
@@ -263,72 +261,6 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
         "MAX_FORM_PARTS": 200,
         "JSON_SORT_KEYS": False,
     }
-
-
-class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, stricter about what it accepts from clients: a document nested deeper than
-    the parser's recursion limit, or holding a NUL character, is malformed input (``ValueError``,
-    so ``get_json`` answers 400 or None) instead of a ``RecursionError`` or a database error."""
-
-    def response(self, *args: Any, **kwargs: Any) -> SansioResponse:
-        """``jsonify``: Flask's compact answer, written by one encoder made once (the settings
-        are fixed once the application runs) instead of a new encoder per answer."""
-        if self.compact is False or (self.compact is None and self._app.debug):
-            return super().response(*args, **kwargs)  # indented, as Flask's
-        body = self.compact_text(self._prepare_response_obj(args, kwargs))
-        return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
-
-    def compact_text(self, document: Any) -> str:
-        """``document`` as ``jsonify`` writes it when compact (without its closing newline)."""
-        return self._compact_encoder.encode(document)
-
-    def dumps(self, obj: Any, **kwargs: Any) -> str:
-        """``flask.json.dumps``: without arguments of its own (Authlib's token, introspection and
-        error answers), the same text as Flask's, from one encoder made once instead of a new
-        encoder per call (``json.dumps`` makes one whenever it is given an argument)."""
-        if kwargs:
-            return super().dumps(obj, **kwargs)
-        return self._encoder.encode(obj)
-
-    @functools.cached_property
-    def _encoder(self) -> json.JSONEncoder:
-        # What ``json.dumps(obj, default=..., ensure_ascii=..., sort_keys=...)`` makes per call.
-        return json.JSONEncoder(
-            default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys
-        )
-
-    @functools.cached_property
-    def _compact_encoder(self) -> json.JSONEncoder:
-        return json.JSONEncoder(
-            default=self.default,
-            ensure_ascii=self.ensure_ascii,
-            sort_keys=self.sort_keys,
-            separators=(",", ":"),
-        )
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        try:
-            value = super().loads(s, **kwargs)
-        except RecursionError as error:
-            raise ValueError("JSON document nested too deeply") from error
-        if _holds_nul(value):
-            raise ValueError("JSON document contains a NUL character")
-        return value
-
-
-def _holds_nul(value: Any) -> bool:
-    pending = [value]
-    while pending:  # iterative: the document may be nested close to the recursion limit
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
 
 
 def _refuse_malformed_input() -> None:

@@ -213,7 +213,8 @@ def _parse_body(model: type[BaseModel], *, required: bool) -> BaseModel:
     if request.mimetype != "application/json":
         raise Problem("unsupported-media-type", "Send the body as application/json.")
     try:
-        # The application's parser: too deep a nesting or a NUL character is malformed input.
+        # The application's parser (idp.json_provider): too deep a nesting, a NUL character, a
+        # lone surrogate, NaN or Infinity is malformed input.
         value = current_app.json.loads(data)
     except ValueError:
         raise Problem("malformed-json", "The body is not valid JSON (RFC 8259).") from None
