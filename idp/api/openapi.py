@@ -17,6 +17,10 @@ from idp.services.api_tokens import SCOPES
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
 _PATH_ARGUMENT = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
+#: No text idp takes holds a NUL (PostgreSQL text cannot): one in a JSON body is malformed JSON
+#: (idp.json_provider), in a path or a query a malformed request (idp.web.form_request), both
+#: 400. JSON Schema's pattern is an ECMA-262 regular expression (2020-12 validation 6.3.3).
+NO_NUL = "^[^\\u0000]*$"
 
 
 def openapi_path(rule: str) -> str:
@@ -30,18 +34,34 @@ class _Components:
 
     def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
         found = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+        if mode == "validation":
+            _refuse_nul(found)
         self.schemas.update(found.pop("$defs", {}))
         self.schemas[model.__name__] = found
         return {"$ref": REF.format(model=model.__name__)}
 
 
+def _refuse_nul(schema: Any) -> None:
+    """Say so (``NO_NUL``) of every string a request schema takes that no enum names."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "string" and "enum" not in schema:
+            schema.setdefault("pattern", NO_NUL)
+        for value in schema.values():
+            _refuse_nul(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _refuse_nul(value)
+
+
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": NO_NUL}}
         for name in _PATH_ARGUMENT.findall(op.rule)
-    ]
+    ]  # fmt: skip
     if op.query is not None:
         properties = op.query.model_json_schema()["properties"]
+        _refuse_nul(properties)
         for name, field in op.query.model_fields.items():
             found.append({"name": name, "in": "query", "required": field.is_required(),
                           "schema": properties[name]})  # fmt: skip

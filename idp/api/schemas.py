@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from idp.models.clients import KINDS, SUBJECT_TYPES
 from idp.services.client_fields import AUTH_METHODS, MAX_ROTATION_OVERLAP, MAX_URI_LENGTH, MAX_URIS
 from idp.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 from idp.services.user_admin import MAX_LINK_TTL, MIN_LINK_TTL
 
+
+def _whole_number(value: Any) -> Any:
+    """433.0 as 433: JSON has one number type (RFC 8259 6), and JSON Schema's integer, which the
+    document says, is any number with a zero fractional part (2020-12 core 4.2.1), so the strict
+    validation below must not refuse it. A fraction, a string or a boolean is still refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Applied after an integer member's bounds, so that the document keeps them as JSON Schema's
+#: minimum and maximum.
+WHOLE_NUMBER = BeforeValidator(_whole_number)
 Uri = Annotated[str, Field(max_length=MAX_URI_LENGTH)]
 Uris = Annotated[list[Uri], Field(max_length=MAX_URIS)]
 Kind = Literal[KINDS]  # type: ignore[valid-type]
@@ -52,9 +65,14 @@ class UserListQuery(ListQuery):
     email: Annotated[str | None, Field(max_length=320, description="exact address")] = None
 
 
+#: A time of the audit filter: RFC 3339's date-time (2020-12 validation 7.3.1) is what the document
+#: promises to take; idp.services.audit.parse_time takes the rest of ISO 8601's extended times too.
+_TIME = Field(min_length=1, json_schema_extra={"format": "date-time"})
+
+
 class AuditQuery(ListQuery):
-    since: Annotated[str | None, Field(description="ISO 8601; UTC without a zone")] = None
-    until: Annotated[str | None, Field(description="ISO 8601, exclusive")] = None
+    since: Annotated[str | None, Field(description="ISO 8601; UTC without a zone"), _TIME] = None
+    until: Annotated[str | None, Field(description="ISO 8601, exclusive"), _TIME] = None
     actor: Annotated[
         str | None,
         Field(max_length=64, description="a user id, cli, or api-token:<name>"),
@@ -143,8 +161,8 @@ class ClientPatch(Request):
 
 class RotateSecret(Request):
     overlap_seconds: Annotated[
-        int | None,
-        Field(ge=0, le=MAX_ROTATION_OVERLAP, description="default: the configured overlap"),
+        Annotated[int, Field(ge=0, le=MAX_ROTATION_OVERLAP), WHOLE_NUMBER] | None,
+        Field(description="default: the configured overlap"),
     ] = None
 
 
@@ -201,7 +219,9 @@ class UserCreate(Request):
         Field(description="true: send a one-time invite (name, then a passkey); false: no way "
                           "in until a login link"),
     ] = True  # fmt: skip
-    invite_ttl_seconds: Annotated[int, Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL)] = MAX_LINK_TTL
+    invite_ttl_seconds: Annotated[int, Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL), WHOLE_NUMBER] = (
+        MAX_LINK_TTL
+    )
 
 
 class UserPatch(Request):
@@ -211,8 +231,8 @@ class UserPatch(Request):
 
 class LoginLinkCreate(Request):
     ttl_seconds: Annotated[
-        int | None,
-        Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL, description="default: the configured lifetime"),
+        Annotated[int, Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL), WHOLE_NUMBER] | None,
+        Field(description="default: the configured lifetime"),
     ] = None
 
 

@@ -230,7 +230,8 @@ def parse_time(text: str | None) -> datetime | None:
     if not text or not text.strip():
         return None
     try:
-        value = datetime.fromisoformat(text.strip()[:40])
+        # RFC 3339 5.6: "T" and "Z" may be lower case, which fromisoformat does not take.
+        value = datetime.fromisoformat(text.strip()[:40].upper())
         # A time at the calendar's edge in a zone of its own may have no UTC time inside the
         # calendar (9999-12-31T23:59:59-14:00): OverflowError, a malformed filter like any other.
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

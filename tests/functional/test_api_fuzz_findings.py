@@ -4,10 +4,12 @@ each as the exact request that failed, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from flask import Flask
 from joserfc.jwk import ECKey
+from jsonschema import Draft202012Validator
 
 from idp.models import Client
 from tests.functional.test_api import Api, issue, problem
@@ -39,3 +41,69 @@ def test_a_body_with_nan_infinity_or_a_lone_surrogate_is_malformed_json(
         )
         problem(response, 400, "malformed-json")
     assert rows(storage_app, Client) == []
+
+
+def test_an_integer_member_takes_a_number_with_a_zero_fraction(api: Api) -> None:
+    """JSON has one number type (RFC 8259 6) and the document's integer is JSON Schema's, any
+    number with a zero fractional part (2020-12 core 4.2.1): ``{"ttl_seconds": 433.0}`` was
+    refused as not matching the schema that the document said it matched. A fraction, a string
+    or a boolean is still refused."""
+    user = api.call("POST", "/users", {"email": "grace@example.com", "invite_ttl_seconds": 3600.0})
+    assert user.status_code == 201, user.text
+    user_id = user.get_json()["id"]
+    link = api.call("POST", f"/users/{user_id}/login-links", {"ttl_seconds": 433.0})
+    assert link.status_code == 201, link.text
+    client = api.call("POST", "/clients", {"name": "App", "redirect_uris": ["https://a.example/"]})
+    rotated = api.call(
+        "POST", f"/clients/{client.get_json()['client_id']}/rotate-secret", {"overlap_seconds": 0.0}
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.get_json()["previous_secret_expires_at"] is None  # no overlap: 0, not 0.5
+    for refused in (433.5, "433", True):
+        response = api.call("POST", f"/users/{user_id}/login-links", {"ttl_seconds": refused})
+        problem(response, 422, "invalid-body")
+
+
+def test_the_document_says_no_text_holds_a_nul(app: Flask) -> None:
+    """``POST /groups`` with ``{"name": "a\\u0000"}`` is refused (400: PostgreSQL text cannot
+    hold a NUL), and the document said any string: it says no NUL now, of every string a request
+    takes in a body, a path or a query that is not one of an enum's values."""
+    api = Api(app, issue(app))
+    problem(api.call("POST", "/groups", {"name": "a\u0000"}), 400, "malformed-json")
+    document = api.call("GET", "/openapi.json").get_json()
+    group = Draft202012Validator(document["components"]["schemas"]["GroupCreate"])
+    assert not group.is_valid({"name": "a\u0000"})
+    assert group.is_valid({"name": "a"})
+    strings = []
+
+    def collect(schema: Any) -> None:
+        if isinstance(schema, dict):
+            if schema.get("type") == "string" and "enum" not in schema:
+                strings.append(schema)
+            for value in schema.values():
+                collect(value)
+        elif isinstance(schema, list):
+            for value in schema:
+                collect(value)
+
+    for item in document["paths"].values():
+        for op in item.values():
+            collect([p for p in op["parameters"] if p["in"] in ("path", "query")])
+            if "requestBody" in op:
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                collect(document["components"]["schemas"][ref.rsplit("/", 1)[-1]])
+    assert len(strings) > 40
+    assert all(s.get("pattern") == "^[^\\u0000]*$" for s in strings)
+
+
+def test_the_audit_filter_takes_rfc_3339_times_and_no_empty_one(api: Api) -> None:
+    """The document says ``since`` and ``until`` are RFC 3339 date-times, whose "T" and "Z" may
+    be lower case (5.6): ``since=2026-12-01t00:00:00z`` was refused. An empty one is no time (it
+    was taken as no filter): 400, as any time that is none."""
+    ok = api.call("GET", "/audit?since=2026-12-01t00:00:00z&until=2126-12-01t00:00:00Z")
+    assert ok.status_code == 200, ok.text
+    for query in ("since=", "until=", "since=yesterday"):
+        problem(api.call("GET", f"/audit?{query}"), 400, "invalid-query")
+    document = api.call("GET", "/openapi.json").get_json()
+    parameters = {p["name"]: p["schema"] for p in document["paths"]["/audit"]["get"]["parameters"]}
+    assert parameters["since"]["format"] == parameters["until"]["format"] == "date-time"
