@@ -33,8 +33,9 @@ from packaging.requirements import Requirement
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 #: Test extras the floor run does not need: the browser driver (the floor run has no browser
-#: tests, and its wheel is large) and the linters (they check the code, not the dependencies).
-TEST_EXTRAS_NOT_NEEDED = frozenset({"playwright", "ruff", "mypy"})
+#: tests, and its wheel is large), the linters (they check the code, not the dependencies) and
+#: schemathesis (the floor run has not the fuzzing of the admin API, which tests idp's own logic).
+TEST_EXTRAS_NOT_NEEDED = frozenset({"playwright", "ruff", "mypy", "schemathesis"})
 #: Generous: a cold build downloads and installs every wheel (about a minute on CI).
 INSTALL_TIMEOUT = 900.0
 #: How many floor virtualenvs (different dependency sets) the machine's cache keeps.
