@@ -73,7 +73,8 @@ def list_clients(query: schemas.ListQuery) -> Any:
 
 @operation("POST", "/clients", summary="Register a client (its secret is in this response only)",
            scope="clients:write", tag=TAG, body=schemas.ClientCreate,
-           response=schemas.ClientWithSecret, status=201)  # fmt: skip
+           response=schemas.ClientWithSecret, status=201,
+           refusals=("invalid-value",))  # fmt: skip
 def create_client(body: schemas.ClientCreate) -> Any:
     fields = ClientFields(
         name=body.name,
@@ -116,7 +117,8 @@ _PATCH_FIELDS = {
 
 @operation("PATCH", "/clients/<client_id>", summary="Change a client (needs If-Match)",
            scope="clients:write", tag=TAG, body=schemas.ClientPatch,
-           response=schemas.ClientWithSecret, if_match=True)  # fmt: skip
+           response=schemas.ClientWithSecret, if_match=True,
+           refusals=("invalid-value",))  # fmt: skip
 def patch_client(client_id: str, body: schemas.ClientPatch) -> Any:
     found = _client(client_id)
     expected = _expected_version(found)
@@ -134,7 +136,8 @@ def patch_client(client_id: str, body: schemas.ClientPatch) -> Any:
 
 
 @operation("DELETE", "/clients/<client_id>", summary="Delete a client and all it was issued",
-           scope="clients:write", tag=TAG, status=204)  # fmt: skip
+           scope="clients:write", tag=TAG, status=204,
+           refusals=("precondition-failed",))  # fmt: skip
 def delete_client(client_id: str) -> Any:
     found = _client(client_id)
     # Optional here; "*" (it exists, which the lookup above found) asks nothing more.
@@ -148,7 +151,8 @@ def delete_client(client_id: str) -> Any:
 @operation("POST", "/clients/<client_id>/rotate-secret",
            summary="A new secret (in this response only); the old one works for the overlap",
            scope="clients:write", tag=TAG, body=schemas.RotateSecret, body_required=False,
-           response=schemas.ClientSecret)  # fmt: skip
+           response=schemas.ClientSecret,
+           refusals=("invalid-value",))  # fmt: skip
 def rotate_client_secret(client_id: str, body: schemas.RotateSecret) -> Any:
     found = _client(client_id)
     overlap = body.overlap_seconds

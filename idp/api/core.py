@@ -67,6 +67,10 @@ class Operation:
     #: Also needed when the operation makes an admin or acts on one (idp.api.users): said in the
     #: document, checked by the view.
     on_admins: str | None = None
+    #: The problem types the operation's services may refuse with (a rule about a value, the
+    #: state of a resource), beside those every operation of its kind may answer
+    #: (idp.api.openapi.problems_of).
+    refusals: tuple[str, ...] = ()
 
 
 OPERATIONS: list[Operation] = []

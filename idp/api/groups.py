@@ -46,7 +46,8 @@ def list_groups(query: schemas.ListQuery) -> Any:
 
 
 @operation("POST", "/groups", summary="Create a group", scope="groups:write", tag=TAG,
-           body=schemas.GroupCreate, response=schemas.GroupOut, status=201)  # fmt: skip
+           body=schemas.GroupCreate, response=schemas.GroupOut, status=201,
+           refusals=("conflict", "invalid-value"))  # fmt: skip
 def create_group(body: schemas.GroupCreate) -> Any:
     group = _service().create(body.name, body.display_name, body.description)
     db.session.commit()
@@ -61,7 +62,8 @@ def get_group(name: str) -> Any:
 
 @operation("PATCH", "/groups/<name>", summary="Rename a group or change its texts",
            scope="groups:write", tag=TAG, body=schemas.GroupPatch,
-           response=schemas.GroupOut)  # fmt: skip
+           response=schemas.GroupOut,
+           refusals=("conflict", "invalid-value"))  # fmt: skip
 def patch_group(name: str, body: schemas.GroupPatch) -> Any:
     group = _group(name)
     service = _service()
@@ -79,7 +81,8 @@ def patch_group(name: str, body: schemas.GroupPatch) -> Any:
 
 @operation("DELETE", "/groups/<name>", summary="Delete a group (409 if it is some client's only "
            "allowed group, unless confirm=true)", scope="groups:write", tag=TAG,
-           query=schemas.DeleteGroupQuery, status=204)  # fmt: skip
+           query=schemas.DeleteGroupQuery, status=204,
+           refusals=("group-in-use",))  # fmt: skip
 def delete_group(name: str, query: schemas.DeleteGroupQuery) -> Any:
     _service().delete(_group(name), confirmed=query.confirm)
     db.session.commit()
@@ -102,7 +105,8 @@ def list_group_members(name: str, query: schemas.ListQuery) -> Any:
 
 @operation("POST", "/groups/<name>/members", summary="Add users (by email) to a group",
            scope="groups:write", tag=TAG, body=schemas.MembersAdd,
-           response=schemas.MembersChanged)  # fmt: skip
+           response=schemas.MembersChanged,
+           refusals=("invalid-value",))  # fmt: skip
 def add_group_members(name: str, body: schemas.MembersAdd) -> Any:
     group = _group(name)
     service = _service()

@@ -72,10 +72,43 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
     return found
 
 
-def _problem(description: str) -> dict[str, Any]:
+#: What any operation may answer: a NUL in the path or the query (idp.web.form_request), a body
+#: over the limit (read before anything, a GET's too), and idp's own faults.
+_ANY_OPERATION = ("malformed-request", "payload-too-large", "server-error", "unavailable")
+_WITH_TOKEN = ("authentication-required", "invalid-token", "insufficient-scope",
+               "too-many-requests")  # fmt: skip
+_WITH_BODY = ("malformed-json", "unsupported-media-type", "invalid-body")
+
+
+def problems_of(op: Operation) -> list[str]:
+    """The problem types ``op`` may answer (idp.api.problems), each status declared in the
+    document with the types it stands for, and no other: the statuses are exact (as the
+    schemas are), not a ``default`` that would declare every status there is."""
+    found = list(_ANY_OPERATION)
+    if op.scope is not None:
+        found.extend(_WITH_TOKEN)
+    if _PATH_ARGUMENT.search(op.rule):
+        found.append("not-found")
+    if op.query is not None:
+        found.append("invalid-query")
+    if op.body is not None:
+        found.extend(_WITH_BODY)
+    if op.if_match:
+        found.extend(("precondition-required", "precondition-failed"))
+    found.extend(slug for slug in op.refusals if slug not in found)
+    return found
+
+
+def _problems(op: Operation) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for slug in problems_of(op):
+        by_status.setdefault(TYPES[slug].status, []).append(slug)
     return {
-        "description": description,
-        "content": {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}},
+        str(status): {
+            "description": "RFC 9457 problem details: " + ", ".join(slugs),
+            "content": {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}},
+        }
+        for status, slugs in sorted(by_status.items())
     }
 
 
@@ -85,11 +118,7 @@ def _operation(op: Operation, components: _Components) -> dict[str, Any]:
         success["content"] = {
             "application/json": {"schema": components.ref(op.response, "serialization")}
         }
-    responses: dict[str, Any] = {str(op.status): success}
-    if op.scope is not None:
-        responses["401"] = _problem("No token, or an invalid, expired or revoked one")
-        responses["403"] = _problem(f"The token lacks {op.scope}")
-    responses["default"] = _problem("An error (RFC 9457 problem details)")
+    responses: dict[str, Any] = {str(op.status): success} | _problems(op)
     found: dict[str, Any] = {
         "operationId": op.endpoint.removeprefix("api."),
         "summary": op.summary,

@@ -81,7 +81,8 @@ def list_users(query: schemas.UserListQuery) -> Any:
 
 @operation("POST", "/users", summary="Create a user, and by default invite them",
            scope="users:write", tag=TAG, on_admins=ADMINS_SCOPE, body=schemas.UserCreate,
-           response=schemas.UserCreated, status=201)  # fmt: skip
+           response=schemas.UserCreated, status=201,
+           refusals=("conflict", "invalid-value"))  # fmt: skip
 def create_user(body: schemas.UserCreate) -> Any:
     if body.admin:
         require_scope(ADMINS_SCOPE, "Making an admin")
@@ -109,7 +110,8 @@ def get_user(user_id: str) -> Any:
 
 @operation("PATCH", "/users/<user_id>", summary="Rename a user, or make or unmake an admin",
            scope="users:write", tag=TAG, on_admins=ADMINS_SCOPE, body=schemas.UserPatch,
-           response=schemas.UserOut)  # fmt: skip
+           response=schemas.UserOut,
+           refusals=("last-admin", "invalid-value"))  # fmt: skip
 def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
     user = _user(user_id)
     _admin_needs_scope(user, "Changing an admin")
@@ -130,7 +132,8 @@ def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
 
 
 @operation("DELETE", "/users/<user_id>", summary="Delete a user", scope="users:write",
-           tag=TAG, on_admins=ADMINS_SCOPE, status=204)  # fmt: skip
+           tag=TAG, on_admins=ADMINS_SCOPE, status=204,
+           refusals=("last-admin", "invalid-value"))  # fmt: skip
 def delete_user(user_id: str) -> Any:
     user = _user(user_id)
     _admin_needs_scope(user, "Deleting an admin")
@@ -141,7 +144,8 @@ def delete_user(user_id: str) -> Any:
 @operation("POST", "/users/<user_id>/disable",
            summary="Disable: sessions end, tokens and links are revoked now",
            scope="users:write", tag=TAG, on_admins=ADMINS_SCOPE,
-           response=schemas.UserOut)  # fmt: skip
+           response=schemas.UserOut,
+           refusals=("last-admin", "invalid-value"))  # fmt: skip
 def disable_user(user_id: str) -> Any:
     user = _user(user_id)
     _admin_needs_scope(user, "Disabling an admin")
@@ -151,7 +155,8 @@ def disable_user(user_id: str) -> Any:
 
 @operation("POST", "/users/<user_id>/enable", summary="Enable a disabled user",
            scope="users:write", tag=TAG, on_admins=ADMINS_SCOPE,
-           response=schemas.UserOut)  # fmt: skip
+           response=schemas.UserOut,
+           refusals=("invalid-value",))  # fmt: skip
 def enable_user(user_id: str) -> Any:
     user = _user(user_id)
     _admin_needs_scope(user, "Enabling an admin")
@@ -163,7 +168,8 @@ def enable_user(user_id: str) -> Any:
            summary="A one-time rescue link, emailed and in this response only",
            scope="login-links:write", tag=TAG, on_admins=ADMINS_SCOPE,
            body=schemas.LoginLinkCreate, body_required=False, response=schemas.IssuedLinkOut,
-           status=201)  # fmt: skip
+           status=201,
+           refusals=("invalid-value",))  # fmt: skip
 def create_login_link(user_id: str, body: schemas.LoginLinkCreate) -> Any:
     # The user's row is held from before the admin check below to the link's commit (PostgreSQL's
     # row lock, SQLite's write lock): a promotion committed before it is seen here; one after it

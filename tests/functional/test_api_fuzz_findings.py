@@ -107,3 +107,33 @@ def test_the_audit_filter_takes_rfc_3339_times_and_no_empty_one(api: Api) -> Non
     document = api.call("GET", "/openapi.json").get_json()
     parameters = {p["name"]: p["schema"] for p in document["paths"]["/audit"]["get"]["parameters"]}
     assert parameters["since"]["format"] == parameters["until"]["format"] == "date-time"
+
+
+def test_each_operation_declares_the_statuses_it_answers_and_no_others(app: Flask) -> None:
+    """A ``default`` response declared every status at every operation, so that no client (nor
+    the fuzzing) could tell an answer the operation never gives. Each operation now declares its
+    statuses, each with the problem types it stands for: those the answers below are, and not
+    those the operation never gives (a list has no 404, a read no 409 or 422)."""
+    api = Api(app, issue(app))
+    paths = api.call("GET", "/openapi.json").get_json()["paths"]
+    assert all("default" not in op["responses"] for item in paths.values() for op in item.values())
+    client_id = api.call(
+        "POST", "/clients", {"name": "App", "redirect_uris": ["https://a.example/"]}
+    ).get_json()["client_id"]
+    assert api.call("POST", "/groups", {"name": "staff"}).status_code == 201
+    answers = [
+        ("GET", "/clients/{client_id}", api.call("GET", "/clients/nope"), "not-found"),
+        ("DELETE", "/clients/{client_id}",
+         api.call("DELETE", f"/clients/{client_id}", headers={"If-Match": '"v9"'}),
+         "precondition-failed"),
+        ("PATCH", "/clients/{client_id}", api.call("PATCH", f"/clients/{client_id}", {}),
+         "precondition-required"),
+        ("POST", "/groups", api.call("POST", "/groups", {"name": "staff"}), "conflict"),
+        ("GET", "/audit", api.call("GET", "/audit?since=yesterday"), "invalid-query"),
+    ]  # fmt: skip
+    for method, path, response, slug in answers:
+        status = str(response.status_code)
+        problem(response, response.status_code, slug)
+        assert slug in paths[path][method.lower()]["responses"][status]["description"], path
+    assert not {"404", "409", "422"} & set(paths["/clients"]["get"]["responses"])
+    assert not {"409", "422"} & set(paths["/clients/{client_id}"]["get"]["responses"])

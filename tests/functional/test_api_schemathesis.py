@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, GenerationMode, Response
 
 from idp.api.core import OPERATIONS
-from idp.api.openapi import document, openapi_path
+from idp.api.openapi import document, openapi_path, problems_of
 from idp.api.problems import MEDIA_TYPE, TYPES
 from tests.functional.test_api import issue
 from tests.support.factories import create_client, create_user
@@ -42,8 +42,13 @@ _VALID_REFUSALS = {
 }
 
 
+#: The problem types each operation declares (idp.api.openapi.problems_of).
+_PROBLEMS = {f"{op.method} {openapi_path(op.rule)}": problems_of(op) for op in OPERATIONS}
+
+
 def problem_details_match_their_status(ctx: CheckContext, response: Response, case: Case) -> None:
-    """Every error is RFC 9457 problem details of a documented type of its own status."""
+    """Every error is RFC 9457 problem details of a type of its own status that the document
+    declares for the operation."""
     if response.status_code < 400:
         return
     media_type = response.headers.get("content-type", [""])[0].split(";")[0]
@@ -52,6 +57,9 @@ def problem_details_match_their_status(ctx: CheckContext, response: Response, ca
     slug = str(body.get("type", "")).rsplit("/", 1)[-1]
     assert slug in TYPES, f"undocumented problem type {body.get('type')!r}"
     assert TYPES[slug].status == response.status_code == body["status"], body
+    declared = _PROBLEMS.get(f"{case.method} {case.path}")
+    if declared is not None:  # None: a method the path does not serve (405)
+        assert slug in declared, f"{slug} is not declared for {case.method} {case.path}"
 
 
 def valid_request_is_not_refused_as_invalid(
