@@ -41,11 +41,29 @@ class _Components:
         return {"$ref": REF.format(model=model.__name__)}
 
 
+#: Any JSON value without a NUL in its text: what a free-form member (a client's ``jwks``) takes.
+ANY_JSON = "AnyJSON"
+_ANY_JSON_SCHEMA = {
+    "description": "Any JSON value, with no NUL character in a string or a member's name",
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": ["number", "boolean", "null"]},
+        {"type": "array", "items": {"$ref": REF.format(model=ANY_JSON)}},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL},
+         "additionalProperties": {"$ref": REF.format(model=ANY_JSON)}},
+    ],
+}  # fmt: skip
+
+
 def _refuse_nul(schema: Any) -> None:
-    """Say so (``NO_NUL``) of every string a request schema takes that no enum names."""
+    """Say so (``NO_NUL``) of every string a request schema takes that no enum names, and of
+    every string inside a free-form object (``ANY_JSON``)."""
     if isinstance(schema, dict):
         if schema.get("type") == "string" and "enum" not in schema:
             schema.setdefault("pattern", NO_NUL)
+        if schema.get("type") == "object" and schema.get("additionalProperties") is True:
+            schema["propertyNames"] = {"pattern": NO_NUL}
+            schema["additionalProperties"] = {"$ref": REF.format(model=ANY_JSON)}
         for value in schema.values():
             _refuse_nul(value)
     elif isinstance(schema, list):
@@ -145,6 +163,7 @@ def _operation(op: Operation, components: _Components) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     components = _Components()
     components.ref(schemas.Problem, "serialization")
+    components.schemas[ANY_JSON] = _ANY_JSON_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(openapi_path(op.rule), {})[op.method.lower()] = _operation(op, components)

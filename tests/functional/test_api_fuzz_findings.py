@@ -67,13 +67,24 @@ def test_an_integer_member_takes_a_number_with_a_zero_fraction(api: Api) -> None
 def test_the_document_says_no_text_holds_a_nul(app: Flask) -> None:
     """``POST /groups`` with ``{"name": "a\\u0000"}`` is refused (400: PostgreSQL text cannot
     hold a NUL), and the document said any string: it says no NUL now, of every string a request
-    takes in a body, a path or a query that is not one of an enum's values."""
+    takes in a body, a path or a query that is not one of an enum's values, and of every name
+    and text inside a client's ``jwks`` (``POST /clients`` with ``{"jwks": {"keys": [{"k\\u0000":
+    1}]}}``, refused alike, was a valid body to the document)."""
     api = Api(app, issue(app))
     problem(api.call("POST", "/groups", {"name": "a\u0000"}), 400, "malformed-json")
     document = api.call("GET", "/openapi.json").get_json()
     group = Draft202012Validator(document["components"]["schemas"]["GroupCreate"])
     assert not group.is_valid({"name": "a\u0000"})
     assert group.is_valid({"name": "a"})
+    # A free-form member (a client's JWKS) says it too, of its names and texts at any depth.
+    client = Draft202012Validator(
+        {"$ref": "#/components/schemas/ClientCreate", "components": document["components"]}
+    )
+    body = {"name": "App", "redirect_uris": ["https://a.example/"]}
+    assert client.is_valid(body | {"jwks": {"keys": [{"kty": "EC", "x": [1.5, {"a": None}]}]}})
+    for jwks in ({"keys": [{"k\u0000": 1}]}, {"keys": [{"kty": ["EC\u0000"]}]}):
+        assert not client.is_valid(body | {"jwks": jwks})
+        problem(api.call("POST", "/clients", body | {"jwks": jwks}), 400, "malformed-json")
     strings = []
 
     def collect(schema: Any) -> None:
