@@ -74,7 +74,7 @@ def list_clients(query: schemas.ListQuery) -> Any:
 @operation("POST", "/clients", summary="Register a client (its secret is in this response only)",
            scope="clients:write", tag=TAG, body=schemas.ClientCreate,
            response=schemas.ClientWithSecret, status=201,
-           refusals=("invalid-value",))  # fmt: skip
+           refusals=("invalid-value",), creates=("client_id", "client_id"))  # fmt: skip
 def create_client(body: schemas.ClientCreate) -> Any:
     fields = ClientFields(
         name=body.name,

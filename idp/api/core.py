@@ -71,6 +71,10 @@ class Operation:
     #: state of a resource), beside those every operation of its kind may answer
     #: (idp.api.openapi.problems_of).
     refusals: tuple[str, ...] = ()
+    #: An operation that creates a resource: the path parameter naming it and the member of the
+    #: answer holding its value, from which the document links the answer to the operations on
+    #: the new resource (OpenAPI 3.1 4.8.20, Link Object).
+    creates: tuple[str, str] | None = None
 
 
 OPERATIONS: list[Operation] = []

@@ -47,7 +47,7 @@ def list_groups(query: schemas.ListQuery) -> Any:
 
 @operation("POST", "/groups", summary="Create a group", scope="groups:write", tag=TAG,
            body=schemas.GroupCreate, response=schemas.GroupOut, status=201,
-           refusals=("conflict", "invalid-value"))  # fmt: skip
+           refusals=("conflict", "invalid-value"), creates=("name", "name"))  # fmt: skip
 def create_group(body: schemas.GroupCreate) -> Any:
     group = _service().create(body.name, body.display_name, body.description)
     db.session.commit()

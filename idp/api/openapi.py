@@ -130,12 +130,35 @@ def _problems(op: Operation) -> dict[str, Any]:
     }
 
 
+def _links(op: Operation) -> dict[str, Any]:
+    """From the answer of an operation that creates a resource to each operation on it: what
+    reads, changes or deletes it next takes its id (and its ETag, for an If-Match)."""
+    if op.creates is None:
+        return {}
+    parameter, member = op.creates
+    resource = f"{openapi_path(op.rule)}/{{{parameter}}}"
+    found: dict[str, Any] = {}
+    for other in OPERATIONS:
+        path = openapi_path(other.rule)
+        if path != resource and not path.startswith(resource + "/"):
+            continue
+        values = {parameter: f"$response.body#/{member}"}
+        if other.if_match:
+            values["header.If-Match"] = "$response.header.ETag"
+        name = other.endpoint.removeprefix("api.")
+        found[name] = {"operationId": name, "parameters": values}
+    return found
+
+
 def _operation(op: Operation, components: _Components) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if op.response is not None:
         success["content"] = {
             "application/json": {"schema": components.ref(op.response, "serialization")}
         }
+    links = _links(op)
+    if links:
+        success["links"] = links
     responses: dict[str, Any] = {str(op.status): success} | _problems(op)
     found: dict[str, Any] = {
         "operationId": op.endpoint.removeprefix("api."),

@@ -82,7 +82,7 @@ def list_users(query: schemas.UserListQuery) -> Any:
 @operation("POST", "/users", summary="Create a user, and by default invite them",
            scope="users:write", tag=TAG, on_admins=ADMINS_SCOPE, body=schemas.UserCreate,
            response=schemas.UserCreated, status=201,
-           refusals=("conflict", "invalid-value"))  # fmt: skip
+           refusals=("conflict", "invalid-value"), creates=("user_id", "id"))  # fmt: skip
 def create_user(body: schemas.UserCreate) -> Any:
     if body.admin:
         require_scope(ADMINS_SCOPE, "Making an admin")

@@ -148,3 +148,28 @@ def test_each_operation_declares_the_statuses_it_answers_and_no_others(app: Flas
         assert slug in paths[path][method.lower()]["responses"][status]["description"], path
     assert not {"404", "409", "422"} & set(paths["/clients"]["get"]["responses"])
     assert not {"409", "422"} & set(paths["/clients/{client_id}"]["get"]["responses"])
+
+
+def test_a_creation_links_to_the_operations_on_what_it_created(app: Flask) -> None:
+    """The document had no links, so that nothing (a client generator, the fuzzing's stateful
+    run) could tell that ``POST /clients``' answer names the client ``PATCH /clients/{client_id}``
+    takes, with its ETag as If-Match: each creation links to the operations on what it made, and
+    following the links works."""
+    api = Api(app, issue(app))
+    paths = api.call("GET", "/openapi.json").get_json()["paths"]
+    links = paths["/clients"]["post"]["responses"]["201"]["links"]
+    assert set(links) == {"get_client", "patch_client", "delete_client", "rotate_client_secret"}
+    assert links["patch_client"]["parameters"] == {
+        "client_id": "$response.body#/client_id",
+        "header.If-Match": "$response.header.ETag",
+    }
+    assert paths["/users"]["post"]["responses"]["201"]["links"]["disable_user"]["parameters"] == {
+        "user_id": "$response.body#/id"
+    }
+    assert "add_group_members" in paths["/groups"]["post"]["responses"]["201"]["links"]
+    created = api.call("POST", "/clients", {"name": "App", "redirect_uris": ["https://a.example/"]})
+    patched = api.call(
+        "PATCH", f"/clients/{created.get_json()['client_id']}", {"name": "Renamed"},
+        headers={"If-Match": created.headers["ETag"]},
+    )  # fmt: skip
+    assert patched.status_code == 200, patched.text
