@@ -118,7 +118,7 @@ _PATCH_FIELDS = {
 @operation("PATCH", "/clients/<client_id>", summary="Change a client (needs If-Match)",
            scope="clients:write", tag=TAG, body=schemas.ClientPatch,
            response=schemas.ClientWithSecret, if_match=True,
-           refusals=("invalid-value",))  # fmt: skip
+           refusals=("invalid-value", "subject-change"))  # fmt: skip
 def patch_client(client_id: str, body: schemas.ClientPatch) -> Any:
     found = _client(client_id)
     expected = _expected_version(found)

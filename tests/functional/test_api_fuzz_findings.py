@@ -140,6 +140,10 @@ def test_each_operation_declares_the_statuses_it_answers_and_no_others(app: Flas
         ("PATCH", "/clients/{client_id}", api.call("PATCH", f"/clients/{client_id}", {}),
          "precondition-required"),
         ("POST", "/groups", api.call("POST", "/groups", {"name": "staff"}), "conflict"),
+        ("PATCH", "/clients/{client_id}",
+         api.call("PATCH", f"/clients/{client_id}", {"subject_type": "pairwise"},
+                  headers={"If-Match": api.call("GET", f"/clients/{client_id}").headers["ETag"]}),
+         "subject-change"),
         ("GET", "/audit", api.call("GET", "/audit?since=yesterday"), "invalid-query"),
     ]  # fmt: skip
     for method, path, response, slug in answers:
