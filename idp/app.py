@@ -31,6 +31,7 @@ from idp.services.dependencies import DependencyUnavailableError
 from idp.services.portal import backup_words
 from idp.settings import Settings, SettingsError, load_settings
 from idp.thin_reads import ThinReads
+from idp.web.answers import Answer
 from idp.web.error_wording import error_wording
 from idp.web.form_request import form_request_class, refuse_malformed_input
 
@@ -268,8 +269,10 @@ def _refuse_malformed_input() -> None:
 
 
 #: The endpoints whose clients are OAuth clients, not browsers: they always get OAuth's JSON
-#: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3), never an HTML page.
-OAUTH_ENDPOINTS = frozenset({"oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke"})
+#: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3, RFC 8628 3.2), never an HTML
+#: page, also for a request refused before the endpoint read it (malformed input, too large).
+OAUTH_ENDPOINTS = frozenset({"oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke",
+                             "oidc.device_authorization"})  # fmt: skip
 
 
 def _wants_json() -> bool:
@@ -351,6 +354,9 @@ def _register_error_pages(app: Flask) -> None:
 
             return api_http_error(error)
         db.session.rollback()
+        if request.endpoint in OAUTH_ENDPOINTS:
+            description = error.description or error.name
+            return Answer.malformed_oauth_request(error.code or 400, description).response()
         title, message = error_wording(error)
         code = error.code or 500
         return render_template("errors/error.html", title=title, message=message, code=code), code

@@ -38,6 +38,17 @@ class Answer:
         text = current_app.json.compact_text(document)  # type: ignore[attr-defined]
         return cls(status, [("Content-Type", JSON), *headers], f"{text}\n".encode())
 
+    @classmethod
+    def malformed_oauth_request(cls, status: int, description: str) -> Answer:
+        """An OAuth client's request refused before its endpoint read it (malformed input, a body
+        too large): RFC 6749 5.2's JSON ``invalid_request``, as the endpoint answers every other
+        error, with the status the refusal has (400, 413), never stored (RFC 6749 5.1)."""
+        return cls.json(
+            status,
+            {"error": "invalid_request", "error_description": description},
+            ("Cache-Control", "no-store"),
+        )
+
     def set(self, name: str, value: str) -> None:
         """Header ``name`` is ``value``, replacing any the answer has (Werkzeug's ``set``)."""
         lower = name.lower()

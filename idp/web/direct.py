@@ -135,11 +135,8 @@ class DirectEndpoints:
         except HTTPException as error:
             # RFC 6749 5.2: the client's request is malformed (or too large, 413).
             db.session.rollback()
-            description = error.description or error.name
-            return Answer.json(
-                error.code or 400,
-                {"error": "invalid_request", "error_description": description},
-                ("Cache-Control", "no-store"),
+            return Answer.malformed_oauth_request(
+                error.code or 400, error.description or error.name
             )
         except Exception as error:
             from idp.unavailable import server_failure

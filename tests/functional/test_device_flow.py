@@ -134,6 +134,26 @@ def test_discovery_names_the_device_endpoint_and_grant(client: FlaskClient) -> N
     assert DEVICE_CODE_GRANT_TYPE in metadata["grant_types_supported"]
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [("scope=openid&scope=%00", 400), ("scope=" + "a" * (1024 * 1024 + 1), 413)],
+    ids=["NUL character", "body too large"],
+)
+def test_a_device_authorization_refused_before_the_endpoint_is_an_oauth_json_error(
+    device: Device, body: str, status: int
+) -> None:
+    """RFC 8628 3.2 (RFC 6749 5.2): a device's request refused before the endpoint read it (a NUL
+    in a parameter, a body over the limit) is the JSON error every other refusal there is, never
+    idp's HTML error page."""
+    _, headers = device._auth({})
+    response = device.http.post("/device_authorization", data=body, headers=headers,
+                                content_type="application/x-www-form-urlencoded")  # fmt: skip
+    assert response.status_code == status, response.text[:200]
+    assert response.mimetype == "application/json", response.text[:200]
+    assert response.get_json()["error"] == "invalid_request"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 def test_device_authorization_response_has_codes_uris_and_interval(device: Device) -> None:
     body = device.codes()
     assert set(body) == {"device_code", "user_code", "verification_uri",
