@@ -51,11 +51,14 @@ from idp.oidc.client_auth import (
 )
 from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
-from idp.oidc.errors import error_description
 from idp.oidc.group_gate import still_allowed
 from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
-from idp.oidc.token_request import TokenSideRequest, repeated_parameter
+from idp.oidc.token_request import (
+    ONE_VALUE_ENDPOINTS,
+    TokenSideRequest,
+    repeated_parameter_refusal,
+)
 from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.client_cache import load_client
@@ -369,12 +372,9 @@ class IdpAuthorizationServer(AuthorizationServer):
     def create_token_response(self, request: Any = None) -> Any:
         if request is None:
             request = current_request._get_current_object()  # type: ignore[attr-defined]
-        repeated = repeated_parameter(request)
-        if repeated is not None:  # RFC 6749 3.2: no parameter more than once
-            error = InvalidRequestError(
-                error_description(f"The '{repeated}' parameter must appear once.")
-            )
-            return self.handle_error_response(None, error)
+        refusal = repeated_parameter_refusal(request)
+        if refusal is not None:
+            return self.handle_error_response(None, refusal)
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
         # request, before the part of its create_token_response that turns an OAuth error into
         # RFC 6749 5.2's answer, so a plain-http request to another host than loopback was a 500.
@@ -383,6 +383,15 @@ class IdpAuthorizationServer(AuthorizationServer):
             return super().create_token_response(request)
         except (InsecureTransportError, InvalidRequestError) as error:
             return self.handle_error_response(None, error)
+
+    def create_endpoint_response(self, name: str, request: Any = None) -> Any:
+        if name in ONE_VALUE_ENDPOINTS:
+            if request is None:
+                request = current_request._get_current_object()  # type: ignore[attr-defined]
+            refusal = repeated_parameter_refusal(request)
+            if refusal is not None:
+                return self.handle_error_response(None, refusal)
+        return super().create_endpoint_response(name, request)
 
     def get_token_grant(self, request: OAuth2Request) -> Any:
         if not request.payload.grant_type:

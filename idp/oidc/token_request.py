@@ -9,9 +9,11 @@ from typing import Any
 from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
-from authlib.oauth2.rfc6749.errors import InsecureTransportError
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError
 from flask import Request
 from werkzeug.datastructures import MultiDict
+
+from idp.oidc.errors import error_description
 
 
 @functools.lru_cache(maxsize=64)
@@ -42,6 +44,21 @@ def repeated_parameter(request: Request) -> str | None:
             if name in form:
                 return str(name)
     return None
+
+
+#: The endpoints besides the token endpoint whose client sends OAuth's form-encoded parameters,
+#: each once (RFC 6749 3.2, which RFC 7009 2.1, RFC 7662 2.1 and RFC 8628 3.1 build on): a
+#: repeated ``token`` was read as its first value, so a revocation could revoke another token
+#: than the client meant and answer 200 all the same.
+ONE_VALUE_ENDPOINTS = frozenset({"revocation", "introspection", "device_authorization"})
+
+
+def repeated_parameter_refusal(request: Any) -> InvalidRequestError | None:
+    """RFC 6749 3.2: "Request and response parameters MUST NOT be included more than once"."""
+    repeated = repeated_parameter(request)
+    if repeated is None:
+        return None
+    return InvalidRequestError(error_description(f"The '{repeated}' parameter must appear once."))
 
 
 class TokenSidePayload(FlaskOAuth2Payload):

@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from tests.support.factories import CreatedUser, RegisteredClient, create_client
@@ -130,3 +131,58 @@ def test_revocation_and_introspection_naming_two_clients_are_invalid_request(
     )
     refused(response)
     assert rp.userinfo(tokens["access_token"]).status_code == 200
+
+
+def test_a_parameter_repeated_at_revocation_introspection_or_device_authorization_is_refused(
+    app: Flask, rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """RFC 6749 3.2 (which RFC 7009 2.1, RFC 7662 2.1 and RFC 8628 3.1 build on): no parameter
+    more than once, as at the token endpoint. A repeated ``token`` was read as its first value:
+    ``token=x&token=<refresh token>`` answered 200, revoked nothing and left the refresh token
+    live, and introspection disclosed the first of two tokens."""
+    headers = basic(rp.registered)
+    refresh, access = tokens["refresh_token"], tokens["access_token"]
+    refused(
+        rp.browser.post(
+            "/revoke", headers=headers, data=MultiDict([("token", "x"), ("token", refresh)])
+        )
+    )
+    refused(
+        rp.browser.post(
+            "/introspect", headers=headers, data=MultiDict([("token", access), ("token", "x")])
+        )
+    )
+    refused(
+        rp.browser.post(
+            "/introspect",
+            headers=headers,
+            data=MultiDict(
+                [
+                    ("token", access),
+                    ("token_type_hint", "access_token"),
+                    ("token_type_hint", "refresh_token"),
+                ]
+            ),
+        )
+    )
+    device = create_client(
+        app,
+        name="TV",
+        public=True,
+        redirect_uris=[],
+        grant_types=["urn:ietf:params:oauth:grant-type:device_code"],
+    )
+    refused(
+        rp.browser.post(
+            "/device_authorization",
+            data=MultiDict(
+                [
+                    ("scope", "openid"),
+                    ("client_id", device.client_id),
+                    ("client_id", device.client_id),
+                ]
+            ),
+        )
+    )
+    # The refresh token the refused revocation named still works: nothing was revoked.
+    assert rp.refresh(refresh).status_code == 200
