@@ -356,7 +356,10 @@ def _register_error_pages(app: Flask) -> None:
         db.session.rollback()
         if request.endpoint in OAUTH_ENDPOINTS:
             description = error.description or error.name
-            return Answer.malformed_oauth_request(error.code or 400, description).response()
+            refusal = Answer.malformed_oauth_request(
+                error.code or 400, description, request.endpoint
+            )
+            return refusal.response()
         title, message = error_wording(error)
         code = error.code or 500
         return render_template("errors/error.html", title=title, message=message, code=code), code

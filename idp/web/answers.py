@@ -15,6 +15,9 @@ from flask import Response, current_app
 from werkzeug.http import HTTP_STATUS_CODES
 
 JSON = "application/json"
+#: The challenge an endpoint's every refusal carries: the UserInfo endpoint's errors are RFC 6750
+#: 3's (OIDC Core 5.3.3), which "MUST include the WWW-Authenticate response header field".
+REFUSAL_CHALLENGES = {"oidc.userinfo": 'Bearer realm="idp", error="invalid_request"'}
 
 
 @dataclass(slots=True)
@@ -39,15 +42,20 @@ class Answer:
         return cls(status, [("Content-Type", JSON), *headers], f"{text}\n".encode())
 
     @classmethod
-    def malformed_oauth_request(cls, status: int, description: str) -> Answer:
-        """An OAuth client's request refused before its endpoint read it (malformed input, a body
-        too large): RFC 6749 5.2's JSON ``invalid_request``, as the endpoint answers every other
-        error, with the status the refusal has (400, 413), never stored (RFC 6749 5.1)."""
-        return cls.json(
+    def malformed_oauth_request(cls, status: int, description: str, endpoint: str) -> Answer:
+        """An OAuth client's request to ``endpoint`` refused before the endpoint read it
+        (malformed input, a body too large): RFC 6749 5.2's JSON ``invalid_request``, as the
+        endpoint answers every other error, with the status the refusal has (400, 413), never
+        stored (RFC 6749 5.1), and the challenge the endpoint's refusals carry."""
+        answer = cls.json(
             status,
             {"error": "invalid_request", "error_description": description},
             ("Cache-Control", "no-store"),
         )
+        challenge = REFUSAL_CHALLENGES.get(endpoint)
+        if challenge is not None:
+            answer.headers.append(("WWW-Authenticate", challenge))
+        return answer
 
     def set(self, name: str, value: str) -> None:
         """Header ``name`` is ``value``, replacing any the answer has (Werkzeug's ``set``)."""

@@ -136,7 +136,7 @@ class DirectEndpoints:
             # RFC 6749 5.2: the client's request is malformed (or too large, 413).
             db.session.rollback()
             return Answer.malformed_oauth_request(
-                error.code or 400, error.description or error.name
+                error.code or 400, error.description or error.name, route.endpoint
             )
         except Exception as error:
             from idp.unavailable import server_failure

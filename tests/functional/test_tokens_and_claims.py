@@ -222,6 +222,24 @@ def test_userinfo_refuses_a_token_sent_two_ways(rp: RelyingParty, tokens: dict[s
     assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
 
 
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
+def test_a_userinfo_request_refused_before_the_endpoint_carries_the_bearer_challenge(
+    client: FlaskClient, method: str
+) -> None:
+    """RFC 6750 3 (OIDC Core 5.3.3): every refusal of the UserInfo endpoint carries the Bearer
+    challenge, one refused before the endpoint read it (a NUL in a parameter) too, whether the
+    direct endpoint (GET, POST) or Flask (HEAD) refused it; it was a 400 without one."""
+    response = client.open(
+        "/userinfo?access_token=%00", method=method, data="access_token=%00",
+        content_type="application/x-www-form-urlencoded",
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="idp", error="invalid_request"'
+    assert response.mimetype == "application/json"
+    if method == "POST":
+        assert response.get_json()["error"] == "invalid_request"
+
+
 def test_userinfo_post_with_bearer_header(rp: RelyingParty, tokens: dict[str, Any]) -> None:
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert rp.browser.post("/userinfo", headers=headers).status_code == 200
