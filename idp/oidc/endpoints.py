@@ -145,6 +145,12 @@ class TokenIntrospection(IntrospectionEndpoint):
         return answer
 
 
+#: What the logout endpoint reads (RP-Initiated Logout 1.0 section 2, and the confirmation page's
+#: proof of a validated way back, idp.services.logout_return).
+LOGOUT_PARAMETERS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id",
+                     "logout_hint", "ui_locales", "logout_return")  # fmt: skip
+
+
 class EndSession(EndSessionEndpoint):
     """OpenID Connect RP-Initiated Logout 1.0."""
 
@@ -160,6 +166,14 @@ class EndSession(EndSessionEndpoint):
         # the RP (section 4).
         if len(request.payload.data.get("state") or "") > MAX_STATE_LENGTH:
             raise InvalidRequestError(f"The state is longer than {MAX_STATE_LENGTH} characters.")
+        # Each parameter once, as at the authorization endpoint (RFC 6749 3.1): Authlib reads the
+        # first of a repeated one, so a request naming two hints or two redirect URIs (or a
+        # state twice) was answered for whichever came first. Refused as an error, which is
+        # never redirected to the RP (section 4).
+        values = request.payload.data
+        for name in LOGOUT_PARAMETERS:
+            if len(values.getlist(name)) > 1:
+                raise InvalidRequestError(f"The '{name}' parameter must appear once.")
         return super().validate_request(request)
 
     def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:

@@ -209,6 +209,26 @@ def test_a_state_longer_than_authorize_takes_is_a_400_page_and_no_redirect(
     assert accepted.headers["Location"] == f"{POST_LOGOUT_URI}?state={longest}"
 
 
+@pytest.mark.parametrize(
+    ("name", "second"),
+    [("post_logout_redirect_uri", " "), ("id_token_hint", " "), ("state", "other")],
+)
+def test_a_repeated_logout_parameter_is_a_400_page_and_no_redirect(
+    rp: RelyingParty, tokens: dict[str, Any], name: str, second: str
+) -> None:
+    """Each parameter once, as at the authorization endpoint (RFC 6749 3.1): a second redirect
+    URI, hint or state was ignored and the browser sent back with the first. An error is never
+    redirected (RP-Initiated Logout 1.0 section 4), and nothing ends."""
+    params = [
+        ("id_token_hint", tokens["id_token"]),
+        ("post_logout_redirect_uri", POST_LOGOUT_URI),
+        ("state", "s1"),
+        (name, second),
+    ]
+    assert_page(rp.browser.get("/logout", query_string=MultiDict(params)), 400)
+    assert session_is_alive(rp)
+
+
 def test_an_access_token_is_no_id_token_hint(rp: RelyingParty, tokens: dict[str, Any]) -> None:
     """RP-Initiated Logout 1.0 section 2 and RFC 8725 3.11: an access token (``typ`` at+jwt),
     signed with the same keys and held by every resource server the client calls, does not
