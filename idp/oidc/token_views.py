@@ -159,12 +159,13 @@ def revocation_answer(current: Request) -> Answer:
 
 
 #: The requests idp.web.direct serves, by path: their Flask endpoint (for the log line and the
-#: metrics), the methods and the answer.
+#: metrics), the methods, the answer, and the CORS headers also on an answer idp.web.direct makes
+#: for them (a request refused before the endpoint read it, a server failure).
 DIRECT_ROUTES = {
-    "/token": DirectRoute("oidc.token", frozenset({"POST"}), token_answer),
+    "/token": DirectRoute("oidc.token", frozenset({"POST"}), token_answer, _cors),
     "/introspect": DirectRoute("oidc.introspect", frozenset({"POST"}), introspection_answer),
-    "/revoke": DirectRoute("oidc.revoke", frozenset({"POST"}), revocation_answer),
-    "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer),
+    "/revoke": DirectRoute("oidc.revoke", frozenset({"POST"}), revocation_answer, _cors),
+    "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer, _cors),
 }
 
 

@@ -40,11 +40,19 @@ StartResponse = Callable[..., Any]
 WsgiApplication = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def _as_it_is(answer: Answer) -> Answer:
+    return answer
+
+
 class DirectRoute(NamedTuple):
     #: The Flask endpoint the same path has (its log line and metrics say this name).
     endpoint: str
     methods: frozenset[str]
     answer: Callable[[Request], Answer]
+    #: What the route adds to an answer it did not make itself (a request refused before it
+    #: ran, a server failure), as it adds to its own: the CORS headers without which a page's
+    #: script cannot read the error at all.
+    also: Callable[[Answer], Answer] = _as_it_is
 
 
 class AfterAnswer:
@@ -135,11 +143,11 @@ class DirectEndpoints:
         except HTTPException as error:
             # RFC 6749 5.2: the client's request is malformed (or too large, 413).
             db.session.rollback()
-            return Answer.malformed_oauth_request(
+            return route.also(Answer.malformed_oauth_request(
                 error.code or 400, error.description or error.name, route.endpoint
-            )
+            ))  # fmt: skip
         except Exception as error:
             from idp.unavailable import server_failure
 
             status, body, headers = server_failure(self.note_failure(error))
-            return Answer.json(status, body, *headers.items())
+            return route.also(Answer.json(status, body, *headers.items()))

@@ -603,3 +603,24 @@ def test_a_single_page_app_can_call_the_token_and_userinfo_endpoints(
     assert refreshed.headers["Access-Control-Allow-Origin"] == "*"
     # Not introspection: a resource server's call, with its own credentials.
     assert "Access-Control-Allow-Origin" not in rp.browser.options("/introspect").headers
+
+
+def test_a_single_page_apps_request_refused_before_the_endpoint_is_readable_by_its_page(
+    client: FlaskClient,
+) -> None:
+    """A request the token, revocation or userinfo endpoint refuses before reading it (a NUL in
+    a parameter) answers a page's script with the same CORS headers as any of their answers:
+    without them the browser hid the JSON ``invalid_request`` from the page, which saw only a
+    failed fetch. Introspection, no page's call, answers without them."""
+    headers = {"Origin": "https://spa.example"}
+    for path in ("/token", "/revoke", "/userinfo"):
+        response = client.post(path, data="grant_type=%00", headers=headers,
+                               content_type="application/x-www-form-urlencoded")  # fmt: skip
+        assert response.status_code == 400, path
+        assert response.get_json()["error"] == "invalid_request", path
+        assert response.headers["Access-Control-Allow-Origin"] == "*", path
+    assert response.headers["Access-Control-Expose-Headers"] == "WWW-Authenticate"
+    introspection = client.post("/introspect", data="token=%00", headers=headers,
+                                content_type="application/x-www-form-urlencoded")  # fmt: skip
+    assert introspection.status_code == 400
+    assert "Access-Control-Allow-Origin" not in introspection.headers
