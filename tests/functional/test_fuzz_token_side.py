@@ -55,6 +55,9 @@ TOKEN_PARAMETERS = (
 )  # fmt: skip
 
 
+#: The endpoints a single-page app calls from its page (docs/security.md, CORS).
+PAGE_CALLS = ("/token", "/revoke", "/userinfo")
+
 #: A secret or assertion: most often the real one, so that the other parameters are what is fuzzed.
 BROKEN = st.one_of(st.none(), st.none(), st.none(), values())
 
@@ -139,6 +142,9 @@ def send(
         path, method=method, headers=headers, environ_base=fresh_address(), **options
     )
     check_answer(response)
+    if path.split("?")[0] in PAGE_CALLS:
+        # A single-page app's script reads every answer, a refusal too (CORS).
+        assert response.headers.get("Access-Control-Allow-Origin") == "*", response.headers
     return response
 
 
