@@ -254,6 +254,10 @@ def _logout_example(
     # state sent is given back.
     assert sent_once(pairs, "post_logout_redirect_uri") == POST_LOGOUT_URI, pairs
     assert sent_once(pairs, "id_token_hint") == id_token, pairs
+    # Each parameter once, as at the authorization endpoint (RFC 6749 3.1).
+    names = [name for name, _ in pairs if name in LOGOUT_PARAMETERS]
+    if kind == "form" or http_method == "GET":
+        assert len(names) == len(set(names)), pairs
     state = sent_once(pairs, "state")
     if state is not None:
         assert query.get("state") == [state], (query, pairs)
