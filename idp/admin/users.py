@@ -32,8 +32,8 @@ def user_admin() -> UserAdmin:
     return services().user_admin(g.admin.id, "console")
 
 
-def _user(user_id: str) -> User:
-    user = user_admin().get(user_id)
+def _user(user_id: str, *, locked: bool = False) -> User:
+    user = user_admin().get(user_id, locked=locked)
     if user is None:
         abort(404, description="There is no such user.")
     return user
@@ -139,9 +139,10 @@ def _refused(service: UserAdmin, action: str, subject: User, failure: UserAdminE
     return redirect(url_for("admin.user", user_id=subject.id), code=303)
 
 
-def _act(user_id: str, action: str, done: str) -> Any:
-    """Run one admin action on a user, commit it with its audit record, and go back."""
-    subject = _user(user_id)
+def _act(user_id: str, action: str, done: str, *, locked: bool = False) -> Any:
+    """Run one admin action on a user, commit it with its audit record, and go back.
+    ``locked``: the user's row read anew and held to the commit (idp.services.user_admin.get)."""
+    subject = _user(user_id, locked=locked)
     service = user_admin()
     now = clock().now()
     actions = {
@@ -184,8 +185,10 @@ def user_enable(user_id: str) -> Any:
 
 @bp.post("/users/<user_id>/promote")
 def user_promote(user_id: str) -> Any:
-    """Give the admin role."""
-    return _act(user_id, "promote", "This user is now an admin.")
+    """Give the admin role. The user's row is held from the read: an API change in flight on
+    the member (``users:write``, which may not touch admins: docs/api.md) commits first and is
+    seen here (a deleted user is a 404, not a 500 when the UPDATE finds no row)."""
+    return _act(user_id, "promote", "This user is now an admin.", locked=True)
 
 
 @bp.post("/users/<user_id>/demote")

@@ -9,6 +9,7 @@ from typing import Any
 from flask import url_for
 from sqlalchemy import select
 
+from idp import checkpoints
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation, require_scope
 from idp.composition import clock, runtime, services
@@ -24,6 +25,9 @@ from idp.web import url_for_secret
 TAG = "users"
 #: Who the invite email says invited the user (as ``idp users invite`` says).
 INVITER = "An administrator"
+#: Where a change to a user waits, its scope decided and the user's row held, before it writes
+#: (tests only: idp.checkpoints).
+ACTING_CHECKPOINT = "api.users.acting"
 
 
 def _service() -> UserAdmin:
@@ -54,10 +58,22 @@ def _admin_needs_scope(user: User, why: str) -> None:
         require_scope(ADMINS_SCOPE, why)
 
 
+def _user_to_change(user_id: str, why: str) -> User:
+    """The user, read anew and held (PostgreSQL's row lock, SQLite's write lock) from before the
+    admin check to the change's commit: a promotion committed first is seen here (403 without
+    ``ADMINS_SCOPE``), one after waits for the change. Read unheld, the check saw a member and
+    the change was written on the admin a racing promotion had just made: a ``users:write``
+    token disabling, renaming or deleting an admin (docs/api.md)."""
+    user = _user(user_id, locked=True)
+    _admin_needs_scope(user, why)
+    return user
+
+
 def _act(user: User, action: str, change: Callable[[UserAdmin], None]) -> None:
     """Run one action on a user and commit it; a refusal is rolled back, then audited (as the
     console's refusals are: "who tried to remove the last admin" has an answer), then raised."""
     service = _service()
+    checkpoints.reached(ACTING_CHECKPOINT)
     try:
         change(service)
     except UserAdminError as error:
@@ -113,8 +129,7 @@ def get_user(user_id: str) -> Any:
            response=schemas.UserOut,
            refusals=("last-admin", "invalid-value"))  # fmt: skip
 def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
-    user = _user(user_id)
-    _admin_needs_scope(user, "Changing an admin")
+    user = _user_to_change(user_id, "Changing an admin")
     if body.admin:
         require_scope(ADMINS_SCOPE, "Making an admin")
 
@@ -135,8 +150,7 @@ def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
            tag=TAG, on_admins=ADMINS_SCOPE, status=204,
            refusals=("last-admin", "invalid-value"))  # fmt: skip
 def delete_user(user_id: str) -> Any:
-    user = _user(user_id)
-    _admin_needs_scope(user, "Deleting an admin")
+    user = _user_to_change(user_id, "Deleting an admin")
     _act(user, "delete", lambda service: service.delete(user, clock().now()))
     return "", 204
 
@@ -147,8 +161,7 @@ def delete_user(user_id: str) -> Any:
            response=schemas.UserOut,
            refusals=("last-admin", "invalid-value"))  # fmt: skip
 def disable_user(user_id: str) -> Any:
-    user = _user(user_id)
-    _admin_needs_scope(user, "Disabling an admin")
+    user = _user_to_change(user_id, "Disabling an admin")
     _act(user, "disable", lambda service: service.disable(user, clock().now()))
     return _out(user)
 
@@ -158,8 +171,7 @@ def disable_user(user_id: str) -> Any:
            response=schemas.UserOut,
            refusals=("invalid-value",))  # fmt: skip
 def enable_user(user_id: str) -> Any:
-    user = _user(user_id)
-    _admin_needs_scope(user, "Enabling an admin")
+    user = _user_to_change(user_id, "Enabling an admin")
     _act(user, "enable", lambda service: service.enable(user, clock().now()))
     return _out(user)
 

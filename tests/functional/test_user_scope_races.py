@@ -1,0 +1,80 @@
+"""A ``users:write`` change racing an admin's promotion of its user (docs/api.md: ``users:write``
+acts only on users who are not admins): real parallel requests on SQLite and PostgreSQL, the
+API's change held where it decided the user is no admin (idp.api.users.ACTING_CHECKPOINT) while
+the console promotes that user, to its commit. Never a sleep: the test waits for arrivals,
+finished requests and a waiting lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from idp.api.users import ACTING_CHECKPOINT
+from idp.models import AuditEvent, User
+from tests.functional.test_api import Api, issue
+from tests.support.admin import passkey_browser
+from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+from tests.support.factories import create_user, rows
+from tests.support.writers import waits_for_a_lock
+
+WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+
+#: The change a ``users:write`` token makes, and the audit event it writes.
+CHANGES = {
+    "rename": ("PATCH", "", {"name": "Renamed"}, "admin.user_renamed"),
+    "disable": ("POST", "/disable", None, "admin.user_disabled"),
+    "delete": ("DELETE", "", None, "admin.user_deleted"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_users_write_change_racing_a_promotion_never_changes_an_admin(
+    storage_app: Flask, checkpoints: Checkpoints, change: str
+) -> None:
+    """The token's request read the user as a member, then the console promoted them, then the
+    request wrote its change: an admin renamed, disabled or deleted by a token that may not
+    touch admins. The request must hold the user's row from its check to its commit: the
+    promotion waits for it (and finds a deleted user gone), or came first and is refused."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    member = create_user(storage_app, email="member@example.com")
+    ci = Api(storage_app, issue(storage_app, "users:write", name="ci"))
+    method, tail, body, event = CHANGES[change]
+    outcome: dict[str, Any] = {}
+
+    with checkpoints.holding(ACTING_CHECKPOINT):
+        changing = in_thread(
+            outcome, "change", lambda: ci.call(method, f"/users/{member.id}{tail}", body)
+        )
+        wait_until(lambda: checkpoints.arrivals(ACTING_CHECKPOINT) >= 1 or not changing.is_alive(),
+                   "the change reached its checkpoint")  # fmt: skip
+        assert changing.is_alive(), outcome
+        promote = in_thread(
+            outcome, "promote", lambda: admin.post(f"/admin/users/{member.id}/promote")
+        )
+        wait_until(lambda: not promote.is_alive() or waits_for_a_lock(storage_app, promote),
+                   "the promotion committed or waits for the change's lock")  # fmt: skip
+    for thread in (changing, promote):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "change error" not in outcome, outcome
+    assert "promote error" not in outcome, outcome
+
+    kinds = (event, "admin.user_promoted")
+    events = rows(storage_app, AuditEvent, AuditEvent.subject_id == member.id,
+                  AuditEvent.kind.in_(kinds))  # fmt: skip
+    order = [e.kind for e in sorted(events, key=lambda e: e.id)]
+    if outcome["change"].status_code == 403:  # it saw the admin the member became
+        assert order == ["admin.user_promoted"]
+        assert rows(storage_app, User, User.id == member.id)[0].is_admin
+        return
+    assert outcome["change"].status_code in (200, 204), outcome["change"].text
+    if change == "delete":
+        # The promotion waited for the deletion and found no user: a 404, never a 500.
+        assert outcome["promote"].status_code == 404, outcome["promote"].text
+        assert order == [event]
+    else:
+        # The change was written while the user was a member, the promotion after it.
+        assert outcome["promote"].status_code == 303, outcome["promote"].text
+        assert order == [event, "admin.user_promoted"]
