@@ -118,6 +118,17 @@ def claim_version(db: Session, client: Client, expected: int | None = None) -> N
     checkpoints.reached(VERSION_CHECKPOINT)
 
 
+def check_version(db: Session, client: Client, expected: int | None) -> None:
+    """``StaleClientError`` unless the stored client is still at ``expected`` (None: any): the
+    precondition of a change that turned out to change nothing, which claims no version (RFC
+    9110 13.1.1: If-Match is evaluated whatever the method then does)."""
+    if expected is None:
+        return
+    stored = db.scalar(select(Client.version).where(Client.client_id == client.client_id))
+    if stored != expected:
+        raise StaleClientError(client.client_id)
+
+
 @dataclass(frozen=True)
 class NewClient:
     client: Client
@@ -252,6 +263,17 @@ class ClientService:
                 "this change gives every user of the client another subject identifier (sub): "
                 "confirm the subject change to make it"
             )
+        before = fields_of(client)
+        changed = sorted(
+            f.name
+            for f in dataclasses.fields(ClientFields)
+            if getattr(before, f.name) != getattr(fields, f.name)
+        )
+        if not changed and self._secret_as_it_should_be(client):
+            # Nothing to change: no new version (the ETag and every node's cached copy stay
+            # good) and no ``client.updated`` event of no change (as a group's edit of nothing).
+            check_version(self.db, client, expected_version)
+            return None
         claim_version(self.db, client, expected_version)
         # Decided again on the registration as stored, now that its row is locked: ``client``
         # may be a copy read before another admin's confirmed change (the command line applies
@@ -262,7 +284,6 @@ class ClientService:
                 "another change of the client's subject identifiers was made meanwhile: "
                 "read the client again, and confirm the subject change to undo it"
             )
-        before = fields_of(client)
         new_secret_value = None
         if fields.auth_method in SECRET_AUTH_METHODS:
             if client.secret_hash is None:
@@ -275,11 +296,6 @@ class ClientService:
             client.previous_secret_expires_at = None
         apply_fields(client, fields)
         client.updated_at = self.clock.now()
-        changed = sorted(
-            f.name
-            for f in dataclasses.fields(ClientFields)
-            if getattr(before, f.name) != getattr(fields, f.name)
-        )
         # OWASP ASVS 4.0 7.1.3: each changed setting's old and new value (as ``policy.changed``
         # records them): a redirect URI added is where codes go (RFC 6749 10.6), a JWKS key
         # swapped who may sign in as the client (RFC 7523 3). None of these is a secret.
@@ -294,6 +310,14 @@ class ClientService:
                 new={"subject_type": subjects_after[0], "sector": subjects_after[1]},
             )  # fmt: skip
         return new_secret_value
+
+    @staticmethod
+    def _secret_as_it_should_be(client: Client) -> bool:
+        """What ``update`` would leave of the secrets for the client's own auth method: one for a
+        secret method, none at all otherwise."""
+        if client.token_endpoint_auth_method in SECRET_AUTH_METHODS:
+            return client.secret_hash is not None
+        return client.secret_hash is None and client.previous_secret_hash is None
 
     def get(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 64:

@@ -22,9 +22,11 @@ from werkzeug.test import TestResponse
 from idp.api.core import OPERATIONS, Operation
 from idp.api.openapi import openapi_path
 from idp.checkpoints import CHECKPOINT_DIR_ENV
+from idp.composition import services
 from idp.extensions import db
 from idp.models import ApiToken, AuditEvent, Client, LoginLink, User
 from idp.models.base import utcnow
+from idp.services import client_cache
 from idp.services.api_tokens import (
     ADMINS_SCOPE,
     FAILED_AUTH_LIMIT,
@@ -32,7 +34,8 @@ from idp.services.api_tokens import (
     ApiTokenService,
     granted,
 )
-from idp.services.clients import CLAIMING_CHECKPOINT, VERSION_CHECKPOINT
+from idp.services.client_fields import fields_of
+from idp.services.clients import CLAIMING_CHECKPOINT, VERSION_CHECKPOINT, StaleClientError
 from idp.services.users import EMAIL_FREE_CHECKPOINT
 from tests.support.admin import passkey_browser
 from tests.support.checkpoints import Checkpoints, wait_until
@@ -551,6 +554,54 @@ def test_patch_needs_the_current_etag(storage_app: Flask, api: Api) -> None:
     problem(bad, 422, "invalid-value")
     assert rows(storage_app, Client)[0].name == "Renamed"
     assert rows(storage_app, Client)[0].version == 2
+
+
+def test_a_patch_that_changes_nothing_claims_no_version_and_records_nothing(
+    storage_app: Flask, api: Api
+) -> None:
+    """A PATCH that sets every member to what it is answers as any PATCH (200, the client), but
+    claims no new version (the ETag stays, so no automation's next If-Match fails for nothing,
+    and no process empties its client cache) and writes no ``client.updated`` event of no
+    change. Its If-Match is still checked. A user's or a group's PATCH of nothing records
+    nothing either."""
+    client_id = create(api)["client_id"]
+    path = f"/clients/{client_id}"
+    before = api.call("GET", path)
+    stored = rows(storage_app, Client)[0]
+    generation = client_cache.generation()
+    same = {"name": "App", "redirect_uris": [REDIRECT]}
+    for body in (same, {}):
+        patched = api.call("PATCH", path, body, headers={"If-Match": '"v1"'})
+        assert patched.status_code == 200, patched.text
+        assert patched.headers["ETag"] == '"v1"'
+        assert patched.get_json() == before.get_json()
+    assert client_cache.generation() == generation
+    after = rows(storage_app, Client)[0]
+    assert (after.version, after.updated_at) == (1, stored.updated_at)
+    assert "client.updated" not in [kind for kind, _ in audit_kinds(storage_app)]
+    # A change of nothing from a version that is no longer the stored one is refused as any
+    # stale change: in the view (412), and in the service, which reads the stored version.
+    renamed = api.call("PATCH", path, {"name": "Renamed"}, headers={"If-Match": '"v1"'})
+    assert renamed.status_code == 200, renamed.text
+    problem(api.call("PATCH", path, {"name": "Renamed"}, headers={"If-Match": '"v1"'}),
+            412, "precondition-failed")  # fmt: skip
+    with storage_app.app_context():
+        found = db.session.get_one(Client, client_id)
+        with pytest.raises(StaleClientError):
+            services().clients.update(found, fields_of(found), expected_version=1)
+
+    user = api.call("POST", "/users", {"email": "ann@example.com", "name": "Ann",
+                                       "invite": False}).get_json()  # fmt: skip
+    same_user = api.call("PATCH", f"/users/{user['id']}", {"name": "Ann", "admin": False})
+    assert same_user.status_code == 200, same_user.text
+    group = {"name": "staff", "display_name": "Staff"}
+    assert api.call("POST", "/groups", group).status_code == 201
+    same_group = api.call("PATCH", "/groups/staff", group | {"description": ""})
+    assert same_group.status_code == 200, same_group.text
+    kinds = [kind for kind, _ in audit_kinds(storage_app)]
+    assert kinds.count("client.updated") == 1  # the rename
+    assert not {"admin.user_renamed", "admin.user_demoted", "group.renamed",
+                "group.updated"} & set(kinds)  # fmt: skip
 
 
 def test_if_match_is_a_list_of_strong_tags_and_never_a_blind_star(api: Api) -> None:
