@@ -5,10 +5,11 @@ One browser profile per screen walks the pages in turn, as people reach them: th
 (passkey autofill offered) and its password step, recovery, sign-up, the "create a passkey?"
 prompt, the password's second step (authenticator app, backup code) and the session a backup code
 recovers and the same session past its time, consent, the device flow, an invitation and a login
-link, sign-out, the error pages, every portal page (an email change's confirmation too) and every
-admin console page (a client's back-channel logout failures too). The test fails at the end with
-each page's violations (rule, impact, the elements, what is wrong); each page's screenshot is in
-test-artifacts/screenshots/."""
+link, sign-out, the error pages, the page that posts a form as it loads (form_post's answer, with
+and without scripts, and a cross-site POST sent again), every portal page (an email change's
+confirmation too) and every admin console page (a client's back-channel logout failures too). The
+test fails at the end with each page's violations (rule, impact, the elements, what is wrong);
+each page's screenshot is in test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -132,6 +133,53 @@ def _error_pages(audit: Audit, app: RelyingParty) -> None:
     audit.open(bad.url.removeprefix(audit.idp.url), re.compile("."), "error-bad-request")
     audit.open("/no-such-page", re.compile("."), "error-not-found")
     audit.open(f"/login/link/{secrets.token_urlsafe(32)}", re.compile("."), "error-spent-link")
+
+
+#: The state of the authorization requests whose self-posting page the walk holds.
+HELD_STATE = "self-posting-held"
+#: The self-posting page (idp/templates/self_posting_form.html) posts its form as it loads; on a
+#: page whose query carries ``HELD_STATE`` the form's submit() does nothing, so the page stays to
+#: be checked as a user sees it until the browser leaves.
+HOLD_SELF_POSTING = f"""(() => {{
+  const submit = HTMLFormElement.prototype.submit;
+  HTMLFormElement.prototype.submit = function () {{
+    if (new URLSearchParams(location.search).get("state") !== "{HELD_STATE}") submit.call(this);
+  }};
+}})();"""
+#: A relying party's page on another site, whose form posts to idp's authorization endpoint.
+CROSS_SITE_FORM = "https://rp.example/sign-in"
+
+
+def _self_posting_pages(audit: Audit, app: RelyingParty) -> None:
+    """The page that posts a form as it loads, caught before it does: form_post's answer (OAuth
+    2.0 Form Post Response Mode 2; signed out, ``prompt=none`` answers ``login_required`` there)
+    as a browser with scripts shows it and as one without shows it (its button), and a relying
+    party's cross-site POST sent again from idp's origin (idp.web.same_site)."""
+    page, idp = audit.page, audit.idp
+    page.add_init_script(HOLD_SELF_POSTING)
+    heading = re.compile("^Returning to the application")
+    answer = app.authorization(response_mode="form_post", prompt="none", state=HELD_STATE)
+    audit.open(answer.url.removeprefix(idp.url), heading, "form-post")
+    # Loaded with scripts off, the page is parsed as a browser without scripts parses it (the
+    # <noscript> button shown, nothing posted); they are back on for axe, which runs as a script.
+    audit.user.cdp.send("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        page.goto(answer.url)
+    finally:
+        audit.user.cdp.send("Emulation.setScriptExecutionDisabled", {"value": False})
+    expect(page.get_by_role("button", name="Continue")).to_be_visible()
+    audit.check("form-post-without-scripts")
+
+    action = f"{idp.url}/authorize?state={HELD_STATE}"
+    form = (f'<!doctype html><html lang="en"><title>Sign in</title><form method="post" '
+            f'action="{action}"><input type="hidden" name="client_id" value="{app.client_id}">'
+            '<button>Sign in with idp</button></form></html>')  # fmt: skip
+    page.route(CROSS_SITE_FORM, lambda route: route.fulfill(body=form, content_type="text/html"))
+    page.goto(CROSS_SITE_FORM)
+    page.get_by_role("button", name="Sign in with idp").click()
+    expect(page.get_by_role("heading", name=re.compile("^Continuing"))).to_be_visible()
+    audit.check("cross-site-post-again")
+    page.unroute(CROSS_SITE_FORM)
 
 
 def _sign_up(audit: Audit) -> str:
@@ -430,6 +478,7 @@ def test_every_page_meets_wcag_2_2_aa(idp: LiveIdp, new_user: NewUser, device: s
         _device_flow(audit)
         _console(audit, email)
         _error_pages(audit, app)
+        _self_posting_pages(audit, app)
     _password_user(audit)
     assert len(audit.checked) >= 50, audit.checked
     if audit.found:
