@@ -141,7 +141,7 @@ def _refused(service: UserAdmin, action: str, subject: User, failure: UserAdminE
 
 def _act(user_id: str, action: str, done: str, *, locked: bool = False) -> Any:
     """Run one admin action on a user, commit it with its audit record, and go back.
-    ``locked``: the user's row read anew and held to the commit (idp.services.user_admin.get)."""
+    ``locked``: the user's row read anew and held to the commit (``UserAdmin.get``)."""
     subject = _user(user_id, locked=locked)
     service = user_admin()
     now = clock().now()

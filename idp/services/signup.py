@@ -33,7 +33,7 @@ from idp.services.login_links import INVITE, MAX_TOKEN_LENGTH, LoginLinkService
 from idp.services.notifications import Notifier
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
-from idp.services.user_admin import has_way_in
+from idp.services.user_directory import has_way_in
 from idp.services.users import UserService
 
 #: The audit events of a sign-in method added to an account (idp.services.passkeys, the portal).

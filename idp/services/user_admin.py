@@ -1,6 +1,7 @@
-"""What admins decide about users: find, create, invite, disable, enable, delete, promote, demote,
-and take back sign-in methods, sessions and consents. No Flask: the console, the admin API and
-the ``idp users`` commands share this service.
+"""What admins decide about users: create, invite, disable, enable, delete, promote, demote, and
+take back sign-in methods, sessions and consents, on the users they find and read through
+``idp.services.user_directory``. No Flask: the console, the admin API and the ``idp users``
+commands share this service.
 
 Every action is audited with the admin as actor and the user as subject (docs/architecture.md,
 "Invariants"). The last active admin can be neither disabled, demoted nor deleted: that check and
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.errors import DomainError
-from idp.models import AccessToken, BrowserSession, LoginLink, Passkey, TotpCredential, User
+from idp.models import AccessToken, LoginLink, Passkey, User
 from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
 from idp.services.audit import RequestContext
@@ -30,13 +31,12 @@ from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
 from idp.services.method_removal import CONSOLE_CHECKPOINT, remove_passkey
 from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
-from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.token_creators import revoke_created_by
 from idp.services.totp import TotpService
+from idp.services.user_directory import UserDirectory
 from idp.services.users import UserService
 
-PAGE_SIZE = 25
 #: One-time links an admin hands out: 15 minutes by default (settings), never beyond a day.
 MIN_LINK_TTL = 60
 MAX_LINK_TTL = 24 * 3600
@@ -55,22 +55,6 @@ class LastAdminError(UserAdminError):
 
 
 @dataclass(frozen=True)
-class UserPage:
-    users: list[User]
-    page: int
-    total: int
-    page_size: int = PAGE_SIZE
-
-    @property
-    def has_next(self) -> bool:
-        return self.page * self.page_size < self.total
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-
-@dataclass(frozen=True)
 class IssuedLink:
     """A freshly issued login link or invite: the URL is shown to the admin once, here only."""
 
@@ -82,22 +66,15 @@ class IssuedLink:
         return link_id(self.link)
 
 
-def has_way_in(db: Session, user: User) -> bool:
-    """A passkey, a password or an enrolled authenticator app: an account that was set up."""
-    if user.password_hash is not None or has_passkey(db, user.id):
-        return True
-    totp = db.get(TotpCredential, user.id)
-    return totp is not None and totp.confirmed_at is not None
-
-
 def check_link_ttl(ttl: int) -> int:
     if not MIN_LINK_TTL <= ttl <= MAX_LINK_TTL:
         raise UserAdminError("A link must be valid between 1 minute and 24 hours.")
     return ttl
 
 
-class UserAdmin:
-    """The admin's powers over users. ``actor_id`` is the admin (or ``"cli"``) doing it."""
+class UserAdmin(UserDirectory):
+    """The admin's powers over users. ``actor_id`` is the admin (or ``"cli"``) doing it; what
+    the admin finds and reads first is ``UserDirectory``'s."""
 
     def __init__(
         self,
@@ -113,9 +90,8 @@ class UserAdmin:
         allow_local_domains: bool = False,
     ) -> None:
         """``allow_local_domains``: development addresses (idp.services.email_addresses)."""
-        self.db = db
+        super().__init__(db, passwords=passwords)
         self.allow_local_domains = allow_local_domains
-        self.passwords = passwords
         self.notifier = notifier
         self.backup_codes = backup_codes
         self.totp = totp
@@ -136,46 +112,6 @@ class UserAdmin:
             reason="last_admin" if isinstance(error, LastAdminError) else "refused",
             message=str(error),
         )  # fmt: skip
-
-    # -- finding ----------------------------------------------------------------------------------
-    def search(self, query: str = "", page: int = 1) -> UserPage:
-        """Users whose email or name contains ``query`` (case-insensitive), newest first."""
-        page = max(page, 1)
-        criteria = []
-        needle = " ".join(query.split())[:200].lower()
-        if needle:
-            # LIKE's wildcards in the query are literal characters.
-            escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-            criteria.append(
-                or_(
-                    User.email.like(pattern, escape="\\"),
-                    func.lower(User.name).like(pattern, escape="\\"),
-                )
-            )
-        total = self.db.scalar(select(func.count()).select_from(User).where(*criteria)) or 0
-        users = list(
-            self.db.scalars(
-                select(User)
-                .where(*criteria)
-                .order_by(User.created_at.desc(), User.id)
-                .offset((page - 1) * PAGE_SIZE)
-                .limit(PAGE_SIZE)
-            )
-        )
-        return UserPage(users=users, page=page, total=total)
-
-    def get(self, user_id: str, *, locked: bool = False) -> User | None:
-        """``locked``: read anew, the row held until the transaction ends (idp.database)."""
-        if not user_id or len(user_id) > 64:
-            return None
-        return self.db.get(User, user_id, with_for_update=locked or None, populate_existing=locked)
-
-    def find(self, email_or_id: str) -> User | None:
-        """By email (the CLI's usual handle) or by id (``sub``)."""
-        return UserService(self.db, self.passwords).find_by_email(email_or_id) or self.get(
-            email_or_id
-        )
 
     # -- creating ---------------------------------------------------------------------------------
     def create(
@@ -259,42 +195,10 @@ class UserAdmin:
         )  # fmt: skip
         return IssuedLink(link=link, url=url_for_secret(purpose, secret))
 
-    def live_links(self, user: User, now: datetime) -> list[LoginLink]:
-        return LoginLinkService(self.db).live_links(user, now)
-
     def revoke_link(self, user: User, public_id: str, now: datetime) -> None:
         if not LoginLinkService(self.db).revoke(user, public_id[:64], now):
             raise UserAdminError("That link was already used, revoked or never existed.")
         self._audit("admin.login_link_revoked", user, link_id=public_id[:64])
-
-    # -- what the detail page shows -----------------------------------------------------------
-    def has_way_in(self, user: User) -> bool:
-        return has_way_in(self.db, user)
-
-    def passkeys(self, user: User) -> list[Passkey]:
-        return list(
-            self.db.scalars(
-                select(Passkey).where(Passkey.user_id == user.id).order_by(Passkey.created_at)
-            )
-        )
-
-    def sessions(self, user: User, now: datetime) -> list[BrowserSession]:
-        return list(
-            self.db.scalars(
-                select(BrowserSession)
-                .where(
-                    BrowserSession.user_id == user.id,
-                    BrowserSession.revoked_at.is_(None),
-                    BrowserSession.expires_at > now,
-                )
-                .order_by(BrowserSession.last_seen_at.desc())
-            )
-        )
-
-    def consents(self, user: User, now: datetime) -> list[portal.ConnectedApp]:
-        """The user's connected apps, as their portal lists them (first-party apps holding a
-        live refresh token included)."""
-        return portal.connected_apps(self.db, user, now)
 
     # -- taking back sign-in methods, sessions, consents --------------------------------------
     def revoke_passkey(self, user: User, credential_id: str, now: datetime) -> int | None:

@@ -1,0 +1,124 @@
+"""Finding users, and what the console shows of one: the search, the look-ups by id and email,
+and the detail page's passkeys, sessions, connected apps and live links. No Flask, and no change:
+``idp.services.user_admin.UserAdmin``, which acts on what is found here, is one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from idp.models import BrowserSession, LoginLink, Passkey, TotpCredential, User
+from idp.services import portal
+from idp.services.login_links import LoginLinkService
+from idp.services.passkeys import has_passkey
+from idp.services.passwords import PasswordService
+from idp.services.users import UserService
+
+PAGE_SIZE = 25
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    page: int
+    total: int
+    page_size: int = PAGE_SIZE
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.total
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+
+def has_way_in(db: Session, user: User) -> bool:
+    """A passkey, a password or an enrolled authenticator app: an account that was set up."""
+    if user.password_hash is not None or has_passkey(db, user.id):
+        return True
+    totp = db.get(TotpCredential, user.id)
+    return totp is not None and totp.confirmed_at is not None
+
+
+class UserDirectory:
+    """The users as an admin finds and reads them."""
+
+    def __init__(self, db: Session, *, passwords: PasswordService) -> None:
+        self.db = db
+        self.passwords = passwords
+
+    # -- finding ----------------------------------------------------------------------------------
+    def search(self, query: str = "", page: int = 1) -> UserPage:
+        """Users whose email or name contains ``query`` (case-insensitive), newest first."""
+        page = max(page, 1)
+        criteria = []
+        needle = " ".join(query.split())[:200].lower()
+        if needle:
+            # LIKE's wildcards in the query are literal characters.
+            escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            criteria.append(
+                or_(
+                    User.email.like(pattern, escape="\\"),
+                    func.lower(User.name).like(pattern, escape="\\"),
+                )
+            )
+        total = self.db.scalar(select(func.count()).select_from(User).where(*criteria)) or 0
+        users = list(
+            self.db.scalars(
+                select(User)
+                .where(*criteria)
+                .order_by(User.created_at.desc(), User.id)
+                .offset((page - 1) * PAGE_SIZE)
+                .limit(PAGE_SIZE)
+            )
+        )
+        return UserPage(users=users, page=page, total=total)
+
+    def get(self, user_id: str, *, locked: bool = False) -> User | None:
+        """``locked``: read anew, the row held until the transaction ends (idp.database)."""
+        if not user_id or len(user_id) > 64:
+            return None
+        return self.db.get(User, user_id, with_for_update=locked or None, populate_existing=locked)
+
+    def find(self, email_or_id: str) -> User | None:
+        """By email (the CLI's usual handle) or by id (``sub``)."""
+        return UserService(self.db, self.passwords).find_by_email(email_or_id) or self.get(
+            email_or_id
+        )
+
+    # -- what the detail page shows -----------------------------------------------------------
+    def has_way_in(self, user: User) -> bool:
+        return has_way_in(self.db, user)
+
+    def passkeys(self, user: User) -> list[Passkey]:
+        return list(
+            self.db.scalars(
+                select(Passkey).where(Passkey.user_id == user.id).order_by(Passkey.created_at)
+            )
+        )
+
+    def sessions(self, user: User, now: datetime) -> list[BrowserSession]:
+        return list(
+            self.db.scalars(
+                select(BrowserSession)
+                .where(
+                    BrowserSession.user_id == user.id,
+                    BrowserSession.revoked_at.is_(None),
+                    BrowserSession.expires_at > now,
+                )
+                .order_by(BrowserSession.last_seen_at.desc())
+            )
+        )
+
+    def consents(self, user: User, now: datetime) -> list[portal.ConnectedApp]:
+        """The user's connected apps, as their portal lists them (first-party apps holding a
+        live refresh token included)."""
+        return portal.connected_apps(self.db, user, now)
+
+    def live_links(self, user: User, now: datetime) -> list[LoginLink]:
+        return LoginLinkService(self.db).live_links(user, now)
