@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import url_for
+from flask import g, url_for
 from sqlalchemy import select
 
 from idp import checkpoints
@@ -58,13 +58,19 @@ def _admin_needs_scope(user: User, why: str) -> None:
         require_scope(ADMINS_SCOPE, why)
 
 
-def _user_to_change(user_id: str, why: str) -> User:
+def _user_to_change(user_id: str, why: str, *, promotion: bool = False) -> User:
     """The user, read anew and held (PostgreSQL's row lock, SQLite's write lock) from before the
     admin check to the change's commit: a promotion committed first is seen here (403 without
     ``ADMINS_SCOPE``), one after waits for the change. Read unheld, the check saw a member and
     the change was written on the admin a racing promotion had just made: a ``users:write``
-    token disabling, renaming or deleting an admin (docs/api.md)."""
-    user = _user(user_id, locked=True)
+    token disabling, renaming or deleting an admin (docs/api.md).
+
+    A token that may act on admins has no check to outrun, and reads the row unheld as before:
+    holding it, then the active admins' rows (a disable, demotion or deletion of an admin:
+    ``UserAdmin._locking_admins``) would take locks in another order than a second such change
+    running at once, a deadlock on PostgreSQL. A promotion holds it too, so that it waits for a
+    change in flight and finds a deleted user gone (404, not the 500 of an UPDATE of no row)."""
+    user = _user(user_id, locked=promotion or ADMINS_SCOPE not in g.api_scopes)
     _admin_needs_scope(user, why)
     return user
 
@@ -129,7 +135,7 @@ def get_user(user_id: str) -> Any:
            response=schemas.UserOut,
            refusals=("last-admin", "invalid-value"))  # fmt: skip
 def patch_user(user_id: str, body: schemas.UserPatch) -> Any:
-    user = _user_to_change(user_id, "Changing an admin")
+    user = _user_to_change(user_id, "Changing an admin", promotion=body.admin is True)
     if body.admin:
         require_scope(ADMINS_SCOPE, "Making an admin")
 

@@ -78,3 +78,36 @@ def test_a_users_write_change_racing_a_promotion_never_changes_an_admin(
         # The change was written while the user was a member, the promotion after it.
         assert outcome["promote"].status_code == 303, outcome["promote"].text
         assert order == [event, "admin.user_promoted"]
+
+
+def test_two_admins_disabled_at_once_by_tokens_that_may_act_on_admins_are_both_disabled(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """A token with ``admins:write`` has no admin check to outrun and holds no user's row before
+    the active admins' rows (``UserAdmin._locking_admins``): two such disables of two admins at
+    once, each held where it would write, both succeed. Holding each target's row first took the
+    locks in two orders, and PostgreSQL ended one request as a deadlock (a 500)."""
+    create_user(storage_app, email="root@example.com", admin=True)
+    first = create_user(storage_app, email="first@example.com", admin=True)
+    second = create_user(storage_app, email="second@example.com", admin=True)
+    ops = Api(storage_app, issue(storage_app, "admins:write", name="ops"))
+    outcome: dict[str, Any] = {}
+
+    with checkpoints.holding(ACTING_CHECKPOINT):
+        one = in_thread(outcome, "one", lambda: ops.call("POST", f"/users/{first.id}/disable"))
+        wait_until(lambda: checkpoints.arrivals(ACTING_CHECKPOINT) >= 1 or not one.is_alive(),
+                   "the first disable reached its checkpoint")  # fmt: skip
+        assert one.is_alive(), outcome
+        two = in_thread(outcome, "two", lambda: ops.call("POST", f"/users/{second.id}/disable"))
+        wait_until(lambda: checkpoints.arrivals(ACTING_CHECKPOINT) >= 2 or not two.is_alive()
+                   or waits_for_a_lock(storage_app, two),
+                   "the second disable reached its checkpoint or waits for a lock")  # fmt: skip
+    for thread in (one, two):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "one error" not in outcome, outcome
+    assert "two error" not in outcome, outcome
+    assert outcome["one"].status_code == 200, outcome["one"].text
+    assert outcome["two"].status_code == 200, outcome["two"].text
+    disabled = rows(storage_app, User, User.id.in_([first.id, second.id]))
+    assert all(user.disabled_at is not None for user in disabled)
