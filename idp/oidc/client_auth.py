@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InvalidClientError,
     OAuth2Request,
@@ -267,3 +268,17 @@ def registered_method_refusal(client: Client, description: str) -> str:
     if description.startswith(_GENERIC_CLIENT_AUTH_FAILURE):
         return hint
     return f"{description} {hint}"
+
+
+class RealmedInvalidClientError(InvalidClientError):
+    """RFC 6749 5.2: a client that tried the Authorization header gets 401 and a challenge of its
+    scheme, Basic, whose ``realm`` RFC 7617 2 requires (Authlib's challenge has none); the
+    realm the userinfo endpoint's Bearer challenge names too."""
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = OAuth2Error.get_headers(self)
+        if self.status_code == 401:
+            description = self.get_error_description().replace('"', "|")
+            headers.append(("WWW-Authenticate", f'Basic realm="idp", error="{self.error}", '
+                                                f'error_description="{description}"'))  # fmt: skip
+        return headers

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InsecureTransportError,
     InvalidClientError,
@@ -43,6 +42,7 @@ from idp.oidc.client_auth import (
     CLIENT_AUTH_METHODS,
     CONFIDENTIAL_AUTH_METHODS,
     PrivateKeyJWT,
+    RealmedInvalidClientError,
     authenticate_client_secret_basic,
     claimed_client_id,
     mixed_authentication_refusal,
@@ -418,20 +418,6 @@ class IdpAuthorizationServer(AuthorizationServer):
             raise RealmedInvalidClientError(
                 description=description, status_code=error.status_code
             ) from None
-
-
-class RealmedInvalidClientError(InvalidClientError):
-    """RFC 6749 5.2: a client that tried the Authorization header gets 401 and a challenge of its
-    scheme, Basic, whose ``realm`` RFC 7617 2 requires (Authlib's challenge has none); the
-    realm the userinfo endpoint's Bearer challenge names too."""
-
-    def get_headers(self) -> list[tuple[str, str]]:
-        headers: list[tuple[str, str]] = OAuth2Error.get_headers(self)
-        if self.status_code == 401:
-            description = self.get_error_description().replace('"', "|")
-            headers.append(("WWW-Authenticate", f'Basic realm="idp", error="{self.error}", '
-                                                f'error_description="{description}"'))  # fmt: skip
-        return headers
 
 
 def create_authorization_server(app: Flask) -> AuthorizationServer:
