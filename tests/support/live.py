@@ -145,7 +145,12 @@ class LiveIdp:
         return result
 
     def cli_in_process(self, *args: str, input: str | None = None) -> Any:
-        """``run_in_process`` and its JSON output (pass ``--json`` where needed)."""
+        """``run_in_process`` and its JSON output (pass ``--json`` where needed). A deployment
+        served from another checkout's code (``PYTHONPATH`` in its environment: bench.compare)
+        runs the command as that code, in a process of its own: this process's code would meet
+        a schema of another revision."""
+        if "PYTHONPATH" in self.env:
+            return self.cli(*args, input=input)
         return json.loads(self.run_in_process(*args, input=input).stdout)
 
     def create_user(
