@@ -222,6 +222,22 @@ def a_token(rig: Rig, method: str, which: str) -> str:
 WHICH_TOKEN = st.sampled_from(("access", "refresh", "none", "another client's"))
 
 
+def _ask_about_a_token(
+    rig: Rig,
+    path: str,
+    method: str,
+    which: str,
+    broken: str | None,
+    fuzz: list[tuple[str, str]],
+    kind: str,
+) -> tuple[list[tuple[str, str]], dict[str, str], Any]:
+    """Introspection's and revocation's request: a token of ``which`` kind, the client's
+    authentication by ``method`` (``broken`` spoiling it) and the fuzzed pairs, as ``kind``."""
+    auth_pairs, headers = client_auth(rig, method, None if broken is None else header_safe(broken))
+    pairs = [("token", a_token(rig, method, which)), *auth_pairs, *fuzz]
+    return pairs, headers, send(rig, path, pairs, kind, headers)
+
+
 @given(
     method=st.sampled_from(AUTH_METHODS),
     which=WHICH_TOKEN,
@@ -238,9 +254,9 @@ def _introspection_example(
     fuzz: list[tuple[str, str]],
     kind: str,
 ) -> None:
-    auth_pairs, headers = client_auth(rig, method, None if broken is None else header_safe(broken))
-    pairs = [("token", a_token(rig, method, which)), *auth_pairs, *fuzz]
-    response = send(rig, "/introspect", pairs, kind, headers)
+    pairs, headers, response = _ask_about_a_token(
+        rig, "/introspect", method, which, broken, fuzz, kind
+    )
     if response.status_code == 200:
         check_each_once(pairs, kind)
         # RFC 7662 2.2: always ``active``; anything else only for an active token.
@@ -275,9 +291,7 @@ def _revocation_example(
     fuzz: list[tuple[str, str]],
     kind: str,
 ) -> None:
-    auth_pairs, headers = client_auth(rig, method, None if broken is None else header_safe(broken))
-    pairs = [("token", a_token(rig, method, which)), *auth_pairs, *fuzz]
-    response = send(rig, "/revoke", pairs, kind, headers)
+    pairs, headers, response = _ask_about_a_token(rig, "/revoke", method, which, broken, fuzz, kind)
     if response.status_code == 200:
         check_each_once(pairs, kind)
         # RFC 7009 2.2: 200 for a revoked token and for an invalid one alike.
