@@ -364,9 +364,10 @@ def clients_edit(
         secret = None
         if changes or not (allowed_groups or allow_everyone or claim_maps or clear_claim_maps):
             fields = dataclasses.replace(fields_of(client), **changes)
-            secret = _client_service().update(
-                client, fields, actor=_cli_actor(), confirm_subject_change=confirm_subject_change
-            )
+            # Only onto the version read (RFC 9110 13.1.1): ``fields`` copies that version.
+            secret = _client_service().update(client, fields, actor=_cli_actor(),
+                expected_version=client.version,
+                confirm_subject_change=confirm_subject_change)  # fmt: skip
         _apply_group_options(client, allowed_groups, allow_everyone, claim_maps, clear_claim_maps)
         db.session.commit()
         emit(_describe_client(client) | {"client_secret": secret}, as_json, _client_text)

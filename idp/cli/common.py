@@ -25,15 +25,20 @@ def fail(message: str) -> NoReturn:
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """The one place where the command line turns errors of the layers below into its own: a
-    service's refusal (:class:`idp.errors.DomainError`) becomes the command's error message, and
+    service's refusal (:class:`idp.errors.DomainError`) becomes the command's error message, as
+    does a change that lost to another (:class:`idp.errors.StaleVersionError`), and
     a configuration that does not load (:class:`idp.settings.SettingsError`) one that says so."""
-    from idp.errors import DomainError
+    from idp.errors import DomainError, StaleVersionError
     from idp.settings import SettingsError
 
     try:
         yield
     except DomainError as error:
         raise click.ClickException(str(error)) from error
+    except StaleVersionError as error:
+        raise click.ClickException(
+            f"{error}, by another change while this command ran: nothing was changed; run it again"
+        ) from error
     except SettingsError as error:
         raise click.ClickException(f"configuration: {error}") from error
 

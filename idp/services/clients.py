@@ -17,6 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import checkpoints
 from idp.clock import SYSTEM_CLOCK, Clock
+from idp.errors import StaleVersionError
 from idp.models import AccessToken, Client
 from idp.models.base import random_id
 from idp.models.clients import KIND_SPA, KIND_WEB, PUBLIC_KINDS
@@ -81,8 +82,12 @@ class SubjectChangeUnconfirmedError(ClientRegistrationError):
     """The change would give every user of the client another ``sub`` and was not confirmed."""
 
 
-class StaleClientError(Exception):
+class StaleClientError(StaleVersionError):
     """The client changed since the version the caller read (another change won)."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client {client_id} changed since it was read")
+        self.client_id = client_id
 
 
 #: Where an update from an expected version is held, in tests, before it claims that version, and
@@ -276,8 +281,8 @@ class ClientService:
             return None
         claim_version(self.db, client, expected_version)
         # Decided again on the registration as stored, now that its row is locked: ``client``
-        # may be a copy read before another admin's confirmed change (the command line applies
-        # to no version), whose old redirect URIs would change every ``sub`` back.
+        # may be a copy read before another admin's confirmed change (a caller that applies to
+        # no version), whose old redirect URIs would change every ``sub`` back.
         subjects_before = _stored_subjects(self.db, client)
         if subjects_before != subjects_after and not confirm_subject_change:
             raise SubjectChangeUnconfirmedError(

@@ -377,6 +377,35 @@ def test_clients_create_and_edit_allow_the_device_grant(idp: Idp) -> None:
     assert edited["grant_types"] == ["authorization_code", device]
 
 
+def test_clients_edit_refuses_to_overwrite_a_change_made_after_its_read(
+    idp: Idp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/security.md: `clients edit` copies every setting it is not given from the client as
+    it read it, so it applies only onto that version (RFC 9110 13.1.1): another admin's change
+    committed between its read and its write makes it fail in one line, changing nothing."""
+    import idp.cli.clients as cli_clients
+
+    created = idp.create_client()
+    read_client = cli_clients._load_client
+
+    def read_then_another_admin_renames(client_id: str) -> Client:
+        client = read_client(client_id)
+        with idp.session() as other, other.begin():
+            other.execute(
+                update(Client)
+                .where(Client.client_id == client_id)
+                .values(name="Renamed meanwhile", version=Client.version + 1)
+            )
+        return client
+
+    monkeypatch.setattr(cli_clients, "_load_client", read_then_another_admin_renames)
+    result = idp.run("clients", "edit", created["client_id"], "--logo-uri", "https://rp.example/l")
+    assert_refused_in_one_line(result, created["client_id"], "changed since", "nothing was changed")
+    monkeypatch.undo()
+    shown = idp.json("clients", "show", created["client_id"])
+    assert (shown["name"], shown["logo_uri"]) == ("Renamed meanwhile", None)
+
+
 def test_clients_create_text_output_warns_the_secret_is_shown_once(idp: Idp) -> None:
     output = idp.ok("clients", "create", "--name", "Wiki", "--redirect-uri", REDIRECT_URI).output
     assert "shown once" in output
