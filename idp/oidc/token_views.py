@@ -110,7 +110,13 @@ def _userinfo(current: Request) -> Answer:
     scheme, _, value = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token_value = value.strip() if scheme.lower() == "bearer" else ""
     if current.method == "POST" and current.mimetype == "application/x-www-form-urlencoded":
-        in_body = current.form.get("access_token", "")
+        sent = current.form.getlist("access_token")
+        if len(sent) > 1 or (sent and "access_token" in _query_names(current)):
+            # RFC 6749 3.2 (which RFC 6750 2.2 builds on): no parameter more than once; the
+            # first value was read, so an answer could be about another token than the client
+            # meant. Once in the body and once in the query is twice too.
+            return _bearer_error(400, "invalid_request", "Send the access token once.")
+        in_body = sent[0] if sent else ""
         if token_value and in_body:
             # RFC 6750 2 and 3.1: "Clients MUST NOT use more than one method to transmit the
             # token in each request": invalid_request.
@@ -134,6 +140,11 @@ def _userinfo(current: Request) -> Answer:
         subject=access_token.subject,
     )  # fmt: skip
     return Answer.json(200, claims, ("Cache-Control", "no-store"))
+
+
+def _query_names(current: Request) -> Any:
+    # The query parsed only when there is one (most requests have none).
+    return current.args if current.environ.get("QUERY_STRING") else ()
 
 
 def _bearer_error(status: int, error: str | None, description: str = "") -> Answer:

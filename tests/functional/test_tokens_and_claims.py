@@ -222,6 +222,22 @@ def test_userinfo_refuses_a_token_sent_two_ways(rp: RelyingParty, tokens: dict[s
     assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
 
 
+@pytest.mark.parametrize("query", ["", "?access_token=other"])
+def test_userinfo_refuses_a_token_sent_twice(
+    rp: RelyingParty, tokens: dict[str, Any], query: str
+) -> None:
+    """RFC 6749 3.2 and RFC 6750 2.2: no parameter more than once, in the body or once in the
+    body and once in the query; the first value was read. 400 invalid_request with the Bearer
+    challenge, as the token endpoint refuses a repeated parameter."""
+    token = tokens["access_token"]
+    body = f"access_token={token}" + ("&access_token=other" if not query else "")
+    response = rp.browser.post(f"/userinfo{query}", data=body,
+                               content_type="application/x-www-form-urlencoded")  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert response.get_json()["error"] == "invalid_request"
+    assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+
+
 @pytest.mark.parametrize("method", ["POST", "HEAD"])
 def test_a_userinfo_request_refused_before_the_endpoint_carries_the_bearer_challenge(
     client: FlaskClient, method: str
