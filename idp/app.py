@@ -18,7 +18,7 @@ from flask import (
 )
 from flask.ctx import RequestContext
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from idp.composition import Container
 from idp.database import configure_engine, is_outage
@@ -329,6 +329,26 @@ def _is_api_request() -> bool:
     return request.path == "/api/v1" or request.path.startswith("/api/v1/")
 
 
+def _wrong_method_at_an_oauth_endpoint(app: Flask, error: MethodNotAllowed) -> Answer | None:
+    """A method an OAuth endpoint does not take (``GET /token``): routing found no endpoint, so
+    the request is matched again with a method the path takes to learn whose path it is. Its
+    clients read JSON, not a page: OAuth's ``invalid_request`` (RFC 6749 5.2) with the 405's
+    ``Allow`` (RFC 9110 15.5.6). None: the path is not an OAuth endpoint's."""
+    allowed = sorted(m for m in error.valid_methods or () if m not in ("HEAD", "OPTIONS"))
+    if not allowed:
+        return None
+    try:
+        endpoint, _ = app.url_map.bind_to_environ(request.environ).match(method=allowed[0])
+    except HTTPException:
+        return None
+    if endpoint not in OAUTH_ENDPOINTS:
+        return None
+    description = f"The {request.method} method is not allowed here; use {' or '.join(allowed)}."
+    refusal = Answer.malformed_oauth_request(405, description, endpoint)
+    refusal.headers.append(("Allow", ", ".join(sorted(error.valid_methods or ()))))
+    return refusal
+
+
 def _register_error_pages(app: Flask) -> None:
     """Calm pages for every HTTP error; never a stack trace."""
 
@@ -360,6 +380,10 @@ def _register_error_pages(app: Flask) -> None:
                 error.code or 400, description, request.endpoint
             )
             return refusal.response()
+        if isinstance(error, MethodNotAllowed):
+            refused = _wrong_method_at_an_oauth_endpoint(app, error)
+            if refused is not None:
+                return refused.response()
         title, message = error_wording(error)
         code = error.code or 500
         return render_template("errors/error.html", title=title, message=message, code=code), code

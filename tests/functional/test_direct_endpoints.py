@@ -230,3 +230,39 @@ def test_the_audit_of_a_direct_request_names_the_clients_address_and_agent(app: 
             select(AuditEvent).where(AuditEvent.kind == "token.refresh_retried")
         ).one()
         assert (event.ip_address, event.user_agent) == ("203.0.113.9", "rp-agent/1.0")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/token", "OPTIONS, POST"),
+        ("PUT", "/token", "OPTIONS, POST"),
+        ("GET", "/revoke", "OPTIONS, POST"),
+        ("GET", "/introspect", "POST"),
+        ("GET", "/device_authorization", "OPTIONS, POST"),
+        ("PUT", "/userinfo", "GET, HEAD, OPTIONS, POST"),
+        ("DELETE", "/userinfo", "GET, HEAD, OPTIONS, POST"),
+    ],
+)
+def test_a_wrong_method_at_an_oauth_endpoint_is_a_json_405_with_allow(
+    app: Flask, method: str, path: str, allow: str
+) -> None:
+    """The OAuth endpoints' clients are programs that read JSON: a method the endpoint does not
+    take is 405 with the methods it does in ``Allow`` (RFC 9110 15.5.6) and OAuth's
+    ``invalid_request`` body (RFC 6749 5.2), never stored; it was Flask's HTML page."""
+    response = app.test_client().open(path, method=method)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allow
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["error"] == "invalid_request"
+    assert method in body["error_description"]
+    if path == "/userinfo":  # RFC 6750 3: every refusal of a protected resource's carries it
+        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="idp"')
+
+
+def test_a_wrong_method_elsewhere_is_still_the_page(app: Flask) -> None:
+    response = app.test_client().put("/login", headers={"Accept": "text/html"})
+    assert response.status_code == 405
+    assert response.mimetype == "text/html"
