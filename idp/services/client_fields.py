@@ -30,7 +30,12 @@ from idp.services.claim_names import is_claim_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.display_names import BIDI_CONTROLS
 from idp.services.signing_keys import SUPPORTED_ALGS
-from idp.services.subjects import SeveralHostsError, sector_host
+from idp.services.subjects import (
+    SeveralHostsError,
+    UnencodableHostError,
+    sector_host,
+    sector_name,
+)
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -194,14 +199,20 @@ def _subject_sector(subject_type: str, sector: str | None, redirect_uris: list[s
     listing them: idp.services.subjects says why an admin names the host instead)."""
     if subject_type not in SUBJECT_TYPES:
         raise ClientRegistrationError(f"subject type must be one of {', '.join(SUBJECT_TYPES)}")
-    sector = (sector or "").strip().lower().rstrip(".") or None
     if subject_type != SUBJECT_PAIRWISE:
         return None  # a public client has no sector: a name given for one is not kept
-    if sector is not None:
+    if sector and sector.strip():
+        # The form the redirect URIs' hosts take too (idp.services.subjects.sector_name), so
+        # that a host named and the same host in a redirect URI are one sector.
+        named = sector.strip()
+        try:
+            sector = sector_name(named)
+        except UnencodableHostError:
+            sector = ""
         if len(sector) > 253 or not HOST_NAME.fullmatch(sector):
             raise ClientRegistrationError(
                 f"the sector identifier must be a host name (letters, digits, hyphens, dots): "
-                f"{sector!r}"
+                f"{named!r}"
             )
         return sector
     try:
@@ -211,6 +222,8 @@ def _subject_sector(subject_type: str, sector: str | None, redirect_uris: list[s
             f"the redirect URIs span several hosts ({hosts}): name the sector host these "
             "clients share, for pairwise subjects"
         ) from None
+    except UnencodableHostError as error:
+        raise ClientRegistrationError(f"the redirect URIs' host: {error}") from None
     return None
 
 

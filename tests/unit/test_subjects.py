@@ -23,9 +23,11 @@ from idp.services.subjects import (
     SECRET_NAME,
     SeveralHostsError,
     SubjectIdentifiers,
+    UnencodableHostError,
     ensure_secret,
     pairwise_subject,
     sector_host,
+    sector_name,
     sector_of,
     subject_key,
 )
@@ -116,6 +118,50 @@ def test_redirect_uris_on_several_hosts_name_no_sector(uris: list[str]) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ["https://app.example./cb"],
+        ["https://APP.example./cb", "https://app.example/other"],
+        ["https://b\u00fccher.example/cb"],
+        ["https://B\u00dcCHER.example./cb", "https://xn--bcher-kva.example/cb"],
+    ],
+)
+def test_one_host_is_one_sector_however_it_is_written(uris: list[str]) -> None:
+    """RFC 1034 3.1 (a trailing dot), RFC 5890 2.3.2.1 (a U-label and its A-label): one host,
+    one sector; a trailing dot or the Unicode form split the host's clients' sector in two."""
+    expected = "xn--bcher-kva.example" if "cher" in uris[0].lower() else "app.example"
+    assert sector_host(uris) == expected
+    assert sector_of(client_of(redirect_uris=uris)) == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["app.example", "a-b.c1.example", "xn--bcher-kva.example", "localhost.example", "x" * 63],
+)
+def test_a_plain_lowercase_ascii_host_keeps_its_sector_and_every_sub(host: str) -> None:
+    """The normalisation changes no sector of a client whose hosts were already lowercase ASCII
+    without a trailing dot, so no such client's users get another sub."""
+    assert sector_name(host) == host
+    client = client_of(redirect_uris=[f"https://{host}/cb"])
+    assert sector_of(client) == host
+    assert pairwise_subject(SECRET, sector_of(client), USER) == pairwise_subject(SECRET, host, USER)
+    named = client_of(sector_identifier=host, redirect_uris=["https://a.example/cb"])
+    assert sector_of(named) == host
+
+
+def test_a_host_whose_ascii_form_is_another_name_is_refused_as_a_sector() -> None:
+    """Python's IDNA 2003 maps ``fa\u00df`` to ``fass``, another registrable name: taken, it would
+    join two owners' clients in one sector. Refused at registration; a client registered before
+    keeps the sector it had."""
+    with pytest.raises(UnencodableHostError):
+        sector_name("fa\u00df.example")
+    uris = ["https://fa\u00df.example/cb"]
+    with pytest.raises(UnencodableHostError):
+        sector_host(uris)
+    assert sector_of(client_of(redirect_uris=uris)) == "fa\u00df.example"
+
+
 def test_the_subject_key_of_a_public_client_has_no_sector() -> None:
     assert subject_key(client_of(subject_type="public")) == ("public", None)
     assert subject_key(client_of()) == ("pairwise", "app.example")
@@ -173,6 +219,28 @@ def test_pairwise_redirect_uris_on_several_hosts_need_a_named_sector(
 def test_the_sector_is_a_host_name(clients: ClientService, sector: str) -> None:
     with pytest.raises(ClientRegistrationError, match="host name"):
         clients.create_from(fields(subject_type="pairwise", sector_identifier=sector))
+
+
+def test_a_named_sector_takes_the_form_of_a_redirect_uris_host(clients: ClientService) -> None:
+    """The host an admin names is one sector with the same host in a redirect URI: lowercase,
+    one trailing dot off, A-labels (idp.services.subjects.sector_name); what has no one ASCII
+    form, or two trailing dots, is refused."""
+    two_hosts = ["https://a.example/cb", "https://b.example/cb"]
+    for named, stored in (("B\u00dccher.Example.", "xn--bcher-kva.example"),
+                          ("app.example.", "app.example")):  # fmt: skip
+        new = clients.create_from(
+            fields(subject_type="pairwise", redirect_uris=two_hosts, sector_identifier=named)
+        )
+        assert new.client.sector_identifier == stored
+    for refused in ("fa\u00df.example", "app.example..", "a..b\u00fc.example"):
+        with pytest.raises(ClientRegistrationError, match="host name"):
+            clients.create_from(
+                fields(subject_type="pairwise", redirect_uris=two_hosts, sector_identifier=refused)
+            )
+    with pytest.raises(ClientRegistrationError, match="IDNA"):
+        clients.create_from(
+            fields(subject_type="pairwise", redirect_uris=["https://fa\u00df.example/cb"])
+        )
 
 
 def test_an_unknown_subject_type_is_refused(clients: ClientService) -> None:
