@@ -343,10 +343,15 @@ def _wrong_method_at_an_oauth_endpoint(app: Flask, error: MethodNotAllowed) -> A
         return None
     if endpoint not in OAUTH_ENDPOINTS:
         return None
+    from idp.oidc.token_views import DIRECT_ROUTES
+
     description = f"The {request.method} method is not allowed here; use {' or '.join(allowed)}."
     refusal = Answer.malformed_oauth_request(405, description, endpoint)
     refusal.headers.append(("Allow", ", ".join(sorted(error.valid_methods or ()))))
-    return refusal
+    # What the endpoint adds to every answer, CORS where a page calls it, so that a page's
+    # script reads this refusal as it reads the endpoint's own.
+    route = DIRECT_ROUTES.get(request.path)
+    return route.also(refusal) if route is not None else refusal
 
 
 def _register_error_pages(app: Flask) -> None:

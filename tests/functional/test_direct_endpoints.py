@@ -260,6 +260,10 @@ def test_a_wrong_method_at_an_oauth_endpoint_is_a_json_405_with_allow(
     assert method in body["error_description"]
     if path == "/userinfo":  # RFC 6750 3: every refusal of a protected resource's carries it
         assert response.headers["WWW-Authenticate"].startswith('Bearer realm="idp"')
+    # A single-page app's script reads it as it reads the endpoint's own refusals (idp.oidc.
+    # token_views ANY_ORIGIN); introspection and device authorization answer no page.
+    cors = path in ("/token", "/revoke", "/userinfo")
+    assert (response.headers.get("Access-Control-Allow-Origin") == "*") == cors
 
 
 def test_a_wrong_method_elsewhere_is_still_the_page(app: Flask) -> None:
