@@ -220,6 +220,14 @@ def a_token(rig: Rig, method: str, which: str) -> str:
 
 
 WHICH_TOKEN = st.sampled_from(("access", "refresh", "none", "another client's"))
+#: The generated parts of an introspection's or a revocation's request (``_ask_about_a_token``).
+ABOUT_A_TOKEN = {
+    "method": st.sampled_from(AUTH_METHODS),
+    "which": WHICH_TOKEN,
+    "broken": BROKEN,
+    "fuzz": fuzzed(LOOKUP_PARAMETERS),
+    "kind": st.sampled_from(BODY_KINDS),
+}
 
 
 def _ask_about_a_token(
@@ -238,13 +246,7 @@ def _ask_about_a_token(
     return pairs, headers, send(rig, path, pairs, kind, headers)
 
 
-@given(
-    method=st.sampled_from(AUTH_METHODS),
-    which=WHICH_TOKEN,
-    broken=BROKEN,
-    fuzz=fuzzed(LOOKUP_PARAMETERS),
-    kind=st.sampled_from(BODY_KINDS),
-)
+@given(**ABOUT_A_TOKEN)
 def _introspection_example(
     rig: Rig,
     tally: Tally,
@@ -275,13 +277,7 @@ def test_introspection_answers_by_rfc_7662(rig: Rig) -> None:
     assert tally["inactive"] > 0, tally
 
 
-@given(
-    method=st.sampled_from(AUTH_METHODS),
-    which=WHICH_TOKEN,
-    broken=BROKEN,
-    fuzz=fuzzed(LOOKUP_PARAMETERS),
-    kind=st.sampled_from(BODY_KINDS),
-)
+@given(**ABOUT_A_TOKEN)
 def _revocation_example(
     rig: Rig,
     tally: Tally,
