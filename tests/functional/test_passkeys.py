@@ -1117,18 +1117,25 @@ def test_a_flagged_passkey_stays_refused(
     assert last_failure_reason(app, "login.passkey") == "passkey_flagged"
 
 
-def test_the_second_step_lists_no_flagged_passkey(app: Flask, user: CreatedUser) -> None:
-    """WebAuthn L3 5.5 ``allowCredentials`` lists the credentials acceptable to the Relying
-    Party: a passkey flagged as a possible clone is refused at every sign-in, so the second step
-    after a password does not offer it (the browser would let the user pick it, in vain)."""
-    pages = PasskeyPages(app.test_client())
+def _a_working_and_a_flagged_passkey(pages: PasskeyPages, user: CreatedUser) -> SoftAuthenticator:
+    """``user`` signed in on ``pages`` with two passkeys: the working one returned, the other
+    flagged as a possible clone (a sign-in elsewhere presented a counter below idp's)."""
     pages.sign_in_with_password(user)
     working, cloned = synced(), device_bound()
     assert pages.add_passkey(cloned).status_code == 201
     assert pages.sign_in_with_passkey(cloned, counter=10).status_code == 200  # a second asks it
     assert pages.add_passkey(working).status_code == 201
-    stranger = PasskeyPages(app.test_client())
+    stranger = PasskeyPages(pages.browser.application.test_client())
     assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    return working
+
+
+def test_the_second_step_lists_no_flagged_passkey(app: Flask, user: CreatedUser) -> None:
+    """WebAuthn L3 5.5 ``allowCredentials`` lists the credentials acceptable to the Relying
+    Party: a passkey flagged as a possible clone is refused at every sign-in, so the second step
+    after a password does not offer it (the browser would let the user pick it, in vain)."""
+    pages = PasskeyPages(app.test_client())
+    working = _a_working_and_a_flagged_passkey(pages, user)
     browser = PasskeyPages(app.test_client())
     assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
     issued = browser.authentication_options(partial=True, page="/login/second-step")
@@ -1144,13 +1151,7 @@ def test_the_account_page_signals_no_flagged_passkey_as_accepted(
     until removed, so it is not among them (the credential manager would go on offering it in
     the autofill, in vain); the working one is."""
     pages = PasskeyPages(app.test_client())
-    pages.sign_in_with_password(user)
-    working, cloned = synced(), device_bound()
-    assert pages.add_passkey(cloned).status_code == 201
-    assert pages.sign_in_with_passkey(cloned, counter=10).status_code == 200  # a second asks it
-    assert pages.add_passkey(working).status_code == 201
-    stranger = PasskeyPages(app.test_client())
-    assert stranger.sign_in_with_passkey(cloned, counter=5).status_code == 400  # flagged
+    working = _a_working_and_a_flagged_passkey(pages, user)
     page = pages.browser.get("/account").text
     found = re.search(r'id="signal-details"[^>]*data-accepted="([^"]*)"', page)
     assert found is not None
