@@ -38,7 +38,7 @@ from tests.support.factories import (
     create_user,
     rows,
 )
-from tests.support.flow import RelyingParty, jwt_parts
+from tests.support.flow import RelyingParty, client_assertion, jwt_parts
 
 #: The audience draft-ietf-oauth-rfc7523bis 4 requires of a client assertion: the issuer alone.
 ISSUER = "http://localhost"
@@ -598,17 +598,7 @@ def jwt_client(app: Flask, rp_key: RSAKey) -> RegisteredClient:
 
 
 def assertion(client_id: str, key: Any, alg: str = "RS256", **overrides: Any) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": ISSUER,
-        "jti": secrets.token_urlsafe(16),
-        "iat": now,
-        "exp": now + 60,
-        **overrides,
-    }
-    return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+    return client_assertion(client_id, key, ISSUER, alg, **overrides)
 
 
 def assertion_request(value: str, **extra: str) -> dict[str, str]:

@@ -8,11 +8,13 @@ import html
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from flask.testing import FlaskClient
+from joserfc import jwt
 from werkzeug.test import TestResponse
 
 from tests.support.factories import CreatedUser, RegisteredClient
@@ -190,3 +192,21 @@ def _b64json(segment: str) -> dict[str, Any]:
     value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     assert isinstance(value, dict)
     return value
+
+
+def client_assertion(
+    client_id: str, key: Any, audience: str, alg: str = "RS256", **overrides: Any
+) -> str:
+    """A private_key_jwt client assertion (RFC 7523 3) of ``client_id``, signed with ``key``
+    for ``audience`` (idp's issuer: draft-ietf-oauth-rfc7523bis 4), valid for a minute."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "jti": secrets.token_urlsafe(16),
+        "iat": now,
+        "exp": now + 60,
+        **overrides,
+    }
+    return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])

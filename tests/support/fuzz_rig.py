@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from urllib.parse import urlencode
 import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
-from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from idp.composition import services
@@ -38,7 +36,7 @@ from tests.support.factories import (
     create_client,
     create_user,
 )
-from tests.support.flow import query_of, s256
+from tests.support.flow import client_assertion, query_of, s256
 from tests.support.fuzzing import basic, fresh_address
 
 ISSUER = "http://localhost"
@@ -163,17 +161,7 @@ class Rig:
         return [("client_id", registered.client_id)], {}
 
     def assertion(self, client_id: str, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": ISSUER,
-            "jti": secrets.token_urlsafe(16),
-            "iat": now,
-            "exp": now + 60,
-            **claims,
-        }
-        return jwt.encode({"alg": "RS256", "kid": self.key.kid}, payload, self.key)
+        return client_assertion(client_id, self.key, ISSUER, **claims)
 
     def token(self, method: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         auth_pairs, headers = self.authentication(method)
