@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
 from idp.clock import FrozenClock
-from idp.models import AccessToken, AuditEvent, Base, Client
+from idp.models import AccessToken, AuditEvent, Client
 from idp.services.audit import RequestContext
 from idp.services.client_fields import (
     ClientFields,
@@ -29,15 +27,6 @@ REDIRECT = "https://rp.example/callback"
 CLIENT_JWKS = {
     "keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]
 }
-
-
-@pytest.fixture
-def db() -> Iterator[Session]:
-    engine = create_engine("sqlite://", poolclass=StaticPool)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 @pytest.fixture

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
-from idp.models import Base, Passkey, User
+from idp.models import Passkey, User
 from idp.models.base import utcnow
 from idp.services.method_removal import MethodRemoval, Refusal
 from idp.services.sign_in_policy import SignInPolicy
@@ -19,15 +15,6 @@ PASSWORDLESS = SignInPolicy(passwords_allowed=False, signup_enabled=False)
 ADMIN_PASSKEYS = SignInPolicy(
     passwords_allowed=True, signup_enabled=False, admin_passkey_required=True
 )
-
-
-@pytest.fixture
-def db() -> Iterator[Session]:
-    engine = create_engine("sqlite://", poolclass=StaticPool)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 def user(db: Session, *, password: bool, passkeys: int, admin: bool = False) -> User:

@@ -3,16 +3,15 @@ a per-node cache, audited changes (idp.services.sign_in_policy)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import load_checked_settings
-from idp.models import AuditEvent, Base, PolicyOverride
+from idp.models import AuditEvent, PolicyOverride
 from idp.services.lifetimes import LIFETIMES, YEAR
 from idp.services.sign_in_policy import (
     PolicyCache,
@@ -29,15 +28,6 @@ from idp.settings import Settings, SettingsError, load_settings
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings()
 YUBIKEY = "ee882879-721c-4913-9775-3dfcce97072a"
-
-
-@pytest.fixture
-def db() -> Iterator[Session]:
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 def test_defaults_come_from_the_settings() -> None:

@@ -7,15 +7,13 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
-from idp.models import AuditEvent, Base, Client, InstallationSecret
+from idp.models import AuditEvent, Client, InstallationSecret
 from idp.services.client_fields import ClientFields, ClientRegistrationError, fields_of
 from idp.services.clients import ClientService, SubjectChangeUnconfirmedError
 from idp.services.crypto import KeyedHasher
@@ -35,15 +33,6 @@ from idp.services.subjects import (
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET = b"s" * 32
 USER = "u" * 32
-
-
-@pytest.fixture
-def db() -> Iterator[Session]:
-    engine = create_engine("sqlite://", poolclass=StaticPool)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
 
 
 @pytest.fixture
