@@ -351,7 +351,7 @@ class Services:
     # -- OAuth and OpenID Connect ------------------------------------------------------------------
     @property
     def grants(self) -> GrantService:
-        return GrantService(self._db())
+        return GrantService(self._db(), self.container.subjects)
 
     @property
     def device_flow(self) -> DeviceFlowService:

@@ -52,6 +52,14 @@ class Grant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The ``sub`` and ``sid`` the client was given for this grant, as its ID token names them
+    #: (pairwise for a pairwise client, idp.services.subjects): the logout token names them again
+    #: (Back-Channel Logout 1.0 2.4, 2.6), whatever the client's subject type has become since.
+    #: Recorded at the code's issue and set again at its exchange (or the device grant's poll),
+    #: where the ID token is minted, if the client's changed between the two; None in a grant
+    #: older than migration 0019, whose logout token is computed from the client's settings.
+    issued_sub: Mapped[str | None] = mapped_column(String(255), default=None)
+    issued_sid: Mapped[str | None] = mapped_column(String(64), default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
 

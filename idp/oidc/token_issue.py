@@ -11,15 +11,18 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 
 from idp.composition import clock, runtime, services
 from idp.extensions import db
-from idp.models import Client, DeviceAuthorization
+from idp.models import Client, DeviceAuthorization, Grant
 from idp.services.crypto import new_secret
 from idp.services.grants import (
     IssuedAccessToken,
     SpentCode,
     record_access_token_alone,
+    record_issued_apart,
     record_rotation_apart,
 )
 from idp.services.refresh_tokens import SpentRefreshToken, refresh_token_row
+from idp.services.spent_codes import CodeGrant
+from idp.services.subjects import Issued
 from idp.services.tokens import mint_access_token, unverified_claims
 
 ACCESS_TOKEN_ALG = "ES256"  # fast to sign and verify; RFC 9068 leaves the choice to the AS
@@ -115,6 +118,9 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
             ttl=settings.refresh_token_ttl, now=now,
             parent_hash=refresh.token_hash if refresh is not None else None,
         )  # fmt: skip
+    given = None
+    if code is not None and code.grant is not None:
+        given = _subjects_given(request.client, code.grant)
     rotation = getattr(request, "rotation", None)
     if grant is not None and rotation is not None and rotation.open:
         # The transaction of the code's or the refresh token's spend, sent already
@@ -123,6 +129,22 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         # on SQLite every other writer waits while the transaction is open (docs/performance.md,
         # "The thirteenth round").
         record_rotation_apart(rotation, issued, successor)
+        if given is not None:
+            record_issued_apart(rotation, grant.id, given)
         rotation.commit()
         return
     services().grants.record_tokens(issued, successor)
+    if grant is not None and given is not None:
+        services().grants.record_issued(grant.id, given)
+
+
+def _subjects_given(client: Client, grant: CodeGrant | Grant) -> Issued | None:
+    """The ``sub`` and ``sid`` this response's ID token names, its access token's ``sub`` too
+    (idp.oidc.server: the same client object, so the same values), when the grant does not
+    record them yet: the client's subject type or sector changed since the code's issue, or a
+    device grant, whose approval records none. Back-Channel Logout 1.0 2.4, 2.6: its logout
+    token names them again, as the relying party keyed its session on them. A code's or a
+    device grant's token response is the only one with an ID token (the refresh grant issues
+    none), so these are the latest it issued."""
+    given = runtime().subjects.issued(db.session, client, grant.user_id, grant.sid)
+    return None if given == (grant.issued_sub, grant.issued_sid) else given

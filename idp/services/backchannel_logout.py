@@ -9,12 +9,21 @@ session at idp ended (docs/integrating.md, "Back-channel logout").
   client and POSTs it (section 2.5) to the URI registered now, with bounded timeouts and no
   redirect followed. A failure stays queued for the outbox's retries and shows on the client's
   console page.
+
+The token names the user and the session by the ``sub`` and ``sid`` the client was given, as its
+grants recorded them from its ID tokens (``Grant.issued_sub``, ``Grant.issued_sid``), not by
+the client's subject type and sector now: section 2.6 has the relying party find its session by
+the values its ID token carried, and a change of the client's subjects since (docs/admins.md)
+would otherwise name values it never saw, a logout that ends nothing. A client given other
+values in the same session (an authorization before the change, one after) gets a token for
+each pair: it may keep a session on either. A grant older than migration 0019 records none:
+its token is computed from the client's settings at delivery, as before.
 """
 
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -35,7 +44,7 @@ from idp.services.deadlines import conversation_deadline
 from idp.services.notifications import tls_context
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
 from idp.services.signing_keys import KeyStore
-from idp.services.subjects import SubjectIdentifiers
+from idp.services.subjects import Issued, SubjectIdentifiers
 
 KIND = "backchannel_logout"
 CHANNEL = "http"
@@ -56,64 +65,83 @@ READ_TIMEOUT = 5
 MAX_ANSWER = 4096
 
 
+#: What ``announce_access_ended`` reads of each revoked grant: the callers' ``RETURNING``.
+REVOKED_GRANT = (Grant.client_id, Grant.sid, Grant.user_id, Grant.issued_sub, Grant.issued_sid)
+
+
 def announce(db: Session, sid: str, user_id: str, now: datetime) -> int:
     """Queue a logout announcement for every client that received tokens in session ``sid``
     (its grants carry the session's ``sid``, as its ID tokens do) and has a back-channel logout
-    URI; returns how many were queued."""
-    client_ids = list(
-        db.scalars(
-            select(Grant.client_id)
-            .join(Client, Client.client_id == Grant.client_id)
-            .where(Grant.sid == sid, Client.backchannel_logout_uri.is_not(None))
-            .distinct()
-            .order_by(Grant.client_id)
-        )
-    )
-    for client_id in client_ids:
-        _queue(db, client_id, sid, user_id, now)
-    return len(client_ids)
+    URI, one per ``sub`` and ``sid`` the client was given in it (the module's docstring);
+    returns how many were queued."""
+    given = db.execute(
+        select(Grant.client_id, Grant.issued_sub, Grant.issued_sid)
+        .join(Client, Client.client_id == Grant.client_id)
+        .where(Grant.sid == sid, Client.backchannel_logout_uri.is_not(None))
+        .distinct()
+    ).all()
+    announced = sorted({(c, sub, issued_sid) for c, sub, issued_sid in given}, key=_in_order)
+    for client_id, issued_sub, issued_sid in announced:
+        _queue(db, client_id, sid, user_id, now, _issued(issued_sub, issued_sid))
+    return len(announced)
 
 
 def announce_access_ended(
-    db: Session, revoked: Iterable[tuple[str, str | None, str]], now: datetime
+    db: Session, revoked: Iterable[Sequence[str | None]], now: datetime
 ) -> int:
     """Queue a logout token to each client whose grants were just revoked while their sessions
     may stand (the user disconnected the app, or left the groups that open it): ``revoked`` holds
-    each grant's ``(client_id, sid, user_id)``. One token per client and session the client
-    received tokens in (the ``sid`` of its ID tokens), to clients with a back-channel logout
-    URI; returns how many were queued.
+    each grant's ``REVOKED_GRANT`` (client, ``sid``, user, and the ``sub`` and ``sid`` the
+    client was given). One token per client, session the client received tokens in (the
+    ``sid`` of its ID tokens) and values it was given there (the module's docstring), to
+    clients with a back-channel logout URI; returns how many were queued.
 
     The client's own session of the user rests on an ID token of that ``sid``: without a token
     it lives on at the relying party for as long as it keeps sessions, though the user, or an
     admin, has just ended its access (Back-Channel Logout 1.0 2.7: the relying party ends the
     sessions the token names). The session at idp, and every other client's, goes on."""
-    wanted = sorted({(c, sid, u) for c, sid, u in revoked if sid is not None})
+    wanted = sorted({tuple(row) for row in revoked if row[1] is not None}, key=_in_order)
     if not wanted:
         return 0
     listening = set(
         db.scalars(
             select(Client.client_id).where(
-                Client.client_id.in_(sorted({c for c, _, _ in wanted})),
+                Client.client_id.in_(sorted({str(row[0]) for row in wanted})),
                 Client.backchannel_logout_uri.is_not(None),
             )
         )
     )
     queued = 0
-    for client_id, sid, user_id in wanted:
+    for client_id, sid, user_id, issued_sub, issued_sid in wanted:
         if client_id in listening:
-            _queue(db, client_id, sid, user_id, now)
+            _queue(db, str(client_id), str(sid), str(user_id), now,
+                   _issued(issued_sub, issued_sid))  # fmt: skip
             queued += 1
     return queued
 
 
-def _queue(db: Session, client_id: str, sid: str, user_id: str, now: datetime) -> None:
+def _in_order(row: tuple[str | None, ...]) -> tuple[str, ...]:
+    """Rows by their values, a missing one first: the rows are queued in one order each time."""
+    return tuple(value or "" for value in row)
+
+
+def _issued(sub: str | None, sid: str | None) -> Issued | None:
+    return Issued(sub, sid) if sub is not None and sid is not None else None
+
+
+def _queue(
+    db: Session, client_id: str, sid: str, user_id: str, now: datetime, issued: Issued | None
+) -> None:
     """One outbox row: a logout token for ``client_id`` naming ``sid`` and ``user_id``, signed
-    and sent at delivery (``BackchannelSender``)."""
+    and sent at delivery (``BackchannelSender``); by ``issued``, the values the client was
+    given, when its grant recorded them."""
+    details = {"sid": sid, "sub": user_id}
+    if issued is not None:
+        details |= {"issued_sub": issued.sub, "issued_sid": str(issued.sid)}
     db.add(
         OutboxMessage(
             user_id=user_id, recipient=client_id, kind=KIND, channel=CHANNEL, subject="",
-            body="", details={"sid": sid, "sub": user_id}, created_at=now, attempts=0,
-            next_attempt_at=now,
+            body="", details=details, created_at=now, attempts=0, next_attempt_at=now,
         )
     )  # fmt: skip
 
@@ -236,10 +264,13 @@ class BackchannelSender:
             self.db.commit()
             raise UndeliverableError("the back-channel logout URI is not allowed here") from None
         # Section 2.4: the ``sub`` and ``sid`` of the client's ID tokens, pairwise for a
-        # pairwise client (OIDC Core 8.1), computed now from the ids the row keeps.
+        # pairwise client (OIDC Core 8.1): as its grant recorded them (the module's docstring),
+        # else, for a grant older than that record, computed now from the ids the row keeps.
+        kept = message.details
         details = {
-            "sub": self.subjects.of(self.db, client, str(message.details["sub"])),
-            "sid": self.subjects.session_id_of(self.db, client, str(message.details["sid"])),
+            "sub": kept.get("issued_sub") or self.subjects.of(self.db, client, str(kept["sub"])),
+            "sid": kept.get("issued_sid")
+            or self.subjects.session_id_of(self.db, client, str(kept["sid"])),
         }
         token = mint_logout_token(self.db, self.keys, self.issuer, client, details,
                                   self.clock.now())  # fmt: skip

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from idp.services.refresh_tokens import (
     rotated,
 )
 from idp.services.spent_codes import FIND_CODE, SPEND_CODE, SpentCode, code_digest, spent_code
+from idp.services.subjects import Issued, SubjectIdentifiers
 from idp.session_statements import statements_of
 from idp.thin_statements import Inserts
 
@@ -129,6 +130,24 @@ def token_rows(issued: IssuedAccessToken, refresh_token: dict[str, Any] | None) 
     return parts
 
 
+#: ``record_issued``'s statement, built once (its compiled form is cached).
+_RECORD_ISSUED = (
+    update(cast(Table, _GRANTS))
+    .where(_GRANTS.c.id == bindparam("grant"))
+    .values(issued_sub=bindparam("new_sub"), issued_sid=bindparam("new_sid"))
+)
+
+
+def record_issued_apart(transaction: ThinTransaction, grant_id: str, issued: Issued) -> None:
+    """``GrantService.record_issued`` in the transaction of a code's spend apart from the
+    ``Session`` (idp.oidc.rotation)."""
+    transaction.write(_RECORD_ISSUED, _issued_values(grant_id, issued))
+
+
+def _issued_values(grant_id: str, issued: Issued) -> dict[str, str | None]:
+    return {"grant": grant_id, "new_sub": issued.sub, "new_sid": issued.sid}
+
+
 @dataclass(frozen=True)
 class CodeRequest:
     """What an authorization code remembers of the authorization request."""
@@ -141,8 +160,9 @@ class CodeRequest:
 
 
 class GrantService:
-    def __init__(self, db: Session) -> None:
+    def __init__(self, db: Session, subjects: SubjectIdentifiers | None = None) -> None:
         self.db = db
+        self.subjects = subjects or SubjectIdentifiers()
 
     # -- authorization codes --------------------------------------------------------------------
     def new_code(
@@ -161,9 +181,13 @@ class GrantService:
         transaction, no ORM objects (nothing here reads them back)."""
         grant_id = random_id()
         code = new_secret(32)
+        # The sub and sid the code's ID token will name, unless the client's subjects change
+        # before its exchange, which records its own then (``record_issued``).
+        issued = self.subjects.issued(self.db, client, user.id, session.sid)
         grant = {
             "id": grant_id, "created_at": now, "revoked_at": None, "revoked_reason": None,
             **_grant_values(user, client, session, request.scope),
+            "issued_sub": issued.sub, "issued_sid": issued.sid,
         }  # fmt: skip
         stored = {
             "code_hash": token_hash(code), "grant_id": grant_id, "client_id": client.client_id,
@@ -337,6 +361,12 @@ class GrantService:
         token's grant is already stored (a code's, a refresh token's, a device authorization's)
         or None."""
         statements_of(self.db).write_together(token_rows(issued, refresh_token))
+
+    def record_issued(self, grant_id: str, issued: Issued) -> None:
+        """Record ``issued`` as the ``sub`` and ``sid`` grant ``grant_id``'s client was given (its
+        ID token's), with the token response's rows: the latest a grant issued is the one its
+        logout token names (idp.services.backchannel_logout)."""
+        statements_of(self.db).write(_RECORD_ISSUED, _issued_values(grant_id, issued))
 
     def revoke_access_token(self, jti: str, now: datetime) -> None:
         """RFC 7009 2.2: the token is refused from now on; a second revocation keeps the first

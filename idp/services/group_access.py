@@ -152,8 +152,8 @@ def revoke_grants_without_access(
         statement = statement.where(Grant.user_id.in_(list(user_ids)))
     revoked = db.execute(
         statement.values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED)
-        .returning(Grant.client_id, Grant.sid, Grant.user_id)
+        .returning(*backchannel_logout.REVOKED_GRANT)
         .execution_options(synchronize_session=False)
     ).all()
-    backchannel_logout.announce_access_ended(db, [(c, sid, u) for c, sid, u in revoked], now)
+    backchannel_logout.announce_access_ended(db, revoked, now)
     return len(revoked)

@@ -243,12 +243,12 @@ def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> Di
         update(Grant)
         .where(Grant.user_id == user.id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="disconnected_by_user")
-        .returning(Grant.client_id, Grant.sid, Grant.user_id)
+        .returning(*backchannel_logout.REVOKED_GRANT)
         .execution_options(synchronize_session=False)
     ).all()
     # The app's own sessions of the user end too: it is told, for each session it received
     # tokens in (Back-Channel Logout 1.0 2.7), as when the session at idp ends.
-    backchannel_logout.announce_access_ended(db, [(c, sid, u) for c, sid, u in revoked], now)
+    backchannel_logout.announce_access_ended(db, revoked, now)
     return Disconnected(
         consent_removed=bool(getattr(removed, "rowcount", 0)), grants_revoked=len(revoked)
     )

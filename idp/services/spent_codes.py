@@ -53,6 +53,10 @@ class CodeGrant:
     #: Whether the client is restricted to groups as stored, read by the spend (not this
     #: process's cached copy of the registration): idp.oidc.group_gate.
     client_restricted: bool = False
+    #: The ``sub`` and ``sid`` recorded at the code's issue (``Grant.issued_sub``): the exchange
+    #: records its own only when they differ (idp.oidc.token_issue ``save_token``).
+    issued_sub: str | None = None
+    issued_sid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ _CODE_REDEEMED = (
     _of_grant(_g.amr, "amr"),
     _of_grant(_g.acr, "acr"),
     _of_grant(_g.revoked_at, "grant_revoked_at"),
+    _of_grant(_g.issued_sub, "issued_sub"),
+    _of_grant(_g.issued_sid, "issued_sid"),
     _of_code_user(_u.name, "user_name"),
     _of_code_user(_u.email, "user_email"),
     _of_code_user(_u.email_verified, "user_email_verified"),
@@ -154,7 +160,8 @@ def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> 
     grant = CodeGrant(id=row.grant_id, user_id=row.user_id, client_id=client_id,
                       sid=row.sid, auth_time=row.auth_time, amr=tuple(row.amr or ()),
                       acr=row.acr, user=user,
-                      client_restricted=bool(row.client_restricted))  # fmt: skip
+                      client_restricted=bool(row.client_restricted),
+                      issued_sub=row.issued_sub, issued_sid=row.issued_sid)  # fmt: skip
     return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
                      nonce=row.nonce, code_challenge=row.code_challenge,
                      code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip

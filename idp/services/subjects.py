@@ -25,7 +25,7 @@ import ipaddress
 import secrets
 import threading
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -52,6 +52,14 @@ class SubjectClient(Protocol):
     def sector_identifier(self) -> str | None: ...
     @property
     def redirect_uris(self) -> list[str]: ...
+
+
+class Issued(NamedTuple):
+    """A grant's ``sub`` and ``sid`` as its client was given them (``Grant.issued_sub``,
+    ``Grant.issued_sid``); ``sid`` is None for a grant outside a browser session."""
+
+    sub: str
+    sid: str | None
 
 
 class SeveralHostsError(DomainError):
@@ -170,6 +178,17 @@ class SubjectIdentifiers:
         if client.subject_type != SUBJECT_PAIRWISE:
             return sid
         return pairwise_subject(self.secret(db), "sid:" + sector_of(client), sid)
+
+    def issued(
+        self, db: Session | scoped_session[Any], client: SubjectClient, user_id: str,
+        sid: str | None,
+    ) -> Issued:  # fmt: skip
+        """The ``sub`` and ``sid`` a token response of ``client`` names ``user_id`` and browser
+        session ``sid`` by (``of``, ``session_id_of``), as its grant records them."""
+        return Issued(
+            self.of(db, client, user_id),
+            self.session_id_of(db, client, sid) if sid is not None else None,
+        )
 
     def secret(self, db: Session | scoped_session[Any]) -> bytes:
         if self._secret is None:
