@@ -21,7 +21,6 @@ from tests.functional.test_backchannel_logout import drain, verified
 from tests.functional.test_device_flow import answer, device_for
 from tests.functional.test_pairwise_subjects import SHOP, confirm_subject_change, pairwise
 from tests.support.factories import (
-    CreatedUser,
     RegisteredClient,
     change,
     create_client,
@@ -166,12 +165,15 @@ def test_disconnecting_an_app_after_a_subject_change_names_its_id_tokens_values(
 
 
 def test_a_grant_without_recorded_values_is_announced_by_the_clients_settings(
-    app: Flask, client: FlaskClient, receiver: LogoutReceiver, user: CreatedUser
+    storage_app: Flask, receiver: LogoutReceiver
 ) -> None:
     """A grant older than migration 0019 recorded nothing: its logout token names the values
     the client's settings give at delivery, as before (a public client's: the user's id and
     the session's own ``sid``)."""
+    app = storage_app
+    user = create_user(app)
     shop = shop_client(app, "pairwise", receiver)
+    client = app.test_client()
     RelyingParty(client, shop).tokens_for(user)
     change(app, update(Grant).values(issued_sub=None, issued_sid=None))
     confirm_subject_change(app, shop.client_id, subject_type="public")
