@@ -17,10 +17,12 @@ def hint_in_user_ids(
     them: the hint carries the ``sub`` the client knows the user by, pairwise for a pairwise
     client (OIDC Core 8.1), which no one can turn back into a user without a guess. The
     session's user is the one guess the decisions need (idp.oidc.interaction compares the hint
-    with the session's user): a hint of anyone else stays as it came and matches nobody."""
+    with the session's user): a hint of anyone else stays as it came and matches nobody. A
+    ``sub`` the client was given before a change of its subjects names the user too
+    (``SubjectIdentifiers.names``)."""
     hinted = request.id_token_hint_sub
     if hinted is None or session is None or hinted == session.user_id:
         return request
-    if runtime().subjects.of(db.session, client, session.user_id) != hinted:
+    if not runtime().subjects.names(db.session, client, session.user_id, hinted):
         return request
     return replace(request, id_token_hint_sub=session.user_id)

@@ -228,16 +228,16 @@ def _confirmation_fields(
     return {name: value for name, value in fields.items() if value}
 
 
-def _known_as(browser_session: Any, client: Any) -> str | None:
-    """The browser's user as the hint's client knows them: the ``sub`` of its ID tokens, pairwise
-    for a pairwise client (OIDC Core 8.1), which a hint of this user names. Without the client
-    (a hint of none idp serves now) the user's id, which a pairwise hint never equals: the user
-    is asked to confirm (RP-Initiated Logout 6)."""
-    if browser_session is None:
-        return None
-    if client is None:
-        return str(browser_session.user_id)
-    return runtime().subjects.of(db.session, client, browser_session.user_id)
+def _hint_as_user(browser_session: Any, client: Any, hinted: object) -> object:
+    """The hint's ``sub`` as the browser's user id when it names them: the ``sub`` of the
+    client's ID tokens, pairwise for a pairwise client (OIDC Core 8.1), now or before a change of
+    its subjects (``SubjectIdentifiers.names``). Otherwise as it came: without the client (a
+    hint of none idp serves now) a pairwise hint never equals the user's id, and the user is
+    asked to confirm (RP-Initiated Logout 6)."""
+    if browser_session is None or client is None:
+        return hinted
+    user_id = str(browser_session.user_id)
+    return user_id if runtime().subjects.names(db.session, client, user_id, hinted) else hinted
 
 
 @bp.route("/logout", methods=["GET", "POST"])
@@ -262,7 +262,10 @@ def logout() -> Any:
     decision = (
         RpLogout.CONFIRM
         if claims is None
-        else rp_logout(_known_as(browser_session, end_request.client), claims.get("sub"))
+        else rp_logout(
+            None if browser_session is None else str(browser_session.user_id),
+            _hint_as_user(browser_session, end_request.client, claims.get("sub")),
+        )
     )
     if decision is RpLogout.CONFIRM:
         if not confirmed:

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, scoped_session
 
 from idp.errors import DomainError
-from idp.models import InstallationSecret
+from idp.models import Grant, InstallationSecret
 from idp.models.clients import SUBJECT_PAIRWISE
 
 #: The ``installation_secrets`` row that keys the pairwise values.
@@ -189,6 +189,28 @@ class SubjectIdentifiers:
             self.of(db, client, user_id),
             self.session_id_of(db, client, sid) if sid is not None else None,
         )
+
+    def names(
+        self, db: Session | scoped_session[Any], client: SubjectClient, user_id: str,
+        hinted: object,
+    ) -> bool:  # fmt: skip
+        """Whether an id_token_hint's ``sub`` (OIDC Core 3.1.2.1; RP-Initiated Logout 1.0 2)
+        names ``user_id`` at ``client``: the ``sub`` the client knows them by now, or one an ID
+        token of the client's gave them before a change of its subject type or sector, as the
+        user's own grants at the client recorded it (``Grant.issued_sub``): the relying party
+        holds that ID token, idp's signed statement about this user. Read only when the hint is
+        not the ``sub`` of now; a grant pruned since names no one."""
+        if hinted == self.of(db, client, user_id):
+            return True
+        if not isinstance(hinted, str):
+            return False
+        earlier = (
+            select(Grant.id)
+            .where(Grant.client_id == client.client_id, Grant.user_id == user_id)
+            .where(Grant.issued_sub == hinted)
+            .limit(1)
+        )
+        return db.scalar(earlier) is not None
 
     def secret(self, db: Session | scoped_session[Any]) -> bytes:
         if self._secret is None:

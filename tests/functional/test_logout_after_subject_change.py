@@ -58,8 +58,8 @@ def named_by(tokens: dict[str, Any]) -> tuple[str, str]:
 
 
 def sign_out(browser: FlaskClient) -> None:
-    """Sign out in the portal (no id_token_hint: one issued before the change no longer names
-    its user, docs/admins.md)."""
+    """Sign out in the portal, with no id_token_hint: the logout token must not depend on how
+    the logout was asked for."""
     page = browser.get("/account")
     form = {"csrf_token": csrf_token(page.text), "confirm": "yes"}
     assert browser.post("/logout", data=form).status_code == 200
