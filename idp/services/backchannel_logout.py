@@ -41,6 +41,7 @@ from idp.services.client_fields import (
 )
 from idp.services.crypto import new_secret
 from idp.services.deadlines import conversation_deadline
+from idp.services.host_names import UnencodableHostError, ascii_host
 from idp.services.notifications import tls_context
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
 from idp.services.signing_keys import KeyStore
@@ -194,15 +195,19 @@ def post_logout_token(uri: str, token: str) -> None:
     is a failure, never followed: the token goes to the registered URI only."""
     parts = urlsplit(uri)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        # The A-labels a browser would go to (IDNA 2008): given a Unicode name, http.client and
+        # the resolver encode it by IDNA 2003, which sends faß.example's token to fass.example.
+        host = ascii_host(parts.hostname or "")
+    except UnencodableHostError:
+        raise UndeliverableError("the back-channel logout URI's host has no ASCII form") from None
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
         connection = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=CONNECT_TIMEOUT, context=tls_context()
+            host, parts.port, timeout=CONNECT_TIMEOUT, context=tls_context()
         )
     elif parts.scheme == "http":
-        connection = http.client.HTTPConnection(
-            parts.hostname or "", parts.port, timeout=CONNECT_TIMEOUT
-        )
+        connection = http.client.HTTPConnection(host, parts.port, timeout=CONNECT_TIMEOUT)
     else:
         raise UndeliverableError("the back-channel logout URI is not http(s)")
     body = urlencode({"logout_token": token})

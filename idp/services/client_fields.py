@@ -29,13 +29,9 @@ from idp.models.clients import (
 from idp.services.claim_names import is_claim_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.display_names import BIDI_CONTROLS
+from idp.services.host_names import UnencodableHostError, ascii_host
 from idp.services.signing_keys import SUPPORTED_ALGS
-from idp.services.subjects import (
-    SeveralHostsError,
-    UnencodableHostError,
-    sector_host,
-    sector_name,
-)
+from idp.services.subjects import SeveralHostsError, sector_host
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -202,11 +198,11 @@ def _subject_sector(subject_type: str, sector: str | None, redirect_uris: list[s
     if subject_type != SUBJECT_PAIRWISE:
         return None  # a public client has no sector: a name given for one is not kept
     if sector and sector.strip():
-        # The form the redirect URIs' hosts take too (idp.services.subjects.sector_name), so
+        # The form the redirect URIs' hosts take too (idp.services.host_names.ascii_host), so
         # that a host named and the same host in a redirect URI are one sector.
         named = sector.strip()
         try:
-            sector = sector_name(named)
+            sector = ascii_host(named)
         except UnencodableHostError:
             sector = ""
         if len(sector) > 253 or not HOST_NAME.fullmatch(sector):
@@ -328,10 +324,13 @@ def validate_backchannel_logout_uri(uri: str, *, development: bool) -> None:
     parts = _uri_parts(uri, what)
     try:
         # The host idp connects to must resolve as a name: labels of 1 to 63 characters (RFC
-        # 1035 2.3.4), in the encoding the resolver is given (IDNA).
-        (parts.hostname or "").encode("idna")
-    except UnicodeError:
-        raise ClientRegistrationError(f"{what} has an invalid host name: {uri!r}") from None
+        # 1035 2.3.4), an internationalised one as the A-labels idp sends it to
+        # (idp.services.host_names.ascii_host, IDNA 2008).
+        host = ascii_host(parts.hostname or "")
+    except UnencodableHostError as error:
+        raise ClientRegistrationError(f"{what} has an invalid host name: {error}") from None
+    if host and not all(0 < len(label) < 64 for label in host.split(".")):
+        raise ClientRegistrationError(f"{what} has an invalid host name: {uri!r}")
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme == "http" and development and _is_loopback(parts.hostname or ""):

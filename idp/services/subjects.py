@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, scoped_session
 from idp.errors import DomainError
 from idp.models import Grant, InstallationSecret
 from idp.models.clients import SUBJECT_PAIRWISE
+from idp.services.host_names import ascii_host
 
 #: The ``installation_secrets`` row that keys the pairwise values.
 SECRET_NAME = "pairwise-subjects"
@@ -66,43 +67,14 @@ class SeveralHostsError(DomainError):
     """The redirect URIs span several hosts, and no sector host was named (OIDC Core 8.1)."""
 
 
-class UnencodableHostError(DomainError):
-    """A host name with no one ASCII form (IDNA) to be a sector by."""
-
-
-def sector_name(host: str, *, strict: bool = True) -> str:
-    """The one form of a host as a sector, so that one host is one sector however it is written
-    (RFC 3986 3.2.2: case-insensitive; RFC 1034 3.1: a trailing dot names the same host;
-    RFC 5890 2.3.2.1: an internationalised name and its A-label are one name): lowercase, one
-    trailing dot taken off, a non-ASCII name as its A-labels. A host that is already lowercase
-    ASCII without a trailing dot is its own sector, as it always was: no existing ``sub`` changes.
-    A non-ASCII name must come back from its A-labels unchanged: Python's IDNA 2003 maps some
-    (``faß`` to ``fass``, another registrable name) and would join two owners' sectors; it
-    raises ``UnencodableHostError`` then (``strict``), or is kept as written (not strict: the
-    sector a client registered before this rule already has)."""
-    host = host.lower()
-    if host.endswith("."):
-        host = host[:-1]
-    if host.isascii():
-        return host
-    try:
-        a_labels = host.encode("idna")
-        same = a_labels.decode("idna") == host
-    except UnicodeError:
-        same = False
-    if same:
-        return a_labels.decode("ascii")
-    if strict:
-        raise UnencodableHostError(f"{host!r} has no unambiguous ASCII (IDNA) form")
-    return host
-
-
 def sector_host(redirect_uris: list[str], *, strict: bool = True) -> str | None:
     """OIDC Core 8.1: the host of the redirect URIs, when they have one host another client
-    could share (``sector_name``); None when none has (no redirect URI, private-use schemes,
-    loopback: hosts many unrelated apps use alike). Raises ``SeveralHostsError`` when they name
-    more than one, or one and a loopback or private-use URI besides: the admin names the sector
-    then; ``UnencodableHostError`` for a host ``sector_name`` refuses (``strict``)."""
+    could share, in its one form (idp.services.host_names.ascii_host: one host is one sector
+    however it is written, and it is the host a browser is redirected to); None when none has
+    (no redirect URI, private-use schemes, loopback: hosts many unrelated apps use alike).
+    Raises ``SeveralHostsError`` when they name more than one, or one and a loopback or
+    private-use URI besides: the admin names the sector then; ``UnencodableHostError``
+    (idp.services.host_names) for a host ``ascii_host`` refuses (``strict``)."""
     hosts: set[str] = set()
     unshared = False
     for uri in redirect_uris:
@@ -113,7 +85,7 @@ def sector_host(redirect_uris: list[str], *, strict: bool = True) -> str | None:
             continue
         host = parts.hostname or ""
         if parts.scheme in ("http", "https") and host and not _is_loopback(host.lower()):
-            hosts.add(sector_name(host, strict=strict))
+            hosts.add(ascii_host(host, strict=strict))
         else:
             unshared = True
     if len(hosts) > 1 or (hosts and unshared):

@@ -72,6 +72,9 @@ ADVISORY_FIXES: dict[str, dict[str, str]] = {
         "CVE-2024-1135 / GHSA-w3h3-4rj7-4ph4": "22.0.0",
         "CVE-2024-6827 / GHSA-hc5x-x2vx-497g": "23.0.0",
     },
+    "idna": {
+        "CVE-2024-3651 / GHSA-jjg7-2v4v-x38h": "3.7",
+    },
     "redis": {
         "CVE-2023-28858 / GHSA-24wv-mv5m-xv4h": "4.5.4",
         "CVE-2023-28859 / GHSA-8fww-64cx-x8p5": "4.5.4",

@@ -64,6 +64,31 @@ def test_the_api_registers_and_changes_a_pairwise_client_only_when_confirmed(
     assert renamed.status_code == 200, renamed.text
 
 
+def test_a_unicode_redirect_host_is_the_sector_of_its_idna_2008_a_label(
+    storage_app: Flask,
+) -> None:
+    """docs/admins.md, "Pairwise subject identifiers": ``fa\u00df.example`` in a redirect URI is
+    the sector ``xn--fa-hia.example``, where a browser is redirected (UTS 46), so naming that
+    A-label changes no user's sub and needs no confirmation; ``fass.example`` (IDNA 2003's
+    form) is another sector."""
+    api = Api(storage_app, issue(storage_app))
+    unicode_host = {"subject_type": "pairwise", "redirect_uris": ["https://FA\u00df.example/cb"]}
+    response = api.call("POST", "/clients", {"name": "Fa\u00df", **unicode_host})
+    assert response.status_code == 201, response.text
+    path = f"/clients/{response.get_json()['client_id']}"
+    same = api.call("PATCH", path, {"sector_identifier": "xn--fa-hia.example"},
+                    headers={"If-Match": response.headers["ETag"]})  # fmt: skip
+    assert same.status_code == 200, same.text
+    assert same.get_json()["sector_identifier"] == "xn--fa-hia.example"
+    assert audit_events(storage_app, "client.subjects_changed") == []
+    other = api.call("PATCH", path, {"sector_identifier": "fass.example"},
+                     headers={"If-Match": same.headers["ETag"]})  # fmt: skip
+    problem(other, 409, "subject-change")
+    snowman = {"subject_type": "pairwise", "redirect_uris": ["https://\u2603.example/cb"]}
+    refused = api.call("POST", "/clients", {"name": "Snow", **snowman})
+    assert "IDNA 2008" in problem(refused, 422, "invalid-value")["detail"]
+
+
 def test_the_api_refuses_a_pairwise_client_on_several_hosts_without_a_sector(
     app: Flask,
 ) -> None:

@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from idp.services import backchannel_logout
 from idp.services.backchannel_logout import EVENT, logout_token_claims
 from idp.services.client_fields import (
     ClientFields,
     ClientRegistrationError,
     validate_backchannel_logout_uri,
 )
+from idp.services.outbox import DeliveryError
 
 REDIRECT = "https://rp.example/callback"
 
@@ -88,3 +90,36 @@ def test_logout_token_claims_follow_section_2_4() -> None:
     assert first["iat"] == int(now.timestamp())
     assert 0 < first["exp"] - first["iat"] <= 120
     assert first["jti"] != second["jti"]
+
+
+def test_an_internationalised_back_channel_logout_host_is_checked_by_idna_2008() -> None:
+    validate_backchannel_logout_uri("https://fa\u00df.example/logout", development=False)
+    with pytest.raises(ClientRegistrationError, match=r"invalid host name.*IDNA 2008"):
+        validate_backchannel_logout_uri("https://\u2603.example/logout", development=False)
+
+
+def test_a_logout_token_goes_to_the_a_labels_a_browser_would_not_idna_2003s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """http.client and the resolver encode a Unicode host by IDNA 2003: the token for
+    ``fa\u00df.example`` would be sent to ``fass.example``, another name and maybe another owner.
+    It is handed the A-labels instead (idp.services.host_names.ascii_host)."""
+    connected: list[str] = []
+
+    class Refusing:
+        sock = None
+
+        def __init__(self, host: str, *args: object, **kwargs: object) -> None:
+            self.host = host
+
+        def connect(self) -> None:
+            connected.append(self.host)
+            raise ConnectionRefusedError
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("http.client.HTTPSConnection", Refusing)
+    with pytest.raises(DeliveryError):
+        backchannel_logout.post_logout_token("https://FA\u00df.example/logout", "token")
+    assert connected == ["xn--fa-hia.example"]

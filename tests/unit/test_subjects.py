@@ -17,15 +17,14 @@ from idp.models import AuditEvent, Client, InstallationSecret
 from idp.services.client_fields import ClientFields, ClientRegistrationError, fields_of
 from idp.services.clients import ClientService, SubjectChangeUnconfirmedError
 from idp.services.crypto import KeyedHasher
+from idp.services.host_names import UnencodableHostError, ascii_host
 from idp.services.subjects import (
     SECRET_NAME,
     SeveralHostsError,
     SubjectIdentifiers,
-    UnencodableHostError,
     ensure_secret,
     pairwise_subject,
     sector_host,
-    sector_name,
     sector_of,
     subject_key,
 )
@@ -131,7 +130,7 @@ def test_one_host_is_one_sector_however_it_is_written(uris: list[str]) -> None:
 def test_a_plain_lowercase_ascii_host_keeps_its_sector_and_every_sub(host: str) -> None:
     """The normalisation changes no sector of a client whose hosts were already lowercase ASCII
     without a trailing dot, so no such client's users get another sub."""
-    assert sector_name(host) == host
+    assert ascii_host(host) == host
     client = client_of(redirect_uris=[f"https://{host}/cb"])
     assert sector_of(client) == host
     assert pairwise_subject(SECRET, sector_of(client), USER) == pairwise_subject(SECRET, host, USER)
@@ -139,16 +138,25 @@ def test_a_plain_lowercase_ascii_host_keeps_its_sector_and_every_sub(host: str) 
     assert sector_of(named) == host
 
 
-def test_a_host_whose_ascii_form_is_another_name_is_refused_as_a_sector() -> None:
-    """Python's IDNA 2003 maps ``fa\u00df`` to ``fass``, another registrable name: taken, it would
-    join two owners' clients in one sector. Refused at registration; a client registered before
-    keeps the sector it had."""
-    with pytest.raises(UnencodableHostError):
-        sector_name("fa\u00df.example")
-    uris = ["https://fa\u00df.example/cb"]
-    with pytest.raises(UnencodableHostError):
+def test_an_internationalised_host_is_the_sector_of_its_idna_2008_a_labels() -> None:
+    """UTS 46 non-transitional, as a browser redirects: ``fa\u00df.example`` is its own name,
+    ``xn--fa-hia.example``, one sector with that A-label, and not ``fass.example`` (IDNA 2003's
+    mapping, another name and another owner's sector)."""
+    for uris in (["https://fa\u00df.example/cb"], ["https://FA\u00df.Example./cb"],
+                 ["https://xn--fa-hia.example/cb", "https://fa\u00df.example/other"]):  # fmt: skip
+        assert sector_host(uris) == "xn--fa-hia.example"
+        assert sector_of(client_of(redirect_uris=uris)) == "xn--fa-hia.example"
+    assert sector_of(client_of(redirect_uris=["https://fass.example/cb"])) == "fass.example"
+
+
+def test_a_host_idna_refuses_is_refused_as_a_sector_and_an_older_client_keeps_its_own() -> None:
+    """A name IDNA 2008 disallows is refused at registration; a client registered before (the
+    IDNA 2003 rule took ``\u2603.example`` as ``xn--n3h.example``) keeps that sector and every
+    user's ``sub`` at it."""
+    uris = ["https://\u2603.example/cb"]
+    with pytest.raises(UnencodableHostError, match="IDNA 2008"):
         sector_host(uris)
-    assert sector_of(client_of(redirect_uris=uris)) == "fa\u00df.example"
+    assert sector_of(client_of(redirect_uris=uris)) == "xn--n3h.example"
 
 
 def test_the_subject_key_of_a_public_client_has_no_sector() -> None:
@@ -212,23 +220,24 @@ def test_the_sector_is_a_host_name(clients: ClientService, sector: str) -> None:
 
 def test_a_named_sector_takes_the_form_of_a_redirect_uris_host(clients: ClientService) -> None:
     """The host an admin names is one sector with the same host in a redirect URI: lowercase,
-    one trailing dot off, A-labels (idp.services.subjects.sector_name); what has no one ASCII
+    one trailing dot off, A-labels (idp.services.host_names.ascii_host); what has no one ASCII
     form, or two trailing dots, is refused."""
     two_hosts = ["https://a.example/cb", "https://b.example/cb"]
     for named, stored in (("B\u00dccher.Example.", "xn--bcher-kva.example"),
+                          ("Fa\u00df.example", "xn--fa-hia.example"),
                           ("app.example.", "app.example")):  # fmt: skip
         new = clients.create_from(
             fields(subject_type="pairwise", redirect_uris=two_hosts, sector_identifier=named)
         )
         assert new.client.sector_identifier == stored
-    for refused in ("fa\u00df.example", "app.example..", "a..b\u00fc.example"):
+    for refused in ("\u2603.example", "app.example..", "a..b\u00fc.example"):
         with pytest.raises(ClientRegistrationError, match="host name"):
             clients.create_from(
                 fields(subject_type="pairwise", redirect_uris=two_hosts, sector_identifier=refused)
             )
-    with pytest.raises(ClientRegistrationError, match="IDNA"):
+    with pytest.raises(ClientRegistrationError, match="IDNA 2008"):
         clients.create_from(
-            fields(subject_type="pairwise", redirect_uris=["https://fa\u00df.example/cb"])
+            fields(subject_type="pairwise", redirect_uris=["https://\u2603.example/cb"])
         )
 
 
