@@ -68,8 +68,11 @@ def _user_to_change(user_id: str, why: str, *, promotion: bool = False) -> User:
     A token that may act on admins has no check to outrun, and reads the row unheld as before:
     holding it, then the active admins' rows (a disable, demotion or deletion of an admin:
     ``UserAdmin._locking_admins``) would take locks in another order than a second such change
-    running at once, a deadlock on PostgreSQL. A promotion holds it too, so that it waits for a
-    change in flight and finds a deleted user gone (404, not the 500 of an UPDATE of no row)."""
+    running at once, a deadlock on PostgreSQL. A promotion holds it too, whatever the token: it
+    waits for a change in flight and finds a deleted user gone (404, not the 500 of an UPDATE of
+    no row), and a ``users:write`` change arriving while it is in flight waits for it and is
+    refused (403) on the admin it made. It takes no admin's row after this one (``promote`` has
+    no last-admin count), so its lock orders nothing against ``_locking_admins``: no deadlock."""
     user = _user(user_id, locked=promotion or ADMINS_SCOPE not in g.api_scopes)
     _admin_needs_scope(user, why)
     return user
