@@ -95,7 +95,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         schedule_outbox,
         schedule_prune,
     )
-    from idp.web.headers import ResponseHeaders, add_security_headers, csp_nonce
+    from idp.web.headers import (
+        ResponseHeaders,
+        a_label_location,
+        add_security_headers,
+        csp_nonce,
+    )
     from idp.web.sessions import (
         CsrfCookieSessions,
         LazySessionContext,
@@ -121,6 +126,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # First: the request id and the timing cover every other hook (docs/operations.md).
     observability.init_app(app)
     app.after_request(add_security_headers)
+    app.after_request(a_label_location)
     after_answer: list[Callable[[Any], Any]] = [schedule_prune]
     if container.reads.checkpoints.interval > 0:  # SQLite on a file
         after_answer.append(schedule_checkpoint)

@@ -284,6 +284,13 @@ def _uri_parts(uri: str, what: str) -> SplitResult:
     # RFC 9110 4.2.1 and 4.2.2: an http(s) URI names a host ("https://:443/" has none).
     if not parts.scheme or (not parts.hostname and parts.scheme in ("http", "https")):
         raise ClientRegistrationError(f"{what} must be absolute: {uri!r}")
+    # An internationalised host is one a browser can go to (IDNA 2008, UTS 46): the A-labels
+    # idp redirects to and connects to (idp.services.host_names.ascii_host) are then its own.
+    if not (parts.hostname or "").isascii():
+        try:
+            ascii_host(parts.hostname or "")
+        except UnencodableHostError as error:
+            raise ClientRegistrationError(f"{what} has an invalid host name: {error}") from None
     # RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component." (Back-Channel
     # Logout 1.0 section 2.2 says the same of the logout URI.)
     if parts.fragment or "#" in uri:

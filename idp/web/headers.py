@@ -13,11 +13,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import g
 from werkzeug.wrappers import Response
 
 from idp.observability import REQUEST_ID_HEADER, RESPONSE_REQUEST_ID
+from idp.services.host_names import ascii_host
 
 #: One year, in seconds: the least RFC 6797 deployments (and browsers' preload lists) expect.
 HSTS_MAX_AGE = 365 * 24 * 3600
@@ -45,6 +47,31 @@ def add_security_headers(response: Response) -> Response:
     nonce = g.get("csp_nonce")
     if nonce and "Content-Security-Policy" not in response.headers:
         response.headers["Content-Security-Policy"] = content_security_policy(nonce)
+    return response
+
+
+def a_label_location(response: Response) -> Response:
+    """A ``Location`` whose host is an internationalised name (a client's redirect URI, an
+    authorization or logout response's) names it by the A-labels a browser would go to (IDNA 2008,
+    idp.services.host_names.ascii_host). Werkzeug turns a Unicode host in ``Location`` into
+    ASCII by Python's IDNA 2003 codec, which sent ``faß.example``'s authorization code to
+    ``fass.example``, another name and maybe another owner's. Any other ``Location`` is left as
+    it is: ASCII only costs the one check."""
+    location = response.headers.get("Location")
+    if not location or location.isascii():
+        return response
+    try:
+        parts = urlsplit(location)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return response
+    if not host or host.isascii() or "@" in parts.netloc:
+        return response
+    # A trailing dot is kept: for a browser ``app.example.`` is another origin than ``app.example``.
+    a_labels = ascii_host(host, strict=False) + ("." if host.endswith(".") else "")
+    if a_labels.isascii():
+        netloc = a_labels + (f":{port}" if port is not None else "")
+        response.headers["Location"] = urlunsplit(parts._replace(netloc=netloc))
     return response
 
 

@@ -4,8 +4,15 @@ Python's IDNA 2003 codec."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from idp.services.client_fields import (
+    ClientRegistrationError,
+    validate_backchannel_logout_uri,
+    validate_redirect_uri,
+)
 from idp.services.host_names import UnencodableHostError, ascii_host
 
 
@@ -75,3 +82,23 @@ def test_not_strict_a_refused_host_keeps_the_a_labels_it_had() -> None:
     for these, so its sector does not move."""
     assert ascii_host("\u2603.Example.", strict=False) == "xn--n3h.example"
     assert ascii_host("a_b.b\u00fccher.example", strict=False) == "a_b.xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        validate_redirect_uri,
+        lambda uri: validate_redirect_uri(uri, what="post-logout redirect URI"),
+        lambda uri: validate_backchannel_logout_uri(uri, development=False),
+    ],
+)
+def test_every_registered_uri_on_a_host_idna_refuses_is_refused(
+    check: Callable[[str], None],
+) -> None:
+    """One rule for every URI a client registers (idp.services.client_fields): an
+    internationalised host is one idp can redirect or connect to by its A-labels; one with none
+    is refused with the reason, a public client's as a pairwise one's."""
+    check("https://fa\u00df.example/cb")
+    check("https://B\u00fccher.example:8443/cb")
+    with pytest.raises(ClientRegistrationError, match=r"invalid host name.*IDNA 2008"):
+        check("https://\u2603.example/cb")
