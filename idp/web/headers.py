@@ -50,6 +50,10 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
+#: The full stop and those UTS 46 maps to it (ideographic, full-width, half-width ideographic).
+FULL_STOPS = (".", "\u3002", "\uff0e", "\uff61")
+
+
 def a_label_location(response: Response) -> Response:
     """A ``Location`` whose host is an internationalised name (a client's redirect URI, an
     authorization or logout response's) names it by the A-labels a browser would go to (IDNA 2008,
@@ -65,12 +69,14 @@ def a_label_location(response: Response) -> Response:
         host, port = parts.hostname, parts.port
     except ValueError:
         return response
-    if not host or host.isascii() or "@" in parts.netloc:
+    if not host or host.isascii():
         return response
-    # A trailing dot is kept: for a browser ``app.example.`` is another origin than ``app.example``.
-    a_labels = ascii_host(host, strict=False) + ("." if host.endswith(".") else "")
+    # A trailing dot (or one UTS 46 maps to it) is kept: for a browser ``app.example.`` is
+    # another origin than ``app.example``.
+    a_labels = ascii_host(host, strict=False) + ("." if host.endswith(FULL_STOPS) else "")
     if a_labels.isascii():
-        netloc = a_labels + (f":{port}" if port is not None else "")
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        netloc = userinfo + at + a_labels + (f":{port}" if port is not None else "")
         response.headers["Location"] = urlunsplit(parts._replace(netloc=netloc))
     return response
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
 
 from idp.services.client_fields import (
     ClientRegistrationError,
@@ -14,6 +16,7 @@ from idp.services.client_fields import (
     validate_redirect_uri,
 )
 from idp.services.host_names import UnencodableHostError, ascii_host
+from idp.web.headers import a_label_location
 
 
 def test_sharp_s_is_kept_as_browsers_keep_it_not_mapped_to_ss() -> None:
@@ -102,3 +105,23 @@ def test_every_registered_uri_on_a_host_idna_refuses_is_refused(
     check("https://B\u00fccher.example:8443/cb")
     with pytest.raises(ClientRegistrationError, match=r"invalid host name.*IDNA 2008"):
         check("https://\u2603.example/cb")
+
+
+@pytest.mark.parametrize(
+    ("location", "sent"),
+    [
+        ("https://fa\u00df.example/cb?code=c", "https://xn--fa-hia.example/cb?code=c"),
+        ("https://FA\u00df.example.:8443/cb", "https://xn--fa-hia.example.:8443/cb"),
+        ("https://fa\u00df.example\u3002/cb", "https://xn--fa-hia.example./cb"),
+        ("https://\u2603.example/cb", "https://xn--n3h.example/cb"),  # registered before
+        ("https://app.example/cb?x=\u00fc", "https://app.example/cb?x=%C3%BC"),
+        ("/login?next=\u00fc", "/login?next=%C3%BC"),
+    ],
+)
+def test_a_location_names_the_a_labels_a_browser_goes_to(location: str, sent: str) -> None:
+    """idp.web.headers.a_label_location before Werkzeug's IDNA 2003 (``fass.example``): the
+    host only, port, path, query and trailing dot as they were."""
+    response = Response(status=302, headers={"Location": location})
+    a_label_location(response)
+    environ = EnvironBuilder(base_url="https://idp.example").get_environ()
+    assert response.get_wsgi_headers(environ)["Location"] == sent
