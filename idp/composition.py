@@ -117,8 +117,7 @@ class Container:
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
-        kept = self.settings
-        self.relying_party = RelyingParty(kept.rp_id, kept.webauthn_rp_name, kept.origins)
+        self.relying_party = RelyingParty.of(self.settings)
         self.client_cache = ClientCache(
             self.settings.client_cache_ttl, self.client_secrets, LiveClock(lambda: self.clock)
         )

@@ -128,6 +128,8 @@ class Settings:
     webauthn_attestation: str = "none"
     #: Authenticator models (AAGUIDs) allowed to register a passkey; empty allows any.
     webauthn_aaguid_allow_list: tuple[str, ...] = ()
+    #: PEM file of the attestation roots a registration must chain to; empty: none checked.
+    webauthn_attestation_roots: str = ""
     #: Consecutive failures per account and factor before that factor locks (<= 100).
     lockout_threshold: int = 100
     #: Seconds a node trusts its cached copy of the policy overrides stored in the database.

@@ -39,6 +39,11 @@ PASSKEY_REMOVAL_REFUSALS = {
     "passkey or a password first.",
 }
 
+#: Refusals by the sign-in policy's authenticator rules: trying again with the same one fails too.
+POLICY_REFUSALS = frozenset(
+    {"authenticator_not_allowed", "attestation_not_trusted", "attestation_aaguid_mismatch"}
+)
+
 
 @bp.post("/account/passkeys/options")
 def passkey_registration_options() -> Any:
@@ -89,7 +94,12 @@ def passkey_register() -> Any:
         )
     except PasskeyError as error:
         db.session.commit()
-        message = "The passkey could not be saved. Please try again."
+        message = (
+            "Your organisation allows passkeys from approved authenticators only. Use one of "
+            "those, or ask your administrator which to use."
+            if error.reason in POLICY_REFUSALS
+            else "The passkey could not be saved. Please try again."
+        )
         payload: dict[str, Any] = {"error": "registration_failed", "message": message}
         # The authenticator made the credential and idp refused it: the page asks the credential
         # manager to forget it (WebAuthn L3 5.1.10), unless its id is registered already.

@@ -242,7 +242,11 @@ def passkey_prompt() -> Any:
             user.passkey_prompt_snoozed_until = clock().now() + timedelta(days=days)
         db.session.commit()
         return redirect(then)
-    return render_template("login/passkey_prompt.html", then=then)
+    # WebAuthn L3 5.1.3: a conditional create is the password manager's, which attests nothing
+    # ("none"): with attestation roots (idp.services.attestation) it would be refused, so the
+    # prompt offers only the button's ceremony then.
+    attested = bool(runtime().relying_party.attestation_roots)
+    return render_template("login/passkey_prompt.html", then=then, conditional_create=not attested)
 
 
 @bp.post("/login/passkey/options")

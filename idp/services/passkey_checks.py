@@ -88,6 +88,8 @@ def failure_reason(error: Exception) -> str:
     text = str(error).lower()
     for needle, reason in (
         ("backed up", "backup_flags_invalid"),
+        # An attestation chain that ends at none of the configured roots (idp.services.attestation).
+        ("certificate chain", "attestation_not_trusted"),
         ("origin", "origin_not_allowed"),
         ("challenge", "challenge_mismatch"),
         ("verified", "user_not_verified"),

@@ -15,9 +15,11 @@ from webauthn import generate_authentication_options, options_to_json
 from webauthn.helpers import bytes_to_base64url
 from webauthn.helpers.structs import UserVerificationRequirement
 
+from idp.services.attestation import load_roots
 from idp.services.challenges import CHALLENGE_TTL, ChallengeSigner
 from idp.services.crypto import token_hash
 from idp.services.sign_in_policy import SignInPolicy
+from idp.settings import Settings
 
 REGISTRATION = "registration"
 #: WebAuthn L3 5.1.3: a create() with mediation "conditional" (its answer has UP and UV clear).
@@ -31,6 +33,14 @@ class RelyingParty:
     rp_id: str
     rp_name: str
     origins: tuple[str, ...]
+    #: The attestation roots registrations must chain to (idp.services.attestation); () none.
+    attestation_roots: tuple[bytes, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> RelyingParty:
+        """idp as its settings name it; a roots file that cannot be used stops the start."""
+        roots = load_roots(settings.webauthn_attestation_roots)
+        return cls(settings.rp_id, settings.webauthn_rp_name, settings.origins, roots)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from webauthn.helpers.structs import (
 from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
+from idp.services.attestation import conveyance, roots_by_format, untrusted_reason
 from idp.services.audit import RequestContext
 from idp.services.challenges import (
     Challenge,
@@ -169,8 +170,11 @@ class PasskeyService:
             user_display_name=user.name or user.email,
             challenge=raw,
             timeout=int(CHALLENGE_TTL.total_seconds() * 1000),
-            # WebAuthn L3 5.4.7 / 5.8.6: both as the sign-in policy says.
-            attestation=AttestationConveyancePreference(self.policy.attestation),
+            # WebAuthn L3 5.4.7 / 5.8.6: both as the sign-in policy says (with attestation
+            # roots, at least "direct": idp.services.attestation).
+            attestation=AttestationConveyancePreference(
+                conveyance(self.policy.attestation, self.rp.attestation_roots)
+            ),
             authenticator_selection=AuthenticatorSelectionCriteria(
                 resident_key=ResidentKeyRequirement.REQUIRED,
                 user_verification=UserVerificationRequirement(self.policy.user_verification),
@@ -215,6 +219,7 @@ class PasskeyService:
                         self.policy.user_verification_required and not conditional
                     ),
                     supported_pub_key_algs=ALGORITHMS,
+                    pem_root_certs_bytes_by_fmt=roots_by_format(self.rp.attestation_roots),
                 )
             # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn
             # L3 7.1 "if the BE bit is not set, verify that the BS bit is not set") outside that
@@ -229,9 +234,15 @@ class PasskeyService:
             # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:
                 raise PasskeyError("credential_already_registered")
-            # WebAuthn L3 7.1 step 22: "assess the attestation trustworthiness" is the RP's
-            # policy; ours is an AAGUID allow list. Without verified attestation (conveyance
-            # "none") the AAGUID is what the client claims: a filter, not proof of the model.
+            # WebAuthn L3 7.1 steps 22 and 23: with attestation roots configured, a statement
+            # that does not chain to them fails the ceremony (idp.services.attestation), and the
+            # AAGUID below is the one the attesting key signed. Without, it is what the client
+            # claims: the allow list is a filter then, not proof of the model.
+            untrusted = self.rp.attestation_roots and untrusted_reason(
+                verified.attestation_object, verified.aaguid
+            )
+            if untrusted:
+                raise PasskeyError(untrusted, verified.fmt)
             if not self.policy.allows_authenticator(verified.aaguid):
                 raise PasskeyError("authenticator_not_allowed", verified.aaguid)
         except PasskeyError as error:

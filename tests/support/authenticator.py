@@ -26,6 +26,8 @@ from fido2.webauthn import (
     CollectedClientData,
 )
 
+from tests.support.attestation_ca import Issued
+
 FLAG = AuthenticatorData.FLAG
 ORIGIN = "http://localhost"
 #: Leave a value as an honest authenticator would send it.
@@ -97,6 +99,8 @@ class SoftAuthenticator:
         sign_count_start: int = 0,
         counter_step: int = 1,
         transports: tuple[str, ...] = ("hybrid", "internal"),
+        attestation_certificate: Issued | None = None,
+        self_attestation: bool = False,
     ) -> None:
         self.aaguid = uuid.UUID(aaguid).bytes
         self.algorithm = algorithm
@@ -107,6 +111,11 @@ class SoftAuthenticator:
         self.sign_count_start = sign_count_start
         self.counter_step = counter_step
         self.transports = list(transports)
+        #: Where a relying party asks for attestation (WebAuthn L3 5.4.7 "direct"): a "packed"
+        #: statement signed by this certificate's key (8.2), or by the credential's own key
+        #: (``self_attestation``); otherwise, or when it asks for "none", the "none" format.
+        self.attestation_certificate = attestation_certificate
+        self.self_attestation = self_attestation
         #: rp id -> credential id -> credential
         self.credentials: dict[str, dict[bytes, Credential]] = {}
 
@@ -160,11 +169,12 @@ class SoftAuthenticator:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         extensions = options.get("extensions") or {}
+        attestation = self._attestation(options, auth_data, client_data, private_key)
         return self._credential_json(
             credential.credential_id,
             {
                 "clientDataJSON": _b64(client_data),
-                "attestationObject": _b64(AttestationObject.create("none", auth_data, {})),
+                "attestationObject": _b64(attestation),
                 "authenticatorData": _b64(auth_data),
                 "publicKey": _b64(spki),
                 "publicKeyAlgorithm": self.algorithm,
@@ -218,6 +228,28 @@ class SoftAuthenticator:
         if handle is not None:
             response["userHandle"] = _b64(handle)
         return self._credential_json(claimed_id or credential.credential_id, response, {})
+
+    def _attestation(
+        self,
+        options: dict[str, Any],
+        auth_data: AuthenticatorData,
+        client_data: CollectedClientData,
+        credential_key: PrivateKey,
+    ) -> AttestationObject:
+        """WebAuthn L3 8.2: a "packed" statement over authenticatorData and the client data's
+        hash, when the relying party asked for attestation and this authenticator makes one."""
+        signed = bytes(auth_data) + client_data.hash
+        if options.get("attestation", "none") == "none":
+            return AttestationObject.create("none", auth_data, {})
+        if self.attestation_certificate is not None:
+            key = self.attestation_certificate.key
+            statement = {"alg": ES256.ALGORITHM, "sig": _sign(key, signed),
+                         "x5c": [self.attestation_certificate.der]}  # fmt: skip
+            return AttestationObject.create("packed", auth_data, statement)
+        if self.self_attestation:
+            statement = {"alg": self.algorithm, "sig": _sign(credential_key, signed)}
+            return AttestationObject.create("packed", auth_data, statement)
+        return AttestationObject.create("none", auth_data, {})
 
     def credential_ids(self, rp_id: str = "localhost") -> list[str]:
         return [_b64(c) for c in self.credentials.get(rp_id, {})]

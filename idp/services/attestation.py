@@ -1,0 +1,110 @@
+"""Verified attestation: the authenticator's model proven by a certificate chain to roots the
+deployment trusts (WebAuthn L3 6.5, 7.1 steps 20 to 23; docs/configuration.md,
+``webauthn_attestation_roots``).
+
+Without roots, idp asks for the attestation conveyance its sign-in policy names and checks the
+attestation statement's signature, but the AAGUID it reads is what the authenticator claims: the
+allow list of authenticator models is a filter against accidental use, not proof of the
+hardware (7.1 step 22 leaves the trust decision to the relying party). With roots configured,
+every registration must carry an attestation statement whose certificate chain ends at one of
+them (7.1 step 23: "If the attestation statement attStmt successfully verified but is not
+trustworthy per step 21 above, the Relying Party SHOULD fail the registration ceremony"), so
+the AAGUID the allow list compares is the one the attesting key signed.
+
+Only the formats whose chain is checked against the configured roots alone count: ``packed``
+with an ``x5c`` chain (8.2), ``tpm`` (8.3) and ``fido-u2f`` (8.6). py_webauthn verifies
+``apple``, ``android-key`` and ``android-safetynet`` against vendor roots it carries itself,
+which would let a chain the deployment never chose pass; ``none`` and self attestation (a
+``packed`` statement without ``x5c``, signed by the credential's own key) prove nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ObjectIdentifier
+from webauthn.helpers import parse_attestation_object
+from webauthn.helpers.structs import AttestationFormat
+
+from idp.settings import SettingsError
+
+#: Attestation formats whose certificate chain py_webauthn checks against the given roots only.
+TRUSTED_FORMATS = (AttestationFormat.PACKED, AttestationFormat.TPM, AttestationFormat.FIDO_U2F)
+#: WebAuthn L3 8.2.1, 8.3.1: id-fido-gen-ce-aaguid, the AAGUID the attestation certificate is for.
+FIDO_GEN_CE_AAGUID = ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
+
+
+def load_roots(path: str) -> tuple[bytes, ...]:
+    """The PEM certificates of ``path`` (empty path: none), each a CA certificate: a file that
+    holds none, or a certificate that is no CA, is a configuration error at start-up rather than
+    a registration refused later for a reason no user can act on."""
+    if not path:
+        return ()
+    try:
+        text = Path(path).read_bytes()
+    except OSError as error:
+        raise SettingsError(f"webauthn_attestation_roots: {error}") from error
+    try:
+        certificates = x509.load_pem_x509_certificates(text)
+    except ValueError as error:
+        raise SettingsError(f"webauthn_attestation_roots {path}: {error}") from error
+    for certificate in certificates:
+        if not _is_ca(certificate):
+            raise SettingsError(
+                f"webauthn_attestation_roots {path}: {certificate.subject.rfc4514_string()} is not "
+                "a CA certificate"
+            )
+    return tuple(c.public_bytes(Encoding.PEM) for c in certificates)
+
+
+def conveyance(asked: str, roots: tuple[bytes, ...]) -> str:
+    """The attestation conveyance to ask for (WebAuthn L3 5.4.7): the policy's, or with roots
+    configured at least ``direct``, since ``none`` and ``indirect`` (which lets the client
+    anonymise the statement) would bring back nothing the roots can verify."""
+    if roots and asked not in ("direct", "enterprise"):
+        return "direct"
+    return asked
+
+
+def roots_by_format(roots: tuple[bytes, ...]) -> dict[AttestationFormat, list[bytes]]:
+    """py_webauthn's ``pem_root_certs_bytes_by_fmt``: the configured roots for each trusted
+    format (without roots py_webauthn skips the chain check altogether)."""
+    return {fmt: list(roots) for fmt in TRUSTED_FORMATS} if roots else {}
+
+
+def untrusted_reason(attestation_object: bytes, aaguid: str) -> str | None:
+    """Why a registration whose statement py_webauthn verified against the roots is still not
+    trustworthy, or None: a format outside ``TRUSTED_FORMATS``, self attestation, an attestation
+    certificate that is a CA (8.2.1: "Basic Constraints extension MUST have the CA component set
+    to false"), or one made for another authenticator model than the AAGUID claimed (8.2.1,
+    8.3.1: the id-fido-gen-ce-aaguid extension "MUST match the AAGUID in authenticatorData",
+    which py_webauthn 2 and 3 do not check)."""
+    parsed = parse_attestation_object(attestation_object)
+    if parsed.fmt not in TRUSTED_FORMATS:
+        return "attestation_not_trusted"
+    chain = parsed.att_stmt.x5c or []
+    if not chain:
+        return "attestation_not_trusted"  # self attestation: the credential vouching for itself
+    certificate = x509.load_der_x509_certificate(chain[0])
+    if _is_ca(certificate):
+        return "attestation_not_trusted"
+    try:
+        extension = certificate.extensions.get_extension_for_oid(FIDO_GEN_CE_AAGUID)
+    except x509.ExtensionNotFound:
+        return None
+    value = extension.value
+    certified = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    # The extension's value is an OCTET STRING of the 16-byte AAGUID (8.2.1): 04 10 <AAGUID>.
+    if certified[:2] != b"\x04\x10" or certified[2:].hex() != aaguid.replace("-", "").lower():
+        return "attestation_aaguid_mismatch"
+    return None
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return bool(constraints.value.ca)

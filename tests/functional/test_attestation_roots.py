@@ -1,0 +1,135 @@
+"""Verified attestation (docs/configuration.md, ``webauthn_attestation_roots``; WebAuthn L3 7.1
+steps 20 to 23): with roots configured, only a passkey whose attestation chains to them is
+saved, and the AAGUID the allow list compares is the one its attesting key certified. Through
+the portal's "Add a passkey" (options, create(), store), on a database of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from idp.extensions import db
+from idp.models import Passkey
+from tests.conftest import sqlite_app
+from tests.functional.test_admin_policy import (
+    GOOGLE_PASSWORD_MANAGER,
+    YUBIKEY_5,
+    failure_reasons,
+    password_browser,
+    set_policy,
+)
+from tests.functional.test_fallback import password_step
+from tests.support.attestation_ca import Issued, attestation_certificate, root_ca
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.factories import create_user, rows
+
+#: The vendor whose root the deployment trusts.
+VENDOR = root_ca("Example Vendor Root")
+
+
+@pytest.fixture
+def roots_app(tmp_path: Path) -> Iterator[Flask]:
+    """An app trusting VENDOR's root, allowing only the YubiKey 5 model."""
+    roots = tmp_path / "attestation-roots.pem"
+    roots.write_bytes(VENDOR.pem)
+    app = sqlite_app(tmp_path, webauthn_attestation_roots=str(roots))
+    set_policy(app, aaguid_allow_list=[YUBIKEY_5])
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def genuine(model: str = YUBIKEY_5, root: Issued = VENDOR) -> SoftAuthenticator:
+    """A security key of ``model`` whose attestation certificate ``root`` issued for it."""
+    return SoftAuthenticator(
+        aaguid=model, attestation_certificate=attestation_certificate(root, model)
+    )
+
+
+def test_with_roots_registration_asks_for_direct_attestation(roots_app: Flask) -> None:
+    pages = password_browser(roots_app, create_user(roots_app))
+    options = pages.registration_options().get_json()
+    assert options["publicKey"]["attestation"] == "direct"
+
+
+def test_a_passkey_attested_by_a_trusted_root_is_saved(roots_app: Flask) -> None:
+    pages = password_browser(roots_app, create_user(roots_app))
+    saved = pages.add_passkey(genuine())
+    assert saved.status_code == 201, saved.text
+    [stored] = rows(roots_app, Passkey)
+    assert stored.aaguid == YUBIKEY_5
+
+
+@pytest.mark.parametrize(
+    ("authenticator", "reason"),
+    [
+        pytest.param(SoftAuthenticator(aaguid=YUBIKEY_5), "attestation_not_trusted", id="none"),
+        pytest.param(
+            SoftAuthenticator(aaguid=YUBIKEY_5, self_attestation=True),
+            "attestation_not_trusted",
+            id="self-attestation",
+        ),
+        pytest.param(
+            genuine(root=root_ca("Attacker Root")), "attestation_not_trusted", id="untrusted-root"
+        ),
+        pytest.param(
+            SoftAuthenticator(
+                aaguid=YUBIKEY_5,
+                attestation_certificate=attestation_certificate(VENDOR, GOOGLE_PASSWORD_MANAGER),
+            ),
+            "attestation_aaguid_mismatch",
+            id="another-models-certificate",
+        ),
+    ],
+)
+def test_a_claimed_aaguid_without_a_trusted_attestation_is_refused(
+    roots_app: Flask, authenticator: SoftAuthenticator, reason: str
+) -> None:
+    """The allow list admits YubiKey 5 only; each of these claims that AAGUID without proof a
+    root the deployment trusts stands behind: refused, audited with the reason, nothing saved,
+    and the page says why trying again will not help."""
+    pages = password_browser(roots_app, create_user(roots_app))
+    refused = pages.add_passkey(authenticator)
+    assert refused.status_code == 400
+    assert "approved authenticators" in refused.get_json()["message"]
+    assert failure_reasons(roots_app, "passkey.registered") == [reason]
+    assert rows(roots_app, Passkey) == []
+
+
+def test_the_allow_list_still_applies_to_a_trusted_attestation(roots_app: Flask) -> None:
+    pages = password_browser(roots_app, create_user(roots_app))
+    refused = pages.add_passkey(genuine(GOOGLE_PASSWORD_MANAGER))
+    assert refused.status_code == 400
+    assert failure_reasons(roots_app, "passkey.registered") == ["authenticator_not_allowed"]
+
+
+def test_without_roots_the_claimed_aaguid_is_taken_as_a_filter(app: Flask) -> None:
+    """No roots: the policy's conveyance ("none") and the claimed AAGUID, as documented."""
+    set_policy(app, aaguid_allow_list=[YUBIKEY_5])
+    try:
+        pages = password_browser(app, create_user(app))
+        assert pages.registration_options().get_json()["publicKey"]["attestation"] == "none"
+        assert pages.add_passkey(SoftAuthenticator(aaguid=YUBIKEY_5)).status_code == 201
+    finally:
+        app.extensions["idp"].policy_cache.invalidate()
+
+
+def test_with_roots_the_prompt_after_a_password_sign_in_tries_no_conditional_create(
+    roots_app: Flask, app: Flask
+) -> None:
+    """WebAuthn L3 5.1.3: the password manager's conditional create attests nothing, so with
+    roots it would make a passkey idp refuses: the prompt offers the button's ceremony only."""
+    for each, conditional in ((roots_app, False), (app, True)):
+        set_policy(each, passkey_prompt=True)
+        try:
+            user = create_user(each)
+            browser = each.test_client()
+            password_step(browser, user.email, user.password)
+            page = browser.get("/login/passkey-prompt")
+            assert page.status_code == 200
+            assert ("data-conditional-create" in page.text) is conditional
+        finally:
+            each.extensions["idp"].policy_cache.invalidate()
