@@ -22,8 +22,9 @@ from tests.functional.test_admin_policy import (
     set_policy,
 )
 from tests.functional.test_fallback import password_step
-from tests.support.attestation_ca import Issued, attestation_certificate, root_ca
+from tests.support.attestation_ca import attestation_certificate, root_ca
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.certificates import Issued
 from tests.support.factories import create_user, rows
 
 #: The vendor whose root the deployment trusts.

@@ -26,7 +26,7 @@ from fido2.webauthn import (
     CollectedClientData,
 )
 
-from tests.support.attestation_ca import Issued
+from tests.support.certificates import Issued
 
 FLAG = AuthenticatorData.FLAG
 ORIGIN = "http://localhost"
