@@ -54,6 +54,9 @@ def _page(
         overridden=overridden_fields(db.session()),
         user_verification_choices=USER_VERIFICATION_CHOICES,
         attestation_choices=ATTESTATION_CHOICES,
+        # With attestation roots configured, registrations are verified against them and ask
+        # for "direct" at least, whatever the choice (idp.services.attestation).
+        attestation_roots=bool(runtime().relying_party.attestation_roots),
         # The browser's own check; the server applies the same bounds (idp.services.lifetimes).
         limits={"lockout_threshold": MAX_LOCKOUT_THRESHOLD}
         | {f.name: LIFETIMES[f.name].high for f in FIELDS if f.name in LIFETIMES},

@@ -22,6 +22,7 @@ from tests.functional.test_admin_policy import (
     set_policy,
 )
 from tests.functional.test_fallback import password_step
+from tests.support.admin import passkey_browser
 from tests.support.attestation_ca import attestation_certificate, root_ca
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.certificates import Issued
@@ -134,3 +135,13 @@ def test_with_roots_the_prompt_after_a_password_sign_in_tries_no_conditional_cre
             assert ("data-conditional-create" in page.text) is conditional
         finally:
             each.extensions["idp"].policy_cache.invalidate()
+
+
+def test_the_policy_page_says_when_attestation_roots_apply(roots_app: Flask, app: Flask) -> None:
+    """The attestation choice reads "none" by default; with roots the registrations ask for
+    "direct" regardless, and the admin reading the page is told so."""
+    for each, told in ((roots_app, True), (app, False)):
+        admin = passkey_browser(each, "root@example.com", authenticator=genuine())
+        page = admin.browser.get("/admin/policy")
+        assert page.status_code == 200
+        assert ("data-attestation-roots" in page.text) is told

@@ -49,10 +49,15 @@ class ConsoleBrowser:
         return self.post(path, {**form, "version": version.group(1)})
 
 
-def passkey_browser(app: Flask, email: str, *, admin: bool = True) -> ConsoleBrowser:
-    """Password sign-in, register a first passkey, then sign in with it: a passkey session."""
+def passkey_browser(
+    app: Flask, email: str, *, admin: bool = True, authenticator: SoftAuthenticator | None = None
+) -> ConsoleBrowser:
+    """Password sign-in, register a first passkey (of ``authenticator``, a plain one unless
+    given), then sign in with it: a passkey session."""
     user = create_user(app, email=email, admin=admin)
     signed_in = ConsoleBrowser(browser=app.test_client(), user=user)
+    if authenticator is not None:
+        signed_in.authenticator = authenticator
     pages = PasskeyPages(signed_in.browser)
     pages.sign_in_with_password(user)
     registered = pages.add_passkey(signed_in.authenticator)
