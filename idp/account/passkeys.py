@@ -95,10 +95,10 @@ def passkey_register() -> Any:
     except PasskeyError as error:
         db.session.commit()
         message = (
-            "Your organisation allows passkeys from approved authenticators only. Use one of "
-            "those, or ask your administrator which to use."
+            "The passkey was not added: your organisation allows passkeys from approved "
+            "authenticators only. Use one of those, or ask your administrator which to use."
             if error.reason in POLICY_REFUSALS
-            else "The passkey could not be saved. Please try again."
+            else "The passkey was not added. You can try again."
         )
         payload: dict[str, Any] = {"error": "registration_failed", "message": message}
         # The authenticator made the credential and idp refused it: the page asks the credential

@@ -114,7 +114,11 @@
           credentialId: unknown,
         }).catch(() => {});
       }
-      throw new Error(result.data.message || "register");
+      // idp's own words for the refusal (a rule of the deployment says why trying again will not
+      // help), shown as they are by the click's handler.
+      const refusal = new Error(result.data.message || "");
+      refusal.name = "IdpRefusal";
+      throw refusal;
     }
     return result.data;
   };
@@ -153,6 +157,10 @@
       if (error && error.name === "IdpNetworkError") {
         say("The passkey was not added: idp could not be reached. Check your connection and " +
           "try again.", "error");
+        return;
+      }
+      if (error && error.name === "IdpRefusal" && error.message) {
+        say(error.message, "error");
         return;
       }
       say("The passkey was not added. You can try again.", "error");

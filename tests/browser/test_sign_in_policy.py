@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import BrowserUser, add_first_passkey, serve_idp
+from tests.browser.conftest import PHONE, BrowserUser, add_first_passkey, serve_idp
+from tests.support.attestation_ca import root_ca
 from tests.support.live import LiveIdp
 
 pytestmark = pytest.mark.browser
@@ -36,6 +37,15 @@ def passwordless_idp() -> Iterator[LiveIdp]:
 @pytest.fixture(scope="module")
 def policy_idp() -> Iterator[LiveIdp]:
     with _serve() as idp:
+        yield idp
+
+
+@pytest.fixture(scope="module")
+def attested_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveIdp]:
+    """A deployment that trusts one authenticator vendor's attestation root (not Chromium's)."""
+    roots = tmp_path_factory.mktemp("attestation") / "roots.pem"
+    roots.write_bytes(root_ca("Example Vendor Root").pem)
+    with _serve(IDP_WEBAUTHN_ATTESTATION_ROOTS=str(roots)) as idp:
         yield idp
 
 
@@ -141,3 +151,26 @@ def test_an_admin_turns_passwords_off_on_the_policy_page(
         assert time.monotonic() < deadline, "the sign-in page still asks for a password"
         member.page.wait_for_timeout(250)
         member.page.reload()
+
+
+def test_a_passkey_without_a_trusted_attestation_is_refused_with_the_reason(
+    attested_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """docs/configuration.md, ``webauthn_attestation_roots``: the browser's authenticator attests
+    by a certificate of no trusted vendor, idp refuses the passkey, and the page says why trying
+    again will not help (on a phone's width)."""
+    idp = attested_idp
+    email = "lin@example.com"
+    idp.cli("users", "create", email, "--name", "Lin", "--json")
+    user = new_user(conditional_mediation=False, device=PHONE)
+    user.allow_console_error(r"status of 400")
+    page = user.page
+    page.goto(idp.cli("login-link", email, "--json")["url"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{idp.url}/account/recover")
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Add a passkey").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("approved authenticators")
+    expect(page).to_have_url(f"{idp.url}/account/recover")
+    user.screenshot("attestation-refused")
