@@ -275,10 +275,11 @@ def _refuse_malformed_input() -> None:
 
 
 #: The endpoints whose clients are OAuth clients, not browsers: they always get OAuth's JSON
-#: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3, RFC 8628 3.2), never an HTML
-#: page, also for a request refused before the endpoint read it (malformed input, too large).
+#: errors (RFC 6749 5.2, RFC 6750 3, RFC 7009 2.2.1, RFC 7662 2.3, RFC 8628 3.2, RFC 9126 2.3),
+#: never an HTML page, also for a request refused before the endpoint read it (malformed input,
+#: too large).
 OAUTH_ENDPOINTS = frozenset({"oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke",
-                             "oidc.device_authorization"})  # fmt: skip
+                             "oidc.device_authorization", "oidc.pushed_authorization"})  # fmt: skip
 
 
 def _wants_json() -> bool:

@@ -57,6 +57,12 @@ class Settings:
     #: the seconds a device waits between polls (RFC 8628 3.2 ``expires_in`` and ``interval``).
     device_code_ttl: int = 600
     device_poll_interval: int = 5
+    #: Pushed authorization requests (RFC 9126): how long a request_uri may wait for its
+    #: ``/authorize`` (RFC 9126 2.2 ``expires_in``: short, the browser is sent there at once).
+    par_request_ttl: int = 60
+    #: RFC 9126 5 ``require_pushed_authorization_requests``: every client must push its
+    #: authorization requests (``POST /par``); off, only clients registered to require it.
+    require_pushed_authorization_requests: bool = False
     session_idle_ttl: int = 14 * 24 * 3600
     session_absolute_ttl: int = 30 * 24 * 3600
     #: Restricted sessions (login link, invite, sign-up confirmation, backup-code recovery) end

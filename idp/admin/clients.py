@@ -100,6 +100,9 @@ def _fields_from(form: MultiDict[str, str]) -> ClientFields:
         policy_uri=form.get("policy_uri"),
         backchannel_logout_uri=form.get("backchannel_logout_uri"),
         backchannel_logout_session_required=form.get("backchannel_logout_session_required") == "1",
+        require_pushed_authorization_requests=(
+            form.get("require_pushed_authorization_requests") == "1"
+        ),
         subject_type=form.get("subject_type") or SUBJECT_PUBLIC,
         sector_identifier=form.get("sector_identifier"),
     )

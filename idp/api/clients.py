@@ -92,6 +92,7 @@ def create_client(body: schemas.ClientCreate) -> Any:
         policy_uri=body.policy_uri,
         backchannel_logout_uri=body.backchannel_logout_uri,
         backchannel_logout_session_required=body.backchannel_logout_session_required,
+        require_pushed_authorization_requests=body.require_pushed_authorization_requests,
         subject_type=body.subject_type,
         sector_identifier=body.sector_identifier,
     )

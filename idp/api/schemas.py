@@ -114,6 +114,9 @@ class ClientCreate(Request):
         Uri | None, Field(description="OpenID Connect Back-Channel Logout 1.0 section 2.2")
     ] = None
     backchannel_logout_session_required: bool = False
+    require_pushed_authorization_requests: Annotated[
+        bool, Field(description="RFC 9126 6: authorization requests only through POST /par")
+    ] = False
     subject_type: SubjectType = "public"
     sector_identifier: SectorIdentifier = None
 
@@ -150,6 +153,7 @@ class ClientPatch(Request):
     policy_uri: Uri | None = None
     backchannel_logout_uri: Uri | None = None
     backchannel_logout_session_required: bool | None = None
+    require_pushed_authorization_requests: Annotated[bool, _NOT_NULL]
     subject_type: Annotated[SubjectType, _NOT_NULL]
     sector_identifier: SectorIdentifier = None
     confirm_subject_change: Annotated[
@@ -188,6 +192,7 @@ class ClientOut(Response):
     updated_at: str | None
     backchannel_logout_uri: str | None
     backchannel_logout_session_required: bool
+    require_pushed_authorization_requests: bool
     subject_type: str
     sector_identifier: str | None
 

@@ -13,7 +13,7 @@ from idp.extensions import db
 from idp.login.page import login_page
 from idp.models import PartialLogin, User
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH
-from idp.oidc.server import read_with_request
+from idp.oidc.clients import read_with_request
 from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.login_links import LoginLinkService

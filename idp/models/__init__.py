@@ -16,6 +16,7 @@ from idp.models.oauth import (
     DeviceAuthorization,
     Grant,
     PendingAuthorization,
+    PushedAuthorizationRequest,
     RefreshToken,
     UsedClientAssertion,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Passkey",
     "PendingAuthorization",
     "PolicyOverride",
+    "PushedAuthorizationRequest",
     "RefreshToken",
     "SigningKey",
     "SignupLink",

@@ -72,6 +72,12 @@ class Client(Base):
     backchannel_logout_session_required: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
+    #: RFC 9126 6 ``require_pushed_authorization_requests``: the client may start an
+    #: authorization request only by pushing it (``POST /par``), never with its parameters in
+    #: the browser's address (idp.oidc.checks.check_pushed_required).
+    require_pushed_authorization_requests: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     #: OIDC Core 8 and Registration 2 ``subject_type``: "public" (every client sees the user's
     #: id) or "pairwise" (a ``sub`` of the client's sector only, idp.services.subjects).
     subject_type: Mapped[str] = mapped_column(
@@ -139,7 +145,7 @@ class Client(Base):
             loopback_port_variant(registered, redirect_uri) for registered in self.redirect_uris
         )
 
-    #: Set by ``idp.oidc.server.query_client`` and ``idp.services.client_cache``: secrets are
+    #: Set by ``idp.oidc.clients.query_client`` and ``idp.services.client_cache``: secrets are
     #: keyed hashes under a server key.
     secret_hasher: Any = None
     #: Set there too: the application's clock, which ends a rotated secret's overlap.

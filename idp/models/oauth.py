@@ -36,6 +36,22 @@ class PendingAuthorization(Base):
     client: Mapped[Client] = relationship(lazy="joined")
 
 
+class PushedAuthorizationRequest(Base):
+    """An authorization request a client pushed (RFC 9126 2), validated as ``/authorize``
+    validates one, until its ``request_uri`` is used once at ``/authorize`` (RFC 9126 4) or
+    expires. Only the SHA-256 of the request_uri's random part is kept (docs/security.md: a
+    stolen database holds no usable secret)."""
+
+    __tablename__ = "pushed_authorization_requests"
+
+    secret_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
 class Grant(Base):
     __tablename__ = "grants"
 

@@ -84,6 +84,10 @@ class CheckContext:
     #: Verifies an ID token we issued (signature and issuer, not expiry) and returns its claims.
     verify_id_token_hint: Callable[[str], dict[str, Any] | None]
     pkce_required_for_all: bool
+    #: RFC 9126 5: the deployment accepts authorization requests only through ``POST /par``.
+    par_required_for_all: bool = False
+    #: The request is being pushed (RFC 9126 2): the one way in for a client that must push.
+    pushed: bool = False
 
 
 def parse_authorization_request(
@@ -108,6 +112,7 @@ def _parse_after_redirect_uri(
     values: dict[str, str], client: Client, redirect_uri: str, context: CheckContext
 ) -> AuthorizationRequest:
     response_mode = check_response_mode(values)
+    check_pushed_required(client, context)
     check_no_request_object(values)
     check_response_type(values, client)
     scope = check_scope(values, client)
@@ -220,6 +225,20 @@ def check_response_mode(values: Mapping[str, str]) -> str:
             "invalid_request", f"The '{values['_repeated']}' parameter must appear once."
         )
     return mode
+
+
+def check_pushed_required(client: Client, context: CheckContext) -> None:
+    """RFC 9126 4: where policy makes PAR "the only means for a client to pass authorization
+    request data" (RFC 9126 5 for the deployment, 6 for the client), a request that was not
+    pushed is refused with ``invalid_request``. Sent to the client: the client and its redirect
+    URI are verified already (RFC 6749 4.1.2.1), and the client learns why it got no code."""
+    required = context.par_required_for_all or client.require_pushed_authorization_requests
+    if required and not context.pushed:
+        raise AuthorizationError(
+            "invalid_request",
+            "This application must push its authorization requests (RFC 9126: POST /par, then "
+            "/authorize with client_id and request_uri).",
+        )
 
 
 def check_no_request_object(values: Mapping[str, str]) -> None:

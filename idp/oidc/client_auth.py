@@ -92,11 +92,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         # Authlib's check that ``aud`` contains one of these runs after ``audience_refusal``,
         # which has already required the issuer alone unless the endpoints are allowed. RFC
         # 8628 3.1: the device authorization endpoint authenticates clients as the token
-        # endpoint does, so a client migrating may name either.
+        # endpoint does, so a client migrating may name either; RFC 9126 2 lists the PAR
+        # endpoint's URL too.
         settings = runtime().settings
         return [
             settings.endpoint("/token"),
             settings.endpoint("/device_authorization"),
+            settings.endpoint("/par"),
             settings.issuer,
         ]
 

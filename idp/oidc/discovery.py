@@ -26,6 +26,10 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "end_session_endpoint": endpoint("/logout"),
         # RFC 8628 4: the device authorization endpoint, for clients allowed the device grant.
         "device_authorization_endpoint": endpoint("/device_authorization"),
+        # RFC 9126 5: the PAR endpoint, and whether every client must use it (each client's own
+        # requirement, RFC 9126 6, is its registration's).
+        "pushed_authorization_request_endpoint": endpoint("/par"),
+        "require_pushed_authorization_requests": settings.require_pushed_authorization_requests,
         "scopes_supported": ["openid", "profile", "email", "offline_access", "groups"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],

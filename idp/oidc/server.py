@@ -28,7 +28,7 @@ from authlib.oauth2.rfc6749 import (
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
-from flask import Flask, g, has_request_context
+from flask import Flask, g
 from flask import request as current_request
 
 from idp.composition import clock, runtime, services
@@ -52,6 +52,7 @@ from idp.oidc.client_auth import (
 from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.group_gate import still_allowed
+from idp.oidc.pushed import PushedAuthorizationEndpoint
 from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import (
@@ -61,7 +62,6 @@ from idp.oidc.token_request import (
 )
 from idp.services import audit
 from idp.services.claims import client_claims
-from idp.services.client_cache import load_client
 from idp.services.refresh_tokens import SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
 from idp.services.spent_codes import SpentCode
@@ -70,40 +70,6 @@ from idp.session_statements import statements_of
 from idp.web.answers import Answer
 
 log = logging.getLogger(__name__)
-
-
-def query_client(client_id: str) -> Client | None:
-    """The client at the authorization endpoint, read from the database."""
-    if not client_id or len(client_id) > 64:
-        return None
-    # Looked up once per request: SQLAlchemy's identity map holds objects weakly, so the
-    # authorization endpoint's second lookup (its checks, then the interaction) read the row
-    # again. Never across requests: a disabled client or a new secret counts at once.
-    loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
-    # A Core SELECT and a Client of no session (idp.services.client_cache.load_client): nothing
-    # at the authorization endpoint changes a registration through it. A thin read while the
-    # request has no Session: a new authorization request then opens none at all, its writes
-    # are a thin transaction of their own (idp.oidc.pending_open).
-    client = loaded.get(client_id)
-    if client is None:
-        reads = runtime().reads
-        thin = reads if reads is not None and not db.session.registry.has() else None
-        client = load_client(db.session, client_id, thin)
-    if client is None or client.disabled_at is not None:
-        return None
-    read_with_request(client)
-    return client
-
-
-def read_with_request(client: Client) -> None:
-    """``client``, read in this request (with the pending request it belongs to, say), is what
-    ``query_client`` answers for it until the request ends."""
-    # Client secrets are keyed hashes; the model checks them with the runtime's hasher, and the
-    # overlap of a rotated secret against the application's clock.
-    client.secret_hasher = runtime().client_secrets
-    client.clock = clock()
-    if has_request_context():
-        g.setdefault("idp_clients", {})[client.client_id] = client
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -438,4 +404,5 @@ def create_authorization_server(app: Flask) -> AuthorizationServer:
     server.register_endpoint(TokenIntrospection)
     server.register_endpoint(EndSession)
     server.register_endpoint(DeviceAuthorizationEndpoint)
+    server.register_endpoint(PushedAuthorizationEndpoint)
     return server

@@ -50,7 +50,9 @@ def repeated_parameter(request: Request) -> str | None:
 #: each once (RFC 6749 3.2, which RFC 7009 2.1, RFC 7662 2.1 and RFC 8628 3.1 build on): a
 #: repeated ``token`` was read as its first value, so a revocation could revoke another token
 #: than the client meant and answer 200 all the same.
-ONE_VALUE_ENDPOINTS = frozenset({"revocation", "introspection", "device_authorization"})
+ONE_VALUE_ENDPOINTS = frozenset(
+    {"revocation", "introspection", "device_authorization", "pushed_authorization"}
+)
 
 
 def repeated_parameter_refusal(request: Any) -> InvalidRequestError | None:

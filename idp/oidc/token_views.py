@@ -164,6 +164,14 @@ def device_authorization() -> Response:
     return _committed(oauth_server().create_endpoint_response("device_authorization")).response()
 
 
+@bp.post("/par")
+@csrf.exempt
+def pushed_authorization() -> Response:
+    """Pushed authorization request endpoint (RFC 9126 2): 201 with the request_uri, or the JSON
+    error of RFC 9126 2.3; no-store either way (RFC 9126 2.2)."""
+    return _committed(oauth_server().create_endpoint_response("pushed_authorization")).response()
+
+
 def revocation_answer(current: Request) -> Answer:
     """Token revocation (RFC 7009)."""
     return _cors(_committed(oauth_server().create_endpoint_response("revocation", current)))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -26,20 +26,19 @@ from idp.models import Client, PendingAuthorization
 from idp.oidc.blueprint import bp
 from idp.oidc.checks import (
     AuthorizationRequest,
-    CheckContext,
     check_stored_request,
     parse_authorization_request,
 )
+from idp.oidc.clients import query_client
 from idp.oidc.errors import AuthorizationError, error_description
 from idp.oidc.hints import hint_in_user_ids
 from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.pending_open import open_pending
-from idp.oidc.server import query_client
+from idp.oidc.pushed import check_context, names_pushed_request, pushed_request
 from idp.services import audit
 from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
 from idp.services.pending_authorizations import LivePending, PendingAuthorizations
-from idp.services.tokens import ID_TOKEN_TYP, verify_issued_jwt
 from idp.web import acts_on_get
 from idp.web.headers import content_security_policy
 from idp.web.same_site import posted_again, posted_without_the_session
@@ -53,28 +52,6 @@ ISSUE_CODE_CHECKPOINT = "authorize.issue_code"
 
 
 # -- authorization endpoint -----------------------------------------------------------------------
-def _check_context() -> CheckContext:
-    rt = runtime()
-
-    def verify_hint(token: str) -> dict[str, Any] | None:
-        # OIDC Core 3.1.2.1: the hint is an ID token idp issued; access tokens (``at+jwt``) and
-        # logout tokens (``logout+jwt``) are signed with the same keys, and ``typ`` tells them
-        # apart (RFC 8725 3.11), as at the logout endpoint (idp.oidc.endpoints.EndSession). As
-        # there too, a hint signed by a key since unpublished still names its user while the
-        # session it was issued in may live (the sessions' absolute lifetime).
-        lifetime = timedelta(seconds=services().policy.session_absolute_ttl)
-        return verify_issued_jwt(
-            db.session(), rt.keys, token, issuer=rt.settings.issuer, typ=ID_TOKEN_TYP,
-            unpublished_within=lifetime,
-        )  # fmt: skip
-
-    return CheckContext(
-        find_client=query_client,
-        verify_id_token_hint=verify_hint,
-        pkce_required_for_all=rt.settings.pkce_required_for == "all",
-    )
-
-
 @bp.route("/authorize", methods=["GET", "POST"])
 @csrf.exempt  # OIDC Core 3.1.2.1 allows POST from the relying party's page
 @acts_on_get
@@ -84,9 +61,17 @@ def authorize() -> Any:
         # Posted by the relying party's page: the browser withheld the session cookie
         # (SameSite=Lax); posted again from idp's page, it comes along (idp.web.same_site).
         return posted_again(request)
-    params = request.form if request.method == "POST" else request.args
+    params = (request.form if request.method == "POST" else request.args).to_dict(flat=False)
+    if names_pushed_request(params):
+        # RFC 9126 4: a request pushed before (idp.oidc.pushed), spent here once; its sign-in
+        # page is /login's, which a reload finds again without the spent request_uri.
+        try:
+            auth_request = pushed_request(params, clock().now())
+        except AuthorizationError as error:
+            return _error_response(error)
+        return _proceed(auth_request, None, pushed=True)
     try:
-        auth_request = parse_authorization_request(params.to_dict(flat=False), _check_context())
+        auth_request = parse_authorization_request(params, check_context())
     except AuthorizationError as error:
         return _error_response(error)
     return _proceed(auth_request, None)
@@ -131,12 +116,14 @@ def _proceed(
     *,
     url_only: bool = False,
     consent_withdrawn: bool = False,
+    pushed: bool = False,
 ) -> Any:
     """The next step of the request: a response, or with ``url_only`` the address a redirect
     would send the browser to (None, before anything is changed, when the answer is a page).
     ``consent_withdrawn``: the consent this request read was gone when its code was to be
     issued (the app disconnected meanwhile): one given on this request's consent page counts
-    no more either."""
+    no more either. ``pushed``: the request came by a request_uri (RFC 9126 4), which a reload
+    of this address cannot spend again: the sign-in page is /login's, not this response."""
     client = query_client(auth_request.client_id)
     if client is None:
         if url_only:
@@ -206,7 +193,7 @@ def _proceed(
                 over_budget.state = auth_request.state
                 over_budget.response_mode = auth_request.response_mode
                 return _error_response(over_budget)
-            if next_step is Next.LOGIN and not url_only:
+            if next_step is Next.LOGIN and not url_only and not pushed:
                 # The sign-in page is this response (docs/architecture.md, a passkey sign-in step
                 # by step): the browser loads it without a redirect to /login first, one round
                 # trip fewer on every sign-in. Its forms and passkey answer name the stored

@@ -41,6 +41,12 @@ class StorageBudgets:
         budget = AddressBudget(self.store, self.per_address, PENDING_AUTHORIZATIONS_WINDOW)
         return budget.spend("pending_authorization", budget_address(address), now)
 
+    def pushed_request(self, address: str, now: datetime) -> bool:
+        """A public client's pushed authorization request (RFC 9126 2): anyone can push as a
+        public client, whose client_id authenticates nothing, so it is an anonymous write."""
+        budget = AddressBudget(self.store, self.per_address, PENDING_AUTHORIZATIONS_WINDOW)
+        return budget.spend("pushed_request", budget_address(address), now)
+
     def passkey_options(self, address: str, now: datetime) -> bool:
         budget = AddressBudget(self.store, self.per_address, PASSKEY_OPTIONS_WINDOW)
         return budget.spend("passkey_options", budget_address(address), now)

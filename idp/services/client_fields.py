@@ -80,6 +80,8 @@ class ClientFields:
     policy_uri: str | None = None
     backchannel_logout_uri: str | None = None
     backchannel_logout_session_required: bool = False
+    #: RFC 9126 6: authorization requests only through ``POST /par``.
+    require_pushed_authorization_requests: bool = False
     #: OIDC Core 8 and Registration 2 ``subject_type``; the sector host of a pairwise client
     #: (None: its redirect URIs' host, idp.services.subjects).
     subject_type: str = SUBJECT_PUBLIC
@@ -401,6 +403,7 @@ def fields_of(client: Client) -> ClientFields:
         policy_uri=client.policy_uri,
         backchannel_logout_uri=client.backchannel_logout_uri,
         backchannel_logout_session_required=client.backchannel_logout_session_required,
+        require_pushed_authorization_requests=client.require_pushed_authorization_requests,
         subject_type=client.subject_type,
         sector_identifier=client.sector_identifier,
     )
@@ -423,5 +426,6 @@ def apply_fields(client: Client, fields: ClientFields) -> None:
     client.policy_uri = fields.policy_uri
     client.backchannel_logout_uri = fields.backchannel_logout_uri
     client.backchannel_logout_session_required = fields.backchannel_logout_session_required
+    client.require_pushed_authorization_requests = fields.require_pushed_authorization_requests
     client.subject_type = fields.subject_type
     client.sector_identifier = fields.sector_identifier

@@ -198,6 +198,7 @@ class ClientService:
         policy_uri: str | None = None,
         backchannel_logout_uri: str | None = None,
         backchannel_logout_session_required: bool = False,
+        require_pushed_authorization_requests: bool = False,
         subject_type: str = "public",
         sector_identifier: str | None = None,
         actor: Actor | None = None,
@@ -219,6 +220,7 @@ class ClientService:
             policy_uri=policy_uri,
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
+            require_pushed_authorization_requests=require_pushed_authorization_requests,
             subject_type=subject_type,
             sector_identifier=sector_identifier,
         )
@@ -422,6 +424,7 @@ def describe(client: Client) -> dict[str, Any]:
         "policy_uri": client.policy_uri,
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
+        "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
         "subject_type": client.subject_type,
         "sector_identifier": client.sector_identifier,
         "previous_secret_expires_at": (

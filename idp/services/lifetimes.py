@@ -42,6 +42,9 @@ LIFETIMES: dict[str, LifetimeBound] = {
     # RFC 8628 5.1: a user code is short-lived, so that guessing it pays for little; minutes
     # are what a person needs to type it on another device.
     "device_code_ttl": LifetimeBound(MINUTE, 30 * MINUTE),
+    # RFC 9126 2.2: a pushed request waits seconds for the browser it was pushed for; at
+    # most the ten minutes an authorization code may live (RFC 6749 4.1.2).
+    "par_request_ttl": LifetimeBound(5, 10 * MINUTE),
     # RFC 8628 3.2: the device's wait between polls; RFC 8628 3.5 adds 5 s per slow_down.
     "device_poll_interval": LifetimeBound(1, MINUTE),
     "session_idle_ttl": LifetimeBound(1, YEAR),

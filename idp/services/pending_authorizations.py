@@ -3,6 +3,10 @@
 A request that cannot be answered at once is stored, and the browser comes back to it by id
 after signing in or consenting. Each is spent once: a replayed "continue" URL cannot mint a
 second code, and a refused or denied request cannot be resumed.
+
+A request a client pushed (RFC 9126 2) waits apart, by the hash of its ``request_uri``, until the
+browser brings that request_uri to ``/authorize`` once (RFC 9126 4): from there it is an
+authorization request as any other, stored as pending when it needs a sign-in or a consent.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from idp.models import Client, Consent, PendingAuthorization
+from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
 from idp.models.base import random_id
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
+from idp.services.crypto import new_secret, token_hash
 from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
@@ -38,6 +43,23 @@ _LOAD_WITH_CLIENT = (
     select(_PENDING, *CLIENT_COLUMNS)
     .join(_CLIENTS, _CLIENTS.c.client_id == _PENDING.c.client_id)
     .where(_PENDING.c.id == bindparam("pending_id"))
+)
+
+#: RFC 9126 2.2: the request_uri's form; what follows it is 256 random bits (RFC 9126 7.1 and
+#: 10.2: it must not be guessable; only its SHA-256 is stored).
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+#: The longest request_uri that can be one of idp's (the prefix and a 43-character secret).
+MAX_REQUEST_URI = 128
+_PUSHED = cast(Table, PushedAuthorizationRequest.__table__)
+_PUSH = insert(PushedAuthorizationRequest)  # built once (``push``)
+#: Built once (``spend_pushed``): the consume-once UPDATE of a pushed request, for its client,
+#: unexpired, its parameters returned to the one caller that spent it.
+_SPEND_PUSHED = consume_once_statement(
+    _PUSHED,
+    _PUSHED.c.secret_hash == bindparam("secret_hash"),
+    _PUSHED.c.client_id == bindparam("client_id"),
+    _PUSHED.c.expires_at > bindparam("spent_at"),
+    columns=(_PUSHED.c.params,),
 )
 
 
@@ -109,6 +131,30 @@ class PendingAuthorizations:
     def spend(self, pending: PendingAuthorization | LivePending, now: datetime) -> bool:
         """Mark the request used; False when another request spent it first."""
         return consume_prepared(self.db, _SPEND, now=now, pending_id=pending.id) is not None
+
+    def push(self, client_id: str, params: dict[str, Any], now: datetime, ttl: int) -> str:
+        """Keep a validated pushed request (RFC 9126 2.2) for ``ttl`` seconds; its request_uri,
+        whose random part only the client and the browser see (the caller commits)."""
+        secret = new_secret()
+        row = {
+            "secret_hash": token_hash(secret), "client_id": client_id, "params": params,
+            "created_at": now, "expires_at": now + timedelta(seconds=ttl), "consumed_at": None,
+        }  # fmt: skip
+        statements_of(self.db).write(_PUSH, row)
+        return REQUEST_URI_PREFIX + secret
+
+    def spend_pushed(
+        self, request_uri: str, client_id: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """The parameters pushed under ``request_uri`` by ``client_id``, spent once through the
+        consume-once primitive (RFC 9126 4: "one-time use"); None when it is no request_uri of
+        idp's, another client's, expired or spent already."""
+        if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > MAX_REQUEST_URI:
+            return None
+        secret = request_uri[len(REQUEST_URI_PREFIX) :]
+        spent = consume_prepared(self.db, _SPEND_PUSHED, now=now,
+                                 secret_hash=token_hash(secret), client_id=client_id)  # fmt: skip
+        return None if spent is None else dict(spent.params)
 
     def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:
         """The user allowed the request on the consent page; the resumed request issues a code

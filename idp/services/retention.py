@@ -45,6 +45,7 @@ from idp.models import (
     OutboxMessage,
     PartialLogin,
     PendingAuthorization,
+    PushedAuthorizationRequest,
     RefreshToken,
     SignupLink,
     UsedClientAssertion,
@@ -122,6 +123,9 @@ RULES: tuple[Rule, ...] = (
          lambda p: WebAuthnChallenge.expires_at < p.now),
     Rule("pending_authorizations", PendingAuthorization.id,
          lambda p: PendingAuthorization.expires_at < p.now),
+    # RFC 9126 4: an expired request_uri is refused; its row is kept no longer.
+    Rule("pushed_authorization_requests", PushedAuthorizationRequest.secret_hash,
+         lambda p: PushedAuthorizationRequest.expires_at < p.now),
     Rule("partial_logins", PartialLogin.id_hash, lambda p: PartialLogin.expires_at < p.now),
     Rule("authorization_codes", AuthorizationCode.code_hash,
          lambda p: AuthorizationCode.expires_at < p.now - CODE_REPLAY_EVIDENCE),

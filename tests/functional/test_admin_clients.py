@@ -802,6 +802,26 @@ def test_junk_forms_get_a_calm_answer_never_a_server_error(
     assert row.redirect_uris == [REDIRECT]
 
 
+def test_console_sets_require_pushed_authorization_requests(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """RFC 9126 6, from the client form (docs/admins.md, "Pushed authorization requests"): the
+    box sets it, the client's page says so, and an edit without the box clears it."""
+    client_id, _ = register(admin, require_pushed_authorization_requests="1")
+    row = stored(app, client_id)
+    assert row is not None
+    assert row.require_pushed_authorization_requests is True
+    page = admin.browser.get(f"/admin/clients/{client_id}").text
+    assert re.search(r'<dd id="par-required">Required</dd>', page)
+    form = admin.browser.get(f"/admin/clients/{client_id}/edit").text
+    assert re.search(r'id="require_pushed_authorization_requests"[^>]*checked', form)
+    response = edit(admin, client_id, client_form())
+    assert response.status_code in (302, 303), response.text
+    cleared = stored(app, client_id)
+    assert cleared is not None
+    assert cleared.require_pushed_authorization_requests is False
+
+
 def test_console_sets_the_back_channel_logout_uri_and_refuses_plain_http(
     app: Flask, admin: ConsoleBrowser
 ) -> None:

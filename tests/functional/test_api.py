@@ -456,6 +456,25 @@ def test_back_channel_logout_uri_follows_the_consoles_rules(api: Api) -> None:
     assert patched.get_json()["backchannel_logout_session_required"] is False
 
 
+def test_require_pushed_authorization_requests_is_set_and_patched(api: Api) -> None:
+    """RFC 9126 6 through the API (docs/api.md): false unless given, set on create, changed by
+    PATCH, left as it is by a PATCH that does not name it; null is refused (422)."""
+    assert create(api)["require_pushed_authorization_requests"] is False
+    created = create(api, require_pushed_authorization_requests=True)
+    assert created["require_pushed_authorization_requests"] is True
+    client_id = created["client_id"]
+
+    def patch(body: dict[str, Any]) -> Any:
+        etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
+        return api.call("PATCH", f"/clients/{client_id}", body, headers={"If-Match": etag})
+
+    assert patch({"name": "Renamed"}).get_json()["require_pushed_authorization_requests"] is True
+    assert patch({"require_pushed_authorization_requests": None}).status_code == 422
+    patched = patch({"require_pushed_authorization_requests": False})
+    assert patched.status_code == 200, patched.text
+    assert patched.get_json()["require_pushed_authorization_requests"] is False
+
+
 def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api) -> None:
     ids = sorted(create(api, name=f"App {n}")["client_id"] for n in range(3))
     first = api.call("GET", "/clients?limit=2").get_json()

@@ -628,6 +628,27 @@ def test_clients_create_and_edit_set_the_back_channel_logout_uri(idp: Idp) -> No
     assert cleared["backchannel_logout_uri"] is None
 
 
+def test_clients_create_and_edit_set_require_par(idp: Idp) -> None:
+    """RFC 9126 6 ``require_pushed_authorization_requests`` from the command line (docs/admins.md,
+    "Pushed authorization requests"): set on create, cleared and set again by edit, and left as
+    it is by an edit that does not name it."""
+    created = idp.json(
+        "clients", "create", "--name", "Bank", "--redirect-uri", REDIRECT_URI, "--require-par"
+    )
+    assert created["require_pushed_authorization_requests"] is True
+    client_id = created["client_id"]
+    edited = idp.json("clients", "edit", client_id, "--not-require-par")
+    assert edited["require_pushed_authorization_requests"] is False
+    assert (
+        idp.json("clients", "edit", client_id, "--require-par")[
+            "require_pushed_authorization_requests"
+        ]
+        is True
+    )
+    renamed = idp.json("clients", "edit", client_id, "--name", "Bank 2")
+    assert renamed["require_pushed_authorization_requests"] is True
+
+
 def test_api_tokens_create_list_revoke(idp: Idp) -> None:
     created = idp.json("api-tokens", "create", "--name", "ci", "--scope", "clients:write",
                        "--expires-in", "30")  # fmt: skip

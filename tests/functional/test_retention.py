@@ -34,6 +34,7 @@ from idp.models import (
     OutboxMessage,
     PartialLogin,
     PendingAuthorization,
+    PushedAuthorizationRequest,
     RefreshToken,
     SignupLink,
     UsedClientAssertion,
@@ -96,6 +97,10 @@ class Seeder:
         return PendingAuthorization(id=name, client_id=self.client_id, params={},
                                     expires_at=expires)  # fmt: skip
 
+    def pushed(self, name: str, expires: datetime) -> PushedAuthorizationRequest:
+        return PushedAuthorizationRequest(secret_hash=name, client_id=self.client_id, params={},
+                                          expires_at=expires)  # fmt: skip
+
     def partial(self, name: str, expires: datetime) -> PartialLogin:
         return PartialLogin(id_hash=name, user_id=self.user_id, amr=["pwd"], expires_at=expires)
 
@@ -146,6 +151,7 @@ def remaining(app: Flask) -> dict[str, set[str]]:
     keys = {
         "webauthn_challenges": WebAuthnChallenge.id,
         "pending_authorizations": PendingAuthorization.id,
+        "pushed_authorization_requests": PushedAuthorizationRequest.secret_hash,
         "partial_logins": PartialLogin.id_hash,
         "authorization_codes": AuthorizationCode.code_hash,
         "device_authorizations": DeviceAuthorization.id,
@@ -187,6 +193,8 @@ def seeded(storage_app: Flask) -> Seeder:
         s.challenge("dead-spent-challenge", ago(minute), consumed=True),
         s.pending("live-pending", later(minute)),
         s.pending("dead-pending", ago(minute)),
+        s.pushed("live-pushed", later(minute)),
+        s.pushed("dead-pushed", ago(minute)),
         s.partial("live-partial", later(minute)),
         s.partial("dead-partial", ago(minute)),
         # A spent code stays a day past its expiry: a late replay still revokes its grant.
@@ -250,6 +258,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
     assert left == {
         "webauthn_challenges": {"live-challenge"},
         "pending_authorizations": {"live-pending"},
+        "pushed_authorization_requests": {"live-pushed"},
         "partial_logins": {"live-partial"},
         "authorization_codes": {"live-code-just-expired"},
         "device_authorizations": {"live-device-just-expired"},
@@ -267,7 +276,8 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "audit_events": {"live-audit"},
     }
     assert counts == {
-        "webauthn_challenges": 2, "pending_authorizations": 1, "partial_logins": 1,
+        "webauthn_challenges": 2, "pending_authorizations": 1,
+        "pushed_authorization_requests": 1, "partial_logins": 1,
         "authorization_codes": 1, "device_authorizations": 1, "access_tokens": 2,
         "refresh_tokens": 1, "grants": 1, "used_client_assertions": 1, "login_links": 1,
         "signup_links": 1,
