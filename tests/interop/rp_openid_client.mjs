@@ -11,7 +11,8 @@
 //     "redirect_uri": "http://localhost:PORT/callback",
 //     "post_logout_redirect_uri": "http://localhost:PORT/logged-out",
 //     "email": "...", "password": "...",
-//     "expected_alg": "RS256" | "ES256"
+//     "expected_alg": "RS256" | "ES256",
+//     "par": true | false (optional: every authorization request pushed first, RFC 9126)
 //   }
 // Output: one JSON object on stdout ({"ok": true, ...} with claims and the steps passed).
 // On any failure: {"ok": false, "failed_step": ..., "error": ...} on stdout, a readable message
@@ -327,6 +328,24 @@ async function expectFailure(promise) {
   }
 }
 
+// The address the browser is sent to: the parameters in it, or with "par" pushed to the PAR
+// endpoint first (RFC 9126 2, authenticated as at the token endpoint) and only client_id and
+// request_uri in it (RFC 9126 4).
+async function authorizationUrlOf(config, input, parameters) {
+  if (!input.par) return client.buildAuthorizationUrl(config, parameters);
+  const url = await client.buildAuthorizationUrlWithPAR(config, parameters);
+  const names = [...url.searchParams.keys()].sort();
+  check(
+    names.join(" ") === "client_id request_uri",
+    `the PAR authorization URL carries ${names.join(", ")}`,
+  );
+  check(
+    url.searchParams.get("request_uri").startsWith("urn:ietf:params:oauth:request_uri:"),
+    `request_uri ${url.searchParams.get("request_uri")}`,
+  );
+  return url;
+}
+
 async function main() {
   const input = readInput();
   const issuer = input.issuer;
@@ -367,6 +386,12 @@ async function main() {
     metadata.id_token_signing_alg_values_supported?.includes(expectedAlg),
     `discovery does not list ${expectedAlg} in id_token_signing_alg_values_supported`,
   );
+  if (input.par) {
+    check(
+      typeof metadata.pushed_authorization_request_endpoint === "string",
+      "discovery lacks pushed_authorization_request_endpoint (RFC 9126 5)",
+    );
+  }
   for (const endpoint of [
     "authorization_endpoint",
     "token_endpoint",
@@ -392,7 +417,7 @@ async function main() {
   const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);
   const nonce = client.randomNonce();
   const state = client.randomState();
-  const authorizationUrl = client.buildAuthorizationUrl(config, {
+  const authorizationUrl = await authorizationUrlOf(config, input, {
     redirect_uri: input.redirect_uri,
     scope: SCOPE,
     code_challenge: codeChallenge,
@@ -400,6 +425,7 @@ async function main() {
     nonce,
     state,
   });
+  result.authorization_url_parameters = [...authorizationUrl.searchParams.keys()].sort();
   passed();
 
   // 3. The user signs in (and consents when asked) in our minimal browser.
@@ -574,7 +600,7 @@ async function main() {
 
   // 11. The browser session is gone: a new authorization request must ask to sign in again.
   step("session ended");
-  const again = client.buildAuthorizationUrl(config, {
+  const again = await authorizationUrlOf(config, input, {
     redirect_uri: input.redirect_uri,
     scope: SCOPE,
     code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),

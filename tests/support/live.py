@@ -181,8 +181,11 @@ class LiveIdp:
         grant_types: list[str] | tuple[str, ...] = (),
         subject_type: str | None = None,
         sector_identifier: str | None = None,
+        require_par: bool = False,
     ) -> dict[str, Any]:
         args = ["clients", "create", "--name", name, "--json"]
+        if require_par:
+            args.append("--require-par")
         if subject_type:
             args += ["--subject-type", subject_type]
         if sector_identifier:
