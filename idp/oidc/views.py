@@ -224,13 +224,14 @@ def _proceed(
         # Ended since it was read (signed out in another tab, ended by an admin): no code in it
         # (Back-Channel Logout 1.0 2.7); the request goes on as one without a session.
         forget_session()
-        return _proceed(auth_request, pending, url_only=url_only)
+        return _proceed(auth_request, pending, url_only=url_only, pushed=pushed)
     if not client.first_party and not _pending_requests().consent_stands(
         session.user_id, client.client_id, auth_request.scope
     ):
         # Disconnected since it was read (OIDC Core 3.1.2.4): no code from a consent that no
         # longer exists, nor a grant the Disconnect never saw; the request asks again.
-        return _proceed(auth_request, pending, url_only=url_only, consent_withdrawn=True)
+        return _proceed(auth_request, pending, url_only=url_only, consent_withdrawn=True,
+                        pushed=pushed)  # fmt: skip
     # The pending request is spent once: a replayed "continue" URL cannot mint a second code.
     if pending is not None and not _pending_requests().spend(pending, now):
         if url_only:

@@ -9,12 +9,14 @@ from typing import Any
 
 from flask import Flask
 
-from idp.models import PendingAuthorization
+from idp.models import BrowserSession, Grant, PendingAuthorization
 from idp.oidc.pushed import SPEND_CHECKPOINT
-from tests.functional.test_pushed_authorization import pushed_uri
-from tests.support.checkpoints import Checkpoints, in_thread, wait_until
-from tests.support.factories import create_client, rows
-from tests.support.flow import RelyingParty
+from idp.oidc.views import ISSUE_CODE_CHECKPOINT
+from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri
+from tests.support.admin import passkey_browser
+from tests.support.checkpoints import Checkpoints, answered_while_held, in_thread, wait_until
+from tests.support.factories import create_client, create_user, rows
+from tests.support.flow import RelyingParty, start_session
 from tests.support.writers import waits_for_a_lock
 
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
@@ -63,3 +65,31 @@ def test_parallel_authorize_requests_with_one_request_uri_spend_it_once(
     assert len(refused) == 1
     assert "Location" not in refused[0].headers
     assert len(rows(storage_app, PendingAuthorization)) == 1
+
+
+def test_a_pushed_request_whose_session_ends_on_its_way_signs_in_at_login(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """A pushed request of a signed-in browser, its session ended by an admin while the code was
+    about to be issued (idp.oidc.views.ISSUE_CODE_CHECKPOINT): no code, as for any request
+    (Back-Channel Logout 1.0 2.7), and the sign-in it goes on to is /login?request=<id>, never
+    a page at /authorize's address, whose reload would bring the spent request_uri again."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    start_session(rp.browser, user)
+    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
+    request_uri = pushed_uri(rp)
+
+    def end_the_session() -> None:
+        ended = admin.post(f"/admin/users/{user.id}/sessions/revoke", {"sid": session.sid})
+        assert ended.status_code < 400
+
+    answer = answered_while_held(
+        checkpoints, ISSUE_CODE_CHECKPOINT, lambda: authorize_pushed(rp, request_uri),
+        end_the_session,
+    )  # fmt: skip
+    assert answer.status_code == 302, answer.text[:300]
+    assert answer.headers["Location"].startswith("/login?request="), answer.headers["Location"]
+    assert rows(storage_app, Grant, Grant.sid == session.sid, Grant.revoked_at.is_(None)) == []
+    assert rp.browser.get(answer.headers["Location"]).status_code == 200
