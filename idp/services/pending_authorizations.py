@@ -53,11 +53,12 @@ MAX_REQUEST_URI = 128
 _PUSHED = cast(Table, PushedAuthorizationRequest.__table__)
 _PUSH = insert(PushedAuthorizationRequest)  # built once (``push``)
 #: Built once (``spend_pushed``): the consume-once UPDATE of a pushed request, for its client,
-#: unexpired, its parameters returned to the one caller that spent it.
+#: unexpired, its parameters returned to the one caller that spent it. Its parameters are not
+#: named after columns: an UPDATE reserves those names for its SET clause.
 _SPEND_PUSHED = consume_once_statement(
     _PUSHED,
-    _PUSHED.c.secret_hash == bindparam("secret_hash"),
-    _PUSHED.c.client_id == bindparam("client_id"),
+    _PUSHED.c.secret_hash == bindparam("pushed_hash"),
+    _PUSHED.c.client_id == bindparam("pushing_client"),
     _PUSHED.c.expires_at > bindparam("spent_at"),
     columns=(_PUSHED.c.params,),
 )
@@ -151,9 +152,9 @@ class PendingAuthorizations:
         idp's, another client's, expired or spent already."""
         if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > MAX_REQUEST_URI:
             return None
-        secret = request_uri[len(REQUEST_URI_PREFIX) :]
+        secret_hash = token_hash(request_uri[len(REQUEST_URI_PREFIX) :])
         spent = consume_prepared(self.db, _SPEND_PUSHED, now=now,
-                                 secret_hash=token_hash(secret), client_id=client_id)  # fmt: skip
+                                 pushed_hash=secret_hash, pushing_client=client_id)  # fmt: skip
         return None if spent is None else dict(spent.params)
 
     def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:

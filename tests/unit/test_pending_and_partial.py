@@ -13,7 +13,11 @@ from sqlalchemy.pool import StaticPool
 
 from idp.models import Base, Client, Consent, User
 from idp.services.partial_logins import PARTIAL_LOGIN_TTL, PartialLogins
-from idp.services.pending_authorizations import PendingAuthorizations
+from idp.services.pending_authorizations import (
+    MAX_REQUEST_URI,
+    REQUEST_URI_PREFIX,
+    PendingAuthorizations,
+)
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -51,6 +55,25 @@ def test_a_pending_request_is_spent_once(db: Session) -> None:
     assert not pending.spend(row, NOW)
     db.expire_all()
     assert pending.live(pending_id, NOW) is None
+
+
+def test_a_pushed_request_is_spent_once_by_its_client_before_it_expires(db: Session) -> None:
+    """RFC 9126 2.2 and 4: the request_uri is the urn prefix and 256 random bits; it gives its
+    parameters back once, to the client that pushed it, before ``ttl`` ends; a value that is
+    not of idp's form, or longer than one can be, is none without a lookup."""
+    db.add(Client(client_id="other", name="Other", token_endpoint_auth_method="none"))
+    pending = PendingAuthorizations(db)
+    request_uri = pending.push("app", {"scope": "openid"}, NOW, ttl=60)
+    assert request_uri.startswith(REQUEST_URI_PREFIX)
+    assert len(request_uri) - len(REQUEST_URI_PREFIX) == 43 <= MAX_REQUEST_URI
+    later = NOW + timedelta(seconds=60)
+    assert pending.spend_pushed(request_uri, "app", later) is None  # expired
+    assert pending.spend_pushed(request_uri, "other", NOW) is None  # another client's
+    assert pending.spend_pushed(request_uri + "x", "app", NOW) is None
+    assert pending.spend_pushed(request_uri.removeprefix(REQUEST_URI_PREFIX), "app", NOW) is None
+    assert pending.spend_pushed(REQUEST_URI_PREFIX + "x" * 200, "app", NOW) is None
+    assert pending.spend_pushed(request_uri, "app", NOW) == {"scope": "openid"}
+    assert pending.spend_pushed(request_uri, "app", NOW) is None  # spent
 
 
 def test_the_sign_in_pages_read_a_live_request_with_its_client(db: Session) -> None:
