@@ -164,12 +164,15 @@ def device_authorization() -> Response:
     return _committed(oauth_server().create_endpoint_response("device_authorization")).response()
 
 
-@bp.post("/par")
+# OPTIONS is the CORS preflight's (``cors_preflight``), not Flask's automatic answer.
+@bp.route("/par", methods=["POST"], provide_automatic_options=False)
 @csrf.exempt
 def pushed_authorization() -> Response:
     """Pushed authorization request endpoint (RFC 9126 2): 201 with the request_uri, or the JSON
-    error of RFC 9126 2.3; no-store either way (RFC 9126 2.2)."""
-    return _committed(oauth_server().create_endpoint_response("pushed_authorization")).response()
+    error of RFC 9126 2.3; no-store either way (RFC 9126 2.2). Readable by any origin, as the
+    token endpoint's answers are: a single-page app (a public client) pushes from its page."""
+    answer = oauth_server().create_endpoint_response("pushed_authorization")
+    return _cors(_committed(answer)).response()
 
 
 def revocation_answer(current: Request) -> Answer:
@@ -207,6 +210,7 @@ for _path, _route in DIRECT_ROUTES.items():
 @bp.route("/token", methods=["OPTIONS"], provide_automatic_options=False)
 @bp.route("/revoke", methods=["OPTIONS"], provide_automatic_options=False)
 @bp.route("/userinfo", methods=["OPTIONS"], provide_automatic_options=False)
+@bp.route("/par", methods=["OPTIONS"], provide_automatic_options=False)
 @csrf.exempt
 def cors_preflight() -> Response:
     """A page's preflight before it sends the Authorization header (CORS)."""

@@ -237,6 +237,27 @@ def test_a_confidential_clients_pushes_are_not_counted_against_its_address(
     assert set(answers) == {201}
 
 
+def test_a_single_page_app_can_push_from_its_page(storage_app: Flask) -> None:
+    """A public single-page app pushes from its page's origin, as it calls the token endpoint
+    (CORS: the preflight, then answers any origin may read; no credentials, no cookie read)."""
+    public = create_client(storage_app, public=True, redirect_uris=["https://spa.example/cb"])
+    rp = RelyingParty(storage_app.test_client(), public)
+    origin = {"Origin": "https://spa.example"}
+    preflight = rp.browser.options("/par", headers={
+        **origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    })  # fmt: skip
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
+    pushed = push(rp, headers=origin)
+    assert pushed.status_code == 201, pushed.text
+    assert pushed.headers["Access-Control-Allow-Origin"] == "*"
+    refused = push(rp, headers=origin, code_challenge=None, code_challenge_method=None)
+    assert refused.status_code == 400
+    assert refused.headers["Access-Control-Allow-Origin"] == "*"
+
+
 # -- the request_uri at /authorize -----------------------------------------------------------------
 def test_a_request_uri_is_spent_once(
     storage_app: Flask, rp: RelyingParty, user: CreatedUser
