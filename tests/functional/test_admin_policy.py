@@ -23,7 +23,6 @@ from idp.services.sign_in_policy import (
     PolicyCache,
     change_policy,
     load_policy,
-    policy_version,
 )
 from tests.conftest import app_overrides, throwaway_postgres_database
 from tests.functional.test_fallback import (
@@ -34,7 +33,7 @@ from tests.functional.test_fallback import (
     text_of,
     user_with_totp,
 )
-from tests.support.admin import passkey_browser
+from tests.support.admin import passkey_browser, policy_form
 from tests.support.authenticator import FLAG, SoftAuthenticator
 from tests.support.clock import FrozenClock
 from tests.support.factories import DEFAULT_PASSWORD, CreatedUser, change, create_user, rows
@@ -43,7 +42,6 @@ from tests.support.passkey_flow import PasskeyPages
 
 YUBIKEY_5 = "ee882879-721c-4913-9775-3dfcce97072a"
 GOOGLE_PASSWORD_MANAGER = "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4"
-BOOLEANS = ("passwords_allowed", "signup_enabled", "admin_passkey_required", "passkey_prompt")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -66,26 +64,6 @@ def set_policy(app: Flask, **changes: Any) -> None:
                       context=None, now=utcnow())  # fmt: skip
         db.session.commit()
     _drop_cache(app)
-
-
-def policy_form(app: Flask, **changes: Any) -> dict[str, str]:
-    """What the policy page's form sends: the values in force, with ``changes``, and the
-    version of the policy they were read from."""
-    with app.app_context():
-        in_force = load_policy(db.session(), app.extensions["idp"].settings)
-    values = in_force.as_dict()
-    values.update(changes)
-    form: dict[str, str] = {"version": policy_version(in_force)}
-    for field in FIELDS:
-        value = values[field.name]
-        if field.name in BOOLEANS:
-            if value:
-                form[field.name] = "on"
-        elif isinstance(value, list | tuple):
-            form[field.name] = "\n".join(value)
-        else:
-            form[field.name] = str(value)
-    return form
 
 
 def failure_reasons(app: Flask, kind: str) -> list[str]:

@@ -13,9 +13,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 from werkzeug.test import TestResponse
 
+from idp.admin.policy import BOOLEAN_FIELDS
 from idp.extensions import db
 from idp.models import BrowserSession
 from idp.models.base import utcnow
+from idp.services.sign_in_policy import FIELDS, load_policy, policy_version
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_user
 from tests.support.passkey_flow import PasskeyPages, csrf_meta
@@ -76,3 +78,23 @@ def age_sign_in(app: Flask, user_id: str, minutes: float) -> None:
             .values(auth_time=utcnow() - timedelta(minutes=minutes))
         )
         db.session.commit()
+
+
+def policy_form(app: Flask, **changes: Any) -> dict[str, str]:
+    """What the policy page's form sends: the values in force, with ``changes``, and the
+    version of the policy they were read from."""
+    with app.app_context():
+        in_force = load_policy(db.session(), app.extensions["idp"].settings)
+    values = in_force.as_dict()
+    values.update(changes)
+    form: dict[str, str] = {"version": policy_version(in_force)}
+    for policy_field in FIELDS:
+        name, value = policy_field.name, values[policy_field.name]
+        if name in BOOLEAN_FIELDS:
+            if value:
+                form[name] = "on"
+        elif isinstance(value, list | tuple):
+            form[name] = "\n".join(value)
+        else:
+            form[name] = str(value)
+    return form

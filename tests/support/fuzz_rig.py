@@ -27,6 +27,7 @@ from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.login_links import INVITE, LoginLinkService
 from idp.services.users import UserService
 from idp.web.sessions import session_cookie_name
+from tests.conftest import _build_app as build_app
 from tests.conftest import sqlite_app
 from tests.support.factories import (
     POST_LOGOUT_URI,
@@ -47,10 +48,14 @@ GRANTS = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CO
 RP_ORIGINS = ("https://rp.example",)
 
 
-def fuzz_app(directory: Path) -> Flask:
+def fuzz_app(directory: Path, database_url: str | None = None) -> Flask:
     """An app whose per-address budgets do not end the run early, with its forms' CSRF check off
-    so that fuzzed fields reach the views behind it (the check itself has its own tests)."""
-    app = sqlite_app(directory, anonymous_requests_per_address=1_000_000)
+    so that fuzzed fields reach the views behind it (the check itself has its own tests); on a
+    new SQLite database in ``directory``, or on ``database_url``."""
+    if database_url is None:
+        app = sqlite_app(directory, anonymous_requests_per_address=1_000_000)
+    else:
+        app = build_app(database_url, directory, anonymous_requests_per_address=1_000_000)
     app.config["WTF_CSRF_ENABLED"] = False
     return app
 
@@ -129,11 +134,12 @@ class Rig:
             **extra,
         }
 
-    def code(self, method: str) -> str:
-        """A fresh authorization code for the client of ``method``, from the signed-in browser."""
+    def code(self, method: str, cookie: str | None = None) -> str:
+        """A fresh authorization code for the client of ``method``, from the signed-in browser
+        (the user's, or the one whose session ``cookie`` is given)."""
         answer = self.http().get(
             "/authorize?" + urlencode(self.authorize_params(method)),
-            headers={"Cookie": self.cookie},
+            headers={"Cookie": cookie or self.cookie},
             environ_base=fresh_address(),
         )
         assert answer.status_code == 302, answer.text[:300]
@@ -176,13 +182,14 @@ class Rig:
         document: dict[str, Any] = answer.get_json()
         return document
 
-    def tokens(self, method: str) -> dict[str, Any]:
-        """Fresh tokens (access, refresh, ID) for the client of ``method``."""
+    def tokens(self, method: str, cookie: str | None = None) -> dict[str, Any]:
+        """Fresh tokens (access, refresh, ID) for the client of ``method``, of the user or of
+        the browser whose session ``cookie`` is given."""
         return self.token(
             method,
             [
                 ("grant_type", "authorization_code"),
-                ("code", self.code(method)),
+                ("code", self.code(method, cookie)),
                 ("redirect_uri", REDIRECT_URI),
                 ("code_verifier", self.verifier),
             ],

@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from hypothesis import HealthCheck, settings
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.sql import Executable
 from werkzeug.test import TestResponse
+
+from idp.extensions import db
 
 #: Every property-based test: the same examples in every run (``derandomize``), none written to an
 #: example database, no per-example deadline (a shared 2-core machine is no place for one).
@@ -192,6 +197,18 @@ def run_examples(test: Callable[..., None], examples: int, *args: Any) -> None:
     settings(FUZZ_SETTINGS, max_examples=examples)(test)(*args)
 
 
+def run_given(
+    body: Callable[..., None],
+    examples: int,
+    strategies: dict[str, st.SearchStrategy[Any]],
+    *args: Any,
+) -> None:
+    """``run_examples`` of a test made here, ``body`` given ``strategies``: hypothesis takes a
+    test's settings once, so a test that runs more than once in a process (once per database)
+    needs a new one each time."""
+    run_examples(given(**strategies)(body), examples, *args)
+
+
 # -- properties ------------------------------------------------------------------------------------
 @dataclass
 class Tally:
@@ -248,3 +265,51 @@ def json_error(response: TestResponse, registered: frozenset[str]) -> str:
     assert isinstance(description, str)
     assert DESCRIPTION.fullmatch(description), description
     return str(error)
+
+
+# -- the signed-in surfaces: ids, requests and the rows they must leave alone ------------------
+def forged(names: Sequence[str]) -> st.SearchStrategy[str]:
+    """An id in a path or a field: one of the scene's ``names`` (the user's own object, another
+    user's, one that never existed, each resolved by the test to its real id) or a fuzzed value."""
+    return st.one_of(st.sampled_from(tuple(names)), st.sampled_from(tuple(names)), values())
+
+
+def segment(value: str) -> str:
+    """``value`` as one path segment: percent-encoded (a raw value as it is), cut to 3,000
+    characters so that the request line stays under the server's limit."""
+    if isinstance(value, Raw):
+        return str(value)
+    return quote((value.full if isinstance(value, Sized) else value)
+                 .encode("utf-8", "surrogatepass"), safe="")[:3000]  # fmt: skip
+
+
+def send(
+    http: FlaskClient,
+    path: str,
+    pairs: Sequence[tuple[str, str]],
+    http_method: str,
+    kind: str = "form",
+    cookie: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> TestResponse:
+    """Send ``pairs`` to ``path`` (in the query of a GET or HEAD, else as a ``kind`` body) with
+    the ``cookie`` of a signed-in browser, and check what holds of every answer."""
+    options: dict[str, Any] = (
+        {"query_string": encode(pairs)} if http_method in ("GET", "HEAD") else body(pairs, kind)
+    )
+    sent = {**(headers or {}), **({"Cookie": cookie} if cookie else {})}
+    response = http.open(
+        path, method=http_method, headers=sent, environ_base=fresh_address(), **options
+    )
+    check_answer(response)
+    return response
+
+
+def rows_of(app: Flask, *statements: Executable) -> list[list[tuple[Any, ...]]]:
+    """What ``statements`` (SELECTs) read now, to compare before and after: an object a request
+    must not touch (another user's passkey, session, grant or group membership) is unchanged
+    only if its rows read the same, every column of them."""
+    with app.app_context():
+        read = [[tuple(row) for row in db.session.execute(s).all()] for s in statements]
+        db.session.remove()
+        return read
