@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from idp.models.clients import KINDS, SUBJECT_TYPES
 from idp.services.client_fields import AUTH_METHODS, MAX_ROTATION_OVERLAP, MAX_URI_LENGTH, MAX_URIS
+from idp.services.group_fields import MAX_MEMBERS_AT_ONCE
 from idp.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 from idp.services.user_admin import MAX_LINK_TTL, MIN_LINK_TTL
 
@@ -297,7 +298,8 @@ class GroupList(Response):
 
 class MembersAdd(Request):
     emails: Annotated[
-        list[Annotated[str, Field(max_length=320)]], Field(min_length=1, max_length=200)
+        list[Annotated[str, Field(max_length=320)]],
+        Field(min_length=1, max_length=MAX_MEMBERS_AT_ONCE),
     ]
 
 

@@ -19,6 +19,15 @@ GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_DISPLAY_NAME = 200
 MAX_DESCRIPTION = 1000
 MAX_CLAIM_VALUE = 200
+#: The most users one change of members names (the console's list of addresses, the CLI's, the
+#: admin API's ``emails``): one statement reads them all, and a database binds only so many
+#: parameters (PostgreSQL 65,535): past that the read fails as if the database were down.
+MAX_MEMBERS_AT_ONCE = 200
+#: How many unknown addresses a refusal names, and how much of each: the console shows it after a
+#: redirect, from the signed session cookie, which a browser drops past 4,096 bytes (RFC 6265
+#: 6.1), losing the CSRF token it carries with it.
+NAMED_UNKNOWN = 5
+NAMED_LENGTH = 80
 
 
 class GroupError(DomainError):
@@ -81,3 +90,18 @@ def validate_claim_name(claim: str) -> str:
             "with a letter"
         )
     return claim
+
+
+def check_member_count(addresses: list[str]) -> None:
+    """One change names at most ``MAX_MEMBERS_AT_ONCE`` users (distinct addresses)."""
+    if len(addresses) > MAX_MEMBERS_AT_ONCE:
+        raise GroupError(f"name at most {MAX_MEMBERS_AT_ONCE} users at once")
+
+
+def unknown_users(unknown: list[str]) -> GroupError:
+    """The refusal naming the first few of the ``unknown`` addresses, each cut short."""
+    named = ", ".join(
+        a if len(a) <= NAMED_LENGTH else a[:NAMED_LENGTH] + "…" for a in unknown[:NAMED_UNKNOWN]
+    )
+    more = len(unknown) - NAMED_UNKNOWN
+    return GroupError(f"no user {named}" + (f" (and {more} more)" if more > 0 else ""))

@@ -33,7 +33,9 @@ from idp.services.group_fields import (
     MAX_DISPLAY_NAME,
     ClaimMapEntry,
     GroupError,
+    check_member_count,
     text_field,
+    unknown_users,
     validate_claim_name,
     validate_name,
 )
@@ -165,10 +167,11 @@ class GroupService:
         wanted = list(dict.fromkeys(normalise_email(e) for e in emails if e.strip()))
         if not wanted:
             raise GroupError("name at least one user by email address")
+        check_member_count(wanted)
         found = {u.email: u for u in self.db.scalars(select(User).where(User.email.in_(wanted)))}
         unknown = [e for e in wanted if e not in found]
         if unknown:
-            raise GroupError(f"no user {', '.join(unknown)}")
+            raise unknown_users(unknown)
         return [found[e] for e in wanted]
 
     # -- groups ----------------------------------------------------------------------------------

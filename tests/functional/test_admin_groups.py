@@ -89,6 +89,33 @@ def test_adding_an_unknown_address_adds_no_one(
     assert rows(storage_app, GroupMember) == []
 
 
+def test_more_members_at_once_than_a_statement_binds_are_refused_not_a_server_error(
+    storage_app: Flask, admin: ConsoleBrowser, ada: CreatedUser
+) -> None:
+    # 70,000 distinct addresses in one form: more parameters than PostgreSQL binds (65,535),
+    # which failed the read as a storage outage (503), and a refusal naming every one of them
+    # in the session cookie, far past the 4,096 bytes a browser keeps (RFC 6265 6.1).
+    _create(admin, "staff")
+    words = " ".join(format(number, "x") for number in range(70_000))
+    refused = admin.post("/admin/groups/staff/members", {"emails": f"{ada.email} {words}"})
+    assert refused.status_code == 302, refused.status_code
+    assert all(len(c) < 4096 for c in refused.headers.getlist("Set-Cookie"))
+    assert "name at most 200 users at once" in admin.browser.get("/admin/groups/staff").text
+    assert rows(storage_app, GroupMember) == []
+
+
+def test_a_refusal_names_only_the_first_unknown_addresses_each_cut_short(
+    storage_app: Flask, admin: ConsoleBrowser
+) -> None:
+    _create(admin, "staff")
+    ghosts = [f"ghost{n}@example.com" for n in range(150)] + ["g" * 5000 + "@example.com"]
+    refused = admin.post("/admin/groups/staff/members", {"emails": " ".join(ghosts[::-1])})
+    assert all(len(c) < 4096 for c in refused.headers.getlist("Set-Cookie"))
+    page = admin.browser.get("/admin/groups/staff").text
+    assert f"no user {'g' * 80}…, ghost149@example.com, ghost148@example.com" in page
+    assert "(and 146 more)" in page
+
+
 def test_delete_of_a_clients_only_group_needs_the_confirmation(
     storage_app: Flask, admin: ConsoleBrowser
 ) -> None:
