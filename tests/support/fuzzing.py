@@ -109,6 +109,17 @@ class Sized(str):
 HUGE = Sized("B", 70_000)
 OVERSIZED = Sized("C", 1024 * 1024 + 1)
 
+
+def _words(count: int) -> Sized:
+    words = Sized("w", count)
+    words.full = " ".join(format(number, "x") for number in range(count))
+    return words
+
+
+#: Distinct words, more than one statement binds (PostgreSQL: 65,535 parameters): a field read as
+#: a list (a group's new members) must be cut before it reaches a query.
+MANY_WORDS = _words(70_000)
+
 #: Values the endpoints know, so that a fuzzed parameter also takes the branches they open.
 PROTOCOL_WORDS = (
     "openid", "code", "query", "form_post", "fragment", "none", "login", "consent",
@@ -122,7 +133,7 @@ odd_text = st.text(_characters, max_size=24)
 def values() -> st.SearchStrategy[str]:
     """One parameter's value: odd, raw, a protocol word, generated, canary-carrying, rarely huge."""
     return st.one_of(
-        st.sampled_from((*ODD_VALUES, HUGE, OVERSIZED)),
+        st.sampled_from((*ODD_VALUES, HUGE, OVERSIZED, MANY_WORDS)),
         st.sampled_from(PROTOCOL_WORDS),
         st.sampled_from(RAW_VALUES),
         odd_text,
@@ -231,16 +242,26 @@ class Tally:
 
 def check_answer(response: TestResponse, *, allowed_hosts: Sequence[str] = ()) -> None:
     """What holds of every answer: no server error, no traceback, no header carrying a line
-    break, no canary unescaped in the body or a header, and a redirect only to idp itself or to
-    one of ``allowed_hosts`` (the registered URIs' origins)."""
+    break, no canary unescaped in the body or a header, no cookie a browser would drop (over
+    4,096 bytes, RFC 6265 6.1: the session's CSRF token would go with it), and a redirect only to
+    idp itself or to one of ``allowed_hosts`` (the registered URIs' origins).
+
+    A JSON answer is data, not a page: a name the user gave comes back in it as they typed it
+    (the passkey options' ``displayName``), so it must only never be read as a page (its type,
+    and ``nosniff``)."""
     assert response.status_code < 500, (response.status_code, response.get_data()[:500])
     text = response.get_data(as_text=True)
     assert "Traceback" not in text
-    assert CANARY_WORD not in text, f"input reflected unescaped: {text[:300]!r}"
+    if response.mimetype == "application/json":
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", response.headers
+    else:
+        assert CANARY_WORD not in text, f"input reflected unescaped: {text[:300]!r}"
     for name, value in response.headers.items():
         assert "\r" not in value, (name, value)
         assert "\n" not in value, (name, value)
         assert CANARY_WORD not in value, (name, value)
+    for cookie in response.headers.getlist("Set-Cookie"):
+        assert len(cookie) <= 4096, f"a cookie of {len(cookie)} bytes: {cookie[:100]!r}"
     location = response.headers.get("Location")
     if location is not None:
         # As a browser reads it (WHATWG URL): a backslash is a slash, tabs and line breaks go.
