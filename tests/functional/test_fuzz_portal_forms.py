@@ -14,6 +14,7 @@ nothing changes; and whatever sequence of removals the user makes, they keep a w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pyotp
 import pytest
@@ -22,12 +23,16 @@ from sqlalchemy import delete, select, update
 
 from idp.extensions import db
 from idp.models import Passkey, TotpCredential, User
+from idp.models.base import utcnow
+from idp.services.sign_in_policy import change_policy, reset_policy
 from tests.support.factories import change, create_user
 from tests.support.fuzz_rig import TOTP_SECRET, TotpUser, totp_user
 from tests.support.fuzzing import (
     BODY_KINDS,
     Tally,
+    csrf_refused,
     forged,
+    header_value,
     mutations,
     rows_of,
     run_given,
@@ -48,7 +53,7 @@ from tests.support.signed_in_rig import (
 #: time of the other fuzzing files.
 EXAMPLES_PER_ROUTE = {"sqlite": 15, "postgresql": 5}
 CSRF_EXAMPLES = {"sqlite": 40, "postgresql": 12}
-SEQUENCE_EXAMPLES = {"sqlite": 40, "postgresql": 12}
+SEQUENCE_EXAMPLES = {"sqlite": 50, "postgresql": 40}
 #: The ids a fuzzed request may name, resolved at each example.
 OWN, VICTIM, UNKNOWN = "@own", "@victim", "@unknown"
 IDS = (OWN, VICTIM, UNKNOWN)
@@ -81,6 +86,9 @@ ROUTES: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
     "passkey register": (("POST",), "/account/passkeys",
                          {"challenge_id": "c", "credential": "{}", "name": "n"}),
 }  # fmt: skip
+#: The routes whose path names one of the user's objects. An app to disconnect is named by its
+#: client id, which the victim's grant shares: every disconnection is the IDOR check already.
+FORGEABLE = tuple(r for r, (_, path, _) in ROUTES.items() if "{passkey}" in path or "{sid}" in path)
 #: Where a fuzzed request must have changed the user's rows at least once (deep paths reached).
 MUST_CHANGE = ("rename", "remove passkey", "password", "remove password", "totp", "remove totp",
                "backup codes", "revoke session", "revoke others", "disconnect", "profile", "email",
@@ -169,12 +177,13 @@ def fields(route: str) -> st.SearchStrategy[list[tuple[str, str]]]:
 def portal_requests(
     draw: st.DrawFn, route: str
 ) -> tuple[str, str, list[tuple[str, str]], str, str]:
-    """What is sent to ``route``: in half the examples as its page sends it (the working values,
-    the user's own ids) with fuzzed pairs after them, so that they reach past the first checks;
-    in the other half, every part fuzzed."""
+    """What is sent to ``route``: in two examples of three as its page sends it (the working values,
+    the user's own ids, and first the same with another user's: ``portal_example``) with fuzzed
+    pairs after them, so that they reach past the first checks; in the others, every part
+    fuzzed, the ids the user's, another user's, nobody's or fuzzed."""
     methods, _, named = ROUTES[route]
     json_body = route.startswith("passkey ")
-    if draw(st.booleans()):
+    if draw(st.integers(0, 2)) < 2:  # the first example (0) too: each route reaches deep
         pairs = [*named.items(), *draw(mutations(("name", "confirm", "then", "page")))]
         return route, methods[-1], pairs, "json" if json_body else "form", OWN
     kind = draw(st.sampled_from(("json",) if json_body else BODY_KINDS))
@@ -204,6 +213,13 @@ def portal_example(
     scene.cookie(actor_id)  # another session of theirs, which "@own" may name
     if route == "totp":
         cookie, pairs = totp_enrolment(scene, actor_id, cookie, pairs)
+    if name == OWN and route in FORGEABLE:
+        # Its twin first, the victim's id in place of the user's own (IDOR): nothing of theirs
+        # changes, as every example checks below.
+        forged_path = path_of(scene, actor_id, route, VICTIM)
+        send(scene.rig.http(), forged_path, pairs, http_method, kind, cookie)
+        assert scene.victim_rows() == scene.victim_before, (route, forged_path, pairs)
+        tally.add(f"{route} forged")
     before = owned_rows(scene.app, actor_id)
     path = path_of(scene, actor_id, route, name)
     response = send(scene.rig.http(), path, pairs, http_method, kind, cookie)
@@ -228,6 +244,9 @@ def test_portal_forms_and_pages(scene: Scene, actor: TotpUser) -> None:
             tally,
             counter,
         )
+    # Every route that takes an id was sent another user's, with its working fields.
+    for route in FORGEABLE:
+        assert tally[f"{route} forged"] > 0, route
     # Deep paths: the forms changed the account, not merely refused.
     for route in MUST_CHANGE:
         assert tally[f"{route} changed"] > 0, (
@@ -274,14 +293,15 @@ def csrf_example(
         "wrong first": [*(fuzzed or [("csrf_token", "x")])[:1], ("csrf_token", token)],
         "header": [],
     }[how]
-    headers = {"X-CSRFToken": (fuzzed or [("", "x")])[0][1]} if how == "header" else {}
+    headers = (
+        {"X-CSRFToken": header_value((fuzzed or [("", "x")])[0][1])} if how == "header" else {}
+    )
     path = path_of(scene, actor_id, route, OWN)
     pairs = [*ROUTES[route][2].items(), *tokens]
     before = owned_rows(scene.app, actor_id)
     kind = "json" if route.startswith("passkey ") else "form"
     response = send(browser, path, pairs, "POST", kind, headers=headers)
-    assert response.status_code == 400, (route, how, response.status_code)
-    assert "This form expired or was sent from another page" in response.text, response.text[:300]
+    assert csrf_refused(response), (route, how, response.status_code, response.text[:300])
     assert owned_rows(scene.app, actor_id) == before, (route, how)
     assert scene.victim_rows() == scene.victim_before
     tally.add(f"status {response.status_code}")
@@ -325,17 +345,53 @@ def user_passkeys(scene: Scene, user_id: str) -> list[tuple[str, bool]]:
     return [(str(cid), flagged is not None) for cid, flagged in found[0]]
 
 
-def has_a_way_in(scene: Scene, user_id: str) -> bool:
-    """A passkey that signs in, or a password (the default policy allows them)."""
-    (password,) = rows_of(scene.app, select(User.password_hash).where(User.id == user_id))
-    return any(not flagged for _, flagged in user_passkeys(scene, user_id)) or (
-        password[0][0] is not None
+#: The sign-in policies the sequences run under (docs/configuration.md): a password is a way in
+#: only where passwords are allowed, and an admin's only where admins may use one.
+POLICIES = {
+    "default": {},
+    "passkeys only": {"passwords_allowed": False},
+    "admins keep a passkey": {"admin_passkey_required": True},
+}
+
+
+def has_a_way_in(scene: Scene, user_id: str, policy: str) -> bool:
+    """A passkey that signs in (a flagged one does not), or a password the policy lets sign in."""
+    (user,) = rows_of(
+        scene.app, select(User.password_hash, User.is_admin).where(User.id == user_id)
     )
+    password, admin = user[0]
+    rules = POLICIES[policy]
+    password_signs_in = rules.get("passwords_allowed", True) and not (
+        admin and rules.get("admin_passkey_required", False)
+    )
+    return any(not flagged for _, flagged in user_passkeys(scene, user_id)) or (
+        password is not None and bool(password_signs_in)
+    )
+
+
+@contextmanager
+def policy_in_force(scene: Scene, policy: str) -> Iterator[None]:
+    """The sign-in policy ``policy`` for the duration, then the configured one again."""
+    settings, cache = scene.app.extensions["idp"].settings, scene.app.extensions["idp"].policy_cache
+    with scene.app.app_context():
+        change_policy(db.session(), settings, POLICIES[policy], actor_id=None, context=None,
+                      now=utcnow())  # fmt: skip
+        db.session.commit()
+    cache.invalidate()
+    try:
+        yield
+    finally:
+        with scene.app.app_context():
+            reset_policy(db.session(), settings, actor_id=None, context=None, now=utcnow())
+            db.session.commit()
+        cache.invalidate()
 
 
 #: A user's sign-in methods (each passkey flagged or not; a password or not), and the removals
 #: (and the password set again) they then make, in order.
 SEQUENCES = {
+    "policy": st.sampled_from(sorted(POLICIES)),
+    "admin": st.booleans(),
     "passkeys": st.lists(st.booleans(), min_size=0, max_size=3),
     "password": st.booleans(),
     "steps": st.lists(st.sampled_from(REMOVALS), min_size=1, max_size=8),
@@ -346,22 +402,30 @@ def sequence_example(
     scene: Scene,
     tally: Tally,
     counter: list[int],
+    policy: str,
+    admin: bool,
     passkeys: list[bool],
     password: bool,
     steps: list[str],
 ) -> None:
     counter[0] += 1
     email = f"seq-{counter[0]}@example.com"
-    created = create_user(scene.app, email=email, password=GOOD_PASSWORD)
+    created = create_user(scene.app, email=email, password=GOOD_PASSWORD, admin=admin)
     if not password:
         change(scene.app, update(User).where(User.id == created.id).values(password_hash=None))
     for number, flagged in enumerate(passkeys):
         add_passkey(scene.app, created.id, f"seq-{counter[0]}-{number}", flagged=flagged)
-    if not has_a_way_in(scene, created.id):
-        return  # no way in to keep
+    with policy_in_force(scene, policy):
+        if has_a_way_in(scene, created.id, policy):  # else no way in to keep
+            remove_in_turn(scene, tally, created.id, policy, steps)
+
+
+def remove_in_turn(scene: Scene, tally: Tally, user_id: str, policy: str, steps: list[str]) -> None:
+    """Each of ``steps`` through the portal, as the user (signed in anew, stepped up); after each,
+    the user still has a way in."""
     for step in steps:
-        cookie = scene.cookie(created.id)
-        ids = [cid for cid, _ in user_passkeys(scene, created.id)]
+        cookie = scene.cookie(user_id)
+        ids = [cid for cid, _ in user_passkeys(scene, user_id)]
         if step.startswith("passkey "):
             index = int(step.split()[1])
             if index >= len(ids):
@@ -371,11 +435,12 @@ def sequence_example(
             path, pairs = "/account/password", [("new_password", GOOD_PASSWORD)]
         else:
             path, pairs = f"/account/{step}/remove", [("confirm", "yes")]
-        before = owned_rows(scene.app, created.id)
+        before = owned_rows(scene.app, user_id)
         send(scene.rig.http(), path, pairs, "POST", "form", cookie)
-        removed = owned_rows(scene.app, created.id) != before
+        removed = owned_rows(scene.app, user_id) != before
         tally.add(f"{step} {'done' if removed else 'refused'}")
-        assert has_a_way_in(scene, created.id), (passkeys, password, steps, step)
+        tally.add(f"{policy} {step} {'done' if removed else 'refused'}")
+        assert has_a_way_in(scene, user_id, policy), (policy, steps, step)
 
 
 def test_no_sequence_of_removals_leaves_no_way_in(scene: Scene) -> None:
@@ -385,3 +450,6 @@ def test_no_sequence_of_removals_leaves_no_way_in(scene: Scene) -> None:
     for step in ("passkey 0", "password"):
         assert tally[f"{step} done"] > 0, tally.counts
         assert tally[f"{step} refused"] > 0, tally.counts
+    # Under each policy, some removal was refused to keep the way in.
+    for policy in POLICIES:
+        assert any(k.startswith(policy) and k.endswith("refused") for k in tally.counts), policy

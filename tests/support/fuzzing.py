@@ -334,3 +334,20 @@ def rows_of(app: Flask, *statements: Executable) -> list[list[tuple[Any, ...]]]:
         read = [[tuple(row) for row in db.session.execute(s).all()] for s in statements]
         db.session.remove()
         return read
+
+
+def header_value(value: str) -> str:
+    """``value`` as a header can carry it (printable ASCII: a client sends no line break), cut
+    to 8,000 characters; "x" when nothing is left."""
+    text = value.full if isinstance(value, Sized) else value
+    return "".join(c for c in text[:8000] if " " <= c <= "~") or "x"
+
+
+def csrf_refused(response: TestResponse) -> bool:
+    """Whether the answer is the refusal of a form without its CSRF token (or one too large to
+    read at all, 413, before any check)."""
+    if response.status_code == 413:
+        return True
+    return response.status_code == 400 and (
+        "This form expired or was sent from another page" in response.get_data(as_text=True)
+    )
