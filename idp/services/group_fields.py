@@ -46,11 +46,18 @@ class ClaimMapEntry:
         return f"{self.claim}:{self.group}={self.value}"
 
 
+def shown(value: str) -> str:
+    """``value`` as a refusal names it: quoted, and cut to ``NAMED_LENGTH`` characters (the
+    console shows refusals from the session cookie, ``NAMED_UNKNOWN``)."""
+    cut = value if len(value) <= NAMED_LENGTH else value[:NAMED_LENGTH] + "…"
+    return repr(cut)
+
+
 def validate_name(name: str) -> str:
     value = name.strip()
     if not GROUP_NAME.fullmatch(value):
         raise GroupError(
-            f"invalid group name {name!r}: use 1 to 64 lowercase letters, digits, '-', '_' or "
+            f"invalid group name {shown(name)}: use 1 to 64 lowercase letters, digits, '-', '_' or "
             "'.', starting with a letter or digit"
         )
     return value
@@ -74,20 +81,20 @@ def parse_claim_map(text: str) -> ClaimMapEntry:
     head, equals, value = text.partition("=")
     claim, colon, group = head.partition(":")
     if not equals or not colon:
-        raise GroupError(f"a claim map is CLAIM:GROUP=VALUE, not {text!r}")
+        raise GroupError(f"a claim map is CLAIM:GROUP=VALUE, not {shown(text)}")
     return ClaimMapEntry(claim=claim.strip(), group=group.strip(), value=value.strip())
 
 
 def validate_claim_name(claim: str) -> str:
     if claim in RESERVED_CLAIMS:
         raise GroupError(
-            f"the claim {claim!r} is a registered JWT or OpenID Connect claim (or idp's own): "
+            f"the claim {shown(claim)} is a registered JWT or OpenID Connect claim (or idp's own): "
             "a map may not replace it"
         )
     if not CLAIM_NAME.fullmatch(claim):
         raise GroupError(
-            f"invalid claim name {claim!r}: 1 to 64 lowercase letters, digits or '_', starting "
-            "with a letter"
+            f"invalid claim name {shown(claim)}: 1 to 64 lowercase letters, digits or '_', "
+            "starting with a letter"
         )
     return claim
 
@@ -102,6 +109,6 @@ def unknown_users(unknown: list[str]) -> GroupError:
     """The refusal naming the first few of the ``unknown`` addresses, each cut short."""
     named = ", ".join(
         a if len(a) <= NAMED_LENGTH else a[:NAMED_LENGTH] + "…" for a in unknown[:NAMED_UNKNOWN]
-    )
+    )  # unquoted, as the refusal always named them
     more = len(unknown) - NAMED_UNKNOWN
     return GroupError(f"no user {named}" + (f" (and {more} more)" if more > 0 else ""))

@@ -34,6 +34,7 @@ from idp.services.group_fields import (
     ClaimMapEntry,
     GroupError,
     check_member_count,
+    shown,
     text_field,
     unknown_users,
     validate_claim_name,
@@ -98,7 +99,7 @@ class GroupService:
     def require(self, name: str) -> Group:
         group = self.get(name)
         if group is None:
-            raise GroupError(f"no group {name!r}")
+            raise GroupError(f"no group {shown(name)}")
         return group
 
     def list_with_counts(self) -> list[tuple[Group, int]]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from typing import Any
 
 import pytest
 from flask import Flask
+from markupsafe import escape
 from werkzeug.test import TestResponse
 
 from idp.models import AuditEvent, ClaimMap, Client, ClientAllowedGroup, Group, GroupMember
@@ -114,6 +116,36 @@ def test_a_refusal_names_only_the_first_unknown_addresses_each_cut_short(
     page = admin.browser.get("/admin/groups/staff").text
     assert f"no user {'g' * 80}…, ghost149@example.com, ghost148@example.com" in page
     assert "(and 146 more)" in page
+
+
+def test_a_refused_name_claim_map_or_group_is_named_cut_short(
+    storage_app: Flask, admin: ConsoleBrowser
+) -> None:
+    # Each refusal named what it refused whole: the console shows it from the session cookie,
+    # which with 6,000 characters no compression shrinks was past the 4,096 bytes a browser
+    # keeps (RFC 6265 6.1), and the CSRF token went with it.
+    _create(admin, "staff")
+    client_id = create_client(storage_app).client_id
+    noise = secrets.token_hex(3000)
+    refusals = [
+        ("/admin/groups", {"name": noise}, f"invalid group name '{noise[:80]}…'"),
+        ("/admin/groups/staff/rename", {"new_name": noise}, f"invalid group name '{noise[:80]}…'"),
+        (f"/admin/clients/{client_id}/access", {"access": "groups", "allowed_groups": noise},
+         f"no group '{noise[:80]}…'"),
+        (f"/admin/clients/{client_id}/access", {"access": "everyone", "claim_maps": noise},
+         f"a claim map is CLAIM:GROUP=VALUE, not '{noise[:80]}…'"),
+        (f"/admin/clients/{client_id}/access",
+         {"access": "everyone", "claim_maps": f"{noise}:staff=v"},
+         f"invalid claim name '{noise[:80]}…'"),
+    ]  # fmt: skip
+    for path, form, message in refusals:
+        if path.endswith("/access"):
+            refused = admin.post_read_version(path, form)
+        else:
+            refused = admin.post(path, form)
+        assert refused.status_code == 302, (path, refused.status_code)
+        assert all(len(c) < 4096 for c in refused.headers.getlist("Set-Cookie")), path
+        assert escape(message) in admin.browser.get(refused.headers["Location"]).text
 
 
 def test_delete_of_a_clients_only_group_needs_the_confirmation(

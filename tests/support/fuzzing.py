@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -120,6 +121,19 @@ def _words(count: int) -> Sized:
 #: a list (a group's new members) must be cut before it reaches a query.
 MANY_WORDS = _words(70_000)
 
+
+def _noise(length: int) -> Sized:
+    noise = Sized("n", length)
+    blocks = itertools.accumulate(range(length // 64 + 1), lambda d, n: sha256(d + b"%d" % n)
+                                  .digest(), initial=b"")  # fmt: skip
+    noise.full = "".join(sha256(block).hexdigest() for block in blocks)[:length]
+    return noise
+
+
+#: Text no compression shrinks: a refusal that names it whole, shown after a redirect from the
+#: (compressed) session cookie, takes the cookie past what a browser keeps.
+NOISE = _noise(6_000)
+
 #: Values the endpoints know, so that a fuzzed parameter also takes the branches they open.
 PROTOCOL_WORDS = (
     "openid", "code", "query", "form_post", "fragment", "none", "login", "consent",
@@ -133,7 +147,7 @@ odd_text = st.text(_characters, max_size=24)
 def values() -> st.SearchStrategy[str]:
     """One parameter's value: odd, raw, a protocol word, generated, canary-carrying, rarely huge."""
     return st.one_of(
-        st.sampled_from((*ODD_VALUES, HUGE, OVERSIZED, MANY_WORDS)),
+        st.sampled_from((*ODD_VALUES, HUGE, OVERSIZED, MANY_WORDS, NOISE)),
         st.sampled_from(PROTOCOL_WORDS),
         st.sampled_from(RAW_VALUES),
         odd_text,
