@@ -70,13 +70,15 @@ from tests.support.signed_in_rig import (
 EXAMPLES_PER_ROUTE = {"sqlite": 6, "postgresql": 3}
 CSRF_EXAMPLES = {"sqlite": 40, "postgresql": 30}
 OWN, VICTIM, UNKNOWN = "@own", "@victim", "@unknown"
-VERSION = re.compile(r'name="version" value="([^"]*)"')
 CLIENT_FORM = (("name", "Fuzzed app"), ("kind", "web"), ("redirect_uris", REDIRECT_URI),
                ("scopes", "openid"), ("scopes", "profile"), ("grant_types", "authorization_code"),
                ("token_endpoint_auth_method", "client_secret_basic"),
                ("id_token_signed_response_alg", "RS256"), ("subject_type", "public"),
                ("version", "{version}"))  # fmt: skip
 
+#: A page's hidden version: a client's number, or the policy's fingerprint (so not
+#: tests/support/admin.py's VERSION, which reads a number).
+VERSION = re.compile(r'name="version" value="([^"]*)"')
 U = "/admin/users/{user}"
 C = "/admin/clients/{client}"
 G = "/admin/groups/{group}"

@@ -13,7 +13,6 @@ per request, since a fuzzed request may end it (a revoked session, every session
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,12 +44,11 @@ from tests.conftest import throwaway_postgres_database
 from tests.support.factories import CreatedUser
 from tests.support.fuzz_rig import Rig, fuzz_app, session_cookie
 from tests.support.fuzzing import rows_of
+from tests.support.passkey_flow import csrf_meta
 
 #: The victim's group (no request names it) and the group the console's requests act on.
 VICTIMS_GROUP = "victims"
 FUZZ_GROUP = "fuzzers"
-#: A page's CSRF token (idp/templates/base.html).
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 @contextmanager
@@ -173,9 +171,7 @@ class Scene:
         name, value = self.cookie(user_id).split("=", 1)
         browser.set_cookie(name, value)
         page = browser.get("/account")
-        found = CSRF_META.search(page.text)
-        assert found, page.text[:300]
-        return browser, found.group(1)
+        return browser, csrf_meta(page.text)
 
 
 def drop_passkeys(app: Flask, user_id: str) -> None:
