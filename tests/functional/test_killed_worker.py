@@ -66,6 +66,14 @@ def exited(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"  # field 3: the state
 
 
+def answers(url: str) -> bool:
+    """Whether the server answers a read (discovery) on a new connection."""
+    try:
+        return requests.get(f"{url}/.well-known/openid-configuration", timeout=10).ok
+    except requests.ConnectionError:
+        return False
+
+
 def test_a_worker_killed_holding_the_write_turn_leaves_nothing_locked_or_half_done(
     tmp_path: Path,
 ) -> None:
@@ -111,12 +119,16 @@ def test_a_worker_killed_holding_the_write_turn_leaves_nothing_locked_or_half_do
         # Every descriptor of the killed worker closed, its listening socket's too: a connection
         # made before that could still be given to it and reset (once in a run of the suite).
         wait_until(lambda: exited(holder), "the killed worker's exit")
+        # The server starts a worker in the killed one's place. A connection made while it did
+        # was reset once in a run of the suite: reads, which may be sent again, wait that out,
+        # so that the refresh below, which must be sent once (a replay revokes its family,
+        # RFC 9700 4.14.2), meets a server that answers.
+        wait_until(lambda: len(children(idp.process.pid) - {holder}) == 2, "a new worker")
+        wait_until(lambda: answers(idp.url) and answers(idp.url), "answers after the kill")
 
-        # The other worker writes: the turn and SQLite's lock went with the killed process.
+        # The other workers write: the turn and SQLite's lock went with the killed process.
         refreshed = rp.refresh(tokens["refresh_token"])
         assert "refresh_token" in refreshed
-        # The server starts a worker in the killed one's place.
-        wait_until(lambda: len(children(idp.process.pid) - {holder}) == 2, "a new worker")
 
         # Nothing of the killed transaction was committed: the app is not confirmed (nor its
         # step spent, written with it), and the enrolment goes on where it was.
