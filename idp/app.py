@@ -391,6 +391,12 @@ def _register_error_pages(app: Flask) -> None:
             refusal = Answer.malformed_oauth_request(
                 error.code or 400, description, request.endpoint
             )
+            if request.endpoint == "oidc.pushed_authorization":
+                # A page's push refused before the endpoint read it is readable by the page, as
+                # the endpoint's own answers are (idp.oidc.token_views ``pushed_authorization``).
+                from idp.oidc.token_views import cors
+
+                refusal = cors(refusal)
             return refusal.response()
         if isinstance(error, MethodNotAllowed):
             refused = _wrong_method_at_an_oauth_endpoint(app, error)

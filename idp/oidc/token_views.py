@@ -83,7 +83,7 @@ PREFLIGHT = (
 )
 
 
-def _cors(answer: Answer) -> Answer:
+def cors(answer: Answer) -> Answer:
     # Headers nothing else sets, appended; the challenge exposed only where there is one.
     answer.headers.append(ANY_ORIGIN)
     if answer.status >= 400 and any(n == "WWW-Authenticate" for n, _ in answer.headers):
@@ -93,7 +93,7 @@ def _cors(answer: Answer) -> Answer:
 
 def token_answer(current: Request) -> Answer:
     """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
-    return _cors(_committed(oauth_server().create_token_response(current)))
+    return cors(_committed(oauth_server().create_token_response(current)))
 
 
 def introspection_answer(current: Request) -> Answer:
@@ -103,7 +103,7 @@ def introspection_answer(current: Request) -> Answer:
 
 def userinfo_answer(current: Request) -> Answer:
     """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
-    return _cors(_userinfo(current))
+    return cors(_userinfo(current))
 
 
 def _userinfo(current: Request) -> Answer:
@@ -172,22 +172,22 @@ def pushed_authorization() -> Response:
     error of RFC 9126 2.3; no-store either way (RFC 9126 2.2). Readable by any origin, as the
     token endpoint's answers are: a single-page app (a public client) pushes from its page."""
     answer = oauth_server().create_endpoint_response("pushed_authorization")
-    return _cors(_committed(answer)).response()
+    return cors(_committed(answer)).response()
 
 
 def revocation_answer(current: Request) -> Answer:
     """Token revocation (RFC 7009)."""
-    return _cors(_committed(oauth_server().create_endpoint_response("revocation", current)))
+    return cors(_committed(oauth_server().create_endpoint_response("revocation", current)))
 
 
 #: The requests idp.web.direct serves, by path: their Flask endpoint (for the log line and the
 #: metrics), the methods, the answer, and the CORS headers also on an answer idp.web.direct makes
 #: for them (a request refused before the endpoint read it, a server failure).
 DIRECT_ROUTES = {
-    "/token": DirectRoute("oidc.token", frozenset({"POST"}), token_answer, _cors),
+    "/token": DirectRoute("oidc.token", frozenset({"POST"}), token_answer, cors),
     "/introspect": DirectRoute("oidc.introspect", frozenset({"POST"}), introspection_answer),
-    "/revoke": DirectRoute("oidc.revoke", frozenset({"POST"}), revocation_answer, _cors),
-    "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer, _cors),
+    "/revoke": DirectRoute("oidc.revoke", frozenset({"POST"}), revocation_answer, cors),
+    "/userinfo": DirectRoute("oidc.userinfo", frozenset({"GET", "POST"}), userinfo_answer, cors),
 }
 
 

@@ -624,12 +624,12 @@ def test_a_single_page_app_can_call_the_token_and_userinfo_endpoints(
 def test_a_single_page_apps_request_refused_before_the_endpoint_is_readable_by_its_page(
     client: FlaskClient,
 ) -> None:
-    """A request the token, revocation or userinfo endpoint refuses before reading it (a NUL in
+    """A request the token, revocation, userinfo or PAR endpoint refuses before reading it (a NUL in
     a parameter) answers a page's script with the same CORS headers as any of their answers:
     without them the browser hid the JSON ``invalid_request`` from the page, which saw only a
     failed fetch. Introspection, no page's call, answers without them."""
     headers = {"Origin": "https://spa.example"}
-    for path in ("/token", "/revoke", "/userinfo"):
+    for path in ("/token", "/revoke", "/par", "/userinfo"):
         response = client.post(path, data="grant_type=%00", headers=headers,
                                content_type="application/x-www-form-urlencoded")  # fmt: skip
         assert response.status_code == 400, path
