@@ -40,9 +40,10 @@ PASSKEY_REMOVAL_REFUSALS = {
 }
 
 #: Refusals by the sign-in policy's authenticator rules: trying again with the same one fails too.
-POLICY_REFUSALS = frozenset(
-    {"authenticator_not_allowed", "attestation_not_trusted", "attestation_aaguid_mismatch"}
-)
+POLICY_REFUSALS = frozenset({
+    "authenticator_not_allowed", "attestation_not_trusted", "attestation_aaguid_mismatch",
+    "attestation_certificate_invalid",
+})  # fmt: skip
 
 
 @bp.post("/account/passkeys/options")

@@ -20,11 +20,21 @@ which would let a chain the deployment never chose pass; ``none`` and self attes
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ObjectIdentifier
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+from OpenSSL.crypto import (
+    FILETYPE_ASN1,
+    FILETYPE_PEM,
+    Error,
+    X509Store,
+    X509StoreContext,
+    X509StoreContextError,
+    load_certificate,
+)
 from webauthn.helpers import parse_attestation_object
 from webauthn.helpers.structs import AttestationFormat
 
@@ -68,28 +78,31 @@ def conveyance(asked: str, roots: tuple[bytes, ...]) -> str:
     return asked
 
 
-def roots_by_format(roots: tuple[bytes, ...]) -> dict[AttestationFormat, list[bytes]]:
-    """py_webauthn's ``pem_root_certs_bytes_by_fmt``: the configured roots for each trusted
-    format (without roots py_webauthn skips the chain check altogether)."""
-    return {fmt: list(roots) for fmt in TRUSTED_FORMATS} if roots else {}
-
-
-def untrusted_reason(attestation_object: bytes, aaguid: str) -> str | None:
-    """Why a registration whose statement py_webauthn verified against the roots is still not
-    trustworthy, or None: a format outside ``TRUSTED_FORMATS``, self attestation, an attestation
-    certificate that is a CA (8.2.1: "Basic Constraints extension MUST have the CA component set
-    to false"), or one made for another authenticator model than the AAGUID claimed (8.2.1,
-    8.3.1: the id-fido-gen-ce-aaguid extension "MUST match the AAGUID in authenticatorData",
-    which py_webauthn 2 and 3 do not check)."""
+def untrusted_reason(
+    attestation_object: bytes, aaguid: str, roots: tuple[bytes, ...], now: datetime
+) -> str | None:
+    """Why a registration whose statement py_webauthn verified (its signature, and for ``tpm``
+    the 8.3.1 certificate rules) is not trustworthy per ``roots`` at ``now``, or None: a format
+    outside ``TRUSTED_FORMATS``, self attestation, a chain that does not reach one of the roots
+    with every certificate valid at ``now`` (``_chain_refusal``), an attestation certificate that
+    is a CA (8.2.1: "Basic Constraints extension MUST have the CA component set to false"), a
+    ``packed`` one that breaks the rest of 8.2.1 (``_packed_refusal``), or one made for another
+    authenticator model than the AAGUID claimed (8.2.1, 8.3.1: the id-fido-gen-ce-aaguid
+    extension "MUST match the AAGUID in authenticatorData", which py_webauthn 2 and 3 do not
+    check)."""
     parsed = parse_attestation_object(attestation_object)
     if parsed.fmt not in TRUSTED_FORMATS:
         return "attestation_not_trusted"
     chain = parsed.att_stmt.x5c or []
     if not chain:
         return "attestation_not_trusted"  # self attestation: the credential vouching for itself
+    if _chain_refusal(chain, roots, now) is not None:
+        return "attestation_not_trusted"
     certificate = x509.load_der_x509_certificate(chain[0])
     if _is_ca(certificate):
         return "attestation_not_trusted"
+    if parsed.fmt == AttestationFormat.PACKED and _packed_refusal(certificate):
+        return "attestation_certificate_invalid"
     try:
         extension = certificate.extensions.get_extension_for_oid(FIDO_GEN_CE_AAGUID)
     except x509.ExtensionNotFound:
@@ -99,6 +112,59 @@ def untrusted_reason(attestation_object: bytes, aaguid: str) -> str | None:
     # The extension's value is an OCTET STRING of the 16-byte AAGUID (8.2.1): 04 10 <AAGUID>.
     if certified[:2] != b"\x04\x10" or certified[2:].hex() != aaguid.replace("-", "").lower():
         return "attestation_aaguid_mismatch"
+    return None
+
+
+def _chain_refusal(chain: list[bytes], roots: tuple[bytes, ...], now: datetime) -> str | None:
+    """OpenSSL's reason why ``chain`` (the leaf, then the intermediates x5c carries: 8.2
+    "followed by its certificate chain") does not reach one of ``roots``, or None.
+
+    The validity periods are judged at ``now``, idp's clock (docs/architecture.md, "The one
+    clock"), for every certificate of the path, the intermediates and the root included (RFC 5280
+    6.1.3 (a)(2)). py_webauthn's own check (``validate_certificate_chain``) reads the wall
+    clock, so idp hands it no roots and makes this the one chain check."""
+    store = X509Store()
+    for root in roots:
+        store.add_cert(load_certificate(FILETYPE_PEM, root))
+    store.set_time(now)
+    try:
+        leaf = load_certificate(FILETYPE_ASN1, chain[0])
+        intermediates = [load_certificate(FILETYPE_ASN1, der) for der in chain[1:]]
+    except Error as error:  # an intermediate py_webauthn never read
+        return f"unreadable certificate: {error}"
+    try:
+        X509StoreContext(store, leaf, intermediates).verify_certificate()
+    except X509StoreContextError as error:
+        return str(error)
+    return None
+
+
+#: WebAuthn L3 8.2.1: the attestation certificate's Subject-OU, verbatim.
+ATTESTATION_OU = "Authenticator Attestation"
+
+
+def _packed_refusal(certificate: x509.Certificate) -> str | None:
+    """The WebAuthn L3 8.2.1 rule a ``packed`` attestation certificate breaks, or None
+    (py_webauthn checks none of them for ``packed``): a Subject with C, O, OU "Authenticator
+    Attestation" and CN, "The Basic Constraints extension MUST have the CA component set to
+    false" (present, then; since only a version 3 certificate has extensions, RFC 5280 4.1.2.9,
+    this also holds "Version MUST be set to 3"). id-fido-gen-ce-aaguid "MUST NOT be marked as
+    critical": OpenSSL refuses a chain whose certificate has a critical extension it does not
+    know (RFC 5280 4.2), so ``_chain_refusal`` has refused one already."""
+    subject = certificate.subject
+    for oid, name in ((NameOID.COUNTRY_NAME, "C"), (NameOID.ORGANIZATION_NAME, "O"),
+                      (NameOID.COMMON_NAME, "CN")):  # fmt: skip
+        if not [a for a in subject.get_attributes_for_oid(oid) if a.value]:
+            return f"subject without {name}"
+    units = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    if units != [ATTESTATION_OU]:
+        return "subject OU"
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return "basic constraints"
+    if constraints.value.ca:
+        return "basic constraints"
     return None
 
 

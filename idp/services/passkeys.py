@@ -41,7 +41,7 @@ from webauthn.helpers.structs import (
 from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
-from idp.services.attestation import conveyance, roots_by_format, untrusted_reason
+from idp.services.attestation import conveyance, untrusted_reason
 from idp.services.audit import RequestContext
 from idp.services.challenges import (
     Challenge,
@@ -219,7 +219,8 @@ class PasskeyService:
                         self.policy.user_verification_required and not conditional
                     ),
                     supported_pub_key_algs=ALGORITHMS,
-                    pem_root_certs_bytes_by_fmt=roots_by_format(self.rp.attestation_roots),
+                    # No roots: py_webauthn would check the chain at the wall clock's time; idp
+                    # checks it at its own, below (idp.services.attestation ``untrusted_reason``).
                 )
             # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn
             # L3 7.1 "if the BE bit is not set, verify that the BS bit is not set") outside that
@@ -238,8 +239,9 @@ class PasskeyService:
             # that does not chain to them fails the ceremony (idp.services.attestation), and the
             # AAGUID below is the one the attesting key signed. Without, it is what the client
             # claims: the allow list is a filter then, not proof of the model.
-            untrusted = self.rp.attestation_roots and untrusted_reason(
-                verified.attestation_object, verified.aaguid
+            roots = self.rp.attestation_roots
+            untrusted = roots and untrusted_reason(
+                verified.attestation_object, verified.aaguid, roots, now
             )
             if untrusted:
                 raise PasskeyError(untrusted, verified.fmt)

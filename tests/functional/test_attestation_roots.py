@@ -6,6 +6,7 @@ the portal's "Add a passkey" (options, create(), store), on a database of its ow
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from flask import Flask
 
 from idp.extensions import db
 from idp.models import Passkey
+from idp.models.base import utcnow
 from tests.conftest import sqlite_app
 from tests.functional.test_admin_policy import (
     GOOGLE_PASSWORD_MANAGER,
@@ -23,9 +25,10 @@ from tests.functional.test_admin_policy import (
 )
 from tests.functional.test_fallback import password_step
 from tests.support.admin import passkey_browser
-from tests.support.attestation_ca import attestation_certificate, root_ca
+from tests.support.attestation_ca import attestation_certificate, intermediate_ca, root_ca
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.certificates import Issued
+from tests.support.clock import FrozenClock, app_clock
 from tests.support.factories import create_user, rows
 
 #: The vendor whose root the deployment trusts.
@@ -85,6 +88,27 @@ def test_a_passkey_attested_by_a_trusted_root_is_saved(roots_app: Flask) -> None
             "attestation_aaguid_mismatch",
             id="another-models-certificate",
         ),
+        pytest.param(
+            SoftAuthenticator(aaguid=YUBIKEY_5, attestation_certificate=VENDOR),
+            "attestation_not_trusted",
+            id="the-root-as-its-own-leaf",
+        ),
+        pytest.param(
+            SoftAuthenticator(
+                aaguid=YUBIKEY_5,
+                attestation_certificate=attestation_certificate(VENDOR, YUBIKEY_5, unit=None),
+            ),
+            "attestation_certificate_invalid",
+            id="packed-certificate-without-the-8.2.1-subject",
+        ),
+        pytest.param(
+            SoftAuthenticator(
+                attestation_certificate=attestation_certificate(VENDOR, YUBIKEY_5),
+                attestation_format="fido-u2f",
+            ),
+            "attestation_aaguid_mismatch",
+            id="fido-u2f-certified-for-an-allowed-model",
+        ),
     ],
 )
 def test_a_claimed_aaguid_without_a_trusted_attestation_is_refused(
@@ -99,6 +123,55 @@ def test_a_claimed_aaguid_without_a_trusted_attestation_is_refused(
     assert "approved authenticators" in refused.get_json()["message"]
     assert failure_reasons(roots_app, "passkey.registered") == [reason]
     assert rows(roots_app, Passkey) == []
+
+
+#: A validity from an hour ago to a day from now.
+HOUR_TO_DAY = (-timedelta(hours=1), timedelta(days=1))
+
+
+def test_the_chain_is_judged_at_idps_clock(roots_app: Flask) -> None:
+    """RFC 5280 6.1.3 (a)(2) at idp's clock (docs/architecture.md, "The one clock"), not the wall
+    clock py_webauthn's own chain check reads: with idp's clock two days on, a certificate valid
+    for one day no longer attests; one that becomes valid in an hour does, two hours on."""
+    for number, (valid, moved, status) in enumerate((
+        (HOUR_TO_DAY, timedelta(days=2), 400),
+        ((timedelta(hours=1), timedelta(days=1)), timedelta(hours=2), 201),
+    )):  # fmt: skip
+        key = SoftAuthenticator(aaguid=YUBIKEY_5, attestation_certificate=attestation_certificate(
+            VENDOR, YUBIKEY_5, valid=valid))  # fmt: skip
+        with app_clock(roots_app, FrozenClock(utcnow() + moved)):
+            pages = password_browser(roots_app, create_user(roots_app, f"u{number}@example.com"))
+            assert pages.add_passkey(key).status_code == status
+    assert failure_reasons(roots_app, "passkey.registered") == ["attestation_not_trusted"]
+    assert len(rows(roots_app, Passkey)) == 1
+
+
+def test_an_intermediate_in_x5c_attests_while_it_is_valid_at_idps_clock(roots_app: Flask) -> None:
+    """8.2: x5c is the attestation certificate "followed by its certificate chain": a vendor's
+    intermediate completes the chain to the root; once idp's clock is past the intermediate's
+    end, the leaf and the root still valid, the chain no longer attests."""
+    intermediate = intermediate_ca(VENDOR, valid=(-timedelta(hours=1), timedelta(hours=1)))
+    leaf = attestation_certificate(intermediate, YUBIKEY_5, valid=HOUR_TO_DAY)
+    for number, (moved, status) in enumerate(((timedelta(0), 201), (timedelta(hours=2), 400))):
+        key = SoftAuthenticator(aaguid=YUBIKEY_5, attestation_certificate=leaf,
+                                attestation_chain=(intermediate,))  # fmt: skip
+        with app_clock(roots_app, FrozenClock(utcnow() + moved)):
+            pages = password_browser(roots_app, create_user(roots_app, f"u{number}@example.com"))
+            assert pages.add_passkey(key).status_code == status
+    assert failure_reasons(roots_app, "passkey.registered") == ["attestation_not_trusted"]
+
+
+def test_a_fido_u2f_key_has_no_model_the_allow_list_could_name(roots_app: Flask) -> None:
+    """8.6: a U2F statement's AAGUID is zero (py_webauthn requires it), so with an allow list it
+    is refused (above); without one, a U2F key whose certificate chains to the root is saved,
+    under the zero AAGUID."""
+    set_policy(roots_app, aaguid_allow_list=[])
+    key = SoftAuthenticator(attestation_certificate=attestation_certificate(VENDOR, None),
+                            attestation_format="fido-u2f")  # fmt: skip
+    pages = password_browser(roots_app, create_user(roots_app))
+    assert pages.add_passkey(key).status_code == 201
+    [stored] = rows(roots_app, Passkey)
+    assert stored.aaguid == "00000000-0000-0000-0000-000000000000"
 
 
 def test_the_allow_list_still_applies_to_a_trusted_attestation(roots_app: Flask) -> None:

@@ -82,6 +82,20 @@ def _client_data(
     return CollectedClientData.create(kind, challenge, origin, cross_origin, **extra)
 
 
+def _u2f_signed(
+    auth_data: AuthenticatorData, client_data: CollectedClientData, credential_key: PrivateKey
+) -> bytes:
+    """WebAuthn L3 8.6 verificationData: 0x00 || rpIdHash || clientDataHash || credentialId ||
+    the credential's public key as an uncompressed P-256 point."""
+    assert isinstance(credential_key, ec.EllipticCurvePrivateKey), "U2F keys are P-256"
+    assert auth_data.credential_data is not None
+    point = credential_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    credential_id = auth_data.credential_data.credential_id
+    return b"\x00" + auth_data.rp_id_hash + client_data.hash + credential_id + point
+
+
 def _b64(data: bytes) -> str:
     return websafe_encode(data)
 
@@ -100,6 +114,8 @@ class SoftAuthenticator:
         counter_step: int = 1,
         transports: tuple[str, ...] = ("hybrid", "internal"),
         attestation_certificate: Issued | None = None,
+        attestation_chain: tuple[Issued, ...] = (),
+        attestation_format: str = "packed",
         self_attestation: bool = False,
     ) -> None:
         self.aaguid = uuid.UUID(aaguid).bytes
@@ -114,7 +130,11 @@ class SoftAuthenticator:
         #: Where a relying party asks for attestation (WebAuthn L3 5.4.7 "direct"): a "packed"
         #: statement signed by this certificate's key (8.2), or by the credential's own key
         #: (``self_attestation``); otherwise, or when it asks for "none", the "none" format.
+        #: ``attestation_chain``: the intermediate CAs x5c carries after the certificate;
+        #: ``attestation_format`` "fido-u2f": a U2F statement (8.6) instead of a packed one.
         self.attestation_certificate = attestation_certificate
+        self.attestation_chain = attestation_chain
+        self.attestation_format = attestation_format
         self.self_attestation = self_attestation
         #: rp id -> credential id -> credential
         self.credentials: dict[str, dict[bytes, Credential]] = {}
@@ -243,9 +263,14 @@ class SoftAuthenticator:
             return AttestationObject.create("none", auth_data, {})
         if self.attestation_certificate is not None:
             key = self.attestation_certificate.key
-            statement = {"alg": ES256.ALGORITHM, "sig": _sign(key, signed),
-                         "x5c": [self.attestation_certificate.der]}  # fmt: skip
-            return AttestationObject.create("packed", auth_data, statement)
+            x5c = [self.attestation_certificate.der, *(ca.der for ca in self.attestation_chain)]
+            if self.attestation_format == "fido-u2f":
+                return AttestationObject.create("fido-u2f", auth_data, {
+                    "sig": _sign(key, _u2f_signed(auth_data, client_data, credential_key)),
+                    "x5c": x5c,
+                })  # fmt: skip
+            statement = {"alg": ES256.ALGORITHM, "sig": _sign(key, signed), "x5c": x5c}
+            return AttestationObject.create(self.attestation_format, auth_data, statement)
         if self.self_attestation:
             statement = {"alg": self.algorithm, "sig": _sign(credential_key, signed)}
             return AttestationObject.create("packed", auth_data, statement)

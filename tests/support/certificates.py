@@ -36,19 +36,24 @@ class Issued:
 
 
 def builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    valid: tuple[timedelta, timedelta] | None = None,
 ) -> x509.CertificateBuilder:
     """A certificate of ``key`` for ``subject`` by ``issuer``, valid from a few minutes ago for a
-    day (clocks of the test's parties may differ by a little)."""
+    day (clocks of the test's parties may differ by a little); ``valid``: from and until, as
+    offsets from now, instead."""
     now = datetime.now(UTC)
+    start, end = valid or (-timedelta(minutes=5), timedelta(days=1))
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
+        .not_valid_before(now + start)
+        .not_valid_after(now + end)
     )
 
 
@@ -65,12 +70,20 @@ def root_ca(name: x509.Name) -> Issued:
     return Issued(certificate, key)
 
 
-def issue(ca: Issued, subject: x509.Name, *extensions: tuple[x509.ExtensionType, bool]) -> Issued:
-    """A certificate ``ca`` signs for a new key, with ``extensions`` (each with its criticality)
-    and the CA's key identifier."""
+def issue(
+    ca: Issued,
+    subject: x509.Name,
+    *extensions: tuple[x509.ExtensionType, bool],
+    valid: tuple[timedelta, timedelta] | None = None,
+) -> Issued:
+    """A certificate ``ca`` signs for a new key, with ``extensions`` (each with its criticality),
+    the CA's key identifier and its own (which an intermediate CA's certificate needs, RFC 5280
+    4.2.1.2); ``valid`` as for ``builder``."""
     key = ec.generate_private_key(ec.SECP256R1())
-    made = builder(subject, ca.certificate.subject, key)
+    made = builder(subject, ca.certificate.subject, key, valid)
     for extension, critical in extensions:
         made = made.add_extension(extension, critical)
     identifier = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
-    return Issued(made.add_extension(identifier, False).sign(ca.key, hashes.SHA256()), key)
+    own = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    made = made.add_extension(identifier, False).add_extension(own, False)
+    return Issued(made.sign(ca.key, hashes.SHA256()), key)
