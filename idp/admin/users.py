@@ -14,6 +14,7 @@ from idp.admin.blueprint import bp
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import Passkey, User
+from idp.services.attestation import attestation_words
 from idp.services.passkey_names import describe_authenticator
 from idp.services.portal import describe_user_agent
 from idp.services.user_admin import (
@@ -111,10 +112,15 @@ def user(user_id: str) -> Any:
     subject = _user(user_id)
     service = user_admin()
     now = clock().now()
+    roots = runtime().relying_party.attestation_roots
+    passkeys = [
+        (p, describe_authenticator(p.aaguid)[1], attestation_words(p.attestation_root, roots))
+        for p in service.passkeys(subject)
+    ]
     return render_template(
         "admin/user.html",
         user=subject,
-        passkeys=[(p, describe_authenticator(p.aaguid)[1]) for p in service.passkeys(subject)],
+        passkeys=passkeys,
         totp_enabled=service.totp.is_enabled(subject),
         totp_pending=service.totp.get(subject) is not None,
         backup_codes_left=service.backup_codes.remaining(subject),

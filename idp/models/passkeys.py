@@ -30,6 +30,11 @@ class Passkey(Base):
     #: Set when the authenticator's signature counter went backwards (WebAuthn L3 6.1.1).
     flagged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     flagged_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The SHA-256 fingerprint (hex) of the configured attestation root its registration's
+    #: attestation chained to (idp.services.attestation ``attest``; WebAuthn L3 7.1 steps 21 to
+    #: 23); None: not verified (no roots were configured, or it was registered before this was
+    #: recorded).
+    attestation_root: Mapped[str | None] = mapped_column(String(64), default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
 

@@ -20,10 +20,12 @@ which would let a chain the deployment never chose pass; ``none`` and self attes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from OpenSSL.crypto import (
@@ -78,46 +80,78 @@ def conveyance(asked: str, roots: tuple[bytes, ...]) -> str:
     return asked
 
 
-def untrusted_reason(
+@dataclass(frozen=True)
+class Verdict:
+    """What the roots say of a registration's attestation: ``reason`` why it is not trustworthy
+    (None: it is), and ``root``, the SHA-256 fingerprint (hex) of the root its chain ended at
+    (``root_fingerprint``), which the passkey keeps (``Passkey.attestation_root``)."""
+
+    reason: str | None
+    root: str | None = None
+
+
+def attest(
     attestation_object: bytes, aaguid: str, roots: tuple[bytes, ...], now: datetime
-) -> str | None:
-    """Why a registration whose statement py_webauthn verified (its signature, and for ``tpm``
-    the 8.3.1 certificate rules) is not trustworthy per ``roots`` at ``now``, or None: a format
-    outside ``TRUSTED_FORMATS``, self attestation, a chain that does not reach one of the roots
-    with every certificate valid at ``now`` (``_chain_refusal``), an attestation certificate that
-    is a CA (8.2.1: "Basic Constraints extension MUST have the CA component set to false"), a
-    ``packed`` one that breaks the rest of 8.2.1 (``_packed_refusal``), or one made for another
+) -> Verdict:
+    """The verdict on a registration whose statement py_webauthn verified (its signature, and
+    for ``tpm`` the 8.3.1 certificate rules), per ``roots`` at ``now``. Not trustworthy: a
+    format outside ``TRUSTED_FORMATS``, self attestation, a chain that does not reach one of the
+    roots with every certificate valid at ``now`` (``_chain_root``), an attestation certificate
+    that is a CA (8.2.1: "Basic Constraints extension MUST have the CA component set to false"),
+    a ``packed`` one that breaks the rest of 8.2.1 (``_packed_refusal``), or one made for another
     authenticator model than the AAGUID claimed (8.2.1, 8.3.1: the id-fido-gen-ce-aaguid
     extension "MUST match the AAGUID in authenticatorData", which py_webauthn 2 and 3 do not
-    check)."""
+    check). Without roots nothing is verified, and nothing refused."""
+    if not roots:
+        return Verdict(None)
     parsed = parse_attestation_object(attestation_object)
     if parsed.fmt not in TRUSTED_FORMATS:
-        return "attestation_not_trusted"
+        return Verdict("attestation_not_trusted")
     chain = parsed.att_stmt.x5c or []
     if not chain:
-        return "attestation_not_trusted"  # self attestation: the credential vouching for itself
-    if _chain_refusal(chain, roots, now) is not None:
-        return "attestation_not_trusted"
+        # Self attestation: the credential vouching for itself.
+        return Verdict("attestation_not_trusted")
+    root = _chain_root(chain, roots, now)
+    if root is None:
+        return Verdict("attestation_not_trusted")
     certificate = x509.load_der_x509_certificate(chain[0])
     if _is_ca(certificate):
-        return "attestation_not_trusted"
+        return Verdict("attestation_not_trusted")
     if parsed.fmt == AttestationFormat.PACKED and _packed_refusal(certificate):
-        return "attestation_certificate_invalid"
+        return Verdict("attestation_certificate_invalid")
     try:
         extension = certificate.extensions.get_extension_for_oid(FIDO_GEN_CE_AAGUID)
     except x509.ExtensionNotFound:
-        return None
+        return Verdict(None, root)
     value = extension.value
     certified = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
     # The extension's value is an OCTET STRING of the 16-byte AAGUID (8.2.1): 04 10 <AAGUID>.
     if certified[:2] != b"\x04\x10" or certified[2:].hex() != aaguid.replace("-", "").lower():
-        return "attestation_aaguid_mismatch"
-    return None
+        return Verdict("attestation_aaguid_mismatch")
+    return Verdict(None, root)
 
 
-def _chain_refusal(chain: list[bytes], roots: tuple[bytes, ...], now: datetime) -> str | None:
-    """OpenSSL's reason why ``chain`` (the leaf, then the intermediates x5c carries: 8.2
-    "followed by its certificate chain") does not reach one of ``roots``, or None.
+def untrusted_reason(
+    attestation_object: bytes, aaguid: str, roots: tuple[bytes, ...], now: datetime
+) -> str | None:
+    """``attest``'s reason alone: None when the attestation is trustworthy."""
+    return attest(attestation_object, aaguid, roots, now).reason
+
+
+def root_fingerprint(certificate: x509.Certificate) -> str:
+    """How a passkey names the root its attestation chained to: the SHA-256 of its DER, hex."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def root_fingerprints(roots: tuple[bytes, ...]) -> frozenset[str]:
+    """The fingerprints of the configured ``roots`` (PEM): a passkey whose recorded root is not
+    among them was attested by a root the deployment no longer trusts."""
+    return frozenset(root_fingerprint(x509.load_pem_x509_certificate(pem)) for pem in roots)
+
+
+def _chain_root(chain: list[bytes], roots: tuple[bytes, ...], now: datetime) -> str | None:
+    """The fingerprint of the root ``chain`` (the leaf, then the intermediates x5c carries: 8.2
+    "followed by its certificate chain") reaches among ``roots``, or None if it reaches none.
 
     The validity periods are judged at ``now``, idp's clock (docs/architecture.md, "The one
     clock"), for every certificate of the path, the intermediates and the root included (RFC 5280
@@ -130,13 +164,10 @@ def _chain_refusal(chain: list[bytes], roots: tuple[bytes, ...], now: datetime) 
     try:
         leaf = load_certificate(FILETYPE_ASN1, chain[0])
         intermediates = [load_certificate(FILETYPE_ASN1, der) for der in chain[1:]]
-    except Error as error:  # an intermediate py_webauthn never read
-        return f"unreadable certificate: {error}"
-    try:
-        X509StoreContext(store, leaf, intermediates).verify_certificate()
-    except X509StoreContextError as error:
-        return str(error)
-    return None
+        path = X509StoreContext(store, leaf, intermediates).get_verified_chain()
+    except (Error, X509StoreContextError):  # an unreadable intermediate, or no valid path
+        return None
+    return root_fingerprint(path[-1].to_cryptography())
 
 
 #: WebAuthn L3 8.2.1: the attestation certificate's Subject-OU, verbatim.
@@ -150,7 +181,7 @@ def _packed_refusal(certificate: x509.Certificate) -> str | None:
     false" (present, then; since only a version 3 certificate has extensions, RFC 5280 4.1.2.9,
     this also holds "Version MUST be set to 3"). id-fido-gen-ce-aaguid "MUST NOT be marked as
     critical": OpenSSL refuses a chain whose certificate has a critical extension it does not
-    know (RFC 5280 4.2), so ``_chain_refusal`` has refused one already."""
+    know (RFC 5280 4.2), so ``_chain_root`` has refused one already."""
     subject = certificate.subject
     for oid, name in ((NameOID.COUNTRY_NAME, "C"), (NameOID.ORGANIZATION_NAME, "O"),
                       (NameOID.COMMON_NAME, "CN")):  # fmt: skip
@@ -174,3 +205,15 @@ def _is_ca(certificate: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return False
     return bool(constraints.value.ca)
+
+
+def attestation_words(recorded: str | None, roots: tuple[bytes, ...]) -> str | None:
+    """What the console says of a passkey's attestation (docs/admins.md, "Verified
+    attestation"), given the root its registration recorded (``Passkey.attestation_root``) and
+    the roots configured now; None where neither speaks of attestation (no roots, none recorded).
+    """
+    if recorded is None:
+        return "attestation not verified" if roots else None
+    if recorded in root_fingerprints(roots):
+        return "attestation verified"
+    return "attested by a root no longer configured"

@@ -41,7 +41,7 @@ from webauthn.helpers.structs import (
 from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
-from idp.services.attestation import conveyance, untrusted_reason
+from idp.services.attestation import attest, conveyance
 from idp.services.audit import RequestContext
 from idp.services.challenges import (
     Challenge,
@@ -240,11 +240,9 @@ class PasskeyService:
             # AAGUID below is the one the attesting key signed. Without, it is what the client
             # claims: the allow list is a filter then, not proof of the model.
             roots = self.rp.attestation_roots
-            untrusted = roots and untrusted_reason(
-                verified.attestation_object, verified.aaguid, roots, now
-            )
-            if untrusted:
-                raise PasskeyError(untrusted, verified.fmt)
+            verdict = attest(verified.attestation_object, verified.aaguid, roots, now)
+            if verdict.reason is not None:
+                raise PasskeyError(verdict.reason, verified.fmt)
             if not self.policy.allows_authenticator(verified.aaguid):
                 raise PasskeyError("authenticator_not_allowed", verified.aaguid)
         except PasskeyError as error:
@@ -274,12 +272,15 @@ class PasskeyService:
             backup_eligible=backup_eligible,
             backed_up=verified.credential_backed_up,
             created_at=now,
+            # Which root vouched for the model (None: none did), so that an admin can tell the
+            # passkeys registered before the roots, or under other ones (docs/admins.md).
+            attestation_root=verdict.root,
         )
         self.db.add(passkey)
         audit.record(
             self.db, "passkey.registered", subject_id=user.id, context=context,
             credential_id=credential_id, aaguid=verified.aaguid, synced=backup_eligible,
-            name=passkey.name,
+            name=passkey.name, attestation_root=verdict.root,
         )  # fmt: skip
         return passkey
 
