@@ -5,6 +5,8 @@ each failure py_webauthn reports."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from webauthn.helpers import bytes_to_base64url
@@ -12,6 +14,7 @@ from webauthn.helpers.exceptions import (
     InvalidAuthenticationResponse,
     InvalidJSONStructure,
     InvalidRegistrationResponse,
+    WebAuthnException,
 )
 
 MAX_CREDENTIAL_JSON = 64 * 1024
@@ -102,3 +105,25 @@ def failure_reason(error: Exception) -> str:
         if needle in text:
             return reason
     return "verification_failed"
+
+
+#: What py_webauthn's attestation parsers raise, outside its exception family, on a structure
+#: they do not know: a ``tpm`` pubArea or certInfo whose type or algorithm is not in its tables
+#: (KeyError), a certificate field read by position (IndexError, AttributeError), and the like.
+UNPARSED = (KeyError, IndexError, AttributeError, TypeError, ValueError)
+
+
+@contextmanager
+def registration_refusals() -> Iterator[None]:
+    """py_webauthn's ``verify_registration_response`` inside: whatever it raises on what the
+    client sent is a PasskeyError. Not only InvalidRegistrationResponse: it raises
+    InvalidBackupFlags (WebAuthn L3 7.1 "if the BE bit is not set, verify that the BS bit is not
+    set") outside that family, and its parsers of attestation statements (8.3 ``tpm`` above all)
+    raise ``UNPARSED`` errors; uncaught, each was a 500 that rolled back the spent challenge and
+    the audit."""
+    try:
+        yield
+    except WebAuthnException as error:
+        raise PasskeyError(failure_reason(error), str(error)) from error
+    except UNPARSED as error:
+        raise PasskeyError("malformed_attestation", repr(error)[:200]) from error

@@ -58,6 +58,7 @@ from idp.services.passkey_checks import (
     check_owner,
     failure_reason,
     parse_credential,
+    registration_refusals,
 )
 from idp.services.passkey_counter import checked_sign_count, store_use
 from idp.services.passkey_names import (
@@ -203,7 +204,7 @@ class PasskeyService:
                 raise PasskeyError("challenge_user_mismatch")
             credential = parse_credential(credential_json, parse_registration_credential_json)
             check_client_data(credential.response.client_data_json)
-            try:
+            with registration_refusals():
                 verified = verify_registration_response(
                     credential=credential,
                     expected_challenge=base64url_to_bytes(challenge.challenge),
@@ -220,13 +221,8 @@ class PasskeyService:
                     ),
                     supported_pub_key_algs=ALGORITHMS,
                     # No roots: py_webauthn would check the chain at the wall clock's time; idp
-                    # checks it at its own, below (idp.services.attestation ``untrusted_reason``).
+                    # checks it at its own, below (idp.services.attestation ``attest``).
                 )
-            # Not only InvalidRegistrationResponse: py_webauthn raises InvalidBackupFlags (WebAuthn
-            # L3 7.1 "if the BE bit is not set, verify that the BS bit is not set") outside that
-            # family; uncaught it was a 500 that rolled back the spent challenge and the audit.
-            except WebAuthnException as error:
-                raise PasskeyError(failure_reason(error), str(error)) from error
             # WebAuthn L3 7.1: "Verify that the credentialId is ≤ 1023 bytes. Credential IDs
             # larger than this many bytes SHOULD cause the RP to fail this registration ceremony."
             if len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES:

@@ -8,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fido2.utils import websafe_decode, websafe_encode
+from fido2.webauthn import AttestationObject
 from flask import Flask
 
 from idp.extensions import db
@@ -218,3 +221,40 @@ def test_the_policy_page_says_when_attestation_roots_apply(roots_app: Flask, app
         page = admin.browser.get("/admin/policy")
         assert page.status_code == 200
         assert ("data-attestation-roots" in page.text) is told
+
+
+def tpm_statement(credential: dict[str, Any], **statement: Any) -> dict[str, Any]:
+    """``credential`` with its attestation replaced by a ``tpm`` one (WebAuthn L3 8.3) holding
+    ``statement``: the authenticator data as it was, nothing else a TPM would have signed."""
+    answer = credential["response"]
+    made = AttestationObject(websafe_decode(answer["attestationObject"]))
+    tpm = AttestationObject.create("tpm", made.auth_data, {
+        "ver": "2.0", "alg": -7, "sig": b"s", "x5c": [VENDOR.der], "certInfo": b"\x00" * 8,
+        "pubArea": b"\x00" * 8, **statement,
+    })  # fmt: skip
+    return {**credential, "response": {**answer, "attestationObject": websafe_encode(bytes(tpm))}}
+
+
+@pytest.mark.parametrize("roots", [False, True], ids=["without-roots", "with-roots"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        pytest.param({"pubArea": b"\xff\xff" + b"\x00" * 6}, id="unknown-pubArea-type"),
+        pytest.param({"pubArea": b"\x00\x23\xff\xff" + b"\x00" * 4}, id="unknown-nameAlg"),
+    ],
+)
+def test_a_tpm_statement_py_webauthn_cannot_parse_is_a_refusal(
+    app: Flask, roots_app: Flask, roots: bool, statement: dict[str, Any]
+) -> None:
+    """py_webauthn's TPM parsers raise KeyError and the like on structures they do not know,
+    outside its exception family: uncaught, a 500 that rolled back the spent challenge and the
+    audit. A refusal, audited, nothing stored, whether or not roots are set (the chain is
+    checked after py_webauthn, so anyone reaches its parsers)."""
+    each = roots_app if roots else app
+    pages = password_browser(each, create_user(each))
+    ceremony = pages.registration_options().get_json()
+    credential = tpm_statement(genuine().create(ceremony["publicKey"]), **statement)
+    refused = pages.register(ceremony["challenge_id"], credential)
+    assert refused.status_code == 400, refused.text
+    assert failure_reasons(each, "passkey.registered") == ["malformed_attestation"]
+    assert rows(each, Passkey) == []
