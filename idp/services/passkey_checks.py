@@ -93,6 +93,8 @@ def failure_reason(error: Exception) -> str:
         ("backed up", "backup_flags_invalid"),
         # An attestation chain that ends at none of the configured roots (idp.services.attestation).
         ("certificate chain", "attestation_not_trusted"),
+        # WebAuthn L3 7.1 step 20: an fmt of no supported format (before "type", which it holds).
+        ("unsupported attestation type", "attestation_format_unsupported"),
         ("origin", "origin_not_allowed"),
         ("challenge", "challenge_mismatch"),
         ("verified", "user_not_verified"),

@@ -223,16 +223,22 @@ def test_the_policy_page_says_when_attestation_roots_apply(roots_app: Flask, app
         assert ("data-attestation-roots" in page.text) is told
 
 
-def tpm_statement(credential: dict[str, Any], **statement: Any) -> dict[str, Any]:
-    """``credential`` with its attestation replaced by a ``tpm`` one (WebAuthn L3 8.3) holding
-    ``statement``: the authenticator data as it was, nothing else a TPM would have signed."""
+def restated(credential: dict[str, Any], fmt: str, statement: dict[str, Any]) -> dict[str, Any]:
+    """``credential`` with its attestation replaced by one of format ``fmt`` holding
+    ``statement``: the authenticator data as it was."""
     answer = credential["response"]
     made = AttestationObject(websafe_decode(answer["attestationObject"]))
-    tpm = AttestationObject.create("tpm", made.auth_data, {
+    replaced = bytes(AttestationObject.create(fmt, made.auth_data, statement))
+    return {**credential, "response": {**answer, "attestationObject": websafe_encode(replaced)}}
+
+
+def tpm_statement(credential: dict[str, Any], **statement: Any) -> dict[str, Any]:
+    """``credential`` with a ``tpm`` attestation (WebAuthn L3 8.3) holding ``statement``, nothing
+    else a TPM would have signed."""
+    return restated(credential, "tpm", {
         "ver": "2.0", "alg": -7, "sig": b"s", "x5c": [VENDOR.der], "certInfo": b"\x00" * 8,
         "pubArea": b"\x00" * 8, **statement,
     })  # fmt: skip
-    return {**credential, "response": {**answer, "attestationObject": websafe_encode(bytes(tpm))}}
 
 
 @pytest.mark.parametrize("roots", [False, True], ids=["without-roots", "with-roots"])
@@ -258,3 +264,14 @@ def test_a_tpm_statement_py_webauthn_cannot_parse_is_a_refusal(
     assert refused.status_code == 400, refused.text
     assert failure_reasons(each, "passkey.registered") == ["malformed_attestation"]
     assert rows(each, Passkey) == []
+
+
+def test_a_format_py_webauthn_does_not_know_is_audited_as_such(app: Flask) -> None:
+    """WebAuthn L3 7.1 step 20: an fmt matching no supported format fails the ceremony. The audit
+    says so (py_webauthn's "Unsupported attestation type" read as a wrong ceremony type before,
+    which sent an admin looking at the client data)."""
+    pages = password_browser(app, create_user(app))
+    ceremony = pages.registration_options().get_json()
+    credential = restated(genuine().create(ceremony["publicKey"]), "made-up", {})
+    assert pages.register(ceremony["challenge_id"], credential).status_code == 400
+    assert failure_reasons(app, "passkey.registered") == ["attestation_format_unsupported"]

@@ -25,8 +25,10 @@ def _name(common_name: str, unit: str | None, country: str | None = "SE") -> x50
     return x509.Name(attributes)
 
 
-def root_ca(common_name: str = "Example Attestation Root") -> Issued:
-    return certificates.root_ca(_name(common_name, "Root CA"))
+def root_ca(
+    common_name: str = "Example Attestation Root", valid: tuple[timedelta, timedelta] | None = None
+) -> Issued:
+    return certificates.root_ca(_name(common_name, "Root CA"), valid)
 
 
 def intermediate_ca(

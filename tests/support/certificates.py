@@ -57,11 +57,12 @@ def builder(
     )
 
 
-def root_ca(name: x509.Name) -> Issued:
-    """A self-signed CA certificate (basic constraints CA, key and certificate signing)."""
+def root_ca(name: x509.Name, valid: tuple[timedelta, timedelta] | None = None) -> Issued:
+    """A self-signed CA certificate (basic constraints CA, key and certificate signing);
+    ``valid`` as for ``builder``."""
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = (
-        builder(name, name, key)
+        builder(name, name, key, valid)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)

@@ -143,6 +143,15 @@ def test_an_intermediate_in_x5c_completes_the_chain_while_it_is_valid() -> None:
     assert judged(packed(leaf)) == "attestation_not_trusted"
 
 
+def test_a_root_past_its_end_at_idps_clock_attests_nothing() -> None:
+    """The root's own validity counts too (RFC 5280 6.1.3 (a)(2) over the whole path)."""
+    root = root_ca("Short-lived Root", valid=(-timedelta(hours=1), timedelta(hours=1)))
+    statement = packed(attestation_certificate(root, MODEL, valid=HOUR_TO_DAY).der)
+    assert judged(statement, roots=(root.pem,)) is None
+    later = now() + timedelta(hours=2)
+    assert judged(statement, roots=(root.pem,), at=later) == "attestation_not_trusted"
+
+
 def test_a_root_sent_as_its_own_attestation_certificate_is_not_trusted() -> None:
     """A trusted root as x5c's only certificate chains to itself: refused as a CA certificate
     (8.2.1), as an intermediate CA sent as the leaf is."""
