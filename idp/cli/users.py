@@ -118,20 +118,25 @@ def users_invite(email: str, name: str, admin: bool, ttl: int, as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True)
 def users_show(email: str, as_json: bool) -> None:
     """One user: sign-in methods, sessions, connected apps, unused links."""
-    from idp.composition import clock
+    from idp.composition import clock, runtime
+    from idp.services.attestation import attestation_state
     from idp.services.user_descriptions import describe_link, describe_user
 
     with app_context():
         service = user_admin_service()
         user = find_user(service, email)
         now = clock().now()
+        roots = runtime().relying_party.attestation_roots
         data = describe_user(user) | {
             "email_verified": user.email_verified,
             "password": user.password_hash is not None,
             "passkeys": [
                 {"credential_id": p.credential_id, "name": p.name,
                  "created_at": p.created_at.isoformat(),
-                 "last_used_at": p.last_used_at.isoformat() if p.last_used_at else None}
+                 "last_used_at": p.last_used_at.isoformat() if p.last_used_at else None,
+                 # docs/admins.md, "Verified attestation": the roots configured now decide.
+                 "attestation": attestation_state(p.attestation_root, roots),
+                 "attestation_root": p.attestation_root}
                 for p in service.passkeys(user)
             ],
             "totp": service.totp.is_enabled(user),
@@ -156,7 +161,8 @@ def _user_detail_text(data: dict[str, Any]) -> str:
     lines.append(f"password: {'yes' if data['password'] else 'no'}; authenticator app: "
                  f"{'yes' if data['totp'] else 'no'}; backup codes left: "
                  f"{data['backup_codes_left']}")  # fmt: skip
-    lines += [f"passkey: {p['name']} ({p['credential_id'][:16]}...)" for p in data["passkeys"]]
+    lines += [f"passkey: {p['name']} ({p['credential_id'][:16]}...), attestation "
+              f"{p['attestation'].replace('_', ' ')}" for p in data["passkeys"]]  # fmt: skip
     lines += [f"session: {s['sid']} since {s['created_at']}" for s in data["sessions"]]
     lines += [f"app: {c['name']} ({c['client_id']})" for c in data["consents"]]
     lines += [f"{k['purpose']} link {k['id']} until {k['expires_at']}" for k in data["links"]]

@@ -207,13 +207,27 @@ def _is_ca(certificate: x509.Certificate) -> bool:
     return bool(constraints.value.ca)
 
 
-def attestation_words(recorded: str | None, roots: tuple[bytes, ...]) -> str | None:
-    """What the console says of a passkey's attestation (docs/admins.md, "Verified
-    attestation"), given the root its registration recorded (``Passkey.attestation_root``) and
-    the roots configured now; None where neither speaks of attestation (no roots, none recorded).
-    """
+#: A passkey's attestation as the roots configured now see it (``attestation_state``).
+VERIFIED, NOT_VERIFIED, OTHER_ROOT = "verified", "not_verified", "other_root"
+_WORDS = {
+    VERIFIED: "attestation verified",
+    NOT_VERIFIED: "attestation not verified",
+    OTHER_ROOT: "attested by a root no longer configured",
+}
+
+
+def attestation_state(recorded: str | None, roots: tuple[bytes, ...]) -> str:
+    """``VERIFIED`` when the root a passkey's registration recorded (``Passkey.attestation_root``)
+    is among the ``roots`` configured now, ``OTHER_ROOT`` when it is not, ``NOT_VERIFIED`` when
+    none was recorded (docs/admins.md, "Verified attestation")."""
     if recorded is None:
-        return "attestation not verified" if roots else None
-    if recorded in root_fingerprints(roots):
-        return "attestation verified"
-    return "attested by a root no longer configured"
+        return NOT_VERIFIED
+    return VERIFIED if recorded in root_fingerprints(roots) else OTHER_ROOT
+
+
+def attestation_words(recorded: str | None, roots: tuple[bytes, ...]) -> str | None:
+    """What the console says of a passkey's attestation (``attestation_state`` in words); None
+    where neither speaks of attestation (no roots configured, none recorded)."""
+    if recorded is None and not roots:
+        return None
+    return _WORDS[attestation_state(recorded, roots)]

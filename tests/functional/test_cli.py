@@ -27,9 +27,11 @@ from idp.cli import main
 from idp.composition import Container
 from idp.database import alembic_config, upgrade
 from idp.models import ApiToken, AuditEvent, Base, Client, LoginLink, Passkey, SigningKey, User
+from idp.services.attestation import root_fingerprint
 from idp.services.crypto import token_hash
 from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
+from tests.support.attestation_ca import root_ca
 
 ISSUER = "http://localhost:5000"
 PASSWORD = "correct horse battery staple"
@@ -740,3 +742,26 @@ def test_a_command_against_an_unreachable_database_is_a_one_line_error(tmp_path:
         result = idp.run(*command)
         assert_refused_in_one_line(result, "database is unavailable")
         assert "s3cret-pw" not in result.output
+
+
+def test_users_show_says_which_passkeys_the_configured_roots_verified(idp: Idp) -> None:
+    """docs/admins.md, "Verified attestation": ``idp users show`` names each passkey's recorded
+    root and what the roots configured now say of it (verified, not verified, another root)."""
+    vendor, other = root_ca("Example Vendor Root"), root_ca("Other Vendor Root")
+    roots = idp.instance / "roots.pem"
+    roots.write_bytes(vendor.pem)
+    idp.env["IDP_WEBAUTHN_ATTESTATION_ROOTS"] = str(roots)
+    user = idp.json("users", "create", "ada@example.com")
+    recorded = {"old": None, "vendor": root_fingerprint(vendor.certificate),
+                "other": root_fingerprint(other.certificate)}  # fmt: skip
+    with idp.session() as db:
+        for name, root in recorded.items():
+            db.add(Passkey(credential_id=name, user_id=user["id"], public_key=b"k", sign_count=0,
+                           name=name, attestation_root=root))  # fmt: skip
+        db.commit()
+    shown = idp.json("users", "show", "ada@example.com")["passkeys"]
+    said = {p["credential_id"]: (p["attestation"], p["attestation_root"]) for p in shown}
+    assert said == {"old": ("not_verified", None),
+                    "vendor": ("verified", recorded["vendor"]),
+                    "other": ("other_root", recorded["other"])}  # fmt: skip
+    assert "attestation other root" in idp.ok("users", "show", "ada@example.com").output
