@@ -57,13 +57,22 @@ def _user_text(data: dict[str, Any]) -> str:
 @users.command("list")
 @click.option("--search", "query", default="", help="Part of an email address or name.")
 @click.option("--page", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--unverified-passkeys",
+    is_flag=True,
+    help="Only users with a passkey whose attestation no configured root verified.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def users_list(query: str, page: int, as_json: bool) -> None:
+def users_list(query: str, page: int, unverified_passkeys: bool, as_json: bool) -> None:
     """List users, newest first (25 a page)."""
+    from idp.composition import runtime
+    from idp.services.attestation import root_fingerprints
     from idp.services.user_descriptions import describe_user
 
     with app_context():
-        result = user_admin_service().search(query, page)
+        roots = runtime().relying_party.attestation_roots
+        unverified_by = root_fingerprints(roots) if unverified_passkeys else None
+        result = user_admin_service().search(query, page, unverified_by)
         rows = [describe_user(u) for u in result.users]
         emit(rows, as_json, lambda r: "\n".join(_user_text(u) for u in r) or "no users")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from idp.models import BrowserSession, LoginLink, Passkey, TotpCredential, User
@@ -52,10 +52,20 @@ class UserDirectory:
         self.passwords = passwords
 
     # -- finding ----------------------------------------------------------------------------------
-    def search(self, query: str = "", page: int = 1) -> UserPage:
-        """Users whose email or name contains ``query`` (case-insensitive), newest first."""
+    def search(
+        self, query: str = "", page: int = 1, unverified_by: frozenset[str] | None = None
+    ) -> UserPage:
+        """Users whose email or name contains ``query`` (case-insensitive), newest first;
+        ``unverified_by``: only those with a passkey whose attestation none of these root
+        fingerprints verified (docs/admins.md, "Verified attestation")."""
         page = max(page, 1)
-        criteria = []
+        criteria: list[ColumnElement[bool]] = []
+        if unverified_by is not None:
+            unverified = or_(Passkey.attestation_root.is_(None),
+                             Passkey.attestation_root.not_in(sorted(unverified_by)))  # fmt: skip
+            criteria.append(
+                select(Passkey.credential_id).where(Passkey.user_id == User.id, unverified).exists()
+            )
         needle = " ".join(query.split())[:200].lower()
         if needle:
             # LIKE's wildcards in the query are literal characters.

@@ -765,3 +765,27 @@ def test_users_show_says_which_passkeys_the_configured_roots_verified(idp: Idp) 
                     "vendor": ("verified", recorded["vendor"]),
                     "other": ("other_root", recorded["other"])}  # fmt: skip
     assert "attestation other root" in idp.ok("users", "show", "ada@example.com").output
+
+
+def test_users_list_finds_the_users_with_a_passkey_the_roots_did_not_verify(idp: Idp) -> None:
+    """``idp users list --unverified-passkeys``: the users to ask for a new passkey, those with
+    one registered without roots or under a root no longer configured, not those whose passkeys
+    the roots configured now verified, nor those without passkeys."""
+    vendor, other = root_ca("Example Vendor Root"), root_ca("Other Vendor Root")
+    roots = idp.instance / "roots.pem"
+    roots.write_bytes(vendor.pem)
+    idp.env["IDP_WEBAUTHN_ATTESTATION_ROOTS"] = str(roots)
+    recorded = {"old@example.com": [None], "verified@example.com": [vendor],
+                "moved@example.com": [vendor, other], "none@example.com": []}  # fmt: skip
+    with idp.session() as db:
+        for email, passkeys in recorded.items():
+            user = idp.json("users", "create", email)
+            for number, root in enumerate(passkeys):
+                fingerprint = root and root_fingerprint(root.certificate)
+                db.add(Passkey(credential_id=f"{email}-{number}", user_id=user["id"],
+                               public_key=b"k", sign_count=0, name=f"Key {number}",
+                               attestation_root=fingerprint))  # fmt: skip
+        db.commit()
+    listed = idp.json("users", "list", "--unverified-passkeys")
+    assert {u["email"] for u in listed} == {"old@example.com", "moved@example.com"}
+    assert len(idp.json("users", "list")) == len(recorded)
