@@ -14,7 +14,8 @@ from dataclasses import replace
 import pytest
 from flask import Flask
 
-from idp.composition import container
+from idp.composition import container, services
+from idp.extensions import db
 from idp.models import AuditEvent, Passkey
 from idp.services.attestation import root_fingerprint
 from tests.functional.test_admin_policy import YUBIKEY_5, password_browser
@@ -99,3 +100,28 @@ def test_the_console_says_which_passkeys_the_configured_roots_verified(storage_a
         assert page.status_code == 200
         assert attestation_of(page.text, old.credential_id) == said_of_old, roots
         assert attestation_of(page.text, new.credential_id) == said_of_new, roots
+
+
+@pytest.mark.postgres
+def test_the_search_for_unverified_passkeys_runs_on_each_database(storage_app: Flask) -> None:
+    """``UserDirectory.search(unverified_by=...)`` (``idp users list --unverified-passkeys``)
+    on SQLite and PostgreSQL: a user with a passkey of no recorded root or of another root is
+    found; one whose passkeys the given roots verified, or who has none, is not."""
+    verified, moved = (
+        root_fingerprint(VENDOR.certificate),
+        root_fingerprint(OTHER_VENDOR.certificate),
+    )
+    recorded = {"old@example.com": [None], "verified@example.com": [verified],
+                "moved@example.com": [verified, moved], "none@example.com": []}  # fmt: skip
+    with storage_app.app_context():
+        for email, roots in recorded.items():
+            user = create_user(storage_app, email)
+            for number, root in enumerate(roots):
+                db.session.add(Passkey(credential_id=f"{email}-{number}", user_id=user.id,
+                                       public_key=b"k", sign_count=0, name=f"Key {number}",
+                                       attestation_root=root))  # fmt: skip
+        db.session.commit()
+        found = services().user_admin("cli", "cli").search("", 1, frozenset({verified}))
+        assert {u.email for u in found.users} == {"old@example.com", "moved@example.com"}
+        assert found.total == 2
+        db.session.rollback()
