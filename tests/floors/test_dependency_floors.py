@@ -68,6 +68,10 @@ ADVISORY_FIXES: dict[str, dict[str, str]] = {
         "GHSA-537c-gmf6-5ccf": "48.0.1",
         "CVE-2026-69247 / GHSA-g6cj-pr64-35w5": "50.0.0",
     },
+    "pyopenssl": {
+        "CVE-2026-27448": "26.0.0",
+        "CVE-2026-27459": "26.0.0",
+    },
     "gunicorn": {
         "CVE-2024-1135 / GHSA-w3h3-4rj7-4ph4": "22.0.0",
         "CVE-2024-6827 / GHSA-hc5x-x2vx-497g": "23.0.0",
