@@ -180,8 +180,10 @@ class PasskeyService:
                 resident_key=ResidentKeyRequirement.REQUIRED,
                 user_verification=UserVerificationRequirement(self.policy.user_verification),
             ),
-            # WebAuthn L3 5.4.3: keep the user from registering the same authenticator twice.
-            exclude_credentials=[_descriptor(p) for p in existing],
+            # WebAuthn L3 5.4.3: keep the user from registering the same authenticator twice;
+            # not by a flagged passkey (refused at every sign-in, 6.1.1), which its device must
+            # be able to replace (after a login link, the only way forward; docs/security.md).
+            exclude_credentials=[_descriptor(p) for p in existing if p.flagged_at is None],
             supported_pub_key_algs=ALGORITHMS,
         )
         return Ceremony(challenge_id=issued.id, options=json.loads(options_to_json(options)))

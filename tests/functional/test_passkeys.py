@@ -318,6 +318,31 @@ def test_registration_options_exclude_the_users_passkeys(
         enrolled.create(options)
 
 
+def test_registration_options_exclude_no_flagged_passkey(app: Flask, user: CreatedUser) -> None:
+    """WebAuthn L3 5.4.3 excludes the credentials the user already signs in with; a passkey
+    flagged as a possible clone is refused at every sign-in (6.1.1), so it is not one of them.
+    Excluded, the device that holds it refused every new passkey ("already has a passkey for
+    this account"): after a login link, whose session may only add a passkey, a dead end."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    device = device_bound()
+    assert pages.add_passkey(device).status_code == 201
+    stranger = PasskeyPages(app.test_client())
+    assert stranger.sign_in_with_passkey(device, counter=10).status_code == 200
+    assert stranger.sign_in_with_passkey(device, counter=5).status_code == 400  # flagged
+    [flagged_id] = device.credential_ids()
+    flagged = passkey(app, flagged_id)
+    assert flagged is not None
+    assert flagged.flagged_at is not None
+
+    options = pages.registration_options().get_json()["publicKey"]
+    assert options["excludeCredentials"] == []
+    # The same device makes a new passkey (replacing the flagged one it held), which signs in.
+    assert pages.add_passkey(device).status_code == 201
+    assert device.credential_ids() != [flagged_id]
+    assert PasskeyPages(app.test_client()).sign_in_with_passkey(device).status_code == 200
+
+
 def test_a_conditional_create_without_user_presence_or_verification_is_stored(
     app: Flask, signed_in: PasskeyPages, stranger: PasskeyPages, user: CreatedUser
 ) -> None:
