@@ -190,6 +190,21 @@ def test_the_user_page_shows_methods_sessions_apps(app: Flask, admin: ConsoleBro
     assert admin.browser.get("/admin/users/nobody").status_code == 404
 
 
+def test_the_user_page_says_what_a_flagged_passkey_means(app: Flask, admin: ConsoleBrowser) -> None:
+    """A passkey flagged as a possible clone (WebAuthn L3 6.1.1) is refused at every sign-in:
+    the admin rescuing its user is told so and since when, not shown a bare "flagged"."""
+    ada, _, _ = _user_with_everything(app)
+    credential_id = _credential_id(app, ada.id)
+    change(app, update(Passkey).where(Passkey.credential_id == credential_id)
+           .values(flagged_at=utcnow()))  # fmt: skip
+    page = admin.browser.get(f"/admin/users/{ada.id}")
+    row = re.search(rf'data-credential-id="{re.escape(credential_id)}">(.*?)</li>', page.text, re.S)
+    assert row is not None
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html.unescape(row.group(1))))
+    assert re.search(r"flagged \d{4}-\d\d-\d\d \d\d:\d\d UTC as a possible clone: "
+                     r"sign-ins with it are refused", text), text  # fmt: skip
+
+
 def test_every_admin_action_is_audited_with_actor_and_subject(
     app: Flask, admin: ConsoleBrowser
 ) -> None:
