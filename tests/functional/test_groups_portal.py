@@ -41,7 +41,7 @@ def test_consent_names_the_groups_scope_and_the_portal_shows_what_each_app_recei
     apps = client.get("/account/apps").text
     assert "Your groups:" in apps
     assert '<strong title="">Wiki admins</strong> (<code>admins</code>)' in apps
-    receives = apps.split('class="muted app-receives">')[1].split("</span>")[0]
-    assert "<code>groups</code> admins" in receives
-    assert "<code>roles</code> admin" in receives
-    assert "<code>name</code> Ada Lovelace" in receives
+    receives = apps.split('class="muted app-receives">')[1].split("</div>")[0]
+    assert "<li><code>groups</code> admins</li>" in receives
+    assert "<li><code>roles</code> admin</li>" in receives
+    assert "<li><code>name</code> Ada Lovelace</li>" in receives
