@@ -283,8 +283,11 @@ def logout() -> Any:
         if not confirmed:
             # RP-Initiated Logout 6: without a valid id_token_hint (or with one for another
             # user than the one signed in here), ask the user first.
+            # Section 2: the OP "SHOULD ask the End-User whether to log out": the page names who
+            # is signed in and lets them stay so, not only sign out.
             return render_template("oidc/logout_confirm.html", fields=_confirmation_fields(
-                end_request.client, end_request.redirect_uri, browser_session))  # fmt: skip
+                end_request.client, end_request.redirect_uri, browser_session),
+                signed_in=browser_session.user.email if browser_session else None)  # fmt: skip
         csrf.protect()  # the confirmation must come from our own page
     # Only ever this browser's own session (RP-Initiated Logout 2); without one, nothing ends.
     g.idp_logout_session = browser_session if decision is not RpLogout.NOTHING else None

@@ -264,6 +264,22 @@ def test_logout_without_id_token_hint_asks_for_confirmation(
     assert session_is_alive(rp)
 
 
+def test_the_confirmation_names_the_user_and_lets_them_stay_signed_in(
+    rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
+) -> None:
+    """RP-Initiated Logout 2: the OP asks the user "whether to log out"; the page that asks names
+    who is signed in and has a way to stay so (before, its one button signed out: a user who
+    opened it by mistake had no way on but the browser's back button)."""
+    page = logout(rp)
+    assert_page(page, 200)
+    assert f"Signed in as <strong>{user.email}</strong>." in page.text
+    stay = re.search(r'<a class="button" id="stay-signed-in" href="([^"]+)">Stay signed in</a>',
+                     page.text)  # fmt: skip
+    assert stay is not None
+    assert rp.browser.get(stay.group(1)).status_code == 200  # the portal, still signed in
+    assert session_is_alive(rp)
+
+
 def test_confirmed_logout_with_csrf_token_ends_the_session(
     rp: RelyingParty, tokens: dict[str, Any]
 ) -> None:
