@@ -80,7 +80,9 @@ def _restricted_sessions_only_recover() -> Any:
 
 
 def signed_in_recently(next_endpoint: str) -> BrowserSession | Any:
-    """The session if it passed the step-up rule, else a redirect to sign in again."""
+    """The session if it passed the step-up rule, else a redirect to sign in again and then to
+    ``next_endpoint``: an action that asks first names itself, so that the sign-in leads to its
+    question (a GET), not to the top of the account page with nothing said of what to do."""
     session = current_session()
     if session is None:
         return redirect(url_for("login.login", next=url_for(next_endpoint)))

@@ -152,7 +152,7 @@ def totp_cancel() -> Any:
 @bp.route("/account/totp/remove", methods=["GET", "POST"])
 def totp_remove() -> Any:
     """Remove the authenticator app (after a recent sign-in, and a confirmation)."""
-    session = signed_in_recently("account.home")
+    session = signed_in_recently("account.totp_remove")
     if not isinstance(session, BrowserSession):
         return session
     if not confirmed():
@@ -178,7 +178,7 @@ def totp_remove() -> Any:
 @bp.route("/account/backup-codes", methods=["GET", "POST"])
 def backup_codes_regenerate() -> Any:
     """New backup codes, shown once; the old set stops working (so: after a confirmation)."""
-    session = signed_in_recently("account.home")
+    session = signed_in_recently("account.backup_codes_regenerate")
     if not isinstance(session, BrowserSession):
         return session
     left = services().backup_codes.remaining(session.user)
@@ -233,7 +233,7 @@ def password_set() -> Any:
 def password_remove() -> Any:
     """Go passwordless (after a recent sign-in and a confirmation): only when a passkey
     remains."""
-    session = signed_in_recently("account.home")
+    session = signed_in_recently("account.password_remove")
     if not isinstance(session, BrowserSession):
         return session
     if not confirmed():

@@ -150,7 +150,9 @@ def passkey_remove(credential_id: str) -> Any:
     """Remove a passkey (after a recent sign-in and a confirmation; never the last way in)."""
     session, passkey = _own_passkey(credential_id)
     if not stepped_up(session):
-        return redirect(step_up_url(url_for("account.home")))
+        # Back to this question after signing in (``signed_in_recently``), not to the top of
+        # the account page with nothing said.
+        return redirect(step_up_url(url_for("account.passkey_remove", credential_id=credential_id)))
     # Every session it signed in ends with it, this one too if it did (end_passkey_sessions).
     this_browser = session.credential_id == passkey.credential_id
     if not confirmed():

@@ -1176,7 +1176,7 @@ def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: FrozenClock) -> 
     response = browser.post("/account/totp/remove", data={"csrf_token": csrf_token(page.text),
                                                           "confirm": "yes"})  # fmt: skip
     assert path_of(response) == "/login"
-    assert query_of(location(response))["next"] == "/account"
+    assert query_of(location(response))["next"] == "/account/totp/remove"  # back to its question
     assert rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)
     assert outbox(app, enrolled.user.id, "method_removed") == []
 

@@ -13,7 +13,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from idp.extensions import db
-from idp.models import AuditEvent, BackupCode, BrowserSession, Consent, OutboxMessage, User
+from idp.models import (
+    AuditEvent,
+    BackupCode,
+    BrowserSession,
+    Consent,
+    OutboxMessage,
+    Passkey,
+    User,
+)
 from tests.support.admin import age_sign_in
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user
@@ -145,6 +153,43 @@ def test_step_up_message_names_the_passkey(
     response = client.post("/account/backup-codes", data={"csrf_token": csrf_of(client)})
     page = client.get(response.headers["Location"]).text
     assert "sign in again with your passkey" in page
+
+
+def test_after_the_step_up_an_action_that_asks_first_comes_back_to_its_question(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    """New backup codes, removing the password or a passkey ask for a recent sign-in and then
+    ask first: the sign-in leads back to that question, not to the top of the account page
+    with nothing said of the action (which the user then had to find and press again)."""
+    pages = PasskeyPages(client)
+    pages.sign_in_with_password(user)
+    key = SoftAuthenticator()
+    assert pages.add_passkey(key).status_code == 201
+    [credential_id] = key.credential_ids()
+    age_sign_in(app, user.id, 6)
+    actions = {
+        "/account/backup-codes": "Get new backup codes?",
+        "/account/password/remove": "Remove your password?",
+        f"/account/passkeys/{credential_id}/remove": "Remove the passkey",
+    }
+    for action in actions:
+        response = client.post(action, data={"csrf_token": csrf_of(client)})
+        assert response.status_code == 302
+        location = urlsplit(response.headers["Location"])
+        assert location.path == "/login"
+        assert parse_qs(location.query)["next"] == [action]
+    assert pages.sign_in_with_passkey(key).status_code == 200
+    for action, question in actions.items():
+        asked = client.get(action)
+        assert asked.status_code == 200
+        assert question in html.unescape(asked.text)
+    with app.app_context():  # only asked: every code, the password and the passkey are there
+        unspent = BackupCode.user_id == user.id, BackupCode.consumed_at.is_(None)
+        assert len(db.session.scalars(select(BackupCode).where(*unspent)).all()) == 10
+        stored = db.session.get(User, user.id)
+        assert stored is not None
+        assert stored.password_hash is not None
+        assert db.session.get(Passkey, credential_id) is not None
 
 
 # -- sessions -----------------------------------------------------------------------------------
