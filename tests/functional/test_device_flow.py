@@ -335,6 +335,10 @@ def test_verification_page_sends_a_stranger_to_sign_in_and_back(client: FlaskCli
     response = client.get("/device?user_code=BCDF-GHJK")
     assert response.status_code == 302
     assert response.headers["Location"] == "/login?next=/device?user_code%3DBCDF-GHJK"
+    # The sign-in page says what it is for (opened from a TV's QR code, a bare "Sign in" did not).
+    page = client.get(response.headers["Location"]).text
+    assert "to approve a sign-in on your TV, console or command line tool" in page
+    assert "to approve a sign-in on" not in client.get("/login?next=/account").text
 
 
 def test_complete_uri_only_fills_in_the_code(device: Device, phone: FlaskClient) -> None:
