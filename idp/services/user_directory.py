@@ -26,6 +26,9 @@ class UserPage:
     page: int
     total: int
     page_size: int = PAGE_SIZE
+    #: The ids of the page's users with no way in yet (``has_way_in``): an invite not accepted,
+    #: an account created without one. The list marks them as the user's page does.
+    not_set_up: frozenset[str] = frozenset()
 
     @property
     def has_next(self) -> bool:
@@ -87,7 +90,19 @@ class UserDirectory:
                 .limit(PAGE_SIZE)
             )
         )
-        return UserPage(users=users, page=page, total=total)
+        return UserPage(users=users, page=page, total=total, not_set_up=self._not_set_up(users))
+
+    def _not_set_up(self, users: list[User]) -> frozenset[str]:
+        """``has_way_in`` for a page of users, in one query: no password, passkey or app."""
+        bare = [u.id for u in users if u.password_hash is None]
+        if not bare:
+            return frozenset()
+        with_passkey = select(Passkey.user_id).where(Passkey.user_id.in_(bare))
+        with_app = select(TotpCredential.user_id).where(
+            TotpCredential.user_id.in_(bare), TotpCredential.confirmed_at.is_not(None)
+        )
+        set_up = set(self.db.scalars(with_passkey.union(with_app)))
+        return frozenset(user_id for user_id in bare if user_id not in set_up)
 
     def get(self, user_id: str, *, locked: bool = False) -> User | None:
         """``locked``: read anew, the row held until the transaction ends (idp.database)."""

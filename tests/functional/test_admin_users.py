@@ -112,6 +112,23 @@ def test_users_list_searches_email_and_name_and_pages(app: Flask, admin: Console
     assert admin.browser.get("/admin/users?page=junk").status_code == 200
 
 
+def test_the_users_list_marks_who_has_no_way_in_yet(app: Flask, admin: ConsoleBrowser) -> None:
+    """An invite not yet accepted (or an account created without one) has no way in: the list
+    says so, as the user's page does ("not set up yet"), rather than look like every account."""
+    invited = create_user(app, email="invited@example.com", password="", name="Invited")
+    with_password = create_user(app, email="password@example.com", name="Password")
+    passwordless = create_user(app, email="passkey@example.com", name="Passkey")
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(passwordless)
+    assert pages.add_passkey(SoftAuthenticator()).status_code == 201
+    change(app, update(User).where(User.id == passwordless.id).values(password_hash=None))
+    page = admin.browser.get("/admin/users").text
+    rows = dict(re.findall(r'data-user-id="([^"]+)">(.*?)</li>', page, re.S))
+    assert "not set up yet" in rows[invited.id]
+    for set_up in (with_password, passwordless):
+        assert "not set up yet" not in rows[set_up.id]
+
+
 def test_create_without_invite_is_audited_with_actor_and_subject(
     app: Flask, admin: ConsoleBrowser
 ) -> None:
