@@ -359,12 +359,15 @@ def test_the_last_way_in_cannot_be_removed(
     page = user.page
     _add_passkey(user, name="Only passkey")
 
-    # Going passkey-only is a removal: it needs a passkey sign-in first.
+    # Going passkey-only is a removal: it needs a passkey sign-in first, which comes back to
+    # the removal's question, not to the top of the account page with nothing said.
     remove_password = page.get_by_role(
         "button", name="Remove password (sign in with passkeys only)"
     )
-    _stepped_up(page, live_idp, remove_password)
-    remove_password.click()
+    with page.expect_navigation(url=re.compile(r"/login\?next=")):
+        remove_password.click()
+    page.wait_for_url(f"{live_idp.url}/account/password/remove")
+    expect(page.get_by_role("heading", name="Remove your password?")).to_be_visible()
     page.get_by_role("button", name="Remove password", exact=True).click()  # the confirmation
     expect(_flash(page)).to_have_text("Password removed: you sign in with passkeys now.")
     expect(remove_password).to_have_count(0)
