@@ -1,0 +1,47 @@
+"""A pushed request (RFC 9126) used at /authorize under the client's registration as it stands
+then, not as it stood at the push: what an admin changed in between counts (SQLite and
+PostgreSQL). The push's own checks are tests/functional/test_pushed_authorization.py."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from idp.models import AuthorizationCode, PushedAuthorizationRequest
+from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from tests.functional.test_authorize_errors import (
+    assert_error_page,
+    error_redirect,
+    remove_redirect_uri,
+)
+from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri
+from tests.functional.test_refresh_scope import allow_grants
+from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
+from tests.support.flow import RelyingParty, start_session
+
+LOST = "https://lost.example/callback"
+
+
+def test_a_pushed_request_is_answered_under_the_registration_as_it_stands(
+    storage_app: Flask,
+) -> None:
+    """RFC 9126 4: the request_uri's request is validated "as it would any other authorization
+    request" when it is used; RFC 6749 3.1.2.3 and 4.1.2.1. A redirect URI an admin removed after
+    the push (a lost domain) gets the error page and no code, also for a user signed in already,
+    whose code would otherwise be issued at once; a client that lost the authorization code
+    grant meanwhile is unauthorized_client, sent to its redirect URI with the pushed state."""
+    user = create_user(storage_app)
+    registered = create_client(storage_app, redirect_uris=[LOST, REDIRECT_URI])
+    rp = RelyingParty(storage_app.test_client(), registered)
+    start_session(rp.browser, user)
+    request_uri = pushed_uri(rp, redirect_uri=LOST)
+    remove_redirect_uri(storage_app, rp, keep=REDIRECT_URI)
+    assert_error_page(authorize_pushed(rp, request_uri))
+    assert rows(storage_app, AuthorizationCode) == []
+    (spent,) = rows(storage_app, PushedAuthorizationRequest)
+    assert spent.consumed_at is not None  # used once, whatever it answered
+
+    other = RelyingParty(rp.browser, create_client(storage_app, name="Other"))
+    request_uri = pushed_uri(other)
+    allow_grants(storage_app, other.registered.client_id, [DEVICE_CODE_GRANT_TYPE])
+    assert error_redirect(authorize_pushed(other, request_uri), other) == "unauthorized_client"
+    assert rows(storage_app, AuthorizationCode) == []
