@@ -103,27 +103,17 @@ class PushedAuthorizationEndpoint:
 
     def create_endpoint_response(self, request: OAuth2Request) -> Any:
         client = self.server.authenticate_client(request, CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
-        # The body only (RFC 9126 2.1: parameters "in the HTTP request message body"), without
-        # what authenticated the client.
-        params = request.form.to_dict(flat=False)
-        for name in _CLIENT_CREDENTIALS:
-            params.pop(name, None)
-        if any(value != "" for value in params.get("request_uri", ())):
-            # RFC 9126 2.1: "The request_uri authorization request parameter is one exception,
-            # and it MUST NOT be provided."
-            raise InvalidRequestError("The request_uri parameter must not be pushed.")
-        # RFC 9126 2.1: client_id is required; one authenticated by its Basic header alone
-        # names itself (a different client_id was refused as naming two clients already).
-        params.setdefault("client_id", [client.client_id])
-        try:
-            auth_request = parse_authorization_request(params, check_context(pushed=True))
-        except AuthorizationError as error:
-            raise PushRefusedError(
-                error=error.error, description=error_description(error.description)
-            ) from None
-        if auth_request.client_id != client.client_id:
-            raise InvalidRequestError("The client_id is not the client that authenticated.")
         now = clock().now()
+        try:
+            auth_request = _checked_push(request, client)
+        except OAuth2Error as refused:
+            # Audited (idp.services.pending_authorizations ``push_refused``), and committed with
+            # the answer (idp.oidc.token_views ``_committed``).
+            services().pending_authorizations.push_refused(
+                client, refused.error or "invalid_request", refused.description or "",
+                services().context, now, services().storage_budgets,
+            )  # fmt: skip
+            raise
         settings = runtime().settings
         if client.is_public and not services().storage_budgets.pushed_request(
             services().context.ip_address, now
@@ -134,10 +124,36 @@ class PushedAuthorizationEndpoint:
             raise PushBudgetSpentError()
         ttl = settings.par_request_ttl
         request_uri = services().pending_authorizations.push(
-            client.client_id, auth_request.to_params(), now, ttl
+            client.client_id, auth_request.to_params(), now, ttl, services().context
         )
         data = {"request_uri": request_uri, "expires_in": ttl}  # RFC 9126 2.2
         return 201, data, [("Content-Type", "application/json")]
+
+
+def _checked_push(request: OAuth2Request, client: Any) -> AuthorizationRequest:
+    """The pushed request of ``client``, which authenticated, checked as ``/authorize`` checks
+    one (RFC 9126 2.1); an ``OAuth2Error`` of RFC 9126 2.3 when it is refused."""
+    # The body only (RFC 9126 2.1: parameters "in the HTTP request message body"), without
+    # what authenticated the client.
+    params = request.form.to_dict(flat=False)
+    for name in _CLIENT_CREDENTIALS:
+        params.pop(name, None)
+    if any(value != "" for value in params.get("request_uri", ())):
+        # RFC 9126 2.1: "The request_uri authorization request parameter is one exception,
+        # and it MUST NOT be provided."
+        raise InvalidRequestError("The request_uri parameter must not be pushed.")
+    # RFC 9126 2.1: client_id is required; one authenticated by its Basic header alone
+    # names itself (a different client_id was refused as naming two clients already).
+    params.setdefault("client_id", [client.client_id])
+    try:
+        auth_request = parse_authorization_request(params, check_context(pushed=True))
+    except AuthorizationError as error:
+        raise PushRefusedError(
+            error=error.error, description=error_description(error.description)
+        ) from None
+    if auth_request.client_id != client.client_id:
+        raise InvalidRequestError("The client_id is not the client that authenticated.")
+    return auth_request
 
 
 # -- the request_uri at /authorize ----------------------------------------------------------------

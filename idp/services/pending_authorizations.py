@@ -20,10 +20,14 @@ from sqlalchemy.orm import Session
 
 from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
 from idp.models.base import random_id
+from idp.services import audit
+from idp.services.anonymous import AnonymousRejections, StorageBudgets
+from idp.services.audit import RequestContext
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.session_statements import statements_of
+from idp.thin_statements import Inserts
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads, ThinTransaction
@@ -51,7 +55,9 @@ REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 #: The longest request_uri that can be one of idp's (the prefix and a 43-character secret).
 MAX_REQUEST_URI = 128
 _PUSHED = cast(Table, PushedAuthorizationRequest.__table__)
-_PUSH = insert(PushedAuthorizationRequest)  # built once (``push``)
+#: The audit events of the PAR endpoint (docs/admins.md, "The audit log").
+PUSHED_EVENT = "authorization.pushed"
+PUSH_REFUSED_EVENT = "authorization.push_refused"
 #: Built once (``spend_pushed``): the consume-once UPDATE of a pushed request, for its client,
 #: unexpired, its parameters returned to the one caller that spent it. Its parameters are not
 #: named after columns: an UPDATE reserves those names for its SET clause.
@@ -133,16 +139,43 @@ class PendingAuthorizations:
         """Mark the request used; False when another request spent it first."""
         return consume_prepared(self.db, _SPEND, now=now, pending_id=pending.id) is not None
 
-    def push(self, client_id: str, params: dict[str, Any], now: datetime, ttl: int) -> str:
-        """Keep a validated pushed request (RFC 9126 2.2) for ``ttl`` seconds; its request_uri,
-        whose random part only the client and the browser see (the caller commits)."""
+    def push(
+        self, client_id: str, params: dict[str, Any], now: datetime, ttl: int,
+        context: RequestContext,
+    ) -> str:  # fmt: skip
+        """Keep a validated pushed request (RFC 9126 2.2) for ``ttl`` seconds, audited as
+        ``authorization.pushed`` as the device flow's request is (the row and its event: one
+        statement on PostgreSQL, audit.write's ``after``); its request_uri, whose random part
+        only the client and the browser see (the caller commits)."""
         secret = new_secret()
         row = {
             "secret_hash": token_hash(secret), "client_id": client_id, "params": params,
             "created_at": now, "expires_at": now + timedelta(seconds=ttl), "consumed_at": None,
         }  # fmt: skip
-        statements_of(self.db).write(_PUSH, row)
+        audit.write(self.db, PUSHED_EVENT, client_id=client_id, context=context,
+                    after=[Inserts(_PUSHED, (row,))], scope=params.get("scope"))  # fmt: skip
         return REQUEST_URI_PREFIX + secret
+
+    def push_refused(
+        self, client: Client, error: str, description: str, context: RequestContext,
+        now: datetime, budgets: StorageBudgets,
+    ) -> None:  # fmt: skip
+        """A push refused after its client authenticated (RFC 9126 2.3: a check of the
+        authorization endpoint failed, or it named another client), audited as
+        ``authorization.push_refused`` with the error sent: an operator sees a client that
+        pushes what its registration does not allow (a redirect URI, a scope), or probes with a
+        stolen secret. A confidential client authenticated: one row each, bounded as its pushes
+        are. A public client's client_id authenticates nobody, so its refusal is an anonymous
+        one (docs/operations.md, "Storage budgets"): counted, and audited once per address and
+        window (idp.services.anonymous)."""
+        if not client.is_public:
+            audit.record(self.db, PUSH_REFUSED_EVENT, outcome="failure", context=context,
+                         client_id=client.client_id, error=error,
+                         description=description[:200])  # fmt: skip
+            return
+        AnonymousRejections(self.db, budgets).refused(
+            PUSH_REFUSED_EVENT, error, context, now, f"{client.client_id}: {description}"
+        )
 
     def spend_pushed(
         self, request_uri: str, client_id: str, now: datetime

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from idp.models import Base, Client, Consent, User
+from idp.services.audit import RequestContext
 from idp.services.partial_logins import PARTIAL_LOGIN_TTL, PartialLogins
 from idp.services.pending_authorizations import (
     MAX_REQUEST_URI,
@@ -63,7 +64,7 @@ def test_a_pushed_request_is_spent_once_by_its_client_before_it_expires(db: Sess
     not of idp's form, or longer than one can be, is none without a lookup."""
     db.add(Client(client_id="other", name="Other", token_endpoint_auth_method="none"))
     pending = PendingAuthorizations(db)
-    request_uri = pending.push("app", {"scope": "openid"}, NOW, ttl=60)
+    request_uri = pending.push("app", {"scope": "openid"}, NOW, ttl=60, context=RequestContext())
     assert request_uri.startswith(REQUEST_URI_PREFIX)
     assert len(request_uri) - len(REQUEST_URI_PREFIX) == 43 <= MAX_REQUEST_URI
     later = NOW + timedelta(seconds=60)
