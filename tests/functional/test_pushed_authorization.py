@@ -325,14 +325,17 @@ def test_parameters_beside_the_request_uri_are_ignored(
     storage_app: Flask, rp: RelyingParty, user: CreatedUser
 ) -> None:
     """RFC 9126 4: the authorization server uses the pushed parameters only: a redirect_uri,
-    state, scope or PKCE challenge added in the browser's address changes nothing."""
+    state, scope, PKCE challenge, prompt, response_mode or login_hint added in the browser's
+    address changes nothing (max_age and prompt=login: the next test)."""
     other_uri = "https://rp.example/other"
     registered = create_client(storage_app, redirect_uris=[REDIRECT_URI_A, other_uri])
     rp = RelyingParty(storage_app.test_client(), registered)
     response = authorize_pushed(
         rp, pushed_uri(rp), redirect_uri=other_uri, state="forged", scope="openid",
         code_challenge="A" * 43, code_challenge_method="S256", prompt="none",
+        response_mode="form_post", login_hint="someone@example.com",
     )  # fmt: skip
+    assert "someone" not in response.headers.get("Location", "")
     callback = sign_in_via(rp, response, user)
     assert callback["state"] == rp.state
     tokens = rp.exchange(callback["code"])  # the pushed redirect_uri and verifier
@@ -343,8 +346,11 @@ def test_parameters_beside_the_request_uri_are_ignored(
 def test_a_signed_in_user_gets_the_code_at_once(
     storage_app: Flask, rp: RelyingParty, user: CreatedUser
 ) -> None:
+    """A signed-in user's pushed request gets its code at once; a max_age or prompt=login
+    beside the request_uri asks for no new sign-in: only the pushed parameters count (RFC 9126
+    4)."""
     start_session(rp.browser, user)
-    response = authorize_pushed(rp, pushed_uri(rp))
+    response = authorize_pushed(rp, pushed_uri(rp), max_age="0", prompt="login")
     assert response.status_code == 302
     callback = query_of(response.headers["Location"])
     assert callback["state"] == rp.state
