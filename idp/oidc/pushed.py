@@ -143,8 +143,10 @@ def _checked_push(request: OAuth2Request, client: Any) -> AuthorizationRequest:
         # and it MUST NOT be provided."
         raise InvalidRequestError("The request_uri parameter must not be pushed.")
     # RFC 9126 2.1: client_id is required; one authenticated by its Basic header alone
-    # names itself (a different client_id was refused as naming two clients already).
-    params.setdefault("client_id", [client.client_id])
+    # names itself (a different client_id was refused as naming two clients already), also
+    # when the body sends client_id without a value, which is as if omitted (RFC 6749 3.1).
+    if not any(params.get("client_id", ())):
+        params["client_id"] = [client.client_id]
     try:
         auth_request = parse_authorization_request(params, check_context(pushed=True))
     except AuthorizationError as error:

@@ -210,6 +210,17 @@ def test_a_client_id_other_than_the_authenticated_client_is_refused(
     assert rows(storage_app, PushedAuthorizationRequest) == []
 
 
+def test_a_client_authenticated_by_its_basic_header_names_itself(
+    storage_app: Flask, rp: RelyingParty
+) -> None:
+    """RFC 9126 2.1 requires client_id; a client that authenticated by its Basic header alone
+    names itself, also with a client_id sent without a value (RFC 6749 3.1: as if omitted)."""
+    for client_id in (None, ""):
+        response = push(rp, client_id=client_id)
+        assert response.status_code == 201, (client_id, response.text)
+    assert len(rows(storage_app, PushedAuthorizationRequest)) == 2
+
+
 @pytest.mark.usefixtures("clock")  # within one budget window
 def test_a_public_clients_pushes_are_within_the_address_budget(storage_app: Flask) -> None:
     """docs/operations.md, "Storage budgets": a public client's client_id authenticates nobody,

@@ -24,11 +24,13 @@ LOST = "https://lost.example/callback"
 def test_a_pushed_request_is_answered_under_the_registration_as_it_stands(
     storage_app: Flask,
 ) -> None:
-    """RFC 9126 4: the request_uri's request is validated "as it would any other authorization
-    request" when it is used; RFC 6749 3.1.2.3 and 4.1.2.1. A redirect URI an admin removed after
-    the push (a lost domain) gets the error page and no code, also for a user signed in already,
-    whose code would otherwise be issued at once; a client that lost the authorization code
-    grant meanwhile is unauthorized_client, sent to its redirect URI with the pushed state."""
+    """RFC 9126 7.4: the client's policy may change between the push and the request_uri's
+    use, so the request is checked against it again at use (RFC 9126 4: validated "as it would
+    any other authorization request"; RFC 6749 3.1.2.3 and 4.1.2.1). A redirect URI an admin
+    removed after the push (a lost domain) gets the error page and no code, also for a user
+    signed in already, whose code would otherwise be issued at once; a client that lost the
+    authorization code grant meanwhile is unauthorized_client, sent to its redirect URI with the
+    pushed state."""
     user = create_user(storage_app)
     registered = create_client(storage_app, redirect_uris=[LOST, REDIRECT_URI])
     rp = RelyingParty(storage_app.test_client(), registered)
