@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc.jwk import RSAKey
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.clock import FrozenClock
@@ -180,6 +181,22 @@ def test_a_pushed_request_is_checked_as_authorize_checks_one(
     assert response.status_code == 400, response.text
     assert error_of(response) == error
     assert response.headers["Cache-Control"] == "no-store"
+    assert rows(storage_app, PushedAuthorizationRequest) == []
+
+
+@pytest.mark.parametrize("name", ["scope", "redirect_uri", "code_challenge", "state"])
+def test_a_parameter_pushed_twice_is_refused(
+    storage_app: Flask, rp: RelyingParty, name: str
+) -> None:
+    """RFC 6749 3.1: parameters "MUST NOT be included more than once", in a push as at
+    /authorize (RFC 9126 2.1): a repeated one is invalid_request, never its first value taken,
+    and nothing is stored (refused by the token side's one-value rule, idp.oidc.token_request,
+    and by /authorize's own check behind it)."""
+    params = rp.authorize_params()
+    body = MultiDict([*params.items(), (name, params[name])])
+    response = rp.browser.post("/par", data=body, headers=basic(rp.registered))
+    assert response.status_code == 400, response.text
+    assert error_of(response) == "invalid_request"
     assert rows(storage_app, PushedAuthorizationRequest) == []
 
 
