@@ -14,9 +14,9 @@ from tests.functional.test_authorize_errors import (
     remove_redirect_uri,
 )
 from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri
-from tests.functional.test_refresh_scope import allow_grants
+from tests.functional.test_refresh_scope import allow_grants, allow_only
 from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
-from tests.support.flow import RelyingParty, start_session
+from tests.support.flow import RelyingParty, query_of, start_session
 
 LOST = "https://lost.example/callback"
 
@@ -30,7 +30,7 @@ def test_a_pushed_request_is_answered_under_the_registration_as_it_stands(
     removed after the push (a lost domain) gets the error page and no code, also for a user
     signed in already, whose code would otherwise be issued at once; a client that lost the
     authorization code grant meanwhile is unauthorized_client, sent to its redirect URI with the
-    pushed state."""
+    pushed state; scopes taken from it meanwhile are not in the code (RFC 6749 3.3)."""
     user = create_user(storage_app)
     registered = create_client(storage_app, redirect_uris=[LOST, REDIRECT_URI])
     rp = RelyingParty(storage_app.test_client(), registered)
@@ -47,3 +47,12 @@ def test_a_pushed_request_is_answered_under_the_registration_as_it_stands(
     allow_grants(storage_app, other.registered.client_id, [DEVICE_CODE_GRANT_TYPE])
     assert error_redirect(authorize_pushed(other, request_uri), other) == "unauthorized_client"
     assert rows(storage_app, AuthorizationCode) == []
+
+    narrowed = RelyingParty(rp.browser, create_client(storage_app, name="Narrowed"))
+    request_uri = pushed_uri(narrowed)  # openid profile email offline_access
+    allow_only(storage_app, narrowed.registered.client_id, ["openid", "email"])
+    response = authorize_pushed(narrowed, request_uri)
+    assert response.status_code == 302, response.text
+    assert "code" in query_of(response.headers["Location"])
+    (code,) = rows(storage_app, AuthorizationCode)
+    assert code.scope == "openid email"
