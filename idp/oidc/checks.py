@@ -65,6 +65,10 @@ class AuthorizationRequest:
     login_hint: str | None
     id_token_hint_sub: str | None
     acr_values: str | None
+    #: It came by a request_uri of ``POST /par`` (RFC 9126 4; set where the request_uri is
+    #: spent, idp.oidc.pushed): kept with the request while it waits, so that a client that
+    #: comes to require PAR meanwhile gets no code for one that did not (``check_stored_request``).
+    pushed: bool = False
 
     def to_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +116,9 @@ def _parse_after_redirect_uri(
     values: dict[str, str], client: Client, redirect_uri: str, context: CheckContext
 ) -> AuthorizationRequest:
     response_mode = check_response_mode(values)
-    check_pushed_required(client, context)
+    check_pushed_required(
+        client, required_for_all=context.par_required_for_all, pushed=context.pushed
+    )
     check_no_request_object(values)
     check_response_type(values, client)
     scope = check_scope(values, client)
@@ -145,11 +151,16 @@ def check_stored_request(request: AuthorizationRequest, client: Client) -> Autho
     from the client is ``unauthorized_client`` (RFC 6749 4.1.2.1, as ``check_code_grant`` answers
     a new request), and the scopes shrink to those still allowed (RFC 6749 3.3; none left is
     ``invalid_scope``); both errors are sent to the client. A client disabled meanwhile gets the
-    error page, as at ``check_client``: its consent page is no place to share data with it."""
+    error page, as at ``check_client``: its consent page is no place to share data with it. A
+    client registered to require PAR meanwhile gets ``invalid_request`` for a request that was
+    not pushed (RFC 9126 7.4: the policy at use, not at arrival; RFC 9126 6)."""
     if client.disabled_at is not None:
         raise page_error("The application that sent you here is not registered.")
     check_redirect_uri({"redirect_uri": request.redirect_uri}, client)
     try:
+        # The deployment's requirement changes only with a restart (docs/configuration.md):
+        # the client's, which an admin changes at any time, is the one checked again here.
+        check_pushed_required(client, required_for_all=False, pushed=request.pushed)
         check_code_grant(client)
         scope = check_scope({"scope": request.scope}, client)
     except AuthorizationError as error:
@@ -227,13 +238,14 @@ def check_response_mode(values: Mapping[str, str]) -> str:
     return mode
 
 
-def check_pushed_required(client: Client, context: CheckContext) -> None:
+def check_pushed_required(client: Client, *, required_for_all: bool, pushed: bool) -> None:
     """RFC 9126 4: where policy makes PAR "the only means for a client to pass authorization
-    request data" (RFC 9126 5 for the deployment, 6 for the client), a request that was not
-    pushed is refused with ``invalid_request``. Sent to the client: the client and its redirect
-    URI are verified already (RFC 6749 4.1.2.1), and the client learns why it got no code."""
-    required = context.par_required_for_all or client.require_pushed_authorization_requests
-    if required and not context.pushed:
+    request data" (RFC 9126 5 for the deployment, ``required_for_all``; 6 for the client), a
+    request that was not ``pushed`` is refused with ``invalid_request``. Sent to the client: the
+    client and its redirect URI are verified already (RFC 6749 4.1.2.1), and the client learns
+    why it got no code."""
+    required = required_for_all or client.require_pushed_authorization_requests
+    if required and not pushed:
         raise AuthorizationError(
             "invalid_request",
             "This application must push its authorization requests (RFC 9126: POST /par, then "

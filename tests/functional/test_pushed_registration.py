@@ -4,21 +4,49 @@ PostgreSQL). The push's own checks are tests/functional/test_pushed_authorizatio
 
 from __future__ import annotations
 
-from flask import Flask
+import dataclasses
 
+from flask import Flask
+from werkzeug.test import TestResponse
+
+from idp.extensions import db
 from idp.models import AuthorizationCode, PushedAuthorizationRequest
+from idp.services.client_fields import fields_of
+from idp.services.clients import ClientService
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from tests.functional.test_authorize_errors import (
     assert_error_page,
     error_redirect,
     remove_redirect_uri,
 )
-from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri
+from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri, sign_in_via
 from tests.functional.test_refresh_scope import allow_grants, allow_only
 from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, start_session
 
 LOST = "https://lost.example/callback"
+
+
+def require_par(app: Flask, client_id: str) -> None:
+    """An admin turns on the client's require_pushed_authorization_requests (RFC 9126 6)."""
+    with app.app_context():
+        rt = app.extensions["idp"]
+        service = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+        client = service.get(client_id)
+        assert client is not None
+        fields = dataclasses.replace(fields_of(client), require_pushed_authorization_requests=True)
+        service.update(client, fields)
+        db.session.commit()
+
+
+def followed_to_the_client(response: TestResponse, rp: RelyingParty) -> TestResponse:
+    """idp's own redirects followed until one leaves for the client's redirect URI."""
+    for _ in range(5):
+        location = response.headers.get("Location", "")
+        if response.status_code not in (302, 303) or location.startswith(REDIRECT_URI):
+            break
+        response = rp.browser.get(location)
+    return response
 
 
 def test_a_pushed_request_is_answered_under_the_registration_as_it_stands(
@@ -56,3 +84,21 @@ def test_a_pushed_request_is_answered_under_the_registration_as_it_stands(
     assert "code" in query_of(response.headers["Location"])
     (code,) = rows(storage_app, AuthorizationCode)
     assert code.scope == "openid email"
+
+
+def test_a_request_not_pushed_gets_no_code_once_its_client_requires_par(
+    storage_app: Flask,
+) -> None:
+    """RFC 9126 6 and 7.4: a request sent to /authorize directly, waiting for its sign-in when an
+    admin made the client require PAR, is answered under the policy as it stands: invalid_request
+    sent to the client with its state, no code (RFC 9126 4: a request not pushed is refused for
+    such a client). A pushed request waiting likewise signs in."""
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    not_pushed = rp.sign_in_page()
+    pushed = authorize_pushed(rp, pushed_uri(rp))
+    require_par(storage_app, rp.registered.client_id)
+    response = followed_to_the_client(rp.sign_in(not_pushed, user), rp)
+    assert error_redirect(response, rp) == "invalid_request"
+    assert rows(storage_app, AuthorizationCode) == []
+    assert "code" in sign_in_via(rp, pushed, user)
