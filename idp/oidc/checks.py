@@ -65,10 +65,11 @@ class AuthorizationRequest:
     login_hint: str | None
     id_token_hint_sub: str | None
     acr_values: str | None
-    #: It came by a request_uri of ``POST /par`` (RFC 9126 4; set where the request_uri is
-    #: spent, idp.oidc.pushed): kept with the request while it waits, so that a client that
-    #: comes to require PAR meanwhile gets no code for one that did not (``check_stored_request``).
-    pushed: bool = False
+    #: It was pushed (``POST /par``, RFC 9126 2: ``CheckContext.pushed``): kept with the request
+    #: while it waits, so that a client that comes to require PAR meanwhile gets no code for one
+    #: that was not (``check_stored_request``). None in a request stored before idp kept it,
+    #: which is answered as it was then.
+    pushed: bool | None = None
 
     def to_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,6 +142,7 @@ def _parse_after_redirect_uri(
         login_hint=kept_login_hint(values),
         id_token_hint_sub=check_id_token_hint(values, client, context),
         acr_values=kept_acr_values(values),
+        pushed=context.pushed,
     )
 
 
@@ -160,7 +162,7 @@ def check_stored_request(request: AuthorizationRequest, client: Client) -> Autho
     try:
         # The deployment's requirement changes only with a restart (docs/configuration.md):
         # the client's, which an admin changes at any time, is the one checked again here.
-        check_pushed_required(client, required_for_all=False, pushed=request.pushed)
+        check_pushed_required(client, required_for_all=False, pushed=request.pushed is not False)
         check_code_grant(client)
         scope = check_scope({"scope": request.scope}, client)
     except AuthorizationError as error:

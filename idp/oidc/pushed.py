@@ -191,6 +191,4 @@ def pushed_request(params: Mapping[str, Sequence[str]], now: datetime) -> Author
         )
     # Committed at once: whatever this request answers, the request_uri was used.
     db.session.commit()
-    # The one place a request is known to be pushed (RFC 9126 4): it came by its request_uri.
-    request = AuthorizationRequest.from_params({**pushed, "pushed": True})
-    return check_stored_request(request, client)
+    return check_stored_request(AuthorizationRequest.from_params(pushed), client)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from idp.oidc.checks import AuthorizationRequest
+from idp.models import Client
+from idp.oidc.checks import AuthorizationRequest, check_stored_request
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.interaction import InteractionState, Next, decide
 from idp.services.assurance import (
@@ -248,3 +249,30 @@ def test_login_is_decided_before_consent() -> None:
     with pytest.raises(AuthorizationError) as raised:
         run(auth_request(prompt=("none",)), None, client=THIRD_PARTY, consented=None)
     assert raised.value.error == "login_required"
+
+
+# -- a stored request and the client's PAR requirement --------------------------------------------
+@pytest.mark.parametrize(("pushed", "refused"), [(False, True), (True, False), (None, False)])
+def test_a_stored_request_not_pushed_is_refused_once_its_client_requires_par(
+    pushed: bool | None, refused: bool
+) -> None:
+    """RFC 9126 6 and 7.4: a waiting request is answered under the client's requirement as it
+    stands: one not pushed is invalid_request, sent to the client. A request stored before idp
+    kept whether it was pushed (``pushed`` absent: stored before an upgrade, waiting through it)
+    is answered as it was then."""
+    client = Client(
+        client_id="client-1", name="App", token_endpoint_auth_method="client_secret_basic",
+        redirect_uris=["https://rp.example/cb"], scopes=SCOPE.split(),
+        grant_types=["authorization_code"], require_pushed_authorization_requests=True,
+    )  # fmt: skip
+    stored = auth_request(pushed=pushed).to_params()
+    if pushed is None:
+        del stored["pushed"]
+    request = AuthorizationRequest.from_params(stored)
+    if not refused:
+        assert check_stored_request(request, client).scope == SCOPE
+        return
+    with pytest.raises(AuthorizationError) as error:
+        check_stored_request(request, client)
+    assert error.value.error == "invalid_request"
+    assert (error.value.redirect_uri, error.value.state) == (request.redirect_uri, "state")
