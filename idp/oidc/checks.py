@@ -146,7 +146,9 @@ def _parse_after_redirect_uri(
     )
 
 
-def check_stored_request(request: AuthorizationRequest, client: Client) -> AuthorizationRequest:
+def check_stored_request(
+    request: AuthorizationRequest, client: Client, context: CheckContext
+) -> AuthorizationRequest:
     """A stored request (waiting for sign-in or consent) answered under ``client``'s registration
     as it stands now, not as it stood when the request arrived: a redirect URI removed meanwhile
     gets the error page (RFC 6749 3.1.2.3, OIDC Core 3.1.2.6), the authorization code grant taken
@@ -154,15 +156,17 @@ def check_stored_request(request: AuthorizationRequest, client: Client) -> Autho
     a new request), and the scopes shrink to those still allowed (RFC 6749 3.3; none left is
     ``invalid_scope``); both errors are sent to the client. A client disabled meanwhile gets the
     error page, as at ``check_client``: its consent page is no place to share data with it. A
-    client registered to require PAR meanwhile gets ``invalid_request`` for a request that was
-    not pushed (RFC 9126 7.4: the policy at use, not at arrival; RFC 9126 6)."""
+    request that was not pushed gets ``invalid_request`` once its client, or the deployment
+    (``context``: another node's settings, or this one's restarted), requires PAR (RFC 9126
+    7.4: the policy at use, not at arrival; RFC 9126 5 and 6)."""
     if client.disabled_at is not None:
         raise page_error("The application that sent you here is not registered.")
     check_redirect_uri({"redirect_uri": request.redirect_uri}, client)
     try:
-        # The deployment's requirement changes only with a restart (docs/configuration.md):
-        # the client's, which an admin changes at any time, is the one checked again here.
-        check_pushed_required(client, required_for_all=False, pushed=request.pushed is not False)
+        check_pushed_required(
+            client, required_for_all=context.par_required_for_all,
+            pushed=request.pushed is not False,
+        )  # fmt: skip
         check_code_grant(client)
         scope = check_scope({"scope": request.scope}, client)
     except AuthorizationError as error:

@@ -191,4 +191,4 @@ def pushed_request(params: Mapping[str, Sequence[str]], now: datetime) -> Author
         )
     # Committed at once: whatever this request answers, the request_uri was used.
     db.session.commit()
-    return check_stored_request(AuthorizationRequest.from_params(pushed), client)
+    return check_stored_request(AuthorizationRequest.from_params(pushed), client, check_context())

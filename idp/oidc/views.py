@@ -134,7 +134,7 @@ def _proceed(
         # removed while it waited (a lost domain) gets no code, only the page, and a scope taken
         # from the client is not granted (RFC 6749 3.1.2.3 and 3.3, OIDC Core 3.1.2.6).
         try:
-            auth_request = check_stored_request(auth_request, client)
+            auth_request = check_stored_request(auth_request, client, check_context())
         except AuthorizationError as error:
             return None if url_only else _error_response(error)
     session = current_session()
@@ -385,7 +385,7 @@ def consent() -> Any:
         return redirect(url_for("oidc.authorize_continue", pending_id=pending.id))
     auth_request = AuthorizationRequest.from_params(pending.params)
     try:  # as in ``_proceed``: the registration as it stands, for the page and the answer
-        auth_request = check_stored_request(auth_request, client)
+        auth_request = check_stored_request(auth_request, client, check_context())
     except AuthorizationError as unregistered:
         return _error_response(unregistered)
     if request.method == "POST":

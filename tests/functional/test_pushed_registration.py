@@ -1,10 +1,13 @@
-"""A pushed request (RFC 9126) used at /authorize under the client's registration as it stands
-then, not as it stood at the push: what an admin changed in between counts (SQLite and
-PostgreSQL). The push's own checks are tests/functional/test_pushed_authorization.py."""
+"""Requests answered under the PAR policy and the client's registration as they stand when the
+request is processed, not when it arrived (RFC 9126 7.4): a pushed request at /authorize after an
+admin changed the client, and a request not pushed that waits while its client or the deployment
+comes to require PAR (SQLite and PostgreSQL; the deployment's setting on SQLite). The push's own
+checks are tests/functional/test_pushed_authorization.py."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from flask import Flask
 from werkzeug.test import TestResponse
@@ -14,6 +17,7 @@ from idp.models import AuthorizationCode, PushedAuthorizationRequest
 from idp.services.client_fields import fields_of
 from idp.services.clients import ClientService
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from tests.conftest import sqlite_app
 from tests.functional.test_authorize_errors import (
     assert_error_page,
     error_redirect,
@@ -102,3 +106,20 @@ def test_a_request_not_pushed_gets_no_code_once_its_client_requires_par(
     assert error_redirect(response, rp) == "invalid_request"
     assert rows(storage_app, AuthorizationCode) == []
     assert "code" in sign_in_via(rp, pushed, user)
+
+
+def test_a_request_not_pushed_gets_no_code_once_the_deployment_requires_par(
+    tmp_path: Path,
+) -> None:
+    """RFC 9126 5 and 7.4, as for one client: a request sent to /authorize directly on a node
+    that did not require PAR, its sign-in finished on a node that does (the same database: the
+    next node of a rolling change, or this one restarted), gets invalid_request, no code."""
+    before = sqlite_app(tmp_path)
+    rp = RelyingParty(before.test_client(), create_client(before))
+    user = create_user(before)
+    not_pushed = rp.sign_in_page()
+    after = sqlite_app(tmp_path, require_pushed_authorization_requests=True)
+    rp.browser = after.test_client()
+    response = followed_to_the_client(rp.sign_in(not_pushed, user), rp)
+    assert error_redirect(response, rp) == "invalid_request"
+    assert rows(after, AuthorizationCode) == []

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from idp.models import Client
-from idp.oidc.checks import AuthorizationRequest, check_stored_request
+from idp.oidc.checks import AuthorizationRequest, CheckContext, check_stored_request
 from idp.oidc.errors import AuthorizationError
 from idp.oidc.interaction import InteractionState, Next, decide
 from idp.services.assurance import (
@@ -252,6 +252,10 @@ def test_login_is_decided_before_consent() -> None:
 
 
 # -- a stored request and the client's PAR requirement --------------------------------------------
+CONTEXT = CheckContext(find_client=lambda _: None, verify_id_token_hint=lambda _: None,
+                       pkce_required_for_all=True)  # fmt: skip
+
+
 @pytest.mark.parametrize(("pushed", "refused"), [(False, True), (True, False), (None, False)])
 def test_a_stored_request_not_pushed_is_refused_once_its_client_requires_par(
     pushed: bool | None, refused: bool
@@ -270,9 +274,9 @@ def test_a_stored_request_not_pushed_is_refused_once_its_client_requires_par(
         del stored["pushed"]
     request = AuthorizationRequest.from_params(stored)
     if not refused:
-        assert check_stored_request(request, client).scope == SCOPE
+        assert check_stored_request(request, client, CONTEXT).scope == SCOPE
         return
     with pytest.raises(AuthorizationError) as error:
-        check_stored_request(request, client)
+        check_stored_request(request, client, CONTEXT)
     assert error.value.error == "invalid_request"
     assert (error.value.redirect_uri, error.value.state) == (request.redirect_uri, "state")
