@@ -164,8 +164,8 @@ class PendingAuthorizations:
         authorization endpoint failed, or it named another client), audited as
         ``authorization.push_refused`` with the error sent: an operator sees a client that
         pushes what its registration does not allow (a redirect URI, a scope), or probes with a
-        stolen secret. A confidential client authenticated: one row each, bounded as its pushes
-        are. A public client's client_id authenticates nobody, so its refusal is an anonymous
+        stolen secret. A confidential client authenticated: one row each, as each push of its
+        has one. A public client's client_id authenticates nobody, so its refusal is an anonymous
         one (docs/operations.md, "Storage budgets"): counted, and audited once per address and
         window (idp.services.anonymous)."""
         if not client.is_public:
