@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
-from idp.models import BrowserSession, Client, DeviceAuthorization, User
+from idp.models import BrowserSession, Client, DeviceAuthorization, Grant, User
 from idp.models.oauth import DEVICE_APPROVED, DEVICE_DENIED
 from idp.services import audit
 from idp.services.audit import RequestContext
@@ -50,6 +50,9 @@ USER_CODE_FACTOR = "user_code"
 DEVICE_CODE_REPLAY = "device_code_replay"
 #: Where an answer is held, in tests, after its session was accepted (idp.checkpoints).
 DECIDE_CHECKPOINT = "device.decide"
+#: Where a poll of an approved request is held, in tests, after it read the row and before it
+#: spends the device code (idp.checkpoints).
+POLL_CHECKPOINT = "device.poll"
 
 MALFORMED = "That is not a code of the form ABCD-EFGH. Check the code on your device."
 WRONG_CODE = "That code is not valid: it may be mistyped, expired or already used."
@@ -296,12 +299,23 @@ class DeviceFlowService:
         if row.decision == DEVICE_DENIED:
             return Poll(PollOutcome.DENIED)
         if row.decision == DEVICE_APPROVED:
-            # Spent here, atomically: of parallel polls exactly one gets the tokens.
+            checkpoints.reached(POLL_CHECKPOINT)
+            # Spent here, atomically: of parallel polls exactly one gets the tokens. Only while
+            # unexpired: the end of the approving session expires an approval not yet polled
+            # (idp.services.grants.GrantService.end_session_grants), and the row's lock orders
+            # the two, so a poll that read the row before that ending committed issues nothing.
             if not consume_once(
-                self.db, DeviceAuthorization, DeviceAuthorization.id == row.id, now=now
-            ):
-                return self._replayed(row, now)
-            grant = row.grant
+                self.db, DeviceAuthorization, DeviceAuthorization.id == row.id,
+                DeviceAuthorization.expires_at > now, now=now,
+            ):  # fmt: skip
+                return self._unspent(row, now)
+            # Read again now that the row is spent: the grant loaded with it may have been
+            # revoked since (its session ended, the app disconnected).
+            grant = self.db.scalar(
+                select(Grant)
+                .where(Grant.id == row.grant_id)
+                .execution_options(populate_existing=True)
+            )
             if grant is None or grant.revoked_at is not None or not grant.user.is_active:
                 return Poll(PollOutcome.INVALID)
             return Poll(PollOutcome.APPROVED, row)
@@ -313,6 +327,16 @@ class DeviceFlowService:
             row.interval += SLOW_DOWN_STEP
             return Poll(PollOutcome.SLOW_DOWN)
         return Poll(PollOutcome.PENDING)
+
+    def _unspent(self, row: DeviceAuthorization, now: datetime) -> Poll:
+        """The poll's spend found the row spent or expired since it read it: a parallel poll
+        spent it first (a replay), or the approving session ended and expired it."""
+        spent = self.db.scalar(
+            select(DeviceAuthorization.consumed_at).where(DeviceAuthorization.id == row.id)
+        )
+        if spent is not None:
+            return self._replayed(row, now)
+        return Poll(PollOutcome.EXPIRED)
 
     def _replayed(self, row: DeviceAuthorization, now: datetime) -> Poll:
         """A device code presented after it was spent: as a replayed authorization code (RFC

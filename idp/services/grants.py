@@ -24,6 +24,7 @@ from idp.models import (
     BrowserSession,
     Client,
     Consent,
+    DeviceAuthorization,
     Grant,
     RefreshToken,
     User,
@@ -395,16 +396,35 @@ class GrantService:
         expires now (RFC 6749 5.2 ``invalid_grant`` when presented). Expired, not spent: a
         later presentation is not a replay. The UPDATE's ``consumed_at IS NULL`` orders it
         against a concurrent exchange (the row's lock): a code redeemed first keeps its
-        tokens, one expired first issues none. The device flow has no code here: its approval
-        belongs to the device, which polls with its own device code."""
+        tokens, one expired first issues none. So does a device approval the device has not
+        polled yet, offline or not: the device would get an ID token naming a ``sid`` whose
+        logout token was just queued (Back-Channel Logout 1.0 2.4, 2.7), a relying-party
+        session no logout ever ends. It answers ``expired_token`` from now on (RFC 8628 3.5: the
+        device starts again, and the user answers it in a live session); the poll's spend
+        requires an unexpired row (idp.services.device), so one spent first keeps its tokens."""
         offline: list[str] = []
+        ended: list[str] = []
         for grant in self.db.scalars(
             select(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None))
         ):
+            ended.append(grant.id)
             if "offline_access" in grant.scope.split():
                 offline.append(grant.id)
             else:
                 self.revoke_grant(grant.id, reason, now)
+        if ended:
+            self.db.execute(
+                update(DeviceAuthorization)
+                .where(
+                    DeviceAuthorization.grant_id.in_(ended),
+                    DeviceAuthorization.consumed_at.is_(None),
+                    DeviceAuthorization.expires_at > now,
+                )
+                # Expired as of its making, not ``now``: a poll that read the row before this
+                # ending committed, and spends it after, read the time before this ending did.
+                .values(expires_at=DeviceAuthorization.created_at)
+                .execution_options(synchronize_session=False)
+            )
         if offline:  # one statement each for every offline grant of the session
             self.db.execute(
                 update(AccessToken)

@@ -5,14 +5,18 @@ its commit. Never a sleep: the test waits for arrivals and finished requests."""
 
 from __future__ import annotations
 
-from flask import Flask
+from collections.abc import Callable
 
-from idp.models import BrowserSession, Grant
-from idp.services.device import DECIDE_CHECKPOINT
-from tests.functional.test_device_flow import device_for, enter_code, error_of
-from tests.support.admin import passkey_browser
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from idp.models import AccessToken, BrowserSession, Grant
+from idp.services.device import DECIDE_CHECKPOINT, POLL_CHECKPOINT
+from tests.functional.test_device_flow import answer, device_for, enter_code, error_of
+from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.checkpoints import Checkpoints, answered_while_held
-from tests.support.factories import create_user, rows
+from tests.support.factories import CreatedUser, create_user, rows
 from tests.support.flow import csrf_token, start_session
 
 
@@ -50,3 +54,94 @@ def test_an_approval_racing_the_end_of_its_session_grants_nothing(
     # Signed in again, the user can still answer the device.
     start_session(phone, user)
     assert enter_code(phone, codes["user_code"]).status_code == 200
+
+
+#: With and without ``offline_access``: an offline grant outlives its session
+#: (idp.services.grants.GrantService.end_session_grants), an approval not yet polled does not.
+SCOPES = ["openid profile", "openid profile offline_access"]
+
+
+def _sign_out(phone: FlaskClient) -> None:
+    page = phone.get("/account")
+    ended = phone.post("/logout", data={"csrf_token": csrf_token(page.text), "confirm": "yes"})
+    assert ended.status_code == 200, ended.text
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_a_device_approval_whose_session_ended_before_the_poll_gets_no_tokens(
+    app: Flask, user: CreatedUser, scope: str
+) -> None:
+    """The user approved on the phone, then signed out there before the device polled: the
+    session's logout token was queued for the device's client (Back-Channel Logout 1.0 2.7), and
+    an ID token issued after it would name that ended ``sid``, a relying-party session no
+    logout ever ends (as a code not yet exchanged, idp expires the approval). With
+    ``offline_access`` the device got every token. It is told ``expired_token`` (RFC 8628 3.5)
+    and starts again; approved in a live session, it is signed in."""
+    device = device_for(app)
+    phone = app.test_client()
+    start_session(phone, user)
+    codes = device.codes(scope)
+    assert answer(phone, codes["user_code"]).status_code == 200
+    _sign_out(phone)
+    assert error_of(device.poll(codes["device_code"])) == "expired_token"
+    assert rows(app, AccessToken, AccessToken.user_id == user.id) == []
+    # Started again and approved in a live session, the device is signed in.
+    start_session(phone, user)
+    again = device.codes(scope)
+    assert answer(phone, again["user_code"]).status_code == 200
+    assert device.poll(again["device_code"]).status_code == 200
+
+
+def _end_session(admin: ConsoleBrowser, user_id: str, sid: str) -> Callable[[], None]:
+    def end() -> None:
+        ended = admin.post(f"/admin/users/{user_id}/sessions/revoke", {"sid": sid})
+        assert ended.status_code < 400
+
+    return end
+
+
+def _disconnect(phone: FlaskClient, client_id: str) -> Callable[[], None]:
+    def disconnect() -> None:
+        page = phone.get(f"/account/apps/{client_id}/revoke")  # the confirmation page
+        form = {"csrf_token": csrf_token(page.text), "confirm": "yes"}
+        done = phone.post(f"/account/apps/{client_id}/revoke", data=form)
+        assert done.status_code == 302, done.text
+
+    return disconnect
+
+
+@pytest.mark.parametrize(
+    ("ending", "scope", "answered"),
+    [
+        ("session", SCOPES[0], "expired_token"),
+        ("session", SCOPES[1], "expired_token"),
+        ("disconnect", SCOPES[1], "invalid_grant"),
+    ],
+)
+def test_a_device_poll_racing_the_end_of_its_approval_gets_no_tokens(
+    storage_app: Flask, checkpoints: Checkpoints, ending: str, scope: str, answered: str
+) -> None:
+    """The device's poll read its approved request, then the approving session ended (an admin
+    ended it) or the user disconnected the app, then the poll spent the device code: it issued
+    tokens from the row and grant as it had read them, an ID token naming the ended session or
+    tokens of a revoked grant. The spend requires the row unexpired and the grant is read again
+    once the row is spent, so the poll sees the ending (on SQLite and PostgreSQL, real parallel
+    requests, the poll held at its checkpoint while the ending commits)."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    device = device_for(storage_app)
+    phone = storage_app.test_client()
+    start_session(phone, user)
+    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
+    codes = device.codes(scope)
+    assert answer(phone, codes["user_code"]).status_code == 200
+    meanwhile = (
+        _end_session(admin, user.id, session.sid)
+        if ending == "session"
+        else _disconnect(phone, device.registered.client_id)
+    )
+    poll = answered_while_held(
+        checkpoints, POLL_CHECKPOINT, lambda: device.poll(codes["device_code"]), meanwhile
+    )
+    assert error_of(poll) == answered
+    assert rows(storage_app, AccessToken, AccessToken.user_id == user.id) == []
