@@ -6,6 +6,7 @@ its commit. Never a sleep: the test waits for arrivals and finished requests."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -15,7 +16,13 @@ from idp.models import AccessToken, BrowserSession, Grant
 from idp.services.device import DECIDE_CHECKPOINT, POLL_CHECKPOINT
 from tests.functional.test_device_flow import answer, device_for, enter_code, error_of
 from tests.support.admin import ConsoleBrowser, passkey_browser
-from tests.support.checkpoints import Checkpoints, answered_while_held
+from tests.support.checkpoints import (
+    WAIT_TIMEOUT,
+    Checkpoints,
+    answered_while_held,
+    in_thread,
+    wait_until,
+)
 from tests.support.factories import CreatedUser, create_user, rows
 from tests.support.flow import csrf_token, start_session
 
@@ -145,3 +152,46 @@ def test_a_device_poll_racing_the_end_of_its_approval_gets_no_tokens(
     )
     assert error_of(poll) == answered
     assert rows(storage_app, AccessToken, AccessToken.user_id == user.id) == []
+
+
+def test_of_two_answers_sent_at_once_only_one_counts(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """Two tabs showed the review page; Approve in one and Deny in the other are both held where
+    their session was accepted, each having read the request as unanswered, and let go together:
+    the user code is spent by one conditional UPDATE (the consume-once primitive, RFC 8628 3.3),
+    so exactly one answer counts, the other is told the request was already answered, and the
+    device gets what the one that counted decided (real parallel requests on SQLite and
+    PostgreSQL)."""
+    user = create_user(storage_app)
+    device = device_for(storage_app)
+    phone = storage_app.test_client()
+    start_session(phone, user)
+    codes = device.codes("openid profile")
+    review = enter_code(phone, codes["user_code"])
+    authorization = review.text.split('name="authorization" value="', 1)[1].split('"', 1)[0]
+    form = {"csrf_token": csrf_token(review.text), "authorization": authorization}
+    outcome: dict[str, Any] = {}
+    with checkpoints.holding(DECIDE_CHECKPOINT):
+        threads = [
+            in_thread(outcome, decision,
+                      lambda d=decision: phone.post("/device/decide", data={**form, "decision": d}))
+            for decision in ("approve", "deny")
+        ]  # fmt: skip
+        wait_until(lambda: checkpoints.arrivals(DECIDE_CHECKPOINT) == 2,
+                   "both answers held where their session was accepted")  # fmt: skip
+    for thread in threads:
+        thread.join(WAIT_TIMEOUT)
+    assert sorted(outcome) == ["approve", "deny"], outcome
+    statuses = {decision: outcome[decision].status_code for decision in ("approve", "deny")}
+    assert sorted(statuses.values()) == [200, 400], statuses
+    [lost] = [outcome[d] for d, status in statuses.items() if status == 400]
+    assert "already answered" in lost.text
+    grants = rows(storage_app, Grant, Grant.user_id == user.id)
+    poll = device.poll(codes["device_code"])
+    if statuses["approve"] == 200:
+        assert len(grants) == 1
+        assert poll.status_code == 200, poll.text
+    else:
+        assert grants == []
+        assert error_of(poll) == "access_denied"
