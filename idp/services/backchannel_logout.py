@@ -23,6 +23,7 @@ its token is computed from the client's settings at delivery, as before.
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ from idp.services.crypto import new_secret
 from idp.services.deadlines import conversation_deadline
 from idp.services.host_names import UnencodableHostError, ascii_host
 from idp.services.notifications import tls_context
+from idp.services.outbound_addresses import ForbiddenAddressError, vetted_address
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
 from idp.services.signing_keys import KeyStore
 from idp.services.subjects import Issued, SubjectIdentifiers
@@ -189,10 +191,12 @@ def mint_logout_token(
     return jwt.encode(header, claims, key.private_key, algorithms=[alg])
 
 
-def post_logout_token(uri: str, token: str) -> None:
+def post_logout_token(uri: str, token: str, *, development: bool) -> None:
     """Section 2.5: POST ``logout_token`` as a form. Raises ``DeliveryError`` unless the relying
     party answers 200 (section 2.8), or 204, which section 2.8 says to accept as well. A redirect
-    is a failure, never followed: the token goes to the registered URI only."""
+    is a failure, never followed: the token goes to the registered URI only. Unless
+    ``development`` (the issuer on loopback), the host's addresses are checked first and the
+    connection goes to the one checked (idp.services.outbound_addresses)."""
     parts = urlsplit(uri)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
@@ -215,6 +219,8 @@ def post_logout_token(uri: str, token: str) -> None:
     # A socket's timeout bounds each read, not the answer (idp.services.deadlines).
     with conversation_deadline(limit, lambda: connection.sock) as cut:
         try:
+            if not development:
+                _connect_only_to(connection, vetted_address(host, connection.port))
             connection.connect()
             if connection.sock is not None:
                 connection.sock.settimeout(READ_TIMEOUT)
@@ -223,6 +229,8 @@ def post_logout_token(uri: str, token: str) -> None:
             answer = connection.getresponse()
             answer.read(MAX_ANSWER)
             status = answer.status
+        except ForbiddenAddressError as error:
+            raise DeliveryError(f"refused: {error}, where no relying party is") from None
         except (OSError, http.client.HTTPException, UnicodeError) as error:
             # UnicodeError: a host name the resolver cannot encode (an empty or overlong label).
             if cut.is_set():
@@ -236,6 +244,20 @@ def post_logout_token(uri: str, token: str) -> None:
         raise DeliveryError(f"no answer within {limit} seconds")
     if status not in (200, 204):
         raise DeliveryError(f"the relying party answered HTTP {status}")
+
+
+def _connect_only_to(connection: http.client.HTTPConnection, address: str) -> None:
+    """Have ``connection`` open its socket to ``address``, the one ``vetted_address`` checked,
+    rather than resolving its host again (a DNS answer that changed in between, to loopback
+    say, would otherwise be followed); TLS still verifies the certificate for the host's name
+    (``HTTPSConnection`` wraps the socket with ``server_hostname`` its host)."""
+
+    def create_connection(
+        target: tuple[str, int], timeout: Any = None, source_address: Any = None
+    ) -> socket.socket:
+        return socket.create_connection((address, target[1]), timeout, source_address)
+
+    connection._create_connection = create_connection  # type: ignore[attr-defined]
 
 
 class BackchannelSender:
@@ -280,7 +302,7 @@ class BackchannelSender:
         token = mint_logout_token(self.db, self.keys, self.issuer, client, details,
                                   self.clock.now())  # fmt: skip
         self.db.commit()  # no transaction stays open while the relying party answers
-        post_logout_token(uri, token)
+        post_logout_token(uri, token, development=on_loopback(self.issuer))
 
 
 def recent_failures(db: Session, client_id: str, limit: int = 5) -> list[OutboxMessage]:

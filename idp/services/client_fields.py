@@ -30,6 +30,7 @@ from idp.services.claim_names import is_claim_scope
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.display_names import BIDI_CONTROLS
 from idp.services.host_names import UnencodableHostError, ascii_host
+from idp.services.outbound_addresses import forbidden_literal
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.services.subjects import SeveralHostsError, sector_host
 
@@ -328,7 +329,8 @@ def validate_backchannel_logout_uri(uri: str, *, development: bool) -> None:
     """Back-Channel Logout 1.0 section 2.2: an absolute URL without a fragment. idp POSTs logout
     tokens to it server to server, so it must be https (the token names the user and session);
     plain http only to a loopback host, and only when the issuer itself is on loopback
-    (``development``): a production idp never sends a logout token in clear."""
+    (``development``): a production idp never sends a logout token in clear, nor to an address
+    no relying party has (idp.services.outbound_addresses)."""
     what = "back-channel logout URI"
     parts = _uri_parts(uri, what)
     try:
@@ -340,14 +342,19 @@ def validate_backchannel_logout_uri(uri: str, *, development: bool) -> None:
         raise ClientRegistrationError(f"{what} has an invalid host name: {error}") from None
     if host and not all(0 < len(label) < 64 for label in host.split(".")):
         raise ClientRegistrationError(f"{what} has an invalid host name: {uri!r}")
-    if parts.scheme == "https" and parts.hostname:
-        return
     if parts.scheme == "http" and development and _is_loopback(parts.hostname or ""):
         return
-    raise ClientRegistrationError(
-        f"{what} must use https (http only to a loopback host while the issuer is on loopback): "
-        f"{uri!r}"
-    )
+    if parts.scheme != "https" or not parts.hostname:
+        raise ClientRegistrationError(
+            f"{what} must use https (http only to a loopback host while the issuer is on "
+            f"loopback): {uri!r}"
+        )
+    if not development and (_is_loopback(host) or forbidden_literal(host)):
+        # idp.services.outbound_addresses: no relying party is there (server-side request
+        # forgery); a name is checked by what it resolves to, at each delivery.
+        raise ClientRegistrationError(
+            f"{what} must not name a loopback, link-local, metadata or reserved address: {uri!r}"
+        )
 
 
 def validate_https_link(uri: str, label: str) -> None:

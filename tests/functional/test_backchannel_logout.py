@@ -389,7 +389,9 @@ def test_a_relying_party_trickling_its_answer_is_cut_at_the_deadline(
     server = Trickler()
     try:
         with pytest.raises(DeliveryError):
-            backchannel_logout.post_logout_token(f"http://127.0.0.1:{server.port}/bc", "token")
+            backchannel_logout.post_logout_token(
+                f"http://127.0.0.1:{server.port}/bc", "token", development=True
+            )
     finally:
         server.close()
 
@@ -403,10 +405,10 @@ def test_a_fault_delivering_to_one_client_holds_up_no_other_and_is_recorded(
     other clients of the session get their tokens, and the prune job's retry raises nothing."""
     posted = backchannel_logout.post_logout_token
 
-    def faulty(uri: str, token: str) -> None:
+    def faulty(uri: str, token: str, *, development: bool) -> None:
         if uri.endswith("/faulty"):
             raise LookupError("no key for the client's algorithm")
-        posted(uri, token)
+        posted(uri, token, development=development)
 
     monkeypatch.setattr(backchannel_logout, "post_logout_token", faulty)
     bad = create_client(app, backchannel_logout_uri=receiver.url("/faulty"))

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -121,5 +123,101 @@ def test_a_logout_token_goes_to_the_a_labels_a_browser_would_not_idna_2003s(
 
     monkeypatch.setattr("http.client.HTTPSConnection", Refusing)
     with pytest.raises(DeliveryError):
-        backchannel_logout.post_logout_token("https://FA\u00df.example/logout", "token")
+        backchannel_logout.post_logout_token(
+            "https://FA\u00df.example/logout", "token", development=True
+        )
     assert connected == ["xn--fa-hia.example"]
+
+
+#: Addresses no relying party has (idp.services.outbound_addresses): idp's own loopback, the
+#: clouds' instance metadata, "this host", multicast, reserved.
+NO_RELYING_PARTY = [
+    "https://127.0.0.1/logout",
+    "https://127.8.9.10:8443/logout",
+    "https://[::1]/logout",
+    "https://localhost/logout",
+    "https://LOCALHOST./logout",
+    "https://[::ffff:127.0.0.1]/logout",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[fe80::1]/logout",
+    "https://[fd00:ec2::254]/latest/meta-data/",
+    "https://100.100.100.200/latest/meta-data/",
+    "https://0.0.0.0/logout",
+    "https://0.1.2.3/logout",
+    "https://224.0.0.1/logout",
+    "https://240.0.0.1/logout",
+]
+
+
+@pytest.mark.parametrize("uri", NO_RELYING_PARTY)
+def test_a_back_channel_logout_uri_naming_an_address_no_relying_party_has_is_refused(
+    uri: str,
+) -> None:
+    """Server-side request forgery (OWASP ASVS 4.0 12.6.1): whoever registers a client made a
+    production idp POST to its own loopback services or the cloud's metadata service, and read
+    how they answered on the client's console page. Refused at registration; a development idp
+    (issuer on loopback) may still use its loopback. Private networks stay allowed: an internal
+    application is a relying party like any other."""
+    with pytest.raises(ClientRegistrationError, match="loopback, link-local, metadata"):
+        validate_backchannel_logout_uri(uri, development=False)
+    validate_backchannel_logout_uri(uri, development=True)
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://10.1.2.3/logout", "https://192.168.0.7/logout", "https://[fd12:3456::1]/bc"]
+)
+def test_a_back_channel_logout_uri_on_a_private_network_is_accepted(uri: str) -> None:
+    validate_backchannel_logout_uri(uri, development=False)
+
+
+class Resolver:
+    """``socket.getaddrinfo`` answering ``answers`` in turn (the last one for ever after), and
+    ``socket.create_connection`` recording where it was asked to connect, then refusing."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.lookups: list[str] = []
+        self.connections: list[tuple[str, int]] = []
+        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
+        monkeypatch.setattr(socket, "create_connection", self.create_connection)
+
+    def getaddrinfo(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.lookups.append(host)
+        addresses = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    def create_connection(self, address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        self.connections.append(address)
+        raise ConnectionRefusedError
+
+
+@pytest.mark.parametrize(
+    "addresses", [["127.0.0.1"], ["169.254.169.254"], ["203.0.113.7", "127.0.0.1"]]
+)
+def test_a_logout_token_is_never_posted_to_a_name_resolving_where_no_relying_party_is(
+    monkeypatch: pytest.MonkeyPatch, addresses: list[str]
+) -> None:
+    """A name passes registration whatever it resolves to: a production idp checks every address
+    it resolves to at each delivery, and connects to none when one is an address no relying
+    party has (the resolver would choose which one a connection takes)."""
+    resolver = Resolver(monkeypatch, addresses)
+    with pytest.raises(DeliveryError, match="no relying party"):
+        backchannel_logout.post_logout_token(
+            "https://rp.example/logout", "token", development=False
+        )
+    assert resolver.connections == []
+
+
+def test_a_logout_token_goes_to_the_address_that_was_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name resolved to a public address when checked, and to loopback when
+    resolved again to connect. The connection goes to the address checked, with no second
+    lookup."""
+    resolver = Resolver(monkeypatch, ["203.0.113.7"], ["127.0.0.1"])
+    with pytest.raises(DeliveryError, match="could not reach"):
+        backchannel_logout.post_logout_token(
+            "https://rp.example:8443/logout", "token", development=False
+        )
+    assert resolver.lookups == ["rp.example"]
+    assert resolver.connections == [("203.0.113.7", 8443)]

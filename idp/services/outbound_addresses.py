@@ -1,0 +1,74 @@
+"""Where idp itself connects to, server to server: a relying party's back-channel logout endpoint
+(idp.services.backchannel_logout). An admin (or an admin API token) registers that URI, and idp
+POSTs to it from inside the deployment's network; the console then shows how the endpoint
+answered. Without a rule, that is a request from the idp host to anything it can reach (server-
+side request forgery, OWASP ASVS 4.0 12.6.1): its own loopback services, a cloud's instance
+metadata (169.254.169.254, fd00:ec2::254), and the console's "could not reach" or "answered HTTP
+404" a scan of them.
+
+A relying party is never on those: a production idp (its issuer off loopback) refuses a URI whose
+host is, or resolves to, a loopback, link-local, unspecified, multicast or reserved address, at
+registration for an address literal (idp.services.client_fields) and at each delivery for a name,
+which then connects to the very address it checked (no second lookup a DNS answer could change
+in between). Private networks (RFC 1918, RFC 4193) stay allowed: an internal application is a
+relying party like any other. A development idp (on loopback) may reach its own loopback
+(Back-Channel Logout 1.0 2.2: ``http`` only there, idp.services.client_fields).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+#: "This network" (RFC 791, RFC 1122 3.2.1.3): 0.0.0.0 is connected to as the local host.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+#: Instance metadata services outside the link-local ranges: AWS's over IPv6 (in the unique
+#: local range, RFC 4193) and Alibaba Cloud's (in the shared address space, RFC 6598).
+_METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+
+
+class ForbiddenAddressError(Exception):
+    """A host that is, or resolves to, an address no relying party has."""
+
+
+def never_a_relying_party(address: str) -> bool:
+    """Is ``address`` (an IP address literal) one a production idp never connects to: loopback,
+    link-local (169.254.169.254, the clouds' metadata service) and the other metadata addresses,
+    unspecified or "this network", multicast, reserved; an IPv4-mapped IPv6 address as the IPv4
+    address it is."""
+    parsed = ipaddress.ip_address(address.split("%", 1)[0])  # no IPv6 zone (RFC 6874)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    if isinstance(parsed, ipaddress.IPv4Address) and parsed in _THIS_NETWORK:
+        return True
+    return (
+        parsed in _METADATA
+        or parsed.is_loopback
+        or parsed.is_link_local
+        or parsed.is_unspecified
+        or parsed.is_multicast
+        or parsed.is_reserved
+    )
+
+
+def forbidden_literal(host: str) -> bool:
+    """Is ``host`` (a URL's ``hostname``, brackets removed) an IP address literal no relying
+    party has (``never_a_relying_party``)? False for a name."""
+    try:
+        return never_a_relying_party(host)
+    except ValueError:
+        return False
+
+
+def vetted_address(host: str, port: int) -> str:
+    """The address to connect to for ``host`` (its A-labels), resolved once: the first of its
+    addresses, after every one of them was checked. Raises ``ForbiddenAddressError`` when any is
+    an address no relying party has (a name resolving to both is refused whole: which one a
+    connection would take is the resolver's choice), ``OSError`` when it does not resolve."""
+    found = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    if not found:
+        raise OSError(f"{host} has no address")
+    refused = [address for address in found if never_a_relying_party(str(address))]
+    if refused:
+        raise ForbiddenAddressError(f"{host} resolves to {refused[0]}")
+    return str(found[0])
