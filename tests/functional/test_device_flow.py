@@ -326,6 +326,22 @@ def test_reused_device_code_is_refused_and_revokes_the_tokens(
     assert userinfo.status_code == 401
 
 
+def test_an_approved_device_code_presented_by_another_client_is_invalid_grant(
+    app: Flask, device: Device, phone: FlaskClient
+) -> None:
+    """RFC 6749 5.2 ``invalid_grant``: a device code is bound to the client it was issued to
+    (RFC 8628 3.4). Another client allowed the device grant, holding an approved device code of
+    the first (a leaked log line, a shared device), gets no tokens of the user, and spends and
+    revokes nothing: the device it belongs to is still signed in."""
+    other = device_for(app)
+    codes = device.codes()
+    assert answer(phone, codes["user_code"]).status_code == 200
+    assert error_of(other.poll(codes["device_code"])) == "invalid_grant"
+    response = device.poll(codes["device_code"])
+    assert response.status_code == 200, response.text
+    assert "access_token" in response.get_json()
+
+
 def test_unknown_device_code_is_invalid_grant(device: Device) -> None:
     assert error_of(device.poll("not-a-device-code")) == "invalid_grant"
 
