@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -292,6 +292,7 @@ class DeviceFlowService:
         # RFC 6749 5.2 invalid_grant: unknown, or issued to another client.
         if row is None or row.client_id != client_id:
             return Poll(PollOutcome.INVALID)
+        checkpoints.reached(POLL_CHECKPOINT)
         if row.consumed_at is not None:
             return self._replayed(row, now)
         if row.expires_at <= now:
@@ -299,7 +300,6 @@ class DeviceFlowService:
         if row.decision == DEVICE_DENIED:
             return Poll(PollOutcome.DENIED)
         if row.decision == DEVICE_APPROVED:
-            checkpoints.reached(POLL_CHECKPOINT)
             # Spent here, atomically: of parallel polls exactly one gets the tokens. Only while
             # unexpired: the end of the approving session expires an approval not yet polled
             # (idp.services.grants.GrantService.end_session_grants), and the row's lock orders
@@ -319,14 +319,36 @@ class DeviceFlowService:
             if grant is None or grant.revoked_at is not None or not grant.user.is_active:
                 return Poll(PollOutcome.INVALID)
             return Poll(PollOutcome.APPROVED, row)
-        too_soon = row.last_polled_at is not None and now < row.last_polled_at + timedelta(
-            seconds=row.interval
+        return self._paced(row, now)
+
+    def _paced(self, row: DeviceAuthorization, now: datetime) -> Poll:
+        """A poll of a request still waiting (RFC 8628 3.5): ``authorization_pending`` when the
+        previous poll was ``interval`` ago or more, else ``slow_down`` and 5 more seconds for
+        this and every later poll. Decided by conditional UPDATEs, not by the row as read: of
+        parallel polls that read the same previous poll, one is pending and the others are too
+        soon (they are), and each ``slow_down`` adds its 5 seconds in the database, none lost."""
+        last = row.last_polled_at
+        if last is None or now >= last + timedelta(seconds=row.interval):
+            unchanged = (
+                DeviceAuthorization.last_polled_at.is_(None)
+                if last is None
+                else DeviceAuthorization.last_polled_at == last
+            )
+            paced = self.db.execute(
+                update(DeviceAuthorization)
+                .where(DeviceAuthorization.id == row.id, unchanged)
+                .values(last_polled_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(paced, "rowcount", 0) == 1:
+                return Poll(PollOutcome.PENDING)
+        self.db.execute(
+            update(DeviceAuthorization)
+            .where(DeviceAuthorization.id == row.id)
+            .values(last_polled_at=now, interval=DeviceAuthorization.interval + SLOW_DOWN_STEP)
+            .execution_options(synchronize_session=False)
         )
-        row.last_polled_at = now
-        if too_soon:
-            row.interval += SLOW_DOWN_STEP
-            return Poll(PollOutcome.SLOW_DOWN)
-        return Poll(PollOutcome.PENDING)
+        return Poll(PollOutcome.SLOW_DOWN)
 
     def _unspent(self, row: DeviceAuthorization, now: datetime) -> Poll:
         """The poll's spend found the row spent or expired since it read it: a parallel poll

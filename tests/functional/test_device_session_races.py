@@ -6,15 +6,23 @@ its commit. Never a sleep: the test waits for arrivals and finished requests."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.models import AccessToken, BrowserSession, Grant
+from idp.clock import FrozenClock
+from idp.models import AccessToken, BrowserSession, DeviceAuthorization, Grant
 from idp.services.device import DECIDE_CHECKPOINT, POLL_CHECKPOINT
-from tests.functional.test_device_flow import answer, device_for, enter_code, error_of
+from tests.functional.test_device_flow import (
+    Device,
+    answer,
+    device_for,
+    enter_code,
+    error_of,
+)
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.checkpoints import (
     WAIT_TIMEOUT,
@@ -195,3 +203,51 @@ def test_of_two_answers_sent_at_once_only_one_counts(
     else:
         assert grants == []
         assert error_of(poll) == "access_denied"
+
+
+def _polls_let_go_together(
+    checkpoints: Checkpoints, device: Device, device_code: str, count: int
+) -> list[str]:
+    """``count`` polls of ``device_code``, each held where it read its request until all have,
+    then let go together; the ``error`` of each answer, sorted."""
+    outcome: dict[str, Any] = {}
+    with checkpoints.holding(POLL_CHECKPOINT):
+        threads = [
+            in_thread(outcome, f"poll {n}", lambda: device.poll(device_code)) for n in range(count)
+        ]
+        wait_until(lambda: checkpoints.arrivals(POLL_CHECKPOINT) == count,
+                   f"{count} polls held where they read their request")  # fmt: skip
+    for thread in threads:
+        thread.join(WAIT_TIMEOUT)
+    assert sorted(outcome) == [f"poll {n}" for n in range(count)], outcome
+    return sorted(error_of(answer) for answer in outcome.values())
+
+
+def test_parallel_polls_are_paced_and_every_slow_down_is_remembered(
+    storage_app: Flask, checkpoints: Checkpoints, clock: FrozenClock
+) -> None:
+    """RFC 8628 3.5: a poll sooner than ``interval`` after the previous one is ``slow_down``, and
+    the interval grows by 5 seconds for it and every later poll. Decided on the row as each poll
+    read it, two polls sent at once (a device polling from two threads) were both
+    ``authorization_pending``, and three too soon at once each added 5 seconds onto the same
+    value read, 5 seconds in all: a device polling in parallel was never slowed down. On SQLite
+    and PostgreSQL, real parallel polls held where they read the request (the clock frozen: each
+    poll is at the same instant)."""
+    device = device_for(storage_app)
+    codes = device.codes("openid profile")
+
+    def interval() -> int:
+        [row] = rows(storage_app, DeviceAuthorization)
+        return int(row.interval)
+
+    first = interval()
+    assert _polls_let_go_together(checkpoints, device, codes["device_code"], 2) == [
+        "authorization_pending",
+        "slow_down",
+    ]
+    assert interval() == first + 5
+    assert _polls_let_go_together(checkpoints, device, codes["device_code"], 3) == ["slow_down"] * 3
+    assert interval() == first + 5 + 3 * 5
+    # Waiting the interval now asked, the device is pending again.
+    clock.advance(timedelta(seconds=first + 20))
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
