@@ -15,7 +15,7 @@ parties (idp.services.backchannel_logout).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -129,16 +129,28 @@ def _due(now: datetime) -> Any:
     )
 
 
-def _claim(db: Session, message_id: int, now: datetime, channels: Sequence[str]) -> Pending | None:
+def _claim(
+    db: Session,
+    message_id: int,
+    now: datetime,
+    channels: Sequence[str],
+    failing: Collection[tuple[str, str]] = (),
+) -> Pending | None:
     """Take one due row for this attempt, or None if it is not due, not for one of ``channels``,
-    or another node took it: ``next_attempt_at`` moves to the retry time in the same conditional
-    UPDATE, so a crash or a failure leaves it queued for the backoff, and a parallel claim finds
-    it not due (a row is claimed once per attempt, whichever node tries)."""
+    for a (channel, recipient) of ``failing``, or another node took it: ``next_attempt_at``
+    moves to the retry time in the same conditional UPDATE, so a crash or a failure leaves it
+    queued for the backoff, and a parallel claim finds it not due (a row is claimed once per
+    attempt, whichever node tries). A row left for ``failing`` is not claimed: it stays due."""
     condition = and_(OutboxMessage.id == message_id, OutboxMessage.channel.in_(channels), _due(now))
-    attempts = db.scalar(select(OutboxMessage.attempts).where(condition))
-    if attempts is None:
+    found = db.execute(
+        select(OutboxMessage.attempts, OutboxMessage.channel, OutboxMessage.recipient).where(
+            condition
+        )
+    ).first()
+    if found is None or (found.channel, found.recipient) in failing:
         db.commit()
         return None
+    attempts = found.attempts
     tries = attempts + 1
     claimed = db.execute(
         update(OutboxMessage)
@@ -174,12 +186,17 @@ def deliver(
     delivered with no transaction open (so no lock is held while the network talks), then marked
     sent with its secret dropped. Never raises for a failed delivery: the row stays queued with
     its failure recorded. ``stop_on_failure``: after one failure of a channel whose
-    ``stop_after_failure`` is set, leave its other rows for the next run."""
+    ``stop_after_failure`` is set, leave its other rows for the next run; after one failure of
+    a recipient of another channel (a relying party that is down or hangs), leave that
+    recipient's other rows for the next run: they would cost a timeout each, and every other
+    recipient's rows waited behind them on the channel's one delivery thread."""
     by_name = {channel.name: channel for channel in channels}
     stopped: set[str] = set()
+    failing: set[tuple[str, str]] = set()
     sent = 0
     for message_id in message_ids:
-        message = _claim(db, message_id, now, [n for n in by_name if n not in stopped])
+        live = [n for n in by_name if n not in stopped]
+        message = _claim(db, message_id, now, live, failing)
         if message is None:
             continue
         channel = by_name[message.channel]
@@ -194,6 +211,8 @@ def deliver(
             _failed(db, message, error)
             if stop_on_failure and channel.stop_after_failure:
                 stopped.add(channel.name)
+            elif stop_on_failure:
+                failing.add((channel.name, message.recipient))
             continue
         db.execute(
             update(OutboxMessage)

@@ -498,3 +498,48 @@ def test_disconnecting_an_app_tells_it_for_each_session_it_received_tokens_in(
     assert len(receiver.tokens("/one")) == 2
     assert receiver.tokens("/two") == []
     assert client.get("/account").status_code == 200  # still signed in at idp
+
+
+class Hanging(ThreadedSocketServer):
+    """A relying party that takes each connection and closes it unanswered, counting them."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        super().__init__()
+
+    def handle(self, connection: socket.socket) -> None:
+        self.connections += 1
+        with contextlib.suppress(OSError), connection:
+            connection.recv(65536)
+
+
+def test_a_failing_relying_party_costs_one_attempt_per_run_and_holds_up_no_other(
+    app: Flask, receiver: LogoutReceiver, user: CreatedUser
+) -> None:
+    """The back-channel deliveries share one thread per node: a relying party that is down or
+    hangs cost a timeout for each of its tokens (up to 8 seconds), and every other relying
+    party's tokens waited behind them, the session going on there meanwhile. After its first
+    failure in a run, its other tokens are left due for the next run, unclaimed; the other
+    clients' tokens are delivered now."""
+    hanging = Hanging()
+    try:
+        down = create_client(app, backchannel_logout_uri=f"http://127.0.0.1:{hanging.port}/bc")
+        up = create_client(app, backchannel_logout_uri=receiver.url("/up"))
+        for _ in range(3):  # three sessions, each with tokens of the client that is down
+            browser = app.test_client()
+            RelyingParty(browser, down).tokens_for(user)
+        RelyingParty(browser, up).tokens_for(user)  # and the last one with the other client's
+        with app.app_context():
+            assert end_sessions(db.session(), BrowserSession.user_id == user.id, "t", utcnow()) == 3
+            db.session.commit()
+            ids = sorted(take_committed(db.session())["http"])
+            channels = services().outbox_channels()
+            assert deliver(db.session(), channels, ids, utcnow(), stop_on_failure=True) == 1
+        assert hanging.connections == 1
+        assert len(receiver.tokens("/up")) == 1
+        left = [row for row in logout_rows(app) if row.recipient == down.client_id]
+        assert sorted(row.attempts for row in left) == [0, 0, 1]
+        assert all(row.sent_at is None for row in left)
+        assert up.client_id not in {row.recipient for row in left}
+    finally:
+        hanging.close()
