@@ -142,6 +142,8 @@ class ThinReads:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._dialect = engine.dialect
+        #: The database's dialect, for a statement built per dialect (an INSERT's ON CONFLICT).
+        self.dialect_name: str = engine.dialect.name
         #: Whether ``write_together`` sends its inserts as one statement: PostgreSQL's
         #: data-modifying WITH (idp.thin_statements ``inserts_together``); SQLite has none.
         self.inserts_in_one_statement = engine.dialect.name == "postgresql"

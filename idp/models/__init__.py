@@ -19,6 +19,7 @@ from idp.models.oauth import (
     PushedAuthorizationRequest,
     RefreshToken,
     UsedClientAssertion,
+    UsedDPoPProof,
 )
 from idp.models.outbox import OutboxMessage
 from idp.models.passkeys import Passkey, WebAuthnChallenge
@@ -60,6 +61,7 @@ __all__ = [
     "SignupLink",
     "TotpCredential",
     "UsedClientAssertion",
+    "UsedDPoPProof",
     "User",
     "WebAuthnChallenge",
 ]

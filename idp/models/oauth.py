@@ -189,6 +189,10 @@ class RefreshToken(Base):
     #: The refresh token whose rotation issued this one (None for the first, from a code): a
     #: retried refresh finds the successor it supersedes (idp.services.grants).
     parent_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    #: RFC 9449 5: the RFC 7638 thumbprint of the DPoP key a public client's refresh token is
+    #: bound to (None: unbound, a confidential client's or one issued without DPoP). Its
+    #: refresh must come with a proof signed by that key (idp.services.refresh_tokens).
+    jkt: Mapped[str | None] = mapped_column(String(64), default=None)
 
     grant: Mapped[Grant] = relationship(lazy="joined")
 
@@ -227,6 +231,17 @@ class UsedClientAssertion(Base):
     """``jti`` values of spent ``private_key_jwt`` assertions (RFC 7523 3: replay protection)."""
 
     __tablename__ = "used_client_assertions"
+
+    jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class UsedDPoPProof(Base):
+    """DPoP proofs seen (RFC 9449 11.1: a ``jti`` used once), by the hash of the key's thumbprint
+    and the ``jti``, kept until the proof's ``iat`` leaves the accepted window
+    (idp.services.dpop)."""
+
+    __tablename__ = "used_dpop_proofs"
 
     jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -8,6 +8,7 @@ from idp.oidc.checks import PROMPT_VALUES
 from idp.oidc.client_auth import CLIENT_ASSERTION_ALGS
 from idp.services.assurance import ACR_VALUES_SUPPORTED
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from idp.services.dpop import DPOP_ALGS
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.settings import Settings
 
@@ -51,6 +52,8 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": auth_methods[:3],
         "introspection_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "code_challenge_methods_supported": ["S256"],
+        # RFC 9449 5.1: the token endpoint and userinfo take DPoP proofs signed with these.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
         "prompt_values_supported": sorted(PROMPT_VALUES),
         "acr_values_supported": ACR_VALUES_SUPPORTED,
         "claims_supported": [

@@ -107,7 +107,7 @@ class TokenIntrospection(IntrospectionEndpoint):
             # RFC 7662 2.2: ``token_type`` is the access token's type of RFC 6749 5.1, "Bearer"
             # as the token response says (RFC 6750); a resource server checks it to refuse
             # anything else presented as an access token.
-            token_type: str | None = "Bearer"
+            token_type: str | None = "Bearer" if token.jkt is None else "DPoP"
             # RFC 7662 2.2: the token's own ``sub``, the user as its client knew them when it was
             # issued (pairwise for a pairwise client, OIDC Core 8.1), or the client for client
             # credentials (RFC 9068 2.2): what the JWT says, even after a change of the client's
@@ -138,6 +138,10 @@ class TokenIntrospection(IntrospectionEndpoint):
         }
         if token_type is not None:
             answer["token_type"] = token_type
+        if isinstance(token, BearerToken) and token.jkt is not None:
+            # RFC 9449 6.2: a bound token's introspection names the key, so that a resource
+            # server checks the proof against it; ``token_type`` is then "DPoP" (above).
+            answer["cnf"] = {"jkt": token.jkt}
         if token.scope:
             # RFC 7662 2.2: "scope" is optional, a list of scope tokens (RFC 6749 3.3); a token
             # issued for no scope has none to name, not an empty one.

@@ -74,24 +74,26 @@ def _transaction_apart(client: Client) -> ThinTransaction | None:
     return reads.begin()
 
 
-def redeem(request: Any, token: str, now: datetime, grace: timedelta) -> RefreshRedemption:
+def redeem(
+    request: Any, token: str, now: datetime, grace: timedelta, jkt: str | None = None
+) -> RefreshRedemption:
     """``GrantService.redeem_refresh_token`` for ``request.client``, its spend sent in a
     transaction of its own (``request.rotation``) when the request has no ``Session``: opened
     here, for a token that can be one, so that nothing else takes SQLite's write lock. A token
     that spent nothing is decided, and written, in the ``Session`` once that transaction is
-    rolled back."""
+    rolled back. ``jkt``: the request's DPoP key (RFC 9449 5), which a bound token must match."""
     client: Client = request.client
     digest = refresh_token_digest(token)
     if digest is None or (rotation := _transaction_apart(client)) is None:
         return services().grants.redeem_refresh_token(
-            token, client.client_id, now, retry_grace=grace
+            token, client.client_id, now, retry_grace=grace, jkt=jkt
         )
     request.rotation = rotation
-    spent = spend_refresh_token_apart(rotation, digest, client.client_id, now)
+    spent = spend_refresh_token_apart(rotation, digest, client.client_id, now, jkt)
     if spent is not None:
         return spent
     rotation.rollback()
-    return services().grants.refused_refresh_token(digest, client.client_id, now, grace)
+    return services().grants.refused_refresh_token(digest, client.client_id, now, grace, jkt)
 
 
 def redeem_code(request: Any, code: str, client: Client, now: datetime) -> SpentCode | None:

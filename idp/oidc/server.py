@@ -263,7 +263,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         client = self.request.client
         client_id = client.client_id
         grace = timedelta(seconds=runtime().settings.refresh_token_retry_grace)
-        redemption = redeem(self.request, refresh_token, clock().now(), grace)
+        # RFC 9449 5: a token bound to a DPoP key needs this request's proof of it.
+        redemption = redeem(self.request, refresh_token, clock().now(), grace, g.get("dpop_jkt"))
         token = redemption.token
         if token is None or not still_allowed(
             token.grant, client, restricted_as_stored=token.grant.client_restricted,

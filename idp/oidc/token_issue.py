@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import OAuth2Request
+from flask import g
 
 from idp.composition import clock, runtime, services
 from idp.extensions import db
@@ -39,8 +40,11 @@ def generate_token(
     settings = runtime().settings
     scope = scope or ""
     ttl = expires_in or settings.access_token_ttl
+    # RFC 9449 5 and 6: a request with a valid DPoP proof (idp.oidc.token_views) gets a token
+    # bound to the proof's key, of type DPoP.
+    jkt: str | None = g.get("dpop_jkt")
     token: dict[str, Any] = {
-        "token_type": "Bearer",
+        "token_type": "Bearer" if jkt is None else "DPoP",
         "access_token": mint_access_token(
             # The scoped session: a Session is opened only when the keys are read again.
             db.session,
@@ -59,6 +63,7 @@ def generate_token(
             scope=scope,
             ttl=ttl,
             issued_at=int(clock().now().timestamp()),
+            jkt=jkt,
         ),
         "expires_in": ttl,
     }
@@ -117,6 +122,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
             scope=getattr(request, "refresh_token_scope", None) or token.get("scope", ""),
             ttl=settings.refresh_token_ttl, now=now,
             parent_hash=refresh.token_hash if refresh is not None else None,
+            jkt=refresh_token_key(request),
         )  # fmt: skip
     given = None
     if code is not None and code.grant is not None:
@@ -136,6 +142,13 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     services().grants.record_tokens(issued, successor)
     if grant is not None and given is not None:
         services().grants.record_issued(grant.id, given)
+
+
+def refresh_token_key(request: OAuth2Request) -> str | None:
+    """RFC 9449 5: the DPoP key a refresh token is bound to: the proof's, for a public client
+    (which has no other way to prove the token is its own); none for a confidential client, whose
+    authentication does ("not required"), nor for a request without a proof."""
+    return g.get("dpop_jkt") if request.auth_method == "none" else None
 
 
 def _subjects_given(client: Client, grant: CodeGrant | Grant) -> Issued | None:

@@ -21,8 +21,10 @@ from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
+from idp.oidc.dpop import DPOP_HEADER, checked_proof, resource_refusal, token_refusal
 from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
+from idp.services.dpop import DPoPProofError
 from idp.services.logout_return import seal_return
 from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
@@ -78,7 +80,8 @@ PREFLIGHT = (
     ANY_ORIGIN,
     CHALLENGE_READABLE,
     ("Access-Control-Allow-Methods", "GET, POST"),
-    ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+    # RFC 9449 4.1: a page's DPoP proof travels in its own header.
+    ("Access-Control-Allow-Headers", "Authorization, Content-Type, DPoP"),
     ("Access-Control-Max-Age", "600"),
 )
 
@@ -92,7 +95,14 @@ def cors(answer: Answer) -> Answer:
 
 
 def token_answer(current: Request) -> Answer:
-    """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3)."""
+    """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3); with a DPoP proof, RFC 9449 5."""
+    if DPOP_HEADER in current.environ:
+        try:
+            # RFC 9449 5 and 6: what this request issues is bound to the proof's key
+            # (idp.oidc.token_issue), read from ``g`` as the ID token's client is.
+            g.dpop_jkt = checked_proof(current, "/token").jkt
+        except DPoPProofError as error:
+            return cors(token_refusal(error))
     return cors(_committed(oauth_server().create_token_response(current)))
 
 
@@ -108,6 +118,8 @@ def userinfo_answer(current: Request) -> Answer:
 
 def _userinfo(current: Request) -> Answer:
     scheme, _, value = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() == "dpop":
+        return _dpop_userinfo(current, value.strip())
     token_value = value.strip() if scheme.lower() == "bearer" else ""
     if current.method == "POST" and current.mimetype == "application/x-www-form-urlencoded":
         sent = current.form.getlist("access_token")
@@ -129,6 +141,34 @@ def _userinfo(current: Request) -> Answer:
     # names no user): all the same invalid_token.
     if access_token is None or not access_token.active or access_token.holder is None:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    if access_token.jkt is not None:
+        # RFC 9449 7.1: a DPoP-bound token presented as a bearer token is refused, with the
+        # DPoP challenge: without the proof, whoever presents it may have stolen it.
+        return resource_refusal(401, "invalid_token", "The access token is bound to a DPoP key.")
+    return _claims(access_token)
+
+
+def _dpop_userinfo(current: Request, token_value: str) -> Answer:
+    """RFC 9449 7.1: ``Authorization: DPoP <token>`` with a proof of the key the token is bound
+    to, for this request, carrying the token's hash (``ath``). The token travels in the header
+    only (RFC 9449 7.1 names no other way)."""
+    if not token_value:
+        return resource_refusal(401, "invalid_token", "The access token is missing.")
+    try:
+        proof = checked_proof(current, "/userinfo", access_token=token_value)
+    except DPoPProofError as error:
+        return resource_refusal(401, "invalid_dpop_proof", str(error))
+    access_token = bearer_token(token_value)
+    if access_token is None or not access_token.active or access_token.holder is None:
+        return resource_refusal(401, "invalid_token", "The access token is invalid or expired.")
+    if access_token.jkt != proof.jkt:
+        # RFC 9449 7.1 and 6.1: the proof's key must be the one the token is bound to; a bearer
+        # token sent as a DPoP token is refused as well (it is bound to no key).
+        return resource_refusal(401, "invalid_token", "The access token is not bound to this key.")
+    return _claims(access_token)
+
+
+def _claims(access_token: Any) -> Answer:
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     # The scoped session, not a Session: one opens only if the scope releases group claims.

@@ -268,7 +268,12 @@ class GrantService:
 
     # -- refresh tokens -------------------------------------------------------------------------
     def redeem_refresh_token(
-        self, token: str, client_id: str, now: datetime, retry_grace: timedelta = timedelta(0)
+        self,
+        token: str,
+        client_id: str,
+        now: datetime,
+        retry_grace: timedelta = timedelta(0),
+        jkt: str | None = None,
     ) -> RefreshRedemption:
         """Spend a refresh token once (rotation). Presenting a spent one revokes the whole family
         (RFC 9700 4.14.2); presenting one issued to another client fails and spends nothing
@@ -287,27 +292,44 @@ class GrantService:
         is detected when *both* parties use the family, and here one of them always ends up
         holding an invalidated token (the superseded successor, or the old token once its
         successor was used or the window passed), whose next presentation revokes the grant.
-        A zero grace disables the exception."""
+        A zero grace disables the exception.
+
+        ``jkt``: the thumbprint of the request's DPoP proof, if any; a token bound to a key
+        (RFC 9449 5) is spent only with a proof of that key."""
         digest = refresh_token_digest(token)
         if digest is None:
             return RefreshRedemption(None)
         row: Any = consume_prepared(
-            self.db, SPEND_REFRESH_TOKEN, now=now, digest=digest, client=client_id
+            self.db, SPEND_REFRESH_TOKEN, now=now, digest=digest, client=client_id, jkt=jkt
         )
         if row is None:
-            return self.refused_refresh_token(digest, client_id, now, retry_grace)
+            return self.refused_refresh_token(digest, client_id, now, retry_grace, jkt)
         return RefreshRedemption(rotated(row, digest, client_id, now))
 
     def refused_refresh_token(
-        self, digest: str, client_id: str, now: datetime, retry_grace: timedelta
+        self,
+        digest: str,
+        client_id: str,
+        now: datetime,
+        retry_grace: timedelta,
+        jkt: str | None = None,
     ) -> RefreshRedemption:
         """After a spend of the refresh token ``digest`` that changed nothing: an unknown token or
-        another client's (nothing happens), a replay (its grant revoked), or a retry within
-        ``retry_grace`` (``redeem_refresh_token``)."""
+        another client's (nothing happens), one bound to another DPoP key than ``jkt`` (nothing
+        happens), a replay (its grant revoked), or a retry within ``retry_grace`` with the
+        token's own key (``redeem_refresh_token``)."""
         connection = self.db.connection()
         found = connection.execute(FIND_REFRESH_TOKEN, {"digest": digest}).first()
         if found is None or found.client_id != client_id:
             return RefreshRedemption(None)
+        if found.consumed_at is None:
+            # Unspent, so the spend's key condition refused it: RFC 9449 5, invalid_grant, and
+            # the token stays its holder's (SPEND_REFRESH_TOKEN).
+            return RefreshRedemption(None)
+        if found.jkt is not None and found.jkt != jkt:
+            # A spent bound token presented with another key: a replay all the same, never the
+            # retry of a lost answer, which only the key's holder can send.
+            retry_grace = timedelta(0)
         # Read after the failed spend, so under PostgreSQL's READ COMMITTED as under SQLite's
         # write lock this is the rotation that won, committed.
         retried = retry_grace > timedelta(0) and self._supersede_unused_successor(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, or_, select
 
 from idp.models import Client, Grant, RefreshToken, User
 from idp.services.consume import consume_once_statement
@@ -107,14 +107,20 @@ _REDEEMED = (
     select(_c.restricted_to_groups).where(_c.client_id == bindparam("client"))
     .scalar_subquery().label("client_restricted"),
 )  # fmt: skip
+#: RFC 9449 5: a refresh token bound to a DPoP key is spent only by a request whose proof was
+#: signed by that key (``jkt``: the proof's thumbprint, None without a proof, which matches no
+#: bound token). In the spend itself: a token presented with another key, or none, stays unspent,
+#: so that whoever stole it can neither use it nor burn it (``refused_refresh_token``).
+_KEY_MATCHES = or_(_rt.jkt.is_(None), _rt.jkt == bindparam("jkt"))
 SPEND_REFRESH_TOKEN = consume_once_statement(
     _REFRESH_TOKENS,
     _rt.token_hash == bindparam("digest"),
     _rt.client_id == bindparam("client"),
+    _KEY_MATCHES,
     columns=_REDEEMED,
 )
 SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("digest"))
-FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at).where(
+FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at, _rt.jkt).where(
     _rt.token_hash == bindparam("digest")
 )
 
@@ -155,7 +161,7 @@ def rotated(row: Any, digest: str, client_id: str, now: datetime) -> SpentRefres
 
 
 def spend_refresh_token_apart(
-    transaction: ThinTransaction, digest: str, client_id: str, now: datetime
+    transaction: ThinTransaction, digest: str, client_id: str, now: datetime, jkt: str | None
 ) -> RefreshRedemption | None:
     """``GrantService.redeem_refresh_token``'s spend, the same statement, as the first of a
     rotation sent in ``transaction`` (idp.thin_reads ``begin``) instead of the request's
@@ -164,17 +170,18 @@ def spend_refresh_token_apart(
     ``GrantService.refused_refresh_token`` in the request's ``Session``, after the caller rolled
     ``transaction`` back."""
     row = transaction.first(
-        SPEND_REFRESH_TOKEN, {"spent_at": now, "digest": digest, "client": client_id}
+        SPEND_REFRESH_TOKEN, {"spent_at": now, "digest": digest, "client": client_id, "jkt": jkt}
     )
     return None if row is None else RefreshRedemption(rotated(row, digest, client_id, now))
 
 
 def refresh_token_row(
     token: str, *, grant_id: str, client_id: str, scope: str, ttl: int, now: datetime,
-    parent_hash: str | None,
+    parent_hash: str | None, jkt: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A refresh token's row: its hash under its grant (the family a replay revokes), and the
-    refresh token whose rotation issued it (``parent_hash``, None for a code's)."""
+    """A refresh token's row: its hash under its grant (the family a replay revokes), the
+    refresh token whose rotation issued it (``parent_hash``, None for a code's), and the DPoP key
+    it is bound to (``jkt``, RFC 9449 5; None: unbound)."""
     return {"token_hash": token_hash(token), "grant_id": grant_id, "client_id": client_id,
             "scope": scope, "issued_at": now, "expires_at": now + timedelta(seconds=ttl),
-            "consumed_at": None, "parent_hash": parent_hash}  # fmt: skip
+            "consumed_at": None, "parent_hash": parent_hash, "jkt": jkt}  # fmt: skip

@@ -49,6 +49,7 @@ from idp.models import (
     RefreshToken,
     SignupLink,
     UsedClientAssertion,
+    UsedDPoPProof,
     WebAuthnChallenge,
 )
 from idp.services.notifications import drop_expired_secrets
@@ -143,6 +144,9 @@ RULES: tuple[Rule, ...] = (
         Grant.revoked_at < p.now - timedelta(seconds=p.refresh_token_ttl), _grant_is_empty())),
     Rule("used_client_assertions", UsedClientAssertion.jti_hash,
          lambda p: UsedClientAssertion.expires_at < p.now - ASSERTION_REPLAY_EVIDENCE),
+    # RFC 9449 11.1: a proof's iat has left the accepted window, and the proof with it.
+    Rule("used_dpop_proofs", UsedDPoPProof.jti_hash,
+         lambda p: UsedDPoPProof.expires_at < p.now),
     Rule("login_links", LoginLink.id_hash,
          lambda p: LoginLink.expires_at < p.now - LOGIN_LINK_HISTORY),
     # A sign-up link names an email, not an account: once expired it proves nothing.

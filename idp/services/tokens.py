@@ -53,9 +53,11 @@ def mint_access_token(
     scope: str,
     ttl: int,
     issued_at: int,
+    jkt: str | None = None,
 ) -> str:
     """``issued_at``: the application's clock (idp.clock), in seconds, the one time the token
-    response's records and checks use (RFC 9068 2.2 ``iat``, ``exp``)."""
+    response's records and checks use (RFC 9068 2.2 ``iat``, ``exp``). ``jkt``: the thumbprint
+    of the DPoP key the token is bound to (RFC 9449 6.1 ``cnf``), None for a bearer token."""
     now = issued_at
     key = keys.signing_key(db, alg)
     claims = {
@@ -72,6 +74,8 @@ def mint_access_token(
         # 6749 3.3); a token issued for none (client credentials asked for no scope) has no
         # claim, not an empty one.
         claims["scope"] = scope
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
     # RFC 7515 7.1, the compact serialisation, signed by the key object itself; the claims are
     # RFC 9068 2.2's (tests/unit/test_signing_keys.py verifies such tokens with joserfc).
     signing_input = _protected_header(key.alg, ACCESS_TOKEN_TYP, key.kid) + _b64url_json(claims)
@@ -180,6 +184,9 @@ class BearerToken:
     #: None for a client-credentials token, which names no user and has no userinfo.
     holder: TokenHolder | None
     now: datetime
+    #: RFC 9449 6.1: the thumbprint of the DPoP key the token is bound to (its ``cnf.jkt``), None
+    #: for a bearer token.
+    jkt: str | None = None
 
     def check_client(self, client: Client) -> bool:
         # RFC 7009 2.1 and RFC 7662 4: a client acts on and learns about its own tokens only.
@@ -267,12 +274,13 @@ def find_access_token(
         return _issued_before_hashes(db(), keys, token, issuer=issuer, now=now)
     grant_gone = row.grant_id is not None and row.grant_found is None
     user_gone = row.grant_found is not None and row.holder_id is None
+    # Its recorded hash proves the string is the token idp minted: its claims are idp's.
+    claims = unverified_claims(token)
     return BearerToken(
         jti=row.jti,
         client_id=row.client_id,
         scope=row.scope,
-        # Its recorded hash proves the string is the token idp minted: its claims are idp's.
-        subject=_own_subject(unverified_claims(token), row.user_id or row.client_id),
+        subject=_own_subject(claims, row.user_id or row.client_id),
         issued_at=row.issued_at,
         expires_at=row.expires_at,
         revoked=(
@@ -289,7 +297,16 @@ def find_access_token(
             else None
         ),
         now=now,
+        jkt=confirmed_key(claims),
     )
+
+
+def confirmed_key(claims: dict[str, Any]) -> str | None:
+    """RFC 9449 6.1: the ``jkt`` of the token's ``cnf`` claim, None for a token bound to no key.
+    Only idp mints the tokens it reads this of (its recorded hash or its signature proves it)."""
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    return jkt if isinstance(jkt, str) else None
 
 
 def _issued_before_hashes(

@@ -38,6 +38,7 @@ from idp.models import (
     RefreshToken,
     SignupLink,
     UsedClientAssertion,
+    UsedDPoPProof,
     WebAuthnChallenge,
 )
 from idp.models.base import utcnow
@@ -159,6 +160,7 @@ def remaining(app: Flask) -> dict[str, set[str]]:
         "refresh_tokens": RefreshToken.token_hash,
         "grants": Grant.id,
         "used_client_assertions": UsedClientAssertion.jti_hash,
+        "used_dpop_proofs": UsedDPoPProof.jti_hash,
         "login_links": LoginLink.id_hash,
         "signup_links": SignupLink.id_hash,
         "email_change_requests": EmailChangeRequest.id_hash,
@@ -213,6 +215,9 @@ def seeded(storage_app: Flask) -> Seeder:
         # Authlib accepts an assertion 60 s past exp: its jti must stay well beyond that.
         UsedClientAssertion(jti_hash="live-assertion-in-leeway", expires_at=ago(2 * minute)),
         UsedClientAssertion(jti_hash="dead-assertion", expires_at=ago(2 * timedelta(hours=1))),
+        # A proof is remembered while its iat is in the window (idp.services.dpop), no longer.
+        UsedDPoPProof(jti_hash="live-dpop-proof", expires_at=later(minute)),
+        UsedDPoPProof(jti_hash="dead-dpop-proof", expires_at=ago(minute)),
         s.link("live-link-recently-expired", ago(DAY)),
         s.link("dead-link", ago(8 * DAY)),
         SignupLink(id_hash="live-signup", email="new@example.com", expires_at=later(minute)),
@@ -266,6 +271,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "refresh_tokens": {"live-refresh-consumed", "live-refresh-of-old-grant"},
         "grants": {"live-grant", "live-revoked-recently", "live-revoked-with-token"},
         "used_client_assertions": {"live-assertion-in-leeway"},
+        "used_dpop_proofs": {"live-dpop-proof"},
         "login_links": {"live-link-recently-expired"},
         "signup_links": {"live-signup"},
         "email_change_requests": {"live-email-change"},
@@ -279,7 +285,8 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
         "webauthn_challenges": 2, "pending_authorizations": 1,
         "pushed_authorization_requests": 1, "partial_logins": 1,
         "authorization_codes": 1, "device_authorizations": 1, "access_tokens": 2,
-        "refresh_tokens": 1, "grants": 1, "used_client_assertions": 1, "login_links": 1,
+        "refresh_tokens": 1, "grants": 1, "used_client_assertions": 1, "used_dpop_proofs": 1,
+        "login_links": 1,
         "signup_links": 1,
         "email_change_requests": 1, "browser_sessions": 3, "attempt_counters": 2,
         "factor_locks": 1, "outbox_messages": 2, "audit_events": 1,

@@ -140,8 +140,11 @@ class RelyingParty:
             response = self.sign_in(address, user)
         return self.follow_to_callback(response)
 
-    def token(self, data: dict[str, Any], *, authenticate: bool = True) -> TestResponse:
-        headers = {}
+    def token(
+        self, data: dict[str, Any], *, authenticate: bool = True, dpop: str | None = None
+    ) -> TestResponse:
+        """A token request; ``dpop``: the DPoP proof it carries (RFC 9449 4.1)."""
+        headers = {} if dpop is None else {"DPoP": dpop}
         if authenticate and self.registered.client_secret:
             raw = f"{self.registered.client_id}:{self.registered.client_secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
@@ -166,8 +169,9 @@ class RelyingParty:
         tokens: dict[str, Any] = response.get_json()
         return tokens
 
-    def refresh(self, refresh_token: str, **extra: Any) -> TestResponse:
-        return self.token({"grant_type": "refresh_token", "refresh_token": refresh_token, **extra})
+    def refresh(self, refresh_token: str, dpop: str | None = None, **extra: Any) -> TestResponse:
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+        return self.token(data, dpop=dpop)
 
     def userinfo(self, access_token: str) -> TestResponse:
         return self.browser.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})

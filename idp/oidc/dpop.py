@@ -1,0 +1,61 @@
+"""DPoP (RFC 9449) at the token endpoint and the UserInfo endpoint: the proof a request carries,
+checked (idp.services.dpop) and recorded as used, and the answers that refuse one.
+
+A request without a ``DPoP`` header never reaches this module: the views look the header up in
+the WSGI environment (one dictionary lookup) and go on as before (docs/performance.md: the bearer
+paths send no statement more).
+"""
+
+from __future__ import annotations
+
+from flask import Request
+
+from idp import checkpoints
+from idp.composition import runtime
+from idp.services.dpop import DPOP_ALGS, DPoPProof, DPoPProofError, check_proof, remember_proof
+from idp.web.answers import Answer
+
+#: The WSGI name of the ``DPoP`` request header (RFC 9449 4.1).
+DPOP_HEADER = "HTTP_DPOP"
+#: Where parallel requests carrying one proof are held in tests, all checked, none recorded yet
+#: (tests/functional/test_dpop_races.py): the INSERT alone decides which one passes.
+PROOF_CHECKPOINT = "dpop.proof_checked"
+#: RFC 9449 7.1: the ``algs`` parameter of a DPoP challenge.
+ALGS = " ".join(DPOP_ALGS)
+
+
+def checked_proof(current: Request, path: str, access_token: str | None = None) -> DPoPProof:
+    """The request's proof for idp's endpoint at ``path`` (its URL as discovery names it: RFC 9449
+    4.3 item 9 compares with the URI the client sent to), checked and recorded as used. Raises
+    ``DPoPProofError``."""
+    rt = runtime()
+    proof = check_proof(
+        current.environ.get(DPOP_HEADER, ""), method=current.method,
+        url=rt.settings.endpoint(path), now=rt.clock.now(), access_token=access_token,
+    )  # fmt: skip
+    checkpoints.reached(PROOF_CHECKPOINT)
+    reads = rt.reads
+    assert reads is not None, "create_app sets the thin reads"
+    # Committed at once, before the request's own work: a proof is spent whether or not the
+    # request then succeeds (RFC 9449 11.1), and a replay on another node finds it.
+    if not remember_proof(reads.write_alone, reads.dialect_name, proof):
+        raise DPoPProofError("The DPoP proof was used before.")
+    return proof
+
+
+def token_refusal(error: DPoPProofError) -> Answer:
+    """RFC 9449 5: the token endpoint's refusal of a proof, RFC 6749 5.2's JSON error."""
+    return Answer.json(
+        400, {"error": "invalid_dpop_proof", "error_description": str(error)},
+        ("Cache-Control", "no-store"), ("Pragma", "no-cache"),
+    )  # fmt: skip
+
+
+def resource_refusal(status: int, error: str, description: str) -> Answer:
+    """RFC 9449 7.1: a protected resource's refusal of a DPoP request (or of a DPoP-bound token
+    presented as a bearer token), with the DPoP challenge and the algorithms idp accepts."""
+    challenge = f'DPoP algs="{ALGS}", error="{error}", error_description="{description}"'
+    return Answer.json(
+        status, {"error": error, "error_description": description},
+        ("WWW-Authenticate", challenge), ("Cache-Control", "no-store"),
+    )  # fmt: skip

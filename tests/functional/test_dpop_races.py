@@ -1,0 +1,49 @@
+"""One DPoP proof brought by parallel requests (RFC 9449 11.1: a ``jti`` is accepted once):
+real parallel requests on SQLite and PostgreSQL, each held once its proof passed every check and
+before its use was recorded (idp.oidc.dpop.PROOF_CHECKPOINT), released together. Never a sleep:
+the test waits for the arrivals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from idp.models import AccessToken
+from idp.oidc.dpop import PROOF_CHECKPOINT
+from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+from tests.support.dpop import DPoPKey
+from tests.support.factories import create_client, rows
+from tests.support.flow import RelyingParty
+
+PARALLEL = 3
+WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+
+
+def test_parallel_token_requests_with_one_proof_pass_once(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """Every request checked the proof and found it good; the INSERT of its record decides (a
+    primary key, on any node): one token is issued, the others are ``invalid_dpop_proof``."""
+    registered = create_client(storage_app)
+    proof = DPoPKey().proof()
+    outcome: dict[str, Any] = {}
+
+    def request() -> Any:
+        rp = RelyingParty(storage_app.test_client(), registered)
+        return rp.token({"grant_type": "client_credentials"}, dpop=proof)
+
+    with checkpoints.holding(PROOF_CHECKPOINT):
+        threads = [in_thread(outcome, f"r{n}", request) for n in range(PARALLEL)]
+        wait_until(lambda: checkpoints.arrivals(PROOF_CHECKPOINT) >= PARALLEL
+                   or not all(thread.is_alive() for thread in threads),
+                   "every request checked the proof")  # fmt: skip
+        assert all(thread.is_alive() for thread in threads), outcome
+    for thread in threads:
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    answers = [outcome[f"r{n}"] for n in range(PARALLEL)]
+    assert sorted(answer.status_code for answer in answers) == [200] + [400] * (PARALLEL - 1)
+    refused = [answer.get_json()["error"] for answer in answers if answer.status_code == 400]
+    assert refused == ["invalid_dpop_proof"] * (PARALLEL - 1)
+    assert len(rows(storage_app, AccessToken)) == 1
