@@ -113,9 +113,9 @@ def check_proof(
     ``now``, checked as RFC 9449 4.3 asks (all but the ``jti``'s use, ``remember_proof``); with
     ``access_token``, a request to a protected resource whose proof must carry its ``ath``
     (RFC 9449 7.1). Raises ``DPoPProofError`` naming the first rule broken."""
-    # Item 1: one header; a second one reaches the application joined by a comma (RFC 9110
-    # 5.3), which no compact JWS holds. Item 2: a well-formed JWT.
-    if not value or len(value) > MAX_PROOF_LENGTH or value.count(".") != 2 or "," in value:
+    # Item 1: one header; a second one reaches the application joined to the first by a comma
+    # (RFC 9110 5.3), four dots where one compact JWS has two. Item 2: a well-formed JWT.
+    if not value or len(value) > MAX_PROOF_LENGTH or value.count(".") != 2:
         raise DPoPProofError("Send one DPoP proof, a signed JWT.")
     try:
         header = jws.extract_compact(value.encode("ascii"), registry=_REGISTRY).protected

@@ -13,6 +13,8 @@
 //     "email": "...", "password": "...",
 //     "expected_alg": "RS256" | "ES256",
 //     "par": true | false (optional: every authorization request pushed first, RFC 9126)
+//     "dpop": true | false (optional: the token requests and userinfo with DPoP proofs of a key
+//             generated for the run, RFC 9449; the tokens must come back bound to it)
 //   }
 // Output: one JSON object on stdout ({"ok": true, ...} with claims and the steps passed).
 // On any failure: {"ok": false, "failed_step": ..., "error": ...} on stdout, a readable message
@@ -386,6 +388,16 @@ async function main() {
     metadata.id_token_signing_alg_values_supported?.includes(expectedAlg),
     `discovery does not list ${expectedAlg} in id_token_signing_alg_values_supported`,
   );
+  // RFC 9449 5.1: the algorithms idp takes; openid-client signs with ES256 by default.
+  const DPoP = input.dpop
+    ? client.getDPoPHandle(config, await client.randomDPoPKeyPair())
+    : undefined;
+  if (input.dpop) {
+    check(
+      metadata.dpop_signing_alg_values_supported?.includes("ES256"),
+      "discovery does not list ES256 in dpop_signing_alg_values_supported (RFC 9449 5.1)",
+    );
+  }
   if (input.par) {
     check(
       typeof metadata.pushed_authorization_request_endpoint === "string",
@@ -453,16 +465,23 @@ async function main() {
   // 4. Code exchange. openid-client checks state, iss (RFC 9207), the ID token's signature
   //    against the JWKS (non-repudiation checks), alg (pinned above), iss, aud, exp, iat, nonce.
   step("authorization code grant");
-  const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
-    pkceCodeVerifier: codeVerifier,
-    expectedNonce: nonce,
-    expectedState: state,
-    idTokenExpected: true,
-  });
+  const tokens = await client.authorizationCodeGrant(
+    config,
+    callbackUrl,
+    {
+      pkceCodeVerifier: codeVerifier,
+      expectedNonce: nonce,
+      expectedState: state,
+      idTokenExpected: true,
+    },
+    undefined,
+    { DPoP },
+  );
   check(typeof tokens.access_token === "string", "no access_token");
   check(typeof tokens.id_token === "string", "no id_token");
   check(typeof tokens.refresh_token === "string", "no refresh_token despite offline_access");
-  check(tokens.token_type?.toLowerCase() === "bearer", `token_type ${tokens.token_type}`);
+  const tokenType = input.dpop ? "dpop" : "bearer";
+  check(tokens.token_type?.toLowerCase() === tokenType, `token_type ${tokens.token_type}`);
   const idClaims = tokens.claims();
   check(idClaims, "no ID token claims");
   const idHeader = b64urlDecodeJson(tokens.id_token.split(".")[0]);
@@ -502,20 +521,40 @@ async function main() {
   });
   check(atVerified.payload.client_id === input.client_id, "access token client_id");
   check(atVerified.payload.sub === idClaims.sub, "access token sub != ID token sub");
+  if (input.dpop) {
+    // RFC 9449 6.1: bound to the key, by its RFC 7638 thumbprint.
+    check(typeof atVerified.payload.cnf?.jkt === "string", "access token lacks cnf.jkt");
+  }
   result.access_token = { header: atVerified.protectedHeader, claims: atVerified.payload };
   passed();
 
   // 6. UserInfo, bound to the ID token's subject.
   step("userinfo");
-  const userinfo = await client.fetchUserInfo(config, tokens.access_token, idClaims.sub);
+  const userinfo = await client.fetchUserInfo(config, tokens.access_token, idClaims.sub, {
+    DPoP,
+  });
   check(userinfo.sub === idClaims.sub, "userinfo sub");
   check(userinfo.email === input.email.toLowerCase(), `userinfo email ${userinfo.email}`);
   result.userinfo = userinfo;
+  if (input.dpop) {
+    // RFC 9449 7.1: the same token presented as a bearer token, without a proof, is refused.
+    const stolen = await fetch(metadata.userinfo_endpoint, {
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    });
+    check(stolen.status === 401, `a bound token as bearer: HTTP ${stolen.status}`);
+    result.bound_token_as_bearer = {
+      status: stolen.status,
+      challenge: stolen.headers.get("www-authenticate"),
+    };
+  }
   passed();
 
   // 7. Refresh: the refresh token rotates.
   step("refresh token grant");
-  const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+  const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token, undefined, {
+    DPoP,
+  });
+  check(refreshed.token_type?.toLowerCase() === tokenType, `token_type ${refreshed.token_type}`);
   check(typeof refreshed.access_token === "string", "refresh gave no access_token");
   check(typeof refreshed.refresh_token === "string", "refresh gave no new refresh_token");
   check(refreshed.refresh_token !== tokens.refresh_token, "refresh token did not rotate");
@@ -568,7 +607,7 @@ async function main() {
 
   step("userinfo after revocation");
   const afterRevoke = await expectFailure(
-    client.fetchUserInfo(config, refreshed.access_token, idClaims.sub),
+    client.fetchUserInfo(config, refreshed.access_token, idClaims.sub, { DPoP }),
   );
   check(afterRevoke.failed, "userinfo still answers with a revoked access token");
   check(afterRevoke.status === 401, `userinfo after revocation: HTTP ${afterRevoke.status}`);
