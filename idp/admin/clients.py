@@ -103,6 +103,7 @@ def _fields_from(form: MultiDict[str, str]) -> ClientFields:
         require_pushed_authorization_requests=(
             form.get("require_pushed_authorization_requests") == "1"
         ),
+        dpop_bound_access_tokens=form.get("dpop_bound_access_tokens") == "1",
         subject_type=form.get("subject_type") or SUBJECT_PUBLIC,
         sector_identifier=form.get("sector_identifier"),
     )

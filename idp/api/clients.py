@@ -93,6 +93,7 @@ def create_client(body: schemas.ClientCreate) -> Any:
         backchannel_logout_uri=body.backchannel_logout_uri,
         backchannel_logout_session_required=body.backchannel_logout_session_required,
         require_pushed_authorization_requests=body.require_pushed_authorization_requests,
+        dpop_bound_access_tokens=body.dpop_bound_access_tokens,
         subject_type=body.subject_type,
         sector_identifier=body.sector_identifier,
     )

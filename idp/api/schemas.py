@@ -118,6 +118,9 @@ class ClientCreate(Request):
     require_pushed_authorization_requests: Annotated[
         bool, Field(description="RFC 9126 6: authorization requests only through POST /par")
     ] = False
+    dpop_bound_access_tokens: Annotated[
+        bool, Field(description="RFC 9449 5.2: every token request with a DPoP proof")
+    ] = False
     subject_type: SubjectType = "public"
     sector_identifier: SectorIdentifier = None
 
@@ -155,6 +158,7 @@ class ClientPatch(Request):
     backchannel_logout_uri: Uri | None = None
     backchannel_logout_session_required: bool | None = None
     require_pushed_authorization_requests: Annotated[bool, _NOT_NULL]
+    dpop_bound_access_tokens: Annotated[bool, _NOT_NULL]
     subject_type: Annotated[SubjectType, _NOT_NULL]
     sector_identifier: SectorIdentifier = None
     confirm_subject_change: Annotated[
@@ -194,6 +198,7 @@ class ClientOut(Response):
     backchannel_logout_uri: str | None
     backchannel_logout_session_required: bool
     require_pushed_authorization_requests: bool
+    dpop_bound_access_tokens: bool
     subject_type: str
     sector_identifier: str | None
 

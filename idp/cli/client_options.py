@@ -69,6 +69,11 @@ def client_options(create: bool) -> Options:
                 "--require-par",
                 "The app must push its authorization requests (POST /par, RFC 9126).",
             ),
+            # RFC 9449 5.2 (docs/integrating.md, "DPoP").
+            flag(
+                "--require-dpop",
+                "Every token request of the app must carry a DPoP proof (RFC 9449).",
+            ),
             # OIDC Core 8 (docs/admins.md, "Pairwise subject identifiers").
             click.option(
                 "--subject-type",

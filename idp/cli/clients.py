@@ -73,6 +73,7 @@ def clients_create(
     backchannel_logout_uri: str | None,
     backchannel_logout_session_required: bool,
     require_par: bool,
+    require_dpop: bool,
     subject_type: str | None,
     sector_identifier: str | None,
 ) -> None:
@@ -99,6 +100,7 @@ def clients_create(
         backchannel_logout_uri=backchannel_logout_uri,
         backchannel_logout_session_required=backchannel_logout_session_required,
         require_pushed_authorization_requests=require_par,
+        dpop_bound_access_tokens=require_dpop,
         subject_type=subject_type or "public",
         sector_identifier=sector_identifier,
     )
@@ -217,6 +219,7 @@ def clients_edit(
     backchannel_logout_uri: str | None,
     backchannel_logout_session_required: bool | None,
     require_par: bool | None,
+    require_dpop: bool | None,
     subject_type: str | None,
     sector_identifier: str | None,
     confirm_subject_change: bool,
@@ -243,6 +246,7 @@ def clients_edit(
             "backchannel_logout_uri": backchannel_logout_uri,
             "backchannel_logout_session_required": backchannel_logout_session_required,
             "require_pushed_authorization_requests": require_par,
+            "dpop_bound_access_tokens": require_dpop,
             "subject_type": subject_type,
             "sector_identifier": sector_identifier,
         }.items()

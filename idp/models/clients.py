@@ -78,6 +78,12 @@ class Client(Base):
     require_pushed_authorization_requests: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
+    #: RFC 9449 5.2 ``dpop_bound_access_tokens``: the client always uses DPoP, and a token
+    #: request of its without a proof is refused (idp.oidc.server), so that none of its access
+    #: tokens is a bearer token.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     #: OIDC Core 8 and Registration 2 ``subject_type``: "public" (every client sees the user's
     #: id) or "pairwise" (a ``sub`` of the client's sector only, idp.services.subjects).
     subject_type: Mapped[str] = mapped_column(

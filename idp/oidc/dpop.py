@@ -8,6 +8,7 @@ paths send no statement more).
 
 from __future__ import annotations
 
+from authlib.oauth2 import OAuth2Error
 from flask import Request
 
 from idp import checkpoints
@@ -41,6 +42,14 @@ def checked_proof(current: Request, path: str, access_token: str | None = None) 
     if not remember_proof(reads.write_alone, reads.dialect_name, proof):
         raise DPoPProofError("The DPoP proof was used before.")
     return proof
+
+
+class DPoPProofRequiredError(OAuth2Error):
+    """RFC 9449 5.2: a client registered with ``dpop_bound_access_tokens`` sent no proof."""
+
+    error = "invalid_dpop_proof"
+    status_code = 400
+    description = "This client must send a DPoP proof with every token request."
 
 
 def token_refusal(error: DPoPProofError) -> Answer:

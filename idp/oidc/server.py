@@ -50,6 +50,7 @@ from idp.oidc.client_auth import (
     token_client,
 )
 from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
+from idp.oidc.dpop import DPoPProofRequiredError
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.group_gate import still_allowed
 from idp.oidc.pushed import PushedAuthorizationEndpoint
@@ -375,7 +376,7 @@ class IdpAuthorizationServer(AuthorizationServer):
         if refusal is not None:  # RFC 6749 2.3, 3.2.1: one client, one method
             raise InvalidRequestError(refusal)
         try:
-            return super().authenticate_client(request, methods, endpoint)
+            client = super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
             claimed = claimed_client_id(request)
             client = token_client(claimed) if claimed else None
@@ -385,6 +386,12 @@ class IdpAuthorizationServer(AuthorizationServer):
             raise RealmedInvalidClientError(
                 description=description, status_code=error.status_code
             ) from None
+        if endpoint == "token" and client.dpop_bound_access_tokens and "dpop_jkt" not in g:
+            # RFC 9449 5.2: the client registered that it always uses DPoP; a token request
+            # without a proof is refused before any grant runs (a code stays unspent), so none
+            # of its access tokens is a bearer token.
+            raise DPoPProofRequiredError()
+        return client
 
 
 def create_authorization_server(app: Flask) -> AuthorizationServer:

@@ -83,6 +83,8 @@ class ClientFields:
     backchannel_logout_session_required: bool = False
     #: RFC 9126 6: authorization requests only through ``POST /par``.
     require_pushed_authorization_requests: bool = False
+    #: RFC 9449 5.2: every token request with a DPoP proof.
+    dpop_bound_access_tokens: bool = False
     #: OIDC Core 8 and Registration 2 ``subject_type``; the sector host of a pairwise client
     #: (None: its redirect URIs' host, idp.services.subjects).
     subject_type: str = SUBJECT_PUBLIC
@@ -411,6 +413,7 @@ def fields_of(client: Client) -> ClientFields:
         backchannel_logout_uri=client.backchannel_logout_uri,
         backchannel_logout_session_required=client.backchannel_logout_session_required,
         require_pushed_authorization_requests=client.require_pushed_authorization_requests,
+        dpop_bound_access_tokens=client.dpop_bound_access_tokens,
         subject_type=client.subject_type,
         sector_identifier=client.sector_identifier,
     )
@@ -434,5 +437,6 @@ def apply_fields(client: Client, fields: ClientFields) -> None:
     client.backchannel_logout_uri = fields.backchannel_logout_uri
     client.backchannel_logout_session_required = fields.backchannel_logout_session_required
     client.require_pushed_authorization_requests = fields.require_pushed_authorization_requests
+    client.dpop_bound_access_tokens = fields.dpop_bound_access_tokens
     client.subject_type = fields.subject_type
     client.sector_identifier = fields.sector_identifier

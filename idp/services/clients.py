@@ -199,6 +199,7 @@ class ClientService:
         backchannel_logout_uri: str | None = None,
         backchannel_logout_session_required: bool = False,
         require_pushed_authorization_requests: bool = False,
+        dpop_bound_access_tokens: bool = False,
         subject_type: str = "public",
         sector_identifier: str | None = None,
         actor: Actor | None = None,
@@ -221,6 +222,7 @@ class ClientService:
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
             require_pushed_authorization_requests=require_pushed_authorization_requests,
+            dpop_bound_access_tokens=dpop_bound_access_tokens,
             subject_type=subject_type,
             sector_identifier=sector_identifier,
         )
@@ -425,6 +427,7 @@ def describe(client: Client) -> dict[str, Any]:
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "backchannel_logout_session_required": client.backchannel_logout_session_required,
         "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         "subject_type": client.subject_type,
         "sector_identifier": client.sector_identifier,
         "previous_secret_expires_at": (

@@ -822,6 +822,24 @@ def test_console_sets_require_pushed_authorization_requests(
     assert cleared.require_pushed_authorization_requests is False
 
 
+def test_console_sets_dpop_bound_access_tokens(app: Flask, admin: ConsoleBrowser) -> None:
+    """RFC 9449 5.2, from the client form (docs/integrating.md, "DPoP"): the box sets it, the
+    client's page says so, and an edit without the box clears it."""
+    client_id, _ = register(admin, dpop_bound_access_tokens="1")
+    row = stored(app, client_id)
+    assert row is not None
+    assert row.dpop_bound_access_tokens is True
+    page = admin.browser.get(f"/admin/clients/{client_id}").text
+    assert re.search(r'<dd id="dpop-required">Required</dd>', page)
+    form = admin.browser.get(f"/admin/clients/{client_id}/edit").text
+    assert re.search(r'id="dpop_bound_access_tokens"[^>]*checked', form)
+    response = edit(admin, client_id, client_form())
+    assert response.status_code in (302, 303), response.text
+    cleared = stored(app, client_id)
+    assert cleared is not None
+    assert cleared.dpop_bound_access_tokens is False
+
+
 def test_console_sets_the_back_channel_logout_uri_and_refuses_plain_http(
     app: Flask, admin: ConsoleBrowser
 ) -> None:

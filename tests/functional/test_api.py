@@ -475,6 +475,25 @@ def test_require_pushed_authorization_requests_is_set_and_patched(api: Api) -> N
     assert patched.get_json()["require_pushed_authorization_requests"] is False
 
 
+def test_dpop_bound_access_tokens_is_set_and_patched(api: Api) -> None:
+    """RFC 9449 5.2 through the API (docs/api.md): false unless given, set on create, changed by
+    PATCH, left as it is by a PATCH that does not name it; null is refused (422)."""
+    assert create(api)["dpop_bound_access_tokens"] is False
+    created = create(api, dpop_bound_access_tokens=True)
+    assert created["dpop_bound_access_tokens"] is True
+    client_id = created["client_id"]
+
+    def patch(body: dict[str, Any]) -> Any:
+        etag = api.call("GET", f"/clients/{client_id}").headers["ETag"]
+        return api.call("PATCH", f"/clients/{client_id}", body, headers={"If-Match": etag})
+
+    assert patch({"name": "Renamed"}).get_json()["dpop_bound_access_tokens"] is True
+    assert patch({"dpop_bound_access_tokens": None}).status_code == 422
+    patched = patch({"dpop_bound_access_tokens": False})
+    assert patched.status_code == 200, patched.text
+    assert patched.get_json()["dpop_bound_access_tokens"] is False
+
+
 def test_lists_are_paginated_with_an_opaque_cursor(storage_app: Flask, api: Api) -> None:
     ids = sorted(create(api, name=f"App {n}")["client_id"] for n in range(3))
     first = api.call("GET", "/clients?limit=2").get_json()

@@ -651,6 +651,20 @@ def test_clients_create_and_edit_set_require_par(idp: Idp) -> None:
     assert renamed["require_pushed_authorization_requests"] is True
 
 
+def test_clients_create_and_edit_set_require_dpop(idp: Idp) -> None:
+    """RFC 9449 5.2 ``dpop_bound_access_tokens`` from the command line: set on create, cleared
+    by edit, and left as it is by an edit that does not name it."""
+    created = idp.json(
+        "clients", "create", "--name", "Bank", "--redirect-uri", REDIRECT_URI, "--require-dpop"
+    )
+    assert created["dpop_bound_access_tokens"] is True
+    client_id = created["client_id"]
+    renamed = idp.json("clients", "edit", client_id, "--name", "Bank 2")
+    assert renamed["dpop_bound_access_tokens"] is True
+    edited = idp.json("clients", "edit", client_id, "--not-require-dpop")
+    assert edited["dpop_bound_access_tokens"] is False
+
+
 def test_api_tokens_create_list_revoke(idp: Idp) -> None:
     created = idp.json("api-tokens", "create", "--name", "ci", "--scope", "clients:write",
                        "--expires-in", "30")  # fmt: skip

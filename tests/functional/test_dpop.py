@@ -109,6 +109,29 @@ def test_a_confidential_clients_refresh_token_is_not_bound(app: Flask) -> None:
     assert plain.get_json()["token_type"] == "Bearer"
 
 
+def test_a_client_that_requires_dpop_is_refused_a_request_without_a_proof(app: Flask) -> None:
+    """RFC 9449 5.2 ``dpop_bound_access_tokens``: a token request without a proof is refused
+    before the grant runs (the code stays unspent), so none of the client's tokens is a bearer
+    token; with a proof it is served. Another client is not concerned."""
+    registered = create_client(app, dpop_bound_access_tokens=True)
+    rp, key = RelyingParty(app.test_client(), registered), DPoPKey()
+    code = rp.obtain_code(create_user(app))["code"]
+    refused = rp.exchange(code)
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_dpop_proof"
+    no_proof = rp.token({"grant_type": "client_credentials"})
+    assert no_proof.get_json()["error"] == "invalid_dpop_proof"
+    data = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": rp.registered.redirect_uri, "code_verifier": rp.verifier}  # fmt: skip
+    served = rp.token(data, dpop=key.proof())
+    assert served.status_code == 200, served.text
+    assert served.get_json()["token_type"] == "DPoP"
+    refreshed = rp.refresh(served.get_json()["refresh_token"])
+    assert refreshed.get_json()["error"] == "invalid_dpop_proof"
+    other = RelyingParty(app.test_client(), create_client(app))
+    assert other.token({"grant_type": "client_credentials"}).status_code == 200
+
+
 def test_client_credentials_with_a_proof_are_bound(rp: RelyingParty) -> None:
     key = DPoPKey()
     response = rp.token({"grant_type": "client_credentials"}, dpop=key.proof())
