@@ -112,7 +112,8 @@ def introspection_answer(current: Request) -> Answer:
 
 
 def userinfo_answer(current: Request) -> Answer:
-    """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2."""
+    """UserInfo endpoint (OIDC Core 5.3) with bearer tokens per RFC 6750 2.1 and 2.2, and DPoP
+    tokens with their proofs per RFC 9449 7.1."""
     return cors(_userinfo(current))
 
 
@@ -145,6 +146,8 @@ def _userinfo(current: Request) -> Answer:
         # RFC 9449 7.1: a DPoP-bound token presented as a bearer token is refused, with the
         # DPoP challenge: without the proof, whoever presents it may have stolen it.
         return resource_refusal(401, "invalid_token", "The access token is bound to a DPoP key.")
+    if "openid" not in access_token.scope.split():
+        return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     return _claims(access_token)
 
 
@@ -165,12 +168,14 @@ def _dpop_userinfo(current: Request, token_value: str) -> Answer:
         # RFC 9449 7.1 and 6.1: the proof's key must be the one the token is bound to; a bearer
         # token sent as a DPoP token is refused as well (it is bound to no key).
         return resource_refusal(401, "invalid_token", "The access token is not bound to this key.")
+    if "openid" not in access_token.scope.split():
+        # RFC 9449 7.1: a DPoP request's refusal carries the DPoP challenge (RFC 6750 3.1's
+        # error code).
+        return resource_refusal(403, "insufficient_scope", "The openid scope is required.")
     return _claims(access_token)
 
 
 def _claims(access_token: Any) -> Answer:
-    if "openid" not in access_token.scope.split():
-        return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     # The scoped session, not a Session: one opens only if the scope releases group claims.
     # OIDC Core 5.3.2: ``sub`` is the ID token's, the one the access token issued with it carries
     # (pairwise for a pairwise client, OIDC Core 8.1), even after a change of the client's

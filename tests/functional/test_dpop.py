@@ -195,6 +195,20 @@ def test_userinfo_refuses_a_replayed_proof(app: Flask) -> None:
     assert again.get_json()["error"] == "invalid_dpop_proof"
 
 
+def test_userinfo_without_the_openid_scope_answers_a_dpop_challenge(app: Flask) -> None:
+    """RFC 9449 7.1 with RFC 6750 3.1: insufficient_scope, 403, in the scheme the client used."""
+    rp, key = public_rp(app), DPoPKey()
+    code = rp.obtain_code(create_user(app), scope="profile")["code"]
+    data = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": rp.registered.redirect_uri, "code_verifier": rp.verifier}  # fmt: skip
+    token = rp.token(data, dpop=key.proof()).get_json()["access_token"]
+    proof = key.proof("GET", USERINFO_URL, access_token=token)
+    refused = dpop_userinfo(rp.browser, token, proof)
+    assert refused.status_code == 403
+    assert refused.headers["WWW-Authenticate"].startswith('DPoP algs="')
+    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+
+
 def test_userinfo_refuses_a_bearer_token_sent_as_dpop(rp: RelyingParty, user: CreatedUser) -> None:
     token = rp.tokens_for(user)["access_token"]
     key = DPoPKey()
