@@ -126,6 +126,9 @@ class AuthorizationCode(CodeFacts, Base):
     code_challenge_method: Mapped[str | None] = mapped_column(String(10), default=None)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: RFC 9449 10 ``dpop_jkt``: the thumbprint of the DPoP key the authorization request named;
+    #: the code is exchanged only with a proof of that key (idp.services.spent_codes).
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), default=None)
 
     grant: Mapped[Grant] = relationship(lazy="joined")
 

@@ -28,8 +28,10 @@ RESPONSE_MODES = ("query", "form_post")
 SINGLE_VALUED = (
     "client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
     "code_challenge", "code_challenge_method", "prompt", "max_age", "login_hint",
-    "id_token_hint", "acr_values", "request", "request_uri",
+    "id_token_hint", "acr_values", "request", "request_uri", "dpop_jkt",
 )  # fmt: skip
+#: RFC 9449 10: ``dpop_jkt`` is an RFC 7638 SHA-256 thumbprint, 43 base64url characters.
+DPOP_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_PARAMETER_LENGTH = 4096
 #: Parameters allowed longer: an ID token idp issued is a valid id_token_hint (OIDC Core 3.1.2.1)
 #: however long its ``groups`` claim makes it, up to what ``verify_issued_jwt`` reads (a longer
@@ -70,6 +72,8 @@ class AuthorizationRequest:
     #: that was not (``check_stored_request``). None in a request stored before idp kept it,
     #: which is answered as it was then.
     pushed: bool | None = None
+    #: RFC 9449 10: the DPoP key the code is bound to (None in a request stored before it).
+    dpop_jkt: str | None = None
 
     def to_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,7 +147,19 @@ def _parse_after_redirect_uri(
         id_token_hint_sub=check_id_token_hint(values, client, context),
         acr_values=kept_acr_values(values),
         pushed=context.pushed,
+        dpop_jkt=check_dpop_jkt(values),
     )
+
+
+def check_dpop_jkt(values: dict[str, str]) -> str | None:
+    """RFC 9449 10: the thumbprint of the key whose proof must come with the code's exchange;
+    malformed, it could match no key, and the client would learn only at the token endpoint."""
+    jkt = values.get("dpop_jkt")
+    if jkt is None:
+        return None
+    if not DPOP_JKT.fullmatch(jkt):
+        raise AuthorizationError("invalid_request", "dpop_jkt must be a SHA-256 JWK thumbprint.")
+    return jkt
 
 
 def check_stored_request(

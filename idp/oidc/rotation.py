@@ -96,17 +96,19 @@ def redeem(
     return services().grants.refused_refresh_token(digest, client.client_id, now, grace, jkt)
 
 
-def redeem_code(request: Any, code: str, client: Client, now: datetime) -> SpentCode | None:
+def redeem_code(
+    request: Any, code: str, client: Client, now: datetime, jkt: str | None = None
+) -> SpentCode | None:
     """``GrantService.redeem_code`` for ``client``, its spend sent in a transaction of its own
     (``request.rotation``, committed by ``in_rotation`` with the tokens the code issues) when the
     request has no ``Session``, as ``redeem`` does for a refresh token."""
     digest = code_digest(code)
     lifetime = timedelta(seconds=runtime().settings.code_ttl)
     if digest is None or (transaction := _transaction_apart(client)) is None:
-        return services().grants.redeem_code(code, client.client_id, now, lifetime)
+        return services().grants.redeem_code(code, client.client_id, now, lifetime, jkt)
     request.rotation = transaction
     row = transaction.first(
-        SPEND_CODE, {"spent_at": now, "digest": digest, "client": client.client_id}
+        SPEND_CODE, {"spent_at": now, "digest": digest, "client": client.client_id, "jkt": jkt}
     )
     if row is not None:
         return spent_code(row, client.client_id, now, lifetime)

@@ -180,7 +180,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             # 5.2) before the spend. A wrong one still spends the code (S256CodeChallenge).
             raise InvalidRequestError("The 'code_verifier' parameter is missing.")
         # Spent here, atomically, before any other check: a replay revokes the grant.
-        row = redeem_code(self.request, code, client, clock().now())
+        # RFC 9449 10: a code bound to a DPoP key needs this request's proof of it.
+        row = redeem_code(self.request, code, client, clock().now(), g.get("dpop_jkt"))
         if row is None or not still_allowed(
             row.grant, client, restricted_as_stored=row.grant.client_restricted,
             request=self.request,

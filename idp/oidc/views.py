@@ -247,6 +247,7 @@ def _proceed(
             nonce=auth_request.nonce,
             code_challenge=auth_request.code_challenge,
             code_challenge_method=auth_request.code_challenge_method,
+            dpop_jkt=auth_request.dpop_jkt,
         ),
         ttl=runtime().settings.code_ttl,
         now=now,

@@ -158,6 +158,7 @@ class CodeRequest:
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
+    dpop_jkt: str | None = None  # RFC 9449 10
 
 
 class GrantService:
@@ -194,7 +195,7 @@ class GrantService:
             "code_hash": token_hash(code), "grant_id": grant_id, "client_id": client.client_id,
             "redirect_uri": request.redirect_uri, "scope": request.scope, "nonce": request.nonce,
             "code_challenge": request.code_challenge,
-            "code_challenge_method": request.code_challenge_method,
+            "code_challenge_method": request.code_challenge_method, "dpop_jkt": request.dpop_jkt,
             "expires_at": now + timedelta(seconds=ttl), "consumed_at": None,
         }  # fmt: skip
         return code, [Inserts(_GRANTS, (grant,)), Inserts(_CODES, (stored,))]
@@ -239,7 +240,7 @@ class GrantService:
         row.granted_at = now
 
     def redeem_code(
-        self, code: str, client_id: str, now: datetime, lifetime: timedelta
+        self, code: str, client_id: str, now: datetime, lifetime: timedelta, jkt: str | None = None
     ) -> SpentCode | None:
         """Spend a code once. A second presentation revokes the grant (RFC 6749 4.1.2); the code
         is bound to the client it was issued to (RFC 6749 4.1.3): presented by another client it
@@ -249,21 +250,24 @@ class GrantService:
         response needs of the grant and its user (the ID token's claims, OIDC Core 2 and 5.4) and
         what the checks need (revoked, disabled): a sign-in's code makes no other read. Only a
         refusal reads the row again, to tell a replay from an unknown code. ``lifetime``: the
-        code's (``code_ttl``), which dates its issue (``spent_code``)."""
+        code's (``code_ttl``), which dates its issue (``spent_code``); ``jkt``: the request's DPoP
+        key, which a code bound to one must match (RFC 9449 10)."""
         digest = code_digest(code)
         if digest is None:
             return None
-        row: Any = consume_prepared(self.db, SPEND_CODE, now=now, digest=digest, client=client_id)
+        params = {"digest": digest, "client": client_id, "jkt": jkt}
+        row: Any = consume_prepared(self.db, SPEND_CODE, now=now, **params)
         if row is None:
             self.refused_code(digest, client_id, now)
             return None
         return spent_code(row, client_id, now, lifetime)
 
     def refused_code(self, digest: str, client_id: str, now: datetime) -> None:
-        """A code whose spend changed nothing: unknown, another client's (nothing happens), or
-        spent before by its own client, a replay that revokes the grant (RFC 6749 4.1.2)."""
+        """A code whose spend changed nothing: unknown, another client's, unspent as bound to
+        another DPoP key (nothing happens), or spent before by its own client, a replay that
+        revokes the grant (RFC 6749 4.1.2)."""
         found = self.db.connection().execute(FIND_CODE, {"digest": digest}).first()
-        if found is not None and found.client_id == client_id:
+        if found is not None and found.client_id == client_id and found.consumed_at is not None:
             self.revoke_grant(found.grant_id, CODE_REPLAY, now)
 
     # -- refresh tokens -------------------------------------------------------------------------

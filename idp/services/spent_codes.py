@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, or_, select
 
 from idp.clock import stamped_ahead
 from idp.models import AuthorizationCode, Client, Grant, User
@@ -126,13 +126,19 @@ _CODE_REDEEMED = (
     select(_c.restricted_to_groups).where(_c.client_id == bindparam("client"))
     .scalar_subquery().label("client_restricted"),
 )  # fmt: skip
+#: RFC 9449 10: a code bound to a DPoP key (``dpop_jkt``) is spent only by a request whose proof
+#: is of that key (``jkt``: the proof's thumbprint, None without one); another key leaves it
+#: unspent, so whoever intercepted it can neither exchange nor burn it.
 SPEND_CODE = consume_once_statement(
     _CODES,
     _ac.code_hash == bindparam("digest"),
     _ac.client_id == bindparam("client"),
+    or_(_ac.dpop_jkt.is_(None), _ac.dpop_jkt == bindparam("jkt")),
     columns=_CODE_REDEEMED,
 )
-FIND_CODE = select(_ac.client_id, _ac.grant_id).where(_ac.code_hash == bindparam("digest"))
+FIND_CODE = select(_ac.client_id, _ac.grant_id, _ac.consumed_at).where(
+    _ac.code_hash == bindparam("digest")
+)
 
 
 def code_digest(code: str) -> str | None:

@@ -132,6 +132,35 @@ def test_a_client_that_requires_dpop_is_refused_a_request_without_a_proof(app: F
     assert other.token({"grant_type": "client_credentials"}).status_code == 200
 
 
+def test_a_code_asked_for_with_dpop_jkt_is_exchanged_only_with_that_key(
+    storage_app: Flask,
+) -> None:
+    """RFC 9449 10: ``dpop_jkt`` at the authorization endpoint binds the code to the key; an
+    exchange with another key or none is ``invalid_grant`` and spends nothing (the condition is
+    in the spend's one UPDATE), so whoever intercepted the code can neither use nor burn it."""
+    rp, key = public_rp(storage_app), DPoPKey()
+    code = rp.obtain_code(create_user(storage_app), dpop_jkt=key.jkt)["code"]
+    data = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": rp.registered.redirect_uri, "code_verifier": rp.verifier}  # fmt: skip
+    assert rp.token(data, dpop=DPoPKey().proof()).get_json()["error"] == "invalid_grant"
+    assert rp.token(data).get_json()["error"] == "invalid_grant"
+    exchanged = rp.token(data, dpop=key.proof())
+    assert exchanged.status_code == 200, exchanged.text
+    assert jwt_parts(exchanged.get_json()["access_token"])[1]["cnf"] == {"jkt": key.jkt}
+    # Spent once all the same: a replay with the right key is a replay (RFC 6749 4.1.2).
+    assert rp.token(data, dpop=key.proof()).get_json()["error"] == "invalid_grant"
+
+
+def test_a_malformed_dpop_jkt_is_invalid_request(app: Flask) -> None:
+    """RFC 9449 10: a thumbprint is 43 base64url characters; anything else could match no key."""
+    rp = public_rp(app)
+    response = rp.authorize(dpop_jkt="not-a-thumbprint")
+    assert response.status_code in (302, 303), response.text
+    location = response.headers["Location"]
+    assert location.startswith(rp.registered.redirect_uri)
+    assert "error=invalid_request" in location
+
+
 def test_client_credentials_with_a_proof_are_bound(rp: RelyingParty) -> None:
     key = DPoPKey()
     response = rp.token({"grant_type": "client_credentials"}, dpop=key.proof())

@@ -1,6 +1,6 @@
 """DPoP (RFC 9449): the proofs seen, by their key and ``jti`` until their window ends (11.1), the
-key a public client's refresh token is bound to (5), and each client's
-``dpop_bound_access_tokens`` (5.2)
+key a public client's refresh token is bound to (5), each client's ``dpop_bound_access_tokens``
+(5.2), and the key an authorization code is bound to (10, ``dpop_jkt``)
 
 Revision ID: 0021
 Revises: 0020
@@ -33,6 +33,8 @@ def upgrade() -> None:
     # Unbound (NULL) for every existing refresh token: they were issued without DPoP.
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("jkt", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("authorization_codes", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("dpop_jkt", sa.String(length=64), nullable=True))
     # Off for every existing client: nothing changes for them until an admin turns it on.
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.add_column(
@@ -43,6 +45,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("authorization_codes", schema=None) as batch_op:
+        batch_op.drop_column("dpop_jkt")
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.drop_column("dpop_bound_access_tokens")
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
