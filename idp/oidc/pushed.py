@@ -7,11 +7,13 @@ a pushed request is validated exactly as ``/authorize`` validates one (idp.oidc.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
+from flask import g
 
 from idp import checkpoints
 from idp.composition import clock, runtime, services
@@ -155,6 +157,13 @@ def _checked_push(request: OAuth2Request, client: Any) -> AuthorizationRequest:
         ) from None
     if auth_request.client_id != client.client_id:
         raise InvalidRequestError("The client_id is not the client that authenticated.")
+    proved: str | None = g.get("dpop_jkt")
+    if proved is not None:
+        # RFC 9449 10.1: the push's DPoP proof binds the code to its key; a dpop_jkt naming
+        # another key contradicts it and the request is refused.
+        if auth_request.dpop_jkt not in (None, proved):
+            raise InvalidRequestError("The dpop_jkt is not the DPoP proof's key.")
+        auth_request = replace(auth_request, dpop_jkt=proved)
     return auth_request
 
 

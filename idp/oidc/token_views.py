@@ -216,6 +216,13 @@ def pushed_authorization() -> Response:
     """Pushed authorization request endpoint (RFC 9126 2): 201 with the request_uri, or the JSON
     error of RFC 9126 2.3; no-store either way (RFC 9126 2.2). Readable by any origin, as the
     token endpoint's answers are: a single-page app (a public client) pushes from its page."""
+    if DPOP_HEADER in request.environ:
+        try:
+            # RFC 9449 10.1: a proof at the PAR endpoint binds the pushed request's code to its
+            # key, as ``dpop_jkt`` would (idp.oidc.pushed).
+            g.dpop_jkt = checked_proof(request, "/par").jkt
+        except DPoPProofError as error:
+            return cors(token_refusal(error)).response()
     answer = oauth_server().create_endpoint_response("pushed_authorization")
     return cors(_committed(answer)).response()
 

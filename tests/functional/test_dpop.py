@@ -12,7 +12,7 @@ from idp.models import RefreshToken
 from tests.functional.test_logout import introspect
 from tests.support.dpop import USERINFO_URL, DPoPKey
 from tests.support.factories import CreatedUser, create_client, create_user, rows
-from tests.support.flow import RelyingParty, jwt_parts
+from tests.support.flow import RelyingParty, jwt_parts, sign_in_address
 
 
 def public_rp(app: Flask) -> RelyingParty:
@@ -149,6 +149,34 @@ def test_a_code_asked_for_with_dpop_jkt_is_exchanged_only_with_that_key(
     assert jwt_parts(exchanged.get_json()["access_token"])[1]["cnf"] == {"jkt": key.jkt}
     # Spent once all the same: a replay with the right key is a replay (RFC 6749 4.1.2).
     assert rp.token(data, dpop=key.proof()).get_json()["error"] == "invalid_grant"
+
+
+def test_a_push_with_a_proof_binds_the_code_to_its_key(app: Flask) -> None:
+    """RFC 9449 10.1: a DPoP proof at the PAR endpoint binds the pushed request's code as
+    ``dpop_jkt`` would; a ``dpop_jkt`` of another key beside it is refused."""
+    rp, key = public_rp(app), DPoPKey()
+    push_url = "http://localhost/par"
+    pushed = rp.browser.post("/par", data=rp.authorize_params(), headers={
+        "DPoP": key.proof(url=push_url)})  # fmt: skip
+    assert pushed.status_code == 201, pushed.text
+    query = {"client_id": rp.registered.client_id, "request_uri": pushed.get_json()["request_uri"]}
+    response = rp.browser.get("/authorize", query_string=query)
+    address = sign_in_address(response)
+    assert address is not None
+    code = rp.follow_to_callback(rp.sign_in(address, create_user(app)))["code"]
+    data = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": rp.registered.redirect_uri, "code_verifier": rp.verifier}  # fmt: skip
+    assert rp.token(data, dpop=DPoPKey().proof()).get_json()["error"] == "invalid_grant"
+    assert rp.token(data, dpop=key.proof()).status_code == 200
+
+    contradicted = rp.browser.post("/par", data=rp.authorize_params(dpop_jkt=DPoPKey().jkt),
+                                   headers={"DPoP": key.proof(url=push_url)})  # fmt: skip
+    assert contradicted.status_code == 400
+    assert contradicted.get_json()["error"] == "invalid_request"
+    refused = rp.browser.post("/par", data=rp.authorize_params(), headers={
+        "DPoP": key.proof(url="http://localhost/token")})  # fmt: skip
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_dpop_proof"
 
 
 def test_a_malformed_dpop_jkt_is_invalid_request(app: Flask) -> None:
