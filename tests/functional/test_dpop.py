@@ -9,10 +9,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp.models import RefreshToken
+from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from tests.functional.test_device_flow import answer, device_for
 from tests.functional.test_logout import introspect
 from tests.support.dpop import USERINFO_URL, DPoPKey
 from tests.support.factories import CreatedUser, create_client, create_user, rows
-from tests.support.flow import RelyingParty, jwt_parts, sign_in_address
+from tests.support.flow import RelyingParty, jwt_parts, sign_in_address, start_session
 
 
 def public_rp(app: Flask) -> RelyingParty:
@@ -294,3 +296,24 @@ def test_a_page_may_send_the_dpop_header(client: FlaskClient) -> None:
     """A single-page app's preflight (CORS) before it sends its proof."""
     answer = client.options("/token")
     assert "DPoP" in answer.headers["Access-Control-Allow-Headers"]
+
+
+def test_a_device_polling_with_a_proof_gets_tokens_bound_to_its_key(app: Flask) -> None:
+    """RFC 9449 5 with RFC 8628 3.4: the device code grant binds as the others do; a public
+    client's refresh token too."""
+    device, key = device_for(app, kind="native"), DPoPKey()
+    phone = app.test_client()
+    start_session(phone, create_user(app))
+    codes = device.codes()
+    answer(phone, codes["user_code"])
+    data, headers = device._auth(
+        {"grant_type": DEVICE_CODE_GRANT_TYPE, "device_code": codes["device_code"]}
+    )
+    polled = device.http.post("/token", data=data, headers={**headers, "DPoP": key.proof()})
+    assert polled.status_code == 200, polled.text
+    body = polled.get_json()
+    assert body["token_type"] == "DPoP"
+    assert jwt_parts(body["access_token"])[1]["cnf"] == {"jkt": key.jkt}
+    rp = RelyingParty(device.http, device.registered)
+    assert rp.refresh(body["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert rp.refresh(body["refresh_token"], dpop=key.proof()).status_code == 200
