@@ -63,6 +63,9 @@ class Settings:
     #: RFC 9126 5 ``require_pushed_authorization_requests``: every client must push its
     #: authorization requests (``POST /par``); off, only clients registered to require it.
     require_pushed_authorization_requests: bool = False
+    #: RFC 9449 8: every DPoP proof must carry a nonce idp gave (``DPoP-Nonce``), so that a proof
+    #: cannot be made ahead of time; off, proofs are bounded by their ``iat`` alone.
+    dpop_nonces: bool = False
     session_idle_ttl: int = 14 * 24 * 3600
     session_absolute_ttl: int = 30 * 24 * 3600
     #: Restricted sessions (login link, invite, sign-up confirmation, backup-code recovery) end

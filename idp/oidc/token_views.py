@@ -21,7 +21,14 @@ from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.discovery import provider_metadata
-from idp.oidc.dpop import DPOP_HEADER, checked_proof, resource_refusal, token_refusal
+from idp.oidc.dpop import (
+    DPOP_HEADER,
+    checked_proof,
+    resource_proof_refusal,
+    resource_refusal,
+    token_refusal,
+    with_nonce,
+)
 from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
 from idp.services.dpop import DPoPProofError
@@ -103,6 +110,7 @@ def token_answer(current: Request) -> Answer:
             g.dpop_jkt = checked_proof(current, "/token").jkt
         except DPoPProofError as error:
             return cors(token_refusal(error))
+        return cors(with_nonce(_committed(oauth_server().create_token_response(current))))
     return cors(_committed(oauth_server().create_token_response(current)))
 
 
@@ -120,7 +128,7 @@ def userinfo_answer(current: Request) -> Answer:
 def _userinfo(current: Request) -> Answer:
     scheme, _, value = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "dpop":
-        return _dpop_userinfo(current, value.strip())
+        return with_nonce(_dpop_userinfo(current, value.strip()))
     token_value = value.strip() if scheme.lower() == "bearer" else ""
     if current.method == "POST" and current.mimetype == "application/x-www-form-urlencoded":
         sent = current.form.getlist("access_token")
@@ -145,7 +153,8 @@ def _userinfo(current: Request) -> Answer:
     if access_token.jkt is not None:
         # RFC 9449 7.1: a DPoP-bound token presented as a bearer token is refused, with the
         # DPoP challenge: without the proof, whoever presents it may have stolen it.
-        return resource_refusal(401, "invalid_token", "The access token is bound to a DPoP key.")
+        refusal = resource_refusal(401, "invalid_token", "The access token is bound to a DPoP key.")
+        return with_nonce(refusal)
     if "openid" not in access_token.scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
     return _claims(access_token)
@@ -160,7 +169,7 @@ def _dpop_userinfo(current: Request, token_value: str) -> Answer:
     try:
         proof = checked_proof(current, "/userinfo", access_token=token_value)
     except DPoPProofError as error:
-        return resource_refusal(401, "invalid_dpop_proof", str(error))
+        return resource_proof_refusal(error)
     access_token = bearer_token(token_value)
     if access_token is None or not access_token.active or access_token.holder is None:
         return resource_refusal(401, "invalid_token", "The access token is invalid or expired.")
@@ -223,6 +232,8 @@ def pushed_authorization() -> Response:
             g.dpop_jkt = checked_proof(request, "/par").jkt
         except DPoPProofError as error:
             return cors(token_refusal(error)).response()
+        answer = oauth_server().create_endpoint_response("pushed_authorization")
+        return cors(with_nonce(_committed(answer))).response()
     answer = oauth_server().create_endpoint_response("pushed_authorization")
     return cors(_committed(answer)).response()
 

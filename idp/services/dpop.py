@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,38 @@ class DPoPProofError(DomainError):
     """The proof is refused (RFC 9449 5 and 7.1: ``invalid_dpop_proof``)."""
 
 
+class DPoPNonceError(DPoPProofError):
+    """The proof lacks a nonce idp gave, or its nonce is stale (RFC 9449 8: ``use_dpop_nonce``,
+    answered with a fresh ``DPoP-Nonce``)."""
+
+
+#: RFC 9449 8: how long a nonce idp gave is accepted, in seconds.
+NONCE_LIFETIME = 300
+
+
+def new_nonce(key: bytes, now: datetime) -> str:
+    """A server nonce (RFC 9449 8): the time it was made and a MAC of it under ``key``, so that
+    every node accepts another's without storing any (the proof's ``jti`` stops a replay)."""
+    return _nonce(key, int(now.timestamp()))
+
+
+def _nonce(key: bytes, made: int) -> str:
+    mac = hmac.new(key, f"dpop-nonce.{made}".encode(), hashlib.sha256).digest()[:16]
+    return f"{made}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode('ascii')}"
+
+
+def nonce_accepted(key: bytes, nonce: object, now: datetime) -> bool:
+    """Whether ``nonce`` is one ``new_nonce`` made under ``key`` at most ``NONCE_LIFETIME`` ago
+    (a node a little ahead of this one may have made it: ``PROOF_AHEAD``)."""
+    if not isinstance(nonce, str) or len(nonce) > 64:
+        return False
+    made, _, _ = nonce.partition(".")
+    if not made.isdigit() or not hmac.compare_digest(_nonce(key, int(made)), nonce):
+        return False
+    age = int(now.timestamp()) - int(made)
+    return -PROOF_AHEAD <= age <= NONCE_LIFETIME
+
+
 @dataclass(frozen=True)
 class DPoPProof:
     """A proof that passed ``check_proof``: its key's thumbprint, its ``jti`` and ``iat``."""
@@ -107,12 +140,14 @@ def _integer(value: object) -> bool:
 
 
 def check_proof(
-    value: str, *, method: str, url: str, now: datetime, access_token: str | None = None
-) -> DPoPProof:
+    value: str, *, method: str, url: str, now: datetime, access_token: str | None = None,
+    nonce_key: bytes | None = None,
+) -> DPoPProof:  # fmt: skip
     """The proof in the ``DPoP`` header ``value`` of a ``method`` request to ``url`` received at
     ``now``, checked as RFC 9449 4.3 asks (all but the ``jti``'s use, ``remember_proof``); with
     ``access_token``, a request to a protected resource whose proof must carry its ``ath``
-    (RFC 9449 7.1). Raises ``DPoPProofError`` naming the first rule broken."""
+    (RFC 9449 7.1); with ``nonce_key``, one whose ``nonce`` idp gave (RFC 9449 8, 4.3 item 10).
+    Raises ``DPoPProofError`` naming the first rule broken."""
     # Item 1: one header; a second one reaches the application joined to the first by a comma
     # (RFC 9110 5.3), four dots where one compact JWS has two. Item 2: a well-formed JWT.
     if not value or len(value) > MAX_PROOF_LENGTH or value.count(".") != 2:
@@ -150,6 +185,9 @@ def check_proof(
     current = int(now.timestamp())
     if not _integer(iat) or not current - PROOF_WINDOW <= cast(int, iat) <= current + PROOF_AHEAD:
         raise DPoPProofError("The DPoP proof's 'iat' is outside the accepted window.")
+    # Item 10: a nonce idp gave, when it requires one (RFC 9449 8, 9).
+    if nonce_key is not None and not nonce_accepted(nonce_key, payload.get("nonce"), now):
+        raise DPoPNonceError("The DPoP proof must carry the nonce idp gave (DPoP-Nonce).")
     # Item 12: at a protected resource, bound to the access token presented with it.
     if access_token is not None and payload.get("ath") != access_token_hash(access_token):
         raise DPoPProofError("The DPoP proof's 'ath' does not match the access token.")

@@ -16,11 +16,14 @@ from sqlalchemy import Engine, create_engine, select
 from idp.database import configure_engine
 from idp.models import Base, UsedDPoPProof
 from idp.services.dpop import (
+    NONCE_LIFETIME,
     PROOF_AHEAD,
     PROOF_WINDOW,
+    DPoPNonceError,
     DPoPProof,
     DPoPProofError,
     check_proof,
+    new_nonce,
     remember_proof,
 )
 from tests.support.dpop import TOKEN_URL, USERINFO_URL, DPoPKey, b64url
@@ -180,3 +183,30 @@ def test_a_proof_is_remembered_once_until_its_window_ends(engine: Engine, key: D
     with engine.connect() as connection:
         kept = connection.scalars(select(UsedDPoPProof.expires_at)).all()
     assert {stamp.replace(tzinfo=UTC) for stamp in kept} == {NOW + timedelta(seconds=PROOF_WINDOW)}
+
+
+NONCE_KEY = b"n" * 32
+
+
+def test_a_proof_without_the_servers_nonce_is_refused(key: DPoPKey) -> None:
+    """RFC 9449 8 and 4.3 item 10: when idp requires nonces, a proof carries the one it gave."""
+    with pytest.raises(DPoPNonceError):
+        check(key.proof(iat=NOW_S), nonce_key=NONCE_KEY)
+    given = new_nonce(NONCE_KEY, NOW)
+    assert check(key.proof(iat=NOW_S, claims={"nonce": given}), nonce_key=NONCE_KEY).jkt == key.jkt
+
+
+def test_a_stale_or_forged_nonce_is_refused(key: DPoPKey) -> None:
+    stale = new_nonce(NONCE_KEY, NOW - timedelta(seconds=NONCE_LIFETIME + 1))
+    forged = new_nonce(b"another key" * 3, NOW)
+    made, _, mac = new_nonce(NONCE_KEY, NOW).partition(".")
+    moved = f"{int(made) + 1}.{mac}"  # another time under the same MAC
+    for nonce in (stale, forged, moved, "", 17):
+        with pytest.raises(DPoPNonceError):
+            check(key.proof(iat=NOW_S, claims={"nonce": nonce}), nonce_key=NONCE_KEY)
+    # Made a little ahead by another node is fine; made in the future beyond the skew is not.
+    ahead = new_nonce(NONCE_KEY, NOW + timedelta(seconds=PROOF_AHEAD))
+    check(key.proof(iat=NOW_S, claims={"nonce": ahead}), nonce_key=NONCE_KEY)
+    far = new_nonce(NONCE_KEY, NOW + timedelta(seconds=PROOF_AHEAD + 1))
+    with pytest.raises(DPoPNonceError):
+        check(key.proof(iat=NOW_S, claims={"nonce": far}), nonce_key=NONCE_KEY)
