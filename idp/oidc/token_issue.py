@@ -14,11 +14,10 @@ from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import Client, DeviceAuthorization, Grant
 from idp.services.crypto import new_secret
-from idp.services.grants import (
+from idp.services.grants import SpentCode, record_issued_apart
+from idp.services.issued_tokens import (
     IssuedAccessToken,
-    SpentCode,
     record_access_token_alone,
-    record_issued_apart,
     record_rotation_apart,
 )
 from idp.services.refresh_tokens import SpentRefreshToken, refresh_token_row

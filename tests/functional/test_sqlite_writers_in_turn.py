@@ -75,7 +75,8 @@ def test_a_lone_write_waits_for_its_turn_a_client_credentials_grant_s_token(
         return answer.status_code
 
     # The first grant reads its client into the process's cache; the next one opens no Session
-    # and writes its token alone, in autocommit (idp.services.grants record_access_token_alone).
+    # and writes its token alone, in autocommit (idp.services.issued_tokens
+    # record_access_token_alone).
     assert grant() == 200
     monkeypatch.setattr(database, "BUSY_TIMEOUT_SECONDS", 0)  # the request thread's connection
     assert _while_another_writer_holds_the_lock(own_app, grant) == {"answer": 200}

@@ -2,8 +2,8 @@
 key a public client's refresh token is bound to (5), each client's ``dpop_bound_access_tokens``
 (5.2), and the key an authorization code is bound to (10, ``dpop_jkt``)
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 """
 
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from alembic import op
 
 import idp.models.base
 
-revision: str = "0021"
-down_revision: str | None = "0020"
+revision: str = "0022"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
