@@ -21,6 +21,7 @@ from schemathesis import Case, CheckContext, GenerationMode, Response
 from idp.api.core import OPERATIONS
 from idp.api.openapi import document, openapi_path, problems_of
 from idp.api.problems import MEDIA_TYPE, TYPES
+from tests.conftest import _empty_tables
 from tests.functional.test_api import issue
 from tests.support.factories import create_client, create_user
 
@@ -181,14 +182,22 @@ def test_created_resources_answer_as_the_document_links_them(app: Flask) -> None
     (read, change with its ETag, rotate, disable, delete, add members), each answer checked as
     above: the ids and ETags the answers give are the ones the linked operations take. On
     SQLite only: the operations met PostgreSQL above, and the suite's time is shared."""
-    api_token = _token_on(app)
     linked = schemathesis.openapi.from_dict(document(), config=_config(stateful=True))
     linked.app = app
     steps: Counter[str] = Counter()
     served: Counter[str] = Counter()
-    headers = {"Authorization": f"Bearer {api_token}"}
+    headers: dict[str, str] = {}
 
     class Scenario(linked.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            # Every scenario starts from the same rows. Hypothesis runs a scenario's prefix
+            # again to explore what follows it; had the rows of earlier scenarios stayed, the
+            # same steps could be answered otherwise the second time (a name taken: 409), fill
+            # other bundles, enable other rules, and Hypothesis stops the run as a strategy that
+            # depends on external state (FlakyStrategyDefinition).
+            _empty_tables(app)
+            headers["Authorization"] = f"Bearer {_token_on(app)}"
+
         def get_call_kwargs(self, case: Case) -> dict[str, Any]:
             return {"headers": headers}
 
