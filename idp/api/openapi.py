@@ -85,10 +85,15 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
                           "schema": properties[name]})  # fmt: skip
     if op.if_match:
         found.append({"name": "If-Match", "in": "header", "required": True,
-                      "description": "The ETag of the resource as read (RFC 9110 13.1.1)",
-                      "schema": {"type": "string"}})  # fmt: skip
+                      "description": "The ETag of the resource as read (RFC 9110 13.1.1); "
+                                     "`*` is refused (428): it would be a blind write",
+                      "schema": {"type": "string", "pattern": ENTITY_TAGS}})  # fmt: skip
     return found
 
+
+#: RFC 9110 13.1.1: ``If-Match`` is ``*`` or a list of entity-tags (8.8.3: an optional ``W/``
+#: and a quoted string of ``etagc``); idp takes the list only (idp.api.clients).
+ENTITY_TAGS = r'^(W/)?"[!#-~]*"(, ?(W/)?"[!#-~]*")*$'
 
 #: What any operation may answer: a NUL in the path or the query (idp.web.form_request), a body
 #: over the limit (read before anything, a GET's too), and idp's own faults.
