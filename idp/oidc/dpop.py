@@ -91,9 +91,8 @@ class DPoPProofRequiredError(OAuth2Error):
 def token_refusal(error: DPoPProofError) -> Answer:
     """RFC 9449 5: the token endpoint's refusal of a proof, RFC 6749 5.2's JSON error; for a
     missing or stale nonce, ``use_dpop_nonce`` with the nonce to use (RFC 9449 8)."""
-    code = "use_dpop_nonce" if isinstance(error, DPoPNonceError) else "invalid_dpop_proof"
     return with_nonce(Answer.json(
-        400, {"error": code, "error_description": str(error)},
+        400, {"error": _error_code(error), "error_description": str(error)},
         ("Cache-Control", "no-store"), ("Pragma", "no-cache"),
     ))  # fmt: skip
 
@@ -111,5 +110,10 @@ def resource_refusal(status: int, error: str, description: str) -> Answer:
 def resource_proof_refusal(error: DPoPProofError) -> Answer:
     """RFC 9449 7.1 and 9: a protected resource's refusal of a proof (``use_dpop_nonce`` for a
     missing or stale nonce, with the nonce to use)."""
-    code = "use_dpop_nonce" if isinstance(error, DPoPNonceError) else "invalid_dpop_proof"
-    return resource_refusal(401, code, str(error))
+    return resource_refusal(401, _error_code(error), str(error))
+
+
+def _error_code(error: DPoPProofError) -> str:
+    """RFC 9449 8 and 9: a missing or stale nonce is ``use_dpop_nonce``, any other refusal of a
+    proof ``invalid_dpop_proof``."""
+    return "use_dpop_nonce" if isinstance(error, DPoPNonceError) else "invalid_dpop_proof"

@@ -103,15 +103,21 @@ def cors(answer: Answer) -> Answer:
 
 def token_answer(current: Request) -> Answer:
     """Token endpoint (RFC 6749 3.2, OIDC Core 3.1.3); with a DPoP proof, RFC 9449 5."""
-    if DPOP_HEADER in current.environ:
-        try:
-            # RFC 9449 5 and 6: what this request issues is bound to the proof's key
-            # (idp.oidc.token_issue), read from ``g`` as the ID token's client is.
-            g.dpop_jkt = checked_proof(current, "/token").jkt
-        except DPoPProofError as error:
-            return cors(token_refusal(error))
-        return cors(with_nonce(_committed(oauth_server().create_token_response(current))))
-    return cors(_committed(oauth_server().create_token_response(current)))
+    return _proved(current, "/token", lambda: oauth_server().create_token_response(current))
+
+
+def _proved(current: Request, path: str, respond: Callable[[], Answer]) -> Answer:
+    """``respond``'s answer, committed and readable by any origin; with a DPoP proof, the proof
+    checked and spent first, and what the request issues bound to its key: the tokens (RFC 9449
+    5 and 6, idp.oidc.token_issue) or a pushed request's code (10.1, idp.oidc.pushed), which
+    read it from ``g`` as the ID token's client is."""
+    if DPOP_HEADER not in current.environ:
+        return cors(_committed(respond()))
+    try:
+        g.dpop_jkt = checked_proof(current, path).jkt
+    except DPoPProofError as error:
+        return cors(token_refusal(error))
+    return cors(with_nonce(_committed(respond())))
 
 
 def introspection_answer(current: Request) -> Answer:
@@ -225,17 +231,11 @@ def pushed_authorization() -> Response:
     """Pushed authorization request endpoint (RFC 9126 2): 201 with the request_uri, or the JSON
     error of RFC 9126 2.3; no-store either way (RFC 9126 2.2). Readable by any origin, as the
     token endpoint's answers are: a single-page app (a public client) pushes from its page."""
-    if DPOP_HEADER in request.environ:
-        try:
-            # RFC 9449 10.1: a proof at the PAR endpoint binds the pushed request's code to its
-            # key, as ``dpop_jkt`` would (idp.oidc.pushed).
-            g.dpop_jkt = checked_proof(request, "/par").jkt
-        except DPoPProofError as error:
-            return cors(token_refusal(error)).response()
-        answer = oauth_server().create_endpoint_response("pushed_authorization")
-        return cors(with_nonce(_committed(answer))).response()
-    answer = oauth_server().create_endpoint_response("pushed_authorization")
-    return cors(_committed(answer)).response()
+    # RFC 9449 10.1: a proof at the PAR endpoint binds the pushed request's code to its key, as
+    # ``dpop_jkt`` would.
+    return _proved(
+        request, "/par", lambda: oauth_server().create_endpoint_response("pushed_authorization")
+    ).response()
 
 
 def revocation_answer(current: Request) -> Answer:

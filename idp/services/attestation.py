@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -143,9 +144,11 @@ def root_fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
+@lru_cache(maxsize=8)
 def root_fingerprints(roots: tuple[bytes, ...]) -> frozenset[str]:
     """The fingerprints of the configured ``roots`` (PEM): a passkey whose recorded root is not
-    among them was attested by a root the deployment no longer trusts."""
+    among them was attested by a root the deployment no longer trusts. Computed once per set of
+    roots (a setting, fixed for the process), not once per passkey a page lists."""
     return frozenset(root_fingerprint(x509.load_pem_x509_certificate(pem)) for pem in roots)
 
 
