@@ -70,6 +70,17 @@ def test_create_add_members_list_rename_and_remove(
     assert {"group.created", "group.renamed", "group.member_removed"} <= set(kinds)
 
 
+def test_group_page_heads_with_display_name_and_shows_claim_name_apart(
+    admin: ConsoleBrowser,
+) -> None:
+    _create(admin, "staff")
+    page = admin.browser.get("/admin/groups/staff").text
+    assert "<h1>Staff</h1>" in page
+    assert 'claim: <code id="group-name">staff</code>' in page
+    admin.post("/admin/groups", {"name": "ops"})  # no display name: the name heads the page
+    assert "<h1>ops</h1>" in admin.browser.get("/admin/groups/ops").text
+
+
 @pytest.mark.parametrize("name", ["Bad Name", "staff"])
 def test_bad_or_duplicate_name_is_shown_and_changes_nothing(
     storage_app: Flask, admin: ConsoleBrowser, name: str
