@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from idp import metrics
 from idp.errors import DomainError
-from idp.models import AuditEvent, User
+from idp.models import AuditEvent, Client, User
 from idp.models.base import utcnow
 from idp.services.user_agents import describe_user_agent
 from idp.session_statements import statements_of
@@ -270,11 +270,13 @@ def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
 
 @dataclass(frozen=True)
 class AuditRow:
-    """An event with the people it names resolved to email addresses (None: deleted user)."""
+    """An event with the people it names resolved to email addresses (None: deleted user) and
+    its client app to the app's name (None: no app, or a deleted one)."""
 
     event: AuditEvent
     actor_email: str | None
     subject_email: str | None
+    client_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,9 +292,16 @@ def _with_emails(db: Session, events: Sequence[AuditEvent]) -> list[AuditRow]:
     if ids:
         for user_id, email in db.execute(select(User.id, User.email).where(User.id.in_(ids))):
             emails[user_id] = email
+    client_ids = {e.client_id for e in events if e.client_id}
+    names: dict[str, str] = {}
+    if client_ids:
+        query = select(Client.client_id, Client.name).where(Client.client_id.in_(client_ids))
+        names = {row.client_id: row.name for row in db.execute(query)}
     return [
-        AuditRow(e, emails.get(e.actor_id or ""), emails.get(e.subject_id or "")) for e in events
-    ]
+        AuditRow(e, emails.get(e.actor_id or ""), emails.get(e.subject_id or ""),
+                 names.get(e.client_id or ""))
+        for e in events
+    ]  # fmt: skip
 
 
 def search(db: Session, where: AuditFilter, page: int = 1, size: int = PAGE_SIZE) -> AuditPage:

@@ -24,7 +24,7 @@ from idp.services import audit
 from idp.services.audit import AuditFilter, RequestContext
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.cli import initialised_cli
-from tests.support.factories import create_user
+from tests.support.factories import create_client, create_user
 
 CHROME = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -103,6 +103,17 @@ def test_the_log_shows_time_kind_outcome_people_client_address_and_browser(
     failure = world["admin"].browser.get("/admin/audit?outcome=failure&user=ada@example.com")
     assert "failure" in failure.text
     assert FORMULA_REASON.replace("'", "&#39;") in failure.text  # escaped, shown as text
+
+
+def test_the_log_names_the_client_app_beside_its_id(app: Flask, admin: ConsoleBrowser) -> None:
+    """An admin reads "Team wiki", not only a random client id; an app deleted since shows its id
+    alone (the event keeps it)."""
+    wiki = create_client(app, name="Team wiki")
+    seed(app, {"kind": "login.passkey", "client_id": wiki.client_id},
+         {"kind": "login.passkey", "client_id": "deleted-app"})  # fmt: skip
+    page = admin.browser.get("/admin/audit?kind=login.passkey").text
+    assert f'Team wiki<br><code class="muted">{wiki.client_id}</code>' in page
+    assert '<td data-label="app"><code class="muted">deleted-app</code></td>' in page
 
 
 @pytest.mark.parametrize(
