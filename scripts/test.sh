@@ -122,4 +122,4 @@ export IDP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test
 # --durations: the slowest tests are named at the end of every run, so CI shows where the time goes.
 # One worker more than the CPUs: many tests spend their time waiting for a server or a
 # subprocess they started, and a spare worker keeps both CPUs busy meanwhile.
-exec .venv/bin/python -m pytest -n "$(($(nproc) + 1))" --dist loadfile --durations=25 "$@"
+exec .venv/bin/python -m pytest -n "$(($(nproc) + 1))" --dist loadfile --no-loadscope-reorder --durations=25 "$@"

@@ -31,6 +31,20 @@ POSTGRES_URL = os.environ.get(
 FAST_ARGON2 = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files marked ``minutes(N)`` first, the longest first, the rest in their order.
+    pytest-xdist hands out whole files (``--dist loadfile``) in collection order
+    (``--no-loadscope-reorder``, scripts/test.sh): a file of one long test, which its default
+    order (files with the most tests first) sent out last, then ran alone for minutes after
+    every other file had finished; sent out first, it runs beside them."""
+    items.sort(key=_minutes_first)  # stable: a file's tests stay together and in order
+
+
+def _minutes_first(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("minutes")
+    return -int(marker.args[0]) if marker is not None else 0
+
+
 def app_overrides(database_url: str, instance: Path, **extra: Any) -> dict[str, Any]:
     return {
         "issuer": "http://localhost",

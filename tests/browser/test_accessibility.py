@@ -52,7 +52,7 @@ from tests.support.apps import app_of
 from tests.support.factories import change
 from tests.support.live import LiveIdp
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.minutes(3)]
 
 NewUser = Callable[..., BrowserUser]
 DEVICES = {"desktop": DESKTOP, "phone": PHONE}

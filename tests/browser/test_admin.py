@@ -39,7 +39,7 @@ from tests.browser.conftest import (
 from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
 from tests.support.live import LiveIdp
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.minutes(2)]
 
 NewUser = Callable[..., BrowserUser]
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "admins" / "images"

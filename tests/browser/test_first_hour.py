@@ -41,7 +41,7 @@ from tests.browser.test_admin import (
 from tests.browser.test_passkey_sign_in import _assert_passkey_sign_in
 from tests.support.live import LiveIdp
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.minutes(1)]
 
 NewUser = Callable[..., BrowserUser]
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -47,7 +47,7 @@ from tests.support.containers import (
 from tests.support.http_flows import Visitor
 from tests.support.live import DISCOVERY_PATH
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.minutes(4)]
 
 PASSWORD = "a long container passphrase 42"
 BASE = "docker.io/library/python:3.11-slim"

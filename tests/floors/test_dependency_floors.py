@@ -19,6 +19,8 @@ from tests.support.floors import (
     pinned_versions,
 )
 
+pytestmark = pytest.mark.minutes(5)
+
 PYPROJECT = REPOSITORY / "pyproject.toml"
 SECURITY_MD = REPOSITORY / "docs" / "security.md"
 

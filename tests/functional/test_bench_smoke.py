@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import POSTGRES_URL
 
+pytestmark = pytest.mark.minutes(3)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: The JSON summary's figures per database (bench/README.md, "The JSON summary").

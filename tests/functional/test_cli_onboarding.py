@@ -47,6 +47,8 @@ from tests.support.http_flows import (
 )
 from tests.support.live import LiveIdp, free_port, idp_env
 
+pytestmark = pytest.mark.minutes(3)
+
 ADMIN_EMAIL = "admin@example.com"
 USER_EMAIL = "grace@example.com"
 USER_NAME = "Grace Hopper"

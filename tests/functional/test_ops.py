@@ -23,6 +23,8 @@ from tests.support.factories import create_client, create_user
 from tests.support.flow import RelyingParty
 from tests.support.live import LiveIdp, free_port, start_live_idp
 
+pytestmark = pytest.mark.minutes(1)
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 METRICS_TOKEN = "ops-scrape-" + "t" * 40
 #: What a readiness answer may say: anything else (a host, a port, an exception) is internals.
