@@ -6,9 +6,9 @@ session at idp ended (docs/integrating.md, "Back-channel logout").
   transaction that ends the session: a rollback announces nothing, and the row is claimed and
   delivered once, after the commit, whichever node runs the delivery.
 - ``BackchannelSender`` delivers a row: it signs a fresh logout token (section 2.4) for the
-  client and POSTs it (section 2.5) to the URI registered now, with bounded timeouts and no
-  redirect followed. A failure stays queued for the outbox's retries and shows on the client's
-  console page.
+  client and POSTs it (section 2.5) to the URI registered now, the host's lookup, the connection
+  and the answer within one deadline, and no redirect followed. A failure stays queued for the
+  outbox's retries and shows on the client's console page.
 
 The token names the user and the session by the ``sub`` and ``sid`` the client was given, as its
 grants recorded them from its ID tokens (``Grant.issued_sub``, ``Grant.issued_sid``), not by
@@ -44,7 +44,12 @@ from idp.services.crypto import new_secret
 from idp.services.deadlines import conversation_deadline
 from idp.services.host_names import UnencodableHostError, ascii_host
 from idp.services.notifications import tls_context
-from idp.services.outbound_addresses import ForbiddenAddressError, vetted_address
+from idp.services.outbound_addresses import (
+    ForbiddenAddressError,
+    LookupTimeoutError,
+    addresses_of,
+    vetted_address,
+)
 from idp.services.outbox import DeliveryError, Pending, UndeliverableError
 from idp.services.signing_keys import KeyStore
 from idp.services.subjects import Issued, SubjectIdentifiers
@@ -60,8 +65,9 @@ LOGOUT_TOKEN_TYP = "logout+jwt"
 #: POST (section 2.4 leaves ``exp`` to the OP; "a few minutes at most" is its advice).
 LOGOUT_TOKEN_TTL = 120
 #: Seconds to open the connection (TCP and TLS), and to wait for each read of the answer; the
-#: whole delivery ends after both (``DEADLINE``), so that a relying party trickling its answer
-#: byte by byte holds the node's delivery thread no longer (docs/integrating.md).
+#: whole delivery, the host's lookup included, ends after both, so that a relying party
+#: trickling its answer byte by byte, or whose name server never answers, holds the delivery no
+#: longer (docs/integrating.md).
 CONNECT_TIMEOUT = 3
 READ_TIMEOUT = 5
 #: Bytes of the relying party's answer read at most (section 2.8: only the status matters).
@@ -194,9 +200,10 @@ def mint_logout_token(
 def post_logout_token(uri: str, token: str, *, development: bool) -> None:
     """Section 2.5: POST ``logout_token`` as a form. Raises ``DeliveryError`` unless the relying
     party answers 200 (section 2.8), or 204, which section 2.8 says to accept as well. A redirect
-    is a failure, never followed: the token goes to the registered URI only. Unless
-    ``development`` (the issuer on loopback), the host's addresses are checked first and the
-    connection goes to the one checked (idp.services.outbound_addresses)."""
+    is a failure, never followed: the token goes to the registered URI only. The host is looked
+    up once, within the delivery's deadline, and the connection goes to what the lookup found;
+    unless ``development`` (the issuer on loopback), to its first address after every one was
+    checked (idp.services.outbound_addresses)."""
     parts = urlsplit(uri)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
@@ -219,8 +226,13 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
     # A socket's timeout bounds each read, not the answer (idp.services.deadlines).
     with conversation_deadline(limit, lambda: connection.sock) as cut:
         try:
-            if not development:
-                _connect_only_to(connection, vetted_address(host, connection.port))
+            # First, and bounded by the whole deadline: the timer cuts a socket, and there is
+            # none while the resolver is asked, whose own timeout is far longer.
+            if development:
+                addresses = addresses_of(host, connection.port, limit)
+            else:
+                addresses = [vetted_address(host, connection.port, limit)]
+            _connect_only_to(connection, addresses)
             connection.connect()
             if connection.sock is not None:
                 connection.sock.settimeout(READ_TIMEOUT)
@@ -231,6 +243,8 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
             status = answer.status
         except ForbiddenAddressError as error:
             raise DeliveryError(f"refused: {error}, where no relying party is") from None
+        except LookupTimeoutError:
+            raise DeliveryError(f"the host did not resolve within {limit} seconds") from None
         except (OSError, http.client.HTTPException, UnicodeError) as error:
             # UnicodeError: a host name the resolver cannot encode (an empty or overlong label).
             if cut.is_set():
@@ -246,16 +260,24 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
         raise DeliveryError(f"the relying party answered HTTP {status}")
 
 
-def _connect_only_to(connection: http.client.HTTPConnection, address: str) -> None:
-    """Have ``connection`` open its socket to ``address``, the one ``vetted_address`` checked,
-    rather than resolving its host again (a DNS answer that changed in between, to loopback
-    say, would otherwise be followed); TLS still verifies the certificate for the host's name
-    (``HTTPSConnection`` wraps the socket with ``server_hostname`` its host)."""
+def _connect_only_to(connection: http.client.HTTPConnection, addresses: list[str]) -> None:
+    """Have ``connection`` open its socket to the first of ``addresses`` that accepts it (as
+    ``socket.create_connection`` tries a name's), those looked up within the deadline (the one
+    ``vetted_address`` checked), rather than resolving its host again: that lookup would have no
+    bound, and a DNS answer that changed in between, to loopback say, would be followed. TLS
+    still verifies the certificate for the host's name (``HTTPSConnection`` wraps the socket
+    with ``server_hostname`` its host)."""
 
     def create_connection(
         target: tuple[str, int], timeout: Any = None, source_address: Any = None
     ) -> socket.socket:
-        return socket.create_connection((address, target[1]), timeout, source_address)
+        refused = OSError("no address to connect to")
+        for address in addresses:
+            try:
+                return socket.create_connection((address, target[1]), timeout, source_address)
+            except OSError as error:
+                refused = error
+        raise refused
 
     connection._create_connection = create_connection  # type: ignore[attr-defined]
 

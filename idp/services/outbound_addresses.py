@@ -13,12 +13,17 @@ which then connects to the very address it checked (no second lookup a DNS answe
 in between). Private networks (RFC 1918, RFC 4193) stay allowed: an internal application is a
 relying party like any other. A development idp (on loopback) may reach its own loopback
 (Back-Channel Logout 1.0 2.2: ``http`` only there, idp.services.client_fields).
+
+The lookup itself is bounded (``addresses_of``): the resolver's own timeout (a name server that
+never answers: seconds per server, per try) would otherwise hold the delivery far beyond the
+deadline its conversation is given (docs/security.md, "Back-channel logout").
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 
 #: "This network" (RFC 791, RFC 1122 3.2.1.3): 0.0.0.0 is connected to as the local host.
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
@@ -29,6 +34,10 @@ _METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.10
 
 class ForbiddenAddressError(Exception):
     """A host that is, or resolves to, an address no relying party has."""
+
+
+class LookupTimeoutError(TimeoutError):
+    """A host whose lookup did not finish within the time it was given."""
 
 
 def never_a_relying_party(address: str) -> bool:
@@ -60,15 +69,44 @@ def forbidden_literal(host: str) -> bool:
         return False
 
 
-def vetted_address(host: str, port: int) -> str:
-    """The address to connect to for ``host`` (its A-labels), resolved once: the first of its
-    addresses, after every one of them was checked. Raises ``ForbiddenAddressError`` when any is
-    an address no relying party has (a name resolving to both is refused whole: which one a
-    connection would take is the resolver's choice), ``OSError`` when it does not resolve."""
-    found = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+def addresses_of(host: str, port: int, seconds: float) -> list[str]:
+    """The addresses ``host`` (its A-labels) resolves to, in the resolver's order, looked up
+    within ``seconds``. Raises ``LookupTimeoutError`` when the lookup takes longer (it goes on,
+    abandoned, on a daemon thread of its own until the resolver gives up: ``getaddrinfo`` cannot
+    be interrupted), ``OSError`` when the host does not resolve."""
+    answer: list[list[str] | BaseException] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            answer.append([str(info[4][0]) for info in infos])
+        except BaseException as error:  # handed to the waiting thread, which raises it
+            answer.append(error)
+        finally:
+            done.set()
+
+    # A thread of its own, not a pool's: an abandoned lookup must hold no worker another
+    # delivery waits for, nor the interpreter's exit (a pool's threads are joined then).
+    threading.Thread(target=look_up, name="idp-outbound-lookup", daemon=True).start()
+    if not done.wait(seconds):
+        raise LookupTimeoutError(f"{host} did not resolve within {seconds:g} seconds")
+    [found] = answer
+    if isinstance(found, BaseException):
+        raise found
     if not found:
         raise OSError(f"{host} has no address")
-    refused = [address for address in found if never_a_relying_party(str(address))]
+    return found
+
+
+def vetted_address(host: str, port: int, seconds: float) -> str:
+    """The address to connect to for ``host`` (its A-labels), resolved once within ``seconds``
+    (``addresses_of``): the first of its addresses, after every one of them was checked. Raises
+    ``ForbiddenAddressError`` when any is an address no relying party has (a name resolving to
+    both is refused whole: which one a connection would take is the resolver's choice),
+    ``LookupTimeoutError`` or ``OSError`` when it does not resolve in time."""
+    found = addresses_of(host, port, seconds)
+    refused = [address for address in found if never_a_relying_party(address)]
     if refused:
         raise ForbiddenAddressError(f"{host} resolves to {refused[0]}")
-    return str(found[0])
+    return found[0]

@@ -16,7 +16,8 @@ from idp.services.client_fields import (
     ClientRegistrationError,
     validate_backchannel_logout_uri,
 )
-from idp.services.outbox import DeliveryError
+from idp.services.outbox import DeliveryError, UndeliverableError
+from tests.support.held_resolver import held_lookups
 
 REDIRECT = "https://rp.example/callback"
 
@@ -105,11 +106,13 @@ def test_a_logout_token_goes_to_the_a_labels_a_browser_would_not_idna_2003s(
 ) -> None:
     """http.client and the resolver encode a Unicode host by IDNA 2003: the token for
     ``fa\u00df.example`` would be sent to ``fass.example``, another name and maybe another owner.
-    It is handed the A-labels instead (idp.services.host_names.ascii_host)."""
+    It is handed the A-labels instead (idp.services.host_names.ascii_host), and they are the
+    name looked up (within the delivery's deadline, before the connection)."""
     connected: list[str] = []
 
     class Refusing:
         sock = None
+        port = 443
 
         def __init__(self, host: str, *args: object, **kwargs: object) -> None:
             self.host = host
@@ -122,11 +125,13 @@ def test_a_logout_token_goes_to_the_a_labels_a_browser_would_not_idna_2003s(
             pass
 
     monkeypatch.setattr("http.client.HTTPSConnection", Refusing)
+    resolver = Resolver(monkeypatch, ["203.0.113.7"])
     with pytest.raises(DeliveryError):
         backchannel_logout.post_logout_token(
             "https://FA\u00df.example/logout", "token", development=True
         )
     assert connected == ["xn--fa-hia.example"]
+    assert resolver.lookups == ["xn--fa-hia.example"]
 
 
 #: Addresses no relying party has (idp.services.outbound_addresses): idp's own loopback, the
@@ -221,3 +226,22 @@ def test_a_logout_token_goes_to_the_address_that_was_checked(
         )
     assert resolver.lookups == ["rp.example"]
     assert resolver.connections == [("203.0.113.7", 8443)]
+
+
+def test_a_host_whose_name_server_never_answers_fails_the_delivery_within_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline's timer cuts a socket, and there is none while the resolver is asked: a
+    relying party whose name server never answers held the delivery (and every delivery after
+    it) for the resolver's own timeout. The lookup gets the delivery's deadline: the delivery
+    fails then, for a retry like any failure, while the resolver is still held."""
+    monkeypatch.setattr(backchannel_logout, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(backchannel_logout, "READ_TIMEOUT", 0.3)
+    with held_lookups(monkeypatch, "rp.example") as resolver:
+        with pytest.raises(DeliveryError, match=r"did not resolve within 0\.5 seconds") as failed:
+            backchannel_logout.post_logout_token(
+                "https://rp.example/logout", "token", development=False
+            )
+        assert resolver.asked.is_set()
+        assert not resolver.answered.is_set()
+    assert not isinstance(failed.value, UndeliverableError)
