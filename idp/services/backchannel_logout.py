@@ -7,8 +7,9 @@ session at idp ended (docs/integrating.md, "Back-channel logout").
   delivered once, after the commit, whichever node runs the delivery.
 - ``BackchannelSender`` delivers a row: it signs a fresh logout token (section 2.4) for the
   client and POSTs it (section 2.5) to the URI registered now, the host's lookup, the connection
-  and the answer within one deadline, and no redirect followed. A failure stays queued for the
-  outbox's retries and shows on the client's console page.
+  and the answer within one deadline, and no redirect followed; the outbox runs the POSTs to
+  different relying parties in parallel. A failure stays queued for the outbox's retries and
+  shows on the client's console page.
 
 The token names the user and the session by the ``sub`` and ``sid`` the client was given, as its
 grants recorded them from its ID tokens (``Grant.issued_sub``, ``Grant.issued_sid``), not by
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import http.client
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -300,6 +301,12 @@ class BackchannelSender:
         self.subjects = subjects or SubjectIdentifiers()
 
     def send(self, message: Pending) -> None:
+        self.prepare(message)()
+
+    def prepare(self, message: Pending) -> Callable[[], None]:
+        """The client's URI checked again and a fresh logout token signed, with ``self.db`` on
+        the calling thread; returns the POST, which uses no session: the outbox runs it on a
+        thread of its own, in parallel with other relying parties' (idp.services.outbox)."""
         client = self.db.get(Client, message.recipient)
         uri = client.backchannel_logout_uri if client is not None else None
         if client is None or not uri:
@@ -324,7 +331,8 @@ class BackchannelSender:
         token = mint_logout_token(self.db, self.keys, self.issuer, client, details,
                                   self.clock.now())  # fmt: skip
         self.db.commit()  # no transaction stays open while the relying party answers
-        post_logout_token(uri, token, development=on_loopback(self.issuer))
+        development = on_loopback(self.issuer)
+        return lambda: post_logout_token(uri, token, development=development)
 
 
 def recent_failures(db: Session, client_id: str, limit: int = 5) -> list[OutboxMessage]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -162,6 +163,10 @@ class Mailer:
     ca_file: str = ""
     name: ClassVar[str] = "mail"
     stop_after_failure: ClassVar[bool] = True
+
+    def prepare(self, message: Pending) -> Callable[[], None]:
+        """Nothing to read first: the conversation with the relay is the whole delivery."""
+        return lambda: self.send(message)
 
     def send(self, message: Pending) -> None:
         try:

@@ -6,16 +6,20 @@ parties (idp.services.backchannel_logout).
 - A row is added to ``outbox_messages`` in the caller's transaction, with ``next_attempt_at`` set
   when a channel will deliver it. A request that rolls back leaves no row and announces nothing.
 - After the commit, ``deliver`` claims each new row (one conditional UPDATE, so two nodes never
-  both deliver it), delivers it outside any transaction, and marks it sent. A row that could not
-  be delivered stays queued with a backoff and its last failure; the prune job retries it:
-  ``idp prune`` (idp.services.retention) calls ``deliver_due``, the opportunistic prune after a
-  response hands ``due_ids`` to the delivery threads (idp.web.background).
+  both deliver it), delivers it outside any transaction, and marks it sent. Rows of different
+  recipients (relying parties) are delivered in parallel, a few at a time: one that is slow
+  holds up no other. A row that could not be delivered stays queued with a backoff and its last
+  failure; the prune job retries it: ``idp prune`` (idp.services.retention) calls
+  ``deliver_due``, the opportunistic prune after a response hands ``due_ids`` to the delivery
+  threads (idp.web.background).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -38,6 +42,11 @@ MAX_ATTEMPTS = 12
 #: Due rows one prune run delivers at most, per channel.
 DELIVERY_BATCH = 100
 MAX_ERROR_LENGTH = 200
+#: Conversations one delivery run holds at once, each with another recipient: Back-Channel
+#: Logout 1.0 2.5-2.8 has every relying party told, and one that hangs until its deadline
+#: (idp.services.backchannel_logout) must not make the others wait behind it. Few, as each is a
+#: thread of the node's, and the rows' database work stays on the run's own thread.
+PARALLEL_DELIVERIES = 4
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,10 @@ class Channel(Protocol):
         """A prune run stops this channel at its first failure (a dead SMTP server would
         otherwise cost a timeout per message); False where each row has its own recipient."""
 
-    def send(self, message: Pending) -> None:
-        """Deliver one row, or raise ``DeliveryError``."""
+    def prepare(self, message: Pending) -> Callable[[], None]:
+        """What delivering one row needs of the database, done now on the calling thread (the
+        run's session); returns the conversation with the recipient, which uses no session and
+        runs on another thread (``deliver``). Either raises ``DeliveryError`` on failure."""
 
 
 # -- after the commit ------------------------------------------------------------------------------
@@ -129,28 +140,16 @@ def _due(now: datetime) -> Any:
     )
 
 
-def _claim(
-    db: Session,
-    message_id: int,
-    now: datetime,
-    channels: Sequence[str],
-    failing: Collection[tuple[str, str]] = (),
-) -> Pending | None:
+def _claim(db: Session, message_id: int, now: datetime, channels: Sequence[str]) -> Pending | None:
     """Take one due row for this attempt, or None if it is not due, not for one of ``channels``,
-    for a (channel, recipient) of ``failing``, or another node took it: ``next_attempt_at``
-    moves to the retry time in the same conditional UPDATE, so a crash or a failure leaves it
-    queued for the backoff, and a parallel claim finds it not due (a row is claimed once per
-    attempt, whichever node tries). A row left for ``failing`` is not claimed: it stays due."""
+    or another node took it: ``next_attempt_at`` moves to the retry time in the same conditional
+    UPDATE, so a crash or a failure leaves it queued for the backoff, and a parallel claim finds
+    it not due (a row is claimed once per attempt, whichever node tries)."""
     condition = and_(OutboxMessage.id == message_id, OutboxMessage.channel.in_(channels), _due(now))
-    found = db.execute(
-        select(OutboxMessage.attempts, OutboxMessage.channel, OutboxMessage.recipient).where(
-            condition
-        )
-    ).first()
-    if found is None or (found.channel, found.recipient) in failing:
+    attempts = db.scalar(select(OutboxMessage.attempts).where(condition))
+    if attempts is None:
         db.commit()
         return None
-    attempts = found.attempts
     tries = attempts + 1
     claimed = db.execute(
         update(OutboxMessage)
@@ -174,6 +173,30 @@ def _claim(
     return pending
 
 
+def _lanes(db: Session, by_name: dict[str, Channel], message_ids: list[int]) -> list[deque[int]]:
+    """The rows by whom they go to, each lane in the order given: one lane for a channel whose
+    recipients share one server (``stop_after_failure``: mail, through one relay), else one per
+    recipient (a relying party). A lane's rows are delivered one after the other, the lanes in
+    parallel (``deliver``)."""
+    found = {
+        row.id: (row.channel, row.recipient)
+        for row in db.execute(
+            select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.recipient).where(
+                OutboxMessage.id.in_(sorted(set(message_ids))),
+                OutboxMessage.channel.in_(sorted(by_name)),
+            )
+        )
+    }
+    db.commit()
+    lanes: dict[tuple[str, str], deque[int]] = {}
+    for message_id in message_ids:
+        if message_id in found:
+            channel, recipient = found[message_id]
+            key = (channel, "" if by_name[channel].stop_after_failure else recipient)
+            lanes.setdefault(key, deque()).append(message_id)
+    return list(lanes.values())
+
+
 def deliver(
     db: Session,
     channels: Sequence[Channel],
@@ -182,52 +205,93 @@ def deliver(
     *,
     stop_on_failure: bool = False,
 ) -> int:
-    """Deliver the given rows if they are due; returns how many were delivered. Each is claimed,
-    delivered with no transaction open (so no lock is held while the network talks), then marked
-    sent with its secret dropped. Never raises for a failed delivery: the row stays queued with
-    its failure recorded. ``stop_on_failure``: after one failure of a channel whose
-    ``stop_after_failure`` is set, leave its other rows for the next run; after one failure of
-    a recipient of another channel (a relying party that is down or hangs), leave that
-    recipient's other rows for the next run: they would cost a timeout each, and every other
-    recipient's rows waited behind them on the channel's one delivery thread."""
+    """Deliver the given rows if they are due; returns how many were delivered. Each is claimed
+    and prepared (``Channel.prepare``) on this thread, delivered with no transaction open (so no
+    lock is held while the network talks), then marked sent with its secret dropped. Never
+    raises for a failed delivery: the row stays queued with its failure recorded.
+
+    Each recipient's rows go one after the other, different recipients' in parallel, up to
+    ``PARALLEL_DELIVERIES`` at once (``_lanes``): a relying party that hangs until its deadline
+    held every other one's logout token behind it (Back-Channel Logout 1.0 2.5-2.8). Only the
+    conversations leave this thread: ``db`` is this thread's alone, as a session must be.
+    ``stop_on_failure``: after one failure, leave the rest of that lane for the next run (a
+    relying party that is down, or a mail relay, would cost a timeout for each)."""
     by_name = {channel.name: channel for channel in channels}
-    stopped: set[str] = set()
-    failing: set[tuple[str, str]] = set()
+    ready = deque(_lanes(db, by_name, message_ids))
+    running: dict[Future[None], tuple[deque[int], Pending]] = {}
     sent = 0
-    for message_id in message_ids:
-        live = [n for n in by_name if n not in stopped]
-        message = _claim(db, message_id, now, live, failing)
+    with ThreadPoolExecutor(PARALLEL_DELIVERIES, thread_name_prefix="idp-outbox-send") as pool:
+        while ready or running:
+            while ready and len(running) < PARALLEL_DELIVERIES:
+                lane = ready.popleft()
+                started = _start_next(db, by_name, lane, now, pool, stop_on_failure)
+                if started is not None:
+                    running[started[0]] = (lane, started[1])
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                lane, message = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    _sent(db, message)
+                    sent += 1
+                else:
+                    _failed(db, message, _as_delivery_error(message, error))
+                    if stop_on_failure:
+                        lane.clear()
+                if lane:
+                    ready.append(lane)
+    return sent
+
+
+def _start_next(
+    db: Session,
+    by_name: dict[str, Channel],
+    lane: deque[int],
+    now: datetime,
+    pool: ThreadPoolExecutor,
+    stop_on_failure: bool,
+) -> tuple[Future[None], Pending] | None:
+    """Claim and prepare the lane's next due row and hand its conversation to ``pool``; None
+    when the lane has none left to start."""
+    while lane:
+        message = _claim(db, lane.popleft(), now, sorted(by_name))
         if message is None:
             continue
-        channel = by_name[message.channel]
         try:
-            channel.send(message)
+            conversation = by_name[message.channel].prepare(message)
         except Exception as error:  # one message's fault must not stop the others
-            if not isinstance(error, DeliveryError):
-                # A fault of idp's own (a key, a bug), not the recipient's: kept for a retry and
-                # logged whole, while the other messages go on.
-                log.exception("delivering outbox %s raised", message.id)
-                error = DeliveryError(f"internal error: {type(error).__name__}")
-            _failed(db, message, error)
-            if stop_on_failure and channel.stop_after_failure:
-                stopped.add(channel.name)
-            elif stop_on_failure:
-                failing.add((channel.name, message.recipient))
+            _failed(db, message, _as_delivery_error(message, error))
+            if stop_on_failure:
+                lane.clear()
             continue
-        db.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id)
-            .values(
-                sent_at=utcnow(),
-                next_attempt_at=None,
-                body=func.coalesce(OutboxMessage.redacted_body, OutboxMessage.body),
-                redacted_body=None,
-            )
+        return pool.submit(conversation), message
+    return None
+
+
+def _as_delivery_error(message: Pending, error: BaseException) -> DeliveryError:
+    if isinstance(error, DeliveryError):
+        return error
+    # A fault of idp's own (a key, a bug), not the recipient's: kept for a retry and logged
+    # whole, while the other messages go on.
+    log.error("delivering outbox %s raised", message.id, exc_info=error)
+    return DeliveryError(f"internal error: {type(error).__name__}")
+
+
+def _sent(db: Session, message: Pending) -> None:
+    db.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message.id)
+        .values(
+            sent_at=utcnow(),
+            next_attempt_at=None,
+            body=func.coalesce(OutboxMessage.redacted_body, OutboxMessage.body),
+            redacted_body=None,
         )
-        db.commit()
-        metrics.outbox_delivery(message.channel, "sent")
-        sent += 1
-    return sent
+    )
+    db.commit()
+    metrics.outbox_delivery(message.channel, "sent")
 
 
 def _failed(db: Session, message: Pending, error: DeliveryError) -> None:

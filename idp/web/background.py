@@ -98,10 +98,11 @@ class OutboxWorker:
     """One channel's delivery thread in this process: takes lists of outbox ids and delivers
     them, off every request. Started on first use, and again in a forked worker process (a
     thread does not survive ``fork``). The lists that queued up while a delivery ran are
-    delivered together, stopping at a channel's first failure (``Channel.stop_after_failure``):
-    a mail relay that hangs costs one timeout per turn, however many messages wait, and the
-    rest stay due for the prune job's retry, which comes through these threads too
-    (``prune_if_claimed``)."""
+    delivered together, stopping at a channel's first failure (``Channel.stop_after_failure``),
+    or at a relying party's, whose tokens go in parallel with other relying parties' (a few
+    conversations at once, idp.services.outbox.deliver): a mail relay that hangs costs one
+    timeout per turn, however many messages wait, and the rest stay due for the prune job's
+    retry, which comes through these threads too (``prune_if_claimed``)."""
 
     def __init__(self, app: Flask, channel: str) -> None:
         self.app = app
