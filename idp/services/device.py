@@ -48,6 +48,8 @@ SLOW_DOWN_STEP = 5
 #: The attempt limiter's factor name for user codes (its account key is ``user_code:<user id>``).
 USER_CODE_FACTOR = "user_code"
 DEVICE_CODE_REPLAY = "device_code_replay"
+#: Why an approval's grant ended when the device code it waited for expired unspent.
+DEVICE_APPROVAL_EXPIRED = "device_approval_expired"
 #: Where an answer is held, in tests, after its session was accepted (idp.checkpoints).
 DECIDE_CHECKPOINT = "device.decide"
 #: Where a poll of an approved request is held, in tests, after it read the row and before it
@@ -296,7 +298,7 @@ class DeviceFlowService:
         if row.consumed_at is not None:
             return self._replayed(row, now)
         if row.expires_at <= now:
-            return Poll(PollOutcome.EXPIRED)
+            return self._expired(row, now)
         if row.decision == DEVICE_DENIED:
             return Poll(PollOutcome.DENIED)
         if row.decision == DEVICE_APPROVED:
@@ -358,6 +360,15 @@ class DeviceFlowService:
         )
         if spent is not None:
             return self._replayed(row, now)
+        return self._expired(row, now)
+
+    def _expired(self, row: DeviceAuthorization, now: datetime) -> Poll:
+        """``expired_token`` (RFC 8628 3.5): the device starts again. An approval refused here
+        (it expired unpolled, or its session ended) takes its grant back in the same
+        transaction: its device code will never be spent, so the grant would stay live with no
+        tokens, an app the user never got (docs/security.md, "Device authorization grant")."""
+        if row.decision == DEVICE_APPROVED and row.grant_id is not None:
+            GrantService(self.db).revoke_grant(row.grant_id, DEVICE_APPROVAL_EXPIRED, now)
         return Poll(PollOutcome.EXPIRED)
 
     def _replayed(self, row: DeviceAuthorization, now: datetime) -> Poll:

@@ -378,7 +378,7 @@ class GrantService:
             else:
                 self.revoke_grant(grant.id, reason, now)
         if ended:
-            self.db.execute(
+            unpolled = self.db.execute(
                 update(DeviceAuthorization)
                 .where(
                     DeviceAuthorization.grant_id.in_(ended),
@@ -388,8 +388,15 @@ class GrantService:
                 # Expired as of its making, not ``now``: a poll that read the row before this
                 # ending committed, and spends it after, read the time before this ending did.
                 .values(expires_at=DeviceAuthorization.created_at)
+                .returning(DeviceAuthorization.grant_id)
                 .execution_options(synchronize_session=False)
-            )
+            ).scalars()
+            # An offline grant outlives its session for the refresh token it holds (OIDC Core
+            # 11); one whose approval expired here holds none and never will (RFC 8628 3.5: the
+            # device starts again), so it ends too, and no live grant without tokens stays behind
+            # (docs/security.md, "Device authorization grant").
+            for grant_id in set(offline).intersection(unpolled):
+                self.revoke_grant(grant_id, reason, now)
         if offline:  # one statement each for every offline grant of the session
             self.db.execute(
                 update(AccessToken)

@@ -107,6 +107,59 @@ def test_a_device_approval_whose_session_ended_before_the_poll_gets_no_tokens(
     assert device.poll(again["device_code"]).status_code == 200
 
 
+def _live_grants(app: Flask, user: CreatedUser) -> list[Grant]:
+    return rows(app, Grant, Grant.user_id == user.id, Grant.revoked_at.is_(None))
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_a_device_approval_whose_session_ended_leaves_no_live_grant(
+    storage_app: Flask, scope: str
+) -> None:
+    """Approved, then the approving session ended before the device polled: the poll issues
+    nothing (above), and the grant the approval opened must not stay behind either. With
+    ``offline_access`` the ending kept it (an offline grant outlives its session for its refresh
+    token), a live grant that held no token and never would: an app connected to the account
+    that the user never got. The ending takes it back with the approval it expired, so nothing
+    is left whether or not the device polls again (RFC 8628 3.5: it starts again). The real HTTP
+    path on SQLite and PostgreSQL: device authorization, approval, sign-out, poll."""
+    user = create_user(storage_app)
+    device = device_for(storage_app, first_party=False)
+    phone = storage_app.test_client()
+    start_session(phone, user)
+    codes = device.codes(scope)
+    assert answer(phone, codes["user_code"]).status_code == 200
+    assert len(_live_grants(storage_app, user)) == 1
+    _sign_out(phone)
+    assert _live_grants(storage_app, user) == []
+    assert error_of(device.poll(codes["device_code"])) == "expired_token"
+    assert _live_grants(storage_app, user) == []
+    assert rows(storage_app, AccessToken, AccessToken.user_id == user.id) == []
+
+
+def test_a_device_approval_expired_unpolled_takes_its_grant_back_at_the_poll(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """Approved with ``offline_access``, then the device code expired before the device polled
+    (RFC 8628 3.2 ``expires_in``): the poll answers ``expired_token`` and the grant the approval
+    opened, which can never be redeemed now, is revoked in the poll's transaction instead of
+    staying live without a token (SQLite and PostgreSQL, the real HTTP path)."""
+    user = create_user(storage_app)
+    device = device_for(storage_app)
+    phone = storage_app.test_client()
+    start_session(phone, user)
+    codes = device.codes(SCOPES[1])
+    assert answer(phone, codes["user_code"]).status_code == 200
+    assert len(_live_grants(storage_app, user)) == 1
+    clock.advance(timedelta(seconds=codes["expires_in"]))
+    assert error_of(device.poll(codes["device_code"])) == "expired_token"
+    [grant] = rows(storage_app, Grant, Grant.user_id == user.id)
+    assert grant.revoked_at is not None
+    assert grant.revoked_reason == "device_approval_expired"
+    # The session lives on: only the approval that can never be redeemed ended.
+    assert rows(storage_app, BrowserSession, BrowserSession.user_id == user.id,
+                BrowserSession.revoked_at.is_(None)) != []  # fmt: skip
+
+
 def _end_session(admin: ConsoleBrowser, user_id: str, sid: str) -> Callable[[], None]:
     def end() -> None:
         ended = admin.post(f"/admin/users/{user_id}/sessions/revoke", {"sid": sid})
@@ -160,6 +213,7 @@ def test_a_device_poll_racing_the_end_of_its_approval_gets_no_tokens(
     )
     assert error_of(poll) == answered
     assert rows(storage_app, AccessToken, AccessToken.user_id == user.id) == []
+    assert _live_grants(storage_app, user) == []
 
 
 def test_of_two_answers_sent_at_once_only_one_counts(
