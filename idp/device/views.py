@@ -11,7 +11,12 @@ from flask import Blueprint, Response, redirect, render_template, request
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
-from idp.services.device import DeviceFlowService, format_user_code, normalise_user_code
+from idp.services.device import (
+    USER_CODE_EXAMPLE,
+    DeviceFlowService,
+    format_user_code,
+    normalise_user_code,
+)
 from idp.services.group_access import allowed_to_use
 from idp.web import login_url
 from idp.web.sessions import current_session
@@ -24,6 +29,11 @@ def _signed_in() -> BrowserSession | None:
     method and never speaks for the user to a client (as ``interaction.needs_login``)."""
     session = current_session()
     return session if session is not None and not session.restricted else None
+
+
+def _enter_page(code: str, error: str | None = None) -> str:
+    """The page that asks for the code; its placeholder is a code of the real alphabet."""
+    return render_template("device/enter.html", code=code, error=error, example=USER_CODE_EXAMPLE)
 
 
 def _to_login() -> Any:
@@ -40,7 +50,7 @@ def enter() -> Any:
         return _to_login()
     typed = request.args.get("user_code", "")
     code = normalise_user_code(typed)
-    return render_template("device/enter.html", code=format_user_code(code) if code else "")
+    return _enter_page(format_user_code(code) if code else "")
 
 
 @bp.post("/device")
@@ -56,7 +66,7 @@ def review() -> Any:
     db.session.commit()  # the counted attempt and its audit row, whatever the outcome
     if entry.authorization is None:
         status = 429 if entry.verdict is not None else 400
-        page = render_template("device/enter.html", code=typed[:20], error=entry.error)
+        page = _enter_page(typed[:20], entry.error)
         return Response(page, status=status)
     refused = _refuse_unless_allowed(service, entry.authorization, session)
     if refused is not None:
@@ -81,11 +91,11 @@ def decide() -> Any:
     now = clock().now()
     authorization = service.pending(request.form.get("authorization", ""), now)
     if authorization is None:
-        page = render_template("device/enter.html", code="", error=GONE)
+        page = _enter_page("", GONE)
         return Response(page, status=400)
     unavailable = service.refusal(authorization)
     if unavailable is not None:
-        page = render_template("device/enter.html", code="", error=unavailable)
+        page = _enter_page("", unavailable)
         return Response(page, status=400)
     refused = _refuse_unless_allowed(service, authorization, session)
     if refused is not None:
@@ -95,7 +105,7 @@ def decide() -> Any:
                              context=request_context(), now=now)  # fmt: skip
     db.session.commit()
     if not decided:
-        page = render_template("device/enter.html", code="", error=GONE)
+        page = _enter_page("", GONE)
         return Response(page, status=400)
     return render_template("device/done.html", client=authorization.client, approved=approve)
 

@@ -56,7 +56,7 @@ DECIDE_CHECKPOINT = "device.decide"
 #: spends the device code (idp.checkpoints).
 POLL_CHECKPOINT = "device.poll"
 
-MALFORMED = "That is not a code of the form ABCD-EFGH. Check the code on your device."
+MALFORMED = "That is not a code of eight letters. Check the code on your device."
 WRONG_CODE = "That code is not valid: it may be mistyped, expired or already used."
 THROTTLED = "Too many wrong codes. Wait a moment, then try again."
 LOCKED = "Too many wrong codes. Ask an administrator to unlock device sign-in for you."
@@ -78,6 +78,11 @@ def format_user_code(code: str) -> str:
     """``ABCDEFGH`` as shown to people: ``ABCD-EFGH`` (RFC 8628 6.1, readable in two halves)."""
     half = USER_CODE_LENGTH // 2
     return f"{code[:half]}-{code[half:]}"
+
+
+#: What the verification page shows as its field's placeholder: a code of the real alphabet (RFC
+#: 8628 6.1: no vowels), not "ABCD-EFGH", whose vowels no code holds.
+USER_CODE_EXAMPLE = format_user_code(USER_CODE_ALPHABET[:USER_CODE_LENGTH])
 
 
 def normalise_user_code(text: str) -> str | None:

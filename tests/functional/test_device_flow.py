@@ -36,7 +36,7 @@ from idp.models.base import utcnow
 from idp.services.audit import RequestContext
 from idp.services.claims import describe_scope
 from idp.services.clients import ClientService
-from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService
+from idp.services.device import DEVICE_CODE_GRANT_TYPE, DeviceFlowService, normalise_user_code
 from idp.services.groups import GroupService
 from tests.conftest import sqlite_app
 from tests.functional.test_groups import GROUP_SCOPES, _make_group
@@ -364,6 +364,28 @@ def test_complete_uri_only_fills_in_the_code(device: Device, phone: FlaskClient)
     assert "Only enter a code that your own device is showing you" in page.text
     # RFC 8628 5.4: opening the link approved nothing; the user still confirms.
     assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
+
+
+def _placeholder(page: TestResponse) -> str:
+    field = page.text.split('id="user_code"', 1)[1].split(">", 1)[0]
+    return field.split('placeholder="', 1)[1].split('"', 1)[0]
+
+
+def test_the_code_fields_placeholder_is_a_code_of_the_real_alphabet(phone: FlaskClient) -> None:
+    """The page's example code is one a device could show: eight letters of the user codes'
+    alphabet, consonants only (RFC 8628 6.1), in the shown form; "ABCD-EFGH" had vowels no code
+    holds, and a person copying its form could think one was mistyped. Also on the page that
+    answers a malformed code."""
+    shown = phone.get("/device")
+    refused = phone.post("/device", data={"csrf_token": csrf_token(shown.text),
+                                          "user_code": "AEIO-UAEI"})  # fmt: skip
+    assert refused.status_code == 400
+    for page in (shown, refused):
+        example = _placeholder(page)
+        assert len(example) == 9, example
+        assert example[4] == "-", example
+        assert set(example.replace("-", "")) <= set("BCDFGHJKLMNPQRSTVWXZ"), example
+        assert normalise_user_code(example) is not None
 
 
 def test_review_shows_client_scopes_time_and_own_device_warning(
