@@ -104,6 +104,11 @@ class PushedAuthorizationEndpoint:
         return self.server.create_oauth2_request(request)
 
     def create_endpoint_response(self, request: OAuth2Request) -> Any:
+        if request.args:
+            # RFC 9126 2.1: a POST whose parameters, client authentication's included, are in
+            # the body (application/x-www-form-urlencoded). Authlib reads the query too, so a
+            # public client's client_id there authenticated the push.
+            raise InvalidRequestError("Send the parameters in the request body, not the query.")
         client = self.server.authenticate_client(request, CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         now = clock().now()
         try:

@@ -216,6 +216,29 @@ def test_a_pushed_request_object_is_not_supported(storage_app: Flask, rp: Relyin
     assert error_of(response) == "request_not_supported"
 
 
+def test_parameters_in_the_query_are_refused(storage_app: Flask, rp: RelyingParty) -> None:
+    """RFC 9126 2.1: the push is a POST with its parameters in the body (form-encoded). A public
+    client's client_id in the query authenticated it (Authlib reads the query too), and a
+    confidential client's query was silently dropped: both are invalid_request, nothing stored."""
+    public = create_client(storage_app, public=True, redirect_uris=["https://spa.example/cb"])
+    spa = RelyingParty(storage_app.test_client(), public)
+    body = spa.authorize_params()
+    del body["client_id"]
+    response = spa.browser.post("/par", data=body, query_string={"client_id": public.client_id},
+                                environ_base={"REMOTE_ADDR": ADDRESS})  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert error_of(response) == "invalid_request"
+    assert response.headers["Cache-Control"] == "no-store"
+    response = rp.browser.post("/par", data=rp.authorize_params(), headers=basic(rp.registered),
+                               query_string={"prompt": "none"})  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert error_of(response) == "invalid_request"
+    assert rows(storage_app, PushedAuthorizationRequest) == []
+    # The same pushes with everything in the body are taken.
+    assert spa.browser.post("/par", data=spa.authorize_params()).status_code == 201
+    assert push(rp).status_code == 201
+
+
 def test_a_client_id_other_than_the_authenticated_client_is_refused(
     storage_app: Flask, rp: RelyingParty
 ) -> None:
