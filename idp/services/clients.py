@@ -34,6 +34,7 @@ from idp.services.client_fields import (
 )
 from idp.services.crypto import KeyedHasher, new_secret
 from idp.services.group_access import lock_access_changes
+from idp.services.pending_authorizations import withdraw_pushed
 from idp.services.subjects import subject_key
 
 
@@ -355,6 +356,10 @@ class ClientService:
             )
         now = now or self.clock.now()
         claim_version(self.db, client)
+        # A secret that stops now (this one without an overlap, an earlier rotation's still in
+        # its overlap) takes back the pushes it may have authenticated (RFC 9126 2).
+        stops = not overlap or (client.previous_secret_expires_at or now) > now
+        withdrawn = withdraw_pushed(self.db, client.client_id) if stops else 0
         secret = new_secret(32)
         if overlap and client.secret_hash:
             client.previous_secret_hash = client.secret_hash
@@ -364,7 +369,8 @@ class ClientService:
             client.previous_secret_expires_at = None
         client.secret_hash = self.secret_hasher.hash(secret)
         client.updated_at = now
-        self._audit("client.secret_rotated", client.client_id, actor, overlap_seconds=overlap)
+        self._audit("client.secret_rotated", client.client_id, actor, overlap_seconds=overlap,
+                    pushed_requests_withdrawn=withdrawn)  # fmt: skip
         return secret
 
     def disable(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
@@ -215,3 +215,19 @@ class PendingAuthorizations:
             select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
         )
         return set(consent.scopes) if consent else None
+
+
+def withdraw_pushed(db: Session, client_id: str) -> int:
+    """Take back every request ``client_id`` pushed that ``/authorize`` has not spent; how many.
+    For a rotation that stops the client's secret at once (idp.services.clients): a push was
+    authenticated by that secret (RFC 9126 2), and its request_uri must not outlive it for its
+    ``par_request_ttl``. ``/authorize`` then answers it as an expired one (RFC 9126 4)."""
+    withdrawn = db.execute(
+        delete(PushedAuthorizationRequest)
+        .where(
+            PushedAuthorizationRequest.client_id == client_id,
+            PushedAuthorizationRequest.consumed_at.is_(None),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(withdrawn, "rowcount", 0))

@@ -18,6 +18,7 @@ from idp.services.client_fields import fields_of
 from idp.services.clients import ClientService
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from tests.conftest import sqlite_app
+from tests.functional.test_admin_clients import audit_events, rotate
 from tests.functional.test_authorize_errors import (
     assert_error_page,
     error_redirect,
@@ -25,6 +26,7 @@ from tests.functional.test_authorize_errors import (
 )
 from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri, sign_in_via
 from tests.functional.test_refresh_scope import allow_grants, allow_only
+from tests.support.admin import passkey_browser
 from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, start_session
 
@@ -123,3 +125,40 @@ def test_a_request_not_pushed_gets_no_code_once_the_deployment_requires_par(
     response = followed_to_the_client(rp.sign_in(not_pushed, user), rp)
     assert error_redirect(response, rp) == "invalid_request"
     assert rows(after, AuthorizationCode) == []
+
+
+def test_a_rotation_that_stops_the_secret_takes_back_the_requests_it_pushed(
+    storage_app: Flask,
+) -> None:
+    """A pushed request was authenticated by the client's secret (RFC 9126 2); when an admin
+    rotates that secret without an overlap (a leaked secret: it stops at once), a request_uri
+    pushed with it stayed usable for its ``par_request_ttl``. The rotation takes the client's
+    unspent pushes back in its transaction: /authorize answers them as expired (RFC 9126 4),
+    and the audit event says how many. A rotation with an overlap, whose old secret still works,
+    leaves them; one that ends an earlier rotation's overlap takes them back too, since idp
+    cannot tell which of the two secrets authenticated a push. SQLite and PostgreSQL, through
+    the console and the PAR endpoint."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    other = RelyingParty(storage_app.test_client(), create_client(storage_app, name="Other"))
+    client_id = rp.registered.client_id
+    leaked, others = pushed_uri(rp), pushed_uri(other)
+    new = rotate(admin, client_id, 0)
+    assert_error_page(authorize_pushed(rp, leaked))
+    [event] = audit_events(storage_app, "client.secret_rotated")
+    assert event.details["pushed_requests_withdrawn"] == 1
+    # Another client's pushes are its own.
+    assert sign_in_via(other, authorize_pushed(other, others), user)["state"] == other.state
+    # Pushed with the new secret, through a rotation with an overlap: still signs in.
+    rp.registered = dataclasses.replace(rp.registered, client_secret=new)
+    kept = pushed_uri(rp)
+    newer = rotate(admin, client_id, 3600)
+    assert sign_in_via(rp, authorize_pushed(rp, kept), user)["state"] == rp.state
+    # A rotation while that overlap runs stops the secret before: its pushes are taken back.
+    rp.registered = dataclasses.replace(rp.registered, client_secret=newer)
+    during = pushed_uri(rp)
+    rotate(admin, client_id, 3600)
+    assert_error_page(authorize_pushed(rp, during))
+    assert rows(storage_app, PushedAuthorizationRequest,
+                PushedAuthorizationRequest.consumed_at.is_(None)) == []  # fmt: skip
