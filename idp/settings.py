@@ -6,7 +6,6 @@ failing at the first sign-in.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import tomllib
@@ -60,6 +59,8 @@ class Settings:
     #: Pushed authorization requests (RFC 9126): how long a request_uri may wait for its
     #: ``/authorize`` (RFC 9126 2.2 ``expires_in``: short, the browser is sent there at once).
     par_request_ttl: int = 60
+    #: Pushes (RFC 9126 2) each confidential client may make per minute: 10 to 1,000,000.
+    par_requests_per_client: int = 600
     #: RFC 9126 5 ``require_pushed_authorization_requests``: every client must push its
     #: authorization requests (``POST /par``); off, only clients registered to require it.
     require_pushed_authorization_requests: bool = False
@@ -292,6 +293,8 @@ class Settings:
             raise SettingsError("metrics_token must be at least 32 characters long (or empty)")
         if not 10 <= self.anonymous_requests_per_address <= 1_000_000:
             raise SettingsError("anonymous_requests_per_address must be 10 to 1000000")
+        if not 10 <= self.par_requests_per_client <= 1_000_000:
+            raise SettingsError("par_requests_per_client must be 10 to 1000000")
         if not 1 <= self.argon2_hashes_at_once <= 64:
             raise SettingsError("argon2_hashes_at_once must be 1 to 64")
         if self.trusted_proxies < 0:
@@ -444,7 +447,3 @@ def load_settings(
         raise SettingsError(f"invalid setting: {error}") from error
     settings.validate()
     return settings
-
-
-def replace(settings: Settings, **changes: Any) -> Settings:
-    return dataclasses.replace(settings, **changes)

@@ -77,12 +77,17 @@ class PushRefusedError(OAuth2Error):
 
 
 class PushBudgetSpentError(OAuth2Error):
-    """docs/operations.md, "Storage budgets": this address pushed its share as a public client.
-    RFC 9126 2.3 allows 429 for a request over a rate limit."""
+    """docs/operations.md, "Storage budgets": this address pushed its share as a public client,
+    or a confidential client its own (``par_requests_per_client``). RFC 9126 2.3 allows 429 for
+    a request over a rate limit."""
 
     error = "temporarily_unavailable"
     description = "Too many pushed requests from this network. Try again in a few minutes."
     status_code = 429
+
+
+#: docs/configuration.md, ``par_requests_per_client``.
+CLIENT_PUSHES_SPENT = "Too many pushed requests from this client. Try again in a minute."
 
 
 class PushedAuthorizationEndpoint:
@@ -111,6 +116,12 @@ class PushedAuthorizationEndpoint:
             raise InvalidRequestError("Send the parameters in the request body, not the query.")
         client = self.server.authenticate_client(request, CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         now = clock().now()
+        if not client.is_public and not services().storage_budgets.client_pushed_request(
+            client.client_id, runtime().settings.par_requests_per_client, now
+        ):
+            # Counted before the checks: a refused push is audited one row each too. RFC 9126
+            # 2.3 allows 429 for a request over a rate limit.
+            raise PushBudgetSpentError(description=CLIENT_PUSHES_SPENT)
         try:
             auth_request = _checked_push(request, client)
         except OAuth2Error as refused:

@@ -18,13 +18,16 @@ from idp import metrics
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.client_addresses import budget_address
-from idp.services.rate_limits import AddressBudget, CounterStore
+from idp.services.rate_limits import AddressBudget, CounterStore, WindowBudget
 
 #: The window of the per-address budgets of pending authorization requests and of passkey
 #: sign-in options (each stores a challenge); how many each address may open in it is the
 #: ``anonymous_requests_per_address`` setting.
 PENDING_AUTHORIZATIONS_WINDOW = timedelta(minutes=15)
 PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
+#: The window of a confidential client's budget of pushed authorization requests; how many it
+#: may push in it is the ``par_requests_per_client`` setting.
+CLIENT_PUSHES_WINDOW = timedelta(minutes=1)
 #: Audit rows for refused anonymous requests: one per address, kind and window; the rest are
 #: counted in ``idp_anonymous_rejections_total``.
 REJECTION_AUDIT_WINDOW = timedelta(minutes=15)
@@ -46,6 +49,15 @@ class StorageBudgets:
         public client, whose client_id authenticates nothing, so it is an anonymous write."""
         budget = AddressBudget(self.store, self.per_address, PENDING_AUTHORIZATIONS_WINDOW)
         return budget.spend("pushed_request", budget_address(address), now)
+
+    def client_pushed_request(self, client_id: str, per_minute: int, now: datetime) -> bool:
+        """A confidential client's pushed authorization request (RFC 9126 2), counted before it
+        is checked: it authenticated, so it is no anonymous write, but each push, taken or
+        refused, writes an audit row kept for ``audit_retention_days``, and one client (or
+        whoever holds its secret) must not write without bound. Per client, not per address: a
+        client's backend pushes for all its users from a few addresses."""
+        budget = WindowBudget(self.store, per_minute, CLIENT_PUSHES_WINDOW)
+        return budget.spend("client_pushed_request", client_id, now)
 
     def passkey_options(self, address: str, now: datetime) -> bool:
         budget = AddressBudget(self.store, self.per_address, PASSKEY_OPTIONS_WINDOW)

@@ -7,6 +7,7 @@ client and for the deployment. The parallel spend is tests/functional/test_pushe
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.clock import FrozenClock
-from idp.models import PendingAuthorization, PushedAuthorizationRequest
+from idp.models import AuditEvent, PendingAuthorization, PushedAuthorizationRequest
+from idp.models.base import utcnow
 from idp.services.crypto import token_hash
 from idp.services.pending_authorizations import REQUEST_URI_PREFIX
 from idp.settings import Settings
 from tests.conftest import sqlite_app
+from tests.support.apps import app_on
+from tests.support.clock import app_clock
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
 from tests.support.flow import RelyingParty, client_assertion, query_of, start_session
 
@@ -286,6 +290,46 @@ def test_a_confidential_clients_pushes_are_not_counted_against_its_address(
     address, which the anonymous budget must not throttle."""
     answers = [push(rp).status_code for _ in range(PER_ADDRESS + 2)]
     assert set(answers) == {201}
+
+
+PER_CLIENT = 10
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bounded_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """An app whose confidential clients may push ``PER_CLIENT`` requests a minute, on each
+    database (the counters are rows there without Redis)."""
+    with app_on(request.param, tmp_path, par_requests_per_client=PER_CLIENT) as flask_app:
+        yield flask_app
+
+
+def test_a_confidential_clients_pushes_are_bounded_per_client(bounded_app: Flask) -> None:
+    """Each push of a confidential client, taken or refused by /authorize's checks, writes an
+    audit row kept for a year (``audit_retention_days``), and its pushes are no anonymous
+    writes, so no address budget bounds them: one client, or whoever holds its secret, wrote
+    without bound. ``par_requests_per_client`` pushes a minute are taken, refused ones counted
+    too; then 429 ``temporarily_unavailable`` (RFC 9126 2.3), nothing stored or audited, from
+    any address; another client has its own budget, and the next minute a new one."""
+    frozen = FrozenClock(utcnow())
+    with app_clock(bounded_app, frozen):
+        rp = RelyingParty(bounded_app.test_client(), create_client(bounded_app))
+        refused = [push(rp, scope="nothing-registered").status_code for _ in range(2)]
+        assert refused == [400, 400]
+        answers = [push(rp).status_code for _ in range(PER_CLIENT)]
+        assert answers == [201] * (PER_CLIENT - 2) + [429] * 2
+        elsewhere = rp.browser.post("/par", data=rp.authorize_params(),
+                                    headers=basic(rp.registered),
+                                    environ_base={"REMOTE_ADDR": "203.0.113.9"})  # fmt: skip
+        assert elsewhere.status_code == 429
+        assert error_of(elsewhere) == "temporarily_unavailable"
+        assert elsewhere.headers["Cache-Control"] == "no-store"
+        assert len(rows(bounded_app, PushedAuthorizationRequest)) == PER_CLIENT - 2
+        audited = rows(bounded_app, AuditEvent, AuditEvent.kind.startswith("authorization.push"))
+        assert len(audited) == PER_CLIENT
+        other = RelyingParty(bounded_app.test_client(), create_client(bounded_app, name="Other"))
+        assert push(other).status_code == 201
+        frozen.advance(timedelta(minutes=1))
+        assert push(rp).status_code == 201
 
 
 def test_a_single_page_app_can_push_from_its_page(storage_app: Flask) -> None:
