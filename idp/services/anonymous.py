@@ -1,4 +1,5 @@
-"""Storage budgets for anonymous requests (docs/operations.md, "Storage budgets").
+"""Storage budgets for anonymous requests (docs/operations.md, "Storage budgets"), and the
+per-client budget of a confidential client's pushed authorization requests.
 
 Whoever can reach idp can make it write: a pending authorization request per ``/authorize``, a
 WebAuthn challenge per passkey options request, an audit row per refused answer. Each of those
