@@ -117,7 +117,7 @@ class Container:
 
     def __post_init__(self) -> None:
         self.policy_cache = PolicyCache(self.settings.policy_cache_ttl)
-        self.relying_party = RelyingParty.of(self.settings)
+        self.relying_party = RelyingParty.of(self.settings, self.clock.now())
         self.client_cache = ClientCache(
             self.settings.client_cache_ttl, self.client_secrets, LiveClock(lambda: self.clock)
         )

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, ObjectIdentifier
@@ -49,10 +50,12 @@ TRUSTED_FORMATS = (AttestationFormat.PACKED, AttestationFormat.TPM, AttestationF
 FIDO_GEN_CE_AAGUID = ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 
 
-def load_roots(path: str) -> tuple[bytes, ...]:
-    """The PEM certificates of ``path`` (empty path: none), each a CA certificate: a file that
-    holds none, or a certificate that is no CA, is a configuration error at start-up rather than
-    a registration refused later for a reason no user can act on."""
+def load_roots(path: str, now: datetime) -> tuple[bytes, ...]:
+    """The PEM certificates of ``path`` (empty path: none), each a trust anchor at ``now``: a
+    file that cannot be read or holds none, or a certificate in it that is no trust anchor
+    (``_anchor_refusal``), is a configuration error at start-up, naming the file and the
+    certificate's subject, rather than every registration refused later for a reason no user
+    can act on."""
     if not path:
         return ()
     try:
@@ -64,12 +67,42 @@ def load_roots(path: str) -> tuple[bytes, ...]:
     except ValueError as error:
         raise SettingsError(f"webauthn_attestation_roots {path}: {error}") from error
     for certificate in certificates:
-        if not _is_ca(certificate):
+        refusal = _anchor_refusal(certificate, now)
+        if refusal is not None:
             raise SettingsError(
-                f"webauthn_attestation_roots {path}: {certificate.subject.rfc4514_string()} is not "
-                "a CA certificate"
+                f"webauthn_attestation_roots {path}: {certificate.subject.rfc4514_string()} "
+                f"{refusal}"
             )
     return tuple(c.public_bytes(Encoding.PEM) for c in certificates)
+
+
+def _anchor_refusal(certificate: x509.Certificate, now: datetime) -> str | None:
+    """Why ``certificate`` cannot end an attestation chain at ``now``, or None. ``_chain_root``
+    ends a path only at a certificate of the file that is self-signed (OpenSSL's store without
+    partial chains; RFC 5280 6.1: the trust anchor begins the path, and a CA's certificate issued
+    by another is no anchor on its own), and judges every certificate of the path, the root
+    included, valid at idp's clock (RFC 5280 6.1.3 (a)(2)); so an intermediate alone, a
+    certificate that is no CA (WebAuthn L3 8.2.1: the attestation certificate is a leaf) or an
+    expired root would fail every registration."""
+    if not _is_ca(certificate):
+        return "is not a CA certificate"
+    if not _self_signed(certificate):
+        return (
+            f"is not self-signed (issued by {certificate.issuer.rfc4514_string()}): put the "
+            "vendor's root in the file; an intermediate travels in the attestation's x5c"
+        )
+    if certificate.not_valid_after_utc < now:
+        return f"expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    # Its issuer is its subject and its own key verifies its signature.
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def conveyance(asked: str, roots: tuple[bytes, ...]) -> str:

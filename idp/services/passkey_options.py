@@ -37,9 +37,10 @@ class RelyingParty:
     attestation_roots: tuple[bytes, ...] = ()
 
     @classmethod
-    def of(cls, settings: Settings) -> RelyingParty:
-        """idp as its settings name it; a roots file that cannot be used stops the start."""
-        roots = load_roots(settings.webauthn_attestation_roots)
+    def of(cls, settings: Settings, now: datetime) -> RelyingParty:
+        """idp as its settings name it at ``now``; a roots file that cannot be used stops the
+        start (idp.services.attestation ``load_roots``)."""
+        roots = load_roots(settings.webauthn_attestation_roots, now)
         return cls(settings.rp_id, settings.webauthn_rp_name, settings.origins, roots)
 
 

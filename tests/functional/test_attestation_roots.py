@@ -15,9 +15,11 @@ from fido2.utils import websafe_decode, websafe_encode
 from fido2.webauthn import AttestationObject
 from flask import Flask
 
+from idp.app import create_app
 from idp.extensions import db
 from idp.models import Passkey
 from idp.models.base import utcnow
+from idp.settings import SettingsError
 from tests.conftest import sqlite_app
 from tests.functional.test_admin_policy import (
     GOOGLE_PASSWORD_MANAGER,
@@ -55,6 +57,19 @@ def genuine(model: str = YUBIKEY_5, root: Issued = VENDOR) -> SoftAuthenticator:
     return SoftAuthenticator(
         aaguid=model, attestation_certificate=attestation_certificate(root, model)
     )
+
+
+def test_an_intermediate_alone_in_the_roots_file_stops_idp_at_start_up(tmp_path: Path) -> None:
+    """A vendor's intermediate where its root belongs would refuse every registration at run time
+    (no path ends at a certificate that is not self-signed): the application is not made, and the
+    refusal names the file and the certificate (idp.services.attestation ``load_roots``)."""
+    intermediate = intermediate_ca(VENDOR)
+    roots = tmp_path / "attestation-roots.pem"
+    roots.write_bytes(intermediate.pem)
+    with pytest.raises(SettingsError, match="not self-signed") as refused:
+        create_app({"database_url": "sqlite://", "webauthn_attestation_roots": str(roots)})
+    assert str(roots) in str(refused.value)
+    assert intermediate.certificate.subject.rfc4514_string() in str(refused.value)
 
 
 def test_with_roots_registration_asks_for_direct_attestation(roots_app: Flask) -> None:

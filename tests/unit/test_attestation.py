@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from fido2.cose import ES256
 from fido2.webauthn import AttestationObject, AttestedCredentialData, AuthenticatorData
 
 from idp.services.attestation import conveyance, load_roots, untrusted_reason
 from idp.settings import SettingsError
+from tests.support import certificates
 from tests.support.attestation_ca import attestation_certificate, intermediate_ca, root_ca
 from tests.support.certificates import Issued
 
@@ -54,24 +56,62 @@ def packed(der: bytes, aaguid: str = MODEL, *chain: Issued) -> bytes:
 
 
 def test_no_roots_file_means_no_roots() -> None:
-    assert load_roots("") == ()
+    assert load_roots("", now()) == ()
 
 
 def test_the_roots_file_must_hold_ca_certificates(tmp_path: Path) -> None:
     root = root_ca()
     good = tmp_path / "roots.pem"
     good.write_bytes(root.pem + root_ca("Second Root").pem)
-    assert len(load_roots(str(good))) == 2
+    assert len(load_roots(str(good), now())) == 2
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(attestation_certificate(root, MODEL).pem)
     with pytest.raises(SettingsError, match="not a CA"):
-        load_roots(str(leaf))
+        load_roots(str(leaf), now())
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
     with pytest.raises(SettingsError):
-        load_roots(str(garbage))
+        load_roots(str(garbage), now())
     with pytest.raises(SettingsError):
-        load_roots(str(tmp_path / "missing.pem"))
+        load_roots(str(tmp_path / "missing.pem"), now())
+
+
+def test_a_roots_file_of_an_intermediate_alone_stops_the_start(tmp_path: Path) -> None:
+    """A CA certificate that is not self-signed ends no path in the chain check (OpenSSL's store
+    takes only a self-signed certificate as the anchor), so every registration would be refused:
+    the start is refused instead, naming the file and the certificate. A certificate whose issuer
+    is its subject but whose signature its own key does not verify is no anchor either."""
+    intermediate = intermediate_ca(ROOT)
+    leaf = attestation_certificate(intermediate, MODEL).der
+    assert judged(packed(leaf, MODEL, intermediate), roots=(intermediate.pem,)) is not None
+    alone = tmp_path / "intermediate.pem"
+    alone.write_bytes(ROOT.pem + intermediate.pem)
+    subject = intermediate.certificate.subject.rfc4514_string()
+    with pytest.raises(SettingsError, match="not self-signed") as refused:
+        load_roots(str(alone), now())
+    assert str(alone) in str(refused.value)
+    assert subject in str(refused.value)
+    authority = (x509.BasicConstraints(ca=True, path_length=None), True)
+    posing = certificates.issue(ROOT, ROOT.certificate.subject, authority)
+    assert posing.certificate.issuer == posing.certificate.subject
+    forged = tmp_path / "posing.pem"
+    forged.write_bytes(posing.pem)
+    with pytest.raises(SettingsError, match="not self-signed"):
+        load_roots(str(forged), now())
+
+
+def test_a_roots_file_with_an_expired_root_stops_the_start(tmp_path: Path) -> None:
+    """RFC 5280 6.1.3 (a)(2): the chain check judges the root valid at idp's clock, so an
+    expired root attests nothing; the start at a time past its end is refused, naming the file
+    and the root."""
+    short = root_ca("Short-lived Root", valid=(-timedelta(hours=1), timedelta(hours=1)))
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(ROOT.pem + short.pem)
+    assert len(load_roots(str(roots), now())) == 2
+    with pytest.raises(SettingsError, match="expired") as refused:
+        load_roots(str(roots), now() + timedelta(hours=2))
+    assert str(roots) in str(refused.value)
+    assert "CN=Short-lived Root" in str(refused.value)
 
 
 def test_with_roots_the_conveyance_is_at_least_direct() -> None:
