@@ -31,7 +31,7 @@ from idp.oidc.dpop import (
 )
 from idp.oidc.endpoints import bearer_token
 from idp.services.claims import client_claims
-from idp.services.dpop import DPoPProofError
+from idp.services.dpop import DPOP_CHALLENGE, DPoPProofError
 from idp.services.logout_return import seal_return
 from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
@@ -209,12 +209,15 @@ def _query_names(current: Request) -> Any:
 
 def _bearer_error(status: int, error: str | None, description: str = "") -> Answer:
     # RFC 6750 3: the challenge names the error; with no token at all it carries no error code.
+    # RFC 9449 7.2 (RFC 9110 11.6.1): UserInfo takes both schemes, so the DPoP challenge follows
+    # the Bearer one, without the error, which belongs to the scheme the request used (7.2's
+    # rules: none with no credentials, Figure 17; the Bearer challenge's otherwise, Figure 18).
     challenge = 'Bearer realm="idp"'
     body: dict[str, str] = {}
     if error:
         challenge += f', error="{error}", error_description="{description}"'
         body = {"error": error, "error_description": description}
-    return Answer.json(status, body, ("WWW-Authenticate", challenge))
+    return Answer.json(status, body, ("WWW-Authenticate", f"{challenge}, {DPOP_CHALLENGE}"))
 
 
 @bp.post("/device_authorization")

@@ -38,6 +38,10 @@ DPOP_TYP = "dpop+jwt"
 #: RFC 9449 4.2 and 5.1: asymmetric algorithms only (never ``none``, never a MAC), each with the
 #: key type it signs with. Advertised as ``dpop_signing_alg_values_supported``.
 DPOP_ALGS: Mapping[str, str] = {"ES256": "EC", "RS256": "RSA", "PS256": "RSA", "EdDSA": "OKP"}
+#: RFC 9449 7.1: the DPoP challenge of a protected resource, naming the algorithms (``algs``).
+#: The UserInfo endpoint also takes bearer tokens, and sends it beside each Bearer challenge
+#: (7.2, RFC 9110 11.6.1): a client that reads only Bearer would not learn it may use DPoP.
+DPOP_CHALLENGE = f'DPoP algs="{" ".join(DPOP_ALGS)}"'
 #: RFC 9449 4.3 item 11 and 11.1: how old a proof's ``iat`` may be, in seconds. Its ``jti`` is
 #: remembered as long (``remember_proof``), so the window also bounds the replay store.
 PROOF_WINDOW = 300

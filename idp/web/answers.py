@@ -14,10 +14,15 @@ from typing import Any
 from flask import Response, current_app
 from werkzeug.http import HTTP_STATUS_CODES
 
+from idp.services.dpop import DPOP_CHALLENGE
+
 JSON = "application/json"
 #: The challenge an endpoint's every refusal carries: the UserInfo endpoint's errors are RFC 6750
-#: 3's (OIDC Core 5.3.3), which "MUST include the WWW-Authenticate response header field".
-REFUSAL_CHALLENGES = {"oidc.userinfo": 'Bearer realm="idp", error="invalid_request"'}
+#: 3's (OIDC Core 5.3.3), which "MUST include the WWW-Authenticate response header field"; it
+#: takes DPoP too, so the DPoP challenge follows (RFC 9449 7.2), the error with the Bearer one.
+REFUSAL_CHALLENGES = {
+    "oidc.userinfo": f'Bearer realm="idp", error="invalid_request", {DPOP_CHALLENGE}'
+}
 
 
 @dataclass(slots=True)

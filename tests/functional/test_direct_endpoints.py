@@ -119,7 +119,7 @@ def test_userinfo_answers_the_same_claims_and_challenges_as_before(app: Flask) -
     # RFC 6750 3: no token, no error code; a bad one, invalid_token.
     missing = browser.get("/userinfo")
     assert missing.status_code == 401
-    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="idp"'
+    assert missing.headers["WWW-Authenticate"].startswith('Bearer realm="idp", DPoP algs="')
     wrong = browser.get("/userinfo", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]

@@ -225,6 +225,26 @@ def test_a_bound_token_presented_as_bearer_is_refused(app: Flask) -> None:
     assert refused.headers["Access-Control-Expose-Headers"] == "WWW-Authenticate"
 
 
+def test_userinfo_challenges_offer_dpop_beside_bearer(rp: RelyingParty, user: CreatedUser) -> None:
+    """RFC 9449 7.2 (RFC 9110 11.6.1, RFC 6750 3): UserInfo takes both schemes, so its Bearer
+    challenges are followed by a DPoP one naming the algorithms (7.1), which tells a client it may
+    use DPoP: with no credentials neither carries an error (Figure 17); a bad bearer token's error
+    is the Bearer challenge's alone (Figure 18)."""
+    missing = rp.browser.get("/userinfo")
+    assert missing.status_code == 401
+    algs = 'DPoP algs="ES256 RS256 PS256 EdDSA"'
+    assert missing.headers["WWW-Authenticate"] == f'Bearer realm="idp", {algs}'
+    wrong = rp.userinfo("not-a-token")
+    assert wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == (
+        'Bearer realm="idp", error="invalid_token", '
+        f'error_description="The access token is invalid or expired.", {algs}'
+    )
+    assert wrong.headers["Access-Control-Expose-Headers"] == "WWW-Authenticate"
+    token = rp.tokens_for(user)["access_token"]
+    assert rp.userinfo(token).status_code == 200
+
+
 def test_userinfo_refuses_a_proof_of_another_key(app: Flask) -> None:
     rp, key = public_rp(app), DPoPKey()
     token = dpop_tokens(rp, create_user(app), key)["access_token"]

@@ -250,7 +250,9 @@ def test_a_userinfo_request_refused_before_the_endpoint_carries_the_bearer_chall
         content_type="application/x-www-form-urlencoded",
     )  # fmt: skip
     assert response.status_code == 400
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="idp", error="invalid_request"'
+    assert response.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="idp", error="invalid_request", DPoP algs="'
+    )
     assert response.mimetype == "application/json"
     if method == "POST":
         assert response.get_json()["error"] == "invalid_request"
