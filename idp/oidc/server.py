@@ -50,7 +50,7 @@ from idp.oidc.client_auth import (
     token_client,
 )
 from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
-from idp.oidc.dpop import DPoPProofRequiredError
+from idp.oidc.dpop import DPoPProofRequiredError, token_side_proof
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
 from idp.oidc.group_gate import still_allowed
 from idp.oidc.pushed import PushedAuthorizationEndpoint
@@ -387,7 +387,13 @@ class IdpAuthorizationServer(AuthorizationServer):
             raise RealmedInvalidClientError(
                 description=description, status_code=error.status_code
             ) from None
-        if endpoint == "token" and client.dpop_bound_access_tokens and "dpop_jkt" not in g:
+        proof = g.pop("dpop_proof", None)
+        if proof is not None:
+            # The proof the token or PAR endpoint checked (idp.oidc.token_views ``_proved``),
+            # spent only now that its client authenticated, and before the grant runs (RFC 9449
+            # 11.1): a request that authenticates nobody records nothing (idp.oidc.dpop).
+            g.dpop_jkt = token_side_proof(proof, client)
+        elif endpoint == "token" and client.dpop_bound_access_tokens and "dpop_jkt" not in g:
             # RFC 9449 5.2: the client registered that it always uses DPoP; a token request
             # without a proof is refused before any grant runs (a code stays unspent), so none
             # of its access tokens is a bearer token.

@@ -20,12 +20,15 @@ from flask import (
 from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
+from idp.oidc.client_auth import token_client
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.dpop import (
     DPOP_HEADER,
+    ProofBudgetSpentError,
     checked_proof,
     resource_proof_refusal,
     resource_refusal,
+    spend_proof,
     token_refusal,
     with_nonce,
 )
@@ -108,13 +111,15 @@ def token_answer(current: Request) -> Answer:
 
 def _proved(current: Request, path: str, respond: Callable[[], Answer]) -> Answer:
     """``respond``'s answer, committed and readable by any origin; with a DPoP proof, the proof
-    checked and spent first, and what the request issues bound to its key: the tokens (RFC 9449
-    5 and 6, idp.oidc.token_issue) or a pushed request's code (10.1, idp.oidc.pushed), which
-    read it from ``g`` as the ID token's client is."""
+    checked first, spent once the client authenticated (idp.oidc.server
+    ``IdpAuthorizationServer.authenticate_client``, before the grant runs), and what the request
+    issues bound to its key: the tokens (RFC 9449 5 and 6, idp.oidc.token_issue) or a pushed
+    request's code (10.1, idp.oidc.pushed), which read it from ``g`` as the ID token's client
+    is."""
     if DPOP_HEADER not in current.environ:
         return cors(_committed(respond()))
     try:
-        g.dpop_jkt = checked_proof(current, path).jkt
+        g.dpop_proof = checked_proof(current, path)
     except DPoPProofError as error:
         return cors(token_refusal(error))
     return cors(with_nonce(_committed(respond())))
@@ -183,6 +188,19 @@ def _dpop_userinfo(current: Request, token_value: str) -> Answer:
         # RFC 9449 7.1 and 6.1: the proof's key must be the one the token is bound to; a bearer
         # token sent as a DPoP token is refused as well (it is bound to no key).
         return resource_refusal(401, "invalid_token", "The access token is not bound to this key.")
+    # Spent (RFC 9449 11.1) only now, before the answer: a caller without a live token bound to
+    # the proof's key records nothing; a public client's token, which anyone may get as that
+    # client, spends the address's budget first (idp.oidc.dpop).
+    client = token_client(access_token.client_id)
+    try:
+        spend_proof(proof, anonymous=client is None or client.is_public)
+    except DPoPProofError as error:
+        return resource_proof_refusal(error)
+    except ProofBudgetSpentError as spent:
+        return Answer.json(
+            spent.status_code, {"error": spent.error, "error_description": spent.description},
+            ("Cache-Control", "no-store"),
+        )  # fmt: skip
     if "openid" not in access_token.scope.split():
         # RFC 9449 7.1: a DPoP request's refusal carries the DPoP challenge (RFC 6750 3.1's
         # error code).

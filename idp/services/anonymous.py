@@ -29,6 +29,8 @@ PASSKEY_OPTIONS_WINDOW = timedelta(minutes=15)
 #: The window of a confidential client's budget of pushed authorization requests; how many it
 #: may push in it is the ``par_requests_per_client`` setting.
 CLIENT_PUSHES_WINDOW = timedelta(minutes=1)
+#: The window of the per-address budget of DPoP proofs recorded for public clients.
+DPOP_PROOFS_WINDOW = timedelta(minutes=15)
 #: Audit rows for refused anonymous requests: one per address, kind and window; the rest are
 #: counted in ``idp_anonymous_rejections_total``.
 REJECTION_AUDIT_WINDOW = timedelta(minutes=15)
@@ -59,6 +61,13 @@ class StorageBudgets:
         client's backend pushes for all its users from a few addresses."""
         budget = WindowBudget(self.store, per_minute, CLIENT_PUSHES_WINDOW)
         return budget.spend("client_pushed_request", client_id, now)
+    def dpop_proof(self, address: str, now: datetime) -> bool:
+        """A DPoP proof of a public client's request (RFC 9449 11.1: remembered, a row, until
+        its window ends): the token and PAR endpoints take a public client's client_id without
+        authenticating anyone, and UserInfo that client's tokens, so each proof recorded for one
+        is an anonymous write."""
+        budget = AddressBudget(self.store, self.per_address, DPOP_PROOFS_WINDOW)
+        return budget.spend("dpop_proof", budget_address(address), now)
 
     def passkey_options(self, address: str, now: datetime) -> bool:
         budget = AddressBudget(self.store, self.per_address, PASSKEY_OPTIONS_WINDOW)

@@ -11,9 +11,10 @@ from flask import Flask
 
 from idp.models import AccessToken
 from idp.oidc.dpop import PROOF_CHECKPOINT
+from tests.functional.test_dpop import dpop_tokens, dpop_userinfo, public_rp
 from tests.support.checkpoints import Checkpoints, in_thread, wait_until
-from tests.support.dpop import DPoPKey
-from tests.support.factories import create_client, rows
+from tests.support.dpop import USERINFO_URL, DPoPKey
+from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty
 
 PARALLEL = 3
@@ -47,3 +48,33 @@ def test_parallel_token_requests_with_one_proof_pass_once(
     refused = [answer.get_json()["error"] for answer in answers if answer.status_code == 400]
     assert refused == ["invalid_dpop_proof"] * (PARALLEL - 1)
     assert len(rows(storage_app, AccessToken)) == 1
+
+
+def test_parallel_userinfo_requests_with_one_proof_pass_once(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """At UserInfo the proof is recorded after the token's lookup (a live token bound to its
+    key) and a public client's budget count, still before the claims: of parallel requests
+    carrying one proof, all held before the INSERT, one gets the claims, the others
+    ``invalid_dpop_proof``."""
+    rp, key = public_rp(storage_app), DPoPKey()
+    token = dpop_tokens(rp, create_user(storage_app), key)["access_token"]
+    proof = key.proof("GET", USERINFO_URL, access_token=token)
+    outcome: dict[str, Any] = {}
+
+    def request() -> Any:
+        return dpop_userinfo(storage_app.test_client(), token, proof)
+
+    with checkpoints.holding(PROOF_CHECKPOINT):
+        threads = [in_thread(outcome, f"r{n}", request) for n in range(PARALLEL)]
+        wait_until(lambda: checkpoints.arrivals(PROOF_CHECKPOINT) >= PARALLEL
+                   or not all(thread.is_alive() for thread in threads),
+                   "every request checked the proof")  # fmt: skip
+        assert all(thread.is_alive() for thread in threads), outcome
+    for thread in threads:
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    answers = [outcome[f"r{n}"] for n in range(PARALLEL)]
+    assert sorted(answer.status_code for answer in answers) == [200] + [401] * (PARALLEL - 1)
+    refused = [answer.get_json()["error"] for answer in answers if answer.status_code == 401]
+    assert refused == ["invalid_dpop_proof"] * (PARALLEL - 1)
