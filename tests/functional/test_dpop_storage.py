@@ -96,10 +96,11 @@ def test_a_private_key_jwt_clients_proof_is_recorded_with_its_assertion(
 
 @pytest.mark.usefixtures("clock")  # within one budget window
 def test_a_public_clients_proofs_are_within_the_address_budget(storage_app: Flask) -> None:
-    """A public client's token requests are anonymous: each proof recorded spends the address's
-    budget, and past it the request is 429 temporarily_unavailable with nothing recorded and
-    nothing spent; another address has its own budget, and a confidential client's proofs are
-    not counted against its address (its backend serves all its users from one)."""
+    """A public client's token and PAR requests are anonymous: each proof recorded spends the
+    address's budget, and past it the request is 429 temporarily_unavailable with nothing
+    recorded and nothing spent (a push without a proof still goes); another address has its
+    own budget, and a confidential client's proofs are not counted against its address (its
+    backend serves all its users from one)."""
     public = create_client(storage_app, public=True, name="SPA")
     rp = RelyingParty(storage_app.test_client(), public)
     form = {"grant_type": "refresh_token", "refresh_token": "made-up"}
@@ -107,6 +108,11 @@ def test_a_public_clients_proofs_are_within_the_address_budget(storage_app: Flas
     assert [a.get_json()["error"] for a in answers[:PER_ADDRESS]] == ["invalid_grant"] * PER_ADDRESS
     assert [a.status_code for a in answers[PER_ADDRESS:]] == [429] * 3
     assert answers[-1].get_json()["error"] == "temporarily_unavailable"
+    assert proofs(storage_app) == PER_ADDRESS
+    pushed = rp.browser.post("/par", data=rp.authorize_params(),
+                             headers={"DPoP": DPoPKey().proof("POST", PAR_URL)})  # fmt: skip
+    assert pushed.status_code == 429, pushed.text
+    assert rp.browser.post("/par", data=rp.authorize_params()).status_code == 201
     assert proofs(storage_app) == PER_ADDRESS
     elsewhere = storage_app.test_client().post(
         "/token", data={**form, "client_id": public.client_id},
