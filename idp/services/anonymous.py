@@ -61,6 +61,7 @@ class StorageBudgets:
         client's backend pushes for all its users from a few addresses."""
         budget = WindowBudget(self.store, per_minute, CLIENT_PUSHES_WINDOW)
         return budget.spend("client_pushed_request", client_id, now)
+
     def dpop_proof(self, address: str, now: datetime) -> bool:
         """A DPoP proof of a public client's request (RFC 9449 11.1: remembered, a row, until
         its window ends): the token and PAR endpoints take a public client's client_id without
