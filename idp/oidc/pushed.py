@@ -109,11 +109,9 @@ class PushedAuthorizationEndpoint:
         return self.server.create_oauth2_request(request)
 
     def create_endpoint_response(self, request: OAuth2Request) -> Any:
-        if request.args:
-            # RFC 9126 2.1: a POST whose parameters, client authentication's included, are in
-            # the body (application/x-www-form-urlencoded). Authlib reads the query too, so a
-            # public client's client_id there authenticated the push.
-            raise InvalidRequestError("Send the parameters in the request body, not the query.")
+        # RFC 9126 2.1: the parameters, client authentication's included, are in the body;
+        # a push with any in the query was refused before it came here, as at the token
+        # endpoint (idp.oidc.token_request ``parameters_refusal``).
         client = self.server.authenticate_client(request, CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         now = clock().now()
         if not client.is_public and not services().storage_budgets.client_pushed_request(

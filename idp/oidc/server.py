@@ -57,9 +57,9 @@ from idp.oidc.pushed import PushedAuthorizationEndpoint
 from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import (
-    ONE_VALUE_ENDPOINTS,
+    BODY_PARAMETER_ENDPOINTS,
     TokenSideRequest,
-    repeated_parameter_refusal,
+    parameters_refusal,
 )
 from idp.services import audit
 from idp.services.claims import client_claims
@@ -341,7 +341,9 @@ class IdpAuthorizationServer(AuthorizationServer):
     def create_token_response(self, request: Any = None) -> Any:
         if request is None:
             request = current_request._get_current_object()  # type: ignore[attr-defined]
-        refusal = repeated_parameter_refusal(request)
+        # RFC 6749 2.3.1, 3.2: the parameters in the body only, each once; refused before the
+        # client authenticates or anything is read or spent.
+        refusal = parameters_refusal(request)
         if refusal is not None:
             return self.handle_error_response(None, refusal)
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
@@ -354,10 +356,12 @@ class IdpAuthorizationServer(AuthorizationServer):
             return self.handle_error_response(None, error)
 
     def create_endpoint_response(self, name: str, request: Any = None) -> Any:
-        if name in ONE_VALUE_ENDPOINTS:
+        if name in BODY_PARAMETER_ENDPOINTS:
             if request is None:
                 request = current_request._get_current_object()  # type: ignore[attr-defined]
-            refusal = repeated_parameter_refusal(request)
+            # As at the token endpoint (``create_token_response``): RFC 7009 2.1, RFC 7662 2.1,
+            # RFC 8628 3.1 and RFC 9126 2.1 put the parameters in the body, each once.
+            refusal = parameters_refusal(request)
             if refusal is not None:
                 return self.handle_error_response(None, refusal)
         return super().create_endpoint_response(name, request)

@@ -25,39 +25,45 @@ def _secure_origin(origin: str, insecure_allowed: str | None) -> bool:
     return is_secure_transport(origin)
 
 
-def repeated_parameter(request: Request) -> str | None:
-    """The first parameter ``request`` carries more than once, None when each comes once (RFC
-    6749 3.2: "Request and response parameters MUST NOT be included more than once"; Authlib
-    would read the first value). A Werkzeug ``MultiDict`` keeps a list per name, read here as
-    the dictionary it is, without copying. Once in the body and once in the query is twice too:
-    Authlib reads the query's value first (``TokenSidePayload``)."""
-    sources: list[MultiDict[str, str]] = [request.form]
-    if request.environ.get("QUERY_STRING"):
-        sources.append(request.args)
-    for source in sources:
-        for name, values in dict.items(source):
-            if len(values) > 1:
-                return str(name)
-    if len(sources) > 1:
-        form = request.form
-        for name in dict.keys(request.args):
-            if name in form:
-                return str(name)
+def repeated_parameter(form: MultiDict[str, str]) -> str | None:
+    """The first parameter the body ``form`` carries more than once, None when each comes once
+    (RFC 6749 3.2: "Request and response parameters MUST NOT be included more than once";
+    Authlib would read the first value). A Werkzeug ``MultiDict`` keeps a list per name, read
+    here as the dictionary it is, without copying. The query is refused before it is read
+    (``parameters_refusal``), so the body is the only place a parameter can come twice."""
+    for name, values in dict.items(form):
+        if len(values) > 1:
+            return str(name)
     return None
 
 
-#: The endpoints besides the token endpoint whose client sends OAuth's form-encoded parameters,
-#: each once (RFC 6749 3.2, which RFC 7009 2.1, RFC 7662 2.1 and RFC 8628 3.1 build on): a
-#: repeated ``token`` was read as its first value, so a revocation could revoke another token
-#: than the client meant and answer 200 all the same.
-ONE_VALUE_ENDPOINTS = frozenset(
+#: The endpoints besides the token endpoint whose client sends OAuth's form-encoded parameters in
+#: the body, each once (RFC 6749 3.2, which RFC 7009 2.1, RFC 7662 2.1, RFC 8628 3.1 and RFC 9126
+#: 2.1 build on): a repeated ``token`` was read as its first value, so a revocation could revoke
+#: another token than the client meant and answer 200 all the same.
+BODY_PARAMETER_ENDPOINTS = frozenset(
     {"revocation", "introspection", "device_authorization", "pushed_authorization"}
 )
+#: The refusal of a parameter in the request's URL (``parameters_refusal``).
+QUERY_REFUSED = "Send the parameters in the request body, not in the query."
 
 
-def repeated_parameter_refusal(request: Any) -> InvalidRequestError | None:
-    """RFC 6749 3.2: "Request and response parameters MUST NOT be included more than once"."""
-    repeated = repeated_parameter(request)
+def parameters_refusal(request: Any) -> InvalidRequestError | None:
+    """The token side's refusal of where a request put its parameters, before any is read:
+
+    - any parameter in the query: the token request's parameters are "in the HTTP request
+      entity-body" (RFC 6749 3.2, 4.1.3; RFC 7009 2.1, RFC 7662 2.1, RFC 8628 3.1 and RFC 9126
+      2.1 the same for theirs), and client credentials "MUST NOT be included in the request URI"
+      (RFC 6749 2.3.1). Authlib reads the query too, so a client_id, a client_secret or a code
+      sent there was taken, and a URL ends up in logs, proxies and browser history;
+    - a parameter more than once in the body (RFC 6749 3.2, ``repeated_parameter``).
+
+    Without a query string (every request a well-behaved client sends, the benchmark's too) the
+    query costs one lookup in the WSGI environment, the one the check of repeated parameters
+    made before (docs/performance.md): its parameters are never parsed."""
+    if request.environ.get("QUERY_STRING") and request.args:
+        return InvalidRequestError(QUERY_REFUSED)
+    repeated = repeated_parameter(request.form)
     if repeated is None:
         return None
     return InvalidRequestError(error_description(f"The '{repeated}' parameter must appear once."))
