@@ -22,6 +22,7 @@ from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
 from idp.services import audit
+from idp.services.anonymous import retry_after
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
     ApiTokenService,
@@ -34,7 +35,6 @@ from idp.services.client_fields import ClientRegistrationError
 from idp.services.clients import StaleClientError, SubjectChangeUnconfirmedError
 from idp.services.groups import GroupError, GroupInUseError, GroupNameTakenError
 from idp.services.pages import CursorError
-from idp.services.rate_limits import window_end
 from idp.services.user_admin import LastAdminError, UserAdminError, UserConflictError
 
 #: The largest request body the API reads (a client with a full JWKS fits well within it).
@@ -146,7 +146,7 @@ def _authenticate() -> None:
         # cost, and must not let anyone who shares the address (a CI provider's egress, a NAT)
         # shut its automation out with made-up tokens (a guess at 256 bits is hopeless anyway).
         if budget.exhausted("api-auth", address, now):
-            retry = max(1, int((window_end(now, FAILED_AUTH_WINDOW) - now).total_seconds()))
+            retry = retry_after(FAILED_AUTH_WINDOW, now)  # the window's end, RFC 9110 10.2.3
             raise Problem("too-many-requests", headers={"Retry-After": str(retry)})
         service.record_failure(result, presented)
         db.session.commit()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2 import OAuth2Error, rfc8628
+from authlib.oauth2 import rfc8628
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
     InvalidGrantError,
@@ -22,9 +22,10 @@ from idp.extensions import db
 from idp.models import DeviceAuthorization
 from idp.oidc.checks import check_scope
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS
-from idp.oidc.errors import AuthorizationError
+from idp.oidc.errors import AuthorizationError, BudgetSpentError
 from idp.oidc.group_gate import still_allowed
 from idp.services import audit
+from idp.services.anonymous import PENDING_AUTHORIZATIONS_WINDOW
 from idp.services.device import PollOutcome
 
 
@@ -109,9 +110,10 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
         now = clock().now()
         if not services().storage_budgets.pending_authorization(services().context.ip_address, now):
             # docs/operations.md, "Storage budgets": an anonymous public client could otherwise
-            # fill the table. The device retries later (429, with RFC 6749 4.1.2.1's error code).
+            # fill the table. The device retries when the window ends (429 with Retry-After, and
+            # RFC 6749 4.1.2.1's error code).
             db.session.commit()  # the counted request
-            raise DeviceBudgetSpentError()
+            raise DeviceBudgetSpentError(PENDING_AUTHORIZATIONS_WINDOW, now)
         issued = services().device_flow.start(
             client, scope, ttl=rt.settings.device_code_ttl,
             interval=rt.settings.device_poll_interval, context=services().context, now=now,
@@ -130,7 +132,5 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
         return 200, data, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
 
-class DeviceBudgetSpentError(OAuth2Error):
-    error = "temporarily_unavailable"
+class DeviceBudgetSpentError(BudgetSpentError):
     description = "Too many device sign-in requests from this network. Try again in a few minutes."
-    status_code = 429

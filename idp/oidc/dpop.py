@@ -25,6 +25,8 @@ from flask import Request
 from idp import checkpoints
 from idp.composition import clock, runtime, services
 from idp.extensions import db
+from idp.oidc.errors import BudgetSpentError
+from idp.services.anonymous import DPOP_PROOFS_WINDOW
 from idp.services.dpop import (
     DPOP_ALGS,
     DPoPNonceError,
@@ -83,13 +85,11 @@ def checked_proof(current: Request, path: str, access_token: str | None = None) 
     )  # fmt: skip
 
 
-class ProofBudgetSpentError(OAuth2Error):
+class ProofBudgetSpentError(BudgetSpentError):
     """docs/operations.md, "Storage budgets": this address recorded its share of DPoP proofs for
     public clients (each proof is a row until its window ends). RFC 6585 4: 429."""
 
-    error = "temporarily_unavailable"
     description = "Too many DPoP requests from this network. Try again in a few minutes."
-    status_code = 429
 
 
 def spend_proof(proof: DPoPProof, *, anonymous: bool) -> None:
@@ -97,10 +97,10 @@ def spend_proof(proof: DPoPProof, *, anonymous: bool) -> None:
     spent whether or not the request then succeeds, and a replay on another node finds it (RFC
     9449 11.1). ``anonymous`` (a public client's request): the address's budget is spent first.
     Raises ``ProofBudgetSpentError``, or ``DPoPProofError`` for a proof used before."""
-    if anonymous and not services().storage_budgets.dpop_proof(
-        services().context.ip_address, clock().now()
-    ):
-        raise ProofBudgetSpentError()
+    if anonymous:
+        now = clock().now()
+        if not services().storage_budgets.dpop_proof(services().context.ip_address, now):
+            raise ProofBudgetSpentError(DPOP_PROOFS_WINDOW, now)
     checkpoints.reached(PROOF_CHECKPOINT)
     if not _recorded(proof):
         raise DPoPProofError("The DPoP proof was used before.")

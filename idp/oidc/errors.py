@@ -4,6 +4,12 @@ any error description may hold (RFC 6749 5.2)."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+
+from idp.services.anonymous import retry_after
 
 #: RFC 6749 4.1.2.1 and 5.2: an error description holds only %x20-21 / %x23-5B / %x5D-7E
 #: (printable ASCII but the double quote and the backslash).
@@ -38,3 +44,23 @@ class AuthorizationError(Exception):
 
 def page_error(description: str) -> AuthorizationError:
     return AuthorizationError("invalid_request", description, redirectable=False)
+
+
+class BudgetSpentError(OAuth2Error):
+    """A token-side request over a budget or rate limit (docs/operations.md, "Storage budgets"):
+    429 (RFC 6585 4; RFC 9126 2.3 names it for PAR) with RFC 6749 4.1.2.1's
+    ``temporarily_unavailable``, and ``Retry-After`` saying when the budget counted in ``window``
+    frees a slot (RFC 9110 10.2.3, ``idp.services.anonymous.retry_after``), so that a client
+    comes back then rather than at once or never. Each budget's refusal is a subclass with its
+    own description."""
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, window: timedelta, now: datetime, description: str | None = None) -> None:
+        super().__init__(description=description)
+        self.retry_after = retry_after(window, now)
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[Any] = super().get_headers()
+        return [*headers, ("Retry-After", str(self.retry_after))]

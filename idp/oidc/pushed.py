@@ -29,7 +29,8 @@ from idp.oidc.checks import (
 )
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS
 from idp.oidc.clients import query_client
-from idp.oidc.errors import AuthorizationError, error_description
+from idp.oidc.errors import AuthorizationError, BudgetSpentError, error_description
+from idp.services.anonymous import CLIENT_PUSHES_WINDOW, PENDING_AUTHORIZATIONS_WINDOW
 from idp.services.pending_authorizations import REQUEST_URI_PREFIX
 from idp.services.tokens import ID_TOKEN_TYP, verify_issued_jwt
 
@@ -76,14 +77,12 @@ class PushRefusedError(OAuth2Error):
     status_code = 400
 
 
-class PushBudgetSpentError(OAuth2Error):
+class PushBudgetSpentError(BudgetSpentError):
     """docs/operations.md, "Storage budgets": this address pushed its share as a public client,
     or a confidential client its own (``par_requests_per_client``). RFC 9126 2.3 allows 429 for
     a request over a rate limit."""
 
-    error = "temporarily_unavailable"
     description = "Too many pushed requests from this network. Try again in a few minutes."
-    status_code = 429
 
 
 #: docs/configuration.md, ``par_requests_per_client``.
@@ -119,7 +118,7 @@ class PushedAuthorizationEndpoint:
         ):
             # Counted before the checks: a refused push is audited one row each too. RFC 9126
             # 2.3 allows 429 for a request over a rate limit.
-            raise PushBudgetSpentError(description=CLIENT_PUSHES_SPENT)
+            raise PushBudgetSpentError(CLIENT_PUSHES_WINDOW, now, CLIENT_PUSHES_SPENT)
         try:
             auth_request = _checked_push(request, client)
         except OAuth2Error as refused:
@@ -137,7 +136,7 @@ class PushedAuthorizationEndpoint:
             # A public client's client_id authenticates nobody: its pushes are anonymous writes,
             # bounded per address as /authorize's pending requests are.
             db.session.commit()  # the counted request
-            raise PushBudgetSpentError()
+            raise PushBudgetSpentError(PENDING_AUTHORIZATIONS_WINDOW, now)
         ttl = settings.par_request_ttl
         request_uri = services().pending_authorizations.push(
             client.client_id, auth_request.to_params(), now, ttl, services().context

@@ -96,11 +96,20 @@ PREFLIGHT = (
 )
 
 
+#: A 429's ``Retry-After`` (idp.oidc.errors ``BudgetSpentError``, RFC 9110 10.2.3) is not a
+#: CORS-safelisted response header: exposed, a page's script can wait as told. A public client,
+#: a page's, is the one the address budgets refuse.
+RETRY_READABLE = ("Access-Control-Expose-Headers", "Retry-After")
+
+
 def cors(answer: Answer) -> Answer:
     # Headers nothing else sets, appended; the challenge exposed only where there is one.
     answer.headers.append(ANY_ORIGIN)
-    if answer.status >= 400 and any(n == "WWW-Authenticate" for n, _ in answer.headers):
-        answer.headers.append(CHALLENGE_READABLE)
+    if answer.status >= 400:
+        if any(n == "WWW-Authenticate" for n, _ in answer.headers):
+            answer.headers.append(CHALLENGE_READABLE)
+        if answer.status == 429:
+            answer.headers.append(RETRY_READABLE)
     return answer
 
 
@@ -197,10 +206,8 @@ def _dpop_userinfo(current: Request, token_value: str) -> Answer:
     except DPoPProofError as error:
         return resource_proof_refusal(error)
     except ProofBudgetSpentError as spent:
-        return Answer.json(
-            spent.status_code, {"error": spent.error, "error_description": spent.description},
-            ("Cache-Control", "no-store"),
-        )  # fmt: skip
+        # RFC 6749 5.2's JSON error as at the token endpoint, with its Retry-After.
+        return Answer.of(*spent())
     if "openid" not in access_token.scope.split():
         # RFC 9449 7.1: a DPoP request's refusal carries the DPoP challenge (RFC 6750 3.1's
         # error code).

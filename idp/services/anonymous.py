@@ -11,6 +11,7 @@ address and window), not audited one row each.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from idp import metrics
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.client_addresses import budget_address
-from idp.services.rate_limits import AddressBudget, CounterStore, WindowBudget
+from idp.services.rate_limits import AddressBudget, CounterStore, WindowBudget, window_end
 
 #: The window of the per-address budgets of pending authorization requests and of passkey
 #: sign-in options (each stores a challenge); how many each address may open in it is the
@@ -34,6 +35,16 @@ DPOP_PROOFS_WINDOW = timedelta(minutes=15)
 #: Audit rows for refused anonymous requests: one per address, kind and window; the rest are
 #: counted in ``idp_anonymous_rejections_total``.
 REJECTION_AUDIT_WINDOW = timedelta(minutes=15)
+
+
+def retry_after(window: timedelta, now: datetime) -> int:
+    """The seconds until a budget counted in ``window`` frees a slot for a request refused at
+    ``now``: a refusal's ``Retry-After`` (RFC 6585 4, RFC 9110 10.2.3). Budgets count in fixed
+    windows whose start is part of the counter's key (idp.services.rate_limits ``window_key``),
+    in the database and in Redis alike, so the count starts again from nothing exactly when the
+    window holding ``now`` ends, and no earlier; rounded up, so a client that waits as told is
+    never early, and at least 1 (``delay-seconds`` is a non-negative integer)."""
+    return max(1, math.ceil((window_end(now, window) - now).total_seconds()))
 
 
 class StorageBudgets:
