@@ -366,7 +366,9 @@ class GrantService:
         logout token was just queued (Back-Channel Logout 1.0 2.4, 2.7), a relying-party
         session no logout ever ends. It answers ``expired_token`` from now on (RFC 8628 3.5: the
         device starts again, and the user answers it in a live session); the poll's spend
-        requires an unexpired row (idp.services.device), so one spent first keeps its tokens."""
+        requires an unexpired row (idp.services.device), so one spent first keeps its tokens.
+        An offline grant whose code or approval expired here ends with it: it holds no token and
+        never will, and would stay live, an app connected to the account that got nothing."""
         offline: list[str] = []
         ended: list[str] = []
         for grant in self.db.scalars(
@@ -404,7 +406,7 @@ class GrantService:
                 .values(revoked_at=now)
                 .execution_options(synchronize_session=False)
             )
-            self.db.execute(
+            unexchanged = self.db.execute(
                 update(AuthorizationCode)
                 .where(
                     AuthorizationCode.grant_id.in_(offline),
@@ -412,5 +414,12 @@ class GrantService:
                     AuthorizationCode.expires_at > now,
                 )
                 .values(expires_at=now)
+                .returning(AuthorizationCode.grant_id)
                 .execution_options(synchronize_session=False)
-            )
+            ).scalars()
+            # A code's grant holds that one code (``new_code``): expired here unspent, it issued
+            # no token and never will, so its offline grant ends too, as an expired approval's
+            # does; one whose code was exchanged first holds its refresh token and lives on
+            # (OIDC Core 11; docs/security.md, "OAuth and OpenID Connect endpoints").
+            for grant_id in set(unexchanged):
+                self.revoke_grant(grant_id, reason, now)

@@ -48,3 +48,36 @@ def test_a_code_racing_the_end_of_its_session_is_not_issued_in_it(
     assert (code, issued, exchanged and exchanged.status_code) == (None, [], None)
     # The session is gone: the browser is asked to sign in, for this same request.
     assert sign_in_address(answer) is not None, (answer.status_code, location)
+
+
+def test_a_code_not_yet_exchanged_takes_its_offline_grant_with_it_when_its_session_ends(
+    storage_app: Flask,
+) -> None:
+    """Signed out while a code of an ``offline_access`` grant was not yet exchanged: the ending
+    expired the code (the client holds nothing offline until it redeems it, RP-Initiated Logout
+    2) but kept its grant, since an offline grant outlives its session (OIDC Core 11). That
+    grant held no token and never would: a live grant, an app connected to the account that got
+    nothing. The ending takes it back with the code it expired, in its transaction; the offline
+    grant whose code was exchanged before keeps its refresh token. The real HTTP path on SQLite
+    and PostgreSQL: sign-in, codes, one exchange, logout, the other exchange, a refresh."""
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+
+    def live() -> set[str]:
+        return {g.id for g in rows(storage_app, Grant, Grant.user_id == user.id,
+                                   Grant.revoked_at.is_(None))}  # fmt: skip
+
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    [exchanged] = live()
+    pending = rp.obtain_code(user, scope="openid offline_access")["code"]
+    [unexchanged] = live() - {exchanged}
+    ended = rp.browser.get("/logout", query_string={"id_token_hint": tokens["id_token"]})
+    assert ended.status_code == 200, ended.text
+    assert live() == {exchanged}
+    [taken_back] = rows(storage_app, Grant, Grant.id == unexchanged)
+    assert taken_back.revoked_at is not None
+    late = rp.exchange(pending)
+    assert (late.status_code, late.get_json()["error"]) == (400, "invalid_grant")
+    assert live() == {exchanged}
+    refreshed = rp.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
