@@ -14,7 +14,8 @@ number of batches and leaves the rest to the next interval. So a deployment that
 CLI stays bounded, many nodes do not prune in parallel, and no request waits for it.
 
 The same job retries the outbox's undelivered mail with backoff and drops expired one-time secrets
-from stored message bodies (idp.services.notifications).
+from stored message bodies (idp.services.notifications), and takes back the grants that never
+issued a token and never will (``take_back_unredeemed``), which would otherwise stay live.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from idp.clock import STAMPED_AHEAD_TOLERANCE
 from idp.interval_gate import IntervalGate
 from idp.models import (
     AccessToken,
@@ -100,6 +102,33 @@ def _grant_is_empty() -> ColumnElement[bool]:
         ~exists().where(AccessToken.grant_id == Grant.id),
         ~exists().where(RefreshToken.grant_id == Grant.id),
     )
+
+
+#: Why pruning revoked a grant: its code or device approval expired unredeemed.
+UNREDEEMED = "unredeemed"
+#: How many grants a prune run took back (``take_back_unredeemed``), among its counts.
+UNREDEEMED_GRANTS = "unredeemed_grants"
+
+
+def _unredeemed(cutoff: datetime) -> ColumnElement[bool]:
+    """A live grant that never issued a token and never will: it has a code or a device approval,
+    every one unspent and expired before ``cutoff``, and no access or refresh token."""
+    codes, devices = AuthorizationCode, DeviceAuthorization
+    return and_(
+        Grant.revoked_at.is_(None),
+        or_(
+            Grant.id.in_(select(codes.grant_id).where(
+                codes.consumed_at.is_(None), codes.expires_at < cutoff)),
+            Grant.id.in_(select(devices.grant_id).where(
+                devices.consumed_at.is_(None), devices.expires_at < cutoff)),
+        ),
+        ~exists().where(codes.grant_id == Grant.id,
+                        or_(codes.consumed_at.is_not(None), codes.expires_at >= cutoff)),
+        ~exists().where(devices.grant_id == Grant.id,
+                        or_(devices.consumed_at.is_not(None), devices.expires_at >= cutoff)),
+        ~exists().where(AccessToken.grant_id == Grant.id),
+        ~exists().where(RefreshToken.grant_id == Grant.id),
+    )  # fmt: skip
 
 
 def _older_than_days(column: Any, p: RetentionPolicy) -> ColumnElement[bool] | None:
@@ -190,26 +219,68 @@ def prune(
     opportunistic prune does on the delivery threads, idp.web.background)."""
     drop_expired_secrets(db, policy.now)
     deliver_due(db, channels, policy.now)
-    counts: dict[str, int] = {}
+    # Before the rules: they delete the expired codes and approvals that show a grant never
+    # issued anything, and without them it cannot be told from one whose tokens all expired.
+    counts = {UNREDEEMED_GRANTS: take_back_unredeemed(db, policy.now, batch_size, max_batches)}
     for rule in RULES:
         condition = rule.dead(policy)
         counts[rule.table] = 0
-        if condition is None:
-            continue
-        batches = 0
-        while max_batches is None or batches < max_batches:
-            keys = list(db.scalars(select(rule.key).where(condition).limit(batch_size)))
-            if keys:
-                db.execute(
-                    delete(rule.key.class_).where(rule.key.in_(keys)),
-                    execution_options={"synchronize_session": False},
-                )
-            db.commit()
-            counts[rule.table] += len(keys)
-            batches += 1
-            if len(keys) < batch_size:
-                break
+        if condition is not None:
+            counts[rule.table] = _in_batches(
+                db, rule.key, condition, _deleting(rule.key), batch_size, max_batches
+            )
     return counts
+
+
+def _deleting(key: InstrumentedAttribute[Any]) -> Callable[[list[Any]], Any]:
+    """The DELETE of a batch of ``key``'s rows."""
+    return lambda keys: delete(key.class_).where(key.in_(keys))
+
+
+def take_back_unredeemed(
+    db: Session, now: datetime, batch_size: int = BATCH_SIZE, max_batches: int | None = None
+) -> int:
+    """Revoke the live grants that never issued a token and never will: their every code (RFC
+    6749 4.1.2: at most ten minutes) or device approval (RFC 8628 3.2 ``expires_in``) expired
+    unredeemed, and no token hangs off them. Nothing else ends such a grant (a session's ending
+    or a poll's ``expired_token`` end theirs; a device that never polls again, a code never
+    exchanged, leave theirs), so it would stay live for ever, an app connected to the account
+    that got nothing (docs/security.md, "OAuth and OpenID Connect endpoints"); revoked, the
+    grants rule deletes it once its codes are gone. A grant that issued anything is kept (a
+    spent code or device code is the mark, a token too): its revocation history matters, a
+    replayed refresh token must find its family revoked, and a logout still tells its client.
+
+    Expired ``STAMPED_AHEAD_TOLERANCE`` before ``now``: a code's exchange or a device's poll
+    spends only an unexpired row by its own clock, which a node's (or a request that waited)
+    reads at most that far behind this one, so none spends what is taken back here. Returns how
+    many grants were revoked; commits per batch."""
+    condition = _unredeemed(now - STAMPED_AHEAD_TOLERANCE)
+    return _in_batches(
+        db, Grant.id, condition, lambda keys: update(Grant).where(Grant.id.in_(keys), condition)
+        .values(revoked_at=now, revoked_reason=UNREDEEMED), batch_size, max_batches)  # fmt: skip
+
+
+def _in_batches(
+    db: Session,
+    key: InstrumentedAttribute[Any],
+    condition: ColumnElement[bool],
+    statement: Callable[[list[Any]], Any],
+    batch_size: int,
+    max_batches: int | None,
+) -> int:
+    """``statement`` of the rows matching ``condition``, ``batch_size`` keys at a time, each
+    batch committed, until none is left or ``max_batches`` ran; how many keys went."""
+    done = batches = 0
+    while max_batches is None or batches < max_batches:
+        keys = list(db.scalars(select(key).where(condition).limit(batch_size)))
+        if keys:
+            db.execute(statement(keys), execution_options={"synchronize_session": False})
+        db.commit()
+        done += len(keys)
+        batches += 1
+        if len(keys) < batch_size:
+            break
+    return done
 
 
 def cut_short(
