@@ -5,6 +5,7 @@ the test waits for the arrivals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -21,19 +22,12 @@ PARALLEL = 3
 WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
 
 
-def test_parallel_token_requests_with_one_proof_pass_once(
-    storage_app: Flask, checkpoints: Checkpoints
+def assert_one_passes(
+    checkpoints: Checkpoints, request: Callable[[], Any], refused_status: int
 ) -> None:
-    """Every request checked the proof and found it good; the INSERT of its record decides (a
-    primary key, on any node): one token is issued, the others are ``invalid_dpop_proof``."""
-    registered = create_client(storage_app)
-    proof = DPoPKey().proof()
+    """``PARALLEL`` runs of ``request`` (one proof), each held at the checkpoint until all have
+    arrived, then released together: one passes, the others are ``invalid_dpop_proof``."""
     outcome: dict[str, Any] = {}
-
-    def request() -> Any:
-        rp = RelyingParty(storage_app.test_client(), registered)
-        return rp.token({"grant_type": "client_credentials"}, dpop=proof)
-
     with checkpoints.holding(PROOF_CHECKPOINT):
         threads = [in_thread(outcome, f"r{n}", request) for n in range(PARALLEL)]
         wait_until(lambda: checkpoints.arrivals(PROOF_CHECKPOINT) >= PARALLEL
@@ -44,9 +38,25 @@ def test_parallel_token_requests_with_one_proof_pass_once(
         thread.join(WAIT_LIMIT)
         assert not thread.is_alive()
     answers = [outcome[f"r{n}"] for n in range(PARALLEL)]
-    assert sorted(answer.status_code for answer in answers) == [200] + [400] * (PARALLEL - 1)
-    refused = [answer.get_json()["error"] for answer in answers if answer.status_code == 400]
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] + [refused_status] * (PARALLEL - 1), statuses
+    refused = [a.get_json()["error"] for a in answers if a.status_code == refused_status]
     assert refused == ["invalid_dpop_proof"] * (PARALLEL - 1)
+
+
+def test_parallel_token_requests_with_one_proof_pass_once(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """Every request checked the proof and found it good; the INSERT of its record decides (a
+    primary key, on any node): one token is issued, the others are ``invalid_dpop_proof``."""
+    registered = create_client(storage_app)
+    proof = DPoPKey().proof()
+
+    def request() -> Any:
+        rp = RelyingParty(storage_app.test_client(), registered)
+        return rp.token({"grant_type": "client_credentials"}, dpop=proof)
+
+    assert_one_passes(checkpoints, request, refused_status=400)
     assert len(rows(storage_app, AccessToken)) == 1
 
 
@@ -60,21 +70,8 @@ def test_parallel_userinfo_requests_with_one_proof_pass_once(
     rp, key = public_rp(storage_app), DPoPKey()
     token = dpop_tokens(rp, create_user(storage_app), key)["access_token"]
     proof = key.proof("GET", USERINFO_URL, access_token=token)
-    outcome: dict[str, Any] = {}
 
     def request() -> Any:
         return dpop_userinfo(storage_app.test_client(), token, proof)
 
-    with checkpoints.holding(PROOF_CHECKPOINT):
-        threads = [in_thread(outcome, f"r{n}", request) for n in range(PARALLEL)]
-        wait_until(lambda: checkpoints.arrivals(PROOF_CHECKPOINT) >= PARALLEL
-                   or not all(thread.is_alive() for thread in threads),
-                   "every request checked the proof")  # fmt: skip
-        assert all(thread.is_alive() for thread in threads), outcome
-    for thread in threads:
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    answers = [outcome[f"r{n}"] for n in range(PARALLEL)]
-    assert sorted(answer.status_code for answer in answers) == [200] + [401] * (PARALLEL - 1)
-    refused = [answer.get_json()["error"] for answer in answers if answer.status_code == 401]
-    assert refused == ["invalid_dpop_proof"] * (PARALLEL - 1)
+    assert_one_passes(checkpoints, request, refused_status=401)
