@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InsecureTransportError,
     InvalidClientError,
@@ -49,6 +50,7 @@ from idp.oidc.client_auth import (
     registered_method_refusal,
     token_client,
 )
+from idp.oidc.code_refusals import check_redirect_uri, refused_as, take_back
 from idp.oidc.device_grant import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from idp.oidc.dpop import DPoPProofRequiredError, token_side_proof
 from idp.oidc.endpoints import EndSession, TokenIntrospection, TokenRevocation
@@ -65,7 +67,7 @@ from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.refresh_tokens import SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
-from idp.services.spent_codes import SpentCode
+from idp.services.spent_codes import REFUSED_CODE_VERIFIER, SpentCode
 from idp.services.tokens import ID_TOKEN_TYP
 from idp.session_statements import statements_of
 from idp.web.answers import Answer
@@ -79,6 +81,11 @@ class S256CodeChallenge(CodeChallenge):
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        # After the code's spend: a refusal takes its grant back (idp.oidc.code_refusals).
+        with refused_as(grant.request, REFUSED_CODE_VERIFIER):
+            super().validate_code_verifier(grant, result)
 
 
 class OpenIDCodeWithSession(OpenIDCode):
@@ -157,8 +164,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return in_rotation(self.request, self._redeem)
 
     def _redeem(self) -> Any:
-        super().validate_token_request()  # Authlib's checks and hooks (PKCE, RFC 7636 4.6)
-        return super().create_token_response()
+        try:
+            super().validate_token_request()  # Authlib's checks and hooks (PKCE, RFC 7636 4.6)
+            return super().create_token_response()
+        except OAuth2Error:
+            # A refusal after the code's spend takes its grant back (idp.oidc.code_refusals).
+            take_back(self.request)
+            raise
 
     def query_authorization_code(self, code: str, client: Client) -> SpentCode | None:
         if not self.request.payload.redirect_uri:
@@ -187,6 +199,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             request=self.request,
         ):  # fmt: skip
             return None
+        check_redirect_uri(self.request, row)  # RFC 6749 4.1.3, remembering the spend
         # RFC 6749 3.3: a scope an admin took from the client after the code was issued is not
         # granted by it (the token response, the ID token's claims, userinfo's and the refresh
         # token's grant follow this scope), as the refresh grant narrows (``issue_token``).

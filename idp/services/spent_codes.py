@@ -171,3 +171,18 @@ def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> 
     return SpentCode(client_id=client_id, redirect_uri=row.redirect_uri, scope=row.scope,
                      nonce=row.nonce, code_challenge=row.code_challenge,
                      code_challenge_method=row.code_challenge_method, grant=grant)  # fmt: skip
+
+
+#: Why a grant whose code was spent by an exchange then refused was taken back (RFC 6749 4.1.3,
+#: 5.2 ``invalid_grant``/``invalid_request``): the code is spent and can issue nothing more, so
+#: the grant would stay live with no token, ever (docs/architecture.md, "Invariants").
+REFUSED_REDIRECT_URI = "exchange_refused_redirect_uri"
+REFUSED_CODE_VERIFIER = "exchange_refused_code_verifier"
+REFUSED_EXCHANGE = "exchange_refused"
+#: The take-back itself, in the spend's transaction: the grant's revocation (a grant revoked
+#: already, by the group check, keeps its reason).
+TAKE_BACK_GRANT = (
+    _GRANTS.update()
+    .where(_g.id == bindparam("grant"), _g.revoked_at.is_(None))
+    .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
+)
