@@ -129,6 +129,14 @@ def _metrics() -> SimpleNamespace:
             ["kind", "reason"],
             registry=registry,
         ),
+        budget_refusals=Counter(
+            "idp_budget_refusals_total",
+            "Requests refused past a budget (429), by budget: an address's pending requests, "
+            "passkey options, DPoP proofs or sign-ups, a client's pushes, an address's failed "
+            "authentications (docs/operations.md, storage budgets).",
+            ["budget"],
+            registry=registry,
+        ),
         outbox_deliveries=Counter(
             "idp_outbox_deliveries_total",
             "Outbox delivery attempts by channel (mail, http: back-channel logout) and outcome "
@@ -212,6 +220,13 @@ def anonymous_rejection(kind: str, reason: str) -> None:
     """An anonymous request refused and counted here instead of audited one row each. ``reason``
     is one of the service's fixed reason codes (bounded)."""
     _metrics().anonymous_rejections.labels(kind, reason).inc()
+
+
+@_best_effort
+def budget_refusal(budget: str) -> None:
+    """A request refused past the budget ``budget`` (idp.services.anonymous ``budget_refused``;
+    a fixed name each)."""
+    _metrics().budget_refusals.labels(budget).inc()
 
 
 @_best_effort

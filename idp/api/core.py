@@ -22,7 +22,7 @@ from idp.composition import clock, services
 from idp.extensions import csrf, db
 from idp.models import ApiToken
 from idp.services import audit
-from idp.services.anonymous import retry_after
+from idp.services.anonymous import budget_refused
 from idp.services.api_tokens import (
     FAILED_AUTH_WINDOW,
     ApiTokenService,
@@ -146,7 +146,7 @@ def _authenticate() -> None:
         # cost, and must not let anyone who shares the address (a CI provider's egress, a NAT)
         # shut its automation out with made-up tokens (a guess at 256 bits is hopeless anyway).
         if budget.exhausted("api-auth", address, now):
-            retry = retry_after(FAILED_AUTH_WINDOW, now)  # the window's end, RFC 9110 10.2.3
+            retry = budget_refused("api_auth", FAILED_AUTH_WINDOW, now)  # RFC 9110 10.2.3
             raise Problem("too-many-requests", headers={"Retry-After": str(retry)})
         service.record_failure(result, presented)
         db.session.commit()

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, redirect, render_template, request
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import BrowserSession, DeviceAuthorization
+from idp.services.anonymous import refused_for
 from idp.services.device import (
     USER_CODE_EXAMPLE,
     DeviceFlowService,
@@ -65,9 +66,16 @@ def review() -> Any:
     entry = service.enter(typed, session.user, request_context(), now)
     db.session.commit()  # the counted attempt and its audit row, whatever the outcome
     if entry.authorization is None:
-        status = 429 if entry.verdict is not None else 400
         page = _enter_page(typed[:20], entry.error)
-        return Response(page, status=status)
+        if entry.verdict is None:
+            return Response(page, status=400)
+        response = Response(page, status=429)
+        if not entry.verdict.locked:
+            # RFC 9110 10.2.3: when a guess is counted again (the address's fixed window's end or
+            # the account's backoff); a lock has no end an answer could name (an admin lifts it).
+            retry = refused_for("user_code_attempts", entry.verdict.retry_after)
+            response.headers["Retry-After"] = str(retry)
+        return response
     refused = _refuse_unless_allowed(service, entry.authorization, session)
     if refused is not None:
         return refused

@@ -15,7 +15,7 @@ from idp.models import PartialLogin, User
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH
 from idp.oidc.clients import read_with_request
 from idp.oidc.views import resume_after_sign_in
-from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
+from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW, budget_refused
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
 from idp.services.pending_authorizations import LivePending
@@ -261,14 +261,15 @@ def passkey_options() -> Any:
         partial = _partial()
         user = partial.user if partial is not None else None
     # Each answer stores a challenge: an address gets a budget of them (docs/operations.md).
-    if not services().storage_budgets.passkey_options(request_context().ip_address, clock().now()):
+    now = clock().now()
+    if not services().storage_budgets.passkey_options(request_context().ip_address, now):
         db.session.commit()  # the counted request
         response = jsonify(error="rate_limited", message=PASSKEY_OPTIONS_LIMITED)
-        response.headers["Retry-After"] = str(int(PASSKEY_OPTIONS_WINDOW.total_seconds()))
+        # RFC 9110 10.2.3: when the budget's fixed window ends, not the whole window.
+        retry = budget_refused("passkey_options", PASSKEY_OPTIONS_WINDOW, now)
+        response.headers["Retry-After"] = str(retry)
         return response, 429
-    ceremony = services().passkeys.authentication_options(
-        browser_binding(), clock().now(), user=user
-    )
+    ceremony = services().passkeys.authentication_options(browser_binding(), now, user=user)
     db.session.commit()
     return jsonify(challenge_id=ceremony.challenge_id, publicKey=ceremony.options)
 

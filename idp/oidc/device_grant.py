@@ -113,7 +113,9 @@ class DeviceAuthorizationEndpoint(rfc8628.DeviceAuthorizationEndpoint):
             # fill the table. The device retries when the window ends (429 with Retry-After, and
             # RFC 6749 4.1.2.1's error code).
             db.session.commit()  # the counted request
-            raise DeviceBudgetSpentError(PENDING_AUTHORIZATIONS_WINDOW, now)
+            raise DeviceBudgetSpentError(
+                "pending_authorization", PENDING_AUTHORIZATIONS_WINDOW, now
+            )
         issued = services().device_flow.start(
             client, scope, ttl=rt.settings.device_code_ttl,
             interval=rt.settings.device_poll_interval, context=services().context, now=now,

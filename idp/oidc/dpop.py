@@ -100,7 +100,7 @@ def spend_proof(proof: DPoPProof, *, anonymous: bool) -> None:
     if anonymous:
         now = clock().now()
         if not services().storage_budgets.dpop_proof(services().context.ip_address, now):
-            raise ProofBudgetSpentError(DPOP_PROOFS_WINDOW, now)
+            raise ProofBudgetSpentError("dpop_proof", DPOP_PROOFS_WINDOW, now)
     checkpoints.reached(PROOF_CHECKPOINT)
     if not _recorded(proof):
         raise DPoPProofError("The DPoP proof was used before.")

@@ -9,7 +9,7 @@ from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 
-from idp.services.anonymous import retry_after
+from idp.services.anonymous import budget_refused
 
 #: RFC 6749 4.1.2.1 and 5.2: an error description holds only %x20-21 / %x23-5B / %x5D-7E
 #: (printable ASCII but the double quote and the backslash).
@@ -52,14 +52,17 @@ class BudgetSpentError(OAuth2Error):
     ``temporarily_unavailable``, and ``Retry-After`` saying when the budget counted in ``window``
     frees a slot (RFC 9110 10.2.3, ``idp.services.anonymous.retry_after``), so that a client
     comes back then rather than at once or never. Each budget's refusal is a subclass with its
-    own description."""
+    own description; ``budget`` names the budget the refusal is counted under
+    (``idp_budget_refusals_total``)."""
 
     error = "temporarily_unavailable"
     status_code = 429
 
-    def __init__(self, window: timedelta, now: datetime, description: str | None = None) -> None:
+    def __init__(
+        self, budget: str, window: timedelta, now: datetime, description: str | None = None
+    ) -> None:
         super().__init__(description=description)
-        self.retry_after = retry_after(window, now)
+        self.retry_after = budget_refused(budget, window, now)
 
     def get_headers(self) -> list[tuple[str, str]]:
         headers: list[Any] = super().get_headers()

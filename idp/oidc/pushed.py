@@ -118,7 +118,9 @@ class PushedAuthorizationEndpoint:
         ):
             # Counted before the checks: a refused push is audited one row each too. RFC 9126
             # 2.3 allows 429 for a request over a rate limit.
-            raise PushBudgetSpentError(CLIENT_PUSHES_WINDOW, now, CLIENT_PUSHES_SPENT)
+            raise PushBudgetSpentError(
+                "client_pushed_request", CLIENT_PUSHES_WINDOW, now, CLIENT_PUSHES_SPENT
+            )
         try:
             auth_request = _checked_push(request, client)
         except OAuth2Error as refused:
@@ -136,7 +138,7 @@ class PushedAuthorizationEndpoint:
             # A public client's client_id authenticates nobody: its pushes are anonymous writes,
             # bounded per address as /authorize's pending requests are.
             db.session.commit()  # the counted request
-            raise PushBudgetSpentError(PENDING_AUTHORIZATIONS_WINDOW, now)
+            raise PushBudgetSpentError("pushed_request", PENDING_AUTHORIZATIONS_WINDOW, now)
         ttl = settings.par_request_ttl
         request_uri = services().pending_authorizations.push(
             client.client_id, auth_request.to_params(), now, ttl, services().context

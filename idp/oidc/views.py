@@ -36,6 +36,7 @@ from idp.oidc.interaction import InteractionState, Next, decide, needs_login
 from idp.oidc.pending_open import open_pending
 from idp.oidc.pushed import check_context, names_pushed_request, pushed_request
 from idp.services import audit
+from idp.services.anonymous import count_refusal
 from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
 from idp.services.pending_authorizations import LivePending, PendingAuthorizations
@@ -185,6 +186,7 @@ def _proceed(
                 # docs/operations.md, "Storage budgets": this address has opened its share of
                 # pending requests. RFC 6749 4.1.2.1 temporarily_unavailable, sent back to the
                 # client.
+                count_refusal("pending_authorization")
                 over_budget = AuthorizationError(
                     "temporarily_unavailable",
                     "Too many sign-in requests from this network. Try again in a few minutes.",

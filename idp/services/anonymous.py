@@ -42,9 +42,39 @@ def retry_after(window: timedelta, now: datetime) -> int:
     ``now``: a refusal's ``Retry-After`` (RFC 6585 4, RFC 9110 10.2.3). Budgets count in fixed
     windows whose start is part of the counter's key (idp.services.rate_limits ``window_key``),
     in the database and in Redis alike, so the count starts again from nothing exactly when the
-    window holding ``now`` ends, and no earlier; rounded up, so a client that waits as told is
-    never early, and at least 1 (``delay-seconds`` is a non-negative integer)."""
-    return max(1, math.ceil((window_end(now, window) - now).total_seconds()))
+    window holding ``now`` ends, and no earlier."""
+    return wait_seconds(window_end(now, window) - now)
+
+
+def wait_seconds(wait: timedelta) -> int:
+    """``wait`` as ``Retry-After`` says it: rounded up, so a client that waits as told is never
+    early, and at least 1 (``delay-seconds`` is a non-negative integer, RFC 9110 10.2.3)."""
+    return max(1, math.ceil(wait.total_seconds()))
+
+
+def budget_refused(budget: str, window: timedelta, now: datetime) -> int:
+    """A request refused at ``now`` past the budget named ``budget`` (a fixed name), counted in
+    window ``window``: counted in ``idp_budget_refusals_total`` (so an operator sees an office
+    behind one NAT address reach its budget, docs/operations.md), and its ``Retry-After``. Every
+    budget's 429, the protocol endpoints' (idp.oidc.errors ``BudgetSpentError``) and the pages',
+    goes through here, or through ``refused_for``."""
+    return refused_for(budget, window_end(now, window) - now)
+
+
+def refused_for(budget: str, wait: timedelta) -> int:
+    """``budget_refused`` for a refusal whose wait is not only a window's end (an attempt
+    counter's: idp.services.rate_limits ``Verdict.retry_after``, the address's window or the
+    account's backoff, whichever is later): counted, and ``wait`` as ``Retry-After``."""
+    count_refusal(budget)
+    return wait_seconds(wait)
+
+
+def count_refusal(budget: str) -> None:
+    """Count a refusal past the budget ``budget`` (``idp_budget_refusals_total``): the one place
+    every budget's refusal is counted; called directly by one that names no time
+    (``/authorize``'s ``temporarily_unavailable`` redirect, RFC 6749 4.1.2.1, carries no
+    header)."""
+    metrics.budget_refusal(budget)
 
 
 class StorageBudgets:

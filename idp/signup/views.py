@@ -18,6 +18,7 @@ from idp.account.blueprint import restricted_page
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
 from idp.models import User
+from idp.services.anonymous import budget_refused
 from idp.services.audit import RequestContext
 from idp.services.client_addresses import budget_address
 from idp.services.passwords import PasswordPolicyError
@@ -136,10 +137,14 @@ def start() -> Any:
         # Budgeted by the address's /64 on IPv6 (``budget_address``): one host picks any of
         # 2**64 addresses there, each a budget of its own otherwise (RFC 4291 2.5.1).
         address = budget_address(request_context().ip_address)
-        if not services().signup_budget.spend("signup", address, clock().now()):
+        budget, now = services().signup_budget, clock().now()
+        if not budget.spend("signup", address, now):
             db.session.commit()
-            error = "Too many sign-up requests from your network. Please try again in an hour."
-            return render_template("signup/start.html", email=email, error=error), 429
+            error = "Too many sign-up requests from your network. Please try again later."
+            page = render_template("signup/start.html", email=email, error=error)
+            # RFC 9110 10.2.3: when the budget's fixed window ends.
+            retry = budget_refused("signup", budget.window, now)
+            return page, 429, {"Retry-After": str(retry)}
         try:
             services().joining.request_signup(
                 email, context=request_context(), now=clock().now(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 import re
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import event, update
 from werkzeug.test import TestResponse
 
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import (
     AuditEvent,
@@ -37,6 +39,7 @@ from idp.models import (
 from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.passkey_names import MAX_NAME_LENGTH
+from idp.services.rate_limits import window_end
 from idp.settings import Settings
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
@@ -972,10 +975,12 @@ def test_the_second_step_is_answered_only_by_a_passkey_it_listed(
 
 # The budget's window is a fixed quarter of an hour (idp.services.anonymous): a test that counts
 # across it must not straddle a boundary, so the clock stands still.
-@pytest.mark.usefixtures("clock")
-def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> None:
+def test_passkey_options_are_limited_per_client_address(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
     """Each options answer stores a challenge: one address gets PER_ADDRESS of
-    them per window, then 429 with Retry-After; another address is unaffected."""
+    them per window, then 429 with Retry-After, the seconds left in the window (RFC 9110
+    10.2.3); another address is unaffected."""
     browser = PasskeyPages(storage_app.test_client())
     headers = {"X-CSRFToken": browser.csrf()}
 
@@ -990,7 +995,8 @@ def test_passkey_options_are_limited_per_client_address(storage_app: Flask) -> N
     refused = ask("198.51.100.7")
     assert refused.status_code == 429
     assert refused.get_json()["error"] == "rate_limited"
-    assert int(refused.headers["Retry-After"]) == PASSKEY_OPTIONS_WINDOW.total_seconds()
+    left = window_end(clock.now(), PASSKEY_OPTIONS_WINDOW) - clock.now()
+    assert int(refused.headers["Retry-After"]) == max(1, math.ceil(left.total_seconds()))
     assert ask("198.51.100.8").status_code == 200
     stored = rows(storage_app, WebAuthnChallenge)
     assert len(stored) == PER_ADDRESS + 1
