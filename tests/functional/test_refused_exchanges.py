@@ -2,8 +2,8 @@
 the code is spent before any other check, so a refusal after it (the user taken out of the
 client's allowed groups between /authorize and /token, docs/admins.md "Groups, per-app access
 and claim maps"; a ``redirect_uri`` other than the authorization request's, RFC 6749 4.1.3; a
-``code_verifier`` that does not match, RFC 7636 4.6) left a live grant with a spent code and no
-token, which pruning keeps. The real HTTP path on SQLite and PostgreSQL."""
+``code_verifier`` that does not match or is missing, RFC 7636 4.5 and 4.6) left a live grant with
+a spent code and no token, which pruning keeps. The real HTTP path on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -63,28 +63,47 @@ def _wrong_verifier(app: Flask, rp: RelyingParty, user: CreatedUser) -> tuple[st
     return code, {"code_verifier": "v" * 43}
 
 
+def _no_verifier(app: Flask, rp: RelyingParty, user: CreatedUser) -> tuple[str, dict]:
+    """A confidential client's code made with a challenge, exchanged without its verifier (RFC
+    7636 4.5: refused once the code, read by its spend, shows the challenge)."""
+    code = rp.obtain_code(user, scope=SCOPE)["code"]
+    return code, {"code_verifier": None}
+
+
+#: Each refusal: its scene (the code and what the exchange sends otherwise), the revoked grant's
+#: reason, the error answered (RFC 6749 5.2).
 REFUSALS = {
-    "group": (_out_of_the_group, GROUP_ACCESS_REVOKED),
-    "group_missed": (_out_of_the_group_missed, GROUP_ACCESS_REVOKED),
-    "redirect_uri": (_other_redirect_uri, REFUSED_REDIRECT_URI),
-    "code_verifier": (_wrong_verifier, REFUSED_CODE_VERIFIER),
+    "group": (_out_of_the_group, GROUP_ACCESS_REVOKED, "invalid_grant"),
+    "group_missed": (_out_of_the_group_missed, GROUP_ACCESS_REVOKED, "invalid_grant"),
+    "redirect_uri": (_other_redirect_uri, REFUSED_REDIRECT_URI, "invalid_grant"),
+    "code_verifier": (_wrong_verifier, REFUSED_CODE_VERIFIER, "invalid_grant"),
+    "no_code_verifier": (_no_verifier, REFUSED_CODE_VERIFIER, "invalid_request"),
 }
 
 
+@pytest.mark.parametrize("spent_apart", [False, True], ids=["session", "thin_transaction"])
 @pytest.mark.parametrize("refusal", sorted(REFUSALS))
 def test_a_code_exchange_refused_after_the_spend_takes_its_grant_back(
-    storage_app: Flask, refusal: str
+    storage_app: Flask, refusal: str, spent_apart: bool
 ) -> None:
     """Refused after the code's spend: the grant is revoked (its reason names the refusal) in the
     spend's transaction, the code can be used no more (the corrected request is refused too),
-    and the portal shows no connected app."""
+    and the portal shows no connected app. The spend goes through the ORM ``Session``, or, once
+    the token side has the client in its cache, in a thin transaction of its own
+    (idp.oidc.rotation): the revocation is written in that one."""
+    registered = create_client(storage_app)
+    if spent_apart:
+        # Another user's exchange puts the client in the token side's cache.
+        RelyingParty(storage_app.test_client(), registered).tokens_for(
+            create_user(storage_app, email="warm@example.com"), scope="openid"
+        )
     user = create_user(storage_app)
-    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
-    scene, reason = REFUSALS[refusal]
+    rp = RelyingParty(storage_app.test_client(), registered)
+    scene, reason, error = REFUSALS[refusal]
     code, sent = scene(storage_app, rp, user)
     refused = rp.exchange(code, **sent)
     assert refused.status_code == 400, refused.text
-    assert refused.get_json()["error"] == "invalid_grant"
+    assert refused.get_json()["error"] == error
     [grant] = rows(storage_app, Grant, Grant.user_id == user.id)
     assert (grant.revoked_at is not None, grant.revoked_reason) == (True, reason)
     again = rp.exchange(code)
