@@ -82,8 +82,8 @@ def _anchor_refusal(certificate: x509.Certificate, now: datetime) -> str | None:
     partial chains; RFC 5280 6.1: the trust anchor begins the path, and a CA's certificate issued
     by another is no anchor on its own), and judges every certificate of the path, the root
     included, valid at idp's clock (RFC 5280 6.1.3 (a)(2)); so an intermediate alone, a
-    certificate that is no CA (WebAuthn L3 8.2.1: the attestation certificate is a leaf) or an
-    expired root would fail every registration."""
+    certificate that is no CA (WebAuthn L3 8.2.1: the attestation certificate is a leaf), an
+    expired root or one not yet valid would fail every registration."""
     if not _is_ca(certificate):
         return "is not a CA certificate"
     if not _self_signed(certificate):
@@ -93,6 +93,10 @@ def _anchor_refusal(certificate: x509.Certificate, now: datetime) -> str | None:
         )
     if certificate.not_valid_after_utc < now:
         return f"expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if certificate.not_valid_before_utc > now:
+        # RFC 5280 6.1.3 (a)(2) bounds the period at its start too: until then every
+        # registration would be refused (a clock behind, or a root not yet in force).
+        return f"is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
     return None
 
 

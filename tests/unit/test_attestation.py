@@ -114,6 +114,23 @@ def test_a_roots_file_with_an_expired_root_stops_the_start(tmp_path: Path) -> No
     assert "CN=Short-lived Root" in str(refused.value)
 
 
+def test_a_roots_file_with_a_root_not_yet_valid_stops_the_start(tmp_path: Path) -> None:
+    """RFC 5280 6.1.3 (a)(2) holds at both ends of the validity period: the chain check judges
+    the root valid at idp's clock, so a root whose notBefore is still ahead attests nothing
+    (every registration refused until then); the start is refused, naming the file and the
+    root, as an expired root's is, and taken once idp's clock reaches its start."""
+    early = root_ca("Early Root", valid=(timedelta(hours=1), timedelta(days=1)))
+    statement = packed(attestation_certificate(early, MODEL, valid=HOUR_TO_DAY).der)
+    assert judged(statement, roots=(early.pem,)) == "attestation_not_trusted"
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(ROOT.pem + early.pem)
+    with pytest.raises(SettingsError, match="not valid before") as refused:
+        load_roots(str(roots), now())
+    assert str(roots) in str(refused.value)
+    assert "CN=Early Root" in str(refused.value)
+    assert len(load_roots(str(roots), now() + timedelta(hours=2))) == 2
+
+
 def test_with_roots_the_conveyance_is_at_least_direct() -> None:
     """WebAuthn L3 5.4.7: "none" and "indirect" bring back nothing the roots can verify."""
     roots = (root_ca().pem,)
