@@ -27,6 +27,7 @@ from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 
+from idp import checkpoints
 from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import Client
@@ -38,6 +39,10 @@ from idp.services.refresh_tokens import (
 )
 from idp.services.spent_codes import SPEND_CODE, code_digest, spent_code
 from idp.thin_reads import ThinTransaction
+
+#: Where a code exchange is held, in tests, after it read its clock (``now``) and before its spend
+#: (idp.checkpoints): a session's ending can then take the code's row lock first.
+SPEND_CODE_CHECKPOINT = "token.code_spend"
 
 
 def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
@@ -104,6 +109,7 @@ def redeem_code(
     request has no ``Session``, as ``redeem`` does for a refresh token."""
     digest = code_digest(code)
     lifetime = timedelta(seconds=runtime().settings.code_ttl)
+    checkpoints.reached(SPEND_CODE_CHECKPOINT)
     if digest is None or (transaction := _transaction_apart(client)) is None:
         return services().grants.redeem_code(code, client.client_id, now, lifetime, jkt)
     request.rotation = transaction

@@ -66,6 +66,9 @@ def _grant_values(
 #: Where a consent is held, in tests, once it read (and locked) what the user agreed to before
 #: (idp.checkpoints).
 CONSENT_CHECKPOINT = "grants.remember_consent"
+#: Where a session's ending is held, in tests, once it expired the session's unexchanged codes
+#: and before it commits, their rows locked (idp.checkpoints).
+END_CODES_CHECKPOINT = "grants.session_codes_ended"
 
 CODE_REPLAY = "code_replay"
 REFRESH_TOKEN_REPLAY = "refresh_token_replay"
@@ -413,13 +416,25 @@ class GrantService:
                     AuthorizationCode.consumed_at.is_(None),
                     AuthorizationCode.expires_at > now,
                 )
-                .values(expires_at=now)
+                # Expired as of its issue (its grant's ``created_at``, written with the code by
+                # ``issue_code``), not ``now``: an exchange that read its clock before this
+                # ending did and waits on the row's lock spends it once this commits, and its
+                # ``expires_at > now`` (idp.services.spent_codes) would still pass against
+                # ``now``; no exchange's clock is before the code's issue (RFC 6749 5.2
+                # invalid_grant; docs/security.md, "OAuth and OpenID Connect endpoints").
+                .values(
+                    expires_at=select(Grant.created_at)
+                    .where(Grant.id == AuthorizationCode.grant_id)
+                    .scalar_subquery()
+                )
                 .returning(AuthorizationCode.grant_id)
                 .execution_options(synchronize_session=False)
             ).scalars()
+            expired = set(unexchanged)
+            checkpoints.reached(END_CODES_CHECKPOINT)
             # A code's grant holds that one code (``new_code``): expired here unspent, it issued
             # no token and never will, so its offline grant ends too, as an expired approval's
             # does; one whose code was exchanged first holds its refresh token and lives on
             # (OIDC Core 11; docs/security.md, "OAuth and OpenID Connect endpoints").
-            for grant_id in set(unexchanged):
+            for grant_id in expired:
                 self.revoke_grant(grant_id, reason, now)

@@ -5,15 +5,26 @@ to its commit. Never a sleep: the test waits for arrivals and finished requests.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from flask import Flask
 
-from idp.models import BrowserSession, Grant
+from idp.models import AccessToken, BrowserSession, Grant
+from idp.oidc.rotation import SPEND_CODE_CHECKPOINT
 from idp.oidc.views import ISSUE_CODE_CHECKPOINT
+from idp.services.grants import END_CODES_CHECKPOINT
 from tests.support.admin import passkey_browser
-from tests.support.checkpoints import Checkpoints, answered_while_held
+from tests.support.checkpoints import (
+    WAIT_TIMEOUT,
+    Checkpoints,
+    answered_while_held,
+    in_thread,
+    wait_until,
+)
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, sign_in_address, start_session
+from tests.support.writers import waits_for_a_lock
 
 
 @pytest.mark.parametrize("scope", ["openid profile", "openid profile offline_access"])
@@ -81,3 +92,42 @@ def test_a_code_not_yet_exchanged_takes_its_offline_grant_with_it_when_its_sessi
     assert live() == {exchanged}
     refreshed = rp.refresh(tokens["refresh_token"])
     assert refreshed.status_code == 200, refreshed.text
+
+
+def test_an_exchange_that_read_its_clock_before_the_session_ended_spends_no_expired_code(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """An exchange of an ``offline_access`` code read its clock, then the session ended: the
+    ending expired the unexchanged code and revoked its grant, its rows locked until it commits,
+    and the exchange's spend waited on the code's lock. Once the ending committed, the spend
+    found the code unspent, and its expiry (set to the ending's time) still ahead of the
+    exchange's earlier clock: it issued tokens on the grant the ending had just revoked. The
+    ending expires the code as of its issue, which no exchange's clock precedes, so the exchange
+    is refused (RFC 6749 5.2 ``invalid_grant``) and nothing was issued (real parallel requests
+    on SQLite and PostgreSQL, each held at a checkpoint; the exchange seen waiting on the lock)."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    code = rp.obtain_code(user, scope="openid offline_access")["code"]
+    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
+    outcome: dict[str, Any] = {}
+    with checkpoints.holding(END_CODES_CHECKPOINT):
+        with checkpoints.holding(SPEND_CODE_CHECKPOINT):
+            exchange = in_thread(outcome, "exchange", lambda: rp.exchange(code))
+            wait_until(lambda: checkpoints.arrivals(SPEND_CODE_CHECKPOINT) == 1,
+                       "the exchange read its clock, before its spend")  # fmt: skip
+            ending = in_thread(outcome, "ending", lambda: admin.post(
+                f"/admin/users/{user.id}/sessions/revoke", {"sid": session.sid}))  # fmt: skip
+            wait_until(lambda: checkpoints.arrivals(END_CODES_CHECKPOINT) == 1,
+                       "the ending expired the code, its row locked")  # fmt: skip
+        wait_until(lambda: waits_for_a_lock(storage_app, exchange) or not exchange.is_alive(),
+                   "the exchange's spend waits on the ending's lock")  # fmt: skip
+        assert exchange.is_alive(), outcome
+    for thread in (exchange, ending):
+        thread.join(WAIT_TIMEOUT)
+    assert sorted(outcome) == ["ending", "exchange"], outcome
+    assert outcome["ending"].status_code < 400
+    refused = outcome["exchange"]
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_grant")
+    assert rows(storage_app, AccessToken, AccessToken.user_id == user.id) == []
+    assert rows(storage_app, Grant, Grant.user_id == user.id, Grant.revoked_at.is_(None)) == []
