@@ -98,6 +98,10 @@ class Client(Base):
     #: Bumped by every change (``UPDATE ... WHERE version = :expected``): the admin API's ETag, so
     #: that of two concurrent edits from one version only one is applied (RFC 9110 13.1.1).
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: Bumped by every rotation that stops a secret at once (idp.services.pending_authorizations
+    #: ``withdraw_pushed``): a push stores the one it authenticated under, and /authorize refuses
+    #: one pushed under an earlier secret (RFC 9126 2; docs/security.md, "Clients").
+    secret_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def is_active(self) -> bool:

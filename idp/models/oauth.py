@@ -50,6 +50,9 @@ class PushedAuthorizationRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    #: The client's ``secret_generation`` when the push authenticated (RFC 9126 2): spent under a
+    #: later one, a rotation stopped the secret that authenticated it (``spend_pushed``).
+    secret_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Grant(Base):

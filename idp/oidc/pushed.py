@@ -140,9 +140,13 @@ class PushedAuthorizationEndpoint:
             db.session.commit()  # the counted request
             raise PushBudgetSpentError("pushed_request", PENDING_AUTHORIZATIONS_WINDOW, now)
         ttl = settings.par_request_ttl
+        # Under the client's secret generation as it authenticated: a rotation that stops the
+        # secret while this push is on its way takes back what was stored before it, and
+        # /authorize refuses this one (RFC 9126 2; pending_authorizations ``spend_pushed``).
         request_uri = services().pending_authorizations.push(
-            client.client_id, auth_request.to_params(), now, ttl, services().context
-        )
+            client.client_id, auth_request.to_params(), now, ttl, services().context,
+            secret_generation=client.secret_generation,
+        )  # fmt: skip
         data = {"request_uri": request_uri, "expires_in": ttl}  # RFC 9126 2.2
         return 201, data, [("Content-Type", "application/json")]
 
@@ -202,7 +206,7 @@ def pushed_request(params: Mapping[str, Sequence[str]], now: datetime) -> Author
     values = check_parameters_single_valued(params)
     client = check_client(values, check_context())
     pushed = services().pending_authorizations.spend_pushed(
-        values["request_uri"], client.client_id, now
+        values["request_uri"], client.client_id, now, client.secret_generation
     )
     checkpoints.reached(SPEND_CHECKPOINT)
     if pushed is None:

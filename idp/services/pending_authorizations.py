@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
@@ -66,7 +66,7 @@ _SPEND_PUSHED = consume_once_statement(
     _PUSHED.c.secret_hash == bindparam("pushed_hash"),
     _PUSHED.c.client_id == bindparam("pushing_client"),
     _PUSHED.c.expires_at > bindparam("spent_at"),
-    columns=(_PUSHED.c.params,),
+    columns=(_PUSHED.c.params, _PUSHED.c.secret_generation),
 )
 
 
@@ -141,16 +141,18 @@ class PendingAuthorizations:
 
     def push(
         self, client_id: str, params: dict[str, Any], now: datetime, ttl: int,
-        context: RequestContext,
+        context: RequestContext, secret_generation: int = 0,
     ) -> str:  # fmt: skip
         """Keep a validated pushed request (RFC 9126 2.2) for ``ttl`` seconds, audited as
         ``authorization.pushed`` as the device flow's request is (the row and its event: one
         statement on PostgreSQL, audit.write's ``after``); its request_uri, whose random part
-        only the client and the browser see (the caller commits)."""
+        only the client and the browser see (the caller commits). ``secret_generation``: the
+        client's, as read when the push authenticated (``spend_pushed``)."""
         secret = new_secret()
         row = {
             "secret_hash": token_hash(secret), "client_id": client_id, "params": params,
             "created_at": now, "expires_at": now + timedelta(seconds=ttl), "consumed_at": None,
+            "secret_generation": secret_generation,
         }  # fmt: skip
         audit.write(self.db, PUSHED_EVENT, client_id=client_id, context=context,
                     after=[Inserts(_PUSHED, (row,))], scope=params.get("scope"))  # fmt: skip
@@ -178,17 +180,22 @@ class PendingAuthorizations:
         )
 
     def spend_pushed(
-        self, request_uri: str, client_id: str, now: datetime
+        self, request_uri: str, client_id: str, now: datetime, secret_generation: int = 0
     ) -> dict[str, Any] | None:
         """The parameters pushed under ``request_uri`` by ``client_id``, spent once through the
         consume-once primitive (RFC 9126 4: "one-time use"); None when it is no request_uri of
-        idp's, another client's, expired or spent already."""
+        idp's, another client's, expired or spent already, or pushed under a secret a rotation
+        stopped since: stored before the client's ``secret_generation`` (read now) moved on. A
+        push authenticated by the old secret can be stored after the rotation's
+        ``withdraw_pushed`` (it was on its way), and must not outlive that secret either."""
         if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > MAX_REQUEST_URI:
             return None
         secret_hash = token_hash(request_uri[len(REQUEST_URI_PREFIX) :])
         spent = consume_prepared(self.db, _SPEND_PUSHED, now=now,
                                  pushed_hash=secret_hash, pushing_client=client_id)  # fmt: skip
-        return None if spent is None else dict(spent.params)
+        if spent is None or spent.secret_generation < secret_generation:
+            return None
+        return dict(spent.params)
 
     def consent_given(self, pending: PendingAuthorization, user_id: str) -> None:
         """The user allowed the request on the consent page; the resumed request issues a code
@@ -221,7 +228,16 @@ def withdraw_pushed(db: Session, client_id: str) -> int:
     """Take back every request ``client_id`` pushed that ``/authorize`` has not spent; how many.
     For a rotation that stops the client's secret at once (idp.services.clients): a push was
     authenticated by that secret (RFC 9126 2), and its request_uri must not outlive it for its
-    ``par_request_ttl``. ``/authorize`` then answers it as an expired one (RFC 9126 4)."""
+    ``par_request_ttl``. ``/authorize`` then answers it as an expired one (RFC 9126 4). The
+    client's ``secret_generation`` moves on, in the rotation's transaction: a push that
+    authenticated before, and is stored after this DELETE, carries the earlier one, and
+    ``spend_pushed`` refuses it."""
+    db.execute(
+        update(Client)
+        .where(Client.client_id == client_id)
+        .values(secret_generation=Client.secret_generation + 1)
+        .execution_options(synchronize_session=False)
+    )
     withdrawn = db.execute(
         delete(PushedAuthorizationRequest)
         .where(

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
 from idp.models import AuthorizationCode, PushedAuthorizationRequest
+from idp.oidc.dpop import PROOF_CHECKPOINT
 from idp.services.client_fields import fields_of
 from idp.services.clients import ClientService
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
@@ -24,9 +26,17 @@ from tests.functional.test_authorize_errors import (
     error_redirect,
     remove_redirect_uri,
 )
-from tests.functional.test_pushed_authorization import authorize_pushed, pushed_uri, sign_in_via
+from tests.functional.test_pushed_authorization import (
+    authorize_pushed,
+    basic,
+    push,
+    pushed_uri,
+    sign_in_via,
+)
 from tests.functional.test_refresh_scope import allow_grants, allow_only
 from tests.support.admin import passkey_browser
+from tests.support.checkpoints import Checkpoints, answered_while_held
+from tests.support.dpop import DPoPKey
 from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, start_session
 
@@ -162,3 +172,34 @@ def test_a_rotation_that_stops_the_secret_takes_back_the_requests_it_pushed(
     assert_error_page(authorize_pushed(rp, during))
     assert rows(storage_app, PushedAuthorizationRequest,
                 PushedAuthorizationRequest.consumed_at.is_(None)) == []  # fmt: skip
+
+
+def test_a_push_stored_after_the_rotation_that_stopped_its_secret_is_refused(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """A push authenticated with the client's secret, then, before it was stored, an admin
+    rotated that secret without an overlap: the rotation's withdrawal of the client's pushes
+    ran before the push's INSERT, so its request_uri stayed usable for its ``par_request_ttl``,
+    a push the stopped secret authenticated outliving it (RFC 9126 2). Each push stores the
+    client's secret generation it authenticated under, which the rotation moves on; /authorize
+    answers the late one as expired (RFC 9126 4), and a push with the new secret still signs
+    in. Real parallel requests on SQLite and PostgreSQL: the push held where its DPoP proof was
+    checked (after its client authenticated, before it is stored) while the rotation commits."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    client_id = rp.registered.client_id
+    rotated: dict[str, Any] = {}
+
+    def rotate_at_once() -> None:
+        rotated["secret"] = rotate(admin, client_id, 0)
+
+    proof = DPoPKey().proof("POST", "http://localhost/par")
+    pushed = answered_while_held(
+        checkpoints, PROOF_CHECKPOINT,
+        lambda: push(rp, headers={**basic(rp.registered), "DPoP": proof}), rotate_at_once,
+    )  # fmt: skip
+    assert pushed.status_code == 201, pushed.text
+    assert_error_page(authorize_pushed(rp, pushed.get_json()["request_uri"]))
+    rp.registered = dataclasses.replace(rp.registered, client_secret=rotated["secret"])
+    assert sign_in_via(rp, authorize_pushed(rp, pushed_uri(rp)), user)["state"] == rp.state
