@@ -1,7 +1,10 @@
 """An authorization code racing the end of the session it is issued in (docs/security.md,
 "Sessions"): real parallel requests on SQLite and PostgreSQL, the authorization request held where
 its session was accepted (idp.oidc.views.ISSUE_CODE_CHECKPOINT) while an admin ends that session,
-to its commit. Never a sleep: the test waits for arrivals and finished requests."""
+to its commit; and its exchange racing that end, the exchange held once it read its clock
+(idp.oidc.rotation.SPEND_CODE_CHECKPOINT) and the ending once it expired the code, its row locked
+(idp.services.grants.END_CODES_CHECKPOINT). Never a sleep: the test waits for arrivals, a waiting
+lock and finished requests."""
 
 from __future__ import annotations
 
