@@ -58,7 +58,8 @@ def budget_refused(budget: str, window: timedelta, now: datetime) -> int:
     behind one NAT address reach its budget, docs/operations.md), and its ``Retry-After``. Every
     budget's 429, the protocol endpoints' (idp.oidc.errors ``BudgetSpentError``) and the pages',
     goes through here, or through ``refused_for``."""
-    return refused_for(budget, window_end(now, window) - now)
+    count_refusal(budget)
+    return retry_after(window, now)
 
 
 def refused_for(budget: str, wait: timedelta) -> int:
