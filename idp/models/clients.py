@@ -179,6 +179,22 @@ class Client(Base):
             and self.secret_hasher.verify(self.previous_secret_hash, client_secret)
         )
 
+    def previous_secret_ends_for(self, client_secret: str) -> datetime | None:
+        """When ``client_secret`` stops working, if it is the secret before the last rotation
+        (not the current one) and still in its overlap; None otherwise (the current secret, no
+        secret, or one that works no longer). What it authenticates must not outlive it: a
+        pushed request's request_uri (RFC 9126 2; idp.oidc.pushed)."""
+        expires = self.previous_secret_expires_at
+        if (
+            expires is None
+            or self.secret_hasher is None
+            or not self.clock.now() < expires
+            or self.secret_hasher.verify(self.secret_hash, client_secret)
+            or not self.secret_hasher.verify(self.previous_secret_hash, client_secret)
+        ):
+            return None
+        return expires
+
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == self.token_endpoint_auth_method
 

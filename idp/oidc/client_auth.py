@@ -181,6 +181,17 @@ def authenticate_client_secret_basic(query_client: Any, request: OAuth2Request) 
     return client if client.check_client_secret(client_secret) else None
 
 
+def presented_secret(request: OAuth2Request) -> str:
+    """The client secret a request authenticated with (``client_secret_basic``'s header or
+    ``client_secret_post``'s body, RFC 6749 2.3.1; one method per request,
+    ``mixed_authentication_refusal``), or "" for another method."""
+    try:
+        _client_id, secret = extract_basic_authorization(request.headers)
+    except ValueError:  # UnicodeDecodeError included
+        secret = None
+    return str(secret or request.form.get("client_secret") or "")
+
+
 #: How a client presents each registration's method at the token endpoint, for the error that
 #: names it (OIDC Core 9, RFC 6749 2.3.1, RFC 7523 2.2).
 AUTH_METHOD_HOW = {

@@ -27,11 +27,11 @@ from idp.oidc.checks import (
     page_error,
     parse_authorization_request,
 )
-from idp.oidc.client_auth import CLIENT_AUTH_METHODS
+from idp.oidc.client_auth import CLIENT_AUTH_METHODS, presented_secret
 from idp.oidc.clients import query_client
 from idp.oidc.errors import AuthorizationError, BudgetSpentError, error_description
 from idp.services.anonymous import CLIENT_PUSHES_WINDOW, PENDING_AUTHORIZATIONS_WINDOW
-from idp.services.pending_authorizations import REQUEST_URI_PREFIX
+from idp.services.pending_authorizations import REQUEST_URI_PREFIX, push_lifetime
 from idp.services.tokens import ID_TOKEN_TYP, verify_issued_jwt
 
 #: Where ``/authorize`` is held, in tests, after it spent a request_uri and before its commit
@@ -139,7 +139,9 @@ class PushedAuthorizationEndpoint:
             # bounded per address as /authorize's pending requests are.
             db.session.commit()  # the counted request
             raise PushBudgetSpentError("pushed_request", PENDING_AUTHORIZATIONS_WINDOW, now)
-        ttl = settings.par_request_ttl
+        # A push the old secret of a rotation authenticated, in its overlap, ends with it.
+        secret_ends = client.previous_secret_ends_for(presented_secret(request))
+        ttl = push_lifetime(settings.par_request_ttl, now, secret_ends)
         # Under the client's secret generation as it authenticated: a rotation that stops the
         # secret while this push is on its way takes back what was stored before it, and
         # /authorize refuses this one (RFC 9126 2; pending_authorizations ``spend_pushed``).

@@ -224,6 +224,19 @@ class PendingAuthorizations:
         return set(consent.scopes) if consent else None
 
 
+def push_lifetime(ttl: int, now: datetime, secret_ends: datetime | None) -> int:
+    """The seconds a push lives (its ``expires_in``, RFC 9126 2.2): ``ttl``, but no longer than
+    the secret that authenticated it, when that secret ends (``secret_ends``: a rotation's old
+    secret in its overlap, ``Client.previous_secret_ends_for``). A rotation that stops a secret
+    early takes its pushes back (``withdraw_pushed``); an overlap that ends by time takes
+    nothing back, so a request_uri the old secret pushed in the overlap's last ``ttl`` seconds
+    would have outlived it (RFC 9126 2: the push is authenticated by that secret). Whole
+    seconds, rounded down: never a moment past the secret's end."""
+    if secret_ends is None:
+        return ttl
+    return max(0, min(ttl, int((secret_ends - now).total_seconds())))
+
+
 def withdraw_pushed(db: Session, client_id: str) -> int:
     """Take back every request ``client_id`` pushed that ``/authorize`` has not spent; how many.
     For a rotation that stops the client's secret at once (idp.services.clients): a push was

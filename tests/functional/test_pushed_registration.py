@@ -7,18 +7,21 @@ checks are tests/functional/test_pushed_authorization.py."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from werkzeug.test import TestResponse
 
+from idp.clock import FrozenClock
 from idp.extensions import db
 from idp.models import AuthorizationCode, PushedAuthorizationRequest
 from idp.oidc.dpop import PROOF_CHECKPOINT
 from idp.services.client_fields import fields_of
 from idp.services.clients import ClientService
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
+from idp.settings import Settings
 from tests.conftest import sqlite_app
 from tests.functional.test_admin_clients import audit_events, rotate
 from tests.functional.test_authorize_errors import (
@@ -203,3 +206,31 @@ def test_a_push_stored_after_the_rotation_that_stopped_its_secret_is_refused(
     assert_error_page(authorize_pushed(rp, pushed.get_json()["request_uri"]))
     rp.registered = dataclasses.replace(rp.registered, client_secret=rotated["secret"])
     assert sign_in_via(rp, authorize_pushed(rp, pushed_uri(rp)), user)["state"] == rp.state
+
+
+def test_a_push_with_the_old_secret_ends_when_the_overlap_ends(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """A rotation with an overlap leaves the client's pushes usable: the old secret still works.
+    But the overlap ends by time too, and nothing then took back a request the old secret
+    pushed in its last ``par_request_ttl`` seconds: its request_uri outlived the secret that
+    authenticated it (RFC 9126 2). A push authenticated by the old secret now expires when the
+    old secret does (``expires_in`` says so); one pushed with the new secret at the same moment
+    keeps its whole ``par_request_ttl`` and signs in (RFC 9126 4). SQLite and PostgreSQL."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    old = rp.registered
+    new = dataclasses.replace(old, client_secret=rotate(admin, old.client_id, 3600))
+    ttl = Settings.par_request_ttl
+    clock.advance(timedelta(seconds=3600 - ttl // 2))  # the overlap's last seconds
+    by_old = push(rp, headers=basic(old))
+    assert by_old.status_code == 201, by_old.text
+    assert by_old.get_json()["expires_in"] == ttl // 2
+    by_new = push(rp, headers=basic(new))
+    assert by_new.get_json()["expires_in"] == ttl
+    clock.advance(timedelta(seconds=ttl // 2 + 1))  # the old secret stopped; both pushes live
+    assert_error_page(authorize_pushed(rp, by_old.get_json()["request_uri"]))
+    rp.registered = new
+    response = authorize_pushed(rp, by_new.get_json()["request_uri"])
+    assert sign_in_via(rp, response, user)["state"] == rp.state
