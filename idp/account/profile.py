@@ -25,6 +25,7 @@ from idp.extensions import db
 from idp.models import BrowserSession
 from idp.services import audit, portal
 from idp.services.activity import describe_event
+from idp.services.anonymous import count_refusal
 from idp.services.claims import shared_with_apps
 from idp.services.display_names import display_name
 from idp.services.email_addresses import EmailAddressError
@@ -213,6 +214,8 @@ def email_change() -> Any:
         flash(str(error), "error")
         return redirect(url_for("account.profile"))
     except EmailChangeLimitError as error:
+        # idp_budget_refusals_total, as every budget's refusal (docs/operations.md, "Metrics").
+        count_refusal("email_change")
         audit.record(db.session(), "email.change_requested", outcome="failure",
                      subject_id=session.user_id, context=request_context(),
                      reason="throttled")  # fmt: skip

@@ -23,7 +23,7 @@ from idp import checkpoints
 from idp.errors import DomainError
 from idp.models import AuditEvent, BackupCode, Passkey, SignupLink, TotpCredential, User
 from idp.services import audit
-from idp.services.anonymous import AnonymousRejections
+from idp.services.anonymous import AnonymousRejections, count_refusal
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
@@ -288,4 +288,9 @@ class Joining:
         counted whose request then fails errs on the strict side."""
         budget = WindowBudget(DatabaseCounters(self.db),
                               limit=MAX_MESSAGES_PER_ADDRESS, window=MAIL_WINDOW)  # fmt: skip
-        return budget.spend(f"mail-{kind}", token_hash(email), now)
+        if budget.spend(f"mail-{kind}", token_hash(email), now):
+            return True
+        # idp_budget_refusals_total, as every budget's refusal (docs/operations.md): a budget
+        # of its own per kind of mail, ``mail_signup_link`` and ``mail_signup_existing``.
+        count_refusal(f"mail_{kind}")
+        return False
