@@ -117,7 +117,11 @@ class PushedAuthorizationEndpoint:
             client.client_id, runtime().settings.par_requests_per_client, now
         ):
             # Counted before the checks: a refused push is audited one row each too. RFC 9126
-            # 2.3 allows 429 for a request over a rate limit.
+            # 2.3 allows 429 for a request over a rate limit. Audited once per client and
+            # window, committed with the answer (idp.oidc.token_views ``_committed``).
+            services().pending_authorizations.push_over_budget(
+                client.client_id, services().context, now, services().storage_budgets
+            )
             raise PushBudgetSpentError(
                 "client_pushed_request", CLIENT_PUSHES_WINDOW, now, CLIENT_PUSHES_SPENT
             )

@@ -122,6 +122,13 @@ class StorageBudgets:
         budget = AddressBudget(self.store, 1, REJECTION_AUDIT_WINDOW)
         return budget.spend(f"audit:{kind}", budget_address(address), now)
 
+    def client_refusal_audited(self, kind: str, client_id: str, now: datetime) -> bool:
+        """``rejection_audited`` for a refusal of a client that authenticated (past its own
+        budget): the first of this kind for this client in the window is audited, the others
+        only counted, so a client that floods writes no audit row a refusal."""
+        budget = WindowBudget(self.store, 1, REJECTION_AUDIT_WINDOW)
+        return budget.spend(f"audit-client:{kind}", client_id, now)
+
 
 class AnonymousRejections:
     """Refused requests that name no account (a malformed passkey answer, an unknown credential,

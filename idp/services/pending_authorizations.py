@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
 from idp.models.base import random_id
 from idp.services import audit
-from idp.services.anonymous import AnonymousRejections, StorageBudgets
+from idp.services.anonymous import REJECTION_AUDIT_WINDOW, AnonymousRejections, StorageBudgets
 from idp.services.audit import RequestContext
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
@@ -178,6 +178,24 @@ class PendingAuthorizations:
         AnonymousRejections(self.db, budgets).refused(
             PUSH_REFUSED_EVENT, error, context, now, f"{client.client_id}: {description}"
         )
+
+    def push_over_budget(
+        self, client_id: str, context: RequestContext, now: datetime, budgets: StorageBudgets
+    ) -> None:
+        """A confidential client's push refused past ``par_requests_per_client`` (RFC 9126 2.3,
+        429): audited as ``authorization.push_refused`` once per client and window, the first
+        refusal's, so an operator sees a client (or whoever holds its secret) over its budget;
+        every refusal is counted in ``idp_budget_refusals_total`` (``client_pushed_request``).
+        Not a row each: the budget bounds what a client writes to the audit log."""
+        if not budgets.client_refusal_audited(PUSH_REFUSED_EVENT, client_id, now):
+            return
+        minutes = int(REJECTION_AUDIT_WINDOW.total_seconds() // 60)
+        audit.record(self.db, PUSH_REFUSED_EVENT, outcome="failure", context=context,
+                     client_id=client_id, error="temporarily_unavailable",
+                     reason="client_budget", aggregated=True,
+                     note=(f"further pushes of this client refused past its budget for {minutes} "
+                           "minutes are counted in idp_budget_refusals_total "
+                           "(client_pushed_request), not audited one by one"))  # fmt: skip
 
     def spend_pushed(
         self, request_uri: str, client_id: str, now: datetime, secret_generation: int = 0

@@ -5,13 +5,23 @@ whose client_id authenticates nobody (docs/operations.md, "Storage budgets")."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp import metrics
+from idp.clock import FrozenClock
 from idp.models import AuditEvent, PushedAuthorizationRequest
-from tests.functional.test_pushed_authorization import ADDRESS, basic, push
+from idp.models.base import utcnow
+from idp.services.anonymous import REJECTION_AUDIT_WINDOW
+from idp.services.rate_limits import window_end
+from tests.functional.test_pushed_authorization import ADDRESS, PER_CLIENT, basic, push
+from tests.support.apps import app_on
+from tests.support.clock import app_clock
 from tests.support.factories import RegisteredClient, create_client, rows
 from tests.support.flow import RelyingParty
 
@@ -85,3 +95,50 @@ def test_a_public_clients_refused_pushes_are_audited_once_per_address_and_window
         REFUSED, "failure", True)  # fmt: skip
     assert public.client_id in refused.details["detail"]
     assert (pushed.kind, pushed.client_id) == (PUSHED, public.client_id)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bounded_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """Confidential clients may push ``PER_CLIENT`` requests a minute, on each database."""
+    with app_on(request.param, tmp_path, par_requests_per_client=PER_CLIENT) as flask_app:
+        yield flask_app
+
+
+def test_a_confidential_clients_pushes_past_its_budget_are_audited_once_per_window(
+    bounded_app: Flask,
+) -> None:
+    """A confidential client's push refused past ``par_requests_per_client`` (429) was only
+    counted: the audit log, where an operator looks for a client that misbehaves or a secret
+    someone else holds, showed nothing. The first refusal of each client in each audit window is
+    ``authorization.push_refused`` with ``temporarily_unavailable``, marked aggregated; the rest
+    are counted (``idp_budget_refusals_total``), not a row each, so a flood writes no row a
+    refusal: a new minute's budget spent again in the same window adds none, another client has
+    its own row, and the next window a new one."""
+    start = window_end(utcnow(), REJECTION_AUDIT_WINDOW) + timedelta(seconds=10)
+    frozen = FrozenClock(start)
+    with app_clock(bounded_app, frozen):
+        rp = RelyingParty(bounded_app.test_client(), create_client(bounded_app))
+        other = RelyingParty(bounded_app.test_client(), create_client(bounded_app, name="Other"))
+
+        def over_budget(who: RelyingParty) -> None:
+            answers = [push(who).status_code for _ in range(PER_CLIENT + 3)]
+            assert answers == [201] * PER_CLIENT + [429] * 3
+
+        def refusals(who: RelyingParty) -> list[AuditEvent]:
+            return [e for e in events(bounded_app)
+                    if e.kind == REFUSED and e.client_id == who.registered.client_id]  # fmt: skip
+
+        over_budget(rp)
+        [refused] = refusals(rp)
+        assert refused.outcome == "failure"
+        assert refused.details["error"] == "temporarily_unavailable"
+        assert refused.details["aggregated"] is True
+        assert refused.ip_address == ADDRESS
+        frozen.advance(timedelta(minutes=1))  # a new budget, the same audit window
+        over_budget(rp)
+        assert len(refusals(rp)) == 1
+        over_budget(other)
+        assert len(refusals(other)) == 1
+        frozen.advance(REJECTION_AUDIT_WINDOW)
+        over_budget(rp)
+        assert len(refusals(rp)) == 2

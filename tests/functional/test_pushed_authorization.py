@@ -308,8 +308,9 @@ def test_a_confidential_clients_pushes_are_bounded_per_client(bounded_app: Flask
     audit row kept for a year (``audit_retention_days``), and its pushes are no anonymous
     writes, so no address budget bounds them: one client, or whoever holds its secret, wrote
     without bound. ``par_requests_per_client`` pushes a minute are taken, refused ones counted
-    too; then 429 ``temporarily_unavailable`` (RFC 9126 2.3), nothing stored or audited, from
-    any address; another client has its own budget, and the next minute a new one."""
+    too; then 429 ``temporarily_unavailable`` (RFC 9126 2.3), nothing stored, from any address,
+    audited once per client and window (tests/functional/test_pushed_audit.py); another client
+    has its own budget, and the next minute a new one."""
     frozen = FrozenClock(utcnow())
     with app_clock(bounded_app, frozen):
         rp = RelyingParty(bounded_app.test_client(), create_client(bounded_app))
@@ -325,7 +326,7 @@ def test_a_confidential_clients_pushes_are_bounded_per_client(bounded_app: Flask
         assert elsewhere.headers["Cache-Control"] == "no-store"
         assert len(rows(bounded_app, PushedAuthorizationRequest)) == PER_CLIENT - 2
         audited = rows(bounded_app, AuditEvent, AuditEvent.kind.startswith("authorization.push"))
-        assert len(audited) == PER_CLIENT
+        assert len(audited) == PER_CLIENT + 1  # the first refusal past the budget
         other = RelyingParty(bounded_app.test_client(), create_client(bounded_app, name="Other"))
         assert push(other).status_code == 201
         frozen.advance(timedelta(minutes=1))
