@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from flask import Flask
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.models import DeviceAuthorization, PushedAuthorizationRequest, UsedDPoPProof
@@ -177,3 +178,28 @@ def test_a_query_string_without_parameters_is_no_refusal(app: Flask, endpoint: s
     answer = app.test_client().post(endpoint + "?&", data={"scope": "openid"})
     assert answer.get_json().get("error_description") != QUERY_REFUSED, answer.text
     assert answer.status_code in (400, 401), answer.text
+
+
+@pytest.mark.parametrize("endpoint", ["/token", "/par"])
+def test_a_malformed_request_is_refused_before_its_dpop_proof_is_checked(
+    app: Flask, endpoint: str
+) -> None:
+    """A request whose parameters are where they must not be (one in the query, one twice in
+    the body) and whose DPoP proof is refused as well is answered for its own malformation,
+    ``invalid_request`` (RFC 6749 5.2), as without a proof: the proof was checked first, and
+    the answer, ``invalid_dpop_proof`` (RFC 9449 5), sent the client to fix a proof that may
+    be right. Nothing is read or recorded either way."""
+    registered = create_client(app)
+    body = {"grant_type": "client_credentials"} if endpoint == "/token" else {"scope": "openid"}
+    for bad_proof in ("not-a-proof", DPoPKey().proof("POST", "https://elsewhere.example/x")):
+        headers = {**basic(registered), "DPoP": bad_proof}
+        in_query = app.test_client().post(endpoint, data=body, headers=headers,
+                                          query_string={"scope": "openid"})  # fmt: skip
+        twice = app.test_client().post(endpoint, headers=headers,
+                                       data=MultiDict([*body.items(), ("scope", "openid"),
+                                                       ("scope", "email")]))  # fmt: skip
+        for refused in (in_query, twice):
+            assert refused.status_code == 400, refused.text
+            assert refused.get_json()["error"] == "invalid_request", refused.text
+            assert refused.headers["Cache-Control"] == "no-store"
+    assert rows(app, UsedDPoPProof) == []
