@@ -24,6 +24,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 from idp import metrics
 from idp.composition import clock, runtime
 from idp.extensions import csrf, db
+from idp.services.attestation import expired_roots
 from idp.services.health import DependencyState, HealthReport, database_state, redis_state
 
 bp = Blueprint("ops", __name__)
@@ -54,8 +55,14 @@ def dependencies() -> Any:
     refused = _refuse_unless_scraper()
     if refused is not None:
         return refused
+    roots = runtime().relying_party.attestation_roots
+    expired = expired_roots(roots, clock().now()) if roots else None
+    if expired:
+        # Checked at start-up only: a root that ended since refuses its vendor's keys silently.
+        log.warning("webauthn_attestation_roots: %s; registrations through it are refused "
+                    "until it is replaced", "; ".join(expired))  # fmt: skip
     report = HealthReport(_dependency_states(include_redis=True),
-                          runtime().settings.readiness_requires_redis)  # fmt: skip
+                          runtime().settings.readiness_requires_redis, expired)  # fmt: skip
     response = jsonify(report.document())
     response.status_code = 200 if report.ready else 503
     return _no_store(response)

@@ -189,6 +189,24 @@ def root_fingerprints(roots: tuple[bytes, ...]) -> frozenset[str]:
     return frozenset(root_fingerprint(x509.load_pem_x509_certificate(pem)) for pem in roots)
 
 
+def expired_roots(roots: tuple[bytes, ...], now: datetime) -> list[str]:
+    """Each of ``roots`` past its end at ``now``, as its subject and the time it ended. The
+    roots are checked at start-up (``load_roots``), but one that expires while idp runs ends
+    every path through it (``_chain_root``: RFC 5280 6.1.3 (a)(2)) and attests nothing from
+    then on, refusing the registrations of its vendor's keys: the health document names it
+    (idp.services.health ``HealthReport``), so that the operator replaces it."""
+    return [f"{subject} expired on {ended:%Y-%m-%d %H:%M} UTC"
+            for subject, ended in _root_ends(roots) if ended < now]  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def _root_ends(roots: tuple[bytes, ...]) -> tuple[tuple[str, datetime], ...]:
+    """Each root's subject and end, parsed once per set of roots (a setting, fixed for the
+    process), not on every health check."""
+    loaded = (x509.load_pem_x509_certificate(pem) for pem in roots)
+    return tuple((c.subject.rfc4514_string(), c.not_valid_after_utc) for c in loaded)
+
+
 def _chain_root(chain: list[bytes], roots: tuple[bytes, ...], now: datetime) -> str | None:
     """The fingerprint of the root ``chain`` (the leaf, then the intermediates x5c carries: 8.2
     "followed by its certificate chain") reaches among ``roots``, or None if it reaches none.

@@ -68,6 +68,11 @@ class HealthReport:
 
     states: dict[str, DependencyState]
     requires_redis: bool = False
+    #: The attestation roots past their end (idp.services.attestation ``expired_roots``); None
+    #: without roots configured. Not a dependency, and no cause to take the node out (sign-ins
+    #: and tokens go on): an expired one makes the node ``degraded``, for the operator to
+    #: replace it (docs/configuration.md, ``webauthn_attestation_roots``).
+    expired_roots: list[str] | None = None
 
     def required(self, name: str) -> bool:
         return name == "database" or (name == "redis" and self.requires_redis)
@@ -82,15 +87,17 @@ class HealthReport:
         do without is down (alert on it); else ``ok``."""
         if not self.ready:
             return "unavailable"
-        return "ok" if all(state.ok for state in self.states.values()) else "degraded"
+        healthy = all(state.ok for state in self.states.values()) and not self.expired_roots
+        return "ok" if healthy else "degraded"
 
     def checks(self) -> dict[str, str]:
         """The readiness answer: each required dependency's state, nothing more."""
         return {name: s.state for name, s in self.states.items() if self.required(name)}
 
     def document(self) -> dict[str, Any]:
-        """The health document: every dependency's state, why, and what it is needed for."""
-        return {
+        """The health document: every dependency's state, why, and what it is needed for; and
+        the attestation roots', when there are some."""
+        document: dict[str, Any] = {
             "status": self.status,
             "ready": self.ready,
             "dependencies": {
@@ -100,6 +107,12 @@ class HealthReport:
                 for name, state in self.states.items()
             },
         }  # fmt: skip
+        if self.expired_roots is not None:
+            document["attestation_roots"] = {
+                "state": "expired" if self.expired_roots else OK,
+                "expired": self.expired_roots,
+            }
+        return document
 
 
 def database_state(db: Session, now: datetime) -> DependencyState:

@@ -290,3 +290,38 @@ def test_a_format_py_webauthn_does_not_know_is_audited_as_such(app: Flask) -> No
     credential = restated(genuine().create(ceremony["publicKey"]), "made-up", {})
     assert pages.register(ceremony["challenge_id"], credential).status_code == 400
     assert failure_reasons(app, "passkey.registered") == ["attestation_format_unsupported"]
+
+
+def test_a_root_that_expires_while_idp_runs_makes_the_health_document_degraded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The roots are checked at start-up; one that expires while idp runs attests nothing from
+    then on (every certificate of a path is judged at idp's clock, RFC 5280 6.1.3 (a)(2)), and
+    every registration with it was refused without a word to the operator. The health document
+    (/healthz/dependencies, where alerts look) names the expired root and says ``degraded``,
+    logged at WARNING; the node stays ready (sign-ins and tokens go on), and a root still valid
+    is ``ok``."""
+    ending = root_ca("Ending Vendor Root", valid=(-timedelta(days=30), timedelta(hours=1)))
+    roots = tmp_path / "attestation-roots.pem"
+    roots.write_bytes(VENDOR.pem + ending.pem)
+    token = "scrape-" + "r" * 40
+    app = sqlite_app(tmp_path, webauthn_attestation_roots=str(roots), metrics_token=token)
+    browser = app.test_client()
+    scrape = {"Authorization": f"Bearer {token}"}
+    clock = FrozenClock(utcnow())
+    with app_clock(app, clock):
+        health = browser.get("/healthz/dependencies", headers=scrape).get_json()
+        assert health["status"] == "ok"
+        assert health["attestation_roots"] == {"state": "ok", "expired": []}
+        clock.advance(timedelta(hours=2))  # VENDOR's root is valid for a day
+        answer = browser.get("/healthz/dependencies", headers=scrape)
+        assert answer.status_code == 200
+        health = answer.get_json()
+        assert (health["status"], health["ready"]) == ("degraded", True)
+        assert health["attestation_roots"]["state"] == "expired"
+        [expired] = health["attestation_roots"]["expired"]
+        assert "Ending Vendor Root" in expired
+        assert "Ending Vendor Root" in caplog.text
+        assert browser.get("/readyz").status_code == 200
+    with app.app_context():
+        db.engine.dispose()
