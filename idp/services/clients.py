@@ -304,6 +304,9 @@ class ClientService:
             client.secret_hash = None
             client.previous_secret_hash = None
             client.previous_secret_expires_at = None
+        # Pushes go with what authenticated them, as at a rotation that stops a secret (RFC 9126 2).
+        credentials = {"auth_method", "jwks"} & set(changed)
+        withdrawn = withdraw_pushed(self.db, client.client_id) if credentials else 0
         apply_fields(client, fields)
         client.updated_at = self.clock.now()
         # OWASP ASVS 4.0 7.1.3: each changed setting's old and new value (as ``policy.changed``
@@ -312,7 +315,9 @@ class ClientService:
         changes = {
             name: {"old": getattr(before, name), "new": getattr(fields, name)} for name in changed
         }
-        self._audit("client.updated", client.client_id, actor, changed=changed, changes=changes)
+        extra = {"pushed_requests_withdrawn": withdrawn} if withdrawn else {}
+        self._audit("client.updated", client.client_id, actor, changed=changed, changes=changes,
+                    **extra)  # fmt: skip
         if subjects_before != subjects_after:
             self._audit(
                 "client.subjects_changed", client.client_id, actor,
@@ -376,9 +381,8 @@ class ClientService:
     def disable(
         self, client: Client, *, now: datetime | None = None, actor: Actor | None = None
     ) -> None:
-        """No authorization and no tokens for a disabled client (``query_client`` returns
-        nothing for it), and the access tokens it holds stop working now: a disabled app must
-        not keep reading users' data until its tokens expire."""
+        """No authorization and no tokens for a disabled client (``query_client`` returns nothing),
+        and its access tokens stop now: it must not read users' data until they expire."""
         if client.disabled_at is not None:
             return
         now = now or self.clock.now()
@@ -401,8 +405,7 @@ class ClientService:
 
     def delete(self, client: Client, *, actor: Actor | None = None) -> None:
         """The client and everything issued to it: grants, codes, refresh tokens and consents
-        cascade; access tokens from the client credentials grant belong to no grant, so they go
-        explicitly."""
+        cascade; client credentials access tokens belong to no grant, so they go explicitly."""
         self._audit("client.deleted", client.client_id, actor, name=client.name)
         self.db.execute(
             delete(AccessToken)

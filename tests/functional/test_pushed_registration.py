@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from joserfc.jwk import RSAKey
 from werkzeug.test import TestResponse
 
 from idp.clock import FrozenClock
@@ -41,7 +42,7 @@ from tests.support.admin import passkey_browser
 from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.dpop import DPoPKey
 from tests.support.factories import REDIRECT_URI, create_client, create_user, rows
-from tests.support.flow import RelyingParty, query_of, start_session
+from tests.support.flow import RelyingParty, client_assertion, query_of, start_session
 
 LOST = "https://lost.example/callback"
 
@@ -234,3 +235,43 @@ def test_a_push_with_the_old_secret_ends_when_the_overlap_ends(
     rp.registered = new
     response = authorize_pushed(rp, by_new.get_json()["request_uri"])
     assert sign_in_via(rp, response, user)["state"] == rp.state
+
+
+def change_credentials(app: Flask, client_id: str, **changes: Any) -> None:
+    """An admin changes how the client authenticates (its method, its JWKS)."""
+    with app.app_context():
+        rt = app.extensions["idp"]
+        service = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+        client = service.get(client_id)
+        assert client is not None
+        service.update(client, dataclasses.replace(fields_of(client), **changes))
+        db.session.commit()
+
+
+def test_a_change_of_the_clients_credentials_takes_back_the_requests_it_pushed(
+    storage_app: Flask,
+) -> None:
+    """A pushed request was authenticated by the client's credentials as they stood (RFC 9126
+    2). An admin who moves the client off its secret (to private_key_jwt), or swaps its JWKS,
+    ends what authenticated the push, and the request_uri stayed usable for its
+    ``par_request_ttl``. The change takes back the client's unspent pushes, as a rotation that
+    stops the secret does; the audit event says how many. SQLite and PostgreSQL."""
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    client_id = rp.registered.client_id
+    by_secret = pushed_uri(rp)
+    first, second = (RSAKey.generate_key(2048, parameters={"kid": kid}) for kid in "ab")
+    jwks = {"keys": [first.as_dict(private=False)]}
+    change_credentials(storage_app, client_id, auth_method="private_key_jwt", jwks=jwks)
+    assert_error_page(authorize_pushed(rp, by_secret))
+    [event] = audit_events(storage_app, "client.updated")
+    assert event.details["pushed_requests_withdrawn"] == 1
+    # Pushed with the first key, then the keys swapped: the push goes with the key.
+    assertion = {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": client_assertion(client_id, first, "http://localhost"),
+    }
+    by_key = pushed_uri(rp, headers={}, **assertion)
+    change_credentials(storage_app, client_id, jwks={"keys": [second.as_dict(private=False)]})
+    assert_error_page(authorize_pushed(rp, by_key))
+    assert rows(storage_app, PushedAuthorizationRequest,
+                PushedAuthorizationRequest.consumed_at.is_(None)) == []  # fmt: skip
