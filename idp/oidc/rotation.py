@@ -43,6 +43,9 @@ from idp.thin_reads import ThinTransaction
 #: Where a code exchange is held, in tests, after it read its clock (``now``) and before its spend
 #: (idp.checkpoints): a session's ending can then take the code's row lock first.
 SPEND_CODE_CHECKPOINT = "token.code_spend"
+#: Where a code exchange is held, in tests, once its spend was sent and before anything else
+#: (idp.checkpoints): the code's row locked, its tokens not yet recorded nor committed.
+SPENT_CODE_CHECKPOINT = "token.code_spent"
 
 
 def in_rotation(request: Any, rotate: Callable[[], Any]) -> Any:
@@ -111,11 +114,14 @@ def redeem_code(
     lifetime = timedelta(seconds=runtime().settings.code_ttl)
     checkpoints.reached(SPEND_CODE_CHECKPOINT)
     if digest is None or (transaction := _transaction_apart(client)) is None:
-        return services().grants.redeem_code(code, client.client_id, now, lifetime, jkt)
+        spent = services().grants.redeem_code(code, client.client_id, now, lifetime, jkt)
+        checkpoints.reached(SPENT_CODE_CHECKPOINT)
+        return spent
     request.rotation = transaction
     row = transaction.first(
         SPEND_CODE, {"spent_at": now, "digest": digest, "client": client.client_id, "jkt": jkt}
     )
+    checkpoints.reached(SPENT_CODE_CHECKPOINT)
     if row is not None:
         return spent_code(row, client.client_id, now, lifetime)
     transaction.rollback()

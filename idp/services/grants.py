@@ -359,82 +359,81 @@ class GrantService:
     def end_session_grants(self, sid: str, reason: str, now: datetime) -> None:
         """A session ended: what it authorised ends with it (OIDC RP-Initiated Logout 2). Grants
         with offline_access keep their refresh tokens: OIDC Core 11 offline access exists to
-        outlive the user's session; their access tokens still end now, and so does a code not
-        yet exchanged: the client holds nothing offline until it redeems the code, so the code
-        expires now (RFC 6749 5.2 ``invalid_grant`` when presented). Expired, not spent: a
-        later presentation is not a replay. The UPDATE's ``consumed_at IS NULL`` orders it
-        against a concurrent exchange (the row's lock): a code redeemed first keeps its
-        tokens, one expired first issues none. So does a device approval the device has not
-        polled yet, offline or not: the device would get an ID token naming a ``sid`` whose
-        logout token was just queued (Back-Channel Logout 1.0 2.4, 2.7), a relying-party
-        session no logout ever ends. It answers ``expired_token`` from now on (RFC 8628 3.5: the
-        device starts again, and the user answers it in a live session); the poll's spend
-        requires an unexpired row (idp.services.device), so one spent first keeps its tokens.
-        An offline grant whose code or approval expired here ends with it: it holds no token and
-        never will, and would stay live, an app connected to the account that got nothing."""
-        offline: list[str] = []
-        ended: list[str] = []
-        for grant in self.db.scalars(
-            select(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None))
-        ):
-            ended.append(grant.id)
-            if "offline_access" in grant.scope.split():
-                offline.append(grant.id)
-            else:
-                self.revoke_grant(grant.id, reason, now)
-        if ended:
-            unpolled = self.db.execute(
-                update(DeviceAuthorization)
-                .where(
-                    DeviceAuthorization.grant_id.in_(ended),
-                    DeviceAuthorization.consumed_at.is_(None),
-                    DeviceAuthorization.expires_at > now,
-                )
-                # Expired as of its making, not ``now``: a poll that read the row before this
-                # ending committed, and spends it after, read the time before this ending did.
-                .values(expires_at=DeviceAuthorization.created_at)
-                .returning(DeviceAuthorization.grant_id)
-                .execution_options(synchronize_session=False)
-            ).scalars()
+        outlive the user's session; their access tokens still end now.
+
+        Every code the session issued and nobody exchanged yet expires now, whatever its scope
+        (RFC 6749 5.2 ``invalid_grant`` when presented): the client holds nothing until it
+        redeems the code. Expired, not spent: a later presentation is not a replay. So does a
+        device approval the device has not polled yet, offline or not: the device would get an
+        ID token naming a ``sid`` whose logout token was just queued (Back-Channel Logout 1.0
+        2.4, 2.7), a relying-party session no logout ever ends; it answers ``expired_token``
+        from now on (RFC 8628 3.5). A grant whose code or approval expired here ends with it,
+        offline too: it holds no token and never will.
+
+        The order is the rule (docs/security.md, "OAuth and OpenID Connect endpoints"). The codes
+        and approvals are expired first, by UPDATEs that lock their rows: an exchange or poll
+        that spent one first holds its row until it committed its tokens, so the UPDATE waits
+        for them, and the grants' and the access tokens' revocations, later statements, see
+        those tokens (under PostgreSQL's READ COMMITTED each statement reads what was committed
+        when it began; SQLite's writers go one at a time). One that comes second waits on this
+        ending's lock, then finds its code expired as of its issue. Revoking the grants or the
+        access tokens first let an exchange spend its code, unlocked, after them and commit a
+        token on a grant this ending took back, or an offline access token it never revoked."""
+        live = self.db.execute(
+            select(Grant.id, Grant.scope).where(Grant.sid == sid, Grant.revoked_at.is_(None))
+        ).all()
+        if not live:
+            return
+        ended = [grant_id for grant_id, _ in live]
+        unexchanged = self.db.execute(
+            update(AuthorizationCode)
+            .where(
+                AuthorizationCode.grant_id.in_(ended),
+                AuthorizationCode.consumed_at.is_(None),
+                AuthorizationCode.expires_at > now,
+            )
+            # Expired as of its issue (its grant's ``created_at``, written with the code by
+            # ``new_code``), not ``now``: an exchange that read its clock before this ending did
+            # and waits on the row's lock spends it once this commits, and its ``expires_at >
+            # now`` (idp.services.spent_codes) would still pass against ``now``; no exchange's
+            # clock is before the code's issue (RFC 6749 5.2 invalid_grant).
+            .values(
+                expires_at=select(Grant.created_at)
+                .where(Grant.id == AuthorizationCode.grant_id)
+                .scalar_subquery()
+            )
+            .returning(AuthorizationCode.grant_id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+        expired: set[str | None] = set(unexchanged)
+        unpolled = self.db.execute(
+            update(DeviceAuthorization)
+            .where(
+                DeviceAuthorization.grant_id.in_(ended),
+                DeviceAuthorization.consumed_at.is_(None),
+                DeviceAuthorization.expires_at > now,
+            )
+            # Expired as of its making, not ``now``: a poll that read the row before this
+            # ending committed, and spends it after, read the time before this ending did.
+            .values(expires_at=DeviceAuthorization.created_at)
+            .returning(DeviceAuthorization.grant_id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+        expired.update(unpolled)
+        checkpoints.reached(END_CODES_CHECKPOINT)
+        offline = []
+        for grant_id, scope in live:
             # An offline grant outlives its session for the refresh token it holds (OIDC Core
-            # 11); one whose approval expired here holds none and never will (RFC 8628 3.5: the
-            # device starts again), so it ends too, and no live grant without tokens stays behind
-            # (docs/security.md, "Device authorization grant").
-            for grant_id in set(offline).intersection(unpolled):
+            # 11); one whose code or approval expired here holds none and never will, so it
+            # ends too, and no live grant without tokens stays behind.
+            if "offline_access" in scope.split() and grant_id not in expired:
+                offline.append(grant_id)
+            else:
                 self.revoke_grant(grant_id, reason, now)
-        if offline:  # one statement each for every offline grant of the session
+        if offline:  # one statement for every offline grant of the session
             self.db.execute(
                 update(AccessToken)
                 .where(AccessToken.grant_id.in_(offline), AccessToken.revoked_at.is_(None))
                 .values(revoked_at=now)
                 .execution_options(synchronize_session=False)
             )
-            unexchanged = self.db.execute(
-                update(AuthorizationCode)
-                .where(
-                    AuthorizationCode.grant_id.in_(offline),
-                    AuthorizationCode.consumed_at.is_(None),
-                    AuthorizationCode.expires_at > now,
-                )
-                # Expired as of its issue (its grant's ``created_at``, written with the code by
-                # ``issue_code``), not ``now``: an exchange that read its clock before this
-                # ending did and waits on the row's lock spends it once this commits, and its
-                # ``expires_at > now`` (idp.services.spent_codes) would still pass against
-                # ``now``; no exchange's clock is before the code's issue (RFC 6749 5.2
-                # invalid_grant; docs/security.md, "OAuth and OpenID Connect endpoints").
-                .values(
-                    expires_at=select(Grant.created_at)
-                    .where(Grant.id == AuthorizationCode.grant_id)
-                    .scalar_subquery()
-                )
-                .returning(AuthorizationCode.grant_id)
-                .execution_options(synchronize_session=False)
-            ).scalars()
-            expired = set(unexchanged)
-            checkpoints.reached(END_CODES_CHECKPOINT)
-            # A code's grant holds that one code (``new_code``): expired here unspent, it issued
-            # no token and never will, so its offline grant ends too, as an expired approval's
-            # does; one whose code was exchanged first holds its refresh token and lives on
-            # (OIDC Core 11; docs/security.md, "OAuth and OpenID Connect endpoints").
-            for grant_id in expired:
-                self.revoke_grant(grant_id, reason, now)

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from idp.models import AccessToken, BrowserSession, Grant
-from idp.oidc.rotation import SPEND_CODE_CHECKPOINT
+from idp.oidc.rotation import SPEND_CODE_CHECKPOINT, SPENT_CODE_CHECKPOINT
 from idp.oidc.views import ISSUE_CODE_CHECKPOINT
 from idp.services.grants import END_CODES_CHECKPOINT
 from tests.support.admin import passkey_browser
@@ -97,21 +97,25 @@ def test_a_code_not_yet_exchanged_takes_its_offline_grant_with_it_when_its_sessi
     assert refreshed.status_code == 200, refreshed.text
 
 
+@pytest.mark.parametrize("scope", ["openid offline_access", "openid profile"])
 def test_an_exchange_that_read_its_clock_before_the_session_ended_spends_no_expired_code(
-    storage_app: Flask, checkpoints: Checkpoints
+    storage_app: Flask, checkpoints: Checkpoints, scope: str
 ) -> None:
-    """An exchange of an ``offline_access`` code read its clock, then the session ended: the
-    ending expired the unexchanged code and revoked its grant, its rows locked until it commits,
-    and the exchange's spend waited on the code's lock. Once the ending committed, the spend
-    found the code unspent, and its expiry (set to the ending's time) still ahead of the
-    exchange's earlier clock: it issued tokens on the grant the ending had just revoked. The
-    ending expires the code as of its issue, which no exchange's clock precedes, so the exchange
-    is refused (RFC 6749 5.2 ``invalid_grant``) and nothing was issued (real parallel requests
-    on SQLite and PostgreSQL, each held at a checkpoint; the exchange seen waiting on the lock)."""
+    """An exchange read its clock, then the session ended: the ending expired the unexchanged
+    code and revoked its grant, its rows locked until it commits, and the exchange's spend
+    waited on the code's lock. Once the ending committed, the spend found the code unspent, and
+    its expiry (set to the ending's time) still ahead of the exchange's earlier clock: it issued
+    tokens on the grant the ending had just revoked. The ending expires the code as of its
+    issue, which no exchange's clock precedes, so the exchange is refused (RFC 6749 5.2
+    ``invalid_grant``) and nothing was issued. Without ``offline_access`` the ending left the
+    code as it was and revoked only its grant: on PostgreSQL the spend, which nothing locked,
+    read the grant live before the ending committed and issued tokens on it (real parallel
+    requests on SQLite and PostgreSQL, each held at a checkpoint; the exchange seen waiting on
+    the lock)."""
     admin = passkey_browser(storage_app, "root@example.com")
     user = create_user(storage_app)
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
-    code = rp.obtain_code(user, scope="openid offline_access")["code"]
+    code = rp.obtain_code(user, scope=scope)["code"]
     [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
     outcome: dict[str, Any] = {}
     with checkpoints.holding(END_CODES_CHECKPOINT):
@@ -134,3 +138,49 @@ def test_an_exchange_that_read_its_clock_before_the_session_ended_spends_no_expi
     assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_grant")
     assert rows(storage_app, AccessToken, AccessToken.user_id == user.id) == []
     assert rows(storage_app, Grant, Grant.user_id == user.id, Grant.revoked_at.is_(None)) == []
+
+
+@pytest.mark.parametrize("scope", ["openid offline_access", "openid profile"])
+def test_an_exchange_that_spent_its_code_before_the_session_ended_keeps_no_live_access_token(
+    storage_app: Flask, checkpoints: Checkpoints, scope: str
+) -> None:
+    """An exchange spent its code, then the session ended before the exchange recorded its
+    tokens: the ending revoked the grant's access tokens (there were none yet) and then waited
+    on the code's row lock, and the exchange committed an access token that nothing revoked, of
+    an ``offline_access`` grant that outlives its session. The ending expires the codes first
+    and revokes grants and access tokens after, so it waits for the exchange's commit and then
+    revokes what it issued: the exchange, first, gets its tokens, the access token is refused
+    once the ending committed, and an offline grant's refresh token still works (OIDC Core 11;
+    real parallel requests on SQLite and PostgreSQL, the exchange held after its spend, the
+    ending seen waiting on its lock)."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    code = rp.obtain_code(user, scope=scope)["code"]
+    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
+    outcome: dict[str, Any] = {}
+    with checkpoints.holding(SPENT_CODE_CHECKPOINT):
+        exchange = in_thread(outcome, "exchange", lambda: rp.exchange(code))
+        spent = lambda: checkpoints.arrivals(SPENT_CODE_CHECKPOINT) == 1  # noqa: E731
+        wait_until(lambda: spent() or not exchange.is_alive(),
+                   "the exchange spent its code, its row locked")  # fmt: skip
+        assert exchange.is_alive(), outcome
+        ending = in_thread(outcome, "ending", lambda: admin.post(
+            f"/admin/users/{user.id}/sessions/revoke", {"sid": session.sid}))  # fmt: skip
+        wait_until(lambda: waits_for_a_lock(storage_app, ending) or not ending.is_alive(),
+                   "the ending waits on the exchange's lock")  # fmt: skip
+        assert ending.is_alive(), outcome
+    for thread in (exchange, ending):
+        thread.join(WAIT_TIMEOUT)
+    assert sorted(outcome) == ["ending", "exchange"], outcome
+    assert outcome["ending"].status_code < 400
+    tokens = outcome["exchange"].get_json()
+    assert outcome["exchange"].status_code == 200, tokens
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    if "offline_access" in scope:
+        [issued] = rows(storage_app, AccessToken, AccessToken.user_id == user.id)
+        assert issued.revoked_at is not None
+        assert rp.refresh(tokens["refresh_token"]).status_code == 200
+    else:
+        assert rows(storage_app, Grant, Grant.user_id == user.id,
+                    Grant.revoked_at.is_(None)) == []  # fmt: skip
