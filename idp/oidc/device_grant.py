@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2 import rfc8628
+from authlib.oauth2 import OAuth2Error, rfc8628
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
     InvalidGrantError,
@@ -22,11 +22,12 @@ from idp.extensions import db
 from idp.models import DeviceAuthorization
 from idp.oidc.checks import check_scope
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS
+from idp.oidc.code_refusals import remember_spend, take_back
 from idp.oidc.errors import AuthorizationError, BudgetSpentError
 from idp.oidc.group_gate import still_allowed
 from idp.services import audit
 from idp.services.anonymous import PENDING_AUTHORIZATIONS_WINDOW
-from idp.services.device import PollOutcome
+from idp.services.device import DEVICE_POLL_REFUSED, PollOutcome
 
 
 class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
@@ -39,7 +40,7 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
 
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
-    def validate_token_request(self) -> None:
+    def _validate_poll(self) -> None:
         device_code = self.request.payload.data.get("device_code")
         if not device_code:
             raise InvalidRequestError("Missing 'device_code'.")
@@ -59,6 +60,8 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         authorization = poll.authorization
         if authorization is None or authorization.grant is None:
             raise InvalidGrantError("The device code is invalid, expired or already used.")
+        # Spent: a refusal from now on takes its grant back (idp.oidc.code_refusals).
+        remember_spend(self.request, authorization.grant.id, DEVICE_POLL_REFUSED)
         # The device authorization's client is the stored registration (read with it), not the
         # cached copy: idp.oidc.group_gate.
         restricted = authorization.client.restricted_to_groups
@@ -68,8 +71,22 @@ class DeviceCodeGrant(rfc8628.DeviceCodeGrant):
         self.request.user = authorization.grant.user
         self.request.authorization_code = authorization
 
+    def validate_token_request(self) -> None:
+        try:
+            self._validate_poll()
+        except OAuth2Error:
+            take_back(self.request)  # after the device code's spend only
+            raise
+
     @hooked
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        try:
+            return self._tokens()
+        except OAuth2Error:
+            take_back(self.request)
+            raise
+
+    def _tokens(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         authorization: DeviceAuthorization = self.request.authorization_code
         client = self.request.client
         token = self.generate_token(

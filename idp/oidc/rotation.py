@@ -31,6 +31,7 @@ from idp import checkpoints
 from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import Client
+from idp.oidc.code_refusals import remember_spend
 from idp.services.grants import SpentCode
 from idp.services.refresh_tokens import (
     RefreshRedemption,
@@ -90,6 +91,16 @@ def redeem(
     here, for a token that can be one, so that nothing else takes SQLite's write lock. A token
     that spent nothing is decided, and written, in the ``Session`` once that transaction is
     rolled back. ``jkt``: the request's DPoP key (RFC 9449 5), which a bound token must match."""
+    redemption = _redeemed(request, token, now, grace, jkt)
+    if redemption.spent_grant is not None:
+        # Spent: a refusal from now on takes its grant back (idp.oidc.code_refusals).
+        remember_spend(request, redemption.spent_grant)
+    return redemption
+
+
+def _redeemed(
+    request: Any, token: str, now: datetime, grace: timedelta, jkt: str | None
+) -> RefreshRedemption:
     client: Client = request.client
     digest = refresh_token_digest(token)
     if digest is None or (rotation := _transaction_apart(client)) is None:

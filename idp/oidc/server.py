@@ -67,7 +67,7 @@ from idp.services import audit
 from idp.services.claims import client_claims
 from idp.services.refresh_tokens import SpentRefreshToken, scope_of_refresh_token
 from idp.services.signing_keys import KeyMaterial
-from idp.services.spent_codes import REFUSED_CODE_VERIFIER, SpentCode
+from idp.services.spent_codes import REFUSED_CODE_VERIFIER, REFUSED_REFRESH, SpentCode
 from idp.services.tokens import ID_TOKEN_TYP
 from idp.session_statements import statements_of
 from idp.web.answers import Answer
@@ -232,6 +232,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return in_rotation(self.request, self._rotate)
 
     def _rotate(self) -> Any:
+        try:
+            return self._rotated()
+        except OAuth2Error:
+            # A refusal after the refresh token's spend takes its grant back
+            # (idp.oidc.code_refusals): the spent token can issue nothing more.
+            take_back(self.request, REFUSED_REFRESH)
+            raise
+
+    def _rotated(self) -> Any:
         client = self.request.client
         if "offline_access" not in client.scopes:
             # OIDC Core 11: a refresh token is the client's offline access; once an admin takes

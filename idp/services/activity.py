@@ -42,6 +42,9 @@ SENTENCES: dict[str, tuple[str, str]] = {
     "consent.revoked": ("You disconnected {app}", "Disconnecting {app} failed"),
     "token.refresh_retried": ("{app} renewed its access a second time (a retry)",
                               "{app} renewed its access a second time (a retry)"),
+    "token.refresh_replayed": ("A used renewal token of {app} was presented again: its access "
+                               "was ended", "A used renewal token of {app} was presented again: "
+                               "its access was ended"),
     # sign-in methods
     "passkey.registered": ("You added a passkey{name}", "Adding a passkey failed"),
     "passkey.removed": ("You removed a passkey{name}", "Removing a passkey failed"),

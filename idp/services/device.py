@@ -48,6 +48,8 @@ SLOW_DOWN_STEP = 5
 #: The attempt limiter's factor name for user codes (its account key is ``user_code:<user id>``).
 USER_CODE_FACTOR = "user_code"
 DEVICE_CODE_REPLAY = "device_code_replay"
+#: Why a grant ended when its device code was spent by a poll then refused (idp.oidc.code_refusals).
+DEVICE_POLL_REFUSED = "device_poll_refused"
 #: Why an approval's grant ended when the device code it waited for expired unspent.
 DEVICE_APPROVAL_EXPIRED = "device_approval_expired"
 #: Where an answer is held, in tests, after its session was accepted (idp.checkpoints).
@@ -324,6 +326,10 @@ class DeviceFlowService:
                 .execution_options(populate_existing=True)
             )
             if grant is None or grant.revoked_at is not None or not grant.user.is_active:
+                # The device code is spent and will issue nothing: its grant is taken back
+                # (one revoked already keeps its reason), or it would stay live with no token.
+                if row.grant_id is not None:
+                    GrantService(self.db).revoke_grant(row.grant_id, DEVICE_POLL_REFUSED, now)
                 return Poll(PollOutcome.INVALID)
             return Poll(PollOutcome.APPROVED, row)
         return self._paced(row, now)

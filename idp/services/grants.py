@@ -30,6 +30,7 @@ from idp.models import (
     User,
 )
 from idp.models.base import random_id
+from idp.services import audit
 from idp.services.consume import consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.services.issued_tokens import IssuedAccessToken, token_rows
@@ -250,7 +251,7 @@ class GrantService:
         )
         if row is None:
             return self.refused_refresh_token(digest, client_id, now, retry_grace, jkt)
-        return RefreshRedemption(rotated(row, digest, client_id, now))
+        return RefreshRedemption(rotated(row, digest, client_id, now), spent_grant=row.grant_id)
 
     def refused_refresh_token(
         self,
@@ -282,12 +283,19 @@ class GrantService:
             digest, found.consumed_at, now, retry_grace
         )
         if not retried:
+            # RFC 9700 4.14.2: an invalidated refresh token presented again tells that two
+            # parties hold the family; the grant, and with it its active refresh token and every
+            # access token issued from it, is revoked, and the replay audited for the user.
             self.revoke_grant(found.grant_id, REFRESH_TOKEN_REPLAY, now)
+            audit.record(self.db, "token.refresh_replayed", outcome="failure",
+                         subject_id=found.user_id, client_id=client_id)  # fmt: skip
             return RefreshRedemption(None)
         params = {"digest": digest, "client": client_id}
         row = connection.execute(SPENT_REFRESH_TOKEN, params).first()
         assert row is not None
-        return RefreshRedemption(rotated(row, digest, client_id, now), retried=True)
+        return RefreshRedemption(
+            rotated(row, digest, client_id, now), retried=True, spent_grant=found.grant_id
+        )
 
     def _supersede_unused_successor(
         self, digest: str, rotated_at: datetime | None, now: datetime, grace: timedelta

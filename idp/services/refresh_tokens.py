@@ -73,6 +73,9 @@ class RefreshRedemption:
 
     token: SpentRefreshToken | None
     retried: bool = False
+    #: The grant of a token this presentation spent, whether or not it then rotates: a refusal
+    #: after the spend takes that grant back (idp.oidc.code_refusals ``take_back``).
+    spent_grant: str | None = None
 
 
 _REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
@@ -120,9 +123,13 @@ SPEND_REFRESH_TOKEN = consume_once_statement(
     columns=_REDEEMED,
 )
 SPENT_REFRESH_TOKEN = select(*_REDEEMED).where(_rt.token_hash == bindparam("digest"))
-FIND_REFRESH_TOKEN = select(_rt.client_id, _rt.grant_id, _rt.consumed_at, _rt.jkt).where(
-    _rt.token_hash == bindparam("digest")
-)
+FIND_REFRESH_TOKEN = select(
+    _rt.client_id,
+    _rt.grant_id,
+    _rt.consumed_at,
+    _rt.jkt,
+    _GRANT_USER.scalar_subquery().label("user_id"),
+).where(_rt.token_hash == bindparam("digest"))
 
 
 def refresh_token_digest(token: str) -> str | None:
@@ -172,7 +179,9 @@ def spend_refresh_token_apart(
     row = transaction.first(
         SPEND_REFRESH_TOKEN, {"spent_at": now, "digest": digest, "client": client_id, "jkt": jkt}
     )
-    return None if row is None else RefreshRedemption(rotated(row, digest, client_id, now))
+    if row is None:
+        return None
+    return RefreshRedemption(rotated(row, digest, client_id, now), spent_grant=row.grant_id)
 
 
 def refresh_token_row(

@@ -179,6 +179,8 @@ def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> 
 REFUSED_REDIRECT_URI = "exchange_refused_redirect_uri"
 REFUSED_CODE_VERIFIER = "exchange_refused_code_verifier"
 REFUSED_EXCHANGE = "exchange_refused"
+#: A refresh token spent, then refused (idp.oidc.code_refusals).
+REFUSED_REFRESH = "refresh_refused"
 #: The take-back itself, in the spend's transaction: the grant's revocation (a grant revoked
 #: already, by the group check, keeps its reason).
 TAKE_BACK_GRANT = (
