@@ -128,10 +128,13 @@ def app_revoke(client_id: str) -> Any:
         again = ("it asks for your consent again the next time you use it" if app is None
                  or app.consented else "it is an app of this site: the next time you open it "
                  "while signed in here, it gets access again without asking you")  # fmt: skip
+        # An app listed for its remembered consent alone holds no token to stop.
+        loses = ("loses access to your account: its tokens stop working now, and" if app is None
+                 or app.live else "holds no access to your account now; it forgets that you "
+                 "allowed it, and")  # fmt: skip
         return confirm_page(
             title=f"Disconnect {name}?",
-            message=f"{name} loses access to your account: its tokens stop working now, and "
-            f"{again}.",
+            message=f"{name} {loses} {again}.",
             action=url_for("account.app_revoke", client_id=client_id[:64]),
             button="Disconnect",
             cancel=url_for("account.apps"),

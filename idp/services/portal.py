@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -157,6 +158,11 @@ class ConnectedApp:
     last_used_at: datetime | None
     consented: bool = True
     offline: bool = False
+    #: Whether it holds access now: a live grant with a refresh token or an access token that
+    #: would be accepted. An app listed for its remembered consent alone holds none (its grants
+    #: were taken back or expired): the consent lets it sign the user in again without asking
+    #: (OIDC Core 3.1.2.4), so it stays listed, to be withdrawn, but not as holding access.
+    live: bool = True
 
 
 def _live_refresh_grants(user: User, now: datetime) -> Select[str, str, datetime]:
@@ -174,6 +180,28 @@ def _live_refresh_grants(user: User, now: datetime) -> Select[str, str, datetime
     return select(Grant.client_id, Grant.scope, Grant.created_at).where(
         Grant.user_id == user.id, Grant.revoked_at.is_(None), live_token
     )
+
+
+def _holds_access(user: User, now: datetime) -> Any:
+    """Whether the client of the enclosing row holds a live grant of ``user``: not revoked, with
+    a refresh token or an access token that would be accepted (idp.services.tokens)."""
+    refresh = (
+        select(RefreshToken.token_hash)
+        .where(RefreshToken.grant_id == Grant.id, RefreshToken.consumed_at.is_(None),
+               RefreshToken.expires_at > now)
+        .exists()
+    )  # fmt: skip
+    access = (
+        select(AccessToken.jti)
+        .where(AccessToken.grant_id == Grant.id, AccessToken.revoked_at.is_(None),
+               AccessToken.expires_at > now)
+        .exists()
+    )  # fmt: skip
+    held = select(Grant.id).where(
+        Grant.user_id == user.id, Grant.client_id == Client.client_id, Grant.revoked_at.is_(None),
+        or_(refresh, access),
+    )  # fmt: skip
+    return held.exists().label("live")
 
 
 def connected_apps(db: Session, user: User, now: datetime) -> list[ConnectedApp]:
@@ -196,14 +224,14 @@ def connected_apps(db: Session, user: User, now: datetime) -> list[ConnectedApp]
         .subquery()
     )
     rows = db.execute(
-        select(Client, Consent, live.c.since, last_use.c.last)
+        select(Client, Consent, live.c.since, last_use.c.last, _holds_access(user, now))
         .outerjoin(Consent, and_(Consent.client_id == Client.client_id, Consent.user_id == user.id))
         .outerjoin(live, live.c.client_id == Client.client_id)
         .outerjoin(last_use, last_use.c.client_id == Client.client_id)
         .where(or_(Consent.id.is_not(None), live.c.since.is_not(None)))
         .order_by(Client.name, Client.client_id)
     ).all()
-    unconsented = {client.client_id for client, consent, _, _ in rows if consent is None}
+    unconsented = {client.client_id for client, consent, _, _, _ in rows if consent is None}
     granted: dict[str, set[str]] = {}
     if unconsented:
         scoped = _live_refresh_grants(user, now).where(Grant.client_id.in_(unconsented))
@@ -217,8 +245,9 @@ def connected_apps(db: Session, user: User, now: datetime) -> list[ConnectedApp]
             last_used_at=last,
             consented=consent is not None,
             offline=since is not None,
+            live=bool(held),
         )
-        for client, consent, since, last in rows
+        for client, consent, since, last, held in rows
     ]
 
 

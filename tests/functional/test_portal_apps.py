@@ -4,6 +4,7 @@ the admin can disconnect either, audited (docs/security.md, "Sessions")."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask
@@ -105,3 +106,55 @@ def test_connected_apps_are_read_in_two_statements_whatever_their_number(
         assert all(a.offline and not a.consented for a in apps)
         assert {"openid", "offline_access"} <= set(apps[0].scopes)
         assert len(sent) <= 2, sent
+
+
+def _consented_app(app: Flask, user: CreatedUser) -> tuple[RelyingParty, dict[str, Any]]:
+    """A third-party app the user allowed, signed in another browser, without offline access."""
+    rp = RelyingParty(app.test_client(), create_client(app, first_party=False, name="Third Party"))
+    response = rp.sign_in(rp.sign_in_page(scope="openid profile"), user)
+    while "/consent" not in response.headers["Location"]:
+        response = rp.browser.get(response.headers["Location"])
+    page = rp.browser.get(response.headers["Location"]).text
+    pending = re.search(r'name="request" value="([^"]+)"', page)
+    assert pending
+    allow = {"csrf_token": csrf_token(page), "request": pending.group(1), "decision": "allow"}
+    callback = rp.follow_to_callback(rp.browser.post("/consent", data=allow))
+    tokens: dict[str, Any] = rp.exchange(callback["code"]).get_json()
+    assert "access_token" in tokens, tokens
+    return rp, tokens
+
+
+def test_a_consented_app_whose_grant_was_taken_back_is_listed_as_holding_no_access(
+    storage_app: Flask,
+) -> None:
+    """A third-party app's grant taken back (its session ended: "sign out everywhere else") left
+    the app under Connected apps as if it could still act for the user ("It can see your
+    name"). Its remembered consent stays listed, to be withdrawn (it lets the app sign the user
+    in again without asking, OIDC Core 3.1.2.4), but the page says that it holds no access now,
+    and its Disconnect that it forgets the consent, with no token to stop; once withdrawn the
+    app is gone from the page (SQLite and PostgreSQL, the portal's own pages)."""
+    user = create_user(storage_app)
+    rp, tokens = _consented_app(storage_app, user)
+    portal_browser: FlaskClient = storage_app.test_client()
+    start_session(portal_browser, user)
+    live = portal_browser.get("/account/apps").text
+    assert "Third Party" in live
+    assert "It can" in live
+    assert "No access now" not in live
+    page = portal_browser.get("/account")
+    portal_browser.post("/account/sessions/revoke-others",
+                        data={"csrf_token": csrf_token(page.text)})  # fmt: skip
+    assert rp.userinfo(tokens["access_token"]).status_code == 401
+    apps = portal_browser.get("/account/apps").text
+    assert "Third Party" in apps
+    assert "No access now" in apps
+    assert "It can" not in apps
+    client_id = rp.registered.client_id
+    asked = portal_browser.post(f"/account/apps/{client_id}/revoke",
+                                data={"csrf_token": csrf_token(apps)})  # fmt: skip
+    assert "holds no access to your account now" in asked.text
+    assert "its tokens stop working now" not in asked.text
+    done = portal_browser.post(f"/account/apps/{client_id}/revoke",
+                               data={"csrf_token": csrf_token(apps), "confirm": "yes"})  # fmt: skip
+    assert done.status_code == 302
+    assert "Third Party" not in portal_browser.get("/account/apps").text
