@@ -5,21 +5,24 @@ parties (idp.services.backchannel_logout).
 
 - A row is added to ``outbox_messages`` in the caller's transaction, with ``next_attempt_at`` set
   when a channel will deliver it. A request that rolls back leaves no row and announces nothing.
-- After the commit, ``deliver`` claims each new row (one conditional UPDATE, so two nodes never
-  both deliver it), delivers it outside any transaction, and marks it sent. Rows of different
-  recipients (relying parties) are delivered in parallel, a few at a time: one that is slow
-  holds up no other. A row that could not be delivered stays queued with a backoff and its last
-  failure; the prune job retries it: ``idp prune`` (idp.services.retention) calls
-  ``deliver_due``, the opportunistic prune after a response hands ``due_ids`` to the delivery
-  threads (idp.web.background).
+- After the commit, a delivery run (``DeliveryRun``, ``deliver``) claims each new row (one
+  conditional UPDATE, so two nodes never both deliver it), delivers it outside any transaction,
+  and marks it sent. Rows of different recipients (relying parties) are delivered in parallel,
+  a few at a time, and a node's run takes newer rows while conversations are in flight: one
+  recipient that is slow holds up no other's, then or later. A row that could not be delivered
+  stays queued with a backoff and its last failure; the prune job retries it: ``idp prune``
+  (idp.services.retention) calls ``deliver_due``, the opportunistic prune after a response
+  hands ``due_ids`` to the delivery threads (idp.web.background).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -42,6 +45,8 @@ MAX_ATTEMPTS = 12
 #: Due rows one prune run delivers at most, per channel.
 DELIVERY_BATCH = 100
 MAX_ERROR_LENGTH = 200
+#: Ids read in one statement when the rows handed to a run are sorted into lanes (``_lanes``).
+LANE_READ_BATCH = 500
 #: Conversations one delivery run holds at once, each with another recipient: Back-Channel
 #: Logout 1.0 2.5-2.8 has every relying party told, and one that hangs until its deadline
 #: (idp.services.backchannel_logout) must not make the others wait behind it. Few, as each is a
@@ -173,28 +178,40 @@ def _claim(db: Session, message_id: int, now: datetime, channels: Sequence[str])
     return pending
 
 
-def _lanes(db: Session, by_name: dict[str, Channel], message_ids: list[int]) -> list[deque[int]]:
+#: A lane: the channel, and the recipient its rows go to ("" for a channel with one server).
+Lane = tuple[str, str]
+
+
+def _lanes(
+    db: Session, by_name: dict[str, Channel], message_ids: list[int]
+) -> dict[Lane, list[int]]:
     """The rows by whom they go to, each lane in the order given: one lane for a channel whose
     recipients share one server (``stop_after_failure``: mail, through one relay), else one per
     recipient (a relying party). A lane's rows are delivered one after the other, the lanes in
-    parallel (``deliver``)."""
-    found = {
-        row.id: (row.channel, row.recipient)
-        for row in db.execute(
-            select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.recipient).where(
-                OutboxMessage.id.in_(sorted(set(message_ids))),
-                OutboxMessage.channel.in_(sorted(by_name)),
+    parallel (``DeliveryRun``)."""
+    wanted = sorted(set(message_ids))
+    found: dict[int, tuple[str, str]] = {}
+    # A few hundred ids per statement: a backlog handed at once (the retries of a node that was
+    # down, the lists that queued up behind a delivery) never makes one statement with an
+    # enormous IN list, which PostgreSQL plans slowly and SQLite caps in bound parameters.
+    for start in range(0, len(wanted), LANE_READ_BATCH):
+        found.update(
+            (row.id, (row.channel, row.recipient))
+            for row in db.execute(
+                select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.recipient).where(
+                    OutboxMessage.id.in_(wanted[start : start + LANE_READ_BATCH]),
+                    OutboxMessage.channel.in_(sorted(by_name)),
+                )
             )
         )
-    }
-    db.commit()
-    lanes: dict[tuple[str, str], deque[int]] = {}
+        db.commit()
+    lanes: dict[Lane, list[int]] = {}
     for message_id in message_ids:
         if message_id in found:
             channel, recipient = found[message_id]
             key = (channel, "" if by_name[channel].stop_after_failure else recipient)
-            lanes.setdefault(key, deque()).append(message_id)
-    return list(lanes.values())
+            lanes.setdefault(key, []).append(message_id)
+    return lanes
 
 
 def deliver(
@@ -205,69 +222,139 @@ def deliver(
     *,
     stop_on_failure: bool = False,
 ) -> int:
-    """Deliver the given rows if they are due; returns how many were delivered. Each is claimed
-    and prepared (``Channel.prepare``) on this thread, delivered with no transaction open (so no
-    lock is held while the network talks), then marked sent with its secret dropped. Never
-    raises for a failed delivery: the row stays queued with its failure recorded.
+    """Deliver the given rows if they are due, and wait until each was attempted; returns how
+    many were delivered (``DeliveryRun``: a command's run, a test's). Never raises for a failed
+    delivery: the row stays queued with its failure recorded."""
+    with DeliveryRun(db, channels, stop_on_failure=stop_on_failure) as run:
+        run.add(message_ids, now)
+        while not run.idle:
+            run.settle(block=True)
+            run.start(now)
+    return run.sent
+
+
+class DeliveryRun:
+    """Deliveries in progress on one thread and its session ``db``. Each row is claimed and
+    prepared (``Channel.prepare``) on this thread, delivered with no transaction open (so no
+    lock is held while the network talks), then marked sent with its secret dropped, or its
+    failure recorded: only the conversations leave this thread, as a session must stay on one.
 
     Each recipient's rows go one after the other, different recipients' in parallel, up to
     ``PARALLEL_DELIVERIES`` at once (``_lanes``): a relying party that hangs until its deadline
-    held every other one's logout token behind it (Back-Channel Logout 1.0 2.5-2.8). Only the
-    conversations leave this thread: ``db`` is this thread's alone, as a session must be.
-    ``stop_on_failure``: after one failure, leave the rest of that lane for the next run (a
-    relying party that is down, or a mail relay, would cost a timeout for each)."""
-    by_name = {channel.name: channel for channel in channels}
-    ready = deque(_lanes(db, by_name, message_ids))
-    running: dict[Future[None], tuple[deque[int], Pending]] = {}
-    sent = 0
-    with ThreadPoolExecutor(PARALLEL_DELIVERIES, thread_name_prefix="idp-outbox-send") as pool:
-        while ready or running:
-            while ready and len(running) < PARALLEL_DELIVERIES:
-                lane = ready.popleft()
-                started = _start_next(db, by_name, lane, now, pool, stop_on_failure)
-                if started is not None:
-                    running[started[0]] = (lane, started[1])
-            if not running:
+    held every other one's logout token behind it (Back-Channel Logout 1.0 2.5-2.8). More rows
+    may be added (``add``) while conversations are in flight, and go out at once unless their
+    recipient is in one, where they wait for it to end: a node's delivery thread
+    (idp.web.background.OutboxWorker) keeps one run while any conversation is in flight, so that
+    a relying party that hangs holds up no later logout token of another relying party either.
+    ``stop_on_failure``: after a failure, the rows that waited in that lane when it began are
+    left for a later run (a relying party that is down, or a mail relay, would cost a timeout
+    for each); those added while it was in flight get one attempt, as a new run's would.
+    ``on_ended`` is called, from the conversation's thread, when one ends: ``settle`` then has
+    an outcome to record."""
+
+    def __init__(
+        self,
+        db: Session,
+        channels: Sequence[Channel],
+        *,
+        stop_on_failure: bool = False,
+        on_ended: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.by_name = {channel.name: channel for channel in channels}
+        self.stop_on_failure = stop_on_failure
+        self.on_ended = on_ended
+        self.sent = 0
+        self._waiting: dict[Lane, deque[int]] = {}
+        #: Each conversation's lane, row, and how many rows waited behind it when it began.
+        self._running: dict[Future[None], tuple[Lane, Pending, int]] = {}
+        self._ended: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(PARALLEL_DELIVERIES, thread_name_prefix="idp-outbox-send")
+
+    def __enter__(self) -> DeliveryRun:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight, and nothing waiting to start."""
+        return not self._running and not self._waiting
+
+    @property
+    def in_flight(self) -> int:
+        """Conversations started and not yet settled."""
+        return len(self._running)
+
+    def add(self, message_ids: list[int], now: datetime) -> None:
+        """Queue ``message_ids`` behind their recipients' rows, and start what may start."""
+        for lane, ids in _lanes(self.db, self.by_name, message_ids).items():
+            self._waiting.setdefault(lane, deque()).extend(ids)
+        self.start(now)
+
+    def start(self, now: datetime) -> None:
+        """Claim, prepare and hand to the pool the next due row of each lane with no
+        conversation in flight, while fewer than ``PARALLEL_DELIVERIES`` are."""
+        busy = {lane for lane, _message, _behind in self._running.values()}
+        for lane in list(self._waiting):
+            if len(self._running) >= PARALLEL_DELIVERIES:
+                return
+            if lane in busy:
                 continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                lane, message = running.pop(future)
-                error = future.exception()
-                if error is None:
-                    _sent(db, message)
-                    sent += 1
-                else:
-                    _failed(db, message, _as_delivery_error(message, error))
-                    if stop_on_failure:
-                        lane.clear()
-                if lane:
-                    ready.append(lane)
-    return sent
+            ids = self._waiting.pop(lane)
+            started = self._start_next(ids, now)
+            if started is not None:
+                self._running[started[0]] = (lane, started[1], len(ids))
+                started[0].add_done_callback(self._conversation_ended)
+            if ids:
+                self._waiting[lane] = ids  # behind the other lanes: they take turns
 
+    def settle(self, *, block: bool) -> None:
+        """Record the outcome of each conversation that ended, on this thread; with ``block``,
+        first wait for one to end if any is in flight."""
+        ended: list[Future[None]] = []
+        if block and self._running:
+            ended.append(self._ended.get())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                ended.append(self._ended.get_nowait())
+        for future in ended:
+            lane, message, behind = self._running.pop(future)
+            error = future.exception()
+            if error is None:
+                _sent(self.db, message)
+                self.sent += 1
+            else:
+                _failed(self.db, message, _as_delivery_error(message, error))
+                waiting = self._waiting.get(lane)
+                if self.stop_on_failure and waiting:
+                    for _ in range(min(behind, len(waiting))):
+                        waiting.popleft()
+                    if not waiting:
+                        del self._waiting[lane]
 
-def _start_next(
-    db: Session,
-    by_name: dict[str, Channel],
-    lane: deque[int],
-    now: datetime,
-    pool: ThreadPoolExecutor,
-    stop_on_failure: bool,
-) -> tuple[Future[None], Pending] | None:
-    """Claim and prepare the lane's next due row and hand its conversation to ``pool``; None
-    when the lane has none left to start."""
-    while lane:
-        message = _claim(db, lane.popleft(), now, sorted(by_name))
-        if message is None:
-            continue
-        try:
-            conversation = by_name[message.channel].prepare(message)
-        except Exception as error:  # one message's fault must not stop the others
-            _failed(db, message, _as_delivery_error(message, error))
-            if stop_on_failure:
-                lane.clear()
-            continue
-        return pool.submit(conversation), message
-    return None
+    def _conversation_ended(self, future: Future[None]) -> None:
+        self._ended.put(future)
+        if self.on_ended is not None:
+            self.on_ended()
+
+    def _start_next(self, lane: deque[int], now: datetime) -> tuple[Future[None], Pending] | None:
+        """Claim and prepare the lane's next due row and hand its conversation to the pool;
+        None when the lane has none left to start."""
+        while lane:
+            message = _claim(self.db, lane.popleft(), now, sorted(self.by_name))
+            if message is None:
+                continue
+            try:
+                conversation = self.by_name[message.channel].prepare(message)
+            except Exception as error:  # one message's fault must not stop the others
+                _failed(self.db, message, _as_delivery_error(message, error))
+                if self.stop_on_failure:
+                    lane.clear()
+                continue
+            return self._pool.submit(conversation), message
+        return None
 
 
 def _as_delivery_error(message: Pending, error: BaseException) -> DeliveryError:

@@ -8,7 +8,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from flask import Flask, current_app
 
@@ -16,7 +16,7 @@ from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import OutboxMessage
 from idp.services.notifications import Mailer, describe_message, terminal_text
-from idp.services.outbox import deliver, due_ids, take_committed
+from idp.services.outbox import DeliveryRun, deliver, due_ids, take_committed
 from idp.services.retention import (
     OPPORTUNISTIC_BATCHES,
     claim_run,
@@ -79,30 +79,21 @@ def print_committed(app: Flask, ids: list[int]) -> None:
             db.session.remove()
 
 
-def deliver_committed(app: Flask, ids: list[int], *, stop_on_failure: bool = False) -> int:
-    """Deliver ``ids`` in a fresh application context; never raises."""
-    with app.app_context():
-        try:
-            channels = services().outbox_channels()
-            return deliver(db.session(), channels, ids, clock().now(),
-                           stop_on_failure=stop_on_failure)  # fmt: skip
-        except Exception:
-            db.session.rollback()
-            logging.getLogger(__name__).exception("delivering the outbox failed")
-            return 0
-        finally:
-            db.session.remove()
-
-
 class OutboxWorker:
     """One channel's delivery thread in this process: takes lists of outbox ids and delivers
     them, off every request. Started on first use, and again in a forked worker process (a
-    thread does not survive ``fork``). The lists that queued up while a delivery ran are
-    delivered together, stopping at a channel's first failure (``Channel.stop_after_failure``),
-    or at a relying party's, whose tokens go in parallel with other relying parties' (a few
-    conversations at once, idp.services.outbox.deliver): a mail relay that hangs costs one
-    timeout per turn, however many messages wait, and the rest stay due for the prune job's
-    retry, which comes through these threads too (``prune_if_claimed``)."""
+    thread does not survive ``fork``). Lists are delivered by one run
+    (idp.services.outbox.DeliveryRun) for as long as any of its conversations is in flight: a
+    list submitted meanwhile joins it at once, so that a relying party that hangs until its
+    deadline holds up no later token of another relying party, while its own wait for it (one
+    conversation per recipient at a time, a few conversations at once). A run stops a lane at
+    its first failure (a relying party's, or the mail relay's, ``Channel.stop_after_failure``):
+    a relay that hangs costs one timeout per turn, however many messages wait, and the rest stay
+    due for the prune job's retry, which comes through these threads too
+    (``prune_if_claimed``)."""
+
+    #: Put on the queue when a conversation ends: the run records its outcome and starts more.
+    _ENDED: ClassVar[list[int]] = []
 
     def __init__(self, app: Flask, channel: str) -> None:
         self.app = app
@@ -121,16 +112,42 @@ class OutboxWorker:
 
     def _run(self) -> None:
         while True:
-            lists = [self.queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    lists.append(self.queue.get_nowait())
+            taken = [self.queue.get()]
             try:
-                ids = [row_id for listed in lists for row_id in listed]
-                deliver_committed(self.app, ids, stop_on_failure=True)
+                if any(item is not self._ENDED for item in taken):
+                    self._deliver(taken)
             finally:
-                for _ in lists:
+                for _ in taken:
                     self.queue.task_done()
+
+    def _deliver(self, taken: list[list[int]]) -> None:
+        """One run, from the lists in ``taken`` until nothing it holds is in flight or waiting,
+        adding each list (to ``taken``) as it comes; never raises."""
+        with self.app.app_context():
+            try:
+                channels = services().outbox_channels()
+                run = DeliveryRun(db.session(), channels, stop_on_failure=True, on_ended=self._wake)
+                with run:
+                    added = 0
+                    while True:
+                        with contextlib.suppress(queue.Empty):
+                            while True:
+                                taken.append(self.queue.get_nowait())
+                        run.settle(block=False)
+                        ids = [row_id for listed in taken[added:] for row_id in listed]
+                        added = len(taken)
+                        run.add(ids, clock().now())
+                        if run.idle:
+                            return
+                        taken.append(self.queue.get())
+            except Exception:
+                db.session.rollback()
+                logging.getLogger(__name__).exception("delivering the outbox failed")
+            finally:
+                db.session.remove()
+
+    def _wake(self) -> None:
+        self.queue.put(self._ENDED)
 
     def drain(self) -> None:
         """Wait until every submitted list was attempted (tests; a graceful stop)."""

@@ -6,11 +6,14 @@ hangs holds up no other relying party's token. Each relying party is a real HTTP
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 
 from idp.composition import services
 from idp.extensions import db
@@ -122,30 +125,118 @@ class Instant:
         return lambda: self.delivered.append(message.recipient)
 
 
+def queue_rows(count: int, now: datetime) -> list[int]:
+    """``count`` rows of the ``Instant`` channel, each to its own recipient; their ids."""
+    queued: dict[str, Any] = {"kind": "test", "channel": Instant.name, "subject": "", "body": "",
+                              "details": {}, "created_at": now, "attempts": 0,
+                              "next_attempt_at": now}  # fmt: skip
+    messages = [OutboxMessage(recipient=f"rp-{index}", **queued) for index in range(count)]
+    db.session.add_all(messages)
+    db.session.commit()
+    take_committed(db.session())
+    return [message.id for message in messages]
+
+
 def test_deliveries_in_parallel_are_bounded(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run holds at most ``PARALLEL_DELIVERIES`` conversations at once, each a thread of the
-    node's, however many relying parties a session had: counted where the run waits for them,
-    after it started all it may."""
+    node's, however many relying parties a session had: counted where the run waits for one to
+    end, after it started all it may."""
     monkeypatch.setattr(outbox, "PARALLEL_DELIVERIES", 2)
-    waited_on: list[int] = []
-    real_wait = outbox.wait
+    waited_with: list[int] = []
+    real_settle = outbox.DeliveryRun.settle
 
-    def counting_wait(futures: Any, **kwargs: Any) -> Any:
-        waited_on.append(len(futures))
-        return real_wait(futures, **kwargs)
+    def counting_settle(run: outbox.DeliveryRun, *, block: bool) -> None:
+        if block:
+            waited_with.append(run.in_flight)
+        real_settle(run, block=block)
 
-    monkeypatch.setattr(outbox, "wait", counting_wait)
+    monkeypatch.setattr(outbox.DeliveryRun, "settle", counting_settle)
     channel = Instant()
     with app.app_context():
         now = utcnow()
-        queued: dict[str, Any] = {"kind": "test", "channel": Instant.name, "subject": "",
-                                  "body": "", "details": {}, "created_at": now, "attempts": 0,
-                                  "next_attempt_at": now}  # fmt: skip
-        messages = [OutboxMessage(recipient=f"rp-{index}", **queued) for index in range(5)]
-        db.session.add_all(messages)
-        db.session.commit()
-        ids = [message.id for message in messages]
-        take_committed(db.session())
+        ids = queue_rows(5, now)
         assert deliver(db.session(), [channel], ids, now) == 5
     assert sorted(channel.delivered) == [f"rp-{index}" for index in range(5)]
-    assert max(waited_on) == 2
+    assert max(waited_with) == 2
+
+
+def test_the_rows_handed_to_a_run_are_read_in_batches(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows handed to a run are sorted into lanes by reading them, ``LANE_READ_BATCH`` ids
+    per statement: a backlog handed at once (the lists queued behind a delivery, a node's
+    retries) made one statement with an IN list as long as the backlog. Each row is delivered
+    all the same."""
+    monkeypatch.setattr(outbox, "LANE_READ_BATCH", 2)
+    reads: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("SELECT outbox_messages.id, outbox_messages.channel"):
+            reads.append(statement)
+
+    channel = Instant()
+    with storage_app.app_context():
+        now = utcnow()
+        ids = queue_rows(5, now)
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            assert deliver(db.session(), [channel], ids, now) == 5
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+    assert len(reads) == 3, reads
+    assert sorted(channel.delivered) == [f"rp-{index}" for index in range(5)]
+
+
+def test_a_relying_party_that_hangs_holds_up_no_later_token_of_another(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back-Channel Logout 1.0 2.5-2.8: every relying party is told. The node's delivery thread
+    waited for each run's slowest conversation before it took the next list: a relying party
+    hanging until its deadline (8 s) held up the tokens of sign-outs after it, to every other
+    relying party. A list submitted while a conversation is in flight joins the run at once;
+    the relying party in flight gets its newer token after its first ends, one conversation at
+    a time; each row's claim and outcome stay on the run's thread (its session), never on a
+    conversation's."""
+    monkeypatch.setattr(backchannel_logout, "READ_TIMEOUT", 120)  # held by the test alone
+    app = storage_app
+    user = create_user(app)
+    threads: set[str] = set()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "outbox_messages" in statement:
+            threads.add(threading.current_thread().name)
+
+    with logout_receiver() as slow_rp, logout_receiver() as other_rp:
+        slow = create_client(app, backchannel_logout_uri=slow_rp.url("/bc"))
+        other = create_client(app, backchannel_logout_uri=other_rp.url("/bc"))
+        first, second = app.test_client(), app.test_client()
+        earlier = RelyingParty(first, slow).tokens_for(user)
+        RelyingParty(second, other).tokens_for(user)
+        later = RelyingParty(second, slow).tokens_for(user)
+        with app.app_context():
+            event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            slow_rp.answer.clear()
+            response = first.get("/logout", query_string={"id_token_hint": earlier["id_token"]})
+            assert response.status_code == 200, response.text
+            assert slow_rp.holding.wait(60), "the first token never reached its relying party"
+
+            response = second.get("/logout", query_string={"id_token_hint": later["id_token"]})
+            assert response.status_code == 200, response.text
+            other_rp.wait_for(1)  # while the first relying party is still held
+            assert slow_rp.deliveries == []
+
+            slow_rp.answer.set()
+            slow_rp.wait_for(2)
+            drain_outbox(app)
+        finally:
+            with app.app_context():
+                event.remove(db.engine, "before_cursor_execute", record)
+        told = [jwt_parts(token)[1]["sid"] for token in slow_rp.tokens("/bc")]
+        assert told == [jwt_parts(earlier["id_token"])[1]["sid"],
+                        jwt_parts(later["id_token"])[1]["sid"]]  # fmt: skip
+        assert slow_rp.most_at_once == 1  # its own tokens one after the other
+        assert len(other_rp.tokens("/bc")) == 1
+    assert [(row.sent_at is not None, row.attempts) for row in logout_rows(app)] == [(True, 1)] * 3
+    assert threads
+    assert not any(name.startswith("idp-outbox-send") for name in threads), threads

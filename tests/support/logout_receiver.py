@@ -42,6 +42,9 @@ class LogoutReceiver:
     arrived: threading.Condition = field(default_factory=threading.Condition)
     #: A path's answer other than 200: a status, and where a redirect points.
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: The most requests this endpoint held at once.
+    most_at_once: int = 0
+    _at_once: int = 0
     _server: ThreadingHTTPServer | None = None
 
     def __post_init__(self) -> None:
@@ -69,10 +72,14 @@ class LogoutReceiver:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode()
                 delivery = Delivery(self.path, self.headers.get("Content-Type", ""), parse_qs(body))
+                with receiver.arrived:
+                    receiver._at_once += 1
+                    receiver.most_at_once = max(receiver.most_at_once, receiver._at_once)
                 if not receiver.answer.is_set():
                     receiver.holding.set()
                     receiver.answer.wait(60)
                 with receiver.arrived:
+                    receiver._at_once -= 1
                     receiver.deliveries.append(delivery)
                     receiver.arrived.notify_all()
                 status, location = receiver.answers.get(self.path, (200, ""))
