@@ -48,6 +48,7 @@ from idp.services.notifications import tls_context
 from idp.services.outbound_addresses import (
     ForbiddenAddressError,
     LookupTimeoutError,
+    TooManyLookupsError,
     addresses_of,
     vetted_address,
 )
@@ -246,6 +247,10 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
             raise DeliveryError(f"refused: {error}, where no relying party is") from None
         except LookupTimeoutError:
             raise DeliveryError(f"the host did not resolve within {limit} seconds") from None
+        except TooManyLookupsError:
+            # Abandoned lookups hold their threads: none is added past the bound, and the
+            # delivery is kept for a retry like any failure (idp.services.outbound_addresses).
+            raise DeliveryError("too many host lookups outstanding; not looked up") from None
         except (OSError, http.client.HTTPException, UnicodeError) as error:
             # UnicodeError: a host name the resolver cannot encode (an empty or overlong label).
             if cut.is_set():

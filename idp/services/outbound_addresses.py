@@ -16,7 +16,10 @@ relying party like any other. A development idp (on loopback) may reach its own 
 
 The lookup itself is bounded (``addresses_of``): the resolver's own timeout (a name server that
 never answers: seconds per server, per try) would otherwise hold the delivery far beyond the
-deadline its conversation is given (docs/security.md, "Back-channel logout").
+deadline its conversation is given (docs/security.md, "Back-channel logout"). A lookup past its
+deadline is abandoned, not ended, and keeps its thread until the resolver gives up: so are the
+lookups outstanding at once in the process (``MAX_OUTSTANDING_LOOKUPS``), and past them a
+delivery fails at once, kept for a retry, instead of adding a thread.
 """
 
 from __future__ import annotations
@@ -32,12 +35,27 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
 
 
+#: Lookups this process has outstanding at once, those abandoned at their deadline included:
+#: each holds a thread until the system's resolver gives up (its timeout and attempts, per name
+#: server), so relying parties whose name servers never answer, tried again and again, would
+#: otherwise pile up threads without end. Four times the conversations a delivery run holds
+#: (idp.services.outbox.PARALLEL_DELIVERIES): room for a few abandoned at each.
+MAX_OUTSTANDING_LOOKUPS = 16
+OUTSTANDING_LOOKUPS = threading.BoundedSemaphore(MAX_OUTSTANDING_LOOKUPS)
+#: The name of a lookup's thread (docs/operations.md).
+LOOKUP_THREAD = "idp-outbound-lookup"
+
+
 class ForbiddenAddressError(Exception):
     """A host that is, or resolves to, an address no relying party has."""
 
 
 class LookupTimeoutError(TimeoutError):
     """A host whose lookup did not finish within the time it was given."""
+
+
+class TooManyLookupsError(Exception):
+    """No lookup started: ``MAX_OUTSTANDING_LOOKUPS`` are outstanding already."""
 
 
 def never_a_relying_party(address: str) -> bool:
@@ -73,7 +91,11 @@ def addresses_of(host: str, port: int, seconds: float) -> list[str]:
     """The addresses ``host`` (its A-labels) resolves to, in the resolver's order, looked up
     within ``seconds``. Raises ``LookupTimeoutError`` when the lookup takes longer (it goes on,
     abandoned, on a daemon thread of its own until the resolver gives up: ``getaddrinfo`` cannot
-    be interrupted), ``OSError`` when the host does not resolve."""
+    be interrupted), ``TooManyLookupsError`` at once when ``MAX_OUTSTANDING_LOOKUPS`` are
+    outstanding, ``OSError`` when the host does not resolve."""
+    slots = OUTSTANDING_LOOKUPS
+    if not slots.acquire(blocking=False):
+        raise TooManyLookupsError(f"{MAX_OUTSTANDING_LOOKUPS} host lookups are outstanding")
     answer: list[list[str] | BaseException] = []
     done = threading.Event()
 
@@ -84,11 +106,16 @@ def addresses_of(host: str, port: int, seconds: float) -> list[str]:
         except BaseException as error:  # handed to the waiting thread, which raises it
             answer.append(error)
         finally:
+            slots.release()  # when the resolver answered, abandoned or not
             done.set()
 
     # A thread of its own, not a pool's: an abandoned lookup must hold no worker another
     # delivery waits for, nor the interpreter's exit (a pool's threads are joined then).
-    threading.Thread(target=look_up, name="idp-outbound-lookup", daemon=True).start()
+    try:
+        threading.Thread(target=look_up, name=LOOKUP_THREAD, daemon=True).start()
+    except BaseException:
+        slots.release()
+        raise
     if not done.wait(seconds):
         raise LookupTimeoutError(f"{host} did not resolve within {seconds:g} seconds")
     [found] = answer

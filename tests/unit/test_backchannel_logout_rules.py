@@ -4,20 +4,23 @@
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from idp.services import backchannel_logout
+from idp.services import backchannel_logout, outbound_addresses
 from idp.services.backchannel_logout import EVENT, logout_token_claims
 from idp.services.client_fields import (
     ClientFields,
     ClientRegistrationError,
     validate_backchannel_logout_uri,
 )
+from idp.services.outbound_addresses import LookupTimeoutError
 from idp.services.outbox import DeliveryError, UndeliverableError
 from tests.support.held_resolver import held_lookups
+from tests.support.logout_receiver import logout_receiver
 
 REDIRECT = "https://rp.example/callback"
 
@@ -245,3 +248,28 @@ def test_a_host_whose_name_server_never_answers_fails_the_delivery_within_its_de
         assert resolver.asked.is_set()
         assert not resolver.answered.is_set()
     assert not isinstance(failed.value, UndeliverableError)
+
+
+def test_past_the_bound_on_outstanding_lookups_a_delivery_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup past its deadline is abandoned, and keeps its thread until the system's resolver
+    gives up: relying parties whose name servers never answer piled up a thread per delivery.
+    Past ``MAX_OUTSTANDING_LOOKUPS`` (here one, held on an event) a delivery fails at once,
+    kept for a retry, and asks the resolver nothing; once the held lookup ends, its place is
+    free again."""
+    monkeypatch.setattr(outbound_addresses, "OUTSTANDING_LOOKUPS", threading.BoundedSemaphore(1))
+    with logout_receiver() as receiver:
+        with held_lookups(monkeypatch, "rp.example") as resolver:
+            with pytest.raises(LookupTimeoutError):
+                outbound_addresses.addresses_of("rp.example", 443, 0)  # abandoned at once
+            assert resolver.asked.wait(30)
+            with pytest.raises(DeliveryError, match="too many host lookups") as failed:
+                backchannel_logout.post_logout_token(receiver.url("/bc"), "t", development=True)
+            assert receiver.deliveries == []
+            assert not isinstance(failed.value, UndeliverableError)
+        for thread in threading.enumerate():
+            if thread.name == outbound_addresses.LOOKUP_THREAD:
+                thread.join(30)
+        backchannel_logout.post_logout_token(receiver.url("/bc"), "t", development=True)
+        assert receiver.tokens("/bc") == ["t"]
