@@ -27,6 +27,7 @@ import http.client
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from time import monotonic
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
@@ -225,6 +226,7 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
         raise UndeliverableError("the back-channel logout URI is not http(s)")
     body = urlencode({"logout_token": token})
     limit = CONNECT_TIMEOUT + READ_TIMEOUT
+    ends_at = monotonic() + limit
     # A socket's timeout bounds each read, not the answer (idp.services.deadlines).
     with conversation_deadline(limit, lambda: connection.sock) as cut:
         try:
@@ -234,7 +236,7 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
                 addresses = addresses_of(host, connection.port, limit)
             else:
                 addresses = [vetted_address(host, connection.port, limit)]
-            _connect_only_to(connection, addresses)
+            _connect_only_to(connection, addresses, ends_at)
             connection.connect()
             if connection.sock is not None:
                 connection.sock.settimeout(READ_TIMEOUT)
@@ -266,21 +268,34 @@ def post_logout_token(uri: str, token: str, *, development: bool) -> None:
         raise DeliveryError(f"the relying party answered HTTP {status}")
 
 
-def _connect_only_to(connection: http.client.HTTPConnection, addresses: list[str]) -> None:
+def _connect_only_to(
+    connection: http.client.HTTPConnection, addresses: list[str], ends_at: float
+) -> None:
     """Have ``connection`` open its socket to the first of ``addresses`` that accepts it (as
     ``socket.create_connection`` tries a name's), those looked up within the deadline (the one
     ``vetted_address`` checked), rather than resolving its host again: that lookup would have no
     bound, and a DNS answer that changed in between, to loopback say, would be followed. TLS
     still verifies the certificate for the host's name (``HTTPSConnection`` wraps the socket
-    with ``server_hostname`` its host)."""
+    with ``server_hostname`` its host).
+
+    The attempts share one deadline, the connection's timeout and at most what is left of the
+    delivery's (``ends_at``, on ``monotonic``): the deadline's timer cuts a socket, and there is
+    none until one connects, so each address tried with the whole timeout (development's
+    several addresses for a name, ``::1`` and ``127.0.0.1``) held the delivery that many times
+    as long."""
 
     def create_connection(
         target: tuple[str, int], timeout: Any = None, source_address: Any = None
     ) -> socket.socket:
-        refused = OSError("no address to connect to")
+        seconds = timeout if isinstance(timeout, int | float) else CONNECT_TIMEOUT
+        connect_by = min(ends_at, monotonic() + seconds)
+        refused: OSError = OSError("no address to connect to")
         for address in addresses:
+            left = connect_by - monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no connection within {seconds:g} seconds")
             try:
-                return socket.create_connection((address, target[1]), timeout, source_address)
+                return socket.create_connection((address, target[1]), left, source_address)
             except OSError as error:
                 refused = error
         raise refused

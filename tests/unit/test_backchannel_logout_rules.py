@@ -273,3 +273,57 @@ def test_past_the_bound_on_outstanding_lookups_a_delivery_fails_at_once(
                 thread.join(30)
         backchannel_logout.post_logout_token(receiver.url("/bc"), "t", development=True)
         assert receiver.tokens("/bc") == ["t"]
+
+
+class SilentAddresses:
+    """A clock the test moves, and ``socket.create_connection`` to addresses that never answer
+    (each attempt takes its whole timeout on that clock) or refuse at once (``refusing``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, refusing: frozenset[str]) -> None:
+        self.now = 1000.0
+        self.refusing = refusing
+        self.attempts: list[tuple[str, float]] = []
+        monkeypatch.setattr(backchannel_logout, "monotonic", lambda: self.now)
+        monkeypatch.setattr(socket, "create_connection", self.create_connection)
+
+    def create_connection(self, address: tuple[str, int], timeout: float, *args: Any) -> Any:
+        self.attempts.append((address[0], timeout))
+        if address[0] in self.refusing:
+            self.now += 0.5
+            raise ConnectionRefusedError
+        self.now += timeout
+        raise TimeoutError("timed out")
+
+
+@pytest.mark.parametrize(
+    ("refusing", "lookup_takes", "attempts"),
+    [
+        (frozenset(), 0.0, [("203.0.113.1", 3.0)]),
+        (frozenset({"203.0.113.1"}), 0.0, [("203.0.113.1", 3.0), ("203.0.113.2", 2.5)]),
+        # The lookup took 6.5 of the delivery's 8 seconds: 1.5 are left to connect.
+        (frozenset({"203.0.113.1"}), 6.5, [("203.0.113.1", 1.5), ("203.0.113.2", 1.0)]),
+    ],
+)
+def test_the_connection_attempts_to_a_names_addresses_share_one_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+    refusing: frozenset[str],
+    lookup_takes: float,
+    attempts: list[tuple[str, float]],
+) -> None:
+    """Development (the issuer on loopback) tries each address a name resolves to, as
+    ``socket.create_connection`` would: each was given the whole connect timeout, and the
+    delivery's deadline cuts no socket before one connects, so three silent addresses held the
+    delivery three times as long. The attempts share the one timeout, within what the lookup
+    left of the delivery's deadline: what one took, the next has not; none is tried once it is
+    spent."""
+    resolver = Resolver(monkeypatch, ["203.0.113.1", "203.0.113.2", "203.0.113.3"])
+    addresses = SilentAddresses(monkeypatch, refusing)
+
+    def slow_lookup(*args: Any, **kwargs: Any) -> list[Any]:
+        addresses.now += lookup_takes
+        return resolver.getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    with pytest.raises(DeliveryError, match="could not reach"):
+        backchannel_logout.post_logout_token("http://rp.example/bc", "t", development=True)
+    assert addresses.attempts == attempts
