@@ -246,8 +246,9 @@ def test_first_passkey_codes_default_name_and_a_device_that_holds_one_already(
 def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_differ(
     live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
 ) -> None:
-    """At 390 px the rename field sat beside Remove and showed some 14 characters; now it takes
-    the row's width under the name and Remove, and no date breaks across lines. Two passkeys
+    """At 390 px the rename field sat beside Remove and showed some 14 characters, then beside
+    Rename some 24 ("Chrome on Linux, 6 Dec 202"); now it has a line of its own across the row,
+    Rename under it, and shows the whole default name; no date breaks across lines. Two passkeys
     left unnamed on one day get distinct names, the second numbered."""
     user = _signed_in(new_user, live_idp, accounts.new())
     page = user.page
@@ -263,31 +264,38 @@ def test_on_a_phone_a_passkey_rename_field_takes_the_row_and_default_names_diffe
     assert re.fullmatch(r"Chrome on Linux, \d{1,2} [A-Z][a-z]{2} \d{4}", names[0]), names
     assert names[1] == f"{names[0]} (2)", names
 
-    row = page.locator("#passkey-list .passkey-item").first
+    # The second row's name is the longer one, numbered.
+    row = page.locator("#passkey-list .passkey-item").nth(1)
     field = row.get_by_role("textbox")
     remove = row.get_by_role("button", name=re.compile("^Remove"))
+    rename = row.get_by_role("button", name="Rename")
     for size in (PHONE, DESKTOP):
         page.set_viewport_size(size)
         fits_viewport(page)
         row_box, field_box = row.bounding_box(), field.bounding_box()
-        remove_box = remove.bounding_box()
+        remove_box, rename_box = remove.bounding_box(), rename.bounding_box()
         assert row_box
         assert field_box
         assert remove_box
+        assert rename_box
         if size is PHONE:
-            # Under Remove, not beside it: the field has the row's width less its own button.
+            # Under Remove, across the whole row, and Rename under the field.
             below = remove_box["y"] + remove_box["height"] <= field_box["y"] + 1
             assert below, (remove_box, field_box)
-            assert field_box["width"] >= 0.7 * row_box["width"], (field_box, row_box)
+            assert field_box["width"] >= row_box["width"] - 1, (field_box, row_box)
+            assert rename_box["y"] >= field_box["y"] + field_box["height"], (rename_box, field_box)
         else:
             assert remove_box["x"] >= field_box["x"] + field_box["width"], (remove_box, field_box)
-        # Some 24 characters of a name at least (beside Remove, a phone showed 14).
-        assert field_box["width"] >= 230, (size, field_box)
+            assert rename_box["x"] >= field_box["x"] + field_box["width"], (rename_box, field_box)
+        # The whole default name shows in the field, none of it scrolled out of sight.
+        shown = field.evaluate("(e) => [e.scrollWidth, e.clientWidth]")
+        assert shown[0] <= shown[1], (size, names[1], shown)
         # Every date stays on one line: at 390 px "created 2026-12-05" broke after "2026-".
-        times = row.locator("time")
-        assert times.count() == 2, row.inner_html()
+        # (Two created, one last used: the second passkey is unused.)
+        times = page.locator("#passkey-list time")
+        assert times.count() == 3, page.locator("#passkey-list").inner_html()
         lines = times.evaluate_all("all => all.map(t => t.getClientRects().length)")
-        assert lines == [1, 1], (size, lines)
+        assert lines == [1, 1, 1], (size, lines)
     _at_both_sizes(user, "passkey-rows")
 
 
