@@ -401,10 +401,41 @@ class BrowserUser:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
 
 
+#: How far the page reaches past the viewport's right edge (a horizontal page scroll), and the
+#: elements that reach past it, to say what to fix. The width is the device's, not
+#: ``innerWidth``: on a phone (``is_mobile``) a page wider than the screen widens the layout
+#: viewport to its own width, so that ``innerWidth`` grows with it and hides the overflow.
+OVERFLOW = """(width) => {
+  const wider = [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > width + 0.5)
+    .slice(0, 5)
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+      + (typeof e.className === "string" && e.className.trim()
+        ? "." + e.className.trim().split(/\\s+/).join(".") : "")
+      + (e.parentElement.closest("[id]") ? " in #" + e.parentElement.closest("[id]").id : ""));
+  const widest = Math.max(document.documentElement.scrollWidth, window.innerWidth);
+  return { by: widest - width, wider };
+}"""
+
+
+def overflow(page: Page) -> str | None:
+    """``None`` when the page is no wider than its viewport (no horizontal page scroll), else by
+    how much it is wider and which elements reach past the viewport's edge."""
+    viewport = page.viewport_size
+    assert viewport is not None
+    found = page.evaluate(OVERFLOW, viewport["width"])
+    if found["by"] <= 0:
+        return None
+    return (
+        f"{page.url} is {found['by']} px wider than the {viewport['width']} px viewport; "
+        f"past its edge: {found['wider']}"
+    )
+
+
 def fits_viewport(page: Page) -> None:
     """No horizontal page scroll: the page is no wider than its viewport."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], width  # type: ignore[index]
+    wider = overflow(page)
+    assert wider is None, wider
 
 
 def add_first_passkey(

@@ -8,8 +8,10 @@ recovers and the same session past its time, consent, the device flow, an invita
 link, sign-out, the error pages, the page that posts a form as it loads (form_post's answer, with
 and without scripts, and a cross-site POST sent again), every portal page (an email change's
 confirmation too) and every admin console page (a client's back-channel logout failures too). The
-test fails at the end with each page's violations (rule, impact, the elements, what is wrong);
-each page's screenshot is in test-artifacts/screenshots/."""
+test fails at the end with each page's violations (rule, impact, the elements, what is wrong) and
+each page wider than the screen (a horizontal page scroll: WCAG 2.2 1.4.10 Reflow asks for none at
+320 CSS px, and a 390 px phone is wider); each page's screenshot is in
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from tests.browser.conftest import (
     RelyingParty,
     add_first_passkey,
     callback_server,
+    overflow,
     serve_idp,
 )
 from tests.browser.test_admin import _issued_link
@@ -75,6 +78,8 @@ class Audit:
     idp: LiveIdp
     device: str
     found: dict[str, list[Violation]] = field(default_factory=dict)
+    #: The pages wider than the screen: by how much, and what reaches past its edge.
+    wide: dict[str, str] = field(default_factory=dict)
     checked: list[str] = field(default_factory=list)
 
     @property
@@ -82,10 +87,13 @@ class Audit:
         return self.user.page
 
     def check(self, step: str) -> None:
-        """The page as it is now: its screenshot, then axe."""
+        """The page as it is now: its screenshot, its width, then axe."""
         self.page.wait_for_load_state("load")
         self.user.screenshot(step)
         self.checked.append(step)
+        wider = overflow(self.page)
+        if wider is not None:
+            self.wide[step] = wider
         violations = axe_violations(self.page)
         if violations:
             self.found[f"{step} ({self.page.url})"] = violations
@@ -481,7 +489,14 @@ def test_every_page_meets_wcag_2_2_aa(idp: LiveIdp, new_user: NewUser, device: s
         _self_posting_pages(audit, app)
     _password_user(audit)
     assert len(audit.checked) >= 50, audit.checked
+    messages = []
     if audit.found:
         broken = f"{len(audit.found)} of {len(audit.checked)} pages"
-        message = f"WCAG 2.2 AA violations on the {device} ({broken}):\n{describe(audit.found)}"
-        pytest.fail(message, pytrace=False)
+        messages.append(
+            f"WCAG 2.2 AA violations on the {device} ({broken}):\n{describe(audit.found)}"
+        )
+    if audit.wide:
+        wide = "".join(f"\n  {step}: {why}" for step, why in audit.wide.items())
+        messages.append(f"Pages wider than the {device}'s screen:{wide}")
+    if messages:
+        pytest.fail("\n".join(messages), pytrace=False)

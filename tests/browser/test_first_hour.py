@@ -32,6 +32,7 @@ from tests.browser.conftest import (
     RelyingParty,
     add_first_passkey,
     callback_server,
+    overflow,
 )
 from tests.browser.test_admin import (
     ADMIN_EMAIL,
@@ -48,21 +49,6 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 #: A long address with no hyphen to break at: a heading or a row that shows it must wrap it
 #: rather than widen a phone's page.
 USER_EMAIL = "margaret.hamilton.apollo.guidance@engineering.example.com"
-#: How far the page reaches past the viewport's right edge (a horizontal page scroll), and the
-#: elements that reach past it, to say what to fix. The width is the device's, not
-#: ``innerWidth``: on a phone (``is_mobile``) a page wider than the screen widens the layout
-#: viewport to its own width, so that ``innerWidth`` grows with it and hides the overflow.
-OVERFLOW = """(width) => {
-  const wider = [...document.querySelectorAll("body *")]
-    .filter((e) => e.getBoundingClientRect().right > width + 0.5)
-    .slice(0, 5)
-    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
-      + (typeof e.className === "string" && e.className.trim()
-        ? "." + e.className.trim().split(/\\s+/).join(".") : "")
-      + (e.parentElement.closest("[id]") ? " in #" + e.parentElement.closest("[id]").id : ""));
-  const widest = Math.max(document.documentElement.scrollWidth, window.innerWidth);
-  return { by: widest - width, wider };
-}"""
 
 
 @dataclass
@@ -123,13 +109,8 @@ class Person:
         user.page.screenshot(path=str(SCREENSHOTS / f"first_hour-{name}.png"), full_page=True)
         problems = user.unexpected_problems()
         assert not problems, f"{name}: the browser reported errors:\n" + "\n".join(problems)
-        viewport = user.page.viewport_size
-        assert viewport is not None
-        overflow = user.page.evaluate(OVERFLOW, viewport["width"])
-        assert overflow["by"] <= 0, (
-            f"{name} ({user.page.url}) is {overflow['by']} px wider than the "
-            f"{viewport['width']} px viewport; past its edge: {overflow['wider']}"
-        )
+        wider = overflow(user.page)
+        assert wider is None, f"{name}: {wider}"
 
 
 #: The chosen options of the page's lists wider than their list's box: a phone shows them cut
