@@ -150,6 +150,17 @@ def _assert_tall(element: Locator, height: float, what: str) -> None:
     assert box["height"] >= height, f"{what} is {box['height']} px high, under {height}"
 
 
+def _assert_across(elements: Locator, what: str) -> None:
+    """On the phone, each of ``elements`` is as wide as its row: nothing beside it (a badge, a
+    button) squeezes it into a column."""
+    assert elements.count() > 0, what
+    narrow = elements.evaluate_all(
+        "(all) => all.filter((e) => e.getBoundingClientRect().width"
+        " < e.parentElement.getBoundingClientRect().width - 1).map((e) => e.innerText)"
+    )
+    assert not narrow, f"{what} squeezed beside something on the phone: {narrow}"
+
+
 def _person(new_user: NewUser, idp: LiveIdp, name: str, steps: Iterator[int]) -> Person:
     # The passkey button, not autofill, signs in: each step is then a visible tap.
     phone = new_user(conditional_mediation=False, device=PHONE)
@@ -292,6 +303,8 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     _open(user, "/account", "Your account", "portal-account")
     _open(user, "/account/sessions", "Where you're signed in", "portal-sessions")
     _open(user, "/account/apps", "Connected apps", "portal-apps")
+    # What the app receives (a long address among it) has the row's width, Disconnect under it.
+    _assert_across(user_page.locator("#app-list .row > div"), "a connected app")
     expect(user_page.locator("main")).to_contain_text("Team wiki")
     _open(user, "/account/activity", "Security activity", "portal-activity")
     _open(user, "/account/profile", "Profile", "portal-profile")
@@ -302,6 +315,8 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     # The console: every page of it, with the app, the user and a group in it.
     _open(admin, "/admin", "Admin console", "console-again")
     _open(admin, "/admin/clients", "Client apps", "clients")
+    # Each client id is read on one line, not in pieces of eight characters in a narrow column.
+    _assert_whole(page.locator("#client-list code"), "client ids")
     for path, heading, step in (
         ("/access", "Who may sign in to Team wiki", "client-access"),
         ("/claims", "What Team wiki would receive", "client-claims"),
@@ -310,6 +325,8 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
     ):
         _open(admin, client_page.removeprefix(idp.url) + path, heading, step)
     _open(admin, "/admin/users", "Users", "users-again")
+    # Each address has the row's width, its badges under it ("admin@localh|ost" beside them).
+    _assert_across(page.locator("#user-list .row > div"), "a user's address")
     page.get_by_role("link", name=USER_EMAIL).click()
     expect(page.get_by_role("heading", name=USER_EMAIL)).to_be_visible()
     admin.check("user")
