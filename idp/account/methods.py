@@ -26,7 +26,7 @@ from idp.models import BrowserSession
 from idp.services import audit, portal
 from idp.services.passkey_names import describe_authenticator
 from idp.services.passwords import PasswordPolicyError
-from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH
+from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH, Confirmation
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
 from idp.web import confirm_page, confirmed
 from idp.web.sessions import current_session
@@ -93,17 +93,19 @@ def totp_setup() -> Any:
         code = request.form.get("code", "")[:16]
         confirmed_app = service.confirm_enrolment(user, sealed, code, now,
                                                   replace=session.restricted)  # fmt: skip
-        if confirmed_app is None:  # another browser set one up meanwhile: it stays
+        if confirmed_app is Confirmation.TAKEN:  # another browser set one up meanwhile: it stays
             db.session.rollback()
             flask_session.pop("totp_enrolment", None)
             flash("An authenticator app is already set up. Remove it to set up another.", "info")
             return redirect(url_for("account.home"))
-        if confirmed_app:
+        if confirmed_app is not Confirmation.REFUSED:
             flask_session.pop("totp_enrolment", None)
             codes = after_method_added(session, "An authenticator app")
             if codes is None:
                 db.session.rollback()  # the ended session's app is not kept
                 return redirect(url_for("login.login"))
+            if confirmed_app is Confirmation.REPLACED:
+                _app_replaced(session)
             audit.record(db.session(), "totp.enabled", subject_id=user.id,
                          context=request_context())  # fmt: skip
             db.session.commit()
@@ -127,6 +129,15 @@ def totp_setup() -> Any:
     page = render_template("account/totp.html", enrolment=enrolment, error=error,
                            passwordless=user.password_hash is None)  # fmt: skip
     return page, (400 if error else 200)
+
+
+def _app_replaced(session: BrowserSession) -> None:
+    """A recovery session set up an app over the account's own, which stopped working: that is
+    the old app's removal, and the owner hears of it and the audit log records it as one
+    (docs/security.md, "Mail and email addresses"), not only that an app was added."""
+    services().notifier.notify(session.user, "method_removed", method="The authenticator app")
+    audit.record(db.session(), "totp.removed", subject_id=session.user_id,
+                 context=request_context(), reason="replaced")  # fmt: skip
 
 
 #: What the set-up page says when a first code is refused (``TotpService.refusal``).

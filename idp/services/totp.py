@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 import pyotp
 import segno
@@ -37,6 +38,20 @@ CODE_MISMATCH = "mismatch"
 #: Where ``confirm_enrolment`` has read the user's app, before it stores the new one (tests hold
 #: a request here: idp.checkpoints).
 CONFIRM_CHECKPOINT = "totp.confirm"
+
+
+class Confirmation(Enum):
+    """What ``confirm_enrolment`` did with a first code."""
+
+    #: The code did not confirm the started enrolment: nothing stored.
+    REFUSED = "refused"
+    #: The account has an app already (another browser's, set up meanwhile): it stays.
+    TAKEN = "taken"
+    #: The account's app, stored.
+    ADDED = "added"
+    #: Stored over the app the account had (a recovery session's): that one stopped working,
+    #: which is its removal, announced and audited as one (docs/security.md).
+    REPLACED = "replaced"
 
 
 @dataclass(frozen=True)
@@ -123,24 +138,25 @@ class TotpService:
 
     def confirm_enrolment(
         self, user: User, sealed: object, code: str, now: datetime, *, replace: bool = False
-    ) -> bool | None:
-        """Store the started enrolment's secret, confirmed, once a first code matches it: True.
-        False: the code did not confirm it. None: the user has an app already and ``replace``
-        (a recovery session, whose app was lost) is not given: a confirmed app is replaced only
-        by removing it first (its step-up, notice and audit), so another browser's enrolment
-        that won the race is kept. The user's row is locked before the app is read, until the
-        transaction ends (as for the backup codes and removals, idp.services.method_removal):
-        two browsers confirming at once each found no app, and the second's INSERT failed on
-        the first's row."""
+    ) -> Confirmation:
+        """Store the started enrolment's secret, confirmed, once a first code matches it.
+        ``TAKEN``: the user has an app already and ``replace`` (a recovery session, whose app was
+        lost) is not given: a confirmed app is replaced only by removing it first (its step-up,
+        notice and audit), so another browser's enrolment that won the race is kept; with
+        ``replace`` it is ``REPLACED``, which the caller announces as the old app's removal. The
+        user's row is locked before the app is read, until the transaction ends (as for the
+        backup codes and removals, idp.services.method_removal): two browsers confirming at once
+        each found no app, and the second's INSERT failed on the first's row."""
         secret = self._unseal(user, sealed, now)
         step = None if secret is None else _matching_step(secret, code, now)
         if secret is None or step is None:
-            return False
+            return Confirmation.REFUSED
         lock_user_row(self.db, user)
         credential = self.get(user)
         checkpoints.reached(CONFIRM_CHECKPOINT)
-        if credential is not None and credential.confirmed_at is not None and not replace:
-            return None
+        had_app = credential is not None and credential.confirmed_at is not None
+        if had_app and not replace:
+            return Confirmation.TAKEN
         if credential is None:
             credential = TotpCredential(user_id=user.id, secret_encrypted="")
             self.db.add(credential)
@@ -148,7 +164,7 @@ class TotpService:
         credential.confirmed_at = now
         # RFC 6238 5.2: the code just used is spent.
         credential.last_used_step = step
-        return True
+        return Confirmation.REPLACED if had_app else Confirmation.ADDED
 
     def _enrolment(self, user: User, secret: str, sealed: str) -> TotpEnrolment:
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=self.issuer_name)

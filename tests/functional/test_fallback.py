@@ -1167,6 +1167,32 @@ def test_totp_enrolment_ends_the_recovery_restriction(app: Flask, clock: FrozenC
     assert "code" in rp.follow_to_callback(rp.authorize())
 
 
+def test_an_app_replaced_by_a_recovery_is_announced_and_audited_as_removed(
+    app: Flask, clock: FrozenClock
+) -> None:
+    """A backup-code recovery may set up an authenticator app over the one the account has (it
+    was lost): the old app stops working then, which is its removal. The owner is told so and
+    the audit log says so, as for a removal in the portal: whoever holds a backup code must not
+    swap the owner's app for their own with only a notice that "an authenticator app was
+    added", which reads as a second app beside the owner's."""
+    enrolled = user_with_totp(app, clock)
+    browser = _recovered(app, enrolled)
+    clock.advance(STEP)
+    enrol_totp(browser, clock)
+    [removed] = outbox(app, enrolled.user.id, "method_removed")
+    assert removed.details == {"method": "The authenticator app"}
+    assert "The authenticator app was removed" in removed.body
+    [audited] = rows(app, AuditEvent, AuditEvent.kind == "totp.removed")
+    assert (audited.subject_id, audited.details["reason"]) == (enrolled.user.id, "replaced")
+    # Nothing is said of a removal where a recovery sets up the account's first app.
+    fresh = user_with_totp(app, clock, email="grace@example.com")
+    change(app, delete(TotpCredential).where(TotpCredential.user_id == fresh.user.id))
+    again = _recovered(app, fresh)
+    clock.advance(STEP)
+    enrol_totp(again, clock)
+    assert outbox(app, fresh.user.id, "method_removed") == []
+
+
 # == step-up and notifications ====================================================================
 def test_totp_removal_needs_a_recent_sign_in(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
