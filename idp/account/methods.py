@@ -26,6 +26,7 @@ from idp.models import BrowserSession
 from idp.services import audit, portal
 from idp.services.passkey_names import describe_authenticator
 from idp.services.passwords import PasswordPolicyError
+from idp.services.sessions import end_password_sessions
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH, Confirmation
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
 from idp.web import confirm_page, confirmed
@@ -232,9 +233,10 @@ def password_set() -> Any:
     except PasswordPolicyError as error:
         return refused_at("new-password", str(error), "password-heading")
     services().notifier.notify(session.user, "password_changed")
-    ended = _old_password_gone(session, PASSWORD_CHANGED)
+    ended, sessions_ended = _old_password_gone(session, PASSWORD_CHANGED)
     audit.record(db.session(), "password.changed", subject_id=session.user_id,
-                 context=request_context(), partial_sign_ins_ended=ended)  # fmt: skip
+                 context=request_context(), partial_sign_ins_ended=ended,
+                 sessions_ended=sessions_ended)  # fmt: skip
     db.session.commit()
     flash("Password saved.", "info")
     return redirect(url_for("account.home"))
@@ -260,21 +262,24 @@ def password_remove() -> Any:
                            "that you can still sign in.", "password-heading")  # fmt: skip
     session.user.password_hash = None
     services().notifier.notify(session.user, "method_removed", method="Your password")
-    ended = _old_password_gone(session, PASSWORD_REMOVED)
+    ended, sessions_ended = _old_password_gone(session, PASSWORD_REMOVED)
     audit.record(db.session(), "password.removed", subject_id=session.user_id,
-                 context=request_context(), partial_sign_ins_ended=ended)  # fmt: skip
+                 context=request_context(), partial_sign_ins_ended=ended,
+                 sessions_ended=sessions_ended)  # fmt: skip
     db.session.commit()
     flash("Password removed: you sign in with passkeys now.", "info")
     return redirect(url_for("account.home"))
 
 
-def _old_password_gone(session: BrowserSession, reason: str) -> int:
+def _old_password_gone(session: BrowserSession, reason: str) -> tuple[int, int]:
     """What follows a password changed or removed: a pending email change may be the work of
-    whoever knew the old password, and so may a sign-in waiting for its second step
-    (docs/security.md, "Sign-in, passkeys and assurance"); both end, and the other sessions are
-    offered an ending. How many sign-ins waiting for their second step ended."""
+    whoever knew the old password, and so may a sign-in waiting for its second step and every
+    other session signed in with it (docs/security.md, "Sign-in, passkeys and assurance" and
+    "Sessions"); all of them end, and the sessions signed in another way are offered an ending.
+    How many sign-ins waiting for their second step, and how many sessions, ended."""
     now = clock().now()
     services().email_changes.end_pending(session.user, now, reason)
     ended = services().partial_logins.end_for(session.user_id, now)
+    sessions_ended = end_password_sessions(db.session(), session.user_id, session.id_hash, now)
     offer_to_sign_out_others()
-    return ended
+    return ended, sessions_ended

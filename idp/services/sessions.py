@@ -285,6 +285,36 @@ def end_passkey_sessions(db: Session, user_id: str, credential_id: str, now: dat
     return end_sessions(db, signed_in_with_it, PASSKEY_REMOVED, now)
 
 
+#: Why a session ended when the password it signed in with was changed or removed.
+PASSWORD_REPLACED = "password_replaced"
+
+
+def end_password_sessions(db: Session, user_id: str, keep: str, now: datetime) -> int:
+    """End every live session of ``user_id`` whose sign-in used the password (amr ``pwd``, RFC
+    8176), but the session ``keep`` (its id hash) that changed or removed it, as every ending
+    does (``end_sessions``: its grants end, its clients are told); how many this call ended.
+
+    A password is changed or removed because someone else may know it: whoever signed in with
+    it must not stay signed in for the sessions' lifetime, as a removed passkey's sessions end
+    with it (``end_passkey_sessions``; OWASP ASVS 4.0 3.3, a session ends when what authenticated
+    it is taken away), and as the sign-ins still waiting for their second step end
+    (``PartialLogins.end_for``). The browser that made the change just passed the step-up and
+    stays; the sessions signed in another way stay too. The amr is a JSON list, read with the
+    user's live sessions (a handful) and matched here rather than in SQL, the same on SQLite
+    and PostgreSQL."""
+    live = db.execute(
+        select(BrowserSession.id_hash, BrowserSession.amr).where(
+            BrowserSession.user_id == user_id,
+            BrowserSession.revoked_at.is_(None),
+            BrowserSession.id_hash != keep,
+        )
+    ).all()
+    signed_in_with_it = [id_hash for id_hash, amr in live if "pwd" in (amr or ())]
+    if not signed_in_with_it:
+        return 0
+    return end_sessions(db, BrowserSession.id_hash.in_(signed_in_with_it), PASSWORD_REPLACED, now)
+
+
 class RpLogout(Enum):
     """What an RP-initiated logout request with a valid ``id_token_hint`` may end."""
 
