@@ -277,6 +277,7 @@ class Services:
             self._db(), self.container.relying_party, self.policy, challenges=challenges,
             rejections=AnonymousRejections(self._db(), self.storage_budgets),
             signed=SignedChallenges(signer, challenges) if signer else None,
+            notifier=self.notifier,
         )  # fmt: skip
 
     @property

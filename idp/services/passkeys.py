@@ -52,6 +52,7 @@ from idp.services.challenges import (
 )
 from idp.services.crypto import token_hash
 from idp.services.method_removal import remove_passkey
+from idp.services.notifications import Notifier
 from idp.services.passkey_checks import (
     PasskeyError,
     check_client_data,
@@ -115,8 +116,11 @@ class PasskeyService:
         challenges: ChallengeStore | None = None,
         rejections: AnonymousRejections | None = None,
         signed: SignedChallenges | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.db = db
+        #: Tells the owner of a passkey refused as a possible clone (idp.services.passkey_counter).
+        self.notifier = notifier
         #: The sign-in page's challenges, stored only once answered (``page_options``).
         self.signed = signed
         #: Refused sign-ins that name no account: counted, audited once per address and window.
@@ -360,12 +364,14 @@ class PasskeyService:
             # uses BE (amr hwk / swk, the counter rule), and BE never changes (6.1.3).
             if (verified.credential_device_type == "multi_device") != passkey.backup_eligible:
                 raise PasskeyError("backup_eligibility_changed")
-            sign_count = checked_sign_count(self.db, passkey, verified.new_sign_count, context, now)
+            sign_count = checked_sign_count(self.db, passkey, verified.new_sign_count, context, now,
+                                            self.notifier)  # fmt: skip
             if not passkey.user.is_active:
                 raise PasskeyError("user_disabled")
             # WebAuthn L3 7.2 / 6.1.3: the backup state (BS) may change over a credential's life;
             # the counter is stored only if it is still above the stored one (L3 6.1.1).
-            store_use(self.db, passkey, sign_count, verified.credential_backed_up, context, now)
+            store_use(self.db, passkey, sign_count, verified.credential_backed_up, context, now,
+                      self.notifier)  # fmt: skip
         except PasskeyError as error:
             if passkey is None:
                 # Names no account: anyone can send these, as fast as they like; counted, and
@@ -419,13 +425,6 @@ class PasskeyService:
                          credential_id=passkey.credential_id, name=passkey.name,
                          sessions_ended=ended)  # fmt: skip
         return ended
-
-
-def has_passkey(db: Session, user_id: str) -> bool:
-    return (
-        db.scalar(select(Passkey.credential_id).where(Passkey.user_id == user_id).limit(1))
-        is not None
-    )
 
 
 def has_working_passkey(db: Session, user_id: str) -> bool:

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from idp.models import BrowserSession, LoginLink, Passkey, TotpCredential, User
 from idp.services import portal
 from idp.services.login_links import LoginLinkService
-from idp.services.passkeys import has_passkey
 from idp.services.passwords import PasswordService
 from idp.services.users import UserService
 
@@ -37,6 +36,12 @@ class UserPage:
     @property
     def has_previous(self) -> bool:
         return self.page > 1
+
+
+def has_passkey(db: Session, user_id: str) -> bool:
+    """Whether the user has a passkey at all (flagged or not: the account was set up)."""
+    query = select(Passkey.credential_id).where(Passkey.user_id == user_id)
+    return db.scalar(query.limit(1)) is not None
 
 
 def has_way_in(db: Session, user: User) -> bool:

@@ -32,6 +32,7 @@ from idp.models import (
     AuditEvent,
     BackupCode,
     BrowserSession,
+    OutboxMessage,
     Passkey,
     User,
     WebAuthnChallenge,
@@ -794,6 +795,24 @@ def test_sign_count_regression_flags_a_device_bound_passkey(
         2,
         replayed_count,
     )
+
+
+def test_a_passkey_flagged_as_a_possible_clone_is_announced_to_its_owner(
+    app: Flask, user: CreatedUser, signed_in: PasskeyPages, stranger: PasskeyPages
+) -> None:
+    """A passkey refused as a possible copy (WebAuthn L3 6.1.1) no longer signs in, and whoever
+    holds the copy may have signed in with it already: the owner is told at once, by a notice
+    that names no name anyone chose, once (a later try with it is refused before its counter is
+    read, and tells nobody again)."""
+    authenticator = device_bound()
+    assert signed_in.add_passkey(authenticator).status_code == 201
+    assert stranger.sign_in_with_passkey(authenticator).status_code == 200
+    assert stranger.sign_in_with_passkey(authenticator, counter=1).status_code == 400
+    assert stranger.sign_in_with_passkey(authenticator, counter=1).status_code == 400
+    notices = rows(app, OutboxMessage, OutboxMessage.kind == "passkey_flagged")
+    assert [(n.user_id, n.recipient) for n in notices] == [(user.id, user.email)]
+    assert "refused as a possible copy" in notices[0].body
+    assert notices[0].subject == "A passkey of your account was refused as a possible copy"
 
 
 def test_synced_passkey_reporting_zero_is_never_locked_out(
