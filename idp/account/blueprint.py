@@ -17,16 +17,22 @@ from flask import (
 )
 from flask import session as flask_session
 
+from idp import checkpoints
 from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import BrowserSession
 from idp.services.assurance import ACR_PHISHING_RESISTANT
 from idp.services.method_removal import MethodRemoval
 from idp.services.portal import step_up_satisfied, strongest_acr
+from idp.services.user_locks import lock_user_row
 from idp.web import login_url
 from idp.web.sessions import current_session, promote_session
 
 bp = Blueprint("account", __name__)
+
+#: Where a restricted session that added a way in has been promoted, before the account's first
+#: backup codes are decided (tests hold it here: idp.checkpoints).
+PROMOTED_CHECKPOINT = "account.promoted"
 
 
 def stepped_up(session: BrowserSession) -> bool:
@@ -144,8 +150,15 @@ def after_method_added(
     codes the first time the account gets a passkey or an authenticator app. None: the
     restricted session ended while the method was being added; the caller keeps nothing."""
     user = session.user
-    if session.restricted and promote_session(session, credential_id) is None:
-        return None
+    if session.restricted:
+        # The user's row before the session's, in the order every change of sign-in methods
+        # takes them (idp.services.user_locks): a password changed or removed meanwhile holds
+        # the row and then ends this session (idp.services.sessions.end_password_sessions);
+        # promoting first, each waited for the other on PostgreSQL.
+        lock_user_row(db.session(), user)
+        if promote_session(session, credential_id) is None:
+            return None
+    checkpoints.reached(PROMOTED_CHECKPOINT)
     services().notifier.notify(user, "method_added", method=method)
     offer_to_sign_out_others()
     return services().backup_codes.first_set(user, clock().now())

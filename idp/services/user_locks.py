@@ -1,8 +1,9 @@
 """The user's row locked until the transaction ends, so that changes of one user's sign-in methods
-(removing a passkey or the password, new backup codes, confirming an authenticator app) are
-decided one after the other: PostgreSQL's row lock; SQLite's write lock, taken by
-``SELECT ... FOR UPDATE`` (idp.database). Without it two tabs each decided on what the other was
-about to change (docs/security.md, "Sign-in, passkeys and assurance")."""
+(removing a passkey or the password, new backup codes, confirming an authenticator app, a restricted
+session promoted by the way in it added) are decided one after the other: PostgreSQL's row lock;
+SQLite's write lock, taken by ``SELECT ... FOR UPDATE`` (idp.database). Without it two tabs each
+decided on what the other was about to change (docs/security.md, "Sign-in, passkeys and
+assurance")."""
 
 from __future__ import annotations
 
