@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.errors import DomainError
-from idp.models import AccessToken, LoginLink, Passkey, User
+from idp.models import AccessToken, BrowserSession, LoginLink, Passkey, User
 from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
 from idp.services.audit import RequestContext
@@ -32,6 +32,7 @@ from idp.services.method_removal import CONSOLE_CHECKPOINT, remove_passkey
 from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
 from idp.services.passwords import PasswordService
+from idp.services.sessions import end_sessions
 from idp.services.token_creators import revoke_created_by
 from idp.services.totp import TotpService
 from idp.services.user_directory import UserDirectory
@@ -292,7 +293,14 @@ class UserAdmin(UserDirectory):
         # they are now: both end here, and are issued anew by someone who may make admins.
         links = LoginLinkService(self.db)
         ended, invites = links.revoke_all(user, now, LOGIN), links.revoke_all(user, now, INVITE)
-        self._audit("admin.user_promoted", user, login_links_revoked=ended, invites_revoked=invites)
+        # So do the restricted sessions such links already opened (OWASP ASVS 4.0 3.3.1): their
+        # one way forward is adding a passkey, which would be a passkey of the admin's account.
+        restricted = end_sessions(
+            self.db, and_(BrowserSession.user_id == user.id, BrowserSession.restricted.is_(True)),
+            "user_promoted", now,
+        )  # fmt: skip
+        self._audit("admin.user_promoted", user, login_links_revoked=ended, invites_revoked=invites,
+                    restricted_sessions_ended=restricted)  # fmt: skip
 
     def demote(self, user: User, now: datetime) -> None:
         if not user.is_admin:
