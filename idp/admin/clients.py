@@ -129,7 +129,10 @@ def _form_page(
         kind_labels=KIND_LABELS,
         auth_methods=AUTH_METHODS,
         grant_types=GRANT_TYPES,
-        scopes=SUPPORTED_SCOPES,
+        # Every scope the client holds is a box of the form, a mapped claim's own (``roles``,
+        # which the API and the command line set) included: the form saves what it shows, and
+        # a scope it left out was taken from the client by an edit of anything else.
+        scopes=[*SUPPORTED_SCOPES, *(s for s in fields.scopes or () if s not in SUPPORTED_SCOPES)],
         algs=SUPPORTED_ALGS,
         subject_types=SUBJECT_TYPES,
     )

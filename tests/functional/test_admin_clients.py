@@ -23,7 +23,13 @@ from idp.models.base import utcnow
 from tests.functional import test_cli
 from tests.functional.test_cli import Idp
 from tests.support.admin import VERSION, ConsoleBrowser, passkey_browser
-from tests.support.factories import CreatedUser, RegisteredClient, create_user
+from tests.support.factories import (
+    POST_LOGOUT_URI,
+    CreatedUser,
+    RegisteredClient,
+    create_client,
+    create_user,
+)
 from tests.support.flow import RelyingParty, query_of
 from tests.support.passkey_flow import csrf_meta
 
@@ -393,6 +399,37 @@ def test_edit_form_shows_the_current_settings_and_saves_changes(
     assert event.actor_id == admin.user.id
     assert set(event.details["changed"]) == {"name", "redirect_uris", "id_token_alg",
                                              "first_party"}  # fmt: skip
+
+
+CHECKED_SCOPE = re.compile(r'name="scopes" value="([^"]+)" checked')
+
+
+def test_the_edit_form_keeps_a_claim_scope_the_api_or_the_command_line_gave(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """A scope named after a mapped claim (``roles``, docs/admins.md, "Groups, per-app access
+    and claim maps") is set by the API or ``idp clients edit --scope``. The console's form saves
+    every setting as it shows them: it shows that scope, ticked, so that an edit of something
+    else (the name) keeps it, instead of taking the claim from the app's users unseen; unticked,
+    it goes."""
+    client = create_client(app, scopes=["openid", "profile", "roles"], first_party=False)
+    path = f"/admin/clients/{client.client_id}/edit"
+    shown = CHECKED_SCOPE.findall(admin.browser.get(path).text)
+    assert shown == ["openid", "profile", "roles"]
+    form = client_form(name="Team wiki", redirect_uris=client.redirect_uri, scopes=shown,
+                       post_logout_redirect_uris=POST_LOGOUT_URI)  # fmt: skip
+    assert edit(admin, client.client_id, form).status_code == 302
+    row = stored(app, client.client_id)
+    assert row is not None
+    assert (row.name, row.scopes) == ("Team wiki", ["openid", "profile", "roles"])
+    [event] = audit_events(app, "client.updated")
+    assert event.details["changed"] == ["name"]
+    form["scopes"] = ["openid", "profile"]
+    assert edit(admin, client.client_id, form).status_code == 302
+    row = stored(app, client.client_id)
+    assert row is not None
+    assert row.scopes == ["openid", "profile"]
+    assert "roles" not in CHECKED_SCOPE.findall(admin.browser.get(path).text)
 
 
 def test_an_edit_form_opened_before_another_change_saves_nothing(

@@ -63,7 +63,8 @@ def test_a_promotion_ends_the_restricted_session_a_rescue_link_opened(storage_ap
     [event] = _promoted_events(storage_app)
     assert event.details["restricted_sessions_ended"] == 1
     [ended] = rows(storage_app, BrowserSession, BrowserSession.user_id == member.id)
-    assert ended.restricted and ended.revoked_at is not None
+    assert ended.restricted
+    assert ended.revoked_at is not None
 
 
 def test_a_console_promotion_ends_the_restricted_session_an_invite_opened(
