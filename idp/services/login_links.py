@@ -69,6 +69,26 @@ def end_rescue_links(db: Session, user_id: str, context: RequestContext, now: da
     return ended
 
 
+def end_links_issued_by(db: Session, issuers: list[str], now: datetime) -> int:
+    """End every unspent link (rescue link or invite, of any user) that one of ``issuers`` (an
+    admin's id, ``api-token:<name>``) issued: a link is a bearer secret minted from its issuer's
+    authority, and ends with it, as the API tokens an admin created do (OWASP ASVS 4.0 4.1.3,
+    idp.services.token_creators). One conditional UPDATE; how many links it ended."""
+    if not issuers:
+        return 0
+    result = db.execute(
+        update(LoginLink)
+        .where(
+            LoginLink.created_by.in_(issuers),
+            LoginLink.consumed_at.is_(None),
+            LoginLink.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
 def link_id(link: LoginLink) -> str:
     """A short public name for a link (a prefix of its hash): enough to revoke it by."""
     return link.id_hash[:LINK_ID_LENGTH]

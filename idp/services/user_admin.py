@@ -21,19 +21,26 @@ from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.errors import DomainError
-from idp.models import AccessToken, BrowserSession, LoginLink, Passkey, User
+from idp.models import AccessToken, ApiToken, BrowserSession, LoginLink, Passkey, User
 from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
+from idp.services.api_tokens import ACTOR_PREFIX
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.display_names import display_name
-from idp.services.login_links import INVITE, LOGIN, LoginLinkService, link_id
+from idp.services.login_links import (
+    INVITE,
+    LOGIN,
+    LoginLinkService,
+    end_links_issued_by,
+    link_id,
+)
 from idp.services.method_removal import CONSOLE_CHECKPOINT, remove_passkey
 from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
 from idp.services.passwords import PasswordService
 from idp.services.sessions import end_sessions
-from idp.services.token_creators import revoke_created_by
+from idp.services.token_creators import creator_id_of, lock_creator, revoke_created_by
 from idp.services.totp import TotpService
 from idp.services.user_directory import UserDirectory
 from idp.services.users import UserService
@@ -190,6 +197,15 @@ class UserAdmin(UserDirectory):
     def _issue(
         self, user: User, purpose: str, ttl: int, now: datetime, url_for_secret: Any
     ) -> IssuedLink:
+        issuer = creator_id_of(self.actor_id)
+        if (
+            issuer is not None
+            and not issuer.startswith(ACTOR_PREFIX)
+            and lock_creator(self.db, issuer)
+        ):
+            # Checked holding the admin's row, as a token's creation is: a disable, demotion or
+            # deletion committed first is seen here; one after waits for the link and ends it.
+            raise UserAdminError("Only an active admin issues links.")
         link, secret = LoginLinkService(self.db).issue(
             user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
             context=self.context, via=self.via,
@@ -261,7 +277,7 @@ class UserAdmin(UserDirectory):
         self._revoke_tokens(user, now, "user_disabled")
         LoginLinkService(self.db).revoke_all(user, now)
         revoke_created_by(self.db, user, now, "creator_disabled", self._audit)
-        self._audit("admin.user_disabled", user)
+        self._audit("admin.user_disabled", user, issued_links_revoked=self._end_issued(user, now))
 
     def enable(self, user: User, now: datetime) -> None:
         """Enable: the account signs in again, with nothing of before. A session, grant or token
@@ -309,7 +325,7 @@ class UserAdmin(UserDirectory):
         self._keep_an_admin(user, was_active_admin=user.disabled_at is None)
         user.is_admin = False
         revoke_created_by(self.db, user, now, "creator_demoted", self._audit)
-        self._audit("admin.user_demoted", user)
+        self._audit("admin.user_demoted", user, issued_links_revoked=self._end_issued(user, now))
 
     def delete(self, user: User, now: datetime) -> None:
         """Delete the account and everything hanging off it; the audit log keeps its history."""
@@ -321,8 +337,18 @@ class UserAdmin(UserDirectory):
         self._revoke_tokens(user, now, "user_deleted")
         self.db.execute(delete(AccessToken).where(AccessToken.user_id == user.id))
         revoke_created_by(self.db, user, now, "creator_deleted", self._audit)
-        self._audit("admin.user_deleted", user, email=user.email)
+        self._audit("admin.user_deleted", user, email=user.email,
+                    issued_links_revoked=self._end_issued(user, now))  # fmt: skip
         self.db.delete(user)
+
+    def _end_issued(self, user: User, now: datetime) -> int:
+        """The unspent links ``user`` issued, in the console or through an API token they
+        created: they end with the admin's authority, as those tokens do (for good: enabled or
+        promoted again, the admin issues new ones)."""
+        tokens = self.db.scalars(select(ApiToken.name).where(ApiToken.created_by == user.id))
+        return end_links_issued_by(
+            self.db, [user.id, *(ACTOR_PREFIX + name for name in tokens)], now
+        )
 
     def _locking_admins(self) -> None:
         """Hold the active admins' rows until the transaction ends (PostgreSQL row locks; SQLite

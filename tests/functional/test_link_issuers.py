@@ -1,0 +1,129 @@
+"""A one-time link ends with its issuer's authority (docs/admins.md, "Rescuing a user with a
+one-time login link"; docs/api.md, Tokens): the unspent rescue links and invites an admin issued
+in the console, or through an API token they created, are revoked when the admin is disabled,
+demoted or deleted, as the tokens are. Else an admin removed from the team keeps, for up to a day,
+a bearer secret to each account they rescued or invited (an admin's included), whose session adds
+a passkey: the account. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from idp.models import AuditEvent, LoginLink, User
+from idp.services.login_links import ISSUE_CHECKPOINT
+from tests.functional.test_api import Api
+from tests.functional.test_api_token_creators import act
+from tests.support.admin import ConsoleBrowser, passkey_browser
+from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+from tests.support.factories import change, create_user, rows
+from tests.support.writers import waits_for_a_lock
+
+ISSUED = re.compile(r'<code id="issued-link"[^>]*>([^<]+)</code>')
+TOKEN = re.compile(r"idp_[A-Za-z0-9_-]{43}")
+
+
+def _console_link(admin: ConsoleBrowser, user_id: str) -> str:
+    issued = admin.post(f"/admin/users/{user_id}/login-link", {"ttl": "86400"})
+    assert issued.status_code == 200, issued.text
+    found = ISSUED.search(issued.text)
+    assert found is not None
+    return found.group(1).removeprefix("http://localhost")
+
+
+def _console_invite(admin: ConsoleBrowser, email: str) -> str:
+    issued = admin.post("/admin/users/new", {"email": email, "action": "invite", "ttl": "86400"})
+    assert issued.status_code == 200, issued.text
+    found = ISSUED.search(issued.text)
+    assert found is not None
+    return found.group(1).removeprefix("http://localhost")
+
+
+def _token_of(app: Flask, admin: ConsoleBrowser) -> Api:
+    created = admin.post("/admin/api-tokens", {"name": "helpdesk", "expires_in": "90",
+                                               "scopes": ["login-links:write"]})  # fmt: skip
+    assert created.status_code == 200, created.text
+    secret = TOKEN.search(created.text)
+    assert secret is not None
+    return Api(app, secret.group(0))
+
+
+def _opens(app: Flask, path: str) -> bool:
+    """Whether the link's page still offers to use it (a GET spends nothing)."""
+    return app.test_client().get(path).status_code == 200
+
+
+@pytest.mark.parametrize("action", ["disable", "demote", "delete"])
+def test_the_links_an_admin_issued_end_when_the_admin_is_disabled_demoted_or_deleted(
+    storage_app: Flask, action: str
+) -> None:
+    root = passkey_browser(storage_app, "root@example.com")
+    ada = passkey_browser(storage_app, "ada@example.com")
+    other_admin = create_user(storage_app, email="bob@example.com", admin=True)
+    member = create_user(storage_app, email="member@example.com")
+    hers = [_console_link(ada, other_admin.id), _console_invite(ada, "grace@example.com")]
+    helpdesk = _token_of(storage_app, ada)
+    by_token = helpdesk.call("POST", f"/users/{member.id}/login-links")
+    assert by_token.status_code == 201, by_token.text
+    hers.append(by_token.get_json()["url"].removeprefix("http://localhost"))
+    roots = _console_link(root, member.id)
+    assert all(_opens(storage_app, path) for path in [*hers, roots])
+
+    act(action, ada, root)
+
+    assert [path for path in hers if _opens(storage_app, path)] == []
+    assert _opens(storage_app, roots)  # another admin's link stays
+    [event] = rows(storage_app, AuditEvent, AuditEvent.kind == f"admin.user_{action}d")
+    assert event.details["issued_links_revoked"] == 3
+    # Enabled or promoted again, the admin gets none of them back.
+    if action == "disable":
+        act("enable", ada, root)
+    elif action == "demote":
+        change(storage_app, User.__table__.update().where(User.id == ada.user.id)
+               .values(is_admin=True))  # fmt: skip
+    assert [path for path in hers if _opens(storage_app, path)] == []
+
+
+WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+
+
+def test_a_link_issued_as_its_issuer_is_disabled_does_not_outlive_them(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """The console's issue holds its admin's row from before it issues to its commit (as a
+    token's creation does): a disable arriving meanwhile waits for the link, then ends it with
+    the others, never an UPDATE that missed a link committed after it (real parallel requests
+    on SQLite and PostgreSQL, the link held where it is about to be issued)."""
+    root = passkey_browser(storage_app, "root@example.com")
+    ada = passkey_browser(storage_app, "ada@example.com")
+    member = create_user(storage_app, email="member@example.com")
+    outcome: dict[str, Any] = {}
+
+    with checkpoints.holding(ISSUE_CHECKPOINT):
+        path = f"/admin/users/{member.id}/login-link"
+        link = in_thread(outcome, "link", lambda: ada.post(path, {"ttl": "86400"}))
+        wait_until(lambda: checkpoints.arrivals(ISSUE_CHECKPOINT) >= 1 or not link.is_alive(),
+                   "the link's request reached its checkpoint")  # fmt: skip
+        assert link.is_alive(), outcome
+        disabled = f"/admin/users/{ada.user.id}/disable"
+        disable = in_thread(outcome, "disable", lambda: root.post(disabled, {}))
+        wait_until(lambda: not disable.is_alive() or waits_for_a_lock(storage_app, disable),
+                   "the disable committed or waits for the link's lock")  # fmt: skip
+    for thread in (link, disable):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "link error" not in outcome, outcome
+    assert "disable error" not in outcome, outcome
+    assert outcome["disable"].status_code == 303, outcome["disable"].text
+    live = rows(storage_app, LoginLink, LoginLink.user_id == member.id,
+                LoginLink.consumed_at.is_(None), LoginLink.revoked_at.is_(None))  # fmt: skip
+    assert live == []
+    if outcome["link"].status_code == 200:  # issued first, then ended by the disable
+        found = ISSUED.search(outcome["link"].text)
+        assert found is not None
+        assert not _opens(storage_app, found.group(1).removeprefix("http://localhost"))
+        [event] = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.user_disabled")
+        assert event.details["issued_links_revoked"] == 1
