@@ -38,6 +38,7 @@ from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.crypto import KeyedHasher
+from idp.services.login_links import end_links_issued_by
 from idp.services.token_creators import (
     CREATOR_DELETED,
     CREATOR_DEMOTED,
@@ -129,6 +130,23 @@ def granted(scopes: Iterable[str]) -> frozenset[str]:
 def actor_of(token: ApiToken) -> str:
     """The audit log's actor for changes made with the token."""
     return ACTOR_PREFIX + token.name
+
+
+def may_issue(db: Session, actor_id: str, now: datetime) -> bool:
+    """Whether the token acting as ``actor_id`` (``api-token:<name>``) may still issue a link,
+    its row held to the end of the transaction: a revocation committed first is seen here, one
+    after waits for the link and ends it with the others (``end_links_issued_by``)."""
+    token = db.scalar(
+        select(ApiToken)
+        .where(ApiToken.name == actor_id.removeprefix(ACTOR_PREFIX))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (
+        token is not None
+        and token.revoked_at is None
+        and (token.expires_at is None or token.expires_at > now)
+    )
 
 
 def new_token_secret() -> str:
@@ -287,7 +305,11 @@ class ApiTokenService:
             raise ApiTokenError(f"no token named {name[:60]!r}")
         if token.revoked_at is None:
             token.revoked_at = now or self.clock.now()
-            self._audit("api_token.revoked", token=token.name)
+            # The unspent links it issued end with it (a leaked token's rescue links would
+            # outlive its revocation by up to a day: idp.services.login_links).
+            self.db.flush()
+            links = end_links_issued_by(self.db, [actor_of(token)], token.revoked_at)
+            self._audit("api_token.revoked", token=token.name, links_revoked=links)
         return token
 
     # -- the API's side ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from idp.errors import DomainError
 from idp.models import AccessToken, ApiToken, BrowserSession, LoginLink, Passkey, User
 from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
-from idp.services.api_tokens import ACTOR_PREFIX
+from idp.services.api_tokens import ACTOR_PREFIX, may_issue
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.display_names import display_name
@@ -197,14 +197,15 @@ class UserAdmin(UserDirectory):
     def _issue(
         self, user: User, purpose: str, ttl: int, now: datetime, url_for_secret: Any
     ) -> IssuedLink:
+        # A link ends with its issuer's authority (``_end_issued``, ``ApiTokenService.revoke``):
+        # checked holding the issuer's row, as a token's creation is, so that a disable, demotion,
+        # deletion or revocation committed first is seen here, and one after waits for the link
+        # and ends it.
         issuer = creator_id_of(self.actor_id)
-        if (
-            issuer is not None
-            and not issuer.startswith(ACTOR_PREFIX)
-            and lock_creator(self.db, issuer)
-        ):
-            # Checked holding the admin's row, as a token's creation is: a disable, demotion or
-            # deletion committed first is seen here; one after waits for the link and ends it.
+        if issuer is not None and issuer.startswith(ACTOR_PREFIX):
+            if not may_issue(self.db, issuer, now):
+                raise UserAdminError("This API token no longer works.")
+        elif issuer is not None and lock_creator(self.db, issuer):
             raise UserAdminError("Only an active admin issues links.")
         link, secret = LoginLinkService(self.db).issue(
             user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,

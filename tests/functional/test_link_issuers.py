@@ -15,7 +15,7 @@ from flask import Flask
 
 from idp.models import AuditEvent, LoginLink, User
 from idp.services.login_links import ISSUE_CHECKPOINT
-from tests.functional.test_api import Api
+from tests.functional.test_api import Api, issue
 from tests.functional.test_api_token_creators import act
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.checkpoints import Checkpoints, in_thread, wait_until
@@ -24,6 +24,7 @@ from tests.support.writers import waits_for_a_lock
 
 ISSUED = re.compile(r'<code id="issued-link"[^>]*>([^<]+)</code>')
 TOKEN = re.compile(r"idp_[A-Za-z0-9_-]{43}")
+WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
 
 
 def _console_link(admin: ConsoleBrowser, user_id: str) -> str:
@@ -87,9 +88,6 @@ def test_the_links_an_admin_issued_end_when_the_admin_is_disabled_demoted_or_del
     assert [path for path in hers if _opens(storage_app, path)] == []
 
 
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
-
-
 def test_a_link_issued_as_its_issuer_is_disabled_does_not_outlive_them(
     storage_app: Flask, checkpoints: Checkpoints
 ) -> None:
@@ -127,3 +125,62 @@ def test_a_link_issued_as_its_issuer_is_disabled_does_not_outlive_them(
         assert not _opens(storage_app, found.group(1).removeprefix("http://localhost"))
         [event] = rows(storage_app, AuditEvent, AuditEvent.kind == "admin.user_disabled")
         assert event.details["issued_links_revoked"] == 1
+
+
+def test_revoking_a_token_ends_the_links_it_issued(storage_app: Flask) -> None:
+    """A leaked help-desk token is revoked: the rescue links it minted, bearer secrets of the
+    accounts they name for up to a day, end with it, audited with the revocation; a link another
+    token issued stays."""
+    root = passkey_browser(storage_app, "root@example.com")
+    member = create_user(storage_app, email="member@example.com")
+    leaked = _token_of(storage_app, root)
+    other = Api(storage_app, issue(storage_app, "login-links:write", name="other"))
+    urls = [
+        api.call("POST", f"/users/{member.id}/login-links").get_json()["url"]
+        for api in (leaked, other)
+    ]
+    paths = [url.removeprefix("http://localhost") for url in urls]
+    assert all(_opens(storage_app, path) for path in paths)
+
+    revoked = root.post("/admin/api-tokens/helpdesk/revoke", {})
+    assert revoked.status_code == 303, revoked.text
+
+    assert [_opens(storage_app, path) for path in paths] == [False, True]
+    [event] = rows(storage_app, AuditEvent, AuditEvent.kind == "api_token.revoked")
+    assert (event.details["token"], event.details["links_revoked"]) == ("helpdesk", 1)
+
+
+def test_a_link_issued_as_its_token_is_revoked_does_not_outlive_it(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """The API issues a link holding its token's row: a revocation arriving meanwhile waits for
+    the link, then ends it (real parallel requests on SQLite and PostgreSQL, the link held where
+    it is about to be issued)."""
+    root = passkey_browser(storage_app, "root@example.com")
+    member = create_user(storage_app, email="member@example.com")
+    helpdesk = _token_of(storage_app, root)
+    outcome: dict[str, Any] = {}
+
+    with checkpoints.holding(ISSUE_CHECKPOINT):
+        path = f"/users/{member.id}/login-links"
+        link = in_thread(outcome, "link", lambda: helpdesk.call("POST", path))
+        wait_until(lambda: checkpoints.arrivals(ISSUE_CHECKPOINT) >= 1 or not link.is_alive(),
+                   "the link's request reached its checkpoint")  # fmt: skip
+        assert link.is_alive(), outcome
+        revoke = in_thread(outcome, "revoke",
+                           lambda: root.post("/admin/api-tokens/helpdesk/revoke", {}))  # fmt: skip
+        wait_until(lambda: not revoke.is_alive() or waits_for_a_lock(storage_app, revoke),
+                   "the revocation committed or waits for the link's lock")  # fmt: skip
+    for thread in (link, revoke):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "link error" not in outcome, outcome
+    assert "revoke error" not in outcome, outcome
+    assert outcome["revoke"].status_code == 303, outcome["revoke"].text
+    live = rows(storage_app, LoginLink, LoginLink.user_id == member.id,
+                LoginLink.consumed_at.is_(None), LoginLink.revoked_at.is_(None))  # fmt: skip
+    assert live == []
+    assert outcome["link"].status_code == 201, outcome["link"].text  # held: issued first
+    assert not _opens(
+        storage_app, outcome["link"].get_json()["url"].removeprefix("http://localhost")
+    )
