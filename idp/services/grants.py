@@ -393,41 +393,17 @@ class GrantService:
         if not live:
             return
         ended = [grant_id for grant_id, _ in live]
-        unexchanged = self.db.execute(
-            update(AuthorizationCode)
-            .where(
-                AuthorizationCode.grant_id.in_(ended),
-                AuthorizationCode.consumed_at.is_(None),
-                AuthorizationCode.expires_at > now,
-            )
-            # Expired as of its issue (its grant's ``created_at``, written with the code by
-            # ``new_code``), not ``now``: an exchange that read its clock before this ending did
-            # and waits on the row's lock spends it once this commits, and its ``expires_at >
-            # now`` (idp.services.spent_codes) would still pass against ``now``; no exchange's
-            # clock is before the code's issue (RFC 6749 5.2 invalid_grant).
-            .values(
-                expires_at=select(Grant.created_at)
-                .where(Grant.id == AuthorizationCode.grant_id)
-                .scalar_subquery()
-            )
-            .returning(AuthorizationCode.grant_id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
-        expired: set[str | None] = set(unexchanged)
-        unpolled = self.db.execute(
-            update(DeviceAuthorization)
-            .where(
-                DeviceAuthorization.grant_id.in_(ended),
-                DeviceAuthorization.consumed_at.is_(None),
-                DeviceAuthorization.expires_at > now,
-            )
-            # Expired as of its making, not ``now``: a poll that read the row before this
-            # ending committed, and spends it after, read the time before this ending did.
-            .values(expires_at=DeviceAuthorization.created_at)
-            .returning(DeviceAuthorization.grant_id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
-        expired.update(unpolled)
+        # Expired as of its issue (its grant's ``created_at``, written with the code by
+        # ``new_code``), not ``now``: an exchange that read its clock before this ending did and
+        # waits on the row's lock spends it once this commits, and its ``expires_at > now``
+        # (idp.services.spent_codes) would still pass against ``now``; no exchange's clock is
+        # before the code's issue (RFC 6749 5.2 invalid_grant).
+        issued = select(Grant.created_at).where(Grant.id == AuthorizationCode.grant_id)
+        expired = self._expire_unspent(AuthorizationCode, ended, now, issued.scalar_subquery())
+        # An approval expired as of its making, not ``now``, for the same reason: a poll that
+        # read the row before this ending committed, and spends it after, read the earlier time.
+        made = DeviceAuthorization.created_at
+        expired |= self._expire_unspent(DeviceAuthorization, ended, now, made)
         checkpoints.reached(END_CODES_CHECKPOINT)
         offline = []
         for grant_id, scope in live:
@@ -445,3 +421,18 @@ class GrantService:
                 .values(revoked_at=now)
                 .execution_options(synchronize_session=False)
             )
+
+    def _expire_unspent(
+        self, model: type[AuthorizationCode] | type[DeviceAuthorization], grant_ids: list[str],
+        now: datetime, expires_at: Any,
+    ) -> set[str | None]:  # fmt: skip
+        """Expire the unspent, unexpired rows of ``model`` of ``grant_ids`` (their row locks
+        taken); the grants they belonged to."""
+        return set(self.db.execute(
+            update(model)
+            .where(model.grant_id.in_(grant_ids), model.consumed_at.is_(None),
+                   model.expires_at > now)
+            .values(expires_at=expires_at)
+            .returning(model.grant_id)
+            .execution_options(synchronize_session=False)
+        ).scalars())  # fmt: skip
