@@ -244,6 +244,34 @@ def email_change() -> Any:
     return redirect(url_for("account.profile"))
 
 
+@bp.post("/account/email/verify")
+def email_verify() -> Any:
+    """Confirm the account's own address, unconfirmed since an invite whose link was handed to
+    an admin or an API caller made it: the email change's link, sent to the same address
+    (``EmailChanges.confirm`` marks it verified, OIDC Core 5.1)."""
+    session = session_or_login("account.profile")
+    if not isinstance(session, BrowserSession):
+        return session
+    user = session.user
+    if user.email_verified:
+        return redirect(url_for("account.profile"))
+    try:
+        change, secret = services().email_changes.request(
+            user, user.email, clock().now(), allow_local_domains=not runtime().settings.production
+        )
+    except (EmailAddressError, EmailChangeLimitError) as error:
+        flash(str(error), "error")
+        return redirect(url_for("account.profile"))
+    link = runtime().settings.endpoint(url_for("account.email_confirm", token=secret))
+    services().notifier.notify(user, "email_change_requested", recipient=change.new_email,
+                               link=link, expires_at=change.expires_at)  # fmt: skip
+    audit.record(db.session(), "email.verification_requested", subject_id=user.id,
+                 context=request_context())  # fmt: skip
+    db.session.commit()
+    flash(f"A confirmation link is on its way to {user.email}.", "info")
+    return redirect(url_for("account.profile"))
+
+
 @bp.post("/account/email/cancel")
 def email_change_cancel() -> Any:
     """The profile's Cancel button: the pending change's link stops working."""
@@ -272,9 +300,11 @@ def email_confirm() -> Any:
     # GET and HEAD (a scanner's probe) only show the page (RFC 9110 9.2.1); without a session,
     # the page asks to sign in first and come back.
     sign_in = url_for("login.login", next=url_for("account.email_confirm", token=token))
+    change = services().email_changes.find(token, clock().now()) if session else None
     return render_template(
         "account/email_confirm.html",
         token=token, account=session.user if session else None, sign_in=sign_in,
+        same_address=change is not None and change.new_email == change.old_email,
     )  # fmt: skip
 
 
@@ -289,6 +319,12 @@ def _confirm_email_change(token: str, session: BrowserSession) -> Any:
             "another account asked for it: sign in with the account that asked, then open it.",
         ), 400
     user, old_email = changed
+    if user.email == old_email:  # the address confirmed, not changed (``email_verify``)
+        audit.record(db.session(), "email.verified", subject_id=user.id,
+                     context=request_context())  # fmt: skip
+        db.session.commit()
+        flash("Your email address is confirmed.", "info")
+        return redirect(url_for("account.profile"))
     services().notifier.notify(user, "email_changed", recipient=old_email, new_email=user.email)
     audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context())
     db.session.commit()

@@ -70,13 +70,14 @@ def users() -> Any:
 @bp.route("/users/new", methods=["GET", "POST"])
 def user_new() -> Any:
     """Create an account, or create it and invite its owner with a one-time link."""
-    form: dict[str, Any] = {"email": "", "name": "", "admin": False}
+    form: dict[str, Any] = {"email": "", "name": "", "admin": False, "mailed_only": False}
     error = None
     if request.method == "POST":
         email = request.form.get("email", "")[:320]
         name = request.form.get("name", "")[:200]
         admin = request.form.get("admin") == "on"
-        form = {"email": email, "name": name, "admin": admin}
+        mailed_only = request.form.get("mailed_only") == "on"
+        form = {"email": email, "name": name, "admin": admin, "mailed_only": mailed_only}
         service = user_admin()
         try:
             if request.form.get("action") == "create":
@@ -88,6 +89,7 @@ def user_new() -> Any:
             user, issued = service.invite(
                 email, name=name, admin=admin, ttl=_lifetime(),
                 now=clock().now(), url_for_secret=url_for_secret, inviter=g.admin.email,
+                mailed_only=mailed_only,
             )  # fmt: skip
         except UserAdminError as failure:
             db.session.rollback()
@@ -102,7 +104,12 @@ def user_new() -> Any:
 
 
 def _issued_page(user: User, issued: IssuedLink, kind: str) -> Any:
-    """The link, shown once to the admin to pass on by another channel (it was emailed too)."""
+    """The link, shown once to the admin to pass on by another channel (it was emailed too); an
+    invite only emailed is not shown (its URL goes to the address alone)."""
+    if issued.url is None:
+        flash(f"The invite is being emailed to {user.email}. Accepting it confirms the address.",
+              "info")  # fmt: skip
+        return redirect(url_for("admin.user", user_id=user.id), code=303)
     return render_template("admin/user_link_issued.html", user=user, issued=issued, kind=kind)
 
 
@@ -311,7 +318,7 @@ def user_invite(user_id: str) -> Any:
     try:
         issued = service.reinvite(
             subject, ttl=_lifetime(), now=clock().now(), url_for_secret=url_for_secret,
-            inviter=g.admin.email,
+            inviter=g.admin.email, mailed_only=request.form.get("mailed_only") == "on",
         )  # fmt: skip
     except UserAdminError as failure:
         return _refused(service, "invite", subject, failure)

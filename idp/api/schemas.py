@@ -233,6 +233,12 @@ class UserCreate(Request):
     invite_ttl_seconds: Annotated[int, Field(ge=MIN_LINK_TTL, le=MAX_LINK_TTL), WHOLE_NUMBER] = (
         MAX_LINK_TTL
     )
+    invite_mailed_only: Annotated[
+        bool,
+        Field(description="true: the invite is only emailed (its url is null here), and "
+                          "accepting it verifies the address; false: its url is in this answer "
+                          "too, and the user confirms the address later (email_verified false)"),
+    ] = False  # fmt: skip
 
 
 class UserPatch(Request):
@@ -260,7 +266,12 @@ class UserOut(Response):
 
 class IssuedLinkOut(Response):
     id: str
-    url: Annotated[str, Field(description="one use; shown once")]
+    url: Annotated[
+        str | None,
+        Field(
+            description="one use; shown once; null for an invite only emailed (invite_mailed_only)"
+        ),
+    ]
     expires_at: str
 
 

@@ -117,6 +117,7 @@ def create_user(body: schemas.UserCreate) -> Any:
         user, issued = service.invite(
             body.email, name=body.name, admin=body.admin, ttl=body.invite_ttl_seconds,
             now=clock().now(), url_for_secret=url_for_secret, inviter=INVITER,
+            mailed_only=body.invite_mailed_only,
         )  # fmt: skip
         invite = _link(issued)
     else:

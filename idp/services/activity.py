@@ -68,6 +68,10 @@ SENTENCES: dict[str, tuple[str, str]] = {
     "email.change_cancelled": ("The email address change was cancelled",
                                "Cancelling the email address change failed"),
     "email.changed": ("Your email address was changed", "Changing your email address failed"),
+    "email.verification_requested": ("You asked to confirm your email address",
+                                     "Confirming your email address was refused"),
+    "email.verified": ("You confirmed your email address",
+                       "Confirming your email address failed"),
     # joining
     "invite.issued": ("An administrator invited you", "An invitation failed"),
     "invite.accepted": ("You accepted your invitation", "An invitation link was refused"),

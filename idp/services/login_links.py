@@ -8,6 +8,7 @@ passkey before anything else (sign-in methods).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -27,8 +28,14 @@ MAX_TOKEN_LENGTH = 200
 #: only honoured at the page of its own purpose: an invite cannot be replayed as a rescue link.
 LOGIN = "login"
 INVITE = "invite"
+#: An invite that only idp's mail delivered to the account's address (its URL was handed to no
+#: admin, API caller or terminal): accepting it proves control of the mailbox, so it alone marks
+#: the address verified (OIDC Core 5.1 ``email_verified``). It is an invite in every other way.
+MAILED_INVITE = "invite-mailed"
+#: The purposes each page honours (``find_live``, ``spend``) and ``revoke_all`` ends.
+_KINDS = {LOGIN: (LOGIN,), INVITE: (INVITE, MAILED_INVITE), MAILED_INVITE: (MAILED_INVITE,)}
 #: What the audit log calls issuing and spending each kind.
-_ISSUED = {LOGIN: "login_link.issued", INVITE: "invite.issued"}
+_ISSUED = {LOGIN: "login_link.issued", INVITE: "invite.issued", MAILED_INVITE: "invite.issued"}
 _SPENT = {LOGIN: "login.link", INVITE: "invite.accepted"}
 #: Shown to admins and accepted by ``revoke``: a prefix of the hash, never the secret.
 LINK_ID_LENGTH = 16
@@ -38,7 +45,7 @@ ISSUE_CHECKPOINT = "login_link.issuing"
 
 def link_path(purpose: str, secret: str) -> str:
     """Where a link of each purpose is opened (``idp.login`` and ``idp.signup``)."""
-    return f"/invite/{secret}" if purpose == INVITE else f"/login/link/{secret}"
+    return f"/login/link/{secret}" if purpose == LOGIN else f"/invite/{secret}"
 
 
 _LINKS: Table = LoginLink.__table__  # type: ignore[assignment]
@@ -113,6 +120,8 @@ class LoginLinkService:
         via: str | None = None,
     ) -> tuple[LoginLink, str]:
         checkpoints.reached(ISSUE_CHECKPOINT)
+        # The audit row says which invites only idp's mail delivered (``MAILED_INVITE``).
+        mailed: dict[str, Any] = {"mailed_only": True} if purpose == MAILED_INVITE else {}
         secret = new_secret(32)
         link = LoginLink(
             id_hash=token_hash(secret),
@@ -133,6 +142,7 @@ class LoginLinkService:
             link_id=link_id(link),
             expires_at=link.expires_at.isoformat(),
             via=via,
+            **mailed,
         )
         return link, secret
 
@@ -143,7 +153,7 @@ class LoginLinkService:
         link = self.db.get(LoginLink, token_hash(secret))
         if link is None or link.consumed_at or link.revoked_at or link.expires_at <= now:
             return None
-        if link.purpose != purpose:
+        if link.purpose not in _KINDS[purpose]:
             return None
         return link if link.user.is_active else None
 
@@ -151,6 +161,13 @@ class LoginLinkService:
         self, secret: str, context: RequestContext, now: datetime, purpose: str = LOGIN
     ) -> User | None:
         """Spend the link once through the consume-once primitive; the user, or None."""
+        link = self.spend_link(secret, context, now, purpose)
+        return link.user if link is not None else None
+
+    def spend_link(
+        self, secret: str, context: RequestContext, now: datetime, purpose: str = LOGIN
+    ) -> LoginLink | None:
+        """``spend``, answering the spent link (its ``purpose`` says how it was delivered)."""
         if not secret or len(secret) > MAX_TOKEN_LENGTH:
             return None
         digest = token_hash(secret)
@@ -158,7 +175,7 @@ class LoginLinkService:
             self.db,
             LoginLink,
             LoginLink.id_hash == digest,
-            LoginLink.purpose == purpose,
+            LoginLink.purpose.in_(_KINDS[purpose]),
             LoginLink.revoked_at.is_(None),
             LoginLink.expires_at > now,
             now=now,
@@ -183,7 +200,7 @@ class LoginLinkService:
             self.db, _SPENT[purpose], subject_id=link.user_id, context=context,
             link_id=link_id(link), issued_by=link.created_by,
         )  # fmt: skip
-        return link.user
+        return link
 
     def revoke_all(self, user: User, now: datetime, purpose: str | None = None) -> int:
         criteria = [
@@ -192,7 +209,7 @@ class LoginLinkService:
             LoginLink.revoked_at.is_(None),
         ]
         if purpose is not None:
-            criteria.append(LoginLink.purpose == purpose)
+            criteria.append(LoginLink.purpose.in_(_KINDS[purpose]))
         result = self.db.execute(
             update(LoginLink)
             .where(*criteria)
@@ -226,7 +243,7 @@ class LoginLinkService:
             LoginLink.expires_at > now,
         ]
         if purpose is not None:
-            criteria.append(LoginLink.purpose == purpose)
+            criteria.append(LoginLink.purpose.in_(_KINDS[purpose]))
         return list(
             self.db.scalars(select(LoginLink).where(*criteria).order_by(LoginLink.created_at))
         )

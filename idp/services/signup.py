@@ -29,7 +29,7 @@ from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
 from idp.services.display_names import display_name
 from idp.services.email_addresses import EmailAddressError, parse_email_address
-from idp.services.login_links import INVITE, MAX_TOKEN_LENGTH, LoginLinkService
+from idp.services.login_links import INVITE, MAILED_INVITE, MAX_TOKEN_LENGTH, LoginLinkService
 from idp.services.notifications import Notifier
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
@@ -103,17 +103,21 @@ class Joining:
     ) -> User | None:
         """Spend the invite once and apply the invitee's choices; the user, or None."""
         password_hash = self._password_hash(account.password)  # before anything is spent
-        user = LoginLinkService(self.db, self.rejections).spend(
+        link = LoginLinkService(self.db, self.rejections).spend_link(
             secret, context, now, purpose=INVITE
         )
-        if user is None:
+        if link is None:
             return None
+        user = link.user
         if has_way_in(self.db, user):
             # Set up meanwhile (another invite, a login link): an invite never replaces a method.
             audit.record(self.db, "invite.accepted", outcome="failure", subject_id=user.id,
                          context=context, reason="already_set_up")  # fmt: skip
             return None
-        self._apply(user, account, password_hash)
+        # Only an invite that idp's mail alone delivered proves the address (OIDC Core 5.1
+        # email_verified): one whose URL an admin, an API caller or a terminal was handed proves
+        # only that its holder had the URL, and the user confirms the address from the portal.
+        self._apply(user, account, password_hash, proven=link.purpose == MAILED_INVITE)
         return user
 
     # -- self-service sign-up -------------------------------------------------------------------
@@ -271,12 +275,15 @@ class Joining:
         # PasswordPolicyError (too short, too common) reaches the caller with nothing spent.
         return self.passwords.hash(password) if password else None
 
-    def _apply(self, user: User, account: NewAccount, password_hash: str | None) -> None:
+    def _apply(
+        self, user: User, account: NewAccount, password_hash: str | None, *, proven: bool = True
+    ) -> None:
         name = display_name(account.name, MAX_NAME_LENGTH)
         if name:
             user.name = name
-        # The link reached this address: it is proven (OIDC Core 5.1 email_verified).
-        user.email_verified = True
+        if proven:
+            # The link reached this address: it is proven (OIDC Core 5.1 email_verified).
+            user.email_verified = True
         if password_hash is not None:
             user.password_hash = password_hash
 
