@@ -16,9 +16,10 @@ from idp.services import audit as audit_log
 from idp.services.portal import describe_user_agent
 
 
-def _filter() -> audit_log.AuditFilter:
+def _filter(values: Any = None) -> audit_log.AuditFilter:
+    """The filter of the page's query, or of ``values`` (the export's form)."""
     try:
-        return audit_log.AuditFilter.parse(request.args)
+        return audit_log.AuditFilter.parse(request.args if values is None else values)
     except audit_log.AuditFilterError:
         abort(400, description="A time in the filter is not valid. Use the date and time fields.")
 
@@ -45,19 +46,21 @@ def audit_page() -> Any:
     )
 
 
-@bp.get("/audit/export.<fmt>")
+@bp.post("/audit/export.<fmt>")
 def audit_export(fmt: str) -> Any:
-    """The filtered events as a download, streamed: ``export.csv`` or ``export.jsonl``."""
+    """The filtered events as a download, streamed: ``export.csv`` or ``export.jsonl``, from
+    the page's form (its filter in the form's fields, with the CSRF token)."""
     if fmt not in audit_log.EXPORTERS:
         abort(404)
-    where = _filter()
-    # Reading the log is an admin action too; recorded before the first byte goes out. A HEAD
-    # gets no body (RFC 9110 9.3.2): nothing is read, nothing recorded (HEAD changes nothing).
-    if request.method == "GET":
-        audit_log.record(db.session(), "audit.exported", actor_id=g.admin.id,
-                         context=request_context(), format=fmt,
-                         filter=where.as_query())  # fmt: skip
-        db.session.commit()
+    where = _filter(request.form)
+    # Reading the log is an admin action too, recorded before the first byte goes out: so the
+    # export is a POST with the CSRF token. As a GET, another site's link or a top-level
+    # navigation (the SameSite=Lax cookie rides along, RFC 6265bis 5.6.7.1) made an admin's
+    # browser write audit rows; a GET and a HEAD are 405 (RFC 9110 9.2.1: they change nothing).
+    audit_log.record(db.session(), "audit.exported", actor_id=g.admin.id,
+                     context=request_context(), format=fmt,
+                     filter=where.as_query())  # fmt: skip
+    db.session.commit()
     stamp = clock().now().strftime("%Y%m%dT%H%M%SZ")
     rows = audit_log.iter_rows(db.session(), where)
     response = Response(

@@ -298,7 +298,7 @@ def test_from_an_empty_install_to_an_app_whose_users_sign_in_with_passkeys(
         ).not_to_have_count(0)
     admin.document("audit", DOCS_IMAGES)
     with page.expect_download() as download_info:
-        page.get_by_role("link", name="Export CSV").click()
+        page.get_by_role("button", name="Export CSV").click()
     download = download_info.value
     assert re.fullmatch(r"idp-audit-\d{8}T\d{6}Z\.csv", download.suggested_filename)
     with open(download.path(), newline="", encoding="utf-8") as exported:

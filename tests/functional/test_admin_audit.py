@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,9 +178,10 @@ def test_a_time_with_no_utc_time_in_the_calendar_is_a_calm_400(
     api = Api(app, issue(app, "audit:read"))
     for edge in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
         for name in ("since", "until"):
-            for path in ("/admin/audit", "/admin/audit/export.csv"):
-                response = admin.browser.get(path, query_string={name: edge})
-                assert response.status_code == 400, (path, name, edge)
+            page = admin.browser.get("/admin/audit", query_string={name: edge})
+            assert page.status_code == 400, (name, edge)
+            exported = admin.post("/admin/audit/export.csv", {name: edge})
+            assert exported.status_code == 400, (name, edge)
             problem(api.call("GET", "/audit", query_string={name: edge}), 400, "invalid-query")
 
 
@@ -192,8 +194,8 @@ def test_csv_export_holds_exactly_the_filtered_events_with_formulas_neutralised(
     world: dict[str, Any],
 ) -> None:
     until = (BASE_TIME + timedelta(days=2)).isoformat()
-    response = world["admin"].browser.get(
-        "/admin/audit/export.csv", query_string={"kind": "login.password", "until": until}
+    response = world["admin"].post(
+        "/admin/audit/export.csv", {"kind": "login.password", "until": until}
     )
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
@@ -222,7 +224,7 @@ def test_csv_export_holds_exactly_the_filtered_events_with_formulas_neutralised(
 
 def test_jsonl_export_holds_the_same_events_unaltered(world: dict[str, Any]) -> None:
     query = "user=bob@example.com"
-    response = world["admin"].browser.get(f"/admin/audit/export.jsonl?{query}")
+    response = world["admin"].post("/admin/audit/export.jsonl", {"user": "bob@example.com"})
     assert response.status_code == 200
     assert response.mimetype == "application/jsonl"
     assert response.headers["Content-Disposition"].endswith('.jsonl"')
@@ -238,16 +240,50 @@ def test_jsonl_export_holds_the_same_events_unaltered(world: dict[str, Any]) -> 
     assert [r["id"] for r in records] == listed_ids(page.text)
 
 
-def test_the_page_links_its_filter_to_both_exports(world: dict[str, Any]) -> None:
+def test_the_page_posts_its_filter_to_both_exports(world: dict[str, Any]) -> None:
     page = world["admin"].browser.get("/admin/audit?client=app-one&outcome=success")
-    for fmt in ("csv", "jsonl"):
-        assert f'href="/admin/audit/export.{fmt}?client=app-one&amp;outcome=success"' in page.text
+    assert 'action="/admin/audit/export.csv"' in page.text
+    assert 'formaction="/admin/audit/export.jsonl"' in page.text
+    form = page.text.split('id="audit-exports"', 1)[1].split("</form>", 1)[0]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+    assert fields.pop("csrf_token")
+    assert fields == {"client": "app-one", "outcome": "success"}
+
+
+def _exported_rows(app: Flask) -> list[AuditEvent]:
+    with app.app_context():
+        return list(
+            db.session.scalars(select(AuditEvent).where(AuditEvent.kind == "audit.exported"))
+        )
+
+
+def test_a_get_of_an_export_is_refused_and_writes_no_audit_row(
+    app: Flask, world: dict[str, Any]
+) -> None:
+    """Another site's link or top-level navigation carries the SameSite=Lax cookie: a GET must
+    not make the admin's browser write an ``audit.exported`` row (or download the log)."""
+    for method in ("GET", "HEAD"):
+        response = world["admin"].browser.open(
+            "/admin/audit/export.csv?kind=login.password", method=method
+        )
+        assert response.status_code == 405, method
+        assert "Content-Disposition" not in response.headers
+    assert _exported_rows(app) == []
+
+
+def test_an_export_without_the_csrf_token_is_refused_and_writes_no_audit_row(
+    app: Flask, world: dict[str, Any]
+) -> None:
+    refused = world["admin"].browser.post("/admin/audit/export.csv", data={"kind": "login.*"})
+    assert refused.status_code == 400
+    assert "Content-Disposition" not in refused.headers
+    assert _exported_rows(app) == []
 
 
 def test_an_export_is_itself_audited(app: Flask, world: dict[str, Any]) -> None:
     # Closed at once: an unread streaming response left to the garbage collector would close
     # its request context in the middle of a later request.
-    world["admin"].browser.get("/admin/audit/export.csv?kind=login.password").close()
+    world["admin"].post("/admin/audit/export.csv", {"kind": "login.password"}).close()
     with app.app_context():
         event = db.session.scalars(
             select(AuditEvent).where(AuditEvent.kind == "audit.exported")
@@ -257,7 +293,7 @@ def test_an_export_is_itself_audited(app: Flask, world: dict[str, Any]) -> None:
 
 
 def test_an_unknown_export_format_is_404(admin: ConsoleBrowser) -> None:
-    assert admin.browser.get("/admin/audit/export.xlsx").status_code == 404
+    assert admin.post("/admin/audit/export.xlsx").status_code == 404
 
 
 def test_a_long_export_reads_in_batches_without_losing_or_repeating_a_row(
@@ -323,7 +359,7 @@ def test_a_download_in_progress_holds_no_transaction_open(storage_app: Flask) ->
 
     admin = passkey_browser(storage_app, "root@example.com")
     seed(storage_app, *({"kind": "test.slow"} for _ in range(audit.EXPORT_BATCH + 10)))
-    response = admin.browser.get("/admin/audit/export.jsonl?kind=test.slow", buffered=False)
+    response = admin.post("/admin/audit/export.jsonl", {"kind": "test.slow"}, buffered=False)
     chunks = (c if isinstance(c, bytes) else c.encode() for c in response.response)
     first = next(chunks)
     assert b"test.slow" in first

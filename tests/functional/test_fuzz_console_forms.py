@@ -132,7 +132,7 @@ ROUTES: dict[str, tuple[tuple[str, ...], str, Fields]] = {
     "audit": (("GET",), "/admin/audit",
               (("user", "{email}"), ("kind", "admin.*"), ("outcome", "success"),
                ("since", "2020-01-01T00:00"), ("until", "2999-01-01"), ("page", "1"))),
-    "audit export": (("GET",), "/admin/audit/export.{format}", (("kind", "admin.*"),)),
+    "audit export": (("POST",), "/admin/audit/export.{format}", (("kind", "admin.*"),)),
     # The form as the page shows it: every field with the value in force (``policy_form``).
     "policy": (("GET", "POST"), "/admin/policy",
                (*((f.name, "{policy}") for f in FIELDS), ("version", "{version}"))),
