@@ -9,16 +9,19 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import (
     PASSWORD,
+    PHONE,
     Accounts,
     BrowserUser,
     RelyingParty,
     callback_server,
+    fits_viewport,
 )
 from tests.browser.test_passkey_sign_in import _add_passkey, _sign_in_with_password
 from tests.support.live import LiveIdp
@@ -28,13 +31,15 @@ pytestmark = pytest.mark.browser
 NewUser = Callable[..., BrowserUser]
 
 
-def _admin_in_console(live_idp: LiveIdp, new_user: NewUser) -> BrowserUser:
+def _admin_in_console(
+    live_idp: LiveIdp, new_user: NewUser, device: dict[str, Any] | None = None
+) -> BrowserUser:
     """An admin with a password adds a passkey; the console's guard then wants a passkey sign-in,
     which the login page's passkey autofill gives at once."""
     email = f"admin-{secrets.token_hex(4)}@example.com"
     live_idp.cli("users", "create", email, "--admin", "--password-stdin", "--json",
                  input=PASSWORD + "\n")  # fmt: skip
-    admin = new_user()
+    admin = new_user(device=device)
     page = admin.page
     page.goto(f"{live_idp.url}/account")
     _sign_in_with_password(page, email)
@@ -101,3 +106,42 @@ def test_console_restricts_an_app_and_the_refused_user_is_told_and_sent_back(
         user.page.wait_for_url(re.compile(re.escape(app.redirect_uri) + r"\?"))
         claims = app.redeem(allowed)
         assert claims["groups"] == [group]
+
+
+#: How many lines an element's text takes: the distinct tops of its text's line boxes.
+TEXT_LINES = """(element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
+}"""
+
+
+def test_group_names_stay_whole_on_a_phone_and_a_long_one_wraps_inside_the_card(
+    live_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """On a 390 px phone (style.css, .group-name and #group-list): a group's name that fits on a
+    line is never split at its hyphen, in the groups list (no longer a squeezed table column) and
+    on the group's page; one longer than the line wraps inside the card, never past its edge."""
+    admin = _admin_in_console(live_idp, new_user, device=PHONE)
+    page = admin.page
+    short = f"payroll-desktop-{secrets.token_hex(2)}"
+    long = f"{'engineering-on-call-' * 4}{secrets.token_hex(2)}"[:64]
+    for name in (short, long):
+        live_idp.cli("groups", "create", name, "--display-name", name.title(), "--json")
+    page.goto(f"{live_idp.url}/admin/groups")
+    name = page.locator(f'#group-list tr[data-group="{short}"] code')
+    expect(name).to_have_text(short)
+    assert name.evaluate(TEXT_LINES) == 1
+    long_name = page.locator(f'#group-list tr[data-group="{long}"] code')
+    assert long_name.evaluate(TEXT_LINES) > 1
+    card = page.locator("main.card").bounding_box()
+    box = long_name.bounding_box()
+    assert card is not None
+    assert box is not None
+    assert box["x"] + box["width"] <= card["x"] + card["width"]
+    fits_viewport(page)
+    page.goto(f"{live_idp.url}/admin/groups/{short}")
+    expect(page.locator("#group-name")).to_have_text(short)
+    assert page.locator("#group-name").evaluate(TEXT_LINES) == 1
+    page.goto(f"{live_idp.url}/admin/groups/{long}")
+    fits_viewport(page)

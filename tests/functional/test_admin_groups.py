@@ -52,7 +52,7 @@ def test_create_add_members_list_rename_and_remove(
     assert added.status_code == 302
     listing = admin.browser.get("/admin/groups").text
     assert 'data-group="staff"' in listing
-    assert '<td class="member-count">2</td>' in listing
+    assert '<td class="member-count" data-label="Members">2</td>' in listing
     assert ada.email in admin.browser.get("/admin/groups/staff").text
     user_page = admin.browser.get(f"/admin/users/{ada.id}").text
     assert "<code>staff</code>" in user_page
@@ -76,7 +76,7 @@ def test_group_page_heads_with_display_name_and_shows_claim_name_apart(
     _create(admin, "staff")
     page = admin.browser.get("/admin/groups/staff").text
     assert "<h1>Staff</h1>" in page
-    assert 'claim: <code id="group-name">staff</code>' in page
+    assert 'claim: <code id="group-name" class="group-name">staff</code>' in page
     admin.post("/admin/groups", {"name": "ops"})  # no display name: the name heads the page
     assert "<h1>ops</h1>" in admin.browser.get("/admin/groups/ops").text
 
@@ -209,7 +209,7 @@ def test_client_access_page_sets_groups_and_claim_maps_and_preview_shows_them(
     assert saved.status_code == 302
     page = admin.browser.get(f"/admin/clients/{registered.client_id}").text
     assert "<code>roles:admins=admin</code>" in page
-    assert "<code>staff</code>" in page
+    assert '<code class="group-name">staff</code>' in page
     preview = admin.browser.get(
         f"/admin/clients/{registered.client_id}/claims", query_string={"email": ada.email}
     ).text
