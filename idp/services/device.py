@@ -58,7 +58,13 @@ DECIDE_CHECKPOINT = "device.decide"
 #: spends the device code (idp.checkpoints).
 POLL_CHECKPOINT = "device.poll"
 
-MALFORMED = "That is not a code of eight letters. Check the code on your device."
+#: Said of any text that cannot be a user code, eight letters with a vowel ("ABCD-EFGH") too (the
+#: alphabet has none, RFC 8628 6.1): "not a code of eight letters" was untrue of those, and the
+#: user could not tell what to fix.
+MALFORMED = (
+    "That is not a code a device shows: codes are eight letters without vowels. "
+    "Check the code on your device."
+)
 WRONG_CODE = "That code is not valid: it may be mistyped, expired or already used."
 THROTTLED = "Too many wrong codes. Wait a moment, then try again."
 LOCKED = "Too many wrong codes. Ask an administrator to unlock device sign-in for you."

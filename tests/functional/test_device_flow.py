@@ -388,6 +388,17 @@ def test_the_code_fields_placeholder_is_a_code_of_the_real_alphabet(phone: Flask
         assert normalise_user_code(example) is not None
 
 
+def test_a_code_with_vowels_is_refused_with_what_a_code_is(phone: FlaskClient) -> None:
+    """Eight letters with a vowel (RFC 8628 6.1: the alphabet has none) are refused with what a
+    code is, not "not a code of eight letters", which was untrue of them."""
+    shown = phone.get("/device")
+    refused = phone.post("/device", data={"csrf_token": csrf_token(shown.text),
+                                          "user_code": "ABCD-EFGH"})  # fmt: skip
+    assert refused.status_code == 400
+    assert "codes are eight letters without vowels" in refused.text
+    assert "not a code of eight letters" not in refused.text
+
+
 def test_review_shows_client_scopes_time_and_own_device_warning(
     app: Flask, phone: FlaskClient, clock: FrozenClock
 ) -> None:
