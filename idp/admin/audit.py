@@ -13,6 +13,7 @@ from idp.admin.blueprint import bp
 from idp.composition import clock, request_context
 from idp.extensions import db
 from idp.services import audit as audit_log
+from idp.services.pages import CursorError
 from idp.services.portal import describe_user_agent
 
 
@@ -28,12 +29,12 @@ def _filter(values: Any = None) -> audit_log.AuditFilter:
 def audit_page() -> Any:
     """The audit log: every authentication event and admin action, newest first."""
     where = _filter()
-    number = request.args.get("page", "1")
-    # ASCII digits only (str.isdigit() is also true of "²", which int() refuses), and few of
-    # them (int() refuses more than 4,300 digits).
-    digits = number.isascii() and number.isdigit() and len(number) <= 7
-    page_number = min(int(number), 100_000) if digits else 1
-    page = audit_log.search(db.session(), where, page=page_number)
+    try:
+        # A page from the cursor its "Older" or "Newer" link carries (idp.services.pages, the
+        # admin API's pager): the same statements whichever page it is, never an OFFSET.
+        page = audit_log.page_after(db.session(), where, request.args.get("cursor") or None)
+    except CursorError:
+        abort(400, description="This page's link is not valid. Start again from the first page.")
     kinds = audit_log.distinct_kinds(db.session())
     return render_template(
         "admin/audit.html",

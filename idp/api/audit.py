@@ -20,6 +20,6 @@ def list_audit_events(query: schemas.AuditQuery) -> Any:
         {"since": query.since, "until": query.until, "actor": query.actor, "kind": query.event,
          "outcome": query.outcome, "user": query.user, "client": query.client}
     )  # fmt: skip
-    rows, next_cursor = audit.page_after(db.session(), where, query.cursor, query.limit)
-    items = [schemas.AuditEventOut.model_validate(audit.export_record(row)) for row in rows]
-    return schemas.AuditList(items=items, next_cursor=next_cursor).model_dump(mode="json")
+    page = audit.page_after(db.session(), where, query.cursor, query.limit)
+    items = [schemas.AuditEventOut.model_validate(audit.export_record(row)) for row in page.items]
+    return schemas.AuditList(items=items, next_cursor=page.next_cursor).model_dump(mode="json")

@@ -1,4 +1,4 @@
-"""Keyset pagination with opaque cursors, for the admin API's lists.
+"""Keyset pagination with opaque cursors, for the admin API's lists and the console's.
 
 A page is read after the last key of the previous one (``WHERE key > :last ORDER BY key``), on a
 unique column, so rows written or deleted meanwhile neither repeat nor shift a page the way an
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from idp.errors import DomainError
@@ -37,21 +37,41 @@ class Page(Generic[T]):
     items: Sequence[T]
     #: None on the last page.
     next_cursor: str | None
+    #: The page before this one, read backwards from its first row (the console's "Newer" and
+    #: "Previous" links); None on the first page. The admin API does not use it.
+    previous_cursor: str | None = None
 
 
-def encode_cursor(key: str | int) -> str:
-    raw = json.dumps({"after": key}, separators=(",", ":")).encode()
+#: A cursor's key: one column's value, or a list of them for a key of several columns.
+Key = str | int | list[str | int]
+#: Which side of the key a cursor reads: the rows after it, or (backwards) those before it.
+_SIDES = ("after", "before")
+
+
+def encode_cursor(key: Key, side: str = "after") -> str:
+    raw = json.dumps({side: key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
+def _decode(cursor: str, kinds: tuple[type[str] | type[int], ...]) -> tuple[str, list[Any]]:
+    """The side and the key's values, one per column of ``kinds``."""
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise CursorError("the cursor is not valid")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)["after"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
+        found = json.loads(raw)
+        ((side, key),) = found.items()
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
         raise CursorError("the cursor is not valid") from None
+    values = key if len(kinds) > 1 and isinstance(key, list) else [key]
+    if side not in _SIDES or len(values) != len(kinds):
+        raise CursorError("the cursor is not valid")
+    for value, kind in zip(values, kinds, strict=True):
+        _check(value, kind)
+    return side, values
+
+
+def _check(key: Any, kind: type[str] | type[int]) -> None:
     # bool is an int in Python; a key is never one. An integer key is a row id: one the
     # databases cannot hold (64-bit signed) is refused here, not by the database (a 500).
     if not isinstance(key, kind) or isinstance(key, bool):
@@ -60,7 +80,6 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
         raise CursorError("the cursor is not valid")
     if isinstance(key, str) and ("\x00" in key or not _has_utf8_form(key)):
         raise CursorError("the cursor is not valid")
-    return key
 
 
 def _has_utf8_form(text: str) -> bool:
@@ -76,22 +95,43 @@ def _has_utf8_form(text: str) -> bool:
 def keyset_page(
     db: Session,
     statement: Select[Any],
-    key: InstrumentedAttribute[Any],
+    key: InstrumentedAttribute[Any] | tuple[InstrumentedAttribute[Any], ...],
     *,
     cursor: str | None,
     limit: int,
     descending: bool = False,
 ) -> Page[Any]:
-    """One page of ``statement``'s rows ordered by the unique column ``key``."""
+    """One page of ``statement``'s rows ordered by ``key``: a unique column, or columns unique
+    together (a name and then a unique id, for a list an admin reads by name). A ``before``
+    cursor reads the page before its key, backwards, and gives it in the list's own order: one
+    statement either way, whichever page it is."""
     if not 1 <= limit <= MAX_LIMIT:
         raise CursorError(f"limit must be between 1 and {MAX_LIMIT}")
-    kind: type[str] | type[int] = int if key.type.python_type is int else str
-    if cursor:
-        last = decode_cursor(cursor, kind)
-        statement = statement.where(key < last if descending else key > last)
-    order = key.desc() if descending else key.asc()
-    rows = list(db.scalars(statement.order_by(order).limit(limit + 1)))
-    if len(rows) <= limit:
-        return Page(items=rows, next_cursor=None)
+    columns = key if isinstance(key, tuple) else (key,)
+    kinds = tuple(int if c.type.python_type is int else str for c in columns)
+    side, last = _decode(cursor, kinds) if cursor else ("after", None)
+    backwards = side == "before"
+    # The direction this read walks the key: the list's own, or against it for a "before".
+    down = descending != backwards
+    row_key = tuple_(*columns) if len(columns) > 1 else columns[0]
+    if last is not None:
+        bound = tuple_(*last) if len(columns) > 1 else last[0]
+        statement = statement.where(row_key < bound if down else row_key > bound)
+    order = [c.desc() if down else c.asc() for c in columns]
+    rows = list(db.scalars(statement.order_by(*order).limit(limit + 1)))
+    more = len(rows) > limit
     rows = rows[:limit]
-    return Page(items=rows, next_cursor=encode_cursor(getattr(rows[-1], key.key)))
+
+    def key_of(row: Any) -> Key:
+        values = [getattr(row, c.key) for c in columns]
+        return values if len(columns) > 1 else values[0]
+
+    if backwards:
+        rows.reverse()
+        # The page this one was read back from follows it.
+        following = encode_cursor(key_of(rows[-1])) if rows else None
+        before = encode_cursor(key_of(rows[0]), "before") if more else None
+        return Page(items=rows, next_cursor=following, previous_cursor=before)
+    before = encode_cursor(key_of(rows[0]), "before") if last is not None and rows else None
+    following = encode_cursor(key_of(rows[-1])) if more else None
+    return Page(items=rows, next_cursor=following, previous_cursor=before)
