@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from idp.admin.blueprint import bp
+from idp.admin.blueprint import bp, listed
 from idp.composition import clock, services
 from idp.extensions import db
 from idp.models import ApiToken
@@ -41,7 +41,7 @@ def _token_or_404(name: str) -> ApiToken:
 def _list_page(error: str | None = None, form: dict[str, Any] | None = None) -> Any:
     page = render_template(
         "admin/api_tokens.html",
-        tokens=_service().listing(clock().now()),
+        tokens=listed(lambda cursor: _service().listing(clock().now(), cursor)),
         scopes=SCOPES,
         expiry_choices=EXPIRY_CHOICES,
         error=error,

@@ -9,11 +9,10 @@ from typing import Any
 
 from flask import Response, abort, g, render_template, request, stream_with_context
 
-from idp.admin.blueprint import bp
+from idp.admin.blueprint import bp, listed
 from idp.composition import clock, request_context
 from idp.extensions import db
 from idp.services import audit as audit_log
-from idp.services.pages import CursorError
 from idp.services.portal import describe_user_agent
 
 
@@ -29,12 +28,9 @@ def _filter(values: Any = None) -> audit_log.AuditFilter:
 def audit_page() -> Any:
     """The audit log: every authentication event and admin action, newest first."""
     where = _filter()
-    try:
-        # A page from the cursor its "Older" or "Newer" link carries (idp.services.pages, the
-        # admin API's pager): the same statements whichever page it is, never an OFFSET.
-        page = audit_log.page_after(db.session(), where, request.args.get("cursor") or None)
-    except CursorError:
-        abort(400, description="This page's link is not valid. Start again from the first page.")
+    # A page from the cursor its "Older" or "Newer" link carries (idp.services.pages, the admin
+    # API's pager): the same statements whichever page it is, never an OFFSET.
+    page = listed(lambda cursor: audit_log.page_after(db.session(), where, cursor))
     kinds = audit_log.distinct_kinds(db.session())
     return render_template(
         "admin/audit.html",

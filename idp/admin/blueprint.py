@@ -7,16 +7,19 @@ importing their own package back (tests/unit/test_import_graph.py).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from idp.composition import clock
 from idp.services.admin_access import AdminAccess, admin_access
+from idp.services.pages import CursorError, Page
 from idp.web import login_url
 from idp.web.sessions import current_session
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+T = TypeVar("T")
 
 
 @bp.before_request
@@ -43,3 +46,12 @@ def client_version() -> int | None:
     raw = request.form.get("version", "")
     # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+
+
+def listed(read: Callable[[str | None], Page[T]]) -> Page[T]:
+    """The page of a list the request's ``cursor`` names (its Older or Newer, Previous or Next
+    link; idp.services.pages), the first without one; a cursor not ours is a calm 400."""
+    try:
+        return read(request.args.get("cursor") or None)
+    except CursorError:
+        abort(400, description="This page's link is not valid. Start again from the first page.")

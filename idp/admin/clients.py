@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
-from idp.admin.blueprint import bp, client_version
+from idp.admin.blueprint import bp, client_version, listed
 from idp.admin.groups import client_access
 from idp.composition import request_context, runtime, services
 from idp.extensions import db
@@ -30,6 +31,7 @@ from idp.services.client_fields import (
     fields_of,
 )
 from idp.services.clients import Actor, ClientService, StaleClientError
+from idp.services.pages import CONSOLE_PAGE, keyset_page
 from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.services.subjects import sector_of
 from idp.web import confirmed
@@ -145,8 +147,12 @@ def _secret_page(client: Client, secret: str, reason: str) -> Any:
 
 @bp.get("/clients")
 def clients() -> Any:
-    """Every client app: name, client id, kind, status."""
-    return render_template("admin/clients.html", clients=_service().list(), kind_labels=KIND_LABELS)
+    """The client apps, a page at a time: name, client id, kind, status."""
+    # By name, then id (names repeat): a keyset page, as the admin API's list (idp.services.pages).
+    key = (Client.name, Client.client_id)
+    page = listed(lambda cursor: keyset_page(db.session(), select(Client), key, cursor=cursor,
+                                             limit=CONSOLE_PAGE))  # fmt: skip
+    return render_template("admin/clients.html", clients=page, kind_labels=KIND_LABELS)
 
 
 @bp.get("/clients/new")

@@ -12,7 +12,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from idp.admin.blueprint import bp, client_version
+from idp.admin.blueprint import bp, client_version, listed
 from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import Client, Group
@@ -66,7 +66,7 @@ def client_access(client: Client) -> ClientAccess:
 @bp.get("/groups")
 def groups() -> Any:
     """Every group with its member count, and the form for a new one."""
-    return render_template("admin/groups.html", groups=_service().list_with_counts())
+    return render_template("admin/groups.html", groups=listed(_service().page_with_counts))
 
 
 @bp.post("/groups")
@@ -92,7 +92,7 @@ def group(name: str) -> Any:
     return render_template(
         "admin/group.html",
         group=found,
-        members=service.members(found),
+        members=listed(lambda cursor: service.members_page(found, cursor)),
         clients=service.clients_of(found),
     )
 

@@ -17,7 +17,6 @@ docs/security.md, "Admin API":
 from __future__ import annotations
 
 import base64
-import builtins
 import re
 import secrets
 from collections.abc import Iterable
@@ -39,6 +38,7 @@ from idp.services import audit
 from idp.services.audit import RequestContext
 from idp.services.crypto import KeyedHasher
 from idp.services.login_links import end_links_issued_by
+from idp.services.pages import CONSOLE_PAGE, Page, keyset_page
 from idp.services.token_creators import (
     CREATOR_DELETED,
     CREATOR_DEMOTED,
@@ -279,9 +279,12 @@ class ApiTokenService:
     def list(self) -> list[ApiToken]:
         return list(self.db.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)))
 
-    def listing(self, now: datetime) -> builtins.list[Listed]:
-        """Every token, with whether it works and who made it."""
-        tokens = self.list()
+    def listing(self, now: datetime, cursor: str | None = None) -> Page[Listed]:
+        """A page of the tokens by name (keyset, idp.services.pages), each with whether it
+        works and who made it: two statements whatever the page."""
+        page = keyset_page(self.db, select(ApiToken), ApiToken.name, cursor=cursor,
+                           limit=CONSOLE_PAGE)  # fmt: skip
+        tokens = page.items
         ids = {t.created_by for t in tokens if t.created_by}
         creators = {u.id: u for u in self.db.scalars(select(User).where(User.id.in_(ids)))}
         found = []
@@ -289,7 +292,7 @@ class ApiTokenService:
             creator = creators.get(token.created_by or "")
             found.append(Listed(token, state_of(token, now, creator),
                                 creator.email if creator else None))  # fmt: skip
-        return found
+        return Page(found, page.next_cursor, page.previous_cursor)
 
     def creator(self, token: ApiToken) -> User | None:
         return self.db.get(User, token.created_by) if token.created_by else None

@@ -40,6 +40,7 @@ from idp.services.group_fields import (
     validate_claim_name,
     validate_name,
 )
+from idp.services.pages import CONSOLE_PAGE, Page, keyset_page
 
 
 class GroupNameTakenError(GroupError):
@@ -111,6 +112,30 @@ class GroupService:
             .scalar_subquery()
         )
         return [(g, int(n)) for g, n in self.db.execute(select(Group, count).order_by(Group.name))]
+
+    def page_with_counts(
+        self, cursor: str | None, limit: int = CONSOLE_PAGE
+    ) -> Page[tuple[Group, int]]:
+        """A page of the groups by name (keyset, idp.services.pages), each with its member
+        count: two statements whatever the page."""
+        page = keyset_page(self.db, select(Group), Group.name, cursor=cursor, limit=limit)
+        ids = [group.id for group in page.items]
+        counted = select(GroupMember.group_id, func.count()).where(GroupMember.group_id.in_(ids))
+        found = self.db.execute(counted.group_by(GroupMember.group_id))
+        counts: dict[str, int] = {row[0]: row[1] for row in found}
+        rows = [(group, int(counts.get(group.id, 0))) for group in page.items]
+        return Page(rows, page.next_cursor, page.previous_cursor)
+
+    def members_page(
+        self, group: Group, cursor: str | None, limit: int = CONSOLE_PAGE
+    ) -> Page[User]:
+        """A page of the group's members by email (keyset, idp.services.pages)."""
+        statement = (
+            select(User)
+            .join(GroupMember, GroupMember.user_id == User.id)
+            .where(GroupMember.group_id == group.id)
+        )
+        return keyset_page(self.db, statement, User.email, cursor=cursor, limit=limit)
 
     def members(self, group: Group) -> list[User]:
         return list(

@@ -22,6 +22,9 @@ from idp.errors import DomainError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+#: The rows of a page of the console's lists (clients, groups, a group's members, API tokens):
+#: a bounded page however many there are.
+CONSOLE_PAGE = 100
 #: A cursor is a short key; anything longer is not one of ours.
 MAX_CURSOR_LENGTH = 512
 

@@ -5,19 +5,25 @@ groups, a group's members and API tokens a bounded page at a time. On SQLite and
 
 from __future__ import annotations
 
+import html as markup
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
+from idp.composition import services
 from idp.extensions import db
 from idp.services import audit
+from idp.services.pages import CONSOLE_PAGE
+from idp.services.users import UserService
 from tests.functional.test_admin_audit import link, listed_ids, seed
 from tests.support.admin import passkey_browser
-from tests.support.factories import create_user
+from tests.support.factories import REDIRECT_URI, create_user
 from tests.support.node_caches import hold_node_caches
 
 #: A log big enough that PostgreSQL's planner would rather scan it than seek when a query lets it.
@@ -146,3 +152,79 @@ def test_a_cursor_that_is_not_ours_is_a_calm_400(app: Flask) -> None:
     for cursor in ("nonsense", "eyJhZnRlciI6dHJ1ZX0", "eyJzaWRld2F5cyI6MX0"):
         response = admin.browser.get("/admin/audit", query_string={"cursor": cursor})
         assert response.status_code == 400, cursor
+
+
+# -- the console's other lists: a bounded page at a time ---------------------------------------
+#: More than a page of each list.
+MANY = CONSOLE_PAGE + 7
+
+
+def walk(browser: FlaskClient, address: str, marker: str) -> list[list[str]]:
+    """Every page of a list from ``address`` by its Next links: each page's rows, by ``marker``
+    (the attribute each row carries); then back by Previous from the last to the first."""
+    pages = []
+    while True:
+        page = browser.get(address)
+        assert page.status_code == 200, address
+        pages.append([markup.unescape(v) for v in re.findall(rf'{marker}="([^"]+)"', page.text)])
+        if 'id="older"' not in page.text:
+            break
+        address = link(page.text, "older")
+    for expected in reversed(pages[:-1]):
+        page = browser.get(link(page.text, "newer"))
+        shown = [markup.unescape(v) for v in re.findall(rf'{marker}="([^"]+)"', page.text)]
+        assert shown == expected
+    assert 'id="newer"' not in page.text
+    return pages
+
+
+def test_the_client_list_is_paged_by_name(storage_app: Flask) -> None:
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        clients = services().clients
+        made = [clients.create(name=f"App {i % 40:02d}", redirect_uris=[REDIRECT_URI])
+                for i in range(MANY)]  # fmt: skip
+        expected = [(c.client.name, c.client.client_id) for c in made]
+        db.session.commit()
+    pages = walk(admin.browser, "/admin/clients", "data-client-id")
+    assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
+    assert [i for p in pages for i in p] == [i for _, i in sorted(expected)]
+
+
+def test_the_group_list_and_a_groups_members_are_paged_by_name(storage_app: Flask) -> None:
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        groups = services().groups_as(None, "console")
+        names = [groups.create(f"team-{i:03d}").name for i in range(MANY)]
+        users = UserService(db.session(), storage_app.extensions["idp"].passwords)
+        members = [users.create(f"member{i:03d}@example.com", allow_local_domains=True)
+                   for i in range(MANY)]  # fmt: skip
+        groups.add_members(groups.get("team-000"), members)  # type: ignore[arg-type]
+        emails = sorted(member.email for member in members)
+        db.session.commit()
+    pages = walk(admin.browser, "/admin/groups", "data-group")
+    assert [i for p in pages for i in p] == sorted(names)
+    assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
+    page = admin.browser.get("/admin/groups").text
+    assert f'<td class="member-count">{MANY}</td>' in page  # the counts beside a page
+    pages = walk(admin.browser, "/admin/groups/team-000", "data-email")
+    assert [i for p in pages for i in p] == emails
+    assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
+
+
+def test_the_api_token_list_is_paged_by_name(storage_app: Flask) -> None:
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        tokens = services().api_tokens(admin.user.id)
+        names = [tokens.create(f"token-{i:03d}", ["audit:read"]).token.name for i in range(MANY)]
+        db.session.commit()
+    pages = walk(admin.browser, "/admin/api-tokens", "data-token")
+    assert [i for p in pages for i in p] == sorted(names)
+    assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
+
+
+@pytest.mark.parametrize("path", ["/admin/clients", "/admin/groups", "/admin/api-tokens"])
+def test_a_list_cursor_that_is_not_ours_is_a_calm_400(app: Flask, path: str) -> None:
+    admin = passkey_browser(app, "root@example.com")
+    for cursor in ("nonsense", "eyJhZnRlciI6dHJ1ZX0"):
+        assert admin.browser.get(path, query_string={"cursor": cursor}).status_code == 400
