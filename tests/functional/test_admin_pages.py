@@ -206,7 +206,7 @@ def test_the_group_list_and_a_groups_members_are_paged_by_name(storage_app: Flas
     assert [i for p in pages for i in p] == sorted(names)
     assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
     page = admin.browser.get("/admin/groups").text
-    assert f'<td class="member-count">{MANY}</td>' in page  # the counts beside a page
+    assert f'<td class="member-count" data-label="Members">{MANY}</td>' in page  # the counts
     pages = walk(admin.browser, "/admin/groups/team-000", "data-email")
     assert [i for p in pages for i in p] == emails
     assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
