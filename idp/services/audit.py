@@ -305,7 +305,8 @@ def page_after(
     API's pages and the console's (idp.services.pages). A keyset on the primary key, so a page
     costs the same whichever it is, and rows written meanwhile never shift one: the console's
     page reads ``... WHERE id < :last ORDER BY id DESC LIMIT 51``, a range of the primary key's
-    index on both databases (tests/functional/test_admin_audit.py, EXPLAIN on both)."""
+    index on both databases, and a page filtered by kind, user or client a range of that
+    column's index then id (idp.models.audit; tests/functional/test_admin_pages.py, EXPLAIN)."""
     statement = _statement(db, where)
     if statement is None:
         return Page(items=[], next_cursor=None)

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 
 from idp.composition import services
 from idp.extensions import db
+from idp.models import AuditEvent
 from idp.services import audit
 from idp.services.pages import CONSOLE_PAGE
 from idp.services.users import UserService
@@ -133,6 +134,64 @@ def test_a_page_of_the_log_costs_the_same_statements_whichever_page_it_is(
                     or "USING INTEGER PRIMARY KEY (ROWID<?)" in found), found  # fmt: skip
     back = admin.browser.get(link(page.text, "newer"))
     assert listed_ids(back.text) == shown[1]
+
+
+#: One row in this many has the rare kind, user or client.
+RARE = BIG_LOG // (3 * audit.PAGE_SIZE)
+#: Each filter of a page, the rows it picks out of a big log, and the indexes its plan must read.
+FILTERED_PAGES = {
+    "kind": ({"kind": "test.rare"}, ["IX_AUDIT_EVENTS_KIND_ID"]),
+    "client": ({"kind": "test.paged", "client_id": "rare-client"},
+               ["IX_AUDIT_EVENTS_CLIENT_ID_ID"]),
+    # The user as subject or as actor: one index for each side of the OR.
+    "user": ({"kind": "test.paged", "subject_id": "ADA"},
+             ["IX_AUDIT_EVENTS_SUBJECT_ID_ID", "IX_AUDIT_EVENTS_ACTOR_ID_ID"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("by", sorted(FILTERED_PAGES))
+def test_a_filtered_page_of_the_log_is_a_range_of_its_filters_index(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch, by: str
+) -> None:
+    """docs/security.md: a page filtered by kind, user or client reads a range of the index on
+    that column then id (migration 0024), never the primary key walked back with the filter
+    applied to each row on the way, which on a log of millions reads them all for a rare kind
+    or user; the second page from its cursor too (EXPLAIN on SQLite and PostgreSQL)."""
+    hold_node_caches(monkeypatch, storage_app)
+    admin = passkey_browser(storage_app, "root@example.com")
+    ada = create_user(storage_app, email="ada@example.com")
+    fill_log(storage_app)
+    spec, indexes = FILTERED_PAGES[by]
+    spec = {key: ada.id if value == "ADA" else value for key, value in spec.items()}
+    # Rare and spread through the log (one row in RARE, 150 of its 20,000), as a rare kind or
+    # user is: a walk back along the primary key reads RARE rows for each one it keeps.
+    with storage_app.app_context():
+        db.session.execute(update(AuditEvent).where(AuditEvent.id % RARE == 0).values(**spec))
+        db.session.commit()
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("ANALYZE audit_events"))
+            db.session.commit()
+    query = {"kind": {"kind": "test.rare"}, "client": {"client": "rare-client"},
+             "user": {"user": "ada@example.com"}}[by]  # fmt: skip
+    first = admin.browser.get("/admin/audit", query_string=query)
+    assert len(listed_ids(first.text)) == audit.PAGE_SIZE
+    with sent(storage_app) as statements:
+        page = admin.browser.get(link(first.text, "older"))
+    assert page.status_code == 200
+    assert len(listed_ids(page.text)) == audit.PAGE_SIZE
+    (read,) = [(s, p) for s, p in audit_reads(statements) if "RECURSIVE" not in s.upper()]
+    found = plan(storage_app, *read)
+    assert "SEQ SCAN" not in found, found
+    assert "PK_AUDIT_EVENTS" not in found, found
+    assert "INTEGER PRIMARY KEY" not in found, found
+    for index in indexes:
+        # SQLite: "SEARCH ... USING INDEX ix (...)"; PostgreSQL: "Index Scan Backward using ix"
+        # or, for the OR of the user's two sides, "Bitmap Index Scan on ix".
+        assert (
+            f"USING INDEX {index} (" in found
+            or f"USING {index} ON" in found
+            or f"INDEX SCAN ON {index}" in found
+        ), found
 
 
 def test_the_filter_offers_every_kind_in_the_log_once_in_order(
