@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
-from idp.admin.blueprint import bp
+from idp.admin.blueprint import bp, listed
 from idp.composition import clock, runtime, services
 from idp.extensions import db
 from idp.models import Passkey, User
@@ -57,14 +57,14 @@ def _lifetimes() -> list[tuple[int, str]]:
 
 @bp.get("/users")
 def users() -> Any:
-    """Every user, searchable by email or name, a page at a time."""
+    """Every user, searchable by email or name, a page at a time by email (its cursor in the
+    Previous and Next links)."""
     query = request.args.get("q", "")[:200]
-    try:
-        page = max(int(request.args.get("page", "1")), 1)
-    except ValueError:
-        page = 1
-    result = user_admin().search(query, min(page, 100_000))
-    return render_template("admin/users.html", result=result, query=query)
+    service = user_admin()
+    page = listed(lambda cursor: service.listing(query, cursor))
+    return render_template(
+        "admin/users.html", users=page, not_set_up=service.not_set_up(page.items), query=query
+    )
 
 
 @bp.route("/users/new", methods=["GET", "POST"])

@@ -4,6 +4,7 @@ and the detail page's passkeys, sessions, connected apps and live links. No Flas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from idp.models import BrowserSession, LoginLink, Passkey, TotpCredential, User
 from idp.services import portal
 from idp.services.login_links import LoginLinkService
+from idp.services.pages import CONSOLE_PAGE, Page, keyset_page
 from idp.services.passwords import PasswordService
 from idp.services.users import UserService
 
@@ -52,6 +54,30 @@ def has_way_in(db: Session, user: User) -> bool:
     return totp is not None and totp.confirmed_at is not None
 
 
+def _criteria(query: str, unverified_by: frozenset[str] | None) -> list[ColumnElement[bool]]:
+    """Whose email or name contains ``query`` (case-insensitive); with ``unverified_by``, who
+    has a passkey whose attestation none of these root fingerprints verified."""
+    criteria: list[ColumnElement[bool]] = []
+    if unverified_by is not None:
+        unverified = or_(Passkey.attestation_root.is_(None),
+                         Passkey.attestation_root.not_in(sorted(unverified_by)))  # fmt: skip
+        criteria.append(
+            select(Passkey.credential_id).where(Passkey.user_id == User.id, unverified).exists()
+        )
+    needle = " ".join(query.split())[:200].lower()
+    if needle:
+        # LIKE's wildcards in the query are literal characters.
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        criteria.append(
+            or_(
+                User.email.like(pattern, escape="\\"),
+                func.lower(User.name).like(pattern, escape="\\"),
+            )
+        )
+    return criteria
+
+
 class UserDirectory:
     """The users as an admin finds and reads them."""
 
@@ -65,26 +91,10 @@ class UserDirectory:
     ) -> UserPage:
         """Users whose email or name contains ``query`` (case-insensitive), newest first;
         ``unverified_by``: only those with a passkey whose attestation none of these root
-        fingerprints verified (docs/admins.md, "Verified attestation")."""
+        fingerprints verified (docs/admins.md, "Verified attestation"). By page number, for
+        the ``idp users list`` command."""
         page = max(page, 1)
-        criteria: list[ColumnElement[bool]] = []
-        if unverified_by is not None:
-            unverified = or_(Passkey.attestation_root.is_(None),
-                             Passkey.attestation_root.not_in(sorted(unverified_by)))  # fmt: skip
-            criteria.append(
-                select(Passkey.credential_id).where(Passkey.user_id == User.id, unverified).exists()
-            )
-        needle = " ".join(query.split())[:200].lower()
-        if needle:
-            # LIKE's wildcards in the query are literal characters.
-            escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-            criteria.append(
-                or_(
-                    User.email.like(pattern, escape="\\"),
-                    func.lower(User.name).like(pattern, escape="\\"),
-                )
-            )
+        criteria = _criteria(query, unverified_by)
         total = self.db.scalar(select(func.count()).select_from(User).where(*criteria)) or 0
         users = list(
             self.db.scalars(
@@ -97,7 +107,18 @@ class UserDirectory:
         )
         return UserPage(users=users, page=page, total=total, not_set_up=self._not_set_up(users))
 
-    def _not_set_up(self, users: list[User]) -> frozenset[str]:
+    def listing(self, query: str, cursor: str | None, limit: int = CONSOLE_PAGE) -> Page[User]:
+        """The console's list: the users matching ``query`` as ``search`` finds them, a page by
+        email then id (keyset, idp.services.pages) and no count of them all, so each page costs
+        the same statements whichever it is, however many users there are (docs/security.md)."""
+        statement = select(User).where(*_criteria(query, None))
+        return keyset_page(self.db, statement, (User.email, User.id), cursor=cursor, limit=limit)
+
+    def not_set_up(self, users: Sequence[User]) -> frozenset[str]:
+        """Which of ``users`` (a page of them) have no way in yet: one statement."""
+        return self._not_set_up(users)
+
+    def _not_set_up(self, users: Sequence[User]) -> frozenset[str]:
         """``has_way_in`` for a page of users, in one query: no password, passkey or app."""
         bare = [u.id for u in users if u.password_hash is None]
         if not bare:

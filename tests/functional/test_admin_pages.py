@@ -1,7 +1,8 @@
 """The console's lists stay cheap on a big deployment: the audit log paged by cursor (the admin
 API's pager, idp.services.pages), at the same statements whatever page it is, off the primary
 key's index, and its filter's event kinds read by one index seek per kind; the lists of clients,
-groups, a group's members and API tokens a bounded page at a time. On SQLite and PostgreSQL."""
+groups, a group's members, API tokens and users a bounded page at a time. On SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -282,7 +283,52 @@ def test_the_api_token_list_is_paged_by_name(storage_app: Flask) -> None:
     assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
 
 
-@pytest.mark.parametrize("path", ["/admin/clients", "/admin/groups", "/admin/api-tokens"])
+#: A list of bound values, ``IN (?, ?)`` or ``IN (%(id_1)s::VARCHAR, ...)``.
+IN_LIST = re.compile(r"IN \((?:[^()]|\([^()]*\))*\)")
+
+
+def test_the_user_list_is_paged_by_email_at_the_same_statements_whichever_page(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/security.md: the users a page at a time by email then id, from the cursor, with no
+    count of them all: the same statements on every page, a search kept from page to page."""
+    hold_node_caches(monkeypatch, storage_app)
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        users = UserService(db.session(), storage_app.extensions["idp"].passwords)
+        for i in range(2 * MANY):
+            users.create(f"u{(i * 37) % (2 * MANY):03d}@example.com", allow_local_domains=True)
+        db.session.commit()
+    admin.browser.get("/admin/users")  # the node's caches filled
+    pages = walk(admin.browser, "/admin/users", "data-user-id")
+    assert [len(p) for p in pages] == [CONSOLE_PAGE, CONSOLE_PAGE, 2 * MANY + 1 - 2 * CONSOLE_PAGE]
+    with storage_app.app_context():
+        by_email = [
+            u for (u,) in db.session.execute(text("SELECT id FROM users ORDER BY email, id"))
+        ]
+    assert [i for p in pages for i in p] == by_email
+    address, shapes = "/admin/users", []
+    for _ in range(3):
+        with sent(storage_app) as statements:
+            page = admin.browser.get(address)
+        # A page's ids are bound one by one (at most a page of them): the same statement.
+        shapes.append([IN_LIST.sub("IN (...)", s) for s, _ in statements])
+        if 'id="older"' in page.text:
+            address = link(page.text, "older")
+    # As many on each; from a cursor, the very same (the first page has no bound on the key).
+    assert len({len(shape) for shape in shapes}) == 1, shapes
+    assert shapes[1] == shapes[2], shapes
+    assert not [s for s in shapes[2] if "COUNT(" in s.upper()], shapes[2]
+    # The page from its cursor's key, not by skipping the rows before it.
+    assert [s for s in shapes[2] if "(users.email, users.id) >" in s], shapes[2]
+    # A search is kept on every page: "u" is in every address but the admin's.
+    found = walk(admin.browser, "/admin/users?q=u", "data-user-id")
+    assert [len(p) for p in found] == [CONSOLE_PAGE, CONSOLE_PAGE, 2 * MANY - 2 * CONSOLE_PAGE]
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/clients", "/admin/groups", "/admin/api-tokens", "/admin/users"]
+)
 def test_a_list_cursor_that_is_not_ours_is_a_calm_400(app: Flask, path: str) -> None:
     admin = passkey_browser(app, "root@example.com")
     for cursor in ("nonsense", "eyJhZnRlciI6dHJ1ZX0"):

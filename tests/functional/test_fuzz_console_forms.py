@@ -89,7 +89,7 @@ G = "/admin/groups/{group}"
 Fields = tuple[tuple[str, str], ...]
 ROUTES: dict[str, tuple[tuple[str, ...], str, Fields]] = {
     "overview": (("GET",), "/admin", ()),
-    "users": (("GET",), "/admin/users", (("q", "amy"), ("page", "1"))),
+    "users": (("GET",), "/admin/users", (("q", "amy"), ("cursor", "eyJhZnRlciI6WyJhIiwiYiJdfQ"))),
     "user new": (("GET", "POST"), "/admin/users/new",
                  (("email", "{new}"), ("name", "New"), ("action", "create"), ("ttl", "900"))),
     "invite new": (("POST",), "/admin/users/new", (("email", "{new}"), ("ttl", "3600"))),
