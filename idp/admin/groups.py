@@ -150,8 +150,9 @@ def group_delete(name: str) -> Any:
     # HEAD and GET only show the page: a state change needs the POST (and its CSRF token).
     if request.method != "POST":
         return render_template(
-            "admin/group_delete.html", group=found, sole=sole, members=service.members(found)
-        )
+            "admin/group_delete.html", group=found, sole=sole,
+            member_count=service.member_count(found),
+        )  # fmt: skip
     try:
         service.delete(found, confirmed=request.form.get("confirm_sole") == "1")
         db.session.commit()
@@ -172,10 +173,12 @@ STALE_ACCESS = (
 def _access_page(client: Client, error: str | None = None, status: int = 200) -> Any:
     """The page as the client stands, with its version (the hidden field the save holds to)."""
     service = _service()
+    groups, more = service.access_choices(client.client_id)
     return render_template(
         "admin/client_access.html",
         client=client,
-        groups=[group for group, _ in service.list_with_counts()],
+        groups=groups,
+        more_groups=more,
         allowed={group.name for group in service.allowed_groups(client.client_id)},
         claim_maps="\n".join(str(m) for m in service.claim_maps(client.client_id)),
         error=error,
@@ -190,7 +193,9 @@ def client_access_edit(client_id: str) -> Any:
         return _access_page(client)
     form, version = request.form, client_version()
     try:
-        allowed = [] if form.get("access") == "everyone" else form.getlist("allowed_groups")
+        # The page's boxes, and the name typed for a group past those it shows (empty if none).
+        chosen = [name for name in form.getlist("allowed_groups") if name.strip()]
+        allowed = [] if form.get("access") == "everyone" else chosen
         if form.get("access") == "groups" and not allowed:
             raise GroupError("choose at least one group, or let everyone sign in")
         lines = [x.strip() for x in form.get("claim_maps", "").splitlines()]

@@ -137,6 +137,19 @@ class GroupService:
         )
         return keyset_page(self.db, statement, User.email, cursor=cursor, limit=limit)
 
+    def member_count(self, group: Group) -> int:
+        """How many members the group has, counted by the database: no member row is read."""
+        counted = select(func.count()).select_from(GroupMember)
+        return int(self.db.scalar(counted.where(GroupMember.group_id == group.id)) or 0)
+
+    def access_choices(self, client_id: str, limit: int = CONSOLE_PAGE) -> tuple[list[Group], bool]:
+        """The groups a client's access page offers: its allowed groups, every one (the page saves
+        the whole set as it shows it), and the first ``limit`` others by name; and whether there
+        are more groups than that (the page then takes another by its name)."""
+        first = keyset_page(self.db, select(Group), Group.name, cursor=None, limit=limit)
+        shown = {group.id: group for group in [*first.items, *self.allowed_groups(client_id)]}
+        return sorted(shown.values(), key=lambda group: group.name), first.next_cursor is not None
+
     def members(self, group: Group) -> list[User]:
         return list(
             self.db.scalars(

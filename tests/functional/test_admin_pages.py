@@ -25,7 +25,7 @@ from idp.services.pages import CONSOLE_PAGE
 from idp.services.users import UserService
 from tests.functional.test_admin_audit import link, listed_ids, seed
 from tests.support.admin import passkey_browser
-from tests.support.factories import REDIRECT_URI, create_user
+from tests.support.factories import REDIRECT_URI, create_client, create_user
 from tests.support.node_caches import hold_node_caches
 
 #: A log big enough that PostgreSQL's planner would rather scan it than seek when a query lets it.
@@ -333,3 +333,52 @@ def test_a_list_cursor_that_is_not_ours_is_a_calm_400(app: Flask, path: str) -> 
     admin = passkey_browser(app, "root@example.com")
     for cursor in ("nonsense", "eyJhZnRlciI6dHJ1ZX0"):
         assert admin.browser.get(path, query_string={"cursor": cursor}).status_code == 400
+
+
+def test_the_group_delete_page_counts_the_members_without_reading_them(storage_app: Flask) -> None:
+    """docs/security.md: the confirmation says how many members lose the group's access, a
+    count the database makes, not a read of every member's row."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        groups = services().groups_as(None, "console")
+        group = groups.create("crowd")
+        users = UserService(db.session(), storage_app.extensions["idp"].passwords)
+        members = [users.create(f"m{i:03d}@example.com", allow_local_domains=True)
+                   for i in range(MANY)]  # fmt: skip
+        groups.add_members(group, members)
+        db.session.commit()
+    with sent(storage_app) as statements:
+        page = admin.browser.get("/admin/groups/crowd/delete")
+    assert page.status_code == 200
+    assert f"Its {MANY} member(s) lose" in page.text
+    member_rows = [s for s, _ in statements if "group_members" in s and "users.email" in s]
+    assert member_rows == []
+
+
+def test_a_clients_access_page_offers_a_bounded_list_of_groups(storage_app: Flask) -> None:
+    """docs/security.md: the access page offers the first page of groups by name and every
+    group the client allows (it saves the whole set as shown), and takes another by its name."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        groups = services().groups_as(None, "console")
+        for i in range(MANY):
+            groups.create(f"team-{i:03d}")
+        db.session.commit()
+    client_id = create_client(storage_app, name="Wiki").client_id
+    path = f"/admin/clients/{client_id}/access"
+    # The last group by name, past the page: allowed by its name typed in the page's field.
+    last = f"team-{MANY - 1:03d}"
+    saved = admin.post_read_version(path, {"access": "groups", "allowed_groups": ["", last]})
+    assert saved.status_code == 302, saved.text
+    page = admin.browser.get(path).text
+    offered = re.findall(r'name="allowed_groups" value="([^"]+)"', page)
+    assert offered == [f"team-{i:03d}" for i in range(CONSOLE_PAGE)] + [last]
+    assert re.search(rf'value="{last}" checked', page)
+    assert 'id="another-group"' in page
+    # Saved as the page shows it: the allowed group beyond the first page kept, one more typed.
+    other = f"team-{MANY - 2:03d}"
+    saved = admin.post_read_version(path, {"access": "groups", "allowed_groups": [last, other]})
+    assert saved.status_code == 302, saved.text
+    with storage_app.app_context():
+        allowed = services().groups.allowed_groups(client_id)
+        assert [group.name for group in allowed] == [other, last]
