@@ -17,7 +17,7 @@ from idp.models import AccessToken, BrowserSession, Grant
 from idp.oidc.rotation import SPEND_CODE_CHECKPOINT, SPENT_CODE_CHECKPOINT
 from idp.oidc.views import ISSUE_CODE_CHECKPOINT
 from idp.services.grants import END_CODES_CHECKPOINT
-from tests.support.admin import passkey_browser
+from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.checkpoints import (
     WAIT_TIMEOUT,
     Checkpoints,
@@ -25,7 +25,7 @@ from tests.support.checkpoints import (
     in_thread,
     wait_until,
 )
-from tests.support.factories import create_client, create_user, rows
+from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, query_of, sign_in_address, start_session
 from tests.support.writers import waits_for_a_lock
 
@@ -112,11 +112,7 @@ def test_an_exchange_that_read_its_clock_before_the_session_ended_spends_no_expi
     read the grant live before the ending committed and issued tokens on it (real parallel
     requests on SQLite and PostgreSQL, each held at a checkpoint; the exchange seen waiting on
     the lock)."""
-    admin = passkey_browser(storage_app, "root@example.com")
-    user = create_user(storage_app)
-    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
-    code = rp.obtain_code(user, scope=scope)["code"]
-    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
+    admin, user, rp, code, session = _code_in_a_session(storage_app, scope)
     outcome: dict[str, Any] = {}
     with checkpoints.holding(END_CODES_CHECKPOINT):
         with checkpoints.holding(SPEND_CODE_CHECKPOINT):
@@ -153,11 +149,7 @@ def test_an_exchange_that_spent_its_code_before_the_session_ended_keeps_no_live_
     once the ending committed, and an offline grant's refresh token still works (OIDC Core 11;
     real parallel requests on SQLite and PostgreSQL, the exchange held after its spend, the
     ending seen waiting on its lock)."""
-    admin = passkey_browser(storage_app, "root@example.com")
-    user = create_user(storage_app)
-    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
-    code = rp.obtain_code(user, scope=scope)["code"]
-    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == user.id)
+    admin, user, rp, code, session = _code_in_a_session(storage_app, scope)
     outcome: dict[str, Any] = {}
     with checkpoints.holding(SPENT_CODE_CHECKPOINT):
         exchange = in_thread(outcome, "exchange", lambda: rp.exchange(code))
@@ -184,3 +176,16 @@ def test_an_exchange_that_spent_its_code_before_the_session_ended_keeps_no_live_
     else:
         assert rows(storage_app, Grant, Grant.user_id == user.id,
                     Grant.revoked_at.is_(None)) == []  # fmt: skip
+
+
+def _code_in_a_session(
+    app: Flask, scope: str
+) -> tuple[ConsoleBrowser, CreatedUser, RelyingParty, str, BrowserSession]:
+    """An admin's console, a user signed in at a relying party that holds a code of ``scope``
+    not yet exchanged, and the browser session that issued it."""
+    admin = passkey_browser(app, "root@example.com")
+    user = create_user(app)
+    rp = RelyingParty(app.test_client(), create_client(app))
+    code = rp.obtain_code(user, scope=scope)["code"]
+    [session] = rows(app, BrowserSession, BrowserSession.user_id == user.id)
+    return admin, user, rp, code, session
