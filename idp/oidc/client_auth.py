@@ -15,6 +15,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from flask import Request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -230,7 +231,7 @@ def claimed_client_id(request: OAuth2Request) -> str | None:
 _NAMING_PARAMETERS = ("client_id", "client_secret", "client_assertion", "client_assertion_type")
 
 
-def mixed_authentication_refusal(request: OAuth2Request) -> str | None:
+def mixed_authentication_refusal(request: OAuth2Request | Request) -> str | None:
     """Why a token-side request is refused before any client authenticates, or None: RFC 6749
     2.3 "the client MUST NOT use more than one authentication method in each request", and a
     request names one client (RFC 6749 3.2.1: ``client_id`` beside Basic identifies the same

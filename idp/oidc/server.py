@@ -34,10 +34,7 @@ from flask import request as current_request
 
 from idp.composition import clock, runtime, services
 from idp.extensions import db
-from idp.models import (
-    Client,
-    DeviceAuthorization,
-)
+from idp.models import Client, DeviceAuthorization
 from idp.oidc.checks import CODE_CHALLENGE
 from idp.oidc.client_auth import (
     CLIENT_AUTH_METHODS,
@@ -60,6 +57,7 @@ from idp.oidc.rotation import in_rotation, redeem, redeem_code
 from idp.oidc.token_issue import generate_token, save_token
 from idp.oidc.token_request import (
     BODY_PARAMETER_ENDPOINTS,
+    PARAMETERS_CHECKED,
     TokenSideRequest,
     parameters_refusal,
 )
@@ -364,8 +362,8 @@ class IdpAuthorizationServer(AuthorizationServer):
         if request is None:
             request = current_request._get_current_object()  # type: ignore[attr-defined]
         # RFC 6749 2.3.1, 3.2: the parameters in the body only, each once; refused before the
-        # client authenticates or anything is read or spent.
-        refusal = parameters_refusal(request)
+        # client authenticates or anything is read or spent; a DPoP request's, before its proof.
+        refusal = None if PARAMETERS_CHECKED in request.environ else parameters_refusal(request)
         if refusal is not None:
             return self.handle_error_response(None, refusal)
         # RFC 6749 3.2: the token endpoint requires TLS. Authlib checks it while it builds its
@@ -383,7 +381,7 @@ class IdpAuthorizationServer(AuthorizationServer):
                 request = current_request._get_current_object()  # type: ignore[attr-defined]
             # As at the token endpoint (``create_token_response``): RFC 7009 2.1, RFC 7662 2.1,
             # RFC 8628 3.1 and RFC 9126 2.1 put the parameters in the body, each once.
-            refusal = parameters_refusal(request)
+            refusal = None if PARAMETERS_CHECKED in request.environ else parameters_refusal(request)
             if refusal is not None:
                 return self.handle_error_response(None, refusal)
         return super().create_endpoint_response(name, request)
@@ -399,7 +397,10 @@ class IdpAuthorizationServer(AuthorizationServer):
 
     def authenticate_client(self, request: OAuth2Request, methods: Any, endpoint: str = "token"
                             ) -> Any:  # fmt: skip
-        refusal = mixed_authentication_refusal(request)
+        # A proof the token or PAR view checked came after its request's one method and one
+        # client were (idp.oidc.token_request ``proof_request_refusal``).
+        proof = g.pop("dpop_proof", None)
+        refusal = None if proof is not None else mixed_authentication_refusal(request)
         if refusal is not None:  # RFC 6749 2.3, 3.2.1: one client, one method
             raise InvalidRequestError(refusal)
         try:
@@ -413,7 +414,6 @@ class IdpAuthorizationServer(AuthorizationServer):
             raise RealmedInvalidClientError(
                 description=description, status_code=error.status_code
             ) from None
-        proof = g.pop("dpop_proof", None)
         if proof is not None:
             # The proof the token or PAR endpoint checked (idp.oidc.token_views ``_proved``),
             # spent only now that its client authenticated, and before the grant runs (RFC 9449

@@ -13,6 +13,7 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequest
 from flask import Request
 from werkzeug.datastructures import MultiDict
 
+from idp.oidc.client_auth import mixed_authentication_refusal
 from idp.oidc.errors import error_description
 
 
@@ -67,6 +68,28 @@ def parameters_refusal(request: Any) -> InvalidRequestError | None:
     if repeated is None:
         return None
     return InvalidRequestError(error_description(f"The '{repeated}' parameter must appear once."))
+
+
+#: The WSGI environment's mark of a request whose parameters ``proof_request_refusal`` found
+#: in place: the server does not check them again (``parameters_refusal``, once per request).
+PARAMETERS_CHECKED = "idp.parameters_checked"
+
+
+def proof_request_refusal(request: Request) -> InvalidRequestError | None:
+    """The refusal of a token or PAR request that carries a DPoP proof, before the proof is
+    checked (idp.oidc.token_views ``_proved``), or None: its parameters' place
+    (``parameters_refusal``), then more than one client authentication method or more than one
+    client named (RFC 6749 2.3: "MUST NOT use more than one authentication method in each
+    request"; ``mixed_authentication_refusal``), each ``invalid_request`` (RFC 6749 5.2). Each
+    check once: the request is marked ``PARAMETERS_CHECKED``, and the server's client
+    authentication skips the methods' check for a request whose checked proof waits in ``g``
+    (idp.oidc.server)."""
+    refusal = parameters_refusal(request)
+    if refusal is not None:
+        return refusal
+    request.environ[PARAMETERS_CHECKED] = True
+    mixed = mixed_authentication_refusal(request)
+    return None if mixed is None else InvalidRequestError(mixed)
 
 
 class TokenSidePayload(FlaskOAuth2Payload):

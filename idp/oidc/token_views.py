@@ -33,7 +33,7 @@ from idp.oidc.dpop import (
     with_nonce,
 )
 from idp.oidc.endpoints import bearer_token
-from idp.oidc.token_request import parameters_refusal
+from idp.oidc.token_request import proof_request_refusal
 from idp.services.claims import client_claims
 from idp.services.dpop import DPOP_CHALLENGE, DPoPProofError
 from idp.services.logout_return import seal_return
@@ -126,12 +126,17 @@ def _proved(current: Request, path: str, respond: Callable[[], Answer]) -> Answe
     issues bound to its key: the tokens (RFC 9449 5 and 6, idp.oidc.token_issue) or a pushed
     request's code (10.1, idp.oidc.pushed), which read it from ``g`` as the ID token's client
     is."""
-    # A request malformed in itself (a parameter in the query or twice in the body, RFC 6749
-    # 3.2, 5.2) is answered for that, invalid_request, before its proof is checked: the proof
-    # may be right, and invalid_dpop_proof (RFC 9449 5) would send the client to fix it.
-    # ``respond`` refuses it first thing (idp.oidc.server, ``parameters_refusal``).
-    if DPOP_HEADER not in current.environ or parameters_refusal(current) is not None:
+    if DPOP_HEADER not in current.environ:
         return cors(_committed(respond()))
+    # A request malformed in itself (a parameter in the query or twice in the body, RFC 6749
+    # 3.2, 5.2) or that authenticates its client more than one way (RFC 6749 2.3) is answered
+    # for that, invalid_request, before its proof is checked: the proof may be right, and
+    # invalid_dpop_proof (RFC 9449 5) would send the client to fix it; nor does a request
+    # refused so spend its proof. Checked here only: the server skips these checks for a
+    # request whose proof is in ``g`` (idp.oidc.server).
+    refusal = proof_request_refusal(current)
+    if refusal is not None:
+        return cors(_committed(oauth_server().handle_error_response(None, refusal)))
     try:
         g.dpop_proof = checked_proof(current, path)
     except DPoPProofError as error:

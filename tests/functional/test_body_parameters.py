@@ -8,6 +8,7 @@ read or stored. Authlib reads the query too, so a code, a client_id or a token s
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.models import DeviceAuthorization, PushedAuthorizationRequest, UsedDPoPProof
+from idp.oidc import client_auth, server, token_request
 from idp.oidc.token_request import QUERY_REFUSED
 from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from tests.support.dpop import DPoPKey
@@ -203,3 +205,37 @@ def test_a_malformed_request_is_refused_before_its_dpop_proof_is_checked(
             assert refused.get_json()["error"] == "invalid_request", refused.text
             assert refused.headers["Cache-Control"] == "no-store"
     assert rows(app, UsedDPoPProof) == []
+
+
+@pytest.mark.parametrize("endpoint", ["/token", "/par"])
+def test_a_dpop_requests_parameters_and_authentication_are_checked_once(
+    app: Flask, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token or PAR request with a DPoP proof has its parameters (``repeated_parameter``, RFC
+    6749 3.2) and its one authentication method (``mixed_authentication_refusal``, RFC 6749 2.3)
+    checked once, before the proof, as a request without one has them checked once by the
+    server: the view checked the parameters, then the server again."""
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, check: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object) -> object:
+            calls[name] += 1
+            return check(*args)
+
+        return call
+
+    repeated = counted("repeated_parameter", token_request.repeated_parameter)
+    monkeypatch.setattr(token_request, "repeated_parameter", repeated)
+    mixed = counted("mixed_authentication", client_auth.mixed_authentication_refusal)
+    for module in (token_request, server):
+        # Where each module looks the check up (token_request: since the view checks it).
+        monkeypatch.setattr(module, "mixed_authentication_refusal", mixed, raising=False)
+    registered = create_client(app)
+    rp = RelyingParty(app.test_client(), registered)
+    body = {"grant_type": "client_credentials"} if endpoint == "/token" else rp.authorize_params()
+    for proof in (DPoPKey().proof("POST", f"http://localhost{endpoint}"), None):
+        calls.clear()
+        headers = basic(registered) if proof is None else {**basic(registered), "DPoP": proof}
+        answer = app.test_client().post(endpoint, data=body, headers=headers)
+        assert answer.status_code in (200, 201), answer.text
+        assert calls == {"repeated_parameter": 1, "mixed_authentication": 1}, (proof, calls)

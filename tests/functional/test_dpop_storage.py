@@ -66,6 +66,41 @@ def test_a_proof_is_recorded_only_once_its_client_authenticated(storage_app: Fla
     assert proofs(storage_app) == 1
 
 
+@pytest.mark.parametrize("endpoint", ["/token", "/par"])
+def test_a_request_with_two_client_authentication_methods_spends_no_proof(
+    storage_app: Flask, endpoint: str
+) -> None:
+    """RFC 6749 2.3: a client MUST NOT use more than one authentication method in a request
+    (Basic and a ``client_secret`` in the body, or a ``client_id`` naming another client beside
+    Basic, 3.2.1). Such a token or PAR request is ``invalid_request`` before its DPoP proof is
+    checked: a refused proof does not turn the answer into ``invalid_dpop_proof`` (it was, and
+    sent the client to fix a proof that may be right), and a good one is not spent, so the same
+    proof then brought with one method is taken, and recorded once."""
+    registered = create_client(storage_app)
+    other = create_client(storage_app, name="Other")
+    rp = RelyingParty(storage_app.test_client(), registered)
+    body = {"grant_type": "client_credentials"} if endpoint == "/token" else rp.authorize_params()
+    proof = DPoPKey().proof("POST", f"http://localhost{endpoint}")
+    mixed = ({**body, "client_secret": registered.client_secret},
+             {**body, "client_id": other.client_id})  # fmt: skip
+    for form in mixed:
+        for sent_proof in (proof, "not-a-proof", DPoPKey().proof("POST", "https://else.example/")):
+            refused = storage_app.test_client().post(
+                endpoint, data=form, headers={**basic(registered), "DPoP": sent_proof}
+            )
+            assert refused.status_code == 400, refused.text
+            assert refused.get_json()["error"] == "invalid_request", refused.text
+            assert refused.headers["Cache-Control"] == "no-store"
+    assert proofs(storage_app) == 0
+    taken = storage_app.test_client().post(
+        endpoint, data=body, headers={**basic(registered), "DPoP": proof}
+    )
+    assert taken.status_code == (200 if endpoint == "/token" else 201), taken.text
+    assert proofs(storage_app) == 1
+    if endpoint == "/token":
+        assert taken.get_json()["token_type"] == "DPoP"
+
+
 def test_a_private_key_jwt_clients_proof_is_recorded_with_its_assertion(
     storage_app: Flask,
 ) -> None:
