@@ -27,7 +27,7 @@ from idp.oidc.checks import (
     page_error,
     parse_authorization_request,
 )
-from idp.oidc.client_auth import CLIENT_AUTH_METHODS, presented_secret
+from idp.oidc.client_auth import CLIENT_AUTH_METHODS, RealmedInvalidClientError, presented_secret
 from idp.oidc.clients import query_client
 from idp.oidc.errors import AuthorizationError, BudgetSpentError, error_description
 from idp.services.anonymous import CLIENT_PUSHES_WINDOW, PENDING_AUTHORIZATIONS_WINDOW
@@ -85,6 +85,9 @@ class PushBudgetSpentError(BudgetSpentError):
     description = "Too many pushed requests from this network. Try again in a few minutes."
 
 
+#: The refusal of a push authenticated by a rotation's old secret in its last second.
+SECRET_ENDING = "The client's previous secret ends within a second. Push with the current secret."
+
 #: docs/configuration.md, ``par_requests_per_client``.
 CLIENT_PUSHES_SPENT = "Too many pushed requests from this client. Try again in a minute."
 
@@ -113,6 +116,16 @@ class PushedAuthorizationEndpoint:
         # endpoint (idp.oidc.token_request ``parameters_refusal``).
         client = self.server.authenticate_client(request, CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         now = clock().now()
+        settings = runtime().settings
+        # A push the old secret of a rotation authenticated, in its overlap, ends with it; in
+        # the overlap's last second it would end at once (RFC 9126 2.2: a positive
+        # ``expires_in``), and the secret is refused as ended, before anything is counted or
+        # stored. RFC 6749 5.2: invalid_client, 401 with the Basic challenge as for any failed
+        # authentication at this endpoint (idp.oidc.client_auth).
+        secret_ends = client.previous_secret_ends_for(presented_secret(request))
+        ttl = push_lifetime(settings.par_request_ttl, now, secret_ends)
+        if ttl is None:
+            raise RealmedInvalidClientError(status_code=401, description=SECRET_ENDING)
         if not client.is_public and not services().storage_budgets.client_pushed_request(
             client.client_id, runtime().settings.par_requests_per_client, now
         ):
@@ -135,7 +148,6 @@ class PushedAuthorizationEndpoint:
                 services().context, now, services().storage_budgets,
             )  # fmt: skip
             raise
-        settings = runtime().settings
         if client.is_public and not services().storage_budgets.pushed_request(
             services().context.ip_address, now
         ):
@@ -143,9 +155,6 @@ class PushedAuthorizationEndpoint:
             # bounded per address as /authorize's pending requests are.
             db.session.commit()  # the counted request
             raise PushBudgetSpentError("pushed_request", PENDING_AUTHORIZATIONS_WINDOW, now)
-        # A push the old secret of a rotation authenticated, in its overlap, ends with it.
-        secret_ends = client.previous_secret_ends_for(presented_secret(request))
-        ttl = push_lifetime(settings.par_request_ttl, now, secret_ends)
         # Under the client's secret generation as it authenticated: a rotation that stops the
         # secret while this push is on its way takes back what was stored before it, and
         # /authorize refuses this one (RFC 9126 2; pending_authorizations ``spend_pushed``).

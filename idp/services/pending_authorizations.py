@@ -242,17 +242,23 @@ class PendingAuthorizations:
         return set(consent.scopes) if consent else None
 
 
-def push_lifetime(ttl: int, now: datetime, secret_ends: datetime | None) -> int:
+def push_lifetime(ttl: int, now: datetime, secret_ends: datetime | None) -> int | None:
     """The seconds a push lives (its ``expires_in``, RFC 9126 2.2): ``ttl``, but no longer than
     the secret that authenticated it, when that secret ends (``secret_ends``: a rotation's old
     secret in its overlap, ``Client.previous_secret_ends_for``). A rotation that stops a secret
     early takes its pushes back (``withdraw_pushed``); an overlap that ends by time takes
     nothing back, so a request_uri the old secret pushed in the overlap's last ``ttl`` seconds
     would have outlived it (RFC 9126 2: the push is authenticated by that secret). Whole
-    seconds, rounded down: never a moment past the secret's end."""
+    seconds, rounded down: never a moment past the secret's end.
+
+    None when less than a second of that secret is left: RFC 9126 2.2 makes ``expires_in`` a
+    positive integer, so the answer cannot be ``0``, and one second would outlive the secret.
+    The secret has ended for a push, which is refused as its authentication would be a moment
+    later (idp.oidc.pushed); the client pushes again with its new secret."""
     if secret_ends is None:
         return ttl
-    return max(0, min(ttl, int((secret_ends - now).total_seconds())))
+    left = int((secret_ends - now).total_seconds())
+    return min(ttl, left) if left >= 1 else None
 
 
 def withdraw_pushed(db: Session, client_id: str) -> int:

@@ -237,6 +237,40 @@ def test_a_push_with_the_old_secret_ends_when_the_overlap_ends(
     assert sign_in_via(rp, response, user)["state"] == rp.state
 
 
+def test_a_push_with_the_old_secret_in_its_last_second_is_invalid_client(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """In the overlap's last second a push authenticated by the old secret would live for no
+    whole second: its ``expires_in`` was ``0``, which RFC 9126 2.2 does not allow (a positive
+    integer), for a request_uri no browser could bring to /authorize before it ended, and one
+    second would outlive the secret. The secret is taken as ended for a push: ``invalid_client``,
+    401 with the Basic challenge (RFC 6749 5.2), nothing stored or audited; with a whole second
+    left the push lives that second, and the new secret at the same moment keeps its whole
+    ``par_request_ttl``. SQLite and PostgreSQL, on a frozen clock."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    old = rp.registered
+    new = dataclasses.replace(old, client_secret=rotate(admin, old.client_id, 3600))
+    clock.advance(timedelta(seconds=3599))  # one whole second of the old secret left
+    last = push(rp, headers=basic(old))
+    assert last.status_code == 201, last.text
+    assert last.get_json()["expires_in"] == 1
+    # 999 ms left, then 1 µs.
+    for step in (timedelta(milliseconds=1), timedelta(milliseconds=999, microseconds=-1)):
+        clock.advance(step)
+        refused = push(rp, headers=basic(old))
+        assert refused.status_code == 401, refused.text
+        assert refused.get_json()["error"] == "invalid_client", refused.text
+        assert refused.headers["WWW-Authenticate"].startswith('Basic realm="idp"')
+        assert refused.headers["Cache-Control"] == "no-store"
+    assert len(rows(storage_app, PushedAuthorizationRequest)) == 1
+    assert len(audit_events(storage_app, "authorization.pushed")) == 1
+    assert audit_events(storage_app, "authorization.push_refused") == []
+    by_new = push(rp, headers=basic(new))
+    assert by_new.status_code == 201, by_new.text
+    assert by_new.get_json()["expires_in"] == Settings.par_request_ttl
+
+
 def change_credentials(app: Flask, client_id: str, **changes: Any) -> None:
     """An admin changes how the client authenticates (its method, its JWKS)."""
     with app.app_context():
