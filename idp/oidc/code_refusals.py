@@ -8,7 +8,9 @@ not match, RFC 7636 4.6 and RFC 9700 4.8; any later OAuth error) leaves a grant 
 is spent and which holds no token: nothing can ever issue one, and pruning keeps a grant whose
 code was spent (idp.services.retention ``take_back_unredeemed``). The refusal revokes it in the
 spend's own transaction, the rotation's when it was sent apart (idp.oidc.rotation), else the
-``Session`` the token view commits with the error answer.
+``Session`` the token view commits with the error answer. A code the spend's own reads refuse
+(expired, its user or client disabled) has its grant taken back by the spend itself
+(idp.services.spent_codes ``spent_code``).
 
 A refresh token or a device code spent and then refused is the same (RFC 9700 4.14.2: a spent
 refresh token presented again is a replay that revokes the grant anyway, so the client's retry

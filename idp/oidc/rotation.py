@@ -134,7 +134,7 @@ def redeem_code(
     )
     checkpoints.reached(SPENT_CODE_CHECKPOINT)
     if row is not None:
-        return spent_code(row, client.client_id, now, lifetime)
+        return spent_code(row, client.client_id, now, lifetime, transaction.write)
     transaction.rollback()
     services().grants.refused_code(digest, client.client_id, now)
     return None

@@ -203,7 +203,7 @@ class GrantService:
         if row is None:
             self.refused_code(digest, client_id, now)
             return None
-        return spent_code(row, client_id, now, lifetime)
+        return spent_code(row, client_id, now, lifetime, statements_of(self.db).write)
 
     def refused_code(self, digest: str, client_id: str, now: datetime) -> None:
         """A code whose spend changed nothing: unknown, another client's, unspent as bound to

@@ -4,6 +4,7 @@ objects Authlib's code grant reads instead of ORM rows (docs/performance.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -146,9 +147,10 @@ def code_digest(code: str) -> str | None:
     return token_hash(code) if code and len(code) <= 200 else None
 
 
-def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> SpentCode | None:
-    """The code ``SPEND_CODE`` returned ``row`` of, or None if it must issue nothing: expired, its
-    grant revoked, its user or client disabled (RFC 6749 5.2 ``invalid_grant``).
+def spend_refusal(row: Any, now: datetime, lifetime: timedelta) -> str | None:
+    """Why the code ``SPEND_CODE`` spent, returning ``row``, must issue nothing (RFC 6749 5.2
+    ``invalid_grant``), or None: expired, its grant revoked, its user or client disabled; named
+    as its grant's revocation (``REFUSED_EXPIRED_CODE`` and those beside it).
 
     ``lifetime`` (``code_ttl``) dates the code's issue from its expiry. A code issued more than
     a minute after ``now`` (idp.clock ``stamped_ahead``) was issued by a clock stepped back since
@@ -156,10 +158,31 @@ def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> 
     unknown, and taking only its expiry would revive, for as long as the step, every code issued
     and expired while the clock ran ahead (RFC 9700 4.2: codes are short-lived)."""
     if row.expires_at <= now or stamped_ahead(row.expires_at - lifetime, now):
-        return None
+        return REFUSED_EXPIRED_CODE
     if row.grant_revoked_at is not None:
-        return None
-    if row.user_disabled_at is not None or row.client_disabled_at is not None:
+        return GRANT_REVOKED
+    if row.user_disabled_at is not None:
+        return REFUSED_USER_DISABLED
+    if row.client_disabled_at is not None:
+        return REFUSED_CLIENT_DISABLED
+    return None
+
+
+def spent_code(
+    row: Any, client_id: str, now: datetime, lifetime: timedelta,
+    write: Callable[[Any, Mapping[str, Any]], int],
+) -> SpentCode | None:  # fmt: skip
+    """The code ``SPEND_CODE`` returned ``row`` of, or None if it must issue nothing
+    (``spend_refusal``). Then its grant is taken back by ``write``, in the spend's transaction
+    (the ``Session``'s or the one apart, idp.oidc.rotation), as a refusal after the spend takes
+    it (idp.oidc.code_refusals): the code is spent, pruning keeps a grant whose code was spent
+    (idp.services.retention ``take_back_unredeemed``), and it was the grant's one secret, unspent
+    until now, so the grant issued nothing and never will. A grant revoked already keeps its
+    reason."""
+    refusal = spend_refusal(row, now, lifetime)
+    if refusal is not None:
+        if refusal != GRANT_REVOKED:
+            write(TAKE_BACK_GRANT, {"grant": row.grant_id, "now": now, "reason": refusal})
         return None
     user = CodeUser(id=row.user_id, name=row.user_name, email=row.user_email,
                     email_verified=bool(row.user_email_verified))  # fmt: skip
@@ -179,6 +202,14 @@ def spent_code(row: Any, client_id: str, now: datetime, lifetime: timedelta) -> 
 REFUSED_REDIRECT_URI = "exchange_refused_redirect_uri"
 REFUSED_CODE_VERIFIER = "exchange_refused_code_verifier"
 REFUSED_EXCHANGE = "exchange_refused"
+#: A code the exchange spent and its own reads refused (``spend_refusal``): the code was its
+#: grant's only secret (a grant per code, ``GrantService.new_code``), and one that could still be
+#: spent had issued nothing, so the grant never will (docs/architecture.md, "Invariants").
+REFUSED_EXPIRED_CODE = "exchange_refused_expired_code"
+REFUSED_USER_DISABLED = "exchange_refused_user_disabled"
+REFUSED_CLIENT_DISABLED = "exchange_refused_client_disabled"
+#: A code whose grant was revoked before its spend: the grant keeps the reason it was given.
+GRANT_REVOKED = "grant_revoked"
 #: A refresh token spent, then refused (idp.oidc.code_refusals).
 REFUSED_REFRESH = "refresh_refused"
 #: The take-back itself, in the spend's transaction: the grant's revocation (a grant revoked

@@ -7,18 +7,27 @@ a spent code and no token, which pruning keeps. The real HTTP path on SQLite and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import update
 
+from idp.clock import FrozenClock
 from idp.extensions import db
-from idp.models import Client, Grant
+from idp.models import Client, Grant, User
 from idp.services.group_access import GROUP_ACCESS_REVOKED
 from idp.services.groups import GroupService
-from idp.services.spent_codes import REFUSED_CODE_VERIFIER, REFUSED_REDIRECT_URI
+from idp.services.spent_codes import (
+    REFUSED_CLIENT_DISABLED,
+    REFUSED_CODE_VERIFIER,
+    REFUSED_EXPIRED_CODE,
+    REFUSED_REDIRECT_URI,
+    REFUSED_USER_DISABLED,
+)
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty
 
@@ -113,3 +122,69 @@ def test_a_code_exchange_refused_after_the_spend_takes_its_grant_back(
     apps = rp.browser.get("/account/apps")
     assert apps.status_code == 200
     assert "Relying Party" not in apps.text
+
+
+def _expired(app: Flask, clock: FrozenClock) -> None:
+    clock.advance(timedelta(seconds=app.extensions["idp"].settings.code_ttl + 1))
+
+
+def _user_disabled_missed(app: Flask, clock: FrozenClock) -> None:
+    """The user's disabling, its own revocation of their grants having missed this one."""
+    change(app, update(User).values(disabled_at=clock.now()))
+
+
+def _client_disabled_elsewhere(app: Flask, clock: FrozenClock) -> None:
+    """The client disabled on another node: this node's cached copy (idp.services.client_cache)
+    still lets the exchange spend the code, and the spend reads the disabling."""
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(update(Client.__table__).values(disabled_at=clock.now()))
+
+
+#: Each refusal of the spend's own reads (idp.services.spent_codes ``spend_refusal``): its scene,
+#: the revoked grant's reason, and whether the spend can go through the ORM ``Session`` (a
+#: client disabled elsewhere is seen there, read afresh, before any code is spent).
+SPEND_REFUSALS = {
+    "expired": (_expired, REFUSED_EXPIRED_CODE, True),
+    "user_disabled_missed": (_user_disabled_missed, REFUSED_USER_DISABLED, True),
+    "client_disabled_elsewhere": (_client_disabled_elsewhere, REFUSED_CLIENT_DISABLED, False),
+}
+
+
+@pytest.mark.parametrize(
+    ("refusal", "spent_apart"),
+    [(name, apart) for name, (_, _, in_session) in sorted(SPEND_REFUSALS.items())
+     for apart in ((False, True) if in_session else (True,))],
+)  # fmt: skip
+def test_a_code_its_spend_refuses_takes_its_grant_back(
+    storage_app: Flask, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, refusal: str,
+    spent_apart: bool,
+) -> None:  # fmt: skip
+    """A code the exchange spends and its own reads then refuse (RFC 6749 5.2 invalid_grant: the
+    code expired, or its user or client was disabled) is spent all the same, and its grant, a
+    grant of that code alone that issued nothing, stayed live: pruning keeps a grant whose code
+    was spent, so it was an app connected to the account for ever. The grant is taken back in
+    the spend's transaction (the ``Session``'s, or the thin one apart once the token side has
+    the client cached, idp.oidc.rotation), its reason naming the refusal; the code stays
+    refused. On SQLite and PostgreSQL through the real HTTP path, on a frozen clock."""
+    cache = storage_app.extensions["idp"].client_cache
+    cached_at = time.monotonic()
+    monkeypatch.setattr(cache, "monotonic", lambda: cached_at)  # the client's copy stays fresh
+    registered = create_client(storage_app)
+    if spent_apart:
+        # Another user's exchange puts the client in the token side's cache.
+        RelyingParty(storage_app.test_client(), registered).tokens_for(
+            create_user(storage_app, email="warm@example.com"), scope="openid"
+        )
+    user = create_user(storage_app)
+    rp = RelyingParty(storage_app.test_client(), registered)
+    code = rp.obtain_code(user, scope=SCOPE)["code"]
+    scene, reason, _ = SPEND_REFUSALS[refusal]
+    scene(storage_app, clock)
+    refused = rp.exchange(code)
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_grant")
+    [grant] = rows(storage_app, Grant, Grant.user_id == user.id)
+    assert (grant.revoked_at is not None, grant.revoked_reason) == (True, reason)
+    again = rp.exchange(code)
+    assert (again.status_code, again.get_json()["error"]) == (400, "invalid_grant")
+    [grant] = rows(storage_app, Grant, Grant.user_id == user.id)
+    assert grant.revoked_reason == reason
