@@ -132,8 +132,8 @@ def _proved(current: Request, path: str, respond: Callable[[], Answer]) -> Answe
     # 3.2, 5.2) or that authenticates its client more than one way (RFC 6749 2.3) is answered
     # for that, invalid_request, before its proof is checked: the proof may be right, and
     # invalid_dpop_proof (RFC 9449 5) would send the client to fix it; nor does a request
-    # refused so spend its proof. Checked here only: the server skips these checks for a
-    # request whose proof is in ``g`` (idp.oidc.server).
+    # refused so spend its proof. Checked here only: the server does not check them again
+    # (the request marked ``PARAMETERS_CHECKED``, its checked proof in ``g``; idp.oidc.server).
     refusal = proof_request_refusal(current)
     if refusal is not None:
         return cors(_committed(oauth_server().handle_error_response(None, refusal)))
