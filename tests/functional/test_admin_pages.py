@@ -147,6 +147,8 @@ FILTERED_PAGES = {
     # The user as subject or as actor: one index for each side of the OR.
     "user": ({"kind": "test.paged", "subject_id": "ADA"},
              ["IX_AUDIT_EVENTS_SUBJECT_ID_ID", "IX_AUDIT_EVENTS_ACTOR_ID_ID"]),
+    # A rare outcome: the partial index of the outcomes other than success.
+    "outcome": ({"kind": "test.paged", "outcome": "failure"}, ["IX_AUDIT_EVENTS_OUTCOME_ID"]),
 }  # fmt: skip
 
 
@@ -173,7 +175,8 @@ def test_a_filtered_page_of_the_log_is_a_range_of_its_filters_index(
             db.session.execute(text("ANALYZE audit_events"))
             db.session.commit()
     query = {"kind": {"kind": "test.rare"}, "client": {"client": "rare-client"},
-             "user": {"user": "ada@example.com"}}[by]  # fmt: skip
+             "user": {"user": "ada@example.com"},
+             "outcome": {"outcome": "failure"}}[by]  # fmt: skip
     first = admin.browser.get("/admin/audit", query_string=query)
     assert len(listed_ids(first.text)) == audit.PAGE_SIZE
     with sent(storage_app) as statements:
