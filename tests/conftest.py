@@ -63,12 +63,13 @@ def app_overrides(database_url: str, instance: Path, **extra: Any) -> dict[str, 
 
 
 @contextmanager
-def throwaway_postgres_database() -> Iterator[str]:
-    """A new, empty database on the machine's PostgreSQL, dropped afterwards."""
+def throwaway_postgres_database(options: str = "") -> Iterator[str]:
+    """A new, empty database on the machine's PostgreSQL, dropped afterwards; ``options`` are
+    CREATE DATABASE's (a locale, say)."""
     name = f"idp_test_{os.getpid()}_{secrets.token_hex(4)}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" {options}'))
     try:
         yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:

@@ -40,7 +40,13 @@ class AuditEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    kind: Mapped[str] = mapped_column(String(64))
+    #: Compared by code point on PostgreSQL too, as on SQLite (BINARY), whatever the database's
+    #: locale: a filter's prefix is a range of it (idp.services.prefixes), which under a
+    #: language's collation holds texts that do not start with the prefix ('ADMIN.X' and
+    #: 'admin@x' sort between 'admin.' and 'admin/' in en-US) (migration 0026).
+    kind: Mapped[str] = mapped_column(
+        String(64).with_variant(String(64, collation="C"), "postgresql")
+    )
     outcome: Mapped[str] = mapped_column(String(16), default="success")
     #: A user id, ``cli``, or ``api-token:<name>`` (idp.services.api_tokens).
     actor_id: Mapped[str | None] = mapped_column(String(64), default=None)
