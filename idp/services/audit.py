@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, insert, literal_column, or_, select
+from sqlalchemy import ColumnElement, Select, and_, insert, literal_column, or_, select
 from sqlalchemy.event import listens_for
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -245,18 +245,20 @@ def parse_time(text: str | None) -> datetime | None:
 _UNUSUAL_OUTCOME = AuditEvent.outcome != literal_column("'success'")
 
 
-def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
-    """The filtered events, newest first; None when the filter can match nothing."""
+def _filtered(
+    db: Session, where: AuditFilter
+) -> tuple[Select[AuditEvent], list[ColumnElement[bool]]] | None:
+    """The events every criterion but the user picks, and the user's two sides (subject, actor),
+    of which an event meets one (none without a user); None when the filter can match nothing."""
     statement = select(AuditEvent)
+    sides: list[ColumnElement[bool]] = []
     if where.user:
         from idp.services.users import normalise_email
 
         user_id = db.scalar(select(User.id).where(User.email == normalise_email(where.user)))
         if user_id is None:
             return None
-        statement = statement.where(
-            or_(AuditEvent.subject_id == user_id, AuditEvent.actor_id == user_id)
-        )
+        sides = [AuditEvent.subject_id == user_id, AuditEvent.actor_id == user_id]
     if where.actor:
         statement = statement.where(AuditEvent.actor_id == where.actor)
     if where.client_id:
@@ -275,6 +277,17 @@ def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
         statement = statement.where(AuditEvent.at >= where.since)
     if where.until is not None:
         statement = statement.where(AuditEvent.at < where.until)
+    return statement, sides
+
+
+def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
+    """The filtered events, newest first; None when the filter can match nothing."""
+    found = _filtered(db, where)
+    if found is None:
+        return None
+    statement, sides = found
+    if sides:
+        statement = statement.where(or_(*sides))
     return statement.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
 
 
@@ -312,15 +325,26 @@ def page_after(
 ) -> Page[AuditRow]:
     """One page of the filtered events, newest first by id, from an opaque cursor: the admin
     API's pages and the console's (idp.services.pages). A keyset on the primary key, so a page
-    costs the same whichever it is, and rows written meanwhile never shift one: the console's
-    page reads ``... WHERE id < :last ORDER BY id DESC LIMIT 51``, a range of the primary key's
-    index on both databases, and a page filtered by kind, user or client a range of that
-    column's index then id (idp.models.audit; tests/functional/test_admin_pages.py, EXPLAIN)."""
-    statement = _statement(db, where)
-    if statement is None:
+    costs the same whichever it is, and rows written meanwhile never shift one: a range of the
+    primary key's index (``id < :last``), or of the filter's index then id (kind, client, a rare
+    outcome: idp.models.audit). A filter whose events lie in several such ranges, a user's (as
+    subject, as actor) or a kind's prefix (each of its kinds), reads at most a page of each,
+    merged (``keyset_page``'s ``union_of``), not all of them sorted (EXPLAIN in
+    tests/functional/test_admin_pages.py)."""
+    found = _filtered(db, where)
+    if found is None:
         return Page(items=[], next_cursor=None)
-    page = keyset_page(db, statement.order_by(None), AuditEvent.id, cursor=cursor, limit=limit,
-                       descending=True)  # fmt: skip
+    statement, sides = found
+    prefix = where.kind[:-1] if where.kind.endswith("*") else ""
+    if not sides and prefix:
+        sides = [AuditEvent.kind == kind for kind in distinct_kinds(db, prefix)]
+        if not sides:
+            return Page(items=[], next_cursor=None)
+    if len(sides) == 1:
+        statement, sides = statement.where(sides[0]), []
+    parts = [statement.with_only_columns(AuditEvent.id).where(side) for side in sides]
+    page = keyset_page(db, select(AuditEvent) if parts else statement, AuditEvent.id,
+                       cursor=cursor, limit=limit, descending=True, union_of=parts)  # fmt: skip
     return Page(_with_emails(db, page.items), page.next_cursor, page.previous_cursor)
 
 
@@ -408,17 +432,19 @@ EXPORTERS: dict[str, Callable[[Iterable[AuditRow]], Iterator[str]]] = {
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
 
 
-def distinct_kinds(db: Session) -> list[str]:
-    """The event kinds in the log, for the console's filter, read by one index seek per kind
-    (a loose index scan: each step is the first kind after the last, off the index on
-    ``kind``) instead of ``SELECT DISTINCT``, which reads the whole log, or its whole index, on
-    every view. Its cost grows with the number of kinds (about a hundred), not with the log's
-    rows. Read from the log rather than from a list in idp: kinds are named in many modules,
-    some through variables, and a log keeps the kinds an earlier version recorded; a list would
-    miss some, and a kind missing from the filter cannot be chosen."""
-    first = select(AuditEvent.kind).order_by(AuditEvent.kind).limit(1).scalar_subquery()
-    kinds = select(first.label("kind")).cte("kinds", recursive=True)
-    after = select(AuditEvent.kind).where(AuditEvent.kind > kinds.c.kind)
+def distinct_kinds(db: Session, prefix: str = "") -> list[str]:
+    """The event kinds in the log (those starting with ``prefix``), for the console's filter and
+    a prefix's page, read by one index seek per kind (a loose index scan: each step is the
+    first kind after the last, off the index on ``kind``) instead of ``SELECT DISTINCT``, which
+    reads the whole log, or its whole index, on every view. Its cost grows with the number of
+    kinds (about a hundred), not with the log's rows. Read from the log rather than from a list
+    in idp: kinds are named in many modules, some through variables, and a log keeps the kinds
+    an earlier version recorded; a list would miss some, and a kind missing from the filter
+    cannot be chosen."""
+    within = starts_with(AuditEvent.kind, prefix)
+    first = select(AuditEvent.kind).where(*within).order_by(AuditEvent.kind).limit(1)
+    kinds = select(first.scalar_subquery().label("kind")).cte("kinds", recursive=True)
+    after = select(AuditEvent.kind).where(AuditEvent.kind > kinds.c.kind, *within)
     step = after.order_by(AuditEvent.kind).limit(1).scalar_subquery()
     kinds = kinds.union_all(select(step.label("kind")).where(kinds.c.kind.is_not(None)))
     return list(db.scalars(select(kinds.c.kind).where(kinds.c.kind.is_not(None))))

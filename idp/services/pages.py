@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, select, tuple_, union
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from idp.errors import DomainError
@@ -103,11 +103,19 @@ def keyset_page(
     cursor: str | None,
     limit: int,
     descending: bool = False,
+    union_of: Sequence[Select[Any]] = (),
 ) -> Page[Any]:
     """One page of ``statement``'s rows ordered by ``key``: a unique column, or columns unique
     together (a name and then a unique id, for a list an admin reads by name). A ``before``
     cursor reads the page before its key, backwards, and gives it in the list's own order: one
-    statement either way, whichever page it is."""
+    statement either way, whichever page it is.
+
+    ``union_of``: the list's keys as a union of parts, each read in the key's order off an index
+    of its own (an OR over two columns, each with an index on it then the key): the key column
+    alone, a statement per part. Each part is read from the cursor for at most a page, the parts
+    merged, each key once, and the page is ``statement``'s rows of the first keys; so a page
+    costs a page per part, however many rows the parts hold, where the OR's rows, all of them,
+    would be read and sorted for each page."""
     if not 1 <= limit <= MAX_LIMIT:
         raise CursorError(f"limit must be between 1 and {MAX_LIMIT}")
     columns = key if isinstance(key, tuple) else (key,)
@@ -117,11 +125,20 @@ def keyset_page(
     # The direction this read walks the key: the list's own, or against it for a "before".
     down = descending != backwards
     row_key = tuple_(*columns) if len(columns) > 1 else columns[0]
-    if last is not None:
-        bound = tuple_(*last) if len(columns) > 1 else last[0]
-        statement = statement.where(row_key < bound if down else row_key > bound)
     order = [c.desc() if down else c.asc() for c in columns]
-    rows = list(db.scalars(statement.order_by(*order).limit(limit + 1)))
+
+    def seek(part: Select[Any]) -> Select[Any]:
+        if last is not None:
+            bound = tuple_(*last) if len(columns) > 1 else last[0]
+            part = part.where(row_key < bound if down else row_key > bound)
+        return part.order_by(*order).limit(limit + 1)
+
+    if union_of:
+        (column,) = columns
+        read = _first_of_union(statement, column, map(seek, union_of), down, limit)
+    else:
+        read = seek(statement)
+    rows = list(db.scalars(read))
     more = len(rows) > limit
     rows = rows[:limit]
 
@@ -138,3 +155,21 @@ def keyset_page(
     before = encode_cursor(key_of(rows[0]), "before") if last is not None and rows else None
     following = encode_cursor(key_of(rows[-1])) if more else None
     return Page(items=rows, next_cursor=following, previous_cursor=before)
+
+
+def _first_of_union(
+    statement: Select[Any],
+    column: InstrumentedAttribute[Any],
+    seeks: Iterable[Select[Any]],
+    down: bool,
+    limit: int,
+) -> Select[Any]:
+    """``statement``'s rows of the first ``limit + 1`` keys of the parts' seeks, in order."""
+    # A part of a compound SELECT has no LIMIT of its own on SQLite: each is a subquery.
+    parts = [select(seek.subquery().c[0]) for seek in seeks]
+    # UNION, not UNION ALL: a row two parts hold (a user who is both actor and subject) once.
+    merged = union(*parts) if len(parts) > 1 else parts[0]
+    first = merged.selected_columns[0]
+    keys = merged.order_by(first.desc() if down else first.asc()).limit(limit + 1).subquery()
+    read = statement.join(keys, column == keys.c[0])
+    return read.order_by(column.desc() if down else column.asc())

@@ -21,6 +21,7 @@ from idp.services.audit import AuditFilter
 from idp.services.pages import MAX_LIMIT
 from idp.services.prefixes import bound_after
 from tests.conftest import throwaway_postgres_database
+from tests.support.factories import create_user
 
 #: Characters a kind or a prefix may hold: LIKE's wildcards and SQLAlchemy's escape character,
 #: ASCII both cases, punctuation a language's collation orders differently from the code points
@@ -37,8 +38,10 @@ def examples() -> tuple[list[str], list[str]]:
     def word(shortest: int, longest: int) -> str:
         return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(shortest, longest)))
 
-    kinds = sorted({word(1, 6) for _ in range(400)} | {"admin.user", "admin/x", "admin_x",
-                                                       "ADMIN.X", "admin@x", "admin"})
+    kinds = sorted(
+        {word(1, 6) for _ in range(400)}
+        | {"admin.user", "admin/x", "admin_x", "ADMIN.X", "admin@x", "admin"}
+    )
     prefixes = {kind[: rng.randint(1, len(kind))] for kind in rng.sample(kinds, 120)}
     prefixes |= {word(1, 3) for _ in range(60)} | {"admin.", "admin_", "admin%", "\U0010ffff"}
     return kinds, sorted(prefixes)
@@ -118,3 +121,68 @@ def test_the_bound_after_a_prefix_is_its_last_character_moved_on(
     prefix: str, bound: str | None
 ) -> None:
     assert bound_after(prefix) == bound
+
+
+def events_of(
+    spec: dict[str, object], events: list[dict[str, object]], ids: list[int]
+) -> list[int]:
+    """The ids of the seeded events ``spec``'s criteria pick, newest first (the log's order)."""
+
+    def picked(event: dict[str, object]) -> bool:
+        user = spec.get("user")
+        if user and user not in (event.get("subject_id"), event.get("actor_id")):
+            return False
+        prefix = str(spec.get("prefix", ""))
+        return str(event["kind"]).startswith(prefix) and all(
+            event.get(name) == value for name, value in spec.items()
+            if name not in ("user", "prefix")
+        )  # fmt: skip
+
+    return sorted((i for i, e in zip(ids, events, strict=True) if picked(e)), reverse=True)
+
+
+def test_pages_of_a_user_or_a_prefix_hold_each_event_once_forward_and_back(
+    storage_app: Flask,
+) -> None:
+    """docs/security.md: a page of a user's events or of a prefix's kinds is merged from a page
+    of each part (idp.services.pages ``union_of``); read three at a time, by the cursors both
+    ways, the pages hold exactly the filtered events, newest first, an event where the user is
+    both actor and subject once; with other criteria too."""
+    ada = create_user(storage_app, email="ada@example.com")
+    bob = create_user(storage_app, email="bob@example.com")
+    events: list[dict[str, object]] = []
+    for i in range(40):
+        sides = [{"subject_id": ada.id}, {"actor_id": ada.id},
+                 {"subject_id": ada.id, "actor_id": ada.id}, {"subject_id": bob.id},
+                 {"actor_id": bob.id, "subject_id": ada.id}][i % 5]  # fmt: skip
+        events.append({"kind": ["login.a", "login.b", "admin.x", "login"][i % 4],
+                       "outcome": "failure" if i % 3 == 0 else "success",
+                       "client_id": "app" if i % 2 else None, **sides})  # fmt: skip
+    with storage_app.app_context():
+        write = insert(AuditEvent).returning(AuditEvent.id)
+        ids = [db.session.scalar(write.values(details={}, **e)) for e in events]
+        db.session.commit()
+        ada_mail = "ada@example.com"
+        filters = [
+            ({"user": ada.id}, AuditFilter(user=ada_mail)),
+            ({"prefix": "login."}, AuditFilter(kind="login.*")),
+            ({"prefix": "login"}, AuditFilter(kind="login*")),
+            ({"user": ada.id, "prefix": "login."}, AuditFilter(user=ada_mail, kind="login.*")),
+            ({"user": ada.id, "outcome": "failure"}, AuditFilter(user=ada_mail, outcome="failure")),
+            ({"prefix": "login.", "client_id": "app"},
+             AuditFilter(kind="login.*", client_id="app")),
+        ]  # fmt: skip
+        for spec, where in filters:
+            expected = events_of(spec, events, ids)
+            assert len(expected) > 6, spec
+            pages, page = [], audit.page_after(db.session(), where, None, limit=3)
+            pages.append([row.event.id for row in page.items])
+            while page.next_cursor:
+                page = audit.page_after(db.session(), where, page.next_cursor, limit=3)
+                pages.append([row.event.id for row in page.items])
+            assert [i for p in pages for i in p] == expected, spec
+            for earlier in reversed(pages[:-1]):
+                assert page.previous_cursor is not None
+                page = audit.page_after(db.session(), where, page.previous_cursor, limit=3)
+                assert [row.event.id for row in page.items] == earlier, spec
+            assert page.previous_cursor is None
