@@ -246,7 +246,7 @@ _UNUSUAL_OUTCOME = AuditEvent.outcome != literal_column("'success'")
 
 
 def _filtered(
-    db: Session, where: AuditFilter
+    db: Session, where: AuditFilter, as_range: bool = True
 ) -> tuple[Select[AuditEvent], list[ColumnElement[bool]]] | None:
     """The events every criterion but the user picks, and the user's two sides (subject, actor),
     of which an event meets one (none without a user); None when the filter can match nothing."""
@@ -265,7 +265,8 @@ def _filtered(
         statement = statement.where(AuditEvent.client_id == where.client_id)
     if where.kind.endswith("*"):
         # A range of the index on (kind, id), not a LIKE, which neither database reads off it.
-        statement = statement.where(*starts_with(AuditEvent.kind, where.kind[:-1]))
+        within = starts_with(AuditEvent.kind, where.kind[:-1], as_range=as_range)
+        statement = statement.where(*within)
     elif where.kind:
         statement = statement.where(AuditEvent.kind == where.kind)
     if where.outcome:
@@ -282,7 +283,8 @@ def _filtered(
 
 def _statement(db: Session, where: AuditFilter) -> Select[AuditEvent] | None:
     """The filtered events, newest first; None when the filter can match nothing."""
-    found = _filtered(db, where)
+    # By time: SQLite, with no statistics, would read and sort a prefix's range for each batch.
+    found = _filtered(db, where, as_range=db.get_bind().dialect.name != "sqlite")
     if found is None:
         return None
     statement, sides = found
@@ -329,8 +331,7 @@ def page_after(
     primary key's index (``id < :last``), or of the filter's index then id (kind, client, a rare
     outcome: idp.models.audit). A filter whose events lie in several such ranges, a user's (as
     subject, as actor) or a kind's prefix (each of its kinds), reads at most a page of each,
-    merged (``keyset_page``'s ``union_of``), not all of them sorted (EXPLAIN in
-    tests/functional/test_admin_pages.py)."""
+    merged (``keyset_page``'s ``union_of``), not all of them sorted (test_admin_pages.py)."""
     found = _filtered(db, where)
     if found is None:
         return Page(items=[], next_cursor=None)
@@ -434,13 +435,12 @@ EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/js
 
 def distinct_kinds(db: Session, prefix: str = "") -> list[str]:
     """The event kinds in the log (those starting with ``prefix``), for the console's filter and
-    a prefix's page, read by one index seek per kind (a loose index scan: each step is the
-    first kind after the last, off the index on ``kind``) instead of ``SELECT DISTINCT``, which
-    reads the whole log, or its whole index, on every view. Its cost grows with the number of
-    kinds (about a hundred), not with the log's rows. Read from the log rather than from a list
-    in idp: kinds are named in many modules, some through variables, and a log keeps the kinds
-    an earlier version recorded; a list would miss some, and a kind missing from the filter
-    cannot be chosen."""
+    a prefix's page, by one index seek per kind (a loose index scan: each step is the first
+    kind after the last, off the index on ``kind``), not ``SELECT DISTINCT``, which reads the
+    whole log or its index on every view: its cost grows with the kinds (about a hundred), not
+    the rows. Read from the log rather than a list in idp: kinds are named in many modules, some
+    through variables, and a log keeps an earlier version's kinds; a kind a list missed could
+    not be chosen."""
     within = starts_with(AuditEvent.kind, prefix)
     first = select(AuditEvent.kind).where(*within).order_by(AuditEvent.kind).limit(1)
     kinds = select(first.scalar_subquery().label("kind")).cte("kinds", recursive=True)

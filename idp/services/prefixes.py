@@ -9,7 +9,7 @@ PostgreSQL's "C" collation, which such a column is declared with (idp.models.aud
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.orm import InstrumentedAttribute
 
 #: The last code point (Unicode 15.0 2.4), and the surrogates, which no stored text holds
@@ -33,11 +33,17 @@ def bound_after(prefix: str) -> str | None:
     return None
 
 
-def starts_with(column: InstrumentedAttribute[str], prefix: str) -> list[ColumnElement[bool]]:
+def starts_with(
+    column: InstrumentedAttribute[str], prefix: str, *, as_range: bool = True
+) -> list[ColumnElement[bool]]:
     """The conditions that pick the rows whose ``column`` starts with ``prefix``: none for an
-    empty prefix, which every text starts with."""
+    empty prefix, which every text starts with. Without ``as_range``, a test of each row's
+    first characters, which no index serves: for a read that walks another index and should
+    keep to it."""
     if not prefix:
         return []
+    if not as_range:
+        return [func.substr(column, 1, len(prefix)) == prefix]
     bound = bound_after(prefix)
     if bound is None:
         return [column >= prefix]

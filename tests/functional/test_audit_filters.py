@@ -21,6 +21,7 @@ from idp.services.audit import AuditFilter
 from idp.services.pages import MAX_LIMIT
 from idp.services.prefixes import bound_after
 from tests.conftest import throwaway_postgres_database
+from tests.functional.test_admin_pages import audit_reads, plan, sent
 from tests.support.factories import create_user
 
 #: Characters a kind or a prefix may hold: LIKE's wildcards and SQLAlchemy's escape character,
@@ -48,9 +49,13 @@ def examples() -> tuple[list[str], list[str]]:
 
 
 def matching(session: Session, prefix: str) -> set[str]:
-    """The kinds of the events the console's page shows for ``prefix*`` (all on one page)."""
-    page = audit.page_after(session, AuditFilter(kind=prefix + "*"), None, limit=MAX_LIMIT)
+    """The kinds of the events the console's page shows for ``prefix*`` (all on one page), which
+    its export holds too."""
+    where = AuditFilter(kind=prefix + "*")
+    page = audit.page_after(session, where, None, limit=MAX_LIMIT)
     assert page.next_cursor is None
+    exported = [row.event.id for row in audit.iter_rows(session, where)]
+    assert sorted(exported) == sorted(row.event.id for row in page.items), prefix
     return {row.event.kind for row in page.items}
 
 
@@ -81,7 +86,8 @@ def assert_prefixes_match_like(session: Session) -> None:
 
 def test_a_kinds_prefix_picks_exactly_what_a_like_of_it_picks(storage_app: Flask) -> None:
     """docs/security.md: a prefix's range picks what the LIKE it replaced did, on SQLite and
-    PostgreSQL, for prefixes holding wildcards, the escape character and the last code point."""
+    PostgreSQL, for prefixes holding wildcards, the escape character and the last code point;
+    on a page and in an export (there a test of the kind's first characters on SQLite)."""
     with storage_app.app_context():
         assert_prefixes_match_like(db.session())
 
@@ -186,3 +192,23 @@ def test_pages_of_a_user_or_a_prefix_hold_each_event_once_forward_and_back(
                 page = audit.page_after(db.session(), where, page.previous_cursor, limit=3)
                 assert [row.event.id for row in page.items] == earlier, spec
             assert page.previous_cursor is None
+
+
+def test_an_export_by_a_prefix_walks_the_log_by_time_on_sqlite(app: Flask) -> None:
+    """docs/performance.md: an export reads batch after batch by (at, id); on SQLite, which has
+    no statistics to weigh it, a prefix as a range would read the prefix's every row and sort
+    them for each batch (quadratic in a busy prefix's rows), where a walk back along the index
+    on time reads the log once."""
+    with app.app_context():
+        session = db.session()
+        events = [{"kind": f"test.k{i % 4}", "details": {}} for i in range(audit.EXPORT_BATCH + 1)]
+        session.execute(insert(AuditEvent), events)
+        session.commit()
+        with sent(app) as statements:
+            assert len(list(audit.iter_rows(session, AuditFilter(kind="test.*")))) == len(events)
+    reads = [(s, p) for s, p in audit_reads(statements) if "ORDER BY" in s.upper()]
+    assert len(reads) == 2  # two batches, the second from the first's last (at, id)
+    for read in reads:
+        found = plan(app, *read)
+        assert "USING INDEX IX_AUDIT_EVENTS_AT" in found, found
+        assert "TEMP B-TREE" not in found, found
