@@ -191,7 +191,16 @@ class EndSession(EndSessionEndpoint):
             typ = None
         if typ != ID_TOKEN_TYP:
             raise InvalidRequestError("The id_token_hint is not an ID token.")
-        return dict(super()._validate_id_token_hint(id_token_hint))
+        claims = dict(super()._validate_id_token_hint(id_token_hint))
+        # Section 2: "the OP MUST validate that it was the issuer of the ID Token". Authlib checks
+        # the signature only, and a key of ours does not make us its issuer: keys outlive an
+        # issuer (a deployment moved to another address keeps its database, a staging copy
+        # restored from it shares them), and such a token ended this browser's session without
+        # asking and was redirected back. Checked as /authorize checks its hint
+        # (idp.services.tokens.verify_issued_jwt).
+        if claims.get("iss") != runtime().settings.issuer:
+            raise InvalidRequestError("The id_token_hint was not issued by this provider.")
+        return claims
 
     def is_post_logout_redirect_uri_legitimate(
         self, request: OAuth2Request, post_logout_redirect_uri: str, client: Any, logout_hint: Any

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from joserfc import jwt
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
+from idp.extensions import db
 from idp.oidc.checks import MAX_STATE_LENGTH
 from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
@@ -235,6 +237,27 @@ def test_an_access_token_is_no_id_token_hint(rp: RelyingParty, tokens: dict[str,
     pass for an ID token: the request is refused and the session stands."""
     assert jwt_parts(tokens["access_token"])[0]["typ"] == "at+jwt"
     assert_page(logout(rp, id_token_hint=tokens["access_token"]), 400)
+    assert session_is_alive(rp)
+
+
+def test_an_id_token_of_another_issuer_is_no_id_token_hint(
+    app: Flask, rp: RelyingParty, tokens: dict[str, Any]
+) -> None:
+    """RP-Initiated Logout 1.0 section 2: "the OP MUST validate that it was the issuer of the ID
+    Token". An ID token signed by idp's own key but naming another issuer (the deployment's old
+    address, a staging copy restored from its database: the keys outlive the issuer) is no hint:
+    the request is refused, nothing ends, and nobody is redirected (section 4)."""
+    header, claims = jwt_parts(tokens["id_token"])
+    with app.app_context():
+        key = app.extensions["idp"].keys.signing_key(db.session(), header["alg"])
+        elsewhere = jwt.encode(
+            {"alg": header["alg"], "typ": header["typ"], "kid": key.kid},
+            {**claims, "iss": "https://old-idp.example"},
+            key.private_key,
+            algorithms=[header["alg"]],
+        )
+    page = logout(rp, id_token_hint=elsewhere, post_logout_redirect_uri=POST_LOGOUT_URI)
+    assert_page(page, 400)
     assert session_is_alive(rp)
 
 
