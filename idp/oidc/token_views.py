@@ -344,11 +344,17 @@ def _confirmation_fields(
 def _hint_as_user(browser_session: Any, client: Any, hinted: object) -> object:
     """The hint's ``sub`` as the browser's user id when it names them: the ``sub`` of the
     client's ID tokens, pairwise for a pairwise client (OIDC Core 8.1), now or before a change of
-    its subjects (``SubjectIdentifiers.names``). Otherwise as it came: without the client (a
-    hint of none idp serves now) a pairwise hint never equals the user's id, and the user is
-    asked to confirm (RP-Initiated Logout 6)."""
-    if browser_session is None or client is None:
+    its subjects (``SubjectIdentifiers.names``). Otherwise as it came. Without the client (a
+    hint of none idp serves now: disabled or deleted) it names no one, public or pairwise, and
+    the user is asked to confirm (RP-Initiated Logout 1.0 section 2: a hint whose relying party
+    has no current session at the OP is suspect, and the OP MAY decline to act on it; section
+    6). A public client's hint carried the user's id and ended the session unasked: an app the
+    admin cut off, or whoever holds its ID tokens, still signed its users out of idp and of
+    every other app."""
+    if browser_session is None:
         return hinted
+    if client is None:
+        return None
     user_id = str(browser_session.user_id)
     return user_id if runtime().subjects.names(db.session, client, user_id, hinted) else hinted
 

@@ -16,7 +16,9 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
+from idp.models import Client
 from idp.oidc.checks import MAX_STATE_LENGTH
+from idp.services.clients import ClientService
 from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
 from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
@@ -391,6 +393,37 @@ def test_logout_by_id_token_hint_for_another_user_asks_first(
     assert 'name="confirm" value="yes"' in response.text
     assert session_is_alive(rp)
     assert session_is_alive(theirs)
+
+
+@pytest.mark.parametrize("cut_off", ["disabled", "deleted"])
+def test_a_hint_of_a_client_no_longer_served_asks_first(
+    app: Flask, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any], cut_off: str
+) -> None:
+    """RP-Initiated Logout 1.0 sections 2 and 6: the ID token of an app the admin disabled or
+    deleted, though it names the user signed in here, is no hint to end this browser's session
+    unasked (a public client's carried the user's id, and signed the user out of idp and every
+    other app); the user is asked first, as for a pairwise client's, and nobody is redirected."""
+    other = RelyingParty(rp.browser, create_client(app, name="Cut off"))
+    hint = other.tokens_for(user)["id_token"]
+    with app.app_context():
+        rt = app.extensions["idp"]
+        service = ClientService(db.session(), rt.client_secrets, issuer=rt.settings.issuer)
+        row = db.session.get(Client, other.registered.client_id)
+        assert row is not None
+        if cut_off == "disabled":
+            service.disable(row)
+        else:
+            service.delete(row)
+        db.session.commit()
+    page = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI)
+    assert_page(page, 200)
+    assert 'name="confirm" value="yes"' in page.text
+    assert session_is_alive(rp)
+    confirmed = rp.browser.post(
+        "/logout", data={"csrf_token": csrf_token(page.text), "confirm": "yes"}
+    )
+    assert_page(confirmed, 200)
+    assert not session_is_alive(rp)
 
 
 def test_an_id_token_hint_signed_by_a_key_since_unpublished_still_logs_out(tmp_path: Path) -> None:
