@@ -359,6 +359,18 @@ def _hint_as_user(browser_session: Any, client: Any, hinted: object) -> object:
     return user_id if runtime().subjects.names(db.session, client, user_id, hinted) else hinted
 
 
+def _hint_of_session(browser_session: Any, client: Any, claims: dict[str, Any]) -> bool:
+    """Whether the hint's ``sid`` names this browser's session as the client knows it (its ID
+    tokens' ``sid``, pairwise for a pairwise client, now or before a change of its subjects:
+    ``SubjectIdentifiers.names_session``). RP-Initiated Logout 1.0 section 2: a hint whose
+    ``sid`` is not the relying party's current session is suspect; without the client or a
+    session there is nothing to compare (``_hint_as_user`` and ``rp_logout`` decide those)."""
+    if browser_session is None or client is None:
+        return True
+    sid = str(browser_session.sid)
+    return runtime().subjects.names_session(db.session, client, sid, claims.get("sid"))
+
+
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt  # RP-Initiated Logout 2: RPs may POST here; our own confirmation form is checked below
 @acts_on_get
@@ -384,12 +396,13 @@ def logout() -> Any:
         else rp_logout(
             None if browser_session is None else str(browser_session.user_id),
             _hint_as_user(browser_session, end_request.client, claims.get("sub")),
+            of_this_session=_hint_of_session(browser_session, end_request.client, claims),
         )
     )
     if decision is RpLogout.CONFIRM:
         if not confirmed:
             # RP-Initiated Logout 6: without a valid id_token_hint (or with one for another
-            # user than the one signed in here), ask the user first.
+            # user than the one signed in here, or of another session), ask the user first.
             # Section 2: the OP "SHOULD ask the End-User whether to log out": the page names who
             # is signed in and lets them stay so, not only sign out.
             return render_template("oidc/logout_confirm.html", fields=_confirmation_fields(

@@ -326,15 +326,21 @@ class RpLogout(Enum):
     CONFIRM = "confirm"
 
 
-def rp_logout(browser_user_id: str | None, hint_subject: object) -> RpLogout:
+def rp_logout(
+    browser_user_id: str | None, hint_subject: object, *, of_this_session: bool
+) -> RpLogout:
     """RP-Initiated Logout 1.0 section 2: the OP logs out the End-User *of this user agent*; the
     id_token_hint is a hint about that user, not a capability over sessions elsewhere. An ID
     token is held by relying parties (and whoever they leaked it to), so without the browser's
     own session cookie it ends nothing: no session of another device, no grant of another
     relying party. A hint for a different user than the one signed in here is treated as no
-    valid hint at all (section 6: confirm first)."""
+    valid hint at all (section 6: confirm first); so is one issued in another session than this
+    browser's (``of_this_session`` false: its ``sid`` names another): section 2 has the OP treat
+    a hint whose ``sid`` is not the relying party's current session as suspect, and such a token
+    (a session long ended, a token leaked from a relying party's logs) ended this browser's
+    session unasked."""
     if browser_user_id is None:
         return RpLogout.NOTHING
-    if hint_subject != browser_user_id:
+    if hint_subject != browser_user_id or not of_this_session:
         return RpLogout.CONFIRM
     return RpLogout.END_THIS_BROWSER

@@ -184,6 +184,27 @@ class SubjectIdentifiers:
         )
         return db.scalar(earlier) is not None
 
+    def names_session(
+        self, db: Session | scoped_session[Any], client: SubjectClient, sid: str,
+        hinted: object,
+    ) -> bool:  # fmt: skip
+        """Whether an id_token_hint's ``sid`` (RP-Initiated Logout 1.0 section 2) names the
+        session ``sid`` at ``client``: the ``sid`` the client's ID tokens of that session carry
+        (``session_id_of``), or one an ID token of the client's gave it before a change of its
+        subject type or sector, as the client's grants in that session recorded it
+        (``Grant.issued_sid``), as ``names`` reads a ``sub``."""
+        if not isinstance(hinted, str):
+            return False
+        if hinted == self.session_id_of(db, client, sid):
+            return True
+        earlier = (
+            select(Grant.id)
+            .where(Grant.client_id == client.client_id, Grant.sid == sid)
+            .where(Grant.issued_sid == hinted)
+            .limit(1)
+        )
+        return db.scalar(earlier) is not None
+
     def secret(self, db: Session | scoped_session[Any]) -> bytes:
         if self._secret is None:
             with self._lock:

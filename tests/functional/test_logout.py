@@ -30,6 +30,7 @@ from tests.support.flow import (
     jwt_parts,
     query_of,
     resubmission,
+    start_session,
 )
 
 SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
@@ -378,6 +379,38 @@ def test_logout_by_id_token_hint_ends_this_browsers_session_only(
     assert rp.userinfo(tokens["access_token"]).status_code == 401
     assert session_is_alive(laptop)
     assert laptop.userinfo(laptop_tokens["access_token"]).status_code == 200
+
+
+def test_a_hint_of_another_session_of_the_same_user_asks_first(
+    app: Flask, rp: RelyingParty, user: CreatedUser, tokens: dict[str, Any]
+) -> None:
+    """RP-Initiated Logout 1.0 section 2: a hint whose ``sid`` is not the relying party's
+    current session is suspect. The user's ID token from a session since ended (signed out,
+    then in again) or from another device (leaked from a relying party's logs) names the user
+    signed in here but not this session: it ended this browser's session unasked. The user is
+    asked first, and once they confirm goes back to the app the hint named; the hint of this
+    session still ends it at once."""
+    laptop = RelyingParty(app.test_client(), rp.registered)
+    from_the_laptop = laptop.tokens_for(user)["id_token"]
+    assert_page(logout(rp, id_token_hint=from_the_laptop), 200)
+    assert session_is_alive(rp)
+    assert session_is_alive(laptop)
+
+    assert logout(rp, id_token_hint=tokens["id_token"]).status_code == 200
+    assert not session_is_alive(rp)
+    start_session(rp.browser, user)
+    page = logout(rp, id_token_hint=tokens["id_token"], post_logout_redirect_uri=POST_LOGOUT_URI,
+                  state="s1")  # fmt: skip
+    assert_page(page, 200)
+    assert 'name="confirm" value="yes"' in page.text
+    assert session_is_alive(rp)
+    confirmed = rp.browser.post("/logout", data={**hidden_fields(page.text), "confirm": "yes"})
+    assert confirmed.headers["Location"] == f"{POST_LOGOUT_URI}?state=s1"
+    assert not session_is_alive(rp)
+
+    again = rp.tokens_for(user)["id_token"]
+    assert logout(rp, id_token_hint=again).status_code == 200
+    assert not session_is_alive(rp)
 
 
 def test_logout_by_id_token_hint_for_another_user_asks_first(
