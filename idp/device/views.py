@@ -20,6 +20,7 @@ from idp.services.device import (
 )
 from idp.services.group_access import allowed_to_use
 from idp.web import login_url
+from idp.web.headers import allow_logo
 from idp.web.sessions import current_session
 
 bp = Blueprint("device", __name__)
@@ -79,7 +80,7 @@ def review() -> Any:
     refused = _refuse_unless_allowed(service, entry.authorization, session)
     if refused is not None:
         return refused
-    return render_template(
+    page = render_template(
         "device/review.html",
         authorization=entry.authorization,
         client=entry.authorization.client,
@@ -87,6 +88,9 @@ def review() -> Any:
         user=session.user,
         code=format_user_code(normalise_user_code(typed) or ""),
     )
+    # The review is this flow's consent page: the app's logo shows, as there (RFC 8628 5.4: the
+    # user recognises the app before approving).
+    return allow_logo(Response(page), entry.authorization.client.logo_origin)
 
 
 @bp.post("/device/decide")

@@ -11,7 +11,6 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from flask import (
     Response,
     abort,
-    g,
     redirect,
     render_template,
     request,
@@ -41,7 +40,7 @@ from idp.services.grants import CodeRequest
 from idp.services.group_access import allowed_to_use
 from idp.services.pending_authorizations import LivePending, PendingAuthorizations
 from idp.web import acts_on_get
-from idp.web.headers import content_security_policy
+from idp.web.headers import allow_logo
 from idp.web.same_site import posted_again, posted_without_the_session
 from idp.web.sessions import current_session, forget_session
 
@@ -430,12 +429,4 @@ def consent() -> Any:
             user=session.user,
         )
     )
-    logo_origin = pending.client.logo_origin
-    if logo_origin:
-        # The client's logo (OIDC Registration 2 logo_uri) is the one image from elsewhere: the
-        # page's CSP allows exactly its origin, nothing more.
-        policy = content_security_policy(g.get("csp_nonce"))
-        response.headers["Content-Security-Policy"] = policy.replace(
-            "img-src 'self' data:", f"img-src 'self' data: {logo_origin}", 1
-        )
-    return response
+    return allow_logo(response, pending.client.logo_origin)

@@ -34,6 +34,19 @@ def content_security_policy(nonce: str | None) -> str:
     )
 
 
+def allow_logo(response: Response, logo_origin: str | None) -> Response:
+    """A page that shows a client's logo (OIDC Registration 2 ``logo_uri``: the consent page,
+    the device review, where users decide whether to trust the app) lets the browser load it:
+    the logo's origin, and only it, joins the policy's image sources. The logo is the one image
+    from elsewhere; without a logo the policy stays as it is."""
+    if logo_origin:
+        policy = content_security_policy(g.get("csp_nonce"))
+        response.headers["Content-Security-Policy"] = policy.replace(
+            "img-src 'self' data:", f"img-src 'self' data: {logo_origin}", 1
+        )
+    return response
+
+
 def csp_nonce() -> str:
     if "csp_nonce" not in g:
         g.csp_nonce = secrets.token_urlsafe(16)

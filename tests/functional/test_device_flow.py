@@ -414,6 +414,24 @@ def test_review_shows_client_scopes_time_and_own_device_warning(
     assert 'name="decision" value="approve"' in review.text
 
 
+def test_the_review_shows_the_apps_logo_as_the_consent_page_does(
+    app: Flask, phone: FlaskClient
+) -> None:
+    """The review is the device flow's consent page (RFC 8628 5.4: the user recognises the app
+    before approving): the app's logo is shown, and its origin, and only it, joins the page's
+    image sources, as on the consent page. The page's policy blocked it, so the review showed a
+    broken image; without a logo the policy stays as it is."""
+    device = device_for(app, name="Living Room TV", logo_uri="https://cdn.tv.example/logo.png")
+    review = enter_code(phone, device.codes()["user_code"])
+    assert '<img src="https://cdn.tv.example/logo.png"' in review.text
+    policy = review.headers["Content-Security-Policy"]
+    assert "img-src 'self' data: https://cdn.tv.example;" in policy
+    assert "frame-ancestors 'none'" in policy
+    plain = enter_code(phone, device_for(app, name="Radio").codes()["user_code"])
+    assert "<img" not in plain.text
+    assert "img-src 'self' data:;" in plain.headers["Content-Security-Policy"]
+
+
 def test_typed_code_is_normalised(device: Device, phone: FlaskClient) -> None:
     codes = device.codes()
     sloppy = " " + codes["user_code"].replace("-", " ").lower() + " "
