@@ -23,16 +23,18 @@ import queue
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session
 
-from idp import metrics
 from idp.models import OutboxMessage
-from idp.models.base import utcnow
+from idp.services import outbox_outcomes
+from idp.services.outbox_outcomes import DeliveryError as DeliveryError
+from idp.services.outbox_outcomes import Outcomes, as_delivery_error, transient
+from idp.services.outbox_outcomes import Pending as Pending
+from idp.services.outbox_outcomes import UndeliverableError as UndeliverableError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ LONGEST_RETRY = timedelta(hours=1)
 MAX_ATTEMPTS = 12
 #: Due rows one prune run delivers at most, per channel.
 DELIVERY_BATCH = 100
-MAX_ERROR_LENGTH = 200
 #: Ids read in one statement when the rows handed to a run are sorted into lanes (``_lanes``).
 LANE_READ_BATCH = 500
 #: Conversations one delivery run holds at once, each with another recipient: Back-Channel
@@ -52,29 +53,6 @@ LANE_READ_BATCH = 500
 #: (idp.services.backchannel_logout) must not make the others wait behind it. Few, as each is a
 #: thread of the node's, and the rows' database work stays on the run's own thread.
 PARALLEL_DELIVERIES = 4
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A claimed row, as read before the delivery (no ORM object crosses the network call)."""
-
-    id: int
-    channel: str
-    kind: str
-    user_id: str | None
-    recipient: str
-    subject: str
-    body: str
-    details: dict[str, Any]
-
-
-class DeliveryError(Exception):
-    """The delivery did not happen; the message (short, secret-free) is kept as ``last_error``
-    and the row stays queued for a retry."""
-
-
-class UndeliverableError(DeliveryError):
-    """The delivery can never happen (its recipient is gone): no retry."""
 
 
 class Channel(Protocol):
@@ -222,9 +200,10 @@ def deliver(
     *,
     stop_on_failure: bool = False,
 ) -> int:
-    """Deliver the given rows if they are due, and wait until each was attempted; returns how
-    many were delivered (``DeliveryRun``: a command's run, a test's). Never raises for a failed
-    delivery: the row stays queued with its failure recorded."""
+    """Deliver the given rows if they are due, and wait until each was attempted and its
+    outcome written; returns how many were delivered (``DeliveryRun``: a command's run, a
+    test's). Never raises for a failed delivery: the row stays queued with its failure
+    recorded."""
     with DeliveryRun(db, channels, stop_on_failure=stop_on_failure) as run:
         run.add(message_ids, now)
         while not run.idle:
@@ -250,7 +229,14 @@ class DeliveryRun:
     left for a later run (a relying party that is down, or a mail relay, would cost a timeout
     for each); those added while it was in flight get one attempt, as a new run's would.
     ``on_ended`` is called, from the conversation's thread, when one ends: ``settle`` then has
-    an outcome to record."""
+    an outcome to record.
+
+    A transient database error (``outbox_outcomes.transient``) abandons nothing: each outcome is
+    written as its conversation ends, and one the database refused is kept and written again on
+    the run's next tick (``outbox_outcomes.Outcomes``), as are rows it could not sort into lanes
+    or claim; meanwhile the conversations in flight go on. A row delivered is never claimed
+    again by its run while its outcome waits to be written. ``retrying`` says the run has such
+    work: its caller comes back within ``wait_limit`` even when no conversation ends."""
 
     def __init__(
         self,
@@ -265,6 +251,11 @@ class DeliveryRun:
         self.stop_on_failure = stop_on_failure
         self.on_ended = on_ended
         self.sent = 0
+        self._outcomes = Outcomes(db)
+        #: Rows added whose lanes could not be read yet (the database failed).
+        self._unsorted: list[int] = []
+        #: A claim failed for a transient database error: tried again on the next tick.
+        self._stalled = False
         self._waiting: dict[Lane, deque[int]] = {}
         #: Each conversation's lane, row, and how many rows waited behind it when it began.
         self._running: dict[Future[None], tuple[Lane, Pending, int]] = {}
@@ -276,11 +267,32 @@ class DeliveryRun:
 
     def __exit__(self, *_exc: object) -> None:
         self._pool.shutdown(wait=True)
+        # A run left early (an error of another kind) still writes what its conversations did:
+        # a delivery made and not written as sent would be made again at the row's retry.
+        try:
+            self.settle(block=False)
+            self.sent += self._outcomes.write()
+        except Exception:
+            self.db.rollback()
+            log.exception("recording the outbox's outcomes failed")
+        finally:
+            self._outcomes.abandon()
 
     @property
     def idle(self) -> bool:
-        """Nothing in flight, and nothing waiting to start."""
-        return not self._running and not self._waiting
+        """Nothing in flight, nothing waiting to start, nothing to try again."""
+        return not self._running and not self._waiting and not self.retrying
+
+    @property
+    def retrying(self) -> bool:
+        """Work the database refused for a moment waits for the next tick."""
+        return bool(self._outcomes) or bool(self._unsorted) or self._stalled
+
+    @property
+    def wait_limit(self) -> float | None:
+        """How long the caller may wait for a conversation to end before it calls ``start``
+        again: the tick while the run is ``retrying``, else as long as it takes."""
+        return outbox_outcomes.RETRY_TICK if self.retrying else None
 
     @property
     def in_flight(self) -> int:
@@ -289,17 +301,20 @@ class DeliveryRun:
 
     def add(self, message_ids: list[int], now: datetime) -> None:
         """Queue ``message_ids`` behind their recipients' rows, and start what may start."""
-        for lane, ids in _lanes(self.db, self.by_name, message_ids).items():
-            self._waiting.setdefault(lane, deque()).extend(ids)
+        self._unsorted.extend(message_ids)
         self.start(now)
 
     def start(self, now: datetime) -> None:
-        """Claim, prepare and hand to the pool the next due row of each lane with no
-        conversation in flight, while fewer than ``PARALLEL_DELIVERIES`` are."""
+        """Write the outcomes settled, sort the rows added into lanes, then claim, prepare and
+        hand to the pool the next due row of each lane with no conversation in flight, while
+        fewer than ``PARALLEL_DELIVERIES`` are; stops at a transient database error, for the
+        next tick."""
+        if not self._catch_up():
+            return
         busy = {lane for lane, _message, _behind in self._running.values()}
         for lane in list(self._waiting):
-            if len(self._running) >= PARALLEL_DELIVERIES:
-                return
+            if len(self._running) >= PARALLEL_DELIVERIES or self._stalled:
+                break
             if lane in busy:
                 continue
             ids = self._waiting.pop(lane)
@@ -309,13 +324,16 @@ class DeliveryRun:
                 started[0].add_done_callback(self._conversation_ended)
             if ids:
                 self._waiting[lane] = ids  # behind the other lanes: they take turns
+        self.sent += self._outcomes.write()  # the failures of ``prepare``
 
     def settle(self, *, block: bool) -> None:
-        """Record the outcome of each conversation that ended, on this thread; with ``block``,
-        first wait for one to end if any is in flight."""
+        """Take the outcome of each conversation that ended, on this thread, for ``start`` to
+        write; with ``block``, first wait for one to end if any is in flight (at most
+        ``wait_limit``)."""
         ended: list[Future[None]] = []
-        if block and self._running:
-            ended.append(self._ended.get())
+        if block and (self._running or self.retrying):
+            with contextlib.suppress(queue.Empty):
+                ended.append(self._ended.get(timeout=self.wait_limit))
         with contextlib.suppress(queue.Empty):
             while True:
                 ended.append(self._ended.get_nowait())
@@ -323,16 +341,37 @@ class DeliveryRun:
             lane, message, behind = self._running.pop(future)
             error = future.exception()
             if error is None:
-                _sent(self.db, message)
-                self.sent += 1
-            else:
-                _failed(self.db, message, _as_delivery_error(message, error))
-                waiting = self._waiting.get(lane)
-                if self.stop_on_failure and waiting:
-                    for _ in range(min(behind, len(waiting))):
-                        waiting.popleft()
-                    if not waiting:
-                        del self._waiting[lane]
+                self._outcomes.add(message, None)
+                continue
+            self._outcomes.add(message, as_delivery_error(message, error))
+            waiting = self._waiting.get(lane)
+            if self.stop_on_failure and waiting:
+                for _ in range(min(behind, len(waiting))):
+                    waiting.popleft()
+                if not waiting:
+                    del self._waiting[lane]
+
+    def _catch_up(self) -> bool:
+        """Write the outcomes waiting and sort the rows added into lanes; False when the
+        database refused either for now."""
+        self._stalled = False
+        self.sent += self._outcomes.write()
+        if self._outcomes:
+            return False  # the database is failing: claim nothing more until it is back
+        if self._unsorted:
+            try:
+                lanes = _lanes(self.db, self.by_name, self._unsorted)
+            except Exception as error:
+                self.db.rollback()
+                if not transient(error):
+                    raise
+                log.warning("reading %d outbox rows failed, tried again: %s", len(self._unsorted),
+                            error)  # fmt: skip
+                return False
+            self._unsorted = []
+            for lane, ids in lanes.items():
+                self._waiting.setdefault(lane, deque()).extend(ids)
+        return True
 
     def _conversation_ended(self, future: Future[None]) -> None:
         self._ended.put(future)
@@ -341,60 +380,35 @@ class DeliveryRun:
 
     def _start_next(self, lane: deque[int], now: datetime) -> tuple[Future[None], Pending] | None:
         """Claim and prepare the lane's next due row and hand its conversation to the pool;
-        None when the lane has none left to start."""
+        None when the lane has none left to start, or a claim met a transient database error
+        (the row stays first in its lane, ``_stalled``)."""
         while lane:
-            message = _claim(self.db, lane.popleft(), now, sorted(self.by_name))
+            if lane[0] in self._outcomes.sent_ids():
+                lane.popleft()  # delivered, its outcome not written yet: never sent twice
+                continue
+            try:
+                message = _claim(self.db, lane[0], now, sorted(self.by_name))
+            except Exception as error:
+                self.db.rollback()
+                if not transient(error):
+                    raise
+                # If the claim was written before the error, the row is not due when it is
+                # claimed again: it waits for its retry, sent once.
+                log.warning("claiming outbox %s failed, tried again: %s", lane[0], error)
+                self._stalled = True
+                return None
+            lane.popleft()
             if message is None:
                 continue
             try:
                 conversation = self.by_name[message.channel].prepare(message)
             except Exception as error:  # one message's fault must not stop the others
-                _failed(self.db, message, _as_delivery_error(message, error))
+                self._outcomes.add(message, as_delivery_error(message, error))
                 if self.stop_on_failure:
                     lane.clear()
                 continue
             return self._pool.submit(conversation), message
         return None
-
-
-def _as_delivery_error(message: Pending, error: BaseException) -> DeliveryError:
-    if isinstance(error, DeliveryError):
-        return error
-    # A fault of idp's own (a key, a bug), not the recipient's: kept for a retry and logged
-    # whole, while the other messages go on.
-    log.error("delivering outbox %s raised", message.id, exc_info=error)
-    return DeliveryError(f"internal error: {type(error).__name__}")
-
-
-def _sent(db: Session, message: Pending) -> None:
-    db.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == message.id)
-        .values(
-            sent_at=utcnow(),
-            next_attempt_at=None,
-            body=func.coalesce(OutboxMessage.redacted_body, OutboxMessage.body),
-            redacted_body=None,
-        )
-    )
-    db.commit()
-    metrics.outbox_delivery(message.channel, "sent")
-
-
-def _failed(db: Session, message: Pending, error: DeliveryError) -> None:
-    db.rollback()
-    reason = (str(error) or type(error).__name__)[:MAX_ERROR_LENGTH]
-    values: dict[str, Any] = {"last_failure_at": utcnow(), "last_error": reason}
-    if isinstance(error, UndeliverableError):
-        values["next_attempt_at"] = None
-    db.execute(update(OutboxMessage).where(OutboxMessage.id == message.id).values(**values))
-    db.commit()
-    metrics.outbox_delivery(message.channel, "failed")
-    log.warning(
-        "delivering %s %s (outbox %s) failed, %s: %s",
-        message.channel, message.kind, message.id,
-        "given up" if isinstance(error, UndeliverableError) else "kept for a retry", reason,
-    )  # fmt: skip
 
 
 def deliver_due(

@@ -139,7 +139,10 @@ class OutboxWorker:
                         run.add(ids, clock().now())
                         if run.idle:
                             return
-                        taken.append(self.queue.get())
+                        # A write the database refused is tried again on the run's next tick,
+                        # whether or not a conversation ends or a list comes by then.
+                        with contextlib.suppress(queue.Empty):
+                            taken.append(self.queue.get(timeout=run.wait_limit))
             except Exception:
                 db.session.rollback()
                 logging.getLogger(__name__).exception("delivering the outbox failed")
