@@ -31,7 +31,9 @@ from idp.services.attestation import root_fingerprint
 from idp.services.crypto import token_hash
 from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
+from tests.functional.test_invites import accept
 from tests.support.attestation_ca import root_ca
+from tests.support.smtp import smtp_server
 
 ISSUER = "http://localhost:5000"
 PASSWORD = "correct horse battery staple"
@@ -803,3 +805,51 @@ def test_users_list_finds_the_users_with_a_passkey_the_roots_did_not_verify(idp:
     listed = idp.json("users", "list", "--unverified-passkeys")
     assert {u["email"] for u in listed} == {"old@example.com", "moved@example.com"}
     assert len(idp.json("users", "list")) == len(recorded)
+
+
+def _accepted_invite_verifies(idp: Idp, secret: str, email: str) -> bool:
+    """Accept the invite in a browser against the deployment; whether the address is then
+    verified (OIDC Core 5.1 ``email_verified``)."""
+    app = create_app({"issuer": ISSUER, "secret_key": TEST_SECRET, **FAST_ARGON2,
+                      "database_url": idp.env["IDP_DATABASE_URL"],
+                      "instance_path": str(idp.instance)})  # fmt: skip
+    assert accept(app.test_client(), secret)[0] == 302
+    with idp.session() as db:
+        return db.scalars(select(User.email_verified).where(User.email == email)).one()
+
+
+def test_with_a_mail_server_the_cli_only_emails_an_invite_and_its_use_verifies_the_address(
+    idp: Idp,
+) -> None:
+    """``idp users invite`` printed every invite's link, so an account the CLI invited always
+    started unverified (a link handed out proves nothing about the mailbox). With a mail server
+    the invite goes by email alone (``invite-mailed``) unless ``--print-url`` asks for the link,
+    and accepting the mailed one verifies the address."""
+    with smtp_server() as server:
+        idp.env["IDP_SMTP_URL"] = server.url()
+        output = idp.ok("users", "invite", "grace@example.com").output
+        assert "emailed an invite to grace@example.com" in output
+        assert "/invite/" not in output
+        [mailed] = server.handler.bodies()
+        printed = idp.ok("users", "invite", "ada@example.com", "--print-url").output
+        assert len(server.handler.messages) == 2  # the printed invite is emailed too
+    match = re.search(r"/invite/([A-Za-z0-9_-]+)", mailed)
+    assert match, mailed
+    with idp.session() as db:
+        purposes = dict(db.execute(select(User.email, LoginLink.purpose).join(LoginLink)).all())
+    assert purposes == {"grace@example.com": "invite-mailed", "ada@example.com": "invite"}
+    assert _accepted_invite_verifies(idp, match.group(1), "grace@example.com") is True
+    handed = re.search(r"/invite/([A-Za-z0-9_-]+)", printed)
+    assert handed, printed
+    assert _accepted_invite_verifies(idp, handed.group(1), "ada@example.com") is False
+
+
+def test_without_a_mail_server_the_cli_prints_the_invite_and_refuses_email_only(idp: Idp) -> None:
+    """No ``smtp_url``: an invite only emailed would wait in the outbox, seen by no one, so
+    ``--email-only`` is refused (no account made); the default prints the link, as before."""
+    refused = idp.run("users", "invite", "grace@example.com", "--email-only")
+    assert refused.exit_code == 1
+    assert "no mail server is configured (smtp_url)" in refused.output
+    with idp.session() as db:
+        assert db.scalars(select(User.email)).all() == []
+    assert "/invite/" in idp.ok("users", "invite", "grace@example.com").output
