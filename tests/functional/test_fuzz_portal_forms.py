@@ -1,8 +1,8 @@
 """Property-based fuzzing of the portal (idp/account/), signed in with a fresh step-up (hypothesis):
 every form (passkey rename and removal, password, authenticator app, backup codes, sessions,
-connected apps, name, email change) and every page that reads its query, with the fields missing,
-repeated, oversized, in bytes that are no UTF-8, with NUL, CR LF, odd Unicode or numbers, and ids
-that are the user's own, another user's or nobody's.
+connected apps, name, email change, the address's confirmation) and every page that reads its
+query, with the fields missing, repeated, oversized, in bytes that are no UTF-8, with NUL, CR LF,
+odd Unicode or numbers, and ids that are the user's own, another user's or nobody's.
 
 Whatever is sent: never a 5xx; nothing comes back unescaped or in a header; a redirect goes only to
 idp itself; another user's passkey, session, grant or link is never changed by an id of theirs
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
 from idp.extensions import db
-from idp.models import Passkey, TotpCredential, User
+from idp.models import AttemptCounter, Passkey, TotpCredential, User
 from idp.models.base import utcnow
 from idp.services.sign_in_policy import change_policy, reset_policy
 from tests.support.factories import change, create_user
@@ -83,6 +83,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
     "email": (("POST",), "/account/email", {"email": "grace.new@example.com"}),
     "email cancel": (("POST",), "/account/email/cancel", {}),
     "email confirm": (("GET", "POST"), "/account/email/confirm", {"token": "t"}),
+    # The user's own address, unconfirmed (``unconfirmed``): its confirmation link mailed.
+    "email verify": (("POST",), "/account/email/verify", {}),
     "passkey options": (("POST",), "/account/passkeys/options", {"mediation": "conditional"}),
     "passkey register": (("POST",), "/account/passkeys",
                          {"challenge_id": "c", "credential": "{}", "name": "n"}),
@@ -93,7 +95,7 @@ FORGEABLE = tuple(r for r, (_, path, _) in ROUTES.items() if "{passkey}" in path
 #: Where a fuzzed request must have changed the user's rows at least once (deep paths reached).
 MUST_CHANGE = ("rename", "remove passkey", "password", "remove password", "totp", "remove totp",
                "backup codes", "revoke session", "revoke others", "disconnect", "profile", "email",
-               "email cancel")  # fmt: skip
+               "email cancel", "email verify")  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -147,6 +149,15 @@ def replenish(scene: Scene, actor_id: str) -> None:
             user.password_hash = scene.app.extensions["idp"].passwords.hash(GOOD_PASSWORD)
             db.session.commit()
         db.session.remove()
+
+
+def unconfirmed(scene: Scene, actor_id: str) -> None:
+    """The user's address unconfirmed (an invite whose link was handed out made the account),
+    with the hour's email changes not yet spent: what the confirmation form acts on, each
+    example afresh."""
+    change(scene.app, update(User).where(User.id == actor_id).values(email_verified=False))
+    spent = AttemptCounter.key.like("win:email-change:%:" + actor_id)
+    change(scene.app, delete(AttemptCounter).where(spent))
 
 
 def totp_enrolment(
@@ -216,6 +227,8 @@ def portal_example(
     scene.cookie(actor_id)  # another session of theirs, which "@own" may name
     if route == "totp":
         cookie, pairs = totp_enrolment(scene, actor_id, cookie, pairs)
+    if route == "email verify":
+        unconfirmed(scene, actor_id)
     if name == OWN and route in FORGEABLE:
         # Its twin first, the victim's id in place of the user's own (IDOR): nothing of theirs
         # changes, as every example checks below.
