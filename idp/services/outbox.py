@@ -20,17 +20,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import OutboxMessage
 from idp.services import outbox_outcomes
+from idp.services.outbox_commits import take_committed as take_committed
 from idp.services.outbox_outcomes import DeliveryError as DeliveryError
 from idp.services.outbox_outcomes import Outcomes, as_delivery_error, transient
 from idp.services.outbox_outcomes import Pending as Pending
@@ -69,45 +71,6 @@ class Channel(Protocol):
         """What delivering one row needs of the database, done now on the calling thread (the
         run's session); returns the conversation with the recipient, which uses no session and
         runs on another thread (``deliver``). Either raises ``DeliveryError`` on failure."""
-
-
-# -- after the commit ------------------------------------------------------------------------------
-_FLUSHED = "idp.outbox.flushed"
-_COMMITTED = "idp.outbox.committed"
-
-
-@event.listens_for(Session, "after_flush")
-def _remember_queued(session: Session, _flush_context: Any) -> None:
-    """Note the rows written in this transaction (``session.new`` still holds them during
-    ``after_flush``): ``deliver`` claims those that are due, and a development server without
-    SMTP prints its mail (idp.web.background.print_committed)."""
-    rows = [
-        (obj.channel or "mail", obj.id) for obj in session.new if isinstance(obj, OutboxMessage)
-    ]
-    if rows:
-        session.info.setdefault(_FLUSHED, []).extend(rows)
-
-
-@event.listens_for(Session, "after_commit")
-def _queue_committed(session: Session) -> None:
-    flushed = session.info.pop(_FLUSHED, None)
-    if flushed:
-        session.info.setdefault(_COMMITTED, []).extend(flushed)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    # The transaction's rows are gone with it: nothing to deliver.
-    session.info.pop(_FLUSHED, None)
-
-
-def take_committed(session: Session) -> dict[str, list[int]]:
-    """The ids of rows committed through ``session`` and not yet handed to ``deliver``, by
-    channel."""
-    by_channel: dict[str, list[int]] = {}
-    for channel, row_id in session.info.pop(_COMMITTED, []):
-        by_channel.setdefault(channel, []).append(row_id)
-    return by_channel
 
 
 # -- delivery ----------------------------------------------------------------------------------
@@ -256,6 +219,8 @@ class DeliveryRun:
         self._unsorted: list[int] = []
         #: A claim failed for a transient database error: tried again on the next tick.
         self._stalled = False
+        #: When the run's own statements (a lane read, a claim) began to fail, if they do.
+        self._refused_since: float | None = None
         self._waiting: dict[Lane, deque[int]] = {}
         #: Each conversation's lane, row, and how many rows waited behind it when it began.
         self._running: dict[Future[None], tuple[Lane, Pending, int]] = {}
@@ -317,7 +282,9 @@ class DeliveryRun:
                 break
             if lane in busy:
                 continue
-            ids = self._waiting.pop(lane)
+            ids = self._waiting.pop(lane, None)
+            if ids is None:
+                continue  # left for the retry (``_refused``)
             started = self._start_next(ids, now)
             if started is not None:
                 self._running[started[0]] = (lane, started[1], len(ids))
@@ -362,16 +329,35 @@ class DeliveryRun:
             try:
                 lanes = _lanes(self.db, self.by_name, self._unsorted)
             except Exception as error:
-                self.db.rollback()
-                if not transient(error):
-                    raise
-                log.warning("reading %d outbox rows failed, tried again: %s", len(self._unsorted),
-                            error)  # fmt: skip
+                self._refused(error, f"reading {len(self._unsorted)} outbox rows")
                 return False
+            self._refused_since = None
             self._unsorted = []
             for lane, ids in lanes.items():
                 self._waiting.setdefault(lane, deque()).extend(ids)
         return True
+
+    def _refused(self, error: Exception, what: str) -> bool:
+        """One of the run's own statements met ``error``: True to try it again on the next tick
+        (``_stalled``), while a transient error lasts less than ``RECORD_WINDOW``; past it the
+        rows not yet claimed leave the run (False) and stay due, unclaimed, for the prune job's
+        retry, so that a database that stays down holds no thread for ever."""
+        self.db.rollback()
+        if not transient(error):
+            raise error
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        if now - self._refused_since < outbox_outcomes.RECORD_WINDOW:
+            log.warning("%s failed, tried again: %s", what, error)
+            self._stalled = True
+            return True
+        log.error("%s failed, the database refusing for %d s: the rows not yet claimed are "
+                  "left for the retry: %s", what, now - self._refused_since, error)  # fmt: skip
+        self._refused_since = None
+        self._unsorted = []
+        self._waiting.clear()
+        return False
 
     def _conversation_ended(self, future: Future[None]) -> None:
         self._ended.put(future)
@@ -389,14 +375,12 @@ class DeliveryRun:
             try:
                 message = _claim(self.db, lane[0], now, sorted(self.by_name))
             except Exception as error:
-                self.db.rollback()
-                if not transient(error):
-                    raise
                 # If the claim was written before the error, the row is not due when it is
                 # claimed again: it waits for its retry, sent once.
-                log.warning("claiming outbox %s failed, tried again: %s", lane[0], error)
-                self._stalled = True
+                if not self._refused(error, f"claiming outbox {lane[0]}"):
+                    lane.clear()
                 return None
+            self._refused_since = None
             lane.popleft()
             if message is None:
                 continue

@@ -227,3 +227,26 @@ def test_the_end_of_a_session_is_announced_and_delivered_despite_a_failed_claim(
                 assert deliver(db.session(), channels, ids, utcnow()) == 1
             assert fault.fired.is_set()
         assert len(receiver.tokens("/bc")) == 1
+
+
+def test_a_database_that_stays_down_holds_no_run_for_ever(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run tries a refused claim again on its next tick, and only within ``RECORD_WINDOW``:
+    past it (here at once) the rows it could not claim leave the run, still due and unclaimed
+    for the prune job's retry, and the log says so, instead of the run (a node's delivery
+    thread, ``idp prune``) trying again for as long as the database is down."""
+    monkeypatch.setattr(outbox_outcomes, "RETRY_TICK", 0.01)
+    monkeypatch.setattr(outbox_outcomes, "RECORD_WINDOW", 0)
+    channel = Recorded()
+    with storage_app.app_context():
+        now = utcnow()
+        ids = queue_rows(2, now)
+        with (
+            caplog.at_level(logging.ERROR),
+            fault_in(storage_app, Fault(CLAIM, lambda: True, once=False)),
+        ):
+            assert deliver(db.session(), [channel], ids, now) == 0
+        assert deliver_due(db.session(), [channel], now) == 2  # due, unclaimed: the retry's
+    assert any("left for the retry" in r.getMessage() for r in caplog.records)
+    assert sorted(channel.delivered) == ["rp-0", "rp-1"]
