@@ -87,25 +87,28 @@ class Outcomes:
 
     def __init__(self, db: Session) -> None:
         self.db = db
-        #: Each outcome: the row, its failure (None: sent), and when its first write failed.
-        self._unwritten: deque[tuple[Pending, DeliveryError | None, float | None]] = deque()
+        #: Each outcome: the row, and its failure (None: sent).
+        self._unwritten: deque[tuple[Pending, DeliveryError | None]] = deque()
+        #: When the writes began to fail, if they do: one window for all, so that a database
+        #: that stays down costs the run ``RECORD_WINDOW`` once, not once per outcome.
+        self._failing_since: float | None = None
 
     def __bool__(self) -> bool:
         return bool(self._unwritten)
 
     def sent_ids(self) -> set[int]:
         """Rows delivered whose outcome is not written yet: a run never claims them again."""
-        return {message.id for message, error, _since in self._unwritten if error is None}
+        return {message.id for message, error in self._unwritten if error is None}
 
     def add(self, message: Pending, error: DeliveryError | None) -> None:
-        self._unwritten.append((message, error, None))
+        self._unwritten.append((message, error))
 
     def write(self) -> int:
         """Write what may be written now; returns how many rows were written as sent. Raises
         only what is no transient database error."""
         sent = 0
         while self._unwritten:
-            message, error, since = self._unwritten[0]
+            message, error = self._unwritten[0]
             try:
                 if error is None:
                     _sent(self.db, message)
@@ -115,14 +118,15 @@ class Outcomes:
                 self.db.rollback()
                 if not transient(fault):
                     raise
-                since = time.monotonic() if since is None else since
-                if time.monotonic() - since < RECORD_WINDOW:
-                    self._unwritten[0] = (message, error, since)
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                if time.monotonic() - self._failing_since < RECORD_WINDOW:
                     log.warning("recording outbox %s failed, tried again: %s", message.id, fault)
                     return sent
                 self._unwritten.popleft()
                 _given_up(message, error, fault)
                 continue
+            self._failing_since = None
             self._unwritten.popleft()
             sent += error is None
         return sent
@@ -131,7 +135,7 @@ class Outcomes:
         """The run ends with outcomes unwritten (the database stayed down, or the run failed
         otherwise): say which, never drop them silently."""
         while self._unwritten:
-            message, error, _since = self._unwritten.popleft()
+            message, error = self._unwritten.popleft()
             _given_up(message, error, None)
 
 
