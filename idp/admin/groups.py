@@ -146,7 +146,7 @@ def group_delete(name: str) -> Any:
     """Delete, after a confirmation page that names the client apps the group alone opens."""
     found = _group_or_404(name)
     service = _service()
-    sole = [c for c in service.clients_of(found) if len(service.allowed_groups(c.client_id)) == 1]
+    sole = service.sole_allowed_at(found)
     # HEAD and GET only show the page: a state change needs the POST (and its CSRF token).
     if request.method != "POST":
         return render_template(

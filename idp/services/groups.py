@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import ClaimMap, Client, ClientAllowedGroup, Group, GroupMember, User
@@ -200,6 +200,21 @@ class GroupService:
             )
         )
 
+    def sole_allowed_at(self, group: Group) -> list[Client]:
+        """The clients whose only allowed group is ``group``: one statement (each client's allowed
+        groups counted by the database), however many clients name the group."""
+        each = aliased(ClientAllowedGroup)  # the client's rows, beside the one naming the group
+        allowed = select(func.count()).select_from(each).where(
+            each.client_id == Client.client_id).correlate(Client).scalar_subquery()  # fmt: skip
+        return list(
+            self.db.scalars(
+                select(Client)
+                .join(ClientAllowedGroup, ClientAllowedGroup.client_id == Client.client_id)
+                .where(ClientAllowedGroup.group_id == group.id, allowed == 1)
+                .order_by(Client.name)
+            )
+        )
+
     def find_users(self, emails: Sequence[str]) -> list[User]:
         """The users with these addresses, in order; an unknown one refuses them all (naming
         every unknown address), so that ``add``/``remove`` change nothing on a typo."""
@@ -264,7 +279,7 @@ class GroupService:
         group unless ``confirmed``: such a client then admits no one (never everyone). Returns
         how many grants lost their access."""
         lock_access_changes(self.db)  # before anything is read: the changes one at a time
-        sole = [c for c in self.clients_of(group) if len(self.allowed_groups(c.client_id)) == 1]
+        sole = self.sole_allowed_at(group)
         if sole and not confirmed:
             raise GroupInUseError(group.name, sole)
         now = now or self.clock.now()

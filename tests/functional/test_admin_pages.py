@@ -21,6 +21,7 @@ from idp.composition import services
 from idp.extensions import db
 from idp.models import AuditEvent
 from idp.services import audit
+from idp.services.groups import GroupInUseError
 from idp.services.pages import CONSOLE_PAGE
 from idp.services.users import UserService
 from tests.functional.test_admin_audit import link, listed_ids, seed
@@ -460,3 +461,39 @@ def test_a_clients_access_page_offers_a_bounded_list_of_groups(storage_app: Flas
     with storage_app.app_context():
         allowed = services().groups.allowed_groups(client_id)
         assert [group.name for group in allowed] == [other, last]
+
+
+def test_the_group_delete_page_finds_the_clients_it_alone_opens_in_one_statement(
+    storage_app: Flask,
+) -> None:
+    """docs/security.md: which clients the group is the only allowed group of is one statement
+    (each client's allowed groups counted by the database), whatever the number of clients: it
+    was a read of each client's allowed groups in turn."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    clients = [create_client(storage_app, name=f"App {i}").client_id for i in range(6)]
+    with storage_app.app_context():
+        groups = services().groups_as(None, "console")
+        groups.create("crowd"), groups.create("other")
+        for i, client_id in enumerate(clients):
+            client = services().clients.get(client_id)
+            assert client is not None
+            # The even ones allow "crowd" alone, the odd ones "other" too.
+            groups.set_allowed_groups(client, ["crowd"] if i % 2 == 0 else ["crowd", "other"])
+        db.session.commit()
+    with sent(storage_app) as statements:
+        page = admin.browser.get("/admin/groups/crowd/delete")
+    assert page.status_code == 200
+    named = re.search(r'id="sole-clients">(.*?)</p>', page.text, re.S)
+    assert named is not None
+    assert re.findall(r"<strong>([^<]+)</strong>", named.group(1)) == ["App 0", "App 2", "App 4"]
+    reads = [s for s, _ in statements if "client_allowed_groups" in s.lower()]
+    assert len(reads) == 1, reads
+    # The deletion decides with the same statement: refused unconfirmed, the three named.
+    with storage_app.app_context():
+        group = services().groups_as(None, "console").get("crowd")
+        assert group is not None
+        with sent(storage_app) as statements, pytest.raises(GroupInUseError) as refused:
+            services().groups_as(None, "console").delete(group)
+        assert [c.name for c in refused.value.clients] == ["App 0", "App 2", "App 4"]
+        db.session.rollback()
+    assert len([s for s, _ in statements if "client_allowed_groups" in s.lower()]) == 1
