@@ -58,13 +58,14 @@ def _lifetimes() -> list[tuple[int, str]]:
 @bp.get("/users")
 def users() -> Any:
     """Every user, searchable by email or name, a page at a time by email (its cursor in the
-    Previous and Next links)."""
+    Previous and Next links), and how many match in all."""
     query = request.args.get("q", "")[:200]
     service = user_admin()
     page = listed(lambda cursor: service.listing(query, cursor))
     return render_template(
-        "admin/users.html", users=page, not_set_up=service.not_set_up(page.items), query=query
-    )
+        "admin/users.html", users=page, not_set_up=service.not_set_up(page.items), query=query,
+        total=service.count(query),
+    )  # fmt: skip
 
 
 @bp.route("/users/new", methods=["GET", "POST"])

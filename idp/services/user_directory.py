@@ -109,10 +109,17 @@ class UserDirectory:
 
     def listing(self, query: str, cursor: str | None, limit: int = CONSOLE_PAGE) -> Page[User]:
         """The console's list: the users matching ``query`` as ``search`` finds them, a page by
-        email then id (keyset, idp.services.pages) and no count of them all, so each page costs
-        the same statements whichever it is, however many users there are (docs/security.md)."""
+        email then id (keyset, idp.services.pages), so each page costs the same statements
+        whichever it is, however many users there are (docs/security.md); ``count`` says how
+        many there are in all."""
         statement = select(User).where(*_criteria(query, None))
         return keyset_page(self.db, statement, (User.email, User.id), cursor=cursor, limit=limit)
+
+    def count(self, query: str) -> int:
+        """How many users match ``query`` as ``listing`` finds them: the total the console's list
+        shows beside its pages, one ``count(*)`` over the users table alone (no join, no sort)."""
+        counted = select(func.count()).select_from(User).where(*_criteria(query, None))
+        return int(self.db.scalar(counted) or 0)
 
     def not_set_up(self, users: Sequence[User]) -> frozenset[str]:
         """Which of ``users`` (a page of them) have no way in yet: one statement."""

@@ -397,12 +397,59 @@ def test_the_user_list_is_paged_by_email_at_the_same_statements_whichever_page(
     # As many on each; from a cursor, the very same (the first page has no bound on the key).
     assert len({len(shape) for shape in shapes}) == 1, shapes
     assert shapes[1] == shapes[2], shapes
-    assert not [s for s in shapes[2] if "COUNT(" in s.upper()], shapes[2]
+    # One count of them all, the same on every page, for the total the list shows.
+    assert [len([s for s in shape if "COUNT(" in s.upper()]) for shape in shapes] == [1, 1, 1]
     # The page from its cursor's key, not by skipping the rows before it.
     assert [s for s in shapes[2] if "(users.email, users.id) >" in s], shapes[2]
     # A search is kept on every page: "u" is in every address but the admin's.
     found = walk(admin.browser, "/admin/users?q=u", "data-user-id")
     assert [len(p) for p in found] == [CONSOLE_PAGE, CONSOLE_PAGE, 2 * MANY - 2 * CONSOLE_PAGE]
+
+
+def test_the_user_list_shows_how_many_users_there_are_by_one_cheap_count(
+    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/security.md: the list says how many users there are (or match its search) beside
+    its pages, on every page, by one ``count(*)`` of the users table alone: no join, no sort,
+    no subquery per row; on SQLite a scan of its smallest index, not of the rows (EXPLAIN)."""
+    hold_node_caches(monkeypatch, storage_app)
+    admin = passkey_browser(storage_app, "root@example.com")
+    with storage_app.app_context():
+        users = UserService(db.session(), storage_app.extensions["idp"].passwords)
+        for i in range(2 * MANY):
+            users.create(f"u{i:03d}@example.com", name=f"Person {i % 3}",
+                         allow_local_domains=True)  # fmt: skip
+        db.session.commit()
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("ANALYZE users"))
+            db.session.commit()
+    admin.browser.get("/admin/users")  # the node's caches filled
+    every = 2 * MANY + 1  # and the admin
+    address = "/admin/users"
+    for _ in range(3):
+        with sent(storage_app) as statements:
+            page = admin.browser.get(address)
+        assert f'<p class="muted" id="user-count">{every:,} users, ' in page.text, page.text
+        (counted,) = [(s, p) for s, p in statements if "COUNT(" in s.upper()]
+        if 'id="older"' in page.text:
+            address = link(page.text, "older")
+    statement, parameters = counted
+    found = plan(storage_app, statement, parameters)
+    for step in ("JOIN", "SORT", "SUBPLAN", "CORRELATED"):
+        assert step not in found, found
+    assert statement.upper().count("SELECT") == 1, statement
+    if "postgresql" in str(storage_app.config["SQLALCHEMY_DATABASE_URI"]):
+        # One pass over the table or an index of it, aggregated once.
+        assert found.startswith("AGGREGATE"), found
+        assert "ON USERS" in found, found
+    else:
+        assert "USING COVERING INDEX" in found, found
+    # A search counts what it finds: one user matches "person 1" a third of the time.
+    page = admin.browser.get("/admin/users", query_string={"q": "person 1"})
+    matching = len([i for i in range(2 * MANY) if i % 3 == 1])
+    assert f"{matching} users match “person 1”" in markup.unescape(page.text), page.text
+    one = admin.browser.get("/admin/users", query_string={"q": "u007@"})
+    assert "1 user matches “u007@”" in markup.unescape(one.text), one.text
 
 
 @pytest.mark.parametrize(
