@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import (
+    abort,
     flash,
     redirect,
     render_template,
@@ -29,6 +30,7 @@ from idp.services.anonymous import count_refusal
 from idp.services.claims import shared_with_apps
 from idp.services.display_names import display_name
 from idp.services.email_addresses import EmailAddressError
+from idp.services.pages import CursorError
 from idp.services.users import (
     CANCELLED,
     SIGNED_OUT,
@@ -158,13 +160,14 @@ def activity() -> Any:
     session = session_or_login("account.activity")
     if not isinstance(session, BrowserSession):
         return session
-    page = request.args.get("page", "1")
-    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
-    number = int(page) if page.isascii() and page.isdigit() and len(page) < 6 else 1
-    events, more = portal.activity(db.session(), session.user, number)
+    try:
+        page = portal.activity(db.session(), session.user, request.args.get("cursor") or None)
+    except CursorError:
+        abort(400, description="This page's link is not valid. Start again from the first page.")
+    events = page.items
     names = portal.client_names(db.session(), {e.client_id for e in events if e.client_id})
     return render_template(
-        "account/activity.html", user=session.user, page=number, more=more,
+        "account/activity.html", user=session.user, page=page,
         events=[(e, describe_event(e, names), portal.shows_origin(e, session.user_id))
                 for e in events],
         describe=portal.describe_user_agent,

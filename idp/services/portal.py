@@ -28,6 +28,7 @@ from idp.services.assurance import (
     ACR_PASSWORD,
     ACR_PHISHING_RESISTANT,
 )
+from idp.services.pages import Page, keyset_page
 from idp.services.passkeys import has_working_passkey
 from idp.services.sessions import SessionService, end_sessions
 from idp.services.user_agents import describe_user_agent
@@ -291,19 +292,15 @@ def client_names(db: Session, client_ids: set[str]) -> dict[str, str]:
     return {str(client_id): str(name) for client_id, name in rows}
 
 
-def activity(db: Session, user: User, page: int) -> tuple[list[AuditEvent], bool]:
-    """The user's own audit events, newest first; and whether there is a next page."""
-    page = max(page, 1)
-    rows = list(
-        db.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.subject_id == user.id)
-            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-            .offset((page - 1) * ACTIVITY_PAGE_SIZE)
-            .limit(ACTIVITY_PAGE_SIZE + 1)
-        )
-    )
-    return rows[:ACTIVITY_PAGE_SIZE], len(rows) > ACTIVITY_PAGE_SIZE
+def activity(db: Session, user: User, cursor: str | None) -> Page[AuditEvent]:
+    """The user's own audit events, newest first, a page at a time from the cursor of its Older
+    and Newer links (keyset on the log's id, which counts up as events are written;
+    idp.services.pages): an event recorded while the user reads neither repeats a row on the
+    next page nor hides one, as an OFFSET did, and each page is a range of the index on
+    (subject_id, id). A cursor that is not one of idp's is ``CursorError``."""
+    statement = select(AuditEvent).where(AuditEvent.subject_id == user.id)
+    return keyset_page(db, statement, AuditEvent.id, cursor=cursor, limit=ACTIVITY_PAGE_SIZE,
+                       descending=True)  # fmt: skip
 
 
 def shows_origin(event: AuditEvent, user_id: str) -> bool:

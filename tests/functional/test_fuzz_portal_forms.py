@@ -64,7 +64,7 @@ GOOD_PASSWORD = "a long enough new password 7"
 #: ``{sid}``, ``{client}``: an id), and the fields its page sends, with a value that works.
 ROUTES: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
     "home": (("GET",), "/account", {"resume": "add-passkey"}),
-    "activity": (("GET",), "/account/activity", {"page": "2"}),
+    "activity": (("GET",), "/account/activity", {"cursor": "eyJhZnRlciI6MTAwMDAwMH0"}),
     "sessions": (("GET",), "/account/sessions", {}),
     "apps": (("GET",), "/account/apps", {}),
     "rename": (("POST",), "/account/passkeys/{passkey}/rename", {"name": "Work laptop"}),

@@ -22,6 +22,8 @@ from idp.models import (
     Passkey,
     User,
 )
+from idp.services import portal
+from tests.functional.test_admin_audit import link
 from tests.support.admin import age_sign_in
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user
@@ -333,11 +335,46 @@ def test_activity_is_paginated(app: Flask, client: FlaskClient, user: CreatedUse
             db.session.add(AuditEvent(kind="test.event", subject_id=user.id))
         db.session.commit()
     first = client.get("/account/activity").text
-    assert "Older" in first
-    assert "Newer" not in first
-    second = client.get("/account/activity?page=2").text
-    assert "Newer" in second
-    assert "Older" not in second
+    assert 'id="older"' in first
+    assert 'id="newer"' not in first
+    second = client.get(link(first, "older")).text
+    assert 'id="newer"' in second
+    assert 'id="older"' not in second
+    assert client.get("/account/activity", query_string={"cursor": "nonsense"}).status_code == 400
+
+
+def test_an_event_recorded_between_two_activity_pages_neither_repeats_nor_hides_one(
+    storage_app: Flask,
+) -> None:
+    """docs/security.md: the activity pages follow the cursor of their Older and Newer links
+    (keyset on the log's id), so an event the user's own sign-in records while they read moves
+    no row: the next page starts right after the last one shown. With an OFFSET the newest
+    event pushed the first page's last row onto the second page too."""
+    user = create_user(storage_app, email="reader@example.com")
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    with storage_app.app_context():
+        for i in range(2 * portal.ACTIVITY_PAGE_SIZE):
+            db.session.add(AuditEvent(kind=f"test.e{i:03d}", subject_id=user.id))
+        db.session.commit()
+        every = [kind for (kind,) in db.session.execute(
+            select(AuditEvent.kind).where(AuditEvent.subject_id == user.id)
+            .order_by(AuditEvent.id.desc()))]  # fmt: skip
+    first = browser.get("/account/activity").text
+    shown = re.findall(r'data-kind="([^"]+)"', first)
+    assert shown == every[: portal.ACTIVITY_PAGE_SIZE]
+    # A sign-in elsewhere while the page is open: a newer event of the user's.
+    with storage_app.app_context():
+        db.session.add(AuditEvent(kind="test.meanwhile", subject_id=user.id))
+        db.session.commit()
+    second = browser.get(link(first, "older")).text
+    following = re.findall(r'data-kind="([^"]+)"', second)
+    assert following == every[portal.ACTIVITY_PAGE_SIZE : 2 * portal.ACTIVITY_PAGE_SIZE]
+    # Back to the newer page: the page it was, the new event above it on the first page only.
+    back = browser.get(link(second, "newer")).text
+    assert re.findall(r'data-kind="([^"]+)"', back) == shown
+    top = re.findall(r'data-kind="([^"]+)"', browser.get("/account/activity").text)
+    assert top[0] == "test.meanwhile"
 
 
 def test_name_change(app: Flask, client: FlaskClient, user: CreatedUser) -> None:
