@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,25 +57,39 @@ def _user_text(data: dict[str, Any]) -> str:
 
 @users.command("list")
 @click.option("--search", "query", default="", help="Part of an email address or name.")
-@click.option("--page", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--unverified-passkeys",
     is_flag=True,
     help="Only users with a passkey whose attestation no configured root verified.",
 )
 @click.option("--json", "as_json", is_flag=True)
-def users_list(query: str, page: int, unverified_passkeys: bool, as_json: bool) -> None:
-    """List users, newest first (25 a page)."""
+def users_list(query: str, unverified_passkeys: bool, as_json: bool) -> None:
+    """List every matching user, by email address."""
     from idp.composition import runtime
+    from idp.extensions import db
     from idp.services.attestation import root_fingerprints
     from idp.services.user_descriptions import describe_user
 
     with app_context():
         roots = runtime().relying_party.attestation_roots
         unverified_by = root_fingerprints(roots) if unverified_passkeys else None
-        result = user_admin_service().search(query, page, unverified_by)
-        rows = [describe_user(u) for u in result.users]
-        emit(rows, as_json, lambda r: "\n".join(_user_text(u) for u in r) or "no users")
+        # Printed batch by batch as the keyset reads them (UserDirectory.each_batch): a list of
+        # any size, each batch its own short read, no transaction held while the output drains.
+        printed = 0
+        for batch in user_admin_service().each_batch(query, unverified_by):
+            rows = [describe_user(u) for u in batch]
+            db.session.rollback()  # nothing was written: the read's transaction ends here
+            for row in rows:
+                if as_json:
+                    item = json.dumps(row, indent=2, default=str).replace("\n", "\n  ")
+                    click.echo(("[\n  " if printed == 0 else ",\n  ") + item, nl=False)
+                else:
+                    click.echo(_user_text(row))
+                printed += 1
+        if as_json:
+            click.echo("\n]" if printed else "[]")
+        elif not printed:
+            click.echo("no users")
 
 
 @users.command("create")

@@ -4,8 +4,7 @@ and the detail page's passkeys, sessions, connected apps and live links. No Flas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
@@ -18,26 +17,8 @@ from idp.services.pages import CONSOLE_PAGE, Page, keyset_page
 from idp.services.passwords import PasswordService
 from idp.services.users import UserService
 
-PAGE_SIZE = 25
-
-
-@dataclass(frozen=True)
-class UserPage:
-    users: list[User]
-    page: int
-    total: int
-    page_size: int = PAGE_SIZE
-    #: The ids of the page's users with no way in yet (``has_way_in``): an invite not accepted,
-    #: an account created without one. The list marks them as the user's page does.
-    not_set_up: frozenset[str] = frozenset()
-
-    @property
-    def has_next(self) -> bool:
-        return self.page * self.page_size < self.total
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
+#: The users ``each_batch`` reads per statement (``idp users list``).
+LIST_BATCH = 200
 
 
 def has_passkey(db: Session, user_id: str) -> bool:
@@ -86,26 +67,26 @@ class UserDirectory:
         self.passwords = passwords
 
     # -- finding ----------------------------------------------------------------------------------
-    def search(
-        self, query: str = "", page: int = 1, unverified_by: frozenset[str] | None = None
-    ) -> UserPage:
-        """Users whose email or name contains ``query`` (case-insensitive), newest first;
-        ``unverified_by``: only those with a passkey whose attestation none of these root
-        fingerprints verified (docs/admins.md, "Verified attestation"). By page number, for
-        the ``idp users list`` command."""
-        page = max(page, 1)
-        criteria = _criteria(query, unverified_by)
-        total = self.db.scalar(select(func.count()).select_from(User).where(*criteria)) or 0
-        users = list(
-            self.db.scalars(
-                select(User)
-                .where(*criteria)
-                .order_by(User.created_at.desc(), User.id)
-                .offset((page - 1) * PAGE_SIZE)
-                .limit(PAGE_SIZE)
-            )
-        )
-        return UserPage(users=users, page=page, total=total, not_set_up=self._not_set_up(users))
+    def each_batch(
+        self, query: str = "", unverified_by: frozenset[str] | None = None,
+        batch: int | None = None,
+    ) -> Iterator[list[User]]:  # fmt: skip
+        """Every user whose email or name contains ``query`` (case-insensitive), by email then
+        id, in batches of ``batch`` (``LIST_BATCH``) read by keyset (idp.services.pages): each
+        batch one statement from the last key of the one before, never an OFFSET (which reads
+        every row before the batch) nor a count of them all. ``unverified_by``: only those with
+        a passkey whose attestation none of these root fingerprints verified (docs/admins.md,
+        "Verified attestation"). For the ``idp users list`` command."""
+        statement = select(User).where(*_criteria(query, unverified_by))
+        cursor: str | None = None
+        while True:
+            page = keyset_page(self.db, statement, (User.email, User.id), cursor=cursor,
+                               limit=batch or LIST_BATCH)  # fmt: skip
+            if page.items:
+                yield list(page.items)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def listing(self, query: str, cursor: str | None, limit: int = CONSOLE_PAGE) -> Page[User]:
         """The console's list: the users matching ``query`` as ``search`` finds them, a page by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from idp import create_app
@@ -27,6 +28,7 @@ from idp.cli import main
 from idp.composition import Container
 from idp.database import alembic_config, upgrade
 from idp.models import ApiToken, AuditEvent, Base, Client, LoginLink, Passkey, SigningKey, User
+from idp.services import user_directory
 from idp.services.attestation import root_fingerprint
 from idp.services.crypto import token_hash
 from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
@@ -590,6 +592,60 @@ def test_a_command_leaves_no_database_connection_open_when_it_ends(tmp_path: Pat
             ).scalar_one()
         watcher.dispose()
         assert left == 0
+
+
+@contextmanager
+def statements_sent() -> Iterator[list[str]]:
+    """Every statement any engine sends while the block runs (the command makes its own),
+    without SQLite's OFFSET of 0."""
+    found: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        # SQLite's dialect writes every LIMIT as "LIMIT ? OFFSET ?": an OFFSET of 0 skips no row.
+        if statement.rstrip().endswith("LIMIT ? OFFSET ?") and parameters[-1] == 0:
+            statement = statement.rstrip().removesuffix(" OFFSET ?")
+        found.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield found
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_users_list_reads_every_user_by_email_in_keyset_batches(
+    idp: Idp, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/security.md: ``idp users list`` prints every matching user by email then id, read
+    in batches from the last key of the batch before (``(email, id) > ...``), never by OFFSET
+    nor with a count of them all; each user once, on SQLite and PostgreSQL."""
+    monkeypatch.setattr(user_directory, "LIST_BATCH", 10)
+    with contextlib.ExitStack() as stack:
+        if database == "postgresql":
+            url = stack.enter_context(throwaway_postgres_database())
+            upgrade(url)
+            idp.env["IDP_DATABASE_URL"] = url
+        emails = [f"u{(i * 11) % 36:02d}@example.com" for i in range(36)]
+        with idp.session() as db:
+            db.add_all(User(email=email, name="Searched" if i % 2 else "") for i, email
+                       in enumerate(emails))  # fmt: skip
+            db.commit()
+        with statements_sent() as statements:
+            listed = idp.json("users", "list")
+        assert [u["email"] for u in listed] == sorted(emails)
+        reads = [s for s in statements if "FROM users" in s]
+        # Four batches of ten (the last one empty of a next), each from the batch before's key.
+        assert len(reads) == 4, reads
+        assert sum("(users.email, users.id) >" in s for s in reads) == 3, reads
+        assert not [s for s in statements if "OFFSET" in s.upper() or "COUNT(" in s.upper()]
+        text_output = idp.ok("users", "list").output.splitlines()
+        assert [line.split()[0] for line in text_output] == sorted(emails)
+        # A search is kept from batch to batch: the odd ones are named "Searched".
+        found = idp.json("users", "list", "--search", "searched")
+        assert [u["email"] for u in found] == sorted(emails[1::2])
+        assert idp.ok("users", "list", "--search", "nobody").output == "no users\n"
+        assert idp.json("users", "list", "--search", "nobody") == []
 
 
 def test_a_node_with_another_secret_key_refuses_to_start(tmp_path: Path) -> None:
