@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,4 +145,54 @@ def test_group_names_stay_whole_on_a_phone_and_a_long_one_wraps_inside_the_card(
     expect(page.locator("#group-name")).to_have_text(short)
     assert page.locator("#group-name").evaluate(TEXT_LINES) == 1
     page.goto(f"{live_idp.url}/admin/groups/{long}")
+    fits_viewport(page)
+
+
+#: The right edge of each line of an element's text, and the right edge of the box it wraps in.
+LINE_ENDS = """(element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  const lines = new Map();
+  for (const rect of range.getClientRects()) {
+    const top = Math.round(rect.top);
+    lines.set(top, Math.max(lines.get(top) || 0, rect.right));
+  }
+  const box = element.closest("li").getBoundingClientRect();
+  return {ends: [...lines.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]),
+          right: box.right};
+}"""
+
+
+def test_member_addresses_wrap_only_where_needed_and_never_at_a_hyphen_on_a_phone(
+    live_idp: LiveIdp, new_user: NewUser, tmp_path: Path
+) -> None:
+    """On a 390 px phone (style.css, #group-members): a member's address that fits on a line is
+    one line, the Remove button under it, never split at its hyphen beside the button; one
+    longer than the line fills each line before it wraps (no earlier break at a hyphen) and no
+    hyphen is inserted (hyphens: manual). The page's screenshot is left in the test's tmp_path
+    for a person to look at."""
+    admin = _admin_in_console(live_idp, new_user, device=PHONE)
+    page = admin.page
+    group = f"crew-{secrets.token_hex(2)}"
+    tag = secrets.token_hex(2)
+    fits = f"jean-paul-{tag}@example.com"
+    long = f"anne-sophie.de-la-fontaine-{tag}.quality-assurance@example-subsidiary.com"
+    for email in (fits, long):
+        live_idp.cli("users", "create", email, "--json")
+    live_idp.cli("groups", "create", group, "--json")
+    live_idp.cli("groups", "add", group, fits, long, "--json")
+    page.goto(f"{live_idp.url}/admin/groups/{group}")
+    short_link = page.locator(f'#group-members li[data-email="{fits}"] a')
+    long_link = page.locator(f'#group-members li[data-email="{long}"] a')
+    expect(short_link).to_have_text(fits)
+    page.screenshot(path=str(tmp_path / "group-members-phone.png"), full_page=True)
+    assert short_link.evaluate(TEXT_LINES) == 1
+    for link in (short_link, long_link):
+        assert link.evaluate("(e) => getComputedStyle(e).hyphens") == "manual"
+    lines = long_link.evaluate(LINE_ENDS)
+    assert len(lines["ends"]) > 1, lines
+    # Every line but the last reaches the row's edge, give or take a character: it broke where
+    # the line ran out, not at a hyphen earlier on it.
+    for end in lines["ends"][:-1]:
+        assert lines["right"] - end < 16, lines
     fits_viewport(page)
