@@ -16,6 +16,7 @@ from idp.admin.blueprint import bp, client_version, listed
 from idp.composition import runtime, services
 from idp.extensions import db
 from idp.models import Client, Group
+from idp.services import client_access as access_pages
 from idp.services.claims import client_claims
 from idp.services.clients import StaleClientError
 from idp.services.group_access import allowed_to_use
@@ -172,14 +173,14 @@ STALE_ACCESS = (
 
 def _access_page(client: Client, error: str | None = None, status: int = 200) -> Any:
     """The page as the client stands, with its version (the hidden field the save holds to)."""
-    service = _service()
-    groups, more = service.access_choices(client.client_id)
+    service, session = _service(), db.session()
+    others, more = access_pages.other_groups(session, client.client_id)
     return render_template(
         "admin/client_access.html",
         client=client,
-        groups=groups,
+        allowed=listed(lambda at: access_pages.allowed_page(session, client.client_id, at)),
+        others=others,
         more_groups=more,
-        allowed={group.name for group in service.allowed_groups(client.client_id)},
         claim_maps="\n".join(str(m) for m in service.claim_maps(client.client_id)),
         error=error,
     ), status
@@ -195,14 +196,17 @@ def client_access_edit(client_id: str) -> Any:
     try:
         # The page's boxes, and the name typed for a group past those it shows (empty if none).
         chosen = [name for name in form.getlist("allowed_groups") if name.strip()]
-        allowed = [] if form.get("access") == "everyone" else chosen
-        if form.get("access") == "groups" and not allowed:
+        everyone = form.get("access") == "everyone"
+        allowed = [] if everyone else chosen
+        # The allowed groups this page of them showed: those on its other pages stay allowed.
+        shown = form.getlist("shown_groups") if form.get("paged") and not everyone else None
+        if form.get("access") == "groups" and not allowed and shown is None:
             raise GroupError("choose at least one group, or let everyone sign in")
         lines = [x.strip() for x in form.get("claim_maps", "").splitlines()]
         if version is None:  # a page without its version: as stale as one from an old version
             raise StaleClientError(client_id)
         _service().set_access(client, allowed, [parse_claim_map(x) for x in lines if x],
-                              expected_version=version)  # fmt: skip
+                              expected_version=version, shown=shown)  # fmt: skip
         db.session.commit()
     except GroupError as error:
         return _refused(error, "admin.client_access", client_id=client_id)

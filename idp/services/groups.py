@@ -24,6 +24,7 @@ from idp.clock import SYSTEM_CLOCK, Clock
 from idp.models import ClaimMap, Client, ClientAllowedGroup, Group, GroupMember, User
 from idp.services import audit
 from idp.services.audit import RequestContext
+from idp.services.client_access import kept_beyond
 from idp.services.clients import claim_version
 from idp.services.email_addresses import normalise_email
 from idp.services.group_access import lock_access_changes, revoke_grants_without_access
@@ -141,14 +142,6 @@ class GroupService:
         """How many members the group has, counted by the database: no member row is read."""
         counted = select(func.count()).select_from(GroupMember)
         return int(self.db.scalar(counted.where(GroupMember.group_id == group.id)) or 0)
-
-    def access_choices(self, client_id: str, limit: int = CONSOLE_PAGE) -> tuple[list[Group], bool]:
-        """The groups a client's access page offers: its allowed groups, every one (the page saves
-        the whole set as it shows it), and the first ``limit`` others by name; and whether there
-        are more groups than that (the page then takes another by its name)."""
-        first = keyset_page(self.db, select(Group), Group.name, cursor=None, limit=limit)
-        shown = {group.id: group for group in [*first.items, *self.allowed_groups(client_id)]}
-        return sorted(shown.values(), key=lambda group: group.name), first.next_cursor is not None
 
     def members(self, group: Group) -> list[User]:
         return list(
@@ -425,12 +418,18 @@ class GroupService:
                     previous=[str(e) for e in before])  # fmt: skip
 
     def set_access(self, client: Client, names: Sequence[str], entries: Sequence[ClaimMapEntry],
-                   *, expected_version: int) -> int:  # fmt: skip
+                   *, expected_version: int, shown: Sequence[str] | None = None,
+                   ) -> int:  # fmt: skip
         """The console's access page saves both as it showed them: only onto the version of the
         client it was read from (RFC 9110 13.1.1), else ``StaleClientError`` before anything
         changes, so a page opened before another admin took a group away never puts it back
-        unseen. Returns how many grants lost their access."""
+        unseen. ``shown``: the allowed groups of the page (a page of them), the others kept
+        (idp.services.client_access). Returns how many grants lost their access."""
         claim_version(self.db, client, expected_version)
+        if shown is not None:
+            now = [group.name for group in self.allowed_groups(client.client_id)]
+            if not (names := kept_beyond(now, shown, names)):
+                raise GroupError("choose at least one group, or let everyone sign in")
         revoked = self.set_allowed_groups(client, names)
         self.set_claim_maps(client, entries)
         return revoked

@@ -482,8 +482,8 @@ def test_the_group_delete_page_counts_the_members_without_reading_them(storage_a
 
 
 def test_a_clients_access_page_offers_a_bounded_list_of_groups(storage_app: Flask) -> None:
-    """docs/security.md: the access page offers the first page of groups by name and every
-    group the client allows (it saves the whole set as shown), and takes another by its name."""
+    """docs/security.md: the access page offers the first page of the groups the client does not
+    allow by name, and takes another by its name past that page."""
     admin = passkey_browser(storage_app, "root@example.com")
     with storage_app.app_context():
         groups = services().groups_as(None, "console")
@@ -498,16 +498,83 @@ def test_a_clients_access_page_offers_a_bounded_list_of_groups(storage_app: Flas
     assert saved.status_code == 302, saved.text
     page = admin.browser.get(path).text
     offered = re.findall(r'name="allowed_groups" value="([^"]+)"', page)
-    assert offered == [f"team-{i:03d}" for i in range(CONSOLE_PAGE)] + [last]
+    # The allowed group first, ticked; then the first page of the others.
+    assert offered == [last] + [f"team-{i:03d}" for i in range(CONSOLE_PAGE)]
     assert re.search(rf'value="{last}" checked', page)
     assert 'id="another-group"' in page
-    # Saved as the page shows it: the allowed group beyond the first page kept, one more typed.
     other = f"team-{MANY - 2:03d}"
-    saved = admin.post_read_version(path, {"access": "groups", "allowed_groups": [last, other]})
+    saved = admin.post_read_version(path, {"access": "groups", "paged": "1",
+                                           "shown_groups": [last],
+                                           "allowed_groups": [last, other]})  # fmt: skip
     assert saved.status_code == 302, saved.text
     with storage_app.app_context():
         allowed = services().groups.allowed_groups(client_id)
         assert [group.name for group in allowed] == [other, last]
+
+
+def allowed_on(page: str) -> list[str]:
+    return re.findall(r'name="shown_groups" value="([^"]+)"', page)
+
+
+def test_a_clients_access_page_pages_the_groups_it_allows_and_a_save_keeps_the_others(
+    storage_app: Flask,
+) -> None:
+    """docs/security.md: a client allowing more groups than a page lists them a page at a time
+    by name (Previous and Next, keyset), each page one read of a bounded page whichever it is;
+    a save of one page drops only the groups that page showed and the admin unticked, and keeps
+    those of the other pages (it named every one it knew of before: a page of them now)."""
+    admin = passkey_browser(storage_app, "root@example.com")
+    names = [f"team-{i:03d}" for i in range(MANY + 3)]
+    with storage_app.app_context():
+        groups = services().groups_as(None, "console")
+        for name in names:
+            groups.create(name)
+        db.session.commit()
+    client_id = create_client(storage_app, name="Wiki").client_id
+    path = f"/admin/clients/{client_id}/access"
+    allowed = names[:MANY]  # three groups left to offer
+    with storage_app.app_context():
+        client = services().clients.get(client_id)
+        assert client is not None
+        services().groups_as(None, "console").set_allowed_groups(client, allowed)
+        db.session.commit()
+    pages = walk(admin.browser, path, 'name="shown_groups" value')
+    assert [len(p) for p in pages] == [CONSOLE_PAGE, MANY - CONSOLE_PAGE]
+    assert [name for p in pages for name in p] == allowed
+    with sent(storage_app) as statements:
+        opened = admin.browser.get(path)  # the first page
+    assert 'id="allowed-pages"' in opened.text
+    offered = re.findall(r'name="allowed_groups" value="([^"]+)"', opened.text)
+    assert offered[CONSOLE_PAGE:] == names[MANY:]  # the others after the allowed page
+    reads = [s for s, _ in statements if "client_allowed_groups" in s and "LIMIT" in s.upper()]
+    assert len(reads) == 2, reads  # the allowed page and the others' page, each bounded
+    # The second page: one group unticked, another (not allowed yet) ticked, one typed.
+    last_page = admin.browser.get(link(opened.text, "older")).text
+    shown = allowed_on(last_page)
+    assert shown == allowed[CONSOLE_PAGE:]
+    form = {"access": "groups", "paged": "1", "shown_groups": shown,
+            "allowed_groups": [*shown[1:], names[MANY], names[MANY + 2]]}  # fmt: skip
+    saved = admin.post_read_version(path, form)
+    assert saved.status_code == 302, saved.text
+    with storage_app.app_context():
+        now = [group.name for group in services().groups.allowed_groups(client_id)]
+    assert now == sorted([*allowed[:CONSOLE_PAGE], *shown[1:], names[MANY], names[MANY + 2]])
+    # Every box of a page unticked: that page's groups go, the others' stay.
+    first = allowed_on(admin.browser.get(path).text)
+    form = {"access": "groups", "paged": "1", "shown_groups": first, "allowed_groups": []}
+    assert admin.post_read_version(path, form).status_code == 302
+    with storage_app.app_context():
+        after = [group.name for group in services().groups.allowed_groups(client_id)]
+    assert after == sorted(set(now) - set(first))
+    assert after
+    # The last ones unticked too: none left is refused, as choosing none was.
+    form = {"access": "groups", "paged": "1", "shown_groups": after, "allowed_groups": []}
+    refused = admin.post_read_version(path, form)
+    assert refused.status_code == 302
+    assert "choose at least one group" in admin.browser.get(refused.headers["Location"]).text
+    with storage_app.app_context():
+        kept = [group.name for group in services().groups.allowed_groups(client_id)]
+    assert kept == after
 
 
 def test_the_group_delete_page_finds_the_clients_it_alone_opens_in_one_statement(
