@@ -21,6 +21,7 @@ from idp.models import Client, RefreshToken
 from idp.oidc.checks import MAX_STATE_LENGTH
 from idp.oidc.client_auth import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, token_client
 from idp.services.logout_return import return_vouched
+from idp.services.signing_keys import SUPPORTED_ALGS
 from idp.services.tokens import ID_TOKEN_TYP, BearerToken, find_access_token
 
 
@@ -151,6 +152,12 @@ class TokenIntrospection(IntrospectionEndpoint):
 
 #: What the logout endpoint reads (RP-Initiated Logout 1.0 section 2, and the confirmation page's
 #: proof of a validated way back, idp.services.logout_return).
+def _hint_life() -> timedelta:
+    """How long after its key's publication ended a hint is still verified: while the session
+    it was issued in may live (the sessions' absolute lifetime)."""
+    return timedelta(seconds=services().policy.session_absolute_ttl)
+
+
 LOGOUT_PARAMETERS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id",
                      "logout_hint", "ui_locales", "logout_return")  # fmt: skip
 
@@ -160,8 +167,13 @@ class EndSession(EndSessionEndpoint):
 
     def get_server_jwks(self) -> KeySet:
         # A hint signed by a key since unpublished still names a session that may be live.
-        lifetime = timedelta(seconds=services().policy.session_absolute_ttl)
-        return runtime().keys.verification_keyset(db.session(), unpublished_within=lifetime)
+        return runtime().keys.verification_keyset(db.session(), unpublished_within=_hint_life())
+
+    def get_algorithms(self) -> list[str]:
+        # Authlib allows every algorithm the JWKS's keys could verify (an RSA key: RS256 to
+        # RS512, PS256 to PS512); idp signs ID tokens with SUPPORTED_ALGS only, and each hint's
+        # key is held to its own below (``_validate_id_token_hint``).
+        return list(SUPPORTED_ALGS)
 
     def validate_request(self, request: OAuth2Request) -> EndSessionRequest:
         # RP-Initiated Logout 1.0 section 3: the state is echoed into the post-logout Location.
@@ -186,11 +198,22 @@ class EndSession(EndSessionEndpoint):
         # tokens (``logout+jwt``) with the same keys, and an access token reaches every resource
         # server the client calls. The header's ``typ`` tells them apart (RFC 8725 3.11).
         try:
-            typ = jws.extract_compact(id_token_hint.encode()).protected.get("typ")
+            header = jws.extract_compact(id_token_hint.encode()).protected
         except (JoseError, ValueError, TypeError, UnicodeError):
-            typ = None
-        if typ != ID_TOKEN_TYP:
+            header = {}
+        if header.get("typ") != ID_TOKEN_TYP:
             raise InvalidRequestError("The id_token_hint is not an ID token.")
+        # RFC 8725 3.1: the algorithm is the one the hint's key signs with (looked up by
+        # ``kid``, as idp.services.tokens.verify_issued_jwt does), never the header's choice
+        # among those the key could verify; so no ``none``, HS256 or PS256 with an RS256 key.
+        kid = header.get("kid")
+        key = (
+            runtime().keys.hint_key(db.session(), kid, unpublished_within=_hint_life())
+            if isinstance(kid, str)
+            else None
+        )
+        if key is None or header.get("alg") != key.alg:
+            raise InvalidRequestError("The id_token_hint is not signed as idp signs ID tokens.")
         claims = dict(super()._validate_id_token_hint(id_token_hint))
         # Section 2: "the OP MUST validate that it was the issuer of the ID Token". Authlib checks
         # the signature only, and a key of ours does not make us its issuer: keys outlive an

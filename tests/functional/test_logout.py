@@ -4,6 +4,8 @@ first."""
 from __future__ import annotations
 
 import base64
+import hmac
+import json
 import re
 from html import unescape
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from joserfc import jwt
+from joserfc.jwk import JWKRegistry, KeySet
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
@@ -19,6 +22,7 @@ from idp.extensions import db
 from idp.models import Client
 from idp.oidc.checks import MAX_STATE_LENGTH
 from idp.services.clients import ClientService
+from idp.services.signing_keys import KeyStore
 from tests.conftest import sqlite_app
 from tests.support.clock import key_unpublished
 from tests.support.factories import POST_LOGOUT_URI, CreatedUser, create_client, create_user
@@ -260,6 +264,66 @@ def test_an_id_token_of_another_issuer_is_no_id_token_hint(
             algorithms=[header["alg"]],
         )
     page = logout(rp, id_token_hint=elsewhere, post_logout_redirect_uri=POST_LOGOUT_URI)
+    assert_page(page, 400)
+    assert session_is_alive(rp)
+
+
+def _without_alg(key: Any) -> Any:
+    """``key`` as a JWK without its ``alg`` member (RFC 7517 4.4: optional)."""
+    fields = key.as_dict(private=key.is_private)
+    fields.pop("alg", None)
+    return JWKRegistry.import_key(fields)
+
+
+@pytest.mark.parametrize("jwk_alg", [True, False], ids=["keys-name-alg", "keys-without-alg"])
+@pytest.mark.parametrize("alg", ["PS256", "RS384", "RS512", "HS256", "none"])
+def test_a_hint_whose_alg_is_not_its_keys_is_no_id_token_hint(
+    app: Flask,
+    rp: RelyingParty,
+    tokens: dict[str, Any],
+    alg: str,
+    jwk_alg: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 8725 3.1: the hint's ``alg`` is the one its key signs with, never the header's choice.
+    Authlib's end_session allows every algorithm the JWKS's keys could verify (an RSA key: RS256
+    to RS512, PS256 to PS512); only joserfc holding a key to its JWK ``alg`` member stopped an ID
+    token re-signed by idp's RSA key with PS256 or RS512 from ending the session unasked, so the
+    keys are also handed to Authlib without that member: idp pins the algorithm itself, by the
+    ``kid``'s stored key. ``none`` and HS256 (the public key as an HMAC secret) are refused too.
+    The request is a 400 page, nothing ends and nobody is redirected (section 4)."""
+    if not jwk_alg:
+        verification_keyset = KeyStore.verification_keyset
+
+        def without_alg(self: KeyStore, *args: Any, **kwargs: Any) -> KeySet:
+            keys = verification_keyset(self, *args, **kwargs)
+            return KeySet([_without_alg(key) for key in keys.keys])
+
+        monkeypatch.setattr(KeyStore, "verification_keyset", without_alg)
+    header, claims = jwt_parts(tokens["id_token"])
+    assert header["alg"] == "RS256"
+    with app.app_context():
+        key = app.extensions["idp"].keys.signing_key(db.session(), "RS256")
+        head = {"alg": alg, "typ": header["typ"], "kid": key.kid}
+        if alg in ("HS256", "none"):
+            # Forged by hand: joserfc signs neither with an RSA key.
+            body = ".".join(
+                base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                for part in (head, claims)
+            )
+            secret = json.dumps(key.public_jwk, sort_keys=True).encode()
+            signature = (
+                base64.urlsafe_b64encode(hmac.new(secret, body.encode(), "sha256").digest())
+                .rstrip(b"=")
+                .decode()
+                if alg == "HS256"
+                else ""
+            )
+            hint = f"{body}.{signature}"
+        else:
+            # The same key without its JWK ``alg``, which joserfc would otherwise hold it to.
+            hint = jwt.encode(head, claims, _without_alg(key.private_key), algorithms=[alg])
+    page = logout(rp, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT_URI)
     assert_page(page, 400)
     assert session_is_alive(rp)
 
