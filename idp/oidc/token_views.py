@@ -21,6 +21,7 @@ from idp.composition import runtime
 from idp.extensions import csrf, db
 from idp.oidc.blueprint import bp, oauth_server
 from idp.oidc.client_auth import token_client
+from idp.oidc.clients import query_client
 from idp.oidc.discovery import provider_metadata
 from idp.oidc.dpop import (
     DPOP_HEADER,
@@ -36,7 +37,7 @@ from idp.oidc.endpoints import bearer_token
 from idp.oidc.token_request import proof_request_refusal
 from idp.services.claims import client_claims
 from idp.services.dpop import DPOP_CHALLENGE, DPoPProofError
-from idp.services.logout_return import seal_return
+from idp.services.logout_return import app_link, seal_return
 from idp.services.sessions import RpLogout, rp_logout
 from idp.web import acts_on_get
 from idp.web.answers import Answer
@@ -417,14 +418,11 @@ def logout() -> Any:
         response = answer.response()
     else:
         # No redirect back (none asked for, or not a registered one): no dead end either. The
-        # app's own registered post-logout address (RP-Initiated Logout 3) is safe to offer as
-        # a link, since the admin registered it; sign-in again is always offered.
-        client = end_request.client
-        home = (
-            client.post_logout_redirect_uris[0]
-            if client and client.post_logout_redirect_uris
-            else None
-        )
+        # app's own registered post-logout address (RP-Initiated Logout 3), checked on the
+        # stored registration (idp.services.logout_return.app_link); sign-in again always.
+        named = end_request.client
+        client = query_client(named.client_id) if named is not None else None
+        home = app_link(client)
         response = Response(render_template("oidc/logged_out.html", client=client, app_home=home))
     clear_session_cookie(response)
     return response

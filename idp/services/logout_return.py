@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from idp.models import Client
+from idp.models.clients import KIND_NATIVE
+from idp.services.client_fields import ClientRegistrationError, validate_redirect_uri
 from idp.services.crypto import derive_key
 
 _PURPOSE = "idp rp-initiated logout return"
@@ -43,3 +46,24 @@ def return_vouched(
     except BadSignature:  # SignatureExpired included
         return False
     return bool(opened == [client_id, uri, session_hash])
+
+
+def app_link(client: Client | None) -> str | None:
+    """The signed-out page's "Back to the app" address, when no redirect was made (none asked
+    for, or none legitimate): RP-Initiated Logout 1.0 section 3 lets the OP offer the relying
+    party's post-logout address, and only one the admin registered is safe to offer. ``client``
+    is the registration as stored now, read afresh (None when disabled, deleted or unknown): the
+    ``client_id`` of the query names it, and a cached copy still named a client since disabled,
+    or an address since unregistered, on another node. The first registered address the
+    registration's rules accept today (idp.services.client_fields.validate_redirect_uri: https,
+    loopback http, a native app's private-use scheme), so that one stored before a rule (a
+    ``javascript:`` address, plain http elsewhere) is never a link; nothing of the request is."""
+    if client is None or client.disabled_at is not None:
+        return None
+    for uri in client.post_logout_redirect_uris or ():
+        try:
+            validate_redirect_uri(uri, native=client.kind == KIND_NATIVE, what="post-logout URI")
+        except ClientRegistrationError:
+            continue
+        return uri
+    return None

@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import JWKRegistry, KeySet
+from sqlalchemy import update
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from idp.extensions import db
 from idp.models import Client
+from idp.models.base import utcnow
 from idp.oidc.checks import MAX_STATE_LENGTH
 from idp.services.clients import ClientService
 from idp.services.signing_keys import KeyStore
@@ -36,6 +39,7 @@ from tests.support.flow import (
     resubmission,
     start_session,
 )
+from tests.support.node_caches import hold_node_caches
 
 SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
 
@@ -412,6 +416,82 @@ def test_logout_post_without_confirmation_only_asks(
     assert_page(response, 200)
     assert 'name="confirm" value="yes"' in response.text
     assert session_is_alive(rp)
+
+
+# -- the signed-out page's way back to the app (RP-Initiated Logout 1.0 section 3) ---------------
+def _signed_out_page(rp: RelyingParty, **params: str) -> TestResponse:
+    """Sign out by the confirmation (no hint, so no redirect), with ``params`` in the query and
+    the form; the signed-out page."""
+    page = logout(rp, **params)
+    form = {"csrf_token": csrf_token(page.text), "confirm": "yes", **params}
+    response = rp.browser.post("/logout", data=form)
+    assert_page(response, 200)
+    assert "You are signed out" in response.text
+    return response
+
+
+def _back_link(page: TestResponse) -> tuple[str, str] | None:
+    found = re.search(r'<a[^>]*id="back-to-app" href="([^"]*)">([^<]*)</a>', page.text)
+    return (unescape(found.group(1)), unescape(found.group(2))) if found else None
+
+
+def _elsewhere(app: Flask, client_id: str, **values: object) -> None:
+    """Change the client's row as another node does: past this process's sessions and its
+    cached copy of the registration (idp.services.client_cache)."""
+    with app.app_context(), db.engine.begin() as connection:
+        table = Client.__table__
+        connection.execute(update(table).where(table.c.client_id == client_id).values(**values))
+
+
+def test_the_signed_out_pages_link_names_only_an_enabled_client_and_its_registered_address(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RP-Initiated Logout 1.0 section 3 allows the signed-out page to offer the app's
+    post-logout address, but the query's ``client_id`` is anyone's to write: the link names a
+    client enabled in the stored registration (not a node's cached copy, which still named a
+    client disabled elsewhere for ``client_cache_ttl``), goes to an address registered for it
+    now and acceptable under today's rules (never a ``javascript:`` address stored before
+    them), and nothing of the query is written into the page."""
+    hold_node_caches(monkeypatch, app)
+    user = create_user(app)
+    registered = create_client(app, name="Relying Party")
+    rp = RelyingParty(client, registered)
+    ask = {"client_id": registered.client_id}
+
+    rp.tokens_for(user)  # the token side has cached the registration
+    assert _back_link(_signed_out_page(rp, **ask)) == (POST_LOGOUT_URI, "Back to Relying Party")
+
+    # Nothing of the query is reflected: an unknown client, an unregistered address.
+    start_session(client, user)
+    odd = {"client_id": "<b>nobody</b>", "post_logout_redirect_uri": "https://evil.example/x"}
+    page = _signed_out_page(rp, **odd)
+    assert _back_link(page) is None
+    assert "nobody" not in page.text
+    assert "evil.example" not in page.text
+
+    # The address registered now, not the one the cached copy holds.
+    moved = "https://rp.example/moved"
+    _elsewhere(app, registered.client_id, post_logout_redirect_uris=[moved])
+    start_session(client, user)
+    assert _back_link(_signed_out_page(rp, **ask)) == (moved, "Back to Relying Party")
+
+    # An address today's rules refuse, stored before them, is no link; the next one is.
+    script = "javascript:alert(document.cookie)"
+    _elsewhere(app, registered.client_id, post_logout_redirect_uris=[script, moved])
+    start_session(client, user)
+    assert _back_link(_signed_out_page(rp, **ask)) == (moved, "Back to Relying Party")
+    _elsewhere(app, registered.client_id, post_logout_redirect_uris=[script])
+    start_session(client, user)
+    page = _signed_out_page(rp, **ask)
+    assert _back_link(page) is None
+    assert "javascript:" not in page.text
+
+    # A client disabled on another node names no app, though this node's copy is enabled.
+    _elsewhere(app, registered.client_id, post_logout_redirect_uris=[moved], disabled_at=utcnow())
+    start_session(client, user)
+    page = _signed_out_page(rp, **ask)
+    assert _back_link(page) is None
+    assert "Relying Party" not in page.text
 
 
 # -- an id_token_hint ends only what the requesting browser holds (RP-Initiated Logout 2, 6) ------
