@@ -129,13 +129,12 @@ def _refuse_unless_allowed(
     service: DeviceFlowService, authorization: DeviceAuthorization, session: BrowserSession
 ) -> Response | None:
     """Per-app access (docs/admins.md), as in the code flow: decided once the user is known and
-    before consent; the device is told ``access_denied``."""
+    before consent. The user is told the app is not open to them; the device's request stays
+    pending for its own user (``DeviceFlowService.refuse_outside_groups``)."""
     client = authorization.client
     if not client.restricted_to_groups or allowed_to_use(db.session(), session.user_id, client):
         return None
-    service.decide(authorization, user=session.user, session=session, approve=False,
-                   context=request_context(), now=clock().now(),
-                   reason="not_in_allowed_groups")  # fmt: skip
+    service.refuse_outside_groups(authorization, user=session.user, context=request_context())
     groups = services().groups.allowed_groups(client.client_id)
     db.session.commit()
     page = render_template(

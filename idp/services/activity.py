@@ -124,6 +124,10 @@ SENTENCES: dict[str, tuple[str, str]] = {
                          "A device code you entered was wrong or had expired"),
     "device.approved": ("You let {app} sign in on a device",
                         "Letting {app} sign in on a device failed"),
+    "device.access_refused": ("{app} is not open to you: a device code you entered was left "
+                              "for its own user",
+                              "{app} is not open to you: a device code you entered was left "
+                              "for its own user"),
     "device.denied": ("You refused a device's request to sign in to {app}",
                       "You refused a device's request to sign in to {app}"),
     "device.tokens_issued": ("{app} signed in on your device",

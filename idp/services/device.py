@@ -295,6 +295,19 @@ class DeviceFlowService:
                          reason=reason or "denied_by_user")  # fmt: skip
         return True
 
+    def refuse_outside_groups(
+        self, row: DeviceAuthorization, *, user: User, context: RequestContext
+    ) -> None:
+        """A user outside the client's allowed groups typed the request's user code (docs/admins.md,
+        per-app access): audited, and nothing else. The request stays pending, its user code
+        unspent: whoever knows a code (read off another's screen, a guess the attempt limits
+        already counted) must not refuse that device's request, whose rightful user may still
+        approve it (RFC 8628 3.3: the user who started the flow answers it; 5.1: user codes
+        are guessable)."""
+        audit.record(self.db, "device.access_refused", outcome="failure", subject_id=user.id,
+                     client_id=row.client_id, context=context,
+                     reason="not_in_allowed_groups")  # fmt: skip
+
     # -- the token endpoint (RFC 8628 3.4, 3.5) -------------------------------------------------
     def poll(self, device_code: str, client_id: str, now: datetime) -> Poll:
         if not device_code or len(device_code) > 200:

@@ -30,6 +30,7 @@ from idp.models import (
     Consent,
     DeviceAuthorization,
     Grant,
+    Group,
     User,
 )
 from idp.models.base import utcnow
@@ -520,9 +521,15 @@ def test_third_party_approval_is_remembered_as_consent(
     assert set(consent.scopes) == {"openid", "profile"}
 
 
-def test_user_outside_the_allowed_groups_is_refused(
-    app: Flask, phone: FlaskClient, device: Device
+def test_a_user_outside_the_allowed_groups_is_told_and_the_request_stays_for_its_user(
+    app: Flask, phone: FlaskClient, device: Device, clock: FrozenClock
 ) -> None:
+    """Per-app access (docs/admins.md): a signed-in user outside the client's allowed groups who
+    types a valid user code is told the app is not open to them, on the page. The request is
+    not theirs to answer (RFC 8628 3.3; 5.1: user codes are guessable): it was denied at once,
+    so whoever knew a code refused someone else's device. Now it stays pending, its user code
+    unspent, audited ``device.access_refused``; a member of the group then approves it and the
+    device gets its tokens."""
     with app.app_context():
         groups = GroupService(db.session())
         groups.create("tv-viewers", display_name="TV viewers")
@@ -533,7 +540,31 @@ def test_user_outside_the_allowed_groups_is_refused(
     refused = enter_code(phone, codes["user_code"])
     assert refused.status_code == 403
     assert "TV viewers" in refused.text
-    assert error_of(device.poll(codes["device_code"])) == "access_denied"
+    assert "left for whoever started it" in refused.text
+    assert 'name="authorization"' not in refused.text
+    assert error_of(device.poll(codes["device_code"])) == "authorization_pending"
+    (row,) = rows(app, DeviceAuthorization)
+    assert row.decided_at is None
+    assert row.decision is None
+    (event,) = rows(app, AuditEvent, AuditEvent.kind == "device.access_refused")
+    assert event.outcome == "failure"
+    assert event.details["reason"] == "not_in_allowed_groups"
+    assert event.client_id == device.registered.client_id
+    assert not rows(app, AuditEvent, AuditEvent.kind == "device.denied")
+
+    member = create_user(app, email="viewer@example.com")
+    with app.app_context():
+        viewers = db.session.scalars(select(Group).where(Group.name == "tv-viewers")).one()
+        GroupService(db.session()).add_members(viewers, [db.session.get(User, member.id)])
+        db.session.commit()
+    owner = app.test_client()
+    start_session(owner, member)
+    done = answer(owner, codes["user_code"])
+    assert done.status_code == 200, done.text
+    clock.advance(timedelta(seconds=10))
+    tokens = device.poll(codes["device_code"])
+    assert tokens.status_code == 200, tokens.text
+    assert jwt_parts(tokens.get_json()["id_token"])[1]["sub"] == member.id
 
 
 def _disable(app: Flask, client_id: str) -> None:
