@@ -8,10 +8,10 @@ from typing import Any
 
 from flask import g
 
-from idp.composition import clock, services
+from idp.composition import clock
 from idp.extensions import db
 from idp.models import Client, Grant
-from idp.services.group_access import GROUP_ACCESS_REVOKED, group_claims
+from idp.services.group_access import group_claims, revoke_for_lost_access
 from idp.services.refresh_tokens import RotatedGrant
 from idp.services.spent_codes import CodeGrant
 
@@ -22,6 +22,7 @@ def still_allowed(
     *,
     restricted_as_stored: bool = False,
     request: Any = None,
+    issued_before: bool = False,
 ) -> bool:
     """Access follows membership (docs/admins.md): a user who left the client's allowed groups
     while a code or refresh token was on its way gets nothing from it (RFC 6749 5.2
@@ -51,5 +52,7 @@ def still_allowed(
     if rotation is not None:
         rotation.rollback()
         request.rotation = None
-    services().grants.revoke_grant(grant.id, GROUP_ACCESS_REVOKED, clock().now())
+    # A refresh (``issued_before``): the client holds an ID token of the grant, and is told
+    # its access ended (Back-Channel Logout 1.0 2.7), as leaving the group tells it.
+    revoke_for_lost_access(db.session(), grant.id, clock().now(), told=issued_before)
     return False

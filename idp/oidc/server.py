@@ -290,7 +290,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         token = redemption.token
         if token is None or not still_allowed(
             token.grant, client, restricted_as_stored=token.grant.client_restricted,
-            request=self.request,
+            request=self.request, issued_before=True,
         ):  # fmt: skip
             return None
         if redemption.retried:

@@ -1,8 +1,9 @@
 """OpenID Connect Back-Channel Logout 1.0: telling relying parties, server to server, that a
 session at idp ended (docs/integrating.md, "Back-channel logout").
 
-- ``announce`` queues one outbox row (idp.services.outbox, channel ``http``) per client that
-  received tokens in the ended session and registered a ``backchannel_logout_uri``, in the
+- ``announce`` queues one outbox row (idp.services.outbox, channel ``http``) per client the
+  ended session logged in to (not one told already, ``ANNOUNCED_REVOCATIONS``, nor one holding
+  only a code never exchanged) that registered a ``backchannel_logout_uri``, in the
   transaction that ends the session: a rollback announces nothing, and the row is claimed and
   delivered once, after the commit, whichever node runs the delivery.
 - ``BackchannelSender`` delivers a row: it signs a fresh logout token (section 2.4) for the
@@ -32,11 +33,11 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 from joserfc import jwt
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from idp.clock import SYSTEM_CLOCK, Clock
-from idp.models import Client, Grant, OutboxMessage
+from idp.models import AuthorizationCode, Client, DeviceAuthorization, Grant, OutboxMessage
 from idp.services.client_fields import (
     ClientRegistrationError,
     on_loopback,
@@ -80,18 +81,43 @@ MAX_ANSWER = 4096
 #: What ``announce_access_ended`` reads of each revoked grant: the callers' ``RETURNING``.
 REVOKED_GRANT = (Grant.client_id, Grant.sid, Grant.user_id, Grant.issued_sub, Grant.issued_sid)
 
+#: Why a grant was revoked when the user (or an admin) disconnected its app
+#: (idp.services.portal.disconnect_app), and when its user lost access to its client
+#: (idp.services.group_access): both revocations tell the client then
+#: (``announce_access_ended``), so a session's end does not tell it again for that grant.
+DISCONNECTED = "disconnected_by_user"
+GROUP_ACCESS_REVOKED = "group_access_removed"
+ANNOUNCED_REVOCATIONS = (DISCONNECTED, GROUP_ACCESS_REVOKED)
+
 
 def announce(db: Session, sid: str, user_id: str, now: datetime) -> int:
-    """Queue a logout announcement for every client that received tokens in session ``sid``
-    (its grants carry the session's ``sid``, as its ID tokens do) and has a back-channel logout
+    """Queue a logout announcement for every client the session ``sid`` logged in to (its
+    grants carry the session's ``sid``, as its ID tokens do) that has a back-channel logout
     URI, one per ``sub`` and ``sid`` the client was given in it (the module's docstring);
-    returns how many were queued."""
+    returns how many were queued.
+
+    Back-Channel Logout 1.0 2.7: the OP tells "the RPs that the session had logged in to" (2.5:
+    each RP with a session of the user). Not a grant whose code or device approval was never
+    redeemed (still unspent: ``GrantService.end_session_grants`` has just expired it): its client
+    holds no ID token of the session, so no session of its own to end. Nor a grant revoked
+    earlier for a reason that told its client then (``ANNOUNCED_REVOCATIONS``): its session of
+    the user ended at that token, and a second one for the same ``sid`` told a disconnected app
+    again at the session's end. A grant the client obtained since (the user came back to the
+    app in the same session) is announced as any other."""
+    codes, devices = AuthorizationCode, DeviceAuthorization
     given = db.execute(
         select(Grant.client_id, Grant.issued_sub, Grant.issued_sid)
         .join(Client, Client.client_id == Grant.client_id)
-        .where(Grant.sid == sid, Client.backchannel_logout_uri.is_not(None))
+        .where(
+            Grant.sid == sid,
+            Client.backchannel_logout_uri.is_not(None),
+            or_(Grant.revoked_reason.is_(None),
+                Grant.revoked_reason.not_in(ANNOUNCED_REVOCATIONS)),
+            ~exists().where(codes.grant_id == Grant.id, codes.consumed_at.is_(None)),
+            ~exists().where(devices.grant_id == Grant.id, devices.consumed_at.is_(None)),
+        )
         .distinct()
-    ).all()
+    ).all()  # fmt: skip
     announced = sorted({(c, sub, issued_sid) for c, sub, issued_sid in given}, key=_in_order)
     for client_id, issued_sub, issued_sid in announced:
         _queue(db, client_id, sid, user_id, now, _issued(issued_sub, issued_sid))

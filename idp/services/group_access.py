@@ -102,7 +102,7 @@ def wants_group_claims(scopes: Iterable[str]) -> bool:
 
 
 #: Why a grant was revoked when its user lost access to its client.
-GROUP_ACCESS_REVOKED = "group_access_removed"
+GROUP_ACCESS_REVOKED = backchannel_logout.GROUP_ACCESS_REVOKED
 
 #: The key of PostgreSQL's transaction-level advisory lock that ``lock_access_changes`` takes.
 ACCESS_CHANGES_LOCK = 0x1D9_ACCE55
@@ -124,6 +124,23 @@ def lock_access_changes(db: Session) -> None:
     (idp.sqlite_writers): nothing to take there."""
     if db.get_bind().dialect.name == "postgresql":
         db.execute(select(func.pg_advisory_xact_lock(ACCESS_CHANGES_LOCK)))
+
+
+def revoke_for_lost_access(db: Session, grant_id: str, now: datetime, *, told: bool) -> None:
+    """Revoke grant ``grant_id``, whose user the token endpoint found outside its client's
+    allowed groups (idp.oidc.group_gate). ``told``: the grant issued an ID token before (a
+    refresh), so its client is told as when leaving the group revokes it
+    (``revoke_grants_without_access``), and the session's end tells it no second time
+    (``backchannel_logout.ANNOUNCED_REVOCATIONS``); a code or device code redeemed now never
+    gave it one."""
+    revoked = db.execute(
+        update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=GROUP_ACCESS_REVOKED)
+        .returning(*backchannel_logout.REVOKED_GRANT)
+        .execution_options(synchronize_session=False)
+    ).all()  # fmt: skip
+    if told:
+        backchannel_logout.announce_access_ended(db, revoked, now)
 
 
 def revoke_grants_without_access(

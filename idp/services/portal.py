@@ -272,7 +272,7 @@ def disconnect_app(db: Session, user: User, client_id: str, now: datetime) -> Di
     revoked = db.execute(
         update(Grant)
         .where(Grant.user_id == user.id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason="disconnected_by_user")
+        .values(revoked_at=now, revoked_reason=backchannel_logout.DISCONNECTED)
         .returning(*backchannel_logout.REVOKED_GRANT)
         .execution_options(synchronize_session=False)
     ).all()

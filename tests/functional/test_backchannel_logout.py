@@ -17,16 +17,17 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from idp import metrics
 from idp.clock import FrozenClock
 from idp.composition import services
 from idp.extensions import db
-from idp.models import BrowserSession, Grant, OutboxMessage
+from idp.models import BrowserSession, Client, Grant, GroupMember, OutboxMessage, User
 from idp.models.base import utcnow
 from idp.services import backchannel_logout
+from idp.services.groups import GroupService
 from idp.services.outbox import (
     FIRST_RETRY,
     DeliveryError,
@@ -543,3 +544,91 @@ def test_a_failing_relying_party_costs_one_attempt_per_run_and_holds_up_no_other
         assert up.client_id not in {row.recipient for row in left}
     finally:
         hanging.close()
+
+
+def _disconnect(browser: FlaskClient, registered: RegisteredClient) -> None:
+    page = browser.get("/account")  # a first-party app without offline access is not listed
+    form = {"csrf_token": csrf_token(page.text), "confirm": "yes"}
+    response = browser.post(f"/account/apps/{registered.client_id}/revoke", data=form)
+    assert response.status_code == 302, response.text
+
+
+def _sign_out(browser: FlaskClient) -> None:
+    page = browser.get("/account")
+    response = browser.post("/logout", data={"csrf_token": csrf_token(page.text), "confirm": "yes"})
+    assert response.status_code == 200, response.text
+
+
+def test_a_session_end_tells_the_clients_it_logged_in_to_and_none_a_second_time(
+    storage_app: Flask, receiver: LogoutReceiver
+) -> None:
+    """Back-Channel Logout 1.0 2.7: the OP tells "the RPs that the session had logged in to".
+    The session's end told every client with a grant of its ``sid``: an app the user had
+    disconnected, already told then (its grant revoked and announced), was told a second time;
+    an app that only received a code it never exchanged (no ID token, no session of its own)
+    was told too. Now neither is; an app disconnected and then signed in to again in the same
+    session is told at the disconnection and at the end, and one still connected once. On
+    SQLite and PostgreSQL."""
+    app = storage_app
+    user = create_user(app)
+    browser = app.test_client()
+    clients = {
+        name: create_client(app, name=name, backchannel_logout_uri=receiver.url(f"/{name}"))
+        for name in ("gone", "live", "code", "back")
+    }
+    sessions = {name: RelyingParty(browser, c) for name, c in clients.items()}
+    sid = sid_of(sessions["gone"].tokens_for(user, scope="openid profile"))
+    sessions["live"].tokens_for(user, scope="openid profile")
+    sessions["back"].tokens_for(user, scope="openid profile")
+    sessions["code"].obtain_code(user, scope="openid profile")  # never exchanged
+    _disconnect(browser, clients["gone"])
+    _disconnect(browser, clients["back"])
+    drain(app)
+    assert len(receiver.tokens("/gone")) == 1
+    assert len(receiver.tokens("/back")) == 1
+    sessions["back"].tokens_for(user, scope="openid profile")  # signed in to it again
+
+    _sign_out(browser)
+    drain(app)
+    counts = {name: len(receiver.tokens(f"/{name}")) for name in clients}
+    assert counts == {"gone": 1, "live": 1, "code": 0, "back": 2}
+    for name in ("live", "back"):
+        claims = verified(app, receiver.tokens(f"/{name}")[-1], clients[name])
+        assert (claims["sid"], claims["sub"]) == (sid, user.id)
+
+
+def test_a_refresh_refused_for_lost_group_access_tells_the_client_once(
+    storage_app: Flask, receiver: LogoutReceiver
+) -> None:
+    """A refresh the token endpoint refuses because the user left the client's allowed groups
+    where no revocation reached the grant (the membership removed on another node's write,
+    idp.oidc.group_gate) revokes it as leaving the group does, and tells the client then
+    (Back-Channel Logout 1.0 2.7: its session of the user rests on the grant's ID token); the
+    session's end does not tell it a second time. On SQLite and PostgreSQL."""
+    app = storage_app
+    user = create_user(app)
+    browser = app.test_client()
+    registered = create_client(app, backchannel_logout_uri=receiver.url("/rp"))
+    with app.app_context():
+        groups = GroupService(db.session())
+        group = groups.create("staff")
+        groups.add_members(group, [db.session.get(User, user.id)])
+        groups.set_allowed_groups(db.session.get(Client, registered.client_id), ["staff"])
+        db.session.commit()
+    rp = RelyingParty(browser, registered)
+    tokens = rp.tokens_for(user, scope="openid offline_access")
+    with app.app_context(), db.engine.begin() as connection:  # as another node would
+        members = GroupMember.__table__
+        connection.execute(delete(members).where(members.c.user_id == user.id))
+    refused = rp.refresh(tokens["refresh_token"])
+    assert refused.status_code == 400, refused.text
+    assert refused.get_json()["error"] == "invalid_grant"
+    drain(app)
+    [told] = receiver.tokens("/rp")
+    assert verified(app, told, registered)["sid"] == sid_of(tokens)
+    (grant,) = rows(app, Grant)
+    assert grant.revoked_reason == "group_access_removed"
+
+    _sign_out(browser)
+    drain(app)
+    assert len(receiver.tokens("/rp")) == 1
