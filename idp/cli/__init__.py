@@ -10,6 +10,10 @@ import importlib
 
 import click
 
+#: How long a command's first sentence may be in its group's list before click cuts it: longer
+#: than any of ours, so that none is cut (the list wraps it instead).
+SHORT_HELP_LIMIT = 300
+
 #: Each command of ``idp``: the module of this package that defines it, and its name there.
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("deployment", "init"),
@@ -27,7 +31,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class Group(click.Group):
+    """A command group whose list of commands shows each one's first sentence whole, wrapped,
+    where click cuts it at the terminal's width with "...": whoever reads ``idp users --help``
+    chooses a command by that sentence, and half of it leaves them guessing."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=SHORT_HELP_LIMIT)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class LazyGroup(Group):
     """A group whose commands are imported from :data:`COMMANDS` when first asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

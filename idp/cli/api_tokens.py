@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context, emit
 
 if TYPE_CHECKING:
     from idp.services.api_tokens import ApiTokenService
 
 
-@click.group("api-tokens")
+@click.group("api-tokens", cls=Group)
 def api_tokens() -> None:
     """Bearer tokens of the admin API (docs/api.md)."""
 
@@ -47,7 +48,7 @@ def _token_text(data: dict[str, Any]) -> str:
               help="Repeat for each scope, e.g. clients:write (implies clients:read).")  # fmt: skip
 @click.option("--expires-in", "expires_in", type=int, default=None,
               help="Days until it expires (default: never).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def api_tokens_create(name: str, scopes: tuple[str, ...], expires_in: int | None,
                       as_json: bool) -> None:  # fmt: skip
     """Create a token; it is printed once, here, and never again."""
@@ -62,7 +63,7 @@ def api_tokens_create(name: str, scopes: tuple[str, ...], expires_in: int | None
 
 
 @api_tokens.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def api_tokens_list(as_json: bool) -> None:
     """Every token: name, scopes, status, created, expires, last used (never the secret)."""
     from idp.services.api_tokens import describe_token
@@ -74,7 +75,7 @@ def api_tokens_list(as_json: bool) -> None:
 
 @api_tokens.command("revoke")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def api_tokens_revoke(name: str, as_json: bool) -> None:
     """Revoke a token now: its next request gets 401."""
     from idp.extensions import db

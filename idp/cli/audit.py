@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context
 
 
-@click.group()
+@click.group(cls=Group)
 def audit() -> None:
     """Read the audit log."""
 
 
 @audit.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl",
-              show_default=True)  # fmt: skip
+              show_default=True, help="CSV, or JSON Lines (one event a line).")  # fmt: skip
 @click.option("--user", default="", help="Events where this email is the actor or the subject.")
 @click.option("--client", default="", help="Events of this client id.")
 @click.option("--kind", default="", help="Event kind, e.g. login.passkey; login.* for a prefix.")

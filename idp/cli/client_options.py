@@ -35,21 +35,35 @@ def client_options(create: bool) -> Options:
                 + ("" if create else "; replaces the list")
                 + " (required with the authorization_code grant).",
             ),
-            click.option("--post-logout-redirect-uri", "post_logout_uris", multiple=True),
+            click.option(
+                "--post-logout-redirect-uri",
+                "post_logout_uris",
+                multiple=True,
+                help="Where the app may send users after logout (repeat"
+                + (")." if create else "; replaces the list)."),
+            ),
             click.option(
                 "--auth-method",
                 type=click.Choice(
                     ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
                 ),
+                help="How the app authenticates at the token endpoint (default: "
+                "client_secret_basic for a web app, none for a public one).",
             ),
             flag("--first-party", "Trusted: skips the consent screen."),
-            click.option("--id-token-alg", type=click.Choice(["RS256", "ES256", "EdDSA"])),
+            click.option(
+                "--id-token-alg",
+                type=click.Choice(["RS256", "ES256", "EdDSA"]),
+                help="The one algorithm the app's ID tokens are signed with (default RS256).",
+            ),
             click.option("--scope", "scopes", multiple=True, help="Allowed scope (repeat)."),
             click.option(
                 "--grant-type", "grant_types", multiple=True, help="Allowed grant type (repeat)."
             ),
             click.option(
-                "--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+                "--jwks-file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="The app's public keys (a JWKS file), for private_key_jwt.",
             ),
             click.option("--logo-uri", help="https URL of the logo on the consent page."),
             click.option("--tos-uri", help="https URL of the terms of service."),
@@ -105,15 +119,22 @@ def client_options(create: bool) -> Options:
                 + ("" if create else "; replaces the maps")
                 + ".",
             ),
-            click.option("--json", "as_json", is_flag=True),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts)."),
         ]
         if create:
             options.append(click.option("--public", is_flag=True, help="Same as --kind spa."))
         else:
             options.append(
-                click.option("--clear-post-logout-redirect-uris", "clear_post_logout", is_flag=True)
+                click.option(
+                    "--clear-post-logout-redirect-uris",
+                    "clear_post_logout",
+                    is_flag=True,
+                    help="Remove every post-logout redirect URI.",
+                )
             )
-            options.append(click.option("--clear-claim-maps", is_flag=True))
+            options.append(
+                click.option("--clear-claim-maps", is_flag=True, help="Remove every claim map.")
+            )
             options.append(
                 click.option(
                     "--confirm-subject-change",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from idp.cli import Group
 from idp.cli.client_options import client_options
 from idp.cli.common import app_context, emit, fail
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from idp.services.clients import Actor, ClientService
 
 
-@click.group()
+@click.group(cls=Group)
 def clients() -> None:
     """Manage relying-party applications."""
 
@@ -157,7 +158,7 @@ def _client_text(data: dict[str, Any]) -> str:
 
 
 @clients.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def clients_list(as_json: bool) -> None:
     """List clients: client id, kind, status, name."""
     from idp.services.clients import describe
@@ -185,7 +186,7 @@ def _load_client(client_id: str) -> Client:
 
 @clients.command("show")
 @click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def clients_show(client_id: str, as_json: bool) -> None:
     """Show one client (never its secret)."""
     with app_context():
@@ -288,7 +289,7 @@ def _client_switch(
 
 @clients.command("disable")
 @click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def clients_disable(client_id: str, as_json: bool) -> None:
     """Stop a client: no sign-ins, no tokens, and its access tokens are revoked now."""
     _client_switch(client_id, as_json, lambda s, c: s.disable(c, actor=_cli_actor()), "disabled")
@@ -296,7 +297,7 @@ def clients_disable(client_id: str, as_json: bool) -> None:
 
 @clients.command("enable")
 @click.argument("client_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def clients_enable(client_id: str, as_json: bool) -> None:
     """Let a disabled client sign users in again."""
     _client_switch(client_id, as_json, lambda s, c: s.enable(c, actor=_cli_actor()), "enabled")
@@ -310,7 +311,7 @@ def clients_enable(client_id: str, as_json: bool) -> None:
     help="Seconds the old secret keeps working (default: client_secret_rotation_overlap; "
     "0: it stops at once).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) -> None:
     """Give a client a new secret (shown once); the old one works on for the overlap."""
     from idp.extensions import db
@@ -333,7 +334,7 @@ def clients_rotate_secret(client_id: str, overlap: int | None, as_json: bool) ->
 @clients.command("delete")
 @click.argument("client_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def clients_delete(client_id: str, yes: bool, as_json: bool) -> None:
     """Delete a client and everything issued to it (asks first, as the console does)."""
     from idp.extensions import db

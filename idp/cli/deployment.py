@@ -186,7 +186,7 @@ def announce_when_ready(host: str, port: int, lines: list[str]) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option(
     "--port",
     default=5000,

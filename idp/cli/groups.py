@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context, emit
 
 if TYPE_CHECKING:
     from idp.services.groups import GroupService
 
 
-@click.group()
+@click.group(cls=Group)
 def groups() -> None:
     """Manage groups: who belongs, and which apps they open (docs/admins.md)."""
 
@@ -42,8 +43,8 @@ def _group_text(data: dict[str, Any]) -> str:
 @groups.command("create")
 @click.argument("name")
 @click.option("--display-name", default="", help="Shown in the console and the portal.")
-@click.option("--description", default="")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--description", default="", help="What the group is for, for admins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_create(name: str, display_name: str, description: str, as_json: bool) -> None:
     """Create a group. NAME: lowercase letters, digits, '-', '_', '.'; at most 64."""
     from idp.extensions import db
@@ -56,7 +57,7 @@ def groups_create(name: str, display_name: str, description: str, as_json: bool)
 
 
 @groups.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_list(as_json: bool) -> None:
     """Every group with its member count."""
     from idp.services.groups import describe_group
@@ -70,7 +71,7 @@ def groups_list(as_json: bool) -> None:
 
 @groups.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_show(name: str, as_json: bool) -> None:
     """One group: its members and the clients it opens."""
     from idp.services.groups import describe_group
@@ -86,7 +87,7 @@ def groups_show(name: str, as_json: bool) -> None:
 @groups.command("rename")
 @click.argument("old")
 @click.argument("new")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_rename(old: str, new: str, as_json: bool) -> None:
     """Rename a group (apps see the new name in the groups claim at the next sign-in)."""
     from idp.extensions import db
@@ -106,7 +107,7 @@ def groups_rename(old: str, new: str, as_json: bool) -> None:
     is_flag=True,
     help="Also when it is some client's only allowed group (that client then admits no one).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_delete(name: str, yes: bool, as_json: bool) -> None:
     """Delete a group; its members lose the access it gave them."""
     from idp.extensions import db
@@ -137,7 +138,7 @@ def _membership_change(name: str, emails: tuple[str, ...], as_json: bool, add: b
 @groups.command("add")
 @click.argument("name")
 @click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_add(name: str, emails: tuple[str, ...], as_json: bool) -> None:
     """Add users to a group (an unknown address changes nothing)."""
     _membership_change(name, emails, as_json, add=True)
@@ -146,7 +147,7 @@ def groups_add(name: str, emails: tuple[str, ...], as_json: bool) -> None:
 @groups.command("remove")
 @click.argument("name")
 @click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def groups_remove(name: str, emails: tuple[str, ...], as_json: bool) -> None:
     """Remove users from a group; their grants to apps they may no longer use are revoked."""
     _membership_change(name, emails, as_json, add=False)

@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context, emit
 
 if TYPE_CHECKING:
     from flask import Flask
 
 
-@click.group()
+@click.group(cls=Group)
 def keys() -> None:
     """Manage signing keys."""
 
@@ -55,7 +56,7 @@ def _keys_text(rows: list[dict[str, Any]]) -> str:
 
 
 @keys.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def keys_list(as_json: bool) -> None:
     """List signing keys."""
     with app_context() as app:
@@ -63,7 +64,7 @@ def keys_list(as_json: bool) -> None:
 
 
 @keys.command("rotate")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def keys_rotate(as_json: bool) -> None:
     """New signing keys: published at once, signing two key cache windows later; the old public
     keys stay published until their tokens expire."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context, emit, fail
 from idp.cli.users import find_user, link_url, user_admin_service
 
 
-class _IssueByDefault(click.Group):
+class _IssueByDefault(Group):
     """``idp login-link EMAIL`` stays the short form of ``idp login-link issue EMAIL``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -17,15 +18,17 @@ class _IssueByDefault(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group("login-link", cls=_IssueByDefault)
+@click.group("login-link", cls=_IssueByDefault, subcommand_metavar="EMAIL | COMMAND [ARGS]...")
 def login_link() -> None:
-    """One-time sign-in links: `idp login-link EMAIL`, `... list EMAIL`, `... revoke EMAIL`."""
+    """One-time sign-in links for a user who lost every way in (or the first admin).
+
+    `idp login-link EMAIL` is short for `idp login-link issue EMAIL`."""
 
 
 @login_link.command("issue")
 @click.argument("email")
 @click.option("--ttl", type=int, help="Seconds the link stays valid (default: login_link_ttl).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
     """Make a one-time sign-in link for a user who lost every way in (or the first admin)."""
     from idp.composition import clock
@@ -53,7 +56,7 @@ def login_link_issue(email: str, ttl: int | None, as_json: bool) -> None:
 
 @login_link.command("list")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def login_link_list(email: str, as_json: bool) -> None:
     """A user's unused login links and invites (never their secrets)."""
     from idp.composition import clock

@@ -16,8 +16,10 @@ from idp.cli.common import app_context
               help="How many of the newest messages to print first.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="JSON (with --follow: one object a line).")
 def outbox(follow: bool, limit: int, as_json: bool) -> None:
-    """The messages idp wrote to users, oldest first, with their links while unsent and
-    unexpired: without an SMTP server (smtp_url) this is where they are."""
+    """The messages idp wrote to users (invites, links), oldest first.
+
+    Their links are shown while unsent and unexpired: without an SMTP server (smtp_url) this is
+    where they are."""
     import time
 
     from idp.extensions import db

@@ -6,10 +6,11 @@ from typing import Any
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context, emit, fail
 
 
-@click.group()
+@click.group(cls=Group)
 def policy() -> None:
     """Show or change the sign-in policy (the admin console's policy page)."""
 
@@ -32,7 +33,7 @@ def _policy_data() -> dict[str, Any]:
 
 
 @policy.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def policy_show(as_json: bool) -> None:
     """The policy in force; "overridden" marks values stored over the configuration."""
     with app_context():
@@ -41,10 +42,11 @@ def policy_show(as_json: bool) -> None:
 
 @policy.command("set")
 @click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
-    """Override policy values, e.g. ``idp policy set passwords_allowed=false lockout_threshold=20``
-    (lists comma-separated). Audited with old and new values."""
+    """Override policy values: `idp policy set passwords_allowed=false lockout_threshold=20`.
+
+    Lists are comma-separated. Every change is audited with the old and the new values."""
     from idp.composition import clock
     from idp.extensions import db
     from idp.services.audit import CLI_ACTOR
@@ -65,7 +67,7 @@ def policy_set(assignments: tuple[str, ...], as_json: bool) -> None:
 
 
 @policy.command("reset")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def policy_reset(as_json: bool) -> None:
     """Drop every override: the configured defaults apply again."""
     from idp.composition import clock

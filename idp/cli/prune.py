@@ -8,10 +8,12 @@ from idp.cli.common import app_context, emit
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def prune(as_json: bool) -> None:
-    """Delete expired challenges, requests, codes, tokens, sessions, links, counters and sent
-    messages, and audit events older than audit_retention_days; print how many went."""
+    """Delete what expired, and audit events older than audit_retention_days.
+
+    Expired challenges, requests, codes, tokens, sessions, links, counters and sent messages go;
+    it prints how many of each."""
     from datetime import timedelta
 
     from idp.composition import clock, services

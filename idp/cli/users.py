@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from idp.cli import Group
 from idp.cli.common import app_context, emit, fail
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from idp.services.user_admin import UserAdmin
 
 
-@click.group()
+@click.group(cls=Group)
 def users() -> None:
     """Manage users."""
 
@@ -62,7 +63,7 @@ def _user_text(data: dict[str, Any]) -> str:
     is_flag=True,
     help="Only users with a passkey whose attestation no configured root verified.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_list(query: str, unverified_passkeys: bool, as_json: bool) -> None:
     """List every matching user, by email address."""
     from idp.composition import runtime
@@ -94,12 +95,13 @@ def users_list(query: str, unverified_passkeys: bool, as_json: bool) -> None:
 
 @users.command("create")
 @click.argument("email")
-@click.option("--name", default="")
+@click.option("--name", default="", help="Their name (they can change it).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--admin", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--admin", is_flag=True, help="Give them the admin role.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
-    """Create a user; without --password-stdin, follow with `idp login-link` (or use invite)."""
+    """Create a user; without --password-stdin they have no way in until an invite or a login
+    link (`idp login-link EMAIL`) gives them one."""
     from idp.extensions import db
     from idp.services.user_descriptions import describe_user
 
@@ -112,8 +114,8 @@ def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_js
 
 @users.command("invite")
 @click.argument("email")
-@click.option("--name", default="")
-@click.option("--admin", is_flag=True)
+@click.option("--name", default="", help="Their name (they can change it).")
+@click.option("--admin", is_flag=True, help="Give them the admin role.")
 @click.option("--ttl", type=int, default=86400, show_default=True, help="Seconds (at most a day).")
 @click.option(
     "--email-only/--print-url",
@@ -123,11 +125,12 @@ def users_create(email: str, name: str, password_stdin: bool, admin: bool, as_js
     "server, smtp_url); or also print its link to pass on another way, the address then "
     "unconfirmed until its owner confirms it (the default without one).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_invite(
     email: str, name: str, admin: bool, ttl: int, email_only: bool | None, as_json: bool
 ) -> None:
-    """Create a user and a one-time invite, emailed (and printed with --print-url)."""
+    """Create a user and a one-time invite: emailed with a mail server (smtp_url), printed
+    without one or with --print-url."""
     from idp.composition import clock, runtime
     from idp.extensions import db
     from idp.services.user_descriptions import describe_user
@@ -158,7 +161,7 @@ def users_invite(
 
 @users.command("show")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_show(email: str, as_json: bool) -> None:
     """One user: sign-in methods, sessions, connected apps, unused links."""
     from idp.composition import clock, runtime
@@ -240,7 +243,7 @@ def _user_action(
 
 @users.command("disable")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_disable(email: str, as_json: bool) -> None:
     """Disable a user: sessions end, tokens are revoked, no new code or token."""
     from idp.composition import clock
@@ -250,9 +253,10 @@ def users_disable(email: str, as_json: bool) -> None:
 
 @users.command("enable")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_enable(email: str, as_json: bool) -> None:
-    """Enable a disabled user (what a request racing the disable left behind ends)."""
+    """Enable a disabled user: they sign in again, with none of their sessions or tokens of
+    before (one a request racing the disable made ends now)."""
     from idp.composition import clock
 
     _user_action(email, as_json, lambda s, u: s.enable(u, clock().now()), "enabled")
@@ -260,7 +264,7 @@ def users_enable(email: str, as_json: bool) -> None:
 
 @users.command("promote")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_promote(email: str, as_json: bool) -> None:
     """Give a user the admin role (their unspent login links end)."""
     from idp.composition import clock
@@ -270,7 +274,7 @@ def users_promote(email: str, as_json: bool) -> None:
 
 @users.command("demote")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_demote(email: str, as_json: bool) -> None:
     """Take the admin role away (never from the last active admin); the API tokens they created
     are revoked."""
@@ -282,7 +286,7 @@ def users_demote(email: str, as_json: bool) -> None:
 @users.command("delete")
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def users_delete(email: str, yes: bool, as_json: bool) -> None:
     """Delete a user and everything issued to them (the audit log keeps its history)."""
     from idp.composition import clock
