@@ -149,12 +149,16 @@ NOT_ABOUT_A_USER = frozenset({
     "api.authentication_failed", "api.access_denied", "api_token.created", "keys.rotated",
 })  # fmt: skip
 
-#: How the session of a sign-in at an app was made, from its amr (RFC 8176).
+#: How the session of a sign-in at an app was made, from its amr (RFC 8176): the first entry whose
+#: values the amr all holds. "otp" alone is a one-time link (an invite, a sign-up or rescue link)
+#: or a backup code's recovery, whose session keeps that amr once it added a passkey
+#: (``SessionService.promote``): beside a password it is the second step.
 _METHODS = (
-    ("swk", " with a passkey"),
-    ("hwk", " with a passkey"),
-    ("otp", " with your password and authenticator app"),
-    ("pwd", " with your password"),
+    (frozenset({"swk"}), " with a passkey"),
+    (frozenset({"hwk"}), " with a passkey"),
+    (frozenset({"pwd", "otp"}), " with your password and authenticator app"),
+    (frozenset({"pwd"}), " with your password"),
+    (frozenset({"otp"}), " with a one-time link or backup code"),
 )
 
 
@@ -172,7 +176,7 @@ def describe_event(event: AuditEvent, app_names: Mapping[str, str]) -> str:
     name = details.get("name")
     sentence = template.format(
         app=app_names.get(client_id) or client_id or "an app",
-        method=next((words for key, words in _METHODS if key in amr), ""),
+        method=next((words for keys, words in _METHODS if keys <= set(amr)), ""),
         name=f" named “{name}”" if isinstance(name, str) and name else "",
         group=details.get("group") or "",
     )

@@ -5,6 +5,7 @@ fail, and of parallel redemptions exactly one wins (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 import threading
@@ -26,8 +27,8 @@ from idp.services.login_links import LoginLinkService
 from tests.support.admin import ConsoleBrowser, passkey_browser
 from tests.support.apps import app_on
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.factories import change, create_user
-from tests.support.flow import csrf_token
+from tests.support.factories import change, create_client, create_user
+from tests.support.flow import RelyingParty, csrf_token
 from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages
 
@@ -107,6 +108,23 @@ def test_an_invite_ends_with_a_passkey_and_a_signed_in_user(
     # And the passkey signs the new user in from another browser.
     elsewhere = PasskeyPages(app.test_client())
     assert elsewhere.sign_in_with_passkey(authenticator).status_code == 200
+
+
+def test_the_invited_users_activity_says_they_signed_in_with_a_link_not_a_password(
+    app: Flask, admin: ConsoleBrowser
+) -> None:
+    """The session an invite opens keeps the link's amr ["otp"] after its first passkey
+    (RFC 8176: a one-time password); the activity page named that a password and an
+    authenticator app, which the invited user never had."""
+    secret = invite(admin, "grace@example.com")
+    browser = app.test_client()
+    assert accept(browser, secret)[0] == 302
+    assert PasskeyPages(browser).add_passkey(SoftAuthenticator()).status_code == 201
+    rp = RelyingParty(browser, create_client(app, name="Wiki"))
+    assert "code" in rp.follow_to_callback(rp.authorize())
+    text = html.unescape(browser.get("/account/activity").text)
+    assert "You signed in to Wiki with a one-time link or backup code" in text
+    assert "with your password" not in text
 
 
 def test_opening_an_invite_spends_nothing(app: Flask, admin: ConsoleBrowser) -> None:

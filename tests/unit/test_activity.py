@@ -110,3 +110,22 @@ def test_the_sentences_name_the_app_the_method_and_the_passkey() -> None:
     by_password = AuditEvent(kind="authorization.code_issued", outcome="success",
                              client_id="gone", details={"amr": ["pwd"]})  # fmt: skip
     assert describe_event(by_password, names) == "You signed in to gone with your password"
+
+
+def test_a_sign_in_from_a_one_time_link_is_not_called_a_password_and_app_sign_in() -> None:
+    # An invite, a login link and a backup code's recovery open a session of amr ["otp"] alone
+    # (RFC 8176: a one-time password); the user who accepted an invite has no password and no
+    # authenticator app, so "with your password and authenticator app" told them of methods
+    # they never had.
+    names = {"wiki-id": "Wiki"}
+    by_link = AuditEvent(kind="authorization.code_issued", outcome="success",
+                         client_id="wiki-id", details={"amr": ["otp"]})  # fmt: skip
+    assert describe_event(by_link, names) == (
+        "You signed in to Wiki with a one-time link or backup code"
+    )
+    two_steps = {"amr": ["pwd", "otp", "mfa"]}
+    second_step = AuditEvent(kind="authorization.code_issued", outcome="success",
+                             client_id="wiki-id", details=two_steps)  # fmt: skip
+    assert describe_event(second_step, names) == (
+        "You signed in to Wiki with your password and authenticator app"
+    )
