@@ -255,4 +255,9 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
             serving.run(server or serving.DEFAULT_SERVER, options)
     except serving.PortInUseError:
         where = local_address(host, port) if not production_server else f"{host}:{port}"
-        fail(f"{where} is already in use; is another idp already serving there?")
+        # A newcomer's `make run` meets this when port 5000 is taken: say how to pick another.
+        fail(
+            f"{where} is already in use; is another idp already serving there? To serve another "
+            "port: `make run PORT=8080` in idp's repository, or `idp serve --port 8080` (the "
+            "issuer follows the port unless IDP_ISSUER names one)."
+        )

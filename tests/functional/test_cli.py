@@ -303,6 +303,16 @@ def test_serve_accepts_the_development_secret_for_a_loopback_development_start(
     assert (tmp_path / "idp.db").exists()
 
 
+def test_a_taken_port_says_how_to_serve_another(tmp_path: Path) -> None:
+    """README's `make run` on a machine where port 5000 is taken: the refusal names the way out
+    (`make run PORT=...`, `idp serve --port ...`), not only the problem."""
+    result = _serve_without_a_secret(tmp_path, "http://localhost:5000")
+    assert result.exit_code != 0
+    assert "is already in use" in result.output, result.output
+    assert "`make run PORT=8080`" in result.output
+    assert "`idp serve --port 8080`" in result.output
+
+
 def test_app_creation_refuses_the_development_secret_for_a_non_loopback_issuer() -> None:
     with pytest.raises(SettingsError, match=r"development secret key .*IDP_SECRET_KEY"):
         create_app(
