@@ -355,6 +355,19 @@ def test_client_page_shows_how_to_connect(admin: ConsoleBrowser) -> None:
     assert "allowInsecureRequests" in page  # the test issuer is http://localhost
 
 
+def test_the_apache_snippet_protects_the_location_of_its_redirect_uri(
+    admin: ConsoleBrowser,
+) -> None:
+    """mod_auth_openidc handles OIDCRedirectURI only inside a location whose AuthType is
+    openid-connect: a snippet without one, pasted as it is, protected nothing and left the
+    callback to the application, which 404s it (docs/integrating.md, "Apache")."""
+    client_id, _ = register(admin)
+    page = html.unescape(admin.browser.get(f"/admin/clients/{client_id}").text)
+    snippet = page.split('id="snippet-mod-auth-openidc"', 1)[1].split("</details>", 1)[0]
+    protected = "<Location />\n    AuthType openid-connect\n    Require valid-user\n</Location>"
+    assert protected in snippet
+
+
 def test_public_app_page_shows_no_secret_in_the_snippets(admin: ConsoleBrowser) -> None:
     client_id, _ = register(admin, kind="spa", grant_types=["authorization_code"])
     page = html.unescape(admin.browser.get(f"/admin/clients/{client_id}").text)
