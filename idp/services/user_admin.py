@@ -228,6 +228,16 @@ class UserAdmin(UserDirectory):
                 raise UserAdminError("This API token no longer works.")
         elif issuer is not None and lock_creator(self.db, issuer):
             raise UserAdminError("Only an active admin issues links.")
+        if purpose == LOGIN:
+            # A new rescue link stands in for the older ones (one lost, expired in a mailbox,
+            # passed on in the wrong chat): they end, as an invite ends the older invites
+            # (``reinvite``), so that one rescue link at a time is a bearer secret to the account
+            # (OWASP Forgot Password Cheat Sheet: a token is invalidated once a new one is made).
+            # Ended after the issuer's check, whose row lock comes first in every transaction
+            # that ends an issuer's links (``_end_issued``).
+            superseded = LoginLinkService(self.db).revoke_all(user, now, purpose=LOGIN)
+            if superseded:
+                self._audit("login_link.revoked", user, reason="superseded", links=superseded)
         link, secret = LoginLinkService(self.db).issue(
             user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
             context=self.context, via=self.via,

@@ -70,7 +70,9 @@ def test_the_links_an_admin_issued_end_when_the_admin_is_disabled_demoted_or_del
     by_token = helpdesk.call("POST", f"/users/{member.id}/login-links")
     assert by_token.status_code == 201, by_token.text
     hers.append(by_token.get_json()["url"].removeprefix("http://localhost"))
-    roots = _console_link(root, member.id)
+    # Another admin's link, for another user (a newer link for the member would end the
+    # token's: idp.services.user_admin, one rescue link at a time).
+    roots = _console_link(root, create_user(storage_app, email="ann@example.com").id)
     assert all(_opens(storage_app, path) for path in [*hers, roots])
 
     act(action, ada, root)
@@ -132,12 +134,14 @@ def test_revoking_a_token_ends_the_links_it_issued(storage_app: Flask) -> None:
     accounts they name for up to a day, end with it, audited with the revocation; a link another
     token issued stays."""
     root = passkey_browser(storage_app, "root@example.com")
-    member = create_user(storage_app, email="member@example.com")
+    # Two members: a newer link for one member would end the older one (one rescue link at a
+    # time, idp.services.user_admin), whichever token issued it.
+    members = [create_user(storage_app, email=f"member{n}@example.com") for n in (1, 2)]
     leaked = _token_of(storage_app, root)
     other = Api(storage_app, issue(storage_app, "login-links:write", name="other"))
     urls = [
         api.call("POST", f"/users/{member.id}/login-links").get_json()["url"]
-        for api in (leaked, other)
+        for api, member in zip((leaked, other), members, strict=True)
     ]
     paths = [url.removeprefix("http://localhost") for url in urls]
     assert all(_opens(storage_app, path) for path in paths)
