@@ -312,9 +312,16 @@ def email_confirm() -> Any:
 
 
 def _confirm_email_change(token: str, session: BrowserSession) -> Any:
-    changed = services().email_changes.confirm(token, session.user_id, clock().now())
+    user_id = session.user_id
+    changed = services().email_changes.confirm(token, user_id, clock().now())
     if changed is None:
         db.session.rollback()
+        # Audited as every refused one-time link is (a login link's, an invite's): an expired,
+        # ended or spent link, another account's, or an address taken by now (OWASP ASVS 4.0
+        # 7.1.3, 7.2.1: the security events, failures included, of authentication data).
+        audit.record(db.session(), "email.changed", outcome="failure", subject_id=user_id,
+                     context=request_context(), reason="link_invalid")  # fmt: skip
+        db.session.commit()
         return render_template(
             "errors/error.html",
             title="This link does not work",
@@ -324,12 +331,16 @@ def _confirm_email_change(token: str, session: BrowserSession) -> Any:
     user, old_email = changed
     if user.email == old_email:  # the address confirmed, not changed (``email_verify``)
         audit.record(db.session(), "email.verified", subject_id=user.id,
-                     context=request_context())  # fmt: skip
+                     context=request_context(), email=user.email)  # fmt: skip
         db.session.commit()
         flash("Your email address is confirmed.", "info")
         return redirect(url_for("account.profile"))
     services().notifier.notify(user, "email_changed", recipient=old_email, new_email=user.email)
-    audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context())
+    # The address before and after (OWASP ASVS 4.0 7.1.3), as a rename records the names: the
+    # log names a subject by its address as it is when read (idp.services.audit), so without
+    # them no row said which address the account had, nor which one took it over.
+    audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context(),
+                 previous_email=old_email, email=user.email)  # fmt: skip
     db.session.commit()
     flask_session["signal_user_details"] = True
     flash("Your email address is changed.", "info")
