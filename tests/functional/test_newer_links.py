@@ -52,12 +52,14 @@ def test_a_newer_rescue_link_ends_the_older_unspent_ones(storage_app: Flask) -> 
 
     first, others = console_link(member.id), console_link(other.id)
     assert _opens(storage_app, first)
-    second = api_link(member.id)  # another issuer, another surface: the older link ends all the same
+    # Another issuer, another surface: the older link ends all the same.
+    second = api_link(member.id)
     assert not _opens(storage_app, first)
     assert _spends(storage_app, first) == 400
     third = console_link(member.id)
     assert not _opens(storage_app, second)
-    assert _opens(storage_app, third) and _opens(storage_app, others)
+    assert _opens(storage_app, third)
+    assert _opens(storage_app, others)
     assert _spends(storage_app, third) == 302  # the newest signs in (a passkey comes first)
 
     ended = rows(storage_app, AuditEvent, AuditEvent.kind == "login_link.revoked",
