@@ -328,7 +328,7 @@ def _confirm_email_change(token: str, session: BrowserSession) -> Any:
             message="It has expired, was already used or cancelled, the address is taken, or "
             "another account asked for it: sign in with the account that asked, then open it.",
         ), 400
-    user, old_email = changed
+    user, old_email, links_ended = changed
     if user.email == old_email:  # the address confirmed, not changed (``email_verify``)
         audit.record(db.session(), "email.verified", subject_id=user.id,
                      context=request_context(), email=user.email)  # fmt: skip
@@ -340,7 +340,8 @@ def _confirm_email_change(token: str, session: BrowserSession) -> Any:
     # log names a subject by its address as it is when read (idp.services.audit), so without
     # them no row said which address the account had, nor which one took it over.
     audit.record(db.session(), "email.changed", subject_id=user.id, context=request_context(),
-                 previous_email=old_email, email=user.email)  # fmt: skip
+                 previous_email=old_email, email=user.email,
+                 links_revoked=links_ended)  # fmt: skip
     db.session.commit()
     flask_session["signal_user_details"] = True
     flash("Your email address is changed.", "info")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from idp.models import EmailChangeRequest, User
 from idp.services.consume import consume_once_returning
 from idp.services.crypto import new_secret, token_hash
 from idp.services.email_addresses import EmailAddressError, normalise_email, parse_email_address
+from idp.services.login_links import LoginLinkService
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
 
@@ -113,6 +115,16 @@ PASSWORD_REMOVED = "password_removed"
 SIGNED_OUT = "signed_out"
 
 
+class Confirmed(NamedTuple):
+    """A confirmed email-change link (``EmailChanges.confirm``)."""
+
+    user: User
+    #: The address it replaced (the same address for a confirmation of the account's own).
+    old_email: str
+    #: The user's unspent one-time links the change ended (mailed to the old address).
+    links_ended: int
+
+
 class EmailChanges:
     """Email changes: a stored, single-use request per change, confirmed from
     the new address. Only its secret's hash is stored; ``confirm`` spends it in one conditional
@@ -180,11 +192,11 @@ class EmailChanges:
             )
         )
 
-    def confirm(self, secret: str, user_id: str, now: datetime) -> tuple[User, str] | None:
-        """Spend the link of ``user_id``'s change and change the email; the user and the address
-        it replaced, or None (unknown, another user's, expired, ended, already used, or the
-        address is taken by now). Another user's link is not spent: its own user may still
-        confirm it."""
+    def confirm(self, secret: str, user_id: str, now: datetime) -> Confirmed | None:
+        """Spend the link of ``user_id``'s change and change the email; the user, the address
+        it replaced and how many of the user's unspent one-time links the change ended, or None
+        (unknown, another user's, expired, ended, already used, or the address is taken by now).
+        Another user's link is not spent: its own user may still confirm it."""
         if not secret or len(secret) > MAX_SECRET_LENGTH:
             return None
         spent = consume_once_returning(
@@ -211,7 +223,7 @@ class EmailChanges:
             # The portal's "confirm this address" (an account an invite handed out made): the
             # link reached the address, which is proven (OIDC Core 5.1 email_verified).
             user.email_verified = True
-            return user, old_email
+            return Confirmed(user, old_email, 0)
         if self.db.scalar(select(User.id).where(User.email == new_email)) is not None:
             return None
         checkpoints.reached(EMAIL_CHANGE_FREE_CHECKPOINT)
@@ -225,4 +237,9 @@ class EmailChanges:
                 user.email_verified = True
         except IntegrityError:
             return None
-        return user, old_email
+        # A rescue link or an invite was mailed to the address at issue (idp.services.user_admin):
+        # once the account's address is another, the old mailbox (often the reason for the
+        # change: lost, shared or taken over) must hold no bearer secret to the account, whose
+        # session adds a passkey. They end with the change, in its transaction.
+        ended = LoginLinkService(self.db).revoke_all(user, now)
+        return Confirmed(user, old_email, ended)
