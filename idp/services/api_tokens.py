@@ -132,21 +132,27 @@ def actor_of(token: ApiToken) -> str:
     return ACTOR_PREFIX + token.name
 
 
-def may_issue(db: Session, actor_id: str, now: datetime) -> bool:
+#: ``issuing_until``'s answer for a token that may no longer issue links.
+NO_LONGER = "no longer"
+
+
+def issuing_until(db: Session, actor_id: str, now: datetime) -> datetime | str | None:
     """Whether the token acting as ``actor_id`` (``api-token:<name>``) may still issue a link,
     its row held to the end of the transaction: a revocation committed first is seen here, one
-    after waits for the link and ends it with the others (``end_links_issued_by``)."""
+    after waits for the link and ends it with the others (``end_links_issued_by``). ``NO_LONGER``
+    if it may not; else when its authority ends (its expiry, None for a token that does not
+    expire), which a link it issues does not outlive."""
     token = db.scalar(
         select(ApiToken)
         .where(ApiToken.name == actor_id.removeprefix(ACTOR_PREFIX))
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    return (
-        token is not None
-        and token.revoked_at is None
-        and (token.expires_at is None or token.expires_at > now)
-    )
+    if token is None or token.revoked_at is not None:
+        return NO_LONGER
+    if token.expires_at is not None and token.expires_at <= now:
+        return NO_LONGER
+    return token.expires_at
 
 
 def new_token_secret() -> str:

@@ -24,7 +24,7 @@ from idp.errors import DomainError
 from idp.models import AccessToken, ApiToken, BrowserSession, LoginLink, Passkey, User
 from idp.services import account_access, audit, portal
 from idp.services.account_access import MADE_WHILE_DISABLED
-from idp.services.api_tokens import ACTOR_PREFIX, may_issue
+from idp.services.api_tokens import ACTOR_PREFIX, NO_LONGER, issuing_until
 from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.display_names import display_name
@@ -224,8 +224,14 @@ class UserAdmin(UserDirectory):
         # and ends it.
         issuer = creator_id_of(self.actor_id)
         if issuer is not None and issuer.startswith(ACTOR_PREFIX):
-            if not may_issue(self.db, issuer, now):
+            until = issuing_until(self.db, issuer, now)
+            if until == NO_LONGER:
                 raise UserAdminError("This API token no longer works.")
+            if isinstance(until, datetime):
+                # Nor does it outlive the token's expiry, the end of the authority it was minted
+                # from, as it ends with the token's revocation (OWASP ASVS 4.0 4.1.3): a token
+                # in its last hour handed out links that worked for another day.
+                ttl = min(ttl, int((until - now).total_seconds()))
         elif issuer is not None and lock_creator(self.db, issuer):
             raise UserAdminError("Only an active admin issues links.")
         if purpose == LOGIN:
