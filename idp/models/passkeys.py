@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.models.base import Base, UTCDateTime, random_id, utcnow
@@ -18,7 +18,12 @@ class Passkey(Base):
     credential_id: Mapped[str] = mapped_column(String(1400), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE_Key
-    sign_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: WebAuthn L3 6.1: signCount is a 32-bit unsigned integer, up to 2**32 - 1; PostgreSQL's
+    #: INTEGER stops at 2**31 - 1, so a counter past it failed the ceremony with a 500. SQLite's
+    #: INTEGER holds 64 bits already.
+    sign_count: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), default=0
+    )
     transports: Mapped[list[str]] = mapped_column(JSON, default=list)
     aaguid: Mapped[str] = mapped_column(String(36), default="00000000-0000-0000-0000-000000000000")
     name: Mapped[str] = mapped_column(String(100))

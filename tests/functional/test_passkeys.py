@@ -854,6 +854,29 @@ def test_growing_counter_is_accepted_and_stored(
         assert (stored.sign_count, stored.flagged_at) == (expected, None)
 
 
+def test_a_signature_counter_past_two_to_the_31_registers_and_signs_in(
+    storage_app: Flask,
+) -> None:
+    """WebAuthn L3 6.1: signCount is a 32-bit unsigned integer. A device-bound passkey whose
+    counter is past 2**31 - 1 (PostgreSQL's INTEGER) registers, signs in up to 2**32 - 1, and a
+    count that went back from there is still flagged, on SQLite and PostgreSQL."""
+    user = create_user(storage_app)
+    pages = PasskeyPages(storage_app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = device_bound(sign_count_start=2**31 + 5)
+    assert pages.add_passkey(authenticator).status_code == 201
+    [credential_id] = authenticator.credential_ids()
+    stranger = PasskeyPages(storage_app.test_client())
+    response = stranger.sign_in_with_passkey(authenticator, counter=2**32 - 1)
+    assert response.status_code == 200, response.text
+    stored = passkey(storage_app, credential_id)
+    assert stored is not None
+    assert (stored.sign_count, stored.flagged_at) == (2**32 - 1, None)
+    response = stranger.sign_in_with_passkey(authenticator, counter=2**31 + 6)
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(storage_app, "login.passkey") == "sign_count_regression"
+
+
 def test_passkey_only_account_signs_in_with_a_passkey(
     app: Flask, enrolled: SoftAuthenticator, stranger: PasskeyPages, user: CreatedUser
 ) -> None:
