@@ -104,8 +104,9 @@ def passkey_register() -> Any:
         payload: dict[str, Any] = {"error": "registration_failed", "message": message}
         # The authenticator made the credential and idp refused it: the page asks the credential
         # manager to forget it (WebAuthn L3 5.1.10), unless its id is registered already.
-        if forgettable_after_refusal(error.reason) and isinstance(credential, dict):
-            payload["unknown_credential_id"] = credential.get("id")
+        forget = forgettable_after_refusal(db.session(), credential)
+        if forget is not None:
+            payload["unknown_credential_id"] = forget
         return jsonify(payload), 400
     credential_id = passkey.credential_id
     codes = after_method_added(session, in_notice(passkey.aaguid), credential_id)

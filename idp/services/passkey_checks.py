@@ -9,13 +9,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from webauthn.helpers import bytes_to_base64url
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 from webauthn.helpers.exceptions import (
     InvalidAuthenticationResponse,
     InvalidJSONStructure,
     InvalidRegistrationResponse,
     WebAuthnException,
 )
+
+from idp.models import Passkey
 
 MAX_CREDENTIAL_JSON = 64 * 1024
 
@@ -77,13 +81,25 @@ def check_owner(
         raise PasskeyError("user_handle_mismatch")
 
 
-def forgettable_after_refusal(reason: str) -> bool:
-    """Whether the credential of a registration refused for ``reason`` may be named to the
-    browser as unknown (WebAuthn L3 5.1.10 ``signalUnknownCredential``): the authenticator made
-    it and idp stored nothing, so the credential manager would offer it in vain. Never one whose
-    id is registered already (7.1: "not yet registered for any user"): that id signs someone in,
-    and a credential manager that forgot it would cost its owner a working passkey."""
-    return reason != "credential_already_registered"
+def forgettable_after_refusal(db: Session, credential: Any) -> str | None:
+    """The id of a refused registration's credential that may be named to the browser as unknown
+    (WebAuthn L3 5.1.10 ``signalUnknownCredential``), or None: the authenticator made it and idp
+    stored nothing, so the credential manager would offer it in vain. Never one whose id is
+    registered (7.1: "not yet registered for any user"), whatever the refusal's reason: that id
+    signs someone in, and a credential manager that forgot it would cost its owner a working
+    passkey. The uniqueness check comes late in the ceremony, so an answer posted again after
+    it was stored (a resent request) is refused earlier, its challenge spent, and is not "a
+    credential idp does not know"; nor is a copy of a registered id refused for another reason."""
+    sent = credential.get("id") if isinstance(credential, dict) else None
+    if not isinstance(sent, str) or not sent or len(sent) > MAX_CREDENTIAL_JSON:
+        return None
+    try:
+        # As the sign-in looks it up: by the canonical base64url of the bytes.
+        credential_id = bytes_to_base64url(base64url_to_bytes(sent))
+    except (ValueError, TypeError):
+        return None
+    found = db.scalar(select(Passkey.credential_id).where(Passkey.credential_id == credential_id))
+    return None if found is not None else sent
 
 
 def failure_reason(error: Exception) -> str:

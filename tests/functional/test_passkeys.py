@@ -610,6 +610,39 @@ def test_a_refused_registration_names_the_credential_to_forget_unless_it_is_regi
     assert "unknown_credential_id" not in response.get_json()
 
 
+def test_a_registration_answer_sent_again_names_no_credential_to_forget(
+    app: Flask, user: CreatedUser
+) -> None:
+    """The answer of a registration that was stored, sent again (a resent request), is refused
+    for its spent challenge before the uniqueness check (WebAuthn L3 7.1): the refusal must not
+    name the credential as unknown (5.1.10 signalUnknownCredential), which would have the
+    credential manager delete the passkey idp just stored. Nor is a copy of a registered id
+    refused for another reason (its RP ID) named; a new credential refused for it still is."""
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = synced()
+    ceremony = pages.registration_options().get_json()
+    created = authenticator.create(ceremony["publicKey"])
+    assert pages.register(ceremony["challenge_id"], created).status_code == 201
+    assert pages.sign_in_with_passkey(authenticator).status_code == 200  # a second asks for it
+    again = pages.register(ceremony["challenge_id"], created)
+    assert again.status_code == 400, again.text
+    assert last_failure_reason(app, "passkey.registered") == "challenge_invalid"
+    assert "unknown_credential_id" not in again.get_json()
+    [credential_id] = authenticator.credential_ids()
+    assert passkey(app, credential_id) is not None
+
+    copy = device_bound()
+    response = pages.add_passkey(copy, credential_id=b64decode(credential_id),
+                                 rp_id_override="idp.example.evil")  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert last_failure_reason(app, "passkey.registered") == "rp_id_mismatch"
+    assert "unknown_credential_id" not in response.get_json()
+    fresh = device_bound()
+    response = pages.add_passkey(fresh, rp_id_override="idp.example.evil")
+    assert response.get_json()["unknown_credential_id"] == fresh.credential_ids()[0]
+
+
 @pytest.mark.postgres
 def test_a_default_name_from_the_user_agent_keeps_no_controls_and_fits(
     storage_app: Flask,
