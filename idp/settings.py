@@ -182,8 +182,10 @@ class Settings:
     def origins(self) -> tuple[str, ...]:
         if self.webauthn_origins:
             return self.webauthn_origins
-        parts = urlsplit(self.issuer)
-        return (f"{parts.scheme}://{parts.netloc}",)
+        # As a browser serializes it in clientDataJSON (WebAuthn L3 7.1 step 9, 7.2 step 13).
+        parts, default = urlsplit(self.issuer), {"http": 80, "https": 443}
+        port = "" if parts.port in (None, default.get(parts.scheme)) else f":{parts.port}"
+        return (f"{parts.scheme}://{parts.hostname}{port}",)
 
     @property
     def secure_transport(self) -> bool:
@@ -377,8 +379,7 @@ _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
     if kind == "bool" and isinstance(value, str):
-        # A misspelled boolean must not silently mean False (IDP_PRODUCTION=ture would switch
-        # the production checks off).
+        # A misspelled boolean must not silently mean False (IDP_PRODUCTION=ture: checks off).
         word = value.strip().lower()
         if word in ("1", "true", "yes", "on"):
             return True

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +43,7 @@ from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.passkey_names import MAX_NAME_LENGTH
 from idp.services.rate_limits import window_end
 from idp.settings import Settings
+from tests.conftest import sqlite_app
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, sign_in_address
@@ -885,6 +887,27 @@ def test_growing_counter_is_accepted_and_stored(
         stored = passkey(app, credential_id)
         assert stored is not None
         assert (stored.sign_count, stored.flagged_at) == (expected, None)
+
+
+def test_an_issuer_written_with_capitals_and_its_default_port_still_runs_ceremonies(
+    tmp_path: Path,
+) -> None:
+    """The origins a ceremony's clientDataJSON is checked against (WebAuthn L3 7.1 step 9, 7.2
+    step 13) default to the issuer's: as a browser serializes it, host in lower case and no
+    default port, not as the issuer is written ("http://LOCALHOST:80" refused every passkey)."""
+    app = sqlite_app(tmp_path, issuer="http://LOCALHOST:80")
+    user = create_user(app)
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = synced()
+    response = pages.add_passkey(authenticator, origin="http://localhost")
+    assert response.status_code == 201, response.text
+    stranger = PasskeyPages(app.test_client())
+    response = stranger.sign_in_with_passkey(authenticator, origin="http://localhost")
+    assert response.status_code == 200, response.text
+    assert stranger.browser.get("/.well-known/webauthn").get_json() == {
+        "origins": ["http://localhost"]
+    }
 
 
 def test_a_signature_counter_past_two_to_the_31_registers_and_signs_in(

@@ -226,6 +226,23 @@ def test_origins_default_to_the_issuer_origin() -> None:
     assert settings.origins == ("https://id.example.com",)
 
 
+@pytest.mark.parametrize(
+    ("issuer", "origin"),
+    [
+        ("https://IdP.Example.com", "https://idp.example.com"),
+        ("https://id.example.com:443/tenant", "https://id.example.com"),
+        ("https://id.example.com:8443", "https://id.example.com:8443"),
+        ("http://LOCALHOST:80", "http://localhost"),
+        ("http://localhost:5000", "http://localhost:5000"),
+    ],
+)
+def test_the_issuers_origin_is_serialized_as_a_browser_sends_it(issuer: str, origin: str) -> None:
+    """WebAuthn L3 7.1 step 9 / 7.2 step 13 compare clientDataJSON's origin, which a browser
+    serializes with the host in lower case and no default port: the origin derived from an
+    issuer written otherwise matched no ceremony."""
+    assert settings_from(issuer=issuer, secret_key=SECRET).origins == (origin,)
+
+
 # -- issuer ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "issuer", ["http://localhost", "http://localhost:8080", "http://id.localhost:5000"]
