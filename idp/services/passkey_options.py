@@ -12,9 +12,14 @@ from secrets import token_bytes
 from typing import Any
 
 from webauthn import generate_authentication_options, options_to_json
-from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.structs import UserVerificationRequirement
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from webauthn.helpers.structs import (
+    AuthenticatorTransport,
+    PublicKeyCredentialDescriptor,
+    UserVerificationRequirement,
+)
 
+from idp.models import Passkey
 from idp.services.attestation import load_roots
 from idp.services.challenges import CHALLENGE_TTL, ChallengeSigner
 from idp.services.crypto import token_hash
@@ -79,3 +84,17 @@ def page_options(
                           binding_hash=token_hash(binding), now=now,
                           expires_at=now + CHALLENGE_TTL)  # fmt: skip
     return Ceremony(challenge_id=issued.id, options=request_options(rp, policy, raw, []))
+
+
+def descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:
+    """A stored passkey as ``allowCredentials`` / ``excludeCredentials`` name it (WebAuthn L3
+    5.8.3), its transports those idp knows."""
+    transports = []
+    for value in passkey.transports:
+        try:
+            transports.append(AuthenticatorTransport(value))
+        except ValueError:
+            continue
+    return PublicKeyCredentialDescriptor(
+        id=base64url_to_bytes(passkey.credential_id), transports=transports or None
+    )

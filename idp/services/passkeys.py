@@ -14,6 +14,7 @@ from datetime import datetime
 from secrets import token_bytes
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from webauthn import (
     generate_registration_options,
@@ -32,12 +33,11 @@ from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
     AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
 
+from idp import checkpoints
 from idp.models import Passkey, User
 from idp.services import audit
 from idp.services.anonymous import AnonymousRejections
@@ -76,6 +76,7 @@ from idp.services.passkey_options import (
     REGISTRATION,
     Ceremony,
     RelyingParty,
+    descriptor,
     request_options,
 )
 from idp.services.passkey_records import StoredPasskey, load_for_sign_in
@@ -90,6 +91,8 @@ ALGORITHMS = [
 ]
 #: WebAuthn L3 7.1: longer credential ids fail the registration (1,364 base64url characters).
 MAX_CREDENTIAL_ID_BYTES = 1023
+#: Where a registration has found its credential id unregistered, before it stores it (tests).
+ID_CHECKED = "passkey.id_checked"
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ class PasskeyService:
             # WebAuthn L3 5.4.3: keep the user from registering the same authenticator twice;
             # not by a flagged passkey (refused at every sign-in, 6.1.1), which its device must
             # be able to replace (after a login link, the only way forward; docs/security.md).
-            exclude_credentials=[_descriptor(p) for p in existing if p.flagged_at is None],
+            exclude_credentials=[descriptor(p) for p in existing if p.flagged_at is None],
             supported_pub_key_algs=ALGORITHMS,
         )
         return Ceremony(challenge_id=issued.id, options=json.loads(options_to_json(options)))
@@ -237,6 +240,7 @@ class PasskeyService:
             # WebAuthn L3 7.1: "Verify that the credentialId is not yet registered for any user."
             if self.db.get(Passkey, credential_id) is not None:
                 raise PasskeyError("credential_already_registered")
+            checkpoints.reached(ID_CHECKED)
             # WebAuthn L3 7.1 steps 22 and 23: with attestation roots configured, a statement
             # that does not chain to them fails the ceremony (idp.services.attestation), and the
             # AAGUID below is the one the attesting key signed. Without, it is what the client
@@ -278,7 +282,15 @@ class PasskeyService:
             # passkeys registered before the roots, or under other ones (docs/admins.md).
             attestation_root=verdict.root,
         )
-        self.db.add(passkey)
+        try:
+            # 7.1 again: the look-up above holds nothing (READ COMMITTED), so of two registrations
+            # of one id at once the primary key decides, in a savepoint; the other was a 500.
+            with self.db.begin_nested():
+                self.db.add(passkey)
+        except IntegrityError:
+            audit.record(self.db, "passkey.registered", outcome="failure", subject_id=user.id,
+                         context=context, reason="credential_already_registered")  # fmt: skip
+            raise PasskeyError("credential_already_registered") from None
         audit.record(
             self.db, "passkey.registered", subject_id=user.id, context=context,
             credential_id=credential_id, aaguid=verified.aaguid, synced=backup_eligible,
@@ -304,7 +316,7 @@ class PasskeyService:
         email by construction."""
         # L3 5.5: the credentials acceptable to the RP; a flagged one is refused at every sign-in.
         working = [p for p in self.passkeys_of(user) if p.flagged_at is None] if user else []
-        allow = [_descriptor(p) for p in working]
+        allow = [descriptor(p) for p in working]
         # The user it lists passkeys of is the one it signs in (``check_owner``).
         issued, raw = self._new_challenge(AUTHENTICATION, binding, now, user.id if user else None)
         return Ceremony(
@@ -433,15 +445,3 @@ def has_working_passkey(db: Session, user_id: str) -> bool:
         Passkey.user_id == user_id, Passkey.flagged_at.is_(None)
     )
     return db.scalar(query.limit(1)) is not None
-
-
-def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:
-    transports = []
-    for value in passkey.transports:
-        try:
-            transports.append(AuthenticatorTransport(value))
-        except ValueError:
-            continue
-    return PublicKeyCredentialDescriptor(
-        id=base64url_to_bytes(passkey.credential_id), transports=transports or None
-    )
