@@ -689,7 +689,9 @@ def test_cli_users_commands(cli_env: dict[str, str]) -> None:
     )
     with Session(create_engine(cli_env["IDP_DATABASE_URL"])) as session:
         kinds = session.execute(
-            select(AuditEvent.kind, AuditEvent.actor_id).where(AuditEvent.kind.startswith("admin."))
+            select(AuditEvent.kind, AuditEvent.actor_id)
+            .where(AuditEvent.kind.startswith("admin."))
+            .order_by(AuditEvent.id)
         ).all()
         assert {actor for _, actor in kinds} == {"cli"}
         assert [kind for kind, _ in kinds] == [

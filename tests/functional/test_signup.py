@@ -112,7 +112,9 @@ def test_sign_up_proves_the_email_then_a_passkey_signs_the_user_in(signup_app: F
             "ada@example.com", "Ada Lovelace", True, False
         )  # fmt: skip
         kinds = db.session.execute(
-            select(AuditEvent.kind, AuditEvent.outcome).where(AuditEvent.kind.startswith("signup."))
+            select(AuditEvent.kind, AuditEvent.outcome)
+            .where(AuditEvent.kind.startswith("signup."))
+            .order_by(AuditEvent.id)
         ).all()
         assert [tuple(k) for k in kinds] == [
             ("signup.requested", "success"), ("signup.completed", "success")
