@@ -99,10 +99,35 @@ EMAIL_CHANGE_TTL = timedelta(hours=24)
 #: "Attempt counters, lockouts and sign-up limits"; OWASP Forgot Password Cheat Sheet).
 MAX_EMAIL_CHANGES_PER_HOUR = 5
 EMAIL_CHANGE_WINDOW = timedelta(hours=1)
+#: Confirmation links for the account's own address ("Send me a confirmation link") one account
+#: may ask for in a fixed hour: a budget of its own, so that asking for them cannot use up the
+#: email changes' (nor the other way round), and each mail to the account's own address is
+#: still capped.
+MAX_EMAIL_VERIFICATIONS_PER_HOUR = 5
 
 
 class EmailChangeLimitError(DomainError):
     """This hour's email changes of the account are used up; nothing was sent or stored."""
+
+
+class EmailVerificationLimitError(EmailChangeLimitError):
+    """This hour's confirmation links for the account's own address are used up; nothing was
+    sent or stored."""
+
+
+#: The budgets of ``EmailChanges.request``: the counter's name, its limit and the refusal.
+_CHANGE_BUDGET = (
+    "email-change",
+    MAX_EMAIL_CHANGES_PER_HOUR,
+    EmailChangeLimitError,
+    "Too many email changes were asked for in the last hour. Try again later.",
+)
+_VERIFICATION_BUDGET = (
+    "email-verification",
+    MAX_EMAIL_VERIFICATIONS_PER_HOUR,
+    EmailVerificationLimitError,
+    "Too many confirmation links were asked for in the last hour. Try again later.",
+)
 
 
 #: Why a pending change ended (``EmailChangeRequest.outcome``).
@@ -139,14 +164,28 @@ class EmailChanges:
         through the one parser (idp.services.email_addresses): ``EmailAddressError`` if it is
         not a single plain address; ``EmailChangeLimitError`` past the hour's cap (counted, and
         committed at once, in the statement that checks it: parallel requests cannot all fit)."""
+        return self._request(user, new_email, now, allow_local_domains, _CHANGE_BUDGET)
+
+    def request_verification(
+        self, user: User, now: datetime, *, allow_local_domains: bool
+    ) -> tuple[EmailChangeRequest, str]:
+        """``request`` for the account's own address ("Send me a confirmation link"), counted in
+        a budget of its own: ``EmailVerificationLimitError`` past its hour's cap."""
+        return self._request(user, user.email, now, allow_local_domains, _VERIFICATION_BUDGET)
+
+    def _request(
+        self,
+        user: User,
+        new_email: str,
+        now: datetime,
+        allow_local_domains: bool,
+        budget_of: tuple[str, int, type[EmailChangeLimitError], str],
+    ) -> tuple[EmailChangeRequest, str]:
         address = parse_email_address(new_email, allow_local_domains=allow_local_domains)
-        budget = WindowBudget(
-            DatabaseCounters(self.db), limit=MAX_EMAIL_CHANGES_PER_HOUR, window=EMAIL_CHANGE_WINDOW
-        )
-        if not budget.spend("email-change", user.id, now):
-            raise EmailChangeLimitError(
-                "Too many email changes were asked for in the last hour. Try again later."
-            )
+        name, limit, refusal, message = budget_of
+        budget = WindowBudget(DatabaseCounters(self.db), limit=limit, window=EMAIL_CHANGE_WINDOW)
+        if not budget.spend(name, user.id, now):
+            raise refusal(message)
         self.end_pending(user, now, SUPERSEDED)
         secret = new_secret(32)
         change = EmailChangeRequest(

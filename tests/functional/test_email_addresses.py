@@ -19,8 +19,12 @@ from idp.checkpoints import CHECKPOINT_DIR_ENV
 from idp.cli import main
 from idp.clock import FrozenClock
 from idp.extensions import db
-from idp.models import EmailChangeRequest, OutboxMessage, User
-from idp.services.users import EMAIL_CHANGE_FREE_CHECKPOINT, MAX_EMAIL_CHANGES_PER_HOUR
+from idp.models import AuditEvent, EmailChangeRequest, OutboxMessage, User
+from idp.services.users import (
+    EMAIL_CHANGE_FREE_CHECKPOINT,
+    MAX_EMAIL_CHANGES_PER_HOUR,
+    MAX_EMAIL_VERIFICATIONS_PER_HOUR,
+)
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints, wait_until
@@ -217,6 +221,52 @@ def test_the_old_address_is_told_when_a_change_is_requested_and_when_it_complete
     [changed] = outbox(storage_app, "email_changed")
     assert changed.recipient == user.email
     assert email_of(storage_app, user.id) == "ada@new.example"
+
+
+def ask_confirmation(browser: FlaskClient) -> str:
+    """The profile's "Send me a confirmation link": the page it leads back to."""
+    response = browser.post("/account/email/verify", data={"csrf_token": csrf_of(browser)})
+    assert response.status_code == 302, response.text
+    return browser.get(response.headers["Location"]).text
+
+
+def test_confirmation_requests_have_a_budget_of_their_own(
+    storage_app: Flask, clock: FrozenClock
+) -> None:
+    """The profile's "Send me a confirmation link" mails the account's own address: its
+    requests count in a budget of their own (5 an hour), so that the email changes used up
+    leave it its room and its requests leave the email changes theirs; past its cap a request
+    sends nothing, stores nothing, says so and is audited."""
+    user = create_user(storage_app)  # its address not confirmed yet
+    browser = storage_app.test_client()
+    start_session(browser, user)
+    for index in range(MAX_EMAIL_CHANGES_PER_HOUR + 1):
+        ask_change(browser, f"stranger{index}@new.example")
+    assert "Too many email changes were asked for" in browser.get("/account/profile").text
+    cancelled = browser.post("/account/email/cancel", data={"csrf_token": csrf_of(browser)})
+    assert cancelled.status_code == 302
+
+    for _ in range(MAX_EMAIL_VERIFICATIONS_PER_HOUR):
+        assert "A confirmation link is on its way" in ask_confirmation(browser)
+    own = [m for m in outbox(storage_app, "email_change_requested") if m.recipient == user.email]
+    assert len(own) == MAX_EMAIL_VERIFICATIONS_PER_HOUR
+    with storage_app.app_context():
+        stored = len(db.session.scalars(select(EmailChangeRequest)).all())
+
+    assert "Too many confirmation links were asked for" in ask_confirmation(browser)
+    own = [m for m in outbox(storage_app, "email_change_requested") if m.recipient == user.email]
+    assert len(own) == MAX_EMAIL_VERIFICATIONS_PER_HOUR
+    with storage_app.app_context():
+        assert len(db.session.scalars(select(EmailChangeRequest)).all()) == stored
+        refused = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "email.verification_requested",
+                                     AuditEvent.outcome == "failure")
+        ).all()  # fmt: skip
+        assert [event.details["reason"] for event in refused] == ["throttled"]
+
+    clock.advance(timedelta(hours=1))
+    start_session(browser, user)
+    assert "A confirmation link is on its way" in ask_confirmation(browser)
 
 
 def test_only_the_account_that_asked_confirms_a_change_signed_in(storage_app: Flask) -> None:

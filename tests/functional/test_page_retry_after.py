@@ -23,9 +23,9 @@ from idp.models.base import utcnow
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW
 from idp.services.rate_limits import window_end
 from idp.services.signup import MAX_MESSAGES_PER_ADDRESS
-from idp.services.users import MAX_EMAIL_CHANGES_PER_HOUR
+from idp.services.users import MAX_EMAIL_CHANGES_PER_HOUR, MAX_EMAIL_VERIFICATIONS_PER_HOUR
 from tests.functional.test_device_flow import device_for, enter_code
-from tests.functional.test_email_addresses import ask_change
+from tests.functional.test_email_addresses import ask_change, ask_confirmation
 from tests.support.apps import app_on
 from tests.support.clock import app_clock
 from tests.support.factories import create_client, create_user
@@ -182,14 +182,19 @@ def test_budget_refusals_are_counted_by_budget(paged_app: Flask, frozen: FrozenC
 def test_email_change_and_mail_refusals_are_counted_by_budget(
     paged_app: Flask, frozen: FrozenClock
 ) -> None:
-    """The per-user email-change limit and the per-recipient sign-up mail limits are budgets
-    too: each refusal past them adds one under its own name, read from ``/metrics`` (an account
-    that asks for change after change, an address someone keeps signing up, show here)."""
+    """The per-user email-change limit, the per-user limit of confirmation links for the
+    account's own address and the per-recipient sign-up mail limits are budgets too: each
+    refusal past them adds one under its own name, read from ``/metrics`` (an account that asks
+    for change after change, an address someone keeps signing up, show here)."""
     before = _budget_refusals(paged_app)
     changer = _from(paged_app, "203.0.113.120")
     start_session(changer, create_user(paged_app, email="changer@example.com"))
     for index in range(MAX_EMAIL_CHANGES_PER_HOUR + 1):
         ask_change(changer, f"changed{index}@example.com")
+    unconfirmed = _from(paged_app, "203.0.113.119")
+    start_session(unconfirmed, create_user(paged_app, email="unconfirmed@example.com"))
+    for _ in range(MAX_EMAIL_VERIFICATIONS_PER_HOUR + 1):
+        ask_confirmation(unconfirmed)
     create_user(paged_app, email="taken@example.com")
     for recipient in ("newcomer@example.com", "taken@example.com"):
         browser = _from(paged_app, f"203.0.113.{121 + len(recipient)}")
@@ -199,5 +204,6 @@ def test_email_change_and_mail_refusals_are_counted_by_budget(
             assert browser.post("/signup", data=form).status_code == 200
     after = _budget_refusals(paged_app)
     added = {name: after[name] - before.get(name, 0.0) for name in after}
-    expected = {"email_change": 1, "mail_signup_link": 1, "mail_signup_existing": 1}
+    expected = {"email_change": 1, "email_verification": 1, "mail_signup_link": 1,
+                "mail_signup_existing": 1}  # fmt: skip
     assert {name: n for name, n in added.items() if n} == expected
