@@ -26,7 +26,7 @@ from idp.models import BrowserSession
 from idp.services import audit, portal
 from idp.services.passkey_names import describe_authenticator
 from idp.services.passwords import PasswordPolicyError
-from idp.services.sessions import end_password_sessions
+from idp.services.sessions import end_backup_code_sessions, end_password_sessions
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH, Confirmation
 from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
 from idp.web import confirm_page, confirmed
@@ -207,13 +207,17 @@ def backup_codes_regenerate() -> Any:
             button="Get new backup codes",
             cancel=url_for("account.home"),
         )
-    codes = services().backup_codes.regenerate(session.user, clock().now())
+    now = clock().now()
+    codes = services().backup_codes.regenerate(session.user, now)
     # Like every other change of a sign-in method, the owner hears of it (docs/security.md,
     # "Mail and email addresses").
     services().notifier.notify(session.user, "backup_codes_regenerated")
+    # The old codes may be someone else's too: the sessions they opened end with them, this
+    # browser's excepted (docs/security.md, "Sessions").
+    sessions_ended = end_backup_code_sessions(db.session(), session.user_id, session.id_hash, now)
     offer_to_sign_out_others()
     audit.record(db.session(), "backup_codes.regenerated", subject_id=session.user_id,
-                 context=request_context())  # fmt: skip
+                 context=request_context(), sessions_ended=sessions_ended)  # fmt: skip
     db.session.commit()
     return render_template("account/backup_codes.html", codes=codes, fresh=not left,
                            heading="Your new backup codes")  # fmt: skip

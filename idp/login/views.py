@@ -155,7 +155,8 @@ def second_step() -> Any:
                 return redirect(url_for("login.login"))
             result = service.backup_code(partial.user, code, request_context(), now)
             if result.ok:
-                return _finish_partial(partial.id_hash, partial.next_path, partial.user, amr)
+                return _finish_partial(partial.id_hash, partial.next_path, partial.user, amr,
+                                       backup_code=True)  # fmt: skip
             error = result.error
         else:
             # The partial sign-in, its user's state and their authenticator app: one read, as
@@ -182,8 +183,12 @@ def second_step() -> Any:
     ), (401 if error else 200)
 
 
-def _finish_partial(id_hash: str, next_path: str | None, user: User | str, amr: list[str]) -> Any:
-    """Spend the partial sign-in ``id_hash`` and sign ``user`` (or the user of that id) in."""
+def _finish_partial(
+    id_hash: str, next_path: str | None, user: User | str, amr: list[str], *,
+    backup_code: bool = False,
+) -> Any:  # fmt: skip
+    """Spend the partial sign-in ``id_hash`` and sign ``user`` (or the user of that id) in;
+    ``backup_code``: the second step was a backup code."""
     if not services().partial_logins.spend(id_hash, clock().now()):
         # Another second step finished it first. The code checked here stays spent and its
         # audit row stays written (RFC 6238 5.2; docs/security.md): committed all the same.
@@ -191,7 +196,7 @@ def _finish_partial(id_hash: str, next_path: str | None, user: User | str, amr: 
         return redirect(url_for("login.login"))
     session.pop("partial_login", None)
     response = redirect(next_path or url_for("account.home"))
-    start_session(user, amr, response)
+    start_session(user, amr, response, backup_code=backup_code)
     db.session.commit()
     return response
 
@@ -212,7 +217,7 @@ def recover() -> Any:
             passkey_only = not services().method_removal.password_is_a_way_in(result.user)
             response = redirect(url_for("account.recover"))
             start_session(result.user, ["otp"], response, restricted=True,
-                          passkey_only=passkey_only)  # fmt: skip
+                          passkey_only=passkey_only, backup_code=True)  # fmt: skip
             db.session.commit()
             return response
         db.session.commit()

@@ -28,6 +28,11 @@ class BrowserSession(Base):
     #: A restricted session whose only way forward is a passkey, not an authenticator app: a
     #: one-time login link or an invite stands in for a lost or missing passkey.
     passkey_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: A backup code opened the session: a recovery's, or a password's second step. New backup
+    #: codes end it (idp.services.sessions.end_backup_code_sessions): whoever holds an old code
+    #: must not keep the session it opened once the owner replaced the codes. Kept by the full
+    #: session a restricted one is promoted to (``SessionService.promote``).
+    backup_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: The passkey (its credential id) whose sign-in started the session, or whose addition made
     #: a restricted session a full one; None for any other sign-in. Removing the passkey ends the
     #: session (idp.services.passkeys.PasskeyService.remove, docs/security.md, "Sessions").

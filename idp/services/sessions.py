@@ -62,13 +62,16 @@ class SessionService:
         passkey_only: bool = False,
         previous: BrowserSession | None = None,
         credential_id: str | None = None,
+        backup_code: bool = False,
     ) -> NewSession:
         """A new session; ``restricted``: its only way forward is adding a sign-in method (a
         passkey alone with ``passkey_only``). ``user``: the user, or only their id when the
         request holds no ORM object of them (the second step of a password sign-in): the
         session's ``user`` is then loaded if something asks for it. ``previous``: the browser's
         session this sign-in replaces (``_replaced``). ``credential_id``: the passkey that signed
-        in, which ends the session when it is removed (``end_passkey_sessions``)."""
+        in, which ends the session when it is removed (``end_passkey_sessions``).
+        ``backup_code``: a backup code opened it, and new codes end it
+        (``end_backup_code_sessions``)."""
         user_id = user if isinstance(user, str) else user.id
         sid = None
         if previous is not None:
@@ -92,6 +95,7 @@ class SessionService:
             "restricted": restricted or passkey_only,
             "passkey_only": passkey_only,
             "credential_id": credential_id,
+            "backup_code": backup_code,
             "revoked_at": None,
         }
         # One prepared Core INSERT of every column; the object then joins the database session
@@ -157,9 +161,12 @@ class SessionService:
         if getattr(ended, "rowcount", 0) != 1:
             return None
         set_committed_value(restricted, "revoked_at", now)
+        # Opened by a backup code, it stays a session a backup code opened: new codes end it
+        # (``end_backup_code_sessions``), whatever way in it added.
         new = self.create(
-            restricted.user, list(restricted.amr), context, now, credential_id=credential_id
-        )
+            restricted.user, list(restricted.amr), context, now, credential_id=credential_id,
+            backup_code=restricted.backup_code,
+        )  # fmt: skip
         new.session.auth_time = restricted.auth_time
         new.session.acr = restricted.acr
         return new
@@ -313,6 +320,28 @@ def end_password_sessions(db: Session, user_id: str, keep: str, now: datetime) -
     if not signed_in_with_it:
         return 0
     return end_sessions(db, BrowserSession.id_hash.in_(signed_in_with_it), PASSWORD_REPLACED, now)
+
+
+#: Why a session ended when new backup codes replaced the code that opened it.
+BACKUP_CODES_REPLACED = "backup_codes_replaced"
+
+
+def end_backup_code_sessions(db: Session, user_id: str, keep: str, now: datetime) -> int:
+    """End every live session of ``user_id`` that a backup code opened (a recovery's restricted
+    session, the full one it was promoted to, a password's second step), but the session
+    ``keep`` (its id hash) that asked for new codes, as every ending does (``end_sessions``:
+    its grants end, its clients are told); how many this call ended.
+
+    New codes are asked for because the old ones may be known to someone else: the sessions the
+    old codes opened must not outlive them, as a password's sessions end with it
+    (``end_password_sessions``; OWASP ASVS 4.0 3.3, a session ends when what authenticated it
+    is taken away). The browser that asked passed the step-up and stays."""
+    opened_with_a_code = (
+        (BrowserSession.user_id == user_id)
+        & BrowserSession.backup_code.is_(True)
+        & (BrowserSession.id_hash != keep)
+    )
+    return end_sessions(db, opened_with_a_code, BACKUP_CODES_REPLACED, now)
 
 
 class RpLogout(Enum):

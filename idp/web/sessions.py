@@ -119,18 +119,19 @@ def start_session(
     restricted: bool = False,
     passkey_only: bool = False,
     credential_id: str | None = None,
+    backup_code: bool = False,
 ) -> None:
     """Sign the user in: a new server-side session, the previous one of this browser ended.
     ``user``: the user, or their id where the request holds no ORM object of them.
     ``restricted``: its only way forward is adding a sign-in method (a passkey alone with
     ``passkey_only``). ``credential_id``: the passkey that signed in (removing it ends the
-    session)."""
+    session). ``backup_code``: a backup code signed in (new codes end the session)."""
     previous = current_session()
     now = clock().now()
     service = services().sessions
     new = service.create(user, list(amr), request_context(), now, restricted=restricted,
                          passkey_only=passkey_only, previous=previous,
-                         credential_id=credential_id)  # fmt: skip
+                         credential_id=credential_id, backup_code=backup_code)  # fmt: skip
     g.idp_session = new.session
     set_session_cookie(response, new.cookie_value, service.cookie_lifetime(new.session))
 
