@@ -43,6 +43,7 @@ SUBJECTS = {
     "method_removed": "A sign-in method was removed from your account",
     "backup_code_used": "A backup code was used to sign in",
     "passkey_flagged": "A passkey of your account was refused as a possible copy",
+    "factor_locked": "A way of signing in to your account was locked",
     "backup_codes_regenerated": "New backup codes were created for your account",
     "password_changed": "Your password was changed",
     "login_link_issued": "A one-time sign-in link was created for you",

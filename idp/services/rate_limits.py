@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import metrics
-from idp.models import AttemptCounter, FactorLock
+from idp.models import AttemptCounter
 from idp.services.client_addresses import budget_address
 from idp.services.counter_statements import (
     COUNT_BELOW,
@@ -43,6 +43,7 @@ from idp.services.counter_statements import (
     count_statement,
 )
 from idp.services.dependencies import CircuitBreaker, redis_calls
+from idp.services.factor_locks import COUNTER_LIFETIME, FactorLocks
 from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
@@ -61,9 +62,6 @@ ADDRESS_FAILURES_PER_WINDOW = 50
 ADDRESS_WINDOW = timedelta(hours=1)
 #: The longest window a budget may use; windowed counters are pruned after it.
 MAX_WINDOW = timedelta(hours=1)
-#: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
-#: and so is a lock (a lock lasts until an admin unlocks it or 30 days pass).
-COUNTER_LIFETIME = timedelta(days=30)
 #: Key prefix of fixed-window counters (the retention rule prunes them by it).
 WINDOW_PREFIX = "win:"
 
@@ -84,6 +82,9 @@ class Attempt:
     address_key: str
     #: The attempt's place among the consecutive attempts counted on the account (itself included).
     count: int
+    #: A refused attempt that locked the factor (``AttemptLimiter.failed`` says it of a checked
+    #: one): of the attempts that reach a lock, one alone is told so.
+    locked_now: bool = False
 
 
 def window_key(name: str, subject: str, now: datetime, window: timedelta) -> str:
@@ -307,31 +308,6 @@ class RedisCounters:
         return int(removed or 0)
 
 
-class FactorLocks:
-    """Locks in the database, whichever store holds the counters (docs/security.md)."""
-
-    def __init__(self, db: Session) -> None:
-        self.db = db
-
-    def is_locked(self, key: str, now: datetime) -> bool:
-        locked_at = self.db.scalar(select(FactorLock.locked_at).where(FactorLock.key == key))
-        return locked_at is not None and locked_at > now - COUNTER_LIFETIME
-
-    def lock(self, key: str, now: datetime) -> bool:
-        """Lock the factor; True if this call locked it (a lock already there stays as it was)."""
-        dialect = self.db.get_bind().dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        inserted = self.db.execute(
-            insert(FactorLock).values(key=key, locked_at=now)
-            .on_conflict_do_nothing(index_elements=[FactorLock.key])
-            .returning(FactorLock.key)
-        ).first()  # fmt: skip
-        return inserted is not None
-
-    def unlock(self, key: str) -> None:
-        self.db.execute(delete(FactorLock).where(FactorLock.key == key))
-
-
 def _delay(failures: int, free: int) -> timedelta:
     if failures < free:
         return timedelta(0)
@@ -372,15 +348,13 @@ class AttemptLimiter:
             if address_count - 1 >= ADDRESS_FAILURES_PER_WINDOW:
                 wait = max(wait, window_end(now, ADDRESS_WINDOW) - now)
             verdict = Verdict(allowed=wait <= timedelta(0), retry_after=wait)
-        attempt = Attempt(verdict, account_key, address_key, count)
-        if not verdict.allowed:
-            self._lock_if_reached(attempt, now)
-        return attempt
+        locked_now = not verdict.allowed and self._lock_if_reached(account_key, count, now)
+        return Attempt(verdict, account_key, address_key, count, locked_now)
 
-    def failed(self, attempt: Attempt, now: datetime) -> int:
-        """The checked attempt failed: its count stands; at the threshold the factor locks."""
-        self._lock_if_reached(attempt, now)
-        return attempt.count
+    def failed(self, attempt: Attempt, now: datetime) -> bool:
+        """The checked attempt failed: its count stands; at the threshold the factor locks. True
+        if this call locked it (``FactorLocks.lock``: one attempt of those that reach a lock)."""
+        return self._lock_if_reached(attempt.account_key, attempt.count, now)
 
     def succeeded(self, attempt: Attempt) -> None:
         """a success resets the account's count for the factor; the address's count
@@ -404,10 +378,12 @@ class AttemptLimiter:
         self.locks.unlock(account_key)
         self.store.reset(account_key)
 
-    def _lock_if_reached(self, attempt: Attempt, now: datetime) -> None:
-        if attempt.count >= self.lock_after and self.locks.lock(attempt.account_key, now):
+    def _lock_if_reached(self, account_key: str, count: int, now: datetime) -> bool:
+        if count >= self.lock_after and self.locks.lock(account_key, now):
             # One row per lock: the lockout is counted once, however many attempts reached it.
-            metrics.lockout(attempt.account_key.partition(":")[0])
+            metrics.lockout(account_key.partition(":")[0])
+            return True
+        return False
 
 
 class WindowBudget:

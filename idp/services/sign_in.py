@@ -42,6 +42,12 @@ LOCKED = (
     "Too many failed attempts: this way of signing in is locked. Use a passkey or a backup code, "
     "or ask your administrator to unlock it."
 )
+#: What the owner's notice of a lock (``factor_locked``) calls each locked second factor.
+LOCKED_FACTORS = {
+    "otp": "Signing in with your authenticator app",
+    "backup": "Signing in with a backup code",
+    "recovery": "Account recovery with a backup code",
+}
 
 
 @dataclass(frozen=True)
@@ -258,11 +264,13 @@ class SignInService:
         event = "login.totp" if factor == "otp" else "login.backup_code"
         if not attempt.verdict.allowed:
             self._audit_failure(event, user_id, context, "throttled")
+            self._announce_lock(attempt.locked_now, user_id, factor, now)
             return _refusal(attempt.verdict)
         checkpoints.reached(CHECKPOINT)
         if not active or not verify():
-            self.limiter.failed(attempt, now)
+            locked_now = self.limiter.failed(attempt, now)
             self._audit_failure(event, user_id, context, "bad_code")
+            self._announce_lock(locked_now, user_id, factor, now)
             return CODE_FAILURE
         self.limiter.succeeded(attempt)
         audit.write(self.db, event, subject_id=user_id, context=context)
@@ -287,6 +295,7 @@ class SignInService:
         user = UserService(self.db, self.passwords).find_by_email(email)
         if not attempt.verdict.allowed:
             self._audit_failure("login.recovery", user, context, "throttled")
+            self._announce_lock(attempt.locked_now, user, "recovery", now)
             return StepResult(user=None, error=_refusal(attempt.verdict))
         checkpoints.reached(CHECKPOINT)
         # The same work for an unknown or disabled email as for a known one (no timing oracle):
@@ -294,14 +303,32 @@ class SignInService:
         usable = user if user is not None and user.is_active else None
         spent = self.backup_codes.consume(usable, code, now)
         if usable is None or not spent:
-            self.limiter.failed(attempt, now)
+            locked_now = self.limiter.failed(attempt, now)
             self._audit_failure("login.recovery", user, context, "bad_code")
+            self._announce_lock(locked_now, usable, "recovery", now)
             return StepResult(user=None, error=RECOVERY_FAILURE)
         user = usable
         self.limiter.succeeded(attempt)
         audit.write(self.db, "login.recovery", subject_id=user.id, context=context)
         self._backup_code_used(user, context)
         return StepResult(user=user)
+
+    def _announce_lock(
+        self, locked_now: bool, user: User | str | None, factor: str, now: datetime
+    ) -> None:
+        """Tell the owner that this attempt locked their second factor ``factor`` (a key of
+        ``LOCKED_FACTORS``): which one, when, and the ways in that are left. Only the attempt
+        that wrote the lock (``locked_now``: one of however many parallel wrong codes reached
+        it, idp.services.factor_locks) sends it, so each lock is announced once, never each
+        wrong code; in the lock's transaction, so a rollback announces nothing. An unknown or
+        disabled account gets nothing: nobody would act on it (``user`` None, or no longer
+        active)."""
+        if not locked_now or user is None:
+            return
+        owner = self.db.get(User, user) if isinstance(user, str) else user
+        if owner is None or not owner.is_active:
+            return
+        self.notifier.notify(owner, "factor_locked", factor=LOCKED_FACTORS[factor], locked_at=now)
 
     def _backup_code_used(self, user: User, context: RequestContext) -> None:
         remaining = self.backup_codes.remaining(user)

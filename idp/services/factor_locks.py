@@ -1,0 +1,64 @@
+"""Factor locks: the durable half of the attempt limits (idp.services.rate_limits).
+
+A factor of an account locks at the policy's threshold of consecutive failures (NIST SP 800-63B
+5.2.2: at most 100). The lock is a database row whichever store holds the counters, so losing
+Redis may shorten a delay, never lift a lock (docs/security.md, "Attempt counters, lockouts and
+sign-up limits"); only an admin's unlock, a passkey sign-in of the account's owner, or 30 days
+lift it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from idp import checkpoints
+from idp.models import FactorLock
+
+#: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
+#: and so is a lock (a lock lasts until an admin unlocks it or 30 days pass).
+COUNTER_LIFETIME = timedelta(days=30)
+#: Where an attempt that reached the threshold is about to write the lock (tests hold requests
+#: here, idp.checkpoints, so that many race the one row).
+LOCK_CHECKPOINT = "factor_locks.lock"
+
+
+class FactorLocks:
+    """Locks in the database, whichever store holds the counters (docs/security.md)."""
+
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def is_locked(self, key: str, now: datetime) -> bool:
+        locked_at = self.db.scalar(select(FactorLock.locked_at).where(FactorLock.key == key))
+        return locked_at is not None and locked_at > now - COUNTER_LIFETIME
+
+    def lock(self, key: str, now: datetime) -> bool:
+        """Lock the factor; True if this call locked it (a lock already there stays as it was).
+        One ``INSERT ... ON CONFLICT DO NOTHING``: of parallel attempts that reach the threshold
+        exactly one inserts the row (on PostgreSQL the others wait for its commit, then insert
+        nothing), so what follows a lock (its count, its owner's notice) happens once."""
+        checkpoints.reached(LOCK_CHECKPOINT)
+        dialect = self.db.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        inserted = self.db.execute(
+            insert(FactorLock).values(key=key, locked_at=now)
+            .on_conflict_do_nothing(index_elements=[FactorLock.key])
+            .returning(FactorLock.key)
+        ).first()  # fmt: skip
+        return inserted is not None
+
+    def unlock(self, key: str) -> None:
+        self.db.execute(delete(FactorLock).where(FactorLock.key == key))
+
+    def lift(self, keys: list[str]) -> list[str]:
+        """Lift the locks of ``keys`` in one statement, in the caller's transaction; the keys
+        that were locked."""
+        lifted = self.db.execute(
+            delete(FactorLock).where(FactorLock.key.in_(keys)).returning(FactorLock.key)
+        )
+        return sorted(key for (key,) in lifted)
