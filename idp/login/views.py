@@ -301,6 +301,10 @@ def passkey_verify() -> Any:
         if error.reason == "unknown_credential" and isinstance(credential, dict):
             payload["unknown_credential_id"] = credential.get("id")
         return jsonify(payload), 400
+    # The owner proved who they are with a passkey: the wrong codes typed at their second
+    # factors and recovery count no more, and their locks lift (NIST SP 800-63B 5.2.2).
+    user = signed_in.user
+    services().sign_in.owner_proved(user.id, user.email, request_context(), clock().now())
     amr = list(signed_in.amr)
     destination: str | None = None
     pending: LivePending | None = None

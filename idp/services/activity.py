@@ -88,6 +88,9 @@ SENTENCES: dict[str, tuple[str, str]] = {
                               "An administrator could not remove a passkey"),
     "admin.totp_reset": ("An administrator removed your authenticator app",
                          "An administrator could not remove your authenticator app"),
+    "factor_locks.cleared": ("Your passkey sign-in lifted the limits on your codes after "
+                             "wrong ones were typed",
+                             "Lifting the limits on your codes failed"),
     "admin.user_unlocked": ("An administrator lifted the locks on your sign-in",
                             "An administrator could not lift the locks on your sign-in"),
     "admin.backup_codes_voided": ("An administrator voided your backup codes",

@@ -81,6 +81,13 @@ COUNT_BELOW = (
 RESET = (
     delete(COUNTERS).where(COUNTERS.c.key == bindparam("counter")).returning(COUNTERS.c.failures)
 )
+#: Forgetting a few keys at once (``DatabaseCounters.clear``), built once: the keys that had
+#: failures come back.
+CLEAR = (
+    delete(COUNTERS)
+    .where(COUNTERS.c.key.in_(bindparam("counters", expanding=True)), COUNTERS.c.failures > 0)
+    .returning(COUNTERS.c.key)
+)
 RELEASE = (
     update(COUNTERS)
     .where(COUNTERS.c.key == bindparam("counter"), COUNTERS.c.failures > 0)

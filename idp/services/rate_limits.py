@@ -34,6 +34,7 @@ from idp import metrics
 from idp.models import AttemptCounter
 from idp.services.client_addresses import budget_address
 from idp.services.counter_statements import (
+    CLEAR,
     COUNT_BELOW,
     COUNT_BELOW_SCRIPT,
     COUNT_SCRIPT,
@@ -127,6 +128,10 @@ class CounterStore(Protocol):
         self, keys: list[tuple[str, timedelta]], now: datetime, locks: FactorLocks
     ) -> tuple[list[tuple[int, datetime | None]], bool]:
         """``count``, and whether the first key's factor is locked (``locks``)."""
+        ...
+
+    def clear(self, keys: list[str]) -> list[str]:
+        """``reset`` each of ``keys``; those that had failures (the database: uncommitted)."""
         ...
 
     def settle(self, account_key: str, address_key: str) -> int:
@@ -235,6 +240,10 @@ class DatabaseCounters:
         self._done()
         return int(removed[0]) if removed else 0
 
+    def clear(self, keys: list[str]) -> list[str]:
+        """One DELETE, in the caller's transaction (published with the sign-in it follows)."""
+        return sorted(key for (key,) in self.db.connection().execute(CLEAR, {"counters": keys}))
+
     def settle(self, account_key: str, address_key: str) -> int:
         """Both changes of a success, in the caller's transaction: they are published with the
         success they follow from (its audit row, its partial sign-in or session), by the commit
@@ -297,6 +306,16 @@ class RedisCounters:
         removed = self.reset(account_key)
         self.release(address_key)
         return removed
+
+    def clear(self, keys: list[str]) -> list[str]:
+        with redis_calls(self.breaker):
+            pipe = self.client.pipeline()  # MULTI/EXEC: every key, one round trip
+            for key in keys:
+                count_name, at_name = self._names(key)
+                pipe.getdel(count_name)
+                pipe.delete(at_name)
+            removed = pipe.execute()[::2]
+        return sorted(key for key, count in zip(keys, removed, strict=True) if int(count or 0))
 
     def reset(self, key: str) -> int:
         count_name, at_name = self._names(key)
@@ -377,6 +396,11 @@ class AttemptLimiter:
     def unlock(self, account_key: str) -> None:
         self.locks.unlock(account_key)
         self.store.reset(account_key)
+
+    def clear(self, account_keys: list[str]) -> tuple[list[str], list[str]]:
+        """Forget ``account_keys``' failures and lift their locks (``SignInService.owner_proved``),
+        in the caller's transaction; the keys that had failures, and those that were locked."""
+        return self.store.clear(account_keys), self.locks.lift(account_keys)
 
     def _lock_if_reached(self, account_key: str, count: int, now: datetime) -> bool:
         if count >= self.lock_after and self.locks.lock(account_key, now):

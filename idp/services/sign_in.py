@@ -276,6 +276,36 @@ class SignInService:
         audit.write(self.db, event, subject_id=user_id, context=context)
         return None
 
+    def owner_proved(
+        self, user_id: str, email: str, context: RequestContext, now: datetime
+    ) -> None:
+        """A passkey signed the account's owner in: forget the failures of their authenticator
+        app, their backup codes as a second step and their recovery with a backup code, and
+        lift those factors' locks, audited (``factor_locks.cleared``), in the sign-in's
+        transaction.
+
+        NIST SP 800-63B 5.2.2 (rate limiting): once the subscriber authenticates successfully,
+        the verifier SHOULD disregard the failed attempts before it. Taken as far as it is sound
+        here: the success must be the owner's, by a way in at least as strong as the factors it
+        clears. A passkey is (a phishing-resistant cryptographic authenticator, where a backup
+        code is a look-up secret and the app's code a one-time password), so whoever typed
+        wrong codes at a recovery, which anyone who knows the address can do, no longer keeps
+        its owner out until an admin steps in. A weaker success clears nothing beyond its own
+        factor (``AttemptLimiter.succeeded``), and the threshold stays the policy's (at most
+        100, the same clause): whoever guesses is still stopped by it. The password's counter
+        is left as it is: its failures name the address, not a second factor."""
+        recovery = self.address_key(normalise_email(email))
+        keys = {
+            self.limiter.account_key("otp", user_id): "otp",
+            self.limiter.account_key("backup", user_id): "backup",
+            self.limiter.account_key("backup", recovery): "recovery",
+        }
+        failures, locks = self.limiter.clear(list(keys))
+        if failures or locks:
+            audit.write(self.db, "factor_locks.cleared", subject_id=user_id, context=context,
+                        failures_cleared=[keys[key] for key in failures],
+                        locks_lifted=[keys[key] for key in locks], method="passkey")  # fmt: skip
+
     def unlock(self, user: User) -> None:
         """An admin lifts every lock and delay on the user's factors (limits)."""
         subject = self.address_key(normalise_email(user.email))

@@ -223,6 +223,34 @@ def test_parallel_sign_ups_for_one_address_send_at_most_the_cap(
     assert sent == MAX_MESSAGES_PER_ADDRESS
 
 
+def _clearing_forgets_only_the_keys_named(idp: CountersIdp, tmp_path: Path) -> None:
+    """``CounterStore.clear`` (a passkey sign-in's, idp.services.sign_in ``owner_proved``): the
+    keys named are forgotten, the ones that had failures named back, any other key kept."""
+    now = utcnow()
+    named, counted, other = (f"otp:{secrets.token_hex(4)}" for _ in range(3))
+    with app_of(idp.live, tmp_path) as flask_app, flask_app.app_context():
+        store = store_of(idp)
+        store.count([(counted, COUNTER_LIFETIME), (other, COUNTER_LIFETIME)], now)
+        store.count([(counted, COUNTER_LIFETIME)], now)
+        assert store.clear([named, counted]) == [counted]
+        db.session.commit()
+        assert store.get(counted)[0] == 0
+        assert store.get(other)[0] == 1
+        assert store.clear([named, counted]) == []
+
+
+def test_clearing_forgets_only_the_keys_named_in_the_database(
+    db_live: CountersIdp, tmp_path: Path
+) -> None:
+    _clearing_forgets_only_the_keys_named(db_live, tmp_path)
+
+
+def test_clearing_forgets_only_the_keys_named_in_redis(
+    redis_live: CountersIdp, tmp_path: Path
+) -> None:
+    _clearing_forgets_only_the_keys_named(redis_live, tmp_path)
+
+
 # == Redis: locks are durable, an outage refuses sign-ins clearly =================================
 def test_a_lock_survives_losing_redis_and_only_an_admin_lifts_it(
     redis_live: CountersIdp, tmp_path: Path

@@ -667,6 +667,10 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
         "SELECT PASSKEYS",  # with its owner, by one Core SELECT (idp.services.passkey_records)
         "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
         "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
+        # The owner's passkey: their second factors' failures and locks go (NIST SP 800-63B
+        # 5.2.2; idp.services.sign_in ``owner_proved``), one DELETE each.
+        "DELETE FROM",
+        "DELETE FROM",
         "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
         "INSERT BROWSER_SESSIONS",
         "UPDATE LOGIN_LINKS",  # the user's unspent rescue links end with a full sign-in
@@ -675,7 +679,9 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     ]
     assert "ON CONFLICT" in sent[1]
     assert "RETURNING" in sent[1]
-    assert "CONSUMED_AT IS NULL" in sent[6]
+    assert "ATTEMPT_COUNTERS" in sent[3]
+    assert "FACTOR_LOCKS" in sent[4]
+    assert "CONSUMED_AT IS NULL" in sent[8]
     callback = verified.get_json()["redirect"]
     assert callback.startswith(rp.registered.redirect_uri + "?")
     with storage_app.app_context():
