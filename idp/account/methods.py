@@ -28,7 +28,7 @@ from idp.services.passkey_names import describe_authenticator
 from idp.services.passwords import PasswordPolicyError
 from idp.services.sessions import end_backup_code_sessions, end_password_sessions
 from idp.services.totp import CODE_CLOCK, CODE_FORMAT, CODE_MISMATCH, Confirmation
-from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED
+from idp.services.users import PASSWORD_CHANGED, PASSWORD_REMOVED, replace_password
 from idp.web import confirm_page, confirmed
 from idp.web.sessions import current_session
 
@@ -233,7 +233,9 @@ def password_set() -> Any:
         flash("This site signs in with passkeys only: passwords cannot be set.", "error")
         return redirect(url_for("account.home"))
     try:
-        session.user.password_hash = runtime().passwords.hash(request.form.get("new_password", ""))
+        replace_password(
+            session.user, runtime().passwords.hash(request.form.get("new_password", ""))
+        )
     except PasswordPolicyError as error:
         return refused_at("new-password", str(error), "password-heading")
     services().notifier.notify(session.user, "password_changed")
@@ -264,7 +266,7 @@ def password_remove() -> Any:
     if method_removal().password_refusal(session.user) is not None:
         return refused_at("remove-password", "Add a passkey before removing your password, so "
                            "that you can still sign in.", "password-heading")  # fmt: skip
-    session.user.password_hash = None
+    replace_password(session.user, None)
     services().notifier.notify(session.user, "method_removed", method="Your password")
     ended, sessions_ended = _old_password_gone(session, PASSWORD_REMOVED)
     audit.record(db.session(), "password.removed", subject_id=session.user_id,

@@ -87,12 +87,21 @@ def _password_sign_in(pending: LivePending | None) -> Any:
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
     # The password step read whether one exists with the account (``PasswordResult.second_factor``).
     if result.second_factor:
-        # After a correct password, the second step (docs/architecture.md, the password path).
-        partial = _begin_partial(account.id, pending, destination)
+        # After a correct password, the second step (docs/architecture.md, the password path),
+        # which finishes only while the password checked is still the user's.
+        partial = services().partial_logins.begin(
+            account.id, pending.id if pending else None, destination, clock().now(),
+            account.password_version,
+        )  # fmt: skip
         db.session.commit()
         response = redirect(page_url("login.second_step"))
         session["partial_login"] = partial
         return response
+    # A session on the password alone: not on a password replaced while it was checked.
+    error = services().sign_in.password_unchanged(account, request_context())
+    if error is not None:
+        db.session.commit()  # the refusal is audited
+        return _page(pending, email, error), 401
     if runtime().settings.require_second_factor or result.second_factor_lost:
         # Policy requires a second factor the user does not have yet, or the account's only one
         # was a passkey now flagged as a possible clone (``PasswordResult.second_factor_lost``):
@@ -107,12 +116,6 @@ def _password_sign_in(pending: LivePending | None) -> Any:
     start_session(account.id, ("pwd",), response)
     db.session.commit()
     return response
-
-
-def _begin_partial(user_id: str, pending: LivePending | None, destination: str) -> str:
-    return services().partial_logins.begin(
-        user_id, pending.id if pending else None, destination, clock().now()
-    )
 
 
 def _partial() -> PartialLogin | None:

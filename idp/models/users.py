@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, UTCDateTime, random_id, utcnow
@@ -20,6 +20,11 @@ class User(Base):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: Moves on each time the password is set, changed or removed (idp.services.users
+    #: ``replace_password``; not when a hash is renewed for new parameters): a sign-in records
+    #: the version its check read, and the step that opens its session refuses a password
+    #: replaced since (idp.services.sign_in, idp.services.partial_logins).
+    password_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: WebAuthn user handle (L3 5.4.3): random per user, never the id or the email, so that an
     #: authenticator's stored data reveals nothing about the account.
     webauthn_user_handle: Mapped[str] = mapped_column(

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, exists, insert, select, update
+from sqlalchemy import Table, bindparam, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import BackupCode, PartialLogin, Passkey, TotpCredential, User
@@ -82,9 +82,20 @@ def _begin_statement() -> Any:
     return insert(_PARTIALS)
 
 
-#: The spend (the consume-once primitive's prepared form): Core on the table, built once.
+#: The spend (the consume-once primitive's prepared form): Core on the table, built once. It
+#: finishes only a sign-in whose password is still the user's: the version its check read is
+#: the user's version now (None: begun before revision 0026, finished as before).
 _SPEND = consume_once_statement(
-    _PARTIALS, _PARTIALS.c.id_hash == bindparam("spent_id"), columns=[_PARTIALS.c.id_hash]
+    _PARTIALS,
+    _PARTIALS.c.id_hash == bindparam("spent_id"),
+    or_(
+        _PARTIALS.c.password_version.is_(None),
+        _PARTIALS.c.password_version
+        == select(_USERS.c.password_version)
+        .where(_USERS.c.id == _PARTIALS.c.user_id)
+        .scalar_subquery(),
+    ),
+    columns=[_PARTIALS.c.id_hash],
 )
 #: Ending a user's unspent partial sign-ins (``PartialLogins.end_for``): Core, built once.
 _END = (
@@ -161,9 +172,15 @@ class PartialLogins:
         return statements_of(self.db).first(statement, parameters)
 
     def begin(
-        self, user_id: str, pending_request_id: str | None, next_path: str, now: datetime
+        self,
+        user_id: str,
+        pending_request_id: str | None,
+        next_path: str,
+        now: datetime,
+        password_version: int,
     ) -> str:
-        """After a correct password: the secret the browser keeps (the caller commits)."""
+        """After a correct password: the secret the browser keeps (the caller commits).
+        ``password_version``: the user's version the password check read (``spend``)."""
         raw = new_secret(32)
         statements_of(self.db).write(
             _begin_statement(),
@@ -176,6 +193,7 @@ class PartialLogins:
                 "created_at": now,
                 "expires_at": now + PARTIAL_LOGIN_TTL,
                 "consumed_at": None,
+                "password_version": password_version,
             },
         )
         return raw
@@ -207,7 +225,9 @@ class PartialLogins:
 
     def spend(self, id_hash: str, now: datetime) -> bool:
         """Finish the partial sign-in ``id_hash`` once; False when another second step finished
-        it first."""
+        it first, or when the password it checked was replaced since (a change that committed
+        after the check and before ``begin``, which ``end_for`` could not see: the password is
+        no longer the user's, and whoever knew it opens no session, OWASP ASVS 4.0 3.3)."""
         return consume_prepared(self.db, _SPEND, now=now, spent_id=id_hash) is not None
 
     def end_for(self, user_id: str, now: datetime) -> int:

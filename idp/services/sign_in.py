@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Where a counted attempt is held, in tests, before its secret is checked (idp.checkpoints).
 CHECKPOINT = "sign_in.check"
+#: Where a password step is held, in tests, once its hash was verified (idp.checkpoints).
+PASSWORD_CHECKED_CHECKPOINT = "sign_in.password_checked"
 
 #: One message per kind of failure, never saying whether the account exists.
 GENERIC_FAILURE = "The email or password is incorrect."
@@ -71,6 +73,9 @@ class Account:
     is_admin: bool
     passkey_prompt_disabled: bool
     passkey_prompt_snoozed_until: datetime | None
+    #: The user's ``password_version`` read with the hash that was checked: the session opens
+    #: only while it is still the user's (``SignInService.password_unchanged``).
+    password_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,15 +112,26 @@ def _account_statement() -> Any:
         _USERS.c.is_admin,
         _USERS.c.passkey_prompt_disabled,
         _USERS.c.passkey_prompt_snoozed_until,
+        _USERS.c.password_version,
         # A flagged passkey's backup codes still back it up: the second step takes them.
         or_(totp, passkey, and_(flagged, backup_code)).label("second_factor"),
         flagged.label("flagged"),
     ).where(_USERS.c.email == bindparam("email"))
 
 
-#: The upgrade of an outdated hash (``SignInService.password``): Core, built once.
+#: The upgrade of an outdated hash (``SignInService.password``): Core, built once. Only of the
+#: password that was checked: a change committed since keeps its own hash.
 _REHASH = (
-    update(_USERS).where(_USERS.c.id == bindparam("user_id")).values(password_hash=bindparam("new"))
+    update(_USERS)
+    .where(_USERS.c.id == bindparam("user_id"), _USERS.c.password_version == bindparam("version"))
+    .values(password_hash=bindparam("new"))
+)
+#: The version of the user's password now, the row held until the transaction ends
+#: (``SignInService.password_unchanged``): Core, built once.
+_VERSION_HELD = (
+    select(_USERS.c.password_version)
+    .where(_USERS.c.id == bindparam("user_id"))
+    .with_for_update(read=True)
 )
 
 
@@ -170,6 +186,7 @@ class SignInService:
         checkpoints.reached(CHECKPOINT)
         # An unknown email still pays for one Argon2id verification (similar timing).
         check = self.passwords.verify(user.password_hash if user else None, password)
+        checkpoints.reached(PASSWORD_CHECKED_CHECKPOINT)
         # Policy "passkey required for admins": an admin's password opens nothing; answered like
         # a wrong password (as for a disabled account), so it is no oracle for admin passwords.
         admin_refused = user is not None and user.is_admin and self.policy.admin_passkey_required
@@ -186,7 +203,9 @@ class SignInService:
             # Argon2 parameters changed since this hash was made: upgrade it transparently, without
             # the policy for new passwords (rehash when parameters change).
             new_hash = self.passwords.rehash(password)
-            self.db.connection().execute(_REHASH, {"user_id": user.id, "new": new_hash})
+            self.db.connection().execute(
+                _REHASH, {"user_id": user.id, "new": new_hash, "version": user.password_version}
+            )
         audit.write(self.db, "login.password", subject_id=user.id, context=context)
         # The account had a passkey as its second step and it was flagged: a second step nobody
         # can pass would lock the user out (docs/architecture.md), and a full session on the
@@ -195,6 +214,24 @@ class SignInService:
         # gets back in without an admin and gets no more than a new way in (docs/security.md).
         lost = flagged and not second_factor
         return PasswordResult(account=user, second_factor=second_factor, second_factor_lost=lost)
+
+    def password_unchanged(self, account: Account, context: RequestContext) -> str | None:
+        """Before a session opens on the password alone (no second step follows): the error to
+        show when the password that was checked is no longer the user's, else None.
+
+        A change that committed while the check ran (Argon2 takes its time) ended the user's
+        password sessions and waiting second steps before this sign-in had any (OWASP ASVS 4.0
+        3.3: a credential change ends what the old one opened), so the version is read again,
+        the user's row held (``SELECT ... FOR SHARE``; SQLite's write lock, idp.database): a
+        change that came first is seen and refuses the session; one that comes second waits
+        for this sign-in's commit, then ends its session as it ends every other. Audited as a
+        failure; answered as a wrong password (nothing said about the change)."""
+        # A Core execution, whose compiled FOR SHARE idp.database turns into SQLite's write lock.
+        found = self.db.connection().execute(_VERSION_HELD, {"user_id": account.id}).first()
+        if found is not None and int(found[0] or 0) == account.password_version:
+            return None
+        self._audit_failure("login.password", account.id, context, "password_changed")
+        return GENERIC_FAILURE
 
     def _account(self, email: str) -> tuple[Account | None, bool, bool]:
         """The account of a normalised address (``UserService.find_by_email``), whether a
@@ -208,11 +245,13 @@ class SignInService:
             row = self.db.connection().execute(_account_statement(), {"email": email}).first()
         if row is None:
             return None, False, False
-        user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, second, flagged = row
+        (user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, version, second,
+         flagged) = row  # fmt: skip
         account = Account(id=user_id, password_hash=password_hash,
                           is_active=disabled_at is None, is_admin=bool(is_admin),
                           passkey_prompt_disabled=bool(prompt_off),
-                          passkey_prompt_snoozed_until=snoozed)  # fmt: skip
+                          passkey_prompt_snoozed_until=snoozed,
+                          password_version=int(version or 0))  # fmt: skip
         return account, bool(second), bool(flagged)
 
     # -- second step ----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from idp.services.notifications import Notifier
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
 from idp.services.user_directory import has_way_in
-from idp.services.users import UserService
+from idp.services.users import UserService, replace_password
 
 #: The audit events of a sign-in method added to an account (idp.services.passkeys, the portal).
 METHOD_ADDED_EVENTS = ("passkey.registered", "totp.enabled", "password.changed")
@@ -285,7 +285,7 @@ class Joining:
             # The link reached this address: it is proven (OIDC Core 5.1 email_verified).
             user.email_verified = True
         if password_hash is not None:
-            user.password_hash = password_hash
+            replace_password(user, password_hash)
 
     def _mail_allowed(self, email: str, kind: str, now: datetime) -> bool:
         """Count one ``kind`` mail to ``email`` if this hour's cap has room (docs/security.md):

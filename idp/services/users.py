@@ -91,6 +91,17 @@ class UserService:
         return user
 
 
+def replace_password(user: User, password_hash: str | None) -> None:
+    """Set, change or remove ``user``'s password (``password_hash`` None): the hash, and the
+    version moved on in the same UPDATE, by the database (``password_version + 1``, so that two
+    changes never write one version). A sign-in whose check read the password before it finds
+    the version moved, and opens no session on the replaced password (OWASP ASVS 4.0 3.3: a
+    credential change ends what the old one opened; idp.services.sign_in
+    ``SignInService.password_unchanged``, idp.services.partial_logins ``PartialLogins.spend``)."""
+    user.password_hash = password_hash
+    user.password_version = User.password_version + 1
+
+
 #: How long a confirmation link sent to the new address works.
 EMAIL_CHANGE_TTL = timedelta(hours=24)
 #: Email changes one account may ask for in a fixed hour. Each one mails a link to an address

@@ -19,6 +19,7 @@ from idp.services.pending_authorizations import (
     REQUEST_URI_PREFIX,
     PendingAuthorizations,
 )
+from idp.services.users import replace_password
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -112,7 +113,7 @@ def test_consented_scopes_are_none_until_the_user_was_asked(db: Session) -> None
 
 def test_a_partial_sign_in_is_found_by_its_secret_and_spent_once(db: Session) -> None:
     partials = PartialLogins(db)
-    raw = partials.begin("u1", None, "/account", NOW)
+    raw = partials.begin("u1", None, "/account", NOW, password_version=0)
     db.flush()
     partial = partials.live(raw, NOW + PARTIAL_LOGIN_TTL - timedelta(seconds=1))
     assert partial is not None
@@ -121,3 +122,22 @@ def test_a_partial_sign_in_is_found_by_its_secret_and_spent_once(db: Session) ->
     assert partials.live(raw, NOW + PARTIAL_LOGIN_TTL) is None
     assert partials.spend(partial.id_hash, NOW)
     assert not partials.spend(partial.id_hash, NOW)
+
+
+def test_a_partial_sign_in_whose_password_was_replaced_is_not_spent(db: Session) -> None:
+    """The second step finishes only while the password its check read is the user's: a change
+    since (``replace_password``) moves the version, and the spend finds nothing."""
+    partials = PartialLogins(db)
+    raw = partials.begin("u1", None, "/account", NOW, password_version=0)
+    user = db.get(User, "u1")
+    assert user is not None
+    replace_password(user, "a new hash")
+    db.flush()
+    partial = partials.live(raw, NOW)
+    assert partial is not None
+    assert not partials.spend(partial.id_hash, NOW)
+    again = partials.begin("u1", None, "/account", NOW, password_version=1)
+    db.flush()
+    live = partials.live(again, NOW)
+    assert live is not None
+    assert partials.spend(live.id_hash, NOW)
