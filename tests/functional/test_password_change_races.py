@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from idp.clock import FrozenClock
-from idp.models import AuditEvent, BrowserSession
+from idp.models import AuditEvent, BrowserSession, User
 from idp.services import sign_in as messages
+from idp.services.passwords import PasswordService
 from idp.services.sign_in import PASSWORD_CHECKED_CHECKPOINT
 from tests.functional.test_fallback import (
     STEP,
@@ -26,7 +28,7 @@ from tests.functional.test_fallback import (
     user_with_totp,
 )
 from tests.support.checkpoints import Checkpoints, answered_while_held
-from tests.support.factories import CreatedUser, create_user, rows
+from tests.support.factories import CreatedUser, change, create_user, rows
 from tests.support.flow import start_session
 
 NEW_PASSWORD = "an entirely new phrase 7"
@@ -104,3 +106,25 @@ def test_a_second_step_begun_on_a_password_replaced_while_it_was_checked_opens_n
     assert {s.sid for s in _live_sessions(app, enrolled.user.id)} == before
     assert intruder.get("/account").status_code == 302
     assert owner.get("/account").status_code == 200
+
+
+def test_a_hash_renewed_by_a_sign_in_in_flight_does_not_undo_a_password_change(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """The old password's hash was made with older Argon2 parameters, so the sign-in that
+    checked it renews it: written while a change committed, the renewal put the old password
+    back in place of the new one. It is written only over the password it checked: the new
+    password signs in, the old one does not."""
+    app = storage_app
+    user = create_user(app)
+    owner = app.test_client()
+    start_session(owner, user)
+    older = PasswordService(memory_kib=2048, time_cost=2, parallelism=1).hash(user.password)
+    change(app, update(User).where(User.id == user.id).values(password_hash=older))
+
+    assert _changed_while_held(checkpoints, app, app.test_client(), owner, user) == "401"
+    [stored] = rows(app, User, User.id == user.id)
+    assert stored.password_hash != older
+    old = password_step(app.test_client(), user.email, user.password)
+    assert old.status_code == 401
+    assert path_of(password_step(app.test_client(), user.email, NEW_PASSWORD)) != "/login"
