@@ -307,7 +307,7 @@ def passkey_verify() -> Any:
     # The owner proved who they are with a passkey: the wrong codes typed at their second
     # factors and recovery count no more, and their locks lift (NIST SP 800-63B 5.2.2).
     user = signed_in.user
-    services().sign_in.owner_proved(user.id, user.email, request_context(), clock().now())
+    services().sign_in.owner_proved(user.id, user.email, request_context())
     amr = list(signed_in.amr)
     destination: str | None = None
     pending: LivePending | None = None

@@ -315,9 +315,7 @@ class SignInService:
         audit.write(self.db, event, subject_id=user_id, context=context)
         return None
 
-    def owner_proved(
-        self, user_id: str, email: str, context: RequestContext, now: datetime
-    ) -> None:
+    def owner_proved(self, user_id: str, email: str, context: RequestContext) -> None:
         """A passkey signed the account's owner in: forget the failures of their authenticator
         app, their backup codes as a second step and their recovery with a backup code, and
         lift those factors' locks, audited (``factor_locks.cleared``), in the sign-in's
