@@ -52,7 +52,7 @@ class PartialLogin(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     #: The user's ``password_version`` the password check read: the second step finishes only
-    #: while it is still the user's (None: begun by a node before revision 0026).
+    #: while it is still the user's (None: begun by a node before revision 0029).
     password_version: Mapped[int | None] = mapped_column(Integer, default=None)
 
     user: Mapped[User] = relationship(lazy="joined")

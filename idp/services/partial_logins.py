@@ -84,7 +84,7 @@ def _begin_statement() -> Any:
 
 #: The spend (the consume-once primitive's prepared form): Core on the table, built once. It
 #: finishes only a sign-in whose password is still the user's: the version its check read is
-#: the user's version now (None: begun before revision 0026, finished as before).
+#: the user's version now (None: begun before revision 0029, finished as before).
 _SPEND = consume_once_statement(
     _PARTIALS,
     _PARTIALS.c.id_hash == bindparam("spent_id"),

@@ -2,8 +2,8 @@
 that opens the session refuses once the password changed since (docs/security.md, "Sign-in,
 passkeys and assurance")
 
-Revision ID: 0026
-Revises: 0025
+Revision ID: 0029
+Revises: 0028
 
 A node of the previous version neither moves a user's version when the password changes nor
 records one with a sign-in waiting for its second step; such a sign-in (NULL) is finished as
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0026"
-down_revision: str | None = "0025"
+revision: str = "0029"
+down_revision: str | None = "0028"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
