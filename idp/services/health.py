@@ -25,7 +25,7 @@ OK = "ok"
 #: The dependency does not answer (connection refused, timeout, authentication).
 UNAVAILABLE = "unavailable"
 #: The database answers but refuses writes: a read-only file or server (a replica after a
-#: failover), or a full disk.
+#: failover), or a full disk; Redis answers but refuses writes (a replica, ``maxmemory``).
 NOT_WRITABLE = "not_writable"
 
 #: The row every readiness check writes: a write that commits is the only proof that writes work
@@ -135,14 +135,29 @@ def database_state(db: Session, now: datetime) -> DependencyState:
     return DependencyState(OK)
 
 
+#: The key every Redis check writes, gone by itself after ``REDIS_PROBE_SECONDS``.
+REDIS_PROBE_KEY = "idp:health"
+REDIS_PROBE_SECONDS = 60
+
+
 def redis_state(redis: Any, breaker: CircuitBreaker | None = None) -> DependencyState:
-    """``PING``, through ``breaker``: while it is open, unavailable without asking (its reason
-    the failure that opened it), and an answer closes it (docs/operations.md, "Redis")."""
+    """One small write (``SET`` with an expiry), through ``breaker``: while it is open,
+    unavailable without asking (its reason the failure that opened it), and an answer closes it
+    (docs/operations.md, "Redis").
+
+    A write, not a ``PING``: a Redis that answers but refuses writes (a replica after a failover,
+    ``READONLY``; a Redis at its ``maxmemory`` under ``noeviction``, ``OOM``) refuses every
+    counted sign-in and every passkey ceremony, and a ``PING`` alone would call it ok. Such an
+    error reply is ``not_writable``, as for a database that refuses writes."""
+    from redis.exceptions import ResponseError  # only a deployment with Redis gets here
+
     try:
         with redis_calls(breaker):
-            redis.ping()
+            redis.set(REDIS_PROBE_KEY, "1", ex=REDIS_PROBE_SECONDS)
     except DependencyUnavailableError as error:
         cause = error.__cause__
+        if isinstance(cause, ResponseError):  # it answered, refusing the write
+            return DependencyState(NOT_WRITABLE, error.reason, str(cause))
         detail = str(cause) if cause is not None else "not asked: the circuit breaker is open"
         return DependencyState(UNAVAILABLE, error.reason, detail)
     except Exception as error:

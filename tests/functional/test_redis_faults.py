@@ -1,0 +1,126 @@
+"""Redis faults other than silence (docs/operations.md, "Redis"; docs/security.md, "Faults and
+degraded dependencies"): a private redis-server (tests/support/redis_server.py) that answers but
+refuses writes, as a replica after a failover does (``READONLY``) and as a Redis at its
+``maxmemory`` under ``noeviction`` does (``OOM``). Every counted sign-in is refused meanwhile
+(fail closed), and the probes must say so: a ``PING`` answers on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from idp import create_app
+from idp.extensions import db
+from tests.conftest import app_overrides
+from tests.support.apps import app_on
+from tests.support.factories import CreatedUser, create_user
+from tests.support.flow import csrf_token
+from tests.support.redis_server import PrivateRedis, private_redis
+
+METRICS_TOKEN = "redis-faults-scrape-" + "f" * 40
+
+
+def password_step(browser: FlaskClient, user: CreatedUser, password: str) -> TestResponse:
+    page = browser.get("/login")
+    form = {"csrf_token": csrf_token(page.text), "email": user.email, "password": password}
+    return browser.post("/login", data=form)
+
+
+def health(browser: FlaskClient) -> tuple[int, dict[str, Any]]:
+    answer = browser.get("/healthz/dependencies",
+                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})  # fmt: skip
+    body: dict[str, Any] = answer.get_json()
+    return answer.status_code, body
+
+
+@contextmanager
+def readonly(redis_server: PrivateRedis, primary: PrivateRedis) -> Iterator[None]:
+    """``redis_server`` made a replica of ``primary``: it answers, and refuses every write."""
+    client = redis_server.client()
+    try:
+        client.replicaof("127.0.0.1", primary.port)
+        yield
+        client.replicaof("NO", "ONE")
+    finally:
+        client.close()
+
+
+@contextmanager
+def out_of_memory(redis_server: PrivateRedis, _primary: PrivateRedis) -> Iterator[None]:
+    """``redis_server`` at its ``maxmemory`` (one byte) under ``noeviction``, Redis's default:
+    it answers, and refuses every write that may take memory."""
+    client = redis_server.client()
+    try:
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        client.config_set("maxmemory", "1")
+        yield
+        client.config_set("maxmemory", "0")
+    finally:
+        client.close()
+
+
+FAULTS: dict[str, tuple[Callable[[PrivateRedis, PrivateRedis], Any], str]] = {
+    "readonly": (readonly, "ReadOnlyError"),
+    "oom": (out_of_memory, "OutOfMemoryError"),
+}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_redis_that_answers_but_refuses_writes_is_reported_not_writable(
+    tmp_path: Path, database: str, fault: str
+) -> None:
+    """While Redis refuses writes, sign-in is refused (503) and the health document says Redis
+    is ``not_writable`` with the error's class (a ``PING`` answered, so it said ``ok`` while every
+    counted sign-in failed); with ``readiness_requires_redis`` the node is not ready. When Redis
+    takes writes again both say ok and sign-in works, with nothing restarted."""
+    make_fault, reason = FAULTS[fault]
+    with (
+        private_redis(tmp_path / "redis") as redis_server,
+        private_redis(tmp_path / "primary") as primary,
+        app_on(database, tmp_path, redis_url=redis_server.url,
+               metrics_token=METRICS_TOKEN) as app,
+    ):  # fmt: skip
+        user = create_user(app)
+        browser = app.test_client()
+        requiring = _app_requiring_redis(app, tmp_path, redis_server.url)
+        assert health(browser)[1]["dependencies"]["redis"]["state"] == "ok"
+
+        with make_fault(redis_server, primary):
+            assert password_step(browser, user, user.password).status_code == 503  # fail closed
+            status, document = health(browser)
+            assert status == 200  # ready: Redis is not required by default
+            assert document["status"] == "degraded"
+            assert document["dependencies"]["redis"]["state"] == "not_writable"
+            assert document["dependencies"]["redis"]["reason"] == reason
+            ready = requiring.test_client().get("/readyz")
+            assert ready.status_code == 503
+            checks = {"database": "ok", "redis": "not_writable"}
+            assert ready.get_json() == {"status": "unavailable", "checks": checks}
+
+        status, document = health(browser)
+        assert (status, document["status"]) == (200, "ok")
+        assert requiring.test_client().get("/readyz").status_code == 200
+        assert password_step(browser, user, user.password).status_code == 302
+        _dispose(requiring)
+
+
+def _app_requiring_redis(app: Flask, instance: Path, redis_url: str) -> Flask:
+    """A second node on ``app``'s database whose readiness requires Redis."""
+    overrides = app_overrides(app.config["SQLALCHEMY_DATABASE_URI"], instance / "requiring",
+                              redis_url=redis_url, readiness_requires_redis=True)  # fmt: skip
+    return create_app(overrides)
+
+
+def _dispose(app: Flask) -> None:
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
