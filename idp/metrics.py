@@ -103,6 +103,14 @@ def _metrics() -> SimpleNamespace:
             ["dependency"],
             registry=registry,
         ),
+        counters_lost=Counter(
+            "idp_attempt_counters_lost_total",
+            "Times a worker found the attempt counters' store without its marker (Redis new to "
+            "idp, or restarted without persistence, flushed, evicting): failures counted before "
+            "are forgotten.",
+            ["store"],
+            registry=registry,
+        ),
         requests=Counter(
             "idp_http_requests_total",
             "HTTP requests by endpoint, method and status.",
@@ -249,6 +257,12 @@ def dependency_refusal(dependency: str, endpoint: str) -> None:
 def breaker_opened(dependency: str) -> None:
     """A circuit breaker opened (idp.services.dependencies.CircuitBreaker)."""
     _metrics().breaker_openings.labels(dependency).inc()
+
+
+@_best_effort
+def counters_lost(store: str) -> None:
+    """The attempt counters' store lost what it held (idp.services.dependencies)."""
+    _metrics().counters_lost.labels(store).inc()
 
 
 def _child(metric: Any, *labels: str) -> Any:

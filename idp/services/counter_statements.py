@@ -95,11 +95,16 @@ RELEASE = (
 )
 
 
-#: Per key pair (count, time of the last count): count one more, return it and the previous time.
+#: The key, without expiry, whose absence tells a count that Redis lost what it held (a restart
+#: without persistence, ``FLUSHALL``, eviction, a failover to a replica that was behind): every
+#: count sets it if missing, and says so (docs/operations.md, "Redis").
+COUNTS_SINCE_KEY = "idp:fail-since"
+#: KEYS[1] ``COUNTS_SINCE_KEY``, then per key pair (count, time of the last count): count one more,
+#: return it and the previous time; first, 1 if the marker was missing (set now), else 0.
 COUNT_SCRIPT = """
-local out = {}
-for i = 1, #KEYS / 2 do
-  local count_key, at_key = KEYS[2 * i - 1], KEYS[2 * i]
+local out = {redis.call('SET', KEYS[1], ARGV[1], 'NX') and 1 or 0}
+for i = 1, (#KEYS - 1) / 2 do
+  local count_key, at_key = KEYS[2 * i], KEYS[2 * i + 1]
   local ttl = tonumber(ARGV[i + 1])
   local count = redis.call('INCR', count_key)
   local previous = redis.call('GET', at_key)

@@ -154,6 +154,20 @@ class CircuitBreaker:
             metrics.breaker_opened(self.dependency)
 
 
+def counters_lost(now: datetime) -> None:
+    """A count found Redis without its marker (idp.services.counter_statements
+    ``COUNTS_SINCE_KEY``), and set it: Redis is new to idp, or it lost what it held (a restart
+    without persistence, ``FLUSHALL``, eviction, a failover to a replica that was behind). The
+    failures counted before are gone: each account and factor may be tried up to the lockout
+    threshold again and backoffs start over (a lock stays: it is in the database). Only the
+    count that set the marker reports it, once per loss, so an operator can alert on it
+    (docs/operations.md, "Redis")."""
+    log.warning("Redis holds no attempt counters from before %s: it is new to idp or lost its "
+                "data (restart without persistence, FLUSHALL, eviction, failover); failures "
+                "counted before are forgotten, locks stay", now.isoformat())  # fmt: skip
+    metrics.counters_lost("redis")
+
+
 @contextmanager
 def redis_calls(breaker: CircuitBreaker | None = None) -> Iterator[None]:
     """Redis errors (refused connection, timeout, a restart mid-command) as a refusal; with

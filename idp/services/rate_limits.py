@@ -38,12 +38,13 @@ from idp.services.counter_statements import (
     COUNT_BELOW,
     COUNT_BELOW_SCRIPT,
     COUNT_SCRIPT,
+    COUNTS_SINCE_KEY,
     RELEASE,
     RELEASE_SCRIPT,
     RESET,
     count_statement,
 )
-from idp.services.dependencies import CircuitBreaker, redis_calls
+from idp.services.dependencies import CircuitBreaker, counters_lost, redis_calls
 from idp.services.factor_locks import COUNTER_LIFETIME, FactorLocks
 from idp.session_statements import statements_of
 
@@ -269,22 +270,21 @@ class RedisCounters:
     def count(
         self, keys: list[tuple[str, timedelta]], now: datetime
     ) -> list[tuple[int, datetime | None]]:
-        names = [name for key, _ in keys for name in self._names(key)]
+        names = [COUNTS_SINCE_KEY, *(name for key, _ in keys for name in self._names(key))]
         lifetimes = [max(1, int(lifetime.total_seconds())) for _, lifetime in keys]
         with redis_calls(self.breaker):
-            values = self.client.eval(COUNT_SCRIPT, len(names), *names, now.timestamp(), *lifetimes)
-        counted = []
-        for count, previous in zip(values[::2], values[1::2], strict=True):
-            at = datetime.fromtimestamp(float(previous), UTC) if previous else None
-            counted.append((int(count), at))
-        return counted
+            lost, *values = self.client.eval(COUNT_SCRIPT, len(names), *names, now.timestamp(),
+                                             *lifetimes)  # fmt: skip
+        if lost:  # the failures counted before are gone: not silently (docs/operations.md)
+            counters_lost(now)
+        return [(int(count), datetime.fromtimestamp(float(previous), UTC) if previous else None)
+                for count, previous in zip(values[::2], values[1::2], strict=True)]  # fmt: skip
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         seconds = max(1, int(lifetime.total_seconds()))
         with redis_calls(self.breaker):
-            spent = self.client.eval(
-                COUNT_BELOW_SCRIPT, 2, *self._names(key), limit, now.timestamp(), seconds
-            )
+            spent = self.client.eval(COUNT_BELOW_SCRIPT, 2, *self._names(key), limit,
+                                     now.timestamp(), seconds)  # fmt: skip
         return int(spent) == 1
 
     def release(self, key: str) -> None:

@@ -7,6 +7,7 @@ refuses writes, as a replica after a failover does (``READONLY``) and as a Redis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
-from idp import create_app
+from idp import create_app, metrics
 from idp.extensions import db
+from idp.services.rate_limits import FREE_FAILURES
 from tests.conftest import app_overrides
 from tests.support.apps import app_on
 from tests.support.factories import CreatedUser, create_user
@@ -124,3 +127,56 @@ def _dispose(app: Flask) -> None:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def counters_lost() -> float:
+    """This process's ``idp_attempt_counters_lost_total`` for Redis."""
+    text, _ = metrics.exposition()
+    return sum(sample.value
+               for family in text_string_to_metric_families(text.decode())
+               for sample in family.samples
+               if sample.name == "idp_attempt_counters_lost_total"
+               and sample.labels.get("store") == "redis")  # fmt: skip
+
+
+def test_counters_lost_by_a_redis_restart_are_reported_not_silent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis restarted without persistence forgets the failures counted (docs/operations.md,
+    "Redis": each account may be tried up to the lockout threshold again, backoffs start over,
+    locks stay in the database). The first count after it says so, once: a WARNING and
+    ``idp_attempt_counters_lost_total``, as the first count on a Redis new to idp does; the
+    counts between say nothing."""
+    with (
+        private_redis(tmp_path / "redis") as redis_server,
+        app_on("sqlite", tmp_path, redis_url=redis_server.url) as app,
+    ):
+        user = create_user(app)
+        browser = app.test_client()
+        before = counters_lost()
+
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records
+                    if r.name == "idp.services.dependencies" and r.levelno == logging.WARNING
+                    and "holds no attempt counters" in r.getMessage()]  # fmt: skip
+
+        with caplog.at_level(logging.WARNING, logger="idp.services.dependencies"):
+            for _ in range(FREE_FAILURES):
+                assert password_step(browser, user, "not the password").status_code == 401
+            assert len(warnings()) == 1  # the first count on a Redis new to idp
+            assert counters_lost() - before == 1
+            client = redis_server.client()
+            [counted] = client.keys("idp:fail:pwd:*")
+            assert client.get(counted) == str(FREE_FAILURES).encode()
+            client.close()
+
+            redis_server.stop()
+            redis_server.start()  # nothing kept: no persistence
+            assert password_step(browser, user, "not the password").status_code == 401
+            assert len(warnings()) == 2
+            assert counters_lost() - before == 2
+            client = redis_server.client()
+            assert client.get(counted) == b"1"  # counted again from nothing: what is reported
+            client.close()
+            assert password_step(browser, user, user.password).status_code == 302
+            assert len(warnings()) == 2
