@@ -53,6 +53,7 @@ def app_context() -> Iterator[Flask]:
     from idp.database import describe_failure
     from idp.errors import DomainError
     from idp.extensions import db
+    from idp.services.dependencies import DependencyUnavailableError
 
     app = create_app()
     engines = []
@@ -73,6 +74,12 @@ def app_context() -> Iterator[Flask]:
                 if reason is None:
                     raise
                 fail(reason)
+            except DependencyUnavailableError as error:
+                # Redis down (``idp users unlock`` resets the counters there): the same one line
+                # a server's refusal logs, and nothing of the command's work kept (docs/admins.md).
+                db.session.rollback()
+                fail(f"Redis is unavailable ({error.reason or 'not answering'}): nothing was "
+                     "changed; run the command again once it answers")  # fmt: skip
     finally:
         # Its connections closed once the context's teardown (which mails what the command
         # committed) is done, not when the process exits: a command run inside another process

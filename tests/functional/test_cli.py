@@ -27,7 +27,17 @@ from idp import create_app
 from idp.cli import main
 from idp.composition import Container
 from idp.database import alembic_config, upgrade
-from idp.models import ApiToken, AuditEvent, Base, Client, LoginLink, Passkey, SigningKey, User
+from idp.models import (
+    ApiToken,
+    AuditEvent,
+    Base,
+    Client,
+    FactorLock,
+    LoginLink,
+    Passkey,
+    SigningKey,
+    User,
+)
 from idp.services import user_directory
 from idp.services.attestation import root_fingerprint
 from idp.services.crypto import token_hash
@@ -35,6 +45,7 @@ from idp.settings import DEVELOPMENT_SECRET_KEY, SettingsError, load_settings
 from tests.conftest import FAST_ARGON2, TEST_SECRET, throwaway_postgres_database
 from tests.functional.test_invites import accept
 from tests.support.attestation_ca import root_ca
+from tests.support.redis_server import private_redis
 from tests.support.smtp import smtp_server
 
 ISSUER = "http://localhost:5000"
@@ -824,6 +835,35 @@ def test_a_command_against_an_unreachable_database_is_a_one_line_error(tmp_path:
         result = idp.run(*command)
         assert_refused_in_one_line(result, "database is unavailable")
         assert "s3cret-pw" not in result.output
+
+
+def test_unlocking_a_user_while_redis_is_down_is_a_one_line_error_that_changes_nothing(
+    idp: Idp,
+) -> None:
+    """``idp users unlock`` resets the attempt counters, in Redis when configured: with Redis
+    down the command ends with status 1 and one line naming Redis (not a traceback), and the
+    lock it was to lift stays, with nothing audited; with Redis back it works."""
+    user = idp.json("users", "create", "locked@example.com")
+    with idp.session() as db:
+        key = f"otp:{user['id']}"
+        db.add(FactorLock(key=key, locked_at=datetime.now(UTC)))
+        db.commit()
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    idp.env["IDP_REDIS_URL"] = f"redis://:redis-pw@127.0.0.1:{port}/0"
+    result = idp.run("users", "unlock", "locked@example.com")
+    assert_refused_in_one_line(result, "Redis is unavailable (ConnectionError)", "nothing was")
+    assert "redis-pw" not in result.output
+    with idp.session() as db:
+        assert db.get(FactorLock, key) is not None
+        audited = select(AuditEvent).where(AuditEvent.kind == "admin.user_unlocked")
+        assert db.scalars(audited).all() == []
+    with private_redis(idp.instance / "redis") as redis_server:
+        idp.env["IDP_REDIS_URL"] = redis_server.url
+        idp.ok("users", "unlock", "locked@example.com")
+    with idp.session() as db:
+        assert db.get(FactorLock, key) is None
 
 
 def test_users_show_says_which_passkeys_the_configured_roots_verified(idp: Idp) -> None:
