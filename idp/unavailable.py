@@ -19,6 +19,7 @@ from idp import metrics
 from idp.composition import clock, request_context, runtime
 from idp.extensions import db
 from idp.services import audit
+from idp.services.audit import RequestContext
 from idp.services.dependencies import RETRY_AFTER_SECONDS, DependencyUnavailableError, Refusals
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,7 @@ JSON_ERROR = "temporarily_unavailable"
 def answer(error: DependencyUnavailableError) -> Any:
     """503, counted, audited once per process and breaker window; JSON for JSON requests, else
     the page."""
-    endpoint = request.endpoint or "unknown"
-    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
-    metrics.dependency_refusal(error.dependency, endpoint)
-    db.session.rollback()
-    now = clock().now()
-    # Redis is the one dependency refused this way; its breaker keeps the refusals' tally.
-    breaker = runtime().redis_breaker
-    refusals = breaker.refused(endpoint, now)
-    if refusals is not None:
-        _audit(error, endpoint, refusals, breaker.open_for)
+    refused(error, request.endpoint or "unknown", request_context())
     response: Any
     if request.blueprint == "api":
         from idp.api.problems import Problem, problem_response
@@ -55,14 +47,35 @@ def answer(error: DependencyUnavailableError) -> Any:
     return response, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
+def refused(error: DependencyUnavailableError, endpoint: str, context: RequestContext) -> None:
+    """A request to ``endpoint`` refused for want of ``error.dependency``: logged, counted,
+    its work rolled back, audited once per process and breaker window. Every such refusal goes
+    through here: the pages' and the JSON endpoints' (``answer``), and the direct endpoints'
+    (idp.web.direct: token and UserInfo, where a public client's DPoP proof spends a budget in
+    Redis, RFC 9449 11.1)."""
+    log.warning("refused %s: %s is unavailable", endpoint, error.dependency)
+    metrics.dependency_refusal(error.dependency, endpoint)
+    db.session.rollback()
+    now = clock().now()
+    # Redis is the one dependency refused this way; its breaker keeps the refusals' tally.
+    breaker = runtime().redis_breaker
+    refusals = breaker.refused(endpoint, now)
+    if refusals is not None:
+        _audit(error, endpoint, refusals, breaker.open_for, context)
+
+
 def _audit(
-    error: DependencyUnavailableError, endpoint: str, refusals: Refusals, window: float
+    error: DependencyUnavailableError,
+    endpoint: str,
+    refusals: Refusals,
+    window: float,
+    context: RequestContext,
 ) -> None:
     """The row that stands for ``refusals`` (this request's and those folded into it): the
     address and user agent are this request's, an example of the others."""
     try:
         audit.record(db.session(), "dependency.unavailable", outcome="failure",
-                     context=request_context(), dependency=error.dependency, endpoint=endpoint,
+                     context=context, dependency=error.dependency, endpoint=endpoint,
                      reason=error.reason, refused=refusals.count,
                      since=refusals.since.isoformat(), by_endpoint=refusals.by_endpoint,
                      aggregated=True,

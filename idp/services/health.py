@@ -58,7 +58,8 @@ class DependencyState:
 NEEDED_FOR = {
     "database": "everything: sign-in, sessions, tokens, userinfo, keys",
     "redis": "password, TOTP and backup-code sign-in (attempt counters), passkey ceremonies "
-    "(challenges) and sign-up limits; not refresh, userinfo, discovery or JWKS",
+    "(challenges), sign-up limits and public clients' DPoP proofs; not other refresh or "
+    "userinfo requests, discovery or JWKS",
 }
 
 

@@ -33,6 +33,7 @@ from idp.extensions import db
 from idp.json_logs import DIRECT_REQUEST
 from idp.request_gate import EXTENSION as REQUEST_GATE
 from idp.services.audit import RequestContext
+from idp.services.dependencies import DependencyUnavailableError
 from idp.web.answers import Answer
 from idp.web.form_request import refuse_malformed_input
 
@@ -146,6 +147,15 @@ class DirectEndpoints:
             return route.also(Answer.malformed_oauth_request(
                 error.code or 400, error.description or error.name, route.endpoint
             ))  # fmt: skip
+        except DependencyUnavailableError as error:
+            # Redis down, where a public client's DPoP proof spends its address's budget (RFC
+            # 9449 11.1): the refusal every endpoint gives, counted and audited (idp.unavailable),
+            # as OAuth's JSON 503 with Retry-After (RFC 6749 5.2, RFC 9110 10.2.3), not a 500.
+            from idp.unavailable import refused, server_failure
+
+            refused(error, route.endpoint, RequestContext.of(current.environ))
+            status, body, headers = server_failure(True)
+            return route.also(Answer.json(status, body, *headers.items()))
         except Exception as error:
             from idp.unavailable import server_failure
 

@@ -20,12 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
 from idp import create_app, metrics
+from idp.composition import container
 from idp.extensions import db
+from idp.models import AuditEvent
+from idp.redis_client import BREAKER_OPEN_SECONDS
 from idp.services.rate_limits import FREE_FAILURES
 from tests.conftest import app_overrides
+from tests.functional.test_dpop import dpop_tokens, dpop_userinfo
+from tests.functional.test_redis_breaker import SteppedClock
 from tests.support.apps import app_on
-from tests.support.factories import CreatedUser, create_user
-from tests.support.flow import csrf_token
+from tests.support.dpop import USERINFO_URL, DPoPKey
+from tests.support.factories import CreatedUser, create_client, create_user, rows
+from tests.support.flow import RelyingParty, csrf_token
 from tests.support.redis_server import PrivateRedis, private_redis
 
 METRICS_TOKEN = "redis-faults-scrape-" + "f" * 40
@@ -180,3 +186,55 @@ def test_counters_lost_by_a_redis_restart_are_reported_not_silent(
             client.close()
             assert password_step(browser, user, user.password).status_code == 302
             assert len(warnings()) == 2
+
+
+def refusals_at(endpoint: str) -> float:
+    """This process's ``idp_dependency_refusals_total`` for Redis at ``endpoint``."""
+    text, _ = metrics.exposition()
+    return sum(sample.value
+               for family in text_string_to_metric_families(text.decode())
+               for sample in family.samples
+               if sample.name == "idp_dependency_refusals_total"
+               and sample.labels.get("endpoint") == endpoint)  # fmt: skip
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_with_redis_down_a_public_clients_dpop_requests_are_a_json_503_not_a_500(
+    tmp_path: Path, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A public client's DPoP proof spends its address's budget, in Redis (RFC 9449 11.1): with
+    Redis stopped its refresh and UserInfo requests, answered below Flask (idp.web.direct), are
+    refused as every request that needs Redis is: OAuth's JSON ``temporarily_unavailable``, 503,
+    ``Retry-After``, counted and audited, not a 500 ``server_error`` logged as a crash. The
+    refused refresh spent nothing: once Redis answers the same token refreshes."""
+    with (
+        private_redis(tmp_path / "redis") as redis_server,
+        app_on(database, tmp_path, redis_url=redis_server.url) as app,
+    ):
+        rp = RelyingParty(app.test_client(), create_client(app, public=True, name="SPA"))
+        key = DPoPKey()
+        tokens = dpop_tokens(rp, create_user(app), key)
+        stepped = SteppedClock()
+        container(app).redis_breaker.monotonic = stepped
+        before = {endpoint: refusals_at(endpoint) for endpoint in ("oidc.token", "oidc.userinfo")}
+
+        redis_server.stop()
+        proof = key.proof("GET", USERINFO_URL, access_token=tokens["access_token"])
+        with caplog.at_level(logging.INFO):
+            answers = [rp.refresh(tokens["refresh_token"], dpop=key.proof()),
+                       dpop_userinfo(app.test_client(), tokens["access_token"], proof)]  # fmt: skip
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.get_json()["error"] == "temporarily_unavailable"
+            assert answer.headers["Retry-After"] == "5"
+            assert answer.headers["Cache-Control"] == "no-store"
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        counted = {endpoint: refusals_at(endpoint) - n for endpoint, n in before.items()}
+        assert counted == {"oidc.token": 1, "oidc.userinfo": 1}
+        [audited] = rows(app, AuditEvent, AuditEvent.kind == "dependency.unavailable")
+        assert (audited.details["endpoint"], audited.details["refused"]) == ("oidc.token", 1)
+
+        redis_server.start()
+        stepped.advance(BREAKER_OPEN_SECONDS)  # the breaker lets the next request probe
+        renewed = rp.refresh(tokens["refresh_token"], dpop=key.proof())
+        assert renewed.status_code == 200, renewed.text
