@@ -49,6 +49,11 @@ class SessionStatements:
         rows = self._send(statement, parameters, rows=True)
         return rows[0] if rows else None
 
+    def all(self, statement: _Statement, parameters: Mapping[str, Any]) -> list[Row]:
+        """Every row a SELECT or a write's RETURNING gives."""
+        rows: list[Row] = self._send(statement, parameters, rows=True)
+        return rows
+
     def write(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
         """Send an INSERT, UPDATE or DELETE; the number of rows it changed."""
         changed: int = self._send(statement, parameters, rows=False)
@@ -109,7 +114,7 @@ _BY_ENGINE: weakref.WeakKeyDictionary[Engine, ThinReads] = weakref.WeakKeyDictio
 
 
 class _CoreStatements:
-    """``SessionStatements``' two methods through the ``Session``'s Core connection, for an
+    """``SessionStatements``' methods through the ``Session``'s Core connection, for an
     engine without ``ThinReads`` (a service used outside an application)."""
 
     __slots__ = ("_session",)
@@ -119,6 +124,9 @@ class _CoreStatements:
 
     def first(self, statement: _Statement, parameters: Mapping[str, Any]) -> Any:
         return self._session.connection().execute(statement, dict(parameters)).first()
+
+    def all(self, statement: _Statement, parameters: Mapping[str, Any]) -> list[Any]:
+        return list(self._session.connection().execute(statement, dict(parameters)).all())
 
     def write(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
         return int(self._session.connection().execute(statement, dict(parameters)).rowcount)

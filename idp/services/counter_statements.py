@@ -81,13 +81,26 @@ COUNT_BELOW = (
 RESET = (
     delete(COUNTERS).where(COUNTERS.c.key == bindparam("counter")).returning(COUNTERS.c.failures)
 )
-#: Forgetting a few keys at once (``DatabaseCounters.clear``), built once: the keys that had
-#: failures come back.
-CLEAR = (
-    delete(COUNTERS)
-    .where(COUNTERS.c.key.in_(bindparam("counters", expanding=True)), COUNTERS.c.failures > 0)
-    .returning(COUNTERS.c.key)
-)
+
+
+def clear_statement(keys: list[str]) -> tuple[Any, dict[str, str]]:
+    """Forgetting a few keys at once (``DatabaseCounters.clear``): one DELETE of the counters of
+    ``keys`` that hold failures, returning their keys, and its parameters. Built once per number
+    of keys, so that it is compiled once and sent as a thin statement (idp.session_statements),
+    where an expanding IN would be rendered again at each passkey sign-in."""
+    return _clear(len(keys)), {f"key{i}": key for i, key in enumerate(keys)}
+
+
+@lru_cache(maxsize=4)
+def _clear(keys: int) -> Any:
+    named = [bindparam(f"key{i}", type_=String) for i in range(keys)]
+    return (
+        delete(COUNTERS)
+        .where(COUNTERS.c.key.in_(named), COUNTERS.c.failures > 0)
+        .returning(COUNTERS.c.key)
+    )
+
+
 RELEASE = (
     update(COUNTERS)
     .where(COUNTERS.c.key == bindparam("counter"), COUNTERS.c.failures > 0)

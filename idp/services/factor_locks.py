@@ -10,14 +10,16 @@ lift it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import String, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.models import FactorLock
+from idp.session_statements import statements_of
 
 #: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
 #: and so is a lock (a lock lasts until an admin unlocks it or 30 days pass).
@@ -25,6 +27,16 @@ COUNTER_LIFETIME = timedelta(days=30)
 #: Where an attempt that reached the threshold is about to write the lock (tests hold requests
 #: here, idp.checkpoints, so that many race the one row).
 LOCK_CHECKPOINT = "factor_locks.lock"
+LOCKS: Table = FactorLock.__table__  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=4)
+def _lift_statement(keys: int) -> Any:
+    """One DELETE of the locks of ``keys`` keys (``key0``, ``key1``, ...), returning their keys:
+    Core built once per shape and sent as a thin statement (idp.session_statements), as every
+    passkey sign-in sends it (``SignInService.owner_proved``)."""
+    named = [bindparam(f"key{i}", type_=String) for i in range(keys)]
+    return delete(LOCKS).where(LOCKS.c.key.in_(named)).returning(LOCKS.c.key)
 
 
 class FactorLocks:
@@ -58,7 +70,6 @@ class FactorLocks:
     def lift(self, keys: list[str]) -> list[str]:
         """Lift the locks of ``keys`` in one statement, in the caller's transaction; the keys
         that were locked."""
-        lifted = self.db.execute(
-            delete(FactorLock).where(FactorLock.key.in_(keys)).returning(FactorLock.key)
-        )
+        named = {f"key{i}": key for i, key in enumerate(keys)}
+        lifted = statements_of(self.db).all(_lift_statement(len(keys)), named)
         return sorted(key for (key,) in lifted)

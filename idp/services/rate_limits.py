@@ -34,7 +34,6 @@ from idp import metrics
 from idp.models import AttemptCounter
 from idp.services.client_addresses import budget_address
 from idp.services.counter_statements import (
-    CLEAR,
     COUNT_BELOW,
     COUNT_BELOW_SCRIPT,
     COUNT_SCRIPT,
@@ -42,6 +41,7 @@ from idp.services.counter_statements import (
     RELEASE,
     RELEASE_SCRIPT,
     RESET,
+    clear_statement,
     count_statement,
 )
 from idp.services.dependencies import CircuitBreaker, counters_lost, redis_calls
@@ -243,7 +243,7 @@ class DatabaseCounters:
 
     def clear(self, keys: list[str]) -> list[str]:
         """One DELETE, in the caller's transaction (published with the sign-in it follows)."""
-        return sorted(key for (key,) in self.db.connection().execute(CLEAR, {"counters": keys}))
+        return sorted(key for (key,) in statements_of(self.db).all(*clear_statement(keys)))
 
     def settle(self, account_key: str, address_key: str) -> int:
         """Both changes of a success, in the caller's transaction: they are published with the
