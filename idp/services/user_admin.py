@@ -41,11 +41,14 @@ from idp.services.notifications import Notifier
 from idp.services.passkey_names import in_notice
 from idp.services.passwords import PasswordService
 from idp.services.sessions import end_sessions
-from idp.services.token_creators import creator_id_of, lock_creator, revoke_created_by
+from idp.services.token_creators import creator_id_of, creator_refusal, revoke_created_by
 from idp.services.totp import TotpService
 from idp.services.user_directory import UserDirectory
+from idp.services.user_locks import lock_in_admin_order
 from idp.services.users import UserService
 
+#: Where a link's issue is about to hold its issuer's and user's rows (tests hold it here).
+HOLD_CHECKPOINT = "user_admin.issuing_link"
 #: One-time links an admin hands out: 15 minutes by default (settings), never beyond a day.
 MIN_LINK_TTL = 60
 MAX_LINK_TTL = 24 * 3600
@@ -178,8 +181,7 @@ class UserAdmin(UserDirectory):
         if self.has_way_in(user):
             raise UserAdminError("This account is already set up: send a login link instead.")
         self._require_active(user)
-        LoginLinkService(self.db).revoke_all(user, now, purpose=INVITE)
-        return self._mail_invite(user, ttl, now, url_for_secret, inviter, mailed_only)
+        return self._mail_invite(user, ttl, now, url_for_secret, inviter, mailed_only, INVITE)
 
     def _mail_invite(
         self,
@@ -189,12 +191,13 @@ class UserAdmin(UserDirectory):
         url_for_secret: Any,
         inviter: str,
         mailed_only: bool,
+        supersedes: str | None = None,
     ) -> IssuedLink:
         # An invite whose URL the caller is handed proves nothing about the mailbox (OIDC Core
         # 5.1 email_verified): only one that idp's mail alone delivered marks the address
         # verified when accepted (docs/security.md).
         issued = self._issue(user, MAILED_INVITE if mailed_only else INVITE, ttl, now,
-                             url_for_secret)  # fmt: skip
+                             url_for_secret, supersedes)  # fmt: skip
         self.notifier.notify(
             user, "invite", link=issued.url, inviter=inviter,
             expires_at=issued.link.expires_at,
@@ -208,7 +211,7 @@ class UserAdmin(UserDirectory):
         user, and returned so that the admin can pass it on by another channel."""
         check_link_ttl(ttl)
         self._require_active(user)
-        issued = self._issue(user, LOGIN, ttl, now, url_for_secret)
+        issued = self._issue(user, LOGIN, ttl, now, url_for_secret, LOGIN)
         self.notifier.notify(
             user, "login_link", link=issued.url,
             expires_at=issued.link.expires_at,
@@ -216,14 +219,44 @@ class UserAdmin(UserDirectory):
         return issued
 
     def _issue(
-        self, user: User, purpose: str, ttl: int, now: datetime, url_for_secret: Any
-    ) -> IssuedLink:
-        # A link ends with its issuer's authority (``_end_issued``, ``ApiTokenService.revoke``):
-        # checked holding the issuer's row, as a token's creation is, so that a disable, demotion,
-        # deletion or revocation committed first is seen here, and one after waits for the link
-        # and ends it.
+        self, user: User, purpose: str, ttl: int, now: datetime, url_for_secret: Any,
+        supersedes: str | None = None,
+    ) -> IssuedLink:  # fmt: skip
+        checkpoints.reached(HOLD_CHECKPOINT)
+        ttl = self._hold_issuer_and_user(user, ttl, now)
+        # Read anew under the user's lock: a disable committed before it is seen here; one after
+        # waits for the link and ends it with the user's others (``disable``). Checked on the row
+        # read earlier, a link inserted as the disable ended the links it could see (READ
+        # COMMITTED) outlived it.
+        self._require_active(user)
+        if supersedes is not None:
+            # A new link stands in for the older ones of its kind (one lost, expired in a mailbox,
+            # passed on in the wrong chat): they end, so that one rescue link (or invite) at a time
+            # is a bearer secret to the account (OWASP Forgot Password Cheat Sheet: a token is
+            # invalidated once a new one is made). Ended after the locks, whose order is that of
+            # every transaction that ends an issuer's links (``_end_issued``).
+            superseded = LoginLinkService(self.db).revoke_all(user, now, purpose=supersedes)
+            if superseded and supersedes == LOGIN:
+                self._audit("login_link.revoked", user, reason="superseded", links=superseded)
+        link, secret = LoginLinkService(self.db).issue(
+            user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
+            context=self.context, via=self.via,
+        )  # fmt: skip
+        return IssuedLink(link=link, url=url_for_secret(purpose, secret))
+
+    def _hold_issuer_and_user(self, user: User, ttl: int, now: datetime) -> int:
+        """Hold the issuer's row and the user's (``lock_in_admin_order``: the order of ``disable``,
+        ``demote`` and ``delete``) to the commit; the link's TTL. A link ends with its issuer's
+        authority (``_end_issued``, ``ApiTokenService.revoke``) and with its user's disable,
+        checked holding both rows, so that a change committed first is seen here and one after
+        waits for the link and ends it."""
         issuer = creator_id_of(self.actor_id)
-        if issuer is not None and issuer.startswith(ACTOR_PREFIX):
+        if issuer is None or not issuer.startswith(ACTOR_PREFIX):
+            held = lock_in_admin_order(self.db, {user.id} | ({issuer} if issuer else set()))
+            if issuer is not None and creator_refusal(issuer, held.get(issuer)):
+                raise UserAdminError("Only an active admin issues links.")
+        else:  # the user's row first, as the API's view holds it (idp.api.users), then the token's
+            held = lock_in_admin_order(self.db, {user.id})
             until = issuing_until(self.db, issuer, now)
             if until == NO_LONGER:
                 raise UserAdminError("This API token no longer works.")
@@ -232,23 +265,9 @@ class UserAdmin(UserDirectory):
                 # from, as it ends with the token's revocation (OWASP ASVS 4.0 4.1.3): a token
                 # in its last hour handed out links that worked for another day.
                 ttl = min(ttl, int((until - now).total_seconds()))
-        elif issuer is not None and lock_creator(self.db, issuer):
-            raise UserAdminError("Only an active admin issues links.")
-        if purpose == LOGIN:
-            # A new rescue link stands in for the older ones (one lost, expired in a mailbox,
-            # passed on in the wrong chat): they end, as an invite ends the older invites
-            # (``reinvite``), so that one rescue link at a time is a bearer secret to the account
-            # (OWASP Forgot Password Cheat Sheet: a token is invalidated once a new one is made).
-            # Ended after the issuer's check, whose row lock comes first in every transaction
-            # that ends an issuer's links (``_end_issued``).
-            superseded = LoginLinkService(self.db).revoke_all(user, now, purpose=LOGIN)
-            if superseded:
-                self._audit("login_link.revoked", user, reason="superseded", links=superseded)
-        link, secret = LoginLinkService(self.db).issue(
-            user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
-            context=self.context, via=self.via,
-        )  # fmt: skip
-        return IssuedLink(link=link, url=url_for_secret(purpose, secret))
+        if user.id not in held:
+            raise UserAdminError("This user was deleted.")
+        return ttl
 
     def revoke_link(self, user: User, public_id: str, now: datetime) -> None:
         if not LoginLinkService(self.db).revoke(user, public_id[:64], now):
@@ -325,7 +344,11 @@ class UserAdmin(UserDirectory):
             raise UserAdminError("This user is not disabled.")
         user.disabled_at = None
         ended = account_access.end_everything(self.db, user, now, MADE_WHILE_DISABLED)
-        self._audit("admin.user_enabled", user, sessions_ended=ended)
+        # So does a link still unspent: the disable ended every one and none is issued to a
+        # disabled user (``_issue``), so it was issued before the disable by some path that
+        # missed it, and would rescue the account from before (defence in depth).
+        links = LoginLinkService(self.db).revoke_all(user, now)
+        self._audit("admin.user_enabled", user, sessions_ended=ended, links_revoked=links)
 
     def rename(self, user: User, name: str) -> None:
         """The display name (the ``name`` claim); at most 200 characters, as at creation,
