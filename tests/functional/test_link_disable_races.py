@@ -19,6 +19,7 @@ import idp
 from idp.cli import main
 from idp.models import AuditEvent, LoginLink, User
 from idp.models.base import utcnow
+from idp.services.login_links import ISSUE_CHECKPOINT
 from idp.services.user_admin import HOLD_CHECKPOINT
 from tests.functional.test_api import Api, issue
 from tests.functional.test_link_issuers import ISSUED, _console_invite, _console_link, _opens
@@ -63,15 +64,21 @@ def _issuer(surface: str, app: Flask, ada: ConsoleBrowser, user: Any) -> Callabl
     return {"console": console, "api": api, "cli": cli}[surface]
 
 
+@pytest.mark.parametrize("held", [HOLD_CHECKPOINT, ISSUE_CHECKPOINT])
 @pytest.mark.parametrize("surface", ["console", "api", "cli"])
 def test_a_link_issued_as_its_user_is_disabled_does_not_outlive_the_disable(
-    storage_app: Flask, checkpoints: Checkpoints, monkeypatch: pytest.MonkeyPatch, surface: str
+    storage_app: Flask,
+    checkpoints: Checkpoints,
+    monkeypatch: pytest.MonkeyPatch,
+    surface: str,
+    held: str,
 ) -> None:
     """The link's request read the user active; a disable commits before it writes. Checked on
     that read, the link was inserted after the disable had ended the links it could see (READ
     COMMITTED on PostgreSQL): a disabled user's live link, which worked again once the account
     was enabled. The issue must hold the user's row and read it anew (refused), or hold it from
-    before the disable (which then waits for it and ends it); enabling ends none back to life."""
+    before the disable (which then waits for it and ends it); enabling ends none back to life.
+    Held before its locks (the disable commits first) and after them (the disable waits)."""
     monkeypatch.setattr(idp, "create_app", lambda: storage_app)  # the CLI's app: this one
     root = passkey_browser(storage_app, "root@example.com")
     ada = passkey_browser(storage_app, "ada@example.com")
@@ -79,9 +86,9 @@ def test_a_link_issued_as_its_user_is_disabled_does_not_outlive_the_disable(
     issuing = _issuer(surface, storage_app, ada, member)
     outcome: dict[str, Any] = {}
 
-    with checkpoints.holding(HOLD_CHECKPOINT):
+    with checkpoints.holding(held):
         link = in_thread(outcome, "link", issuing)
-        wait_until(lambda: checkpoints.arrivals(HOLD_CHECKPOINT) >= 1 or not link.is_alive(),
+        wait_until(lambda: checkpoints.arrivals(held) >= 1 or not link.is_alive(),
                    "the link's request reached its checkpoint")  # fmt: skip
         assert link.is_alive(), outcome
         disabled = f"/admin/users/{member.id}/disable"
