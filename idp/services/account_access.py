@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import and_, update
 from sqlalchemy.orm import Session
 
 from idp.models import AccessToken, BrowserSession, Grant, User
@@ -57,3 +57,15 @@ def end_everything(db: Session, user: User, now: datetime, reason: str) -> int:
     ended = end_user_sessions(db, user, now, reason)
     revoke_user_tokens(db, user, now, reason)
     return ended
+
+
+def end_link_sessions(db: Session, user: User, now: datetime, reason: str) -> int:
+    """End the live restricted sessions a one-time link opened for ``user`` (a rescue link, an
+    invite or a sign-up confirmation: ``passkey_only``, whose one way forward is adding a passkey);
+    a backup-code recovery's session, the user's own, stays. How many this call ended."""
+    opened_by_a_link = and_(
+        BrowserSession.user_id == user.id,
+        BrowserSession.restricted.is_(True),
+        BrowserSession.passkey_only.is_(True),
+    )
+    return end_sessions(db, opened_by_a_link, reason, now)

@@ -233,11 +233,14 @@ class UserAdmin(UserDirectory):
             # A new link stands in for the older ones of its kind (one lost, expired in a mailbox,
             # passed on in the wrong chat): they end, so that one rescue link (or invite) at a time
             # is a bearer secret to the account (OWASP Forgot Password Cheat Sheet: a token is
-            # invalidated once a new one is made). Ended after the locks, whose order is that of
-            # every transaction that ends an issuer's links (``_end_issued``).
+            # invalidated once a new one is made), and so does the restricted session an older
+            # one already opened, whose holder may still add a passkey (OWASP ASVS 4.0 3.3.1).
+            # Ended after the locks, in the order of every transaction that ends an issuer's links.
             superseded = LoginLinkService(self.db).revoke_all(user, now, purpose=supersedes)
-            if superseded and supersedes == LOGIN:
-                self._audit("login_link.revoked", user, reason="superseded", links=superseded)
+            opened = account_access.end_link_sessions(self.db, user, now, "link_superseded")
+            if (superseded or opened) and supersedes == LOGIN:
+                self._audit("login_link.revoked", user, reason="superseded", links=superseded,
+                            sessions_ended=opened)  # fmt: skip
         link, secret = LoginLinkService(self.db).issue(
             user, ttl=ttl, now=now, created_by=self.actor_id, purpose=purpose,
             context=self.context, via=self.via,
@@ -245,11 +248,9 @@ class UserAdmin(UserDirectory):
         return IssuedLink(link=link, url=url_for_secret(purpose, secret))
 
     def _hold_issuer_and_user(self, user: User, ttl: int, now: datetime) -> int:
-        """Hold the issuer's row and the user's (``lock_in_admin_order``: the order of ``disable``,
-        ``demote`` and ``delete``) to the commit; the link's TTL. A link ends with its issuer's
-        authority (``_end_issued``, ``ApiTokenService.revoke``) and with its user's disable,
-        checked holding both rows, so that a change committed first is seen here and one after
-        waits for the link and ends it."""
+        """Hold the issuer's row and the user's (``lock_in_admin_order``, the order of ``disable``)
+        to the commit; the TTL. A link ends with its issuer's authority (``_end_issued``) and its
+        user's disable: one committed first is seen here, one after waits and ends the link."""
         issuer = creator_id_of(self.actor_id)
         if issuer is None or not issuer.startswith(ACTOR_PREFIX):
             held = lock_in_admin_order(self.db, {user.id} | ({issuer} if issuer else set()))

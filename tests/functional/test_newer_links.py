@@ -9,11 +9,16 @@ import re
 
 from flask import Flask
 
-from idp.models import AuditEvent
+from idp.models import AuditEvent, BrowserSession
 from tests.functional.test_api import Api, issue
+from tests.functional.test_promotion_ends_restricted_sessions import (
+    _no_passkey_added,
+    _spend_rescue_link,
+)
 from tests.support.admin import passkey_browser
 from tests.support.factories import create_user, rows
 from tests.support.flow import csrf_token
+from tests.support.passkey_flow import PasskeyPages
 
 ISSUED = re.compile(r'<code id="issued-link"[^>]*>([^<]+)</code>')
 
@@ -68,3 +73,29 @@ def test_a_newer_rescue_link_ends_the_older_unspent_ones(storage_app: Flask) -> 
     assert [(e.details or {}).get("links") for e in ended] == [1, 1]
     assert rows(storage_app, AuditEvent, AuditEvent.kind == "login_link.revoked",
                 AuditEvent.subject_id == other.id) == []  # fmt: skip
+
+
+def test_a_newer_rescue_link_ends_the_restricted_session_an_older_one_opened(
+    storage_app: Flask,
+) -> None:
+    """The older link went to the wrong chat and was spent there: its holder has a restricted
+    session whose one way forward, adding a passkey, is the account. The admin's newer link
+    stands in for it: that session ends too (counted in ``login_link.revoked``), and the user's
+    own backup-code recovery would be left alone (only a link's ``passkey_only`` session ends)."""
+    root = passkey_browser(storage_app, "root@example.com")
+    member = create_user(storage_app, email="member@example.com")
+    helpdesk = Api(storage_app, issue(storage_app, "login-links:write", name="helpdesk"))
+    older = helpdesk.call("POST", f"/users/{member.id}/login-links")
+    assert older.status_code == 201, older.text
+    holder = PasskeyPages(storage_app.test_client())
+    assert _spend_rescue_link(holder.browser, older.get_json()["url"]) == 302
+    assert holder.browser.get("/account/recover").status_code == 200  # may add a passkey
+
+    newer = root.post(f"/admin/users/{member.id}/login-link", {"ttl": "86400"})
+    assert newer.status_code == 200, newer.text
+
+    _no_passkey_added(storage_app, holder, member.id)
+    [session] = rows(storage_app, BrowserSession, BrowserSession.user_id == member.id)
+    assert session.revoked_at is not None
+    [event] = rows(storage_app, AuditEvent, AuditEvent.kind == "login_link.revoked")
+    assert (event.details["reason"], event.details["sessions_ended"]) == ("superseded", 1)
