@@ -328,7 +328,6 @@ class UserAdmin(UserDirectory):
         user's tokens on their own (``GrantService``), whatever was revoked here."""
         if user.disabled_at is not None:
             raise UserAdminError("This user is already disabled.")
-        self._locking_admins()
         self._keep_an_admin(user, was_active_admin=user.is_admin)
         user.disabled_at = now
         self._end_sessions(user, now, "user_disabled")
@@ -383,7 +382,6 @@ class UserAdmin(UserDirectory):
     def demote(self, user: User, now: datetime) -> None:
         if not user.is_admin:
             raise UserAdminError("This user is not an admin.")
-        self._locking_admins()
         self._keep_an_admin(user, was_active_admin=user.disabled_at is None)
         user.is_admin = False
         revoke_created_by(self.db, user, now, "creator_demoted", self._audit)
@@ -391,7 +389,6 @@ class UserAdmin(UserDirectory):
 
     def delete(self, user: User, now: datetime) -> None:
         """Delete the account and everything hanging off it; the audit log keeps its history."""
-        self._locking_admins()
         self._keep_an_admin(user, was_active_admin=user.is_admin and user.disabled_at is None)
         # Its sessions go with the account: announced first (back-channel logout), while the
         # grants that say which clients to tell still exist.
@@ -427,7 +424,11 @@ class UserAdmin(UserDirectory):
         """Refuse a change that leaves no active admin (only a change to an active admin can);
         the count runs after the change, inside its transaction."""
         if not was_active_admin:
+            # A member's change holds no admin's row: it takes the member's alone, as the API's
+            # ``users:write`` change (idp.api.users) and a link's issue (admins, then the member)
+            # do, so that no two of them wait for each other in a cycle.
             return
+        self._locking_admins()
         self.db.flush()
         remaining = self.db.scalar(
             select(func.count())

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from flask import Flask
 
 import idp
+from idp.api.users import ACTING_CHECKPOINT
 from idp.cli import main
 from idp.models import AuditEvent, LoginLink, User
 from idp.models.base import utcnow
@@ -165,3 +166,38 @@ def test_a_reinvite_racing_its_issuers_disable_takes_the_locks_in_the_disables_o
     assert outcome["invite"].status_code in (200, 303), outcome["invite"].text
     assert _live_links(storage_app, grace.id) == []
     assert not _opens(storage_app, older)
+
+
+def test_a_console_link_racing_a_users_write_disable_of_its_user_is_no_deadlock(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """A ``users:write`` token's disable holds the member's row from its read (idp.api.users), and
+    took the active admins' rows after it; the console's link holds its admin's row, then the
+    member's: each waited for the other on PostgreSQL (a deadlock, one of them a 503). A member's
+    disable holds no admin's row (only the last-admin rule needs them): the link waits for the
+    disable and is refused on the disabled member (real parallel requests on SQLite and
+    PostgreSQL, the disable held once it holds the member)."""
+    passkey_browser(storage_app, "root@example.com")
+    ada = passkey_browser(storage_app, "ada@example.com")
+    member = create_user(storage_app, email="member@example.com")
+    users = Api(storage_app, issue(storage_app, "users:write", name="users"))
+    issuing = _issuer("console", storage_app, ada, member)
+    outcome: dict[str, Any] = {}
+
+    with checkpoints.holding(ACTING_CHECKPOINT):
+        path = f"/users/{member.id}/disable"
+        disable = in_thread(outcome, "disable", lambda: users.call("POST", path))
+        wait_until(lambda: checkpoints.arrivals(ACTING_CHECKPOINT) >= 1 or not disable.is_alive(),
+                   "the disable reached its checkpoint")  # fmt: skip
+        assert disable.is_alive(), outcome
+        link = in_thread(outcome, "link", issuing)
+        wait_until(lambda: not link.is_alive() or waits_for_a_lock(storage_app, link),
+                   "the link waits for the disable's lock")  # fmt: skip
+    for thread in (disable, link):
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()
+    assert "disable error" not in outcome, outcome
+    assert "link error" not in outcome, outcome
+    assert outcome["disable"].status_code == 200, outcome["disable"].text
+    assert outcome["link"] is None  # refused on the member the disable left
+    assert _live_links(storage_app, member.id) == []
