@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from flask import request, url_for
@@ -10,6 +11,7 @@ from sqlalchemy import select
 
 from idp.api import schemas
 from idp.api.core import actor, not_found, operation
+from idp.api.openapi import ENTITY_TAGS
 from idp.api.problems import Problem
 from idp.composition import request_context, runtime, services
 from idp.extensions import db
@@ -56,6 +58,10 @@ def _expected_version(client: Client) -> int:
     # "*" matches any version (RFC 9110 13.1.1): as blind a write as no If-Match at all.
     if header is None or header.strip() == "*":
         raise Problem("precondition-required", "Send the ETag of the client in If-Match.")
+    # A value that is no list of entity-tags is a malformed request (400), as the document
+    # declares the header (idp.api.openapi ENTITY_TAGS), not a version that changed (412).
+    if re.fullmatch(ENTITY_TAGS, header.strip()) is None:
+        raise Problem("malformed-request", 'If-Match must be a list of entity-tags, e.g. "v2".')
     # A list of entity-tags, compared strongly: a weak tag (W/"v1") never matches.
     if etag(client) not in (tag.strip() for tag in header.split(",")):
         raise Problem("precondition-failed", "The client changed since it was read.")

@@ -587,6 +587,11 @@ def test_patch_needs_the_current_etag(storage_app: Flask, api: Api) -> None:
     assert patched.headers["ETag"] == '"v2"'
     stale = api.call("PATCH", path, {"name": "Again"}, headers={"If-Match": '"v1"'})
     problem(stale, 412, "precondition-failed")
+    # An If-Match that is no list of entity-tags (RFC 9110 8.8.3) is malformed, not stale.
+    for malformed in ("6f9v[u`", "v2", '"v2', '"v2",,"v3"'):
+        problem(api.call("PATCH", path, {"name": "Again"}, headers={"If-Match": malformed}),
+                400, "malformed-request")  # fmt: skip
+        problem(api.call("DELETE", path, headers={"If-Match": malformed}), 400, "malformed-request")
     bad = api.call("PATCH", path, {"redirect_uris": ["http://x.example/"]},
                    headers={"If-Match": '"v2"'})  # fmt: skip
     problem(bad, 422, "invalid-value")
