@@ -25,11 +25,9 @@ from idp.services.user_admin import HOLD_CHECKPOINT
 from tests.functional.test_api import Api, issue
 from tests.functional.test_link_issuers import ISSUED, _console_invite, _console_link, _opens
 from tests.support.admin import ConsoleBrowser, passkey_browser
-from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+from tests.support.checkpoints import Checkpoints
 from tests.support.factories import change, create_user, rows
-from tests.support.writers import waits_for_a_lock
-
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+from tests.support.writers import race_held
 
 
 def _live_links(app: Flask, user_id: str) -> list[LoginLink]:
@@ -85,22 +83,9 @@ def test_a_link_issued_as_its_user_is_disabled_does_not_outlive_the_disable(
     ada = passkey_browser(storage_app, "ada@example.com")
     member = create_user(storage_app, email="member@example.com")
     issuing = _issuer(surface, storage_app, ada, member)
-    outcome: dict[str, Any] = {}
-
-    with checkpoints.holding(held):
-        link = in_thread(outcome, "link", issuing)
-        wait_until(lambda: checkpoints.arrivals(held) >= 1 or not link.is_alive(),
-                   "the link's request reached its checkpoint")  # fmt: skip
-        assert link.is_alive(), outcome
-        disabled = f"/admin/users/{member.id}/disable"
-        disable = in_thread(outcome, "disable", lambda: root.post(disabled, {}))
-        wait_until(lambda: not disable.is_alive() or waits_for_a_lock(storage_app, disable),
-                   "the disable committed or waits for the link's lock")  # fmt: skip
-    for thread in (link, disable):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "link error" not in outcome, outcome
-    assert "disable error" not in outcome, outcome
+    disabled = f"/admin/users/{member.id}/disable"
+    outcome = race_held(storage_app, checkpoints, held, ("link", issuing),
+                        ("disable", lambda: root.post(disabled, {})))  # fmt: skip
     assert outcome["disable"].status_code == 303, outcome["disable"].text
     assert _live_links(storage_app, member.id) == []
 
@@ -144,23 +129,11 @@ def test_a_reinvite_racing_its_issuers_disable_takes_the_locks_in_the_disables_o
     ada = passkey_browser(storage_app, "ada@example.com")
     older = _console_invite(ada, "grace@example.com")
     [grace] = rows(storage_app, User, User.email == "grace@example.com")
-    outcome: dict[str, Any] = {}
-
-    with checkpoints.holding(HOLD_CHECKPOINT):
-        path = f"/admin/users/{grace.id}/invite"
-        invite = in_thread(outcome, "invite", lambda: ada.post(path, {"ttl": "86400"}))
-        wait_until(lambda: checkpoints.arrivals(HOLD_CHECKPOINT) >= 1 or not invite.is_alive(),
-                   "the reinvite reached its checkpoint")  # fmt: skip
-        assert invite.is_alive(), outcome
-        disabled = f"/admin/users/{ada.user.id}/disable"
-        disable = in_thread(outcome, "disable", lambda: root.post(disabled, {}))
-        wait_until(lambda: not disable.is_alive() or waits_for_a_lock(storage_app, disable),
-                   "the disable committed or waits for the reinvite's lock")  # fmt: skip
-    for thread in (invite, disable):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "invite error" not in outcome, outcome
-    assert "disable error" not in outcome, outcome
+    path = f"/admin/users/{grace.id}/invite"
+    disabled = f"/admin/users/{ada.user.id}/disable"
+    outcome = race_held(storage_app, checkpoints, HOLD_CHECKPOINT,
+                        ("invite", lambda: ada.post(path, {"ttl": "86400"})),
+                        ("disable", lambda: root.post(disabled, {})))  # fmt: skip
     assert outcome["disable"].status_code == 303, outcome["disable"].text
     # Issued before the disable (then ended by it: 200) or refused on the disabled admin (303).
     assert outcome["invite"].status_code in (200, 303), outcome["invite"].text
@@ -182,22 +155,10 @@ def test_a_console_link_racing_a_users_write_disable_of_its_user_is_no_deadlock(
     member = create_user(storage_app, email="member@example.com")
     users = Api(storage_app, issue(storage_app, "users:write", name="users"))
     issuing = _issuer("console", storage_app, ada, member)
-    outcome: dict[str, Any] = {}
-
-    with checkpoints.holding(ACTING_CHECKPOINT):
-        path = f"/users/{member.id}/disable"
-        disable = in_thread(outcome, "disable", lambda: users.call("POST", path))
-        wait_until(lambda: checkpoints.arrivals(ACTING_CHECKPOINT) >= 1 or not disable.is_alive(),
-                   "the disable reached its checkpoint")  # fmt: skip
-        assert disable.is_alive(), outcome
-        link = in_thread(outcome, "link", issuing)
-        wait_until(lambda: not link.is_alive() or waits_for_a_lock(storage_app, link),
-                   "the link waits for the disable's lock")  # fmt: skip
-    for thread in (disable, link):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "disable error" not in outcome, outcome
-    assert "link error" not in outcome, outcome
+    path = f"/users/{member.id}/disable"
+    outcome = race_held(storage_app, checkpoints, ACTING_CHECKPOINT,
+                        ("disable", lambda: users.call("POST", path)),
+                        ("link", issuing))  # fmt: skip
     assert outcome["disable"].status_code == 200, outcome["disable"].text
     assert outcome["link"] is None  # refused on the member the disable left
     assert _live_links(storage_app, member.id) == []

@@ -8,7 +8,6 @@ a passkey: the account. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -18,13 +17,12 @@ from idp.services.login_links import ISSUE_CHECKPOINT
 from tests.functional.test_api import Api, issue
 from tests.functional.test_api_token_creators import act
 from tests.support.admin import ConsoleBrowser, passkey_browser
-from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+from tests.support.checkpoints import Checkpoints
 from tests.support.factories import change, create_user, rows
-from tests.support.writers import waits_for_a_lock
+from tests.support.writers import race_held
 
 ISSUED = re.compile(r'<code id="issued-link"[^>]*>([^<]+)</code>')
 TOKEN = re.compile(r"idp_[A-Za-z0-9_-]{43}")
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
 
 
 def _console_link(admin: ConsoleBrowser, user_id: str) -> str:
@@ -100,23 +98,11 @@ def test_a_link_issued_as_its_issuer_is_disabled_does_not_outlive_them(
     root = passkey_browser(storage_app, "root@example.com")
     ada = passkey_browser(storage_app, "ada@example.com")
     member = create_user(storage_app, email="member@example.com")
-    outcome: dict[str, Any] = {}
-
-    with checkpoints.holding(ISSUE_CHECKPOINT):
-        path = f"/admin/users/{member.id}/login-link"
-        link = in_thread(outcome, "link", lambda: ada.post(path, {"ttl": "86400"}))
-        wait_until(lambda: checkpoints.arrivals(ISSUE_CHECKPOINT) >= 1 or not link.is_alive(),
-                   "the link's request reached its checkpoint")  # fmt: skip
-        assert link.is_alive(), outcome
-        disabled = f"/admin/users/{ada.user.id}/disable"
-        disable = in_thread(outcome, "disable", lambda: root.post(disabled, {}))
-        wait_until(lambda: not disable.is_alive() or waits_for_a_lock(storage_app, disable),
-                   "the disable committed or waits for the link's lock")  # fmt: skip
-    for thread in (link, disable):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "link error" not in outcome, outcome
-    assert "disable error" not in outcome, outcome
+    path = f"/admin/users/{member.id}/login-link"
+    disabled = f"/admin/users/{ada.user.id}/disable"
+    outcome = race_held(storage_app, checkpoints, ISSUE_CHECKPOINT,
+                        ("link", lambda: ada.post(path, {"ttl": "86400"})),
+                        ("disable", lambda: root.post(disabled, {})))  # fmt: skip
     assert outcome["disable"].status_code == 303, outcome["disable"].text
     live = rows(storage_app, LoginLink, LoginLink.user_id == member.id,
                 LoginLink.consumed_at.is_(None), LoginLink.revoked_at.is_(None))  # fmt: skip
@@ -163,23 +149,10 @@ def test_a_link_issued_as_its_token_is_revoked_does_not_outlive_it(
     root = passkey_browser(storage_app, "root@example.com")
     member = create_user(storage_app, email="member@example.com")
     helpdesk = _token_of(storage_app, root)
-    outcome: dict[str, Any] = {}
-
-    with checkpoints.holding(ISSUE_CHECKPOINT):
-        path = f"/users/{member.id}/login-links"
-        link = in_thread(outcome, "link", lambda: helpdesk.call("POST", path))
-        wait_until(lambda: checkpoints.arrivals(ISSUE_CHECKPOINT) >= 1 or not link.is_alive(),
-                   "the link's request reached its checkpoint")  # fmt: skip
-        assert link.is_alive(), outcome
-        revoke = in_thread(outcome, "revoke",
-                           lambda: root.post("/admin/api-tokens/helpdesk/revoke", {}))  # fmt: skip
-        wait_until(lambda: not revoke.is_alive() or waits_for_a_lock(storage_app, revoke),
-                   "the revocation committed or waits for the link's lock")  # fmt: skip
-    for thread in (link, revoke):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "link error" not in outcome, outcome
-    assert "revoke error" not in outcome, outcome
+    path, revoking = f"/users/{member.id}/login-links", "/admin/api-tokens/helpdesk/revoke"
+    outcome = race_held(storage_app, checkpoints, ISSUE_CHECKPOINT,
+                        ("link", lambda: helpdesk.call("POST", path)),
+                        ("revoke", lambda: root.post(revoking, {})))  # fmt: skip
     assert outcome["revoke"].status_code == 303, outcome["revoke"].text
     live = rows(storage_app, LoginLink, LoginLink.user_id == member.id,
                 LoginLink.consumed_at.is_(None), LoginLink.revoked_at.is_(None))  # fmt: skip

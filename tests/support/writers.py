@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,10 @@ from sqlalchemy import text
 
 from idp.extensions import db
 from idp.sqlite_writers import WriterLine
+from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+
+#: A stuck race fails instead of hanging; never a timing claim.
+RACE_LIMIT = 60.0
 
 _TAKE = WriterLine.take.__code__
 
@@ -50,3 +55,32 @@ def wait_until_waiting_for_turn(thread: threading.Thread, outcome: dict[str, Any
             return
         time.sleep(0.001)
     pytest.fail(f"the writer never waited for its turn: {outcome}")
+
+
+def race_held(
+    app: Flask,
+    checkpoints: Checkpoints,
+    checkpoint: str,
+    held: tuple[str, Callable[[], Any]],
+    racing: tuple[str, Callable[[], Any]],
+) -> dict[str, Any]:
+    """Two requests raced with no timer: ``held`` sent in a thread of its own and held at
+    ``checkpoint`` once it arrived there, then ``racing`` sent beside it until it finished or
+    waits for a lock (``waits_for_a_lock``); the hold released, both finished, neither raised.
+    Their answers by name."""
+    (held_name, held_act), (racing_name, racing_act) = held, racing
+    outcome: dict[str, Any] = {}
+    with checkpoints.holding(checkpoint):
+        first = in_thread(outcome, held_name, held_act)
+        wait_until(lambda: checkpoints.arrivals(checkpoint) >= 1 or not first.is_alive(),
+                   f"the {held_name} reached {checkpoint}")  # fmt: skip
+        assert first.is_alive(), outcome
+        second = in_thread(outcome, racing_name, racing_act)
+        wait_until(lambda: not second.is_alive() or waits_for_a_lock(app, second),
+                   f"the {racing_name} finished or waits for a lock")  # fmt: skip
+    for thread in (first, second):
+        thread.join(RACE_LIMIT)
+        assert not thread.is_alive(), outcome
+    assert f"{held_name} error" not in outcome, outcome
+    assert f"{racing_name} error" not in outcome, outcome
+    return outcome
