@@ -221,14 +221,7 @@ def email_change() -> Any:
         flash(str(error), "error")
         return redirect(url_for("account.profile"))
     except EmailChangeLimitError as error:
-        # idp_budget_refusals_total, as every budget's refusal (docs/operations.md, "Metrics").
-        count_refusal("email_change")
-        audit.record(db.session(), "email.change_requested", outcome="failure",
-                     subject_id=session.user_id, context=request_context(),
-                     reason="throttled")  # fmt: skip
-        db.session.commit()
-        flash(str(error), "error")
-        return redirect(url_for("account.profile"))
+        return _throttled("email_change", "email.change_requested", session.user_id, error)
     link = runtime().settings.endpoint(url_for("account.email_confirm", token=secret))
     services().notifier.notify(session.user, "email_change_requested", recipient=change.new_email,
                       link=link, expires_at=change.expires_at)  # fmt: skip
@@ -245,6 +238,17 @@ def email_change() -> Any:
     else:
         flash(f"We are emailing a confirmation link to {change.new_email}. Open it to finish "
               "the change.", "info")  # fmt: skip
+    return redirect(url_for("account.profile"))
+
+
+def _throttled(budget: str, kind: str, user_id: str, error: Exception) -> Any:
+    """A request a mail budget refused: counted in idp_budget_refusals_total under the budget's
+    name, as every budget's refusal (docs/operations.md, "Metrics"), audited, and told."""
+    count_refusal(budget)
+    audit.record(db.session(), kind, outcome="failure", subject_id=user_id,
+                 context=request_context(), reason="throttled")  # fmt: skip
+    db.session.commit()
+    flash(str(error), "error")
     return redirect(url_for("account.profile"))
 
 
@@ -265,13 +269,7 @@ def email_verify() -> Any:
         )
     except EmailVerificationLimitError as error:
         # A budget of its own, counted under its own name (docs/operations.md, "Metrics").
-        count_refusal("email_verification")
-        audit.record(db.session(), "email.verification_requested", outcome="failure",
-                     subject_id=user.id, context=request_context(),
-                     reason="throttled")  # fmt: skip
-        db.session.commit()
-        flash(str(error), "error")
-        return redirect(url_for("account.profile"))
+        return _throttled("email_verification", "email.verification_requested", user.id, error)
     except EmailAddressError as error:
         flash(str(error), "error")
         return redirect(url_for("account.profile"))
