@@ -29,6 +29,10 @@ TITLE = "Temporarily unavailable"
 MESSAGE = "Signing in is temporarily unavailable. Please try again shortly."
 #: RFC 6749 4.1.2.1 names this error for a server that cannot answer for now.
 JSON_ERROR = "temporarily_unavailable"
+#: Endpoints whose every answer is OAuth's JSON (RFC 6749 5.2), whatever the request accepts:
+#: the pushed authorization endpoint (RFC 9126 2.3) and the device authorization endpoint
+#: (RFC 8628 3.2). A client library reads their refusal; it cannot read a page.
+OAUTH_JSON_ENDPOINTS = frozenset({"oidc.pushed_authorization", "oidc.device_authorization"})
 
 
 def answer(error: DependencyUnavailableError) -> Any:
@@ -40,6 +44,8 @@ def answer(error: DependencyUnavailableError) -> Any:
         from idp.api.problems import Problem, problem_response
 
         response = problem_response(Problem("unavailable", MESSAGE))
+    elif request.endpoint in OAUTH_JSON_ENDPOINTS:
+        response = jsonify(error=JSON_ERROR, error_description=MESSAGE)
     elif request.is_json or request.accept_mimetypes.best == "application/json":
         response = jsonify(error=JSON_ERROR, message=MESSAGE)
     else:

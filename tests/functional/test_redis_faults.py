@@ -24,9 +24,11 @@ from idp.composition import container
 from idp.extensions import db
 from idp.models import AuditEvent
 from idp.redis_client import BREAKER_OPEN_SECONDS
+from idp.services.device import DEVICE_CODE_GRANT_TYPE
 from idp.services.rate_limits import FREE_FAILURES
 from tests.conftest import app_overrides
 from tests.functional.test_dpop import dpop_tokens, dpop_userinfo
+from tests.functional.test_pushed_authorization import basic, push
 from tests.functional.test_redis_breaker import SteppedClock
 from tests.support.apps import app_on
 from tests.support.dpop import USERINFO_URL, DPoPKey
@@ -238,3 +240,35 @@ def test_with_redis_down_a_public_clients_dpop_requests_are_a_json_503_not_a_500
         stepped.advance(BREAKER_OPEN_SECONDS)  # the breaker lets the next request probe
         renewed = rp.refresh(tokens["refresh_token"], dpop=key.proof())
         assert renewed.status_code == 200, renewed.text
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_with_redis_down_the_push_and_device_authorization_endpoints_answer_oauth_json(
+    tmp_path: Path, database: str
+) -> None:
+    """The pushed authorization endpoint and the device authorization endpoint answer only
+    OAuth's JSON (RFC 9126 2.3, RFC 8628 3.2, both in RFC 6749 5.2's form): with Redis stopped
+    (a client's push budget, the device flow's limits) their refusal is that JSON,
+    ``temporarily_unavailable`` with 503 and ``Retry-After``, not the sign-in pages' HTML page,
+    which a client library cannot read, whatever the request's Accept header says."""
+    with (
+        private_redis(tmp_path / "redis") as redis_server,
+        app_on(database, tmp_path, redis_url=redis_server.url) as app,
+    ):
+        rp = RelyingParty(app.test_client(), create_client(app, name="Pusher"))
+        device = create_client(app, name="TV", redirect_uris=[],
+                               grant_types=[DEVICE_CODE_GRANT_TYPE, "refresh_token"])  # fmt: skip
+        redis_server.stop()
+        answers = [
+            push(rp, headers={**basic(rp.registered), "Accept": "text/html"}),
+            app.test_client().post(
+                "/device_authorization",
+                data={"client_id": device.client_id, "scope": "openid"},
+                headers={**basic(device), "Accept": "text/html"},
+            ),
+        ]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.mimetype == "application/json", answer.text
+            assert answer.get_json()["error"] == "temporarily_unavailable"
+            assert answer.headers["Retry-After"] == "5"
