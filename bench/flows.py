@@ -242,7 +242,10 @@ def seed_totp_users(idp: LiveIdp, count: int) -> list[tuple[str, str]]:
     completed = subprocess.run(
         [sys.executable, "-m", "bench.seed", str(count), PASSWORD],
         env=idp.env,
-        cwd=Path(__file__).resolve().parent.parent,
+        # The seed writes rows with the served code's models: a deployment served from another
+        # checkout (``PYTHONPATH``: bench.compare) is seeded by that checkout, whose schema the
+        # database has, not by this one (``python -m`` looks in its working directory first).
+        cwd=idp.env.get("PYTHONPATH") or Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
         check=True,
