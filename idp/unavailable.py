@@ -33,6 +33,9 @@ JSON_ERROR = "temporarily_unavailable"
 #: the pushed authorization endpoint (RFC 9126 2.3) and the device authorization endpoint
 #: (RFC 8628 3.2). A client library reads their refusal; it cannot read a page.
 OAUTH_JSON_ENDPOINTS = frozenset({"oidc.pushed_authorization", "oidc.device_authorization"})
+#: Of those, the one a single-page app calls from its page (a public client pushes, RFC 9126):
+#: its refusal is readable by any origin, as its other answers are (idp.oidc.token_views ``cors``).
+READABLE_BY_ANY_ORIGIN = frozenset({"oidc.pushed_authorization"})
 
 
 def answer(error: DependencyUnavailableError) -> Any:
@@ -50,7 +53,11 @@ def answer(error: DependencyUnavailableError) -> Any:
         response = jsonify(error=JSON_ERROR, message=MESSAGE)
     else:
         response = render_template("errors/unavailable.html", title=TITLE, message=MESSAGE)
-    return response, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if request.endpoint in READABLE_BY_ANY_ORIGIN:
+        headers["Access-Control-Allow-Origin"] = "*"
+        headers["Access-Control-Expose-Headers"] = "Retry-After"
+    return response, 503, headers
 
 
 def refused(error: DependencyUnavailableError, endpoint: str, context: RequestContext) -> None:

@@ -250,7 +250,8 @@ def test_with_redis_down_the_push_and_device_authorization_endpoints_answer_oaut
     OAuth's JSON (RFC 9126 2.3, RFC 8628 3.2, both in RFC 6749 5.2's form): with Redis stopped
     (a client's push budget, the device flow's limits) their refusal is that JSON,
     ``temporarily_unavailable`` with 503 and ``Retry-After``, not the sign-in pages' HTML page,
-    which a client library cannot read, whatever the request's Accept header says."""
+    which a client library cannot read, whatever the request's Accept header says; the push's
+    readable by any origin, as its other answers are."""
     with (
         private_redis(tmp_path / "redis") as redis_server,
         app_on(database, tmp_path, redis_url=redis_server.url) as app,
@@ -272,3 +273,6 @@ def test_with_redis_down_the_push_and_device_authorization_endpoints_answer_oaut
             assert answer.mimetype == "application/json", answer.text
             assert answer.get_json()["error"] == "temporarily_unavailable"
             assert answer.headers["Retry-After"] == "5"
+        # A single-page app pushes from its page: it can read the refusal and when to retry.
+        assert answers[0].headers["Access-Control-Allow-Origin"] == "*"
+        assert answers[0].headers["Access-Control-Expose-Headers"] == "Retry-After"
