@@ -125,9 +125,10 @@ class Instant:
         return lambda: self.delivered.append(message.recipient)
 
 
-def queue_rows(count: int, now: datetime) -> list[int]:
-    """``count`` rows of the ``Instant`` channel, each to its own recipient; their ids."""
-    queued: dict[str, Any] = {"kind": "test", "channel": Instant.name, "subject": "", "body": "",
+def queue_rows(count: int, now: datetime, channel: str = Instant.name) -> list[int]:
+    """``count`` rows of ``channel`` (the ``Instant`` one), each to its own recipient; their
+    ids."""
+    queued: dict[str, Any] = {"kind": "test", "channel": channel, "subject": "", "body": "",
                               "details": {}, "created_at": now, "attempts": 0,
                               "next_attempt_at": now}  # fmt: skip
     messages = [OutboxMessage(recipient=f"rp-{index}", **queued) for index in range(count)]

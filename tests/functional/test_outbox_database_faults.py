@@ -25,6 +25,7 @@ from idp.services import backchannel_logout, outbox_outcomes
 from idp.services.outbox import DeliveryError, Pending, deliver, deliver_due, take_committed
 from idp.services.sessions import end_sessions
 from idp.web.background import drain_outbox
+from tests.functional.test_backchannel_delivery import queue_rows as queued_rows
 from tests.support.events import wait_for
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty
@@ -148,14 +149,7 @@ class Recorded:
 
 
 def queue_rows(count: int, now: datetime) -> list[int]:
-    queued: dict[str, Any] = {"kind": "test", "channel": Recorded.name, "subject": "", "body": "",
-                              "details": {}, "created_at": now, "attempts": 0,
-                              "next_attempt_at": now}  # fmt: skip
-    messages = [OutboxMessage(recipient=f"rp-{index}", **queued) for index in range(count)]
-    db.session.add_all(messages)
-    db.session.commit()
-    take_committed(db.session())
-    return [message.id for message in messages]
+    return queued_rows(count, now, channel=Recorded.name)
 
 
 @pytest.mark.parametrize(
