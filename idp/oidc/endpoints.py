@@ -150,14 +150,14 @@ class TokenIntrospection(IntrospectionEndpoint):
         return answer
 
 
-#: What the logout endpoint reads (RP-Initiated Logout 1.0 section 2, and the confirmation page's
-#: proof of a validated way back, idp.services.logout_return).
 def _hint_life() -> timedelta:
     """How long after its key's publication ended a hint is still verified: while the session
     it was issued in may live (the sessions' absolute lifetime)."""
     return timedelta(seconds=services().policy.session_absolute_ttl)
 
 
+#: What the logout endpoint reads (RP-Initiated Logout 1.0 section 2, and the confirmation page's
+#: proof of a validated way back, idp.services.logout_return).
 LOGOUT_PARAMETERS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id",
                      "logout_hint", "ui_locales", "logout_return")  # fmt: skip
 
