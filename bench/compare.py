@@ -24,7 +24,6 @@ whose pages differ too much from them for a flow to work reports that flow's err
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -60,9 +59,8 @@ class Side:
     revision: str
     idp: LiveIdp
     fx: flows.Fixture
-    users: list[tuple[str, str]]
-    #: The next seeded user, shared by the generator's forked processes (bench.run does the same).
-    next_user: Any = None
+    #: The next seeded user (flows.users_in_turn), across rounds.
+    take_user: Callable[[], tuple[str, str]]
 
 
 @contextmanager
@@ -94,11 +92,7 @@ def scenario_runs(side: Side) -> dict[str, tuple[Callable[[int], Any], Callable[
         return flows.TokenHolder(browser, flows.passkey_flow(fx, browser))
 
     def totp_sign_in(browser: Browser) -> None:
-        # One seeded user per sign-in (bench/seed.py: a TOTP step is accepted once per user).
-        with side.next_user.get_lock():
-            index = side.next_user.value
-            side.next_user.value += 1
-        flows.password_totp_sign_in(fx, browser, *side.users[index])
+        flows.password_totp_sign_in(fx, browser, *side.take_user())
 
     return {
         "passkey_sign_in": (fresh_browser, lambda b: flows.passkey_flow(fx, b)),
@@ -178,8 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                     idp, totals["password_totp_sign_in"] * (args.rounds + 1)
                 )
             flows.passkey_flow(fx, Browser(fx.url))  # warm the workers a little
-            counter = multiprocessing.get_context("fork").Value("l", 0)
-            sides.append(Side(label, revision, idp, fx, users, counter))
+            sides.append(Side(label, revision, idp, fx, flows.users_in_turn(users)))
         results: dict[str, list[tuple[float, float]]] = {s: [] for s in scenarios}
         for round_number in range(args.rounds):
             order = sides if round_number % 2 == 0 else sides[::-1]

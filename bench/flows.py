@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -252,6 +254,21 @@ def seed_totp_users(idp: LiveIdp, count: int) -> list[tuple[str, str]]:
         timeout=600,
     )
     return [(email, secret) for email, secret in json.loads(completed.stdout.splitlines()[-1])]
+
+
+def users_in_turn(users: list[tuple[str, str]]) -> Callable[[], tuple[str, str]]:
+    """The seeded users one at a time, across the generator's forked processes: a TOTP step is
+    accepted once per user (bench/seed.py), so the next index is shared memory, not an iterator
+    that each fork would copy and start again."""
+    next_user = multiprocessing.get_context("fork").Value("l", 0)
+
+    def take_user() -> tuple[str, str]:
+        with next_user.get_lock():
+            index = next_user.value
+            next_user.value += 1
+        return users[index]
+
+    return take_user
 
 
 def password_totp_sign_in(fx: Fixture, browser: Browser, email: str, secret: str) -> None:

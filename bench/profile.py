@@ -10,7 +10,6 @@ in ``bench-profile.txt`` for a flame graph.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import signal
 import subprocess
 import sys
@@ -93,15 +92,7 @@ def main() -> None:
             users = flows.seed_totp_users(
                 idp, 2 * args.count if args.scenario == "password_totp" else 0
             )
-            # One user per sign-in: the generator runs in forked processes, so the next user's
-            # index is shared memory, not an iterator each fork would copy and restart.
-            next_user = multiprocessing.get_context("fork").Value("l", 0)
-
-            def take_user() -> tuple[str, str]:
-                with next_user.get_lock():
-                    index = next_user.value
-                    next_user.value += 1
-                return users[index]
+            take_user = flows.users_in_turn(users)
 
             def prepare(_index: int) -> object:
                 browser = Browser(fx.url)

@@ -248,14 +248,10 @@ def measure_idp(
 
     # One user per sign-in, the warm-up's included.
     users = flows.seed_totp_users(idp, sizes.password_totp + min(warm_up, sizes.password_totp))
-    # One user per sign-in, handed out across the generator processes.
-    next_user = multiprocessing.get_context("fork").Value("l", 0)
+    take_user = flows.users_in_turn(users)
 
     def totp_sign_in(browser: Browser) -> None:
-        with next_user.get_lock():
-            index = next_user.value
-            next_user.value += 1
-        flows.password_totp_sign_in(fx, browser, *users[index])
+        flows.password_totp_sign_in(fx, browser, *take_user())
 
     yield scenario("password + TOTP sign-in", sizes.password_totp, fresh_browser, totp_sign_in)
     yield scenario(

@@ -1,12 +1,16 @@
 """Server CPU per request, thread by thread: where the server's CPU goes beyond the application.
 
-``.venv/bin/python -m bench.threads {hello|client_credentials|userinfo|introspect} [--count N]``
-serves the hello-world or ``idp serve --production`` (SQLite) as the benchmark does, drives the
-scenario with the benchmark's load (2 processes x 4 browsers), and prints each worker thread's
-CPU per request (``/proc/PID/task/TID/schedstat``, nanoseconds, unlike the 10 ms ticks of
-``stat``) with its voluntary and involuntary context switches per request. In granian the thread
-with the most voluntary switches and little CPU is the Rust runtime (sockets, HTTP); the others run
-the application under the GIL (docs/performance.md, "Server choice: granian").
+``.venv/bin/python -m bench.threads SCENARIO [--count N] [--env NAME=VALUE]`` (``hello``,
+``client_credentials``, ``userinfo``, ``introspect``, ``passkey``, ``password_totp``) serves the
+hello-world or ``idp serve --production`` (SQLite) as the benchmark does, drives the scenario
+with the benchmark's load (2 processes x 4 browsers), and prints each worker thread's CPU per
+request (per whole sign-in for ``passkey`` and ``password_totp``;
+``/proc/PID/task/TID/schedstat``, nanoseconds, unlike the 10 ms ticks of ``stat``) with its
+voluntary and involuntary context switches per request. In granian the thread with the most
+voluntary switches and little CPU is the Rust runtime (sockets, HTTP); the threads named
+``argon2`` compute the password hashes (idp/services/passwords.py); the others run the
+application under the GIL (docs/performance.md, "Server choice: granian" and "The
+twenty-sixth round").
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from bench.client import Browser  # noqa: E402
 from bench.run import hello_server  # noqa: E402
 from tests.support.live import start_live_idp  # noqa: E402
 
-SCENARIOS = ("hello", "client_credentials", "userinfo", "introspect")
+SCENARIOS = (
+    "hello", "client_credentials", "userinfo", "introspect", "passkey", "password_totp",
+)  # fmt: skip
 #: (process id, thread id, name) -> (CPU nanoseconds, voluntary, involuntary switches)
 Sample = dict[tuple[str, str, str], tuple[int, int, int]]
 
@@ -61,6 +67,7 @@ def sample(pgid: int) -> Sample:
 def report(before: Sample, after: Sample, count: int) -> str:
     lines = ["process/thread name: CPU µs, voluntary, involuntary switches per request"]
     total = 0.0
+    by_name: dict[str, float] = {}
     for key in sorted(after):
         then = before.get(key, (0, 0, 0))
         cpu, voluntary, involuntary = (now - old for now, old in zip(after[key], then, strict=True))
@@ -68,11 +75,15 @@ def report(before: Sample, after: Sample, count: int) -> str:
             continue
         total += cpu / 1000 / count
         pid, tid, name = key
+        by_name[name] = by_name.get(name, 0.0) + cpu / 1000 / count
         lines.append(
             f"  {pid}/{tid} {name:16} {cpu / 1000 / count:8.1f} µs"
             f"  {voluntary / count:5.2f}  {involuntary / count:5.2f}"
         )
     lines.append(f"  all threads {total:8.1f} µs per request")
+    if "argon2" in by_name:
+        hashing = by_name["argon2"]
+        lines.append(f"  argon2 threads {hashing:8.1f} µs, the others {total - hashing:8.1f} µs")
     return "\n".join(lines)
 
 
@@ -95,13 +106,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an IDP_* setting for the server, e.g. IDP_ARGON2_MEMORY_KIB=64",
+    )
     args = parser.parse_args()
+    server_env = flows.BENCH_ENV | dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="idp-threads-") as tmp:
         if args.scenario == "hello":
             with hello_server("granian", Path(tmp)) as (url, pgid):
                 measure("hello", pgid, lambda _i: Browser(url), _hello, args.count)
             return
-        with start_live_idp(Path(tmp), production=True, env=flows.BENCH_ENV) as idp:
+        with start_live_idp(Path(tmp), production=True, env=server_env) as idp:
             assert idp.process is not None
             fx = flows.setup(idp)
             pgid = idp.process.pid
@@ -109,6 +128,20 @@ def main() -> None:
                 measure(
                     args.scenario, pgid, lambda _i: Browser(fx.url),
                     lambda b: flows.client_credentials(fx, b), args.count,
+                )  # fmt: skip
+                return
+            if args.scenario == "passkey":
+                measure(
+                    args.scenario, pgid, lambda _i: Browser(fx.url),
+                    lambda b: flows.passkey_flow(fx, b), args.count,
+                )  # fmt: skip
+                return
+            if args.scenario == "password_totp":
+                seeded = flows.seed_totp_users(idp, args.count + args.count // 10)
+                take_user = flows.users_in_turn(seeded)
+                measure(
+                    args.scenario, pgid, lambda _i: Browser(fx.url),
+                    lambda b: flows.password_totp_sign_in(fx, b, *take_user()), args.count,
                 )  # fmt: skip
                 return
 

@@ -75,6 +75,10 @@ class HashingThreads:
 
     Threads do not survive a fork: a process that finds threads started by its parent starts
     its own.
+
+    Each is named ``argon2`` in the kernel too (``top -H``, ``ps -L``, bench/threads.py): a
+    hash is the largest share of a password sign-in's CPU (docs/performance.md), and the
+    operator who looks at a busy node sees which threads it is in.
     """
 
     def __init__(self, count: int) -> None:
@@ -92,10 +96,28 @@ class HashingThreads:
             return executor
         with self._starting:
             if self._executor is None or self._pid != os.getpid():
-                self._executor = ThreadPoolExecutor(self._count, thread_name_prefix="argon2")
+                self._executor = ThreadPoolExecutor(
+                    self._count,
+                    thread_name_prefix=HASHING_THREAD_NAME,
+                    initializer=_name_this_thread,
+                )
                 self._pid = os.getpid()
             return self._executor
 
+
+def _name_this_thread() -> None:
+    """The calling thread's name in the kernel (Linux: ``/proc/self/task/TID/comm``, which
+    Python 3.11 leaves as the process's). Best effort: elsewhere, or where ``/proc`` is read-only,
+    the thread keeps its name and hashes the same."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+            comm.write(HASHING_THREAD_NAME)
+    except OSError:
+        pass
+
+
+#: What ``top -H`` calls the hashing threads.
+HASHING_THREAD_NAME = "argon2"
 
 _hashing_threads: dict[int, HashingThreads] = {}
 _hashing_threads_lock = threading.Lock()

@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 import time
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,10 +124,12 @@ class _HeldHasher:
         self.entered = threading.Semaphore(0)
         self.go = threading.Event()
         self.threads: set[int] = set()
+        self.native_ids: set[int] = set()
 
     def verify(self, stored_hash: str, password: str) -> bool:
         with self.lock:
             self.threads.add(threading.get_ident())
+            self.native_ids.add(threading.get_native_id())
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
         self.entered.release()
@@ -192,6 +195,18 @@ def test_every_computation_runs_on_the_processes_hashing_threads() -> None:
     assert len(held.threads) == 1
     assert held.threads.isdisjoint(caller.ident for caller in callers)
     assert held.threads.isdisjoint({threading.get_ident()})
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux names threads in /proc")
+def test_the_hashing_threads_are_named_argon2_in_the_kernel() -> None:
+    """``top -H`` and bench/threads.py tell the hashing threads from the request threads."""
+    passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1, hashes_at_once=1)
+    held = _HeldHasher()
+    held.go.set()
+    passwords._hasher = held  # type: ignore[assignment]
+    passwords.verify(passwords._dummy_hash, PASSWORD)
+    [native_id] = held.native_ids
+    assert Path(f"/proc/self/task/{native_id}/comm").read_text().strip() == "argon2"
 
 
 def _verifies_in_a_child(passwords: PasswordService, stored: str, answers: Any) -> None:
