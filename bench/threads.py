@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,33 +125,26 @@ def main() -> None:
             assert idp.process is not None
             fx = flows.setup(idp)
             pgid = idp.process.pid
-            if args.scenario == "client_credentials":
-                measure(
-                    args.scenario, pgid, lambda _i: Browser(fx.url),
-                    lambda b: flows.client_credentials(fx, b), args.count,
-                )  # fmt: skip
-                return
-            if args.scenario == "passkey":
-                measure(
-                    args.scenario, pgid, lambda _i: Browser(fx.url),
-                    lambda b: flows.passkey_flow(fx, b), args.count,
-                )  # fmt: skip
-                return
+            # The scenarios whose browser starts with nothing; the others hold tokens.
+            fresh: dict[str, Callable[[Browser], object]] = {
+                "client_credentials": lambda b: flows.client_credentials(fx, b),
+                "passkey": lambda b: flows.passkey_flow(fx, b),
+            }
             if args.scenario == "password_totp":
                 seeded = flows.seed_totp_users(idp, args.count + args.count // 10)
                 take_user = flows.users_in_turn(seeded)
-                measure(
-                    args.scenario, pgid, lambda _i: Browser(fx.url),
-                    lambda b: flows.password_totp_sign_in(fx, b, *take_user()), args.count,
-                )  # fmt: skip
+                fresh["password_totp"] = lambda b: flows.password_totp_sign_in(fx, b, *take_user())
+            if args.scenario in fresh:
+                operation = fresh[args.scenario]
+                measure(args.scenario, pgid, lambda _i: Browser(fx.url), operation, args.count)
                 return
 
             def holder(_index: int) -> flows.TokenHolder:
                 browser = Browser(fx.url)
                 return flows.TokenHolder(browser, flows.passkey_flow(fx, browser))
 
-            operation = getattr(flows, args.scenario)
-            measure(args.scenario, pgid, holder, lambda h: operation(fx, h), args.count)
+            with_tokens = getattr(flows, args.scenario)
+            measure(args.scenario, pgid, holder, lambda h: with_tokens(fx, h), args.count)
 
 
 def _hello(browser: Browser) -> None:
