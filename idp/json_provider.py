@@ -66,11 +66,15 @@ class JSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("parse_constant", _no_constant)
         kwargs.setdefault("parse_float", _finite_float)
+        if isinstance(s, bytes | bytearray):
+            # What ``json.loads`` does with bytes (RFC 8259 8.1, and UTF-16 and UTF-32 as Python
+            # reads them), done here so that the text is at hand for ``_holds_unstorable_text``.
+            s = s.decode(json.detect_encoding(s), "surrogatepass")
         try:
             value = super().loads(s, **kwargs)
         except RecursionError as error:
             raise ValueError("JSON document nested too deeply") from error
-        if _holds_unstorable_text(value):
+        if _holds_unstorable_text(value, s):
             raise ValueError("JSON document contains a NUL character or a lone surrogate")
         return value
 
@@ -87,7 +91,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _holds_unstorable_text(value: Any) -> bool:
+def _holds_unstorable_text(value: Any, source: str) -> bool:
+    """Whether a string of ``value``, the document ``source`` parsed, holds a NUL or a lone
+    surrogate. Only a ``\\u`` escape (RFC 8259 7) can put one into a string whose source text
+    holds neither: a source text without that escape and without either character, which is
+    nearly every client's document (a passkey's answer is base64url and ASCII), needs no walk
+    through its strings (docs/performance.md, "The twenty-sixth round")."""
+    if "\\u" not in source and not _UNSTORABLE.search(source):
+        return False
     pending = [value]
     while pending:  # iterative: the document may be nested close to the recursion limit
         item = pending.pop()
