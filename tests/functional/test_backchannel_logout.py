@@ -20,7 +20,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from idp import metrics
 from idp.clock import FrozenClock
 from idp.composition import services
 from idp.extensions import db
@@ -41,6 +40,7 @@ from idp.services.sessions import end_sessions
 from idp.web.background import drain_outbox
 from tests.functional.test_groups_concurrency import _backend_pid, _wait_until_blocked, pg_app
 from tests.support.admin import passkey_browser
+from tests.support.counted import counted
 from tests.support.factories import CreatedUser, RegisteredClient, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, jwt_parts, start_session
 from tests.support.live import free_port
@@ -236,10 +236,7 @@ def test_a_receiver_that_is_down_gets_the_token_once_it_is_back_and_the_console_
 
 
 def _count(channel: str, outcome: str) -> float:
-    text = metrics.exposition()[0].decode()
-    pattern = rf'idp_outbox_deliveries_total{{channel="{channel}",outcome="{outcome}"}} (\S+)'
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0
+    return counted("idp_outbox_deliveries_total", channel=channel, outcome=outcome)
 
 
 def test_a_receiver_that_hangs_does_not_hold_up_any_sign_out(

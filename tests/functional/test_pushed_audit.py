@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
-from idp import metrics
 from idp.clock import FrozenClock
 from idp.models import AuditEvent, PushedAuthorizationRequest
 from idp.models.base import utcnow
@@ -22,6 +20,7 @@ from idp.services.rate_limits import window_end
 from tests.functional.test_pushed_authorization import ADDRESS, PER_CLIENT, basic, push
 from tests.support.apps import app_on
 from tests.support.clock import app_clock
+from tests.support.counted import counted
 from tests.support.factories import RegisteredClient, create_client, rows
 from tests.support.flow import RelyingParty
 
@@ -39,14 +38,7 @@ def events(app: Flask) -> list[AuditEvent]:
 
 
 def refusals_counted(reason: str) -> float:
-    text, _ = metrics.exposition()
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == "idp_anonymous_rejections_total" and sample.labels == {
-                "kind": REFUSED, "reason": reason,
-            }:  # fmt: skip
-                return sample.value
-    return 0.0
+    return counted("idp_anonymous_rejections_total", kind=REFUSED, reason=reason)
 
 
 def test_a_push_and_a_confidential_clients_refused_push_are_audited(

@@ -18,10 +18,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
-from idp import metrics
 from idp.composition import container
 from idp.models import AuditEvent
 from idp.models.base import utcnow
@@ -29,6 +27,7 @@ from idp.redis_client import BREAKER_OPEN_SECONDS
 from idp.unavailable import JSON_ERROR, TITLE
 from tests.support.apps import app_on
 from tests.support.clock import FrozenClock, app_clock
+from tests.support.counted import counted
 from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token
 from tests.support.passkey_flow import csrf_meta
@@ -151,12 +150,7 @@ def test_after_one_timeout_requests_that_need_redis_are_refused_without_asking_i
 
 def redis_refusals() -> float:
     """This process's ``idp_dependency_refusals_total`` for Redis, every endpoint's."""
-    text, _ = metrics.exposition()
-    return sum(sample.value
-               for family in text_string_to_metric_families(text.decode())
-               for sample in family.samples
-               if sample.name == "idp_dependency_refusals_total"
-               and sample.labels.get("dependency") == "redis")  # fmt: skip
+    return counted("idp_dependency_refusals_total", dependency="redis")
 
 
 def test_a_refusal_storm_writes_one_audit_row_per_worker_and_breaker_window(

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
-from idp import create_app, metrics
+from idp import create_app
 from idp.composition import container
 from idp.extensions import db
 from idp.models import AuditEvent
@@ -31,6 +30,7 @@ from tests.functional.test_dpop import dpop_tokens, dpop_userinfo
 from tests.functional.test_pushed_authorization import basic, push
 from tests.functional.test_redis_breaker import SteppedClock
 from tests.support.apps import app_on
+from tests.support.counted import counted
 from tests.support.dpop import USERINFO_URL, DPoPKey
 from tests.support.factories import CreatedUser, create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token
@@ -139,12 +139,7 @@ def _dispose(app: Flask) -> None:
 
 def counters_lost() -> float:
     """This process's ``idp_attempt_counters_lost_total`` for Redis."""
-    text, _ = metrics.exposition()
-    return sum(sample.value
-               for family in text_string_to_metric_families(text.decode())
-               for sample in family.samples
-               if sample.name == "idp_attempt_counters_lost_total"
-               and sample.labels.get("store") == "redis")  # fmt: skip
+    return counted("idp_attempt_counters_lost_total", store="redis")
 
 
 def test_counters_lost_by_a_redis_restart_are_reported_not_silent(
@@ -192,12 +187,7 @@ def test_counters_lost_by_a_redis_restart_are_reported_not_silent(
 
 def refusals_at(endpoint: str) -> float:
     """This process's ``idp_dependency_refusals_total`` for Redis at ``endpoint``."""
-    text, _ = metrics.exposition()
-    return sum(sample.value
-               for family in text_string_to_metric_families(text.decode())
-               for sample in family.samples
-               if sample.name == "idp_dependency_refusals_total"
-               and sample.labels.get("endpoint") == endpoint)  # fmt: skip
+    return counted("idp_dependency_refusals_total", endpoint=endpoint)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])

@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from idp import metrics
 from idp.extensions import db
 from idp.models import AttemptCounter, AuditEvent, Base, PendingAuthorization
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH, MAX_NONCE_LENGTH, MAX_STATE_LENGTH
@@ -23,6 +21,7 @@ from idp.services.anonymous import budget_address
 from idp.services.assurance import ACR_VALUES_SUPPORTED
 from idp.settings import Settings
 from tests.conftest import sqlite_app
+from tests.support.counted import counted
 from tests.support.factories import create_client, rows
 from tests.support.flow import RelyingParty, query_of, sign_in_address
 from tests.support.passkey_flow import PasskeyPages
@@ -217,15 +216,7 @@ def test_pending_authorizations_are_budgeted_per_ipv6_64(
 
 # -- passkey answers ------------------------------------------------------------------------------
 def _anonymous_rejections(reason: str) -> float:
-    text, _ = metrics.exposition()
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == "idp_anonymous_rejections_total" and sample.labels == {
-                "kind": "login.passkey",
-                "reason": reason,
-            }:
-                return sample.value
-    return 0.0
+    return counted("idp_anonymous_rejections_total", kind="login.passkey", reason=reason)
 
 
 MALFORMED_ANSWERS: list[dict[str, Any]] = [
