@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import InstrumentedAttribute, Session, scoped_session
 
 from idp.errors import DomainError
 from idp.models import Grant, InstallationSecret
@@ -176,13 +176,7 @@ class SubjectIdentifiers:
             return True
         if not isinstance(hinted, str):
             return False
-        earlier = (
-            select(Grant.id)
-            .where(Grant.client_id == client.client_id, Grant.user_id == user_id)
-            .where(Grant.issued_sub == hinted)
-            .limit(1)
-        )
-        return db.scalar(earlier) is not None
+        return _recorded_by_a_grant(db, client, Grant.user_id == user_id, Grant.issued_sub, hinted)
 
     def names_session(
         self, db: Session | scoped_session[Any], client: SubjectClient, sid: str,
@@ -197,13 +191,7 @@ class SubjectIdentifiers:
             return False
         if hinted == self.session_id_of(db, client, sid):
             return True
-        earlier = (
-            select(Grant.id)
-            .where(Grant.client_id == client.client_id, Grant.sid == sid)
-            .where(Grant.issued_sid == hinted)
-            .limit(1)
-        )
-        return db.scalar(earlier) is not None
+        return _recorded_by_a_grant(db, client, Grant.sid == sid, Grant.issued_sid, hinted)
 
     def secret(self, db: Session | scoped_session[Any]) -> bytes:
         if self._secret is None:
@@ -239,3 +227,18 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _recorded_by_a_grant(
+    db: Session | scoped_session[Any], client: SubjectClient, whose: ColumnElement[bool],
+    issued: InstrumentedAttribute[str | None], hinted: str,
+) -> bool:  # fmt: skip
+    """Whether one of ``client``'s grants that ``whose`` picks recorded ``hinted`` as the value
+    its ID token carried in ``issued`` (``Grant.issued_sub``, ``Grant.issued_sid``)."""
+    earlier = (
+        select(Grant.id)
+        .where(Grant.client_id == client.client_id, whose)
+        .where(issued == hinted)
+        .limit(1)
+    )
+    return db.scalar(earlier) is not None
