@@ -20,6 +20,7 @@ from idp.services.anonymous import AnonymousRejections
 from idp.services.audit import RequestContext
 from idp.services.consume import consume_once
 from idp.services.crypto import new_secret, token_hash
+from idp.services.unspent_links import end_unspent_links
 from idp.session_statements import statements_of
 
 MAX_TOKEN_LENGTH = 200
@@ -83,17 +84,7 @@ def end_links_issued_by(db: Session, issuers: list[str], now: datetime) -> int:
     idp.services.token_creators). One conditional UPDATE; how many links it ended."""
     if not issuers:
         return 0
-    result = db.execute(
-        update(LoginLink)
-        .where(
-            LoginLink.created_by.in_(issuers),
-            LoginLink.consumed_at.is_(None),
-            LoginLink.revoked_at.is_(None),
-        )
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0))
+    return end_unspent_links(db, LoginLink.created_by.in_(issuers), now=now)
 
 
 def link_id(link: LoginLink) -> str:
@@ -203,37 +194,21 @@ class LoginLinkService:
         return link
 
     def revoke_all(self, user: User, now: datetime, purpose: str | None = None) -> int:
-        criteria = [
-            LoginLink.user_id == user.id,
-            LoginLink.consumed_at.is_(None),
-            LoginLink.revoked_at.is_(None),
-        ]
+        criteria = [LoginLink.user_id == user.id]
         if purpose is not None:
             criteria.append(LoginLink.purpose.in_(_KINDS[purpose]))
-        result = self.db.execute(
-            update(LoginLink)
-            .where(*criteria)
-            .values(revoked_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(result, "rowcount", 0))
+        return end_unspent_links(self.db, *criteria, now=now)
 
     def revoke(self, user: User, public_id: str, now: datetime) -> bool:
         """Revoke one of the user's unspent links by its public id (``link_id``)."""
         if len(public_id) != LINK_ID_LENGTH:
             return False
-        result = self.db.execute(
-            update(LoginLink)
-            .where(
-                LoginLink.user_id == user.id,
-                LoginLink.id_hash.startswith(public_id, autoescape=True),
-                LoginLink.consumed_at.is_(None),
-                LoginLink.revoked_at.is_(None),
-            )
-            .values(revoked_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(getattr(result, "rowcount", 0))
+        return bool(end_unspent_links(
+            self.db,
+            LoginLink.user_id == user.id,
+            LoginLink.id_hash.startswith(public_id, autoescape=True),
+            now=now,
+        ))  # fmt: skip
 
     def live_links(self, user: User, now: datetime, purpose: str | None = None) -> list[LoginLink]:
         criteria = [

@@ -17,6 +17,7 @@ from idp.services.crypto import new_secret, token_hash
 from idp.services.email_addresses import EmailAddressError, normalise_email, parse_email_address
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import DatabaseCounters, WindowBudget
+from idp.services.unspent_links import end_unspent_links
 
 __all__ = [
     "EmailChangeLimitError",
@@ -290,16 +291,5 @@ class EmailChanges:
         # once the account's address is another, the old mailbox (often the reason for the
         # change: lost, shared or taken over) must hold no bearer secret to the account, whose
         # session adds a passkey. They end with the change, in its transaction.
-        # (``LoginLinkService.revoke_all``'s UPDATE, here on the model: idp.services.login_links
-        # imports the audit log, which reads users through this module.)
-        ended = self.db.execute(
-            update(LoginLink)
-            .where(
-                LoginLink.user_id == user.id,
-                LoginLink.consumed_at.is_(None),
-                LoginLink.revoked_at.is_(None),
-            )
-            .values(revoked_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return Confirmed(user, old_email, int(getattr(ended, "rowcount", 0) or 0))
+        ended = end_unspent_links(self.db, LoginLink.user_id == user.id, now=now)
+        return Confirmed(user, old_email, ended)
