@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import re
@@ -236,6 +237,26 @@ def passkey_flow(fx: Fixture, browser: Browser) -> dict[str, Any]:
     if "groups" in fx.scope.split():
         expect(bool(claims.get("groups")) and "roles" in claims, f"groups claims: {claims}")
     return tokens
+
+
+# -- the tools' server settings -------------------------------------------------------------------
+def add_server_env_option(parser: argparse.ArgumentParser) -> None:
+    """``--env NAME=VALUE``, repeatable: an ``IDP_*`` setting for the server a tool starts
+    (``server_env``), e.g. ``IDP_ARGON2_MEMORY_KIB=64`` to see what a password sign-in costs
+    around its hash."""
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an IDP_* setting for the server, e.g. IDP_ARGON2_MEMORY_KIB=64 to see what a "
+        "password sign-in costs around its hash",
+    )
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """The benchmark's server environment with the ``--env`` settings given."""
+    return BENCH_ENV | dict(item.split("=", 1) for item in args.env)
 
 
 # -- password + TOTP sign-in ----------------------------------------------------------------------

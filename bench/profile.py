@@ -69,14 +69,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--output", type=Path, default=Path("bench-profile.txt"))
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an IDP_* setting for the server, e.g. IDP_ARGON2_MEMORY_KIB=64 to see what a "
-        "password sign-in costs around its hash",
-    )
+    flows.add_server_env_option(parser)
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="idp-profile-") as tmp,
@@ -85,7 +78,7 @@ def main() -> None:
         [(_name, url)] = urls
         with start_live_idp(
             Path(tmp), database_url=url, production=True, server=args.server,
-            env=flows.BENCH_ENV | dict(item.split("=", 1) for item in args.env),
+            env=flows.server_env(args),
         ) as idp:  # fmt: skip
             assert idp.process is not None
             fx = flows.setup(idp)

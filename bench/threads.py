@@ -107,21 +107,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--count", type=int, default=1500)
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an IDP_* setting for the server, e.g. IDP_ARGON2_MEMORY_KIB=64",
-    )
+    flows.add_server_env_option(parser)
     args = parser.parse_args()
-    server_env = flows.BENCH_ENV | dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="idp-threads-") as tmp:
         if args.scenario == "hello":
             with hello_server("granian", Path(tmp)) as (url, pgid):
                 measure("hello", pgid, lambda _i: Browser(url), _hello, args.count)
             return
-        with start_live_idp(Path(tmp), production=True, env=server_env) as idp:
+        with start_live_idp(Path(tmp), production=True, env=flows.server_env(args)) as idp:
             assert idp.process is not None
             fx = flows.setup(idp)
             pgid = idp.process.pid
