@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -182,13 +182,13 @@ class GroupService:
         )
         return [ClaimMapEntry(claim=c, group=g, value=v) for c, g, v in rows]
 
-    def clients_of(self, group: Group) -> list[Client]:
-        """The clients that name the group as an allowed group."""
+    def clients_of(self, group: Group, *also: ColumnElement[bool]) -> list[Client]:
+        """The clients that name the group as an allowed group (and meet ``also``), by name."""
         return list(
             self.db.scalars(
                 select(Client)
                 .join(ClientAllowedGroup, ClientAllowedGroup.client_id == Client.client_id)
-                .where(ClientAllowedGroup.group_id == group.id)
+                .where(ClientAllowedGroup.group_id == group.id, *also)
                 .order_by(Client.name)
             )
         )
@@ -199,14 +199,7 @@ class GroupService:
         each = aliased(ClientAllowedGroup)  # the client's rows, beside the one naming the group
         allowed = select(func.count()).select_from(each).where(
             each.client_id == Client.client_id).correlate(Client).scalar_subquery()  # fmt: skip
-        return list(
-            self.db.scalars(
-                select(Client)
-                .join(ClientAllowedGroup, ClientAllowedGroup.client_id == Client.client_id)
-                .where(ClientAllowedGroup.group_id == group.id, allowed == 1)
-                .order_by(Client.name)
-            )
-        )
+        return self.clients_of(group, allowed == 1)
 
     def find_users(self, emails: Sequence[str]) -> list[User]:
         """The users with these addresses, in order; an unknown one refuses them all (naming
