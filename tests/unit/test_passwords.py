@@ -197,7 +197,11 @@ def test_every_computation_runs_on_the_processes_hashing_threads() -> None:
     assert held.threads.isdisjoint({threading.get_ident()})
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux names threads in /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(),
+    reason="a thread's kernel name lives in /proc/self/task/TID/comm, which only Linux has; "
+    "elsewhere idp leaves the hashing threads unnamed by design (passwords._name_this_thread)",
+)
 def test_the_hashing_threads_are_named_argon2_in_the_kernel() -> None:
     """``top -H`` and bench/threads.py tell the hashing threads from the request threads."""
     passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1, hashes_at_once=1)
