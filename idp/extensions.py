@@ -9,6 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 
 from idp.models.base import Base
+from idp.web.csrf_signing import csrf_token
 
 
 class CsrfProtection(CSRFProtect):
@@ -18,7 +19,8 @@ class CsrfProtection(CSRFProtect):
     up once per endpoint instead of on every request (the token endpoint and the other OAuth
     endpoints, which authenticate their clients, not a browser). What is checked, and how, is
     Flask-WTF's own ``protect``; the exemptions are the ones ``exempt`` recorded, decided as
-    Flask-WTF decides them (docs/performance.md, "Before and after, per change")."""
+    Flask-WTF decides them (docs/performance.md, "Before and after, per change"). The token the
+    templates put in a form is Flask-WTF's too, signed by idp.web.csrf_signing."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,6 +39,8 @@ class CsrfProtection(CSRFProtect):
     def init_app(self, app: Flask) -> None:
         hooks = app.before_request_funcs.setdefault(None, [])
         known = len(hooks)
+        processors = app.template_context_processors.setdefault(None, [])
+        known_processors = len(processors)
         super().init_app(app)
         added = hooks[known:]
         # Flask-WTF's hook, replaced by ``protect_unsafe_request``. Were it ever another shape
@@ -44,6 +48,13 @@ class CsrfProtection(CSRFProtect):
         if len(added) == 1 and getattr(added[0], "__module__", "") == "flask_wtf.csrf":
             hooks[known:] = [self.protect_unsafe_request]
         app.extensions["idp.csrf_exempt_endpoints"] = {}
+        # The templates' token: Flask-WTF's, signed without a zlib attempt (idp.web.csrf_signing).
+        # Flask-WTF hands its own to every render through a context processor too, which would
+        # shadow the global: that processor goes, the globals serve every template.
+        app.jinja_env.globals["csrf_token"] = csrf_token
+        added_processors = processors[known_processors:]
+        if len(added_processors) == 1 and added_processors[0].__module__ == "flask_wtf.csrf":
+            del processors[known_processors:]
 
     def protect_unsafe_request(self) -> None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -17,7 +17,6 @@ from flask.sessions import (
 )
 from flask.wrappers import Request as FlaskRequest
 from flask.wrappers import Response as FlaskResponse
-from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.wrappers import Response
@@ -25,6 +24,7 @@ from werkzeug.wrappers import Response
 from idp.composition import clock, request_context, runtime, services
 from idp.models import BrowserSession, User
 from idp.services.sessions import last_seen_due, record_last_seen
+from idp.web.csrf_signing import UncompressedSerializer
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +170,34 @@ class CsrfCookieSessions(SecureCookieSessionInterface):
     sign-in session is ``idp_session`` above), without the work Flask's does for every request
     whether or not a form is involved: it built a new signing serializer per request and read
     seven cookie settings before finding there was nothing to save (docs/performance.md,
-    "Before and after, per change"). Same cookie, same signature, same settings."""
+    "Before and after, per change"), and tried zlib on a value it cannot shorten
+    (idp.web.csrf_signing). Same cookie, same signature, same settings."""
 
-    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+    def get_signing_serializer(self, app: Flask) -> UncompressedSerializer | None:
         # Made once per key set: the keys do not change while the application runs.
         keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
         cached = app.extensions.get("idp.csrf_cookie_serializer")
         if cached is None or cached[0] != keys:
-            cached = (keys, super().get_signing_serializer(app))
+            cached = (keys, self._serializer(*keys))
             app.extensions["idp.csrf_cookie_serializer"] = cached
-        serializer: URLSafeTimedSerializer | None = cached[1]
+        serializer: UncompressedSerializer | None = cached[1]
         return serializer
+
+    def _serializer(
+        self, secret_key: str | bytes | None, fallbacks: tuple[str | bytes, ...]
+    ) -> UncompressedSerializer | None:
+        # Flask's own ``get_signing_serializer``, argument for argument: the current key last.
+        if not secret_key:
+            return None
+        return UncompressedSerializer(
+            [*fallbacks, secret_key],  # type: ignore[arg-type]  # as Flask's: str or bytes keys
+            salt=self.salt,
+            serializer=self.serializer,
+            signer_kwargs={
+                "key_derivation": self.key_derivation,
+                "digest_method": self.digest_method,
+            },
+        )
 
     def open_session(self, app: Flask, request: FlaskRequest) -> SecureCookieSession | None:
         if self.get_cookie_name(app) not in request.cookies:

@@ -102,3 +102,38 @@ def test_teardown_ends_the_transaction_of_a_context_that_used_the_database(app: 
     assert not session.in_transaction()
     with app.app_context():
         assert db.session() is not session
+
+
+def test_the_page_token_and_its_cookie_are_signed_without_a_zlib_attempt(
+    client: FlaskClient, user: CreatedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # idp.web.csrf_signing: neither value is ever shorter compressed, so neither is offered to
+    # zlib; the sign-in still goes through, its token checked by Flask-WTF's own validate_csrf.
+    import itsdangerous.url_safe
+
+    def refuse(_data: bytes, *_args: Any) -> bytes:
+        raise AssertionError("zlib.compress called to sign a CSRF value")
+
+    monkeypatch.setattr(itsdangerous.url_safe.zlib, "compress", refuse)
+    page = client.get("/login")
+    assert page.status_code == 200
+    assert client.get_cookie("idp_csrf") is not None
+    form = {"csrf_token": csrf_token(page.text), "email": user.email, "password": user.password}
+    assert client.post("/login", data=form).status_code == 302
+
+
+def test_a_token_signed_by_flask_wtf_itself_still_verifies(
+    app: Flask, client: FlaskClient, user: CreatedUser
+) -> None:
+    # The same secret, salt and raw token as Flask-WTF's generate_csrf: a token it signs for the
+    # session the page opened is accepted, and the page's own token is one Flask-WTF accepts.
+    from flask_wtf.csrf import generate_csrf, validate_csrf
+
+    page_token = csrf_token(client.get("/login").text)
+    cookie = client.get_cookie("idp_csrf")
+    assert cookie is not None
+    with app.test_request_context("/login", headers={"Cookie": f"idp_csrf={cookie.value}"}):
+        validate_csrf(page_token)
+        theirs = generate_csrf()
+    form = {"csrf_token": theirs, "email": user.email, "password": user.password}
+    assert client.post("/login", data=form).status_code == 302
