@@ -139,22 +139,27 @@ def database_state(db: Session, now: datetime) -> DependencyState:
 #: The key every Redis check writes, gone by itself after ``REDIS_PROBE_SECONDS``.
 REDIS_PROBE_KEY = "idp:health"
 REDIS_PROBE_SECONDS = 60
+#: The check's write, sent as a script: the attempt counters are scripts
+#: (idp.services.rate_limits), so a Redis that refuses scripting refuses them all.
+REDIS_PROBE_SCRIPT = "return redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])"
 
 
 def redis_state(redis: Any, breaker: CircuitBreaker | None = None) -> DependencyState:
-    """One small write (``SET`` with an expiry), through ``breaker``: while it is open,
-    unavailable without asking (its reason the failure that opened it), and an answer closes it
-    (docs/operations.md, "Redis").
+    """One small write (``SET`` with an expiry) made by a script (``EVAL``), through
+    ``breaker``: while it is open, unavailable without asking (its reason the failure that opened
+    it), and an answer closes it (docs/operations.md, "Redis").
 
     A write, not a ``PING``: a Redis that answers but refuses writes (a replica after a failover,
     ``READONLY``; a Redis at its ``maxmemory`` under ``noeviction``, ``OOM``) refuses every
-    counted sign-in and every passkey ceremony, and a ``PING`` alone would call it ok. Such an
-    error reply is ``not_writable``, as for a database that refuses writes."""
+    counted sign-in and every passkey ceremony, and a ``PING`` alone would call it ok. By a
+    script, not a plain ``SET``: every attempt count is a script, and a Redis whose ACL denies the
+    client scripting (``NOPERM``) takes a ``SET`` and refuses every counted sign-in. Such an error
+    reply is ``not_writable``, as for a database that refuses writes."""
     from redis.exceptions import ResponseError  # only a deployment with Redis gets here
 
     try:
         with redis_calls(breaker):
-            redis.set(REDIS_PROBE_KEY, "1", ex=REDIS_PROBE_SECONDS)
+            redis.eval(REDIS_PROBE_SCRIPT, 1, REDIS_PROBE_KEY, REDIS_PROBE_SECONDS)
     except DependencyUnavailableError as error:
         cause = error.__cause__
         if isinstance(cause, ResponseError):  # it answered, refusing the write

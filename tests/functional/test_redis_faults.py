@@ -1,8 +1,9 @@
 """Redis faults other than silence (docs/operations.md, "Redis"; docs/security.md, "Faults and
 degraded dependencies"): a private redis-server (tests/support/redis_server.py) that answers but
 refuses writes, as a replica after a failover does (``READONLY``) and as a Redis at its
-``maxmemory`` under ``noeviction`` does (``OOM``). Every counted sign-in is refused meanwhile
-(fail closed), and the probes must say so: a ``PING`` answers on both.
+``maxmemory`` under ``noeviction`` does (``OOM``), or refuses scripts, as a Redis whose ACL denies
+idp's user scripting does (``NOPERM``). Every counted sign-in is refused meanwhile (fail closed),
+and the probes must say so: a ``PING`` answers on all three, a plain ``SET`` on the last.
 """
 
 from __future__ import annotations
@@ -78,9 +79,23 @@ def out_of_memory(redis_server: PrivateRedis, _primary: PrivateRedis) -> Iterato
         client.close()
 
 
+@contextmanager
+def no_scripting(redis_server: PrivateRedis, _primary: PrivateRedis) -> Iterator[None]:
+    """``redis_server``'s default user, idp's, denied scripting by its ACL: it answers, and takes
+    a plain ``SET``, but refuses ``EVAL``, which every attempt count is (``NOPERM``)."""
+    client = redis_server.client()
+    try:
+        client.acl_setuser("default", enabled=True, commands=["-@scripting"])
+        yield
+        client.acl_setuser("default", enabled=True, commands=["+@all"])
+    finally:
+        client.close()
+
+
 FAULTS: dict[str, tuple[Callable[[PrivateRedis, PrivateRedis], Any], str]] = {
     "readonly": (readonly, "ReadOnlyError"),
     "oom": (out_of_memory, "OutOfMemoryError"),
+    "no_scripting": (no_scripting, "NoPermissionError"),
 }
 
 
