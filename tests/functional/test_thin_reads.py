@@ -154,18 +154,26 @@ def test_userinfo_answers_after_the_database_ended_the_thread_s_connection(
     (``pg_terminate_backend``, as a restart or an administrator would), and the next userinfo
     sends its read again on a new connection."""
     rp, token = _access_token(postgres_app)
-    assert rp.userinfo(token).status_code == 200  # the thread's connection is open now
     with postgres_app.app_context():
-        url = db.engine.url
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        engine = db.engine
+    # The backend of this read's connection, and no other: the test process's other apps on
+    # the same database may keep connections that sent the same statement.
+    backends: list[int] = []
+
+    def backend(_conn: Any, cursor: Any, *_args: Any) -> None:
+        backends.append(cursor.connection.info.backend_pid)
+
+    event.listen(engine, "before_cursor_execute", backend)
+    try:
+        assert rp.userinfo(token).status_code == 200  # the thread's connection is open now
+    finally:
+        event.remove(engine, "before_cursor_execute", backend)
+    assert len(backends) == 1
+    admin = create_engine(engine.url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             ended = connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND query LIKE '%access_tokens.token_hash%'"
-                )
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": backends[0]}
             ).all()
     finally:
         admin.dispose()
@@ -176,8 +184,6 @@ def test_userinfo_answers_after_the_database_ended_the_thread_s_connection(
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         sent.append(statement)
 
-    with postgres_app.app_context():
-        engine = db.engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         answer = rp.userinfo(token)
