@@ -41,7 +41,7 @@ def csrf_token() -> str:
     with Flask-WTF's secret and salt, so that Flask-WTF's ``validate_csrf`` checks it as its own.
     The serializer is made once per secret key instead of on every call."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    field_name = app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
+    field_name = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
     signed: str | None = g.get(field_name)
     if signed is None:
         if field_name not in session:
@@ -52,8 +52,9 @@ def csrf_token() -> str:
 
 
 def _token_serializer(app: Flask) -> UncompressedSerializer:
-    secret_key = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
-    if not secret_key:
+    # Read as Flask-WTF reads them (``flask_wtf.csrf._get_config``), so that its check agrees.
+    secret_key = app.config.get("WTF_CSRF_SECRET_KEY", app.secret_key)
+    if secret_key is None:
         raise RuntimeError("A secret key is required to use CSRF.")
     cached = app.extensions.get("idp.csrf_token_serializer")
     if cached is None or cached[0] != secret_key:

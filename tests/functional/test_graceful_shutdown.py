@@ -13,6 +13,7 @@ prints), bounded only by a generous deadline that fails the test if the event ne
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import threading
@@ -77,6 +78,14 @@ def _shutdown_under_way(idp: LiveIdp, worker_pids: set[int]) -> Callable[[], boo
     return seen
 
 
+def _described(answer: requests.Response | BaseException | None) -> str:
+    if isinstance(answer, requests.Response):
+        page = answer.text.partition("<main")[2] or answer.text  # past the head, to the message
+        words = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+        return f"{answer.status_code} {answer.headers.get('Location', '')} {words[:240]!r}"
+    return repr(answer)
+
+
 def _refused(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(2)
@@ -112,7 +121,13 @@ def test_sigterm_lets_every_request_in_flight_finish_then_exits_cleanly(
     threads = [threading.Thread(target=sign_in, args=(i,)) for i in range(IN_FLIGHT)]
     for thread in threads:
         thread.start()
-    worker_pids = gates.wait_until_held(*names)
+    try:
+        worker_pids = gates.wait_until_held(*names)
+    except AssertionError as never_held:
+        # What the sign-ins that never reached their gate got instead, and what the server
+        # said: a failure here names its cause rather than a deadline.
+        seen = [_described(answer) for answer in answers]
+        raise AssertionError(f"{never_held}; answers so far: {seen}; {node.log_tail()}") from None
 
     process = node.process
     assert process is not None
