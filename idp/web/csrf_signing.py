@@ -1,15 +1,15 @@
 """The two signed values behind Flask-WTF's CSRF protection (docs/security.md): the cookie session
-that keeps the raw token, and the token a form or a page's meta tag carries. Both are
-itsdangerous' URL-safe timed serializer, whose ``dump_payload`` tries zlib on every value and
-keeps the result only when it is shorter. Neither value ever is: the session is
-``{"csrf_token": "<40 hex digits>"}`` and the token signs the same 40 random hex digits (the
-shape of Flask-WTF's own), which deflate cannot shorten by the two bytes that would pay for the
-marker. The attempt still costs about 20 µs a value, most of it setting up deflate's state
-(some 256 KiB allocated, its 64 KiB hash table zeroed at every call) and none of it the
-request's (docs/performance.md, "The twenty-seventh round"). A sign-in page makes both values, so this
-module signs them without the attempt: the same bytes, the same keys and salts, and what is
-read back is read by itsdangerous and Flask-WTF as before (a compressed value, should one have
-been made, still loads)."""
+that keeps the raw token, and the token a form or a page's meta tag carries. Both are itsdangerous'
+URL-safe timed serializer, whose ``dump_payload`` tries zlib on every value and keeps the result
+only when it is shorter. Neither value ever is: the session is
+``{"csrf_token": "<40 hex digits>"}`` and the token signs the same 40 random hex digits (the shape
+of Flask-WTF's own), which deflate cannot shorten by the two bytes that would pay for the marker.
+The attempt still costs about 20 µs a value, most of it setting up deflate's state (some 256 KiB
+allocated, its 64 KiB hash table zeroed at every call) and none of it the request's
+(docs/performance.md, "The twenty-seventh round"). A sign-in page makes both values, so this module
+signs them without the attempt: the same bytes, the same keys and salts, and what is read back is
+read by itsdangerous and Flask-WTF as before (a compressed value, should one have been made, still
+loads)."""
 
 from __future__ import annotations
 
