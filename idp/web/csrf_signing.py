@@ -14,6 +14,7 @@ loads)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, g, session
@@ -56,9 +57,21 @@ def _token_serializer(app: Flask) -> UncompressedSerializer:
     secret_key = app.config.get("WTF_CSRF_SECRET_KEY", app.secret_key)
     if secret_key is None:
         raise RuntimeError("A secret key is required to use CSRF.")
-    cached = app.extensions.get("idp.csrf_token_serializer")
-    if cached is None or cached[0] != secret_key:
-        cached = (secret_key, UncompressedSerializer(secret_key, salt=CSRF_TOKEN_SALT))
-        app.extensions["idp.csrf_token_serializer"] = cached
-    serializer: UncompressedSerializer = cached[1]
+    serializer = kept_serializer(
+        app, "idp.csrf_token_serializer", secret_key,
+        lambda: UncompressedSerializer(secret_key, salt=CSRF_TOKEN_SALT),
+    )  # fmt: skip
+    assert serializer is not None
+    return serializer
+
+
+def kept_serializer(
+    app: Flask, name: str, keys: object, make: Callable[[], UncompressedSerializer | None]
+) -> UncompressedSerializer | None:
+    """The serializer ``make`` builds, kept in ``app.extensions[name]`` for as long as its
+    ``keys`` stay the same (they do while the application runs) instead of built per request."""
+    kept = app.extensions.get(name)
+    if kept is None or kept[0] != keys:
+        kept = app.extensions[name] = (keys, make())
+    serializer: UncompressedSerializer | None = kept[1]
     return serializer

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response
 from idp.composition import clock, request_context, runtime, services
 from idp.models import BrowserSession, User
 from idp.services.sessions import last_seen_due, record_last_seen
-from idp.web.csrf_signing import UncompressedSerializer
+from idp.web.csrf_signing import UncompressedSerializer, kept_serializer
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,9 @@ class CsrfCookieSessions(SecureCookieSessionInterface):
     def get_signing_serializer(self, app: Flask) -> UncompressedSerializer | None:
         # Made once per key set: the keys do not change while the application runs.
         keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
-        cached = app.extensions.get("idp.csrf_cookie_serializer")
-        if cached is None or cached[0] != keys:
-            cached = (keys, self._serializer(*keys))
-            app.extensions["idp.csrf_cookie_serializer"] = cached
-        serializer: UncompressedSerializer | None = cached[1]
-        return serializer
+        return kept_serializer(
+            app, "idp.csrf_cookie_serializer", keys, lambda: self._serializer(*keys)
+        )
 
     def _serializer(
         self, secret_key: str | bytes | None, fallbacks: tuple[str | bytes, ...]
