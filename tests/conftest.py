@@ -21,6 +21,7 @@ from idp.models import Base, InstallationSecret, SigningKey
 from idp.models.base import utcnow
 from idp.services.subjects import ensure_secret
 from tests.support.clock import app_clock
+from tests.support.node_caches import hold_node_caches
 
 TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
 #: The machine's PostgreSQL; scripts/test.sh exports it. Storage tests fail (not skip) without it.
@@ -143,6 +144,22 @@ def storage_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+#: The app fixtures whose caches ``node_caches_held`` holds, each one the test uses.
+CACHED_APPS = ("app", "storage_app", "signup_app")
+
+
+@pytest.fixture
+def node_caches_held(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test that counts the statements a request sends: the caches of each app it uses
+    trust what they hold until the test ends (tests.support.node_caches). The apps live for the
+    whole session, so a copy an earlier test filled can expire between two of this test's
+    requests, and the later one then reads it again: one statement more, on a loaded machine
+    only. Used by ``pytest.mark.usefixtures("node_caches_held")``."""
+    for name in CACHED_APPS:
+        if name in request.fixturenames:
+            hold_node_caches(monkeypatch, request.getfixturevalue(name))
 
 
 #: The app fixtures whose clock ``clock`` freezes, each one the test uses.

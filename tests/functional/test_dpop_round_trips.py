@@ -6,12 +6,17 @@ for one request at a time, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 
 from tests.functional.test_dpop import dpop_tokens, dpop_userinfo, public_rp
 from tests.functional.test_round_trips import _first_words, _together, statements
 from tests.support.dpop import USERINFO_URL, DPoPKey
 from tests.support.factories import create_user
+
+#: The statements counted must not depend on the clock: the client an earlier request cached stays
+#: trusted until the test ends (tests/conftest.py ``node_caches_held``).
+pytestmark = pytest.mark.usefixtures("node_caches_held")
 
 
 def test_a_dpop_refresh_is_the_proofs_insert_and_the_usual_rotation(storage_app: Flask) -> None:

@@ -20,6 +20,11 @@ from idp.services.passwords import PasswordService
 from tests.support.factories import change, create_user
 from tests.support.flow import csrf_token
 
+#: The attempts are told apart by their statements, which must not depend on the clock: the sign-in
+#: policy the page read stays trusted for the post that follows it, however long the machine takes
+#: in between (tests/conftest.py ``node_caches_held``).
+pytestmark = pytest.mark.usefixtures("node_caches_held")
+
 #: A bound value differs from one attempt to the next; the statement's text does not.
 _SPACES = re.compile(r"\s+")
 

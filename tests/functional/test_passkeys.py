@@ -995,6 +995,7 @@ def _shape(answer: dict[str, Any]) -> dict[str, Any]:
     return {**answer, "body": {"challenge_id": len(body["challenge_id"]), "publicKey": public_key}}
 
 
+@pytest.mark.usefixtures("node_caches_held")  # statements compared: no cache expiry between
 def test_email_first_options_do_not_reveal_whether_an_account_exists(
     app: Flask, signed_in: PasskeyPages, enrolled: SoftAuthenticator, user: CreatedUser
 ) -> None:

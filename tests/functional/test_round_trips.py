@@ -38,7 +38,6 @@ from tests.support.factories import create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, query_of, shown_pending_id
 from tests.support.http_flows import ParallelPasskeyAnswer
 from tests.support.live import LiveIdp
-from tests.support.node_caches import hold_node_caches
 from tests.support.passkey_flow import PasskeyPages, csrf_meta, page_options
 
 PASSWORD = "correct horse battery staple 7"
@@ -70,12 +69,9 @@ def statements(app: Flask, *, commits: bool = False) -> Iterator[list[str]]:
             event.remove(engine, "commit", committed)
 
 
-@pytest.fixture(autouse=True)
-def _caches_held(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The statement counts here must not depend on the clock: what a test fills in the node's
-    caches stays trusted until it ends (tests.support.node_caches)."""
-    if "storage_app" in request.fixturenames:
-        hold_node_caches(monkeypatch, request.getfixturevalue("storage_app"))
+#: The statement counts here must not depend on the clock: what a test fills in the node's caches
+#: stays trusted until it ends (tests/conftest.py ``node_caches_held``).
+pytestmark = pytest.mark.usefixtures("node_caches_held")
 
 
 def _verbs(sent: list[str]) -> list[str]:

@@ -495,6 +495,7 @@ def test_made_up_joining_links_are_audited_once_per_address_and_window(
     assert all(details["aggregated"] for _kind, details in refused)
 
 
+@pytest.mark.usefixtures("node_caches_held")  # statements compared: no cache expiry between
 def test_a_sign_up_request_does_the_same_work_whatever_the_address_has(signup_app: Flask) -> None:
     """Not only the page: the statements a sign-up request runs, in their order, are the same for
     a new address and for one whose account has a password, only a passkey, is disabled or is
