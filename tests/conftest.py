@@ -157,9 +157,13 @@ def node_caches_held(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     whole session, so a copy an earlier test filled can expire between two of this test's
     requests, and the later one then reads it again: one statement more, on a loaded machine
     only. Used by ``pytest.mark.usefixtures("node_caches_held")``."""
-    for name in CACHED_APPS:
-        if name in request.fixturenames:
-            hold_node_caches(monkeypatch, request.getfixturevalue(name))
+    for flask_app in apps_used(request, CACHED_APPS):
+        hold_node_caches(monkeypatch, flask_app)
+
+
+def apps_used(request: pytest.FixtureRequest, names: tuple[str, ...]) -> list[Flask]:
+    """The apps of the fixtures ``names`` that the test uses."""
+    return [request.getfixturevalue(name) for name in names if name in request.fixturenames]
 
 
 #: The app fixtures whose clock ``clock`` freezes, each one the test uses.
@@ -172,7 +176,7 @@ def clock(request: pytest.FixtureRequest) -> Iterator[FrozenClock]:
     the session loader and the token endpoint read it (idp.composition.clock); ``advance`` moves
     it. A module whose tests build an app of their own overrides this fixture with
     ``app_clock``."""
-    apps = [request.getfixturevalue(name) for name in CLOCKED_APPS if name in request.fixturenames]
+    apps = apps_used(request, CLOCKED_APPS)
     assert apps, f"the clock fixture freezes the clock of {CLOCKED_APPS}; the test uses none"
     frozen = FrozenClock(utcnow())
     with ExitStack() as stack:

@@ -27,7 +27,6 @@ from idp.services.users import UserService
 from tests.functional.test_admin_audit import link, listed_ids, seed
 from tests.support.admin import passkey_browser
 from tests.support.factories import REDIRECT_URI, create_client, create_user
-from tests.support.node_caches import hold_node_caches
 
 #: A log big enough that PostgreSQL's planner would rather scan it than seek when a query lets it.
 BIG_LOG = 20_000
@@ -94,13 +93,13 @@ def audit_reads(statements: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
             and "AUDIT_EVENTS" in s.upper()]  # fmt: skip
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_page_of_the_log_costs_the_same_statements_whichever_page_it_is(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+    storage_app: Flask,
 ) -> None:
     """docs/security.md: a page is read from its cursor (``id < :last``), never by OFFSET
     (which reads every row before the page); each page sends the same statements, each a range
     of an index, on a big log."""
-    hold_node_caches(monkeypatch, storage_app)
     admin = passkey_browser(storage_app, "root@example.com")
     ada = create_user(storage_app, email="ada@example.com")
     fill_log(storage_app)
@@ -156,15 +155,15 @@ FILTERED_PAGES = {
 
 
 @pytest.mark.parametrize("by", sorted(FILTERED_PAGES))
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_filtered_page_of_the_log_is_a_range_of_its_filters_index(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch, by: str
+    storage_app: Flask, by: str
 ) -> None:
     """docs/security.md: a page filtered by kind, a kind's prefix, user, client or a rare
     outcome reads a range of the index on that column then id (migrations 0024, 0025), never
     the primary key walked back with the filter applied to each row on the way, which on a log
     of millions reads them all for a rare kind or user; the second page from its cursor too
     (EXPLAIN on SQLite and PostgreSQL)."""
-    hold_node_caches(monkeypatch, storage_app)
     admin = passkey_browser(storage_app, "root@example.com")
     ada = create_user(storage_app, email="ada@example.com")
     fill_log(storage_app)
@@ -210,8 +209,9 @@ PAGE_READ = 2 * (audit.PAGE_SIZE + 1)
 
 
 @pytest.mark.parametrize("by", ["user", "prefix"])
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_page_of_a_busy_user_or_prefix_reads_a_page_of_each_part_of_it(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch, by: str
+    storage_app: Flask, by: str
 ) -> None:
     """docs/security.md: a page of a user's events (as subject or actor) or of a kind's prefix
     (two kinds here) reads at most a page from each part, off its index then id, and merges
@@ -221,7 +221,6 @@ def test_a_page_of_a_busy_user_or_prefix_reads_a_page_of_each_part_of_it(
     two parts' pages (EXPLAIN ANALYZE); SQLite: every read of the log is an index seek bounded
     by the cursor or a fetch by id (EXPLAIN QUERY PLAN), none a scan, a MULTI-INDEX OR or a
     range of kinds."""
-    hold_node_caches(monkeypatch, storage_app)
     admin = passkey_browser(storage_app, "root@example.com")
     ada = create_user(storage_app, email="ada@example.com")
     fill_log(storage_app)
@@ -366,12 +365,12 @@ def test_the_api_token_list_is_paged_by_name(storage_app: Flask) -> None:
 IN_LIST = re.compile(r"IN \((?:[^()]|\([^()]*\))*\)")
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_the_user_list_is_paged_by_email_at_the_same_statements_whichever_page(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+    storage_app: Flask,
 ) -> None:
     """docs/security.md: the users a page at a time by email then id, from the cursor, with no
     count of them all: the same statements on every page, a search kept from page to page."""
-    hold_node_caches(monkeypatch, storage_app)
     admin = passkey_browser(storage_app, "root@example.com")
     with storage_app.app_context():
         users = UserService(db.session(), storage_app.extensions["idp"].passwords)
@@ -406,13 +405,13 @@ def test_the_user_list_is_paged_by_email_at_the_same_statements_whichever_page(
     assert [len(p) for p in found] == [CONSOLE_PAGE, CONSOLE_PAGE, 2 * MANY - 2 * CONSOLE_PAGE]
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_the_user_list_shows_how_many_users_there_are_by_one_cheap_count(
-    storage_app: Flask, monkeypatch: pytest.MonkeyPatch
+    storage_app: Flask,
 ) -> None:
     """docs/security.md: the list says how many users there are (or match its search) beside
     its pages, on every page, by one ``count(*)`` of the users table alone: no join, no sort,
     no subquery per row; on SQLite a scan of its smallest index, not of the rows (EXPLAIN)."""
-    hold_node_caches(monkeypatch, storage_app)
     admin = passkey_browser(storage_app, "root@example.com")
     with storage_app.app_context():
         users = UserService(db.session(), storage_app.extensions["idp"].passwords)

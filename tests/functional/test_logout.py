@@ -39,7 +39,6 @@ from tests.support.flow import (
     resubmission,
     start_session,
 )
-from tests.support.node_caches import hold_node_caches
 
 SESSION_COOKIE = "idp_session"  # the issuer is http://localhost: no __Host- prefix
 
@@ -443,8 +442,9 @@ def _elsewhere(app: Flask, client_id: str, **values: object) -> None:
         connection.execute(update(table).where(table.c.client_id == client_id).values(**values))
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_the_signed_out_pages_link_names_only_an_enabled_client_and_its_registered_address(
-    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    app: Flask, client: FlaskClient
 ) -> None:
     """RP-Initiated Logout 1.0 section 3 allows the signed-out page to offer the app's
     post-logout address, but the query's ``client_id`` is anyone's to write: the link names a
@@ -452,7 +452,6 @@ def test_the_signed_out_pages_link_names_only_an_enabled_client_and_its_register
     client disabled elsewhere for ``client_cache_ttl``), goes to an address registered for it
     now and acceptable under today's rules (never a ``javascript:`` address stored before
     them), and nothing of the query is written into the page."""
-    hold_node_caches(monkeypatch, app)
     user = create_user(app)
     registered = create_client(app, name="Relying Party")
     rp = RelyingParty(client, registered)
