@@ -42,6 +42,12 @@ POSTGRES_TARGET_RATIO = 0.8
 #: The passkey sign-in's p99 latency at 70 % of its saturation rate, open loop.
 P99_TARGET_MS = 50.0
 P99_KEY = "passkey_p99_ms_at_70_percent"
+#: A run is a quiet machine's when each yardstick, measured at both ends of the run, moved by at
+#: most this share between them (the larger over the smaller, minus one). Every ratio is judged
+#: against the yardsticks pooled over both ends, so a machine whose speed moved more than this
+#: during the run can put a ratio on either side of its target by as much (docs/performance.md,
+#: "A quiet machine").
+QUIET_DRIFT = 0.10
 
 
 @dataclass
@@ -115,9 +121,63 @@ def _met_text(met: bool | None) -> str:
 
 
 # -- Markdown -------------------------------------------------------------------------------------
-def render(reports: list[Report], argon2: float, machine: str) -> str:
+@dataclass(frozen=True)
+class Yardstick:
+    """A yardstick's rate (per CPU-second) at the start and at the end of a run."""
+
+    name: str
+    before: float
+    after: float
+
+    @property
+    def moved(self) -> float:
+        """The larger end over the smaller, minus one: 0.25 when one end is 1.25 x the other."""
+        low, high = sorted((self.before, self.after))
+        return high / low - 1 if low > 0 else math.inf
+
+
+def quiet(yardsticks: list[Yardstick]) -> bool:
+    """Whether every yardstick moved by at most :data:`QUIET_DRIFT` over the run."""
+    return all(y.moved <= QUIET_DRIFT for y in yardsticks)
+
+
+def steadiness(yardsticks: list[Yardstick]) -> dict[str, Any]:
+    """The JSON summary's ``"yardsticks"`` (each one's two ends and how far it moved) and
+    ``"quiet"``."""
+    return {
+        "yardsticks": {
+            y.name: {
+                "before": _number(y.before),
+                "after": _number(y.after),
+                "moved": _number(y.moved),
+            }
+            for y in yardsticks
+        },
+        "quiet": quiet(yardsticks),
+    }
+
+
+def render_steadiness(yardsticks: list[Yardstick]) -> str:
+    ends = "; ".join(
+        f"{y.name} {y.before:,.1f} then {y.after:,.1f} (moved {100 * y.moved:.0f} %)"
+        for y in yardsticks
+    )
+    verdict = (
+        "a quiet machine"
+        if quiet(yardsticks)
+        else f"not a quiet machine: a yardstick moved more than {100 * QUIET_DRIFT:.0f} %, and a "
+        "ratio near its target may fall on either side of it"
+    )
+    return f"Yardsticks at the start and at the end of the run: {ends}. This run: {verdict}.\n"
+
+
+def render(
+    reports: list[Report], argon2: float, machine: str, yardsticks: list[Yardstick] | None = None
+) -> str:
     lines = [f"# idp benchmark\n\n{machine}\n"]
     lines.append(f"Argon2id verification alone (idp's parameters): {argon2:.1f} per CPU-second\n")
+    if yardsticks:
+        lines.append(render_steadiness(yardsticks))
     lines.append(
         "Targets are ratios to figures of this run: to the Flask hello-world under the same "
         f"server settings, to Argon2id alone (password + TOTP), to SQLite (PostgreSQL >= "

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import flows, load  # noqa: E402
 from bench.client import Browser  # noqa: E402
-from bench.report import Report, render, summary  # noqa: E402
+from bench.report import Report, Yardstick, render, steadiness, summary  # noqa: E402
 from idp.serving import DEFAULT_SERVER, SERVERS, cpu_count  # noqa: E402
 from tests.support.live import LiveIdp, free_port, start_live_idp  # noqa: E402
 
@@ -523,12 +523,25 @@ def main(argv: list[str] | None = None) -> None:
     for report in reports:
         report.argon2_per_cpu_second = argon2
         report.hello = pooled(hello_before[report.server], hello_after[report.server])
-    text = render(reports, argon2, machine)
+    # How far each yardstick moved between the run's two ends says whether the machine was quiet
+    # (bench/report.py, QUIET_DRIFT): the targets' "three runs on a quiet machine".
+    yardsticks = [
+        Yardstick(
+            "hello-world",
+            hello_before[servers[0]].per_cpu_second,
+            hello_after[servers[0]].per_cpu_second,
+        ),
+        Yardstick("Argon2id", argon2_before, argon2_after),
+    ]
+    text = render(reports, argon2, machine, yardsticks)
     print(text)
     if args.output:
         args.output.write_text(text)
     if args.json:
-        figures = summary(reports, argon2, machine=machine, scale=args.scale, smoke=args.smoke)
+        figures = summary(
+            reports, argon2, machine=machine, scale=args.scale, smoke=args.smoke,
+            **steadiness(yardsticks),
+        )  # fmt: skip
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"JSON summary: {args.json}", file=sys.stderr)
 

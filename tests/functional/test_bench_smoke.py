@@ -66,6 +66,13 @@ def test_bench_smoke_prints_every_figure_on_both_databases(tmp_path: Path) -> No
     assert turns.count("sqlite:") == turns.count("postgresql:") == 7 + 1, turns
     report = completed.stdout
     assert re.search(r"Argon2id verification alone .*: [\d.]+ per CPU-second", report)
+    assert re.search(
+        r"Yardsticks at the start and at the end of the run: hello-world [\d,.]+ then [\d,.]+ "
+        r"\(moved \d+ %\); Argon2id [\d,.]+ then [\d,.]+ \(moved \d+ %\)\. "
+        r"This run: (a quiet machine|not a quiet machine: .*)\.$",
+        report,
+        re.MULTILINE,
+    ), report
     every_section = re.split(r"^## ", report, flags=re.MULTILINE)[1:]
     comparison = [s for s in every_section if s.startswith("PostgreSQL against SQLite, granian")]
     assert len(comparison) == 1, report
@@ -104,6 +111,15 @@ def assert_json_summary(summary: dict[str, object]) -> None:
 
     assert positive(summary["hello_world"]), summary
     assert positive(summary["argon2id"]), summary
+    # Both ends of each yardstick and the verdict on the machine (bench/report.py, QUIET_DRIFT).
+    yardsticks = summary["yardsticks"]
+    assert isinstance(yardsticks, dict)
+    assert sorted(yardsticks) == ["Argon2id", "hello-world"]
+    for ends in yardsticks.values():
+        assert positive(ends["before"]), yardsticks
+        assert positive(ends["after"]), yardsticks
+        assert ends["moved"] >= 0, yardsticks
+    assert isinstance(summary["quiet"], bool), summary
     for database in ("sqlite", "postgresql"):
         figures = summary[database]
         assert isinstance(figures, dict), summary
