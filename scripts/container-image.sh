@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build idp's container image from the repository's Dockerfile with Debian's podman (rootful),
-# on a machine that reaches no image registry (docs/operations.md, "Building without a registry").
+# on a machine that reaches no image registry (docs/operations.md, "Building without an image registry").
 #
 #   scripts/container-image.sh [build]     prints the image reference (localhost/idp:src-HASH)
 #   scripts/container-image.sh config      writes the podman configuration, prints its path

@@ -237,7 +237,7 @@ def passkey_prompt() -> Any:
         return redirect(url_for("login.login"))
     if current.restricted:
         # A restricted session (recovery, login link, invite, sign-up) may only add a way in
-        # (docs/security.md, "Restricted sessions only add a way in"): it changes no setting of
+        # (docs/security.md, "Sessions"): it changes no setting of
         # the account, so it goes back to its one page, as in the portal.
         return redirect(url_for("account.recover"))
     if request.method == "POST":

@@ -2,7 +2,7 @@
 
 A client restricted to groups (``Client.restricted_to_groups``) admits only members of its
 allowed groups; a restricted client whose last allowed group was deleted admits no one, never
-everyone (docs/admins.md, "Groups and per-app access").
+everyone (docs/admins.md, "Groups, per-app access and claim maps").
 """
 
 from __future__ import annotations

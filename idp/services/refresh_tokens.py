@@ -102,9 +102,10 @@ _REDEEMED = (
     select(_u.disabled_at).where(_u.id == _GRANT_USER.scalar_subquery())
     .scalar_subquery().label("user_disabled_at"),
     # The client's registration as stored, not this process's cached copy: a client disabled
-    # on another node rotates nothing from then on (docs/security.md, "Client cache"). By the
-    # parameter, not ``refresh_tokens.client_id`` (the spend's WHERE makes them equal): SQLite's
-    # RETURNING names that column unqualified, and inside ``FROM clients`` it would be theirs.
+    # on another node rotates nothing from then on (docs/security.md, "OAuth and OpenID Connect
+    # endpoints"). By the parameter, not ``refresh_tokens.client_id`` (the spend's WHERE makes
+    # them equal): SQLite's RETURNING names that column unqualified, and inside ``FROM clients``
+    # it would be theirs.
     select(_c.disabled_at).where(_c.client_id == bindparam("client"))
     .scalar_subquery().label("client_disabled_at"),
     select(_c.restricted_to_groups).where(_c.client_id == bindparam("client"))

@@ -79,8 +79,9 @@ _ac = _CODES.c
 #: What the spend of a code returns: its own columns and, by correlated subqueries, its grant's
 #: sign-in (OIDC Core 2: ``sid``, ``auth_time``, ``amr``, ``acr``), the grant's revocation, its
 #: user's claims and disabling, and the client's disabling as stored (the token side's client is
-#: a cached copy, docs/security.md "Client cache"). One statement, and no joins: SQLite's
-#: RETURNING names columns without their table (as for the refresh token's, idp.services.grants).
+#: a cached copy, docs/security.md "OAuth and OpenID Connect endpoints"). One statement, and no
+#: joins: SQLite's RETURNING names columns without their table (as for the refresh token's,
+#: idp.services.grants).
 _CODE_USER = select(_g.user_id).where(_g.id == _ac.grant_id).correlate(_CODES)
 
 

@@ -1,5 +1,5 @@
-"""A one-time link issued as its user, or its issuer, is disabled (docs/security.md, "Login links
-and invites"): real parallel requests on SQLite and PostgreSQL, the link's request held where it
+"""A one-time link issued as its user, or its issuer, is disabled (docs/security.md, "Admin
+API"): real parallel requests on SQLite and PostgreSQL, the link's request held where it
 is about to hold its issuer's and user's rows (idp.services.user_admin.HOLD_CHECKPOINT) while
 another admin disables. Never a sleep: the test waits for arrivals, finished requests and a
 waiting lock."""

@@ -1,7 +1,7 @@
 """idp's container image under rootful podman, for tests/container: the image is built by
-scripts/container-image.sh (the same script a person runs; docs/operations.md, "Building without a
-registry"), with that script's podman configuration. Containers and volumes get names of their own
-and are removed by name; nothing else in podman's (machine-wide) store is touched."""
+scripts/container-image.sh (the same script a person runs; docs/operations.md, "Building without
+an image registry"), with that script's podman configuration. Containers and volumes get names of
+their own and are removed by name; nothing else in podman's (machine-wide) store is touched."""
 
 from __future__ import annotations
 

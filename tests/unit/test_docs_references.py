@@ -31,7 +31,7 @@ import io
 import os
 import re
 import tokenize
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -316,6 +316,72 @@ def test_every_module_a_comment_or_document_names_exists() -> None:
     assert not missing, "no such module or name in idp/:\n" + "\n".join(missing)
 
 
+#: A section of a document cited after its path, as comments and documents cite them:
+#: docs/operations.md, "Storage budgets"; further names of the same document may follow
+#: (docs/performance.md, "Server choice: granian" and "The twenty-sixth round").
+SECTION_CITATION = re.compile(
+    r'(?<![\w./-])((?:docs/[\w-]+|bench/README|README)\.md)[,:]?\s+"([^"]+)"'
+    r'((?:\s*(?:,|and|, and)\s+"[^"]+")*)'
+)
+#: Where a comment goes on to its next line: the comment mark that starts it.
+COMMENT_CONTINUES = re.compile(r"\n[ \t]*(?:#:?|//|\*)[ \t]?")
+
+
+def _passages(items: Iterable[Text]) -> Iterator[Text]:
+    """``items`` with a comment and the comment lines right after it as one text, so that a
+    citation broken across two lines of a comment is read whole."""
+    run: list[Text] = []
+    for text in (*items, None):
+        if (
+            text is not None
+            and run
+            and text.path == run[-1].path
+            and text.line == run[-1].line + 1
+            and "\n" not in text.text
+            and "\n" not in run[-1].text
+        ):
+            run.append(text)
+            continue
+        if run:
+            yield Text(run[0].path, run[0].line, "\n".join(t.text for t in run), run[0].markdown)
+        run = [text] if text is not None else []
+
+
+@cache
+def _words_of(document: Path) -> str:
+    return " ".join(document.read_text(encoding="utf-8").split()).lower()
+
+
+def _sections_missing(text: Text) -> Iterator[tuple[str, str]]:
+    """(where, 'document "name"') of every section a citation names that its document does not
+    hold: a heading, a rule's lead words or a table's row, read as the document's words."""
+    prose = COMMENT_CONTINUES.sub("\n", text.text)
+    for match in SECTION_CITATION.finditer(prose):
+        if _pending(text, match.start()):
+            continue
+        document = ROOT / match.group(1)
+        if not document.is_file():
+            continue  # reported by the test of the files named
+        names = [match.group(2), *re.findall(r'"([^"]+)"', match.group(3))]
+        for name in names:
+            words = " ".join(name.split())
+            if words.lower() not in _words_of(document):
+                yield _line_of(text, match.start()), f'{match.group(1)} "{words}"'
+
+
+def test_every_section_a_comment_or_document_cites_is_in_its_document() -> None:
+    """A section cited by its document's path and its name in quotes is in that document: a
+    section moved to another document, or renamed, leaves its citations pointing nowhere."""
+    missing = sorted(
+        {
+            f"{where}: {name}"
+            for text in _passages(texts())
+            for where, name in _sections_missing(text)
+        }
+    )
+    assert not missing, "no such section in the document cited:\n" + "\n".join(missing)
+
+
 def test_no_comment_or_document_cites_an_outside_document_or_an_issue_number() -> None:
     found = sorted(
         f"{_line_of(text, match.start())}: {match.group(0)!r}"
@@ -367,6 +433,29 @@ def _named(line: str, markdown: bool) -> list[str]:
 )  # fmt: skip
 def test_references_are_read_from_prose(line: str, markdown: bool, named: list[str]) -> None:
     assert _named(line, markdown) == sorted(named)
+
+
+@pytest.mark.parametrize(
+    ("lines", "missing"),
+    [
+        (['(docs/operations.md, "Storage budgets")'], []),
+        (['(docs/operations.md, "Storage plans")'], ['docs/operations.md "Storage plans"']),
+        (['docs/performance.md, "Server choice: granian" and "The zeroth round"'],
+         ['docs/performance.md "The zeroth round"']),
+        (['# as docs/operations.md, "Storage', '# budgets" says'], []),
+        (['# as docs/operations.md, "Storage', '# plans" says'],
+         ['docs/operations.md "Storage plans"']),
+        (['bench/README.md, "The JSON summary"; README.md "No such part"'],
+         ['README.md "No such part"']),
+    ],
+)  # fmt: skip
+def test_section_citations_are_read_across_comment_lines(
+    lines: list[str], missing: list[str]
+) -> None:
+    path = ROOT / "idp" / "example.py"
+    comments = [Text(path, number, line) for number, line in enumerate(lines, start=1)]
+    found = [name for text in _passages(comments) for _where, name in _sections_missing(text)]
+    assert sorted(found) == missing
 
 
 def test_issue_numbers_and_outside_documents_are_recognised() -> None:
