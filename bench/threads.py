@@ -9,8 +9,8 @@ request (per whole sign-in for ``passkey`` and ``password_totp``;
 voluntary and involuntary context switches per request. In granian the thread with the most
 voluntary switches and little CPU is the Rust runtime (sockets, HTTP); the threads named
 ``argon2`` compute the password hashes (idp/services/passwords.py); the others run the
-application under the GIL (docs/performance.md, "Server choice: granian" and "The
-twenty-sixth round").
+application under the GIL (docs/performance.md, "Server choice: granian";
+docs/performance-rounds.md, "The twenty-sixth round").
 """
 
 from __future__ import annotations

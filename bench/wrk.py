@@ -29,7 +29,7 @@ from pathlib import Path
 from bench import load
 
 SERVER_CORE, LOAD_CORE = 0, 1
-#: The peer's harness keeps 32 requests in flight (its README.md, "Settings").
+#: The peer's harness keeps 32 requests in flight (its wrk's ``-c32``).
 CONNECTIONS = 32
 #: A server below this share of its core during the window was held back (by wrk, or by other
 #: work on the machine): its CPU per request then includes idle wake-ups.

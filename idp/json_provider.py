@@ -96,7 +96,7 @@ def _holds_unstorable_text(value: Any, source: str) -> bool:
     surrogate. Only a ``\\u`` escape (RFC 8259 7) can put one into a string whose source text
     holds neither: a source text without that escape and without either character, which is
     nearly every client's document (a passkey's answer is base64url and ASCII), needs no walk
-    through its strings (docs/performance.md, "The twenty-sixth round")."""
+    through its strings (docs/performance-rounds.md, "The twenty-sixth round")."""
     if "\\u" not in source and not _UNSTORABLE.search(source):
         return False
     pending = [value]

@@ -7,15 +7,15 @@ until ``busy_timeout`` (sqlite.org/c3ref/busy_timeout.html; ``sqliteDefaultBusyC
 source). A writer that tries while another holds the lock therefore sleeps through a ladder of
 timers, however soon the lock is released: under a steady load eight writers (a server's two
 processes of four threads) kept missing their retries, and a sign-in's ``BEGIN IMMEDIATE``
-waited up to 183 ms for a lock held a millisecond at a time (docs/performance.md, "The twelfth
-round").
+waited up to 183 ms for a lock held a millisecond at a time (docs/performance-rounds.md, "The
+twelfth round").
 
 So every writer of idp's engines takes a turn before it asks SQLite for the lock: the threads
 of a process queue on a lock of the process, which hands over to the next as it is released,
 and the processes on one database take an advisory lock (``flock``) on a file beside it,
 ``<database>-writer``, for which one thread of each process sleeps in the kernel while
-another process holds it (``_InThisProcess``): no polling, which costs CPU (docs/performance.md,
-"The fifth round", tried SQLite's wait in short sleeps), and no timer.
+another process holds it (``_InThisProcess``): no polling, which costs CPU
+(docs/performance-rounds.md, "The fifth round", tried SQLite's wait in short sleeps), and no timer.
 SQLite's own lock and busy handler stay underneath, for any writer that takes no turn (the
 ``sqlite3`` shell, a backup, Alembic's migrations): a turn only puts idp's writers in a line.
 

@@ -18,7 +18,7 @@ request_gate.install_if_enabled(app)
 # sight from here on. Each of its full collections otherwise walked all of them while holding the
 # GIL, 65 to 100 ms, and stopped every request of the worker for as long: under the benchmark's
 # load the pauses came every few hundred sign-ins and were the passkey sign-in's p99
-# (docs/performance.md, "The twelfth round"). The start's garbage (about 75,000 objects)
+# (docs/performance-rounds.md, "The twelfth round"). The start's garbage (about 75,000 objects)
 # is collected first; gc.freeze moves the rest to a permanent generation the collector ignores
 # (docs.python.org/3/library/gc.html#gc.freeze).
 gc.collect()

@@ -78,7 +78,7 @@ class AuthorizationRequest:
     def to_params(self) -> dict[str, Any]:
         # Every field is a string, a number, a flag, None or a tuple of strings: the values need
         # no copy, which ``dataclasses.asdict`` makes of each, at about 200 Python calls a
-        # request (docs/performance.md, "The twenty-sixth round").
+        # request (docs/performance-rounds.md, "The twenty-sixth round").
         return {name: getattr(self, name) for name in _PARAMETER_NAMES}
 
     @classmethod

@@ -131,8 +131,8 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         # The transaction of the code's or the refresh token's spend, sent already
         # (idp.oidc.rotation), committed as soon as the tokens are in it: what Authlib does after
         # this hook (the ID token's claims and RS256 signature, the answer) writes nothing, and
-        # on SQLite every other writer waits while the transaction is open (docs/performance.md,
-        # "The thirteenth round").
+        # on SQLite every other writer waits while the transaction is open
+        # (docs/performance-rounds.md, "The thirteenth round").
         record_rotation_apart(rotation, issued, successor)
         if given is not None:
             record_issued_apart(rotation, grant.id, given)

@@ -2,7 +2,7 @@
 
 What the token side's endpoints answer (Authlib's ``handle_response``, userinfo): the direct
 endpoints (idp.web.direct) write it to the server as it is, without the Werkzeug response object
-and the header copies a Flask answer goes through (docs/performance.md, "The tenth round"); a
+and the header copies a Flask answer goes through (docs/performance-rounds.md, "The tenth round"); a
 Flask view turns it into a response (``response``).
 """
 

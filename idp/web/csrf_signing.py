@@ -6,10 +6,10 @@ only when it is shorter. Neither value ever is: the session is
 of Flask-WTF's own), which deflate cannot shorten by the two bytes that would pay for the marker.
 The attempt still costs about 20 µs a value, most of it setting up deflate's state (some 256 KiB
 allocated, its 64 KiB hash table zeroed at every call) and none of it the request's
-(docs/performance.md, "The twenty-seventh round"). A sign-in page makes both values, so this module
-signs them without the attempt: the same bytes, the same keys and salts, and what is read back is
-read by itsdangerous and Flask-WTF as before (a compressed value, should one have been made, still
-loads)."""
+(docs/performance-rounds.md, "The twenty-seventh round"). A sign-in page makes both values, so
+this module signs them without the attempt: the same bytes, the same keys and salts, and what is
+read back is read by itsdangerous and Flask-WTF as before (a compressed value, should one have
+been made, still loads)."""
 
 from __future__ import annotations
 

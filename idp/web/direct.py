@@ -3,7 +3,7 @@
 A relying party's token, introspection, revocation and userinfo requests are most of what an
 identity provider serves, and each is one statement or transaction and a few microseconds of
 cryptography: Flask's request context, URL routing, hook chains and Werkzeug's response object
-were the largest part of what such a request cost (docs/performance.md, "The tenth round").
+were the largest part of what such a request cost (docs/performance-rounds.md, "The tenth round").
 ``DirectEndpoints`` is WSGI middleware in front of Flask: a request whose path and method one of
 its routes names is answered here, in an application context (the database session, the
 composition root, ``g``), with its own request object; every other request goes to Flask.

@@ -104,7 +104,7 @@ def refuse_malformed_input(current: Request) -> None:
         except UnicodeDecodeError:
             raise BadRequest(description="The request's address is not valid UTF-8.") from None
         # A parameter holds a NUL only if the query does, raw or as %00 (RFC 3986 2.1): the rest
-        # need not be parsed here and walked (docs/performance.md, "The twenty-sixth round").
+        # need not be parsed here and walked (docs/performance-rounds.md, "The twenty-sixth round").
         if b"%00" in query or b"\x00" in query:
             sources.append(current.args)
     # Only a form body has form fields; most requests (every GET, every JSON body) have none, and

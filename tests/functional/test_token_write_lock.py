@@ -1,7 +1,8 @@
 """The code grant's transaction (its spend and the tokens it issues, idp.oidc.rotation) is
 committed once the tokens are recorded, before the ID token is signed: on SQLite every other
 writer of every worker waits while a write transaction is open, and the ID token's claims and
-RS256 signature were the longest piece of it (docs/performance.md, "The thirteenth round")."""
+RS256 signature were the longest piece of it (docs/performance-rounds.md, "The thirteenth
+round")."""
 
 from __future__ import annotations
 
