@@ -348,10 +348,16 @@ def _passages(items: Iterable[Text]) -> Iterator[Text]:
 
 
 @cache
+def _markdown() -> dict[Path, str]:
+    """Every Markdown file ``texts()`` read, by path: the documents a citation can name."""
+    return {text.path: text.text for text in texts() if text.markdown}
+
+
+@cache
 def _words_of(document: Path) -> str:
     """The document's words, lower case, without its own citations of other documents' sections
     (a section moved away leaves its name there, in the citation that points to its new place)."""
-    text = document.read_text(encoding="utf-8")
+    text = _markdown()[document]
     own = f"{document.relative_to(ROOT)}"
     text = SECTION_CITATION.sub(lambda m: m.group(0) if m.group(1) == own else " ", text)
     return " ".join(text.split()).lower()
@@ -365,8 +371,8 @@ def _sections_missing(text: Text) -> Iterator[tuple[str, str]]:
         if _pending(text, match.start()):
             continue
         document = ROOT / match.group(1)
-        if not document.is_file():
-            continue  # reported by the test of the files named
+        if document not in _markdown():
+            continue  # a file that does not exist is reported by the test of the files named
         names = [match.group(2), *re.findall(r'"([^"]+)"', match.group(3))]
         for name in names:
             words = " ".join(name.split())
@@ -381,7 +387,7 @@ SECTION_NAME = re.compile(r"^#+\s+(?:\d+\.\s+)?(.+)$|\*\*([^*]+)\*\*", re.MULTIL
 
 @cache
 def _section_names(document: Path) -> tuple[str, ...]:
-    text = document.read_text(encoding="utf-8")
+    text = _markdown()[document]
     return tuple(
         " ".join((heading or bold).split()).lower() for heading, bold in SECTION_NAME.findall(text)
     )
@@ -391,11 +397,10 @@ def _section_names(document: Path) -> tuple[str, ...]:
 def _headings_elsewhere() -> dict[str, frozenset[Path]]:
     """Every heading of the Markdown files read, and the files that have it."""
     found: dict[str, set[Path]] = {}
-    for path in _files(*MARKDOWN):
-        if path.suffix == ".md":
-            for heading, _bold in SECTION_NAME.findall(path.read_text(encoding="utf-8")):
-                if heading:
-                    found.setdefault(" ".join(heading.split()).lower(), set()).add(path)
+    for path, text in _markdown().items():
+        for heading, _bold in SECTION_NAME.findall(text):
+            if heading:
+                found.setdefault(" ".join(heading.split()).lower(), set()).add(path)
     return {heading: frozenset(paths) for heading, paths in found.items()}
 
 
