@@ -161,26 +161,49 @@ def issuer_port_warning(issuer: str, port: int) -> str | None:
 
 def announce_when_ready(host: str, port: int, lines: list[str]) -> None:
     """Print ``lines`` as a banner once the server answers: after the WSGI server's start-up
-    lines rather than above them, where they scroll away."""
-    import http.client
+    lines rather than above them, where they scroll away.
+
+    The thread that waits runs while the server forks its workers, and a fork copies every lock
+    another thread holds at that instant, held, with nobody left in the worker to release it.
+    So everything that takes a lock the workers need is done here, before the thread starts:
+    the address is resolved (a first ``getaddrinfo`` imports the ``idna`` codec, and glibc's
+    resolver takes locks of its own), and the request is encoded. The thread only connects to
+    a numeric address, sends and reads bytes, and imports nothing. Its resolving once imported
+    the codec just as granian forked: the worker inherited the codec's import lock held, and
+    every request waited on it forever, since Werkzeug encodes each request's host with that
+    codec (tests/unit/test_ready_banner_fork.py)."""
+    import socket
     import threading
     import time
 
     target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    family, kind, protocol, _, address = socket.getaddrinfo(target, port, type=socket.SOCK_STREAM)[
+        0
+    ]
+    authority = f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
+    probe = f"GET /healthz HTTP/1.0\r\nHost: {authority}\r\n\r\n".encode("ascii")
+    banner = "\n".join(["", BANNER_RULE, *lines, BANNER_RULE, ""])
+
+    def answers() -> bool:
+        try:
+            with socket.socket(family, kind, protocol) as connection:
+                connection.settimeout(2)
+                connection.connect(address)
+                connection.sendall(probe)
+                head = b""
+                while b"\r\n" not in head and len(head) < 64:
+                    received = connection.recv(64)
+                    if not received:
+                        break
+                    head += received
+        except OSError:
+            return False
+        return head.split(b" ", 2)[1:2] == [b"200"]  # "HTTP/1.1 200 OK"
 
     def wait() -> None:
-        while True:
-            try:
-                connection = http.client.HTTPConnection(target, port, timeout=2)
-                connection.request("GET", "/healthz")
-                ready = connection.getresponse().status == 200
-                connection.close()
-            except OSError:
-                ready = False
-            if ready:
-                click.echo("\n".join(["", BANNER_RULE, *lines, BANNER_RULE, ""]))
-                return
+        while not answers():
             time.sleep(0.2)
+        click.echo(banner)
 
     threading.Thread(target=wait, name="idp-ready-banner", daemon=True).start()
 
