@@ -267,11 +267,27 @@ class LiveIdp:
             except requests.RequestException as error:
                 last_error = f"{type(error).__name__}: {error}"
             time.sleep(0.25)
+        self.dump_stacks()
         self.stop()
         raise RuntimeError(
             f"idp did not answer {self.url}{DISCOVERY_PATH} within {START_TIMEOUT:.0f} s "
-            f"(last: {last_error})\n--- server log ---\n{self.log_tail()}"
+            f"(last: {last_error})\n--- server log ---\n{self.log_tail(lines=400)}"
         )
+
+    def dump_stacks(self) -> None:
+        """Every thread's stack of a server that does not answer, into its log: SIGABRT makes
+        each of its processes write them (``PYTHONFAULTHANDLER``, set by ``idp_env``) and end.
+        A start that hangs once in a thousand is found from its failure's message alone."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        workers = children(process.pid)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -299,6 +315,15 @@ class FromAddress(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
+def _running(pid: int) -> bool:
+    """The process is there and not a zombie (ended, its parent not told yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"  # field 3: state
+
+
 def children(pid: int) -> set[int]:
     """The processes whose parent is ``pid`` (the server's workers)."""
     found = set()
@@ -322,6 +347,8 @@ def idp_env(directory: Path, issuer: str, database_url: str | None = None) -> di
         IDP_SECRET_KEY="interop-tests-secret-key-" + "x" * 40,
         IDP_INSTANCE_PATH=str(directory / "instance"),
         PYTHONUNBUFFERED="1",
+        # A server process that gets SIGABRT writes every thread's stack first (``dump_stacks``).
+        PYTHONFAULTHANDLER="1",
     )
     return env
 
