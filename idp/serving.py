@@ -8,6 +8,7 @@ docs/performance.md has the measurements behind the default.
 
 from __future__ import annotations
 
+import ipaddress
 import multiprocessing
 import os
 import socket
@@ -61,6 +62,33 @@ def development_options(host: str, port: int) -> ServerOptions:
 
 class PortInUseError(OSError):
     """Another process already listens on the address asked for."""
+
+
+class UnknownHostError(OSError):
+    """The host to listen on is a name that resolves to no address."""
+
+
+def listening_address(host: str) -> str:
+    """The IP address the server listens on for ``host``. granian takes an address only (a name
+    such as ``localhost`` stops its start with "invalid IP address syntax"), so a name is
+    resolved here: to its first IPv4 address if it has one, as binding the name on an IPv4
+    socket does (gunicorn's ``--bind localhost:5000``), else to its first address. An empty host
+    is every IPv4 address, as for ``socket.bind``."""
+    if not host:
+        return "0.0.0.0"  # noqa: S104 - what the empty host means to socket.bind
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    for family in (socket.AF_INET, socket.AF_UNSPEC):
+        try:
+            found = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+        except socket.gaierror:
+            continue
+        return str(found[0][4][0])
+    raise UnknownHostError(f"{host} names no address to listen on")
 
 
 def refuse_a_taken_port(host: str, port: int) -> None:

@@ -177,28 +177,38 @@ def announce_when_ready(host: str, port: int, lines: list[str]) -> None:
     import time
 
     target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
-    family, kind, protocol, _, address = socket.getaddrinfo(target, port, type=socket.SOCK_STREAM)[
-        0
-    ]
-    authority = f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
+    try:
+        # Each address the name has, tried in turn as ``socket.create_connection`` does (``serve``
+        # passes the address it listens on, which resolves to itself).
+        addresses = [
+            (family, kind, protocol, address)
+            for family, kind, protocol, _, address in socket.getaddrinfo(
+                target, port, type=socket.SOCK_STREAM
+            )
+        ]
+    except OSError:
+        return  # a name that resolves to nothing: the server cannot listen on it either
+    authority = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
     probe = f"GET /healthz HTTP/1.0\r\nHost: {authority}\r\n\r\n".encode("ascii")
     banner = "\n".join(["", BANNER_RULE, *lines, BANNER_RULE, ""])
 
     def answers() -> bool:
-        try:
-            with socket.socket(family, kind, protocol) as connection:
-                connection.settimeout(2)
-                connection.connect(address)
-                connection.sendall(probe)
-                head = b""
-                while b"\r\n" not in head and len(head) < 64:
-                    received = connection.recv(64)
-                    if not received:
-                        break
-                    head += received
-        except OSError:
-            return False
-        return head.split(b" ", 2)[1:2] == [b"200"]  # "HTTP/1.1 200 OK"
+        for family, kind, protocol, address in addresses:
+            try:
+                with socket.socket(family, kind, protocol) as connection:
+                    connection.settimeout(2)
+                    connection.connect(address)
+                    connection.sendall(probe)
+                    head = b""
+                    while b"\r\n" not in head and len(head) < 64:
+                        received = connection.recv(64)
+                        if not received:
+                            break
+                        head += received
+                    return head.split(b" ", 2)[1:2] == [b"200"]  # "HTTP/1.1 200 OK"
+            except OSError:
+                continue
+        return False
 
     def wait() -> None:
         while not answers():
@@ -233,6 +243,10 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
     from idp.extensions import db
     from idp.settings import given_settings
 
+    try:
+        address = serving.listening_address(host)
+    except serving.UnknownHostError as error:
+        fail(f"{error}: pass an IP address or a name this machine resolves (--host).")
     given = given_settings()
     if "issuer" not in given:
         # An issuer nobody set follows the port (docs/configuration.md, ``issuer``); the
@@ -265,15 +279,15 @@ def serve(host: str, port: int, production: bool, server: str | None) -> None:
     json_logs.configure(log_level, log_format)
     try:
         # Checked before the banner is promised (serving.run checks again).
-        serving.refuse_a_taken_port(host, port)
+        serving.refuse_a_taken_port(address, port)
         if production_server:
             click.echo("\n".join(lines))
         else:
-            announce_when_ready(host, port, lines)
+            announce_when_ready(address, port, lines)
         with metrics.multiprocess_directory():
             make = serving.production_options if production else serving.development_options
             options = dataclasses.replace(
-                make(host, port), log_level=log_level, log_format=log_format
+                make(address, port), log_level=log_level, log_format=log_format
             )
             serving.run(server or serving.DEFAULT_SERVER, options)
     except serving.PortInUseError:

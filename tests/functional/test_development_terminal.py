@@ -88,6 +88,23 @@ def test_the_issuer_follows_the_port_and_the_terminal_names_localhost(terminal: 
     assert "127.0.0.1" not in text
 
 
+def test_a_host_name_to_listen_on_is_resolved(tmp_path: Path) -> None:
+    """``idp serve --host localhost``: granian listens on addresses only, and stopped its start
+    on a name with a traceback; the name is resolved (idp.serving ``listening_address``)."""
+    port = free_port()
+    env = idp_env(tmp_path, f"http://localhost:{port}") | CHEAP_ARGON2
+    (tmp_path / "instance").mkdir()
+    idp = LiveIdp(f"http://localhost:{port}", port, tmp_path, env, tmp_path / "terminal.txt",
+                  host="localhost")  # fmt: skip
+    idp.start()  # waits for discovery at http://localhost:PORT
+    try:
+        text = Terminal(idp).wait_for_text(BANNER_RULE + "\n\n")
+    finally:
+        idp.stop()
+    assert f"idp is ready at http://localhost:{port}\n" in text
+    assert "Traceback" not in text
+
+
 def test_the_banner_follows_the_start_up_lines_and_the_logs_are_readable(
     terminal: Terminal,
 ) -> None:

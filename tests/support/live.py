@@ -88,6 +88,8 @@ class LiveIdp:
     #: A command the server runs under, e.g. ``("taskset", "-c", "0")`` (bench/peer.py pins the
     #: server to one core, its workers with it).
     launcher: tuple[str, ...] = ()
+    #: What ``idp serve --host`` is given.
+    host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
     _discovery: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -241,7 +243,7 @@ class LiveIdp:
         ):
             self.process = subprocess.Popen(
                 [*self.launcher, str(IDP_BIN), "serve"]
-                + ["--host", "127.0.0.1", "--port", str(self.port)]
+                + ["--host", self.host, "--port", str(self.port)]
                 + (["--production"] if self.production else [])
                 + (["--server", self.server] if self.server else []),
                 env=self.env,
