@@ -277,9 +277,9 @@ class LiveIdp:
         )
 
     def dump_stacks(self) -> None:
-        """Every thread's stack of a server that does not answer, into its log: SIGABRT makes
-        each of its processes write them (``PYTHONFAULTHANDLER``, set by ``idp_env``) and end.
-        A start that hangs once in a thousand is found from its failure's message alone."""
+        """Every thread's stack of a server's workers, into its log, when it does not answer:
+        SIGABRT makes each worker write them (``PYTHONFAULTHANDLER``, set by ``idp_env``) and
+        end. A start that hangs once in a thousand is found from its failure's message alone."""
         process = self.process
         if process is None or process.poll() is not None:
             return
