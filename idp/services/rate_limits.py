@@ -41,6 +41,7 @@ from idp.services.counter_statements import (
     RELEASE,
     RELEASE_SCRIPT,
     RESET,
+    clear_and_lift_statement,
     clear_statement,
     count_statement,
 )
@@ -133,6 +134,11 @@ class CounterStore(Protocol):
 
     def clear(self, keys: list[str]) -> list[str]:
         """``reset`` each of ``keys``; those that had failures (the database: uncommitted)."""
+        ...
+
+    def clear_and_lift(self, keys: list[str], locks: FactorLocks) -> tuple[list[str], list[str]]:
+        """``clear``, and lift the same keys' locks (``locks``); the keys that had failures,
+        and those that were locked (the database: uncommitted)."""
         ...
 
     def settle(self, account_key: str, address_key: str) -> int:
@@ -245,6 +251,16 @@ class DatabaseCounters:
         """One DELETE, in the caller's transaction (published with the sign-in it follows)."""
         return sorted(key for (key,) in statements_of(self.db).all(*clear_statement(keys)))
 
+    def clear_and_lift(self, keys: list[str], locks: FactorLocks) -> tuple[list[str], list[str]]:
+        """The locks live in this database: on PostgreSQL one statement clears the counters and
+        lifts the locks (``clear_and_lift_statement``); on SQLite a DELETE each. In the caller's
+        transaction."""
+        if self.db.get_bind().dialect.name != "postgresql":
+            return self.clear(keys), locks.lift(keys)
+        rows = statements_of(self.db).all(*clear_and_lift_statement(keys))
+        cleared = sorted(key for lock, key in rows if not lock)
+        return cleared, sorted(key for lock, key in rows if lock)
+
     def settle(self, account_key: str, address_key: str) -> int:
         """Both changes of a success, in the caller's transaction: they are published with the
         success they follow from (its audit row, its partial sign-in or session), by the commit
@@ -316,6 +332,10 @@ class RedisCounters:
                 pipe.delete(at_name)
             removed = pipe.execute()[::2]
         return sorted(key for key, count in zip(keys, removed, strict=True) if int(count or 0))
+
+    def clear_and_lift(self, keys: list[str], locks: FactorLocks) -> tuple[list[str], list[str]]:
+        # Locks stay in the database whatever holds the counters (docs/security.md).
+        return self.clear(keys), locks.lift(keys)
 
     def reset(self, key: str) -> int:
         count_name, at_name = self._names(key)
@@ -400,7 +420,7 @@ class AttemptLimiter:
     def clear(self, account_keys: list[str]) -> tuple[list[str], list[str]]:
         """Forget ``account_keys``' failures and lift their locks (``SignInService.owner_proved``),
         in the caller's transaction; the keys that had failures, and those that were locked."""
-        return self.store.clear(account_keys), self.locks.lift(account_keys)
+        return self.store.clear_and_lift(account_keys, self.locks)
 
     def _lock_if_reached(self, account_key: str, count: int, now: datetime) -> bool:
         if count >= self.lock_after and self.locks.lock(account_key, now):
