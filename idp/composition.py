@@ -62,9 +62,9 @@ from idp.services.rate_limits import (
     CounterStore,
     DatabaseCounters,
     FactorLocks,
-    RedisCounters,
     WindowBudget,
 )
+from idp.services.redis_counters import RedisCounters
 from idp.services.retention import PruneSchedule, RetentionPolicy
 from idp.services.sessions import SessionService
 from idp.services.sign_in import SignInService

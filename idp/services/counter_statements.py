@@ -1,6 +1,6 @@
 """What the attempt counters send to their store, built once: the SQL statements of
 ``idp.services.rate_limits.DatabaseCounters`` and the Lua scripts of
-``idp.services.rate_limits.RedisCounters`` (docs/security.md, "Attempt counters, lockouts and
+``idp.services.redis_counters.RedisCounters`` (docs/security.md, "Attempt counters, lockouts and
 sign-up limits")."""
 
 from __future__ import annotations

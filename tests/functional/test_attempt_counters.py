@@ -31,8 +31,8 @@ from idp.services.rate_limits import (
     LOCK_AFTER,
     CounterStore,
     DatabaseCounters,
-    RedisCounters,
 )
+from idp.services.redis_counters import RedisCounters
 from idp.services.sign_in import CHECKPOINT
 from idp.services.signup import MAIL_CHECKPOINT, MAX_MESSAGES_PER_ADDRESS
 from idp.unavailable import JSON_ERROR, TITLE

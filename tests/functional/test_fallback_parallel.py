@@ -36,8 +36,8 @@ from idp.services.rate_limits import (
     AttemptLimiter,
     DatabaseCounters,
     FactorLocks,
-    RedisCounters,
 )
+from idp.services.redis_counters import RedisCounters
 from idp.web import email_key
 from tests.conftest import app_overrides
 from tests.support.apps import app_of

@@ -32,7 +32,8 @@ from idp.models.base import utcnow
 from idp.services import audit
 from idp.services.clients import ClientService
 from idp.services.crypto import token_hash
-from idp.services.rate_limits import AttemptLimiter, FactorLocks, RedisCounters
+from idp.services.rate_limits import AttemptLimiter, FactorLocks
+from idp.services.redis_counters import RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_client, create_user
 from tests.support.flow import RelyingParty, csrf_token, query_of, shown_pending_id
