@@ -8,26 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import (
-    Integer,
-    String,
-    Table,
-    bindparam,
-    column,
-    delete,
-    false,
-    select,
-    text,
-    true,
-    union_all,
-    update,
-)
+from sqlalchemy import Integer, String, Table, bindparam, column, delete, text, update
 
-from idp.models import AttemptCounter, FactorLock
+from idp.models import AttemptCounter
 from idp.models.base import UTCDateTime
 
 COUNTERS: Table = AttemptCounter.__table__  # type: ignore[assignment]
-LOCKS: Table = FactorLock.__table__  # type: ignore[assignment]
 
 
 @lru_cache(maxsize=8)
@@ -107,38 +93,23 @@ def clear_statement(keys: list[str]) -> tuple[Any, dict[str, str]]:
 
 @lru_cache(maxsize=4)
 def _clear(keys: int) -> Any:
-    return _clearing(_named(keys))
+    return clearing(named_keys(keys))
 
 
-def _named(keys: int) -> list[Any]:
+def named_keys(keys: int) -> list[Any]:
+    """``keys`` bind parameters, ``key0``, ``key1`` ...: a statement on a few keys, built once
+    per number of keys."""
     return [bindparam(f"key{i}", type_=String) for i in range(keys)]
 
 
-def _clearing(named: list[Any]) -> Any:
+def clearing(named: list[Any]) -> Any:
+    """The DELETE of the counters of the keys ``named`` that hold failures, returning their
+    keys."""
     return (
         delete(COUNTERS)
         .where(COUNTERS.c.key.in_(named), COUNTERS.c.failures > 0)
         .returning(COUNTERS.c.key)
     )
-
-
-def clear_and_lift_statement(keys: list[str]) -> tuple[Any, dict[str, str]]:
-    """PostgreSQL: ``clear_statement`` and the lift of the same keys' factor locks
-    (idp.services.factor_locks ``lift``) as one statement of two data-modifying ``WITH``
-    clauses (PostgreSQL's manual, 7.8.4 "Data-Modifying Statements in WITH": each runs exactly
-    once, to completion, in the statement's snapshot), and its parameters; its rows are
-    ``(lock, key)``, ``lock`` true for a lifted lock. A passkey sign-in's clearing of its
-    owner's second factors in one round trip where there were two; SQLite has no
-    data-modifying ``WITH`` and sends the two DELETEs."""
-    return _clear_and_lift(len(keys)), {f"key{i}": key for i, key in enumerate(keys)}
-
-
-@lru_cache(maxsize=4)
-def _clear_and_lift(keys: int) -> Any:
-    named = _named(keys)
-    cleared = _clearing(named).cte("cleared")
-    lifted = delete(LOCKS).where(LOCKS.c.key.in_(named)).returning(LOCKS.c.key).cte("lifted")
-    return union_all(select(false().label("lock"), cleared.c.key), select(true(), lifted.c.key))
 
 
 RELEASE = (

@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, delete, select
+from sqlalchemy import Table, delete, false, select, true, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.models import FactorLock
+from idp.services.counter_statements import clearing, named_keys
 from idp.session_statements import statements_of
 
 #: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
@@ -35,8 +36,30 @@ def _lift_statement(keys: int) -> Any:
     """One DELETE of the locks of ``keys`` keys (``key0``, ``key1``, ...), returning their keys:
     Core built once per shape and sent as a thin statement (idp.session_statements), as every
     passkey sign-in sends it (``SignInService.owner_proved``)."""
-    named = [bindparam(f"key{i}", type_=String) for i in range(keys)]
+    return _lifting(named_keys(keys))
+
+
+def _lifting(named: list[Any]) -> Any:
     return delete(LOCKS).where(LOCKS.c.key.in_(named)).returning(LOCKS.c.key)
+
+
+def clear_and_lift_statement(keys: list[str]) -> tuple[Any, dict[str, str]]:
+    """PostgreSQL: the counters' clearing (idp.services.counter_statements ``clear_statement``)
+    and the lift of the same keys' locks as one statement of two data-modifying ``WITH``
+    clauses (PostgreSQL's manual, 7.8.4 "Data-Modifying Statements in WITH": each runs exactly
+    once, to completion, in the statement's snapshot), and its parameters; its rows are
+    ``(lock, key)``, ``lock`` true for a lifted lock. A passkey sign-in's clearing of its
+    owner's second factors in one round trip where there were two; SQLite has no
+    data-modifying ``WITH`` and sends the two DELETEs."""
+    return _clear_and_lift(len(keys)), {f"key{i}": key for i, key in enumerate(keys)}
+
+
+@lru_cache(maxsize=4)
+def _clear_and_lift(keys: int) -> Any:
+    named = named_keys(keys)
+    cleared = clearing(named).cte("cleared")
+    lifted = _lifting(named).cte("lifted")
+    return union_all(select(false().label("lock"), cleared.c.key), select(true(), lifted.c.key))
 
 
 class FactorLocks:

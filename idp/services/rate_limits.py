@@ -37,11 +37,10 @@ from idp.services.counter_statements import (
     COUNT_BELOW,
     RELEASE,
     RESET,
-    clear_and_lift_statement,
     clear_statement,
     count_statement,
 )
-from idp.services.factor_locks import COUNTER_LIFETIME, FactorLocks
+from idp.services.factor_locks import COUNTER_LIFETIME, FactorLocks, clear_and_lift_statement
 from idp.session_statements import statements_of
 
 if TYPE_CHECKING:

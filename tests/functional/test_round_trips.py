@@ -663,7 +663,7 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     )
     # The owner's passkey: their second factors' failures and locks go (NIST SP 800-63B 5.2.2;
     # idp.services.sign_in ``owner_proved``): one statement on PostgreSQL (its data-modifying
-    # WITH, idp.services.counter_statements ``clear_and_lift_statement``), one DELETE each on
+    # WITH, idp.services.factor_locks ``clear_and_lift_statement``), one DELETE each on
     # SQLite.
     cleared = (
         ["DELETE ATTEMPT_COUNTERS + FACTOR_LOCKS"]
