@@ -159,56 +159,44 @@ def issuer_port_warning(issuer: str, port: int) -> str | None:
     ])  # fmt: skip
 
 
-def announce_when_ready(host: str, port: int, lines: list[str]) -> None:
-    """Print ``lines`` as a banner once the server answers: after the WSGI server's start-up
-    lines rather than above them, where they scroll away.
+def announce_when_ready(address: str, port: int, lines: list[str]) -> None:
+    """Print ``lines`` as a banner once the server listening on ``address`` (an IP address,
+    idp.serving ``listening_address``) answers: after the WSGI server's start-up lines rather
+    than above them, where they scroll away.
 
     The thread that waits runs while the server forks its workers, and a fork copies every lock
     another thread holds at that instant, held, with nobody left in the worker to release it.
-    So everything that takes a lock the workers need is done here, before the thread starts:
-    the address is resolved (a first ``getaddrinfo`` imports the ``idna`` codec, and glibc's
-    resolver takes locks of its own), and the request is encoded. The thread only connects to
-    a numeric address, sends and reads bytes, and imports nothing. Its resolving once imported
-    the codec just as granian forked: the worker inherited the codec's import lock held, and
-    every request waited on it forever, since Werkzeug encodes each request's host with that
-    codec (tests/unit/test_ready_banner_fork.py)."""
+    So the thread takes none the workers need: it connects to the numeric address (no
+    ``getaddrinfo``, which imports the ``idna`` codec the first time and takes glibc's resolver
+    locks), sends bytes encoded here and reads bytes, and imports nothing. An HTTP client's
+    resolving once imported the codec just as granian forked: the worker inherited the codec's
+    import lock held, and every request waited on it forever, since Werkzeug encodes each
+    request's host with that codec (tests/unit/test_ready_banner_fork.py)."""
     import socket
     import threading
     import time
 
-    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
-    try:
-        # Each address the name has, tried in turn as ``socket.create_connection`` does (``serve``
-        # passes the address it listens on, which resolves to itself).
-        addresses = [
-            (family, kind, protocol, address)
-            for family, kind, protocol, _, address in socket.getaddrinfo(
-                target, port, type=socket.SOCK_STREAM
-            )
-        ]
-    except OSError:
-        return  # a name that resolves to nothing: the server cannot listen on it either
-    authority = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)  # noqa: S104
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    authority = f"[{target}]:{port}" if family == socket.AF_INET6 else f"{target}:{port}"
     probe = f"GET /healthz HTTP/1.0\r\nHost: {authority}\r\n\r\n".encode("ascii")
     banner = "\n".join(["", BANNER_RULE, *lines, BANNER_RULE, ""])
 
     def answers() -> bool:
-        for family, kind, protocol, address in addresses:
-            try:
-                with socket.socket(family, kind, protocol) as connection:
-                    connection.settimeout(2)
-                    connection.connect(address)
-                    connection.sendall(probe)
-                    head = b""
-                    while b"\r\n" not in head and len(head) < 64:
-                        received = connection.recv(64)
-                        if not received:
-                            break
-                        head += received
-                    return head.split(b" ", 2)[1:2] == [b"200"]  # "HTTP/1.1 200 OK"
-            except OSError:
-                continue
-        return False
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as connection:
+                connection.settimeout(2)
+                connection.connect((target, port))
+                connection.sendall(probe)
+                head = b""
+                while b"\r\n" not in head and len(head) < 64:
+                    received = connection.recv(64)
+                    if not received:
+                        break
+                    head += received
+        except OSError:
+            return False
+        return head.split(b" ", 2)[1:2] == [b"200"]  # "HTTP/1.1 200 OK"
 
     def wait() -> None:
         while not answers():
