@@ -44,6 +44,12 @@ class SessionStatements:
     def __init__(self, reads: ThinReads, session: Any) -> None:
         self._reads, self._session = reads, session
 
+    @property
+    def joins_writes(self) -> bool:
+        """Whether writes to several tables can go as one statement of data-modifying ``WITH``
+        clauses (PostgreSQL); SQLite has none."""
+        return self._reads.inserts_in_one_statement
+
     def first(self, statement: _Statement, parameters: Mapping[str, Any]) -> Row | None:
         """The first row a SELECT or a write's RETURNING gives, or None."""
         rows = self._send(statement, parameters, rows=True)
@@ -118,6 +124,9 @@ class _CoreStatements:
     engine without ``ThinReads`` (a service used outside an application)."""
 
     __slots__ = ("_session",)
+
+    #: Each write is sent by itself (``SessionStatements.joins_writes``).
+    joins_writes = False
 
     def __init__(self, session: Any) -> None:
         self._session = session

@@ -70,7 +70,23 @@ def end_rescue_links(db: Session, user_id: str, context: RequestContext, now: da
     link"), and once the user is in by a way of their own it only waits, for up to a day, in a
     mailbox or the chat it was passed on in, as a bearer secret that opens a session which adds
     a passkey: the account. One conditional UPDATE; how many links it ended."""
-    ended = statements_of(db).write(_END_RESCUE_LINKS, {"rescued_user": user_id, "ended_at": now})
+    ended = statements_of(db).write(_END_RESCUE_LINKS, rescue_links_to_end(user_id, now))
+    return rescue_links_ended(db, user_id, context, ended)
+
+
+def ending_rescue_links() -> Any:
+    """``end_rescue_links``' UPDATE returning a row per link it ended, for a statement that
+    sends it with another write (``SessionService.create`` on PostgreSQL); its parameters are
+    ``rescue_links_to_end``', and what it ended goes to ``rescue_links_ended``."""
+    return _END_RESCUE_LINKS.returning(_LINKS.c.id_hash)
+
+
+def rescue_links_to_end(user_id: str, now: datetime) -> dict[str, Any]:
+    return {"rescued_user": user_id, "ended_at": now}
+
+
+def rescue_links_ended(db: Session, user_id: str, context: RequestContext, ended: int) -> int:
+    """The audit of ``ended`` rescue links that a sign-in of ``user_id`` ended, if any."""
     if ended:
         audit.record(db, "login_link.revoked", subject_id=user_id, context=context,
                      reason="signed_in", links=ended)  # fmt: skip

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -18,7 +19,12 @@ from idp.services.assurance import acr_for_amr
 from idp.services.audit import MAX_USER_AGENT, RequestContext
 from idp.services.crypto import new_secret, token_hash
 from idp.services.grants import GrantService
-from idp.services.login_links import end_rescue_links
+from idp.services.login_links import (
+    end_rescue_links,
+    ending_rescue_links,
+    rescue_links_ended,
+    rescue_links_to_end,
+)
 from idp.services.session_locks import inserted_in_this_transaction, session_stands
 from idp.session_statements import statements_of
 
@@ -30,6 +36,19 @@ LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 
 #: Built once (``SessionService.create``).
 _INSERT = insert(BrowserSession)
+
+
+@lru_cache(maxsize=2)
+def _insert_ending_rescue_links(columns: tuple[str, ...]) -> Select[int]:
+    """PostgreSQL: the new session's INSERT of ``columns`` and the end of its user's unspent
+    rescue links (idp.services.login_links ``ending_rescue_links``) as one statement of two
+    data-modifying ``WITH`` clauses (PostgreSQL's manual, 7.8.4 "Data-Modifying Statements in
+    WITH": each runs exactly once, to completion, in the statement's snapshot, whether or not
+    the query reads it), answering how many links ended: a full sign-in's two writes in one round
+    trip where there were two. Built once per set of columns."""
+    inserted = insert(BrowserSession).values({name: bindparam(name) for name in columns})
+    ended = ending_rescue_links().cte("ended")
+    return select(func.count()).select_from(ended).add_cte(inserted.cte("inserted"))
 
 
 @dataclass(frozen=True)
@@ -99,13 +118,21 @@ class SessionService:
             "revoked_at": None,
         }
         # One prepared Core INSERT of every column; the object then joins the database session
-        # as a row that exists (loaded, unchanged), so the flush adds nothing.
-        statements_of(self.db).write(_INSERT, row)
-        inserted_in_this_transaction(self.db, sid)
-        if not row["restricted"]:
-            # The user is in by a way of their own: a rescue link left unspent is no longer
-            # needed, and ends (docs/admins.md, "Rescuing a user with a one-time login link").
+        # as a row that exists (loaded, unchanged), so the flush adds nothing. A full sign-in
+        # also ends its user's rescue links: the user is in by a way of their own, and a rescue
+        # link left unspent is no longer needed (docs/admins.md, "Rescuing a user with a one-time
+        # login link"); on PostgreSQL in the INSERT's own statement.
+        statements = statements_of(self.db)
+        if row["restricted"]:
+            statements.write(_INSERT, row)
+        elif statements.joins_writes:
+            together = _insert_ending_rescue_links(tuple(row))
+            ended = statements.first(together, {**row, **rescue_links_to_end(user_id, now)})
+            rescue_links_ended(self.db, user_id, context, ended[0] if ended else 0)
+        else:
+            statements.write(_INSERT, row)
             end_rescue_links(self.db, user_id, context, now)
+        inserted_in_this_transaction(self.db, sid)
         session = from_values(
             BrowserSession, row if isinstance(user, str) else {**row, "user": user}
         )

@@ -84,6 +84,9 @@ def _verbs(sent: list[str]) -> list[str]:
         if verb == "COMMIT":
             verbs.append(verb)
             continue
+        if verb == "WITH":
+            verbs.append(" + ".join(f"{v} {table.lower()}" for v, table in _writes_of(statement)))
+            continue
         if verb == "SELECT":
             table = _outer_from(statement)
         else:
@@ -233,6 +236,16 @@ SIGN_IN_ROUND_TRIPS = {
         "COMMIT",
     ],
 }
+#: PostgreSQL sends the session's INSERT and the rescue links' UPDATE as one statement
+#: (idp.services.sessions ``_insert_ending_rescue_links``); everything else is the same.
+SIGN_IN_ROUND_TRIPS_TOGETHER = {
+    **SIGN_IN_ROUND_TRIPS,
+    "POST /login/second-step": [
+        *SIGN_IN_ROUND_TRIPS["POST /login/second-step"][:-3],
+        "INSERT browser_sessions + UPDATE login_links",
+        "COMMIT",
+    ],
+}
 
 
 def test_a_password_and_totp_sign_in_sends_these_statements_and_commits(
@@ -256,7 +269,8 @@ def test_a_password_and_totp_sign_in_sends_these_statements_and_commits(
         response = browser.post("/login/second-step", data=form)
     assert response.status_code == 302, response.text
     sent["POST /login/second-step"] = _verbs(each)
-    assert sent == SIGN_IN_ROUND_TRIPS
+    together = _together(storage_app)
+    assert sent == (SIGN_IN_ROUND_TRIPS_TOGETHER if together else SIGN_IN_ROUND_TRIPS)
     # Every event of the sign-in is audited, in the transactions above.
     with storage_app.app_context():
         kinds = db.session.scalars(
@@ -599,19 +613,34 @@ def test_revoking_an_access_token_is_its_lookup_and_one_conditional_update(
 
 
 def _first_words(statement: str) -> str:
-    """``INSERT AUDIT_EVENTS``, ``SELECT CLIENTS``: a statement's verb and table; the inserts or
-    deletes of one statement with data-modifying WITH clauses (PostgreSQL), ``INSERT GRANTS +
-    AUTHORIZATION_CODES + AUDIT_EVENTS``, in their order."""
+    """``INSERT AUDIT_EVENTS``, ``SELECT CLIENTS``: a statement's verb and table; the writes of
+    one statement with data-modifying WITH clauses (PostgreSQL) in their order, ``INSERT GRANTS +
+    AUTHORIZATION_CODES + AUDIT_EVENTS``, or with each verb where they differ, ``INSERT
+    BROWSER_SESSIONS + UPDATE LOGIN_LINKS``."""
     words = statement.split()
     if words[0] == "SELECT":
         return "SELECT " + words[words.index("FROM") + 1]
     if words[0] == "INSERT":
         return "INSERT " + words[2]
-    if words[0] == "WITH":  # INSERT INTO table, DELETE FROM table: the table follows by two
-        verb = next(word.lstrip("(") for word in words if word.lstrip("(") in ("INSERT", "DELETE"))
-        tables = [words[i + 2] for i, word in enumerate(words) if word.lstrip("(") == verb]
-        return f"{verb} " + " + ".join(tables)
+    if words[0] == "WITH":
+        writes = _writes_of(statement)
+        if len({verb for verb, _ in writes}) == 1:
+            return f"{writes[0][0]} " + " + ".join(table for _, table in writes)
+        return " + ".join(f"{verb} {table}" for verb, table in writes)
     return " ".join(words[:2])  # COMMIT, a line of its own
+
+
+def _writes_of(statement: str) -> list[tuple[str, str]]:
+    """The writes of a statement of data-modifying WITH clauses (PostgreSQL), in their order:
+    ``[("INSERT", "BROWSER_SESSIONS"), ("UPDATE", "LOGIN_LINKS")]``. INSERT INTO table, DELETE
+    FROM table: the table follows by two; UPDATE table by one (an upsert's DO UPDATE names
+    none)."""
+    words = statement.split()
+    return [
+        (verb, words[i + (1 if verb == "UPDATE" else 2)])
+        for i, word in enumerate(words)
+        if (verb := word.lstrip("(")) in ("INSERT", "DELETE", "UPDATE") and words[i - 1] != "DO"
+    ]
 
 
 def _together(app: Flask) -> bool:
@@ -670,14 +699,20 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
         if _together(storage_app)
         else ["DELETE FROM", "DELETE FROM"]
     )
+    # The session, and the end of the user's unspent rescue links with a full sign-in: one
+    # statement on PostgreSQL (idp.services.sessions ``_insert_ending_rescue_links``).
+    started = (
+        ["INSERT BROWSER_SESSIONS + UPDATE LOGIN_LINKS"]
+        if _together(storage_app)
+        else ["INSERT BROWSER_SESSIONS", "UPDATE LOGIN_LINKS"]
+    )
     assert [_first_words(s) for s in sent] == [
         "SELECT PASSKEYS",  # with its owner, by one Core SELECT (idp.services.passkey_records)
         "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
         "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
         *cleared,
         "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
-        "INSERT BROWSER_SESSIONS",
-        "UPDATE LOGIN_LINKS",  # the user's unspent rescue links end with a full sign-in
+        *started,
         "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
         *stored,
     ]
@@ -685,7 +720,7 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     assert "RETURNING" in sent[1]
     assert "ATTEMPT_COUNTERS" in sent[3]
     assert "FACTOR_LOCKS" in sent[2 + len(cleared)]
-    assert "CONSUMED_AT IS NULL" in sent[6 + len(cleared)]
+    assert "CONSUMED_AT IS NULL" in sent[4 + len(cleared) + len(started)]
     callback = verified.get_json()["redirect"]
     assert callback.startswith(rp.registered.redirect_uri + "?")
     with storage_app.app_context():
