@@ -45,7 +45,7 @@ def count_statement(keys: int, with_lock: bool) -> Any:
         text(sql)
         .bindparams(
             bindparam("now", type_=UTCDateTime()),
-            *(bindparam(f"key{i}", type_=String()) for i in range(keys)),
+            *named_keys(keys),
         )
         .columns(
             column("key", String()),
@@ -88,7 +88,7 @@ def clear_statement(keys: list[str]) -> tuple[Any, dict[str, str]]:
     ``keys`` that hold failures, returning their keys, and its parameters. Built once per number
     of keys, so that it is compiled once and sent as a thin statement (idp.session_statements),
     where an expanding IN would be rendered again at each passkey sign-in."""
-    return _clear(len(keys)), {f"key{i}": key for i, key in enumerate(keys)}
+    return _clear(len(keys)), key_parameters(keys)
 
 
 @lru_cache(maxsize=4)
@@ -100,6 +100,11 @@ def named_keys(keys: int) -> list[Any]:
     """``keys`` bind parameters, ``key0``, ``key1`` ...: a statement on a few keys, built once
     per number of keys."""
     return [bindparam(f"key{i}", type_=String) for i in range(keys)]
+
+
+def key_parameters(keys: list[str]) -> dict[str, Any]:
+    """The values of ``named_keys(len(keys))``: ``{"key0": keys[0], ...}``."""
+    return {f"key{i}": key for i, key in enumerate(keys)}
 
 
 def clearing(named: list[Any]) -> Any:

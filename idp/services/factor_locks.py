@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from idp import checkpoints
 from idp.models import FactorLock
-from idp.services.counter_statements import clearing, named_keys
+from idp.services.counter_statements import clearing, key_parameters, named_keys
 from idp.session_statements import statements_of
 
 #: A counter with no failure for this long is forgotten (Redis expiry; pruning in the database),
@@ -51,7 +51,7 @@ def clear_and_lift_statement(keys: list[str]) -> tuple[Any, dict[str, str]]:
     ``(lock, key)``, ``lock`` true for a lifted lock. A passkey sign-in's clearing of its
     owner's second factors in one round trip where there were two; SQLite has no
     data-modifying ``WITH`` and sends the two DELETEs."""
-    return _clear_and_lift(len(keys)), {f"key{i}": key for i, key in enumerate(keys)}
+    return _clear_and_lift(len(keys)), key_parameters(keys)
 
 
 @lru_cache(maxsize=4)
@@ -93,6 +93,5 @@ class FactorLocks:
     def lift(self, keys: list[str]) -> list[str]:
         """Lift the locks of ``keys`` in one statement, in the caller's transaction; the keys
         that were locked."""
-        named = {f"key{i}": key for i, key in enumerate(keys)}
-        lifted = statements_of(self.db).all(_lift_statement(len(keys)), named)
+        lifted = statements_of(self.db).all(_lift_statement(len(keys)), key_parameters(keys))
         return sorted(key for (key,) in lifted)

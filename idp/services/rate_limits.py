@@ -39,6 +39,7 @@ from idp.services.counter_statements import (
     RESET,
     clear_statement,
     count_statement,
+    key_parameters,
 )
 from idp.services.factor_locks import COUNTER_LIFETIME, FactorLocks, clear_and_lift_statement
 from idp.session_statements import statements_of
@@ -205,7 +206,7 @@ class DatabaseCounters:
         if len(set(names)) != len(names):
             raise ValueError("each key is counted once per statement")
         statement = count_statement(len(names), with_lock)
-        parameters: dict[str, Any] = {f"key{i}": name for i, name in enumerate(names)}
+        parameters = key_parameters(names)
         parameters["now"] = now
         if self.commit and self.alone is not None and not self.db.in_transaction():
             rows: Any = self.alone.write_alone_returning(statement, parameters)
