@@ -250,9 +250,10 @@ class DatabaseCounters:
         """The locks live in this database: on PostgreSQL one statement clears the counters and
         lifts the locks (``clear_and_lift_statement``); on SQLite a DELETE each. In the caller's
         transaction."""
-        if self.db.get_bind().dialect.name != "postgresql":
+        statements = statements_of(self.db)
+        if not statements.joins_writes:
             return self.clear(keys), locks.lift(keys)
-        rows = statements_of(self.db).all(*clear_and_lift_statement(keys))
+        rows = statements.all(*clear_and_lift_statement(keys))
         cleared = sorted(key for lock, key in rows if not lock)
         return cleared, sorted(key for lock, key in rows if lock)
 
