@@ -155,6 +155,7 @@ def test_a_grant_type_removed_in_this_process_counts_at_once(storage_app: Flask)
     assert _status(storage_app, machine) == 400  # unauthorized_client (RFC 6749 5.2)
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_rolled_back_change_keeps_the_cache_and_a_committed_one_empties_it(app: Flask) -> None:
     machine = _machine(app)
     cache: ClientCache = app.extensions["idp"].client_cache
@@ -175,6 +176,7 @@ def test_a_rolled_back_change_keeps_the_cache_and_a_committed_one_empties_it(app
     assert again.name == "renamed"
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_the_cached_client_belongs_to_no_session_and_is_shared(app: Flask) -> None:
     machine = _machine(app)
     cache: ClientCache = app.extensions["idp"].client_cache
@@ -197,6 +199,7 @@ def test_a_zero_ttl_reads_the_client_every_time(app: Flask) -> None:
         assert cache.get(db.session(), "no-such-client") is None
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_client_restricted_to_groups_on_another_node_redeems_nothing_outside_them_at_once(
     storage_app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,6 +248,7 @@ def _restricted_elsewhere_without_revoking(app: Flask, client_id: str, group: st
         connection.execute(insert(allowed).values(client_id=client_id, group_id=group_id))
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_grant_that_raced_its_clients_restriction_issues_nothing_outside_the_groups(
     storage_app: Flask,
 ) -> None:

@@ -94,6 +94,7 @@ def test_no_commit_checkpoints_before_the_wal_holds_its_threshold(app: Flask) ->
         db.session.rollback()
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_lone_write_is_sqlite_s_own_transaction_without_begin_or_commit(app: Flask) -> None:
     # idp.database LONE_WRITE: a write sent alone in autocommit takes SQLite's write lock when it
     # starts and is committed when it completes; the BEGIN IMMEDIATE of a transaction of several

@@ -414,6 +414,7 @@ def test_a_refresh_rotates_in_a_thin_transaction_without_an_orm_session(
     assert rp.refresh(used.get_json()["refresh_token"]).get_json()["error"] == "invalid_grant"
 
 
+@pytest.mark.usefixtures("node_caches_held")
 def test_a_refresh_request_without_a_token_to_spend_takes_no_transaction(
     storage_app: Flask,
 ) -> None:

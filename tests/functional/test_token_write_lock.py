@@ -17,6 +17,7 @@ from idp.oidc.server import OpenIDCodeWithSession
 from tests.conftest import sqlite_app
 from tests.support.factories import create_client, create_user
 from tests.support.flow import RelyingParty
+from tests.support.node_caches import hold_node_caches
 
 
 def test_the_code_grant_commits_its_tokens_before_the_id_token_is_signed(
@@ -26,7 +27,9 @@ def test_the_code_grant_commits_its_tokens_before_the_id_token_is_signed(
     user = create_user(app)
     rp = RelyingParty(app.test_client(), create_client(app))
     # The first exchange reads the client into the process's cache (idp.services.client_cache);
-    # the next one opens no Session and spends its code in a transaction apart.
+    # the next one opens no Session and spends its code in a transaction apart. The cache holds
+    # it until the test ends, however long a loaded machine takes in between.
+    hold_node_caches(monkeypatch, app)
     rp.tokens_for(user)
     code = rp.obtain_code(user)["code"]
     seen: dict[str, Any] = {}
