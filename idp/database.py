@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 from collections import Counter
 from pathlib import Path
@@ -260,9 +261,45 @@ def alembic_config(url: str) -> Any:
     return config
 
 
+#: A migration's file: its revision, four digits, then its name (``0029_password_versions.py``).
+MIGRATION_FILE = re.compile(r"(?P<revision>\d{4})_\w+\.py")
+
+
+def newest_revision() -> str:
+    """The newest migration's revision, read off the file names: revisions are numbered in
+    order, each one's ``down_revision`` the one before (tests/unit/test_migration_files.py
+    holds every file to that, and this to Alembic's own head)."""
+    return max(
+        found["revision"]
+        for path in (MIGRATIONS / "versions").iterdir()
+        if (found := MIGRATION_FILE.fullmatch(path.name))
+    )
+
+
+def schema_revision(url: str) -> str | None:
+    """The revision the database's schema is at (Alembic's ``alembic_version``); None before
+    the first migration."""
+    from sqlalchemy import create_engine, exc, text
+
+    engine = create_engine(url, **engine_options(url))
+    try:
+        with engine.connect() as connection:
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (exc.OperationalError, exc.ProgrammingError):
+        return None  # no alembic_version table: nothing was migrated yet
+    finally:
+        engine.dispose()
+    return str(revision) if revision is not None else None
+
+
 def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration (a SQLite database made first, its owner's)."""
+    """Bring the schema to the newest migration (a SQLite database made first, its owner's).
+    A schema already at the newest is read in one query: Alembic, which loads every migration to
+    find its head, is started only when there is something to do (``idp serve`` and ``idp init``
+    start here, so every server's start and every test's server did)."""
+    create_private_sqlite_file(url)
+    if schema_revision(url) == newest_revision():
+        return
     from alembic import command
 
-    create_private_sqlite_file(url)
     command.upgrade(alembic_config(url), "head")

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from idp import create_app
 from idp.cli import main
 from idp.composition import Container
-from idp.database import alembic_config, upgrade
+from idp.database import alembic_config, newest_revision, schema_revision, upgrade
 from idp.models import (
     ApiToken,
     AuditEvent,
@@ -181,6 +181,32 @@ def test_init_refuses_a_newer_schema_in_one_line(idp: Idp) -> None:
     assert result.exit_code == 1
     assert "made or upgraded by a newer idp" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_schema_at_the_newest_revision_is_not_handed_to_alembic(
+    idp: Idp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """idp.database ``upgrade``: every start reads the schema's revision in one query and loads
+    Alembic (and every migration) only when there is something to do."""
+    import alembic.command
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("Alembic was started for a schema already at the newest revision")
+
+    monkeypatch.setattr(alembic.command, "upgrade", refuse)
+    idp.ok("init")
+
+
+def test_a_schema_one_migration_behind_is_upgraded_at_the_next_start(idp: Idp) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{idp.database}"
+    command.downgrade(alembic_config(url), "-1")
+    behind = schema_revision(url)
+    assert behind is not None
+    assert behind < newest_revision()
+    idp.ok("init")
+    assert schema_revision(url) == newest_revision()
 
 
 def test_init_takes_the_first_admins_email(tmp_path: Path) -> None:
