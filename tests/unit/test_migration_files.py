@@ -23,8 +23,8 @@ def _assigned(path: Path) -> dict[str, object]:
         if isinstance(node, ast.AnnAssign | ast.Assign):
             targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
             for target in targets:
-                named = isinstance(target, ast.Name) and target.id in REVISION_NAMES
-                if named and node.value is not None:
+                if isinstance(target, ast.Name) and target.id in REVISION_NAMES:
+                    assert node.value is not None, path.name
                     found[target.id] = ast.literal_eval(node.value)
     return found
 
