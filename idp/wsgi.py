@@ -2,8 +2,12 @@
 
 import gc
 
-from idp import create_app, json_logs, request_gate
-from idp.settings import load_settings
+# Paused while the worker builds its application, as the ``idp`` command's start is (idp.cli
+# ``run``): the collections it would run meanwhile walk objects that live as long as the worker.
+gc.disable()
+
+from idp import create_app, json_logs, request_gate  # noqa: E402 (after the pause)
+from idp.settings import load_settings  # noqa: E402
 
 # Each worker process logs JSON lines on stderr, whichever server imported it (docs/operations.md);
 # text lines when the setting says so (``idp serve`` sets it for a development start).
@@ -23,3 +27,4 @@ request_gate.install_if_enabled(app)
 # (docs.python.org/3/library/gc.html#gc.freeze).
 gc.collect()
 gc.freeze()
+gc.enable()

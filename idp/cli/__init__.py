@@ -6,6 +6,7 @@ importing every other group's services."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 import click
@@ -72,3 +73,15 @@ class LazyGroup(Group):
 @click.group(cls=LazyGroup)
 def main() -> None:
     """idp: a passkey-first OpenID Connect identity provider."""
+
+
+def run() -> None:
+    """The ``idp`` console script (pyproject.toml): ``main``, with Python's cyclic garbage
+    collector paused while the command starts. Importing idp and building its application makes
+    a few hundred thousand objects that live as long as the command; the collector, which runs
+    every 700 new objects and walks all of them whenever the survivors grew by a quarter, took
+    0.3 to 0.5 s of the 1.6 s of CPU a command took to start. ``started`` freezes what the start
+    built and resumes the collector once the application is built (idp.cli.common
+    ``app_context``); a command that builds none ends with the collector paused."""
+    gc.disable()
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,17 @@ def cli_errors() -> Iterator[None]:
         raise click.ClickException(f"configuration: {error}") from error
 
 
+def started() -> None:
+    """The command's application is built. If the console script paused the collector for the
+    start (idp.cli ``run``), what the start built moves to the collector's permanent generation
+    (gc.freeze: never walked again, nor by the collection at exit) and the collector resumes for
+    what the command itself makes. In a process that did not pause it (a test's, through
+    ``CliRunner``), nothing changes."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 @contextmanager
 def app_context() -> Iterator[Flask]:
     """The application, configured from the environment, with its context pushed. A refusal
@@ -56,6 +68,7 @@ def app_context() -> Iterator[Flask]:
     from idp.services.dependencies import DependencyUnavailableError
 
     app = create_app()
+    started()
     engines = []
     try:
         with app.app_context():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from idp.cli import COMMANDS, main
 from tests.support.cli import last_line_after_init
 
 PACKAGE = Path(__file__).resolve().parents[2] / "idp" / "cli"
+PYPROJECT = PACKAGE.parents[1] / "pyproject.toml"
 MAX_LINES = 450
 
 
@@ -98,3 +100,26 @@ def test_a_command_without_redis_configured_does_not_import_redis(tmp_path: Path
         tmp_path, "import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'redis'))"
     )
     assert loaded == "[]"
+
+
+def test_the_console_script_runs_a_command_with_its_start_out_of_the_collector_s_sight(
+    tmp_path: Path,
+) -> None:
+    """idp.cli ``run`` (the ``idp`` script, pyproject.toml): the collector is paused while the
+    command imports idp and builds its application, then what that built is frozen and the
+    collector runs again for the command's own objects (a fresh interpreter, ``idp users list``,
+    which builds the whole application)."""
+    scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    assert scripts["idp"] == "idp.cli:run"
+    printed = last_line_after_init(
+        tmp_path,
+        "import atexit, gc, sys\n"
+        "from idp.cli import run\n"
+        "atexit.register(lambda: print(gc.get_freeze_count(), int(gc.isenabled())))\n"
+        "gc.unfreeze(); gc.enable()\n"  # what init, in this interpreter, did before
+        "sys.argv = ['idp', 'users', 'list', '--json']\n"
+        "run()",
+    )
+    frozen, collecting = map(int, printed.split())
+    assert frozen > 100_000
+    assert collecting == 1

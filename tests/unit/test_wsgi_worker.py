@@ -14,8 +14,11 @@ def test_a_worker_freezes_its_start_up_objects_out_of_the_collector_s_full_colle
     """A full collection walks every object the collector tracks and holds the GIL while it
     does: with the start-up's objects frozen it walks only what the requests made since."""
     printed = last_line_after_init(
-        tmp_path, "import gc\nimport idp.wsgi\nprint(gc.get_freeze_count(), len(gc.get_objects()))"
+        tmp_path,
+        "import gc\nimport idp.wsgi\n"
+        "print(gc.get_freeze_count(), len(gc.get_objects()), int(gc.isenabled()))",
     )
-    frozen, tracked = map(int, printed.split())
+    frozen, tracked, collecting = map(int, printed.split())
     assert frozen > 100_000
     assert tracked < 1_000
+    assert collecting == 1  # paused for the start only
