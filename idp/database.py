@@ -295,8 +295,8 @@ def schema_revision(url: str) -> str | None:
 def upgrade(url: str) -> None:
     """Bring the schema to the newest migration (a SQLite database made first, its owner's).
     A schema already at the newest is read in one query: Alembic, which loads every migration to
-    find its head, is started only when there is something to do (``idp serve`` and ``idp init``
-    start here, so every server's start and every test's server did)."""
+    find its head, is started only when there is something to do (every ``idp serve`` and
+    ``idp init`` starts here)."""
     create_private_sqlite_file(url)
     if schema_revision(url) == newest_revision():
         return
