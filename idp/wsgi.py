@@ -16,6 +16,8 @@ json_logs.configure(_settings.log_level, _settings.resolved_log_format(developme
 app = create_app()
 # Off unless the test suite's server environment turns it on (idp.request_gate).
 request_gate.install_if_enabled(app)
+# The stand-in hash for sign-ins of no account, before the first request (PasswordService.warm).
+app.extensions["idp"].passwords.warm()
 
 # Everything built so far (the imported modules, the application with its settings, routes and
 # keys: about 130,000 objects) lives as long as the worker: out of the cyclic garbage collector's

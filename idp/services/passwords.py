@@ -141,10 +141,27 @@ class PasswordService:
             type=Type.ID,
         )
         self._hashing = hashing_threads(hashes_at_once)
-        # Verifying unknown accounts against this keeps timing similar for known and unknown
-        # emails (account-enumeration safe). Computed on a hashing thread: its memory is then
-        # in place before the first sign-in (``HashingThreads``).
-        self._dummy_hash = self._hashing.run(self._hasher.hash, "idp-dummy-password-for-timing")
+        self._dummy_hash: str | None = None
+
+    def warm(self) -> None:
+        """Compute now the stand-in hash a password for no account is verified against, so
+        that such a sign-in costs what any other does (account-enumeration safe), from the
+        first one on. Computed on a hashing thread: its memory is then in place before the first
+        sign-in too (``HashingThreads``).
+
+        A server's worker calls this as it starts (idp.wsgi). Everything else builds its
+        application without paying for a hash it never verifies against: an ``idp`` command
+        (the default parameters' hash was about a twentieth of its start) and the ``idp serve``
+        process that starts the workers. Where it was not warmed (a test's application), the
+        first such sign-in computes it first."""
+        self._stand_in()
+
+    def _stand_in(self) -> str:
+        stand_in = self._dummy_hash
+        if stand_in is None:  # two threads may both compute it; either hash serves
+            stand_in = self._hashing.run(self._hasher.hash, "idp-dummy-password-for-timing")
+            self._dummy_hash = stand_in
+        return stand_in
 
     def hash(self, password: str) -> str:
         self.check_policy(password)
@@ -188,7 +205,7 @@ class PasswordService:
         candidates = (normal,) if normal == password else (normal, password)
         if not stored_hash:
             for candidate in candidates:
-                self._verify_quietly(self._dummy_hash, candidate)
+                self._verify_quietly(self._stand_in(), candidate)
             return PasswordCheck(ok=False)
         for as_typed, candidate in enumerate(candidates):
             if self._verify_quietly(stored_hash, candidate):

@@ -57,6 +57,47 @@ def test_dummy_password_used_for_timing_does_not_verify_unknown_users() -> None:
     assert service().verify(None, "idp-dummy-password-for-timing").ok is False
 
 
+class _CountingHasher(PasswordHasher):
+    """argon2-cffi's hasher, counting the hashes it computes."""
+
+    hashes = 0
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashes += 1
+        return super().hash(password, salt=salt)
+
+
+def _counted(passwords: PasswordService) -> _CountingHasher:
+    counting = _CountingHasher(memory_cost=1024, time_cost=1, parallelism=1)
+    passwords._hasher = counting
+    return counting
+
+
+def test_the_stand_in_hash_for_no_account_is_computed_once_when_first_needed() -> None:
+    """Building the service hashes nothing (an ``idp`` command never verifies a password); the
+    first password for no account computes the stand-in, and every later one reuses it, so that
+    each costs one verification, as a known account's does."""
+    passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1)
+    counting = _counted(passwords)
+    assert passwords._dummy_hash is None
+    assert passwords.verify(None, PASSWORD).ok is False
+    assert counting.hashes == 1
+    stand_in = passwords._dummy_hash
+    assert passwords.verify(None, PASSWORD).ok is False
+    assert passwords.verify(None, "another password").ok is False
+    assert (counting.hashes, passwords._dummy_hash) == (1, stand_in)
+
+
+def test_warming_computes_the_stand_in_hash_before_the_first_sign_in() -> None:
+    passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1)
+    counting = _counted(passwords)
+    passwords.warm()
+    assert counting.hashes == 1
+    assert passwords.verify(None, PASSWORD).ok is False
+    passwords.warm()
+    assert counting.hashes == 1
+
+
 @pytest.mark.parametrize("stored", ["", "not-a-hash", "$argon2id$v=19$m=1024,t=1,p=1$broken"])
 def test_malformed_stored_hash_does_not_verify(stored: str) -> None:
     assert service().verify(stored, PASSWORD).ok is False
@@ -205,6 +246,7 @@ def test_every_computation_runs_on_the_processes_hashing_threads() -> None:
 def test_the_hashing_threads_are_named_argon2_in_the_kernel() -> None:
     """``top -H`` and bench/threads.py tell the hashing threads from the request threads."""
     passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1, hashes_at_once=1)
+    passwords.warm()
     held = _HeldHasher()
     held.go.set()
     passwords._hasher = held  # type: ignore[assignment]
