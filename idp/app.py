@@ -34,6 +34,7 @@ from idp.thin_reads import ThinReads
 from idp.web.answers import Answer
 from idp.web.error_wording import error_wording
 from idp.web.form_request import form_request_class, refuse_malformed_input
+from idp.web.routing import BuiltOnFirstUseRule
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -219,6 +220,9 @@ class IdpFlask(Flask):
         return set()
 
     response_class = WholeBodyResponse
+
+    #: Flask's documented hook for the rules ``add_url_rule`` makes (idp.web.routing).
+    url_rule_class = BuiltOnFirstUseRule
 
     #: ``create_app`` sets idp.web.sessions.LazySessionContext, which opens the cookie session
     #: on first use.
