@@ -14,8 +14,6 @@ callers set from ``not settings.production``. A production install refuses them.
 
 from __future__ import annotations
 
-from email_validator import EmailNotValidError, validate_email
-
 from idp.errors import DomainError
 
 #: RFC 5321 4.5.3.1.3: a path is at most 256 octets, so an address at most 254; the column is 320.
@@ -62,6 +60,10 @@ def parse_email_address(value: str, *, allow_local_domains: bool) -> str:
             )
         # Check the local part and the domain's labels with the stand-in's suffix.
         checked = f"{local_part}@{domain[: len(domain) - len(special)]}{_LOCAL_STAND_IN}"
+    # Imported at the first address parsed: its syntax tables are compiled regular expressions,
+    # about 20 ms of every process's start, and most ``idp`` commands parse no address.
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(
             checked,

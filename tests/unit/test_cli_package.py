@@ -102,6 +102,22 @@ def test_a_command_without_redis_configured_does_not_import_redis(tmp_path: Path
     assert loaded == "[]"
 
 
+def test_a_command_that_parses_no_address_does_not_import_the_address_parser() -> None:
+    """email-validator compiles its syntax tables as it is imported, about 20 ms of every
+    process's start: idp.services.email_addresses imports it at the first address it parses,
+    which a command that lists users or a server's start do not (a fresh interpreter, the whole
+    application built)."""
+    script = (
+        "import sys\nfrom idp import create_app\n"
+        "create_app({'database_url': 'sqlite://', 'secret_key': 'x' * 40})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'email_validator'))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert completed.stdout.splitlines()[-1] == "[]"
+
+
 def test_the_console_script_runs_a_command_with_its_start_out_of_the_collector_s_sight(
     tmp_path: Path,
 ) -> None:
