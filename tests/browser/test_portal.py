@@ -8,6 +8,7 @@ docs/users/images/ (off by default, so that a test run leaves the working tree c
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +17,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import PHONE as PHONE_DEVICE
 from tests.browser.conftest import (
+    PASSWORD,
     Accounts,
     BrowserUser,
     RelyingParty,
     fits_viewport,
 )
+from tests.browser.conftest import PHONE as PHONE_DEVICE
 from tests.browser.test_passkey_sign_in import (
     _add_passkey,
     _sign_in_with_password,
@@ -358,6 +360,32 @@ def test_on_a_phone_a_refused_password_is_said_under_its_field(
     page.set_viewport_size(DESKTOP)
     page.goto(f"{live_idp.url}/account")
     expect(error).to_have_count(0)  # said once
+
+
+#: The distinct tops of the line boxes of an element's text.
+TEXT_LINES = """(element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
+}"""
+
+
+def test_on_a_phone_an_address_in_a_sentence_is_never_split_at_its_hyphen(
+    live_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """On a 390 px phone the account page said "Signed in as marie-" and put the rest of the
+    address on the next line (the line broke at its hyphen, where a reader takes it for a word
+    split in two). An address in a sentence (style.css, .address: this page's, the consent and
+    device pages', the sign-up pages') that fits on a line now starts one of its own, whole."""
+    email = f"marie-claire-{secrets.token_hex(3)}@example.org"
+    live_idp.create_user(email, PASSWORD, name="Marie", in_process=False)
+    user = _signed_in(new_user, live_idp, email, device=PHONE_DEVICE)
+    address = user.page.locator("main strong.address")
+    expect(address).to_have_text(email)
+    assert address.evaluate("(e) => getComputedStyle(e).hyphens") == "manual"
+    assert address.evaluate(TEXT_LINES) == 1
+    user.screenshot("address-phone", full_page=False)
+    fits_viewport(user.page)
 
 
 def test_the_last_way_in_cannot_be_removed(
