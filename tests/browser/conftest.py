@@ -432,6 +432,14 @@ def overflow(page: Page) -> str | None:
     )
 
 
+#: How many lines an element's text takes: the distinct tops of its text's line boxes.
+TEXT_LINES = """(element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
+}"""
+
+
 def fits_viewport(page: Page) -> None:
     """No horizontal page scroll: the page is no wider than its viewport."""
     wider = overflow(page)

@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import (
     PASSWORD,
     PHONE,
+    TEXT_LINES,
     Accounts,
     BrowserUser,
     RelyingParty,
@@ -107,14 +108,6 @@ def test_console_restricts_an_app_and_the_refused_user_is_told_and_sent_back(
         user.page.wait_for_url(re.compile(re.escape(app.redirect_uri) + r"\?"))
         claims = app.redeem(allowed)
         assert claims["groups"] == [group]
-
-
-#: How many lines an element's text takes: the distinct tops of its text's line boxes.
-TEXT_LINES = """(element) => {
-  const range = document.createRange();
-  range.selectNodeContents(element);
-  return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
-}"""
 
 
 def test_group_names_stay_whole_on_a_phone_and_a_long_one_wraps_inside_the_card(

@@ -19,6 +19,7 @@ from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import (
     PASSWORD,
+    TEXT_LINES,
     Accounts,
     BrowserUser,
     RelyingParty,
@@ -360,14 +361,6 @@ def test_on_a_phone_a_refused_password_is_said_under_its_field(
     page.set_viewport_size(DESKTOP)
     page.goto(f"{live_idp.url}/account")
     expect(error).to_have_count(0)  # said once
-
-
-#: The distinct tops of the line boxes of an element's text.
-TEXT_LINES = """(element) => {
-  const range = document.createRange();
-  range.selectNodeContents(element);
-  return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
-}"""
 
 
 def test_on_a_phone_an_address_in_a_sentence_is_never_split_at_its_hyphen(
