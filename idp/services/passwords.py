@@ -141,7 +141,7 @@ class PasswordService:
             type=Type.ID,
         )
         self._hashing = hashing_threads(hashes_at_once)
-        self._dummy_hash: str | None = None
+        self._stand_in_hash: str | None = None
 
     def warm(self) -> None:
         """Compute now the stand-in hash a password for no account is verified against, so
@@ -157,10 +157,10 @@ class PasswordService:
         self._stand_in()
 
     def _stand_in(self) -> str:
-        stand_in = self._dummy_hash
+        stand_in = self._stand_in_hash
         if stand_in is None:  # two threads may both compute it; either hash serves
             stand_in = self._hashing.run(self._hasher.hash, "idp-dummy-password-for-timing")
-            self._dummy_hash = stand_in
+            self._stand_in_hash = stand_in
         return stand_in
 
     def hash(self, password: str) -> str:

@@ -79,13 +79,13 @@ def test_the_stand_in_hash_for_no_account_is_computed_once_when_first_needed() -
     each costs one verification, as a known account's does."""
     passwords = PasswordService(memory_kib=1024, time_cost=1, parallelism=1)
     counting = _counted(passwords)
-    assert passwords._dummy_hash is None
+    assert passwords._stand_in_hash is None
     assert passwords.verify(None, PASSWORD).ok is False
     assert counting.hashes == 1
-    stand_in = passwords._dummy_hash
+    stand_in = passwords._stand_in_hash
     assert passwords.verify(None, PASSWORD).ok is False
     assert passwords.verify(None, "another password").ok is False
-    assert (counting.hashes, passwords._dummy_hash) == (1, stand_in)
+    assert (counting.hashes, passwords._stand_in_hash) == (1, stand_in)
 
 
 def test_warming_computes_the_stand_in_hash_before_the_first_sign_in() -> None:
@@ -250,7 +250,7 @@ def test_the_hashing_threads_are_named_argon2_in_the_kernel() -> None:
     held = _HeldHasher()
     held.go.set()
     passwords._hasher = held  # type: ignore[assignment]
-    passwords.verify(passwords._dummy_hash, PASSWORD)
+    passwords.verify(passwords._stand_in_hash, PASSWORD)
     [native_id] = held.native_ids
     assert Path(f"/proc/self/task/{native_id}/comm").read_text().strip() == "argon2"
 

@@ -32,6 +32,6 @@ def test_a_worker_computes_the_stand_in_hash_for_no_account_before_its_first_req
     which verifies no password, does not."""
     printed = last_line_after_init(
         tmp_path,
-        "import idp.wsgi\nprint(idp.wsgi.app.extensions['idp'].passwords._dummy_hash[:10])",
+        "import idp.wsgi\nprint(idp.wsgi.app.extensions['idp'].passwords._stand_in_hash[:10])",
     )
     assert printed == "$argon2id$"
