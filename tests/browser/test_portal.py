@@ -381,6 +381,31 @@ def test_on_a_phone_an_address_in_a_sentence_is_never_split_at_its_hyphen(
     fits_viewport(user.page)
 
 
+def test_on_a_phone_a_moment_stays_with_what_happened_at_it(
+    live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
+) -> None:
+    """On a 390 px phone the sessions page said "· signed in" and put its date on the next line,
+    the account page "· created" and its day, the activity "Chrome" and "156 on Linux". Each such
+    phrase (style.css, .phrase) that fits on a line starts one of its own, whole."""
+    user = _signed_in(new_user, live_idp, accounts.new(), device=PHONE_DEVICE)
+    _add_passkey(user, name="Phone")
+    page = user.page
+    for path, facts in (
+        ("/account", "#passkey-list"),
+        ("/account/sessions", "#session-list"),
+        ("/account/activity", "#activity-list"),
+    ):
+        page.goto(f"{live_idp.url}{path}")
+        phrases = page.locator(f"{facts} .phrase")
+        expect(phrases.first).to_be_visible()
+        lines = phrases.evaluate_all(f"(all) => all.map({TEXT_LINES})")
+        assert lines == [1] * len(lines), list(zip(phrases.all_inner_texts(), lines, strict=True))
+        user.screenshot(f"phrases{path.replace('/', '-')}-phone", full_page=False)
+        fits_viewport(page)
+    # The browser the activity names, whole on its line ("Chrome 156 on Linux").
+    expect(page.locator("#activity-list .phrase").first).to_contain_text("Chrome")
+
+
 def test_the_last_way_in_cannot_be_removed(
     live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
 ) -> None:
