@@ -128,6 +128,9 @@ def _open_second_step(user: BrowserUser, relying_party: RelyingParty, email: str
     expect(user.page).to_have_url(f"{relying_party.idp.url}/login/second-step")
     expect(user.page.get_by_role("heading", name="Verify it's you")).to_be_visible()
     expect(user.page.get_by_text(f"Signing in as {email}.")).to_be_visible()
+    # Read as one word: on a phone it starts a line whole (style.css, .address), never split at
+    # a hyphen ("pw-phone-" and the rest on the next line, as this page showed).
+    expect(user.page.locator("main .address")).to_have_text(email)
     return authorization
 
 
