@@ -135,11 +135,12 @@ BROKEN = """(elements) => elements
 
 
 def _assert_whole(elements: Locator, what: str) -> None:
-    """On the phone, each of ``elements`` (a short name or a button's label) is on one line: not
-    squeezed into a column beside its neighbours (gr|ou|ps, Send|invite)."""
+    """Each of ``elements`` (a short name or a button's label, on the phone unless ``what`` says
+    otherwise) is on one line: not squeezed into a column beside its neighbours (gr|ou|ps,
+    Send|invite)."""
     assert elements.count() > 0, what
     broken = elements.evaluate_all(BROKEN)
-    assert not broken, f"{what} broken over lines on the phone: {broken}"
+    assert not broken, f"{what} broken over lines: {broken}"
 
 
 def _assert_tall(element: Locator, height: float, what: str) -> None:
@@ -367,3 +368,10 @@ def test_the_first_hour_on_a_phone_and_a_desktop(empty_idp: LiveIdp, new_user: N
         assert inside, f"Revoke is past the card's edge on the {user.page.viewport_size}"
     _open(admin, "/admin/audit", "Audit log", "audit",
           DOCS / "admins" / "images" / "phone-audit.png", shown="#audit-list")  # fmt: skip
+    # On a laptop, beside a long subject address, each event's browser fits its column whole
+    # (style.css, #audit-list); the six columns fit from just past the block layout's 60rem.
+    laptop = admin.desktop.page
+    _assert_whole(laptop.locator("#audit-list .phrase"), "a browser's name on a laptop")
+    laptop.set_viewport_size({"width": 976, "height": 800})
+    assert overflow(laptop) is None, overflow(laptop)
+    laptop.set_viewport_size(DESKTOP["viewport"])
