@@ -40,6 +40,7 @@ from tests.browser.conftest import (
     DESKTOP,
     PASSWORD,
     PHONE,
+    TEXT_LINES,
     BrowserUser,
     RelyingParty,
     add_first_passkey,
@@ -347,6 +348,10 @@ def _console(audit: Audit, email: str) -> None:
         assert reason
         assert table
         assert reason["width"] > 0.6 * table["width"], (reason, table)
+    # Its state is one phrase on one line, on a phone as on a laptop ("Given|up" was two).
+    state = page.locator("#logout-failures td[data-label=Now]").first
+    expect(state).to_have_text("Given up")
+    assert state.evaluate(TEXT_LINES) == 1
 
     audit.open("/admin/groups", "Groups", "admin-groups")
     page.fill("#group-name", f"staff-{audit.device}")
