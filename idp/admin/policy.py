@@ -13,7 +13,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 from idp.admin.blueprint import bp
 from idp.composition import clock, request_context, runtime, services
 from idp.extensions import db
-from idp.services.lifetimes import LIFETIMES
+from idp.services.lifetimes import LIFETIMES, in_words
 from idp.services.sign_in_policy import (
     ATTESTATION_CHOICES,
     FIELDS,
@@ -45,11 +45,18 @@ def _page(
     settings = runtime().settings
     policy = load_policy(db.session(), settings)  # uncached: the page shows what is stored
     defaults = policy_from_settings(settings).as_dict()
+    values = values or policy.as_dict()
     return render_template(
         "admin/policy.html",
         fields=FIELDS,
         version=version or policy_version(policy),
-        values=values or policy.as_dict(),
+        values=values,
+        # A lifetime in seconds read as days and hours ("1209600": 14 days), beside the number.
+        in_words={
+            name: in_words(int(value))
+            for name, value in values.items()
+            if name in LIFETIMES and LIFETIMES[name].unit == "seconds" and str(value).isdigit()
+        },
         defaults={name: _shown(value) for name, value in defaults.items()},
         overridden=overridden_fields(db.session()),
         user_verification_choices=USER_VERIFICATION_CHOICES,

@@ -92,3 +92,18 @@ def check_session_lifetimes(idle: int, absolute: int) -> None:
         raise ValueError(
             f"session_idle_ttl ({idle}) must not exceed session_absolute_ttl ({absolute})"
         )
+
+
+def in_words(seconds: int) -> str:
+    """A lifetime in seconds as a reader counts it: "14 days", "1 day 12 hours", "59 seconds":
+    its largest unit and the next one down, the rest rounded down ("1 day" for a day and a
+    minute). A hint beside the exact number, which stays what is stored."""
+    parts: list[str] = []
+    left = seconds
+    for size, unit in ((DAY, "day"), (HOUR, "hour"), (MINUTE, "minute"), (1, "second")):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+        if len(parts) == 2 or (parts and not count):
+            break
+    return " ".join(parts) or "0 seconds"

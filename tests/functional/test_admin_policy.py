@@ -88,6 +88,23 @@ def test_policy_page_shows_every_setting_with_the_value_in_force(policy_app: Fla
     assert "Overrides the configured" not in page.text
 
 
+def test_a_lifetime_in_seconds_is_also_said_in_days_and_hours(policy_app: Flask) -> None:
+    """1209600 is a number an admin has to work out: the page says "14 days" beside it, for the
+    value in force and for a value sent back with an error."""
+    set_policy(policy_app, session_idle_ttl=14 * 86400, session_absolute_ttl=30 * 86400 + 43200)
+    admin = passkey_browser(policy_app, "root@example.com")
+    page = admin.browser.get("/admin/policy").text
+    assert 'value="1209600"' in page
+    assert '<span data-in-words="session_idle_ttl">Now 14 days.</span>' in page
+    assert '<span data-in-words="session_absolute_ttl">Now 30 days 12 hours.</span>' in page
+    # Counts in days already: nothing to add.
+    assert 'data-in-words="passkey_prompt_snooze_days"' not in page
+    form = policy_form(policy_app, session_idle_ttl="5400", lockout_threshold="0")
+    refused = admin.post("/admin/policy", form)
+    assert refused.status_code == 400
+    assert '<span data-in-words="session_idle_ttl">Now 1 hour 30 minutes.</span>' in refused.text
+
+
 def test_saving_the_policy_stores_it_and_audits_old_and_new_values(policy_app: Flask) -> None:
     admin = passkey_browser(policy_app, "root@example.com")
     form = policy_form(policy_app, lockout_threshold=10, passwords_allowed=False,
