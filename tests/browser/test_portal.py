@@ -426,6 +426,10 @@ def test_the_last_way_in_cannot_be_removed(
     expect(_flash(page)).to_have_text("Password removed: you sign in with passkeys now.")
     expect(remove_password).to_have_count(0)
     expect(page.get_by_label("Set a password")).to_be_visible()
+    # The rule is said before a password is refused for it (as on the sign-up page).
+    expect(page.locator("label[for=new-password]")).to_have_text(
+        "Set a password (at least 8 characters)"
+    )
 
     page.get_by_role("button", name="Remove Only passkey").click()
     page.get_by_role("button", name="Remove passkey").click()  # the confirmation page
