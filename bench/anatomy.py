@@ -5,6 +5,10 @@ client credentials and a whole passkey sign-in, on SQLite through Flask's test c
 ``.venv/bin/python -m bench.anatomy [--database-url URL] [--repeat N]``. Call and statement
 counts do not drift with the machine's load, so they show what a change saves even on a busy
 machine; the shares say what the time is spent in (docs/performance.md).
+
+``--per-request N``: instead, N passkey sign-ins (after a warm-up of 50), no profiler, and the
+thread CPU of each of its three requests per sign-in, test client included
+(docs/performance-rounds.md, "The thirty-fourth round").
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import pstats
 import secrets
 import sys
 import tempfile
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from idp import create_app  # noqa: E402
@@ -104,12 +110,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--repeat", type=int, default=100)
+    parser.add_argument("--per-request", type=int, metavar="N", help="passkey sign-ins to time")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="idp-anatomy-"))
     url = args.database_url or f"sqlite:///{tmp / 'idp.db'}"
     upgrade(url)
-    # The same Argon2 and pruning settings as the functional tests (tests/conftest.py).
-    app = create_app(app_overrides(url, tmp / "instance", prune_interval=3600))
+    # The same Argon2 and pruning settings as the functional tests (tests/conftest.py); every
+    # sign-in comes from one address, whose budget is raised as bench/flows.py BENCH_ENV does.
+    overrides = app_overrides(url, tmp / "instance", prune_interval=3600)
+    app = create_app(overrides | {"anonymous_requests_per_address": 1_000_000})
     with app.app_context():
         app.extensions["idp"].keys.ensure_keys(db.session())
         db.session.commit()
@@ -196,11 +205,42 @@ def main() -> None:
         ),
         ("passkey sign-in (3 requests)", app, passkey_sign_in, 5),
     ]
+    if args.per_request:
+        per_request(app, passkey_sign_in, args.per_request)
+        return
     print("| request | Python calls | SQL statements | " + " | ".join(PACKAGES) + " |")
     print("|---|---|---|" + "---|" * len(PACKAGES))
     for name, target_app, operation, divisor in rows:
         line = anatomy(target_app, operation, max(1, args.repeat // divisor))
         print(f"| {name} | {line} |", flush=True)
+
+
+def per_request(app: Flask, sign_in: Callable[[], None], count: int) -> None:
+    """Each request's thread CPU per sign-in, by path: ``time.thread_time`` around the test
+    client's ``open``, which includes the client's own work (the environ, the cookies)."""
+    spent: defaultdict[str, float] = defaultdict(float)
+
+    class TimedClient(FlaskClient):
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return super().open(*args, **kwargs)
+            finally:
+                path = str(args[0] if args else kwargs.get("path", "")).split("?", 1)[0]
+                spent[path] += time.thread_time() - started
+
+    app.test_client_class = TimedClient
+    for _ in range(50):
+        sign_in()
+    spent.clear()
+    started = time.thread_time()
+    for _ in range(count):
+        sign_in()
+    whole = time.thread_time() - started
+    print("| request | ms of thread CPU per sign-in |\n|---|---|")
+    for path, seconds in spent.items():
+        print(f"| {path} | {1000 * seconds / count:.2f} |")
+    print(f"| the whole sign-in, the test authenticator included | {1000 * whole / count:.2f} |")
 
 
 if __name__ == "__main__":

@@ -148,3 +148,22 @@ def test_compare_serves_each_side_on_the_database_it_names() -> None:
     row = next(line for line in report.splitlines() if line.startswith("| client_credentials |"))
     figures = [float(cell.replace(",", "")) for cell in row.split("|")[2:5]]
     assert min(figures) > 0, row  # before, after and their ratio
+
+
+def test_anatomy_times_each_request_of_a_passkey_sign_in() -> None:
+    """``bench.anatomy --per-request N``: the thread CPU of the sign-in's three requests, the
+    figures "The thirty-fourth round" of docs/performance-rounds.md reports (each a number; its
+    size belongs to the journal, not to a test)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.anatomy", "--per-request", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for cells in (line.split("|") for line in completed.stdout.splitlines())
+        if len(cells) == 4 and not cells[1].strip().startswith(("request", "---"))
+    }
+    paths = ["/authorize", "/login/passkey/verify", "/token"]
+    assert list(rows)[:3] == paths, completed.stdout
+    assert all(float(value) > 0 for value in rows.values()), completed.stdout
