@@ -178,6 +178,9 @@ def main() -> None:
         }
         expect_ok(visitor.post("/token", data=form, headers=basic))
 
+    if args.per_request:
+        per_request(app, passkey_sign_in, args.per_request)
+        return
     from bench.hello import app as hello_app
 
     hello = hello_app.test_client()
@@ -205,9 +208,6 @@ def main() -> None:
         ),
         ("passkey sign-in (3 requests)", app, passkey_sign_in, 5),
     ]
-    if args.per_request:
-        per_request(app, passkey_sign_in, args.per_request)
-        return
     print("| request | Python calls | SQL statements | " + " | ".join(PACKAGES) + " |")
     print("|---|---|---|" + "---|" * len(PACKAGES))
     for name, target_app, operation, divisor in rows:
