@@ -112,7 +112,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--per-request", type=int, metavar="N", help="passkey sign-ins to time")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="idp-anatomy-"))
+    # The database and the instance folder go with the run (a SQLite file grows to tens of MB).
+    with tempfile.TemporaryDirectory(prefix="idp-anatomy-") as name:
+        run(args, Path(name))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
     url = args.database_url or f"sqlite:///{tmp / 'idp.db'}"
     upgrade(url)
     # The same Argon2 and pruning settings as the functional tests (tests/conftest.py); every

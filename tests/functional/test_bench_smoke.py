@@ -150,14 +150,16 @@ def test_compare_serves_each_side_on_the_database_it_names() -> None:
     assert min(figures) > 0, row  # before, after and their ratio
 
 
-def test_anatomy_times_each_request_of_a_passkey_sign_in() -> None:
+def test_anatomy_times_each_request_of_a_passkey_sign_in(tmp_path: Path) -> None:
     """``bench.anatomy --per-request N``: the thread CPU of the sign-in's three requests, the
     figures "The thirty-fourth round" of docs/performance-rounds.md reports (each a number; its
-    size belongs to the journal, not to a test)."""
+    size belongs to the journal, not to a test). Its database goes with the run."""
     completed = subprocess.run(
         [sys.executable, "-m", "bench.anatomy", "--per-request", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env=os.environ | {"TMPDIR": str(tmp_path)},
     )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
     assert completed.returncode == 0, completed.stderr[-4000:]
     rows = {
         cells[1].strip(): cells[2].strip()
