@@ -381,6 +381,56 @@ def test_on_a_phone_an_address_in_a_sentence_is_never_split_at_its_hyphen(
     fits_viewport(user.page)
 
 
+#: The characters that start a line of a .phrase's address, and "" for the punctuation after it
+#: when it starts one.
+LINE_STARTS = """(phrase) => {
+  const address = phrase.querySelector('.address');
+  const text = address.firstChild;
+  const top = (range) => Math.round(range.getBoundingClientRect().top);
+  const starts = [];
+  let line = null;
+  for (let i = 0; i < text.length; i++) {
+    const character = document.createRange();
+    character.setStart(text, i);
+    character.setEnd(text, i + 1);
+    if (line !== null && top(character) !== line) starts.push(text.data[i]);
+    line = top(character);
+  }
+  const tail = document.createRange();
+  tail.selectNodeContents(phrase);
+  tail.setStartAfter(address);
+  if (top(tail) !== line) starts.push("");
+  return starts;
+}"""
+
+
+def test_the_period_after_an_address_longer_than_a_line_stays_on_its_last_line(
+    live_idp: LiveIdp, new_user: NewUser
+) -> None:
+    """A phone showed "Signed in as" and an address longer than the line, then its period alone
+    on the next line (the address was a box of the line's width). The address and the period
+    are one phrase now (style.css, _address.html): at any width from a small phone's to a small
+    tablet's, no line starts with the period, nor with one of the address's dots (".com")."""
+    email = f"margaret.hamilton.apollo.guidance-{secrets.token_hex(3)}@engineering.example.com"
+    live_idp.create_user(email, PASSWORD, name="Margaret", in_process=False)
+    user = _signed_in(new_user, live_idp, email, device=PHONE_DEVICE)
+    page = user.page
+    page.goto(f"{live_idp.url}/logout")  # RP-Initiated Logout 2: the page asks, naming who
+    phrase = page.locator("main .phrase", has=page.locator(".address"))
+    expect(phrase).to_have_text(f"{email}.")
+    expect(phrase.locator(".address")).to_have_text(email)
+    assert phrase.locator(".address").evaluate(TEXT_LINES) > 1  # longer than a phone's line
+    user.screenshot("long-address-phone", full_page=False)
+    wrong: dict[int, list[str]] = {}
+    for width in range(300, 481):
+        page.set_viewport_size({"width": width, "height": 800})
+        starts = phrase.evaluate(LINE_STARTS)
+        if "" in starts or "." in starts:
+            wrong[width] = starts
+    assert wrong == {}, f"lines starting with the period ('') or a dot, by width: {wrong}"
+    fits_viewport(page)
+
+
 def test_on_a_phone_a_moment_stays_with_what_happened_at_it(
     live_idp: LiveIdp, accounts: Accounts, new_user: NewUser
 ) -> None:

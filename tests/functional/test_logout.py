@@ -365,7 +365,10 @@ def test_the_confirmation_names_the_user_and_lets_them_stay_signed_in(
     opened it by mistake had no way on but the browser's back button)."""
     page = logout(rp)
     assert_page(page, 200)
-    assert f'Signed in as <strong class="address">{user.email}</strong>.' in page.text
+    assert (
+        f'Signed in as <span class="phrase"><strong class="address">{user.email}</strong>.</span>'
+        in page.text
+    )
     stay = re.search(r'<a class="button" id="stay-signed-in" href="([^"]+)">Stay signed in</a>',
                      page.text)  # fmt: skip
     assert stay is not None
