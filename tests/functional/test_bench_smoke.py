@@ -159,8 +159,8 @@ def test_anatomy_times_each_request_of_a_passkey_sign_in(tmp_path: Path) -> None
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env=os.environ | {"TMPDIR": str(tmp_path)},
     )  # fmt: skip
-    assert list(tmp_path.iterdir()) == []
     assert completed.returncode == 0, completed.stderr[-4000:]
+    assert list(tmp_path.iterdir()) == []
     rows = {
         cells[1].strip(): cells[2].strip()
         for cells in (line.split("|") for line in completed.stdout.splitlines())
