@@ -3,11 +3,10 @@
 Two levels (docs/architecture.md):
 
 - ``Container``: made once per application by ``create_app`` from the settings: the key store,
-  the password hasher, the keyed hashers, the Redis client and its circuit breaker
-  (idp.redis_client), the clock, this node's caches
-  (the sign-in policy's cached copy, the client registrations, the prune schedule), and the
-  thin reads on the application's engine (idp.thin_reads). It lives in
-  ``app.extensions["idp"]``; ``runtime()`` returns it.
+  the password hasher, the keyed hashers and signers, the Redis client and its circuit breaker
+  (idp.redis_client), the clock, this node's caches (the sign-in policy's cached copy, the
+  client registrations, the prune schedule), and the thin reads on the application's engine
+  (idp.thin_reads). It lives in ``app.extensions["idp"]``; ``runtime()`` returns it.
 - ``Services``: a factory made once per request (``services()``, kept on ``flask.g``) or per CLI
   command: each of its attributes builds one service from the container, the request's database
   session and the request's context. Views, the CLI and the admin API ask it for services and
@@ -33,6 +32,7 @@ from idp.services.api_tokens import ApiTokenService
 from idp.services.audit import RequestContext
 from idp.services.backchannel_logout import BackchannelSender
 from idp.services.backup_codes import BackupCodeService
+from idp.services.carried_requests import RequestSigner
 from idp.services.challenges import (
     ChallengeSigner,
     ChallengeStore,
@@ -95,8 +95,10 @@ class Container:
     #: Keyed hashes of admin API tokens (idp.services.api_tokens).
     api_token_hasher: KeyedHasher
     totp_fernet: Fernet
-    #: Signs the sign-in page's WebAuthn challenges (idp.services.challenges.ChallengeSigner).
+    #: Sign what the sign-in page carries: its WebAuthn challenges (idp.services.challenges) and
+    #: its authorization request (idp.services.carried_requests).
     challenge_signer: ChallengeSigner | None = None
+    request_signer: RequestSigner | None = None
     redis: Any = None
     #: This process's memory of Redis's last failure (idp.redis_client): refusals without a wait.
     redis_breaker: CircuitBreaker = field(default_factory=redis_breaker)
@@ -147,9 +149,8 @@ class Container:
             user_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp device user codes")),
             api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
             totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
-            challenge_signer=ChallengeSigner(
-                KeyedHasher(derive_key(settings.secret_key, "idp webauthn challenges"))
-            ),
+            challenge_signer=ChallengeSigner.for_secret(settings.secret_key),
+            request_signer=RequestSigner.for_secret(settings.secret_key),
             redis=redis_client(settings.redis_url),
         )
 
@@ -196,8 +197,7 @@ class Services:
         return self._policy
 
     def policy_changed(self) -> None:
-        """After this node stored a policy change: apply it here at once (others within the
-        cache's TTL)."""
+        """After this node stored a policy change: apply it here at once (others within a TTL)."""
         self.container.policy_cache.invalidate()
         self._policy = None
 

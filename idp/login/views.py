@@ -13,9 +13,10 @@ from idp.extensions import db
 from idp.login.page import login_page
 from idp.models import PartialLogin, User
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH
-from idp.oidc.clients import read_with_request
+from idp.oidc.clients import read_with_request, registered_client
 from idp.oidc.views import resume_after_sign_in
 from idp.services.anonymous import PASSKEY_OPTIONS_WINDOW, budget_refused
+from idp.services.carried_requests import is_carried
 from idp.services.login_links import LoginLinkService
 from idp.services.passkey_checks import PasskeyError
 from idp.services.pending_authorizations import LivePending
@@ -33,10 +34,13 @@ PASSKEY_OPTIONS_LIMITED = "Too many sign-in attempts from your network. Try agai
 
 
 def _pending(pending_id: str | None, *, shown_only: bool = False) -> LivePending | None:
-    """The live pending request ``pending_id``; ``shown_only``: this request only shows a page
-    and writes nothing, so the read is a thin one (idp.thin_reads)."""
+    """The live pending request ``pending_id``, or the request a sign-in page carries
+    (idp.services.carried_requests: not stored yet); ``shown_only``: this request only shows a
+    page and writes nothing, so the read is a thin one (idp.thin_reads)."""
     if not pending_id:
         return None
+    if is_carried(pending_id):
+        return _carried(pending_id)
     reads = runtime().reads if shown_only else None
     pending = services().pending_authorizations.live_request(pending_id, clock().now(), reads)
     if pending is not None:
@@ -44,6 +48,19 @@ def _pending(pending_id: str | None, *, shown_only: bool = False) -> LivePending
         # more.
         read_with_request(pending.client)
     return pending
+
+
+def _carried(value: str) -> LivePending | None:
+    """The request a sign-in page carries, with its client as registered now (a disabled one
+    too: the request is then answered as a stored one is, by ``authorize_continue``'s page)."""
+    signer = runtime().request_signer
+    carried = signer.read(value, clock().now()) if signer is not None else None
+    client = registered_client(carried.client_id) if carried is not None else None
+    if carried is None or client is None:
+        return None
+    return LivePending(id=carried.id, client_id=carried.client_id, params=carried.params,
+                       created_at=carried.created_at, consented_by=None, client=client,
+                       carried=carried)  # fmt: skip
 
 
 def _destination(pending: LivePending | None, next_path: str | None) -> str:
@@ -83,6 +100,10 @@ def _password_sign_in(pending: LivePending | None) -> Any:
     if account is None:
         db.session.commit()  # the failure is counted and audited
         return _page(pending, email, result.error), 401
+    if pending is not None:
+        # The request waits for the second step or the passkey prompt from here on, under the
+        # id the addresses below name: a carried one is stored now (idp.services.carried_requests).
+        services().pending_authorizations.store_carried(pending, clock().now())
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
     # The password step read whether one exists with the account (``PasswordResult.second_factor``).

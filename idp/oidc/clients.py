@@ -13,7 +13,15 @@ from idp.services.client_cache import load_client
 
 
 def query_client(client_id: str) -> Client | None:
-    """The client at the authorization endpoint, read from the database."""
+    """The client at the authorization endpoint, read from the database; None when disabled."""
+    client = registered_client(client_id)
+    if client is None or client.disabled_at is not None:
+        return None
+    return client
+
+
+def registered_client(client_id: str) -> Client | None:
+    """``query_client``, a disabled client included."""
     if not client_id or len(client_id) > 64:
         return None
     # Looked up once per request: SQLAlchemy's identity map holds objects weakly, so the
@@ -22,16 +30,14 @@ def query_client(client_id: str) -> Client | None:
     loaded: dict[str, Client] = g.setdefault("idp_clients", {}) if has_request_context() else {}
     # A Core SELECT and a Client of no session (idp.services.client_cache.load_client): nothing
     # at the authorization endpoint changes a registration through it. A thin read while the
-    # request has no Session: a new authorization request then opens none at all, its writes
-    # are a thin transaction of their own (idp.oidc.pending_open).
+    # request has no Session: a new authorization request then opens none at all.
     client = loaded.get(client_id)
     if client is None:
         reads = runtime().reads
         thin = reads if reads is not None and not db.session.registry.has() else None
         client = load_client(db.session, client_id, thin)
-    if client is None or client.disabled_at is not None:
-        return None
-    read_with_request(client)
+    if client is not None:
+        read_with_request(client)
     return client
 
 

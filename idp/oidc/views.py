@@ -107,6 +107,9 @@ def resume_after_sign_in(pending: PendingAuthorization | LivePending) -> str:
     When idp must show a page instead (a form_post response, the access refusal, an error page)
     nothing is decided here and the browser goes through ``authorize_continue``, which shows it."""
     location = _proceed(AuthorizationRequest.from_params(pending.params), pending, url_only=True)
+    if location is None and isinstance(pending, LivePending):
+        # The page is authorize_continue's: a carried request is stored for it to find.
+        _pending_requests().store_carried(pending, clock().now())
     return location or url_for("oidc.authorize_continue", pending_id=pending.id)
 
 
@@ -171,14 +174,31 @@ def _proceed(
         return _error_response(error)
 
     if next_step is not Next.ISSUE_CODE:
+        if pending is None and next_step is Next.LOGIN and not url_only and not pushed:
+            # The sign-in page is this response (docs/architecture.md, a passkey sign-in step by
+            # step): the browser loads it without a redirect to /login first, one round trip
+            # fewer on every sign-in. The page carries the request, signed, and nothing is
+            # stored until a sign-in brings it back (idp.services.carried_requests): showing it
+            # writes nothing. Referrer-Policy no-referrer keeps this address (the client's state
+            # and nonce) from the page's own requests, and the page is no-store as every page
+            # (idp.web.headers).
+            signer = runtime().request_signer
+            assert signer is not None, "Container.build gives every app its request signer"
+            carried = signer.carry(client.client_id, auth_request.to_params(), now,
+                                   runtime().settings.pending_request_ttl)  # fmt: skip
+            shown = LivePending(
+                id=carried.id, client_id=client.client_id, params=carried.params,
+                created_at=carried.created_at, consented_by=None, client=client, carried=carried,
+            )  # fmt: skip
+            # Bounded already: idp.oidc.checks drops a hint over MAX_LOGIN_HINT_LENGTH.
+            return login_page(shown, auth_request.login_hint or "", None, None)
         # The address's count is committed with the pending request it pays for (one commit,
         # idp.oidc.pending_open): the row lock the count takes serialises the address's parallel
         # requests as a commit of its own did, and a request that stores nothing costs no count.
         # Redis counts at once, as always.
         if pending is None:
-            params = auth_request.to_params()
             pending_id = open_pending(
-                client.client_id, params, request_context().ip_address, now,
+                client.client_id, auth_request.to_params(), request_context().ip_address, now,
                 runtime().settings.pending_request_ttl,
             )  # fmt: skip
             if pending_id is None:
@@ -194,20 +214,11 @@ def _proceed(
                 over_budget.state = auth_request.state
                 over_budget.response_mode = auth_request.response_mode
                 return _error_response(over_budget)
-            if next_step is Next.LOGIN and not url_only and not pushed:
-                # The sign-in page is this response (docs/architecture.md, a passkey sign-in step
-                # by step): the browser loads it without a redirect to /login first, one round
-                # trip fewer on every sign-in. Its forms and passkey answer name the stored
-                # request, as /login's do; Referrer-Policy no-referrer keeps this address (the
-                # client's state and nonce) from the page's own requests, and the page is
-                # no-store as every page (idp.web.headers).
-                shown = LivePending(
-                    id=pending_id, client_id=client.client_id, params=params,
-                    created_at=now, consented_by=None, client=client,
-                )  # fmt: skip
-                # Bounded already: idp.oidc.checks drops a hint over MAX_LOGIN_HINT_LENGTH.
-                return login_page(shown, auth_request.login_hint or "", None, None)
         else:
+            if isinstance(pending, LivePending):
+                # A carried request waits from here on: stored, so that the address below finds
+                # it (idp.services.carried_requests).
+                _pending_requests().store_carried(pending, now)
             pending_id = pending.id
         if next_step is Next.LOGIN:
             location = url_for(

@@ -37,7 +37,7 @@ from idp.clock import stamped_ahead
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
-from idp.services.crypto import KeyedHasher, token_hash
+from idp.services.crypto import KeyedHasher, derive_key, token_hash
 from idp.services.dependencies import CircuitBreaker, redis_calls
 from idp.session_statements import statements_of
 
@@ -245,6 +245,10 @@ class ChallengeSigner:
 
     def __init__(self, signer: KeyedHasher) -> None:
         self.signer = signer
+
+    @classmethod
+    def for_secret(cls, secret_key: str) -> ChallengeSigner:
+        return cls(KeyedHasher(derive_key(secret_key, "idp webauthn challenges")))
 
     def issue(
         self, *, kind: str, challenge: str, binding_hash: str, now: datetime, expires_at: datetime

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
@@ -23,6 +24,7 @@ from idp.models.base import random_id
 from idp.services import audit
 from idp.services.anonymous import REJECTION_AUDIT_WINDOW, AnonymousRejections, StorageBudgets
 from idp.services.audit import RequestContext
+from idp.services.carried_requests import CarriedRequest
 from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
@@ -30,7 +32,7 @@ from idp.session_statements import statements_of
 from idp.thin_statements import Inserts
 
 if TYPE_CHECKING:
-    from idp.thin_reads import ThinReads, ThinTransaction
+    from idp.thin_reads import ThinReads
 
 #: The longest pending id a URL may carry (ids are 32 characters; longer input is cut).
 MAX_PENDING_ID = 64
@@ -48,6 +50,15 @@ _LOAD_WITH_CLIENT = (
     .join(_CLIENTS, _CLIENTS.c.client_id == _PENDING.c.client_id)
     .where(_PENDING.c.id == bindparam("pending_id"))
 )
+
+#: Built once (``_store``): a carried request's row, inserted unless its id exists (both
+#: dialects): the primary key decides between two answers of one page, as for a challenge.
+_STORE_CARRIED = {
+    name: insert_of(_PENDING)
+    .on_conflict_do_nothing(index_elements=[_PENDING.c.id])
+    .returning(_PENDING.c.id)
+    for name, insert_of in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
 #: RFC 9126 2.2: the request_uri's form; what follows it is 256 random bits (RFC 9126 7.1 and
 #: 10.2: it must not be guessable; only its SHA-256 is stored).
@@ -82,6 +93,13 @@ class LivePending:
     created_at: datetime
     consented_by: str | None
     client: Client
+    #: A request its sign-in page carries, not stored yet (idp.services.carried_requests).
+    carried: CarriedRequest | None = None
+
+    @property
+    def sent_back(self) -> str:
+        """What the sign-in page's forms send back for it: the carried request, or the id."""
+        return self.carried.carried if self.carried is not None else self.id
 
 
 class PendingAuthorizations:
@@ -115,12 +133,8 @@ class PendingAuthorizations:
                            created_at=row.created_at, consented_by=row.consented_by,
                            client=client_from(row, "client_"))  # fmt: skip
 
-    def open(
-        self, client_id: str, params: dict[str, Any], now: datetime, ttl: int,
-        transaction: ThinTransaction | None = None,
-    ) -> str:  # fmt: skip
-        """Store a request for ``ttl`` seconds; its id (the caller commits). Sent in
-        ``transaction`` when given (idp.thin_reads ``begin``), else in the Session's."""
+    def open(self, client_id: str, params: dict[str, Any], now: datetime, ttl: int) -> str:
+        """Store a request for ``ttl`` seconds; its id (the caller commits)."""
         # The id is chosen here, not at flush: read from the row after the commit, it would
         # cost a SELECT (a commit expires what the session loaded).
         pending_id = random_id()
@@ -129,15 +143,36 @@ class PendingAuthorizations:
             "expires_at": now + timedelta(seconds=ttl), "consumed_at": None, "consented_by": None,
         }  # fmt: skip
         # One prepared Core INSERT in the request's transaction: nothing here reads the row back.
-        if transaction is not None:
-            transaction.write(_INSERT, row)
-        else:
-            statements_of(self.db).write(_INSERT, row)
+        statements_of(self.db).write(_INSERT, row)
         return pending_id
 
     def spend(self, pending: PendingAuthorization | LivePending, now: datetime) -> bool:
-        """Mark the request used; False when another request spent it first."""
+        """Mark the request used; False when another request spent it first. A carried request
+        is stored spent, one INSERT; when its row was stored before (its page's password step),
+        that row is spent as any other."""
+        carried = getattr(pending, "carried", None)
+        if carried is not None and self._store(carried, now, consumed_at=now):
+            return True
         return consume_prepared(self.db, _SPEND, now=now, pending_id=pending.id) is not None
+
+    def store_carried(self, pending: LivePending, now: datetime) -> None:
+        """Store a carried request live, under the id it carries, where it must wait (the second
+        step, the consent page, a page of idp's): the URLs that name it find it. Nothing when
+        stored already (spent or not: spent stays spent)."""
+        if pending.carried is not None:
+            self._store(pending.carried, now, consumed_at=None)
+
+    def _store(self, carried: CarriedRequest, now: datetime, consumed_at: datetime | None) -> bool:
+        """Insert ``carried``'s row unless it exists; whether this call inserted it. Kept
+        ``KEPT_PAST_EXPIRY`` past its expiry (idp.services.retention) though the request ends
+        then: ``RequestSigner.read`` refuses it from then on."""
+        dialect = self.db.connection().dialect.name  # the request's transaction
+        row = statements_of(self.db).first(_STORE_CARRIED[dialect], {
+            "id": carried.id, "client_id": carried.client_id, "params": carried.params,
+            "created_at": carried.created_at, "expires_at": carried.expires_at,
+            "consumed_at": consumed_at, "consented_by": None,
+        })  # fmt: skip
+        return row is not None
 
     def push(
         self, client_id: str, params: dict[str, Any], now: datetime, ttl: int,

@@ -45,7 +45,7 @@ from idp.services.factor_locks import COUNTER_LIFETIME, FactorLocks, clear_and_l
 from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
-    from idp.thin_reads import ThinReads, ThinTransaction
+    from idp.thin_reads import ThinReads
 
 #: Consecutive failures after which a factor is locked for the account (until an admin unlocks it,
 #: or 30 days pass).
@@ -160,14 +160,10 @@ class DatabaseCounters:
         *,
         commit: bool = True,
         alone: ThinReads | None = None,
-        transaction: ThinTransaction | None = None,
     ) -> None:
         self.db = db
         self.commit = commit
         self.alone = alone
-        #: A thin transaction the caller commits with the rows the budget limits (``count_below``
-        #: only, with ``commit=False``): the statement is sent in it instead of the Session.
-        self.transaction = transaction
 
     def _insert(self) -> Any:
         dialect = self.db.get_bind().dialect.name
@@ -219,8 +215,6 @@ class DatabaseCounters:
 
     def count_below(self, key: str, limit: int, now: datetime, lifetime: timedelta) -> bool:
         parameters = {"counter": key, "now": now, "limit": limit}
-        if self.transaction is not None:
-            return self.transaction.first(COUNT_BELOW, parameters) is not None
         spent = self.db.connection().execute(COUNT_BELOW, parameters).first() is not None
         self._done()
         return spent

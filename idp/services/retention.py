@@ -54,6 +54,7 @@ from idp.models import (
     UsedDPoPProof,
     WebAuthnChallenge,
 )
+from idp.services.carried_requests import KEPT_PAST_EXPIRY
 from idp.services.notifications import drop_expired_secrets
 from idp.services.outbox import Channel, deliver_due
 from idp.services.rate_limits import COUNTER_LIFETIME, MAX_WINDOW, WINDOW_PREFIX
@@ -151,8 +152,10 @@ def _outbox_dead(p: RetentionPolicy) -> ColumnElement[bool]:
 RULES: tuple[Rule, ...] = (
     Rule("webauthn_challenges", WebAuthnChallenge.id,
          lambda p: WebAuthnChallenge.expires_at < p.now),
+    # A carried request's row outlives the request a little, so that a node whose clock reads
+    # ahead prunes no row another node still relies on (idp.services.carried_requests).
     Rule("pending_authorizations", PendingAuthorization.id,
-         lambda p: PendingAuthorization.expires_at < p.now),
+         lambda p: PendingAuthorization.expires_at < p.now - KEPT_PAST_EXPIRY),
     # RFC 9126 4: an expired request_uri is refused; its row is kept no longer.
     Rule("pushed_authorization_requests", PushedAuthorizationRequest.secret_hash,
          lambda p: PushedAuthorizationRequest.expires_at < p.now),

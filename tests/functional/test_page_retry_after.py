@@ -149,8 +149,8 @@ def _budget_refusals(app: Flask) -> dict[str, float]:
 def test_budget_refusals_are_counted_by_budget(paged_app: Flask, frozen: FrozenClock) -> None:
     """Each refusal past a budget adds one under the budget's name: the pages' (passkey options,
     sign-up, the device page's guesses) and the protocol endpoints' (the device authorization
-    endpoint's pending requests, through idp.oidc.errors ``BudgetSpentError``, and /authorize's,
-    whose refusal is a redirect to the client); nothing else."""
+    endpoint's pending requests, through idp.oidc.errors ``BudgetSpentError``, and /authorize's
+    for a pushed request, whose refusal is a redirect to the client); nothing else."""
     before = _budget_refusals(paged_app)
     for name, (make, budget, _window) in PAGES.items():
         send = make(paged_app, f"203.0.113.{len(name)}")
@@ -167,10 +167,23 @@ def test_budget_refusals_are_counted_by_budget(paged_app: Flask, frozen: FrozenC
     answers = [device.ask() for _ in range(BUDGET + 2)]
     assert [a.status_code for a in answers[:BUDGET]] == [200] * BUDGET
     assert {a.get_json()["error"] for a in answers[BUDGET:]} == {"temporarily_unavailable"}
+    # /authorize stores a request a client pushed (RFC 9126 4) before its sign-in page; the page
+    # it shows itself carries its request and stores nothing (idp.services.carried_requests).
     rp = RelyingParty(_from(paged_app, "203.0.113.98"), create_client(paged_app))
+    registered = rp.registered
+    auth = (registered.client_id, registered.client_secret or "")
+
+    def pushed_and_authorized() -> TestResponse:
+        pushed = rp.browser.post("/par", data=rp.authorize_params(), auth=auth)
+        assert pushed.status_code == 201, pushed.text
+        request_uri = pushed.get_json()["request_uri"]
+        query = {"client_id": registered.client_id, "request_uri": request_uri}
+        return rp.browser.get("/authorize", query_string=query)
+
     for _ in range(BUDGET):
-        assert rp.authorize().status_code == 200  # the sign-in page, a pending request stored
-    over = rp.authorize()
+        stored = pushed_and_authorized()  # to its sign-in page, a pending request stored
+        assert stored.headers["Location"].startswith("/login?request="), stored.headers
+    over = pushed_and_authorized()
     assert query_of(over.headers["Location"])["error"] == "temporarily_unavailable"
     after = _budget_refusals(paged_app)
     added = {name: after[name] - before.get(name, 0.0) for name in after}

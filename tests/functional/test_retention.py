@@ -42,6 +42,7 @@ from idp.models import (
     WebAuthnChallenge,
 )
 from idp.models.base import utcnow
+from idp.services.carried_requests import KEPT_PAST_EXPIRY
 from idp.services.retention import (
     BATCH_SIZE,
     CATCH_UP_INTERVAL,
@@ -195,7 +196,10 @@ def seeded(storage_app: Flask) -> Seeder:
         s.challenge("dead-challenge", ago(minute)),
         s.challenge("dead-spent-challenge", ago(minute), consumed=True),
         s.pending("live-pending", later(minute)),
-        s.pending("dead-pending", ago(minute)),
+        # Kept a while past its expiry (idp.services.carried_requests: its request may still be
+        # taken by a node whose clock reads behind this one's).
+        s.pending("live-pending-just-expired", ago(minute)),
+        s.pending("dead-pending", ago(KEPT_PAST_EXPIRY + minute)),
         s.pushed("live-pushed", later(minute)),
         s.pushed("dead-pushed", ago(minute)),
         s.partial("live-partial", later(minute)),
@@ -263,7 +267,7 @@ def test_prune_deletes_the_expired_rows_of_every_table_and_keeps_the_live_ones(
     assert dead == {table: set() for table in left}
     assert left == {
         "webauthn_challenges": {"live-challenge"},
-        "pending_authorizations": {"live-pending"},
+        "pending_authorizations": {"live-pending", "live-pending-just-expired"},
         "pushed_authorization_requests": {"live-pushed"},
         "partial_logins": {"live-partial"},
         "authorization_codes": {"live-code-just-expired"},

@@ -655,9 +655,10 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     by step"): three requests, since the authorization endpoint answers with the sign-in page,
     the page carries the passkey request options and the verify answers with the redirect URI
     and the code; each request's statements, pinned, with the rules among them: showing the page
-    reads and writes nothing more, the challenge is spent by one conditional
-    INSERT, the sign-in and the code are audited in the same transaction, the pending request is
-    spent by one conditional UPDATE."""
+    reads its client and writes nothing (the page carries the request and its passkey
+    challenge, both signed), the challenge is spent by one conditional INSERT, the sign-in and
+    the code are audited in the same transaction, and the request the page carried is stored
+    spent by one conditional INSERT (idp.services.carried_requests)."""
     user = create_user(storage_app)
     pages = PasskeyPages(storage_app.test_client())
     pages.sign_in_with_password(user)
@@ -668,11 +669,9 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
     with statements(storage_app, commits=True) as sent:
         page = rp.authorize()
     assert page.status_code == 200  # the sign-in page itself
-    # The address's count is committed with the pending request it pays for: one commit; the
-    # page adds no statement (its options are signed, the policy this node's cached copy).
-    assert [_first_words(s) for s in sent] == [
-        "SELECT CLIENTS", "INSERT ATTEMPT_COUNTERS", "INSERT PENDING_AUTHORIZATIONS", "COMMIT",
-    ]  # fmt: skip
+    # No write transaction: the request and the passkey options travel signed in the page, the
+    # policy is this node's cached copy.
+    assert [_first_words(s) for s in sent] == ["SELECT CLIENTS"]
 
     ceremony, csrf = page_options(page.text), csrf_meta(page.text)
     body = {"challenge_id": ceremony["challenge_id"], "next": "",
@@ -711,16 +710,18 @@ def test_a_passkey_sign_in_through_the_code_flow_and_its_statements(storage_app:
         "INSERT WEBAUTHN_CHALLENGES",  # the spend, once the answer verified
         "UPDATE PASSKEYS",  # counter, backup state and last use, sent as the checks pass
         *cleared,
-        "SELECT PENDING_AUTHORIZATIONS",  # with its client, read once for the whole request
+        "SELECT CLIENTS",  # the carried request's client, read once for the whole request
         *started,
-        "UPDATE PENDING_AUTHORIZATIONS",  # the spend: WHERE consumed_at IS NULL
+        "INSERT PENDING_AUTHORIZATIONS",  # the carried request, stored spent: its spend
         *stored,
     ]
     assert "ON CONFLICT" in sent[1]
     assert "RETURNING" in sent[1]
     assert "ATTEMPT_COUNTERS" in sent[3]
     assert "FACTOR_LOCKS" in sent[2 + len(cleared)]
-    assert "CONSUMED_AT IS NULL" in sent[4 + len(cleared) + len(started)]
+    spent = sent[4 + len(cleared) + len(started)]
+    assert "ON CONFLICT" in spent
+    assert "RETURNING" in spent
     callback = verified.get_json()["redirect"]
     assert callback.startswith(rp.registered.redirect_uri + "?")
     with storage_app.app_context():

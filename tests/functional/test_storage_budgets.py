@@ -4,6 +4,7 @@ refused anonymous requests are counted, not audited one row each. On SQLite and 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from idp.models import AttemptCounter, AuditEvent, Base, PendingAuthorization
 from idp.oidc.checks import MAX_LOGIN_HINT_LENGTH, MAX_NONCE_LENGTH, MAX_STATE_LENGTH
 from idp.services.anonymous import budget_address
 from idp.services.assurance import ACR_VALUES_SUPPORTED
+from idp.services.carried_requests import MAX_CARRIED_LENGTH
 from idp.settings import Settings
 from tests.conftest import sqlite_app
 from tests.support.counted import counted
 from tests.support.factories import create_client, rows
-from tests.support.flow import RelyingParty, query_of, sign_in_address
+from tests.support.flow import RelyingParty, query_of, shown_pending_id, sign_in_address
 from tests.support.passkey_flow import PasskeyPages
 
 FOUR_KB = 4096
@@ -88,8 +90,20 @@ def rp(storage_app: Flask) -> RelyingParty:
 
 
 # -- /authorize -----------------------------------------------------------------------------------
+def _carried_params(response: TestResponse) -> dict[str, Any]:
+    """The parameters of the request the sign-in page carries (idp.services.carried_requests:
+    the payload, before the dot, is the base64url of its JSON)."""
+    carried = shown_pending_id(response.text) or ""
+    assert len(carried) <= MAX_CARRIED_LENGTH
+    payload = carried.split(".")[0]
+    params: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )["p"]
+    return params
+
+
 def _shows_sign_in(response: TestResponse) -> bool:
-    """The authorization endpoint stored the request and showed its sign-in page."""
+    """The authorization endpoint showed its sign-in page, carrying the request."""
     return (sign_in_address(response) or "").startswith("/login?request=")
 
 
@@ -98,7 +112,7 @@ def test_200_anonymous_authorize_requests_with_4kb_parameters_store_a_bounded_am
 ) -> None:
     """The issue's measurement: 200 anonymous requests with 4 KB state, login_hint and
     acr_values. The oversize state is refused (invalid_request, back to the client): nothing is
-    stored for them but the address's budget counter."""
+    stored for them."""
     before = _stored(storage_app)
     big = {"state": "s" * FOUR_KB, "login_hint": "h" * FOUR_KB, "acr_values": "a" * FOUR_KB}
     for _ in range(200):
@@ -110,12 +124,13 @@ def test_200_anonymous_authorize_requests_with_4kb_parameters_store_a_bounded_am
 
 
 @pytest.mark.usefixtures("clock")  # within one budget window (the comment by PER_ADDRESS)
-def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_budget(
+def test_anonymous_authorize_requests_at_every_cap_store_nothing(
     storage_app: Flask, rp: RelyingParty
 ) -> None:
     """The worst an address can do within the caps: the longest state and nonce idp keeps, and
-    4 KB login_hint and acr_values (dropped and filtered). At most the budget's worth of pending
-    requests, each under its bound; the rest get temporarily_unavailable (RFC 6749 4.1.2.1)."""
+    4 KB login_hint and acr_values (dropped and filtered), past the address's budget. Each gets
+    its sign-in page, which carries the request (idp.services.carried_requests): nothing is
+    stored, not even a count, and each page's request is under its bound."""
     before = _stored(storage_app)
     worst = {"state": "s" * MAX_STATE_LENGTH, "nonce": "n" * MAX_NONCE_LENGTH,
              "login_hint": "h" * FOUR_KB, "acr_values": ("phr " + "a" * 40 + " ") * 90}  # fmt: skip
@@ -123,39 +138,41 @@ def test_anonymous_authorize_requests_at_every_cap_store_at_most_the_address_bud
         _anonymous_authorize(storage_app.test_client(), rp, **worst)
         for _ in range(PER_ADDRESS + 80)
     ]
-    sign_in_pages = [a for a in answers if _shows_sign_in(a)]
-    refused = [query_of(a.headers["Location"]) for a in answers if a not in sign_in_pages]
-    assert len(sign_in_pages) == PER_ADDRESS
-    assert {r["error"] for r in refused} == {"temporarily_unavailable"}
-    assert {r["state"] for r in refused} == {worst["state"]}
-
+    assert all(_shows_sign_in(a) for a in answers)
     growth = _growth(before, _stored(storage_app))
-    assert set(growth) == {"pending_authorizations", "attempt_counters"}, growth
-    pending_rows, pending_bytes = growth["pending_authorizations"]
-    assert pending_rows == PER_ADDRESS
-    assert pending_bytes <= PER_ADDRESS * (MAX_PENDING_PARAMS_BYTES + 200)
-    assert growth["attempt_counters"][0] == 1  # the address's budget counter
-    for pending in rows(storage_app, PendingAuthorization):
-        assert pending.params["login_hint"] is None
-        assert pending.params["acr_values"] == "phr"
-        assert len(json.dumps(pending.params)) <= MAX_PENDING_PARAMS_BYTES
+    assert growth == {}, growth
+    for answer in answers[:3]:
+        params = _carried_params(answer)
+        assert params["login_hint"] is None
+        assert params["acr_values"] == "phr"
+        assert len(json.dumps(params)) <= MAX_PENDING_PARAMS_BYTES
 
-    # Another address has its own budget.
-    other = storage_app.test_client().get(
-        "/authorize", query_string=rp.authorize_params(),
-        environ_base={"REMOTE_ADDR": "203.0.113.10"},
-    )  # fmt: skip
-    assert _shows_sign_in(other)
+
+def _pushed_then_authorized(app: Flask, rp: RelyingParty, address: str) -> TestResponse:
+    """A request the client pushed (RFC 9126 2), brought to /authorize by an anonymous browser
+    at ``address``: stored there, as a pushed request's parameters stay off the browser."""
+    pushed = rp.browser.post("/par", data=rp.authorize_params(), headers=_basic(rp))
+    assert pushed.status_code == 201, pushed.text
+    query = {"client_id": rp.registered.client_id, "request_uri": pushed.get_json()["request_uri"]}
+    return app.test_client().get("/authorize", query_string=query,
+                                 environ_base={"REMOTE_ADDR": address})  # fmt: skip
+
+
+def _basic(rp: RelyingParty) -> dict[str, str]:
+    raw = f"{rp.registered.client_id}:{rp.registered.client_secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
 def test_the_address_budget_follows_the_setting(tmp_path: Path) -> None:
-    """anonymous_requests_per_address (docs/configuration.md) sets the budget: a deployment
-    where many people share one address raises it, and the refusal starts there."""
+    """anonymous_requests_per_address (docs/configuration.md) sets the budget of the requests
+    /authorize stores for anonymous browsers (a pushed request's): a deployment where many
+    people share one address raises it, and the refusal starts there."""
     app = sqlite_app(tmp_path, anonymous_requests_per_address=12)
     rp = RelyingParty(app.test_client(), create_client(app))
-    answers = [_anonymous_authorize(app.test_client(), rp) for _ in range(15)]
+    answers = [_pushed_then_authorized(app, rp, ADDRESS) for _ in range(15)]
     opened = [a for a in answers if _shows_sign_in(a)]
     assert len(opened) == 12
+    assert len(rows(app, PendingAuthorization)) == 12
     assert query_of(answers[-1].headers["Location"])["error"] == "temporarily_unavailable"
 
 
@@ -185,8 +202,7 @@ def test_a_login_hint_that_cannot_be_an_email_is_dropped(
     )
     assert _shows_sign_in(dropped)
     assert 'type="email" value=""' in dropped.text
-    stored = sorted(p.params["login_hint"] or "" for p in rows(storage_app, PendingAuthorization))
-    assert stored == ["", hint]
+    assert [_carried_params(a)["login_hint"] for a in (kept, dropped)] == [hint, None]
 
 
 def test_ipv6_addresses_of_one_64_share_a_budget() -> None:
@@ -202,15 +218,9 @@ def test_pending_authorizations_are_budgeted_per_ipv6_64(
     storage_app: Flask, rp: RelyingParty
 ) -> None:
     for host in range(PER_ADDRESS):
-        response = rp.browser.get(
-            "/authorize", query_string=rp.authorize_params(),
-            environ_base={"REMOTE_ADDR": f"2001:db8:7:7::{host + 1:x}"},
-        )  # fmt: skip
+        response = _pushed_then_authorized(storage_app, rp, f"2001:db8:7:7::{host + 1:x}")
         assert _shows_sign_in(response)
-    next_host = rp.browser.get(
-        "/authorize", query_string=rp.authorize_params(),
-        environ_base={"REMOTE_ADDR": "2001:db8:7:7:1234::1"},
-    )  # fmt: skip
+    next_host = _pushed_then_authorized(storage_app, rp, "2001:db8:7:7:1234::1")
     assert query_of(next_host.headers["Location"])["error"] == "temporarily_unavailable"
 
 

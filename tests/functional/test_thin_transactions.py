@@ -1,7 +1,7 @@
-"""The authorization endpoint's and the code grant's writes as thin transactions
-(idp.oidc.pending_open, idp.oidc.rotation; docs/performance.md): with no ORM Session open, the
-same statements are sent on the thread's own connection and committed together; every refusal
-that writes more keeps the Session, and decides as before."""
+"""The authorization endpoint's reads and the code grant's writes without the ORM Session
+(idp.thin_reads, idp.oidc.rotation; docs/performance.md): with no Session open, the same
+statements are sent on the thread's own connection and committed together; every refusal that
+writes more keeps the Session, and decides as before."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tests.support.flow import RelyingParty, sign_in_address
 def test_a_new_authorization_request_opens_no_orm_session(
     storage_app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The client's read is a thin read, the budget's count and the pending request one thin
-    transaction (docs/operations.md, "Storage budgets": committed together)."""
+    """The client's read is a thin read, and nothing is written: the sign-in page carries the
+    request (idp.services.carried_requests)."""
     rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
     # The node's first page reads the sign-in policy (then cached: idp.services.sign_in_policy
     # PolicyCache); the sign-in page the endpoint shows reads nothing else and stores nothing.
@@ -28,7 +28,7 @@ def test_a_new_authorization_request_opens_no_orm_session(
         response = rp.authorize()
     assert sign_in_address(response) is not None  # the sign-in page, shown at once
     assert opened == []
-    assert seen == ["SELECT", "begin", "INSERT", "INSERT", "commit"]
+    assert seen == ["SELECT"]
 
 
 def test_a_code_is_spent_and_its_tokens_recorded_in_one_thin_transaction(

@@ -1,0 +1,171 @@
+"""The authorization request a sign-in page carries (idp.services.carried_requests): showing the
+page stores nothing, the browser cannot change the request, and one page gives one code however
+often, and however many at once, its answers come back. Real requests through the Flask test
+client on SQLite and PostgreSQL; the parallel answers are held where their sessions were accepted
+(idp.oidc.views.ISSUE_CODE_CHECKPOINT), never raced by a sleep."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from idp.models import AuthorizationCode, PendingAuthorization
+from idp.oidc.views import ISSUE_CODE_CHECKPOINT
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.checkpoints import WAIT_TIMEOUT, Checkpoints, in_thread
+from tests.support.factories import (
+    DEFAULT_PASSWORD,
+    RegisteredClient,
+    create_client,
+    create_user,
+    rows,
+)
+from tests.support.flow import RelyingParty, csrf_token, query_of, shown_pending_id
+from tests.support.passkey_flow import PasskeyPages, csrf_meta, page_options
+from tests.support.writers import waits_for_a_lock
+
+
+def _passkey_holder(
+    app: Flask, registered: RegisteredClient, email: str = "ada@example.com"
+) -> tuple[RelyingParty, Any]:
+    """A new user with a passkey, and a browser of theirs on the relying party's way in."""
+    user = create_user(app, email)
+    pages = PasskeyPages(app.test_client())
+    pages.sign_in_with_password(user)
+    authenticator = SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
+    assert pages.add_passkey(authenticator).status_code == 201
+    return RelyingParty(app.test_client(), registered), authenticator
+
+
+def _answer(rp: RelyingParty, authenticator: Any, carried: str) -> Callable[[], Any]:
+    """The passkey answer of ``rp``'s browser (its own page's challenge, bound to it) for the
+    request ``carried``, ready to send."""
+    page = rp.browser.get("/login")
+    assert page.status_code == 200, page.text[:300]
+    ceremony = page_options(page.text)
+    body = {"challenge_id": ceremony["challenge_id"], "next": "", "request": carried,
+            "credential": authenticator.get(ceremony["publicKey"])}  # fmt: skip
+    headers = {"X-CSRFToken": csrf_meta(page.text)}
+    return lambda: rp.browser.post("/login/passkey/verify", json=body, headers=headers)
+
+
+def _carried(rp: RelyingParty) -> str:
+    page = rp.authorize()
+    carried = shown_pending_id(page.text)
+    assert carried is not None, page.text[:300]
+    assert "." in carried
+    return carried
+
+
+def _code_of(rp: RelyingParty, answer: Any) -> str | None:
+    assert answer.status_code == 200, answer.text
+    redirect = answer.get_json()["redirect"]
+    if redirect.startswith(rp.registered.redirect_uri):
+        return query_of(redirect).get("code")
+    # No code: the request's own page says why (it was completed already).
+    assert rp.browser.get(redirect).status_code == 400, redirect
+    return None
+
+
+def test_showing_the_sign_in_page_stores_no_request(storage_app: Flask) -> None:
+    """Anyone may load /authorize as often as they like: the page carries the request, and
+    nothing of it is written until a sign-in brings it back."""
+    rp = RelyingParty(storage_app.test_client(), create_client(storage_app))
+    for _ in range(5):
+        assert rp.authorize().status_code == 200
+    assert rows(storage_app, PendingAuthorization) == []
+
+
+def test_one_page_answered_twice_gives_one_code(storage_app: Flask) -> None:
+    """A second passkey answer carrying a request already answered signs its user in, with no
+    code: the request was stored spent by the first (OIDC Core 3.1.2.5: one code per request)."""
+    registered = create_client(storage_app)
+    rp, authenticator = _passkey_holder(storage_app, registered)
+    carried = _carried(rp)
+    first = _code_of(rp, _answer(rp, authenticator, carried)())
+    assert first is not None
+    assert rp.exchange(first).status_code == 200
+    assert _code_of(rp, _answer(rp, authenticator, carried)()) is None
+    assert len(rows(storage_app, AuthorizationCode)) == 1
+
+
+def test_a_password_sign_in_with_a_page_answered_already_gives_no_code(storage_app: Flask) -> None:
+    """The same page's password form, sent after its passkey answer issued the code: the request
+    waits under its id no more (stored spent), and its continue page refuses it."""
+    registered = create_client(storage_app)
+    rp, authenticator = _passkey_holder(storage_app, registered)
+    carried = _carried(rp)
+    assert _code_of(rp, _answer(rp, authenticator, carried)()) is not None
+    other = storage_app.test_client()
+    page = other.get("/login", query_string={"request": carried})
+    assert page.status_code == 200
+    assert shown_pending_id(page.text) == carried
+    user = create_user(storage_app, "grace@example.com")
+    posted = other.post("/login", data={"csrf_token": csrf_token(page.text), "email": user.email,
+                                        "password": DEFAULT_PASSWORD,
+                                        "request": carried})  # fmt: skip
+    assert posted.status_code == 302, posted.text[:300]
+    continued = other.get(posted.headers["Location"])
+    assert continued.status_code == 400, (posted.headers["Location"], continued.text[:300])
+    assert len(rows(storage_app, AuthorizationCode)) == 1
+
+
+def test_a_request_changed_in_the_browser_gives_no_code(storage_app: Flask) -> None:
+    """The carried request is signed: one with another redirect URI (or anything else changed)
+    is no request, and the sign-in lands on the account instead of at any client."""
+    registered = create_client(storage_app)
+    rp, authenticator = _passkey_holder(storage_app, registered)
+    payload, tag = _carried(rp).split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["p"]["redirect_uri"] = "https://attacker.example/callback"
+    changed = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    answer = _answer(rp, authenticator, f"{changed}.{tag}")()
+    assert answer.status_code == 200, answer.text
+    assert answer.get_json()["redirect"] == "/account"
+    assert rows(storage_app, AuthorizationCode) == []
+    assert rows(storage_app, PendingAuthorization) == []
+
+
+def test_answers_of_one_page_at_once_give_one_code(
+    storage_app: Flask, checkpoints: Checkpoints
+) -> None:
+    """Two users answer with their passkeys for the one request a page carried, at once: both
+    reach the code (held where their sessions were accepted, or the second waiting for the
+    first's lock), then go on together. One code: the request's row is inserted spent once, and
+    the other answer finds it spent (its INSERT waits for the first's commit on PostgreSQL, for
+    the write lock on SQLite)."""
+    registered = create_client(storage_app)
+    one, one_key = _passkey_holder(storage_app, registered, "one@example.com")
+    two, two_key = _passkey_holder(storage_app, registered, "two@example.com")
+    carried = _carried(one)
+    answers = {"one": _answer(one, one_key, carried), "two": _answer(two, two_key, carried)}
+    outcome: dict[str, Any] = {}
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    with checkpoints.holding(ISSUE_CODE_CHECKPOINT):
+        first = in_thread(outcome, "one", answers["one"])
+        while checkpoints.arrivals(ISSUE_CODE_CHECKPOINT) < 1:
+            assert first.is_alive(), outcome
+            assert time.monotonic() < deadline, "the first answer never reached its code"
+            time.sleep(0.01)
+        second = in_thread(outcome, "two", answers["two"])
+        while checkpoints.arrivals(ISSUE_CODE_CHECKPOINT) < 2 and not waits_for_a_lock(
+            storage_app, second
+        ):
+            assert second.is_alive(), outcome
+            assert time.monotonic() < deadline, "the second answer neither reached nor waited"
+            time.sleep(0.01)
+    for thread in (first, second):
+        thread.join(WAIT_TIMEOUT)
+        assert not thread.is_alive()
+    assert "one error" not in outcome, outcome
+    assert "two error" not in outcome, outcome
+    codes = [_code_of(one, outcome["one"]), _code_of(two, outcome["two"])]
+    assert len([code for code in codes if code is not None]) == 1, codes
+    assert len(rows(storage_app, AuthorizationCode)) == 1
+    [stored] = rows(storage_app, PendingAuthorization)
+    assert stored.consumed_at is not None
