@@ -38,6 +38,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, scoped_sess
 from idp.clock import Clock
 from idp.models import Client
 from idp.models.base import from_values
+from idp.session_statements import statements_of
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads
@@ -61,11 +62,12 @@ def load_client(
 ) -> Client | None:
     """The registration as stored now, by one prepared Core SELECT (no ORM load), or None. Sent
     as a thin read (idp.thin_reads) when ``reads`` is given: the caller's Session has opened no
-    transaction this read would have to agree with."""
+    transaction this read would have to agree with; else in the Session's transaction, the thin
+    way on its connection (idp.session_statements)."""
     if reads is not None:
         row: Any = reads.first(_LOAD, {"client_id": client_id})
     else:
-        row = db.connection().execute(_LOAD, {"client_id": client_id}).first()
+        row = statements_of(db).first(_LOAD, {"client_id": client_id})
     return None if row is None else client_from(row)
 
 
