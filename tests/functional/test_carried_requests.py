@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from flask import Flask
 from idp.models import AuthorizationCode, PendingAuthorization
 from idp.oidc.views import ISSUE_CODE_CHECKPOINT
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.checkpoints import WAIT_TIMEOUT, Checkpoints, in_thread
+from tests.support.checkpoints import Checkpoints
 from tests.support.factories import (
     DEFAULT_PASSWORD,
     RegisteredClient,
@@ -27,7 +26,7 @@ from tests.support.factories import (
 )
 from tests.support.flow import RelyingParty, csrf_token, query_of, shown_pending_id
 from tests.support.passkey_flow import PasskeyPages, csrf_meta, page_options
-from tests.support.writers import waits_for_a_lock
+from tests.support.writers import held_together
 
 
 def _passkey_holder(
@@ -144,27 +143,9 @@ def test_answers_of_one_page_at_once_give_one_code(
     two, two_key = _passkey_holder(storage_app, registered, "two@example.com")
     carried = _carried(one)
     answers = {"one": _answer(one, one_key, carried), "two": _answer(two, two_key, carried)}
-    outcome: dict[str, Any] = {}
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    with checkpoints.holding(ISSUE_CODE_CHECKPOINT):
-        first = in_thread(outcome, "one", answers["one"])
-        while checkpoints.arrivals(ISSUE_CODE_CHECKPOINT) < 1:
-            assert first.is_alive(), outcome
-            assert time.monotonic() < deadline, "the first answer never reached its code"
-            time.sleep(0.01)
-        second = in_thread(outcome, "two", answers["two"])
-        while checkpoints.arrivals(ISSUE_CODE_CHECKPOINT) < 2 and not waits_for_a_lock(
-            storage_app, second
-        ):
-            assert second.is_alive(), outcome
-            assert time.monotonic() < deadline, "the second answer neither reached nor waited"
-            time.sleep(0.01)
-    for thread in (first, second):
-        thread.join(WAIT_TIMEOUT)
-        assert not thread.is_alive()
-    assert "one error" not in outcome, outcome
-    assert "two error" not in outcome, outcome
-    codes = [_code_of(one, outcome["one"]), _code_of(two, outcome["two"])]
+    answered = held_together(storage_app, checkpoints, answers["one"], answers["two"],
+                             at=ISSUE_CODE_CHECKPOINT)  # fmt: skip
+    codes = [_code_of(one, answered[0]), _code_of(two, answered[1])]
     assert len([code for code in codes if code is not None]) == 1, codes
     assert len(rows(storage_app, AuthorizationCode)) == 1
     [stored] = rows(storage_app, PendingAuthorization)

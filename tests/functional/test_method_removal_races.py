@@ -5,7 +5,6 @@ removal has decided (idp.services.method_removal.CHECKPOINT) while the second ei
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,49 +19,25 @@ from idp.services.method_removal import CHECKPOINT, CONSOLE_CHECKPOINT
 from idp.services.totp import CONFIRM_CHECKPOINT as TOTP_CHECKPOINT
 from tests.support.admin import passkey_browser
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.checkpoints import Checkpoints, answered_while_held, in_thread
+from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import CreatedUser, create_user, rows
 from tests.support.flow import csrf_token
 from tests.support.http_flows import BACKUP_CODE, TOTP_SECRET
 from tests.support.passkey_flow import PasskeyPages
-from tests.support.writers import waits_for_a_lock
-
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+from tests.support.writers import held_together as held_at
 
 
 def synced() -> SoftAuthenticator:
     return SoftAuthenticator(backup_eligible=True, backed_up=True, counter_step=0)
 
 
-def _in_two_tabs(
-    app: Flask,
-    checkpoints: Checkpoints,
-    first: Callable[[], Any],
-    second: Callable[[], Any],
+def held_together(
+    app: Flask, checkpoints: Checkpoints, first: Callable[[], Any], second: Callable[[], Any],
     at: str = CHECKPOINT,
-) -> tuple[Any, Any]:
-    """``first`` held where it decided (checkpoint ``at``); then ``second`` until it decided too
-    or waits for the first's lock; then both go on."""
-    outcome: dict[str, Any] = {}
-
-    deadline = time.monotonic() + WAIT_LIMIT
-    with checkpoints.holding(at):
-        one = in_thread(outcome, "first", first)
-        while checkpoints.arrivals(at) < 1:
-            assert one.is_alive(), outcome
-            assert time.monotonic() < deadline, "the first removal never decided"
-            time.sleep(0.01)
-        two = in_thread(outcome, "second", second)
-        while checkpoints.arrivals(at) < 2 and not waits_for_a_lock(app, two):
-            assert two.is_alive(), outcome
-            assert time.monotonic() < deadline, "the second removal neither decided nor waited"
-            time.sleep(0.01)
-    for thread in (one, two):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "first error" not in outcome, outcome
-    assert "second error" not in outcome, outcome
-    return outcome["first"], outcome["second"]
+) -> tuple[Any, Any]:  # fmt: skip
+    """``first`` held where it decided (checkpoint ``at``, the removal's by default); then
+    ``second`` until it decided too or waits for the first's lock; then both go on."""
+    return held_at(app, checkpoints, first, second, at)
 
 
 def _passwordless_with_two_passkeys(app: Flask) -> tuple[str, list[PasskeyPages], list[str]]:
@@ -114,7 +89,7 @@ def test_two_tabs_removing_the_last_two_passkeys_at_once_leave_one(
     is refused as the last way in."""
     user_id, tabs, [first_id, second_id] = _passwordless_with_two_passkeys(storage_app)
     tokens = [_csrf(tab) for tab in tabs]
-    answers = _in_two_tabs(storage_app, checkpoints,
+    answers = held_together(storage_app, checkpoints,
                            _remove(tabs[0].browser, first_id, tokens[0]),
                            _remove(tabs[1].browser, second_id, tokens[1]))  # fmt: skip
     assert answers == (302, 302)
@@ -134,7 +109,7 @@ def test_removing_the_password_and_the_last_passkey_at_once_leaves_one(
         data = {"csrf_token": tokens[1], "confirm": "yes"}
         return tabs[1].browser.post("/account/password/remove", data=data).status_code
 
-    _in_two_tabs(storage_app, checkpoints,
+    held_together(storage_app, checkpoints,
                  _remove(tabs[0].browser, credential_id, tokens[0]), remove_password)  # fmt: skip
     [stored] = rows(storage_app, User, User.id == user.id)
     left = rows(storage_app, Passkey, Passkey.user_id == user.id)
@@ -151,7 +126,7 @@ def test_two_tabs_removing_one_passkey_at_once_remove_and_announce_it_once(
     user_id, tabs, [first_id, _second_id] = _passwordless_with_two_passkeys(storage_app)
     tokens = [_csrf(tab) for tab in tabs]
     told = len(rows(storage_app, OutboxMessage, OutboxMessage.kind == "method_removed"))
-    answers = _in_two_tabs(storage_app, checkpoints,
+    answers = held_together(storage_app, checkpoints,
                            _remove(tabs[0].browser, first_id, tokens[0]),
                            _remove(tabs[1].browser, first_id, tokens[1]))  # fmt: skip
     assert answers == (302, 302)
@@ -185,7 +160,7 @@ def test_a_console_removal_racing_another_removal_of_the_passkey_audits_and_anno
         return lambda: admins[which].browser.post(page, data=data).status_code
 
     if other == "another admin":
-        answers = _in_two_tabs(storage_app, checkpoints, console(0), console(1),
+        answers = held_together(storage_app, checkpoints, console(0), console(1),
                                at=CONSOLE_CHECKPOINT)  # fmt: skip
         assert answers == (303, 303)
     else:  # the user's tab signed in with that passkey: signed out, to the sign-in page
@@ -219,7 +194,7 @@ def test_a_first_passkey_and_a_first_app_added_at_once_show_one_set_of_backup_co
     secret = TOTP_SECRET.search(setup.text)
     assert secret, setup.text
     confirm = {"csrf_token": csrf_token(setup.text), "code": pyotp.TOTP(secret.group(1)).now()}
-    first, second = _in_two_tabs(
+    first, second = held_together(
         storage_app, checkpoints, lambda: tabs[0].add_passkey(synced()),
         lambda: tabs[1].browser.post("/account/totp", data=confirm), at=FIRST_SET_CHECKPOINT,
     )  # fmt: skip
@@ -250,7 +225,7 @@ def test_two_tabs_getting_new_backup_codes_at_once_leave_one_set_the_last_shown(
         form = {"csrf_token": tokens[tab], "confirm": "yes"}
         return lambda: tabs[tab].browser.post("/account/backup-codes", data=form)
 
-    first, second = _in_two_tabs(storage_app, checkpoints, regenerate(0), regenerate(1),
+    first, second = held_together(storage_app, checkpoints, regenerate(0), regenerate(1),
                                  at=REGENERATE_CHECKPOINT)  # fmt: skip
     assert (first.status_code, second.status_code) == (200, 200)
     shown = [BACKUP_CODE.findall(first.text), BACKUP_CODE.findall(second.text)]
@@ -290,7 +265,7 @@ def test_two_browsers_setting_up_an_authenticator_app_at_once_keep_one_and_no_er
         forms.append({"csrf_token": csrf_token(setup.text),
                       "code": pyotp.TOTP(secret.group(1)).now()})  # fmt: skip
     assert secrets[0] != secrets[1]
-    first, second = _in_two_tabs(
+    first, second = held_together(
         storage_app, checkpoints,
         lambda: tabs[0].browser.post("/account/totp", data=forms[0]),
         lambda: tabs[1].browser.post("/account/totp", data=forms[1]), at=TOTP_CHECKPOINT,

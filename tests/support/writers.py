@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from idp.extensions import db
 from idp.sqlite_writers import WriterLine
-from tests.support.checkpoints import Checkpoints, in_thread, wait_until
+from tests.support.checkpoints import WAIT_TIMEOUT, Checkpoints, in_thread, wait_until
 
 #: A stuck race fails instead of hanging; never a timing claim.
 RACE_LIMIT = 60.0
@@ -84,3 +84,33 @@ def race_held(
     assert f"{held_name} error" not in outcome, outcome
     assert f"{racing_name} error" not in outcome, outcome
     return outcome
+
+
+def held_together(
+    app: Flask, checkpoints: Checkpoints, first: Callable[[], Any], second: Callable[[], Any],
+    at: str,
+) -> tuple[Any, Any]:  # fmt: skip
+    """Two requests at once, never raced by a sleep: ``first`` held at checkpoint ``at``; then
+    ``second`` until it reached ``at`` too or waits for the first's lock (PostgreSQL's row lock,
+    SQLite's turn to write); then both go on. Their answers, neither of which raised."""
+    outcome: dict[str, Any] = {}
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    with checkpoints.holding(at):
+        one = in_thread(outcome, "first", first)
+        while checkpoints.arrivals(at) < 1:
+            assert one.is_alive(), outcome
+            assert time.monotonic() < deadline, f"the first request never reached {at}"
+            time.sleep(0.01)
+        two = in_thread(outcome, "second", second)
+        while checkpoints.arrivals(at) < 2 and not waits_for_a_lock(app, two):
+            assert two.is_alive(), outcome
+            assert time.monotonic() < deadline, (
+                f"the second request neither reached {at} nor waited"
+            )
+            time.sleep(0.01)
+    for thread in (one, two):
+        thread.join(WAIT_TIMEOUT)
+        assert not thread.is_alive()
+    assert "first error" not in outcome, outcome
+    assert "second error" not in outcome, outcome
+    return outcome["first"], outcome["second"]
