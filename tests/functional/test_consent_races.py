@@ -5,7 +5,6 @@ first's lock. Never a sleep: the test waits for arrivals and locks."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -15,12 +14,10 @@ from flask.testing import FlaskClient
 from idp.models import AuditEvent, Consent, Grant
 from idp.oidc.views import ISSUE_CODE_CHECKPOINT
 from idp.services.grants import CONSENT_CHECKPOINT
-from tests.support.checkpoints import Checkpoints, answered_while_held, in_thread
+from tests.support.checkpoints import Checkpoints, answered_while_held
 from tests.support.factories import create_client, create_user, rows
 from tests.support.flow import RelyingParty, csrf_token, query_of, start_session
-from tests.support.writers import waits_for_a_lock
-
-WAIT_LIMIT = 60.0  # a stuck test fails instead of hanging; never a timing claim
+from tests.support.writers import held_together
 
 
 def _consent_form(rp: RelyingParty, scope: str) -> dict[str, str]:
@@ -50,28 +47,8 @@ def test_two_tabs_allowing_one_app_at_once_both_go_on_and_both_consents_are_kept
         start_session(tab.browser, user)
     forms = [_consent_form(tabs[0], "openid profile"), _consent_form(tabs[1], "openid email")]
 
-    outcome: dict[str, Any] = {}
-    deadline = time.monotonic() + WAIT_LIMIT
-    with checkpoints.holding(CONSENT_CHECKPOINT):
-        one = in_thread(outcome, "first", _allow(tabs[0].browser, forms[0]))
-        while checkpoints.arrivals(CONSENT_CHECKPOINT) < 1:
-            assert one.is_alive(), outcome
-            assert time.monotonic() < deadline, "the first consent never read"
-            time.sleep(0.01)
-        two = in_thread(outcome, "second", _allow(tabs[1].browser, forms[1]))
-        while checkpoints.arrivals(CONSENT_CHECKPOINT) < 2 and not waits_for_a_lock(
-            storage_app, two
-        ):
-            assert two.is_alive(), outcome
-            assert time.monotonic() < deadline, "the second consent neither read nor waited"
-            time.sleep(0.01)
-    for thread in (one, two):
-        thread.join(WAIT_LIMIT)
-        assert not thread.is_alive()
-    assert "first error" not in outcome, outcome
-    assert "second error" not in outcome, outcome
-
-    answers = [outcome["first"], outcome["second"]]
+    answers = held_together(storage_app, checkpoints, _allow(tabs[0].browser, forms[0]),
+                            _allow(tabs[1].browser, forms[1]), at=CONSENT_CHECKPOINT)  # fmt: skip
     assert [a.status_code for a in answers] == [302, 302], [a.text[:200] for a in answers]
     for tab, answer in zip(tabs, answers, strict=True):
         assert "code" in tab.follow_to_callback(answer)
