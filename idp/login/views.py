@@ -103,7 +103,7 @@ def _password_sign_in(pending: LivePending | None) -> Any:
     if pending is not None:
         # The request waits for the second step or the passkey prompt from here on, under the
         # id the addresses below name: a carried one is stored now (idp.services.carried_requests).
-        services().pending_authorizations.store_carried(pending, clock().now())
+        services().pending_authorizations.store_carried(pending)
     destination = _destination(pending, request.form.get("next"))
     # Backup codes back up a second factor; on their own they would be spent one per sign-in.
     # The password step read whether one exists with the account (``PasswordResult.second_factor``).

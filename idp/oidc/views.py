@@ -109,7 +109,7 @@ def resume_after_sign_in(pending: PendingAuthorization | LivePending) -> str:
     location = _proceed(AuthorizationRequest.from_params(pending.params), pending, url_only=True)
     if location is None and isinstance(pending, LivePending):
         # The page is authorize_continue's: a carried request is stored for it to find.
-        _pending_requests().store_carried(pending, clock().now())
+        _pending_requests().store_carried(pending)
     return location or url_for("oidc.authorize_continue", pending_id=pending.id)
 
 
@@ -218,7 +218,7 @@ def _proceed(
             if isinstance(pending, LivePending):
                 # A carried request waits from here on: stored, so that the address below finds
                 # it (idp.services.carried_requests).
-                _pending_requests().store_carried(pending, now)
+                _pending_requests().store_carried(pending)
             pending_id = pending.id
         if next_step is Next.LOGIN:
             location = url_for(

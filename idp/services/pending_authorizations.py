@@ -151,18 +151,18 @@ class PendingAuthorizations:
         is stored spent, one INSERT; when its row was stored before (its page's password step),
         that row is spent as any other."""
         carried = getattr(pending, "carried", None)
-        if carried is not None and self._store(carried, now, consumed_at=now):
+        if carried is not None and self._store(carried, consumed_at=now):
             return True
         return consume_prepared(self.db, _SPEND, now=now, pending_id=pending.id) is not None
 
-    def store_carried(self, pending: LivePending, now: datetime) -> None:
+    def store_carried(self, pending: LivePending) -> None:
         """Store a carried request live, under the id it carries, where it must wait (the second
         step, the consent page, a page of idp's): the URLs that name it find it. Nothing when
         stored already (spent or not: spent stays spent)."""
         if pending.carried is not None:
-            self._store(pending.carried, now, consumed_at=None)
+            self._store(pending.carried, consumed_at=None)
 
-    def _store(self, carried: CarriedRequest, now: datetime, consumed_at: datetime | None) -> bool:
+    def _store(self, carried: CarriedRequest, consumed_at: datetime | None) -> bool:
         """Insert ``carried``'s row unless it exists; whether this call inserted it. Kept
         ``KEPT_PAST_EXPIRY`` past its expiry (idp.services.retention) though the request ends
         then: ``RequestSigner.read`` refuses it from then on."""

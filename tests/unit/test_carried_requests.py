@@ -100,8 +100,8 @@ def test_a_carried_request_stored_to_wait_is_spent_once_as_a_stored_one(db: Sess
     """Stored live (the second step, consent), it is found by its id and spent once, by the
     carried request or by its id; storing it again changes nothing."""
     pending, requests = _shown(db), PendingAuthorizations(db)
-    requests.store_carried(pending, NOW)
-    requests.store_carried(pending, NOW)
+    requests.store_carried(pending)
+    requests.store_carried(pending)
     stored = requests.live(pending.id, NOW)
     assert stored is not None
     assert stored.params == PARAMS
@@ -109,7 +109,7 @@ def test_a_carried_request_stored_to_wait_is_spent_once_as_a_stored_one(db: Sess
     assert stored.expires_at == NOW.replace(microsecond=0) + timedelta(seconds=60)
     assert requests.spend(pending, NOW)
     assert not requests.spend(stored, NOW)
-    requests.store_carried(pending, NOW)  # spent stays spent
+    requests.store_carried(pending)  # spent stays spent
     db.expire_all()
     assert requests.live(pending.id, NOW) is None
 
