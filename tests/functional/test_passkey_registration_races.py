@@ -11,11 +11,11 @@ from flask import Flask
 
 from idp.models import AuditEvent, Passkey
 from idp.services.passkeys import ID_CHECKED
-from tests.functional.test_method_removal_races import _in_two_tabs
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.checkpoints import Checkpoints
 from tests.support.factories import create_user, rows
 from tests.support.passkey_flow import PasskeyPages
+from tests.support.writers import held_together
 
 
 def test_two_users_registering_one_credential_id_at_once_store_it_once(
@@ -39,7 +39,7 @@ def test_two_users_registering_one_credential_id_at_once_store_it_once(
             return pages.browser.post("/account/passkeys", json=body, headers={"X-CSRFToken": csrf})
 
         answers.append(answer)
-    first, second = _in_two_tabs(storage_app, checkpoints, answers[0], answers[1], at=ID_CHECKED)
+    first, second = held_together(storage_app, checkpoints, answers[0], answers[1], at=ID_CHECKED)
     assert sorted([first.status_code, second.status_code]) == [201, 400], (first.text, second.text)
     refused = first if first.status_code == 400 else second
     assert refused.get_json()["error"] == "registration_failed"
