@@ -53,8 +53,8 @@ def _answer(rp: RelyingParty, authenticator: Any, carried: str) -> Callable[[], 
     return lambda: rp.browser.post("/login/passkey/verify", json=body, headers=headers)
 
 
-def _carried(rp: RelyingParty) -> str:
-    page = rp.authorize()
+def _carried(rp: RelyingParty, **overrides: str) -> str:
+    page = rp.authorize(**overrides)
     carried = shown_pending_id(page.text)
     assert carried is not None, page.text[:300]
     assert "." in carried
@@ -150,3 +150,43 @@ def test_answers_of_one_page_at_once_give_one_code(
     assert len(rows(storage_app, AuthorizationCode)) == 1
     [stored] = rows(storage_app, PendingAuthorization)
     assert stored.consumed_at is not None
+
+
+def test_a_request_answered_by_a_page_of_idps_is_stored_for_it(storage_app: Flask) -> None:
+    """A form_post response (OAuth 2.0 Form Post Response Mode 2) is a page: the passkey sign-in
+    stores the carried request live under its id and sends the browser to /authorize/continue,
+    which spends it and answers with the page posting the code; that address gives no second."""
+    registered = create_client(storage_app)
+    rp, authenticator = _passkey_holder(storage_app, registered)
+    carried = _carried(rp, response_mode="form_post")
+    answer = _answer(rp, authenticator, carried)()
+    assert answer.status_code == 200, answer.text
+    continue_at = answer.get_json()["redirect"]
+    assert continue_at.startswith("/authorize/continue/"), continue_at
+    [waiting] = rows(storage_app, PendingAuthorization)
+    assert waiting.consumed_at is None
+    page = rp.browser.get(continue_at)
+    assert page.status_code == 200, page.text[:300]
+    assert f'action="{registered.redirect_uri}"' in page.text
+    assert 'name="code"' in page.text
+    assert rp.browser.get(continue_at).status_code == 400
+    assert len(rows(storage_app, AuthorizationCode)) == 1
+
+
+def test_a_request_that_needs_consent_waits_stored_for_the_consent_page(
+    storage_app: Flask,
+) -> None:
+    """OIDC Core 3.1.2.4: a third-party client's request goes from the passkey sign-in to the
+    consent page, which finds the request stored under the id it carried; allowed, one code."""
+    registered = create_client(storage_app, first_party=False, name="Third Party")
+    rp, authenticator = _passkey_holder(storage_app, registered)
+    carried = _carried(rp)
+    answer = _answer(rp, authenticator, carried)()
+    consent_at = answer.get_json()["redirect"]
+    assert consent_at.startswith("/consent?request="), consent_at
+    page = rp.browser.get(consent_at)
+    assert page.status_code == 200, page.text[:300]
+    form = {"csrf_token": csrf_token(page.text), "request": query_of(consent_at)["request"],
+            "decision": "allow"}  # fmt: skip
+    assert "code" in rp.follow_to_callback(rp.browser.post("/consent", data=form))
+    assert len(rows(storage_app, AuthorizationCode)) == 1
