@@ -18,6 +18,13 @@ from datetime import UTC, datetime, timedelta
 STAMPED_AHEAD_TOLERANCE = timedelta(seconds=60)
 
 
+#: How long a row that marks something spent (a signed challenge's, a carried authorization
+#: request's) outlives what it marks: the pruning node's clock may run ahead of the node that
+#: checks the expiry, and a row pruned while another node still took the thing for live would let
+#: it be spent twice. Longer than any clock of the deployment may read ahead of another.
+KEPT_PAST_EXPIRY = 2 * STAMPED_AHEAD_TOLERANCE
+
+
 def stamped_ahead(stamp: datetime, now: datetime) -> bool:
     """Whether ``stamp`` reads more than ``STAMPED_AHEAD_TOLERANCE`` after ``now``."""
     return stamp - now > STAMPED_AHEAD_TOLERANCE

@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, insert
+from sqlalchemy import Column, Table, bindparam, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
@@ -177,3 +178,16 @@ def _build_together(shape: Sequence[tuple[Any, tuple[str, ...], int]], one: bool
 
 #: ``inserts_together``'s statements by shape. A handful of shapes exist (idp's callers).
 _TOGETHER: dict[tuple[Any, ...], list[Any]] = {}
+
+
+def insert_unless_exists(
+    table: Table, key: Column[Any], returning: Column[Any] | None = None
+) -> dict[str, Any]:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` into ``table``, built once per dialect (by
+    ``Dialect.name``): the key decides between two writers of one row, the second inserting
+    nothing (and, with ``returning``, given no row back: it knows it came second)."""
+    built: dict[str, Any] = {}
+    for name, insert_of in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
+        statement = insert_of(table).on_conflict_do_nothing(index_elements=[key])
+        built[name] = statement if returning is None else statement.returning(returning)
+    return built

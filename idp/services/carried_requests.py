@@ -39,14 +39,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from idp.clock import STAMPED_AHEAD_TOLERANCE, stamped_ahead
+from idp.clock import stamped_ahead
 from idp.models.base import random_id
 from idp.services.crypto import KeyedHasher, derive_key
 
-#: How long a row of a request is kept past its expiry: longer than any clock of the deployment
-#: may read ahead of another (idp.clock), so that no node prunes the row of a request that
-#: another node still takes.
-KEPT_PAST_EXPIRY = 2 * STAMPED_AHEAD_TOLERANCE
 #: The longest carried request read: the parameters are capped at the authorization endpoint
 #: (idp.oidc.checks: about 4 KB at most), and the HMAC runs over nothing longer.
 MAX_CARRIED_LENGTH = 16_384

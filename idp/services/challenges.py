@@ -28,26 +28,23 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from idp.clock import stamped_ahead
+from idp.clock import KEPT_PAST_EXPIRY, stamped_ahead
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
 from idp.services.crypto import KeyedHasher, derive_key, token_hash
 from idp.services.dependencies import CircuitBreaker, redis_calls
 from idp.session_statements import statements_of
+from idp.thin_statements import insert_unless_exists
 
 REDIS_KEY_PREFIX = "idp:challenge:"
 #: WebAuthn L3 5.4.3 recommends 300 000 ms for UV-required ceremonies; never longer.
 CHALLENGE_TTL = timedelta(minutes=5)
-#: A signed challenge's spent row (or key) outlives the challenge by this much: the pruning node's
-#: clock may run ahead of the node that checks the expiry, and a row pruned while another node
-#: still took the challenge for live would let an answer be spent twice.
-SPENT_KEPT_LONGER = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -134,21 +131,14 @@ class DatabaseChallenges:
         row = statements_of(self.db).first(_CLAIM[dialect.name], {
             "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
             "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
-            "expires_at": challenge.expires_at + SPENT_KEPT_LONGER, "consumed_at": now,
+            "expires_at": challenge.expires_at + KEPT_PAST_EXPIRY, "consumed_at": now,
         })  # fmt: skip
         return row is not None
 
 
-def _claim_statement(insert: Any) -> Any:
-    table = WebAuthnChallenge.__table__
-    return insert(table).on_conflict_do_nothing(index_elements=[table.c.id]).returning(table.c.id)
-
-
+_CHALLENGES = cast(Table, WebAuthnChallenge.__table__)
 #: Built once: the spent row of a signed challenge, inserted unless it exists (both dialects).
-_CLAIM = {
-    "sqlite": _claim_statement(sqlite.insert),
-    "postgresql": _claim_statement(postgresql.insert),
-}
+_CLAIM = insert_unless_exists(_CHALLENGES, _CHALLENGES.c.id, returning=_CHALLENGES.c.id)
 
 
 def _spent_id(challenge: Challenge) -> str:
@@ -223,7 +213,7 @@ class RedisChallenges:
         return found
 
     def claim(self, challenge: Challenge, now: datetime) -> bool:
-        kept_until = challenge.expires_at + SPENT_KEPT_LONGER
+        kept_until = challenge.expires_at + KEPT_PAST_EXPIRY
         lifetime = max(1, math.ceil((kept_until - now).total_seconds()))
         with redis_calls(self.breaker):
             stored = self.client.set(
@@ -276,7 +266,7 @@ class ChallengeSigner:
         expires_at = datetime.fromtimestamp(expiry, UTC)
         # Its expiry less its lifetime dates its issue. Issued more than the tolerance after now,
         # it came from a clock stepped back since (NTP after the clock ran ahead, a restored VM)
-        # or from a node far ahead: its spent row (kept SPENT_KEPT_LONGER past the expiry) may
+        # or from a node far ahead: its spent row (kept KEPT_PAST_EXPIRY past the expiry) may
         # have been pruned on that clock, and a captured answer would sign in again.
         if expires_at <= now or stamped_ahead(expires_at - CHALLENGE_TTL, now):
             return None

@@ -27,11 +27,11 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 
 from idp.errors import DomainError
 from idp.models import UsedDPoPProof
 from idp.services.crypto import token_hash
+from idp.thin_statements import insert_unless_exists
 
 #: RFC 9449 4.2: the proof's explicit type.
 DPOP_TYP = "dpop+jwt"
@@ -201,15 +201,8 @@ def check_proof(
 _USED = cast(Table, UsedDPoPProof.__table__)
 
 
-def _remember_statement(insert: Any) -> Any:
-    return insert(_USED).on_conflict_do_nothing(index_elements=[_USED.c.jti_hash])
-
-
 #: Built once per dialect: the proof's record, inserted unless one exists.
-REMEMBER_PROOF = {
-    "sqlite": _remember_statement(sqlite.insert),
-    "postgresql": _remember_statement(postgresql.insert),
-}
+REMEMBER_PROOF = insert_unless_exists(_USED, _USED.c.jti_hash)
 
 
 def remember_proof(

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp.models import Client, Consent, PendingAuthorization, PushedAuthorizationRequest
@@ -29,7 +28,7 @@ from idp.services.client_cache import CLIENT_COLUMNS, client_from
 from idp.services.consume import consume_once_statement, consume_prepared
 from idp.services.crypto import new_secret, token_hash
 from idp.session_statements import statements_of
-from idp.thin_statements import Inserts
+from idp.thin_statements import Inserts, insert_unless_exists
 
 if TYPE_CHECKING:
     from idp.thin_reads import ThinReads
@@ -53,12 +52,7 @@ _LOAD_WITH_CLIENT = (
 
 #: Built once (``_store``): a carried request's row, inserted unless its id exists (both
 #: dialects): the primary key decides between two answers of one page, as for a challenge.
-_STORE_CARRIED = {
-    name: insert_of(_PENDING)
-    .on_conflict_do_nothing(index_elements=[_PENDING.c.id])
-    .returning(_PENDING.c.id)
-    for name, insert_of in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
+_STORE_CARRIED = insert_unless_exists(_PENDING, _PENDING.c.id, returning=_PENDING.c.id)
 
 #: RFC 9126 2.2: the request_uri's form; what follows it is 256 random bits (RFC 9126 7.1 and
 #: 10.2: it must not be guessable; only its SHA-256 is stored).

@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from idp.clock import STAMPED_AHEAD_TOLERANCE
+from idp.clock import KEPT_PAST_EXPIRY, STAMPED_AHEAD_TOLERANCE
 from idp.interval_gate import IntervalGate
 from idp.models import (
     AccessToken,
@@ -54,7 +54,6 @@ from idp.models import (
     UsedDPoPProof,
     WebAuthnChallenge,
 )
-from idp.services.carried_requests import KEPT_PAST_EXPIRY
 from idp.services.notifications import drop_expired_secrets
 from idp.services.outbox import Channel, deliver_due
 from idp.services.rate_limits import COUNTER_LIFETIME, MAX_WINDOW, WINDOW_PREFIX

@@ -19,10 +19,9 @@ from flask import Flask
 from sqlalchemy import delete, update
 from werkzeug.test import TestResponse
 
-from idp.clock import FrozenClock
+from idp.clock import KEPT_PAST_EXPIRY, FrozenClock
 from idp.models import User, WebAuthnChallenge
 from idp.models.base import utcnow
-from idp.services.challenges import SPENT_KEPT_LONGER
 from idp.services.passkeys import CHALLENGE_TTL
 from tests.functional.test_passkeys import last_failure_reason, synced
 from tests.functional.test_round_trips import statements
@@ -79,7 +78,7 @@ def test_the_page_challenge_is_spent_once(storage_app: Flask) -> None:
     assert spent[0].consumed_at is not None
     # Kept past the challenge's own expiry, so that pruning never races a node's expiry check.
     expiry = int(ceremony["challenge_id"].split(".")[0])
-    assert spent[0].expires_at.timestamp() == expiry + SPENT_KEPT_LONGER.total_seconds()
+    assert spent[0].expires_at.timestamp() == expiry + KEPT_PAST_EXPIRY.total_seconds()
 
     replayed = answer(pages, ceremony, credential, csrf)
     assert replayed.status_code == 400, replayed.text

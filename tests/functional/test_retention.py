@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from idp import create_app
 from idp.cli import main
+from idp.clock import KEPT_PAST_EXPIRY
 from idp.extensions import db
 from idp.models import (
     AccessToken,
@@ -42,7 +43,6 @@ from idp.models import (
     WebAuthnChallenge,
 )
 from idp.models.base import utcnow
-from idp.services.carried_requests import KEPT_PAST_EXPIRY
 from idp.services.retention import (
     BATCH_SIZE,
     CATCH_UP_INTERVAL,

@@ -13,10 +13,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from idp.clock import STAMPED_AHEAD_TOLERANCE
+from idp.clock import KEPT_PAST_EXPIRY, STAMPED_AHEAD_TOLERANCE
 from idp.models import Base, Client
 from idp.services.carried_requests import (
-    KEPT_PAST_EXPIRY,
     MAX_CARRIED_LENGTH,
     RequestSigner,
     is_carried,
