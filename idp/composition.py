@@ -149,8 +149,8 @@ class Container:
             user_code_hasher=KeyedHasher(derive_key(settings.secret_key, "idp device user codes")),
             api_token_hasher=KeyedHasher(derive_key(settings.secret_key, "idp api tokens")),
             totp_fernet=fernet_for(settings.secret_key, "idp totp secrets at rest"),
-            challenge_signer=ChallengeSigner.for_secret(settings.secret_key),
-            request_signer=RequestSigner.for_secret(settings.secret_key),
+            challenge_signer=ChallengeSigner(settings.secret_key),
+            request_signer=RequestSigner(settings.secret_key),
             redis=redis_client(settings.redis_url),
         )
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from idp.clock import stamped_ahead
 from idp.models.base import random_id
-from idp.services.crypto import KeyedHasher, derive_key
+from idp.services.crypto import PageSigner
 
 #: The longest carried request read: the parameters are capped at the authorization endpoint
 #: (idp.oidc.checks: about 4 KB at most), and the HMAC runs over nothing longer.
@@ -61,15 +61,10 @@ class CarriedRequest:
     carried: str
 
 
-class RequestSigner:
+class RequestSigner(PageSigner):
     """Carries authorization requests in their sign-in pages (module docstring)."""
 
-    def __init__(self, signer: KeyedHasher) -> None:
-        self.signer = signer
-
-    @classmethod
-    def for_secret(cls, secret_key: str) -> RequestSigner:
-        return cls(KeyedHasher(derive_key(secret_key, "idp carried authorization requests")))
+    PURPOSE = "idp carried authorization requests"
 
     def carry(
         self, client_id: str, params: dict[str, Any], now: datetime, ttl: int
@@ -83,7 +78,7 @@ class RequestSigner:
         body = json.dumps({"i": pending_id, "c": client_id, "p": params, "t": created,
                            "e": expiry}, separators=(",", ":"))  # fmt: skip
         payload = base64.urlsafe_b64encode(body.encode()).rstrip(b"=").decode()
-        carried = f"{payload}.{self._tag(payload)}"
+        carried = f"{payload}.{self.tag_of(payload)}"
         return CarriedRequest(id=pending_id, client_id=client_id, params=params,
                               created_at=_from_microseconds(created),
                               expires_at=datetime.fromtimestamp(expiry, UTC),
@@ -98,7 +93,7 @@ class RequestSigner:
         if not payload or not carried.isascii():
             return None
         # As bytes: compare_digest refuses str with characters outside ASCII (anyone's input).
-        if not hmac.compare_digest(tag.encode(), self._tag(payload).encode()):
+        if not hmac.compare_digest(tag.encode(), self.tag_of(payload).encode()):
             return None
         try:
             body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -111,9 +106,6 @@ class RequestSigner:
         if request.expires_at <= now or stamped_ahead(request.created_at, now):
             return None
         return request
-
-    def _tag(self, payload: str) -> str:
-        return self.signer.hash(payload)[:32]
 
 
 def is_carried(value: str) -> bool:

@@ -37,7 +37,7 @@ from idp.clock import KEPT_PAST_EXPIRY, stamped_ahead
 from idp.models import WebAuthnChallenge
 from idp.models.base import random_id
 from idp.services.consume import consume_once_returning
-from idp.services.crypto import KeyedHasher, derive_key, token_hash
+from idp.services.crypto import PageSigner, token_hash
 from idp.services.dependencies import CircuitBreaker, redis_calls
 from idp.session_statements import statements_of
 from idp.thin_statements import insert_unless_exists
@@ -222,7 +222,7 @@ class RedisChallenges:
         return bool(stored)
 
 
-class ChallengeSigner:
+class ChallengeSigner(PageSigner):
     """Issues and checks the ids of sign-in challenges that are not stored until an answer to
     one verifies (module docstring); ``SignedChallenges`` adds the store that spends them. Alone
     it needs no database: the sign-in page issues one and stores nothing.
@@ -233,12 +233,7 @@ class ChallengeSigner:
     use in another browser (WebAuthn L3 13.4.3). Stored ids have no dot.
     """
 
-    def __init__(self, signer: KeyedHasher) -> None:
-        self.signer = signer
-
-    @classmethod
-    def for_secret(cls, secret_key: str) -> ChallengeSigner:
-        return cls(KeyedHasher(derive_key(secret_key, "idp webauthn challenges")))
+    PURPOSE = "idp webauthn challenges"
 
     def issue(
         self, *, kind: str, challenge: str, binding_hash: str, now: datetime, expires_at: datetime
@@ -275,7 +270,7 @@ class ChallengeSigner:
                          expires_at=expires_at)  # fmt: skip
 
     def _tag(self, kind: str, challenge: str, binding_hash: str, expiry: int) -> str:
-        return self.signer.hash(f"{kind}\n{binding_hash}\n{expiry}\n{challenge}")[:32]
+        return self.tag_of(f"{kind}\n{binding_hash}\n{expiry}\n{challenge}")
 
 
 @dataclass(frozen=True)

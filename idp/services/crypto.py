@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import ClassVar
 
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
@@ -53,3 +54,19 @@ class KeyedHasher:
         if not stored or not value:
             return False
         return hmac.compare_digest(stored, self.hash(value))
+
+
+class PageSigner:
+    """What a signer of values that a page carries and the browser sends back shares: a
+    128-bit tag, HMAC-SHA256 under a key derived from the deployment's secret key for the
+    subclass's ``PURPOSE`` alone, so that nobody else can make or change such a value and one
+    kind is never taken for another (a signed WebAuthn challenge id, idp.services.challenges; a
+    carried authorization request, idp.services.carried_requests)."""
+
+    PURPOSE: ClassVar[str]
+
+    def __init__(self, secret_key: str) -> None:
+        self._signer = KeyedHasher(derive_key(secret_key, self.PURPOSE))
+
+    def tag_of(self, text: str) -> str:
+        return self._signer.hash(text)[:32]

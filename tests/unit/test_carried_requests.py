@@ -25,7 +25,7 @@ from idp.services.retention import RetentionPolicy, prune
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
 PARAMS = {"scope": "openid", "state": "s", "prompt": ["login"], "max_age": None}
-SIGNER = RequestSigner.for_secret("a deployment's secret key of enough length")
+SIGNER = RequestSigner("a deployment's secret key of enough length")
 
 
 def test_a_carried_request_reads_back_as_it_was_signed_until_it_expires() -> None:
@@ -46,7 +46,7 @@ def test_a_carried_request_changed_or_signed_elsewhere_is_none() -> None:
     body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     body["c"] = "another-app"
     forged = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
-    other = RequestSigner.for_secret("another deployment's secret key")
+    other = RequestSigner("another deployment's secret key")
     assert SIGNER.read(f"{forged}.{tag}", NOW) is None
     assert SIGNER.read(f"{payload}.{tag[:-1]}0" if tag[-1] != "0" else f"{payload}.{tag[:-1]}1",
                        NOW) is None  # fmt: skip
