@@ -65,6 +65,11 @@ class SessionStatements:
         changed: int = self._send(statement, parameters, rows=False)
         return changed
 
+    def inserted(self, built: Mapping[str, Any], parameters: Mapping[str, Any]) -> bool:
+        """Send this engine's form of an insert the key decides (idp.thin_statements
+        ``insert_unless_exists``, with ``returning``): whether this call inserted the row."""
+        return self.first(built[self._reads.dialect_name], parameters) is not None
+
     def write_together(self, parts: Sequence[Inserts]) -> None:
         """Insert ``parts`` in their order: one statement on PostgreSQL, one per part on SQLite
         (idp.thin_statements ``inserts_together``)."""
@@ -136,6 +141,10 @@ class _CoreStatements:
 
     def all(self, statement: _Statement, parameters: Mapping[str, Any]) -> list[Any]:
         return list(self._session.connection().execute(statement, dict(parameters)).all())
+
+    def inserted(self, built: Mapping[str, Any], parameters: Mapping[str, Any]) -> bool:
+        statement = built[self._session.connection().dialect.name]
+        return self.first(statement, parameters) is not None
 
     def write(self, statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
         return int(self._session.connection().execute(statement, dict(parameters)).rowcount)

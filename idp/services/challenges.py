@@ -127,13 +127,12 @@ class DatabaseChallenges:
     def claim(self, challenge: Challenge, now: datetime) -> bool:
         # The primary key decides: a second INSERT of the same id waits for the first one's
         # transaction (PostgreSQL) or for the write lock (SQLite), then inserts nothing.
-        dialect = self.db.connection().dialect  # the request's transaction; Core, no ORM layer
-        row = statements_of(self.db).first(_CLAIM[dialect.name], {
+        # In the request's transaction; Core, no ORM layer.
+        return statements_of(self.db).inserted(_CLAIM, {
             "id": _spent_id(challenge), "kind": challenge.kind, "challenge": challenge.challenge,
             "binding_hash": challenge.binding_hash, "user_id": None, "created_at": now,
             "expires_at": challenge.expires_at + KEPT_PAST_EXPIRY, "consumed_at": now,
         })  # fmt: skip
-        return row is not None
 
 
 _CHALLENGES = cast(Table, WebAuthnChallenge.__table__)

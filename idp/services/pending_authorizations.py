@@ -160,13 +160,11 @@ class PendingAuthorizations:
         """Insert ``carried``'s row unless it exists; whether this call inserted it. Kept
         ``KEPT_PAST_EXPIRY`` past its expiry (idp.services.retention) though the request ends
         then: ``RequestSigner.read`` refuses it from then on."""
-        dialect = self.db.connection().dialect.name  # the request's transaction
-        row = statements_of(self.db).first(_STORE_CARRIED[dialect], {
+        return statements_of(self.db).inserted(_STORE_CARRIED, {  # the request's transaction
             "id": carried.id, "client_id": carried.client_id, "params": carried.params,
             "created_at": carried.created_at, "expires_at": carried.expires_at,
             "consumed_at": consumed_at, "consented_by": None,
         })  # fmt: skip
-        return row is not None
 
     def push(
         self, client_id: str, params: dict[str, Any], now: datetime, ttl: int,
