@@ -58,9 +58,7 @@ def _carried(value: str) -> LivePending | None:
     client = registered_client(carried.client_id) if carried is not None else None
     if carried is None or client is None:
         return None
-    return LivePending(id=carried.id, client_id=carried.client_id, params=carried.params,
-                       created_at=carried.created_at, consented_by=None, client=client,
-                       carried=carried)  # fmt: skip
+    return LivePending.carrying(carried, client)
 
 
 def _destination(pending: LivePending | None, next_path: str | None) -> str:

@@ -186,12 +186,9 @@ def _proceed(
             assert signer is not None, "Container.build gives every app its request signer"
             carried = signer.carry(client.client_id, auth_request.to_params(), now,
                                    runtime().settings.pending_request_ttl)  # fmt: skip
-            shown = LivePending(
-                id=carried.id, client_id=client.client_id, params=carried.params,
-                created_at=carried.created_at, consented_by=None, client=client, carried=carried,
-            )  # fmt: skip
             # Bounded already: idp.oidc.checks drops a hint over MAX_LOGIN_HINT_LENGTH.
-            return login_page(shown, auth_request.login_hint or "", None, None)
+            return login_page(LivePending.carrying(carried, client),
+                              auth_request.login_hint or "", None, None)  # fmt: skip
         # The address's count is committed with the pending request it pays for (one commit,
         # idp.oidc.pending_open): the row lock the count takes serialises the address's parallel
         # requests as a commit of its own did, and a request that stores nothing costs no count.

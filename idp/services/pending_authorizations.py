@@ -90,6 +90,13 @@ class LivePending:
     #: A request its sign-in page carries, not stored yet (idp.services.carried_requests).
     carried: CarriedRequest | None = None
 
+    @classmethod
+    def carrying(cls, carried: CarriedRequest, client: Client) -> LivePending:
+        """The request ``carried`` holds, of ``client``: not stored yet, and so not consented."""
+        return cls(id=carried.id, client_id=carried.client_id, params=carried.params,
+                   created_at=carried.created_at, consented_by=None, client=client,
+                   carried=carried)  # fmt: skip
+
     @property
     def sent_back(self) -> str:
         """What the sign-in page's forms send back for it: the carried request, or the id."""
