@@ -4,8 +4,9 @@
   shows the sign-in page (it embeds the passkey request options) -> assertion by the software
   authenticator -> ``/login/passkey/verify``, which answers with the redirect URI and the code ->
   ``/token`` (client_secret_basic) -> RS256 ID token verified; fresh cookies for every flow;
-- password + TOTP sign-in: ``/login`` page, email and password, the second-step page, the TOTP
-  code; a session cookie at the end (one seeded user per sign-in, see ``bench.seed``);
+- password + TOTP sign-in: ``/login`` page, email and password (answered with the second-step
+  page), the TOTP code; a session cookie at the end (one seeded user per sign-in, see
+  ``bench.seed``);
 - refresh-token grants, each browser following its own rotated chain;
 - userinfo, client credentials, introspection: one request each.
 """
@@ -297,12 +298,15 @@ def password_totp_sign_in(fx: Fixture, browser: Browser, email: str, secret: str
     page = browser.get("/login")
     expect(page.status == 200, f"login page: {page.status}")
     form = {"csrf_token": csrf_field(page.text), "email": email, "password": PASSWORD}
-    password_step = browser.post("/login", form=form)
-    expect(
-        password_step.location.endswith("/login/second-step"),
-        f"password step: {password_step.status} {password_step.location}",
-    )
-    second = browser.get("/login/second-step")
+    second = browser.post("/login", form=form)
+    if second.status in (302, 303):
+        # A revision before the password step answered with the second step's page redirected
+        # to it (bench.compare serves older revisions with these flows).
+        expect(
+            second.location.endswith("/login/second-step"),
+            f"password step: {second.status} {second.location}",
+        )
+        second = browser.get("/login/second-step")
     expect(second.status == 200, f"second-step page: {second.status}")
     code = pyotp.TOTP(secret).now()
     done = browser.post(

@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from idp import checkpoints
@@ -19,7 +19,11 @@ from idp.services.audit import RequestContext
 from idp.services.backup_codes import BackupCodeService
 from idp.services.email_addresses import normalise_email
 from idp.services.notifications import Notifier
-from idp.services.partial_logins import flagged_passkey_column, second_factor_columns
+from idp.services.partial_logins import (
+    SecondStepChoices,
+    flagged_passkey_column,
+    second_factor_columns,
+)
 from idp.services.passwords import PasswordService
 from idp.services.rate_limits import AttemptLimiter, Verdict
 from idp.services.sign_in_policy import SignInPolicy
@@ -82,9 +86,10 @@ class Account:
 class PasswordResult:
     account: Account | None
     error: str | None = None
-    #: After a correct password: whether a second step can follow (an authenticator app or a
-    #: working passkey; backup codes only back these up, a flagged passkey's too).
-    second_factor: bool = False
+    #: After a correct password: the second step that follows, as its page shows it (an
+    #: authenticator app or a working passkey; backup codes only back these up, a flagged
+    #: passkey's too); None when none can follow.
+    second_step: SecondStepChoices | None = None
     #: After a correct password: the account's second step was a passkey, now flagged as a
     #: possible clone, and nothing else can pass it (no app, no backup code left). The password
     #: then opens only a session that adds a way in (``SignInService.password``).
@@ -101,8 +106,9 @@ _USERS: Table = User.__table__  # type: ignore[assignment]
 @lru_cache(maxsize=1)
 def _account_statement() -> Any:
     """The password step's one read: the account of an email (``Account``'s columns, Core: no
-    ORM object, docs/performance.md) and whether a second step can follow (an authenticator app
-    or a passkey; backup codes only back these up)."""
+    ORM object, docs/performance.md) and the second steps it offers (an authenticator app, a
+    passkey, a backup code; ``SignInService._account`` decides whether one can follow), as the
+    second-step page the password step answers with shows them."""
     totp, passkey, backup_code = second_factor_columns(_USERS.c.id)
     flagged = flagged_passkey_column(_USERS.c.id)
     return select(
@@ -113,8 +119,9 @@ def _account_statement() -> Any:
         _USERS.c.passkey_prompt_disabled,
         _USERS.c.passkey_prompt_snoozed_until,
         _USERS.c.password_version,
-        # A flagged passkey's backup codes still back it up: the second step takes them.
-        or_(totp, passkey, and_(flagged, backup_code)).label("second_factor"),
+        totp.label("totp"),
+        passkey.label("passkey"),
+        backup_code.label("backup_code"),
         flagged.label("flagged"),
     ).where(_USERS.c.email == bindparam("email"))
 
@@ -176,7 +183,7 @@ class SignInService:
         key = self.limiter.account_key("pwd", self.address_key(email))
         # Counted before it is checked (docs/security.md): parallel guesses find each other.
         attempt = self.limiter.reserve(key, context.ip_address, now)
-        user, second_factor, flagged = self._account(email)
+        user, second_step, flagged = self._account(email)
         if not attempt.verdict.allowed:
             # A refused attempt still counts (its reservation stands), and still costs one hash
             # so that timing says nothing either.
@@ -212,8 +219,8 @@ class SignInService:
         # password alone would drop a step the account had. The caller opens the restricted
         # session that may only add a way in (as ``require_second_factor`` does), so the user
         # gets back in without an admin and gets no more than a new way in (docs/security.md).
-        lost = flagged and not second_factor
-        return PasswordResult(account=user, second_factor=second_factor, second_factor_lost=lost)
+        lost = flagged and second_step is None
+        return PasswordResult(account=user, second_step=second_step, second_factor_lost=lost)
 
     def password_unchanged(self, account: Account, context: RequestContext) -> str | None:
         """Before a session opens on the password alone (no second step follows): the error to
@@ -233,26 +240,30 @@ class SignInService:
         self._audit_failure("login.password", account.id, context, "password_changed")
         return GENERIC_FAILURE
 
-    def _account(self, email: str) -> tuple[Account | None, bool, bool]:
-        """The account of a normalised address (``UserService.find_by_email``), whether a
-        second step can follow and whether the account has a flagged passkey, in one
-        statement."""
+    def _account(self, email: str) -> tuple[Account | None, SecondStepChoices | None, bool]:
+        """The account of a normalised address (``UserService.find_by_email``), the second step
+        that can follow (None if none can) and whether the account has a flagged passkey, in
+        one statement."""
         if not email or len(email) > 320:
-            return None, False, False
+            return None, None, False
         if self.reads is not None:
             row = self.reads.first(_account_statement(), {"email": email})
         else:
             row = self.db.connection().execute(_account_statement(), {"email": email}).first()
         if row is None:
-            return None, False, False
-        (user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, version, second,
-         flagged) = row  # fmt: skip
+            return None, None, False
+        (user_id, password_hash, disabled_at, is_admin, prompt_off, snoozed, version, totp,
+         passkey, backup_code, flagged) = row  # fmt: skip
         account = Account(id=user_id, password_hash=password_hash,
                           is_active=disabled_at is None, is_admin=bool(is_admin),
                           passkey_prompt_disabled=bool(prompt_off),
                           passkey_prompt_snoozed_until=snoozed,
                           password_version=int(version or 0))  # fmt: skip
-        return account, bool(second), bool(flagged)
+        # A flagged passkey's backup codes still back it up: the second step takes them.
+        second = totp or passkey or (flagged and backup_code)
+        choices = SecondStepChoices(email=email, totp=bool(totp), passkey=bool(passkey),
+                                    backup_code=bool(backup_code))  # fmt: skip
+        return account, (choices if second else None), bool(flagged)
 
     # -- second step ----------------------------------------------------------------------------
     def totp_code(

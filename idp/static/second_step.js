@@ -1,15 +1,23 @@
-// The second step after a password: "Use a passkey" asks for this user's passkeys (the server
-// knows the user from the pending sign-in, not from anything the page sends).
+// The second step after a password. The password step's answer is this page (login/views.py):
+// its history entry takes the page's own address (history.replaceState), so that a reload or a
+// return to it asks for the second step (a GET) instead of posting the password again
+// (tests/browser/test_fallback.py holds a browser to it).
+// "Use a passkey" asks for this user's passkeys (the server knows the user from the pending
+// sign-in, not from anything the page sends).
 "use strict";
 
 (() => {
+  const address = document.currentScript && document.currentScript.dataset.address;
+  if (address && window.location.pathname !== address) {
+    window.history.replaceState(null, "", address);
+  }
   const button = document.getElementById("passkey-button");
   const errors = document.getElementById("form-errors");
-  const W = idpWebAuthn;
-  if (!button || !W.supported()) {
+  if (!button || typeof idpWebAuthn === "undefined" || !idpWebAuthn.supported()) {
     if (button) button.hidden = true;
     return;
   }
+  const W = idpWebAuthn;
   const say = (message) => {
     errors.replaceChildren();
     const p = document.createElement("p");

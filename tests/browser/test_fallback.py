@@ -192,6 +192,29 @@ def test_password_and_authenticator_app_sign_in_to_the_relying_party(
     assert relying_party.redeem(authorization)["amr"] == SECOND_FACTOR_AMR
 
 
+def test_the_password_step_answers_with_the_second_step_and_a_reload_sends_no_password(
+    relying_party: RelyingParty, new_user: NewUser, totp_account: TotpAccount
+) -> None:
+    """The password's POST answers with the second step's page (login/views.py), which takes its
+    own address in the history (static/second_step.js): a reload asks for that page again and
+    never posts the password a second time."""
+    user = new_user(conditional_mediation=False)
+    page = user.page
+    navigations: list[tuple[str, str]] = []
+    page.on(
+        "request",
+        lambda r: navigations.append((r.method, r.url)) if r.is_navigation_request() else None,
+    )
+    _open_second_step(user, relying_party, totp_account.email)
+    # The password step is the last page load: no redirect, no second request for the page.
+    assert navigations[-1] == ("POST", f"{relying_party.idp.url}/login"), navigations
+    navigations.clear()
+    page.reload()
+    expect(page.get_by_role("heading", name="Verify it's you")).to_be_visible()
+    expect(page.locator("#totp-code")).to_be_visible()
+    assert navigations == [("GET", f"{relying_party.idp.url}/login/second-step")], navigations
+
+
 def test_password_and_backup_code_sign_in_to_the_relying_party(
     live_idp: LiveIdp, relying_party: RelyingParty, new_user: NewUser, totp_account: TotpAccount
 ) -> None:

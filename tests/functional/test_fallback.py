@@ -67,7 +67,14 @@ from idp.web import email_key
 from tests.conftest import app_overrides
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
-from tests.support.flow import RelyingParty, csrf_token, query_of, sign_in_address, start_session
+from tests.support.flow import (
+    RelyingParty,
+    csrf_token,
+    query_of,
+    shown_address,
+    sign_in_address,
+    start_session,
+)
 from tests.support.passkey_flow import PasskeyPages
 
 MFA_AMR = ["pwd", "otp", "mfa"]
@@ -94,7 +101,7 @@ def text_of(response: TestResponse) -> str:
 def location(response: TestResponse) -> str:
     """Where the response sends the browser; for the sign-in page the authorization endpoint
     shows itself (docs/architecture.md), the /login address of the same page."""
-    shown = sign_in_address(response)
+    shown = sign_in_address(response) or shown_address(response)
     if shown is not None and response.status_code == 200:
         return shown
     assert response.status_code in (302, 303), (response.status_code, response.text[:500])

@@ -34,6 +34,7 @@ from idp import json_logs
 from idp.json_logs import REDACTED, JsonFormatter
 from tests.support.apps import live_on
 from tests.support.events import wait_for
+from tests.support.flow import shown_address
 from tests.support.http_flows import RelyingParty, Visitor, expect, query_of
 from tests.support.live import LiveIdp, start_live_idp
 
@@ -121,7 +122,8 @@ def run_every_flow(idp: LiveIdp) -> set[str]:
 
     # Password + backup code; recovery with another backup code.
     backup = visitor()
-    expect(backup.password_step(totp_email, PASSWORD).status_code == 302, "password step")
+    second_step = shown_address(backup.password_step(totp_email, PASSWORD))
+    expect(second_step == "/login/second-step", "password step")
     expect(backup.second_step(backup_codes[0], "backup_code").status_code == 302, "backup code")
     recovering = visitor()
     recovered = recovering.post("/login/recover", data={
@@ -134,7 +136,8 @@ def run_every_flow(idp: LiveIdp) -> set[str]:
     wrong = visitor()
     wrong_password = "not the password " + secrets.token_urlsafe(8)
     expect(wrong.password_step(totp_email, wrong_password).status_code == 401, "wrong password")
-    expect(wrong.password_step(totp_email, PASSWORD).status_code == 302, "password step")
+    second_step = shown_address(wrong.password_step(totp_email, PASSWORD))
+    expect(second_step == "/login/second-step", "password step")
     wrong_code = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
     expect(wrong.second_step(wrong_code).status_code == 401, "wrong TOTP code")
     wrong_secret = secrets.token_urlsafe(32)
@@ -148,7 +151,7 @@ def run_every_flow(idp: LiveIdp) -> set[str]:
     authorization = signing_in.authorize(rp.client_id, REDIRECT_URI)
     first = signing_in.password_step(totp_email, PASSWORD, authorization.pending_id,
                                      form_path=authorization.location)  # fmt: skip
-    expect(first.status_code == 302, f"password step: {first.status_code}")
+    expect(shown_address(first) == "/login/second-step", f"password step: {first.status_code}")
     second = signing_in.second_step(_wait_for_next_totp_step(enrolment_code, totp))
     callback = signing_in.follow_to(second, REDIRECT_URI)
     tokens = rp.exchange(callback, authorization)

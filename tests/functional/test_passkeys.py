@@ -46,7 +46,7 @@ from idp.settings import Settings
 from tests.conftest import sqlite_app
 from tests.support.authenticator import FLAG, InvalidStateError, SoftAuthenticator
 from tests.support.factories import CreatedUser, change, create_client, create_user, rows
-from tests.support.flow import RelyingParty, csrf_token, query_of, sign_in_address
+from tests.support.flow import RelyingParty, csrf_token, query_of, shown_address, sign_in_address
 from tests.support.passkey_flow import PasskeyPages
 
 PER_ADDRESS = Settings.anonymous_requests_per_address
@@ -1027,7 +1027,7 @@ def test_second_step_options_list_that_users_passkeys(
     second = device_bound()
     assert signed_in.add_passkey(second).status_code == 201
     browser = PasskeyPages(app.test_client())
-    assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    assert shown_address(browser.sign_in_with_password(user)) == "/login/second-step"
     issued = browser.authentication_options(partial=True, page="/login/second-step")
     listed = {c["id"] for c in issued["publicKey"]["allowCredentials"]}
     assert listed == {*enrolled.credential_ids(), *second.credential_ids()}
@@ -1053,7 +1053,7 @@ def test_the_second_step_is_answered_only_by_a_passkey_it_listed(
     others_key = synced()
     assert other_pages.add_passkey(others_key).status_code == 201
     browser = PasskeyPages(app.test_client())
-    assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    assert shown_address(browser.sign_in_with_password(user)) == "/login/second-step"
     for partial in (True, False):
         issued = browser.authentication_options(partial=True, page="/login/second-step")
         # A client that ignored allowCredentials (or an attacker's script) offers any passkey.
@@ -1267,7 +1267,7 @@ def test_the_second_step_lists_no_flagged_passkey(app: Flask, user: CreatedUser)
     pages = PasskeyPages(app.test_client())
     working = _a_working_and_a_flagged_passkey(pages, user)
     browser = PasskeyPages(app.test_client())
-    assert browser.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    assert shown_address(browser.sign_in_with_password(user)) == "/login/second-step"
     issued = browser.authentication_options(partial=True, page="/login/second-step")
     listed = [c["id"] for c in issued["publicKey"]["allowCredentials"]]
     assert listed == working.credential_ids()
@@ -1328,7 +1328,7 @@ def test_a_flagged_passkey_asks_no_step_up_it_cannot_give(app: Flask, user: Crea
     [cloned_id] = cloned.credential_ids()
 
     again = PasskeyPages(app.test_client())
-    assert again.sign_in_with_password(user).headers["Location"].endswith("/login/second-step")
+    assert shown_address(again.sign_in_with_password(user)) == "/login/second-step"
     page = again.browser.get("/login/second-step")
     form = {"csrf_token": csrf_token(page.text), "method": "backup_code", "code": codes[0]}
     assert again.browser.post("/login/second-step", data=form).status_code == 302

@@ -36,7 +36,13 @@ from idp.services.rate_limits import AttemptLimiter, FactorLocks
 from idp.services.redis_counters import RedisCounters
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import create_client, create_user
-from tests.support.flow import RelyingParty, csrf_token, query_of, shown_pending_id
+from tests.support.flow import (
+    RelyingParty,
+    csrf_token,
+    query_of,
+    shown_address,
+    shown_pending_id,
+)
 from tests.support.http_flows import ParallelPasskeyAnswer
 from tests.support.live import LiveIdp
 from tests.support.passkey_flow import PasskeyPages, csrf_meta, page_options
@@ -137,8 +143,8 @@ def test_a_totp_code_reads_the_credential_once_and_claims_its_step_in_one_write(
 ) -> None:
     email, secret = _user_with_totp(storage_app)
     browser = storage_app.test_client()
-    assert _post_password(browser, email, PASSWORD).headers["Location"] == "/login/second-step"
-    page = browser.get("/login/second-step")
+    page = _post_password(browser, email, PASSWORD)
+    assert shown_address(page) == "/login/second-step"
     code = pyotp.TOTP(secret).now()
     form = {"csrf_token": csrf_token(page.text), "code": code}
     with statements(storage_app) as sent:
@@ -164,8 +170,7 @@ def test_a_totp_code_reads_the_credential_once_and_claims_its_step_in_one_write(
 
     # The claimed step is never accepted again: a second browser with the same code fails.
     again = storage_app.test_client()
-    _post_password(again, email, PASSWORD)
-    page = again.get("/login/second-step")
+    page = _post_password(again, email, PASSWORD)
     replay = again.post("/login/second-step", data={"csrf_token": csrf_token(page.text),
                                                     "code": code})  # fmt: skip
     assert replay.status_code == 401
@@ -180,7 +185,7 @@ def test_the_password_step_counts_no_backup_codes_and_counts_each_counter_in_one
     with statements(storage_app, commits=True) as sent:
         response = browser.post("/login", data={"csrf_token": csrf_token(page.text),
                                                 "email": email, "password": PASSWORD})  # fmt: skip
-    assert response.headers["Location"] == "/login/second-step"
+    assert shown_address(response) == "/login/second-step"
     # Backup codes only back up a second step: the account's one read (below) asks whether one
     # is left beside a passkey flagged as a possible clone, and no other statement reads them.
     assert _count(sent, lambda s: "BACKUP_CODES" in s and "FROM USERS" not in s) == 0
@@ -198,7 +203,8 @@ def test_the_password_step_counts_no_backup_codes_and_counts_each_counter_in_one
     # The success releases the reservation: the account's count reset, the address's taken back.
     assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 1
     assert _count(sent, lambda s: s.startswith("UPDATE ATTEMPT_COUNTERS")) == 1
-    # The account and whether a second step can follow: one read.
+    # The account and the second steps it offers, which the page it answers with shows: one
+    # read (the page reads nothing more).
     reads = [s for s in sent if s.startswith("SELECT")]
     assert len(reads) == 1
     assert "FROM USERS" in reads[0]
@@ -206,12 +212,13 @@ def test_the_password_step_counts_no_backup_codes_and_counts_each_counter_in_one
 
 
 #: A password + TOTP sign-in, request by request (docs/performance.md): the statements and
-#: commits each request sends, in order, on SQLite and PostgreSQL alike.
+#: commits each request sends, in order, on SQLite and PostgreSQL alike. The password step
+#: answers with the second step's page; its address, asked for again (a reload), reads once.
 SIGN_IN_ROUND_TRIPS = {
     "POST /login": [
         "INSERT attempt_counters",  # both counters and the account's lock (counted first)
         "COMMIT",
-        "SELECT users",  # the account and whether a second step can follow
+        "SELECT users",  # the account and the second steps it offers (the page's choices)
         "DELETE attempt_counters",  # the success: the account's count reset ...
         "UPDATE attempt_counters",  # ... and the address's taken back, committed with it
         # login.password, a prepared Core INSERT sent when the step is audited (no ORM object
@@ -220,7 +227,6 @@ SIGN_IN_ROUND_TRIPS = {
         "INSERT partial_logins",
         "COMMIT",
     ],
-    "GET /login/second-step": ["SELECT partial_logins"],  # its user and factors with it
     "POST /login/second-step": [
         "SELECT partial_logins",  # its user and their authenticator app with it
         "INSERT attempt_counters",
@@ -258,13 +264,13 @@ def test_a_password_and_totp_sign_in_sends_these_statements_and_commits(
     with statements(storage_app, commits=True) as each:
         response = browser.post("/login", data={"csrf_token": csrf_token(page.text),
                                                 "email": email, "password": PASSWORD})  # fmt: skip
-    assert response.headers["Location"] == "/login/second-step"
+    assert shown_address(response) == "/login/second-step"
     sent["POST /login"] = _verbs(each)
     with statements(storage_app, commits=True) as each:
-        page = browser.get("/login/second-step")
+        page = browser.get("/login/second-step")  # a reload of the page the password answered
     assert page.status_code == 200
-    sent["GET /login/second-step"] = _verbs(each)
-    form = {"csrf_token": csrf_token(page.text), "code": pyotp.TOTP(secret).now()}
+    assert _verbs(each) == ["SELECT partial_logins"]  # its user and factors with it
+    form = {"csrf_token": csrf_token(response.text), "code": pyotp.TOTP(secret).now()}
     with statements(storage_app, commits=True) as each:
         response = browser.post("/login/second-step", data=form)
     assert response.status_code == 302, response.text
@@ -289,7 +295,7 @@ def test_a_success_after_a_failure_still_resets_the_counter(storage_app: Flask) 
     assert len(counted) == 1
     with statements(storage_app) as sent:
         browser = storage_app.test_client()
-        assert _post_password(browser, email, PASSWORD).status_code == 302
+        assert shown_address(_post_password(browser, email, PASSWORD)) == "/login/second-step"
     assert _count(sent, lambda s: s.startswith("DELETE FROM ATTEMPT_COUNTERS")) == 1
     with storage_app.app_context():
         assert db.session.get(AttemptCounter, counted[0]) is None

@@ -15,7 +15,7 @@ from idp.services.assurance import ACR_MFA, ACR_PASSWORD
 from tests.functional.test_admin_policy import policy_app, set_policy  # noqa: F401
 from tests.support.authenticator import FLAG, SoftAuthenticator
 from tests.support.factories import CreatedUser, create_client, create_user
-from tests.support.flow import RelyingParty, csrf_token, jwt_parts, query_of
+from tests.support.flow import RelyingParty, csrf_token, jwt_parts, query_of, shown_address
 from tests.support.passkey_flow import PasskeyPages
 
 
@@ -80,7 +80,7 @@ def test_a_passkey_without_uv_after_a_password_earns_no_mfa(preferred: Flask) ->
     page = browser.get("/login")
     form = {"csrf_token": csrf_token(page.text), "email": who.user.email,
             "password": who.user.password}  # fmt: skip
-    assert browser.post("/login", data=form).headers["Location"] == "/login/second-step"
+    assert shown_address(browser.post("/login", data=form)) == "/login/second-step"
     pages = PasskeyPages(browser)
     ceremony = pages.authentication_options()
     credential = who.authenticator.get(ceremony["publicKey"], flags=FLAG.UP)

@@ -62,6 +62,19 @@ def shown_pending_id(html: str) -> str | None:
     return match.group(1) if match else None
 
 
+SHOWN_ADDRESS = re.compile(r'data-address="([^"]+)"')
+
+
+def shown_address(response: Any) -> str | None:
+    """The address a page another request answered with names as its own (the password step
+    answers with the second step's page, which takes /login/second-step in the history:
+    login/second_step.html); None for any other answer."""
+    if response.status_code != 200:
+        return None
+    match = SHOWN_ADDRESS.search(response.text)
+    return html.unescape(match.group(1)) if match else None
+
+
 def sign_in_address(response: Any) -> str | None:
     """Where the authorization endpoint asked the user to sign in, as /login's address: the
     sign-in page it showed itself (200, docs/architecture.md) names its stored request, and
@@ -177,11 +190,17 @@ class RelyingParty:
         return self.browser.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
 
 
-def start_session(browser: FlaskClient, user: CreatedUser) -> TestResponse:
-    """Sign in directly at /login (no authorization request): the browser now has a session."""
+def password_sign_in(browser: FlaskClient, user: CreatedUser) -> TestResponse:
+    """The email and password at /login (no authorization request): a redirect with a session,
+    or the second step's page when one follows."""
     page = browser.get("/login")
     form = {"csrf_token": csrf_token(page.text), "email": user.email, "password": user.password}
-    response = browser.post("/login", data=form)
+    return browser.post("/login", data=form)
+
+
+def start_session(browser: FlaskClient, user: CreatedUser) -> TestResponse:
+    """Sign in directly at /login (no authorization request): the browser now has a session."""
+    response = password_sign_in(browser, user)
     assert response.status_code == 302, response.text
     return response
 

@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.factories import CreatedUser
-from tests.support.flow import start_session
+from tests.support.flow import password_sign_in, shown_address
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 PAGE_OPTIONS = re.compile(r'<script type="application/json" id="passkey-options">(.*?)</script>')
@@ -42,7 +42,11 @@ class PasskeyPages:
     browser: FlaskClient
 
     def sign_in_with_password(self, user: CreatedUser) -> TestResponse:
-        return start_session(self.browser, user)
+        """The password at /login: a session (a redirect) or the second step's page."""
+        response = password_sign_in(self.browser, user)
+        second_step = shown_address(response) == "/login/second-step"
+        assert response.status_code == 302 or second_step, response.text
+        return response
 
     def csrf(self, path: str = "/login") -> str:
         page = self.browser.get(path)
