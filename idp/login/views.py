@@ -210,6 +210,8 @@ def _second_step_page(raw: str, error: str | None) -> Any:
 
 
 def _second_step_shown(choices: SecondStepChoices, error: str | None) -> Any:
+    """The second step's page offering ``choices`` (the partial sign-in's read, or the password
+    step's read of the account when the password's POST answers with it)."""
     if not (choices.totp or choices.passkey or choices.backup_code):
         # The second factor went away after the password step (removed meanwhile, or its
         # passkey flagged and no backup code left): start over.
