@@ -181,7 +181,8 @@ def second_step() -> Any:
                 return redirect(url_for("login.login"))
             result = service.backup_code(partial.user, code, request_context(), now)
             if result.ok:
-                return _finish_partial(partial.id_hash, partial.next_path, partial.user, amr,
+                return _finish_partial(partial.id_hash, partial.next_path,
+                                       partial.pending_request_id, partial.user, amr,
                                        backup_code=True)  # fmt: skip
             error = result.error
         else:
@@ -193,7 +194,8 @@ def second_step() -> Any:
             error = service.totp_code(found.user_id, found.user_active, code, request_context(),
                                       now, found.totp)  # fmt: skip
             if error is None:
-                return _finish_partial(found.id_hash, found.next_path, found.user_id, amr)
+                return _finish_partial(found.id_hash, found.next_path, found.pending_request_id,
+                                       found.user_id, amr)  # fmt: skip
         db.session.commit()
     # GET and HEAD show the page and change nothing (RFC 9110 9.2.1); so does a wrong code.
     return _second_step_page(raw, error)
@@ -222,10 +224,11 @@ def _second_step_shown(choices: SecondStepChoices, error: str | None) -> Any:
 
 
 def _finish_partial(
-    id_hash: str, next_path: str | None, user: User | str, amr: list[str], *,
-    backup_code: bool = False,
+    id_hash: str, next_path: str | None, pending_request_id: str | None, user: User | str,
+    amr: list[str], *, backup_code: bool = False,
 ) -> Any:  # fmt: skip
-    """Spend the partial sign-in ``id_hash`` and sign ``user`` (or the user of that id) in;
+    """Spend the partial sign-in ``id_hash`` and sign ``user`` (or the user of that id) in, then
+    back to ``next_path`` or the authorization request ``pending_request_id`` it was for;
     ``backup_code``: the second step was a backup code."""
     if not services().partial_logins.spend(id_hash, clock().now()):
         # Another second step finished it first. The code checked here stays spent and its
@@ -235,8 +238,19 @@ def _finish_partial(
     session.pop("partial_login", None)
     response = redirect(next_path or url_for("account.home"))
     start_session(user, amr, response, backup_code=backup_code)
+    _resume_in_this_request(response, pending_request_id)
     db.session.commit()
     return response
+
+
+def _resume_in_this_request(response: Any, pending_request_id: str | None) -> None:
+    """A second step made for an authorization request decides the way back with the new
+    session, as a passkey sign-in does (``resume_after_sign_in``): the client's redirect URI
+    with the code, or the consent page, without the browser loading ``/authorize/continue``
+    first. A request no longer there leaves ``response`` going there, which says so."""
+    pending = _pending(pending_request_id) if pending_request_id else None
+    if pending is not None:
+        response.location = resume_after_sign_in(pending)
 
 
 @bp.route("/login/recover", methods=["GET", "POST"])
@@ -357,6 +371,8 @@ def passkey_verify() -> Any:
         session.pop("partial_login", None)
         destination = partial.next_path or url_for("account.home")
         amr = ["pwd", *amr]
+        # For an authorization request: the way back is decided below, as for a passkey alone.
+        pending = _pending(partial.pending_request_id) if partial.pending_request_id else None
     else:
         pending = _pending(str(body.get("request") or ""))
         if pending is None:

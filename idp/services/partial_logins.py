@@ -55,6 +55,8 @@ class PartialForCode:
     #: Whether the account is enabled (``User.is_active``).
     user_active: bool
     next_path: str | None
+    #: The authorization request the sign-in is for (None: none).
+    pending_request_id: str | None
     #: The user's authenticator app (None: none).
     totp: StoredTotp | None
 
@@ -138,6 +140,7 @@ def _for_code_statement() -> Any:
             _PARTIALS.c.id_hash,
             _PARTIALS.c.user_id,
             _PARTIALS.c.next_path,
+            _PARTIALS.c.pending_request_id,
             _USERS.c.disabled_at,
             _TOTP.c.secret_encrypted,
             _TOTP.c.confirmed_at,
@@ -218,10 +221,12 @@ class PartialLogins:
         found = self._first(_for_code_statement(), raw)
         if found is None or found[0] is not None or found[1] <= now:
             return None
-        _consumed, _expires, id_hash, user_id, next_path, disabled_at, secret, confirmed = found
+        (_consumed, _expires, id_hash, user_id, next_path, pending_request_id, disabled_at, secret,
+         confirmed) = found  # fmt: skip
         stored = None if secret is None else StoredTotp(user_id, secret, confirmed is not None)
         return PartialForCode(id_hash=id_hash, user_id=user_id, user_active=disabled_at is None,
-                              next_path=next_path, totp=stored)  # fmt: skip
+                              next_path=next_path, pending_request_id=pending_request_id,
+                              totp=stored)  # fmt: skip
 
     def spend(self, id_hash: str, now: datetime) -> bool:
         """Finish the partial sign-in ``id_hash`` once; False when another second step finished

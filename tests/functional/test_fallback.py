@@ -250,6 +250,30 @@ def test_password_and_totp_give_an_mfa_id_token(app: Flask, clock: FrozenClock) 
     assert claims["acr"] == ACR_MFA == "urn:idp:acr:mfa"
 
 
+@pytest.mark.parametrize("method", ["totp", "backup_code"])
+def test_a_second_step_for_an_application_redirects_straight_to_it(
+    app: Flask, clock: FrozenClock, method: str
+) -> None:
+    """The second step decides the way back with its new session, as a passkey sign-in does:
+    its answer is the redirect to the client's redirect URI with the code, not to
+    /authorize/continue first (one request and one round trip fewer)."""
+    enrolled = user_with_totp(app, clock)
+    browser = app.test_client()
+    rp = RelyingParty(browser, create_client(app))
+    login = rp.authorize()
+    assert path_of(rp.sign_in(location(login), enrolled.user)) == "/login/second-step"
+    code = totp(enrolled.secret, clock.now()) if method == "totp" else enrolled.codes[0]
+    answer = second_step(browser, code, method)
+    assert location(answer).startswith(rp.registered.redirect_uri + "?"), location(answer)
+    callback = query_of(location(answer))
+    assert callback["state"] == rp.state
+    response = rp.exchange(callback["code"])
+    assert response.status_code == 200, response.text
+    claims = verified_claims(browser, response.get_json()["id_token"])
+    assert claims["sub"] == enrolled.user.id
+    assert claims["amr"] == MFA_AMR
+
+
 def test_totp_secret_is_encrypted_at_rest(app: Flask, clock: FrozenClock) -> None:
     enrolled = user_with_totp(app, clock)
     [credential] = rows(app, TotpCredential, TotpCredential.user_id == enrolled.user.id)

@@ -1072,6 +1072,28 @@ def test_the_second_step_is_answered_only_by_a_passkey_it_listed(
     assert user.email in browser.browser.get("/account").text
 
 
+def test_a_passkey_second_step_for_an_application_redirects_straight_to_it(
+    app: Flask, enrolled: SoftAuthenticator, user: CreatedUser
+) -> None:
+    """After a password for an authorization request, the passkey's second step decides the way
+    back with its new session, as a passkey sign-in does: the client's redirect URI with the
+    code, not /authorize/continue first."""
+    browser = PasskeyPages(app.test_client())
+    rp = RelyingParty(browser.browser, create_client(app))
+    after_password = rp.sign_in(rp.sign_in_page(), user)
+    assert shown_address(after_password) == "/login/second-step"
+    issued = browser.authentication_options(partial=True, page="/login/second-step")
+    body = {"challenge_id": issued["challenge_id"], "partial": True,
+            "credential": enrolled.get(issued["publicKey"])}  # fmt: skip
+    accepted = browser.post_json("/login/passkey/verify", body, page="/login/second-step")
+    assert accepted.status_code == 200, accepted.text
+    redirect = accepted.get_json()["redirect"]
+    assert redirect.startswith(rp.registered.redirect_uri + "?"), redirect
+    assert query_of(redirect)["state"] == rp.state
+    tokens = rp.exchange(query_of(redirect)["code"])
+    assert tokens.status_code == 200, tokens.text
+
+
 # The budget's window is a fixed quarter of an hour (idp.services.anonymous): a test that counts
 # across it must not straddle a boundary, so the clock stands still.
 def test_passkey_options_are_limited_per_client_address(
