@@ -248,7 +248,7 @@ def _resume_in_this_request(response: Any, pending_request_id: str | None) -> No
     session, as a passkey sign-in does (``resume_after_sign_in``): the client's redirect URI
     with the code, or the consent page, without the browser loading ``/authorize/continue``
     first. A request no longer there leaves ``response`` going there, which says so."""
-    pending = _pending(pending_request_id) if pending_request_id else None
+    pending = _pending(pending_request_id)
     if pending is not None:
         response.location = resume_after_sign_in(pending)
 
@@ -372,7 +372,7 @@ def passkey_verify() -> Any:
         destination = partial.next_path or url_for("account.home")
         amr = ["pwd", *amr]
         # For an authorization request: the way back is decided below, as for a passkey alone.
-        pending = _pending(partial.pending_request_id) if partial.pending_request_id else None
+        pending = _pending(partial.pending_request_id)
     else:
         pending = _pending(str(body.get("request") or ""))
         if pending is None:
